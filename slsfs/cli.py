@@ -1,0 +1,48 @@
+"""The `sls` command line.
+
+Each group of verbs lives in its own module with a `register(subparsers)` function
+that adds its sub-commands; a sub-command sets `func(args) -> int`. Errors a user
+can act on are raised as `CommandError` (or any `objectstore.StoreError`) and
+printed as one line on stderr with a non-zero exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from objectstore import StoreError
+
+#: Modules contributing verbs, in the order they appear in `sls --help`.
+COMMAND_MODULES = [
+    "slsfs.store_commands",
+]
+
+
+class CommandError(Exception):
+    """A failure with a message meant for the user (what happened, what to do)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sls", description="slsfs: a single level store for Linux")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (CommandError, StoreError) as exc:
+        print(f"sls: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sls: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
