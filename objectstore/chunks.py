@@ -1,0 +1,90 @@
+"""Chunks: immutable byte strings named by a keyed 128-bit xxh3 hash of their content.
+
+A chunk has a *kind*: DATA chunks are opaque (file blocks, memory pages, blobs) and
+NODE chunks are COW-tree nodes, whose children and references the garbage collector
+follows. The kind is part of the hashed content, so a DATA and a NODE chunk with the
+same bytes have different ids.
+
+`ChunkStore` is the one small interface every layer above is written against;
+`MemoryChunkStore` implements it in RAM (for tests and as a staging area) and
+`objectstore.packstore.PackStore` on disk.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Protocol
+
+import xxhash
+
+from .errors import NotFound
+
+DATA = 0
+NODE = 1
+KINDS = (DATA, NODE)
+_KIND_PREFIX = {DATA: b"\x00", NODE: b"\x01"}
+
+
+class ChunkId(bytes):
+    """16 bytes: xxh3-128 of kind + content under the store's secret seed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"ChunkId({self.hex()[:16]}...)"
+
+
+def chunk_id(kind: int, data: bytes, seed: int) -> ChunkId:
+    """The id of `data` stored as `kind` in a store with this seed."""
+    h = xxhash.xxh3_128(_KIND_PREFIX[kind], seed=seed)
+    h.update(data)
+    return ChunkId(h.digest())
+
+
+class ChunkStore(Protocol):
+    """Where chunks live. Implementations: MemoryChunkStore, PackStore."""
+
+    seed: int
+
+    def put(self, data: bytes, kind: int = DATA) -> ChunkId: ...
+
+    def get(self, cid: bytes) -> bytes: ...
+
+    def has(self, cid: bytes) -> bool: ...
+
+    def kind(self, cid: bytes) -> int: ...
+
+    def ids(self) -> Iterator[ChunkId]: ...
+
+
+class MemoryChunkStore:
+    """A ChunkStore in a dict: the reference implementation of the interface."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._chunks: dict[bytes, tuple[int, bytes]] = {}
+
+    def put(self, data: bytes, kind: int = DATA) -> ChunkId:
+        cid = chunk_id(kind, data, self.seed)
+        self._chunks.setdefault(cid, (kind, bytes(data)))
+        return cid
+
+    def get(self, cid: bytes) -> bytes:
+        try:
+            return self._chunks[cid][1]
+        except KeyError:
+            raise NotFound(f"chunk {cid.hex()} is not in the store") from None
+
+    def has(self, cid: bytes) -> bool:
+        return cid in self._chunks
+
+    def kind(self, cid: bytes) -> int:
+        try:
+            return self._chunks[cid][0]
+        except KeyError:
+            raise NotFound(f"chunk {cid.hex()} is not in the store") from None
+
+    def ids(self) -> Iterator[ChunkId]:
+        return (ChunkId(c) for c in list(self._chunks))
+
+    def discard(self, cids: Iterable[bytes]) -> None:
+        for cid in cids:
+            self._chunks.pop(cid, None)

@@ -1,0 +1,182 @@
+"""Pack files and their indexes: the byte layout, and reading it back after a crash.
+
+A pack is an append-only file of records. The format is documented in
+docs/FORMAT.md ("Packs"); in short::
+
+    pack    = header record*
+    header  = "SLSPACK\\0" u32 version u32 pack_number            (16 bytes)
+    record  = u16 magic(0x5AA5) u8 kind u8 flags u32 stored_len u32 raw_len
+              id[16] payload[stored_len] u32 xxh32(everything before it)
+
+`kind` is DATA or NODE for chunks (objectstore.chunks) and COMMIT, CATALOG or TAG
+for the store's own small records (their id field is zero). Flag bit 0 means the
+payload is lz4 block-compressed and `raw_len` is its size once decompressed.
+
+A sealed pack has an index file beside it (same name, ``.idx``) listing every
+record, so opening a store does not read whole packs::
+
+    index   = "SLSPIDX\\0" u32 version u32 count entry[count] u64 xxh64(all before)
+    entry   = id[16] u8 kind u8 flags u64 offset u32 stored_len u32 raw_len
+
+Simplification: a record whose checksum fails is skipped by `scan`, which then
+looks for the next record magic; the caller decides whether the damage is a torn
+tail (nothing valid follows) or corruption of data that had been durable.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+import xxhash
+
+from .errors import FormatError
+
+PACK_VERSION = 1
+PACK_MAGIC = b"SLSPACK\0"
+INDEX_MAGIC = b"SLSPIDX\0"
+PACK_HEADER = struct.Struct("<8sII")
+RECORD_HEADER = struct.Struct("<HBBII16s")
+RECORD_MAGIC = 0x5AA5
+RECORD_MAGIC_BYTES = struct.pack("<H", RECORD_MAGIC)
+CHECKSUM = struct.Struct("<I")
+INDEX_HEADER = struct.Struct("<8sII")
+INDEX_ENTRY = struct.Struct("<16sBBQII")
+INDEX_TRAILER = struct.Struct("<Q")
+RECORD_OVERHEAD = RECORD_HEADER.size + CHECKSUM.size
+MAX_RECORD = 1 << 24
+
+COMMIT = 2
+CATALOG = 3
+TAG = 4
+FLAG_LZ4 = 1
+NO_ID = bytes(16)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """Where one record sits in a pack, and what it holds."""
+
+    offset: int
+    kind: int
+    flags: int
+    stored_len: int
+    raw_len: int
+    id: bytes
+
+    @property
+    def end(self) -> int:
+        return self.offset + RECORD_OVERHEAD + self.stored_len
+
+
+def pack_header(number: int) -> bytes:
+    return PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION, number)
+
+
+def check_pack_header(data: bytes, name: str) -> int:
+    """Return the pack number written in a pack's header, or raise FormatError."""
+    if len(data) < PACK_HEADER.size:
+        raise FormatError(f"{name}: shorter than a pack header ({len(data)} bytes)")
+    magic, version, number = PACK_HEADER.unpack_from(data)
+    if magic != PACK_MAGIC:
+        raise FormatError(f"{name}: not a slsfs pack file (bad magic)")
+    if version != PACK_VERSION:
+        raise FormatError(f"{name}: pack format version {version}, this slsfs reads {PACK_VERSION}; "
+                          "upgrade slsfs to open this store")
+    return number
+
+
+def encode_record(kind: int, flags: int, raw_len: int, cid: bytes, payload: bytes) -> bytes:
+    head = RECORD_HEADER.pack(RECORD_MAGIC, kind, flags, len(payload), raw_len, cid)
+    h = xxhash.xxh32(head)
+    h.update(payload)
+    return b"".join((head, payload, CHECKSUM.pack(h.intdigest())))
+
+
+def decode_record(buf: bytes, offset: int = 0) -> tuple[RecordInfo, bytes] | None:
+    """Parse and verify the record at `offset`; None if it is not a valid record."""
+    if len(buf) - offset < RECORD_OVERHEAD:
+        return None
+    magic, kind, flags, stored_len, raw_len, cid = RECORD_HEADER.unpack_from(buf, offset)
+    if magic != RECORD_MAGIC or stored_len > MAX_RECORD or raw_len > MAX_RECORD:
+        return None
+    body = offset + RECORD_HEADER.size
+    end = body + stored_len
+    if end + CHECKSUM.size > len(buf):
+        return None
+    (stored_sum,) = CHECKSUM.unpack_from(buf, end)
+    if xxhash.xxh32(memoryview(buf)[offset:end]).intdigest() != stored_sum:
+        return None
+    info = RecordInfo(offset, kind, flags, stored_len, raw_len, bytes(cid))
+    return info, bytes(memoryview(buf)[body:end])
+
+
+@dataclass
+class ScanResult:
+    """Every valid record of a pack, plus the byte ranges that did not parse."""
+
+    records: list[RecordInfo]
+    damaged: list[tuple[int, int]]  # (start, end) of unreadable regions
+    valid_end: int  # end of the last valid record (or of the header)
+
+
+def scan(buf: bytes, start: int = PACK_HEADER.size) -> ScanResult:
+    """Walk a pack's bytes record by record, resynchronising after damage."""
+    records: list[RecordInfo] = []
+    damaged: list[tuple[int, int]] = []
+    pos = start
+    valid_end = start
+    size = len(buf)
+    while pos < size:
+        parsed = decode_record(buf, pos)
+        if parsed is not None:
+            info = parsed[0]
+            records.append(info)
+            pos = valid_end = info.end
+            continue
+        nxt = _next_record(buf, pos + 1)
+        damaged.append((pos, nxt))
+        pos = nxt
+    return ScanResult(records, damaged, valid_end)
+
+
+def _next_record(buf: bytes, pos: int) -> int:
+    while True:
+        pos = buf.find(RECORD_MAGIC_BYTES, pos)
+        if pos < 0:
+            return len(buf)
+        if decode_record(buf, pos) is not None:
+            return pos
+        pos += 1
+
+
+def encode_index(records: list[RecordInfo]) -> bytes:
+    parts = [INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, len(records))]
+    parts.extend(INDEX_ENTRY.pack(r.id, r.kind, r.flags, r.offset, r.stored_len, r.raw_len)
+                 for r in records)
+    body = b"".join(parts)
+    return body + INDEX_TRAILER.pack(xxhash.xxh64(body).intdigest())
+
+
+def decode_index(data: bytes, name: str) -> list[RecordInfo]:
+    """Parse a pack index; FormatError if it is damaged (the caller rebuilds it)."""
+    if len(data) < INDEX_HEADER.size + INDEX_TRAILER.size:
+        raise FormatError(f"{name}: truncated pack index")
+    magic, version, count = INDEX_HEADER.unpack_from(data)
+    if magic != INDEX_MAGIC or version != PACK_VERSION:
+        raise FormatError(f"{name}: not a version {PACK_VERSION} pack index")
+    body_len = INDEX_HEADER.size + count * INDEX_ENTRY.size
+    if len(data) != body_len + INDEX_TRAILER.size:
+        raise FormatError(f"{name}: pack index has the wrong length")
+    (stored,) = INDEX_TRAILER.unpack_from(data, body_len)
+    if xxhash.xxh64(memoryview(data)[:body_len]).intdigest() != stored:
+        raise FormatError(f"{name}: pack index checksum mismatch")
+    return [RecordInfo(off, kind, flags, slen, rlen, cid)
+            for cid, kind, flags, off, slen, rlen
+            in INDEX_ENTRY.iter_unpack(memoryview(data)[INDEX_HEADER.size:body_len])]
+
+
+def iter_payloads(buf: bytes, records: list[RecordInfo]) -> Iterator[tuple[RecordInfo, bytes]]:
+    for r in records:
+        body = r.offset + RECORD_HEADER.size
+        yield r, bytes(memoryview(buf)[body:body + r.stored_len])

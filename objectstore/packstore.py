@@ -1,0 +1,450 @@
+"""PackStore: chunks and the store's own records in append-only pack files on disk.
+
+Design notes:
+- One *active* pack takes appends; records are buffered in memory and written with
+  one write() at `sync()` (or when the buffer grows large), then fsync'd: many
+  commits can share one fsync (group commit).
+- When the active pack passes `pack_limit` it is *sealed*: its index is written
+  beside it (tmp + fsync + rename) and the next pack is started.
+- The whole index lives in RAM: a dict from chunk id to one packed int (pack number,
+  offset, stored length, kind). Simplification: RAM grows with the number of chunks
+  (about 150 bytes each).
+- Opening after a crash: sealed packs are read through their index (rebuilt by a
+  scan if missing or damaged); the active pack is scanned. Damage after the last
+  valid record is a torn tail and is cut; damage followed by valid records is
+  corruption, kept for fsck to report and never served.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import lz4.block
+
+from . import pack as fmt
+from .chunks import DATA, NODE, ChunkId, chunk_id
+from .errors import CorruptChunk, NotFound, StoreError, StoreFull
+
+PACK_NAME = re.compile(r"^pack-(\d{8})\.pack$")
+_WRITE_AHEAD = 8 << 20  # write the buffer out once it holds this much
+
+
+def _pack_path(directory: Path, number: int, suffix: str = ".pack") -> Path:
+    return directory / f"pack-{number:08d}{suffix}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _loc(pack: int, offset: int, stored_len: int, kind: int) -> int:
+    return (((pack << 36) | offset) << 25 | stored_len) << 1 | (kind == NODE)
+
+
+def _unloc(loc: int) -> tuple[int, int, int, int]:
+    kind = NODE if loc & 1 else DATA
+    loc >>= 1
+    stored_len = loc & ((1 << 25) - 1)
+    loc >>= 25
+    return loc >> 36, loc & ((1 << 36) - 1), stored_len, kind
+
+
+def _io_error(exc: OSError, what: str) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"{what}: the disk holding the store is full; free space and retry "
+                         "(nothing durable was lost)")
+    return StoreError(f"{what}: {exc.strerror}")
+
+
+class PackStore:
+    """The on-disk ChunkStore (see objectstore.chunks.ChunkStore)."""
+
+    def __init__(self, directory: Path, seed: int, *, readonly: bool = False,
+                 verify_dedup: bool = False, pack_limit: int = 64 << 20):
+        self.directory = Path(directory)
+        self.seed = seed
+        self.readonly = readonly
+        self.verify_dedup = verify_dedup
+        self.pack_limit = pack_limit
+        self.damage: list[str] = []  # corruption found on open, for fsck
+        self._index: dict[bytes, int] = {}
+        self._meta: list[tuple[int, int, int]] = []  # (pack, offset, kind) in pack order
+        self._fds: dict[int, int] = {}
+        self._active = 0
+        self._active_records: list[fmt.RecordInfo] = []
+        self._written = 0  # bytes of the active pack on disk
+        self._buf = bytearray()
+        self._unsynced = False
+        self._load()
+
+    # -- opening ------------------------------------------------------------
+
+    def _load(self) -> None:
+        self.directory.mkdir(exist_ok=True)
+        if not self.readonly:
+            for stale in self.directory.glob("*.tmp"):
+                stale.unlink()
+        numbers = sorted(int(m.group(1)) for p in self.directory.iterdir()
+                         if (m := PACK_NAME.match(p.name)))
+        for number in numbers[:-1]:
+            self._load_sealed(number)
+        if numbers:
+            self._load_active(numbers[-1])
+        elif not self.readonly:
+            self._start_pack(1)
+
+    def _read_whole(self, number: int) -> bytes:
+        with open(_pack_path(self.directory, number), "rb") as f:
+            data = f.read()
+        fmt.check_pack_header(data, _pack_path(self.directory, number).name)
+        return data
+
+    def _load_sealed(self, number: int) -> None:
+        idx_path = _pack_path(self.directory, number, ".idx")
+        try:
+            records = fmt.decode_index(idx_path.read_bytes(), idx_path.name)
+        except (OSError, StoreError):
+            data = self._read_whole(number)
+            result = fmt.scan(data)
+            self._note_damage(number, result, torn_tail_allowed=False)
+            records = result.records
+            if not self.readonly:
+                self._write_index(number, records)
+        self._add_records(number, records)
+
+    def _load_active(self, number: int) -> None:
+        data = self._read_whole(number)
+        result = fmt.scan(data)
+        self._note_damage(number, result, torn_tail_allowed=True)
+        self._add_records(number, result.records)
+        self._active = number
+        self._active_records = list(result.records)
+        self._written = result.valid_end
+        if not self.readonly:
+            fd = self._fd(number, write=True)
+            if len(data) > result.valid_end:
+                os.ftruncate(fd, result.valid_end)  # cut the torn tail
+                os.fsync(fd)
+
+    def _note_damage(self, number: int, result: fmt.ScanResult, *, torn_tail_allowed: bool) -> None:
+        name = _pack_path(self.directory, number).name
+        for start, end in result.damaged:
+            if torn_tail_allowed and start >= result.valid_end:
+                continue
+            self.damage.append(f"{name} offset {start}: {end - start} damaged bytes skipped "
+                               "(records there failed their checksum)")
+
+    def _add_records(self, number: int, records: Iterable[fmt.RecordInfo]) -> None:
+        for r in records:
+            if r.kind in (DATA, NODE):
+                self._index[r.id] = _loc(number, r.offset, r.stored_len, r.kind)
+            else:
+                self._meta.append((number, r.offset, r.kind))
+
+    # -- files ----------------------------------------------------------------
+
+    def _fd(self, number: int, write: bool = False) -> int:
+        fd = self._fds.get(number)
+        if fd is None:
+            flags = os.O_RDWR if (write and not self.readonly) else os.O_RDONLY
+            fd = os.open(_pack_path(self.directory, number), flags | os.O_CLOEXEC)
+            self._fds[number] = fd
+        return fd
+
+    def _start_pack(self, number: int) -> None:
+        path = _pack_path(self.directory, number)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            header = fmt.pack_header(number)
+            os.write(fd, header)
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink()
+            raise _io_error(exc, f"creating {path.name}") from None
+        fsync_dir(self.directory)
+        self._fds[number] = fd
+        self._active = number
+        self._active_records = []
+        self._written = len(header)
+
+    def _write_index(self, number: int, records: list[fmt.RecordInfo]) -> None:
+        final = _pack_path(self.directory, number, ".idx")
+        tmp = final.with_suffix(".idx.tmp")
+        with open(tmp, "wb") as f:
+            f.write(fmt.encode_index(records))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        fsync_dir(self.directory)
+
+    # -- the ChunkStore interface ---------------------------------------------
+
+    def put(self, data: bytes, kind: int = DATA) -> ChunkId:
+        cid = chunk_id(kind, data, self.seed)
+        if cid in self._index:
+            if self.verify_dedup and self.get(cid) != data:
+                raise StoreError(f"hash collision on chunk {cid.hex()}: refusing to dedup "
+                                 "different content (report this)")
+            return cid
+        self._append(kind, cid, data, compress=True)
+        return cid
+
+    def get(self, cid: bytes) -> bytes:
+        loc = self._index.get(cid)
+        if loc is None:
+            raise NotFound(f"chunk {bytes(cid).hex()} is not in the store")
+        number, offset, stored_len, _kind = _unloc(loc)
+        info, payload = self._read_record(number, offset, stored_len)
+        data = self._plain(info, payload, number)
+        if info.id != cid:
+            raise CorruptChunk(f"{_pack_path(self.directory, number).name} offset {offset}: "
+                               f"holds chunk {info.id.hex()} where {bytes(cid).hex()} was expected",
+                               pack=str(number), offset=offset)
+        return data
+
+    def has(self, cid: bytes) -> bool:
+        return cid in self._index
+
+    def kind(self, cid: bytes) -> int:
+        loc = self._index.get(cid)
+        if loc is None:
+            raise NotFound(f"chunk {bytes(cid).hex()} is not in the store")
+        return _unloc(loc)[3]
+
+    def ids(self) -> Iterator[ChunkId]:
+        return (ChunkId(c) for c in list(self._index))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    # -- records ----------------------------------------------------------------
+
+    def _append(self, kind: int, cid: bytes, data: bytes, *, compress: bool) -> None:
+        if self.readonly:
+            raise StoreError("the store is open read-only")
+        flags = 0
+        payload = data
+        if compress and len(data) >= 64:
+            packed = lz4.block.compress(data, store_size=False)
+            if len(packed) < len(data) - len(data) // 16:
+                payload, flags = packed, fmt.FLAG_LZ4
+        record = fmt.encode_record(kind, flags, len(data), cid, payload)
+        offset = self._written + len(self._buf)
+        self._buf += record
+        self._unsynced = True
+        info = fmt.RecordInfo(offset, kind, flags, len(payload), len(data), bytes(cid))
+        self._active_records.append(info)
+        if kind in (DATA, NODE):
+            self._index[cid] = _loc(self._active, offset, len(payload), kind)
+        else:
+            self._meta.append((self._active, offset, kind))
+        if len(self._buf) >= _WRITE_AHEAD:
+            self._write_out()
+
+    def append_meta(self, kind: int, payload: bytes) -> None:
+        """Append one of the store's own records (commit, catalog, tag)."""
+        self._append(kind, fmt.NO_ID, payload, compress=False)
+
+    def meta_records(self) -> Iterator[tuple[int, bytes]]:
+        """(kind, payload) of every store record, oldest first."""
+        for number, offset, kind in list(self._meta):
+            info, payload = self._read_record(number, offset, None)
+            yield kind, self._plain(info, payload, number)
+
+    def mark(self) -> int:
+        """A position to roll back to if what follows cannot be made durable."""
+        return len(self._active_records)
+
+    def rollback(self, mark: int) -> None:
+        """Forget records appended after `mark` that are still only in the buffer."""
+        dropped = self._active_records[mark:]
+        if not dropped or dropped[0].offset < self._written:
+            if dropped:
+                raise StoreError("cannot roll back records already written to disk")
+            return
+        del self._active_records[mark:]
+        self._buf = self._buf[: dropped[0].offset - self._written]
+        gone = {(self._active, r.offset) for r in dropped}
+        for r in dropped:
+            if r.kind in (DATA, NODE):
+                self._index.pop(r.id, None)
+        self._meta = [m for m in self._meta if (m[0], m[1]) not in gone]
+
+    def _read_record(self, number: int, offset: int, stored_len: int | None) -> tuple[fmt.RecordInfo, bytes]:
+        name = _pack_path(self.directory, number).name
+        if number == self._active and offset >= self._written:
+            buf = self._buf
+            start = offset - self._written
+        else:
+            if stored_len is None:
+                head = os.pread(self._fd(number), fmt.RECORD_HEADER.size, offset)
+                if len(head) == fmt.RECORD_HEADER.size:
+                    stored_len = fmt.RECORD_HEADER.unpack(head)[3]
+                else:
+                    stored_len = 0
+            buf = os.pread(self._fd(number), fmt.RECORD_OVERHEAD + stored_len, offset)
+            start = 0
+        parsed = fmt.decode_record(buf, start)
+        if parsed is None:
+            raise CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
+                               "is damaged (run `sls fsck` to list every damaged record)",
+                               pack=name, offset=offset)
+        return parsed
+
+    def _plain(self, info: fmt.RecordInfo, payload: bytes, number: int) -> bytes:
+        if not info.flags & fmt.FLAG_LZ4:
+            return payload
+        try:
+            data = lz4.block.decompress(payload, uncompressed_size=info.raw_len)
+        except Exception:  # lz4 raises a plain LZ4BlockError
+            data = None
+        if data is None or len(data) != info.raw_len:
+            raise CorruptChunk(f"{_pack_path(self.directory, number).name} offset {info.offset}: "
+                               "compressed payload does not decompress", offset=info.offset)
+        return data
+
+    # -- durability -------------------------------------------------------------
+
+    def _write_out(self) -> None:
+        if not self._buf:
+            return
+        fd = self._fd(self._active, write=True)
+        view = memoryview(self._buf)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], self._written + done)
+        except OSError as exc:
+            view.release()
+            os.ftruncate(fd, self._written)
+            raise _io_error(exc, "writing the store's pack file") from None
+        view.release()
+        self._written += done
+        self._buf = bytearray()
+
+    def sync(self) -> None:
+        """Make every record appended so far durable (one write + one fsync)."""
+        if not self._unsynced:
+            return
+        self._write_out()
+        try:
+            os.fsync(self._fd(self._active, write=True))
+        except OSError as exc:
+            raise _io_error(exc, "syncing the store's pack file") from None
+        self._unsynced = False
+        if self._written >= self.pack_limit:
+            self.seal_active()
+
+    def seal_active(self) -> None:
+        """Write the active pack's index and start a new pack."""
+        self.sync()
+        if len(self._active_records) == 0:
+            return
+        self._write_index(self._active, self._active_records)
+        self._start_pack(self._active + 1)
+
+    @property
+    def unsynced(self) -> bool:
+        return self._unsynced
+
+    # -- maintenance (GC, fsck) -----------------------------------------------
+
+    def pack_numbers(self) -> list[int]:
+        return sorted({_unloc(loc)[0] for loc in self._index.values()} |
+                      {m[0] for m in self._meta} | {self._active})
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def chunk_locations(self) -> Iterator[tuple[bytes, int, int, int]]:
+        """(id, pack, stored_len, kind) of every chunk."""
+        for cid, loc in self._index.items():
+            number, _off, stored_len, kind = _unloc(loc)
+            yield cid, number, stored_len, kind
+
+    def rewrite_packs(self, numbers: set[int], keep_chunk: Callable[[bytes], bool],
+                      keep_meta: Callable[[int, bytes], bool]) -> int:
+        """Copy what is kept from sealed packs `numbers` into the active pack, then
+        delete them. Returns the number of bytes freed on disk."""
+        numbers.discard(self._active)
+        if not numbers:
+            return 0
+        before = sum(_pack_path(self.directory, n).stat().st_size for n in numbers)
+        moved = 0
+        for cid, loc in list(self._index.items()):
+            number, offset, stored_len, kind = _unloc(loc)
+            if number not in numbers:
+                continue
+            del self._index[cid]
+            if keep_chunk(cid):
+                info, payload = self._read_record(number, offset, stored_len)
+                self._append(kind, cid, self._plain(info, payload, number), compress=True)
+                moved += stored_len
+        for number, offset, kind in [m for m in self._meta if m[0] in numbers]:
+            info, payload = self._read_record(number, offset, None)
+            self._meta.remove((number, offset, kind))
+            if keep_meta(kind, payload):
+                self.append_meta(kind, payload)
+        self.sync()
+        for number in numbers:
+            fd = self._fds.pop(number, None)
+            if fd is not None:
+                os.close(fd)
+            _pack_path(self.directory, number).unlink(missing_ok=True)
+            _pack_path(self.directory, number, ".idx").unlink(missing_ok=True)
+        fsync_dir(self.directory)
+        return max(0, before - moved)
+
+    def drop_chunks(self, cids: Iterable[bytes]) -> None:
+        for cid in cids:
+            self._index.pop(cid, None)
+
+    def verify_all(self, progress: Callable[[int], None] | None = None) -> list[str]:
+        """Re-read every pack and check every record's checksum and id."""
+        problems = list(self.damage)
+        self._write_out()
+        for number in self.pack_numbers():
+            name = _pack_path(self.directory, number).name
+            try:
+                data = self._read_whole(number)
+            except (OSError, StoreError) as exc:
+                problems.append(f"{name}: cannot be read: {exc}")
+                continue
+            result = fmt.scan(data)
+            for start, end in result.damaged:
+                problems.append(f"{name} offset {start}: {end - start} damaged bytes")
+            for info, payload in fmt.iter_payloads(data, result.records):
+                if info.kind not in (DATA, NODE):
+                    continue
+                try:
+                    plain = self._plain(info, payload, number)
+                except CorruptChunk as exc:
+                    problems.append(str(exc))
+                    continue
+                if chunk_id(info.kind, plain, self.seed) != info.id:
+                    problems.append(f"{name} offset {info.offset}: content does not match "
+                                    f"its id {info.id.hex()}")
+            if progress:
+                progress(len(data))
+        return problems
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.glob("pack-*"))
+
+    def close(self) -> None:
+        try:
+            if not self.readonly:
+                self.sync()
+        finally:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

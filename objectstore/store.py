@@ -1,0 +1,465 @@
+"""Store: one directory holding chunks, trees, named roots and the commit history.
+
+A store directory holds (docs/FORMAT.md, "Store directory")::
+
+    FORMAT        JSON: format name, version, secret seed, uuid (written once, at init)
+    lock          flock'd exclusively by the one writer
+    packs/        pack files and their indexes (objectstore.pack)
+
+Everything else (commits, tags, the catalog of retained commits) is a record in
+the packs, so that one fsync makes a commit and all its chunks durable at once.
+
+The *working state* is a map of named roots, carried from commit to commit:
+``vol/<name>`` for volumes (live trees, flushed by every commit), ``openrefs``
+for the open-refcount table, and whatever the layers above name (process images,
+snapshots). `commit()` records the whole map in one small record.
+
+A Store is not thread-safe: call it from one thread at a time.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid as uuidlib
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from . import pack as fmt
+from .chunks import DATA, NODE, ChunkId
+from .errors import FormatError, NotFound, StoreError, StoreLocked
+from .packstore import PackStore, fsync_dir
+from .retention import RetentionPolicy
+from .tree import NodeCache, Tree
+
+STORE_FORMAT = "slsfs-store"
+STORE_VERSION = 1
+RECORD_VERSION = 1
+VOLUME_PREFIX = "vol/"
+SNAPSHOT_PREFIX = "snap/"
+OPENREFS = "openrefs"
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One checkpoint: the whole map of named roots at one instant."""
+
+    id: int
+    parent: int | None
+    time: float
+    label: str
+    roots: dict[str, ChunkId] = field(hash=False)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "parent": self.parent, "time": self.time, "label": self.label,
+                "roots": {k: v.hex() for k, v in self.roots.items()}}
+
+
+def _record(kind: str, **fields) -> bytes:
+    return json.dumps({"v": RECORD_VERSION, "type": kind, **fields}, separators=(",", ":")).encode()
+
+
+def _parse_record(payload: bytes) -> dict:
+    try:
+        rec = json.loads(payload)
+    except ValueError:
+        raise FormatError("a store record is not valid JSON: the store is damaged; run `sls fsck`") from None
+    if rec.get("v") != RECORD_VERSION:
+        raise FormatError(f"store record version {rec.get('v')}; this slsfs reads {RECORD_VERSION}")
+    return rec
+
+
+def _commit_from(rec: dict) -> Commit:
+    return Commit(rec["id"], rec["parent"], rec["time"], rec["label"],
+                  {k: ChunkId(bytes.fromhex(v)) for k, v in rec["roots"].items()})
+
+
+class Store:
+    """A copy-on-write object store in one directory. See the module docstring."""
+
+    def __init__(self, path: Path, *, readonly: bool, _create: dict | None = None):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock_fd: int | None = None
+        meta = _create or self._read_format()
+        self.uuid: str = meta["uuid"]
+        self.seed: int = int(meta["seed"], 16)
+        if not readonly:
+            self._lock()
+        self.packs = PackStore(self.path / "packs", self.seed, readonly=readonly,
+                               verify_dedup=meta.get("verify_dedup", False))
+        self.cache = NodeCache()
+        self.retention = RetentionPolicy(**meta.get("retention", {}))
+        self._recent: set[bytes] = set()
+        self._trees: weakref.WeakSet[Tree] = weakref.WeakSet()
+        self._commits: dict[int, Commit] = {}
+        self._tags: dict[str, int] = {}
+        self._next_id = 1
+        self._durable_id = 0
+        self._load_history()
+        newest = self.head
+        self._roots: dict[str, ChunkId] = dict(newest.roots) if newest else {}
+        self._volumes: dict[str, Tree] = {}
+        self._openrefs: Tree | None = None
+
+    # -- opening and creating ---------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | os.PathLike, *, verify_dedup: bool = False,
+             seed: int | None = None) -> "Store":
+        """Create a new, empty store directory and open it for writing."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise StoreError(f"{path} already exists and is not an empty directory; "
+                             "choose a new path for the store")
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # history holds process memory: owner only
+        meta = {"format": STORE_FORMAT, "version": STORE_VERSION,
+                "seed": f"{seed if seed is not None else int.from_bytes(os.urandom(8), 'little'):016x}",
+                "uuid": str(uuidlib.uuid4()), "verify_dedup": verify_dedup,
+                "created": time.time()}
+        tmp = path / "FORMAT.tmp"
+        with open(tmp, "w") as f:
+            json.dump(meta, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path / "FORMAT")
+        fsync_dir(path)
+        return cls(path, readonly=False, _create=meta)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "Store":
+        """Open an existing store; StoreLocked if another process writes to it."""
+        return cls(Path(path), readonly=readonly)
+
+    def _read_format(self) -> dict:
+        try:
+            meta = json.loads((self.path / "FORMAT").read_text())
+        except FileNotFoundError:
+            raise NotFound(f"{self.path} is not a slsfs store (no FORMAT file); "
+                           f"create one with `sls init {self.path}`") from None
+        except PermissionError:
+            raise StoreError(f"{self.path}: permission denied (a store is readable by its owner only)") from None
+        except ValueError:
+            raise FormatError(f"{self.path}/FORMAT is damaged (not JSON)") from None
+        if meta.get("format") != STORE_FORMAT:
+            raise FormatError(f"{self.path} is not a slsfs store")
+        if meta.get("version") != STORE_VERSION:
+            raise FormatError(f"{self.path}: store format version {meta.get('version')}; "
+                              f"this slsfs reads version {STORE_VERSION}")
+        return meta
+
+    def _lock(self) -> None:
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(f"{self.path} is in use by another process (a mount or daemon); "
+                              "stop it first, or open the store read-only") from None
+        self._lock_fd = fd
+
+    def _load_history(self) -> None:
+        upto, live, tags = 0, None, {}
+        commits: dict[int, Commit] = {}
+        for kind, payload in self.packs.meta_records():
+            rec = _parse_record(payload)
+            if kind == fmt.COMMIT:
+                commits[rec["id"]] = _commit_from(rec)
+            elif kind == fmt.CATALOG:
+                upto, live, tags = rec["upto"], set(rec["live"]), dict(rec["tags"])
+            elif kind == fmt.TAG:
+                if rec["commit"] is None:
+                    tags.pop(rec["name"], None)
+                else:
+                    tags[rec["name"]] = rec["commit"]
+        self._next_id = max([upto, *commits]) + 1 if commits or upto else 1
+        self._commits = {i: c for i, c in sorted(commits.items())
+                         if i > upto or (live is not None and i in live)}
+        self._tags = {name: cid for name, cid in tags.items() if cid in self._commits}
+        self._durable_id = max(self._commits, default=0)
+
+    def close(self) -> None:
+        try:
+            self.packs.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- chunks -------------------------------------------------------------------
+
+    def put(self, data: bytes, kind: int = DATA) -> ChunkId:
+        """Store `data` (once, whatever how often it is put); return its id."""
+        cid = self.packs.put(data, kind)
+        self._recent.add(cid)
+        return cid
+
+    def get(self, cid: bytes) -> bytes:
+        return self.packs.get(cid)
+
+    def has(self, cid: bytes) -> bool:
+        return self.packs.has(cid)
+
+    def kind(self, cid: bytes) -> int:
+        return self.packs.kind(cid)
+
+    def ids(self) -> Iterator[ChunkId]:
+        return self.packs.ids()
+
+    # -- trees and roots ----------------------------------------------------------
+
+    def tree(self, root: bytes | None = None) -> Tree:
+        """A COW tree starting from `root` (None: empty)."""
+        t = Tree(self, root, self.cache)
+        self._trees.add(t)
+        return t
+
+    def empty_root(self) -> ChunkId:
+        """The id of the empty tree (a leaf with no entries)."""
+        return self.put(b"L\x01\x00\x00\x00\x00", NODE)
+
+    def roots(self) -> dict[str, ChunkId]:
+        """The working map of named roots (volumes flushed first)."""
+        self._flush_working()
+        return dict(self._roots)
+
+    def set_root(self, name: str, root: bytes | None) -> None:
+        """Name a tree root in the working state (None removes the name)."""
+        if name.startswith(VOLUME_PREFIX) or name == OPENREFS:
+            raise StoreError(f"root name {name!r} is reserved; use the volume API")
+        if root is None:
+            self._roots.pop(name, None)
+        else:
+            if not self.has(root):
+                raise NotFound(f"root {bytes(root).hex()} of {name!r} is not in the store")
+            self._roots[name] = ChunkId(root)
+
+    def _flush_working(self) -> None:
+        for name, t in self._volumes.items():
+            self._roots[VOLUME_PREFIX + name] = t.flush() or self.empty_root()
+        if self._openrefs is not None:
+            self._roots[OPENREFS] = self._openrefs.flush() or self.empty_root()
+
+    # -- volumes ----------------------------------------------------------------------
+
+    def volumes(self) -> list[str]:
+        return sorted(n[len(VOLUME_PREFIX):] for n in self._roots if n.startswith(VOLUME_PREFIX))
+
+    def volume(self, name: str) -> Tree:
+        """The live, writable tree of volume `name`."""
+        t = self._volumes.get(name)
+        if t is None:
+            root = self._roots.get(VOLUME_PREFIX + name)
+            if root is None:
+                raise NotFound(f"volume {name!r} does not exist (volumes: {', '.join(self.volumes()) or 'none'})")
+            t = self._volumes[name] = self.tree(root)
+        return t
+
+    def create_volume(self, name: str, root: bytes | None = None) -> Tree:
+        """A new volume, empty or sharing every chunk of `root` (an O(1) clone)."""
+        if not name or "/" in name or len(name.encode()) > 255:
+            raise StoreError(f"bad volume name {name!r}: 1-255 bytes, no '/'")
+        if VOLUME_PREFIX + name in self._roots:
+            raise StoreError(f"volume {name!r} already exists")
+        if root is not None and not self.has(root):
+            raise NotFound(f"root {bytes(root).hex()} is not in the store")
+        t = self._volumes[name] = self.tree(root)
+        self._roots[VOLUME_PREFIX + name] = t.flush() or self.empty_root()
+        return t
+
+    def drop_volume(self, name: str) -> None:
+        self.volume(name)
+        del self._volumes[name]
+        del self._roots[VOLUME_PREFIX + name]
+
+    def snapshot(self, volume: str, name: str) -> ChunkId:
+        """Retain the volume's current root as snapshot `name`: O(1)."""
+        if SNAPSHOT_PREFIX + name in self._roots:
+            raise StoreError(f"snapshot {name!r} already exists")
+        root = self.volume(volume).flush() or self.empty_root()
+        self._roots[SNAPSHOT_PREFIX + name] = root
+        return root
+
+    def snapshots(self) -> dict[str, ChunkId]:
+        return {n[len(SNAPSHOT_PREFIX):]: r for n, r in self._roots.items()
+                if n.startswith(SNAPSHOT_PREFIX)}
+
+    # -- open refcounts ----------------------------------------------------------------
+
+    def _openref_tree(self) -> Tree:
+        if self._openrefs is None:
+            self._openrefs = self.tree(self._roots.get(OPENREFS))
+        return self._openrefs
+
+    @staticmethod
+    def _openref_key(volume: str, ino: int, holder: str = "") -> bytes:
+        return volume.encode() + b"\0" + ino.to_bytes(8, "big") + holder.encode()
+
+    def hold(self, volume: str, ino: int, holder: str) -> None:
+        """Record that unlinked inode `ino` of `volume` is still open by `holder`."""
+        self._openref_tree().put(self._openref_key(volume, ino, holder), b"")
+
+    def release(self, volume: str, ino: int, holder: str) -> bool:
+        """Drop one holder; True if nobody holds the inode any more."""
+        t = self._openref_tree()
+        t.delete(self._openref_key(volume, ino, holder))
+        return next(t.prefix(self._openref_key(volume, ino)), None) is None
+
+    def holders(self, volume: str) -> dict[int, set[str]]:
+        """Unlinked-but-open inodes of `volume` and who holds each."""
+        out: dict[int, set[str]] = {}
+        prefix = volume.encode() + b"\0"
+        for key, _ in self._openref_tree().prefix(prefix):
+            ino = int.from_bytes(key[len(prefix):len(prefix) + 8], "big")
+            out.setdefault(ino, set()).add(key[len(prefix) + 8:].decode())
+        return out
+
+    # -- commits -------------------------------------------------------------------
+
+    def commit(self, label: str = "", *, durable: bool = True) -> Commit:
+        """Record the working state as a new checkpoint.
+
+        durable=True returns once the commit and everything it names are on disk;
+        durable=False returns at once, and `barrier()` waits for durability."""
+        self._flush_working()
+        head = self.head
+        c = Commit(self._next_id, head.id if head else None, time.time(), label, dict(self._roots))
+        mark = self.packs.mark()
+        rec = c.to_json()
+        self.packs.append_meta(fmt.COMMIT, _record("commit", **rec))
+        if durable:
+            try:
+                self.packs.sync()
+            except StoreError:
+                self.packs.rollback(mark)
+                raise
+        self._commits[c.id] = c
+        self._next_id += 1
+        self._recent.clear()
+        if durable:
+            self._durable_id = c.id
+        return c
+
+    def barrier(self) -> int:
+        """Wait until every commit so far is durable; return the newest durable id."""
+        self.packs.sync()
+        self._durable_id = max(self._commits, default=0)
+        return self._durable_id
+
+    @property
+    def durable_id(self) -> int:
+        return self._durable_id
+
+    @property
+    def head(self) -> Commit | None:
+        """The newest commit."""
+        return self._commits[max(self._commits)] if self._commits else None
+
+    def log(self) -> list[Commit]:
+        """Every retained commit, newest first."""
+        return [self._commits[i] for i in sorted(self._commits, reverse=True)]
+
+    def commit_by_id(self, cid: int) -> Commit:
+        try:
+            return self._commits[cid]
+        except KeyError:
+            raise NotFound(f"checkpoint {cid} does not exist (or was thinned by retention)") from None
+
+    def resolve(self, spec: str | int) -> Commit:
+        """A commit by id, tag, 'latest' (optionally '~N' back) or ISO-8601 time."""
+        if isinstance(spec, int):
+            return self.commit_by_id(spec)
+        spec = spec.strip()
+        if spec.isdigit():
+            return self.commit_by_id(int(spec))
+        if spec in self._tags:
+            return self._commits[self._tags[spec]]
+        base, _, back = spec.partition("~")
+        if base in ("latest", "HEAD", "head"):
+            ids = sorted(self._commits, reverse=True)
+            n = int(back or 0) if (back or "0").isdigit() else -1
+            if not ids or n < 0 or n >= len(ids):
+                raise NotFound(f"no checkpoint {spec!r} (the store has {len(ids)})")
+            return self._commits[ids[n]]
+        try:
+            when = datetime.fromisoformat(spec).timestamp()
+        except ValueError:
+            raise NotFound(f"no checkpoint, tag or time matches {spec!r}") from None
+        older = [c for c in self._commits.values() if c.time <= when]
+        if not older:
+            raise NotFound(f"no checkpoint at or before {spec}")
+        return max(older, key=lambda c: c.id)
+
+    def tag(self, name: str, commit_id: int | None = None) -> int:
+        """Name a commit (default: the newest); named commits are kept forever."""
+        if not name or name.isdigit() or "~" in name or "/" in name:
+            raise StoreError(f"bad tag name {name!r}: not all digits, no '~' or '/'")
+        if commit_id is None:
+            if self.head is None:
+                raise NotFound("the store has no checkpoint to name yet")
+            commit_id = self.head.id
+        self.commit_by_id(commit_id)
+        self.packs.append_meta(fmt.TAG, _record("tag", name=name, commit=commit_id))
+        self.packs.sync()
+        self._tags[name] = commit_id
+        return commit_id
+
+    def untag(self, name: str) -> None:
+        if name not in self._tags:
+            raise NotFound(f"no tag {name!r}")
+        self.packs.append_meta(fmt.TAG, _record("tag", name=name, commit=None))
+        self.packs.sync()
+        del self._tags[name]
+
+    def tags(self) -> dict[str, int]:
+        return dict(self._tags)
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def forget(self, keep: set[int]) -> None:
+        """Drop every commit not in `keep` (tagged and newest always stay). Used by GC."""
+        keep = set(keep) | set(self._tags.values())
+        if self.head:
+            keep.add(self.head.id)
+        upto = self._next_id - 1
+        self.packs.append_meta(fmt.CATALOG, _record("catalog", upto=upto, live=sorted(keep & set(self._commits)),
+                                                   tags=self._tags))
+        self.packs.sync()
+        self._commits = {i: c for i, c in self._commits.items() if i in keep}
+
+    def live_roots(self) -> set[ChunkId]:
+        """Every root the garbage collector must keep: retained commits, the working
+        state, trees in use in this process and chunks put since the last commit."""
+        for t in list(self._trees):
+            if t.dirty:
+                t.flush()
+        out = set(self.roots().values())
+        for c in self._commits.values():
+            out.update(c.roots.values())
+        out.update(r for t in list(self._trees) if (r := t.flush()) is not None)
+        out.update(self._recent)
+        return out
+
+    def gc(self, progress=None) -> dict:
+        from .gc import collect
+        return collect(self, progress=progress)
+
+    def fsck(self, progress=None) -> list[str]:
+        from .fsck import check
+        return check(self, progress=progress)
+
+    def stats(self) -> dict:
+        from .gc import usage
+        return usage(self)

@@ -1,0 +1,396 @@
+"""Copy-on-write B+trees stored as NODE chunks: ordered maps from bytes to bytes.
+
+Every metadata structure of slsfs is one of these: a volume's inode table and
+directory entries, file block maps, process page maps, the open-refcount table.
+An entry is a value plus *refs*, the chunk ids the value stands for (data blocks,
+pages, roots of other trees): the garbage collector follows refs, and `send`
+translates them, so a chunk id must be kept in refs, never only inside a value.
+
+Nodes that were read or written are immutable and shared (by chunk id); a change
+copies the nodes on the path from the root to the changed leaf, and `flush()`
+writes exactly those. A flush therefore costs O(changed keys x depth), whatever
+the tree's size, and `copy()` is O(1).
+
+Node encoding (docs/FORMAT.md, "Tree nodes")::
+
+    leaf     = "L" u8 version u32 count (u16 klen u32 vlen u8 nrefs key value ref[16]*nrefs)*
+    internal = "I" u8 version u32 count (u16 klen key child[16])*
+
+In an internal node the key of child i is the smallest key child i may hold; the
+key of child 0 is empty (it stands for minus infinity).
+
+Simplifications: deletes remove empty nodes but never merge half-empty ones; a
+tree must not be changed while one of its `items()` iterators is running.
+"""
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from typing import Iterator, NamedTuple, Sequence
+
+from .chunks import NODE, ChunkId, ChunkStore
+from .errors import CorruptChunk
+
+TREE_VERSION = 1
+LEAF_BYTES = 4096
+INTERNAL_FANOUT = 128
+MAX_KEY = 0xFFFF
+_HEAD = struct.Struct("<cBI")
+_LEAF_ENTRY = struct.Struct("<HIB")
+_INNER_ENTRY = struct.Struct("<H")
+_ID = 16
+
+
+class Entry(NamedTuple):
+    value: bytes
+    refs: tuple[bytes, ...]
+
+
+class _Node:
+    """A decoded node. `cid` is set while the node is clean (immutable, shared)."""
+
+    __slots__ = ("leaf", "keys", "vals", "cid", "size")
+
+    def __init__(self, leaf: bool, keys: list[bytes], vals: list, cid: ChunkId | None = None,
+                 size: int = 0):
+        self.leaf = leaf
+        self.keys = keys
+        self.vals = vals  # leaf: Entry; internal: _Node (dirty) or ChunkId (clean)
+        self.cid = cid
+        self.size = size
+
+    def mutable_copy(self) -> "_Node":
+        return _Node(self.leaf, list(self.keys), list(self.vals), None, self.size)
+
+
+def _entry_size(key: bytes, entry: Entry) -> int:
+    return _LEAF_ENTRY.size + len(key) + len(entry.value) + _ID * len(entry.refs)
+
+
+def encode_node(node: _Node) -> bytes:
+    parts = [_HEAD.pack(b"L" if node.leaf else b"I", TREE_VERSION, len(node.keys))]
+    if node.leaf:
+        for key, (value, refs) in zip(node.keys, node.vals):
+            parts.append(_LEAF_ENTRY.pack(len(key), len(value), len(refs)))
+            parts.append(key)
+            parts.append(value)
+            parts.extend(refs)
+    else:
+        for key, child in zip(node.keys, node.vals):
+            parts.append(_INNER_ENTRY.pack(len(key)))
+            parts.append(key)
+            parts.append(child)
+    return b"".join(parts)
+
+
+def decode_node(data: bytes, cid: ChunkId) -> _Node:
+    """Parse a node chunk; CorruptChunk if it is not a well-formed node."""
+    try:
+        kind, version, count = _HEAD.unpack_from(data)
+        if version != TREE_VERSION or kind not in (b"L", b"I"):
+            raise ValueError(f"node kind {kind!r} version {version}")
+        keys: list[bytes] = []
+        vals: list = []
+        pos = _HEAD.size
+        if kind == b"L":
+            for _ in range(count):
+                klen, vlen, nrefs = _LEAF_ENTRY.unpack_from(data, pos)
+                pos += _LEAF_ENTRY.size
+                keys.append(data[pos:pos + klen])
+                pos += klen
+                value = data[pos:pos + vlen]
+                pos += vlen
+                refs = tuple(ChunkId(data[p:p + _ID]) for p in range(pos, pos + nrefs * _ID, _ID))
+                pos += nrefs * _ID
+                vals.append(Entry(value, refs))
+        else:
+            for _ in range(count):
+                (klen,) = _INNER_ENTRY.unpack_from(data, pos)
+                pos += _INNER_ENTRY.size
+                keys.append(data[pos:pos + klen])
+                pos += klen
+                vals.append(ChunkId(data[pos:pos + _ID]))
+                pos += _ID
+        if pos != len(data):
+            raise ValueError("trailing bytes")
+    except (struct.error, ValueError) as exc:
+        raise CorruptChunk(f"tree node {cid.hex()} is malformed: {exc}") from None
+    return _Node(kind == b"L", keys, vals, cid, len(data))
+
+
+def node_links(data: bytes, cid: ChunkId) -> tuple[list[ChunkId], list[bytes]]:
+    """(child node ids, refs) of an encoded node: what GC and send follow."""
+    node = decode_node(data, cid)
+    if node.leaf:
+        return [], [r for e in node.vals for r in e.refs]
+    return list(node.vals), []
+
+
+class NodeCache:
+    """Decoded clean nodes by id, least recently used evicted first."""
+
+    def __init__(self, capacity: int = 50_000):
+        self.capacity = capacity
+        self._nodes: OrderedDict[bytes, _Node] = OrderedDict()
+
+    def get(self, store: ChunkStore, cid: ChunkId) -> _Node:
+        node = self._nodes.get(cid)
+        if node is None:
+            node = decode_node(store.get(cid), cid)
+            self.add(node)
+        else:
+            self._nodes.move_to_end(cid)
+        return node
+
+    def add(self, node: _Node) -> None:
+        self._nodes[node.cid] = node
+        if len(self._nodes) > self.capacity:
+            self._nodes.popitem(last=False)
+
+
+class Tree:
+    """A COW ordered map bytes -> (value, refs), persisted as NODE chunks."""
+
+    def __init__(self, store: ChunkStore, root: bytes | None = None,
+                 cache: NodeCache | None = None):
+        self._store = store
+        self._cache = cache if cache is not None else NodeCache(4096)
+        self._root: _Node | ChunkId | None = ChunkId(root) if root is not None else None
+
+    # -- reading ------------------------------------------------------------
+
+    def _load(self, ref: "_Node | ChunkId") -> _Node:
+        return ref if isinstance(ref, _Node) else self._cache.get(self._store, ref)
+
+    def _leaf_for(self, key: bytes) -> _Node | None:
+        if self._root is None:
+            return None
+        node = self._load(self._root)
+        while not node.leaf:
+            node = self._load(node.vals[max(bisect_right(node.keys, key) - 1, 0)])
+        return node
+
+    def get_entry(self, key: bytes) -> Entry | None:
+        leaf = self._leaf_for(key)
+        if leaf is None:
+            return None
+        i = bisect_left(leaf.keys, key)
+        if i < len(leaf.keys) and leaf.keys[i] == key:
+            return leaf.vals[i]
+        return None
+
+    def get(self, key: bytes) -> bytes | None:
+        entry = self.get_entry(key)
+        return None if entry is None else entry.value
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get_entry(key) is not None
+
+    def entries(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, Entry]]:
+        """(key, Entry) in key order for start <= key < end."""
+        if self._root is None:
+            return iter(())
+        return self._walk(self._load(self._root), start, end)
+
+    def _walk(self, node: _Node, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, Entry]]:
+        if node.leaf:
+            for i in range(bisect_left(node.keys, start), len(node.keys)):
+                key = node.keys[i]
+                if end is not None and key >= end:
+                    return
+                yield key, node.vals[i]
+            return
+        first = max(bisect_right(node.keys, start) - 1, 0)
+        for i in range(first, len(node.keys)):
+            if end is not None and i > 0 and node.keys[i] >= end:
+                return
+            yield from self._walk(self._load(node.vals[i]), start, end)
+
+    def items(self, start: bytes = b"", end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in key order for start <= key < end."""
+        return ((k, e.value) for k, e in self.entries(start, end))
+
+    def prefix(self, prefix: bytes) -> Iterator[tuple[bytes, Entry]]:
+        """(key, Entry) for every key that starts with `prefix`."""
+        return self.entries(prefix, _prefix_end(prefix))
+
+    # -- writing ------------------------------------------------------------
+
+    def _own(self, ref: "_Node | ChunkId") -> _Node:
+        node = self._load(ref)
+        return node.mutable_copy() if node.cid is not None else node
+
+    def put(self, key: bytes, value: bytes, refs: Sequence[bytes] = ()) -> None:
+        if len(key) > MAX_KEY:
+            raise ValueError(f"tree keys are at most {MAX_KEY} bytes")
+        entry = Entry(bytes(value), tuple(ChunkId(r) for r in refs))
+        if self._root is None:
+            self._root = _Node(True, [], [])
+        root = self._root = self._own(self._root)
+        split = self._insert(root, bytes(key), entry)
+        if split is not None:
+            self._root = _Node(False, [b"", split[0]], [root, split[1]])
+
+    def _insert(self, node: _Node, key: bytes, entry: Entry) -> tuple[bytes, _Node] | None:
+        if node.leaf:
+            i = bisect_left(node.keys, key)
+            if i < len(node.keys) and node.keys[i] == key:
+                node.size += _entry_size(key, entry) - _entry_size(key, node.vals[i])
+                node.vals[i] = entry
+            else:
+                node.keys.insert(i, key)
+                node.vals.insert(i, entry)
+                node.size += _entry_size(key, entry)
+            if node.size > LEAF_BYTES and len(node.keys) > 1:
+                return self._split(node)
+            return None
+        i = max(bisect_right(node.keys, key) - 1, 0)
+        child = node.vals[i] = self._own(node.vals[i])
+        split = self._insert(child, key, entry)
+        if split is not None:
+            node.keys.insert(i + 1, split[0])
+            node.vals.insert(i + 1, split[1])
+            if len(node.keys) > INTERNAL_FANOUT:
+                return self._split(node)
+        return None
+
+    @staticmethod
+    def _split(node: _Node) -> tuple[bytes, _Node]:
+        half = len(node.keys) // 2
+        right = _Node(node.leaf, node.keys[half:], node.vals[half:])
+        del node.keys[half:]
+        del node.vals[half:]
+        if node.leaf:
+            right.size = sum(_entry_size(k, e) for k, e in zip(right.keys, right.vals))
+            node.size -= right.size
+        sep = right.keys[0]
+        if not node.leaf:
+            right.keys[0] = b""
+        return sep, right
+
+    def delete(self, key: bytes) -> bool:
+        """Remove `key`; False if it was not there."""
+        if self.get_entry(key) is None:
+            return False
+        root = self._root = self._own(self._root)
+        self._remove(root, key)
+        while not root.leaf and len(root.keys) == 1:
+            root = self._root = self._own(root.vals[0])
+        if root.leaf and not root.keys:
+            self._root = None
+        return True
+
+    def _remove(self, node: _Node, key: bytes) -> None:
+        if node.leaf:
+            i = bisect_left(node.keys, key)
+            node.size -= _entry_size(key, node.vals[i])
+            del node.keys[i]
+            del node.vals[i]
+            return
+        i = max(bisect_right(node.keys, key) - 1, 0)
+        child = node.vals[i] = self._own(node.vals[i])
+        self._remove(child, key)
+        if not child.keys and len(node.keys) > 1:
+            del node.keys[i]
+            del node.vals[i]
+            node.keys[0] = b""
+
+    # -- persisting -----------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return isinstance(self._root, _Node) and self._root.cid is None
+
+    def flush(self) -> ChunkId | None:
+        """Write every changed node; return the root id (None for an empty tree)."""
+        if self._root is None:
+            return None
+        if isinstance(self._root, _Node):
+            self._root = self._flush_node(self._root)
+        return self._root
+
+    def _flush_node(self, node: _Node) -> ChunkId:
+        if node.cid is not None:
+            return node.cid
+        if not node.leaf:
+            node.vals = [self._flush_node(c) if isinstance(c, _Node) else c for c in node.vals]
+        node.cid = self._store.put(encode_node(node), NODE)
+        self._cache.add(node)
+        return node.cid
+
+    @property
+    def root(self) -> ChunkId | None:
+        """The root id as of the last flush (flushes first if changed)."""
+        return self.flush()
+
+    def copy(self) -> "Tree":
+        """An independent tree with the same content: O(1) after a flush."""
+        return Tree(self._store, self.flush(), self._cache)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.entries())
+
+    def check(self) -> list[str]:
+        """Tree invariants (ordering, separators, node decoding) as problem strings."""
+        problems: list[str] = []
+        if self._root is not None:
+            self._check(self._root, b"", None, problems)
+        return problems
+
+    def _check(self, ref, low: bytes, high: bytes | None, problems: list[str]) -> None:
+        try:
+            node = self._load(ref)
+        except Exception as exc:  # a missing or corrupt node: report and go on
+            problems.append(str(exc))
+            return
+        where = f"node {node.cid.hex()}" if node.cid else "dirty node"
+        if node.keys != sorted(node.keys) or len(set(node.keys)) != len(node.keys):
+            problems.append(f"{where}: keys out of order")
+        for i, key in enumerate(node.keys):
+            if (node.leaf or i > 0) and (key < low or (high is not None and key >= high)):
+                problems.append(f"{where}: key {key!r} outside its parent's range")
+        if not node.leaf:
+            bounds = [low] + node.keys[1:] + [high]
+            for i, child in enumerate(node.vals):
+                self._check(child, bounds[i], bounds[i + 1], problems)
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+class IntTree:
+    """A Tree with unsigned 64-bit integer keys (inode tables, block and page maps)."""
+
+    def __init__(self, tree: Tree):
+        self.tree = tree
+
+    @staticmethod
+    def key(n: int) -> bytes:
+        return n.to_bytes(8, "big")
+
+    def get(self, n: int) -> bytes | None:
+        return self.tree.get(self.key(n))
+
+    def get_entry(self, n: int) -> Entry | None:
+        return self.tree.get_entry(self.key(n))
+
+    def put(self, n: int, value: bytes, refs: Sequence[bytes] = ()) -> None:
+        self.tree.put(self.key(n), value, refs)
+
+    def delete(self, n: int) -> bool:
+        return self.tree.delete(self.key(n))
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Entry]]:
+        stop = None if end is None else self.key(end)
+        return ((int.from_bytes(k, "big"), e) for k, e in self.tree.entries(self.key(start), stop))
+
+    def items(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return ((n, e.value) for n, e in self.entries(start, end))
+
+    def flush(self) -> ChunkId | None:
+        return self.tree.flush()
