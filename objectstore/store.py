@@ -303,6 +303,10 @@ class Store:
             self._openrefs = self.tree(self._roots.get(OPENREFS))
         return self._openrefs
 
+    def replace_openrefs(self, root: bytes) -> None:
+        """Adopt another open-refcount table (a received or restored checkpoint's)."""
+        self._openrefs = self.tree(root)
+
     @staticmethod
     def _openref_key(volume: str, ino: int, holder: str = "") -> bytes:
         return volume.encode() + b"\0" + ino.to_bytes(8, "big") + holder.encode()
