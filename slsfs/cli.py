@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, StoreError) as exc:
         print(f"sls: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"sls: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sls: interrupted", file=sys.stderr)
         return 130
