@@ -1,0 +1,189 @@
+"""Freeze and thaw processes with ptrace.
+
+What: `freeze(pids)` seizes and interrupts every thread of every process (re-listing
+/proc/PID/task until no new thread appears) and yields a `Frozen` holding each
+thread's registers at the stop; leaving the `with` block thaws them: registers set
+back (with the syscall-restart fix-up, since capture injects syscalls), signal masks
+set back, signals that the freeze caught in flight re-queued, then PTRACE_DETACH.
+Why: the checkpoint must see a process that does not change under it, and the
+persistence-group daemon needs that window to syncfs and seal the file system.
+
+Simplifications: must be used from one thread (ptrace's rule); a process that exits
+while being frozen raises ProcessGone after thawing the others.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from . import kernel, procfs
+from .errors import CheckpointError, ProcessGone
+from .inject import Injector, restart_fixup
+from .kernel import Regs
+
+ALL_SIGNALS = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass
+class FrozenThread:
+    tid: int
+    regs: Regs  # as stopped, before any injection
+    sigmask: int
+    caught: list[bytes] = field(default_factory=list)  # siginfos taken from the queue by the stop
+    touched: bool = False  # registers/mask changed by injection: set back on thaw
+
+
+@dataclass
+class FrozenProcess:
+    pid: int
+    threads: dict[int, FrozenThread]
+
+    @property
+    def main(self) -> FrozenThread:
+        return self.threads[self.pid]
+
+
+class Frozen:
+    """A set of stopped processes; `thaw()` (or leaving `freeze()`) lets them run again."""
+
+    def __init__(self) -> None:
+        self.processes: dict[int, FrozenProcess] = {}
+        self.leave_stopped = False
+        self._thawed = False
+
+    def _stop_thread(self, pid: int, tid: int) -> FrozenThread | None:
+        try:
+            kernel.ptrace(kernel.PTRACE_SEIZE, tid, 0, kernel.PTRACE_O_TRACESYSGOOD)
+            kernel.ptrace(kernel.PTRACE_INTERRUPT, tid, 0, 0)
+        except ProcessLookupError:
+            return None  # the thread exited before we got it
+        except PermissionError as exc:
+            raise CheckpointError(f"cannot ptrace task {tid} of process {pid}: {exc.strerror} "
+                                  "(is it already traced by a debugger?)") from exc
+        thread = FrozenThread(tid, Regs(), 0)
+        self.processes[pid].threads[tid] = thread
+        while True:
+            _, status = kernel.waitpid(tid)
+            if not os.WIFSTOPPED(status):
+                del self.processes[pid].threads[tid]
+                return None
+            if status >> 16 == kernel.PTRACE_EVENT_STOP:
+                break
+            # a signal-delivery-stop: the signal is off the queue now; keep it to re-queue
+            thread.caught.append(kernel.get_siginfo(tid))
+            kernel.ptrace(kernel.PTRACE_INTERRUPT, tid, 0, 0)
+            kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
+        thread.regs = kernel.get_regs(tid)
+        thread.sigmask = kernel.get_sigmask(tid)
+        return thread
+
+    def add(self, pid: int) -> FrozenProcess:
+        if pid in self.processes:
+            return self.processes[pid]
+        if not os.path.exists(f"/proc/{pid}"):
+            raise ProcessGone(pid, "no such process")
+        if procfs.status(pid).get("State", "").startswith("Z"):
+            raise CheckpointError(f"process {pid} is a zombie (it has exited); nothing to checkpoint")
+        proc = self.processes[pid] = FrozenProcess(pid, {})
+        seen: set[int] = set()
+        while True:
+            current = set(procfs.tids(pid))
+            new = current - seen
+            if not new:
+                break
+            for tid in sorted(new):
+                self._stop_thread(pid, tid)
+            seen |= current
+        if pid not in proc.threads:
+            raise ProcessGone(pid)
+        return proc
+
+    def check_alive(self) -> None:
+        """Raise ProcessGone if a frozen process was killed (SIGKILL ignores ptrace stops)."""
+        for pid in self.processes:
+            try:
+                state = procfs.status(pid).get("State", "")
+            except ProcessGone:
+                raise
+            if state.startswith(("Z", "X")):
+                raise ProcessGone(pid)
+
+    def thaw(self) -> None:
+        if self._thawed:
+            return
+        self._thawed = True
+        errors: list[str] = []
+        for proc in self.processes.values():
+            for thread in proc.threads.values():
+                try:
+                    _thaw_thread(proc.pid, thread, self.leave_stopped)
+                except (OSError, CheckpointError) as exc:
+                    errors.append(f"task {thread.tid}: {exc}")
+        if errors and not all("No such process" in e for e in errors):
+            raise CheckpointError("thaw failed: " + "; ".join(errors))
+
+
+def _thaw_thread(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
+    tid = thread.tid
+    if thread.touched or thread.caught:
+        if thread.caught:
+            _requeue(pid, thread)
+        kernel.set_regs(tid, restart_fixup(thread.regs, same_task=True))
+        kernel.set_sigmask(tid, thread.sigmask)
+    if leave_stopped and tid == pid:
+        os.kill(pid, signal.SIGSTOP)
+    kernel.ptrace(kernel.PTRACE_DETACH, tid, 0, 0)
+
+
+def _requeue(pid: int, thread: FrozenThread) -> None:
+    """Queue the signals the freeze took off a thread back, from inside it."""
+    ns_pid = procfs.ns_id(procfs.status(pid)["NSpid"])
+    ns_tid = procfs.ns_id(procfs.status(thread.tid)["NSpid"])
+    kernel.set_sigmask(thread.tid, ALL_SIGNALS)
+    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs))
+    try:
+        saved = inj.read(inj.scratch, kernel.SIGINFO_SIZE)
+        for info in thread.caught:
+            inj.check(kernel.NR["rt_tgsigqueueinfo"], ns_pid, ns_tid, info[0], inj.put(info),
+                      what="re-queue a signal")
+        inj.write(inj.scratch, saved)
+    finally:
+        inj.close()
+
+
+def stack_scratch(regs: Regs) -> tuple[int, int]:
+    """A scratch area just below the red zone of a stopped thread's stack."""
+    size = 1024
+    return (regs.rsp - 128 - size) & ~0xF, size
+
+
+def syscall_insn_of(pid: int) -> int:
+    """Address of a `syscall` instruction in the process's [vdso]."""
+    for vma in procfs.maps(pid):
+        if vma.path == "[vdso]":
+            with open(f"/proc/{pid}/mem", "rb") as mem:
+                mem.seek(vma.start)
+                code = mem.read(vma.end - vma.start)
+            index = code.find(b"\x0f\x05")
+            if index >= 0:
+                return vma.start + index
+    raise CheckpointError(f"process {pid} has no [vdso] with a syscall instruction to inject with")
+
+
+@contextmanager
+def freeze(pids: list[int], *, leave_stopped: bool = False) -> Iterator[Frozen]:
+    """Stop every thread of `pids`; thaw on exit (even on error).
+
+    `leave_stopped` leaves them in a SIGSTOP group-stop instead of running.
+    """
+    frozen = Frozen()
+    frozen.leave_stopped = leave_stopped
+    try:
+        for pid in pids:
+            frozen.add(pid)
+        yield frozen
+    finally:
+        frozen.thaw()

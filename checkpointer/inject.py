@@ -1,0 +1,122 @@
+"""Make a ptrace-stopped task run system calls on our behalf.
+
+What: `Injector.call(nr, *args)` points the task at a `syscall` instruction with the
+arguments in its registers, steps it through syscall entry and exit with
+PTRACE_SYSCALL, and returns the result; `scratch` memory in the task carries
+structures and strings in and out. Why: some state can only be read or set from
+inside the process (brk, signal handlers, the tid address, mappings of a restored
+process...).
+
+Simplifications: the caller blocks every signal of the task (PTRACE_SETSIGMASK)
+while injecting, so no signal-delivery-stop interleaves; fork/clone events seen
+during a call (a clone3 we injected, with PTRACE_O_TRACEFORK set) are collected in
+`children`. The task's registers are NOT restored by the injector: callers save
+them first and set them back (see `restart_fixup`).
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+from . import kernel
+from .errors import CheckpointError, ProcessGone
+from .kernel import Regs
+
+SYSCALL_INSN = b"\x0f\x05"
+_SYSCALL_STOP = signal.SIGTRAP | 0x80
+_FORK_EVENTS = (kernel.PTRACE_EVENT_FORK, kernel.PTRACE_EVENT_VFORK, kernel.PTRACE_EVENT_CLONE)
+
+
+class Injector:
+    def __init__(self, tid: int, syscall_addr: int, scratch: int, scratch_size: int):
+        self.tid = tid
+        self.syscall_addr = syscall_addr
+        self.scratch = scratch
+        self.scratch_size = scratch_size
+        self.children: list[int] = []
+        self._base = kernel.get_regs(tid)
+        try:
+            self._mem = os.open(f"/proc/{tid}/mem", os.O_RDWR)
+        except FileNotFoundError as exc:
+            raise ProcessGone(tid) from exc
+
+    def close(self) -> None:
+        os.close(self._mem)
+
+    # memory -----------------------------------------------------------------
+    def read(self, addr: int, size: int) -> bytes:
+        data = os.pread(self._mem, size, addr)
+        if len(data) != size:
+            raise CheckpointError(f"short read of {size} bytes at {addr:#x} in task {self.tid}")
+        return data
+
+    def write(self, addr: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            done = os.pwrite(self._mem, view, addr)
+            view, addr = view[done:], addr + done
+
+    def put(self, data: bytes, offset: int = 0) -> int:
+        """Copy data into scratch memory at offset; returns its address in the task."""
+        if offset + len(data) > self.scratch_size:
+            raise CheckpointError(f"{len(data)} bytes do not fit the injection scratch area")
+        self.write(self.scratch + offset, data)
+        return self.scratch + offset
+
+    # syscalls ---------------------------------------------------------------
+    def call(self, nr: int, *args: int) -> int:
+        """Run one syscall in the task; returns the raw result (negative = -errno)."""
+        regs = self._base.copy()
+        regs.rip, regs.rax, regs.orig_rax = self.syscall_addr, nr, 0xFFFFFFFFFFFFFFFF
+        for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
+            setattr(regs, name, value & 0xFFFFFFFFFFFFFFFF)
+        kernel.set_regs(self.tid, regs)
+        self._step_to_syscall_stop()  # entry
+        self._step_to_syscall_stop()  # exit
+        result = kernel.get_regs(self.tid).rax
+        return result - (1 << 64) if result >= 1 << 63 else result
+
+    def check(self, nr: int, *args: int, what: str = "") -> int:
+        """`call` that raises a CheckpointError naming `what` when the syscall fails."""
+        result = self.call(nr, *args)
+        if -4096 < result < 0:
+            raise CheckpointError(f"{what or f'syscall {nr}'} failed in task {self.tid}: {os.strerror(-result)}")
+        return result
+
+    def _step_to_syscall_stop(self) -> None:
+        while True:
+            kernel.ptrace(kernel.PTRACE_SYSCALL, self.tid, 0, 0)
+            _, status = kernel.waitpid(self.tid)
+            if not os.WIFSTOPPED(status):
+                raise ProcessGone(self.tid, "it died during an injected system call")
+            event = status >> 16
+            if event in _FORK_EVENTS:
+                self.children.append(kernel.get_event_msg(self.tid))
+                continue
+            if os.WSTOPSIG(status) == _SYSCALL_STOP:
+                return
+            raise CheckpointError(
+                f"task {self.tid} stopped unexpectedly (signal {os.WSTOPSIG(status)}, event {event}) "
+                "during an injected system call")
+
+
+def restart_fixup(regs: Regs, same_task: bool) -> Regs:
+    """Registers of a task stopped inside a syscall, adjusted so it re-enters that syscall.
+
+    The kernel only performs its restart logic on the way out of a signal stop; after
+    injected syscalls (or in a new task) we do it ourselves. A restart block (nanosleep's
+    remaining time) survives only in the same task; a restored one gets -EINTR.
+    """
+    regs = regs.copy()
+    if regs.orig_rax >= 1 << 63:
+        return regs
+    error = -(regs.rax - (1 << 64)) if regs.rax >= 1 << 63 else 0
+    if error in (kernel.ERESTARTSYS, kernel.ERESTARTNOINTR, kernel.ERESTARTNOHAND):
+        regs.rax, regs.rip = regs.orig_rax, regs.rip - 2
+    elif error == kernel.ERESTART_RESTARTBLOCK:
+        if same_task:
+            regs.rax, regs.rip = kernel.NR["restart_syscall"], regs.rip - 2
+        else:
+            regs.rax = (-4) & 0xFFFFFFFFFFFFFFFF  # -EINTR
+    regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    return regs

@@ -1,0 +1,180 @@
+"""Readers for the /proc files that describe a process.
+
+What: parsed views of /proc/PID/{maps,smaps,status,stat,auxv,fd,fdinfo,pagemap}. Why:
+the capture reads most of a process's state from here, without touching the process.
+Everything returned is plain data (ints, strings, dataclasses), ready for an image.
+
+Simplifications: x86-64 and 4 KiB pages; PIDs of the process's own namespace are
+taken from the last field of the NS* lines of /proc/PID/status.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+from .errors import ProcessGone
+from .kernel import PAGE_SIZE
+
+SPECIAL_MAPPINGS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]")
+
+
+@dataclass
+class Vma:
+    start: int
+    end: int
+    perms: str  # "rwxp" / "r--s" as in /proc/PID/maps
+    offset: int
+    inode: int
+    path: str  # "" for anonymous; "[heap]", "[stack]", "[vdso]", ... for special ones
+    flags: list[str] = field(default_factory=list)  # VmFlags from smaps ("gd", "sh", ...)
+
+    @property
+    def shared(self) -> bool:
+        return self.perms[3] == "s"
+
+    @property
+    def special(self) -> bool:
+        return self.path in SPECIAL_MAPPINGS
+
+    @property
+    def file_backed(self) -> bool:
+        return self.inode != 0 and not self.path.startswith("[")
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) // PAGE_SIZE
+
+
+def _read(pid: int, name: str, mode: str = "r") -> str | bytes:
+    try:
+        with open(f"/proc/{pid}/{name}", mode) as fh:
+            return fh.read()
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise ProcessGone(pid) from exc
+
+
+def maps(pid: int) -> list[Vma]:
+    """The VMAs of a process with their smaps VmFlags."""
+    vmas: list[Vma] = []
+    for line in _read(pid, "smaps").splitlines():
+        head = line.split(None, 5)
+        if head and head[0] == "VmFlags:":
+            vmas[-1].flags = line.split()[1:]
+            continue
+        if not head or "-" not in head[0] or head[0].endswith(":"):
+            continue
+        start, end = (int(x, 16) for x in head[0].split("-"))
+        path = head[5] if len(head) > 5 else ""
+        vmas.append(Vma(start, end, head[1], int(head[2], 16), int(head[4]), path))
+    return vmas
+
+
+def status(pid: int) -> dict[str, str]:
+    result = {}
+    for line in _read(pid, "status").splitlines():
+        key, _, value = line.partition(":")
+        result[key] = value.strip()
+    return result
+
+
+def ns_id(value: str) -> int:
+    """The last (innermost namespace) number of an NSpid/NSpgid/NSsid line."""
+    return int(value.split()[-1])
+
+
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat split into fields; index 0 is field 1 (pid), comm is collapsed."""
+    raw = _read(pid, "stat")
+    head, _, tail = raw.rpartition(")")
+    pid_part, _, comm = head.partition(" (")
+    return [pid_part, comm] + tail.split()
+
+
+def mm_layout(pid: int) -> dict[str, int]:
+    """The mm fields PR_SET_MM_MAP takes, from /proc/PID/stat (brk filled in later)."""
+    f = stat_fields(pid)
+    pick = lambda n: int(f[n - 1])  # noqa: E731  (1-based field numbers as in proc(5))
+    return {
+        "start_code": pick(26), "end_code": pick(27), "start_stack": pick(28),
+        "start_data": pick(45), "end_data": pick(46), "start_brk": pick(47),
+        "arg_start": pick(48), "arg_end": pick(49), "env_start": pick(50), "env_end": pick(51),
+    }
+
+
+def auxv(pid: int) -> bytes:
+    data = _read(pid, "auxv", "rb")
+    # trim to the AT_NULL terminator
+    for i in range(0, len(data), 16):
+        if struct.unpack_from("Q", data, i)[0] == 0:
+            return data[: i + 16]
+    return data
+
+
+def tids(pid: int) -> list[int]:
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise ProcessGone(pid) from exc
+
+
+def children(pid: int) -> list[int]:
+    """Direct children (in the reader's namespace) of every thread of a process."""
+    found: list[int] = []
+    for tid in tids(pid):
+        try:
+            text = _read(pid, f"task/{tid}/children")
+        except ProcessGone:
+            continue
+        found += [int(c) for c in text.split()]
+    return sorted(set(found))
+
+
+@dataclass
+class FdInfo:
+    fd: int
+    target: str  # readlink of /proc/PID/fd/N
+    flags: int
+    pos: int
+    extra: dict[str, str]
+
+
+def fds(pid: int) -> list[FdInfo]:
+    try:
+        names = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise ProcessGone(pid) from exc
+    result = []
+    for fd in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue  # closed meanwhile (cannot happen while frozen, but harmless)
+        info: dict[str, str] = {}
+        for line in _read(pid, f"fdinfo/{fd}").splitlines():
+            key, _, value = line.partition(":")
+            info[key] = value.strip()
+        result.append(FdInfo(fd, target, int(info.pop("flags"), 8), int(info.pop("pos")), info))
+    return result
+
+
+PM_PRESENT = 1 << 63
+PM_SWAPPED = 1 << 62
+PM_FILE = 1 << 61
+
+
+def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
+    """Addresses of the pages of a VMA whose contents are not in their backing file.
+
+    A page is saved when present and not a clean file page (PM_FILE clear), or swapped.
+    `all_present` also takes present file/shmem pages (shared anonymous memory).
+    """
+    with open(f"/proc/{pid}/pagemap", "rb") as fh:
+        fh.seek(vma.start // PAGE_SIZE * 8)
+        raw = fh.read(vma.pages * 8)
+    entries = struct.unpack(f"{len(raw) // 8}Q", raw)
+    result = []
+    for i, entry in enumerate(entries):
+        if entry & PM_SWAPPED or (entry & PM_PRESENT and (all_present or not entry & PM_FILE)):
+            result.append(vma.start + i * PAGE_SIZE)
+    return result

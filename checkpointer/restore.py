@@ -1,0 +1,353 @@
+"""Recreate a captured process from its image.
+
+What: `restore(image)` starts a stub launcher (stub.py), makes it unshare a new PID
+namespace, clones (injected clone3) a PID-1 reaper there and from it, with set_tid, a
+stub that gets the process's original PID; then turns that stub into the process:
+vdso/vvar moved to their old addresses, every mapping recreated with MAP_FIXED, pages
+written through /proc/PID/mem, fds reopened (and every other fd closed), cwd/root,
+umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
+altstack, timers, robust list, tid address, rseq, pending signals, credentials,
+rlimits, and at last xstate, registers (syscall-restart fix-up) and signal mask.
+Why: the process continues where it was, with the PID it had (getpid() unchanged).
+
+Simplifications: one single-threaded process per image for now; without a new PID
+namespace the original PID must be free; paths are reopened as they are (or with
+`remap` prefixes applied), so files must exist where the image says.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Protocol
+
+from . import kernel, procfs, stub
+from .errors import CheckpointError
+from .freeze import ALL_SIGNALS
+from .inject import SYSCALL_INSN, Injector, restart_fixup
+from .kernel import NR, PAGE_SIZE, Regs
+
+CLONE_NEWPID = 0x20000000
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+AT_FDCWD = -100
+O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC = 0, 2, 0o100, 0o200, 0o400, 0o1000
+O_CLOEXEC = 0o2000000
+PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
+SS_ONSTACK, SS_DISABLE = 1, 2
+TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
+                 | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL)
+SPECIAL_KINDS = ("vvar", "vvar_vclock", "vdso")
+
+
+class ImageSource(Protocol):
+    """What restore reads: the processes' metadata and their memory pages."""
+
+    processes: list[dict]
+
+    def page_runs(self, pid: int) -> Iterator[tuple[int, bytes]]: ...
+
+
+@dataclass
+class Restored:
+    """The restored processes (host PIDs) and the stubs that keep their namespace alive."""
+
+    pids: list[int]
+    launcher: subprocess.Popen
+    ns_init: int | None  # host PID of PID 1 of the new namespace (None without one)
+    warnings: list[str] = field(default_factory=list)
+
+    def kill(self) -> None:
+        """SIGKILL the whole restored tree (the namespace's PID 1 takes all of it along)."""
+        for pid in ([self.ns_init] if self.ns_init else []) + self.pids + [self.launcher.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.launcher.wait()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until every restored process (and so the launcher) has exited."""
+        return self.launcher.wait(timeout)
+
+
+def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
+            leave_stopped: bool = False) -> Restored:
+    """Restore the image's process; returns once it runs (or is stopped, if asked)."""
+    if len(image.processes) != 1:
+        raise CheckpointError("images of several processes cannot be restored yet")
+    meta = image.processes[0]
+    launcher = stub.spawn()
+    restored = Restored([], launcher, None)
+    try:
+        _seize(launcher.pid)
+        kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
+        outer = Injector(launcher.pid, stub.STUB_SYSCALL, stub.STUB_SCRATCH, stub.STUB_SCRATCH_SIZE)
+        parent = outer
+        if new_pid_namespace:
+            outer.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
+            if meta["pid"] != 1:
+                restored.ns_init = _clone(outer, [1])
+                parent = Injector(restored.ns_init, stub.STUB_SYSCALL, stub.STUB_SCRATCH,
+                                  stub.STUB_SCRATCH_SIZE)
+        child = _clone(parent, [meta["pid"]])
+        restored.pids.append(child)
+        ProcessBuilder(child, meta, Remapper(remap or {}), restored.warnings).build(image.page_runs(meta["pid"]))
+        for helper in {parent.tid, outer.tid}:
+            _become_reaper(helper)
+        _detach(child, leave_stopped)
+        for helper in {parent.tid, outer.tid}:
+            kernel.ptrace(kernel.PTRACE_DETACH, helper, 0, 0)
+    except BaseException:
+        restored.kill()
+        raise
+    for warning in restored.warnings:
+        print(f"sls restore: warning: {warning}", file=sys.stderr)
+    return restored
+
+
+def _seize(pid: int) -> None:
+    kernel.ptrace(kernel.PTRACE_SEIZE, pid, 0, TRACE_OPTIONS)
+    kernel.ptrace(kernel.PTRACE_INTERRUPT, pid, 0, 0)
+    _wait_event_stop(pid)
+
+
+def _wait_event_stop(pid: int) -> None:
+    _, status = kernel.waitpid(pid)
+    if not os.WIFSTOPPED(status) or status >> 16 != kernel.PTRACE_EVENT_STOP:
+        raise CheckpointError(f"restore stub {pid} did not stop as expected (status {status:#x})")
+
+
+def _clone(parent: Injector, set_tid: list[int]) -> int:
+    """Inject clone3 into a stub: a stopped copy of it with the given PID(s); returns its host PID."""
+    tids = parent.put(struct.pack(f"{len(set_tid)}Q", *set_tid), 256)
+    args = struct.pack("11Q", 0, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, tids, len(set_tid), 0)
+    parent.children.clear()
+    result = parent.call(NR["clone3"], parent.put(args), len(args))
+    if result < 0:
+        hint = " (that PID is taken here: restore into a new PID namespace)" if result == -17 else ""
+        raise CheckpointError(f"cannot create a process with PID {set_tid[0]}: {os.strerror(-result)}{hint}")
+    child = parent.children[0]
+    _wait_event_stop(child)
+    kernel.set_sigmask(child, ALL_SIGNALS)
+    return child
+
+
+def _become_reaper(pid: int) -> None:
+    regs = kernel.get_regs(pid)
+    regs.rip, regs.orig_rax = stub.STUB_REAPER, 0xFFFFFFFFFFFFFFFF
+    kernel.set_regs(pid, regs)
+    kernel.set_sigmask(pid, 0)
+
+
+def _detach(pid: int, leave_stopped: bool) -> None:
+    if leave_stopped:
+        os.kill(pid, signal.SIGSTOP)
+    kernel.ptrace(kernel.PTRACE_DETACH, pid, 0, 0)
+
+
+class Remapper:
+    """Rewrites path prefixes (e.g. an old mount point to a new one)."""
+
+    def __init__(self, prefixes: dict[str, str]):
+        self.prefixes = sorted(prefixes.items(), key=lambda kv: -len(kv[0]))
+
+    def __call__(self, path: str) -> str:
+        for old, new in self.prefixes:
+            if path == old or path.startswith(old.rstrip("/") + "/"):
+                return new.rstrip("/") + path[len(old.rstrip("/")):] if path != old else new
+        return path
+
+
+def _prot(perms: str) -> int:
+    return (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
+
+
+def _find_gap(busy: Iterable[tuple[int, int]], size: int, start: int = 0x200000) -> int:
+    candidate = start
+    for lo, hi in sorted(busy):
+        if candidate + size <= lo:
+            break
+        candidate = max(candidate, hi)
+    return candidate
+
+
+class ProcessBuilder:
+    """Turns a stopped stub (a fresh clone) into the process described by `meta`."""
+
+    def __init__(self, tid: int, meta: dict, remap: Remapper, warnings: list[str]):
+        self.tid, self.meta, self.remap, self.warnings = tid, meta, remap, warnings
+        self.inj = Injector(tid, stub.STUB_SYSCALL, stub.STUB_SCRATCH, stub.STUB_SCRATCH_SIZE)
+
+    def build(self, pages: Iterator[tuple[int, bytes]]) -> None:
+        try:
+            self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
+            self._move_to_helper_page()
+            self._move_specials()
+            self._map_memory()
+            for addr, data in pages:
+                self.inj.write(addr, data)
+            self._files()
+            self._mm_map()
+            self._signals_and_thread_state()
+            self._creds_and_limits()
+            self.inj.check(NR["munmap"], self.helper, PAGE_SIZE, what="munmap(helper)")
+            self._registers()
+        finally:
+            self.inj.close()
+
+    # memory layout ------------------------------------------------------------
+    def _move_to_helper_page(self) -> None:
+        """Leave the stub's own code and stack: work from one page free in both layouts."""
+        current = procfs.maps(self.tid)
+        busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in current]
+        self.helper = _find_gap(busy, PAGE_SIZE)
+        self.inj.check(NR["mmap"], self.helper, PAGE_SIZE, 7, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                       -1, 0, what="mmap(helper page)")
+        self.inj.write(self.helper, SYSCALL_INSN)
+        self.inj.syscall_addr = self.helper
+        self.inj.scratch, self.inj.scratch_size = self.helper + 64, PAGE_SIZE - 64
+        for vma in current:
+            if not vma.special and vma.start != self.helper:
+                self.inj.check(NR["munmap"], vma.start, vma.end - vma.start, what="munmap(stub)")
+
+    def _move_specials(self) -> None:
+        """Move [vvar], [vvar_vclock] and [vdso] to the image's addresses (via a free area)."""
+        have = {v.path.strip("[]"): v for v in procfs.maps(self.tid) if v.path.strip("[]") in SPECIAL_KINDS}
+        want = {v["kind"]: v for v in self.meta["vmas"] if v["kind"] in SPECIAL_KINDS}
+        if set(have) != set(want) or any(have[k].end - have[k].start != want[k]["end"] - want[k]["start"]
+                                         for k in want):
+            raise CheckpointError("the image was taken on a kernel with a different vdso layout; "
+                                  "restore it on the kernel it was taken on")
+        busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in have.values()]
+        total = sum(v.end - v.start for v in have.values())
+        temp = _find_gap(busy + [(self.helper, self.helper + PAGE_SIZE)], total)
+        moves = []
+        for kind, vma in have.items():
+            size = vma.end - vma.start
+            moves.append((temp, want[kind]["start"], size))
+            self._mremap(vma.start, temp, size)
+            temp += size
+        for now, final, size in moves:
+            self._mremap(now, final, size)
+
+    def _mremap(self, old: int, new: int, size: int) -> None:
+        self.inj.check(NR["mremap"], old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, new,
+                       what=f"mremap({old:#x} -> {new:#x})")
+
+    def _map_memory(self) -> None:
+        for vma in self.meta["vmas"]:
+            kind = vma["kind"]
+            if kind in SPECIAL_KINDS:
+                continue
+            size, prot = vma["end"] - vma["start"], _prot(vma["prot"])
+            if kind == "file":
+                path = self.remap(vma["path"])
+                writable_shared = vma["shared"] and "w" in vma["prot"]
+                fd = self._open(path, O_RDWR if writable_shared else O_RDONLY, f"mapping {vma['start']:#x}")
+                flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
+                self.inj.check(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"],
+                               what=f"mmap of {path}")
+                self.inj.check(NR["close"], fd)
+                continue
+            flags = (MAP_SHARED if kind == "shared_anon" else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
+            if vma["growsdown"]:
+                flags |= MAP_GROWSDOWN
+            self.inj.check(NR["mmap"], vma["start"], size, prot, flags, -1, 0,
+                           what=f"mmap({vma['start']:#x}, {size})")
+
+    def _open(self, path: str, flags: int, what: str) -> int:
+        result = self.inj.call(NR["openat"], AT_FDCWD, self.inj.put(path.encode() + b"\0"), flags, 0)
+        if result < 0:
+            raise CheckpointError(f"cannot reopen {path} for {what}: {os.strerror(-result)} "
+                                  "(the file must exist where the image says, or pass a remap)")
+        return result
+
+    # files ------------------------------------------------------------------
+    def _files(self) -> None:
+        for fd in self.meta["fds"]:
+            path = self.remap(fd["path"])
+            if fd["kind"] == "tty":
+                self.warnings.append(f"fd {fd['fd']} was the terminal {fd['path']}; it is now /dev/null")
+                path = "/dev/null"
+            flags = fd["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)
+            opened = self._open(path, flags, f"fd {fd['fd']}")
+            if opened != fd["fd"]:
+                self.inj.check(NR["dup3"], opened, fd["fd"], flags & O_CLOEXEC, what="dup3")
+                self.inj.check(NR["close"], opened)
+            if fd["kind"] == "file" and fd["pos"]:
+                self.inj.check(NR["lseek"], fd["fd"], fd["pos"], 0, what=f"lseek(fd {fd['fd']})")
+        root, cwd = self.remap(self.meta["root"]), self.remap(self.meta["cwd"])
+        self.inj.check(NR["chdir"], self.inj.put(cwd.encode() + b"\0"), what=f"chdir({cwd})")
+        if root != "/":
+            self.inj.check(NR["chroot"], self.inj.put(root.encode() + b"\0"), what=f"chroot({root})")
+        self.inj.check(NR["prctl"], PR_SET_NAME, self.inj.put(self.meta["comm"].encode()[:15] + b"\0"),
+                       what="PR_SET_NAME")
+        self.inj.call(NR["umask"], self.meta["umask"])
+        self.inj.call(NR["personality"], self.meta["personality"])
+
+    def _mm_map(self) -> None:
+        mm = self.meta["mm"]
+        exe = self._open(self.remap(self.meta["exe"]), O_RDONLY, "the executable")
+        auxv = bytes.fromhex(self.meta["auxv"])
+        auxv_addr = self.inj.put(auxv, 512)
+        record = struct.pack("11QQII", mm["start_code"], mm["end_code"], mm["start_data"], mm["end_data"],
+                             mm["start_brk"], self.meta["brk"], mm["start_stack"], mm["arg_start"],
+                             mm["arg_end"], mm["env_start"], mm["env_end"], auxv_addr, len(auxv), exe)
+        self.inj.check(NR["prctl"], PR_SET_MM, PR_SET_MM_MAP, self.inj.put(record), len(record), 0,
+                       what="prctl(PR_SET_MM_MAP)")
+        self.inj.check(NR["close"], exe)
+
+    # signals, thread state ------------------------------------------------------
+    def _signals_and_thread_state(self) -> None:
+        meta, inj = self.meta, self.inj
+        for sig, action in meta["sigactions"].items():
+            inj.check(NR["rt_sigaction"], int(sig), inj.put(struct.pack("4Q", *action)), 0, 8,
+                      what=f"rt_sigaction({sig})")
+        sp, flags, _, size = meta["sigaltstack"]
+        if not flags & SS_DISABLE:
+            inj.check(NR["sigaltstack"], inj.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
+                      what="sigaltstack")
+        for which, value in enumerate(meta["itimers"]):
+            if any(value):
+                inj.check(NR["setitimer"], which, inj.put(struct.pack("4q", *value)), 0, what="setitimer")
+        thread = meta["threads"][0]
+        head, length = thread["robust_list"]
+        if head:
+            inj.check(NR["set_robust_list"], head, length, what="set_robust_list")
+        inj.call(NR["set_tid_address"], meta["tid_address"])
+        rseq = thread["rseq"]
+        if rseq["pointer"]:
+            inj.check(NR["rseq"], rseq["pointer"], rseq["size"], 0, rseq["signature"], what="rseq")
+        if meta["sid"] == meta["pid"]:
+            inj.call(NR["setsid"])
+        elif meta["pgid"] == meta["pid"]:
+            inj.call(NR["setpgid"], 0, 0)
+        for info in meta["pending_shared"]:
+            raw = bytes.fromhex(info)
+            inj.check(NR["rt_sigqueueinfo"], meta["pid"], raw[0], inj.put(raw), what="queue a signal")
+        for info in thread["pending"]:
+            raw = bytes.fromhex(info)
+            inj.check(NR["rt_tgsigqueueinfo"], meta["pid"], thread["tid"], raw[0], inj.put(raw),
+                      what="queue a signal")
+
+    def _creds_and_limits(self) -> None:
+        for name, (soft, hard) in self.meta["rlimits"].items():
+            resource.prlimit(self.tid, getattr(resource, name), (soft, hard))
+        creds, inj = self.meta["creds"], self.inj
+        groups = creds["groups"]
+        inj.check(NR["setgroups"], len(groups), inj.put(struct.pack(f"{len(groups)}I", *groups)),
+                  what="setgroups")
+        inj.check(NR["setresgid"], *creds["gid"][:3], what="setresgid")
+        inj.check(NR["setresuid"], *creds["uid"][:3], what="setresuid")
+
+    def _registers(self) -> None:
+        thread = self.meta["threads"][0]
+        kernel.set_xstate(self.tid, bytes.fromhex(thread["xstate"]))
+        kernel.set_regs(self.tid, restart_fixup(Regs.from_dict(thread["regs"]), same_task=False))
+        kernel.set_sigmask(self.tid, thread["sigmask"])
