@@ -16,6 +16,7 @@ from objectstore import StoreError
 #: Modules contributing verbs, in the order they appear in `sls --help`.
 COMMAND_MODULES = [
     "slsfs.store_commands",
+    "slsfs.fs_commands",
 ]
 
 

@@ -1,0 +1,98 @@
+"""How the `sls` command talks to a running mount daemon.
+
+Finding the daemon: a slsfs mount appears in /proc/self/mountinfo with type
+`fuse.slsfs` and the store directory as its source (the `fsname=` option), so any
+path inside a mount leads to its store. The daemon listens on the unix socket
+`<store>/control.sock` (the store directory is private to its owner).
+
+Protocol (version CONTROL_VERSION, in docs/FORMAT.md): one request per connection,
+one JSON object per line each way. Request `{"v": 1, "op": NAME, ...args}`; reply
+`{"ok": true, ...result}` or `{"ok": false, "error": "message for the user"}`.
+Ops: status, checkpoint {name?}, snapshot {path, name?}, clone {src, dest}, log, stats,
+gc, fsck (the last four run in the daemon because it holds the store's writer lock).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTROL_VERSION = 1
+SOCKET_NAME = "control.sock"
+FS_TYPE = "fuse.slsfs"
+
+
+class ControlError(Exception):
+    """The daemon could not be reached or refused the request (message for the user)."""
+
+
+@dataclass
+class MountInfo:
+    mountpoint: str
+    store: str
+
+
+def _unescape(field: str) -> str:
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def slsfs_mounts() -> list[MountInfo]:
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, source = right.split()[:2]
+            if fstype == FS_TYPE:
+                found.append(MountInfo(_unescape(left.split()[4]), _unescape(source)))
+    return found
+
+
+def find_mount(path: str) -> tuple[MountInfo, str]:
+    """The slsfs mount holding `path`, and `path` relative to its root."""
+    absolute = os.path.abspath(path)
+    best = None
+    for info in slsfs_mounts():
+        mp = info.mountpoint.rstrip("/") or "/"
+        if absolute == mp or absolute.startswith(mp.rstrip("/") + "/"):
+            if best is None or len(mp) > len(best.mountpoint):
+                best = info
+    if best is None:
+        raise ControlError(f"{path} is not inside a slsfs mount (see `sls mount`)")
+    rel = os.path.relpath(absolute, best.mountpoint)
+    return best, "" if rel == "." else rel
+
+
+def socket_path(store: str | os.PathLike) -> Path:
+    return Path(store) / SOCKET_NAME
+
+
+def request(store: str | os.PathLike, op: str, timeout: float = 120.0, **args) -> dict:
+    """Send one request to the daemon serving `store`; return its reply (ok only)."""
+    path = socket_path(store)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(f"no mount daemon is running for store {store} "
+                               f"(nothing listens on {path}); mount it with `sls mount`") from None
+        sock.sendall(json.dumps({"v": CONTROL_VERSION, "op": op, **args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        raise ControlError(f"the mount daemon of {store} did not answer {op!r} in {timeout:.0f} s") from None
+    finally:
+        sock.close()
+    if not data:
+        raise ControlError(f"the mount daemon of {store} closed the connection (see its log)")
+    reply = json.loads(data)
+    if not reply.get("ok"):
+        raise ControlError(reply.get("error", "the daemon refused the request"))
+    return reply

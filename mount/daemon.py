@@ -1,0 +1,169 @@
+"""The mount daemon: `python -m mount.daemon STORE MNT ...`, started by `sls mount`.
+
+It opens the store for writing (the store's lock makes it the only writer), serves
+the file system until the mount goes away (`sls umount`, `fusermount3 -u`, SIGTERM
+or SIGINT), answers the control socket (`mount.control`), then writes a final durable
+checkpoint and closes the store. Its log goes to `<store>/mount.log`.
+
+With `--ready-fd N` it writes one line to fd N once the mount is live ("ok") or has
+failed ("error: ..."), so that the starting command can return at the right time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from objectstore import Store, StoreError
+
+from .control import CONTROL_VERSION, socket_path
+from .filesystem import DEFAULT_INTERVAL_MS, FileSystem, MountError
+
+log = logging.getLogger("slsfs.mount")
+LOG_NAME = "mount.log"
+
+
+def _answer(fs: FileSystem, req: dict) -> dict:
+    if req.get("v") != CONTROL_VERSION:
+        return {"ok": False, "error": f"control protocol version {req.get('v')!r}; this daemon "
+                                      f"speaks {CONTROL_VERSION} (restart the mount after upgrading)"}
+    op = req.get("op")
+    try:
+        if op == "status":
+            return {"ok": True, **fs.status()}
+        if op == "checkpoint":
+            commit = fs.checkpoint(req.get("label", "manual"), durable=True)
+            if req.get("name"):
+                fs.store.tag(req["name"], commit.id)
+            return {"ok": True, "checkpoint": commit.id, "time": commit.time, "name": req.get("name")}
+        if op == "snapshot":
+            return {"ok": True, **fs.snapshot(req["path"], req.get("name"))}
+        if op == "clone":
+            return {"ok": True, **fs.clone(req["src"], req["dest"])}
+        if op == "log":
+            return {"ok": True, "log": [c.to_json() for c in fs.store.log()], "tags": fs.store.tags()}
+        if op == "stats":
+            return {"ok": True, **fs.store.stats(), "daemon": fs.status()}
+        if op == "gc":
+            fs.seal()
+            return {"ok": True, **fs.store.gc()}
+        if op == "fsck":
+            fs.checkpoint("fsck", durable=True)
+            return {"ok": True, "problems": fs.store.fsck()}
+    except (MountError, StoreError) as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": False, "error": f"unknown request {op!r}"}
+
+
+async def _serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    path = socket_path(fs.store.path)
+    path.unlink(missing_ok=True)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    task_status.started()
+    try:
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                async with stream:
+                    data = b""
+                    while not data.endswith(b"\n"):
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    try:
+                        reply = _answer(fs, json.loads(data))
+                    except ValueError:
+                        reply = {"ok": False, "error": "request is not JSON"}
+                    except Exception as exc:       # a bug: report it, keep serving
+                        log.exception("control request failed")
+                        reply = {"ok": False, "error": f"internal error: {exc!r} (see mount.log)"}
+                    try:
+                        await stream.send_all(json.dumps(reply).encode() + b"\n")
+                    except trio.BrokenResourceError:
+                        pass
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _stop_on_signals(cancel_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            cancel_scope.cancel()
+
+
+async def _run(fs: FileSystem, args, ready) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_serve_control, fs)
+        nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+
+        async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            await fs.serve(args.mountpoint, allow_other=args.allow_other, task_status=task_status)
+            nursery.cancel_scope.cancel()         # the kernel ended the session (umount)
+        await nursery.start(serve_then_stop)
+        ready("ok")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mount.daemon")
+    parser.add_argument("store")
+    parser.add_argument("mountpoint")
+    parser.add_argument("--volume", default="main")
+    parser.add_argument("--allow-other", action="store_true")
+    parser.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL_MS)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--log-to-stderr", action="store_true")
+    args = parser.parse_args(argv)
+
+    def ready(message: str) -> None:
+        if args.ready_fd is not None:
+            try:
+                os.write(args.ready_fd, message.encode() + b"\n")
+                os.close(args.ready_fd)
+            except OSError:
+                pass
+            args.ready_fd = None
+
+    handler = (logging.StreamHandler() if args.log_to_stderr
+               else logging.FileHandler(os.path.join(args.store, LOG_NAME)))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    try:
+        store = Store.open(args.store)
+    except (StoreError, OSError) as exc:
+        ready(f"error: {exc}")
+        log.error("%s", exc)
+        return 1
+    try:
+        fs = FileSystem(store, args.volume, checkpoint_interval_ms=args.checkpoint_interval or None)
+        log.info("mounting volume %s of %s at %s (pid %d)", args.volume, args.store,
+                 args.mountpoint, os.getpid())
+        try:
+            trio.run(_run, fs, args, ready)
+        except RuntimeError as exc:                 # pyfuse3.init failures
+            ready(f"error: {exc}")
+            log.error("mount failed: %s", exc)
+            return 1
+        fs.close()
+        log.info("unmounted; final checkpoint %s", store.head.id if store.head else None)
+        return 0
+    except Exception as exc:
+        ready(f"error: {exc}")
+        log.exception("daemon failed")
+        return 1
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""`FileSystem`: one store's volume served over FUSE, with checkpoints, snapshots and clones.
+
+This is the in-process API (see `mount/__init__.py` for how a daemon embeds it). It
+owns the views and the pyfuse3 Operations, seals buffered writes into the volume
+trees, commits checkpoints (periodically when dirty, on fsync, on request), thins
+old checkpoints by the store's retention policy, and implements the O(1) snapshot
+and clone operations on paths inside the mount.
+
+Everything runs in the trio thread that serves FUSE: the Store is not thread-safe,
+and every handler here is synchronous between awaits, so no lock is needed.
+Simplification: an fsync commits (and fsyncs the store) in the event loop; concurrent
+fsyncs that arrive while one is running share the next commit (group commit).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import time
+from datetime import datetime, timezone
+
+import pyfuse3
+import trio
+from pyfuse3 import FUSEError
+
+from objectstore import StoreError, StoreFull
+from objectstore.retention import retained
+
+from . import schema
+from .history import SNAPSHOT_PREFIX, HistoryTree
+from .operations import HOLDER, META_NAME, Operations
+from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
+from .volume import Volume
+
+log = logging.getLogger("slsfs.mount")
+
+DEFAULT_INTERVAL_MS = 10
+SPACE_RESERVE = 16 * 1024 * 1024          # bytes kept free on the store's disk
+RETENTION_EVERY_S = 5.0
+
+
+class MountError(Exception):
+    """A request on a mounted file system that cannot be done (message for the user)."""
+
+
+def ensure_volume(store, name: str) -> None:
+    """Create volume `name` holding an empty file system, unless it exists."""
+    if name in store.volumes():
+        return
+    tree = store.create_volume(name)
+    Volume.format(tree, os.getuid(), os.getgid())
+    store.commit(f"create volume {name}")
+
+
+class FileSystem:
+    """The file system of volume `volume` of an open, writable `store`."""
+
+    def __init__(self, store, volume: str = "main", *,
+                 checkpoint_interval_ms: float | None = DEFAULT_INTERVAL_MS) -> None:
+        self.store = store
+        self.volume_name = volume
+        self.interval = None if checkpoint_interval_ms is None else checkpoint_interval_ms / 1000
+        ensure_volume(store, volume)
+        self.main = Volume(store, store.volume(volume), volume)
+        self.history = HistoryTree(store, volume)
+        self.views = ViewTable(store, self.main, MetaView(self.history.root))
+        self.ops = Operations(store, self.views, make_durable=self.make_durable,
+                              has_space=self.has_space)
+        self.checkpoints_taken = 0
+        self._last_retention = time.monotonic()
+        self._durable_lock = trio.Lock()
+        self._reclaim_unheld_orphans(self.main)
+
+    # ----- state ---------------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return any(v.changed for v in self.views.live_volumes())
+
+    def seal(self) -> None:
+        """Move every buffered write and inode change into the volume trees, so that the
+        next `store.commit()` holds exactly the file system's current state."""
+        for volume in self.views.live_volumes():
+            volume.seal()
+
+    def checkpoint(self, label: str = "", *, durable: bool = False):
+        """Seal and commit; returns the objectstore Commit."""
+        self.seal()
+        commit = self.store.commit(label, durable=durable)
+        for volume in self.views.live_volumes():
+            volume.changed = False
+        self.checkpoints_taken += 1
+        return commit
+
+    async def make_durable(self) -> None:
+        """fsync semantics: everything written so far is on disk when this returns."""
+        async with self._durable_lock:
+            try:
+                head = self.store.head
+                if self.dirty or head is None:
+                    self.checkpoint("fsync", durable=True)
+                elif self.store.durable_id < head.id:
+                    self.store.barrier()
+            except StoreFull:
+                raise FUSEError(errno.ENOSPC) from None
+            except StoreError as exc:
+                log.error("fsync failed: %s", exc)
+                raise FUSEError(errno.EIO) from None
+
+    def has_space(self, nbytes: int) -> bool:
+        disk = os.statvfs(self.store.path)
+        buffered = sum(v.buffered_bytes for v in self.views.live_volumes())
+        return disk.f_bavail * disk.f_frsize >= nbytes + buffered + SPACE_RESERVE
+
+    def apply_retention(self) -> None:
+        """Thin old checkpoints by the store's policy (named ones stay)."""
+        log_ = self.store.log()
+        if len(log_) <= self.store.retention.keep_last:
+            return
+        keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
+                        self.store.retention, time.time())
+        if len(keep) < len(log_):
+            self.store.forget(keep)
+
+    async def run_checkpoints(self) -> None:
+        """Checkpoint every interval while something changed (until cancelled)."""
+        while True:
+            await trio.sleep(self.interval)
+            if self.dirty:
+                try:
+                    self.checkpoint()
+                except StoreError as exc:        # e.g. a full disk: keep the buffers, retry later
+                    log.warning("checkpoint failed, will retry: %s", exc)
+                    await trio.sleep(1)
+            if time.monotonic() - self._last_retention > RETENTION_EVERY_S:
+                self._last_retention = time.monotonic()
+                try:
+                    self.apply_retention()
+                except StoreError as exc:
+                    log.warning("retention failed: %s", exc)
+
+    # ----- orphans -------------------------------------------------------------------
+    def _reclaim_unheld_orphans(self, volume: Volume) -> None:
+        held = self.store.holders(volume.name)
+        for ino in volume.orphans():
+            if ino not in held:
+                volume.purge(ino)
+            else:
+                log.info("inode %d of %s is unlinked but held by %s: kept",
+                         ino, volume.name, ", ".join(sorted(held[ino])))
+
+    def release_own_holds(self) -> None:
+        """At a clean stop: nothing of ours is open any more; free orphans only we held."""
+        for volume in self.views.live_volumes():
+            for ino, holders in self.store.holders(volume.name).items():
+                if HOLDER in holders:
+                    if self.store.release(volume.name, ino, HOLDER):
+                        volume.purge(ino)
+        self.ops.held.clear()
+
+    # ----- paths inside the mount ----------------------------------------------------
+    def resolve_path(self, relpath: str) -> int:
+        """The kernel inode of a path relative to the mount root (symlinks not followed)."""
+        kino = pyfuse3.ROOT_INODE
+        for part in [p for p in relpath.split("/") if p not in ("", ".")]:
+            if part == "..":
+                raise MountError(f"{relpath}: '..' is not supported in mount paths")
+            name = os.fsencode(part)
+            if kino == pyfuse3.ROOT_INODE and name == META_NAME:
+                kino = kernel_ino(META_VIEW, 1)
+                continue
+            index, local = split_ino(kino)
+            try:
+                kino = self.ops._resolve(self.views[index], local, name)
+            except FUSEError as exc:
+                raise MountError(f"{relpath}: {os.strerror(exc.errno)}") from None
+        return kino
+
+    def _directory_view(self, relpath: str) -> tuple[Volume, int]:
+        index, local = split_ino(self.resolve_path(relpath))
+        view = self.views[index]
+        if not isinstance(view, Volume) or not stat.S_ISDIR(view.inode(local).mode):
+            raise MountError(f"{relpath or '/'}: not a directory of a volume "
+                             "(a live directory, a snapshot or a checkpoint's fs/ path)")
+        return view, local
+
+    def _subtree_root(self, view: Volume, ino: int, note: dict) -> bytes:
+        """The root of a volume-format tree whose root directory is `ino`: O(1) COW copy."""
+        if not view.readonly:
+            self.seal()
+        tree = view.tree.copy()
+        tree.put(schema.SUPER_KEY, schema.Superblock(ino, view.sb.next_ino).encode())
+        tree.put(b"N", _json(note))
+        return tree.flush()
+
+    def snapshot(self, relpath: str, name: str | None = None) -> dict:
+        """Retain directory `relpath` as `.sls/snapshots/<name>/`: O(1)."""
+        name = name or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if not name or "/" in name or name.startswith("."):
+            raise MountError(f"bad snapshot name {name!r}: no '/', not starting with '.'")
+        if SNAPSHOT_PREFIX + name in self.store.roots():
+            raise MountError(f"snapshot {name!r} already exists; pick another --name")
+        view, ino = self._directory_view(relpath)
+        started = time.perf_counter()
+        root = self._subtree_root(view, ino, {"snapshot": name, "source": relpath, "time": time.time()})
+        self.store.set_root(SNAPSHOT_PREFIX + name, root)
+        commit = self.checkpoint(f"snapshot {name}", durable=True)
+        return {"name": name, "checkpoint": commit.id, "path": f".sls/snapshots/{name}",
+                "ms": (time.perf_counter() - started) * 1000}
+
+    def clone(self, src: str, dest: str) -> dict:
+        """A writable, independent copy of directory `src` at new path `dest`: O(1)."""
+        view, ino = self._directory_view(src)
+        parent_path, _, leaf = dest.rstrip("/").rpartition("/")
+        parent_index, parent_local = split_ino(self.resolve_path(parent_path))
+        parent = self.views[parent_index]
+        if not isinstance(parent, Volume) or parent.readonly:
+            raise MountError(f"{dest}: the new clone must be in a live directory")
+        if not leaf or parent.lookup(parent_local, os.fsencode(leaf)) is not None:
+            raise MountError(f"{dest}: already exists" if leaf else f"{dest}: needs a name")
+        started = time.perf_counter()
+        volume = self._free_volume_name(leaf)
+        root = self._subtree_root(view, ino, {"clone_of": src, "time": time.time()})
+        self.store.create_volume(volume, root)
+        try:
+            parent.graft(parent_local, os.fsencode(leaf), volume, ino)
+        except FUSEError as exc:
+            self.store.drop_volume(volume)
+            raise MountError(f"{dest}: {os.strerror(exc.errno)}") from None
+        commit = self.checkpoint(f"clone {src} -> {dest}", durable=True)
+        return {"volume": volume, "checkpoint": commit.id, "ms": (time.perf_counter() - started) * 1000}
+
+    def _free_volume_name(self, leaf: str) -> str:
+        existing = set(self.store.volumes())
+        base = f"{self.volume_name}.{leaf}"[:200].replace("/", "_")
+        n = 1
+        name = base
+        while name in existing:
+            n += 1
+            name = f"{base}.{n}"
+        return name
+
+    # ----- serving ------------------------------------------------------------------
+    async def serve(self, mountpoint: str, *, allow_other: bool = False,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Mount at `mountpoint` and serve until unmounted (or cancelled: then unmount).
+
+        pyfuse3 allows one mount per process. `task_status.started()` is called once
+        the mount is live."""
+        options = set(pyfuse3.default_options)
+        options |= {f"fsname={self.store.path}", "subtype=slsfs"}
+        if allow_other:
+            options.add("allow_other")
+        pyfuse3.init(self.ops, mountpoint, options)
+        unmount = True
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.interval is not None:
+                    nursery.start_soon(self.run_checkpoints)
+                task_status.started()
+                await pyfuse3.main()
+                unmount = False                 # the kernel ended the session (umount)
+                nursery.cancel_scope.cancel()
+        finally:
+            pyfuse3.close(unmount=unmount)
+
+    def close(self) -> None:
+        """After serving: final durable checkpoint, free what only this mount held."""
+        self.ops.opens.clear()
+        self.release_own_holds()
+        if self.dirty:
+            self.checkpoint("unmount", durable=True)
+        else:
+            self.store.barrier()
+
+    def status(self) -> dict:
+        head = self.store.head
+        return {"volume": self.volume_name, "pid": os.getpid(), "store": str(self.store.path),
+                "checkpoints_taken": self.checkpoints_taken, "head": head.id if head else None,
+                "durable": self.store.durable_id, "dirty": self.dirty,
+                "volumes": self.store.volumes(), "open_inodes": len(self.ops.opens)}
+
+
+def _json(doc: dict) -> bytes:
+    return json.dumps(doc, sort_keys=True).encode()

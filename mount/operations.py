@@ -1,0 +1,407 @@
+"""The pyfuse3 request handlers: a thin layer over views (`mount.views`) and volumes.
+
+Each handler splits the kernel inode number into (view, local inode), calls the view,
+and turns the result into pyfuse3 types. What lives here and nowhere else: the kernel's
+lookup counts and open handles, the reclaim of unlinked inodes once nothing uses them
+(holding them in the store's open-refcount table while they are open), O_APPEND,
+EXDEV across views, EROFS in read-only views, ENOSPC before buffering data the disk
+cannot take, and the hidden `.sls` entry at the root.
+
+Permissions are checked by the kernel (`default_permissions`); this layer only applies
+the caller's uid/gid to new inodes.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import pyfuse3
+from pyfuse3 import EntryAttributes, FUSEError
+
+from .history import Graft, VFile, VLink
+from .schema import BLOCK_SIZE, NAME_MAX
+from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
+from .volume import Volume
+
+log = logging.getLogger("slsfs.mount")
+
+META_NAME = b".sls"
+HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
+LIVE_TIMEOUT = 1.0
+FROZEN_TIMEOUT = 60.0           # checkpoint and snapshot trees never change
+
+
+@dataclass
+class Handle:
+    view: int
+    ino: int
+    flags: int
+    content: bytes | None = None     # a `.sls` file's bytes, fixed at open
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, store, views: ViewTable, *, make_durable: Callable[[], Awaitable[None]],
+                 has_space: Callable[[int], bool]) -> None:
+        super().__init__()
+        self.store = store
+        self.views = views
+        self.make_durable = make_durable
+        self.has_space = has_space
+        self.lookups: dict[int, int] = {}
+        self.opens: dict[int, int] = {}
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self.held: set[int] = set()         # kernel inos we hold in the open-refcount table
+
+    # ----- helpers --------------------------------------------------------------------
+    def _view(self, kino: int):
+        index, local = split_ino(kino)
+        return self.views[index], local
+
+    def _volume(self, kino: int, *, writable: bool = False) -> tuple[Volume, int]:
+        view, local = self._view(kino)
+        if not isinstance(view, Volume) or (writable and view.readonly):
+            raise FUSEError(errno.EROFS if writable else errno.EINVAL)
+        return view, local
+
+    def attrs(self, kino: int) -> EntryAttributes:
+        view, local = self._view(kino)
+        a = EntryAttributes()
+        a.st_ino = kino
+        a.st_blksize = BLOCK_SIZE
+        if isinstance(view, MetaView):
+            node = view.node(local)
+            a.st_mode, a.st_size = view.mode_size(node)
+            a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
+            a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = view.created_ns
+            a.entry_timeout = a.attr_timeout = 0
+        else:
+            node = view.inode(local)
+            a.st_mode, a.st_nlink, a.st_uid, a.st_gid = node.mode, node.nlink, node.uid, node.gid
+            a.st_rdev, a.st_size = node.rdev, node.size
+            a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns = node.atime_ns, node.mtime_ns, node.ctime_ns
+            a.entry_timeout = a.attr_timeout = FROZEN_TIMEOUT if view.readonly else LIVE_TIMEOUT
+        a.st_blocks = (a.st_size + 511) // 512
+        return a
+
+    def _entry(self, kino: int) -> EntryAttributes:
+        """Attributes for a reply that adds one kernel lookup reference."""
+        a = self.attrs(kino)
+        self.lookups[kino] = self.lookups.get(kino, 0) + 1
+        return a
+
+    def _resolve(self, view, parent: int, name: bytes) -> int:
+        """The kernel inode of entry `name` in directory `parent` of `view`."""
+        if isinstance(view, MetaView):
+            local, node = view.child(parent, os.fsdecode(name))
+            if isinstance(node, Graft):
+                index = self.views.graft(node)
+                return kernel_ino(index, self.views[index].root_ino)
+            return kernel_ino(META_VIEW, local)
+        entry = view.lookup(parent, name)
+        if entry is None:
+            raise FUSEError(errno.ENOENT)
+        if entry.volume is not None:
+            index = self.views.graft_in(view, entry.volume)
+            return kernel_ino(index, self.views[index].root_ino)
+        return kernel_ino(view.view_index, entry.ino)
+
+    def _is_meta_entry(self, parent_kino: int, name: bytes) -> bool:
+        return parent_kino == pyfuse3.ROOT_INODE and name == META_NAME
+
+    def _same_volume(self, *kinos: int) -> Volume:
+        views = {split_ino(k)[0] for k in kinos}
+        if len(views) > 1:
+            raise FUSEError(errno.EXDEV)
+        volume, _ = self._volume(kinos[0], writable=True)
+        return volume
+
+    def _reclaim(self, kino: int) -> None:
+        """Purge an unlinked inode once no name, lookup or open handle is left."""
+        index, local = split_ino(kino)
+        view = self.views[index]
+        if not isinstance(view, Volume) or view.readonly:
+            return
+        try:
+            node = view.inode(local)
+        except FUSEError:
+            return
+        if node.nlink > 0 or self.lookups.get(kino) or self.opens.get(kino):
+            return
+        view.purge(local)
+        if kino in self.held:
+            self.held.discard(kino)
+            self.store.release(view.name, local, HOLDER)
+
+    def _after_unlink(self, volume: Volume, local: int) -> None:
+        kino = kernel_ino(volume.view_index, local)
+        try:
+            node = volume.inode(local)
+        except FUSEError:
+            return
+        if node.nlink == 0 and self.opens.get(kino) and kino not in self.held:
+            self.store.hold(volume.name, local, HOLDER)
+            self.held.add(kino)
+        self._reclaim(kino)
+
+    # ----- lookups and attributes -----------------------------------------------------
+    async def lookup(self, parent_inode, name, ctx):
+        if len(name) > NAME_MAX:
+            raise FUSEError(errno.ENAMETOOLONG)
+        if self._is_meta_entry(parent_inode, name):
+            return self._entry(kernel_ino(META_VIEW, 1))
+        view, parent = self._view(parent_inode)
+        return self._entry(self._resolve(view, parent, name))
+
+    async def forget(self, inode_list):
+        for kino, count in inode_list:
+            left = self.lookups.get(kino, 0) - count
+            if left > 0:
+                self.lookups[kino] = left
+            else:
+                self.lookups.pop(kino, None)
+                self._reclaim(kino)
+
+    async def getattr(self, inode, ctx):
+        return self.attrs(inode)
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        volume, local = self._volume(inode, writable=True)
+        node = volume.inode(local)
+        if fields.update_size:
+            if stat.S_ISDIR(node.mode):
+                raise FUSEError(errno.EISDIR)
+            if attr.st_size > node.size and not self.has_space(0):
+                raise FUSEError(errno.ENOSPC)
+            volume.truncate(local, attr.st_size)
+        if fields.update_mode:
+            node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
+        if fields.update_uid or fields.update_gid:
+            if fields.update_uid:
+                node.uid = attr.st_uid
+            if fields.update_gid:
+                node.gid = attr.st_gid
+            if not stat.S_ISDIR(node.mode) and not fields.update_mode:
+                node.mode &= ~stat.S_ISUID
+                if node.mode & stat.S_IXGRP:
+                    node.mode &= ~stat.S_ISGID
+        if fields.update_atime:
+            node.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            node.mtime_ns = attr.st_mtime_ns
+        volume.touch(node, ctime=True)
+        if fields.update_ctime:
+            node.ctime_ns = attr.st_ctime_ns
+        return self.attrs(inode)
+
+    async def readlink(self, inode, ctx):
+        view, local = self._view(inode)
+        if isinstance(view, MetaView):
+            node = view.node(local)
+            if not isinstance(node, VLink):
+                raise FUSEError(errno.EINVAL)
+            return os.fsencode(node.target)
+        return view.readlink(local)
+
+    async def statfs(self, ctx):
+        disk = os.statvfs(self.store.path)
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = disk.f_bsize
+        s.f_frsize = disk.f_frsize
+        s.f_blocks, s.f_bfree, s.f_bavail = disk.f_blocks, disk.f_bfree, disk.f_bavail
+        main = self.views[MAIN_VIEW]
+        s.f_files = max(main.sb.next_ino, 1) + 1_000_000
+        s.f_ffree = s.f_favail = 1_000_000
+        s.f_namemax = NAME_MAX
+        return s
+
+    # ----- creating and removing names ------------------------------------------------
+    def _create(self, parent_inode, name, mode, ctx, rdev=0, target=None) -> int:
+        if self._is_meta_entry(parent_inode, name):
+            raise FUSEError(errno.EEXIST)
+        volume, parent = self._volume(parent_inode, writable=True)
+        node = volume.create(parent, name, mode, ctx.uid, ctx.gid, rdev, target)
+        return kernel_ino(volume.view_index, node.ino)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        return self._entry(self._create(parent_inode, name, mode, ctx, rdev))
+
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return self._entry(self._create(parent_inode, name, stat.S_IFDIR | stat.S_IMODE(mode), ctx))
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        return self._entry(self._create(parent_inode, name, stat.S_IFLNK | 0o777, ctx, target=target))
+
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        kino = self._create(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), ctx)
+        return self._open_handle(kino, flags), self._entry(kino)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        if self._is_meta_entry(new_parent_inode, new_name):
+            raise FUSEError(errno.EEXIST)
+        volume = self._same_volume(inode, new_parent_inode)
+        volume.link(split_ino(inode)[1], split_ino(new_parent_inode)[1], new_name)
+        return self._entry(inode)
+
+    async def unlink(self, parent_inode, name, ctx):
+        await self._remove(parent_inode, name, directory=False)
+
+    async def rmdir(self, parent_inode, name, ctx):
+        await self._remove(parent_inode, name, directory=True)
+
+    async def _remove(self, parent_inode, name, *, directory: bool) -> None:
+        if self._is_meta_entry(parent_inode, name):
+            raise FUSEError(errno.EROFS)
+        volume, parent = self._volume(parent_inode, writable=True)
+        entry = volume.lookup(parent, name)
+        if entry is not None and entry.volume is not None:
+            clone = self.views[self.views.live(entry.volume)]
+            if not clone.is_empty_dir(clone.root_ino):
+                raise FUSEError(errno.ENOTEMPTY)
+        entry = volume.unlink(parent, name, directory=directory)
+        if entry.volume is not None:
+            self.views.forget_live(entry.volume)
+            self.store.drop_volume(entry.volume)
+            return
+        self._after_unlink(volume, entry.ino)
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if self._is_meta_entry(parent_inode_old, name_old) or self._is_meta_entry(parent_inode_new, name_new):
+            raise FUSEError(errno.EROFS)
+        volume = self._same_volume(parent_inode_old, parent_inode_new)
+        replaced = volume.rename(split_ino(parent_inode_old)[1], name_old,
+                                 split_ino(parent_inode_new)[1], name_new,
+                                 noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+                                 exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+        if replaced is not None and replaced.volume is None:
+            self._after_unlink(volume, replaced.ino)
+
+    # ----- extended attributes --------------------------------------------------------
+    async def setxattr(self, inode, name, value, ctx):
+        volume, local = self._volume(inode, writable=True)
+        volume.setxattr(local, name, value)
+
+    async def getxattr(self, inode, name, ctx):
+        view, local = self._view(inode)
+        if isinstance(view, MetaView):
+            raise FUSEError(pyfuse3.ENOATTR)
+        return view.getxattr(local, name)
+
+    async def listxattr(self, inode, ctx):
+        view, local = self._view(inode)
+        return [] if isinstance(view, MetaView) else view.listxattr(local)
+
+    async def removexattr(self, inode, name, ctx):
+        volume, local = self._volume(inode, writable=True)
+        volume.removexattr(local, name)
+
+    # ----- files ----------------------------------------------------------------------
+    def _open_handle(self, kino: int, flags: int, content: bytes | None = None) -> pyfuse3.FileInfo:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(*split_ino(kino), flags, content)
+        self.opens[kino] = self.opens.get(kino, 0) + 1
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def open(self, inode, flags, ctx):
+        view, local = self._view(inode)
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        if isinstance(view, MetaView):
+            if writing:
+                raise FUSEError(errno.EROFS)
+            node = view.node(local)
+            if not isinstance(node, VFile):
+                raise FUSEError(errno.EISDIR)
+            return self._open_handle(inode, flags, node.content())
+        if writing and view.readonly:
+            raise FUSEError(errno.EROFS)
+        return self._open_handle(inode, flags)
+
+    async def read(self, fh, off, size):
+        handle = self.handles[fh]
+        if handle.content is not None:
+            return handle.content[off:off + size]
+        return self.views[handle.view].read(handle.ino, off, size)
+
+    async def write(self, fh, off, buf):
+        handle = self.handles[fh]
+        volume = self.views[handle.view]
+        if volume.readonly:
+            raise FUSEError(errno.EROFS)
+        if not self.has_space(len(buf)):
+            raise FUSEError(errno.ENOSPC)
+        if handle.flags & os.O_APPEND:
+            off = volume.inode(handle.ino).size
+        return volume.write(handle.ino, off, buf)
+
+    async def flush(self, fh):
+        pass
+
+    async def release(self, fh):
+        handle = self.handles.pop(fh)
+        kino = kernel_ino(handle.view, handle.ino)
+        left = self.opens.get(kino, 0) - 1
+        if left > 0:
+            self.opens[kino] = left
+        else:
+            self.opens.pop(kino, None)
+            self._reclaim(kino)
+
+    async def fsync(self, fh, datasync):
+        if not self.views[self.handles[fh].view].readonly:
+            await self.make_durable()
+
+    # ----- directories ----------------------------------------------------------------
+    async def opendir(self, inode, ctx):
+        view, local = self._view(inode)
+        if isinstance(view, MetaView):
+            view.node(local)
+        elif not stat.S_ISDIR(view.inode(local).mode):
+            raise FUSEError(errno.ENOTDIR)
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(*split_ino(inode), 0)
+        return fh
+
+    async def readdir(self, fh, start_id, token):
+        handle = self.handles[fh]
+        view = self.views[handle.view]
+        if isinstance(view, MetaView):
+            children = list(view.node(handle.ino).children())
+            for position in range(start_id, len(children)):
+                name, node = children[position]
+                if isinstance(node, Graft):
+                    index = self.views.graft(node)
+                    kino = kernel_ino(index, self.views[index].root_ino)
+                else:
+                    kino = kernel_ino(META_VIEW, view.ino_for(handle.ino, name, node))
+                if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(kino), position + 1):
+                    return
+                self.lookups[kino] = self.lookups.get(kino, 0) + 1
+            return
+        for cookie, name, entry in view.entries(handle.ino, start_id):
+            if entry.volume is not None:
+                index = self.views.graft_in(view, entry.volume)
+                kino = kernel_ino(index, self.views[index].root_ino)
+            else:
+                kino = kernel_ino(handle.view, entry.ino)
+            if not pyfuse3.readdir_reply(token, name, self.attrs(kino), cookie + 1):
+                return
+            self.lookups[kino] = self.lookups.get(kino, 0) + 1
+
+    async def releasedir(self, fh):
+        self.handles.pop(fh, None)
+
+    async def fsyncdir(self, fh, datasync):
+        if not self.views[self.handles[fh].view].readonly:
+            await self.make_durable()
+
+    async def access(self, inode, mode, ctx):
+        return True

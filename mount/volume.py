@@ -1,0 +1,481 @@
+"""The inode layer of one volume: POSIX objects kept in the volume's COW Tree.
+
+This module knows nothing of FUSE requests or the kernel's inode numbers: it works in
+the volume's own inode numbers and raises `FUSEError(errno)` for POSIX errors. The
+layout of the keys is in `mount.schema`.
+
+What is kept in memory (and why):
+- inode records, cached after first use and written back to the Tree by `seal()`
+  (a write changes size/mtime; rewriting the record on every write would be waste);
+- written file data, as per-block buffers, turned into chunks by `seal()` (this is
+  the "writes buffered in the daemon" of the design: a checkpoint or fsync seals);
+- a bounded LRU cache of decoded data blocks, so small reads do not fetch and
+  decompress a whole block each time.
+Directory entries, xattrs and symlinks go straight into the Tree (which is itself
+in memory until the store flushes it at commit).
+
+Simplifications: one block size for every file (schema.BLOCK_SIZE); atime follows
+"relatime" (updated only when older than mtime/ctime or a day old); inode numbers are
+never reused.
+"""
+from __future__ import annotations
+
+import errno
+import stat
+import time
+from collections import OrderedDict
+from typing import Iterator
+
+from pyfuse3 import FUSEError
+
+from . import schema
+from .schema import BLOCK_SIZE, Entry, Inode, Superblock
+
+_DAY_NS = 86400 * 10**9
+_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _err(code: int) -> FUSEError:
+    return FUSEError(code)
+
+
+def _is_zero(data: bytes | bytearray) -> bool:
+    return data.count(0) == len(data)
+
+
+class BlockCache:
+    """LRU of decoded data chunks by chunk id, bounded in bytes (shared by all volumes)."""
+
+    def __init__(self, capacity: int = _BLOCK_CACHE_BYTES) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, store, cid: bytes) -> bytes:
+        data = self._items.get(cid)
+        if data is not None:
+            self._items.move_to_end(cid)
+            return data
+        data = store.get(cid)
+        self._items[cid] = data
+        self._bytes += len(data)
+        while self._bytes > self.capacity:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= len(old)
+        return data
+
+
+class Volume:
+    """The files of one volume. `readonly` views (history, snapshots) refuse every change."""
+
+    def __init__(self, store, tree, name: str, *, readonly: bool = False,
+                 block_cache: BlockCache | None = None) -> None:
+        self.store = store
+        self.tree = tree
+        self.name = name
+        self.readonly = readonly
+        self.block_cache = block_cache or BlockCache()
+        raw = tree.get(schema.SUPER_KEY)
+        if raw is None:
+            raise schema.FormatError(f"volume {name!r} has no superblock: it was not created by slsfs")
+        self.sb = Superblock.decode(raw)
+        self._inodes: dict[int, Inode] = {}
+        self._dirty_inodes: set[int] = set()
+        self._buffers: dict[int, dict[int, bytearray | bytes]] = {}
+        self.buffered_bytes = 0
+        self.changed = False          # anything not yet sealed into the Tree / committed
+
+    # ----- creation -------------------------------------------------------------------
+    @staticmethod
+    def format(tree, uid: int, gid: int, mode: int = 0o755) -> None:
+        """Write an empty file system (superblock + root directory) into an empty tree."""
+        now = time.time_ns()
+        root = Inode(schema.ROOT_INO, stat.S_IFDIR | mode, 2, uid, gid,
+                     atime_ns=now, mtime_ns=now, ctime_ns=now)
+        tree.put(schema.SUPER_KEY, Superblock().encode())
+        tree.put(schema.inode_key(schema.ROOT_INO), root.encode())
+
+    @property
+    def root_ino(self) -> int:
+        return self.sb.root_ino
+
+    def set_root(self, ino: int) -> None:
+        """Make directory `ino` this volume's root (used right after cloning a subtree)."""
+        self._writable()
+        self.sb.root_ino = ino
+        self.tree.put(schema.SUPER_KEY, self.sb.encode())
+        self.changed = True
+
+    # ----- inodes ---------------------------------------------------------------------
+    def inode(self, ino: int) -> Inode:
+        node = self._inodes.get(ino)
+        if node is None:
+            raw = self.tree.get(schema.inode_key(ino))
+            if raw is None:
+                raise _err(errno.ENOENT)
+            node = self._inodes[ino] = Inode.decode(ino, raw)
+        return node
+
+    def touch(self, node: Inode, *, atime: bool = False, mtime: bool = False, ctime: bool = False) -> None:
+        now = time.time_ns()
+        if atime:
+            node.atime_ns = now
+        if mtime:
+            node.mtime_ns = now
+        if ctime:
+            node.ctime_ns = now
+        self.mark(node)
+
+    def mark(self, node: Inode) -> None:
+        self._writable()
+        self._dirty_inodes.add(node.ino)
+        self.changed = True
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise _err(errno.EROFS)
+
+    def _new_inode(self, mode: int, uid: int, gid: int, rdev: int = 0) -> Inode:
+        ino = self.sb.next_ino
+        self.sb.next_ino += 1
+        self.tree.put(schema.SUPER_KEY, self.sb.encode())
+        now = time.time_ns()
+        node = Inode(ino, mode, 2 if stat.S_ISDIR(mode) else 1, uid, gid, rdev,
+                     atime_ns=now, mtime_ns=now, ctime_ns=now)
+        self._inodes[ino] = node
+        self.mark(node)
+        return node
+
+    # ----- directories ----------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> Entry | None:
+        raw = self.tree.get(schema.entry_key(parent, name))
+        return None if raw is None else Entry.decode(raw)
+
+    def entries(self, parent: int, start_cookie: int = 0) -> Iterator[tuple[int, bytes, Entry]]:
+        """(cookie, name, entry) of a directory in cookie order, from `start_cookie` on."""
+        start = schema.entry_key_at(parent, max(start_cookie, schema.FIRST_COOKIE))
+        end = schema.prefix_end(schema.dir_prefix(parent))
+        for key, raw in self.tree.items(start, end):
+            cookie, name = schema.split_entry_key(key)
+            yield cookie, name, Entry.decode(raw)
+
+    def is_empty_dir(self, ino: int) -> bool:
+        return next(self.entries(ino), None) is None
+
+    def _dir(self, ino: int) -> Inode:
+        node = self.inode(ino)
+        if not stat.S_ISDIR(node.mode):
+            raise _err(errno.ENOTDIR)
+        return node
+
+    @staticmethod
+    def check_name(name: bytes) -> None:
+        if len(name) > schema.NAME_MAX:
+            raise _err(errno.ENAMETOOLONG)
+        if not name or b"/" in name or name in (b".", b".."):
+            raise _err(errno.EINVAL)
+
+    def _add_entry(self, parent: Inode, name: bytes, entry: Entry, is_dir: bool) -> None:
+        self.tree.put(schema.entry_key(parent.ino, name), entry.encode())
+        if is_dir:
+            parent.nlink += 1
+        self.touch(parent, mtime=True, ctime=True)
+
+    def _remove_entry(self, parent: Inode, name: bytes, is_dir: bool) -> None:
+        self.tree.delete(schema.entry_key(parent.ino, name))
+        if is_dir:
+            parent.nlink -= 1
+        self.touch(parent, mtime=True, ctime=True)
+
+    def create(self, parent_ino: int, name: bytes, mode: int, uid: int, gid: int,
+               rdev: int = 0, target: bytes | None = None) -> Inode:
+        """A new file, directory, symlink (with `target`) or special file named `name`."""
+        self._writable()
+        self.check_name(name)
+        parent = self._dir(parent_ino)
+        if self.lookup(parent_ino, name) is not None:
+            raise _err(errno.EEXIST)
+        if parent.mode & stat.S_ISGID:          # BSD group semantics of setgid directories
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        node = self._new_inode(mode, uid, gid, rdev)
+        if target is not None:
+            self.tree.put(schema.symlink_key(node.ino), target)
+            node.size = len(target)
+        self._add_entry(parent, name, Entry(node.ino), stat.S_ISDIR(mode))
+        return node
+
+    def graft(self, parent_ino: int, name: bytes, volume: str, root_ino: int) -> None:
+        """Add an entry `name` that leads to the root of another volume (a clone)."""
+        self._writable()
+        self.check_name(name)
+        parent = self._dir(parent_ino)
+        if self.lookup(parent_ino, name) is not None:
+            raise _err(errno.EEXIST)
+        self._add_entry(parent, name, Entry(root_ino, volume), True)
+
+    def link(self, ino: int, parent_ino: int, name: bytes) -> Inode:
+        self._writable()
+        self.check_name(name)
+        node = self.inode(ino)
+        if stat.S_ISDIR(node.mode):
+            raise _err(errno.EPERM)
+        parent = self._dir(parent_ino)
+        if self.lookup(parent_ino, name) is not None:
+            raise _err(errno.EEXIST)
+        if node.nlink == 0:
+            self.tree.delete(schema.orphan_key(ino))
+        node.nlink += 1
+        self.touch(node, ctime=True)
+        self._add_entry(parent, name, Entry(ino), False)
+        return node
+
+    def unlink(self, parent_ino: int, name: bytes, *, directory: bool) -> Entry:
+        """Remove an entry (unlink or rmdir); the caller purges the inode once unused."""
+        self._writable()
+        parent = self._dir(parent_ino)
+        entry = self.lookup(parent_ino, name)
+        if entry is None:
+            raise _err(errno.ENOENT)
+        if entry.volume is not None:
+            if not directory:
+                raise _err(errno.EISDIR)
+            self._remove_entry(parent, name, True)
+            return entry
+        node = self.inode(entry.ino)
+        is_dir = stat.S_ISDIR(node.mode)
+        if directory and not is_dir:
+            raise _err(errno.ENOTDIR)
+        if not directory and is_dir:
+            raise _err(errno.EISDIR)
+        if is_dir:
+            if not self.is_empty_dir(entry.ino):
+                raise _err(errno.ENOTEMPTY)
+            node.nlink = 0
+        else:
+            node.nlink -= 1
+        self._note_links(node)
+        self.touch(node, ctime=True)
+        self._remove_entry(parent, name, is_dir)
+        return entry
+
+    def _entry_is_dir(self, entry: Entry) -> bool:
+        return entry.volume is not None or stat.S_ISDIR(self.inode(entry.ino).mode)
+
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
+               *, noreplace: bool = False, exchange: bool = False) -> Entry | None:
+        """Move an entry; returns the entry it replaced (whose inode lost a link), if any."""
+        self._writable()
+        self.check_name(new_name)
+        src_dir, dst_dir = self._dir(old_parent), self._dir(new_parent)
+        src = self.lookup(old_parent, old_name)
+        if src is None:
+            raise _err(errno.ENOENT)
+        dst = self.lookup(new_parent, new_name)
+        src_is_dir = self._entry_is_dir(src)
+        if exchange:
+            if dst is None:
+                raise _err(errno.ENOENT)
+            dst_is_dir = self._entry_is_dir(dst)
+            self.tree.put(schema.entry_key(old_parent, old_name), dst.encode())
+            self.tree.put(schema.entry_key(new_parent, new_name), src.encode())
+            if src_is_dir != dst_is_dir and old_parent != new_parent:
+                delta = 1 if src_is_dir else -1
+                dst_dir.nlink += delta
+                src_dir.nlink -= delta
+            for entry in (src, dst):
+                if entry.volume is None:
+                    self.touch(self.inode(entry.ino), ctime=True)
+            self.touch(src_dir, mtime=True, ctime=True)
+            self.touch(dst_dir, mtime=True, ctime=True)
+            return None
+        if dst is not None:
+            if noreplace:
+                raise _err(errno.EEXIST)
+            if dst.ino == src.ino and dst.volume == src.volume:
+                return None                      # two links to one inode: POSIX says do nothing
+            dst_is_dir = self._entry_is_dir(dst)
+            if src_is_dir and not dst_is_dir:
+                raise _err(errno.ENOTDIR)
+            if dst_is_dir and not src_is_dir:
+                raise _err(errno.EISDIR)
+            if dst.volume is not None:
+                raise _err(errno.EBUSY)          # a grafted clone is removed with rmdir, not replaced
+            self.unlink(new_parent, new_name, directory=dst_is_dir)
+        self._remove_entry(src_dir, old_name, src_is_dir)
+        self._add_entry(dst_dir, new_name, src, src_is_dir)
+        if src.volume is None:
+            self.touch(self.inode(src.ino), ctime=True)
+        return dst
+
+    # ----- symlinks and xattrs --------------------------------------------------------
+    def readlink(self, ino: int) -> bytes:
+        target = self.tree.get(schema.symlink_key(ino))
+        if target is None:
+            raise _err(errno.EINVAL)
+        return target
+
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        self.inode(ino)
+        value = self.tree.get(schema.xattr_key(ino, name))
+        if value is None:
+            raise _err(errno.ENODATA)
+        return value
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        self.inode(ino)
+        prefix = schema.xattr_prefix(ino)
+        return [key[len(prefix):] for key, _ in self.tree.items(prefix, schema.prefix_end(prefix))]
+
+    def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+        self._writable()
+        if len(name) > 255:
+            raise _err(errno.ERANGE)
+        if len(value) > 65536:
+            raise _err(errno.E2BIG)
+        node = self.inode(ino)
+        self.tree.put(schema.xattr_key(ino, name), value)
+        self.touch(node, ctime=True)
+
+    def removexattr(self, ino: int, name: bytes) -> None:
+        self._writable()
+        node = self.inode(ino)
+        if not self.tree.delete(schema.xattr_key(ino, name)):
+            raise _err(errno.ENODATA)
+        self.touch(node, ctime=True)
+
+    # ----- file data ------------------------------------------------------------------
+    def _stored_block(self, ino: int, block: int) -> bytes:
+        cid = self.tree.get(schema.block_key(ino, block))
+        if cid is None:
+            return b""
+        return self.block_cache.get(self.store, cid)
+
+    def _block(self, ino: int, block: int) -> bytes | bytearray:
+        buffers = self._buffers.get(ino)
+        if buffers is not None and block in buffers:
+            return buffers[block]
+        return self._stored_block(ino, block)
+
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        node = self.inode(ino)
+        end = min(offset + size, node.size)
+        parts = []
+        pos = offset
+        while pos < end:
+            block, start = divmod(pos, BLOCK_SIZE)
+            stop = min(BLOCK_SIZE, start + end - pos)
+            data = self._block(ino, block)[start:stop]
+            if len(data) < stop - start:
+                data = bytes(data) + bytes(stop - start - len(data))
+            parts.append(data)
+            pos += stop - start
+        if not self.readonly and (node.atime_ns <= max(node.mtime_ns, node.ctime_ns)
+                                  or time.time_ns() - node.atime_ns > _DAY_NS):
+            self.touch(node, atime=True)
+        return b"".join(parts)
+
+    def write(self, ino: int, offset: int, data: bytes) -> int:
+        self._writable()
+        node = self.inode(ino)
+        buffers = self._buffers.setdefault(ino, {})
+        pos, view = offset, memoryview(data)
+        while view:
+            block, start = divmod(pos, BLOCK_SIZE)
+            n = min(len(view), BLOCK_SIZE - start)
+            old = buffers.get(block)
+            if old is None and start == 0 and (n == BLOCK_SIZE or pos + n >= node.size):
+                new = bytes(view[:n])            # whole block (or new tail): no read needed
+                self.buffered_bytes += len(new)
+            else:
+                if old is None:
+                    old = self._stored_block(ino, block)
+                    self.buffered_bytes += BLOCK_SIZE
+                new = old if isinstance(old, bytearray) else bytearray(old)
+                if len(new) < start:
+                    new.extend(bytes(start - len(new)))
+                new[start:start + n] = view[:n]
+            buffers[block] = new
+            pos += n
+            view = view[n:]
+        if pos > node.size:
+            node.size = pos
+        self.touch(node, mtime=True, ctime=True)
+        return len(data)
+
+    def truncate(self, ino: int, size: int) -> None:
+        self._writable()
+        node = self.inode(ino)
+        if size < node.size:
+            keep_blocks, tail = divmod(size, BLOCK_SIZE)
+            first_dropped = keep_blocks + (1 if tail else 0)
+            self._drop_blocks(ino, first_dropped)
+            if tail:
+                buffers = self._buffers.setdefault(ino, {})
+                buffers[keep_blocks] = bytearray(self._block(ino, keep_blocks)[:tail])
+                self.buffered_bytes += tail
+        node.size = size
+        self.touch(node, mtime=True, ctime=True)
+
+    def _drop_blocks(self, ino: int, first: int) -> None:
+        buffers = self._buffers.get(ino, {})
+        for block in [b for b in buffers if b >= first]:
+            del buffers[block]
+        start = schema.block_key(ino, first)
+        end = schema.prefix_end(schema.block_prefix(ino))
+        for key in [key for key, _ in self.tree.items(start, end)]:
+            self.tree.delete(key)
+        self.changed = True
+
+    def purge(self, ino: int) -> None:
+        """Delete an inode that has no links and no users left: record, data, xattrs."""
+        self._writable()
+        self._drop_blocks(ino, 0)
+        self._buffers.pop(ino, None)
+        prefix = schema.xattr_prefix(ino)
+        for key in [key for key, _ in self.tree.items(prefix, schema.prefix_end(prefix))]:
+            self.tree.delete(key)
+        self.tree.delete(schema.symlink_key(ino))
+        self.tree.delete(schema.inode_key(ino))
+        self.tree.delete(schema.orphan_key(ino))
+        self._inodes.pop(ino, None)
+        self._dirty_inodes.discard(ino)
+        self.changed = True
+
+    def orphans(self) -> list[int]:
+        """Inodes with no links left that are not purged yet (open, or the daemon stopped)."""
+        return [int.from_bytes(key[1:9], "big") for key, _ in self.tree.items(b"O", b"P")]
+
+    def _note_links(self, node: Inode) -> None:
+        if node.nlink == 0:
+            self.tree.put(schema.orphan_key(node.ino), b"")
+
+    # ----- sealing --------------------------------------------------------------------
+    def seal(self) -> None:
+        """Move every buffered block and inode change into the Tree (chunks stored now).
+
+        On a store error (e.g. ENOSPC) the blocks not yet stored stay buffered and the
+        error propagates; calling seal() again later retries them.
+        """
+        for ino in list(self._buffers):
+            node = self._inodes.get(ino)
+            buffers = self._buffers[ino]
+            for block in sorted(buffers):
+                data = bytes(buffers[block])
+                if node is not None:
+                    data = data[:max(0, node.size - block * BLOCK_SIZE)]
+                key = schema.block_key(ino, block)
+                if _is_zero(data):
+                    self.tree.delete(key)
+                else:
+                    cid = self.store.put(data)
+                    self.tree.put(key, cid, refs=[cid])
+                del buffers[block]
+            del self._buffers[ino]
+        self.buffered_bytes = 0
+        for ino in sorted(self._dirty_inodes):
+            node = self._inodes.get(ino)
+            if node is not None:
+                self.tree.put(schema.inode_key(ino), node.encode())
+        self._dirty_inodes.clear()

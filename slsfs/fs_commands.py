@@ -1,0 +1,438 @@
+"""The file-system verbs of `sls`: init, mount, umount, checkpoint, log, snapshot, clone,
+diff, gc, fsck, stat.
+
+Verbs that act on a mounted file system talk to its daemon over the control socket
+(`mount.control`); gc, fsck, stat and log work on an unmounted store directly and on
+a mounted one through its daemon (which holds the store's writer lock).
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from objectstore import Store, StoreError
+
+from mount.control import ControlError, find_mount, request, slsfs_mounts
+from mount.daemon import LOG_NAME
+from mount.filesystem import DEFAULT_INTERVAL_MS, ensure_volume
+
+from .cli import CommandError
+
+MOUNT_TIMEOUT_S = 60.0
+UMOUNT_TIMEOUT_S = 120.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="create a new store with an empty file system")
+    p.add_argument("store")
+    p.add_argument("--volume", default="main", help="name of the first volume (default: main)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("mount", help="mount a store's volume (in the background by default)")
+    p.add_argument("store")
+    p.add_argument("mountpoint")
+    p.add_argument("--volume", default="main")
+    p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
+    p.add_argument("--allow-other", action="store_true", help="let other users use the mount")
+    p.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL_MS, metavar="MS",
+                   help=f"checkpoint every MS milliseconds when changed (default {DEFAULT_INTERVAL_MS}; 0: never)")
+    p.add_argument("--force", action="store_true", help="replace a stale mount left by a dead daemon")
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", help="unmount (refuses while files are open, listing them)")
+    p.add_argument("mountpoint")
+    p.add_argument("--force", action="store_true", help="detach even with open files (lazy unmount)")
+    p.set_defaults(func=cmd_umount)
+
+    p = sub.add_parser("checkpoint", help="take a durable checkpoint of a mount now")
+    p.add_argument("mountpoint")
+    p.add_argument("--name", help="name (tag) it; named checkpoints are kept forever")
+    _json_flag(p)
+    p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser("log", help="list checkpoints, newest first")
+    p.add_argument("target", help="a mount point or a store directory")
+    p.add_argument("-n", "--limit", type=int, default=50, help="show at most N (0: all)")
+    _json_flag(p)
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("snapshot", help="snapshot a directory of a mount (O(1))")
+    p.add_argument("directory")
+    p.add_argument("--name")
+    _json_flag(p)
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("clone", help="writable O(1) copy of a directory, snapshot or checkpoint fs/")
+    p.add_argument("src")
+    p.add_argument("dest")
+    _json_flag(p)
+    p.set_defaults(func=cmd_clone)
+
+    p = sub.add_parser("diff", help="paths added, removed and changed between two trees")
+    p.add_argument("a", help="a directory, or a checkpoint id/tag/time with --mount")
+    p.add_argument("b")
+    p.add_argument("--mount", help="read A and B as checkpoints of this mount")
+    _json_flag(p)
+    p.set_defaults(func=cmd_diff)
+
+    for verb, helptext, func in (("gc", "thin old checkpoints and free unreachable space", cmd_gc),
+                                 ("fsck", "verify every chunk and tree of a store", cmd_fsck),
+                                 ("stat", "space used, dedup and compression, checkpoints", cmd_stat)):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("target", help="a store directory or a mount point")
+        _json_flag(p)
+        p.set_defaults(func=func)
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _print(args, doc: dict, human: str) -> None:
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
+
+
+def _control(where: str, op: str, **fields) -> tuple[dict, str]:
+    """Send `op` to the daemon of the mount holding path `where`; (reply, relative path)."""
+    try:
+        info, rel = find_mount(where)
+        return request(info.store, op, **fields), rel
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _relpath(path: str) -> str:
+    try:
+        return find_mount(path)[1]
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+
+
+# ----- init, mount, umount -------------------------------------------------------------
+def cmd_init(args) -> int:
+    with Store.init(args.store) as store:
+        ensure_volume(store, args.volume)
+    print(f"created store {args.store} with volume {args.volume!r}; mount it with "
+          f"`sls mount {args.store} MNT`")
+    return 0
+
+
+def _mount_state(mountpoint: str) -> str:
+    """'free', 'live' or 'stale' (a mount whose daemon died)."""
+    real = os.path.realpath(mountpoint)
+    if not any(os.path.realpath(m.mountpoint) == real for m in slsfs_mounts()):
+        return "free"
+    try:
+        os.stat(mountpoint)
+        return "live"
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
+            return "stale"
+        raise
+
+
+def _detach(mountpoint: str) -> None:
+    result = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CommandError(f"could not detach {mountpoint}: {result.stderr.strip()}")
+
+
+def cmd_mount(args) -> int:
+    store, mountpoint = os.path.abspath(args.store), os.path.abspath(args.mountpoint)
+    if not (Path(store) / "FORMAT").exists():
+        raise CommandError(f"{store} is not a slsfs store; create one with `sls init {args.store}`")
+    if not os.path.isdir(mountpoint):
+        state = _mount_state(mountpoint) if os.path.lexists(mountpoint) else "missing"
+        if state != "stale":
+            raise CommandError(f"mount point {mountpoint} is not a directory; create it first")
+    state = _mount_state(mountpoint)
+    if state == "live":
+        raise CommandError(f"{mountpoint} is already mounted; `sls umount {mountpoint}` first")
+    if state == "stale":
+        if not args.force:
+            raise CommandError(f"{mountpoint} is a stale mount left by a mount daemon that died; "
+                               f"run `sls mount --force ...` (or `sls umount {mountpoint}`) to replace it")
+        _detach(mountpoint)
+    daemon_args = [store, mountpoint, "--volume", args.volume,
+                   "--checkpoint-interval", str(args.checkpoint_interval)]
+    if args.allow_other:
+        daemon_args.append("--allow-other")
+    if args.foreground:
+        from mount.daemon import main as daemon_main
+        return daemon_main(daemon_args + ["--log-to-stderr"])
+    return _start_daemon(store, mountpoint, daemon_args)
+
+
+def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
+    read_end, write_end = os.pipe()
+    log_path = os.path.join(store, LOG_NAME)
+    with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen([sys.executable, "-m", "mount.daemon", *daemon_args,
+                                 "--ready-fd", str(write_end)],
+                                stdin=devnull, stdout=log_file, stderr=log_file,
+                                pass_fds=(write_end,), start_new_session=True)
+    os.close(write_end)
+    try:
+        message = _read_line(read_end, MOUNT_TIMEOUT_S)
+    finally:
+        os.close(read_end)
+    if message == "ok":
+        print(f"mounted {store} at {mountpoint} (daemon pid {proc.pid}, log {log_path})")
+        return 0
+    if proc.poll() is None and not message:
+        proc.terminate()
+    reason = message[len("error: "):] if message.startswith("error: ") else (message or "no answer")
+    raise CommandError(f"mount failed: {reason} (see {log_path})")
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    import select
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def open_files(mountpoint: str) -> list[str]:
+    """'path (pid N comm)' for every fd, cwd or root of a process inside `mountpoint`."""
+    root = os.path.realpath(mountpoint)
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            links = [f"/proc/{pid}/cwd", f"/proc/{pid}/root"]
+            links += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            target = target.removesuffix(" (deleted)")
+            if target == root or target.startswith(root.rstrip("/") + "/"):
+                found.append(f"{target} (pid {pid} {comm})")
+    return sorted(set(found))
+
+
+def cmd_umount(args) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    state = _mount_state(mountpoint)
+    if state == "free":
+        raise CommandError(f"{mountpoint} is not a slsfs mount")
+    if state == "stale":
+        _detach(mountpoint)
+        print(f"detached stale mount {mountpoint} (its daemon had died; the store holds "
+              "everything up to its last durable checkpoint)")
+        return 0
+    busy = open_files(mountpoint)
+    if busy and not args.force:
+        listing = "; ".join(busy[:20]) + (f"; ... {len(busy) - 20} more" if len(busy) > 20 else "")
+        raise CommandError(f"{mountpoint} is busy, close these first (or --force): {listing}")
+    info, _ = find_mount(mountpoint)
+    try:
+        pid = request(info.store, "status")["pid"]
+    except ControlError:
+        pid = None
+    cmd = ["fusermount3", "-u"] + (["-z"] if args.force else []) + [mountpoint]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CommandError(f"could not unmount {mountpoint}: {result.stderr.strip()}")
+    if pid is not None and not _wait_exit(pid, UMOUNT_TIMEOUT_S):
+        raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
+                           f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
+    print(f"unmounted {mountpoint}")
+    return 0
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ----- history, snapshots, clones ------------------------------------------------------
+def cmd_checkpoint(args) -> int:
+    reply, _ = _control(args.mountpoint, "checkpoint", name=args.name)
+    named = f" named {args.name!r}" if args.name else ""
+    _print(args, reply, f"checkpoint {reply['checkpoint']}{named}")
+    return 0
+
+
+def _store_or_daemon(target: str, op: str):
+    """(reply from the daemon, None) when `target` is mounted, else (None, Store path)."""
+    if (Path(target) / "FORMAT").exists():
+        try:
+            return request(target, op, timeout=3600), None
+        except ControlError:
+            return None, target
+    reply, _ = _control(target, op, timeout=3600)
+    return reply, None
+
+
+def cmd_log(args) -> int:
+    reply, store_path = _store_or_daemon(args.target, "log")
+    if reply is None:
+        with Store.open(store_path, readonly=True) as store:
+            commits, tags = [c.to_json() for c in store.log()], store.tags()
+    else:
+        commits, tags = reply["log"], reply["tags"]
+    if args.limit:
+        commits = commits[:args.limit]
+    names: dict[int, list[str]] = {}
+    for name, cid in tags.items():
+        names.setdefault(cid, []).append(name)
+    for c in commits:
+        c["tags"] = sorted(names.get(c["id"], []))
+    lines = [f"{c['id']:>8}  {datetime.fromtimestamp(c['time']).isoformat(timespec='milliseconds')}"
+             f"  {c['label'] or '-'}{'  [' + ', '.join(c['tags']) + ']' if c['tags'] else ''}"
+             for c in commits]
+    _print(args, {"checkpoints": commits}, "\n".join(lines) or "no checkpoints")
+    return 0
+
+
+def cmd_snapshot(args) -> int:
+    reply, _ = _control(args.directory, "snapshot", path=_relpath(args.directory), name=args.name)
+    _print(args, reply, f"snapshot {reply['name']} (checkpoint {reply['checkpoint']}): {reply['path']}")
+    return 0
+
+
+def cmd_clone(args) -> int:
+    src_info, src_rel = find_mount(args.src)
+    parent = os.path.dirname(os.path.abspath(args.dest.rstrip("/")))
+    dest_info, dest_parent_rel = find_mount(parent)
+    if src_info.store != dest_info.store:
+        raise CommandError("a clone must be made in the same mount as its source")
+    dest_rel = os.path.join(dest_parent_rel, os.path.basename(args.dest.rstrip("/")))
+    try:
+        reply = request(src_info.store, "clone", src=src_rel, dest=dest_rel)
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    _print(args, reply, f"cloned {args.src} to {args.dest} (volume {reply['volume']})")
+    return 0
+
+
+def _walk(root: str) -> dict[str, tuple]:
+    """path -> (type, size, mtime_ns, link target) for every entry under `root`."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            target = os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
+            size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
+            out[os.path.relpath(full, root)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode),
+                                                size, st.st_mtime_ns, target)
+    return out
+
+
+def cmd_diff(args) -> int:
+    if args.mount:
+        base = os.path.join(args.mount, ".sls", "checkpoints")
+        reply, _ = _control(args.mount, "log")
+        ids = {}
+        for spec in (args.a, args.b):
+            ids[spec] = _resolve_spec(spec, reply)
+        a, b = (os.path.join(base, str(ids[s]), "fs") for s in (args.a, args.b))
+    else:
+        a, b = args.a, args.b
+    for path in (a, b):
+        if not os.path.isdir(path):
+            raise CommandError(f"{path} is not a directory")
+    left, right = _walk(a), _walk(b)
+    doc = {"added": sorted(set(right) - set(left)), "removed": sorted(set(left) - set(right)),
+           "changed": sorted(p for p in set(left) & set(right) if left[p] != right[p])}
+    human = "\n".join([f"+ {p}" for p in doc["added"]] + [f"- {p}" for p in doc["removed"]]
+                      + [f"M {p}" for p in doc["changed"]])
+    _print(args, doc, human or "no differences")
+    return 0
+
+
+def _resolve_spec(spec: str, reply: dict) -> int:
+    if spec.isdigit():
+        return int(spec)
+    if spec in reply["tags"]:
+        return reply["tags"][spec]
+    if spec == "latest" and reply["log"]:
+        return reply["log"][0]["id"]
+    try:
+        when = datetime.fromisoformat(spec).timestamp()
+    except ValueError:
+        raise CommandError(f"{spec!r} is not a checkpoint id, tag, 'latest' or ISO time") from None
+    older = [c for c in reply["log"] if c["time"] <= when]
+    if not older:
+        raise CommandError(f"no checkpoint at or before {spec}")
+    return max(c["id"] for c in older)
+
+
+# ----- maintenance ---------------------------------------------------------------------
+def _progress(message) -> None:
+    if sys.stderr.isatty():
+        print(f"\r{message}".ljust(60), end="", file=sys.stderr, flush=True)
+
+
+def _maintain(args, op: str) -> dict:
+    reply, store_path = _store_or_daemon(args.target, op)
+    if reply is not None:
+        return reply
+    readonly = op != "gc"
+    try:
+        with Store.open(store_path, readonly=readonly) as store:
+            if op == "gc":
+                result = store.gc(progress=_progress)
+            elif op == "fsck":
+                result = {"problems": store.fsck(progress=_progress)}
+            else:
+                result = store.stats()
+    finally:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+    return result
+
+
+def cmd_gc(args) -> int:
+    result = _maintain(args, "gc")
+    result.pop("ok", None)
+    _print(args, result, ", ".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+def cmd_fsck(args) -> int:
+    problems = _maintain(args, "fsck")["problems"]
+    _print(args, {"problems": problems, "clean": not problems},
+           "\n".join(problems) if problems else "clean: no problems found")
+    return 1 if problems else 0
+
+
+def cmd_stat(args) -> int:
+    result = _maintain(args, "stats")
+    result.pop("ok", None)
+    human = (f"space on disk: {result.get('disk_bytes', 0) / 2**20:.1f} MiB; "
+             f"data: {result.get('logical_bytes', 0) / 2**20:.1f} MiB logical, "
+             f"{result.get('stored_data_bytes', 0) / 2**20:.1f} MiB stored; "
+             f"dedup x{result.get('dedup_ratio')}, compression x{result.get('compression_ratio')}; "
+             f"{result.get('checkpoints')} checkpoints, {result.get('volumes')} volumes")
+    _print(args, result, human)
+    return 0
