@@ -1,0 +1,80 @@
+"""checkpointer: capture running Linux processes into the object store and restore them.
+
+The API (for the persistence-group daemon and the `sls` CLI)::
+
+    from checkpointer import freeze, capture, checkpoint, restore, load_image
+
+    # 1. the freeze window, split out so the daemon can syncfs + seal the mount inside it
+    with freeze([pid, ...]) as frozen:          # every thread stopped (ptrace), thawed on exit
+        ...                                     # syncfs / seal the file system here
+        root = capture(frozen, store)           # image tree root (ChunkId); not yet named/committed
+    store.set_root("img/" + name, root); store.commit(label)
+
+    # or all in one: freeze, capture, thaw, name "img/<name>", commit
+    commit = checkpoint([pid], store, name, leave_stopped=False, durable=True)
+
+    # 2. restore: a new PID namespace by default (original PIDs kept via clone3 set_tid)
+    restored = restore(store, name_or_root, new_pid_namespace=True,
+                       remap={"/old/mount": "/new/mount"}, leave_stopped=False)
+    restored.pids      # host PIDs of the restored processes
+    restored.wait()    # until they have all exited;  restored.kill() ends the whole tree
+
+    load_image(store, name_or_root).processes   # the metadata (docs/FORMAT.md, "Process images")
+
+Rules: call everything from one thread (ptrace requires the attaching thread to do
+every later call). Errors are CheckpointError (ProcessGone if a process vanished:
+no image is written; Unsupported names state that cannot be captured).
+
+Simplifications today: single-threaded processes, one process per image; regular
+files, directories, /dev/null & co and ttys (reattached to /dev/null) as fds; file
+contents are not in the image (the slsfs mount provides them).
+"""
+from __future__ import annotations
+
+from objectstore import ChunkId, Commit, NotFound, Store
+
+from .capture import capture_process
+from .errors import CheckpointError, ProcessGone, Unsupported
+from .freeze import Frozen, freeze
+from .image import ImageWriter, StoredImage, image_root_name, images
+from .restore import Restored
+from .restore import restore as restore_source
+
+__all__ = ["freeze", "capture", "checkpoint", "restore", "load_image", "images", "Frozen", "Restored",
+           "StoredImage", "CheckpointError", "ProcessGone", "Unsupported"]
+
+
+def capture(frozen: Frozen, store: Store) -> ChunkId:
+    """Capture every frozen process into one new image; returns its root (not committed)."""
+    writer = ImageWriter(store)
+    processes = [capture_process(proc, writer.add_pages) for proc in frozen.processes.values()]
+    frozen.check_alive()
+    return writer.finish(processes)
+
+
+def checkpoint(pids: list[int], store: Store, name: str, *, label: str | None = None,
+               leave_stopped: bool = False, durable: bool = True) -> Commit:
+    """Freeze, capture, thaw; name the image "img/<name>" and commit it."""
+    root_name = image_root_name(name)
+    with freeze(pids, leave_stopped=leave_stopped) as frozen:
+        root = capture(frozen, store)
+    store.set_root(root_name, root)
+    return store.commit(label or f"checkpoint {name}: pid {' '.join(map(str, pids))}", durable=durable)
+
+
+def load_image(store: Store, image: str | bytes) -> StoredImage:
+    """An image by name (as in the store's working roots) or by root id."""
+    if isinstance(image, str):
+        found = images(store)
+        if image not in found:
+            raise NotFound(f"no process image named {image!r} in this store "
+                           f"(images: {', '.join(sorted(found)) or 'none'})")
+        return StoredImage(store, found[image])
+    return StoredImage(store, image)
+
+
+def restore(store: Store, image: str | bytes, *, new_pid_namespace: bool = True,
+            remap: dict[str, str] | None = None, leave_stopped: bool = False) -> Restored:
+    """Restore an image (name or root id); see restore.restore for the options."""
+    return restore_source(load_image(store, image), new_pid_namespace=new_pid_namespace, remap=remap,
+                          leave_stopped=leave_stopped)

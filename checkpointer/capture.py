@@ -14,6 +14,7 @@ restore with a warning. File contents are not captured (the slsfs mount does tha
 """
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import stat
@@ -25,7 +26,7 @@ from .errors import CheckpointError, Unsupported
 from .freeze import ALL_SIGNALS, FrozenProcess, stack_scratch, syscall_insn_of
 from .inject import Injector
 
-PageSink = Callable[[int, int, bytes], None]  # (pid, address, bytes of whole pages)
+PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
 
 MAX_RUN = 256 * kernel.PAGE_SIZE
 PR_GET_TID_ADDRESS = 40
@@ -62,7 +63,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink) -> dict:
     meta.update(_injected_state(proc, status))
     meta["threads"] = [_thread_meta(proc, t) for t in proc.threads.values()]
     for vma in vmas:
-        _capture_pages(pid, vma, sink)
+        _capture_pages(pid, vma, functools.partial(sink, meta["pid"]))
     return meta
 
 
@@ -99,7 +100,7 @@ def _vma_meta(vma: procfs.Vma) -> dict:
     }
 
 
-def _capture_pages(pid: int, vma: procfs.Vma, sink: PageSink) -> None:
+def _capture_pages(pid: int, vma: procfs.Vma, sink: Callable[[int, bytes], None]) -> None:
     kind = _vma_kind(vma)
     if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall") or (kind == "file" and vma.shared):
         return
@@ -109,7 +110,7 @@ def _capture_pages(pid: int, vma: procfs.Vma, sink: PageSink) -> None:
             data = os.pread(mem.fileno(), count * kernel.PAGE_SIZE, start)
             if len(data) != count * kernel.PAGE_SIZE:
                 raise CheckpointError(f"could not read memory {start:#x}+{count} pages of process {pid}")
-            sink(pid, start, data)
+            sink(start, data)
 
 
 def _runs(pages: list[int]) -> list[tuple[int, int]]:

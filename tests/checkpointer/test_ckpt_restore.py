@@ -1,0 +1,129 @@
+"""Checkpoint -> SIGKILL -> restore of real processes (C and Python), checked by the
+targets themselves: their output must continue as one unbroken sequence, same PID."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import pytest
+
+import checkpointer
+from checkpointer import images, load_image
+from conftest import assert_unbroken, ns_pid, ok_lines, wait_for
+
+LINE = 20  # bytes per counter line
+
+
+def run_until(path, lines: int) -> None:
+    wait_for(lambda: path.exists() and len(ok_lines(path)) >= lines, f"{lines} lines in {path.name}")
+
+
+def checkpoint_kill_restore(procs, store, proc, out, name="img", **restore_options):
+    """Checkpoint proc, SIGKILL it, restore the image; returns (restored, size of out at kill)."""
+    checkpointer.checkpoint([proc.pid], store, name)
+    procs.kill(proc)
+    size_at_kill = out.stat().st_size
+    restored = checkpointer.restore(store, name, **restore_options)
+    procs.restored.append(restored)
+    return restored, size_at_kill
+
+
+def wait_past(out, size: int, extra_lines: int = 20, line: int = LINE) -> None:
+    """Wait until the restored target has overwritten everything the original wrote, and more."""
+    wait_for(lambda: out.stat().st_size >= size + extra_lines * line, "the restored target to write on")
+
+
+def test_c_counter_continues_with_its_pid_fds_and_cwd(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    run_until(out, 20)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    [pid] = restored.pids
+    wait_past(out, size)
+    assert assert_unbroken(out, proc.pid) > size // LINE
+    assert ns_pid(pid) == proc.pid
+    image_fds = sorted(fd["fd"] for fd in load_image(store, "img").processes[0]["fds"])
+    assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == image_fds == [0, 1, 2, 3]
+    assert os.readlink(f"/proc/{pid}/cwd") == str(tmp_path)
+    assert os.readlink(f"/proc/{pid}/exe") == str(binaries / "counter")
+
+
+def test_python_interpreter_with_live_objects_and_handler(procs, store, tmp_path):
+    out = tmp_path / "python.out"
+    proc = procs.python("live_objects.py", str(out))
+    run_until(out, 20)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    [pid] = restored.pids
+    wait_past(out, size, line=29)
+    os.kill(pid, signal.SIGUSR1)
+    wait_for(lambda: any(line.startswith("usr1") for line in ok_lines(out)), "the SIGUSR1 handler's line")
+    run_until(out, len(ok_lines(out)) + 10)
+    assert assert_unbroken(out, proc.pid) > size // 29
+
+
+def test_large_heap_survives_intact(procs, store, binaries, tmp_path):
+    out = tmp_path / "heap.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "64"])
+    run_until(out, 5)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    # the counter checks a different 64 KiB slice each line: 1030 lines cover all 64 MiB
+    wait_past(out, size, extra_lines=1030)
+    assert assert_unbroken(out, proc.pid) > size // LINE + 1000
+    assert load_image(store, "img").page_count() >= 64 * 256
+
+
+def test_same_image_restored_twice_in_separate_namespaces(procs, store, binaries, tmp_path):
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    out = first_dir / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)], cwd=first_dir)
+    run_until(out, 20)
+    first, size = checkpoint_kill_restore(procs, store, proc, out)
+    shutil.copytree(first_dir, second_dir)
+    second = checkpointer.restore(store, "img", remap={str(first_dir): str(second_dir)})
+    procs.restored.append(second)
+    wait_past(out, size)
+    wait_past(second_dir / "counter.out", size)
+    for directory, restored in ((first_dir, first), (second_dir, second)):
+        assert assert_unbroken(directory / "counter.out", proc.pid) > size // LINE
+        assert ns_pid(restored.pids[0]) == proc.pid
+        assert os.readlink(f"/proc/{restored.pids[0]}/cwd") == str(directory)
+    assert first.pids != second.pids
+
+
+def test_restore_without_namespace_gets_the_pid_back(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    run_until(out, 10)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out, new_pid_namespace=False)
+    assert restored.pids == [proc.pid] and restored.ns_init is None
+    wait_past(out, size)
+    assert assert_unbroken(out, proc.pid) > size // LINE
+
+
+def test_process_that_exits_during_checkpoint_leaves_no_image(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    run_until(out, 5)
+    with pytest.raises(checkpointer.ProcessGone, match=f"process {proc.pid} exited"):
+        with checkpointer.freeze([proc.pid]) as frozen:
+            proc.kill()  # SIGKILL goes through even a ptrace stop
+            wait_for(lambda: proc.poll() is not None, "the target to die")
+            checkpointer.capture(frozen, store)
+    assert images(store) == {}
+    with pytest.raises(checkpointer.ProcessGone):
+        checkpointer.checkpoint([proc.pid], store, "gone")
+    assert images(store) == {} and store.log() == []
+
+
+def test_unsupported_fd_is_refused_and_process_keeps_running(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)], stderr=__import__("subprocess").PIPE)
+    run_until(out, 5)
+    with pytest.raises(checkpointer.Unsupported, match="fd 2 .*pipe"):
+        checkpointer.checkpoint([proc.pid], store, "img")
+    assert images(store) == {}
+    before = len(ok_lines(out))
+    run_until(out, before + 5)  # thawed: still counting
+    assert assert_unbroken(out, proc.pid) >= before + 5
