@@ -6,8 +6,7 @@ process (registers, signals, memory layout, fds, credentials, limits...; see the
 in its backing file to `sink(pid, addr, data)` in contiguous runs. Why: capture knows
 the kernel, not the store; the image writer (image.py) decides where pages go.
 
-Simplifications (each refused with a clear Unsupported error, never dropped):
-multi-threaded processes, pipes, sockets, anon-inode fds (eventfd, epoll, timerfd,
+Simplifications (each refused with a clear Unsupported error, never dropped): pipes, sockets, anon-inode fds (eventfd, epoll, timerfd,
 signalfd), FIFOs, devices other than /dev/null & co, files unlinked while open and
 mappings of deleted files. A terminal fd is recorded and reattached to /dev/null at
 restore with a warning. File contents are not captured (the slsfs mount does that).
@@ -19,11 +18,12 @@ import os
 import resource
 import stat
 import struct
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from . import kernel, procfs
 from .errors import CheckpointError, Unsupported
-from .freeze import ALL_SIGNALS, FrozenProcess, stack_scratch, syscall_insn_of
+from .freeze import ALL_SIGNALS, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
 from .inject import Injector
 
 PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
@@ -36,9 +36,6 @@ RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.start
 
 def capture_process(proc: FrozenProcess, sink: PageSink) -> dict:
     pid = proc.pid
-    if len(proc.threads) > 1:
-        raise Unsupported(f"process {pid} has {len(proc.threads)} threads; multi-threaded "
-                          "processes are not supported yet")
     status = procfs.status(pid)
     vmas = procfs.maps(pid)
     meta = {
@@ -60,8 +57,9 @@ def capture_process(proc: FrozenProcess, sink: PageSink) -> dict:
         "fds": [_fd_meta(pid, fd) for fd in procfs.fds(pid)],
         "pending_shared": [i.hex() for i in kernel.peek_siginfos(pid, shared=True)],
     }
-    meta.update(_injected_state(proc, status))
-    meta["threads"] = [_thread_meta(proc, t) for t in proc.threads.values()]
+    meta.update(_process_injected(proc, status))
+    meta["threads"] = [_thread_meta(proc, proc.main)] + [
+        _thread_meta(proc, t) for t in proc.threads.values() if t is not proc.main]
     for vma in vmas:
         _capture_pages(pid, vma, functools.partial(sink, meta["pid"]))
     return meta
@@ -146,39 +144,45 @@ def _fd_meta(pid: int, fd: procfs.FdInfo) -> dict:
     return meta
 
 
-def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
-    """State only readable from inside: brk, handlers, altstack, timers, tid address."""
-    thread = proc.main
+@contextmanager
+def _injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
+    """An injector into a frozen thread, signals blocked, its stack scratch area kept intact."""
     kernel.set_sigmask(thread.tid, ALL_SIGNALS)
     thread.touched = True
-    inj = Injector(thread.tid, syscall_insn_of(proc.pid), *stack_scratch(thread.regs))
+    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs))
     saved = inj.read(inj.scratch, inj.scratch_size)
     try:
-        nr = kernel.NR
+        yield inj
+    finally:
+        inj.write(inj.scratch, saved)
+        inj.close()
+
+
+def _process_injected(proc: FrozenProcess, status: dict[str, str]) -> dict:
+    """Process-wide state only readable from inside: brk, signal handlers, interval timers."""
+    nr = kernel.NR
+    with _injecting(proc.pid, proc.main) as inj:
         brk = inj.check(nr["brk"], 0, what="brk(0)")
-        inj.check(nr["prctl"], PR_GET_TID_ADDRESS, inj.scratch, what="PR_GET_TID_ADDRESS")
-        tid_address = struct.unpack("Q", inj.read(inj.scratch, 8))[0]
         handled = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
         actions = {}
         for sig in range(1, 65):
             if handled >> (sig - 1) & 1:
                 inj.check(nr["rt_sigaction"], sig, 0, inj.scratch, 8, what=f"rt_sigaction({sig})")
                 actions[str(sig)] = list(struct.unpack("QQQQ", inj.read(inj.scratch, 32)))
-        inj.check(nr["sigaltstack"], 0, inj.scratch, what="sigaltstack")
-        altstack = list(struct.unpack("QiiQ", inj.read(inj.scratch, 24)))
         itimers = []
         for which in range(3):
             inj.check(nr["getitimer"], which, inj.scratch, what="getitimer")
             itimers.append(list(struct.unpack("qqqq", inj.read(inj.scratch, 32))))
-    finally:
-        inj.write(inj.scratch, saved)
-        inj.close()
-    return {"brk": brk, "tid_address": tid_address, "sigactions": actions,
-            "sigaltstack": altstack, "itimers": itimers}
+    return {"brk": brk, "sigactions": actions, "itimers": itimers}
 
 
-def _thread_meta(proc: FrozenProcess, thread) -> dict:
+def _thread_meta(proc: FrozenProcess, thread: FrozenThread) -> dict:
     tid = thread.tid
+    with _injecting(proc.pid, thread) as inj:
+        inj.check(kernel.NR["prctl"], PR_GET_TID_ADDRESS, inj.scratch, what="PR_GET_TID_ADDRESS")
+        tid_address = struct.unpack("Q", inj.read(inj.scratch, 8))[0]
+        inj.check(kernel.NR["sigaltstack"], 0, inj.scratch, what="sigaltstack")
+        altstack = list(struct.unpack("QiiQ", inj.read(inj.scratch, 24)))
     head, length = kernel.get_robust_list(tid)
     pending = [i.hex() for i in thread.caught + kernel.peek_siginfos(tid, shared=False)]
     return {
@@ -189,4 +193,6 @@ def _thread_meta(proc: FrozenProcess, thread) -> dict:
         "pending": pending,
         "rseq": kernel.get_rseq(tid),
         "robust_list": [head, length],
+        "tid_address": tid_address,
+        "sigaltstack": altstack,
     }

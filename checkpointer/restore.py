@@ -43,6 +43,8 @@ SS_ONSTACK, SS_DISABLE = 1, 2
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
                  | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL)
 SPECIAL_KINDS = ("vvar", "vvar_vclock", "vdso")
+# CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
+THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
 
 
 class ImageSource(Protocol):
@@ -97,10 +99,14 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                                   stub.STUB_SCRATCH_SIZE)
         child = _clone(parent, [meta["pid"]])
         restored.pids.append(child)
-        ProcessBuilder(child, meta, Remapper(remap or {}), restored.warnings).build(image.page_runs(meta["pid"]))
+        builder = ProcessBuilder(child, meta, Remapper(remap or {}), restored.warnings)
+        builder.build(image.page_runs(meta["pid"]))
         for helper in {parent.tid, outer.tid}:
             _become_reaper(helper)
-        _detach(child, leave_stopped)
+        if leave_stopped:
+            os.kill(child, signal.SIGSTOP)
+        for tid in builder.tids:
+            kernel.ptrace(kernel.PTRACE_DETACH, tid, 0, 0)
         for helper in {parent.tid, outer.tid}:
             kernel.ptrace(kernel.PTRACE_DETACH, helper, 0, 0)
     except BaseException:
@@ -123,10 +129,10 @@ def _wait_event_stop(pid: int) -> None:
         raise CheckpointError(f"restore stub {pid} did not stop as expected (status {status:#x})")
 
 
-def _clone(parent: Injector, set_tid: list[int]) -> int:
-    """Inject clone3 into a stub: a stopped copy of it with the given PID(s); returns its host PID."""
+def _clone(parent: Injector, set_tid: list[int], flags: int = 0, exit_signal: int = signal.SIGCHLD) -> int:
+    """Inject clone3: a stopped copy of the task (or a thread) with the given PID; returns its host TID."""
     tids = parent.put(struct.pack(f"{len(set_tid)}Q", *set_tid), 256)
-    args = struct.pack("11Q", 0, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, tids, len(set_tid), 0)
+    args = struct.pack("11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, tids, len(set_tid), 0)
     parent.children.clear()
     result = parent.call(NR["clone3"], parent.put(args), len(args))
     if result < 0:
@@ -143,12 +149,6 @@ def _become_reaper(pid: int) -> None:
     regs.rip, regs.orig_rax = stub.STUB_REAPER, 0xFFFFFFFFFFFFFFFF
     kernel.set_regs(pid, regs)
     kernel.set_sigmask(pid, 0)
-
-
-def _detach(pid: int, leave_stopped: bool) -> None:
-    if leave_stopped:
-        os.kill(pid, signal.SIGSTOP)
-    kernel.ptrace(kernel.PTRACE_DETACH, pid, 0, 0)
 
 
 class Remapper:
@@ -183,6 +183,7 @@ class ProcessBuilder:
     def __init__(self, tid: int, meta: dict, remap: Remapper, warnings: list[str]):
         self.tid, self.meta, self.remap, self.warnings = tid, meta, remap, warnings
         self.inj = Injector(tid, stub.STUB_SYSCALL, stub.STUB_SCRATCH, stub.STUB_SCRATCH_SIZE)
+        self.threads: list[tuple[Injector, dict]] = [(self.inj, meta["threads"][0])]
 
     def build(self, pages: Iterator[tuple[int, bytes]]) -> None:
         try:
@@ -194,12 +195,21 @@ class ProcessBuilder:
                 self.inj.write(addr, data)
             self._files()
             self._mm_map()
-            self._signals_and_thread_state()
-            self._creds_and_limits()
+            self._process_signals()
+            self._limits()
+            self._create_threads()
+            for inj, thread in self.threads:
+                self._thread_state(inj, thread)
             self.inj.check(NR["munmap"], self.helper, PAGE_SIZE, what="munmap(helper)")
             self._registers()
         finally:
-            self.inj.close()
+            for inj, _ in self.threads:
+                inj.close()
+
+    @property
+    def tids(self) -> list[int]:
+        """Host TIDs of the restored threads, main thread first."""
+        return [inj.tid for inj, _ in self.threads]
 
     # memory layout ------------------------------------------------------------
     def _move_to_helper_page(self) -> None:
@@ -303,27 +313,15 @@ class ProcessBuilder:
                        what="prctl(PR_SET_MM_MAP)")
         self.inj.check(NR["close"], exe)
 
-    # signals, thread state ------------------------------------------------------
-    def _signals_and_thread_state(self) -> None:
+    # signals, threads ---------------------------------------------------------
+    def _process_signals(self) -> None:
         meta, inj = self.meta, self.inj
         for sig, action in meta["sigactions"].items():
             inj.check(NR["rt_sigaction"], int(sig), inj.put(struct.pack("4Q", *action)), 0, 8,
                       what=f"rt_sigaction({sig})")
-        sp, flags, _, size = meta["sigaltstack"]
-        if not flags & SS_DISABLE:
-            inj.check(NR["sigaltstack"], inj.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
-                      what="sigaltstack")
         for which, value in enumerate(meta["itimers"]):
             if any(value):
                 inj.check(NR["setitimer"], which, inj.put(struct.pack("4q", *value)), 0, what="setitimer")
-        thread = meta["threads"][0]
-        head, length = thread["robust_list"]
-        if head:
-            inj.check(NR["set_robust_list"], head, length, what="set_robust_list")
-        inj.call(NR["set_tid_address"], meta["tid_address"])
-        rseq = thread["rseq"]
-        if rseq["pointer"]:
-            inj.check(NR["rseq"], rseq["pointer"], rseq["size"], 0, rseq["signature"], what="rseq")
         if meta["sid"] == meta["pid"]:
             inj.call(NR["setsid"])
         elif meta["pgid"] == meta["pid"]:
@@ -331,23 +329,44 @@ class ProcessBuilder:
         for info in meta["pending_shared"]:
             raw = bytes.fromhex(info)
             inj.check(NR["rt_sigqueueinfo"], meta["pid"], raw[0], inj.put(raw), what="queue a signal")
+
+    def _create_threads(self) -> None:
+        """Clone every other thread from the main one (set_tid), each stopped for its own state."""
+        for thread in self.meta["threads"][1:]:
+            host_tid = _clone(self.inj, [thread["tid"]], THREAD_FLAGS, 0)
+            inj = Injector(host_tid, self.inj.syscall_addr, self.inj.scratch, self.inj.scratch_size)
+            self.threads.append((inj, thread))
+
+    def _thread_state(self, inj: Injector, thread: dict) -> None:
+        """Per-thread kernel state, set from inside the thread itself."""
+        head, length = thread["robust_list"]
+        if head:
+            inj.check(NR["set_robust_list"], head, length, what="set_robust_list")
+        inj.call(NR["set_tid_address"], thread["tid_address"])
+        rseq = thread["rseq"]
+        if rseq["pointer"]:
+            inj.check(NR["rseq"], rseq["pointer"], rseq["size"], 0, rseq["signature"], what="rseq")
+        sp, flags, _, size = thread["sigaltstack"]
+        if not flags & SS_DISABLE:
+            inj.check(NR["sigaltstack"], inj.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
+                      what="sigaltstack")
         for info in thread["pending"]:
             raw = bytes.fromhex(info)
-            inj.check(NR["rt_tgsigqueueinfo"], meta["pid"], thread["tid"], raw[0], inj.put(raw),
+            inj.check(NR["rt_tgsigqueueinfo"], self.meta["pid"], thread["tid"], raw[0], inj.put(raw),
                       what="queue a signal")
-
-    def _creds_and_limits(self) -> None:
-        for name, (soft, hard) in self.meta["rlimits"].items():
-            resource.prlimit(self.tid, getattr(resource, name), (soft, hard))
-        creds, inj = self.meta["creds"], self.inj
+        creds = self.meta["creds"]  # credentials are per thread in the kernel
         groups = creds["groups"]
         inj.check(NR["setgroups"], len(groups), inj.put(struct.pack(f"{len(groups)}I", *groups)),
                   what="setgroups")
         inj.check(NR["setresgid"], *creds["gid"][:3], what="setresgid")
         inj.check(NR["setresuid"], *creds["uid"][:3], what="setresuid")
 
+    def _limits(self) -> None:
+        for name, (soft, hard) in self.meta["rlimits"].items():
+            resource.prlimit(self.tid, getattr(resource, name), (soft, hard))
+
     def _registers(self) -> None:
-        thread = self.meta["threads"][0]
-        kernel.set_xstate(self.tid, bytes.fromhex(thread["xstate"]))
-        kernel.set_regs(self.tid, restart_fixup(Regs.from_dict(thread["regs"]), same_task=False))
-        kernel.set_sigmask(self.tid, thread["sigmask"])
+        for inj, thread in self.threads:
+            kernel.set_xstate(inj.tid, bytes.fromhex(thread["xstate"]))
+            kernel.set_regs(inj.tid, restart_fixup(Regs.from_dict(thread["regs"]), same_task=False))
+            kernel.set_sigmask(inj.tid, thread["sigmask"])

@@ -21,7 +21,8 @@ def binaries(tmp_path_factory) -> Path:
     """The C targets compiled with the system gcc."""
     out = tmp_path_factory.mktemp("ckpt-bin")
     for source in TARGETS.glob("*.c"):
-        subprocess.run(["gcc", "-O1", "-Wall", "-o", str(out / source.stem), str(source)], check=True)
+        subprocess.run(["gcc", "-O1", "-Wall", "-pthread", "-o", str(out / source.stem), str(source)],
+                       check=True)
     return out
 
 

@@ -127,3 +127,17 @@ def test_unsupported_fd_is_refused_and_process_keeps_running(procs, store, binar
     before = len(ok_lines(out))
     run_until(out, before + 5)  # thawed: still counting
     assert assert_unbroken(out, proc.pid) >= before + 5
+
+
+def test_threads_keep_their_tids_tls_and_locks(procs, store, binaries, tmp_path):
+    out = tmp_path / "threads.out"
+    proc = procs.start([str(binaries / "threads"), str(out)])
+    run_until(out, 20)
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task"))
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    [pid] = restored.pids
+    # the target checks every worker's progress each 200 lines: wait for two such checks
+    wait_past(out, size, extra_lines=420)
+    assert assert_unbroken(out, proc.pid) > size // LINE + 400
+    restored_tids = sorted(ns_pid(int(t)) for t in os.listdir(f"/proc/{pid}/task"))
+    assert restored_tids == tids and len(tids) == 5
