@@ -5,13 +5,15 @@ The API (for the persistence-group daemon and the `sls` CLI)::
     from checkpointer import freeze, capture, checkpoint, restore, load_image
 
     # 1. the freeze window, split out so the daemon can syncfs + seal the mount inside it
-    with freeze([pid, ...]) as frozen:          # every thread stopped (ptrace), thawed on exit
+    with freeze([pid, ...], tree=True) as frozen:  # every thread of the tree stopped, thawed on exit
         ...                                     # syncfs / seal the file system here
         root = capture(frozen, store)           # image tree root (ChunkId); not yet named/committed
     store.set_root("img/" + name, root); store.commit(label)
 
     # or all in one: freeze, capture, thaw, name "img/<name>", commit
-    commit = checkpoint([pid], store, name, leave_stopped=False, durable=True)
+    commit = checkpoint([pid], store, name, tree=True, leave_stopped=False, durable=True)
+    # a whole PID namespace: checkpoint its PID 1 with tree=True; it is restored as PID 1
+    # of a new namespace
 
     # 2. restore: a new PID namespace by default (original PIDs kept via clone3 set_tid)
     restored = restore(store, name_or_root, new_pid_namespace=True,
@@ -25,15 +27,17 @@ Rules: call everything from one thread (ptrace requires the attaching thread to 
 every later call). Errors are CheckpointError (ProcessGone if a process vanished:
 no image is written; Unsupported names state that cannot be captured).
 
-Simplifications today: single-threaded processes, one process per image; regular
-files, directories, /dev/null & co and ttys (reattached to /dev/null) as fds; file
+Simplifications today: fds may be regular files, directories, /dev/null & co, ttys
+(reattached to /dev/null), pipes (with their data), eventfd, signalfd and files unlinked
+while open; sockets, epoll, timerfd, SysV shm and memfd mappings are refused. File
 contents are not in the image (the slsfs mount provides them).
 """
 from __future__ import annotations
 
 from objectstore import ChunkId, Commit, NotFound, Store
 
-from .capture import capture_process
+from .capture import capture_all
+from .files import FileCapture
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .freeze import Frozen, freeze
 from .image import ImageWriter, StoredImage, image_root_name, images
@@ -47,16 +51,18 @@ __all__ = ["freeze", "capture", "checkpoint", "restore", "load_image", "images",
 def capture(frozen: Frozen, store: Store) -> ChunkId:
     """Capture every frozen process into one new image; returns its root (not committed)."""
     writer = ImageWriter(store)
-    processes = [capture_process(proc, writer.add_pages) for proc in frozen.processes.values()]
+    files = FileCapture(writer.add_blob)
+    processes = capture_all(frozen, writer.add_pages, files)
     frozen.check_alive()
-    return writer.finish(processes)
+    return writer.finish(processes, files.files)
 
 
-def checkpoint(pids: list[int], store: Store, name: str, *, label: str | None = None,
+def checkpoint(pids: list[int], store: Store, name: str, *, tree: bool = False, label: str | None = None,
                leave_stopped: bool = False, durable: bool = True) -> Commit:
-    """Freeze, capture, thaw; name the image "img/<name>" and commit it."""
+    """Freeze (with `tree`: the pids and all their descendants), capture, thaw; name the
+    image "img/<name>" and commit it."""
     root_name = image_root_name(name)
-    with freeze(pids, leave_stopped=leave_stopped) as frozen:
+    with freeze(pids, tree=tree, leave_stopped=leave_stopped) as frozen:
         root = capture(frozen, store)
     store.set_root(root_name, root)
     return store.commit(label or f"checkpoint {name}: pid {' '.join(map(str, pids))}", durable=durable)

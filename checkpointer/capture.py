@@ -1,45 +1,58 @@
 """Capture the state of frozen processes.
 
-What: `capture_process(frozen_process, sink)` returns the JSON-able metadata of one
-process (registers, signals, memory layout, fds, credentials, limits...; see the
-"Process images" section of docs/FORMAT.md) and hands every memory page that is not
-in its backing file to `sink(pid, addr, data)` in contiguous runs. Why: capture knows
-the kernel, not the store; the image writer (image.py) decides where pages go.
+What: `capture_all(frozen, sink, files)` returns the JSON-able metadata of every frozen
+process (and zombie) of a tree, parents first: registers, signals, memory layout, fds,
+credentials, limits... (see "Process images" in docs/FORMAT.md), and hands every memory
+page that is not in its backing file to `sink(pid, addr, data)` in contiguous runs.
+Why: capture knows the kernel, not the store; the image writer (image.py) decides where
+pages go, files.py describes open files.
 
-Simplifications (each refused with a clear Unsupported error, never dropped): pipes, sockets, anon-inode fds (eventfd, epoll, timerfd,
-signalfd), FIFOs, devices other than /dev/null & co, files unlinked while open and
-mappings of deleted files. A terminal fd is recorded and reattached to /dev/null at
-restore with a warning. File contents are not captured (the slsfs mount does that).
+Simplifications (refused with a clear Unsupported error, never dropped): mappings of
+deleted files and memfds, SysV shared memory.
 """
 from __future__ import annotations
 
 import functools
 import os
 import resource
-import stat
 import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from . import kernel, procfs
 from .errors import CheckpointError, Unsupported
-from .freeze import ALL_SIGNALS, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
+from .files import FileCapture
+from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
 from .inject import Injector
 
 PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
 
 MAX_RUN = 256 * kernel.PAGE_SIZE
 PR_GET_TID_ADDRESS = 40
-SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
-def capture_process(proc: FrozenProcess, sink: PageSink) -> dict:
+def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture) -> list[dict]:
+    """Metadata of every frozen process and zombie, parents before children."""
+    ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
+    ns_pids.update({pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.zombies})
+
+    def ns_ppid(pid: int) -> int:
+        return ns_pids.get(int(procfs.status(pid)["PPid"]), 0)
+
+    result = [capture_process(proc, sink, files, ns_ppid(pid)) for pid, proc in frozen.processes.items()]
+    result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status}
+               for pid, status in frozen.zombies.items()]
+    return result
+
+
+def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int) -> dict:
     pid = proc.pid
     status = procfs.status(pid)
     vmas = procfs.maps(pid)
     meta = {
         "pid": procfs.ns_id(status["NSpid"]),
+        "ppid": ppid,
         "pgid": procfs.ns_id(status["NSpgid"]),
         "sid": procfs.ns_id(status["NSsid"]),
         "host_pid": pid,
@@ -54,7 +67,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink) -> dict:
         "mm": procfs.mm_layout(pid),
         "auxv": procfs.auxv(pid).hex(),
         "vmas": [_vma_meta(v) for v in vmas if v.path != "[vsyscall]"],
-        "fds": [_fd_meta(pid, fd) for fd in procfs.fds(pid)],
+        "fds": files.fd_records(pid),
         "pending_shared": [i.hex() for i in kernel.peek_siginfos(pid, shared=True)],
     }
     meta.update(_process_injected(proc, status))
@@ -121,27 +134,6 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((addr, 1))
     return runs
-
-
-def _fd_meta(pid: int, fd: procfs.FdInfo) -> dict:
-    meta = {"fd": fd.fd, "path": fd.target, "flags": fd.flags, "pos": fd.pos}
-    what = f"fd {fd.fd} of process {pid} ({fd.target})"
-    if not fd.target.startswith("/"):
-        raise Unsupported(f"{what}: pipes, sockets and anon-inode fds are not supported yet")
-    if fd.target.endswith(" (deleted)"):
-        raise Unsupported(f"{what}: files unlinked while open are not supported yet")
-    mode = os.stat(f"/proc/{pid}/fd/{fd.fd}").st_mode
-    if stat.S_ISREG(mode):
-        meta["kind"] = "file"
-    elif stat.S_ISDIR(mode):
-        meta["kind"] = "dir"
-    elif stat.S_ISCHR(mode) and fd.target in SIMPLE_DEVICES:
-        meta["kind"] = "device"
-    elif stat.S_ISCHR(mode) and fd.target.startswith(("/dev/pts/", "/dev/tty", "/dev/console")):
-        meta["kind"] = "tty"
-    else:
-        raise Unsupported(f"{what}: this kind of file cannot be checkpointed")
-    return meta
 
 
 @contextmanager

@@ -51,6 +51,7 @@ class Frozen:
 
     def __init__(self) -> None:
         self.processes: dict[int, FrozenProcess] = {}
+        self.zombies: dict[int, int] = {}  # descendants that had exited: host pid -> wait status
         self.leave_stopped = False
         self._thawed = False
 
@@ -100,6 +101,24 @@ class Frozen:
         if pid not in proc.threads:
             raise ProcessGone(pid)
         return proc
+
+    def add_tree(self, pid: int) -> None:
+        """Freeze pid and all its descendants (zombies are only recorded), until no new one appears."""
+        self.add(pid)
+        while True:
+            found = [c for p in list(self.processes) for c in procfs.children(p)
+                     if c not in self.processes and c not in self.zombies]
+            if not found:
+                return
+            for child in found:
+                fields = procfs.stat_fields(child)
+                if fields[2] in ("Z", "X"):
+                    self.zombies[child] = int(fields[51])
+                else:
+                    try:
+                        self.add(child)
+                    except ProcessGone:
+                        continue  # exited meanwhile: the next round sees it as a zombie
 
     def check_alive(self) -> None:
         """Raise ProcessGone if a frozen process was killed (SIGKILL ignores ptrace stops)."""
@@ -174,8 +193,8 @@ def syscall_insn_of(pid: int) -> int:
 
 
 @contextmanager
-def freeze(pids: list[int], *, leave_stopped: bool = False) -> Iterator[Frozen]:
-    """Stop every thread of `pids`; thaw on exit (even on error).
+def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False) -> Iterator[Frozen]:
+    """Stop every thread of `pids` (with `tree`, of all their descendants); thaw on exit.
 
     `leave_stopped` leaves them in a SIGSTOP group-stop instead of running.
     """
@@ -183,7 +202,10 @@ def freeze(pids: list[int], *, leave_stopped: bool = False) -> Iterator[Frozen]:
     frozen.leave_stopped = leave_stopped
     try:
         for pid in pids:
-            frozen.add(pid)
+            if tree:
+                frozen.add_tree(pid)
+            else:
+                frozen.add(pid)
         yield frozen
     finally:
         frozen.thaw()

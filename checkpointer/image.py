@@ -5,6 +5,8 @@ What: an image is one COW tree (see docs/FORMAT.md, "Process images"):
     b"meta"                               JSON {"format", "version", "created", "processes": [...]}
     b"pages/" + pid(8, BE) + addr(8, BE)  the 16-byte chunk ids of 1..64 consecutive 4 KiB
                                           pages starting at addr (refs = those chunks)
+    b"blobrefs/" + n(8, BE)               empty; refs = blob chunks beyond the first 255
+                                          (the meta record's refs hold the first 255)
 
 Every page is its own chunk, so identical pages (across processes, images and
 checkpoints) are stored once. `ImageWriter` builds one while capturing; `StoredImage`
@@ -33,6 +35,9 @@ _META = b"meta"
 _PAGES = b"pages/"
 _CID = 16
 PAGES_PER_ENTRY = 64  # keeps entries at 1 KiB, well inside a tree leaf (and its 255-refs limit)
+MAX_REFS = 255
+BLOB_PIECE = 1 << 20
+_BLOB_REFS = b"blobrefs/"
 
 
 def _page_key(pid: int, addr: int) -> bytes:
@@ -46,6 +51,13 @@ class ImageWriter:
         self.store = store
         self.tree = store.tree()
         self.pages = 0
+        self._blobs: set[ChunkId] = set()
+
+    def add_blob(self, data: bytes) -> list[str]:
+        """Store bytes named by the metadata (pipe contents, unlinked files): chunk ids in hex."""
+        ids = [self.store.put(data[i:i + BLOB_PIECE]) for i in range(0, len(data), BLOB_PIECE)]
+        self._blobs.update(ids)
+        return [cid.hex() for cid in ids]
 
     def add_pages(self, pid: int, addr: int, data: bytes) -> None:
         step = PAGES_PER_ENTRY * PAGE_SIZE
@@ -55,10 +67,14 @@ class ImageWriter:
             self.tree.put(_page_key(pid, addr + offset), b"".join(ids), refs=sorted(set(ids)))
             self.pages += len(ids)
 
-    def finish(self, processes: list[dict]) -> ChunkId:
+    def finish(self, processes: list[dict], files: list[dict]) -> ChunkId:
         meta = {"format": FORMAT, "version": VERSION, "created": time.time(), "page_size": PAGE_SIZE,
-                "processes": processes}
-        self.tree.put(_META, json.dumps(meta, sort_keys=True).encode())
+                "processes": processes, "files": files}
+        blobs = sorted(self._blobs)
+        for i in range(0, max(len(blobs), 1), MAX_REFS):  # refs per entry are limited: extra keys
+            key = _META if i == 0 else _BLOB_REFS + struct.pack(">Q", i)
+            value = json.dumps(meta, sort_keys=True).encode() if i == 0 else b""
+            self.tree.put(key, value, refs=blobs[i:i + MAX_REFS])
         return self.tree.flush()
 
 
@@ -80,6 +96,10 @@ class StoredImage:
                                   f"slsfs (it reads version {VERSION}); upgrade slsfs")
         self.meta = meta
         self.processes: list[dict] = meta["processes"]
+        self.files: list[dict] = meta["files"]
+
+    def read_blob(self, ids: list[str]) -> bytes:
+        return b"".join(self.store.get(ChunkId(bytes.fromhex(cid))) for cid in ids)
 
     def page_runs(self, pid: int) -> Iterator[tuple[int, bytes]]:
         start = _page_key(pid, 0)

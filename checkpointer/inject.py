@@ -41,7 +41,9 @@ class Injector:
             raise ProcessGone(tid) from exc
 
     def close(self) -> None:
-        os.close(self._mem)
+        if self._mem >= 0:
+            os.close(self._mem)
+            self._mem = -1
 
     # memory -----------------------------------------------------------------
     def read(self, addr: int, size: int) -> bytes:

@@ -1,18 +1,16 @@
-"""Recreate a captured process from its image.
+"""Recreate the processes of an image, as a tree, in a new PID namespace.
 
 What: `restore(image)` starts a stub launcher (stub.py), makes it unshare a new PID
-namespace, clones (injected clone3) a PID-1 reaper there and from it, with set_tid, a
-stub that gets the process's original PID; then turns that stub into the process:
-vdso/vvar moved to their old addresses, every mapping recreated with MAP_FIXED, pages
-written through /proc/PID/mem, fds reopened (and every other fd closed), cwd/root,
-umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
-altstack, timers, robust list, tid address, rseq, pending signals, credentials,
-rlimits, and at last xstate, registers (syscall-restart fix-up) and signal mask.
-Why: the process continues where it was, with the PID it had (getpid() unchanged).
+namespace and clones (injected clone3) a PID-1 reaper there, unless the image is a
+whole namespace whose root is PID 1 itself. From there every process is cloned from
+its restored parent with set_tid (so PIDs, parents, sessions and process groups are
+the original ones), zombies are recreated by making their stub exit with the
+recorded status, then each stub is turned into its process (builder.py), files are
+shared exactly as they were (files.py), and everything is let go at once.
+Why: the processes continue where they were, with the PIDs they had.
 
-Simplifications: one single-threaded process per image for now; without a new PID
-namespace the original PID must be free; paths are reopened as they are (or with
-`remap` prefixes applied), so files must exist where the image says.
+Simplifications: without a new PID namespace the original PIDs must be free; a
+process group or session whose leader is not in the image is not recreated (warning).
 """
 from __future__ import annotations
 
@@ -22,50 +20,46 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Iterator, Protocol
 
-from . import kernel, procfs, stub
+from . import kernel, stub
+from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
+from .files import FileRestorer
 from .freeze import ALL_SIGNALS
-from .inject import SYSCALL_INSN, Injector, restart_fixup
-from .kernel import NR, PAGE_SIZE, Regs
+from .inject import Injector
+from .kernel import NR
 
 CLONE_NEWPID = 0x20000000
-MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
-MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
-MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
-AT_FDCWD = -100
-O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC = 0, 2, 0o100, 0o200, 0o400, 0o1000
-O_CLOEXEC = 0o2000000
-PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
-SS_ONSTACK, SS_DISABLE = 1, 2
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
                  | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL)
-SPECIAL_KINDS = ("vvar", "vvar_vclock", "vdso")
-# CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
-THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
+EAGAIN = 11
 
 
 class ImageSource(Protocol):
-    """What restore reads: the processes' metadata and their memory pages."""
+    """What restore reads: metadata of processes and files, pages and blobs."""
 
     processes: list[dict]
+    files: list[dict]
 
     def page_runs(self, pid: int) -> Iterator[tuple[int, bytes]]: ...
+
+    def read_blob(self, ids: list[str]) -> bytes: ...
 
 
 @dataclass
 class Restored:
-    """The restored processes (host PIDs) and the stubs that keep their namespace alive."""
+    """The restored processes (host PIDs, parents first) and the stubs that keep them company."""
 
     pids: list[int]
     launcher: subprocess.Popen
-    ns_init: int | None  # host PID of PID 1 of the new namespace (None without one)
+    ns_init: int | None  # host PID of PID 1 of the new namespace, when it is a stub
     warnings: list[str] = field(default_factory=list)
 
     def kill(self) -> None:
-        """SIGKILL the whole restored tree (the namespace's PID 1 takes all of it along)."""
+        """SIGKILL the whole restored tree (PID 1 of a namespace takes all of it along)."""
         for pid in ([self.ns_init] if self.ns_init else []) + self.pids + [self.launcher.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -78,70 +72,132 @@ class Restored:
         return self.launcher.wait(timeout)
 
 
+def _stub_injector(tid: int) -> Injector:
+    return Injector(tid, stub.STUB_SYSCALL, stub.STUB_SCRATCH, stub.STUB_SCRATCH_SIZE)
+
+
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
             leave_stopped: bool = False) -> Restored:
-    """Restore the image's process; returns once it runs (or is stopped, if asked)."""
-    if len(image.processes) != 1:
-        raise CheckpointError("images of several processes cannot be restored yet")
-    meta = image.processes[0]
+    """Restore every process of the image; returns once they run (or are stopped, if asked)."""
+    live = [p for p in image.processes if not p.get("zombie")]
+    if not live:
+        raise CheckpointError("the image holds no live process to restore")
+    by_pid = {p["pid"]: p for p in image.processes}
+    roots = [p for p in image.processes if p["ppid"] not in by_pid]
     launcher = stub.spawn()
     restored = Restored([], launcher, None)
+    remapper = Remapper(remap or {})
+    injectors: list[Injector] = []
+    builders: list[ProcessBuilder] = []
     try:
-        _seize(launcher.pid)
+        kernel.ptrace(kernel.PTRACE_SEIZE, launcher.pid, 0, TRACE_OPTIONS)
+        kernel.ptrace(kernel.PTRACE_INTERRUPT, launcher.pid, 0, 0)
+        wait_event_stop(launcher.pid)
         kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
-        outer = Injector(launcher.pid, stub.STUB_SYSCALL, stub.STUB_SCRATCH, stub.STUB_SCRATCH_SIZE)
-        parent = outer
+        top = _stub_injector(launcher.pid)
+        helpers = [top]
         if new_pid_namespace:
-            outer.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
-            if meta["pid"] != 1:
-                restored.ns_init = _clone(outer, [1])
-                parent = Injector(restored.ns_init, stub.STUB_SYSCALL, stub.STUB_SCRATCH,
-                                  stub.STUB_SCRATCH_SIZE)
-        child = _clone(parent, [meta["pid"]])
-        restored.pids.append(child)
-        builder = ProcessBuilder(child, meta, Remapper(remap or {}), restored.warnings)
-        builder.build(image.page_runs(meta["pid"]))
-        for helper in {parent.tid, outer.tid}:
-            _become_reaper(helper)
+            top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
+            if not (len(roots) == 1 and roots[0]["pid"] == 1):
+                restored.ns_init = clone(top, [1])
+                top = _stub_injector(restored.ns_init)
+                helpers.append(top)
+        injectors += helpers
+        stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors)
+        _join_groups(live, stubs, restored.warnings)
+        _make_zombies(zombies)
+        files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings)
+        for meta in live:
+            builder = ProcessBuilder(stubs[meta["pid"]], meta, remapper, restored.warnings)
+            builders.append(builder)
+            builder.build(image.page_runs(meta["pid"]), files)
+        for builder in builders:
+            builder.finish()
+        for helper in helpers:
+            _become_reaper(helper.tid)
         if leave_stopped:
-            os.kill(child, signal.SIGSTOP)
-        for tid in builder.tids:
+            for builder in builders:
+                os.kill(builder.tid, signal.SIGSTOP)
+        for tid in [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]:
             kernel.ptrace(kernel.PTRACE_DETACH, tid, 0, 0)
-        for helper in {parent.tid, outer.tid}:
-            kernel.ptrace(kernel.PTRACE_DETACH, helper, 0, 0)
     except BaseException:
         restored.kill()
         raise
+    finally:
+        for builder in builders:
+            builder.close()
+        for inj in injectors:
+            if inj not in [b.inj for b in builders]:
+                inj.close()
     for warning in restored.warnings:
         print(f"sls restore: warning: {warning}", file=sys.stderr)
     return restored
 
 
-def _seize(pid: int) -> None:
-    kernel.ptrace(kernel.PTRACE_SEIZE, pid, 0, TRACE_OPTIONS)
-    kernel.ptrace(kernel.PTRACE_INTERRUPT, pid, 0, 0)
-    _wait_event_stop(pid)
+def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
+                 injectors: list[Injector]) -> tuple[dict[int, Injector], list[tuple[Injector, Injector, dict]]]:
+    """Clone every process from its parent's stub, parents first, sessions and own groups set."""
+    children: dict[int, list[dict]] = {}
+    for meta in processes:
+        children.setdefault(meta["ppid"], []).append(meta)
+    stubs: dict[int, Injector] = {}
+    zombies: list[tuple[Injector, Injector, dict]] = []
+    queue = [(top, meta) for meta in roots]
+    while queue:
+        parent, meta = queue.pop(0)
+        inj = _stub_injector(clone(parent, [meta["pid"]]))
+        injectors.append(inj)
+        if meta.get("zombie"):
+            zombies.append((parent, inj, meta))
+            continue
+        restored.pids.append(inj.tid)
+        stubs[meta["pid"]] = inj
+        if meta["sid"] == meta["pid"]:
+            inj.check(NR["setsid"], what="setsid")
+        elif meta["pgid"] == meta["pid"]:
+            inj.check(NR["setpgid"], 0, 0, what="setpgid")
+        queue += [(inj, child) for child in children.get(meta["pid"], [])]
+    return stubs, zombies
 
 
-def _wait_event_stop(pid: int) -> None:
-    _, status = kernel.waitpid(pid)
-    if not os.WIFSTOPPED(status) or status >> 16 != kernel.PTRACE_EVENT_STOP:
-        raise CheckpointError(f"restore stub {pid} did not stop as expected (status {status:#x})")
+def _join_groups(live: list[dict], stubs: dict[int, Injector], warnings: list[str]) -> None:
+    for meta in live:
+        if meta["pgid"] != meta["pid"] and meta["sid"] != meta["pid"] and meta["pgid"]:
+            if stubs[meta["pid"]].call(NR["setpgid"], 0, meta["pgid"]) < 0:
+                warnings.append(f"process {meta['pid']}: its process group {meta['pgid']} could not be "
+                                "recreated (its leader is not in the image)")
 
 
-def _clone(parent: Injector, set_tid: list[int], flags: int = 0, exit_signal: int = signal.SIGCHLD) -> int:
-    """Inject clone3: a stopped copy of the task (or a thread) with the given PID; returns its host TID."""
-    tids = parent.put(struct.pack(f"{len(set_tid)}Q", *set_tid), 256)
-    args = struct.pack("11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, tids, len(set_tid), 0)
-    parent.children.clear()
-    result = parent.call(NR["clone3"], parent.put(args), len(args))
-    if result < 0:
-        hint = " (that PID is taken here: restore into a new PID namespace)" if result == -17 else ""
-        raise CheckpointError(f"cannot create a process with PID {set_tid[0]}: {os.strerror(-result)}{hint}")
-    child = parent.children[0]
-    _wait_event_stop(child)
-    kernel.set_sigmask(child, ALL_SIGNALS)
-    return child
+def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:
+    """Let each zombie's stub die with the recorded wait status, then drop the parents' SIGCHLD."""
+    for _, inj, meta in zombies:
+        status = meta["exit_status"]
+        if status & 0x7F:
+            resource.prlimit(inj.tid, resource.RLIMIT_CORE, (0, 0))
+            os.kill(inj.tid, status & 0x7F)
+        else:
+            regs = kernel.get_regs(inj.tid)
+            regs.rip, regs.rax, regs.rdi = stub.STUB_SYSCALL, NR["exit_group"], (status >> 8) & 0xFF
+            regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+            kernel.set_regs(inj.tid, regs)
+        kernel.set_sigmask(inj.tid, 0)
+        kernel.ptrace(kernel.PTRACE_DETACH, inj.tid, 0, 0)
+    deadline = time.monotonic() + 30
+    for parent, inj, meta in zombies:
+        while _state(inj.tid) != "Z":
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"the zombie {meta['pid']} could not be recreated")
+            time.sleep(0.001)
+        inj.close()
+        sigchld = parent.put(struct.pack("Q", 1 << (signal.SIGCHLD - 1)))
+        no_wait = parent.put(struct.pack("qq", 0, 0), 64)
+        while parent.call(NR["rt_sigtimedwait"], sigchld, 0, no_wait, 8) != -EAGAIN:
+            pass
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rpartition(")")[2].split()[0]
 
 
 def _become_reaper(pid: int) -> None:
@@ -149,224 +205,3 @@ def _become_reaper(pid: int) -> None:
     regs.rip, regs.orig_rax = stub.STUB_REAPER, 0xFFFFFFFFFFFFFFFF
     kernel.set_regs(pid, regs)
     kernel.set_sigmask(pid, 0)
-
-
-class Remapper:
-    """Rewrites path prefixes (e.g. an old mount point to a new one)."""
-
-    def __init__(self, prefixes: dict[str, str]):
-        self.prefixes = sorted(prefixes.items(), key=lambda kv: -len(kv[0]))
-
-    def __call__(self, path: str) -> str:
-        for old, new in self.prefixes:
-            if path == old or path.startswith(old.rstrip("/") + "/"):
-                return new.rstrip("/") + path[len(old.rstrip("/")):] if path != old else new
-        return path
-
-
-def _prot(perms: str) -> int:
-    return (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
-
-
-def _find_gap(busy: Iterable[tuple[int, int]], size: int, start: int = 0x200000) -> int:
-    candidate = start
-    for lo, hi in sorted(busy):
-        if candidate + size <= lo:
-            break
-        candidate = max(candidate, hi)
-    return candidate
-
-
-class ProcessBuilder:
-    """Turns a stopped stub (a fresh clone) into the process described by `meta`."""
-
-    def __init__(self, tid: int, meta: dict, remap: Remapper, warnings: list[str]):
-        self.tid, self.meta, self.remap, self.warnings = tid, meta, remap, warnings
-        self.inj = Injector(tid, stub.STUB_SYSCALL, stub.STUB_SCRATCH, stub.STUB_SCRATCH_SIZE)
-        self.threads: list[tuple[Injector, dict]] = [(self.inj, meta["threads"][0])]
-
-    def build(self, pages: Iterator[tuple[int, bytes]]) -> None:
-        try:
-            self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
-            self._move_to_helper_page()
-            self._move_specials()
-            self._map_memory()
-            for addr, data in pages:
-                self.inj.write(addr, data)
-            self._files()
-            self._mm_map()
-            self._process_signals()
-            self._limits()
-            self._create_threads()
-            for inj, thread in self.threads:
-                self._thread_state(inj, thread)
-            self.inj.check(NR["munmap"], self.helper, PAGE_SIZE, what="munmap(helper)")
-            self._registers()
-        finally:
-            for inj, _ in self.threads:
-                inj.close()
-
-    @property
-    def tids(self) -> list[int]:
-        """Host TIDs of the restored threads, main thread first."""
-        return [inj.tid for inj, _ in self.threads]
-
-    # memory layout ------------------------------------------------------------
-    def _move_to_helper_page(self) -> None:
-        """Leave the stub's own code and stack: work from one page free in both layouts."""
-        current = procfs.maps(self.tid)
-        busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in current]
-        self.helper = _find_gap(busy, PAGE_SIZE)
-        self.inj.check(NR["mmap"], self.helper, PAGE_SIZE, 7, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                       -1, 0, what="mmap(helper page)")
-        self.inj.write(self.helper, SYSCALL_INSN)
-        self.inj.syscall_addr = self.helper
-        self.inj.scratch, self.inj.scratch_size = self.helper + 64, PAGE_SIZE - 64
-        for vma in current:
-            if not vma.special and vma.start != self.helper:
-                self.inj.check(NR["munmap"], vma.start, vma.end - vma.start, what="munmap(stub)")
-
-    def _move_specials(self) -> None:
-        """Move [vvar], [vvar_vclock] and [vdso] to the image's addresses (via a free area)."""
-        have = {v.path.strip("[]"): v for v in procfs.maps(self.tid) if v.path.strip("[]") in SPECIAL_KINDS}
-        want = {v["kind"]: v for v in self.meta["vmas"] if v["kind"] in SPECIAL_KINDS}
-        if set(have) != set(want) or any(have[k].end - have[k].start != want[k]["end"] - want[k]["start"]
-                                         for k in want):
-            raise CheckpointError("the image was taken on a kernel with a different vdso layout; "
-                                  "restore it on the kernel it was taken on")
-        busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in have.values()]
-        total = sum(v.end - v.start for v in have.values())
-        temp = _find_gap(busy + [(self.helper, self.helper + PAGE_SIZE)], total)
-        moves = []
-        for kind, vma in have.items():
-            size = vma.end - vma.start
-            moves.append((temp, want[kind]["start"], size))
-            self._mremap(vma.start, temp, size)
-            temp += size
-        for now, final, size in moves:
-            self._mremap(now, final, size)
-
-    def _mremap(self, old: int, new: int, size: int) -> None:
-        self.inj.check(NR["mremap"], old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, new,
-                       what=f"mremap({old:#x} -> {new:#x})")
-
-    def _map_memory(self) -> None:
-        for vma in self.meta["vmas"]:
-            kind = vma["kind"]
-            if kind in SPECIAL_KINDS:
-                continue
-            size, prot = vma["end"] - vma["start"], _prot(vma["prot"])
-            if kind == "file":
-                path = self.remap(vma["path"])
-                writable_shared = vma["shared"] and "w" in vma["prot"]
-                fd = self._open(path, O_RDWR if writable_shared else O_RDONLY, f"mapping {vma['start']:#x}")
-                flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
-                self.inj.check(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"],
-                               what=f"mmap of {path}")
-                self.inj.check(NR["close"], fd)
-                continue
-            flags = (MAP_SHARED if kind == "shared_anon" else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
-            if vma["growsdown"]:
-                flags |= MAP_GROWSDOWN
-            self.inj.check(NR["mmap"], vma["start"], size, prot, flags, -1, 0,
-                           what=f"mmap({vma['start']:#x}, {size})")
-
-    def _open(self, path: str, flags: int, what: str) -> int:
-        result = self.inj.call(NR["openat"], AT_FDCWD, self.inj.put(path.encode() + b"\0"), flags, 0)
-        if result < 0:
-            raise CheckpointError(f"cannot reopen {path} for {what}: {os.strerror(-result)} "
-                                  "(the file must exist where the image says, or pass a remap)")
-        return result
-
-    # files ------------------------------------------------------------------
-    def _files(self) -> None:
-        for fd in self.meta["fds"]:
-            path = self.remap(fd["path"])
-            if fd["kind"] == "tty":
-                self.warnings.append(f"fd {fd['fd']} was the terminal {fd['path']}; it is now /dev/null")
-                path = "/dev/null"
-            flags = fd["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)
-            opened = self._open(path, flags, f"fd {fd['fd']}")
-            if opened != fd["fd"]:
-                self.inj.check(NR["dup3"], opened, fd["fd"], flags & O_CLOEXEC, what="dup3")
-                self.inj.check(NR["close"], opened)
-            if fd["kind"] == "file" and fd["pos"]:
-                self.inj.check(NR["lseek"], fd["fd"], fd["pos"], 0, what=f"lseek(fd {fd['fd']})")
-        root, cwd = self.remap(self.meta["root"]), self.remap(self.meta["cwd"])
-        self.inj.check(NR["chdir"], self.inj.put(cwd.encode() + b"\0"), what=f"chdir({cwd})")
-        if root != "/":
-            self.inj.check(NR["chroot"], self.inj.put(root.encode() + b"\0"), what=f"chroot({root})")
-        self.inj.check(NR["prctl"], PR_SET_NAME, self.inj.put(self.meta["comm"].encode()[:15] + b"\0"),
-                       what="PR_SET_NAME")
-        self.inj.call(NR["umask"], self.meta["umask"])
-        self.inj.call(NR["personality"], self.meta["personality"])
-
-    def _mm_map(self) -> None:
-        mm = self.meta["mm"]
-        exe = self._open(self.remap(self.meta["exe"]), O_RDONLY, "the executable")
-        auxv = bytes.fromhex(self.meta["auxv"])
-        auxv_addr = self.inj.put(auxv, 512)
-        record = struct.pack("11QQII", mm["start_code"], mm["end_code"], mm["start_data"], mm["end_data"],
-                             mm["start_brk"], self.meta["brk"], mm["start_stack"], mm["arg_start"],
-                             mm["arg_end"], mm["env_start"], mm["env_end"], auxv_addr, len(auxv), exe)
-        self.inj.check(NR["prctl"], PR_SET_MM, PR_SET_MM_MAP, self.inj.put(record), len(record), 0,
-                       what="prctl(PR_SET_MM_MAP)")
-        self.inj.check(NR["close"], exe)
-
-    # signals, threads ---------------------------------------------------------
-    def _process_signals(self) -> None:
-        meta, inj = self.meta, self.inj
-        for sig, action in meta["sigactions"].items():
-            inj.check(NR["rt_sigaction"], int(sig), inj.put(struct.pack("4Q", *action)), 0, 8,
-                      what=f"rt_sigaction({sig})")
-        for which, value in enumerate(meta["itimers"]):
-            if any(value):
-                inj.check(NR["setitimer"], which, inj.put(struct.pack("4q", *value)), 0, what="setitimer")
-        if meta["sid"] == meta["pid"]:
-            inj.call(NR["setsid"])
-        elif meta["pgid"] == meta["pid"]:
-            inj.call(NR["setpgid"], 0, 0)
-        for info in meta["pending_shared"]:
-            raw = bytes.fromhex(info)
-            inj.check(NR["rt_sigqueueinfo"], meta["pid"], raw[0], inj.put(raw), what="queue a signal")
-
-    def _create_threads(self) -> None:
-        """Clone every other thread from the main one (set_tid), each stopped for its own state."""
-        for thread in self.meta["threads"][1:]:
-            host_tid = _clone(self.inj, [thread["tid"]], THREAD_FLAGS, 0)
-            inj = Injector(host_tid, self.inj.syscall_addr, self.inj.scratch, self.inj.scratch_size)
-            self.threads.append((inj, thread))
-
-    def _thread_state(self, inj: Injector, thread: dict) -> None:
-        """Per-thread kernel state, set from inside the thread itself."""
-        head, length = thread["robust_list"]
-        if head:
-            inj.check(NR["set_robust_list"], head, length, what="set_robust_list")
-        inj.call(NR["set_tid_address"], thread["tid_address"])
-        rseq = thread["rseq"]
-        if rseq["pointer"]:
-            inj.check(NR["rseq"], rseq["pointer"], rseq["size"], 0, rseq["signature"], what="rseq")
-        sp, flags, _, size = thread["sigaltstack"]
-        if not flags & SS_DISABLE:
-            inj.check(NR["sigaltstack"], inj.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
-                      what="sigaltstack")
-        for info in thread["pending"]:
-            raw = bytes.fromhex(info)
-            inj.check(NR["rt_tgsigqueueinfo"], self.meta["pid"], thread["tid"], raw[0], inj.put(raw),
-                      what="queue a signal")
-        creds = self.meta["creds"]  # credentials are per thread in the kernel
-        groups = creds["groups"]
-        inj.check(NR["setgroups"], len(groups), inj.put(struct.pack(f"{len(groups)}I", *groups)),
-                  what="setgroups")
-        inj.check(NR["setresgid"], *creds["gid"][:3], what="setresgid")
-        inj.check(NR["setresuid"], *creds["uid"][:3], what="setresuid")
-
-    def _limits(self) -> None:
-        for name, (soft, hard) in self.meta["rlimits"].items():
-            resource.prlimit(self.tid, getattr(resource, name), (soft, hard))
-
-    def _registers(self) -> None:
-        for inj, thread in self.threads:
-            kernel.set_xstate(inj.tid, bytes.fromhex(thread["xstate"]))
-            kernel.set_regs(inj.tid, restart_fixup(Regs.from_dict(thread["regs"]), same_task=False))
-            kernel.set_sigmask(inj.tid, thread["sigmask"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 
 import pytest
 
@@ -119,9 +120,11 @@ def test_process_that_exits_during_checkpoint_leaves_no_image(procs, store, bina
 
 def test_unsupported_fd_is_refused_and_process_keeps_running(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
-    proc = procs.start([str(binaries / "counter"), str(out)], stderr=__import__("subprocess").PIPE)
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        proc = procs.start([str(binaries / "counter"), str(out)], stderr=theirs.fileno())
     run_until(out, 5)
-    with pytest.raises(checkpointer.Unsupported, match="fd 2 .*pipe"):
+    with pytest.raises(checkpointer.Unsupported, match=r"fd 2 of process \d+ \(socket:.*not supported"):
         checkpointer.checkpoint([proc.pid], store, "img")
     assert images(store) == {}
     before = len(ok_lines(out))

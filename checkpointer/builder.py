@@ -1,0 +1,276 @@
+"""Turn a restore stub into one process of an image.
+
+What: `ProcessBuilder` drives a stopped stub clone (see restore.py) with injected
+syscalls: vdso/vvar moved to their old addresses, every mapping recreated with
+MAP_FIXED, pages written through /proc/PID/mem, fds installed (files.py), cwd/root,
+name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
+interval timers, rlimits; then threads (clone3 with set_tid), per-thread robust list,
+tid address, rseq, altstack, pending signals and credentials, and at last xstate,
+registers (syscall-restart fix-up) and signal masks. Why: a stub has nothing to undo
+(no libc state), so everything the process had is recreated exactly once.
+
+Simplifications: files must exist at the paths in the image (or pass a `remap`); a
+task stopped in a syscall with a restart block (nanosleep) sees -EINTR.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import struct
+from typing import Iterable, Iterator
+
+from . import kernel, procfs
+from .errors import CheckpointError
+from .files import FileRestorer
+from .freeze import ALL_SIGNALS
+from .inject import SYSCALL_INSN, Injector, restart_fixup
+from .kernel import NR, PAGE_SIZE, Regs
+
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+AT_FDCWD = -100
+O_RDONLY, O_RDWR = 0, 2
+PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
+SS_ONSTACK, SS_DISABLE = 1, 2
+SPECIAL_KINDS = ("vvar", "vvar_vclock", "vdso")
+# CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
+THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
+
+
+def wait_event_stop(pid: int) -> None:
+    _, status = kernel.waitpid(pid)
+    if not os.WIFSTOPPED(status) or status >> 16 != kernel.PTRACE_EVENT_STOP:
+        raise CheckpointError(f"restore stub {pid} did not stop as expected (status {status:#x})")
+
+
+def clone(parent: Injector, set_tid: list[int], flags: int = 0, exit_signal: int = signal.SIGCHLD) -> int:
+    """Inject clone3: a stopped copy of the task (or a thread) with the given PID; returns its host TID."""
+    tids = parent.put(struct.pack(f"{len(set_tid)}Q", *set_tid), 256)
+    args = struct.pack("11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, tids, len(set_tid), 0)
+    parent.children.clear()
+    result = parent.call(NR["clone3"], parent.put(args), len(args))
+    if result < 0:
+        hint = " (that PID is taken here: restore into a new PID namespace)" if result == -17 else ""
+        raise CheckpointError(f"cannot create a process with PID {set_tid[0]}: {os.strerror(-result)}{hint}")
+    child = parent.children[0]
+    wait_event_stop(child)
+    kernel.set_sigmask(child, ALL_SIGNALS)
+    return child
+
+
+class Remapper:
+    """Rewrites path prefixes (e.g. an old mount point to a new one)."""
+
+    def __init__(self, prefixes: dict[str, str]):
+        self.prefixes = sorted(prefixes.items(), key=lambda kv: -len(kv[0]))
+
+    def __call__(self, path: str) -> str:
+        for old, new in self.prefixes:
+            if path == old or path.startswith(old.rstrip("/") + "/"):
+                return new.rstrip("/") + path[len(old.rstrip("/")):] if path != old else new
+        return path
+
+
+def _prot(perms: str) -> int:
+    return (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
+
+
+def _find_gap(busy: Iterable[tuple[int, int]], size: int, start: int = 0x200000) -> int:
+    candidate = start
+    for lo, hi in sorted(busy):
+        if candidate + size <= lo:
+            break
+        candidate = max(candidate, hi)
+    return candidate
+
+
+class ProcessBuilder:
+    """Turns a stopped stub (a fresh clone, driven by `inj`) into the process `meta` describes.
+
+    `build` does the process-wide part; `finish` (once every process of the tree is
+    built, so files can still be shared) closes the spare fds, recreates the threads,
+    sets per-thread state and credentials, and loads the registers.
+    """
+
+    def __init__(self, inj: Injector, meta: dict, remap: Remapper, warnings: list[str]):
+        self.inj, self.tid, self.meta, self.remap, self.warnings = inj, inj.tid, meta, remap, warnings
+        self.threads: list[tuple[Injector, dict]] = [(inj, meta["threads"][0])]
+        self.spares: list[int] = []
+
+    def build(self, pages: Iterator[tuple[int, bytes]], files: FileRestorer) -> None:
+        self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
+        self._move_to_helper_page()
+        self._move_specials()
+        self._map_memory()
+        for addr, data in pages:
+            self.inj.write(addr, data)
+        self.spares = files.install(self, self.meta["fds"])
+        self._process_state()
+        self._mm_map()
+        self._process_signals()
+        self._limits()
+
+    def finish(self) -> None:
+        for spare in self.spares:
+            self.inj.check(NR["close"], spare, what="close(spare fd)")
+        self._create_threads()
+        for inj, thread in self.threads:
+            self._thread_state(inj, thread)
+        self.inj.check(NR["munmap"], self.helper, PAGE_SIZE, what="munmap(helper)")
+        self._registers()
+
+    def close(self) -> None:
+        for inj, _ in self.threads:
+            inj.close()
+
+    @property
+    def tids(self) -> list[int]:
+        """Host TIDs of the restored threads, main thread first."""
+        return [inj.tid for inj, _ in self.threads]
+
+    # memory layout ------------------------------------------------------------
+    def _move_to_helper_page(self) -> None:
+        """Leave the stub's own code and stack: work from one page free in both layouts."""
+        current = procfs.maps(self.tid)
+        busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in current]
+        self.helper = _find_gap(busy, PAGE_SIZE)
+        self.inj.check(NR["mmap"], self.helper, PAGE_SIZE, 7, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                       -1, 0, what="mmap(helper page)")
+        self.inj.write(self.helper, SYSCALL_INSN)
+        self.inj.syscall_addr = self.helper
+        self.inj.scratch, self.inj.scratch_size = self.helper + 64, PAGE_SIZE - 64
+        for vma in current:
+            if not vma.special and vma.start != self.helper:
+                self.inj.check(NR["munmap"], vma.start, vma.end - vma.start, what="munmap(stub)")
+
+    def _move_specials(self) -> None:
+        """Move [vvar], [vvar_vclock] and [vdso] to the image's addresses (via a free area)."""
+        have = {v.path.strip("[]"): v for v in procfs.maps(self.tid) if v.path.strip("[]") in SPECIAL_KINDS}
+        want = {v["kind"]: v for v in self.meta["vmas"] if v["kind"] in SPECIAL_KINDS}
+        if set(have) != set(want) or any(have[k].end - have[k].start != want[k]["end"] - want[k]["start"]
+                                         for k in want):
+            raise CheckpointError("the image was taken on a kernel with a different vdso layout; "
+                                  "restore it on the kernel it was taken on")
+        busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in have.values()]
+        total = sum(v.end - v.start for v in have.values())
+        temp = _find_gap(busy + [(self.helper, self.helper + PAGE_SIZE)], total)
+        moves = []
+        for kind, vma in have.items():
+            size = vma.end - vma.start
+            moves.append((temp, want[kind]["start"], size))
+            self._mremap(vma.start, temp, size)
+            temp += size
+        for now, final, size in moves:
+            self._mremap(now, final, size)
+
+    def _mremap(self, old: int, new: int, size: int) -> None:
+        self.inj.check(NR["mremap"], old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, new,
+                       what=f"mremap({old:#x} -> {new:#x})")
+
+    def _map_memory(self) -> None:
+        for vma in self.meta["vmas"]:
+            kind = vma["kind"]
+            if kind in SPECIAL_KINDS:
+                continue
+            size, prot = vma["end"] - vma["start"], _prot(vma["prot"])
+            if kind == "file":
+                path = self.remap(vma["path"])
+                writable_shared = vma["shared"] and "w" in vma["prot"]
+                fd = self.open(path, O_RDWR if writable_shared else O_RDONLY, f"mapping {vma['start']:#x}")
+                flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
+                self.inj.check(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"],
+                               what=f"mmap of {path}")
+                self.inj.check(NR["close"], fd)
+                continue
+            flags = (MAP_SHARED if kind == "shared_anon" else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
+            if vma["growsdown"]:
+                flags |= MAP_GROWSDOWN
+            self.inj.check(NR["mmap"], vma["start"], size, prot, flags, -1, 0,
+                           what=f"mmap({vma['start']:#x}, {size})")
+
+    def open(self, path: str, flags: int, what: str, mode: int = 0) -> int:
+        """openat() inside the process; a clear error if the file is not there."""
+        result = self.inj.call(NR["openat"], AT_FDCWD, self.inj.put(path.encode() + b"\0"), flags, mode)
+        if result < 0:
+            raise CheckpointError(f"cannot reopen {path} for {what}: {os.strerror(-result)} "
+                                  "(the file must exist where the image says, or pass a remap)")
+        return result
+
+    # process-wide state -------------------------------------------------------
+    def _process_state(self) -> None:
+        root, cwd = self.remap(self.meta["root"]), self.remap(self.meta["cwd"])
+        self.inj.check(NR["chdir"], self.inj.put(cwd.encode() + b"\0"), what=f"chdir({cwd})")
+        if root != "/":
+            self.inj.check(NR["chroot"], self.inj.put(root.encode() + b"\0"), what=f"chroot({root})")
+        self.inj.check(NR["prctl"], PR_SET_NAME, self.inj.put(self.meta["comm"].encode()[:15] + b"\0"),
+                       what="PR_SET_NAME")
+        self.inj.call(NR["umask"], self.meta["umask"])
+        self.inj.call(NR["personality"], self.meta["personality"])
+
+    def _mm_map(self) -> None:
+        mm = self.meta["mm"]
+        exe = self.open(self.remap(self.meta["exe"]), O_RDONLY, "the executable")
+        auxv = bytes.fromhex(self.meta["auxv"])
+        auxv_addr = self.inj.put(auxv, 512)
+        record = struct.pack("11QQII", mm["start_code"], mm["end_code"], mm["start_data"], mm["end_data"],
+                             mm["start_brk"], self.meta["brk"], mm["start_stack"], mm["arg_start"],
+                             mm["arg_end"], mm["env_start"], mm["env_end"], auxv_addr, len(auxv), exe)
+        self.inj.check(NR["prctl"], PR_SET_MM, PR_SET_MM_MAP, self.inj.put(record), len(record), 0,
+                       what="prctl(PR_SET_MM_MAP)")
+        self.inj.check(NR["close"], exe)
+
+    # signals, threads ---------------------------------------------------------
+    def _process_signals(self) -> None:
+        meta, inj = self.meta, self.inj
+        for sig, action in meta["sigactions"].items():
+            inj.check(NR["rt_sigaction"], int(sig), inj.put(struct.pack("4Q", *action)), 0, 8,
+                      what=f"rt_sigaction({sig})")
+        for which, value in enumerate(meta["itimers"]):
+            if any(value):
+                inj.check(NR["setitimer"], which, inj.put(struct.pack("4q", *value)), 0, what="setitimer")
+        for info in meta["pending_shared"]:
+            raw = bytes.fromhex(info)
+            inj.check(NR["rt_sigqueueinfo"], meta["pid"], raw[0], inj.put(raw), what="queue a signal")
+
+    def _create_threads(self) -> None:
+        """Clone every other thread from the main one (set_tid), each stopped for its own state."""
+        for thread in self.meta["threads"][1:]:
+            host_tid = clone(self.inj, [thread["tid"]], THREAD_FLAGS, 0)
+            inj = Injector(host_tid, self.inj.syscall_addr, self.inj.scratch, self.inj.scratch_size)
+            self.threads.append((inj, thread))
+
+    def _thread_state(self, inj: Injector, thread: dict) -> None:
+        """Per-thread kernel state, set from inside the thread itself."""
+        head, length = thread["robust_list"]
+        if head:
+            inj.check(NR["set_robust_list"], head, length, what="set_robust_list")
+        inj.call(NR["set_tid_address"], thread["tid_address"])
+        rseq = thread["rseq"]
+        if rseq["pointer"]:
+            inj.check(NR["rseq"], rseq["pointer"], rseq["size"], 0, rseq["signature"], what="rseq")
+        sp, flags, _, size = thread["sigaltstack"]
+        if not flags & SS_DISABLE:
+            inj.check(NR["sigaltstack"], inj.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
+                      what="sigaltstack")
+        for info in thread["pending"]:
+            raw = bytes.fromhex(info)
+            inj.check(NR["rt_tgsigqueueinfo"], self.meta["pid"], thread["tid"], raw[0], inj.put(raw),
+                      what="queue a signal")
+        creds = self.meta["creds"]  # credentials are per thread in the kernel
+        groups = creds["groups"]
+        inj.check(NR["setgroups"], len(groups), inj.put(struct.pack(f"{len(groups)}I", *groups)),
+                  what="setgroups")
+        inj.check(NR["setresgid"], *creds["gid"][:3], what="setresgid")
+        inj.check(NR["setresuid"], *creds["uid"][:3], what="setresuid")
+
+    def _limits(self) -> None:
+        for name, (soft, hard) in self.meta["rlimits"].items():
+            resource.prlimit(self.tid, getattr(resource, name), (soft, hard))
+
+    def _registers(self) -> None:
+        for inj, thread in self.threads:
+            kernel.set_xstate(inj.tid, bytes.fromhex(thread["xstate"]))
+            kernel.set_regs(inj.tid, restart_fixup(Regs.from_dict(thread["regs"]), same_task=False))
+            kernel.set_sigmask(inj.tid, thread["sigmask"])

@@ -1,0 +1,216 @@
+"""Open files of a process tree: capture as shared file descriptions, and restore.
+
+What: `FileCapture` turns every fd of the captured processes into a reference to an
+image-wide *file* (one per open file description: fds that share an offset, across
+dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
+Kinds: regular `file`, `dir`, `device` (/dev/null & co), `tty` (reattached to
+/dev/null at restore, with a warning), `pipe` ends (the buffered bytes are copied with
+tee(2), without consuming them), `eventfd`, `signalfd`, and `deleted` (a regular file
+unlinked while open: its bytes go into the image, restore makes an O_TMPFILE).
+`FileRestorer` recreates each file once, in the first restored process that uses it,
+at a spare fd number, and hands it to other processes with pidfd_getfd, so sharing is
+exact; spare fds are closed when every process has its fds.
+Why: pipes and shared offsets between parent and child are how process trees talk.
+
+Simplifications: sockets, FIFOs, epoll, timerfd, inotify and other devices are
+refused with Unsupported; a `deleted` file comes back opened O_RDWR; file contents of
+regular files are not captured (the slsfs mount keeps them).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import stat
+import struct
+from typing import Callable
+
+from . import kernel, procfs
+from .errors import CheckpointError, Unsupported
+
+SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+TTY_PREFIXES = ("/dev/pts/", "/dev/tty", "/dev/console")
+O_ACCMODE, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o1, 0o2, 0o4000
+O_CLOEXEC, O_TMPFILE = 0o2000000, 0o20200000
+O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC = 0o100, 0o200, 0o400, 0o1000
+KCMP_FILE = 0
+SPLICE_F_NONBLOCK = 2
+F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC = 1032, 1031, 4, 1030
+MAX_DELETED_FILE = 1 << 30
+_NR_KCMP, _NR_TEE, _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 312, 276, 293, 290, 289
+_NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL = 434, 438, 72
+
+BlobWriter = Callable[[bytes], list[str]]  # bytes -> chunk ids (hex) kept alive by the image
+
+
+class FileCapture:
+    """Collects the files of every captured process; `files` is the image's file list."""
+
+    def __init__(self, put_blob: BlobWriter):
+        self.put_blob = put_blob
+        self.files: list[dict] = []
+        self._holders: list[tuple[int, int, int]] = []  # (host pid, fd, file id) seen so far
+
+    def fd_records(self, pid: int) -> list[dict]:
+        return [self._fd_record(pid, info) for info in procfs.fds(pid)]
+
+    def _fd_record(self, pid: int, info: procfs.FdInfo) -> dict:
+        return {"fd": info.fd, "file": self._file_of(pid, info), "cloexec": bool(info.flags & O_CLOEXEC)}
+
+    def _file_of(self, pid: int, info: procfs.FdInfo) -> int:
+        for other_pid, other_fd, file_id in self._holders:
+            if self.files[file_id]["target"] == info.target and _same_file(pid, info.fd, other_pid, other_fd):
+                return file_id
+        record = self._describe(pid, info)
+        record.update(id=len(self.files), target=info.target, flags=info.flags & ~O_CLOEXEC, pos=info.pos)
+        self.files.append(record)
+        self._holders.append((pid, info.fd, record["id"]))
+        return record["id"]
+
+    def _describe(self, pid: int, info: procfs.FdInfo) -> dict:
+        target, what = info.target, f"fd {info.fd} of process {pid} ({info.target})"
+        if match := re.fullmatch(r"pipe:\[(\d+)\]", target):
+            return {"kind": "pipe", "pipe": int(match[1]), **self._pipe_contents(pid, info.fd)}
+        if target == "anon_inode:[eventfd]":
+            return {"kind": "eventfd", "count": int(info.extra["eventfd-count"], 16),
+                    "semaphore": info.extra.get("eventfd-semaphore", "0") == "1"}
+        if target == "anon_inode:[signalfd]":
+            return {"kind": "signalfd", "sigmask": int(info.extra["sigmask"], 16)}
+        if not target.startswith("/"):
+            raise Unsupported(f"{what}: sockets, epoll, timerfd and other special files are not "
+                              "supported yet")
+        mode = os.stat(f"/proc/{pid}/fd/{info.fd}").st_mode
+        if target.endswith(" (deleted)") and stat.S_ISREG(mode):
+            return {"kind": "deleted", "mode": stat.S_IMODE(mode), "data": self._deleted_contents(pid, info)}
+        if stat.S_ISREG(mode):
+            return {"kind": "file", "path": target}
+        if stat.S_ISDIR(mode):
+            return {"kind": "dir", "path": target}
+        if stat.S_ISCHR(mode) and target in SIMPLE_DEVICES:
+            return {"kind": "device", "path": target}
+        if stat.S_ISCHR(mode) and target.startswith(TTY_PREFIXES):
+            return {"kind": "tty", "path": target}
+        raise Unsupported(f"{what}: this kind of file (FIFO, socket or device) cannot be checkpointed")
+
+    def _pipe_contents(self, pid: int, fd: int) -> dict:
+        """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them."""
+        source = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+        read_end, write_end = os.pipe2(os.O_NONBLOCK)
+        try:
+            size = fcntl.fcntl(source, F_GETPIPE_SZ)
+            fcntl.fcntl(write_end, F_SETPIPE_SZ, size)
+            try:
+                copied = kernel.syscall(_NR_TEE, source, write_end, size, SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                copied = 0  # empty pipe
+            data = os.read(read_end, copied) if copied else b""
+        finally:
+            for f in (source, read_end, write_end):
+                os.close(f)
+        return {"size": size, "data": self.put_blob(data)}
+
+    def _deleted_contents(self, pid: int, info: procfs.FdInfo) -> list[str]:
+        with open(f"/proc/{pid}/fd/{info.fd}", "rb") as fh:
+            data = fh.read(MAX_DELETED_FILE + 1)
+        if len(data) > MAX_DELETED_FILE:
+            raise Unsupported(f"fd {info.fd} of process {pid}: the unlinked file {info.target} is larger "
+                              "than 1 GiB; keep it linked (or run the process on a slsfs mount)")
+        return self.put_blob(data)
+
+
+def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    return kernel.syscall(_NR_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
+
+
+class FileRestorer:
+    """Recreates the image's files inside restored processes (each once), then shares them."""
+
+    def __init__(self, files: list[dict], read_blob: Callable[[list[str]], bytes], remap, warnings: list[str]):
+        self.files = {f["id"]: f for f in files}
+        self.read_blob = read_blob
+        self.remap = remap
+        self.warnings = warnings
+        self.made: dict[int, tuple[int, int]] = {}  # file id -> (ns pid of holder, spare fd there)
+        self._pipes: dict[int, tuple[int, int, int]] = {}  # pipe inode -> (ns pid, read spare, write spare)
+
+    def install(self, builder, fds: list[dict]) -> list[int]:
+        """Give a stub-built process exactly its fds; returns the spare fds it holds for others."""
+        inj, ns_pid = builder.inj, builder.meta["pid"]
+        spare_base = max([f["fd"] for f in fds] + [2]) + 1
+        spares: list[int] = []
+        for record in fds:
+            file_id = record["file"]
+            if file_id not in self.made:
+                spares += self._make(builder, self.files[file_id], spare_base)
+            holder, spare = self.made[file_id]
+            if holder == ns_pid:
+                got = spare
+            else:
+                pidfd = inj.check(_NR_PIDFD_OPEN, holder, 0, what="pidfd_open")
+                got = inj.check(_NR_PIDFD_GETFD, pidfd, spare, 0, what="pidfd_getfd")
+                inj.check(kernel.NR["close"], pidfd)
+            inj.check(kernel.NR["dup3"], got, record["fd"], O_CLOEXEC if record["cloexec"] else 0,
+                      what=f"dup3 to fd {record['fd']}")
+            if holder != ns_pid:
+                inj.check(kernel.NR["close"], got)
+        return spares
+
+    def _spare(self, inj, fd: int, base: int) -> int:
+        spare = inj.check(_NR_FCNTL, fd, F_DUPFD_CLOEXEC, base, what="F_DUPFD_CLOEXEC")
+        inj.check(kernel.NR["close"], fd)
+        return spare
+
+    def _make(self, builder, record: dict, base: int) -> list[int]:
+        inj, ns_pid, kind = builder.inj, builder.meta["pid"], record["kind"]
+        if kind == "pipe":
+            return self._make_pipe(builder, record, base)
+        if kind == "eventfd":
+            fd = inj.check(_NR_EVENTFD2, record["count"], (record["flags"] & O_NONBLOCK) | record["semaphore"],
+                           what="eventfd2")
+        elif kind == "signalfd":
+            mask = inj.put(struct.pack("Q", record["sigmask"]))
+            fd = inj.check(_NR_SIGNALFD4, -1, mask, 8, record["flags"] & O_NONBLOCK, what="signalfd4")
+        elif kind == "deleted":
+            fd = self._make_deleted(builder, record)
+        else:
+            path = self.remap(record["path"])
+            if kind == "tty":
+                self.warnings.append(f"process {ns_pid}: the terminal {record['path']} is now /dev/null")
+                path = "/dev/null"
+            fd = builder.open(path, record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY),
+                              f"file {record['target']}")
+            if kind == "file" and record["pos"]:
+                inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({path})")
+        spare = self._spare(inj, fd, base)
+        self.made[record["id"]] = (ns_pid, spare)
+        return [spare]
+
+    def _make_deleted(self, builder, record: dict) -> int:
+        original = record["target"][: -len(" (deleted)")]
+        directory = self.remap(os.path.dirname(original))
+        fd = builder.open(directory, O_TMPFILE | O_RDWR, f"the unlinked file {original}", mode=record["mode"])
+        with open(f"/proc/{builder.tid}/fd/{fd}", "wb") as fh:
+            fh.write(self.read_blob(record["data"]))
+        inj = builder.inj
+        inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
+        inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
+        return fd
+
+    def _make_pipe(self, builder, record: dict, base: int) -> list[int]:
+        inj, ns_pid = builder.inj, builder.meta["pid"]
+        inj.check(_NR_PIPE2, inj.scratch, 0, what="pipe2")
+        read_fd, write_fd = struct.unpack("ii", inj.read(inj.scratch, 8))
+        read_spare, write_spare = self._spare(inj, read_fd, base), self._spare(inj, write_fd, base)
+        data = self.read_blob(record["data"])
+        with open(f"/proc/{builder.tid}/fd/{write_spare}", "wb", buffering=0) as pipe:
+            if record["size"] != fcntl.fcntl(pipe, F_GETPIPE_SZ):
+                fcntl.fcntl(pipe, F_SETPIPE_SZ, record["size"])
+            if pipe.write(data) != len(data):
+                raise CheckpointError(f"could not refill pipe {record['pipe']} with {len(data)} bytes")
+        ends = {"r": read_spare, "w": write_spare}
+        for other in self.files.values():
+            if other["kind"] == "pipe" and other["pipe"] == record["pipe"]:
+                end = ends["w" if other["flags"] & O_ACCMODE == O_WRONLY else "r"]
+                inj.check(_NR_FCNTL, end, F_SETFL, other["flags"], what="F_SETFL on a pipe")
+                self.made[other["id"]] = (ns_pid, end)
+        return [read_spare, write_spare]
