@@ -2,6 +2,7 @@
 always killed (whole PID namespaces included) and polling with generous deadlines."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from objectstore import Store
 
 TARGETS = Path(__file__).parent / "targets"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +114,32 @@ def ns_pid(host_pid: int) -> int:
         if line.startswith("NSpid:"):
             return int(line.split()[-1])
     raise AssertionError("no NSpid line")
+
+
+@pytest.fixture
+def subreaper():
+    """Make this test process the reaper of orphans (PID 1 here does not reap them);
+    returns reap(pids), which waits for those orphans."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    def reap(pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    yield reap
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def state_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]

@@ -1,0 +1,73 @@
+"""Process trees: parents, a zombie, sessions and groups, a full pipe between two
+processes, a shared output file; and a whole PID namespace restored as PID 1."""
+from __future__ import annotations
+
+import os
+import signal
+
+import checkpointer
+from checkpointer import load_image
+from conftest import assert_unbroken, children_of, ns_pid, ok_lines, state_of, wait_for
+
+LINE = 20
+
+
+def _tree_members(root: int) -> tuple[int, int]:
+    """(reader, zombie) children of the tree target's root, once both exist."""
+    kids = wait_for(lambda: len(children_of(root)) == 2 and children_of(root), "the tree's two children")
+    wait_for(lambda: any(state_of(k) == "Z" for k in kids), "the zombie child")
+    zombie = next(k for k in kids if state_of(k) == "Z")
+    return next(k for k in kids if k != zombie), zombie
+
+
+def _check_image(store, name: str) -> None:
+    image = load_image(store, name)
+    zombies = [p for p in image.processes if p.get("zombie")]
+    assert len(image.processes) == 3 and len(zombies) == 1 and zombies[0]["exit_status"] == 7 << 8
+    [pipe_read] = [f for f in image.files if f["kind"] == "pipe" and f["flags"] & 3 == 0]
+    assert len(image.read_blob(pipe_read["data"])) >= 4096  # the full pipe's bytes in flight
+    out_files = [f for f in image.files if f["kind"] == "file"]
+    assert len(out_files) == 1  # parent and reader share one open file description
+
+
+def test_tree_with_zombie_groups_and_full_pipe(procs, store, binaries, tmp_path, subreaper):
+    out = tmp_path / "tree.out"
+    proc = procs.start([str(binaries / "tree"), str(out)])
+    reader, zombie = _tree_members(proc.pid)
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
+    checkpointer.checkpoint([proc.pid], store, "tree", tree=True)
+    _check_image(store, "tree")
+    os.kill(reader, signal.SIGKILL)
+    procs.kill(proc)
+    subreaper([reader, zombie])
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, "tree")
+    procs.restored.append(restored)
+    root, new_reader = restored.pids
+    assert [ns_pid(p) for p in restored.pids] == [proc.pid, reader]
+    wait_for(lambda: out.stat().st_size >= size + 20 * LINE, "the restored reader to write on")
+    assert assert_unbroken(out, reader) > size // LINE
+    kids = children_of(root)
+    assert new_reader in kids and len(kids) == 2
+    [new_zombie] = [k for k in kids if k != new_reader]
+    assert state_of(new_zombie) == "Z" and ns_pid(new_zombie) == zombie
+
+
+def test_whole_pid_namespace_restored_with_pid_1(procs, store, binaries, tmp_path):
+    out = tmp_path / "ns.out"
+    proc = procs.start(["unshare", "--pid", "--fork", "--kill-child", str(binaries / "tree"), str(out)])
+    [ns_root] = wait_for(lambda: children_of(proc.pid), "unshare's child")
+    reader, _ = _tree_members(ns_root)
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
+    reader_ns_pid = ns_pid(reader)
+    checkpointer.checkpoint([ns_root], store, "ns", tree=True)
+    _check_image(store, "ns")
+    assert load_image(store, "ns").processes[0]["pid"] == 1
+    procs.kill(proc)  # --kill-child: the namespace's PID 1 dies, and all of it
+    wait_for(lambda: not os.path.exists(f"/proc/{reader}"), "the original namespace to die")
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, "ns")
+    procs.restored.append(restored)
+    assert restored.ns_init is None and [ns_pid(p) for p in restored.pids] == [1, reader_ns_pid]
+    wait_for(lambda: out.stat().st_size >= size + 20 * LINE, "the restored reader to write on")
+    assert assert_unbroken(out, reader_ns_pid) > size // LINE
