@@ -9,6 +9,7 @@ move, so no commit or tree is ever rewritten.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, Iterable
 
@@ -50,7 +51,7 @@ def collect(store, *, progress: Callable[[str], None] | None = None, now: float 
     before_commits = len(store.log())
     keep = retained(((c.id, c.time) for c in store.log()), store.tags().values(),
                     store.retention, now if now is not None else time.time())
-    store.forget(keep)
+    catalog = store.forget(keep)
     if progress:
         progress("marking")
     live = reachable(store, store.live_roots())
@@ -73,9 +74,10 @@ def collect(store, *, progress: Callable[[str], None] | None = None, now: float 
     kept_commits = {c.id for c in store.log()}
 
     def keep_meta(kind: int, payload: bytes) -> bool:
+        if kind == fmt.CATALOG:
+            return payload == catalog  # the newest catalog supersedes older catalogs and tags
         if kind != fmt.COMMIT:
-            return False  # the catalog written by forget() supersedes older catalogs and tags
-        import json
+            return False
         return json.loads(payload)["id"] in kept_commits
 
     freed = packs.rewrite_packs(victims, lambda cid: cid in live, keep_meta)

@@ -432,16 +432,20 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------------
 
-    def forget(self, keep: set[int]) -> None:
-        """Drop every commit not in `keep` (tagged and newest always stay). Used by GC."""
+    def forget(self, keep: set[int]) -> bytes:
+        """Drop every commit not in `keep` (tagged and newest always stay). Used by GC.
+
+        Returns the catalog record written: compaction must carry it over, since it
+        may already sit in a sealed pack that is about to be rewritten."""
         keep = set(keep) | set(self._tags.values())
         if self.head:
             keep.add(self.head.id)
         upto = self._next_id - 1
-        self.packs.append_meta(fmt.CATALOG, _record("catalog", upto=upto, live=sorted(keep & set(self._commits)),
-                                                   tags=self._tags))
+        catalog = _record("catalog", upto=upto, live=sorted(keep & set(self._commits)), tags=self._tags)
+        self.packs.append_meta(fmt.CATALOG, catalog)
         self.packs.sync()
         self._commits = {i: c for i, c in self._commits.items() if i in keep}
+        return catalog
 
     def live_roots(self) -> set[ChunkId]:
         """Every root the garbage collector must keep: retained commits, the working
