@@ -120,6 +120,18 @@ class PackStore:
         self._add_records(number, records)
 
     def _load_active(self, number: int) -> None:
+        path = _pack_path(self.directory, number)
+        if path.stat().st_size < fmt.PACK_HEADER.size:
+            # a crash while this pack was being started, before its header was durable:
+            # it holds nothing, so write its header again
+            if not self.readonly:
+                path.write_bytes(fmt.pack_header(number))
+                fd = self._fd(number, write=True)
+                os.fsync(fd)
+            self._active = number
+            self._active_records = []
+            self._written = fmt.PACK_HEADER.size
+            return
         data = self._read_whole(number)
         result = fmt.scan(data)
         self._note_damage(number, result, torn_tail_allowed=True)
