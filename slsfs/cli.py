@@ -17,6 +17,7 @@ from objectstore import StoreError
 COMMAND_MODULES = [
     "slsfs.store_commands",
     "slsfs.fs_commands",
+    "slsfs.group_commands",  # last: extends the checkpoint and restore verbs
 ]
 
 

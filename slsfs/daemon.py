@@ -1,0 +1,333 @@
+"""The slsfs daemon: one per store, it serves the mount and checkpoints persistence groups.
+
+`python -m slsfs.daemon STORE --mountpoint M [--volume V] [--restore GROUP [--at SPEC]]`
+(started by `sls run` / `sls restore`). In one process it:
+- serves volume V of the store at M over FUSE (mount.filesystem.FileSystem, trio loop);
+- runs each group's processes and checkpoints them at their rate, so that ONE commit
+  names both the group's process image and the file system of the same instant
+  (slsfs.group_checkpoint); ptrace happens in one tracer thread (slsfs.tracer);
+- answers `<store>/control.sock` (mount.control protocol): the group ops below, and
+  every file-system op of the mount daemon (status, checkpoint, snapshot, log, ...).
+
+Group ops: run {settings, env}, group_checkpoint {group, name?}, barrier {group},
+ps, stop_group {group}, shutdown.
+
+With --restore, before mounting, the volume is reset to the file system recorded in
+the group checkpoint (the newest, or the one current at --at), then the processes are
+restored from its image once the mount is live. Log: `<store>/daemon.log`.
+
+Simplifications: the mount's own periodic file-system checkpoints are off (group
+checkpoints and fsync commit instead); restoring resets the whole volume.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import trio
+
+from objectstore import ChunkId, Store, StoreError
+
+from checkpointer import CheckpointError, ProcessGone
+from checkpointer.restore import restore as restore_image
+from mount.control import socket_path
+from mount import daemon as mount_daemon
+from mount.filesystem import FileSystem, MountError
+
+from . import group_checkpoint, group_process, groups
+from .group_process import RunningGroup
+from .groups import GroupCheckpoint, GroupError, GroupSettings
+from .tracer import Tracer
+
+log = logging.getLogger("slsfs.daemon")
+LOG_NAME = "daemon.log"
+RETRY_AFTER_ERROR_S = 1.0
+
+
+class Daemon:
+    def __init__(self, store: Store, fs: FileSystem, mountpoint: str) -> None:
+        self.store, self.fs, self.mountpoint = store, fs, mountpoint
+        self.tracer = Tracer()
+        self.groups: dict[str, RunningGroup] = {}
+        self.lock = trio.Lock()               # one checkpoint at a time
+        self.nursery: trio.Nursery | None = None
+        self.failed = ""
+
+    # ----- checkpoints ---------------------------------------------------------------
+    def _seal_and_pin(self) -> ChunkId:
+        self.fs.seal()
+        return self.fs.main.tree.flush()
+
+    async def checkpoint(self, group: RunningGroup, label: str) -> int:
+        async with self.lock:
+            image, fs_root, processes, stop_ms = await self.tracer.run(
+                group_checkpoint.take, group.pids, self.mountpoint, self.store, self.tracer.in_trio,
+                self._seal_and_pin)
+            group.seq += 1
+            groups.save(self.store, GroupCheckpoint(group.settings, group.seq, time.time(), image, fs_root,
+                                                    [p["pid"] for p in processes if not p.get("zombie")],
+                                                    round(stop_ms, 3)))
+            commit = self.fs.checkpoint(f"group {group.name} #{group.seq}: {label}", durable=True)
+            group.last_checkpoint = commit.id
+            group.note_checkpoint(stop_ms)
+            return commit.id
+
+    async def run_checkpoints(self, group: RunningGroup) -> None:
+        period = 1.0 / group.settings.hz
+        next_at = time.monotonic() + period
+        while group.alive():
+            await trio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + period, time.monotonic())
+            try:
+                await self.checkpoint(group, "periodic")
+                group.error = ""
+            except ProcessGone:
+                break
+            except (CheckpointError, StoreError, OSError) as exc:
+                if not group.alive():
+                    break
+                group.error = str(exc)
+                log.warning("checkpoint of group %s failed, will retry: %s", group.name, exc)
+                await trio.sleep(RETRY_AFTER_ERROR_S)
+        group.reap()
+        log.info("group %s has exited; last checkpoint %s", group.name, group.last_checkpoint)
+
+    def _adopt(self, group: RunningGroup) -> None:
+        self.groups[group.name] = group
+        self.nursery.start_soon(self.run_checkpoints, group)
+
+    # ----- group ops -----------------------------------------------------------------
+    async def run_group(self, settings: GroupSettings, env: dict[str, str]) -> dict:
+        groups.check_name(settings.name)
+        if settings.name in self.groups and self.groups[settings.name].alive():
+            raise GroupError(f"group {settings.name!r} is already running; pick another --name")
+        if settings.volume != self.fs.volume_name:
+            raise GroupError(f"this daemon serves volume {self.fs.volume_name!r}, not {settings.volume!r}")
+        settings.mountpoint = self.mountpoint
+        group = await group_process.start(settings, env)
+        try:
+            commit = await self.checkpoint(group, "start")
+        except BaseException:
+            group.kill()
+            raise
+        self._adopt(group)
+        return {"group": group.name, "pids": group.pids, "checkpoint": commit,
+                "mountpoint": self.mountpoint, "output": settings.output}
+
+    async def restore_group(self, record: GroupCheckpoint, commit_id: int | None) -> RunningGroup:
+        image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
+        restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True))
+        group = RunningGroup(record.settings, restored.pids[:1], restored, seq=record.seq,
+                             last_checkpoint=commit_id, restored_from=commit_id)
+        self._adopt(group)
+        log.info("restored group %s (pids %s) from checkpoint %s", group.name, group.pids, commit_id)
+        return group
+
+    def _group(self, name: str) -> RunningGroup:
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise GroupError(f"no group {name!r} runs in this daemon (running: "
+                             f"{', '.join(sorted(self.groups)) or 'none'}); see `sls ps`") from None
+
+    async def handle(self, req: dict) -> dict:
+        op = req.get("op")
+        try:
+            if op == "run":
+                return {"ok": True, **await self.run_group(GroupSettings(**req["settings"]), req["env"])}
+            if op == "group_checkpoint":
+                group = self._group(req["group"])
+                commit = await self.checkpoint(group, req.get("name") or "manual")
+                if req.get("name"):
+                    self.store.tag(req["name"], commit)
+                return {"ok": True, "group": group.name, "checkpoint": commit, "name": req.get("name")}
+            if op == "barrier":
+                group = self._group(req["group"])
+                async with self.lock:
+                    durable = self.store.barrier()
+                return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}
+            if op == "ps":
+                return {"ok": True, "daemon": os.getpid(), "store": str(self.store.path),
+                        "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
+                        "durable": self.store.durable_id,
+                        "groups": [g.status() for g in self.groups.values()]}
+            if op == "stop_group":
+                group = self._group(req["group"])
+                group.kill()
+                del self.groups[group.name]
+                return {"ok": True, "group": group.name}
+            if op == "shutdown":
+                self.nursery.start_soon(self.stop)
+                return {"ok": True, "daemon": os.getpid()}
+        except (GroupError, CheckpointError, StoreError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return mount_daemon.answer(self.fs, req)
+
+    async def stop(self) -> None:
+        """Kill the groups (their last durable checkpoint stays), then unmount and exit."""
+        await trio.sleep(0.05)                 # let the reply to `shutdown` go out first
+        async with self.lock:
+            self.kill_groups()
+        self.nursery.cancel_scope.cancel()
+
+    def kill_groups(self) -> None:
+        for group in self.groups.values():
+            group.kill()
+
+    # ----- control socket ------------------------------------------------------------
+    async def _serve_one(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                data += chunk
+            try:
+                reply = await self.handle(json.loads(data))
+            except (ValueError, KeyError, TypeError) as exc:
+                reply = {"ok": False, "error": f"bad request: {exc!r}"}
+            except Exception as exc:        # a bug: report it, keep serving
+                log.exception("request failed")
+                reply = {"ok": False, "error": f"internal error: {exc!r} (see {LOG_NAME})"}
+            try:
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except trio.BrokenResourceError:
+                pass
+
+    async def serve_control(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        path = socket_path(self.store.path)
+        path.unlink(missing_ok=True)
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        task_status.started()
+        try:
+            async with trio.SocketListener(sock) as listener:
+                while True:
+                    self.nursery.start_soon(self._serve_one, await listener.accept())
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def _stop_on_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("signal %d: stopping", signum)
+                self.nursery.start_soon(self.stop)
+
+    async def main(self, restore: tuple[GroupCheckpoint, int | None] | None, ready) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+
+            async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                await self.fs.serve(self.mountpoint, task_status=task_status)
+                nursery.cancel_scope.cancel()
+            await nursery.start(serve_then_stop)
+            nursery.start_soon(self._stop_on_signals)
+            if restore is not None:
+                try:
+                    await self.restore_group(*restore)
+                except (CheckpointError, StoreError, OSError) as exc:
+                    self.failed = f"restore failed: {exc}"
+                    ready(f"error: {self.failed}")
+                    nursery.cancel_scope.cancel()
+                    return
+            await nursery.start(self.serve_control)
+            ready("ok")
+
+
+def detach_stale(mountpoint: str) -> None:
+    """A mount left by a daemon that was killed answers ENOTCONN: detach it."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
+            subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
+
+
+def prepare_restore(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, int | None]:
+    """Reset the group's volume to its checkpoint's file system and name that checkpoint
+    as the group's newest (before the mount starts)."""
+    record, commit = groups.resolve(store, name, at)
+    volume = record.settings.volume
+    if volume in store.volumes():
+        store.drop_volume(volume)
+    store.create_volume(volume, record.fs)
+    if commit is not None:
+        store.set_root(groups.ROOT_PREFIX + name, commit.roots[groups.ROOT_PREFIX + name])
+    store.commit(f"restore group {name} from checkpoint {commit.id if commit else '?'}", durable=True)
+    return record, commit.id if commit else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slsfs.daemon")
+    parser.add_argument("store")
+    parser.add_argument("--mountpoint")
+    parser.add_argument("--volume", default="main")
+    parser.add_argument("--restore", metavar="GROUP")
+    parser.add_argument("--at", metavar="CHECKPOINT")
+    parser.add_argument("--ready-fd", type=int)
+    args = parser.parse_args(argv)
+
+    def ready(message: str) -> None:
+        if args.ready_fd is not None:
+            try:
+                os.write(args.ready_fd, message.encode() + b"\n")
+                os.close(args.ready_fd)
+            except OSError:
+                pass
+            args.ready_fd = None
+
+    handler = logging.FileHandler(os.path.join(args.store, LOG_NAME))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    try:
+        store = Store.open(args.store)
+    except (StoreError, OSError) as exc:
+        ready(f"error: {exc}")
+        return 1
+    daemon = None
+    try:
+        restore = None
+        volume, mountpoint = args.volume, args.mountpoint
+        if args.restore:
+            restore = prepare_restore(store, args.restore, args.at)
+            volume = restore[0].settings.volume
+            mountpoint = mountpoint or restore[0].settings.mountpoint
+        if not mountpoint:
+            raise GroupError("no mount point given")
+        detach_stale(mountpoint)
+        os.makedirs(mountpoint, exist_ok=True)
+        fs = FileSystem(store, volume, checkpoint_interval_ms=None)
+        daemon = Daemon(store, fs, os.path.abspath(mountpoint))
+        log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
+        trio.run(daemon.main, restore, ready)
+        daemon.kill_groups()
+        fs.close()
+        log.info("stopped; last checkpoint %s", store.head.id if store.head else None)
+        return 1 if daemon.failed else 0
+    except (GroupError, MountError, StoreError, OSError, RuntimeError) as exc:
+        ready(f"error: {exc}")
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:
+        ready(f"error: {exc!r}")
+        log.exception("daemon failed")
+        return 1
+    finally:
+        if daemon is not None:
+            daemon.kill_groups()
+            daemon.tracer.close()
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The persistence-group verbs of `sls`: run, ps, barrier, stop, and the group forms of
+`checkpoint` and `restore`.
+
+They talk to the store's slsfs daemon (slsfs.daemon) over its control socket, starting
+it when needed. `sls checkpoint` belongs to the file-system verbs (a mount point);
+with `--store STORE` its argument is a group instead: this module adds that option to
+the existing parser and dispatches (and registers `restore` if nobody else has).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mount.control import ControlError, request
+
+from .cli import CommandError
+from .daemon import LOG_NAME
+
+DAEMON_START_TIMEOUT_S = 120.0
+DAEMON_STOP_TIMEOUT_S = 60.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a command in a new persistence group (files + memory checkpointed)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--volume", default="main")
+    p.add_argument("--name", help="group name (default: the command's name)")
+    p.add_argument("--hz", type=float, default=10.0, help="checkpoints per second (default 10)")
+    p.add_argument("--mountpoint", help="where the daemon mounts the volume (default: STORE.mnt)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--cwd", dest="mode", action="store_const", const="cwd",
+                      help="the mount is the working directory (default)")
+    mode.add_argument("--root", dest="mode", action="store_const", const="root",
+                      help="the mount is the root directory (not supported yet)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    _json_flag(p)
+    p.set_defaults(func=cmd_run, mode="cwd")
+
+    p = sub.add_parser("ps", help="persistence groups, their processes and checkpoints")
+    p.add_argument("--store", required=True)
+    _json_flag(p)
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("barrier", help="wait until a group's last checkpoint is durable")
+    p.add_argument("group")
+    p.add_argument("--store", required=True)
+    _json_flag(p)
+    p.set_defaults(func=cmd_barrier)
+
+    p = sub.add_parser("stop", help="kill every group of a store and stop its daemon")
+    p.add_argument("--store", required=True)
+    p.set_defaults(func=cmd_stop)
+
+    _extend_checkpoint(sub)
+    _extend_restore(sub)
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    if not any("--json" in a.option_strings for a in p._actions):
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.choices["checkpoint"]
+    p.add_argument("--store", help="the argument is a persistence group of this store")
+    _json_flag(p)
+    fs_func = p.get_default("func")
+
+    def dispatch(args) -> int:
+        return cmd_group_checkpoint(args) if args.store else fs_func(args)
+    p.set_defaults(func=dispatch)
+
+
+def _extend_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.choices.get("restore")
+    other = p.get_default("func") if p is not None else None
+    if p is None:
+        p = sub.add_parser("restore", help="bring a persistence group back from a checkpoint")
+        p.add_argument("group")
+    p.add_argument("--store", help="the argument is a persistence group of this store")
+    if not any("--at" in a.option_strings for a in p._actions):
+        p.add_argument("--at", help="checkpoint id, name, 'latest' or ISO time (default: newest durable)")
+    _json_flag(p)
+    positional = next(a.dest for a in p._actions if not a.option_strings)
+
+    def dispatch(args) -> int:
+        if args.store:
+            args.group = getattr(args, positional)
+            return cmd_group_restore(args)
+        if other is None:
+            raise CommandError("say which store holds the group: sls restore GROUP --store STORE")
+        return other(args)
+    p.set_defaults(func=dispatch)
+
+
+def _print(args, doc: dict, human: str) -> None:
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
+
+
+def _store_path(store: str) -> str:
+    path = os.path.abspath(store)
+    if not (Path(path) / "FORMAT").exists():
+        raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
+    return path
+
+
+def ask(store: str, op: str, timeout: float = 120.0, **fields) -> dict:
+    try:
+        return request(store, op, timeout=timeout, **fields)
+    except ControlError as exc:
+        if "unknown request" in str(exc):
+            raise CommandError(f"{store} is mounted by `sls mount`, which runs no persistence groups; "
+                               "unmount it and use `sls run`") from None
+        raise CommandError(str(exc)) from None
+
+
+def daemon_status(store: str) -> dict | None:
+    """The daemon's `ps` reply, or None when no daemon serves the store."""
+    try:
+        return request(store, "ps", timeout=30)
+    except ControlError as exc:
+        if "no mount daemon is running" in str(exc):
+            return None
+        if "unknown request" in str(exc):
+            raise CommandError(f"{store} is mounted by `sls mount`, which runs no persistence groups; "
+                               "unmount it and use `sls run`") from None
+        raise CommandError(str(exc)) from None
+
+
+def start_daemon(store: str, *args: str) -> None:
+    """Start `python -m slsfs.daemon STORE ARGS` and wait until it serves (or failed)."""
+    read_end, write_end = os.pipe()
+    log_path = os.path.join(store, LOG_NAME)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "slsfs.daemon", store, *args, "--ready-fd", str(write_end)],
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                pass_fds=(write_end,), start_new_session=True)
+    os.close(write_end)
+    try:
+        message = _read_line(read_end, DAEMON_START_TIMEOUT_S)
+    finally:
+        os.close(read_end)
+    if message != "ok":
+        if proc.poll() is None:
+            proc.kill()
+        reason = message.removeprefix("error: ") or "no answer"
+        raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def stop_daemon(store: str, pid: int) -> None:
+    ask(store, "shutdown")
+    deadline = time.monotonic() + DAEMON_STOP_TIMEOUT_S
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
+    if os.path.exists(f"/proc/{pid}"):
+        raise CommandError(f"daemon {pid} of {store} did not stop in {DAEMON_STOP_TIMEOUT_S:.0f} s "
+                           f"(see {store}/{LOG_NAME})")
+
+
+# ----- verbs ---------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    store = _store_path(args.store)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise CommandError("give the command to run after --, e.g. sls run --store S -- python3 app.py")
+    if args.mode == "root":
+        raise CommandError("--root is not supported yet (the checkpointer cannot restore a process "
+                           "into a private mount namespace); use --cwd")
+    if not 0 < args.hz <= 1000:
+        raise CommandError(f"--hz {args.hz}: give a rate between 0 and 1000 checkpoints per second")
+    name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
+    status = daemon_status(store)
+    mountpoint = status["mountpoint"] if status else os.path.abspath(args.mountpoint or store + ".mnt")
+    if status is None:
+        start_daemon(store, "--mountpoint", mountpoint, "--volume", args.volume)
+    settings = {"name": name, "volume": args.volume, "mountpoint": mountpoint, "hz": args.hz,
+                "argv": cmd, "mode": args.mode, "output": os.path.join(store, f"group-{name}.out")}
+    reply = ask(store, "run", settings=settings, env=dict(os.environ))
+    _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
+                        f"{reply['mountpoint']}, checkpointed {args.hz:g}x a second (first checkpoint "
+                        f"{reply['checkpoint']}); output in {reply['output']}")
+    return 0
+
+
+def cmd_ps(args) -> int:
+    store = _store_path(args.store)
+    status = daemon_status(store)
+    if status is None:
+        status = {"daemon": None, "groups": []}
+    lines = [f"daemon {status['daemon']}  mount {status.get('mountpoint')}  durable checkpoint "
+             f"{status.get('durable')}" if status["daemon"] else "no daemon runs for this store"]
+    lines += [f"{'GROUP':<16}{'STATE':<9}{'PIDS':<16}{'RATE/s':>8}{'CKPTS':>8}{'DURABLE':>9}"
+              f"{'STOP ms (med/p99)':>20}  COMMAND"] if status["groups"] else []
+    for g in status["groups"]:
+        stop = f"{g['stop_ms_median']}/{g['stop_ms_p99']}" if g["stop_ms_median"] is not None else "-"
+        lines.append(f"{g['group']:<16}{'running' if g['running'] else 'exited':<9}"
+                     f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{g['checkpoints']:>8}"
+                     f"{str(g['last_durable']):>9}{stop:>20}  {' '.join(g['argv'])}")
+    _print(args, status, "\n".join(lines))
+    return 0
+
+
+def cmd_barrier(args) -> int:
+    reply = ask(_store_path(args.store), "barrier", group=args.group)
+    _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']} is durable")
+    return 0
+
+
+def cmd_group_checkpoint(args) -> int:
+    reply = ask(_store_path(args.store), "group_checkpoint", group=args.mountpoint, name=args.name)
+    named = f" named {args.name!r}" if args.name else ""
+    _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']}{named} (durable)")
+    return 0
+
+
+def cmd_group_restore(args) -> int:
+    store = _store_path(args.store)
+    status = daemon_status(store)
+    if status is not None:
+        stop_daemon(store, status["daemon"])
+    start_daemon(store, "--restore", args.group, *(["--at", args.at] if args.at else []))
+    status = daemon_status(store) or {"groups": []}
+    group = next((g for g in status["groups"] if g["group"] == args.group), None)
+    if group is None:
+        raise CommandError(f"the daemon started but group {args.group} is not running (see {store}/{LOG_NAME})")
+    _print(args, group, f"group {args.group}: restored from checkpoint {group['restored_from']}, "
+                        f"pid {' '.join(map(str, group['pids']))} running in {group['mountpoint']}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    store = _store_path(args.store)
+    status = daemon_status(store)
+    if status is None:
+        print("no daemon runs for this store")
+        return 0
+    stop_daemon(store, status["daemon"])
+    print(f"stopped daemon {status['daemon']} and its groups (their last durable checkpoints stay)")
+    return 0

@@ -1,0 +1,137 @@
+"""The processes of one running persistence group: started fresh, or restored.
+
+A fresh group is started as `unshare --pid --fork -- CMD`: CMD becomes PID 1 of a new
+PID namespace, so a restore (which builds a new namespace too) gives it back the same
+PID. The group's process is that child of `unshare`, once it has exec'd CMD.
+
+Simplifications: one process per group (the checkpointer restores single-process
+images today); `--cwd` mode only (the mount is the working directory).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from .groups import GroupError, GroupSettings
+
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class RunningGroup:
+    settings: GroupSettings
+    pids: list[int]                           # host PIDs of the group's processes
+    handle: object                            # subprocess.Popen (fresh) or checkpointer Restored
+    seq: int = 0
+    last_checkpoint: int | None = None        # commit id of the newest group checkpoint
+    restored_from: int | None = None
+    error: str = ""
+    stop_ms: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    checkpoint_times: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def alive(self) -> bool:
+        for pid in self.pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                return False
+            if state in ("Z", "X"):
+                return False
+        return True
+
+    def reap(self) -> None:
+        """Collect exited helper processes so that no zombie stays behind."""
+        launcher = getattr(self.handle, "launcher", self.handle)
+        if isinstance(launcher, subprocess.Popen):
+            launcher.poll()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the group (and its PID namespace)."""
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if hasattr(self.handle, "kill"):
+            self.handle.kill()
+        launcher = getattr(self.handle, "launcher", self.handle)
+        if isinstance(launcher, subprocess.Popen):
+            try:
+                launcher.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def rate(self, window_s: float = 5.0) -> float:
+        now = time.monotonic()
+        recent = [t for t in self.checkpoint_times if now - t <= window_s]
+        return len(recent) / window_s
+
+    def note_checkpoint(self, stop_ms: float) -> None:
+        now = time.monotonic()
+        self.stop_ms.append(stop_ms)
+        del self.stop_ms[:-1000]
+        self.checkpoint_times.append(now)
+        self.checkpoint_times = [t for t in self.checkpoint_times if now - t <= 10.0]
+
+    def status(self) -> dict:
+        stops = sorted(self.stop_ms)
+        return {
+            "group": self.name, "running": self.alive(), "pids": self.pids, "argv": self.settings.argv,
+            "volume": self.settings.volume, "mountpoint": self.settings.mountpoint, "hz": self.settings.hz,
+            "checkpoints": self.seq, "rate_hz": round(self.rate(), 1), "last_durable": self.last_checkpoint,
+            "restored_from": self.restored_from, "error": self.error,
+            "stop_ms_median": round(statistics.median(stops), 3) if stops else None,
+            "stop_ms_p99": round(stops[min(len(stops) - 1, int(len(stops) * 0.99))], 3) if stops else None,
+            "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,
+        }
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
+    """Start CMD in a new PID namespace with the mount as its working directory."""
+    argv = ["unshare", "--pid", "--fork", "--kill-child", "--", *settings.argv]
+
+    def spawn() -> subprocess.Popen:
+        with open(settings.output, "ab") as out:
+            return subprocess.Popen(argv, cwd=settings.mountpoint, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out, start_new_session=True)
+    # not in the trio thread: the child's chdir into the mount needs that thread to answer
+    launcher = await trio.to_thread.run_sync(spawn)
+    own_exe = _exe(launcher.pid)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        kids = _children(launcher.pid)
+        if kids and _exe(kids[0]) not in (None, own_exe):
+            return RunningGroup(settings, [kids[0]], launcher)
+        if launcher.poll() is not None:
+            raise GroupError(f"{settings.argv[0]} exited at once with status {launcher.returncode} "
+                             f"(see {settings.output})")
+        await trio.sleep(0.005)
+    launcher.kill()
+    launcher.wait()
+    raise GroupError(f"{settings.argv[0]} did not start within {START_TIMEOUT_S:.0f} s")

@@ -1,0 +1,119 @@
+"""Persistence-group records in the store: what a group checkpoint names.
+
+A persistence group is an application (today: one process) whose files and memory are
+checkpointed together. Every group checkpoint writes one small tree named
+`grp/<group>` in the store's roots (format in docs/FORMAT.md, "Persistence groups"):
+
+    b"meta"   JSON: format, version, the group's settings (volume, hz, argv, mount point),
+              the checkpoint's sequence number and time, and two roots taken at the same
+              frozen instant: `image` (the process image tree) and `fs` (the volume tree)
+              -- both passed as refs, so GC keeps them as long as the record lives.
+
+Roots are carried from commit to commit, so any commit names the newest group
+checkpoint taken at or before it; restore reads `fs` and `image` from that record
+(not the commit's own volume root, which may hold writes made after the thaw).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+from objectstore import ChunkId, Commit, NotFound, Store
+
+FORMAT = "slsfs-group"
+VERSION = 1
+ROOT_PREFIX = "grp/"
+_META = b"meta"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class GroupError(Exception):
+    """A group request that cannot be done (message for the user)."""
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise GroupError(f"bad group name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+@dataclass
+class GroupSettings:
+    """How a group runs; kept in every checkpoint so that restore can start it again."""
+
+    name: str
+    volume: str
+    mountpoint: str
+    hz: float
+    argv: list[str]
+    mode: str = "cwd"
+    output: str = ""                     # file receiving the application's stdout/stderr
+
+
+@dataclass
+class GroupCheckpoint:
+    """One group checkpoint as recorded in `grp/<name>`."""
+
+    settings: GroupSettings
+    seq: int
+    time: float
+    image: ChunkId
+    fs: ChunkId
+    pids: list[int] = field(default_factory=list)   # as the processes see themselves
+    stop_ms: float = 0.0
+
+    def encode(self) -> bytes:
+        doc = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings), "seq": self.seq,
+               "time": self.time, "image": self.image.hex(), "fs": self.fs.hex(), "pids": self.pids,
+               "stop_ms": self.stop_ms}
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "GroupCheckpoint":
+        doc = json.loads(raw)
+        if doc.get("format") != FORMAT:
+            raise GroupError(f"not a persistence-group record (format {doc.get('format')!r})")
+        if doc.get("version") != VERSION:
+            raise GroupError(f"persistence-group record version {doc.get('version')} is not supported "
+                             f"(this slsfs reads version {VERSION}); upgrade slsfs")
+        return cls(GroupSettings(**doc["settings"]), doc["seq"], doc["time"],
+                   ChunkId(bytes.fromhex(doc["image"])), ChunkId(bytes.fromhex(doc["fs"])),
+                   doc["pids"], doc["stop_ms"])
+
+
+def save(store: Store, record: GroupCheckpoint) -> None:
+    """Name `record` as the group's newest checkpoint in the working roots."""
+    tree = store.tree()
+    tree.put(_META, record.encode(), refs=[record.image, record.fs])
+    store.set_root(ROOT_PREFIX + record.settings.name, tree.flush())
+
+
+def load(store: Store, name: str, roots: dict[str, ChunkId] | None = None) -> GroupCheckpoint:
+    """The group's checkpoint named in `roots` (default: the working roots)."""
+    roots = store.roots() if roots is None else roots
+    root = roots.get(ROOT_PREFIX + name)
+    if root is None:
+        known = ", ".join(sorted(group_names(roots))) or "none"
+        raise GroupError(f"no persistence group {name!r} in this checkpoint of the store (groups: {known})")
+    raw = store.tree(root).get(_META)
+    if raw is None:
+        raise GroupError(f"the record of group {name!r} has no metadata (damaged store? run `sls fsck`)")
+    return GroupCheckpoint.decode(raw)
+
+
+def group_names(roots: dict[str, ChunkId]) -> list[str]:
+    return sorted(n[len(ROOT_PREFIX):] for n in roots if n.startswith(ROOT_PREFIX))
+
+
+def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, Commit | None]:
+    """The group checkpoint to restore: the newest durable one, or the one current at `at`
+    (a commit id, tag, 'latest' or ISO time)."""
+    if at is None:
+        return load(store, name), store.head
+    try:
+        commit = store.resolve(int(at) if at.isdigit() else at)
+    except NotFound as exc:
+        raise GroupError(f"no checkpoint {at!r}: {exc}") from None
+    return load(store, name, commit.roots), commit
