@@ -227,9 +227,12 @@ class ProcessBuilder:
         for sig, action in meta["sigactions"].items():
             inj.check(NR["rt_sigaction"], int(sig), inj.put(struct.pack("4Q", *action)), 0, 8,
                       what=f"rt_sigaction({sig})")
-        for which, value in enumerate(meta["itimers"]):
-            if any(value):
-                inj.check(NR["setitimer"], which, inj.put(struct.pack("4q", *value)), 0, what="setitimer")
+        for which, (isec, iusec, vsec, vusec) in enumerate(meta["itimers"]):
+            if not (vsec or vusec):  # expired, signal pending, not yet re-armed: next period
+                vsec, vusec = isec, iusec
+            if vsec or vusec:
+                inj.check(NR["setitimer"], which, inj.put(struct.pack("4q", isec, iusec, vsec, vusec)), 0,
+                          what="setitimer")
         for info in meta["pending_shared"]:
             raw = bytes.fromhex(info)
             inj.check(NR["rt_sigqueueinfo"], meta["pid"], raw[0], inj.put(raw), what="queue a signal")

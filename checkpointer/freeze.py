@@ -154,7 +154,7 @@ def _thaw_thread(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
         kernel.set_sigmask(tid, thread.sigmask)
     if leave_stopped and tid == pid:
         os.kill(pid, signal.SIGSTOP)
-    kernel.ptrace(kernel.PTRACE_DETACH, tid, 0, 0)
+    kernel.detach(tid)
 
 
 def _requeue(pid: int, thread: FrozenThread) -> None:

@@ -189,6 +189,10 @@ def get_robust_list(tid: int) -> tuple[int, int]:
     return head.value or 0, length.value
 
 
+def detach(tid: int) -> None:
+    ptrace(PTRACE_DETACH, tid, 0, 0)
+
+
 def waitpid(tid: int, flags: int = WALL) -> tuple[int, int]:
     """waitpid that retries on EINTR; returns (pid, raw status)."""
     while True:

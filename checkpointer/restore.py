@@ -119,7 +119,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             for builder in builders:
                 os.kill(builder.tid, signal.SIGSTOP)
         for tid in [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]:
-            kernel.ptrace(kernel.PTRACE_DETACH, tid, 0, 0)
+            kernel.detach(tid)
     except BaseException:
         restored.kill()
         raise
@@ -181,7 +181,7 @@ def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:
             regs.orig_rax = 0xFFFFFFFFFFFFFFFF
             kernel.set_regs(inj.tid, regs)
         kernel.set_sigmask(inj.tid, 0)
-        kernel.ptrace(kernel.PTRACE_DETACH, inj.tid, 0, 0)
+        kernel.detach(inj.tid)
     deadline = time.monotonic() + 30
     for parent, inj, meta in zombies:
         while _state(inj.tid) != "Z":

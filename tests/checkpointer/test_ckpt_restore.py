@@ -17,7 +17,11 @@ LINE = 20  # bytes per counter line
 
 
 def run_until(path, lines: int) -> None:
-    wait_for(lambda: path.exists() and len(ok_lines(path)) >= lines, f"{lines} lines in {path.name}")
+    def enough() -> bool:
+        found = ok_lines(path) if path.exists() else []
+        assert not any(line.startswith("BAD") for line in found), f"target reported: {found}"
+        return len(found) >= lines
+    wait_for(enough, f"{lines} lines in {path.name}")
 
 
 def checkpoint_kill_restore(procs, store, proc, out, name="img", **restore_options):
@@ -32,7 +36,10 @@ def checkpoint_kill_restore(procs, store, proc, out, name="img", **restore_optio
 
 def wait_past(out, size: int, extra_lines: int = 20, line: int = LINE) -> None:
     """Wait until the restored target has overwritten everything the original wrote, and more."""
-    wait_for(lambda: out.stat().st_size >= size + extra_lines * line, "the restored target to write on")
+    def written() -> bool:
+        assert not any(x.startswith("BAD") for x in ok_lines(out)), f"target reported: {ok_lines(out)[-3:]}"
+        return out.stat().st_size >= size + extra_lines * line
+    wait_for(written, "the restored target to write on")
 
 
 def test_c_counter_continues_with_its_pid_fds_and_cwd(procs, store, binaries, tmp_path):
@@ -144,3 +151,18 @@ def test_threads_keep_their_tids_tls_and_locks(procs, store, binaries, tmp_path)
     assert assert_unbroken(out, proc.pid) > size // LINE + 400
     restored_tids = sorted(ns_pid(int(t)) for t in os.listdir(f"/proc/{pid}/task"))
     assert restored_tids == tids and len(tids) == 5
+
+
+def test_signals_timers_unlinked_file_shared_maps_eventfd(procs, store, binaries, tmp_path):
+    out = tmp_path / "misc.out"
+    proc = procs.start([str(binaries / "misc_state"), str(out)])
+    run_until(out, 120)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    [pid] = restored.pids
+    kinds = sorted(f["kind"] for f in load_image(store, "img").files)
+    assert kinds == ["deleted", "device", "eventfd", "file", "file", "signalfd"]
+    wait_past(out, size, extra_lines=120)  # two interval-timer checks after the restore
+    os.kill(pid, signal.SIGUSR1)
+    wait_for(lambda: "usr1 ok" in ok_lines(out), "the target's post-restore signal checks")
+    run_until(out, len(ok_lines(out)) + 5)
+    assert assert_unbroken(out, proc.pid) > size // LINE + 100
