@@ -30,6 +30,7 @@ from typing import Iterator
 
 import xxhash
 
+from .chunks import DATA, NODE
 from .errors import FormatError
 
 PACK_VERSION = 1
@@ -148,6 +149,17 @@ def _next_record(buf: bytes, pos: int) -> int:
         if decode_record(buf, pos) is not None:
             return pos
         pos += 1
+
+
+def damaged_record_id(buf: bytes, offset: int) -> bytes | None:
+    """The chunk id in the header of a damaged record at `offset`, if the header
+    still looks like one (so a read of that chunk can name where it was)."""
+    if len(buf) - offset < RECORD_HEADER.size:
+        return None
+    magic, kind, _flags, _slen, _rlen, cid = RECORD_HEADER.unpack_from(buf, offset)
+    if magic != RECORD_MAGIC or kind not in (DATA, NODE) or cid == NO_ID:
+        return None
+    return bytes(cid)
 
 
 def encode_index(records: list[RecordInfo]) -> bytes:

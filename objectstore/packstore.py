@@ -74,6 +74,7 @@ class PackStore:
         self.verify_dedup = verify_dedup
         self.pack_limit = pack_limit
         self.damage: list[str] = []  # corruption found on open, for fsck
+        self._damaged: dict[bytes, tuple[str, int]] = {}  # chunk id -> (pack, offset) of a bad record
         self._index: dict[bytes, int] = {}
         self._meta: list[tuple[int, int, int]] = []  # (pack, offset, kind) in pack order
         self._fds: dict[int, int] = {}
@@ -113,7 +114,7 @@ class PackStore:
         except (OSError, StoreError):
             data = self._read_whole(number)
             result = fmt.scan(data)
-            self._note_damage(number, result, torn_tail_allowed=False)
+            self._note_damage(number, data, result, torn_tail_allowed=False)
             records = result.records
             if not self.readonly:
                 self._write_index(number, records)
@@ -134,7 +135,7 @@ class PackStore:
             return
         data = self._read_whole(number)
         result = fmt.scan(data)
-        self._note_damage(number, result, torn_tail_allowed=True)
+        self._note_damage(number, data, result, torn_tail_allowed=True)
         self._add_records(number, result.records)
         self._active = number
         self._active_records = list(result.records)
@@ -145,13 +146,17 @@ class PackStore:
                 os.ftruncate(fd, result.valid_end)  # cut the torn tail
                 os.fsync(fd)
 
-    def _note_damage(self, number: int, result: fmt.ScanResult, *, torn_tail_allowed: bool) -> None:
+    def _note_damage(self, number: int, data: bytes, result: fmt.ScanResult, *,
+                     torn_tail_allowed: bool) -> None:
         name = _pack_path(self.directory, number).name
         for start, end in result.damaged:
             if torn_tail_allowed and start >= result.valid_end:
                 continue
             self.damage.append(f"{name} offset {start}: {end - start} damaged bytes skipped "
                                "(records there failed their checksum)")
+            cid = fmt.damaged_record_id(data, start)
+            if cid is not None:
+                self._damaged[cid] = (name, start)
 
     def _add_records(self, number: int, records: Iterable[fmt.RecordInfo]) -> None:
         for r in records:
@@ -212,14 +217,20 @@ class PackStore:
     def get(self, cid: bytes) -> bytes:
         loc = self._index.get(cid)
         if loc is None:
+            damaged = self._damaged.get(cid)
+            if damaged is not None:
+                raise CorruptChunk(f"{damaged[0]} offset {damaged[1]}: chunk {bytes(cid).hex()} is "
+                                   "damaged (its record failed its checksum); run `sls fsck`",
+                                   pack=damaged[0], offset=damaged[1])
             raise NotFound(f"chunk {bytes(cid).hex()} is not in the store")
-        number, offset, stored_len, _kind = _unloc(loc)
+        number, offset, stored_len, kind = _unloc(loc)
         info, payload = self._read_record(number, offset, stored_len)
         data = self._plain(info, payload, number)
-        if info.id != cid:
-            raise CorruptChunk(f"{_pack_path(self.directory, number).name} offset {offset}: "
-                               f"holds chunk {info.id.hex()} where {bytes(cid).hex()} was expected",
-                               pack=str(number), offset=offset)
+        if info.id != cid or chunk_id(kind, data, self.seed) != cid:
+            name = _pack_path(self.directory, number).name
+            raise CorruptChunk(f"{name} offset {offset}: the record there does not hold chunk "
+                               f"{bytes(cid).hex()} (content does not match the id); run `sls fsck`",
+                               pack=name, offset=offset)
         return data
 
     def has(self, cid: bytes) -> bool:
@@ -266,10 +277,17 @@ class PackStore:
         self._append(kind, fmt.NO_ID, payload, compress=False)
 
     def meta_records(self) -> Iterator[tuple[int, bytes]]:
-        """(kind, payload) of every store record, oldest first."""
+        """(kind, payload) of every store record, oldest first. A damaged record is
+        skipped and listed in `damage` (for fsck): the store still opens."""
         for number, offset, kind in list(self._meta):
-            info, payload = self._read_record(number, offset, None)
-            yield kind, self._plain(info, payload, number)
+            try:
+                info, payload = self._read_record(number, offset, None)
+                plain = self._plain(info, payload, number)
+            except CorruptChunk as exc:
+                if str(exc) not in self.damage:
+                    self.damage.append(str(exc))
+                continue
+            yield kind, plain
 
     def mark(self) -> int:
         """A position to roll back to if what follows cannot be made durable."""
@@ -319,8 +337,9 @@ class PackStore:
         except Exception:  # lz4 raises a plain LZ4BlockError
             data = None
         if data is None or len(data) != info.raw_len:
-            raise CorruptChunk(f"{_pack_path(self.directory, number).name} offset {info.offset}: "
-                               "compressed payload does not decompress", offset=info.offset)
+            name = _pack_path(self.directory, number).name
+            raise CorruptChunk(f"{name} offset {info.offset}: compressed payload does not decompress",
+                               pack=name, offset=info.offset)
         return data
 
     # -- durability -------------------------------------------------------------
@@ -431,9 +450,19 @@ class PackStore:
             except (OSError, StoreError) as exc:
                 problems.append(f"{name}: cannot be read: {exc}")
                 continue
+            if fmt.check_pack_header(data, name) != number:
+                problems.append(f"{name} offset 0: the header names another pack number (damaged header)")
             result = fmt.scan(data)
             for start, end in result.damaged:
                 problems.append(f"{name} offset {start}: {end - start} damaged bytes")
+            intact = {r.offset for r in result.records}
+            for cid, loc in self._index.items():
+                where, offset = _unloc(loc)[:2]
+                if where == number and offset not in intact:
+                    problems.append(f"{name} offset {offset}: chunk {cid.hex()} is indexed there "
+                                    "but its record is missing or damaged")
+            problems.extend(f"{name} offset {offset}: store record (kind {kind}) is missing or damaged"
+                            for where, offset, kind in self._meta if where == number and offset not in intact)
             for info, payload in fmt.iter_payloads(data, result.records):
                 if info.kind not in (DATA, NODE):
                     continue
