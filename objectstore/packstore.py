@@ -372,7 +372,10 @@ class PackStore:
             raise _io_error(exc, "syncing the store's pack file") from None
         self._unsynced = False
         if self._written >= self.pack_limit:
-            self.seal_active()
+            try:
+                self.seal_active()
+            except (OSError, StoreError):
+                pass  # what was asked for is durable; sealing is retried at the next sync
 
     def seal_active(self) -> None:
         """Write the active pack's index and start a new pack."""
