@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "slsfs.store_commands",
     "slsfs.fs_commands",
     "slsfs.group_commands",  # last: extends the checkpoint and restore verbs
+    "slsfs.proc_commands",  # after group_commands: PIDs and process images in checkpoint/restore/ps
 ]
 
 

@@ -1,0 +1,199 @@
+"""The process verbs of `sls`: checkpoint a running process tree into a store, restore
+it, and list the images (checkpointer/).
+
+    sls checkpoint PID --store STORE [--name N] [--leave-stopped] [--json]
+    sls restore NAME --store STORE [--detach] [--no-pidns] [--json]
+    sls ps --store STORE [--json]          (persistence groups, then process images)
+
+`checkpoint` and `restore` are shared with the file-system and group verbs: this module
+is registered after them and wraps their dispatchers. `checkpoint` is ours when its
+argument is a number (a PID) and --store is given; `restore` is ours when the store
+holds a process image of that name (and no persistence group of that name).
+Simplifications: the whole tree under PID is captured; file contents are not part of
+an image (only a slsfs mount checkpoints them), which the output says.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+from objectstore import Store
+
+import checkpointer
+from checkpointer import CheckpointError, images, load_image
+
+from .cli import CommandError
+
+GROUP_PREFIX = "grp/"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _extend_checkpoint(sub)
+    _extend_restore(sub)
+    _extend_ps(sub)
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    if not any("--json" in a.option_strings for a in p._actions):
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    if not any("--store" in a.option_strings for a in p._actions):
+        p.add_argument("--store", help="the store that holds the image")
+
+
+def _positional(p: argparse.ArgumentParser) -> str:
+    return next(a.dest for a in p._actions if not a.option_strings)
+
+
+def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.choices.get("checkpoint") or sub.add_parser("checkpoint", help="checkpoint a process tree")
+    if p.get_default("func") is None:
+        p.add_argument("target")
+    _add_store(p)
+    _add_json(p)
+    if not any("--name" in a.option_strings for a in p._actions):
+        p.add_argument("--name", help="the image's name")
+    p.add_argument("--leave-stopped", action="store_true",
+                   help="with a PID: leave the processes stopped (SIGSTOP) after the checkpoint")
+    other, target = p.get_default("func"), _positional(p)
+
+    def dispatch(args) -> int:
+        value = str(getattr(args, target))
+        if args.store and value.isdigit():
+            return cmd_checkpoint(args, int(value))
+        if args.leave_stopped:
+            raise CommandError("--leave-stopped applies to a PID: sls checkpoint PID --store STORE")
+        if other is None:
+            raise CommandError("say which store gets the image: sls checkpoint PID --store STORE")
+        return other(args)
+    p.set_defaults(func=dispatch)
+
+
+def _extend_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.choices.get("restore") or sub.add_parser("restore", help="restore a process image")
+    if p.get_default("func") is None:
+        p.add_argument("name")
+    _add_store(p)
+    _add_json(p)
+    p.add_argument("--detach", action="store_true",
+                   help="return once the processes run (default: wait until they exit)")
+    p.add_argument("--no-pidns", action="store_true",
+                   help="restore in this PID namespace (the original PIDs must be free)")
+    other, name = p.get_default("func"), _positional(p)
+
+    def dispatch(args) -> int:
+        value = getattr(args, name)
+        if args.store and _is_image(args.store, value):
+            return cmd_restore(args, value)
+        if other is None:
+            raise CommandError(f"no process image named {value!r}: see `sls ps --store STORE`")
+        return other(args)
+    p.set_defaults(func=dispatch)
+
+
+def _extend_ps(sub: argparse._SubParsersAction) -> None:
+    p = sub.choices.get("ps")
+    if p is None:
+        p = sub.add_parser("ps", help="process images of a store")
+        p.add_argument("--store", required=True)
+    _add_json(p)
+    other = p.get_default("func")
+
+    def dispatch(args) -> int:
+        return cmd_ps(args, other)
+    p.set_defaults(func=dispatch)
+
+
+def _store_path(store: str) -> str:
+    if not (Path(store) / "FORMAT").exists():
+        raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
+    return store
+
+
+def _is_image(store: str, name: str) -> bool:
+    with Store.open(_store_path(store), readonly=True) as s:
+        roots = s.roots()
+    return f"img/{name}" in roots and f"{GROUP_PREFIX}{name}" not in roots
+
+
+def _emit(args, doc: dict, human: str) -> None:
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
+
+
+def cmd_checkpoint(args, pid: int) -> int:
+    name = args.name or f"pid{pid}-{time.strftime('%Y%m%dT%H%M%S')}"
+    with Store.open(_store_path(args.store)) as store:
+        try:
+            started = time.perf_counter()
+            commit = checkpointer.checkpoint([pid], store, name, tree=True, leave_stopped=args.leave_stopped)
+            elapsed = (time.perf_counter() - started) * 1000
+        except CheckpointError as exc:
+            raise CommandError(str(exc)) from None
+        image = load_image(store, name)
+        doc = _image_doc(name, image)
+    doc.update(checkpoint=commit.id, ms=round(elapsed, 1))
+    files = [f for f in image.files if f["kind"] in ("file", "dir")]
+    human = (f"checkpoint {commit.id}: image {name!r} of {len(doc['processes'])} process(es) "
+             f"({doc['pages']} pages, {elapsed:.0f} ms){', left stopped' if args.leave_stopped else ''}")
+    if files:
+        human += (f"\nnote: file contents are not part of the image (only a slsfs mount checkpoints them); "
+                  f"the {len(files)} open file(s) must still exist at restore")
+    doc["file_contents_included"] = False
+    _emit(args, doc, human)
+    return 0
+
+
+def cmd_restore(args, name: str) -> int:
+    with Store.open(_store_path(args.store), readonly=True) as store:
+        try:
+            restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns)
+        except CheckpointError as exc:
+            raise CommandError(str(exc)) from None
+    doc = {"image": name, "pids": restored.pids, "ns_init": restored.ns_init, "launcher": restored.launcher.pid,
+           "warnings": restored.warnings}
+    _emit(args, doc, f"restored {name!r}: pid {' '.join(map(str, restored.pids))} running"
+                     + ("" if args.detach else " (waiting until it exits; Ctrl-C kills it)"))
+    if args.detach:
+        return 0
+    try:
+        restored.wait()
+    except KeyboardInterrupt:
+        restored.kill()
+        raise
+    return 0
+
+
+def _image_doc(name: str, image) -> dict:
+    procs = [{"pid": p["pid"], "ppid": p["ppid"], "zombie": bool(p.get("zombie")),
+              "comm": p.get("comm", ""), "threads": len(p.get("threads", []))} for p in image.processes]
+    return {"name": name, "root": image.root.hex(), "created": image.meta["created"],
+            "processes": procs, "pages": image.page_count()}
+
+
+def cmd_ps(args, other) -> int:
+    groups_out = io.StringIO()
+    if other is not None:
+        with contextlib.redirect_stdout(groups_out):
+            other(args)
+    with Store.open(_store_path(args.store), readonly=True) as store:
+        docs = [_image_doc(name, load_image(store, root)) for name, root in sorted(images(store).items())]
+    if args.json:
+        doc = json.loads(groups_out.getvalue()) if groups_out.getvalue().strip() else {}
+        doc["images"] = docs
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    lines = [groups_out.getvalue().rstrip()] if groups_out.getvalue().strip() else []
+    lines.append(f"{'IMAGE':<24}{'CREATED':<21}{'PAGES':>8}  PROCESSES" if docs else "no process images")
+    for d in docs:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["created"]))
+        procs = ", ".join(f"{p['pid']} {p['comm'] or '(zombie)'}" + (f" ({p['threads']} threads)"
+                          if p["threads"] > 1 else "") for p in d["processes"])
+        lines.append(f"{d['name']:<24}{created:<21}{d['pages']:>8}  {procs}")
+    print("\n".join(lines))
+    return 0

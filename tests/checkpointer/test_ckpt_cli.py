@@ -1,0 +1,61 @@
+"""`sls checkpoint PID`, `sls ps`, `sls restore NAME` through the real command line."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_unbroken, ns_pid, ok_lines, wait_for
+
+
+def sls(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "sls"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def cli_store(tmp_path):
+    path = tmp_path / "store"
+    assert sls("init", str(path)).returncode == 0
+    return str(path)
+
+
+def test_checkpoint_ps_restore_detached(procs, cli_store, binaries, tmp_path, subreaper):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "10 lines")
+    done = sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "c1")
+    assert done.returncode == 0, done.stderr
+    assert "image 'c1' of 1 process" in done.stdout and "file contents are not part of the image" in done.stdout
+    listed = json.loads(sls("ps", "--store", cli_store, "--json").stdout)
+    [image] = listed["images"]
+    assert image["name"] == "c1" and image["processes"][0]["pid"] == proc.pid
+    assert "c1" in sls("ps", "--store", cli_store).stdout
+    procs.kill(proc)
+    size = out.stat().st_size
+    done = sls("restore", "c1", "--store", cli_store, "--detach", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    try:
+        [pid] = doc["pids"]
+        assert ns_pid(pid) == proc.pid
+        wait_for(lambda: out.stat().st_size >= size + 400, "the restored counter to write on")
+        assert assert_unbroken(out, proc.pid) > size // 20
+    finally:
+        os.kill(doc["ns_init"], signal.SIGKILL)  # PID 1 of the namespace: takes the counter along
+        subreaper([doc["launcher"]])  # an orphan now: this test reaps it
+
+
+def test_cli_errors_are_one_clear_line(cli_store):
+    done = sls("checkpoint", "999999999", "--store", cli_store)
+    assert done.returncode == 1 and done.stderr.startswith("sls: process 999999999 ")
+    assert done.stderr.count("\n") == 1
+    done = sls("restore", "nothing", "--store", cli_store, "--detach")
+    assert done.returncode == 1 and done.stderr.startswith("sls: ")
+    done = sls("checkpoint", "1", "--store", str(cli_store) + "-missing")
+    assert done.returncode == 1 and "is not a slsfs store" in done.stderr
