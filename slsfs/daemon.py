@@ -10,7 +10,7 @@
   every file-system op of the mount daemon (status, checkpoint, snapshot, log, ...).
 
 Group ops: run {settings, env}, group_checkpoint {group, name?}, barrier {group},
-ps, stop_group {group}, shutdown.
+resolve_group {group, at?}, ps, stop_group {group}, shutdown.
 
 With --restore, before mounting, the volume is reset to the file system recorded in
 the group checkpoint (the newest, or the one current at --at), then the processes are
@@ -22,7 +22,6 @@ checkpoints and fsync commit instead); restoring resets the whole volume.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
@@ -153,6 +152,9 @@ class Daemon:
                 async with self.lock:
                     durable = self.store.barrier()
                 return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}
+            if op == "resolve_group":
+                record, commit = groups.resolve(self.store, req["group"], req.get("at"))
+                return {"ok": True, "group": record.settings.name, "checkpoint": commit.id if commit else None}
             if op == "ps":
                 return {"ok": True, "daemon": os.getpid(), "store": str(self.store.path),
                         "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
@@ -245,12 +247,21 @@ class Daemon:
 
 
 def detach_stale(mountpoint: str) -> None:
-    """A mount left by a daemon that was killed answers ENOTCONN: detach it."""
-    try:
-        os.stat(mountpoint)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
-            subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
+    """A mount left by a daemon that was killed fails every access: detach it (lazily)."""
+    for _ in range(50):
+        try:
+            os.stat(mountpoint)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.info("detaching the stale mount at %s (%s)", mountpoint, exc)
+            result = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
+            if result.returncode != 0:
+                log.warning("fusermount3 -u -z %s: %s", mountpoint, result.stderr.strip())
+            time.sleep(0.1)
+    raise GroupError(f"{mountpoint} is a stale mount that could not be detached; "
+                     f"run `fusermount3 -u -z {mountpoint}`")
 
 
 def prepare_restore(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, int | None]:

@@ -243,6 +243,7 @@ def cmd_group_restore(args) -> int:
     store = _store_path(args.store)
     status = daemon_status(store)
     if status is not None:
+        ask(store, "resolve_group", group=args.group, at=args.at)    # refuse before stopping anything
         stop_daemon(store, status["daemon"])
     start_daemon(store, "--restore", args.group, *(["--at", args.at] if args.at else []))
     status = daemon_status(store) or {"groups": []}

@@ -1,0 +1,47 @@
+"""The group verbs end to end: sls run, ps, checkpoint --name, barrier, restore --at, stop."""
+from __future__ import annotations
+
+import json
+
+from conftest import wait_for
+
+
+def counter_value(store) -> int | None:
+    try:
+        text = (store.mnt / "counter").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def test_run_ps_checkpoint_barrier_rollback(group_store, group_binaries):
+    store = group_store
+    out = store.sls("run", "--store", str(store.path), "--name", "app", "--", str(group_binaries / "atomic_counter"),
+                    "counter").stdout
+    assert "group app" in out and str(store.mnt) in out
+    wait_for(lambda: (counter_value(store) or 0) > 5, "the target to count")
+
+    ps = json.loads(store.sls("ps", "--store", str(store.path), "--json").stdout)
+    [group] = ps["groups"]
+    assert group["running"] and group["hz"] == 10 and group["checkpoints"] >= 1
+    human = store.sls("ps", "--store", str(store.path)).stdout
+    assert "app" in human and "running" in human
+
+    store.sls("checkpoint", "app", "--store", str(store.path), "--name", "early")
+    early = wait_for(lambda: counter_value(store), "a counter value")   # >= the value in "early"
+    barrier = json.loads(store.sls("barrier", "app", "--store", str(store.path), "--json").stdout)
+    assert barrier["durable"] >= barrier["checkpoint"]
+    wait_for(lambda: (counter_value(store) or 0) > early + 300, "the target to count well past 'early'")
+
+    store.sls("restore", "app", "--store", str(store.path), "--at", "early")
+    rolled = wait_for(lambda: counter_value(store), "the rolled-back counter")
+    assert rolled < early + 300, f"restore --at early did not roll back: {rolled} vs {early}"
+    wait_for(lambda: (counter_value(store) or 0) > rolled, "the rolled-back target to count on")
+    assert not (store.mnt / "counter.bad").exists()
+    assert store.group("app")["restored_from"] is not None
+
+    err = store.sls("restore", "nosuch", "--store", str(store.path), check=False)
+    assert err.returncode == 1 and "no persistence group 'nosuch'" in err.stderr
+    assert store.group("app")["running"], "a refused restore must leave the running group alone"
+    store.sls("stop", "--store", str(store.path))
+    assert "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
