@@ -40,7 +40,7 @@ from mount.control import socket_path
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
-from . import group_checkpoint, group_process, groups
+from . import group_checkpoint, group_process, groups, procs_view
 from .group_process import RunningGroup
 from .groups import GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
@@ -58,6 +58,7 @@ class Daemon:
         self.lock = trio.Lock()               # one checkpoint at a time
         self.nursery: trio.Nursery | None = None
         self.failed = ""
+        fs.history.extensions["procs"] = procs_view.provider(store)
 
     # ----- checkpoints ---------------------------------------------------------------
     def _seal_and_pin(self) -> ChunkId:
