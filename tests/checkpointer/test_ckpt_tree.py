@@ -71,3 +71,21 @@ def test_whole_pid_namespace_restored_with_pid_1(procs, store, binaries, tmp_pat
     assert restored.ns_init is None and [ns_pid(p) for p in restored.pids] == [1, reader_ns_pid]
     wait_for(lambda: out.stat().st_size >= size + 20 * LINE, "the restored reader to write on")
     assert assert_unbroken(out, reader_ns_pid) > size // LINE
+
+
+def test_processes_asleep_in_read_and_wait4(procs, store, binaries, tmp_path, subreaper):
+    out = tmp_path / "sleepers.out"
+    proc = procs.start([str(binaries / "sleepers"), str(out)])
+    wait_for(lambda: out.exists() and out.read_text().count("asleep") == 2, "both processes asleep")
+    [child] = children_of(proc.pid)
+    wait_for(lambda: state_of(proc.pid) == "S" and state_of(child) == "S", "both blocked")
+    checkpointer.checkpoint([proc.pid], store, "sleepers", tree=True)
+    procs.kill(proc)  # SIGKILLs the process group: the parent never sees its child die
+    subreaper([child])
+    restored = checkpointer.restore(store, "sleepers")
+    procs.restored.append(restored)
+    parent, new_child = restored.pids
+    os.kill(parent, signal.SIGUSR1)
+    wait_for(lambda: "parent waited 5" in out.read_text() or "BAD" in out.read_text(), "the parent's wait4")
+    assert out.read_text().splitlines()[2:] == ["child read x", "parent waited 5"]
+    assert restored.wait(timeout=60) == 0  # the namespace empties: its PID 1 and the launcher exit
