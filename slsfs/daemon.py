@@ -36,7 +36,7 @@ from objectstore import ChunkId, Store, StoreError
 
 from checkpointer import CheckpointError, ProcessGone
 from checkpointer.restore import restore as restore_image
-from mount.control import socket_path
+from mount.control import CONTROL_VERSION, socket_path
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
@@ -139,6 +139,8 @@ class Daemon:
 
     async def handle(self, req: dict) -> dict:
         op = req.get("op")
+        if req.get("v") != CONTROL_VERSION:
+            return mount_daemon.answer(self.fs, req)      # it explains the version mismatch
         try:
             if op == "run":
                 return {"ok": True, **await self.run_group(GroupSettings(**req["settings"]), req["env"])}
