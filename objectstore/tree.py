@@ -27,6 +27,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from itertools import chain
 from typing import Iterator, NamedTuple, Sequence
 
 from .chunks import NODE, ChunkId, ChunkStore
@@ -48,40 +49,50 @@ class Entry(NamedTuple):
 
 
 class _Node:
-    """A decoded node. `cid` is set while the node is clean (immutable, shared)."""
+    """A decoded node. `cid` is set while the node is clean (immutable, shared).
 
-    __slots__ = ("leaf", "keys", "vals", "cid", "size")
+    `enc` keeps each entry's encoding (a leaf's whole entry; an internal node's
+    key part, the child id follows it) beside keys and vals, so that writing a
+    node whose one entry changed does not re-encode the others: flushes are the
+    hot path of every commit. None means "not computed yet" (encode_node fills it)."""
+
+    __slots__ = ("leaf", "keys", "vals", "cid", "size", "enc")
 
     def __init__(self, leaf: bool, keys: list[bytes], vals: list, cid: ChunkId | None = None,
-                 size: int = 0):
+                 size: int = 0, enc: list[bytes] | None = None):
         self.leaf = leaf
         self.keys = keys
         self.vals = vals  # leaf: Entry; internal: _Node (dirty) or ChunkId (clean)
         self.cid = cid
         self.size = size
+        self.enc = enc
 
     def mutable_copy(self) -> "_Node":
-        return _Node(self.leaf, list(self.keys), list(self.vals), None, self.size)
+        return _Node(self.leaf, list(self.keys), list(self.vals), None, self.size,
+                     None if self.enc is None else list(self.enc))
 
 
 def _entry_size(key: bytes, entry: Entry) -> int:
     return _LEAF_ENTRY.size + len(key) + len(entry.value) + _ID * len(entry.refs)
 
 
+def _leaf_enc(key: bytes, entry: Entry) -> bytes:
+    return b"".join((_LEAF_ENTRY.pack(len(key), len(entry.value), len(entry.refs)), key, entry.value,
+                     *entry.refs))
+
+
+def _inner_enc(key: bytes) -> bytes:
+    return _INNER_ENTRY.pack(len(key)) + key
+
+
 def encode_node(node: _Node) -> bytes:
-    parts = [_HEAD.pack(b"L" if node.leaf else b"I", TREE_VERSION, len(node.keys))]
+    if node.enc is None:
+        node.enc = ([_leaf_enc(k, e) for k, e in zip(node.keys, node.vals)] if node.leaf
+                    else [_inner_enc(k) for k in node.keys])
+    head = _HEAD.pack(b"L" if node.leaf else b"I", TREE_VERSION, len(node.keys))
     if node.leaf:
-        for key, (value, refs) in zip(node.keys, node.vals):
-            parts.append(_LEAF_ENTRY.pack(len(key), len(value), len(refs)))
-            parts.append(key)
-            parts.append(value)
-            parts.extend(refs)
-    else:
-        for key, child in zip(node.keys, node.vals):
-            parts.append(_INNER_ENTRY.pack(len(key)))
-            parts.append(key)
-            parts.append(child)
-    return b"".join(parts)
+        return head + b"".join(node.enc)
+    return head + b"".join(chain.from_iterable(zip(node.enc, node.vals)))
 
 
 def decode_node(data: bytes, cid: ChunkId) -> _Node:
@@ -92,9 +103,11 @@ def decode_node(data: bytes, cid: ChunkId) -> _Node:
             raise ValueError(f"node kind {kind!r} version {version}")
         keys: list[bytes] = []
         vals: list = []
+        enc: list[bytes] = []
         pos = _HEAD.size
         if kind == b"L":
             for _ in range(count):
+                start = pos
                 klen, vlen, nrefs = _LEAF_ENTRY.unpack_from(data, pos)
                 pos += _LEAF_ENTRY.size
                 keys.append(data[pos:pos + klen])
@@ -103,20 +116,25 @@ def decode_node(data: bytes, cid: ChunkId) -> _Node:
                 pos += vlen
                 refs = tuple(ChunkId(data[p:p + _ID]) for p in range(pos, pos + nrefs * _ID, _ID))
                 pos += nrefs * _ID
+                if len(value) != vlen or len(refs) != nrefs:
+                    raise ValueError("entry runs past the end")
                 vals.append(Entry(value, refs))
+                enc.append(data[start:pos])
         else:
             for _ in range(count):
+                start = pos
                 (klen,) = _INNER_ENTRY.unpack_from(data, pos)
                 pos += _INNER_ENTRY.size
                 keys.append(data[pos:pos + klen])
                 pos += klen
+                enc.append(data[start:pos])
                 vals.append(ChunkId(data[pos:pos + _ID]))
                 pos += _ID
         if pos != len(data):
             raise ValueError("trailing bytes")
     except (struct.error, ValueError) as exc:
         raise CorruptChunk(f"tree node {cid.hex()} is malformed: {exc}") from None
-    return _Node(kind == b"L", keys, vals, cid, len(data))
+    return _Node(kind == b"L", keys, vals, cid, len(data), enc)
 
 
 def node_links(data: bytes, cid: ChunkId) -> tuple[list[ChunkId], list[bytes]]:
@@ -226,11 +244,12 @@ class Tree:
             raise ValueError(f"tree keys are at most {MAX_KEY} bytes")
         entry = Entry(bytes(value), tuple(ChunkId(r) for r in refs))
         if self._root is None:
-            self._root = _Node(True, [], [])
+            self._root = _Node(True, [], [], enc=[])
         root = self._root = self._own(self._root)
         split = self._insert(root, bytes(key), entry)
         if split is not None:
-            self._root = _Node(False, [b"", split[0]], [root, split[1]])
+            self._root = _Node(False, [b"", split[0]], [root, split[1]],
+                               enc=[_inner_enc(b""), _inner_enc(split[0])])
 
     def _insert(self, node: _Node, key: bytes, entry: Entry) -> tuple[bytes, _Node] | None:
         if node.leaf:
@@ -238,9 +257,11 @@ class Tree:
             if i < len(node.keys) and node.keys[i] == key:
                 node.size += _entry_size(key, entry) - _entry_size(key, node.vals[i])
                 node.vals[i] = entry
+                node.enc[i] = _leaf_enc(key, entry)
             else:
                 node.keys.insert(i, key)
                 node.vals.insert(i, entry)
+                node.enc.insert(i, _leaf_enc(key, entry))
                 node.size += _entry_size(key, entry)
             if node.size > LEAF_BYTES and len(node.keys) > 1:
                 return self._split(node)
@@ -251,6 +272,7 @@ class Tree:
         if split is not None:
             node.keys.insert(i + 1, split[0])
             node.vals.insert(i + 1, split[1])
+            node.enc.insert(i + 1, _inner_enc(split[0]))
             if len(node.keys) > INTERNAL_FANOUT:
                 return self._split(node)
         return None
@@ -258,15 +280,17 @@ class Tree:
     @staticmethod
     def _split(node: _Node) -> tuple[bytes, _Node]:
         half = len(node.keys) // 2
-        right = _Node(node.leaf, node.keys[half:], node.vals[half:])
+        right = _Node(node.leaf, node.keys[half:], node.vals[half:], enc=node.enc[half:])
         del node.keys[half:]
         del node.vals[half:]
+        del node.enc[half:]
         if node.leaf:
             right.size = sum(_entry_size(k, e) for k, e in zip(right.keys, right.vals))
             node.size -= right.size
         sep = right.keys[0]
         if not node.leaf:
             right.keys[0] = b""
+            right.enc[0] = _inner_enc(b"")
         return sep, right
 
     def delete(self, key: bytes) -> bool:
@@ -287,6 +311,7 @@ class Tree:
             node.size -= _entry_size(key, node.vals[i])
             del node.keys[i]
             del node.vals[i]
+            del node.enc[i]
             return
         i = max(bisect_right(node.keys, key) - 1, 0)
         child = node.vals[i] = self._own(node.vals[i])
@@ -294,7 +319,9 @@ class Tree:
         if not child.keys and len(node.keys) > 1:
             del node.keys[i]
             del node.vals[i]
+            del node.enc[i]
             node.keys[0] = b""
+            node.enc[0] = _inner_enc(b"")
 
     # -- persisting -----------------------------------------------------------
 
