@@ -3,8 +3,10 @@
 What: an image is one COW tree (see docs/FORMAT.md, "Process images"):
 
     b"meta"                               JSON {"format", "version", "created", "processes": [...]}
-    b"pages/" + pid(8, BE) + addr(8, BE)  the 16-byte chunk ids of 1..64 consecutive 4 KiB
-                                          pages starting at addr (refs = those chunks)
+    b"pages/" + pid(8, BE) + block(8, BE) the pages of one 256 KiB-aligned block: a 64-bit
+                                          bitmap (LE, bit i = page block + i*4096 saved)
+                                          then the 16-byte chunk id of each saved page
+                                          (refs = those chunks)
     b"blobrefs/" + n(8, BE)               empty; refs = blob chunks beyond the first 255
                                           (the meta record's refs hold the first 255)
 
@@ -13,8 +15,9 @@ checkpoints) are stored once. `ImageWriter` builds one while capturing; `StoredI
 reads one back for restore. Images are named in the store's roots as "img/<name>".
 Why: restore reads only what it needs, and GC keeps pages alive through the refs.
 
-Simplifications: no parent image yet (every image is full); zero pages are stored
-like any other page (they dedup to one chunk).
+An incremental image starts as an O(1) copy of its parent's tree and patches only the
+blocks whose pages changed, so it is a complete image that shares everything else.
+Simplifications: zero pages are stored like any other page (they dedup to one chunk).
 """
 from __future__ import annotations
 
@@ -34,24 +37,47 @@ ROOT_PREFIX = "img/"
 _META = b"meta"
 _PAGES = b"pages/"
 _CID = 16
-PAGES_PER_ENTRY = 64  # keeps entries at 1 KiB, well inside a tree leaf (and its 255-refs limit)
+PAGES_PER_BLOCK = 64  # entries of at most 1 KiB, well inside a tree leaf (and its 255-refs limit)
+BLOCK = PAGES_PER_BLOCK * PAGE_SIZE
 MAX_REFS = 255
 BLOB_PIECE = 1 << 20
 _BLOB_REFS = b"blobrefs/"
+_BLOB_REFS_END = b"blobrefs0"
+_PAGES_END = b"pages0"
 
 
-def _page_key(pid: int, addr: int) -> bytes:
-    return _PAGES + struct.pack(">QQ", pid, addr)
+def _block_key(pid: int, block: int) -> bytes:
+    return _PAGES + struct.pack(">QQ", pid, block)
+
+
+def _decode_block(value: bytes) -> dict[int, bytes]:
+    """page index in the block -> chunk id."""
+    bitmap = struct.unpack_from("<Q", value)[0]
+    pages, offset = {}, 8
+    for index in range(PAGES_PER_BLOCK):
+        if bitmap >> index & 1:
+            pages[index] = value[offset:offset + _CID]
+            offset += _CID
+    return pages
+
+
+def _encode_block(pages: dict[int, bytes]) -> tuple[bytes, list[bytes]]:
+    order = sorted(pages)
+    bitmap = sum(1 << i for i in order)
+    ids = [pages[i] for i in order]
+    return struct.pack("<Q", bitmap) + b"".join(ids), sorted(set(ids))
 
 
 class ImageWriter:
-    """Collects pages (the capture's sink) and metadata into a new image tree."""
+    """Builds an image tree: from scratch, or (incremental) as a copy of a parent image
+    whose page blocks are patched; only changed blocks and new pages are written."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, parent: bytes | None = None):
         self.store = store
-        self.tree = store.tree()
-        self.pages = 0
+        self.tree = store.tree(parent)
+        self.pages = 0  # pages written by this image
         self._blobs: set[ChunkId] = set()
+        self._blocks: dict[tuple[int, int], dict[int, bytes]] = {}  # changed blocks, by (pid, block)
 
     def add_blob(self, data: bytes) -> list[str]:
         """Store bytes named by the metadata (pipe contents, unlinked files): chunk ids in hex."""
@@ -59,15 +85,61 @@ class ImageWriter:
         self._blobs.update(ids)
         return [cid.hex() for cid in ids]
 
+    def _block(self, pid: int, block: int) -> dict[int, bytes]:
+        found = self._blocks.get((pid, block))
+        if found is None:
+            raw = self.tree.get(_block_key(pid, block))
+            found = self._blocks[(pid, block)] = _decode_block(raw) if raw else {}
+        return found
+
     def add_pages(self, pid: int, addr: int, data: bytes) -> None:
-        step = PAGES_PER_ENTRY * PAGE_SIZE
-        for offset in range(0, len(data), step):
-            part = data[offset:offset + step]
-            ids = [self.store.put(part[i:i + PAGE_SIZE]) for i in range(0, len(part), PAGE_SIZE)]
-            self.tree.put(_page_key(pid, addr + offset), b"".join(ids), refs=sorted(set(ids)))
-            self.pages += len(ids)
+        """Whole pages starting at addr (the capture's sink)."""
+        for offset in range(0, len(data), PAGE_SIZE):
+            page = addr + offset
+            self._block(pid, page - page % BLOCK)[(page % BLOCK) // PAGE_SIZE] = \
+                self.store.put(data[offset:offset + PAGE_SIZE])
+        self.pages += len(data) // PAGE_SIZE
+
+    def _existing_blocks(self, pid: int, start: int = 0, end: int | None = None) -> list[int]:
+        """Blocks of pid overlapping [start, end) that hold pages (in the parent or added now)."""
+        first = start - start % BLOCK
+        stop = _block_key(pid, end) if end is not None else _block_key(pid + 1, 0)
+        keys = {struct.unpack(">Q", k[-8:])[0] for k, _ in self.tree.items(_block_key(pid, first), stop)}
+        keys |= {b for (p, b) in self._blocks if p == pid and b >= first and (end is None or b < end)}
+        return sorted(keys)
+
+    def clear(self, pid: int, start: int, end: int) -> None:
+        """Forget the pages of [start, end) (a mapping that changed or went away)."""
+        for block in self._existing_blocks(pid, start, end):
+            pages = self._block(pid, block)
+            for index in [i for i in pages if start <= block + i * PAGE_SIZE < end]:
+                del pages[index]
+
+    def keep_only(self, pid: int, ranges: list[tuple[int, int]]) -> None:
+        """Forget the pages of pid outside the given [start, end) ranges."""
+        ranges = sorted(ranges)
+        for block in self._existing_blocks(pid):
+            pages = self._block(pid, block)
+            for index in list(pages):
+                addr = block + index * PAGE_SIZE
+                if not any(lo <= addr < hi for lo, hi in ranges):
+                    del pages[index]
 
     def finish(self, processes: list[dict], files: list[dict]) -> ChunkId:
+        live = {p["pid"] for p in processes if not p.get("zombie")}
+        for key, _ in list(self.tree.items(_PAGES, _PAGES_END)):
+            if struct.unpack(">Q", key[len(_PAGES):len(_PAGES) + 8])[0] not in live:
+                self.tree.delete(key)
+        for (pid, block), pages in self._blocks.items():
+            if pid not in live:
+                continue
+            if pages:
+                value, refs = _encode_block(pages)
+                self.tree.put(_block_key(pid, block), value, refs=refs)
+            else:
+                self.tree.delete(_block_key(pid, block))
+        for key, _ in list(self.tree.items(_BLOB_REFS, _BLOB_REFS_END)):
+            self.tree.delete(key)
         meta = {"format": FORMAT, "version": VERSION, "created": time.time(), "page_size": PAGE_SIZE,
                 "processes": processes, "files": files}
         blobs = sorted(self._blobs)
@@ -102,15 +174,23 @@ class StoredImage:
         return b"".join(self.store.get(ChunkId(bytes.fromhex(cid))) for cid in ids)
 
     def page_runs(self, pid: int) -> Iterator[tuple[int, bytes]]:
-        start = _page_key(pid, 0)
-        end = _page_key(pid + 1, 0)
-        for key, value in self.tree.items(start, end):
-            addr = struct.unpack(">Q", key[-8:])[0]
-            ids = [value[i:i + _CID] for i in range(0, len(value), _CID)]
-            yield addr, b"".join(self.store.get(cid) for cid in ids)
+        """(address, bytes) runs of consecutive saved pages of one process."""
+        for key, value in self.tree.items(_block_key(pid, 0), _block_key(pid + 1, 0)):
+            block = struct.unpack(">Q", key[-8:])[0]
+            run_start, run = None, []
+            for index, cid in sorted(_decode_block(value).items()):
+                addr = block + index * PAGE_SIZE
+                if run and addr != run_start + len(run) * PAGE_SIZE:
+                    yield run_start, b"".join(run)
+                    run = []
+                if not run:
+                    run_start = addr
+                run.append(self.store.get(cid))
+            if run:
+                yield run_start, b"".join(run)
 
     def page_count(self) -> int:
-        return sum(len(v) // _CID for _, v in self.tree.items(_PAGES, _PAGES[:-1] + b"0"))
+        return sum(bin(struct.unpack_from("<Q", v)[0]).count("1") for _, v in self.tree.items(_PAGES, _PAGES_END))
 
 
 def image_root_name(name: str) -> str:
