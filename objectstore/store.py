@@ -96,7 +96,7 @@ class Store:
         self.retention = RetentionPolicy(**meta.get("retention", {}))
         self._recent: set[bytes] = set()
         self._trees: weakref.WeakSet[Tree] = weakref.WeakSet()
-        self._commits: dict[int, Commit] = {}
+        self._commits: dict[int, Commit] = {}  # always in increasing id order: the last is the head
         self._tags: dict[str, int] = {}
         self._next_id = 1
         self._durable_id = 0
@@ -359,7 +359,7 @@ class Store:
     def barrier(self) -> int:
         """Wait until every commit so far is durable; return the newest durable id."""
         self.packs.sync()
-        self._durable_id = max(self._commits, default=0)
+        self._durable_id = next(reversed(self._commits), 0)
         return self._durable_id
 
     @property
@@ -369,11 +369,11 @@ class Store:
     @property
     def head(self) -> Commit | None:
         """The newest commit."""
-        return self._commits[max(self._commits)] if self._commits else None
+        return self._commits[next(reversed(self._commits))] if self._commits else None
 
     def log(self) -> list[Commit]:
         """Every retained commit, newest first."""
-        return [self._commits[i] for i in sorted(self._commits, reverse=True)]
+        return list(reversed(self._commits.values()))
 
     def commit_by_id(self, cid: int) -> Commit:
         try:
