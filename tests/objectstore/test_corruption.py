@@ -20,7 +20,7 @@ import xxhash
 from objectstore import CorruptChunk, FormatError, NotFound, Store, StoreError
 from objectstore import pack as fmt
 
-from conftest import flip_byte, pack_files
+from objectstore_helpers import flip_byte, pack_files
 
 COMPRESSIBLE = b"compressible " * 400
 INCOMPRESSIBLE = random.Random(1).randbytes(5000)

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from objectstore import RetentionPolicy, Store, StoreFull
-from objectstore.gc import collect, reachable
+from objectstore.gc import collect
 from objectstore.retention import retained
 
-from conftest import pack_files
 
 HOUR = 3600.0
 DAY = 86400.0

@@ -27,7 +27,7 @@ import pytest
 from objectstore import RetentionPolicy, Store
 from objectstore import pack as fmt
 
-from conftest import pack_files
+from objectstore_helpers import pack_files
 
 TRIALS = int(os.environ.get("SLSFS_CRASH_TRIALS", "200"))
 TRIALS_PER_STORE = 40

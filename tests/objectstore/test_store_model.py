@@ -18,7 +18,7 @@ import pytest
 
 from objectstore import NotFound, RetentionPolicy, Store, StoreError
 
-from conftest import TempDir
+from objectstore_helpers import TempDir
 
 VOLUMES = st.sampled_from(["a", "b", "c"])
 NAMES = st.sampled_from(["x", "y", "z"])

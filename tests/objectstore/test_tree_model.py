@@ -15,7 +15,7 @@ from objectstore import IntTree, Store
 from objectstore import tree as tree_module
 from objectstore.tree import NodeCache, Tree
 
-from conftest import TempDir
+from objectstore_helpers import TempDir
 
 KEYS = st.binary(min_size=0, max_size=6).map(lambda b: b.replace(b"\xff", b"\xfe", 1)) | \
     st.sampled_from([b"", b"a", b"ab", b"b", b"\xff", b"\xff\xff", b"\x00"])

@@ -1,0 +1,32 @@
+"""Helpers shared by the object store tests (a uniquely named module: every layer
+has a conftest.py, so `from conftest import ...` would be ambiguous)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class TempDir:
+    """A temporary directory for one hypothesis example (pytest's tmp_path is per test)."""
+
+    def __init__(self, prefix: str):
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def pack_files(store_path: Path) -> list[Path]:
+    return sorted((store_path / "packs").glob("pack-*.pack"))
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+        f.flush()
+        os.fsync(f.fileno())
