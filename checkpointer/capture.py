@@ -26,27 +26,40 @@ from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scra
 from .inject import Injector
 
 PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
+PageSelector = Callable[[int, procfs.Vma], "list[int] | None"]
 
 MAX_RUN = 256 * kernel.PAGE_SIZE
 PR_GET_TID_ADDRESS = 40
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
-def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture) -> list[dict]:
-    """Metadata of every frozen process and zombie, parents before children."""
+def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
+    """The pages of a VMA a full image holds (None: none, its contents are elsewhere)."""
+    kind = vma_kind(vma)
+    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall") or (kind == "file" and vma.shared):
+        return None
+    return procfs.dirty_pages(pid, vma, all_present=kind == "shared_anon")
+
+
+def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
+                select: PageSelector = saved_pages) -> list[dict]:
+    """Metadata of every frozen process and zombie, parents before children.
+
+    `select(host pid, vma)` names the pages of each VMA to hand to the sink (None: skip)."""
     ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
     ns_pids.update({pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.zombies})
 
     def ns_ppid(pid: int) -> int:
         return ns_pids.get(int(procfs.status(pid)["PPid"]), 0)
 
-    result = [capture_process(proc, sink, files, ns_ppid(pid)) for pid, proc in frozen.processes.items()]
+    result = [capture_process(proc, sink, files, ns_ppid(pid), select) for pid, proc in frozen.processes.items()]
     result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status}
                for pid, status in frozen.zombies.items()]
     return result
 
 
-def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int) -> dict:
+def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int,
+                    select: PageSelector = saved_pages) -> dict:
     pid = proc.pid
     status = procfs.status(pid)
     vmas = procfs.maps(pid)
@@ -74,7 +87,9 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     meta["threads"] = [_thread_meta(proc, proc.main)] + [
         _thread_meta(proc, t) for t in proc.threads.values() if t is not proc.main]
     for vma in vmas:
-        _capture_pages(pid, vma, functools.partial(sink, meta["pid"]))
+        pages = select(pid, vma)
+        if pages:
+            _copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
     return meta
 
 
@@ -86,7 +101,7 @@ def _creds(status: dict[str, str]) -> dict:
     }
 
 
-def _vma_kind(vma: procfs.Vma) -> str:
+def vma_kind(vma: procfs.Vma) -> str:
     if vma.special:
         return vma.path.strip("[]")
     if vma.path.endswith(" (deleted)") or vma.path.startswith("/memfd:"):
@@ -106,16 +121,12 @@ def _vma_kind(vma: procfs.Vma) -> str:
 def _vma_meta(vma: procfs.Vma) -> dict:
     return {
         "start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": vma.shared,
-        "offset": vma.offset, "path": vma.path, "kind": _vma_kind(vma),
+        "offset": vma.offset, "path": vma.path, "kind": vma_kind(vma),
         "growsdown": "gd" in vma.flags,
     }
 
 
-def _capture_pages(pid: int, vma: procfs.Vma, sink: Callable[[int, bytes], None]) -> None:
-    kind = _vma_kind(vma)
-    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall") or (kind == "file" and vma.shared):
-        return
-    pages = procfs.dirty_pages(pid, vma, all_present=kind == "shared_anon")
+def _copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -> None:
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
         for start, count in _runs(pages):
             data = os.pread(mem.fileno(), count * kernel.PAGE_SIZE, start)
@@ -137,7 +148,7 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
 
 
 @contextmanager
-def _injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
+def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
     """An injector into a frozen thread, signals blocked, its stack scratch area kept intact."""
     kernel.set_sigmask(thread.tid, ALL_SIGNALS)
     thread.touched = True
@@ -153,7 +164,7 @@ def _injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
 def _process_injected(proc: FrozenProcess, status: dict[str, str]) -> dict:
     """Process-wide state only readable from inside: brk, signal handlers, interval timers."""
     nr = kernel.NR
-    with _injecting(proc.pid, proc.main) as inj:
+    with injecting(proc.pid, proc.main) as inj:
         brk = inj.check(nr["brk"], 0, what="brk(0)")
         handled = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
         actions = {}
@@ -170,7 +181,7 @@ def _process_injected(proc: FrozenProcess, status: dict[str, str]) -> dict:
 
 def _thread_meta(proc: FrozenProcess, thread: FrozenThread) -> dict:
     tid = thread.tid
-    with _injecting(proc.pid, thread) as inj:
+    with injecting(proc.pid, thread) as inj:
         inj.check(kernel.NR["prctl"], PR_GET_TID_ADDRESS, inj.scratch, what="PR_GET_TID_ADDRESS")
         tid_address = struct.unpack("Q", inj.read(inj.scratch, 8))[0]
         inj.check(kernel.NR["sigaltstack"], 0, inj.scratch, what="sigaltstack")

@@ -1,0 +1,59 @@
+"""Incremental checkpoints (userfaultfd WP_ASYNC + PAGEMAP_SCAN): later images store
+only what was written, yet each one restores alone."""
+from __future__ import annotations
+
+import checkpointer
+from checkpointer import freeze, load_image
+from checkpointer.incremental import Incremental
+from conftest import assert_unbroken, ns_pid, ok_lines, wait_for
+
+
+def _lines(path, n):
+    wait_for(lambda: path.exists() and len(ok_lines(path)) >= n, f"{n} lines")
+
+
+def _checkpoints(store, pid: int, count: int, out) -> tuple[list[int], list]:
+    inc = Incremental()
+    stored, roots = [], []
+    try:
+        for i in range(count):
+            _lines(out, len(ok_lines(out)) + 10)
+            with freeze([pid], tree=True) as frozen:
+                roots.append(inc.capture(frozen, store))
+            stored.append(inc.last_pages)
+    finally:
+        inc.close()
+    return stored, roots
+
+
+def test_incremental_images_store_little_and_restore_whole(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "64"])
+    _lines(out, 5)
+    stored, roots = _checkpoints(store, proc.pid, 3, out)
+    print("pages stored per checkpoint", stored)
+    assert stored[0] >= 64 * 256 and max(stored[1:]) < 200, stored
+    assert load_image(store, roots[-1]).page_count() >= 64 * 256  # a complete image
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, roots[-1])
+    procs.restored.append(restored)
+    assert ns_pid(restored.pids[0]) == proc.pid
+    # the counter checks a new 64 KiB slice of its heap per line: 1030 lines check it all
+    wait_for(lambda: out.stat().st_size >= size + 1030 * 20, "the restored counter to check its heap")
+    assert assert_unbroken(out, proc.pid) > 1030
+
+
+def test_incremental_follows_a_growing_python_heap(procs, store, tmp_path):
+    out = tmp_path / "python.out"
+    proc = procs.python("live_objects.py", str(out))
+    _lines(out, 10)
+    stored, roots = _checkpoints(store, proc.pid, 4, out)
+    print("pages stored per checkpoint", stored)
+    assert max(stored[1:]) < stored[0], stored
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, roots[-1])
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 20 * 29, "the restored interpreter to write on")
+    assert assert_unbroken(out, proc.pid) > size // 29
