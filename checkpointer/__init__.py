@@ -15,6 +15,13 @@ The API (for the persistence-group daemon and the `sls` CLI)::
     # a whole PID namespace: checkpoint its PID 1 with tree=True; it is restored as PID 1
     # of a new namespace
 
+    # successive checkpoints that store only the pages written since the previous one
+    inc = Incremental()                         # keep it across checkpoints of the same processes
+    with freeze(pids, tree=True) as frozen:
+        root = inc.capture(frozen, store)       # full the first time; each image is complete
+    inc.last_pages                              # pages the last capture stored
+    inc.close()                                 # when the processes are no longer checkpointed
+
     # 2. restore: a new PID namespace by default (original PIDs kept via clone3 set_tid)
     restored = restore(store, name_or_root, new_pid_namespace=True,
                        remap={"/old/mount": "/new/mount"}, leave_stopped=False)
@@ -41,10 +48,12 @@ from .files import FileCapture
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .freeze import Frozen, freeze
 from .image import ImageWriter, StoredImage, image_root_name, images
+from .incremental import Incremental
 from .restore import Restored
 from .restore import restore as restore_source
 
 __all__ = ["freeze", "capture", "checkpoint", "restore", "load_image", "images", "Frozen", "Restored",
+           "Incremental",
            "StoredImage", "CheckpointError", "ProcessGone", "Unsupported"]
 
 
