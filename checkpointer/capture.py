@@ -89,7 +89,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     for vma in vmas:
         pages = select(pid, vma)
         if pages:
-            _copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
+            copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
     return meta
 
 
@@ -126,7 +126,7 @@ def _vma_meta(vma: procfs.Vma) -> dict:
     }
 
 
-def _copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -> None:
+def copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -> None:
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
         for start, count in _runs(pages):
             data = os.pread(mem.fileno(), count * kernel.PAGE_SIZE, start)

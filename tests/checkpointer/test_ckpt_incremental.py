@@ -5,7 +5,7 @@ from __future__ import annotations
 import checkpointer
 from checkpointer import freeze, load_image
 from checkpointer.incremental import Incremental
-from conftest import assert_unbroken, ns_pid, ok_lines, wait_for
+from conftest import assert_unbroken, children_of, ns_pid, ok_lines, wait_for
 
 
 def _lines(path, n):
@@ -57,3 +57,27 @@ def test_incremental_follows_a_growing_python_heap(procs, store, tmp_path):
     procs.restored.append(restored)
     wait_for(lambda: out.stat().st_size >= size + 20 * 29, "the restored interpreter to write on")
     assert assert_unbroken(out, proc.pid) > size // 29
+
+
+def test_fork_snapshot_copies_after_the_thaw_and_leaves_no_child(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "32"])
+    _lines(out, 5)
+    inc = Incremental()
+    try:
+        roots = []
+        for _ in range(3):
+            _lines(out, len(ok_lines(out)) + 10)
+            with freeze([proc.pid], tree=True) as frozen:
+                pending = inc.capture_snapshot(frozen, store)
+            roots.append(pending.complete())
+            assert children_of(proc.pid) == []  # the snapshot was killed and reaped
+    finally:
+        inc.close()
+    assert load_image(store, roots[-1]).page_count() >= 32 * 256
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, roots[-1])
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 520 * 20, "the restored counter to check its heap")
+    assert assert_unbroken(out, proc.pid) > 520
