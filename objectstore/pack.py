@@ -151,6 +151,16 @@ def _next_record(buf: bytes, pos: int) -> int:
         pos += 1
 
 
+def whole_record_at(buf: bytes, offset: int) -> bool:
+    """Whether a record header at `offset` declares a length that fits in `buf`
+    (so a checksum failure there is damage: a torn write leaves a short record)."""
+    if len(buf) - offset < RECORD_HEADER.size:
+        return False
+    magic, _kind, _flags, stored_len, raw_len, _cid = RECORD_HEADER.unpack_from(buf, offset)
+    return (magic == RECORD_MAGIC and stored_len <= MAX_RECORD and raw_len <= MAX_RECORD
+            and offset + RECORD_OVERHEAD + stored_len <= len(buf))
+
+
 def damaged_record_id(buf: bytes, offset: int) -> bytes | None:
     """The chunk id in the header of a damaged record at `offset`, if the header
     still looks like one (so a read of that chunk can name where it was)."""

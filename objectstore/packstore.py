@@ -30,6 +30,7 @@ from .errors import CorruptChunk, NotFound, StoreError, StoreFull
 
 PACK_NAME = re.compile(r"^pack-(\d{8})\.pack$")
 _WRITE_AHEAD = 8 << 20  # write the buffer out once it holds this much
+DAMAGED_TAIL = ".damaged-tail-at-"  # pack-N.pack.damaged-tail-at-OFFSET: bytes cut on open
 
 
 def _pack_path(directory: Path, number: int, suffix: str = ".pack") -> Path:
@@ -136,6 +137,8 @@ class PackStore:
         data = self._read_whole(number)
         result = fmt.scan(data)
         self._note_damage(number, data, result, torn_tail_allowed=True)
+        if fmt.whole_record_at(data, result.valid_end):
+            self._keep_damaged_tail(number, data, result.valid_end)
         self._add_records(number, result.records)
         self._active = number
         self._active_records = list(result.records)
@@ -145,6 +148,23 @@ class PackStore:
             if len(data) > result.valid_end:
                 os.ftruncate(fd, result.valid_end)  # cut the torn tail
                 os.fsync(fd)
+
+    def _keep_damaged_tail(self, number: int, data: bytes, start: int) -> None:
+        """The pack ends in a record that is all there but fails its checksum: that is
+        damage, not a torn write (a torn append is short). It is cut like a torn tail so
+        the store works on, but its bytes are kept beside the pack and fsck reports them."""
+        name = _pack_path(self.directory, number).name
+        message = (f"{name} offset {start}: the last record is complete but failed its checksum "
+                   "(damage, not a torn write)")
+        if not self.readonly:
+            saved = self.directory / f"{name}{DAMAGED_TAIL}{start}"
+            with open(saved, "wb") as f:
+                f.write(data[start:])
+                f.flush()
+                os.fsync(f.fileno())
+            fsync_dir(self.directory)
+            message += f"; it was cut from the pack and its bytes kept in {saved.name}"
+        self.damage.append(message)
 
     def _note_damage(self, number: int, data: bytes, result: fmt.ScanResult, *,
                      torn_tail_allowed: bool) -> None:
@@ -445,6 +465,9 @@ class PackStore:
     def verify_all(self, progress: Callable[[int], None] | None = None) -> list[str]:
         """Re-read every pack and check every record's checksum and id."""
         problems = list(self.damage)
+        problems.extend(f"{kept.name}: bytes of a damaged record cut from the end of a pack; "
+                        "inspect it, then delete it" for kept in sorted(self.directory.glob(f"*{DAMAGED_TAIL}*"))
+                        if not any(kept.name in p for p in problems))
         self._write_out()
         for number in self.pack_numbers():
             name = _pack_path(self.directory, number).name
