@@ -65,19 +65,23 @@ class Daemon:
         self.fs.seal()
         return self.fs.main.tree.flush()
 
+    def _record(self, group: RunningGroup, label: str, image: ChunkId, fs_root: ChunkId,
+                processes: list[dict]) -> int:
+        """In the trio thread, the group still frozen: name image + fs, commit (not durable yet)."""
+        group.seq += 1
+        pids = [p["pid"] for p in processes if not p.get("zombie")]
+        groups.save(self.store, GroupCheckpoint(group.settings, group.seq, time.time(), image, fs_root, pids))
+        return self.fs.checkpoint(f"group {group.name} #{group.seq}: {label}", durable=False).id
+
     async def checkpoint(self, group: RunningGroup, label: str) -> int:
         async with self.lock:
-            image, fs_root, processes, stop_ms = await self.tracer.run(
+            commit, stop_ms = await self.tracer.run(
                 group_checkpoint.take, group.pids, self.mountpoint, self.store, self.tracer.in_trio,
-                self._seal_and_pin)
-            group.seq += 1
-            groups.save(self.store, GroupCheckpoint(group.settings, group.seq, time.time(), image, fs_root,
-                                                    [p["pid"] for p in processes if not p.get("zombie")],
-                                                    round(stop_ms, 3)))
-            commit = self.fs.checkpoint(f"group {group.name} #{group.seq}: {label}", durable=True)
-            group.last_checkpoint = commit.id
+                self._seal_and_pin, lambda *captured: self._record(group, label, *captured))
+            self.store.barrier()
+            group.last_checkpoint = commit
             group.note_checkpoint(stop_ms)
-            return commit.id
+            return commit
 
     async def run_checkpoints(self, group: RunningGroup) -> None:
         period = 1.0 / group.settings.hz

@@ -7,11 +7,12 @@ the trio thread (`in_trio`), which owns the store and keeps serving FUSE meanwhi
   2. syncfs the mount (the kernel writes back dirty pages; the trio thread answers);
   3. seal the file system and pin the volume's root at this instant;
   4. capture the processes: pages and metadata go into a new image (one call into
-     the trio thread per run of pages);
+     the trio thread per run of pages), then name the image and the pinned volume root
+     in the `grp/<name>` record and commit (not yet durable): this commit's volume root
+     is the file system of the frozen instant, so `.sls/checkpoints/<id>/fs` shows it;
   5. thaw.
-The caller then names the image and the pinned volume root in the `grp/<name>` record
-and makes one durable commit. A crash before that commit is durable leaves the
-previous group checkpoint intact.
+The caller then makes the commit durable (fsync) while the application runs. A crash
+before that leaves the previous durable group checkpoint intact.
 
 Simplification: pages are hashed and stored while the group is stopped (no COW copy
 after the thaw), so the stop time grows with the memory the group has dirtied.
@@ -47,8 +48,11 @@ def syncfs(mountpoint: str) -> None:
 
 
 def take(pids: list[int], mountpoint: str, store: Store, in_trio: InTrio,
-         seal_and_pin: Callable[[], ChunkId]) -> tuple[ChunkId, ChunkId, list[dict], float]:
-    """Steps 1-5 above; returns (image root, pinned volume root, process metadata, stop ms)."""
+         seal_and_pin: Callable[[], ChunkId],
+         record: Callable[[ChunkId, ChunkId, list[dict]], int]) -> tuple[int, float]:
+    """Steps 1-5 above; `record(image, fs_root, processes)` runs in the trio thread while
+    the group is still frozen and returns the (not yet durable) commit id.
+    Returns (commit id, stop time in ms)."""
     started = time.perf_counter()
     with freeze(pids, tree=True) as frozen:
         syncfs(mountpoint)
@@ -59,7 +63,8 @@ def take(pids: list[int], mountpoint: str, store: Store, in_trio: InTrio,
                                 files)
         frozen.check_alive()
         image = in_trio(writer.finish, processes, files.files)
-    return image, fs_root, processes, (time.perf_counter() - started) * 1000
+        commit = in_trio(record, image, fs_root, processes)
+    return commit, (time.perf_counter() - started) * 1000
 
 
 class LoadedImage:

@@ -62,12 +62,10 @@ class GroupCheckpoint:
     image: ChunkId
     fs: ChunkId
     pids: list[int] = field(default_factory=list)   # as the processes see themselves
-    stop_ms: float = 0.0
 
     def encode(self) -> bytes:
         doc = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings), "seq": self.seq,
-               "time": self.time, "image": self.image.hex(), "fs": self.fs.hex(), "pids": self.pids,
-               "stop_ms": self.stop_ms}
+               "time": self.time, "image": self.image.hex(), "fs": self.fs.hex(), "pids": self.pids}
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
@@ -80,7 +78,7 @@ class GroupCheckpoint:
                              f"(this slsfs reads version {VERSION}); upgrade slsfs")
         return cls(GroupSettings(**doc["settings"]), doc["seq"], doc["time"],
                    ChunkId(bytes.fromhex(doc["image"])), ChunkId(bytes.fromhex(doc["fs"])),
-                   doc["pids"], doc["stop_ms"])
+                   doc["pids"])
 
 
 def save(store: Store, record: GroupCheckpoint) -> None:

@@ -82,8 +82,7 @@ def _maps(meta: dict) -> str:
 def _status(meta: dict, record: groups.GroupCheckpoint, files: dict) -> dict:
     skip = {"vmas", "auxv", "threads", "fds"}
     doc = {k: v for k, v in meta.items() if k not in skip}
-    doc["group"] = {"name": record.settings.name, "checkpoint_seq": record.seq, "time": record.time,
-                    "stop_ms": record.stop_ms}
+    doc["group"] = {"name": record.settings.name, "checkpoint_seq": record.seq, "time": record.time}
     doc["threads"] = [{k: v for k, v in t.items() if k != "xstate"} for t in meta["threads"]]
     doc["fds"] = [{**fd, "file": files.get(fd["file"], {})} for fd in meta["fds"]]
     for fd in doc["fds"]:
