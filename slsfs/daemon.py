@@ -10,7 +10,9 @@
   every file-system op of the mount daemon (status, checkpoint, snapshot, log, ...).
 
 Group ops: run {settings, env}, group_checkpoint {group, name?}, barrier {group},
-resolve_group {group, at?}, ps, stop_group {group}, shutdown.
+resolve_group {group, at?}, clone_group {group, at?, count}, ps, stop_group {group},
+shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
+(`<mount>/<group>.clone<N>/`, paths remapped at restore); they are not checkpointed.
 
 With --restore, before mounting, the volume is reset to the file system recorded in
 the group checkpoint (the newest, or the one current at --at), then the processes are
@@ -29,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import trio
 
@@ -105,7 +108,8 @@ class Daemon:
 
     def _adopt(self, group: RunningGroup) -> None:
         self.groups[group.name] = group
-        self.nursery.start_soon(self.run_checkpoints, group)
+        if group.settings.hz > 0:
+            self.nursery.start_soon(self.run_checkpoints, group)
 
     # ----- group ops -----------------------------------------------------------------
     async def run_group(self, settings: GroupSettings, env: dict[str, str]) -> dict:
@@ -134,6 +138,36 @@ class Daemon:
         log.info("restored group %s (pids %s) from checkpoint %s", group.name, group.pids, commit_id)
         return group
 
+    async def clone_group(self, name: str, at: str | None, count: int) -> list[dict]:
+        """Start `count` copies of a group checkpoint, each on its own O(1) clone of the
+        checkpoint's file system, grafted at `<mount>/<name>.clone<N>/`."""
+        record, commit = groups.resolve(self.store, name, at)
+        origin = groups.first_commit(self.store, name, commit)
+        image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
+        started = []
+        for _ in range(count):
+            dest = self._free_clone_name(name)
+            self.fs.clone(f".sls/checkpoints/{origin.id}/fs", dest)
+            settings = replace(record.settings, name=dest, mountpoint=os.path.join(self.mountpoint, dest), hz=0)
+            remap = {record.settings.mountpoint: settings.mountpoint}
+            restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
+            group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq, restored_from=origin.id)
+            self.groups[dest] = group
+            log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, group.pids)
+            started.append({"group": dest, "pids": group.pids, "directory": settings.mountpoint})
+        return started
+
+    def _free_clone_name(self, name: str) -> str:
+        n = 1
+        while True:
+            candidate = f"{name}.clone{n}"
+            try:
+                self.fs.resolve_path(candidate)
+            except MountError:
+                if candidate not in self.groups:
+                    return candidate
+            n += 1
+
     def _group(self, name: str) -> RunningGroup:
         try:
             return self.groups[name]
@@ -159,6 +193,8 @@ class Daemon:
                 async with self.lock:
                     durable = self.store.barrier()
                 return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}
+            if op == "clone_group":
+                return {"ok": True, "clones": await self.clone_group(req["group"], req.get("at"), req["count"])}
             if op == "resolve_group":
                 record, commit = groups.resolve(self.store, req["group"], req.get("at"))
                 return {"ok": True, "group": record.settings.name, "checkpoint": commit.id if commit else None}
@@ -292,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volume", default="main")
     parser.add_argument("--restore", metavar="GROUP")
     parser.add_argument("--at", metavar="CHECKPOINT")
+    parser.add_argument("--like", metavar="GROUP", help="mount where GROUP's newest checkpoint says")
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args(argv)
 
@@ -320,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
             restore = prepare_restore(store, args.restore, args.at)
             volume = restore[0].settings.volume
             mountpoint = mountpoint or restore[0].settings.mountpoint
+        elif args.like:
+            settings = groups.load(store, args.like).settings
+            volume, mountpoint = settings.volume, mountpoint or settings.mountpoint
         if not mountpoint:
             raise GroupError("no mount point given")
         detach_stale(mountpoint)

@@ -87,6 +87,9 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help="the argument is a persistence group of this store")
     if not any("--at" in a.option_strings for a in p._actions):
         p.add_argument("--at", help="checkpoint id, name, 'latest' or ISO time (default: newest durable)")
+    p.add_argument("--clone", action="store_true",
+                   help="start independent copies on O(1) clones of the checkpoint's files instead")
+    p.add_argument("--count", type=int, default=1, help="with --clone: how many copies (default 1)")
     _json_flag(p)
     positional = next(a.dest for a in p._actions if not a.option_strings)
 
@@ -240,6 +243,8 @@ def cmd_group_checkpoint(args) -> int:
 
 
 def cmd_group_restore(args) -> int:
+    if args.clone:
+        return cmd_group_clone(args)
     store = _store_path(args.store)
     status = daemon_status(store)
     if status is not None:
@@ -252,6 +257,18 @@ def cmd_group_restore(args) -> int:
         raise CommandError(f"the daemon started but group {args.group} is not running (see {store}/{LOG_NAME})")
     _print(args, group, f"group {args.group}: restored from checkpoint {group['restored_from']}, "
                         f"pid {' '.join(map(str, group['pids']))} running in {group['mountpoint']}")
+    return 0
+
+
+def cmd_group_clone(args) -> int:
+    store = _store_path(args.store)
+    if not 1 <= args.count <= 1000:
+        raise CommandError(f"--count {args.count}: give 1 to 1000 copies")
+    if daemon_status(store) is None:
+        start_daemon(store, "--like", args.group)
+    reply = ask(store, "clone_group", timeout=600, group=args.group, at=args.at, count=args.count)
+    lines = [f"{c['group']}: pid {' '.join(map(str, c['pids']))} in {c['directory']}" for c in reply["clones"]]
+    _print(args, reply, "\n".join(lines))
     return 0
 
 

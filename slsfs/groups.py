@@ -115,3 +115,18 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
     except NotFound as exc:
         raise GroupError(f"no checkpoint {at!r}: {exc}") from None
     return load(store, name, commit.roots), commit
+
+
+def first_commit(store: Store, name: str, commit: Commit) -> Commit:
+    """The commit that first named the group record current at `commit` (the one made in
+    the checkpoint's frozen window, whose volume root is the record's file system)."""
+    key = ROOT_PREFIX + name
+    root = commit.roots.get(key)
+    found = commit
+    for older in store.log():
+        if older.id >= found.id:
+            continue
+        if older.roots.get(key) != root:
+            break
+        found = older
+    return found
