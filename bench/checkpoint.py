@@ -1,0 +1,213 @@
+"""Benchmark of the process checkpointer; prints one JSON object.
+
+For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 10 and
+100 MiB) that keeps dirtying the same 1 MiB window, it measures:
+
+- stop_ms_full: the stop (freeze to thaw) of a full checkpoint with a fork snapshot
+  (pages copied after the thaw); stop_ms_full_copy: the same with the pages copied and
+  stored inside the stop;
+- stop_ms_incremental (fork snapshot) and stop_ms_incremental_copy (pages stored inside
+  the stop), medians over several checkpoints ~100 ms apart;
+- checkpoint_ms_to_durable: from freeze to a durable commit, incremental, median;
+- image_bytes_full / image_bytes_incremental: growth of the store directory;
+- restore_ms: restore() of the newest image until the process runs again;
+- throughput_*: the target's passes over its window per second, alone and while it
+  is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
+- stop_breakdown_ms: where the stop of one incremental snapshot checkpoint goes.
+
+Usage: python bench/checkpoint.py [--quick]   (root; gcc on PATH)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from objectstore import Store  # noqa: E402
+
+import checkpointer  # noqa: E402
+from checkpointer import capture, freeze  # noqa: E402
+from checkpointer.incremental import Incremental  # noqa: E402
+
+TARGET_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+int main(int argc, char **argv) {
+    size_t size = (size_t)atol(argv[1]) << 20;
+    unsigned char *heap = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (heap == MAP_FAILED) return 2;
+    for (size_t i = 0; i < size; i += 4096) *(size_t *)(heap + i) = i;   /* distinct pages */
+    static volatile unsigned long passes;
+    printf("%p\n", (void *)&passes);
+    fflush(stdout);
+    size_t window = size < (1 << 20) ? size : (1 << 20);
+    for (;;) {
+        for (size_t i = 0; i < window; i += 4096) heap[i + 8]++;
+        passes++;
+    }
+}
+"""
+WINDOW_SECONDS = 1.0
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class Target:
+    def __init__(self, binary: Path, mib: int, workdir: Path):
+        self.out = workdir / f"target-{mib}.out"
+        self.proc = subprocess.Popen([str(binary), str(mib)], stdout=open(self.out, "w"),
+                                     stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not self.out.read_text().strip():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"the {mib} MiB target did not start")
+            time.sleep(0.05)
+        self.counter = int(self.out.read_text().split()[0], 16)
+
+    def passes(self, pid: int | None = None) -> int:
+        with open(f"/proc/{pid or self.proc.pid}/mem", "rb") as mem:
+            mem.seek(self.counter)
+            return struct.unpack("Q", mem.read(8))[0]
+
+    def rate(self, seconds: float, during=None) -> float:
+        start, began = self.passes(), time.monotonic()
+        while time.monotonic() - began < seconds:
+            (during or (lambda: time.sleep(0.01)))()
+        return (self.passes() - start) / (time.monotonic() - began)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, (time.perf_counter() - start) * 1000
+
+
+def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
+    target = Target(binary, mib, workdir)
+    store_dir = workdir / f"store-{mib}"
+    store = Store.init(store_dir)
+    result: dict = {}
+    try:
+        pid = target.proc.pid
+        result["throughput_alone_per_s"] = round(target.rate(WINDOW_SECONDS))
+
+        def full_copy():
+            with freeze([pid], tree=True) as frozen:
+                return capture(frozen, store)
+        _, result["stop_ms_full_copy"] = timed(full_copy)
+
+        inc = Incremental()
+        before = dir_bytes(store_dir)
+
+        def snapshot_capture():
+            with freeze([pid], tree=True) as frozen:
+                return inc.capture_snapshot(frozen, store)
+        pending, result["stop_ms_full"] = timed(snapshot_capture)
+        root = pending.complete()
+        store.set_root("img/bench", root)
+        store.commit("bench full", durable=True)
+        result["image_bytes_full"] = dir_bytes(store_dir) - before
+
+        stops, copy_stops, durable, sizes = [], [], [], []
+        for _ in range(rounds):
+            time.sleep(0.1)
+            before = dir_bytes(store_dir)
+            started = time.perf_counter()
+            pending, stop = timed(snapshot_capture)
+            store.set_root("img/bench", pending.complete())
+            store.commit("bench incremental", durable=True)
+            durable.append((time.perf_counter() - started) * 1000)
+            stops.append(stop)
+            sizes.append(dir_bytes(store_dir) - before)
+            time.sleep(0.1)
+
+            def copy_capture():
+                with freeze([pid], tree=True) as frozen:
+                    return inc.capture(frozen, store)
+            root, stop = timed(copy_capture)
+            copy_stops.append(stop)
+        store.set_root("img/bench", root)
+        store.commit("bench last", durable=True)
+        result["stop_ms_incremental"] = statistics.median(stops)
+        result["stop_ms_incremental_copy"] = statistics.median(copy_stops)
+        result["checkpoint_ms_to_durable"] = statistics.median(durable)
+        result["image_bytes_incremental"] = int(statistics.median(sizes))
+        result["incremental_pages"] = inc.last_pages
+        result["stop_breakdown_ms"] = breakdown(pid, inc, store)
+
+        next_at = [time.monotonic()]
+
+        def checkpoint_10hz():
+            if time.monotonic() >= next_at[0]:
+                next_at[0] += 0.1
+                store.set_root("img/bench", snapshot_capture().complete())
+                store.commit("bench 10/s", durable=False)
+            else:
+                time.sleep(0.005)
+        result["throughput_checkpointed_10_per_s"] = round(target.rate(WINDOW_SECONDS * 2, checkpoint_10hz))
+        store.barrier()
+        inc.close()
+        target.kill()
+
+        restored, result["restore_ms"] = timed(lambda: checkpointer.restore(store, "bench"))
+        time.sleep(0.2)
+        running = target.passes(restored.pids[0]) if restored.pids else 0
+        result["restored_runs"] = running > 0
+        restored.kill()
+    finally:
+        if target.proc.poll() is None:
+            target.kill()
+        store.close()
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def breakdown(pid: int, inc: Incremental, store: Store) -> dict:
+    """One incremental snapshot checkpoint, split into its parts inside the stop."""
+    marks = [time.perf_counter()]
+    with freeze([pid], tree=True) as frozen:
+        marks.append(time.perf_counter())
+        pending = inc.capture_snapshot(frozen, store)
+        marks.append(time.perf_counter())
+    marks.append(time.perf_counter())
+    pending.complete()
+    marks.append(time.perf_counter())
+    ms = [round((b - a) * 1000, 2) for a, b in zip(marks, marks[1:])]
+    return {"freeze": ms[0], "capture_metadata_scan_and_fork": ms[1], "thaw": ms[2],
+            "after_thaw_copy_store_reap": ms[3]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 MiB and 100 MiB only (under a minute)")
+    args = parser.parse_args()
+    sizes = [10, 100] if args.quick else [10, 100, 1024, 2048]
+    with tempfile.TemporaryDirectory(prefix="sls-bench-ckpt-") as tmp:
+        workdir = Path(tmp)
+        binary = workdir / "dirtier"
+        (workdir / "dirtier.c").write_text(TARGET_C)
+        subprocess.run(["gcc", "-O1", "-o", str(binary), str(workdir / "dirtier.c")], check=True)
+        results = {f"{mib}MiB": measure(binary, mib, workdir, rounds=5 if args.quick else 3) for mib in sizes}
+    print(json.dumps({"benchmark": "checkpoint", "quick": args.quick, "dirty_per_checkpoint_bytes": 1 << 20,
+                      "sizes": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
