@@ -9,6 +9,8 @@ steps, so kills also land in sealing, pack creation and compaction.
 Trials: SLSFS_CRASH_TRIALS (default 200), spread over fresh stores.
 Torn writes: after a clean run the last pack is cut at random offsets; the
 newest commit whose record lies wholly before the cut must survive, complete.
+A crash while a new pack is being started (empty or short pack file) is tested
+on its own, since random kills hit that window only rarely.
 """
 from __future__ import annotations
 
@@ -264,3 +266,25 @@ def test_torn_tail_of_last_pack(tmp_path, reaper):
 
 def record_commit_id(whole: bytes, rec: fmt.RecordInfo) -> int:
     return json.loads(whole[rec.offset + fmt.RECORD_HEADER.size:rec.end - fmt.CHECKSUM.size])["id"]
+
+
+@pytest.mark.parametrize("length", [0, 5])
+def test_crash_while_starting_a_pack(store_dir, length):
+    """A crash between creating a new pack file and making its header durable."""
+    with Store.init(store_dir) as store:
+        vol = store.create_volume("v")
+        vol.put(b"k", b"v", [store.put(b"data")])
+        store.commit("before")
+        store.packs.seal_active()
+    newest = pack_files(store_dir)[-1]
+    assert newest.stat().st_size == fmt.PACK_HEADER.size
+    os.truncate(newest, length)
+    with Store.open(store_dir, readonly=True) as store:
+        assert store.head.label == "before"
+    with Store.open(store_dir) as store:
+        assert store.head.label == "before" and store.fsck() == []
+        store.volume("v").put(b"k2", b"v", [store.put(b"more")])
+        store.commit("after")
+    with Store.open(store_dir) as store:
+        assert store.head.label == "after" and store.fsck() == []
+        assert store.get(store.volume("v").get_entry(b"k2").refs[0]) == b"more"
