@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import pytest
 
-from objectstore import NotFound, RetentionPolicy, Store, StoreError
+from objectstore import NotFound, RetentionPolicy, Store, StoreError, StoreLocked
 
 from objectstore_helpers import TempDir
 
@@ -217,7 +217,10 @@ class StoreModel(RuleBasedStateMachine):
         cid = data.draw(st.sampled_from(sorted(self.commits)))
         label, state = self.commits[cid]
         c = self.store.resolve(cid)
-        assert c.label == label
+        assert c.label == label and self.store.resolve(str(cid)) == c
+        newest = sorted(self.commits, reverse=True)
+        assert self.store.resolve("latest").id == newest[0]
+        assert self.store.resolve(f"latest~{newest.index(cid)}").id == cid
         assert sorted(n[4:] for n in c.roots if n.startswith("vol/")) == sorted(state.volumes)
         for name, content in state.volumes.items():
             self._check_tree(c.roots["vol/" + name], content)
@@ -234,6 +237,20 @@ class StoreModel(RuleBasedStateMachine):
         newest = sorted(self.commits, reverse=True)[:KEEP_LAST]
         keep = set(newest) | set(self.tags.values())
         self.commits = {i: v for i, v in self.commits.items() if i in keep}
+
+    @rule()
+    def second_opener(self):
+        with pytest.raises(StoreLocked):
+            Store.open(self.path)
+        with Store.open(self.path, readonly=True) as view:  # sees exactly what is on disk
+            durable = {i for i in self.commits if i in self.durable}
+            assert [c.id for c in view.log()] == sorted(durable, reverse=True)
+            if durable:
+                head = max(durable)
+                assert view.head.roots == self.store.commit_by_id(head).roots
+                for name, content in self.commits[head][1].volumes.items():
+                    tree = view.tree(view.head.roots["vol/" + name])
+                    assert [int.from_bytes(k, "big") for k, _ in tree.items()] == sorted(content)
 
     @rule(clean=st.booleans())
     def reopen(self, clean):
