@@ -115,16 +115,6 @@ class ImageWriter:
             for index in [i for i in pages if start <= block + i * PAGE_SIZE < end]:
                 del pages[index]
 
-    def keep_only(self, pid: int, ranges: list[tuple[int, int]]) -> None:
-        """Forget the pages of pid outside the given [start, end) ranges."""
-        ranges = sorted(ranges)
-        for block in self._existing_blocks(pid):
-            pages = self._block(pid, block)
-            for index in list(pages):
-                addr = block + index * PAGE_SIZE
-                if not any(lo <= addr < hi for lo, hi in ranges):
-                    del pages[index]
-
     def finish(self, processes: list[dict], files: list[dict]) -> ChunkId:
         live = {p["pid"] for p in processes if not p.get("zombie")}
         for key, _ in list(self.tree.items(_PAGES, _PAGES_END)):

@@ -187,6 +187,9 @@ class Incremental:
             self.trackers.setdefault(pid, DirtyTracker(pid))
 
         deferred: dict[int, list[int]] = {pid: [] for pid in frozen.processes}
+        for pid in frozen.processes:  # mappings gone since the parent image: drop their pages
+            for start, end, *_ in self.trackers[pid].seen - {_signature(v) for v in procfs.maps(pid)}:
+                writer.clear(ns_pids[pid], start, end)
 
         def select(pid: int, vma: procfs.Vma) -> list[int] | None:
             whole, pages = self.trackers[pid].select(vma)
@@ -200,9 +203,7 @@ class Incremental:
         files = FileCapture(writer.add_blob)
         processes = capture_all(frozen, writer.add_pages, files, select)
         for pid, proc in frozen.processes.items():
-            vmas = procfs.maps(pid)
-            writer.keep_only(ns_pids[pid], [(v.start, v.end) for v in vmas])
-            self.trackers[pid].arm(proc, vmas)
+            self.trackers[pid].arm(proc, procfs.maps(pid))
         snapshots = [(ns_pids[pid], pid, _fork_snapshot(frozen.processes[pid]), pages)
                      for pid, pages in deferred.items() if pages]
         frozen.check_alive()

@@ -27,7 +27,7 @@ class Vma:
     offset: int
     inode: int
     path: str  # "" for anonymous; "[heap]", "[stack]", "[vdso]", ... for special ones
-    flags: list[str] = field(default_factory=list)  # VmFlags from smaps ("gd", "sh", ...)
+    flags: list[str] = field(default_factory=list)  # VmFlags as in smaps; only "gd" ([stack]) is set
 
     @property
     def shared(self) -> bool:
@@ -55,18 +55,14 @@ def _read(pid: int, name: str, mode: str = "r") -> str | bytes:
 
 
 def maps(pid: int) -> list[Vma]:
-    """The VMAs of a process with their smaps VmFlags."""
+    """The VMAs of a process (from /proc/PID/maps: smaps would walk every page table)."""
     vmas: list[Vma] = []
-    for line in _read(pid, "smaps").splitlines():
+    for line in _read(pid, "maps").splitlines():
         head = line.split(None, 5)
-        if head and head[0] == "VmFlags:":
-            vmas[-1].flags = line.split()[1:]
-            continue
-        if not head or "-" not in head[0] or head[0].endswith(":"):
-            continue
         start, end = (int(x, 16) for x in head[0].split("-"))
         path = head[5] if len(head) > 5 else ""
-        vmas.append(Vma(start, end, head[1], int(head[2], 16), int(head[4]), path))
+        vmas.append(Vma(start, end, head[1], int(head[2], 16), int(head[4]), path,
+                        ["gd"] if path == "[stack]" else []))
     return vmas
 
 
