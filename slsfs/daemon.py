@@ -130,9 +130,16 @@ class Daemon:
                 "mountpoint": self.mountpoint, "output": settings.output}
 
     async def restore_group(self, record: GroupCheckpoint, commit_id: int | None) -> RunningGroup:
+        """Restore the group's processes; paths under its old mount point (and its output
+        file) are remapped when this daemon mounts elsewhere (e.g. after `sls recv`)."""
+        old = record.settings
+        settings = replace(old, mountpoint=self.mountpoint,
+                           output=os.path.join(self.store.path, f"group-{old.name}.out"))
+        open(settings.output, "ab").close()
+        remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output)) if o != n}
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
-        restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True))
-        group = RunningGroup(record.settings, restored.pids[:1], restored, seq=record.seq,
+        restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
+        group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
                              last_checkpoint=commit_id, restored_from=commit_id)
         self._adopt(group)
         log.info("restored group %s (pids %s) from checkpoint %s", group.name, group.pids, commit_id)

@@ -18,8 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from objectstore import Store
+
 from mount.control import ControlError, request
 
+from . import groups
 from .cli import CommandError
 from .daemon import LOG_NAME
 
@@ -60,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     _extend_checkpoint(sub)
     _extend_restore(sub)
+    _extend_send(sub)
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -90,6 +94,7 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clone", action="store_true",
                    help="start independent copies on O(1) clones of the checkpoint's files instead")
     p.add_argument("--count", type=int, default=1, help="with --clone: how many copies (default 1)")
+    p.add_argument("--mountpoint", help="mount here instead of where the group ran (e.g. after `sls recv`)")
     _json_flag(p)
     positional = next(a.dest for a in p._actions if not a.option_strings)
 
@@ -100,6 +105,22 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
         if other is None:
             raise CommandError("say which store holds the group: sls restore GROUP --store STORE")
         return other(args)
+    p.set_defaults(func=dispatch)
+
+
+def _extend_send(sub: argparse._SubParsersAction) -> None:
+    """`sls send GROUP --store S`: send the newest durable checkpoint naming the group."""
+    p = sub.choices["send"]
+    send_func = p.get_default("func")
+
+    def dispatch(args) -> int:
+        with Store.open(args.store, readonly=True) as store:
+            head = store.head
+            is_group = (head is not None and args.checkpoint not in store.tags()
+                        and groups.ROOT_PREFIX + args.checkpoint in head.roots)
+        if is_group:
+            args.checkpoint = str(head.id)
+        return send_func(args)
     p.set_defaults(func=dispatch)
 
 
@@ -250,7 +271,8 @@ def cmd_group_restore(args) -> int:
     if status is not None:
         ask(store, "resolve_group", group=args.group, at=args.at)    # refuse before stopping anything
         stop_daemon(store, status["daemon"])
-    start_daemon(store, "--restore", args.group, *(["--at", args.at] if args.at else []))
+    start_daemon(store, "--restore", args.group, *(["--at", args.at] if args.at else []),
+                 *(["--mountpoint", os.path.abspath(args.mountpoint)] if args.mountpoint else []))
     status = daemon_status(store) or {"groups": []}
     group = next((g for g in status["groups"] if g["group"] == args.group), None)
     if group is None:

@@ -1,0 +1,47 @@
+"""A group moves to another store: `sls send GROUP`, `sls recv`, `sls restore` there;
+a corrupted stream is refused and leaves no store behind."""
+from __future__ import annotations
+
+from conftest import GroupStore, wait_for
+
+
+def value(path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_path):
+    src = group_store
+    src.sls("run", "--store", str(src.path), "--name", "mover", "--hz", "5", "--",
+            str(group_binaries / "atomic_counter"), "counter")
+    wait_for(lambda: (value(src.mnt / "counter") or 0) > 20, "the target to count")
+    src.checkpoint("mover")
+    stream = tmp_path / "mover.stream"
+    src.sls("send", "mover", "--store", str(src.path), "-o", str(stream))
+    src.sls("stop", "--store", str(src.path))
+
+    other = tmp_path / "other"
+    other.mkdir()
+    dst = GroupStore.__new__(GroupStore)                 # a store made by recv, not by init
+    dst.path, dst.mnt = other / "store", other / "store.mnt"
+    try:
+        dst.sls("recv", str(dst.path), "-i", str(stream))
+        dst.sls("restore", "mover", "--store", str(dst.path), "--mountpoint", str(dst.mnt))
+        start = wait_for(lambda: value(dst.mnt / "counter"), "the moved counter")
+        wait_for(lambda: (value(dst.mnt / "counter") or 0) > start + 20, "the moved target to count on")
+        assert not (dst.mnt / "counter.bad").exists()
+        assert dst.group("mover")["running"] and dst.group("mover")["mountpoint"] == str(dst.mnt)
+        dst.sls("stop", "--store", str(dst.path))
+    finally:
+        dst.cleanup()
+
+    data = bytearray(stream.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.stream"
+    bad.write_bytes(bytes(data))
+    refused = src.sls("recv", str(tmp_path / "bad-store"), "-i", str(bad), check=False)
+    assert refused.returncode != 0 and refused.stderr.strip(), refused
+    assert not (tmp_path / "bad-store").exists()
