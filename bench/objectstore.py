@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/objectstore.py [--quick] [--dir DIR]
 
-Everything runs in one directory (default: a temporary directory under the
-current one, so that `disk_fsync_per_s` measures the disk the store is on).
+Everything runs in one temporary directory (under --dir, default the system's
+temporary directory), so that `disk_fsync_per_s` measures the disk the stores are on.
 --quick uses smaller sizes and finishes in well under a minute; the 1M-entry
 figures are measured in both modes. Numbers are wall-clock, single-threaded.
 
@@ -166,6 +166,8 @@ def bench_snapshots(directory: Path, big: int) -> dict:
 
             out[f"snapshot_ms_{label}_entries"] = median_ms(
                 lambda: store.snapshot(f"v{label}", f"s{label}-{next(names)}"), one_dirty_entry)
+            out[f"snapshot_ms_{label}_entries_clean"] = median_ms(
+                lambda: store.snapshot(f"v{label}", f"s{label}-{next(names)}"), lambda: None)
             root = vol.flush()
             out[f"clone_ms_{label}_entries"] = median_ms(
                 lambda: store.create_volume(f"c{label}-{next(names)}", root), lambda: None)
@@ -211,7 +213,8 @@ def bench_ram(directory: Path, chunks: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
-    parser.add_argument("--dir", type=Path, default=Path.cwd(), help="where to put the benchmark stores")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where to put the benchmark stores (default: %(default)s)")
     args = parser.parse_args()
     q = args.quick
     work = Path(tempfile.mkdtemp(prefix="slsfs-bench-", dir=args.dir))
