@@ -9,7 +9,7 @@
 - answers `<store>/control.sock` (mount.control protocol): the group ops below, and
   every file-system op of the mount daemon (status, checkpoint, snapshot, log, ...).
 
-Group ops: run {settings, env}, group_checkpoint {group, name?}, barrier {group},
+Group ops: run {settings, env}, persist {pid, name, hz}, group_checkpoint {group, name?}, barrier {group},
 resolve_group {group, at?}, clone_group {group, at?, count}, ps, stop_group {group},
 shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
 (`<mount>/<group>.clone<N>/`, paths remapped at restore); they are not checkpointed.
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import trio
 
@@ -129,6 +130,21 @@ class Daemon:
         return {"group": group.name, "pids": group.pids, "checkpoint": commit,
                 "mountpoint": self.mountpoint, "output": settings.output}
 
+    async def persist(self, pid: int, name: str, hz: float) -> dict:
+        """Adopt an already running process tree as a new group (checkpointed from now on)."""
+        groups.check_name(name)
+        if name in self.groups and self.groups[name].alive():
+            raise GroupError(f"group {name!r} is already running; pick another --name")
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
+        except OSError:
+            raise GroupError(f"no process {pid}") from None
+        settings = GroupSettings(name, self.fs.volume_name, self.mountpoint, hz, argv, mode="persist")
+        group = RunningGroup(settings, [pid], None)
+        commit = await self.checkpoint(group, "persist")
+        self._adopt(group)
+        return {"group": name, "pids": [pid], "checkpoint": commit}
+
     async def restore_group(self, record: GroupCheckpoint, commit_id: int | None) -> RunningGroup:
         """Restore the group's processes; paths under its old mount point (and its output
         file) are remapped when this daemon mounts elsewhere (e.g. after `sls recv`)."""
@@ -136,7 +152,8 @@ class Daemon:
         settings = replace(old, mountpoint=self.mountpoint,
                            output=os.path.join(self.store.path, f"group-{old.name}.out"))
         open(settings.output, "ab").close()
-        remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output)) if o != n}
+        remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output))
+                 if o and o != n}
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
         group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
@@ -200,6 +217,8 @@ class Daemon:
                 async with self.lock:
                     durable = self.store.barrier()
                 return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}
+            if op == "persist":
+                return {"ok": True, **await self.persist(int(req["pid"]), req["name"], float(req["hz"]))}
             if op == "clone_group":
                 return {"ok": True, "clones": await self.clone_group(req["group"], req.get("at"), req["count"])}
             if op == "resolve_group":

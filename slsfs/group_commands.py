@@ -46,6 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_run, mode="cwd")
 
+    p = sub.add_parser("persist", help="add a running process tree to a new persistence group")
+    p.add_argument("pid", type=int)
+    p.add_argument("--store", required=True, help="a store whose daemon runs (start one with `sls run`)")
+    p.add_argument("--name", help="group name (default: pid-PID)")
+    p.add_argument("--hz", type=float, default=10.0, help="checkpoints per second (default 10)")
+    _json_flag(p)
+    p.set_defaults(func=cmd_persist)
+
     p = sub.add_parser("ps", help="persistence groups, their processes and checkpoints")
     p.add_argument("--store", required=True)
     _json_flag(p)
@@ -229,6 +237,17 @@ def cmd_run(args) -> int:
     _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
                         f"{reply['mountpoint']}, checkpointed {args.hz:g}x a second (first checkpoint "
                         f"{reply['checkpoint']}); output in {reply['output']}")
+    return 0
+
+
+def cmd_persist(args) -> int:
+    store = _store_path(args.store)
+    if daemon_status(store) is None:
+        raise CommandError(f"no slsfs daemon runs for {store}; start one with `sls run --store {store} ...` "
+                           "(the process's files are only checkpointed if they live in its mount)")
+    reply = ask(store, "persist", pid=args.pid, name=args.name or f"pid-{args.pid}", hz=args.hz)
+    _print(args, reply, f"group {reply['group']}: pid {args.pid} is checkpointed {args.hz:g}x a second "
+                        f"(first checkpoint {reply['checkpoint']})")
     return 0
 
 

@@ -1,0 +1,44 @@
+"""`sls persist PID`: a process started outside slsfs joins a group; after a crash it is
+restored (in a new PID namespace, with its PID) and counts on."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+from conftest import wait_for
+
+
+def value(path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def test_persist_running_process_then_restore(group_store, group_binaries):
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "anchor", "--hz", "1", "--",
+              str(group_binaries / "deep_sleeper"))
+    outsider = subprocess.Popen([str(group_binaries / "atomic_counter"), "counter"], cwd=store.mnt,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: (value(store.mnt / "counter") or 0) > 20, "the outside process to count")
+        store.sls("persist", str(outsider.pid), "--store", str(store.path), "--name", "adopted", "--hz", "5")
+        assert store.group("adopted")["running"]
+        store.checkpoint("adopted")
+        store.crash()
+        outsider.wait(timeout=60)
+        store.sls("restore", "adopted", "--store", str(store.path))
+        start = wait_for(lambda: value(store.mnt / "counter"), "the restored counter")
+        wait_for(lambda: (value(store.mnt / "counter") or 0) > start + 20, "the restored process to count on")
+        assert not (store.mnt / "counter.bad").exists()
+        restored_pid = store.group("adopted")["pids"][0]
+        ns_pid = [l for l in open(f"/proc/{restored_pid}/status") if l.startswith("NSpid:")][0].split()[-1]
+        assert int(ns_pid) == outsider.pid, "the restored process keeps its PID (in its own namespace)"
+        store.sls("stop", "--store", str(store.path))
+    finally:
+        if outsider.poll() is None:
+            os.kill(outsider.pid, 9)
+            outsider.wait()
