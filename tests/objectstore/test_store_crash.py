@@ -202,15 +202,14 @@ def test_sigkill_at_random_moments(tmp_path, reaper):
             pid, r = run_child(path)
             reaper.append(pid)
             try:
-                acks, eof = read_reports(r, time.monotonic() + rng.uniform(0.0, 0.08))
+                acks, _ = read_reports(r, time.monotonic() + rng.uniform(0.0, 0.08))
                 os.kill(pid, signal.SIGKILL)
                 more, _ = read_reports(r, None)  # what the child acknowledged before it died
             finally:
                 os.close(r)
             _, status = os.waitpid(pid, 0)
             reaper.remove(pid)
-            assert not eof or more or acks, "child exited on its own"
-            assert os.WIFSIGNALED(status), f"child ended with status {status}"
+            assert os.WIFSIGNALED(status), f"child ended on its own with status {status}"
             acked.update(acks + more)
             steps_seen = verify_after_crash(path, acked)
             trials_done += 1
