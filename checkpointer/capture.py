@@ -55,6 +55,7 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
     result = [capture_process(proc, sink, files, ns_ppid(pid), select) for pid, proc in frozen.processes.items()]
     result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status}
                for pid, status in frozen.zombies.items()]
+    files.check_peers()
     return result
 
 

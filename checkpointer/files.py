@@ -5,15 +5,16 @@ image-wide *file* (one per open file description: fds that share an offset, acro
 dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
 Kinds: regular `file`, `dir`, `device` (/dev/null & co), `tty` (reattached to
 /dev/null at restore, with a warning), `pipe` ends (the buffered bytes are copied with
-tee(2), without consuming them), `eventfd`, `signalfd`, and `deleted` (a regular file
+tee(2), without consuming them), `unix_pair` (an end of a Unix socketpair with the
+bytes queued to it, sockets.py), `eventfd`, `signalfd`, and `deleted` (a regular file
 unlinked while open: its bytes go into the image, restore makes an O_TMPFILE).
 `FileRestorer` recreates each file once, in the first restored process that uses it,
 at a spare fd number, and hands it to other processes with pidfd_getfd, so sharing is
 exact; spare fds are closed when every process has its fds.
 Why: pipes and shared offsets between parent and child are how process trees talk.
 
-Simplifications: sockets, FIFOs, epoll, timerfd, inotify and other devices are
-refused with Unsupported; a `deleted` file comes back opened O_RDWR; file contents of
+Simplifications: network and named sockets, FIFOs, epoll, timerfd, inotify and other
+devices are refused with Unsupported; a `deleted` file comes back opened O_RDWR; file contents of
 regular files are not captured (the slsfs mount keeps them).
 """
 from __future__ import annotations
@@ -21,11 +22,12 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import socket
 import stat
 import struct
 from typing import Callable
 
-from . import kernel, procfs
+from . import kernel, procfs, sockets
 from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -35,10 +37,13 @@ O_CLOEXEC, O_TMPFILE = 0o2000000, 0o20200000
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC = 0o100, 0o200, 0o400, 0o1000
 KCMP_FILE = 0
 SPLICE_F_NONBLOCK = 2
-F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC = 1032, 1031, 4, 1030
+F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 2, 1
 MAX_DELETED_FILE = 1 << 30
+TCP_ESTABLISHED = 1  # the state of a connected Unix socket in sock_diag
+SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
+SOCK_CLOEXEC = 0o2000000
 _NR_KCMP, _NR_TEE, _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 312, 276, 293, 290, 289
-_NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL = 434, 438, 72
+_NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR = 434, 438, 72, 53
 
 BlobWriter = Callable[[bytes], list[str]]  # bytes -> chunk ids (hex) kept alive by the image
 
@@ -76,8 +81,10 @@ class FileCapture:
                     "semaphore": info.extra.get("eventfd-semaphore", "0") == "1"}
         if target == "anon_inode:[signalfd]":
             return {"kind": "signalfd", "sigmask": int(info.extra["sigmask"], 16)}
+        if match := re.fullmatch(r"socket:\[(\d+)\]", target):
+            return self._unix_pair(pid, info.fd, int(match[1]), what)
         if not target.startswith("/"):
-            raise Unsupported(f"{what}: sockets, epoll, timerfd and other special files are not "
+            raise Unsupported(f"{what}: epoll, timerfd, inotify and other special files are not "
                               "supported yet")
         mode = os.stat(f"/proc/{pid}/fd/{info.fd}").st_mode
         if target.endswith(" (deleted)") and stat.S_ISREG(mode):
@@ -91,6 +98,30 @@ class FileCapture:
         if stat.S_ISCHR(mode) and target.startswith(TTY_PREFIXES):
             return {"kind": "tty", "path": target}
         raise Unsupported(f"{what}: this kind of file (FIFO, socket or device) cannot be checkpointed")
+
+    def _unix_pair(self, pid: int, fd: int, ino: int, what: str) -> dict:
+        info = sockets.unix_info(ino)
+        if info is None:
+            raise Unsupported(f"{what}: only Unix socket pairs can be checkpointed; a network "
+                              "connection cannot be restored (its peer would not know it)")
+        if info["name"] is not None or info["state"] != TCP_ESTABLISHED:
+            raise Unsupported(f"{what}: only connected, unnamed Unix socket pairs are supported")
+        if info["type"] == "stream":
+            data = sockets.queued(pid, fd)
+        elif sockets.pending_datagrams(pid, fd):
+            raise Unsupported(f"{what}: a {info['type']} socket with messages queued is not supported yet")
+        else:
+            data = b""
+        return {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
+                "data": self.put_blob(data)}
+
+    def check_peers(self) -> None:
+        """Every socket pair must have both ends in the image (or a closed peer)."""
+        inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
+        for f in self.files:
+            if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
+                raise Unsupported(f"socket {f['target']} is connected to a process outside the checkpoint "
+                                  "(checkpoint both ends together, e.g. the whole process tree)")
 
     def _pipe_contents(self, pid: int, fd: int) -> dict:
         """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them."""
@@ -131,7 +162,6 @@ class FileRestorer:
         self.remap = remap
         self.warnings = warnings
         self.made: dict[int, tuple[int, int]] = {}  # file id -> (ns pid of holder, spare fd there)
-        self._pipes: dict[int, tuple[int, int, int]] = {}  # pipe inode -> (ns pid, read spare, write spare)
 
     def install(self, builder, fds: list[dict]) -> list[int]:
         """Give a stub-built process exactly its fds; returns the spare fds it holds for others."""
@@ -149,6 +179,9 @@ class FileRestorer:
                 pidfd = inj.check(_NR_PIDFD_OPEN, holder, 0, what="pidfd_open")
                 got = inj.check(_NR_PIDFD_GETFD, pidfd, spare, 0, what="pidfd_getfd")
                 inj.check(kernel.NR["close"], pidfd)
+            if got == record["fd"]:  # pidfd_getfd happened to pick the very number
+                inj.check(_NR_FCNTL, got, F_SETFD, FD_CLOEXEC if record["cloexec"] else 0, what="F_SETFD")
+                continue
             inj.check(kernel.NR["dup3"], got, record["fd"], O_CLOEXEC if record["cloexec"] else 0,
                       what=f"dup3 to fd {record['fd']}")
             if holder != ns_pid:
@@ -164,6 +197,8 @@ class FileRestorer:
         inj, ns_pid, kind = builder.inj, builder.meta["pid"], record["kind"]
         if kind == "pipe":
             return self._make_pipe(builder, record, base)
+        if kind == "unix_pair":
+            return self._make_unix_pair(builder, record, base)
         if kind == "eventfd":
             fd = inj.check(_NR_EVENTFD2, record["count"], (record["flags"] & O_NONBLOCK) | record["semaphore"],
                            what="eventfd2")
@@ -195,6 +230,22 @@ class FileRestorer:
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
         inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         return fd
+
+    def _make_unix_pair(self, builder, record: dict, base: int) -> list[int]:
+        """A new socketpair: this end, its peer's records on the other, each refilled."""
+        inj, ns_pid = builder.inj, builder.meta["pid"]
+        sock_type = SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC
+        inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, sock_type, 0, inj.scratch, what="socketpair")
+        ends = [self._spare(inj, fd, base) for fd in struct.unpack("ii", inj.read(inj.scratch, 8))]
+        peers = [f for f in self.files.values() if f["kind"] == "unix_pair" and f["ino"] == record["peer"]]
+        for end, other_end, this in [(ends[0], ends[1], record)] + [(ends[1], ends[0], p) for p in peers]:
+            self.made[this["id"]] = (ns_pid, end)
+            inj.check(_NR_FCNTL, end, F_SETFL, this["flags"], what="F_SETFL on a socket")
+            data = self.read_blob(this["data"])
+            if data:  # bytes queued for this end were sent by its peer
+                with sockets.borrow(builder.tid, other_end) as sender:
+                    sender.sendall(data)
+        return ends
 
     def _make_pipe(self, builder, record: dict, base: int) -> list[int]:
         inj, ns_pid = builder.inj, builder.meta["pid"]

@@ -89,3 +89,20 @@ def test_processes_asleep_in_read_and_wait4(procs, store, binaries, tmp_path, su
     wait_for(lambda: "parent waited 5" in out.read_text() or "BAD" in out.read_text(), "the parent's wait4")
     assert out.read_text().splitlines()[2:] == ["child read x", "parent waited 5"]
     assert restored.wait(timeout=60) == 0  # the namespace empties: its PID 1 and the launcher exit
+
+
+def test_socketpair_with_bytes_in_flight(procs, store, tmp_path, subreaper):
+    out = tmp_path / "socket.out"
+    proc = procs.python("socket_pair.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
+    [child] = children_of(proc.pid)
+    checkpointer.checkpoint([proc.pid], store, "pair", tree=True)
+    pairs = [f for f in load_image(store, "pair").files if f["kind"] == "unix_pair"]
+    assert len(pairs) == 2 and sum(len(load_image(store, "pair").read_blob(f["data"])) for f in pairs) > 1000
+    procs.kill(proc)
+    subreaper([child])
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, "pair")
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 20 * LINE, "the restored reader to write on")
+    assert assert_unbroken(out, proc.pid) > size // LINE

@@ -1,0 +1,83 @@
+"""Unix socket pairs: who is connected to whom, and the bytes queued in them.
+
+What: `unix_info(ino)` asks the kernel (NETLINK_SOCK_DIAG, one exact lookup) for a
+Unix socket's type, state, name and peer inode; `queued(pid, fd)` copies the bytes
+waiting in a stream socket's receive queue without consuming them (the socket is
+borrowed with pidfd_getfd and read with MSG_PEEK). Why: a socketpair between two
+processes of a tree (or within one) is restored as a new socketpair refilled with
+the same bytes.
+
+Simplifications: only unnamed, connected pairs; datagram and seqpacket pairs only
+when nothing is queued; fds in flight (SCM_RIGHTS) are not seen.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from . import kernel
+from .errors import CheckpointError
+
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
+NLM_F_REQUEST, NLMSG_ERROR = 1, 2
+UDIAG_SHOW_NAME, UDIAG_SHOW_PEER = 0x1, 0x4
+UNIX_DIAG_NAME, UNIX_DIAG_PEER = 0, 2
+MAX_QUEUED = 16 << 20
+_NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
+TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
+
+
+def unix_info(ino: int) -> dict | None:
+    """{type, state, name, peer} of the Unix socket with this inode, or None if it is not one."""
+    request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
+                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER, 0xFFFFFFFF, 0xFFFFFFFF)
+    header = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
+        nl.send(header + request)
+        reply = nl.recv(65536)
+    length, kind = struct.unpack_from("=IH", reply)
+    if kind == NLMSG_ERROR:
+        return None
+    family, sock_type, state, _, found_ino = struct.unpack_from("=BBBBI", reply, 16)
+    info = {"type": TYPES.get(sock_type, str(sock_type)), "state": state, "name": None, "peer": 0}
+    offset = 32
+    while offset + 4 <= length:
+        attr_len, attr_type = struct.unpack_from("=HH", reply, offset)
+        payload = reply[offset + 4: offset + attr_len]
+        if attr_type == UNIX_DIAG_PEER:
+            info["peer"] = struct.unpack("=I", payload[:4])[0]
+        elif attr_type == UNIX_DIAG_NAME:
+            info["name"] = payload
+        offset += (attr_len + 3) & ~3
+    return info if family == socket.AF_UNIX and found_ino == ino else None
+
+
+def borrow(pid: int, fd: int) -> socket.socket:
+    """A socket object on our own dup of another process's fd (close it when done)."""
+    pidfd = kernel.syscall(_NR_PIDFD_OPEN, pid, 0)
+    try:
+        return socket.socket(fileno=kernel.syscall(_NR_PIDFD_GETFD, pidfd, fd, 0))
+    finally:
+        os.close(pidfd)
+
+
+def queued(pid: int, fd: int) -> bytes:
+    """The bytes in a stream socket's receive queue, left where they are."""
+    with borrow(pid, fd) as sock:
+        try:
+            data = sock.recv(MAX_QUEUED + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+    if len(data) > MAX_QUEUED:
+        raise CheckpointError(f"fd {fd} of process {pid}: more than 16 MiB queued in a socket")
+    return data
+
+
+def pending_datagrams(pid: int, fd: int) -> bool:
+    with borrow(pid, fd) as sock:
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            return True
+        except BlockingIOError:
+            return False
