@@ -6,15 +6,18 @@ dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
 Kinds: regular `file`, `dir`, `device` (/dev/null & co), `tty` (reattached to
 /dev/null at restore, with a warning), `pipe` ends (the buffered bytes are copied with
 tee(2), without consuming them), `unix_pair` (an end of a Unix socketpair with the
-bytes queued to it, sockets.py), `eventfd`, `signalfd`, and `deleted` (a regular file
-unlinked while open: its bytes go into the image, restore makes an O_TMPFILE).
+bytes queued to it, sockets.py), `eventfd`, `signalfd`, `timerfd` (remaining time and
+interval), `epoll` (its watches, re-added in the process that registered them once its
+fds exist), and `deleted` (a regular file unlinked while open: its bytes go into the
+image, restore makes an O_TMPFILE).
 `FileRestorer` recreates each file once, in the first restored process that uses it,
 at a spare fd number, and hands it to other processes with pidfd_getfd, so sharing is
 exact; spare fds are closed when every process has its fds.
 Why: pipes and shared offsets between parent and child are how process trees talk.
 
-Simplifications: network and named sockets, FIFOs, epoll, timerfd, inotify and other
-devices are refused with Unsupported; a `deleted` file comes back opened O_RDWR; file contents of
+Simplifications: network and named sockets, FIFOs, inotify and other devices are
+refused with Unsupported; unread timerfd expirations come back as one; an epoll watch
+on an fd the process has closed since is not restored; a `deleted` file comes back opened O_RDWR; file contents of
 regular files are not captured (the slsfs mount keeps them).
 """
 from __future__ import annotations
@@ -44,6 +47,8 @@ SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpa
 SOCK_CLOEXEC = 0o2000000
 _NR_KCMP, _NR_TEE, _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 312, 276, 293, 290, 289
 _NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR = 434, 438, 72, 53
+_NR_TIMERFD_CREATE, _NR_TIMERFD_SETTIME, _NR_EPOLL_CREATE1, _NR_EPOLL_CTL = 283, 286, 291, 233
+EPOLL_CTL_ADD = 1
 
 BlobWriter = Callable[[bytes], list[str]]  # bytes -> chunk ids (hex) kept alive by the image
 
@@ -81,10 +86,17 @@ class FileCapture:
                     "semaphore": info.extra.get("eventfd-semaphore", "0") == "1"}
         if target == "anon_inode:[signalfd]":
             return {"kind": "signalfd", "sigmask": int(info.extra["sigmask"], 16)}
+        if target == "anon_inode:[timerfd]":
+            return {"kind": "timerfd", "clockid": int(info.extra["clockid"]), "ticks": int(info.extra["ticks"]),
+                    "value": _timespec(info.extra["it_value"]), "interval": _timespec(info.extra["it_interval"])}
+        if target == "anon_inode:[eventpoll]":
+            watches = [[int(m[1]), int(m[2], 16), int(m[3], 16)] for m in
+                       re.finditer(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)", info.raw)]
+            return {"kind": "epoll", "owner": procfs.ns_id(procfs.status(pid)["NSpid"]), "watches": watches}
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
             return self._unix_pair(pid, info.fd, int(match[1]), what)
         if not target.startswith("/"):
-            raise Unsupported(f"{what}: epoll, timerfd, inotify and other special files are not "
+            raise Unsupported(f"{what}: inotify, fanotify, pidfd, memfd and other special files are not "
                               "supported yet")
         mode = os.stat(f"/proc/{pid}/fd/{info.fd}").st_mode
         if target.endswith(" (deleted)") and stat.S_ISREG(mode):
@@ -149,6 +161,11 @@ class FileCapture:
         return self.put_blob(data)
 
 
+def _timespec(text: str) -> list[int]:
+    """fdinfo's "(sec, nsec)" as [sec, nsec]."""
+    return [int(x) for x in re.findall(r"-?\d+", text)[:2]]
+
+
 def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     return kernel.syscall(_NR_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
 
@@ -162,6 +179,7 @@ class FileRestorer:
         self.remap = remap
         self.warnings = warnings
         self.made: dict[int, tuple[int, int]] = {}  # file id -> (ns pid of holder, spare fd there)
+        self.filled: set[int] = set()  # epoll file ids whose watches are back
 
     def install(self, builder, fds: list[dict]) -> list[int]:
         """Give a stub-built process exactly its fds; returns the spare fds it holds for others."""
@@ -186,7 +204,20 @@ class FileRestorer:
                       what=f"dup3 to fd {record['fd']}")
             if holder != ns_pid:
                 inj.check(kernel.NR["close"], got)
+        self._fill_epolls(builder, fds)
         return spares
+
+    def _fill_epolls(self, builder, fds: list[dict]) -> None:
+        """Watches of the epolls this process registered them in, now that its fds exist."""
+        inj = builder.inj
+        for record in fds:
+            epoll = self.files[record["file"]]
+            if epoll["kind"] != "epoll" or epoll["owner"] != builder.meta["pid"] or epoll["id"] in self.filled:
+                continue
+            for tfd, events, data in epoll["watches"]:
+                event = inj.put(struct.pack("=IQ", events, data))
+                inj.check(_NR_EPOLL_CTL, record["fd"], EPOLL_CTL_ADD, tfd, event, what=f"epoll_ctl(ADD {tfd})")
+            self.filled.add(epoll["id"])
 
     def _spare(self, inj, fd: int, base: int) -> int:
         spare = inj.check(_NR_FCNTL, fd, F_DUPFD_CLOEXEC, base, what="F_DUPFD_CLOEXEC")
@@ -202,6 +233,14 @@ class FileRestorer:
         if kind == "eventfd":
             fd = inj.check(_NR_EVENTFD2, record["count"], (record["flags"] & O_NONBLOCK) | record["semaphore"],
                            what="eventfd2")
+        elif kind == "timerfd":
+            fd = inj.check(_NR_TIMERFD_CREATE, record["clockid"], record["flags"] & O_NONBLOCK, what="timerfd_create")
+            value = record["value"] if any(record["value"]) or not record["ticks"] else [0, 1]
+            if any(value):  # armed (an expiry not yet read is kept as one due at once)
+                spec = inj.put(struct.pack("4q", *record["interval"], *value))
+                inj.check(_NR_TIMERFD_SETTIME, fd, 0, spec, 0, what="timerfd_settime")
+        elif kind == "epoll":
+            fd = inj.check(_NR_EPOLL_CREATE1, 0, what="epoll_create1")  # watches: fill_epolls
         elif kind == "signalfd":
             mask = inj.put(struct.pack("Q", record["sigmask"]))
             fd = inj.check(_NR_SIGNALFD4, -1, mask, 8, record["flags"] & O_NONBLOCK, what="signalfd4")

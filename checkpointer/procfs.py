@@ -133,6 +133,7 @@ class FdInfo:
     flags: int
     pos: int
     extra: dict[str, str]
+    raw: str  # the whole fdinfo text (epoll lists one "tfd:" line per watched fd)
 
 
 def fds(pid: int) -> list[FdInfo]:
@@ -147,10 +148,11 @@ def fds(pid: int) -> list[FdInfo]:
         except FileNotFoundError:
             continue  # closed meanwhile (cannot happen while frozen, but harmless)
         info: dict[str, str] = {}
-        for line in _read(pid, f"fdinfo/{fd}").splitlines():
+        raw = _read(pid, f"fdinfo/{fd}")
+        for line in raw.splitlines():
             key, _, value = line.partition(":")
             info[key] = value.strip()
-        result.append(FdInfo(fd, target, int(info.pop("flags"), 8), int(info.pop("pos")), info))
+        result.append(FdInfo(fd, target, int(info.pop("flags"), 8), int(info.pop("pos")), info, raw))
     return result
 
 

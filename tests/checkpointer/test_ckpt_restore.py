@@ -166,3 +166,14 @@ def test_signals_timers_unlinked_file_shared_maps_eventfd(procs, store, binaries
     wait_for(lambda: "usr1 ok" in ok_lines(out), "the target's post-restore signal checks")
     run_until(out, len(ok_lines(out)) + 5)
     assert assert_unbroken(out, proc.pid) > size // LINE + 100
+
+
+def test_epoll_loop_with_timerfd_and_eventfd(procs, store, binaries, tmp_path):
+    out = tmp_path / "epoll.out"
+    proc = procs.start([str(binaries / "epoll_timer"), str(out)])
+    run_until(out, 20)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    kinds = sorted(f["kind"] for f in load_image(store, "img").files)
+    assert {"epoll", "timerfd", "eventfd"} <= set(kinds)
+    wait_past(out, size, extra_lines=100)  # only the restored timerfd, via epoll, drives the lines
+    assert assert_unbroken(out, proc.pid) > size // LINE + 100
