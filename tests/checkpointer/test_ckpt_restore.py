@@ -177,3 +177,21 @@ def test_epoll_loop_with_timerfd_and_eventfd(procs, store, binaries, tmp_path):
     assert {"epoll", "timerfd", "eventfd"} <= set(kinds)
     wait_past(out, size, extra_lines=100)  # only the restored timerfd, via epoll, drives the lines
     assert assert_unbroken(out, proc.pid) > size // LINE + 100
+
+
+def test_terminal_is_reattached_to_dev_null_with_a_warning(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    master, slave = os.openpty()
+    try:
+        proc = procs.start([str(binaries / "counter"), str(out)], stdin=slave)
+    finally:
+        os.close(slave)
+    try:
+        run_until(out, 5)
+        restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    finally:
+        os.close(master)
+    assert any("terminal /dev/pts/" in w and "/dev/null" in w for w in restored.warnings), restored.warnings
+    assert os.readlink(f"/proc/{restored.pids[0]}/fd/0") == "/dev/null"
+    wait_past(out, size)
+    assert assert_unbroken(out, proc.pid) > size // LINE
