@@ -195,3 +195,20 @@ def test_terminal_is_reattached_to_dev_null_with_a_warning(procs, store, binarie
     assert os.readlink(f"/proc/{restored.pids[0]}/fd/0") == "/dev/null"
     wait_past(out, size)
     assert assert_unbroken(out, proc.pid) > size // LINE
+
+
+def test_restored_process_checkpointed_and_restored_again_keeps_its_pid(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    run_until(out, 10)
+    first, size = checkpoint_kill_restore(procs, store, proc, out)
+    wait_past(out, size)
+    checkpointer.checkpoint(first.pids, store, "again")
+    assert load_image(store, "again").processes[0]["pid"] == proc.pid  # the PID it sees, not the host's
+    first.kill()
+    size = out.stat().st_size
+    second = checkpointer.restore(store, "again")
+    procs.restored.append(second)
+    assert ns_pid(second.pids[0]) == proc.pid
+    wait_past(out, size)
+    assert assert_unbroken(out, proc.pid) > size // LINE
