@@ -6,7 +6,7 @@ MAP_FIXED, pages written through /proc/PID/mem, fds installed (files.py), cwd/ro
 name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
 interval timers, rlimits; then threads (clone3 with set_tid), per-thread robust list,
 tid address, rseq, altstack, pending signals and credentials, and at last xstate,
-registers (syscall-restart fix-up) and signal masks. Why: a stub has nothing to undo
+registers (syscall-restart fix-up) and signal masks; seccomp filters go in last. Why: a stub has nothing to undo
 (no libc state), so everything the process had is recreated exactly once.
 
 Simplifications: files must exist at the paths in the image (or pass a `remap`); a
@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 from . import kernel, procfs
 from .errors import CheckpointError
 from .files import FileRestorer
-from .freeze import ALL_SIGNALS
+from .freeze import ALL_SIGNALS, syscall_insn_of
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import NR, PAGE_SIZE, Regs
 
@@ -32,7 +32,8 @@ MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 O_RDONLY, O_RDWR = 0, 2
-PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
+PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
+SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
 SPECIAL_KINDS = ("vvar", "vvar_vclock", "vdso")
 # CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
@@ -119,7 +120,33 @@ class ProcessBuilder:
         for inj, thread in self.threads:
             self._thread_state(inj, thread)
         self.inj.check(NR["munmap"], self.helper, PAGE_SIZE, what="munmap(helper)")
+        self._seccomp()
         self._registers()
+
+    def _seccomp(self) -> None:
+        """Filters go in last (later injected syscalls would have to pass them), from a
+        syscall instruction in the vdso and scratch room below the main thread's stack."""
+        seccomp = self.meta.get("seccomp", {"filters": [], "no_new_privs": False})
+        if not seccomp["filters"] and not seccomp["no_new_privs"]:
+            return
+        size = 64 + max([len(f) // 2 for f in seccomp["filters"]] + [0])
+        rsp = self.meta["threads"][0]["regs"]["rsp"]
+        inj = Injector(self.tid, syscall_insn_of(self.tid), (rsp - 128 - size) & ~0xF, size)
+        try:
+            if seccomp["no_new_privs"]:
+                for other, _ in self.threads:
+                    other.syscall_addr = inj.syscall_addr
+                    other.check(NR["prctl"], PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, what="PR_SET_NO_NEW_PRIVS")
+            saved = inj.read(inj.scratch, inj.scratch_size)
+            for raw in seccomp["filters"]:
+                program = bytes.fromhex(raw)
+                code = inj.put(program, 64)
+                prog = inj.put(struct.pack("HxxxxxxQ", len(program) // 8, code))
+                inj.check(NR["seccomp"], SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, prog,
+                          what="seccomp(SET_MODE_FILTER)")
+            inj.write(inj.scratch, saved)
+        finally:
+            inj.close()
 
     def close(self) -> None:
         for inj, _ in self.threads:

@@ -8,10 +8,12 @@ Why: capture knows the kernel, not the store; the image writer (image.py) decide
 pages go, files.py describes open files.
 
 Simplifications (refused with a clear Unsupported error, never dropped): mappings of
-deleted files and memfds, SysV shared memory.
+deleted files and memfds, SysV shared memory, seccomp strict mode; seccomp filters are
+taken from the main thread.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import resource
@@ -30,6 +32,7 @@ PageSelector = Callable[[int, procfs.Vma], "list[int] | None"]
 
 MAX_RUN = 256 * kernel.PAGE_SIZE
 PR_GET_TID_ADDRESS = 40
+PTRACE_SECCOMP_GET_FILTER = 0x420C
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
@@ -85,6 +88,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         "pending_shared": [i.hex() for i in kernel.peek_siginfos(pid, shared=True)],
     }
     meta.update(_process_injected(proc, status))
+    meta["seccomp"] = _seccomp(proc, status)
     meta["threads"] = [_thread_meta(proc, proc.main)] + [
         _thread_meta(proc, t) for t in proc.threads.values() if t is not proc.main]
     for vma in vmas:
@@ -178,6 +182,23 @@ def _process_injected(proc: FrozenProcess, status: dict[str, str]) -> dict:
             inj.check(nr["getitimer"], which, inj.scratch, what="getitimer")
             itimers.append(list(struct.unpack("qqqq", inj.read(inj.scratch, 32))))
     return {"brk": brk, "sigactions": actions, "itimers": itimers}
+
+
+def _seccomp(proc: FrozenProcess, status: dict[str, str]) -> dict:
+    """The seccomp filters of the main thread, oldest first (threads are assumed to share them)."""
+    mode = int(status.get("Seccomp", "0"))
+    if mode == 1:
+        raise Unsupported(f"process {proc.pid} is in seccomp strict mode, which cannot be restored")
+    filters = []
+    while mode == 2:
+        try:
+            count = kernel.ptrace(PTRACE_SECCOMP_GET_FILTER, proc.pid, len(filters), 0)
+        except FileNotFoundError:  # ENOENT: no more filters
+            break
+        buf = ctypes.create_string_buffer(count * 8)
+        kernel.ptrace(PTRACE_SECCOMP_GET_FILTER, proc.pid, len(filters), ctypes.addressof(buf))
+        filters.append(buf.raw.hex())
+    return {"filters": filters[::-1], "no_new_privs": status.get("NoNewPrivs", "0") == "1"}
 
 
 def _thread_meta(proc: FrozenProcess, thread: FrozenThread) -> dict:

@@ -64,7 +64,7 @@ NR = dict(
     setgroups=116, setresuid=117, setresgid=119, rt_sigtimedwait=128, rt_sigqueueinfo=129, sigaltstack=131,
     personality=135, prctl=157, chroot=161, set_tid_address=218, restart_syscall=219,
     exit_group=231, openat=257, unshare=272, set_robust_list=273, get_robust_list=274, dup3=292,
-    rt_tgsigqueueinfo=297, rseq=334, clone3=435, close_range=436,
+    rt_tgsigqueueinfo=297, rseq=334, seccomp=317, clone3=435, close_range=436,
 )
 
 # syscall restart codes seen in rax of a task stopped inside a syscall

@@ -161,6 +161,9 @@ def test_signals_timers_unlinked_file_shared_maps_eventfd(procs, store, binaries
     [pid] = restored.pids
     kinds = sorted(f["kind"] for f in load_image(store, "img").files)
     assert kinds == ["deleted", "device", "eventfd", "file", "file", "signalfd"]
+    assert len(load_image(store, "img").processes[0]["seccomp"]["filters"]) == 1
+    status = open(f"/proc/{pid}/status").read()
+    assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
     wait_past(out, size, extra_lines=120)  # two interval-timer checks after the restore
     os.kill(pid, signal.SIGUSR1)
     wait_for(lambda: "usr1 ok" in ok_lines(out), "the target's post-restore signal checks")

@@ -2,7 +2,8 @@
  * a scratch directory). It holds: a SIGUSR1 handler on a sigaltstack, SIGUSR2 queued
  * (value 42) while blocked, SIGPWR pending for a signalfd, a 10 ms ITIMER_REAL with a
  * SIGALRM handler, an unlinked open file, a MAP_SHARED file mapping, shared anonymous
- * memory, an eventfd, umask 027 and RLIMIT_NOFILE 777. Every 5 ms it checks them all
+ * memory, an eventfd, umask 027, RLIMIT_NOFILE 777 and a seccomp filter (with
+ * no_new_privs) that makes getppid() fail with EPERM. Every 5 ms it checks them all
  * and appends "<n> <pid> ok". After a SIGUSR1 it consumes SIGUSR2 (must carry 42) and
  * SIGPWR (through the signalfd) and appends "usr1 ok". A mismatch writes BAD, exits 1. */
 #define _GNU_SOURCE
@@ -12,7 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -76,6 +83,15 @@ int main(int argc, char **argv) {
     umask(027);
     struct rlimit nofile = {777, 1024};
     setrlimit(RLIMIT_NOFILE, &nofile);
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_getppid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = 4, .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+        bad("seccomp");
     if (sfd < 0 || unlinked < 0 || shared_file == MAP_FAILED || shared_anon == MAP_FAILED || efd < 0)
         bad("setup");
 
@@ -92,6 +108,8 @@ int main(int argc, char **argv) {
         uint64_t one = 1, count = 0;
         write(efd, &one, 8);
         if (n % 50 == 0 && (read(efd, &count, 8) != 8 || count != 50)) bad("eventfd count");
+        errno = 0;
+        if (syscall(SYS_getppid) != -1 || errno != EPERM) bad("seccomp filter lost");
         mode_t mask = umask(027);
         if (mask != 027) bad("umask");
         struct rlimit now;
