@@ -79,12 +79,13 @@ class Daemon:
 
     async def checkpoint(self, group: RunningGroup, label: str) -> int:
         async with self.lock:
+            started = time.perf_counter()
             commit, stop_ms = await self.tracer.run(
                 group_checkpoint.take, group.pids, self.mountpoint, self.store, self.tracer.in_trio,
                 self._seal_and_pin, lambda *captured: self._record(group, label, *captured))
             self.store.barrier()
             group.last_checkpoint = commit
-            group.note_checkpoint(stop_ms)
+            group.note_checkpoint(stop_ms, (time.perf_counter() - started) * 1000)
             return commit
 
     async def run_checkpoints(self, group: RunningGroup) -> None:
@@ -154,10 +155,12 @@ class Daemon:
         open(settings.output, "ab").close()
         remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output))
                  if o and o != n}
+        started = time.perf_counter()
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
         group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
-                             last_checkpoint=commit_id, restored_from=commit_id)
+                             last_checkpoint=commit_id, restored_from=commit_id,
+                             restore_ms=round((time.perf_counter() - started) * 1000, 3))
         self._adopt(group)
         log.info("restored group %s (pids %s) from checkpoint %s", group.name, group.pids, commit_id)
         return group

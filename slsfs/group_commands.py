@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--volume", default="main")
     p.add_argument("--name", help="group name (default: the command's name)")
-    p.add_argument("--hz", type=float, default=10.0, help="checkpoints per second (default 10)")
+    p.add_argument("--hz", type=float, default=10.0,
+                   help="checkpoints per second (default 10; 0: only on `sls checkpoint`)")
     p.add_argument("--mountpoint", help="where the daemon mounts the volume (default: STORE.mnt)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--cwd", dest="mode", action="store_const", const="cwd",
@@ -224,8 +225,8 @@ def cmd_run(args) -> int:
     if args.mode == "root":
         raise CommandError("--root is not supported yet (the checkpointer cannot restore a process "
                            "into a private mount namespace); use --cwd")
-    if not 0 < args.hz <= 1000:
-        raise CommandError(f"--hz {args.hz}: give a rate between 0 and 1000 checkpoints per second")
+    if not 0 <= args.hz <= 1000:
+        raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
     status = daemon_status(store)
     mountpoint = status["mountpoint"] if status else os.path.abspath(args.mountpoint or store + ".mnt")

@@ -34,6 +34,8 @@ class RunningGroup:
     restored_from: int | None = None
     error: str = ""
     stop_ms: list[float] = field(default_factory=list)
+    durable_ms: list[float] = field(default_factory=list)     # freeze to durable, per checkpoint
+    restore_ms: float | None = None
     started: float = field(default_factory=time.time)
     checkpoint_times: list[float] = field(default_factory=list)
 
@@ -78,15 +80,16 @@ class RunningGroup:
         recent = [t for t in self.checkpoint_times if now - t <= window_s]
         return len(recent) / window_s
 
-    def note_checkpoint(self, stop_ms: float) -> None:
+    def note_checkpoint(self, stop_ms: float, durable_ms: float) -> None:
         now = time.monotonic()
         self.stop_ms.append(stop_ms)
-        del self.stop_ms[:-1000]
+        self.durable_ms.append(durable_ms)
+        del self.stop_ms[:-1000], self.durable_ms[:-1000]
         self.checkpoint_times.append(now)
         self.checkpoint_times = [t for t in self.checkpoint_times if now - t <= 10.0]
 
     def status(self) -> dict:
-        stops = sorted(self.stop_ms)
+        stops, durables = sorted(self.stop_ms), sorted(self.durable_ms)
         return {
             "group": self.name, "running": self.alive(), "pids": self.pids, "argv": self.settings.argv,
             "volume": self.settings.volume, "mountpoint": self.settings.mountpoint, "hz": self.settings.hz,
@@ -95,6 +98,8 @@ class RunningGroup:
             "stop_ms_median": round(statistics.median(stops), 3) if stops else None,
             "stop_ms_p99": round(stops[min(len(stops) - 1, int(len(stops) * 0.99))], 3) if stops else None,
             "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,
+            "durable_ms_median": round(statistics.median(durables), 3) if durables else None,
+            "restore_ms": self.restore_ms,
         }
 
 

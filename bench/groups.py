@@ -1,0 +1,144 @@
+"""Benchmark of persistence groups; prints one JSON object.
+
+SQLite (a fixed insert loop, one transaction per row, in Python) measured as rows
+committed per second over a window:
+  - with no slsfs (a plain directory),
+  - inside a slsfs group without periodic checkpoints (--hz 0),
+  - with checkpoints at 10 and 100 per second (overhead_pct_10hz / _100hz);
+plus the application's stop time per checkpoint (median, p99), freeze-to-durable time
+(median) and restore after a crash (SIGKILL of app and daemon): the daemon's restore
+time and the wall time of `sls restore` (which starts a daemon and mounts).
+
+Redis is not measured: the checkpointer cannot capture sockets yet (see the report of
+issue 5). `--quick` uses short windows and finishes in well under 90 s.
+Usage: python bench/groups.py [--quick] [--dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)              # bench/objectstore.py must not shadow the objectstore package
+
+from mount.control import request  # noqa: E402
+
+LOOP = '''\
+import sqlite3, sys
+db = sqlite3.connect("bench.db", isolation_level=None)
+db.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY, payload TEXT)")
+n = 0
+while True:
+    n += 1
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO t VALUES (?, ?)", (n, "x" * 200))
+    db.execute("COMMIT")
+    if n % 20 == 0:
+        with open("progress.tmp", "w") as f:
+            f.write(str(n))
+        import os; os.replace("progress.tmp", "progress")
+'''
+
+
+def sls(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "slsfs.cli", *args], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise SystemExit(f"bench: sls {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def progress(directory: Path) -> int:
+    try:
+        return int((directory / "progress").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def rate(directory: Path, window: float) -> float:
+    deadline = time.monotonic() + 60
+    while progress(directory) < 40:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: the SQLite loop in {directory} made no progress")
+        time.sleep(0.05)
+    start_n, start_t = progress(directory), time.monotonic()
+    time.sleep(window)
+    return (progress(directory) - start_n) / (time.monotonic() - start_t)
+
+
+def plain_rate(work: Path, script: Path, window: float) -> float:
+    plain = work / "plain"
+    plain.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=plain, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        return rate(plain, window)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def group_run(work: Path, script: Path, hz: float, window: float) -> tuple[float, dict, Path]:
+    store = work / f"store-{hz:g}"
+    sls("init", str(store))
+    sls("run", "--store", str(store), "--name", "bench", "--hz", str(hz), "--", sys.executable, str(script))
+    mnt = Path(f"{store}.mnt")
+    measured = rate(mnt, window)
+    return measured, request(store, "ps")["groups"][0], store
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dir", help="work directory (default: a new temporary one)")
+    args = parser.parse_args()
+    window = 5.0 if args.quick else 20.0
+    work = Path(args.dir or tempfile.mkdtemp(prefix="slsfs-bench-groups-"))
+    script = work / "sqlite_loop.py"
+    work.mkdir(parents=True, exist_ok=True)
+    script.write_text(LOOP)
+    stores: list[Path] = []
+    out: dict = {"benchmark": "groups", "quick": args.quick, "window_s": window, "app": "sqlite insert loop",
+                 "redis": "not measured: the checkpointer cannot capture sockets yet"}
+    try:
+        out["rows_per_s_no_slsfs"] = round(plain_rate(work, script, window), 1)
+        for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
+            measured, status, store = group_run(work, script, hz, window)
+            stores.append(store)
+            out[f"rows_per_s_{key}"] = round(measured, 1)
+            if hz:
+                out[f"stop_ms_median_{key}"] = status["stop_ms_median"]
+                out[f"stop_ms_p99_{key}"] = status["stop_ms_p99"]
+                out[f"freeze_to_durable_ms_median_{key}"] = status["durable_ms_median"]
+                out[f"checkpoints_per_s_achieved_{key}"] = status["rate_hz"]
+            if hz == 10:
+                ps = request(store, "ps")
+                os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
+                os.kill(ps["daemon"], signal.SIGKILL)
+                time.sleep(0.2)
+                started = time.perf_counter()
+                sls("restore", "bench", "--store", str(store))
+                out["restore_cli_wall_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                out["restore_daemon_ms"] = request(store, "ps")["groups"][0]["restore_ms"]
+            sls("stop", "--store", str(store))
+        base = out["rows_per_s_no_slsfs"]
+        for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
+            out[f"overhead_pct_{key}"] = round(100 * (1 - out[f"rows_per_s_{key}"] / base), 1) if base else None
+    finally:
+        for store in stores:
+            subprocess.run([sys.executable, "-m", "slsfs.cli", "stop", "--store", str(store)], capture_output=True)
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
