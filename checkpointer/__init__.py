@@ -35,9 +35,9 @@ every later call). Errors are CheckpointError (ProcessGone if a process vanished
 no image is written; Unsupported names state that cannot be captured).
 
 Simplifications today: fds may be regular files, directories, /dev/null & co, ttys
-(reattached to /dev/null), pipes and Unix socket pairs (with their data), eventfd,
-signalfd, timerfd, epoll and files unlinked while open; network sockets, FIFOs,
-inotify, SysV shm and memfd mappings are refused with a clear error. File
+(reattached to /dev/null), pipes and Unix socket pairs (with their data), memfds (also
+mapped), eventfd, signalfd, timerfd, epoll and files unlinked while open; network
+sockets, FIFOs, inotify and SysV shm are refused with a clear error. File
 contents are not in the image (the slsfs mount provides them).
 """
 from __future__ import annotations

@@ -98,16 +98,17 @@ class ProcessBuilder:
     def __init__(self, inj: Injector, meta: dict, remap: Remapper, warnings: list[str]):
         self.inj, self.tid, self.meta, self.remap, self.warnings = inj, inj.tid, meta, remap, warnings
         self.threads: list[tuple[Injector, dict]] = [(inj, meta["threads"][0])]
-        self.spares: list[int] = []
+        self.spares: list[int] = []  # fds held for sharing with other processes, closed in finish
+        self.spare_base = max([f["fd"] for f in meta["fds"]] + [2]) + 1
 
     def build(self, pages: Iterator[tuple[int, bytes]], files: FileRestorer) -> None:
         self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
         self._move_to_helper_page()
         self._move_specials()
-        self._map_memory()
+        self._map_memory(files)
         for addr, data in pages:
             self.inj.write(addr, data)
-        self.spares = files.install(self, self.meta["fds"])
+        self.spares += files.install(self, self.meta["fds"])
         self._process_state()
         self._mm_map()
         self._process_signals()
@@ -196,12 +197,18 @@ class ProcessBuilder:
         self.inj.check(NR["mremap"], old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, new,
                        what=f"mremap({old:#x} -> {new:#x})")
 
-    def _map_memory(self) -> None:
+    def _map_memory(self, files: FileRestorer) -> None:
         for vma in self.meta["vmas"]:
             kind = vma["kind"]
             if kind in SPECIAL_KINDS:
                 continue
             size, prot = vma["end"] - vma["start"], _prot(vma["prot"])
+            if kind == "memfd":
+                fd = files.local_fd(self, vma["memfd"], self.spare_base)
+                flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
+                self.inj.check(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"],
+                               what=f"mmap of {vma['path']}")
+                continue
             if kind == "file":
                 path = self.remap(vma["path"])
                 writable_shared = vma["shared"] and "w" in vma["prot"]

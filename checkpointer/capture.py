@@ -8,7 +8,7 @@ Why: capture knows the kernel, not the store; the image writer (image.py) decide
 pages go, files.py describes open files.
 
 Simplifications (refused with a clear Unsupported error, never dropped): mappings of
-deleted files and memfds, SysV shared memory, seccomp strict mode; seccomp filters are
+deleted files (memfds are fine), SysV shared memory, seccomp strict mode; seccomp filters are
 taken from the main thread.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.start
 def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
     """The pages of a VMA a full image holds (None: none, its contents are elsewhere)."""
     kind = vma_kind(vma)
-    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall") or (kind == "file" and vma.shared):
+    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall") or (kind in ("file", "memfd") and vma.shared):
         return None
     return procfs.dirty_pages(pid, vma, all_present=kind == "shared_anon")
 
@@ -83,7 +83,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         "rlimits": {name: list(resource.prlimit(pid, num)) for name, num in sorted(RLIMITS.items())},
         "mm": procfs.mm_layout(pid),
         "auxv": procfs.auxv(pid).hex(),
-        "vmas": [_vma_meta(v) for v in vmas if v.path != "[vsyscall]"],
+        "vmas": [_vma_meta(pid, v, files) for v in vmas if v.path != "[vsyscall]"],
         "fds": files.fd_records(pid),
         "pending_shared": [i.hex() for i in kernel.peek_siginfos(pid, shared=True)],
     }
@@ -109,11 +109,13 @@ def _creds(status: dict[str, str]) -> dict:
 def vma_kind(vma: procfs.Vma) -> str:
     if vma.special:
         return vma.path.strip("[]")
-    if vma.path.endswith(" (deleted)") or vma.path.startswith("/memfd:"):
+    if vma.path.startswith("/memfd:"):
+        return "memfd"
+    if vma.path.endswith(" (deleted)"):
         if vma.path.startswith("/dev/zero") and vma.shared:
             return "shared_anon"
-        raise Unsupported(f"mapping {vma.start:#x}-{vma.end:#x} of a deleted file or memfd "
-                          f"({vma.path}) is not supported yet")
+        raise Unsupported(f"mapping {vma.start:#x}-{vma.end:#x} of a deleted file ({vma.path}) "
+                          "is not supported yet")
     if vma.path.startswith("/SYSV"):
         raise Unsupported(f"SysV shared memory at {vma.start:#x} ({vma.path}) is not supported yet")
     if vma.file_backed:
@@ -123,12 +125,15 @@ def vma_kind(vma: procfs.Vma) -> str:
     return "anon"
 
 
-def _vma_meta(vma: procfs.Vma) -> dict:
-    return {
+def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
+    meta = {
         "start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": vma.shared,
         "offset": vma.offset, "path": vma.path, "kind": vma_kind(vma),
         "growsdown": "gd" in vma.flags,
     }
+    if meta["kind"] == "memfd":
+        meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}")
+    return meta
 
 
 def copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -> None:

@@ -6,7 +6,8 @@ dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
 Kinds: regular `file`, `dir`, `device` (/dev/null & co), `tty` (reattached to
 /dev/null at restore, with a warning), `pipe` ends (the buffered bytes are copied with
 tee(2), without consuming them), `unix_pair` (an end of a Unix socketpair with the
-bytes queued to it, sockets.py), `eventfd`, `signalfd`, `timerfd` (remaining time and
+bytes queued to it, sockets.py), `memfd` (its contents, shared by the fds and
+mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
 interval), `epoll` (its watches, re-added in the process that registered them once its
 fds exist), and `deleted` (a regular file unlinked while open: its bytes go into the
 image, restore makes an O_TMPFILE).
@@ -48,6 +49,7 @@ SOCK_CLOEXEC = 0o2000000
 _NR_KCMP, _NR_TEE, _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 312, 276, 293, 290, 289
 _NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR = 434, 438, 72, 53
 _NR_TIMERFD_CREATE, _NR_TIMERFD_SETTIME, _NR_EPOLL_CREATE1, _NR_EPOLL_CTL = 283, 286, 291, 233
+_NR_MEMFD_CREATE = 319
 EPOLL_CTL_ADD = 1
 
 BlobWriter = Callable[[bytes], list[str]]  # bytes -> chunk ids (hex) kept alive by the image
@@ -98,7 +100,10 @@ class FileCapture:
         if not target.startswith("/"):
             raise Unsupported(f"{what}: inotify, fanotify, pidfd, memfd and other special files are not "
                               "supported yet")
-        mode = os.stat(f"/proc/{pid}/fd/{info.fd}").st_mode
+        st = os.stat(f"/proc/{pid}/fd/{info.fd}")
+        mode = st.st_mode
+        if target.startswith("/memfd:"):
+            return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
         if target.endswith(" (deleted)") and stat.S_ISREG(mode):
             return {"kind": "deleted", "mode": stat.S_IMODE(mode), "data": self._deleted_contents(pid, info)}
         if stat.S_ISREG(mode):
@@ -110,6 +115,21 @@ class FileCapture:
         if stat.S_ISCHR(mode) and target.startswith(TTY_PREFIXES):
             return {"kind": "tty", "path": target}
         raise Unsupported(f"{what}: this kind of file (FIFO, socket or device) cannot be checkpointed")
+
+    def memfd(self, inode: int, path: str, source: str) -> int:
+        """The file id of a memfd's contents (recorded once per inode), read from `source`."""
+        for record in self.files:
+            if record["kind"] == "memfd" and record["inode"] == inode:
+                return record["id"]
+        with open(source, "rb") as fh:
+            data = fh.read(MAX_DELETED_FILE + 1)
+        if len(data) > MAX_DELETED_FILE:
+            raise Unsupported(f"memfd {path} is larger than 1 GiB")
+        name = path[len("/memfd:"):].removesuffix(" (deleted)")
+        record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
+                  "flags": O_RDWR, "pos": 0, "data": self.put_blob(data)}
+        self.files.append(record)
+        return record["id"]
 
     def _unix_pair(self, pid: int, fd: int, ino: int, what: str) -> dict:
         info = sockets.unix_info(ino)
@@ -180,11 +200,12 @@ class FileRestorer:
         self.warnings = warnings
         self.made: dict[int, tuple[int, int]] = {}  # file id -> (ns pid of holder, spare fd there)
         self.filled: set[int] = set()  # epoll file ids whose watches are back
+        self.made_local: dict[tuple[int, int], int] = {}  # (ns pid, file id) -> spare fetched there
 
     def install(self, builder, fds: list[dict]) -> list[int]:
         """Give a stub-built process exactly its fds; returns the spare fds it holds for others."""
         inj, ns_pid = builder.inj, builder.meta["pid"]
-        spare_base = max([f["fd"] for f in fds] + [2]) + 1
+        spare_base = builder.spare_base
         spares: list[int] = []
         for record in fds:
             file_id = record["file"]
@@ -219,6 +240,24 @@ class FileRestorer:
                 inj.check(_NR_EPOLL_CTL, record["fd"], EPOLL_CTL_ADD, tfd, event, what=f"epoll_ctl(ADD {tfd})")
             self.filled.add(epoll["id"])
 
+    def local_fd(self, builder, file_id: int, base: int) -> int:
+        """An fd of this process on the image file `file_id` (made here, or fetched with
+        pidfd_getfd from its holder and kept as a spare); for mappings and reopening."""
+        inj, ns_pid = builder.inj, builder.meta["pid"]
+        if (ns_pid, file_id) in self.made_local:
+            return self.made_local[(ns_pid, file_id)]
+        if file_id not in self.made:
+            builder.spares += self._make(builder, self.files[file_id], base)
+        holder, spare = self.made[file_id]
+        if holder == ns_pid:
+            return spare
+        pidfd = inj.check(_NR_PIDFD_OPEN, holder, 0, what="pidfd_open")
+        got = self._spare(inj, inj.check(_NR_PIDFD_GETFD, pidfd, spare, 0, what="pidfd_getfd"), base)
+        inj.check(kernel.NR["close"], pidfd)
+        builder.spares.append(got)
+        self.made_local[(ns_pid, file_id)] = got
+        return got
+
     def _spare(self, inj, fd: int, base: int) -> int:
         spare = inj.check(_NR_FCNTL, fd, F_DUPFD_CLOEXEC, base, what="F_DUPFD_CLOEXEC")
         inj.check(kernel.NR["close"], fd)
@@ -246,6 +285,15 @@ class FileRestorer:
             fd = inj.check(_NR_SIGNALFD4, -1, mask, 8, record["flags"] & O_NONBLOCK, what="signalfd4")
         elif kind == "deleted":
             fd = self._make_deleted(builder, record)
+        elif kind == "memfd":
+            fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), 0, what="memfd_create")
+            with open(f"/proc/{builder.tid}/fd/{fd}", "wb") as fh:
+                fh.write(self.read_blob(record["data"]))
+        elif kind == "memfd_fd":  # another open file description of that memfd
+            local = self.local_fd(builder, record["memfd"], base)
+            fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC),
+                              f"memfd {record['target']}")
+            inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         else:
             path = self.remap(record["path"])
             if kind == "tty":

@@ -106,3 +106,19 @@ def test_socketpair_with_bytes_in_flight(procs, store, tmp_path, subreaper):
     procs.restored.append(restored)
     wait_for(lambda: out.stat().st_size >= size + 20 * LINE, "the restored reader to write on")
     assert assert_unbroken(out, proc.pid) > size // LINE
+
+
+def test_memfd_shared_by_parent_and_child(procs, store, tmp_path, subreaper):
+    out = tmp_path / "memfd.out"
+    proc = procs.python("memfd_share.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
+    [child] = children_of(proc.pid)
+    checkpointer.checkpoint([proc.pid], store, "memfd", tree=True)
+    assert [f["name"] for f in load_image(store, "memfd").files if f["kind"] == "memfd"] == ["shared-state"]
+    procs.kill(proc)
+    subreaper([child])
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, "memfd")
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 220 * LINE, "two of the parent's progress checks")
+    assert assert_unbroken(out, proc.pid) > size // LINE + 200
