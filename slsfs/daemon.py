@@ -41,6 +41,7 @@ from objectstore import ChunkId, Store, StoreError
 from checkpointer import CheckpointError, ProcessGone
 from checkpointer.restore import restore as restore_image
 from mount.control import CONTROL_VERSION, socket_path
+from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
@@ -65,27 +66,26 @@ class Daemon:
         fs.history.extensions["procs"] = procs_view.provider(store)
 
     # ----- checkpoints ---------------------------------------------------------------
-    def _seal_and_pin(self) -> ChunkId:
-        self.fs.seal()
-        return self.fs.main.tree.flush()
-
-    def _record(self, group: RunningGroup, label: str, image: ChunkId, fs_root: ChunkId,
-                processes: list[dict]) -> int:
-        """In the trio thread, the group still frozen: name image + fs, commit (not durable yet)."""
-        group.seq += 1
-        pids = [p["pid"] for p in processes if not p.get("zombie")]
-        groups.save(self.store, GroupCheckpoint(group.settings, group.seq, time.time(), image, fs_root, pids))
-        return self.fs.checkpoint(f"group {group.name} #{group.seq}: {label}", durable=False).id
+    def _commit_files(self, group: RunningGroup) -> tuple[int, ChunkId]:
+        """In the trio thread, the group frozen: the file system of this instant, committed."""
+        commit = self.fs.checkpoint(f"group {group.name} #{group.seq + 1}: files", durable=False)
+        return commit.id, commit.roots[VOLUME_PREFIX + self.fs.volume_name]
 
     async def checkpoint(self, group: RunningGroup, label: str) -> int:
+        """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id."""
         async with self.lock:
             started = time.perf_counter()
-            commit, stop_ms = await self.tracer.run(
-                group_checkpoint.take, group.pids, self.mountpoint, self.store, self.tracer.in_trio,
-                self._seal_and_pin, lambda *captured: self._record(group, label, *captured))
+            captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mountpoint, self.store,
+                                             self.tracer.in_trio, lambda: self._commit_files(group))
+            image = await captured.write()
+            group.seq += 1
+            pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
+            groups.save(self.store, GroupCheckpoint(group.settings, group.seq, time.time(), image,
+                                                    captured.fs_root, pids, captured.files_commit))
+            commit = self.store.commit(f"group {group.name} #{group.seq}: {label}", durable=False).id
             self.store.barrier()
             group.last_checkpoint = commit
-            group.note_checkpoint(stop_ms, (time.perf_counter() - started) * 1000)
+            group.note_checkpoint(captured.stop_ms, (time.perf_counter() - started) * 1000)
             return commit
 
     async def run_checkpoints(self, group: RunningGroup) -> None:
@@ -169,7 +169,7 @@ class Daemon:
         """Start `count` copies of a group checkpoint, each on its own O(1) clone of the
         checkpoint's file system, grafted at `<mount>/<name>.clone<N>/`."""
         record, commit = groups.resolve(self.store, name, at)
-        origin = groups.first_commit(self.store, name, commit)
+        origin = self.store.commit_by_id(record.files_commit)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         started = []
         for _ in range(count):

@@ -1,28 +1,32 @@
 """One group checkpoint, end to end (DESIGN.md), and reading an image for restore.
 
-`take(...)` runs in the tracer thread (slsfs.tracer), with every store access sent to
-the trio thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile:
+`take(...)` runs in the tracer thread (slsfs.tracer); store access goes to the trio
+thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile:
 
   1. freeze every task of the group's process tree (ptrace);
   2. syncfs the mount (the kernel writes back dirty pages; the trio thread answers);
-  3. seal the file system and pin the volume's root at this instant;
-  4. capture the processes: pages and metadata go into a new image (one call into
-     the trio thread per run of pages), then name the image and the pinned volume root
-     in the `grp/<name>` record and commit (not yet durable): this commit's volume root
-     is the file system of the frozen instant, so `.sls/checkpoints/<id>/fs` shows it;
+  3. seal the file system and commit it (not yet durable): this "files" commit holds
+     the file system of the frozen instant, so `.sls/checkpoints/<id>/fs` shows it;
+  4. capture the processes: metadata, and memory pages copied into this process;
   5. thaw.
-The caller then makes the commit durable (fsync) while the application runs. A crash
-before that leaves the previous durable group checkpoint intact.
+Then `Captured.write()` (trio thread, application running) turns the copied pages into
+an image, names it with the files commit's volume root in the `grp/<name>` record, and
+commits; the caller makes both commits durable with one fsync. A crash before that
+leaves the previous durable group checkpoint intact (the record is only in the second
+commit, so a torn tail never pairs new files with an old image).
 
-Simplification: pages are hashed and stored while the group is stopped (no COW copy
-after the thaw), so the stop time grows with the memory the group has dirtied.
+Simplification: the pages are copied in full at every checkpoint (no dirty-page
+tracking yet), and held in memory until written.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+
+import trio
 
 from objectstore import ChunkId, Store
 
@@ -47,24 +51,42 @@ def syncfs(mountpoint: str) -> None:
         os.close(fd)
 
 
+@dataclass
+class Captured:
+    """What a freeze window produced; `write()` stores it (in the trio thread)."""
+
+    files_commit: int
+    fs_root: ChunkId
+    writer: ImageWriter
+    processes: list[dict]
+    files: list[dict]
+    pages: list[tuple[int, int, bytes]]
+    stop_ms: float
+
+    async def write(self) -> ChunkId:
+        """The image root; yields to trio between runs of pages so FUSE keeps being served."""
+        for pid, addr, data in self.pages:
+            self.writer.add_pages(pid, addr, data)
+            await trio.sleep(0)
+        self.pages.clear()
+        return self.writer.finish(self.processes, self.files)
+
+
 def take(pids: list[int], mountpoint: str, store: Store, in_trio: InTrio,
-         seal_and_pin: Callable[[], ChunkId],
-         record: Callable[[ChunkId, ChunkId, list[dict]], int]) -> tuple[int, float]:
-    """Steps 1-5 above; `record(image, fs_root, processes)` runs in the trio thread while
-    the group is still frozen and returns the (not yet durable) commit id.
-    Returns (commit id, stop time in ms)."""
+         commit_files: Callable[[], tuple[int, ChunkId]]) -> Captured:
+    """Steps 1-5 above. `commit_files()` seals and commits the file system in the trio
+    thread and returns (commit id, volume root)."""
     started = time.perf_counter()
+    pages: list[tuple[int, int, bytes]] = []
     with freeze(pids, tree=True) as frozen:
         syncfs(mountpoint)
-        fs_root = in_trio(seal_and_pin)
+        files_commit, fs_root = in_trio(commit_files)
         writer = in_trio(ImageWriter, store)
         files = FileCapture(lambda data: in_trio(writer.add_blob, data))
-        processes = capture_all(frozen, lambda pid, addr, data: in_trio(writer.add_pages, pid, addr, data),
-                                files)
+        processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files)
         frozen.check_alive()
-        image = in_trio(writer.finish, processes, files.files)
-        commit = in_trio(record, image, fs_root, processes)
-    return commit, (time.perf_counter() - started) * 1000
+    return Captured(files_commit, fs_root, writer, processes, files.files, pages,
+                    (time.perf_counter() - started) * 1000)
 
 
 class LoadedImage:

@@ -5,9 +5,10 @@ checkpointed together. Every group checkpoint writes one small tree named
 `grp/<group>` in the store's roots (format in docs/FORMAT.md, "Persistence groups"):
 
     b"meta"   JSON: format, version, the group's settings (volume, hz, argv, mount point),
-              the checkpoint's sequence number and time, and two roots taken at the same
-              frozen instant: `image` (the process image tree) and `fs` (the volume tree)
-              -- both passed as refs, so GC keeps them as long as the record lives.
+              the checkpoint's sequence number and time, and two roots of the same
+              frozen instant: `image` (the process image tree) and `fs` (the volume tree,
+              as committed in `files_commit` inside the freeze) -- both passed as refs, so
+              GC keeps them as long as the record lives.
 
 Roots are carried from commit to commit, so any commit names the newest group
 checkpoint taken at or before it; restore reads `fs` and `image` from that record
@@ -62,10 +63,12 @@ class GroupCheckpoint:
     image: ChunkId
     fs: ChunkId
     pids: list[int] = field(default_factory=list)   # as the processes see themselves
+    files_commit: int = 0                  # the commit made in the frozen window (its volume root = fs)
 
     def encode(self) -> bytes:
         doc = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings), "seq": self.seq,
-               "time": self.time, "image": self.image.hex(), "fs": self.fs.hex(), "pids": self.pids}
+               "time": self.time, "image": self.image.hex(), "fs": self.fs.hex(), "pids": self.pids,
+               "files_commit": self.files_commit}
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
@@ -78,7 +81,7 @@ class GroupCheckpoint:
                              f"(this slsfs reads version {VERSION}); upgrade slsfs")
         return cls(GroupSettings(**doc["settings"]), doc["seq"], doc["time"],
                    ChunkId(bytes.fromhex(doc["image"])), ChunkId(bytes.fromhex(doc["fs"])),
-                   doc["pids"])
+                   doc["pids"], doc["files_commit"])
 
 
 def save(store: Store, record: GroupCheckpoint) -> None:
@@ -116,17 +119,3 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
         raise GroupError(f"no checkpoint {at!r}: {exc}") from None
     return load(store, name, commit.roots), commit
 
-
-def first_commit(store: Store, name: str, commit: Commit) -> Commit:
-    """The commit that first named the group record current at `commit` (the one made in
-    the checkpoint's frozen window, whose volume root is the record's file system)."""
-    key = ROOT_PREFIX + name
-    root = commit.roots.get(key)
-    found = commit
-    for older in store.log():
-        if older.id >= found.id:
-            continue
-        if older.roots.get(key) != root:
-            break
-        found = older
-    return found
