@@ -215,3 +215,26 @@ def test_restored_process_checkpointed_and_restored_again_keeps_its_pid(procs, s
     assert ns_pid(second.pids[0]) == proc.pid
     wait_past(out, size)
     assert assert_unbroken(out, proc.pid) > size // LINE
+
+
+def test_restore_with_a_missing_file_fails_clearly_and_leaves_nothing(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    run_until(out, 5)
+    checkpointer.checkpoint([proc.pid], store, "img")
+    procs.kill(proc)
+    out.unlink()
+    stubs_before = {p for p in os.listdir("/proc") if p.isdigit() and _live_stub(p)}  # others' tests may run
+    with pytest.raises(checkpointer.CheckpointError, match=f"cannot reopen {out}.*must exist"):
+        checkpointer.restore(store, "img")
+    assert {p for p in os.listdir("/proc") if p.isdigit() and _live_stub(p)} <= stubs_before
+
+
+def _live_stub(pid: str) -> bool:
+    """A restore stub (launcher, namespace PID 1 or half-built process) still running."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            alive = fh.read().rpartition(")")[2].split()[0] != "Z"
+        return alive and "slsfs-restore-stub" in os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False  # gone meanwhile, or not ours to read
