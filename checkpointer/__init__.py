@@ -20,13 +20,19 @@ The API (for the persistence-group daemon and the `sls` CLI)::
     with freeze(pids, tree=True) as frozen:
         root = inc.capture(frozen, store)       # full the first time; each image is complete
     inc.last_pages                              # pages the last capture stored
+    # shorter stop: inside the window only metadata + a fork snapshot; pages copied after the thaw
+    with freeze(pids, tree=True) as frozen:
+        pending = inc.capture_snapshot(frozen, store)
+    root = pending.complete()                   # copies from the snapshot, reaps it, returns the root
     inc.close()                                 # when the processes are no longer checkpointed
 
     # 2. restore: a new PID namespace by default (original PIDs kept via clone3 set_tid)
     restored = restore(store, name_or_root, new_pid_namespace=True,
                        remap={"/old/mount": "/new/mount"}, leave_stopped=False)
-    restored.pids      # host PIDs of the restored processes
+    restored.pids      # host PIDs of the restored processes (parents first)
     restored.wait()    # until they have all exited;  restored.kill() ends the whole tree
+    # lower level: checkpointer.restore.restore(image_source, ...) takes any object with
+    # .processes, .files, .page_runs(pid) and .read_blob(ids) (see restore.ImageSource)
 
     load_image(store, name_or_root).processes   # the metadata (docs/FORMAT.md, "Process images")
 
