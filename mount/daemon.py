@@ -28,7 +28,7 @@ log = logging.getLogger("slsfs.mount")
 LOG_NAME = "mount.log"
 
 
-def _answer(fs: FileSystem, req: dict) -> dict:
+def answer(fs: FileSystem, req: dict) -> dict:
     if req.get("v") != CONTROL_VERSION:
         return {"ok": False, "error": f"control protocol version {req.get('v')!r}; this daemon "
                                       f"speaks {CONTROL_VERSION} (restart the mount after upgrading)"}
@@ -60,7 +60,7 @@ def _answer(fs: FileSystem, req: dict) -> dict:
     return {"ok": False, "error": f"unknown request {op!r}"}
 
 
-async def _serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -> None:
     path = socket_path(fs.store.path)
     path.unlink(missing_ok=True)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
@@ -81,7 +81,7 @@ async def _serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -
                             break
                         data += chunk
                     try:
-                        reply = _answer(fs, json.loads(data))
+                        reply = answer(fs, json.loads(data))
                     except ValueError:
                         reply = {"ok": False, "error": "request is not JSON"}
                     except Exception as exc:       # a bug: report it, keep serving
@@ -104,7 +104,7 @@ async def _stop_on_signals(cancel_scope: trio.CancelScope) -> None:
 
 async def _run(fs: FileSystem, args, ready) -> None:
     async with trio.open_nursery() as nursery:
-        await nursery.start(_serve_control, fs)
+        await nursery.start(serve_control, fs)
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
 
         async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -39,6 +39,7 @@ log = logging.getLogger("slsfs.mount")
 DEFAULT_INTERVAL_MS = 10
 SPACE_RESERVE = 16 * 1024 * 1024          # bytes kept free on the store's disk
 RETENTION_EVERY_S = 5.0
+BARRIER_EVERY_S = 1.0                     # periodic checkpoints become durable within ~1 s
 
 
 class MountError(Exception):
@@ -69,7 +70,7 @@ class FileSystem:
         self.ops = Operations(store, self.views, make_durable=self.make_durable,
                               has_space=self.has_space)
         self.checkpoints_taken = 0
-        self._last_retention = time.monotonic()
+        self._last_retention = self._last_barrier = time.monotonic()
         self._durable_lock = trio.Lock()
         self._reclaim_unheld_orphans(self.main)
 
@@ -84,14 +85,26 @@ class FileSystem:
         for volume in self.views.live_volumes():
             volume.seal()
 
-    def checkpoint(self, label: str = "", *, durable: bool = False):
-        """Seal and commit; returns the objectstore Commit."""
-        self.seal()
-        commit = self.store.commit(label, durable=durable)
+    def mark_committed(self) -> None:
+        """Tell the file system that a commit now holds everything sealed so far."""
         for volume in self.views.live_volumes():
             volume.changed = False
         self.checkpoints_taken += 1
+
+    def checkpoint(self, label: str = "", *, durable: bool = False, roots: dict | None = None):
+        """Seal and commit (setting extra named `roots` first); returns the Commit."""
+        self.seal()
+        for name, root in (roots or {}).items():
+            self.store.set_root(name, root)
+        commit = self.store.commit(label, durable=durable)
+        self.mark_committed()
         return commit
+
+    @staticmethod
+    async def drain_kernel_cache(mountpoint: str) -> None:
+        """syncfs(2) the mount from a worker thread, so that dirty pages the kernel holds
+        (shared writable mmaps) are written to this daemon before a checkpoint."""
+        await trio.to_thread.run_sync(pyfuse3.syncfs, str(mountpoint))
 
     async def make_durable(self) -> None:
         """fsync semantics: everything written so far is on disk when this returns."""
@@ -124,7 +137,8 @@ class FileSystem:
             self.store.forget(keep)
 
     async def run_checkpoints(self) -> None:
-        """Checkpoint every interval while something changed (until cancelled)."""
+        """Checkpoint every interval while something changed, and make those checkpoints
+        durable about once a second (group commit), until cancelled."""
         while True:
             await trio.sleep(self.interval)
             if self.dirty:
@@ -133,8 +147,15 @@ class FileSystem:
                 except StoreError as exc:        # e.g. a full disk: keep the buffers, retry later
                     log.warning("checkpoint failed, will retry: %s", exc)
                     await trio.sleep(1)
+            if (self.store.head is not None and self.store.durable_id < self.store.head.id
+                    and time.monotonic() - self._last_barrier > BARRIER_EVERY_S):
+                self._last_barrier = time.monotonic()
+                try:
+                    self.store.barrier()
+                except StoreError as exc:
+                    log.warning("making checkpoints durable failed, will retry: %s", exc)
             if time.monotonic() - self._last_retention > RETENTION_EVERY_S:
-                self._last_retention = time.monotonic()
+                self._last_retention = self._last_barrier = time.monotonic()
                 try:
                     self.apply_retention()
                 except StoreError as exc:

@@ -322,6 +322,8 @@ class Operations(pyfuse3.Operations):
             return self._open_handle(inode, flags, node.content())
         if writing and view.readonly:
             raise FUSEError(errno.EROFS)
+        if flags & os.O_TRUNC and writing:      # libfuse asks for atomic O_TRUNC
+            view.truncate(local, 0)
         return self._open_handle(inode, flags)
 
     async def read(self, fh, off, size):

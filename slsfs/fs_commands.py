@@ -131,7 +131,7 @@ def _mount_state(mountpoint: str) -> str:
     if not any(os.path.realpath(m.mountpoint) == real for m in slsfs_mounts()):
         return "free"
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)                 # always asks the daemon (stat may be cached)
         return "live"
     except OSError as exc:
         if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
@@ -149,11 +149,9 @@ def cmd_mount(args) -> int:
     store, mountpoint = os.path.abspath(args.store), os.path.abspath(args.mountpoint)
     if not (Path(store) / "FORMAT").exists():
         raise CommandError(f"{store} is not a slsfs store; create one with `sls init {args.store}`")
-    if not os.path.isdir(mountpoint):
-        state = _mount_state(mountpoint) if os.path.lexists(mountpoint) else "missing"
-        if state != "stale":
-            raise CommandError(f"mount point {mountpoint} is not a directory; create it first")
     state = _mount_state(mountpoint)
+    if state == "free" and not os.path.isdir(mountpoint):
+        raise CommandError(f"mount point {mountpoint} is not a directory; create it first")
     if state == "live":
         raise CommandError(f"{mountpoint} is already mounted; `sls umount {mountpoint}` first")
     if state == "stale":

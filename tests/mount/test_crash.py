@@ -1,0 +1,110 @@
+"""Crash safety: SIGKILL the mount daemon mid-writes, stale mount points, busy umount."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import sls, wait_for
+
+WRITER = r"""
+import os, sys
+root = sys.argv[1]
+n = 0
+while True:
+    path = os.path.join(root, f"file-{n:05d}")
+    with open(path, "wb") as f:
+        f.write(os.urandom(1000) + n.to_bytes(4, "big") * 5000)
+        if n % 3 == 0:
+            f.flush()
+            os.fsync(f.fileno())
+            print(n, flush=True)          # fsync acknowledged: this file must survive
+    n += 1
+"""
+
+
+def test_sigkill_mid_writes_keeps_every_fsynced_byte(new_mount, workdir):
+    mnt = new_mount()
+    (mnt.path / "dir").mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt.path / "dir")],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    acknowledged: list[int] = []
+    contents: dict[int, bytes] = {}
+    try:
+        while len(acknowledged) < 30:
+            line = writer.stdout.readline()
+            assert line, "writer stopped early"
+            n = int(line)
+            acknowledged.append(n)
+            contents[n] = (mnt.path / "dir" / f"file-{n:05d}").read_bytes()
+        mnt.kill()                                     # crash while the writer runs
+    finally:
+        writer.kill()
+        writer.wait()
+    result = sls("mount", mnt.store, mnt.path, check=False)
+    assert result.returncode == 1 and "stale" in result.stderr
+    mnt.mount("--force")
+    for n in acknowledged:
+        assert (mnt.path / "dir" / f"file-{n:05d}").read_bytes() == contents[n]
+    mnt.umount()
+    fsck = json.loads(sls("fsck", mnt.store, "--json").stdout)
+    assert fsck["clean"], fsck["problems"]
+
+
+def test_unlinked_open_file_survives_a_crash_held_by_the_store(mnt):
+    path = mnt.path / "scratch"
+    f = open(path, "w+b")
+    try:
+        f.write(b"precious")
+        f.flush()
+        ino = os.fstat(f.fileno()).st_ino
+        os.unlink(path)
+        os.fsync(f.fileno())
+        mnt.kill()
+    finally:
+        try:
+            f.close()
+        except OSError:
+            pass
+    sls("umount", mnt.path)                            # a stale mount: detached
+    with mnt.open_store() as store:
+        assert "slsfs-mount" in store.holders("main").get(ino, set())
+        from mount import schema
+        assert store.volume("main").get(schema.inode_key(ino)) is not None
+    mnt.mount()                                        # still held after a remount
+    mnt.umount()                                       # a clean stop releases it
+    with mnt.open_store() as store:
+        assert store.holders("main") == {}
+
+
+def test_umount_refuses_while_files_are_open(mnt):
+    (mnt.path / "busy").write_text("x")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys,time; f=open(sys.argv[1]); print('ok', flush=True); time.sleep(300)",
+                               str(mnt.path / "busy")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        result = sls("umount", mnt.path, check=False)
+        assert result.returncode == 1
+        assert "busy" in result.stderr and f"pid {holder.pid}" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    wait_for(lambda: sls("umount", mnt.path, check=False).returncode == 0, "umount to succeed", 30)
+
+
+def test_periodic_checkpoints_without_fsync(new_mount):
+    mnt = new_mount("--checkpoint-interval", "10")
+    (mnt.path / "f").write_bytes(b"not fsynced")
+    status = mnt.status()
+    def durable_and_clean() -> bool:
+        now = mnt.status()
+        return (now["checkpoints_taken"] > status["checkpoints_taken"] and not now["dirty"]
+                and now["durable"] >= now["head"])
+    wait_for(durable_and_clean, "a periodic checkpoint to become durable", 30)
+    mnt.kill()
+    time.sleep(0.1)
+    mnt.mount("--force")
+    assert (mnt.path / "f").read_bytes() == b"not fsynced"
