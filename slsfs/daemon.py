@@ -1,7 +1,7 @@
 """The slsfs daemon: one per store, it serves the mount and checkpoints persistence groups.
 
-`python -m slsfs.daemon STORE --mountpoint M [--volume V] [--restore GROUP [--at SPEC]]`
-(started by `sls run` / `sls restore`). In one process it:
+`python -m slsfs.daemon STORE --mountpoint M [--volume V] [--restore GROUP [--at SPEC]]
+[--like GROUP]` (started by `sls run` / `sls restore`). In one process it:
 - serves volume V of the store at M over FUSE (mount.filesystem.FileSystem, trio loop);
 - runs each group's processes and checkpoints them at their rate, so that ONE commit
   names both the group's process image and the file system of the same instant
@@ -9,17 +9,18 @@
 - answers `<store>/control.sock` (mount.control protocol): the group ops below, and
   every file-system op of the mount daemon (status, checkpoint, snapshot, log, ...).
 
-Group ops: run {settings, env}, persist {pid, name, hz}, group_checkpoint {group, name?}, barrier {group},
-resolve_group {group, at?}, clone_group {group, at?, count}, ps, stop_group {group},
-shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
+Group ops: run {settings, env}, persist {pid, name, hz}, group_checkpoint {group, name?},
+barrier {group}, resolve_group {group, at?}, clone_group {group, at?, count}, ps,
+stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
 (`<mount>/<group>.clone<N>/`, paths remapped at restore); they are not checkpointed.
 
 With --restore, before mounting, the volume is reset to the file system recorded in
 the group checkpoint (the newest, or the one current at --at), then the processes are
 restored from its image once the mount is live. Log: `<store>/daemon.log`.
 
-Simplifications: the mount's own periodic file-system checkpoints are off (group
-checkpoints and fsync commit instead); restoring resets the whole volume.
+Simplifications: the mount's own periodic file-system checkpoints and retention are off
+(group checkpoints and fsync commit instead; old checkpoints are not thinned yet);
+restoring resets the whole volume, so one group per store is the supported case.
 """
 from __future__ import annotations
 
