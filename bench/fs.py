@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[0] = str(ROOT)          # not bench/: bench/objectstore.py would shadow the package
 SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
 MiB = 1024 * 1024
 

@@ -22,6 +22,8 @@ from typing import Awaitable, Callable
 import pyfuse3
 from pyfuse3 import EntryAttributes, FUSEError
 
+from objectstore import StoreError
+
 from .history import Graft, VFile, VLink
 from .schema import BLOCK_SIZE, NAME_MAX
 from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
@@ -33,6 +35,7 @@ META_NAME = b".sls"
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
 LIVE_TIMEOUT = 1.0
 FROZEN_TIMEOUT = 60.0           # checkpoint and snapshot trees never change
+SEAL_BUFFERED_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -341,7 +344,13 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.ENOSPC)
         if handle.flags & os.O_APPEND:
             off = volume.inode(handle.ino).size
-        return volume.write(handle.ino, off, buf)
+        written = volume.write(handle.ino, off, buf)
+        if volume.buffered_bytes > SEAL_BUFFERED_BYTES:   # bound memory between checkpoints
+            try:
+                volume.seal()
+            except StoreError as exc:
+                log.warning("sealing buffered writes failed, will retry: %s", exc)
+        return written
 
     async def flush(self, fh):
         pass

@@ -21,6 +21,7 @@ never reused.
 from __future__ import annotations
 
 import errno
+import logging
 import stat
 import time
 from collections import OrderedDict
@@ -28,9 +29,12 @@ from typing import Iterator
 
 from pyfuse3 import FUSEError
 
+from objectstore import StoreError
+
 from . import schema
 from .schema import BLOCK_SIZE, Entry, Inode, Superblock
 
+log = logging.getLogger("slsfs.mount")
 _DAY_NS = 86400 * 10**9
 _BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -350,7 +354,11 @@ class Volume:
         cid = self.tree.get(schema.block_key(ino, block))
         if cid is None:
             return b""
-        return self.block_cache.get(self.store, cid)
+        try:
+            return self.block_cache.get(self.store, cid)
+        except StoreError as exc:              # a corrupt or missing chunk: EIO for this file only
+            log.error("volume %s inode %d block %d: %s", self.name, ino, block, exc)
+            raise _err(errno.EIO) from None
 
     def _block(self, ino: int, block: int) -> bytes | bytearray:
         buffers = self._buffers.get(ino)

@@ -1,11 +1,14 @@
 """Crash safety: SIGKILL the mount daemon mid-writes, stale mount points, busy umount."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
 import sys
 import time
+
+import pytest
 
 from conftest import sls, wait_for
 
@@ -108,3 +111,29 @@ def test_periodic_checkpoints_without_fsync(new_mount):
     time.sleep(0.1)
     mnt.mount("--force")
     assert (mnt.path / "f").read_bytes() == b"not fsynced"
+
+
+def test_corrupt_chunk_gives_eio_on_that_file_only(mnt):
+    damaged, healthy = os.urandom(50_000), os.urandom(50_000)
+    (mnt.path / "damaged").write_bytes(damaged)
+    (mnt.path / "healthy").write_bytes(healthy)
+    mnt.umount()
+    marker = damaged[20_000:20_064]                     # random bytes are stored uncompressed
+    hits = []
+    for pack in (mnt.store / "packs").rglob("*.pack"):
+        data = pack.read_bytes()
+        if marker in data:
+            hits.append((pack, data.index(marker)))
+    assert len(hits) == 1, hits
+    pack, offset = hits[0]
+    with open(pack, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes([marker[0] ^ 0xFF]))
+    mnt.mount()
+    with pytest.raises(OSError) as e:
+        (mnt.path / "damaged").read_bytes()
+    assert e.value.errno == errno.EIO
+    assert (mnt.path / "healthy").read_bytes() == healthy
+    (mnt.path / "new").write_bytes(b"still writable")
+    assert (mnt.path / "new").read_bytes() == b"still writable"
+    assert "inode" in (mnt.store / "mount.log").read_text()     # logged: volume, inode, block
