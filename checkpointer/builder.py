@@ -203,7 +203,7 @@ class ProcessBuilder:
             if kind in SPECIAL_KINDS:
                 continue
             size, prot = vma["end"] - vma["start"], _prot(vma["prot"])
-            if kind == "memfd":
+            if kind in ("memfd", "shared_anon"):  # shared anonymous memory comes back as a memfd
                 fd = files.local_fd(self, vma["memfd"], self.spare_base)
                 flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
                 self.inj.check(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"],
@@ -218,7 +218,7 @@ class ProcessBuilder:
                                what=f"mmap of {path}")
                 self.inj.check(NR["close"], fd)
                 continue
-            flags = (MAP_SHARED if kind == "shared_anon" else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
+            flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
             if vma["growsdown"]:
                 flags |= MAP_GROWSDOWN
             self.inj.check(NR["mmap"], vma["start"], size, prot, flags, -1, 0,

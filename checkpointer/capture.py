@@ -39,9 +39,10 @@ RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.start
 def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
     """The pages of a VMA a full image holds (None: none, its contents are elsewhere)."""
     kind = vma_kind(vma)
-    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall") or (kind in ("file", "memfd") and vma.shared):
-        return None
-    return procfs.dirty_pages(pid, vma, all_present=kind == "shared_anon")
+    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall", "shared_anon") or (kind in ("file", "memfd")
+                                                                                and vma.shared):
+        return None  # kept in the file, or (shared memory) in the image as a memfd record
+    return procfs.dirty_pages(pid, vma)
 
 
 def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
@@ -131,8 +132,10 @@ def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
         "offset": vma.offset, "path": vma.path, "kind": vma_kind(vma),
         "growsdown": "gd" in vma.flags,
     }
-    if meta["kind"] == "memfd":
-        meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}")
+    if meta["kind"] in ("memfd", "shared_anon"):  # shared anonymous memory is a shmem file too
+        name = "shared-anon" if meta["kind"] == "shared_anon" else None
+        meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
+                                    name)
     return meta
 
 

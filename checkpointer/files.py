@@ -116,8 +116,9 @@ class FileCapture:
             return {"kind": "tty", "path": target}
         raise Unsupported(f"{what}: this kind of file (FIFO, socket or device) cannot be checkpointed")
 
-    def memfd(self, inode: int, path: str, source: str) -> int:
-        """The file id of a memfd's contents (recorded once per inode), read from `source`."""
+    def memfd(self, inode: int, path: str, source: str, name: str | None = None) -> int:
+        """The file id of a memfd's (or shared memory's) contents, recorded once per inode,
+        read from `source`."""
         for record in self.files:
             if record["kind"] == "memfd" and record["inode"] == inode:
                 return record["id"]
@@ -125,7 +126,7 @@ class FileCapture:
             data = fh.read(MAX_DELETED_FILE + 1)
         if len(data) > MAX_DELETED_FILE:
             raise Unsupported(f"memfd {path} is larger than 1 GiB")
-        name = path[len("/memfd:"):].removesuffix(" (deleted)")
+        name = name or path[len("/memfd:"):].removesuffix(" (deleted)")
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
                   "flags": O_RDWR, "pos": 0, "data": self.put_blob(data)}
         self.files.append(record)

@@ -1,7 +1,9 @@
-"""A memfd shared by a parent and a child: `memfd_share.py OUTFILE`. Both map it
-MAP_SHARED; the child increments a counter in it every 2 ms; the parent keeps an fd on
-it too, checks through both the mapping and pread that the counter only grows and
-that its 64 KiB pattern is intact, and appends "<n> <pid> ok" every 5 ms."""
+"""A memfd and shared anonymous memory, both shared by a parent and a child:
+`memfd_share.py OUTFILE`. Both processes map them MAP_SHARED; the child increments a
+counter in each every 2 ms; the parent keeps an fd on the memfd too, checks through the
+mappings and pread that the counters only grow (and keep growing: the memory is still
+shared after a restore) and that the memfd's 64 KiB pattern is intact, and appends
+"<n> <pid> ok" every 5 ms."""
 import mmap
 import os
 import struct
@@ -13,12 +15,14 @@ fd = os.memfd_create("shared-state")
 os.ftruncate(fd, 65536 + 8)
 area = mmap.mmap(fd, 65536 + 8)
 area[8:] = bytes(i % 251 for i in range(65536))
+anon = mmap.mmap(-1, 8192)  # MAP_SHARED | MAP_ANONYMOUS
 child = os.fork()
 if child == 0:
     while True:
         struct.pack_into("<Q", area, 0, struct.unpack_from("<Q", area, 0)[0] + 1)
+        struct.pack_into("<Q", anon, 4096, struct.unpack_from("<Q", anon, 4096)[0] + 1)
         time.sleep(0.002)
-pid, last, n = os.getpid(), 0, 0
+pid, last, last_anon, n = os.getpid(), 0, 0, 0
 while True:
     n += 1
     seen = struct.unpack_from("<Q", area, 0)[0]
@@ -26,10 +30,11 @@ while True:
     if seen < last or via_fd < seen or area[8:16] != bytes(range(8)) or os.pread(fd, 4, 65536 + 4) != area[65540:65544]:
         out.write(f"BAD memfd counter {seen} after {last}\n")
         sys.exit(1)
-    if n % 100 == 0 and seen == last:
-        out.write("BAD the child stopped counting\n")
+    seen_anon = struct.unpack_from("<Q", anon, 4096)[0]
+    if n % 100 == 0 and (seen == last or seen_anon == last_anon):
+        out.write("BAD the child's counting is not seen any more\n")
         sys.exit(1)
     if n % 100 == 0:
-        last = seen
+        last, last_anon = seen, seen_anon
     out.write(f"{n:08d} {pid:7d} ok\n")
     time.sleep(0.005)
