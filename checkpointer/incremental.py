@@ -15,6 +15,8 @@ Why: a checkpoint of a large process that wrote little is small and fast.
 `capture_snapshot` shortens the stop further: the pages are copied after the thaw from
 a fork snapshot (copy-on-write) made while frozen; the snapshot is then killed and
 reaped by its parent through one more injected wait4 (a stop of about a millisecond).
+When at most INLINE_PAGES pages are to be copied, they are copied inside the stop
+instead: the fork (page tables) costs more than that for a large process.
 
 Simplifications: pages dropped inside an unchanged mapping (MADV_DONTNEED) keep their
 old contents in the image; shared anonymous memory is captured whole every time.
@@ -57,6 +59,7 @@ PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
 PAGE_IS_WRITTEN = 1 << 1
 _SCAN_REGIONS = 512
+INLINE_PAGES = 512  # up to 2 MiB, copying inside the stop beats forking a large process
 _NR_USERFAULTFD, _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 323, 434, 438
 O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
 
@@ -204,6 +207,10 @@ class Incremental:
         processes = capture_all(frozen, writer.add_pages, files, select)
         for pid, proc in frozen.processes.items():
             self.trackers[pid].arm(proc, procfs.maps(pid))
+        if sum(map(len, deferred.values())) <= INLINE_PAGES:  # cheaper than a fork: copy now
+            for pid, pages in deferred.items():
+                copy_pages(pid, pages, functools.partial(writer.add_pages, ns_pids[pid]))
+            deferred.clear()
         snapshots = [(ns_pids[pid], pid, _fork_snapshot(frozen.processes[pid]), pages)
                      for pid, pages in deferred.items() if pages]
         frozen.check_alive()
