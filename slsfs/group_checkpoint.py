@@ -30,13 +30,15 @@ import trio
 
 from objectstore import ChunkId, Store
 
-from checkpointer import freeze
+from checkpointer import ProcessGone, freeze
 from checkpointer.capture import capture_all
 from checkpointer.files import FileCapture
 from checkpointer.image import ImageWriter, StoredImage
 
 InTrio = Callable[..., Any]
 _libc = ctypes.CDLL(None, use_errno=True)
+PF_EXITING = 0x4
+SIGKILL_BIT = 1 << 8
 
 
 def syncfs(mountpoint: str) -> None:
@@ -49,6 +51,21 @@ def syncfs(mountpoint: str) -> None:
             raise OSError(err, f"syncfs of {mountpoint}: {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def check_not_dying(pid: int) -> None:
+    """Raise ProcessGone if a SIGKILL reached `pid` (a ptrace stop does not hold it off):
+    what was read from a dying process (its fds, say) is not the process's state."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            flags = int(f.read().rsplit(")", 1)[1].split()[6])
+        with open(f"/proc/{pid}/status") as f:
+            pending = {k: int(v, 16) for k, _, v in (line.partition(":\t") for line in f)
+                       if k in ("SigPnd", "ShdPnd")}
+    except OSError:
+        raise ProcessGone(pid) from None
+    if flags & PF_EXITING or any(v & SIGKILL_BIT for v in pending.values()):
+        raise ProcessGone(pid, "it was killed while being captured")
 
 
 @dataclass
@@ -85,6 +102,8 @@ def take(pids: list[int], mountpoint: str, store: Store, in_trio: InTrio,
         files = FileCapture(lambda data: in_trio(writer.add_blob, data))
         processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files)
         frozen.check_alive()
+        for pid in frozen.processes:
+            check_not_dying(pid)
     return Captured(files_commit, fs_root, writer, processes, files.files, pages,
                     (time.perf_counter() - started) * 1000)
 
