@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_unbroken, ns_pid, ok_lines, wait_for
+from ckpt_helpers import assert_unbroken, ns_pid, ok_lines, wait_for
 
 
 def sls(*args: str) -> subprocess.CompletedProcess:

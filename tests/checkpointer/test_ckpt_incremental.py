@@ -5,7 +5,7 @@ from __future__ import annotations
 import checkpointer
 from checkpointer import freeze, load_image
 from checkpointer.incremental import Incremental
-from conftest import assert_unbroken, children_of, ns_pid, ok_lines, wait_for
+from ckpt_helpers import assert_unbroken, children_of, ns_pid, ok_lines, wait_for
 
 
 def _lines(path, n):

@@ -11,7 +11,7 @@ import pytest
 
 import checkpointer
 from checkpointer import images, load_image
-from conftest import assert_unbroken, ns_pid, ok_lines, wait_for
+from ckpt_helpers import assert_unbroken, ns_pid, ok_lines, wait_for
 
 LINE = 20  # bytes per counter line
 

@@ -7,7 +7,7 @@ import signal
 
 import checkpointer
 from checkpointer import load_image
-from conftest import assert_unbroken, children_of, ns_pid, ok_lines, state_of, wait_for
+from ckpt_helpers import assert_unbroken, children_of, ns_pid, ok_lines, state_of, wait_for
 
 LINE = 20
 

@@ -1,0 +1,59 @@
+"""Helpers of the checkpointer tests (a module with a unique name: every test layer has
+its own conftest.py, so tests import these from here rather than from `conftest`)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0):
+    """Poll until predicate() is truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def ok_lines(path: Path) -> list[str]:
+    """Complete lines of a target's output file."""
+    text = path.read_text(errors="replace")
+    return text.split("\n")[:-1]
+
+
+def assert_unbroken(path: Path, pid: int) -> int:
+    """The file holds one unbroken sequence 1..N of "<n> <pid> ... ok" lines; returns N."""
+    expected = 1
+    for line in ok_lines(path):
+        assert "BAD" not in line, f"target reported: {line}"
+        if line.startswith("usr1"):
+            continue
+        fields = line.split()
+        assert fields[-1] == "ok" and int(fields[0]) == expected and int(fields[1]) == pid, \
+            f"line {expected} of {path.name} is {line!r}"
+        expected += 1
+    return expected - 1
+
+
+def ns_pid(host_pid: int) -> int:
+    """The PID a process sees for itself (innermost NSpid)."""
+    for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    raise AssertionError("no NSpid line")
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def state_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
