@@ -7,6 +7,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+# CI must be deterministic: hypothesis draws the same examples every run unless
+# SLSFS_HYPOTHESIS_RANDOM=1 asks it to explore (do that when hunting bugs).
+DERANDOMIZE = os.environ.get("SLSFS_HYPOTHESIS_RANDOM") != "1"
+
 
 class TempDir:
     """A temporary directory for one hypothesis example (pytest's tmp_path is per test)."""

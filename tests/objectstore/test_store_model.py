@@ -18,7 +18,7 @@ import pytest
 
 from objectstore import NotFound, RetentionPolicy, Store, StoreError, StoreLocked
 
-from objectstore_helpers import TempDir
+from objectstore_helpers import DERANDOMIZE, TempDir
 
 VOLUMES = st.sampled_from(["a", "b", "c"])
 NAMES = st.sampled_from(["x", "y", "z"])
@@ -295,6 +295,7 @@ def IntKey(n: int) -> bytes:
     return n.to_bytes(8, "big")
 
 
-StoreModel.TestCase.settings = settings(max_examples=int(os.environ.get("SLSFS_MODEL_EXAMPLES", 150)), stateful_step_count=60, deadline=None,
-                                       suppress_health_check=[HealthCheck.too_slow])
+StoreModel.TestCase.settings = settings(
+    max_examples=int(os.environ.get("SLSFS_MODEL_EXAMPLES", 150)), stateful_step_count=60, deadline=None,
+    derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
 TestStoreModel = StoreModel.TestCase

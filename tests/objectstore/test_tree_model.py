@@ -15,14 +15,14 @@ from objectstore import IntTree, Store
 from objectstore import tree as tree_module
 from objectstore.tree import NodeCache, Tree
 
-from objectstore_helpers import TempDir
+from objectstore_helpers import DERANDOMIZE, TempDir
 
 KEYS = st.binary(min_size=0, max_size=6).map(lambda b: b.replace(b"\xff", b"\xfe", 1)) | \
     st.sampled_from([b"", b"a", b"ab", b"b", b"\xff", b"\xff\xff", b"\x00"])
 VALUES = st.binary(max_size=80)
 REF = st.binary(min_size=16, max_size=16)
 
-SETTINGS = settings(max_examples=40, stateful_step_count=50, deadline=None,
+SETTINGS = settings(max_examples=40, stateful_step_count=50, deadline=None, derandomize=DERANDOMIZE,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -156,7 +156,7 @@ INT_OPS = st.lists(st.tuples(st.sampled_from(["put", "delete", "range"]),
                    max_size=200)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=DERANDOMIZE)
 @given(ops=INT_OPS)
 def test_int_tree_matches_dict(ops, tmp_path_factory):
     with Store.init(tmp_path_factory.mktemp("int")) as store:
