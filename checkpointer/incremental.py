@@ -24,6 +24,7 @@ old contents in the image; shared anonymous memory is captured whole every time.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import signal
@@ -64,11 +65,15 @@ _NR_USERFAULTFD, _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 323, 434, 438
 O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
 
 
+class _NotTracked(CheckpointError):
+    """PAGEMAP_SCAN met a VMA that is not registered with the userfaultfd (EPERM)."""
+
+
 def _ioctl(fd: int, request: int, buf: ctypes.Array, what: str) -> int:
     result = _libc.ioctl(fd, request, ctypes.addressof(buf))
     if result < 0:
         err = ctypes.get_errno()
-        raise CheckpointError(f"{what} failed: {os.strerror(err)}")
+        raise (_NotTracked if err == errno.EPERM else CheckpointError)(f"{what} failed: {os.strerror(err)}")
     return result
 
 
@@ -93,7 +98,10 @@ class DirtyTracker:
         """(whole, pages): the pages of this VMA to store now; whole = the VMA is new or changed."""
         sig = _signature(vma)
         if sig in self.armed:
-            return False, self._written(vma)
+            try:
+                return False, self._written(vma)
+            except _NotTracked:  # unmapped and mapped again at the same place: a new VMA
+                self.armed.discard(sig)
         if sig in self.seen and "w" not in vma.perms:
             return False, None  # unchanged and not writable: nothing can differ
         return True, saved_pages(self.pid, vma)

@@ -81,3 +81,16 @@ def test_fork_snapshot_copies_after_the_thaw_and_leaves_no_child(procs, store, b
     procs.restored.append(restored)
     wait_for(lambda: out.stat().st_size >= size + 520 * 20, "the restored counter to check its heap")
     assert assert_unbroken(out, proc.pid) > 520
+
+
+def test_incremental_drops_unmapped_regions_and_follows_new_ones(procs, store, binaries, tmp_path):
+    out = tmp_path / "remapper.out"
+    proc = procs.start([str(binaries / "remapper"), str(out)])
+    _lines(out, 5)
+    _, roots = _checkpoints(store, proc.pid, 4, out)
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, roots[-1])
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 30 * 20, "the restored target to write on")
+    assert assert_unbroken(out, proc.pid) > size // 20
