@@ -36,7 +36,10 @@ In-process API (for the persistence-group daemon of issue 5)
 Rules: call everything from the trio thread that runs `fs.serve` (the Store is not
 thread-safe; `seal()` and `checkpoint()` are synchronous and never await, so they are
 atomic with respect to FUSE requests). Never call syncfs on the mount from that thread
-(it waits for requests that thread must answer): use `drain_kernel_cache`. fsync from
+(it waits for requests that thread must answer): use `drain_kernel_cache`. Never touch
+files of the mount from the daemon's own process while holding the GIL (an mmap of a
+file in the mount, accessed from Python, deadlocks on its page fault): do file I/O on
+the mount from child processes, or from worker threads with plain read/write calls. fsync from
 applications calls `fs.make_durable()`, which seals and commits durably on its own.
 The open-refcount holder used for unlinked-but-open inodes is `operations.HOLDER`;
 a daemon that restores processes holding such files adds its own holder names.

@@ -33,7 +33,7 @@ log = logging.getLogger("slsfs.mount")
 
 META_NAME = b".sls"
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
-LIVE_TIMEOUT = 1.0
+LIVE_TIMEOUT = 10.0            # every change goes through this mount, so the kernel stays right
 FROZEN_TIMEOUT = 60.0           # checkpoint and snapshot trees never change
 SEAL_BUFFERED_BYTES = 256 * 1024 * 1024
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,7 +69,8 @@ def test_checkpoint_trees_match_the_live_tree_of_their_time(mnt):
     assert info["id"] == c1 and "vol/main" in info["roots"]
     latest = os.readlink(mnt.path / ".sls" / "latest")
     assert int(latest.rsplit("/", 1)[1]) >= c2
-    when = datetime.fromtimestamp(info["time"], timezone.utc).isoformat()
+    # round up to whole microseconds: ISO-8601 text must not fall just before the checkpoint
+    when = datetime.fromtimestamp(math.ceil(info["time"] * 1e6) / 1e6, timezone.utc).isoformat()
     assert os.readlink(mnt.path / ".sls" / "at" / when) == f"../checkpoints/{c1}"
     assert tree_of(mnt.path / ".sls" / "at" / when / "fs") == first
     with pytest.raises(OSError) as e:

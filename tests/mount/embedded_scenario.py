@@ -1,0 +1,83 @@
+"""Run by test_inprocess_api.py in a child process: embed FileSystem in a trio loop the way
+the persistence-group daemon does, and print what it observed as JSON.
+
+A child process, because a process that serves a FUSE mount must never touch that mount
+from the thread that serves it, nor exit while one of its own threads waits on it.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from objectstore import Store
+
+from mount import FileSystem
+from mount.history import VDir, VFile
+
+
+MMAP_WRITER = r"""
+import mmap, sys
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(b"\\0" * 8192)
+f = open(path, "r+b")
+m = mmap.mmap(f.fileno(), 8192, mmap.MAP_SHARED)
+m[:11] = b"from mmap!!"
+print("mapped", flush=True)
+sys.stdin.readline()
+"""
+
+
+def main(workdir: Path) -> None:
+    store = Store.init(workdir / "store")
+    mountpoint = workdir / "mnt"
+    fs = FileSystem(store, "main", checkpoint_interval_ms=None)
+    fs.history.extensions["procs"] = lambda commit: VDir(
+        lambda: {"note.txt": VFile(lambda: f"procs of {commit.id}\n".encode())})
+    results: dict = {}
+    mapping: list = []
+
+    def write_through_mmap() -> None:
+        # A child process: touching a mapping of our own mount while holding the GIL
+        # would deadlock against the thread that must serve the page fault.
+        child = subprocess.Popen([sys.executable, "-c", MMAP_WRITER, str(mountpoint / "shared")],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "mapped"
+        mapping.append(child)                 # still mapped and dirty: only syncfs sends it
+
+    def read_back(commit_id: int) -> None:
+        base = mountpoint / ".sls" / "checkpoints" / str(commit_id)
+        results["old"] = (base / "fs" / "shared").read_bytes()[:11].decode()
+        results["procs"] = (base / "procs" / "note.txt").read_text()
+        for child in mapping:
+            child.communicate("done\n", timeout=60)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fs.serve, str(mountpoint))
+            await trio.to_thread.run_sync(write_through_mmap)
+            await fs.drain_kernel_cache(str(mountpoint))
+            fs.seal()
+            image = store.tree()
+            image.put(b"pid", b"1234")
+            commit = fs.checkpoint("group checkpoint", roots={"procs/demo": image.flush()})
+            results["dirty_after_commit"] = fs.dirty
+            await trio.to_thread.run_sync(read_back, commit.id)
+            await trio.to_thread.run_sync(
+                lambda: subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True))
+
+    try:
+        trio.run(run)
+        fs.close()
+        results["roots"] = sorted(store.head.roots)
+    finally:
+        store.close()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

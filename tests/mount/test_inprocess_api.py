@@ -1,0 +1,28 @@
+"""The in-process API used by the persistence-group daemon: serve, seal, commit, extend .sls."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCENARIO = Path(__file__).with_name("embedded_scenario.py")
+
+
+def test_embedded_file_system_commits_exactly_the_sealed_state(workdir):
+    (workdir / "mnt").mkdir()
+    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(workdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["fusermount3", "-u", "-z", str(workdir / "mnt")], capture_output=True)
+    assert proc.returncode == 0, err
+    results = json.loads(out)
+    assert results["old"] == "from mmap!!"
+    assert results["procs"].startswith("procs of ")
+    assert results["dirty_after_commit"] is False
+    assert "procs/demo" in results["roots"]
