@@ -329,7 +329,6 @@ class PackStore:
         self._meta = [m for m in self._meta if (m[0], m[1]) not in gone]
 
     def _read_record(self, number: int, offset: int, stored_len: int | None) -> tuple[fmt.RecordInfo, bytes]:
-        name = _pack_path(self.directory, number).name
         if number == self._active and offset >= self._written:
             buf = self._buf
             start = offset - self._written
@@ -344,6 +343,7 @@ class PackStore:
             start = 0
         parsed = fmt.decode_record(buf, start)
         if parsed is None:
+            name = _pack_path(self.directory, number).name
             raise CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
                                "is damaged (run `sls fsck` to list every damaged record)",
                                pack=name, offset=offset)

@@ -52,4 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m slsfs.cli` runs this file as __main__: use the one slsfs.cli module,
+    # so that CommandError raised by the verb modules is the class caught here.
+    from slsfs.cli import main as cli_main
+
+    sys.exit(cli_main())
