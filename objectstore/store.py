@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import time
 import uuid as uuidlib
@@ -398,10 +399,12 @@ class Store:
                 raise NotFound(f"no checkpoint {spec!r} (the store has {len(ids)})")
             return self._commits[ids[n]]
         try:
-            when = datetime.fromisoformat(spec).timestamp()
+            when_us = round(datetime.fromisoformat(spec).timestamp() * 1e6)
         except ValueError:
             raise NotFound(f"no checkpoint, tag or time matches {spec!r}") from None
-        older = [c for c in self._commits.values() if c.time <= when]
+        # ISO-8601 text has microsecond precision: compare in whole microseconds, so a
+        # time printed from a checkpoint's own timestamp finds that checkpoint
+        older = [c for c in self._commits.values() if math.floor(c.time * 1e6) <= when_us]
         if not older:
             raise NotFound(f"no checkpoint at or before {spec}")
         return max(older, key=lambda c: c.id)
