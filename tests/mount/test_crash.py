@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import sls, wait_for
+from mount_helpers import sls, wait_for
 
 WRITER = r"""
 import os, sys

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import sls
+from mount_helpers import sls
 
 
 @pytest.fixture

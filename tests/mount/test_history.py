@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sls
+from mount_helpers import sls
 
 
 def tree_of(root: Path) -> dict[str, bytes | str]:

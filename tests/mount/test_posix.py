@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import sls
+from mount_helpers import sls
 
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import sls
+from mount_helpers import sls
 
 WORKER = r"""
 import hashlib, os, sys

@@ -1,0 +1,94 @@
+"""Helpers for the file-system tests: the `sls` command, mount state, one Mount object.
+
+(A module with a unique name, so that test files never import another layer's conftest.)
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
+MOUNT_DEADLINE_S = 60.0
+
+
+def sls(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run the `sls` command line in a subprocess."""
+    result = subprocess.run([sys.executable, "-c", SLS_MAIN, *map(str, args)],
+                            capture_output=True, text=True, timeout=120, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"sls {' '.join(map(str, args))} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def is_mounted(path: Path) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+def wait_for(predicate, what: str, timeout: float = MOUNT_DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Mount:
+    """One store mounted at one mount point by a background daemon."""
+
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.root = root
+        self.store = root / "store"
+        self.path = root / "mnt"
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.extra_args = extra_args
+        self.pid: int | None = None
+
+    def mount(self, *args: str) -> None:
+        sls("mount", self.store, self.path, *self.extra_args, *args)
+        wait_for(lambda: is_mounted(self.path), f"{self.path} to be mounted")
+        self.pid = self.status()["pid"]
+
+    def status(self) -> dict:
+        from mount.control import request
+        return request(self.store, "status")
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash), leaving a stale mount point behind."""
+        os.kill(self.pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(self.pid), "the killed daemon to go")
+
+    def umount(self) -> None:
+        sls("umount", self.path)
+        assert not is_mounted(self.path)
+        assert not pid_alive(self.pid)
+
+    def cleanup(self) -> None:
+        if is_mounted(self.path):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+        if self.pid is not None and pid_alive(self.pid):
+            try:
+                wait_for(lambda: not pid_alive(self.pid), "daemon exit", timeout=30)
+            except AssertionError:
+                os.kill(self.pid, signal.SIGKILL)
+
+    def open_store(self, readonly: bool = True):
+        from objectstore import Store
+        return Store.open(self.store, readonly=readonly)
+
+
