@@ -54,6 +54,7 @@ from .tracer import Tracer
 log = logging.getLogger("slsfs.daemon")
 LOG_NAME = "daemon.log"
 RETRY_AFTER_ERROR_S = 1.0
+STOP_WAIT_S = 10.0
 
 
 class Daemon:
@@ -250,6 +251,11 @@ class Daemon:
         await trio.sleep(0.05)                 # let the reply to `shutdown` go out first
         async with self.lock:
             self.kill_groups()
+            deadline = time.monotonic() + STOP_WAIT_S
+            while any(g.alive() for g in self.groups.values()) and time.monotonic() < deadline:
+                await trio.sleep(0.02)         # keep serving FUSE: dying processes flush their files
+            for group in self.groups.values():
+                group.reap()
         self.nursery.cancel_scope.cancel()
 
     def kill_groups(self) -> None:
@@ -418,4 +424,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    # os._exit: a thread still blocked in a request to our own (now unserved) mount must
+    # not keep this process, and so the FUSE connection, alive after the main thread ends
+    os._exit(code)

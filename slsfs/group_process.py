@@ -60,19 +60,18 @@ class RunningGroup:
             launcher.poll()
 
     def kill(self) -> None:
-        """SIGKILL every process of the group (and its PID namespace)."""
+        """SIGKILL every process of the group (and its PID namespace). No waiting here: a
+        dying process may need the daemon's FUSE loop to close its files (see `reap`)."""
         for pid in self.pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if hasattr(self.handle, "kill"):
-            self.handle.kill()
         launcher = getattr(self.handle, "launcher", self.handle)
         if isinstance(launcher, subprocess.Popen):
             try:
-                launcher.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                launcher.kill()
+            except ProcessLookupError:
                 pass
 
     def rate(self, window_s: float = 5.0) -> float:

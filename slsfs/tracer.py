@@ -35,4 +35,5 @@ class Tracer:
         return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """No waiting: after the FUSE loop stopped, a job stuck on the mount never ends."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
