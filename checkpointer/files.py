@@ -5,8 +5,9 @@ image-wide *file* (one per open file description: fds that share an offset, acro
 dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
 Kinds: regular `file`, `dir`, `device` (/dev/null & co), `tty` (reattached to
 /dev/null at restore, with a warning), `pipe` ends (the buffered bytes are copied with
-tee(2), without consuming them), `unix_pair` (an end of a Unix socketpair with the
-bytes queued to it, sockets.py), `memfd` (its contents, shared by the fds and
+tee(2), without consuming them), `unix_pair` (an end of a connected Unix socket with the
+bytes queued to it, sockets.py), `socket` (TCP/UDP/Unix sockets listening, bound, or
+connected to a peer outside the image, which come back closed: netsockets.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
 interval), `epoll` (its watches, re-added in the process that registered them once its
 fds exist), and `deleted` (a regular file unlinked while open: its bytes go into the
@@ -16,7 +17,7 @@ at a spare fd number, and hands it to other processes with pidfd_getfd, so shari
 exact; spare fds are closed when every process has its fds.
 Why: pipes and shared offsets between parent and child are how process trees talk.
 
-Simplifications: network and named sockets, FIFOs, inotify and other devices are
+Simplifications: raw/packet/netlink sockets, FIFOs, inotify and other devices are
 refused with Unsupported; unread timerfd expirations come back as one; an epoll watch
 on an fd the process has closed since is not restored; a `deleted` file comes back opened O_RDWR; file contents of
 regular files are not captured (the slsfs mount keeps them).
@@ -31,7 +32,7 @@ import stat
 import struct
 from typing import Callable
 
-from . import kernel, procfs, sockets
+from . import kernel, netsockets, procfs, sockets
 from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -47,7 +48,7 @@ TCP_ESTABLISHED = 1  # the state of a connected Unix socket in sock_diag
 SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
 SOCK_CLOEXEC = 0o2000000
 _NR_KCMP, _NR_TEE, _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 312, 276, 293, 290, 289
-_NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR = 434, 438, 72, 53
+_NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR, _NR_SOCKET = 434, 438, 72, 53, 41
 _NR_TIMERFD_CREATE, _NR_TIMERFD_SETTIME, _NR_EPOLL_CREATE1, _NR_EPOLL_CTL = 283, 286, 291, 233
 _NR_MEMFD_CREATE = 319
 EPOLL_CTL_ADD = 1
@@ -96,7 +97,8 @@ class FileCapture:
                        re.finditer(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)", info.raw)]
             return {"kind": "epoll", "owner": procfs.ns_id(procfs.status(pid)["NSpid"]), "watches": watches}
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
-            return self._unix_pair(pid, info.fd, int(match[1]), what)
+            with sockets.borrow(pid, info.fd) as sock:
+                return self._socket(sock, int(match[1]), what)
         if not target.startswith("/"):
             raise Unsupported(f"{what}: inotify, fanotify, pidfd, memfd and other special files are not "
                               "supported yet")
@@ -132,16 +134,20 @@ class FileCapture:
         self.files.append(record)
         return record["id"]
 
-    def _unix_pair(self, pid: int, fd: int, ino: int, what: str) -> dict:
-        info = sockets.unix_info(ino)
-        if info is None:
-            raise Unsupported(f"{what}: only Unix socket pairs can be checkpointed; a network "
-                              "connection cannot be restored (its peer would not know it)")
-        if info["name"] is not None or info["state"] != TCP_ESTABLISHED:
-            raise Unsupported(f"{what}: only connected, unnamed Unix socket pairs are supported")
+    def _socket(self, sock: socket.socket, ino: int, what: str) -> dict:
+        """A connected Unix socket is one end of a pair (`unix_pair`); any other TCP, UDP
+        or Unix socket is a `socket` record (netsockets.py)."""
+        if sock.family not in netsockets.FAMILIES or sock.type not in sockets.TYPES or (
+                sock.family != socket.AF_UNIX and sock.type == socket.SOCK_SEQPACKET):
+            raise Unsupported(f"{what}: only TCP, UDP and Unix sockets can be checkpointed")
+        info = sockets.unix_info(ino) if sock.family == socket.AF_UNIX else None
+        if sock.family == socket.AF_UNIX and info is None:
+            raise Unsupported(f"{what}: the kernel does not describe this Unix socket (sock_diag)")
+        if info is None or info["state"] != TCP_ESTABLISHED:
+            return netsockets.describe(sock, info, ino)
         if info["type"] == "stream":
-            data = sockets.queued(pid, fd)
-        elif sockets.pending_datagrams(pid, fd):
+            data = sockets.queued(sock, what)
+        elif sockets.has_pending(sock):
             raise Unsupported(f"{what}: a {info['type']} socket with messages queued is not supported yet")
         else:
             data = b""
@@ -149,12 +155,13 @@ class FileCapture:
                 "data": self.put_blob(data)}
 
     def check_peers(self) -> None:
-        """Every socket pair must have both ends in the image (or a closed peer)."""
+        """A socket pair end whose peer is outside the image comes back as a closed connection."""
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
-                raise Unsupported(f"socket {f['target']} is connected to a process outside the checkpoint "
-                                  "(checkpoint both ends together, e.g. the whole process tree)")
+                del f["data"]
+                f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None,
+                         backlog=0, dropped=0, state="closed")
 
     def _pipe_contents(self, pid: int, fd: int) -> dict:
         """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them."""
@@ -270,7 +277,9 @@ class FileRestorer:
             return self._make_pipe(builder, record, base)
         if kind == "unix_pair":
             return self._make_unix_pair(builder, record, base)
-        if kind == "eventfd":
+        if kind == "socket":
+            fd = self._make_socket(builder, record)
+        elif kind == "eventfd":
             fd = inj.check(_NR_EVENTFD2, record["count"], (record["flags"] & O_NONBLOCK) | record["semaphore"],
                            what="eventfd2")
         elif kind == "timerfd":
@@ -317,6 +326,19 @@ class FileRestorer:
         inj = builder.inj
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
         inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
+        return fd
+
+    def _make_socket(self, builder, record: dict) -> int:
+        """socket() inside the process; the restorer binds/listens/connects it (borrowed)."""
+        inj = builder.inj
+        family = {name: number for number, name in netsockets.FAMILIES.items()}[record["family"]]
+        fd = inj.check(_NR_SOCKET, family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"],
+                       what="socket")
+        with sockets.borrow(builder.tid, fd) as sock:
+            netsockets.rebuild(sock, record, self.remap)
+        inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL on a socket")
+        if warning := netsockets.warning(record, f"process {builder.meta['pid']}"):
+            self.warnings.append(warning)
         return fd
 
     def _make_unix_pair(self, builder, record: dict, base: int) -> list[int]:

@@ -32,7 +32,8 @@ from .errors import CheckpointError
 from .kernel import PAGE_SIZE
 
 FORMAT = "slsfs-process-image"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 has no `socket` file records; nothing else changed
 ROOT_PREFIX = "img/"
 _META = b"meta"
 _PAGES = b"pages/"
@@ -153,9 +154,9 @@ class StoredImage:
         meta = json.loads(raw)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"tree {self.root.hex()} is not a process image ({meta.get('format')!r})")
-        if meta.get("version") != VERSION:
+        if meta.get("version") not in READABLE_VERSIONS:
             raise CheckpointError(f"process image version {meta.get('version')} is not supported by this "
-                                  f"slsfs (it reads version {VERSION}); upgrade slsfs")
+                                  f"slsfs (it reads versions {READABLE_VERSIONS}); upgrade slsfs")
         self.meta = meta
         self.processes: list[dict] = meta["processes"]
         self.files: list[dict] = meta["files"]

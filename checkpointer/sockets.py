@@ -7,7 +7,7 @@ borrowed with pidfd_getfd and read with MSG_PEEK). Why: a socketpair between two
 processes of a tree (or within one) is restored as a new socketpair refilled with
 the same bytes.
 
-Simplifications: only unnamed, connected pairs; datagram and seqpacket pairs only
+Simplifications: only connected pairs (other sockets: netsockets.py); datagram and seqpacket pairs only
 when nothing is queued; fds in flight (SCM_RIGHTS) are not seen.
 """
 from __future__ import annotations
@@ -21,17 +21,17 @@ from .errors import CheckpointError
 
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLMSG_ERROR = 1, 2
-UDIAG_SHOW_NAME, UDIAG_SHOW_PEER = 0x1, 0x4
-UNIX_DIAG_NAME, UNIX_DIAG_PEER = 0, 2
+UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
+UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN = 0, 2, 4
 MAX_QUEUED = 16 << 20
 _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
 TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
 
 
 def unix_info(ino: int) -> dict | None:
-    """{type, state, name, peer} of the Unix socket with this inode, or None if it is not one."""
+    """{type, state, name, peer, queued, max_backlog} of the Unix socket with this inode, or None if it is not one."""
     request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
-                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER, 0xFFFFFFFF, 0xFFFFFFFF)
+                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
     header = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
         nl.send(header + request)
@@ -40,7 +40,8 @@ def unix_info(ino: int) -> dict | None:
     if kind == NLMSG_ERROR:
         return None
     family, sock_type, state, _, found_ino = struct.unpack_from("=BBBBI", reply, 16)
-    info = {"type": TYPES.get(sock_type, str(sock_type)), "state": state, "name": None, "peer": 0}
+    info = {"type": TYPES.get(sock_type, str(sock_type)), "state": state, "name": None, "peer": 0,
+            "queued": 0, "max_backlog": 0}
     offset = 32
     while offset + 4 <= length:
         attr_len, attr_type = struct.unpack_from("=HH", reply, offset)
@@ -49,6 +50,8 @@ def unix_info(ino: int) -> dict | None:
             info["peer"] = struct.unpack("=I", payload[:4])[0]
         elif attr_type == UNIX_DIAG_NAME:
             info["name"] = payload
+        elif attr_type == UNIX_DIAG_RQLEN:  # for a listening socket: accept queue and backlog
+            info["queued"], info["max_backlog"] = struct.unpack("=II", payload[:8])
         offset += (attr_len + 3) & ~3
     return info if family == socket.AF_UNIX and found_ino == ino else None
 
@@ -62,22 +65,21 @@ def borrow(pid: int, fd: int) -> socket.socket:
         os.close(pidfd)
 
 
-def queued(pid: int, fd: int) -> bytes:
+def queued(sock: socket.socket, what: str) -> bytes:
     """The bytes in a stream socket's receive queue, left where they are."""
-    with borrow(pid, fd) as sock:
-        try:
-            data = sock.recv(MAX_QUEUED + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return b""
+    try:
+        data = sock.recv(MAX_QUEUED + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
     if len(data) > MAX_QUEUED:
-        raise CheckpointError(f"fd {fd} of process {pid}: more than 16 MiB queued in a socket")
+        raise CheckpointError(f"{what}: more than 16 MiB queued in a socket")
     return data
 
 
-def pending_datagrams(pid: int, fd: int) -> bool:
-    with borrow(pid, fd) as sock:
-        try:
-            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            return True
-        except BlockingIOError:
-            return False
+def has_pending(sock: socket.socket) -> bool:
+    """Whether a message waits in the socket's receive queue (left there)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return True
+    except BlockingIOError:
+        return False

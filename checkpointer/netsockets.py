@@ -1,0 +1,191 @@
+"""Sockets that are not socket pairs: listening and bound sockets, and connections
+whose peer cannot follow.
+
+What: `describe(sock, unix)` records a TCP/UDP (IPv4/IPv6) or Unix socket borrowed
+from a frozen process: family, type, protocol, options (SO_REUSEADDR, SO_REUSEPORT,
+SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE, TCP_NODELAY, IPV6_V6ONLY), bound address,
+backlog (from sock_diag), a UDP socket's connected peer, and its state: `listen`,
+`bound`, `unbound` or `closed` (a connected stream whose peer is outside the image).
+`rebuild(sock, record)` gives a fresh socket, made inside the restored process and
+borrowed by the restorer, the same options, address and state.
+Why: servers (Redis, an HTTP service) come back listening on the same address, with
+their memory intact; clients simply reconnect (like CRIU's --tcp-close).
+
+Simplifications: a connection to a peer outside the image comes back closed (reads
+give ECONNRESET for TCP, EOF for Unix, then EOF; writes give EPIPE), with a warning;
+connections waiting in a listen queue (not yet accepted) are dropped, and so are
+datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
+file at a listening path is replaced; other options keep their defaults.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+
+from . import sockets
+from .errors import CheckpointError
+
+TCP_LISTEN, TCP_CLOSE = 10, 7
+NLM_F_DUMP, NLMSG_DONE = 0x300, 3
+INET_DIAG_REQ_LEN = 56
+OPTIONS = {  # recorded by name; V6ONLY must be set before bind
+    "SO_REUSEADDR": (socket.SOL_SOCKET, socket.SO_REUSEADDR),
+    "SO_REUSEPORT": (socket.SOL_SOCKET, socket.SO_REUSEPORT),
+    "SO_KEEPALIVE": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    "SO_BROADCAST": (socket.SOL_SOCKET, socket.SO_BROADCAST),
+    "SO_OOBINLINE": (socket.SOL_SOCKET, socket.SO_OOBINLINE),
+    "TCP_NODELAY": (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    "IPV6_V6ONLY": (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+}
+FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
+
+
+def _applies(name: str, family: int, sock_type: int) -> bool:
+    if name == "TCP_NODELAY":
+        return family != socket.AF_UNIX and sock_type == socket.SOCK_STREAM
+    if name == "IPV6_V6ONLY":
+        return family == socket.AF_INET6
+    return family != socket.AF_UNIX or name != "SO_BROADCAST"
+
+
+def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
+    """The record of a borrowed socket (`unix`: its unix_info, for a Unix socket)."""
+    family, sock_type = int(sock.family), int(sock.type)
+    record = {"kind": "socket", "family": FAMILIES[family], "type": sockets.TYPES.get(sock_type, sock_type),
+              "protocol": sock.proto, "ino": ino, "options": {}, "address": None, "peer": None,
+              "backlog": 0, "dropped": 0}
+    for name, (level, opt) in OPTIONS.items():
+        if _applies(name, family, sock_type):
+            record["options"][name] = sock.getsockopt(level, opt)
+    if family == socket.AF_UNIX:
+        name = unix["name"]
+        if name and name[:1] != b"\0":
+            name = name.split(b"\0")[0]  # a path name comes with its terminating NUL
+        record["address"] = name.hex() if name else None
+        listening, connected = unix["state"] == TCP_LISTEN, unix["state"] != TCP_CLOSE
+        if listening:
+            record["backlog"], record["dropped"] = unix["max_backlog"], unix["queued"]
+    else:
+        address = sock.getsockname()
+        record["address"] = list(address) if address[1] else None
+        listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        try:
+            record["peer"] = list(sock.getpeername())
+            connected = True
+        except OSError:
+            connected = False
+        if listening:
+            record["backlog"], record["dropped"] = inet_listen_queue(family, sock.proto, ino)
+        elif sock_type == socket.SOCK_DGRAM and sockets.has_pending(sock):
+            record["dropped"] = 1
+    if listening:
+        record["state"] = "listen"
+    elif connected and sock_type != socket.SOCK_DGRAM:
+        record["state"] = "closed"
+    else:
+        record["state"] = "bound" if record["address"] else "unbound"
+    return record
+
+
+def inet_listen_queue(family: int, protocol: int, ino: int) -> tuple[int, int]:
+    """(backlog, connections waiting to be accepted) of a listening TCP socket, from inet_diag."""
+    sockid = bytes(48)
+    request = struct.pack("=BBBBI", family, protocol, 0, 0, 1 << TCP_LISTEN) + sockid
+    header = struct.pack("=IHHII", 16 + len(request), sockets.SOCK_DIAG_BY_FAMILY,
+                         sockets.NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sockets.NETLINK_SOCK_DIAG) as nl:
+        nl.send(header + request)
+        while True:
+            reply, offset = nl.recv(1 << 16), 0
+            while offset + 16 <= len(reply):
+                length, kind = struct.unpack_from("=IH", reply, offset)
+                if kind in (NLMSG_DONE, sockets.NLMSG_ERROR) or length < 16:
+                    return socket.SOMAXCONN, 0
+                queued, backlog, _, inode = struct.unpack_from("=IIII", reply, offset + 16 + 56)
+                if inode == ino:
+                    return backlog, queued
+                offset += (length + 3) & ~3
+
+
+def warning(record: dict, owner: str) -> str | None:
+    """What the restore could not bring back for this socket, or None."""
+    where = _show(record["address"], record["family"])
+    if record["state"] == "closed":
+        return (f"{owner}: the {record['family']} {record['type']} connection {where} -> "
+                f"{_show(record['peer'], record['family'])} is restored closed (its peer is not in the image)")
+    if record["dropped"] and record["state"] == "listen":
+        return f"{owner}: {record['dropped']} connection(s) not yet accepted on {where} were dropped"
+    if record["dropped"]:
+        return f"{owner}: datagrams queued on {where} were dropped"
+    return None
+
+
+def _show(address, family: str) -> str:
+    if address is None:
+        return "(unnamed)"
+    if family == "unix":
+        raw = bytes.fromhex(address)
+        return "@" + raw[1:].decode(errors="replace") if raw[:1] == b"\0" else raw.decode(errors="replace")
+    return f"[{address[0]}]:{address[1]}" if family == "inet6" else f"{address[0]}:{address[1]}"
+
+
+def rebuild(sock: socket.socket, record: dict, remap) -> None:
+    """Give a fresh socket (same family/type) the record's options, address and state."""
+    family = sock.family
+    for name, value in record["options"].items():
+        sock.setsockopt(*OPTIONS[name], value)
+    if record["state"] == "closed":
+        _make_closed(sock)
+        return
+    if record["address"] is None:
+        return
+    address = _bind_address(record, remap)
+    reuse = record["options"].get("SO_REUSEADDR", 0)
+    if family != socket.AF_UNIX:  # a port left in TIME_WAIT by the dead original is not "in use"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        if record["state"] == "listen":
+            sock.listen(record["backlog"])
+    except OSError as e:
+        raise CheckpointError(f"cannot recreate the {record['family']} socket on "
+                              f"{_show(record['address'], record['family'])}: {e.strerror} "
+                              "(is another process using that address now?)") from None
+    if family != socket.AF_UNIX:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+    if record["peer"] is not None and record["type"] == "dgram":
+        sock.connect(tuple(record["peer"]))
+
+
+def _bind_address(record: dict, remap):
+    if record["family"] != "unix":
+        return tuple(record["address"])
+    raw = bytes.fromhex(record["address"])
+    if raw[:1] == b"\0":
+        return raw
+    path = remap(os.fsdecode(raw))
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # the dead original's socket file
+    except FileNotFoundError:
+        pass
+    return os.fsencode(path)
+
+
+def _make_closed(sock: socket.socket) -> None:
+    """Connect the socket to a throw-away listener whose accepted end is reset (TCP) or
+    closed (Unix), so the application sees a connection its peer has ended."""
+    if sock.family == socket.AF_UNIX:
+        listener_address = b"\0slsfs-closed-" + os.urandom(8).hex().encode()
+    else:
+        listener_address = ("::1", 0) if sock.family == socket.AF_INET6 else ("127.0.0.1", 0)
+    with socket.socket(sock.family, sock.type) as listener:
+        listener.bind(listener_address)
+        listener.listen(1)
+        sock.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+        if sock.family != socket.AF_UNIX:
+            accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        accepted.close()

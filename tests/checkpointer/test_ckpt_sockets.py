@@ -1,0 +1,78 @@
+"""Sockets other than socket pairs: a server listening on TCP (IPv4 and IPv6), UDP and a
+named Unix socket, with a client connected, is checkpointed, killed and restored; new
+clients are served on the same addresses with the server's in-memory state intact, and
+the connection to the old client comes back closed with a warning."""
+from __future__ import annotations
+
+import os
+import socket
+
+import checkpointer
+from checkpointer import load_image
+
+from ckpt_helpers import ok_lines, wait_for
+
+O_NONBLOCK = 0o4000
+
+
+def ask_stream(family: int, address, timeout: float = 30.0) -> str:
+    with socket.socket(family, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(address)
+        client.sendall(b"hello\n")
+        return client.recv(100).decode()
+
+
+def ask_udp(port: int, timeout: float = 30.0) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(timeout)
+        client.sendto(b"hello", ("127.0.0.1", port))
+        return client.recv(100).decode()
+
+
+def test_server_listening_on_tcp_udp_and_unix_is_served_again_after_restore(procs, store, tmp_path):
+    out, path = tmp_path / "server.out", str(tmp_path / "server.sock")
+    proc = procs.python("inet_server.py", str(out), path)
+    ready = wait_for(lambda: out.exists() and ok_lines(out), "the server to listen")[0].split()
+    tcp4, tcp6, udp = (int(port) for port in ready[1:])
+    assert ask_stream(socket.AF_INET, ("127.0.0.1", tcp4)) == f"1 {proc.pid}\n"
+    assert ask_udp(udp) == f"2 {proc.pid}\n"
+    with socket.create_connection(("127.0.0.1", tcp4), timeout=30) as old_client:
+        old_client.sendall(b"hi\n")
+        assert old_client.recv(100).decode() == f"3 {proc.pid}\n"  # connected while checkpointed
+        checkpointer.checkpoint([proc.pid], store, "server", tree=True)
+        procs.kill(proc)
+    sockets = [f for f in load_image(store, "server").files if f["kind"] == "socket"]
+    by_state = sorted((f["family"], f["type"], f["state"]) for f in sockets)
+    assert by_state == [("inet", "dgram", "bound"), ("inet", "stream", "closed"), ("inet", "stream", "listen"),
+                        ("inet6", "stream", "listen"), ("unix", "stream", "listen")]
+    [listen4] = [f for f in sockets if f["family"] == "inet" and f["state"] == "listen"]
+    assert listen4["backlog"] == 7 and listen4["options"]["SO_REUSEADDR"] == 1 and listen4["flags"] & O_NONBLOCK
+    [listen6] = [f for f in sockets if f["family"] == "inet6"]
+    assert listen6["options"]["IPV6_V6ONLY"] == 1 and listen6["address"][1] == tcp6
+
+    restored = checkpointer.restore(store, "server")
+    procs.restored.append(restored)
+    assert any("restored closed" in w and f":{tcp4} ->" in w for w in restored.warnings), restored.warnings
+    wait_for(lambda: "ended reset" in out.read_text(), "the server to see its old connection reset")
+    assert ask_stream(socket.AF_INET, ("127.0.0.1", tcp4)) == f"4 {proc.pid}\n"
+    assert ask_stream(socket.AF_INET6, ("::1", tcp6)) == f"5 {proc.pid}\n"
+    assert ask_stream(socket.AF_UNIX, path) == f"6 {proc.pid}\n"
+    assert ask_udp(udp) == f"7 {proc.pid}\n"
+    assert os.path.exists(path)
+
+
+def test_restored_twice_the_second_restore_names_the_address_in_use(procs, store, tmp_path):
+    out, path = tmp_path / "server.out", str(tmp_path / "server.sock")
+    proc = procs.python("inet_server.py", str(out), path)
+    tcp4 = int(wait_for(lambda: out.exists() and ok_lines(out), "the server to listen")[0].split()[1])
+    checkpointer.checkpoint([proc.pid], store, "server", tree=True)
+    procs.kill(proc)
+    procs.restored.append(checkpointer.restore(store, "server"))
+    assert ask_stream(socket.AF_INET, ("127.0.0.1", tcp4)) == f"1 {proc.pid}\n"
+    try:
+        second = checkpointer.restore(store, "server")
+        procs.restored.append(second)
+        raise AssertionError("a second restore on the same addresses succeeded")
+    except checkpointer.CheckpointError as e:
+        assert f"127.0.0.1:{tcp4}" in str(e) and "in use" in str(e).lower()
