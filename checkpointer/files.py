@@ -4,8 +4,8 @@ What: `FileCapture` turns every fd of the captured processes into a reference to
 image-wide *file* (one per open file description: fds that share an offset, across
 dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
 Kinds: regular `file`, `dir`, `device` (/dev/null & co), `tty` (reattached to
-/dev/null at restore, with a warning), `pipe` ends (the buffered bytes are copied with
-tee(2), without consuming them), `unix_pair` (an end of a connected Unix socket with the
+/dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
+tee(2), without consuming them; a FIFO is reopened by path at restore and refilled), `unix_pair` (an end of a connected Unix socket with the
 bytes queued to it, sockets.py), `socket` (TCP/UDP/Unix sockets listening, bound, or
 connected to a peer outside the image, which come back closed: netsockets.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
@@ -17,7 +17,7 @@ at a spare fd number, and hands it to other processes with pidfd_getfd, so shari
 exact; spare fds are closed when every process has its fds.
 Why: pipes and shared offsets between parent and child are how process trees talk.
 
-Simplifications: raw/packet/netlink sockets, FIFOs, inotify and other devices are
+Simplifications: raw/packet/netlink sockets, unlinked FIFOs, inotify and other devices are
 refused with Unsupported; unread timerfd expirations come back as one; an epoll watch
 on an fd the process has closed since is not restored; a `deleted` file comes back opened O_RDWR; file contents of
 regular files are not captured (the slsfs mount keeps them).
@@ -112,11 +112,13 @@ class FileCapture:
             return {"kind": "file", "path": target}
         if stat.S_ISDIR(mode):
             return {"kind": "dir", "path": target}
+        if stat.S_ISFIFO(mode) and not target.endswith(" (deleted)"):
+            return {"kind": "fifo", "path": target, **self._pipe_contents(pid, info.fd)}
         if stat.S_ISCHR(mode) and target in SIMPLE_DEVICES:
             return {"kind": "device", "path": target}
         if stat.S_ISCHR(mode) and target.startswith(TTY_PREFIXES):
             return {"kind": "tty", "path": target}
-        raise Unsupported(f"{what}: this kind of file (FIFO, socket or device) cannot be checkpointed")
+        raise Unsupported(f"{what}: this kind of file (an unlinked FIFO, or a device) cannot be checkpointed")
 
     def memfd(self, inode: int, path: str, source: str, name: str | None = None) -> int:
         """The file id of a memfd's (or shared memory's) contents, recorded once per inode,
@@ -209,6 +211,13 @@ class FileRestorer:
         self.made: dict[int, tuple[int, int]] = {}  # file id -> (ns pid of holder, spare fd there)
         self.filled: set[int] = set()  # epoll file ids whose watches are back
         self.made_local: dict[tuple[int, int], int] = {}  # (ns pid, file id) -> spare fetched there
+        self.fifo_keepers: dict[str, int] = {}  # FIFO path -> our O_RDWR fd, so opens do not block
+
+    def close(self) -> None:
+        """Once every process has its fds: let go of the FIFOs held open meanwhile."""
+        for keeper in self.fifo_keepers.values():
+            os.close(keeper)
+        self.fifo_keepers.clear()
 
     def install(self, builder, fds: list[dict]) -> list[int]:
         """Give a stub-built process exactly its fds; returns the spare fds it holds for others."""
@@ -306,6 +315,8 @@ class FileRestorer:
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         else:
             path = self.remap(record["path"])
+            if kind == "fifo":
+                self._open_fifo(path, record)
             if kind == "tty":
                 self.warnings.append(f"process {ns_pid}: the terminal {record['path']} is now /dev/null")
                 path = "/dev/null"
@@ -316,6 +327,25 @@ class FileRestorer:
         spare = self._spare(inj, fd, base)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
+
+    def _open_fifo(self, path: str, record: dict) -> None:
+        """Hold the FIFO open for reading and writing (the process's own open then does
+        not block, whichever end it wants) and refill it once with its buffered bytes."""
+        if path in self.fifo_keepers:
+            return
+        try:
+            keeper = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise CheckpointError(f"cannot reopen the FIFO {path}: {e.strerror} (it must exist where the "
+                                  "image says, or pass a remap)") from None
+        self.fifo_keepers[path] = keeper
+        if not stat.S_ISFIFO(os.fstat(keeper).st_mode):
+            raise CheckpointError(f"{path} was a FIFO when checkpointed and is not one now")
+        data = self.read_blob(record["data"])
+        if record["size"] != fcntl.fcntl(keeper, F_GETPIPE_SZ):
+            fcntl.fcntl(keeper, F_SETPIPE_SZ, record["size"])
+        if data and os.write(keeper, data) != len(data):
+            raise CheckpointError(f"could not refill the FIFO {path} with {len(data)} bytes")
 
     def _make_deleted(self, builder, record: dict) -> int:
         original = record["target"][: -len(" (deleted)")]

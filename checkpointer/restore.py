@@ -89,6 +89,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     remapper = Remapper(remap or {})
     injectors: list[Injector] = []
     builders: list[ProcessBuilder] = []
+    files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings)
     try:
         kernel.ptrace(kernel.PTRACE_SEIZE, launcher.pid, 0, TRACE_OPTIONS)
         kernel.ptrace(kernel.PTRACE_INTERRUPT, launcher.pid, 0, 0)
@@ -106,7 +107,6 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors)
         _join_groups(live, stubs, restored.warnings)
         _make_zombies(zombies)
-        files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings)
         for meta in live:
             builder = ProcessBuilder(stubs[meta["pid"]], meta, remapper, restored.warnings)
             builders.append(builder)
@@ -124,6 +124,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         restored.kill()
         raise
     finally:
+        files.close()
         for builder in builders:
             builder.close()
         for inj in injectors:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 import checkpointer
 from checkpointer import load_image
 from ckpt_helpers import assert_unbroken, children_of, ns_pid, ok_lines, state_of, wait_for
@@ -91,14 +93,15 @@ def test_processes_asleep_in_read_and_wait4(procs, store, binaries, tmp_path, su
     assert restored.wait(timeout=60) == 0  # the namespace empties: its PID 1 and the launcher exit
 
 
-def test_socketpair_with_bytes_in_flight(procs, store, tmp_path, subreaper):
+@pytest.mark.parametrize("channel", ["unix_pair", "fifo"])
+def test_socketpair_or_fifo_with_bytes_in_flight(procs, store, tmp_path, subreaper, channel):
     out = tmp_path / "socket.out"
-    proc = procs.python("socket_pair.py", str(out))
+    proc = procs.python("socket_pair.py", str(out), *([str(tmp_path / "fifo")] if channel == "fifo" else []))
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
     [child] = children_of(proc.pid)
     checkpointer.checkpoint([proc.pid], store, "pair", tree=True)
-    pairs = [f for f in load_image(store, "pair").files if f["kind"] == "unix_pair"]
-    assert len(pairs) == 2 and sum(len(load_image(store, "pair").read_blob(f["data"])) for f in pairs) > 1000
+    ends = [f for f in load_image(store, "pair").files if f["kind"] == channel]
+    assert len(ends) == 2 and sum(len(load_image(store, "pair").read_blob(f["data"])) for f in ends) > 1000
     procs.kill(proc)
     subreaper([child])
     size = out.stat().st_size
