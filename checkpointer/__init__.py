@@ -41,12 +41,13 @@ every later call). Errors are CheckpointError (ProcessGone if a process vanished
 no image is written; Unsupported names state that cannot be captured).
 
 Simplifications today: fds may be regular files, directories, /dev/null & co, ttys
-(reattached to /dev/null), pipes and Unix socket pairs (with their data), memfds (also
-mapped), FIFOs (with their data), eventfd, signalfd, timerfd, epoll and files unlinked while open; TCP/UDP/Unix
-sockets that listen or are bound (recreated on the same address), and connections to
-peers outside the image (restored closed, with a warning, like CRIU's --tcp-close);
-unlinked FIFOs, inotify, raw sockets and SysV shm are refused with a clear error. File
-contents are not in the image (the slsfs mount provides them).
+(reattached to /dev/null), pipes, FIFOs and Unix socket pairs (with their data), memfds
+(also mapped), eventfd, signalfd, timerfd, epoll and files unlinked while open;
+TCP/UDP/Unix sockets that listen or are bound (recreated on the same address), and
+connections to peers outside the image (restored closed, with a warning, like CRIU's
+--tcp-close); POSIX timers keep their ids. Unlinked FIFOs, inotify, raw sockets and
+SysV shm are refused with a clear error. File contents are not in the image (the
+slsfs mount provides them).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ What: `ProcessBuilder` drives a stopped stub clone (see restore.py) with injecte
 syscalls: vdso/vvar moved to their old addresses, every mapping recreated with
 MAP_FIXED, pages written through /proc/PID/mem, fds installed (files.py), cwd/root,
 name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
-interval timers, rlimits; then threads (clone3 with set_tid), per-thread robust list,
+interval timers, rlimits; then threads (clone3 with set_tid), POSIX timers, per-thread robust list,
 tid address, rseq, altstack, pending signals and credentials, and at last xstate,
 registers (syscall-restart fix-up) and signal masks; seccomp filters go in last. Why: a stub has nothing to undo
 (no libc state), so everything the process had is recreated exactly once.
@@ -20,7 +20,7 @@ import signal
 import struct
 from typing import Iterable, Iterator
 
-from . import kernel, procfs
+from . import kernel, posix_timers, procfs
 from .errors import CheckpointError
 from .files import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
@@ -118,6 +118,7 @@ class ProcessBuilder:
         for spare in self.spares:
             self.inj.check(NR["close"], spare, what="close(spare fd)")
         self._create_threads()
+        posix_timers.recreate(self.inj, self.meta.get("posix_timers", []))  # SIGEV_THREAD_ID needs the threads
         for inj, thread in self.threads:
             self._thread_state(inj, thread)
         self.inj.check(NR["munmap"], self.helper, PAGE_SIZE, what="munmap(helper)")

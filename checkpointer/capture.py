@@ -21,7 +21,7 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import kernel, procfs
+from . import kernel, posix_timers, procfs
 from .errors import CheckpointError, Unsupported
 from .files import FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
@@ -175,7 +175,7 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
 
 
 def _process_injected(proc: FrozenProcess, status: dict[str, str]) -> dict:
-    """Process-wide state only readable from inside: brk, signal handlers, interval timers."""
+    """Process-wide state only readable from inside: brk, signal handlers, interval and POSIX timers."""
     nr = kernel.NR
     with injecting(proc.pid, proc.main) as inj:
         brk = inj.check(nr["brk"], 0, what="brk(0)")
@@ -189,7 +189,8 @@ def _process_injected(proc: FrozenProcess, status: dict[str, str]) -> dict:
         for which in range(3):
             inj.check(nr["getitimer"], which, inj.scratch, what="getitimer")
             itimers.append(list(struct.unpack("qqqq", inj.read(inj.scratch, 32))))
-    return {"brk": brk, "sigactions": actions, "itimers": itimers}
+        timers = posix_timers.capture(inj, proc.pid)
+    return {"brk": brk, "sigactions": actions, "itimers": itimers, "posix_timers": timers}
 
 
 def _seccomp(proc: FrozenProcess, status: dict[str, str]) -> dict:

@@ -33,7 +33,7 @@ from .kernel import PAGE_SIZE
 
 FORMAT = "slsfs-process-image"
 VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 has no `socket` or `fifo` file records
+READABLE_VERSIONS = (1, 2)  # version 1: no `socket`/`fifo` files, no `posix_timers`
 ROOT_PREFIX = "img/"
 _META = b"meta"
 _PAGES = b"pages/"

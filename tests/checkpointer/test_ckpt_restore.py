@@ -237,3 +237,16 @@ def _live_stub(pid: str) -> bool:
         return alive and "slsfs-restore-stub" in os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False  # gone meanwhile, or not ours to read
+
+
+def test_posix_timers_keep_ids_notification_and_time_left(procs, store, binaries, tmp_path):
+    out = tmp_path / "timers.out"
+    proc = procs.start([str(binaries / "posix_timers"), str(out)])
+    run_until(out, 60)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    timers = sorted(load_image(store, "img").processes[0]["posix_timers"], key=lambda t: t["id"])
+    assert [(t["id"], t["value"], t["interval"]) for t in timers] == [(0, 42, [0, 5000000]), (1, 7, [0, 7000000]),
+                                                                      (2, 0, [0, 0])]
+    assert timers[1]["notify"] == 4 and timers[1]["tid"] != proc.pid and 900 < timers[2]["remaining"][0] <= 1000
+    wait_past(out, size, extra_lines=120)  # two checks that both periodic timers still tick
+    assert assert_unbroken(out, proc.pid) > size // LINE + 100
