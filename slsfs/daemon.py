@@ -343,6 +343,17 @@ def detach_stale(mountpoint: str) -> None:
                      f"run `fusermount3 -u -z {mountpoint}`")
 
 
+def detach_if_mounted(mountpoint: str) -> None:
+    """After serving: make sure nothing is left mounted (pyfuse3 sometimes leaves the mount
+    behind when restored processes used it; seen after `sls restore` + `sls stop`)."""
+    with open("/proc/self/mounts") as f:
+        if not any(line.split()[1] == mountpoint for line in f):
+            return
+    result = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
+    log.info("detached %s left mounted after serving%s", mountpoint,
+             f" (fusermount3: {result.stderr.strip()})" if result.returncode else "")
+
+
 def prepare_restore(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, int | None]:
     """Reset the group's volume to its checkpoint's file system and name that checkpoint
     as the group's newest (before the mount starts)."""
@@ -406,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(daemon.main, restore, ready)
         daemon.kill_groups()
         fs.close()
+        detach_if_mounted(daemon.mountpoint)
         log.info("stopped; last checkpoint %s", store.head.id if store.head else None)
         return 1 if daemon.failed else 0
     except (GroupError, MountError, StoreError, OSError, RuntimeError) as exc:
