@@ -11,8 +11,9 @@ borrowed by the restorer, the same options, address and state.
 Why: servers (Redis, an HTTP service) come back listening on the same address, with
 their memory intact; clients simply reconnect (like CRIU's --tcp-close).
 
-Simplifications: a connection to a peer outside the image comes back closed (reads
-give ECONNRESET for TCP, EOF for Unix, then EOF; writes give EPIPE), with a warning;
+Simplifications: every TCP connection, and a Unix one whose peer is outside the image,
+comes back closed (reads give ECONNRESET for TCP, EOF for Unix, then EOF; writes give
+EPIPE), with a warning (a Unix datagram socket comes back unconnected);
 connections waiting in a listen queue (not yet accepted) are dropped, and so are
 datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
 file at a listening path is replaced; other options keep their defaults.
@@ -114,7 +115,7 @@ def warning(record: dict, owner: str) -> str | None:
     where = _show(record["address"], record["family"])
     if record["state"] == "closed":
         return (f"{owner}: the {record['family']} {record['type']} connection {where} -> "
-                f"{_show(record['peer'], record['family'])} is restored closed (its peer is not in the image)")
+                f"{_show(record['peer'], record['family'])} is restored closed (its peer cannot follow)")
     if record["dropped"] and record["state"] == "listen":
         return f"{owner}: {record['dropped']} connection(s) not yet accepted on {where} were dropped"
     if record["dropped"]:
@@ -176,7 +177,10 @@ def _bind_address(record: dict, remap):
 
 def _make_closed(sock: socket.socket) -> None:
     """Connect the socket to a throw-away listener whose accepted end is reset (TCP) or
-    closed (Unix), so the application sees a connection its peer has ended."""
+    closed (Unix), so the application sees a connection its peer has ended. A datagram
+    socket stays unconnected."""
+    if sock.type == socket.SOCK_DGRAM:
+        return
     if sock.family == socket.AF_UNIX:
         listener_address = b"\0slsfs-closed-" + os.urandom(8).hex().encode()
     else:

@@ -1,7 +1,7 @@
 """Sockets other than socket pairs: a server listening on TCP (IPv4 and IPv6), UDP and a
 named Unix socket, with a client connected, is checkpointed, killed and restored; new
 clients are served on the same addresses with the server's in-memory state intact, and
-the connection to the old client comes back closed with a warning."""
+the connections to the old clients (TCP and Unix) come back closed with a warning."""
 from __future__ import annotations
 
 import os
@@ -37,15 +37,20 @@ def test_server_listening_on_tcp_udp_and_unix_is_served_again_after_restore(proc
     tcp4, tcp6, udp = (int(port) for port in ready[1:])
     assert ask_stream(socket.AF_INET, ("127.0.0.1", tcp4)) == f"1 {proc.pid}\n"
     assert ask_udp(udp) == f"2 {proc.pid}\n"
-    with socket.create_connection(("127.0.0.1", tcp4), timeout=30) as old_client:
+    with socket.create_connection(("127.0.0.1", tcp4), timeout=30) as old_client, \
+            socket.socket(socket.AF_UNIX) as old_unix_client:
         old_client.sendall(b"hi\n")
         assert old_client.recv(100).decode() == f"3 {proc.pid}\n"  # connected while checkpointed
+        old_unix_client.settimeout(30)
+        old_unix_client.connect(path)
+        old_unix_client.sendall(b"hi\n")
+        assert old_unix_client.recv(100).decode() == f"4 {proc.pid}\n"
         checkpointer.checkpoint([proc.pid], store, "server", tree=True)
         procs.kill(proc)
     sockets = [f for f in load_image(store, "server").files if f["kind"] == "socket"]
     by_state = sorted((f["family"], f["type"], f["state"]) for f in sockets)
     assert by_state == [("inet", "dgram", "bound"), ("inet", "stream", "closed"), ("inet", "stream", "listen"),
-                        ("inet6", "stream", "listen"), ("unix", "stream", "listen")]
+                        ("inet6", "stream", "listen"), ("unix", "stream", "closed"), ("unix", "stream", "listen")]
     [listen4] = [f for f in sockets if f["family"] == "inet" and f["state"] == "listen"]
     assert listen4["backlog"] == 7 and listen4["options"]["SO_REUSEADDR"] == 1 and listen4["flags"] & O_NONBLOCK
     [listen6] = [f for f in sockets if f["family"] == "inet6"]
@@ -54,11 +59,12 @@ def test_server_listening_on_tcp_udp_and_unix_is_served_again_after_restore(proc
     restored = checkpointer.restore(store, "server")
     procs.restored.append(restored)
     assert any("restored closed" in w and f":{tcp4} ->" in w for w in restored.warnings), restored.warnings
-    wait_for(lambda: "ended reset" in out.read_text(), "the server to see its old connection reset")
-    assert ask_stream(socket.AF_INET, ("127.0.0.1", tcp4)) == f"4 {proc.pid}\n"
-    assert ask_stream(socket.AF_INET6, ("::1", tcp6)) == f"5 {proc.pid}\n"
-    assert ask_stream(socket.AF_UNIX, path) == f"6 {proc.pid}\n"
-    assert ask_udp(udp) == f"7 {proc.pid}\n"
+    wait_for(lambda: "ended reset" in out.read_text() and "ended eof" in out.read_text(),
+             "the server to see its old TCP connection reset and its old Unix one ended")
+    assert ask_stream(socket.AF_INET, ("127.0.0.1", tcp4)) == f"5 {proc.pid}\n"
+    assert ask_stream(socket.AF_INET6, ("::1", tcp6)) == f"6 {proc.pid}\n"
+    assert ask_stream(socket.AF_UNIX, path) == f"7 {proc.pid}\n"
+    assert ask_udp(udp) == f"8 {proc.pid}\n"
     assert os.path.exists(path)
 
 
