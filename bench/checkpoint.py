@@ -11,6 +11,8 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
 - checkpoint_ms_to_durable: from freeze to a durable commit, incremental, median;
 - image_bytes_full / image_bytes_incremental: growth of the store directory;
 - restore_ms: restore() of the newest image until the process runs again;
+  restore_ms_reading_pages: of which (about) reading its pages from the store (the
+  bench's pages are all distinct: no page is read from restore's repeated-page cache);
 - throughput_*: the target's passes over its window per second, alone and while it
   is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
 - stop_breakdown_ms: where the stop of one incremental snapshot checkpoint goes.
@@ -171,6 +173,9 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         running = target.passes(restored.pids[0]) if restored.pids else 0
         result["restored_runs"] = running > 0
         restored.kill()
+        image = checkpointer.load_image(store, "bench")
+        _, result["restore_ms_reading_pages"] = timed(
+            lambda: [len(data) for p in image.processes for _, data in image.page_runs(p["pid"])])
     finally:
         if target.proc.poll() is None:
             target.kill()
