@@ -65,6 +65,7 @@ class Daemon:
         self.lock = trio.Lock()               # one checkpoint at a time
         self.nursery: trio.Nursery | None = None
         self.failed = ""
+        self.mount_fd = -1                    # the mount's root, opened once (group_checkpoint.syncfs)
         fs.history.extensions["procs"] = procs_view.provider(store)
 
     # ----- checkpoints ---------------------------------------------------------------
@@ -77,7 +78,7 @@ class Daemon:
         """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id."""
         async with self.lock:
             started = time.perf_counter()
-            captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mountpoint, self.store,
+            captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mount_fd, self.store,
                                              self.tracer.in_trio, lambda: self._commit_files(group))
             image = await captured.write()
             group.seq += 1
@@ -312,6 +313,7 @@ class Daemon:
                 await self.fs.serve(self.mountpoint, task_status=task_status)
                 nursery.cancel_scope.cancel()
             await nursery.start(serve_then_stop)
+            self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
             nursery.start_soon(self._stop_on_signals)
             if restore is not None:
                 try:

@@ -41,16 +41,15 @@ PF_EXITING = 0x4
 SIGKILL_BIT = 1 << 8
 
 
-def syncfs(mountpoint: str) -> None:
+def syncfs(mount_fd: int) -> None:
     """syncfs(2) through ctypes, which lets go of the GIL: the trio thread must answer
-    the write-back requests meanwhile."""
-    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs of {mountpoint}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    the write-back requests meanwhile. `mount_fd` is opened once per daemon: every FUSE
+    request a daemon thread makes to its own mount is a hazard (if the daemon is
+    SIGKILLed while such a request is in flight, that thread can never finish, and the
+    half-dead daemon holds the FUSE connection, and the application, forever)."""
+    if _libc.syncfs(mount_fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
 
 
 def check_not_dying(pid: int) -> None:
@@ -89,14 +88,14 @@ class Captured:
         return self.writer.finish(self.processes, self.files)
 
 
-def take(pids: list[int], mountpoint: str, store: Store, in_trio: InTrio,
+def take(pids: list[int], mount_fd: int, store: Store, in_trio: InTrio,
          commit_files: Callable[[], tuple[int, ChunkId]]) -> Captured:
     """Steps 1-5 above. `commit_files()` seals and commits the file system in the trio
     thread and returns (commit id, volume root)."""
     started = time.perf_counter()
     pages: list[tuple[int, int, bytes]] = []
     with freeze(pids, tree=True) as frozen:
-        syncfs(mountpoint)
+        syncfs(mount_fd)
         files_commit, fs_root = in_trio(commit_files)
         writer = in_trio(ImageWriter, store)
         files = FileCapture(lambda data: in_trio(writer.add_blob, data))
