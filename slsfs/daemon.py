@@ -41,7 +41,7 @@ from objectstore import ChunkId, Store, StoreError
 
 from checkpointer import CheckpointError, ProcessGone
 from checkpointer.restore import restore as restore_image
-from mount.control import CONTROL_VERSION, socket_path
+from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
@@ -327,21 +327,24 @@ class Daemon:
             ready("ok")
 
 
-def detach_stale(mountpoint: str) -> None:
-    """A mount left by a daemon that was killed fails every access: detach it (lazily)."""
+def detach_stale(mountpoint: str, store_path: str) -> None:
+    """Detach every mount of this store at `mountpoint` left by a killed daemon. We hold the
+    store's writer lock, so no live daemon serves them. (A stat does not tell: the kernel
+    answers it from cached attributes for a while after the daemon died.)"""
+    target, store = os.path.realpath(mountpoint), os.path.realpath(store_path)
     for _ in range(50):
-        try:
-            os.stat(mountpoint)
+        here = [m for m in slsfs_mounts() if m.mountpoint == target]
+        if not here:
             return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.info("detaching the stale mount at %s (%s)", mountpoint, exc)
-            result = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
-            if result.returncode != 0:
-                log.warning("fusermount3 -u -z %s: %s", mountpoint, result.stderr.strip())
+        if any(os.path.realpath(m.store) != store for m in here):
+            raise GroupError(f"{mountpoint} is a mount of another store ({here[0].store}); "
+                             "unmount it or pick another mount point")
+        log.info("detaching the stale mount at %s", mountpoint)
+        result = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
+        if result.returncode != 0:
+            log.warning("fusermount3 -u -z %s: %s", mountpoint, result.stderr.strip())
             time.sleep(0.1)
-    raise GroupError(f"{mountpoint} is a stale mount that could not be detached; "
+    raise GroupError(f"{mountpoint} holds stale mounts that could not be detached; "
                      f"run `fusermount3 -u -z {mountpoint}`")
 
 
@@ -411,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             volume, mountpoint = settings.volume, mountpoint or settings.mountpoint
         if not mountpoint:
             raise GroupError("no mount point given")
-        detach_stale(mountpoint)
+        detach_stale(mountpoint, args.store)
         os.makedirs(mountpoint, exist_ok=True)
         fs = FileSystem(store, volume, checkpoint_interval_ms=None)
         daemon = Daemon(store, fs, os.path.abspath(mountpoint))

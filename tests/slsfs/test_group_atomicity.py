@@ -51,6 +51,9 @@ def test_memory_and_file_agree_after_random_crashes(group_store, group_binaries)
         time.sleep(rng.uniform(0, 0.25))
         store.crash()
         store.sls("restore", "atom", "--store", str(store.path))
+        with open("/proc/mounts") as f:
+            stacked = sum(line.split()[1] == str(store.mnt) for line in f)
+        assert stacked == 1, f"round {round_}: {stacked} mounts at {store.mnt} (the dead daemon's was not detached)"
         restored = wait_for(lambda: read_counter(counter), "the restored counter")
         assert restored >= floor, f"round {round_} (seed {seed}): counter went back from {floor} to {restored}"
         wait_for(lambda: (read_counter(counter) or 0) > restored or (store.mnt / "counter.bad").exists(),
