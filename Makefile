@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config gcc gdb
+SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config gcc gdb redis-server
 
 .PHONY: setup system venv demo test bench clean
 

@@ -18,8 +18,12 @@ With --restore, before mounting, the volume is reset to the file system recorded
 the group checkpoint (the newest, or the one current at --at), then the processes are
 restored from its image once the mount is live. Log: `<store>/daemon.log`.
 
-Simplifications: the mount's own periodic file-system checkpoints and retention are off
-(group checkpoints and fsync commit instead; old checkpoints are not thinned yet);
+Checkpoints asked for are retried on the transient errors of freezing a busy tree; a
+stop kills the groups first and ends the process within STOP_WATCHDOG_S whatever hangs.
+Old checkpoints are thinned by the store's retention policy (slsfs.group_retention).
+
+Simplifications: the mount's own periodic file-system checkpoints are off (group
+checkpoints and fsync commit instead);
 restoring resets the whole volume, so one group per store is the supported case.
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -46,7 +51,7 @@ from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
-from . import group_checkpoint, group_process, groups, procs_view
+from . import group_checkpoint, group_process, group_retention, groups, procs_view
 from .group_process import RunningGroup
 from .groups import GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
@@ -55,6 +60,9 @@ log = logging.getLogger("slsfs.daemon")
 LOG_NAME = "daemon.log"
 RETRY_AFTER_ERROR_S = 1.0
 STOP_WAIT_S = 10.0
+RETENTION_EVERY_S = 5.0
+STOP_WATCHDOG_S = 40.0        # a stop that is still not done by then ends the process at once
+CHECKPOINT_ATTEMPTS = 20
 
 
 class Daemon:
@@ -78,18 +86,41 @@ class Daemon:
         """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id."""
         async with self.lock:
             started = time.perf_counter()
-            captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mount_fd, self.store,
-                                             self.tracer.in_trio, lambda: self._commit_files(group))
-            image = await captured.write()
+            try:
+                captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mount_fd, self.store,
+                                                 self.tracer.in_trio, lambda: self._commit_files(group),
+                                                 group.tracking)
+                image = await captured.write()
+                pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
+                groups.save(self.store, GroupCheckpoint(group.settings, group.seq + 1, time.time(), image,
+                                                        captured.fs_root, pids, captured.files_commit))
+                commit = self.store.commit(f"group {group.name} #{group.seq + 1}: {label}", durable=False).id
+                self.store.barrier()
+            except BaseException:
+                group.tracking.reset()           # the next image is full: it cannot miss a write
+                raise
+            group.tracking.parent = image
             group.seq += 1
-            pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
-            groups.save(self.store, GroupCheckpoint(group.settings, group.seq, time.time(), image,
-                                                    captured.fs_root, pids, captured.files_commit))
-            commit = self.store.commit(f"group {group.name} #{group.seq}: {label}", durable=False).id
-            self.store.barrier()
             group.last_checkpoint = commit
-            group.note_checkpoint(captured.stop_ms, (time.perf_counter() - started) * 1000)
+            group.note_checkpoint(captured.stop_ms, (time.perf_counter() - started) * 1000,
+                                  captured.writer.pages)
             return commit
+
+    async def checkpoint_retrying(self, group: RunningGroup, label: str) -> int:
+        """A checkpoint asked for (a group's first, `sls checkpoint`), retried a few times: a
+        freeze can meet a child that is exiting at that moment (PTRACE_SEIZE of an exiting
+        task answers EPERM, e.g. a shell pipeline's short-lived commands; its /proc entries
+        vanish while it is read), which the next attempt no longer sees. (Periodic
+        checkpoints just try again at their next turn.)"""
+        for attempt in range(CHECKPOINT_ATTEMPTS):
+            try:
+                return await self.checkpoint(group, label)
+            except (CheckpointError, OSError) as exc:     # ProcessGone too: a child may have exited
+                if attempt + 1 == CHECKPOINT_ATTEMPTS or not group.alive():
+                    raise
+                log.warning("checkpoint of group %s failed, retrying: %s", group.name, exc)
+                await trio.sleep(min(0.02 * (attempt + 1), 0.2))
+        raise AssertionError("unreachable")
 
     async def run_checkpoints(self, group: RunningGroup) -> None:
         period = 1.0 / group.settings.hz
@@ -100,16 +131,29 @@ class Daemon:
             try:
                 await self.checkpoint(group, "periodic")
                 group.error = ""
-            except ProcessGone:
-                break
-            except (CheckpointError, StoreError, OSError) as exc:
+            except (CheckpointError, StoreError, OSError) as exc:   # ProcessGone: maybe only a child
                 if not group.alive():
                     break
                 group.error = str(exc)
                 log.warning("checkpoint of group %s failed, will retry: %s", group.name, exc)
                 await trio.sleep(RETRY_AFTER_ERROR_S)
+        async with self.lock:
+            group.tracking.reset()
         group.reap()
         log.info("group %s has exited; last checkpoint %s", group.name, group.last_checkpoint)
+
+    async def run_retention(self) -> None:
+        """Thin old checkpoints every RETENTION_EVERY_S (slsfs.group_retention)."""
+        while True:
+            await trio.sleep(RETENTION_EVERY_S)
+            async with self.lock:
+                try:
+                    forgotten = group_retention.thin(self.store)
+                except (StoreError, GroupError) as exc:
+                    log.warning("retention failed, will retry: %s", exc)
+                    continue
+            if forgotten:
+                log.info("retention: forgot %d old checkpoints", forgotten)
 
     def _adopt(self, group: RunningGroup) -> None:
         self.groups[group.name] = group
@@ -126,7 +170,7 @@ class Daemon:
         settings.mountpoint = self.mountpoint
         group = await group_process.start(settings, env)
         try:
-            commit = await self.checkpoint(group, "start")
+            commit = await self.checkpoint_retrying(group, "start")
         except BaseException:
             group.kill()
             raise
@@ -145,7 +189,7 @@ class Daemon:
             raise GroupError(f"no process {pid}") from None
         settings = GroupSettings(name, self.fs.volume_name, self.mountpoint, hz, argv, mode="persist")
         group = RunningGroup(settings, [pid], None)
-        commit = await self.checkpoint(group, "persist")
+        commit = await self.checkpoint_retrying(group, "persist")
         self._adopt(group)
         return {"group": name, "pids": [pid], "checkpoint": commit}
 
@@ -214,7 +258,7 @@ class Daemon:
                 return {"ok": True, **await self.run_group(GroupSettings(**req["settings"]), req["env"])}
             if op == "group_checkpoint":
                 group = self._group(req["group"])
-                commit = await self.checkpoint(group, req.get("name") or "manual")
+                commit = await self.checkpoint_retrying(group, req.get("name") or "manual")
                 if req.get("name"):
                     self.store.tag(req["name"], commit)
                 return {"ok": True, "group": group.name, "checkpoint": commit, "name": req.get("name")}
@@ -250,6 +294,10 @@ class Daemon:
     async def stop(self) -> None:
         """Kill the groups (their last durable checkpoint stays), then unmount and exit."""
         await trio.sleep(0.05)                 # let the reply to `shutdown` go out first
+        watchdog = threading.Timer(STOP_WATCHDOG_S, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
+        self.kill_groups()                     # first: a checkpoint under way ends at once (ProcessGone)
         async with self.lock:
             self.kill_groups()
             deadline = time.monotonic() + STOP_WAIT_S
@@ -315,6 +363,7 @@ class Daemon:
             await nursery.start(serve_then_stop)
             self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
             nursery.start_soon(self._stop_on_signals)
+            nursery.start_soon(self.run_retention)
             if restore is not None:
                 try:
                     await self.restore_group(*restore)
@@ -325,6 +374,14 @@ class Daemon:
                     return
             await nursery.start(self.serve_control)
             ready("ok")
+
+
+def _exit_now() -> None:
+    """The stop watchdog: the groups were SIGKILLed already; their last durable checkpoint
+    stays, and the next daemon detaches the mount left behind (detach_stale)."""
+    log.error("stop did not finish within %.0f s: exiting at once", STOP_WATCHDOG_S)
+    logging.shutdown()
+    os._exit(1)
 
 
 def detach_stale(mountpoint: str, store_path: str) -> None:

@@ -15,8 +15,16 @@ commits; the caller makes both commits durable with one fsync. A crash before th
 leaves the previous durable group checkpoint intact (the record is only in the second
 commit, so a torn tail never pairs new files with an old image).
 
-Simplification: the pages are copied in full at every checkpoint (no dirty-page
-tracking yet), and held in memory until written.
+Incremental capture (`PageTracking`, one per running group): the first image of a
+group holds every page; after it, each process's private writable memory is
+write-tracked with a userfaultfd in WP_ASYNC mode (checkpointer.incremental.DirtyTracker)
+and a checkpoint copies only the pages written since the previous one, into a copy of
+the previous image (so every image is complete). Any failed checkpoint resets the
+tracking (the scan that lists written pages also clears them), so the next image is
+full again and never misses a write.
+
+Simplification: the pages to store are copied inside the stop and held in memory until
+written (no fork snapshot: the daemon's store belongs to the trio thread).
 """
 from __future__ import annotations
 
@@ -33,12 +41,15 @@ from objectstore import ChunkId, Store
 from checkpointer import ProcessGone, freeze
 from checkpointer.capture import capture_all
 from checkpointer.files import FileCapture
+from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
+from checkpointer.incremental import DirtyTracker
 
 InTrio = Callable[..., Any]
 _libc = ctypes.CDLL(None, use_errno=True)
 PF_EXITING = 0x4
 SIGKILL_BIT = 1 << 8
+ALL_ADDRESSES = 1 << 63
 
 
 def syncfs(mount_fd: int) -> None:
@@ -67,6 +78,49 @@ def check_not_dying(pid: int) -> None:
         raise ProcessGone(pid, "it was killed while being captured")
 
 
+class PageTracking:
+    """The write tracking of one group's processes between its checkpoints (tracer
+    thread for everything but `parent`, which the daemon sets once an image is durable)."""
+
+    def __init__(self) -> None:
+        self.trackers: dict[int, DirtyTracker] = {}     # by host pid
+        self.parent: ChunkId | None = None             # the previous image; None = next is full
+
+    def selector(self, frozen, ns_pids: dict[int, int], clear: Callable[[int, int, int], None]):
+        """The capture's page selector; `clear(ns pid, start, end)` drops pages of the parent."""
+        for pid in list(self.trackers):
+            if pid not in frozen.processes:
+                self.trackers.pop(pid).close()
+        for pid in frozen.processes:
+            tracker = self.trackers.get(pid)
+            if tracker is None:              # new here (its ns pid may be a dead one's): start clean
+                self.trackers[pid] = DirtyTracker(pid)
+                clear(ns_pids[pid], 0, ALL_ADDRESSES)
+                continue
+            current = {(v.start, v.end, v.perms, v.offset, v.path) for v in procfs.maps(pid)}
+            for start, end, *_ in tracker.seen - current:
+                clear(ns_pids[pid], start, end)
+
+        def select(pid: int, vma: procfs.Vma) -> list[int] | None:
+            whole, pages = self.trackers[pid].select(vma)
+            if whole:
+                clear(ns_pids[pid], vma.start, vma.end)
+            return pages
+        return select
+
+    def arm(self, frozen) -> None:
+        """Still frozen, after the capture: track writes from this instant on."""
+        for pid, proc in frozen.processes.items():
+            self.trackers[pid].arm(proc, procfs.maps(pid))
+
+    def reset(self) -> None:
+        """Forget everything: the next capture copies every page."""
+        for tracker in self.trackers.values():
+            tracker.close()
+        self.trackers.clear()
+        self.parent = None
+
+
 @dataclass
 class Captured:
     """What a freeze window produced; `write()` stores it (in the trio thread)."""
@@ -89,17 +143,20 @@ class Captured:
 
 
 def take(pids: list[int], mount_fd: int, store: Store, in_trio: InTrio,
-         commit_files: Callable[[], tuple[int, ChunkId]]) -> Captured:
+         commit_files: Callable[[], tuple[int, ChunkId]], tracking: PageTracking) -> Captured:
     """Steps 1-5 above. `commit_files()` seals and commits the file system in the trio
-    thread and returns (commit id, volume root)."""
+    thread and returns (commit id, volume root). On any error the caller resets `tracking`."""
     started = time.perf_counter()
     pages: list[tuple[int, int, bytes]] = []
     with freeze(pids, tree=True) as frozen:
         syncfs(mount_fd)
         files_commit, fs_root = in_trio(commit_files)
-        writer = in_trio(ImageWriter, store)
+        writer = in_trio(ImageWriter, store, tracking.parent)
+        ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
+        select = tracking.selector(frozen, ns_pids, lambda *span: in_trio(writer.clear, *span))
         files = FileCapture(lambda data: in_trio(writer.add_blob, data))
-        processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files)
+        processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files, select)
+        tracking.arm(frozen)
         frozen.check_alive()
         for pid in frozen.processes:
             check_not_dying(pid)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import trio
 
+from .group_checkpoint import PageTracking
 from .groups import GroupError, GroupSettings
 
 START_TIMEOUT_S = 30.0
@@ -38,6 +39,8 @@ class RunningGroup:
     restore_ms: float | None = None
     started: float = field(default_factory=time.time)
     checkpoint_times: list[float] = field(default_factory=list)
+    tracking: PageTracking = field(default_factory=PageTracking)   # incremental capture
+    pages_last: int = 0                       # pages the last checkpoint copied
 
     @property
     def name(self) -> str:
@@ -79,8 +82,9 @@ class RunningGroup:
         recent = [t for t in self.checkpoint_times if now - t <= window_s]
         return len(recent) / window_s
 
-    def note_checkpoint(self, stop_ms: float, durable_ms: float) -> None:
+    def note_checkpoint(self, stop_ms: float, durable_ms: float, pages: int) -> None:
         now = time.monotonic()
+        self.pages_last = pages
         self.stop_ms.append(stop_ms)
         self.durable_ms.append(durable_ms)
         del self.stop_ms[:-1000], self.durable_ms[:-1000]
@@ -98,7 +102,7 @@ class RunningGroup:
             "stop_ms_p99": round(stops[min(len(stops) - 1, int(len(stops) * 0.99))], 3) if stops else None,
             "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,
             "durable_ms_median": round(statistics.median(durables), 3) if durables else None,
-            "restore_ms": self.restore_ms,
+            "restore_ms": self.restore_ms, "pages_last": self.pages_last,
         }
 
 
