@@ -9,9 +9,11 @@ plus the application's stop time per checkpoint (median, p99), freeze-to-durable
 (median) and restore after a crash (SIGKILL of app and daemon): the daemon's restore
 time and the wall time of `sls restore` (which starts a daemon and mounts).
 
-Redis is not measured: the checkpointer cannot capture sockets yet (see the report of
-issue 5). `--quick` uses short windows and finishes in well under 90 s.
-Usage: python bench/groups.py [--quick] [--dir DIR]
+Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mib MiB
+(DEBUG POPULATE), measured with redis-benchmark (SET, 50 clients) the same ways
+(`redis_*` keys; skipped with a note if redis-server is not installed).
+`--quick` uses short windows and a small dataset, and finishes in about 90 s.
+Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N]
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -94,11 +97,86 @@ def group_run(work: Path, script: Path, hz: float, window: float) -> tuple[float
     return measured, request(store, "ps")["groups"][0], store
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_argv(port: int) -> list[str]:
+    return [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--enable-debug-command", "yes"]
+
+
+def redis_cli(port: int, *args: str) -> str:
+    result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=300)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def redis_rate(port: int, mib: int, requests: int) -> float:
+    """Fill the dataset (once), then SET requests per second by redis-benchmark."""
+    deadline = time.monotonic() + 60
+    while redis_cli(port, "PING") != "PONG":
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: redis-server on port {port} does not answer")
+        time.sleep(0.05)
+    if redis_cli(port, "DBSIZE") == "0":
+        redis_cli(port, "DEBUG", "POPULATE", str(mib * 1024), "fill", "1000")
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", str(requests), "-c", "50",
+                          "-r", "100000", "--csv"], capture_output=True, text=True, timeout=600).stdout
+    for line in out.splitlines():
+        fields = [f.strip('"') for f in line.split(",")]
+        if fields[0] == "SET":
+            return float(fields[1])
+    raise SystemExit(f"bench: no SET figure from redis-benchmark: {out[-300:]}")
+
+
+def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: int) -> None:
+    plain = work / "redis-plain"
+    plain.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(redis_argv(port), cwd=plain, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out["redis_sets_per_s_no_slsfs"] = round(redis_rate(port, mib, requests), 1)
+    finally:
+        proc.kill()
+        proc.wait()
+    for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
+        store = work / f"redis-store-{hz:g}"
+        stores.append(store)
+        port = free_port()
+        sls("init", str(store))
+        sls("run", "--store", str(store), "--name", "redis", "--hz", str(hz), "--", *redis_argv(port))
+        out[f"redis_sets_per_s_{key}"] = round(redis_rate(port, mib, requests), 1)
+        status = request(store, "ps")["groups"][0]
+        if hz:
+            out[f"redis_stop_ms_median_{key}"] = status["stop_ms_median"]
+            out[f"redis_stop_ms_p99_{key}"] = status["stop_ms_p99"]
+            out[f"redis_freeze_to_durable_ms_median_{key}"] = status["durable_ms_median"]
+            out[f"redis_pages_last_{key}"] = status["pages_last"]
+        if hz == 10:
+            ps = request(store, "ps")
+            os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
+            os.kill(ps["daemon"], signal.SIGKILL)
+            time.sleep(0.2)
+            started = time.perf_counter()
+            sls("restore", "redis", "--store", str(store))
+            out["redis_restore_cli_wall_ms"] = round((time.perf_counter() - started) * 1000, 1)
+            out["redis_restore_daemon_ms"] = request(store, "ps")["groups"][0]["restore_ms"]
+        sls("stop", "--store", str(store))
+    base = out["redis_sets_per_s_no_slsfs"]
+    for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
+        out[f"redis_overhead_pct_{key}"] = round(100 * (1 - out[f"redis_sets_per_s_{key}"] / base), 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", help="work directory (default: a new temporary one)")
+    parser.add_argument("--redis-mib", type=int, help="Redis dataset size (default 100, 16 with --quick)")
     args = parser.parse_args()
+    mib = args.redis_mib or (16 if args.quick else 100)
+    requests = 20000 if args.quick else 200000
     window = 5.0 if args.quick else 20.0
     work = Path(args.dir or tempfile.mkdtemp(prefix="slsfs-bench-groups-"))
     script = work / "sqlite_loop.py"
@@ -106,7 +184,7 @@ def main() -> int:
     script.write_text(LOOP)
     stores: list[Path] = []
     out: dict = {"benchmark": "groups", "quick": args.quick, "window_s": window, "app": "sqlite insert loop",
-                 "redis": "not measured: the checkpointer cannot capture sockets yet"}
+                 "redis_dataset_mib": mib, "redis_requests": requests}
     try:
         out["rows_per_s_no_slsfs"] = round(plain_rate(work, script, window), 1)
         for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
@@ -131,6 +209,10 @@ def main() -> int:
         base = out["rows_per_s_no_slsfs"]
         for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
             out[f"overhead_pct_{key}"] = round(100 * (1 - out[f"rows_per_s_{key}"] / base), 1) if base else None
+        if shutil.which("redis-server") and shutil.which("redis-benchmark"):
+            redis_bench(work, out, stores, mib, requests)
+        else:
+            out["redis"] = "not measured: redis-server is not installed (make setup installs it)"
     finally:
         for store in stores:
             subprocess.run([sys.executable, "-m", "slsfs.cli", "stop", "--store", str(store)], capture_output=True)
