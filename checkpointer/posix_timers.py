@@ -12,15 +12,17 @@ Why: programs keep timer ids in memory and rely on periodic signals.
 Simplifications: overrun counts are not kept; a periodic timer found expired with its
 signal still pending restarts with a full period; an expired one-shot timer comes back
 disarmed; SIGEV_THREAD_ID timers must target a thread of the same process (as the
-kernel requires anyway), so they are created once its threads exist.
+kernel requires anyway), so they are created once its threads exist; a kernel built
+without CONFIG_CHECKPOINT_RESTORE has no /proc/PID/timers, and timers are then not seen.
 """
 from __future__ import annotations
 
+import os
 import re
 import struct
 
 from . import procfs
-from .errors import CheckpointError
+from .errors import CheckpointError, ProcessGone
 from .inject import Injector
 
 _NR_TIMER_CREATE, _NR_TIMER_SETTIME, _NR_TIMER_GETTIME, _NR_PRCTL = 222, 223, 224, 157
@@ -32,8 +34,13 @@ _ENTRY = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-fx]+)\nnotify: (\w+)/(\w
 
 def capture(inj: Injector, pid: int) -> list[dict]:
     """[{id, clock, signo, value, notify, tid, interval, remaining}] of a frozen process."""
-    with open(f"/proc/{pid}/timers") as fh:
-        text = fh.read()
+    try:
+        with open(f"/proc/{pid}/timers") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise ProcessGone(f"process {pid} exited while being checkpointed") from None
+        return []  # a kernel without CONFIG_CHECKPOINT_RESTORE shows no timers
     timers = []
     for m in _ENTRY.finditer(text):
         timer_id, notify_kind = int(m[1]), m[5]
