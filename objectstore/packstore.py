@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import lz4.block
+import xxhash
 
 from . import pack as fmt
 from .chunks import DATA, NODE, ChunkId, chunk_id
@@ -244,9 +245,8 @@ class PackStore:
                                    pack=damaged[0], offset=damaged[1])
             raise NotFound(f"chunk {bytes(cid).hex()} is not in the store")
         number, offset, stored_len, kind = _unloc(loc)
-        info, payload = self._read_record(number, offset, stored_len)
-        data = self._plain(info, payload, number)
-        if info.id != cid or chunk_id(kind, data, self.seed) != cid:
+        data = self._read_chunk(number, offset, stored_len, cid)
+        if chunk_id(kind, data, self.seed) != cid:
             name = _pack_path(self.directory, number).name
             raise CorruptChunk(f"{name} offset {offset}: the record there does not hold chunk "
                                f"{bytes(cid).hex()} (content does not match the id); run `sls fsck`",
@@ -327,6 +327,32 @@ class PackStore:
             if r.kind in (DATA, NODE):
                 self._index.pop(r.id, None)
         self._meta = [m for m in self._meta if (m[0], m[1]) not in gone]
+
+    def _read_chunk(self, number: int, offset: int, stored_len: int, cid: bytes) -> bytes:
+        """The plain content of the chunk record at `offset`, its checksum verified:
+        the hot path of every read, so it avoids building a RecordInfo."""
+        if number == self._active and offset >= self._written:
+            info, payload = self._read_record(number, offset, stored_len)
+            return self._plain(info, payload, number)
+        buf = os.pread(self._fd(number), fmt.RECORD_OVERHEAD + stored_len, offset)
+        end = fmt.RECORD_HEADER.size + stored_len
+        if len(buf) == end + fmt.CHECKSUM.size:
+            magic, _kind, flags, slen, raw_len, rid = fmt.RECORD_HEADER.unpack_from(buf)
+            if (magic == fmt.RECORD_MAGIC and slen == stored_len and rid == cid
+                    and xxhash.xxh32_intdigest(buf[:end]) == fmt.CHECKSUM.unpack_from(buf, end)[0]):
+                payload = buf[fmt.RECORD_HEADER.size:end]
+                if not flags & fmt.FLAG_LZ4:
+                    return payload
+                try:
+                    data = lz4.block.decompress(payload, uncompressed_size=raw_len)
+                except Exception:  # lz4 raises a plain LZ4BlockError
+                    data = b""
+                if len(data) == raw_len:
+                    return data
+        name = _pack_path(self.directory, number).name
+        raise CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
+                           "is damaged (run `sls fsck` to list every damaged record)",
+                           pack=name, offset=offset)
 
     def _read_record(self, number: int, offset: int, stored_len: int | None) -> tuple[fmt.RecordInfo, bytes]:
         if number == self._active and offset >= self._written:
