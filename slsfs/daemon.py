@@ -59,6 +59,7 @@ from .tracer import Tracer
 log = logging.getLogger("slsfs.daemon")
 LOG_NAME = "daemon.log"
 RETRY_AFTER_ERROR_S = 1.0
+QUICK_RETRIES = 3             # periodic checkpoints failing in a row before waiting RETRY_AFTER_ERROR_S
 STOP_WAIT_S = 10.0
 RETENTION_EVERY_S = 5.0
 STOP_WATCHDOG_S = 40.0        # a stop that is still not done by then ends the process at once
@@ -125,18 +126,20 @@ class Daemon:
     async def run_checkpoints(self, group: RunningGroup) -> None:
         period = 1.0 / group.settings.hz
         next_at = time.monotonic() + period
+        failures = 0
         while group.alive():
             await trio.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + period, time.monotonic())
             try:
                 await self.checkpoint(group, "periodic")
-                group.error = ""
+                group.error, failures = "", 0
             except (CheckpointError, StoreError, OSError) as exc:   # ProcessGone: maybe only a child
                 if not group.alive():
                     break
-                group.error = str(exc)
+                group.error, failures = str(exc), failures + 1
                 log.warning("checkpoint of group %s failed, will retry: %s", group.name, exc)
-                await trio.sleep(RETRY_AFTER_ERROR_S)
+                if failures >= QUICK_RETRIES:     # not a passing race (a full disk?): slow down
+                    await trio.sleep(RETRY_AFTER_ERROR_S)
         async with self.lock:
             group.tracking.reset()
         group.reap()
