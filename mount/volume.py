@@ -6,7 +6,8 @@ layout of the keys is in `mount.schema`.
 
 What is kept in memory (and why):
 - inode records, cached after first use and written back to the Tree by `seal()`
-  (a write changes size/mtime; rewriting the record on every write would be waste);
+  (a write changes size/mtime; rewriting the record on every write would be waste),
+  and likewise the superblock's next inode number (a create would rewrite it);
 - written file data, as per-block buffers, turned into chunks by `seal()` (this is
   the "writes buffered in the daemon" of the design: a checkpoint or fsync seals);
 - a bounded LRU cache of decoded data blocks, so small reads do not fetch and
@@ -83,6 +84,7 @@ class Volume:
         if raw is None:
             raise schema.FormatError(f"volume {name!r} has no superblock: it was not created by slsfs")
         self.sb = Superblock.decode(raw)
+        self._sb_dirty = False        # next_ino moved on: the superblock is written by seal()
         self._inodes: dict[int, Inode] = {}
         self._dirty_inodes: set[int] = set()
         self._buffers: dict[int, dict[int, bytearray | bytes]] = {}
@@ -142,7 +144,7 @@ class Volume:
     def _new_inode(self, mode: int, uid: int, gid: int, rdev: int = 0) -> Inode:
         ino = self.sb.next_ino
         self.sb.next_ino += 1
-        self.tree.put(schema.SUPER_KEY, self.sb.encode())
+        self._sb_dirty = True
         now = time.time_ns()
         node = Inode(ino, mode, 2 if stat.S_ISDIR(mode) else 1, uid, gid, rdev,
                      atime_ns=now, mtime_ns=now, ctime_ns=now)
@@ -487,3 +489,6 @@ class Volume:
             if node is not None:
                 self.tree.put(schema.inode_key(ino), node.encode())
         self._dirty_inodes.clear()
+        if self._sb_dirty:
+            self.tree.put(schema.SUPER_KEY, self.sb.encode())
+            self._sb_dirty = False
