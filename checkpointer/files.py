@@ -104,6 +104,7 @@ class FileCapture:
                               "supported yet")
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
+        target = _undeleted(target, st)
         if target.startswith("/memfd:"):
             return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
         if target.endswith(" (deleted)") and stat.S_ISREG(mode):
@@ -405,3 +406,22 @@ class FileRestorer:
                 inj.check(_NR_FCNTL, end, F_SETFL, other["flags"], what="F_SETFL on a pipe")
                 self.made[other["id"]] = (ns_pid, end)
         return [read_spare, write_spare]
+
+
+def _undeleted(target: str, st: os.stat_result) -> str:
+    """`target` without its " (deleted)" mark when the file is in fact still at that path.
+
+    The kernel also marks a path deleted when its dentry was merely invalidated (a FUSE
+    file system dropping a cached name, for instance) while the name still leads to the
+    very same file; only a name that is gone, or that now leads to another file, means
+    the file was unlinked."""
+    if not target.endswith(" (deleted)") or target.startswith("/memfd:"):
+        return target
+    path = target[: -len(" (deleted)")]
+    try:
+        now = os.stat(path)
+    except OSError:
+        return target
+    if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+        return path
+    return target

@@ -25,6 +25,7 @@ from .inject import Injector, restart_fixup
 from .kernel import Regs
 
 ALL_SIGNALS = 0xFFFFFFFFFFFFFFFF
+PF_EXITING = 0x4  # task flag (field 9 of /proc/PID/stat): the task is exiting
 
 
 @dataclass
@@ -111,14 +112,21 @@ class Frozen:
             if not found:
                 return
             for child in found:
-                fields = procfs.stat_fields(child)
+                try:
+                    fields = procfs.stat_fields(child)
+                except ProcessGone:
+                    continue  # exited and reaped meanwhile
                 if fields[2] in ("Z", "X"):
                     self.zombies[child] = int(fields[51])
-                else:
-                    try:
-                        self.add(child)
-                    except ProcessGone:
-                        continue  # exited meanwhile: the next round sees it as a zombie
+                    continue
+                try:
+                    self.add(child)
+                except (CheckpointError, OSError):
+                    # a child exiting while we attach (EPERM, "is a zombie", vanished /proc
+                    # files): the next round sees it as a zombie or not at all
+                    self.processes.pop(child, None)
+                    if not _exiting(child):
+                        raise
 
     def check_alive(self) -> None:
         """Raise ProcessGone if a frozen process was killed (SIGKILL ignores ptrace stops)."""
@@ -143,6 +151,15 @@ class Frozen:
                     errors.append(f"task {thread.tid}: {exc}")
         if errors and not all("No such process" in e for e in errors):
             raise CheckpointError("thaw failed: " + "; ".join(errors))
+
+
+def _exiting(pid: int) -> bool:
+    """True if `pid` is gone, a zombie, or on its way out (PF_EXITING)."""
+    try:
+        fields = procfs.stat_fields(pid)
+    except (ProcessGone, OSError):
+        return True
+    return fields[2] in ("Z", "X") or bool(int(fields[8]) & PF_EXITING)
 
 
 def _thaw_thread(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
