@@ -42,6 +42,24 @@ RETENTION_EVERY_S = 5.0
 BARRIER_EVERY_S = 1.0                     # periodic checkpoints become durable within ~1 s
 
 
+DRAIN_TIMEOUT_S = 2.0
+
+
+def kernel_requests_waiting(mount_dev: int) -> int:
+    """How many requests of the FUSE mount with device `mount_dev` the kernel has queued
+    or handed to the daemon without an answer yet (0 if fusectl is not mounted).
+
+    syncfs can return once the kernel has *queued* the writes of dirty pages; a
+    checkpoint must also wait for the daemon to have taken them in."""
+    if os.major(mount_dev) != 0:
+        return 0
+    try:
+        with open(f"/sys/fs/fuse/connections/{os.minor(mount_dev)}/waiting") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
 class MountError(Exception):
     """A request on a mounted file system that cannot be done (message for the user)."""
 
@@ -103,8 +121,15 @@ class FileSystem:
     @staticmethod
     async def drain_kernel_cache(mountpoint: str) -> None:
         """syncfs(2) the mount from a worker thread, so that dirty pages the kernel holds
-        (shared writable mmaps) are written to this daemon before a checkpoint."""
-        await trio.to_thread.run_sync(pyfuse3.syncfs, str(mountpoint))
+        (shared writable mmaps) are written to this daemon before a checkpoint; then let
+        the daemon answer every request the kernel still has queued for it."""
+        def sync() -> int:
+            pyfuse3.syncfs(str(mountpoint))
+            return os.stat(mountpoint).st_dev
+        dev = await trio.to_thread.run_sync(sync)
+        deadline = trio.current_time() + DRAIN_TIMEOUT_S
+        while kernel_requests_waiting(dev) and trio.current_time() < deadline:
+            await trio.sleep(0.0005)   # the trio loop answers them meanwhile
 
     async def make_durable(self) -> None:
         """fsync semantics: everything written so far is on disk when this returns."""

@@ -127,8 +127,12 @@ def cmd_init(args) -> int:
 
 def _mount_state(mountpoint: str) -> str:
     """'free', 'live' or 'stale' (a mount whose daemon died)."""
-    real = os.path.realpath(mountpoint)
-    if not any(os.path.realpath(m.mountpoint) == real for m in slsfs_mounts()):
+    # resolve only the parent: resolving the mount point itself, or any other mount,
+    # would ask that mount's daemon, and a hung daemon elsewhere must not hang us
+    # (mountinfo already lists canonical paths)
+    real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(mountpoint))),
+                        os.path.basename(os.path.abspath(mountpoint)))
+    if not any(m.mountpoint == real for m in slsfs_mounts()):
         return "free"
     try:
         os.statvfs(mountpoint)                 # always asks the daemon (stat may be cached)

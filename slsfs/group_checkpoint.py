@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator
 
 import trio
 
+from mount.filesystem import DRAIN_TIMEOUT_S, kernel_requests_waiting
 from objectstore import ChunkId, Store
 
 from checkpointer import ProcessGone, freeze
@@ -61,6 +62,25 @@ def syncfs(mount_fd: int) -> None:
     if _libc.syncfs(mount_fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
+    # syncfs may return once the writes are queued: wait until the daemon took them in
+    dev = _mount_dev(mount_fd)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while kernel_requests_waiting(dev) and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+def _mount_dev(fd: int) -> int:
+    """The device number of the mount `fd` is on, read from /proc (fstat would be a
+    request to our own mount)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        mnt_id = next(line.split()[1] for line in f if line.startswith("mnt_id:"))
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == mnt_id:
+                major, minor = fields[2].split(":")
+                return os.makedev(int(major), int(minor))
+    return 0
 
 
 def check_not_dying(pid: int) -> None:
