@@ -28,7 +28,12 @@ VOLUME_PREFIX = "vol/"
 
 
 class VNode:
-    """A node of a virtual tree. Directories override `lookup`/`children`."""
+    """A node of a virtual tree. Directories override `lookup`/`children`.
+
+    `owner` = (uid, gid) makes a node private to that user (files 0400, directories
+    0500), for what holds secrets such as process memory; None: world-readable, root's."""
+
+    owner: tuple[int, int] | None = None
 
     def lookup(self, name: str) -> "VNode | None":
         return None
@@ -40,6 +45,7 @@ class VNode:
 @dataclass
 class VFile(VNode):
     content: Callable[[], bytes]
+    owner: tuple[int, int] | None = None
 
 
 @dataclass
@@ -59,8 +65,10 @@ class Graft(VNode):
 class VDir(VNode):
     """A directory given by a function listing its children (small directories)."""
 
-    def __init__(self, listing: Callable[[], dict[str, VNode]]) -> None:
+    def __init__(self, listing: Callable[[], dict[str, VNode]],
+                 owner: tuple[int, int] | None = None) -> None:
         self._listing = listing
+        self.owner = owner
 
     def lookup(self, name: str) -> VNode | None:
         return self._listing().get(name)

@@ -82,6 +82,7 @@ class Operations(pyfuse3.Operations):
         if isinstance(view, MetaView):
             node = view.node(local)
             a.st_mode, a.st_size = view.mode_size(node)
+            a.st_uid, a.st_gid = node.owner or (0, 0)
             a.st_nlink = 2 if stat.S_ISDIR(a.st_mode) else 1
             a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = view.created_ns
             a.entry_timeout = a.attr_timeout = 0

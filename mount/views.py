@@ -73,11 +73,12 @@ class MetaView:
         return self.ino_for(parent, name, node), node
 
     def mode_size(self, node: VNode) -> tuple[int, int]:
+        private = node.owner is not None
         if isinstance(node, VFile):
-            return stat.S_IFREG | 0o444, len(node.content())
+            return stat.S_IFREG | (0o400 if private else 0o444), len(node.content())
         if isinstance(node, VLink):
             return stat.S_IFLNK | 0o777, len(node.target)
-        return stat.S_IFDIR | 0o555, 0
+        return stat.S_IFDIR | (0o500 if private else 0o555), 0
 
 
 class ViewTable:

@@ -12,9 +12,9 @@ groups share a PID) with:
                   backtrace and variables at the checkpoint's instant
 
 Everything is built on demand from the image in the store, in the daemon's trio thread
-(the mount calls providers from its FUSE handlers). Simplification: files here carry
-the mount's default permissions for virtual files; the mount's VFile has no owner or
-mode yet, so "readable only by the process's owner" is not enforced (see the report).
+(the mount calls providers from its FUSE handlers). A process's directory and files
+belong to its real uid and gid and are private to them (0500/0400): they hold its
+memory, and so its secrets.
 """
 from __future__ import annotations
 
@@ -53,13 +53,15 @@ def provider(store: Store) -> Callable[[object], VNode | None]:
 def _process_dir(image: StoredImage, meta: dict, record: groups.GroupCheckpoint) -> VDir:
     files = {f["id"]: f for f in image.files}
     fds = {str(fd["fd"]): VLink(_fd_target(files.get(fd["file"], {}))) for fd in meta["fds"]}
+    owner = (meta["creds"]["uid"][0], meta["creds"]["gid"][0])
     listing = {
-        "maps": VFile(lambda: _maps(meta).encode()),
-        "status.json": VFile(lambda: json.dumps(_status(meta, record, files), indent=2).encode() + b"\n"),
-        "fds": VDir(lambda: fds),
-        "core": VFile(lambda: core_bytes(image, meta)),
+        "maps": VFile(lambda: _maps(meta).encode(), owner),
+        "status.json": VFile(lambda: json.dumps(_status(meta, record, files), indent=2).encode() + b"\n",
+                             owner),
+        "fds": VDir(lambda: fds, owner),
+        "core": VFile(lambda: core_bytes(image, meta), owner),
     }
-    return VDir(lambda: listing)
+    return VDir(lambda: listing, owner)
 
 
 def _fd_target(file: dict) -> str:

@@ -8,7 +8,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from conftest import TARGETS, wait_for
+from group_helpers import TARGETS, wait_for
 
 
 def number(path: Path) -> int | None:

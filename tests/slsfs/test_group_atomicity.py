@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from group_helpers import wait_for
 
 ROUNDS = int(os.environ.get("SLSFS_ATOMICITY_ROUNDS", "25"))
 

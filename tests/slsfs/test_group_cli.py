@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import wait_for
+from group_helpers import wait_for
 
 
 def counter_value(store) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import wait_for
+from group_helpers import wait_for
 
 
 def value(path) -> int | None:

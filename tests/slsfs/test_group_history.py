@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import shutil
 import subprocess
 
 import pytest
 
-from conftest import wait_for
+from group_helpers import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb (make test installs it)")
 
@@ -28,6 +29,11 @@ def test_checkpoint_procs_files_and_gdb_backtrace(group_store, group_binaries, t
     assert status["group"]["name"] == "sleeper" and status["threads"][0]["regs"]["rip"] > 0
     assert str(program) in (proc / "maps").read_text()
     assert os.readlink(proc / "fds" / "0") == "/dev/null"
+    # memory holds secrets: the process's files are its owner's alone
+    for path, mode in ((proc, 0o500), (proc / "core", 0o400), (proc / "maps", 0o400),
+                       (proc / "status.json", 0o400), (proc / "fds", 0o500)):
+        st = os.stat(path)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, os.getuid(), os.getgid()), path
 
     core = tmp_path / "core"
     core.write_bytes((proc / "core").read_bytes())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from conftest import TARGETS, wait_for
+from group_helpers import TARGETS, wait_for
 
 
 def ask(store, rid: str, text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import wait_for
+from group_helpers import wait_for
 
 
 def value(path) -> int | None:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import wait_for
+from group_helpers import wait_for
 
 KEYS = 200
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("redis-cli") is None,

@@ -8,7 +8,7 @@ checkpoints it is asked for, so a group's first checkpoint and `sls checkpoint` 
 however busy the tree is."""
 from __future__ import annotations
 
-from conftest import wait_for
+from group_helpers import wait_for
 
 FORKING_SHELL = "while :; do /bin/true; done"
 CHECKPOINTS = 10

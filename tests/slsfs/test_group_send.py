@@ -2,7 +2,7 @@
 a corrupted stream is refused and leaves no store behind."""
 from __future__ import annotations
 
-from conftest import GroupStore, wait_for
+from group_helpers import GroupStore, wait_for
 
 
 def value(path) -> int | None:

@@ -1,0 +1,135 @@
+"""Helpers and fixtures of the persistence-group tests: compiled targets, and a store whose
+daemon, groups and mount are always taken down at teardown (even after SIGKILLs and failures).
+
+A module with a name of its own (imported by conftest.py and by the tests), because every
+layer has a conftest.py and `from conftest import` would pick whichever was loaded first."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mount.control import request
+
+TARGETS = Path(__file__).parent / "targets"
+SLS_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="session")
+def group_binaries(tmp_path_factory) -> Path:
+    """The C targets of tests/slsfs/targets compiled with the system gcc."""
+    out = tmp_path_factory.mktemp("group-bin")
+    for source in TARGETS.glob("*.c"):
+        subprocess.run(["gcc", "-O1", "-g", "-Wall", "-o", str(out / source.stem), str(source)], check=True)
+    return out
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0):
+    """Poll until predicate() is truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _processes_using(path: str) -> list[int]:
+    """PIDs whose cwd, root or command line is inside `path`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = [os.readlink(f"/proc/{pid}/cwd"), os.readlink(f"/proc/{pid}/root")]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if any(l == path or l.startswith(path + "/") for l in links) or path in cmdline:
+            found.append(int(pid))
+    return [p for p in found if p != os.getpid()]
+
+
+class GroupStore:
+    """A store at tmp/store (mounted by its daemon at tmp/store.mnt) and the `sls` CLI."""
+
+    def __init__(self, tmp: Path):
+        self.path = tmp / "store"
+        self.mnt = tmp / "store.mnt"
+        self.sls("init", str(self.path))
+
+    def sls(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "slsfs.cli", *args], capture_output=True, text=True,
+                                timeout=SLS_TIMEOUT_S)
+        if check and result.returncode != 0:
+            log = (self.path / "daemon.log")
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            pytest.fail(f"sls {' '.join(args)} failed ({result.returncode}): {result.stderr}\n"
+                        f"daemon.log tail:\n{tail}")
+        return result
+
+    def ps(self) -> dict:
+        """The daemon's `ps` reply (through the socket: a CLI start costs ~1 s on a busy VM)."""
+        return request(self.path, "ps")
+
+    def checkpoint(self, group: str) -> int:
+        return request(self.path, "group_checkpoint", group=group)["checkpoint"]
+
+    def group(self, name: str) -> dict:
+        groups = {g["group"]: g for g in self.ps()["groups"]}
+        assert name in groups, f"group {name} is not running: {groups}"
+        return groups[name]
+
+    def crash(self) -> None:
+        """SIGKILL the daemon and every process of every group."""
+        status = self.ps()
+        for g in status["groups"]:
+            for pid in g["pids"]:
+                _kill(pid)
+        if status["daemon"]:
+            _kill(status["daemon"])
+        wait_for(lambda: not status["daemon"] or not _alive(status["daemon"]), "the daemon to die")
+
+    def cleanup(self) -> None:
+        if any(_processes_using(str(self.path))):
+            self.sls("stop", "--store", str(self.path), check=False)
+        for _ in range(3):
+            pids = _processes_using(str(self.mnt)) + _processes_using(str(self.path))
+            if not pids:
+                break
+            for pid in pids:
+                _kill(pid)
+            time.sleep(0.2)
+        with open("/proc/mounts") as f:
+            mounted = any(line.split()[1] == str(self.mnt) for line in f)
+        if mounted:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False, capture_output=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.fixture
+def group_store(tmp_path):
+    s = GroupStore(tmp_path)
+    try:
+        yield s
+    finally:
+        s.cleanup()
