@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Callable
 
 import trio
 
@@ -114,6 +115,29 @@ async def _run(fs: FileSystem, args, ready) -> None:
         ready("ok")
 
 
+
+def readiness_reporter(fd: int | None) -> Callable[[str], None]:
+    """A function that writes one line ("ok" or "error: ...") to `fd` the first time it is
+    called and closes it: how a daemon tells the command that started it how it went."""
+    pending = [fd] if fd is not None else []
+
+    def ready(message: str) -> None:
+        while pending:
+            target = pending.pop()
+            try:
+                os.write(target, message.encode() + b"\n")
+                os.close(target)
+            except OSError:
+                pass
+    return ready
+
+
+def setup_logging(path: str | None) -> None:
+    """Log INFO and above to the file `path` (None: standard error)."""
+    handler = logging.StreamHandler() if path is None else logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mount.daemon")
     parser.add_argument("store")
@@ -125,19 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-to-stderr", action="store_true")
     args = parser.parse_args(argv)
 
-    def ready(message: str) -> None:
-        if args.ready_fd is not None:
-            try:
-                os.write(args.ready_fd, message.encode() + b"\n")
-                os.close(args.ready_fd)
-            except OSError:
-                pass
-            args.ready_fd = None
-
-    handler = (logging.StreamHandler() if args.log_to_stderr
-               else logging.FileHandler(os.path.join(args.store, LOG_NAME)))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    ready = readiness_reporter(args.ready_fd)
+    setup_logging(None if args.log_to_stderr else os.path.join(args.store, LOG_NAME))
     try:
         store = Store.open(args.store)
     except (StoreError, OSError) as exc:

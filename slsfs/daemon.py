@@ -444,18 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args(argv)
 
-    def ready(message: str) -> None:
-        if args.ready_fd is not None:
-            try:
-                os.write(args.ready_fd, message.encode() + b"\n")
-                os.close(args.ready_fd)
-            except OSError:
-                pass
-            args.ready_fd = None
-
-    handler = logging.FileHandler(os.path.join(args.store, LOG_NAME))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    ready = mount_daemon.readiness_reporter(args.ready_fd)
+    mount_daemon.setup_logging(os.path.join(args.store, LOG_NAME))
     try:
         store = Store.open(args.store)
     except (StoreError, OSError) as exc:
