@@ -31,11 +31,12 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4] == real for line in f)
 
 
-def wait_for(predicate, what: str, timeout: float = MOUNT_DEADLINE_S) -> None:
+def wait_for(predicate, what: str, timeout: float = MOUNT_DEADLINE_S):
+    """Poll `predicate` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        if value := predicate():
+            return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
