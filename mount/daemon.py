@@ -14,11 +14,8 @@ import argparse
 import json
 import logging
 import os
-import select
 import signal
-import subprocess
 import sys
-import time
 from typing import Callable
 
 import trio
@@ -134,36 +131,6 @@ def readiness_reporter(fd: int | None) -> Callable[[str], None]:
                 pass
     return ready
 
-
-
-def spawn(module: str, args: list[str], log_path: str, timeout: float) -> tuple[subprocess.Popen, str]:
-    """Start `python -m module ARGS --ready-fd N` in its own session, logging to `log_path`,
-    and wait up to `timeout` seconds for the line it reports through `readiness_reporter`
-    ("ok", "error: ...", or "" if it said nothing). Returns the process and that line."""
-    read_end, write_end = os.pipe()
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args, "--ready-fd", str(write_end)],
-                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                pass_fds=(write_end,), start_new_session=True)
-    os.close(write_end)
-    try:
-        return proc, _read_line(read_end, timeout)
-    finally:
-        os.close(read_end)
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
 
 def setup_logging(path: str | None) -> None:
     """Log INFO and above to the file `path` (None: standard error)."""

@@ -18,10 +18,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from objectstore import Store
+from objectstore import Store, StoreError
 
 from mount.control import ControlError, find_mount, request, slsfs_mounts
-from mount.daemon import LOG_NAME, spawn
+from mount.daemon import LOG_NAME
 from mount.filesystem import DEFAULT_INTERVAL_MS, ensure_volume
 
 from .cli import CommandError
@@ -174,8 +174,18 @@ def cmd_mount(args) -> int:
 
 
 def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
+    read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
-    proc, message = spawn("mount.daemon", daemon_args, log_path, MOUNT_TIMEOUT_S)
+    with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen([sys.executable, "-m", "mount.daemon", *daemon_args,
+                                 "--ready-fd", str(write_end)],
+                                stdin=devnull, stdout=log_file, stderr=log_file,
+                                pass_fds=(write_end,), start_new_session=True)
+    os.close(write_end)
+    try:
+        message = _read_line(read_end, MOUNT_TIMEOUT_S)
+    finally:
+        os.close(read_end)
     if message == "ok":
         print(f"mounted {store} at {mountpoint} (daemon pid {proc.pid}, log {log_path})")
         return 0
@@ -183,6 +193,21 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
         proc.terminate()
     reason = message[len("error: "):] if message.startswith("error: ") else (message or "no answer")
     raise CommandError(f"mount failed: {reason} (see {log_path})")
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    import select
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
 
 
 def open_files(mountpoint: str) -> list[str]:

@@ -12,13 +12,15 @@ import argparse
 import json
 import os
 import re
+import select
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from objectstore import Store
 
 from mount.control import ControlError, request
-from mount.daemon import spawn
 
 from . import groups
 from .cli import CommandError
@@ -167,13 +169,36 @@ def daemon_status(store: str) -> dict | None:
 
 def start_daemon(store: str, *args: str) -> None:
     """Start `python -m slsfs.daemon STORE ARGS` and wait until it serves (or failed)."""
+    read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
-    proc, message = spawn("slsfs.daemon", [store, *args], log_path, DAEMON_START_TIMEOUT_S)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "slsfs.daemon", store, *args, "--ready-fd", str(write_end)],
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                pass_fds=(write_end,), start_new_session=True)
+    os.close(write_end)
+    try:
+        message = _read_line(read_end, DAEMON_START_TIMEOUT_S)
+    finally:
+        os.close(read_end)
     if message != "ok":
         if proc.poll() is None:
             proc.kill()
         reason = message.removeprefix("error: ") or "no answer"
         raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
 
 
 def stop_daemon(store: str, pid: int) -> None:
