@@ -100,14 +100,14 @@ def test_umount_refuses_while_files_are_open(mnt):
 
 def test_periodic_checkpoints_without_fsync(new_mount):
     mnt = new_mount("--checkpoint-interval", "10")
-    (mnt.path / "f").write_bytes(b"not fsynced")
     before = mnt.status()["checkpoints_taken"]
-    # the first periodic checkpoint after the write, then that checkpoint being durable
-    # (later checkpoints may keep coming: only this one matters)
-    taken = wait_for(lambda: (s := mnt.status())["checkpoints_taken"] > before and s,
-                     "a periodic checkpoint of the write", 30)
-    wait_for(lambda: mnt.status()["durable"] >= taken["head"],
-             f"periodic checkpoint {taken['head']} to become durable", 30)
+    (mnt.path / "f").write_bytes(b"not fsynced")
+    # a periodic checkpoint after the write with nothing left unsealed holds the whole
+    # write; then wait for that checkpoint (not a later one) to be durable
+    sealed = wait_for(lambda: (s := mnt.status())["checkpoints_taken"] > before
+                      and not s["dirty"] and s, "a periodic checkpoint of the write", 30)
+    wait_for(lambda: mnt.status()["durable"] >= sealed["head"],
+             f"periodic checkpoint {sealed['head']} to become durable", 30)
     mnt.kill()
     time.sleep(0.1)
     mnt.mount("--force")
