@@ -15,7 +15,8 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   bench's pages are all distinct: no page is read from restore's repeated-page cache);
 - throughput_*: the target's passes over its window per second, alone and while it
   is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
-- stop_breakdown_ms: where the stop of one incremental snapshot checkpoint goes.
+- stop_breakdown_ms: where the stop of one incremental snapshot checkpoint goes (phases
+  timed by checkpointer.stopwatch; nested phases are included in their outer one).
 
 Usage: python bench/checkpoint.py [--quick]   (root; gcc on PATH)
 """
@@ -40,6 +41,7 @@ from objectstore import Store  # noqa: E402
 import checkpointer  # noqa: E402
 from checkpointer import capture, freeze  # noqa: E402
 from checkpointer.incremental import Incremental  # noqa: E402
+from checkpointer.stopwatch import recording  # noqa: E402
 
 TARGET_C = r"""
 #include <stdio.h>
@@ -184,18 +186,21 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
 
 
 def breakdown(pid: int, inc: Incremental, store: Store) -> dict:
-    """One incremental snapshot checkpoint, split into its parts inside the stop."""
-    marks = [time.perf_counter()]
-    with freeze([pid], tree=True) as frozen:
-        marks.append(time.perf_counter())
-        pending = inc.capture_snapshot(frozen, store)
-        marks.append(time.perf_counter())
-    marks.append(time.perf_counter())
+    """One incremental snapshot checkpoint: its stop split into the phases the
+    checkpointer times (checkpointer/stopwatch.py; "other" = the rest of the stop), and
+    the work after the thaw."""
+    started = time.perf_counter()
+    with recording() as phases:
+        with freeze([pid], tree=True) as frozen:
+            pending = inc.capture_snapshot(frozen, store)
+    thawed = time.perf_counter()
     pending.complete()
-    marks.append(time.perf_counter())
-    ms = [round((b - a) * 1000, 2) for a, b in zip(marks, marks[1:])]
-    return {"freeze": ms[0], "capture_metadata_scan_and_fork": ms[1], "thaw": ms[2],
-            "after_thaw_copy_store_reap": ms[3]}
+    stop = (thawed - started) * 1000
+    result = {name: round(ms, 2) for name, ms in sorted(phases.items(), key=lambda kv: -kv[1])}
+    result["other"] = round(stop - sum(phases.values()), 2)
+    result["stop"] = round(stop, 2)
+    result["after_thaw_store_copy_reap"] = round((time.perf_counter() - thawed) * 1000, 2)
+    return result
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ from .errors import CheckpointError, Unsupported
 from .files import FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
 from .inject import Injector
+from .stopwatch import phase
 
 PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
 PageSelector = Callable[[int, procfs.Vma], "list[int] | None"]
@@ -66,36 +67,41 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
 def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int,
                     select: PageSelector = saved_pages) -> dict:
     pid = proc.pid
-    status = procfs.status(pid)
-    vmas = procfs.maps(pid)
-    meta = {
-        "pid": procfs.ns_id(status["NSpid"]),
-        "ppid": ppid,
-        "pgid": procfs.ns_id(status["NSpgid"]),
-        "sid": procfs.ns_id(status["NSsid"]),
-        "host_pid": pid,
-        "comm": status["Name"],
-        "exe": os.readlink(f"/proc/{pid}/exe"),
-        "cwd": os.readlink(f"/proc/{pid}/cwd"),
-        "root": os.readlink(f"/proc/{pid}/root"),
-        "creds": _creds(status),
-        "umask": int(status.get("Umask", "022"), 8),
-        "personality": int(open(f"/proc/{pid}/personality").read(), 16),
-        "rlimits": {name: list(resource.prlimit(pid, num)) for name, num in sorted(RLIMITS.items())},
-        "mm": procfs.mm_layout(pid),
-        "auxv": procfs.auxv(pid).hex(),
-        "vmas": [_vma_meta(pid, v, files) for v in vmas if v.path != "[vsyscall]"],
-        "fds": files.fd_records(pid),
-        "pending_shared": [i.hex() for i in kernel.peek_siginfos(pid, shared=True)],
-    }
-    meta.update(_process_injected(proc, status))
-    meta["seccomp"] = _seccomp(proc, status)
-    meta["threads"] = [_thread_meta(proc, proc.main)] + [
-        _thread_meta(proc, t) for t in proc.threads.values() if t is not proc.main]
+    with phase("proc_files"):
+        status = procfs.status(pid)
+        vmas = procfs.maps(pid)
+        meta = {
+            "pid": procfs.ns_id(status["NSpid"]),
+            "ppid": ppid,
+            "pgid": procfs.ns_id(status["NSpgid"]),
+            "sid": procfs.ns_id(status["NSsid"]),
+            "host_pid": pid,
+            "comm": status["Name"],
+            "exe": os.readlink(f"/proc/{pid}/exe"),
+            "cwd": os.readlink(f"/proc/{pid}/cwd"),
+            "root": os.readlink(f"/proc/{pid}/root"),
+            "creds": _creds(status),
+            "umask": int(status.get("Umask", "022"), 8),
+            "personality": int(open(f"/proc/{pid}/personality").read(), 16),
+            "rlimits": {name: list(resource.prlimit(pid, num)) for name, num in sorted(RLIMITS.items())},
+            "mm": procfs.mm_layout(pid),
+            "auxv": procfs.auxv(pid).hex(),
+            "vmas": [_vma_meta(pid, v, files) for v in vmas if v.path != "[vsyscall]"],
+        }
+    with phase("fds"):
+        meta["fds"] = files.fd_records(pid)
+    with phase("signals_threads_injected"):
+        meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
+        meta.update(_process_injected(proc, status))
+        meta["seccomp"] = _seccomp(proc, status)
+        meta["threads"] = [_thread_meta(proc, proc.main)] + [
+            _thread_meta(proc, t) for t in proc.threads.values() if t is not proc.main]
     for vma in vmas:
-        pages = select(pid, vma)
+        with phase("page_scan"):
+            pages = select(pid, vma)
         if pages:
-            copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
+            with phase("page_copy"):
+                copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
     return meta
 
 

@@ -15,8 +15,10 @@ Why: a checkpoint of a large process that wrote little is small and fast.
 `capture_snapshot` shortens the stop further: the pages are copied after the thaw from
 a fork snapshot (copy-on-write) made while frozen; the snapshot is then killed and
 reaped by its parent through one more injected wait4 (a stop of about a millisecond).
-When at most INLINE_PAGES pages are to be copied, they are copied inside the stop
-instead: the fork (page tables) costs more than that for a large process.
+When the pages to copy are few next to the process's resident memory (a fork copies
+its page tables: ~45 ms per GiB resident; a copy costs ~0.9 ms per MiB copied), they are
+read into memory inside the stop instead (see _copy_is_cheaper). Either way the pages
+are stored (hashed, compressed, appended) by `complete()`, after the thaw.
 
 Simplifications: pages dropped inside an unchanged mapping (MADV_DONTNEED) keep their
 old contents in the image; shared anonymous memory is captured whole every time.
@@ -39,6 +41,7 @@ from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
 from .freeze import Frozen, FrozenProcess, freeze
 from .image import ImageWriter
+from .stopwatch import phase
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
@@ -60,7 +63,9 @@ PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
 PAGE_IS_WRITTEN = 1 << 1
 _SCAN_REGIONS = 512
-INLINE_PAGES = 512  # up to 2 MiB, copying inside the stop beats forking a large process
+INLINE_PAGES = 512  # up to 2 MiB, copying inside the stop always beats forking
+INLINE_MAX_PAGES = 32768  # never hold more than 128 MiB of copied pages in memory
+COPY_US_PER_MIB, FORK_US_PER_MIB = 900, 45  # measured on the 2-core VM (KERNEL-FACTS.md)
 _NR_USERFAULTFD, _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 323, 434, 438
 O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
 
@@ -213,16 +218,20 @@ class Incremental:
 
         files = FileCapture(writer.add_blob)
         processes = capture_all(frozen, writer.add_pages, files, select)
-        for pid, proc in frozen.processes.items():
-            self.trackers[pid].arm(proc, procfs.maps(pid))
-        if sum(map(len, deferred.values())) <= INLINE_PAGES:  # cheaper than a fork: copy now
-            for pid, pages in deferred.items():
-                copy_pages(pid, pages, functools.partial(writer.add_pages, ns_pids[pid]))
+        with phase("arm_tracking"):
+            for pid, proc in frozen.processes.items():
+                self.trackers[pid].arm(proc, procfs.maps(pid))
+        copied: list[tuple[int, int, bytes]] = []
+        if _copy_is_cheaper(deferred):
+            with phase("page_copy"):
+                for pid, pages in deferred.items():
+                    copy_pages(pid, pages, lambda addr, data, pid=pid: copied.append((ns_pids[pid], addr, data)))
             deferred.clear()
-        snapshots = [(ns_pids[pid], pid, _fork_snapshot(frozen.processes[pid]), pages)
-                     for pid, pages in deferred.items() if pages]
+        with phase("fork_snapshot"):
+            snapshots = [(ns_pids[pid], pid, _fork_snapshot(frozen.processes[pid]), pages)
+                         for pid, pages in deferred.items() if pages]
         frozen.check_alive()
-        return Pending(self, writer, processes, files.files, snapshots)
+        return Pending(self, writer, processes, files.files, snapshots, copied)
 
     def close(self) -> None:
         for tracker in self.trackers.values():
@@ -231,15 +240,20 @@ class Incremental:
 
 
 class Pending:
-    """A capture whose pages are still to be copied from fork snapshots (see capture_snapshot)."""
+    """A capture whose pages are still to be stored: copied into memory inside the stop,
+    or still in fork snapshots (see capture_snapshot)."""
 
     def __init__(self, inc: Incremental, writer: ImageWriter, processes: list[dict], files: list[dict],
-                 snapshots: list[tuple[int, int, int, list[int]]]):
+                 snapshots: list[tuple[int, int, int, list[int]]], copied: list[tuple[int, int, bytes]]):
         self.inc, self.writer, self.processes, self.files = inc, writer, processes, files
         self.snapshots = snapshots  # (ns pid, host pid, host pid of the snapshot, pages)
+        self.copied = copied        # (ns pid, address, pages) read while frozen, not yet stored
 
     def complete(self) -> ChunkId:
         try:
+            for ns_pid, addr, data in self.copied:
+                self.writer.add_pages(ns_pid, addr, data)
+            self.copied = []
             for ns_pid, _, child, pages in self.snapshots:
                 copy_pages(child, pages, functools.partial(self.writer.add_pages, ns_pid))
         finally:
@@ -248,6 +262,19 @@ class Pending:
         self.inc.parent = self.writer.finish(self.processes, self.files)
         self.inc.last_pages = self.writer.pages
         return self.inc.parent
+
+
+def _copy_is_cheaper(deferred: dict[int, list[int]]) -> bool:
+    """Copy the pages inside the stop rather than fork? A fork copies page tables, about
+    FORK_US_PER_MIB per MiB resident; a copy reads pages at COPY_US_PER_MIB, into memory
+    held until complete() (at most INLINE_MAX_PAGES)."""
+    pages = sum(map(len, deferred.values()))
+    if pages <= INLINE_PAGES:
+        return True
+    if pages > INLINE_MAX_PAGES:
+        return False
+    resident_mib = sum(procfs.resident_pages(pid) for pid in deferred) * kernel.PAGE_SIZE / (1 << 20)
+    return pages * kernel.PAGE_SIZE / (1 << 20) * COPY_US_PER_MIB < resident_mib * FORK_US_PER_MIB
 
 
 def _fork_snapshot(proc: FrozenProcess) -> int:

@@ -79,6 +79,11 @@ def ns_id(value: str) -> int:
     return int(value.split()[-1])
 
 
+def resident_pages(pid: int) -> int:
+    """Pages of the process resident in memory (/proc/PID/statm)."""
+    return int(_read(pid, "statm").split()[1])
+
+
 def stat_fields(pid: int) -> list[str]:
     """/proc/PID/stat split into fields; index 0 is field 1 (pid), comm is collapsed."""
     raw = _read(pid, "stat")

@@ -7,6 +7,8 @@ its restored parent with set_tid (so PIDs, parents, sessions and process groups 
 the original ones), zombies are recreated by making their stub exit with the
 recorded status, then each stub is turned into its process (builder.py), files are
 shared exactly as they were (files.py), and everything is let go at once.
+The launcher and so every task of the restore are pinned to the restorer's CPU while
+it injects (pinning.py), and get the restorer's own CPU affinity back at the end.
 Why: the processes continue where they were, with the PIDs they had.
 
 Simplifications: without a new PID namespace the original PIDs must be free; a
@@ -31,6 +33,7 @@ from .files import FileRestorer
 from .freeze import ALL_SIGNALS
 from .inject import Injector
 from .kernel import NR
+from .pinning import Pinning
 
 CLONE_NEWPID = 0x20000000
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
@@ -84,6 +87,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         raise CheckpointError("the image holds no live process to restore")
     by_pid = {p["pid"]: p for p in image.processes}
     roots = [p for p in image.processes if p["ppid"] not in by_pid]
+    pinning = Pinning()  # the launcher and every task cloned from it start on our CPU
     launcher = stub.spawn()
     restored = Restored([], launcher, None)
     remapper = Remapper(remap or {})
@@ -118,12 +122,17 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         if leave_stopped:
             for builder in builders:
                 os.kill(builder.tid, signal.SIGSTOP)
-        for tid in [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]:
+        tids = [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]
+        for tid in tids:
+            pinning.adopt(tid)
+        pinning.close()
+        for tid in tids:
             kernel.detach(tid)
     except BaseException:
         restored.kill()
         raise
     finally:
+        pinning.close()
         files.close()
         for builder in builders:
             builder.close()

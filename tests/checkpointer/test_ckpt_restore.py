@@ -226,7 +226,9 @@ def test_restore_with_a_missing_file_fails_clearly_and_leaves_nothing(procs, sto
     stubs_before = {p for p in os.listdir("/proc") if p.isdigit() and _live_stub(p)}  # others' tests may run
     with pytest.raises(checkpointer.CheckpointError, match=f"cannot reopen {out}.*must exist"):
         checkpointer.restore(store, "img")
-    assert {p for p in os.listdir("/proc") if p.isdigit() and _live_stub(p)} <= stubs_before
+    # SIGKILL is asynchronous: the killed stubs may take a moment to become zombies
+    wait_for(lambda: {p for p in os.listdir("/proc") if p.isdigit() and _live_stub(p)} <= stubs_before,
+             "the stubs of the failed restore to be gone")
 
 
 def _live_stub(pid: str) -> bool:

@@ -1,0 +1,66 @@
+"""Keep a tracer and its stopped tracees on one CPU while they talk.
+
+What: `Pinning` moves the calling thread and every task handed to `pin(tid)` onto the
+CPU the caller runs on, remembering each one's CPU affinity; `release(tid)` and
+`close()` put the affinities back. Tasks created while pinned inherit the pinning;
+`adopt(tid)` gives them the caller's own affinity back on release.
+Why: every ptrace round trip (an injected syscall is four) wakes the tracee and then
+the tracer. Across two CPUs of a VM each wake-up is an inter-processor interrupt:
+measured here, an injected syscall costs ~270 us across CPUs and ~80 us on one CPU.
+The stop of a checkpoint and the build of a restore are mostly such round trips.
+
+Simplifications: affinity only (not cgroup cpusets: a CPU the cpuset forbids makes
+pinning a no-op, never an error); a task that exits while pinned is simply forgotten.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Pinning:
+    """The calling thread pinned to its current CPU, with tasks joining it; `close()` undoes it."""
+
+    def __init__(self) -> None:
+        self.cpu = _libc.sched_getcpu()
+        self.saved: dict[int, set[int]] = {}
+        self.own = _set(0, {self.cpu}) if self.cpu >= 0 else None  # our affinity before
+
+    def pin(self, tid: int) -> None:
+        """Run task `tid` on our CPU until released (no-op if that is not allowed)."""
+        if self.own is None or tid in self.saved:
+            return
+        before = _set(tid, {self.cpu})
+        if before is not None:
+            self.saved[tid] = before
+
+    def adopt(self, tid: int) -> None:
+        """A task born of a pinned one (it inherited the pinning): on release it gets the
+        affinity the caller had before pinning, as if it had been born of the caller."""
+        if self.own is not None:
+            self.saved[tid] = self.own
+
+    def release(self, tid: int) -> None:
+        """Give task `tid` its own CPU affinity back."""
+        before = self.saved.pop(tid, None)
+        if before is not None:
+            _set(tid, before)
+
+    def close(self) -> None:
+        for tid in list(self.saved):
+            self.release(tid)
+        if self.own is not None:
+            os.sched_setaffinity(0, self.own)
+            self.own = None
+
+
+def _set(tid: int, cpus: set[int]) -> set[int] | None:
+    """Set a task's affinity; returns the previous one, or None if it could not be changed."""
+    try:
+        before = os.sched_getaffinity(tid)
+        os.sched_setaffinity(tid, cpus)
+    except OSError:  # gone, or a CPU its cpuset forbids
+        return None
+    return before
