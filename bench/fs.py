@@ -6,7 +6,8 @@ Measures sequential write/read in 1 MiB blocks (with ratios to the plain directo
 4 KiB random read/write IOPS, a small-file metadata test (create+write 4 KiB+close,
 stat, unlink per second), snapshot_ms and clone_ms of trees of N files, and checkpoints
 per second under a steady small-file write load. `--quick` uses smaller sizes
-(finishes in well under 90 s). Hot reads are measured after a first read (page cache).
+(finishes in well under 90 s). seq_read is the hot read (page cache, best of 3 after a
+warm-up read); first_read is the read right after writing.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)          # not bench/: bench/objectstore.py would shadow the package
 SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
 MiB = 1024 * 1024
+HOT_PASSES = 3
 
 
 def sls(*args) -> str:
@@ -33,7 +35,24 @@ def sls(*args) -> str:
                           capture_output=True, text=True, cwd=ROOT).stdout
 
 
-def seq(path: Path, size: int) -> tuple[float, float]:
+def read_all(path: Path) -> float:
+    """MB/s of one sequential read of `path` in 1 MiB blocks."""
+    start = time.perf_counter()
+    with open(path, "rb") as f:
+        while f.read(MiB):
+            pass
+    return path.stat().st_size / MiB / (time.perf_counter() - start)
+
+
+def seq(path: Path, size: int) -> tuple[float, float, float]:
+    """(write, first read after the write, hot read) in MB/s.
+
+    The hot read is the best of HOT_PASSES reads after one warm-up read, on both file
+    systems alike. (FUSE drops a file's cached pages when a getattr shows its mtime
+    changed, so on slsfs the read right after a write comes from the daemon, while ext4
+    keeps the pages the write left; a single pass after that compared a page cache
+    filled one pass earlier with one filled two passes earlier, and the pass after a
+    refill is slower on this kernel, on ext4 too: about 0.5-0.7 of later passes.)"""
     block = os.urandom(MiB)
     start = time.perf_counter()
     with open(path, "wb") as f:
@@ -42,15 +61,9 @@ def seq(path: Path, size: int) -> tuple[float, float]:
         f.flush()
         os.fsync(f.fileno())
     write = size / MiB / (time.perf_counter() - start)
-    with open(path, "rb") as f:                    # warm the page cache: "hot" read
-        while f.read(MiB):
-            pass
-    start = time.perf_counter()
-    with open(path, "rb") as f:
-        while f.read(MiB):
-            pass
-    read = size / MiB / (time.perf_counter() - start)
-    return write, read
+    first = read_all(path)
+    hot = max(read_all(path) for _ in range(HOT_PASSES))
+    return write, first, hot
 
 
 def random_io(path: Path, ops: int) -> tuple[float, float]:
@@ -144,9 +157,10 @@ def main() -> None:
         sls("init", store)
         sls("mount", store, mnt)
         for name, root in (("plain", plain), ("slsfs", mnt)):
-            w, r = seq(root / "seq", size)
+            w, first, r = seq(root / "seq", size)
             rr, rw = random_io(root / "seq", 2000 if args.quick else 10_000)
             result[name] = {"seq_write_mb_s": round(w, 1), "seq_read_mb_s": round(r, 1),
+                            "first_read_mb_s": round(first, 1),
                             "rand_read_iops": round(rr), "rand_write_iops": round(rw),
                             **metadata(root / "meta", meta_files)}
             os.unlink(root / "seq")
