@@ -10,7 +10,9 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   the stop), medians over several checkpoints ~100 ms apart;
 - checkpoint_ms_to_durable: from freeze to a durable commit, incremental, median;
 - image_bytes_full / image_bytes_incremental: growth of the store directory;
-- restore_ms: restore() of the newest image until the process runs again;
+- restore_ms: restore() of the newest image until the process runs again, and
+  restore_breakdown_ms: its phases (mappings, pages = read from the store and written,
+  overlapped; files_and_process_state; threads_and_registers);
   restore_ms_reading_pages: of which (about) reading its pages from the store (the
   bench's pages are all distinct: no page is read from restore's repeated-page cache);
 - throughput_*: the target's passes over its window per second, alone and while it
@@ -170,7 +172,9 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         inc.close()
         target.kill()
 
-        restored, result["restore_ms"] = timed(lambda: checkpointer.restore(store, "bench"))
+        with recording() as phases:
+            restored, result["restore_ms"] = timed(lambda: checkpointer.restore(store, "bench"))
+        result["restore_breakdown_ms"] = {name: round(ms, 2) for name, ms in phases.items()}
         time.sleep(0.2)
         running = target.passes(restored.pids[0]) if restored.pids else 0
         result["restored_runs"] = running > 0

@@ -2,7 +2,7 @@
 
 What: `ProcessBuilder` drives a stopped stub clone (see restore.py) with injected
 syscalls: vdso/vvar moved to their old addresses, every mapping recreated with
-MAP_FIXED, pages written through /proc/PID/mem, fds installed (files.py), cwd/root,
+MAP_FIXED, pages written through /proc/PID/mem (by a second thread, pagewriter.py), fds installed (files.py), cwd/root,
 name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
 interval timers, rlimits; then threads (clone3 with set_tid), POSIX timers, per-thread robust list,
 tid address, rseq, altstack, pending signals and credentials, and at last xstate,
@@ -26,6 +26,8 @@ from .files import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import NR, PAGE_SIZE, Regs
+from .pagewriter import PageWriter
+from .stopwatch import phase
 
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
@@ -102,19 +104,30 @@ class ProcessBuilder:
         self.spare_base = max([f["fd"] for f in meta["fds"]] + [2]) + 1
 
     def build(self, pages: Iterator[tuple[int, bytes]], files: FileRestorer) -> None:
-        self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
-        self._move_to_helper_page()
-        self._move_specials()
-        self._map_memory(files)
-        for addr, data in pages:
-            self.inj.write(addr, data)
-        self.spares += files.install(self, self.meta["fds"])
-        self._process_state()
-        self._mm_map()
-        self._process_signals()
-        self._limits()
+        with phase("mappings"):
+            self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
+            self._move_to_helper_page()
+            self._move_specials()
+            self._map_memory(files)
+        with phase("pages"):
+            writer = PageWriter(self.tid)  # writes from a second thread while we read the next pages
+            try:
+                for addr, data in pages:
+                    writer.write(addr, data)
+            finally:
+                writer.close()
+        with phase("files_and_process_state"):
+            self.spares += files.install(self, self.meta["fds"])
+            self._process_state()
+            self._mm_map()
+            self._process_signals()
+            self._limits()
 
     def finish(self) -> None:
+        with phase("threads_and_registers"):
+            self._finish()
+
+    def _finish(self) -> None:
         for spare in self.spares:
             self.inj.check(NR["close"], spare, what="close(spare fd)")
         self._create_threads()

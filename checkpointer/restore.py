@@ -34,6 +34,7 @@ from .freeze import ALL_SIGNALS
 from .inject import Injector
 from .kernel import NR
 from .pinning import Pinning
+from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
@@ -108,9 +109,10 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                 top = _stub_injector(restored.ns_init)
                 helpers.append(top)
         injectors += helpers
-        stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors)
-        _join_groups(live, stubs, restored.warnings)
-        _make_zombies(zombies)
+        with phase("process_tree"):
+            stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors)
+            _join_groups(live, stubs, restored.warnings)
+            _make_zombies(zombies)
         for meta in live:
             builder = ProcessBuilder(stubs[meta["pid"]], meta, remapper, restored.warnings)
             builders.append(builder)

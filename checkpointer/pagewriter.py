@@ -1,0 +1,67 @@
+"""Write restored pages into a process from a second thread.
+
+What: `PageWriter(tid)` takes (address, bytes) runs with `write()` and writes them
+through /proc/TID/mem from its own thread; `close()` waits until every run is in and
+raises the first error. Why: restore time is reading pages from the store (Python, holds
+the GIL) plus writing them into the new process (the kernel faults in and fills each
+page; os.pwrite lets go of the GIL): with a second thread the two overlap.
+
+Simplifications: at most QUEUED_RUNS runs (of up to 256 KiB) wait in memory; the thread
+touches no ptrace state (only the mem file), so ptrace's one-thread rule still holds.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+from .errors import CheckpointError, ProcessGone
+
+QUEUED_RUNS = 64
+
+
+class PageWriter:
+    def __init__(self, tid: int):
+        self.tid = tid
+        try:
+            self._mem = os.open(f"/proc/{tid}/mem", os.O_RDWR)
+        except FileNotFoundError as exc:
+            raise ProcessGone(tid) from exc
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(QUEUED_RUNS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"sls-pages-{tid}", daemon=True)
+        self._thread.start()
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Queue a run of whole pages (blocks while QUEUED_RUNS wait)."""
+        if self._error is not None:
+            self.close()
+        self._queue.put((addr, data))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # drain after a failure; close() reports it
+            addr, data = item
+            try:
+                view = memoryview(data)
+                while view:
+                    done = os.pwrite(self._mem, view, addr)
+                    view, addr = view[done:], addr + done
+            except OSError as exc:
+                self._error = CheckpointError(f"cannot write {len(data)} bytes of memory at {addr:#x} into "
+                                              f"task {self.tid}: {exc.strerror}")
+
+    def close(self) -> None:
+        """Wait for every queued run; raise the first error (once)."""
+        if self._mem >= 0:
+            self._queue.put(None)
+            self._thread.join()
+            os.close(self._mem)
+            self._mem = -1
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
