@@ -56,6 +56,8 @@ class Injector:
         view = memoryview(data)
         while view:
             done = os.pwrite(self._mem, view, addr)
+            if done == 0:           # the task's memory is gone: it is exiting (killed)
+                raise ProcessGone(self.tid, "its memory went away while being written")
             view, addr = view[done:], addr + done
 
     def put(self, data: bytes, offset: int = 0) -> int:
