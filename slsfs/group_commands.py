@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="the mount is the working directory (default)")
     mode.add_argument("--root", dest="mode", action="store_const", const="root",
                       help="the mount is the root directory (not supported yet)")
+    p.add_argument("--resume", action="store_true",
+                   help="if the group has a checkpoint, restore it instead of starting CMD "
+                        "(for supervisors: the same line starts or resumes)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
     _json_flag(p)
     p.set_defaults(func=cmd_run, mode="cwd")
@@ -229,6 +232,13 @@ def cmd_run(args) -> int:
         raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
     status = daemon_status(store)
+    if args.resume and _has_checkpoint(store, name, status):
+        if status is not None and any(g["group"] == name and g["running"] for g in status["groups"]):
+            raise CommandError(f"group {name} is already running (pids "
+                               f"{' '.join(str(p) for g in status['groups'] if g['group'] == name for p in g['pids'])})")
+        group = _restore_in_new_daemon(store, name, None, args.mountpoint, status)
+        _print(args, group, _restored_line(group))
+        return 0
     mountpoint = status["mountpoint"] if status else os.path.abspath(args.mountpoint or store + ".mnt")
     if status is None:
         start_daemon(store, "--mountpoint", mountpoint, "--volume", args.volume)
@@ -239,6 +249,20 @@ def cmd_run(args) -> int:
                         f"{reply['mountpoint']}, checkpointed {args.hz:g}x a second (first checkpoint "
                         f"{reply['checkpoint']}); output in {reply['output']}")
     return 0
+
+
+def _has_checkpoint(store: str, name: str, status: dict | None) -> bool:
+    """Whether the store holds a checkpoint of group `name` (asking its daemon if one runs)."""
+    if status is None:
+        with Store.open(store, readonly=True) as opened:
+            return groups.ROOT_PREFIX + name in opened.roots()
+    try:
+        ask(store, "resolve_group", group=name, at=None)
+    except CommandError as exc:
+        if "no persistence group" in str(exc):
+            return False
+        raise
+    return True
 
 
 def cmd_persist(args) -> int:
@@ -287,19 +311,30 @@ def cmd_group_restore(args) -> int:
     if args.clone:
         return cmd_group_clone(args)
     store = _store_path(args.store)
-    status = daemon_status(store)
-    if status is not None:
-        ask(store, "resolve_group", group=args.group, at=args.at)    # refuse before stopping anything
-        stop_daemon(store, status["daemon"])
-    start_daemon(store, "--restore", args.group, *(["--at", args.at] if args.at else []),
-                 *(["--mountpoint", os.path.abspath(args.mountpoint)] if args.mountpoint else []))
-    status = daemon_status(store) or {"groups": []}
-    group = next((g for g in status["groups"] if g["group"] == args.group), None)
-    if group is None:
-        raise CommandError(f"the daemon started but group {args.group} is not running (see {store}/{LOG_NAME})")
-    _print(args, group, f"group {args.group}: restored from checkpoint {group['restored_from']}, "
-                        f"pid {' '.join(map(str, group['pids']))} running in {group['mountpoint']}")
+    group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint, daemon_status(store))
+    _print(args, group, _restored_line(group))
     return 0
+
+
+def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: str | None,
+                           status: dict | None) -> dict:
+    """Stop the store's daemon (if `status` says one runs), start one restoring group
+    `name` from its checkpoint `at` (default: newest durable); the group's `ps` entry."""
+    if status is not None:
+        ask(store, "resolve_group", group=name, at=at)    # refuse before stopping anything
+        stop_daemon(store, status["daemon"])
+    start_daemon(store, "--restore", name, *(["--at", at] if at else []),
+                 *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
+    status = daemon_status(store) or {"groups": []}
+    group = next((g for g in status["groups"] if g["group"] == name), None)
+    if group is None:
+        raise CommandError(f"the daemon started but group {name} is not running (see {store}/{LOG_NAME})")
+    return group
+
+
+def _restored_line(group: dict) -> str:
+    return (f"group {group['group']}: restored from checkpoint {group['restored_from']}, "
+            f"pid {' '.join(map(str, group['pids']))} running in {group['mountpoint']}")
 
 
 def cmd_group_clone(args) -> int:

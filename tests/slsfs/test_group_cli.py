@@ -45,3 +45,24 @@ def test_run_ps_checkpoint_barrier_rollback(group_store, group_binaries):
     assert store.group("app")["running"], "a refused restore must leave the running group alone"
     store.sls("stop", "--store", str(store.path))
     assert "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
+
+
+def test_run_resume_starts_then_resumes(group_store, group_binaries):
+    store = group_store
+    line = ("run", "--resume", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
+            str(group_binaries / "atomic_counter"), "counter")
+    assert "running in" in store.sls(*line).stdout           # no checkpoint yet: a fresh start
+    floor = wait_for(lambda: (counter_value(store) or 0) > 50 and counter_value(store),
+                     "the target to count")
+    store.checkpoint("app")                                    # holds a count >= floor
+    store.crash()
+
+    out = store.sls(*line).stdout                              # the same line resumes it
+    assert "restored from checkpoint" in out, out
+    resumed = wait_for(lambda: counter_value(store), "the resumed counter")
+    assert resumed >= floor, f"--resume started over: {resumed} after {floor}"
+    wait_for(lambda: (counter_value(store) or 0) > resumed + 20, "the resumed target to count on")
+
+    again = store.sls(*line, check=False)
+    assert again.returncode == 1 and "already running" in again.stderr
+    store.sls("stop", "--store", str(store.path))
