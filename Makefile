@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config gcc gdb redis-server
 
-.PHONY: setup system venv demo test bench clean
+.PHONY: setup system venv install demo test bench clean
 
 setup: system venv
 
@@ -26,6 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: system $(VENV)/.installed
+
+# `mount -t fuse.slsfs STORE MNT -o volume=V` and fstab lines run the program `slsfs`
+# (through mount.fuse3, which searches /usr/local/sbin:/usr/local/bin:/usr/sbin:...)
+install: venv
+	ln -sf $(CURDIR)/$(VENV)/bin/slsfs /usr/local/sbin/slsfs
 
 demo: setup
 	$(PY) -m slsfs.demo

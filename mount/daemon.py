@@ -24,6 +24,7 @@ from objectstore import Store, StoreError
 
 from .control import CONTROL_VERSION, socket_path
 from .filesystem import DEFAULT_INTERVAL_MS, FileSystem, MountError
+from .read_wakeup import interrupting_reads
 
 log = logging.getLogger("slsfs.mount")
 LOG_NAME = "mount.log"
@@ -109,7 +110,8 @@ async def _run(fs: FileSystem, args, ready) -> None:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
 
         async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
-            await fs.serve(args.mountpoint, allow_other=args.allow_other, task_status=task_status)
+            await fs.serve(args.mountpoint, allow_other=args.allow_other, task_status=task_status,
+                           mount_options=args.mount_option)
             nursery.cancel_scope.cancel()         # the kernel ended the session (umount)
         await nursery.start(serve_then_stop)
         ready("ok")
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volume", default="main")
     parser.add_argument("--allow-other", action="store_true")
     parser.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL_MS)
+    parser.add_argument("--mount-option", action="append", default=[], metavar="OPT",
+                        help="a generic kernel mount option (ro, noexec, ...); repeatable")
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--log-to-stderr", action="store_true")
     args = parser.parse_args(argv)
@@ -162,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("mounting volume %s of %s at %s (pid %d)", args.volume, args.store,
                  args.mountpoint, os.getpid())
         try:
-            trio.run(_run, fs, args, ready)
-        except RuntimeError as exc:                 # pyfuse3.init failures
+            with interrupting_reads():       # a withdrawn FUSE request must not freeze us
+                trio.run(_run, fs, args, ready)
+        except (RuntimeError, MountError) as exc:   # pyfuse3.init failures, bad options
             ready(f"error: {exc}")
             log.error("mount failed: %s", exc)
             return 1

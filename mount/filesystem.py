@@ -20,6 +20,7 @@ import os
 import stat
 import time
 from datetime import datetime, timezone
+from typing import Iterable
 
 import pyfuse3
 import trio
@@ -48,6 +49,9 @@ DRAIN_TIMEOUT_S = 2.0
 # awaiting anything another request could unblock, so more tasks add no concurrency,
 # only trio scheduling per request (~20% of the CPU of a getattr).
 SESSION_TASKS = 1
+#: generic mount(8) options that libfuse hands on to the kernel
+KERNEL_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
+                                  "atime", "noatime", "sync", "async", "dirsync"})
 
 
 def kernel_requests_waiting(mount_dev: int) -> int:
@@ -304,12 +308,17 @@ class FileSystem:
 
     # ----- serving ------------------------------------------------------------------
     async def serve(self, mountpoint: str, *, allow_other: bool = False,
-                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    task_status=trio.TASK_STATUS_IGNORED, mount_options: Iterable[str] = ()) -> None:
         """Mount at `mountpoint` and serve until unmounted (or cancelled: then unmount).
 
-        pyfuse3 allows one mount per process. `task_status.started()` is called once
-        the mount is live."""
-        options = set(pyfuse3.default_options)
+        `mount_options` are generic kernel mount options (KERNEL_MOUNT_OPTIONS: ro,
+        noexec, suid, ...). pyfuse3 allows one mount per process.
+        `task_status.started()` is called once the mount is live."""
+        unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS
+        if unknown:
+            raise MountError(f"unsupported mount option(s) {', '.join(sorted(unknown))}; "
+                             f"supported: {', '.join(sorted(KERNEL_MOUNT_OPTIONS))}")
+        options = set(pyfuse3.default_options) | set(mount_options)
         options |= {f"fsname={self.store.path}", "subtype=slsfs"}
         if allow_other:
             options.add("allow_other")

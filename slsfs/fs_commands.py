@@ -4,6 +4,10 @@ diff, gc, fsck, stat.
 Verbs that act on a mounted file system talk to its daemon over the control socket
 (`mount.control`); gc, fsck, stat and log work on an unmounted store directly and on
 a mounted one through its daemon (which holds the store's writer lock).
+
+`mount_helper` is the `slsfs` program (a console script) that mount.fuse3 runs for
+`mount -t fuse.slsfs STORE MNT -o volume=V` and fstab lines of type fuse.slsfs; it
+must be on root's PATH (`make install` links it into /usr/local/sbin).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from objectstore import Store, StoreError
 
 from mount.control import ControlError, find_mount, request, slsfs_mounts
 from mount.daemon import LOG_NAME
-from mount.filesystem import DEFAULT_INTERVAL_MS, ensure_volume
+from mount.filesystem import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, ensure_volume
 
 from .cli import CommandError
 
@@ -167,6 +171,8 @@ def cmd_mount(args) -> int:
                    "--checkpoint-interval", str(args.checkpoint_interval)]
     if args.allow_other:
         daemon_args.append("--allow-other")
+    for option in getattr(args, "mount_options", ()):
+        daemon_args += ["--mount-option", option]
     if args.foreground:
         from mount.daemon import main as daemon_main
         return daemon_main(daemon_args + ["--log-to-stderr"])
@@ -208,6 +214,67 @@ def _read_line(fd: int, timeout: float) -> str:
             break
         data += chunk
     return data.decode(errors="replace").strip()
+
+
+# ----- mount -t fuse.slsfs and /etc/fstab ----------------------------------------------
+#: options of `mount -o` that mount(8) or mount.fuse3 may pass and that change nothing here
+IGNORED_MOUNT_OPTIONS = frozenset({"defaults", "relatime", "auto", "noauto", "nofail", "_netdev",
+                                   "user", "nouser", "users", "owner", "group", "comment"})
+HELPER_USAGE = ("usage: slsfs STORE MOUNTPOINT [-o volume=NAME,checkpoint_interval=MS,"
+                "allow_other,force,<kernel options>]")
+
+
+def parse_mount_options(text: str) -> argparse.Namespace:
+    """The `sls mount` settings that a `mount -o` option string asks for."""
+    settings = argparse.Namespace(volume="main", allow_other=False, force=False, foreground=False,
+                                  checkpoint_interval=DEFAULT_INTERVAL_MS, mount_options=[])
+    for option in filter(None, text.split(",")):
+        name, has_value, value = option.partition("=")
+        if name == "volume" and value:
+            settings.volume = value
+        elif name == "checkpoint_interval" and has_value:
+            try:
+                settings.checkpoint_interval = float(value)
+            except ValueError:
+                raise CommandError(f"checkpoint_interval={value}: not a number of milliseconds") from None
+        elif option in ("allow_other", "force"):
+            setattr(settings, option, True)
+        elif option in KERNEL_MOUNT_OPTIONS:
+            settings.mount_options.append(option)
+        elif option not in IGNORED_MOUNT_OPTIONS and name not in IGNORED_MOUNT_OPTIONS:
+            raise CommandError(f"unknown mount option {option!r}; slsfs takes volume=NAME, "
+                               "checkpoint_interval=MS, allow_other, force and "
+                               + ", ".join(sorted(KERNEL_MOUNT_OPTIONS)))
+    return settings
+
+
+def mount_helper(argv: list[str] | None = None) -> int:
+    """The `slsfs` program: what mount.fuse3 runs for `mount -t fuse.slsfs STORE MNT -o ...`
+    and for an fstab line `STORE MNT fuse.slsfs volume=main 0 0`. Mounts in the background
+    like `sls mount` and exits once the mount is live."""
+    argv = sys.argv[1:] if argv is None else argv
+    options, positional = "", []
+    args = iter(argv)
+    for arg in args:
+        if arg == "-o":
+            options += "," + next(args, "")
+        elif arg.startswith("-o"):
+            options += "," + arg[2:]
+        elif arg.startswith("-"):
+            print(f"slsfs: unknown flag {arg}\n{HELPER_USAGE}", file=sys.stderr)
+            return 2
+        else:
+            positional.append(arg)
+    if len(positional) != 2:
+        print(HELPER_USAGE, file=sys.stderr)
+        return 2
+    try:
+        settings = parse_mount_options(options)
+        settings.store, settings.mountpoint = positional
+        return cmd_mount(settings)
+    except (CommandError, StoreError, OSError) as exc:
+        print(f"slsfs: {exc}", file=sys.stderr)
+        return 1
 
 
 def open_files(mountpoint: str) -> list[str]:
