@@ -152,6 +152,25 @@ class Volume:
         self.mark(node)
         return node
 
+    def path_of(self, ino: int) -> str:
+        """One path of `ino` from the volume root, for error messages ("?" if it has no
+        name left). Walks every directory entry: only for the rare error path."""
+        if ino == self.root_ino:
+            return "/"
+        names: dict[int, tuple[int, bytes]] = {}
+        for key, raw in self.tree.items(b"D", b"E"):         # every directory entry
+            entry = Entry.decode(raw)
+            if entry.volume is None:                          # not a grafted clone's root
+                parent = int.from_bytes(key[1:9], "big")
+                names.setdefault(entry.ino, (parent, schema.split_entry_key(key)[1]))
+        parts: list[str] = []
+        while ino != self.root_ino and ino in names and len(parts) < 4096:
+            ino, name = names[ino]
+            parts.append(name.decode(errors="backslashreplace"))
+        if ino != self.root_ino:
+            return "?"
+        return "/" + "/".join(reversed(parts))
+
     # ----- directories ----------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> Entry | None:
         raw = self.tree.get(schema.entry_key(parent, name))
@@ -359,7 +378,8 @@ class Volume:
         try:
             return self.block_cache.get(self.store, cid)
         except StoreError as exc:              # a corrupt or missing chunk: EIO for this file only
-            log.error("volume %s inode %d block %d: %s", self.name, ino, block, exc)
+            log.error("volume %s file %s (inode %d) block %d: %s",
+                      self.name, self.path_of(ino), ino, block, exc)
             raise _err(errno.EIO) from None
 
     def _block(self, ino: int, block: int) -> bytes | bytearray:

@@ -137,4 +137,4 @@ def test_corrupt_chunk_gives_eio_on_that_file_only(mnt):
     assert (mnt.path / "healthy").read_bytes() == healthy
     (mnt.path / "new").write_bytes(b"still writable")
     assert (mnt.path / "new").read_bytes() == b"still writable"
-    assert "inode" in (mnt.store / "mount.log").read_text()     # logged: volume, inode, block
+    assert "file /damaged (inode" in (mnt.store / "mount.log").read_text()   # logged with its path
