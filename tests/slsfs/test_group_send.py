@@ -1,6 +1,8 @@
-"""A group moves to another store: `sls send GROUP`, `sls recv`, `sls restore` there;
+"""A group moves to another store: `sls send GROUP [--from]`, `sls recv`, `sls restore` there;
 a corrupted stream is refused and leaves no store behind."""
 from __future__ import annotations
+
+import re
 
 from group_helpers import GroupStore, wait_for
 
@@ -14,13 +16,23 @@ def value(path) -> int | None:
 
 
 def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_path):
+    """A full stream, then an incremental one (--from the first), keep a passive copy of
+    the group up to date; restored there, it continues from the second checkpoint."""
     src = group_store
     src.sls("run", "--store", str(src.path), "--name", "mover", "--hz", "5", "--",
             str(group_binaries / "atomic_counter"), "counter")
     wait_for(lambda: (value(src.mnt / "counter") or 0) > 20, "the target to count")
     src.checkpoint("mover")
     stream = tmp_path / "mover.stream"
-    src.sls("send", "mover", "--store", str(src.path), "-o", str(stream))
+    sent = src.sls("send", "mover", "--store", str(src.path), "-o", str(stream)).stderr
+    first = re.search(r"sent checkpoint (\d+) \(full\)", sent).group(1)
+    floor = wait_for(lambda: (value(src.mnt / "counter") or 0) > 200 and value(src.mnt / "counter"),
+                     "the target to count on")
+    src.checkpoint("mover")                              # holds a count >= floor
+    increment = tmp_path / "mover.incremental"
+    sent = src.sls("send", "mover", "--store", str(src.path), "--from", first, "-o", str(increment)).stderr
+    assert f"incremental from {first}" in sent
+    assert increment.stat().st_size < stream.stat().st_size / 2
     src.sls("stop", "--store", str(src.path))
 
     other = tmp_path / "other"
@@ -29,8 +41,10 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
     dst.path, dst.mnt = other / "store", other / "store.mnt"
     try:
         dst.sls("recv", str(dst.path), "-i", str(stream))
+        dst.sls("recv", str(dst.path), "-i", str(increment))
         dst.sls("restore", "mover", "--store", str(dst.path), "--mountpoint", str(dst.mnt))
         start = wait_for(lambda: value(dst.mnt / "counter"), "the moved counter")
+        assert start >= floor, f"the moved group resumed at {start}, before the incremental's {floor}"
         wait_for(lambda: (value(dst.mnt / "counter") or 0) > start + 20, "the moved target to count on")
         assert not (dst.mnt / "counter.bad").exists()
         assert dst.group("mover")["running"] and dst.group("mover")["mountpoint"] == str(dst.mnt)
