@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -152,16 +153,47 @@ class Frozen:
             return
         self._thawed = True
         errors: list[str] = []
+        dead: list[int] = []
         for proc in self.processes.values():
             for thread in proc.threads.values():
                 try:
                     self.pinning.release(thread.tid)
                     _thaw_thread(proc.pid, thread, self.leave_stopped)
+                except ProcessLookupError:
+                    dead.append(thread.tid)
                 except (OSError, CheckpointError) as exc:
                     errors.append(f"task {thread.tid}: {exc}")
         self.pinning.close()
+        release_dead_tracees(dead)
         if errors and not all("No such process" in e for e in errors):
             raise CheckpointError("thaw failed: " + "; ".join(errors))
+
+
+_unreleased: set[int] = set()   # killed tracees still ours (see release_dead_tracees)
+RELEASE_WAIT_S = 2.0
+
+
+def release_dead_tracees(tids: list[int]) -> None:
+    """Collect tasks that were killed while we traced them. A dead tracee stays a zombie
+    reported to its tracer until the tracer waits for it: its parent cannot reap it, and a
+    PID-namespace init that was killed cannot finish exiting until every child of it is
+    reaped (seen as `sls stop` waiting 10 s for a killed group). Tasks that are still
+    exiting after RELEASE_WAIT_S are retried at the next thaw."""
+    pending = set(tids) | _unreleased
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while pending:
+        for tid in list(pending):
+            try:
+                done, _ = kernel.waitpid(tid, kernel.WALL | os.WNOHANG)
+            except ChildProcessError:       # not ours any more (released, or reaped)
+                done = tid
+            if done == tid or not _exiting(tid):     # collected, or alive: nothing to collect
+                pending.discard(tid)
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.001)
+    _unreleased.clear()
+    _unreleased.update(pending)
 
 
 def _exiting(pid: int) -> bool:
