@@ -24,7 +24,6 @@ from objectstore import Store, StoreError
 
 from .control import CONTROL_VERSION, socket_path
 from .filesystem import DEFAULT_INTERVAL_MS, FileSystem, MountError
-from .read_wakeup import interrupting_reads
 
 log = logging.getLogger("slsfs.mount")
 LOG_NAME = "mount.log"
@@ -166,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("mounting volume %s of %s at %s (pid %d)", args.volume, args.store,
                  args.mountpoint, os.getpid())
         try:
-            with interrupting_reads():       # a withdrawn FUSE request must not freeze us
-                trio.run(_run, fs, args, ready)
+            trio.run(_run, fs, args, ready)
         except (RuntimeError, MountError) as exc:   # pyfuse3.init failures, bad options
             ready(f"error: {exc}")
             log.error("mount failed: %s", exc)

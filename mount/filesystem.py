@@ -49,6 +49,7 @@ DRAIN_TIMEOUT_S = 2.0
 # awaiting anything another request could unblock, so more tasks add no concurrency,
 # only trio scheduling per request (~20% of the CPU of a getattr).
 SESSION_TASKS = 1
+READAHEAD_KIB = 1024
 #: generic mount(8) options that libfuse hands on to the kernel
 KERNEL_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
                                   "atime", "noatime", "sync", "async", "dirsync"})
@@ -67,6 +68,32 @@ def kernel_requests_waiting(mount_dev: int) -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 0
+
+
+def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
+    """Let the kernel read ahead `kib` KiB on this mount (the default, 128 KiB, makes a
+    cold sequential read cost one request per 128 KiB; 1 MiB cut the daemon's work for
+    it and sped such reads up ~1.5x). Needs root; otherwise nothing changes.
+
+    The mount's device number comes from mountinfo: a stat of the mount point from the
+    serving thread would wait for an answer that only this thread can give."""
+    parent = os.path.realpath(os.path.dirname(os.path.abspath(mountpoint)))
+    target = os.path.join(parent, os.path.basename(os.path.abspath(mountpoint)))
+    device = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                device = fields[2]             # the newest mount there is the last one
+    if device is None:
+        return
+    try:
+        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "r+") as f:
+            if int(f.read()) < kib:
+                f.seek(0)
+                f.write(str(kib))
+    except (OSError, ValueError) as exc:
+        log.info("read-ahead of %s left as it is: %s", mountpoint, exc)
 
 
 class MountError(Exception):
@@ -328,6 +355,7 @@ class FileSystem:
             async with trio.open_nursery() as nursery:
                 if self.interval is not None:
                     nursery.start_soon(self.run_checkpoints)
+                nursery.start_soon(self._raise_readahead_after_init, mountpoint)
                 task_status.started()
                 with interrupting_reads():
                     await pyfuse3.main(max_tasks=SESSION_TASKS)
@@ -335,6 +363,10 @@ class FileSystem:
                 nursery.cancel_scope.cancel()
         finally:
             pyfuse3.close(unmount=unmount)
+
+    async def _raise_readahead_after_init(self, mountpoint: str) -> None:
+        await self.ops.initialized.wait()      # INIT sets the read-ahead: change it after
+        raise_readahead(mountpoint)
 
     def close(self) -> None:
         """After serving: final durable checkpoint, free what only this mount held."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import pyfuse3
+import trio
 from pyfuse3 import EntryAttributes, FUSEError
 
 from objectstore import StoreError
@@ -62,6 +63,12 @@ class Operations(pyfuse3.Operations):
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self.held: set[int] = set()         # kernel inos we hold in the open-refcount table
+        self.initialized = trio.Event()     # set while answering the kernel's INIT request
+
+    def init(self) -> None:
+        # called by pyfuse3 while it answers INIT: tasks waiting for this event run after
+        # the answer is written, when the kernel has applied the connection's settings
+        self.initialized.set()
 
     # ----- helpers --------------------------------------------------------------------
     def _view(self, kino: int):
@@ -162,7 +169,22 @@ class Operations(pyfuse3.Operations):
         if self._is_meta_entry(parent_inode, name):
             return self._entry(kernel_ino(META_VIEW, 1))
         view, parent = self._view(parent_inode)
-        return self._entry(self._resolve(view, parent, name))
+        try:
+            return self._entry(self._resolve(view, parent, name))
+        except FUSEError as exc:
+            if exc.errno == errno.ENOENT and isinstance(view, Volume) and view.readonly:
+                return self._absent()
+            raise
+
+    @staticmethod
+    def _absent() -> EntryAttributes:
+        """A negative entry the kernel keeps: for the trees of checkpoints and snapshots,
+        which never change. (Not in live volumes: a clone is grafted into one by the
+        control socket, not through the kernel, and would stay hidden behind it.)"""
+        a = EntryAttributes()
+        a.st_ino = 0
+        a.entry_timeout = FROZEN_TIMEOUT
+        return a
 
     async def forget(self, inode_list):
         for kino, count in inode_list:

@@ -144,3 +144,17 @@ def test_diff_between_checkpoints(mnt):
     assert out["added"] == ["added"]
     assert out["removed"] == ["a/b/two"]
     assert "a/one" in out["changed"]
+
+
+def test_a_name_missing_from_a_checkpoint_stays_missing_there(mnt):
+    (mnt.path / "f").write_text("x")
+    old = mnt.path / ".sls" / "checkpoints" / str(checkpoint(mnt)) / "fs"
+    for _ in range(2):                        # the second answer may be the kernel's cached one
+        assert not (old / "later").exists()
+    (mnt.path / "later").write_text("y")
+    new = mnt.path / ".sls" / "checkpoints" / str(checkpoint(mnt)) / "fs"
+    assert not (old / "later").exists()
+    assert (new / "later").read_text() == "y"
+    with pytest.raises(OSError) as e:
+        (old / "later").write_text("no")
+    assert e.value.errno == errno.EROFS
