@@ -33,6 +33,7 @@ from .volume import Volume
 log = logging.getLogger("slsfs.mount")
 
 META_NAME = b".sls"
+POSIX_ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")   # not supported
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
 LIVE_TIMEOUT = 10.0            # every change goes through this mount, so the kernel stays right
 FROZEN_TIMEOUT = 60.0           # checkpoint and snapshot trees never change
@@ -311,6 +312,10 @@ class Operations(pyfuse3.Operations):
 
     # ----- extended attributes --------------------------------------------------------
     async def setxattr(self, inode, name, value, ctx):
+        if name in POSIX_ACL_NAMES:
+            # stored as a plain xattr, an ACL would neither change the mode nor be
+            # enforced; refusing it makes cp -a, tar and rsync fall back to chmod
+            raise FUSEError(errno.EOPNOTSUPP)
         volume, local = self._volume(inode, writable=True)
         volume.setxattr(local, name, value)
 
