@@ -118,8 +118,8 @@ class ProcessBuilder:
                 writer.close()
         with phase("files_and_process_state"):
             self.spares += files.install(self, self.meta["fds"])
-            self._process_state()
             self._mm_map()
+            self._process_state()       # last: after a chroot, host paths no longer resolve
             self._process_signals()
             self._limits()
 
