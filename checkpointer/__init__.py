@@ -31,6 +31,9 @@ The API (for the persistence-group daemon and the `sls` CLI)::
                        remap={"/old/mount": "/new/mount"}, leave_stopped=False)
     restored.pids      # host PIDs of the restored processes (parents first)
     restored.wait()    # until they have all exited;  restored.kill() ends the whole tree
+    # lazy=True: private anonymous memory is served on first touch by a page server
+    # (a forked child), which pushes the rest in the background and exits when all is in
+    restored.wait_pages_in(timeout)   # True once it has (checkpoint it only after that)
     # lower level: checkpointer.restore.restore(image_source, ...) takes any object with
     # .processes, .files, .page_runs(pid) and .read_blob(ids) (see restore.ImageSource)
 
@@ -99,7 +102,7 @@ def load_image(store: Store, image: str | bytes) -> StoredImage:
 
 
 def restore(store: Store, image: str | bytes, *, new_pid_namespace: bool = True,
-            remap: dict[str, str] | None = None, leave_stopped: bool = False) -> Restored:
+            remap: dict[str, str] | None = None, leave_stopped: bool = False, lazy: bool = False) -> Restored:
     """Restore an image (name or root id); see restore.restore for the options."""
     return restore_source(load_image(store, image), new_pid_namespace=new_pid_namespace, remap=remap,
-                          leave_stopped=leave_stopped)
+                          leave_stopped=leave_stopped, lazy=lazy)

@@ -21,7 +21,7 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import kernel, posix_timers, procfs
+from . import kernel, lazy, posix_timers, procfs
 from .errors import CheckpointError, Unsupported
 from .files import FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
@@ -67,6 +67,7 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
 def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int,
                     select: PageSelector = saved_pages) -> dict:
     pid = proc.pid
+    lazy.check_served(pid)
     with phase("proc_files"):
         status = procfs.status(pid)
         vmas = procfs.maps(pid)

@@ -169,13 +169,19 @@ class StoredImage:
     def read_blob(self, ids: list[str]) -> bytes:
         return b"".join(self.store.get(ChunkId(bytes.fromhex(cid))) for cid in ids)
 
-    def page_runs(self, pid: int) -> Iterator[tuple[int, bytes]]:
-        """(address, bytes) runs of consecutive saved pages of one process."""
-        for key, value in self.tree.items(_block_key(pid, 0), _block_key(pid + 1, 0)):
+    def page_runs(self, pid: int, outside: list[tuple[int, int]] = ()) -> Iterator[tuple[int, bytes]]:
+        """(address, bytes) runs of consecutive saved pages of one process, leaving out
+        (without reading them) the pages inside the [start, end) ranges of `outside`."""
+        for key, value in self._blocks_between(pid, sorted(outside)):
             block = struct.unpack(">Q", key[-8:])[0]
+            skip = [(start, end) for start, end in outside if start < block + BLOCK and block < end]
+            if any(start <= block and block + BLOCK <= end for start, end in skip):
+                continue
             run_start, run = None, []
             for index, cid in sorted(_decode_block(value).items()):
                 addr = block + index * PAGE_SIZE
+                if any(start <= addr < end for start, end in skip):
+                    continue
                 if run and addr != run_start + len(run) * PAGE_SIZE:
                     yield run_start, b"".join(run)
                     run = []
@@ -184,6 +190,20 @@ class StoredImage:
                 run.append(self._page(cid))
             if run:
                 yield run_start, b"".join(run)
+
+    def _blocks_between(self, pid: int, outside: list[tuple[int, int]]) -> Iterator[tuple[bytes, bytes]]:
+        """The page blocks of pid that hold pages outside the sorted ranges (the blocks at
+        their edges included), without walking the tree inside them."""
+        low, last = 0, b""
+        for start, end in outside + [(1 << 64, 1 << 64)]:
+            if low < start:
+                for key, value in self.tree.items(max(_block_key(pid, low - low % BLOCK), last),
+                                                  _block_key(pid, start) if start < 1 << 64
+                                                  else _block_key(pid + 1, 0)):
+                    if key != last:  # a block at the edge of two ranges comes once
+                        last = key
+                        yield key, value
+            low = max(low, end)
 
     def _page(self, cid: bytes) -> bytes:
         """A page by chunk id; a page that repeats (zero pages, memory a forked tree

@@ -33,6 +33,7 @@ from .files import FileRestorer
 from .freeze import ALL_SIGNALS
 from .inject import Injector
 from .kernel import NR
+from .lazy import PageServer, lazy_ranges
 from .pinning import Pinning
 from .stopwatch import phase
 
@@ -61,6 +62,7 @@ class Restored:
     launcher: subprocess.Popen
     ns_init: int | None  # host PID of PID 1 of the new namespace, when it is a stub
     warnings: list[str] = field(default_factory=list)
+    page_server: PageServer | None = None  # lazy restore: serves pages until they are all in
 
     def kill(self) -> None:
         """SIGKILL the whole restored tree (PID 1 of a namespace takes all of it along)."""
@@ -70,10 +72,19 @@ class Restored:
             except ProcessLookupError:
                 pass
         self.launcher.wait()
+        if self.page_server:
+            self.page_server.kill()
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait until every restored process (and so the launcher) has exited."""
-        return self.launcher.wait(timeout)
+        status = self.launcher.wait(timeout)
+        self.wait_pages_in()
+        return status
+
+    def wait_pages_in(self, timeout: float | None = None) -> bool:
+        """Lazy restore: wait until every page is in and the page server has exited
+        (True; False if `timeout` seconds passed first). Without lazy restore: True."""
+        return self.page_server.reap(timeout) if self.page_server else True
 
 
 def _stub_injector(tid: int) -> Injector:
@@ -81,16 +92,20 @@ def _stub_injector(tid: int) -> Injector:
 
 
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
-            leave_stopped: bool = False) -> Restored:
-    """Restore every process of the image; returns once they run (or are stopped, if asked)."""
+            leave_stopped: bool = False, lazy: bool = False) -> Restored:
+    """Restore every process of the image; returns once they run (or are stopped, if asked).
+
+    `lazy` (image from load_image only): private anonymous memory is not written but served
+    on first touch, and pushed in the background, by a page server (lazy.py)."""
     live = [p for p in image.processes if not p.get("zombie")]
     if not live:
         raise CheckpointError("the image holds no live process to restore")
     by_pid = {p["pid"]: p for p in image.processes}
     roots = [p for p in image.processes if p["ppid"] not in by_pid]
+    server = PageServer.start(image) if lazy else None  # forked before pinning: it runs anywhere
     pinning = Pinning()  # the launcher and every task cloned from it start on our CPU
     launcher = stub.spawn()
-    restored = Restored([], launcher, None)
+    restored = Restored([], launcher, None, page_server=server)
     remapper = Remapper(remap or {})
     injectors: list[Injector] = []
     builders: list[ProcessBuilder] = []
@@ -116,7 +131,12 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         for meta in live:
             builder = ProcessBuilder(stubs[meta["pid"]], meta, remapper, restored.warnings)
             builders.append(builder)
-            builder.build(image.page_runs(meta["pid"]), files)
+            if server:
+                ranges = lazy_ranges(meta)
+                builder.build(image.page_runs(meta["pid"], outside=ranges), files)
+                server.arm(builder.inj, builder.tid, meta["pid"], ranges)
+            else:
+                builder.build(image.page_runs(meta["pid"]), files)
         for builder in builders:
             builder.finish()
         for helper in helpers:
@@ -130,6 +150,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         pinning.close()
         for tid in tids:
             kernel.detach(tid)
+        if server:
+            server.started()
     except BaseException:
         restored.kill()
         raise

@@ -1,0 +1,471 @@
+"""Lazy restore: the restored process runs at once; its memory comes in on first touch.
+
+What: `PageServer.start(image)` forks a page server, which opens the store read-only and
+indexes the image's pages. For each restored process, `arm()` (while it is still a
+stopped stub with its mappings made) creates a userfaultfd inside it (injected
+userfaultfd(), taken with pidfd_getfd), registers its private anonymous mappings in
+MISSING mode and hands the fd to the server; their pages are not written by restore.
+The server then answers every fault with the image's page (UFFDIO_COPY; a page the
+image does not hold is zero: UFFDIO_ZEROPAGE), and in between pushes the remaining
+pages in the background, in runs. When every page is in, it closes the userfaultfds
+(the kernel unregisters the ranges) and exits.
+Why: restore no longer reads and writes every page before the process runs, so its
+time does not grow with memory (a 2 GiB process runs in tens of milliseconds).
+
+Correctness under a running process: the server asks for the non-cooperative events
+(FORK, REMAP, REMOVE, UNMAP), which the kernel makes the process wait for: pages of a
+range unmapped or dropped (MADV_DONTNEED) are forgotten (a later fault there is zero),
+pages of a range moved by mremap move with it, and a fork gives a new userfaultfd for
+the child, served from a copy of what the parent still had to receive. If the server
+fails, it kills the processes it serves (missing pages would otherwise read as zeros).
+While a process
+is served, /run/slsfs/lazy/<host pid> exists and is locked by the server: `check_served`
+(called by every capture) refuses to checkpoint it, because pages not yet in would be
+missing from the image.
+
+Simplifications: only private anonymous mappings other than stacks are lazy (file
+mappings, memfds and stacks are written at restore); the server reads the store through
+the copy of the restorer's Store object that fork gave it (so it sees what the restorer
+saw, and holds no lock), and must be the only user of that copy; a child forked before every
+page is in is served correctly but not marked, so it must not be checkpointed until the
+server has exited (`Restored.wait_pages_in`).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from . import kernel
+from .errors import CheckpointError
+from .inject import Injector
+from .kernel import PAGE_SIZE
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+
+
+def _iowr(kind: int, nr: int, size: int) -> int:
+    return (3 << 30) | (size << 16) | (kind << 8) | nr
+
+
+UFFD_API = 0xAA
+UFFDIO_API = _iowr(0xAA, 0x3F, 24)
+UFFDIO_REGISTER = _iowr(0xAA, 0x00, 32)
+UFFDIO_WAKE = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x02  # _IOR(UFFDIO, 0x02, struct uffdio_range)
+UFFDIO_COPY = _iowr(0xAA, 0x03, 40)
+UFFDIO_ZEROPAGE = _iowr(0xAA, 0x04, 32)
+UFFDIO_REGISTER_MODE_MISSING = 1
+FEATURES = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6)  # EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP
+EVENT_PAGEFAULT, EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP = 0x12, 0x13, 0x14, 0x15, 0x16
+MSG_SIZE = 32
+MARK_DIR = Path("/run/slsfs/lazy")
+_NR_USERFAULTFD, _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 323, 434, 438
+O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
+_PAGES = b"pages/"
+
+
+def lazy_vma(vma: dict) -> bool:
+    """Is this mapping (image metadata) filled on demand by a lazy restore?"""
+    return vma["kind"] == "anon" and not vma["shared"] and not vma["growsdown"]
+
+
+def lazy_ranges(meta: dict) -> list[tuple[int, int]]:
+    return [(v["start"], v["end"]) for v in meta["vmas"] if lazy_vma(v)]
+
+
+def check_served(pid: int) -> None:
+    """Raise CheckpointError if `pid` is a lazily restored process whose pages are not all in."""
+    mark = MARK_DIR / str(pid)
+    try:
+        fd = os.open(mark, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # succeeds only if no server holds it: stale
+    except BlockingIOError:
+        server = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        raise CheckpointError(f"process {pid} was restored lazily and its memory is still coming in from page "
+                              f"server {server}: wait until that process has exited (Restored.wait_pages_in), "
+                              "then checkpoint it") from None
+    finally:
+        os.close(fd)
+
+
+class PageServer:
+    """The restorer's handle on a forked page server."""
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid, self.sock = pid, sock
+        self.served: list[int] = []  # host pids handed to the server
+
+    @classmethod
+    def start(cls, image) -> "PageServer":
+        """Fork a server for `image` (a StoredImage): it reads pages through the store as
+        the restorer has it open (a copy made by the fork: no reopening, no lock)."""
+        if not hasattr(getattr(image, "store", None), "path") or not hasattr(image, "tree"):
+            raise CheckpointError("a lazy restore needs an image read from a store (load_image)")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # the server: never returns
+            code = 1
+            try:
+                ours.close()
+                server = _Server(theirs, image)
+                try:
+                    server.run()
+                    code = 0
+                except BaseException:
+                    server.abort()
+                    raise
+            except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+                print(f"sls page server: {exc}", file=sys.stderr)
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    def arm(self, inj: Injector, host_pid: int, ns_pid: int, ranges: list[tuple[int, int]]) -> None:
+        """Inside the stopped process: a userfaultfd over `ranges` (MISSING), handed to the server."""
+        uffd = _take_uffd(inj)
+        try:
+            api = (ctypes.c_uint64 * 3)(UFFD_API, FEATURES, 0)
+            _ioctl(uffd, UFFDIO_API, api, "UFFDIO_API (lazy restore)")
+            for start, end in ranges:
+                reg = (ctypes.c_uint64 * 4)(start, end - start, UFFDIO_REGISTER_MODE_MISSING, 0)
+                _ioctl(uffd, UFFDIO_REGISTER, reg, f"UFFDIO_REGISTER (missing) of {start:#x}")
+            message = json.dumps({"host_pid": host_pid, "pid": ns_pid, "ranges": ranges}).encode()
+            socket.send_fds(self.sock, [message], [uffd])
+            self.served.append(host_pid)
+        finally:
+            os.close(uffd)
+
+    def started(self) -> None:
+        """Every process is handed over: the server exits once all their pages are in."""
+        self.sock.close()
+
+    def kill(self) -> None:
+        self.sock.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.reap(None)
+        for pid in self.served:  # a killed server leaves its marks behind
+            with contextlib.suppress(FileNotFoundError):
+                (MARK_DIR / str(pid)).unlink()
+
+    def reap(self, timeout: float | None) -> bool:
+        """Wait (up to `timeout` s; None = forever) for the server to exit; True if it has."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG if deadline is not None else 0)
+            except ChildProcessError:
+                return True
+            if done:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+
+def _close_fds_but(keep: int, store: Path) -> None:
+    """In the server: close the restorer's fds (ptrace's mem files, pipes, the store's
+    lock, which would otherwise stay held) except `keep` and the store's open packs."""
+    packs = str(store.resolve() / "packs") + "/"
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(packs):
+                continue
+            os.close(fd)
+        except OSError:
+            pass  # the directory listing's own fd, already closed
+
+
+def _take_uffd(inj: Injector) -> int:
+    remote = inj.check(_NR_USERFAULTFD, O_CLOEXEC | O_NONBLOCK, what="userfaultfd (lazy restore)")
+    pidfd = kernel.syscall(_NR_PIDFD_OPEN, inj.tid, 0)
+    try:
+        return kernel.syscall(_NR_PIDFD_GETFD, pidfd, remote, 0)
+    finally:
+        os.close(pidfd)
+        inj.check(kernel.NR["close"], remote, what="close (userfaultfd)")
+
+
+def _ioctl(fd: int, request: int, buf: ctypes.Array, what: str) -> int:
+    """An ioctl; raises CheckpointError (errno set) on failure."""
+    if _libc.ioctl(fd, request, ctypes.addressof(buf)) < 0:
+        err = ctypes.get_errno()
+        exc = CheckpointError(f"{what} failed: {os.strerror(err)}")
+        exc.errno = err
+        raise exc
+    return 0
+
+
+BLOCK = 64 * PAGE_SIZE  # the image's page blocks (image.py)
+ALL_BITS = (1 << 64) - 1
+ALL_ADDRESSES = 1 << 64
+
+
+def _mask(block: int, start: int, end: int) -> int:
+    """Bits of the pages of `block` inside [start, end)."""
+    first = max(0, (start - block) // PAGE_SIZE)
+    last = min(64, -(-(end - block) // PAGE_SIZE))
+    return ((1 << last) - 1) & ~((1 << first) - 1) if last > first else 0
+
+
+class _Space:
+    """One address space being served: the pages it still has to receive, by image block
+    (block address -> [bits still to send, bits the image has, the image's block value]),
+    plus single pages that mremap moved away from their block."""
+
+    def __init__(self, uffd: int, blocks: dict[int, list], host_pid: int | None = None,
+                 mark: tuple[int, Path] | None = None):
+        self.uffd, self.blocks, self.host_pid, self.mark = uffd, blocks, host_pid, mark  # host pid: None if forked
+        self.moved: dict[int, bytes] = {}
+        self.left = sum(bin(entry[0]).count("1") for entry in blocks.values())
+        self._order = sorted(blocks)  # background push goes up through the blocks
+        self._cursor = 0
+
+    def fork(self, uffd: int) -> "_Space":
+        child = _Space(uffd, {b: list(e) for b, e in self.blocks.items() if e[0]})
+        child.moved = dict(self.moved)
+        child.left = self.left
+        return child
+
+    def take(self, addr: int) -> bytes | None:
+        """The chunk id of a page still to send (now counted as sent), or None."""
+        cid = self.moved.pop(addr, None)
+        if cid is not None:
+            self.left -= 1
+            return cid
+        block = addr - addr % BLOCK
+        entry = self.blocks.get(block)
+        index = (addr - block) // PAGE_SIZE
+        if entry is None or not entry[0] >> index & 1:
+            return None
+        entry[0] &= ~(1 << index)
+        self.left -= 1
+        rank = bin(entry[1] & ((1 << index) - 1)).count("1")
+        return entry[2][8 + 16 * rank:24 + 16 * rank]
+
+    def put_back(self, addr: int, cid: bytes) -> None:
+        self.moved[addr] = cid
+        self.left += 1
+
+    def drop(self, start: int, end: int) -> None:
+        """The range was unmapped or emptied: nothing of it is sent any more."""
+        for addr in [a for a in self.moved if start <= a < end]:
+            del self.moved[addr]
+            self.left -= 1
+        for block, entry in self.blocks.items():
+            if entry[0] and block < end and start < block + BLOCK:
+                gone = entry[0] & _mask(block, start, end)
+                entry[0] &= ~gone
+                self.left -= bin(gone).count("1")
+
+    def move(self, old: int, new: int, length: int) -> None:
+        """mremap moved [old, old + length) to new: its pending pages move along."""
+        pending = [(a, self.take(a)) for a in range(old, old + length, PAGE_SIZE)]
+        for addr, cid in pending:
+            if cid is not None:
+                self.put_back(addr - old + new, cid)
+
+    def next_run(self) -> list[tuple[int, bytes]]:
+        """Pending pages at consecutive addresses (at most one block's), taken out."""
+        if self.moved:
+            addr = next(iter(self.moved))
+            return [(addr, self.take(addr))]
+        while self._cursor < len(self._order) and not self.blocks[self._order[self._cursor]][0]:
+            self._cursor += 1
+        if self._cursor == len(self._order):
+            self.left = 0  # nothing pending after all
+            return []
+        block = self._order[self._cursor]
+        bits = self.blocks[block][0]
+        first = (bits & -bits).bit_length() - 1
+        run = []
+        for index in range(first, 64):
+            if not bits >> index & 1:
+                break
+            addr = block + index * PAGE_SIZE
+            run.append((addr, self.take(addr)))
+        return run
+
+
+class _Server:
+    """The page server's loop (in the forked child, with the restorer's store in memory)."""
+
+    def __init__(self, sock: socket.socket, image):
+        os.setsid()  # not killed with the restorer's process group
+        _close_fds_but(sock.fileno(), Path(image.store.path))
+        self.sock, self.image = sock, image
+        self.spaces: list[_Space] = []
+        self.retry: list[tuple[_Space, int]] = []  # faults answered EAGAIN: again after the events
+        self.open = True
+
+    def run(self) -> None:
+        while self.open or any(s.left for s in self.spaces) or self.retry:
+            waiting = [s.uffd for s in self.spaces] + ([self.sock.fileno()] if self.open else [])
+            busy = any(s.left for s in self.spaces)
+            ready, _, _ = select.select(waiting, [], [], 0 if busy or self.retry else 1.0)
+            if self.open and self.sock.fileno() in ready:
+                self._receive()
+            for space in [s for s in self.spaces if s.uffd in ready]:
+                self._events(space)
+            self._retry()
+            if not ready and busy:
+                self._push()
+        for space in self.spaces:
+            self._done(space)
+
+    def abort(self) -> None:
+        """The server failed: once it exits, missing pages would read as zeros, so the
+        processes it serves are killed rather than left to run on wrong memory."""
+        for space in self.spaces:
+            if space.host_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(space.host_pid, signal.SIGKILL)
+
+    def _receive(self) -> None:
+        message, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
+        if not message:
+            self.open = False
+            return
+        info = json.loads(message)
+        blocks = self._index(info["pid"], [tuple(r) for r in info["ranges"]])
+        self.spaces.append(_Space(fds[0], blocks, info["host_pid"], self._mark(info["host_pid"])))
+
+    def _index(self, pid: int, ranges: list[tuple[int, int]]) -> dict[int, list]:
+        """The image's page blocks of `pid`, each limited to the pages inside `ranges`."""
+        blocks: dict[int, list] = {}
+        for start, end in ranges:
+            for key, value in self.image.tree.items(_PAGES + struct.pack(">QQ", pid, start - start % BLOCK),
+                                                    _PAGES + struct.pack(">QQ", pid, end)):
+                block = struct.unpack(">Q", key[-8:])[0]
+                bitmap = struct.unpack_from("<Q", value)[0]
+                entry = blocks.setdefault(block, [0, bitmap, value])
+                entry[0] |= bitmap & (ALL_BITS if start <= block and block + BLOCK <= end
+                                      else _mask(block, start, end))
+        return blocks
+
+    def _mark(self, host_pid: int) -> tuple[int, Path] | None:
+        """/run/slsfs/lazy/<pid>, locked while the process is served (see check_served)."""
+        path = MARK_DIR / str(host_pid)
+        try:
+            MARK_DIR.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd, path
+
+    def _done(self, space: _Space) -> None:
+        """Every page is in (or the process is gone): let the kernel take the ranges back."""
+        os.close(space.uffd)
+        if space.mark is not None:
+            fd, path = space.mark
+            os.unlink(path)
+            os.close(fd)
+            space.mark = None
+
+    def _events(self, space: _Space) -> None:
+        while True:
+            try:
+                raw = os.read(space.uffd, MSG_SIZE * 16)
+            except BlockingIOError:
+                return
+            for offset in range(0, len(raw), MSG_SIZE):
+                self._event(space, raw[offset:offset + MSG_SIZE])
+
+    def _event(self, space: _Space, msg: bytes) -> None:
+        event = msg[0]
+        if event == EVENT_PAGEFAULT:
+            addr = struct.unpack_from("<Q", msg, 16)[0]
+            self._serve(space, addr - addr % PAGE_SIZE)
+        elif event == EVENT_FORK:
+            self.spaces.append(space.fork(struct.unpack_from("<I", msg, 8)[0]))
+        elif event == EVENT_REMAP:
+            old, new, length = struct.unpack_from("<QQQ", msg, 8)
+            space.move(old, new, length)
+        elif event in (EVENT_REMOVE, EVENT_UNMAP):
+            start, end = struct.unpack_from("<QQ", msg, 8)
+            space.drop(start, end)
+
+    def _serve(self, space: _Space, page: int) -> None:
+        cid = space.take(page)
+        try:
+            if cid is None:
+                zero = (ctypes.c_uint64 * 4)(page, PAGE_SIZE, 0, 0)
+                _ioctl(space.uffd, UFFDIO_ZEROPAGE, zero, "UFFDIO_ZEROPAGE")
+            else:
+                self._copy(space, page, [self.image.store.get(cid)])
+        except CheckpointError as exc:
+            self._failed(space, page, [cid] if cid is not None else [], exc)
+
+    def _copy(self, space: _Space, addr: int, datas: list[bytes]) -> int:
+        """UFFDIO_COPY of consecutive pages; returns how many went in (a run can stop early)."""
+        data = b"".join(datas)
+        buf = ctypes.create_string_buffer(data, len(data))
+        arg = (ctypes.c_uint64 * 5)(addr, ctypes.addressof(buf), len(data), 0, 0)
+        _ioctl(space.uffd, UFFDIO_COPY, arg, "UFFDIO_COPY")
+        return arg[4] // PAGE_SIZE
+
+    def _failed(self, space: _Space, addr: int, cids: list[bytes], exc: CheckpointError) -> None:
+        err = getattr(exc, "errno", 0)
+        if err == errno.EAGAIN:  # an event is waiting to be read first: put the pages back
+            for i, cid in enumerate(cids):
+                space.put_back(addr + i * PAGE_SIZE, cid)
+            self.retry.append((space, addr))
+        elif err == errno.EEXIST:  # already there: make sure nobody still sleeps on it
+            wake = (ctypes.c_uint64 * 2)(addr, max(len(cids), 1) * PAGE_SIZE)
+            _libc.ioctl(space.uffd, UFFDIO_WAKE, ctypes.addressof(wake))
+            for i, cid in enumerate(cids[1:], 1):  # the rest of a run: one page at a time
+                space.put_back(addr + i * PAGE_SIZE, cid)
+        elif err in (errno.ESRCH, errno.ENOENT):  # the process is gone, or the range went away
+            if err == errno.ESRCH:
+                space.drop(0, ALL_ADDRESSES)
+        else:
+            raise exc
+
+    def _retry(self) -> None:
+        retry, self.retry = self.retry, []
+        for space, page in retry:
+            self._serve(space, page)
+
+    def _push(self) -> None:
+        """Send one run of pages nobody asked for yet."""
+        space = next(s for s in self.spaces if s.left)
+        run = space.next_run()
+        if not run:
+            return
+        cids = [cid for _, cid in run]
+        try:
+            done = self._copy(space, run[0][0], [self.image.store.get(cid) for cid in cids])
+            for addr, cid in run[done:]:  # stopped early: the rest goes back
+                space.put_back(addr, cid)
+        except CheckpointError as exc:
+            self._failed(space, run[0][0], cids, exc)
+        if not space.left:
+            self._done_if_last(space)
+
+    def _done_if_last(self, space: _Space) -> None:
+        """A space that has everything is let go at once (its process no longer waits on us)."""
+        if not self.retry:
+            self._done(space)
+            self.spaces.remove(space)

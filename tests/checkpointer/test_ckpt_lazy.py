@@ -1,0 +1,117 @@
+"""Lazy restore: the process runs before its memory is in; a page server (a forked child,
+userfaultfd MISSING) answers its faults from the image, pushes the rest in the
+background and exits; until then the process cannot be checkpointed."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import checkpointer
+from checkpointer import CheckpointError, load_image
+from checkpointer.lazy import MARK_DIR
+from ckpt_helpers import assert_unbroken, ok_lines, wait_for
+
+
+def _started(out: Path, lines: int = 5) -> None:
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= lines, f"{lines} lines of {out.name}")
+
+
+def _checkpoint_and_kill(procs, store, proc, out: Path) -> int:
+    checkpointer.checkpoint([proc.pid], store, "img")
+    procs.kill(proc)
+    return len(ok_lines(out))
+
+
+def test_lazy_restore_serves_a_large_heap_and_the_server_exits_when_all_is_in(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "64"])
+    _started(out)
+    lines = _checkpoint_and_kill(procs, store, proc, out)
+    restored = checkpointer.restore(store, "img", lazy=True)
+    procs.restored.append(restored)
+    server = restored.page_server
+    assert server is not None and os.path.exists(f"/proc/{server.pid}")
+    # the counter checks a new 64 KiB slice of its 64 MiB heap per line: 1030 lines check it all
+    wait_for(lambda: len(ok_lines(out)) >= lines + 1030, "the lazily restored counter to check its heap",
+             timeout=120)
+    assert restored.wait_pages_in(timeout=120), "the page server did not finish"
+    assert not (MARK_DIR / str(restored.pids[0])).exists()
+    assert assert_unbroken(out, proc.pid) >= lines + 1030
+    # all in: it is an ordinary process again, checkpointed and restored as usual
+    checkpointer.checkpoint(restored.pids, store, "again")
+    assert load_image(store, "again").page_count() >= 64 * 256
+    restored.kill()
+    size = len(ok_lines(out))
+    second = checkpointer.restore(store, "again")
+    procs.restored.append(second)
+    wait_for(lambda: len(ok_lines(out)) >= size + 1030, "the second restore to check its heap", timeout=120)
+    assert assert_unbroken(out, proc.pid) >= size + 1030
+
+
+def test_a_process_still_served_is_not_checkpointed(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "256"])
+    _started(out)
+    lines = _checkpoint_and_kill(procs, store, proc, out)
+    restored = checkpointer.restore(store, "img", lazy=True)
+    procs.restored.append(restored)
+    server = restored.page_server.pid
+    os.kill(server, signal.SIGSTOP)  # 256 MiB take far longer to push than this takes
+    try:
+        assert (MARK_DIR / str(restored.pids[0])).exists()
+        with pytest.raises(CheckpointError, match="restored lazily.*still coming in"):
+            checkpointer.checkpoint(restored.pids, store, "too-early")
+        assert "too-early" not in checkpointer.images(store)
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert restored.wait_pages_in(timeout=180), "the page server did not finish"
+    wait_for(lambda: len(ok_lines(out)) >= lines + 20, "the restored counter to run on")
+    checkpointer.checkpoint(restored.pids, store, "in-time")
+    assert assert_unbroken(out, proc.pid) >= lines + 20
+
+
+def test_lazy_restore_follows_unmaps_new_mappings_and_brk(procs, store, binaries, tmp_path):
+    out = tmp_path / "remapper.out"
+    proc = procs.start([str(binaries / "remapper"), str(out)])
+    _started(out, 20)
+    checkpointer.checkpoint([proc.pid], store, "img")
+    procs.kill(proc)
+    size = len(ok_lines(out))
+    restored = checkpointer.restore(store, "img", lazy=True)
+    procs.restored.append(restored)
+    wait_for(lambda: len(ok_lines(out)) >= size + 100, "the lazily restored remapper to write on")
+    assert restored.wait_pages_in(timeout=120)
+    assert assert_unbroken(out, proc.pid) >= size + 100
+
+
+def test_lazy_restore_of_a_process_tree(procs, store, binaries, tmp_path, subreaper):
+    out = tmp_path / "tree.out"
+    proc = procs.start([str(binaries / "tree"), str(out)])
+    _started(out, 20)
+    checkpointer.checkpoint([proc.pid], store, "img", tree=True)
+    procs.kill(proc)
+    size = len(ok_lines(out))
+    restored = checkpointer.restore(store, "img", lazy=True)
+    procs.restored.append(restored)
+    wait_for(lambda: len(ok_lines(out)) >= size + 100, "the lazily restored tree to run on")
+    assert restored.wait_pages_in(timeout=120)
+    assert "BAD" not in out.read_text()
+
+
+def test_children_forked_before_all_pages_are_in_see_the_same_memory(procs, store, binaries, tmp_path):
+    out = tmp_path / "forker.out"
+    proc = procs.start([str(binaries / "forker"), str(out), "64"])
+    _started(out)
+    checkpointer.checkpoint([proc.pid], store, "img", tree=True)  # with the child it may be waiting for
+    procs.kill(proc)
+    lines = len(ok_lines(out))
+    restored = checkpointer.restore(store, "img", lazy=True)
+    procs.restored.append(restored)
+    # each line is a child that read all 64 MiB: the first ones fork while pages are missing
+    wait_for(lambda: len(ok_lines(out)) >= lines + 5, "children of the lazily restored process", timeout=120)
+    assert restored.wait_pages_in(timeout=120)
+    wait_for(lambda: len(ok_lines(out)) >= lines + 10, "more children after all pages are in", timeout=120)
+    assert assert_unbroken(out, proc.pid) >= lines + 10
