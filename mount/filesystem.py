@@ -349,6 +349,7 @@ class FileSystem:
         options |= {f"fsname={self.store.path}", "subtype=slsfs"}
         if allow_other:
             options.add("allow_other")
+        self.ops.initialized = trio.Event()
         pyfuse3.init(self.ops, mountpoint, options)
         unmount = True
         try:

@@ -25,6 +25,7 @@ def installed_helper() -> Path:
     script = Path(sys.executable).parent / "slsfs"
     assert script.exists(), f"{script} is missing: run `make install` (or pip install -e .)"
     if not (INSTALLED.is_symlink() and os.readlink(INSTALLED) == str(script)):
+        INSTALLED.parent.mkdir(parents=True, exist_ok=True)
         temp = INSTALLED.with_name(f".slsfs.{os.getpid()}")
         temp.symlink_to(script)
         temp.replace(INSTALLED)                   # atomic: a concurrent run never sees none
