@@ -52,7 +52,7 @@ from mount.read_wakeup import interrupting_reads
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
-from . import group_checkpoint, group_process, group_retention, groups, procs_view
+from . import group_checkpoint, group_process, group_retention, groups, procs_view, rootfs
 from .group_process import RunningGroup
 from .groups import GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
@@ -76,6 +76,7 @@ class Daemon:
         self.nursery: trio.Nursery | None = None
         self.failed = ""
         self.mount_fd = -1                    # the mount's root, opened once (group_checkpoint.syncfs)
+        self.roots: set[str] = set()          # root file systems prepared for --root groups (slsfs.rootfs)
         fs.history.extensions["procs"] = procs_view.provider(store)
 
     # ----- checkpoints ---------------------------------------------------------------
@@ -172,6 +173,8 @@ class Daemon:
         if settings.volume != self.fs.volume_name:
             raise GroupError(f"this daemon serves volume {self.fs.volume_name!r}, not {settings.volume!r}")
         settings.mountpoint = self.mountpoint
+        if settings.mode == "root":
+            await self._prepare_root(self.mountpoint)
         group = await group_process.start(settings, env)
         try:
             commit = await self.checkpoint_retrying(group, "start")
@@ -207,8 +210,12 @@ class Daemon:
         remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output))
                  if o and o != n}
         started = time.perf_counter()
+        if settings.mode == "root":
+            await self._prepare_root(settings.mountpoint)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
+        if settings.mode == "root":
+            await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
         group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
                              last_checkpoint=commit_id, restored_from=commit_id,
                              restore_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -228,12 +235,29 @@ class Daemon:
             self.fs.clone(f".sls/checkpoints/{origin.id}/fs", dest)
             settings = replace(record.settings, name=dest, mountpoint=os.path.join(self.mountpoint, dest), hz=0)
             remap = {record.settings.mountpoint: settings.mountpoint}
+            if settings.mode == "root":
+                await self._prepare_root(settings.mountpoint)
             restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
+            if settings.mode == "root":
+                await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
             group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq, restored_from=origin.id)
             self.groups[dest] = group
             log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, group.pids)
             started.append({"group": dest, "pids": group.pids, "directory": settings.mountpoint})
         return started
+
+    async def _prepare_root(self, root: str) -> None:
+        if root not in self.roots:
+            await rootfs.prepare(root)
+            self.roots.add(root)
+
+    async def _release_root(self, group: RunningGroup) -> None:
+        """After `group` was killed: detach its root's mounts unless another group uses them."""
+        root = group.settings.mountpoint
+        if group.settings.mode == "root" and not any(
+                g.settings.mountpoint == root and g.alive() for g in self.groups.values() if g is not group):
+            await rootfs.release(root)
+            self.roots.discard(root)
 
     def _free_clone_name(self, name: str) -> str:
         n = 1
@@ -287,6 +311,7 @@ class Daemon:
                 group = self._group(req["group"])
                 group.kill()
                 del self.groups[group.name]
+                await self._release_root(group)
                 return {"ok": True, "group": group.name}
             if op == "shutdown":
                 self.nursery.start_soon(self.stop)
@@ -309,6 +334,8 @@ class Daemon:
                 await trio.sleep(0.02)         # keep serving FUSE: dying processes flush their files
             for group in self.groups.values():
                 group.reap()
+            for root in self.roots:            # before the FUSE unmount, which they would block
+                await rootfs.release(root)
         self.nursery.cancel_scope.cancel()
 
     def kill_groups(self) -> None:

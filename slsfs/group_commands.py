@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--cwd", dest="mode", action="store_const", const="cwd",
                       help="the mount is the working directory (default)")
     mode.add_argument("--root", dest="mode", action="store_const", const="root",
-                      help="the mount is the root directory (not supported yet)")
+                      help="the mount is the root directory (chroot), with the host's /usr, /etc, "
+                           "... read-only, its own /proc and a small /dev (slsfs.rootfs)")
     p.add_argument("--resume", action="store_true",
                    help="if the group has a checkpoint, restore it instead of starting CMD "
                         "(for supervisors: the same line starts or resumes)")
@@ -225,9 +226,6 @@ def cmd_run(args) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise CommandError("give the command to run after --, e.g. sls run --store S -- python3 app.py")
-    if args.mode == "root":
-        raise CommandError("--root is not supported yet (the checkpointer cannot restore a process "
-                           "into a private mount namespace); use --cwd")
     if not 0 <= args.hz <= 1000:
         raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]

@@ -4,8 +4,7 @@ A fresh group is started as `unshare --pid --fork -- CMD`: CMD becomes PID 1 of 
 PID namespace, so a restore (which builds a new namespace too) gives it back the same
 PID. The group's process is that child of `unshare`, once it has exec'd CMD.
 
-Simplifications: one process per group (the checkpointer restores single-process
-images today); `--cwd` mode only (the mount is the working directory).
+In `--root` mode the command runs chroot()ed into the mount (slsfs.rootfs).
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from . import rootfs
 from .group_checkpoint import PageTracking
 from .groups import GroupError, GroupSettings
 
@@ -121,8 +121,11 @@ def _exe(pid: int) -> str | None:
 
 
 async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
-    """Start CMD in a new PID namespace with the mount as its working directory."""
-    argv = ["unshare", "--pid", "--fork", "--kill-child", "--", *settings.argv]
+    """Start CMD in a new PID namespace with the mount as its working directory, or (mode
+    "root", the root file system prepared by slsfs.rootfs) as its root."""
+    root = settings.mountpoint if settings.mode == "root" else None
+    command = rootfs.start_argv(root, settings.argv) if root else settings.argv
+    argv = ["unshare", "--pid", "--fork", "--kill-child", "--", *command]
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:
@@ -134,7 +137,7 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         kids = _children(launcher.pid)
-        if kids and _exe(kids[0]) not in (None, own_exe):
+        if kids and (rootfs.entered(kids[0], root) if root else _exe(kids[0]) not in (None, own_exe)):
             return RunningGroup(settings, [kids[0]], launcher)
         if launcher.poll() is not None:
             raise GroupError(f"{settings.argv[0]} exited at once with status {launcher.returncode} "

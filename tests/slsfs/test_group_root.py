@@ -1,0 +1,54 @@
+"""`sls run --root`: the volume is the group's `/`, with the host's system directories
+read-only, /proc of its own PID namespace, /dev and /tmp; after a crash it comes back in
+the same root. Nothing stays mounted after `sls stop`."""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from group_helpers import wait_for
+
+# counts in memory and in /tmp/n, with its PID and the name /proc gives PID 1
+SCRIPT = ('i=0; while :; do i=$((i+1)); read c < /proc/1/comm; echo "$i $$ $c" > /tmp/n.tmp; '
+          'mv /tmp/n.tmp /tmp/n; sleep 0.02; done')
+
+
+def state(store) -> tuple[int, str, str] | None:
+    try:
+        count, pid, comm = (store.mnt / "tmp" / "n").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(count), pid, comm
+
+
+def mounts_at_or_under(path: Path) -> list[str]:
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    return [p for p in points if p == str(path) or p.startswith(f"{path}/")]
+
+
+def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store):
+    store = group_store
+    store.sls("run", "--root", "--store", str(store.path), "--name", "r", "--hz", "5", "--",
+              "/bin/sh", "-c", SCRIPT)
+    count, pid, comm = wait_for(lambda: (s := state(store)) and s[0] > 10 and s, "the rooted shell to count")
+    assert (pid, comm) == ("1", "sh"), "the group must see itself as PID 1 in its own /proc"
+    assert (store.mnt / "etc" / "os-release").read_text() == Path("/etc/os-release").read_text()
+    with pytest.raises(OSError) as raised:
+        (store.mnt / "usr" / "written-by-test").write_text("x")
+    assert raised.value.errno == errno.EROFS
+
+    floor = state(store)[0]
+    store.checkpoint("r")                                    # holds a count >= floor
+    store.crash()
+    at_crash = state(store)
+    store.sls("restore", "r", "--store", str(store.path))
+    first = wait_for(lambda: (s := state(store)) and s != at_crash and s, "the restored shell to write")
+    assert first[0] >= floor, f"the restored group started over at {first[0]} (checkpointed >= {floor})"
+    assert first[1:] == ("1", "sh"), f"after the restore: {first}"
+    wait_for(lambda: (s := state(store)) and s[0] > first[0] + 10, "the restored shell to count on")
+
+    store.sls("stop", "--store", str(store.path))
+    assert mounts_at_or_under(store.mnt) == []
