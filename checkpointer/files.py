@@ -32,7 +32,7 @@ import stat
 import struct
 from typing import Callable
 
-from . import kernel, netsockets, procfs, sockets
+from . import inotify, kernel, netsockets, procfs, sockets
 from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -99,8 +99,10 @@ class FileCapture:
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
             with sockets.borrow(pid, info.fd) as sock:
                 return self._socket(sock, int(match[1]), what)
+        if target == "anon_inode:inotify":
+            return inotify.describe(pid, info.fd, info.raw, what)
         if not target.startswith("/"):
-            raise Unsupported(f"{what}: inotify, fanotify, pidfd, memfd and other special files are not "
+            raise Unsupported(f"{what}: fanotify, pidfd, io_uring and other special files are not "
                               "supported yet")
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
@@ -303,6 +305,8 @@ class FileRestorer:
         elif kind == "signalfd":
             mask = inj.put(struct.pack("Q", record["sigmask"]))
             fd = inj.check(_NR_SIGNALFD4, -1, mask, 8, record["flags"] & O_NONBLOCK, what="signalfd4")
+        elif kind == "inotify":
+            fd = inotify.make(inj, record, self.remap, self.warnings, ns_pid)
         elif kind == "deleted":
             fd = self._make_deleted(builder, record)
         elif kind == "memfd":

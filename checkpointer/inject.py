@@ -109,7 +109,7 @@ def restart_fixup(regs: Regs, same_task: bool) -> Regs:
 
     The kernel only performs its restart logic on the way out of a signal stop; after
     injected syscalls (or in a new task) we do it ourselves. A restart block (nanosleep's
-    remaining time) survives only in the same task; a restored one gets -EINTR.
+    remaining time) survives only in the same task; a restored one enters the syscall anew.
     """
     regs = regs.copy()
     if regs.orig_rax >= 1 << 63:
@@ -120,7 +120,12 @@ def restart_fixup(regs: Regs, same_task: bool) -> Regs:
     elif error == kernel.ERESTART_RESTARTBLOCK:
         if same_task:
             regs.rax, regs.rip = kernel.NR["restart_syscall"], regs.rip - 2
+        elif regs.orig_rax != kernel.NR["restart_syscall"]:
+            # the restart block stayed with the dead task: enter the syscall again with its
+            # own arguments (still in their registers). A relative timeout starts over, a
+            # later wake-up where -EINTR would end programs such as `tail -f` (poll)
+            regs.rax, regs.rip = regs.orig_rax, regs.rip - 2
         else:
-            regs.rax = (-4) & 0xFFFFFFFFFFFFFFFF  # -EINTR
+            regs.rax = (-4) & 0xFFFFFFFFFFFFFFFF  # -EINTR: which syscall it restarts is unknown
     regs.orig_rax = 0xFFFFFFFFFFFFFFFF
     return regs

@@ -1,0 +1,130 @@
+"""inotify instances: their watches are captured from /proc/PID/fdinfo and added again at
+restore under the same watch descriptors (the numbers the application compares events
+against).
+
+Capture: each watch line of the fdinfo names the watched inode by device, inode number
+and file handle; the handle is opened (open_by_handle_at, on a mount of that device in
+the process's mount table) and its path read back and checked against the inode number.
+
+Restore: inotify_init1 inside the process, then the watches in descriptor order. The
+kernel hands descriptors out in increasing order, so a watch whose descriptor is not
+the next one is added and removed until it is; the IN_IGNORED events those removals
+queue are read away before the process runs again.
+
+Simplifications: events queued at checkpoint time are not kept (a warning at restore
+says how many bytes were lost); a watched inode without a path (deleted) cannot be
+checkpointed.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import struct
+import termios
+from fcntl import ioctl
+
+from . import kernel
+from .errors import CheckpointError, Unsupported
+
+_NR_INOTIFY_INIT1, _NR_INOTIFY_ADD_WATCH, _NR_INOTIFY_RM_WATCH = 294, 254, 255
+_NR_OPEN_BY_HANDLE_AT, _NR_IOCTL, _NR_READ = 304, 16, 0
+_NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
+O_PATH, O_NONBLOCK, O_DIRECTORY = 0o10000000, 0o4000, 0o200000
+_WATCH = re.compile(r"inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) "
+                    r"ignored_mask:[0-9a-f]+(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) "
+                    r"f_handle:([0-9a-f]+))?")
+
+
+def describe(pid: int, fd: int, fdinfo: str, what: str) -> dict:
+    """The image record of inotify fd `fd` of `pid` (kind "inotify")."""
+    watches = []
+    for match in _WATCH.finditer(fdinfo):
+        wd, ino, sdev, mask = (int(match[i], 16) for i in range(1, 5))
+        if match[5] is None:
+            raise Unsupported(f"{what}: the kernel gave no file handle for inotify watch {wd}")
+        handle = struct.pack("Ii", int(match[5], 16), int(match[6], 16)) + bytes.fromhex(match[7])
+        watches.append([wd, _path_of(pid, handle, ino, sdev, f"{what}: inotify watch {wd}"), mask])
+    return {"kind": "inotify", "watches": sorted(watches), "queued": _queued_bytes(pid, fd)}
+
+
+def _path_of(pid: int, handle: bytes, ino: int, sdev: int, what: str) -> str:
+    """The path of the watched inode, found through its file handle."""
+    major, minor = sdev >> 20, sdev & 0xFFFFF      # the kernel's internal dev_t encoding
+    for mountpoint in _mountpoints(pid, f"{major}:{minor}"):
+        try:
+            mount_fd = os.open(f"/proc/{pid}/root{mountpoint}", os.O_RDONLY | O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            buf = ctypes.create_string_buffer(handle)
+            found = kernel.syscall(_NR_OPEN_BY_HANDLE_AT, mount_fd, ctypes.addressof(buf), O_PATH)
+        except OSError:
+            continue
+        finally:
+            os.close(mount_fd)
+        try:
+            path = os.readlink(f"/proc/self/fd/{found}")
+            if os.stat(path, follow_symlinks=False).st_ino == ino:
+                return path
+        except OSError:
+            pass
+        finally:
+            os.close(found)
+    raise Unsupported(f"{what}: the watched inode {ino} has no path any more (deleted?)")
+
+
+def _mountpoints(pid: int, device: str) -> list[str]:
+    """Mount points of `device` ("major:minor") in the mount table of `pid`."""
+    found = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] == device:
+                found.append(fields[4].encode().decode("unicode_escape").encode("latin-1").decode())
+    return found
+
+
+def _queued_bytes(pid: int, fd: int) -> int:
+    """Bytes of events waiting in the instance (FIONREAD on our own dup of the fd)."""
+    pidfd = kernel.syscall(_NR_PIDFD_OPEN, pid, 0)
+    try:
+        dup = kernel.syscall(_NR_PIDFD_GETFD, pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+    try:
+        return struct.unpack("i", ioctl(dup, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(dup)
+
+
+def make(inj, record: dict, remap, warnings: list[str], ns_pid: int) -> int:
+    """Create the instance inside the process `inj` drives; returns its fd there."""
+    fd = inj.check(_NR_INOTIFY_INIT1, record["flags"] & O_NONBLOCK, what="inotify_init1")
+    skipped = False
+    for wd, path, mask in record["watches"]:
+        where = inj.put(remap(path).encode() + b"\0")
+        what = f"inotify_add_watch({remap(path)})"
+        got = inj.check(_NR_INOTIFY_ADD_WATCH, fd, where, mask, what=what)
+        while got < wd:
+            inj.check(_NR_INOTIFY_RM_WATCH, fd, got, what="inotify_rm_watch")
+            got = inj.check(_NR_INOTIFY_ADD_WATCH, fd, where, mask, what=what)
+            skipped = True
+        if got != wd:
+            raise CheckpointError(f"process {ns_pid}: inotify watch of {path} came back as {got}, not {wd}")
+    if skipped:
+        _drain(inj, fd)
+    if record["queued"]:
+        warnings.append(f"process {ns_pid}: {record['queued']} bytes of inotify events queued at "
+                        "checkpoint time were not kept")
+    return fd
+
+
+def _drain(inj, fd: int) -> None:
+    """Read away the IN_IGNORED events that the removals of stand-in watches queued."""
+    counter = inj.put(b"\0" * 4)
+    inj.check(_NR_IOCTL, fd, termios.FIONREAD, counter, what="FIONREAD")
+    left = struct.unpack("i", inj.read(counter, 4))[0]
+    while left > 0:
+        chunk = min(left, inj.scratch_size - inj.scratch_size % 16)   # whole 16-byte events
+        left -= inj.check(_NR_READ, fd, inj.scratch, chunk, what="read(inotify)")

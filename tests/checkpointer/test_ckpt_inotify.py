@@ -1,0 +1,60 @@
+"""An inotify instance comes back with its watches under the same descriptors (a gap
+included), and the restored process keeps receiving events."""
+from __future__ import annotations
+
+import subprocess
+
+import checkpointer
+from checkpointer import load_image
+from ckpt_helpers import wait_for
+
+WATCHER = r"""
+#include <stdio.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[3], "w");
+    int fd = inotify_init1(0);
+    int a = inotify_add_watch(fd, argv[1], IN_CREATE);
+    int gone = inotify_add_watch(fd, "/", IN_CREATE);       /* leaves a gap: wd 2 */
+    inotify_rm_watch(fd, gone);
+    int b = inotify_add_watch(fd, argv[2], IN_DELETE);
+    fprintf(out, "ready a=%d b=%d\n", a, b);
+    fflush(out);
+    char buf[4096] __attribute__((aligned(8)));
+    for (;;) {
+        ssize_t len = read(fd, buf, sizeof buf);
+        for (char *p = buf; len > 0 && p < buf + len; ) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            fprintf(out, "wd=%d mask=%x name=%s\n", e->wd, e->mask, e->len ? e->name : "");
+            p += sizeof *e + e->len;
+        }
+        fflush(out);
+    }
+}
+"""
+
+
+def test_watches_come_back_with_their_descriptors(procs, store, tmp_path):
+    source, program = tmp_path / "watcher.c", tmp_path / "watcher"
+    source.write_text(WATCHER)
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "events"
+    a.mkdir()
+    b.mkdir()
+    proc = procs.start([str(program), str(a), str(b), str(out)])
+    lines = lambda: out.read_text().splitlines() if out.exists() else []
+    wait_for(lambda: "ready a=1 b=3" in lines() and "wd=2 mask=8000 name=" in lines(), "the watcher to start")
+
+    checkpointer.checkpoint([proc.pid], store, "watcher")
+    [record] = [f for f in load_image(store, "watcher").files if f["kind"] == "inotify"]
+    assert [(wd, path) for wd, path, _ in record["watches"]] == [(1, str(a)), (3, str(b))]
+    procs.kill(proc)
+    procs.restored.append(checkpointer.restore(store, "watcher"))
+
+    (a / "created").write_text("x")
+    (b / "doomed").write_text("x")
+    (b / "doomed").unlink()
+    wait_for(lambda: "wd=1 mask=100 name=created" in lines() and "wd=3 mask=200 name=doomed" in lines(),
+             "the restored watcher to see both events")
+    assert lines().count("wd=2 mask=8000 name=") == 1, "the restore's stand-in watch leaked an event"
