@@ -51,6 +51,7 @@ _NR_KCMP, _NR_TEE, _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 312, 276, 293, 290, 
 _NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR, _NR_SOCKET = 434, 438, 72, 53, 41
 _NR_TIMERFD_CREATE, _NR_TIMERFD_SETTIME, _NR_EPOLL_CREATE1, _NR_EPOLL_CTL = 283, 286, 291, 233
 _NR_MEMFD_CREATE = 319
+PATH_KINDS = ("file", "dir", "device", "tty", "fifo")   # reopened by path
 EPOLL_CTL_ADD = 1
 
 BlobWriter = Callable[[bytes], list[str]]  # bytes -> chunk ids (hex) kept alive by the image
@@ -318,6 +319,9 @@ class FileRestorer:
             fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC),
                               f"memfd {record['target']}")
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
+        elif kind not in PATH_KINDS:
+            raise CheckpointError(f"the image holds a file of kind {kind!r}, unknown to this version "
+                                  "of slsfs (written by a newer one?): upgrade to restore it")
         else:
             path = self.remap(record["path"])
             if kind == "fifo":
