@@ -323,7 +323,7 @@ class Daemon:
     async def stop(self) -> None:
         """Kill the groups (their last durable checkpoint stays), then unmount and exit."""
         await trio.sleep(0.05)                 # let the reply to `shutdown` go out first
-        watchdog = threading.Timer(STOP_WATCHDOG_S, _exit_now)
+        watchdog = threading.Timer(STOP_WATCHDOG_S, _exit_now, args=(self.mountpoint,))
         watchdog.daemon = True
         watchdog.start()
         self.kill_groups()                     # first: a checkpoint under way ends at once (ProcessGone)
@@ -407,11 +407,12 @@ class Daemon:
             ready("ok")
 
 
-def _exit_now() -> None:
-    """The stop watchdog: the groups were SIGKILLed already; their last durable checkpoint
-    stays, and the next daemon detaches the mount left behind (detach_stale)."""
+def _exit_now(mountpoint: str) -> None:
+    """The stop watchdog: the groups were SIGKILLed already (their last durable checkpoint
+    stays); detach the mount (and what is mounted on it) and exit."""
     log.error("stop did not finish within %.0f s: exiting at once", STOP_WATCHDOG_S)
     logging.shutdown()
+    subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, timeout=10)
     os._exit(1)
 
 
@@ -501,7 +502,6 @@ def main(argv: list[str] | None = None) -> int:
             trio.run(daemon.main, restore, ready)
         daemon.kill_groups()
         fs.close()
-        detach_if_mounted(daemon.mountpoint)
         log.info("stopped; last checkpoint %s", store.head.id if store.head else None)
         return 1 if daemon.failed else 0
     except (GroupError, MountError, StoreError, OSError, RuntimeError) as exc:
@@ -515,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if daemon is not None:
             daemon.kill_groups()
+            detach_if_mounted(daemon.mountpoint)     # whatever ended us: no mount outlives us
             daemon.tracer.close()
         store.close()
 
