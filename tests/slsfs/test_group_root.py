@@ -51,4 +51,5 @@ def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store):
     wait_for(lambda: (s := state(store)) and s[0] > first[0] + 10, "the restored shell to count on")
 
     store.sls("stop", "--store", str(store.path))
-    assert mounts_at_or_under(store.mnt) == [], (store.path / "daemon.log").read_text()[-3000:]
+    left = mounts_at_or_under(store.mnt)
+    assert not left, f"still mounted: {left}\n" + (store.path / "daemon.log").read_text()[-3000:]
