@@ -34,6 +34,7 @@ from .stopwatch import phase
 
 ALL_SIGNALS = 0xFFFFFFFFFFFFFFFF
 PF_EXITING = 0x4  # task flag (field 9 of /proc/PID/stat): the task is exiting
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 
 
 @dataclass
@@ -197,12 +198,15 @@ def release_dead_tracees(tids: list[int]) -> None:
 
 
 def _exiting(pid: int) -> bool:
-    """True if `pid` is gone, a zombie, or on its way out (PF_EXITING)."""
+    """True if `pid` is gone, a zombie, or on its way out: PF_EXITING, or a SIGKILL
+    pending that it has not run to act on yet (it may wait for a CPU: see pinning.py)."""
     try:
         fields = procfs.stat_fields(pid)
+        status = procfs.status(pid)
     except (ProcessGone, OSError):
         return True
-    return fields[2] in ("Z", "X") or bool(int(fields[8]) & PF_EXITING)
+    pending = int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
+    return fields[2] in ("Z", "X") or bool(int(fields[8]) & PF_EXITING) or bool(pending & SIGKILL_BIT)
 
 
 def _thaw_thread(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:

@@ -217,8 +217,6 @@ def _ioctl(fd: int, request: int, buf: ctypes.Array, what: str) -> int:
 
 
 BLOCK = 64 * PAGE_SIZE  # the image's page blocks (image.py)
-ALL_BITS = (1 << 64) - 1
-ALL_ADDRESSES = 1 << 64
 
 
 def _mask(block: int, start: int, end: int) -> int:
@@ -229,73 +227,112 @@ def _mask(block: int, start: int, end: int) -> int:
 
 
 class _Space:
-    """One address space being served: the pages it still has to receive, by image block
-    (block address -> [bits still to send, bits the image has, the image's block value]),
-    plus single pages that mremap moved away from their block."""
+    """One address space being served: the pages it still has to receive.
 
-    def __init__(self, uffd: int, blocks: dict[int, list], host_pid: int | None = None,
+    The image's page blocks are looked up when first needed (a fault, or the background
+    push, which walks the blocks of the lazy ranges in order), so the server answers
+    the first fault at once whatever the size of the image. A loaded block is
+    [bits still to send, bits the image has, the image's block value]; `moved` holds
+    single pages that mremap moved, or that were put back to send again."""
+
+    def __init__(self, uffd: int, tree, pid: int, ranges: list[tuple[int, int]], host_pid: int | None = None,
                  mark: tuple[int, Path] | None = None):
-        self.uffd, self.blocks, self.host_pid, self.mark = uffd, blocks, host_pid, mark  # host pid: None if forked
+        self.uffd, self.tree, self.pid, self.ranges = uffd, tree, pid, sorted(ranges)
+        self.host_pid, self.mark = host_pid, mark  # host pid: None for a space a fork made
+        self.blocks: dict[int, list] = {}
         self.moved: dict[int, bytes] = {}
-        self.left = sum(bin(entry[0]).count("1") for entry in blocks.values())
-        self._order = sorted(blocks)  # background push goes up through the blocks
-        self._cursor = 0
+        self.dropped: list[tuple[int, int]] = []  # unmapped or emptied: never sent
+        self._walk = self._blocks_in_ranges()
+        self._current: int | None = None  # the block being pushed
+        self.finished = False  # everything sent (or the process gone)
+
+    def _key(self, block: int) -> bytes:
+        return _PAGES + struct.pack(">QQ", self.pid, block)
+
+    def _blocks_in_ranges(self):
+        for start, end in self.ranges:
+            for key, value in self.tree.items(self._key(start - start % BLOCK), self._key(end)):
+                yield struct.unpack(">Q", key[-8:])[0], value
+
+    def _load(self, block: int, value: bytes | None = None) -> list:
+        entry = self.blocks.get(block)
+        if entry is None:
+            if value is None:
+                value = self.tree.get(self._key(block)) or b"\0" * 8
+            bitmap = struct.unpack_from("<Q", value)[0]
+            wanted = 0
+            for start, end in self.ranges:
+                if start < block + BLOCK and block < end:
+                    wanted |= _mask(block, start, end)
+            for start, end in self.dropped:
+                if start < block + BLOCK and block < end:
+                    wanted &= ~_mask(block, start, end)
+            entry = self.blocks[block] = [bitmap & wanted, bitmap, value]
+        return entry
 
     def fork(self, uffd: int) -> "_Space":
-        child = _Space(uffd, {b: list(e) for b, e in self.blocks.items() if e[0]})
-        child.moved = dict(self.moved)
-        child.left = self.left
+        child = _Space(uffd, self.tree, self.pid, self.ranges)
+        child.blocks = {b: list(e) for b, e in self.blocks.items()}
+        child.moved, child.dropped, child.finished = dict(self.moved), list(self.dropped), self.finished
         return child
 
     def take(self, addr: int) -> bytes | None:
         """The chunk id of a page still to send (now counted as sent), or None."""
         cid = self.moved.pop(addr, None)
-        if cid is not None:
-            self.left -= 1
+        if cid is not None or self.finished:
             return cid
         block = addr - addr % BLOCK
-        entry = self.blocks.get(block)
+        if not any(start <= addr < end for start, end in self.ranges):
+            return None
+        entry = self._load(block)
         index = (addr - block) // PAGE_SIZE
-        if entry is None or not entry[0] >> index & 1:
+        if not entry[0] >> index & 1:
             return None
         entry[0] &= ~(1 << index)
-        self.left -= 1
         rank = bin(entry[1] & ((1 << index) - 1)).count("1")
         return entry[2][8 + 16 * rank:24 + 16 * rank]
 
     def put_back(self, addr: int, cid: bytes) -> None:
         self.moved[addr] = cid
-        self.left += 1
+        self.finished = False
 
     def drop(self, start: int, end: int) -> None:
         """The range was unmapped or emptied: nothing of it is sent any more."""
+        self.dropped.append((start, end))
         for addr in [a for a in self.moved if start <= a < end]:
             del self.moved[addr]
-            self.left -= 1
         for block, entry in self.blocks.items():
             if entry[0] and block < end and start < block + BLOCK:
-                gone = entry[0] & _mask(block, start, end)
-                entry[0] &= ~gone
-                self.left -= bin(gone).count("1")
+                entry[0] &= ~_mask(block, start, end)
+
+    def clear(self) -> None:
+        """The process is gone."""
+        self.moved.clear()
+        self.finished = True
 
     def move(self, old: int, new: int, length: int) -> None:
         """mremap moved [old, old + length) to new: its pending pages move along."""
-        pending = [(a, self.take(a)) for a in range(old, old + length, PAGE_SIZE)]
+        pending = [(a, self.take(a)) for a in range(old, old + length, PAGE_SIZE)
+                   if any(start <= a < end for start, end in self.ranges)]
+        self.drop(old, old + length)
         for addr, cid in pending:
             if cid is not None:
                 self.put_back(addr - old + new, cid)
 
     def next_run(self) -> list[tuple[int, bytes]]:
-        """Pending pages at consecutive addresses (at most one block's), taken out."""
+        """Pending pages at consecutive addresses (at most one block's), taken out; [] when
+        everything is sent (then `finished`)."""
         if self.moved:
             addr = next(iter(self.moved))
             return [(addr, self.take(addr))]
-        while self._cursor < len(self._order) and not self.blocks[self._order[self._cursor]][0]:
-            self._cursor += 1
-        if self._cursor == len(self._order):
-            self.left = 0  # nothing pending after all
-            return []
-        block = self._order[self._cursor]
+        while self._current is None or not self.blocks[self._current][0]:
+            found = next(self._walk, None)
+            if found is None:
+                self.finished = True
+                return []
+            self._current = found[0]
+            self._load(*found)
+        block = self._current
         bits = self.blocks[block][0]
         first = (bits & -bits).bit_length() - 1
         run = []
@@ -319,10 +356,13 @@ class _Server:
         self.open = True
 
     def run(self) -> None:
-        while self.open or any(s.left for s in self.spaces) or self.retry:
+        while self.open or not all(s.finished for s in self.spaces) or self.retry:
             waiting = [s.uffd for s in self.spaces] + ([self.sock.fileno()] if self.open else [])
-            busy = any(s.left for s in self.spaces)
-            ready, _, _ = select.select(waiting, [], [], 0 if busy or self.retry else 1.0)
+            busy = not all(s.finished for s in self.spaces)
+            poller = select.poll()  # not select(): a fork-heavy process can mean many uffds
+            for fd in waiting:
+                poller.register(fd, select.POLLIN)
+            ready = [fd for fd, _ in poller.poll(0 if busy or self.retry else 1000)]
             if self.open and self.sock.fileno() in ready:
                 self._receive()
             for space in [s for s in self.spaces if s.uffd in ready]:
@@ -347,21 +387,8 @@ class _Server:
             self.open = False
             return
         info = json.loads(message)
-        blocks = self._index(info["pid"], [tuple(r) for r in info["ranges"]])
-        self.spaces.append(_Space(fds[0], blocks, info["host_pid"], self._mark(info["host_pid"])))
-
-    def _index(self, pid: int, ranges: list[tuple[int, int]]) -> dict[int, list]:
-        """The image's page blocks of `pid`, each limited to the pages inside `ranges`."""
-        blocks: dict[int, list] = {}
-        for start, end in ranges:
-            for key, value in self.image.tree.items(_PAGES + struct.pack(">QQ", pid, start - start % BLOCK),
-                                                    _PAGES + struct.pack(">QQ", pid, end)):
-                block = struct.unpack(">Q", key[-8:])[0]
-                bitmap = struct.unpack_from("<Q", value)[0]
-                entry = blocks.setdefault(block, [0, bitmap, value])
-                entry[0] |= bitmap & (ALL_BITS if start <= block and block + BLOCK <= end
-                                      else _mask(block, start, end))
-        return blocks
+        self.spaces.append(_Space(fds[0], self.image.tree, info["pid"], [tuple(r) for r in info["ranges"]],
+                                  info["host_pid"], self._mark(info["host_pid"])))
 
     def _mark(self, host_pid: int) -> tuple[int, Path] | None:
         """/run/slsfs/lazy/<pid>, locked while the process is served (see check_served)."""
@@ -439,7 +466,7 @@ class _Server:
                 space.put_back(addr + i * PAGE_SIZE, cid)
         elif err in (errno.ESRCH, errno.ENOENT):  # the process is gone, or the range went away
             if err == errno.ESRCH:
-                space.drop(0, ALL_ADDRESSES)
+                space.clear()
         else:
             raise exc
 
@@ -450,9 +477,10 @@ class _Server:
 
     def _push(self) -> None:
         """Send one run of pages nobody asked for yet."""
-        space = next(s for s in self.spaces if s.left)
+        space = next(s for s in self.spaces if not s.finished)
         run = space.next_run()
         if not run:
+            self._done_if_last(space)
             return
         cids = [cid for _, cid in run]
         try:
@@ -461,7 +489,7 @@ class _Server:
                 space.put_back(addr, cid)
         except CheckpointError as exc:
             self._failed(space, run[0][0], cids, exc)
-        if not space.left:
+        if space.finished:
             self._done_if_last(space)
 
     def _done_if_last(self, space: _Space) -> None:
