@@ -1,7 +1,7 @@
 """Lazy restore: the restored process runs at once; its memory comes in on first touch.
 
-What: `PageServer.start(image)` forks a page server, which opens the store read-only and
-indexes the image's pages. For each restored process, `arm()` (while it is still a
+What: `PageServer.start(image)` forks a page server, which reads the image's pages
+through the restorer's store (its copy of it, from the fork). For each restored process, `arm()` (while it is still a
 stopped stub with its mappings made) creates a userfaultfd inside it (injected
 userfaultfd(), taken with pidfd_getfd), registers its private anonymous mappings in
 MISSING mode and hands the fd to the server; their pages are not written by restore.
@@ -18,8 +18,8 @@ range unmapped or dropped (MADV_DONTNEED) are forgotten (a later fault there is 
 pages of a range moved by mremap move with it, and a fork gives a new userfaultfd for
 the child, served from a copy of what the parent still had to receive. If the server
 fails, it kills the processes it serves (missing pages would otherwise read as zeros).
-While a process
-is served, /run/slsfs/lazy/<host pid> exists and is locked by the server: `check_served`
+While a process is served, /run/slsfs/lazy/<host pid> exists and is locked by the
+server (before `arm()` returns): `check_served`
 (called by every capture) refuses to checkpoint it, because pages not yet in would be
 missing from the image.
 
@@ -147,6 +147,8 @@ class PageServer:
             message = json.dumps({"host_pid": host_pid, "pid": ns_pid, "ranges": ranges}).encode()
             socket.send_fds(self.sock, [message], [uffd])
             self.served.append(host_pid)
+            if self.sock.recv(16) != b"ok":  # the server has it (and has marked it)
+                raise CheckpointError("the lazy restore's page server failed (see its message above)")
         finally:
             os.close(uffd)
 
@@ -389,6 +391,7 @@ class _Server:
         info = json.loads(message)
         self.spaces.append(_Space(fds[0], self.image.tree, info["pid"], [tuple(r) for r in info["ranges"]],
                                   info["host_pid"], self._mark(info["host_pid"])))
+        self.sock.send(b"ok")
 
     def _mark(self, host_pid: int) -> tuple[int, Path] | None:
         """/run/slsfs/lazy/<pid>, locked while the process is served (see check_served)."""
