@@ -48,7 +48,6 @@ from checkpointer import CheckpointError, ProcessGone
 from checkpointer.restore import restore as restore_image
 from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
-from mount.read_wakeup import interrupting_reads
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
@@ -498,8 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         fs = FileSystem(store, volume, checkpoint_interval_ms=None)
         daemon = Daemon(store, fs, os.path.abspath(mountpoint))
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
-        with interrupting_reads():          # a withdrawn FUSE request must not freeze us
-            trio.run(daemon.main, restore, ready)
+        trio.run(daemon.main, restore, ready)
         daemon.kill_groups()
         fs.close()
         log.info("stopped; last checkpoint %s", store.head.id if store.head else None)
