@@ -95,9 +95,9 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def metadata(directory: Path, count: int, daemon: int | None = None) -> dict:
-    """Per second: create+write 4 KiB+close, stat, unlink of `count` files; with the pid
-    of a `daemon`, also its CPU microseconds per operation (steadier than rates on a
-    busy machine: other load hardly changes them)."""
+    """Per second: create+write 4 KiB+close, stat, unlink of `count` files, and `count`
+    stats of 200 missing names; with the pid of a `daemon`, also its CPU microseconds
+    per operation (steadier than rates on a busy machine: other load hardly changes them)."""
     directory.mkdir()
     data = os.urandom(4096)
     names = [directory / f"f{i:06d}" for i in range(count)]
@@ -106,11 +106,18 @@ def metadata(directory: Path, count: int, daemon: int | None = None) -> dict:
         with open(name, "wb") as f:
             f.write(data)
 
+    def probe(name: Path) -> None:
+        if name.exists():
+            raise AssertionError(f"{name} should not exist")
+
+    # programs probe the same missing names again and again (Python's imports, PATH)
+    missing = [directory / f"missing{i % 200}" for i in range(count)]
     result = {}
-    for verb, action in (("creates", create), ("stats", os.stat), ("unlinks", os.unlink)):
+    for verb, action, targets in (("creates", create, names), ("stats", os.stat, names),
+                                  ("missing_stats", probe, missing), ("unlinks", os.unlink, names)):
         cpu = cpu_seconds(daemon)
         start = time.perf_counter()
-        for name in names:
+        for name in targets:
             action(name)
         result[f"{verb}_per_s"] = round(count / (time.perf_counter() - start))
         if daemon is not None:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Iterable
@@ -50,6 +51,7 @@ DRAIN_TIMEOUT_S = 2.0
 # only trio scheduling per request (~20% of the CPU of a getattr).
 SESSION_TASKS = 1
 READAHEAD_KIB = 1024
+FORGET_WAIT_S = 0.5
 #: generic mount(8) options that libfuse hands on to the kernel
 KERNEL_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
                                   "atime", "noatime", "sync", "async", "dirsync"})
@@ -96,6 +98,24 @@ def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
         log.info("read-ahead of %s left as it is: %s", mountpoint, exc)
 
 
+def forget_entry(parent_kino: int, name: bytes) -> None:
+    """Make the kernel forget what it knows of entry `name` in directory `parent_kino`
+    (e.g. that it is absent), after a change it did not see.
+
+    The kernel's invalidation waits while it has a request on that directory pending,
+    and only the serving thread can answer that request: so it runs in a helper thread,
+    waited for at most FORGET_WAIT_S. It takes microseconds when nothing is pending;
+    otherwise it completes once the serving thread has answered."""
+    def forget() -> None:
+        try:
+            pyfuse3.invalidate_entry(parent_kino, name)
+        except OSError:                 # ENOENT: the kernel knew nothing of it
+            pass
+    helper = threading.Thread(target=forget, name="slsfs-forget-entry", daemon=True)
+    helper.start()
+    helper.join(FORGET_WAIT_S)
+
+
 class MountError(Exception):
     """A request on a mounted file system that cannot be done (message for the user)."""
 
@@ -126,6 +146,7 @@ class FileSystem:
         self.checkpoints_taken = 0
         self._last_retention = self._last_barrier = time.monotonic()
         self._durable_lock = trio.Lock()
+        self._serving = False                 # between pyfuse3.init and pyfuse3.close
         self._reclaim_unheld_orphans(self.main)
 
     # ----- state ---------------------------------------------------------------------
@@ -320,6 +341,8 @@ class FileSystem:
         except FUSEError as exc:
             self.store.drop_volume(volume)
             raise MountError(f"{dest}: {os.strerror(exc.errno)}") from None
+        if self._serving:
+            forget_entry(kernel_ino(parent_index, parent_local), os.fsencode(leaf))
         commit = self.checkpoint(f"clone {src} -> {dest}", durable=True)
         return {"volume": volume, "checkpoint": commit.id, "ms": (time.perf_counter() - started) * 1000}
 
@@ -352,6 +375,7 @@ class FileSystem:
         self.ops.initialized = trio.Event()
         pyfuse3.init(self.ops, mountpoint, options)
         unmount = True
+        self._serving = True
         try:
             async with trio.open_nursery() as nursery:
                 if self.interval is not None:
@@ -363,6 +387,7 @@ class FileSystem:
                 unmount = False                 # the kernel ended the session (umount)
                 nursery.cancel_scope.cancel()
         finally:
+            self._serving = False
             pyfuse3.close(unmount=unmount)
 
     async def _raise_readahead_after_init(self, mountpoint: str) -> None:

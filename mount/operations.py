@@ -173,18 +173,19 @@ class Operations(pyfuse3.Operations):
         try:
             return self._entry(self._resolve(view, parent, name))
         except FUSEError as exc:
-            if exc.errno == errno.ENOENT and isinstance(view, Volume) and view.readonly:
-                return self._absent()
+            if exc.errno == errno.ENOENT and isinstance(view, Volume):
+                return self._absent(view)
             raise
 
     @staticmethod
-    def _absent() -> EntryAttributes:
-        """A negative entry the kernel keeps: for the trees of checkpoints and snapshots,
-        which never change. (Not in live volumes: a clone is grafted into one by the
-        control socket, not through the kernel, and would stay hidden behind it.)"""
+    def _absent(view: Volume) -> EntryAttributes:
+        """A negative entry the kernel keeps (no LOOKUP for the next open or stat of a
+        missing name: programs probe many, e.g. Python's imports). Safe because every
+        name is made through the kernel, which then forgets the negative entry itself;
+        the one exception, a clone grafted by `sls clone`, calls `forget_entry`."""
         a = EntryAttributes()
         a.st_ino = 0
-        a.entry_timeout = FROZEN_TIMEOUT
+        a.entry_timeout = FROZEN_TIMEOUT if view.readonly else LIVE_TIMEOUT
         return a
 
     async def forget(self, inode_list):

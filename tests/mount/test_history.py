@@ -158,3 +158,12 @@ def test_a_name_missing_from_a_checkpoint_stays_missing_there(mnt):
     with pytest.raises(OSError) as e:
         (old / "later").write_text("no")
     assert e.value.errno == errno.EROFS
+
+
+def test_a_clone_appears_where_its_name_was_just_looked_up_as_missing(mnt):
+    populate(mnt.path, 1)
+    copy = mnt.path / "copy"
+    for _ in range(2):                        # the kernel now remembers "copy" as absent
+        assert not copy.exists()
+    sls("clone", mnt.path / "a", copy)
+    assert copy.is_dir() and tree_of(copy) == tree_of(mnt.path / "a")
