@@ -321,6 +321,12 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
     if status is not None:
         ask(store, "resolve_group", group=name, at=at)    # refuse before stopping anything
         stop_daemon(store, status["daemon"])
+    else:
+        with Store.open(store, readonly=True) as opened:   # refuse before starting anything
+            try:
+                groups.resolve(opened, name, at)
+            except groups.GroupError as exc:
+                raise CommandError(str(exc)) from None
     start_daemon(store, "--restore", name, *(["--at", at] if at else []),
                  *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
     status = daemon_status(store) or {"groups": []}
