@@ -5,7 +5,8 @@ committed per second over a window:
   - with no slsfs (a plain directory),
   - inside a slsfs group without periodic checkpoints (--hz 0),
   - with checkpoints at 10 and 100 per second (overhead_pct_10hz / _100hz);
-plus the application's stop time per checkpoint (median, p99), freeze-to-durable time
+plus the application's stop time per checkpoint (median, p99; the phases of the last
+stop), freeze-to-durable time
 (median) and restore after a crash (SIGKILL of app and daemon): the daemon's restore
 time and the wall time of `sls restore` (which starts a daemon and mounts).
 
@@ -154,6 +155,7 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
             out[f"redis_stop_ms_p99_{key}"] = status["stop_ms_p99"]
             out[f"redis_freeze_to_durable_ms_median_{key}"] = status["durable_ms_median"]
             out[f"redis_pages_last_{key}"] = status["pages_last"]
+            out[f"redis_stop_phases_ms_last_{key}"] = status["stop_phases_ms_last"]
         if hz == 10:
             ps = request(store, "ps")
             os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
@@ -196,6 +198,7 @@ def main() -> int:
                 out[f"stop_ms_p99_{key}"] = status["stop_ms_p99"]
                 out[f"freeze_to_durable_ms_median_{key}"] = status["durable_ms_median"]
                 out[f"checkpoints_per_s_achieved_{key}"] = status["rate_hz"]
+                out[f"stop_phases_ms_last_{key}"] = status["stop_phases_ms_last"]
             if hz == 10:
                 ps = request(store, "ps")
                 os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)

@@ -45,6 +45,7 @@ import trio
 from objectstore import ChunkId, Store, StoreError
 
 from checkpointer import CheckpointError, ProcessGone
+from checkpointer.image import ImageWriter
 from checkpointer.restore import restore as restore_image
 from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
@@ -89,7 +90,8 @@ class Daemon:
         async with self.lock:
             started = time.perf_counter()
             try:
-                captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mount_fd, self.store,
+                writer = ImageWriter(self.store, group.tracking.parent)
+                captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mount_fd, writer,
                                                  self.tracer.in_trio, lambda: self._commit_files(group),
                                                  group.tracking)
                 image = await captured.write()
@@ -105,7 +107,7 @@ class Daemon:
             group.seq += 1
             group.last_checkpoint = commit
             group.note_checkpoint(captured.stop_ms, (time.perf_counter() - started) * 1000,
-                                  captured.writer.pages)
+                                  captured.writer.pages, captured.stop_phases_ms)
             return commit
 
     async def checkpoint_retrying(self, group: RunningGroup, label: str) -> int:

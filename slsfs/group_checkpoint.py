@@ -45,6 +45,7 @@ from checkpointer.files import FileCapture
 from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.incremental import DirtyTracker
+from checkpointer.stopwatch import phase, recording
 
 InTrio = Callable[..., Any]
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -152,6 +153,7 @@ class Captured:
     files: list[dict]
     pages: list[tuple[int, int, bytes]]
     stop_ms: float
+    stop_phases_ms: dict[str, float]        # where the stop went (checkpointer.stopwatch)
 
     async def write(self) -> ChunkId:
         """The image root; yields to trio between runs of pages so FUSE keeps being served."""
@@ -162,26 +164,33 @@ class Captured:
         return self.writer.finish(self.processes, self.files)
 
 
-def take(pids: list[int], mount_fd: int, store: Store, in_trio: InTrio,
+def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
          commit_files: Callable[[], tuple[int, ChunkId]], tracking: PageTracking) -> Captured:
-    """Steps 1-5 above. `commit_files()` seals and commits the file system in the trio
-    thread and returns (commit id, volume root). On any error the caller resets `tracking`."""
+    """Steps 1-5 above, into `writer` (made in the trio thread before the stop, on the
+    previous image `tracking.parent`). `commit_files()` seals and commits the file system
+    in the trio thread and returns (commit id, volume root); it is the only trip to the
+    trio thread inside the stop (each costs a thread hand-off: a millisecond or more on a
+    busy machine). On any error the caller resets `tracking`."""
     started = time.perf_counter()
     pages: list[tuple[int, int, bytes]] = []
-    with freeze(pids, tree=True) as frozen:
-        syncfs(mount_fd)
-        files_commit, fs_root = in_trio(commit_files)
-        writer = in_trio(ImageWriter, store, tracking.parent)
-        ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
-        select = tracking.selector(frozen, ns_pids, lambda *span: in_trio(writer.clear, *span))
+    with recording() as phases, freeze(pids, tree=True) as frozen:
+        with phase("syncfs"):
+            syncfs(mount_fd)
+        with phase("files_commit"):
+            files_commit, fs_root = in_trio(commit_files)
+        with phase("page_selection"):
+            ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
+            select = tracking.selector(frozen, ns_pids, lambda *span: in_trio(writer.clear, *span))
         files = FileCapture(lambda data: in_trio(writer.add_blob, data))
         processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files, select)
-        tracking.arm(frozen)
-        frozen.check_alive()
-        for pid in frozen.processes:
-            check_not_dying(pid)
+        with phase("arm_tracking"):
+            tracking.arm(frozen)
+        with phase("alive_checks"):
+            frozen.check_alive()
+            for pid in frozen.processes:
+                check_not_dying(pid)
     return Captured(files_commit, fs_root, writer, processes, files.files, pages,
-                    (time.perf_counter() - started) * 1000)
+                    (time.perf_counter() - started) * 1000, {k: round(v, 3) for k, v in phases.items()})
 
 
 class LoadedImage:

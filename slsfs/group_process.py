@@ -41,6 +41,7 @@ class RunningGroup:
     checkpoint_times: list[float] = field(default_factory=list)
     tracking: PageTracking = field(default_factory=PageTracking)   # incremental capture
     pages_last: int = 0                       # pages the last checkpoint copied
+    stop_phases_last: dict[str, float] = field(default_factory=dict)   # ms per phase of the last stop
 
     @property
     def name(self) -> str:
@@ -82,9 +83,10 @@ class RunningGroup:
         recent = [t for t in self.checkpoint_times if now - t <= window_s]
         return len(recent) / window_s
 
-    def note_checkpoint(self, stop_ms: float, durable_ms: float, pages: int) -> None:
+    def note_checkpoint(self, stop_ms: float, durable_ms: float, pages: int,
+                        stop_phases: dict[str, float]) -> None:
         now = time.monotonic()
-        self.pages_last = pages
+        self.pages_last, self.stop_phases_last = pages, stop_phases
         self.stop_ms.append(stop_ms)
         self.durable_ms.append(durable_ms)
         del self.stop_ms[:-1000], self.durable_ms[:-1000]
@@ -103,6 +105,7 @@ class RunningGroup:
             "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,
             "durable_ms_median": round(statistics.median(durables), 3) if durables else None,
             "restore_ms": self.restore_ms, "pages_last": self.pages_last,
+            "stop_phases_ms_last": self.stop_phases_last,
         }
 
 
