@@ -30,6 +30,7 @@ import re
 import socket
 import stat
 import struct
+from collections import OrderedDict
 from typing import Callable
 
 from . import inotify, kernel, netsockets, procfs, sockets
@@ -98,8 +99,13 @@ class FileCapture:
                        re.finditer(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)", info.raw)]
             return {"kind": "epoll", "owner": procfs.ns_id(procfs.status(pid)["NSpid"]), "watches": watches}
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
+            ino = int(match[1])
+            if (known := _connections.get(ino)) is not None:
+                return dict(known)
             with sockets.borrow(pid, info.fd) as sock:
-                return self._socket(sock, int(match[1]), what)
+                record = self._socket(sock, ino, what)
+            _remember_connection(ino, record)
+            return record
         if target == "anon_inode:inotify":
             return inotify.describe(pid, info.fd, info.raw, what)
         if not target.startswith("/"):
@@ -193,6 +199,20 @@ class FileCapture:
             raise Unsupported(f"fd {info.fd} of process {pid}: the unlinked file {info.target} is larger "
                               "than 1 GiB; keep it linked (or run the process on a slsfs mount)")
         return self.put_blob(data)
+
+
+# Records of TCP connections by socket inode. A connection's addresses never change, and
+# it comes back closed at restore whatever its options, so a process with many clients
+# (a server under load) is not asked about each of them at every checkpoint.
+_connections: "OrderedDict[int, dict]" = OrderedDict()
+MAX_REMEMBERED_CONNECTIONS = 65536
+
+
+def _remember_connection(ino: int, record: dict) -> None:
+    if record["kind"] == "socket" and record["state"] == "closed" and record["family"] != "unix":
+        _connections[ino] = dict(record)
+        while len(_connections) > MAX_REMEMBERED_CONNECTIONS:
+            _connections.popitem(last=False)
 
 
 def _timespec(text: str) -> list[int]:

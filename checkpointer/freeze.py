@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -243,17 +244,43 @@ def stack_scratch(regs: Regs) -> tuple[int, int]:
     return (regs.rsp - 128 - size) & ~0xF, size
 
 
+SYSCALL_INSN = b"\x0f\x05"
+AT_SYSINFO_EHDR = 33
+_vdso_syscall_offset: int | None = None   # the same in every process: one kernel, one vdso image
+
+
 def syscall_insn_of(pid: int) -> int:
-    """Address of a `syscall` instruction in the process's [vdso]."""
+    """Address of a `syscall` instruction in the process's [vdso]. Its offset in the vdso
+    is found once (a scan of the mapping); after that the vdso's address comes from the
+    auxiliary vector and the two bytes are checked, which is cheaper than reading the
+    whole memory map at every injection."""
+    global _vdso_syscall_offset
+    if _vdso_syscall_offset is not None:
+        base = _vdso_base(pid)
+        if base is not None:
+            with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+                mem.seek(base + _vdso_syscall_offset)
+                if mem.read(2) == SYSCALL_INSN:
+                    return base + _vdso_syscall_offset
     for vma in procfs.maps(pid):
         if vma.path == "[vdso]":
             with open(f"/proc/{pid}/mem", "rb") as mem:
                 mem.seek(vma.start)
                 code = mem.read(vma.end - vma.start)
-            index = code.find(b"\x0f\x05")
+            index = code.find(SYSCALL_INSN)
             if index >= 0:
+                _vdso_syscall_offset = index
                 return vma.start + index
     raise CheckpointError(f"process {pid} has no [vdso] with a syscall instruction to inject with")
+
+
+def _vdso_base(pid: int) -> int | None:
+    vector = procfs.auxv(pid)
+    for i in range(0, len(vector) - 15, 16):
+        key, value = struct.unpack_from("QQ", vector, i)
+        if key == AT_SYSINFO_EHDR:
+            return value
+    return None
 
 
 @contextmanager
