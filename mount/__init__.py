@@ -17,6 +17,8 @@ In-process API (for the persistence-group daemon of issue 5)
     fs = FileSystem(store, "main", checkpoint_interval_ms=None)   # None: you decide when to commit
     async with trio.open_nursery() as nursery:
         await nursery.start(fs.serve, mountpoint)  # returns once the mount is live
+                                                   # (serve(..., mount_options=["noexec"]) for
+                                                   # generic kernel options, see KERNEL_MOUNT_OPTIONS)
         nursery.start_soon(mount.daemon.serve_control, fs)   # optional: `sls snapshot/clone/...`
         ...
         # one checkpoint, with the group's processes frozen:

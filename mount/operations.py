@@ -7,6 +7,10 @@ lookup counts and open handles, the reclaim of unlinked inodes once nothing uses
 EXDEV across views, EROFS in read-only views, ENOSPC before buffering data the disk
 cannot take, and the hidden `.sls` entry at the root.
 
+What the kernel may cache: attributes and entries (10 s live, 60 s in frozen trees),
+negative entries (missing names) likewise, file pages across opens (keep_cache).
+FLUSH is answered ENOSYS once, so the kernel stops sending it.
+
 Permissions are checked by the kernel (`default_permissions`); this layer only applies
 the caller's uid/gid to new inodes.
 """
