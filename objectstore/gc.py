@@ -45,12 +45,18 @@ def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None) 
     return seen
 
 
-def collect(store, *, progress: Callable[[str], None] | None = None, now: float | None = None) -> dict:
-    """Apply retention, then free unreachable chunks. Returns figures for the user."""
+def collect(store, *, progress: Callable[[str], None] | None = None, now: float | None = None,
+            also_keep: Callable[[set[int]], set[int]] | None = None) -> dict:
+    """Apply retention, then free unreachable chunks. Returns figures for the user.
+
+    `also_keep(kept commit ids)` names further commits to keep: those that kept
+    commits point to by id inside their data (the store cannot see such links)."""
     started = time.monotonic()
     before_commits = len(store.log())
     keep = retained(((c.id, c.time) for c in store.log()), store.tags().values(),
                     store.retention, now if now is not None else time.time())
+    if also_keep is not None:
+        keep |= also_keep(keep)
     catalog = store.forget(keep)
     if progress:
         progress("marking")

@@ -43,6 +43,7 @@ RECORD_VERSION = 1
 VOLUME_PREFIX = "vol/"
 SNAPSHOT_PREFIX = "snap/"
 OPENREFS = "openrefs"
+GC_MIN_GROWTH = 256 << 20      # gc_due: bytes the packs must grow by since the last collection
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Store:
         self._roots: dict[str, ChunkId] = dict(newest.roots) if newest else {}
         self._volumes: dict[str, Tree] = {}
         self._openrefs: Tree | None = None
+        self._gc_baseline: int | None = None     # pack bytes after the last collection (gc_due)
 
     # -- opening and creating ---------------------------------------------------
 
@@ -463,9 +465,21 @@ class Store:
         out.update(self._recent)
         return out
 
-    def gc(self, progress=None) -> dict:
+    def gc(self, progress=None, also_keep=None) -> dict:
+        """Retention, then free what no kept commit reaches (objectstore.gc.collect)."""
         from .gc import collect
-        return collect(self, progress=progress)
+        result = collect(self, progress=progress, also_keep=also_keep)
+        self._gc_baseline = self.packs.disk_bytes()
+        return result
+
+    def gc_due(self) -> bool:
+        """Whether a long-running writer should collect now: the packs have doubled since
+        the last collection (or since open) and grown by at least GC_MIN_GROWTH, so
+        collections cost little compared with what they give back."""
+        size = self.packs.disk_bytes()
+        if self._gc_baseline is None:
+            self._gc_baseline = size
+        return size >= max(2 * self._gc_baseline, self._gc_baseline + GC_MIN_GROWTH)
 
     def fsck(self, progress=None) -> list[str]:
         from .fsck import check

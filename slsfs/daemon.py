@@ -149,17 +149,28 @@ class Daemon:
         log.info("group %s has exited; last checkpoint %s", group.name, group.last_checkpoint)
 
     async def run_retention(self) -> None:
-        """Thin old checkpoints every RETENTION_EVERY_S (slsfs.group_retention)."""
+        """Thin old checkpoints every RETENTION_EVERY_S (slsfs.group_retention), and give
+        the space back once the packs have doubled (Store.gc_due): without that a busy
+        group fills the disk with the pages of forgotten checkpoints."""
         while True:
             await trio.sleep(RETENTION_EVERY_S)
             async with self.lock:
                 try:
                     forgotten = group_retention.thin(self.store)
+                    collected = self._collect() if self.store.gc_due() else None
                 except (StoreError, GroupError) as exc:
                     log.warning("retention failed, will retry: %s", exc)
                     continue
             if forgotten:
                 log.info("retention: forgot %d old checkpoints", forgotten)
+            if collected:
+                log.info("gc: freed %d bytes in %.1f s (%d live chunks)", collected["bytes_freed"],
+                         collected["seconds"], collected["live_chunks"])
+
+    def _collect(self) -> dict:
+        """Stop-the-world collection (FUSE waits meanwhile); the caller holds the lock."""
+        self.fs.seal()
+        return group_retention.collect(self.store)
 
     def _adopt(self, group: RunningGroup) -> None:
         self.groups[group.name] = group
@@ -303,6 +314,9 @@ class Daemon:
             if op == "resolve_group":
                 record, commit = groups.resolve(self.store, req["group"], req.get("at"))
                 return {"ok": True, "group": record.settings.name, "checkpoint": commit.id if commit else None}
+            if op == "gc":
+                async with self.lock:
+                    return {"ok": True, **self._collect()}
             if op == "ps":
                 return {"ok": True, "daemon": os.getpid(), "store": str(self.store.path),
                         "mountpoint": self.mountpoint, "volume": self.fs.volume_name,

@@ -7,7 +7,8 @@ forever) keeps stay, and so does, for each of them, the "files" commit that the 
 records it names point to (`files_commit`: `.sls/checkpoints/<id>/fs` and
 `sls restore --clone` read it; a files commit kept only for that is a helper: the older
 record its own roots name may have lost its files commit). The images and file systems a kept record names stay
-alive through the record's refs. Space is given back by `sls gc`, as for the mount.
+alive through the record's refs. Space is given back by `collect` (the daemon runs it
+when `Store.gc_due()` says the packs have doubled, and on `sls gc`).
 """
 from __future__ import annotations
 
@@ -26,15 +27,27 @@ def thin(store: Store, now: float | None = None) -> int:
         return 0
     keep = retained(((c.id, c.time) for c in log), store.tags().values(), store.retention,
                     time.time() if now is None else now)
-    files_commits: dict[ChunkId, int] = {}           # group record root -> its files commit
-    for commit in log:
-        if commit.id not in keep:
-            continue
-        for name, root in commit.roots.items():
-            if name.startswith(groups.ROOT_PREFIX) and root not in files_commits:
-                files_commits[root] = groups.load(store, name[len(groups.ROOT_PREFIX):], commit.roots).files_commit
-    keep |= set(files_commits.values())
+    keep |= files_commits(store, keep)
     if len(keep) >= len(log):
         return 0
     store.forget(keep)
     return len(log) - len(keep & {c.id for c in log})
+
+
+def files_commits(store: Store, keep: set[int]) -> set[int]:
+    """The files commits named by the group records of the commits `keep` (for
+    `Store.gc(also_keep=...)`, whose retention cannot see these links)."""
+    found: dict[ChunkId, int] = {}           # group record root -> its files commit
+    for commit in store.log():
+        if commit.id not in keep:
+            continue
+        for name, root in commit.roots.items():
+            if name.startswith(groups.ROOT_PREFIX) and root not in found:
+                found[root] = groups.load(store, name[len(groups.ROOT_PREFIX):], commit.roots).files_commit
+    return set(found.values())
+
+
+def collect(store: Store) -> dict:
+    """Thin, then free unreachable space (Store.gc), keeping what group records need."""
+    thin(store)
+    return store.gc(also_keep=lambda keep: files_commits(store, keep))

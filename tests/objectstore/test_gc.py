@@ -209,3 +209,32 @@ def test_full_disk_gives_store_full_and_loses_nothing(small_disk):
     with Store.open(path) as store:
         assert store.head.label == "and more"
         assert store.fsck() == []
+
+
+def test_gc_is_due_once_the_packs_have_doubled(store, monkeypatch):
+    monkeypatch.setattr("objectstore.store.GC_MIN_GROWTH", 1 << 20)
+    vol = store.create_volume("v")
+    store.commit("empty")
+    assert not store.gc_due()                       # the size at the first call is the baseline
+    baseline = store.packs.disk_bytes()
+    n = 0
+    while store.packs.disk_bytes() < max(2 * baseline, baseline + (1 << 20)):
+        vol.put(b"k%d" % n, os.urandom(64 * 1024))
+        store.commit(f"c{n}")
+        n += 1
+    assert store.gc_due()
+    store.gc()
+    assert not store.gc_due()                       # a collection resets the baseline
+
+
+def test_gc_keeps_what_also_keep_names(store):
+    store.retention = RetentionPolicy(keep_last=2, minutely=0, hourly=0, daily=0)
+    vol = store.create_volume("v")
+    ids = []
+    for n in range(6):
+        vol.put(b"k", b"value %d" % n)
+        ids.append(store.commit(f"c{n}").id)
+    store.gc(also_keep=lambda keep: {ids[0]} if ids[-1] in keep else set())
+    left = {c.id for c in store.log()}
+    assert left == {ids[0], ids[-2], ids[-1]}
+    assert store.tree(store.commit_by_id(ids[0]).roots["vol/v"]).get(b"k") == b"value 0"

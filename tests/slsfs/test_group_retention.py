@@ -42,3 +42,18 @@ def test_thinning_keeps_the_policy_and_the_files_commits_of_kept_records(tmp_pat
         assert made[3][0] in left and made[0][0] not in left
         assert group_retention.thin(store) == 0
         assert store.fsck() == []
+
+
+def test_collect_keeps_the_files_commits_that_kept_records_name(tmp_path):
+    with Store.init(tmp_path / "store") as store:
+        store.create_volume("main")
+        store.retention = RetentionPolicy(keep_last=5, minutely=0, hourly=0, daily=0)
+        for seq in range(1, CHECKPOINTS + 1):
+            group_checkpoint(store, seq)
+        result = group_retention.collect(store)
+        assert result["commits_after"] < CHECKPOINTS
+        left = {c.id for c in store.log()}
+        for commit in store.log():
+            if not commit.label.endswith(": files"):
+                assert groups.load(store, "app", commit.roots).files_commit in left
+        assert store.fsck() == []
