@@ -18,7 +18,8 @@ exact; spare fds are closed when every process has its fds.
 Why: pipes and shared offsets between parent and child are how process trees talk.
 
 Simplifications: raw/packet/netlink sockets, unlinked FIFOs, inotify and other devices are
-refused with Unsupported; unread timerfd expirations come back as one; an epoll watch
+refused with Unsupported; unread timerfd expirations come back as one, and so does a periodic timerfd whose time left
+reads 0 (expired, not yet counted; or, rarely, disarmed with an interval kept); an epoll watch
 on an fd the process has closed since is not restored; a `deleted` file comes back opened O_RDWR; file contents of
 regular files are not captured (the slsfs mount keeps them).
 """
@@ -317,8 +318,11 @@ class FileRestorer:
                            what="eventfd2")
         elif kind == "timerfd":
             fd = inj.check(_NR_TIMERFD_CREATE, record["clockid"], record["flags"] & O_NONBLOCK, what="timerfd_create")
-            value = record["value"] if any(record["value"]) or not record["ticks"] else [0, 1]
-            if any(value):  # armed (an expiry not yet read is kept as one due at once)
+            # an expiry not yet read is kept as one due at once; so is a periodic timer whose
+            # time left reads 0 (its expiry passed, the kernel had not counted it yet)
+            due = record["ticks"] or any(record["interval"])
+            value = record["value"] if any(record["value"]) or not due else [0, 1]
+            if any(value):  # armed
                 spec = inj.put(struct.pack("4q", *record["interval"], *value))
                 inj.check(_NR_TIMERFD_SETTIME, fd, 0, spec, 0, what="timerfd_settime")
         elif kind == "epoll":
