@@ -209,14 +209,19 @@ class FileSystem:
         return disk.f_bavail * disk.f_frsize >= nbytes + buffered + SPACE_RESERVE
 
     def apply_retention(self) -> None:
-        """Thin old checkpoints by the store's policy (named ones stay)."""
+        """Thin old checkpoints by the store's policy (named ones stay), and give the space
+        back once the packs have doubled since the last collection (Store.gc_due; a
+        stop-the-world collection: requests wait meanwhile)."""
         log_ = self.store.log()
-        if len(log_) <= self.store.retention.keep_last:
-            return
-        keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
-                        self.store.retention, time.time())
-        if len(keep) < len(log_):
-            self.store.forget(keep)
+        if len(log_) > self.store.retention.keep_last:
+            keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
+                            self.store.retention, time.time())
+            if len(keep) < len(log_):
+                self.store.forget(keep)
+        if self.store.gc_due():
+            self.seal()
+            result = self.store.gc()
+            log.info("gc: freed %d bytes in %.1f s", result["bytes_freed"], result["seconds"])
 
     async def run_checkpoints(self) -> None:
         """Checkpoint every interval while something changed, and make those checkpoints

@@ -28,6 +28,7 @@ from mount.control import ControlError, find_mount, request, slsfs_mounts
 from mount.daemon import LOG_NAME
 from mount.filesystem import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, ensure_volume
 
+from . import group_retention
 from .cli import CommandError
 
 MOUNT_TIMEOUT_S = 60.0
@@ -469,8 +470,9 @@ def _maintain(args, op: str) -> dict:
     readonly = op != "gc"
     try:
         with Store.open(store_path, readonly=readonly) as store:
-            if op == "gc":
-                result = store.gc(progress=_progress)
+            if op == "gc":      # kept group records keep the files commits they name
+                result = store.gc(progress=_progress,
+                                  also_keep=lambda keep: group_retention.files_commits(store, keep))
             elif op == "fsck":
                 result = {"problems": store.fsck(progress=_progress)}
             else:

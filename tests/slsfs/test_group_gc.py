@@ -1,9 +1,12 @@
 """`sls gc` on the store of a running group goes through its daemon: old checkpoints are
 thinned and their space given back while the group runs on, and every group record that
-stays still finds its files commit (its `.sls/checkpoints/<id>/fs`)."""
+stays still finds its files commit (its `.sls/checkpoints/<id>/fs`, which clones start
+from), through the daemon and on an unmounted store."""
 from __future__ import annotations
 
 import json
+
+from objectstore import Store
 
 from group_helpers import wait_for
 
@@ -30,7 +33,12 @@ def test_gc_while_a_group_runs(group_store, group_binaries):
     newest = store.group("app")["last_durable"]
     wait_for(lambda: (store.mnt / ".sls" / "checkpoints" / str(newest)).is_dir(), "the newest checkpoint")
     store.sls("stop", "--store", str(store.path))
+    store.sls("gc", str(store.path))                  # unmounted: the CLI collects itself
     assert "clean" in store.sls("fsck", str(store.path)).stdout
-    store.sls("restore", "app", "--store", str(store.path), "--clone")
-    wait_for(lambda: counter(store) > 0, "the restored clone's files")
+    with Store.open(store.path, readonly=True) as opened:   # the oldest kept group checkpoint
+        oldest = min(c.id for c in opened.log() if c.label.startswith("group app #")
+                     and not c.label.endswith(": files"))
+    out = store.sls("restore", "app", "--store", str(store.path), "--clone", "--at", str(oldest)).stdout
+    clone = store.mnt / out.split()[0].rstrip(":")
+    wait_for(lambda: (clone / "counter").exists(), "the clone of the oldest kept checkpoint")
     store.sls("stop", "--store", str(store.path))

@@ -1,0 +1,37 @@
+"""A long-running mount gives space back on its own: once the packs have doubled since
+the last collection, the retention pass also collects (FileSystem.apply_retention)."""
+from __future__ import annotations
+
+import os
+import stat
+
+from objectstore import RetentionPolicy, Store
+
+from mount.filesystem import FileSystem
+
+FILE = stat.S_IFREG | 0o644
+
+
+def test_retention_collects_once_the_packs_have_doubled(tmp_path, monkeypatch):
+    monkeypatch.setattr("objectstore.store.GC_MIN_GROWTH", 1 << 20)
+    store = Store.init(tmp_path / "store")
+    try:
+        store.retention = RetentionPolicy(keep_last=2, minutely=0, hourly=0, daily=0)
+        store.packs.pack_limit = 1 << 20              # small packs: sealed ones can be compacted
+        fs = FileSystem(store, "main", checkpoint_interval_ms=None)
+        volume = fs.main
+        ino = volume.create(volume.root_ino, b"churn", FILE, 0, 0).ino
+        fs.checkpoint("created")
+        fs.apply_retention()                          # sets the baseline
+        for n in range(48):                           # rewrites: each checkpoint's data is garbage soon
+            last = os.urandom(256 * 1024)
+            volume.write(ino, 0, last)
+            fs.checkpoint(f"rewrite {n}")
+        grown = store.packs.disk_bytes()
+        fs.apply_retention()
+        assert len(store.log()) <= 3
+        assert store.packs.disk_bytes() < grown / 2
+        assert volume.read(ino, 0, len(last)) == last
+        assert store.fsck() == []
+    finally:
+        store.close()
