@@ -46,6 +46,13 @@ applications calls `fs.make_durable()`, which seals and commits durably on its o
 The open-refcount holder used for unlinked-but-open inodes is `operations.HOLDER`;
 a daemon that restores processes holding such files adds its own holder names.
 """
-from .filesystem import FileSystem, MountError, ensure_volume
-
 __all__ = ["FileSystem", "MountError", "ensure_volume"]
+
+
+def __getattr__(name: str):
+    """The API loads FUSE on first use, so that `mount.control` and `mount.options`
+    stay cheap to import for the command line."""
+    if name in __all__:
+        from . import filesystem
+        return getattr(filesystem, name)
+    raise AttributeError(f"module 'mount' has no attribute {name!r}")

@@ -23,10 +23,10 @@ import trio
 from objectstore import Store, StoreError
 
 from .control import CONTROL_VERSION, socket_path
-from .filesystem import DEFAULT_INTERVAL_MS, FileSystem, MountError
+from .filesystem import FileSystem, MountError
+from .options import DEFAULT_INTERVAL_MS, LOG_NAME
 
 log = logging.getLogger("slsfs.mount")
-LOG_NAME = "mount.log"
 
 
 def answer(fs: FileSystem, req: dict) -> dict:

@@ -32,6 +32,7 @@ from objectstore.retention import retained
 
 from . import schema
 from .history import SNAPSHOT_PREFIX, HistoryTree
+from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
 from .operations import HOLDER, META_NAME, Operations
 from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
@@ -39,7 +40,6 @@ from .volume import Volume
 
 log = logging.getLogger("slsfs.mount")
 
-DEFAULT_INTERVAL_MS = 10
 SPACE_RESERVE = 16 * 1024 * 1024          # bytes kept free on the store's disk
 RETENTION_EVERY_S = 5.0
 BARRIER_EVERY_S = 1.0                     # periodic checkpoints become durable within ~1 s
@@ -52,9 +52,6 @@ DRAIN_TIMEOUT_S = 2.0
 SESSION_TASKS = 1
 READAHEAD_KIB = 1024
 FORGET_WAIT_S = 0.5
-#: generic mount(8) options that libfuse hands on to the kernel
-KERNEL_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
-                                  "atime", "noatime", "sync", "async", "dirsync"})
 
 
 def kernel_requests_waiting(mount_dev: int) -> int:

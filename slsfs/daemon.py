@@ -54,11 +54,10 @@ from mount.filesystem import FileSystem, MountError
 
 from . import group_checkpoint, group_process, group_retention, groups, procs_view, rootfs
 from .group_process import RunningGroup
-from .groups import GroupCheckpoint, GroupError, GroupSettings
+from .groups import LOG_NAME, GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
 
 log = logging.getLogger("slsfs.daemon")
-LOG_NAME = "daemon.log"
 RETRY_AFTER_ERROR_S = 1.0
 QUICK_RETRIES = 3             # periodic checkpoints failing in a row before waiting RETRY_AFTER_ERROR_S
 STOP_WAIT_S = 10.0

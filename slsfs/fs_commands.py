@@ -25,8 +25,7 @@ from pathlib import Path
 from objectstore import Store, StoreError
 
 from mount.control import ControlError, find_mount, request, slsfs_mounts
-from mount.daemon import LOG_NAME
-from mount.filesystem import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, ensure_volume
+from mount.options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
 from . import group_retention
 from .cli import CommandError
@@ -124,6 +123,7 @@ def _relpath(path: str) -> str:
 # ----- init, mount, umount -------------------------------------------------------------
 def cmd_init(args) -> int:
     with Store.init(args.store) as store:
+        from mount.filesystem import ensure_volume     # loads FUSE: only when needed
         ensure_volume(store, args.volume)
     print(f"created store {args.store} with volume {args.volume!r}; mount it with "
           f"`sls mount {args.store} MNT`")

@@ -24,7 +24,7 @@ from mount.control import ControlError, request
 
 from . import groups
 from .cli import CommandError
-from .daemon import LOG_NAME
+from .groups import LOG_NAME
 
 DAEMON_START_TIMEOUT_S = 120.0
 DAEMON_STOP_TIMEOUT_S = 60.0

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 from objectstore import ChunkId, Commit, NotFound, Store
 
+LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
+
 FORMAT = "slsfs-group"
 VERSION = 1
 ROOT_PREFIX = "grp/"

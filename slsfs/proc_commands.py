@@ -23,9 +23,6 @@ from pathlib import Path
 
 from objectstore import Store
 
-import checkpointer
-from checkpointer import CheckpointError, images, load_image
-
 from .cli import CommandError
 
 GROUP_PREFIX = "grp/"
@@ -122,20 +119,30 @@ def _is_image(store: str, name: str) -> bool:
     return f"img/{name}" in roots and f"{GROUP_PREFIX}{name}" not in roots
 
 
+@contextlib.contextmanager
+def _command_errors():
+    """Checkpointer errors as one-line command errors. (The checkpointer is imported by
+    the verbs that use it, so that every other `sls` command starts quickly.)"""
+    from checkpointer import CheckpointError
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _emit(args, doc: dict, human: str) -> None:
     print(json.dumps(doc, indent=2, default=str) if args.json else human)
 
 
 def cmd_checkpoint(args, pid: int) -> int:
     name = args.name or f"pid{pid}-{time.strftime('%Y%m%dT%H%M%S')}"
+    import checkpointer
     with Store.open(_store_path(args.store)) as store:
-        try:
+        with _command_errors():
             started = time.perf_counter()
             commit = checkpointer.checkpoint([pid], store, name, tree=True, leave_stopped=args.leave_stopped)
             elapsed = (time.perf_counter() - started) * 1000
-        except CheckpointError as exc:
-            raise CommandError(str(exc)) from None
-        image = load_image(store, name)
+        image = checkpointer.load_image(store, name)
         doc = _image_doc(name, image)
     doc.update(checkpoint=commit.id, ms=round(elapsed, 1))
     files = [f for f in image.files if f["kind"] in ("file", "dir")]
@@ -150,11 +157,10 @@ def cmd_checkpoint(args, pid: int) -> int:
 
 
 def cmd_restore(args, name: str) -> int:
+    import checkpointer
     with Store.open(_store_path(args.store), readonly=True) as store:
-        try:
+        with _command_errors():
             restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns)
-        except CheckpointError as exc:
-            raise CommandError(str(exc)) from None
     doc = {"image": name, "pids": restored.pids, "ns_init": restored.ns_init, "launcher": restored.launcher.pid,
            "warnings": restored.warnings}
     _emit(args, doc, f"restored {name!r}: pid {' '.join(map(str, restored.pids))} running"
@@ -181,6 +187,7 @@ def cmd_ps(args, other) -> int:
     if other is not None:
         with contextlib.redirect_stdout(groups_out):
             other(args)
+    from checkpointer import images, load_image
     with Store.open(_store_path(args.store), readonly=True) as store:
         docs = [_image_doc(name, load_image(store, root)) for name, root in sorted(images(store).items())]
     if args.json:
