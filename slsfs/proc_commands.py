@@ -2,7 +2,7 @@
 it, and list the images (checkpointer/).
 
     sls checkpoint PID --store STORE [--name N] [--leave-stopped] [--json]
-    sls restore NAME --store STORE [--detach] [--no-pidns] [--json]
+    sls restore NAME --store STORE [--detach] [--no-pidns] [--lazy] [--json]
     sls ps --store STORE [--json]          (persistence groups, then process images)
 
 `checkpoint` and `restore` are shared with the file-system and group verbs: this module
@@ -82,6 +82,9 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
                    help="return once the processes run (default: wait until they exit)")
     p.add_argument("--no-pidns", action="store_true",
                    help="restore in this PID namespace (the original PIDs must be free)")
+    p.add_argument("--lazy", action="store_true",
+                   help="run at once; memory comes in on first touch and in the background "
+                        "(a page server exits once all is in)")
     other, name = p.get_default("func"), _positional(p)
 
     def dispatch(args) -> int:
@@ -160,7 +163,7 @@ def cmd_restore(args, name: str) -> int:
     import checkpointer
     with Store.open(_store_path(args.store), readonly=True) as store:
         with _command_errors():
-            restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns)
+            restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns, lazy=args.lazy)
     doc = {"image": name, "pids": restored.pids, "ns_init": restored.ns_init, "launcher": restored.launcher.pid,
            "warnings": restored.warnings}
     _emit(args, doc, f"restored {name!r}: pid {' '.join(map(str, restored.pids))} running"

@@ -59,3 +59,22 @@ def test_cli_errors_are_one_clear_line(cli_store):
     assert done.returncode == 1 and done.stderr.startswith("sls: ")
     done = sls("checkpoint", "1", "--store", str(cli_store) + "-missing")
     assert done.returncode == 1 and "is not a slsfs store" in done.stderr
+
+
+def test_restore_lazy_from_the_command_line(procs, cli_store, binaries, tmp_path, subreaper):
+    out = tmp_path / "heap.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "64"])    # checks 64 MiB of heap
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 5, "5 lines")
+    assert sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "big").returncode == 0
+    procs.kill(proc)
+    size = out.stat().st_size
+    done = sls("restore", "big", "--store", cli_store, "--detach", "--lazy", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    try:
+        # each line checks another 64 KiB slice of the heap: 1030 lines cover it all
+        wait_for(lambda: out.stat().st_size >= size + 1030 * 20, "the lazily restored counter to cover its heap")
+        assert assert_unbroken(out, proc.pid) > size // 20 + 1000
+    finally:
+        os.kill(doc["ns_init"], signal.SIGKILL)
+        subreaper([doc["launcher"]])
