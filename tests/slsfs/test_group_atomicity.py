@@ -6,7 +6,7 @@ daemon at random moments and restore; after each restore the target must find me
 == file (else it writes counter.bad and exits), and the counter must not have gone
 back past the last checkpoint known to be durable before the crash.
 
-Rounds: SLSFS_ATOMICITY_ROUNDS (default 25, about 1 min; the issue's 100 with =100, about 4 min on a busy VM).
+Rounds: SLSFS_ATOMICITY_ROUNDS (default the issue's 100: about 2 min, 3.5 min on a busy VM).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from group_helpers import wait_for
 
-ROUNDS = int(os.environ.get("SLSFS_ATOMICITY_ROUNDS", "25"))
+ROUNDS = int(os.environ.get("SLSFS_ATOMICITY_ROUNDS", "100"))
 
 
 def read_counter(path) -> int | None:
