@@ -69,13 +69,9 @@ def kernel_requests_waiting(mount_dev: int) -> int:
         return 0
 
 
-def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
-    """Let the kernel read ahead `kib` KiB on this mount (the default, 128 KiB, makes a
-    cold sequential read cost one request per 128 KiB; 1 MiB cut the daemon's work for
-    it and sped such reads up ~1.5x). Needs root; otherwise nothing changes.
-
-    The mount's device number comes from mountinfo: a stat of the mount point from the
-    serving thread would wait for an answer that only this thread can give."""
+def mount_device(mountpoint: str) -> str | None:
+    """"major:minor" of the newest mount at `mountpoint`, from mountinfo: a stat of the
+    mount point from the serving thread would wait for an answer only it can give."""
     parent = os.path.realpath(os.path.dirname(os.path.abspath(mountpoint)))
     target = os.path.join(parent, os.path.basename(os.path.abspath(mountpoint)))
     device = None
@@ -84,6 +80,33 @@ def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
             fields = line.split()
             if fields[4] == target:
                 device = fields[2]             # the newest mount there is the last one
+    return device
+
+
+def abort_connection(device: str | None) -> None:
+    """End every request still open on the FUSE connection of `device` ("major:minor"),
+    if it still exists. For a daemon on its way out: a request it read but never
+    answered keeps the thread that made it waiting uninterruptibly until the connection
+    ends, and if that thread is one of the daemon's own (a syncfs, a stat from the
+    checkpointer), or a child still holds /dev/fuse, the connection never ends: the
+    daemon could not exit (seen once: a group daemon stuck in exit with its tracer in
+    a getattr of its own mount)."""
+    if device is None:
+        return
+    try:
+        with open(f"/sys/fs/fuse/connections/{device.split(':')[1]}/abort", "w") as f:
+            f.write("1")
+    except OSError:
+        pass                                   # already gone: the normal case
+
+
+def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
+    """Let the kernel read ahead `kib` KiB on this mount (the default, 128 KiB, makes a
+    cold sequential read cost one request per 128 KiB; 1 MiB cut the daemon's work for
+    it and sped such reads up ~1.5x). Needs root; otherwise nothing changes.
+
+    The mount's device number comes from mountinfo (mount_device)."""
+    device = mount_device(mountpoint)
     if device is None:
         return
     try:
@@ -376,6 +399,7 @@ class FileSystem:
             options.add("allow_other")
         self.ops.initialized = trio.Event()
         pyfuse3.init(self.ops, mountpoint, options)
+        device = mount_device(mountpoint)
         unmount = True
         self._serving = True
         try:
@@ -390,7 +414,10 @@ class FileSystem:
                 nursery.cancel_scope.cancel()
         finally:
             self._serving = False
-            pyfuse3.close(unmount=unmount)
+            try:
+                pyfuse3.close(unmount=unmount)
+            finally:
+                abort_connection(device)
 
     async def _raise_readahead_after_init(self, mountpoint: str) -> None:
         await self.ops.initialized.wait()      # INIT sets the read-ahead: change it after

@@ -1,0 +1,42 @@
+"""mount.filesystem.abort_connection ends every request still open on a mount's FUSE
+connection: a daemon on its way out uses it so that no request it read but never
+answered (one of its own threads', say) can keep it from exiting."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+from mount.filesystem import abort_connection, mount_device
+from mount_helpers import wait_for
+
+STAT_NEW_NAME = """
+import os, sys
+try:
+    os.stat(sys.argv[1])
+    print("answered")
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+def test_a_request_nobody_answers_ends_once_aborted(mnt):
+    device = mount_device(str(mnt.path))
+    assert device is not None and device.startswith("0:")
+    os.kill(mnt.pid, signal.SIGSTOP)                     # the daemon answers nothing now
+    try:
+        waiting = subprocess.Popen([sys.executable, "-c", STAT_NEW_NAME, str(mnt.path / "nobody-answers")],
+                                   stdout=subprocess.PIPE, text=True)
+        minor = device.split(":")[1]
+        wait_for(lambda: int(open(f"/sys/fs/fuse/connections/{minor}/waiting").read()) > 0,
+                 "the request to be queued")
+        abort_connection(device)
+        out, _ = waiting.communicate(timeout=30)
+        assert int(out) in (errno.ECONNABORTED, errno.ENOTCONN)
+    finally:
+        os.kill(mnt.pid, signal.SIGCONT)
+    wait_for(lambda: not os.path.exists(f"/proc/{mnt.pid}") or
+             open(f"/proc/{mnt.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+             "the daemon to end with its connection", 60)
