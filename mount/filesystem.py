@@ -35,7 +35,7 @@ from .history import SNAPSHOT_PREFIX, HistoryTree
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
 from .operations import HOLDER, META_NAME, Operations
-from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
+from .views import META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
 
 log = logging.getLogger("slsfs.mount")

@@ -18,7 +18,7 @@ import time
 from pyfuse3 import FUSEError
 
 from .history import Graft, VDir, VFile, VLink, VNode
-from .volume import BlockCache, Volume
+from .volume import Volume
 
 VIEW_SHIFT = 40
 LOCAL_MASK = (1 << VIEW_SHIFT) - 1

@@ -34,7 +34,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -44,7 +43,7 @@ import trio
 
 from objectstore import ChunkId, Store, StoreError
 
-from checkpointer import CheckpointError, ProcessGone
+from checkpointer import CheckpointError
 from checkpointer.image import ImageWriter
 from checkpointer.restore import restore as restore_image
 from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path

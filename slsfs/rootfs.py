@@ -17,7 +17,6 @@ for the new PID namespace only once the processes run again (a few ms without it
 from __future__ import annotations
 
 import os
-import subprocess
 
 import trio
 
