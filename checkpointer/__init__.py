@@ -48,8 +48,9 @@ Simplifications today: fds may be regular files, directories, /dev/null & co, tt
 (also mapped), eventfd, signalfd, timerfd, epoll and files unlinked while open;
 TCP/UDP/Unix sockets that listen or are bound (recreated on the same address), and
 connections to peers outside the image (restored closed, with a warning, like CRIU's
---tcp-close); POSIX timers keep their ids. Unlinked FIFOs, inotify, raw sockets and
-SysV shm are refused with a clear error. File contents are not in the image (the
+--tcp-close); POSIX timers keep their ids; inotify instances (same watch descriptors) and
+SysV shared memory segments (same ids). Unlinked FIFOs, raw sockets, fanotify and fds in
+flight over Unix sockets are refused with a clear error. File contents are not in the image (the
 slsfs mount provides them).
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ import signal
 import struct
 from typing import Iterable, Iterator
 
-from . import kernel, posix_timers, procfs
+from . import kernel, posix_timers, procfs, sysv_shm
 from .errors import CheckpointError
 from .files import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
@@ -222,6 +222,13 @@ class ProcessBuilder:
                 flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
                 self.inj.check(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"],
                                what=f"mmap of {vma['path']}")
+                continue
+            if kind == "sysv_shm":
+                shmid = files.sysv_segment(vma["shm"])
+                flags = sysv_shm.SHM_REMAP | (0 if "w" in vma["prot"] else sysv_shm.SHM_RDONLY)
+                self.inj.check(sysv_shm.NR_SHMAT, shmid, vma["start"], flags, what=f"shmat of segment {shmid}")
+                if prot != _prot("rw-" if "w" in vma["prot"] else "r--"):
+                    self.inj.check(NR["mprotect"], vma["start"], size, prot, what="mprotect (SysV segment)")
                 continue
             if kind == "file":
                 path = self.remap(vma["path"])

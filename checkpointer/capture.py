@@ -40,7 +40,7 @@ RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.start
 def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
     """The pages of a VMA a full image holds (None: none, its contents are elsewhere)."""
     kind = vma_kind(vma)
-    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall", "shared_anon") or (kind in ("file", "memfd")
+    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall", "shared_anon", "sysv_shm") or (kind in ("file", "memfd")
                                                                                 and vma.shared):
         return None  # kept in the file, or (shared memory) in the image as a memfd record
     return procfs.dirty_pages(pid, vma)
@@ -119,13 +119,13 @@ def vma_kind(vma: procfs.Vma) -> str:
         return vma.path.strip("[]")
     if vma.path.startswith("/memfd:"):
         return "memfd"
+    if vma.path.startswith("/SYSV"):
+        return "sysv_shm"
     if vma.path.endswith(" (deleted)"):
         if vma.path.startswith("/dev/zero") and vma.shared:
             return "shared_anon"
         raise Unsupported(f"mapping {vma.start:#x}-{vma.end:#x} of a deleted file ({vma.path}) "
                           "is not supported yet")
-    if vma.path.startswith("/SYSV"):
-        raise Unsupported(f"SysV shared memory at {vma.start:#x} ({vma.path}) is not supported yet")
     if vma.file_backed:
         return "file"
     if vma.shared:
@@ -143,6 +143,10 @@ def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
         name = "shared-anon" if meta["kind"] == "shared_anon" else None
         meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
                                     name)
+    elif meta["kind"] == "sysv_shm":                   # the inode number of its file is the id
+        meta["shm"] = files.sysv_shm(vma.inode, vma.end - vma.start,
+                                     f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
+                                     f"process {pid}, mapping {vma.start:#x}")
     return meta
 
 

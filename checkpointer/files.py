@@ -34,7 +34,7 @@ import struct
 from collections import OrderedDict
 from typing import Callable
 
-from . import inotify, kernel, netsockets, procfs, sockets
+from . import inotify, kernel, netsockets, procfs, sockets, sysv_shm
 from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -147,6 +147,18 @@ class FileCapture:
         self.files.append(record)
         return record["id"]
 
+    def sysv_shm(self, shmid: int, mapping_size: int, source: str, what: str) -> int:
+        """The file id of a SysV shared memory segment (checkpointer.sysv_shm), recorded
+        once per segment; its contents are read from `source`."""
+        for record in self.files:
+            if record["kind"] == "sysv_shm" and record["shmid"] == shmid:
+                return record["id"]
+        record = sysv_shm.describe(shmid, mapping_size, source, what)
+        record.update(kind="sysv_shm", id=len(self.files), target=f"SysV segment {shmid}", flags=0, pos=0,
+                      data=self.put_blob(record.pop("contents")))
+        self.files.append(record)
+        return record["id"]
+
     def _socket(self, sock: socket.socket, ino: int, what: str) -> dict:
         """A connected Unix socket is one end of a pair (`unix_pair`); any other TCP, UDP
         or Unix socket is a `socket` record (netsockets.py)."""
@@ -237,12 +249,24 @@ class FileRestorer:
         self.filled: set[int] = set()  # epoll file ids whose watches are back
         self.made_local: dict[tuple[int, int], int] = {}  # (ns pid, file id) -> spare fetched there
         self.fifo_keepers: dict[str, int] = {}  # FIFO path -> our O_RDWR fd, so opens do not block
+        self.segments: dict[int, int] = {}  # sysv_shm file id -> its segment, made again
+
+    def sysv_segment(self, file_id: int) -> int:
+        """The id of the SysV segment of record `file_id`, made again on first use."""
+        if file_id not in self.segments:
+            record = self.files[file_id]
+            self.segments[file_id] = sysv_shm.make(record, self.read_blob(record["data"]))
+        return self.segments[file_id]
 
     def close(self) -> None:
-        """Once every process has its fds: let go of the FIFOs held open meanwhile."""
+        """Once every process has its fds and mappings: let go of the FIFOs held open
+        meanwhile, and remove again the SysV segments that had been removed."""
         for keeper in self.fifo_keepers.values():
             os.close(keeper)
         self.fifo_keepers.clear()
+        for file_id, shmid in self.segments.items():
+            if self.files[file_id]["removed"]:
+                sysv_shm.remove(shmid)
 
     def install(self, builder, fds: list[dict]) -> list[int]:
         """Give a stub-built process exactly its fds; returns the spare fds it holds for others."""

@@ -28,7 +28,7 @@ from typing import Iterator
 
 from . import kernel, procfs
 from .errors import CheckpointError, ProcessGone
-from .inject import Injector, restart_fixup
+from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import Regs
 from .pinning import Pinning
 from .stopwatch import phase
@@ -244,7 +244,6 @@ def stack_scratch(regs: Regs) -> tuple[int, int]:
     return (regs.rsp - 128 - size) & ~0xF, size
 
 
-SYSCALL_INSN = b"\x0f\x05"
 AT_SYSINFO_EHDR = 33
 _vdso_syscall_offset: int | None = None   # the same in every process: one kernel, one vdso image
 

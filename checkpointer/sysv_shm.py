@@ -1,0 +1,94 @@
+"""SysV shared memory (shmget/shmat): each segment is captured once, with its key, size,
+mode and contents, and made again at restore under the same id (the ids the processes
+keep in their memory stay right); every mapping of it is attached again at its address.
+
+The id is chosen through /proc/sys/kernel/shm_next_id (the next shmget takes it). A
+segment that still exists under that id with the same key and size (a crash does not
+remove segments) is reused, its contents set back to the checkpoint's. A segment that
+had been removed while attached (IPC_RMID: the usual way to have it vanish with its
+users) is removed again once the restored processes have attached it.
+
+Simplifications: the restored processes share the restorer's IPC namespace; a segment
+is attached whole (a mapping of part of one is refused at checkpoint time); its owner
+becomes the restorer, with the segment's mode; two restores of one image running at
+once (clones) share the segment.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from .errors import CheckpointError, Unsupported
+
+SHM_DEST = 0o1000                       # mode bit: removed, alive while attached
+IPC_PRIVATE, IPC_CREAT, IPC_EXCL, IPC_RMID = 0, 0o1000, 0o2000, 0
+SHM_RDONLY, SHM_REMAP = 0o10000, 0o40000
+NR_SHMAT = 30
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.shmat.restype = ctypes.c_void_p
+_libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.shmdt.argtypes = [ctypes.c_void_p]
+
+
+def segment(shmid: int) -> dict | None:
+    """The segment `shmid` as /proc/sysvipc/shm describes it: key, size, mode (with
+    SHM_DEST once removed), or None."""
+    with open("/proc/sysvipc/shm") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if int(fields[1]) == shmid:
+                return {"key": int(fields[0]), "mode": int(fields[2], 8), "size": int(fields[3])}
+    return None
+
+
+def describe(shmid: int, mapping_size: int, source: str, what: str) -> dict:
+    """What a restore needs of segment `shmid`, its contents read from `source` (a
+    map_files entry of a mapping of it)."""
+    info = segment(shmid)
+    if info is None:
+        raise Unsupported(f"{what}: SysV segment {shmid} is not in /proc/sysvipc/shm "
+                          "(another IPC namespace?)")
+    if mapping_size != -(-info["size"] // 4096) * 4096:
+        raise Unsupported(f"{what}: only part of SysV segment {shmid} is mapped; only whole "
+                          "segments can be checkpointed")
+    with open(source, "rb") as f:
+        data = f.read(info["size"])
+    return {"shmid": shmid, "key": info["key"], "size": info["size"], "mode": info["mode"] & 0o777,
+            "removed": bool(info["mode"] & SHM_DEST), "contents": data}
+
+
+def make(record: dict, contents: bytes) -> int:
+    """Make (or take back) segment record["shmid"] with the checkpoint's contents."""
+    shmid, key = record["shmid"], record["key"]
+    existing = segment(shmid)
+    if existing is not None:
+        if existing["key"] != key or existing["size"] != record["size"]:
+            raise CheckpointError(f"SysV segment id {shmid} is taken by another segment (key "
+                                  f"{existing['key']:#x}); remove it (ipcrm -m {shmid}) and restore again")
+    else:
+        with open("/proc/sys/kernel/shm_next_id", "w") as f:
+            f.write(str(shmid))
+        made = _libc.shmget(IPC_PRIVATE if record["removed"] else key, record["size"],
+                            IPC_CREAT | IPC_EXCL | record["mode"])
+        if made != shmid:
+            err = ctypes.get_errno() if made < 0 else 0
+            if made >= 0:
+                _libc.shmctl(made, IPC_RMID, None)
+            raise CheckpointError(f"could not make SysV segment {shmid} (key {key:#x}) again: "
+                                  + (os.strerror(err) if err else f"the kernel gave id {made}")
+                                  + (" (a segment with that key exists: ipcrm -M it)" if err == 17 else ""))
+    address = _libc.shmat(shmid, None, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        raise CheckpointError(f"cannot attach SysV segment {shmid}: {os.strerror(ctypes.get_errno())}")
+    try:
+        ctypes.memmove(address, contents, len(contents))
+    finally:
+        _libc.shmdt(ctypes.c_void_p(address))
+    return shmid
+
+
+def remove(shmid: int) -> None:
+    """IPC_RMID: the segment goes once its last user detaches (call it once the restored
+    processes have attached it)."""
+    _libc.shmctl(shmid, IPC_RMID, None)

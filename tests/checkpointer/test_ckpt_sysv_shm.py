@@ -1,0 +1,77 @@
+"""SysV shared memory: a parent and a child share a keyed segment and a segment removed
+while attached (IPC_RMID); after checkpoint -> SIGKILL -> restore both see the same
+segments, under the same ids, at the same addresses, with the contents of the
+checkpoint, and go on sharing them."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import checkpointer
+from ckpt_helpers import wait_for
+
+SHARER = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/shm.h>
+#include <sys/wait.h>
+#include <unistd.h>
+/* usage: sharer OUT KEY. Segment A (key KEY) holds the parent's counter, segment B
+   (private, removed while attached) the child's; each process checks the other's
+   counter never goes back and reports "ids A B" once, then counters as they go. */
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[1], "w");
+    setvbuf(out, NULL, _IONBF, 0);
+    int a = shmget(atoi(argv[2]), 4096, IPC_CREAT | 0600);
+    int b = shmget(IPC_PRIVATE, 8192, IPC_CREAT | 0600);
+    volatile unsigned long *pa = shmat(a, NULL, 0), *pb = shmat(b, NULL, 0);
+    shmctl(b, IPC_RMID, NULL);
+    pa[0] = pb[0] = 0;
+    fprintf(out, "ids %d %d %p %p\n", a, b, (void *)pa, (void *)pb);
+    if (fork() == 0) {                       /* the child counts in B, watches A */
+        unsigned long seen = 0;
+        for (;;) {
+            pb[0]++;
+            if (pa[0] < seen) { fprintf(out, "BAD child saw A go back\n"); _exit(1); }
+            seen = pa[0];
+            usleep(2000);
+        }
+    }
+    unsigned long seen = 0;
+    for (;;) {                               /* the parent counts in A, watches B */
+        pa[0]++;
+        if (pb[0] < seen) { fprintf(out, "BAD parent saw B go back\n"); return 1; }
+        seen = pb[0];
+        if (pa[0] % 50 == 0) fprintf(out, "a=%lu b=%lu\n", pa[0], pb[0]);
+        usleep(2000);
+    }
+}
+"""
+
+
+def test_segments_come_back_with_their_ids_and_contents(procs, store, tmp_path):
+    source, program, out = tmp_path / "sharer.c", tmp_path / "sharer", tmp_path / "out"
+    source.write_text(SHARER)
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
+    key = 0x5100000 + os.getpid() % 0xFFFF
+    lines = lambda: out.read_text().splitlines() if out.exists() else []
+    proc = procs.start([str(program), str(out), str(key)])
+    try:
+        wait_for(lambda: len(lines()) > 5, "the sharers to count")
+        ids = lines()[0]
+        checkpointer.checkpoint([proc.pid], store, "sharer", tree=True)
+        counts = [l for l in lines() if l.startswith("a=")]
+        last_a = int(counts[-1].split()[0][2:])
+        procs.kill(proc)
+        restored = checkpointer.restore(store, "sharer")
+        procs.restored.append(restored)
+        assert ids == lines()[0]                     # same segments: the ids the processes hold
+        wait_for(lambda: len([l for l in lines() if l.startswith("a=")]) > len(counts) + 5,
+                 "the restored sharers to count on")
+        assert not [l for l in lines() if l.startswith("BAD")], lines()
+        after = [int(l.split()[0][2:]) for l in lines() if l.startswith("a=")][len(counts):]
+        assert after[0] >= last_a - 50, f"segment A went back from {last_a} to {after[0]}"
+        assert all(int(l.split()[1][2:]) > 0 for l in lines()[-3:] if l.startswith("a="))
+    finally:
+        subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
