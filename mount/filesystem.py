@@ -30,7 +30,7 @@ from pyfuse3 import FUSEError
 from objectstore import StoreError, StoreFull
 from objectstore.retention import retained
 
-from . import schema
+from . import fusectl, schema
 from .history import SNAPSHOT_PREFIX, HistoryTree
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
@@ -56,17 +56,11 @@ FORGET_WAIT_S = 0.5
 
 def kernel_requests_waiting(mount_dev: int) -> int:
     """How many requests of the FUSE mount with device `mount_dev` the kernel has queued
-    or handed to the daemon without an answer yet (0 if fusectl is not mounted).
+    or handed to the daemon without an answer yet (mount.fusectl).
 
     syncfs can return once the kernel has *queued* the writes of dirty pages; a
     checkpoint must also wait for the daemon to have taken them in."""
-    if os.major(mount_dev) != 0:
-        return 0
-    try:
-        with open(f"/sys/fs/fuse/connections/{os.minor(mount_dev)}/waiting") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
+    return fusectl.waiting(os.minor(mount_dev)) if os.major(mount_dev) == 0 else 0
 
 
 def mount_device(mountpoint: str) -> str | None:
@@ -91,13 +85,8 @@ def abort_connection(device: str | None) -> None:
     checkpointer), or a child still holds /dev/fuse, the connection never ends: the
     daemon could not exit (seen once: a group daemon stuck in exit with its tracer in
     a getattr of its own mount)."""
-    if device is None:
-        return
-    try:
-        with open(f"/sys/fs/fuse/connections/{device.split(':')[1]}/abort", "w") as f:
-            f.write("1")
-    except OSError:
-        pass                                   # already gone: the normal case
+    if device is not None:                     # usually gone already: then nothing happens
+        fusectl.abort(int(device.split(":")[1]))
 
 
 def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:

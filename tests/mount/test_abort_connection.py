@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+from mount import fusectl
 from mount.filesystem import abort_connection, mount_device
 from mount_helpers import wait_for
 
@@ -29,9 +30,7 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
     try:
         waiting = subprocess.Popen([sys.executable, "-c", STAT_NEW_NAME, str(mnt.path / "nobody-answers")],
                                    stdout=subprocess.PIPE, text=True)
-        minor = device.split(":")[1]
-        wait_for(lambda: int(open(f"/sys/fs/fuse/connections/{minor}/waiting").read()) > 0,
-                 "the request to be queued")
+        wait_for(lambda: fusectl.waiting(int(device.split(":")[1])) > 0, "the request to be queued")
         abort_connection(device)
         out, _ = waiting.communicate(timeout=30)
         assert int(out) in (errno.ECONNABORTED, errno.ENOTCONN)
