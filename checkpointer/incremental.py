@@ -34,7 +34,7 @@ import struct
 
 from objectstore import ChunkId, Store
 
-from . import kernel, procfs
+from . import kernel, procfs, uffd
 from .builder import wait_event_stop
 from .capture import capture_all, copy_pages, injecting, saved_pages, vma_kind
 from .errors import CheckpointError, ProcessGone
@@ -42,32 +42,20 @@ from .files import FileCapture
 from .freeze import Frozen, FrozenProcess, freeze
 from .image import ImageWriter
 from .stopwatch import phase
+from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-
-
-def _iowr(kind: int, nr: int, size: int) -> int:
-    return (3 << 30) | (size << 16) | (kind << 8) | nr
-
-
-UFFD_API = 0xAA
-UFFDIO_API = _iowr(0xAA, 0x3F, 24)
-UFFDIO_REGISTER = _iowr(0xAA, 0x00, 32)
-UFFDIO_WRITEPROTECT = _iowr(0xAA, 0x06, 24)
+UFFDIO_WRITEPROTECT = iowr(0xAA, 0x06, 24)
 UFFDIO_REGISTER_MODE_WP = 1 << 1
 UFFDIO_WRITEPROTECT_MODE_WP = 1 << 0
 UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 UFFD_FEATURE_WP_ASYNC = 1 << 15
-PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
+PAGEMAP_SCAN = iowr(ord("f"), 16, 96)
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
 PAGE_IS_WRITTEN = 1 << 1
 _SCAN_REGIONS = 512
 INLINE_PAGES = 512  # up to 2 MiB, copying inside the stop always beats forking
 INLINE_MAX_PAGES = 32768  # never hold more than 128 MiB of copied pages in memory
 COPY_US_PER_MIB, FORK_US_PER_MIB = 900, 45  # measured on the 2-core VM (KERNEL-FACTS.md)
-_NR_USERFAULTFD, _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 323, 434, 438
-O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
 
 
 class _NotTracked(CheckpointError):
@@ -75,11 +63,12 @@ class _NotTracked(CheckpointError):
 
 
 def _ioctl(fd: int, request: int, buf: ctypes.Array, what: str) -> int:
-    result = _libc.ioctl(fd, request, ctypes.addressof(buf))
-    if result < 0:
-        err = ctypes.get_errno()
-        raise (_NotTracked if err == errno.EPERM else CheckpointError)(f"{what} failed: {os.strerror(err)}")
-    return result
+    try:
+        return uffd.ioctl(fd, request, buf, what)
+    except CheckpointError as exc:
+        if exc.errno == errno.EPERM:
+            raise _NotTracked(str(exc)) from None
+        raise
 
 
 def _signature(vma: procfs.Vma) -> tuple:
@@ -146,20 +135,14 @@ class DirtyTracker:
 
     def _open_uffd(self, proc: FrozenProcess) -> int:
         with injecting(proc.pid, proc.main) as inj:
-            remote = inj.check(_NR_USERFAULTFD, O_CLOEXEC | O_NONBLOCK, what="userfaultfd")
-            pidfd = kernel.syscall(_NR_PIDFD_OPEN, proc.pid, 0)
-            try:
-                uffd = kernel.syscall(_NR_PIDFD_GETFD, pidfd, remote, 0)
-            finally:
-                os.close(pidfd)
-                inj.check(kernel.NR["close"], remote)
+            fd = uffd.take_from(inj, proc.pid, "write tracking")
         api = (ctypes.c_uint64 * 3)(UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0)
         try:
-            _ioctl(uffd, UFFDIO_API, api, "UFFDIO_API (WP_ASYNC)")
+            _ioctl(fd, UFFDIO_API, api, "UFFDIO_API (WP_ASYNC)")
         except CheckpointError:
-            os.close(uffd)
+            os.close(fd)
             raise
-        return uffd
+        return fd
 
     def close(self) -> None:
         if self.uffd is not None:

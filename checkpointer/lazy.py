@@ -46,32 +46,20 @@ import sys
 import time
 from pathlib import Path
 
-from . import kernel
 from .errors import CheckpointError
 from .inject import Injector
 from .kernel import PAGE_SIZE
+from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr, raw_ioctl, take_from
+from .uffd import ioctl as _ioctl
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-
-
-def _iowr(kind: int, nr: int, size: int) -> int:
-    return (3 << 30) | (size << 16) | (kind << 8) | nr
-
-
-UFFD_API = 0xAA
-UFFDIO_API = _iowr(0xAA, 0x3F, 24)
-UFFDIO_REGISTER = _iowr(0xAA, 0x00, 32)
 UFFDIO_WAKE = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x02  # _IOR(UFFDIO, 0x02, struct uffdio_range)
-UFFDIO_COPY = _iowr(0xAA, 0x03, 40)
-UFFDIO_ZEROPAGE = _iowr(0xAA, 0x04, 32)
+UFFDIO_COPY = iowr(0xAA, 0x03, 40)
+UFFDIO_ZEROPAGE = iowr(0xAA, 0x04, 32)
 UFFDIO_REGISTER_MODE_MISSING = 1
 FEATURES = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6)  # EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP
 EVENT_PAGEFAULT, EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP = 0x12, 0x13, 0x14, 0x15, 0x16
 MSG_SIZE = 32
 MARK_DIR = Path("/run/slsfs/lazy")
-_NR_USERFAULTFD, _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 323, 434, 438
-O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
 _PAGES = b"pages/"
 
 
@@ -137,7 +125,7 @@ class PageServer:
 
     def arm(self, inj: Injector, host_pid: int, ns_pid: int, ranges: list[tuple[int, int]]) -> None:
         """Inside the stopped process: a userfaultfd over `ranges` (MISSING), handed to the server."""
-        uffd = _take_uffd(inj)
+        uffd = take_from(inj, inj.tid, "lazy restore")
         try:
             api = (ctypes.c_uint64 * 3)(UFFD_API, FEATURES, 0)
             _ioctl(uffd, UFFDIO_API, api, "UFFDIO_API (lazy restore)")
@@ -196,26 +184,6 @@ def _close_fds_but(keep: int, store: Path) -> None:
             os.close(fd)
         except OSError:
             pass  # the directory listing's own fd, already closed
-
-
-def _take_uffd(inj: Injector) -> int:
-    remote = inj.check(_NR_USERFAULTFD, O_CLOEXEC | O_NONBLOCK, what="userfaultfd (lazy restore)")
-    pidfd = kernel.syscall(_NR_PIDFD_OPEN, inj.tid, 0)
-    try:
-        return kernel.syscall(_NR_PIDFD_GETFD, pidfd, remote, 0)
-    finally:
-        os.close(pidfd)
-        inj.check(kernel.NR["close"], remote, what="close (userfaultfd)")
-
-
-def _ioctl(fd: int, request: int, buf: ctypes.Array, what: str) -> int:
-    """An ioctl; raises CheckpointError (errno set) on failure."""
-    if _libc.ioctl(fd, request, ctypes.addressof(buf)) < 0:
-        err = ctypes.get_errno()
-        exc = CheckpointError(f"{what} failed: {os.strerror(err)}")
-        exc.errno = err
-        raise exc
-    return 0
 
 
 BLOCK = 64 * PAGE_SIZE  # the image's page blocks (image.py)
@@ -464,7 +432,7 @@ class _Server:
             self.retry.append((space, addr))
         elif err == errno.EEXIST:  # already there: make sure nobody still sleeps on it
             wake = (ctypes.c_uint64 * 2)(addr, max(len(cids), 1) * PAGE_SIZE)
-            _libc.ioctl(space.uffd, UFFDIO_WAKE, ctypes.addressof(wake))
+            raw_ioctl(space.uffd, UFFDIO_WAKE, wake)
             for i, cid in enumerate(cids[1:], 1):  # the rest of a run: one page at a time
                 space.put_back(addr + i * PAGE_SIZE, cid)
         elif err in (errno.ESRCH, errno.ENOENT):  # the process is gone, or the range went away
