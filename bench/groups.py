@@ -98,6 +98,28 @@ def group_run(work: Path, script: Path, hz: float, window: float) -> tuple[float
     return measured, request(store, "ps")["groups"][0], store
 
 
+def note_checkpoints(out: dict, prefix: str, key: str, status: dict, extra: str) -> None:
+    """The group's stop and freeze-to-durable figures from its `ps` entry, plus `extra`."""
+    names = {"stop_ms_median": "stop_ms_median", "stop_ms_p99": "stop_ms_p99",
+             "freeze_to_durable_ms_median": "durable_ms_median", "stop_phases_ms_last": "stop_phases_ms_last",
+             {"rate_hz": "checkpoints_per_s_achieved"}.get(extra, extra): extra}
+    for name, field in names.items():
+        out[f"{prefix}{name}_{key}"] = status[field]
+
+
+def crash_and_restore(store: Path, group: str, out: dict, prefix: str) -> None:
+    """SIGKILL the group's process and the daemon, then time `sls restore` (wall) and
+    the daemon's own restore."""
+    ps = request(store, "ps")
+    os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
+    os.kill(ps["daemon"], signal.SIGKILL)
+    time.sleep(0.2)
+    started = time.perf_counter()
+    sls("restore", group, "--store", str(store))
+    out[f"{prefix}restore_cli_wall_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    out[f"{prefix}restore_daemon_ms"] = request(store, "ps")["groups"][0]["restore_ms"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -149,22 +171,10 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         sls("init", str(store))
         sls("run", "--store", str(store), "--name", "redis", "--hz", str(hz), "--", *redis_argv(port))
         out[f"redis_sets_per_s_{key}"] = round(redis_rate(port, mib, requests), 1)
-        status = request(store, "ps")["groups"][0]
         if hz:
-            out[f"redis_stop_ms_median_{key}"] = status["stop_ms_median"]
-            out[f"redis_stop_ms_p99_{key}"] = status["stop_ms_p99"]
-            out[f"redis_freeze_to_durable_ms_median_{key}"] = status["durable_ms_median"]
-            out[f"redis_pages_last_{key}"] = status["pages_last"]
-            out[f"redis_stop_phases_ms_last_{key}"] = status["stop_phases_ms_last"]
+            note_checkpoints(out, "redis_", key, request(store, "ps")["groups"][0], "pages_last")
         if hz == 10:
-            ps = request(store, "ps")
-            os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
-            os.kill(ps["daemon"], signal.SIGKILL)
-            time.sleep(0.2)
-            started = time.perf_counter()
-            sls("restore", "redis", "--store", str(store))
-            out["redis_restore_cli_wall_ms"] = round((time.perf_counter() - started) * 1000, 1)
-            out["redis_restore_daemon_ms"] = request(store, "ps")["groups"][0]["restore_ms"]
+            crash_and_restore(store, "redis", out, "redis_")
         sls("stop", "--store", str(store))
     base = out["redis_sets_per_s_no_slsfs"]
     for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
@@ -194,20 +204,9 @@ def main() -> int:
             stores.append(store)
             out[f"rows_per_s_{key}"] = round(measured, 1)
             if hz:
-                out[f"stop_ms_median_{key}"] = status["stop_ms_median"]
-                out[f"stop_ms_p99_{key}"] = status["stop_ms_p99"]
-                out[f"freeze_to_durable_ms_median_{key}"] = status["durable_ms_median"]
-                out[f"checkpoints_per_s_achieved_{key}"] = status["rate_hz"]
-                out[f"stop_phases_ms_last_{key}"] = status["stop_phases_ms_last"]
+                note_checkpoints(out, "", key, status, "rate_hz")
             if hz == 10:
-                ps = request(store, "ps")
-                os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
-                os.kill(ps["daemon"], signal.SIGKILL)
-                time.sleep(0.2)
-                started = time.perf_counter()
-                sls("restore", "bench", "--store", str(store))
-                out["restore_cli_wall_ms"] = round((time.perf_counter() - started) * 1000, 1)
-                out["restore_daemon_ms"] = request(store, "ps")["groups"][0]["restore_ms"]
+                crash_and_restore(store, "bench", out, "")
             sls("stop", "--store", str(store))
         base = out["rows_per_s_no_slsfs"]
         for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
