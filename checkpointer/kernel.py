@@ -62,7 +62,7 @@ NR = dict(
     close=3, lseek=8, mmap=9, mprotect=10, munmap=11, brk=12, rt_sigaction=13,
     mremap=25, getitimer=36, setitimer=38, wait4=61, fcntl=72, chdir=80, umask=95, setpgid=109, setsid=112,
     setgroups=116, setresuid=117, setresgid=119, rt_sigtimedwait=128, rt_sigqueueinfo=129, sigaltstack=131,
-    personality=135, prctl=157, chroot=161, set_tid_address=218, restart_syscall=219,
+    personality=135, prctl=157, chroot=161, mount=165, set_tid_address=218, restart_syscall=219,
     exit_group=231, openat=257, unshare=272, set_robust_list=273, get_robust_list=274, dup3=292,
     rt_tgsigqueueinfo=297, rseq=334, seccomp=317, clone3=435, close_range=436,
 )

@@ -38,6 +38,8 @@ from .pinning import Pinning
 from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
                  | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL)
 EAGAIN = 11
@@ -92,8 +94,11 @@ def _stub_injector(tid: int) -> Injector:
 
 
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
-            leave_stopped: bool = False, lazy: bool = False) -> Restored:
+            leave_stopped: bool = False, lazy: bool = False, new_mount_namespace: bool = False) -> Restored:
     """Restore every process of the image; returns once they run (or are stopped, if asked).
+
+    `new_mount_namespace`: the processes get a private copy of the restorer's mount
+    namespace (as `unshare --mount` makes one: nothing mounted in it shows outside).
 
     `lazy` (image from load_image only): private anonymous memory is not written but served
     on first touch, and pushed in the background, by a page server (lazy.py)."""
@@ -117,6 +122,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
         top = _stub_injector(launcher.pid)
         helpers = [top]
+        if new_mount_namespace:
+            _unshare_mounts(top)
         if new_pid_namespace:
             top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
             if not (len(roots) == 1 and roots[0]["pid"] == 1):
@@ -166,6 +173,14 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     for warning in restored.warnings:
         print(f"sls restore: warning: {warning}", file=sys.stderr)
     return restored
+
+
+def _unshare_mounts(inj: Injector) -> None:
+    """Give the launcher (and so every process cloned from it) its own mount namespace,
+    with no propagation back to the restorer's."""
+    inj.check(NR["unshare"], CLONE_NEWNS, what="unshare(CLONE_NEWNS)")
+    root = inj.put(b"/\0")
+    inj.check(NR["mount"], 0, root, 0, MS_REC | MS_PRIVATE, 0, what="mount(/, MS_REC|MS_PRIVATE)")
 
 
 def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
