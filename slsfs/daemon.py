@@ -45,7 +45,7 @@ from objectstore import ChunkId, Store, StoreError
 
 from checkpointer import CheckpointError
 from checkpointer.image import ImageWriter
-from checkpointer.restore import restore as restore_image
+from checkpointer.restore import Restored, restore as restore_image
 from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
@@ -223,9 +223,7 @@ class Daemon:
         if settings.mode == "root":
             await self._prepare_root(settings.mountpoint)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
-        restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
-        if settings.mode == "root":
-            await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
+        restored = await self._restore_processes(image, settings, remap)
         group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
                              last_checkpoint=commit_id, restored_from=commit_id,
                              restore_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -247,14 +245,23 @@ class Daemon:
             remap = {record.settings.mountpoint: settings.mountpoint}
             if settings.mode == "root":
                 await self._prepare_root(settings.mountpoint)
-            restored = await self.tracer.run(lambda: restore_image(image, new_pid_namespace=True, remap=remap))
-            if settings.mode == "root":
-                await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
+            restored = await self._restore_processes(image, settings, remap)
             group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq, restored_from=origin.id)
             self.groups[dest] = group
             log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, group.pids)
             started.append({"group": dest, "pids": group.pids, "directory": settings.mountpoint})
         return started
+
+    async def _restore_processes(self, image: group_checkpoint.LoadedImage, settings: GroupSettings,
+                                 remap: dict[str, str]) -> Restored:
+        """Restore the processes of `image` in a new PID namespace; a `--root` group also in
+        its own mount namespace, with its /proc mounted there."""
+        rooted = settings.mode == "root"
+        restored = await self.tracer.run(lambda: restore_image(
+            image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap))
+        if rooted:
+            await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
+        return restored
 
     async def _prepare_root(self, root: str) -> None:
         if root not in self.roots:

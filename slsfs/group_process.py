@@ -4,7 +4,8 @@ A fresh group is started as `unshare --pid --fork -- CMD`: CMD becomes PID 1 of 
 PID namespace, so a restore (which builds a new namespace too) gives it back the same
 PID. The group's process is that child of `unshare`, once it has exec'd CMD.
 
-In `--root` mode the command runs chroot()ed into the mount (slsfs.rootfs).
+In `--root` mode the command also gets its own mount namespace (`unshare --mount`, private
+propagation) and runs chroot()ed into the mount (slsfs.rootfs).
 """
 from __future__ import annotations
 
@@ -125,10 +126,12 @@ def _exe(pid: int) -> str | None:
 
 async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     """Start CMD in a new PID namespace with the mount as its working directory, or (mode
-    "root", the root file system prepared by slsfs.rootfs) as its root."""
+    "root", the root file system prepared by slsfs.rootfs) as its root in its own mount
+    namespace."""
     root = settings.mountpoint if settings.mode == "root" else None
     command = rootfs.start_argv(root, settings.argv) if root else settings.argv
-    argv = ["unshare", "--pid", "--fork", "--kill-child", "--", *command]
+    private_mounts = ["--mount", "--propagation", "private"] if root else []
+    argv = ["unshare", "--pid", "--fork", "--kill-child", *private_mounts, "--", *command]
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:

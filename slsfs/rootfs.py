@@ -2,17 +2,23 @@
 directories read-only, /proc of the group's PID namespace, a small /dev, and /tmp in the
 volume (so it is checkpointed like every other file).
 
-The daemon mounts all of this on directories of its own mount point, in the host's mount
-namespace, and the group's processes are chroot()ed there. Paths the checkpointer records
-(`<mount>/usr/lib/.../libc.so.6`, `<mount>/dev/null`) then name the same files at restore,
-once the daemon has mounted the same things again before the processes come back, and a
-lazy unmount of the FUSE mount takes every one of these mounts with it.
+The group has its own mount namespace (a private copy of the daemon's, made when the
+group starts or is restored): what it mounts, its /proc included, stays inside. The
+daemon mounts the host directories and /dev on directories of its own mount point before
+that copy is made, and the group's processes are chroot()ed there. Paths the
+checkpointer records (`<mount>/usr/lib/.../libc.so.6`, `<mount>/dev/null`) then name the
+same files at restore, once the daemon has mounted the same things again before the
+processes come back, and a lazy unmount of the FUSE mount takes every one of these
+mounts with it.
 
-Simplifications: no private mount namespace (the mounts are visible on the host under
-the mount point; the chroot is the confinement, as for any root-owned process); the host
-directories shadow whatever the volume holds at those names; /dev has null, zero, full,
-random, urandom and tty (no pts), /dev/shm is a link to /tmp; at restore /proc is mounted
-for the new PID namespace only once the processes run again (a few ms without it).
+Simplifications: the host-directory and /dev mounts are in the daemon's namespace too
+(visible on the host under the mount point: the checkpointer and the restorer work with
+those paths); a chroot, not a pivot_root (as for any root-owned process, the chroot is
+the confinement); the host directories shadow whatever the volume holds at those names;
+/dev has null, zero, full, random, urandom and tty (no pts), /dev/shm is a link to /tmp;
+what the application mounts itself is not checkpointed (gone after a restore); at
+restore /proc is mounted for the new PID namespace only once the processes run again (a
+few ms without it).
 """
 from __future__ import annotations
 
@@ -51,7 +57,7 @@ if ! mountpoint -q "$root/dev"; then
 """ + "".join(f'    mknod -m 666 "$root/dev/{name}" c {major} {minor}\n' for name, major, minor in DEVICES) \
     + "".join(f'    ln -s {target} "$root/dev/{name}"\n' for name, target in DEV_LINKS) + "fi\n"
 
-# run as PID 1 of the group's new PID namespace: its /proc, then the command in the root
+# run as PID 1 of the group's new PID and mount namespaces: its /proc, then the command in the root
 _ENTER = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
 
 
@@ -75,9 +81,9 @@ def entered(pid: int, root: str) -> bool:
 
 
 async def mount_proc(root: str, init_pid: int) -> None:
-    """Mount, at `root`/proc, the /proc of the PID namespace whose init is host `init_pid`
-    (after a restore, which builds a new namespace)."""
-    await _run(["nsenter", "--target", str(init_pid), "--pid", "--", "mount", "-t", "proc", "proc",
+    """Mount, at `root`/proc in the mount namespace of host `init_pid`, the /proc of its PID
+    namespace (after a restore, which builds new namespaces)."""
+    await _run(["nsenter", "--target", str(init_pid), "--pid", "--mount", "--", "mount", "-t", "proc", "proc",
                 os.path.join(root, "proc")], f"mounting /proc at {root}/proc")
 
 

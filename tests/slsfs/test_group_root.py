@@ -1,9 +1,11 @@
-"""`sls run --root`: the volume is the group's `/`, with the host's system directories
-read-only, /proc of its own PID namespace, /dev and /tmp; after a crash it comes back in
-the same root. Nothing stays mounted after `sls stop`."""
+"""`sls run --root`: the volume is the group's `/`, in its own mount namespace, with the
+host's system directories read-only, /proc of its own PID namespace, /dev and /tmp; after
+a crash it comes back in the same root and again in a namespace of its own. Nothing stays
+mounted after `sls stop`."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -29,12 +31,23 @@ def mounts_at_or_under(path: Path) -> list[str]:
     return [p for p in points if p == str(path) or p.startswith(f"{path}/")]
 
 
+def assert_own_mount_namespace(store, group: str) -> None:
+    """The group's process is in a mount namespace of its own, whose /proc the host does not see."""
+    pid = store.group(group)["pids"][0]
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    assert str(store.mnt / "proc") not in mounts_at_or_under(store.mnt), "the group's /proc leaked to the host"
+    with open(f"/proc/{pid}/mountinfo") as f:        # mount points as seen from its root
+        inside = [line.split()[4] for line in f]
+    assert {"/", "/proc", "/usr", "/dev"} <= set(inside), f"the group's mounts: {inside}"
+
+
 def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store):
     store = group_store
     store.sls("run", "--root", "--store", str(store.path), "--name", "r", "--hz", "5", "--",
               "/bin/sh", "-c", SCRIPT)
     count, pid, comm = wait_for(lambda: (s := state(store)) and s[0] > 10 and s, "the rooted shell to count")
     assert (pid, comm) == ("1", "sh"), "the group must see itself as PID 1 in its own /proc"
+    assert_own_mount_namespace(store, "r")
     assert (store.mnt / "etc" / "os-release").read_text() == Path("/etc/os-release").read_text()
     with pytest.raises(OSError) as raised:
         (store.mnt / "usr" / "written-by-test").write_text("x")
@@ -49,6 +62,7 @@ def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store):
     assert first[0] >= floor, f"the restored group started over at {first[0]} (checkpointed >= {floor})"
     assert first[1:] == ("1", "sh"), f"after the restore: {first}"
     wait_for(lambda: (s := state(store)) and s[0] > first[0] + 10, "the restored shell to count on")
+    assert_own_mount_namespace(store, "r")
 
     store.sls("stop", "--store", str(store.path))
     left = mounts_at_or_under(store.mnt)
