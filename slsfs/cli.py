@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from objectstore import StoreError
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, StoreError) as exc:
         print(f"sls: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:                # `sls log | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 141
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"sls: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -301,33 +301,37 @@ def open_files(mountpoint: str) -> list[str]:
 
 
 def cmd_umount(args) -> int:
-    mountpoint = os.path.abspath(args.mountpoint)
+    print(unmount(os.path.abspath(args.mountpoint), force=args.force))
+    return 0
+
+
+def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close these first (or --force)") -> str:
+    """Unmount a slsfs mount and wait for its daemon's final checkpoint (refusing, with
+    the list, while files are open there unless `force`); returns what was done."""
     state = _mount_state(mountpoint)
     if state == "free":
         raise CommandError(f"{mountpoint} is not a slsfs mount")
     if state == "stale":
         _detach(mountpoint)
-        print(f"detached stale mount {mountpoint} (its daemon had died; the store holds "
-              "everything up to its last durable checkpoint)")
-        return 0
+        return (f"detached stale mount {mountpoint} (its daemon had died; the store holds "
+                "everything up to its last durable checkpoint)")
     busy = open_files(mountpoint)
-    if busy and not args.force:
+    if busy and not force:
         listing = "; ".join(busy[:20]) + (f"; ... {len(busy) - 20} more" if len(busy) > 20 else "")
-        raise CommandError(f"{mountpoint} is busy, close these first (or --force): {listing}")
+        raise CommandError(f"{mountpoint} is busy, {busy_hint}: {listing}")
     info, _ = find_mount(mountpoint)
     try:
         pid = request(info.store, "status")["pid"]
     except ControlError:
         pid = None
-    cmd = ["fusermount3", "-u"] + (["-z"] if args.force else []) + [mountpoint]
+    cmd = ["fusermount3", "-u"] + (["-z"] if force else []) + [mountpoint]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise CommandError(f"could not unmount {mountpoint}: {result.stderr.strip()}")
     if pid is not None and not _wait_exit(pid, UMOUNT_TIMEOUT_S):
         raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
                            f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
-    print(f"unmounted {mountpoint}")
-    return 0
+    return f"unmounted {mountpoint}"
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

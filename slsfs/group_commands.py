@@ -20,10 +20,11 @@ from pathlib import Path
 
 from objectstore import Store
 
-from mount.control import ControlError, request
+from mount.control import ControlError, request, slsfs_mounts
 
 from . import groups
 from .cli import CommandError
+from .fs_commands import unmount
 from .groups import LOG_NAME
 
 DAEMON_START_TIMEOUT_S = 120.0
@@ -33,7 +34,7 @@ DAEMON_STOP_TIMEOUT_S = 60.0
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a command in a new persistence group (files + memory checkpointed)")
     p.add_argument("--store", required=True)
-    p.add_argument("--volume", default="main")
+    p.add_argument("--volume", help="the volume to mount (default: the one `sls mount` serves, or main)")
     p.add_argument("--name", help="group name (default: the command's name)")
     p.add_argument("--hz", type=float, default=10.0,
                    help="checkpoints per second (default 10; 0: only on `sls checkpoint`)")
@@ -148,13 +149,17 @@ def _store_path(store: str) -> str:
     return path
 
 
+def _plain_mount_message(store: str) -> str:
+    return (f"{store} is mounted by `sls mount`, which runs no persistence groups "
+            "(`sls run` and `sls restore` take that mount over)")
+
+
 def ask(store: str, op: str, timeout: float = 120.0, **fields) -> dict:
     try:
         return request(store, op, timeout=timeout, **fields)
     except ControlError as exc:
         if "unknown request" in str(exc):
-            raise CommandError(f"{store} is mounted by `sls mount`, which runs no persistence groups; "
-                               "unmount it and use `sls run`") from None
+            raise CommandError(_plain_mount_message(store)) from None
         raise CommandError(str(exc)) from None
 
 
@@ -166,9 +171,29 @@ def daemon_status(store: str) -> dict | None:
         if "no mount daemon is running" in str(exc):
             return None
         if "unknown request" in str(exc):
-            raise CommandError(f"{store} is mounted by `sls mount`, which runs no persistence groups; "
-                               "unmount it and use `sls run`") from None
+            raise CommandError(_plain_mount_message(store)) from None
         raise CommandError(str(exc)) from None
+
+
+def take_over_plain_mount(store: str) -> tuple[str, str] | None:
+    """If `sls mount` serves the store (a mount daemon runs no groups), unmount it, so that
+    a slsfs daemon can serve the same volume at the same place; returns that (mount point,
+    volume). Refuses, with the list, while files are open there."""
+    try:
+        request(store, "ps", timeout=30)
+        return None
+    except ControlError as exc:
+        if "unknown request" not in str(exc):
+            return None                       # no daemon at all, or one daemon_status reports
+    volume = ask(store, "status")["volume"]
+    mountpoint = next((m.mountpoint for m in slsfs_mounts()
+                       if os.path.realpath(m.store) == os.path.realpath(store)), None)
+    if mountpoint is None:
+        raise CommandError(f"the `sls mount` daemon of {store} answers but its mount point is not in "
+                           "/proc/self/mountinfo; stop it and try again")
+    unmount(mountpoint, busy_hint="and the slsfs daemon must take this `sls mount` over to run groups: "
+                                  f"close these first (or `sls umount --force {mountpoint}`)")
+    return mountpoint, volume
 
 
 def start_daemon(store: str, *args: str) -> None:
@@ -229,18 +254,21 @@ def cmd_run(args) -> int:
     if not 0 <= args.hz <= 1000:
         raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
+    plain_mountpoint, plain_volume = take_over_plain_mount(store) or (None, None)
     status = daemon_status(store)
     if args.resume and _has_checkpoint(store, name, status):
         if status is not None and any(g["group"] == name and g["running"] for g in status["groups"]):
             raise CommandError(f"group {name} is already running (pids "
                                f"{' '.join(str(p) for g in status['groups'] if g['group'] == name for p in g['pids'])})")
-        group = _restore_in_new_daemon(store, name, None, args.mountpoint, status)
+        group = _restore_in_new_daemon(store, name, None, args.mountpoint or plain_mountpoint, status)
         _print(args, group, _restored_line(group))
         return 0
-    mountpoint = status["mountpoint"] if status else os.path.abspath(args.mountpoint or store + ".mnt")
+    volume = args.volume or plain_volume or "main"
+    mountpoint = status["mountpoint"] if status else os.path.abspath(args.mountpoint or plain_mountpoint
+                                                                     or store + ".mnt")
     if status is None:
-        start_daemon(store, "--mountpoint", mountpoint, "--volume", args.volume)
-    settings = {"name": name, "volume": args.volume, "mountpoint": mountpoint, "hz": args.hz,
+        start_daemon(store, "--mountpoint", mountpoint, "--volume", volume)
+    settings = {"name": name, "volume": volume, "mountpoint": mountpoint, "hz": args.hz,
                 "argv": cmd, "mode": args.mode, "output": os.path.join(store, f"group-{name}.out")}
     reply = ask(store, "run", settings=settings, env=dict(os.environ))
     _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
@@ -309,7 +337,9 @@ def cmd_group_restore(args) -> int:
     if args.clone:
         return cmd_group_clone(args)
     store = _store_path(args.store)
-    group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint, daemon_status(store))
+    plain = take_over_plain_mount(store)
+    group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
+                                   daemon_status(store))
     _print(args, group, _restored_line(group))
     return 0
 
@@ -345,8 +375,9 @@ def cmd_group_clone(args) -> int:
     store = _store_path(args.store)
     if not 1 <= args.count <= 1000:
         raise CommandError(f"--count {args.count}: give 1 to 1000 copies")
+    plain = take_over_plain_mount(store)
     if daemon_status(store) is None:
-        start_daemon(store, "--like", args.group)
+        start_daemon(store, "--like", args.group, *(["--mountpoint", plain[0]] if plain else []))
     reply = ask(store, "clone_group", timeout=600, group=args.group, at=args.at, count=args.count)
     lines = [f"{c['group']}: pid {' '.join(map(str, c['pids']))} in {c['directory']}" for c in reply["clones"]]
     _print(args, reply, "\n".join(lines))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 from group_helpers import wait_for
 
@@ -65,4 +66,34 @@ def test_run_resume_starts_then_resumes(group_store, group_binaries):
 
     again = store.sls(*line, check=False)
     assert again.returncode == 1 and "already running" in again.stderr
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries):
+    """The issue's crash recovery: `sls mount` (to look at the files), then `sls restore
+    GROUP` hands that mount over to the slsfs daemon, once nothing is open in it."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
+              str(group_binaries / "atomic_counter"), "counter")
+    floor = wait_for(lambda: (counter_value(store) or 0) > 50 and counter_value(store), "the target to count")
+    store.checkpoint("app")
+    store.crash()
+
+    store.sls("mount", "--force", str(store.path), str(store.mnt))
+    assert counter_value(store) >= floor, "the plain mount shows the checkpoint's files"
+    onlooker = subprocess.Popen(["sleep", "60"], cwd=store.mnt)
+    try:
+        busy = store.sls("restore", "app", "--store", str(store.path), check=False)
+        assert busy.returncode == 1 and "busy" in busy.stderr and f"pid {onlooker.pid}" in busy.stderr, busy.stderr
+    finally:
+        onlooker.kill()
+        onlooker.wait()
+    assert counter_value(store) >= floor, "a refused take-over leaves the plain mount serving"
+
+    out = store.sls("restore", "app", "--store", str(store.path)).stdout
+    assert "restored from checkpoint" in out and str(store.mnt) in out, out
+    resumed = wait_for(lambda: counter_value(store), "the restored counter")
+    assert resumed >= floor
+    wait_for(lambda: (counter_value(store) or 0) > resumed + 20, "the restored target to count on")
+    assert store.group("app")["running"]
     store.sls("stop", "--store", str(store.path))
