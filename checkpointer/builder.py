@@ -2,7 +2,8 @@
 
 What: `ProcessBuilder` drives a stopped stub clone (see restore.py) with injected
 syscalls: vdso/vvar moved to their old addresses, every mapping recreated with
-MAP_FIXED, pages written through /proc/PID/mem (by a second thread, pagewriter.py), fds installed (files.py), cwd/root,
+MAP_FIXED, pages written through /proc/PID/mem (by a second thread, pagewriter.py, while
+the rest of `build` goes on; `finish` waits for them), fds installed (files.py), cwd/root,
 name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
 interval timers, rlimits; then threads (clone3 with set_tid), POSIX timers, per-thread robust list,
 tid address, rseq, altstack, pending signals and credentials, and at last xstate,
@@ -102,6 +103,7 @@ class ProcessBuilder:
         self.threads: list[tuple[Injector, dict]] = [(inj, meta["threads"][0])]
         self.spares: list[int] = []  # fds held for sharing with other processes, closed in finish
         self.spare_base = max([f["fd"] for f in meta["fds"]] + [2]) + 1
+        self.writer: PageWriter | None = None  # the pages being written (build -> finish)
 
     def build(self, pages: Iterator[tuple[int, bytes]], files: FileRestorer) -> None:
         with phase("mappings"):
@@ -110,12 +112,15 @@ class ProcessBuilder:
             self._move_specials()
             self._map_memory(files)
         with phase("pages"):
-            writer = PageWriter(self.tid)  # writes from a second thread while we read the next pages
+            # written by a second thread while we read the next pages and go on with the
+            # rest: finish() waits for them (nothing before it reads the process's memory)
+            self.writer = PageWriter(self.tid)
             try:
                 for addr, data in pages:
-                    writer.write(addr, data)
-            finally:
-                writer.close()
+                    self.writer.write(addr, data)
+            except BaseException:
+                self._wait_pages(quiet=True)
+                raise
         with phase("files_and_process_state"):
             self.spares += files.install(self, self.meta["fds"])
             self._mm_map()
@@ -124,8 +129,21 @@ class ProcessBuilder:
             self._limits()
 
     def finish(self) -> None:
+        with phase("pages_wait"):
+            self._wait_pages()
         with phase("threads_and_registers"):
             self._finish()
+
+    def _wait_pages(self, quiet: bool = False) -> None:
+        """Wait until the pages are written; raise the writer's error unless `quiet` (the
+        restore has failed already)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except CheckpointError:
+                if not quiet:
+                    raise
 
     def _finish(self) -> None:
         for spare in self.spares:
@@ -164,6 +182,7 @@ class ProcessBuilder:
             inj.close()
 
     def close(self) -> None:
+        self._wait_pages(quiet=True)
         for inj, _ in self.threads:
             inj.close()
 

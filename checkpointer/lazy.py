@@ -455,7 +455,7 @@ class _Server:
             return
         cids = [cid for _, cid in run]
         try:
-            done = self._copy(space, run[0][0], [self.image.store.get(cid) for cid in cids])
+            done = self._copy(space, run[0][0], self.image.store.get_many(cids))
             for addr, cid in run[done:]:  # stopped early: the rest goes back
                 space.put_back(addr, cid)
         except CheckpointError as exc:

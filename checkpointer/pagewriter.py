@@ -4,9 +4,11 @@ What: `PageWriter(tid)` takes (address, bytes) runs with `write()` and writes th
 through /proc/TID/mem from its own thread; `close()` waits until every run is in and
 raises the first error. Why: restore time is reading pages from the store (Python, holds
 the GIL) plus writing them into the new process (the kernel faults in and fills each
-page; os.pwrite lets go of the GIL): with a second thread the two overlap.
+page; os.pwrite lets go of the GIL): with a second thread the two overlap. The thread
+leaves the CPU the restorer pinned itself to (it inherited that pinning), so the two
+run side by side on two CPUs.
 
-Simplifications: at most QUEUED_RUNS runs (of up to 256 KiB) wait in memory; the thread
+Simplifications: at most QUEUED_RUNS runs (of up to 1 MiB: image.RUN_PAGES) wait in memory; the thread
 touches no ptrace state (only the mem file), so ptrace's one-thread rule still holds.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 
 from .errors import CheckpointError, ProcessGone
 
-QUEUED_RUNS = 64
+QUEUED_RUNS = 32
 
 
 class PageWriter:
@@ -39,6 +41,10 @@ class PageWriter:
         self._queue.put((addr, data))
 
     def _run(self) -> None:
+        try:  # not on the CPU the restorer pinned itself to (pinning.py): on any, beside it
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        except OSError:
+            pass  # a cpuset that allows none of them: stay where we are
         while True:
             item = self._queue.get()
             if item is None:

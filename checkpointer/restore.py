@@ -31,6 +31,7 @@ from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .files import FileRestorer
 from .freeze import ALL_SIGNALS
+from .image import StoredImage
 from .inject import Injector
 from .kernel import NR
 from .lazy import PageServer, lazy_ranges
@@ -140,10 +141,10 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             builders.append(builder)
             if server:
                 ranges = lazy_ranges(meta)
-                builder.build(image.page_runs(meta["pid"], outside=ranges), files)
+                builder.build(image.page_runs(meta["pid"], outside=ranges, skip_zero=True), files)
                 server.arm(builder.inj, builder.tid, meta["pid"], ranges)
             else:
-                builder.build(image.page_runs(meta["pid"]), files)
+                builder.build(_pages_to_write(image, meta["pid"]), files)
         for builder in builders:
             builder.finish()
         for helper in helpers:
@@ -181,6 +182,14 @@ def _unshare_mounts(inj: Injector) -> None:
     inj.check(NR["unshare"], CLONE_NEWNS, what="unshare(CLONE_NEWNS)")
     root = inj.put(b"/\0")
     inj.check(NR["mount"], 0, root, 0, MS_REC | MS_PRIVATE, 0, what="mount(/, MS_REC|MS_PRIVATE)")
+
+
+def _pages_to_write(image: ImageSource, pid: int) -> Iterator[tuple[int, bytes]]:
+    """The pages restore writes: a stored image leaves out the zero pages of memory that
+    is mapped afresh (zero already) without reading them."""
+    if isinstance(image, StoredImage):
+        return image.page_runs(pid, skip_zero=True)
+    return image.page_runs(pid)
 
 
 def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
