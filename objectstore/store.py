@@ -19,6 +19,7 @@ A Store is not thread-safe: call it from one thread at a time.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from . import pack as fmt
 from .chunks import DATA, NODE, ChunkId
@@ -168,14 +169,25 @@ class Store:
         self._lock_fd = fd
 
     def _load_history(self) -> None:
+        """Commits and tags from the store records. A catalog holds every commit it keeps
+        and every tag, and all that was written after it follows it in pack order, so
+        reading starts at the newest catalog (at every record if that catalog is damaged
+        or from before catalogs held their commits)."""
+        records = self.packs.meta_records(from_last=fmt.CATALOG)
+        first = next(records, None)
+        if first is not None and first[0] == fmt.CATALOG and "commits" in _parse_record(first[1]):
+            records = itertools.chain([first], records)
+        else:
+            records = self.packs.meta_records()
         upto, live, tags = 0, None, {}
         commits: dict[int, Commit] = {}
-        for kind, payload in self.packs.meta_records():
+        for kind, payload in records:
             rec = _parse_record(payload)
             if kind == fmt.COMMIT:
                 commits[rec["id"]] = _commit_from(rec)
             elif kind == fmt.CATALOG:
                 upto, live, tags = rec["upto"], set(rec["live"]), dict(rec["tags"])
+                commits.update((c["id"], _commit_from(c)) for c in rec.get("commits", ()))
             elif kind == fmt.TAG:
                 if rec["commit"] is None:
                     tags.pop(rec["name"], None)
@@ -211,11 +223,6 @@ class Store:
 
     def get(self, cid: bytes) -> bytes:
         return self.packs.get(cid)
-
-    def get_many(self, cids: Sequence[bytes]) -> list[bytes]:
-        """The contents of many chunks, in the order asked (duplicates allowed): the same
-        as [get(c) for c in cids] but reads neighbouring records together (restore's pages)."""
-        return self.packs.get_many(cids)
 
     def has(self, cid: bytes) -> bool:
         return self.packs.has(cid)
@@ -451,7 +458,9 @@ class Store:
         if self.head:
             keep.add(self.head.id)
         upto = self._next_id - 1
-        catalog = _record("catalog", upto=upto, live=sorted(keep & set(self._commits)), tags=self._tags)
+        live = sorted(keep & set(self._commits))
+        catalog = _record("catalog", upto=upto, live=live, tags=self._tags,
+                          commits=[self._commits[i].to_json() for i in live])
         self.packs.append_meta(fmt.CATALOG, catalog)
         self.packs.sync()
         self._commits = {i: c for i, c in self._commits.items() if i in keep}

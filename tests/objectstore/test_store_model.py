@@ -3,7 +3,8 @@
 Random chunk puts, volume edits, clones, snapshots, named roots, commits (durable
 or not), barriers, tags, open refcounts, GC under a tight retention policy and
 close + reopen (clean, or dropping what was never synced); after every step the reads it makes agree with the model. Packs
-are sealed every KiB so that GC really compacts and reopening reads indexes.
+are sealed every KiB so that GC really compacts and reopening reads indexes (and
+the active pack's prefix index).
 SLSFS_MODEL_EXAMPLES raises the number of examples (default 150).
 """
 from __future__ import annotations
@@ -53,6 +54,7 @@ class StoreModel(RuleBasedStateMachine):
 
     def _tune(self):
         self.store.packs.pack_limit = PACK_LIMIT
+        self.store.packs.prefix_index_min = 2       # so that reopening reads prefix indexes too
         self.store.retention = RetentionPolicy(keep_last=KEEP_LAST, minutely=0, hourly=0, daily=0)
 
     def teardown(self):
