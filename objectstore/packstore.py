@@ -10,14 +10,19 @@ Design notes:
   offset, stored length, kind). Simplification: RAM grows with the number of chunks
   (about 150 bytes each).
 - `get_many` reads many chunks in pack order, one pread per span of nearby records.
+- The active pack's *prefix index* (`pack-N.pidx`, the same format as a sealed index)
+  names records already fsync'd; it is rewritten (tmp + rename, no fsync: a lost or
+  torn one only means a longer scan) after a sync once the pack has grown by half
+  since the last one, so that opening scans only the records after it.
 - Opening after a crash: sealed packs are read through their index (rebuilt by a
-  scan if missing or damaged); the active pack is scanned. Damage after the last
-  valid record is a torn tail and is cut; damage followed by valid records is
-  corruption, kept for fsck to report and never served.
+  scan if missing or damaged); the active pack is scanned after its prefix index.
+  Damage after the last valid record is a torn tail and is cut; damage followed by
+  valid records is corruption, kept for fsck to report and never served.
 """
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import re
 from pathlib import Path
@@ -34,6 +39,7 @@ PACK_NAME = re.compile(r"^pack-(\d{8})\.pack$")
 _WRITE_AHEAD = 8 << 20  # write the buffer out once it holds this much
 _SPAN_GAP = 64 << 10  # get_many: records at most this far apart are read by one pread
 _SPAN_MAX = 4 << 20  # ... and one pread reads at most this much
+PREFIX_INDEX_MIN_RECORDS = 1024  # no prefix index for an active pack with fewer records
 DAMAGED_TAIL = ".damaged-tail-at-"  # pack-N.pack.damaged-tail-at-OFFSET: bytes cut on open
 
 
@@ -78,6 +84,7 @@ class PackStore:
         self.readonly = readonly
         self.verify_dedup = verify_dedup
         self.pack_limit = pack_limit
+        self.prefix_index_min = PREFIX_INDEX_MIN_RECORDS
         self.damage: list[str] = []  # corruption found on open, for fsck
         self._damaged: dict[bytes, tuple[str, int]] = {}  # chunk id -> (pack, offset) of a bad record
         self._index: dict[bytes, int] = {}
@@ -85,6 +92,7 @@ class PackStore:
         self._fds: dict[int, int] = {}
         self._active = 0
         self._active_records: list[fmt.RecordInfo] = []
+        self._prefix_indexed = 0  # records of the active pack its prefix index names
         self._written = 0  # bytes of the active pack on disk
         self._buf = bytearray()
         self._unsynced = False
@@ -101,6 +109,8 @@ class PackStore:
                          if (m := PACK_NAME.match(p.name)))
         for number in numbers[:-1]:
             self._load_sealed(number)
+            if not self.readonly:
+                _pack_path(self.directory, number, ".pidx").unlink(missing_ok=True)
         if numbers:
             self._load_active(numbers[-1])
         elif not self.readonly:
@@ -138,20 +148,58 @@ class PackStore:
             self._active_records = []
             self._written = fmt.PACK_HEADER.size
             return
-        data = self._read_whole(number)
-        result = fmt.scan(data)
-        self._note_damage(number, data, result, torn_tail_allowed=True)
-        if fmt.whole_record_at(data, result.valid_end):
-            self._keep_damaged_tail(number, data, result.valid_end)
-        self._add_records(number, result.records)
+        with open(path, "rb") as f:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)   # pages read as scanned
+        try:
+            fmt.check_pack_header(data, path.name)
+            known = self._prefix_index(number, data)
+            result = fmt.scan(data, known[-1].end if known else fmt.PACK_HEADER.size)
+            self._note_damage(number, data, result, torn_tail_allowed=True)
+            if fmt.whole_record_at(data, result.valid_end):
+                self._keep_damaged_tail(number, data, result.valid_end)
+            size = len(data)
+        finally:
+            data.close()
+        self._add_records(number, known + result.records)
         self._active = number
-        self._active_records = list(result.records)
+        self._active_records = known + result.records
+        self._prefix_indexed = len(known)
         self._written = result.valid_end
         if not self.readonly:
             fd = self._fd(number, write=True)
-            if len(data) > result.valid_end:
+            if size > result.valid_end:
                 os.ftruncate(fd, result.valid_end)  # cut the torn tail
-                os.fsync(fd)
+            if result.records:
+                os.fsync(fd)                        # what the scan found is durable: index it
+                self._write_prefix_index()
+
+    def _prefix_index(self, number: int, data: mmap.mmap) -> list[fmt.RecordInfo]:
+        """The records named by the active pack's prefix index, if it is intact and its
+        last record is where it says (else none: the whole pack is scanned)."""
+        path = _pack_path(self.directory, number, ".pidx")
+        try:
+            records = fmt.decode_index(path.read_bytes(), path.name)
+        except (OSError, StoreError):
+            return []
+        if records and fmt.decode_record(data, records[-1].offset) is None:
+            return []
+        return records
+
+    def _write_prefix_index(self) -> None:
+        """After a sync: name the records on disk in the prefix index, once the pack grew
+        by half since the last one (so the rewriting costs O(1) per record)."""
+        count = len(self._active_records)
+        if count < self.prefix_index_min or count < self._prefix_indexed * 3 // 2:
+            return
+        final = _pack_path(self.directory, self._active, ".pidx")
+        tmp = final.with_suffix(".pidx.tmp")
+        try:
+            tmp.write_bytes(fmt.encode_index(self._active_records))
+            os.replace(tmp, final)
+        except OSError:
+            tmp.unlink(missing_ok=True)   # (a full disk, say): opening scans a little more
+            return
+        self._prefix_indexed = count
 
     def _keep_damaged_tail(self, number: int, data: bytes, start: int) -> None:
         """The pack ends in a record that is all there but fails its checksum: that is
@@ -214,6 +262,7 @@ class PackStore:
         self._fds[number] = fd
         self._active = number
         self._active_records = []
+        self._prefix_indexed = 0
         self._written = len(header)
 
     def _write_index(self, number: int, records: list[fmt.RecordInfo]) -> None:
@@ -360,10 +409,15 @@ class PackStore:
         """Append one of the store's own records (commit, catalog, tag)."""
         self._append(kind, fmt.NO_ID, payload, compress=False)
 
-    def meta_records(self) -> Iterator[tuple[int, bytes]]:
-        """(kind, payload) of every store record, oldest first. A damaged record is
+    def meta_records(self, from_last: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(kind, payload) of every store record in pack order, or of those from the last
+        record of kind `from_last` on (all of them if there is none). A damaged record is
         skipped and listed in `damage` (for fsck): the store still opens."""
-        for number, offset, kind in list(self._meta):
+        entries = list(self._meta)
+        if from_last is not None:
+            last = max((i for i, entry in enumerate(entries) if entry[2] == from_last), default=0)
+            entries = entries[last:]
+        for number, offset, kind in entries:
             try:
                 info, payload = self._read_record(number, offset, None)
                 plain = self._plain(info, payload, number)
@@ -481,6 +535,7 @@ class PackStore:
         except OSError as exc:
             raise _io_error(exc, "syncing the store's pack file") from None
         self._unsynced = False
+        self._write_prefix_index()
         if self._written >= self.pack_limit:
             try:
                 self.seal_active()
@@ -493,6 +548,7 @@ class PackStore:
         if len(self._active_records) == 0:
             return
         self._write_index(self._active, self._active_records)
+        _pack_path(self.directory, self._active, ".pidx").unlink(missing_ok=True)
         self._start_pack(self._active + 1)
 
     @property
@@ -545,6 +601,7 @@ class PackStore:
                 os.close(fd)
             _pack_path(self.directory, number).unlink(missing_ok=True)
             _pack_path(self.directory, number, ".idx").unlink(missing_ok=True)
+            _pack_path(self.directory, number, ".pidx").unlink(missing_ok=True)
         fsync_dir(self.directory)
         return max(0, before - moved)
 

@@ -29,7 +29,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from . import pack as fmt
 from .chunks import DATA, NODE, ChunkId
@@ -223,6 +223,11 @@ class Store:
 
     def get(self, cid: bytes) -> bytes:
         return self.packs.get(cid)
+
+    def get_many(self, cids: Sequence[bytes]) -> list[bytes]:
+        """The contents of many chunks, in the order asked (duplicates allowed): the same
+        as [get(c) for c in cids] but reads neighbouring records together (restore's pages)."""
+        return self.packs.get_many(cids)
 
     def has(self, cid: bytes) -> bool:
         return self.packs.has(cid)
