@@ -79,6 +79,10 @@ def _encode_block(pages: dict[int, bytes]) -> tuple[bytes, list[bytes]]:
     return struct.pack("<Q", bitmap) + b"".join(ids), sorted(set(ids))
 
 
+def _blob_pieces(data: bytes) -> list[bytes]:
+    return [data[i:i + BLOB_PIECE] for i in range(0, len(data), BLOB_PIECE)]
+
+
 class ImageWriter:
     """Builds an image tree: from scratch, or (incremental) as a copy of a parent image
     whose page blocks are patched; only changed blocks and new pages are written."""
@@ -92,9 +96,14 @@ class ImageWriter:
 
     def add_blob(self, data: bytes) -> list[str]:
         """Store bytes named by the metadata (pipe contents, unlinked files): chunk ids in hex."""
-        ids = [self.store.put(data[i:i + BLOB_PIECE]) for i in range(0, len(data), BLOB_PIECE)]
+        ids = [self.store.put(piece) for piece in _blob_pieces(data)]
         self._blobs.update(ids)
         return [cid.hex() for cid in ids]
+
+    def blob_ids(self, data: bytes) -> list[str]:
+        """What add_blob(data) returns, without storing anything: callable from any thread
+        (a capture names a blob while the target is frozen, and stores it after the thaw)."""
+        return [self.store.id_of(piece).hex() for piece in _blob_pieces(data)]
 
     def _block(self, pid: int, block: int) -> dict[int, bytes]:
         found = self._blocks.get((pid, block))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from . import pack as fmt
-from .chunks import DATA, NODE, ChunkId
+from .chunks import DATA, NODE, ChunkId, chunk_id
 from .errors import FormatError, NotFound, StoreError, StoreLocked
 from .packstore import PackStore, fsync_dir
 from .retention import RetentionPolicy
@@ -220,6 +220,10 @@ class Store:
         cid = self.packs.put(data, kind)
         self._recent.add(cid)
         return cid
+
+    def id_of(self, data: bytes, kind: int = DATA) -> ChunkId:
+        """The id `put(data, kind)` gives, without storing: safe from any thread."""
+        return chunk_id(kind, data, self.seed)
 
     def get(self, cid: bytes) -> bytes:
         return self.packs.get(cid)

@@ -7,7 +7,8 @@ thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile:
   2. syncfs the mount (the kernel writes back dirty pages; the trio thread answers);
   3. seal the file system and commit it (not yet durable): this "files" commit holds
      the file system of the frozen instant, so `.sls/checkpoints/<id>/fs` shows it;
-  4. capture the processes: metadata, and memory pages copied into this process;
+  4. capture the processes: metadata, and memory pages and blobs (pipe contents)
+     copied into this process;
   5. thaw.
 Then `Captured.write()` (trio thread, application running) turns the copied pages into
 an image, names it with the files commit's volume root in the `grp/<name>` record, and
@@ -152,15 +153,19 @@ class Captured:
     processes: list[dict]
     files: list[dict]
     pages: list[tuple[int, int, bytes]]
+    blobs: list[bytes]                      # named in the stop (ImageWriter.blob_ids), stored after
     stop_ms: float
     stop_phases_ms: dict[str, float]        # where the stop went (checkpointer.stopwatch)
 
     async def write(self) -> ChunkId:
         """The image root; yields to trio between runs of pages so FUSE keeps being served."""
+        for data in self.blobs:
+            self.writer.add_blob(data)
         for pid, addr, data in self.pages:
             self.writer.add_pages(pid, addr, data)
             await trio.sleep(0)
         self.pages.clear()
+        self.blobs.clear()
         return self.writer.finish(self.processes, self.files)
 
 
@@ -173,6 +178,11 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     busy machine). On any error the caller resets `tracking`."""
     started = time.perf_counter()
     pages: list[tuple[int, int, bytes]] = []
+    blobs: list[bytes] = []
+
+    def name_blob(data: bytes) -> list[str]:
+        blobs.append(data)
+        return writer.blob_ids(data)
     with recording() as phases, freeze(pids, tree=True) as frozen:
         with phase("syncfs"):
             syncfs(mount_fd)
@@ -181,7 +191,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         with phase("page_selection"):
             ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
             select = tracking.selector(frozen, ns_pids, lambda *span: in_trio(writer.clear, *span))
-        files = FileCapture(lambda data: in_trio(writer.add_blob, data))
+        files = FileCapture(name_blob)
         processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files, select)
         with phase("arm_tracking"):
             tracking.arm(frozen)
@@ -189,7 +199,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
             frozen.check_alive()
             for pid in frozen.processes:
                 check_not_dying(pid)
-    return Captured(files_commit, fs_root, writer, processes, files.files, pages,
+    return Captured(files_commit, fs_root, writer, processes, files.files, pages, blobs,
                     (time.perf_counter() - started) * 1000, {k: round(v, 3) for k, v in phases.items()})
 
 
