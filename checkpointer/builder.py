@@ -2,7 +2,7 @@
 
 What: `ProcessBuilder` drives a stopped stub clone (see restore.py) with injected
 syscalls: vdso/vvar moved to their old addresses, every mapping recreated with
-MAP_FIXED, pages written through /proc/PID/mem (by a second thread, pagewriter.py, while
+MAP_FIXED (these in three trips: callbatch.py), pages written through /proc/PID/mem (by a second thread, pagewriter.py, while
 the rest of `build` goes on; `finish` waits for them), fds installed (files.py), cwd/root,
 name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
 interval timers, rlimits; then threads (clone3 with set_tid), POSIX timers, per-thread robust list,
@@ -25,6 +25,7 @@ from . import kernel, posix_timers, procfs, sysv_shm
 from .errors import CheckpointError
 from .files import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
+from .callbatch import CALL_BYTES, CallBatch
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import NR, PAGE_SIZE, Regs
 from .pagewriter import PageWriter
@@ -108,8 +109,13 @@ class ProcessBuilder:
     def build(self, pages: Iterator[tuple[int, bytes]], files: FileRestorer) -> None:
         with phase("mappings"):
             self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
-            self._move_to_helper_page()
-            self._move_specials()
+            current = self._move_to_helper_page()
+            layout = self._batch()  # the stub's own mappings out, vdso & co moved: one trip
+            for vma in current:
+                if not vma.special and vma.start != self.helper:
+                    layout.add(NR["munmap"], vma.start, vma.end - vma.start, what="munmap(stub)")
+            self._move_specials(current, layout)
+            layout.run()
             self._map_memory(files)
         with phase("pages"):
             # written by a second thread while we read the next pages and go on with the
@@ -152,7 +158,7 @@ class ProcessBuilder:
         posix_timers.recreate(self.inj, self.meta.get("posix_timers", []))  # SIGEV_THREAD_ID needs the threads
         for inj, thread in self.threads:
             self._thread_state(inj, thread)
-        self.inj.check(NR["munmap"], self.helper, PAGE_SIZE, what="munmap(helper)")
+        self.inj.check(NR["munmap"], self.helper, self.helper_size, what="munmap(helper)")
         self._seccomp()
         self._registers()
 
@@ -192,23 +198,30 @@ class ProcessBuilder:
         return [inj.tid for inj, _ in self.threads]
 
     # memory layout ------------------------------------------------------------
-    def _move_to_helper_page(self) -> None:
-        """Leave the stub's own code and stack: work from one page free in both layouts."""
+    def _move_to_helper_page(self) -> list[procfs.Vma]:
+        """Work from an area free in both layouts (a page for single injected calls, then
+        room for batches of them), so the stub's own code and stack can go. Returns the
+        stub's mappings."""
         current = procfs.maps(self.tid)
-        busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in current]
-        self.helper = _find_gap(busy, PAGE_SIZE)
-        self.inj.check(NR["mmap"], self.helper, PAGE_SIZE, 7, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                       -1, 0, what="mmap(helper page)")
+        vmas = self.meta["vmas"]
+        batch_room = 2 * CALL_BYTES * (len(vmas) + len(current)) + sum(len(v["path"]) + 16 for v in vmas)
+        self.helper_size = PAGE_SIZE + -(-(batch_room + 1024) // PAGE_SIZE) * PAGE_SIZE
+        busy = [(v["start"], v["end"]) for v in vmas] + [(v.start, v.end) for v in current]
+        self.helper = _find_gap(busy, self.helper_size)
+        self.inj.check(NR["mmap"], self.helper, self.helper_size, 7,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0, what="mmap(helper page)")
         self.inj.write(self.helper, SYSCALL_INSN)
         self.inj.syscall_addr = self.helper
         self.inj.scratch, self.inj.scratch_size = self.helper + 64, PAGE_SIZE - 64
-        for vma in current:
-            if not vma.special and vma.start != self.helper:
-                self.inj.check(NR["munmap"], vma.start, vma.end - vma.start, what="munmap(stub)")
+        return current
 
-    def _move_specials(self) -> None:
+    def _batch(self) -> CallBatch:
+        """A batch of calls run from the helper area (after the helper page is mapped)."""
+        return CallBatch(self.inj, self.helper + PAGE_SIZE, self.helper_size - PAGE_SIZE)
+
+    def _move_specials(self, current: list[procfs.Vma], batch_calls: CallBatch) -> None:
         """Move [vvar], [vvar_vclock] and [vdso] to the image's addresses (via a free area)."""
-        have = {v.path.strip("[]"): v for v in procfs.maps(self.tid) if v.path.strip("[]") in SPECIAL_KINDS}
+        have = {v.path.strip("[]"): v for v in current if v.path.strip("[]") in SPECIAL_KINDS}
         want = {v["kind"]: v for v in self.meta["vmas"] if v["kind"] in SPECIAL_KINDS}
         if set(have) != set(want) or any(have[k].end - have[k].start != want[k]["end"] - want[k]["start"]
                                          for k in want):
@@ -216,21 +229,27 @@ class ProcessBuilder:
                                   "restore it on the kernel it was taken on")
         busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in have.values()]
         total = sum(v.end - v.start for v in have.values())
-        temp = _find_gap(busy + [(self.helper, self.helper + PAGE_SIZE)], total)
+        temp = _find_gap(busy + [(self.helper, self.helper + self.helper_size)], total)
         moves = []
         for kind, vma in have.items():
             size = vma.end - vma.start
             moves.append((temp, want[kind]["start"], size))
-            self._mremap(vma.start, temp, size)
+            self._mremap(batch_calls, vma.start, temp, size)
             temp += size
         for now, final, size in moves:
-            self._mremap(now, final, size)
+            self._mremap(batch_calls, now, final, size)
 
-    def _mremap(self, old: int, new: int, size: int) -> None:
-        self.inj.check(NR["mremap"], old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, new,
-                       what=f"mremap({old:#x} -> {new:#x})")
+    @staticmethod
+    def _mremap(batch_calls: CallBatch, old: int, new: int, size: int) -> None:
+        batch_calls.add(NR["mremap"], old, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, new,
+                        what=f"mremap({old:#x} -> {new:#x})")
 
     def _map_memory(self, files: FileRestorer) -> None:
+        """Every mapping of the image: shared memory and SysV segments one by one, then
+        the files they map opened in one batch (once per file), then the mmaps (and the
+        closes) in another."""
+        opens, maps = self._batch(), []
+        opened: dict[tuple[str, int], int] = {}  # (path, flags) -> index of its openat in `opens`
         for vma in self.meta["vmas"]:
             kind = vma["kind"]
             if kind in SPECIAL_KINDS:
@@ -251,18 +270,32 @@ class ProcessBuilder:
                 continue
             if kind == "file":
                 path = self.remap(vma["path"])
-                writable_shared = vma["shared"] and "w" in vma["prot"]
-                fd = self.open(path, O_RDWR if writable_shared else O_RDONLY, f"mapping {vma['start']:#x}")
+                key = (path, O_RDWR if vma["shared"] and "w" in vma["prot"] else O_RDONLY)
+                if key not in opened:
+                    opened[key] = opens.add(NR["openat"], AT_FDCWD, opens.put(path.encode() + b"\0"), key[1], 0,
+                                            what=None)
                 flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
-                self.inj.check(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"],
-                               what=f"mmap of {path}")
-                self.inj.check(NR["close"], fd)
+                maps.append((vma, size, prot, flags, key))
                 continue
             flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
             if vma["growsdown"]:
                 flags |= MAP_GROWSDOWN
-            self.inj.check(NR["mmap"], vma["start"], size, prot, flags, -1, 0,
-                           what=f"mmap({vma['start']:#x}, {size})")
+            maps.append((vma, size, prot, flags, None))
+        fds = opens.run()
+        for (path, _), index in opened.items():
+            if fds[index] < 0:
+                vma = next(v for v, *_, key in maps if key is not None and key[0] == path)
+                raise CheckpointError(f"cannot reopen {path} for mapping {vma['start']:#x}: "
+                                      f"{os.strerror(-fds[index])} (the file must exist where the image "
+                                      "says, or pass a remap)")
+        mapping = self._batch()
+        for vma, size, prot, flags, key in maps:
+            fd = fds[opened[key]] if key else -1
+            mapping.add(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"] if key else 0,
+                        what=f"mmap of {key[0]}" if key else f"mmap({vma['start']:#x}, {size})")
+        for index in opened.values():
+            mapping.add(NR["close"], fds[index], what="close (a mapped file)")
+        mapping.run()
 
     def open(self, path: str, flags: int, what: str, mode: int = 0) -> int:
         """openat() inside the process; a clear error if the file is not there."""
