@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from . import kernel, lazy, posix_timers, procfs
+from .batch import OUT, Call, SyscallBatch
 from .errors import CheckpointError, Unsupported
 from .files import FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
@@ -51,11 +52,12 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
     """Metadata of every frozen process and zombie, parents before children.
 
     `select(host pid, vma)` names the pages of each VMA to hand to the sink (None: skip)."""
-    ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
-    ns_pids.update({pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.zombies})
+    with phase("process_tree"):
+        ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
+        ns_pids.update({pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.zombies})
 
     def ns_ppid(pid: int) -> int:
-        return ns_pids.get(int(procfs.status(pid)["PPid"]), 0)
+        return ns_pids.get(int(procfs.frozen_status(pid)["PPid"]), 0)
 
     result = [capture_process(proc, sink, files, ns_ppid(pid), select) for pid, proc in frozen.processes.items()]
     result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status}
@@ -69,7 +71,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     pid = proc.pid
     lazy.check_served(pid)
     with phase("proc_files"):
-        status = procfs.status(pid)
+        status = procfs.frozen_status(pid)
         vmas = procfs.maps(pid)
         meta = {
             "pid": procfs.ns_id(status["NSpid"]),
@@ -93,10 +95,8 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["fds"] = files.fd_records(pid)
     with phase("signals_threads_injected"):
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
-        meta.update(_process_injected(proc, status))
         meta["seccomp"] = _seccomp(proc, status)
-        meta["threads"] = [_thread_meta(proc, proc.main)] + [
-            _thread_meta(proc, t) for t in proc.threads.values() if t is not proc.main]
+        meta.update(_injected_state(proc, status))
     for vma in vmas:
         with phase("page_scan"):
             pages = select(pid, vma)
@@ -185,23 +185,34 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
         inj.close()
 
 
-def _process_injected(proc: FrozenProcess, status: dict[str, str]) -> dict:
-    """Process-wide state only readable from inside: brk, signal handlers, interval and POSIX timers."""
-    nr = kernel.NR
-    with injecting(proc.pid, proc.main) as inj:
-        brk = inj.check(nr["brk"], 0, what="brk(0)")
-        handled = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
-        actions = {}
-        for sig in range(1, 65):
-            if handled >> (sig - 1) & 1:
-                inj.check(nr["rt_sigaction"], sig, 0, inj.scratch, 8, what=f"rt_sigaction({sig})")
-                actions[str(sig)] = list(struct.unpack("QQQQ", inj.read(inj.scratch, 32)))
-        itimers = []
-        for which in range(3):
-            inj.check(nr["getitimer"], which, inj.scratch, what="getitimer")
-            itimers.append(list(struct.unpack("qqqq", inj.read(inj.scratch, 32))))
-        timers = posix_timers.capture(inj, proc.pid)
-    return {"brk": brk, "sigactions": actions, "itimers": itimers, "posix_timers": timers}
+def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
+    """State only readable from inside, all threads' calls in one batch (batch.py): brk,
+    signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
+    of each thread. Then the thread state ptrace reads from outside."""
+    nr, main = kernel.NR, proc.pid
+    batch = SyscallBatch(proc.pid, int(status["SigIgn"], 16))
+    brk = batch.add(main, nr["brk"], 0)
+    handled = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
+    actions = {sig: batch.add(main, nr["rt_sigaction"], sig, 0, OUT, 8, out=32)
+               for sig in range(1, 65) if handled >> (sig - 1) & 1}
+    itimers = [batch.add(main, nr["getitimer"], which, OUT, out=32) for which in range(3)]
+    timers = posix_timers.entries(proc.pid)
+    times = [batch.add(main, posix_timers.NR_TIMER_GETTIME, timer["id"], OUT, out=32) for timer in timers]
+    threads = [proc.main] + [t for t in proc.threads.values() if t is not proc.main]
+    per_thread = [(batch.add(t.tid, nr["prctl"], PR_GET_TID_ADDRESS, OUT, out=8),
+                   batch.add(t.tid, nr["sigaltstack"], 0, OUT, out=24)) for t in threads]
+    batch.run(proc.threads)
+    for timer, call in zip(timers, times):
+        posix_timers.set_time(timer, call.output(f"timer_gettime({timer['id']})"))
+    return {
+        "brk": brk.check("brk(0)"),
+        "sigactions": {str(sig): list(struct.unpack("QQQQ", call.output(f"rt_sigaction({sig})")))
+                       for sig, call in actions.items()},
+        "itimers": [list(struct.unpack("qqqq", call.output("getitimer"))) for call in itimers],
+        "posix_timers": timers,
+        "threads": [_thread_meta(thread, tid_address, altstack) for thread, (tid_address, altstack)
+                    in zip(threads, per_thread)],
+    }
 
 
 def _seccomp(proc: FrozenProcess, status: dict[str, str]) -> dict:
@@ -221,23 +232,18 @@ def _seccomp(proc: FrozenProcess, status: dict[str, str]) -> dict:
     return {"filters": filters[::-1], "no_new_privs": status.get("NoNewPrivs", "0") == "1"}
 
 
-def _thread_meta(proc: FrozenProcess, thread: FrozenThread) -> dict:
+def _thread_meta(thread: FrozenThread, tid_address: Call, altstack: Call) -> dict:
     tid = thread.tid
-    with injecting(proc.pid, thread) as inj:
-        inj.check(kernel.NR["prctl"], PR_GET_TID_ADDRESS, inj.scratch, what="PR_GET_TID_ADDRESS")
-        tid_address = struct.unpack("Q", inj.read(inj.scratch, 8))[0]
-        inj.check(kernel.NR["sigaltstack"], 0, inj.scratch, what="sigaltstack")
-        altstack = list(struct.unpack("QiiQ", inj.read(inj.scratch, 24)))
     head, length = kernel.get_robust_list(tid)
     pending = [i.hex() for i in thread.caught + kernel.peek_siginfos(tid, shared=False)]
     return {
-        "tid": procfs.ns_id(procfs.status(tid)["NSpid"]),
+        "tid": procfs.ns_id(procfs.frozen_status(tid)["NSpid"]),
         "regs": thread.regs.to_dict(),
         "xstate": kernel.get_xstate(tid).hex(),
         "sigmask": thread.sigmask,
         "pending": pending,
         "rseq": kernel.get_rseq(tid),
         "robust_list": [head, length],
-        "tid_address": tid_address,
-        "sigaltstack": altstack,
+        "tid_address": struct.unpack("Q", tid_address.output("PR_GET_TID_ADDRESS"))[0],
+        "sigaltstack": list(struct.unpack("QiiQ", altstack.output("sigaltstack"))),
     }

@@ -99,7 +99,7 @@ class Frozen:
             return self.processes[pid]
         if not os.path.exists(f"/proc/{pid}"):
             raise ProcessGone(pid, "no such process")
-        if procfs.status(pid).get("State", "").startswith("Z"):
+        if procfs.stat_fields(pid)[2] == "Z":
             raise CheckpointError(f"process {pid} is a zombie (it has exited); nothing to checkpoint")
         proc = self.processes[pid] = FrozenProcess(pid, {})
         seen: set[int] = set()
@@ -143,11 +143,7 @@ class Frozen:
     def check_alive(self) -> None:
         """Raise ProcessGone if a frozen process was killed (SIGKILL ignores ptrace stops)."""
         for pid in self.processes:
-            try:
-                state = procfs.status(pid).get("State", "")
-            except ProcessGone:
-                raise
-            if state.startswith(("Z", "X")):
+            if procfs.stat_fields(pid)[2] in ("Z", "X"):
                 raise ProcessGone(pid)
 
     def thaw(self) -> None:
@@ -224,8 +220,8 @@ def _thaw_thread(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
 
 def _requeue(pid: int, thread: FrozenThread) -> None:
     """Queue the signals the freeze took off a thread back, from inside it."""
-    ns_pid = procfs.ns_id(procfs.status(pid)["NSpid"])
-    ns_tid = procfs.ns_id(procfs.status(thread.tid)["NSpid"])
+    ns_pid = procfs.ns_id(procfs.frozen_status(pid)["NSpid"])
+    ns_tid = procfs.ns_id(procfs.frozen_status(thread.tid)["NSpid"])
     kernel.set_sigmask(thread.tid, ALL_SIGNALS)
     inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs))
     try:
@@ -252,7 +248,17 @@ def syscall_insn_of(pid: int) -> int:
     """Address of a `syscall` instruction in the process's [vdso]. Its offset in the vdso
     is found once (a scan of the mapping); after that the vdso's address comes from the
     auxiliary vector and the two bytes are checked, which is cheaper than reading the
-    whole memory map at every injection."""
+    whole memory map at every injection. Inside a freeze window: once per process."""
+    cache = procfs.window_cache()
+    if cache is not None and ("syscall_insn", pid) in cache:
+        return cache[("syscall_insn", pid)]
+    address = _find_syscall_insn(pid)
+    if cache is not None:
+        cache[("syscall_insn", pid)] = address
+    return address
+
+
+def _find_syscall_insn(pid: int) -> int:
     global _vdso_syscall_offset
     if _vdso_syscall_offset is not None:
         base = _vdso_base(pid)
@@ -290,14 +296,15 @@ def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False) 
     """
     frozen = Frozen()
     frozen.leave_stopped = leave_stopped
-    try:
-        with phase("freeze"):
-            for pid in pids:
-                if tree:
-                    frozen.add_tree(pid)
-                else:
-                    frozen.add(pid)
-        yield frozen
-    finally:
-        with phase("thaw"):
-            frozen.thaw()
+    with procfs.window():
+        try:
+            with phase("freeze"):
+                for pid in pids:
+                    if tree:
+                        frozen.add_tree(pid)
+                    else:
+                        frozen.add(pid)
+            yield frozen
+        finally:
+            with phase("thaw"):
+                frozen.thaw()

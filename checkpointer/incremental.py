@@ -105,12 +105,12 @@ class DirtyTracker:
         regions = (ctypes.c_uint64 * (3 * _SCAN_REGIONS))()
         pages: list[int] = []
         start = vma.start
-        with open(f"/proc/{self.pid}/pagemap", "rb", buffering=0) as pagemap:
+        with procfs.pagemap(self.pid) as pagemap:
             while start < vma.end:
                 arg = (ctypes.c_uint64 * 12)(96, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, start, vma.end,
                                              0, ctypes.addressof(regions), _SCAN_REGIONS, 0, 0,
                                              PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
-                count = _ioctl(pagemap.fileno(), PAGEMAP_SCAN, arg, f"PAGEMAP_SCAN of process {self.pid}")
+                count = _ioctl(pagemap, PAGEMAP_SCAN, arg, f"PAGEMAP_SCAN of process {self.pid}")
                 for i in range(count):
                     pages += range(regions[3 * i], regions[3 * i + 1], kernel.PAGE_SIZE)
                 start = arg[4]  # walk_end
@@ -177,18 +177,18 @@ class Incremental:
         return self._capture(frozen, store, snapshot=True)
 
     def _capture(self, frozen: Frozen, store: Store, snapshot: bool) -> "Pending":
-        writer = ImageWriter(store, self.parent)
-        ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
-        for pid in list(self.trackers):
-            if pid not in frozen.processes:
-                self.trackers.pop(pid).close()
-        for pid in frozen.processes:
-            self.trackers.setdefault(pid, DirtyTracker(pid))
-
-        deferred: dict[int, list[int]] = {pid: [] for pid in frozen.processes}
-        for pid in frozen.processes:  # mappings gone since the parent image: drop their pages
-            for start, end, *_ in self.trackers[pid].seen - {_signature(v) for v in procfs.maps(pid)}:
-                writer.clear(ns_pids[pid], start, end)
+        with phase("image_setup"):
+            writer = ImageWriter(store, self.parent)
+            ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
+            for pid in list(self.trackers):
+                if pid not in frozen.processes:
+                    self.trackers.pop(pid).close()
+            for pid in frozen.processes:
+                self.trackers.setdefault(pid, DirtyTracker(pid))
+            deferred: dict[int, list[int]] = {pid: [] for pid in frozen.processes}
+            for pid in frozen.processes:  # mappings gone since the parent image: drop their pages
+                for start, end, *_ in self.trackers[pid].seen - {_signature(v) for v in procfs.maps(pid)}:
+                    writer.clear(ns_pids[pid], start, end)
 
         def select(pid: int, vma: procfs.Vma) -> list[int] | None:
             whole, pages = self.trackers[pid].select(vma)
@@ -213,7 +213,8 @@ class Incremental:
         with phase("fork_snapshot"):
             snapshots = [(ns_pids[pid], pid, _fork_snapshot(frozen.processes[pid]), pages)
                          for pid, pages in deferred.items() if pages]
-        frozen.check_alive()
+        with phase("alive_check"):
+            frozen.check_alive()
         return Pending(self, writer, processes, files.files, snapshots, copied)
 
     def close(self) -> None:

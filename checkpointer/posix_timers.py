@@ -1,9 +1,10 @@
 """POSIX timers (timer_create): captured with their ids, clock, notification and time
 left, and re-armed at restore.
 
-What: `capture(inj, pid)` reads /proc/PID/timers (id, signal, sigev value, notify kind
-and thread, clock) and, injected into the frozen process (timers are only visible to
-their own process), timer_gettime for each one's time left and interval.
+What: `entries(pid)` reads /proc/PID/timers (id, signal, sigev value, notify kind and
+thread, clock); the capture then injects timer_gettime (NR_TIMER_GETTIME) for each one's
+time left and interval into the frozen process (timers are only visible to their own
+process) and `set_time` records them.
 `recreate(inj, timers)` makes them again inside the restored process, with their
 original ids (prctl PR_TIMER_CREATE_RESTORE_IDS, Linux 6.17+; on older kernels ids are
 handed out in order, and a mismatch is a clear error), and arms them.
@@ -25,15 +26,16 @@ from . import procfs
 from .errors import CheckpointError, ProcessGone
 from .inject import Injector
 
-_NR_TIMER_CREATE, _NR_TIMER_SETTIME, _NR_TIMER_GETTIME, _NR_PRCTL = 222, 223, 224, 157
+_NR_TIMER_CREATE, _NR_TIMER_SETTIME, NR_TIMER_GETTIME, _NR_PRCTL = 222, 223, 224, 157
 PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, RESTORE_IDS_ON = 77, 0, 1
 SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD, SIGEV_THREAD_ID = 0, 1, 2, 4
 NOTIFY = {"signal": SIGEV_SIGNAL, "none": SIGEV_NONE, "thread": SIGEV_THREAD}
 _ENTRY = re.compile(r"ID: (-?\d+)\nsignal: (\d+)/([0-9a-fx]+)\nnotify: (\w+)/(\w+)\.(\d+)\nClockID: (-?\d+)")
 
 
-def capture(inj: Injector, pid: int) -> list[dict]:
-    """[{id, clock, signo, value, notify, tid, interval, remaining}] of a frozen process."""
+def entries(pid: int) -> list[dict]:
+    """The timers of a process as /proc/PID/timers lists them: {id, clock, signo, value,
+    notify, tid}; the time (`set_time`) needs timer_gettime(id) inside the process."""
     try:
         with open(f"/proc/{pid}/timers") as fh:
             text = fh.read()
@@ -43,15 +45,17 @@ def capture(inj: Injector, pid: int) -> list[dict]:
         return []  # a kernel without CONFIG_CHECKPOINT_RESTORE shows no timers
     timers = []
     for m in _ENTRY.finditer(text):
-        timer_id, notify_kind = int(m[1]), m[5]
-        notify = NOTIFY[m[4]] | (SIGEV_THREAD_ID if notify_kind == "tid" else 0)
+        notify = NOTIFY[m[4]] | (SIGEV_THREAD_ID if m[5] == "tid" else 0)
         tid = procfs.ns_id(procfs.status(int(m[6]))["NSpid"]) if notify & SIGEV_THREAD_ID else 0
-        inj.check(_NR_TIMER_GETTIME, timer_id, inj.scratch, what=f"timer_gettime({timer_id})")
-        interval_s, interval_ns, value_s, value_ns = struct.unpack("4q", inj.read(inj.scratch, 32))
-        timers.append({"id": timer_id, "clock": int(m[7]), "signo": int(m[2]), "value": int(m[3], 16),
-                       "notify": notify, "tid": tid, "interval": [interval_s, interval_ns],
-                       "remaining": [value_s, value_ns]})
+        timers.append({"id": int(m[1]), "clock": int(m[7]), "signo": int(m[2]), "value": int(m[3], 16),
+                       "notify": notify, "tid": tid})
     return timers
+
+
+def set_time(timer: dict, itimerspec: bytes) -> None:
+    """Fill in `interval` and `remaining` from timer_gettime's struct itimerspec."""
+    interval_s, interval_ns, value_s, value_ns = struct.unpack("4q", itimerspec)
+    timer.update(interval=[interval_s, interval_ns], remaining=[value_s, value_ns])
 
 
 def recreate(inj: Injector, timers: list[dict]) -> None:

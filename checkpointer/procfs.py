@@ -4,6 +4,12 @@ What: parsed views of /proc/PID/{maps,smaps,status,stat,auxv,fd,fdinfo,pagemap}.
 the capture reads most of a process's state from here, without touching the process.
 Everything returned is plain data (ints, strings, dataclasses), ready for an image.
 
+While a freeze window is open in this thread (`window()`, entered by freeze.freeze),
+what a frozen process cannot change is read once: its memory map (`maps`), its status
+(`frozen_status`), an open /proc/PID/pagemap (`pagemap`) and whatever else callers keep
+in `window_cache()` (the vdso's syscall address). Our own injections may map and unmap memory inside the window,
+but always give it back before anyone reads the map again.
+
 Simplifications: x86-64 and 4 KiB pages; PIDs of the process's own namespace are
 taken from the last field of the NS* lines of /proc/PID/status.
 """
@@ -11,7 +17,10 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from .errors import ProcessGone
 from .kernel import PAGE_SIZE
@@ -54,8 +63,60 @@ def _read(pid: int, name: str, mode: str = "r") -> str | bytes:
         raise ProcessGone(pid) from exc
 
 
+_local = threading.local()
+
+
+@contextmanager
+def window() -> Iterator[None]:
+    """Read what frozen processes cannot change once, until the block ends (this thread)."""
+    outer = getattr(_local, "cache", None)
+    _local.cache = {}
+    try:
+        yield
+    finally:
+        for key, value in _local.cache.items():
+            if key[0] == "pagemap":
+                os.close(value)
+        _local.cache = outer
+
+
+def window_cache() -> dict | None:
+    """The open freeze window's cache (keys: (kind, pid)), or None outside one."""
+    return getattr(_local, "cache", None)
+
+
+@contextmanager
+def pagemap(pid: int) -> Iterator[int]:
+    """An fd of /proc/PID/pagemap (kept open for the rest of a freeze window)."""
+    cache = window_cache()
+    if cache is not None and ("pagemap", pid) in cache:
+        yield cache[("pagemap", pid)]
+        return
+    try:
+        fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise ProcessGone(pid) from exc
+    if cache is not None:
+        cache[("pagemap", pid)] = fd
+        yield fd
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def maps(pid: int) -> list[Vma]:
     """The VMAs of a process (from /proc/PID/maps: smaps would walk every page table)."""
+    cache = window_cache()
+    if cache is not None:
+        if ("maps", pid) not in cache:
+            cache[("maps", pid)] = _read_maps(pid)
+        return list(cache[("maps", pid)])
+    return _read_maps(pid)
+
+
+def _read_maps(pid: int) -> list[Vma]:
     vmas: list[Vma] = []
     for line in _read(pid, "maps").splitlines():
         head = line.split(None, 5)
@@ -72,6 +133,17 @@ def status(pid: int) -> dict[str, str]:
         key, _, value = line.partition(":")
         result[key] = value.strip()
     return result
+
+
+def frozen_status(pid: int) -> dict[str, str]:
+    """`status(pid)` read once per freeze window: for what a frozen task cannot change
+    (ids, credentials, signal dispositions; not its state or pending signals)."""
+    cache = window_cache()
+    if cache is None:
+        return status(pid)
+    if ("status", pid) not in cache:
+        cache[("status", pid)] = status(pid)
+    return cache[("status", pid)]
 
 
 def ns_id(value: str) -> int:
@@ -172,9 +244,8 @@ def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
     A page is saved when present and not a clean file page (PM_FILE clear), or swapped.
     `all_present` also takes present file/shmem pages (shared anonymous memory).
     """
-    with open(f"/proc/{pid}/pagemap", "rb") as fh:
-        fh.seek(vma.start // PAGE_SIZE * 8)
-        raw = fh.read(vma.pages * 8)
+    with pagemap(pid) as fd:
+        raw = os.pread(fd, vma.pages * 8, vma.start // PAGE_SIZE * 8)
     entries = struct.unpack(f"{len(raw) // 8}Q", raw)
     result = []
     for i, entry in enumerate(entries):
