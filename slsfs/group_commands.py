@@ -71,7 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_barrier)
 
-    p = sub.add_parser("stop", help="kill every group of a store and stop its daemon")
+    p = sub.add_parser("stop", help="kill one group (its checkpoints stay), or every group of a store "
+                                    "and its daemon")
+    p.add_argument("group", nargs="?", help="only this group (e.g. a clone); default: all, and the daemon")
     p.add_argument("--store", required=True)
     p.set_defaults(func=cmd_stop)
 
@@ -109,6 +111,9 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
                    help="start independent copies on O(1) clones of the checkpoint's files instead")
     p.add_argument("--count", type=int, default=1, help="with --clone: how many copies (default 1)")
     p.add_argument("--mountpoint", help="mount here instead of where the group ran (e.g. after `sls recv`)")
+    p.add_argument("--force", action="store_true",
+                   help="also when other groups run in the store (they are stopped: the volume's files "
+                        "go back to the checkpoint)")
     _json_flag(p)
     positional = next(a.dest for a in p._actions if not a.option_strings)
 
@@ -260,7 +265,8 @@ def cmd_run(args) -> int:
         if status is not None and any(g["group"] == name and g["running"] for g in status["groups"]):
             raise CommandError(f"group {name} is already running (pids "
                                f"{' '.join(str(p) for g in status['groups'] if g['group'] == name for p in g['pids'])})")
-        group = _restore_in_new_daemon(store, name, None, args.mountpoint or plain_mountpoint, status)
+        group = _restore_in_new_daemon(store, name, None, args.mountpoint or plain_mountpoint, status,
+                                       force=False)
         _print(args, group, _restored_line(group))
         return 0
     volume = args.volume or plain_volume or "main"
@@ -339,17 +345,25 @@ def cmd_group_restore(args) -> int:
     store = _store_path(args.store)
     plain = take_over_plain_mount(store)
     group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
-                                   daemon_status(store))
+                                   daemon_status(store), force=args.force)
     _print(args, group, _restored_line(group))
     return 0
 
 
 def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: str | None,
-                           status: dict | None) -> dict:
+                           status: dict | None, *, force: bool) -> dict:
     """Stop the store's daemon (if `status` says one runs), start one restoring group
-    `name` from its checkpoint `at` (default: newest durable); the group's `ps` entry."""
+    `name` from its checkpoint `at` (default: newest durable); the group's `ps` entry.
+    Other running groups share the volume whose files the restore resets, so they are
+    stopped too: only with `force`."""
     if status is not None:
         ask(store, "resolve_group", group=name, at=at)    # refuse before stopping anything
+        others = [g["group"] for g in status["groups"] if g["running"] and g["group"] != name]
+        if others and not force:
+            raise CommandError(f"other groups run in {store}: {', '.join(others)}; restoring {name} puts "
+                               "the volume's files back to its checkpoint, so they would be stopped too. "
+                               f"Stop them first (sls stop GROUP --store {store}) or pass --force "
+                               "(their last durable checkpoints stay)")
         stop_daemon(store, status["daemon"])
     else:
         with Store.open(store, readonly=True) as opened:   # refuse before starting anything
@@ -388,7 +402,13 @@ def cmd_stop(args) -> int:
     store = _store_path(args.store)
     status = daemon_status(store)
     if status is None:
+        if args.group:
+            raise CommandError(f"group {args.group} is not running (no daemon runs for {store})")
         print("no daemon runs for this store")
+        return 0
+    if args.group:
+        ask(store, "stop_group", group=args.group)
+        print(f"stopped group {args.group} (its last durable checkpoint stays)")
         return 0
     stop_daemon(store, status["daemon"])
     print(f"stopped daemon {status['daemon']} and its groups (their last durable checkpoints stay)")

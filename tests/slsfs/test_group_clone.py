@@ -1,5 +1,5 @@
 """`sls restore GROUP --clone --count K`: K independent copies of one checkpoint, each on
-its own O(1) clone of the checkpoint's files."""
+its own O(1) clone of the checkpoint's files; `sls stop CLONE` stops one of them."""
 from __future__ import annotations
 
 import json
@@ -35,4 +35,15 @@ def test_clones_run_independently_from_one_checkpoint(group_store, group_binarie
     a, b = (value(store.mnt / c["group"] / "counter") for c in clones)
     assert a is not None and b is not None
     assert store.group("base")["running"]
+
+    # one clone stopped on its own; a restore of the original would reset the clones'
+    # files and stop them: refused until asked for with --force
+    assert "stopped group base.clone1" in store.sls("stop", "base.clone1", "--store", str(store.path)).stdout
+    running = {g["group"] for g in store.ps()["groups"]}
+    assert running == {"base", "base.clone2"}, running
+    refused = store.sls("restore", "base", "--store", str(store.path), check=False)
+    assert refused.returncode == 1 and "base.clone2" in refused.stderr and "--force" in refused.stderr
+    assert store.group("base.clone2")["running"], "a refused restore leaves every group running"
+    store.sls("restore", "base", "--store", str(store.path), "--force")
+    assert {g["group"] for g in store.ps()["groups"]} == {"base"}
     store.sls("stop", "--store", str(store.path))
