@@ -199,7 +199,10 @@ def cmd_ps(args, other) -> int:
         print(json.dumps(doc, indent=2, default=str))
         return 0
     lines = [groups_out.getvalue().rstrip()] if groups_out.getvalue().strip() else []
-    lines.append(f"{'IMAGE':<24}{'CREATED':<21}{'PAGES':>8}  PROCESSES" if docs else "no process images")
+    if docs:
+        lines.append(f"{'IMAGE':<24}{'CREATED':<21}{'PAGES':>8}  PROCESSES")
+    elif "GROUP" not in groups_out.getvalue():           # (with groups listed, it is noise)
+        lines.append("no process images")
     for d in docs:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["created"]))
         procs = ", ".join(f"{p['pid']} {p['comm'] or '(zombie)'}" + (f" ({p['threads']} threads)"
