@@ -65,7 +65,7 @@ class FileCapture:
     def __init__(self, put_blob: BlobWriter):
         self.put_blob = put_blob
         self.files: list[dict] = []
-        self._holders: list[tuple[int, int, int]] = []  # (host pid, fd, file id) seen so far
+        self._holders: dict[str, list[tuple[int, int, int]]] = {}  # target -> [(host pid, fd, file id)]
 
     def fd_records(self, pid: int) -> list[dict]:
         return [self._fd_record(pid, info) for info in procfs.fds(pid)]
@@ -74,13 +74,14 @@ class FileCapture:
         return {"fd": info.fd, "file": self._file_of(pid, info), "cloexec": bool(info.flags & O_CLOEXEC)}
 
     def _file_of(self, pid: int, info: procfs.FdInfo) -> int:
-        for other_pid, other_fd, file_id in self._holders:
-            if self.files[file_id]["target"] == info.target and _same_file(pid, info.fd, other_pid, other_fd):
+        holders = self._holders.setdefault(info.target, [])
+        for other_pid, other_fd, file_id in holders:
+            if _same_file(pid, info.fd, other_pid, other_fd):
                 return file_id
         record = self._describe(pid, info)
         record.update(id=len(self.files), target=info.target, flags=info.flags & ~O_CLOEXEC, pos=info.pos)
         self.files.append(record)
-        self._holders.append((pid, info.fd, record["id"]))
+        holders.append((pid, info.fd, record["id"]))
         return record["id"]
 
     def _describe(self, pid: int, info: procfs.FdInfo) -> dict:

@@ -16,6 +16,7 @@ taken from the last field of the NS* lines of /proc/PID/status.
 from __future__ import annotations
 
 import os
+import resource
 import struct
 import threading
 from contextlib import contextmanager
@@ -214,23 +215,43 @@ class FdInfo:
 
 
 def fds(pid: int) -> list[FdInfo]:
+    """Every fd of a process with its fdinfo (through descriptors of its fd and fdinfo
+    directories: one path walk in all, not three per fd)."""
     try:
-        names = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+        fd_dir = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        info_dir = os.open(f"/proc/{pid}/fdinfo", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError) as exc:
         raise ProcessGone(pid) from exc
-    result = []
-    for fd in names:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except FileNotFoundError:
-            continue  # closed meanwhile (cannot happen while frozen, but harmless)
-        info: dict[str, str] = {}
-        raw = _read(pid, f"fdinfo/{fd}")
-        for line in raw.splitlines():
-            key, _, value = line.partition(":")
-            info[key] = value.strip()
-        result.append(FdInfo(fd, target, int(info.pop("flags"), 8), int(info.pop("pos")), info, raw))
-    return result
+    try:
+        result = []
+        for fd in sorted(int(n) for n in os.listdir(fd_dir)):
+            try:
+                target = os.readlink(str(fd), dir_fd=fd_dir)
+                raw = _read_at(info_dir, str(fd))
+            except FileNotFoundError:
+                continue  # closed meanwhile (cannot happen while frozen, but harmless)
+            except ProcessLookupError as exc:
+                raise ProcessGone(pid) from exc
+            info: dict[str, str] = {}
+            for line in raw.splitlines():
+                key, _, value = line.partition(":")
+                info[key] = value.strip()
+            result.append(FdInfo(fd, target, int(info.pop("flags"), 8), int(info.pop("pos")), info, raw))
+        return result
+    finally:
+        os.close(fd_dir)
+        os.close(info_dir)
+
+
+def _read_at(dir_fd: int, name: str) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
 
 
 PM_PRESENT = 1 << 63
@@ -252,3 +273,15 @@ def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
         if entry & PM_SWAPPED or (entry & PM_PRESENT and (all_present or not entry & PM_FILE)):
             result.append(vma.start + i * PAGE_SIZE)
     return result
+
+
+def rlimits(pid: int) -> dict[int, tuple[int, int]]:
+    """(soft, hard) of each resource limit, by RLIMIT_ number, from /proc/PID/limits (the
+    kernel lists them in that order). Unlike prlimit(2), reading them needs no
+    CAP_SYS_RESOURCE when the process belongs to another user."""
+    limits = {}
+    with open(f"/proc/{pid}/limits") as f:
+        for number, line in enumerate(f.readlines()[1:]):
+            soft, hard = line[26:47].strip(), line[47:68].strip()
+            limits[number] = tuple(resource.RLIM_INFINITY if v == "unlimited" else int(v) for v in (soft, hard))
+    return limits
