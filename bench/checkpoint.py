@@ -15,9 +15,16 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   overlapped; files_and_process_state; threads_and_registers);
   restore_ms_reading_pages: of which (about) reading its pages from the store (the
   bench's pages are all distinct: no page is read from restore's repeated-page cache);
+  restore_cpu_ms and restore_cpu_ms_reading_pages: the CPU time of both (all threads of
+  this process; the pages are written by a second thread), steadier than wall time on
+  a shared machine;
 - restore_ms_lazy: restore(lazy=True) until the process runs (its private anonymous
   memory is then served on first touch and pushed in the background by a page server);
   lazy_ms_until_all_pages_in: from the start of that restore until the server is done;
+  restore_ms_lazy_fresh_restorer: the same restore made by a new process that has only
+  opened the store (as `sls restore --lazy` does): the page server is a fork of the
+  restorer, and a fork costs ~40 ms per GiB the forking process holds, so this bench's
+  own figure grows with what it captured before;
 - throughput_*: the target's passes over its window per second, alone and while it
   is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
 - stop_breakdown_ms: where the stop of one incremental snapshot checkpoint goes (phases
@@ -68,6 +75,18 @@ int main(int argc, char **argv) {
 }
 """
 WINDOW_SECONDS = 1.0
+LAZY_IN_FRESH_PROCESS = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from objectstore import Store
+import checkpointer
+with Store.open(sys.argv[2], readonly=True) as store:
+    started = time.perf_counter()
+    restored = checkpointer.restore(store, "bench", lazy=True)
+    ms = (time.perf_counter() - started) * 1000
+    restored.kill()
+print(json.dumps(ms))
+"""
 
 
 def dir_bytes(path: Path) -> int:
@@ -176,7 +195,9 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         target.kill()
 
         with recording() as phases:
+            cpu = time.process_time()
             restored, result["restore_ms"] = timed(lambda: checkpointer.restore(store, "bench"))
+            result["restore_cpu_ms"] = (time.process_time() - cpu) * 1000
         result["restore_breakdown_ms"] = {name: round(ms, 2) for name, ms in phases.items()}
         result["restored_runs"] = _runs_on(target, restored.pids[0])
         restored.kill()
@@ -186,9 +207,14 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         restored.wait_pages_in(timeout=600)
         result["lazy_ms_until_all_pages_in"] = (time.perf_counter() - started) * 1000
         restored.kill()
+        result["restore_ms_lazy_fresh_restorer"] = json.loads(subprocess.run(
+            [sys.executable, "-c", LAZY_IN_FRESH_PROCESS, str(Path(__file__).resolve().parent.parent),
+             str(store_dir)], check=True, capture_output=True, text=True).stdout)
         image = checkpointer.load_image(store, "bench")
+        cpu = time.process_time()
         _, result["restore_ms_reading_pages"] = timed(
-            lambda: [len(data) for p in image.processes for _, data in image.page_runs(p["pid"])])
+            lambda: [len(run) for p in image.processes for _, run in image.page_vectors(p["pid"], skip_zero=True)])
+        result["restore_cpu_ms_reading_pages"] = (time.process_time() - cpu) * 1000
     finally:
         if target.proc.poll() is None:
             target.kill()

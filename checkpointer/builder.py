@@ -106,7 +106,8 @@ class ProcessBuilder:
         self.spare_base = max([f["fd"] for f in meta["fds"]] + [2]) + 1
         self.writer: PageWriter | None = None  # the pages being written (build -> finish)
 
-    def build(self, pages: Iterator[tuple[int, bytes]], files: FileRestorer) -> None:
+    def build(self, pages: Iterator[tuple[int, list[bytes]]], files: FileRestorer) -> None:
+        """Everything process-wide; `pages`: (address, the consecutive pages there) runs."""
         with phase("mappings"):
             self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
             current = self._move_to_helper_page()

@@ -190,8 +190,15 @@ class StoredImage:
         """(address, bytes) runs of consecutive saved pages of one process (at most
         RUN_PAGES each), leaving out (without reading them) the pages inside the
         [start, end) ranges of `outside`; with `skip_zero`, also the zero pages of its
-        private anonymous mappings (restore maps those afresh: they are zero already).
-        Pages are read from the store BATCH_PAGES at a time, in pack order."""
+        private anonymous mappings (restore maps those afresh: they are zero already)."""
+        for addr, pages in self.page_vectors(pid, outside, skip_zero):
+            yield addr, b"".join(pages)
+
+    def page_vectors(self, pid: int, outside: list[tuple[int, int]] = (),
+                     skip_zero: bool = False) -> Iterator[tuple[int, list[bytes]]]:
+        """page_runs, each run as its list of pages (restore writes them with one
+        pwritev: no joined copy). Pages are read from the store BATCH_PAGES at a time,
+        in pack order."""
         zeros_left_out = self._fresh_ranges(pid) if skip_zero else []
         batch: list[tuple[int, bytes]] = []
         for addr, cid in self._saved_pages(pid, sorted(outside)):
@@ -219,18 +226,18 @@ class StoredImage:
                 if not skip or not any(start <= addr < end for start, end in skip):
                     yield addr, cid
 
-    def _runs(self, pages: list[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
-        """The pages (address, chunk id; in address order) read and joined into runs."""
+    def _runs(self, pages: list[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
+        """The pages (address, chunk id; in address order) read, in runs of consecutive ones."""
         run_start, run = 0, []
         for (addr, _), data in zip(pages, self._read_pages([cid for _, cid in pages])):
             if run and (addr != run_start + len(run) * PAGE_SIZE or len(run) == RUN_PAGES):
-                yield run_start, b"".join(run)
+                yield run_start, run
                 run = []
             if not run:
                 run_start = addr
             run.append(data)
         if run:
-            yield run_start, b"".join(run)
+            yield run_start, run
 
     def _read_pages(self, cids: list[bytes]) -> list[bytes]:
         """Pages by chunk id, the distinct ones not yet cached read in one batch. A page

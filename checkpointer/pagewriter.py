@@ -1,7 +1,7 @@
 """Write restored pages into a process from a second thread.
 
-What: `PageWriter(tid)` takes (address, bytes) runs with `write()` and writes them
-through /proc/TID/mem from its own thread; `close()` waits until every run is in and
+What: `PageWriter(tid)` takes runs (an address and the consecutive pages there) with
+`write()` and writes each through /proc/TID/mem with one pwritev, from its own thread; `close()` waits until every run is in and
 raises the first error. Why: restore time is reading pages from the store (Python, holds
 the GIL) plus writing them into the new process (the kernel faults in and fills each
 page; os.pwrite lets go of the GIL): with a second thread the two overlap. The thread
@@ -29,16 +29,16 @@ class PageWriter:
             self._mem = os.open(f"/proc/{tid}/mem", os.O_RDWR)
         except FileNotFoundError as exc:
             raise ProcessGone(tid) from exc
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(QUEUED_RUNS)
+        self._queue: queue.Queue[tuple[int, list[bytes]] | None] = queue.Queue(QUEUED_RUNS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"sls-pages-{tid}", daemon=True)
         self._thread.start()
 
-    def write(self, addr: int, data: bytes) -> None:
-        """Queue a run of whole pages (blocks while QUEUED_RUNS wait)."""
+    def write(self, addr: int, pages: list[bytes]) -> None:
+        """Queue a run: whole pages from addr on (blocks while QUEUED_RUNS wait)."""
         if self._error is not None:
             self.close()
-        self._queue.put((addr, data))
+        self._queue.put((addr, pages))
 
     def _run(self) -> None:
         try:  # not on the CPU the restorer pinned itself to (pinning.py): on any, beside it
@@ -51,15 +51,27 @@ class PageWriter:
                 return
             if self._error is not None:
                 continue  # drain after a failure; close() reports it
-            addr, data = item
+            addr, pages = item
             try:
-                view = memoryview(data)
-                while view:
-                    done = os.pwrite(self._mem, view, addr)
-                    view, addr = view[done:], addr + done
+                self._write_run(addr, pages)
             except OSError as exc:
-                self._error = CheckpointError(f"cannot write {len(data)} bytes of memory at {addr:#x} into "
-                                              f"task {self.tid}: {exc.strerror}")
+                self._error = CheckpointError(f"cannot write memory at {addr:#x} into task {self.tid}: "
+                                              f"{exc.strerror}")
+            except CheckpointError as exc:
+                self._error = exc
+
+    def _write_run(self, addr: int, pages: list[bytes]) -> None:
+        buffers = list(pages)
+        while buffers:
+            done = os.pwritev(self._mem, buffers, addr)
+            if done == 0:  # the task's memory is gone: it is exiting (killed)
+                raise ProcessGone(self.tid, "its memory went away while being written")
+            addr += done
+            while buffers and done >= len(buffers[0]):
+                done -= len(buffers[0])
+                buffers.pop(0)
+            if done:
+                buffers[0] = memoryview(buffers[0])[done:]
 
     def close(self) -> None:
         """Wait for every queued run; raise the first error (once)."""

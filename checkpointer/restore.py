@@ -141,7 +141,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             builders.append(builder)
             if server:
                 ranges = lazy_ranges(meta)
-                builder.build(image.page_runs(meta["pid"], outside=ranges, skip_zero=True), files)
+                builder.build(image.page_vectors(meta["pid"], outside=ranges, skip_zero=True), files)
                 server.arm(builder.inj, builder.tid, meta["pid"], ranges)
             else:
                 builder.build(_pages_to_write(image, meta["pid"]), files)
@@ -184,12 +184,12 @@ def _unshare_mounts(inj: Injector) -> None:
     inj.check(NR["mount"], 0, root, 0, MS_REC | MS_PRIVATE, 0, what="mount(/, MS_REC|MS_PRIVATE)")
 
 
-def _pages_to_write(image: ImageSource, pid: int) -> Iterator[tuple[int, bytes]]:
-    """The pages restore writes: a stored image leaves out the zero pages of memory that
-    is mapped afresh (zero already) without reading them."""
+def _pages_to_write(image: ImageSource, pid: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The runs of pages restore writes: a stored image leaves out the zero pages of
+    memory that is mapped afresh (zero already) without reading them."""
     if isinstance(image, StoredImage):
-        return image.page_runs(pid, skip_zero=True)
-    return image.page_runs(pid)
+        return image.page_vectors(pid, skip_zero=True)
+    return ((addr, [data]) for addr, data in image.page_runs(pid))
 
 
 def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
