@@ -33,6 +33,9 @@ In-process API (for the persistence-group daemon of issue 5)
 
     fs.history.extensions["procs"] = provider      # .sls/checkpoints/<id>/procs/: provider(commit)
                                                    # -> mount.history.VNode (VDir/VFile/VLink) or None
+    await fs.flush_kernel_writes()                 # before cancelling serve(): the kernel's
+                                                   # writeback cache (on by default) holds
+                                                   # writes of files still open
     fs.close()                                     # after serve() returned: final durable checkpoint
 
 Rules: call everything from the trio thread that runs `fs.serve` (the Store is not
@@ -42,7 +45,9 @@ atomic with respect to FUSE requests). Never call syncfs on the mount from that 
 files of the mount from the daemon's own process while holding the GIL (an mmap of a
 file in the mount, accessed from Python, deadlocks on its page fault): do file I/O on
 the mount from child processes, or from worker threads with plain read/write calls. fsync from
-applications calls `fs.make_durable()`, which seals and commits durably on its own.
+applications calls `fs.make_durable()`, which seals and commits durably on its own
+(the kernel sends the file's cached pages first). `FileSystem(..., writeback_cache=False)`
+turns the kernel's writeback cache off: every write() then reaches the daemon at once.
 The open-refcount holder used for unlinked-but-open inodes is `operations.HOLDER`;
 a daemon that restores processes holding such files adds its own holder names.
 """

@@ -27,6 +27,7 @@ from .filesystem import FileSystem, MountError
 from .options import DEFAULT_INTERVAL_MS, LOG_NAME
 
 log = logging.getLogger("slsfs.mount")
+STOP_FLUSH_S = 10.0
 
 
 def answer(fs: FileSystem, req: dict) -> dict:
@@ -96,17 +97,19 @@ async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) ->
         path.unlink(missing_ok=True)
 
 
-async def _stop_on_signals(cancel_scope: trio.CancelScope) -> None:
+async def _stop_on_signals(fs: FileSystem, cancel_scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal %d: unmounting", signum)
+            with trio.move_on_after(STOP_FLUSH_S):   # the kernel's dirty pages, while we serve
+                await fs.flush_kernel_writes()
             cancel_scope.cancel()
 
 
 async def _run(fs: FileSystem, args, ready) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_control, fs)
-        nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signals, fs, nursery.cancel_scope)
 
         async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
             await fs.serve(args.mountpoint, allow_other=args.allow_other, task_status=task_status,
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL_MS)
     parser.add_argument("--mount-option", action="append", default=[], metavar="OPT",
                         help="a generic kernel mount option (ro, noexec, ...); repeatable")
+    parser.add_argument("--writeback-cache", action=argparse.BooleanOptionalAction, default=True,
+                        help="let the kernel cache writes (default; see mount.filesystem)")
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--log-to-stderr", action="store_true")
     args = parser.parse_args(argv)
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     try:
-        fs = FileSystem(store, args.volume, checkpoint_interval_ms=args.checkpoint_interval or None)
+        fs = FileSystem(store, args.volume, checkpoint_interval_ms=args.checkpoint_interval or None,
+                        writeback_cache=args.writeback_cache)
         log.info("mounting volume %s of %s at %s (pid %d)", args.volume, args.store,
                  args.mountpoint, os.getpid())
         try:

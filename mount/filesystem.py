@@ -10,9 +10,34 @@ Everything runs in the trio thread that serves FUSE: the Store is not thread-saf
 and every handler here is synchronous between awaits, so no lock is needed.
 Simplification: an fsync commits (and fsyncs the store) in the event loop; concurrent
 fsyncs that arrive while one is running share the next commit (group commit).
+
+The kernel's writeback cache (`writeback_cache=True`: on in the standalone daemon, off
+by default for embedding daemons until they are checked with it): writes land in
+the kernel's page cache and reach the daemon in large batches, at close, at fsync, at
+syncfs or when the kernel writes back on its own (up to 30 s later); the kernel owns
+mtime, ctime and size of open files meanwhile and sends them with SETATTR. What this
+changes for durability, and how it is bounded:
+- fsync/fdatasync: the kernel writes the file's pages and times back before it sends
+  FSYNC, which commits durably: unchanged.
+- periodic checkpoints: while a file is (or was, since the last one) open for writing,
+  each periodic checkpoint first syncfs()es the mount in a helper process
+  (`flush_kernel_writes`, mount.flusher: a thread of the daemon asleep in that syncfs
+  would keep a SIGKILLed daemon from ever exiting), so it holds every write made before
+  that syncfs began. A SIGKILL of the daemon loses at most what was written since the syncfs of the last
+  periodic checkpoint that was written to the store: about one interval plus the time of
+  that syncfs (the same bound as without the cache, plus the syncfs).
+- the group checkpoint's syncfs + drain (slsfs) and `drain_kernel_cache` bring every
+  dirty page in, as they did for shared mmaps before; but a daemon SIGKILLed while its
+  own thread sits in such a syncfs can no longer exit (see mount.flusher): an embedding
+  daemon that turns the cache on must syncfs from another process.
+- ENOSPC and EIO from the daemon surface at fsync or close, not at write().
+- a daemon that stops serving (cancels `serve`) must first `await fs.flush_kernel_writes()`
+  or the kernel's dirty pages of still-open files are lost with the connection; the
+  standalone daemon does so on SIGTERM/SIGINT, and a close() flushes a file's pages anyway.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import logging
@@ -31,6 +56,7 @@ from objectstore import StoreError, StoreFull
 from objectstore.retention import retained
 
 from . import fusectl, schema
+from .flusher import Flusher
 from .history import SNAPSHOT_PREFIX, HistoryTree
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
@@ -41,17 +67,36 @@ from .volume import Volume
 log = logging.getLogger("slsfs.mount")
 
 SPACE_RESERVE = 16 * 1024 * 1024          # bytes kept free on the store's disk
+FREE_SPACE_MARGIN = 256 * 1024 * 1024     # has_space: reuse a recent statvfs above this
+FREE_SPACE_RECHECK_S = 0.25
 RETENTION_EVERY_S = 5.0
 BARRIER_EVERY_S = 1.0                     # periodic checkpoints become durable within ~1 s
 
 
 DRAIN_TIMEOUT_S = 2.0
+FLUSH_DRAIN_S = 0.02
 # One pyfuse3 task reads and answers requests. Every handler runs to completion without
 # awaiting anything another request could unblock, so more tasks add no concurrency,
 # only trio scheduling per request (~20% of the CPU of a getattr).
 SESSION_TASKS = 1
 READAHEAD_KIB = 1024
 FORGET_WAIT_S = 0.5
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs_path(path: str) -> int:
+    """syncfs(2) of the file system at `path`; returns its st_dev. For a worker thread:
+    both the open and the syncfs let go of the GIL (pyfuse3.syncfs does not), so the
+    trio thread can answer the write-back requests the syncfs waits for. The descriptor
+    is closed at once: one held open would make a plain umount fail with EBUSY."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs of {path}: {os.strerror(err)}")
+        return os.fstat(fd).st_dev
+    finally:
+        os.close(fd)
 
 
 def kernel_requests_waiting(mount_dev: int) -> int:
@@ -142,7 +187,8 @@ class FileSystem:
     """The file system of volume `volume` of an open, writable `store`."""
 
     def __init__(self, store, volume: str = "main", *,
-                 checkpoint_interval_ms: float | None = DEFAULT_INTERVAL_MS) -> None:
+                 checkpoint_interval_ms: float | None = DEFAULT_INTERVAL_MS,
+                 writeback_cache: bool = False) -> None:
         self.store = store
         self.volume_name = volume
         self.interval = None if checkpoint_interval_ms is None else checkpoint_interval_ms / 1000
@@ -151,11 +197,14 @@ class FileSystem:
         self.history = HistoryTree(store, volume)
         self.views = ViewTable(store, self.main, MetaView(self.history.root))
         self.ops = Operations(store, self.views, make_durable=self.make_durable,
-                              has_space=self.has_space)
+                              has_space=self.has_space, writeback_cache=writeback_cache)
         self.checkpoints_taken = 0
         self._last_retention = self._last_barrier = time.monotonic()
         self._durable_lock = trio.Lock()
         self._serving = False                 # between pyfuse3.init and pyfuse3.close
+        self._flusher: Flusher | None = None    # while serving with the writeback cache
+        self._connection = 0                    # the FUSE connection's number (fusectl)
+        self._free, self._free_checked = 0, float("-inf")   # has_space's last statvfs
         self._reclaim_unheld_orphans(self.main)
 
     # ----- state ---------------------------------------------------------------------
@@ -189,13 +238,27 @@ class FileSystem:
         """syncfs(2) the mount from a worker thread, so that dirty pages the kernel holds
         (shared writable mmaps) are written to this daemon before a checkpoint; then let
         the daemon answer every request the kernel still has queued for it."""
-        def sync() -> int:
-            pyfuse3.syncfs(str(mountpoint))
-            return os.stat(mountpoint).st_dev
-        dev = await trio.to_thread.run_sync(sync)
+        dev = await trio.to_thread.run_sync(syncfs_path, str(mountpoint), abandon_on_cancel=True)
         deadline = trio.current_time() + DRAIN_TIMEOUT_S
         while kernel_requests_waiting(dev) and trio.current_time() < deadline:
             await trio.sleep(0.0005)   # the trio loop answers them meanwhile
+
+    async def flush_kernel_writes(self) -> None:
+        """Bring in what the kernel's writeback cache holds, if a file was open for writing
+        since the last flush (`drain_kernel_cache` of this mount); a no-op otherwise or
+        when not serving. Before each periodic checkpoint, and before serving stops."""
+        if not (self._flusher and self.ops.kernel_may_hold_writes):
+            return
+        self.ops.kernel_may_hold_writes = self.ops.open_for_writing()
+        try:
+            await self._flusher.syncfs()
+            # other processes' requests keep the count up on a busy mount: a short wait
+            deadline = trio.current_time() + FLUSH_DRAIN_S
+            while fusectl.waiting(self._connection) and trio.current_time() < deadline:
+                await trio.sleep(0.0005)
+        except OSError as exc:
+            self.ops.kernel_may_hold_writes = True
+            log.warning("syncfs before a checkpoint failed: %s", exc)
 
     async def make_durable(self) -> None:
         """fsync semantics: everything written so far is on disk when this returns."""
@@ -213,9 +276,17 @@ class FileSystem:
                 raise FUSEError(errno.EIO) from None
 
     def has_space(self, nbytes: int) -> bool:
-        disk = os.statvfs(self.store.path)
+        """Whether `nbytes` more can be buffered and still leave SPACE_RESERVE free once
+        every buffer is stored. The disk's free space is asked again when the last
+        answer is older than FREE_SPACE_RECHECK_S or within FREE_SPACE_MARGIN of the
+        need: a statvfs per WRITE request was ~10% of the daemon's work for a small one."""
         buffered = sum(v.buffered_bytes for v in self.views.live_volumes())
-        return disk.f_bavail * disk.f_frsize >= nbytes + buffered + SPACE_RESERVE
+        need = nbytes + buffered + SPACE_RESERVE
+        now = time.monotonic()
+        if now - self._free_checked > FREE_SPACE_RECHECK_S or self._free < need + FREE_SPACE_MARGIN:
+            disk = os.statvfs(self.store.path)
+            self._free, self._free_checked = disk.f_bavail * disk.f_frsize, now
+        return self._free >= need
 
     def apply_retention(self) -> None:
         """Thin old checkpoints by the store's policy (named ones stay), and give the space
@@ -247,6 +318,7 @@ class FileSystem:
             if due < now - self.interval:
                 due = now
             await trio.sleep_until(due)
+            await self.flush_kernel_writes()
             if self.dirty:
                 try:
                     self.checkpoint()
@@ -391,7 +463,10 @@ class FileSystem:
         device = mount_device(mountpoint)
         unmount = True
         self._serving = True
+        self._connection = int(device.split(":")[1]) if device else 0
         try:
+            if self.ops.enable_writeback_cache:
+                self._flusher = await Flusher.start(mountpoint)
             async with trio.open_nursery() as nursery:
                 if self.interval is not None:
                     nursery.start_soon(self.run_checkpoints)
@@ -403,6 +478,9 @@ class FileSystem:
                 nursery.cancel_scope.cancel()
         finally:
             self._serving = False
+            if self._flusher is not None:
+                flusher, self._flusher = self._flusher, None
+                await flusher.close()
             try:
                 pyfuse3.close(unmount=unmount)
             finally:

@@ -8,8 +8,14 @@ EXDEV across views, EROFS in read-only views, ENOSPC before buffering data the d
 cannot take, and the hidden `.sls` entry at the root.
 
 What the kernel may cache: attributes and entries (10 s live, 60 s in frozen trees),
-negative entries (missing names) likewise, file pages across opens (keep_cache).
-FLUSH is answered ENOSYS once, so the kernel stops sending it.
+negative entries (missing names) likewise, file pages across opens (keep_cache), and
+with the writeback cache (`writeback_cache=True`, see mount.filesystem) written pages
+and the size and times of regular files, which it sends back with WRITE and SETATTR.
+In that mode the kernel places O_APPEND writes itself (every write goes through it, so
+its size is right) and may read pages through a write-only handle (partial pages):
+neither is checked here. `kernel_may_hold_writes` tells the file system that a
+syncfs is needed before a checkpoint. FLUSH is answered ENOSYS once, so the kernel
+stops sending it (it still writes a file's dirty pages back at close).
 
 Permissions are checked by the kernel (`default_permissions`); this layer only applies
 the caller's uid/gid to new inodes.
@@ -57,8 +63,9 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(self, store, views: ViewTable, *, make_durable: Callable[[], Awaitable[None]],
-                 has_space: Callable[[int], bool]) -> None:
+                 has_space: Callable[[int], bool], writeback_cache: bool = False) -> None:
         super().__init__()
+        self.enable_writeback_cache = writeback_cache     # read by pyfuse3 at INIT
         self.store = store
         self.views = views
         self.make_durable = make_durable
@@ -68,6 +75,7 @@ class Operations(pyfuse3.Operations):
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self.held: set[int] = set()         # kernel inos we hold in the open-refcount table
+        self.kernel_may_hold_writes = False  # writeback cache: a file was opened for writing
         self.initialized = trio.Event()     # set while answering the kernel's INIT request
 
     def init(self) -> None:
@@ -344,11 +352,17 @@ class Operations(pyfuse3.Operations):
         self._next_fh += 1
         self.handles[fh] = Handle(*split_ino(kino), flags, content)
         self.opens[kino] = self.opens.get(kino, 0) + 1
+        if self.enable_writeback_cache and _writing(flags):
+            self.kernel_may_hold_writes = True
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    def open_for_writing(self) -> bool:
+        """Whether any file handle (a shared mapping included) can still write."""
+        return any(_writing(h.flags) for h in self.handles.values())
 
     async def open(self, inode, flags, ctx):
         view, local = self._view(inode)
-        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        writing = _writing(flags)
         if isinstance(view, MetaView):
             if writing:
                 raise FUSEError(errno.EROFS)
@@ -375,9 +389,9 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.EROFS)
         if not self.has_space(len(buf)):
             raise FUSEError(errno.ENOSPC)
-        if handle.flags & os.O_APPEND:
+        if handle.flags & os.O_APPEND and not self.enable_writeback_cache:
             off = volume.inode(handle.ino).size
-        written = volume.write(handle.ino, off, buf)
+        written = volume.write(handle.ino, off, buf, stamp_times=not self.enable_writeback_cache)
         if volume.buffered_bytes > SEAL_BUFFERED_BYTES:   # bound memory between checkpoints
             try:
                 volume.seal()
@@ -386,8 +400,9 @@ class Operations(pyfuse3.Operations):
         return written
 
     async def flush(self, fh):
-        # Nothing to do at close (writes are never held back in the kernel: no writeback
-        # cache). ENOSYS makes the kernel stop sending FLUSH: one request less per close.
+        # Nothing to do at close: with the writeback cache the kernel has sent the file's
+        # pages and times before FLUSH; without it, writes are never held back in the
+        # kernel. ENOSYS makes the kernel stop sending FLUSH: one request less per close.
         raise FUSEError(errno.ENOSYS)
 
     async def release(self, fh):
@@ -451,3 +466,7 @@ class Operations(pyfuse3.Operations):
 
     async def access(self, inode, mode, ctx):
         return True
+
+
+def _writing(flags: int) -> bool:
+    return flags & os.O_ACCMODE != os.O_RDONLY

@@ -406,7 +406,9 @@ class Volume:
             self.touch(node, atime=True)
         return b"".join(parts)
 
-    def write(self, ino: int, offset: int, data: bytes) -> int:
+    def write(self, ino: int, offset: int, data: bytes, *, stamp_times: bool = True) -> int:
+        """Buffer `data` at `offset`. `stamp_times=False` leaves mtime and ctime alone: the
+        kernel's writeback cache keeps them and sends them with SETATTR."""
         self._writable()
         node = self.inode(ino)
         buffers = self._buffers.setdefault(ino, {})
@@ -431,7 +433,7 @@ class Volume:
             view = view[n:]
         if pos > node.size:
             node.size = pos
-        self.touch(node, mtime=True, ctime=True)
+        self.touch(node, mtime=stamp_times, ctime=stamp_times)
         return len(data)
 
     def truncate(self, ino: int, size: int) -> None:

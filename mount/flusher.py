@@ -1,0 +1,86 @@
+"""The syncfs helper process: brings the kernel's writeback cache into the daemon.
+
+With the writeback cache on, the daemon must syncfs(2) its own mount before periodic
+checkpoints. Why a process and not a thread of the daemon: syncfs waits for write-back
+requests that only the daemon answers. If the daemon is SIGKILLed meanwhile, a thread
+of it asleep in syncfs sleeps uninterruptibly, so the daemon never finishes exiting, its
+/dev/fuse descriptor is never closed, the kernel never ends the connection, and the
+syncfs never returns: a dead daemon that holds the store's lock and the mount forever
+(seen in 1 of 7 SIGKILLs under a small-write load). This helper is a separate,
+exec'd process (it does not inherit /dev/fuse, which is close-on-exec): the daemon can
+always die, the kernel then ends the connection, and the helper's syncfs returns.
+
+Protocol, over the helper's stdin/stdout: the daemon writes one byte per request; the
+helper opens the mount point, syncfs()es it, closes it (a descriptor kept open would
+make a plain umount fail with EBUSY) and answers one line: "0" or the errno of the
+failure. It exits at the end of its input.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import trio
+
+
+def serve(mountpoint: str) -> None:
+    """The helper's loop (run as `python flusher.py MOUNTPOINT`)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    while sys.stdin.buffer.read(1):
+        try:
+            fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            err = exc.errno
+        else:
+            err = 0 if libc.syncfs(fd) == 0 else ctypes.get_errno()
+            os.close(fd)
+        sys.stdout.buffer.write(b"%d\n" % err)
+        sys.stdout.buffer.flush()
+
+
+class Flusher:
+    """The daemon's side: one helper process per mount, asked from the trio thread."""
+
+    EXIT_WAIT_S = 1.0
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._lock = trio.Lock()
+
+    @classmethod
+    async def start(cls, mountpoint: str) -> "Flusher":
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-I", os.path.abspath(__file__), str(mountpoint)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        return cls(process)
+
+    async def syncfs(self) -> None:
+        """syncfs the mount in the helper; the trio thread keeps answering meanwhile."""
+        async with self._lock:
+            await self.process.stdin.send_all(b"s")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = await self.process.stdout.receive_some(64)
+                if not chunk:
+                    raise OSError(f"the syncfs helper (pid {self.process.pid}) exited "
+                                  f"with status {self.process.returncode}")
+                answer += chunk
+        err = int(answer)
+        if err:
+            raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
+
+    async def close(self) -> None:
+        """End the helper: end of input, then a kill if it does not go at once (it may
+        sleep in a syncfs until the kernel ends the connection: then it is not waited for)."""
+        with trio.move_on_after(self.EXIT_WAIT_S) as scope:
+            scope.shield = True
+            await self.process.stdin.aclose()
+            await self.process.wait()
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
