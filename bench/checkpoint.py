@@ -27,8 +27,10 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   own figure grows with what it captured before;
 - throughput_*: the target's passes over its window per second, alone and while it
   is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
-- stop_breakdown_ms: where the stop of one incremental snapshot checkpoint goes (phases
-  timed by checkpointer.stopwatch; nested phases are included in their outer one).
+- stop_breakdown_ms: where the stop of an incremental snapshot checkpoint goes (the
+  median of each phase timed by checkpointer.stopwatch over 9 checkpoints; nested phases
+  are included in their outer one).
+Every stop runs from the freeze call until the last task was let go (Frozen.thawed_at).
 
 Usage: python bench/checkpoint.py [--quick]   (root; gcc on PATH)
 """
@@ -136,18 +138,22 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         pid = target.proc.pid
         result["throughput_alone_per_s"] = round(target.rate(WINDOW_SECONDS))
 
-        def full_copy():
+        def stopped(capture_in_window):
+            """(capture_in_window(frozen)'s result, the stop in ms: from the freeze call
+            until the last task was let go)."""
+            started = time.perf_counter()
             with freeze([pid], tree=True) as frozen:
-                return capture(frozen, store)
-        _, result["stop_ms_full_copy"] = timed(full_copy)
+                value = capture_in_window(frozen)
+            return value, (frozen.thawed_at - started) * 1000
+
+        _, result["stop_ms_full_copy"] = stopped(lambda frozen: capture(frozen, store))
 
         inc = Incremental()
         before = dir_bytes(store_dir)
 
         def snapshot_capture():
-            with freeze([pid], tree=True) as frozen:
-                return inc.capture_snapshot(frozen, store)
-        pending, result["stop_ms_full"] = timed(snapshot_capture)
+            return stopped(lambda frozen: inc.capture_snapshot(frozen, store))
+        pending, result["stop_ms_full"] = snapshot_capture()
         root = pending.complete()
         store.set_root("img/bench", root)
         store.commit("bench full", durable=True)
@@ -158,7 +164,7 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
             time.sleep(0.1)
             before = dir_bytes(store_dir)
             started = time.perf_counter()
-            pending, stop = timed(snapshot_capture)
+            pending, stop = snapshot_capture()
             store.set_root("img/bench", pending.complete())
             store.commit("bench incremental", durable=True)
             durable.append((time.perf_counter() - started) * 1000)
@@ -166,10 +172,7 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
             sizes.append(dir_bytes(store_dir) - before)
             time.sleep(0.1)
 
-            def copy_capture():
-                with freeze([pid], tree=True) as frozen:
-                    return inc.capture(frozen, store)
-            root, stop = timed(copy_capture)
+            root, stop = stopped(lambda frozen: inc.capture(frozen, store))
             copy_stops.append(stop)
         store.set_root("img/bench", root)
         store.commit("bench last", durable=True)
@@ -185,7 +188,7 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         def checkpoint_10hz():
             if time.monotonic() >= next_at[0]:
                 next_at[0] += 0.1
-                store.set_root("img/bench", snapshot_capture().complete())
+                store.set_root("img/bench", snapshot_capture()[0].complete())
                 store.commit("bench 10/s", durable=False)
             else:
                 time.sleep(0.005)
@@ -232,22 +235,28 @@ def _runs_on(target: Target, pid: int) -> bool:
     return False
 
 
-def breakdown(pid: int, inc: Incremental, store: Store) -> dict:
-    """One incremental snapshot checkpoint: its stop split into the phases the
-    checkpointer times (checkpointer/stopwatch.py; "other" = the rest of the stop), and
-    the work after the thaw."""
-    started = time.perf_counter()
-    with recording() as phases:
-        with freeze([pid], tree=True) as frozen:
-            pending = inc.capture_snapshot(frozen, store)
-    thawed = time.perf_counter()
-    pending.complete()
-    stop = (thawed - started) * 1000
-    result = {name: round(ms, 2) for name, ms in sorted(phases.items(), key=lambda kv: -kv[1])}
-    result["other"] = round(stop - sum(phases.values()), 2)
-    result["stop"] = round(stop, 2)
-    result["after_thaw_store_copy_reap"] = round((time.perf_counter() - thawed) * 1000, 2)
-    return result
+def breakdown(pid: int, inc: Incremental, store: Store, rounds: int = 9) -> dict:
+    """Incremental snapshot checkpoints ~50 ms apart: the median of each phase of their
+    stop (checkpointer/stopwatch.py; "other" = the rest of the stop; "stop" ends when the
+    last task was let go, after_thaw_unpin comes later) and of the work after the thaw."""
+    samples: list[dict[str, float]] = []
+    for _ in range(rounds):
+        time.sleep(0.05)
+        started = time.perf_counter()
+        with recording() as phases:
+            with freeze([pid], tree=True) as frozen:
+                pending = inc.capture_snapshot(frozen, store)
+        stop = (frozen.thawed_at - started) * 1000
+        done = time.perf_counter()
+        pending.complete()
+        sample = dict(phases)
+        sample["other"] = stop - sum(ms for name, ms in phases.items() if name != "after_thaw_unpin")
+        sample["stop"] = stop
+        sample["after_thaw_store_copy_reap"] = (time.perf_counter() - done) * 1000
+        samples.append(sample)
+    names = {name for sample in samples for name in sample}
+    medians = {name: round(statistics.median(s.get(name, 0.0) for s in samples), 2) for name in names}
+    return dict(sorted(medians.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> int:

@@ -10,7 +10,8 @@ persistence-group daemon needs that window to syncfs and seal the file system.
 
 While frozen, the stopped tasks and the calling thread are pinned to one CPU (pinning.py:
 ptrace round trips cost a third of what they cost across CPUs); the thaw gives every task
-its CPU affinity back.
+its CPU affinity back. `Frozen.thawed_at` is when the last task was let go (the end of the
+stop as the processes see it; the tracer's own affinity is given back after it).
 
 Simplifications: must be used from one thread (ptrace's rule); a process that exits
 while being frozen raises ProcessGone after thawing the others; if the checkpointer
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import kernel, procfs
+from . import kernel, procfs, stopwatch
 from .errors import CheckpointError, ProcessGone
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import Regs
@@ -65,6 +66,7 @@ class Frozen:
         self.zombies: dict[int, int] = {}  # descendants that had exited: host pid -> wait status
         self.leave_stopped = False
         self._thawed = False
+        self.thawed_at: float | None = None  # time.perf_counter() when the last task was let go
         self.pinning = Pinning()  # the tracer and the stopped tasks share one CPU until the thaw
 
     def _stop_thread(self, pid: int, tid: int) -> FrozenThread | None:
@@ -152,17 +154,23 @@ class Frozen:
         self._thawed = True
         errors: list[str] = []
         dead: list[int] = []
+        started = time.perf_counter()
         for proc in self.processes.values():
             for thread in proc.threads.values():
                 try:
                     self.pinning.release(thread.tid)
-                    _thaw_thread(proc.pid, thread, self.leave_stopped)
+                    _ready_to_thaw(proc.pid, thread, self.leave_stopped)
+                    self.thawed_at = time.perf_counter()  # the task may run (preempting us) at once
+                    kernel.detach(thread.tid)
                 except ProcessLookupError:
                     dead.append(thread.tid)
                 except (OSError, CheckpointError) as exc:
                     errors.append(f"task {thread.tid}: {exc}")
-        self.pinning.close()
-        release_dead_tracees(dead)
+        # the thaw as the processes see it: until the last one was let go
+        stopwatch.add("thaw", ((self.thawed_at or time.perf_counter()) - started) * 1000)
+        with phase("after_thaw_unpin"):  # the tracer's own CPU back: the processes already run
+            self.pinning.close()
+            release_dead_tracees(dead)
         if errors and not all("No such process" in e for e in errors):
             raise CheckpointError("thaw failed: " + "; ".join(errors))
 
@@ -206,7 +214,8 @@ def _exiting(pid: int) -> bool:
     return fields[2] in ("Z", "X") or bool(int(fields[8]) & PF_EXITING) or bool(pending & SIGKILL_BIT)
 
 
-def _thaw_thread(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
+def _ready_to_thaw(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
+    """Everything but the detach: registers, mask and caught signals put back."""
     tid = thread.tid
     if thread.touched or thread.caught:
         if thread.caught:
@@ -215,7 +224,6 @@ def _thaw_thread(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
         kernel.set_sigmask(tid, thread.sigmask)
     if leave_stopped and tid == pid:
         os.kill(pid, signal.SIGSTOP)
-    kernel.detach(tid)
 
 
 def _requeue(pid: int, thread: FrozenThread) -> None:
@@ -306,5 +314,4 @@ def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False) 
                         frozen.add(pid)
             yield frozen
         finally:
-            with phase("thaw"):
-                frozen.thaw()
+            frozen.thaw()

@@ -87,6 +87,7 @@ class DirtyTracker:
         self.uffd: int | None = None
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
+        self._regions = (ctypes.c_uint64 * (3 * _SCAN_REGIONS))()  # PAGEMAP_SCAN's output, reused
 
     def select(self, vma: procfs.Vma) -> tuple[bool, list[int] | None]:
         """(whole, pages): the pages of this VMA to store now; whole = the VMA is new or changed."""
@@ -102,7 +103,7 @@ class DirtyTracker:
 
     def _written(self, vma: procfs.Vma) -> list[int]:
         """Pages written since the last scan (re-protected by the same call)."""
-        regions = (ctypes.c_uint64 * (3 * _SCAN_REGIONS))()
+        regions = self._regions
         pages: list[int] = []
         start = vma.start
         with procfs.pagemap(self.pid) as pagemap:
@@ -135,7 +136,8 @@ class DirtyTracker:
 
     def _open_uffd(self, proc: FrozenProcess) -> int:
         with injecting(proc.pid, proc.main) as inj:
-            fd = uffd.take_from(inj, proc.pid, "write tracking")
+            # user-mode only: the target may run as any user (a non-root postgres, say)
+            fd = uffd.take_from(inj, proc.pid, "write tracking", user_mode_only=True)
         api = (ctypes.c_uint64 * 3)(UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0)
         try:
             _ioctl(fd, UFFDIO_API, api, "UFFDIO_API (WP_ASYNC)")

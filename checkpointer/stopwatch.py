@@ -31,6 +31,13 @@ def recording() -> Iterator[dict[str, float]]:
         _local.times = outer
 
 
+def add(name: str, ms: float) -> None:
+    """Count `ms` milliseconds as `name` if a recording is active (a span not shaped like a block)."""
+    times = getattr(_local, "times", None)
+    if times is not None:
+        times[name] = times.get(name, 0.0) + ms
+
+
 @contextmanager
 def phase(name: str) -> Iterator[None]:
     """Time the block as `name` if a recording is active."""
