@@ -323,18 +323,22 @@ class PackStore:
                 wanted.append((loc, position))
         wanted.sort()
         records = [(*_unloc(loc), position) for loc, position in wanted]  # (pack, offset, stored_len, kind, position)
-        start = 0
+        start, overhead = 0, fmt.RECORD_OVERHEAD
         while start < len(records):
             number, first, stored_len, _, _ = records[start]
-            span_end = first + fmt.RECORD_OVERHEAD + stored_len
-            end = start + 1
-            while end < len(records):
-                other, offset, stored_len, _, _ = records[end]
-                record_end = offset + fmt.RECORD_OVERHEAD + stored_len
-                if other != number or offset - span_end > _SPAN_GAP or record_end - first > _SPAN_MAX:
-                    break
-                span_end = max(span_end, record_end)
-                end += 1
+            last = records[-1]
+            extent = last[1] + overhead + last[2] - first
+            if last[0] == number and extent <= _SPAN_MAX and extent <= _SPAN_GAP * (len(records) - start):
+                end, span_end = len(records), first + extent  # the rest at once: one span, no gap to check
+            else:
+                span_end, end = first + overhead + stored_len, start + 1
+                while end < len(records):
+                    other, offset, stored_len, _, _ = records[end]
+                    record_end = offset + overhead + stored_len
+                    if other != number or offset - span_end > _SPAN_GAP or record_end - first > _SPAN_MAX:
+                        break
+                    span_end = max(span_end, record_end)
+                    end += 1
             self._read_span(number, first, span_end, records[start:end], cids, out)
             start = end
         return out  # type: ignore[return-value]  (every slot is filled)

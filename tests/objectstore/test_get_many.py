@@ -93,3 +93,16 @@ def test_get_many_damaged_record(store_dir: Path, where: str, sealed: bool) -> N
             assert str(batched.value) == str(single.value)
         others = ids[:4] + ids[5:]
         assert store.get_many(others) == pages[:4] + pages[5:]
+
+
+def test_get_many_far_apart_and_dense_records(store: Store) -> None:
+    """Records further apart than one read spans (several MiB of other chunks between)
+    and dense runs of small records in the same call."""
+    rng = random.Random(3)
+    near = [store.put(b"near %d" % i * 20) for i in range(40)]
+    store.put(rng.randbytes(3 << 20))
+    store.put(rng.randbytes(3 << 20))
+    far = [store.put(b"far %d" % i * 20) for i in range(40)]
+    store.commit("c")
+    wanted = far[::3] + near + far
+    assert store.get_many(wanted) == [store.get(c) for c in wanted]
