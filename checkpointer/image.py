@@ -180,7 +180,7 @@ class StoredImage:
         self.processes: list[dict] = meta["processes"]
         self.files: list[dict] = meta["files"]
         self._zero_id = chunk_id(DATA, ZERO_PAGE, store.seed)
-        self._pages: dict[bytes, bytes] = {self._zero_id: ZERO_PAGE}  # chunk id -> page (see _read_pages)
+        self._pages: dict[bytes, bytes] = {self._zero_id: ZERO_PAGE}  # chunk id -> page (see read_pages)
 
     def read_blob(self, ids: list[str]) -> bytes:
         return b"".join(self.store.get(ChunkId(bytes.fromhex(cid))) for cid in ids)
@@ -229,7 +229,7 @@ class StoredImage:
     def _runs(self, pages: list[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
         """The pages (address, chunk id; in address order) read, in runs of consecutive ones."""
         run_start, run = 0, []
-        for (addr, _), data in zip(pages, self._read_pages([cid for _, cid in pages])):
+        for (addr, _), data in zip(pages, self.read_pages([cid for _, cid in pages])):
             if run and (addr != run_start + len(run) * PAGE_SIZE or len(run) == RUN_PAGES):
                 yield run_start, run
                 run = []
@@ -239,7 +239,7 @@ class StoredImage:
         if run:
             yield run_start, run
 
-    def _read_pages(self, cids: list[bytes]) -> list[bytes]:
+    def read_pages(self, cids: list[bytes]) -> list[bytes]:
         """Pages by chunk id, the distinct ones not yet cached read in one batch. A page
         that repeats (memory a forked tree shares, repeated content) is read once while
         the first PAGE_CACHE_PAGES fit the cache; the zero page is never read."""

@@ -412,15 +412,14 @@ class _Server:
                 zero = (ctypes.c_uint64 * 4)(page, PAGE_SIZE, 0, 0)
                 _ioctl(space.uffd, UFFDIO_ZEROPAGE, zero, "UFFDIO_ZEROPAGE")
             else:
-                self._copy(space, page, [self.image.store.get(cid)])
+                self._copy(space, page, self.image.read_pages([cid]))
         except CheckpointError as exc:
             self._failed(space, page, [cid] if cid is not None else [], exc)
 
     def _copy(self, space: _Space, addr: int, datas: list[bytes]) -> int:
         """UFFDIO_COPY of consecutive pages; returns how many went in (a run can stop early)."""
-        data = b"".join(datas)
-        buf = ctypes.create_string_buffer(data, len(data))
-        arg = (ctypes.c_uint64 * 5)(addr, ctypes.addressof(buf), len(data), 0, 0)
+        data = b"".join(datas)  # the ioctl reads it in place (it lives until we return)
+        arg = (ctypes.c_uint64 * 5)(addr, ctypes.cast(data, ctypes.c_void_p).value, len(data), 0, 0)
         _ioctl(space.uffd, UFFDIO_COPY, arg, "UFFDIO_COPY")
         return arg[4] // PAGE_SIZE
 
@@ -455,7 +454,7 @@ class _Server:
             return
         cids = [cid for _, cid in run]
         try:
-            done = self._copy(space, run[0][0], self.image.store.get_many(cids))
+            done = self._copy(space, run[0][0], self.image.read_pages(cids))
             for addr, cid in run[done:]:  # stopped early: the rest goes back
                 space.put_back(addr, cid)
         except CheckpointError as exc:

@@ -212,7 +212,7 @@ class LoadedImage:
         self._in_trio = in_trio
         self.processes: list[dict] = self._stored.processes
         self.files: list[dict] = self._stored.files
-        self._runs = {p["pid"]: list(self._stored.page_runs(p["pid"]))
+        self._runs = {p["pid"]: list(self._stored.page_runs(p["pid"], skip_zero=True))
                       for p in self.processes if not p.get("zombie")}
 
     def page_runs(self, pid: int) -> Iterator[tuple[int, bytes]]:
