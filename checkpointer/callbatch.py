@@ -24,13 +24,12 @@ import signal
 import struct
 
 from . import kernel
+from .blobcode import INT3, code_size, syscall_code
 from .errors import CheckpointError, ProcessGone
 from .freeze import ALL_SIGNALS
 from .inject import Injector
 
-_ARG_REGISTERS = (b"\x48\xbf", b"\x48\xbe", b"\x48\xba", b"\x49\xba", b"\x49\xb8", b"\x49\xb9")  # rdi..r9
-_MOV_RAX, _SYSCALL, _STORE_RAX, _INT3 = b"\x48\xb8", b"\x0f\x05", b"\x48\xa3", b"\xcc"
-CALL_BYTES = 10 + 6 * 10 + 2 + 10 + 8  # the code of one call and its result slot, at most
+CALL_BYTES = code_size(6) + 8  # the code of one call and its result slot, at most
 
 
 class CallBatch:
@@ -61,11 +60,8 @@ class CallBatch:
         code_at = slots + 8 * len(self._calls)
         code = bytearray()
         for i, (nr, args, _) in enumerate(self._calls):
-            code += _MOV_RAX + struct.pack("<Q", nr)
-            for register, value in zip(_ARG_REGISTERS, args):
-                code += register + struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF)
-            code += _SYSCALL + _STORE_RAX + struct.pack("<Q", slots + 8 * i)
-        code += _INT3
+            code += syscall_code(nr, args, slots + 8 * i)
+        code += INT3
         if code_at + len(code) > self.area + self.size:
             raise CheckpointError(f"{len(self._calls)} batched system calls do not fit {self.size} bytes")
         blob = bytes(self._data) + b"\0" * (slots - self.area - len(self._data)) + bytes(8 * len(self._calls))
