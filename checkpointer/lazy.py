@@ -303,15 +303,15 @@ class _Space:
             self._current = found[0]
             self._load(*found)
         block = self._current
-        bits = self.blocks[block][0]
+        entry = self.blocks[block]  # as take() would page by page: bits still to send are a subset
+        bits, value = entry[0], entry[2]  # of the image's, so a row of them has consecutive ids
         first = (bits & -bits).bit_length() - 1
-        run = []
-        for index in range(first, 64):
-            if not bits >> index & 1:
-                break
-            addr = block + index * PAGE_SIZE
-            run.append((addr, self.take(addr)))
-        return run
+        row = bits >> first
+        length = ((row ^ (row + 1)) >> 1).bit_length()  # the set bits in a row from `first` on
+        entry[0] &= ~(((1 << length) - 1) << first)
+        rank = bin(entry[1] & ((1 << first) - 1)).count("1")  # saved pages of the block before `first`
+        return [(block + (first + i) * PAGE_SIZE, value[8 + 16 * (rank + i):24 + 16 * (rank + i)])
+                for i in range(length)]
 
 
 class _Server:
