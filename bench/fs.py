@@ -1,6 +1,6 @@
 """File-system benchmark: slsfs against a plain directory on the same disk; prints one JSON object.
 
-    .venv/bin/python bench/fs.py [--quick] [--dir DIR]
+    .venv/bin/python bench/fs.py [--quick] [--dir DIR] [--no-writeback-cache]
 
 Measures sequential write/read in 1 MiB blocks (with ratios to the plain directory),
 4 KiB random read/write IOPS, a small-file metadata test (create+write 4 KiB+close,
@@ -34,6 +34,22 @@ HOT_PASSES = 3
 def sls(*args) -> str:
     return subprocess.run([sys.executable, "-c", SLS_MAIN, *map(str, args)], check=True,
                           capture_output=True, text=True, cwd=ROOT).stdout
+
+
+def mount(store: Path, mnt: Path, daemon_args: list[str]) -> None:
+    """`sls mount`, or with `daemon_args` the mount daemon started directly with them."""
+    if not daemon_args:
+        sls("mount", store, mnt)
+        return
+    ready_r, ready_w = os.pipe()
+    subprocess.Popen([sys.executable, "-m", "mount.daemon", str(store), str(mnt), *daemon_args,
+                      "--ready-fd", str(ready_w)], pass_fds=[ready_w], cwd=ROOT,
+                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(ready_w)
+    with os.fdopen(ready_r) as ready:
+        answer = ready.readline().strip()
+    if answer != "ok":
+        raise SystemExit(f"mount failed: {answer or 'the daemon exited'}")
 
 
 def read_all(path: Path) -> float:
@@ -163,6 +179,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--no-writeback-cache", action="store_true",
+                        help="mount without the kernel's writeback cache (for comparison)")
     args = parser.parse_args()
     size = (256 if args.quick else 1024) * MiB
     meta_files = 2000 if args.quick else 10_000
@@ -171,10 +189,11 @@ def main() -> None:
     store, mnt, plain = work / "store", work / "mnt", work / "plain"
     mnt.mkdir()
     plain.mkdir()
-    result: dict = {"quick": args.quick, "seq_size_mb": size // MiB}
+    result: dict = {"quick": args.quick, "seq_size_mb": size // MiB,
+                    "writeback_cache": not args.no_writeback_cache}
     try:
         sls("init", store)
-        sls("mount", store, mnt)
+        mount(store, mnt, ["--no-writeback-cache"] if args.no_writeback_cache else [])
         daemon = request(store, "status")["pid"]
         for name, root in (("plain", plain), ("slsfs", mnt)):
             w, first, r = seq(root / "seq", size)

@@ -19,13 +19,15 @@ mtime, ctime and size of open files meanwhile and sends them with SETATTR. What 
 changes for durability, and how it is bounded:
 - fsync/fdatasync: the kernel writes the file's pages and times back before it sends
   FSYNC, which commits durably: unchanged.
-- periodic checkpoints: while a file is (or was, since the last one) open for writing,
-  each periodic checkpoint first syncfs()es the mount in a helper process
+- periodic checkpoints: while a file is (or was, since the last flush) open for writing,
+  the mount is syncfs()ed every FLUSH_EVERY_S (100 ms) in a helper process
   (`flush_kernel_writes`, mount.flusher: a thread of the daemon asleep in that syncfs
-  would keep a SIGKILLed daemon from ever exiting), so it holds every write made before
-  that syncfs began. A SIGKILL of the daemon loses at most what was written since the syncfs of the last
-  periodic checkpoint that was written to the store: about one interval plus the time of
-  that syncfs (the same bound as without the cache, plus the syncfs).
+  would keep a SIGKILLed daemon from ever exiting); what it brings in is dirty, so the
+  next periodic checkpoint holds it. The flushes run beside the checkpoints (waiting
+  for each one halved the checkpoints per second under load). A SIGKILL of the daemon
+  loses at most what was written in the last FLUSH_EVERY_S + one syncfs + one interval
+  before it (without the cache: one interval); a file's close, fsync or fdatasync sends
+  its pages at once.
 - the group checkpoint's syncfs + drain (slsfs) and `drain_kernel_cache` bring every
   dirty page in, as they did for shared mmaps before; but a daemon SIGKILLed while its
   own thread sits in such a syncfs can no longer exit (see mount.flusher): an embedding
@@ -75,6 +77,7 @@ BARRIER_EVERY_S = 1.0                     # periodic checkpoints become durable 
 
 DRAIN_TIMEOUT_S = 2.0
 FLUSH_DRAIN_S = 0.02
+FLUSH_EVERY_S = 0.1                       # writeback cache: syncfs this often while writers are open
 # One pyfuse3 task reads and answers requests. Every handler runs to completion without
 # awaiting anything another request could unblock, so more tasks add no concurrency,
 # only trio scheduling per request (~20% of the CPU of a getattr).
@@ -199,6 +202,7 @@ class FileSystem:
         self.ops = Operations(store, self.views, make_durable=self.make_durable,
                               has_space=self.has_space, writeback_cache=writeback_cache)
         self.checkpoints_taken = 0
+        self.kernel_flushes = 0                 # syncfs done by flush_kernel_writes
         self._last_retention = self._last_barrier = time.monotonic()
         self._durable_lock = trio.Lock()
         self._serving = False                 # between pyfuse3.init and pyfuse3.close
@@ -252,6 +256,7 @@ class FileSystem:
         self.ops.kernel_may_hold_writes = self.ops.open_for_writing()
         try:
             await self._flusher.syncfs()
+            self.kernel_flushes += 1
             # other processes' requests keep the count up on a busy mount: a short wait
             deadline = trio.current_time() + FLUSH_DRAIN_S
             while fusectl.waiting(self._connection) and trio.current_time() < deadline:
@@ -303,6 +308,12 @@ class FileSystem:
             result = self.store.gc()
             log.info("gc: freed %d bytes in %.1f s", result["bytes_freed"], result["seconds"])
 
+    async def run_kernel_flushes(self) -> None:
+        """flush_kernel_writes every FLUSH_EVERY_S, until cancelled."""
+        while True:
+            await trio.sleep(FLUSH_EVERY_S)
+            await self.flush_kernel_writes()
+
     async def run_checkpoints(self) -> None:
         """Checkpoint every interval while something changed, and make those checkpoints
         durable about once a second (group commit), until cancelled.
@@ -318,7 +329,6 @@ class FileSystem:
             if due < now - self.interval:
                 due = now
             await trio.sleep_until(due)
-            await self.flush_kernel_writes()
             if self.dirty:
                 try:
                     self.checkpoint()
@@ -470,6 +480,8 @@ class FileSystem:
             async with trio.open_nursery() as nursery:
                 if self.interval is not None:
                     nursery.start_soon(self.run_checkpoints)
+                    if self._flusher is not None:
+                        nursery.start_soon(self.run_kernel_flushes)
                 nursery.start_soon(self._raise_readahead_after_init, mountpoint)
                 task_status.started()
                 with interrupting_reads():
@@ -502,7 +514,8 @@ class FileSystem:
     def status(self) -> dict:
         head = self.store.head
         return {"volume": self.volume_name, "pid": os.getpid(), "store": str(self.store.path),
-                "checkpoints_taken": self.checkpoints_taken, "head": head.id if head else None,
+                "checkpoints_taken": self.checkpoints_taken, "kernel_flushes": self.kernel_flushes,
+                "head": head.id if head else None,
                 "durable": self.store.durable_id, "dirty": self.dirty,
                 "volumes": self.store.volumes(), "open_inodes": len(self.ops.opens)}
 
