@@ -73,6 +73,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     with phase("proc_files"):
         status = procfs.frozen_status(pid)
         vmas = procfs.maps(pid)
+        limits = procfs.rlimits(pid)     # not prlimit(2): that needs CAP_SYS_RESOURCE for another uid
         meta = {
             "pid": procfs.ns_id(status["NSpid"]),
             "ppid": ppid,
@@ -86,7 +87,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "creds": _creds(status),
             "umask": int(status.get("Umask", "022"), 8),
             "personality": int(open(f"/proc/{pid}/personality").read(), 16),
-            "rlimits": {name: list(resource.prlimit(pid, num)) for name, num in sorted(RLIMITS.items())},
+            "rlimits": {name: list(limits[num]) for name, num in sorted(RLIMITS.items())},
             "mm": procfs.mm_layout(pid),
             "auxv": procfs.auxv(pid).hex(),
             "vmas": [_vma_meta(pid, v, files) for v in vmas if v.path != "[vsyscall]"],

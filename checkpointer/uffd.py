@@ -15,6 +15,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _NR_USERFAULTFD, _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 323, 434, 438
 O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
+UFFD_USER_MODE_ONLY = 1
 
 
 def iowr(kind: int, nr: int, size: int) -> int:
@@ -43,10 +44,14 @@ def raw_ioctl(fd: int, request: int, buf: ctypes.Array) -> int:
     return _libc.ioctl(fd, request, ctypes.addressof(buf))
 
 
-def take_from(inj: Injector, pid: int, what: str) -> int:
+def take_from(inj: Injector, pid: int, what: str, *, user_mode_only: bool = False) -> int:
     """A userfaultfd made inside process `pid` (through `inj`, one of its stopped
-    threads), as a descriptor of ours; the process keeps none."""
-    remote = inj.check(_NR_USERFAULTFD, O_CLOEXEC | O_NONBLOCK, what=f"userfaultfd ({what})")
+    threads), as a descriptor of ours; the process keeps none. `user_mode_only`: what a
+    process without CAP_SYS_PTRACE may make (vm.unprivileged_userfaultfd=0); faults the
+    kernel takes on its behalf are then not reported (harmless for asynchronous
+    write-protection, whose faults the kernel resolves itself)."""
+    flags = O_CLOEXEC | O_NONBLOCK | (UFFD_USER_MODE_ONLY if user_mode_only else 0)
+    remote = inj.check(_NR_USERFAULTFD, flags, what=f"userfaultfd ({what})")
     pidfd = kernel.syscall(_NR_PIDFD_OPEN, pid, 0)
     try:
         return kernel.syscall(_NR_PIDFD_GETFD, pidfd, remote, 0)

@@ -22,9 +22,12 @@ Checkpoints asked for are retried on the transient errors of freezing a busy tre
 stop kills the groups first and ends the process within STOP_WATCHDOG_S whatever hangs.
 Old checkpoints are thinned by the store's retention policy (slsfs.group_retention).
 
+The mount is made with allow_other (group processes may run as any user; the kernel
+checks permissions).
+
 Simplifications: the mount's own periodic file-system checkpoints are off (group
-checkpoints and fsync commit instead);
-restoring resets the whole volume, so one group per store is the supported case.
+checkpoints and fsync commit instead); restoring resets the whole volume, so the
+groups of a store are stopped when one is restored (`sls restore --force`).
 """
 from __future__ import annotations
 
@@ -409,7 +412,9 @@ class Daemon:
             self.nursery = nursery
 
             async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
-                await self.fs.serve(self.mountpoint, task_status=task_status)
+                # allow_other: a group's processes may run as other users (postgres, a web
+                # server's workers); the kernel still checks every access (default_permissions)
+                await self.fs.serve(self.mountpoint, allow_other=True, task_status=task_status)
                 nursery.cancel_scope.cancel()
             await nursery.start(serve_then_stop)
             self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
