@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import kernel
 from .blobcode import INT3, code_size, syscall_code
@@ -47,6 +47,8 @@ class Call:
     out_size: int
     result: int = 0
     out: bytes = b""
+    result_at: int = 0  # offsets in the blob's mapping
+    out_at: int = 0
 
     def check(self, what: str) -> int:
         """The result; a CheckpointError naming `what` if the call failed."""
@@ -58,15 +60,6 @@ class Call:
         """The bytes the call wrote to its output space; a CheckpointError naming `what` if it failed."""
         self.check(what)
         return self.out
-
-
-@dataclass
-class _Layout:
-    """Where each thread's code and each call's result and output sit in the mapping."""
-    code: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # tid -> (offset, code)
-    result_at: dict[int, int] = field(default_factory=dict)           # id(call) -> offset
-    out_at: dict[int, int] = field(default_factory=dict)              # id(call) -> offset
-    size: int = 0
 
 
 class SyscallBatch:
@@ -95,53 +88,47 @@ class SyscallBatch:
         kernel.set_sigmask(main.tid, ALL_SIGNALS)
         inj = Injector(main.tid, syscall_insn_of(self.pid), *stack_scratch(main.regs))
         try:
-            layout = self._layout(0)
-            base = inj.check(kernel.NR["mmap"], 0, layout.size, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
+            _, size = self._place()
+            base = inj.check(kernel.NR["mmap"], 0, size, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
                              what="mmap (injection page)")
             try:
-                layout = self._layout(base)
-                image = bytearray(layout.size)
-                for offset, code in layout.code.values():
-                    image[offset:offset + len(code)] = code
-                inj.write(base, bytes(image))
-                for tid, (offset, code) in layout.code.items():
-                    _run_blob(threads[tid], base + offset, base + offset + len(code))
-                done = inj.read(base, layout.size)
+                code, entries = bytearray(), []
+                for tid, calls in self.calls.items():
+                    start = base + len(code)
+                    code += b"".join(_code(call, base) for call in calls) + INT3
+                    entries.append((tid, start, base + len(code)))
+                inj.write(base, bytes(code))    # the rest of a new mapping reads as zeros
+                for tid, start, end in entries:
+                    _run_blob(threads[tid], start, end)
+                done = inj.read(base, size)
             finally:
-                inj.check(kernel.NR["munmap"], base, layout.size, what="munmap (injection page)")
+                inj.check(kernel.NR["munmap"], base, size, what="munmap (injection page)")
         finally:
             inj.close()
         for calls in self.calls.values():
             for call in calls:
-                raw = struct.unpack_from("Q", done, layout.result_at[id(call)])[0]
+                raw = struct.unpack_from("Q", done, call.result_at)[0]
                 call.result = raw - (1 << 64) if raw >= 1 << 63 else raw
-                at = layout.out_at[id(call)]
-                call.out = done[at:at + call.out_size]
+                call.out = done[call.out_at:call.out_at + call.out_size]
 
-    def _layout(self, base: int) -> _Layout:
-        """Code first (its size does not depend on base), then 8-byte results, then outputs."""
-        layout = _Layout()
+    def _place(self) -> tuple[int, int]:
+        """Offsets in the mapping: every thread's code first, then 8-byte results, then
+        outputs (set on each call); returns (bytes of code, size of the mapping)."""
         every = [call for calls in self.calls.values() for call in calls]
         code_bytes = sum(code_size(len(call.args)) for call in every) + len(INT3) * len(self.calls)
         data = (code_bytes + 15) & ~15
         for call in every:
-            layout.result_at[id(call)] = data
+            call.result_at = data
             data += 8
         for call in every:
-            layout.out_at[id(call)] = data
+            call.out_at = data
             data += (call.out_size + 7) & ~7
-        offset = 0
-        for tid, calls in self.calls.items():
-            code = b"".join(_code(call, base + layout.result_at[id(call)], base + layout.out_at[id(call)])
-                            for call in calls) + INT3
-            layout.code[tid] = (offset, code)
-            offset += len(code)
-        layout.size = (data + kernel.PAGE_SIZE - 1) & ~(kernel.PAGE_SIZE - 1)
-        return layout
+        return code_bytes, (data + kernel.PAGE_SIZE - 1) & ~(kernel.PAGE_SIZE - 1)
 
 
-def _code(call: Call, result_addr: int, out_addr: int) -> bytes:
-    return syscall_code(call.nr, [out_addr if value is OUT else value for value in call.args], result_addr)
+def _code(call: Call, base: int) -> bytes:
+    out = base + call.out_at
+    return syscall_code(call.nr, [out if value is OUT else value for value in call.args], base + call.result_at)
 
 
 def _run_blob(thread: FrozenThread, start: int, end: int) -> None:

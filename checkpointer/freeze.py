@@ -9,9 +9,11 @@ Why: the checkpoint must see a process that does not change under it, and the
 persistence-group daemon needs that window to syncfs and seal the file system.
 
 While frozen, the stopped tasks and the calling thread are pinned to one CPU (pinning.py:
-ptrace round trips cost a third of what they cost across CPUs); the thaw gives every task
-its CPU affinity back. `Frozen.thawed_at` is when the last task was let go (the end of the
-stop as the processes see it; the tracer's own affinity is given back after it).
+ptrace round trips cost a third of what they cost across CPUs) and the tracer runs
+SCHED_FIFO (no other process takes its CPU between round trips); the thaw gives every task
+its CPU affinity back, and the tracer its scheduling policy. `Frozen.thawed_at` is when
+the last task was let go (the end of the stop as the processes see it; the tracer's own
+affinity and policy are given back after it).
 
 Simplifications: must be used from one thread (ptrace's rule); a process that exits
 while being frozen raises ProcessGone after thawing the others; if the checkpointer
@@ -67,7 +69,8 @@ class Frozen:
         self.leave_stopped = False
         self._thawed = False
         self.thawed_at: float | None = None  # time.perf_counter() when the last task was let go
-        self.pinning = Pinning()  # the tracer and the stopped tasks share one CPU until the thaw
+        # the tracer (real-time) and the stopped tasks share one CPU until the thaw
+        self.pinning = Pinning(realtime=True)
 
     def _stop_thread(self, pid: int, tid: int) -> FrozenThread | None:
         try:

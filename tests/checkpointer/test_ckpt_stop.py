@@ -31,11 +31,14 @@ def test_freeze_pins_tasks_to_our_cpu_and_the_thaw_gives_their_affinity_back(pro
     assert len(tids) == 5
     for tid in tids:
         os.sched_setaffinity(tid, theirs)
+    policy = os.sched_getscheduler(0)
     with freeze([proc.pid]) as frozen:
         cpu = frozen.pinning.cpu
         assert os.sched_getaffinity(0) == {cpu}
         assert {tid: os.sched_getaffinity(tid) for tid in tids} == {tid: {cpu} for tid in tids}
+        assert os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO  # the tracer, while frozen
     assert os.sched_getaffinity(0) == mine
+    assert os.sched_getscheduler(0) == policy
     assert {tid: os.sched_getaffinity(tid) for tid in tids} == {tid: theirs for tid in tids}
     size = len(ok_lines(out))
     wait_for(lambda: len(ok_lines(out)) >= size + 20, "the target to run on after the thaw")
