@@ -25,6 +25,7 @@ regular files are not captured (the slsfs mount keeps them).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -46,6 +47,8 @@ KCMP_FILE = 0
 SPLICE_F_NONBLOCK = 2
 F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 2, 1
 MAX_DELETED_FILE = 1 << 30
+SPARSE_PIECE = 64 << 10                 # restore leaves all-zero pieces of this size as holes
+_ZEROS = bytes(SPARSE_PIECE)
 TCP_ESTABLISHED = 1  # the state of a connected Unix socket in sock_diag
 SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
 SOCK_CLOEXEC = 0o2000000
@@ -138,9 +141,8 @@ class FileCapture:
         for record in self.files:
             if record["kind"] == "memfd" and record["inode"] == inode:
                 return record["id"]
-        with open(source, "rb") as fh:
-            data = fh.read(MAX_DELETED_FILE + 1)
-        if len(data) > MAX_DELETED_FILE:
+        data = _read_sparse(source)
+        if data is None:
             raise Unsupported(f"memfd {path} is larger than 1 GiB")
         name = name or path[len("/memfd:"):].removesuffix(" (deleted)")
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
@@ -207,12 +209,58 @@ class FileCapture:
         return {"size": size, "data": self.put_blob(data)}
 
     def _deleted_contents(self, pid: int, info: procfs.FdInfo) -> list[str]:
-        with open(f"/proc/{pid}/fd/{info.fd}", "rb") as fh:
-            data = fh.read(MAX_DELETED_FILE + 1)
-        if len(data) > MAX_DELETED_FILE:
+        data = _read_sparse(f"/proc/{pid}/fd/{info.fd}")
+        if data is None:
             raise Unsupported(f"fd {info.fd} of process {pid}: the unlinked file {info.target} is larger "
                               "than 1 GiB; keep it linked (or run the process on a slsfs mount)")
         return self.put_blob(data)
+
+
+def _read_sparse(path: str) -> bytes | None:
+    """A file's bytes (None if over MAX_DELETED_FILE), reading only its data extents
+    (SEEK_DATA/SEEK_HOLE): shared memory such as PostgreSQL's is mostly holes, and a
+    checkpoint must not read (and hash) all of it as zeros inside the stop."""
+    with open(path, "rb", buffering=0) as fh:
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        if size > MAX_DELETED_FILE:
+            return None
+        try:
+            start = os.lseek(fd, 0, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:              # all hole
+                return bytes(size)
+            if exc.errno != errno.EINVAL:             # EINVAL: no SEEK_DATA here, read it all
+                raise
+            return fh.read(MAX_DELETED_FILE + 1)
+        data = bytearray(size)
+        while start < size:
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            while start < end:
+                piece = os.pread(fd, min(end - start, 1 << 24), start)
+                if not piece:
+                    break
+                data[start:start + len(piece)] = piece
+                start += len(piece)
+            try:
+                start = os.lseek(fd, end, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                break
+        return bytes(data)
+
+
+def _write_sparse(path: str, data: bytes) -> None:
+    """Write `data` into an empty file, leaving runs of zeros as holes (no memory for
+    shared memory that was never touched)."""
+    with open(path, "r+b", buffering=0) as fh:
+        fh.truncate(len(data))
+        view = memoryview(data)
+        for offset in range(0, len(data), SPARSE_PIECE):
+            piece = view[offset:offset + SPARSE_PIECE]
+            if piece != _ZEROS[:len(piece)]:
+                os.pwrite(fh.fileno(), piece, offset)
 
 
 # Records of TCP connections by socket inode. A connection's addresses never change, and
@@ -361,8 +409,7 @@ class FileRestorer:
             fd = self._make_deleted(builder, record)
         elif kind == "memfd":
             fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), 0, what="memfd_create")
-            with open(f"/proc/{builder.tid}/fd/{fd}", "wb") as fh:
-                fh.write(self.read_blob(record["data"]))
+            _write_sparse(f"/proc/{builder.tid}/fd/{fd}", self.read_blob(record["data"]))
         elif kind == "memfd_fd":  # another open file description of that memfd
             local = self.local_fd(builder, record["memfd"], base)
             fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC),

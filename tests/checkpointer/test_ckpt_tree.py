@@ -126,3 +126,14 @@ def test_memfd_and_shared_anonymous_memory_stay_shared_by_parent_and_child(procs
     procs.restored.append(restored)
     wait_for(lambda: out.stat().st_size >= size + 220 * LINE, "two of the parent's progress checks")
     assert assert_unbroken(out, proc.pid) > size // LINE + 200
+    allocated = shared_memory_allocated(restored.pids[0], 256 << 20)
+    assert allocated < 16 << 20, f"the untouched shared memory came back allocated: {allocated} bytes"
+
+
+def shared_memory_allocated(pid: int, size: int) -> int:
+    """Bytes allocated to the file behind the process's shared mapping of `size` bytes."""
+    for name in os.listdir(f"/proc/{pid}/map_files"):
+        start, end = (int(x, 16) for x in name.split("-"))
+        if end - start == size:
+            return os.stat(f"/proc/{pid}/map_files/{name}").st_blocks * 512
+    raise AssertionError(f"no mapping of {size} bytes in process {pid}")

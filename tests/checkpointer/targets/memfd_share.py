@@ -1,6 +1,7 @@
 """A memfd and shared anonymous memory, both shared by a parent and a child:
 `memfd_share.py OUTFILE`. Both processes map them MAP_SHARED; the child increments a
-counter in each every 2 ms; the parent keeps an fd on the memfd too, checks through the
+counter in each every 2 ms (and copies the anonymous one 200 MiB further into that
+256 MiB mapping, which is otherwise never touched); the parent keeps an fd on the memfd too, checks through the
 mappings and pread that the counters only grow (and keep growing: the memory is still
 shared after a restore) and that the memfd's 64 KiB pattern is intact, and appends
 "<n> <pid> ok" every 5 ms."""
@@ -15,12 +16,14 @@ fd = os.memfd_create("shared-state")
 os.ftruncate(fd, 65536 + 8)
 area = mmap.mmap(fd, 65536 + 8)
 area[8:] = bytes(i % 251 for i in range(65536))
-anon = mmap.mmap(-1, 8192)  # MAP_SHARED | MAP_ANONYMOUS
+ANON_SIZE, FAR = 256 << 20, 200 << 20   # mostly untouched, as a database's shared buffers
+anon = mmap.mmap(-1, ANON_SIZE)  # MAP_SHARED | MAP_ANONYMOUS
 child = os.fork()
 if child == 0:
     while True:
         struct.pack_into("<Q", area, 0, struct.unpack_from("<Q", area, 0)[0] + 1)
         struct.pack_into("<Q", anon, 4096, struct.unpack_from("<Q", anon, 4096)[0] + 1)
+        struct.pack_into("<Q", anon, FAR, struct.unpack_from("<Q", anon, 4096)[0])
         time.sleep(0.002)
 pid, last, last_anon, n = os.getpid(), 0, 0, 0
 while True:
@@ -31,6 +34,9 @@ while True:
         out.write(f"BAD memfd counter {seen} after {last}\n")
         sys.exit(1)
     seen_anon = struct.unpack_from("<Q", anon, 4096)[0]
+    if struct.unpack_from("<Q", anon, FAR)[0] + 1 < seen_anon:
+        out.write("BAD the far page of the shared memory lost its counter\n")
+        sys.exit(1)
     if n % 100 == 0 and (seen == last or seen_anon == last_anon):
         out.write("BAD the child's counting is not seen any more\n")
         sys.exit(1)
