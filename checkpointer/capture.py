@@ -211,7 +211,7 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
                        for sig, call in actions.items()},
         "itimers": [list(struct.unpack("qqqq", call.output("getitimer"))) for call in itimers],
         "posix_timers": timers,
-        "threads": [_thread_meta(thread, tid_address, altstack) for thread, (tid_address, altstack)
+        "threads": [_thread_meta(proc.pid, thread, tid_address, altstack) for thread, (tid_address, altstack)
                     in zip(threads, per_thread)],
     }
 
@@ -233,12 +233,12 @@ def _seccomp(proc: FrozenProcess, status: dict[str, str]) -> dict:
     return {"filters": filters[::-1], "no_new_privs": status.get("NoNewPrivs", "0") == "1"}
 
 
-def _thread_meta(thread: FrozenThread, tid_address: Call, altstack: Call) -> dict:
+def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Call) -> dict:
     tid = thread.tid
     head, length = kernel.get_robust_list(tid)
     pending = [i.hex() for i in thread.caught + kernel.peek_siginfos(tid, shared=False)]
     return {
-        "tid": procfs.ns_id(procfs.frozen_status(tid)["NSpid"]),
+        "tid": procfs.ns_tid(pid, tid),
         "regs": thread.regs.to_dict(),
         "xstate": kernel.get_xstate(tid).hex(),
         "sigmask": thread.sigmask,

@@ -147,6 +147,14 @@ def frozen_status(pid: int) -> dict[str, str]:
     return cache[("status", pid)]
 
 
+def ns_tid(pid: int, tid: int) -> int:
+    """Thread `tid` of process `pid` as the process's own PID namespace numbers it: the
+    tid itself when the process is in the reader's namespace (one NSpid entry)."""
+    if len(frozen_status(pid)["NSpid"].split()) == 1:
+        return tid
+    return ns_id(frozen_status(tid)["NSpid"])
+
+
 def ns_id(value: str) -> int:
     """The last (innermost namespace) number of an NSpid/NSpgid/NSsid line."""
     return int(value.split()[-1])
