@@ -127,14 +127,26 @@ def mount_device(mountpoint: str) -> str | None:
 
 def abort_connection(device: str | None) -> None:
     """End every request still open on the FUSE connection of `device` ("major:minor"),
-    if it still exists. For a daemon on its way out: a request it read but never
+    if it is still ours. For a daemon on its way out: a request it read but never
     answered keeps the thread that made it waiting uninterruptibly until the connection
     ends, and if that thread is one of the daemon's own (a syncfs, a stat from the
     checkpointer), or a child still holds /dev/fuse, the connection never ends: the
     daemon could not exit (seen once: a group daemon stuck in exit with its tracer in
-    a getattr of its own mount)."""
-    if device is not None:                     # usually gone already: then nothing happens
+    a getattr of its own mount).
+
+    Connections are named by the mount's minor device number, which the kernel gives
+    to the next mount once ours is gone: if a mount with that number is attached (ours
+    is unmounted by now: this is called after unmounting), it belongs to another file
+    system, and aborting it would kill that one (seen: a PostgreSQL group's new mount
+    ended within 300 ms while other slsfs mounts were being unmounted)."""
+    if device is not None and not _attached(device):
         fusectl.abort(int(device.split(":")[1]))
+
+
+def _attached(device: str) -> bool:
+    """Whether some mount of this mount namespace has device number `device`."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[2] == device for line in f)
 
 
 def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:

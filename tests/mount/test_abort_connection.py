@@ -1,6 +1,8 @@
 """mount.filesystem.abort_connection ends every request still open on a mount's FUSE
-connection: a daemon on its way out uses it so that no request it read but never
-answered (one of its own threads', say) can keep it from exiting."""
+connection: a daemon on its way out uses it, once unmounted, so that no request it read
+but never answered (one of its own threads', say) can keep it from exiting. While a
+mount with that connection number is attached it does nothing: the number may have
+gone to another file system's mount."""
 from __future__ import annotations
 
 import errno
@@ -30,7 +32,11 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
     try:
         waiting = subprocess.Popen([sys.executable, "-c", STAT_NEW_NAME, str(mnt.path / "nobody-answers")],
                                    stdout=subprocess.PIPE, text=True)
-        wait_for(lambda: fusectl.waiting(int(device.split(":")[1])) > 0, "the request to be queued")
+        connection = int(device.split(":")[1])
+        wait_for(lambda: fusectl.waiting(connection) > 0, "the request to be queued")
+        abort_connection(device)             # attached: the number may be another mount's
+        assert fusectl.waiting(connection) > 0 and waiting.poll() is None, "an attached mount was aborted"
+        subprocess.run(["umount", "--lazy", str(mnt.path)], check=True)    # as a daemon's exit does
         abort_connection(device)
         out, _ = waiting.communicate(timeout=30)
         assert int(out) in (errno.ECONNABORTED, errno.ENOTCONN)
