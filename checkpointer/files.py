@@ -49,7 +49,7 @@ F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1032
 MAX_DELETED_FILE = 1 << 30
 SPARSE_PIECE = 64 << 10                 # restore leaves all-zero pieces of this size as holes
 SPARSE_READ_PIECE = 1 << 20             # capture reads files with holes in pieces of this size
-_ZEROS = bytes(SPARSE_PIECE)
+_ZEROS = bytes(SPARSE_READ_PIECE)
 TCP_ESTABLISHED = 1  # the state of a connected Unix socket in sock_diag
 SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
 SOCK_CLOEXEC = 0o2000000
@@ -275,16 +275,31 @@ def _piece_length(index: int, size: int) -> int:
     return min(SPARSE_READ_PIECE, size - index * SPARSE_READ_PIECE)
 
 
-def _write_sparse(path: str, data: bytes) -> None:
-    """Write `data` into an empty file, leaving runs of zeros as holes (no memory for
-    shared memory that was never touched)."""
+def _write_sparse(path: str, blob: list[str], read_blob: Callable[[list[str]], bytes]) -> None:
+    """Write a blob into an empty file, piece by piece, leaving runs of zeros as holes
+    (no memory for shared memory that was never touched); a piece found to be all zeros
+    is not read again (a big, mostly untouched shared memory repeats one such piece)."""
+    zero_pieces: dict[str, int] = {}                  # blob id -> length
     with open(path, "r+b", buffering=0) as fh:
-        fh.truncate(len(data))
-        view = memoryview(data)
-        for offset in range(0, len(data), SPARSE_PIECE):
-            piece = view[offset:offset + SPARSE_PIECE]
-            if piece != _ZEROS[:len(piece)]:
-                os.pwrite(fh.fileno(), piece, offset)
+        offset = 0
+        for piece_id in blob:
+            length = zero_pieces.get(piece_id)
+            if length is None:
+                view = memoryview(read_blob([piece_id]))
+                length = len(view)
+                if _all_zero(view):
+                    zero_pieces[piece_id] = length
+                else:
+                    for start in range(0, length, SPARSE_PIECE):
+                        part = view[start:start + SPARSE_PIECE]
+                        if not _all_zero(part):
+                            os.pwrite(fh.fileno(), part, offset + start)
+            offset += length
+        fh.truncate(offset)
+
+
+def _all_zero(view: memoryview) -> bool:
+    return view == (_ZEROS[:len(view)] if len(view) <= len(_ZEROS) else bytes(len(view)))
 
 
 # Records of TCP connections by socket inode. A connection's addresses never change, and
@@ -433,7 +448,7 @@ class FileRestorer:
             fd = self._make_deleted(builder, record)
         elif kind == "memfd":
             fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), 0, what="memfd_create")
-            _write_sparse(f"/proc/{builder.tid}/fd/{fd}", self.read_blob(record["data"]))
+            _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_blob)
         elif kind == "memfd_fd":  # another open file description of that memfd
             local = self.local_fd(builder, record["memfd"], base)
             fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC),
