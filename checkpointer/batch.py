@@ -1,6 +1,6 @@
 """Many system calls injected into the threads of a frozen process, one trip per thread.
 
-What: `SyscallBatch(pid)` collects system calls per thread (`add(tid, nr, *args,
+What: `SyscallBatch(pid, ignored_signals)` collects system calls per thread (`add(tid, nr, *args,
 out=N)`: N bytes of output space whose address is passed wherever the argument `OUT`
 stands); `run(threads)` maps one temporary page run into the process (an injected mmap),
 writes there, per thread, a small x86-64 code blob (for each call: load the registers,
@@ -18,8 +18,9 @@ SIGTRAP pending at that moment is taken off the queue by its stop and kept in
 `FrozenThread.caught` (the thaw queues it again, as it does for the freeze's own catches);
 a process that ignores SIGTRAP runs its calls one by one instead (the int3 of a blob would
 reset its SIGTRAP disposition to the default: the kernel does that for a forced signal that
-is ignored). Registers are clobbered: callers mark the threads touched (the thaw sets them
-back). x86-64 only.
+is ignored). A seccomp filter that traps one of the calls (SIGSYS) fails the batch with a
+CheckpointError, as it failed a single injected call. Registers and masks are clobbered:
+`run` marks the threads touched, and the thaw sets them back. x86-64 only.
 """
 from __future__ import annotations
 
