@@ -270,6 +270,8 @@ class ProcessBuilder:
                     self.inj.check(NR["mprotect"], vma["start"], size, prot, what="mprotect (SysV segment)")
                 continue
             if kind == "file":
+                if "posix_shm" in vma:                 # gone after a reboot: made again
+                    files.posix_shm(vma["posix_shm"])
                 path = self.remap(vma["path"])
                 key = (path, O_RDWR if vma["shared"] and "w" in vma["prot"] else O_RDONLY)
                 if key not in opened:

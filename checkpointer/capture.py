@@ -115,6 +115,9 @@ def _creds(status: dict[str, str]) -> dict:
     }
 
 
+POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
+
+
 def vma_kind(vma: procfs.Vma) -> str:
     if vma.special:
         return vma.path.strip("[]")
@@ -144,6 +147,9 @@ def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
         name = "shared-anon" if meta["kind"] == "shared_anon" else None
         meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
                                     name)
+    elif meta["kind"] == "file" and vma.shared and vma.path.startswith(POSIX_SHM_DIR):
+        meta["posix_shm"] = files.posix_shm(vma.inode, vma.path,
+                                            f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}")
     elif meta["kind"] == "sysv_shm":                   # the inode number of its file is the id
         meta["shm"] = files.sysv_shm(vma.inode, vma.end - vma.start,
                                      f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",

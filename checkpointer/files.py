@@ -152,6 +152,23 @@ class FileCapture:
         self.files.append(record)
         return record["id"]
 
+    def posix_shm(self, inode: int, path: str, source: str) -> int:
+        """The file id of a POSIX shared memory object (a file in /dev/shm: memory that a
+        reboot loses, so its contents belong in the image), recorded once per inode, read
+        from `source`."""
+        for record in self.files:
+            if record["kind"] == "posix_shm" and record["inode"] == inode:
+                return record["id"]
+        st = os.stat(source)
+        pieces = _read_sparse(source)
+        if pieces is None:
+            raise Unsupported(f"shared memory {path} is larger than 1 GiB")
+        record = {"kind": "posix_shm", "id": len(self.files), "inode": inode, "path": path,
+                  "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
+                  "data": self._put_pieces(pieces)}
+        self.files.append(record)
+        return record["id"]
+
     def sysv_shm(self, shmid: int, mapping_size: int, source: str, what: str) -> int:
         """The file id of a SysV shared memory segment (checkpointer.sysv_shm), recorded
         once per segment; its contents are read from `source`."""
@@ -338,6 +355,22 @@ class FileRestorer:
         self.made_local: dict[tuple[int, int], int] = {}  # (ns pid, file id) -> spare fetched there
         self.fifo_keepers: dict[str, int] = {}  # FIFO path -> our O_RDWR fd, so opens do not block
         self.segments: dict[int, int] = {}  # sysv_shm file id -> its segment, made again
+
+    def posix_shm(self, file_id: int) -> None:
+        """Make a POSIX shared memory object again, with its owner, mode and contents at
+        the checkpoint, if it is gone (after a reboot; or its program removed it). One that
+        exists is left as it is: it may be a running instance's (a clone's original)."""
+        record = self.files[file_id]
+        path = self.remap(record["path"])
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, record["mode"])
+        except FileExistsError:
+            return
+        try:
+            os.fchown(fd, record["uid"], record["gid"])
+            _write_sparse(f"/proc/self/fd/{fd}", record["data"], self.read_blob)
+        finally:
+            os.close(fd)
 
     def sysv_segment(self, file_id: int) -> int:
         """The id of the SysV segment of record `file_id`, made again on first use."""

@@ -137,3 +137,23 @@ def shared_memory_allocated(pid: int, size: int) -> int:
         if end - start == size:
             return os.stat(f"/proc/{pid}/map_files/{name}").st_blocks * 512
     raise AssertionError(f"no mapping of {size} bytes in process {pid}")
+
+
+def test_posix_shared_memory_is_made_again_if_gone(procs, store, tmp_path):
+    """A reboot empties /dev/shm: the segment comes back from the image, as it was."""
+    out, name = tmp_path / "pshm.out", f"/slsfs-test-{os.getpid()}-pshm"
+    proc = procs.python("posix_shm.py", str(out), name)
+    try:
+        wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
+        checkpointer.checkpoint([proc.pid], store, "pshm")
+        procs.kill(proc)
+        os.unlink(f"/dev/shm{name}")                 # as a reboot would
+        size = out.stat().st_size
+        restored = checkpointer.restore(store, "pshm")
+        procs.restored.append(restored)
+        wait_for(lambda: out.stat().st_size >= size + 20 * LINE, "the restored process to count on")
+        assert assert_unbroken(out, proc.pid) > size // LINE
+        assert os.stat(f"/dev/shm{name}").st_mode & 0o777 == 0o600
+    finally:
+        if os.path.exists(f"/dev/shm{name}"):
+            os.unlink(f"/dev/shm{name}")
