@@ -376,7 +376,7 @@ class FileRestorer:
         """The id of the SysV segment of record `file_id`, made again on first use."""
         if file_id not in self.segments:
             record = self.files[file_id]
-            self.segments[file_id] = sysv_shm.make(record, self.read_blob(record["data"]))
+            self.segments[file_id] = sysv_shm.make(record, self.read_blob(record["data"]), self.warnings)
         return self.segments[file_id]
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ once (clones) share the segment.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 from .errors import CheckpointError, Unsupported
@@ -58,26 +59,31 @@ def describe(shmid: int, mapping_size: int, source: str, what: str) -> dict:
             "removed": bool(info["mode"] & SHM_DEST), "contents": data}
 
 
-def make(record: dict, contents: bytes) -> int:
-    """Make (or take back) segment record["shmid"] with the checkpoint's contents."""
+def make(record: dict, contents: bytes, warnings: list[str]) -> int:
+    """Make (or take back) segment record["shmid"] with the checkpoint's contents. If its
+    key now belongs to another segment (keys are often derived from inode numbers, which
+    two file systems share), it is made without a key, with a warning: processes use a
+    segment by id, a key only finds it."""
     shmid, key = record["shmid"], record["key"]
     existing = segment(shmid)
     if existing is not None:
-        if existing["key"] != key or existing["size"] != record["size"]:
+        # (a private one of the same size is ours, made again keyless by an earlier restore)
+        if existing["key"] not in (key, IPC_PRIVATE) or existing["size"] != record["size"]:
             raise CheckpointError(f"SysV segment id {shmid} is taken by another segment (key "
                                   f"{existing['key']:#x}); remove it (ipcrm -m {shmid}) and restore again")
     else:
-        with open("/proc/sys/kernel/shm_next_id", "w") as f:
-            f.write(str(shmid))
-        made = _libc.shmget(IPC_PRIVATE if record["removed"] else key, record["size"],
-                            IPC_CREAT | IPC_EXCL | record["mode"])
+        keyed = not record["removed"] and key != IPC_PRIVATE
+        made = _create(shmid, key if keyed else IPC_PRIVATE, record)
+        if made < 0 and keyed and ctypes.get_errno() == errno.EEXIST:
+            warnings.append(f"SysV segment {shmid}: its key {key:#x} belongs to another segment now; "
+                            "made again without a key")
+            made = _create(shmid, IPC_PRIVATE, record)
         if made != shmid:
             err = ctypes.get_errno() if made < 0 else 0
             if made >= 0:
                 _libc.shmctl(made, IPC_RMID, None)
             raise CheckpointError(f"could not make SysV segment {shmid} (key {key:#x}) again: "
-                                  + (os.strerror(err) if err else f"the kernel gave id {made}")
-                                  + (" (a segment with that key exists: ipcrm -M it)" if err == 17 else ""))
+                                  + (os.strerror(err) if err else f"the kernel gave id {made}"))
     address = _libc.shmat(shmid, None, 0)
     if address in (None, ctypes.c_void_p(-1).value):
         raise CheckpointError(f"cannot attach SysV segment {shmid}: {os.strerror(ctypes.get_errno())}")
@@ -86,6 +92,13 @@ def make(record: dict, contents: bytes) -> int:
     finally:
         _libc.shmdt(ctypes.c_void_p(address))
     return shmid
+
+
+def _create(shmid: int, key: int, record: dict) -> int:
+    """shmget of a new segment that the kernel numbers `shmid` (shm_next_id)."""
+    with open("/proc/sys/kernel/shm_next_id", "w") as f:
+        f.write(str(shmid))
+    return _libc.shmget(key, record["size"], IPC_CREAT | IPC_EXCL | record["mode"])
 
 
 def remove(shmid: int) -> None:

@@ -75,3 +75,37 @@ def test_segments_come_back_with_their_ids_and_contents(procs, store, tmp_path):
         assert all(int(l.split()[1][2:]) > 0 for l in lines()[-3:] if l.startswith("a="))
     finally:
         subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
+
+
+def test_a_segment_whose_key_was_taken_comes_back_without_it(procs, store, tmp_path):
+    """Keys are often made from inode numbers (PostgreSQL's), which another file system
+    reuses: if the key belongs to another segment at restore, the processes get their
+    segment back under its id, without the key, and a warning says so."""
+    source, program, out = tmp_path / "sharer.c", tmp_path / "sharer", tmp_path / "out"
+    source.write_text(SHARER)
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
+    key = 0x5200000 + os.getpid() % 0xFFFF
+    lines = lambda: out.read_text().splitlines() if out.exists() else []
+    proc = procs.start([str(program), str(out), str(key)])
+    try:
+        wait_for(lambda: len(lines()) > 5, "the sharers to count")
+        shmid = int(lines()[0].split()[1])
+        checkpointer.checkpoint([proc.pid], store, "keyless", tree=True)
+        counts = len([l for l in lines() if l.startswith("a=")])
+        procs.kill(proc)
+        subprocess.run(["ipcrm", "-m", str(shmid)], check=True)
+        subprocess.run(["python3", "-c", f"import ctypes; ctypes.CDLL(None).shmget({key}, 4096, 0o1600)"],
+                       check=True)                     # another segment takes the key
+        restored = checkpointer.restore(store, "keyless")
+        procs.restored.append(restored)
+        assert any("key" in w and str(shmid) in w for w in restored.warnings), restored.warnings
+        wait_for(lambda: len([l for l in lines() if l.startswith("a=")]) > counts + 5,
+                 "the restored sharers to count on")
+        assert not [l for l in lines() if l.startswith("BAD")], lines()
+    finally:
+        procs.kill(proc)
+        for restored in procs.restored:
+            restored.kill()
+        subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
+        if "shmid" in locals():
+            subprocess.run(["ipcrm", "-m", str(shmid)], capture_output=True)     # made again keyless
