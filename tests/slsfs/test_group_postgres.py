@@ -1,7 +1,7 @@
 """PostgreSQL in a persistence group: its cluster is made on a plain `sls mount`, `sls run`
 takes that mount over, the server (running as user postgres, with its shared memory,
-background workers and WAL) is SIGKILLed together with the daemon, and `sls restore`
-brings it back where it was: every row committed up to the checkpoint is there, the
+background workers and WAL) is SIGKILLed together with the daemon, its POSIX and SysV
+shared memory removed as a reboot would, and `sls restore` brings it back where it was: every row committed up to the checkpoint is there, the
 server answers and takes writes at once, and it never went through crash recovery
 (memory and files came back from the same instant)."""
 from __future__ import annotations
@@ -55,6 +55,33 @@ def sql(port: int, query: str) -> list[str] | None:
     return result.stdout.split() if result.returncode == 0 else None
 
 
+def shared_memory_of(pid: int) -> tuple[set[str], set[int]]:
+    """The POSIX shared memory files and SysV segment ids the process tree maps."""
+    files, segments = set(), set()
+    for member in tree(pid):
+        with open(f"/proc/{member}/maps") as f:
+            for fields in (line.split() for line in f):
+                if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
+                    files.add(fields[5])
+                elif len(fields) >= 6 and fields[5].startswith("/SYSV"):
+                    segments.add(int(fields[4]))
+    return files, segments
+
+
+def tree(pid: int) -> list[int]:
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid] + [p for kid in kids for p in tree(int(kid))]
+
+
+def forget_shared_memory(memory: tuple[set[str], set[int]]) -> None:
+    files, segments = memory
+    for path in files:
+        if os.path.exists(path):
+            os.unlink(path)
+    for shmid in segments:
+        subprocess.run(["ipcrm", "-m", str(shmid)], check=True)
+
+
 def test_postgres_is_restored_without_crash_recovery(pg_store):
     store = pg_store
     owner = pwd.getpwnam("postgres")
@@ -80,7 +107,9 @@ def test_postgres_is_restored_without_crash_recovery(pg_store):
     log = store.path / "group-pg.out"
     before = log.read_text()
 
+    memory = shared_memory_of(store.group("pg")["pids"][0])
     store.crash()
+    forget_shared_memory(memory)                      # as a reboot would
     store.sls("restore", "pg", "--store", str(store.path))
     rows = wait_for(lambda: sql(port, "select count(*), count(distinct id) from t"), "the restored server",
                     timeout=120)
@@ -89,4 +118,6 @@ def test_postgres_is_restored_without_crash_recovery(pg_store):
         [str(int(rows[0].split("|")[0]) + 1)]
     after = log.read_text()[len(before):]
     assert "recovery" not in after and "interrupted" not in after, f"the server recovered:\n{after}"
+    memory = shared_memory_of(store.group("pg")["pids"][0])
     store.sls("stop", "--store", str(store.path))
+    forget_shared_memory(memory)                      # a SIGKILLed server leaves it behind
