@@ -28,6 +28,8 @@ from .options import DEFAULT_INTERVAL_MS, LOG_NAME
 
 log = logging.getLogger("slsfs.mount")
 STOP_FLUSH_S = 10.0
+#: requests whose commit must hold every write made before them
+COMMITTING_OPS = frozenset({"checkpoint", "snapshot", "clone", "gc", "fsck"})
 
 
 def answer(fs: FileSystem, req: dict) -> dict:
@@ -83,7 +85,10 @@ async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) ->
                             break
                         data += chunk
                     try:
-                        reply = answer(fs, json.loads(data))
+                        req = json.loads(data)
+                        if isinstance(req, dict) and req.get("op") in COMMITTING_OPS:
+                            await fs.flush_kernel_writes()   # writes the kernel still caches
+                        reply = answer(fs, req)
                     except ValueError:
                         reply = {"ok": False, "error": "request is not JSON"}
                     except Exception as exc:       # a bug: report it, keep serving

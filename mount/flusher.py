@@ -10,8 +10,9 @@ syncfs never returns: a dead daemon that holds the store's lock and the mount fo
 exec'd process (it does not inherit /dev/fuse, which is close-on-exec): the daemon can
 always die, the kernel then ends the connection, and the helper's syncfs returns.
 
-Protocol, over the helper's stdin/stdout: the daemon writes one byte per request; the
-helper opens the mount point, syncfs()es it, closes it (a descriptor kept open would
+Protocol (version PROTOCOL, docs/FORMAT.md), over the helper's stdin/stdout: the helper
+first writes the line "slsfs-flusher 1"; then the daemon writes one byte per request;
+the helper opens the mount point, syncfs()es it, closes it (a descriptor kept open would
 make a plain umount fail with EBUSY) and answers one line: "0" or the errno of the
 failure. It exits at the end of its input.
 """
@@ -23,11 +24,16 @@ import sys
 
 import trio
 
+PROTOCOL = 1
+BANNER = b"slsfs-flusher %d\n" % PROTOCOL
+
 
 def serve(mountpoint: str) -> None:
     """The helper's loop (run as `python flusher.py MOUNTPOINT`)."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
+    sys.stdout.buffer.write(BANNER)
+    sys.stdout.buffer.flush()
     while sys.stdin.buffer.read(1):
         try:
             fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
@@ -48,6 +54,7 @@ class Flusher:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self._lock = trio.Lock()
+        self._greeted = False
 
     @classmethod
     async def start(cls, mountpoint: str) -> "Flusher":
@@ -59,17 +66,27 @@ class Flusher:
     async def syncfs(self) -> None:
         """syncfs the mount in the helper; the trio thread keeps answering meanwhile."""
         async with self._lock:
+            if not self._greeted:
+                banner = await self._line()
+                if banner != BANNER:
+                    raise OSError(f"the syncfs helper speaks {banner!r}, not {BANNER!r} "
+                                  "(slsfs was upgraded under a running mount: remount)")
+                self._greeted = True
             await self.process.stdin.send_all(b"s")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = await self.process.stdout.receive_some(64)
-                if not chunk:
-                    raise OSError(f"the syncfs helper (pid {self.process.pid}) exited "
-                                  f"with status {self.process.returncode}")
-                answer += chunk
+            answer = await self._line()
         err = int(answer)
         if err:
             raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
+
+    async def _line(self) -> bytes:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await self.process.stdout.receive_some(1)
+            if not chunk:
+                raise OSError(f"the syncfs helper (pid {self.process.pid}) exited "
+                              f"with status {self.process.returncode}")
+            line += chunk
+        return line
 
     async def close(self) -> None:
         """End the helper: end of input, then a kill if it does not go at once (it may

@@ -10,6 +10,7 @@ and after a remount), and that permission cases hold for an unprivileged writer
 """
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import random
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 
-from mount_helpers import pid_alive, wait_for
+from mount_helpers import pid_alive, sls, wait_for
 
 NOBODY = 65534
 # the project venv lives under /root, which nobody may enter: use the system interpreter
@@ -107,6 +108,18 @@ def test_a_daemon_killed_while_flushing_the_kernel_cache_exits(new_mount):
             stop(writer)
         mnt.mount("--force")
         (mnt.path / "f50").unlink(missing_ok=True)    # not fsynced: may be lost
+
+
+def test_sls_checkpoint_holds_writes_to_a_file_still_open(new_mount):
+    mnt = new_mount("--checkpoint-interval", "0")      # no periodic flushes
+    holder = start_holder(mnt.path / "open")
+    try:
+        out = sls("checkpoint", mnt.path, "--json").stdout
+        checkpoint = json.loads(out)["checkpoint"]
+        frozen = mnt.path / ".sls" / "checkpoints" / str(checkpoint) / "fs" / "open"
+        assert frozen.read_bytes() == PAYLOAD
+    finally:
+        stop(holder)
 
 
 def apply_random_ops(root, seed: int) -> tuple[bytes, int, int]:
