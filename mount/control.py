@@ -32,6 +32,7 @@ class ControlError(Exception):
 class MountInfo:
     mountpoint: str
     store: str
+    device: str = ""         # "major:minor"; the minor names the FUSE connection (mount.fusectl)
 
 
 def _unescape(field: str) -> str:
@@ -45,7 +46,8 @@ def slsfs_mounts() -> list[MountInfo]:
             left, _, right = line.partition(" - ")
             fstype, source = right.split()[:2]
             if fstype == FS_TYPE:
-                found.append(MountInfo(_unescape(left.split()[4]), _unescape(source)))
+                fields = left.split()
+                found.append(MountInfo(_unescape(fields[4]), _unescape(source), fields[2]))
     return found
 
 

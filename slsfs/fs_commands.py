@@ -27,7 +27,7 @@ from objectstore import Store, StoreError
 from mount.control import ControlError, find_mount, request, slsfs_mounts
 from mount.options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
-from . import group_retention
+from . import dying_daemon, group_retention
 from .cli import CommandError
 
 MOUNT_TIMEOUT_S = 60.0
@@ -158,6 +158,7 @@ def cmd_mount(args) -> int:
     store, mountpoint = os.path.abspath(args.store), os.path.abspath(args.mountpoint)
     if not (Path(store) / "FORMAT").exists():
         raise CommandError(f"{store} is not a slsfs store; create one with `sls init {args.store}`")
+    dying_daemon.release(store)
     state = _mount_state(mountpoint)
     if state == "free" and not os.path.isdir(mountpoint):
         raise CommandError(f"mount point {mountpoint} is not a directory; create it first")
@@ -308,6 +309,9 @@ def cmd_umount(args) -> int:
 def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close these first (or --force)") -> str:
     """Unmount a slsfs mount and wait for its daemon's final checkpoint (refusing, with
     the list, while files are open there unless `force`); returns what was done."""
+    for mount in slsfs_mounts():
+        if mount.mountpoint == os.path.realpath(mountpoint):
+            dying_daemon.release(mount.store)
     state = _mount_state(mountpoint)
     if state == "free":
         raise CommandError(f"{mountpoint} is not a slsfs mount")

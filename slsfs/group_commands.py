@@ -22,7 +22,7 @@ from objectstore import Store
 
 from mount.control import ControlError, request, slsfs_mounts
 
-from . import groups
+from . import dying_daemon, groups
 from .cli import CommandError
 from .fs_commands import unmount
 from .groups import LOG_NAME
@@ -169,7 +169,9 @@ def ask(store: str, op: str, timeout: float = 120.0, **fields) -> dict:
 
 
 def daemon_status(store: str) -> dict | None:
-    """The daemon's `ps` reply, or None when no daemon serves the store."""
+    """The daemon's `ps` reply, or None when no daemon serves the store (one that was
+    killed but could not finish dying is let go first: slsfs.dying_daemon)."""
+    dying_daemon.release(store)
     try:
         return request(store, "ps", timeout=30)
     except ControlError as exc:
@@ -184,6 +186,7 @@ def take_over_plain_mount(store: str) -> tuple[str, str] | None:
     """If `sls mount` serves the store (a mount daemon runs no groups), unmount it, so that
     a slsfs daemon can serve the same volume at the same place; returns that (mount point,
     volume). Refuses, with the list, while files are open there."""
+    dying_daemon.release(store)
     try:
         request(store, "ps", timeout=30)
         return None
