@@ -50,13 +50,18 @@ int main(int argc, char **argv) {
 """
 
 
-def test_segments_come_back_with_their_ids_and_contents(procs, store, tmp_path):
+def start_sharer(procs, tmp_path, key: int):
+    """The sharer program compiled and started with `key`; (process, its output lines)."""
     source, program, out = tmp_path / "sharer.c", tmp_path / "sharer", tmp_path / "out"
     source.write_text(SHARER)
     subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
-    key = 0x5100000 + os.getpid() % 0xFFFF
-    lines = lambda: out.read_text().splitlines() if out.exists() else []
     proc = procs.start([str(program), str(out), str(key)])
+    return proc, lambda: out.read_text().splitlines() if out.exists() else []
+
+
+def test_segments_come_back_with_their_ids_and_contents(procs, store, tmp_path):
+    key = 0x5100000 + os.getpid() % 0xFFFF
+    proc, lines = start_sharer(procs, tmp_path, key)
     try:
         wait_for(lambda: len(lines()) > 5, "the sharers to count")
         ids = lines()[0]
@@ -81,12 +86,8 @@ def test_a_segment_whose_key_was_taken_comes_back_without_it(procs, store, tmp_p
     """Keys are often made from inode numbers (PostgreSQL's), which another file system
     reuses: if the key belongs to another segment at restore, the processes get their
     segment back under its id, without the key, and a warning says so."""
-    source, program, out = tmp_path / "sharer.c", tmp_path / "sharer", tmp_path / "out"
-    source.write_text(SHARER)
-    subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
     key = 0x5200000 + os.getpid() % 0xFFFF
-    lines = lambda: out.read_text().splitlines() if out.exists() else []
-    proc = procs.start([str(program), str(out), str(key)])
+    proc, lines = start_sharer(procs, tmp_path, key)
     try:
         wait_for(lambda: len(lines()) > 5, "the sharers to count")
         shmid = int(lines()[0].split()[1])

@@ -3,7 +3,6 @@ server's workers): the mount lets it in, its checkpoints (full, then incremental
 without the capabilities only root has, and after a crash it is restored as that user."""
 from __future__ import annotations
 
-import os
 
 from group_helpers import wait_for
 
