@@ -59,17 +59,24 @@ def shared_memory_of(pid: int) -> tuple[set[str], set[int]]:
     """The POSIX shared memory files and SysV segment ids the process tree maps."""
     files, segments = set(), set()
     for member in tree(pid):
-        with open(f"/proc/{member}/maps") as f:
-            for fields in (line.split() for line in f):
-                if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
-                    files.add(fields[5])
-                elif len(fields) >= 6 and fields[5].startswith("/SYSV"):
-                    segments.add(int(fields[4]))
+        try:
+            with open(f"/proc/{member}/maps") as f:
+                maps = [line.split() for line in f]
+        except FileNotFoundError:                # a backend that just ended
+            continue
+        for fields in maps:
+            if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
+                files.add(fields[5])
+            elif len(fields) >= 6 and fields[5].startswith("/SYSV"):
+                segments.add(int(fields[4]))
     return files, segments
 
 
 def tree(pid: int) -> list[int]:
-    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        kids = []
     return [pid] + [p for kid in kids for p in tree(int(kid))]
 
 
