@@ -189,7 +189,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         with phase("files_commit"):
             files_commit, fs_root = in_trio(commit_files)
         with phase("page_selection"):
-            ns_pids = {pid: procfs.ns_id(procfs.status(pid)["NSpid"]) for pid in frozen.processes}
+            ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
             select = tracking.selector(frozen, ns_pids, lambda *span: in_trio(writer.clear, *span))
         files = FileCapture(name_blob)
         processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files, select)

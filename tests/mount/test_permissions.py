@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-NOBODY = 65534
-# the project venv lives under /root, which nobody may enter: use the system interpreter
-SYSTEM_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+from mount_helpers import NOBODY, probe_as_nobody
+
 
 PROBE = r"""
 import errno, os, sys
@@ -52,14 +49,7 @@ def shared_mount(new_mount):
 
 
 def test_unprivileged_user_gets_posix_permissions(shared_mount):
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-    out = subprocess.run([SYSTEM_PYTHON, "-c", PROBE, str(shared_mount.path)], preexec_fn=drop,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    results = eval(out.stdout)
+    results = probe_as_nobody(PROBE, shared_mount.path)
     assert results == {
         "read_private": "EACCES",
         "read_public": "ok",
