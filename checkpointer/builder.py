@@ -2,7 +2,8 @@
 
 What: `ProcessBuilder` drives a stopped stub clone (see restore.py) with injected
 syscalls: vdso/vvar moved to their old addresses, every mapping recreated with
-MAP_FIXED (these in three trips: callbatch.py), pages written through /proc/PID/mem (by a second thread, pagewriter.py, while
+MAP_FIXED (these in three trips: callbatch.py), pages written by UFFDIO_COPY (fresh private anonymous
+memory) or through /proc/PID/mem (by a second thread, pagewriter.py, while
 the rest of `build` goes on; `finish` waits for them), fds installed (files.py), cwd/root,
 name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
 interval timers, rlimits; then threads (clone3 with set_tid), POSIX timers, per-thread robust list,
@@ -28,7 +29,7 @@ from .freeze import ALL_SIGNALS, syscall_insn_of
 from .callbatch import CALL_BYTES, CallBatch
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import NR, PAGE_SIZE, Regs
-from .pagewriter import PageWriter
+from .pagewriter import PageWriter, register_fresh_memory
 from .stopwatch import phase
 
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
@@ -106,8 +107,11 @@ class ProcessBuilder:
         self.spare_base = max([f["fd"] for f in meta["fds"]] + [2]) + 1
         self.writer: PageWriter | None = None  # the pages being written (build -> finish)
 
-    def build(self, pages: Iterator[tuple[int, list[bytes]]], files: FileRestorer) -> None:
-        """Everything process-wide; `pages`: (address, the consecutive pages there) runs."""
+    def build(self, pages: Iterator[tuple[int, list[bytes]]], files: FileRestorer,
+              copy_ranges: list[tuple[int, int]] = ()) -> None:
+        """Everything process-wide; `pages`: (address, the consecutive pages there) runs.
+        `copy_ranges`: fresh private anonymous memory whose pages may go in by UFFDIO_COPY
+        (pagewriter.py; nothing else may register a userfaultfd over them meanwhile)."""
         with phase("mappings"):
             self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
             current = self._move_to_helper_page()
@@ -121,7 +125,7 @@ class ProcessBuilder:
         with phase("pages"):
             # written by a second thread while we read the next pages and go on with the
             # rest: finish() waits for them (nothing before it reads the process's memory)
-            self.writer = PageWriter(self.tid)
+            self.writer = PageWriter(self.tid, register_fresh_memory(self.inj, copy_ranges), copy_ranges)
             try:
                 for addr, data in pages:
                     self.writer.write(addr, data)

@@ -20,8 +20,9 @@ blocks whose pages changed, so it is a complete image that shares everything els
 Simplifications: zero pages are stored like any other page (they dedup to one chunk;
 restore never reads it, and leaves it out where the memory is mapped afresh). Restore
 reads pages in batches of BATCH_PAGES through Store.get_many (pack order, one pread per
-span, ~3-5 us a page); each distinct page once while the first 16 MiB of pages read fit
-a cache (repeated pages: a forked tree's shared memory); beyond that a repeat is read again.
+span, ~3-5 us a page); in an image of several processes each distinct page once while the
+first 16 MiB of pages read fit a cache (repeated pages: a forked tree's shared memory);
+beyond that a repeat is read again.
 """
 from __future__ import annotations
 
@@ -181,6 +182,7 @@ class StoredImage:
         self.files: list[dict] = meta["files"]
         self._zero_id = chunk_id(DATA, ZERO_PAGE, store.seed)
         self._pages: dict[bytes, bytes] = {self._zero_id: ZERO_PAGE}  # chunk id -> page (see read_pages)
+        self._shared_pages = sum(not p.get("zombie") for p in self.processes) > 1  # may repeat across processes
 
     def read_blob(self, ids: list[str]) -> bytes:
         return b"".join(self.store.get(ChunkId(bytes.fromhex(cid))) for cid in ids)
@@ -197,57 +199,61 @@ class StoredImage:
     def page_vectors(self, pid: int, outside: list[tuple[int, int]] = (),
                      skip_zero: bool = False) -> Iterator[tuple[int, list[bytes]]]:
         """page_runs, each run as its list of pages (restore writes them with one
-        pwritev: no joined copy). Pages are read from the store BATCH_PAGES at a time,
-        in pack order."""
-        zeros_left_out = self._fresh_ranges(pid) if skip_zero else []
-        batch: list[tuple[int, bytes]] = []
-        for addr, cid in self._saved_pages(pid, sorted(outside)):
-            if cid == self._zero_id and _inside(zeros_left_out, addr):
-                continue
-            batch.append((addr, cid))
-            if len(batch) == BATCH_PAGES:
-                yield from self._runs(batch)
-                batch = []
-        yield from self._runs(batch)
+        pwritev or UFFDIO_COPY: no joined copy). Pages are read from the store
+        BATCH_PAGES at a time, in pack order; the block values are decoded a block at a
+        time (no per-page generator: restore's reading is Python-bound)."""
+        fresh = self._fresh_ranges(pid) if skip_zero else []
+        zero = self._zero_id
+        addrs: list[int] = []
+        cids: list[bytes] = []
+        for key, value in self._blocks_between(pid, sorted(outside)):
+            block = struct.unpack(">Q", key[-8:])[0]
+            bitmap = struct.unpack_from("<Q", value)[0]
+            block_addrs = [block + i * PAGE_SIZE for i in range(PAGES_PER_BLOCK) if bitmap >> i & 1]
+            block_cids = [value[o:o + _CID] for o in range(8, 8 + _CID * len(block_addrs), _CID)]
+            skip = [(start, end) for start, end in outside if start < block + BLOCK and block < end]
+            if skip:
+                if any(start <= block and block + BLOCK <= end for start, end in skip):
+                    continue
+                kept = [(a, c) for a, c in zip(block_addrs, block_cids) if not _inside(skip, a)]
+                block_addrs, block_cids = [a for a, _ in kept], [c for _, c in kept]
+            if fresh and zero in block_cids:
+                if _within(fresh, block, block + BLOCK):
+                    kept = [(a, c) for a, c in zip(block_addrs, block_cids) if c != zero]
+                else:
+                    kept = [(a, c) for a, c in zip(block_addrs, block_cids) if c != zero or not _inside(fresh, a)]
+                block_addrs, block_cids = [a for a, _ in kept], [c for _, c in kept]
+            addrs += block_addrs
+            cids += block_cids
+            if len(addrs) >= BATCH_PAGES:
+                yield from self._runs(addrs, cids)
+                addrs, cids = [], []
+        yield from self._runs(addrs, cids)
 
     def _fresh_ranges(self, pid: int) -> list[tuple[int, int]]:
         meta = next((p for p in self.processes if p["pid"] == pid), {"vmas": []})
         return sorted((v["start"], v["end"]) for v in meta["vmas"] if v["kind"] == "anon")
 
-    def _saved_pages(self, pid: int, outside: list[tuple[int, int]]) -> Iterator[tuple[int, bytes]]:
-        """(address, chunk id) of every saved page of pid outside the sorted ranges, in address order."""
-        for key, value in self._blocks_between(pid, outside):
-            block = struct.unpack(">Q", key[-8:])[0]
-            skip = [(start, end) for start, end in outside if start < block + BLOCK and block < end]
-            if any(start <= block and block + BLOCK <= end for start, end in skip):
-                continue
-            for index, cid in _decode_block(value).items():  # in index order
-                addr = block + index * PAGE_SIZE
-                if not skip or not any(start <= addr < end for start, end in skip):
-                    yield addr, cid
-
-    def _runs(self, pages: list[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
-        """The pages (address, chunk id; in address order) read, in runs of consecutive ones."""
-        run_start, run = 0, []
-        for (addr, _), data in zip(pages, self.read_pages([cid for _, cid in pages])):
-            if run and (addr != run_start + len(run) * PAGE_SIZE or len(run) == RUN_PAGES):
-                yield run_start, run
-                run = []
-            if not run:
-                run_start = addr
-            run.append(data)
-        if run:
-            yield run_start, run
+    def _runs(self, addrs: list[int], cids: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+        """The pages (addresses in order, their chunk ids) read, in runs of consecutive ones."""
+        datas = self.read_pages(cids)
+        first = 0
+        for i in range(1, len(addrs) + 1):
+            if i == len(addrs) or addrs[i] != addrs[i - 1] + PAGE_SIZE or i - first == RUN_PAGES:
+                yield addrs[first], datas[first:i]
+                first = i
 
     def read_pages(self, cids: list[bytes]) -> list[bytes]:
-        """Pages by chunk id, the distinct ones not yet cached read in one batch. A page
-        that repeats (memory a forked tree shares, repeated content) is read once while
-        the first PAGE_CACHE_PAGES fit the cache; the zero page is never read."""
+        """Pages by chunk id, the distinct ones not yet cached read in one batch. In an
+        image of several processes a page that repeats (memory a forked tree shares) is
+        read once while the first PAGE_CACHE_PAGES fit the cache (a single process's
+        pages are not kept: they would only hold memory); the zero page is never read."""
         cache = self._pages
         missing = list({cid for cid in cids if cid not in cache})
         found = dict(zip(missing, self.store.get_many(missing)))
-        for cid in missing[:max(0, PAGE_CACHE_PAGES - len(cache))]:
-            cache[cid] = found[cid]
+        if self._shared_pages:
+            for cid in missing[:max(0, PAGE_CACHE_PAGES - len(cache))]:
+                cache[cid] = found[cid]
         return [cache.get(cid) or found[cid] for cid in cids]
 
     def _blocks_between(self, pid: int, outside: list[tuple[int, int]]) -> Iterator[tuple[bytes, bytes]]:
@@ -266,6 +272,12 @@ class StoredImage:
 
     def page_count(self) -> int:
         return sum(bin(struct.unpack_from("<Q", v)[0]).count("1") for _, v in self.tree.items(_PAGES, _PAGES_END))
+
+
+def _within(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Does one of the sorted, disjoint [start, end) ranges hold all of [start, end)?"""
+    at = bisect.bisect_right(ranges, (start, 1 << 64)) - 1
+    return at >= 0 and end <= ranges[at][1]
 
 
 def _inside(ranges: list[tuple[int, int]], addr: int) -> bool:

@@ -144,7 +144,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                 builder.build(image.page_vectors(meta["pid"], outside=ranges, skip_zero=True), files)
                 server.arm(builder.inj, builder.tid, meta["pid"], ranges)
             else:
-                builder.build(_pages_to_write(image, meta["pid"]), files)
+                builder.build(_pages_to_write(image, meta["pid"]), files, copy_ranges=lazy_ranges(meta))
         for builder in builders:
             builder.finish()
         for helper in helpers:
