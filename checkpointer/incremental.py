@@ -10,6 +10,10 @@ them in one call. A checkpoint then stores only those pages; mappings that are n
 or changed (mmap, brk growth, mprotect) are captured whole and registered. The image
 is the parent's tree, copied in O(1), with those blocks patched (image.py), so every
 image is complete and restores alone.
+A process that exec()ed since the previous checkpoint has new memory, which the old
+userfaultfd does not track (DirtyTracker.same_memory): it is captured whole and tracked
+afresh. The group daemon (slsfs.group_checkpoint) drives the same object through
+`selector` and `arm`, copying pages itself.
 Why: a checkpoint of a large process that wrote little is small and fast.
 
 `capture_snapshot` shortens the stop further: the pages are copied after the thaw from
@@ -31,12 +35,13 @@ import functools
 import os
 import signal
 import struct
+from typing import Callable
 
 from objectstore import ChunkId, Store
 
 from . import kernel, procfs, uffd
 from .builder import wait_event_stop
-from .capture import capture_all, copy_pages, injecting, saved_pages, vma_kind
+from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
 from .freeze import Frozen, FrozenProcess, freeze
@@ -56,6 +61,9 @@ _SCAN_REGIONS = 512
 INLINE_PAGES = 512  # up to 2 MiB, copying inside the stop always beats forking
 INLINE_MAX_PAGES = 32768  # never hold more than 128 MiB of copied pages in memory
 COPY_US_PER_MIB, FORK_US_PER_MIB = 900, 45  # measured on the 2-core VM (KERNEL-FACTS.md)
+ALL_ADDRESSES = 1 << 63
+with open("/proc/sys/vm/mmap_min_addr") as _f:
+    _PROBE_ADDRESS = max(int(_f.read()), kernel.PAGE_SIZE)  # the lowest page a process may map
 
 
 class _NotTracked(CheckpointError):
@@ -146,6 +154,16 @@ class DirtyTracker:
             raise
         return fd
 
+    def same_memory(self) -> bool:
+        """False once the process has exec()ed: the userfaultfd belongs to the memory it had
+        then, and a write-protect call through it answers ESRCH. The probe un-protects the
+        page at mmap_min_addr, which no mapping normally covers (ENOENT); if a tracked one
+        does, that page is merely stored once more."""
+        if self.uffd is None:
+            return True
+        probe = (ctypes.c_uint64 * 3)(_PROBE_ADDRESS, kernel.PAGE_SIZE, 0)
+        return uffd.raw_ioctl(self.uffd, UFFDIO_WRITEPROTECT, probe) == 0 or ctypes.get_errno() != errno.ESRCH
+
     def close(self) -> None:
         if self.uffd is not None:
             os.close(self.uffd)
@@ -182,20 +200,11 @@ class Incremental:
         with phase("image_setup"):
             writer = ImageWriter(store, self.parent)
             ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-            for pid in list(self.trackers):
-                if pid not in frozen.processes:
-                    self.trackers.pop(pid).close()
-            for pid in frozen.processes:
-                self.trackers.setdefault(pid, DirtyTracker(pid))
             deferred: dict[int, list[int]] = {pid: [] for pid in frozen.processes}
-            for pid in frozen.processes:  # mappings gone since the parent image: drop their pages
-                for start, end, *_ in self.trackers[pid].seen - {_signature(v) for v in procfs.maps(pid)}:
-                    writer.clear(ns_pids[pid], start, end)
+            tracked = self.selector(frozen, ns_pids, writer.clear)
 
         def select(pid: int, vma: procfs.Vma) -> list[int] | None:
-            whole, pages = self.trackers[pid].select(vma)
-            if whole:
-                writer.clear(ns_pids[pid], vma.start, vma.end)
+            pages = tracked(pid, vma)
             if snapshot and pages:
                 deferred[pid] += pages
                 return None
@@ -204,8 +213,7 @@ class Incremental:
         files = FileCapture(writer.add_blob)
         processes = capture_all(frozen, writer.add_pages, files, select)
         with phase("arm_tracking"):
-            for pid, proc in frozen.processes.items():
-                self.trackers[pid].arm(proc, procfs.maps(pid))
+            self.arm(frozen)
         copied: list[tuple[int, int, bytes]] = []
         if _copy_is_cheaper(deferred):
             with phase("page_copy"):
@@ -219,10 +227,51 @@ class Incremental:
             frozen.check_alive()
         return Pending(self, writer, processes, files.files, snapshots, copied)
 
+    def selector(self, frozen: Frozen, ns_pids: dict[int, int],
+                 clear: Callable[[int, int, int], None]) -> PageSelector:
+        """The capture's page selector for this freeze window. First the trackers follow
+        the frozen processes: those of processes gone are closed; a process new here, or
+        one that exec()ed since the last capture (its memory is new; the old tracker's
+        userfaultfd belongs to the memory it had), starts clean: `clear(ns pid, 0,
+        ALL_ADDRESSES)` drops whatever the parent image holds under its PID (it may be a
+        dead process's). Mappings gone since are cleared, and so is each mapping stored
+        whole (new or changed)."""
+        for pid in list(self.trackers):
+            if pid not in frozen.processes:
+                self.trackers.pop(pid).close()
+        for pid in frozen.processes:
+            tracker = self.trackers.get(pid)
+            if tracker is not None and not tracker.same_memory():
+                self.trackers.pop(pid).close()
+                tracker = None
+            if tracker is None:
+                self.trackers[pid] = DirtyTracker(pid)
+                clear(ns_pids[pid], 0, ALL_ADDRESSES)
+                continue
+            for start, end, *_ in tracker.seen - {_signature(v) for v in procfs.maps(pid)}:
+                clear(ns_pids[pid], start, end)
+
+        def select(pid: int, vma: procfs.Vma) -> list[int] | None:
+            whole, pages = self.trackers[pid].select(vma)
+            if whole:
+                clear(ns_pids[pid], vma.start, vma.end)
+            return pages
+        return select
+
+    def arm(self, frozen: Frozen) -> None:
+        """Still frozen, after the capture: track writes from this instant on."""
+        for pid, proc in frozen.processes.items():
+            self.trackers[pid].arm(proc, procfs.maps(pid))
+
     def close(self) -> None:
         for tracker in self.trackers.values():
             tracker.close()
         self.trackers.clear()
+
+    def reset(self) -> None:
+        """Forget everything (after a failed checkpoint): the next capture stores every page."""
+        self.close()
+        self.parent = None
 
 
 class Pending:

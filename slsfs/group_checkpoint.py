@@ -8,7 +8,8 @@ thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile:
   3. seal the file system and commit it (not yet durable): this "files" commit holds
      the file system of the frozen instant, so `.sls/checkpoints/<id>/fs` shows it;
   4. capture the processes: metadata, and memory pages and blobs (pipe contents)
-     copied into this process;
+     copied into this process; the parts of the previous image that are gone are noted
+     (dropped by write(): the image belongs to the trio thread);
   5. thaw.
 Then `Captured.write()` (trio thread, application running) turns the copied pages into
 an image, names it with the files commit's volume root in the `grp/<name>` record, and
@@ -16,11 +17,12 @@ commits; the caller makes both commits durable with one fsync. A crash before th
 leaves the previous durable group checkpoint intact (the record is only in the second
 commit, so a torn tail never pairs new files with an old image).
 
-Incremental capture (`PageTracking`, one per running group): the first image of a
-group holds every page; after it, each process's private writable memory is
-write-tracked with a userfaultfd in WP_ASYNC mode (checkpointer.incremental.DirtyTracker)
-and a checkpoint copies only the pages written since the previous one, into a copy of
-the previous image (so every image is complete). Any failed checkpoint resets the
+Incremental capture (`PageTracking`, one per running group: checkpointer.incremental's
+Incremental, whose selector and arm this module drives): the first image of a group
+holds every page; after it, each process's private writable memory is write-tracked
+with a userfaultfd in WP_ASYNC mode and a checkpoint copies only the pages written since
+the previous one, into a copy of the previous image (so every image is complete); a
+process that exec()ed since is captured whole. Any failed checkpoint resets the
 tracking (the scan that lists written pages also clears them), so the next image is
 full again and never misses a write.
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import trio
@@ -45,14 +47,13 @@ from checkpointer.capture import capture_all
 from checkpointer.files import FileCapture
 from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
-from checkpointer.incremental import DirtyTracker
+from checkpointer.incremental import Incremental
 from checkpointer.stopwatch import phase, recording
 
 InTrio = Callable[..., Any]
 _libc = ctypes.CDLL(None, use_errno=True)
 PF_EXITING = 0x4
 SIGKILL_BIT = 1 << 8
-ALL_ADDRESSES = 1 << 63
 
 
 def syncfs(mount_fd: int) -> None:
@@ -100,47 +101,9 @@ def check_not_dying(pid: int) -> None:
         raise ProcessGone(pid, "it was killed while being captured")
 
 
-class PageTracking:
-    """The write tracking of one group's processes between its checkpoints (tracer
-    thread for everything but `parent`, which the daemon sets once an image is durable)."""
-
-    def __init__(self) -> None:
-        self.trackers: dict[int, DirtyTracker] = {}     # by host pid
-        self.parent: ChunkId | None = None             # the previous image; None = next is full
-
-    def selector(self, frozen, ns_pids: dict[int, int], clear: Callable[[int, int, int], None]):
-        """The capture's page selector; `clear(ns pid, start, end)` drops pages of the parent."""
-        for pid in list(self.trackers):
-            if pid not in frozen.processes:
-                self.trackers.pop(pid).close()
-        for pid in frozen.processes:
-            tracker = self.trackers.get(pid)
-            if tracker is None:              # new here (its ns pid may be a dead one's): start clean
-                self.trackers[pid] = DirtyTracker(pid)
-                clear(ns_pids[pid], 0, ALL_ADDRESSES)
-                continue
-            current = {(v.start, v.end, v.perms, v.offset, v.path) for v in procfs.maps(pid)}
-            for start, end, *_ in tracker.seen - current:
-                clear(ns_pids[pid], start, end)
-
-        def select(pid: int, vma: procfs.Vma) -> list[int] | None:
-            whole, pages = self.trackers[pid].select(vma)
-            if whole:
-                clear(ns_pids[pid], vma.start, vma.end)
-            return pages
-        return select
-
-    def arm(self, frozen) -> None:
-        """Still frozen, after the capture: track writes from this instant on."""
-        for pid, proc in frozen.processes.items():
-            self.trackers[pid].arm(proc, procfs.maps(pid))
-
-    def reset(self) -> None:
-        """Forget everything: the next capture copies every page."""
-        for tracker in self.trackers.values():
-            tracker.close()
-        self.trackers.clear()
-        self.parent = None
+# One group's write tracking between its checkpoints (tracer thread for everything but
+# `parent`, which the daemon sets once an image is durable; `reset()` after a failure).
+PageTracking = Incremental
 
 
 @dataclass
@@ -154,11 +117,14 @@ class Captured:
     files: list[dict]
     pages: list[tuple[int, int, bytes]]
     blobs: list[bytes]                      # named in the stop (ImageWriter.blob_ids), stored after
-    stop_ms: float
+    stop_ms: float                          # from the freeze to the last task let go
     stop_phases_ms: dict[str, float]        # where the stop went (checkpointer.stopwatch)
+    clears: list[tuple[int, int, int]] = field(default_factory=list)  # (ns pid, start, end) to drop first
 
     async def write(self) -> ChunkId:
         """The image root; yields to trio between runs of pages so FUSE keeps being served."""
+        for span in self.clears:            # before the pages: a mapping stored whole is cleared first
+            self.writer.clear(*span)
         for data in self.blobs:
             self.writer.add_blob(data)
         for pid, addr, data in self.pages:
@@ -179,6 +145,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     started = time.perf_counter()
     pages: list[tuple[int, int, bytes]] = []
     blobs: list[bytes] = []
+    clears: list[tuple[int, int, int]] = []      # the parent image's pages to drop, in write()
 
     def name_blob(data: bytes) -> list[str]:
         blobs.append(data)
@@ -190,7 +157,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
             files_commit, fs_root = in_trio(commit_files)
         with phase("page_selection"):
             ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-            select = tracking.selector(frozen, ns_pids, lambda *span: in_trio(writer.clear, *span))
+            select = tracking.selector(frozen, ns_pids, lambda *span: clears.append(span))
         files = FileCapture(name_blob)
         processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files, select)
         with phase("arm_tracking"):
@@ -199,8 +166,9 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
             frozen.check_alive()
             for pid in frozen.processes:
                 check_not_dying(pid)
+    stopped_ms = ((frozen.thawed_at or time.perf_counter()) - started) * 1000
     return Captured(files_commit, fs_root, writer, processes, files.files, pages, blobs,
-                    (time.perf_counter() - started) * 1000, {k: round(v, 3) for k, v in phases.items()})
+                    stopped_ms, {k: round(v, 3) for k, v in phases.items()}, clears)
 
 
 class LoadedImage:

@@ -94,3 +94,33 @@ def test_incremental_drops_unmapped_regions_and_follows_new_ones(procs, store, b
     procs.restored.append(restored)
     wait_for(lambda: out.stat().st_size >= size + 30 * 20, "the restored target to write on")
     assert assert_unbroken(out, proc.pid) > size // 20
+
+
+def test_a_process_that_execs_is_captured_whole_then_incrementally(procs, store, tmp_path):
+    """After an exec the tracker's userfaultfd belongs to the old memory: the next
+    checkpoint must notice, store the new memory whole and track it from then on."""
+    out, trigger = tmp_path / "exec.out", tmp_path / "exec.trigger"
+    proc = procs.python("exec_once.py", str(out), str(trigger))
+    _lines(out, 10)
+    inc = Incremental()
+    stored, roots = [], []
+    try:
+        for i in range(4):
+            if i == 2:
+                trigger.touch()
+                wait_for(lambda: ok_lines(out)[-1].split()[2] == "after", "the target to exec")
+            _lines(out, len(ok_lines(out)) + 10)
+            with freeze([proc.pid], tree=True) as frozen:
+                roots.append(inc.capture(frozen, store))
+            stored.append(inc.last_pages)
+    finally:
+        inc.close()
+    print("pages stored per checkpoint", stored)
+    assert stored[2] > 3 * max(stored[1], stored[3]), stored   # whole after the exec, then incremental
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, roots[-1])
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 20 * 30, "the restored target to write on")
+    assert assert_unbroken(out, proc.pid) > size // 30
+    assert ok_lines(out)[-1].split()[2] == "after"
