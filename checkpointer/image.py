@@ -249,11 +249,15 @@ class StoredImage:
         read once while the first PAGE_CACHE_PAGES fit the cache (a single process's
         pages are not kept: they would only hold memory); the zero page is never read."""
         cache = self._pages
+        if not self._shared_pages:  # only the zero page is cached: no bookkeeping per page
+            if self._zero_id not in cids:
+                return self.store.get_many(cids)
+            found = iter(self.store.get_many([cid for cid in cids if cid != self._zero_id]))
+            return [ZERO_PAGE if cid == self._zero_id else next(found) for cid in cids]
         missing = list({cid for cid in cids if cid not in cache})
         found = dict(zip(missing, self.store.get_many(missing)))
-        if self._shared_pages:
-            for cid in missing[:max(0, PAGE_CACHE_PAGES - len(cache))]:
-                cache[cid] = found[cid]
+        for cid in missing[:max(0, PAGE_CACHE_PAGES - len(cache))]:
+            cache[cid] = found[cid]
         return [cache.get(cid) or found[cid] for cid in cids]
 
     def _blocks_between(self, pid: int, outside: list[tuple[int, int]]) -> Iterator[tuple[bytes, bytes]]:
