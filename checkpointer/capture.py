@@ -98,12 +98,11 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
         meta["seccomp"] = _seccomp(proc, status)
         meta.update(_injected_state(proc, status))
-    for vma in vmas:
-        with phase("page_scan"):
-            pages = select(pid, vma)
-        if pages:
-            with phase("page_copy"):
-                copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
+    with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
+        pages = [page for vma in vmas for page in select(pid, vma) or ()]
+    if pages:
+        with phase("page_copy"):
+            copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
     return meta
 
 

@@ -54,6 +54,7 @@ InTrio = Callable[..., Any]
 _libc = ctypes.CDLL(None, use_errno=True)
 PF_EXITING = 0x4
 SIGKILL_BIT = 1 << 8
+YIELD_BYTES = 1 << 20      # Captured.write lets trio serve FUSE after each MiB of pages (~1-2 ms)
 
 
 def syncfs(mount_fd: int) -> None:
@@ -122,14 +123,18 @@ class Captured:
     clears: list[tuple[int, int, int]] = field(default_factory=list)  # (ns pid, start, end) to drop first
 
     async def write(self) -> ChunkId:
-        """The image root; yields to trio between runs of pages so FUSE keeps being served."""
+        """The image root; yields to trio every YIELD_BYTES of pages so FUSE keeps being served."""
         for span in self.clears:            # before the pages: a mapping stored whole is cleared first
             self.writer.clear(*span)
         for data in self.blobs:
             self.writer.add_blob(data)
+        since_yield = 0
         for pid, addr, data in self.pages:
             self.writer.add_pages(pid, addr, data)
-            await trio.sleep(0)
+            since_yield += len(data)
+            if since_yield >= YIELD_BYTES:
+                since_yield = 0
+                await trio.sleep(0)
         self.pages.clear()
         self.blobs.clear()
         return self.writer.finish(self.processes, self.files)
