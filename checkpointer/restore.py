@@ -31,7 +31,6 @@ from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .files import FileRestorer
 from .freeze import ALL_SIGNALS
-from .image import StoredImage
 from .inject import Injector
 from .kernel import NR
 from .lazy import PageServer, lazy_ranges
@@ -185,9 +184,10 @@ def _unshare_mounts(inj: Injector) -> None:
 
 
 def _pages_to_write(image: ImageSource, pid: int) -> Iterator[tuple[int, list[bytes]]]:
-    """The runs of pages restore writes: a stored image leaves out the zero pages of
-    memory that is mapped afresh (zero already) without reading them."""
-    if isinstance(image, StoredImage):
+    """The runs of pages restore writes: an image with page_vectors (a stored image, or
+    one read through another thread) leaves out the zero pages of memory that is mapped
+    afresh (zero already) without reading them."""
+    if hasattr(image, "page_vectors"):
         return image.page_vectors(pid, skip_zero=True)
     return ((addr, [data]) for addr, data in image.page_runs(pid))
 

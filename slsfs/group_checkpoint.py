@@ -176,20 +176,38 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
                     stopped_ms, {k: round(v, 3) for k, v in phases.items()}, clears)
 
 
+TRIP_PAGES = 1024  # pages read per trip to the trio thread at restore (4 MiB)
+
+
 class LoadedImage:
-    """A stored image for restore in the tracer thread: pages read into memory up front
-    (in the trio thread), blobs fetched through the trio thread on demand."""
+    """A stored image for restore in the tracer thread: its pages read in the trio thread
+    TRIP_PAGES at a time, as the restore asks for them (the page writer fills the process
+    with one batch while the next is read), blobs fetched through the trio thread on demand."""
 
     def __init__(self, store: Store, root: ChunkId, in_trio: InTrio) -> None:
         self._stored = StoredImage(store, root)
         self._in_trio = in_trio
         self.processes: list[dict] = self._stored.processes
         self.files: list[dict] = self._stored.files
-        self._runs = {p["pid"]: list(self._stored.page_runs(p["pid"], skip_zero=True))
-                      for p in self.processes if not p.get("zombie")}
+
+    def page_vectors(self, pid: int, skip_zero: bool = False) -> Iterator[tuple[int, list[bytes]]]:
+        """StoredImage.page_vectors, each batch read by the trio thread (which owns the store)."""
+        runs = self._stored.page_vectors(pid, skip_zero=skip_zero)  # advanced in the trio thread only
+
+        def next_batch() -> list[tuple[int, list[bytes]]]:
+            batch, pages = [], 0
+            for run in runs:
+                batch.append(run)
+                pages += len(run[1])
+                if pages >= TRIP_PAGES:
+                    break
+            return batch
+
+        while batch := self._in_trio(next_batch):
+            yield from batch
 
     def page_runs(self, pid: int) -> Iterator[tuple[int, bytes]]:
-        return iter(self._runs.get(pid, []))
+        return ((addr, b"".join(pages)) for addr, pages in self.page_vectors(pid, skip_zero=True))
 
     def read_blob(self, ids: list[str]) -> bytes:
         return self._in_trio(self._stored.read_blob, ids)
