@@ -24,6 +24,10 @@ In-process API (for the persistence-group daemon of issue 5)
         # one checkpoint, with the group's processes frozen:
         await fs.drain_kernel_cache(mountpoint)    # syncfs in a worker thread: the kernel's dirty
                                                    # pages of shared mmaps reach the daemon
+        #   or instead: await fs.sync_kernel_cache()  (the same through the syncfs helper
+        #   process: no daemon thread sleeps in the syncfs, so a SIGKILLed daemon can always
+        #   exit; the way with the writeback cache on; from another thread:
+        #   trio.from_thread.run(fs.sync_kernel_cache, trio_token=token))
         fs.seal()                                  # buffered writes + inode changes -> volume trees
         store.set_root("procs/...", image_root)    # your process images
         commit = store.commit(label, durable=False)   # holds exactly the sealed file state

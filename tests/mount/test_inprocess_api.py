@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCENARIO = Path(__file__).with_name("embedded_scenario.py")
 
 
-def test_embedded_file_system_commits_exactly_the_sealed_state(workdir):
+@pytest.mark.parametrize("writeback", [False, True], ids=["drain_kernel_cache", "sync_kernel_cache"])
+def test_embedded_file_system_commits_exactly_the_sealed_state(workdir, writeback):
     (workdir / "mnt").mkdir()
-    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(workdir)],
+    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(workdir)] + ["--writeback"] * writeback,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=120)
@@ -23,6 +26,7 @@ def test_embedded_file_system_commits_exactly_the_sealed_state(workdir):
     assert proc.returncode == 0, err
     results = json.loads(out)
     assert results["old"] == "from mmap!!"
+    assert results["held"] == "held open"
     assert results["procs"].startswith("procs of ")
     assert results["dirty_after_commit"] is False
     assert "procs/demo" in results["roots"]

@@ -1,0 +1,116 @@
+"""Run by test_attr_cache.py in a child process: serve a mount in-process, count the
+GETATTR requests that reach the daemon while a client process stats files, and print
+what the client saw and the counts as JSON.
+
+In-process so that the requests can be counted at the handler; the client is a separate
+process, because a process that serves a FUSE mount must not touch it from its own thread.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from objectstore import Store
+
+from mount import FileSystem
+
+# argv: mount point. Says "ready <phase>" and waits for a line before each phase, so the
+# daemon can read its counter between phases; prints its observations as JSON at the end.
+CLIENT = r"""
+import json, os, subprocess, sys, time
+mnt = sys.argv[1]
+seen = {}
+def phase(name):
+    print("ready", name, flush=True)
+    sys.stdin.readline()
+def st(path):
+    s = os.stat(path)
+    return [s.st_size, s.st_mode & 0o7777, s.st_nlink, s.st_mtime_ns, s.st_ctime_ns]
+with open(f"{mnt}/a", "wb") as f:
+    f.write(b"x" * 5000)
+os.link(f"{mnt}/a", f"{mnt}/b")
+st(f"{mnt}/a"), st(f"{mnt}/b")                 # after the close: may reach the daemon
+phase("unchanged")
+seen["unchanged"] = [st(f"{mnt}/a") for _ in range(200)] + [st(f"{mnt}/b") for _ in range(200)]
+phase("changed")
+before = st(f"{mnt}/b")
+time.sleep(0.1)              # past the kernel's coarse timestamp granularity: mtime must move
+with open(f"{mnt}/a", "ab") as f:                    # through the other name
+    f.write(b"y" * 3000)
+after_write = st(f"{mnt}/b")
+subprocess.run([sys.executable, "-c", "import os, sys; os.chmod(sys.argv[1], 0o600)", f"{mnt}/a"],
+               check=True)                           # another process, the other name
+after_chmod = st(f"{mnt}/b")
+os.unlink(f"{mnt}/a")
+after_unlink = st(f"{mnt}/b")
+seen["changed"] = [before, after_write, after_chmod, after_unlink]
+print(json.dumps(seen), flush=True)
+"""
+
+
+def main(workdir: Path) -> None:
+    store = Store.init(workdir / "store")
+    mountpoint = workdir / "mnt"
+    fs = FileSystem(store, "main", checkpoint_interval_ms=None, writeback_cache="--writeback" in sys.argv)
+    counts = {"getattr": 0}
+    getattr_handler = fs.ops.getattr
+
+    async def counting_getattr(inode, ctx):
+        counts["getattr"] += 1
+        return await getattr_handler(inode, ctx)
+    fs.ops.getattr = counting_getattr
+    results: dict = {"getattrs": {}}
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fs.serve, str(mountpoint))
+            client = await trio.lowlevel.open_process(
+                [sys.executable, "-c", CLIENT, str(mountpoint)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            lines = _lines(client.stdout)
+            try:
+                phase = None
+                async for line in lines:
+                    if phase is not None:
+                        results["getattrs"][phase] = counts["getattr"] - start
+                    if not line.startswith("ready "):
+                        results["client"] = json.loads(line)
+                        break
+                    phase, start = line.split()[1], counts["getattr"]
+                    await client.stdin.send_all(b"go\n")
+            finally:
+                with trio.move_on_after(60):
+                    await client.wait()
+                if client.returncode is None:
+                    client.kill()
+            results["client_status"] = client.returncode
+            await fs.flush_kernel_writes()
+            await trio.to_thread.run_sync(
+                lambda: subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True))
+
+    try:
+        trio.run(run)
+        fs.close()
+    finally:
+        store.close()
+    print(json.dumps(results))
+
+
+async def _lines(stream):
+    buffer = b""
+    while True:
+        while b"\n" not in buffer:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            buffer += chunk
+        line, buffer = buffer.split(b"\n", 1)
+        yield line.decode()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

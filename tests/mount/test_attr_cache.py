@@ -1,0 +1,74 @@
+"""Stats answered from the kernel's attribute cache, and that cache staying right.
+
+A stat of an unchanged file must not reach the daemon (the kernel keeps attributes for
+operations.LIVE_TIMEOUT); changes made through another name of the file (a hard link),
+by another process, or by unlinking a name must show at once. Frozen views must not move
+with the live file, and a clone must not move with its source.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mount_helpers import sls
+
+SCENARIO = Path(__file__).with_name("attr_cache_scenario.py")
+
+
+@pytest.mark.parametrize("writeback", [False, True], ids=["write_through", "writeback_cache"])
+def test_stats_of_unchanged_files_stay_in_the_kernel_and_changes_show(workdir, writeback):
+    (workdir / "mnt").mkdir()
+    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(workdir)] + ["--writeback"] * writeback,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["fusermount3", "-u", "-z", str(workdir / "mnt")], capture_output=True)
+    assert proc.returncode == 0, err
+    results = json.loads(out)
+    assert results["client_status"] == 0
+    assert results["getattrs"]["unchanged"] == 0          # 400 stats, none reached the daemon
+    unchanged = results["client"]["unchanged"]
+    assert all(s == unchanged[0] for s in unchanged)
+    assert unchanged[0][:3] == [5000, 0o644 & ~_umask(), 2]
+    before, after_write, after_chmod, after_unlink = results["client"]["changed"]
+    assert after_write[0] == 8000 and after_write[3] > before[3]     # size and mtime via the other name
+    assert after_chmod[1] == 0o600 and after_chmod[4] >= after_write[4]
+    assert after_unlink[2] == 1 and after_unlink[0] == 8000
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_frozen_views_and_clones_keep_their_own_attributes(mnt):
+    live = mnt.path / "dir"
+    live.mkdir()
+    (live / "f").write_bytes(b"1" * 100)
+    checkpoint = json.loads(sls("checkpoint", mnt.path, "--json").stdout)["checkpoint"]
+    sls("clone", live, mnt.path / "copy")
+    old = mnt.path / ".sls" / "checkpoints" / str(checkpoint) / "fs" / "dir" / "f"
+    copy = mnt.path / "copy" / "f"
+    assert old.stat().st_size == copy.stat().st_size == 100      # now in the kernel's cache
+    modes = old.stat().st_mode, copy.stat().st_mode
+    assert modes[0] & 0o777 != 0o640
+    with open(live / "f", "ab") as f:
+        f.write(b"2" * 50)
+    os.chmod(live / "f", 0o640)
+    assert (live / "f").stat().st_size == 150
+    assert old.stat().st_size == 100 and copy.stat().st_size == 100
+    assert (old.stat().st_mode, copy.stat().st_mode) == modes
+    with open(copy, "ab") as f:
+        f.write(b"3" * 10)
+    assert copy.stat().st_size == 110 and (live / "f").stat().st_size == 150
+    assert old.read_bytes() == b"1" * 100
