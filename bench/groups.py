@@ -12,7 +12,8 @@ time and the wall time of `sls restore` (which starts a daemon and mounts).
 
 Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mib MiB
 (DEBUG POPULATE), measured with redis-benchmark (SET, 50 clients) the same ways
-(`redis_*` keys; skipped with a note if redis-server is not installed).
+(`redis_*` keys, plus the daemon's CPU per checkpoint; skipped with a note if
+redis-server is not installed).
 `--quick` uses short windows and a small dataset, and finishes in about 90 s.
 Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N]
 """
@@ -136,8 +137,8 @@ def redis_cli(port: int, *args: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def redis_rate(port: int, mib: int, requests: int) -> float:
-    """Fill the dataset (once), then SET requests per second by redis-benchmark."""
+def redis_fill(port: int, mib: int) -> None:
+    """Wait for the server, then fill its dataset (once)."""
     deadline = time.monotonic() + 60
     while redis_cli(port, "PING") != "PONG":
         if time.monotonic() > deadline:
@@ -145,6 +146,11 @@ def redis_rate(port: int, mib: int, requests: int) -> float:
         time.sleep(0.05)
     if redis_cli(port, "DBSIZE") == "0":
         redis_cli(port, "DEBUG", "POPULATE", str(mib * 1024), "fill", "1000")
+
+
+def redis_rate(port: int, mib: int, requests: int) -> float:
+    """Fill the dataset (once), then SET requests per second by redis-benchmark."""
+    redis_fill(port, mib)
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", str(requests), "-c", "50",
                           "-r", "100000", "--csv"], capture_output=True, text=True, timeout=600).stdout
     for line in out.splitlines():
@@ -152,6 +158,16 @@ def redis_rate(port: int, mib: int, requests: int) -> float:
         if fields[0] == "SET":
             return float(fields[1])
     raise SystemExit(f"bench: no SET figure from redis-benchmark: {out[-300:]}")
+
+
+def daemon_cpu(store: Path) -> tuple[float, int]:
+    """(CPU ms the store's daemon has used, checkpoints its group has taken): the daemon's
+    CPU competes with the application on a small machine, beyond the stop itself."""
+    ps = request(store, "ps")
+    with open(f"/proc/{ps['daemon']}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])          # utime + stime
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK"), ps["groups"][0]["checkpoints"]
 
 
 def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: int) -> None:
@@ -170,9 +186,14 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         port = free_port()
         sls("init", str(store))
         sls("run", "--store", str(store), "--name", "redis", "--hz", str(hz), "--", *redis_argv(port))
+        redis_fill(port, mib)
+        before = daemon_cpu(store)
         out[f"redis_sets_per_s_{key}"] = round(redis_rate(port, mib, requests), 1)
         if hz:
-            note_checkpoints(out, "redis_", key, request(store, "ps")["groups"][0], "pages_last")
+            status = request(store, "ps")["groups"][0]
+            note_checkpoints(out, "redis_", key, status, "pages_last")
+            cpu_ms, checkpoints = (a - b for a, b in zip(daemon_cpu(store), before))
+            out[f"redis_daemon_cpu_ms_per_checkpoint_{key}"] = round(cpu_ms / max(checkpoints, 1), 1)
         if hz == 10:
             crash_and_restore(store, "redis", out, "redis_")
         sls("stop", "--store", str(store))

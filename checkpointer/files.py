@@ -21,7 +21,8 @@ Simplifications: raw/packet/netlink sockets, unlinked FIFOs, inotify and other d
 refused with Unsupported; unread timerfd expirations come back as one, and so does a periodic timerfd whose time left
 reads 0 (expired, not yet counted; or, rarely, disarmed with an interval kept); an epoll watch
 on an fd the process has closed since is not restored; a `deleted` file comes back opened O_RDWR; file contents of
-regular files are not captured (the slsfs mount keeps them).
+regular files are not captured (the slsfs mount keeps them); the fd flags (O_NONBLOCK, FD_CLOEXEC) of a TCP
+connection (restored closed) are those it had when first captured.
 """
 from __future__ import annotations
 
@@ -73,10 +74,14 @@ class FileCapture:
         self._holders: dict[str, list[tuple[int, int, int]]] = {}  # target -> [(host pid, fd, file id)]
 
     def fd_records(self, pid: int) -> list[dict]:
-        return [self._fd_record(pid, info) for info in procfs.fds(pid)]
+        infos = procfs.fds(pid, lambda fd, target: _connection_fdinfo.get((pid, fd, target)))
+        return [self._fd_record(pid, info) for info in infos]
 
     def _fd_record(self, pid: int, info: procfs.FdInfo) -> dict:
-        return {"fd": info.fd, "file": self._file_of(pid, info), "cloexec": bool(info.flags & O_CLOEXEC)}
+        file_id = self._file_of(pid, info)
+        if self.files[file_id].get("ino") in _connections:
+            _remember(_connection_fdinfo, (pid, info.fd, info.target), info)
+        return {"fd": info.fd, "file": file_id, "cloexec": bool(info.flags & O_CLOEXEC)}
 
     def _file_of(self, pid: int, info: procfs.FdInfo) -> int:
         holders = self._holders.setdefault(info.target, [])
@@ -321,16 +326,23 @@ def _all_zero(view: memoryview) -> bool:
 
 # Records of TCP connections by socket inode. A connection's addresses never change, and
 # it comes back closed at restore whatever its options, so a process with many clients
-# (a server under load) is not asked about each of them at every checkpoint.
+# (a server under load) is not asked about each of them at every checkpoint. Nor is its
+# fdinfo read again for the same fd (by (host pid, fd, target)): its flags are all that
+# fdinfo adds, and they make no difference to a closed socket.
 _connections: "OrderedDict[int, dict]" = OrderedDict()
+_connection_fdinfo: "OrderedDict[tuple[int, int, str], procfs.FdInfo]" = OrderedDict()
 MAX_REMEMBERED_CONNECTIONS = 65536
 
 
 def _remember_connection(ino: int, record: dict) -> None:
     if record["kind"] == "socket" and record["state"] == "closed" and record["family"] != "unix":
-        _connections[ino] = dict(record)
-        while len(_connections) > MAX_REMEMBERED_CONNECTIONS:
-            _connections.popitem(last=False)
+        _remember(_connections, ino, dict(record))
+
+
+def _remember(cache: OrderedDict, key, value) -> None:
+    cache[key] = value
+    while len(cache) > MAX_REMEMBERED_CONNECTIONS:
+        cache.popitem(last=False)
 
 
 def _timespec(text: str) -> list[int]:
