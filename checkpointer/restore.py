@@ -46,7 +46,9 @@ EAGAIN = 11
 
 
 class ImageSource(Protocol):
-    """What restore reads: metadata of processes and files, pages and blobs."""
+    """What restore reads: metadata of processes and files, pages and blobs. An image
+    may also offer `page_vectors(pid, skip_zero=True)` (StoredImage's shape), which restore
+    then prefers: runs as lists of pages, zero pages of fresh memory left out."""
 
     processes: list[dict]
     files: list[dict]
