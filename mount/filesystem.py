@@ -172,17 +172,20 @@ def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
 
 def forget_entry(parent_kino: int, name: bytes) -> None:
     """Make the kernel forget what it knows of entry `name` in directory `parent_kino`
-    (e.g. that it is absent), after a change it did not see.
+    (e.g. that it is absent) and the directory's attributes (its times and link count),
+    after a change it did not see.
 
     The kernel's invalidation waits while it has a request on that directory pending,
     and only the serving thread can answer that request: so it runs in a helper thread,
     waited for at most FORGET_WAIT_S. It takes microseconds when nothing is pending;
     otherwise it completes once the serving thread has answered."""
     def forget() -> None:
-        try:
-            pyfuse3.invalidate_entry(parent_kino, name)
-        except OSError:                 # ENOENT: the kernel knew nothing of it
-            pass
+        for invalidate in (lambda: pyfuse3.invalidate_entry(parent_kino, name),
+                           lambda: pyfuse3.invalidate_inode(parent_kino, attr_only=True)):
+            try:
+                invalidate()
+            except OSError:             # ENOENT: the kernel knew nothing of it
+                pass
     helper = threading.Thread(target=forget, name="slsfs-forget-entry", daemon=True)
     helper.start()
     helper.join(FORGET_WAIT_S)

@@ -7,7 +7,7 @@ lookup counts and open handles, the reclaim of unlinked inodes once nothing uses
 EXDEV across views, EROFS in read-only views, ENOSPC before buffering data the disk
 cannot take, and the hidden `.sls` entry at the root.
 
-What the kernel may cache: attributes and entries (10 s live, 60 s in frozen trees),
+What the kernel may cache: attributes and entries (10 min live, 60 s in frozen trees),
 negative entries (missing names) likewise, file pages across opens (keep_cache), and
 with the writeback cache (`writeback_cache=True`, see mount.filesystem) written pages
 and the size and times of regular files, which it sends back with WRITE and SETATTR.
@@ -45,7 +45,12 @@ log = logging.getLogger("slsfs.mount")
 META_NAME = b".sls"
 POSIX_ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")   # not supported
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
-LIVE_TIMEOUT = 10.0            # every change goes through this mount, so the kernel stays right
+# Every change of a live tree goes through this mount, so the kernel's cache stays right
+# (the one change it does not make itself, a clone grafted by `sls clone`, invalidates
+# what it changed: filesystem.forget_entry); a long timeout lets a stat or a path walk
+# of an unchanged file be answered by the kernel alone (an application started again
+# minutes later walks the same paths). Bounded only to limit what a missed case costs.
+LIVE_TIMEOUT = 600.0
 FROZEN_TIMEOUT = 60.0           # checkpoint and snapshot trees never change
 SEAL_BUFFERED_BYTES = 256 * 1024 * 1024
 

@@ -56,7 +56,10 @@ def test_frozen_views_and_clones_keep_their_own_attributes(mnt):
     live.mkdir()
     (live / "f").write_bytes(b"1" * 100)
     checkpoint = json.loads(sls("checkpoint", mnt.path, "--json").stdout)["checkpoint"]
+    parent = mnt.path.stat()                 # in the kernel's cache, then changed by the daemon
     sls("clone", live, mnt.path / "copy")
+    grafted = mnt.path.stat()
+    assert grafted.st_nlink == parent.st_nlink + 1 and grafted.st_mtime_ns > parent.st_mtime_ns
     old = mnt.path / ".sls" / "checkpoints" / str(checkpoint) / "fs" / "dir" / "f"
     copy = mnt.path / "copy" / "f"
     assert old.stat().st_size == copy.stat().st_size == 100      # now in the kernel's cache
