@@ -60,6 +60,7 @@ from objectstore.retention import retained
 
 from . import fusectl, schema
 from .flusher import Flusher
+from .heap import keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, HistoryTree
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
@@ -500,7 +501,8 @@ class FileSystem:
         """Mount at `mountpoint` and serve until unmounted (or cancelled: then unmount).
 
         `mount_options` are generic kernel mount options (KERNEL_MOUNT_OPTIONS: ro,
-        noexec, suid, ...). pyfuse3 allows one mount per process.
+        noexec, suid, ...). pyfuse3 allows one mount per process. Tunes the process's
+        malloc for request buffers (mount.heap).
         `task_status.started()` is called once the mount is live."""
         unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS
         if unknown:
@@ -511,6 +513,7 @@ class FileSystem:
         if allow_other:
             options.add("allow_other")
         self.ops.initialized = trio.Event()
+        keep_freed_buffers()
         pyfuse3.init(self.ops, mountpoint, options)
         device = mount_device(mountpoint)
         unmount = True
