@@ -54,18 +54,48 @@ def cmd_recv(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         inp = stack.enter_context(open(args.input, "rb")) if args.input else sys.stdin.buffer
         header = read_header(inp)
+        seed = int(header["seed"], 16)
         path = Path(args.store)
+        set_aside = None
+        if (path / "FORMAT").exists():
+            store = stack.enter_context(Store.open(path))
+            if store.seed != seed and _holds_only_its_creation(store):
+                store.close()
+                set_aside = _set_aside(path)
         created = not (path / "FORMAT").exists()
         if created:
-            store = stack.enter_context(Store.init(path, seed=int(header["seed"], 16)))
-        else:
-            store = stack.enter_context(Store.open(path))
+            store = stack.enter_context(Store.init(path, seed=seed))
         try:
             commit = recv(store, inp, header, force=args.force)
         except BaseException:
             if created:
                 store.close()
                 shutil.rmtree(path, ignore_errors=True)
+                if set_aside is not None:
+                    set_aside.rename(path)
             raise
+        if set_aside is not None:
+            shutil.rmtree(set_aside, ignore_errors=True)
     print(f"received as checkpoint {commit.id} in {os.fspath(path)}", file=sys.stderr)
     return 0
+
+
+def _holds_only_its_creation(store: Store) -> bool:
+    """True for a store that `sls init` made and nothing used since: one commit, whose roots
+    are still the current ones, no tags, no snapshots. Receiving into such a store replaces
+    it by one with the sender's seed, so that later incremental streams apply too."""
+    history = store.log()
+    return (len(history) == 1 and history[0].roots == store.roots()
+            and not store.tags() and not store.snapshots())
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename an unused store out of the way (back in place if the receive fails)."""
+    aside = path.with_name(f".{path.name}.replaced-by-recv")
+    try:
+        path.rename(aside)
+    except OSError as exc:
+        raise CommandError(f"{path} is an empty store made by `sls init` for another seed, and "
+                           f"it cannot be replaced ({exc.strerror}): receive into a path that "
+                           "does not exist yet (sls recv creates the store)") from None
+    return aside

@@ -1,8 +1,10 @@
 """A group moves to another store: `sls send GROUP [--from]`, `sls recv`, `sls restore` there;
-a corrupted stream is refused and leaves no store behind."""
+a corrupted stream is refused and leaves no store behind (or the receiving store as it was)."""
 from __future__ import annotations
 
 import re
+
+import pytest
 
 from group_helpers import GroupStore, wait_for
 
@@ -15,9 +17,12 @@ def value(path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_path):
+@pytest.mark.parametrize("receiver", ["made by recv", "made by sls init"])
+def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_path, receiver):
     """A full stream, then an incremental one (--from the first), keep a passive copy of
-    the group up to date; restored there, it continues from the second checkpoint."""
+    the group up to date; restored there, it continues from the second checkpoint. The
+    receiving store is new, or one `sls init` made and nothing used (it takes the sender's
+    seed, so the incremental applies)."""
     src = group_store
     src.sls("run", "--store", str(src.path), "--name", "mover", "--hz", "5", "--",
             str(group_binaries / "atomic_counter"), "counter")
@@ -37,8 +42,10 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
 
     other = tmp_path / "other"
     other.mkdir()
-    dst = GroupStore.__new__(GroupStore)                 # a store made by recv, not by init
+    dst = GroupStore.__new__(GroupStore)
     dst.path, dst.mnt = other / "store", other / "store.mnt"
+    if receiver == "made by sls init":
+        dst.sls("init", str(dst.path))
     try:
         dst.sls("recv", str(dst.path), "-i", str(stream))
         dst.sls("recv", str(dst.path), "-i", str(increment))
@@ -56,6 +63,15 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
     data[len(data) // 2] ^= 0xFF
     bad = tmp_path / "bad.stream"
     bad.write_bytes(bytes(data))
-    refused = src.sls("recv", str(tmp_path / "bad-store"), "-i", str(bad), check=False)
+    bad_store = tmp_path / "bad-store"
+    if receiver == "made by sls init":
+        src.sls("init", str(bad_store))
+        before = sorted(p.name for p in bad_store.iterdir())
+    refused = src.sls("recv", str(bad_store), "-i", str(bad), check=False)
     assert refused.returncode != 0 and refused.stderr.strip(), refused
-    assert not (tmp_path / "bad-store").exists()
+    if receiver == "made by sls init":
+        assert sorted(p.name for p in bad_store.iterdir()) == before
+        assert "create volume" in src.sls("log", str(bad_store)).stdout
+    else:
+        assert not bad_store.exists()
+    assert not list(tmp_path.glob(".*replaced-by-recv"))
