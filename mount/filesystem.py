@@ -32,7 +32,7 @@ changes for durability, and how it is bounded:
   dirty page in, as they did for shared mmaps before; but a daemon SIGKILLed while its
   own thread sits in such a syncfs can no longer exit (see mount.flusher): an embedding
   daemon that turns the cache on must syncfs from another process: `sync_kernel_cache`
-  does it through the helper process (started whenever the file system is served).
+  does it through the helper process.
 - ENOSPC and EIO from the daemon surface at fsync or close, not at write().
 - a daemon that stops serving (cancels `serve`) must first `await fs.flush_kernel_writes()`
   or the kernel's dirty pages of still-open files are lost with the connection; the
@@ -226,6 +226,8 @@ class FileSystem:
         self._durable_lock = trio.Lock()
         self._serving = False                 # between pyfuse3.init and pyfuse3.close
         self._flusher: Flusher | None = None    # the syncfs helper, while serving
+        self._flusher_start = trio.Lock()       # sync_kernel_cache starts it without the cache
+        self._mountpoint = ""                   # while serving
         self._connection = 0                    # the FUSE connection's number (fusectl)
         self._free, self._free_checked = 0, float("-inf")   # has_space's last statvfs
         self._reclaim_unheld_orphans(self.main)
@@ -288,9 +290,17 @@ class FileSystem:
         way to drain the kernel at a group checkpoint with the writeback cache on.
 
         Call it from the trio thread that serves (another thread:
-        `trio.from_thread.run(fs.sync_kernel_cache, trio_token=token)`). Raises
-        MountError when not serving, OSError when the helper's syncfs failed."""
-        if self._flusher is None:
+        `trio.from_thread.run(fs.sync_kernel_cache, trio_token=token)`). Without the
+        writeback cache the helper is started by the first call. Raises MountError when
+        not serving, OSError when the helper's syncfs failed."""
+        async with self._flusher_start:
+            if self._serving and self._flusher is None:
+                flusher = await Flusher.start(self._mountpoint)
+                if self._serving:
+                    self._flusher = flusher
+                else:                             # serve() ended meanwhile
+                    await flusher.close()
+        if not self._serving:
             raise MountError("the file system is not being served: nothing to sync")
         await self._sync_through_helper(DRAIN_TIMEOUT_S)
 
@@ -518,9 +528,11 @@ class FileSystem:
         device = mount_device(mountpoint)
         unmount = True
         self._serving = True
+        self._mountpoint = mountpoint
         self._connection = int(device.split(":")[1]) if device else 0
         try:
-            self._flusher = await Flusher.start(mountpoint)     # also for sync_kernel_cache
+            if self.ops.enable_writeback_cache:
+                self._flusher = await Flusher.start(mountpoint)
             async with trio.open_nursery() as nursery:
                 if self.interval is not None:
                     nursery.start_soon(self.run_checkpoints)

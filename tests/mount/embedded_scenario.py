@@ -36,9 +36,10 @@ sys.stdin.readline()
 """
 
 
-def main(workdir: Path, writeback: bool) -> None:
-    """With `writeback`, the kernel's writeback cache is on and the kernel is drained
-    through the syncfs helper, asked from a worker thread as a group daemon's tracer would."""
+def main(workdir: Path, writeback: bool, helper: bool) -> None:
+    """With `writeback`, the kernel's writeback cache is on; with `helper`, the kernel is
+    drained through the syncfs helper, asked from a worker thread as a group daemon's
+    tracer would."""
     store = Store.init(workdir / "store")
     mountpoint = workdir / "mnt"
     fs = FileSystem(store, "main", checkpoint_interval_ms=None, writeback_cache=writeback)
@@ -67,7 +68,7 @@ def main(workdir: Path, writeback: bool) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(fs.serve, str(mountpoint))
             await trio.to_thread.run_sync(write_through_mmap)
-            if writeback:
+            if helper:
                 token = trio.lowlevel.current_trio_token()
                 await trio.to_thread.run_sync(
                     lambda: trio.from_thread.run(fs.sync_kernel_cache, trio_token=token))
@@ -92,4 +93,4 @@ def main(workdir: Path, writeback: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), "--writeback" in sys.argv[2:])
+    main(Path(sys.argv[1]), "--writeback" in sys.argv[2:], "--helper" in sys.argv[2:])

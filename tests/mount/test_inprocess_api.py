@@ -11,10 +11,11 @@ import pytest
 SCENARIO = Path(__file__).with_name("embedded_scenario.py")
 
 
-@pytest.mark.parametrize("writeback", [False, True], ids=["drain_kernel_cache", "sync_kernel_cache"])
-def test_embedded_file_system_commits_exactly_the_sealed_state(workdir, writeback):
+@pytest.mark.parametrize("options", [[], ["--helper"], ["--writeback", "--helper"]],
+                         ids=["drain_kernel_cache", "sync_kernel_cache", "writeback_sync_kernel_cache"])
+def test_embedded_file_system_commits_exactly_the_sealed_state(workdir, options):
     (workdir / "mnt").mkdir()
-    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(workdir)] + ["--writeback"] * writeback,
+    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(workdir), *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=120)
