@@ -357,8 +357,10 @@ def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
 class FileRestorer:
     """Recreates the image's files inside restored processes (each once), then shares them."""
 
-    def __init__(self, files: list[dict], read_blob: Callable[[list[str]], bytes], remap, warnings: list[str]):
+    def __init__(self, files: list[dict], read_blob: Callable[[list[str]], bytes], remap, warnings: list[str],
+                 share_ports: bool = False):
         self.files = {f["id"]: f for f in files}
+        self.share_ports = share_ports  # listeners get SO_REUSEPORT (netsockets.rebuild)
         self.read_blob = read_blob
         self.remap = remap
         self.warnings = warnings
@@ -554,7 +556,7 @@ class FileRestorer:
         fd = inj.check(_NR_SOCKET, family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"],
                        what="socket")
         with sockets.borrow(builder.tid, fd) as sock:
-            netsockets.rebuild(sock, record, self.remap)
+            netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports)
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL on a socket")
         if warning := netsockets.warning(record, f"process {builder.meta['pid']}"):
             self.warnings.append(warning)

@@ -132,9 +132,14 @@ def _show(address, family: str) -> str:
     return f"[{address[0]}]:{address[1]}" if family == "inet6" else f"{address[0]}:{address[1]}"
 
 
-def rebuild(sock: socket.socket, record: dict, remap) -> None:
-    """Give a fresh socket (same family/type) the record's options, address and state."""
+def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = False) -> None:
+    """Give a fresh socket (same family/type) the record's options, address and state.
+
+    `share_port`: an inet socket bound to an address with no peer (a listener, a datagram
+    server) is given SO_REUSEPORT first, so several restored copies serve the same port (the
+    kernel spreads new connections among them)."""
     family = sock.family
+    share_port = share_port and family != socket.AF_UNIX and record["peer"] is None
     for name, value in record["options"].items():
         sock.setsockopt(*OPTIONS[name], value)
     if record["state"] == "closed":
@@ -146,14 +151,18 @@ def rebuild(sock: socket.socket, record: dict, remap) -> None:
     reuse = record["options"].get("SO_REUSEADDR", 0)
     if family != socket.AF_UNIX:  # a port left in TIME_WAIT by the dead original is not "in use"
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if share_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
         if record["state"] == "listen":
             sock.listen(record["backlog"])
     except OSError as e:
+        hint = ("a process that does not share the port holds it (the running original? stop it "
+                "first)" if share_port else "is another process using that address now?")
         raise CheckpointError(f"cannot recreate the {record['family']} socket on "
                               f"{_show(record['address'], record['family'])}: {e.strerror} "
-                              "(is another process using that address now?)") from None
+                              f"({hint})") from None
     if family != socket.AF_UNIX:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
     if record["peer"] is not None and record["type"] == "dgram":

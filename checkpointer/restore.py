@@ -96,8 +96,12 @@ def _stub_injector(tid: int) -> Injector:
 
 
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
-            leave_stopped: bool = False, lazy: bool = False, new_mount_namespace: bool = False) -> Restored:
+            leave_stopped: bool = False, lazy: bool = False, new_mount_namespace: bool = False,
+            share_listening_ports: bool = False) -> Restored:
     """Restore every process of the image; returns once they run (or are stopped, if asked).
+
+    `share_listening_ports`: listening (and bound datagram) inet sockets are made with
+    SO_REUSEPORT, so that several copies of one image serve the same port side by side.
 
     `new_mount_namespace`: the processes get a private copy of the restorer's mount
     namespace (as `unshare --mount` makes one: nothing mounted in it shows outside).
@@ -116,7 +120,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     remapper = Remapper(remap or {})
     injectors: list[Injector] = []
     builders: list[ProcessBuilder] = []
-    files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings)
+    files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings, share_listening_ports)
     try:
         kernel.ptrace(kernel.PTRACE_SEIZE, launcher.pid, 0, TRACE_OPTIONS)
         kernel.ptrace(kernel.PTRACE_INTERRUPT, launcher.pid, 0, 0)

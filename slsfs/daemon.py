@@ -240,28 +240,39 @@ class Daemon:
         record, commit = groups.resolve(self.store, name, at)
         origin = self.store.commit_by_id(record.files_commit)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
-        started = []
-        for _ in range(count):
-            dest = self._free_clone_name(name)
-            self.fs.clone(f".sls/checkpoints/{origin.id}/fs", dest)
-            settings = replace(record.settings, name=dest, mountpoint=os.path.join(self.mountpoint, dest), hz=0)
-            remap = {record.settings.mountpoint: settings.mountpoint}
-            if settings.mode == "root":
-                await self._prepare_root(settings.mountpoint)
-            restored = await self._restore_processes(image, settings, remap)
-            group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq, restored_from=origin.id)
-            self.groups[dest] = group
-            log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, group.pids)
-            started.append({"group": dest, "pids": group.pids, "directory": settings.mountpoint})
-        return started
+        started: list[RunningGroup] = []
+        try:
+            for _ in range(count):
+                dest = self._free_clone_name(name)
+                self.fs.clone(f".sls/checkpoints/{origin.id}/fs", dest)
+                settings = replace(record.settings, name=dest, mountpoint=os.path.join(self.mountpoint, dest), hz=0)
+                remap = {record.settings.mountpoint: settings.mountpoint}
+                if settings.mode == "root":
+                    await self._prepare_root(settings.mountpoint)
+                restored = await self._restore_processes(image, settings, remap, share_listening_ports=True)
+                group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq, restored_from=origin.id)
+                self.groups[dest] = group
+                started.append(group)
+                log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, group.pids)
+        except (CheckpointError, GroupError) as exc:
+            for group in started:              # all or nothing: none of this request's copies runs
+                group.kill()
+                del self.groups[group.name]
+                await self._release_root(group)
+            raise GroupError(f"clone {len(started) + 1} of {count} could not start: {exc} (the copies "
+                             f"started before it were stopped; their directories stay under "
+                             f"{self.mountpoint})") from None
+        return [{"group": g.name, "pids": g.pids, "directory": g.settings.mountpoint} for g in started]
 
     async def _restore_processes(self, image: group_checkpoint.LoadedImage, settings: GroupSettings,
-                                 remap: dict[str, str]) -> Restored:
+                                 remap: dict[str, str], share_listening_ports: bool = False) -> Restored:
         """Restore the processes of `image` in a new PID namespace; a `--root` group also in
-        its own mount namespace, with its /proc mounted there."""
+        its own mount namespace, with its /proc mounted there. Clones share their listening
+        ports (SO_REUSEPORT: the kernel spreads connections among the copies)."""
         rooted = settings.mode == "root"
         restored = await self.tracer.run(lambda: restore_image(
-            image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap))
+            image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap,
+            share_listening_ports=share_listening_ports))
         if rooted:
             await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
         return restored

@@ -108,7 +108,8 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
     if not any("--at" in a.option_strings for a in p._actions):
         p.add_argument("--at", help="checkpoint id, name, 'latest' or ISO time (default: newest durable)")
     p.add_argument("--clone", action="store_true",
-                   help="start independent copies on O(1) clones of the checkpoint's files instead")
+                   help="start independent copies on O(1) clones of the checkpoint's files instead "
+                        "(copies of a server share its listening ports)")
     p.add_argument("--count", type=int, default=1, help="with --clone: how many copies (default 1)")
     p.add_argument("--mountpoint", help="mount here instead of where the group ran (e.g. after `sls recv`)")
     p.add_argument("--force", action="store_true",

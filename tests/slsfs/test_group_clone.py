@@ -1,10 +1,13 @@
 """`sls restore GROUP --clone --count K`: K independent copies of one checkpoint, each on
-its own O(1) clone of the checkpoint's files; `sls stop CLONE` stops one of them."""
+its own O(1) clone of the checkpoint's files; `sls stop CLONE` stops one of them; copies of
+a server share its listening port."""
 from __future__ import annotations
 
 import json
+import socket
+import sys
 
-from group_helpers import wait_for
+from group_helpers import TARGETS, wait_for
 
 
 def value(path) -> int | None:
@@ -46,4 +49,42 @@ def test_clones_run_independently_from_one_checkpoint(group_store, group_binarie
     assert store.group("base.clone2")["running"], "a refused restore leaves every group running"
     store.sls("restore", "base", "--store", str(store.path), "--force")
     assert {g["group"] for g in store.ps()["groups"]} == {"base"}
+    store.sls("stop", "--store", str(store.path))
+
+
+def _ask(port: int) -> tuple[str, int]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        namespace, answered = conn.makefile().readline().split()
+    return namespace, int(answered)
+
+
+def test_clones_of_a_server_share_its_port(group_store):
+    """Copies of a listening server all serve its port (the kernel spreads connections among
+    them), each from the checkpoint's memory; while the original holds the port, a clone
+    request fails as a whole with the reason and leaves no copy running."""
+    store = group_store
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store.sls("run", "--store", str(store.path), "--name", "web", "--hz", "5", "--",
+              sys.executable, str(TARGETS / "tcp_greeter.py"), str(port))
+    wait_for(lambda: (store.mnt / "ready").exists(), "the server to listen")
+    original = {_ask(port) for _ in range(3)}
+    assert [n for _, n in sorted(original, key=lambda a: a[1])] == [1, 2, 3]
+    store.sls("checkpoint", "web", "--store", str(store.path), "--name", "warm")
+
+    refused = store.sls("restore", "web", "--store", str(store.path), "--at", "warm", "--clone",
+                        "--count", "2", check=False)
+    assert refused.returncode == 1 and "in use" in refused.stderr and "original" in refused.stderr, refused
+    assert {g["group"] for g in store.ps()["groups"]} == {"web"}
+
+    store.sls("stop", "web", "--store", str(store.path))
+    store.sls("restore", "web", "--store", str(store.path), "--at", "warm", "--clone", "--count", "2")
+    answers = [_ask(port) for _ in range(60)]
+    by_copy: dict[str, list[int]] = {}
+    for namespace, answered in answers:
+        by_copy.setdefault(namespace, []).append(answered)
+    assert len(by_copy) == 2, f"connections reached {len(by_copy)} copies: {answers}"
+    for counts in by_copy.values():                      # each continues the checkpoint's count
+        assert counts == list(range(4, 4 + len(counts))), counts
     store.sls("stop", "--store", str(store.path))
