@@ -158,8 +158,8 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         if record["state"] == "listen":
             sock.listen(record["backlog"])
     except OSError as e:
-        hint = ("a process that does not share the port holds it (the running original? stop it "
-                "first)" if share_port else "is another process using that address now?")
+        hint = ("a process that does not share the port holds it: the running original? stop it "
+                "first" if share_port else "is another process using that address now?")
         raise CheckpointError(f"cannot recreate the {record['family']} socket on "
                               f"{_show(record['address'], record['family'])}: {e.strerror} "
                               f"({hint})") from None
