@@ -54,6 +54,16 @@ def _is_zero(data: bytes) -> bool:
     return data == _ZEROS[:len(data)]
 
 
+_CLOCK_REALTIME_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)  # <linux/time.h>; Python names it from 3.13
+
+
+def now_ns() -> int:
+    """The time stamped on inodes: the kernel's coarse clock, which it uses itself for the
+    times it sets (utimensat UTIME_NOW, writes through the writeback cache), so that a later
+    change never carries an earlier time than the file's creation (as on ext4)."""
+    return time.clock_gettime_ns(_CLOCK_REALTIME_COARSE)
+
+
 class BlockCache:
     """LRU of decoded data chunks by chunk id, bounded in bytes (shared by all volumes)."""
 
@@ -101,7 +111,7 @@ class Volume:
     @staticmethod
     def format(tree, uid: int, gid: int, mode: int = 0o755) -> None:
         """Write an empty file system (superblock + root directory) into an empty tree."""
-        now = time.time_ns()
+        now = now_ns()
         root = Inode(schema.ROOT_INO, stat.S_IFDIR | mode, 2, uid, gid,
                      atime_ns=now, mtime_ns=now, ctime_ns=now)
         tree.put(schema.SUPER_KEY, Superblock().encode())
@@ -129,7 +139,7 @@ class Volume:
         return node
 
     def touch(self, node: Inode, *, atime: bool = False, mtime: bool = False, ctime: bool = False) -> None:
-        now = time.time_ns()
+        now = now_ns()
         if atime:
             node.atime_ns = now
         if mtime:
@@ -151,7 +161,7 @@ class Volume:
         ino = self.sb.next_ino
         self.sb.next_ino += 1
         self._sb_dirty = True
-        now = time.time_ns()
+        now = now_ns()
         node = Inode(ino, mode, 2 if stat.S_ISDIR(mode) else 1, uid, gid, rdev,
                      atime_ns=now, mtime_ns=now, ctime_ns=now)
         self._inodes[ino] = node

@@ -199,6 +199,20 @@ def test_chmod_chown_utimens_update_ctime(mnt):
     assert os.stat(path).st_mtime_ns > mtime
 
 
+def test_times_set_later_are_never_earlier_than_creation(mnt):
+    """`touch` of a new file (utimensat UTIME_NOW: the kernel's clock) after its creation (the
+    daemon's clock) never moves its times back, as ext4 guarantees (pathlib's tests check it)."""
+    for n in range(30):
+        path = mnt.path / f"t{n}"
+        path.touch()
+        created = os.stat(path)
+        os.utime(path, ns=(created.st_atime_ns - 10**10, created.st_mtime_ns - 10**10))
+        os.utime(path)
+        touched = os.stat(path)
+        assert touched.st_mtime_ns >= created.st_mtime_ns, (n, created.st_mtime_ns, touched.st_mtime_ns)
+        assert touched.st_ctime_ns >= created.st_ctime_ns
+
+
 def test_xattrs(mnt):
     path = mnt.path / "f"
     path.write_text("x")
