@@ -51,7 +51,7 @@ def register_fresh_memory(inj: Injector, ranges: list[tuple[int, int]]) -> int |
         return None
     try:
         uffd = take_from(inj, inj.tid, "restore's page copy")
-    except CheckpointError:
+    except (CheckpointError, OSError):  # no userfaultfd here (a seccomp filter, pidfd_getfd refused)
         return None
     try:
         uffd_ioctl(uffd, UFFDIO_API, (ctypes.c_uint64 * 3)(UFFD_API, 0, 0), "UFFDIO_API (restore)")
