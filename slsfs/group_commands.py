@@ -323,9 +323,10 @@ def cmd_ps(args) -> int:
               f"{'STOP ms (med/p99)':>20}  COMMAND"] if status["groups"] else []
     for g in status["groups"]:
         stop = f"{g['stop_ms_median']}/{g['stop_ms_p99']}" if g["stop_ms_median"] is not None else "-"
+        durable = "-" if g["last_durable"] is None else g["last_durable"]   # a clone: not checkpointed
         lines.append(f"{g['group']:<16}{'running' if g['running'] else 'exited':<9}"
                      f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{g['checkpoints']:>8}"
-                     f"{str(g['last_durable']):>9}{stop:>20}  {' '.join(g['argv'])}")
+                     f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
     _print(args, status, "\n".join(lines))
     return 0
 
