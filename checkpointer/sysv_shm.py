@@ -9,20 +9,22 @@ had been removed while attached (IPC_RMID: the usual way to have it vanish with 
 users) is removed again once the restored processes have attached it.
 
 Simplifications: the restored processes share the restorer's IPC namespace; a segment
-is attached whole (a mapping of part of one is refused at checkpoint time); its owner
-becomes the restorer, with the segment's mode; two restores of one image running at
-once (clones) share the segment.
+is attached whole (a mapping of part of one is refused at checkpoint time); a segment
+made again gets its owner and mode back, its creator becomes the restorer; two restores
+of one image running at once (clones) share the segment.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
+import struct
 
 from .errors import CheckpointError, Unsupported
 
 SHM_DEST = 0o1000                       # mode bit: removed, alive while attached
-IPC_PRIVATE, IPC_CREAT, IPC_EXCL, IPC_RMID = 0, 0o1000, 0o2000, 0
+IPC_PRIVATE, IPC_CREAT, IPC_EXCL, IPC_RMID, IPC_SET, IPC_STAT = 0, 0o1000, 0o2000, 0, 1, 2
+SHMID_DS_SIZE, PERM_UID_OFFSET = 112, 4     # struct shmid_ds (x86-64): shm_perm.uid, then .gid
 SHM_RDONLY, SHM_REMAP = 0o10000, 0o40000
 NR_SHMAT = 30
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -33,13 +35,14 @@ _libc.shmdt.argtypes = [ctypes.c_void_p]
 
 def segment(shmid: int) -> dict | None:
     """The segment `shmid` as /proc/sysvipc/shm describes it: key, size, mode (with
-    SHM_DEST once removed), or None."""
+    SHM_DEST once removed), owner uid and gid, or None."""
     with open("/proc/sysvipc/shm") as f:
         next(f)
         for line in f:
             fields = line.split()
             if int(fields[1]) == shmid:
-                return {"key": int(fields[0]), "mode": int(fields[2], 8), "size": int(fields[3])}
+                return {"key": int(fields[0]), "mode": int(fields[2], 8), "size": int(fields[3]),
+                        "uid": int(fields[7]), "gid": int(fields[8])}
     return None
 
 
@@ -56,7 +59,7 @@ def describe(shmid: int, mapping_size: int, source: str, what: str) -> dict:
     with open(source, "rb") as f:
         data = f.read(info["size"])
     return {"shmid": shmid, "key": info["key"], "size": info["size"], "mode": info["mode"] & 0o777,
-            "removed": bool(info["mode"] & SHM_DEST), "contents": data}
+            "uid": info["uid"], "gid": info["gid"], "removed": bool(info["mode"] & SHM_DEST), "contents": data}
 
 
 def make(record: dict, contents: bytes, warnings: list[str]) -> int:
@@ -84,6 +87,8 @@ def make(record: dict, contents: bytes, warnings: list[str]) -> int:
                 _libc.shmctl(made, IPC_RMID, None)
             raise CheckpointError(f"could not make SysV segment {shmid} (key {key:#x}) again: "
                                   + (os.strerror(err) if err else f"the kernel gave id {made}"))
+        if "uid" in record:                     # (older images: the restorer stays the owner)
+            set_owner(shmid, record["uid"], record["gid"])
     address = _libc.shmat(shmid, None, 0)
     if address in (None, ctypes.c_void_p(-1).value):
         raise CheckpointError(f"cannot attach SysV segment {shmid}: {os.strerror(ctypes.get_errno())}")
@@ -92,6 +97,17 @@ def make(record: dict, contents: bytes, warnings: list[str]) -> int:
     finally:
         _libc.shmdt(ctypes.c_void_p(address))
     return shmid
+
+
+def set_owner(shmid: int, uid: int, gid: int) -> None:
+    """IPC_SET of the segment's owner (its mode and creator unchanged)."""
+    ds = ctypes.create_string_buffer(SHMID_DS_SIZE)
+    if _libc.shmctl(shmid, IPC_STAT, ds) != 0:
+        raise CheckpointError(f"cannot read SysV segment {shmid}: {os.strerror(ctypes.get_errno())}")
+    struct.pack_into("II", ds, PERM_UID_OFFSET, uid, gid)
+    if _libc.shmctl(shmid, IPC_SET, ds) != 0:
+        raise CheckpointError(f"cannot give SysV segment {shmid} back to uid {uid}: "
+                              f"{os.strerror(ctypes.get_errno())}")
 
 
 def _create(shmid: int, key: int, record: dict) -> int:

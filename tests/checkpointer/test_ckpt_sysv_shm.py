@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import checkpointer
+from checkpointer import sysv_shm
 from ckpt_helpers import wait_for
 
 SHARER = r"""
@@ -85,12 +86,14 @@ def test_segments_come_back_with_their_ids_and_contents(procs, store, tmp_path):
 def test_a_segment_whose_key_was_taken_comes_back_without_it(procs, store, tmp_path):
     """Keys are often made from inode numbers (PostgreSQL's), which another file system
     reuses: if the key belongs to another segment at restore, the processes get their
-    segment back under its id, without the key, and a warning says so."""
+    segment back under its id, without the key, and a warning says so; it is owned by
+    whom it was."""
     key = 0x5200000 + os.getpid() % 0xFFFF
     proc, lines = start_sharer(procs, tmp_path, key)
     try:
         wait_for(lambda: len(lines()) > 5, "the sharers to count")
         shmid = int(lines()[0].split()[1])
+        sysv_shm.set_owner(shmid, 65534, 65534)          # owned by another user than its creator
         checkpointer.checkpoint([proc.pid], store, "keyless", tree=True)
         counts = len([l for l in lines() if l.startswith("a=")])
         procs.kill(proc)
@@ -100,6 +103,8 @@ def test_a_segment_whose_key_was_taken_comes_back_without_it(procs, store, tmp_p
         restored = checkpointer.restore(store, "keyless")
         procs.restored.append(restored)
         assert any("key" in w and str(shmid) in w for w in restored.warnings), restored.warnings
+        owner = sysv_shm.segment(shmid)
+        assert (owner["uid"], owner["gid"], owner["mode"] & 0o777) == (65534, 65534, 0o600), owner
         wait_for(lambda: len([l for l in lines() if l.startswith("a=")]) > counts + 5,
                  "the restored sharers to count on")
         assert not [l for l in lines() if l.startswith("BAD")], lines()
