@@ -203,10 +203,10 @@ class StoredImage:
         BATCH_PAGES at a time, in pack order; the block values are decoded a block at a
         time (no per-page generator: restore's reading is Python-bound)."""
         fresh = self._fresh_ranges(pid) if skip_zero else []
-        zero = self._zero_id
+        outside, zero = sorted(outside), self._zero_id
         addrs: list[int] = []
         cids: list[bytes] = []
-        for key, value in self._blocks_between(pid, sorted(outside)):
+        for key, value in self._blocks_between(pid, outside):
             block = struct.unpack(">Q", key[-8:])[0]
             bitmap = struct.unpack_from("<Q", value)[0]
             block_addrs = [block + i * PAGE_SIZE for i in range(PAGES_PER_BLOCK) if bitmap >> i & 1]

@@ -63,3 +63,21 @@ def test_big_heap_restored_twice_from_one_image(procs, store, binaries, tmp_path
     wait_for(lambda: out.stat().st_size >= size + 1030 * 20 or any("BAD" in x for x in ok_lines(out)),
              "the second copy to check its heap")
     assert assert_unbroken(out, proc.pid) > size // 20 + 1000
+
+
+def test_pages_outside_ranges_given_in_any_order(procs, store, binaries, tmp_path):
+    """page_runs(outside=...) (lazy restore's split) leaves out exactly the pages inside
+    the ranges, whatever their order, and nothing else."""
+    out = tmp_path / "heap.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "4"])
+    run_until(out, 3)
+    checkpointer.checkpoint([proc.pid], store, "img")
+    image = load_image(store, "img")
+    every = _pages(image, proc.pid)
+    addrs = sorted(every)
+    ranges = [(addrs[len(addrs) // 4], addrs[len(addrs) // 3] + 3 * PAGE_SIZE),
+              (addrs[len(addrs) // 2] + PAGE_SIZE, addrs[-1])]
+    expected = {a: d for a, d in every.items() if not any(s <= a < e for s, e in ranges)}
+    assert 0 < len(expected) < len(every)
+    assert _pages(image, proc.pid, outside=ranges) == expected
+    assert _pages(image, proc.pid, outside=ranges[::-1]) == expected
