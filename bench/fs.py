@@ -111,8 +111,8 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def metadata(directory: Path, count: int, daemon: int | None = None) -> dict:
-    """Per second: create+write 4 KiB+close, stat, unlink of `count` files, and `count`
-    stats of 200 missing names; with the pid of a `daemon`, also its CPU microseconds
+    """Per second: create+write 4 KiB+close, stat, stat again, unlink of `count` files, and
+    `count` stats of 200 missing names; with the pid of a `daemon`, also its CPU microseconds
     per operation (steadier than rates on a busy machine: other load hardly changes them)."""
     directory.mkdir()
     data = os.urandom(4096)
@@ -129,8 +129,11 @@ def metadata(directory: Path, count: int, daemon: int | None = None) -> dict:
     # programs probe the same missing names again and again (Python's imports, PATH)
     missing = [directory / f"missing{i % 200}" for i in range(count)]
     result = {}
+    # stats: the first stat after the close (the kernel asks the daemon once: a close
+    # invalidates the cached block count); restats: files unchanged since, from the cache
     for verb, action, targets in (("creates", create, names), ("stats", os.stat, names),
-                                  ("missing_stats", probe, missing), ("unlinks", os.unlink, names)):
+                                  ("restats", os.stat, names), ("missing_stats", probe, missing),
+                                  ("unlinks", os.unlink, names)):
         cpu = cpu_seconds(daemon)
         start = time.perf_counter()
         for name in targets:
