@@ -4,6 +4,7 @@ Public API (see each module's docstring for the why)::
 
     store = Store.init(path) / Store.open(path, readonly=False)
     cid = store.put(data); store.get(cid); store.has(cid)          # chunks (dedup, lz4)
+    cids = store.put_many(datas); store.get_many(cids)              # many at once (pages)
     t = store.tree(root=None); t.put(key, value, refs); t.get(key)  # COW trees
     t.get_entry(key).refs; t.items(start, end); t.delete(key); t.flush()
     store.volume(name) / create_volume(name, root) / snapshot(vol, name)   # O(1)

@@ -88,10 +88,8 @@ def check_pack_header(data: bytes, name: str) -> int:
 
 
 def encode_record(kind: int, flags: int, raw_len: int, cid: bytes, payload: bytes) -> bytes:
-    head = RECORD_HEADER.pack(RECORD_MAGIC, kind, flags, len(payload), raw_len, cid)
-    h = xxhash.xxh32(head)
-    h.update(payload)
-    return b"".join((head, payload, CHECKSUM.pack(h.intdigest())))
+    body = RECORD_HEADER.pack(RECORD_MAGIC, kind, flags, len(payload), raw_len, cid) + payload
+    return body + CHECKSUM.pack(xxhash.xxh32_intdigest(body))
 
 
 def decode_record(buf: bytes, offset: int = 0) -> tuple[RecordInfo, bytes] | None:

@@ -9,7 +9,9 @@ Design notes:
 - The whole index lives in RAM: a dict from chunk id to one packed int (pack number,
   offset, stored length, kind). Simplification: RAM grows with the number of chunks
   (about 150 bytes each).
-- `get_many` reads many chunks in pack order, one pread per span of nearby records.
+- `get_many` reads many chunks in pack order, one pread per span of nearby records;
+  `put_many` stores many (a checkpoint's pages) with one hashing pass, one dedup pass
+  and one append loop, writing exactly the records `put` would, one at a time.
 - The active pack's *prefix index* (`pack-N.pidx`, the same format as a sealed index)
   names records already fsync'd; it is rewritten (tmp + rename, no fsync: a lost or
   torn one only means a longer scan) after a sync once the pack has grown by half
@@ -65,6 +67,11 @@ def _unloc(loc: int) -> tuple[int, int, int, int]:
     stored_len = loc & ((1 << 25) - 1)
     loc >>= 25
     return loc >> 36, loc & ((1 << 36) - 1), stored_len, kind
+
+
+def _collision(cid: bytes) -> StoreError:
+    return StoreError(f"hash collision on chunk {cid.hex()}: refusing to dedup "
+                      "different content (report this)")
 
 
 def _io_error(exc: OSError, what: str) -> StoreError:
@@ -281,11 +288,34 @@ class PackStore:
         cid = chunk_id(kind, data, self.seed)
         if cid in self._index:
             if self.verify_dedup and self.get(cid) != data:
-                raise StoreError(f"hash collision on chunk {cid.hex()}: refusing to dedup "
-                                 "different content (report this)")
+                raise _collision(cid)
             return cid
         self._append(kind, cid, data, compress=True)
         return cid
+
+    def put_many(self, datas: Sequence[bytes], kind: int = DATA) -> list[ChunkId]:
+        """[put(d, kind) for d in datas] with the same ids and the same records, for a
+        fraction of the Python per chunk (the checkpoint's pages): every id is hashed
+        first, the new chunks (each distinct one once, in order) are found in one pass
+        over the index and appended by one loop (_append_chunks)."""
+        prefix, seed = _KIND_PREFIX[kind], self.seed
+        ids = [ChunkId(xxhash.xxh3_128_digest(prefix + data, seed)) for data in datas]
+        index = self._index
+        if self.verify_dedup:
+            new: dict[bytes, bytes] = {}
+            for cid, data in zip(ids, datas):
+                known = new.get(cid)
+                if known is None and cid in index:
+                    known = self.get(cid)
+                if known is None:
+                    new[cid] = data
+                elif known != data:
+                    raise _collision(cid)
+        else:  # a repeated id keeps its first place (and its bytes are the same)
+            new = {cid: data for cid, data in zip(ids, datas) if cid not in index}
+        if new:
+            self._append_chunks(kind, new.items(), compress=True)
+        return ids
 
     def get(self, cid: bytes) -> bytes:
         loc = self._index.get(cid)
@@ -388,26 +418,36 @@ class PackStore:
     # -- records ----------------------------------------------------------------
 
     def _append(self, kind: int, cid: bytes, data: bytes, *, compress: bool) -> None:
+        self._append_chunks(kind, ((cid, data),), compress=compress)
+
+    def _append_chunks(self, kind: int, items: Iterable[tuple[bytes, bytes]], *, compress: bool) -> None:
+        """Append one record per (id, content) to the buffer and index it; the buffer is
+        written out whenever it passes _WRITE_AHEAD (between records, as one at a time).
+        The hot loop of every put (names bound locally)."""
         if self.readonly:
             raise StoreError("the store is open read-only")
-        flags = 0
-        payload = data
-        if compress and len(data) >= 64:
-            packed = lz4.block.compress(data, store_size=False)
-            if len(packed) < len(data) - len(data) // 16:
-                payload, flags = packed, fmt.FLAG_LZ4
-        record = fmt.encode_record(kind, flags, len(data), cid, payload)
-        offset = self._written + len(self._buf)
-        self._buf += record
         self._unsynced = True
-        info = fmt.RecordInfo(offset, kind, flags, len(payload), len(data), bytes(cid))
-        self._active_records.append(info)
-        if kind in (DATA, NODE):
-            self._index[cid] = _loc(self._active, offset, len(payload), kind)
-        else:
-            self._meta.append((self._active, offset, kind))
-        if len(self._buf) >= _WRITE_AHEAD:
-            self._write_out()
+        chunk = kind in (DATA, NODE)
+        records, index, number = self._active_records, self._index, self._active
+        encode, lz4_compress, record_info = fmt.encode_record, lz4.block.compress, fmt.RecordInfo
+        buf = self._buf
+        for cid, data in items:
+            raw_len = stored_len = len(data)
+            payload, flags = data, 0
+            if compress and raw_len >= 64:
+                packed = lz4_compress(data, store_size=False)
+                if len(packed) < raw_len - raw_len // 16:
+                    payload, flags, stored_len = packed, fmt.FLAG_LZ4, len(packed)
+            offset = self._written + len(buf)
+            buf += encode(kind, flags, raw_len, cid, payload)
+            records.append(record_info(offset, kind, flags, stored_len, raw_len, cid))
+            if chunk:
+                index[cid] = _loc(number, offset, stored_len, kind)
+            else:
+                self._meta.append((number, offset, kind))
+            if len(buf) >= _WRITE_AHEAD:
+                self._write_out()
+                buf = self._buf
 
     def append_meta(self, kind: int, payload: bytes) -> None:
         """Append one of the store's own records (commit, catalog, tag)."""

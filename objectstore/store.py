@@ -221,6 +221,13 @@ class Store:
         self._recent.add(cid)
         return cid
 
+    def put_many(self, datas: Sequence[bytes], kind: int = DATA) -> list[ChunkId]:
+        """[put(d, kind) for d in datas]: the same ids and the same records on disk, at a
+        fraction of the cost per chunk (a checkpoint's pages: PackStore.put_many)."""
+        ids = self.packs.put_many(datas, kind)
+        self._recent.update(ids)
+        return ids
+
     def id_of(self, data: bytes, kind: int = DATA) -> ChunkId:
         """The id `put(data, kind)` gives, without storing: safe from any thread."""
         return chunk_id(kind, data, self.seed)

@@ -1,5 +1,6 @@
-"""Crash tests: a forked child writes and commits in a loop and is SIGKILLed at a
-random moment; the store must reopen clean with every acknowledged commit intact.
+"""Crash tests: a forked child writes (by put and by put_many) and commits in a loop and
+is SIGKILLed at a random moment; the store must reopen clean with every acknowledged
+commit intact.
 
 The child's writes are a pure function of the step number (`expected_content`),
 so the parent can check any surviving commit completely: the commit's label is
@@ -84,8 +85,12 @@ def child_loop(path: Path, report: int, max_steps: int | None = None,
     pending: list[str] = []
     while max_steps is None or step < max_steps:
         step += 1
-        for key in writes(step):
-            cid = store.put(data(step, key))
+        keys = writes(step)
+        if step % 2:   # put_many's appends must be as crash-safe as put's
+            cids = store.put_many([data(step, key) for key in keys])
+        else:
+            cids = [store.put(data(step, key)) for key in keys]
+        for key, cid in zip(keys, cids):
             vol.put(key.to_bytes(8, "big"), b"data", [cid])
         for key in deletes(step):
             vol.delete(key.to_bytes(8, "big"))

@@ -1,8 +1,8 @@
 """Model-based test of the whole Store against plain dicts.
 
-Random chunk puts, volume edits, clones, snapshots, named roots, commits (durable
-or not), barriers, tags, open refcounts, GC under a tight retention policy and
-close + reopen (clean, or dropping what was never synced); after every step the reads it makes agree with the model. Packs
+Random chunk puts (one by one and in batches), volume edits, clones, snapshots,
+named roots, commits (durable or not), barriers, tags, open refcounts, GC under a tight
+retention policy and close + reopen (clean, or dropping what was never synced); after every step the reads it makes agree with the model. Packs
 are sealed every KiB so that GC really compacts and reopening reads indexes (and
 the active pack's prefix index).
 SLSFS_MODEL_EXAMPLES raises the number of examples (default 150).
@@ -85,6 +85,13 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.has(cid) and self.store.get(cid) == data
         assert self.store.put(data) == cid  # dedup: same content, same id
         self.loose[cid] = data
+
+    @rule(datas=st.lists(DATA, max_size=8))
+    def put_many_loose_chunks(self, datas):
+        cids = self.store.put_many(datas)
+        assert cids == [self.store.id_of(d) for d in datas]
+        assert self.store.get_many(cids) == datas
+        self.loose.update(zip(cids, datas))
 
     # -- volumes ---------------------------------------------------------------------
 

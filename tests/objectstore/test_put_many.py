@@ -1,0 +1,120 @@
+"""put_many is put, batched: for any sequence of batches, a store fed by put_many holds
+byte for byte the packs of a store fed the same chunks by put one at a time (same ids,
+same records, same compression choices, same write-outs), and reads them back.
+
+The crash side is in test_store_crash.py (its writer stores every other step's chunks
+with put_many) and the whole-Store model (test_store_model.py) has a put_many rule;
+this file checks equality, dedup inside a batch, verify-on-dedup, a read-only store and
+a batch larger than the write-ahead buffer.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from objectstore import DATA, NODE, StoreError
+from objectstore.chunks import chunk_id
+from objectstore.packstore import _WRITE_AHEAD, PackStore
+
+from objectstore_helpers import DERANDOMIZE, TempDir, pack_files
+
+SEED = 0x5EED
+
+
+def page(kind: str, n: int) -> bytes:
+    """A 4 KiB page: compressible text, random bytes, half of each, or zeros."""
+    if kind == "text":
+        return (f"key:{n:012d} value:{'x' * (n % 50)} ".encode() * 200)[:4096]
+    if kind == "random":
+        return random.Random(n).randbytes(4096)
+    if kind == "half":
+        return random.Random(n).randbytes(2048) + bytes(2048)
+    return bytes(4096)
+
+
+PAGES = st.tuples(st.sampled_from(["text", "random", "half", "zero"]), st.integers(0, 30)).map(lambda a: page(*a))
+CHUNKS = PAGES | st.binary(max_size=200)
+BATCHES = st.lists(st.tuples(st.sampled_from([DATA, NODE]), st.lists(CHUNKS, max_size=12)), max_size=6)
+
+
+def pack_bytes(store_dir: Path) -> list[bytes]:
+    return [p.read_bytes() for p in pack_files(store_dir)]
+
+
+def open_pair(base: Path, **options) -> tuple[PackStore, PackStore]:
+    """Two empty pack stores with the same seed: one fed by put, one by put_many."""
+    for name in ("one", "many"):
+        (base / name).mkdir()
+    return PackStore(base / "one" / "packs", SEED, **options), PackStore(base / "many" / "packs", SEED, **options)
+
+
+@settings(max_examples=60, deadline=None, derandomize=DERANDOMIZE)
+@given(batches=BATCHES, sync_between=st.booleans(), verify_dedup=st.booleans())
+def test_put_many_writes_what_put_writes(batches: list[tuple[int, list[bytes]]], sync_between: bool,
+                                         verify_dedup: bool) -> None:
+    tmp = TempDir("slsfs-put-many-")
+    try:
+        one, many = open_pair(tmp.path, verify_dedup=verify_dedup)
+        for kind, batch in batches:
+            ids = many.put_many(batch, kind)
+            assert ids == [one.put(data, kind) for data in batch]
+            assert ids == [chunk_id(kind, data, SEED) for data in batch]
+            if sync_between:
+                one.sync()
+                many.sync()
+        one.close()
+        many.close()
+        assert pack_bytes(tmp.path / "one") == pack_bytes(tmp.path / "many")
+        reopened = PackStore(tmp.path / "many" / "packs", SEED, readonly=True)
+        try:
+            for kind, batch in batches:
+                assert reopened.get_many([chunk_id(kind, data, SEED) for data in batch]) == batch
+        finally:
+            reopened.close()
+    finally:
+        tmp.remove()
+
+
+def test_a_batch_stores_each_distinct_chunk_once(tmp_path: Path) -> None:
+    packs = PackStore(tmp_path / "packs", SEED)
+    try:
+        a, b = page("text", 1), page("random", 2)
+        ids = packs.put_many([a, b, a, a, b])
+        assert ids[0] == ids[2] == ids[3] and ids[1] == ids[4] and ids[0] != ids[1]
+        assert len(packs) == 2
+        assert packs.put_many([b, a]) == [ids[1], ids[0]] and len(packs) == 2   # known: nothing appended
+        packs.sync()
+        assert packs.get_many(ids) == [a, b, a, a, b]
+    finally:
+        packs.close()
+
+
+def test_a_batch_larger_than_the_write_ahead_buffer(tmp_path: Path) -> None:
+    """The buffer is written out at the same record boundaries as by one put at a time
+    (so a crash leaves the same bytes on disk), and everything reads back."""
+    pages = [page("random", n) for n in range(_WRITE_AHEAD // 4096 + 300)]
+    one, many = open_pair(tmp_path)
+    try:
+        assert many.put_many(pages) == [one.put(p) for p in pages]
+        on_disk = [p.stat().st_size for p in pack_files(tmp_path / "one")]
+        assert on_disk[-1] > _WRITE_AHEAD
+        assert [p.stat().st_size for p in pack_files(tmp_path / "many")] == on_disk
+        assert many.get_many(many.put_many(pages[::-1])) == pages[::-1]
+    finally:
+        one.close()
+        many.close()
+    assert pack_bytes(tmp_path / "one") == pack_bytes(tmp_path / "many")
+
+
+def test_put_many_into_a_read_only_store_is_refused(tmp_path: Path) -> None:
+    PackStore(tmp_path / "packs", SEED).close()
+    packs = PackStore(tmp_path / "packs", SEED, readonly=True)
+    try:
+        with pytest.raises(StoreError, match="read-only"):
+            packs.put_many([b"page"])
+        assert packs.put_many([]) == []
+    finally:
+        packs.close()
