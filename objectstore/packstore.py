@@ -12,6 +12,9 @@ Design notes:
 - `get_many` reads many chunks in pack order, one pread per span of nearby records;
   `put_many` stores many (a checkpoint's pages) with one hashing pass, one dedup pass
   and one append loop, writing exactly the records `put` would, one at a time.
+- Chunks are lz4-compressed when that saves a sixteenth or more; after one that does
+  not, the next is probed on its first 512 bytes before lz4 runs on all of it (runs of
+  incompressible pages cost a small lz4 call each; see _append_chunks).
 - The active pack's *prefix index* (`pack-N.pidx`, the same format as a sealed index)
   names records already fsync'd; it is rewritten (tmp + rename, no fsync: a lost or
   torn one only means a longer scan) after a sync once the pack has grown by half
@@ -39,6 +42,7 @@ from .errors import CorruptChunk, NotFound, StoreError, StoreFull
 
 PACK_NAME = re.compile(r"^pack-(\d{8})\.pack$")
 _WRITE_AHEAD = 8 << 20  # write the buffer out once it holds this much
+_PROBE = 512  # after a chunk lz4 could not shrink, the next one's first bytes are tried first
 _SPAN_GAP = 64 << 10  # get_many: records at most this far apart are read by one pread
 _SPAN_MAX = 4 << 20  # ... and one pread reads at most this much
 PREFIX_INDEX_MIN_RECORDS = 1024  # no prefix index for an active pack with fewer records
@@ -67,6 +71,11 @@ def _unloc(loc: int) -> tuple[int, int, int, int]:
     stored_len = loc & ((1 << 25) - 1)
     loc >>= 25
     return loc >> 36, loc & ((1 << 36) - 1), stored_len, kind
+
+
+def _pays(packed: bytes, raw_len: int) -> bool:
+    """Whether lz4 output of this size is worth storing for raw_len bytes of input."""
+    return len(packed) < raw_len - raw_len // 16
 
 
 def _collision(cid: bytes) -> StoreError:
@@ -103,6 +112,7 @@ class PackStore:
         self._written = 0  # bytes of the active pack on disk
         self._buf = bytearray()
         self._unsynced = False
+        self._probe_first = False  # the last chunk lz4 was tried on did not shrink (_append_chunks)
         self._load()
 
     # -- opening ------------------------------------------------------------
@@ -423,20 +433,33 @@ class PackStore:
     def _append_chunks(self, kind: int, items: Iterable[tuple[bytes, bytes]], *, compress: bool) -> None:
         """Append one record per (id, content) to the buffer and index it; the buffer is
         written out whenever it passes _WRITE_AHEAD (between records, as one at a time).
-        The hot loop of every put (names bound locally)."""
+        The hot loop of every put (names bound locally).
+
+        Cheap rejection of incompressible chunks: after a chunk that lz4 did not shrink
+        enough, the next chunk's first _PROBE bytes are compressed first, and if they do
+        not shrink the chunk is stored as it is without trying lz4 on all of it; a
+        chunk that compresses ends the run. A run of random or already-compressed pages
+        then costs a small lz4 call each instead of a full one, and compressible runs
+        pay nothing. The state carries from call to call, so put_many and puts one at a
+        time make the same choices (the cost: a chunk whose start is incompressible but
+        whose rest is not, right after an incompressible one, is stored uncompressed)."""
         if self.readonly:
             raise StoreError("the store is open read-only")
         self._unsynced = True
         chunk = kind in (DATA, NODE)
         records, index, number = self._active_records, self._index, self._active
         encode, lz4_compress, record_info = fmt.encode_record, lz4.block.compress, fmt.RecordInfo
-        buf = self._buf
+        buf, probe = self._buf, self._probe_first
         for cid, data in items:
             raw_len = stored_len = len(data)
             payload, flags = data, 0
             if compress and raw_len >= 64:
-                packed = lz4_compress(data, store_size=False)
-                if len(packed) < raw_len - raw_len // 16:
+                if probe and raw_len > _PROBE and not _pays(lz4_compress(data[:_PROBE], store_size=False), _PROBE):
+                    packed = data           # the probe says lz4 would not pay: not tried
+                else:
+                    packed = lz4_compress(data, store_size=False)
+                probe = not _pays(packed, raw_len)
+                if not probe:
                     payload, flags, stored_len = packed, fmt.FLAG_LZ4, len(packed)
             offset = self._written + len(buf)
             buf += encode(kind, flags, raw_len, cid, payload)
@@ -448,6 +471,7 @@ class PackStore:
             if len(buf) >= _WRITE_AHEAD:
                 self._write_out()
                 buf = self._buf
+        self._probe_first = probe
 
     def append_meta(self, kind: int, payload: bytes) -> None:
         """Append one of the store's own records (commit, catalog, tag)."""

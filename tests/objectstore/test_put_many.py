@@ -4,8 +4,9 @@ same records, same compression choices, same write-outs), and reads them back.
 
 The crash side is in test_store_crash.py (its writer stores every other step's chunks
 with put_many) and the whole-Store model (test_store_model.py) has a put_many rule;
-this file checks equality, dedup inside a batch, verify-on-dedup, a read-only store and
-a batch larger than the write-ahead buffer.
+this file checks equality, dedup inside a batch, verify-on-dedup, a read-only store,
+a batch larger than the write-ahead buffer and the cheap rejection of incompressible
+chunks.
 """
 from __future__ import annotations
 
@@ -116,5 +117,27 @@ def test_put_many_into_a_read_only_store_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="read-only"):
             packs.put_many([b"page"])
         assert packs.put_many([]) == []
+    finally:
+        packs.close()
+
+
+def test_after_an_incompressible_chunk_the_next_is_probed_first(tmp_path: Path) -> None:
+    """The cheap rejection's rule: a chunk right after one lz4 could not shrink is
+    compressed only if its first bytes shrink; anything else is compressed as before.
+    (A half-random page compresses to about half, but its start is random.)"""
+    sequence = [("half", 1, True),        # after nothing: lz4 tried in full, pays
+                ("random", 2, False),
+                ("half", 3, False),       # probed: its start is random, stored as it is
+                ("random", 4, False),
+                ("text", 5, True),        # probed: its start compresses, so lz4 runs
+                ("half", 6, True)]        # the run has ended: tried in full again
+    packs = PackStore(tmp_path / "packs", SEED)
+    try:
+        for kind, n, compressed in sequence:
+            packs.put(page(kind, n))
+            assert bool(packs._active_records[-1].flags & 1) == compressed, (kind, n)
+        packs.sync()
+        pages = [page(kind, n) for kind, n, _ in sequence]
+        assert packs.get_many([chunk_id(DATA, p, SEED) for p in pages]) == pages
     finally:
         packs.close()
