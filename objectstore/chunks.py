@@ -34,9 +34,7 @@ class ChunkId(bytes):
 
 def chunk_id(kind: int, data: bytes, seed: int) -> ChunkId:
     """The id of `data` stored as `kind` in a store with this seed."""
-    h = xxhash.xxh3_128(_KIND_PREFIX[kind], seed=seed)
-    h.update(data)
-    return ChunkId(h.digest())
+    return ChunkId(xxhash.xxh3_128_digest(_KIND_PREFIX[kind] + data, seed))
 
 
 class ChunkStore(Protocol):

@@ -308,6 +308,8 @@ class PackStore:
         fraction of the Python per chunk (the checkpoint's pages): every id is hashed
         first, the new chunks (each distinct one once, in order) are found in one pass
         over the index and appended by one loop (_append_chunks)."""
+        if len(datas) == 1:     # (a run of one page: put's shorter path)
+            return [self.put(datas[0], kind)]
         prefix, seed = _KIND_PREFIX[kind], self.seed
         ids = [ChunkId(xxhash.xxh3_128_digest(prefix + data, seed)) for data in datas]
         index = self._index

@@ -242,7 +242,7 @@ class Tree:
     def put(self, key: bytes, value: bytes, refs: Sequence[bytes] = ()) -> None:
         if len(key) > MAX_KEY:
             raise ValueError(f"tree keys are at most {MAX_KEY} bytes")
-        entry = Entry(bytes(value), tuple(ChunkId(r) for r in refs))
+        entry = Entry(bytes(value), tuple(map(ChunkId, refs)))
         if self._root is None:
             self._root = _Node(True, [], [], enc=[])
         root = self._root = self._own(self._root)
