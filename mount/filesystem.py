@@ -322,16 +322,22 @@ class FileSystem:
         """fsync semantics: everything written so far is on disk when this returns."""
         async with self._durable_lock:
             try:
-                head = self.store.head
-                if self.dirty or head is None:
-                    self.checkpoint("fsync", durable=True)
-                elif self.store.durable_id < head.id:
-                    self.store.barrier()
+                if self.dirty or self.store.head is None:
+                    self.checkpoint("fsync")
+                if self.store.durable_id < self.store.head.id:
+                    await self.barrier()
             except StoreFull:
                 raise FUSEError(errno.ENOSPC) from None
             except StoreError as exc:
                 log.error("fsync failed: %s", exc)
                 raise FUSEError(errno.EIO) from None
+
+    async def barrier(self) -> int:
+        """Store.barrier() whose fsync waits in a worker thread: requests are served
+        meanwhile (an fsync of the store's disk takes milliseconds). The newest durable id."""
+        pending = self.store.begin_barrier()
+        await trio.to_thread.run_sync(pending.wait)
+        return self.store.end_barrier(pending)
 
     def has_space(self, nbytes: int) -> bool:
         """Whether `nbytes` more can be buffered and still leave SPACE_RESERVE free once
@@ -392,7 +398,7 @@ class FileSystem:
                     and time.monotonic() - self._last_barrier > BARRIER_EVERY_S):
                 self._last_barrier = time.monotonic()
                 try:
-                    self.store.barrier()
+                    await self.barrier()
                 except StoreError as exc:
                     log.warning("making checkpoints durable failed, will retry: %s", exc)
             if time.monotonic() - self._last_retention > RETENTION_EVERY_S:

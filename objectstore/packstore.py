@@ -3,7 +3,9 @@
 Design notes:
 - One *active* pack takes appends; records are buffered in memory and written with
   one write() at `sync()` (or when the buffer grows large), then fsync'd: many
-  commits can share one fsync (group commit).
+  commits can share one fsync (group commit). A sync can be split (begin_sync, then
+  PendingSync.wait in any thread, then end_sync) so that the owner's thread goes on
+  (serving a mount) during the fsync; what it appends meanwhile waits for the next sync.
 - When the active pack passes `pack_limit` it is *sealed*: its index is written
   beside it (tmp + fsync + rename) and the next pack is started.
 - The whole index lives in RAM: a dict from chunk id to one packed int (pack number,
@@ -88,6 +90,21 @@ def _io_error(exc: OSError, what: str) -> StoreError:
         return StoreFull(f"{what}: the disk holding the store is full; free space and retry "
                          "(nothing durable was lost)")
     return StoreError(f"{what}: {exc.strerror}")
+
+
+class PendingSync:
+    """The fsync half of a sync (PackStore.begin_sync): `wait()` may run in any thread."""
+
+    def __init__(self, fd: int, position: tuple[int, int]):
+        self.fd, self.position = fd, position    # a descriptor of its own: the pack may be sealed meanwhile
+
+    def wait(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise _io_error(exc, "syncing the store's pack file") from None
+        finally:
+            os.close(self.fd)
 
 
 class PackStore:
@@ -597,20 +614,33 @@ class PackStore:
 
     def sync(self) -> None:
         """Make every record appended so far durable (one write + one fsync)."""
+        pending = self.begin_sync()
+        if pending is not None:
+            pending.wait()
+            self.end_sync(pending)
+
+    def begin_sync(self) -> "PendingSync | None":
+        """sync() in halves, for an owner that waits for the fsync in another thread and
+        goes on appending meanwhile: every record so far is written to the pack file; the
+        returned PendingSync's wait() (any thread) makes them durable; end_sync(it) (the
+        owner's thread, after wait) does the rest. None: nothing to make durable."""
         if not self._unsynced:
-            return
+            return None
         self._write_out()
-        try:
-            os.fsync(self._fd(self._active, write=True))
-        except OSError as exc:
-            raise _io_error(exc, "syncing the store's pack file") from None
-        self._unsynced = False
-        self._write_prefix_index()
+        return PendingSync(os.dup(self._fd(self._active, write=True)), self._position())
+
+    def end_sync(self, pending: "PendingSync") -> None:
+        if self._position() == pending.position:   # nothing appended since begin_sync
+            self._unsynced = False
+            self._write_prefix_index()             # (it may name fsync'd records only)
         if self._written >= self.pack_limit:
             try:
                 self.seal_active()
             except (OSError, StoreError):
                 pass  # what was asked for is durable; sealing is retried at the next sync
+
+    def _position(self) -> tuple[int, int]:
+        return self._active, self._written + len(self._buf)
 
     def seal_active(self) -> None:
         """Write the active pack's index and start a new pack."""

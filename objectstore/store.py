@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 from . import pack as fmt
 from .chunks import DATA, NODE, ChunkId, chunk_id
 from .errors import FormatError, NotFound, StoreError, StoreLocked
-from .packstore import PackStore, fsync_dir
+from .packstore import PackStore, PendingSync, fsync_dir
 from .retention import RetentionPolicy
 from .tree import NodeCache, Tree
 
@@ -45,6 +45,17 @@ VOLUME_PREFIX = "vol/"
 SNAPSHOT_PREFIX = "snap/"
 OPENREFS = "openrefs"
 GC_MIN_GROWTH = 256 << 20      # gc_due: bytes the packs must grow by since the last collection
+
+
+class PendingBarrier:
+    """Store.begin_barrier's result: `wait()` (any thread) blocks until its commits are durable."""
+
+    def __init__(self, sync: PendingSync | None, commit_id: int):
+        self.sync, self.commit_id = sync, commit_id
+
+    def wait(self) -> None:
+        if self.sync is not None:
+            self.sync.wait()
 
 
 @dataclass(frozen=True)
@@ -389,8 +400,19 @@ class Store:
 
     def barrier(self) -> int:
         """Wait until every commit so far is durable; return the newest durable id."""
-        self.packs.sync()
-        self._durable_id = next(reversed(self._commits), 0)
+        return self.end_barrier(self.begin_barrier())
+
+    def begin_barrier(self) -> "PendingBarrier":
+        """barrier() in halves, so that the owner's thread can go on (serving a mount,
+        putting chunks) during the fsync: call `.wait()` of the result in any thread, then
+        end_barrier(it) in the owner's thread. Commits made meanwhile are not covered."""
+        return PendingBarrier(self.packs.begin_sync(), next(reversed(self._commits), 0))
+
+    def end_barrier(self, pending: "PendingBarrier") -> int:
+        """After pending.wait(): the commits it covers are durable; the newest durable id."""
+        if pending.sync is not None:
+            self.packs.end_sync(pending.sync)
+        self._durable_id = max(self._durable_id, pending.commit_id)
         return self._durable_id
 
     @property

@@ -100,7 +100,7 @@ class Daemon:
                 groups.save(self.store, GroupCheckpoint(group.settings, group.seq + 1, time.time(), image,
                                                         captured.fs_root, pids, captured.files_commit))
                 commit = self.store.commit(f"group {group.name} #{group.seq + 1}: {label}", durable=False).id
-                self.store.barrier()
+                await self.fs.barrier()
             except BaseException:
                 group.tracking.reset()           # the next image is full: it cannot miss a write
                 raise
@@ -324,7 +324,7 @@ class Daemon:
             if op == "barrier":
                 group = self._group(req["group"])
                 async with self.lock:
-                    durable = self.store.barrier()
+                    durable = await self.fs.barrier()
                 return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}
             if op == "persist":
                 return {"ok": True, **await self.persist(int(req["pid"]), req["name"], float(req["hz"]))}
