@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,3 +110,21 @@ def probe_as_nobody(probe: str, path) -> dict:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return eval(out.stdout)
+
+
+def run_scenario(script: Path, workdir: Path, *options: str) -> dict:
+    """Run an in-process file system scenario (a script serving `workdir`/mnt with
+    mount's Python API) in its own process; its JSON result. The mount is detached
+    whatever happens."""
+    (workdir / "mnt").mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(workdir), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["fusermount3", "-u", "-z", str(workdir / "mnt")], capture_output=True)
+    assert proc.returncode == 0, err
+    return json.loads(out)

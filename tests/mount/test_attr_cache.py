@@ -9,31 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from mount_helpers import sls
+from mount_helpers import run_scenario, sls
 
 SCENARIO = Path(__file__).with_name("attr_cache_scenario.py")
 
 
 @pytest.mark.parametrize("writeback", [False, True], ids=["write_through", "writeback_cache"])
 def test_stats_of_unchanged_files_stay_in_the_kernel_and_changes_show(workdir, writeback):
-    (workdir / "mnt").mkdir()
-    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(workdir)] + ["--writeback"] * writeback,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        subprocess.run(["fusermount3", "-u", "-z", str(workdir / "mnt")], capture_output=True)
-    assert proc.returncode == 0, err
-    results = json.loads(out)
+    results = run_scenario(SCENARIO, workdir, *["--writeback"] * writeback)
     assert results["client_status"] == 0
     assert results["getattrs"]["unchanged"] == 0          # 400 stats, none reached the daemon
     unchanged = results["client"]["unchanged"]
