@@ -26,6 +26,17 @@ def _checkpoints(store, pid: int, count: int, out) -> tuple[list[int], list]:
     return stored, roots
 
 
+def _kill_and_restore(procs, store, proc, root, out, new_bytes: int):
+    """Kill the target, restore `root`, wait until the restored target wrote `new_bytes`
+    more to `out`; (the restored processes, the size of `out` at the kill)."""
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, root)
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + new_bytes, "the restored target to write on")
+    return restored, size
+
+
 def test_incremental_images_store_little_and_restore_whole(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
     proc = procs.start([str(binaries / "counter"), str(out), "64"])
@@ -34,13 +45,9 @@ def test_incremental_images_store_little_and_restore_whole(procs, store, binarie
     print("pages stored per checkpoint", stored)
     assert stored[0] >= 64 * 256 and max(stored[1:]) < 200, stored
     assert load_image(store, roots[-1]).page_count() >= 64 * 256  # a complete image
-    procs.kill(proc)
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, roots[-1])
-    procs.restored.append(restored)
+    restored, size = _kill_and_restore(procs, store, proc, roots[-1], out, new_bytes=1030 * 20)
     assert ns_pid(restored.pids[0]) == proc.pid
     # the counter checks a new 64 KiB slice of its heap per line: 1030 lines check it all
-    wait_for(lambda: out.stat().st_size >= size + 1030 * 20, "the restored counter to check its heap")
     assert assert_unbroken(out, proc.pid) > 1030
 
 
@@ -51,11 +58,7 @@ def test_incremental_follows_a_growing_python_heap(procs, store, tmp_path):
     stored, roots = _checkpoints(store, proc.pid, 4, out)
     print("pages stored per checkpoint", stored)
     assert max(stored[1:]) < stored[0], stored
-    procs.kill(proc)
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, roots[-1])
-    procs.restored.append(restored)
-    wait_for(lambda: out.stat().st_size >= size + 20 * 29, "the restored interpreter to write on")
+    _, size = _kill_and_restore(procs, store, proc, roots[-1], out, new_bytes=20 * 29)
     assert assert_unbroken(out, proc.pid) > size // 29
 
 
@@ -75,11 +78,7 @@ def test_fork_snapshot_copies_after_the_thaw_and_leaves_no_child(procs, store, b
     finally:
         inc.close()
     assert load_image(store, roots[-1]).page_count() >= 32 * 256
-    procs.kill(proc)
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, roots[-1])
-    procs.restored.append(restored)
-    wait_for(lambda: out.stat().st_size >= size + 520 * 20, "the restored counter to check its heap")
+    _, size = _kill_and_restore(procs, store, proc, roots[-1], out, new_bytes=520 * 20)
     assert assert_unbroken(out, proc.pid) > 520
 
 
@@ -88,11 +87,7 @@ def test_incremental_drops_unmapped_regions_and_follows_new_ones(procs, store, b
     proc = procs.start([str(binaries / "remapper"), str(out)])
     _lines(out, 5)
     _, roots = _checkpoints(store, proc.pid, 4, out)
-    procs.kill(proc)
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, roots[-1])
-    procs.restored.append(restored)
-    wait_for(lambda: out.stat().st_size >= size + 30 * 20, "the restored target to write on")
+    _, size = _kill_and_restore(procs, store, proc, roots[-1], out, new_bytes=30 * 20)
     assert assert_unbroken(out, proc.pid) > size // 20
 
 
@@ -117,10 +112,6 @@ def test_a_process_that_execs_is_captured_whole_then_incrementally(procs, store,
         inc.close()
     print("pages stored per checkpoint", stored)
     assert stored[2] > 3 * max(stored[1], stored[3]), stored   # whole after the exec, then incremental
-    procs.kill(proc)
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, roots[-1])
-    procs.restored.append(restored)
-    wait_for(lambda: out.stat().st_size >= size + 20 * 30, "the restored target to write on")
+    _, size = _kill_and_restore(procs, store, proc, roots[-1], out, new_bytes=20 * 30)
     assert assert_unbroken(out, proc.pid) > size // 30
     assert ok_lines(out)[-1].split()[2] == "after"
