@@ -436,6 +436,7 @@ class Daemon:
                     await self.restore_group(*restore)
                 except (CheckpointError, StoreError, OSError) as exc:
                     self.failed = f"restore failed: {exc}"
+                    log.error("%s", self.failed)
                     ready(f"error: {self.failed}")
                     nursery.cancel_scope.cancel()
                     return

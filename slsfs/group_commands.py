@@ -219,6 +219,11 @@ def start_daemon(store: str, *args: str) -> None:
     finally:
         os.close(read_end)
     if message != "ok":
+        if message:                 # it said why, and is unmounting and exiting: let it
+            try:
+                proc.wait(timeout=DAEMON_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
         if proc.poll() is None:
             proc.kill()
         reason = message.removeprefix("error: ") or "no answer"

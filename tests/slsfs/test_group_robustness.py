@@ -5,10 +5,14 @@ exiting task answers EPERM; a child seen running is a zombie by the time it is
 attached, or its /proc entries vanish while it is read). Measured here: a third of
 this shell's checkpoints fail that way at the first try. The daemon retries the
 checkpoints it is asked for, so a group's first checkpoint and `sls checkpoint` succeed
-however busy the tree is."""
+however busy the tree is. A restore that fails leaves nothing mounted or running."""
 from __future__ import annotations
 
-from group_helpers import wait_for
+import socket
+import sys
+from pathlib import Path
+
+from group_helpers import TARGETS, wait_for
 
 FORKING_SHELL = "while :; do /bin/true; done"
 CHECKPOINTS = 10
@@ -24,3 +28,31 @@ def test_fork_heavy_group_starts_and_checkpoints_every_time(group_store):
     assert group["running"] and group["checkpoints"] >= CHECKPOINTS + 1
     store.sls("stop", "--store", str(store.path))
     wait_for(lambda: not store.mnt.is_mount(), "the mount to go away")
+
+
+def test_a_restore_that_fails_says_why_and_leaves_nothing_mounted(group_store):
+    """The restore fails once the daemon serves the mount (here: another process took the
+    group's port meanwhile): a one-line reason, no daemon, no mount left behind; once the
+    port is free again the same restore works."""
+    store = group_store
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store.sls("run", "--store", str(store.path), "--name", "web", "--hz", "5", "--",
+              sys.executable, str(TARGETS / "tcp_greeter.py"), str(port))
+    wait_for(lambda: (store.mnt / "ready").exists(), "the server to listen")
+    store.sls("checkpoint", "web", "--store", str(store.path))
+    store.sls("stop", "--store", str(store.path))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen(1)
+        failed = store.sls("restore", "web", "--store", str(store.path), check=False)
+        assert failed.returncode == 1 and "Address already in use" in failed.stderr, failed
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+        assert "restore failed" in (store.path / "daemon.log").read_text()
+        assert not store.mnt.is_mount() and str(store.mnt) not in Path("/proc/mounts").read_text()
+        assert "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
+    store.sls("restore", "web", "--store", str(store.path))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        assert conn.makefile().readline().split()[1].isdigit()
+    store.sls("stop", "--store", str(store.path))
