@@ -10,8 +10,9 @@ users) is removed again once the restored processes have attached it.
 
 Simplifications: the restored processes share the restorer's IPC namespace; a segment
 is attached whole (a mapping of part of one is refused at checkpoint time); a segment
-made again gets its owner and mode back, its creator becomes the restorer; two restores
-of one image running at once (clones) share the segment.
+made again gets its owner and mode back, its creator becomes the restorer; a restore
+whose segment is attached by running processes (another instance of the image, a clone's
+original) is refused rather than overwrite their memory.
 """
 from __future__ import annotations
 
@@ -35,14 +36,14 @@ _libc.shmdt.argtypes = [ctypes.c_void_p]
 
 def segment(shmid: int) -> dict | None:
     """The segment `shmid` as /proc/sysvipc/shm describes it: key, size, mode (with
-    SHM_DEST once removed), owner uid and gid, or None."""
+    SHM_DEST once removed), how many attach it, owner uid and gid, or None."""
     with open("/proc/sysvipc/shm") as f:
         next(f)
         for line in f:
             fields = line.split()
             if int(fields[1]) == shmid:
                 return {"key": int(fields[0]), "mode": int(fields[2], 8), "size": int(fields[3]),
-                        "uid": int(fields[7]), "gid": int(fields[8])}
+                        "attached": int(fields[6]), "uid": int(fields[7]), "gid": int(fields[8])}
     return None
 
 
@@ -74,6 +75,10 @@ def make(record: dict, contents: bytes, warnings: list[str]) -> int:
         if existing["key"] not in (key, IPC_PRIVATE) or existing["size"] != record["size"]:
             raise CheckpointError(f"SysV segment id {shmid} is taken by another segment (key "
                                   f"{existing['key']:#x}); remove it (ipcrm -m {shmid}) and restore again")
+        if existing["attached"]:    # setting its contents back would overwrite a live instance's
+            raise CheckpointError(f"SysV segment {shmid} is in use by {existing['attached']} running "
+                                  "process(es) (another instance of this image?): two copies cannot "
+                                  "share it; stop that instance first")
     else:
         keyed = not record["removed"] and key != IPC_PRIVATE
         made = _create(shmid, key if keyed else IPC_PRIVATE, record)

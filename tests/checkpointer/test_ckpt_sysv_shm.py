@@ -1,11 +1,13 @@
 """SysV shared memory: a parent and a child share a keyed segment and a segment removed
 while attached (IPC_RMID); after checkpoint -> SIGKILL -> restore both see the same
 segments, under the same ids, at the same addresses, with the contents of the
-checkpoint, and go on sharing them."""
+checkpoint, and go on sharing them; a second copy of the image cannot share them."""
 from __future__ import annotations
 
 import os
 import subprocess
+
+import pytest
 
 import checkpointer
 from checkpointer import sysv_shm
@@ -79,6 +81,12 @@ def test_segments_come_back_with_their_ids_and_contents(procs, store, tmp_path):
         after = [int(l.split()[0][2:]) for l in lines() if l.startswith("a=")][len(counts):]
         assert after[0] >= last_a - 50, f"segment A went back from {last_a} to {after[0]}"
         assert all(int(l.split()[1][2:]) > 0 for l in lines()[-3:] if l.startswith("a="))
+        # a second copy while this one runs would set the live segments back: refused
+        with pytest.raises(checkpointer.CheckpointError, match="in use by 2 running"):
+            procs.restored.append(checkpointer.restore(store, "sharer"))
+        running = len(lines())
+        wait_for(lambda: len(lines()) > running + 3, "the restored sharers to count on undisturbed")
+        assert not [l for l in lines() if l.startswith("BAD")], lines()
     finally:
         subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
 
