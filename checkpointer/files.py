@@ -297,6 +297,22 @@ def _piece_length(index: int, size: int) -> int:
     return min(SPARSE_READ_PIECE, size - index * SPARSE_READ_PIECE)
 
 
+def _processes_mapping(path: str) -> list[int]:
+    """The processes that map the file at `path` (by device and inode, from their maps)."""
+    st = os.stat(path)
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x} {st.st_ino} "
+    users = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/maps") as f:
+                    if any(wanted in line for line in f):
+                        users.append(int(entry.name))
+            except OSError:
+                pass        # gone meanwhile, or not ours to read
+    return users
+
+
 def _write_sparse(path: str, blob: list[str], read_blob: Callable[[list[str]], bytes]) -> None:
     """Write a blob into an empty file, piece by piece, leaving runs of zeros as holes
     (no memory for shared memory that was never touched); a piece found to be all zeros
@@ -369,17 +385,28 @@ class FileRestorer:
         self.made_local: dict[tuple[int, int], int] = {}  # (ns pid, file id) -> spare fetched there
         self.fifo_keepers: dict[str, int] = {}  # FIFO path -> our O_RDWR fd, so opens do not block
         self.segments: dict[int, int] = {}  # sysv_shm file id -> its segment, made again
+        self.shm_ready: set[int] = set()    # posix_shm file ids given their checkpoint contents
 
     def posix_shm(self, file_id: int) -> None:
-        """Make a POSIX shared memory object again, with its owner, mode and contents at
-        the checkpoint, if it is gone (after a reboot; or its program removed it). One that
-        exists is left as it is: it may be a running instance's (a clone's original)."""
+        """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
+        (once per restore): made again if gone (after a reboot; or its program removed it);
+        one left by the dead instance holds a later state, and is set back. One that running
+        processes map (another instance of the image, a clone's original) is refused:
+        setting it back would overwrite their memory, sharing it would mix two copies."""
+        if file_id in self.shm_ready:
+            return
         record = self.files[file_id]
         path = self.remap(record["path"])
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, record["mode"])
         except FileExistsError:
-            return
+            users = _processes_mapping(path)
+            if users:
+                raise CheckpointError(f"shared memory {path} is in use by running process(es) "
+                                      f"{', '.join(map(str, users[:5]))} (another instance of this "
+                                      "image?): two copies cannot share it; stop that instance first") from None
+            fd = os.open(path, os.O_RDWR | os.O_TRUNC | os.O_CLOEXEC)
+        self.shm_ready.add(file_id)
         try:
             os.fchown(fd, record["uid"], record["gid"])
             _write_sparse(f"/proc/self/fd/{fd}", record["data"], self.read_blob)

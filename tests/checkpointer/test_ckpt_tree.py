@@ -139,21 +139,32 @@ def shared_memory_allocated(pid: int, size: int) -> int:
     raise AssertionError(f"no mapping of {size} bytes in process {pid}")
 
 
-def test_posix_shared_memory_is_made_again_if_gone(procs, store, tmp_path):
-    """A reboot empties /dev/shm: the segment comes back from the image, as it was."""
+@pytest.mark.parametrize("reboot", [True, False], ids=["removed_by_a_reboot", "left_by_the_dead_process"])
+def test_posix_shared_memory_comes_back_as_it_was(procs, store, tmp_path, reboot):
+    """A reboot empties /dev/shm: the segment is made again from the image. Without one, the
+    dead process left it as it was after the checkpoint: it is set back (the target checks
+    that its memory and the segment agree). A second copy while one runs is refused."""
     out, name = tmp_path / "pshm.out", f"/slsfs-test-{os.getpid()}-pshm"
     proc = procs.python("posix_shm.py", str(out), name)
     try:
         wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
         checkpointer.checkpoint([proc.pid], store, "pshm")
+        counted = len(ok_lines(out))
+        wait_for(lambda: len(ok_lines(out)) >= counted + 20, "the segment to move on")
         procs.kill(proc)
-        os.unlink(f"/dev/shm{name}")                 # as a reboot would
+        if reboot:
+            os.unlink(f"/dev/shm{name}")
         size = out.stat().st_size
         restored = checkpointer.restore(store, "pshm")
         procs.restored.append(restored)
         wait_for(lambda: out.stat().st_size >= size + 20 * LINE, "the restored process to count on")
         assert assert_unbroken(out, proc.pid) > size // LINE
         assert os.stat(f"/dev/shm{name}").st_mode & 0o777 == 0o600
+        with pytest.raises(checkpointer.CheckpointError, match="in use by running process"):
+            procs.restored.append(checkpointer.restore(store, "pshm"))
+        size = out.stat().st_size
+        wait_for(lambda: out.stat().st_size >= size + 10 * LINE, "the restored process to count on undisturbed")
+        assert assert_unbroken(out, proc.pid) > size // LINE
     finally:
         if os.path.exists(f"/dev/shm{name}"):
             os.unlink(f"/dev/shm{name}")

@@ -30,11 +30,24 @@ def pg_store():
     top = Path(tempfile.mkdtemp(prefix="slsfs-pg-"))
     os.chmod(top, 0o711)
     store = GroupStore(top)
+    before = postgres_shared_memory()
     try:
         yield store
     finally:
         store.cleanup()
         shutil.rmtree(top, ignore_errors=True)
+        forget_shared_memory(tuple(now - then for now, then in zip(postgres_shared_memory(), before)))
+
+
+def postgres_shared_memory() -> tuple[set[str], set[int]]:
+    """PostgreSQL's POSIX shared memory files and the SysV segments of user postgres that
+    nothing attaches: what a SIGKILLed server leaves behind."""
+    files = {str(p) for p in Path("/dev/shm").glob("PostgreSQL.*")}
+    uid = pwd.getpwnam("postgres").pw_uid
+    with open("/proc/sysvipc/shm") as f:
+        next(f)
+        segments = {int(fields[1]) for fields in map(str.split, f) if int(fields[6]) == 0 and int(fields[7]) == uid}
+    return files, segments
 
 
 def as_postgres(*argv: str) -> list[str]:
