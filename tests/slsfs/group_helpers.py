@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +87,17 @@ class GroupStore:
 
     def checkpoint(self, group: str) -> int:
         return request(self.path, "group_checkpoint", group=group)["checkpoint"]
+
+    def run_tcp_server(self, name: str) -> int:
+        """Start targets/tcp_greeter.py as group `name` on a free loopback port, listening;
+        the port."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.sls("run", "--store", str(self.path), "--name", name, "--hz", "5", "--",
+                 sys.executable, str(TARGETS / "tcp_greeter.py"), str(port))
+        wait_for(lambda: (self.mnt / "ready").exists(), "the server to listen")
+        return port
 
     def group(self, name: str) -> dict:
         groups = {g["group"]: g for g in self.ps()["groups"]}

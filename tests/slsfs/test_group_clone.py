@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 
-from group_helpers import TARGETS, wait_for
+from group_helpers import wait_for
 
 
 def value(path) -> int | None:
@@ -63,12 +62,7 @@ def test_clones_of_a_server_share_its_port(group_store):
     them), each from the checkpoint's memory; while the original holds the port, a clone
     request fails as a whole with the reason and leaves no copy running."""
     store = group_store
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    store.sls("run", "--store", str(store.path), "--name", "web", "--hz", "5", "--",
-              sys.executable, str(TARGETS / "tcp_greeter.py"), str(port))
-    wait_for(lambda: (store.mnt / "ready").exists(), "the server to listen")
+    port = store.run_tcp_server("web")
     original = {_ask(port) for _ in range(3)}
     assert [n for _, n in sorted(original, key=lambda a: a[1])] == [1, 2, 3]
     store.sls("checkpoint", "web", "--store", str(store.path), "--name", "warm")

@@ -9,10 +9,9 @@ however busy the tree is. A restore that fails leaves nothing mounted or running
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
-from group_helpers import TARGETS, wait_for
+from group_helpers import wait_for
 
 FORKING_SHELL = "while :; do /bin/true; done"
 CHECKPOINTS = 10
@@ -35,12 +34,7 @@ def test_a_restore_that_fails_says_why_and_leaves_nothing_mounted(group_store):
     group's port meanwhile): a one-line reason, no daemon, no mount left behind; once the
     port is free again the same restore works."""
     store = group_store
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    store.sls("run", "--store", str(store.path), "--name", "web", "--hz", "5", "--",
-              sys.executable, str(TARGETS / "tcp_greeter.py"), str(port))
-    wait_for(lambda: (store.mnt / "ready").exists(), "the server to listen")
+    port = store.run_tcp_server("web")
     store.sls("checkpoint", "web", "--store", str(store.path))
     store.sls("stop", "--store", str(store.path))
     with socket.socket() as squatter:
