@@ -327,8 +327,8 @@ class PackStore:
         over the index and appended by one loop (_append_chunks)."""
         if len(datas) == 1:     # (a run of one page: put's shorter path)
             return [self.put(datas[0], kind)]
-        prefix, seed = _KIND_PREFIX[kind], self.seed
-        ids = [ChunkId(xxhash.xxh3_128_digest(prefix + data, seed)) for data in datas]
+        seed = self.seed
+        ids = [chunk_id(kind, data, seed) for data in datas]
         index = self._index
         if self.verify_dedup:
             new: dict[bytes, bytes] = {}

@@ -256,9 +256,7 @@ class Daemon:
                 log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, group.pids)
         except (CheckpointError, GroupError) as exc:
             for group in started:              # all or nothing: none of this request's copies runs
-                group.kill()
-                del self.groups[group.name]
-                await self._release_root(group)
+                await self._stop_group(group)
             raise GroupError(f"clone {len(started) + 1} of {count} could not start: {exc} (the copies "
                              f"started before it were stopped; their directories stay under "
                              f"{self.mountpoint})") from None
@@ -281,6 +279,12 @@ class Daemon:
         if root not in self.roots:
             await rootfs.prepare(root)
             self.roots.add(root)
+
+    async def _stop_group(self, group: RunningGroup) -> None:
+        """Kill one group (its last durable checkpoint stays) and forget it."""
+        group.kill()
+        del self.groups[group.name]
+        await self._release_root(group)
 
     async def _release_root(self, group: RunningGroup) -> None:
         """After `group` was killed: detach its root's mounts unless another group uses them."""
@@ -343,9 +347,7 @@ class Daemon:
                         "groups": [g.status() for g in self.groups.values()]}
             if op == "stop_group":
                 group = self._group(req["group"])
-                group.kill()
-                del self.groups[group.name]
-                await self._release_root(group)
+                await self._stop_group(group)
                 return {"ok": True, "group": group.name}
             if op == "shutdown":
                 self.nursery.start_soon(self.stop)
