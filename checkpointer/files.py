@@ -583,7 +583,7 @@ class FileRestorer:
         fd = inj.check(_NR_SOCKET, family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"],
                        what="socket")
         with sockets.borrow(builder.tid, fd) as sock:
-            netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports)
+            netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL on a socket")
         if warning := netsockets.warning(record, f"process {builder.meta['pid']}"):
             self.warnings.append(warning)

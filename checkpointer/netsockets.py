@@ -16,7 +16,10 @@ comes back closed (reads give ECONNRESET for TCP, EOF for Unix, then EOF; writes
 EPIPE), with a warning (a Unix datagram socket comes back unconnected);
 connections waiting in a listen queue (not yet accepted) are dropped, and so are
 datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
-file at a listening path is replaced; other options keep their defaults.
+file at a listening path is replaced (the new one gets the old file's mode and owner);
+a relative Unix path is taken from the process's working directory at the checkpoint
+(bound from there, so the socket keeps its relative name); other options keep their
+defaults.
 """
 from __future__ import annotations
 
@@ -24,11 +27,13 @@ import os
 import socket
 import stat
 import struct
+import threading
 
-from . import sockets
+from . import kernel, sockets
 from .errors import CheckpointError
 
 TCP_LISTEN, TCP_CLOSE = 10, 7
+CLONE_FS = 0x200
 NLM_F_DUMP, NLMSG_DONE = 0x300, 3
 INET_DIAG_REQ_LEN = 56
 OPTIONS = {  # recorded by name; V6ONLY must be set before bind
@@ -132,8 +137,9 @@ def _show(address, family: str) -> str:
     return f"[{address[0]}]:{address[1]}" if family == "inet6" else f"{address[0]}:{address[1]}"
 
 
-def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = False) -> None:
+def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = False, cwd: str = "/") -> None:
     """Give a fresh socket (same family/type) the record's options, address and state.
+    `cwd`: the process's working directory at the checkpoint (a relative Unix path's base).
 
     `share_port`: an inet socket bound to an address with no peer (a listener, a datagram
     server) is given SO_REUSEPORT first, so several restored copies serve the same port (the
@@ -147,14 +153,16 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         return
     if record["address"] is None:
         return
-    address = _bind_address(record, remap)
     reuse = record["options"].get("SO_REUSEADDR", 0)
     if family != socket.AF_UNIX:  # a port left in TIME_WAIT by the dead original is not "in use"
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if share_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind(address)
+        if family == socket.AF_UNIX:
+            _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd)
+        else:
+            sock.bind(tuple(record["address"]))
         if record["state"] == "listen":
             sock.listen(record["backlog"])
     except OSError as e:
@@ -169,19 +177,48 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         sock.connect(tuple(record["peer"]))
 
 
-def _bind_address(record: dict, remap):
-    if record["family"] != "unix":
-        return tuple(record["address"])
-    raw = bytes.fromhex(record["address"])
-    if raw[:1] == b"\0":
-        return raw
-    path = remap(os.fsdecode(raw))
+def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str) -> None:
+    """Bind to an abstract name, or to a path where the dead original's socket file (if
+    any) is replaced by one with the same mode and owner."""
+    if name[:1] == b"\0":
+        sock.bind(name)
+        return
+    directory = remap(cwd)
+    path = os.path.join(directory, remap(os.fsdecode(name)) if name[:1] == b"/" else os.fsdecode(name))
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)  # the dead original's socket file
+        old = os.lstat(path)
+        if stat.S_ISSOCK(old.st_mode):
+            os.unlink(path)
+        else:
+            old = None
     except FileNotFoundError:
-        pass
-    return os.fsencode(path)
+        old = None
+    if name[:1] == b"/":
+        sock.bind(path)
+    else:
+        _bind_from(directory, sock, name)
+    if old is not None:
+        os.chown(path, old.st_uid, old.st_gid)
+        os.chmod(path, stat.S_IMODE(old.st_mode))
+
+
+def _bind_from(directory: str, sock: socket.socket, name: bytes) -> None:
+    """bind(name) resolved from `directory`: in a thread with a working directory of its
+    own (unshare(CLONE_FS)), so the restorer's is left alone."""
+    failure: list[OSError] = []
+
+    def bind() -> None:
+        try:
+            kernel.syscall(kernel.NR["unshare"], CLONE_FS)
+            os.chdir(directory)
+            sock.bind(name)
+        except OSError as e:
+            failure.append(e)
+    thread = threading.Thread(target=bind, name="bind-unix-socket")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def _make_closed(sock: socket.socket) -> None:

@@ -84,3 +84,30 @@ def test_restored_twice_the_second_restore_names_the_address_in_use(procs, store
         raise AssertionError("a second restore on the same addresses succeeded")
     except checkpointer.CheckpointError as e:
         assert f"127.0.0.1:{tcp4}" in str(e) and "in use" in str(e).lower()
+
+
+def test_a_unix_socket_bound_by_a_relative_name_comes_back_in_its_directory(procs, store, tmp_path, monkeypatch):
+    """A server binds "server.sock" from its working directory and the socket file is made
+    0600 (as tmux does); restored by a restorer working elsewhere, it listens at the same
+    file again, with the same mode, under the same relative name, and nothing appears in
+    the restorer's directory."""
+    workdir, elsewhere, out = tmp_path / "srv", tmp_path / "elsewhere", tmp_path / "server.out"
+    workdir.mkdir()
+    elsewhere.mkdir()
+    proc = procs.python("inet_server.py", str(out), "server.sock", cwd=workdir)
+    wait_for(lambda: out.exists() and ok_lines(out), "the server to listen")
+    path = workdir / "server.sock"
+    os.chmod(path, 0o600)
+    assert ask_stream(socket.AF_UNIX, str(path)) == f"1 {proc.pid}\n"
+    checkpointer.checkpoint([proc.pid], store, "server", tree=True)
+    procs.kill(proc)
+    monkeypatch.chdir(elsewhere)
+    restored = checkpointer.restore(store, "server")
+    procs.restored.append(restored)
+    assert ask_stream(socket.AF_UNIX, str(path)) == f"2 {proc.pid}\n"
+    assert os.stat(path).st_mode & 0o7777 == 0o600
+    assert os.listdir(elsewhere) == []
+    checkpointer.checkpoint(restored.pids, store, "again", tree=True)
+    names = [bytes.fromhex(f["address"]) for f in load_image(store, "again").files
+             if f["kind"] == "socket" and f["family"] == "unix" and f["state"] == "listen"]
+    assert names == [b"server.sock"]
