@@ -1,14 +1,15 @@
 """Lazy restore: the restored process runs at once; its memory comes in on first touch.
 
-What: `PageServer.start(image)` forks a page server, which reads the image's pages
-through the restorer's store (its copy of it, from the fork). For each restored process, `arm()` (while it is still a
-stopped stub with its mappings made) creates a userfaultfd inside it (injected
-userfaultfd(), taken with pidfd_getfd), registers its private anonymous mappings in
-MISSING mode and hands the fd to the server; their pages are not written by restore.
-The server then answers every fault with the image's page (UFFDIO_COPY; a page the
-image does not hold is zero: UFFDIO_ZEROPAGE), and in between pushes the remaining
-pages in the background, in runs. When every page is in, it closes the userfaultfds
-(the kernel unregisters the ranges) and exits.
+What: `PageServer.start(image)` forks a page server, which opens the image's store anew,
+read-only (it uses no object of the restorer, which may be a multi-threaded daemon
+writing to its store meanwhile), and a page guard (pageguard.py). For each restored
+process, `arm()` (while it is still a stopped stub with its mappings made) creates a
+userfaultfd inside it (injected userfaultfd(), taken with pidfd_getfd), registers its
+private anonymous mappings in MISSING mode and hands the fd to the server; their pages
+are not written by restore. The server then answers every fault with the image's page
+(UFFDIO_COPY; a page the image does not hold is zero: UFFDIO_ZEROPAGE), and in between
+pushes the remaining pages in the background, in runs. When every page is in, it closes
+the userfaultfds (the kernel unregisters the ranges) and exits.
 Why: restore no longer reads and writes every page before the process runs, so its
 time does not grow with memory (a 2 GiB process runs in tens of milliseconds).
 
@@ -16,19 +17,21 @@ Correctness under a running process: the server asks for the non-cooperative eve
 (FORK, REMAP, REMOVE, UNMAP), which the kernel makes the process wait for: pages of a
 range unmapped or dropped (MADV_DONTNEED) are forgotten (a later fault there is zero),
 pages of a range moved by mremap move with it, and a fork gives a new userfaultfd for
-the child, served from a copy of what the parent still had to receive. If the server
-fails, it kills the processes it serves (missing pages would otherwise read as zeros).
+the child, served from a copy of what the parent still had to receive.
+If the server dies (SIGKILL, an error) before a process has all its pages, that process
+is KILLED (SIGKILL), never left to read zeros: the guard holds a copy of each
+userfaultfd, so a fault waits until the guard has killed it (pageguard.py); a server
+that fails with an error also kills them itself. The image stays as it was in the store.
 While a process is served, /run/slsfs/lazy/<host pid> exists and is locked by the
-server (before `arm()` returns): `check_served`
-(called by every capture) refuses to checkpoint it, because pages not yet in would be
-missing from the image.
+server (before `confirm()` returns): `check_served` (called by every capture) refuses to
+checkpoint it, because pages not yet in would be missing from the image.
 
 Simplifications: only private anonymous mappings other than stacks are lazy (file
-mappings, memfds and stacks are written at restore); the server reads the store through
-the copy of the restorer's Store object that fork gave it (so it sees what the restorer
-saw, and holds no lock), and must be the only user of that copy; a child forked before every
-page is in is served correctly but not marked, so it must not be checkpointed until the
-server has exited (`Restored.wait_pages_in`).
+mappings, memfds and stacks are written at restore); the server sees the store as it
+was when it opened it, so the image's chunks must not move while it runs (the daemon
+runs no GC meanwhile); a child forked before every page is in is served correctly but
+not marked, so it must not be checkpointed until the server has exited
+(`Restored.wait_pages_in`).
 """
 from __future__ import annotations
 
@@ -46,7 +49,11 @@ import sys
 import time
 from pathlib import Path
 
+from objectstore import Store
+
+from . import pageguard
 from .errors import CheckpointError
+from .image import StoredImage
 from .inject import Injector
 from .kernel import PAGE_SIZE
 from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr, raw_ioctl, take_from
@@ -91,40 +98,36 @@ def check_served(pid: int) -> None:
 
 
 class PageServer:
-    """The restorer's handle on a forked page server."""
+    """The restorer's handle on a forked page server and its guard."""
 
-    def __init__(self, pid: int, sock: socket.socket):
-        self.pid, self.sock = pid, sock
+    def __init__(self, pid: int, guard: int, sock: socket.socket):
+        self.pid, self.guard, self.sock = pid, guard, sock
         self.served: list[int] = []  # host pids handed to the server
+        self._unconfirmed = 0  # handed over, the server's "ok" not read yet
+        self._reaped: set[int] = set()
 
     @classmethod
     def start(cls, image) -> "PageServer":
-        """Fork a server for `image` (a StoredImage): it reads pages through the store as
-        the restorer has it open (a copy made by the fork: no reopening, no lock)."""
-        if not hasattr(getattr(image, "store", None), "path") or not hasattr(image, "tree"):
+        """Fork a server for `image` (a StoredImage, or any image with `store_path` and
+        `root`), which opens that store again, read-only; and fork its guard."""
+        path = getattr(image, "store_path", None) or getattr(getattr(image, "store", None), "path", None)
+        if path is None or not hasattr(image, "root"):
             raise CheckpointError("a lazy restore needs an image read from a store (load_image)")
+        root = bytes(image.root)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:  # the server: never returns
-            code = 1
-            try:
-                ours.close()
-                server = _Server(theirs, image)
-                try:
-                    server.run()
-                    code = 0
-                except BaseException:
-                    server.abort()
-                    raise
-            except BaseException as exc:  # noqa: BLE001 - report anything, then exit
-                print(f"sls page server: {exc}", file=sys.stderr)
-            finally:
-                os._exit(code)
+        to_guard, guard_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        guard = _fork(lambda: pageguard.run(guard_end), keep=[guard_end])
+        guard_end.close()
+        pid = _fork(lambda: _serve(theirs, to_guard, path, root), keep=[theirs, to_guard])
         theirs.close()
-        return cls(pid, ours)
+        to_guard.close()
+        return cls(pid, guard, ours)
 
-    def arm(self, inj: Injector, host_pid: int, ns_pid: int, ranges: list[tuple[int, int]]) -> None:
-        """Inside the stopped process: a userfaultfd over `ranges` (MISSING), handed to the server."""
+    def arm(self, inj: Injector, host_pid: int, ns_pid: int, ranges: list[tuple[int, int]], *,
+            namespace_init: int | None = None) -> None:
+        """Inside the stopped process: a userfaultfd over `ranges` (MISSING), handed to the
+        server (call `confirm()` before the process runs). `namespace_init`: the host pid
+        of its PID namespace's init, killed too if the server dies."""
         uffd = take_from(inj, inj.tid, "lazy restore")
         try:
             api = (ctypes.c_uint64 * 3)(UFFD_API, FEATURES, 0)
@@ -132,58 +135,96 @@ class PageServer:
             for start, end in ranges:
                 reg = (ctypes.c_uint64 * 4)(start, end - start, UFFDIO_REGISTER_MODE_MISSING, 0)
                 _ioctl(uffd, UFFDIO_REGISTER, reg, f"UFFDIO_REGISTER (missing) of {start:#x}")
-            message = json.dumps({"host_pid": host_pid, "pid": ns_pid, "ranges": ranges}).encode()
+            message = json.dumps({"host_pid": host_pid, "pid": ns_pid, "ranges": ranges,
+                                  "init": namespace_init}).encode()
             socket.send_fds(self.sock, [message], [uffd])
             self.served.append(host_pid)
-            if self.sock.recv(16) != b"ok":  # the server has it (and has marked it)
-                raise CheckpointError("the lazy restore's page server failed (see its message above)")
+            self._unconfirmed += 1
         finally:
             os.close(uffd)
 
+    def confirm(self) -> None:
+        """Wait until the server holds (has marked, and handed its guard) every process
+        armed so far. (Its store is opened meanwhile: not one wait per process.)"""
+        while self._unconfirmed:
+            if self.sock.recv(16) != b"ok":
+                raise CheckpointError("the lazy restore's page server failed (see its message above)")
+            self._unconfirmed -= 1
+
     def started(self) -> None:
         """Every process is handed over: the server exits once all their pages are in."""
+        self.confirm()
         self.sock.close()
 
     def kill(self) -> None:
         self.sock.close()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.reap(None)
         for pid in self.served:  # a killed server leaves its marks behind
             with contextlib.suppress(FileNotFoundError):
                 (MARK_DIR / str(pid)).unlink()
 
     def reap(self, timeout: float | None) -> bool:
-        """Wait (up to `timeout` s; None = forever) for the server to exit; True if it has."""
+        """Wait (up to `timeout` s; None = forever) for the server and its guard to exit;
+        True once both have."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            try:
-                done, _ = os.waitpid(self.pid, os.WNOHANG if deadline is not None else 0)
-            except ChildProcessError:
+            for pid in {self.pid, self.guard} - self._reaped:
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG if deadline is not None else 0)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    self._reaped.add(pid)
+            if len(self._reaped) == 2:
                 return True
-            if done:
-                return True
-            if time.monotonic() > deadline:
-                return False
+            if deadline is None or time.monotonic() > deadline:
+                return deadline is None
             time.sleep(0.01)
 
 
-def _close_fds_but(keep: int, store: Path) -> None:
-    """In the server: close the restorer's fds (ptrace's mem files, pipes, the store's
-    lock, which would otherwise stay held) except `keep` and the store's open packs."""
-    packs = str(store.resolve() / "packs") + "/"
+def _fork(body, keep: list[socket.socket]) -> int:
+    """Fork a child that runs `body()` with only `keep` (and stdio) open, in a session of
+    its own (not killed with the restorer's process group), then exits."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        with contextlib.suppress(ValueError):
+            signal.set_wakeup_fd(-1)
+        _close_fds_but({s.fileno() for s in keep})
+        body()
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+        print(f"sls page server: {exc}", file=sys.stderr)
+    finally:
+        os._exit(code)
+
+
+def _serve(sock: socket.socket, guard: socket.socket, store_path, root: bytes) -> None:
+    """The server's body: its own read-only view of the store, then the loop."""
+    server = _Server(sock, guard)
+    try:
+        server.image = StoredImage(Store.open(store_path, readonly=True), root)
+        server.run()
+    except BaseException:
+        server.abort()
+        raise
+
+
+def _close_fds_but(keep: set[int]) -> None:
+    """In a forked child: close the restorer's fds (ptrace's mem files, pipes, the store's
+    lock and packs, a FUSE connection) except `keep` and stdio."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd <= 2 or fd == keep:
-            continue
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith(packs):
-                continue
-            os.close(fd)
-        except OSError:
-            pass  # the directory listing's own fd, already closed
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):  # the directory listing's own fd, already closed
+                os.close(fd)
 
 
 BLOCK = 64 * PAGE_SIZE  # the image's page blocks (image.py)
@@ -215,6 +256,7 @@ class _Space:
         self._walk = self._blocks_in_ranges()
         self._current: int | None = None  # the block being pushed
         self.finished = False  # everything sent (or the process gone)
+        self.number = 0  # the server's name for it (to the guard)
 
     def _key(self, block: int) -> bytes:
         return _PAGES + struct.pack(">QQ", self.pid, block)
@@ -315,13 +357,14 @@ class _Space:
 
 
 class _Server:
-    """The page server's loop (in the forked child, with the restorer's store in memory)."""
+    """The page server's loop (in the forked child); `image` is set before `run()`."""
 
-    def __init__(self, sock: socket.socket, image):
-        os.setsid()  # not killed with the restorer's process group
-        _close_fds_but(sock.fileno(), Path(image.store.path))
-        self.sock, self.image = sock, image
+    def __init__(self, sock: socket.socket, guard: socket.socket):
+        self.sock, self.guard = sock, guard
+        self.image: StoredImage | None = None
         self.spaces: list[_Space] = []
+        self.guarded_init = False  # the namespace init's pidfd is with the guard
+        self.added = 0  # spaces numbered for the guard
         self.retry: list[tuple[_Space, int]] = []  # faults answered EAGAIN: again after the events
         self.open = True
 
@@ -357,9 +400,32 @@ class _Server:
             self.open = False
             return
         info = json.loads(message)
-        self.spaces.append(_Space(fds[0], self.image.tree, info["pid"], [tuple(r) for r in info["ranges"]],
-                                  info["host_pid"], self._mark(info["host_pid"])))
+        space = _Space(fds[0], self.image.tree, info["pid"], [tuple(r) for r in info["ranges"]],
+                       info["host_pid"], self._mark(info["host_pid"]))
+        self._add(space, info["host_pid"])
+        if info.get("init") and not self.guarded_init:
+            self.guarded_init = True
+            self._guard_pid(info["init"], pageguard.send_init)
         self.sock.send(b"ok")
+
+    def _add(self, space: _Space, host_pid: int | None) -> None:
+        """Serve `space`, and hand its userfaultfd (and its process) to the guard first."""
+        space.number = self.added = self.added + 1
+        self.spaces.append(space)
+        if host_pid is None:
+            pageguard.send_space(self.guard, space.number, space.uffd, None)
+        else:
+            self._guard_pid(host_pid, lambda guard, pidfd: pageguard.send_space(guard, space.number, space.uffd, pidfd))
+
+    def _guard_pid(self, pid: int, send) -> None:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            send(self.guard, pidfd)
+        finally:
+            os.close(pidfd)
 
     def _mark(self, host_pid: int) -> tuple[int, Path] | None:
         """/run/slsfs/lazy/<pid>, locked while the process is served (see check_served)."""
@@ -376,6 +442,7 @@ class _Server:
     def _done(self, space: _Space) -> None:
         """Every page is in (or the process is gone): let the kernel take the ranges back."""
         os.close(space.uffd)
+        pageguard.send_done(self.guard, space.number)
         if space.mark is not None:
             fd, path = space.mark
             os.unlink(path)
@@ -397,7 +464,7 @@ class _Server:
             addr = struct.unpack_from("<Q", msg, 16)[0]
             self._serve(space, addr - addr % PAGE_SIZE)
         elif event == EVENT_FORK:
-            self.spaces.append(space.fork(struct.unpack_from("<I", msg, 8)[0]))
+            self._add(space.fork(struct.unpack_from("<I", msg, 8)[0]), None)
         elif event == EVENT_REMAP:
             old, new, length = struct.unpack_from("<QQQ", msg, 8)
             space.move(old, new, length)

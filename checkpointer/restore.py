@@ -147,13 +147,15 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             if server:
                 ranges = lazy_ranges(meta)
                 builder.build(image.page_vectors(meta["pid"], outside=ranges, skip_zero=True), files)
-                server.arm(builder.inj, builder.tid, meta["pid"], ranges)
+                server.arm(builder.inj, builder.tid, meta["pid"], ranges, namespace_init=restored.ns_init)
             else:
                 builder.build(_pages_to_write(image, meta["pid"]), files, copy_ranges=lazy_ranges(meta))
         for builder in builders:
             builder.finish()
         for helper in helpers:
             _become_reaper(helper.tid)
+        if server:
+            server.confirm()  # before anything runs: every process is served, marked and guarded
         if leave_stopped:
             for builder in builders:
                 os.kill(builder.tid, signal.SIGSTOP)

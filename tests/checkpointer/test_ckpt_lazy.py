@@ -11,8 +11,12 @@ import pytest
 
 import checkpointer
 from checkpointer import CheckpointError, load_image
+from checkpointer import kernel
 from checkpointer.lazy import MARK_DIR
 from ckpt_helpers import assert_unbroken, ok_lines, wait_for
+
+
+WALL = 0x40000000
 
 
 def _started(out: Path, lines: int = 5) -> None:
@@ -115,3 +119,41 @@ def test_children_forked_before_all_pages_are_in_see_the_same_memory(procs, stor
     assert restored.wait_pages_in(timeout=120)
     wait_for(lambda: len(ok_lines(out)) >= lines + 10, "more children after all pages are in", timeout=120)
     assert assert_unbroken(out, proc.pid) >= lines + 10
+
+
+def _signals_until_death(pid: int) -> tuple[list[int], int]:
+    """`pid` (traced by us, not our child) until it dies: the signals it got meanwhile
+    (each passed on) and the signal that ended it (0 if it exited)."""
+    seen = []
+    while True:
+        _, status = os.waitpid(pid, WALL)
+        if os.WIFSTOPPED(status):
+            seen.append(os.WSTOPSIG(status))
+            kernel.ptrace(kernel.PTRACE_CONT, pid, 0, os.WSTOPSIG(status))
+        else:
+            return seen, os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
+def test_processes_whose_page_server_dies_are_killed_never_run_on_zeros(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "256"])
+    _started(out)
+    lines = _checkpoint_and_kill(procs, store, proc, out)
+    restored = checkpointer.restore(store, "img", lazy=True)
+    procs.restored.append(restored)
+    pid = restored.pids[0]
+    kernel.ptrace(kernel.PTRACE_SEIZE, pid, 0, 0)
+    # 256 MiB take seconds to push. Zeros instead of its pages would crash it (its TLS and
+    # libc's data are lazy memory too) or make it write a BAD line: it must be SIGKILLed
+    os.kill(restored.page_server.pid, signal.SIGKILL)
+    traced = _signals_until_death(pid)
+    assert traced == ([], signal.SIGKILL), f"signals it got, signal that ended it: {traced}"
+    assert restored.wait_pages_in(timeout=60), "the page guard did not exit"
+    restored.launcher.wait(timeout=60)
+    assert assert_unbroken(out, proc.pid) >= lines  # no line computed from zeros
+    # the image is intact: restored again (eagerly), the counter goes on checking its heap
+    size = len(ok_lines(out))
+    again = checkpointer.restore(store, "img")
+    procs.restored.append(again)
+    wait_for(lambda: len(ok_lines(out)) >= size + 200, "the second restore to run on", timeout=120)
+    assert assert_unbroken(out, proc.pid) >= size + 200
