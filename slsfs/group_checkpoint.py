@@ -187,12 +187,14 @@ class LoadedImage:
     def __init__(self, store: Store, root: ChunkId, in_trio: InTrio) -> None:
         self._stored = StoredImage(store, root)
         self._in_trio = in_trio
+        self.store_path, self.root = store.path, self._stored.root   # a lazy restore's page server opens it
         self.processes: list[dict] = self._stored.processes
         self.files: list[dict] = self._stored.files
 
-    def page_vectors(self, pid: int, skip_zero: bool = False) -> Iterator[tuple[int, list[bytes]]]:
+    def page_vectors(self, pid: int, skip_zero: bool = False,
+                     outside: list[tuple[int, int]] = ()) -> Iterator[tuple[int, list[bytes]]]:
         """StoredImage.page_vectors, each batch read by the trio thread (which owns the store)."""
-        runs = self._stored.page_vectors(pid, skip_zero=skip_zero)  # advanced in the trio thread only
+        runs = self._stored.page_vectors(pid, outside, skip_zero)  # advanced in the trio thread only
 
         def next_batch() -> list[tuple[int, list[bytes]]]:
             batch, pages = [], 0
