@@ -25,6 +25,12 @@ Old checkpoints are thinned by the store's retention policy (slsfs.group_retenti
 The mount is made with allow_other (group processes may run as any user; the kernel
 checks permissions).
 
+A group whose image holds at least LAZY_MIN_BYTES of pages is restored lazily
+(checkpointer.lazy): it runs at once while a page server (a fork of this daemon that
+opens the store read-only) fills its private memory; its checkpoints (periodic or asked
+for), and GC, wait until every page is in and the server has exited. If the server dies
+first, its guard SIGKILLs the group's processes (the checkpoint stays in the store).
+
 Simplifications: the mount's own periodic file-system checkpoints are off (group
 checkpoints and fsync commit instead); restoring resets the whole volume, so the
 groups of a store are stopped when one is restored (`sls restore --force`).
@@ -47,7 +53,9 @@ import trio
 from objectstore import ChunkId, Store, StoreError
 
 from checkpointer import CheckpointError
-from checkpointer.image import ImageWriter
+from checkpointer.image import ImageWriter, StoredImage
+from checkpointer.kernel import PAGE_SIZE
+from checkpointer.lazy import PageServer
 from checkpointer.restore import Restored, restore as restore_image
 from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
@@ -66,6 +74,7 @@ STOP_WAIT_S = 10.0
 RETENTION_EVERY_S = 5.0
 STOP_WATCHDOG_S = 40.0        # a stop that is still not done by then ends the process at once
 CHECKPOINT_ATTEMPTS = 20
+LAZY_MIN_BYTES = 64 << 20     # a restore of more pages than this runs the processes first (lazy)
 
 
 class Daemon:
@@ -78,6 +87,7 @@ class Daemon:
         self.failed = ""
         self.mount_fd = -1                    # the mount's root, opened once (group_checkpoint.syncfs)
         self.roots: set[str] = set()          # root file systems prepared for --root groups (slsfs.rootfs)
+        self.pages_coming: dict[str, trio.Event] = {}   # lazily restored groups: set once all pages are in
         fs.history.extensions["procs"] = procs_view.provider(store)
 
     # ----- checkpoints ---------------------------------------------------------------
@@ -88,6 +98,8 @@ class Daemon:
 
     async def checkpoint(self, group: RunningGroup, label: str) -> int:
         """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id."""
+        if group.name in self.pages_coming:      # an image must not miss pages that are not in yet
+            await self.pages_coming[group.name].wait()
         async with self.lock:
             started = time.perf_counter()
             try:
@@ -158,7 +170,7 @@ class Daemon:
             async with self.lock:
                 try:
                     forgotten = group_retention.thin(self.store)
-                    collected = self._collect() if self.store.gc_due() else None
+                    collected = self._collect() if self.store.gc_due() and not self.pages_coming else None
                 except (StoreError, GroupError) as exc:
                     log.warning("retention failed, will retry: %s", exc)
                     continue
@@ -226,10 +238,14 @@ class Daemon:
         if settings.mode == "root":
             await self._prepare_root(settings.mountpoint)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
-        restored = await self._restore_processes(image, settings, remap)
+        lazy = StoredImage(self.store, record.image).page_count() * PAGE_SIZE >= LAZY_MIN_BYTES
+        restored = await self._restore_processes(image, settings, remap, lazy=lazy)
         group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
                              last_checkpoint=commit_id, restored_from=commit_id,
                              restore_ms=round((time.perf_counter() - started) * 1000, 3))
+        if restored.page_server is not None:
+            self.pages_coming[group.name] = trio.Event()
+            self.nursery.start_soon(self._watch_page_server, group.name, restored.page_server)
         self._adopt(group)
         log.info("restored group %s (pids %s) from checkpoint %s", group.name, group.pids, commit_id)
         return group
@@ -263,17 +279,32 @@ class Daemon:
         return [{"group": g.name, "pids": g.pids, "directory": g.settings.mountpoint} for g in started]
 
     async def _restore_processes(self, image: group_checkpoint.LoadedImage, settings: GroupSettings,
-                                 remap: dict[str, str], share_listening_ports: bool = False) -> Restored:
+                                 remap: dict[str, str], share_listening_ports: bool = False,
+                                 lazy: bool = False) -> Restored:
         """Restore the processes of `image` in a new PID namespace; a `--root` group also in
         its own mount namespace, with its /proc mounted there. Clones share their listening
-        ports (SO_REUSEPORT: the kernel spreads connections among the copies)."""
+        ports (SO_REUSEPORT: the kernel spreads connections among the copies). `lazy`: a
+        page server fills their private memory while they run (checkpointer.lazy)."""
         rooted = settings.mode == "root"
         restored = await self.tracer.run(lambda: restore_image(
             image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap,
-            share_listening_ports=share_listening_ports))
+            share_listening_ports=share_listening_ports, lazy=lazy))
         if rooted:
             await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
         return restored
+
+    async def _watch_page_server(self, name: str, server: PageServer) -> None:
+        """Until the lazy restore's page server (our child) and its guard have exited: all
+        pages are in, or the group is gone. Then its checkpoints may go ahead."""
+        pidfd = os.pidfd_open(server.pid)
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        while not server.reap(0):
+            await trio.sleep(0.01)
+        self.pages_coming.pop(name).set()
+        log.info("group %s: every page of its lazy restore is in", name)
 
     async def _prepare_root(self, root: str) -> None:
         if root not in self.roots:
@@ -338,6 +369,8 @@ class Daemon:
                 record, commit = groups.resolve(self.store, req["group"], req.get("at"))
                 return {"ok": True, "group": record.settings.name, "checkpoint": commit.id if commit else None}
             if op == "gc":
+                for coming in list(self.pages_coming.values()):   # a page server reads packs GC may move
+                    await coming.wait()
                 async with self.lock:
                     return {"ok": True, **self._collect()}
             if op == "ps":
