@@ -41,6 +41,7 @@ _HEAD = struct.Struct("<cBI")
 _LEAF_ENTRY = struct.Struct("<HIB")
 _INNER_ENTRY = struct.Struct("<H")
 _ID = 16
+_CHUNK_ID_TYPE = {ChunkId}  # refs already of this type are kept as they are
 
 
 class Entry(NamedTuple):
@@ -242,7 +243,10 @@ class Tree:
     def put(self, key: bytes, value: bytes, refs: Sequence[bytes] = ()) -> None:
         if len(key) > MAX_KEY:
             raise ValueError(f"tree keys are at most {MAX_KEY} bytes")
-        entry = Entry(bytes(value), tuple(map(ChunkId, refs)))
+        refs = tuple(refs)
+        if not set(map(type, refs)) <= _CHUNK_ID_TYPE:    # (ChunkId(x) costs ~0.3-0.8 us each)
+            refs = tuple(map(ChunkId, refs))
+        entry = Entry(bytes(value), refs)
         if self._root is None:
             self._root = _Node(True, [], [], enc=[])
         root = self._root = self._own(self._root)
