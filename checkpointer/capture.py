@@ -7,9 +7,13 @@ page that is not in its backing file to `sink(pid, addr, data)` in contiguous ru
 Why: capture knows the kernel, not the store; the image writer (image.py) decides where
 pages go, files.py describes open files.
 
-Simplifications (refused with a clear Unsupported error, never dropped): mappings of
-deleted files (memfds are fine), SysV shared memory, seccomp strict mode; seccomp filters are
-taken from the main thread.
+A mapping of a deleted file (a POSIX semaphore, sem_open()ed then unlinked, as Python's
+multiprocessing does; a temporary file mapped then removed) is recorded like a memfd: its
+contents go in the image and it comes back as a memfd that every process mapping it
+shares. Simplifications (refused with a clear Unsupported error, never dropped): SysV shared
+memory, seccomp strict mode; seccomp filters are taken from the main thread; a deleted file
+on disk that is both mapped and open comes back as two copies (the mapping's memfd and the
+fd's unlinked file).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from typing import Callable, Iterator
 from . import kernel, lazy, posix_timers, procfs
 from .batch import OUT, Call, SyscallBatch
 from .errors import CheckpointError, Unsupported
-from .files import FileCapture
+from .files import POSIX_SHM_DIR, FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
 from .inject import Injector
 from .stopwatch import phase
@@ -114,9 +118,6 @@ def _creds(status: dict[str, str]) -> dict:
     }
 
 
-POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
-
-
 def vma_kind(vma: procfs.Vma) -> str:
     if vma.special:
         return vma.path.strip("[]")
@@ -127,8 +128,8 @@ def vma_kind(vma: procfs.Vma) -> str:
     if vma.path.endswith(" (deleted)"):
         if vma.path.startswith("/dev/zero") and vma.shared:
             return "shared_anon"
-        raise Unsupported(f"mapping {vma.start:#x}-{vma.end:#x} of a deleted file ({vma.path}) "
-                          "is not supported yet")
+        if _linked_path(vma) is None:
+            return "memfd"  # its contents are in the image
     if vma.file_backed:
         return "file"
     if vma.shared:
@@ -136,14 +137,26 @@ def vma_kind(vma: procfs.Vma) -> str:
     return "anon"
 
 
+def _linked_path(vma: procfs.Vma) -> str | None:
+    """The path of a file the kernel shows as deleted when that name in fact still leads to
+    it (a FUSE file system dropped a cached name); None if it was unlinked."""
+    path = vma.path[: -len(" (deleted)")]
+    try:
+        return path if os.stat(path).st_ino == vma.inode else None
+    except OSError:
+        return None
+
+
 def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
+    kind = vma_kind(vma)
+    path = _linked_path(vma) if kind == "file" and vma.path.endswith(" (deleted)") else vma.path
     meta = {
         "start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": vma.shared,
-        "offset": vma.offset, "path": vma.path, "kind": vma_kind(vma),
+        "offset": vma.offset, "path": path, "kind": kind,
         "growsdown": "gd" in vma.flags,
     }
     if meta["kind"] in ("memfd", "shared_anon"):  # shared anonymous memory is a shmem file too
-        name = "shared-anon" if meta["kind"] == "shared_anon" else None
+        name = "shared-anon" if kind == "shared_anon" else None
         meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
                                     name)
     elif meta["kind"] == "file" and vma.shared and vma.path.startswith(POSIX_SHM_DIR):

@@ -41,9 +41,10 @@ from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 TTY_PREFIXES = ("/dev/pts/", "/dev/tty", "/dev/console")
+POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
 O_ACCMODE, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o1, 0o2, 0o4000
 O_CLOEXEC, O_TMPFILE = 0o2000000, 0o20200000
-O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC = 0o100, 0o200, 0o400, 0o1000
+O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW = 0o100, 0o200, 0o400, 0o1000, 0o400000
 KCMP_FILE = 0
 SPLICE_F_NONBLOCK = 2
 F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 2, 1
@@ -126,7 +127,8 @@ class FileCapture:
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
         target = _undeleted(target, st)
-        if target.startswith("/memfd:"):
+        if target.startswith("/memfd:") or (target.startswith(POSIX_SHM_DIR) and target.endswith(" (deleted)")
+                                            and stat.S_ISREG(mode)):  # memory, shared with its mappings
             return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
         if target.endswith(" (deleted)") and stat.S_ISREG(mode):
             return {"kind": "deleted", "mode": stat.S_IMODE(mode), "data": self._deleted_contents(pid, info)}
@@ -143,15 +145,17 @@ class FileCapture:
         raise Unsupported(f"{what}: this kind of file (an unlinked FIFO, or a device) cannot be checkpointed")
 
     def memfd(self, inode: int, path: str, source: str, name: str | None = None) -> int:
-        """The file id of a memfd's (or shared memory's) contents, recorded once per inode,
-        read from `source`."""
+        """The file id of a memfd's (or shared memory's, or a deleted file's) contents,
+        recorded once per file, read from `source`; it comes back as a memfd named `name`
+        (default: its own name, or the deleted file's base name)."""
         for record in self.files:
-            if record["kind"] == "memfd" and record["inode"] == inode:
+            if record["kind"] == "memfd" and record["inode"] == inode and record["target"] == path:
                 return record["id"]
         pieces = _read_sparse(source)
         if pieces is None:
             raise Unsupported(f"memfd {path} is larger than 1 GiB")
-        name = name or path[len("/memfd:"):].removesuffix(" (deleted)")
+        original = path.removesuffix(" (deleted)")
+        name = name or (original[len("/memfd:"):] if original.startswith("/memfd:") else os.path.basename(original))
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
                   "flags": O_RDWR, "pos": 0, "data": self._put_pieces(pieces)}
         self.files.append(record)
@@ -525,7 +529,7 @@ class FileRestorer:
             _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_blob)
         elif kind == "memfd_fd":  # another open file description of that memfd
             local = self.local_fd(builder, record["memfd"], base)
-            fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC),
+            fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW),
                               f"memfd {record['target']}")
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         elif kind not in PATH_KINDS:

@@ -130,6 +130,27 @@ def test_memfd_and_shared_anonymous_memory_stay_shared_by_parent_and_child(procs
     assert allocated < 16 << 20, f"the untouched shared memory came back allocated: {allocated} bytes"
 
 
+def test_mappings_of_deleted_files_come_back_shared_as_they_were(procs, store, tmp_path, subreaper):
+    """A semaphore page in /dev/shm mapped by parent and child then unlinked (Python's
+    multiprocessing), a /dev/shm file unlinked while both an fd and a mapping use it, and a
+    private mapping of an unlinked file on disk: their contents are in the image and they
+    come back as memfds, still shared by the processes (and the fd) that shared them."""
+    out = tmp_path / "deleted.out"
+    proc = procs.python("deleted_maps.py", str(out), str(tmp_path))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 120, "120 lines")
+    [child] = children_of(proc.pid)
+    checkpointer.checkpoint([proc.pid], store, "deleted", tree=True)
+    names = sorted(f["name"] for f in load_image(store, "deleted").files if f["kind"] == "memfd")
+    assert names == ["private.bin", f"slsfs-test-fd-{proc.pid}", f"slsfs-test-sem-{proc.pid}"]
+    procs.kill(proc)
+    subreaper([child])
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, "deleted")
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 220 * LINE, "two of the parent's progress checks")
+    assert assert_unbroken(out, proc.pid) > size // LINE + 200
+
+
 def shared_memory_allocated(pid: int, size: int) -> int:
     """Bytes allocated to the file behind the process's shared mapping of `size` bytes."""
     for name in os.listdir(f"/proc/{pid}/map_files"):

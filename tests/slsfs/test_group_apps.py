@@ -1,6 +1,6 @@
 """Real applications restored after SIGKILL of the application and the daemon:
-SQLite in a transaction loop, a Python service keeping its state in memory, and a shell
-pipeline of several processes joined by a pipe."""
+SQLite in a transaction loop, a Python service keeping its state in memory, a shell
+pipeline of several processes joined by a pipe, and a Python multiprocessing pool."""
 from __future__ import annotations
 
 import shutil
@@ -87,4 +87,22 @@ def test_shell_pipeline_survives_crash(group_store):
     restored = wait_for(lambda: number(store.mnt / "count"), "the restored count")
     assert restored >= floor, f"the count went back from {floor} to {restored}"
     wait_for(lambda: (number(store.mnt / "count") or 0) > restored + 20, "the restored pipeline to count on")
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_python_multiprocessing_pool_survives_crash(group_store):
+    """A Pool with a shared Value, a Lock and a Queue: their semaphores are /dev/shm files
+    mapped and unlinked at once, shared by the parent and its workers."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "pool", "--hz", "5", "--",
+              sys.executable, str(TARGETS / "mp_pool.py"))
+    wait_for(lambda: (number(store.mnt / "count") or 0) > 20, "the pool to work")
+    floor = wait_for(lambda: number(store.mnt / "count"), "a count")
+    store.checkpoint("pool")
+    store.crash()
+    store.sls("restore", "pool", "--store", str(store.path))
+    restored = wait_for(lambda: number(store.mnt / "count"), "the restored count")
+    assert restored >= floor, f"the count went back from {floor} to {restored}"
+    wait_for(lambda: (number(store.mnt / "count") or 0) > restored + 20, "the restored pool to work on")
+    assert not (store.mnt / "bad").exists(), (store.mnt / "bad").read_text()
     store.sls("stop", "--store", str(store.path))
