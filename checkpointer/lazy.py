@@ -1,8 +1,10 @@
 """Lazy restore: the restored process runs at once; its memory comes in on first touch.
 
-What: `PageServer.start(image)` forks a page server, which opens the image's store anew,
-read-only (it uses no object of the restorer, which may be a multi-threaded daemon
-writing to its store meanwhile), and a page guard (pageguard.py). For each restored
+What: `PageServer.start(image)` forks a page server and a page guard (pageguard.py).
+The server reads the image through the fork's copy of the restorer's store when the
+restorer has one thread (the copy is consistent), else (the daemon, whose other threads
+may be in the middle of using its store) it opens the store again, read-only; either
+on first use, after it has taken over every process. For each restored
 process, `arm()` (while it is still a stopped stub with its mappings made) creates a
 userfaultfd inside it (injected userfaultfd(), taken with pidfd_getfd), registers its
 private anonymous mappings in MISSING mode and hands the fd to the server; their pages
@@ -46,6 +48,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -118,7 +121,14 @@ class PageServer:
         to_guard, guard_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         guard = _fork(lambda: pageguard.run(guard_end), keep=[guard_end])
         guard_end.close()
-        pid = _fork(lambda: _serve(theirs, to_guard, path, root), keep=[theirs, to_guard])
+        if isinstance(image, StoredImage) and threading.active_count() == 1:
+            # a fork of a one-thread restorer: its copy of the store is consistent, and
+            # reading through it saves the reopening (a scan of the active pack)
+            opener, packs = (lambda: image), Path(path).resolve() / "packs"
+        else:  # a multi-threaded restorer (the daemon) may be in the middle of using it
+            opener, packs = (lambda: StoredImage(Store.open(path, readonly=True), root)), None
+        pid = _fork(lambda: _serve(theirs, to_guard, _OnFirstUse(opener)), keep=[theirs, to_guard],
+                    packs=packs)
         theirs.close()
         to_guard.close()
         return cls(pid, guard, ours)
@@ -184,9 +194,10 @@ class PageServer:
             time.sleep(0.01)
 
 
-def _fork(body, keep: list[socket.socket]) -> int:
-    """Fork a child that runs `body()` with only `keep` (and stdio) open, in a session of
-    its own (not killed with the restorer's process group), then exits."""
+def _fork(body, keep: list[socket.socket], packs: Path | None = None) -> int:
+    """Fork a child that runs `body()` with only `keep` (and stdio, and the pack files
+    under `packs`) open, in a session of its own (not killed with the restorer's process
+    group), then exits."""
     pid = os.fork()
     if pid:
         return pid
@@ -197,7 +208,7 @@ def _fork(body, keep: list[socket.socket]) -> int:
             signal.signal(signum, signal.SIG_DFL)
         with contextlib.suppress(ValueError):
             signal.set_wakeup_fd(-1)
-        _close_fds_but({s.fileno() for s in keep})
+        _close_fds_but({s.fileno() for s in keep}, packs)
         body()
         code = 0
     except BaseException as exc:  # noqa: BLE001 - report anything, then exit
@@ -206,24 +217,48 @@ def _fork(body, keep: list[socket.socket]) -> int:
         os._exit(code)
 
 
-def _serve(sock: socket.socket, guard: socket.socket, store_path, root: bytes) -> None:
-    """The server's body: its own read-only view of the store, then the loop."""
-    server = _Server(sock, guard)
+class _OnFirstUse:
+    """The image, opened when first read (a fault, or the push): the server acknowledges
+    the processes first, so they run (and wait in their first fault) meanwhile."""
+
+    def __init__(self, opener):
+        self._opener, self._image = opener, None
+
+    def _opened(self) -> StoredImage:
+        if self._image is None:
+            self._image = self._opener()
+        return self._image
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._opened().tree.get(key)
+
+    def items(self, start: bytes, end: bytes):
+        return self._opened().tree.items(start, end)
+
+    def read_pages(self, cids: list[bytes]) -> list[bytes]:
+        return self._opened().read_pages(cids)
+
+
+def _serve(sock: socket.socket, guard: socket.socket, image: _OnFirstUse) -> None:
+    """The server's body."""
+    server = _Server(sock, guard, image)
     try:
-        server.image = StoredImage(Store.open(store_path, readonly=True), root)
         server.run()
     except BaseException:
         server.abort()
         raise
 
 
-def _close_fds_but(keep: set[int]) -> None:
+def _close_fds_but(keep: set[int], packs: Path | None) -> None:
     """In a forked child: close the restorer's fds (ptrace's mem files, pipes, the store's
-    lock and packs, a FUSE connection) except `keep` and stdio."""
+    lock, a FUSE connection) except `keep`, stdio and the files under `packs`."""
+    inside = f"{packs}/" if packs else None
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2 and fd not in keep:
-            with contextlib.suppress(OSError):  # the directory listing's own fd, already closed
+        if fd <= 2 or fd in keep:
+            continue
+        with contextlib.suppress(OSError):  # the directory listing's own fd, already closed
+            if inside is None or not os.readlink(f"/proc/self/fd/{fd}").startswith(inside):
                 os.close(fd)
 
 
@@ -357,11 +392,10 @@ class _Space:
 
 
 class _Server:
-    """The page server's loop (in the forked child); `image` is set before `run()`."""
+    """The page server's loop (in the forked child)."""
 
-    def __init__(self, sock: socket.socket, guard: socket.socket):
-        self.sock, self.guard = sock, guard
-        self.image: StoredImage | None = None
+    def __init__(self, sock: socket.socket, guard: socket.socket, image: _OnFirstUse):
+        self.sock, self.guard, self.image = sock, guard, image
         self.spaces: list[_Space] = []
         self.guarded_init = False  # the namespace init's pidfd is with the guard
         self.added = 0  # spaces numbered for the guard
@@ -400,7 +434,7 @@ class _Server:
             self.open = False
             return
         info = json.loads(message)
-        space = _Space(fds[0], self.image.tree, info["pid"], [tuple(r) for r in info["ranges"]],
+        space = _Space(fds[0], self.image, info["pid"], [tuple(r) for r in info["ranges"]],
                        info["host_pid"], self._mark(info["host_pid"]))
         self._add(space, info["host_pid"])
         if info.get("init") and not self.guarded_init:
