@@ -106,6 +106,7 @@ class ProcessBuilder:
         self.spares: list[int] = []  # fds held for sharing with other processes, closed in finish
         self.spare_base = max([f["fd"] for f in meta["fds"]] + [2]) + 1
         self.writer: PageWriter | None = None  # the pages being written (build -> finish)
+        self.files: FileRestorer | None = None  # the image's files (build -> finish: locks)
 
     def build(self, pages: Iterator[tuple[int, list[bytes]]], files: FileRestorer,
               copy_ranges: list[tuple[int, int]] = ()) -> None:
@@ -133,6 +134,7 @@ class ProcessBuilder:
                 self._wait_pages(quiet=True)
                 raise
         with phase("files_and_process_state"):
+            self.files = files
             self.spares += files.install(self, self.meta["fds"])
             self._mm_map()
             self._process_state()       # last: after a chroot, host paths no longer resolve
@@ -159,6 +161,8 @@ class ProcessBuilder:
     def _finish(self) -> None:
         for spare in self.spares:
             self.inj.check(NR["close"], spare, what="close(spare fd)")
+        if self.files is not None:
+            self.files.retake_locks(self)
         self._create_threads()
         posix_timers.recreate(self.inj, self.meta.get("posix_timers", []))  # SIGEV_THREAD_ID needs the threads
         for inj, thread in self.threads:

@@ -36,7 +36,7 @@ import struct
 from collections import OrderedDict
 from typing import Callable
 
-from . import inotify, kernel, netsockets, procfs, sockets, sysv_shm
+from . import inotify, kernel, locks, netsockets, procfs, sockets, sysv_shm
 from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -82,7 +82,10 @@ class FileCapture:
         file_id = self._file_of(pid, info)
         if self.files[file_id].get("ino") in _connections:
             _remember(_connection_fdinfo, (pid, info.fd, info.target), info)
-        return {"fd": info.fd, "file": file_id, "cloexec": bool(info.flags & O_CLOEXEC)}
+        record = {"fd": info.fd, "file": file_id, "cloexec": bool(info.flags & O_CLOEXEC)}
+        if "\nlock:" in info.raw:
+            record["locks"] = locks.held(info.raw)
+        return record
 
     def _file_of(self, pid: int, info: procfs.FdInfo) -> int:
         holders = self._holders.setdefault(info.target, [])
@@ -452,13 +455,21 @@ class FileRestorer:
                 inj.check(kernel.NR["close"], pidfd)
             if got == record["fd"]:  # pidfd_getfd happened to pick the very number
                 inj.check(_NR_FCNTL, got, F_SETFD, FD_CLOEXEC if record["cloexec"] else 0, what="F_SETFD")
-                continue
-            inj.check(kernel.NR["dup3"], got, record["fd"], O_CLOEXEC if record["cloexec"] else 0,
-                      what=f"dup3 to fd {record['fd']}")
-            if holder != ns_pid:
-                inj.check(kernel.NR["close"], got)
+            else:
+                inj.check(kernel.NR["dup3"], got, record["fd"], O_CLOEXEC if record["cloexec"] else 0,
+                          what=f"dup3 to fd {record['fd']}")
+                if holder != ns_pid:
+                    inj.check(kernel.NR["close"], got)
         self._fill_epolls(builder, fds)
         return spares
+
+    def retake_locks(self, builder) -> None:
+        """The file locks the process held, once its spare fds are closed (closing any fd of
+        a file drops the process's POSIX locks on it)."""
+        for record in builder.meta["fds"]:
+            if record.get("locks"):
+                file = self.files[record["file"]]
+                locks.retake(builder.inj, record["fd"], record["locks"], file.get("path") or file["target"])
 
     def _fill_epolls(self, builder, fds: list[dict]) -> None:
         """Watches of the epolls this process registered them in, now that its fds exist."""
