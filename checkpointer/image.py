@@ -30,7 +30,7 @@ import bisect
 import json
 import struct
 import time
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 from objectstore import DATA, ChunkId, Store
 from objectstore.chunks import chunk_id
@@ -62,21 +62,23 @@ def _block_key(pid: int, block: int) -> bytes:
     return _PAGES + struct.pack(">QQ", pid, block)
 
 
-def _decode_block(value: bytes) -> dict[int, bytes]:
-    """page index in the block -> chunk id."""
+def _decode_block(value: bytes, refs: Sequence[bytes] = ()) -> dict[int, bytes]:
+    """page index in the block -> chunk id; each id is the entry's own ref object when it
+    is among `refs` (a ChunkId: Tree.put then takes it as it is instead of converting
+    64 ids per block)."""
     bitmap = struct.unpack_from("<Q", value)[0]
-    pages, offset = {}, 8
-    for index in range(PAGES_PER_BLOCK):
-        if bitmap >> index & 1:
-            pages[index] = value[offset:offset + _CID]
-            offset += _CID
-    return pages
+    indices = [i for i in range(PAGES_PER_BLOCK) if bitmap >> i & 1]
+    ids = [value[o:o + _CID] for o in range(8, 8 + _CID * len(indices), _CID)]
+    if refs:
+        known = {ref: ref for ref in refs}
+        ids = [known.get(cid, cid) for cid in ids]
+    return dict(zip(indices, ids))
 
 
 def _encode_block(pages: dict[int, bytes]) -> tuple[bytes, list[bytes]]:
     order = sorted(pages)
-    bitmap = sum(1 << i for i in order)
-    ids = [pages[i] for i in order]
+    ids = list(map(pages.__getitem__, order))
+    bitmap = sum(map((1).__lshift__, order))
     return struct.pack("<Q", bitmap) + b"".join(ids), sorted(set(ids))
 
 
@@ -109,27 +111,42 @@ class ImageWriter:
     def _block(self, pid: int, block: int) -> dict[int, bytes]:
         found = self._blocks.get((pid, block))
         if found is None:
-            raw = self.tree.get(_block_key(pid, block))
-            found = self._blocks[(pid, block)] = _decode_block(raw) if raw else {}
+            entry = self.tree.get_entry(_block_key(pid, block))
+            found = self._blocks[(pid, block)] = _decode_block(entry.value, entry.refs) if entry else {}
         return found
 
     def add_pages(self, pid: int, addr: int, data: bytes) -> None:
-        """Whole pages starting at addr (the capture's sink): stored by one put_many (no
-        copy of each page), entered in the page table a block at a time; a run of one
-        page (the most common under load) by put, its shorter path."""
-        self.pages += len(data) // PAGE_SIZE
-        if len(data) == PAGE_SIZE:
-            self._block(pid, addr - addr % BLOCK)[(addr % BLOCK) // PAGE_SIZE] = self.store.put(data)
-            return
-        view = memoryview(data)
-        ids = self.store.put_many([view[offset:offset + PAGE_SIZE] for offset in range(0, len(data), PAGE_SIZE)])
-        done, page = 0, addr
-        while done < len(ids):
-            block = page - page % BLOCK
-            first = (page - block) // PAGE_SIZE
-            self._block(pid, block).update(zip(range(first, PAGES_PER_BLOCK), ids[done:done + PAGES_PER_BLOCK - first]))
-            done += PAGES_PER_BLOCK - first
-            page = block + BLOCK
+        """Whole pages starting at addr (the capture's sink): add_runs of one run."""
+        self.add_runs(((pid, addr, data),))
+
+    def add_runs(self, runs: Iterable[tuple[int, int, bytes]]) -> None:
+        """Runs of whole pages (pid, address, data), stored by one put_many over all their
+        pages (no copy of each page; most runs of an incremental checkpoint are one page,
+        and one call for all of them saves the store's setup per call), then entered in
+        the page table a block at a time, in order (a later write of an address wins)."""
+        runs = list(runs)
+        pages: list[bytes] = []
+        for _, _, data in runs:
+            if len(data) == PAGE_SIZE:
+                pages.append(data)
+            else:
+                view = memoryview(data)
+                pages += [view[offset:offset + PAGE_SIZE] for offset in range(0, len(data), PAGE_SIZE)]
+        ids = self.store.put_many(pages) if pages else []
+        self.pages += len(ids)
+        done = 0
+        for pid, addr, data in runs:
+            end = done + len(data) // PAGE_SIZE
+            if end == done + 1:
+                self._block(pid, addr - addr % BLOCK)[(addr % BLOCK) // PAGE_SIZE] = ids[done]
+                done = end
+            while done < end:
+                block = addr - addr % BLOCK
+                first = (addr - block) // PAGE_SIZE
+                take = min(PAGES_PER_BLOCK - first, end - done)
+                self._block(pid, block).update(zip(range(first, first + take), ids[done:done + take]))
+                done += take
+                addr = block + BLOCK
 
     def _existing_blocks(self, pid: int, start: int = 0, end: int | None = None) -> list[int]:
         """Blocks of pid overlapping [start, end) that hold pages (in the parent or added now)."""
@@ -146,11 +163,22 @@ class ImageWriter:
             for index in [i for i in pages if start <= block + i * PAGE_SIZE < end]:
                 del pages[index]
 
+    def _pids_with_pages(self) -> list[int]:
+        """The pids the tree holds page blocks of: one short descent per pid, not a walk
+        over every block (an incremental image of a large process has thousands)."""
+        pids, start = [], _PAGES
+        while (first := next(self.tree.items(start, _PAGES_END), None)) is not None:
+            pid = struct.unpack(">Q", first[0][len(_PAGES):len(_PAGES) + 8])[0]
+            pids.append(pid)
+            start = _block_key(pid + 1, 0)
+        return pids
+
     def finish(self, processes: list[dict], files: list[dict]) -> ChunkId:
         live = {p["pid"] for p in processes if not p.get("zombie")}
-        for key, _ in list(self.tree.items(_PAGES, _PAGES_END)):
-            if struct.unpack(">Q", key[len(_PAGES):len(_PAGES) + 8])[0] not in live:
-                self.tree.delete(key)
+        for pid in self._pids_with_pages():
+            if pid not in live:
+                for key, _ in list(self.tree.items(_block_key(pid, 0), _block_key(pid + 1, 0))):
+                    self.tree.delete(key)
         for (pid, block), pages in self._blocks.items():
             if pid not in live:
                 continue
@@ -166,7 +194,7 @@ class ImageWriter:
         blobs = sorted(self._blobs)
         for i in range(0, max(len(blobs), 1), MAX_REFS):  # refs per entry are limited: extra keys
             key = _META if i == 0 else _BLOB_REFS + struct.pack(">Q", i)
-            value = json.dumps(meta, sort_keys=True).encode() if i == 0 else b""
+            value = json.dumps(meta).encode() if i == 0 else b""  # (unsorted: half the time)
             self.tree.put(key, value, refs=blobs[i:i + MAX_REFS])
         return self.tree.flush()
 

@@ -286,8 +286,7 @@ class Pending:
 
     def complete(self) -> ChunkId:
         try:
-            for ns_pid, addr, data in self.copied:
-                self.writer.add_pages(ns_pid, addr, data)
+            self.writer.add_runs(self.copied)
             self.copied = []
             for ns_pid, _, child, pages in self.snapshots:
                 copy_pages(child, pages, functools.partial(self.writer.add_pages, ns_pid))

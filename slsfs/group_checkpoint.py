@@ -128,13 +128,16 @@ class Captured:
             self.writer.clear(*span)
         for data in self.blobs:
             self.writer.add_blob(data)
-        since_yield = 0
-        for pid, addr, data in self.pages:
-            self.writer.add_pages(pid, addr, data)
-            since_yield += len(data)
-            if since_yield >= YIELD_BYTES:
-                since_yield = 0
+        batch: list[tuple[int, int, bytes]] = []
+        batch_bytes = 0
+        for run in self.pages:             # stored YIELD_BYTES at a time, by one put_many each
+            batch.append(run)
+            batch_bytes += len(run[2])
+            if batch_bytes >= YIELD_BYTES:
+                self.writer.add_runs(batch)
+                batch, batch_bytes = [], 0
                 await trio.sleep(0)
+        self.writer.add_runs(batch)
         self.pages.clear()
         self.blobs.clear()
         return self.writer.finish(self.processes, self.files)
