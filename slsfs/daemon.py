@@ -74,7 +74,7 @@ STOP_WAIT_S = 10.0
 RETENTION_EVERY_S = 5.0
 STOP_WATCHDOG_S = 40.0        # a stop that is still not done by then ends the process at once
 CHECKPOINT_ATTEMPTS = 20
-LAZY_MIN_BYTES = 64 << 20     # a restore of more pages than this runs the processes first (lazy)
+LAZY_MIN_BYTES = 16 << 20     # a restore of more pages than this runs the processes first (lazy)
 
 
 class Daemon:
