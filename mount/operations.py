@@ -117,6 +117,9 @@ class Operations(pyfuse3.Operations):
             a.st_rdev, a.st_size = node.rdev, node.size
             a.st_atime_ns, a.st_mtime_ns, a.st_ctime_ns = node.atime_ns, node.mtime_ns, node.ctime_ns
             a.entry_timeout = a.attr_timeout = FROZEN_TIMEOUT if view.readonly else LIVE_TIMEOUT
+            if stat.S_ISREG(node.mode):         # holes take no space (du, sparse-file detection)
+                a.st_blocks = (view.allocated_bytes(local) + 511) // 512
+                return a
         a.st_blocks = (a.st_size + 511) // 512
         return a
 

@@ -104,6 +104,7 @@ class Volume:
         self._inodes: dict[int, Inode] = {}
         self._dirty_inodes: set[int] = set()
         self._buffers: dict[int, dict[int, bytearray | bytes]] = {}
+        self._stored_counts: dict[int, int] = {}   # ino -> number of data blocks in the Tree
         self.buffered_bytes = 0
         self.changed = False          # anything not yet sealed into the Tree / committed
 
@@ -404,6 +405,29 @@ class Volume:
             return buffers[block]
         return self._stored_block(ino, block)
 
+    def allocated_bytes(self, ino: int) -> int:
+        """The bytes a regular file holds outside its holes (what st_blocks counts): its
+        stored and buffered blocks, the last one only as far as the file size. `du`,
+        and `cp`/`tar`/`rsync` guessing whether a file is sparse, read this.
+
+        The count of stored blocks is cached per inode (counting walks the file's block
+        keys once); seal() and truncation drop it. A buffered block of zeros counts
+        until seal() turns it into a hole."""
+        node = self.inode(ino)
+        if node.size == 0:
+            return 0
+        stored = self._stored_counts.get(ino)
+        if stored is None:
+            prefix = schema.block_prefix(ino)
+            stored = self._stored_counts[ino] = sum(
+                1 for _ in self.tree.entries(prefix, schema.prefix_end(prefix)))
+        buffers = self._buffers.get(ino, ())
+        blocks = stored + sum(1 for b in buffers if schema.block_key(ino, b) not in self.tree)
+        last, tail = divmod(node.size, BLOCK_SIZE)
+        if tail and (last in buffers or schema.block_key(ino, last) in self.tree):
+            return (blocks - 1) * BLOCK_SIZE + tail
+        return blocks * BLOCK_SIZE
+
     def read(self, ino: int, offset: int, size: int) -> bytes:
         node = self.inode(ino)
         end = min(offset + size, node.size)
@@ -474,6 +498,7 @@ class Volume:
         end = schema.prefix_end(schema.block_prefix(ino))
         for key in [key for key, _ in self.tree.items(start, end)]:
             self.tree.delete(key)
+        self._stored_counts.pop(ino, None)
         self.changed = True
 
     def purge(self, ino: int) -> None:
@@ -507,6 +532,7 @@ class Volume:
         error propagates; calling seal() again later retries them.
         """
         for ino in list(self._buffers):
+            self._stored_counts.pop(ino, None)
             node = self._inodes.get(ino)
             buffers = self._buffers[ino]
             for block in sorted(buffers):
