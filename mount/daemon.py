@@ -54,8 +54,7 @@ def answer(fs: FileSystem, req: dict) -> dict:
         if op == "stats":
             return {"ok": True, **fs.store.stats(), "daemon": fs.status()}
         if op == "gc":
-            fs.seal()
-            return {"ok": True, **fs.store.gc()}
+            return {"ok": True, **fs.gc()}
         if op == "fsck":
             fs.checkpoint("fsck", durable=True)
             return {"ok": True, "problems": fs.store.fsck()}

@@ -352,19 +352,35 @@ class FileSystem:
             self._free, self._free_checked = disk.f_bavail * disk.f_frsize, now
         return self._free >= need
 
+    def browsed_checkpoints(self) -> set[int]:
+        """Checkpoints whose `fs/` tree the kernel still holds an inode of (a reader is
+        walking it, has a file or directory of it open, or its dentries are cached).
+        Retention keeps them: with checkpoints 100 times a second the newest 100 span one
+        second, and a copy of `.sls/latest/fs` used to lose its remaining paths half way
+        (ENOENT). The kernel lets go when it evicts those inodes (memory pressure, the
+        unmount), and the next retention thins them."""
+        views = {split_ino(kino)[0] for kino in self.ops.lookups}
+        views.update(split_ino(kino)[0] for kino in self.ops.opens)
+        return self.views.commits_of(views)
+
+    def gc(self) -> dict:
+        """Store.gc, keeping the checkpoints being browsed (browsed_checkpoints)."""
+        self.seal()
+        return self.store.gc(also_keep=lambda _kept: self.browsed_checkpoints())
+
     def apply_retention(self) -> None:
-        """Thin old checkpoints by the store's policy (named ones stay), and give the space
-        back once the packs have doubled since the last collection (Store.gc_due; a
-        stop-the-world collection: requests wait meanwhile)."""
+        """Thin old checkpoints by the store's policy (named and browsed ones stay), and
+        give the space back once the packs have doubled since the last collection
+        (Store.gc_due; a stop-the-world collection: requests wait meanwhile)."""
         log_ = self.store.log()
         if len(log_) > self.store.retention.keep_last:
             keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
                             self.store.retention, time.time())
+            keep |= self.browsed_checkpoints() & {c.id for c in log_}
             if len(keep) < len(log_):
                 self.store.forget(keep)
         if self.store.gc_due():
-            self.seal()
-            result = self.store.gc()
+            result = self.gc()
             log.info("gc: freed %d bytes in %.1f s", result["bytes_freed"], result["seconds"])
 
     async def run_kernel_flushes(self) -> None:

@@ -129,6 +129,10 @@ class ViewTable:
             return volume
         return self._add(graft.key, make)
 
+    def commits_of(self, indices: set[int]) -> set[int]:
+        """Ids of the checkpoints whose `fs/` trees are the views `indices`."""
+        return {key[1] for key, index in self._index.items() if key[0] == "commit" and index in indices}
+
     def graft_in(self, view: Volume, volume_name: str) -> int:
         """The view behind a grafted-volume entry found inside `view`."""
         if not view.readonly:
