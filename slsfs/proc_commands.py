@@ -68,6 +68,9 @@ def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
             raise CommandError("--leave-stopped applies to a PID: sls checkpoint PID --store STORE")
         if other is None:
             raise CommandError("say which store gets the image: sls checkpoint PID --store STORE")
+        if not args.store and not value.isdigit() and not Path(value).exists():
+            raise CommandError(f"{value} is not a path: for the persistence group {value}, name its store "
+                               f"(sls checkpoint {value} --store STORE)")
         return other(args)
     p.set_defaults(func=dispatch)
 

@@ -28,6 +28,8 @@ def test_run_ps_checkpoint_barrier_rollback(group_store, group_binaries):
     human = store.sls("ps", "--store", str(store.path)).stdout
     assert "app" in human and "running" in human
 
+    forgot = store.sls("checkpoint", "app", check=False)   # the group's name without its store
+    assert forgot.returncode == 1 and "sls checkpoint app --store STORE" in forgot.stderr, forgot.stderr
     store.sls("checkpoint", "app", "--store", str(store.path), "--name", "early")
     early = wait_for(lambda: counter_value(store), "a counter value")   # >= the value in "early"
     barrier = json.loads(store.sls("barrier", "app", "--store", str(store.path), "--json").stdout)
