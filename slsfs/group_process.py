@@ -66,16 +66,18 @@ class RunningGroup:
 
     def kill(self) -> None:
         """SIGKILL every process of the group (and its PID namespace). No waiting here: a
-        dying process may need the daemon's FUSE loop to close its files (see `reap`)."""
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        dying process may need the daemon's FUSE loop to close its files (see `reap`). The
+        launcher goes first: util-linux's unshare, seeing its child SIGKILLed, writes a
+        spurious "sigprocmask unblock failed" into the group's output."""
         launcher = getattr(self.handle, "launcher", self.handle)
         if isinstance(launcher, subprocess.Popen):
             try:
                 launcher.kill()
+            except ProcessLookupError:
+                pass
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
