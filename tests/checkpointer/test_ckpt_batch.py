@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from checkpointer import CheckpointError, capture, freeze, load_image
+from checkpointer import CheckpointError, capture, freeze, kernel, load_image
 from checkpointer.batch import OUT, SyscallBatch
 from checkpointer.procfs import status
 from ckpt_helpers import ok_lines, wait_for
@@ -90,3 +90,50 @@ def test_sigtrap_handler_pending_and_ignored_survive_a_capture(procs, store, tmp
     expected = "hits=1 ignored=False" if mode == "handler" else "hits=0 ignored=True"
     assert result.read_text().strip() == expected
     assert os.path.exists(f"/proc/{proc.pid}")
+
+
+# A worker thread, then a seccomp filter on the main thread only that traps getitimer (SIGSYS).
+SECCOMP_TARGET = r"""
+import ctypes, struct, sys, threading, time
+out = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+threading.Thread(target=lambda: [time.sleep(0.01) for _ in iter(int, 1)], daemon=True).start()
+insn = lambda code, jt, jf, k: struct.pack("<HBBI", code, jt, jf, k)
+program = ctypes.create_string_buffer(insn(0x20, 0, 0, 0) + insn(0x15, 0, 1, 36)       # nr == getitimer?
+                                      + insn(0x06, 0, 0, 0x30000) + insn(0x06, 0, 0, 0x7fff0000))  # trap : allow
+fprog = ctypes.create_string_buffer(struct.pack("<H6xQ", 4, ctypes.addressof(program)))
+ul = ctypes.c_ulong
+assert libc.prctl(38, ul(1), ul(0), ul(0), ul(0)) == 0                       # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, ul(2), ul(ctypes.addressof(fprog)), ul(0), ul(0)) == 0  # PR_SET_SECCOMP, filter
+n = 0
+while True:
+    n += 1
+    with open(out, "a") as f:
+        f.write(f"ok {n}\n")
+    time.sleep(0.01)
+"""
+NR_GETITIMER, NR_POLL = 36, 7
+
+
+def test_a_thread_whose_call_fails_leaves_every_thread_stopped_and_the_process_running_on(procs, tmp_path):
+    """A call that a seccomp filter traps (SIGSYS) fails the batch with a CheckpointError;
+    every thread is stopped again when the batch raises, and the thaw lets the process
+    run on (its filter, its worker thread and its pending state as they were)."""
+    script, out = tmp_path / "seccomp_threads.py", tmp_path / "seccomp.out"
+    script.write_text(SECCOMP_TARGET)
+    proc = procs.start([sys.executable, str(script), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 3, "the seccomp target to run")
+    with freeze([proc.pid]) as frozen:
+        threads = frozen.processes[proc.pid].threads
+        assert len(threads) == 2
+        worker = next(tid for tid in threads if tid != proc.pid)
+        batch = SyscallBatch(proc.pid, int(status(proc.pid)["SigIgn"], 16))
+        batch.add(proc.pid, NR_GETITIMER, 0, OUT, out=32)     # the main thread's blob fails first
+        batch.add(worker, NR_POLL, 0, 0, 300)
+        with pytest.raises(CheckpointError, match="stopped unexpectedly"):
+            batch.run(threads)
+        for tid in threads:                                   # stopped: their registers can be read
+            kernel.get_regs(tid)
+    seen = len(ok_lines(out))
+    wait_for(lambda: len(ok_lines(out)) >= seen + 3, "the target to run on after the thaw")
+    assert proc.poll() is None
