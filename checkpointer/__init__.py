@@ -43,9 +43,11 @@ Rules: call everything from one thread (ptrace requires the attaching thread to 
 every later call). Errors are CheckpointError (ProcessGone if a process vanished:
 no image is written; Unsupported names state that cannot be captured).
 
-Simplifications today: fds may be regular files, directories, /dev/null & co, ttys
-(reattached to /dev/null), pipes, FIFOs and Unix socket pairs (with their data), memfds
-(also mapped), eventfd, signalfd, timerfd, epoll and files unlinked while open;
+Simplifications today: fds may be regular files, directories, /dev/null & co,
+pseudo-terminals whose master is in the image (a new pair with the same settings; the
+session leader's controlling terminal), other ttys (reattached to /dev/null), pipes, FIFOs
+and Unix socket pairs (with their data), memfds and deleted files (also mapped), eventfd,
+signalfd, timerfd, epoll and files unlinked while open, with their flock/POSIX/OFD locks;
 TCP/UDP/Unix sockets that listen or are bound (recreated on the same address), and
 connections to peers outside the image (restored closed, with a warning, like CRIU's
 --tcp-close); POSIX timers keep their ids; inotify instances (same watch descriptors) and

@@ -136,6 +136,7 @@ class ProcessBuilder:
         with phase("files_and_process_state"):
             self.files = files
             self.spares += files.install(self, self.meta["fds"])
+            files.controlling_terminal(self)
             self._mm_map()
             self._process_state()       # last: after a chroot, host paths no longer resolve
             self._process_signals()

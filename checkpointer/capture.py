@@ -25,9 +25,9 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import kernel, lazy, posix_timers, procfs
+from . import kernel, lazy, posix_timers, procfs, ptys
 from .batch import OUT, Call, SyscallBatch
-from .errors import CheckpointError, Unsupported
+from .errors import CheckpointError, ProcessGone, Unsupported
 from .files import POSIX_SHM_DIR, FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
 from .inject import Injector
@@ -98,6 +98,8 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         }
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
+        if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(pid)):
+            meta["ctty"] = ctty
     with phase("signals_threads_injected"):
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
         meta["seccomp"] = _seccomp(proc, status)
@@ -108,6 +110,20 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         with phase("page_copy"):
             copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
     return meta
+
+
+def _controlling_pty(pid: int) -> dict | None:
+    """A session leader's controlling pty ({pts: its index, foreground: the foreground
+    process group as the process sees it, 0 if unknown}), or None."""
+    with open(f"/proc/{pid}/stat") as fh:
+        index, tpgid = ptys.controlling(fh.read().rpartition(")")[2].split())
+    if index is None:
+        return None
+    try:   # the foreground group's id is its leader's pid, in the process's namespace
+        foreground = procfs.ns_id(procfs.status(tpgid)["NSpid"]) if tpgid > 0 else 0
+    except (ProcessGone, KeyError):   # its leader exited: the group stays in the background
+        foreground = 0
+    return {"pts": index, "foreground": foreground}
 
 
 def _creds(status: dict[str, str]) -> dict:

@@ -3,8 +3,9 @@
 What: `FileCapture` turns every fd of the captured processes into a reference to an
 image-wide *file* (one per open file description: fds that share an offset, across
 dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
-Kinds: regular `file`, `dir`, `device` (/dev/null & co), `tty` (reattached to
-/dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
+Kinds: regular `file`, `dir`, `device` (/dev/null & co), `pty_master` (a pseudo-terminal
+made again with its settings, ptys.py), `tty` (a slave of an image's pty is reopened on
+the new pair; any other terminal is reattached to /dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
 tee(2), without consuming them; a FIFO is reopened by path at restore and refilled), `unix_pair` (an end of a connected Unix socket with the
 bytes queued to it, sockets.py), `socket` (TCP/UDP/Unix sockets listening, bound, or
 connected to a peer outside the image, which come back closed: netsockets.py), `memfd` (its contents, shared by the fds and
@@ -36,7 +37,7 @@ import struct
 from collections import OrderedDict
 from typing import Callable
 
-from . import inotify, kernel, locks, netsockets, procfs, sockets, sysv_shm
+from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm
 from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -141,6 +142,8 @@ class FileCapture:
             return {"kind": "dir", "path": target}
         if stat.S_ISFIFO(mode) and not target.endswith(" (deleted)"):
             return {"kind": "fifo", "path": target, **self._pipe_contents(pid, info.fd)}
+        if stat.S_ISCHR(mode) and target in ptys.MASTER_PATHS:
+            return ptys.describe_master(pid, info.fd, info.extra)
         if stat.S_ISCHR(mode) and target in SIMPLE_DEVICES:
             return {"kind": "device", "path": target}
         if stat.S_ISCHR(mode) and target.startswith(TTY_PREFIXES):
@@ -393,6 +396,8 @@ class FileRestorer:
         self.fifo_keepers: dict[str, int] = {}  # FIFO path -> our O_RDWR fd, so opens do not block
         self.segments: dict[int, int] = {}  # sysv_shm file id -> its segment, made again
         self.shm_ready: set[int] = set()    # posix_shm file ids given their checkpoint contents
+        self.pty_masters = {f["index"]: f["id"] for f in files if f["kind"] == "pty_master"}
+        self.pty_index: dict[int, int] = {}  # a pty pair's index in the image -> its new one
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -543,6 +548,11 @@ class FileRestorer:
             fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW),
                               f"memfd {record['target']}")
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
+        elif kind == "pty_master":
+            fd, self.pty_index[record["index"]] = ptys.make_master(builder, record)
+            if record["queued"]:
+                self.warnings.append(f"process {ns_pid}: {record['queued']} bytes waiting in the pseudo-terminal "
+                                     f"{record['index']} were dropped")
         elif kind not in PATH_KINDS:
             raise CheckpointError(f"the image holds a file of kind {kind!r}, unknown to this version "
                                   "of slsfs (written by a newer one?): upgrade to restore it")
@@ -550,16 +560,42 @@ class FileRestorer:
             path = self.remap(record["path"])
             if kind == "fifo":
                 self._open_fifo(path, record)
-            if kind == "tty":
+            flags = record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)
+            if kind == "tty" and (pty := self.pty_slave(builder, record["path"], base)):
+                path, flags = pty, flags | O_NOCTTY     # the session's terminal: controlling_terminal
+            elif kind == "tty":
                 self.warnings.append(f"process {ns_pid}: the terminal {record['path']} is now /dev/null")
                 path = "/dev/null"
-            fd = builder.open(path, record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY),
-                              f"file {record['target']}")
+            fd = builder.open(path, flags, f"file {record['target']}")
             if kind == "file" and record["pos"]:
                 inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({path})")
         spare = self._spare(inj, fd, base)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
+
+    def pty_slave(self, builder, path: str, base: int) -> str | None:
+        """The new path of a pty slave whose master is in the image (made first if need
+        be), or None."""
+        index = ptys.slave_index(path)
+        if index not in self.pty_masters:
+            return None
+        if index not in self.pty_index:
+            builder.spares += self._make(builder, self.files[self.pty_masters[index]], base)
+        return f"{ptys.PTS_PREFIX}{self.pty_index[index]}"
+
+    def controlling_terminal(self, builder) -> None:
+        """A session leader's controlling pty and foreground process group, as they were."""
+        ctty, ns_pid = builder.meta.get("ctty"), builder.meta["pid"]
+        if not ctty:
+            return
+        path = self.pty_slave(builder, f"{ptys.PTS_PREFIX}{ctty['pts']}", builder.spare_base)
+        if path is None:
+            self.warnings.append(f"process {ns_pid}: its controlling terminal {ptys.PTS_PREFIX}{ctty['pts']} "
+                                 "is outside the image: the session has none now")
+            return
+        fd = builder.open(path, O_RDWR | O_NOCTTY, "its controlling terminal")
+        ptys.take_control(builder.inj, fd, ctty["foreground"], f"process {ns_pid}")
+        builder.inj.check(kernel.NR["close"], fd, what="close(terminal)")
 
     def _open_fifo(self, path: str, record: dict) -> None:
         """Hold the FIFO open for reading and writing (the process's own open then does

@@ -29,7 +29,6 @@ from .errors import CheckpointError, Unsupported
 
 _NR_INOTIFY_INIT1, _NR_INOTIFY_ADD_WATCH, _NR_INOTIFY_RM_WATCH = 294, 254, 255
 _NR_OPEN_BY_HANDLE_AT, _NR_IOCTL, _NR_READ = 304, 16, 0
-_NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
 O_PATH, O_NONBLOCK, O_DIRECTORY = 0o10000000, 0o4000, 0o200000
 _WATCH = re.compile(r"inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) "
                     r"ignored_mask:[0-9a-f]+(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) "
@@ -87,11 +86,7 @@ def _mountpoints(pid: int, device: str) -> list[str]:
 
 def _queued_bytes(pid: int, fd: int) -> int:
     """Bytes of events waiting in the instance (FIONREAD on our own dup of the fd)."""
-    pidfd = kernel.syscall(_NR_PIDFD_OPEN, pid, 0)
-    try:
-        dup = kernel.syscall(_NR_PIDFD_GETFD, pidfd, fd, 0)
-    finally:
-        os.close(pidfd)
+    dup = kernel.borrow_fd(pid, fd)
     try:
         return struct.unpack("i", ioctl(dup, termios.FIONREAD, b"\0" * 4))[0]
     finally:

@@ -64,7 +64,8 @@ NR = dict(
     setgroups=116, setresuid=117, setresgid=119, rt_sigtimedwait=128, rt_sigqueueinfo=129, sigaltstack=131,
     personality=135, prctl=157, chroot=161, mount=165, set_tid_address=218, restart_syscall=219,
     exit_group=231, openat=257, unshare=272, set_robust_list=273, get_robust_list=274, dup3=292,
-    rt_tgsigqueueinfo=297, rseq=334, seccomp=317, clone3=435, close_range=436,
+    rt_tgsigqueueinfo=297, rseq=334, seccomp=317, pidfd_open=434, clone3=435, close_range=436,
+    pidfd_getfd=438,
 )
 
 # syscall restart codes seen in rax of a task stopped inside a syscall
@@ -114,6 +115,15 @@ def syscall(number: int, *args: int) -> int:
     """A raw syscall made by this process; raises OSError on failure."""
     res = _libc.syscall(ctypes.c_long(number), *[ctypes.c_long(a) for a in args])
     return _check(res, f"syscall {number}")
+
+
+def borrow_fd(pid: int, fd: int) -> int:
+    """Our own dup of another process's fd (pidfd_getfd; close it when done)."""
+    pidfd = syscall(NR["pidfd_open"], pid, 0)
+    try:
+        return syscall(NR["pidfd_getfd"], pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
 
 
 def get_regs(tid: int) -> Regs:

@@ -12,7 +12,6 @@ when nothing is queued; fds in flight (SCM_RIGHTS) are not seen.
 """
 from __future__ import annotations
 
-import os
 import socket
 import struct
 
@@ -24,7 +23,6 @@ NLM_F_REQUEST, NLMSG_ERROR = 1, 2
 UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN = 0, 2, 4
 MAX_QUEUED = 16 << 20
-_NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
 TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
 
 
@@ -58,11 +56,7 @@ def unix_info(ino: int) -> dict | None:
 
 def borrow(pid: int, fd: int) -> socket.socket:
     """A socket object on our own dup of another process's fd (close it when done)."""
-    pidfd = kernel.syscall(_NR_PIDFD_OPEN, pid, 0)
-    try:
-        return socket.socket(fileno=kernel.syscall(_NR_PIDFD_GETFD, pidfd, fd, 0))
-    finally:
-        os.close(pidfd)
+    return socket.socket(fileno=kernel.borrow_fd(pid, fd))
 
 
 def queued(sock: socket.socket, what: str) -> bytes:

@@ -1,0 +1,63 @@
+"""A pseudo-terminal pair: `pty_pair.py OUTFILE`. The parent (pty.fork) holds the master;
+the child is a session leader whose controlling terminal is the slave (its fds 0-2), its
+group in the foreground (as a shell waiting for a command line). The parent sets the
+window to 33x77 rows/cols and echo off, then every 5 ms writes "ping <n>" to the master
+and expects "pong <n> 33x77 fg tty noecho": the child checks its terminal (window size,
+its group in the foreground, /dev/tty opens, echo off) and answers. A ping whose answer does not come within 2 s is sent again
+(bytes in flight in a pty are not kept by a restore). The parent appends "<n> <pid> ok"."""
+import fcntl
+import os
+import pty
+import select
+import struct
+import sys
+import termios
+import time
+
+out = open(sys.argv[1], "w", buffering=1)
+pid, master = pty.fork()
+if pid == 0:
+    while True:
+        line = sys.stdin.readline()
+        rows, cols = struct.unpack("hh", fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(4)))
+        try:
+            fg = "fg" if os.tcgetpgrp(0) == os.getpgrp() else "bg"
+        except OSError:
+            fg = "noctty"
+        try:
+            os.close(os.open("/dev/tty", os.O_RDWR))
+            ctty = "tty"
+        except OSError:
+            ctty = "nottty"
+        echo = "echo" if termios.tcgetattr(0)[3] & termios.ECHO else "noecho"
+        sys.stdout.write(f"pong {line.split()[1]} {rows}x{cols} {fg} {ctty} {echo}\n")
+        sys.stdout.flush()
+
+fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("hhhh", 33, 77, 0, 0))
+attrs = termios.tcgetattr(master)
+attrs[3] &= ~termios.ECHO
+termios.tcsetattr(master, termios.TCSANOW, attrs)
+n, me, pending = 0, os.getpid(), b""
+while True:
+    n += 1
+    expected = f"pong {n} 33x77 fg tty noecho"
+    os.write(master, f"ping {n}\n".encode())
+    sent = time.monotonic()
+    while True:
+        if b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            line = line.decode().strip()
+            if line == expected:
+                break
+            if line.startswith(f"pong {n} "):
+                out.write(f"BAD the terminal answered {line!r}, not {expected!r}\n")
+                sys.exit(1)
+            continue                                # an answer to an earlier ping sent twice
+        if not select.select([master], [], [], 0.1)[0]:
+            if time.monotonic() - sent > 2:
+                os.write(master, f"ping {n}\n".encode())
+                sent = time.monotonic()
+            continue
+        pending += os.read(master, 4096)
+    out.write(f"{n:08d} {me:7d} ok\n")
+    time.sleep(0.005)
