@@ -96,6 +96,8 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "auxv": procfs.auxv(pid).hex(),
             "vmas": [_vma_meta(pid, v, files) for v in vmas if v.path != "[vsyscall]"],
         }
+    if proc.stopped:
+        meta["stopped"] = True
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
         if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(pid)):

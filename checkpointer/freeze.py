@@ -15,6 +15,9 @@ its CPU affinity back, and the tracer its scheduling policy. `Frozen.thawed_at` 
 the last task was let go (the end of the stop as the processes see it; the tracer's own
 affinity and policy are given back after it).
 
+A process found in a job-control stop (SIGSTOP, ^Z) is stopped again at the thaw
+(`FrozenProcess.stopped`); its parent sees it continued and stopped once more.
+
 Simplifications: must be used from one thread (ptrace's rule); a process that exits
 while being frozen raises ProcessGone after thawing the others; if the checkpointer
 itself is killed inside the window, the processes run on but stay pinned to one CPU.
@@ -39,6 +42,7 @@ from .stopwatch import phase
 ALL_SIGNALS = 0xFFFFFFFFFFFFFFFF
 PF_EXITING = 0x4  # task flag (field 9 of /proc/PID/stat): the task is exiting
 SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+JOB_CONTROL_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class FrozenThread:
 class FrozenProcess:
     pid: int
     threads: dict[int, FrozenThread]
+    stopped: bool = False  # it was in a job-control stop (SIGSTOP, ^Z): stopped again at the thaw
 
     @property
     def main(self) -> FrozenThread:
@@ -89,6 +94,8 @@ class Frozen:
                 del self.processes[pid].threads[tid]
                 return None
             if status >> 16 == kernel.PTRACE_EVENT_STOP:
+                if os.WSTOPSIG(status) in JOB_CONTROL_STOPS:
+                    self.processes[pid].stopped = True
                 break
             # a signal-delivery-stop: the signal is off the queue now; keep it to re-queue
             thread.caught.append(kernel.get_siginfo(tid))
@@ -118,7 +125,32 @@ class Frozen:
             seen |= current
         if pid not in proc.threads:
             raise ProcessGone(pid)
+        if proc.stopped:
+            self._end_group_stop(proc)
         return proc
+
+    def _end_group_stop(self, proc: FrozenProcess) -> None:
+        """Let a job-control-stopped process run injected code: SIGCONT ends its group stop
+        (its parent sees it continued, then stopped again at the thaw). The SIGCONT itself
+        is taken off the queue at once, behind a full signal mask: the image must not hold
+        it, nor a handler see it."""
+        for thread in proc.threads.values():
+            kernel.set_sigmask(thread.tid, ALL_SIGNALS)
+            thread.touched = True
+        os.kill(proc.pid, signal.SIGCONT)
+        for thread in proc.threads.values():   # each seized thread traps once on the SIGCONT
+            kernel.ptrace(kernel.PTRACE_CONT, thread.tid, 0, 0)
+            _, status = kernel.waitpid(thread.tid)
+            if not (os.WIFSTOPPED(status) and status >> 16 == kernel.PTRACE_EVENT_STOP):
+                raise ProcessGone(proc.pid, "it changed state while being frozen")
+        inj = Injector(proc.pid, syscall_insn_of(proc.pid), *stack_scratch(proc.main.regs))
+        try:
+            saved = inj.read(inj.scratch, 24)
+            sigcont, no_wait = inj.put(struct.pack("Q", 1 << (signal.SIGCONT - 1))), inj.put(bytes(16), 8)
+            inj.call(kernel.NR["rt_sigtimedwait"], sigcont, 0, no_wait, 8)
+            inj.write(inj.scratch, saved)
+        finally:
+            inj.close()
 
     def add_tree(self, pid: int) -> None:
         """Freeze pid and all its descendants (zombies are only recorded), until no new one appears."""
@@ -162,7 +194,7 @@ class Frozen:
             for thread in proc.threads.values():
                 try:
                     self.pinning.release(thread.tid)
-                    _ready_to_thaw(proc.pid, thread, self.leave_stopped)
+                    _ready_to_thaw(proc.pid, thread, self.leave_stopped or proc.stopped)
                     self.thawed_at = time.perf_counter()  # the task may run (preempting us) at once
                     kernel.detach(thread.tid)
                 except ProcessLookupError:

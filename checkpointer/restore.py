@@ -156,8 +156,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             _become_reaper(helper.tid)
         if server:
             server.confirm()  # before anything runs: every process is served, marked and guarded
-        if leave_stopped:
-            for builder in builders:
+        for builder in builders:   # as asked, or as it was (a job-control stop)
+            if leave_stopped or builder.meta.get("stopped"):
                 os.kill(builder.tid, signal.SIGSTOP)
         tids = [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]
         for tid in tids:
