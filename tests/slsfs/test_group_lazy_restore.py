@@ -1,14 +1,19 @@
 """Lazy restore of a persistence group: a group whose image is large runs again at once
 while a page server fills its memory; it is checkpointed again after the restore (the
 checkpoint waits until every page is in), killed, and restored again, its memory checked
-throughout by the target itself (targets/checked_heap.py)."""
+throughout by the target itself (targets/checked_heap.py). If the page server dies, the
+group is killed (never runs on zeros) and its checkpoint restores again."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
+from checkpointer.lazy import MARK_DIR
 from group_helpers import TARGETS, wait_for
 
 HEAP_MIB = 96  # well over the daemon's LAZY_MIN_BYTES
+BIG_HEAP_MIB = 192  # pushed in seconds: the test kills its page server long before the end
 ALL_IN = "every page of its lazy restore is in"
 
 
@@ -52,4 +57,23 @@ def test_a_large_group_restored_lazily_runs_on_with_its_memory(group_store):
     assert store.group("lazy")["last_durable"] == checkpoint
     store.crash()
     _restore_and_run_on(store)
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_a_group_whose_page_server_dies_is_killed_and_restores_again(group_store):
+    store = group_store
+    store.lazy_restores = 0
+    store.sls("run", "--store", str(store.path), "--name", "lazy", "--hz", "0", "--",
+              sys.executable, str(TARGETS / "checked_heap.py"), str(BIG_HEAP_MIB))
+    wait_for(lambda: len(_lines(store)) >= 50, "the target to fill and check its heap", timeout=120)
+    store.checkpoint("lazy")
+    store.crash()
+    store.sls("restore", "lazy", "--store", str(store.path))
+    pid = store.group("lazy")["pids"][0]
+    mark = MARK_DIR / str(pid)   # held by the page server while it fills the group's memory
+    server = int(mark.read_text())
+    os.kill(server, signal.SIGKILL)
+    wait_for(lambda: not store.group("lazy")["running"], "the page guard to kill the group")
+    _assert_unbroken(store)      # it never ran on zeros
+    _restore_and_run_on(store)   # the checkpoint is intact
     store.sls("stop", "--store", str(store.path))
