@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import struct
+import tempfile
 from typing import Iterable, Iterator
 
 from . import kernel, posix_timers, procfs, sysv_shm
@@ -37,6 +38,7 @@ MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 O_RDONLY, O_RDWR = 0, 2
+DELETED = " (deleted)"
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
@@ -319,8 +321,8 @@ class ProcessBuilder:
 
     # process-wide state -------------------------------------------------------
     def _process_state(self) -> None:
-        root, cwd = self.remap(self.meta["root"]), self.remap(self.meta["cwd"])
-        self.inj.check(NR["chdir"], self.inj.put(cwd.encode() + b"\0"), what=f"chdir({cwd})")
+        root = self.remap(self.meta["root"])
+        self._chdir(self.remap(self.meta["cwd"]))
         if root != "/":
             self.inj.check(NR["chroot"], self.inj.put(root.encode() + b"\0"), what=f"chroot({root})")
         self.inj.check(NR["prctl"], PR_SET_NAME, self.inj.put(self.meta["comm"].encode()[:15] + b"\0"),
@@ -330,7 +332,7 @@ class ProcessBuilder:
 
     def _mm_map(self) -> None:
         mm = self.meta["mm"]
-        exe = self.open(self.remap(self.meta["exe"]), O_RDONLY, "the executable")
+        exe = self._open_exe()
         auxv = bytes.fromhex(self.meta["auxv"])
         auxv_addr = self.inj.put(auxv, 512)
         record = struct.pack("11QQII", mm["start_code"], mm["end_code"], mm["start_data"], mm["end_data"],
@@ -339,6 +341,37 @@ class ProcessBuilder:
         self.inj.check(NR["prctl"], PR_SET_MM, PR_SET_MM_MAP, self.inj.put(record), len(record), 0,
                        what="prctl(PR_SET_MM_MAP)")
         self.inj.check(NR["close"], exe)
+
+    def _open_exe(self) -> int:
+        """An fd on the executable; for one deleted (upgraded, removed) since the process
+        started, on the memfd that holds its mapped contents (capture.py)."""
+        exe = self.meta["exe"]
+        if exe.endswith(DELETED):
+            for vma in self.meta["vmas"]:
+                if vma["path"] == exe and "memfd" in vma and self.files is not None:
+                    local = self.files.local_fd(self, vma["memfd"], self.spare_base)
+                    return self.open(f"/proc/self/fd/{local}", O_RDONLY, f"the executable {exe}")
+            exe = exe[: -len(DELETED)]  # only marked deleted (a FUSE name dropped): still there
+        return self.open(self.remap(exe), O_RDONLY, "the executable")
+
+    def _chdir(self, cwd: str) -> None:
+        """chdir into `cwd`; a working directory removed since is made again just for that
+        (an empty directory beside where it was, removed once the process is in it)."""
+        if not cwd.endswith(DELETED):
+            self.inj.check(NR["chdir"], self.inj.put(cwd.encode() + b"\0"), what=f"chdir({cwd})")
+            return
+        parent = os.path.dirname(cwd[: -len(DELETED)])
+        try:
+            ghost = tempfile.mkdtemp(prefix=".slsfs-removed-cwd-", dir=parent)
+        except OSError:
+            ghost = None
+            self.warnings.append(f"process {self.meta['pid']}: its working directory {cwd} was removed and "
+                                 f"{parent} is gone too: it works in / now")
+        try:
+            self.inj.check(NR["chdir"], self.inj.put((ghost or "/").encode() + b"\0"), what=f"chdir({cwd})")
+        finally:
+            if ghost:
+                os.rmdir(ghost)
 
     # signals, threads ---------------------------------------------------------
     def _process_signals(self) -> None:
