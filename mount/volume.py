@@ -105,6 +105,7 @@ class Volume:
         self._dirty_inodes: set[int] = set()
         self._buffers: dict[int, dict[int, bytearray | bytes]] = {}
         self._stored_counts: dict[int, int] = {}   # ino -> number of data blocks in the Tree
+        self._allocated: dict[int, int] = {}       # ino -> allocated_bytes, while nothing is buffered
         self.buffered_bytes = 0
         self.changed = False          # anything not yet sealed into the Tree / committed
 
@@ -410,23 +411,35 @@ class Volume:
         stored and buffered blocks, the last one only as far as the file size. `du`,
         and `cp`/`tar`/`rsync` guessing whether a file is sparse, read this.
 
-        The count of stored blocks is cached per inode (counting walks the file's block
-        keys once); seal() and truncation drop it. A buffered block of zeros counts
-        until seal() turns it into a hole."""
+        A stat must not walk the Tree (its block leaves are rarely in memory: that doubled
+        the daemon's CPU per stat), so the answer is cached while nothing is buffered
+        (seal() sets it for one-block files, the usual case), and the count of stored
+        blocks of larger files is cached too; writes, truncation and seal() drop what
+        they change. A buffered block of zeros counts until seal() makes it a hole."""
+        cached = self._allocated.get(ino)
+        if cached is not None:
+            return cached
         node = self.inode(ino)
+        buffers = self._buffers.get(ino, ())
         if node.size == 0:
             return 0
-        stored = self._stored_counts.get(ino)
-        if stored is None:
-            prefix = schema.block_prefix(ino)
-            stored = self._stored_counts[ino] = sum(
-                1 for _ in self.tree.entries(prefix, schema.prefix_end(prefix)))
-        buffers = self._buffers.get(ino, ())
-        blocks = stored + sum(1 for b in buffers if schema.block_key(ino, b) not in self.tree)
-        last, tail = divmod(node.size, BLOCK_SIZE)
-        if tail and (last in buffers or schema.block_key(ino, last) in self.tree):
-            return (blocks - 1) * BLOCK_SIZE + tail
-        return blocks * BLOCK_SIZE
+        if node.size <= BLOCK_SIZE:                  # most files: one block
+            result = node.size if 0 in buffers or schema.block_key(ino, 0) in self.tree else 0
+        else:
+            stored = self._stored_counts.get(ino)
+            if stored is None:
+                prefix = schema.block_prefix(ino)
+                stored = self._stored_counts[ino] = sum(
+                    1 for _ in self.tree.entries(prefix, schema.prefix_end(prefix)))
+            blocks = stored + sum(1 for b in buffers if schema.block_key(ino, b) not in self.tree)
+            last, tail = divmod(node.size, BLOCK_SIZE)
+            if tail and (last in buffers or schema.block_key(ino, last) in self.tree):
+                result = (blocks - 1) * BLOCK_SIZE + tail
+            else:
+                result = blocks * BLOCK_SIZE
+        if not buffers:
+            self._allocated[ino] = result
+        return result
 
     def read(self, ino: int, offset: int, size: int) -> bytes:
         node = self.inode(ino)
@@ -451,6 +464,7 @@ class Volume:
         kernel's writeback cache keeps them and sends them with SETATTR."""
         self._writable()
         node = self.inode(ino)
+        self._allocated.pop(ino, None)
         buffers = self._buffers.setdefault(ino, {})
         pos, view = offset, memoryview(data)
         while view:
@@ -479,6 +493,7 @@ class Volume:
     def truncate(self, ino: int, size: int) -> None:
         self._writable()
         node = self.inode(ino)
+        self._allocated.pop(ino, None)
         if size < node.size:
             keep_blocks, tail = divmod(size, BLOCK_SIZE)
             first_dropped = keep_blocks + (1 if tail else 0)
@@ -499,6 +514,7 @@ class Volume:
         for key in [key for key, _ in self.tree.items(start, end)]:
             self.tree.delete(key)
         self._stored_counts.pop(ino, None)
+        self._allocated.pop(ino, None)
         self.changed = True
 
     def purge(self, ino: int) -> None:
@@ -533,9 +549,11 @@ class Volume:
         """
         for ino in list(self._buffers):
             self._stored_counts.pop(ino, None)
+            self._allocated.pop(ino, None)
             node = self._inodes.get(ino)
             buffers = self._buffers[ino]
-            for block in sorted(buffers):
+            sealed = sorted(buffers)
+            for block in sealed:
                 data = bytes(buffers[block])
                 if node is not None:
                     data = data[:max(0, node.size - block * BLOCK_SIZE)]
@@ -547,6 +565,8 @@ class Volume:
                     self.tree.put(key, cid, refs=[cid])
                 del buffers[block]
             del self._buffers[ino]
+            if node is not None and node.size <= BLOCK_SIZE and sealed == [0]:
+                self._allocated[ino] = 0 if _is_zero(data) else node.size
         self.buffered_bytes = 0
         for ino in sorted(self._dirty_inodes):
             node = self._inodes.get(ino)

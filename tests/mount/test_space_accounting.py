@@ -60,3 +60,23 @@ def test_space_follows_truncate_and_zeroed_blocks(mnt):
     assert used(path) == 512
     os.truncate(path, 0)
     assert used(path) == 0
+
+
+def test_space_of_a_small_file_follows_each_change(mnt):
+    path = mnt.path / "small"
+    path.write_bytes(b"a" * 100)
+    sls("checkpoint", mnt.path)
+    assert used(path) == 512
+    with open(path, "r+b") as f:                     # zeros: a hole once sealed
+        f.write(bytes(100))
+        f.flush()
+        os.fsync(f.fileno())
+    assert used(path) == 0
+    with open(path, "ab") as f:
+        f.write(b"b" * 1000)
+        f.flush()
+        os.fsync(f.fileno())
+    assert used(path) == 1536                        # 1,100 bytes: three 512-byte units
+    os.truncate(path, 150)                           # keeps 50 bytes of b
+    sls("checkpoint", mnt.path)
+    assert used(path) == 512
