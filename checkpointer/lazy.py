@@ -449,7 +449,9 @@ class _Server:
         if host_pid is None:
             pageguard.send_space(self.guard, space.number, space.uffd, None)
         else:
-            self._guard_pid(host_pid, lambda guard, pidfd: pageguard.send_space(guard, space.number, space.uffd, pidfd))
+            mark = str(space.mark[1]) if space.mark else ""
+            self._guard_pid(host_pid, lambda guard, pidfd: pageguard.send_space(guard, space.number, space.uffd,
+                                                                                pidfd, mark))
 
     def _guard_pid(self, pid: int, send) -> None:
         try:

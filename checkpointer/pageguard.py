@@ -12,7 +12,8 @@ and a missing page is then filled with zeros on its next touch: a process whose 
 died would run on on memory that is not its own. While the guard holds a descriptor, a
 fault after the server died waits (killably) instead, and the process is killed there.
 
-Messages (SOCK_SEQPACKET, server to guard): b"space N" with [uffd, pidfd] (or [uffd] for
+Messages (SOCK_SEQPACKET, server to guard): b"space N MARK" (MARK: the path of the
+server's mark file for that process, or empty) with [uffd, pidfd] (or [uffd] for
 a space a fork made, whose process is reached through the namespace init), b"init" with
 [pidfd], b"done N".
 
@@ -31,8 +32,9 @@ import socket
 KILL_WAIT_MS = 60_000  # a killed process is gone within milliseconds; past this, give up waiting
 
 
-def send_space(sock: socket.socket, number: int, uffd: int, pidfd: int | None) -> None:
-    _send(sock, b"space %d" % number, [uffd] + ([pidfd] if pidfd is not None else []))
+def send_space(sock: socket.socket, number: int, uffd: int, pidfd: int | None, mark: str = "") -> None:
+    """`mark`: the server's mark file of that process, removed if the guard kills it."""
+    _send(sock, b"space %d %s" % (number, mark.encode()), [uffd] + ([pidfd] if pidfd is not None else []))
 
 
 def send_init(sock: socket.socket, pidfd: int) -> None:
@@ -52,14 +54,17 @@ def run(sock: socket.socket) -> None:
     """The guard's loop (in its own process): returns once the server has exited and
     nothing is left to guard."""
     spaces: dict[int, list[int]] = {}  # space number -> [uffd, pidfd?]
+    marks: dict[int, str] = {}
     inits: list[int] = []
     while True:
         message, fds, _, _ = socket.recv_fds(sock, 64, 2)
         if not message:
             break
-        kind, _, number = message.partition(b" ")
+        kind, _, rest = message.partition(b" ")
+        number, _, mark = rest.partition(b" ")
         if kind == b"space":
             spaces[int(number)] = fds
+            marks[int(number)] = mark.decode()
         elif kind == b"init":
             inits += fds
         elif kind == b"done":
@@ -74,5 +79,9 @@ def run(sock: socket.socket) -> None:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
             poller.poll(KILL_WAIT_MS)
+        for number in spaces:  # the dead server's marks (stale, unlocked: removed for tidiness)
+            if marks[number]:
+                with contextlib.suppress(OSError):
+                    os.unlink(marks[number])
     for fd in [fd for fds in spaces.values() for fd in fds] + inits:
         os.close(fd)

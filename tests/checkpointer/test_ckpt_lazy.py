@@ -149,6 +149,7 @@ def test_processes_whose_page_server_dies_are_killed_never_run_on_zeros(procs, s
     traced = _signals_until_death(pid)
     assert traced == ([], signal.SIGKILL), f"signals it got, signal that ended it: {traced}"
     assert restored.wait_pages_in(timeout=60), "the page guard did not exit"
+    assert not (MARK_DIR / str(pid)).exists()  # the dead server's mark is gone too
     restored.launcher.wait(timeout=60)
     assert assert_unbroken(out, proc.pid) >= lines  # no line computed from zeros
     # the image is intact: restored again (eagerly), the counter goes on checking its heap
