@@ -1,6 +1,7 @@
 """Lazy restore: the restored process runs at once; its memory comes in on first touch.
 
-What: `PageServer.start(image)` forks a page server and a page guard (pageguard.py).
+What: `PageServer.start(image)` forks a page server, which forks a page guard
+(pageguard.py) before it takes over any process.
 The server reads the image through the fork's copy of the restorer's store when the
 restorer has one thread (the copy is consistent), else (the daemon, whose other threads
 may be in the middle of using its store) it opens the store again, read-only; either
@@ -101,37 +102,31 @@ def check_served(pid: int) -> None:
 
 
 class PageServer:
-    """The restorer's handle on a forked page server and its guard."""
+    """The restorer's handle on a forked page server (which forks its own guard)."""
 
-    def __init__(self, pid: int, guard: int, sock: socket.socket):
-        self.pid, self.guard, self.sock = pid, guard, sock
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid, self.sock = pid, sock
         self.served: list[int] = []  # host pids handed to the server
         self._unconfirmed = 0  # handed over, the server's "ok" not read yet
-        self._reaped: set[int] = set()
 
     @classmethod
     def start(cls, image) -> "PageServer":
         """Fork a server for `image` (a StoredImage, or any image with `store_path` and
-        `root`), which opens that store again, read-only; and fork its guard."""
+        `root`); it forks its guard itself (one fork on the restorer's path, not two)."""
         path = getattr(image, "store_path", None) or getattr(getattr(image, "store", None), "path", None)
         if path is None or not hasattr(image, "root"):
             raise CheckpointError("a lazy restore needs an image read from a store (load_image)")
         root = bytes(image.root)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        to_guard, guard_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        guard = _fork(lambda: pageguard.run(guard_end), keep=[guard_end])
-        guard_end.close()
         if isinstance(image, StoredImage) and threading.active_count() == 1:
             # a fork of a one-thread restorer: its copy of the store is consistent, and
             # reading through it saves the reopening (a scan of the active pack)
             opener, packs = (lambda: image), Path(path).resolve() / "packs"
         else:  # a multi-threaded restorer (the daemon) may be in the middle of using it
             opener, packs = (lambda: StoredImage(Store.open(path, readonly=True), root)), None
-        pid = _fork(lambda: _serve(theirs, to_guard, _OnFirstUse(opener)), keep=[theirs, to_guard],
-                    packs=packs)
+        pid = _fork(lambda: _serve(theirs, _OnFirstUse(opener)), keep=[theirs], packs=packs)
         theirs.close()
-        to_guard.close()
-        return cls(pid, guard, ours)
+        return cls(pid, ours)
 
     def arm(self, inj: Injector, host_pid: int, ns_pid: int, ranges: list[tuple[int, int]], *,
             namespace_init: int | None = None) -> None:
@@ -176,21 +171,18 @@ class PageServer:
                 (MARK_DIR / str(pid)).unlink()
 
     def reap(self, timeout: float | None) -> bool:
-        """Wait (up to `timeout` s; None = forever) for the server and its guard to exit;
-        True once both have."""
+        """Wait (up to `timeout` s; None = forever) for the server to exit (it waits for its
+        guard first); True once it has."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            for pid in {self.pid, self.guard} - self._reaped:
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG if deadline is not None else 0)
-                except ChildProcessError:
-                    done = pid
-                if done:
-                    self._reaped.add(pid)
-            if len(self._reaped) == 2:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG if deadline is not None else 0)
+            except ChildProcessError:
                 return True
-            if deadline is None or time.monotonic() > deadline:
-                return deadline is None
+            if done:
+                return True
+            if time.monotonic() > deadline:
+                return False
             time.sleep(0.01)
 
 
@@ -239,14 +231,21 @@ class _OnFirstUse:
         return self._opened().read_pages(cids)
 
 
-def _serve(sock: socket.socket, guard: socket.socket, image: _OnFirstUse) -> None:
-    """The server's body."""
-    server = _Server(sock, guard, image)
+def _serve(sock: socket.socket, image: _OnFirstUse) -> None:
+    """The server's body: its guard forked first (before any process is acknowledged),
+    then the loop; on the way out the guard is let go and waited for."""
+    to_guard, guard_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    guard = _fork(lambda: pageguard.run(guard_end), keep=[guard_end])
+    guard_end.close()
+    server = _Server(sock, to_guard, image)
     try:
         server.run()
     except BaseException:
         server.abort()
         raise
+    finally:
+        to_guard.close()  # the guard exits (first killing any process not done)
+        os.waitpid(guard, 0)
 
 
 def _close_fds_but(keep: set[int], packs: Path | None) -> None:

@@ -1,15 +1,16 @@
 """The page guard: lazily restored processes die with their page server, never read zeros.
 
-What: a lazy restore forks, beside its page server (lazy.py), a small guard process. The
-server hands the guard a duplicate of every userfaultfd it serves, with a pidfd of the
-process (and once a pidfd of the restore's PID-namespace init), and says when a process
+What: a lazy restore's page server (lazy.py) forks a small guard process before it takes
+over any process (off the restorer's path: the restorer forks once). The server hands
+the guard a duplicate of every userfaultfd it serves, with a pidfd of the process (and
+once a pidfd of the restore's PID-namespace init), and says when a process
 has all its pages ("done": the guard closes its copy). When the server's end of the
 socket closes (the server exited) while some process is not done (a SIGKILL, a crash,
 an error), the guard SIGKILLs those processes and the namespace init (which takes the
 whole namespace along), waits until they are gone, and only then closes its copies.
 Why: the kernel unregisters a userfaultfd's ranges when its last descriptor is closed,
 and a missing page is then filled with zeros on its next touch: a process whose server
-died would run on on memory that is not its own. While the guard holds a descriptor, a
+died would run on memory that is not its own. While the guard holds a descriptor, a
 fault after the server died waits (killably) instead, and the process is killed there.
 
 Messages (SOCK_SEQPACKET, server to guard): b"space N MARK" (MARK: the path of the
