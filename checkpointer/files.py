@@ -40,8 +40,8 @@ from typing import Callable
 from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm
 from .errors import CheckpointError, Unsupported
 
-SIMPLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-TTY_PREFIXES = ("/dev/pts/", "/dev/tty", "/dev/console")
+SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, random, urandom
+TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: ptys.PTS_MAJORS)
 POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
 O_ACCMODE, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o1, 0o2, 0o4000
 O_CLOEXEC, O_TMPFILE = 0o2000000, 0o20200000
@@ -142,11 +142,12 @@ class FileCapture:
             return {"kind": "dir", "path": target}
         if stat.S_ISFIFO(mode) and not target.endswith(" (deleted)"):
             return {"kind": "fifo", "path": target, **self._pipe_contents(pid, info.fd)}
-        if stat.S_ISCHR(mode) and target in ptys.MASTER_PATHS:
+        device = (os.major(st.st_rdev), os.minor(st.st_rdev)) if stat.S_ISCHR(mode) else None
+        if device == ptys.MASTER_DEVICE:
             return ptys.describe_master(pid, info.fd, info.extra)
-        if stat.S_ISCHR(mode) and target in SIMPLE_DEVICES:
+        if device in SIMPLE_DEVICES:   # by number: a --root group's /dev/null is a node of its own /dev
             return {"kind": "device", "path": target}
-        if stat.S_ISCHR(mode) and target.startswith(TTY_PREFIXES):
+        if device and (device[0] in TTY_MAJORS or device[0] in ptys.PTS_MAJORS):
             return {"kind": "tty", "path": target}
         raise Unsupported(f"{what}: this kind of file (an unlinked FIFO, or a device) cannot be checkpointed")
 
@@ -617,9 +618,20 @@ class FileRestorer:
             raise CheckpointError(f"could not refill the FIFO {path} with {len(data)} bytes")
 
     def _make_deleted(self, builder, record: dict) -> int:
+        """An unlinked file made again where it was: O_TMPFILE, or where the file system does
+        not offer it (FUSE), a file created under a fresh name and unlinked at once."""
         original = record["target"][: -len(" (deleted)")]
         directory = self.remap(os.path.dirname(original))
-        fd = builder.open(directory, O_TMPFILE | O_RDWR, f"the unlinked file {original}", mode=record["mode"])
+        what = f"the unlinked file {original}"
+        fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
+                              O_TMPFILE | O_RDWR, record["mode"])
+        if fd == -errno.EOPNOTSUPP:
+            name = os.path.join(directory, f".slsfs-restored-{os.urandom(6).hex()}")
+            fd = builder.open(name, O_CREAT | O_EXCL | O_RDWR, what, mode=record["mode"])
+            os.unlink(name)
+        elif fd < 0:
+            raise CheckpointError(f"cannot make {what} again in {directory}: {os.strerror(-fd)} (the "
+                                  "directory must exist where the image says, or pass a remap)")
         with open(f"/proc/{builder.tid}/fd/{fd}", "wb") as fh:
             fh.write(self.read_blob(record["data"]))
         inj = builder.inj

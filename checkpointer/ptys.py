@@ -29,7 +29,7 @@ import struct
 from . import kernel
 from .errors import CheckpointError
 
-MASTER_PATHS = ("/dev/ptmx", "/dev/pts/ptmx")
+MASTER_DEVICE = (5, 2)                  # /dev/ptmx (and /dev/pts/ptmx)
 PTS_PREFIX = "/dev/pts/"
 PTS_MAJORS = range(136, 144)           # Unix98 pty slaves
 TCGETS, TCSETS, TIOCGWINSZ, TIOCSWINSZ = 0x5401, 0x5402, 0x5413, 0x5414

@@ -12,8 +12,10 @@ import pytest
 
 from group_helpers import wait_for
 
-# counts in memory and in /tmp/n, with its PID and the name /proc gives PID 1
-SCRIPT = ('i=0; while :; do i=$((i+1)); read c < /proc/1/comm; echo "$i $$ $c" > /tmp/n.tmp; '
+# counts in memory and in /tmp/n, with its PID and the name /proc gives PID 1; holds its
+# own /dev/null open (fd 3) and a file it removed from /tmp (fd 4, in the volume)
+SCRIPT = ('exec 3</dev/null 4<>/tmp/scratch; echo kept >&4; rm /tmp/scratch; '
+          'i=0; while :; do i=$((i+1)); read c < /proc/1/comm; echo "$i $$ $c" > /tmp/n.tmp; '
           'mv /tmp/n.tmp /tmp/n; sleep 0.02; done')
 
 
@@ -63,6 +65,9 @@ def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store):
     assert first[1:] == ("1", "sh"), f"after the restore: {first}"
     wait_for(lambda: (s := state(store)) and s[0] > first[0] + 10, "the restored shell to count on")
     assert_own_mount_namespace(store, "r")
+    pid = store.group("r")["pids"][0]
+    assert open(f"/proc/{pid}/fd/4").read() == "kept\n", "the removed file lost its contents"
+    assert os.stat(f"/proc/{pid}/fd/3").st_rdev == os.stat("/dev/null").st_rdev
 
     store.sls("stop", "--store", str(store.path))
     left = mounts_at_or_under(store.mnt)
