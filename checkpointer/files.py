@@ -399,6 +399,7 @@ class FileRestorer:
         self.shm_ready: set[int] = set()    # posix_shm file ids given their checkpoint contents
         self.pty_masters = {f["index"]: f["id"] for f in files if f["kind"] == "pty_master"}
         self.pty_index: dict[int, int] = {}  # a pty pair's index in the image -> its new one
+        self.pty_here: dict[int, int] = {}   # ... -> our fd on its master, made before its holder
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -436,9 +437,10 @@ class FileRestorer:
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open
         meanwhile, and remove again the SysV segments that had been removed."""
-        for keeper in self.fifo_keepers.values():
+        for keeper in list(self.fifo_keepers.values()) + list(self.pty_here.values()):
             os.close(keeper)
         self.fifo_keepers.clear()
+        self.pty_here.clear()
         for file_id, shmid in self.segments.items():
             if self.files[file_id]["removed"]:
                 sysv_shm.remove(shmid)
@@ -550,7 +552,11 @@ class FileRestorer:
                               f"memfd {record['target']}")
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         elif kind == "pty_master":
-            fd, self.pty_index[record["index"]] = ptys.make_master(builder, record)
+            if record["index"] in self.pty_here:   # made for a session's terminal (session_terminal)
+                fd = sockets.push_fd(inj, builder.tid, self.pty_here[record["index"]])
+                inj.check(_NR_FCNTL, fd, F_SETFD, 0, what="F_SETFD")
+            else:
+                fd, self.pty_index[record["index"]] = ptys.make_master(builder, record)
             if record["queued"]:
                 self.warnings.append(f"process {ns_pid}: {record['queued']} bytes waiting in the pseudo-terminal "
                                      f"{record['index']} were dropped")
@@ -583,6 +589,20 @@ class FileRestorer:
         if index not in self.pty_index:
             builder.spares += self._make(builder, self.files[self.pty_masters[index]], base)
         return f"{ptys.PTS_PREFIX}{self.pty_index[index]}"
+
+    def session_terminal(self, inj, meta: dict) -> None:
+        """Right after a session leader's setsid, before the rest of its session is forked
+        from it: its controlling terminal, if that pty is in the image (the master made by
+        us, handed to its holder later), so that every process of the session has it."""
+        index = (meta.get("ctty") or {}).get("pts")
+        if index not in self.pty_masters:
+            return
+        if index not in self.pty_index:
+            self.pty_here[index], self.pty_index[index] = ptys.make_master_here(self.files[self.pty_masters[index]])
+        path = inj.put(f"{ptys.PTS_PREFIX}{self.pty_index[index]}".encode() + b"\0")
+        fd = inj.check(kernel.NR["openat"], -100, path, O_RDWR | O_NOCTTY, what="open(its terminal)")
+        ptys.take_control(inj, fd, None, f"process {meta['pid']}")
+        inj.check(kernel.NR["close"], fd, what="close(terminal)")
 
     def controlling_terminal(self, builder) -> None:
         """A session leader's controlling pty and foreground process group, as they were."""

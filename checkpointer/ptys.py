@@ -13,12 +13,10 @@ and foreground group back.
 Simplifications: bytes queued in the pair when checkpointed are dropped (counted in a
 warning); the new pair has another index, so a program that kept its terminal's name
 sees a stale one; a slave lock (before unlockpt) is not kept; only the host's /dev/ptmx
-(not a private devpts instance). The session leader gets its controlling terminal back,
-but the other processes of its session that were running at the checkpoint do not
-(Linux gives one only to a leader's TIOCSCTTY or through fork, and restore makes every
-process before its files): for them /dev/tty does not open and job-control calls fail
-with ENOTTY (processes the leader starts later have it). Their terminal I/O, window
-size and signals from the tty (^C, SIGWINCH to the foreground group) work.
+(not a private devpts instance). Linux gives a controlling terminal only to a
+session leader's TIOCSCTTY and through fork: the restorer makes such a pair itself, before
+the session's other processes are forked from the leader, and hands the master over
+(SCM_RIGHTS) to its holder once that one is built.
 """
 from __future__ import annotations
 
@@ -70,14 +68,26 @@ def make_master(builder, record: dict) -> tuple[int, int]:
                            what="open(/dev/ptmx)")
     dup = kernel.borrow_fd(builder.tid, fd)
     try:
-        fcntl.ioctl(dup, TIOCSPTLCK, struct.pack("i", 0))
-        fcntl.ioctl(dup, TCSETS, bytes.fromhex(record["termios"]))
-        fcntl.ioctl(dup, TIOCSWINSZ, bytes.fromhex(record["winsize"]))
-        if record["packet"]:
-            fcntl.ioctl(dup, TIOCPKT, struct.pack("i", 1))
-        return fd, _int_ioctl(dup, TIOCGPTN)
+        return fd, _configure(dup, record)
     finally:
         os.close(dup)
+
+
+def make_master_here(record: dict) -> tuple[int, int]:
+    """(our fd, new index): a new pty master with the record's settings, held by the
+    restorer until the process that holds it in the image is built (files.FileRestorer)."""
+    fd = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | (record["flags"] & os.O_NONBLOCK))
+    return fd, _configure(fd, record)
+
+
+def _configure(fd: int, record: dict) -> int:
+    """Give a new master the record's settings, unlock its slave; its index."""
+    fcntl.ioctl(fd, TIOCSPTLCK, struct.pack("i", 0))
+    fcntl.ioctl(fd, TCSETS, bytes.fromhex(record["termios"]))
+    fcntl.ioctl(fd, TIOCSWINSZ, bytes.fromhex(record["winsize"]))
+    if record["packet"]:
+        fcntl.ioctl(fd, TIOCPKT, struct.pack("i", 1))
+    return _int_ioctl(fd, TIOCGPTN)
 
 
 def controlling(stat_fields: list[str]) -> tuple[int | None, int]:

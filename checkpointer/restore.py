@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from . import kernel, stub
 from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
@@ -138,7 +138,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                 helpers.append(top)
         injectors += helpers
         with phase("process_tree"):
-            stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors)
+            stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors, files.session_terminal)
             _join_groups(live, stubs, restored.warnings)
             _make_zombies(zombies)
         for meta in live:
@@ -201,8 +201,10 @@ def _pages_to_write(image: ImageSource, pid: int) -> Iterator[tuple[int, list[by
 
 
 def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
-                 injectors: list[Injector]) -> tuple[dict[int, Injector], list[tuple[Injector, Injector, dict]]]:
-    """Clone every process from its parent's stub, parents first, sessions and own groups set."""
+                 injectors: list[Injector], on_session: Callable[[Injector, dict], None],
+                 ) -> tuple[dict[int, Injector], list[tuple[Injector, Injector, dict]]]:
+    """Clone every process from its parent's stub, parents first, sessions and own groups
+    set; `on_session(stub, meta)` runs in each session leader before its children exist."""
     children: dict[int, list[dict]] = {}
     for meta in processes:
         children.setdefault(meta["ppid"], []).append(meta)
@@ -220,6 +222,7 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
         stubs[meta["pid"]] = inj
         if meta["sid"] == meta["pid"]:
             inj.check(NR["setsid"], what="setsid")
+            on_session(inj, meta)
         elif meta["pgid"] == meta["pid"]:
             inj.check(NR["setpgid"], 0, 0, what="setpgid")
         queue += [(inj, child) for child in children.get(meta["pid"], [])]

@@ -77,3 +77,29 @@ def has_pending(sock: socket.socket) -> bool:
         return True
     except BlockingIOError:
         return False
+
+
+_NR_SOCKETPAIR, _NR_RECVMSG, _NR_CLOSE = 53, 47, 3
+MSG_CMSG_CLOEXEC = 0x40000000
+
+
+def push_fd(inj, tid: int, fd: int) -> int:
+    """Give the process that `inj` drives (task `tid`) a copy of our `fd`: SCM_RIGHTS over a
+    socketpair made inside it. Returns the fd number it got there (close-on-exec)."""
+    inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0, inj.scratch,
+              what="socketpair")
+    sending_end, receiving_end = struct.unpack("ii", inj.read(inj.scratch, 8))
+    try:
+        with borrow(tid, sending_end) as sender:
+            socket.send_fds(sender, [b"f"], [fd])
+        data, control = inj.scratch + 64, inj.scratch + 128
+        iov = inj.put(struct.pack("QQ", data, 1), 16)
+        header = inj.put(struct.pack("QI4xQQQQi4x", 0, 0, iov, 1, control, 24, 0), 192)
+        inj.check(_NR_RECVMSG, receiving_end, header, MSG_CMSG_CLOEXEC, what="recvmsg (an fd handed over)")
+        length, level, kind, received = struct.unpack("QiiI", inj.read(control, 20))
+        if (length, level, kind) != (20, socket.SOL_SOCKET, socket.SCM_RIGHTS):
+            raise OSError(f"no fd came through the socketpair ({length}, {level}, {kind})")
+        return received
+    finally:
+        inj.call(_NR_CLOSE, sending_end)
+        inj.call(_NR_CLOSE, receiving_end)

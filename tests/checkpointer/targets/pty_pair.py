@@ -1,9 +1,10 @@
 """A pseudo-terminal pair: `pty_pair.py OUTFILE`. The parent (pty.fork) holds the master;
-the child is a session leader whose controlling terminal is the slave (its fds 0-2), its
-group in the foreground (as a shell waiting for a command line). The parent sets the
-window to 33x77 rows/cols and echo off, then every 5 ms writes "ping <n>" to the master
-and expects "pong <n> 33x77 fg tty noecho": the child checks its terminal (window size,
-its group in the foreground, /dev/tty opens, echo off) and answers. A ping whose answer does not come within 2 s is sent again
+the child is a session leader whose controlling terminal is the slave (its fds 0-2), and
+it starts a grandchild in a process group of its own that it puts in the foreground (as
+a shell runs a job). The parent sets the window to 33x77 rows/cols and echo off, then
+every 5 ms writes "ping <n>" to the master and expects "pong <n> 33x77 fg tty noecho":
+the grandchild checks its terminal (window size, its group in the foreground, /dev/tty
+opens, echo off) and answers. A ping whose answer does not come within 2 s is sent again
 (bytes in flight in a pty are not kept by a restore). The parent appends "<n> <pid> ok"."""
 import fcntl
 import os
@@ -17,6 +18,15 @@ import time
 out = open(sys.argv[1], "w", buffering=1)
 pid, master = pty.fork()
 if pid == 0:
+    job = os.fork()
+    if job:
+        os.setpgid(job, job)
+        os.tcsetpgrp(0, job)
+        os.waitpid(job, 0)
+        sys.exit(0)
+    os.setpgid(0, 0)
+    while os.tcgetpgrp(0) != os.getpgrp():
+        time.sleep(0.001)
     while True:
         line = sys.stdin.readline()
         rows, cols = struct.unpack("hh", fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(4)))
