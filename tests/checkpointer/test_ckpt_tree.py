@@ -119,13 +119,7 @@ def test_memfd_and_shared_anonymous_memory_stay_shared_by_parent_and_child(procs
     checkpointer.checkpoint([proc.pid], store, "memfd", tree=True)
     names = sorted(f["name"] for f in load_image(store, "memfd").files if f["kind"] == "memfd")
     assert names == ["shared-anon", "shared-state"]
-    procs.kill(proc)
-    subreaper([child])
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, "memfd")
-    procs.restored.append(restored)
-    wait_for(lambda: out.stat().st_size >= size + 220 * LINE, "two of the parent's progress checks")
-    assert assert_unbroken(out, proc.pid) > size // LINE + 200
+    restored = _kill_restore_and_go_on(procs, store, "memfd", proc, [child], out, subreaper)
     allocated = shared_memory_allocated(restored.pids[0], 256 << 20)
     assert allocated < 16 << 20, f"the untouched shared memory came back allocated: {allocated} bytes"
 
@@ -142,13 +136,20 @@ def test_mappings_of_deleted_files_come_back_shared_as_they_were(procs, store, t
     checkpointer.checkpoint([proc.pid], store, "deleted", tree=True)
     names = sorted(f["name"] for f in load_image(store, "deleted").files if f["kind"] == "memfd")
     assert names == ["private.bin", f"slsfs-test-fd-{proc.pid}", f"slsfs-test-sem-{proc.pid}"]
+    _kill_restore_and_go_on(procs, store, "deleted", proc, [child], out, subreaper)
+
+
+def _kill_restore_and_go_on(procs, store, name: str, proc, children: list[int], out, subreaper):
+    """Kill the target and its children, restore image `name`, and see the parent's
+    progress checks go on unbroken (two of them); the restored tree."""
     procs.kill(proc)
-    subreaper([child])
+    subreaper(children)
     size = out.stat().st_size
-    restored = checkpointer.restore(store, "deleted")
+    restored = checkpointer.restore(store, name)
     procs.restored.append(restored)
     wait_for(lambda: out.stat().st_size >= size + 220 * LINE, "two of the parent's progress checks")
     assert assert_unbroken(out, proc.pid) > size // LINE + 200
+    return restored
 
 
 def shared_memory_allocated(pid: int, size: int) -> int:

@@ -76,33 +76,27 @@ def test_python_service_keeps_memory_state_across_crash(group_store):
 
 
 def test_shell_pipeline_survives_crash(group_store):
-    store = group_store
     script = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.01; done | while read n; do echo $n > count.tmp; mv count.tmp count; done"
-    store.sls("run", "--store", str(store.path), "--name", "pipe", "--hz", "5", "--", "/bin/sh", "-c", script)
-    wait_for(lambda: (number(store.mnt / "count") or 0) > 20, "the pipeline to count")
-    floor = wait_for(lambda: number(store.mnt / "count"), "a count")
-    store.checkpoint("pipe")
-    store.crash()
-    store.sls("restore", "pipe", "--store", str(store.path))
-    restored = wait_for(lambda: number(store.mnt / "count"), "the restored count")
-    assert restored >= floor, f"the count went back from {floor} to {restored}"
-    wait_for(lambda: (number(store.mnt / "count") or 0) > restored + 20, "the restored pipeline to count on")
-    store.sls("stop", "--store", str(store.path))
+    counts_on_after_crash(group_store, "pipe", ["/bin/sh", "-c", script])
 
 
 def test_python_multiprocessing_pool_survives_crash(group_store):
     """A Pool with a shared Value, a Lock and a Queue: their semaphores are /dev/shm files
     mapped and unlinked at once, shared by the parent and its workers."""
-    store = group_store
-    store.sls("run", "--store", str(store.path), "--name", "pool", "--hz", "5", "--",
-              sys.executable, str(TARGETS / "mp_pool.py"))
-    wait_for(lambda: (number(store.mnt / "count") or 0) > 20, "the pool to work")
+    counts_on_after_crash(group_store, "pool", [sys.executable, str(TARGETS / "mp_pool.py")])
+    assert not (group_store.mnt / "bad").exists(), (group_store.mnt / "bad").read_text()
+
+
+def counts_on_after_crash(store, name: str, argv: list[str]) -> None:
+    """Run `argv` (it keeps a count in the file `count`) as group `name`, crash everything
+    after a checkpoint, restore: the count did not go back and goes on; then stop."""
+    store.sls("run", "--store", str(store.path), "--name", name, "--hz", "5", "--", *argv)
+    wait_for(lambda: (number(store.mnt / "count") or 0) > 20, f"{name} to count")
     floor = wait_for(lambda: number(store.mnt / "count"), "a count")
-    store.checkpoint("pool")
+    store.checkpoint(name)
     store.crash()
-    store.sls("restore", "pool", "--store", str(store.path))
+    store.sls("restore", name, "--store", str(store.path))
     restored = wait_for(lambda: number(store.mnt / "count"), "the restored count")
     assert restored >= floor, f"the count went back from {floor} to {restored}"
-    wait_for(lambda: (number(store.mnt / "count") or 0) > restored + 20, "the restored pool to work on")
-    assert not (store.mnt / "bad").exists(), (store.mnt / "bad").read_text()
+    wait_for(lambda: (number(store.mnt / "count") or 0) > restored + 20, f"the restored {name} to count on")
     store.sls("stop", "--store", str(store.path))
