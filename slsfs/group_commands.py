@@ -332,6 +332,8 @@ def cmd_ps(args) -> int:
         lines.append(f"{g['group']:<16}{'running' if g['running'] else 'exited':<9}"
                      f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{g['checkpoints']:>8}"
                      f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
+        if g.get("error"):
+            lines.append(f"  ! its checkpoints fail (retried; checkpoint {durable} stays its newest): {g['error']}")
     _print(args, status, "\n".join(lines))
     return 0
 

@@ -5,7 +5,8 @@ exiting task answers EPERM; a child seen running is a zombie by the time it is
 attached, or its /proc entries vanish while it is read). Measured here: a third of
 this shell's checkpoints fail that way at the first try. The daemon retries the
 checkpoints it is asked for, so a group's first checkpoint and `sls checkpoint` succeed
-however busy the tree is. A restore that fails leaves nothing mounted or running."""
+however busy the tree is. A restore that fails leaves nothing mounted or running;
+checkpoints that keep failing are shown by `sls ps`."""
 from __future__ import annotations
 
 import socket
@@ -49,4 +50,20 @@ def test_a_restore_that_fails_says_why_and_leaves_nothing_mounted(group_store):
     store.sls("restore", "web", "--store", str(store.path))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         assert conn.makefile().readline().split()[1].isdigit()
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_failing_checkpoints_are_shown_by_sls_ps(group_store):
+    """A group that opens something no checkpoint can hold (a kernel log reader) keeps
+    running, its checkpoints fail and are retried: `sls ps` says so and why, and that the
+    newest durable checkpoint stays the one before."""
+    store = group_store
+    script = "while [ ! -e go ]; do sleep 0.05; done; exec 3</dev/kmsg; sleep 1000"
+    store.sls("run", "--store", str(store.path), "--name", "kmsg", "--hz", "5", "--", "/bin/sh", "-c", script)
+    (store.mnt / "go").touch()
+    human = wait_for(lambda: (out := store.sls("ps", "--store", str(store.path)).stdout) and "!" in out and out,
+                     "sls ps to show the failing checkpoints")
+    group = store.group("kmsg")      # no checkpoint succeeds any more: its newest durable is fixed
+    assert "/dev/kmsg" in human and f"checkpoint {group['last_durable']} stays its newest" in human, human
+    assert group["running"] and "/dev/kmsg" in group["error"]
     store.sls("stop", "--store", str(store.path))
