@@ -63,7 +63,7 @@ from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
-from . import group_checkpoint, group_process, group_retention, groups, procs_view, rootfs
+from . import group_checkpoint, group_process, group_retention, groups, orphans, procs_view, rootfs
 from .group_process import RunningGroup
 from .groups import LOG_NAME, GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
@@ -182,10 +182,14 @@ class Daemon:
                 log.info("gc: freed %d bytes in %.1f s (%d live chunks)", collected["bytes_freed"],
                          collected["seconds"], collected["live_chunks"])
 
-    def _collect(self) -> dict:
-        """Stop-the-world collection (FUSE waits meanwhile); the caller holds the lock."""
-        self.fs.seal()
-        return group_retention.collect(self.store)
+    def _collect(self, prune=None) -> dict:
+        """Stop-the-world collection (FUSE waits meanwhile); the caller holds the lock. An
+        explicit retention.Prune commits the files first (FileSystem.gc says why)."""
+        if prune is None:
+            self.fs.seal()
+        else:
+            self.fs.checkpoint("gc", durable=True)
+        return group_retention.collect(self.store, prune)
 
     def _adopt(self, group: RunningGroup) -> None:
         self.groups[group.name] = group
@@ -374,7 +378,7 @@ class Daemon:
                 for coming in list(self.pages_coming.values()):   # a page server reads packs GC may move
                     await coming.wait()
                 async with self.lock:
-                    return {"ok": True, **self._collect()}
+                    return {"ok": True, **self._collect(mount_daemon.prune_request(req))}
             if op == "ps":
                 return {"ok": True, "daemon": os.getpid(), "store": str(self.store.path),
                         "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
@@ -502,6 +506,7 @@ def detach_stale(mountpoint: str, store_path: str) -> None:
         if any(os.path.realpath(m.store) != store for m in here):
             raise GroupError(f"{mountpoint} is a mount of another store ({here[0].store}); "
                              "unmount it or pick another mount point")
+        orphans.stop_orphans({m.device for m in here if m.device})   # its groups, if they outlived it
         log.info("detaching the stale mount at %s", mountpoint)
         result = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
         if result.returncode != 0:

@@ -6,9 +6,12 @@ attached, or its /proc entries vanish while it is read). Measured here: a third 
 this shell's checkpoints fail that way at the first try. The daemon retries the
 checkpoints it is asked for, so a group's first checkpoint and `sls checkpoint` succeed
 however busy the tree is. A restore that fails leaves nothing mounted or running;
-checkpoints that keep failing are shown by `sls ps`."""
+checkpoints that keep failing are shown by `sls ps`; a group that outlived its daemon is
+replaced by the restore."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from pathlib import Path
 
@@ -51,6 +54,33 @@ def test_a_restore_that_fails_says_why_and_leaves_nothing_mounted(group_store):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         assert conn.makefile().readline().split()[1].isdigit()
     store.sls("stop", "--store", str(store.path))
+
+
+def test_a_group_that_outlived_its_daemon_is_replaced_by_the_restore(group_store):
+    """Only the daemon is SIGKILLed: the server runs on against a dead mount, holding its
+    port. `sls restore` stops that orphaned instance (its mount is dead, its state cannot
+    be checkpointed any more) and brings the group back from its newest checkpoint."""
+    store = group_store
+    port = store.run_tcp_server("web")
+    store.sls("checkpoint", "web", "--store", str(store.path))
+    status = store.ps()
+    orphan = status["groups"][0]["pids"][0]
+    os.kill(status["daemon"], signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{status['daemon']}").exists(), "the daemon to die")
+    assert Path(f"/proc/{orphan}").exists(), "the group died with its daemon: nothing to test"
+    store.sls("restore", "web", "--store", str(store.path))
+    assert not Path(f"/proc/{orphan}").exists() or state_of(orphan) == "Z", "the orphaned instance runs on"
+    assert store.group("web")["pids"] != [orphan]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        assert conn.makefile().readline().split()[1].isdigit()
+    store.sls("stop", "--store", str(store.path))
+
+
+def state_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_failing_checkpoints_are_shown_by_sls_ps(group_store):
