@@ -334,8 +334,16 @@ def cmd_ps(args) -> int:
                      f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
         if g.get("error"):
             lines.append(f"  ! its checkpoints fail (retried; checkpoint {durable} stays its newest): {g['error']}")
+        if (status := g.get("exit_status")) is not None:
+            lines.append(f"  killed by signal {-status}" if status < 0 else
+                         f"  exited with status {status}" + (DAEMONIZED if status == 0 else ""))
     _print(args, status, "\n".join(lines))
     return 0
+
+
+DAEMONIZED = ("; if it forked into the background and returned, that took its group with it (the"
+              " group ends with its first process): run it in the foreground (e.g. redis-server"
+              " --daemonize no, nginx -g 'daemon off;', postgres rather than pg_ctl)")
 
 
 def cmd_barrier(args) -> int:

@@ -58,6 +58,12 @@ class RunningGroup:
                 return False
         return True
 
+    def exit_status(self) -> int | None:
+        """The exit status of a group started here once it has ended (as its launcher
+        reports it: the code, or 128 + the signal), else None."""
+        launcher = getattr(self.handle, "launcher", self.handle)
+        return launcher.poll() if isinstance(launcher, subprocess.Popen) and not self.alive() else None
+
     def reap(self) -> None:
         """Collect exited helper processes so that no zombie stays behind."""
         launcher = getattr(self.handle, "launcher", self.handle)
@@ -108,7 +114,7 @@ class RunningGroup:
             "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,
             "durable_ms_median": round(statistics.median(durables), 3) if durables else None,
             "restore_ms": self.restore_ms, "pages_last": self.pages_last,
-            "stop_phases_ms_last": self.stop_phases_last,
+            "stop_phases_ms_last": self.stop_phases_last, "exit_status": self.exit_status(),
         }
 
 

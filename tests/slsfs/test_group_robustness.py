@@ -97,3 +97,18 @@ def test_failing_checkpoints_are_shown_by_sls_ps(group_store):
     assert "/dev/kmsg" in human and f"checkpoint {group['last_durable']} stays its newest" in human, human
     assert group["running"] and "/dev/kmsg" in group["error"]
     store.sls("stop", "--store", str(store.path))
+
+
+def test_a_program_that_daemonizes_is_told_to_run_in_the_foreground(group_store):
+    """A group ends with its first process (PID 1 of its namespace): a program that forks
+    into the background and returns takes its group with it. `sls ps` says how it ended
+    and what to do."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "bg", "--", "/bin/sh", "-c",
+              "while [ ! -e go ]; do sleep 0.05; done; sleep 600 & exit 0")
+    (store.mnt / "go").touch()
+    group = wait_for(lambda: (g := store.group("bg")) and not g["running"] and g, "the group to end")
+    assert group["exit_status"] == 0
+    human = store.sls("ps", "--store", str(store.path)).stdout
+    assert "exited with status 0" in human and "run it in the foreground" in human, human
+    store.sls("stop", "--store", str(store.path))
