@@ -21,6 +21,7 @@ from typing import Callable
 import trio
 
 from objectstore import Store, StoreError
+from objectstore.retention import Prune
 
 from .control import CONTROL_VERSION, socket_path
 from .filesystem import FileSystem, MountError
@@ -54,13 +55,23 @@ def answer(fs: FileSystem, req: dict) -> dict:
         if op == "stats":
             return {"ok": True, **fs.store.stats(), "daemon": fs.status()}
         if op == "gc":
-            return {"ok": True, **fs.gc()}
+            return {"ok": True, **fs.gc(prune_request(req))}
         if op == "fsck":
             fs.checkpoint("fsck", durable=True)
             return {"ok": True, "problems": fs.store.fsck()}
     except (MountError, StoreError) as exc:
         return {"ok": False, "error": str(exc)}
     return {"ok": False, "error": f"unknown request {op!r}"}
+
+
+def prune_request(req: dict) -> Prune | None:
+    """The explicit retention.Prune a `gc` request carries (`sls gc --keep-last ...`), if any."""
+    if not req.get("prune"):
+        return None
+    try:
+        return Prune.from_json(req["prune"])
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"bad prune request: {exc}") from None
 
 
 async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -> None:

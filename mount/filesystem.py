@@ -56,7 +56,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from objectstore import StoreError, StoreFull
-from objectstore.retention import retained
+from objectstore.retention import Prune, retained
 
 from . import fusectl, schema
 from .flusher import Flusher
@@ -363,10 +363,15 @@ class FileSystem:
         views.update(split_ino(kino)[0] for kino in self.ops.opens)
         return self.views.commits_of(views)
 
-    def gc(self) -> dict:
-        """Store.gc, keeping the checkpoints being browsed (browsed_checkpoints)."""
-        self.seal()
-        return self.store.gc(also_keep=lambda _kept: self.browsed_checkpoints())
+    def gc(self, prune: Prune | None = None) -> dict:
+        """Store.gc, keeping the checkpoints being browsed (browsed_checkpoints). With an
+        explicit `prune`, the current state is committed first, so that what was deleted
+        since the last checkpoint is not held by the newest one, which always stays."""
+        if prune is None:
+            self.seal()
+        else:
+            self.checkpoint("gc", durable=True)
+        return self.store.gc(also_keep=lambda _kept: self.browsed_checkpoints(), prune=prune)
 
     def apply_retention(self) -> None:
         """Thin old checkpoints by the store's policy (named and browsed ones stay), and

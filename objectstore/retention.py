@@ -8,6 +8,7 @@ and so is the newest checkpoint whatever its age.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -35,3 +36,63 @@ def retained(commits: Iterable[tuple[int, float]], tagged: Iterable[int],
                 keep.add(cid)
     keep.update(tagged)
     return keep
+
+
+@dataclass(frozen=True)
+class Prune:
+    """An explicit request to drop history and free its space (`sls gc --keep-last N
+    --keep-within SECONDS --forget ID|NAME`), like restic's `forget` then `prune`.
+
+    With `keep_last` and/or `keep_within`, unnamed checkpoints that neither rule keeps
+    are dropped (the rules add up, as in restic); with neither, the store's policy
+    decides as in a plain gc. Each `forget` entry (a checkpoint id or a name) is dropped
+    whatever the rules say; a named checkpoint goes only when named here by its name.
+    The caller still keeps the newest checkpoint and whatever its `also_keep` names."""
+
+    keep_last: int | None = None
+    keep_within: float | None = None
+    forget: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.keep_last is not None and self.keep_last < 1:
+            raise ValueError(f"--keep-last {self.keep_last}: keep at least 1 (the newest "
+                             "checkpoint always stays)")
+        if self.keep_within is not None and self.keep_within < 0:
+            raise ValueError(f"--keep-within {self.keep_within}: a duration cannot be negative")
+
+    @property
+    def has_rules(self) -> bool:
+        return self.keep_last is not None or self.keep_within is not None
+
+    def to_json(self) -> dict:
+        return {"keep_last": self.keep_last, "keep_within": self.keep_within, "forget": list(self.forget)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Prune":
+        return cls(doc.get("keep_last"), doc.get("keep_within"), tuple(doc.get("forget") or ()))
+
+
+def kept_by_rules(commits: Iterable[tuple[int, float]], prune: Prune, now: float) -> set[int]:
+    """Ids among `commits` ((id, unix time) pairs) that `prune`'s keep rules keep
+    (names and the caller's protections not included)."""
+    ordered = sorted(commits, key=lambda c: c[0], reverse=True)
+    keep: set[int] = set()
+    if prune.keep_last is not None:
+        keep.update(cid for cid, _ in ordered[:prune.keep_last])
+    if prune.keep_within is not None:
+        keep.update(cid for cid, when in ordered if when >= now - prune.keep_within)
+    return keep
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_PART = r"(\d+(?:\.\d+)?)([smhdw])"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like '90s', '30m', '2h', '1d12h' or '1w' (a bare number: seconds)."""
+    spec = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", spec):
+        return float(spec)
+    if not re.fullmatch(f"(?:{_PART})+", spec):
+        raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h, 1d12h or 1w")
+    return sum(float(number) * _UNITS[unit] for number, unit in re.findall(_PART, spec))

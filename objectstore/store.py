@@ -517,10 +517,11 @@ class Store:
         out.update(self._recent)
         return out
 
-    def gc(self, progress=None, also_keep=None) -> dict:
-        """Retention, then free what no kept commit reaches (objectstore.gc.collect)."""
+    def gc(self, progress=None, also_keep=None, prune=None) -> dict:
+        """Retention (or an explicit retention.Prune), then free what no kept commit
+        reaches (objectstore.gc.collect)."""
         from .gc import collect
-        result = collect(self, progress=progress, also_keep=also_keep)
+        result = collect(self, progress=progress, also_keep=also_keep, prune=prune)
         self._gc_baseline = self.packs.disk_bytes()
         return result
 

@@ -3,7 +3,9 @@ diff, gc, fsck, stat.
 
 Verbs that act on a mounted file system talk to its daemon over the control socket
 (`mount.control`); gc, fsck, stat and log work on an unmounted store directly and on
-a mounted one through its daemon (which holds the store's writer lock).
+a mounted one through its daemon (which holds the store's writer lock). `sls gc
+--keep-last N / --keep-within D / --forget ID|NAME` drops history the retention policy
+would keep, to free space on a full disk (objectstore.retention.Prune).
 
 `mount_helper` is the `slsfs` program (a console script) that mount.fuse3 runs for
 `mount -t fuse.slsfs STORE MNT -o volume=V` and fstab lines of type fuse.slsfs; it
@@ -15,6 +17,7 @@ import argparse
 import errno
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -23,8 +26,9 @@ from datetime import datetime
 from pathlib import Path
 
 from objectstore import Store, StoreError
+from objectstore.retention import Prune, parse_duration
 
-from mount.control import ControlError, find_mount, request, slsfs_mounts
+from mount.control import ControlError, find_mount, request, slsfs_mounts, socket_path
 from mount.options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
 from . import dying_daemon, group_retention
@@ -94,6 +98,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("target", help="a store directory or a mount point")
         _json_flag(p)
         p.set_defaults(func=func)
+        if verb == "gc":
+            _prune_flags(p)
+
+
+def _prune_flags(p: argparse.ArgumentParser) -> None:
+    """`sls gc` options that drop history to free space (like restic forget + prune)."""
+    p.add_argument("--keep-last", type=int, metavar="N",
+                   help="drop unnamed checkpoints older than the newest N (and than --keep-within)")
+    p.add_argument("--keep-within", metavar="DURATION",
+                   help="drop unnamed checkpoints older than DURATION (90s, 30m, 2h, 1d12h, 1w)")
+    p.add_argument("--forget", action="append", default=[], metavar="ID|NAME",
+                   help="drop this checkpoint (repeatable); a named one only by its name")
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -359,15 +375,27 @@ def cmd_checkpoint(args) -> int:
     return 0
 
 
-def _store_or_daemon(target: str, op: str):
+def _store_or_daemon(target: str, op: str, **fields):
     """(reply from the daemon, None) when `target` is mounted, else (None, Store path)."""
     if (Path(target) / "FORMAT").exists():
         try:
-            return request(target, op, timeout=3600), None
-        except ControlError:
+            return request(target, op, timeout=3600, **fields), None
+        except ControlError as exc:
+            if _daemon_listens(target):    # it answered with a refusal (or too late): say so
+                raise CommandError(str(exc)) from None
             return None, target
-    reply, _ = _control(target, op, timeout=3600)
+    reply, _ = _control(target, op, timeout=3600, **fields)
     return reply, None
+
+
+def _daemon_listens(store: str) -> bool:
+    """Whether a daemon accepts connections on `store`'s control socket (not a stale one)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(socket_path(store)))
+        except OSError:
+            return False
+    return True
 
 
 def cmd_log(args) -> int:
@@ -471,16 +499,19 @@ def _progress(message) -> None:
         print(f"\r{message}".ljust(60), end="", file=sys.stderr, flush=True)
 
 
-def _maintain(args, op: str) -> dict:
-    reply, store_path = _store_or_daemon(args.target, op)
-    if reply is not None:
-        return reply
-    readonly = op != "gc"
+def _maintain(args, op: str, prune: Prune | None = None) -> dict:
+    fields = {"prune": prune.to_json()} if prune is not None else {}
     try:
+        if prune is not None:
+            _progress("pruning history, then collecting (a mount's requests wait meanwhile)")
+        reply, store_path = _store_or_daemon(args.target, op, **fields)
+        if reply is not None:
+            return reply
+        readonly = op != "gc"
         with Store.open(store_path, readonly=readonly) as store:
             if op == "gc":      # kept group records keep the files commits they name
-                result = store.gc(progress=_progress,
-                                  also_keep=lambda keep: group_retention.files_commits(store, keep))
+                result = store.gc(progress=_progress, prune=prune,
+                                  also_keep=lambda keep: group_retention.needed(store, keep))
             elif op == "fsck":
                 result = {"problems": store.fsck(progress=_progress)}
             else:
@@ -492,10 +523,21 @@ def _maintain(args, op: str) -> dict:
 
 
 def cmd_gc(args) -> int:
-    result = _maintain(args, "gc")
+    result = _maintain(args, "gc", _prune_of(args))
     result.pop("ok", None)
     _print(args, result, ", ".join(f"{k}: {v}" for k, v in result.items()))
     return 0
+
+
+def _prune_of(args) -> Prune | None:
+    """The explicit prune `sls gc`'s options ask for (None: the store's policy only)."""
+    if args.keep_last is None and args.keep_within is None and not args.forget:
+        return None
+    try:
+        within = parse_duration(args.keep_within) if args.keep_within is not None else None
+        return Prune(args.keep_last, within, tuple(args.forget))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_fsck(args) -> int:

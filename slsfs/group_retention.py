@@ -8,14 +8,15 @@ records it names point to (`files_commit`: `.sls/checkpoints/<id>/fs` and
 `sls restore --clone` read it; a files commit kept only for that is a helper: the older
 record its own roots name may have lost its files commit). The images and file systems a kept record names stay
 alive through the record's refs. Space is given back by `collect` (the daemon runs it
-when `Store.gc_due()` says the packs have doubled, and on `sls gc`).
+when `Store.gc_due()` says the packs have doubled, and on `sls gc`); an explicit prune
+(`sls gc --keep-last N`) still keeps each group's newest durable checkpoint.
 """
 from __future__ import annotations
 
 import time
 
 from objectstore import ChunkId, Store
-from objectstore.retention import retained
+from objectstore.retention import Prune, retained
 
 from . import groups
 
@@ -47,7 +48,34 @@ def files_commits(store: Store, keep: set[int]) -> set[int]:
     return set(found.values())
 
 
-def collect(store: Store) -> dict:
-    """Thin, then free unreachable space (Store.gc), keeping what group records need."""
-    thin(store)
-    return store.gc(also_keep=lambda keep: files_commits(store, keep))
+def newest_group_checkpoints(store: Store) -> set[int]:
+    """For each group the newest durable commit names, the oldest retained commit that
+    carries that same record (the group checkpoint that wrote it, unless thinned
+    already): `sls ps` and `sls log` show its id as the group's newest checkpoint, so an
+    explicit prune (`sls gc --keep-last 1`) must not drop it."""
+    log = store.log()
+    durable = [c for c in log if c.id <= store.durable_id]
+    if not durable:
+        return set()
+    records = {name: root for name, root in durable[0].roots.items() if name.startswith(groups.ROOT_PREFIX)}
+    first: dict[str, int] = {}
+    for commit in log:                     # newest first: the last match is the oldest
+        for name, root in records.items():
+            if commit.roots.get(name) == root:
+                first[name] = commit.id
+    return set(first.values())
+
+
+def needed(store: Store, keep: set[int]) -> set[int]:
+    """What GC must keep beyond `keep` for the groups: the files commits kept records
+    name, and each group's newest durable checkpoint (Store.gc's `also_keep`)."""
+    protected = keep | newest_group_checkpoints(store)
+    return (protected - keep) | files_commits(store, protected)
+
+
+def collect(store: Store, prune: Prune | None = None) -> dict:
+    """Thin (or apply an explicit `prune`), then free unreachable space (Store.gc),
+    keeping what group records need."""
+    if prune is None:
+        thin(store)
+    return store.gc(also_keep=lambda keep: needed(store, keep), prune=prune)
