@@ -523,7 +523,11 @@ def _maintain(args, op: str, prune: Prune | None = None) -> dict:
 
 
 def cmd_gc(args) -> int:
-    result = _maintain(args, "gc", _prune_of(args))
+    prune = _prune_of(args)
+    result = _maintain(args, "gc", prune)
+    if prune is not None and "names_forgotten" not in result:
+        raise CommandError("the mount's daemon is older than `sls gc --keep-last/--keep-within/"
+                           "--forget` and did a plain gc: restart the mount, then run it again")
     result.pop("ok", None)
     _print(args, result, ", ".join(f"{k}: {v}" for k, v in result.items()))
     return 0
