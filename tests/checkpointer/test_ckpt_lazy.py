@@ -29,13 +29,20 @@ def _checkpoint_and_kill(procs, store, proc, out: Path) -> int:
     return len(ok_lines(out))
 
 
-def test_lazy_restore_serves_a_large_heap_and_the_server_exits_when_all_is_in(procs, store, binaries, tmp_path):
-    out = tmp_path / "counter.out"
-    proc = procs.start([str(binaries / "counter"), str(out), "64"])
+def _counter_restored_lazily(procs, store, binaries, out: Path, heap_mib: int):
+    """A counter with a heap of `heap_mib` MiB, checkpointed, killed and restored lazily:
+    (the counter's first process, the restored tree, its lines before the kill)."""
+    proc = procs.start([str(binaries / "counter"), str(out), str(heap_mib)])
     _started(out)
     lines = _checkpoint_and_kill(procs, store, proc, out)
     restored = checkpointer.restore(store, "img", lazy=True)
     procs.restored.append(restored)
+    return proc, restored, lines
+
+
+def test_lazy_restore_serves_a_large_heap_and_the_server_exits_when_all_is_in(procs, store, binaries, tmp_path):
+    out = tmp_path / "counter.out"
+    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, 64)
     server = restored.page_server
     assert server is not None and os.path.exists(f"/proc/{server.pid}")
     # the counter checks a new 64 KiB slice of its 64 MiB heap per line: 1030 lines check it all
@@ -57,11 +64,7 @@ def test_lazy_restore_serves_a_large_heap_and_the_server_exits_when_all_is_in(pr
 
 def test_a_process_still_served_is_not_checkpointed(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
-    proc = procs.start([str(binaries / "counter"), str(out), "256"])
-    _started(out)
-    lines = _checkpoint_and_kill(procs, store, proc, out)
-    restored = checkpointer.restore(store, "img", lazy=True)
-    procs.restored.append(restored)
+    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, 256)
     server = restored.page_server.pid
     os.kill(server, signal.SIGSTOP)  # 256 MiB take far longer to push than this takes
     try:
@@ -136,11 +139,7 @@ def _signals_until_death(pid: int) -> tuple[list[int], int]:
 
 def test_processes_whose_page_server_dies_are_killed_never_run_on_zeros(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
-    proc = procs.start([str(binaries / "counter"), str(out), "256"])
-    _started(out)
-    lines = _checkpoint_and_kill(procs, store, proc, out)
-    restored = checkpointer.restore(store, "img", lazy=True)
-    procs.restored.append(restored)
+    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, 256)
     pid = restored.pids[0]
     kernel.ptrace(kernel.PTRACE_SEIZE, pid, 0, 0)
     # 256 MiB take seconds to push. Zeros instead of its pages would crash it (its TLS and

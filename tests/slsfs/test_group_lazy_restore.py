@@ -42,14 +42,19 @@ def _restore_and_run_on(store) -> int:
     return _assert_unbroken(store)
 
 
-def test_a_large_group_restored_lazily_runs_on_with_its_memory(group_store):
-    store = group_store
+def _run_checkpoint_crash(store, hz: int, heap_mib: int) -> None:
+    """Run the self-checking heap target as group `lazy`, checkpoint it, crash everything."""
     store.lazy_restores = 0
-    store.sls("run", "--store", str(store.path), "--name", "lazy", "--hz", "2", "--",
-              sys.executable, str(TARGETS / "checked_heap.py"), str(HEAP_MIB))
+    store.sls("run", "--store", str(store.path), "--name", "lazy", "--hz", str(hz), "--",
+              sys.executable, str(TARGETS / "checked_heap.py"), str(heap_mib))
     wait_for(lambda: len(_lines(store)) >= 50, "the target to fill and check its heap", timeout=120)
     store.checkpoint("lazy")
     store.crash()
+
+
+def test_a_large_group_restored_lazily_runs_on_with_its_memory(group_store):
+    store = group_store
+    _run_checkpoint_crash(store, hz=2, heap_mib=HEAP_MIB)
     _restore_and_run_on(store)
     # checkpointed again after the lazy restore (periodically, and now): then killed and
     # restored again from that checkpoint, with every page
@@ -62,12 +67,7 @@ def test_a_large_group_restored_lazily_runs_on_with_its_memory(group_store):
 
 def test_a_group_whose_page_server_dies_is_killed_and_restores_again(group_store):
     store = group_store
-    store.lazy_restores = 0
-    store.sls("run", "--store", str(store.path), "--name", "lazy", "--hz", "0", "--",
-              sys.executable, str(TARGETS / "checked_heap.py"), str(BIG_HEAP_MIB))
-    wait_for(lambda: len(_lines(store)) >= 50, "the target to fill and check its heap", timeout=120)
-    store.checkpoint("lazy")
-    store.crash()
+    _run_checkpoint_crash(store, hz=0, heap_mib=BIG_HEAP_MIB)
     store.sls("restore", "lazy", "--store", str(store.path))
     pid = store.group("lazy")["pids"][0]
     mark = MARK_DIR / str(pid)   # held by the page server while it fills the group's memory
