@@ -32,6 +32,7 @@ import errno
 import mmap
 import os
 import re
+import struct
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -63,16 +64,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# A chunk's location in the index, one int: pack | offset (36 bits) | stored_len (25) | kind (1)
+_LEN_MASK = (1 << 25) - 1
+_OFFSET_SHIFT, _OFFSET_MASK = 26, (1 << 36) - 1
+_PACK_SHIFT = 62
+_PREFIXES = (_KIND_PREFIX[DATA], _KIND_PREFIX[NODE])  # by a location's kind bit
+_DECODE_HEADER = struct.Struct("<HxBII16s")  # pack.RECORD_HEADER without its kind (the index has it)
+
+
 def _loc(pack: int, offset: int, stored_len: int, kind: int) -> int:
-    return (((pack << 36) | offset) << 25 | stored_len) << 1 | (kind == NODE)
+    return pack << _PACK_SHIFT | offset << _OFFSET_SHIFT | stored_len << 1 | (kind == NODE)
 
 
 def _unloc(loc: int) -> tuple[int, int, int, int]:
-    kind = NODE if loc & 1 else DATA
-    loc >>= 1
-    stored_len = loc & ((1 << 25) - 1)
-    loc >>= 25
-    return loc >> 36, loc & ((1 << 36) - 1), stored_len, kind
+    return (loc >> _PACK_SHIFT, loc >> _OFFSET_SHIFT & _OFFSET_MASK, loc >> 1 & _LEN_MASK,
+            NODE if loc & 1 else DATA)
 
 
 def _pays(packed: bytes, raw_len: int) -> bool:
@@ -367,67 +373,73 @@ class PackStore:
     def get_many(self, cids: Sequence[bytes]) -> list[bytes]:
         """[get(c) for c in cids], faster for many small chunks: the records are read in
         pack order, one pread per span of nearby records (see _SPAN_GAP, _SPAN_MAX), and
-        each is checked by its 128-bit content id instead of its record checksum (so a
-        record whose checksum alone is damaged still reads: its content is proven). A
-        record that fails any check is read again by get(), which raises the precise
-        error (NotFound, CorruptChunk) naming the pack and offset."""
+        decoded from a view of that span (no copy of a record); each is checked by its
+        128-bit content id instead of its record checksum (so a record whose checksum
+        alone is damaged still reads: its content is proven). A chunk asked for more
+        than once is decoded once. A record that fails any check is read again by get(),
+        which raises the precise error (NotFound, CorruptChunk) naming the pack and
+        offset."""
+        locs = list(map(self._index.get, cids))
+        if None in locs:
+            self.get(cids[locs.index(None)])  # raises: not in the index
+        order = sorted(range(len(locs)), key=locs.__getitem__)  # pack order
         out: list[bytes | None] = [None] * len(cids)
-        wanted: list[tuple[int, int]] = []  # (location, position in cids): sorts by pack, offset
-        index = self._index
-        for position, cid in enumerate(cids):
-            loc = index.get(cid)
-            if loc is None:
-                out[position] = self.get(cid)
-            else:
-                wanted.append((loc, position))
-        wanted.sort()
-        records = [(*_unloc(loc), position) for loc, position in wanted]  # (pack, offset, stored_len, kind, position)
-        start, overhead = 0, fmt.RECORD_OVERHEAD
-        while start < len(records):
-            number, first, stored_len, _, _ = records[start]
-            last = records[-1]
-            extent = last[1] + overhead + last[2] - first
-            if last[0] == number and extent <= _SPAN_MAX and extent <= _SPAN_GAP * (len(records) - start):
-                end, span_end = len(records), first + extent  # the rest at once: one span, no gap to check
+        start, overhead, count = 0, fmt.RECORD_OVERHEAD, len(order)
+        while start < count:
+            number, first, stored_len, _ = _unloc(locs[order[start]])
+            last_number, last_offset, last_len, _ = _unloc(locs[order[-1]])
+            span_end = last_offset + overhead + last_len
+            if last_number == number and span_end - first <= min(_SPAN_MAX, _SPAN_GAP * (count - start)):
+                end = count  # the rest at once: one span, no gap to check
             else:
                 span_end, end = first + overhead + stored_len, start + 1
-                while end < len(records):
-                    other, offset, stored_len, _, _ = records[end]
+                while end < count:
+                    other, offset, stored_len, _ = _unloc(locs[order[end]])
                     record_end = offset + overhead + stored_len
                     if other != number or offset - span_end > _SPAN_GAP or record_end - first > _SPAN_MAX:
                         break
                     span_end = max(span_end, record_end)
                     end += 1
-            self._read_span(number, first, span_end, records[start:end], cids, out)
+            self._read_span(number, first, span_end, order[start:end], locs, cids, out)
             start = end
         return out  # type: ignore[return-value]  (every slot is filled)
 
-    def _read_span(self, number: int, first: int, span_end: int, records: list[tuple[int, int, int, int, int]],
-                   cids: Sequence[bytes], out: list[bytes | None]) -> None:
+    def _read_span(self, number: int, first: int, span_end: int, positions: list[int],
+                   locs: list[int], cids: Sequence[bytes], out: list[bytes | None]) -> None:
         if number == self._active and span_end > self._written:  # not all on disk yet: one by one
-            for *_, position in records:
+            for position in positions:
                 out[position] = self.get(cids[position])
             return
         view = memoryview(os.pread(self._fd(number), span_end - first, first))
-        size = len(view)
-        unpack_header, header_size = fmt.RECORD_HEADER.unpack_from, fmt.RECORD_HEADER.size
-        magic_ok, lz4_flag, seed, prefixes = fmt.RECORD_MAGIC, fmt.FLAG_LZ4, self.seed, _KIND_PREFIX
+        header_size = fmt.RECORD_HEADER.size
+        size, shift = len(view), first - header_size  # a record's payload is at its offset - shift
+        decode_header, magic_ok = _DECODE_HEADER.unpack_from, fmt.RECORD_MAGIC
+        lz4_flag, max_record, seed, prefixes = fmt.FLAG_LZ4, fmt.MAX_RECORD, self.seed, _PREFIXES
+        offset_shift, offset_mask, len_mask = _OFFSET_SHIFT, _OFFSET_MASK, _LEN_MASK
         decompress, digest = lz4.block.decompress, xxhash.xxh3_128_digest
-        for _, offset, stored_len, kind, position in records:  # the hot loop: names bound locally
-            cid = cids[position]
-            at = offset - first + header_size
+        previous, data = None, None
+        for position in positions:  # the hot loop: names bound locally
+            loc = locs[position]
+            if loc == previous:  # the same chunk again (sorted: repeats are neighbours)
+                out[position] = data
+                continue
+            previous, cid = loc, cids[position]
+            at = (loc >> offset_shift & offset_mask) - shift
+            stored_len = loc >> 1 & len_mask
             data = None
             if at + stored_len <= size:
-                magic, _kind, flags, slen, raw_len, rid = unpack_header(view, at - header_size)
-                if magic == magic_ok and slen == stored_len and rid == cid:
-                    try:
-                        data = (decompress(view[at:at + stored_len], raw_len) if flags & lz4_flag
-                                else view[at:at + stored_len].tobytes())
-                    except Exception:  # lz4 raises a plain LZ4BlockError
-                        data = None
-                    if data is not None and (len(data) != raw_len or digest(prefixes[kind] + data, seed) != cid):
-                        data = None  # the chunk_id check (chunks.py), in one call
-            out[position] = data if data is not None else self.get(cid)
+                magic, flags, header_len, raw_len, rid = decode_header(view, at - header_size)
+                if magic == magic_ok and header_len == stored_len and rid == cid:  # (else: damaged)
+                    if not flags & lz4_flag:
+                        data = view[at:at + stored_len].tobytes()
+                    elif raw_len <= max_record:
+                        try:
+                            data = decompress(view[at:at + stored_len], raw_len)
+                        except Exception:  # lz4 raises a plain LZ4BlockError
+                            pass
+            if data is None or digest(prefixes[loc & 1] + data, seed) != cid:  # chunk_id (chunks.py) in one call
+                data = self.get(cid)  # raises the precise error
+            out[position] = data
 
     def has(self, cid: bytes) -> bool:
         return cid in self._index

@@ -106,3 +106,28 @@ def test_get_many_far_apart_and_dense_records(store: Store) -> None:
     store.commit("c")
     wanted = far[::3] + near + far
     assert store.get_many(wanted) == [store.get(c) for c in wanted]
+
+
+def test_get_many_repeats_each_get_their_bytes_and_a_damaged_repeat_is_refused(store_dir: Path) -> None:
+    """A chunk asked for several times (decoded once) fills every place it was asked
+    for, also when its repeats fall in different spans; a damaged chunk asked for
+    twice is still refused with get()'s error, naming the pack and offset."""
+    rng = random.Random(5)
+    pages = contents(40)
+    with Store.init(store_dir) as store:
+        ids = [store.put(p) for p in pages]
+        store.put(rng.randbytes(5 << 20))                                   # a gap no span bridges
+        far = store.put(b"far away " * 100)
+        store.commit("c")
+        wanted = [far, ids[3], far] + ids[3:9] * 3 + [ids[0], far, ids[0]]
+        assert store.get_many(wanted) == [store.get(c) for c in wanted]
+    path = pack_files(store_dir)[0]
+    victim = next(r for r in fmt.scan(path.read_bytes()).records if r.id == ids[7])
+    flip_byte(path, victim.offset + fmt.RECORD_HEADER.size + victim.stored_len // 2)
+    with Store.open(store_dir, readonly=True) as store:
+        with pytest.raises(CorruptChunk) as single:
+            store.get(ids[7])
+        with pytest.raises(CorruptChunk) as batched:
+            store.get_many([ids[6], ids[7], ids[8], ids[7]])
+        assert str(batched.value) == str(single.value)
+        assert f"{path.name} offset {victim.offset}" in str(batched.value)
