@@ -529,7 +529,10 @@ def cmd_gc(args) -> int:
         raise CommandError("the mount's daemon is older than `sls gc --keep-last/--keep-within/"
                            "--forget` and did a plain gc: restart the mount, then run it again")
     result.pop("ok", None)
-    _print(args, result, ", ".join(f"{k}: {v}" for k, v in result.items()))
+    forgot = "".join(f"; name {n} forgotten" for n in result.get("names_forgotten", []))
+    _print(args, result, f"checkpoints: {result['commits_before']} -> {result['commits_after']}{forgot}; "
+                         f"freed {result['bytes_freed'] / 2**20:.1f} MiB ({result['packs_compacted']} packs "
+                         f"compacted, {result['unreachable_chunks']} unreachable chunks) in {result['seconds']} s")
     return 0
 
 
