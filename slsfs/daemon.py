@@ -64,6 +64,7 @@ from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
 from . import group_checkpoint, group_process, group_retention, groups, orphans, procs_view, rootfs
+from .daemon_ready import ready_line
 from .group_process import RunningGroup
 from .groups import LOG_NAME, GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
@@ -380,10 +381,7 @@ class Daemon:
                 async with self.lock:
                     return {"ok": True, **self._collect(mount_daemon.prune_request(req))}
             if op == "ps":
-                return {"ok": True, "daemon": os.getpid(), "store": str(self.store.path),
-                        "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
-                        "durable": self.store.durable_id,
-                        "groups": [g.status() for g in self.groups.values()]}
+                return {"ok": True, **self.status()}
             if op == "stop_group":
                 group = self._group(req["group"])
                 await self._stop_group(group)
@@ -394,6 +392,13 @@ class Daemon:
         except (GroupError, CheckpointError, StoreError) as exc:
             return {"ok": False, "error": str(exc)}
         return mount_daemon.answer(self.fs, req)
+
+    def status(self) -> dict:
+        """The `ps` reply (without "ok"): this daemon, its mount and every group's status."""
+        return {"daemon": os.getpid(), "store": str(self.store.path),
+                "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
+                "durable": self.store.durable_id,
+                "groups": [g.status() for g in self.groups.values()]}
 
     async def stop(self) -> None:
         """Kill the groups (their last durable checkpoint stays), then unmount and exit."""
@@ -482,7 +487,7 @@ class Daemon:
                     nursery.cancel_scope.cancel()
                     return
             await nursery.start(self.serve_control)
-            ready("ok")
+            ready(ready_line(self.status()))
 
 
 def _exit_now(mountpoint: str) -> None:

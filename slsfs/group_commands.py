@@ -24,6 +24,7 @@ from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon, groups
 from .cli import CommandError
+from .daemon_ready import parse_ready_line
 from .fs_commands import unmount
 from .groups import LOG_NAME
 
@@ -205,8 +206,9 @@ def take_over_plain_mount(store: str) -> tuple[str, str] | None:
     return mountpoint, volume
 
 
-def start_daemon(store: str, *args: str) -> None:
-    """Start `python -m slsfs.daemon STORE ARGS` and wait until it serves (or failed)."""
+def start_daemon(store: str, *args: str) -> dict | None:
+    """Start `python -m slsfs.daemon STORE ARGS` and wait until it serves (or failed); its
+    `ps` reply as it said it serves (None from a daemon whose line carries none)."""
     read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
     with open(log_path, "ab") as log_file:
@@ -218,7 +220,8 @@ def start_daemon(store: str, *args: str) -> None:
         message = _read_line(read_end, DAEMON_START_TIMEOUT_S)
     finally:
         os.close(read_end)
-    if message != "ok":
+    serving, status = parse_ready_line(message)
+    if not serving:
         if message:                 # it said why, and is unmounting and exiting: let it
             try:
                 proc.wait(timeout=DAEMON_STOP_TIMEOUT_S)
@@ -228,6 +231,7 @@ def start_daemon(store: str, *args: str) -> None:
             proc.kill()
         reason = message.removeprefix("error: ") or "no answer"
         raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
+    return status
 
 
 def _read_line(fd: int, timeout: float) -> str:
@@ -334,9 +338,9 @@ def cmd_ps(args) -> int:
                      f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
         if g.get("error"):
             lines.append(f"  ! its checkpoints fail (retried; checkpoint {durable} stays its newest): {g['error']}")
-        if (status := g.get("exit_status")) is not None:
-            lines.append(f"  killed by signal {-status}" if status < 0 else
-                         f"  exited with status {status}" + (DAEMONIZED if status == 0 else ""))
+        if (ended := g.get("exit_status")) is not None:
+            lines.append(f"  killed by signal {-ended}" if ended < 0 else
+                         f"  exited with status {ended}" + (DAEMONIZED if ended == 0 else ""))
     _print(args, status, "\n".join(lines))
     return 0
 
@@ -391,9 +395,9 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
                 groups.resolve(opened, name, at)
             except groups.GroupError as exc:
                 raise CommandError(str(exc)) from None
-    start_daemon(store, "--restore", name, *(["--at", at] if at else []),
-                 *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
-    status = daemon_status(store) or {"groups": []}
+    status = (start_daemon(store, "--restore", name, *(["--at", at] if at else []),
+                           *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
+              or daemon_status(store) or {"groups": []})
     group = next((g for g in status["groups"] if g["group"] == name), None)
     if group is None:
         raise CommandError(f"the daemon started but group {name} is not running (see {store}/{LOG_NAME})")
