@@ -12,17 +12,6 @@ import pytest
 from mount_helpers import sls
 
 
-@pytest.fixture
-def small_disk(workdir):
-    root = workdir / "small"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(root)], check=True)
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
-
-
 def test_enospc_then_more_space_lets_work_continue(new_mount, small_disk):
     mnt = new_mount(root=small_disk / "m")
     (mnt.path / "keep").write_bytes(b"fsynced before the disk filled")

@@ -9,7 +9,6 @@ import os
 import pytest
 
 from mount_helpers import sls
-from test_full_disk import small_disk  # noqa: F401  (the 48 MiB tmpfs fixture)
 
 
 def write_synced(path, data: bytes) -> None:
@@ -29,7 +28,7 @@ def fill_until_enospc(path) -> None:
     assert e.value.errno == errno.ENOSPC
 
 
-def test_keep_last_1_frees_a_full_disk_and_keeps_named_checkpoints(new_mount, small_disk):  # noqa: F811
+def test_keep_last_1_frees_a_full_disk_and_keeps_named_checkpoints(new_mount, small_disk):
     mnt = new_mount(root=small_disk / "m")
     write_synced(mnt.path / "keep", b"named before the disk filled")
     named = json.loads(sls("checkpoint", mnt.path, "--name", "before", "--json").stdout)["checkpoint"]
