@@ -38,7 +38,6 @@ MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 O_RDONLY, O_RDWR = 0, 2
-DELETED = " (deleted)"
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
@@ -346,21 +345,21 @@ class ProcessBuilder:
         """An fd on the executable; for one deleted (upgraded, removed) since the process
         started, on the memfd that holds its mapped contents (capture.py)."""
         exe = self.meta["exe"]
-        if exe.endswith(DELETED):
+        if exe.endswith(procfs.DELETED):
             for vma in self.meta["vmas"]:
                 if vma["path"] == exe and "memfd" in vma and self.files is not None:
                     local = self.files.local_fd(self, vma["memfd"], self.spare_base)
                     return self.open(f"/proc/self/fd/{local}", O_RDONLY, f"the executable {exe}")
-            exe = exe[: -len(DELETED)]  # only marked deleted (a FUSE name dropped): still there
+            exe = exe[: -len(procfs.DELETED)]  # only marked deleted (a FUSE name dropped): still there
         return self.open(self.remap(exe), O_RDONLY, "the executable")
 
     def _chdir(self, cwd: str) -> None:
         """chdir into `cwd`; a working directory removed since is made again just for that
         (an empty directory beside where it was, removed once the process is in it)."""
-        if not cwd.endswith(DELETED):
+        if not cwd.endswith(procfs.DELETED):
             self.inj.check(NR["chdir"], self.inj.put(cwd.encode() + b"\0"), what=f"chdir({cwd})")
             return
-        parent = os.path.dirname(cwd[: -len(DELETED)])
+        parent = os.path.dirname(cwd[: -len(procfs.DELETED)])
         try:
             ghost = tempfile.mkdtemp(prefix=".slsfs-removed-cwd-", dir=parent)
         except OSError:

@@ -117,8 +117,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
 def _controlling_pty(pid: int) -> dict | None:
     """A session leader's controlling pty ({pts: its index, foreground: the foreground
     process group as the process sees it, 0 if unknown}), or None."""
-    with open(f"/proc/{pid}/stat") as fh:
-        index, tpgid = ptys.controlling(fh.read().rpartition(")")[2].split())
+    index, tpgid = ptys.controlling(procfs.stat_fields(pid))
     if index is None:
         return None
     try:   # the foreground group's id is its leader's pid, in the process's namespace
@@ -143,7 +142,7 @@ def vma_kind(vma: procfs.Vma) -> str:
         return "memfd"
     if vma.path.startswith("/SYSV"):
         return "sysv_shm"
-    if vma.path.endswith(" (deleted)"):
+    if vma.path.endswith(procfs.DELETED):
         if vma.path.startswith("/dev/zero") and vma.shared:
             return "shared_anon"
         if _linked_path(vma) is None:
@@ -158,7 +157,7 @@ def vma_kind(vma: procfs.Vma) -> str:
 def _linked_path(vma: procfs.Vma) -> str | None:
     """The path of a file the kernel shows as deleted when that name in fact still leads to
     it (a FUSE file system dropped a cached name); None if it was unlinked."""
-    path = vma.path[: -len(" (deleted)")]
+    path = vma.path[: -len(procfs.DELETED)]
     try:
         return path if os.stat(path).st_ino == vma.inode else None
     except OSError:
@@ -167,7 +166,7 @@ def _linked_path(vma: procfs.Vma) -> str | None:
 
 def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     kind = vma_kind(vma)
-    path = _linked_path(vma) if kind == "file" and vma.path.endswith(" (deleted)") else vma.path
+    path = _linked_path(vma) if kind == "file" and vma.path.endswith(procfs.DELETED) else vma.path
     meta = {
         "start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": vma.shared,
         "offset": vma.offset, "path": path, "kind": kind,

@@ -131,16 +131,16 @@ class FileCapture:
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
         target = _undeleted(target, st)
-        if target.startswith("/memfd:") or (target.startswith(POSIX_SHM_DIR) and target.endswith(" (deleted)")
+        if target.startswith("/memfd:") or (target.startswith(POSIX_SHM_DIR) and target.endswith(procfs.DELETED)
                                             and stat.S_ISREG(mode)):  # memory, shared with its mappings
             return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
-        if target.endswith(" (deleted)") and stat.S_ISREG(mode):
+        if target.endswith(procfs.DELETED) and stat.S_ISREG(mode):
             return {"kind": "deleted", "mode": stat.S_IMODE(mode), "data": self._deleted_contents(pid, info)}
         if stat.S_ISREG(mode):
             return {"kind": "file", "path": target}
         if stat.S_ISDIR(mode):
             return {"kind": "dir", "path": target}
-        if stat.S_ISFIFO(mode) and not target.endswith(" (deleted)"):
+        if stat.S_ISFIFO(mode) and not target.endswith(procfs.DELETED):
             return {"kind": "fifo", "path": target, **self._pipe_contents(pid, info.fd)}
         device = (os.major(st.st_rdev), os.minor(st.st_rdev)) if stat.S_ISCHR(mode) else None
         if device == ptys.MASTER_DEVICE:
@@ -161,7 +161,7 @@ class FileCapture:
         pieces = _read_sparse(source)
         if pieces is None:
             raise Unsupported(f"memfd {path} is larger than 1 GiB")
-        original = path.removesuffix(" (deleted)")
+        original = path.removesuffix(procfs.DELETED)
         name = name or (original[len("/memfd:"):] if original.startswith("/memfd:") else os.path.basename(original))
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
                   "flags": O_RDWR, "pos": 0, "data": self._put_pieces(pieces)}
@@ -599,24 +599,18 @@ class FileRestorer:
             return
         if index not in self.pty_index:
             self.pty_here[index], self.pty_index[index] = ptys.make_master_here(self.files[self.pty_masters[index]])
-        path = inj.put(f"{ptys.PTS_PREFIX}{self.pty_index[index]}".encode() + b"\0")
-        fd = inj.check(kernel.NR["openat"], -100, path, O_RDWR | O_NOCTTY, what="open(its terminal)")
-        ptys.take_control(inj, fd, None, f"process {meta['pid']}")
-        inj.check(kernel.NR["close"], fd, what="close(terminal)")
+        ptys.take_control(inj, self.pty_index[index], None, f"process {meta['pid']}")
 
     def controlling_terminal(self, builder) -> None:
         """A session leader's controlling pty and foreground process group, as they were."""
         ctty, ns_pid = builder.meta.get("ctty"), builder.meta["pid"]
         if not ctty:
             return
-        path = self.pty_slave(builder, f"{ptys.PTS_PREFIX}{ctty['pts']}", builder.spare_base)
-        if path is None:
+        if ctty["pts"] not in self.pty_index:    # session_terminal made it, if it is in the image
             self.warnings.append(f"process {ns_pid}: its controlling terminal {ptys.PTS_PREFIX}{ctty['pts']} "
                                  "is outside the image: the session has none now")
             return
-        fd = builder.open(path, O_RDWR | O_NOCTTY, "its controlling terminal")
-        ptys.take_control(builder.inj, fd, ctty["foreground"], f"process {ns_pid}")
-        builder.inj.check(kernel.NR["close"], fd, what="close(terminal)")
+        ptys.take_control(builder.inj, self.pty_index[ctty["pts"]], ctty["foreground"], f"process {ns_pid}")
 
     def _open_fifo(self, path: str, record: dict) -> None:
         """Hold the FIFO open for reading and writing (the process's own open then does
@@ -640,7 +634,7 @@ class FileRestorer:
     def _make_deleted(self, builder, record: dict) -> int:
         """An unlinked file made again where it was: O_TMPFILE, or where the file system does
         not offer it (FUSE), a file created under a fresh name and unlinked at once."""
-        original = record["target"][: -len(" (deleted)")]
+        original = record["target"][: -len(procfs.DELETED)]
         directory = self.remap(os.path.dirname(original))
         what = f"the unlinked file {original}"
         fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
@@ -715,9 +709,9 @@ def _undeleted(target: str, st: os.stat_result) -> str:
     file system dropping a cached name, for instance) while the name still leads to the
     very same file; only a name that is gone, or that now leads to another file, means
     the file was unlinked."""
-    if not target.endswith(" (deleted)") or target.startswith("/memfd:"):
+    if not target.endswith(procfs.DELETED) or target.startswith("/memfd:"):
         return target
-    path = target[: -len(" (deleted)")]
+    path = target[: -len(procfs.DELETED)]
     try:
         now = os.stat(path)
     except OSError:

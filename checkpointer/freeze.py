@@ -145,9 +145,8 @@ class Frozen:
                 raise ProcessGone(proc.pid, "it changed state while being frozen")
         inj = Injector(proc.pid, syscall_insn_of(proc.pid), *stack_scratch(proc.main.regs))
         try:
-            saved = inj.read(inj.scratch, 24)
-            sigcont, no_wait = inj.put(struct.pack("Q", 1 << (signal.SIGCONT - 1))), inj.put(bytes(16), 8)
-            inj.call(kernel.NR["rt_sigtimedwait"], sigcont, 0, no_wait, 8)
+            saved = inj.read(inj.scratch, 80)
+            inj.take_pending(signal.SIGCONT)
             inj.write(inj.scratch, saved)
         finally:
             inj.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 
 from . import kernel
 from .errors import CheckpointError, ProcessGone
@@ -86,6 +87,15 @@ class Injector:
         if -4096 < result < 0:
             raise CheckpointError(f"{what or f'syscall {nr}'} failed in task {self.tid}: {os.strerror(-result)}")
         return result
+
+    def take_pending(self, signo: int) -> None:
+        """Take signal `signo` off the task's queues, every instance of it, without waiting
+        (rt_sigtimedwait with a zero timeout; the signal may be blocked). Uses the scratch
+        area's first 8 bytes and 16 bytes at offset 64."""
+        wanted = self.put(struct.pack("Q", 1 << (signo - 1)))
+        no_wait = self.put(bytes(16), 64)
+        while self.call(kernel.NR["rt_sigtimedwait"], wanted, 0, no_wait, 8) == signo:
+            pass
 
     def _step_to_syscall_stop(self) -> None:
         while True:

@@ -183,20 +183,20 @@ def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str) -> None:
     if name[:1] == b"\0":
         sock.bind(name)
         return
-    directory = remap(cwd)
-    path = os.path.join(directory, remap(os.fsdecode(name)) if name[:1] == b"/" else os.fsdecode(name))
+    relative, directory = name[:1] != b"/", remap(cwd)
+    path = os.path.join(directory, os.fsdecode(name)) if relative else remap(os.fsdecode(name))
     try:
         old = os.lstat(path)
-        if stat.S_ISSOCK(old.st_mode):
-            os.unlink(path)
-        else:
-            old = None
     except FileNotFoundError:
         old = None
-    if name[:1] == b"/":
-        sock.bind(path)
+    if old is not None and stat.S_ISSOCK(old.st_mode):
+        os.unlink(path)                 # the dead original's socket file
     else:
+        old = None                      # (anything else there: bind fails on it, saying so)
+    if relative:
         _bind_from(directory, sock, name)
+    else:
+        sock.bind(path)
     if old is not None:
         os.chown(path, old.st_uid, old.st_gid)
         os.chmod(path, stat.S_IMODE(old.st_mode))

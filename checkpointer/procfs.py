@@ -266,6 +266,7 @@ def _read_at(dir_fd: int, name: str) -> str:
         os.close(fd)
 
 
+DELETED = " (deleted)"          # what /proc appends to the path of an unlinked file
 PM_PRESENT = 1 << 63
 PM_SWAPPED = 1 << 62
 PM_FILE = 1 << 61

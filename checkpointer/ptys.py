@@ -4,7 +4,7 @@ What: `describe_master(pid, fd, fdinfo)` records a pty master (an fd on /dev/ptm
 index of its pair, the terminal settings (termios), window size and packet mode, and how many bytes were waiting in it. `make_master(builder, record)` opens
 /dev/ptmx inside a restored process and gives the new pair those settings; its slave is
 then /dev/pts/<new index>. `controlling(status_fields, ...)` reads which pty is a session's
-controlling terminal and its foreground process group; `take_control(inj, fd, pgid)`
+controlling terminal and its foreground process group; `take_control(inj, index, pgid)`
 makes them so again in the restored session leader.
 Why: terminal multiplexers (tmux, screen), `script`, expect-style drivers and the shells
 they run hold both ends of ptys; a shell's job control needs its controlling terminal
@@ -92,19 +92,25 @@ def _configure(fd: int, record: dict) -> int:
 
 def controlling(stat_fields: list[str]) -> tuple[int | None, int]:
     """(pty index of the controlling terminal or None, foreground process group as the
-    reader sees it) from the fields of /proc/PID/stat after the command name."""
-    tty_nr, tpgid = int(stat_fields[4]), int(stat_fields[5])
+    reader sees it) from procfs.stat_fields (tty_nr and tpgid, fields 7 and 8)."""
+    tty_nr, tpgid = int(stat_fields[6]), int(stat_fields[7])
     major, minor = (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
     if major not in PTS_MAJORS:
         return None, tpgid
     return (major - PTS_MAJORS.start) * 256 + minor, tpgid
 
 
-def take_control(inj, fd: int, foreground: int | None, what: str) -> None:
-    """Make the tty at `fd` the controlling terminal of the session `inj`'s process leads,
-    with `foreground` (a process group of the session) in the foreground."""
-    if inj.call(_NR_IOCTL, fd, TIOCSCTTY, 0) < 0:
-        raise CheckpointError(f"{what}: the terminal could not be made the session's controlling "
-                              "terminal again")
-    if foreground:
-        inj.call(_NR_IOCTL, fd, TIOCSPGRP, inj.put(struct.pack("i", foreground)))
+def take_control(inj, index: int, foreground: int | None, what: str) -> None:
+    """Make /dev/pts/`index` the controlling terminal of the session that `inj`'s process
+    leads (a no-op if it is already), with `foreground` (a process group of the session, if
+    given) in the foreground."""
+    path = inj.put(f"{PTS_PREFIX}{index}".encode() + b"\0")
+    fd = inj.check(kernel.NR["openat"], -100, path, O_RDWR | O_NOCTTY, what=f"{what}: open({PTS_PREFIX}{index})")
+    try:
+        if inj.call(_NR_IOCTL, fd, TIOCSCTTY, 0) < 0:
+            raise CheckpointError(f"{what}: the terminal could not be made the session's controlling "
+                                  "terminal again")
+        if foreground:
+            inj.call(_NR_IOCTL, fd, TIOCSPGRP, inj.put(struct.pack("i", foreground)))
+    finally:
+        inj.call(kernel.NR["close"], fd)

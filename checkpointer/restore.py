@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -42,7 +41,6 @@ CLONE_NEWNS = 0x00020000
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
                  | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL)
-EAGAIN = 11
 
 
 class ImageSource(Protocol):
@@ -258,10 +256,7 @@ def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:
                 raise CheckpointError(f"the zombie {meta['pid']} could not be recreated")
             time.sleep(0.001)
         inj.close()
-        sigchld = parent.put(struct.pack("Q", 1 << (signal.SIGCHLD - 1)))
-        no_wait = parent.put(struct.pack("qq", 0, 0), 64)
-        while parent.call(NR["rt_sigtimedwait"], sigchld, 0, no_wait, 8) != -EAGAIN:
-            pass
+        parent.take_pending(signal.SIGCHLD)
 
 
 def _state(pid: int) -> str:

@@ -3,9 +3,9 @@
 What: `unix_info(ino)` asks the kernel (NETLINK_SOCK_DIAG, one exact lookup) for a
 Unix socket's type, state, name and peer inode; `queued(pid, fd)` copies the bytes
 waiting in a stream socket's receive queue without consuming them (the socket is
-borrowed with pidfd_getfd and read with MSG_PEEK). Why: a socketpair between two
-processes of a tree (or within one) is restored as a new socketpair refilled with
-the same bytes.
+borrowed with pidfd_getfd and read with MSG_PEEK); `push_fd` hands one of our fds to a
+process being restored (SCM_RIGHTS). Why: a socketpair between two processes of a tree
+(or within one) is restored as a new socketpair refilled with the same bytes.
 
 Simplifications: only connected pairs (other sockets: netsockets.py); datagram and seqpacket pairs only
 when nothing is queued; fds in flight (SCM_RIGHTS) are not seen.
@@ -23,6 +23,8 @@ NLM_F_REQUEST, NLMSG_ERROR = 1, 2
 UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN = 0, 2, 4
 MAX_QUEUED = 16 << 20
+_NR_SOCKETPAIR, _NR_RECVMSG, _NR_CLOSE = 53, 47, 3
+MSG_CMSG_CLOEXEC = 0x40000000
 TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
 
 
@@ -77,10 +79,6 @@ def has_pending(sock: socket.socket) -> bool:
         return True
     except BlockingIOError:
         return False
-
-
-_NR_SOCKETPAIR, _NR_RECVMSG, _NR_CLOSE = 53, 47, 3
-MSG_CMSG_CLOEXEC = 0x40000000
 
 
 def push_fd(inj, tid: int, fd: int) -> int:
