@@ -63,7 +63,7 @@ from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
 
-from . import group_checkpoint, group_process, group_retention, groups, orphans, procs_view, rootfs
+from . import group_checkpoint, group_init, group_process, group_retention, groups, orphans, procs_view, rootfs
 from .daemon_ready import ready_line
 from .group_process import RunningGroup
 from .groups import LOG_NAME, GroupCheckpoint, GroupError, GroupSettings
@@ -293,6 +293,8 @@ class Daemon:
         ports (SO_REUSEPORT: the kernel spreads connections among the copies). `lazy`: a
         page server fills their private memory while they run (checkpointer.lazy)."""
         rooted = settings.mode == "root"
+        if settings.init:       # its binary may be gone (a new machine, a cleaned /var/lib)
+            await trio.to_thread.run_sync(group_init.ensure_built)
         restored = await self.tracer.run(lambda: restore_image(
             image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap,
             share_listening_ports=share_listening_ports, lazy=lazy))

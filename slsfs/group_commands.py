@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--root", dest="mode", action="store_const", const="root",
                       help="the mount is the root directory (chroot), with the host's /usr, /etc, "
                            "... read-only, its own /proc and a small /dev (slsfs.rootfs)")
+    p.add_argument("--init", action="store_true",
+                   help="run CMD under a small init (PID 1 of the group, like docker --init): the group "
+                        "lasts until its last process ends, so programs that daemonize keep running")
     p.add_argument("--resume", action="store_true",
                    help="if the group has a checkpoint, restore it instead of starting CMD "
                         "(for supervisors: the same line starts or resumes)")
@@ -288,7 +291,8 @@ def cmd_run(args) -> int:
     if status is None:
         start_daemon(store, "--mountpoint", mountpoint, "--volume", volume)
     settings = {"name": name, "volume": volume, "mountpoint": mountpoint, "hz": args.hz,
-                "argv": cmd, "mode": args.mode, "output": os.path.join(store, f"group-{name}.out")}
+                "argv": cmd, "mode": args.mode, "output": os.path.join(store, f"group-{name}.out"),
+                "init": args.init}
     reply = ask(store, "run", settings=settings, env=dict(os.environ))
     _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
                         f"{reply['mountpoint']}, checkpointed {args.hz:g}x a second (first checkpoint "
@@ -346,8 +350,8 @@ def cmd_ps(args) -> int:
 
 
 DAEMONIZED = ("; if it forked into the background and returned, that took its group with it (the"
-              " group ends with its first process): run it in the foreground (e.g. redis-server"
-              " --daemonize no, nginx -g 'daemon off;', postgres rather than pg_ctl)")
+              " group ends with its first process): start it with `sls run --init`, or run it in the"
+              " foreground (e.g. redis-server --daemonize no, nginx -g 'daemon off;')")
 
 
 def cmd_barrier(args) -> int:

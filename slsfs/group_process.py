@@ -6,6 +6,10 @@ PID. The group's process is that child of `unshare`, once it has exec'd CMD.
 
 In `--root` mode the command also gets its own mount namespace (`unshare --mount`, private
 propagation) and runs chroot()ed into the mount (slsfs.rootfs).
+
+With `--init` (settings.init), PID 1 is sls-init (slsfs.group_init) and CMD its child,
+PID 2: the group then lasts until its last process ends, so programs that daemonize
+keep running; the group's process is sls-init.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from . import rootfs
+from . import group_init, rootfs
 from .group_checkpoint import PageTracking
 from .groups import GroupError, GroupSettings
 
@@ -137,7 +141,10 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     "root", the root file system prepared by slsfs.rootfs) as its root in its own mount
     namespace."""
     root = settings.mountpoint if settings.mode == "root" else None
-    command = rootfs.start_argv(root, settings.argv) if root else settings.argv
+    init = await trio.to_thread.run_sync(group_init.ensure_built) if settings.init else None
+    command = rootfs.start_argv(root, settings.argv, init) if root else settings.argv
+    if init and not root:
+        command = [init, "--", *command]
     private_mounts = ["--mount", "--propagation", "private"] if root else []
     argv = ["unshare", "--pid", "--fork", "--kill-child", *private_mounts, "--", *command]
 
@@ -148,10 +155,17 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     # not in the trio thread: the child's chdir into the mount needs that thread to answer
     launcher = await trio.to_thread.run_sync(spawn)
     own_exe = _exe(launcher.pid)
+
+    def started(pid: int) -> bool:
+        """Whether `pid` runs the command (or its init), in its root."""
+        if root:
+            return rootfs.entered(pid, root, init)
+        return _exe(pid) == init if init else _exe(pid) not in (None, own_exe)
+
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         kids = _children(launcher.pid)
-        if kids and (rootfs.entered(kids[0], root) if root else _exe(kids[0]) not in (None, own_exe)):
+        if kids and started(kids[0]):
             return RunningGroup(settings, [kids[0]], launcher)
         if launcher.poll() is not None:
             raise GroupError(f"{settings.argv[0]} exited at once with status {launcher.returncode} "

@@ -25,7 +25,8 @@ from objectstore import ChunkId, Commit, NotFound, Store
 LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
 
 FORMAT = "slsfs-group"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)       # version 1: settings without `init`
 ROOT_PREFIX = "grp/"
 _META = b"meta"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -53,6 +54,7 @@ class GroupSettings:
     argv: list[str]
     mode: str = "cwd"
     output: str = ""                     # file receiving the application's stdout/stderr
+    init: bool = False                   # PID 1 is sls-init, the command its child (version 2)
 
 
 @dataclass
@@ -78,9 +80,9 @@ class GroupCheckpoint:
         doc = json.loads(raw)
         if doc.get("format") != FORMAT:
             raise GroupError(f"not a persistence-group record (format {doc.get('format')!r})")
-        if doc.get("version") != VERSION:
+        if doc.get("version") not in READABLE_VERSIONS:
             raise GroupError(f"persistence-group record version {doc.get('version')} is not supported "
-                             f"(this slsfs reads version {VERSION}); upgrade slsfs")
+                             f"(this slsfs reads versions {READABLE_VERSIONS[0]} to {VERSION}); upgrade slsfs")
         return cls(GroupSettings(**doc["settings"]), doc["seq"], doc["time"],
                    ChunkId(bytes.fromhex(doc["image"])), ChunkId(bytes.fromhex(doc["fs"])),
                    doc["pids"], doc["files_commit"])

@@ -59,6 +59,7 @@ if ! mountpoint -q "$root/dev"; then
 
 # run as PID 1 of the group's new PID and mount namespaces: its /proc, then the command in the root
 _ENTER = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
+_ENTER_INIT = 'mount -t proc proc "$0/proc" && exec "$@"'
 
 
 async def prepare(root: str) -> None:
@@ -66,16 +67,20 @@ async def prepare(root: str) -> None:
     await _run(["sh", "-c", _PREPARE, "sh", root, *HOST_DIRS], f"preparing the root file system at {root}")
 
 
-def start_argv(root: str, argv: list[str]) -> list[str]:
-    """What `unshare --pid --fork` runs: /proc of the new namespace, then chroot + argv."""
+def start_argv(root: str, argv: list[str], init: str | None = None) -> list[str]:
+    """What `unshare --pid --fork` runs: /proc of the new namespace, then chroot + argv (or
+    `init`, which chroot()s itself and runs argv)."""
+    if init:
+        return ["sh", "-c", _ENTER_INIT, root, init, "--root", root, "--", *argv]
     return ["sh", "-c", _ENTER, root, *argv]
 
 
-def entered(pid: int, root: str) -> bool:
-    """True once `pid` is chroot()ed into `root` and has exec'd the group's command."""
+def entered(pid: int, root: str, init: str | None = None) -> bool:
+    """True once `pid` is chroot()ed into `root` and has exec'd the group's command (or, when
+    given, the `init` that chroot()s itself)."""
     try:
-        return (os.readlink(f"/proc/{pid}/root") == root
-                and os.readlink(f"/proc/{pid}/exe").startswith(root + "/"))
+        exe = os.readlink(f"/proc/{pid}/exe")
+        return os.readlink(f"/proc/{pid}/root") == root and (exe == init if init else exe.startswith(root + "/"))
     except OSError:
         return False
 
