@@ -31,7 +31,7 @@ from objectstore.retention import Prune, parse_duration
 from mount.control import ControlError, find_mount, request, slsfs_mounts, socket_path
 from mount.options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
-from . import dying_daemon, group_retention
+from . import dying_daemon, group_retention, orphans
 from .cli import CommandError
 
 MOUNT_TIMEOUT_S = 60.0
@@ -146,7 +146,7 @@ def cmd_init(args) -> int:
     return 0
 
 
-def _mount_state(mountpoint: str) -> str:
+def mount_state(mountpoint: str) -> str:
     """'free', 'live' or 'stale' (a mount whose daemon died)."""
     # resolve only the parent: resolving the mount point itself, or any other mount,
     # would ask that mount's daemon, and a hung daemon elsewhere must not hang us
@@ -175,7 +175,7 @@ def cmd_mount(args) -> int:
     if not (Path(store) / "FORMAT").exists():
         raise CommandError(f"{store} is not a slsfs store; create one with `sls init {args.store}`")
     dying_daemon.release(store)
-    state = _mount_state(mountpoint)
+    state = mount_state(mountpoint)
     if state == "free" and not os.path.isdir(mountpoint):
         raise CommandError(f"mount point {mountpoint} is not a directory; create it first")
     if state == "live":
@@ -328,13 +328,17 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
     for mount in slsfs_mounts():
         if mount.mountpoint == os.path.realpath(mountpoint):
             dying_daemon.release(mount.store)
-    state = _mount_state(mountpoint)
+    state = mount_state(mountpoint)
     if state == "free":
         raise CommandError(f"{mountpoint} is not a slsfs mount")
     if state == "stale":
+        real = os.path.realpath(mountpoint)
+        stopped = orphans.stop_orphans({m.device for m in slsfs_mounts() if m.mountpoint == real and m.device})
         _detach(mountpoint)
         return (f"detached stale mount {mountpoint} (its daemon had died; the store holds "
-                "everything up to its last durable checkpoint)")
+                "everything up to its last durable checkpoint)"
+                + (f"; stopped the processes its groups left running there: {' '.join(map(str, stopped))}"
+                   if stopped else ""))
     busy = open_files(mountpoint)
     if busy and not force:
         listing = "; ".join(busy[:20]) + (f"; ... {len(busy) - 20} more" if len(busy) > 20 else "")

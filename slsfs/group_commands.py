@@ -25,7 +25,7 @@ from mount.control import ControlError, request, slsfs_mounts
 from . import dying_daemon, groups
 from .cli import CommandError
 from .daemon_ready import parse_ready_line
-from .fs_commands import unmount
+from .fs_commands import mount_state, unmount
 from .groups import LOG_NAME
 
 DAEMON_START_TIMEOUT_S = 120.0
@@ -432,7 +432,9 @@ def cmd_stop(args) -> int:
     if status is None:
         if args.group:
             raise CommandError(f"group {args.group} is not running (no daemon runs for {store})")
-        print("no daemon runs for this store")
+        stale = [m.mountpoint for m in slsfs_mounts()         # left by a daemon that was killed
+                 if os.path.realpath(m.store) == os.path.realpath(store) and mount_state(m.mountpoint) == "stale"]
+        print("\n".join(unmount(mountpoint) for mountpoint in stale) if stale else "no daemon runs for this store")
         return 0
     if args.group:
         ask(store, "stop_group", group=args.group)

@@ -8,6 +8,8 @@ What: `stop_orphans(devices)` SIGKILLs the processes that run in a PID namespace
 own (every group started by `sls run` or restored does) with their working directory or
 root on one of the dead mounts (`devices`: their "major:minor"), and waits until they are
 gone. Why: the checkpoint is the group's state; the orphaned instance cannot go on.
+Who: a daemon starting on the stale mount (`sls restore`, `sls run`), and `sls umount`
+or `sls stop` detaching it.
 
 Simplifications: a group adopted with `sls persist` runs in the host's PID namespace and
 is left alone (as is any shell of the host that has its working directory there); a

@@ -76,6 +76,24 @@ def test_a_group_that_outlived_its_daemon_is_replaced_by_the_restore(group_store
     store.sls("stop", "--store", str(store.path))
 
 
+def test_sls_stop_without_a_daemon_stops_what_outlived_it(group_store):
+    """Only the daemon is SIGKILLed: `sls stop` finds no daemon, but the group's processes
+    run on against the dead mount. It stops them and detaches the mount."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "s", "--", "/bin/sleep", "600")
+    status = store.ps()
+    orphan = status["groups"][0]["pids"][0]
+    os.kill(status["daemon"], signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{status['daemon']}").exists(), "the daemon to die")
+    assert Path(f"/proc/{orphan}").exists(), "the group died with its daemon: nothing to test"
+    stopped = store.sls("stop", "--store", str(store.path)).stdout
+    assert f"stopped the processes its groups left running there: {orphan}" in stopped, stopped
+    assert not Path(f"/proc/{orphan}").exists() or state_of(orphan) == "Z", "the orphaned instance runs on"
+    with open("/proc/mounts") as f:
+        assert str(store.mnt) not in [line.split()[1] for line in f], "the dead mount was left"
+    assert "no daemon runs" in store.sls("stop", "--store", str(store.path)).stdout
+
+
 def state_of(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -111,5 +129,5 @@ def test_a_program_that_daemonizes_is_told_to_run_in_the_foreground(group_store)
     group = wait_for(lambda: (g := store.group("bg")) and not g["running"] and g, "the group to end")
     assert group["exit_status"] == 0
     human = store.sls("ps", "--store", str(store.path)).stdout
-    assert "exited with status 0" in human and "run it in the foreground" in human, human
+    assert "exited with status 0" in human and "sls run --init" in human, human
     store.sls("stop", "--store", str(store.path))
