@@ -1,32 +1,51 @@
-"""One scheduler pass less per FUSE request: pyfuse3's reader lock, dropped for one reader.
+"""Fewer scheduler passes per FUSE request: pyfuse3's single reader task, tuned.
 
 pyfuse3 (3.5) reads /dev/fuse in one or more reader tasks that take turns through a
-`trio.Lock` taken around every wait for the next request. Acquiring a trio Lock always
-passes through the scheduler once (a cancel-shielded checkpoint), even when no other
-task wants it. The mount serves with a single reader task (filesystem.SESSION_TASKS), so
-the lock has nothing to order: it only costs that pass, about a quarter of the daemon's
-CPU time for a GETATTR on this machine (~55 -> ~35 us of user time per request).
+`trio.Lock` taken around every wait for the next request, and waits for each request
+with `trio.lowlevel.wait_readable`. Both pass through trio's scheduler: the lock always
+(a cancel-shielded checkpoint, even when no other task wants it), the wait once more
+plus an epoll registration, an epoll_wait and its removal. For a GETATTR that answers
+from memory, those passes were most of the daemon's CPU time (a trivial pyfuse3 file
+system answering from a dict: ~60-80 us per GETATTR; without the lock ~55, and with the
+wait below ~40, loaded machine).
 
 `single_reader_session()` hands pyfuse3, while it serves, a view of the trio module in
-which `Lock` is a no-op async context manager; every other name is trio's own. pyfuse3
-creates its lock at the first wait of a session, so the view must be in place before
-`pyfuse3.main` starts and for as long as it runs.
+which
+- `Lock` is a no-op async context manager (one reader task: a lock orders nothing);
+- `lowlevel.wait_readable` first asks poll(2) whether the next request is there or
+  arrives within POLL_MS (a client that keeps a file system busy sends its next request
+  microseconds after the answer), and only when none comes waits through trio. So that
+  the other tasks (checkpoints, the control socket, worker-thread results) still run
+  while requests keep coming, the scheduler gets a pass at least every SCHEDULER_EVERY_S.
+  The poll blocks the event loop for at most POLL_MS, only right after a request.
 
-Simplifications: this relies on how pyfuse3 3.5 finds trio (the module global `trio`
-of the pyfuse3 extension) and creates its reader lock (`trio.Lock()`, its only use of
-Lock); with another pyfuse3 that has no such global, nothing is changed and the mount
-works as before, one scheduler pass slower per request. The view is only for a session
-served by one reader task: with several, the lock is what keeps two tasks from reading
-/dev/fuse at once, so callers must not use this with `max_tasks` > 1.
+pyfuse3 creates its lock at the first wait of a session, so the view must be in place
+before `pyfuse3.main` starts and for as long as it runs.
+
+Simplifications: this relies on how pyfuse3 3.5 finds trio (the module global `trio` of
+the pyfuse3 extension), creates its reader lock (`trio.Lock()`, its only use of Lock)
+and waits (`trio.lowlevel.wait_readable(fd)` on /dev/fuse, its only use of it); with
+another pyfuse3 that has no such global, nothing is changed and the mount works as
+before, slower per request. The view is only for a session served by one reader task:
+with several, the lock is what keeps two tasks from reading /dev/fuse at once, so
+callers must not use this with `max_tasks` > 1. A request that the fast path returns
+for is not a trio checkpoint: cancelling the serving task takes effect at the next
+scheduler pass (within SCHEDULER_EVERY_S + POLL_MS while requests keep coming).
 """
 from __future__ import annotations
 
+import math
+import select
+import time
 import types
 from contextlib import contextmanager
 from typing import Iterator
 
 import pyfuse3
 import trio
+
+POLL_MS = 1                    # how long the fast path waits for the next request
+SCHEDULER_EVERY_S = 0.002      # while requests keep coming, one scheduler pass this often
 
 
 class _NoLock:
@@ -39,22 +58,48 @@ class _NoLock:
         return None
 
 
-def _trio_without_lock() -> types.ModuleType:
+class _RequestWait:
+    """wait_readable for the one reader task: poll(2) first, trio when nothing comes."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._fd: int | None = None
+        self._last_pass = -math.inf         # when trio's scheduler last ran for this task
+
+    async def wait_readable(self, fd) -> None:
+        if fd != self._fd:
+            if self._fd is not None:
+                self._poll.unregister(self._fd)
+            self._poll.register(fd, select.POLLIN)
+            self._fd = fd
+        if time.monotonic() - self._last_pass < SCHEDULER_EVERY_S and self._poll.poll(POLL_MS):
+            return                          # readable (or hung up: the read says which)
+        await trio.lowlevel.wait_readable(fd)
+        self._last_pass = time.monotonic()
+
+
+def _trio_for_one_reader() -> types.ModuleType:
+    lowlevel = types.ModuleType("trio.lowlevel", "trio.lowlevel as seen by pyfuse3's single reader")
+    lowlevel.__dict__.update({name: value for name, value in vars(trio.lowlevel).items()
+                              if not name.startswith("__")})
+    lowlevel.wait_readable = _RequestWait().wait_readable
     view = types.ModuleType("trio", "trio as seen by pyfuse3's single reader task")
     view.__dict__.update({name: value for name, value in vars(trio).items()
                           if not name.startswith("__")})
     view.Lock = _NoLock
+    view.lowlevel = lowlevel
     return view
 
 
 @contextmanager
 def single_reader_session() -> Iterator[None]:
-    """While inside, pyfuse3 serves its one reader task without a reader lock."""
+    """While inside, pyfuse3 serves its one reader task without a reader lock, and
+    waits for requests that follow each other closely without a scheduler pass."""
     original = getattr(pyfuse3, "trio", None)
     if original is not trio:             # another pyfuse3: leave it alone
         yield
         return
-    pyfuse3.trio = _trio_without_lock()
+    pyfuse3.trio = _trio_for_one_reader()
     try:
         yield
     finally:
