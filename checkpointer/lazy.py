@@ -83,6 +83,25 @@ def lazy_ranges(meta: dict) -> list[tuple[int, int]]:
     return [(v["start"], v["end"]) for v in meta["vmas"] if lazy_vma(v)]
 
 
+def served_ranges(meta: dict) -> list[tuple[int, int]]:
+    """The ranges a page server fills: `lazy_ranges` less the pages holding the threads'
+    rseq areas. The kernel writes an rseq area when restore registers it, from inside each
+    thread: a fault there would make the restore wait for the server, once per thread
+    (3-10 ms each on a busy machine); those few pages are written by restore instead."""
+    eager = sorted({t["rseq"]["pointer"] // PAGE_SIZE * PAGE_SIZE
+                    for t in meta["threads"] if t.get("rseq", {}).get("pointer")})
+    ranges = []
+    for start, end in lazy_ranges(meta):
+        for page in eager:
+            if start <= page < end:
+                if start < page:
+                    ranges.append((start, page))
+                start = page + PAGE_SIZE
+        if start < end:
+            ranges.append((start, end))
+    return ranges
+
+
 def check_served(pid: int) -> None:
     """Raise CheckpointError if `pid` is a lazily restored process whose pages are not all in."""
     mark = MARK_DIR / str(pid)
@@ -110,19 +129,22 @@ class PageServer:
         self._unconfirmed = 0  # handed over, the server's "ok" not read yet
 
     @classmethod
-    def start(cls, image) -> "PageServer":
+    def start(cls, image, *, quiescent: bool = False) -> "PageServer":
         """Fork a server for `image` (a StoredImage, or any image with `store_path` and
-        `root`); it forks its guard itself (one fork on the restorer's path, not two)."""
+        `root`); it forks its guard itself (one fork on the restorer's path, not two).
+        `quiescent`: the caller is the one thread that uses the StoredImage's store (a
+        daemon's other threads never touch it), so the fork's copy of the store is
+        consistent and the server reads through it even from a multi-threaded restorer."""
         path = getattr(image, "store_path", None) or getattr(getattr(image, "store", None), "path", None)
         if path is None or not hasattr(image, "root"):
             raise CheckpointError("a lazy restore needs an image read from a store (load_image)")
         root = bytes(image.root)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        if isinstance(image, StoredImage) and threading.active_count() == 1:
+        if isinstance(image, StoredImage) and (quiescent or threading.active_count() == 1):
             # a fork of a one-thread restorer: its copy of the store is consistent, and
             # reading through it saves the reopening (a scan of the active pack)
             opener, packs = (lambda: image), Path(path).resolve() / "packs"
-        else:  # a multi-threaded restorer (the daemon) may be in the middle of using it
+        else:  # another thread of the restorer may be in the middle of using it
             opener, packs = (lambda: StoredImage(Store.open(path, readonly=True), root)), None
         pid = _fork(lambda: _serve(theirs, _OnFirstUse(opener)), keep=[theirs], packs=packs)
         theirs.close()

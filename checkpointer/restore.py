@@ -32,13 +32,15 @@ from .files import FileRestorer
 from .freeze import ALL_SIGNALS
 from .inject import Injector
 from .kernel import NR
-from .lazy import PageServer, lazy_ranges
+from .lazy import PageServer, lazy_ranges, served_ranges
 from .pinning import Pinning
 from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = 0x00020000
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
+# restore's phases (checkpointer.stopwatch) that do not nest: together they are its time
+TOP_RESTORE_PHASES = ("page_server_start", "launcher", "process_tree", "build", "finish", "let_go")
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
                  | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL)
 
@@ -95,7 +97,7 @@ def _stub_injector(tid: int) -> Injector:
 
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
             leave_stopped: bool = False, lazy: bool = False, new_mount_namespace: bool = False,
-            share_listening_ports: bool = False) -> Restored:
+            share_listening_ports: bool = False, page_server: PageServer | None = None) -> Restored:
     """Restore every process of the image; returns once they run (or are stopped, if asked).
 
     `share_listening_ports`: listening (and bound datagram) inet sockets are made with
@@ -105,66 +107,84 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     namespace (as `unshare --mount` makes one: nothing mounted in it shows outside).
 
     `lazy` (image from load_image only): private anonymous memory is not written but served
-    on first touch, and pushed in the background, by a page server (lazy.py)."""
+    on first touch, and pushed in the background, by a page server (lazy.py).
+    `page_server`: a lazy restore whose server the caller started for this image
+    (PageServer.start; the daemon forks it from the thread that owns the store, so the
+    server reads the fork's copy of the store instead of opening it again); killed with
+    the processes if the restore fails."""
     live = [p for p in image.processes if not p.get("zombie")]
     if not live:
+        if page_server:
+            page_server.kill()
         raise CheckpointError("the image holds no live process to restore")
     by_pid = {p["pid"]: p for p in image.processes}
     roots = [p for p in image.processes if p["ppid"] not in by_pid]
-    server = PageServer.start(image) if lazy else None  # forked before pinning: it runs anywhere
-    pinning = Pinning()  # the launcher and every task cloned from it start on our CPU
-    launcher = stub.spawn()
+    with phase("page_server_start"):
+        server = page_server or (PageServer.start(image) if lazy else None)  # before pinning: runs anywhere
+    try:
+        with phase("launcher"):
+            pinning = Pinning()  # the launcher and every task cloned from it start on our CPU
+            launcher = stub.spawn()
+    except BaseException:
+        if server:
+            server.kill()
+        raise
     restored = Restored([], launcher, None, page_server=server)
     remapper = Remapper(remap or {})
     injectors: list[Injector] = []
     builders: list[ProcessBuilder] = []
     files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings, share_listening_ports)
     try:
-        kernel.ptrace(kernel.PTRACE_SEIZE, launcher.pid, 0, TRACE_OPTIONS)
-        kernel.ptrace(kernel.PTRACE_INTERRUPT, launcher.pid, 0, 0)
-        wait_event_stop(launcher.pid)
-        kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
-        top = _stub_injector(launcher.pid)
-        helpers = [top]
-        if new_mount_namespace:
-            _unshare_mounts(top)
-        if new_pid_namespace:
-            top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
-            if not (len(roots) == 1 and roots[0]["pid"] == 1):
-                restored.ns_init = clone(top, [1])
-                top = _stub_injector(restored.ns_init)
-                helpers.append(top)
-        injectors += helpers
         with phase("process_tree"):
+            kernel.ptrace(kernel.PTRACE_SEIZE, launcher.pid, 0, TRACE_OPTIONS)
+            kernel.ptrace(kernel.PTRACE_INTERRUPT, launcher.pid, 0, 0)
+            wait_event_stop(launcher.pid)
+            kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
+            top = _stub_injector(launcher.pid)
+            helpers = [top]
+            if new_mount_namespace:
+                _unshare_mounts(top)
+            if new_pid_namespace:
+                top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
+                if not (len(roots) == 1 and roots[0]["pid"] == 1):
+                    restored.ns_init = clone(top, [1])
+                    top = _stub_injector(restored.ns_init)
+                    helpers.append(top)
+            injectors += helpers
             stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors, files.session_terminal)
             _join_groups(live, stubs, restored.warnings)
             _make_zombies(zombies)
-        for meta in live:
-            builder = ProcessBuilder(stubs[meta["pid"]], meta, remapper, restored.warnings)
-            builders.append(builder)
+        with phase("build"):
+            for meta in live:
+                builder = ProcessBuilder(stubs[meta["pid"]], meta, remapper, restored.warnings)
+                builders.append(builder)
+                if server:
+                    ranges = served_ranges(meta)
+                    builder.build(image.page_vectors(meta["pid"], outside=ranges, skip_zero=True), files)
+                    with phase("lazy_arm"):
+                        server.arm(builder.inj, builder.tid, meta["pid"], ranges, namespace_init=restored.ns_init)
+                else:
+                    builder.build(_pages_to_write(image, meta["pid"]), files, copy_ranges=lazy_ranges(meta))
+        with phase("finish"):
+            for builder in builders:
+                builder.finish()
+            for helper in helpers:
+                _become_reaper(helper.tid)
             if server:
-                ranges = lazy_ranges(meta)
-                builder.build(image.page_vectors(meta["pid"], outside=ranges, skip_zero=True), files)
-                server.arm(builder.inj, builder.tid, meta["pid"], ranges, namespace_init=restored.ns_init)
-            else:
-                builder.build(_pages_to_write(image, meta["pid"]), files, copy_ranges=lazy_ranges(meta))
-        for builder in builders:
-            builder.finish()
-        for helper in helpers:
-            _become_reaper(helper.tid)
-        if server:
-            server.confirm()  # before anything runs: every process is served, marked and guarded
-        for builder in builders:   # as asked, or as it was (a job-control stop)
-            if leave_stopped or builder.meta.get("stopped"):
-                os.kill(builder.tid, signal.SIGSTOP)
-        tids = [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]
-        for tid in tids:
-            pinning.adopt(tid)
-        pinning.close()
-        for tid in tids:
-            kernel.detach(tid)
-        if server:
-            server.started()
+                with phase("lazy_confirm"):
+                    server.confirm()  # before anything runs: every process is served, marked and guarded
+        with phase("let_go"):
+            for builder in builders:   # as asked, or as it was (a job-control stop)
+                if leave_stopped or builder.meta.get("stopped"):
+                    os.kill(builder.tid, signal.SIGSTOP)
+            tids = [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]
+            for tid in tids:
+                pinning.adopt(tid)
+            pinning.close()
+            for tid in tids:
+                kernel.detach(tid)
+            if server:
+                server.started()
     except BaseException:
         restored.kill()
         raise

@@ -26,9 +26,10 @@ The mount is made with allow_other (group processes may run as any user; the ker
 checks permissions).
 
 A group whose image holds at least LAZY_MIN_BYTES of pages is restored lazily
-(checkpointer.lazy): it runs at once while a page server (a fork of this daemon that
-opens the store read-only) fills its private memory; its checkpoints (periodic or asked
-for), and GC, wait until every page is in and the server has exited. If the server dies
+(checkpointer.lazy): it runs at once while a page server (a fork of this daemon, made
+from the trio thread, which owns the store: the fork's copy of the store is consistent)
+fills its private memory; its checkpoints (periodic or asked for), and GC, wait until
+every page is in and the server has exited. If the server dies
 first, its guard SIGKILLs the group's processes (the checkpoint stays in the store).
 
 Simplifications: the mount's own periodic file-system checkpoints are off (group
@@ -57,7 +58,8 @@ from checkpointer import CheckpointError
 from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.lazy import PageServer
-from checkpointer.restore import Restored, restore as restore_image
+from checkpointer.restore import TOP_RESTORE_PHASES, Restored, restore as restore_image
+from checkpointer.stopwatch import recording
 from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
@@ -241,15 +243,25 @@ class Daemon:
         open(settings.output, "ab").close()
         remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output))
                  if o and o != n}
-        started = time.perf_counter()
+        marks = [time.perf_counter()]          # where the time goes: restore_phases_ms in ps
         if settings.mode == "root":
             await self._prepare_root(settings.mountpoint)
+        marks.append(time.perf_counter())
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
-        lazy = StoredImage(self.store, record.image).page_count() * PAGE_SIZE >= LAZY_MIN_BYTES
-        restored = await self._restore_processes(image, settings, remap, lazy=lazy)
+        stored = StoredImage(self.store, record.image)
+        lazy = stored.page_count() * PAGE_SIZE >= LAZY_MIN_BYTES
+        marks.append(time.perf_counter())
+        # forked here, in the thread that owns the store: the server reads the fork's copy
+        # of it (not a reopening, a scan of the active pack, that the first faults wait for)
+        server = PageServer.start(stored, quiescent=True) if lazy else None
+        marks.append(time.perf_counter())
+        phases = {name: (end - start) * 1000 for name, start, end
+                  in zip(("prepare_root", "open_image", "page_server_fork"), marks, marks[1:])}
+        restored = await self._restore_processes(image, settings, remap, page_server=server, phases=phases)
         group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
                              last_checkpoint=commit_id, restored_from=commit_id,
-                             restore_ms=round((time.perf_counter() - started) * 1000, 3))
+                             restore_ms=round((time.perf_counter() - marks[0]) * 1000, 3),
+                             restore_phases_ms={k: round(v, 2) for k, v in phases.items()})
         if restored.page_server is not None:
             self.pages_coming[group.name] = trio.Event()
             self.nursery.start_soon(self._watch_page_server, group.name, restored.page_server)
@@ -287,17 +299,30 @@ class Daemon:
 
     async def _restore_processes(self, image: group_checkpoint.LoadedImage, settings: GroupSettings,
                                  remap: dict[str, str], share_listening_ports: bool = False,
-                                 lazy: bool = False) -> Restored:
+                                 page_server: PageServer | None = None,
+                                 phases: dict[str, float] | None = None) -> Restored:
         """Restore the processes of `image` in a new PID namespace; a `--root` group also in
         its own mount namespace, with its /proc mounted there. Clones share their listening
-        ports (SO_REUSEPORT: the kernel spreads connections among the copies). `lazy`: a
-        page server fills their private memory while they run (checkpointer.lazy)."""
+        ports (SO_REUSEPORT: the kernel spreads connections among the copies). With a
+        `page_server`, it fills their private memory while they run (checkpointer.lazy).
+        `phases` gets where the time went (checkpointer.stopwatch names, milliseconds)."""
         rooted = settings.mode == "root"
         if settings.init:       # its binary may be gone (a new machine, a cleaned /var/lib)
             await trio.to_thread.run_sync(group_init.ensure_built)
-        restored = await self.tracer.run(lambda: restore_image(
-            image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap,
-            share_listening_ports=share_listening_ports, lazy=lazy))
+
+        def restore_timed() -> Restored:
+            with recording() as times:
+                try:
+                    return restore_image(image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap,
+                                         share_listening_ports=share_listening_ports,
+                                         page_server=page_server)
+                finally:
+                    (phases if phases is not None else {}).update(times)
+        started = time.perf_counter()
+        restored = await self.tracer.run(restore_timed)
+        if phases is not None:
+            phases["tracer_trip"] = (time.perf_counter() - started) * 1000 - sum(
+                v for k, v in phases.items() if k in TOP_RESTORE_PHASES)
         if rooted:
             await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
         return restored

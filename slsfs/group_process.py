@@ -42,6 +42,7 @@ class RunningGroup:
     stop_ms: list[float] = field(default_factory=list)
     durable_ms: list[float] = field(default_factory=list)     # freeze to durable, per checkpoint
     restore_ms: float | None = None
+    restore_phases_ms: dict[str, float] | None = None   # where restore_ms went (checkpointer.stopwatch)
     started: float = field(default_factory=time.time)
     checkpoint_times: list[float] = field(default_factory=list)
     tracking: PageTracking = field(default_factory=PageTracking)   # incremental capture
@@ -117,7 +118,8 @@ class RunningGroup:
             "stop_ms_p99": round(stops[min(len(stops) - 1, int(len(stops) * 0.99))], 3) if stops else None,
             "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,
             "durable_ms_median": round(statistics.median(durables), 3) if durables else None,
-            "restore_ms": self.restore_ms, "pages_last": self.pages_last,
+            "restore_ms": self.restore_ms, "restore_phases_ms": self.restore_phases_ms,
+            "pages_last": self.pages_last,
             "stop_phases_ms_last": self.stop_phases_last, "exit_status": self.exit_status(),
         }
 
