@@ -54,9 +54,20 @@ class Pinning:
         if before is not None:
             _set(tid, before)
 
-    def close(self) -> None:
+    def release_tasks(self) -> None:
+        """Give every task its own CPU affinity back (the caller stays pinned)."""
         for tid in list(self.saved):
             self.release(tid)
+
+    def realtime(self) -> None:
+        """From now until close(): the calling thread runs SCHED_FIFO, as with
+        `realtime=True` (restore raises it only to let its tasks go: a task let go on our
+        CPU would otherwise take it, for a time slice, before we let the next one go)."""
+        if self.policy is None:
+            self.policy = _realtime()
+
+    def close(self) -> None:
+        self.release_tasks()
         if self.policy is not None:
             os.sched_setscheduler(0, self.policy[0], os.sched_param(self.policy[1]))
             self.policy = None

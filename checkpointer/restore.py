@@ -180,9 +180,11 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             tids = [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]
             for tid in tids:
                 pinning.adopt(tid)
-            pinning.close()
+            pinning.release_tasks()  # their own affinities back while they are stopped
+            pinning.realtime()       # no task let go preempts us before the last one is let go
             for tid in tids:
                 kernel.detach(tid)
+            pinning.close()
             if server:
                 server.started()
     except BaseException:
