@@ -43,7 +43,7 @@ from .errors import CheckpointError, Unsupported
 SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, random, urandom
 TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: ptys.PTS_MAJORS)
 POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
-O_ACCMODE, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o1, 0o2, 0o4000
+O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o0, 0o1, 0o2, 0o4000
 O_CLOEXEC, O_TMPFILE = 0o2000000, 0o20200000
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW = 0o100, 0o200, 0o400, 0o1000, 0o400000
 KCMP_FILE = 0
@@ -693,13 +693,31 @@ class FileRestorer:
                 fcntl.fcntl(pipe, F_SETPIPE_SZ, record["size"])
             if pipe.write(data) != len(data):
                 raise CheckpointError(f"could not refill pipe {record['pipe']} with {len(data)} bytes")
-        ends = {"r": read_spare, "w": write_spare}
+        # each open file description of the pipe: the first of each direction is an end of
+        # pipe2; more (the pipe reopened through /proc/PID/fd) are opened again, since
+        # their flags (O_NONBLOCK) are their own
+        unused = {O_RDONLY: read_spare, O_WRONLY: write_spare}
+        spares = [read_spare, write_spare]
         for other in self.files.values():
             if other["kind"] == "pipe" and other["pipe"] == record["pipe"]:
-                end = ends["w" if other["flags"] & O_ACCMODE == O_WRONLY else "r"]
+                mode = other["flags"] & O_ACCMODE
+                end = unused.pop(mode, None)
+                if end is None:
+                    end = self._reopen(builder, write_spare if mode == O_WRONLY else read_spare, mode, base)
+                    spares.append(end)
                 inj.check(_NR_FCNTL, end, F_SETFL, other["flags"], what="F_SETFL on a pipe")
                 self.made[other["id"]] = (ns_pid, end)
-        return [read_spare, write_spare]
+        return spares
+
+    def _reopen(self, builder, fd: int, mode: int, base: int) -> int:
+        """A new open file description (`mode`: O_RDONLY, O_WRONLY or O_RDWR) of what fd `fd`
+        of the process being built is, as a spare fd there. Opened here, through our /proc
+        (a --root group has none of its own yet), and handed over."""
+        ours = os.open(f"/proc/{builder.tid}/fd/{fd}", mode | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return self._spare(builder.inj, sockets.push_fd(builder.inj, builder.tid, ours), base)
+        finally:
+            os.close(ours)
 
 
 def _undeleted(target: str, st: os.stat_result) -> str:

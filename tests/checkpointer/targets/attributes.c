@@ -1,0 +1,76 @@
+/* A process whose less common attributes must survive checkpoint/restore (cases found
+ * by running CRIU's zdtm tests against slsfs): usage `attributes OUTFILE`.
+ * It sets them up, writes "ready", then at each SIGUSR1 checks them all and writes one
+ * line per attribute, "ok NAME" or "BAD NAME: detail", then "done".
+ *   pipe-flags: one pipe, its write end reopened through /proc/self/fd (a second open
+ *     file description) and only the first made O_NONBLOCK: the flags are per description.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int out;
+static volatile sig_atomic_t asked;
+static int pipe_ends[2], pipe_reopened;
+
+static void report(int good, const char *name, const char *format, ...)
+{
+    char line[256], detail[200] = "";
+    va_list args;
+    va_start(args, format);
+    vsnprintf(detail, sizeof detail, format, args);
+    va_end(args);
+    int len = good ? snprintf(line, sizeof line, "ok %s\n", name)
+                   : snprintf(line, sizeof line, "BAD %s: %s\n", name, detail);
+    write(out, line, len);
+}
+
+static void setup(void)
+{
+    char path[64];
+    if (pipe(pipe_ends) != 0)
+        exit(2);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", pipe_ends[1]);
+    pipe_reopened = open(path, O_WRONLY);
+    fcntl(pipe_ends[1], F_SETFL, fcntl(pipe_ends[1], F_GETFL) | O_NONBLOCK);
+}
+
+static void check(void)
+{
+    int first = fcntl(pipe_ends[1], F_GETFL), second = fcntl(pipe_reopened, F_GETFL);
+    report((first & O_NONBLOCK) && !(second & O_NONBLOCK), "pipe-flags",
+           "write end flags %#x, reopened write end flags %#x", first, second);
+}
+
+static void on_usr1(int signo)
+{
+    (void)signo;
+    asked = 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2)
+        return 2;
+    out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+    setup();
+    sigset_t usr1, waiting;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, &waiting);    /* taken only inside sigsuspend: none lost */
+    signal(SIGUSR1, on_usr1);
+    write(out, "ready\n", 6);
+    for (;;) {
+        sigsuspend(&waiting);
+        if (asked) {
+            asked = 0;
+            check();
+            write(out, "done\n", 5);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+"""Less common process attributes come back as they were (targets/attributes.c checks
+them itself, before the checkpoint and after the restore): cases found by running CRIU's
+zdtm tests against the checkpointer."""
+from __future__ import annotations
+
+import os
+import signal
+
+import checkpointer
+from ckpt_helpers import wait_for
+
+
+def checks(out, pid: int, rounds: int) -> list[str]:
+    """Ask the target to check itself (its `rounds`-th time); the lines of that round."""
+    os.kill(pid, signal.SIGUSR1)
+    wait_for(lambda: out.read_text().count("done\n") >= rounds, f"check round {rounds}")
+    return out.read_text().split("done\n")[rounds - 1].split("\n")
+
+
+def test_attributes_survive_checkpoint_kill_restore(procs, store, binaries, tmp_path):
+    out = tmp_path / "attributes.out"
+    proc = procs.start([str(binaries / "attributes"), str(out)])
+    wait_for(lambda: out.exists() and "ready" in out.read_text(), "the target to set up")
+    before = checks(out, proc.pid, 1)
+    assert not [line for line in before if line.startswith("BAD")], f"the target is wrong already: {before}"
+    checkpointer.checkpoint([proc.pid], store, "attributes", tree=True)
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "attributes")
+    procs.restored.append(restored)
+    after = checks(out, restored.pids[0], 2)
+    assert [line for line in after if line.startswith("ok")] == [line for line in before if line.startswith("ok")]
+    assert not [line for line in after if line.startswith("BAD")], after
