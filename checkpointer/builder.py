@@ -169,6 +169,7 @@ class ProcessBuilder:
         posix_timers.recreate(self.inj, self.meta.get("posix_timers", []))  # SIGEV_THREAD_ID needs the threads
         for inj, thread in self.threads:
             self._thread_state(inj, thread)
+        self._sigtrap_action_back()
         self.inj.check(NR["munmap"], self.helper, self.helper_size, what="munmap(helper)")
         self._seccomp()
         self._registers()
@@ -215,7 +216,9 @@ class ProcessBuilder:
         stub's mappings."""
         current = procfs.maps(self.tid)
         vmas = self.meta["vmas"]
-        batch_room = 2 * CALL_BYTES * (len(vmas) + len(current)) + sum(len(v["path"]) + 16 for v in vmas)
+        batch_room = max(2 * CALL_BYTES * (len(vmas) + len(current)) + sum(len(v["path"]) + 16 for v in vmas),
+                         (CALL_BYTES + 32) * (len(self.meta["sigactions"]) + len(self.meta["itimers"])),
+                         CALL_BYTES * 8 + 64 + 4 * len(self.meta["creds"]["groups"]))   # a thread's state
         self.helper_size = PAGE_SIZE + -(-(batch_room + 1024) // PAGE_SIZE) * PAGE_SIZE
         busy = [(v["start"], v["end"]) for v in vmas] + [(v.start, v.end) for v in current]
         self.helper = _find_gap(busy, self.helper_size)
@@ -226,9 +229,11 @@ class ProcessBuilder:
         self.inj.scratch, self.inj.scratch_size = self.helper + 64, PAGE_SIZE - 64
         return current
 
-    def _batch(self) -> CallBatch:
-        """A batch of calls run from the helper area (after the helper page is mapped)."""
-        return CallBatch(self.inj, self.helper + PAGE_SIZE, self.helper_size - PAGE_SIZE)
+    def _batch(self, inj: Injector | None = None) -> CallBatch:
+        """A batch of calls run by the main thread (or `inj`'s) from the helper area (after
+        the helper page is mapped). The batch's int3 resets SIGTRAP's action: see
+        `_sigtrap_action_back`."""
+        return CallBatch(inj or self.inj, self.helper + PAGE_SIZE, self.helper_size - PAGE_SIZE)
 
     def _move_specials(self, current: list[procfs.Vma], batch_calls: CallBatch) -> None:
         """Move [vvar], [vvar_vclock] and [vdso] to the image's addresses (via a free area)."""
@@ -374,16 +379,19 @@ class ProcessBuilder:
 
     # signals, threads ---------------------------------------------------------
     def _process_signals(self) -> None:
+        """Handlers and interval timers in one batch, then the process's pending signals."""
         meta, inj = self.meta, self.inj
+        batch = self._batch()
         for sig, action in meta["sigactions"].items():
-            inj.check(NR["rt_sigaction"], int(sig), inj.put(struct.pack("4Q", *action)), 0, 8,
+            batch.add(NR["rt_sigaction"], int(sig), batch.put(struct.pack("4Q", *action)), 0, 8,
                       what=f"rt_sigaction({sig})")
         for which, (isec, iusec, vsec, vusec) in enumerate(meta["itimers"]):
             if not (vsec or vusec):  # expired, signal pending, not yet re-armed: next period
                 vsec, vusec = isec, iusec
             if vsec or vusec:
-                inj.check(NR["setitimer"], which, inj.put(struct.pack("4q", isec, iusec, vsec, vusec)), 0,
+                batch.add(NR["setitimer"], which, batch.put(struct.pack("4q", isec, iusec, vsec, vusec)), 0,
                           what="setitimer")
+        batch.run()
         for info in meta["pending_shared"]:
             raw = bytes.fromhex(info)
             inj.check(NR["rt_sigqueueinfo"], meta["pid"], raw[0], inj.put(raw), what="queue a signal")
@@ -396,28 +404,39 @@ class ProcessBuilder:
             self.threads.append((inj, thread))
 
     def _thread_state(self, inj: Injector, thread: dict) -> None:
-        """Per-thread kernel state, set from inside the thread itself."""
+        """Per-thread kernel state, set from inside the thread itself: one batch, then its
+        pending signals (queued to itself, so allowed under any credentials)."""
+        batch = self._batch(inj)
         head, length = thread["robust_list"]
         if head:
-            inj.check(NR["set_robust_list"], head, length, what="set_robust_list")
-        inj.call(NR["set_tid_address"], thread["tid_address"])
+            batch.add(NR["set_robust_list"], head, length, what="set_robust_list")
+        batch.add(NR["set_tid_address"], thread["tid_address"], what=None)
         rseq = thread["rseq"]
         if rseq["pointer"]:
-            inj.check(NR["rseq"], rseq["pointer"], rseq["size"], 0, rseq["signature"], what="rseq")
+            batch.add(NR["rseq"], rseq["pointer"], rseq["size"], 0, rseq["signature"], what="rseq")
         sp, flags, _, size = thread["sigaltstack"]
         if not flags & SS_DISABLE:
-            inj.check(NR["sigaltstack"], inj.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
+            batch.add(NR["sigaltstack"], batch.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
                       what="sigaltstack")
+        creds = self.meta["creds"]  # credentials are per thread in the kernel
+        groups = creds["groups"]
+        batch.add(NR["setgroups"], len(groups), batch.put(struct.pack(f"{len(groups)}I", *groups)),
+                  what="setgroups")
+        batch.add(NR["setresgid"], *creds["gid"][:3], what="setresgid")
+        batch.add(NR["setresuid"], *creds["uid"][:3], what="setresuid")
+        batch.run()
         for info in thread["pending"]:
             raw = bytes.fromhex(info)
             inj.check(NR["rt_tgsigqueueinfo"], self.meta["pid"], thread["tid"], raw[0], inj.put(raw),
                       what="queue a signal")
-        creds = self.meta["creds"]  # credentials are per thread in the kernel
-        groups = creds["groups"]
-        inj.check(NR["setgroups"], len(groups), inj.put(struct.pack(f"{len(groups)}I", *groups)),
-                  what="setgroups")
-        inj.check(NR["setresgid"], *creds["gid"][:3], what="setresgid")
-        inj.check(NR["setresuid"], *creds["uid"][:3], what="setresuid")
+
+    def _sigtrap_action_back(self) -> None:
+        """A batch's int3 forced a SIGTRAP through, which reset SIGTRAP's action to the
+        default (callbatch.py): the process's own action goes back once no batch follows."""
+        action = self.meta["sigactions"].get(str(signal.SIGTRAP))
+        if action is not None:
+            self.inj.check(NR["rt_sigaction"], signal.SIGTRAP, self.inj.put(struct.pack("4Q", *action)), 0, 8,
+                           what="rt_sigaction(SIGTRAP)")
 
     def _limits(self) -> None:
         for name, (soft, hard) in self.meta["rlimits"].items():

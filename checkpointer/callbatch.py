@@ -11,9 +11,9 @@ Why: one injected call costs four ptrace round trips (~80-150 us here); the memo
 layout of a process is tens of calls (mmap, mremap, munmap, openat, close).
 
 Simplifications: for stubs being built only (restore.py, builder.py): the stub has every
-signal blocked and no handler yet. The kernel forces the int3's SIGTRAP through: it
-unblocks SIGTRAP and resets its handler to the default, so `run` blocks it again, and a
-batch must run before the process's own signal handlers are installed. No clone (its
+signal blocked. The kernel forces the int3's SIGTRAP through: it unblocks SIGTRAP and
+resets its action to the default, so `run` blocks it again, and the builder puts the
+process's own SIGTRAP action back after its last batch. No clone (its
 child would run the rest of the blob), no call taking an earlier call's result (run two
 batches). Registers are clobbered (the builder sets them all at the end). x86-64 only.
 """

@@ -1,8 +1,8 @@
 /* A self-checking process with a bit of everything: usage `misc_state OUTFILE` (run in
  * a scratch directory). It holds: a SIGUSR1 handler on a sigaltstack, SIGUSR2 queued
  * (value 42) while blocked, SIGPWR pending for a signalfd, a 10 ms ITIMER_REAL with a
- * SIGALRM handler, an unlinked open file, a MAP_SHARED file mapping, shared anonymous
- * memory, an eventfd, umask 027, RLIMIT_NOFILE 777 and a seccomp filter (with
+ * SIGALRM handler, a SIGTRAP handler (restore's call batches force SIGTRAPs through), an
+ * unlinked open file, a MAP_SHARED file mapping, shared anonymous memory, an eventfd, umask 027, RLIMIT_NOFILE 777 and a seccomp filter (with
  * no_new_privs) that makes getppid() fail with EPERM. Every 5 ms it checks them all
  * and appends "<n> <pid> ok". After a SIGUSR1 it consumes SIGUSR2 (must carry 42) and
  * SIGPWR (through the signalfd) and appends "usr1 ok". A mismatch writes BAD, exits 1. */
@@ -48,6 +48,8 @@ static void on_usr1(int sig) {
 
 static void on_alarm(int sig) { ticks++; }
 
+static void on_trap(int sig) {}
+
 int main(int argc, char **argv) {
     out = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
     stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
@@ -57,6 +59,8 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, NULL);
     sa.sa_handler = on_alarm, sa.sa_flags = SA_RESTART;
     sigaction(SIGALRM, &sa, NULL);
+    sa.sa_handler = on_trap, sa.sa_flags = 0;   /* restore's batches force SIGTRAPs: it must stay */
+    sigaction(SIGTRAP, &sa, NULL);
     sigset_t blocked;
     sigemptyset(&blocked);
     sigaddset(&blocked, SIGUSR2);
@@ -118,6 +122,8 @@ int main(int argc, char **argv) {
         sigset_t pending;
         sigpending(&pending);
         if (!sigismember(&pending, SIGUSR2) && !usr1_seen) bad("pending SIGUSR2 lost");
+        struct sigaction trap;
+        if (sigaction(SIGTRAP, NULL, &trap) || trap.sa_handler != on_trap) bad("SIGTRAP handler lost");
         if (n % 100 == 0) {
             if (ticks == last_ticks) bad("interval timer stopped");
             last_ticks = ticks;
