@@ -27,6 +27,7 @@ connection (restored closed) are those it had when first captured.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -46,9 +47,9 @@ POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reb
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o0, 0o1, 0o2, 0o4000
 O_CLOEXEC, O_TMPFILE = 0o2000000, 0o20200000
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW = 0o100, 0o200, 0o400, 0o1000, 0o400000
-KCMP_FILE = 0
+KCMP_FILE, KCMP_EPOLL_TFD = 0, 7
 SPLICE_F_NONBLOCK = 2
-F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 2, 1
+F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 1, 2, 1
 MAX_DELETED_FILE = 1 << 30
 SPARSE_PIECE = 64 << 10                 # restore leaves all-zero pieces of this size as holes
 SPARSE_READ_PIECE = 1 << 20             # capture reads files with holes in pieces of this size
@@ -112,9 +113,8 @@ class FileCapture:
             return {"kind": "timerfd", "clockid": int(info.extra["clockid"]), "ticks": int(info.extra["ticks"]),
                     "value": _timespec(info.extra["it_value"]), "interval": _timespec(info.extra["it_interval"])}
         if target == "anon_inode:[eventpoll]":
-            watches = [[int(m[1]), int(m[2], 16), int(m[3], 16)] for m in
-                       re.finditer(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)", info.raw)]
-            return {"kind": "epoll", "owner": procfs.ns_id(procfs.status(pid)["NSpid"]), "watches": watches}
+            return {"kind": "epoll", "owner": procfs.ns_id(procfs.status(pid)["NSpid"]),
+                    "watches": _epoll_watches(pid, info.fd, info.raw, what)}
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
             ino = int(match[1])
             if (known := _connections.get(ino)) is not None:
@@ -381,6 +381,32 @@ def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     return kernel.syscall(_NR_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
 
 
+def _epoll_watches(pid: int, epfd: int, fdinfo: str, what: str) -> list[list[int]]:
+    """[tfd, events, data] per watch of epoll `epfd`, plus the fd now holding the watched
+    file when fd `tfd` no longer does (the fd it was added by was closed or reused, while
+    a dup keeps the file open; the watch lives on under its old number)."""
+    watches, seen = [], {}
+    for m in re.finditer(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)", fdinfo):
+        tfd = int(m[1])
+        nth = seen[tfd] = seen.get(tfd, -1) + 1     # the kernel's index among watches of that tfd
+        watch = [tfd, int(m[2], 16), int(m[3], 16)]
+        slot = ctypes.create_string_buffer(struct.pack("III", epfd, tfd, nth))
+
+        def holds(fd: int) -> bool:
+            try:
+                return kernel.syscall(_NR_KCMP, pid, pid, KCMP_EPOLL_TFD, fd, ctypes.addressof(slot)) == 0
+            except OSError:
+                return False    # fd not open
+        if not holds(tfd):
+            holder = next((fd for fd in sorted(map(int, os.listdir(f"/proc/{pid}/fd"))) if holds(fd)), None)
+            if holder is None:
+                raise Unsupported(f"{what}: it watches a file (added as fd {tfd}) that the process no longer "
+                                  "holds open; such a watch cannot be made again")
+            watch.append(holder)
+        watches.append(watch)
+    return watches
+
+
 class FileRestorer:
     """Recreates the image's files inside restored processes (each once), then shares them."""
 
@@ -486,10 +512,31 @@ class FileRestorer:
             epoll = self.files[record["file"]]
             if epoll["kind"] != "epoll" or epoll["owner"] != builder.meta["pid"] or epoll["id"] in self.filled:
                 continue
-            for tfd, events, data in epoll["watches"]:
+            for tfd, events, data, *holder in epoll["watches"]:
                 event = inj.put(struct.pack("=IQ", events, data))
-                inj.check(_NR_EPOLL_CTL, record["fd"], EPOLL_CTL_ADD, tfd, event, what=f"epoll_ctl(ADD {tfd})")
+                add = lambda: inj.check(_NR_EPOLL_CTL, record["fd"], EPOLL_CTL_ADD, tfd, event,  # noqa: E731
+                                        what=f"epoll_ctl(ADD {tfd})")
+                if holder:
+                    self._add_under_old_number(builder, tfd, holder[0], add)
+                else:
+                    add()
             self.filled.add(epoll["id"])
+
+    @staticmethod
+    def _add_under_old_number(builder, tfd: int, holder: int, add: Callable) -> None:
+        """Run `add` while fd `tfd` is a dup of fd `holder` (an epoll watch lives under the
+        number it was added by), then give `tfd` back whatever it held."""
+        inj = builder.inj
+        flags = inj.call(_NR_FCNTL, tfd, F_GETFD)        # < 0: not open
+        aside = inj.check(_NR_FCNTL, tfd, F_DUPFD_CLOEXEC, builder.spare_base, what="F_DUPFD_CLOEXEC") \
+            if flags >= 0 else None
+        inj.check(kernel.NR["dup3"], holder, tfd, 0, what=f"dup3 to fd {tfd}")
+        add()
+        if aside is None:
+            inj.check(kernel.NR["close"], tfd)
+        else:
+            inj.check(kernel.NR["dup3"], aside, tfd, O_CLOEXEC if flags & FD_CLOEXEC else 0, what=f"dup3 to fd {tfd}")
+            inj.check(kernel.NR["close"], aside)
 
     def local_fd(self, builder, file_id: int, base: int) -> int:
         """An fd of this process on the image file `file_id` (made here, or fetched with

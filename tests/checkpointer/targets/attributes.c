@@ -4,6 +4,9 @@
  * line per attribute, "ok NAME" or "BAD NAME: detail", then "done".
  *   pipe-flags: one pipe, its write end reopened through /proc/self/fd (a second open
  *     file description) and only the first made O_NONBLOCK: the flags are per description.
+ *   epoll-closed-fd: an epoll watch added through a dup of a pipe's read end, that dup
+ *     then closed (the watch lives on under its old fd number): data in the pipe must
+ *     wake epoll_wait with the watch's data.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -12,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 static int out;
 static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
+static int epoll_fd, epoll_pipe[2];
 
 static void report(int good, const char *name, const char *format, ...)
 {
@@ -38,6 +43,13 @@ static void setup(void)
     snprintf(path, sizeof path, "/proc/self/fd/%d", pipe_ends[1]);
     pipe_reopened = open(path, O_WRONLY);
     fcntl(pipe_ends[1], F_SETFL, fcntl(pipe_ends[1], F_GETFL) | O_NONBLOCK);
+
+    struct epoll_event event = {.events = EPOLLIN, .data.u64 = 0x5eed};
+    if (pipe(epoll_pipe) != 0 || (epoll_fd = epoll_create1(0)) < 0)
+        exit(2);
+    int dup_fd = dup2(epoll_pipe[0], 900);
+    epoll_ctl(epoll_fd, EPOLL_CTL_ADD, dup_fd, &event);
+    close(dup_fd);
 }
 
 static void check(void)
@@ -45,6 +57,14 @@ static void check(void)
     int first = fcntl(pipe_ends[1], F_GETFL), second = fcntl(pipe_reopened, F_GETFL);
     report((first & O_NONBLOCK) && !(second & O_NONBLOCK), "pipe-flags",
            "write end flags %#x, reopened write end flags %#x", first, second);
+
+    struct epoll_event event = {0};
+    char byte = 'x';
+    write(epoll_pipe[1], &byte, 1);
+    int woke = epoll_wait(epoll_fd, &event, 1, 10000);
+    read(epoll_pipe[0], &byte, 1);
+    report(woke == 1 && event.data.u64 == 0x5eed, "epoll-closed-fd", "epoll_wait gave %d, data %#llx",
+           woke, (unsigned long long)event.data.u64);
 }
 
 static void on_usr1(int signo)
