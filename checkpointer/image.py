@@ -315,6 +315,15 @@ class StoredImage:
     def page_count(self) -> int:
         return sum(bin(struct.unpack_from("<Q", v)[0]).count("1") for _, v in self.tree.items(_PAGES, _PAGES_END))
 
+    def holds_pages(self, count: int) -> bool:
+        """page_count() >= count, reading only the page blocks it takes to see that (a
+        restore's lazy-or-not choice reads ~count/64 blocks, not all of a 2 GiB image's)."""
+        for _, value in self.tree.items(_PAGES, _PAGES_END):
+            count -= bin(struct.unpack_from("<Q", value)[0]).count("1")
+            if count <= 0:
+                return True
+        return count <= 0
+
 
 def _within(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
     """Does one of the sorted, disjoint [start, end) ranges hold all of [start, end)?"""

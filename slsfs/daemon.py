@@ -249,7 +249,7 @@ class Daemon:
         marks.append(time.perf_counter())
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         stored = StoredImage(self.store, record.image)
-        lazy = stored.page_count() * PAGE_SIZE >= LAZY_MIN_BYTES
+        lazy = stored.holds_pages(LAZY_MIN_BYTES // PAGE_SIZE)
         marks.append(time.perf_counter())
         # forked here, in the thread that owns the store: the server reads the fork's copy
         # of it (not a reopening, a scan of the active pack, that the first faults wait for)

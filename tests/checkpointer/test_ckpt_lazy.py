@@ -53,7 +53,10 @@ def test_lazy_restore_serves_a_large_heap_and_the_server_exits_when_all_is_in(pr
     assert assert_unbroken(out, proc.pid) >= lines + 1030
     # all in: it is an ordinary process again, checkpointed and restored as usual
     checkpointer.checkpoint(restored.pids, store, "again")
-    assert load_image(store, "again").page_count() >= 64 * 256
+    again = load_image(store, "again")
+    pages = again.page_count()
+    assert pages >= 64 * 256
+    assert again.holds_pages(pages) and again.holds_pages(4096) and not again.holds_pages(pages + 1)
     restored.kill()
     size = len(ok_lines(out))
     second = checkpointer.restore(store, "again")
