@@ -8,7 +8,8 @@ committed per second over a window:
 plus the application's stop time per checkpoint (median, p99; the phases of the last
 stop), freeze-to-durable time
 (median) and restore after a crash (SIGKILL of app and daemon): the daemon's restore
-time and the wall time of `sls restore` (which starts a daemon and mounts).
+time (and its phases: restore_daemon_phases_ms, see `sls ps --json`'s restore_phases_ms)
+and the wall time of `sls restore` (which starts a daemon and mounts).
 
 Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mib MiB
 (DEBUG POPULATE), measured with redis-benchmark (SET, 50 clients) the same ways
@@ -118,7 +119,9 @@ def crash_and_restore(store: Path, group: str, out: dict, prefix: str) -> None:
     started = time.perf_counter()
     sls("restore", group, "--store", str(store))
     out[f"{prefix}restore_cli_wall_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    out[f"{prefix}restore_daemon_ms"] = request(store, "ps")["groups"][0]["restore_ms"]
+    restored = request(store, "ps")["groups"][0]
+    out[f"{prefix}restore_daemon_ms"] = restored["restore_ms"]
+    out[f"{prefix}restore_daemon_phases_ms"] = restored["restore_phases_ms"]
 
 
 def free_port() -> int:
