@@ -75,6 +75,7 @@ class FileCapture:
         self._hole_ids: dict[int, list[str]] = {}  # blob ids of a piece of zeros, by length
         self.files: list[dict] = []
         self._holders: dict[str, list[tuple[int, int, int]]] = {}  # target -> [(host pid, fd, file id)]
+        self._deleted_ids: dict[tuple[int, int], int] = {}   # (dev, ino) of an unlinked file -> its file id
 
     def fd_records(self, pid: int) -> list[dict]:
         infos = procfs.fds(pid, lambda fd, target: _connection_fdinfo.get((pid, fd, target)))
@@ -135,7 +136,7 @@ class FileCapture:
                                             and stat.S_ISREG(mode)):  # memory, shared with its mappings
             return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
         if target.endswith(procfs.DELETED) and stat.S_ISREG(mode):
-            return {"kind": "deleted", "mode": stat.S_IMODE(mode), "data": self._deleted_contents(pid, info)}
+            return self._deleted(pid, info, st)
         if stat.S_ISREG(mode):
             return {"kind": "file", "path": target}
         if stat.S_ISDIR(mode):
@@ -242,6 +243,17 @@ class FileCapture:
             for f in (source, read_end, write_end):
                 os.close(f)
         return {"size": size, "data": self.put_blob(data)}
+
+    def _deleted(self, pid: int, info: procfs.FdInfo, st: os.stat_result) -> dict:
+        """An unlinked file: its bytes, owner, mode and times with its first open file
+        description; further descriptions of the same file (opened again, in this process
+        or another) name that one (`same_as`), so that they stay one file."""
+        inode = (st.st_dev, st.st_ino)
+        if inode in self._deleted_ids:
+            return {"kind": "deleted", "same_as": self._deleted_ids[inode]}
+        self._deleted_ids[inode] = len(self.files)       # the id _file_of gives this record
+        return {"kind": "deleted", "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
+                "times_ns": [st.st_atime_ns, st.st_mtime_ns], "data": self._deleted_contents(pid, info)}
 
     def _deleted_contents(self, pid: int, info: procfs.FdInfo) -> list[str]:
         pieces = _read_sparse(f"/proc/{pid}/fd/{info.fd}")
@@ -588,6 +600,11 @@ class FileRestorer:
             fd = inj.check(_NR_SIGNALFD4, -1, mask, 8, record["flags"] & O_NONBLOCK, what="signalfd4")
         elif kind == "inotify":
             fd = inotify.make(inj, record, self.remap, self.warnings, ns_pid)
+        elif kind == "deleted" and "same_as" in record:     # another open file description of it
+            local = self.local_fd(builder, record["same_as"], base)
+            fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW),
+                              f"the unlinked file {record['target']}")
+            inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         elif kind == "deleted":
             fd = self._make_deleted(builder, record)
         elif kind == "memfd":
@@ -693,8 +710,12 @@ class FileRestorer:
         elif fd < 0:
             raise CheckpointError(f"cannot make {what} again in {directory}: {os.strerror(-fd)} (the "
                                   "directory must exist where the image says, or pass a remap)")
-        with open(f"/proc/{builder.tid}/fd/{fd}", "wb") as fh:
-            fh.write(self.read_blob(record["data"]))
+        path = f"/proc/{builder.tid}/fd/{fd}"
+        _write_sparse(path, record["data"], self.read_blob)
+        if "uid" in record:      # version 4
+            os.chown(path, record["uid"], record["gid"])
+            os.chmod(path, record["mode"])
+            os.utime(path, ns=tuple(record["times_ns"]))
         inj = builder.inj
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
         inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")

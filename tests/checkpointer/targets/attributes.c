@@ -7,6 +7,10 @@
  *   epoll-closed-fd: an epoll watch added through a dup of a pipe's read end, that dup
  *     then closed (the watch lives on under its old fd number): data in the pipe must
  *     wake epoll_wait with the watch's data.
+ *   unlinked-file: a file owned by 1:1 with an old mtime, unlinked, held by two open file
+ *     descriptions (the second opened through /proc/self/fd, read-only): still one file
+ *     (same inode, a write through one seen through the other), owner, mtime and access
+ *     modes as they were.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -16,12 +20,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int out;
 static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
+static int ghost, ghost_reader;
 
 static void report(int good, const char *name, const char *format, ...)
 {
@@ -50,6 +56,15 @@ static void setup(void)
     int dup_fd = dup2(epoll_pipe[0], 900);
     epoll_ctl(epoll_fd, EPOLL_CTL_ADD, dup_fd, &event);
     close(dup_fd);
+
+    ghost = open("unlinked", O_RDWR | O_CREAT | O_TRUNC, 0640);
+    write(ghost, "before", 6);
+    fchown(ghost, 1, 1);
+    struct timespec times[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1234567890}};
+    futimens(ghost, times);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", ghost);
+    ghost_reader = open(path, O_RDONLY);
+    unlink("unlinked");
 }
 
 static void check(void)
@@ -65,6 +80,21 @@ static void check(void)
     read(epoll_pipe[0], &byte, 1);
     report(woke == 1 && event.data.u64 == 0x5eed, "epoll-closed-fd", "epoll_wait gave %d, data %#llx",
            woke, (unsigned long long)event.data.u64);
+
+    struct stat one, two;
+    char seen[7] = "";
+    fstat(ghost, &one);
+    fstat(ghost_reader, &two);
+    pwrite(ghost, "after!", 6, 0);
+    pread(ghost_reader, seen, 6, 0);
+    report(one.st_ino == two.st_ino && one.st_uid == 1 && one.st_gid == 1 && one.st_mtime == 1234567890
+           && (one.st_mode & 07777) == 0640 && strcmp(seen, "after!") == 0
+           && (fcntl(ghost_reader, F_GETFL) & O_ACCMODE) == O_RDONLY, "unlinked-file",
+           "inodes %lu/%lu, owner %d:%d, mtime %ld, mode %o, read back %s, reader flags %#x",
+           (unsigned long)one.st_ino, (unsigned long)two.st_ino, one.st_uid, one.st_gid, (long)one.st_mtime,
+           one.st_mode & 07777, seen, fcntl(ghost_reader, F_GETFL));
+    pwrite(ghost, "before", 6, 0);
+    futimens(ghost, (struct timespec[2]){{.tv_sec = 1000000000}, {.tv_sec = 1234567890}});
 }
 
 static void on_usr1(int signo)
