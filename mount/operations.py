@@ -36,7 +36,7 @@ from pyfuse3 import EntryAttributes, FUSEError
 from objectstore import StoreError
 
 from .history import Graft, VFile, VLink
-from .schema import BLOCK_SIZE, NAME_MAX
+from .schema import BLOCK_SIZE, NAME_MAX, Entry
 from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
 
@@ -140,6 +140,10 @@ class Operations(pyfuse3.Operations):
         entry = view.lookup(parent, name)
         if entry is None:
             raise FUSEError(errno.ENOENT)
+        return self._entry_ino(view, entry)
+
+    def _entry_ino(self, view: Volume, entry: Entry) -> int:
+        """The kernel inode a directory entry of volume view `view` leads to."""
         if entry.volume is not None:
             index = self.views.graft_in(view, entry.volume)
             return kernel_ino(index, self.views[index].root_ino)
@@ -190,23 +194,12 @@ class Operations(pyfuse3.Operations):
         if self._is_meta_entry(parent_inode, name):
             return self._entry(kernel_ino(META_VIEW, 1))
         view, parent = self._view(parent_inode)
-        try:
+        if isinstance(view, MetaView):
             return self._entry(self._resolve(view, parent, name))
-        except FUSEError as exc:
-            if exc.errno == errno.ENOENT and isinstance(view, Volume):
-                return self._absent(view)
-            raise
-
-    @staticmethod
-    def _absent(view: Volume) -> EntryAttributes:
-        """A negative entry the kernel keeps (no LOOKUP for the next open or stat of a
-        missing name: programs probe many, e.g. Python's imports). Safe because every
-        name is made through the kernel, which then forgets the negative entry itself;
-        the one exception, a clone grafted by `sls clone`, calls `forget_entry`."""
-        a = EntryAttributes()
-        a.st_ino = 0
-        a.entry_timeout = FROZEN_TIMEOUT if view.readonly else LIVE_TIMEOUT
-        return a
+        entry = view.lookup(parent, name)
+        if entry is None:
+            return _ABSENT_FROZEN if view.readonly else _ABSENT_LIVE
+        return self._entry(self._entry_ino(view, entry))
 
     async def forget(self, inode_list):
         for kino, count in inode_list:
@@ -313,7 +306,7 @@ class Operations(pyfuse3.Operations):
             clone = self.views[self.views.live(entry.volume)]
             if not clone.is_empty_dir(clone.root_ino):
                 raise FUSEError(errno.ENOTEMPTY)
-        entry = volume.unlink(parent, name, directory=directory)
+        entry = volume.unlink(parent, name, directory=directory, entry=entry)
         if entry.volume is not None:
             self.views.forget_live(entry.volume)
             self.store.drop_volume(entry.volume)
@@ -474,6 +467,22 @@ class Operations(pyfuse3.Operations):
 
     async def access(self, inode, mode, ctx):
         return True
+
+
+def _absent(timeout: float) -> EntryAttributes:
+    """A negative entry the kernel keeps for `timeout` (no LOOKUP for the next open or
+    stat of a missing name: programs probe many, e.g. Python's imports). Safe because
+    every name is made through the kernel, which then forgets the negative entry itself;
+    the one exception, a clone grafted by `sls clone`, calls `forget_entry`. Made once:
+    pyfuse3 copies the attributes into each reply."""
+    a = EntryAttributes()
+    a.st_ino = 0
+    a.entry_timeout = timeout
+    return a
+
+
+_ABSENT_LIVE = _absent(LIVE_TIMEOUT)
+_ABSENT_FROZEN = _absent(FROZEN_TIMEOUT)
 
 
 def _writing(flags: int) -> bool:

@@ -106,6 +106,8 @@ class Volume:
         self._buffers: dict[int, dict[int, bytearray | bytes]] = {}
         self._stored_counts: dict[int, int] = {}   # ino -> number of data blocks in the Tree
         self._allocated: dict[int, int] = {}       # ino -> allocated_bytes, while nothing is buffered
+        self._no_xattrs: set[int] = set()          # inodes known to have no xattr (see getxattr)
+        self._unsealed_orphans: set[int] = set()   # orphan keys that seal() writes (see _note_links)
         self.buffered_bytes = 0
         self.changed = False          # anything not yet sealed into the Tree / committed
 
@@ -167,6 +169,7 @@ class Volume:
         node = Inode(ino, mode, 2 if stat.S_ISDIR(mode) else 1, uid, gid, rdev,
                      atime_ns=now, mtime_ns=now, ctime_ns=now)
         self._inodes[ino] = node
+        self._no_xattrs.add(ino)
         self.mark(node)
         return node
 
@@ -268,17 +271,20 @@ class Volume:
         if self.lookup(parent_ino, name) is not None:
             raise _err(errno.EEXIST)
         if node.nlink == 0:
-            self.tree.delete(schema.orphan_key(ino))
+            self._forget_orphan(ino)
         node.nlink += 1
         self.touch(node, ctime=True)
         self._add_entry(parent, name, Entry(ino), False)
         return node
 
-    def unlink(self, parent_ino: int, name: bytes, *, directory: bool) -> Entry:
-        """Remove an entry (unlink or rmdir); the caller purges the inode once unused."""
+    def unlink(self, parent_ino: int, name: bytes, *, directory: bool,
+               entry: Entry | None = None) -> Entry:
+        """Remove an entry (unlink or rmdir); the caller purges the inode once unused.
+        `entry`: what `lookup(parent_ino, name)` returned just before, if the caller has it."""
         self._writable()
         parent = self._dir(parent_ino)
-        entry = self.lookup(parent_ino, name)
+        if entry is None:
+            entry = self.lookup(parent_ino, name)
         if entry is None:
             raise _err(errno.ENOENT)
         if entry.volume is not None:
@@ -360,16 +366,30 @@ class Volume:
         return target
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
+        """The kernel asks for b"security.capability" before every write() to a file (it
+        cannot remember the answer: pyfuse3 does not offer FUSE_HANDLE_KILLPRIV_V2), so
+        a miss on an inode without any xattr is answered from `_no_xattrs` (inodes made
+        here, and inodes whose xattrs were looked for once and found to be none)."""
         self.inode(ino)
+        if ino in self._no_xattrs:
+            raise _err(errno.ENODATA)
         value = self.tree.get(schema.xattr_key(ino, name))
         if value is None:
+            if not self._xattr_keys(ino):
+                self._no_xattrs.add(ino)
             raise _err(errno.ENODATA)
         return value
 
+    def _xattr_keys(self, ino: int) -> list[bytes]:
+        prefix = schema.xattr_prefix(ino)
+        return [key for key, _ in self.tree.items(prefix, schema.prefix_end(prefix))]
+
     def listxattr(self, ino: int) -> list[bytes]:
         self.inode(ino)
-        prefix = schema.xattr_prefix(ino)
-        return [key[len(prefix):] for key, _ in self.tree.items(prefix, schema.prefix_end(prefix))]
+        if ino in self._no_xattrs:
+            return []
+        start = len(schema.xattr_prefix(ino))
+        return [key[start:] for key in self._xattr_keys(ino)]
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
         self._writable()
@@ -379,6 +399,7 @@ class Volume:
             raise _err(errno.E2BIG)
         node = self.inode(ino)
         self.tree.put(schema.xattr_key(ino, name), value)
+        self._no_xattrs.discard(ino)
         self.touch(node, ctime=True)
 
     def removexattr(self, ino: int, name: bytes) -> None:
@@ -522,23 +543,36 @@ class Volume:
         self._writable()
         self._drop_blocks(ino, 0)
         self._buffers.pop(ino, None)
-        prefix = schema.xattr_prefix(ino)
-        for key in [key for key, _ in self.tree.items(prefix, schema.prefix_end(prefix))]:
-            self.tree.delete(key)
-        self.tree.delete(schema.symlink_key(ino))
+        if ino not in self._no_xattrs:
+            for key in self._xattr_keys(ino):
+                self.tree.delete(key)
+        node = self._inodes.pop(ino, None)
+        if node is None or stat.S_ISLNK(node.mode):
+            self.tree.delete(schema.symlink_key(ino))
         self.tree.delete(schema.inode_key(ino))
-        self.tree.delete(schema.orphan_key(ino))
-        self._inodes.pop(ino, None)
+        self._forget_orphan(ino)
+        self._no_xattrs.discard(ino)
         self._dirty_inodes.discard(ino)
         self.changed = True
 
     def orphans(self) -> list[int]:
         """Inodes with no links left that are not purged yet (open, or the daemon stopped)."""
-        return [int.from_bytes(key[1:9], "big") for key, _ in self.tree.items(b"O", b"P")]
+        stored = {int.from_bytes(key[1:9], "big") for key, _ in self.tree.items(b"O", b"P")}
+        return sorted(stored | self._unsealed_orphans)
 
     def _note_links(self, node: Inode) -> None:
+        """Record an inode that lost its last link as an orphan. The record only matters
+        in a commit (it says what a restart must reclaim), and most such inodes are purged
+        before the next seal (the kernel forgets an unlinked file it does not hold open
+        right away): so seal() writes it, and a purge before that costs no Tree change."""
         if node.nlink == 0:
-            self.tree.put(schema.orphan_key(node.ino), b"")
+            self._unsealed_orphans.add(node.ino)
+
+    def _forget_orphan(self, ino: int) -> None:
+        if ino in self._unsealed_orphans:
+            self._unsealed_orphans.discard(ino)
+        else:
+            self.tree.delete(schema.orphan_key(ino))
 
     # ----- sealing --------------------------------------------------------------------
     def seal(self) -> None:
@@ -573,6 +607,9 @@ class Volume:
             if node is not None:
                 self.tree.put(schema.inode_key(ino), node.encode())
         self._dirty_inodes.clear()
+        for ino in sorted(self._unsealed_orphans):
+            self.tree.put(schema.orphan_key(ino), b"")
+        self._unsealed_orphans.clear()
         if self._sb_dirty:
             self.tree.put(schema.SUPER_KEY, self.sb.encode())
             self._sb_dirty = False
