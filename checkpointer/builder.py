@@ -39,6 +39,8 @@ MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 O_RDONLY, O_RDWR = 0, 2
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
+PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 24, 47, 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
 SPECIAL_KINDS = ("vvar", "vvar_vclock", "vdso")
@@ -82,6 +84,12 @@ class Remapper:
 
 def _prot(perms: str) -> int:
     return (perms[0] == "r") * 1 | (perms[1] == "w") * 2 | (perms[2] == "x") * 4
+
+
+def _last_cap() -> int:
+    """The highest capability number this kernel knows."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
 
 
 def _find_gap(busy: Iterable[tuple[int, int]], size: int, start: int = 0x200000) -> int:
@@ -167,16 +175,21 @@ class ProcessBuilder:
             self.files.retake_locks(self)
         self._create_threads()
         posix_timers.recreate(self.inj, self.meta.get("posix_timers", []))  # SIGEV_THREAD_ID needs the threads
+        if kernel.SUSPEND_SECCOMP:      # before the credentials: installing may need privileges they drop
+            self._seccomp()
         for inj, thread in self.threads:
             self._thread_state(inj, thread)
+        self._scheduling()
         self._sigtrap_action_back()
         self.inj.check(NR["munmap"], self.helper, self.helper_size, what="munmap(helper)")
-        self._seccomp()
+        if not kernel.SUSPEND_SECCOMP:
+            self._seccomp()
         self._registers()
 
     def _seccomp(self) -> None:
-        """Filters go in last (later injected syscalls would have to pass them), from a
-        syscall instruction in the vdso and scratch room below the main thread's stack."""
+        """The filters, from a syscall instruction in the vdso and scratch room below the
+        main thread's stack: last, unless the tasks were seized with seccomp suspended
+        (kernel.SUSPEND_SECCOMP), since later injected calls would have to pass them."""
         seccomp = self.meta.get("seccomp", {"filters": [], "no_new_privs": False})
         if not seccomp["filters"] and not seccomp["no_new_privs"]:
             return
@@ -218,7 +231,7 @@ class ProcessBuilder:
         vmas = self.meta["vmas"]
         batch_room = max(2 * CALL_BYTES * (len(vmas) + len(current)) + sum(len(v["path"]) + 16 for v in vmas),
                          (CALL_BYTES + 32) * (len(self.meta["sigactions"]) + len(self.meta["itimers"])),
-                         CALL_BYTES * 8 + 64 + 4 * len(self.meta["creds"]["groups"]))   # a thread's state
+                         CALL_BYTES * (12 + 2 * 64) + 128 + 4 * len(self.meta["creds"]["groups"]))   # a thread's state
         self.helper_size = PAGE_SIZE + -(-(batch_room + 1024) // PAGE_SIZE) * PAGE_SIZE
         busy = [(v["start"], v["end"]) for v in vmas] + [(v.start, v.end) for v in current]
         self.helper = _find_gap(busy, self.helper_size)
@@ -418,17 +431,57 @@ class ProcessBuilder:
         if not flags & SS_DISABLE:
             batch.add(NR["sigaltstack"], batch.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
                       what="sigaltstack")
-        creds = self.meta["creds"]  # credentials are per thread in the kernel
-        groups = creds["groups"]
-        batch.add(NR["setgroups"], len(groups), batch.put(struct.pack(f"{len(groups)}I", *groups)),
-                  what="setgroups")
-        batch.add(NR["setresgid"], *creds["gid"][:3], what="setresgid")
-        batch.add(NR["setresuid"], *creds["uid"][:3], what="setresuid")
+        self._credentials(batch)
         batch.run()
         for info in thread["pending"]:
             raw = bytes.fromhex(info)
             inj.check(NR["rt_tgsigqueueinfo"], self.meta["pid"], thread["tid"], raw[0], inj.put(raw),
                       what="queue a signal")
+
+    def _credentials(self, batch: CallBatch) -> None:
+        """Groups, gids, uids (the file-system ones too) and, from version 4 images, the
+        capability sets: the bounding set is cut while we may, KEEPCAPS keeps the permitted
+        set across a change to a non-zero uid, capset then sets all three, and ambient
+        capabilities are raised last (they need both permitted and inheritable)."""
+        creds = self.meta["creds"]  # credentials are per thread in the kernel
+        caps = creds.get("caps")
+        groups = creds["groups"]
+        batch.add(NR["setgroups"], len(groups), batch.put(struct.pack(f"{len(groups)}I", *groups)),
+                  what="setgroups")
+        if caps:
+            for cap in range(_last_cap() + 1):
+                if not caps["bounding"] >> cap & 1:
+                    batch.add(NR["prctl"], PR_CAPBSET_DROP, cap, 0, 0, 0, what=f"PR_CAPBSET_DROP({cap})")
+            batch.add(NR["prctl"], PR_SET_KEEPCAPS, 1, 0, 0, 0, what="PR_SET_KEEPCAPS")
+        batch.add(NR["setresgid"], *creds["gid"][:3], what="setresgid")
+        batch.add(NR["setfsgid"], creds["gid"][3], what=None)
+        batch.add(NR["setresuid"], *creds["uid"][:3], what="setresuid")
+        batch.add(NR["setfsuid"], creds["uid"][3], what=None)
+        if caps:
+            sets = [(caps[name] & 0xFFFFFFFF, caps[name] >> 32) for name in ("effective", "permitted", "inheritable")]
+            data = struct.pack("6I", *(half for word in (0, 1) for half in (s[word] for s in sets)))
+            batch.add(NR["capset"], batch.put(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)), batch.put(data),
+                      what="capset")
+            for cap in range(64):
+                if caps["ambient"] >> cap & 1:
+                    batch.add(NR["prctl"], PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0,
+                              what=f"PR_CAP_AMBIENT_RAISE({cap})")
+            batch.add(NR["prctl"], PR_SET_KEEPCAPS, 0, 0, 0, 0, what="PR_SET_KEEPCAPS")
+
+    def _scheduling(self) -> None:
+        """Policy, real-time priority and nice value (version 4 images), set from here for
+        every thread (the kernel keeps them per thread; the image has the main thread's)."""
+        sched = self.meta.get("sched")
+        if sched is None:
+            return
+        policy, priority, nice = sched
+        try:
+            for inj, _ in self.threads:
+                os.sched_setscheduler(inj.tid, policy, os.sched_param(priority))
+                os.setpriority(os.PRIO_PROCESS, inj.tid, nice)
+        except PermissionError:
+            self.warnings.append(f"process {self.meta['pid']}: its scheduling policy {policy}, priority {priority} "
+                                 f"and nice value {nice} need privileges this restore does not have")
 
     def _sigtrap_action_back(self) -> None:
         """A batch's int3 forced a SIGTRAP through, which reset SIGTRAP's action to the

@@ -91,6 +91,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "creds": _creds(status),
             "umask": int(status.get("Umask", "022"), 8),
             "personality": int(open(f"/proc/{pid}/personality").read(), 16),
+            "sched": _scheduling(pid),
             "rlimits": {name: list(limits[num]) for name, num in sorted(RLIMITS.items())},
             "mm": procfs.mm_layout(pid),
             "auxv": procfs.auxv(pid).hex(),
@@ -132,7 +133,19 @@ def _creds(status: dict[str, str]) -> dict:
         "uid": [int(x) for x in status["Uid"].split()],
         "gid": [int(x) for x in status["Gid"].split()],
         "groups": [int(x) for x in status.get("Groups", "").split()],
+        "caps": {name: int(status[key], 16) for name, key in _CAPABILITY_SETS},
     }
+
+
+_CAPABILITY_SETS = (("effective", "CapEff"), ("permitted", "CapPrm"), ("inheritable", "CapInh"),
+                    ("bounding", "CapBnd"), ("ambient", "CapAmb"))
+
+
+def _scheduling(pid: int) -> list[int]:
+    """[policy (with SCHED_RESET_ON_FORK, which /proc does not show), real-time priority,
+    nice] of the main thread."""
+    fields = procfs.stat_fields(pid)
+    return [os.sched_getscheduler(pid), int(fields[39]), int(fields[18])]
 
 
 def vma_kind(vma: procfs.Vma) -> str:

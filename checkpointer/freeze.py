@@ -79,7 +79,7 @@ class Frozen:
 
     def _stop_thread(self, pid: int, tid: int) -> FrozenThread | None:
         try:
-            kernel.ptrace(kernel.PTRACE_SEIZE, tid, 0, kernel.PTRACE_O_TRACESYSGOOD)
+            kernel.ptrace(kernel.PTRACE_SEIZE, tid, 0, kernel.PTRACE_O_TRACESYSGOOD | kernel.SUSPEND_SECCOMP)
             kernel.ptrace(kernel.PTRACE_INTERRUPT, tid, 0, 0)
         except ProcessLookupError:
             return None  # the thread exited before we got it

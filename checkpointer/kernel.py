@@ -45,6 +45,11 @@ PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_EXITKILL = 0x100000
+PTRACE_O_SUSPEND_SECCOMP = 0x200000
+# Seccomp filters do not apply to a tracee seized with it: the calls we inject pass them
+# (and restore can install them before the credentials that may forbid installing them).
+# It takes CAP_SYS_ADMIN: a checkpoint or restore by another user goes without it.
+SUSPEND_SECCOMP = PTRACE_O_SUSPEND_SECCOMP if os.geteuid() == 0 else 0
 
 PTRACE_EVENT_FORK = 1
 PTRACE_EVENT_VFORK = 2
@@ -61,7 +66,8 @@ WALL = 0x40000000
 NR = dict(
     close=3, lseek=8, mmap=9, mprotect=10, munmap=11, brk=12, rt_sigaction=13,
     mremap=25, getitimer=36, setitimer=38, wait4=61, fcntl=72, chdir=80, umask=95, setpgid=109, setsid=112,
-    setgroups=116, setresuid=117, setresgid=119, rt_sigtimedwait=128, rt_sigqueueinfo=129, sigaltstack=131,
+    setgroups=116, setresuid=117, setresgid=119, setfsuid=122, setfsgid=123, capset=126,
+    rt_sigtimedwait=128, rt_sigqueueinfo=129, sigaltstack=131,
     personality=135, prctl=157, chroot=161, mount=165, set_tid_address=218, restart_syscall=219,
     exit_group=231, openat=257, unshare=272, set_robust_list=273, get_robust_list=274, dup3=292,
     rt_tgsigqueueinfo=297, rseq=334, seccomp=317, pidfd_open=434, clone3=435, close_range=436,

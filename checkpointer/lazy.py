@@ -42,6 +42,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import gc
 import json
 import os
 import select
@@ -127,6 +128,7 @@ class PageServer:
         self.pid, self.sock = pid, sock
         self.served: list[int] = []  # host pids handed to the server
         self._unconfirmed = 0  # handed over, the server's "ok" not read yet
+        self._frozen = True  # our heap's objects are out of the collector's reach (see start)
 
     @classmethod
     def start(cls, image, *, quiescent: bool = False) -> "PageServer":
@@ -146,7 +148,16 @@ class PageServer:
             opener, packs = (lambda: image), Path(path).resolve() / "packs"
         else:  # another thread of the restorer may be in the middle of using it
             opener, packs = (lambda: StoredImage(Store.open(path, readonly=True), root)), None
-        pid = _fork(lambda: _serve(theirs, _OnFirstUse(opener)), keep=[theirs], packs=packs)
+        # the server shares our heap copy-on-write: a collection (ours or its) writes to
+        # every object it visits, copying those pages while the restore goes on (a full
+        # one over a store's index: 10-15 ms of page copies wherever it fell). The objects
+        # stay frozen (never collected) until the server has exited (reap).
+        gc.freeze()
+        try:
+            pid = _fork(lambda: _serve(theirs, _OnFirstUse(opener)), keep=[theirs], packs=packs)
+        except BaseException:
+            gc.unfreeze()
+            raise
         theirs.close()
         return cls(pid, ours)
 
@@ -200,8 +211,11 @@ class PageServer:
             try:
                 done, _ = os.waitpid(self.pid, os.WNOHANG if deadline is not None else 0)
             except ChildProcessError:
-                return True
+                done = True
             if done:
+                if self._frozen:  # nothing shares our heap any more
+                    self._frozen = False
+                    gc.unfreeze()
                 return True
             if time.monotonic() > deadline:
                 return False

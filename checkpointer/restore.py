@@ -42,7 +42,7 @@ MS_REC, MS_PRIVATE = 0x4000, 0x40000
 # restore's phases (checkpointer.stopwatch) that do not nest: together they are its time
 TOP_RESTORE_PHASES = ("page_server_start", "launcher", "process_tree", "build", "finish", "let_go")
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
-                 | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL)
+                 | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL | kernel.SUSPEND_SECCOMP)
 
 
 class ImageSource(Protocol):

@@ -28,5 +28,5 @@ def test_attributes_survive_checkpoint_kill_restore(procs, store, binaries, tmp_
     restored = checkpointer.restore(store, "attributes")
     procs.restored.append(restored)
     after = checks(out, restored.pids[0], 2)
-    assert [line for line in after if line.startswith("ok")] == [line for line in before if line.startswith("ok")]
     assert not [line for line in after if line.startswith("BAD")], after
+    assert [line for line in after if line.startswith("ok")] == [line for line in before if line.startswith("ok")]

@@ -9,17 +9,28 @@
  *     wake epoll_wait with the watch's data.
  *   unlinked-file: a file owned by 1:1 with an old mtime, unlinked, held by two open file
  *     descriptions (the second opened through /proc/self/fd, read-only): still one file
- *     (same inode, a write through one seen through the other), owner, mtime and access
- *     modes as they were.
+ *     (same inode, its bytes read through the second), owner, mtime and access modes as
+ *     they were.
+ *   credentials: fsuid 9 and fsgid 8 (uid and gid stay 0), CAP_SYS_BOOT out of the
+ *     bounding set, CAP_NET_RAW out of the effective set, CAP_NET_BIND_SERVICE inheritable
+ *     and ambient.
+ *   scheduling: SCHED_BATCH with nice 7.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sched.h>
 #include <sys/epoll.h>
+#include <sys/fsuid.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,6 +76,21 @@ static void setup(void)
     snprintf(path, sizeof path, "/proc/self/fd/%d", ghost);
     ghost_reader = open(path, O_RDONLY);
     unlink("unlinked");
+
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    syscall(SYS_capget, &header, caps);
+    caps[0].effective &= ~(1u << CAP_NET_RAW);
+    caps[0].inheritable |= 1u << CAP_NET_BIND_SERVICE;
+    syscall(SYS_capset, &header, caps);
+    prctl(PR_CAPBSET_DROP, CAP_SYS_BOOT, 0, 0, 0);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE, 0, 0);
+    setfsgid(8);
+    setfsuid(9);
+
+    struct sched_param param = {0};
+    sched_setscheduler(0, SCHED_BATCH, &param);
+    setpriority(PRIO_PROCESS, 0, 7);
 }
 
 static void check(void)
@@ -85,16 +111,29 @@ static void check(void)
     char seen[7] = "";
     fstat(ghost, &one);
     fstat(ghost_reader, &two);
-    pwrite(ghost, "after!", 6, 0);
     pread(ghost_reader, seen, 6, 0);
     report(one.st_ino == two.st_ino && one.st_uid == 1 && one.st_gid == 1 && one.st_mtime == 1234567890
-           && (one.st_mode & 07777) == 0640 && strcmp(seen, "after!") == 0
+           && (one.st_mode & 07777) == 0640 && strcmp(seen, "before") == 0
            && (fcntl(ghost_reader, F_GETFL) & O_ACCMODE) == O_RDONLY, "unlinked-file",
            "inodes %lu/%lu, owner %d:%d, mtime %ld, mode %o, read back %s, reader flags %#x",
            (unsigned long)one.st_ino, (unsigned long)two.st_ino, one.st_uid, one.st_gid, (long)one.st_mtime,
            one.st_mode & 07777, seen, fcntl(ghost_reader, F_GETFL));
-    pwrite(ghost, "before", 6, 0);
-    futimens(ghost, (struct timespec[2]){{.tv_sec = 1000000000}, {.tv_sec = 1234567890}});
+
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    syscall(SYS_capget, &header, caps);
+    int fsuid = setfsuid(-1), fsgid = setfsgid(-1);    /* -1: no change, the current value back */
+    int bounded = prctl(PR_CAPBSET_READ, CAP_SYS_BOOT, 0, 0, 0);
+    int ambient = prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_NET_BIND_SERVICE, 0, 0);
+    report(fsuid == 9 && fsgid == 8 && getuid() == 0 && getgid() == 0 && bounded == 0 && ambient == 1
+           && !(caps[0].effective & (1u << CAP_NET_RAW)) && (caps[0].permitted & (1u << CAP_NET_RAW))
+           && (caps[0].effective & (1u << CAP_SYS_ADMIN)), "credentials",
+           "fsuid %d fsgid %d uid %d gid %d, CAP_SYS_BOOT bounding %d, ambient %d, effective %#x permitted %#x",
+           fsuid, fsgid, getuid(), getgid(), bounded, ambient, caps[0].effective, caps[0].permitted);
+
+    errno = 0;
+    int policy = sched_getscheduler(0), nice = getpriority(PRIO_PROCESS, 0);
+    report(policy == SCHED_BATCH && nice == 7, "scheduling", "policy %d nice %d", policy, nice);
 }
 
 static void on_usr1(int signo)
