@@ -32,7 +32,12 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   are included in their outer one).
 Every stop runs from the freeze call until the last task was let go (Frozen.thawed_at).
 
-Usage: python bench/checkpoint.py [--quick]   (root; gcc on PATH)
+`--restore-only MIB [--repeat N]` measures restore alone, N times each (default 5), from
+one full checkpoint of a MIB target: restore_ms / restore_cpu_ms (eager, in this process;
+up to 256 MiB) and restore_ms_lazy_fresh_restorer (each from a new process), every value
+and the median, with the load average before and after (restore figures move with it).
+
+Usage: python bench/checkpoint.py [--quick | --restore-only MIB [--repeat N]]   (root; gcc on PATH)
 """
 from __future__ import annotations
 
@@ -259,9 +264,46 @@ def breakdown(pid: int, inc: Incremental, store: Store, rounds: int = 9) -> dict
     return dict(sorted(medians.items(), key=lambda kv: -kv[1]))
 
 
+def restore_only(binary: Path, mib: int, workdir: Path, repeat: int) -> dict:
+    """--restore-only: restore figures alone, `repeat` times each, from one full checkpoint."""
+    target = Target(binary, mib, workdir)
+    store_dir = workdir / f"store-{mib}"
+    store = Store.init(store_dir)
+    result: dict = {"load_before": os.getloadavg()[0]}
+    try:
+        with freeze([target.proc.pid], tree=True) as frozen:
+            store.set_root("img/bench", capture(frozen, store))
+        store.commit("bench full", durable=True)
+        target.kill()
+        walls, cpus = [], []
+        for _ in range(repeat if mib <= 256 else 0):
+            cpu = time.process_time()
+            restored, wall = timed(lambda: checkpointer.restore(store, "bench"))
+            cpus.append((time.process_time() - cpu) * 1000)
+            walls.append(wall)
+            if not _runs_on(target, restored.pids[0]):
+                raise SystemExit("bench: the restored target does not run")
+            restored.kill()
+        lazy = [json.loads(subprocess.run(
+            [sys.executable, "-c", LAZY_IN_FRESH_PROCESS, str(Path(__file__).resolve().parent.parent),
+             str(store_dir)], check=True, capture_output=True, text=True).stdout) for _ in range(repeat)]
+    finally:
+        if target.proc.poll() is None:
+            target.kill()
+        store.close()
+    for name, values in (("restore_ms", walls), ("restore_cpu_ms", cpus), ("restore_ms_lazy_fresh_restorer", lazy)):
+        if values:
+            result[name] = [round(v, 2) for v in values]
+            result[f"{name}_median"] = round(statistics.median(values), 2)
+    result["load_after"] = os.getloadavg()[0]
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 MiB and 100 MiB only (under a minute)")
+    parser.add_argument("--restore-only", type=int, metavar="MIB", help="restore figures alone, for a MIB target")
+    parser.add_argument("--repeat", type=int, default=5, help="restores of each kind with --restore-only")
     args = parser.parse_args()
     sizes = [10, 100] if args.quick else [10, 100, 1024, 2048]
     with tempfile.TemporaryDirectory(prefix="sls-bench-ckpt-") as tmp:
@@ -269,6 +311,10 @@ def main() -> int:
         binary = workdir / "dirtier"
         (workdir / "dirtier.c").write_text(TARGET_C)
         subprocess.run(["gcc", "-O1", "-o", str(binary), str(workdir / "dirtier.c")], check=True)
+        if args.restore_only:
+            print(json.dumps({"benchmark": "checkpoint restore", "mib": args.restore_only,
+                              **restore_only(binary, args.restore_only, workdir, args.repeat)}, indent=2))
+            return 0
         results = {f"{mib}MiB": measure(binary, mib, workdir, rounds=5 if args.quick else 3) for mib in sizes}
     print(json.dumps({"benchmark": "checkpoint", "quick": args.quick, "dirty_per_checkpoint_bytes": 1 << 20,
                       "sizes": results}, indent=2))
