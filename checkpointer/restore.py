@@ -261,6 +261,7 @@ def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:
     """Let each zombie's stub die with the recorded wait status, then drop the parents' SIGCHLD."""
     for _, inj, meta in zombies:
         status = meta["exit_status"]
+        kernel.set_sigmask(inj.tid, 0)
         if status & 0x7F:
             resource.prlimit(inj.tid, resource.RLIMIT_CORE, (0, 0))
             os.kill(inj.tid, status & 0x7F)
@@ -269,8 +270,10 @@ def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:
             regs.rip, regs.rax, regs.rdi = stub.STUB_SYSCALL, NR["exit_group"], (status >> 8) & 0xFF
             regs.orig_rax = 0xFFFFFFFFFFFFFFFF
             kernel.set_regs(inj.tid, regs)
-        kernel.set_sigmask(inj.tid, 0)
-        kernel.detach(inj.tid)
+        try:
+            kernel.detach(inj.tid)
+        except ProcessLookupError:      # SIGKILL ends even a stopped tracee at once: collect
+            kernel.waitpid(inj.tid, kernel.WALL)  # it as its tracer, so that its parent can
     deadline = time.monotonic() + 30
     for parent, inj, meta in zombies:
         while _state(inj.tid) != "Z":

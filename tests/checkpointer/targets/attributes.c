@@ -15,6 +15,7 @@
  *     bounding set, CAP_NET_RAW out of the effective set, CAP_NET_BIND_SERVICE inheritable
  *     and ambient.
  *   scheduling: SCHED_BATCH with nice 7.
+ *   killed-zombie: a child killed by SIGKILL, not yet waited for.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,6 +32,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@ static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader;
+static pid_t killed;
 
 static void report(int good, const char *name, const char *format, ...)
 {
@@ -91,6 +94,13 @@ static void setup(void)
     struct sched_param param = {0};
     sched_setscheduler(0, SCHED_BATCH, &param);
     setpriority(PRIO_PROCESS, 0, 7);
+
+    if ((killed = fork()) == 0) {
+        kill(getpid(), SIGKILL);
+        _exit(1);
+    }
+    siginfo_t info;
+    waitid(P_PID, killed, &info, WEXITED | WNOWAIT);
 }
 
 static void check(void)
@@ -134,6 +144,11 @@ static void check(void)
     errno = 0;
     int policy = sched_getscheduler(0), nice = getpriority(PRIO_PROCESS, 0);
     report(policy == SCHED_BATCH && nice == 7, "scheduling", "policy %d nice %d", policy, nice);
+
+    siginfo_t info = {0};
+    int waited = waitid(P_PID, killed, &info, WEXITED | WNOWAIT | WNOHANG);
+    report(waited == 0 && info.si_pid == killed && info.si_code == CLD_KILLED && info.si_status == SIGKILL,
+           "killed-zombie", "waitid %d, pid %d code %d status %d", waited, info.si_pid, info.si_code, info.si_status);
 }
 
 static void on_usr1(int signo)
