@@ -90,6 +90,9 @@ class ViewTable:
         self._views: list = [main, meta]
         main.view_index, meta.view_index = MAIN_VIEW, META_VIEW
         self._index: dict[tuple, int] = {("live", main.name): MAIN_VIEW, ("meta",): META_VIEW}
+        # kept apart from _views: every WRITE (has_space) and checkpoint asks for them,
+        # and _views grows with each checkpoint or snapshot tree that is browsed
+        self._live: list[Volume] = [main]
 
     def __getitem__(self, index: int):
         try:
@@ -98,7 +101,7 @@ class ViewTable:
             raise FUSEError(errno.ESTALE) from None
 
     def live_volumes(self) -> list[Volume]:
-        return [view for view in self._views if isinstance(view, Volume) and not view.readonly]
+        return list(self._live)
 
     def _add(self, key: tuple, make) -> int:
         index = self._index.get(key)
@@ -107,6 +110,8 @@ class ViewTable:
             view = make()
             view.view_index = index
             self._views.append(view)
+            if isinstance(view, Volume) and not view.readonly:
+                self._live.append(view)
         return index
 
     def live(self, name: str) -> int:
@@ -118,7 +123,9 @@ class ViewTable:
         """A live volume was dropped: its view stays (for stale kernel inodes) but read-only."""
         index = self._index.pop(("live", name), None)
         if index is not None:
-            self._views[index].readonly = True
+            view = self._views[index]
+            view.readonly = True
+            self._live.remove(view)
 
     def graft(self, graft: Graft) -> int:
         """The read-only view of a checkpoint's or snapshot's tree."""
