@@ -34,6 +34,7 @@ from .inject import Injector
 from .kernel import NR
 from .lazy import PageServer, lazy_ranges, served_ranges
 from .pinning import Pinning
+from .sessions import StandIns
 from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
@@ -151,8 +152,11 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     top = _stub_injector(restored.ns_init)
                     helpers.append(top)
             injectors += helpers
-            stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors, files.session_terminal)
-            _join_groups(live, stubs, restored.warnings)
+            stand_ins = StandIns(image.processes, injectors, restored.warnings, _stub_injector)
+            stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors, files.session_terminal,
+                                          stand_ins)
+            stand_ins.join_groups(live, stubs)
+            stand_ins.dismiss()
             _make_zombies(zombies)
         with phase("build"):
             for meta in live:
@@ -221,10 +225,11 @@ def _pages_to_write(image: ImageSource, pid: int) -> Iterator[tuple[int, list[by
 
 
 def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
-                 injectors: list[Injector], on_session: Callable[[Injector, dict], None],
+                 injectors: list[Injector], on_session: Callable[[Injector, dict], None], stand_ins: StandIns,
                  ) -> tuple[dict[int, Injector], list[tuple[Injector, Injector, dict]]]:
-    """Clone every process from its parent's stub, parents first, sessions and own groups
-    set; `on_session(stub, meta)` runs in each session leader before its children exist."""
+    """Clone every process from its parent's stub (or a stand-in for its session's exited
+    leader), parents first, sessions and own groups set; `on_session(stub, meta)` runs in
+    each session leader before its children exist."""
     children: dict[int, list[dict]] = {}
     for meta in processes:
         children.setdefault(meta["ppid"], []).append(meta)
@@ -233,8 +238,10 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
     queue = [(top, meta) for meta in roots]
     while queue:
         parent, meta = queue.pop(0)
-        inj = _stub_injector(clone(parent, [meta["pid"]]))
+        creator, flags = stand_ins.creator(parent, meta)
+        inj = _stub_injector(clone(creator, [meta["pid"]], flags=flags, exit_signal=0 if flags else signal.SIGCHLD))
         injectors.append(inj)
+        stand_ins.note(inj, creator, meta)
         if meta.get("zombie"):
             zombies.append((parent, inj, meta))
             continue
@@ -247,14 +254,6 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
             inj.check(NR["setpgid"], 0, 0, what="setpgid")
         queue += [(inj, child) for child in children.get(meta["pid"], [])]
     return stubs, zombies
-
-
-def _join_groups(live: list[dict], stubs: dict[int, Injector], warnings: list[str]) -> None:
-    for meta in live:
-        if meta["pgid"] != meta["pid"] and meta["sid"] != meta["pid"] and meta["pgid"]:
-            if stubs[meta["pid"]].call(NR["setpgid"], 0, meta["pgid"]) < 0:
-                warnings.append(f"process {meta['pid']}: its process group {meta['pgid']} could not be "
-                                "recreated (its leader is not in the image)")
 
 
 def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:

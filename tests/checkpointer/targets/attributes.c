@@ -16,6 +16,10 @@
  *     and ambient.
  *   scheduling: SCHED_BATCH with nice 7.
  *   killed-zombie: a child killed by SIGKILL, not yet waited for.
+ *   orphaned-session: a daemon's double fork (a child calls setsid() and forks, then
+ *     exits); its child, re-parented to us (a subreaper), is in the session and group of
+ *     the exited one.
+ *   orphaned-group: a group leader's child, the leader exited: the child stays in it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,7 +45,7 @@ static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader;
-static pid_t killed;
+static pid_t killed, session_member, session_id, grouped_child, group_id;
 
 static void report(int good, const char *name, const char *format, ...)
 {
@@ -101,6 +105,30 @@ static void setup(void)
     }
     siginfo_t info;
     waitid(P_PID, killed, &info, WEXITED | WNOWAIT);
+
+    int ids[2];
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    pipe(ids);
+    if ((session_id = fork()) == 0) {          /* the daemon's first fork: session leader */
+        setsid();
+        pid_t member = fork();
+        if (member == 0)
+            for (;;) pause();
+        write(ids[1], &member, sizeof member);
+        _exit(0);
+    }
+    read(ids[0], &session_member, sizeof session_member);
+    waitpid(session_id, NULL, 0);
+    if ((group_id = fork()) == 0) {            /* a group leader that exits before its child */
+        setpgid(0, 0);
+        pid_t member = fork();
+        if (member == 0)
+            for (;;) pause();
+        write(ids[1], &member, sizeof member);
+        _exit(0);
+    }
+    read(ids[0], &grouped_child, sizeof grouped_child);
+    waitpid(group_id, NULL, 0);
 }
 
 static void check(void)
@@ -149,6 +177,13 @@ static void check(void)
     int waited = waitid(P_PID, killed, &info, WEXITED | WNOWAIT | WNOHANG);
     report(waited == 0 && info.si_pid == killed && info.si_code == CLD_KILLED && info.si_status == SIGKILL,
            "killed-zombie", "waitid %d, pid %d code %d status %d", waited, info.si_pid, info.si_code, info.si_status);
+
+    report(getsid(session_member) == session_id && getpgid(session_member) == session_id
+           && getppid() != session_id, "orphaned-session", "member %d: session %d group %d, expected %d",
+           session_member, getsid(session_member), getpgid(session_member), session_id);
+    report(getpgid(grouped_child) == group_id && getsid(grouped_child) == getsid(0), "orphaned-group",
+           "member %d: group %d session %d, expected %d in session %d",
+           grouped_child, getpgid(grouped_child), getsid(grouped_child), group_id, getsid(0));
 }
 
 static void on_usr1(int signo)

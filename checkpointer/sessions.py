@@ -1,0 +1,114 @@
+"""Sessions and process groups at restore, including those whose leader has exited.
+
+A session or process group lives on after its leader exits: a daemon that forked twice
+runs in the session its dead first child made, and a pipeline's processes stay in the
+group of a first stage that has finished. Such an id belongs to no process of the image,
+and the kernel only makes sessions by setsid() and groups by setpgid() in a process
+whose PID becomes the id. So restore makes a short-lived stand-in with that PID
+(`StandIns`): for a session, a child of the member's parent that calls setsid() and
+clones the member with CLONE_PARENT (the member inherits the session, its parent stays
+the right one); for a group, a child of a member that calls setpgid(0, 0) so that the
+others can join. Stand-ins exit once every process is in place and their parents reap
+them, as CRIU's restore does with its helpers.
+
+Simplifications: one session stand-in per session, so members whose parent is outside
+the session must share one parent (others keep their parent's session, with a warning);
+a group whose leader is a zombie of the image is not recreated (a warning); the PIDs of
+stand-ins must be free, which they are in a new PID namespace.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from typing import Callable
+
+from . import kernel, stub
+from .builder import clone
+from .errors import CheckpointError
+from .inject import Injector
+from .kernel import NR
+
+CLONE_PARENT = 0x00008000
+WAIT_ALL, WNOHANG = 0x40000000, 1         # __WALL
+
+
+class StandIns:
+    """The stand-ins of one restore for leaders that are not in the image."""
+
+    def __init__(self, processes: list[dict], injectors: list[Injector], warnings: list[str],
+                 make_injector: Callable[[int], Injector]):
+        self.pids = {meta["pid"] for meta in processes}
+        self.injectors, self.warnings, self.make_injector = injectors, warnings, make_injector
+        self.session_of: dict[int, int | None] = {}     # host tid of a task made here -> its session id
+        self.sessions: dict[int, tuple[Injector, Injector]] = {}   # sid -> (stand-in's parent, stand-in)
+        self.made: list[tuple[Injector, Injector, int]] = []       # (parent, stand-in, its PID there)
+
+    def creator(self, parent: Injector, meta: dict) -> tuple[Injector, int]:
+        """The task that clones `meta`'s process and the clone flags: `parent`, or the
+        stand-in for its session's exited leader."""
+        sid = meta.get("sid")
+        if (sid is None or sid == meta["pid"] or sid in self.pids
+                or self.session_of.get(parent.tid) == sid):
+            return parent, 0
+        if sid not in self.sessions:
+            helper = self._stand_in(parent, sid, meta)
+            if helper is None:
+                return parent, 0
+            helper.check(NR["setsid"], what=f"setsid (standing in for the exited leader of session {sid})")
+            self.sessions[sid] = (parent, helper)
+            self.session_of[helper.tid] = sid
+        helper_parent, helper = self.sessions[sid]
+        if helper_parent is not parent:
+            self.warnings.append(f"process {meta['pid']}: its session {sid} could not be recreated (its "
+                                 "leader has exited and other members have another parent)")
+            return parent, 0
+        return helper, CLONE_PARENT      # (clone3 takes it with exit signal 0: the stand-in's is used)
+
+    def note(self, inj: Injector, creator: Injector, meta: dict) -> None:
+        """Remember the session the new task `inj` is in."""
+        self.session_of[inj.tid] = meta["pid"] if meta.get("sid") == meta["pid"] else self.session_of.get(creator.tid)
+
+    def join_groups(self, live: list[dict], stubs: dict[int, Injector]) -> None:
+        """Every process into its process group (a stand-in leads a group whose leader
+        has exited)."""
+        for meta in live:
+            pgid = meta["pgid"]
+            if pgid == meta["pid"] or meta["sid"] == meta["pid"] or not pgid:
+                continue
+            inj = stubs[meta["pid"]]
+            if inj.call(NR["setpgid"], 0, pgid) < 0 and pgid not in self.pids:
+                if (helper := self._stand_in(inj, pgid, meta)) is not None:
+                    helper.check(NR["setpgid"], 0, 0, what=f"setpgid (standing in for the exited leader of group {pgid})")
+            if inj.call(NR["setpgid"], 0, pgid) < 0:
+                self.warnings.append(f"process {meta['pid']}: its process group {pgid} could not be recreated")
+
+    def dismiss(self) -> None:
+        """Let every stand-in exit and have its parent reap it."""
+        for _, helper, _ in self.made:
+            regs = kernel.get_regs(helper.tid)
+            regs.rip, regs.rax, regs.rdi = stub.STUB_SYSCALL, NR["exit_group"], 0
+            regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+            kernel.set_regs(helper.tid, regs)
+            kernel.set_sigmask(helper.tid, 0)
+            kernel.detach(helper.tid)
+        deadline = time.monotonic() + 30
+        for parent, _, pid in self.made:
+            while parent.call(NR["wait4"], pid, 0, WAIT_ALL | WNOHANG, 0) == 0:
+                if time.monotonic() > deadline:
+                    raise CheckpointError(f"a restore stand-in (PID {pid}) did not exit")
+                time.sleep(0.001)
+            parent.take_pending(signal.SIGCHLD)
+        self.made.clear()
+
+    def _stand_in(self, parent: Injector, pid: int, meta: dict) -> Injector | None:
+        """A stopped child of `parent` with PID `pid`, or None (with a warning) if that PID
+        is taken here."""
+        try:
+            helper = self.make_injector(clone(parent, [pid]))
+        except CheckpointError as exc:
+            self.warnings.append(f"process {meta['pid']}: its session or group {pid} could not be recreated "
+                                 f"({exc})")
+            return None
+        self.injectors.append(helper)
+        self.made.append((parent, helper, pid))
+        return helper
