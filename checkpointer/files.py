@@ -36,7 +36,7 @@ import socket
 import stat
 import struct
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm
 from .errors import CheckpointError, Unsupported
@@ -211,10 +211,8 @@ class FileCapture:
             return netsockets.describe(sock, info, ino)
         if info["type"] == "stream":
             data = sockets.queued(sock, what)
-        elif sockets.has_pending(sock):
-            raise Unsupported(f"{what}: a {info['type']} socket with messages queued is not supported yet")
-        else:
-            data = b""
+        else:   # framed: each message as u32 LE length + bytes
+            data = b"".join(struct.pack("<I", len(m)) + m for m in sockets.messages(sock, what))
         return {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
                 "data": self.put_blob(data)}
 
@@ -391,6 +389,15 @@ def _timespec(text: str) -> list[int]:
 
 def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     return kernel.syscall(_NR_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
+
+
+def _messages(framed: bytes) -> Iterator[bytes]:
+    """The messages of a datagram or seqpacket pair's `data` (u32 LE length + bytes each)."""
+    offset = 0
+    while offset < len(framed):
+        (length,) = struct.unpack_from("<I", framed, offset)
+        yield framed[offset + 4:offset + 4 + length]
+        offset += 4 + length
 
 
 def _epoll_watches(pid: int, epfd: int, fdinfo: str, what: str) -> list[list[int]]:
@@ -745,9 +752,12 @@ class FileRestorer:
             self.made[this["id"]] = (ns_pid, end)
             inj.check(_NR_FCNTL, end, F_SETFL, this["flags"], what="F_SETFL on a socket")
             data = self.read_blob(this["data"])
-            if data:  # bytes queued for this end were sent by its peer
+            if data:  # bytes or messages queued for this end were sent by its peer
                 with sockets.borrow(builder.tid, other_end) as sender:
-                    sender.sendall(data)
+                    if this["type"] == "stream":
+                        sender.sendall(data)
+                    for message in _messages(data) if this["type"] != "stream" else ():
+                        sender.send(message)
         return ends
 
     def _make_pipe(self, builder, record: dict, base: int) -> list[int]:

@@ -1,28 +1,33 @@
 """Unix socket pairs: who is connected to whom, and the bytes queued in them.
 
 What: `unix_info(ino)` asks the kernel (NETLINK_SOCK_DIAG, one exact lookup) for a
-Unix socket's type, state, name and peer inode; `queued(pid, fd)` copies the bytes
-waiting in a stream socket's receive queue without consuming them (the socket is
-borrowed with pidfd_getfd and read with MSG_PEEK); `push_fd` hands one of our fds to a
-process being restored (SCM_RIGHTS). Why: a socketpair between two processes of a tree
-(or within one) is restored as a new socketpair refilled with the same bytes.
+Unix socket's type, state, name and peer inode; `queued(sock)` copies the bytes waiting
+in a stream socket's receive queue and `messages(sock)` the messages waiting in a
+datagram or seqpacket one, without consuming them (the socket is borrowed with
+pidfd_getfd and read with MSG_PEEK, stepping with SO_PEEK_OFF); `push_fd` hands one of
+our fds to a process being restored (SCM_RIGHTS). Why: a socketpair between two
+processes of a tree (or within one) is restored as a new socketpair refilled with the
+same bytes or messages.
 
-Simplifications: only connected pairs (other sockets: netsockets.py); datagram and seqpacket pairs only
-when nothing is queued; fds in flight (SCM_RIGHTS) are not seen.
+Simplifications: only connected pairs (other sockets: netsockets.py); fds in flight
+(SCM_RIGHTS) in a queued message are refused, in a stream's queue not seen.
 """
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
 from . import kernel
-from .errors import CheckpointError
+from .errors import CheckpointError, Unsupported
 
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLMSG_ERROR = 1, 2
 UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN = 0, 2, 4
 MAX_QUEUED = 16 << 20
+MAX_MESSAGE = 4 << 20
+SO_PEEK_OFF = 42
 _NR_SOCKETPAIR, _NR_RECVMSG, _NR_CLOSE = 53, 47, 3
 MSG_CMSG_CLOEXEC = 0x40000000
 TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
@@ -79,6 +84,40 @@ def has_pending(sock: socket.socket) -> bool:
         return True
     except BlockingIOError:
         return False
+
+
+def messages(sock: socket.socket, what: str) -> list[bytes]:
+    """The messages in a datagram or seqpacket socket's receive queue, left where they are
+    (the socket's own peek offset is put back)."""
+    saved = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+    sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    found: list[bytes] = []
+    try:
+        while True:
+            try:
+                data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * 253),
+                                                         socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return found
+            if ancillary:
+                _close_passed_fds(ancillary)
+                raise Unsupported(f"{what}: a queued message carries file descriptors or credentials "
+                                  "(fds in flight cannot be checkpointed)")
+            if flags & socket.MSG_TRUNC:
+                raise Unsupported(f"{what}: a queued message is larger than {MAX_MESSAGE >> 20} MiB")
+            found.append(data)
+            if sum(map(len, found)) > MAX_QUEUED:
+                raise CheckpointError(f"{what}: more than 16 MiB queued in a socket")
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved)
+
+
+def _close_passed_fds(ancillary: list[tuple[int, int, bytes]]) -> None:
+    """Close the fds a peek of SCM_RIGHTS gave us."""
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            for fd in struct.unpack(f"{len(payload) // 4}i", payload[:len(payload) // 4 * 4]):
+                os.close(fd)
 
 
 def push_fd(inj, tid: int, fd: int) -> int:

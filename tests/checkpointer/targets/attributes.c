@@ -20,6 +20,8 @@
  *     exits); its child, re-parented to us (a subreaper), is in the session and group of
  *     the exited one.
  *   orphaned-group: a group leader's child, the leader exited: the child stays in it.
+ *   queued-messages: a datagram and a seqpacket socketpair with messages waiting (one
+ *     of them empty): same messages, same order, same boundaries.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,6 +39,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +48,8 @@ static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader;
+static int dgram[2], seqpacket[2];
+static const char *const queued[] = {"first", "", "third message"};
 static pid_t killed, session_member, session_id, grouped_child, group_id;
 
 static void report(int good, const char *name, const char *format, ...)
@@ -129,6 +134,29 @@ static void setup(void)
     }
     read(ids[0], &grouped_child, sizeof grouped_child);
     waitpid(group_id, NULL, 0);
+
+    socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram);
+    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, seqpacket);
+    for (int i = 0; i < 3; i++) {
+        send(dgram[0], queued[i], strlen(queued[i]), 0);
+        send(seqpacket[1], queued[i], strlen(queued[i]), 0);
+    }
+}
+
+/* The queued messages of `receiver` as expected? Sent again by `sender` for the next round. */
+static int queue_holds(int receiver, int sender)
+{
+    int good = 1;
+    for (int i = 0; i < 3; i++) {
+        char buffer[64];
+        ssize_t got = recv(receiver, buffer, sizeof buffer, MSG_DONTWAIT);
+        good &= got == (ssize_t)strlen(queued[i]) && memcmp(buffer, queued[i], got) == 0;
+    }
+    char extra;
+    good &= recv(receiver, &extra, 1, MSG_DONTWAIT) < 0;
+    for (int i = 0; i < 3; i++)
+        send(sender, queued[i], strlen(queued[i]), 0);
+    return good;
 }
 
 static void check(void)
@@ -184,6 +212,10 @@ static void check(void)
     report(getpgid(grouped_child) == group_id && getsid(grouped_child) == getsid(0), "orphaned-group",
            "member %d: group %d session %d, expected %d in session %d",
            grouped_child, getpgid(grouped_child), getsid(grouped_child), group_id, getsid(0));
+
+    int dgram_good = queue_holds(dgram[1], dgram[0]), seqpacket_good = queue_holds(seqpacket[0], seqpacket[1]);
+    report(dgram_good && seqpacket_good, "queued-messages", "datagram pair %s, seqpacket pair %s",
+           dgram_good ? "right" : "wrong", seqpacket_good ? "right" : "wrong");
 }
 
 static void on_usr1(int signo)
