@@ -641,6 +641,8 @@ class FileRestorer:
             flags = record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)
             if kind == "tty" and (pty := self.pty_slave(builder, record["path"], base)):
                 path, flags = pty, flags | O_NOCTTY     # the session's terminal: controlling_terminal
+            elif kind == "tty" and record["path"] == "/dev/tty" and self._terminal_is_restored(builder):
+                pass          # "the controlling terminal", which is a pty of the image again
             elif kind == "tty":
                 self.warnings.append(f"process {ns_pid}: the terminal {record['path']} is now /dev/null")
                 path = "/dev/null"
@@ -650,6 +652,12 @@ class FileRestorer:
         spare = self._spare(inj, fd, base)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
+
+    def _terminal_is_restored(self, builder) -> bool:
+        """Whether the process's controlling terminal is a pty pair of the image, made again
+        (session_terminal), so that /dev/tty can be opened as it was."""
+        index, _ = ptys.controlling(procfs.stat_fields(builder.tid))
+        return index is not None and index in self.pty_index.values()
 
     def pty_slave(self, builder, path: str, base: int) -> str | None:
         """The new path of a pty slave whose master is in the image (made first if need

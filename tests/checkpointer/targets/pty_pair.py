@@ -4,7 +4,7 @@ it starts a grandchild in a process group of its own that it puts in the foregro
 a shell runs a job). The parent sets the window to 33x77 rows/cols and echo off, then
 every 5 ms writes "ping <n>" to the master and expects "pong <n> 33x77 fg tty noecho":
 the grandchild checks its terminal (window size, its group in the foreground, /dev/tty
-opens, echo off) and answers. A ping whose answer does not come within 2 s is sent again
+opens, echo off) and answers through /dev/tty (opened once, held). A ping whose answer does not come within 2 s is sent again
 (bytes in flight in a pty are not kept by a restore). The parent appends "<n> <pid> ok"."""
 import fcntl
 import os
@@ -27,6 +27,7 @@ if pid == 0:
     os.setpgid(0, 0)
     while os.tcgetpgrp(0) != os.getpgrp():
         time.sleep(0.001)
+    terminal = os.open("/dev/tty", os.O_WRONLY)     # held: it must stay the terminal across a restore
     while True:
         line = sys.stdin.readline()
         rows, cols = struct.unpack("hh", fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(4)))
@@ -40,8 +41,7 @@ if pid == 0:
         except OSError:
             ctty = "nottty"
         echo = "echo" if termios.tcgetattr(0)[3] & termios.ECHO else "noecho"
-        sys.stdout.write(f"pong {line.split()[1]} {rows}x{cols} {fg} {ctty} {echo}\n")
-        sys.stdout.flush()
+        os.write(terminal, f"pong {line.split()[1]} {rows}x{cols} {fg} {ctty} {echo}\n".encode())
 
 fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("hhhh", 33, 77, 0, 0))
 attrs = termios.tcgetattr(master)
