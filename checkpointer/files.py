@@ -35,6 +35,7 @@ import re
 import socket
 import stat
 import struct
+import subprocess
 from collections import OrderedDict
 from typing import Callable, Iterator
 
@@ -126,9 +127,10 @@ class FileCapture:
             return record
         if target == "anon_inode:inotify":
             return inotify.describe(pid, info.fd, info.raw, what)
+        if target == "anon_inode:[pidfd]":     # the process it names, as the holder sees it; -1: it has exited
+            return {"kind": "pidfd", "pid": procfs.ns_id(info.extra["NSpid"])}
         if not target.startswith("/"):
-            raise Unsupported(f"{what}: fanotify, pidfd, io_uring and other special files are not "
-                              "supported yet")
+            raise Unsupported(f"{what}: fanotify, io_uring and other special files are not supported yet")
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
         target = _undeleted(target, st)
@@ -607,6 +609,8 @@ class FileRestorer:
             fd = inj.check(_NR_SIGNALFD4, -1, mask, 8, record["flags"] & O_NONBLOCK, what="signalfd4")
         elif kind == "inotify":
             fd = inotify.make(inj, record, self.remap, self.warnings, ns_pid)
+        elif kind == "pidfd":
+            fd = self._make_pidfd(builder, record)
         elif kind == "deleted" and "same_as" in record:     # another open file description of it
             local = self.local_fd(builder, record["same_as"], base)
             fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW),
@@ -734,6 +738,28 @@ class FileRestorer:
         inj = builder.inj
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
         inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
+        return fd
+
+    def _make_pidfd(self, builder, record: dict) -> int:
+        """A pidfd of the image's process `pid` (every process exists by now), or, for one
+        that had exited, of a process that has exited (a short-lived child of ours)."""
+        flags = record["flags"] & (O_NONBLOCK | O_EXCL)       # PIDFD_NONBLOCK, PIDFD_THREAD
+        if record["pid"] > 0:
+            fd = builder.inj.call(_NR_PIDFD_OPEN, record["pid"], flags)
+            if fd < 0:
+                raise CheckpointError(f"process {builder.meta['pid']} holds a pidfd of process {record['pid']}, "
+                                      f"which is not in the image: {os.strerror(-fd)}")
+            return fd
+        child = subprocess.Popen(["true"])
+        try:
+            ours = os.pidfd_open(child.pid)
+        finally:
+            child.wait()
+        try:
+            fd = sockets.push_fd(builder.inj, builder.tid, ours)
+        finally:
+            os.close(ours)
+        builder.inj.check(_NR_FCNTL, fd, F_SETFL, flags & O_NONBLOCK, what="F_SETFL on a pidfd")
         return fd
 
     def _make_socket(self, builder, record: dict) -> int:

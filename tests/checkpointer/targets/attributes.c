@@ -22,6 +22,7 @@
  *   orphaned-group: a group leader's child, the leader exited: the child stays in it.
  *   queued-messages: a datagram and a seqpacket socketpair with messages waiting (one
  *     of them empty): same messages, same order, same boundaries.
+ *   pidfd: a pidfd of a child (the orphaned-group one) names that child.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,7 +49,7 @@ static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader;
-static int dgram[2], seqpacket[2];
+static int dgram[2], seqpacket[2], child_pidfd;
 static const char *const queued[] = {"first", "", "third message"};
 static pid_t killed, session_member, session_id, grouped_child, group_id;
 
@@ -135,6 +136,8 @@ static void setup(void)
     read(ids[0], &grouped_child, sizeof grouped_child);
     waitpid(group_id, NULL, 0);
 
+    child_pidfd = syscall(SYS_pidfd_open, grouped_child, 0);
+
     socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram);
     socketpair(AF_UNIX, SOCK_SEQPACKET, 0, seqpacket);
     for (int i = 0; i < 3; i++) {
@@ -216,6 +219,15 @@ static void check(void)
     int dgram_good = queue_holds(dgram[1], dgram[0]), seqpacket_good = queue_holds(seqpacket[0], seqpacket[1]);
     report(dgram_good && seqpacket_good, "queued-messages", "datagram pair %s, seqpacket pair %s",
            dgram_good ? "right" : "wrong", seqpacket_good ? "right" : "wrong");
+
+    char path[64], fdinfo_text[512] = "";
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", child_pidfd);
+    int fdinfo = open(path, O_RDONLY);
+    read(fdinfo, fdinfo_text, sizeof fdinfo_text - 1);
+    close(fdinfo);
+    char *nspid = strstr(fdinfo_text, "NSpid:"), *last = nspid ? strrchr(strtok(nspid, "\n"), '\t') : NULL;
+    int named = last ? atoi(last + 1) : -1;
+    report(named == grouped_child, "pidfd", "the pidfd names process %d, not %d", named, grouped_child);
 }
 
 static void on_usr1(int signo)
