@@ -2,8 +2,8 @@
 whose peer cannot follow.
 
 What: `describe(sock, unix)` records a TCP/UDP (IPv4/IPv6) or Unix socket borrowed
-from a frozen process: family, type, protocol, options (SO_REUSEADDR, SO_REUSEPORT,
-SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE, TCP_NODELAY, IPV6_V6ONLY), bound address,
+from a frozen process: family, type, protocol, options (OPTIONS: reuse, keepalive and its
+timings, priority, timeouts, linger, the bound device, TOS/TTL, TCP_NODELAY ...), bound address,
 backlog (from sock_diag), a UDP socket's connected peer, and its state: `listen`,
 `bound`, `unbound` or `closed` (a connected stream whose peer is outside the image).
 `rebuild(sock, record)` gives a fresh socket, made inside the restored process and
@@ -18,8 +18,8 @@ connections waiting in a listen queue (not yet accepted) are dropped, and so are
 datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
 file at a listening path is replaced (the new one gets the old file's mode and owner);
 a relative Unix path is taken from the process's working directory at the checkpoint
-(bound from there, so the socket keeps its relative name); other options keep their
-defaults.
+(bound from there, so the socket keeps its relative name); other options (buffer sizes:
+setting one would turn the kernel's autotuning off) keep their defaults.
 """
 from __future__ import annotations
 
@@ -36,24 +36,52 @@ TCP_LISTEN, TCP_CLOSE = 10, 7
 CLONE_FS = 0x200
 NLM_F_DUMP, NLMSG_DONE = 0x300, 3
 INET_DIAG_REQ_LEN = 56
-OPTIONS = {  # recorded by name; V6ONLY must be set before bind
-    "SO_REUSEADDR": (socket.SOL_SOCKET, socket.SO_REUSEADDR),
-    "SO_REUSEPORT": (socket.SOL_SOCKET, socket.SO_REUSEPORT),
-    "SO_KEEPALIVE": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-    "SO_BROADCAST": (socket.SOL_SOCKET, socket.SO_BROADCAST),
-    "SO_OOBINLINE": (socket.SOL_SOCKET, socket.SO_OOBINLINE),
-    "TCP_NODELAY": (socket.IPPROTO_TCP, socket.TCP_NODELAY),
-    "IPV6_V6ONLY": (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+OPTIONS = {  # recorded by name: (level, option, size of a struct value or None for an int); V6ONLY before bind
+    "SO_REUSEADDR": (socket.SOL_SOCKET, socket.SO_REUSEADDR, None),
+    "SO_REUSEPORT": (socket.SOL_SOCKET, socket.SO_REUSEPORT, None),
+    "SO_KEEPALIVE": (socket.SOL_SOCKET, socket.SO_KEEPALIVE, None),
+    "SO_BROADCAST": (socket.SOL_SOCKET, socket.SO_BROADCAST, None),
+    "SO_OOBINLINE": (socket.SOL_SOCKET, socket.SO_OOBINLINE, None),
+    "SO_PRIORITY": (socket.SOL_SOCKET, socket.SO_PRIORITY, None),
+    "SO_MARK": (socket.SOL_SOCKET, 36, None),                               # SO_MARK
+    "SO_RCVLOWAT": (socket.SOL_SOCKET, socket.SO_RCVLOWAT, None),
+    "SO_PASSCRED": (socket.SOL_SOCKET, socket.SO_PASSCRED, None),
+    "SO_RCVTIMEO": (socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16),          # struct timeval
+    "SO_SNDTIMEO": (socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16),
+    "SO_LINGER": (socket.SOL_SOCKET, socket.SO_LINGER, 8),               # struct linger
+    "SO_BINDTODEVICE": (socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16),  # an interface name (IFNAMSIZ)
+    "TCP_NODELAY": (socket.IPPROTO_TCP, socket.TCP_NODELAY, None),
+    "TCP_KEEPIDLE": (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, None),
+    "TCP_KEEPINTVL": (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, None),
+    "TCP_KEEPCNT": (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, None),
+    "IP_TOS": (socket.IPPROTO_IP, socket.IP_TOS, None),
+    "IP_TTL": (socket.IPPROTO_IP, socket.IP_TTL, None),
+    "IP_FREEBIND": (socket.IPPROTO_IP, 15, None),                          # IP_FREEBIND
+    "IPV6_V6ONLY": (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, None),
 }
 FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
 
 
 def _applies(name: str, family: int, sock_type: int) -> bool:
-    if name == "TCP_NODELAY":
+    if name.startswith("TCP_"):
         return family != socket.AF_UNIX and sock_type == socket.SOCK_STREAM
-    if name == "IPV6_V6ONLY":
+    if name.startswith("IPV6_"):
         return family == socket.AF_INET6
-    return family != socket.AF_UNIX or name != "SO_BROADCAST"
+    if name.startswith("IP_"):
+        return family == socket.AF_INET
+    if name == "SO_PASSCRED":
+        return family == socket.AF_UNIX
+    return family != socket.AF_UNIX or name not in ("SO_BROADCAST", "SO_BINDTODEVICE")
+
+
+def _get_option(sock: socket.socket, name: str) -> int | str:
+    level, opt, size = OPTIONS[name]
+    return sock.getsockopt(level, opt) if size is None else sock.getsockopt(level, opt, size).hex()
+
+
+def _set_option(sock: socket.socket, name: str, value: int | str) -> None:
+    level, opt, size = OPTIONS[name]
+    sock.setsockopt(level, opt, value if size is None else bytes.fromhex(value))
 
 
 def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
@@ -62,9 +90,9 @@ def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
     record = {"kind": "socket", "family": FAMILIES[family], "type": sockets.TYPES.get(sock_type, sock_type),
               "protocol": sock.proto, "ino": ino, "options": {}, "address": None, "peer": None,
               "backlog": 0, "dropped": 0}
-    for name, (level, opt) in OPTIONS.items():
+    for name in OPTIONS:
         if _applies(name, family, sock_type):
-            record["options"][name] = sock.getsockopt(level, opt)
+            record["options"][name] = _get_option(sock, name)
     if family == socket.AF_UNIX:
         name = unix["name"]
         if name and name[:1] != b"\0":
@@ -147,7 +175,8 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
     family = sock.family
     share_port = share_port and family != socket.AF_UNIX and record["peer"] is None
     for name, value in record["options"].items():
-        sock.setsockopt(*OPTIONS[name], value)
+        if _get_option(sock, name) != value:   # only changes: some options need privileges to set at all
+            _set_option(sock, name, value)
     if record["state"] == "closed":
         _make_closed(sock)
         return

@@ -23,6 +23,8 @@
  *   queued-messages: a datagram and a seqpacket socketpair with messages waiting (one
  *     of them empty): same messages, same order, same boundaries.
  *   pidfd: a pidfd of a child (the orphaned-group one) names that child.
+ *   socket-options: a TCP socket with a receive timeout, linger, priority and keepalive
+ *     idle time set.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/fsuid.h>
@@ -49,7 +53,7 @@ static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader;
-static int dgram[2], seqpacket[2], child_pidfd;
+static int dgram[2], seqpacket[2], child_pidfd, tcp;
 static const char *const queued[] = {"first", "", "third message"};
 static pid_t killed, session_member, session_id, grouped_child, group_id;
 
@@ -137,6 +141,15 @@ static void setup(void)
     waitpid(group_id, NULL, 0);
 
     child_pidfd = syscall(SYS_pidfd_open, grouped_child, 0);
+
+    tcp = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval timeout = {3, 500000};
+    struct linger linger = {1, 9};
+    int priority = 5, idle = 77;
+    setsockopt(tcp, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(tcp, SOL_SOCKET, SO_LINGER, &linger, sizeof linger);
+    setsockopt(tcp, SOL_SOCKET, SO_PRIORITY, &priority, sizeof priority);
+    setsockopt(tcp, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
 
     socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram);
     socketpair(AF_UNIX, SOCK_SEQPACKET, 0, seqpacket);
@@ -228,6 +241,20 @@ static void check(void)
     char *nspid = strstr(fdinfo_text, "NSpid:"), *last = nspid ? strrchr(strtok(nspid, "\n"), '\t') : NULL;
     int named = last ? atoi(last + 1) : -1;
     report(named == grouped_child, "pidfd", "the pidfd names process %d, not %d", named, grouped_child);
+
+    struct timeval timeout = {0};
+    struct linger linger = {0};
+    int priority = 0, idle = 0;
+    socklen_t size = sizeof timeout;
+    getsockopt(tcp, SOL_SOCKET, SO_RCVTIMEO, &timeout, &size);
+    size = sizeof linger;
+    getsockopt(tcp, SOL_SOCKET, SO_LINGER, &linger, &size);
+    size = sizeof priority;
+    getsockopt(tcp, SOL_SOCKET, SO_PRIORITY, &priority, &size);
+    getsockopt(tcp, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &size);
+    report(timeout.tv_sec == 3 && timeout.tv_usec == 500000 && linger.l_onoff && linger.l_linger == 9
+           && priority == 5 && idle == 77, "socket-options", "timeout %ld.%06ld, linger %d/%d, priority %d, idle %d",
+           (long)timeout.tv_sec, (long)timeout.tv_usec, linger.l_onoff, linger.l_linger, priority, idle);
 }
 
 static void on_usr1(int signo)
