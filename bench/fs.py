@@ -193,7 +193,8 @@ def main() -> None:
     mnt.mkdir()
     plain.mkdir()
     result: dict = {"quick": args.quick, "seq_size_mb": size // MiB,
-                    "writeback_cache": not args.no_writeback_cache}
+                    "writeback_cache": not args.no_writeback_cache,
+                    "load_average_before": os.getloadavg()}   # a busy machine skews every rate
     try:
         sls("init", store)
         mount(store, mnt, ["--no-writeback-cache"] if args.no_writeback_cache else [])
@@ -217,6 +218,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", SLS_MAIN, "umount", "--force", str(mnt)],
                        capture_output=True, cwd=ROOT)
         shutil.rmtree(work, ignore_errors=True)
+    result["load_average_after"] = os.getloadavg()
     print(json.dumps(result))
 
 
