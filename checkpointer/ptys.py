@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import struct
 
 from . import kernel
@@ -32,7 +33,7 @@ PTS_PREFIX = "/dev/pts/"
 PTS_MAJORS = range(136, 144)           # Unix98 pty slaves
 TCGETS, TCSETS, TIOCGWINSZ, TIOCSWINSZ = 0x5401, 0x5402, 0x5413, 0x5414
 TIOCSCTTY, TIOCSPGRP, TIOCPKT, FIONREAD = 0x540E, 0x5410, 0x5420, 0x541B
-TIOCGPTN, TIOCSPTLCK, TIOCGPKT = 0x80045430, 0x40045431, 0x80045438
+TIOCGPTN, TIOCSPTLCK, TIOCGPKT, TIOCGPTPEER = 0x80045430, 0x40045431, 0x80045438, 0x5441
 TERMIOS_SIZE = 36                       # the kernel's struct termios (TCGETS/TCSETS)
 _NR_IOCTL = 16
 O_RDWR, O_NOCTTY = 0o2, 0o400
@@ -46,12 +47,24 @@ def describe_master(pid: int, fd: int, fdinfo: dict[str, str]) -> dict:
     """The record of a pty master that process `pid` holds at `fd`."""
     dup = kernel.borrow_fd(pid, fd)
     try:
+        slave = _slave_of(dup)
+        try:
+            st = os.fstat(slave)
+        finally:
+            os.close(slave)
         return {"kind": "pty_master", "index": int(fdinfo.get("tty-index") or _int_ioctl(dup, TIOCGPTN)),
                 "termios": fcntl.ioctl(dup, TCGETS, bytes(TERMIOS_SIZE)).hex(),
                 "winsize": fcntl.ioctl(dup, TIOCGWINSZ, bytes(8)).hex(),
-                "packet": bool(_int_ioctl(dup, TIOCGPKT)), "queued": _int_ioctl(dup, FIONREAD)}
+                "packet": bool(_int_ioctl(dup, TIOCGPKT)), "queued": _int_ioctl(dup, FIONREAD),
+                "slave": [st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)]}
     finally:
         os.close(dup)
+
+
+def _slave_of(master: int) -> int:
+    """An fd of the master's slave (TIOCGPTPEER: whichever devpts it is in), not becoming
+    our controlling terminal."""
+    return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
 def slave_index(path: str) -> int | None:
@@ -87,6 +100,14 @@ def _configure(fd: int, record: dict) -> int:
     fcntl.ioctl(fd, TIOCSWINSZ, bytes.fromhex(record["winsize"]))
     if record["packet"]:
         fcntl.ioctl(fd, TIOCPKT, struct.pack("i", 1))
+    if "slave" in record:     # version 4: the slave's owner and mode (grantpt() may have set them)
+        uid, gid, mode = record["slave"]
+        slave = _slave_of(fd)
+        try:
+            os.fchown(slave, uid, gid)
+            os.fchmod(slave, mode)
+        finally:
+            os.close(slave)
     return _int_ioctl(fd, TIOCGPTN)
 
 

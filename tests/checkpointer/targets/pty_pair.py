@@ -1,10 +1,11 @@
 """A pseudo-terminal pair: `pty_pair.py OUTFILE`. The parent (pty.fork) holds the master;
 the child is a session leader whose controlling terminal is the slave (its fds 0-2), and
 it starts a grandchild in a process group of its own that it puts in the foreground (as
-a shell runs a job). The parent sets the window to 33x77 rows/cols and echo off, then
-every 5 ms writes "ping <n>" to the master and expects "pong <n> 33x77 fg tty noecho":
-the grandchild checks its terminal (window size, its group in the foreground, /dev/tty
-opens, echo off) and answers through /dev/tty (opened once, held). A ping whose answer does not come within 2 s is sent again
+a shell runs a job). The parent sets the window to 33x77 rows/cols, echo off and the
+slave's owner to 4321:4321 mode 620 (as grantpt does for a user), then every 5 ms writes
+"ping <n>" to the master and expects "pong <n> 33x77 fg tty noecho 4321:4321:620": the
+grandchild checks its terminal (window size, its group in the foreground, /dev/tty opens,
+echo off, owner and mode) and answers through /dev/tty (opened once, held). A ping whose answer does not come within 2 s is sent again
 (bytes in flight in a pty are not kept by a restore). The parent appends "<n> <pid> ok"."""
 import fcntl
 import os
@@ -41,16 +42,22 @@ if pid == 0:
         except OSError:
             ctty = "nottty"
         echo = "echo" if termios.tcgetattr(0)[3] & termios.ECHO else "noecho"
-        os.write(terminal, f"pong {line.split()[1]} {rows}x{cols} {fg} {ctty} {echo}\n".encode())
+        st = os.fstat(0)
+        owner = f"{st.st_uid}:{st.st_gid}:{st.st_mode & 0o777:o}"
+        os.write(terminal, f"pong {line.split()[1]} {rows}x{cols} {fg} {ctty} {echo} {owner}\n".encode())
 
 fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("hhhh", 33, 77, 0, 0))
 attrs = termios.tcgetattr(master)
 attrs[3] &= ~termios.ECHO
 termios.tcsetattr(master, termios.TCSANOW, attrs)
+TIOCGPTN = 0x80045430
+slave = f"/dev/pts/{struct.unpack('I', fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]}"
+os.chown(slave, 4321, 4321)
+os.chmod(slave, 0o620)
 n, me, pending = 0, os.getpid(), b""
 while True:
     n += 1
-    expected = f"pong {n} 33x77 fg tty noecho"
+    expected = f"pong {n} 33x77 fg tty noecho 4321:4321:620"
     os.write(master, f"ping {n}\n".encode())
     sent = time.monotonic()
     while True:
