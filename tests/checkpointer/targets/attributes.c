@@ -25,6 +25,8 @@
  *   pidfd: a pidfd of a child (the orphaned-group one) names that child.
  *   socket-options: a TCP socket with a receive timeout, linger, priority and keepalive
  *     idle time set.
+ *   seccomp: a filter (installed last, without no_new_privs) failing getitimer and
+ *     get_robust_list with EPERM, calls a checkpointer might inject: still in force.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -157,6 +163,18 @@ static void setup(void)
         send(dgram[0], queued[i], strlen(queued[i]), 0);
         send(seqpacket[1], queued[i], strlen(queued[i]), 0);
     }
+
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getitimer, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_get_robust_list, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog program = {sizeof filter / sizeof filter[0], filter};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0)
+        exit(3);
 }
 
 /* The queued messages of `receiver` as expected? Sent again by `sender` for the next round. */
@@ -255,6 +273,11 @@ static void check(void)
     report(timeout.tv_sec == 3 && timeout.tv_usec == 500000 && linger.l_onoff && linger.l_linger == 9
            && priority == 5 && idle == 77, "socket-options", "timeout %ld.%06ld, linger %d/%d, priority %d, idle %d",
            (long)timeout.tv_sec, (long)timeout.tv_usec, linger.l_onoff, linger.l_linger, priority, idle);
+
+    struct itimerval timer;
+    errno = 0;
+    int got = getitimer(ITIMER_REAL, &timer), why = errno;
+    report(got == -1 && why == EPERM, "seccomp", "getitimer gave %d (errno %d)", got, why);
 }
 
 static void on_usr1(int signo)
