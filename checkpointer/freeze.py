@@ -106,7 +106,9 @@ class Frozen:
         self.pinning.pin(tid)
         return thread
 
-    def add(self, pid: int) -> FrozenProcess:
+    def add(self, pid: int, main_only: bool = False) -> FrozenProcess:
+        """Stop every thread of `pid` (`main_only`: its main thread alone, unless it is in a
+        job-control stop, which only ends for all threads at once)."""
         if pid in self.processes:
             return self.processes[pid]
         if not os.path.exists(f"/proc/{pid}"):
@@ -116,7 +118,7 @@ class Frozen:
         proc = self.processes[pid] = FrozenProcess(pid, {})
         seen: set[int] = set()
         while True:
-            current = set(procfs.tids(pid))
+            current = {pid} if main_only and not proc.stopped else set(procfs.tids(pid))
             new = current - seen
             if not new:
                 break
@@ -173,7 +175,7 @@ class Frozen:
                     # a child exiting while we attach (EPERM, "is a zombie", vanished /proc
                     # files): the next round sees it as a zombie or not at all
                     self.processes.pop(child, None)
-                    if not _exiting(child):
+                    if not exiting(child):
                         raise
 
     def check_alive(self) -> None:
@@ -227,7 +229,7 @@ def release_dead_tracees(tids: list[int]) -> None:
                 done, _ = kernel.waitpid(tid, kernel.WALL | os.WNOHANG)
             except ChildProcessError:       # not ours any more (released, or reaped)
                 done = tid
-            if done == tid or not _exiting(tid):     # collected, or alive: nothing to collect
+            if done == tid or not exiting(tid):     # collected, or alive: nothing to collect
                 pending.discard(tid)
         if not pending or time.monotonic() > deadline:
             break
@@ -236,7 +238,7 @@ def release_dead_tracees(tids: list[int]) -> None:
     _unreleased.update(pending)
 
 
-def _exiting(pid: int) -> bool:
+def exiting(pid: int) -> bool:
     """True if `pid` is gone, a zombie, or on its way out: PF_EXITING, or a SIGKILL
     pending that it has not run to act on yet (it may wait for a CPU: see pinning.py)."""
     try:
@@ -331,10 +333,13 @@ def _vdso_base(pid: int) -> int | None:
 
 
 @contextmanager
-def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False) -> Iterator[Frozen]:
+def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False,
+           main_thread_only: bool = False) -> Iterator[Frozen]:
     """Stop every thread of `pids` (with `tree`, of all their descendants); thaw on exit.
 
     `leave_stopped` leaves them in a SIGSTOP group-stop instead of running.
+    `main_thread_only` (without `tree`) stops only each process's main thread, the others
+    run on: enough for an injected call that touches nothing they use (snapshot.py's wait4).
     """
     frozen = Frozen()
     frozen.leave_stopped = leave_stopped
@@ -345,7 +350,7 @@ def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False) 
                     if tree:
                         frozen.add_tree(pid)
                     else:
-                        frozen.add(pid)
+                        frozen.add(pid, main_thread_only)
             yield frozen
         finally:
             frozen.thaw()

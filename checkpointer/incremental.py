@@ -13,16 +13,14 @@ image is complete and restores alone.
 A process that exec()ed since the previous checkpoint has new memory, which the old
 userfaultfd does not track (DirtyTracker.same_memory): it is captured whole and tracked
 afresh. The group daemon (slsfs.group_checkpoint) drives the same object through
-`selector` and `arm`, copying pages itself.
+`selector` and `arm`, with its own snapshot.PageCopy.
 Why: a checkpoint of a large process that wrote little is small and fast.
 
 `capture_snapshot` shortens the stop further: the pages are copied after the thaw from
-a fork snapshot (copy-on-write) made while frozen; the snapshot is then killed and
-reaped by its parent through one more injected wait4 (a stop of about a millisecond).
-When the pages to copy are few next to the process's resident memory (a fork copies
-its page tables: ~45 ms per GiB resident; a copy costs ~0.9 ms per MiB copied), they are
-read into memory inside the stop instead (see _copy_is_cheaper). Either way the pages
-are stored (hashed, compressed, appended) by `complete()`, after the thaw.
+a fork snapshot (copy-on-write) made while frozen, or read into memory inside the stop
+when they are few next to the process's resident memory (snapshot.PageCopy decides).
+Either way the pages are stored (hashed, compressed, appended) by `complete()`, after
+the thaw.
 
 Simplifications: pages dropped inside an unchanged mapping (MADV_DONTNEED) keep their
 old contents in the image; shared anonymous memory is captured whole every time.
@@ -31,21 +29,18 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
-import signal
-import struct
 from typing import Callable
 
 from objectstore import ChunkId, Store
 
 from . import kernel, procfs, uffd
-from .builder import wait_event_stop
-from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
-from .errors import CheckpointError, ProcessGone
+from .capture import PageSelector, capture_all, injecting, saved_pages, vma_kind
+from .errors import CheckpointError
 from .files import FileCapture
-from .freeze import Frozen, FrozenProcess, freeze
+from .freeze import Frozen, FrozenProcess
 from .image import ImageWriter
+from .snapshot import PageCopy, Snapshot
 from .stopwatch import phase
 from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr
 
@@ -58,9 +53,6 @@ PAGEMAP_SCAN = iowr(ord("f"), 16, 96)
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
 PAGE_IS_WRITTEN = 1 << 1
 _SCAN_REGIONS = 512
-INLINE_PAGES = 512  # up to 2 MiB, copying inside the stop always beats forking
-INLINE_MAX_PAGES = 32768  # never hold more than 128 MiB of copied pages in memory
-COPY_US_PER_MIB, FORK_US_PER_MIB = 900, 45  # measured on the 2-core VM (KERNEL-FACTS.md)
 ALL_ADDRESSES = 1 << 63
 with open("/proc/sys/vm/mmap_min_addr") as _f:
     _PROBE_ADDRESS = max(int(_f.read()), kernel.PAGE_SIZE)  # the lowest page a process may map
@@ -200,32 +192,21 @@ class Incremental:
         with phase("image_setup"):
             writer = ImageWriter(store, self.parent)
             ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-            deferred: dict[int, list[int]] = {pid: [] for pid in frozen.processes}
-            tracked = self.selector(frozen, ns_pids, writer.clear)
-
-        def select(pid: int, vma: procfs.Vma) -> list[int] | None:
-            pages = tracked(pid, vma)
-            if snapshot and pages:
-                deferred[pid] += pages
-                return None
-            return pages
-
+            pages = PageCopy(ns_pids, fork=snapshot)
+            select = pages.selector(self.selector(frozen, ns_pids, writer.clear))
         files = FileCapture(writer.add_blob)
         processes = capture_all(frozen, writer.add_pages, files, select)
         with phase("arm_tracking"):
             self.arm(frozen)
         copied: list[tuple[int, int, bytes]] = []
-        if _copy_is_cheaper(deferred):
-            with phase("page_copy"):
-                for pid, pages in deferred.items():
-                    copy_pages(pid, pages, lambda addr, data, pid=pid: copied.append((ns_pids[pid], addr, data)))
-            deferred.clear()
-        with phase("fork_snapshot"):
-            snapshots = [(ns_pids[pid], pid, _fork_snapshot(frozen.processes[pid]), pages)
-                         for pid, pages in deferred.items() if pages]
-        with phase("alive_check"):
-            frozen.check_alive()
-        return Pending(self, writer, processes, files.files, snapshots, copied)
+        try:
+            pages.in_stop(frozen, writer.add_pages if not snapshot else lambda *run: copied.append(run))
+            with phase("alive_check"):
+                frozen.check_alive()
+        except BaseException:
+            pages.drop(frozen)
+            raise
+        return Pending(self, writer, processes, files.files, pages, copied)
 
     def selector(self, frozen: Frozen, ns_pids: dict[int, int],
                  clear: Callable[[int, int, int], None]) -> PageSelector:
@@ -279,66 +260,23 @@ class Pending:
     or still in fork snapshots (see capture_snapshot)."""
 
     def __init__(self, inc: Incremental, writer: ImageWriter, processes: list[dict], files: list[dict],
-                 snapshots: list[tuple[int, int, int, list[int]]], copied: list[tuple[int, int, bytes]]):
+                 pages: PageCopy, copied: list[tuple[int, int, bytes]]):
         self.inc, self.writer, self.processes, self.files = inc, writer, processes, files
-        self.snapshots = snapshots  # (ns pid, host pid, host pid of the snapshot, pages)
+        self.pages = pages
         self.copied = copied        # (ns pid, address, pages) read while frozen, not yet stored
+
+    @property
+    def snapshots(self) -> list[Snapshot]:
+        return self.pages.snapshots
 
     def complete(self) -> ChunkId:
         try:
             self.writer.add_runs(self.copied)
             self.copied = []
-            for ns_pid, _, child, pages in self.snapshots:
-                copy_pages(child, pages, functools.partial(self.writer.add_pages, ns_pid))
-        finally:
-            for _, pid, child, _ in self.snapshots:
-                _drop_snapshot(pid, child)
+        except BaseException:
+            self.pages.drop()
+            raise
+        self.pages.after_thaw(self.writer.add_pages)
         self.inc.parent = self.writer.finish(self.processes, self.files)
         self.inc.last_pages = self.writer.pages
         return self.inc.parent
-
-
-def _copy_is_cheaper(deferred: dict[int, list[int]]) -> bool:
-    """Copy the pages inside the stop rather than fork? A fork copies page tables, about
-    FORK_US_PER_MIB per MiB resident; a copy reads pages at COPY_US_PER_MIB, into memory
-    held until complete() (at most INLINE_MAX_PAGES)."""
-    pages = sum(map(len, deferred.values()))
-    if pages <= INLINE_PAGES:
-        return True
-    if pages > INLINE_MAX_PAGES:
-        return False
-    resident_mib = sum(procfs.resident_pages(pid) for pid in deferred) * kernel.PAGE_SIZE / (1 << 20)
-    return pages * kernel.PAGE_SIZE / (1 << 20) * COPY_US_PER_MIB < resident_mib * FORK_US_PER_MIB
-
-
-def _fork_snapshot(proc: FrozenProcess) -> int:
-    """A stopped copy-on-write copy of a frozen process's memory (injected clone3, no exit
-    signal); returns its host PID. Its stack scratch area is put back as it was."""
-    tid = proc.main.tid
-    kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACECLONE)
-    try:
-        with injecting(proc.pid, proc.main) as inj:
-            original = inj.read(inj.scratch, inj.scratch_size)
-            args = struct.pack("11Q", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-            inj.check(kernel.NR["clone3"], inj.put(args), len(args), what="clone3 (fork snapshot)")
-            child = inj.children[0]
-        wait_event_stop(child)
-        with open(f"/proc/{child}/mem", "r+b", buffering=0) as mem:
-            mem.seek(inj.scratch)
-            mem.write(original)
-    finally:
-        kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, kernel.PTRACE_O_TRACESYSGOOD)
-    return child
-
-
-def _drop_snapshot(pid: int, child: int) -> None:
-    """Kill a snapshot and have its parent reap it (one more short stop: an injected wait4)."""
-    ns_child = procfs.ns_id(procfs.status(child)["NSpid"])
-    os.kill(child, signal.SIGKILL)
-    kernel.waitpid(child)
-    try:
-        with freeze([pid]) as frozen:
-            with injecting(pid, frozen.processes[pid].main) as inj:
-                inj.check(kernel.NR["wait4"], ns_child, 0, kernel.WALL, 0, what="wait4 (fork snapshot)")
-    except ProcessGone:
-        pass  # the process exited meanwhile: nothing left to reap

@@ -26,8 +26,14 @@ process that exec()ed since is captured whole. Any failed checkpoint resets the
 tracking (the scan that lists written pages also clears them), so the next image is
 full again and never misses a write.
 
-Simplification: the pages to store are copied inside the stop and held in memory until
-written (no fork snapshot: the daemon's store belongs to the trio thread).
+The page copy is out of the stop where that is cheaper (checkpointer.snapshot): a
+process with many pages to store gets a fork snapshot while frozen, and its pages are
+read from it after the thaw, still in `take()` (the tracer thread), which then kills the
+snapshot and has the process reap it (a short stop of its main thread); the stop phases
+of that work after the thaw are recorded with the rest, under names that start with
+"after_thaw" (they are not part of `stop_ms`).
+Simplification: the pages are held in memory until written (the daemon's store belongs
+to the trio thread).
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ from checkpointer.files import FileCapture
 from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.incremental import Incremental
+from checkpointer.snapshot import PageCopy
 from checkpointer.stopwatch import phase, recording
 
 InTrio = Callable[..., Any]
@@ -158,23 +165,36 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     def name_blob(data: bytes) -> list[str]:
         blobs.append(data)
         return writer.blob_ids(data)
-    with recording() as phases, freeze(pids, tree=True) as frozen:
-        with phase("syncfs"):
-            syncfs(mount_fd)
-        with phase("files_commit"):
-            files_commit, fs_root = in_trio(commit_files)
-        with phase("page_selection"):
-            ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-            select = tracking.selector(frozen, ns_pids, lambda *span: clears.append(span))
-        files = FileCapture(name_blob)
-        processes = capture_all(frozen, lambda pid, addr, data: pages.append((pid, addr, data)), files, select)
-        with phase("arm_tracking"):
-            tracking.arm(frozen)
-        with phase("alive_checks"):
-            frozen.check_alive()
-            for pid in frozen.processes:
-                check_not_dying(pid)
-    stopped_ms = ((frozen.thawed_at or time.perf_counter()) - started) * 1000
+
+    def keep_run(pid: int, addr: int, data: bytes) -> None:
+        pages.append((pid, addr, data))
+    copy: PageCopy | None = None
+    with recording() as phases:
+        try:
+            with freeze(pids, tree=True) as frozen:
+                with phase("syncfs"):
+                    syncfs(mount_fd)
+                with phase("files_commit"):
+                    files_commit, fs_root = in_trio(commit_files)
+                with phase("page_selection"):
+                    ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
+                    copy = PageCopy(ns_pids)
+                    select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span)))
+                files = FileCapture(name_blob)
+                processes = capture_all(frozen, keep_run, files, select)
+                with phase("arm_tracking"):
+                    tracking.arm(frozen)
+                copy.in_stop(frozen, keep_run)
+                with phase("alive_checks"):
+                    frozen.check_alive()
+                    for pid in frozen.processes:
+                        check_not_dying(pid)
+        except BaseException:
+            if copy is not None:
+                copy.drop()
+            raise
+        stopped_ms = ((frozen.thawed_at or time.perf_counter()) - started) * 1000
+        copy.after_thaw(keep_run)
     return Captured(files_commit, fs_root, writer, processes, files.files, pages, blobs,
                     stopped_ms, {k: round(v, 3) for k, v in phases.items()}, clears)
 

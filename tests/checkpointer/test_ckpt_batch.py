@@ -115,10 +115,14 @@ while True:
 NR_GETITIMER, NR_POLL = 36, 7
 
 
-def test_a_thread_whose_call_fails_leaves_every_thread_stopped_and_the_process_running_on(procs, tmp_path):
+def test_a_thread_whose_call_fails_leaves_every_thread_stopped_and_the_process_running_on(procs, tmp_path,
+                                                                                         monkeypatch):
     """A call that a seccomp filter traps (SIGSYS) fails the batch with a CheckpointError;
     every thread is stopped again when the batch raises, and the thaw lets the process
-    run on (its filter, its worker thread and its pending state as they were)."""
+    run on (its filter, its worker thread and its pending state as they were). As root
+    the freeze suspends seccomp (kernel.SUSPEND_SECCOMP): here it must not, as for any
+    other user."""
+    monkeypatch.setattr(kernel, "SUSPEND_SECCOMP", 0)
     script, out = tmp_path / "seccomp_threads.py", tmp_path / "seccomp.out"
     script.write_text(SECCOMP_TARGET)
     proc = procs.start([sys.executable, str(script), str(out)])

@@ -1,0 +1,256 @@
+"""The page copy of a checkpoint moved out of the stop: fork snapshots.
+
+What: `PageCopy` collects, inside a freeze window, the pages the capture chose for each
+process (`selector()` wraps the capture's page selector). `in_stop(frozen)` then, per
+process, either copies its pages at once (few pages next to its resident memory: see
+`_fork_is_cheaper`) or makes a fork snapshot: an injected clone3 of the process's main
+thread with exit signal 0 and CLONE_FILES, which the kernel gives a copy-on-write copy
+of the memory of this instant. The snapshot never runs application code (it is
+ptrace-stopped from its first instruction, PTRACE_O_TRACECLONE, until killed), no
+SIGCHLD announces it, the application's wait() does not see it (a child without exit
+signal is waited for only with __WALL or __WCLONE) and it holds no fd of its own (the
+fd table is shared, so no close is delayed). After the thaw, `after_thaw()` reads the
+pages from the snapshots while the processes run, kills each snapshot and has its
+parent reap it (an injected wait4 in the parent's main thread alone: a second, short
+stop of one thread), then checks that each such process was not killed and did not exit
+meanwhile (if it did, ProcessGone: no image, as for a process lost inside the stop). A snapshot killed under the copy (its PID namespace was
+killed) is a CheckpointError too. `drop()` kills and reaps what is left after an error.
+
+What a fork does not copy is read inside the stop: a mapping under MADV_DONTFORK is
+missing from the snapshot and one under MADV_WIPEONFORK is empty there; both are found
+by one pagemap entry of the snapshot per mapping (the first page chosen there, which the
+process has and the snapshot then lacks). Shared memory is not a page of this copy (the
+capture keeps MAP_SHARED memory as memfd contents, read inside the stop).
+Why: copying the written pages costs ~0.6 ms per MiB inside the stop; a fork costs the
+kernel's page-table copy (60-100 us per MiB of resident anonymous memory) plus ~1.5 ms (the
+injected clone, the snapshot's first stop, the reap): for a large process that wrote
+little (the usual incremental checkpoint) the copy is cheaper, for a full checkpoint or
+a burst of writes the fork is (bench/checkpoint.py: a full checkpoint of 100 MiB).
+
+Simplifications: an application thread blocked in wait(__WALL) may reap a snapshot
+before its parent's injected wait4 does (that wait4's ECHILD is taken as done); the
+snapshot is a process of the group's PID namespace for the few milliseconds of the copy
+(visible in /proc there, one PID used).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import kernel, procfs, stopwatch
+from .builder import wait_event_stop
+from .capture import PageSelector, copy_pages, injecting
+from .errors import CheckpointError, ProcessGone
+from .freeze import Frozen, FrozenProcess, exiting, freeze, stack_scratch
+from .stopwatch import phase, recording
+
+RunSink = Callable[[int, int, bytes], None]   # (pid as the process sees it, address, whole pages)
+CLONE_FILES = 0x400
+# Measured on the 2-core VM at load 4-6 (/proc/PID/status RssAnon for the resident memory):
+# a copy inside the stop (capture.copy_pages, process_vm_readv) ~2-3 us per page; a fork
+# 60-100 us per MiB resident plus ~0.6 ms (the injected clone3, the snapshot's first
+# stop), and its reap ~0.8 ms of a second stop of the main thread.
+INLINE_PAGES = 512         # up to 2 MiB: copying inside the stop always beats forking
+INLINE_MAX_PAGES = 32768   # never hold more than 128 MiB copied inside the stop: fork instead
+COPY_US_PER_MIB = 600
+FORK_US_PER_MIB, FORK_US_FIXED = 80, 1500
+
+
+@dataclass
+class _Chosen:
+    """One process's chosen pages, by mapping (start of the mapping, sorted page addresses)."""
+    ns_pid: int
+    by_vma: list[tuple[int, list[int]]] = field(default_factory=list)
+
+    @property
+    def pages(self) -> list[int]:
+        return [page for _, pages in self.by_vma for page in pages]
+
+
+@dataclass
+class Snapshot:
+    pid: int          # host PID of the process
+    ns_pid: int       # ... as it sees itself
+    child: int        # host PID of its fork snapshot
+    ns_child: int     # ... in the process's namespace (for its wait4)
+    pages: list[int]
+
+
+class PageCopy:
+    """The pages of one checkpoint: copied inside the stop or from fork snapshots after it."""
+
+    def __init__(self, ns_pids: dict[int, int], fork: bool = True):
+        self._chosen = {pid: _Chosen(ns) for pid, ns in ns_pids.items()}
+        self._fork = fork
+        self.snapshots: list[Snapshot] = []
+
+    def selector(self, select: PageSelector) -> PageSelector:
+        """`select`, with the pages it names kept here instead of copied by the capture."""
+        def keep(pid: int, vma: procfs.Vma) -> None:
+            pages = select(pid, vma)
+            if pages:
+                self._chosen[pid].by_vma.append((vma.start, pages))
+        return keep
+
+    def in_stop(self, frozen: Frozen, sink: RunSink) -> None:
+        """Still frozen: copy each process's pages into `sink` now, or fork a snapshot to
+        copy them from after the thaw."""
+        for pid, chosen in self._chosen.items():
+            if not chosen.by_vma:
+                continue
+            snapshot = None
+            if self._fork and _fork_is_cheaper(pid, chosen):
+                with phase("fork_snapshot"):
+                    snapshot = _try_fork_snapshot(frozen.processes[pid], chosen)
+            with phase("page_copy"):
+                if snapshot is None:
+                    _copy(pid, chosen.ns_pid, chosen.pages, sink)
+                    continue
+                self.snapshots.append(snapshot)
+                for _, pages in chosen.by_vma:   # what the fork did not copy is read now
+                    if _in_snapshot(snapshot.child, pages[0]):
+                        snapshot.pages += pages
+                    else:
+                        _copy(pid, chosen.ns_pid, pages, sink)
+
+    def after_thaw(self, sink: RunSink) -> None:
+        """The processes run again: copy from the snapshots into `sink`, then drop them."""
+        try:
+            for snap in self.snapshots:
+                try:
+                    with phase("after_thaw_snapshot_copy"):
+                        _copy(snap.child, snap.ns_pid, snap.pages, sink)
+                except (CheckpointError, OSError) as exc:
+                    raise CheckpointError(f"the fork snapshot of process {snap.pid} went away while its "
+                                          f"pages were copied ({exc}); no image is written") from exc
+        finally:
+            with phase("after_thaw_snapshot_reap"):
+                self.drop()
+
+    def drop(self, frozen: Frozen | None = None) -> None:
+        """Kill and reap every snapshot left; ProcessGone if a process was killed meanwhile.
+        Inside the freeze window (after an error there) pass `frozen`: the reaping wait4 is
+        injected through it."""
+        snapshots, self.snapshots = self.snapshots, []
+        failures: list[CheckpointError] = []
+        for snap in snapshots:               # every one, whatever happens to the others
+            try:
+                if not _drop_snapshot(snap, frozen):
+                    failures.append(ProcessGone(snap.pid, "it was killed while its pages were copied"))
+            except CheckpointError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
+
+def _copy(pid: int, ns_pid: int, pages: list[int], sink: RunSink) -> None:
+    copy_pages(pid, pages, lambda addr, data: sink(ns_pid, addr, data))
+
+
+def _fork_is_cheaper(pid: int, chosen: _Chosen) -> bool:
+    """A fork copies page tables (FORK_US_PER_MIB of resident anonymous memory, plus
+    FORK_US_FIXED with the reap); a copy inside the stop reads every page (COPY_US_PER_MIB)
+    and holds them in memory until stored (INLINE_MAX_PAGES)."""
+    pages = sum(len(p) for _, p in chosen.by_vma)
+    if pages <= INLINE_PAGES:
+        return False
+    if pages > INLINE_MAX_PAGES:
+        return True
+    copy_us = pages * kernel.PAGE_SIZE / (1 << 20) * COPY_US_PER_MIB
+    anon_mib = int(procfs.frozen_status(pid).get("RssAnon", "0 kB").split()[0]) / 1024
+    return FORK_US_FIXED + anon_mib * FORK_US_PER_MIB < copy_us
+
+
+def _in_snapshot(child: int, page: int) -> bool:
+    """Does the snapshot have this page (present or swapped)? Not under DONTFORK/WIPEONFORK."""
+    with procfs.pagemap(child) as fd:
+        entry = struct.unpack("Q", os.pread(fd, 8, page // kernel.PAGE_SIZE * 8))[0]
+    return bool(entry & (procfs.PM_PRESENT | procfs.PM_SWAPPED))
+
+
+def _try_fork_snapshot(proc: FrozenProcess, chosen: _Chosen) -> Snapshot | None:
+    """A snapshot of `proc`, or None if the process refuses the clone (a seccomp filter,
+    RLIMIT_NPROC, a pids cgroup full, no memory to commit) or the snapshot does not come
+    up as expected (it is then killed and reaped at once): its pages are copied in the stop."""
+    try:
+        child = _clone(proc)
+    except CheckpointError:
+        return None
+    snap = Snapshot(proc.pid, chosen.ns_pid, child, procfs.ns_id(procfs.status(child)["NSpid"]), [])
+    try:
+        _settle(proc, child)
+    except (CheckpointError, OSError):
+        _kill(child)
+        _reap(snap, proc)
+        return None
+    return snap
+
+
+def _clone(proc: FrozenProcess) -> int:
+    """An injected clone3 of the frozen process: no exit signal, the fd table shared, and
+    (PTRACE_O_TRACECLONE) traced by us from its first instruction on; its host PID."""
+    tid, options = proc.main.tid, kernel.PTRACE_O_TRACESYSGOOD | kernel.SUSPEND_SECCOMP   # as freeze seized it
+    kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, options | kernel.PTRACE_O_TRACECLONE)
+    try:
+        with injecting(proc.pid, proc.main) as inj:
+            args = struct.pack("11Q", CLONE_FILES, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            inj.check(kernel.NR["clone3"], inj.put(args), len(args), what="clone3 (fork snapshot)")
+            return inj.children[0]
+    finally:
+        kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, options)
+
+
+def _settle(proc: FrozenProcess, child: int) -> None:
+    """Wait for the snapshot's first stop and put back its copy of the stack scratch area
+    the injection used (the process's own copy was put back by `injecting`)."""
+    wait_event_stop(child)
+    scratch, size = stack_scratch(proc.main.regs)
+    with open(f"/proc/{proc.pid}/mem", "rb", buffering=0) as mem, \
+            open(f"/proc/{child}/mem", "r+b", buffering=0) as copy:
+        copy.seek(scratch)
+        copy.write(os.pread(mem.fileno(), size, scratch))
+
+
+def _kill(child: int) -> None:
+    """SIGKILL a snapshot and collect its death as its tracer (a signal may stop it first)."""
+    os.kill(child, signal.SIGKILL)
+    while True:
+        try:
+            _, status = kernel.waitpid(child)
+        except ChildProcessError:
+            return
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return
+
+
+def _drop_snapshot(snap: Snapshot, frozen: Frozen | None) -> bool:
+    """Kill a snapshot and have its parent reap it: an injected wait4 in the parent's main
+    thread (stopped alone for it, unless `frozen` holds it). False if the parent was killed."""
+    _kill(snap.child)
+    try:
+        if frozen is not None and snap.pid in frozen.processes:
+            _reap(snap, frozen.processes[snap.pid])
+        else:
+            started = time.perf_counter()
+            with recording():            # the reap's own freeze phases are not the checkpoint's
+                with freeze([snap.pid], main_thread_only=True) as alone:
+                    _reap(snap, alone.processes[snap.pid])
+            stopwatch.add("after_thaw_reap_stop", ((alone.thawed_at or time.perf_counter()) - started) * 1000)
+    except CheckpointError:          # ProcessGone, a zombie, a task exiting under PTRACE_SEIZE
+        if exiting(snap.pid):
+            return False
+        raise
+    return not exiting(snap.pid)
+
+
+def _reap(snap: Snapshot, proc: FrozenProcess) -> None:
+    """The process (its main thread frozen) waits for its dead snapshot."""
+    with injecting(snap.pid, proc.main) as inj:
+        result = inj.call(kernel.NR["wait4"], snap.ns_child, 0, kernel.WALL, 0)
+    if result < 0 and result != -errno.ECHILD:   # ECHILD: the application reaped it (wait with __WALL)
+        raise CheckpointError(f"wait4 of the fork snapshot in process {snap.pid}: {os.strerror(-result)}")

@@ -1,0 +1,105 @@
+"""Fork snapshots (checkpointer.snapshot): the pages are copied after the thaw, while the
+target rewrites them, yet the image holds the values of the checkpoint instant; a target
+or snapshot killed in the middle of the copy fails the checkpoint with a clear error and
+leaves no image and no snapshot behind."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import checkpointer
+from checkpointer import CheckpointError, ProcessGone, freeze
+from checkpointer.incremental import Incremental
+from ckpt_helpers import assert_unbroken, children_of, ok_lines, wait_for
+
+HEAP_MIB = "16"
+
+
+def _sweeps(out) -> int:
+    return len(ok_lines(out))
+
+
+def _snapshot_capture(inc: Incremental, pid: int, store):
+    """A capture whose pages wait in a fork snapshot (asserted: this is what is tested)."""
+    with freeze([pid], tree=True) as frozen:
+        pending = inc.capture_snapshot(frozen, store)
+    assert pending.snapshots, "16 MiB of written pages should be copied from a fork snapshot"
+    return pending
+
+
+@pytest.mark.parametrize("rounds", [1, 3], ids=["full", "incremental"])
+def test_pages_rewritten_after_the_thaw_are_stored_as_they_were_at_the_instant(procs, store, binaries,
+                                                                               tmp_path, rounds):
+    out = tmp_path / "rewriter.out"
+    proc = procs.start([str(binaries / "rewriter"), str(out), HEAP_MIB])
+    wait_for(lambda: out.exists() and _sweeps(out) >= 3, "the rewriter to sweep its heap")
+    inc = Incremental()
+    try:
+        for _ in range(rounds):      # the last one incremental (every page written since) when rounds > 1
+            pending = _snapshot_capture(inc, proc.pid, store)
+            thawed_at = _sweeps(out)
+            # every page is rewritten (twice) before a single page is copied from the snapshot
+            wait_for(lambda: _sweeps(out) >= thawed_at + 2, "the rewriter to rewrite its heap after the thaw")
+            root = pending.complete()
+            assert children_of(proc.pid) == []  # the snapshot was killed and reaped
+    finally:
+        inc.close()
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, root)
+    procs.restored.append(restored)
+    # the restored rewriter checks every page in its first two sweeps: any page newer than
+    # the instant would be a BAD line
+    wait_for(lambda: out.stat().st_size >= size + 3 * 21, "the restored rewriter to sweep on")
+    assert assert_unbroken(out, proc.pid) >= 3
+
+
+def test_a_target_killed_during_the_copy_fails_the_checkpoint_and_leaves_no_image(procs, store, binaries,
+                                                                                  tmp_path, subreaper):
+    out = tmp_path / "rewriter.out"
+    proc = procs.start([str(binaries / "rewriter"), str(out), HEAP_MIB])
+    wait_for(lambda: out.exists() and _sweeps(out) >= 3, "the rewriter to sweep its heap")
+    inc = Incremental()
+    try:
+        pending = _snapshot_capture(inc, proc.pid, store)
+        child = pending.snapshots[0].child
+        add_pages = pending.writer.add_pages
+
+        def kill_then_add(*run):     # the first run copied: the target dies
+            os.kill(proc.pid, signal.SIGKILL)
+            add_pages(*run)
+        pending.writer.add_pages = kill_then_add
+        with pytest.raises(ProcessGone, match="killed while its pages were copied"):
+            pending.complete()
+        assert inc.parent is None    # no image
+    finally:
+        inc.close()
+    proc.wait()
+    subreaper([child])               # the orphaned snapshot came to us (a subreaper): gone now
+    assert not os.path.exists(f"/proc/{child}")
+
+
+def test_a_snapshot_killed_during_the_copy_fails_the_checkpoint_and_the_target_runs_on(procs, store, binaries,
+                                                                                       tmp_path):
+    out = tmp_path / "rewriter.out"
+    proc = procs.start([str(binaries / "rewriter"), str(out), HEAP_MIB])
+    wait_for(lambda: out.exists() and _sweeps(out) >= 3, "the rewriter to sweep its heap")
+    inc = Incremental()
+    try:
+        pending = _snapshot_capture(inc, proc.pid, store)
+        child = pending.snapshots[0].child
+        os.kill(child, signal.SIGKILL)   # as a kill of the whole PID namespace would
+        with pytest.raises(CheckpointError, match="fork snapshot of process .* went away"):
+            pending.complete()
+        assert inc.parent is None
+        assert children_of(proc.pid) == []
+        with freeze([proc.pid], tree=True) as frozen:   # the next checkpoint works
+            root = inc.capture(frozen, store)
+    finally:
+        inc.close()
+    size = _sweeps(out)
+    wait_for(lambda: _sweeps(out) >= size + 5, "the rewriter to run on")
+    assert assert_unbroken(out, proc.pid) >= size + 5
+    assert root is not None
