@@ -103,3 +103,23 @@ def test_a_snapshot_killed_during_the_copy_fails_the_checkpoint_and_the_target_r
     wait_for(lambda: _sweeps(out) >= size + 5, "the rewriter to run on")
     assert assert_unbroken(out, proc.pid) >= size + 5
     assert root is not None
+
+
+def test_dontfork_and_wipeonfork_memory_is_copied_in_the_stop(procs, store, binaries, tmp_path):
+    """A fork snapshot lacks MADV_DONTFORK memory and holds MADV_WIPEONFORK memory empty:
+    those pages are read inside the stop, so the image still holds them."""
+    out = tmp_path / "fork_flags.out"
+    proc = procs.start([str(binaries / "fork_flags"), str(out), HEAP_MIB])
+    wait_for(lambda: out.exists() and _sweeps(out) >= 5, "the target to run")
+    inc = Incremental()
+    try:
+        pending = _snapshot_capture(inc, proc.pid, store)
+        root = pending.complete()
+    finally:
+        inc.close()
+    procs.kill(proc)
+    size = _sweeps(out)
+    restored = checkpointer.restore(store, root)
+    procs.restored.append(restored)
+    wait_for(lambda: _sweeps(out) >= size + 10, "the restored target to check both regions")
+    assert assert_unbroken(out, proc.pid) >= size + 10
