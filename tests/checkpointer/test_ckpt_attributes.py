@@ -7,7 +7,7 @@ import os
 import signal
 
 import checkpointer
-from ckpt_helpers import wait_for
+from ckpt_helpers import children_of, wait_for
 
 
 def checks(out, pid: int, rounds: int) -> list[str]:
@@ -17,14 +17,21 @@ def checks(out, pid: int, rounds: int) -> list[str]:
     return out.read_text().split("done\n")[rounds - 1].split("\n")
 
 
-def test_attributes_survive_checkpoint_kill_restore(procs, store, binaries, tmp_path):
+def test_attributes_survive_checkpoint_kill_restore(procs, store, binaries, tmp_path, subreaper):
     out = tmp_path / "attributes.out"
     proc = procs.start([str(binaries / "attributes"), str(out)])
-    wait_for(lambda: out.exists() and "ready" in out.read_text(), "the target to set up")
-    before = checks(out, proc.pid, 1)
-    assert not [line for line in before if line.startswith("BAD")], f"the target is wrong already: {before}"
-    checkpointer.checkpoint([proc.pid], store, "attributes", tree=True)
-    procs.kill(proc)
+    children = []
+    try:
+        wait_for(lambda: out.exists() and "ready" in out.read_text(), "the target to set up")
+        children = children_of(proc.pid)      # some in sessions and groups of their own
+        before = checks(out, proc.pid, 1)
+        assert not [line for line in before if line.startswith("BAD")], f"the target is wrong already: {before}"
+        checkpointer.checkpoint([proc.pid], store, "attributes", tree=True)
+    finally:
+        procs.kill(proc)
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+        subreaper(children)
     restored = checkpointer.restore(store, "attributes")
     procs.restored.append(restored)
     after = checks(out, restored.pids[0], 2)
