@@ -216,7 +216,7 @@ class FileCapture:
         else:   # framed: each message as u32 LE length + bytes
             data = b"".join(struct.pack("<I", len(m)) + m for m in sockets.messages(sock, what))
         return {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
-                "data": self.put_blob(data)}
+                "data": self.put_blob(data), "shutdown": info["shutdown"]}
 
     def check_peers(self) -> None:
         """A socket pair end whose peer is outside the image comes back as a closed connection."""
@@ -792,6 +792,10 @@ class FileRestorer:
                         sender.sendall(data)
                     for message in _messages(data) if this["type"] != "stream" else ():
                         sender.send(message)
+        for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:   # once refilled
+            if this.get("shutdown"):      # the kernel's mask: 1 receiving, 2 sending, 3 both
+                with sockets.borrow(builder.tid, end) as sock:
+                    sock.shutdown((socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR)[this["shutdown"] - 1])
         return ends
 
     def _make_pipe(self, builder, record: dict, base: int) -> list[int]:

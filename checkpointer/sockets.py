@@ -24,7 +24,7 @@ from .errors import CheckpointError, Unsupported
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLMSG_ERROR = 1, 2
 UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
-UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN = 0, 2, 4
+UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
 MAX_QUEUED = 16 << 20
 MAX_MESSAGE = 4 << 20
 SO_PEEK_OFF = 42
@@ -34,7 +34,9 @@ TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_S
 
 
 def unix_info(ino: int) -> dict | None:
-    """{type, state, name, peer, queued, max_backlog} of the Unix socket with this inode, or None if it is not one."""
+    """{type, state, name, peer, queued, max_backlog, shutdown} of the Unix socket with this
+    inode (shutdown: the kernel's mask, 1 = no more receiving, 2 = no more sending), or None
+    if it is not one."""
     request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
                           UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
     header = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0)
@@ -46,7 +48,7 @@ def unix_info(ino: int) -> dict | None:
         return None
     family, sock_type, state, _, found_ino = struct.unpack_from("=BBBBI", reply, 16)
     info = {"type": TYPES.get(sock_type, str(sock_type)), "state": state, "name": None, "peer": 0,
-            "queued": 0, "max_backlog": 0}
+            "queued": 0, "max_backlog": 0, "shutdown": 0}
     offset = 32
     while offset + 4 <= length:
         attr_len, attr_type = struct.unpack_from("=HH", reply, offset)
@@ -57,6 +59,8 @@ def unix_info(ino: int) -> dict | None:
             info["name"] = payload
         elif attr_type == UNIX_DIAG_RQLEN:  # for a listening socket: accept queue and backlog
             info["queued"], info["max_backlog"] = struct.unpack("=II", payload[:8])
+        elif attr_type == UNIX_DIAG_SHUTDOWN:
+            info["shutdown"] = payload[0]
         offset += (attr_len + 3) & ~3
     return info if family == socket.AF_UNIX and found_ino == ino else None
 

@@ -25,6 +25,7 @@
  *   pidfd: a pidfd of a child (the orphaned-group one) names that child.
  *   socket-options: a TCP socket with a receive timeout, linger, priority and keepalive
  *     idle time set.
+ *   shutdown: a stream socketpair whose one end shut down writing: the other reads EOF.
  *   seccomp: a filter (installed last, without no_new_privs) failing getitimer and
  *     get_robust_list with EPERM, calls a checkpointer might inject: still in force.
  */
@@ -59,7 +60,7 @@ static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader;
-static int dgram[2], seqpacket[2], child_pidfd, tcp;
+static int dgram[2], seqpacket[2], child_pidfd, tcp, half_closed[2];
 static const char *const queued[] = {"first", "", "third message"};
 static pid_t killed, session_member, session_id, grouped_child, group_id;
 
@@ -157,6 +158,8 @@ static void setup(void)
     setsockopt(tcp, SOL_SOCKET, SO_PRIORITY, &priority, sizeof priority);
     setsockopt(tcp, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
 
+    socketpair(AF_UNIX, SOCK_STREAM, 0, half_closed);
+    shutdown(half_closed[0], SHUT_WR);
     socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram);
     socketpair(AF_UNIX, SOCK_SEQPACKET, 0, seqpacket);
     for (int i = 0; i < 3; i++) {
@@ -273,6 +276,10 @@ static void check(void)
     report(timeout.tv_sec == 3 && timeout.tv_usec == 500000 && linger.l_onoff && linger.l_linger == 9
            && priority == 5 && idle == 77, "socket-options", "timeout %ld.%06ld, linger %d/%d, priority %d, idle %d",
            (long)timeout.tv_sec, (long)timeout.tv_usec, linger.l_onoff, linger.l_linger, priority, idle);
+
+    char none;
+    ssize_t eof = recv(half_closed[1], &none, 1, MSG_DONTWAIT), sent = send(half_closed[0], "x", 1, MSG_NOSIGNAL);
+    report(eof == 0 && sent == -1 && errno == EPIPE, "shutdown", "recv gave %zd, send %zd", eof, sent);
 
     struct itimerval timer;
     errno = 0;
