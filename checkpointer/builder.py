@@ -39,7 +39,7 @@ MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 O_RDONLY, O_RDWR = 0, 2
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
-PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 24, 47, 2
+PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_SET_PDEATHSIG = 8, 24, 47, 2, 1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
@@ -432,6 +432,8 @@ class ProcessBuilder:
             batch.add(NR["sigaltstack"], batch.put(struct.pack("QiiQ", sp, flags & ~SS_ONSTACK, 0, size)), 0,
                       what="sigaltstack")
         self._credentials(batch)
+        if thread.get("pdeath_signal"):       # version 4; after the credentials, whose change clears it
+            batch.add(NR["prctl"], PR_SET_PDEATHSIG, thread["pdeath_signal"], 0, 0, 0, what="PR_SET_PDEATHSIG")
         batch.run()
         for info in thread["pending"]:
             raw = bytes.fromhex(info)

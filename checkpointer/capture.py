@@ -43,7 +43,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.process_vm_readv.restype = ctypes.c_ssize_t
 _libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
                                    ctypes.c_ulong, ctypes.c_ulong]
-PR_GET_TID_ADDRESS = 40
+PR_GET_TID_ADDRESS, PR_GET_PDEATHSIG = 40, 2
 PTRACE_SECCOMP_GET_FILTER = 0x420C
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
@@ -292,7 +292,8 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
 def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
     """State only readable from inside, all threads' calls in one batch (batch.py): brk,
     signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
-    of each thread. Then the thread state ptrace reads from outside."""
+    of each thread and the signal it gets when its parent dies. Then the thread state
+    ptrace reads from outside."""
     nr, main = kernel.NR, proc.pid
     batch = SyscallBatch(proc.pid, int(status["SigIgn"], 16))
     brk = batch.add(main, nr["brk"], 0)
@@ -304,7 +305,8 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
     times = [batch.add(main, posix_timers.NR_TIMER_GETTIME, timer["id"], OUT, out=32) for timer in timers]
     threads = [proc.main] + [t for t in proc.threads.values() if t is not proc.main]
     per_thread = [(batch.add(t.tid, nr["prctl"], PR_GET_TID_ADDRESS, OUT, out=8),
-                   batch.add(t.tid, nr["sigaltstack"], 0, OUT, out=24)) for t in threads]
+                   batch.add(t.tid, nr["sigaltstack"], 0, OUT, out=24),
+                   batch.add(t.tid, nr["prctl"], PR_GET_PDEATHSIG, OUT, out=4)) for t in threads]
     batch.run(proc.threads)
     for timer, call in zip(timers, times):
         posix_timers.set_time(timer, call.output(f"timer_gettime({timer['id']})"))
@@ -314,8 +316,7 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
                        for sig, call in actions.items()},
         "itimers": [list(struct.unpack("qqqq", call.output("getitimer"))) for call in itimers],
         "posix_timers": timers,
-        "threads": [_thread_meta(proc.pid, thread, tid_address, altstack) for thread, (tid_address, altstack)
-                    in zip(threads, per_thread)],
+        "threads": [_thread_meta(proc.pid, thread, *calls) for thread, calls in zip(threads, per_thread)],
     }
 
 
@@ -336,7 +337,7 @@ def _seccomp(proc: FrozenProcess, status: dict[str, str]) -> dict:
     return {"filters": filters[::-1], "no_new_privs": status.get("NoNewPrivs", "0") == "1"}
 
 
-def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Call) -> dict:
+def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Call, pdeath: Call) -> dict:
     tid = thread.tid
     head, length = kernel.get_robust_list(tid)
     pending = [i.hex() for i in thread.caught + kernel.peek_siginfos(tid, shared=False)]
@@ -350,4 +351,5 @@ def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Ca
         "robust_list": [head, length],
         "tid_address": struct.unpack("Q", tid_address.output("PR_GET_TID_ADDRESS"))[0],
         "sigaltstack": list(struct.unpack("QiiQ", altstack.output("sigaltstack"))),
+        "pdeath_signal": struct.unpack("i", pdeath.output("PR_GET_PDEATHSIG"))[0],
     }

@@ -25,6 +25,7 @@
  *   pidfd: a pidfd of a child (the orphaned-group one) names that child.
  *   socket-options: a TCP socket with a receive timeout, linger, priority and keepalive
  *     idle time set.
+ *   parent-death-signal: PR_SET_PDEATHSIG SIGUSR2 (credentials changes clear it).
  *   shutdown: a stream socketpair whose one end shut down writing: the other reads EOF.
  *   seccomp: a filter (installed last, without no_new_privs) failing getitimer and
  *     get_robust_list with EPERM, calls a checkpointer might inject: still in force.
@@ -111,6 +112,7 @@ static void setup(void)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE, 0, 0);
     setfsgid(8);
     setfsuid(9);
+    prctl(PR_SET_PDEATHSIG, SIGUSR2, 0, 0, 0);
 
     struct sched_param param = {0};
     sched_setscheduler(0, SCHED_BATCH, &param);
@@ -276,6 +278,10 @@ static void check(void)
     report(timeout.tv_sec == 3 && timeout.tv_usec == 500000 && linger.l_onoff && linger.l_linger == 9
            && priority == 5 && idle == 77, "socket-options", "timeout %ld.%06ld, linger %d/%d, priority %d, idle %d",
            (long)timeout.tv_sec, (long)timeout.tv_usec, linger.l_onoff, linger.l_linger, priority, idle);
+
+    int pdeath = 0;
+    prctl(PR_GET_PDEATHSIG, &pdeath, 0, 0, 0);
+    report(pdeath == SIGUSR2, "parent-death-signal", "%d", pdeath);
 
     char none;
     ssize_t eof = recv(half_closed[1], &none, 1, MSG_DONTWAIT), sent = send(half_closed[0], "x", 1, MSG_NOSIGNAL);
