@@ -47,7 +47,7 @@ class StandIns:
         """The task that clones `meta`'s process and the clone flags: `parent`, or the
         stand-in for its session's exited leader."""
         sid = meta.get("sid")
-        if (sid is None or sid == meta["pid"] or sid in self.pids
+        if (not sid or sid == meta["pid"] or sid in self.pids      # 0: a session from outside the namespace
                 or self.session_of.get(parent.tid) == sid):
             return parent, 0
         if sid not in self.sessions:
