@@ -77,6 +77,30 @@ static void report(int good, const char *name, const char *format, ...)
     write(out, line, len);
 }
 
+/* A grandchild left to us (a subreaper) by a child that made a new session (`session`) or
+ * process group, forked it and exited; the child's pid goes to *leader. */
+static pid_t orphan(int session, pid_t *leader)
+{
+    int ids[2];
+    pid_t member;
+    pipe(ids);
+    if ((*leader = fork()) == 0) {
+        if (session)
+            setsid();
+        else
+            setpgid(0, 0);
+        if ((member = fork()) == 0)
+            for (;;) pause();
+        write(ids[1], &member, sizeof member);
+        _exit(0);
+    }
+    read(ids[0], &member, sizeof member);
+    waitpid(*leader, NULL, 0);
+    close(ids[0]);
+    close(ids[1]);
+    return member;
+}
+
 static void setup(void)
 {
     char path[64];
@@ -125,29 +149,9 @@ static void setup(void)
     siginfo_t info;
     waitid(P_PID, killed, &info, WEXITED | WNOWAIT);
 
-    int ids[2];
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    pipe(ids);
-    if ((session_id = fork()) == 0) {          /* the daemon's first fork: session leader */
-        setsid();
-        pid_t member = fork();
-        if (member == 0)
-            for (;;) pause();
-        write(ids[1], &member, sizeof member);
-        _exit(0);
-    }
-    read(ids[0], &session_member, sizeof session_member);
-    waitpid(session_id, NULL, 0);
-    if ((group_id = fork()) == 0) {            /* a group leader that exits before its child */
-        setpgid(0, 0);
-        pid_t member = fork();
-        if (member == 0)
-            for (;;) pause();
-        write(ids[1], &member, sizeof member);
-        _exit(0);
-    }
-    read(ids[0], &grouped_child, sizeof grouped_child);
-    waitpid(group_id, NULL, 0);
+    session_member = orphan(1, &session_id);   /* a daemon's double fork */
+    grouped_child = orphan(0, &group_id);      /* a group leader that exits before its child */
 
     child_pidfd = syscall(SYS_pidfd_open, grouped_child, 0);
 
