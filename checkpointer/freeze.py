@@ -79,7 +79,7 @@ class Frozen:
 
     def _stop_thread(self, pid: int, tid: int) -> FrozenThread | None:
         try:
-            kernel.ptrace(kernel.PTRACE_SEIZE, tid, 0, kernel.PTRACE_O_TRACESYSGOOD | kernel.SUSPEND_SECCOMP)
+            kernel.ptrace(kernel.PTRACE_SEIZE, tid, 0, kernel.PTRACE_O_TRACESYSGOOD)
             kernel.ptrace(kernel.PTRACE_INTERRUPT, tid, 0, 0)
         except ProcessLookupError:
             return None  # the thread exited before we got it
@@ -101,6 +101,8 @@ class Frozen:
             thread.caught.append(kernel.get_siginfo(tid))
             kernel.ptrace(kernel.PTRACE_INTERRUPT, tid, 0, 0)
             kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
+        if kernel.SUSPEND_SECCOMP:   # only now that it is stopped: it must not run its own code unfiltered
+            kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, kernel.PTRACE_O_TRACESYSGOOD | kernel.SUSPEND_SECCOMP)
         thread.regs = kernel.get_regs(tid)
         thread.sigmask = kernel.get_sigmask(tid)
         self.pinning.pin(tid)
