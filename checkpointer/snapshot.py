@@ -12,9 +12,12 @@ signal is waited for only with __WALL or __WCLONE) and it holds no fd of its own
 fd table is shared, so no close is delayed). After the thaw, `after_thaw()` reads the
 pages from the snapshots while the processes run, kills each snapshot and has its
 parent reap it (an injected wait4 in the parent's main thread alone: a second, short
-stop of one thread), then checks that each such process was not killed and did not exit
-meanwhile (if it did, ProcessGone: no image, as for a process lost inside the stop). A snapshot killed under the copy (its PID namespace was
-killed) is a CheckpointError too. `drop()` kills and reaps what is left after an error.
+stop of one thread). A snapshot killed under the copy (its PID namespace was killed: a
+group killed whole) fails the checkpoint with a CheckpointError and no image is written.
+A process that exits or is killed after the thaw does not: its snapshot still holds its
+memory of the instant, so the image is whole (as an image copied inside the stop is when
+the process dies a moment after the thaw; a short-lived compiler of a `make -j` must not
+fail the group's checkpoint). `drop()` kills and reaps what is left after an error.
 
 What a fork does not copy is read inside the stop: a mapping under MADV_DONTFORK is
 missing from the snapshot and one under MADV_WIPEONFORK is empty there; both are found
@@ -45,7 +48,7 @@ from typing import Callable
 from . import kernel, procfs, stopwatch
 from .builder import wait_event_stop
 from .capture import PageSelector, copy_pages, injecting
-from .errors import CheckpointError, ProcessGone
+from .errors import CheckpointError
 from .freeze import Frozen, FrozenProcess, exiting, freeze, stack_scratch
 from .stopwatch import phase, recording
 
@@ -133,15 +136,13 @@ class PageCopy:
                 self.drop()
 
     def drop(self, frozen: Frozen | None = None) -> None:
-        """Kill and reap every snapshot left; ProcessGone if a process was killed meanwhile.
-        Inside the freeze window (after an error there) pass `frozen`: the reaping wait4 is
-        injected through it."""
+        """Kill and reap every snapshot left. Inside the freeze window (after an error
+        there) pass `frozen`: the reaping wait4 is injected through it."""
         snapshots, self.snapshots = self.snapshots, []
         failures: list[CheckpointError] = []
         for snap in snapshots:               # every one, whatever happens to the others
             try:
-                if not _drop_snapshot(snap, frozen):
-                    failures.append(ProcessGone(snap.pid, "it was killed while its pages were copied"))
+                _drop_snapshot(snap, frozen)
             except CheckpointError as exc:
                 failures.append(exc)
         if failures:
@@ -228,9 +229,10 @@ def _kill(child: int) -> None:
             return
 
 
-def _drop_snapshot(snap: Snapshot, frozen: Frozen | None) -> bool:
+def _drop_snapshot(snap: Snapshot, frozen: Frozen | None) -> None:
     """Kill a snapshot and have its parent reap it: an injected wait4 in the parent's main
-    thread (stopped alone for it, unless `frozen` holds it). False if the parent was killed."""
+    thread (stopped alone for it, unless `frozen` holds it). A parent that exited has no
+    snapshot to reap any more (the snapshot went to the namespace's init, as orphans do)."""
     _kill(snap.child)
     try:
         if frozen is not None and snap.pid in frozen.processes:
@@ -242,10 +244,8 @@ def _drop_snapshot(snap: Snapshot, frozen: Frozen | None) -> bool:
                     _reap(snap, alone.processes[snap.pid])
             stopwatch.add("after_thaw_reap_stop", ((alone.thawed_at or time.perf_counter()) - started) * 1000)
     except CheckpointError:          # ProcessGone, a zombie, a task exiting under PTRACE_SEIZE
-        if exiting(snap.pid):
-            return False
-        raise
-    return not exiting(snap.pid)
+        if not exiting(snap.pid):
+            raise
 
 
 def _reap(snap: Snapshot, proc: FrozenProcess) -> None:
