@@ -21,6 +21,25 @@ def _sweeps(out) -> int:
     return len(ok_lines(out))
 
 
+def _start(procs, binaries, tmp_path, target: str = "rewriter", sweeps: int = 3):
+    """A self-checking target sweeping a HEAP_MIB heap, once it has swept `sweeps` times;
+    (process, its output file)."""
+    out = tmp_path / f"{target}.out"
+    proc = procs.start([str(binaries / target), str(out), HEAP_MIB])
+    wait_for(lambda: out.exists() and _sweeps(out) >= sweeps, f"the {target} to sweep its heap")
+    return proc, out
+
+
+def _restore_and_check(procs, store, root, out, pid: int, sweeps: int = 3) -> None:
+    """Restore `root`; the restored target's next `sweeps` lines must come, unbroken: it
+    checks every page in its first sweeps (a page newer than the instant would be BAD)."""
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, root)
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + sweeps * 21, "the restored target to sweep on")
+    assert assert_unbroken(out, pid) >= sweeps
+
+
 def _snapshot_capture(inc: Incremental, pid: int, store):
     """A capture whose pages wait in a fork snapshot (asserted: this is what is tested)."""
     with freeze([pid], tree=True) as frozen:
@@ -32,9 +51,7 @@ def _snapshot_capture(inc: Incremental, pid: int, store):
 @pytest.mark.parametrize("rounds", [1, 3], ids=["full", "incremental"])
 def test_pages_rewritten_after_the_thaw_are_stored_as_they_were_at_the_instant(procs, store, binaries,
                                                                                tmp_path, rounds):
-    out = tmp_path / "rewriter.out"
-    proc = procs.start([str(binaries / "rewriter"), str(out), HEAP_MIB])
-    wait_for(lambda: out.exists() and _sweeps(out) >= 3, "the rewriter to sweep its heap")
+    proc, out = _start(procs, binaries, tmp_path)
     inc = Incremental()
     try:
         for _ in range(rounds):      # the last one incremental (every page written since) when rounds > 1
@@ -47,22 +64,14 @@ def test_pages_rewritten_after_the_thaw_are_stored_as_they_were_at_the_instant(p
     finally:
         inc.close()
     procs.kill(proc)
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, root)
-    procs.restored.append(restored)
-    # the restored rewriter checks every page in its first two sweeps: any page newer than
-    # the instant would be a BAD line
-    wait_for(lambda: out.stat().st_size >= size + 3 * 21, "the restored rewriter to sweep on")
-    assert assert_unbroken(out, proc.pid) >= 3
+    _restore_and_check(procs, store, root, out, proc.pid)
 
 
 def test_a_target_killed_during_the_copy_still_gets_its_whole_image_of_the_instant(procs, store, binaries,
                                                                                    tmp_path, subreaper):
     """The snapshot outlives its parent (it becomes an orphan) and holds the memory of the
     instant: the image is whole and restores; the snapshot is gone afterwards."""
-    out = tmp_path / "rewriter.out"
-    proc = procs.start([str(binaries / "rewriter"), str(out), HEAP_MIB])
-    wait_for(lambda: out.exists() and _sweeps(out) >= 3, "the rewriter to sweep its heap")
+    proc, out = _start(procs, binaries, tmp_path)
     inc = Incremental()
     try:
         pending = _snapshot_capture(inc, proc.pid, store)
@@ -79,18 +88,12 @@ def test_a_target_killed_during_the_copy_still_gets_its_whole_image_of_the_insta
     proc.wait()
     subreaper([child])               # the orphaned snapshot came to us (a subreaper): gone now
     assert not os.path.exists(f"/proc/{child}")
-    size = out.stat().st_size
-    restored = checkpointer.restore(store, root)
-    procs.restored.append(restored)
-    wait_for(lambda: out.stat().st_size >= size + 3 * 21, "the restored rewriter to sweep on")
-    assert assert_unbroken(out, proc.pid) >= 3
+    _restore_and_check(procs, store, root, out, proc.pid)
 
 
 def test_a_snapshot_killed_during_the_copy_fails_the_checkpoint_and_the_target_runs_on(procs, store, binaries,
                                                                                        tmp_path):
-    out = tmp_path / "rewriter.out"
-    proc = procs.start([str(binaries / "rewriter"), str(out), HEAP_MIB])
-    wait_for(lambda: out.exists() and _sweeps(out) >= 3, "the rewriter to sweep its heap")
+    proc, out = _start(procs, binaries, tmp_path)
     inc = Incremental()
     try:
         pending = _snapshot_capture(inc, proc.pid, store)
@@ -113,9 +116,7 @@ def test_a_snapshot_killed_during_the_copy_fails_the_checkpoint_and_the_target_r
 def test_dontfork_and_wipeonfork_memory_is_copied_in_the_stop(procs, store, binaries, tmp_path):
     """A fork snapshot lacks MADV_DONTFORK memory and holds MADV_WIPEONFORK memory empty:
     those pages are read inside the stop, so the image still holds them."""
-    out = tmp_path / "fork_flags.out"
-    proc = procs.start([str(binaries / "fork_flags"), str(out), HEAP_MIB])
-    wait_for(lambda: out.exists() and _sweeps(out) >= 5, "the target to run")
+    proc, out = _start(procs, binaries, tmp_path, "fork_flags", sweeps=5)
     inc = Incremental()
     try:
         pending = _snapshot_capture(inc, proc.pid, store)
