@@ -184,6 +184,10 @@ def _linked_path(vma: procfs.Vma) -> str | None:
 
 
 def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
+    if vma.path.startswith("/[aio]"):
+        raise Unsupported(f"process {pid}, mapping {vma.start:#x}: an AIO context (io_setup, libaio; a "
+                          "database's native asynchronous I/O) cannot be checkpointed; turn it off in the "
+                          "program (InnoDB: innodb_use_native_aio=0)")
     kind = vma_kind(vma)
     path = _linked_path(vma) if kind == "file" and vma.path.endswith(procfs.DELETED) else vma.path
     meta = {

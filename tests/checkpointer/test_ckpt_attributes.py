@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+
+import pytest
 
 import checkpointer
+from checkpointer import Unsupported
 from ckpt_helpers import children_of, wait_for
 
 
@@ -37,3 +41,24 @@ def test_attributes_survive_checkpoint_kill_restore(procs, store, binaries, tmp_
     after = checks(out, restored.pids[0], 2)
     assert not [line for line in after if line.startswith("BAD")], after
     assert [line for line in after if line.startswith("ok")] == [line for line in before if line.startswith("ok")]
+
+
+AIO_TARGET = """
+import ctypes, sys, time
+context = ctypes.c_ulong(0)
+if ctypes.CDLL(None, use_errno=True).syscall(206, 8, ctypes.byref(context)) != 0:   # io_setup
+    sys.exit(3)
+open(sys.argv[1], "w").write("ready")
+time.sleep(600)
+"""
+
+
+def test_an_aio_context_is_refused_by_name(procs, store, tmp_path):
+    """A process with an AIO ring (io_setup) cannot be checkpointed: the error says so and
+    what to do (it used to be a bare ENXIO on /proc/PID/map_files)."""
+    out = tmp_path / "aio.out"
+    proc = procs.start([sys.executable, "-c", AIO_TARGET, str(out)])
+    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target's io_setup")
+    with pytest.raises(Unsupported, match=f"process {proc.pid}, mapping .*AIO context"):
+        checkpointer.checkpoint([proc.pid], store, "aio", tree=True)
+    assert proc.poll() is None, "the refused checkpoint must leave the process running"
