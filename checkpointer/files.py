@@ -650,7 +650,16 @@ class FileRestorer:
             elif kind == "tty":
                 self.warnings.append(f"process {ns_pid}: the terminal {record['path']} is now /dev/null")
                 path = "/dev/null"
-            fd = builder.open(path, flags, f"file {record['target']}")
+            try:
+                fd = builder.open(path, flags, f"file {record['target']}")
+            except CheckpointError:
+                if kind != "file" or not _PROC_TASK_FILE.search(path):
+                    raise
+                # a file of a process in /proc (a --root group's /proc is mounted only once
+                # its processes run; the PIDs of a restore in cwd mode are new)
+                self.warnings.append(f"process {ns_pid}: {path} could not be opened again (a file of a "
+                                     "process in /proc): it is /dev/null now")
+                fd = builder.open("/dev/null", flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC), "/dev/null")
             if kind == "file" and record["pos"]:
                 inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({path})")
         spare = self._spare(inj, fd, base)
@@ -834,6 +843,9 @@ class FileRestorer:
             return self._spare(builder.inj, sockets.push_fd(builder.inj, builder.tid, ours), base)
         finally:
             os.close(ours)
+
+
+_PROC_TASK_FILE = re.compile(r"/proc/(\d+|self|thread-self)/")
 
 
 def _undeleted(target: str, st: os.stat_result) -> str:

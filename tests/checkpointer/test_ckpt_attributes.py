@@ -62,3 +62,28 @@ def test_an_aio_context_is_refused_by_name(procs, store, tmp_path):
     with pytest.raises(Unsupported, match=f"process {proc.pid}, mapping .*AIO context"):
         checkpointer.checkpoint([proc.pid], store, "aio", tree=True)
     assert proc.poll() is None, "the refused checkpoint must leave the process running"
+
+
+PROC_HOLDER = """
+import os, sys, time
+held = os.open("/proc/self/comm", os.O_RDONLY)      # the kernel names it /proc/<pid>/comm
+open(sys.argv[1], "w").write("ready")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_held_file_of_a_process_in_proc_does_not_fail_the_restore(procs, store, tmp_path):
+    """/proc/<pid>/... of the dead original cannot be opened again (new PIDs; a --root
+    group's /proc is mounted only once its processes run): it comes back as /dev/null with
+    a warning instead of failing the whole restore."""
+    out = tmp_path / "proc.out"
+    proc = procs.start([sys.executable, "-c", PROC_HOLDER, str(out)])
+    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target to open /proc/self/comm")
+    checkpointer.checkpoint([proc.pid], store, "proc", tree=True)
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "proc")
+    procs.restored.append(restored)
+    assert any(f"/proc/{proc.pid}/comm could not be opened again" in w for w in restored.warnings), restored.warnings
+    [pid] = restored.pids
+    assert os.readlink(f"/proc/{pid}/fd/3") == "/dev/null"
