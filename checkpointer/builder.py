@@ -37,6 +37,7 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
+CLONE_PARENT = 0x00008000
 O_RDONLY, O_RDWR = 0, 2
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
 PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_SET_PDEATHSIG = 8, 24, 47, 2, 1
@@ -55,7 +56,10 @@ def wait_event_stop(pid: int) -> None:
 
 
 def clone(parent: Injector, set_tid: list[int], flags: int = 0, exit_signal: int = signal.SIGCHLD) -> int:
-    """Inject clone3: a stopped copy of the task (or a thread) with the given PID; returns its host TID."""
+    """Inject clone3: a stopped copy of the task (or a thread) with the given PID; returns its
+    host TID. With CLONE_PARENT the child gets the caller's own exit signal (clone3 wants 0)."""
+    if flags & CLONE_PARENT:
+        exit_signal = 0
     tids = parent.put(struct.pack(f"{len(set_tid)}Q", *set_tid), 256)
     args = struct.pack("11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, tids, len(set_tid), 0)
     parent.children.clear()

@@ -82,6 +82,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     lazy.check_served(pid)
     with phase("proc_files"):
         status = procfs.frozen_status(pid)
+        stat_fields = procfs.stat_fields(pid)
         vmas = procfs.maps(pid)
         limits = procfs.rlimits(pid)     # not prlimit(2): that needs CAP_SYS_RESOURCE for another uid
         meta = {
@@ -97,9 +98,9 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "creds": _creds(status),
             "umask": int(status.get("Umask", "022"), 8),
             "personality": int(open(f"/proc/{pid}/personality").read(), 16),
-            "sched": _scheduling(pid),
+            "sched": _scheduling(pid, stat_fields),
             "rlimits": {name: list(limits[num]) for name, num in sorted(RLIMITS.items())},
-            "mm": procfs.mm_layout(pid),
+            "mm": procfs.mm_layout(pid, stat_fields),
             "auxv": procfs.auxv(pid).hex(),
             "vmas": [_vma_meta(pid, v, files) for v in vmas if v.path != "[vsyscall]"],
         }
@@ -107,7 +108,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["stopped"] = True
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
-        if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(pid)):
+        if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(stat_fields)):
             meta["ctty"] = ctty
     with phase("signals_threads_injected"):
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
@@ -121,10 +122,10 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     return meta
 
 
-def _controlling_pty(pid: int) -> dict | None:
+def _controlling_pty(stat_fields: list[str]) -> dict | None:
     """A session leader's controlling pty ({pts: its index, foreground: the foreground
-    process group as the process sees it, 0 if unknown}), or None."""
-    index, tpgid = ptys.controlling(procfs.stat_fields(pid))
+    process group as the process sees it, 0 if unknown}) from its stat_fields, or None."""
+    index, tpgid = ptys.controlling(stat_fields)
     if index is None:
         return None
     try:   # the foreground group's id is its leader's pid, in the process's namespace
@@ -147,11 +148,10 @@ _CAPABILITY_SETS = (("effective", "CapEff"), ("permitted", "CapPrm"), ("inherita
                     ("bounding", "CapBnd"), ("ambient", "CapAmb"))
 
 
-def _scheduling(pid: int) -> list[int]:
+def _scheduling(pid: int, stat_fields: list[str]) -> list[int]:
     """[policy (with SCHED_RESET_ON_FORK, which /proc does not show), real-time priority,
     nice] of the main thread."""
-    fields = procfs.stat_fields(pid)
-    return [os.sched_getscheduler(pid), int(fields[39]), int(fields[18])]
+    return [os.sched_getscheduler(pid), int(stat_fields[39]), int(stat_fields[18])]
 
 
 def vma_kind(vma: procfs.Vma) -> str:

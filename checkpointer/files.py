@@ -612,9 +612,7 @@ class FileRestorer:
         elif kind == "pidfd":
             fd = self._make_pidfd(builder, record)
         elif kind == "deleted" and "same_as" in record:     # another open file description of it
-            local = self.local_fd(builder, record["same_as"], base)
-            fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW),
-                              f"the unlinked file {record['target']}")
+            fd = self._reopen(builder, self.local_fd(builder, record["same_as"], base), record["flags"])
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         elif kind == "deleted":
             fd = self._make_deleted(builder, record)
@@ -622,9 +620,7 @@ class FileRestorer:
             fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), 0, what="memfd_create")
             _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_blob)
         elif kind == "memfd_fd":  # another open file description of that memfd
-            local = self.local_fd(builder, record["memfd"], base)
-            fd = builder.open(f"/proc/self/fd/{local}", record["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW),
-                              f"memfd {record['target']}")
+            fd = self._reopen(builder, self.local_fd(builder, record["memfd"], base), record["flags"])
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         elif kind == "pty_master":
             if record["index"] in self.pty_here:   # made for a session's terminal (session_terminal)
@@ -799,8 +795,9 @@ class FileRestorer:
                 with sockets.borrow(builder.tid, other_end) as sender:
                     if this["type"] == "stream":
                         sender.sendall(data)
-                    for message in _messages(data) if this["type"] != "stream" else ():
-                        sender.send(message)
+                    else:
+                        for message in _messages(data):
+                            sender.send(message)
         for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:   # once refilled
             if this.get("shutdown"):      # the kernel's mask: 1 receiving, 2 sending, 3 both
                 with sockets.borrow(builder.tid, end) as sock:
@@ -828,19 +825,22 @@ class FileRestorer:
                 mode = other["flags"] & O_ACCMODE
                 end = unused.pop(mode, None)
                 if end is None:
-                    end = self._reopen(builder, write_spare if mode == O_WRONLY else read_spare, mode, base)
+                    reopened = self._reopen(builder, write_spare if mode == O_WRONLY else read_spare, mode | O_NONBLOCK)
+                    end = self._spare(inj, reopened, base)
                     spares.append(end)
                 inj.check(_NR_FCNTL, end, F_SETFL, other["flags"], what="F_SETFL on a pipe")
                 self.made[other["id"]] = (ns_pid, end)
         return spares
 
-    def _reopen(self, builder, fd: int, mode: int, base: int) -> int:
-        """A new open file description (`mode`: O_RDONLY, O_WRONLY or O_RDWR) of what fd `fd`
-        of the process being built is, as a spare fd there. Opened here, through our /proc
+    @staticmethod
+    def _reopen(builder, fd: int, flags: int) -> int:
+        """A new open file description, with open `flags`, of what fd `fd` of the process
+        being built is: its fd number there (close-on-exec). Opened here, through our /proc
         (a --root group has none of its own yet), and handed over."""
-        ours = os.open(f"/proc/{builder.tid}/fd/{fd}", mode | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW | O_NOCTTY)
+        ours = os.open(f"/proc/{builder.tid}/fd/{fd}", flags | os.O_CLOEXEC)
         try:
-            return self._spare(builder.inj, sockets.push_fd(builder.inj, builder.tid, ours), base)
+            return sockets.push_fd(builder.inj, builder.tid, ours)
         finally:
             os.close(ours)
 

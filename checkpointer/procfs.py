@@ -173,9 +173,10 @@ def stat_fields(pid: int) -> list[str]:
     return [pid_part, comm] + tail.split()
 
 
-def mm_layout(pid: int) -> dict[str, int]:
-    """The mm fields PR_SET_MM_MAP takes, from /proc/PID/stat (brk filled in later)."""
-    f = stat_fields(pid)
+def mm_layout(pid: int, fields: list[str] | None = None) -> dict[str, int]:
+    """The mm fields PR_SET_MM_MAP takes, from /proc/PID/stat (brk filled in later);
+    `fields`: that file's stat_fields, if the caller has read them already."""
+    f = fields or stat_fields(pid)
     pick = lambda n: int(f[n - 1])  # noqa: E731  (1-based field numbers as in proc(5))
     return {
         "start_code": pick(26), "end_code": pick(27), "start_stack": pick(28),

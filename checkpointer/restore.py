@@ -239,7 +239,7 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
     while queue:
         parent, meta = queue.pop(0)
         creator, flags = stand_ins.creator(parent, meta)
-        inj = _stub_injector(clone(creator, [meta["pid"]], flags=flags, exit_signal=0 if flags else signal.SIGCHLD))
+        inj = _stub_injector(clone(creator, [meta["pid"]], flags=flags))
         injectors.append(inj)
         stand_ins.note(inj, creator, meta)
         if meta.get("zombie"):
@@ -265,10 +265,7 @@ def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:
             resource.prlimit(inj.tid, resource.RLIMIT_CORE, (0, 0))
             os.kill(inj.tid, status & 0x7F)
         else:
-            regs = kernel.get_regs(inj.tid)
-            regs.rip, regs.rax, regs.rdi = stub.STUB_SYSCALL, NR["exit_group"], (status >> 8) & 0xFF
-            regs.orig_rax = 0xFFFFFFFFFFFFFFFF
-            kernel.set_regs(inj.tid, regs)
+            stub.exit_when_let_go(inj.tid, (status >> 8) & 0xFF)
         try:
             kernel.detach(inj.tid)
         except ProcessLookupError:      # SIGKILL ends even a stopped tracee at once: collect

@@ -23,13 +23,12 @@ import time
 from typing import Callable
 
 from . import kernel, stub
-from .builder import clone
+from .builder import CLONE_PARENT, clone
 from .errors import CheckpointError
 from .inject import Injector
 from .kernel import NR
 
-CLONE_PARENT = 0x00008000
-WAIT_ALL, WNOHANG = 0x40000000, 1         # __WALL
+WNOHANG = 1
 
 
 class StandIns:
@@ -62,7 +61,7 @@ class StandIns:
             self.warnings.append(f"process {meta['pid']}: its session {sid} could not be recreated (its "
                                  "leader has exited and other members have another parent)")
             return parent, 0
-        return helper, CLONE_PARENT      # (clone3 takes it with exit signal 0: the stand-in's is used)
+        return helper, CLONE_PARENT
 
     def note(self, inj: Injector, creator: Injector, meta: dict) -> None:
         """Remember the session the new task `inj` is in."""
@@ -85,15 +84,12 @@ class StandIns:
     def dismiss(self) -> None:
         """Let every stand-in exit and have its parent reap it."""
         for _, helper, _ in self.made:
-            regs = kernel.get_regs(helper.tid)
-            regs.rip, regs.rax, regs.rdi = stub.STUB_SYSCALL, NR["exit_group"], 0
-            regs.orig_rax = 0xFFFFFFFFFFFFFFFF
-            kernel.set_regs(helper.tid, regs)
+            stub.exit_when_let_go(helper.tid, 0)
             kernel.set_sigmask(helper.tid, 0)
             kernel.detach(helper.tid)
         deadline = time.monotonic() + 30
         for parent, _, pid in self.made:
-            while parent.call(NR["wait4"], pid, 0, WAIT_ALL | WNOHANG, 0) == 0:
+            while parent.call(NR["wait4"], pid, 0, kernel.WALL | WNOHANG, 0) == 0:
                 if time.monotonic() > deadline:
                     raise CheckpointError(f"a restore stand-in (PID {pid}) did not exit")
                 time.sleep(0.001)

@@ -94,13 +94,17 @@ def messages(sock: socket.socket, what: str) -> list[bytes]:
     """The messages in a datagram or seqpacket socket's receive queue, left where they are
     (the socket's own peek offset is put back)."""
     saved = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+    if saved < 0 and not has_pending(sock):    # the usual case (a peek without an offset moves nothing)
+        return []
     sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    buffer = bytearray(MAX_MESSAGE)            # one buffer for every peek
     found: list[bytes] = []
+    total = 0
     try:
         while True:
             try:
-                data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * 253),
-                                                         socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                size, ancillary, flags, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(4 * 253),
+                                                              socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return found
             if ancillary:
@@ -109,8 +113,9 @@ def messages(sock: socket.socket, what: str) -> list[bytes]:
                                   "(fds in flight cannot be checkpointed)")
             if flags & socket.MSG_TRUNC:
                 raise Unsupported(f"{what}: a queued message is larger than {MAX_MESSAGE >> 20} MiB")
-            found.append(data)
-            if sum(map(len, found)) > MAX_QUEUED:
+            found.append(bytes(buffer[:size]))
+            total += size
+            if total > MAX_QUEUED:
                 raise CheckpointError(f"{what}: more than 16 MiB queued in a socket")
     finally:
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved)

@@ -19,6 +19,8 @@ import os
 import struct
 import subprocess
 
+from . import kernel
+
 STUB_BASE = 0x10000
 _CODE_OFFSET = 0x78  # right after the ELF header (64 bytes) and one program header (56)
 _CODE = bytes.fromhex(
@@ -51,6 +53,14 @@ def elf_image() -> bytes:
     header = ident + struct.pack("<HHIQQQIHHHHHH", 2, 0x3E, 1, STUB_ENTRY, 64, 0, 0, 64, 56, 1, 0, 0, 0)
     phdr = struct.pack("<IIQQQQQQ", 1, 7, 0, STUB_BASE, STUB_BASE, file_size, STUB_SIZE, 0x1000)
     return header + phdr + _CODE
+
+
+def exit_when_let_go(tid: int, code: int) -> None:
+    """Point the stopped stub task `tid` at exit_group(code): it exits once let go."""
+    regs = kernel.get_regs(tid)
+    regs.rip, regs.rax, regs.rdi = STUB_SYSCALL, kernel.NR["exit_group"], code
+    regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    kernel.set_regs(tid, regs)
 
 
 def spawn() -> subprocess.Popen:

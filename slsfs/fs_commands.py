@@ -146,13 +146,17 @@ def cmd_init(args) -> int:
     return 0
 
 
+def _canonical(mountpoint: str) -> str:
+    """`mountpoint` as mountinfo lists it, resolving only its parent: resolving the mount
+    point itself, or any other mount, would ask that mount's daemon, and a hung daemon
+    elsewhere must not hang us."""
+    return os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(mountpoint))),
+                        os.path.basename(os.path.abspath(mountpoint)))
+
+
 def mount_state(mountpoint: str) -> str:
     """'free', 'live' or 'stale' (a mount whose daemon died)."""
-    # resolve only the parent: resolving the mount point itself, or any other mount,
-    # would ask that mount's daemon, and a hung daemon elsewhere must not hang us
-    # (mountinfo already lists canonical paths)
-    real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(mountpoint))),
-                        os.path.basename(os.path.abspath(mountpoint)))
+    real = _canonical(mountpoint)
     if not any(m.mountpoint == real for m in slsfs_mounts()):
         return "free"
     try:
@@ -325,14 +329,14 @@ def cmd_umount(args) -> int:
 def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close these first (or --force)") -> str:
     """Unmount a slsfs mount and wait for its daemon's final checkpoint (refusing, with
     the list, while files are open there unless `force`); returns what was done."""
+    real = _canonical(mountpoint)
     for mount in slsfs_mounts():
-        if mount.mountpoint == os.path.realpath(mountpoint):
+        if mount.mountpoint == real:
             dying_daemon.release(mount.store)
     state = mount_state(mountpoint)
     if state == "free":
         raise CommandError(f"{mountpoint} is not a slsfs mount")
     if state == "stale":
-        real = os.path.realpath(mountpoint)
         stopped = orphans.stop_orphans({m.device for m in slsfs_mounts() if m.mountpoint == real and m.device})
         _detach(mountpoint)
         return (f"detached stale mount {mountpoint} (its daemon had died; the store holds "
