@@ -229,31 +229,53 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
                  ) -> tuple[dict[int, Injector], list[tuple[Injector, Injector, dict]]]:
     """Clone every process from its parent's stub (or a stand-in for its session's exited
     leader), parents first, sessions and own groups set; `on_session(stub, meta)` runs in
-    each session leader before its children exist."""
+    each session leader before its children of that session exist. A child that stayed in
+    the session its parent left (the parent forked, then called setsid()) is cloned before
+    the parent's setsid()."""
     children: dict[int, list[dict]] = {}
     for meta in processes:
         children.setdefault(meta["ppid"], []).append(meta)
     stubs: dict[int, Injector] = {}
     zombies: list[tuple[Injector, Injector, dict]] = []
-    queue = [(top, meta) for meta in roots]
-    while queue:
-        parent, meta = queue.pop(0)
+    queue: list[tuple[Injector, dict]] = []
+
+    def make(parent: Injector, meta: dict) -> None:
         creator, flags = stand_ins.creator(parent, meta)
         inj = _stub_injector(clone(creator, [meta["pid"]], flags=flags))
         injectors.append(inj)
-        stand_ins.note(inj, creator, meta)
+        stand_ins.note(inj, creator)
         if meta.get("zombie"):
             zombies.append((parent, inj, meta))
-            continue
+            return
         restored.pids.append(inj.tid)
         stubs[meta["pid"]] = inj
+        later = children.get(meta["pid"], [])
         if meta["sid"] == meta["pid"]:
+            left = stand_ins.session_of.get(inj.tid)
+            earlier = [child for child in later if left and _stays_in(child, left, children)]
+            for child in earlier:
+                make(inj, child)
+            later = [child for child in later if child not in earlier]
             inj.check(NR["setsid"], what="setsid")
+            stand_ins.note_setsid(inj, meta)
             on_session(inj, meta)
         elif meta["pgid"] == meta["pid"]:
             inj.check(NR["setpgid"], 0, 0, what="setpgid")
-        queue += [(inj, child) for child in children.get(meta["pid"], [])]
+        queue.extend((inj, child) for child in later)
+
+    queue.extend((top, meta) for meta in roots)
+    while queue:
+        make(*queue.pop(0))
     return stubs, zombies
+
+
+def _stays_in(meta: dict, sid: int, children: dict[int, list[dict]]) -> bool:
+    """Whether the process of `meta` must be cloned while its parent is still in session
+    `sid`: it is in that session, or it makes its own after forking a process that is."""
+    if meta.get("sid") == sid:
+        return True
+    return meta.get("sid") == meta["pid"] and any(_stays_in(child, sid, children)
+                                                  for child in children.get(meta["pid"], []))
 
 
 def _make_zombies(zombies: list[tuple[Injector, Injector, dict]]) -> None:

@@ -63,9 +63,13 @@ class StandIns:
             return parent, 0
         return helper, CLONE_PARENT
 
-    def note(self, inj: Injector, creator: Injector, meta: dict) -> None:
-        """Remember the session the new task `inj` is in."""
-        self.session_of[inj.tid] = meta["pid"] if meta.get("sid") == meta["pid"] else self.session_of.get(creator.tid)
+    def note(self, inj: Injector, creator: Injector) -> None:
+        """Remember the session the new task `inj` is in: its creator's."""
+        self.session_of[inj.tid] = self.session_of.get(creator.tid)
+
+    def note_setsid(self, inj: Injector, meta: dict) -> None:
+        """Remember that `inj` (the process of `meta`) has made its own session."""
+        self.session_of[inj.tid] = meta["pid"]
 
     def join_groups(self, live: list[dict], stubs: dict[int, Injector]) -> None:
         """Every process into its process group (a stand-in leads a group whose leader

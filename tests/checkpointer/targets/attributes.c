@@ -20,6 +20,8 @@
  *     exits); its child, re-parented to us (a subreaper), is in the session and group of
  *     the exited one.
  *   orphaned-group: a group leader's child, the leader exited: the child stays in it.
+ *   left-session: a child forks, then calls setsid(): its own child stays in our
+ *     session (and dies with it: parent-death signal SIGKILL).
  *   queued-messages: a datagram and a seqpacket socketpair with messages waiting (one
  *     of them empty): same messages, same order, same boundaries.
  *   pidfd: a pidfd of a child (the orphaned-group one) names that child.
@@ -63,7 +65,7 @@ static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader;
 static int dgram[2], seqpacket[2], child_pidfd, tcp, half_closed[2];
 static const char *const queued[] = {"first", "", "third message"};
-static pid_t killed, session_member, session_id, grouped_child, group_id;
+static pid_t killed, session_member, session_id, grouped_child, group_id, new_leader, left_behind;
 
 static void report(int good, const char *name, const char *format, ...)
 {
@@ -99,6 +101,47 @@ static pid_t orphan(int session, pid_t *leader)
     close(ids[0]);
     close(ids[1]);
     return member;
+}
+
+/* A child that forks, then makes a new session: its child stays in ours. Asked over
+ * `ask_leader`, the leader answers over `leader_answer` whether that child is still its. */
+static int ask_leader, leader_answer;
+
+static void leave_session(void)
+{
+    int ids[2], ask[2], answer[2];
+    pipe(ids);
+    pipe(ask);
+    pipe(answer);
+    if ((new_leader = fork()) == 0) {
+        pid_t child = fork();
+        if (child == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            for (;;) pause();
+        }
+        setsid();
+        write(ids[1], &child, sizeof child);
+        char question;
+        while (read(ask[0], &question, 1) == 1) {
+            siginfo_t info;
+            int mine = waitid(P_PID, child, &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+            write(answer[1], &mine, sizeof mine);
+        }
+        _exit(0);
+    }
+    read(ids[0], &left_behind, sizeof left_behind);
+    close(ids[0]);
+    close(ids[1]);
+    ask_leader = ask[1];
+    leader_answer = answer[0];
+}
+
+static int leader_has_its_child(void)
+{
+    int mine = 0;
+    write(ask_leader, "?", 1);
+    read(leader_answer, &mine, sizeof mine);
+    return mine;
 }
 
 static void setup(void)
@@ -152,6 +195,7 @@ static void setup(void)
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     session_member = orphan(1, &session_id);   /* a daemon's double fork */
     grouped_child = orphan(0, &group_id);      /* a group leader that exits before its child */
+    leave_session();
 
     child_pidfd = syscall(SYS_pidfd_open, grouped_child, 0);
 
@@ -255,6 +299,11 @@ static void check(void)
     report(getpgid(grouped_child) == group_id && getsid(grouped_child) == getsid(0), "orphaned-group",
            "member %d: group %d session %d, expected %d in session %d",
            grouped_child, getpgid(grouped_child), getsid(grouped_child), group_id, getsid(0));
+
+    int mine = leader_has_its_child();
+    report(getsid(new_leader) == new_leader && getsid(left_behind) == getsid(0) && mine, "left-session",
+           "leader %d in session %d; its child %d in session %d (expected %d), %s", new_leader,
+           getsid(new_leader), left_behind, getsid(left_behind), getsid(0), mine ? "its child" : "not its child");
 
     int dgram_good = queue_holds(dgram[1], dgram[0]), seqpacket_good = queue_holds(seqpacket[0], seqpacket[1]);
     report(dgram_good && seqpacket_good, "queued-messages", "datagram pair %s, seqpacket pair %s",
