@@ -400,7 +400,9 @@ class Store:
 
     def barrier(self) -> int:
         """Wait until every commit so far is durable; return the newest durable id."""
-        return self.end_barrier(self.begin_barrier())
+        pending = self.begin_barrier()
+        pending.wait()
+        return self.end_barrier(pending)
 
     def begin_barrier(self) -> "PendingBarrier":
         """barrier() in halves, so that the owner's thread can go on (serving a mount,
