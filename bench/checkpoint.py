@@ -31,6 +31,8 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   median of each phase timed by checkpointer.stopwatch over 9 checkpoints; nested phases
   are included in their outer one).
 Every stop runs from the freeze call until the last task was let go (Frozen.thawed_at).
+Each incremental checkpoint first pre-copies (Incremental.precopy, the target running)
+what was written since the previous one: its stop copies only what was written again.
 
 `--restore-only MIB [--repeat N]` measures restore alone, N times each (default 5), from
 one full checkpoint of a MIB target: restore_ms / restore_cpu_ms (eager, in this process;
@@ -157,6 +159,7 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         before = dir_bytes(store_dir)
 
         def snapshot_capture():
+            inc.precopy()          # the processes running: copy what was written (an incremental's pages)
             return stopped(lambda frozen: inc.capture_snapshot(frozen, store))
         pending, result["stop_ms_full"] = snapshot_capture()
         root = pending.complete()
@@ -177,6 +180,7 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
             sizes.append(dir_bytes(store_dir) - before)
             time.sleep(0.1)
 
+            inc.precopy()
             root, stop = stopped(lambda frozen: inc.capture(frozen, store))
             copy_stops.append(stop)
         store.set_root("img/bench", root)
@@ -247,6 +251,7 @@ def breakdown(pid: int, inc: Incremental, store: Store, rounds: int = 9) -> dict
     samples: list[dict[str, float]] = []
     for _ in range(rounds):
         time.sleep(0.05)
+        inc.precopy()
         started = time.perf_counter()
         with recording() as phases:
             with freeze([pid], tree=True) as frozen:

@@ -16,6 +16,17 @@ afresh. The group daemon (slsfs.group_checkpoint) drives the same object through
 `selector` and `arm`, with its own snapshot.PageCopy.
 Why: a checkpoint of a large process that wrote little is small and fast.
 
+`precopy()`, called while the processes still run, just before the freeze, shortens the
+stop of an incremental checkpoint: it scans and re-protects each tracked mapping and
+copies the pages written since the previous checkpoint at once. The scan inside the stop
+then lists only the pages written after that re-protection: those are copied in the stop
+(or from a fork snapshot), and they win over their pre-copies; a pre-copied page not
+written again was not written between its copy and the freeze, so its copy holds the
+checkpoint instant's contents. Pre-copies of a mapping that is not tracked the same way at
+the stop (gone, changed, re-mapped) are dropped, as that mapping is stored whole; a mapping
+whose pre-copy failed (it changed under the scan or the copy) is stored whole too (its
+written pages were re-protected: the stop's scan no longer lists them).
+
 `capture_snapshot` shortens the stop further: the pages are copied after the thaw from
 a fork snapshot (copy-on-write) made while frozen, or read into memory inside the stop
 when they are few next to the process's resident memory (snapshot.PageCopy decides).
@@ -35,8 +46,8 @@ from typing import Callable
 from objectstore import ChunkId, Store
 
 from . import kernel, procfs, uffd
-from .capture import PageSelector, capture_all, injecting, saved_pages, vma_kind
-from .errors import CheckpointError
+from .capture import PageSelector, PageSink, capture_all, copy_pages, injecting, saved_pages, vma_kind
+from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
 from .freeze import Frozen, FrozenProcess
 from .image import ImageWriter
@@ -88,6 +99,32 @@ class DirtyTracker:
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
         self._regions = (ctypes.c_uint64 * (3 * _SCAN_REGIONS))()  # PAGEMAP_SCAN's output, reused
+        self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
+
+    def precopy(self) -> int:
+        """The process running: copy the pages of each tracked mapping written since the
+        last scan (re-protecting them) into `precopied`; the pages copied. A mapping whose
+        scan or copy fails (it changed meanwhile) is no longer taken as tracked: the stop
+        stores it whole."""
+        self.precopied = {}
+        if self.uffd is None:
+            return 0
+        copied = 0
+        for vma in procfs.maps(self.pid):
+            sig = _signature(vma)
+            if sig not in self.armed:
+                continue
+            runs: list[tuple[int, bytes]] = []
+            try:
+                pages = self._written(vma)
+                copy_pages(self.pid, pages, lambda addr, data: runs.append((addr, data)))
+            except (CheckpointError, OSError):
+                self.armed.discard(sig)
+                continue
+            if runs:
+                self.precopied[sig] = runs
+                copied += len(pages)
+        return copied
 
     def select(self, vma: procfs.Vma) -> tuple[bool, list[int] | None]:
         """(whole, pages): the pages of this VMA to store now; whole = the VMA is new or changed."""
@@ -133,6 +170,7 @@ class DirtyTracker:
         current = {_signature(v) for v in vmas}
         self.armed &= current
         self.seen = current
+        self.precopied = {}
 
     def _open_uffd(self, proc: FrozenProcess) -> int:
         with injecting(proc.pid, proc.main) as inj:
@@ -176,6 +214,20 @@ class Incremental:
         self.parent: ChunkId | None = None
         self.trackers: dict[int, DirtyTracker] = {}
         self.last_pages = 0  # pages stored by the last capture
+        self.last_precopied = 0  # ... of those, pages copied before its freeze (precopy)
+
+    def precopy(self) -> int:
+        """Before the freeze, the processes running: copy the pages written since the last
+        checkpoint (see the module docstring); the next capture keeps those not written
+        again and copies only the others in the stop. The pages copied."""
+        copied = 0
+        for tracker in self.trackers.values():
+            try:
+                copied += tracker.precopy()
+            except (ProcessGone, OSError):
+                continue        # it exited: the freeze sees it gone
+        self.last_precopied = copied
+        return copied
 
     def capture(self, frozen: Frozen, store: Store) -> ChunkId:
         """Capture inside the freeze window (pages copied while the processes are stopped)."""
@@ -193,14 +245,15 @@ class Incremental:
             writer = ImageWriter(store, self.parent)
             ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
             pages = PageCopy(ns_pids, fork=snapshot)
-            select = pages.selector(self.selector(frozen, ns_pids, writer.clear))
+            copied: list[tuple[int, int, bytes]] = []   # stored after the thaw (snapshot), in this order
+            sink = writer.add_pages if not snapshot else lambda *run: copied.append(run)
+            select = pages.selector(self.selector(frozen, ns_pids, writer.clear, sink))
         files = FileCapture(writer.add_blob)
         processes = capture_all(frozen, writer.add_pages, files, select)
         with phase("arm_tracking"):
             self.arm(frozen)
-        copied: list[tuple[int, int, bytes]] = []
         try:
-            pages.in_stop(frozen, writer.add_pages if not snapshot else lambda *run: copied.append(run))
+            pages.in_stop(frozen, sink)
             with phase("alive_check"):
                 frozen.check_alive()
         except BaseException:
@@ -209,14 +262,16 @@ class Incremental:
         return Pending(self, writer, processes, files.files, pages, copied)
 
     def selector(self, frozen: Frozen, ns_pids: dict[int, int],
-                 clear: Callable[[int, int, int], None]) -> PageSelector:
+                 clear: Callable[[int, int, int], None], precopied: PageSink | None = None) -> PageSelector:
         """The capture's page selector for this freeze window. First the trackers follow
         the frozen processes: those of processes gone are closed; a process new here, or
         one that exec()ed since the last capture (its memory is new; the old tracker's
         userfaultfd belongs to the memory it had), starts clean: `clear(ns pid, 0,
         ALL_ADDRESSES)` drops whatever the parent image holds under its PID (it may be a
         dead process's). Mappings gone since are cleared, and so is each mapping stored
-        whole (new or changed)."""
+        whole (new or changed). The pages `precopy()` copied of each mapping still tracked go to
+        `precopied(ns pid, address, data)` as it is selected, before any page copied in the
+        stop (which must reach the image after them, and win)."""
         for pid in list(self.trackers):
             if pid not in frozen.processes:
                 self.trackers.pop(pid).close()
@@ -233,9 +288,17 @@ class Incremental:
                 clear(ns_pids[pid], start, end)
 
         def select(pid: int, vma: procfs.Vma) -> list[int] | None:
-            whole, pages = self.trackers[pid].select(vma)
+            tracker = self.trackers[pid]
+            whole, pages = tracker.select(vma)
+            runs = tracker.precopied.pop(_signature(vma), ())
             if whole:
                 clear(ns_pids[pid], vma.start, vma.end)
+            elif runs:
+                if precopied is None:
+                    raise CheckpointError("pages were copied before the freeze (precopy) but the "
+                                          "capture was given nowhere to put them")
+                for addr, data in runs:
+                    precopied(ns_pids[pid], addr, data)
             return pages
         return select
 

@@ -26,6 +26,10 @@ process that exec()ed since is captured whole. Any failed checkpoint resets the
 tracking (the scan that lists written pages also clears them), so the next image is
 full again and never misses a write.
 
+Before the freeze, the processes running, the pages written since the previous
+checkpoint are pre-copied (Incremental.precopy): the stop copies only the pages written
+again since (for Redis at 10 Hz, about a third of them); the phase "before_freeze_precopy"
+is recorded with the others but is not part of `stop_ms`.
 The page copy is out of the stop where that is cheaper (checkpointer.snapshot): a
 process with many pages to store gets a fork snapshot while frozen, and its pages are
 read from it after the thaw, still in `take()` (the tracer thread), which then kills the
@@ -156,8 +160,9 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     previous image `tracking.parent`). `commit_files()` seals and commits the file system
     in the trio thread and returns (commit id, volume root); it is the only trip to the
     trio thread inside the stop (each costs a thread hand-off: a millisecond or more on a
-    busy machine). On any error the caller resets `tracking`."""
-    started = time.perf_counter()
+    busy machine). The pages written since the previous checkpoint are copied first, the
+    processes running (`tracking.precopy()`): the stop copies only those written again
+    since. On any error the caller resets `tracking`."""
     pages: list[tuple[int, int, bytes]] = []
     blobs: list[bytes] = []
     clears: list[tuple[int, int, int]] = []      # the parent image's pages to drop, in write()
@@ -170,6 +175,9 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         pages.append((pid, addr, data))
     copy: PageCopy | None = None
     with recording() as phases:
+        with phase("before_freeze_precopy"):
+            tracking.precopy()
+        started = time.perf_counter()
         try:
             with freeze(pids, tree=True) as frozen:
                 with phase("syncfs"):
@@ -179,7 +187,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
                 with phase("page_selection"):
                     ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
                     copy = PageCopy(ns_pids)
-                    select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span)))
+                    select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span), keep_run))
                 files = FileCapture(name_blob)
                 processes = capture_all(frozen, keep_run, files, select)
                 with phase("arm_tracking"):

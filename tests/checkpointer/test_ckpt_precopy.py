@@ -1,0 +1,81 @@
+"""Pre-copy (Incremental.precopy): the pages written since the last checkpoint are copied
+while the target runs, before the freeze; the stop copies only those written again since.
+Whatever the target does between the pre-copy and the freeze (rewrite every page, or
+only some, map and unmap regions), the image holds the memory of the freeze instant: each
+self-checking target, restored from it, carries on unbroken."""
+from __future__ import annotations
+
+import time
+
+import checkpointer
+from checkpointer import freeze
+from checkpointer.incremental import Incremental
+from ckpt_helpers import assert_unbroken, ok_lines, wait_for
+
+
+def _lines(path, n: int) -> None:
+    wait_for(lambda: path.exists() and len(ok_lines(path)) >= n, f"{n} lines from the target")
+
+
+def _precopied_checkpoints(store, pid: int, out, rounds: int, between) -> tuple:
+    """A full checkpoint, then `rounds` incremental ones, each after a pre-copy and then
+    `between()`; (the last image, pages pre-copied per round)."""
+    inc = Incremental()
+    precopied = []
+    try:
+        with freeze([pid], tree=True) as frozen:
+            inc.capture(frozen, store)
+        for _ in range(rounds):
+            _lines(out, len(ok_lines(out)) + 3)
+            precopied.append(inc.precopy())
+            between()
+            with freeze([pid], tree=True) as frozen:
+                root = inc.capture(frozen, store)
+    finally:
+        inc.close()
+    return root, precopied
+
+
+def _restore_and_check(procs, store, proc, root, out, lines: int) -> None:
+    procs.kill(proc)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, root)
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + lines * 20, "the restored target to carry on")
+    assert assert_unbroken(out, proc.pid) >= len(ok_lines(out)) - 1
+
+
+def test_pages_rewritten_after_their_precopy_are_stored_as_of_the_freeze(procs, store, binaries, tmp_path):
+    """Every pre-copied page is rewritten (twice) before the freeze: each stale pre-copy
+    must lose to the copy made in the stop (the rewriter finds any stale page: BAD)."""
+    out = tmp_path / "rewriter.out"
+    proc = procs.start([str(binaries / "rewriter"), str(out), "16"])
+    _lines(out, 3)
+
+    def two_sweeps() -> None:
+        _lines(out, len(ok_lines(out)) + 2)
+    root, precopied = _precopied_checkpoints(store, proc.pid, out, 3, two_sweeps)
+    assert min(precopied) >= 16 * 256, precopied     # the whole heap was written each time
+    _restore_and_check(procs, store, proc, root, out, lines=3)
+
+
+def test_precopied_pages_not_written_again_are_stored(procs, store, binaries, tmp_path):
+    """The counter writes a slice at a time: most pre-copied pages are not written again
+    before the freeze, which comes at once; their pre-copies are what the image holds."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "64"])
+    _lines(out, 5)
+    root, precopied = _precopied_checkpoints(store, proc.pid, out, 3, lambda: None)
+    assert all(precopied), precopied
+    # the counter checks a new 64 KiB slice of its heap per line: 1030 lines check it all
+    _restore_and_check(procs, store, proc, root, out, lines=1030)
+
+
+def test_mappings_changed_after_the_precopy_are_stored_whole(procs, store, binaries, tmp_path):
+    """The remapper maps and unmaps a region every 5 ms and grows its heap: the pre-copies
+    of mappings gone or changed by the freeze must not reach the image."""
+    out = tmp_path / "remapper.out"
+    proc = procs.start([str(binaries / "remapper"), str(out)])
+    _lines(out, 5)
+    root, _ = _precopied_checkpoints(store, proc.pid, out, 4, lambda: time.sleep(0.03))
+    _restore_and_check(procs, store, proc, root, out, lines=30)
