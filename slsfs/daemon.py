@@ -49,6 +49,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import trio
 
@@ -634,9 +635,13 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
 
 
-if __name__ == "__main__":
-    code = main()
+def run(argv: list[str] | None = None) -> NoReturn:
+    """main(argv), then end the process at once: a thread still blocked in a request to
+    our own (now unserved) mount must not keep it, and so the FUSE connection, alive."""
+    code = main(argv)
     logging.shutdown()
-    # os._exit: a thread still blocked in a request to our own (now unserved) mount must
-    # not keep this process, and so the FUSE connection, alive after the main thread ends
     os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

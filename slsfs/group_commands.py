@@ -13,9 +13,12 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 from objectstore import Store
@@ -210,14 +213,13 @@ def take_over_plain_mount(store: str) -> tuple[str, str] | None:
 
 
 def start_daemon(store: str, *args: str) -> dict | None:
-    """Start `python -m slsfs.daemon STORE ARGS` and wait until it serves (or failed); its
-    `ps` reply as it said it serves (None from a daemon whose line carries none)."""
+    """Start the daemon (`python -m slsfs.daemon STORE ARGS`, see _spawn_daemon) and wait
+    until it serves (or failed); its `ps` reply as it said it serves (None from a daemon
+    whose line carries none)."""
     read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "slsfs.daemon", store, *args, "--ready-fd", str(write_end)],
-                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                pass_fds=(write_end,), start_new_session=True)
+        pid = _spawn_daemon([store, *args, "--ready-fd", str(write_end)], log_file.fileno(), (read_end, write_end))
     os.close(write_end)
     try:
         message = _read_line(read_end, DAEMON_START_TIMEOUT_S)
@@ -225,16 +227,48 @@ def start_daemon(store: str, *args: str) -> dict | None:
         os.close(read_end)
     serving, status = parse_ready_line(message)
     if not serving:
-        if message:                 # it said why, and is unmounting and exiting: let it
-            try:
-                proc.wait(timeout=DAEMON_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc.poll() is None:
-            proc.kill()
+        pidfd = os.pidfd_open(pid)
+        try:
+            if message:                 # it said why, and is unmounting and exiting: let it
+                select.select([pidfd], [], [], DAEMON_STOP_TIMEOUT_S)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        finally:
+            os.close(pidfd)
         reason = message.removeprefix("error: ") or "no answer"
         raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
     return status
+
+
+def _spawn_daemon(argv: list[str], log_fd: int, pipe: tuple[int, int]) -> int:
+    """The daemon, in a new session, its output to `log_fd`, keeping the pipe's write end
+    (`pipe[1]`, its --ready-fd); its PID. It is a fork of this command that imports and runs
+    slsfs.daemon: no second interpreter start, and what we imported already (the store,
+    the control protocol) is not imported again (~100 ms of `sls restore` and `sls run`,
+    whose user waits for the daemon). A command with threads (none of ours has) starts
+    `python -m slsfs.daemon` instead: a fork copies only the calling thread."""
+    if threading.active_count() > 1:
+        return subprocess.Popen([sys.executable, "-m", "slsfs.daemon", *argv], stdin=subprocess.DEVNULL,
+                                stdout=log_fd, stderr=log_fd, pass_fds=(pipe[1],), start_new_session=True).pid
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:                                   # the child: never returns
+        os.setsid()
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.closerange(3, pipe[1])
+        os.closerange(pipe[1] + 1, os.sysconf("SC_OPEN_MAX"))
+        sys.argv = [sys.executable, "-m", "slsfs.daemon", *argv]
+        from . import daemon
+        daemon.run(argv)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(1)
 
 
 def _read_line(fd: int, timeout: float) -> str:
