@@ -20,7 +20,7 @@ Why: a checkpoint of a large process that wrote little is small and fast.
 stop of an incremental checkpoint: it scans and re-protects each tracked mapping and
 copies the pages written since the previous checkpoint at once. The scan inside the stop
 then lists only the pages written after that re-protection: those are copied in the stop
-(or from a fork snapshot), and they win over their pre-copies; a pre-copied page not
+(or from a fork snapshot), and their pre-copies are dropped; a pre-copied page not
 written again was not written between its copy and the freeze, so its copy holds the
 checkpoint instant's contents. Pre-copies of a mapping that is not tracked the same way at
 the stop (gone, changed, re-mapped) are dropped, as that mapping is stored whole; a mapping
@@ -41,7 +41,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 from objectstore import ChunkId, Store
 
@@ -88,6 +88,23 @@ def _signature(vma: procfs.Vma) -> tuple:
 
 def _trackable(vma: procfs.Vma) -> bool:
     return not vma.shared and "w" in vma.perms and vma_kind(vma) in ("anon", "file")
+
+
+def _without(runs: list[tuple[int, bytes]], pages: list[int]) -> Iterator[tuple[int, bytes]]:
+    """The parts of `runs` (address, whole pages) outside `pages` (addresses): the stale
+    pre-copies of pages copied again in the stop are not stored at all."""
+    again = set(pages)
+    if not again:
+        yield from runs
+        return
+    for addr, data in runs:
+        view, start = memoryview(data), 0
+        count = len(data) // kernel.PAGE_SIZE
+        for i in range(count + 1):
+            if i == count or addr + i * kernel.PAGE_SIZE in again:
+                if i > start:
+                    yield addr + start * kernel.PAGE_SIZE, view[start * kernel.PAGE_SIZE:i * kernel.PAGE_SIZE]
+                start = i + 1
 
 
 class DirtyTracker:
@@ -270,8 +287,8 @@ class Incremental:
         ALL_ADDRESSES)` drops whatever the parent image holds under its PID (it may be a
         dead process's). Mappings gone since are cleared, and so is each mapping stored
         whole (new or changed). The pages `precopy()` copied of each mapping still tracked go to
-        `precopied(ns pid, address, data)` as it is selected, before any page copied in the
-        stop (which must reach the image after them, and win)."""
+        `precopied(ns pid, address, data)` as it is selected, less those written again (copied
+        in the stop, which reach the image after them)."""
         for pid in list(self.trackers):
             if pid not in frozen.processes:
                 self.trackers.pop(pid).close()
@@ -297,7 +314,7 @@ class Incremental:
                 if precopied is None:
                     raise CheckpointError("pages were copied before the freeze (precopy) but the "
                                           "capture was given nowhere to put them")
-                for addr, data in runs:
+                for addr, data in _without(runs, pages or ()):
                     precopied(ns_pids[pid], addr, data)
             return pages
         return select
