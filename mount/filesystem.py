@@ -8,8 +8,11 @@ and clone operations on paths inside the mount.
 
 Everything runs in the trio thread that serves FUSE: the Store is not thread-safe,
 and every handler here is synchronous between awaits, so no lock is needed.
-Simplification: an fsync commits (and fsyncs the store) in the event loop; concurrent
-fsyncs that arrive while one is running share the next commit (group commit).
+Simplification: an fsync seals and commits in the event loop, then waits for one fsync
+of the store (mount.sync_thread: the loop waits for it directly up to FSYNC_BLOCK_S).
+FUSE requests wait meanwhile (one reader task), so the fsyncs of several processes are
+made durable one after another; one that finds nothing written since the last durable
+commit costs no commit and no disk fsync (its data rode on the earlier one).
 
 The kernel's writeback cache (`writeback_cache=True`: on in the standalone daemon, off
 by default for embedding daemons until they are checked with it): writes land in
@@ -65,6 +68,7 @@ from .history import SNAPSHOT_PREFIX, HistoryTree
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
 from .single_reader import single_reader_session
+from .sync_thread import SYNC_THREAD
 from .operations import HOLDER, META_NAME, Operations
 from .views import META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
@@ -81,6 +85,7 @@ BARRIER_EVERY_S = 1.0                     # periodic checkpoints become durable 
 DRAIN_TIMEOUT_S = 2.0
 FLUSH_DRAIN_S = 0.02
 FLUSH_EVERY_S = 0.1                       # writeback cache: syncfs this often while writers are open
+FSYNC_BLOCK_S = 0.002                     # an application's fsync: how long the loop waits for the disk itself
 # One pyfuse3 task reads and answers requests. Every handler runs to completion without
 # awaiting anything another request could unblock, so more tasks add no concurrency,
 # only trio scheduling per request (~20% of the CPU of a getattr); with one task, the
@@ -325,18 +330,20 @@ class FileSystem:
                 if self.dirty or self.store.head is None:
                     self.checkpoint("fsync")
                 if self.store.durable_id < self.store.head.id:
-                    await self.barrier()
+                    await self.barrier(block_s=FSYNC_BLOCK_S)
             except StoreFull:
                 raise FUSEError(errno.ENOSPC) from None
             except StoreError as exc:
                 log.error("fsync failed: %s", exc)
                 raise FUSEError(errno.EIO) from None
 
-    async def barrier(self) -> int:
-        """Store.barrier() whose fsync waits in a worker thread: requests are served
-        meanwhile (an fsync of the store's disk takes milliseconds). The newest durable id."""
+    async def barrier(self, *, block_s: float = 0.0) -> int:
+        """Store.barrier() whose fsync runs in a worker thread (mount.sync_thread): other
+        tasks run meanwhile, except for the first `block_s` seconds, during which the
+        event loop waits for it directly (cheaper when the fsync is quick: an
+        application's fsync uses FSYNC_BLOCK_S). The newest durable id."""
         pending = self.store.begin_barrier()
-        await trio.to_thread.run_sync(pending.wait)
+        await SYNC_THREAD.run(pending.wait, block_s)
         return self.store.end_barrier(pending)
 
     def has_space(self, nbytes: int) -> bool:

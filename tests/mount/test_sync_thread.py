@@ -1,0 +1,64 @@
+"""mount.sync_thread: a blocking call handed to the worker thread returns its outcome to
+the trio task, quick ones without a scheduler pass, slow ones while other tasks run."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+from mount.sync_thread import SyncThread
+
+WAIT_S = 30.0
+
+
+def test_a_quick_call_returns_within_the_blocking_wait():
+    worker = SyncThread("test-sync")
+    ran: list[str] = []
+
+    async def main() -> None:
+        await worker.run(lambda: ran.append(threading.current_thread().name), block_s=5.0)
+    trio.run(main)
+    assert ran == ["test-sync"]
+
+
+def test_a_slow_call_lets_other_tasks_run_and_its_error_reaches_the_caller():
+    worker = SyncThread("test-sync")
+    release = threading.Event()
+    ticks: list[int] = []
+
+    def slow() -> None:
+        if not release.wait(WAIT_S):
+            raise AssertionError("never released")
+        raise OSError(5, "disk said no")
+
+    async def main() -> None:
+        async def ticker() -> None:
+            while len(ticks) < 3:              # the event loop runs while the call waits
+                ticks.append(1)
+                await trio.sleep(0.01)
+            release.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            with pytest.raises(OSError, match="disk said no"):
+                await worker.run(slow, block_s=0.001)
+    trio.run(main)
+    assert len(ticks) == 3
+
+
+def test_a_cancelled_caller_still_waits_for_the_call_to_end():
+    worker = SyncThread("test-sync")
+    release = threading.Event()
+    finished = threading.Event()
+
+    def slow() -> None:
+        release.wait(WAIT_S)
+        finished.set()
+
+    async def main() -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()                     # already cancelled: run() must not return early
+            threading.Timer(0.05, release.set).start()
+            await worker.run(slow)
+        assert finished.is_set()
+    trio.run(main)
