@@ -8,7 +8,8 @@ made again with its settings, ptys.py), `tty` (a slave of an image's pty is reop
 the new pair; any other terminal is reattached to /dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
 tee(2), without consuming them; a FIFO is reopened by path at restore and refilled), `unix_pair` (an end of a connected Unix socket with the
 bytes queued to it, sockets.py), `socket` (TCP/UDP/Unix sockets listening, bound, or
-connected to a peer outside the image, which come back closed: netsockets.py), `memfd` (its contents, shared by the fds and
+connected to a peer outside the image, which come back closed: netsockets.py; a TCP
+connection with both ends in the image keeps its state: tcp_repair.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
 interval), `epoll` (its watches, re-added in the process that registered them once its
 fds exist), and `deleted` (a regular file unlinked while open: its bytes go into the
@@ -37,9 +38,10 @@ import stat
 import struct
 import subprocess
 from collections import OrderedDict
+from contextlib import ExitStack
 from typing import Callable, Iterator
 
-from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm
+from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
 from .errors import CheckpointError, Unsupported
 
 SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, random, urandom
@@ -77,6 +79,7 @@ class FileCapture:
         self.files: list[dict] = []
         self._holders: dict[str, list[tuple[int, int, int]]] = {}  # target -> [(host pid, fd, file id)]
         self._deleted_ids: dict[tuple[int, int], int] = {}   # (dev, ino) of an unlinked file -> its file id
+        self._socket_holders: dict[int, tuple[int, int]] = {}  # socket inode -> (host pid, fd) holding it
 
     def fd_records(self, pid: int) -> list[dict]:
         infos = procfs.fds(pid, lambda fd, target: _connection_fdinfo.get((pid, fd, target)))
@@ -119,6 +122,7 @@ class FileCapture:
                     "watches": _epoll_watches(pid, info.fd, info.raw, what)}
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
             ino = int(match[1])
+            self._socket_holders.setdefault(ino, (pid, info.fd))
             if (known := _connections.get(ino)) is not None:
                 return dict(known)
             with sockets.borrow(pid, info.fd) as sock:
@@ -219,13 +223,39 @@ class FileCapture:
                 "data": self.put_blob(data), "shutdown": info["shutdown"]}
 
     def check_peers(self) -> None:
-        """A socket pair end whose peer is outside the image comes back as a closed connection."""
+        """A socket pair end whose peer is outside the image comes back as a closed
+        connection; a TCP connection whose two ends are in the image keeps its state."""
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
                 del f["data"]
                 f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None,
                          backlog=0, dropped=0, state="closed")
+        self._repair_tcp_pairs()
+
+    def _repair_tcp_pairs(self) -> None:
+        """Read the repair state (tcp_repair.py) of the established TCP connections whose
+        two ends are in the image: state `established`. Without CAP_NET_ADMIN they stay
+        `closed`."""
+        ends = {_ends(f): f for f in self.files if f["kind"] == "socket" and f["state"] == "closed"
+                and f["family"] != "unix" and f["address"] and f["peer"]}
+        pairs = [(f, ends[_ends(f)[::-1]]) for key, f in ends.items() if key < key[::-1] and key[::-1] in ends]
+        if not pairs:
+            return
+        with ExitStack() as borrowed:
+            chosen = []
+            for records in pairs:
+                socks = tuple(borrowed.enter_context(sockets.borrow(*self._socket_holders[record["ino"]]))
+                              for record in records)
+                if all(map(tcp_repair.established, socks)):
+                    chosen.append((records, socks))
+            try:
+                states = tcp_repair.capture([socks for _, socks in chosen], self.put_blob)
+            except OSError:   # no CAP_NET_ADMIN; or a queue that kept changing: they stay `closed`
+                return
+        for (records, _), pair in zip(chosen, states):
+            for record, state in zip(records, pair or ()):
+                record.update(state="established", tcp=state)
 
     def _pipe_contents(self, pid: int, fd: int) -> dict:
         """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them."""
@@ -384,6 +414,11 @@ def _remember(cache: OrderedDict, key, value) -> None:
         cache.popitem(last=False)
 
 
+def _ends(record: dict) -> tuple[tuple, tuple]:
+    """(address, peer) of a connected socket record."""
+    return tuple(record["address"]), tuple(record["peer"])
+
+
 def _timespec(text: str) -> list[int]:
     """fdinfo's "(sec, nsec)" as [sec, nsec]."""
     return [int(x) for x in re.findall(r"-?\d+", text)[:2]]
@@ -447,6 +482,7 @@ class FileRestorer:
         self.pty_masters = {f["index"]: f["id"] for f in files if f["kind"] == "pty_master"}
         self.pty_index: dict[int, int] = {}  # a pty pair's index in the image -> its new one
         self.pty_here: dict[int, int] = {}   # ... -> our fd on its master, made before its holder
+        self.repairing: list[tuple[socket.socket, dict]] = []  # TCP connections in repair mode, our dups
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -484,6 +520,9 @@ class FileRestorer:
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open
         meanwhile, and remove again the SysV segments that had been removed."""
+        for sock, _ in self.repairing:       # a restore that failed before `finish_connections`
+            sock.close()
+        self.repairing.clear()
         for keeper in list(self.fifo_keepers.values()) + list(self.pty_here.values()):
             os.close(keeper)
         self.fifo_keepers.clear()
@@ -768,17 +807,52 @@ class FileRestorer:
         return fd
 
     def _make_socket(self, builder, record: dict) -> int:
-        """socket() inside the process; the restorer binds/listens/connects it (borrowed)."""
-        inj = builder.inj
+        """socket() inside the process; the restorer binds/listens/connects it (borrowed).
+        A TCP connection with both ends in the image is made in repair mode (tcp_repair.py),
+        left there until `finish_connections`; if that fails (the original, still running,
+        holds the address pair: a clone) it comes back closed."""
+        inj, owner = builder.inj, f"process {builder.meta['pid']}"
         family = {name: number for number, name in netsockets.FAMILIES.items()}[record["family"]]
         fd = inj.check(_NR_SOCKET, family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"],
                        what="socket")
-        with sockets.borrow(builder.tid, fd) as sock:
+        sock = sockets.borrow(builder.tid, fd)
+        try:
             netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
+            if record["state"] == "established":
+                tcp_repair.rebuild(sock, record["tcp"], tuple(record["address"]), tuple(record["peer"]),
+                                   self.read_blob)
+                self.repairing.append((sock, record))
+                sock = None
+        except OSError as exc:
+            if record["state"] != "established":
+                raise
+            sock.close()
+            sock = None
+            inj.check(kernel.NR["close"], fd, what="close")
+            record = {**record, "state": "closed"}
+            self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
+                                 f"as it was ({exc}): it is restored closed")
+            return self._make_socket(builder, record)
+        finally:
+            if sock is not None:
+                sock.close()
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL on a socket")
-        if warning := netsockets.warning(record, f"process {builder.meta['pid']}"):
+        if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
         return fd
+
+    def finish_connections(self) -> None:
+        """Once every socket of the restore is made: the repaired TCP connections leave
+        repair mode (a packet sent before its peer existed would have been answered with a
+        reset) and send what their application had written but the kernel not yet sent."""
+        while self.repairing:
+            sock, record = self.repairing.pop()
+            try:
+                tcp_repair.finish(sock, record["tcp"], record["options"].get("SO_REUSEADDR", 0), self.read_blob)
+            except OSError as exc:
+                raise CheckpointError(f"the connection {netsockets.show(record)} could not be resumed: {exc}") from None
+            finally:
+                sock.close()
 
     def _make_unix_pair(self, builder, record: dict, base: int) -> list[int]:
         """A new socketpair: this end, its peer's records on the other, each refilled."""

@@ -5,13 +5,15 @@ What: `describe(sock, unix)` records a TCP/UDP (IPv4/IPv6) or Unix socket borrow
 from a frozen process: family, type, protocol, options (OPTIONS: reuse, keepalive and its
 timings, priority, timeouts, linger, the bound device, TOS/TTL, TCP_NODELAY ...), bound address,
 backlog (from sock_diag), a UDP socket's connected peer, and its state: `listen`,
-`bound`, `unbound` or `closed` (a connected stream whose peer is outside the image).
+`bound`, `unbound` or `closed` (a connected stream whose peer is outside the image; one
+whose peer is in the image too is given its TCP state by tcp_repair.py: `established`).
 `rebuild(sock, record)` gives a fresh socket, made inside the restored process and
 borrowed by the restorer, the same options, address and state.
 Why: servers (Redis, an HTTP service) come back listening on the same address, with
 their memory intact; clients simply reconnect (like CRIU's --tcp-close).
 
-Simplifications: every TCP connection, and a Unix one whose peer is outside the image,
+Simplifications: a TCP connection whose peer is outside the image (or that is not
+established, or without CAP_NET_ADMIN), and a Unix one whose peer is outside the image,
 comes back closed (reads give ECONNRESET for TCP, EOF for Unix, then EOF; writes give
 EPIPE), with a warning (a Unix datagram socket comes back unconnected);
 connections waiting in a listen queue (not yet accepted) are dropped, and so are
@@ -147,13 +149,18 @@ def warning(record: dict, owner: str) -> str | None:
     """What the restore could not bring back for this socket, or None."""
     where = _show(record["address"], record["family"])
     if record["state"] == "closed":
-        return (f"{owner}: the {record['family']} {record['type']} connection {where} -> "
-                f"{_show(record['peer'], record['family'])} is restored closed (its peer cannot follow)")
+        return (f"{owner}: the {record['family']} {record['type']} connection {show(record)} is restored "
+                "closed (its peer cannot follow)")
     if record["dropped"] and record["state"] == "listen":
         return f"{owner}: {record['dropped']} connection(s) not yet accepted on {where} were dropped"
     if record["dropped"]:
         return f"{owner}: datagrams queued on {where} were dropped"
     return None
+
+
+def show(record: dict) -> str:
+    """A connection's addresses, for messages."""
+    return f"{_show(record['address'], record['family'])} -> {_show(record['peer'], record['family'])}"
 
 
 def _show(address, family: str) -> str:
@@ -180,7 +187,7 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
     if record["state"] == "closed":
         _make_closed(sock)
         return
-    if record["address"] is None:
+    if record["address"] is None or record["state"] == "established":   # tcp_repair.py binds and connects
         return
     reuse = record["options"].get("SO_REUSEADDR", 0)
     if family != socket.AF_UNIX:  # a port left in TIME_WAIT by the dead original is not "in use"

@@ -1,0 +1,68 @@
+"""TCP connections whose two ends are in the image come back as they were (TCP_REPAIR,
+checkpointer/tcp_repair.py): the same sequence numbers, the bytes queued each way, no
+reset; a connection to a peer outside the image still comes back closed."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import checkpointer
+from ckpt_helpers import children_of, wait_for
+
+TARGET = Path(__file__).parent / "targets" / "tcp_stream.py"
+
+
+def progress(out: Path, pid: int | None = None) -> int:
+    """The highest counter the target's parent (of host PID `pid`: any by default) has
+    read in order; fails on its BAD line."""
+    lines = [line.split() for line in (out.read_text() if out.exists() else "").splitlines()]
+    lines = [line for line in lines if pid is None or line[0] == str(pid)]
+    assert not [line for line in lines if line[1] == "BAD"], lines[-3:]
+    return int(lines[-1][1]) if lines else 0
+
+
+def test_a_loopback_connection_inside_the_image_carries_on_without_a_lost_byte(procs, store, tmp_path, subreaper):
+    out = tmp_path / "tcp.out"
+    proc = procs.start([sys.executable, str(TARGET), str(out)])
+    children = []
+    try:
+        wait_for(lambda: progress(out) > 100_000, "the stream to flow")
+        children = children_of(proc.pid)
+        for _ in range(10):     # a checkpoint reads the live connection without disturbing it
+            before = progress(out)
+            checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
+            wait_for(lambda: progress(out) > before + 1000, "the stream to flow after a checkpoint")
+        checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
+    finally:
+        procs.kill(proc)
+        subreaper(children)
+    connections = [f for f in checkpointer.load_image(store, "tcp").meta["files"] if f["kind"] == "socket" and f["type"] == "stream" and f["peer"]]
+    assert sorted(f["state"] for f in connections) == ["established", "established"], connections
+    assert any(f["tcp"]["recv_bytes"] for f in connections), "the test wants bytes queued at the checkpoint"
+    at_checkpoint = progress(out)
+    restored = checkpointer.restore(store, "tcp")
+    procs.restored.append(restored)
+    assert not [w for w in restored.warnings if "connection" in w], restored.warnings
+    wait_for(lambda: progress(out) > at_checkpoint + 200_000, "the restored stream to flow on")
+    assert progress(out) > at_checkpoint + 200_000
+
+
+def test_a_copy_restored_beside_the_running_original_gets_its_connection_closed(procs, store, tmp_path, subreaper):
+    """As `sls restore --clone` does: the original still holds the address pair, so the
+    copy's connection comes back closed, with a warning, and the original's is not
+    disturbed."""
+    out = tmp_path / "tcp.out"
+    proc = procs.start([sys.executable, str(TARGET), str(out)])
+    children = children_of(proc.pid)
+    try:
+        wait_for(lambda: progress(out, proc.pid) > 10_000, "the stream to flow")
+        children = children_of(proc.pid)
+        checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
+        restored = checkpointer.restore_source(checkpointer.load_image(store, "tcp"), share_listening_ports=True)
+        procs.restored.append(restored)
+        assert len([w for w in restored.warnings if "could not be made again" in w]) == 2, restored.warnings
+        at_restore = progress(out, proc.pid)
+        wait_for(lambda: progress(out, proc.pid) > at_restore + 100_000, "the original's stream to flow on")
+    finally:
+        procs.kill(proc)
+        subreaper(children)
