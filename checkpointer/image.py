@@ -17,6 +17,12 @@ Why: restore reads only what it needs, and GC keeps pages alive through the refs
 
 An incremental image starts as an O(1) copy of its parent's tree and patches only the
 blocks whose pages changed, so it is a complete image that shares everything else.
+Each `finish()` keeps its page table decoded in memory (the blocks it wrote or read,
+for the last CACHED_IMAGES images, up to CACHED_BLOCKS_MAX blocks each), and the next
+ImageWriter on that image takes it over: a checkpoint of a process that writes all over
+its memory (Redis) patches hundreds of blocks, and decoding each from the tree cost more
+than storing its new pages. Safe because an image root names immutable content: the
+decoded blocks of root R are R's blocks in any store with R.
 Simplifications: zero pages are stored like any other page (they dedup to one chunk;
 restore never reads it, and leaves it out where the memory is mapped afresh). Restore
 reads pages in batches of BATCH_PAGES through Store.get_many (pack order, one pread per
@@ -52,6 +58,10 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 PAGES_PER_BLOCK = 64  # entries of at most 1 KiB, well inside a tree leaf (and its 255-refs limit)
 BLOCK = PAGES_PER_BLOCK * PAGE_SIZE
 MAX_REFS = 255
+CACHED_IMAGES = 4            # decoded page tables kept (one per group checkpointing in a daemon)
+CACHED_BLOCKS_MAX = 32768    # ... of at most 8 GiB of pages each (about 5 KiB of memory a block)
+Decoded = dict[int, dict[int, dict[int, bytes]]]   # pid -> block address -> page index -> chunk id
+_decoded: dict[tuple[str, bytes], Decoded] = {}    # (store path, image root) -> its decoded blocks
 BLOB_PIECE = 1 << 20
 _BLOB_REFS = b"blobrefs/"
 _BLOB_REFS_END = b"blobrefs0"
@@ -96,6 +106,9 @@ class ImageWriter:
         self.pages = 0  # pages written by this image
         self._blobs: set[ChunkId] = set()
         self._blocks: dict[tuple[int, int], dict[int, bytes]] = {}  # changed blocks, by (pid, block)
+        # the parent's blocks decoded by the writer that made it (taken over: a writer that
+        # fails never gives them back, so a half-patched block is never used again)
+        self._decoded: Decoded = _decoded.pop((str(store.path), bytes(parent)), {}) if parent else {}
 
     def add_blob(self, data: bytes) -> list[str]:
         """Store bytes named by the metadata (pipe contents, unlinked files): chunk ids in hex."""
@@ -111,8 +124,11 @@ class ImageWriter:
     def _block(self, pid: int, block: int) -> dict[int, bytes]:
         found = self._blocks.get((pid, block))
         if found is None:
-            entry = self.tree.get_entry(_block_key(pid, block))
-            found = self._blocks[(pid, block)] = _decode_block(entry.value, entry.refs) if entry else {}
+            found = self._decoded.get(pid, {}).get(block)
+            if found is None:
+                entry = self.tree.get_entry(_block_key(pid, block))
+                found = _decode_block(entry.value, entry.refs) if entry else {}
+            self._blocks[(pid, block)] = found
         return found
 
     def add_pages(self, pid: int, addr: int, data: bytes) -> None:
@@ -196,7 +212,26 @@ class ImageWriter:
             key = _META if i == 0 else _BLOB_REFS + struct.pack(">Q", i)
             value = json.dumps(meta).encode() if i == 0 else b""  # (unsorted: half the time)
             self.tree.put(key, value, refs=blobs[i:i + MAX_REFS])
-        return self.tree.flush()
+        root = self.tree.flush()
+        self._keep_decoded(root, live)
+        return root
+
+    def _keep_decoded(self, root: ChunkId, live: set[int]) -> None:
+        """Hand this image's decoded blocks to the next writer on `root`."""
+        decoded = self._decoded
+        for (pid, block), pages in self._blocks.items():
+            if pages:
+                decoded.setdefault(pid, {})[block] = pages
+            else:
+                decoded.get(pid, {}).pop(block, None)
+        for pid in [pid for pid in decoded if pid not in live]:
+            del decoded[pid]
+        self._blocks, self._decoded = {}, {}
+        if sum(map(len, decoded.values())) > CACHED_BLOCKS_MAX:
+            return
+        _decoded[(str(self.store.path), bytes(root))] = decoded
+        while len(_decoded) > CACHED_IMAGES:
+            del _decoded[next(iter(_decoded))]
 
 
 class StoredImage:

@@ -1,10 +1,13 @@
 """ImageWriter.add_runs (every page of many runs stored by one put_many) builds the same
 page table as add_pages one run at a time, on a fresh image and on a parent image; finish
-drops the pages of processes that are gone and keeps the others' blocks as they were."""
+drops the pages of processes that are gone and keeps the others' blocks as they were; a
+writer on the image a previous writer made takes over the blocks it decoded and builds the
+same page table as one that decodes them again."""
 from __future__ import annotations
 
 import random
 
+from checkpointer import image
 from checkpointer.image import BLOCK, ImageWriter
 from checkpointer.kernel import PAGE_SIZE
 
@@ -60,3 +63,40 @@ def test_finish_drops_the_pages_of_processes_gone_and_keeps_the_rest(store):
     pid_of = lambda key: int.from_bytes(key[len(b"pages/"):len(b"pages/") + 8], "big")  # noqa: E731
     assert {pid_of(k) for k, _, _ in before} == {2, 5, 8}
     assert _page_table(store, child) == [row for row in before if pid_of(row[0]) == 2]
+
+
+def _chain(store, seed: int, cold: bool) -> list[list]:
+    """Six images, each on the last: runs, a cleared span, a process leaving and one coming;
+    with `cold`, no writer finds its parent's decoded blocks. The page table of each."""
+    rng = random.Random(seed)
+    tables, parent = [], None
+    pids = [3, 9]
+    for step in range(6):
+        if cold:
+            image._decoded.clear()
+        writer = ImageWriter(store, parent)
+        if step == 3:
+            pids = [3, 11]                          # 9 left, 11 came
+        writer.add_runs(_runs(rng, tuple(pids), 25))
+        start = 0x7f0000000000 + rng.randrange(0, 4 * BLOCK // PAGE_SIZE) * PAGE_SIZE
+        writer.clear(3, start, start + rng.choice([1, 70]) * PAGE_SIZE)
+        parent = writer.finish([{"pid": pid} for pid in pids], [])
+        tables.append(_page_table(store, parent))
+    return tables
+
+
+def test_decoded_blocks_taken_over_from_the_parent_build_the_page_table_decoding_builds(store):
+    for seed in range(3):
+        assert _chain(store, seed, cold=False) == _chain(store, seed, cold=True)
+
+
+def test_a_writer_that_never_finished_leaves_no_half_patched_block_to_the_next(store):
+    rng = random.Random(5)
+    parent, _ = _image(store, None, _runs(rng, (3,), 30), [{"pid": 3}], batched=True)
+    later = _runs(rng, (3,), 20)
+    abandoned = ImageWriter(store, parent)          # took the parent's decoded blocks over...
+    abandoned.add_runs(_runs(rng, (3,), 40))        # ... patched them, then failed: no finish
+    warm = _image(store, parent, later, [{"pid": 3}], batched=True)[0]
+    image._decoded.clear()
+    cold = _image(store, parent, later, [{"pid": 3}], batched=True)[0]
+    assert _page_table(store, warm) == _page_table(store, cold)
