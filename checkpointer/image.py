@@ -85,11 +85,17 @@ def _decode_block(value: bytes, refs: Sequence[bytes] = ()) -> dict[int, bytes]:
     return dict(zip(indices, ids))
 
 
+_FULL = (struct.pack("<Q", (1 << PAGES_PER_BLOCK) - 1), range(PAGES_PER_BLOCK))   # every page saved
+
+
 def _encode_block(pages: dict[int, bytes]) -> tuple[bytes, list[bytes]]:
-    order = sorted(pages)
+    if len(pages) == PAGES_PER_BLOCK:       # the usual block of a busy heap: no sort, no bitmap sum
+        head, order = _FULL
+    else:
+        order = sorted(pages)
+        head = struct.pack("<Q", sum(map((1).__lshift__, order)))
     ids = list(map(pages.__getitem__, order))
-    bitmap = sum(map((1).__lshift__, order))
-    return struct.pack("<Q", bitmap) + b"".join(ids), sorted(set(ids))
+    return head + b"".join(ids), sorted(set(ids))
 
 
 def _blob_pieces(data: bytes) -> list[bytes]:
