@@ -46,7 +46,7 @@ from typing import Callable, Iterator
 from objectstore import ChunkId, Store
 
 from . import kernel, procfs, uffd
-from .capture import PageSelector, PageSink, capture_all, copy_pages, injecting, saved_pages, vma_kind
+from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
 from .freeze import Frozen, FrozenProcess
@@ -105,6 +105,21 @@ def _without(runs: list[tuple[int, bytes]], pages: list[int]) -> Iterator[tuple[
                 if i > start:
                     yield addr + start * kernel.PAGE_SIZE, view[start * kernel.PAGE_SIZE:i * kernel.PAGE_SIZE]
                 start = i + 1
+
+
+class Precopied:
+    """The pre-copies a capture keeps, each with the pages of its mapping written again
+    since (copied in the stop): `runs()` gives them less those pages. The filtering waits
+    for the thaw (a Python step per page: too slow for the stop)."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[int, list[tuple[int, bytes]], list[int]]] = []  # (ns pid, runs, written again)
+
+    def runs(self) -> Iterator[tuple[int, int, bytes]]:
+        """(ns pid, address, whole pages) of every pre-copied page not written again."""
+        for ns_pid, runs, again in self.kept:
+            for addr, data in _without(runs, again):
+                yield ns_pid, addr, data
 
 
 class DirtyTracker:
@@ -262,24 +277,27 @@ class Incremental:
             writer = ImageWriter(store, self.parent)
             ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
             pages = PageCopy(ns_pids, fork=snapshot)
-            copied: list[tuple[int, int, bytes]] = []   # stored after the thaw (snapshot), in this order
+            copied: list[tuple[int, int, bytes]] = []   # stored after the thaw (snapshot)
             sink = writer.add_pages if not snapshot else lambda *run: copied.append(run)
-            select = pages.selector(self.selector(frozen, ns_pids, writer.clear, sink))
+            early = Precopied()
+            select = pages.selector(self.selector(frozen, ns_pids, writer.clear, early))
         files = FileCapture(writer.add_blob)
         processes = capture_all(frozen, writer.add_pages, files, select)
         with phase("arm_tracking"):
             self.arm(frozen)
         try:
             pages.in_stop(frozen, sink)
+            if not snapshot:
+                writer.add_runs(list(early.runs()))
             with phase("alive_check"):
                 frozen.check_alive()
         except BaseException:
             pages.drop(frozen)
             raise
-        return Pending(self, writer, processes, files.files, pages, copied)
+        return Pending(self, writer, processes, files.files, pages, copied, early if snapshot else None)
 
     def selector(self, frozen: Frozen, ns_pids: dict[int, int],
-                 clear: Callable[[int, int, int], None], precopied: PageSink | None = None) -> PageSelector:
+                 clear: Callable[[int, int, int], None], precopied: Precopied | None = None) -> PageSelector:
         """The capture's page selector for this freeze window. First the trackers follow
         the frozen processes: those of processes gone are closed; a process new here, or
         one that exec()ed since the last capture (its memory is new; the old tracker's
@@ -287,8 +305,8 @@ class Incremental:
         ALL_ADDRESSES)` drops whatever the parent image holds under its PID (it may be a
         dead process's). Mappings gone since are cleared, and so is each mapping stored
         whole (new or changed). The pages `precopy()` copied of each mapping still tracked go to
-        `precopied(ns pid, address, data)` as it is selected, less those written again (copied
-        in the stop, which reach the image after them)."""
+        `precopied` as it is selected, with the pages written again since (copied in the stop):
+        the caller stores `precopied.runs()`, those pre-copies less the pages written again."""
         for pid in list(self.trackers):
             if pid not in frozen.processes:
                 self.trackers.pop(pid).close()
@@ -314,8 +332,7 @@ class Incremental:
                 if precopied is None:
                     raise CheckpointError("pages were copied before the freeze (precopy) but the "
                                           "capture was given nowhere to put them")
-                for addr, data in _without(runs, pages or ()):
-                    precopied(ns_pids[pid], addr, data)
+                precopied.kept.append((ns_pids[pid], runs, pages or []))
             return pages
         return select
 
@@ -340,10 +357,11 @@ class Pending:
     or still in fork snapshots (see capture_snapshot)."""
 
     def __init__(self, inc: Incremental, writer: ImageWriter, processes: list[dict], files: list[dict],
-                 pages: PageCopy, copied: list[tuple[int, int, bytes]]):
+                 pages: PageCopy, copied: list[tuple[int, int, bytes]], early: Precopied | None = None):
         self.inc, self.writer, self.processes, self.files = inc, writer, processes, files
         self.pages = pages
         self.copied = copied        # (ns pid, address, pages) read while frozen, not yet stored
+        self.early = early          # pages copied before the freeze, not yet stored
 
     @property
     def snapshots(self) -> list[Snapshot]:
@@ -351,8 +369,8 @@ class Pending:
 
     def complete(self) -> ChunkId:
         try:
-            self.writer.add_runs(self.copied)
-            self.copied = []
+            self.writer.add_runs(self.copied + (list(self.early.runs()) if self.early else []))
+            self.copied, self.early = [], None
         except BaseException:
             self.pages.drop()
             raise

@@ -57,7 +57,7 @@ from checkpointer.capture import capture_all
 from checkpointer.files import FileCapture
 from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
-from checkpointer.incremental import Incremental
+from checkpointer.incremental import Incremental, Precopied
 from checkpointer.snapshot import PageCopy
 from checkpointer.stopwatch import phase, recording
 
@@ -174,6 +174,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     def keep_run(pid: int, addr: int, data: bytes) -> None:
         pages.append((pid, addr, data))
     copy: PageCopy | None = None
+    early = Precopied()          # pre-copies, stored less the pages written again (after the thaw)
     with recording() as phases:
         with phase("before_freeze_precopy"):
             tracking.precopy()
@@ -187,7 +188,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
                 with phase("page_selection"):
                     ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
                     copy = PageCopy(ns_pids)
-                    select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span), keep_run))
+                    select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span), early))
                 files = FileCapture(name_blob)
                 processes = capture_all(frozen, keep_run, files, select)
                 with phase("arm_tracking"):
@@ -203,6 +204,8 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
             raise
         stopped_ms = ((frozen.thawed_at or time.perf_counter()) - started) * 1000
         copy.after_thaw(keep_run)
+        with phase("after_thaw_precopied"):
+            pages.extend(early.runs())
     return Captured(files_commit, fs_root, writer, processes, files.files, pages, blobs,
                     stopped_ms, {k: round(v, 3) for k, v in phases.items()}, clears)
 
