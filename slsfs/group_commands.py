@@ -213,62 +213,103 @@ def take_over_plain_mount(store: str) -> tuple[str, str] | None:
 
 
 def start_daemon(store: str, *args: str) -> dict | None:
-    """Start the daemon (`python -m slsfs.daemon STORE ARGS`, see _spawn_daemon) and wait
-    until it serves (or failed); its `ps` reply as it said it serves (None from a daemon
-    whose line carries none)."""
-    read_end, write_end = os.pipe()
-    log_path = os.path.join(store, LOG_NAME)
-    with open(log_path, "ab") as log_file:
-        pid = _spawn_daemon([store, *args, "--ready-fd", str(write_end)], log_file.fileno(), (read_end, write_end))
-    os.close(write_end)
-    try:
-        message = _read_line(read_end, DAEMON_START_TIMEOUT_S)
-    finally:
-        os.close(read_end)
-    serving, status = parse_ready_line(message)
-    if not serving:
-        pidfd = os.pidfd_open(pid)
+    """Start the daemon (`python -m slsfs.daemon STORE ARGS`) and wait until it serves (or
+    failed); its `ps` reply as it said it serves (None from a daemon whose line carries none)."""
+    return DaemonStart(store).start(*args)
+
+
+class DaemonStart:
+    """A store's daemon, forked from this command ahead of its start: while the command
+    checks what it was asked (the store, a daemon running, a plain mount), the fork
+    imports slsfs.daemon (most of a daemon's start: trio, pyfuse3, the checkpointer);
+    `start(*args)` hands it its arguments and waits until it serves. If the command ends
+    first (an error), the fork sees its argument pipe close and exits.
+    Why a fork: no second interpreter start, and what the command has imported (the
+    store, the control protocol) is not imported again; ~100 ms of `sls restore` and
+    `sls run` are saved that way, and the checks overlap the rest of the imports.
+    A command with threads (none of ours has) starts `python -m slsfs.daemon` at
+    `start` instead: a fork copies only the calling thread."""
+
+    def __init__(self, store: str) -> None:
+        self.store, self.log_path = store, os.path.join(store, LOG_NAME)
+        self._ready, ready_write = os.pipe()
+        self._args_read, self._args = os.pipe()
+        self.pid = self._fork(ready_write) if threading.active_count() == 1 else None
+        os.close(self._args_read)
+        if self.pid is not None:
+            os.close(ready_write)
+        else:                          # started at start()
+            os.close(self._args)
+            self._args, self._ready_write = -1, ready_write
+
+    def _fork(self, ready_write: int) -> int:
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            os.close(log_fd)
+            return pid
+        try:                                   # the child: never returns
+            os.setsid()
+            os.chdir("/")                      # not holding the directory we ran in (a mount to take over)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            keep = sorted((self._args_read, ready_write))
+            os.closerange(3, keep[0])
+            os.closerange(keep[0] + 1, keep[1])
+            os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
+            from . import daemon
+            with os.fdopen(self._args_read, "rb") as pipe:
+                args = pipe.read()
+            if not args:                       # the command ended without starting us
+                os._exit(0)
+            argv = [self.store, *json.loads(args), "--ready-fd", str(ready_write)]
+            sys.argv = [sys.executable, "-m", "slsfs.daemon", *argv]
+            daemon.run(argv)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+
+    def start(self, *args: str) -> dict | None:
+        """Run the daemon with `args`; its `ps` reply once it serves (see start_daemon)."""
+        if self.pid is None:
+            with open(self.log_path, "ab") as log_file:
+                self.pid = subprocess.Popen(
+                    [sys.executable, "-m", "slsfs.daemon", self.store, *args, "--ready-fd", str(self._ready_write)],
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, pass_fds=(self._ready_write,),
+                    start_new_session=True).pid
+            os.close(self._ready_write)
+        else:
+            try:
+                os.write(self._args, json.dumps(list(args)).encode())
+            except BrokenPipeError:            # it failed already (its log says why): no answer below
+                pass
+            os.close(self._args)
         try:
-            if message:                 # it said why, and is unmounting and exiting: let it
+            message = _read_line(self._ready, DAEMON_START_TIMEOUT_S)
+        finally:
+            os.close(self._ready)
+        serving, status = parse_ready_line(message)
+        if not serving:
+            self._end(wait=bool(message))
+            reason = message.removeprefix("error: ") or "no answer"
+            raise CommandError(f"the slsfs daemon did not start: {reason} (see {self.log_path})")
+        return status
+
+    def _end(self, wait: bool) -> None:
+        """A daemon that did not start: if `wait` (it said why, and is unmounting and
+        exiting) let it end, for a while; then kill and reap it."""
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            if wait:
                 select.select([pidfd], [], [], DAEMON_STOP_TIMEOUT_S)
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            os.waitpid(self.pid, 0)
         finally:
             os.close(pidfd)
-        reason = message.removeprefix("error: ") or "no answer"
-        raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
-    return status
-
-
-def _spawn_daemon(argv: list[str], log_fd: int, pipe: tuple[int, int]) -> int:
-    """The daemon, in a new session, its output to `log_fd`, keeping the pipe's write end
-    (`pipe[1]`, its --ready-fd); its PID. It is a fork of this command that imports and runs
-    slsfs.daemon: no second interpreter start, and what we imported already (the store,
-    the control protocol) is not imported again (~100 ms of `sls restore` and `sls run`,
-    whose user waits for the daemon). A command with threads (none of ours has) starts
-    `python -m slsfs.daemon` instead: a fork copies only the calling thread."""
-    if threading.active_count() > 1:
-        return subprocess.Popen([sys.executable, "-m", "slsfs.daemon", *argv], stdin=subprocess.DEVNULL,
-                                stdout=log_fd, stderr=log_fd, pass_fds=(pipe[1],), start_new_session=True).pid
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    try:                                   # the child: never returns
-        os.setsid()
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.closerange(3, pipe[1])
-        os.closerange(pipe[1] + 1, os.sysconf("SC_OPEN_MAX"))
-        sys.argv = [sys.executable, "-m", "slsfs.daemon", *argv]
-        from . import daemon
-        daemon.run(argv)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(1)
 
 
 def _read_line(fd: int, timeout: float) -> str:
@@ -405,15 +446,16 @@ def cmd_group_restore(args) -> int:
     if args.clone:
         return cmd_group_clone(args)
     store = _store_path(args.store)
-    plain = take_over_plain_mount(store)
+    plain = take_over_plain_mount(store)  # (first: the fork below starts out in our directory)
+    daemon = DaemonStart(store)          # imports while we check the rest
     group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
-                                   daemon_status(store), force=args.force)
+                                   daemon_status(store), force=args.force, daemon=daemon)
     _print(args, group, _restored_line(group))
     return 0
 
 
 def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: str | None,
-                           status: dict | None, *, force: bool) -> dict:
+                           status: dict | None, *, force: bool, daemon: DaemonStart | None = None) -> dict:
     """Stop the store's daemon (if `status` says one runs), start one restoring group
     `name` from its checkpoint `at` (default: newest durable); the group's `ps` entry.
     Other running groups share the volume whose files the restore resets, so they are
@@ -433,8 +475,9 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
                 groups.resolve(opened, name, at)
             except groups.GroupError as exc:
                 raise CommandError(str(exc)) from None
-    status = (start_daemon(store, "--restore", name, *(["--at", at] if at else []),
-                           *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
+    status = ((daemon or DaemonStart(store)).start("--restore", name, *(["--at", at] if at else []),
+                                                   *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint
+                                                     else []))
               or daemon_status(store) or {"groups": []})
     group = next((g for g in status["groups"] if g["group"] == name), None)
     if group is None:
