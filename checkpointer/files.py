@@ -143,6 +143,8 @@ class FileCapture:
             return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
         if target.endswith(procfs.DELETED) and stat.S_ISREG(mode):
             return self._deleted(pid, info, st)
+        if stat.S_ISREG(mode) and (record := _procfs_file(pid, target, st)) is not None:
+            return record
         if stat.S_ISREG(mode):
             return {"kind": "file", "path": target}
         if stat.S_ISDIR(mode):
@@ -419,6 +421,16 @@ def _ends(record: dict) -> tuple[tuple, tuple]:
     return tuple(record["address"]), tuple(record["peer"])
 
 
+def _fdinfo_field(pid: int, fd: int, name: str) -> str:
+    """One field of /proc/PID/fdinfo/FD (as the restorer's namespace numbers it)."""
+    with open(f"/proc/{pid}/fdinfo/{fd}") as fdinfo:
+        for line in fdinfo:
+            key, _, value = line.partition(":")
+            if key == name:
+                return value.strip()
+    raise OSError(f"no {name} in /proc/{pid}/fdinfo/{fd}")
+
+
 def _timespec(text: str) -> list[int]:
     """fdinfo's "(sec, nsec)" as [sec, nsec]."""
     return [int(x) for x in re.findall(r"-?\d+", text)[:2]]
@@ -670,6 +682,8 @@ class FileRestorer:
             if record["queued"]:
                 self.warnings.append(f"process {ns_pid}: {record['queued']} bytes waiting in the pseudo-terminal "
                                      f"{record['index']} were dropped")
+        elif kind == "procfs":
+            fd = self._make_procfs(builder, record)
         elif kind not in PATH_KINDS:
             raise CheckpointError(f"the image holds a file of kind {kind!r}, unknown to this version "
                                   "of slsfs (written by a newer one?): upgrade to restore it")
@@ -782,6 +796,33 @@ class FileRestorer:
         inj = builder.inj
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
         inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
+        return fd
+
+    def _make_procfs(self, builder, record: dict) -> int:
+        """/proc/PID/... of the image's process `pid` as it runs now: its host PID read
+        from a pidfd the holder opens in its own namespace, the file opened by the
+        restorer (a --root group's /proc is mounted only once its processes run) and
+        handed over; /dev/null, with a warning, if that process is not in the image."""
+        inj, flags = builder.inj, record["flags"] & (O_ACCMODE | O_NONBLOCK)
+        ours, pidfd = -1, inj.call(_NR_PIDFD_OPEN, record["pid"], 0)
+        if pidfd >= 0:
+            try:
+                host = _fdinfo_field(builder.tid, pidfd, "Pid")
+                ours = os.open(f"/proc/{host}{record['rest']}", flags | os.O_CLOEXEC)
+            except OSError:
+                pass
+            finally:
+                inj.check(kernel.NR["close"], pidfd, what="close(pidfd)")
+        if ours < 0:
+            self.warnings.append(f"process {builder.meta['pid']}: {record['target']} (a file of process "
+                                 f"{record['pid']}, not in the image) is /dev/null now")
+            return builder.open("/dev/null", flags, "/dev/null")
+        try:
+            fd = sockets.push_fd(inj, builder.tid, ours)
+        finally:
+            os.close(ours)
+        if record["pos"]:
+            inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({record['target']})")
         return fd
 
     def _make_pidfd(self, builder, record: dict) -> int:
@@ -920,6 +961,28 @@ class FileRestorer:
 
 
 _PROC_TASK_FILE = re.compile(r"/proc/(\d+|self|thread-self)/")
+_PROC_PID_FILE = re.compile(r"/proc/(\d+)(/.+)")
+
+
+def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
+    """A `procfs` record for a file of a process in /proc (/proc/PID/comm, .../status),
+    naming that process by its PID in the holder's namespace; None for any other file, or
+    a process that is gone or in another namespace. The holder's /proc is the daemon's
+    (PIDs as the host numbers them) or one of its own namespace (a --root group's)."""
+    root = os.readlink(f"/proc/{holder}/root") if "/proc/" in target else "/"
+    match = _PROC_PID_FILE.fullmatch(target[len(root):] if target.startswith(root + "/") else target)
+    if match is None:
+        return None
+    number = int(match[1])
+    if st.st_dev != os.stat("/proc").st_dev:      # the holder's own /proc: its namespace's numbers
+        return {"kind": "procfs", "pid": number, "rest": match[2]}
+    try:
+        theirs, holders = procfs.status(number)["NSpid"].split(), procfs.status(holder)["NSpid"].split()
+    except (FileNotFoundError, ProcessLookupError, KeyError):
+        return None
+    if len(theirs) != len(holders):
+        return None
+    return {"kind": "procfs", "pid": int(theirs[-1]), "rest": match[2]}
 
 
 def _undeleted(target: str, st: os.stat_result) -> str:

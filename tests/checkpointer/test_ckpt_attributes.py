@@ -67,16 +67,16 @@ def test_an_aio_context_is_refused_by_name(procs, store, tmp_path):
 PROC_HOLDER = """
 import os, sys, time
 held = os.open("/proc/self/comm", os.O_RDONLY)      # the kernel names it /proc/<pid>/comm
+os.read(held, 3)
 open(sys.argv[1], "w").write("ready")
 while True:
     time.sleep(0.05)
 """
 
 
-def test_a_held_file_of_a_process_in_proc_does_not_fail_the_restore(procs, store, tmp_path):
-    """/proc/<pid>/... of the dead original cannot be opened again (new PIDs; a --root
-    group's /proc is mounted only once its processes run): it comes back as /dev/null with
-    a warning instead of failing the whole restore."""
+def test_a_held_file_of_a_process_in_proc_names_the_restored_process(procs, store, tmp_path):
+    """/proc/<pid>/... held open names the restored process (its PID differs: it is
+    reopened at the new one, same position), not the dead original."""
     out = tmp_path / "proc.out"
     proc = procs.start([sys.executable, "-c", PROC_HOLDER, str(out)])
     wait_for(lambda: out.exists() and out.read_text() == "ready", "the target to open /proc/self/comm")
@@ -84,6 +84,7 @@ def test_a_held_file_of_a_process_in_proc_does_not_fail_the_restore(procs, store
     procs.kill(proc)
     restored = checkpointer.restore(store, "proc")
     procs.restored.append(restored)
-    assert any(f"/proc/{proc.pid}/comm could not be opened again" in w for w in restored.warnings), restored.warnings
+    assert not restored.warnings, restored.warnings
     [pid] = restored.pids
-    assert os.readlink(f"/proc/{pid}/fd/3") == "/dev/null"
+    assert os.readlink(f"/proc/{pid}/fd/3") == f"/proc/{pid}/comm"
+    assert "pos:\t3" in open(f"/proc/{pid}/fdinfo/3").read()
