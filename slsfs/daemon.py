@@ -248,8 +248,8 @@ class Daemon:
         if settings.mode == "root":
             await self._prepare_root(settings.mountpoint)
         marks.append(time.perf_counter())
-        image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         stored = StoredImage(self.store, record.image)
+        image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio, stored)
         lazy = stored.holds_pages(LAZY_MIN_BYTES // PAGE_SIZE)
         marks.append(time.perf_counter())
         # forked here, in the thread that owns the store: the server reads the fork's copy

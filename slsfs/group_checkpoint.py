@@ -218,8 +218,9 @@ class LoadedImage:
     TRIP_PAGES at a time, as the restore asks for them (the page writer fills the process
     with one batch while the next is read), blobs fetched through the trio thread on demand."""
 
-    def __init__(self, store: Store, root: ChunkId, in_trio: InTrio) -> None:
-        self._stored = StoredImage(store, root)
+    def __init__(self, store: Store, root: ChunkId, in_trio: InTrio, stored: StoredImage | None = None) -> None:
+        """`stored`: the image at `root` already read (its metadata is not parsed again)."""
+        self._stored = stored or StoredImage(store, root)
         self._in_trio = in_trio
         self.store_path, self.root = store.path, self._stored.root   # a lazy restore's page server opens it
         self.processes: list[dict] = self._stored.processes
