@@ -27,7 +27,7 @@ def _precopied_checkpoints(store, pid: int, out, rounds: int, between) -> tuple:
             inc.capture(frozen, store)
         for _ in range(rounds):
             _lines(out, len(ok_lines(out)) + 3)
-            precopied.append(inc.precopy())
+            precopied.append(inc.precopy(min_pages=0))
             between()
             with freeze([pid], tree=True) as frozen:
                 root = inc.capture(frozen, store)
