@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from . import kernel, procfs, stopwatch
-from .errors import CheckpointError, ProcessGone
+from .errors import CheckpointError, ProcessGone, Unsupported
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import Regs
 from .pinning import Pinning
@@ -116,6 +116,7 @@ class Frozen:
         if not os.path.exists(f"/proc/{pid}"):
             raise ProcessGone(pid, "no such process")
         if procfs.stat_fields(pid)[2] == "Z":
+            _refuse_exited_leader(pid)
             raise CheckpointError(f"process {pid} is a zombie (it has exited); nothing to checkpoint")
         proc = self.processes[pid] = FrozenProcess(pid, {})
         seen: set[int] = set()
@@ -169,6 +170,7 @@ class Frozen:
                 except ProcessGone:
                     continue  # exited and reaped meanwhile
                 if fields[2] in ("Z", "X"):
+                    _refuse_exited_leader(child)
                     self.zombies[child] = int(fields[51])
                     continue
                 try:
@@ -356,3 +358,15 @@ def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False,
             yield frozen
         finally:
             frozen.thaw()
+
+
+def _refuse_exited_leader(pid: int) -> None:
+    """Raise Unsupported if `pid`, a zombie, is only its main thread: it called
+    pthread_exit and other threads of it still run (they would be lost as a zombie)."""
+    try:
+        running = [tid for tid in procfs.tids(pid) if tid != pid and procfs.stat_fields(tid)[2] not in ("Z", "X")]
+    except ProcessGone:       # reaped, or a thread gone meanwhile: exiting, not running
+        return
+    if running:
+        raise Unsupported(f"process {pid}: its main thread has exited (pthread_exit) while its other "
+                          "threads run; such a process cannot be checkpointed yet")

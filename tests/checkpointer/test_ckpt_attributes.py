@@ -64,6 +64,25 @@ def test_an_aio_context_is_refused_by_name(procs, store, tmp_path):
     assert proc.poll() is None, "the refused checkpoint must leave the process running"
 
 
+@pytest.mark.parametrize("as_child", [False, True], ids=["itself", "a-child"])
+def test_a_process_whose_main_thread_has_exited_is_refused_by_name(procs, store, binaries, tmp_path, as_child):
+    """pthread_exit in main with other threads running: a clear error, where it was "a
+    zombie" (checkpointed itself) or silently recorded as one (in a tree), its running
+    threads lost."""
+    out = tmp_path / "leader.out"
+    command = [str(binaries / "leader_exited"), str(out)]
+    proc = procs.start(["/bin/sh", "-c", '"$@" & wait', "sh", *command] if as_child else command)
+    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target's main thread to exit")
+    exited = children_of(proc.pid)[0] if as_child else proc.pid
+    try:
+        with pytest.raises(Unsupported, match=f"process {exited}: its main thread has exited"):
+            checkpointer.checkpoint([proc.pid], store, "leader", tree=True)
+        assert proc.poll() is None, "the refused checkpoint must leave the process running"
+    finally:
+        if as_child:
+            os.kill(exited, signal.SIGKILL)
+
+
 PROC_HOLDER = """
 import os, sys, time
 held = os.open("/proc/self/comm", os.O_RDONLY)      # the kernel names it /proc/<pid>/comm
