@@ -25,6 +25,8 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   opened the store (as `sls restore --lazy` does): the page server is a fork of the
   restorer, and a fork costs ~40 ms per GiB the forking process holds, so this bench's
   own figure grows with what it captured before;
+- restore_ms_fresh_restorer: restore() (eager) made by such a new process (up to
+  EAGER_MAX_MIB), as `sls restore` of a process image does;
 - throughput_*: the target's passes over its window per second, alone and while it
   is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
 - stop_breakdown_ms: where the stop of an incremental snapshot checkpoint goes (the
@@ -36,7 +38,8 @@ what was written since the previous one: its stop copies only what was written a
 
 `--restore-only MIB [--repeat N]` measures restore alone, N times each (default 5), from
 one full checkpoint of a MIB target: restore_ms / restore_cpu_ms (eager, in this process;
-up to 256 MiB) and restore_ms_lazy_fresh_restorer (each from a new process), every value
+up to EAGER_MAX_MIB), restore_ms_fresh_restorer and restore_ms_lazy_fresh_restorer (each from a new
+process; eager up to EAGER_MAX_MIB), every value
 and the median, with the load average before and after (restore figures move with it).
 
 Usage: python bench/checkpoint.py [--quick | --restore-only MIB [--repeat N]]   (root; gcc on PATH)
@@ -84,18 +87,19 @@ int main(int argc, char **argv) {
 }
 """
 WINDOW_SECONDS = 1.0
-LAZY_IN_FRESH_PROCESS = r"""
+RESTORE_IN_FRESH_PROCESS = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from objectstore import Store
 import checkpointer
 with Store.open(sys.argv[2], readonly=True) as store:
     started = time.perf_counter()
-    restored = checkpointer.restore(store, "bench", lazy=True)
+    restored = checkpointer.restore(store, "bench", lazy=sys.argv[3] == "lazy")
     ms = (time.perf_counter() - started) * 1000
     restored.kill()
 print(json.dumps(ms))
 """
+EAGER_MAX_MIB = 256  # eager restores with --restore-only, and from a new process, up to this size (beyond: seconds each)
 
 
 def dir_bytes(path: Path) -> int:
@@ -219,9 +223,9 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         restored.wait_pages_in(timeout=600)
         result["lazy_ms_until_all_pages_in"] = (time.perf_counter() - started) * 1000
         restored.kill()
-        result["restore_ms_lazy_fresh_restorer"] = json.loads(subprocess.run(
-            [sys.executable, "-c", LAZY_IN_FRESH_PROCESS, str(Path(__file__).resolve().parent.parent),
-             str(store_dir)], check=True, capture_output=True, text=True).stdout)
+        result["restore_ms_lazy_fresh_restorer"] = restore_in_fresh_process(store_dir, lazy=True)
+        if mib <= EAGER_MAX_MIB:
+            result["restore_ms_fresh_restorer"] = restore_in_fresh_process(store_dir, lazy=False)
         image = checkpointer.load_image(store, "bench")
         cpu = time.process_time()
         _, result["restore_ms_reading_pages"] = timed(
@@ -232,6 +236,17 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
             target.kill()
         store.close()
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def restore_in_fresh_process(store_dir: Path, lazy: bool) -> float:
+    """restore() of the image, in ms, made by a new process that has only opened the store
+    (as `sls restore` does): the page server of a lazy restore is a fork of the restorer,
+    whose cost grows with what the restorer holds; an eager one is the first restore of
+    that process (nothing of the image's tree cached yet), as `sls restore` of a process
+    image and a daemon's restore after a crash are."""
+    return json.loads(subprocess.run(
+        [sys.executable, "-c", RESTORE_IN_FRESH_PROCESS, str(Path(__file__).resolve().parent.parent),
+         str(store_dir), "lazy" if lazy else "eager"], check=True, capture_output=True, text=True).stdout)
 
 
 def _runs_on(target: Target, pid: int) -> bool:
@@ -281,7 +296,7 @@ def restore_only(binary: Path, mib: int, workdir: Path, repeat: int) -> dict:
         store.commit("bench full", durable=True)
         target.kill()
         walls, cpus = [], []
-        for _ in range(repeat if mib <= 256 else 0):
+        for _ in range(repeat if mib <= EAGER_MAX_MIB else 0):
             cpu = time.process_time()
             restored, wall = timed(lambda: checkpointer.restore(store, "bench"))
             cpus.append((time.process_time() - cpu) * 1000)
@@ -289,14 +304,15 @@ def restore_only(binary: Path, mib: int, workdir: Path, repeat: int) -> dict:
             if not _runs_on(target, restored.pids[0]):
                 raise SystemExit("bench: the restored target does not run")
             restored.kill()
-        lazy = [json.loads(subprocess.run(
-            [sys.executable, "-c", LAZY_IN_FRESH_PROCESS, str(Path(__file__).resolve().parent.parent),
-             str(store_dir)], check=True, capture_output=True, text=True).stdout) for _ in range(repeat)]
+        lazy = [restore_in_fresh_process(store_dir, lazy=True) for _ in range(repeat)]
+        fresh = [restore_in_fresh_process(store_dir, lazy=False) for _ in range(repeat if mib <= EAGER_MAX_MIB
+                                                                                else 0)]
     finally:
         if target.proc.poll() is None:
             target.kill()
         store.close()
-    for name, values in (("restore_ms", walls), ("restore_cpu_ms", cpus), ("restore_ms_lazy_fresh_restorer", lazy)):
+    for name, values in (("restore_ms", walls), ("restore_cpu_ms", cpus), ("restore_ms_fresh_restorer", fresh),
+                         ("restore_ms_lazy_fresh_restorer", lazy)):
         if values:
             result[name] = [round(v, 2) for v in values]
             result[f"{name}_median"] = round(statistics.median(values), 2)
