@@ -41,6 +41,7 @@ CLONE_PARENT = 0x00008000
 O_RDONLY, O_RDWR = 0, 2
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
 PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_SET_PDEATHSIG = 8, 24, 47, 2, 1
+PR_SET_CHILD_SUBREAPER = 36
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
@@ -350,6 +351,15 @@ class ProcessBuilder:
                        what="PR_SET_NAME")
         self.inj.call(NR["umask"], self.meta["umask"])
         self.inj.call(NR["personality"], self.meta["personality"])
+        if self.meta.get("child_subreaper"):           # version 5, as the one below
+            self.inj.check(NR["prctl"], PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, what="PR_SET_CHILD_SUBREAPER")
+        if self.meta.get("oom_score_adj"):
+            try:
+                with open(f"/proc/{self.tid}/oom_score_adj", "w") as adj:
+                    adj.write(str(self.meta["oom_score_adj"]))
+            except OSError as exc:      # lowering it takes CAP_SYS_RESOURCE
+                self.warnings.append(f"process {self.meta['pid']}: its oom_score_adj "
+                                     f"{self.meta['oom_score_adj']} could not be set again ({exc.strerror})")
 
     def _mm_map(self) -> None:
         mm = self.meta["mm"]

@@ -43,7 +43,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.process_vm_readv.restype = ctypes.c_ssize_t
 _libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
                                    ctypes.c_ulong, ctypes.c_ulong]
-PR_GET_TID_ADDRESS, PR_GET_PDEATHSIG = 40, 2
+PR_GET_TID_ADDRESS, PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER = 40, 2, 37
 PTRACE_SECCOMP_GET_FILTER = 0x420C
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
@@ -98,6 +98,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "creds": _creds(status),
             "umask": int(status.get("Umask", "022"), 8),
             "personality": int(open(f"/proc/{pid}/personality").read(), 16),
+            "oom_score_adj": int(open(f"/proc/{pid}/oom_score_adj").read()),
             "sched": _scheduling(pid, stat_fields),
             "rlimits": {name: list(limits[num]) for name, num in sorted(RLIMITS.items())},
             "mm": procfs.mm_layout(pid, stat_fields),
@@ -295,12 +296,13 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
 
 def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
     """State only readable from inside, all threads' calls in one batch (batch.py): brk,
-    signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
+    whether it is a child subreaper, signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
     of each thread and the signal it gets when its parent dies. Then the thread state
     ptrace reads from outside."""
     nr, main = kernel.NR, proc.pid
     batch = SyscallBatch(proc.pid, int(status["SigIgn"], 16))
     brk = batch.add(main, nr["brk"], 0)
+    subreaper = batch.add(main, nr["prctl"], PR_GET_CHILD_SUBREAPER, OUT, out=4)
     handled = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
     actions = {sig: batch.add(main, nr["rt_sigaction"], sig, 0, OUT, 8, out=32)
                for sig in range(1, 65) if handled >> (sig - 1) & 1}
@@ -316,6 +318,7 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
         posix_timers.set_time(timer, call.output(f"timer_gettime({timer['id']})"))
     return {
         "brk": brk.check("brk(0)"),
+        "child_subreaper": struct.unpack("i", subreaper.output("PR_GET_CHILD_SUBREAPER"))[0],
         "sigactions": {str(sig): list(struct.unpack("QQQQ", call.output(f"rt_sigaction({sig})")))
                        for sig, call in actions.items()},
         "itimers": [list(struct.unpack("qqqq", call.output("getitimer"))) for call in itimers],

@@ -29,6 +29,8 @@
  *     idle time set.
  *   parent-death-signal: PR_SET_PDEATHSIG SIGUSR2 (credentials changes clear it).
  *   shutdown: a stream socketpair whose one end shut down writing: the other reads EOF.
+ *   child-subreaper: PR_SET_CHILD_SUBREAPER (the orphans above are ours by it).
+ *   oom-score-adj: 123 in /proc/self/oom_score_adj.
  *   seccomp: a filter (installed last, without no_new_privs) failing getitimer and
  *     get_robust_list with EPERM, calls a checkpointer might inject: still in force.
  */
@@ -147,6 +149,9 @@ static int leader_has_its_child(void)
 static void setup(void)
 {
     char path[64];
+    int adj = open("/proc/self/oom_score_adj", O_WRONLY);     /* before fsuid 9 */
+    write(adj, "123", 3);
+    close(adj);
     if (pipe(pipe_ends) != 0)
         exit(2);
     snprintf(path, sizeof path, "/proc/self/fd/%d", pipe_ends[1]);
@@ -339,6 +344,16 @@ static void check(void)
     char none;
     ssize_t eof = recv(half_closed[1], &none, 1, MSG_DONTWAIT), sent = send(half_closed[0], "x", 1, MSG_NOSIGNAL);
     report(eof == 0 && sent == -1 && errno == EPIPE, "shutdown", "recv gave %zd, send %zd", eof, sent);
+
+    int subreaper = 0;
+    prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0);
+    report(subreaper == 1, "child-subreaper", "%d", subreaper);
+
+    char score[16] = "";
+    int adj = open("/proc/self/oom_score_adj", O_RDONLY);
+    read(adj, score, sizeof score - 1);
+    close(adj);
+    report(atoi(score) == 123, "oom-score-adj", "%s", score);
 
     struct itimerval timer;
     errno = 0;
