@@ -126,7 +126,9 @@ def test_a_program_that_daemonizes_is_told_to_run_in_the_foreground(group_store)
     store.sls("run", "--store", str(store.path), "--name", "bg", "--", "/bin/sh", "-c",
               "while [ ! -e go ]; do sleep 0.05; done; sleep 600 & exit 0")
     (store.mnt / "go").touch()
-    group = wait_for(lambda: (g := store.group("bg")) and not g["running"] and g, "the group to end")
+    # (ended as soon as its PID 1 is a zombie; the status comes once the launcher has reaped it)
+    group = wait_for(lambda: (g := store.group("bg")) and not g["running"] and g["exit_status"] is not None and g,
+                     "the group to end and its exit status")
     assert group["exit_status"] == 0
     human = store.sls("ps", "--store", str(store.path)).stdout
     assert "exited with status 0" in human and "sls run --init" in human, human
