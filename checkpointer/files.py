@@ -80,8 +80,10 @@ class FileCapture:
         self._holders: dict[str, list[tuple[int, int, int]]] = {}  # target -> [(host pid, fd, file id)]
         self._deleted_ids: dict[tuple[int, int], int] = {}   # (dev, ino) of an unlinked file -> its file id
         self._socket_holders: dict[int, tuple[int, int]] = {}  # socket inode -> (host pid, fd) holding it
+        self._captured: set[int] = set()    # host pids of the processes whose fds are recorded
 
     def fd_records(self, pid: int) -> list[dict]:
+        self._captured.add(pid)
         infos = procfs.fds(pid, lambda fd, target: _connection_fdinfo.get((pid, fd, target)))
         return [self._fd_record(pid, info) for info in infos]
 
@@ -226,7 +228,15 @@ class FileCapture:
 
     def check_peers(self) -> None:
         """A socket pair end whose peer is outside the image comes back as a closed
-        connection; a TCP connection whose two ends are in the image keeps its state."""
+        connection; a TCP connection whose two ends are in the image keeps its state; a
+        /proc file of a process outside the image is reopened by its path."""
+        for f in self.files:
+            if f["kind"] != "procfs":
+                continue
+            host = f.pop("host", None)       # None: a file of the holder's own /proc (its namespace)
+            if host is not None and host not in self._captured:
+                f["kind"] = "file"
+                del f["pid"], f["rest"]
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
@@ -966,8 +976,9 @@ _PROC_PID_FILE = re.compile(r"/proc/(\d+)(/.+)")
 
 def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
     """A `procfs` record for a file of a process in /proc (/proc/PID/comm, .../status),
-    naming that process by its PID in the holder's namespace; None for any other file, or
-    a process that is gone or in another namespace. The holder's /proc is the daemon's
+    naming that process by its PID in the holder's namespace (and its path, for one that
+    turns out not to be in the image); None for any other file, or a process that is gone
+    or in another namespace. The holder's /proc is the daemon's
     (PIDs as the host numbers them) or one of its own namespace (a --root group's)."""
     root = os.readlink(f"/proc/{holder}/root") if "/proc/" in target else "/"
     match = _PROC_PID_FILE.fullmatch(target[len(root):] if target.startswith(root + "/") else target)
@@ -975,14 +986,15 @@ def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
         return None
     number = int(match[1])
     if st.st_dev != os.stat("/proc").st_dev:      # the holder's own /proc: its namespace's numbers
-        return {"kind": "procfs", "pid": number, "rest": match[2]}
+        return {"kind": "procfs", "pid": number, "rest": match[2], "path": target}
     try:
         theirs, holders = procfs.status(number)["NSpid"].split(), procfs.status(holder)["NSpid"].split()
     except (FileNotFoundError, ProcessLookupError, KeyError):
         return None
     if len(theirs) != len(holders):
         return None
-    return {"kind": "procfs", "pid": int(theirs[-1]), "rest": match[2]}
+    # `host`: checked once every process is captured (FileCapture.check_peers)
+    return {"kind": "procfs", "pid": int(theirs[-1]), "rest": match[2], "path": target, "host": number}
 
 
 def _undeleted(target: str, st: os.stat_result) -> str:

@@ -87,6 +87,7 @@ PROC_HOLDER = """
 import os, sys, time
 held = os.open("/proc/self/comm", os.O_RDONLY)      # the kernel names it /proc/<pid>/comm
 os.read(held, 3)
+outside = os.open("/proc/1/status", os.O_RDONLY)    # init's: not in the image
 open(sys.argv[1], "w").write("ready")
 while True:
     time.sleep(0.05)
@@ -95,7 +96,8 @@ while True:
 
 def test_a_held_file_of_a_process_in_proc_names_the_restored_process(procs, store, tmp_path):
     """/proc/<pid>/... held open names the restored process (its PID differs: it is
-    reopened at the new one, same position), not the dead original."""
+    reopened at the new one, same position), not the dead original; one of a process
+    outside the image (init) is the same file again (zdtm pid_file)."""
     out = tmp_path / "proc.out"
     proc = procs.start([sys.executable, "-c", PROC_HOLDER, str(out)])
     wait_for(lambda: out.exists() and out.read_text() == "ready", "the target to open /proc/self/comm")
@@ -107,3 +109,4 @@ def test_a_held_file_of_a_process_in_proc_names_the_restored_process(procs, stor
     [pid] = restored.pids
     assert os.readlink(f"/proc/{pid}/fd/3") == f"/proc/{pid}/comm"
     assert "pos:\t3" in open(f"/proc/{pid}/fdinfo/3").read()
+    assert os.stat(f"/proc/{pid}/fd/4").st_ino == os.stat("/proc/1/status").st_ino
