@@ -57,6 +57,7 @@ from checkpointer.capture import capture_all
 from checkpointer.files import FileCapture
 from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
+from checkpointer.kernel import PAGE_SIZE
 from checkpointer.incremental import Incremental, Precopied
 from checkpointer.snapshot import PageCopy
 from checkpointer.stopwatch import phase, recording
@@ -206,6 +207,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         copy.after_thaw(keep_run)
         with phase("after_thaw_precopied"):
             pages.extend(early.runs())
+        tracking.last_pages = sum(len(run[2]) for run in pages) // PAGE_SIZE   # (precopy's threshold)
     return Captured(files_commit, fs_root, writer, processes, files.files, pages, blobs,
                     stopped_ms, {k: round(v, 3) for k, v in phases.items()}, clears)
 
