@@ -27,9 +27,10 @@ tracking (the scan that lists written pages also clears them), so the next image
 full again and never misses a write.
 
 Before the freeze, the processes running, the pages written since the previous
-checkpoint are pre-copied (Incremental.precopy): the stop copies only the pages written
-again since (for Redis at 10 Hz, about a third of them); the phase "before_freeze_precopy"
-is recorded with the others but is not part of `stop_ms`.
+checkpoint are pre-copied (Incremental.precopy) when the last checkpoint stored many
+(incremental.PRECOPY_MIN_PAGES): the stop copies only the pages written again since (for
+Redis under redis-benchmark, about a third of them); the phase "before_freeze_precopy" is
+recorded with the others but is not part of `stop_ms`.
 The page copy is out of the stop where that is cheaper (checkpointer.snapshot): a
 process with many pages to store gets a fork snapshot while frozen, and its pages are
 read from it after the thaw, still in `take()` (the tracer thread), which then kills the
