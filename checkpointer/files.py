@@ -64,6 +64,7 @@ _NR_KCMP, _NR_TEE, _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 312, 276, 293, 290, 
 _NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR, _NR_SOCKET = 434, 438, 72, 53, 41
 _NR_TIMERFD_CREATE, _NR_TIMERFD_SETTIME, _NR_EPOLL_CREATE1, _NR_EPOLL_CTL = 283, 286, 291, 233
 _NR_MEMFD_CREATE = 319
+MFD_ALLOW_SEALING, F_ADD_SEALS, F_GET_SEALS, F_SEAL_SEAL = 2, 1033, 1034, 1
 PATH_KINDS = ("file", "dir", "device", "tty", "fifo")   # reopened by path
 EPOLL_CTL_ADD = 1
 
@@ -175,7 +176,7 @@ class FileCapture:
         original = path.removesuffix(procfs.DELETED)
         name = name or (original[len("/memfd:"):] if original.startswith("/memfd:") else os.path.basename(original))
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
-                  "flags": O_RDWR, "pos": 0, "data": self._put_pieces(pieces)}
+                  "flags": O_RDWR, "pos": 0, "data": self._put_pieces(pieces), **_memfd_seals_and_mode(source)}
         self.files.append(record)
         return record["id"]
 
@@ -431,6 +432,22 @@ def _ends(record: dict) -> tuple[tuple, tuple]:
     return tuple(record["address"]), tuple(record["peer"])
 
 
+def _memfd_seals_and_mode(source: str) -> dict:
+    """A memfd's (or shared memory's, or a deleted file's) seals (F_GET_SEALS; a file
+    elsewhere than in shmem cannot have any: F_SEAL_SEAL) and permission bits."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            seals = fcntl.fcntl(fd, F_GET_SEALS)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            seals = F_SEAL_SEAL
+        return {"seals": seals, "mode": stat.S_IMODE(os.fstat(fd).st_mode)}
+    finally:
+        os.close(fd)
+
+
 def _fdinfo_field(pid: int, fd: int, name: str) -> str:
     """One field of /proc/PID/fdinfo/FD (as the restorer's namespace numbers it)."""
     with open(f"/proc/{pid}/fdinfo/{fd}") as fdinfo:
@@ -505,6 +522,7 @@ class FileRestorer:
         self.pty_index: dict[int, int] = {}  # a pty pair's index in the image -> its new one
         self.pty_here: dict[int, int] = {}   # ... -> our fd on its master, made before its holder
         self.repairing: list[tuple[socket.socket, dict]] = []  # TCP connections in repair mode, our dups
+        self.sealing: list[tuple[int, int]] = []   # (our fd on a new memfd, the seals it gets at `finish`)
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -539,12 +557,24 @@ class FileRestorer:
             self.segments[file_id] = sysv_shm.make(record, self.read_blob(record["data"]), self.warnings)
         return self.segments[file_id]
 
+    def _mode_and_seals(self, tid: int, fd: int, record: dict) -> None:
+        """A new memfd gets its file mode now and its seals (F_SEAL_SEAL for one made
+        without MFD_ALLOW_SEALING, as shared memory is) in `finish`, once its mappings
+        exist (F_SEAL_WRITE and F_SEAL_FUTURE_WRITE would refuse a writable one)."""
+        ours = os.open(f"/proc/{tid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)   # not open for writing: an
+        if "mode" in record:        # version 5, as "seals"                 # exe must not be (PR_SET_MM_MAP)
+            os.chmod(f"/proc/self/fd/{ours}", record["mode"])
+        self.sealing.append((ours, record.get("seals", F_SEAL_SEAL)))
+
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open
         meanwhile, and remove again the SysV segments that had been removed."""
-        for sock, _ in self.repairing:       # a restore that failed before `finish_connections`
+        for sock, _ in self.repairing:       # a restore that failed before `finish`
             sock.close()
         self.repairing.clear()
+        for ours, _ in self.sealing:
+            os.close(ours)
+        self.sealing.clear()
         for keeper in list(self.fifo_keepers.values()) + list(self.pty_here.values()):
             os.close(keeper)
         self.fifo_keepers.clear()
@@ -678,8 +708,10 @@ class FileRestorer:
         elif kind == "deleted":
             fd = self._make_deleted(builder, record)
         elif kind == "memfd":
-            fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), 0, what="memfd_create")
+            fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), MFD_ALLOW_SEALING,
+                           what="memfd_create")
             _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_blob)
+            self._mode_and_seals(builder.tid, fd, record)
         elif kind == "memfd_fd":  # another open file description of that memfd
             fd = self._reopen(builder, self.local_fd(builder, record["memfd"], base), record["flags"])
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
@@ -860,7 +892,7 @@ class FileRestorer:
     def _make_socket(self, builder, record: dict) -> int:
         """socket() inside the process; the restorer binds/listens/connects it (borrowed).
         A TCP connection with both ends in the image is made in repair mode (tcp_repair.py),
-        left there until `finish_connections`; if that fails (the original, still running,
+        left there until `finish`; if that fails (the original, still running,
         holds the address pair: a clone) it comes back closed."""
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
         family = {name: number for number, name in netsockets.FAMILIES.items()}[record["family"]]
@@ -892,10 +924,25 @@ class FileRestorer:
             self.warnings.append(warning)
         return fd
 
-    def finish_connections(self) -> None:
-        """Once every socket of the restore is made: the repaired TCP connections leave
-        repair mode (a packet sent before its peer existed would have been answered with a
-        reset) and send what their application had written but the kernel not yet sent."""
+    def finish(self) -> None:
+        """Once every process has its files and mappings: memfds get their seals, and the
+        repaired TCP connections leave repair mode (a packet sent before its peer existed
+        would have been answered with a reset) and send what their application had written
+        but the kernel not yet sent."""
+        while self.sealing:
+            ours, seals = self.sealing.pop()
+            try:
+                writable = os.open(f"/proc/self/fd/{ours}", os.O_RDWR | os.O_CLOEXEC)   # F_ADD_SEALS wants one
+            except OSError as exc:    # ETXTBSY: a deleted executable's copy, the process's exe now
+                if exc.errno != errno.ETXTBSY:
+                    raise
+                continue
+            finally:
+                os.close(ours)
+            try:
+                fcntl.fcntl(writable, F_ADD_SEALS, seals)
+            finally:
+                os.close(writable)
         while self.repairing:
             sock, record = self.repairing.pop()
             try:

@@ -177,7 +177,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             if server:
                 with phase("lazy_confirm"):
                     server.confirm()  # before anything runs: every process is served, marked and guarded
-        files.finish_connections()
+        files.finish()
         with phase("let_go"):
             for builder in builders:   # as asked, or as it was (a job-control stop)
                 if leave_stopped or builder.meta.get("stopped"):

@@ -29,6 +29,9 @@
  *     idle time set.
  *   parent-death-signal: PR_SET_PDEATHSIG SIGUSR2 (credentials changes clear it).
  *   shutdown: a stream socketpair whose one end shut down writing: the other reads EOF.
+ *   memfd-seals: a memfd (mode 0642) sealed against shrinking, growing and writing, and
+ *     one sealed against future writes whose shared writable mapping (made before) still
+ *     writes: same seals, mode, bytes.
  *   child-subreaper: PR_SET_CHILD_SUBREAPER (the orphans above are ours by it).
  *   oom-score-adj: 123 in /proc/self/oom_score_adj.
  *   seccomp: a filter (installed last, without no_new_privs) failing getitimer and
@@ -52,6 +55,7 @@
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/fsuid.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -108,6 +112,8 @@ static pid_t orphan(int session, pid_t *leader)
 /* A child that forks, then makes a new session: its child stays in ours. Asked over
  * `ask_leader`, the leader answers over `leader_answer` whether that child is still its. */
 static int ask_leader, leader_answer;
+static int sealed, future_sealed;
+static char *future_map;
 
 static void leave_session(void)
 {
@@ -198,6 +204,15 @@ static void setup(void)
     waitid(P_PID, killed, &info, WEXITED | WNOWAIT);
 
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+    sealed = memfd_create("sealed", MFD_ALLOW_SEALING);
+    write(sealed, "sealed", 6);
+    fchmod(sealed, 0642);
+    fcntl(sealed, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+    future_sealed = memfd_create("future", MFD_ALLOW_SEALING);
+    ftruncate(future_sealed, 4096);
+    future_map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, future_sealed, 0);
+    fcntl(future_sealed, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
     session_member = orphan(1, &session_id);   /* a daemon's double fork */
     grouped_child = orphan(0, &group_id);      /* a group leader that exits before its child */
     leave_session();
@@ -344,6 +359,17 @@ static void check(void)
     char none;
     ssize_t eof = recv(half_closed[1], &none, 1, MSG_DONTWAIT), sent = send(half_closed[0], "x", 1, MSG_NOSIGNAL);
     report(eof == 0 && sent == -1 && errno == EPIPE, "shutdown", "recv gave %zd, send %zd", eof, sent);
+
+    char bytes[8] = "";
+    struct stat st;
+    fstat(sealed, &st);
+    pread(sealed, bytes, 6, 0);
+    int seals = fcntl(sealed, F_GET_SEALS), future_seals = fcntl(future_sealed, F_GET_SEALS);
+    strcpy(future_map, "still writes");
+    report(seals == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) && (st.st_mode & 07777) == 0642
+           && !strcmp(bytes, "sealed") && future_seals == F_SEAL_FUTURE_WRITE && pwrite(future_sealed, "x", 1, 0) < 0,
+           "memfd-seals", "seals %#x mode %o bytes '%s'; future-write seals %#x", seals, st.st_mode & 07777, bytes,
+           future_seals);
 
     int subreaper = 0;
     prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0);
