@@ -78,6 +78,9 @@ class Frozen:
         self.pinning = Pinning(realtime=True)
 
     def _stop_thread(self, pid: int, tid: int) -> FrozenThread | None:
+        if _in_vfork(tid):
+            raise CheckpointError(f"process {pid} is inside vfork(), waiting for its child to exec or exit "
+                                  "(it could not stop until then); try again")
         try:
             kernel.ptrace(kernel.PTRACE_SEIZE, tid, 0, kernel.PTRACE_O_TRACESYSGOOD)
             kernel.ptrace(kernel.PTRACE_INTERRUPT, tid, 0, 0)
@@ -370,3 +373,14 @@ def _refuse_exited_leader(pid: int) -> None:
     if running:
         raise Unsupported(f"process {pid}: its main thread has exited (pthread_exit) while its other "
                           "threads run; such a process cannot be checkpointed yet")
+
+
+def _in_vfork(tid: int) -> bool:
+    """Whether the task sleeps inside clone(): a vfork() parent until its child execs or
+    exits, a wait no ptrace stop interrupts (a checkpoint would wait for it, forever if
+    the child never execs)."""
+    try:
+        with open(f"/proc/{tid}/wchan") as wchan:
+            return wchan.read() == "kernel_clone"
+    except OSError:
+        return False

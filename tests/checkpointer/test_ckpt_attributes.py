@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import checkpointer
-from checkpointer import Unsupported
+from checkpointer import CheckpointError, Unsupported
 from ckpt_helpers import children_of, wait_for
 
 
@@ -81,6 +81,22 @@ def test_a_process_whose_main_thread_has_exited_is_refused_by_name(procs, store,
     finally:
         if as_child:
             os.kill(exited, signal.SIGKILL)
+
+
+def test_a_parent_inside_vfork_is_refused_not_waited_for(procs, store, binaries, tmp_path):
+    """A vfork() parent cannot stop until its child execs or exits: the checkpoint says so
+    at once (it waited forever for a child that never execs) and leaves both running."""
+    out = tmp_path / "vfork.out"
+    proc = procs.start([str(binaries / "vfork_waiting"), str(out)])
+    wait_for(lambda: out.exists() and out.read_text() == "ready", "the vfork child to start")
+    child = children_of(proc.pid)[0]
+    try:
+        with pytest.raises(CheckpointError, match=f"process {proc.pid} is inside vfork"):
+            checkpointer.checkpoint([proc.pid], store, "vfork", tree=True)
+        assert proc.poll() is None
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert proc.wait(timeout=30) == 0, "the parent goes on once its child has gone"
 
 
 PROC_HOLDER = """
