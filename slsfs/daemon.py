@@ -126,7 +126,7 @@ class Daemon:
             group.seq += 1
             group.last_checkpoint = commit
             group.note_checkpoint(captured.stop_ms, (time.perf_counter() - started) * 1000,
-                                  captured.writer.pages, captured.stop_phases_ms)
+                                  captured.writer.pages, captured.stop_phases_ms, group.tracking.last_precopied)
             return commit
 
     async def checkpoint_retrying(self, group: RunningGroup, label: str) -> int:
