@@ -306,7 +306,7 @@ class ProcessBuilder:
                 if "posix_shm" in vma:                 # gone after a reboot: made again
                     files.posix_shm(vma["posix_shm"])
                 path = self.remap(vma["path"])
-                key = (path, O_RDWR if vma["shared"] and "w" in vma["prot"] else O_RDONLY)
+                key = (path, O_RDWR if vma["shared"] and ("w" in vma["prot"] or vma.get("may_write")) else O_RDONLY)
                 if key not in opened:
                     opened[key] = opens.add(NR["openat"], AT_FDCWD, opens.put(path.encode() + b"\0"), key[1], 0,
                                             what=None)

@@ -196,6 +196,8 @@ def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
         "offset": vma.offset, "path": path, "kind": kind,
         "growsdown": "gd" in vma.flags,
     }
+    if kind == "file" and vma.shared and "w" not in meta["prot"] and procfs.may_write(pid, vma):
+        meta["may_write"] = True    # version 5: mprotect(PROT_WRITE) allowed later, its file opened O_RDWR
     if meta["kind"] in ("memfd", "shared_anon"):  # shared anonymous memory is a shmem file too
         name = "shared-anon" if kind == "shared_anon" else None
         meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",

@@ -128,6 +128,30 @@ def _read_maps(pid: int) -> list[Vma]:
     return vmas
 
 
+_MAY_WRITE: dict[tuple[int, int, int, int, int], bool] = {}   # (pid, start, end, inode, offset) -> "mw"
+MAY_WRITE_REMEMBERED = 4096
+
+
+def may_write(pid: int, vma: Vma) -> bool:
+    """Whether a shared file mapping may be made writable (VmFlags "mw": its file was
+    opened for writing), though it is not writable now. From /proc/PID/smaps once per
+    mapping (smaps walks every page table; the flag lasts as long as the mapping)."""
+    key = (pid, vma.start, vma.end, vma.inode, vma.offset)
+    if key not in _MAY_WRITE:
+        if len(_MAY_WRITE) >= MAY_WRITE_REMEMBERED:
+            _MAY_WRITE.clear()
+        current = None
+        for line in _read(pid, "smaps").splitlines():
+            if line.startswith("VmFlags:"):
+                if current is not None:
+                    _MAY_WRITE[current] = "mw" in line.split()[1:]
+                current = None
+            elif (head := line.split(None, 5)) and "-" in head[0] and len(head) >= 5 and head[1][3:] == "s":
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                current = (pid, start, end, int(head[4]), int(head[2], 16))
+    return _MAY_WRITE.get(key, False)
+
+
 def status(pid: int) -> dict[str, str]:
     result = {}
     for line in _read(pid, "status").splitlines():

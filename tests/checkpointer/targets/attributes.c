@@ -32,6 +32,8 @@
  *   memfd-seals: a memfd (mode 0642) sealed against shrinking, growing and writing, and
  *     one sealed against future writes whose shared writable mapping (made before) still
  *     writes: same seals, mode, bytes.
+ *   mapping-may-write: a file opened read-write, mapped shared read-only, its fd closed:
+ *     mprotect(PROT_WRITE) still allowed.
  *   child-subreaper: PR_SET_CHILD_SUBREAPER (the orphans above are ours by it).
  *   oom-score-adj: 123 in /proc/self/oom_score_adj.
  *   seccomp: a filter (installed last, without no_new_privs) failing getitimer and
@@ -113,7 +115,7 @@ static pid_t orphan(int session, pid_t *leader)
  * `ask_leader`, the leader answers over `leader_answer` whether that child is still its. */
 static int ask_leader, leader_answer;
 static int sealed, future_sealed;
-static char *future_map;
+static char *future_map, *read_only_map;
 
 static void leave_session(void)
 {
@@ -158,6 +160,10 @@ static void setup(void)
     int adj = open("/proc/self/oom_score_adj", O_WRONLY);     /* before fsuid 9 */
     write(adj, "123", 3);
     close(adj);
+    int mapped = open("mapped", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ftruncate(mapped, 4096);
+    read_only_map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, mapped, 0);
+    close(mapped);
     if (pipe(pipe_ends) != 0)
         exit(2);
     snprintf(path, sizeof path, "/proc/self/fd/%d", pipe_ends[1]);
@@ -370,6 +376,10 @@ static void check(void)
            && !strcmp(bytes, "sealed") && future_seals == F_SEAL_FUTURE_WRITE && pwrite(future_sealed, "x", 1, 0) < 0,
            "memfd-seals", "seals %#x mode %o bytes '%s'; future-write seals %#x", seals, st.st_mode & 07777, bytes,
            future_seals);
+
+    int writable = mprotect(read_only_map, 4096, PROT_READ | PROT_WRITE), why_not = errno;
+    mprotect(read_only_map, 4096, PROT_READ);
+    report(writable == 0, "mapping-may-write", "mprotect gave errno %d", why_not);
 
     int subreaper = 0;
     prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0);
