@@ -42,7 +42,7 @@ from contextlib import ExitStack
 from typing import Callable, Iterator
 
 from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
-from .errors import CheckpointError, Unsupported
+from .errors import CheckpointError, ProcessGone, Unsupported
 
 SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, random, urandom
 TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: ptys.PTS_MAJORS)
@@ -1036,7 +1036,7 @@ def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
         return {"kind": "procfs", "pid": number, "rest": match[2], "path": target}
     try:
         theirs, holders = procfs.status(number)["NSpid"].split(), procfs.status(holder)["NSpid"].split()
-    except (FileNotFoundError, ProcessLookupError, KeyError):
+    except (ProcessGone, KeyError):      # a file of a process since gone: reopened by path
         return None
     if len(theirs) != len(holders):
         return None

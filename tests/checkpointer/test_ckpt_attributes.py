@@ -126,3 +126,30 @@ def test_a_held_file_of_a_process_in_proc_names_the_restored_process(procs, stor
     assert os.readlink(f"/proc/{pid}/fd/3") == f"/proc/{pid}/comm"
     assert "pos:\t3" in open(f"/proc/{pid}/fdinfo/3").read()
     assert os.stat(f"/proc/{pid}/fd/4").st_ino == os.stat("/proc/1/status").st_ino
+
+
+GONE_HOLDER = """
+import os, sys, time
+child = os.fork()
+if child == 0:
+    time.sleep(0.2)
+    os._exit(0)
+held = os.open(f"/proc/{child}/status", os.O_RDONLY)
+os.waitpid(child, 0)                     # gone: the fd still names /proc/<child>/status
+open(sys.argv[1], "w").write("ready")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_held_proc_file_of_a_process_since_gone_does_not_fail_the_checkpoint(procs, store, tmp_path):
+    """The process behind a held /proc/<pid>/... file has exited (a monitor's stale fd):
+    the checkpoint succeeds, and the file comes back as /dev/null with a warning."""
+    out = tmp_path / "gone.out"
+    proc = procs.start([sys.executable, "-c", GONE_HOLDER, str(out)])
+    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target's child to be gone")
+    checkpointer.checkpoint([proc.pid], store, "gone", tree=True)
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "gone")
+    procs.restored.append(restored)
+    assert any("could not be opened again" in w for w in restored.warnings), restored.warnings
