@@ -252,7 +252,7 @@ class FileCapture:
         `closed`."""
         ends = {_ends(f): f for f in self.files if f["kind"] == "socket" and f["state"] == "closed"
                 and f["family"] != "unix" and f["address"] and f["peer"]}
-        pairs = [(f, ends[_ends(f)[::-1]]) for key, f in ends.items() if key < key[::-1] and key[::-1] in ends]
+        pairs = [(f, ends[key[::-1]]) for key, f in ends.items() if key < key[::-1] and key[::-1] in ends]
         if not pairs:
             return
         with ExitStack() as borrowed:
@@ -892,37 +892,44 @@ class FileRestorer:
     def _make_socket(self, builder, record: dict) -> int:
         """socket() inside the process; the restorer binds/listens/connects it (borrowed).
         A TCP connection with both ends in the image is made in repair mode (tcp_repair.py),
-        left there until `finish`; if that fails (the original, still running,
-        holds the address pair: a clone) it comes back closed."""
+        left there until `finish`; if that fails (the original, still running, holds the
+        address pair: a clone) it comes back closed."""
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
-        family = {name: number for number, name in netsockets.FAMILIES.items()}[record["family"]]
-        fd = inj.check(_NR_SOCKET, family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"],
-                       what="socket")
-        sock = sockets.borrow(builder.tid, fd)
-        try:
-            netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
-            if record["state"] == "established":
-                tcp_repair.rebuild(sock, record["tcp"], tuple(record["address"]), tuple(record["peer"]),
-                                   self.read_blob)
-                self.repairing.append((sock, record))
-                sock = None
-        except OSError as exc:
-            if record["state"] != "established":
-                raise
-            sock.close()
-            sock = None
-            inj.check(kernel.NR["close"], fd, what="close")
-            record = {**record, "state": "closed"}
-            self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
-                                 f"as it was ({exc}): it is restored closed")
-            return self._make_socket(builder, record)
-        finally:
-            if sock is not None:
-                sock.close()
+        fd = self._new_socket(inj, record)
+        if record["state"] == "established":
+            try:
+                self._repair(builder, fd, record)
+            except OSError as exc:
+                inj.check(kernel.NR["close"], fd, what="close")
+                record = {**record, "state": "closed"}
+                self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
+                                     f"as it was ({exc}): it is restored closed")
+                fd = self._new_socket(inj, record)
+        if record["state"] != "established":
+            with sockets.borrow(builder.tid, fd) as sock:
+                netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
         inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL on a socket")
         if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
         return fd
+
+    @staticmethod
+    def _new_socket(inj, record: dict) -> int:
+        family = {name: number for number, name in netsockets.FAMILIES.items()}[record["family"]]
+        return inj.check(_NR_SOCKET, family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"],
+                         what="socket")
+
+    def _repair(self, builder, fd: int, record: dict) -> None:
+        """Give socket `fd` the options and, in repair mode, the TCP state of `record`;
+        our dup of it waits in `repairing` for `finish`."""
+        sock = sockets.borrow(builder.tid, fd)
+        try:
+            netsockets.rebuild(sock, record, self.remap, cwd=builder.meta["cwd"])   # the options
+            tcp_repair.rebuild(sock, record["tcp"], tuple(record["address"]), tuple(record["peer"]), self.read_blob)
+        except BaseException:
+            sock.close()
+            raise
+        self.repairing.append((sock, record))
 
     def finish(self) -> None:
         """Once every process has its files and mappings: memfds get their seals, and the

@@ -253,10 +253,11 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
         later = children.get(meta["pid"], [])
         if meta["sid"] == meta["pid"]:
             left = stand_ins.session_of.get(inj.tid)
-            earlier = [child for child in later if left and _stays_in(child, left, children)]
-            for child in earlier:
-                make(inj, child)
-            later = [child for child in later if child not in earlier]
+            staying = [left is not None and _stays_in(child, left, children) for child in later]
+            for child, stays in zip(later, staying):
+                if stays:
+                    make(inj, child)
+            later = [child for child, stays in zip(later, staying) if not stays]
             inj.check(NR["setsid"], what="setsid")
             stand_ins.note_setsid(inj, meta)
             on_session(inj, meta)

@@ -99,7 +99,7 @@ class RunningGroup:
         return len(recent) / window_s
 
     def note_checkpoint(self, stop_ms: float, durable_ms: float, pages: int,
-                        stop_phases: dict[str, float], precopied: int = 0) -> None:
+                        stop_phases: dict[str, float], precopied: int) -> None:
         now = time.monotonic()
         self.pages_last, self.stop_phases_last, self.precopied_last = pages, stop_phases, precopied
         self.stop_ms.append(stop_ms)
