@@ -82,10 +82,12 @@ class FileCapture:
         self._deleted_ids: dict[tuple[int, int], int] = {}   # (dev, ino) of an unlinked file -> its file id
         self._socket_holders: dict[int, tuple[int, int]] = {}  # socket inode -> (host pid, fd) holding it
         self._captured: set[int] = set()    # host pids of the processes whose fds are recorded
+        self._targets: dict[int, str] = {}  # fd -> /proc/PID/fd link, of the process being recorded
 
     def fd_records(self, pid: int) -> list[dict]:
         self._captured.add(pid)
         infos = procfs.fds(pid, lambda fd, target: _connection_fdinfo.get((pid, fd, target)))
+        self._targets = {info.fd: info.target for info in infos}
         return [self._fd_record(pid, info) for info in infos]
 
     def _fd_record(self, pid: int, info: procfs.FdInfo) -> dict:
@@ -122,7 +124,7 @@ class FileCapture:
                     "value": _timespec(info.extra["it_value"]), "interval": _timespec(info.extra["it_interval"])}
         if target == "anon_inode:[eventpoll]":
             return {"kind": "epoll", "owner": procfs.ns_id(procfs.status(pid)["NSpid"]),
-                    "watches": _epoll_watches(pid, info.fd, info.raw, what)}
+                    "watches": _epoll_watches(pid, info.fd, info.raw, what, self._targets)}
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
             ino = int(match[1])
             self._socket_holders.setdefault(ino, (pid, info.fd))
@@ -476,15 +478,34 @@ def _messages(framed: bytes) -> Iterator[bytes]:
         offset += 4 + length
 
 
-def _epoll_watches(pid: int, epfd: int, fdinfo: str, what: str) -> list[list[int]]:
+_EPOLL_WATCH = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)"
+                          r"(?:\s+pos:\s*\d+\s+ino:\s*([0-9a-f]+)\s+sdev:\s*([0-9a-f]+))?")
+_sockfs: list[int] = []
+
+
+def _sockfs_dev() -> int:
+    """The device number of the socket file system as the kernel prints it (fdinfo's sdev)."""
+    if not _sockfs:
+        with socket.socket(socket.AF_UNIX) as sock:
+            dev = os.fstat(sock.fileno()).st_dev
+        _sockfs.append(os.major(dev) << 20 | os.minor(dev))
+    return _sockfs[0]
+
+
+def _epoll_watches(pid: int, epfd: int, fdinfo: str, what: str, targets: dict[int, str]) -> list[list[int]]:
     """[tfd, events, data] per watch of epoll `epfd`, plus the fd now holding the watched
     file when fd `tfd` no longer does (the fd it was added by was closed or reused, while
-    a dup keeps the file open; the watch lives on under its old number)."""
+    a dup keeps the file open; the watch lives on under its old number). `targets`: the
+    process's fds and what they hold (/proc/PID/fd): a watched socket whose inode fd `tfd`
+    holds needs no kcmp (a server's epoll watches every client connection)."""
     watches, seen = [], {}
-    for m in re.finditer(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)", fdinfo):
+    for m in _EPOLL_WATCH.finditer(fdinfo):
         tfd = int(m[1])
         nth = seen[tfd] = seen.get(tfd, -1) + 1     # the kernel's index among watches of that tfd
         watch = [tfd, int(m[2], 16), int(m[3], 16)]
+        if m[5] and int(m[5], 16) == _sockfs_dev() and targets.get(tfd) == f"socket:[{int(m[4], 16)}]":
+            watches.append(watch)   # a socket has one open file: fd tfd holds the watched one
+            continue
         slot = ctypes.create_string_buffer(struct.pack("III", epfd, tfd, nth))
 
         def holds(fd: int) -> bool:

@@ -1,0 +1,40 @@
+"""Shortcuts the capture takes to keep the stop short give the records a full read gives:
+epoll watches of sockets (checkpointer/files.py) name the fd that holds the watched socket."""
+from __future__ import annotations
+
+import sys
+
+from checkpointer import freeze
+from checkpointer.files import FileCapture
+from ckpt_helpers import wait_for
+
+# An epoll watching socket A through fd `moved` (added as fd `added`, since dup'ed and
+# closed, and the number `added` reused by socket B, watched too), and socket C (added as is).
+EPOLL_SOCKETS = r"""
+import os, select, socket, sys, time
+ep = select.epoll()
+a, b, c = socket.socketpair(), socket.socketpair(), socket.socketpair()
+added = a[0].fileno()
+ep.register(added, select.EPOLLIN)
+moved = os.dup2(added, 700)
+a[0].detach(); os.close(added)
+reused = os.dup2(b[0].fileno(), added)     # `added` now holds socket B
+ep.register(reused, select.EPOLLOUT)
+ep.register(c[0].fileno(), select.EPOLLIN)
+open(sys.argv[1], "w").write(f"{ep.fileno()} {added} {moved} {c[0].fileno()}")
+time.sleep(3600)
+"""
+
+
+def test_an_epoll_watch_of_a_socket_moved_to_another_fd_names_the_fd_holding_it(procs, tmp_path):
+    out = tmp_path / "fds"
+    proc = procs.start([sys.executable, "-c", EPOLL_SOCKETS, str(out)])
+    epfd, added, moved, other = map(int, wait_for(lambda: out.exists() and out.read_text(), "the target").split())
+    with freeze([proc.pid]):
+        files = FileCapture(lambda data: [])
+        records = files.fd_records(proc.pid)
+    epoll = files.files[next(r["file"] for r in records if r["fd"] == epfd)]
+    # (tfd, events we asked for, the fd holding the file when not tfd)
+    watches = sorted((w[0], w[1] & 0x7, *w[3:]) for w in epoll["watches"])
+    # socket A: added as `added`, held by `moved` now; socket B under `added` since; C as added
+    assert watches == sorted([(added, 1, moved), (added, 4), (other, 1)]), watches
