@@ -10,12 +10,13 @@ thread that attached it (a kernel rule), callers are responsible for that.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# glibc by its soname: ctypes.util.find_library runs `/sbin/ldconfig -p` in a subprocess
+# (3-5 ms, more under load) at every import, i.e. in each `sls` command and daemon start
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 _libc.syscall.restype = ctypes.c_long
