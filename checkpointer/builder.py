@@ -130,7 +130,7 @@ class ProcessBuilder:
         with phase("mappings"):
             self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
             current = self._move_to_helper_page()
-            layout = self._batch()  # the stub's own mappings out, vdso & co moved: one trip
+            layout = self.batch()  # the stub's own mappings out, vdso & co moved: one trip
             for vma in current:
                 if not vma.special and vma.start != self.helper:
                     layout.add(NR["munmap"], vma.start, vma.end - vma.start, what="munmap(stub)")
@@ -174,8 +174,11 @@ class ProcessBuilder:
                     raise
 
     def _finish(self) -> None:
+        closes = self.batch()           # one trip (a few, for thousands of fds)
         for spare in self.spares:
-            self.inj.check(NR["close"], spare, what="close(spare fd)")
+            closes = closes.room()
+            closes.add(NR["close"], spare, what="close(spare fd)")
+        closes.run()
         if self.files is not None:
             self.files.retake_locks(self)
         self._create_threads()
@@ -247,7 +250,7 @@ class ProcessBuilder:
         self.inj.scratch, self.inj.scratch_size = self.helper + 64, PAGE_SIZE - 64
         return current
 
-    def _batch(self, inj: Injector | None = None) -> CallBatch:
+    def batch(self, inj: Injector | None = None) -> CallBatch:
         """A batch of calls run by the main thread (or `inj`'s) from the helper area (after
         the helper page is mapped). The batch's int3 resets SIGTRAP's action: see
         `_sigtrap_action_back`."""
@@ -282,7 +285,7 @@ class ProcessBuilder:
         """Every mapping of the image: shared memory and SysV segments one by one, then
         the files they map opened in one batch (once per file), then the mmaps (and the
         closes) in another."""
-        opens, maps = self._batch(), []
+        opens, maps = self.batch(), []
         opened: dict[tuple[str, int], int] = {}  # (path, flags) -> index of its openat in `opens`
         for vma in self.meta["vmas"]:
             kind = vma["kind"]
@@ -324,7 +327,7 @@ class ProcessBuilder:
                 raise CheckpointError(f"cannot reopen {path} for mapping {vma['start']:#x}: "
                                       f"{os.strerror(-fds[index])} (the file must exist where the image "
                                       "says, or pass a remap)")
-        mapping = self._batch()
+        mapping = self.batch()
         for vma, size, prot, flags, key in maps:
             fd = fds[opened[key]] if key else -1
             mapping.add(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"] if key else 0,
@@ -408,7 +411,7 @@ class ProcessBuilder:
     def _process_signals(self) -> None:
         """Handlers and interval timers in one batch, then the process's pending signals."""
         meta, inj = self.meta, self.inj
-        batch = self._batch()
+        batch = self.batch()
         for sig, action in meta["sigactions"].items():
             batch.add(NR["rt_sigaction"], int(sig), batch.put(struct.pack("4Q", *action)), 0, 8,
                       what=f"rt_sigaction({sig})")
@@ -433,7 +436,7 @@ class ProcessBuilder:
     def _thread_state(self, inj: Injector, thread: dict) -> None:
         """Per-thread kernel state, set from inside the thread itself: one batch, then its
         pending signals (queued to itself, so allowed under any credentials)."""
-        batch = self._batch(inj)
+        batch = self.batch(inj)
         head, length = thread["robust_list"]
         if head:
             batch.add(NR["set_robust_list"], head, length, what="set_robust_list")

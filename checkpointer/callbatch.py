@@ -46,6 +46,15 @@ class CallBatch:
         self._data += data
         return addr
 
+    def room(self, data: int = 0) -> CallBatch:
+        """This batch if one more call (placing `data` more bytes with put) fits its area;
+        else a new batch on the same area, once this one's calls have run (and been checked)."""
+        aligned = len(self._data) + -len(self._data) % 8
+        if aligned + data + 7 + (len(self._calls) + 1) * CALL_BYTES + len(INT3) <= self.size:
+            return self
+        self.run()
+        return CallBatch(self.inj, self.area, self.size)
+
     def add(self, nr: int, *args: int, what: str | None) -> int:
         """Queue a call; returns its index in `results`. `what` names it in the error
         if it fails; None: the caller checks its result."""

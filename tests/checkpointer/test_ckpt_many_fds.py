@@ -1,0 +1,39 @@
+"""A process with hundreds of fds (TCP connections to a peer outside the image, Unix
+socket pairs), all watched by one epoll, comes back with each fd under its number, with
+its flags (non-blocking, close-on-exec), and each watch: the restore installs the fds and
+the watches in batches of injected calls (more than fit one batch area here)."""
+from __future__ import annotations
+
+import socket
+
+import checkpointer
+
+from ckpt_helpers import ok_lines, wait_for
+
+PAIRS = 300   # 600 watched fds and 900 fds in all: several batches of each kind
+
+
+def test_hundreds_of_sockets_watched_by_an_epoll_come_back_each_under_its_number(procs, store, tmp_path):
+    out = tmp_path / "fds.out"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(PAIRS)
+        proc = procs.python("many_fds.py", str(out), str(listener.getsockname()[1]), str(PAIRS))
+        accepted = []
+        try:
+            while len(accepted) < PAIRS:        # (the backlog holds them all; accepted to close them)
+                listener.settimeout(60)
+                accepted.append(listener.accept()[0])
+            assert wait_for(lambda: out.exists() and ok_lines(out), "the target to open its fds") == [
+                f"ready {2 * PAIRS}"]
+            checkpointer.checkpoint([proc.pid], store, "fds", tree=True)
+            procs.kill(proc)
+        finally:
+            for conn in accepted:
+                conn.close()
+    restored = checkpointer.restore(store, "fds")
+    procs.restored.append(restored)
+    assert sum("restored closed" in w for w in restored.warnings) == PAIRS
+    (tmp_path / "fds.out.check").touch()
+    lines = wait_for(lambda: ok_lines(out)[1:], "the restored target to check its fds")
+    assert lines == [f"ok {2 * PAIRS}"]
