@@ -59,7 +59,7 @@ def test_a_large_group_restored_lazily_runs_on_with_its_memory(group_store):
     # checkpointed again after the lazy restore (periodically, and now): then killed and
     # restored again from that checkpoint, with every page
     checkpoint = store.checkpoint("lazy")
-    assert store.group("lazy")["last_durable"] == checkpoint
+    assert store.group("lazy")["last_durable"] >= checkpoint   # (a periodic one may have followed it)
     store.crash()
     _restore_and_run_on(store)
     store.sls("stop", "--store", str(store.path))
