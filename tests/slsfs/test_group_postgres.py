@@ -75,7 +75,7 @@ def shared_memory_of(pid: int) -> tuple[set[str], set[int]]:
         try:
             with open(f"/proc/{member}/maps") as f:
                 maps = [line.split() for line in f]
-        except FileNotFoundError:                # a backend that just ended
+        except (FileNotFoundError, ProcessLookupError):   # a backend that just ended (or ends as we read)
             continue
         for fields in maps:
             if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
