@@ -39,10 +39,13 @@ import struct
 import subprocess
 from collections import OrderedDict
 from contextlib import ExitStack
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
 from .errors import CheckpointError, ProcessGone, Unsupported
+
+if TYPE_CHECKING:
+    from .shared_memory import SharedMemoryTracking
 
 SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, random, urandom
 TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: ptys.PTS_MAJORS)
@@ -74,8 +77,13 @@ BlobWriter = Callable[[bytes], list[str]]  # bytes -> chunk ids (hex) kept alive
 class FileCapture:
     """Collects the files of every captured process; `files` is the image's file list."""
 
-    def __init__(self, put_blob: BlobWriter):
+    def __init__(self, put_blob: BlobWriter, shared: "SharedMemoryTracking | None" = None,
+                 keep_blobs: Callable[[list[str]], None] = lambda ids: None):
+        """`shared`: follows shared anonymous memory across checkpoints (only what was
+        written since the last one is read); `keep_blobs` is told the blob ids an image
+        takes over from the last one without storing them again."""
         self.put_blob = put_blob
+        self.shared, self.keep_blobs = shared, keep_blobs
         self._hole_ids: dict[int, list[str]] = {}  # blob ids of a piece of zeros, by length
         self.files: list[dict] = []
         self._holders: dict[str, list[tuple[int, int, int]]] = {}  # target -> [(host pid, fd, file id)]
@@ -172,13 +180,20 @@ class FileCapture:
         for record in self.files:
             if record["kind"] == "memfd" and record["inode"] == inode and record["target"] == path:
                 return record["id"]
-        pieces = _read_sparse(source)
-        if pieces is None:
-            raise Unsupported(f"memfd {path} is larger than 1 GiB")
+
+        def read_whole(piece: int = SPARSE_READ_PIECE) -> list[list[str]]:
+            pieces = _read_sparse(source, piece)
+            if pieces is None:
+                raise Unsupported(f"memfd {path} is larger than 1 GiB")
+            return [self._put_pieces([p]) for p in pieces]
+        data = None if self.shared is None else self.shared.contents((inode, path), source, read_whole,
+                                                                     self.put_blob, self.keep_blobs)
+        if data is None:
+            data = [i for piece in read_whole() for i in piece]
         original = path.removesuffix(procfs.DELETED)
         name = name or (original[len("/memfd:"):] if original.startswith("/memfd:") else os.path.basename(original))
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
-                  "flags": O_RDWR, "pos": 0, "data": self._put_pieces(pieces), **_memfd_seals_and_mode(source)}
+                  "flags": O_RDWR, "pos": 0, "data": data, **_memfd_seals_and_mode(source)}
         self.files.append(record)
         return record["id"]
 
@@ -321,8 +336,8 @@ class FileCapture:
         return ids
 
 
-def _read_sparse(path: str) -> list[bytes | int] | None:
-    """A file's bytes as SPARSE_READ_PIECE pieces, the length for a piece that is all hole
+def _read_sparse(path: str, piece: int = SPARSE_READ_PIECE) -> list[bytes | int] | None:
+    """A file's bytes as pieces of `piece` bytes, the length for a piece that is all hole
     (None for the whole file if it is over MAX_DELETED_FILE), reading only the data extents
     (SEEK_DATA/SEEK_HOLE): shared memory such as PostgreSQL's (142 MiB, 10 of them
     touched) is read inside the stop, and reading it whole took 350 ms."""
@@ -331,22 +346,22 @@ def _read_sparse(path: str) -> list[bytes | int] | None:
         size = os.fstat(fd).st_size
         if size > MAX_DELETED_FILE:
             return None
-        count = -(-size // SPARSE_READ_PIECE)
+        count = -(-size // piece)
         try:
             start = os.lseek(fd, 0, os.SEEK_DATA)
         except OSError as exc:
             if exc.errno == errno.ENXIO:              # all hole
-                return [_piece_length(i, size) for i in range(count)]
+                return [_piece_length(i, size, piece) for i in range(count)]
             if exc.errno != errno.EINVAL:             # EINVAL: no SEEK_DATA here, read it all
                 raise
             data = fh.read(MAX_DELETED_FILE + 1)
-            return [data[i:i + SPARSE_READ_PIECE] for i in range(0, len(data), SPARSE_READ_PIECE)]
-        pieces: list[bytearray | int] = [_piece_length(i, size) for i in range(count)]
+            return [data[i:i + piece] for i in range(0, len(data), piece)]
+        pieces: list[bytearray | int] = [_piece_length(i, size, piece) for i in range(count)]
         while start < size:
             end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
             while start < end:                        # piece by piece
-                index, at = divmod(start, SPARSE_READ_PIECE)
-                length = min(end - start, SPARSE_READ_PIECE - at)
+                index, at = divmod(start, piece)
+                length = min(end - start, piece - at)
                 if isinstance(pieces[index], int):
                     pieces[index] = bytearray(pieces[index])
                 data = os.pread(fd, length, start)
@@ -361,8 +376,8 @@ def _read_sparse(path: str) -> list[bytes | int] | None:
         return [bytes(p) if isinstance(p, bytearray) else p for p in pieces]
 
 
-def _piece_length(index: int, size: int) -> int:
-    return min(SPARSE_READ_PIECE, size - index * SPARSE_READ_PIECE)
+def _piece_length(index: int, size: int, piece: int) -> int:
+    return min(piece, size - index * piece)
 
 
 def _processes_mapping(path: str) -> list[int]:

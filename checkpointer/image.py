@@ -122,6 +122,11 @@ class ImageWriter:
         self._blobs.update(ids)
         return [cid.hex() for cid in ids]
 
+    def keep_blobs(self, ids: list[str]) -> None:
+        """Blobs stored before (chunk ids in hex, from an earlier image) that this image
+        names too: it keeps them alive."""
+        self._blobs.update(ChunkId(bytes.fromhex(i)) for i in ids)
+
     def blob_ids(self, data: bytes) -> list[str]:
         """What add_blob(data) returns, without storing anything: callable from any thread
         (a capture names a blob while the target is frozen, and stores it after the thaw)."""

@@ -34,7 +34,8 @@ Either way the pages are stored (hashed, compressed, appended) by `complete()`, 
 the thaw.
 
 Simplifications: pages dropped inside an unchanged mapping (MADV_DONTNEED) keep their
-old contents in the image; shared anonymous memory is captured whole every time.
+old contents in the image. Shared anonymous memory is followed the same way
+(shared_memory.py); other shared memory is captured whole every time.
 """
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ from typing import Callable, Iterator
 
 from objectstore import ChunkId, Store
 
-from . import kernel, procfs, uffd
+from . import kernel, procfs, shared_memory, uffd
 from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
+from .shared_memory import SharedMemoryTracking
 from .freeze import Frozen, FrozenProcess
 from .image import ImageWriter
 from .snapshot import PageCopy, Snapshot
@@ -134,6 +136,7 @@ class DirtyTracker:
         self.uffd: int | None = None
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
+        self.shared_armed: set[tuple] = set()  # ... of shared memory (shared_memory.py), likewise
         self._regions = (ctypes.c_uint64 * (3 * _SCAN_REGIONS))()  # PAGEMAP_SCAN's output, reused
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
 
@@ -190,23 +193,42 @@ class DirtyTracker:
                 start = arg[4]  # walk_end
         return pages
 
+    def written_shared(self, vma: procfs.Vma) -> list[int] | None:
+        """The pages of a shared memory mapping written since the last scan (re-protected);
+        None if it is not write-protected (new, changed, or not writable)."""
+        sig = _signature(vma)
+        if sig in self.shared_armed:
+            try:
+                return self._written(vma)
+            except _NotTracked:
+                self.shared_armed.discard(sig)
+        return None
+
     def arm(self, proc: FrozenProcess, vmas: list[procfs.Vma]) -> None:
-        """While still frozen: track every new or changed private writable VMA from now on."""
+        """While still frozen: track every new or changed private writable VMA, and
+        writable mapping of followed shared memory, from now on."""
         if self.uffd is None:
             self.uffd = self._open_uffd(proc)
         for vma in vmas:
             sig = _signature(vma)
             if _trackable(vma) and sig not in self.armed:
-                size = vma.end - vma.start
-                reg = (ctypes.c_uint64 * 4)(vma.start, size, UFFDIO_REGISTER_MODE_WP, 0)
-                _ioctl(self.uffd, UFFDIO_REGISTER, reg, f"UFFDIO_REGISTER of {vma.start:#x}")
-                wp = (ctypes.c_uint64 * 3)(vma.start, size, UFFDIO_WRITEPROTECT_MODE_WP)
-                _ioctl(self.uffd, UFFDIO_WRITEPROTECT, wp, f"UFFDIO_WRITEPROTECT of {vma.start:#x}")
+                self._protect(vma)
                 self.armed.add(sig)
+            elif "w" in vma.perms and shared_memory.followed(vma) and sig not in self.shared_armed:
+                self._protect(vma)
+                self.shared_armed.add(sig)
         current = {_signature(v) for v in vmas}
         self.armed &= current
+        self.shared_armed &= current
         self.seen = current
         self.precopied = {}
+
+    def _protect(self, vma: procfs.Vma) -> None:
+        size = vma.end - vma.start
+        reg = (ctypes.c_uint64 * 4)(vma.start, size, UFFDIO_REGISTER_MODE_WP, 0)
+        _ioctl(self.uffd, UFFDIO_REGISTER, reg, f"UFFDIO_REGISTER of {vma.start:#x}")
+        wp = (ctypes.c_uint64 * 3)(vma.start, size, UFFDIO_WRITEPROTECT_MODE_WP)
+        _ioctl(self.uffd, UFFDIO_WRITEPROTECT, wp, f"UFFDIO_WRITEPROTECT of {vma.start:#x}")
 
     def _open_uffd(self, proc: FrozenProcess) -> int:
         with injecting(proc.pid, proc.main) as inj:
@@ -251,6 +273,7 @@ class Incremental:
         self.trackers: dict[int, DirtyTracker] = {}
         self.last_pages = 0  # pages stored by the last capture
         self.last_precopied = 0  # ... of those, pages copied before its freeze (precopy)
+        self.shared = SharedMemoryTracking()
 
     def precopy(self, min_pages: int = PRECOPY_MIN_PAGES) -> int:
         """Before the freeze, the processes running: copy the pages written since the last
@@ -290,7 +313,7 @@ class Incremental:
             sink = writer.add_pages if not snapshot else lambda *run: copied.append(run)
             early = Precopied()
             select = pages.selector(self.selector(frozen, ns_pids, writer.clear, early))
-        files = FileCapture(writer.add_blob)
+        files = FileCapture(writer.add_blob, self.shared, writer.keep_blobs)
         processes = capture_all(frozen, writer.add_pages, files, select)
         with phase("arm_tracking"):
             self.arm(frozen)
@@ -330,6 +353,7 @@ class Incremental:
                 continue
             for start, end, *_ in tracker.seen - {_signature(v) for v in procfs.maps(pid)}:
                 clear(ns_pids[pid], start, end)
+        self.shared.scan(self.trackers, _signature)
 
         def select(pid: int, vma: procfs.Vma) -> list[int] | None:
             tracker = self.trackers[pid]
@@ -349,11 +373,13 @@ class Incremental:
         """Still frozen, after the capture: track writes from this instant on."""
         for pid, proc in frozen.processes.items():
             self.trackers[pid].arm(proc, procfs.maps(pid))
+        self.shared.commit()
 
     def close(self) -> None:
         for tracker in self.trackers.values():
             tracker.close()
         self.trackers.clear()
+        self.shared.clear()
 
     def reset(self) -> None:
         """Forget everything (after a failed checkpoint): the next capture stores every page."""

@@ -191,7 +191,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
                     ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
                     copy = PageCopy(ns_pids)
                     select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span), early))
-                files = FileCapture(name_blob)
+                files = FileCapture(name_blob, tracking.shared, writer.keep_blobs)
                 processes = capture_all(frozen, keep_run, files, select)
                 with phase("arm_tracking"):
                     tracking.arm(frozen)

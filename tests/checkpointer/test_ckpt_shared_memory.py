@@ -1,0 +1,60 @@
+"""Shared anonymous memory under incremental checkpoints (shared_memory.py): each image
+holds the memory exactly as it was at its instant, though a checkpoint reads again only
+the pieces written since the last one; and the last image restores into processes that
+find their shared and private memory from the same instant."""
+from __future__ import annotations
+
+import os
+
+import checkpointer
+from checkpointer import freeze, load_image
+from checkpointer.incremental import Incremental
+from checkpointer.shared_memory import PIECE
+from ckpt_helpers import children_of, ok_lines, wait_for
+
+SIZE = 64 << 20   # shared_writers.py's mapping
+
+
+def _shared_memory(pid: int) -> bytes:
+    """The contents of the process's shared mapping of SIZE bytes, read now."""
+    for name in os.listdir(f"/proc/{pid}/map_files"):
+        start, end = (int(x, 16) for x in name.split("-"))
+        if end - start == SIZE:
+            with open(f"/proc/{pid}/map_files/{name}", "rb") as f:
+                return f.read()
+    raise AssertionError(f"no mapping of {SIZE} bytes in process {pid}")
+
+
+def test_incremental_images_hold_shared_memory_as_it_was_reading_only_what_changed(
+        procs, store, tmp_path, subreaper):
+    out = tmp_path / "shared.out"
+    # a short-lived child writes into the memory and exits every 250 steps of the parent's
+    # (~1 s): a few of the checkpoints below have one between them and the last
+    proc = procs.python("shared_writers.py", str(out), "250")
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 40, "40 lines")
+    inc, reads, root = Incremental(), [], None
+    try:
+        for i in range(12):
+            lines = len(ok_lines(out))
+            wait_for(lambda: len(ok_lines(out)) >= lines + 15, "15 more lines")
+            with freeze([proc.pid], tree=True) as frozen:
+                root = inc.capture(frozen, store)
+                live = _shared_memory(proc.pid)     # still frozen: the image's instant
+            reads.append(inc.shared.pieces_read)
+            image = load_image(store, root)
+            [record] = [f for f in image.files if f["kind"] == "memfd"]
+            assert image.read_blob(record["data"]) == live, f"checkpoint {i}: the image's shared memory differs"
+    finally:
+        inc.close()
+    print("pieces read per checkpoint", reads)
+    assert reads[0] == SIZE // PIECE, reads
+    assert min(reads[1:]) < SIZE // PIECE // 4, f"every checkpoint read the shared memory whole: {reads}"
+    children = children_of(proc.pid)
+    procs.kill(proc)
+    subreaper(children)
+    size = out.stat().st_size
+    restored = checkpointer.restore(store, root)
+    procs.restored.append(restored)
+    wait_for(lambda: out.stat().st_size >= size + 3000 or "BAD" in out.read_text(),
+             "the restored processes to count on")
+    assert "BAD" not in out.read_text()
