@@ -380,6 +380,10 @@ class Volume:
             raise _err(errno.ENODATA)
         return value
 
+    def has_no_xattrs(self, ino: int) -> bool:
+        """Whether `ino` is known to have no xattr (True only for an existing inode)."""
+        return ino in self._no_xattrs
+
     def _xattr_keys(self, ino: int) -> list[bytes]:
         prefix = schema.xattr_prefix(ino)
         return [key for key, _ in self.tree.items(prefix, schema.prefix_end(prefix))]
@@ -530,13 +534,24 @@ class Volume:
         buffers = self._buffers.get(ino, {})
         for block in [b for b in buffers if b >= first]:
             del buffers[block]
-        start = schema.block_key(ino, first)
-        end = schema.prefix_end(schema.block_prefix(ino))
-        for key in [key for key, _ in self.tree.items(start, end)]:
+        for key in self._stored_block_keys(ino, first):
             self.tree.delete(key)
         self._stored_counts.pop(ino, None)
         self._allocated.pop(ino, None)
         self.changed = True
+
+    def _stored_block_keys(self, ino: int, first: int) -> list[bytes]:
+        """The keys of the stored blocks of `ino` from block `first` on (maybe absent ones
+        too). Every stored block lies below the size of the cached inode record (write
+        extends the size, truncate drops the blocks past it, seal cuts at it): a file of
+        at most one block has only block 0 to look at, and a delete of one key costs
+        half of a range walk of the Tree (the purge of each small unlinked file)."""
+        node = self._inodes.get(ino)
+        if node is not None and node.size <= BLOCK_SIZE:
+            return [schema.block_key(ino, 0)] if first == 0 else []
+        start = schema.block_key(ino, first)
+        end = schema.prefix_end(schema.block_prefix(ino))
+        return [key for key, _ in self.tree.items(start, end)]
 
     def purge(self, ino: int) -> None:
         """Delete an inode that has no links and no users left: record, data, xattrs."""

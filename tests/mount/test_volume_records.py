@@ -112,3 +112,47 @@ def test_purge_removes_a_symlink_target(store):
     volume.purge(link)
     assert volume.tree.get(schema.symlink_key(link)) is None
     assert volume.tree.get(schema.inode_key(link)) is None
+
+
+def _stored_blocks(volume: Volume, ino: int) -> list[bytes]:
+    prefix = schema.block_prefix(ino)
+    return [key for key, _ in volume.tree.items(prefix, schema.prefix_end(prefix))]
+
+
+@pytest.mark.parametrize("steps", [
+    ["write 0 1", "seal"],
+    ["write 0 2", "seal", "truncate 100", "seal"],
+    ["write 0 2", "seal", "truncate 100"],
+    ["write 0 2", "truncate 100", "seal"],
+    ["write 10 1", "write 0 1", "seal", "truncate 50", "seal"],
+    ["write 0 2", "seal", "reopen"],
+    ["write 0 1", "seal", "reopen"],
+])
+def test_purge_leaves_no_stored_block(store, tmp_path, steps):
+    """purge (and truncate) look only at block 0 of a cached inode of at most one block
+    (Volume._stored_block_keys): every path that shrinks a file must already have dropped
+    the blocks past its size, or they would be left in the tree for ever."""
+    volume = Volume(store, store.volume("main"), "main")
+    ino = volume.create(volume.root_ino, b"f", FILE, 0, 0).ino
+    for step in steps:
+        verb, *args = step.split()
+        if verb == "write":
+            block, count = map(int, args)
+            volume.write(ino, block * schema.BLOCK_SIZE, b"x" * (count * schema.BLOCK_SIZE))
+        elif verb == "truncate":
+            volume.truncate(ino, int(args[0]))
+        elif verb == "seal":
+            volume.seal()
+        else:
+            volume.seal()
+            store.commit("before reopening")
+            store, volume = reopened(store, tmp_path)
+    try:
+        assert _stored_blocks(volume, ino), "the steps should leave a stored block"
+        volume.unlink(volume.root_ino, b"f", directory=False)
+        volume.purge(ino)
+        volume.seal()
+        assert _stored_blocks(volume, ino) == []
+    finally:
+        if "reopen" in steps:
+            store.close()
