@@ -16,10 +16,12 @@ Nothing can have been missed when, since the previous checkpoint: the same mappi
 range, protection, offset) map the object, each writable one was write-protected then (a
 process that exec()ed, exited or remapped has writes that no scan sees); none of their
 processes forked (forks.py: a child may have written and exited since; a child outside the
-captured processes is watched as long as it maps the object); and the object's size and
-allocated blocks are unchanged (its mtime is not a witness: a write through a mapping
-changes it too). Anything else, or a window that did not end in `commit()` (a failed
-checkpoint: its scan re-protected pages that no image holds), reads the object whole.
+captured processes is watched as long as it maps the object); and the object's size is
+unchanged and it has no fewer blocks (a hole punched by MADV_REMOVE or fallocate frees
+some; a page allocated since was written, and so scanned, or reads as zeros; its mtime is
+no witness: a write through a mapping changes it too). Anything else, or a window that
+did not end in `commit()` (a failed checkpoint: its scan re-protected pages that no image
+holds), reads the object whole.
 
 Simplifications: only shared anonymous memory, which is shared by inheritance alone, is
 followed: a memfd, a POSIX or SysV segment can be mapped by a process outside the image,
@@ -27,7 +29,8 @@ whose writes no scan of ours sees, so they are still read whole at every checkpo
 process outside the image that maps the same shared anonymous memory (a child that left the
 captured tree before the watch began; a debugger writing through /proc/PID/map_files) is
 not seen either, nor is a hole punched by MADV_REMOVE when as many pages were allocated
-meanwhile. Without the process events connector (not root) every object is read whole.
+between the same two checkpoints. Without the process events connector (not root) every
+object is read whole.
 """
 from __future__ import annotations
 
@@ -144,7 +147,8 @@ class SharedMemoryTracking:
         with open(source, "rb", buffering=0) as fh:
             st = os.fstat(fh.fileno())
             stamp = (st.st_size, st.st_blocks)
-            if (last is None or seen.unprotected or last.mappings != seen.mappings or last.stamp != stamp):
+            if (last is None or seen.unprotected or last.mappings != seen.mappings or stamp[0] != last.stamp[0]
+                    or stamp[1] < last.stamp[1]):
                 pieces = read_whole(PIECE)
                 self.pieces_read += len(pieces)
             else:
