@@ -624,24 +624,27 @@ class FileRestorer:
         inj, ns_pid = builder.inj, builder.meta["pid"]
         spare_base = builder.spare_base
         spares: list[int] = []
-        for record in fds:
+        moves = builder.batch()  # the dup3s of our own spares, in one trip: a spare is above every
+        for record in fds:       # fd number of the image, so no later call here can be handed one
             file_id = record["file"]
             if file_id not in self.made:
                 spares += self._make(builder, self.files[file_id], spare_base)
             holder, spare = self.made[file_id]
             if holder == ns_pid:
-                got = spare
-            else:
-                pidfd = inj.check(_NR_PIDFD_OPEN, holder, 0, what="pidfd_open")
-                got = inj.check(_NR_PIDFD_GETFD, pidfd, spare, 0, what="pidfd_getfd")
-                inj.check(kernel.NR["close"], pidfd)
+                moves = moves.room()
+                moves.add(kernel.NR["dup3"], spare, record["fd"], O_CLOEXEC if record["cloexec"] else 0,
+                          what=f"dup3 to fd {record['fd']}")
+                continue
+            pidfd = inj.check(_NR_PIDFD_OPEN, holder, 0, what="pidfd_open")
+            got = inj.check(_NR_PIDFD_GETFD, pidfd, spare, 0, what="pidfd_getfd")
+            inj.check(kernel.NR["close"], pidfd)
             if got == record["fd"]:  # pidfd_getfd happened to pick the very number
                 inj.check(_NR_FCNTL, got, F_SETFD, FD_CLOEXEC if record["cloexec"] else 0, what="F_SETFD")
             else:
                 inj.check(kernel.NR["dup3"], got, record["fd"], O_CLOEXEC if record["cloexec"] else 0,
                           what=f"dup3 to fd {record['fd']}")
-                if holder != ns_pid:
-                    inj.check(kernel.NR["close"], got)
+                inj.check(kernel.NR["close"], got)
+        moves.run()
         self._fill_epolls(builder, fds)
         return spares
 
@@ -656,19 +659,25 @@ class FileRestorer:
     def _fill_epolls(self, builder, fds: list[dict]) -> None:
         """Watches of the epolls this process registered them in, now that its fds exist."""
         inj = builder.inj
+        adds = builder.batch()  # the watches in one trip, but for those added under another fd number
         for record in fds:
             epoll = self.files[record["file"]]
             if epoll["kind"] != "epoll" or epoll["owner"] != builder.meta["pid"] or epoll["id"] in self.filled:
                 continue
             for tfd, events, data, *holder in epoll["watches"]:
-                event = inj.put(struct.pack("=IQ", events, data))
-                add = lambda: inj.check(_NR_EPOLL_CTL, record["fd"], EPOLL_CTL_ADD, tfd, event,  # noqa: E731
-                                        what=f"epoll_ctl(ADD {tfd})")
-                if holder:
-                    self._add_under_old_number(builder, tfd, holder[0], add)
+                event = struct.pack("=IQ", events, data)
+                if holder:   # in order: the fds queued before it first
+                    adds.run()
+                    adds = builder.batch()
+                    address = inj.put(event)
+                    self._add_under_old_number(builder, tfd, holder[0], lambda: inj.check(
+                        _NR_EPOLL_CTL, record["fd"], EPOLL_CTL_ADD, tfd, address, what=f"epoll_ctl(ADD {tfd})"))
                 else:
-                    add()
+                    adds = adds.room(len(event))
+                    adds.add(_NR_EPOLL_CTL, record["fd"], EPOLL_CTL_ADD, tfd, adds.put(event),
+                             what=f"epoll_ctl(ADD {tfd})")
             self.filled.add(epoll["id"])
+        adds.run()
 
     @staticmethod
     def _add_under_old_number(builder, tfd: int, holder: int, add: Callable) -> None:
@@ -698,16 +707,21 @@ class FileRestorer:
         if holder == ns_pid:
             return spare
         pidfd = inj.check(_NR_PIDFD_OPEN, holder, 0, what="pidfd_open")
-        got = self._spare(inj, inj.check(_NR_PIDFD_GETFD, pidfd, spare, 0, what="pidfd_getfd"), base)
+        got = self._spare(builder, inj.check(_NR_PIDFD_GETFD, pidfd, spare, 0, what="pidfd_getfd"), base)
         inj.check(kernel.NR["close"], pidfd)
         builder.spares.append(got)
         self.made_local[(ns_pid, file_id)] = got
         return got
 
-    def _spare(self, inj, fd: int, base: int) -> int:
-        spare = inj.check(_NR_FCNTL, fd, F_DUPFD_CLOEXEC, base, what="F_DUPFD_CLOEXEC")
-        inj.check(kernel.NR["close"], fd)
-        return spare
+    @staticmethod
+    def _spare(builder, fd: int, base: int, status_flags: int | None = None) -> int:
+        """fd moved to a spare number (from `base` on), given `status_flags` first: one trip."""
+        calls = builder.batch()
+        if status_flags is not None:
+            calls.add(_NR_FCNTL, fd, F_SETFL, status_flags, what="F_SETFL")
+        spare = calls.add(_NR_FCNTL, fd, F_DUPFD_CLOEXEC, base, what="F_DUPFD_CLOEXEC")
+        calls.add(kernel.NR["close"], fd, what="close")
+        return calls.run()[spare]
 
     def _make(self, builder, record: dict, base: int) -> list[int]:
         inj, ns_pid, kind = builder.inj, builder.meta["pid"], record["kind"]
@@ -789,7 +803,7 @@ class FileRestorer:
                 fd = builder.open("/dev/null", flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC), "/dev/null")
             if kind == "file" and record["pos"]:
                 inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({path})")
-        spare = self._spare(inj, fd, base)
+        spare = self._spare(builder, fd, base, record["flags"] if kind == "socket" else None)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
 
@@ -929,7 +943,8 @@ class FileRestorer:
         """socket() inside the process; the restorer binds/listens/connects it (borrowed).
         A TCP connection with both ends in the image is made in repair mode (tcp_repair.py),
         left there until `finish`; if that fails (the original, still running, holds the
-        address pair: a clone) it comes back closed."""
+        address pair: a clone) it comes back closed. Its status flags are set with its
+        move to a spare number (_make)."""
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
         fd = self._new_socket(inj, record)
         if record["state"] == "established":
@@ -944,7 +959,6 @@ class FileRestorer:
         if record["state"] != "established":
             with sockets.borrow(builder.tid, fd) as sock:
                 netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
-        inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL on a socket")
         if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
         return fd
@@ -1000,7 +1014,7 @@ class FileRestorer:
         inj, ns_pid = builder.inj, builder.meta["pid"]
         sock_type = SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC
         inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, sock_type, 0, inj.scratch, what="socketpair")
-        ends = [self._spare(inj, fd, base) for fd in struct.unpack("ii", inj.read(inj.scratch, 8))]
+        ends = [self._spare(builder, fd, base) for fd in struct.unpack("ii", inj.read(inj.scratch, 8))]
         peers = [f for f in self.files.values() if f["kind"] == "unix_pair" and f["ino"] == record["peer"]]
         for end, other_end, this in [(ends[0], ends[1], record)] + [(ends[1], ends[0], p) for p in peers]:
             self.made[this["id"]] = (ns_pid, end)
@@ -1023,7 +1037,7 @@ class FileRestorer:
         inj, ns_pid = builder.inj, builder.meta["pid"]
         inj.check(_NR_PIPE2, inj.scratch, 0, what="pipe2")
         read_fd, write_fd = struct.unpack("ii", inj.read(inj.scratch, 8))
-        read_spare, write_spare = self._spare(inj, read_fd, base), self._spare(inj, write_fd, base)
+        read_spare, write_spare = self._spare(builder, read_fd, base), self._spare(builder, write_fd, base)
         data = self.read_blob(record["data"])
         with open(f"/proc/{builder.tid}/fd/{write_spare}", "wb", buffering=0) as pipe:
             if record["size"] != fcntl.fcntl(pipe, F_GETPIPE_SZ):
@@ -1041,7 +1055,7 @@ class FileRestorer:
                 end = unused.pop(mode, None)
                 if end is None:
                     reopened = self._reopen(builder, write_spare if mode == O_WRONLY else read_spare, mode | O_NONBLOCK)
-                    end = self._spare(inj, reopened, base)
+                    end = self._spare(builder, reopened, base)
                     spares.append(end)
                 inj.check(_NR_FCNTL, end, F_SETFL, other["flags"], what="F_SETFL on a pipe")
                 self.made[other["id"]] = (ns_pid, end)
