@@ -57,7 +57,7 @@ KCMP_FILE, KCMP_EPOLL_TFD = 0, 7
 SPLICE_F_NONBLOCK = 2
 F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 1, 2, 1
 MAX_DELETED_FILE = 1 << 30
-SPARSE_PIECE = 64 << 10                 # restore leaves all-zero pieces of this size as holes
+SPARSE_PIECE = 64 << 10                 # restore looks for pages of zeros (holes) in pieces of this size
 SPARSE_READ_PIECE = 1 << 20             # capture reads files with holes in pieces of this size
 _ZEROS = bytes(SPARSE_READ_PIECE)
 TCP_ESTABLISHED = 1  # the state of a connected Unix socket in sock_diag
@@ -414,9 +414,22 @@ def _write_sparse(path: str, blob: list[str], read_blob: Callable[[list[str]], b
                     for start in range(0, length, SPARSE_PIECE):
                         part = view[start:start + SPARSE_PIECE]
                         if not _all_zero(part):
-                            os.pwrite(fh.fileno(), part, offset + start)
+                            _write_data_pages(fh.fileno(), part, offset + start)
             offset += length
         fh.truncate(offset)
+
+
+def _write_data_pages(fd: int, data: memoryview, offset: int) -> None:
+    """Write the pages of `data` that are not all zeros, each run of them at once: a page of
+    zeros stays a hole, as it was (an unlinked file's holes come back where they were)."""
+    run = None
+    for at in range(0, len(data) + kernel.PAGE_SIZE, kernel.PAGE_SIZE):
+        zero = at >= len(data) or _all_zero(data[at:at + kernel.PAGE_SIZE])
+        if not zero and run is None:
+            run = at
+        elif zero and run is not None:
+            os.pwrite(fd, data[run:at], offset + run)
+            run = None
 
 
 def _all_zero(view: memoryview) -> bool:

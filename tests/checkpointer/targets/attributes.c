@@ -70,7 +70,7 @@ static int out;
 static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
-static int ghost, ghost_reader;
+static int ghost, ghost_reader, holes;
 static int dgram[2], seqpacket[2], child_pidfd, tcp, half_closed[2];
 static const char *const queued[] = {"first", "", "third message"};
 static pid_t killed, session_member, session_id, grouped_child, group_id, new_leader, left_behind;
@@ -185,6 +185,14 @@ static void setup(void)
     snprintf(path, sizeof path, "/proc/self/fd/%d", ghost);
     ghost_reader = open(path, O_RDONLY);
     unlink("unlinked");
+
+    char block[4096];
+    memset(block, 'h', sizeof block);
+    holes = open("holes", O_RDWR | O_CREAT | O_TRUNC, 0600);    /* data, hole, data, hole to 64 KiB */
+    pwrite(holes, block, sizeof block, 0);
+    pwrite(holes, block, sizeof block, 8192);
+    ftruncate(holes, 65536);
+    unlink("holes");
 
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct caps[2];
@@ -361,6 +369,11 @@ static void check(void)
     int pdeath = 0;
     prctl(PR_GET_PDEATHSIG, &pdeath, 0, 0, 0);
     report(pdeath == SIGUSR2, "parent-death-signal", "%d", pdeath);
+    off_t hole = lseek(holes, 0, SEEK_HOLE), data = lseek(holes, 4096, SEEK_DATA),
+          last_hole = lseek(holes, 8192, SEEK_HOLE), end = lseek(holes, 0, SEEK_END);
+    report(hole == 4096 && data == 8192 && last_hole == 12288 && end == 65536, "unlinked-file-holes",
+           "hole at %lld, data at %lld, hole at %lld, size %lld", (long long)hole, (long long)data,
+           (long long)last_hole, (long long)end);
 
     char none;
     ssize_t eof = recv(half_closed[1], &none, 1, MSG_DONTWAIT), sent = send(half_closed[0], "x", 1, MSG_NOSIGNAL);
