@@ -4,14 +4,16 @@ What: `SyscallBatch(pid, ignored_signals)` collects system calls per thread (`ad
 out=N)`: N bytes of output space whose address is passed wherever the argument `OUT`
 stands); `run(threads)` maps one temporary page run into the process (an injected mmap),
 writes there, per thread, a small x86-64 code blob (for each call: load the registers,
-`syscall`, store rax) ending in `int3`, and runs each thread through its blob with one
-PTRACE_CONT; the SIGTRAP of the int3 stops it again, where it is not delivered (the next
-resume passes no signal). One read takes every result; an injected munmap removes the
-mapping. Each `Call` then has `.result` (raw, negative = -errno) and `.out`.
+`syscall`, store rax) ending in `int3`, and lets every thread run its blob (one
+PTRACE_CONT each, all of them before waiting for any: their round trips overlap); the
+SIGTRAP of the int3 stops each again, where it is not delivered (the next resume passes
+no signal). One read takes every result; an injected munmap removes the mapping, unless
+`run(threads, keep_page=True)` keeps it for the next checkpoint (injection_page.py).
+Each `Call` then has `.result` (raw, negative = -errno) and `.out`.
 Why: an injected system call on its own costs four ptrace round trips (set registers,
 syscall entry, syscall exit, get registers); a process with a few signal handlers, timers
 and threads needs tens of them in every stop. A blob costs two injected calls per
-process plus one round trip per thread.
+process (none with a kept page) plus one round trip per thread.
 
 Simplifications: the thread runs the blob with every signal but SIGTRAP blocked. A
 SIGTRAP pending at that moment is taken off the queue by its stop and kept in
@@ -29,15 +31,15 @@ import signal
 import struct
 from dataclasses import dataclass
 
-from . import kernel
+from . import injection_page, kernel
 from .blobcode import INT3, code_size, syscall_code
 from .errors import CheckpointError, ProcessGone
 from .freeze import ALL_SIGNALS, FrozenThread, stack_scratch, syscall_insn_of
 from .inject import Injector
+from .injection_page import MAP_PRIVATE_ANONYMOUS, PROT_RWX
 
 OUT = object()  # stands, among a call's arguments, for the address of its output space
 SIGTRAP_BIT = 1 << (signal.SIGTRAP - 1)
-PROT_RWX, MAP_PRIVATE_ANONYMOUS = 7, 0x22
 
 
 @dataclass
@@ -75,8 +77,10 @@ class SyscallBatch:
         self.calls.setdefault(tid, []).append(call)
         return call
 
-    def run(self, threads: dict[int, FrozenThread]) -> None:
-        """Run every call in its (frozen) thread; `threads` by tid, the process's main thread among them."""
+    def run(self, threads: dict[int, FrozenThread], keep_page: bool = False) -> None:
+        """Run every call in its (frozen) thread; `threads` by tid, the process's main thread
+        among them. `keep_page`: the blobs' mapping stays in the process for the next
+        checkpoint (injection_page.py: for processes that are checkpointed again and again)."""
         if not self.calls:
             return
         for tid in self.calls:
@@ -89,21 +93,25 @@ class SyscallBatch:
         kernel.set_sigmask(main.tid, ALL_SIGNALS)
         inj = Injector(main.tid, syscall_insn_of(self.pid), *stack_scratch(main.regs))
         try:
-            _, size = self._place()
-            base = inj.check(kernel.NR["mmap"], 0, size, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
-                             what="mmap (injection page)")
+            code_bytes, data_end = self._place()
+            size = (data_end + kernel.PAGE_SIZE - 1) & ~(kernel.PAGE_SIZE - 1)
+            if keep_page:
+                base = injection_page.take(self.pid, inj, data_end)
+            else:
+                base = inj.check(kernel.NR["mmap"], 0, size, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
+                                 what="mmap (injection page)")
             try:
                 code, entries = bytearray(), []
                 for tid, calls in self.calls.items():
                     start = base + len(code)
                     code += b"".join(_code(call, base) for call in calls) + INT3
-                    entries.append((tid, start, base + len(code)))
-                inj.write(base, bytes(code))    # the rest of a new mapping reads as zeros
-                for tid, start, end in entries:
-                    _run_blob(threads[tid], start, end)
-                done = inj.read(base, size)
+                    entries.append((threads[tid], start, base + len(code)))
+                inj.write(base, bytes(code) + bytes(data_end - len(code)))   # results and outputs zeroed
+                _run_blobs(entries)
+                done = inj.read(base, data_end)
             finally:
-                inj.check(kernel.NR["munmap"], base, size, what="munmap (injection page)")
+                if not keep_page:
+                    inj.check(kernel.NR["munmap"], base, size, what="munmap (injection page)")
         finally:
             inj.close()
         for calls in self.calls.values():
@@ -114,7 +122,7 @@ class SyscallBatch:
 
     def _place(self) -> tuple[int, int]:
         """Offsets in the mapping: every thread's code first, then 8-byte results, then
-        outputs (set on each call); returns (bytes of code, size of the mapping)."""
+        outputs (set on each call); returns (bytes of code, bytes in all)."""
         every = [call for calls in self.calls.values() for call in calls]
         code_bytes = sum(code_size(len(call.args)) for call in every) + len(INT3) * len(self.calls)
         data = (code_bytes + 15) & ~15
@@ -124,7 +132,7 @@ class SyscallBatch:
         for call in every:
             call.out_at = data
             data += (call.out_size + 7) & ~7
-        return code_bytes, (data + kernel.PAGE_SIZE - 1) & ~(kernel.PAGE_SIZE - 1)
+        return code_bytes, data
 
 
 def _code(call: Call, base: int) -> bytes:
@@ -132,26 +140,51 @@ def _code(call: Call, base: int) -> bytes:
     return syscall_code(call.nr, [out if value is OUT else value for value in call.args], base + call.result_at)
 
 
-def _run_blob(thread: FrozenThread, start: int, end: int) -> None:
-    """Run a thread from `start` until its int3 (the last byte before `end`) traps."""
+def _run_blobs(entries: list[tuple[FrozenThread, int, int]]) -> None:
+    """Run each thread from its `start` until its int3 (the last byte before `end`) traps:
+    every thread is let go first, then each is waited for, so that their round trips
+    overlap. Every thread is stopped again before this returns or raises."""
+    for thread, start, _ in entries:
+        kernel.set_sigmask(thread.tid, ALL_SIGNALS & ~SIGTRAP_BIT)
+        regs = thread.regs.copy()
+        regs.rip, regs.orig_rax = start, 0xFFFFFFFFFFFFFFFF  # no syscall restart on resume
+        kernel.set_regs(thread.tid, regs)
+    started: list[tuple[FrozenThread, int, int]] = []
+    failure: BaseException | None = None
+    for entry in entries:
+        try:
+            kernel.ptrace(kernel.PTRACE_CONT, entry[0].tid, 0, 0)
+            started.append(entry)
+        except ProcessLookupError as exc:    # killed meanwhile: those let go are still waited for
+            failure = ProcessGone(entry[0].tid, "it died while running injected system calls")
+            failure.__cause__ = exc
+            break
+    for thread, _, end in started:
+        try:
+            _wait_for_int3(thread, end)
+        except (CheckpointError, OSError) as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    for thread, _, _ in entries:
+        kernel.set_sigmask(thread.tid, ALL_SIGNALS)
+
+
+def _wait_for_int3(thread: FrozenThread, end: int) -> None:
+    """Wait until the thread, running its blob, stops at the int3 before `end`."""
     tid = thread.tid
-    kernel.set_sigmask(tid, ALL_SIGNALS & ~SIGTRAP_BIT)
-    regs = thread.regs.copy()
-    regs.rip, regs.orig_rax = start, 0xFFFFFFFFFFFFFFFF  # no syscall restart on resume
-    kernel.set_regs(tid, regs)
     while True:
-        kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
         _, status = kernel.waitpid(tid)
         if not os.WIFSTOPPED(status):
             raise ProcessGone(tid, "it died while running injected system calls")
         if os.WSTOPSIG(status) == signal.SIGTRAP and status >> 16 == 0:
             if kernel.get_regs(tid).rip == end:
-                break
+                return
             thread.caught.append(kernel.get_siginfo(tid))  # a SIGTRAP that was pending: keep it
+            kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
             continue
         raise CheckpointError(f"task {tid} stopped unexpectedly (signal {os.WSTOPSIG(status)}, event "
                               f"{status >> 16}) while running injected system calls")
-    kernel.set_sigmask(tid, ALL_SIGNALS)
 
 
 def _run_one_by_one(pid: int, thread: FrozenThread, calls: list[Call]) -> None:

@@ -58,10 +58,12 @@ def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
 
 
 def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
-                select: PageSelector = saved_pages) -> list[dict]:
+                select: PageSelector = saved_pages, keep_injection_page: bool = False) -> list[dict]:
     """Metadata of every frozen process and zombie, parents before children.
 
-    `select(host pid, vma)` names the pages of each VMA to hand to the sink (None: skip)."""
+    `select(host pid, vma)` names the pages of each VMA to hand to the sink (None: skip).
+    `keep_injection_page`: leave the injected calls' page in each process for its next
+    checkpoint (injection_page.py; the caller releases it when it stops checkpointing)."""
     with phase("process_tree"):
         ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
         ns_pids.update({pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.zombies})
@@ -69,7 +71,8 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
     def ns_ppid(pid: int) -> int:
         return ns_pids.get(int(procfs.frozen_status(pid)["PPid"]), 0)
 
-    result = [capture_process(proc, sink, files, ns_ppid(pid), select) for pid, proc in frozen.processes.items()]
+    result = [capture_process(proc, sink, files, ns_ppid(pid), select, keep_injection_page)
+              for pid, proc in frozen.processes.items()]
     result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status}
                for pid, status in frozen.zombies.items()]
     files.check_peers()
@@ -77,7 +80,7 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
 
 
 def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int,
-                    select: PageSelector = saved_pages) -> dict:
+                    select: PageSelector = saved_pages, keep_injection_page: bool = False) -> dict:
     pid = proc.pid
     lazy.check_served(pid)
     with phase("proc_files"):
@@ -114,7 +117,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     with phase("signals_threads_injected"):
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
         meta["seccomp"] = _seccomp(proc, status)
-        meta.update(_injected_state(proc, status))
+        meta.update(_injected_state(proc, status, keep_injection_page))
     with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
         pages = [page for vma in vmas for page in select(pid, vma) or ()]
     if pages:
@@ -184,7 +187,27 @@ def _linked_path(vma: procfs.Vma) -> str | None:
         return None
 
 
+# The records of mappings that depend on nothing but their line in /proc/PID/maps (private
+# and special ones, files that are not deleted), by pid and that line: a process keeps most
+# of its hundreds of mappings from one checkpoint to the next.
+_PLAIN_VMA_METAS: dict[tuple, dict] = {}
+PLAIN_VMA_METAS_REMEMBERED = 65536
+
+
 def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
+    key = (pid, vma.start, vma.end, vma.perms, vma.offset, vma.inode, vma.path)
+    if (known := _PLAIN_VMA_METAS.get(key)) is not None:
+        return dict(known)
+    meta = _new_vma_meta(pid, vma, files)
+    if meta["kind"] not in ("memfd", "shared_anon", "sysv_shm") and "posix_shm" not in meta \
+            and not vma.path.endswith(procfs.DELETED):
+        if len(_PLAIN_VMA_METAS) >= PLAIN_VMA_METAS_REMEMBERED:
+            _PLAIN_VMA_METAS.clear()
+        _PLAIN_VMA_METAS[key] = dict(meta)
+    return meta
+
+
+def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     if vma.path.startswith("/[aio]"):
         raise Unsupported(f"process {pid}, mapping {vma.start:#x}: an AIO context (io_setup, libaio; a "
                           "database's native asynchronous I/O) cannot be checkpointed; turn it off in the "
@@ -296,7 +319,7 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
         inj.close()
 
 
-def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
+def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool = False) -> dict:
     """State only readable from inside, all threads' calls in one batch (batch.py): brk,
     whether it is a child subreaper, signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
     of each thread and the signal it gets when its parent dies. Then the thread state
@@ -315,7 +338,7 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str]) -> dict:
     per_thread = [(batch.add(t.tid, nr["prctl"], PR_GET_TID_ADDRESS, OUT, out=8),
                    batch.add(t.tid, nr["sigaltstack"], 0, OUT, out=24),
                    batch.add(t.tid, nr["prctl"], PR_GET_PDEATHSIG, OUT, out=4)) for t in threads]
-    batch.run(proc.threads)
+    batch.run(proc.threads, keep_page)
     for timer, call in zip(timers, times):
         posix_timers.set_time(timer, call.output(f"timer_gettime({timer['id']})"))
     return {

@@ -42,11 +42,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from objectstore import ChunkId, Store
 
-from . import kernel, procfs, shared_memory, uffd
+from . import injection_page, kernel, procfs, shared_memory, uffd
 from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
@@ -273,6 +273,7 @@ class Incremental:
         self.trackers: dict[int, DirtyTracker] = {}
         self.last_pages = 0  # pages stored by the last capture
         self.last_precopied = 0  # ... of those, pages copied before its freeze (precopy)
+        self.kept_pages: set[int] = set()   # pids given an injection page to keep (injection_page.py)
         self.shared = SharedMemoryTracking()
 
     def precopy(self, min_pages: int = PRECOPY_MIN_PAGES) -> int:
@@ -314,7 +315,7 @@ class Incremental:
             early = Precopied()
             select = pages.selector(self.selector(frozen, ns_pids, writer.clear, early))
         files = FileCapture(writer.add_blob, self.shared, writer.keep_blobs)
-        processes = capture_all(frozen, writer.add_pages, files, select)
+        processes = capture_all(frozen, writer.add_pages, files, select, keep_injection_page=True)
         with phase("arm_tracking"):
             self.arm(frozen)
         try:
@@ -339,6 +340,7 @@ class Incremental:
         whole (new or changed). The pages `precopy()` copied of each mapping still tracked go to
         `precopied` as it is selected, with the pages written again since (copied in the stop):
         the caller stores `precopied.runs()`, those pre-copies less the pages written again."""
+        self.kept_pages.update(frozen.processes)   # capture_all(keep_injection_page=True) follows
         for pid in list(self.trackers):
             if pid not in frozen.processes:
                 self.trackers.pop(pid).close()
@@ -375,15 +377,28 @@ class Incremental:
             self.trackers[pid].arm(proc, procfs.maps(pid))
         self.shared.commit()
 
-    def close(self) -> None:
+    def release_pages(self, still: Iterable[int] = ()) -> None:
+        """Unmap the injection pages of the processes not in `still` (no longer checkpointed
+        by us: gone, or out of the tree). In the tracer thread, outside a freeze window:
+        each is frozen for it."""
+        for pid in self.kept_pages - set(still):
+            injection_page.release(pid)
+        self.kept_pages &= set(still)
+
+    def close(self, release_pages: bool = True) -> None:
+        """`release_pages`: unmap the injection pages too (see release_pages)."""
+        if release_pages:
+            self.release_pages()
         for tracker in self.trackers.values():
             tracker.close()
         self.trackers.clear()
         self.shared.clear()
 
     def reset(self) -> None:
-        """Forget everything (after a failed checkpoint): the next capture stores every page."""
-        self.close()
+        """Forget everything (after a failed checkpoint): the next capture stores every page.
+        The injection pages stay (the same processes are checkpointed next), and it may be
+        called from any thread."""
+        self.close(release_pages=False)
         self.parent = None
 
 

@@ -8,7 +8,9 @@ While a freeze window is open in this thread (`window()`, entered by freeze.free
 what a frozen process cannot change is read once: its memory map (`maps`), its status
 (`frozen_status`), an open /proc/PID/pagemap (`pagemap`) and whatever else callers keep
 in `window_cache()` (the vdso's syscall address). Our own injections may map and unmap memory inside the window,
-but always give it back before anyone reads the map again.
+but give it back before anyone reads the map again; the mapping the checkpointer keeps in
+a tracked process (injection_page.py) is left out by `maps`. The lines of the maps file
+are parsed once (a cache by their text).
 
 Simplifications: x86-64 and 4 KiB pages; PIDs of the process's own namespace are
 taken from the last field of the NS* lines of /proc/PID/status.
@@ -117,15 +119,70 @@ def maps(pid: int) -> list[Vma]:
     return _read_maps(pid)
 
 
+# Parsed lines of /proc/PID/maps, by their text (which says all a Vma holds): a process
+# keeps most of its mappings from one checkpoint to the next, and parsing hundreds of lines
+# cost more than reading them. Vma objects are never changed once made.
+_PARSED_LINES: dict[str, Vma] = {}
+PARSED_LINES_REMEMBERED = 1 << 17
+
+
 def _read_maps(pid: int) -> list[Vma]:
-    vmas: list[Vma] = []
-    for line in _read(pid, "maps").splitlines():
-        head = line.split(None, 5)
-        start, end = (int(x, 16) for x in head[0].split("-"))
-        path = head[5] if len(head) > 5 else ""
-        vmas.append(Vma(start, end, head[1], int(head[2], 16), int(head[4]), path,
-                        ["gd"] if path == "[stack]" else []))
+    lines = _read(pid, "maps").splitlines()
+    if len(_PARSED_LINES) + len(lines) > PARSED_LINES_REMEMBERED:
+        _PARSED_LINES.clear()
+    vmas = [_PARSED_LINES.get(line) or _parse_line(line) for line in lines]
+    if pid in _OWN:
+        _leave_out_own(pid, vmas)
     return vmas
+
+
+def _parse_line(line: str) -> Vma:
+    head = line.split(None, 5)
+    start, end = (int(x, 16) for x in head[0].split("-"))
+    path = head[5] if len(head) > 5 else ""
+    vma = _PARSED_LINES[line] = Vma(start, end, head[1], int(head[2], 16), int(head[4]), path,
+                                    ["gd"] if path == "[stack]" else [])
+    return vma
+
+
+# Mappings the checkpointer keeps in a process for itself (injection_page.py), by pid:
+# (start, end, cookie). maps() leaves such a mapping out while it is still the one that was
+# made: the same extent, private RWX, anonymous, the cookie in its last bytes. Once it is
+# not (the process unmapped it or mapped over it, exec()ed, or its pid is another process's
+# now) it is forgotten.
+_OWN: dict[int, tuple[int, int, bytes]] = {}
+
+
+def own_mapping(pid: int, start: int, end: int, cookie: bytes) -> None:
+    """Mark [start, end) of `pid` as the checkpointer's (its last bytes hold `cookie`)."""
+    _OWN[pid] = (start, end, cookie)
+
+
+def disown(pid: int) -> None:
+    _OWN.pop(pid, None)
+
+
+def owned(pid: int) -> tuple[int, int] | None:
+    """(start, end) of the checkpointer's own mapping in `pid`, as last checked by maps()."""
+    own = _OWN.get(pid)
+    return None if own is None else own[:2]
+
+
+def _leave_out_own(pid: int, vmas: list[Vma]) -> None:
+    start, end, cookie = _OWN[pid]
+    for i, vma in enumerate(vmas):
+        if vma.start == start and vma.end == end and vma.perms == "rwxp" and not vma.inode and not vma.path:
+            try:
+                with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+                    mem.seek(end - len(cookie))
+                    ours = mem.read(len(cookie)) == cookie
+            except OSError:
+                ours = False
+            if ours:
+                del vmas[i]
+                return
+            break
+    del _OWN[pid]
 
 
 _MAY_WRITE: dict[tuple[int, int, int, int, int], bool] = {}   # (pid, start, end, inode, offset) -> "mw"

@@ -192,7 +192,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
                     copy = PageCopy(ns_pids)
                     select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span), early))
                 files = FileCapture(name_blob, tracking.shared, writer.keep_blobs)
-                processes = capture_all(frozen, keep_run, files, select)
+                processes = capture_all(frozen, keep_run, files, select, keep_injection_page=True)
                 with phase("arm_tracking"):
                     tracking.arm(frozen)
                 copy.in_stop(frozen, keep_run)
@@ -205,6 +205,8 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
                 copy.drop()
             raise
         stopped_ms = ((frozen.thawed_at or time.perf_counter()) - started) * 1000
+        with phase("after_thaw_release_pages"):
+            tracking.release_pages(frozen.processes)   # of processes that left the group's tree
         copy.after_thaw(keep_run)
         with phase("after_thaw_precopied"):
             pages.extend(early.runs())
