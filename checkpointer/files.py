@@ -131,7 +131,7 @@ class FileCapture:
             return {"kind": "timerfd", "clockid": int(info.extra["clockid"]), "ticks": int(info.extra["ticks"]),
                     "value": _timespec(info.extra["it_value"]), "interval": _timespec(info.extra["it_interval"])}
         if target == "anon_inode:[eventpoll]":
-            return {"kind": "epoll", "owner": procfs.ns_id(procfs.status(pid)["NSpid"]),
+            return {"kind": "epoll", "owner": procfs.ns_id(procfs.frozen_status(pid)["NSpid"]),
                     "watches": _epoll_watches(pid, info.fd, info.raw, what, self._targets)}
         if match := re.fullmatch(r"socket:\[(\d+)\]", target):
             ino = int(match[1])
@@ -506,8 +506,6 @@ def _messages(framed: bytes) -> Iterator[bytes]:
         offset += 4 + length
 
 
-_EPOLL_WATCH = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)"
-                          r"(?:\s+pos:\s*\d+\s+ino:\s*([0-9a-f]+)\s+sdev:\s*([0-9a-f]+))?")
 _sockfs: list[int] = []
 
 
@@ -526,12 +524,16 @@ def _epoll_watches(pid: int, epfd: int, fdinfo: str, what: str, targets: dict[in
     a dup keeps the file open; the watch lives on under its old number). `targets`: the
     process's fds and what they hold (/proc/PID/fd): a watched socket whose inode fd `tfd`
     holds needs no kcmp (a server's epoll watches every client connection)."""
-    watches, seen = [], {}
-    for m in _EPOLL_WATCH.finditer(fdinfo):
-        tfd = int(m[1])
+    watches, seen, sockfs = [], {}, _sockfs_dev()
+    for line in fdinfo.splitlines():    # "tfd: N events: HEX data: HEX  pos:N ino:HEX sdev:HEX"
+        if not line.startswith("tfd:"):
+            continue
+        fields = line.split()
+        tfd = int(fields[1])
         nth = seen[tfd] = seen.get(tfd, -1) + 1     # the kernel's index among watches of that tfd
-        watch = [tfd, int(m[2], 16), int(m[3], 16)]
-        if m[5] and int(m[5], 16) == _sockfs_dev() and targets.get(tfd) == f"socket:[{int(m[4], 16)}]":
+        watch = [tfd, int(fields[3], 16), int(fields[5], 16)]
+        if len(fields) >= 9 and fields[8].startswith("sdev:") and int(fields[8][5:], 16) == sockfs \
+                and targets.get(tfd) == f"socket:[{int(fields[7][4:], 16)}]":
             watches.append(watch)   # a socket has one open file: fd tfd holds the watched one
             continue
         slot = ctypes.create_string_buffer(struct.pack("III", epfd, tfd, nth))
