@@ -58,6 +58,7 @@ SPLICE_F_NONBLOCK = 2
 F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 1, 2, 1
 MAX_DELETED_FILE = 1 << 30
 SPARSE_PIECE = 64 << 10                 # restore looks for pages of zeros (holes) in pieces of this size
+READ_PIECES = 64                        # pieces of a blob read together at restore (4-64 MiB)
 SPARSE_READ_PIECE = 1 << 20             # capture reads files with holes in pieces of this size
 _ZEROS = bytes(SPARSE_READ_PIECE)
 TCP_ESTABLISHED = 1  # the state of a connected Unix socket in sock_diag
@@ -396,26 +397,31 @@ def _processes_mapping(path: str) -> list[int]:
     return users
 
 
-def _write_sparse(path: str, blob: list[str], read_blob: Callable[[list[str]], bytes]) -> None:
-    """Write a blob into an empty file, piece by piece, leaving runs of zeros as holes
-    (no memory for shared memory that was never touched); a piece found to be all zeros
-    is not read again (a big, mostly untouched shared memory repeats one such piece)."""
+def _write_sparse(path: str, blob: list[str], read_pieces: Callable[[list[str]], list[bytes]]) -> None:
+    """Write a blob into an empty file, piece by piece (READ_PIECES read together), leaving
+    runs of zeros as holes (no memory for shared memory that was never touched); a piece
+    found to be all zeros is not read again (a big, mostly untouched shared memory repeats
+    one such piece)."""
     zero_pieces: dict[str, int] = {}                  # blob id -> length
     with open(path, "r+b", buffering=0) as fh:
         offset = 0
-        for piece_id in blob:
-            length = zero_pieces.get(piece_id)
-            if length is None:
-                view = memoryview(read_blob([piece_id]))
-                length = len(view)
-                if _all_zero(view):
-                    zero_pieces[piece_id] = length
-                else:
-                    for start in range(0, length, SPARSE_PIECE):
-                        part = view[start:start + SPARSE_PIECE]
-                        if not _all_zero(part):
-                            _write_data_pages(fh.fileno(), part, offset + start)
-            offset += length
+        for first in range(0, len(blob), READ_PIECES):
+            ids = blob[first:first + READ_PIECES]
+            wanted = [i for i in dict.fromkeys(ids) if i not in zero_pieces]
+            read = dict(zip(wanted, read_pieces(wanted))) if wanted else {}
+            for piece_id in ids:
+                length = zero_pieces.get(piece_id)
+                if length is None:
+                    view = memoryview(read[piece_id])
+                    length = len(view)
+                    if _all_zero(view):
+                        zero_pieces[piece_id] = length
+                    else:
+                        for start in range(0, length, SPARSE_PIECE):
+                            part = view[start:start + SPARSE_PIECE]
+                            if not _all_zero(part):
+                                _write_data_pages(fh.fileno(), part, offset + start)
+                offset += length
         fh.truncate(offset)
 
 
@@ -557,10 +563,13 @@ class FileRestorer:
     """Recreates the image's files inside restored processes (each once), then shares them."""
 
     def __init__(self, files: list[dict], read_blob: Callable[[list[str]], bytes], remap, warnings: list[str],
-                 share_ports: bool = False):
+                 share_ports: bool = False, read_pieces: Callable[[list[str]], list[bytes]] | None = None):
+        """`read_pieces(ids)`: the chunks of a blob, one by one, read together (shared memory's
+        contents are many pieces); by default, one read_blob each."""
         self.files = {f["id"]: f for f in files}
         self.share_ports = share_ports  # listeners get SO_REUSEPORT (netsockets.rebuild)
         self.read_blob = read_blob
+        self.read_pieces = read_pieces or (lambda ids: [read_blob([i]) for i in ids])
         self.remap = remap
         self.warnings = warnings
         self.made: dict[int, tuple[int, int]] = {}  # file id -> (ns pid of holder, spare fd there)
@@ -597,7 +606,7 @@ class FileRestorer:
         self.shm_ready.add(file_id)
         try:
             os.fchown(fd, record["uid"], record["gid"])
-            _write_sparse(f"/proc/self/fd/{fd}", record["data"], self.read_blob)
+            _write_sparse(f"/proc/self/fd/{fd}", record["data"], self.read_pieces)
         finally:
             os.close(fd)
 
@@ -775,7 +784,7 @@ class FileRestorer:
         elif kind == "memfd":
             fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), MFD_ALLOW_SEALING,
                            what="memfd_create")
-            _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_blob)
+            _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_pieces)
             self._mode_and_seals(builder.tid, fd, record)
         elif kind == "memfd_fd":  # another open file description of that memfd
             fd = self._reopen(builder, self.local_fd(builder, record["memfd"], base), record["flags"])
@@ -895,7 +904,7 @@ class FileRestorer:
             raise CheckpointError(f"cannot make {what} again in {directory}: {os.strerror(-fd)} (the "
                                   "directory must exist where the image says, or pass a remap)")
         path = f"/proc/{builder.tid}/fd/{fd}"
-        _write_sparse(path, record["data"], self.read_blob)
+        _write_sparse(path, record["data"], self.read_pieces)
         if "uid" in record:      # version 4
             os.chown(path, record["uid"], record["gid"])
             os.chmod(path, record["mode"])

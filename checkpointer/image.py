@@ -269,7 +269,11 @@ class StoredImage:
         self._shared_pages = sum(not p.get("zombie") for p in self.processes) > 1  # may repeat across processes
 
     def read_blob(self, ids: list[str]) -> bytes:
-        return b"".join(self.store.get(ChunkId(bytes.fromhex(cid))) for cid in ids)
+        return b"".join(self.read_pieces(ids))
+
+    def read_pieces(self, ids: list[str]) -> list[bytes]:
+        """The chunks of a blob, each apart (neighbouring records read together)."""
+        return self.store.get_many([ChunkId(bytes.fromhex(cid)) for cid in ids])
 
     def page_runs(self, pid: int, outside: list[tuple[int, int]] = (),
                   skip_zero: bool = False) -> Iterator[tuple[int, bytes]]:

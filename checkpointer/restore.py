@@ -49,7 +49,8 @@ TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kern
 class ImageSource(Protocol):
     """What restore reads: metadata of processes and files, pages and blobs. An image
     may also offer `page_vectors(pid, skip_zero=True)` (StoredImage's shape), which restore
-    then prefers: runs as lists of pages, zero pages of fresh memory left out."""
+    then prefers: runs as lists of pages, zero pages of fresh memory left out; and
+    `read_pieces(ids)`, a blob's chunks apart and read together (shared memory's contents)."""
 
     processes: list[dict]
     files: list[dict]
@@ -134,7 +135,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     remapper = Remapper(remap or {})
     injectors: list[Injector] = []
     builders: list[ProcessBuilder] = []
-    files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings, share_listening_ports)
+    files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings, share_listening_ports,
+                         getattr(image, "read_pieces", None))
     try:
         with phase("process_tree"):
             kernel.ptrace(kernel.PTRACE_SEIZE, launcher.pid, 0, TRACE_OPTIONS)

@@ -253,3 +253,6 @@ class LoadedImage:
 
     def read_blob(self, ids: list[str]) -> bytes:
         return self._in_trio(self._stored.read_blob, ids)
+
+    def read_pieces(self, ids: list[str]) -> list[bytes]:
+        return self._in_trio(self._stored.read_pieces, ids)
