@@ -57,10 +57,9 @@ KCMP_FILE, KCMP_EPOLL_TFD = 0, 7
 SPLICE_F_NONBLOCK = 2
 F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 1, 2, 1
 MAX_DELETED_FILE = 1 << 30
-SPARSE_PIECE = 64 << 10                 # restore looks for pages of zeros (holes) in pieces of this size
 READ_PIECES = 64                        # pieces of a blob read together at restore (4-64 MiB)
 SPARSE_READ_PIECE = 1 << 20             # capture reads files with holes in pieces of this size
-_ZEROS = bytes(SPARSE_READ_PIECE)
+_ZEROS, _ZERO_PAGE = bytes(SPARSE_READ_PIECE), bytes(kernel.PAGE_SIZE)
 TCP_ESTABLISHED = 1  # the state of a connected Unix socket in sock_diag
 SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
 SOCK_CLOEXEC = 0o2000000
@@ -412,20 +411,17 @@ def _write_sparse(path: str, blob: list[str], read_pieces: Callable[[list[str]],
             for piece_id in ids:
                 length = zero_pieces.get(piece_id)
                 if length is None:
-                    view = memoryview(read[piece_id])
-                    length = len(view)
-                    if _all_zero(view):
+                    data = read[piece_id]
+                    length = len(data)
+                    if _all_zero(data):
                         zero_pieces[piece_id] = length
                     else:
-                        for start in range(0, length, SPARSE_PIECE):
-                            part = view[start:start + SPARSE_PIECE]
-                            if not _all_zero(part):
-                                _write_data_pages(fh.fileno(), part, offset + start)
+                        _write_data_pages(fh.fileno(), data, offset)
                 offset += length
         fh.truncate(offset)
 
 
-def _write_data_pages(fd: int, data: memoryview, offset: int) -> None:
+def _write_data_pages(fd: int, data: bytes, offset: int) -> None:
     """Write the pages of `data` that are not all zeros, each run of them at once: a page of
     zeros stays a hole, as it was (an unlinked file's holes come back where they were)."""
     run = None
@@ -434,12 +430,14 @@ def _write_data_pages(fd: int, data: memoryview, offset: int) -> None:
         if not zero and run is None:
             run = at
         elif zero and run is not None:
-            os.pwrite(fd, data[run:at], offset + run)
+            os.pwrite(fd, memoryview(data)[run:at], offset + run)
             run = None
 
 
-def _all_zero(view: memoryview) -> bool:
-    return view == (_ZEROS[:len(view)] if len(view) <= len(_ZEROS) else bytes(len(view)))
+def _all_zero(data: bytes) -> bool:
+    """(Bytes compare with memcmp, 1 MiB in 30 us; a memoryview compares 80 times slower.)"""
+    size = len(data)
+    return data == (_ZERO_PAGE if size == kernel.PAGE_SIZE else _ZEROS if size == len(_ZEROS) else bytes(size))
 
 
 # Records of TCP connections by socket inode. A connection's addresses never change, and
