@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+from typing import Iterable
 
 from . import kernel
 from .blobcode import INT3, code_size, syscall_code
@@ -30,6 +31,19 @@ from .freeze import ALL_SIGNALS
 from .inject import Injector
 
 CALL_BYTES = code_size(6) + 8  # the code of one call and its result slot, at most
+
+
+def run_all(batch: "CallBatch", calls: Iterable[tuple[int, tuple[int, ...], str]]) -> list[int]:
+    """Run `calls` (nr, args, what), in order, in as few trips as fit `batch`'s area
+    (which must be empty); the result of each."""
+    results: list[int] = []
+    for nr, args, what in calls:
+        more = batch.room()
+        if more is not batch:
+            results += batch.results
+            batch = more
+        batch.add(nr, *args, what=what)
+    return results + batch.run()
 
 
 class CallBatch:

@@ -42,6 +42,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
+from .callbatch import run_all
 from .errors import CheckpointError, ProcessGone, Unsupported
 
 if TYPE_CHECKING:
@@ -581,6 +582,7 @@ class FileRestorer:
         self.pty_here: dict[int, int] = {}   # ... -> our fd on its master, made before its holder
         self.repairing: list[tuple[socket.socket, dict]] = []  # TCP connections in repair mode, our dups
         self.sealing: list[tuple[int, int]] = []   # (our fd on a new memfd, the seals it gets at `finish`)
+        self.new_sockets: dict[int, int] = {}   # socket file id -> its spare fd, made by _make_sockets
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -646,6 +648,7 @@ class FileRestorer:
         inj, ns_pid = builder.inj, builder.meta["pid"]
         spare_base = builder.spare_base
         spares: list[int] = []
+        self._make_sockets(builder, fds)
         moves = builder.batch()  # the dup3s of our own spares, in one trip: a spare is above every
         for record in fds:       # fd number of the image, so no later call here can be handed one
             file_id = record["file"]
@@ -736,14 +739,20 @@ class FileRestorer:
         return got
 
     @staticmethod
-    def _spare(builder, fd: int, base: int, status_flags: int | None = None) -> int:
-        """fd moved to a spare number (from `base` on), given `status_flags` first: one trip."""
-        calls = builder.batch()
-        if status_flags is not None:
-            calls.add(_NR_FCNTL, fd, F_SETFL, status_flags, what="F_SETFL")
-        spare = calls.add(_NR_FCNTL, fd, F_DUPFD_CLOEXEC, base, what="F_DUPFD_CLOEXEC")
-        calls.add(kernel.NR["close"], fd, what="close")
-        return calls.run()[spare]
+    def _spare(builder, fd: int, base: int) -> int:
+        """fd moved to a spare number (from `base` on): one trip."""
+        return run_all(builder.batch(), _to_spares([fd], base))[0]
+
+    def _make_sockets(self, builder, fds: list[dict]) -> None:
+        """The process's sockets not made yet, made at once: socket() for each in one trip,
+        and each moved to a spare number in another; `_make_socket` takes them from here."""
+        records = {f["id"]: f for f in (self.files[r["file"]] for r in fds) if f["kind"] == "socket"
+                   and f["id"] not in self.made and f["id"] not in self.new_sockets}
+        if len(records) < 2:
+            return
+        made = run_all(builder.batch(), [(_NR_SOCKET, _socket_args(r), "socket") for r in records.values()])
+        moved = run_all(builder.batch(), _to_spares(made, builder.spare_base))[::2]
+        self.new_sockets.update(zip(records, moved))
 
     def _make(self, builder, record: dict, base: int) -> list[int]:
         inj, ns_pid, kind = builder.inj, builder.meta["pid"], record["kind"]
@@ -752,8 +761,10 @@ class FileRestorer:
         if kind == "unix_pair":
             return self._make_unix_pair(builder, record, base)
         if kind == "socket":
-            fd = self._make_socket(builder, record)
-        elif kind == "eventfd":
+            spare = self._make_socket(builder, record, base)
+            self.made[record["id"]] = (ns_pid, spare)
+            return [spare]
+        if kind == "eventfd":
             fd = inj.check(_NR_EVENTFD2, record["count"], (record["flags"] & O_NONBLOCK) | record["semaphore"],
                            what="eventfd2")
         elif kind == "timerfd":
@@ -825,7 +836,7 @@ class FileRestorer:
                 fd = builder.open("/dev/null", flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC), "/dev/null")
             if kind == "file" and record["pos"]:
                 inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({path})")
-        spare = self._spare(builder, fd, base, record["flags"] if kind == "socket" else None)
+        spare = self._spare(builder, fd, base)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
 
@@ -961,35 +972,32 @@ class FileRestorer:
         builder.inj.check(_NR_FCNTL, fd, F_SETFL, flags & O_NONBLOCK, what="F_SETFL on a pidfd")
         return fd
 
-    def _make_socket(self, builder, record: dict) -> int:
-        """socket() inside the process; the restorer binds/listens/connects it (borrowed).
-        A TCP connection with both ends in the image is made in repair mode (tcp_repair.py),
-        left there until `finish`; if that fails (the original, still running, holds the
-        address pair: a clone) it comes back closed. Its status flags are set with its
-        move to a spare number (_make)."""
+    def _make_socket(self, builder, record: dict, base: int) -> int:
+        """A socket of the process (made by _make_sockets, or now) at a spare number (from
+        `base` on), which the restorer binds/listens/connects (borrowed) and gives its status
+        flags. A TCP connection with both ends in the image is made in repair mode
+        (tcp_repair.py), left there until `finish`; if that fails (the original, still
+        running, holds the address pair: a clone) it comes back closed."""
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
-        fd = self._new_socket(inj, record)
+        spare = self.new_sockets.pop(record["id"], None)
+        if spare is None:
+            spare = self._spare(builder, inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)
         if record["state"] == "established":
             try:
-                self._repair(builder, fd, record)
+                self._repair(builder, spare, record)
             except OSError as exc:
-                inj.check(kernel.NR["close"], fd, what="close")
+                inj.check(kernel.NR["close"], spare, what="close")
                 record = {**record, "state": "closed"}
                 self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
                                      f"as it was ({exc}): it is restored closed")
-                fd = self._new_socket(inj, record)
-        if record["state"] != "established":
-            with sockets.borrow(builder.tid, fd) as sock:
+                spare = self._spare(builder, inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)
+        with sockets.borrow(builder.tid, spare) as sock:
+            if record["state"] != "established":
                 netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
+            fcntl.fcntl(sock.fileno(), F_SETFL, record["flags"])   # (the file's flags: shared with our dup)
         if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
-        return fd
-
-    @staticmethod
-    def _new_socket(inj, record: dict) -> int:
-        family = {name: number for number, name in netsockets.FAMILIES.items()}[record["family"]]
-        return inj.check(_NR_SOCKET, family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"],
-                         what="socket")
+        return spare
 
     def _repair(self, builder, fd: int, record: dict) -> None:
         """Give socket `fd` the options and, in repair mode, the TCP state of `record`;
@@ -1094,6 +1102,19 @@ class FileRestorer:
             return sockets.push_fd(builder.inj, builder.tid, ours)
         finally:
             os.close(ours)
+
+
+def _socket_args(record: dict) -> tuple[int, int, int]:
+    """socket()'s arguments for a socket record."""
+    family = {name: number for number, name in netsockets.FAMILIES.items()}[record["family"]]
+    return family, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC, record["protocol"]
+
+
+def _to_spares(fds: list[int], base: int) -> list[tuple[int, tuple[int, ...], str]]:
+    """The calls that move each fd to a spare number (from `base` on): F_DUPFD_CLOEXEC's
+    results (even indices) are the spares."""
+    return [call for fd in fds for call in ((_NR_FCNTL, (fd, F_DUPFD_CLOEXEC, base), "F_DUPFD_CLOEXEC"),
+                                            (kernel.NR["close"], (fd,), "close"))]
 
 
 _PROC_TASK_FILE = re.compile(r"/proc/(\d+|self|thread-self)/")
