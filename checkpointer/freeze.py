@@ -92,7 +92,7 @@ class Frozen:
 
     def _seize(self, pid: int, tid: int) -> bool:
         """PTRACE_SEIZE + PTRACE_INTERRUPT; False if the thread exited before that."""
-        if _in_vfork(tid):
+        if _in_vfork(tid) and not _vfork_ends(tid):
             raise CheckpointError(f"process {pid} is inside vfork(), waiting for its child to exec or exit "
                                   "(it could not stop until then); try again")
         try:
@@ -389,6 +389,21 @@ def _refuse_exited_leader(pid: int) -> None:
     if running:
         raise Unsupported(f"process {pid}: its main thread has exited (pthread_exit) while its other "
                           "threads run; such a process cannot be checkpointed yet")
+
+
+VFORK_WAIT_S = 0.05
+
+
+def _vfork_ends(tid: int) -> bool:
+    """Whether a task inside vfork() leaves it within VFORK_WAIT_S: a shell's vfork child
+    usually execs within a millisecond, and a shell enters vfork() at every command it
+    runs (refusing at once failed some periodic checkpoints of a shell script's group)."""
+    deadline = time.monotonic() + VFORK_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.0002)
+        if not _in_vfork(tid):
+            return True
+    return False
 
 
 def _in_vfork(tid: int) -> bool:
