@@ -69,6 +69,13 @@ _NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR, _NR_SOCKET = 434, 43
 _NR_TIMERFD_CREATE, _NR_TIMERFD_SETTIME, _NR_EPOLL_CREATE1, _NR_EPOLL_CTL = 283, 286, 291, 233
 _NR_MEMFD_CREATE = 319
 MFD_ALLOW_SEALING, F_ADD_SEALS, F_GET_SEALS, F_SEAL_SEAL = 2, 1033, 1034, 1
+O_APPEND = 0o2000
+# A small file open in a process and on none of our mounts (a compiler's temporary file in
+# /tmp) has its contents in the image, made again if gone at restore: its process's memory
+# and the file from the same instant. Disk and memory file systems only (not /proc, /sys).
+KEPT_FILE_MAX = 1 << 20
+KEPT_FILES_BYTES = 8 << 20      # per checkpoint: a bound on what the stop reads
+KEPT_FILE_SYSTEMS = ("tmpfs", "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "overlay", "zfs", "vfat", "ramfs")
 PATH_KINDS = ("file", "dir", "device", "tty", "fifo")   # reopened by path
 EPOLL_CTL_ADD = 1
 
@@ -91,6 +98,8 @@ class FileCapture:
         self._deleted_ids: dict[tuple[int, int], int] = {}   # (dev, ino) of an unlinked file -> its file id
         self._socket_holders: dict[int, tuple[int, int]] = {}  # socket inode -> (host pid, fd) holding it
         self._captured: set[int] = set()    # host pids of the processes whose fds are recorded
+        self._kept_bytes = 0                # of files' contents kept (_kept_contents)
+        self._file_systems: dict[tuple[int, int], str] = {}   # (mount namespace, device) -> type
         self._targets: dict[int, str] = {}  # fd -> /proc/PID/fd link, of the process being recorded
 
     def fd_records(self, pid: int) -> list[dict]:
@@ -160,7 +169,7 @@ class FileCapture:
         if stat.S_ISREG(mode) and (record := _procfs_file(pid, target, st)) is not None:
             return record
         if stat.S_ISREG(mode):
-            return {"kind": "file", "path": target}
+            return {"kind": "file", "path": target, **self._kept_contents(pid, info, st)}
         if stat.S_ISDIR(mode):
             return {"kind": "dir", "path": target}
         if stat.S_ISFIFO(mode) and not target.endswith(procfs.DELETED):
@@ -287,6 +296,26 @@ class FileCapture:
         for (records, _), pair in zip(chosen, states):
             for record, state in zip(records, pair or ()):
                 record.update(state="established", tcp=state)
+
+    def _kept_contents(self, pid: int, info: procfs.FdInfo, st: os.stat_result) -> dict:
+        """The contents, owner and mode of a small regular file that no slsfs mount holds (a
+        compiler's file in /tmp, say), so that a restore can make it again if it is gone by
+        then; nothing for a file opened O_APPEND (a log), a big one, or once the checkpoint
+        has kept KEPT_FILES_BYTES."""
+        if (st.st_size > KEPT_FILE_MAX or info.flags & O_APPEND
+                or self._kept_bytes + st.st_size > KEPT_FILES_BYTES
+                or _file_system(pid, st.st_dev, self._file_systems) not in KEPT_FILE_SYSTEMS):
+            return {}
+        try:
+            with open(f"/proc/{pid}/fd/{info.fd}", "rb", buffering=0) as fh:
+                data = fh.read(KEPT_FILE_MAX + 1)
+        except OSError:
+            return {}       # not readable by us (a write-only fd of an unreadable file): by path only
+        if len(data) > KEPT_FILE_MAX:
+            return {}
+        self._kept_bytes += len(data)
+        return {"contents": self.put_blob(data), "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
+                "gid": st.st_gid}
 
     def _pipe_contents(self, pid: int, fd: int) -> dict:
         """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them."""
@@ -827,18 +856,50 @@ class FileRestorer:
             try:
                 fd = builder.open(path, flags, f"file {record['target']}")
             except CheckpointError:
-                if kind != "file" or not _PROC_TASK_FILE.search(path):
+                if kind == "file" and "contents" in record and self._make_again(builder, path, record):
+                    fd = builder.open(path, flags, f"file {record['target']}")
+                elif kind == "file" and _PROC_TASK_FILE.search(path):
+                    # a file of a process in /proc (a --root group's /proc is mounted only once
+                    # its processes run; the PIDs of a restore in cwd mode are new)
+                    self.warnings.append(f"process {ns_pid}: {path} could not be opened again (a file of a "
+                                         "process in /proc): it is /dev/null now")
+                    fd = builder.open("/dev/null", flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC), "/dev/null")
+                else:
                     raise
-                # a file of a process in /proc (a --root group's /proc is mounted only once
-                # its processes run; the PIDs of a restore in cwd mode are new)
-                self.warnings.append(f"process {ns_pid}: {path} could not be opened again (a file of a "
-                                     "process in /proc): it is /dev/null now")
-                fd = builder.open("/dev/null", flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC), "/dev/null")
             if kind == "file" and record["pos"]:
                 inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({path})")
         spare = self._spare(builder, fd, base)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
+
+    def _make_again(self, builder, path: str, record: dict) -> bool:
+        """Make a file whose contents the image kept (FileCapture._kept_contents) and that is
+        gone, as it was at the checkpoint, in the process's view of the file system (with the
+        directories gone with it, private to its owner); False if something is there."""
+        where = f"/proc/{builder.tid}/root{path}"
+        if os.path.lexists(where):
+            return False
+        missing = []
+        parent = os.path.dirname(where)
+        while not os.path.lexists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for directory in reversed(missing):
+            os.mkdir(directory, 0o700)
+            os.chown(directory, record["uid"], record["gid"])
+        data = self.read_blob(record["contents"])
+        fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchown(fd, record["uid"], record["gid"])
+            os.fchmod(fd, record["mode"])
+        finally:
+            os.close(fd)
+        self.warnings.append(f"process {builder.meta['pid']}: {path} was gone: it was made again with "
+                             f"its contents at the checkpoint ({len(data)} bytes)")
+        return True
 
     def _terminal_is_restored(self, builder) -> bool:
         """Whether the process's controlling terminal is a pty pair of the image, made again
@@ -1142,6 +1203,20 @@ def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
         return None
     # `host`: checked once every process is captured (FileCapture.check_peers)
     return {"kind": "procfs", "pid": int(theirs[-1]), "rest": match[2], "path": target, "host": number}
+
+
+def _file_system(pid: int, device: int, known: dict[tuple[int, int], str]) -> str:
+    """The type of the file system of `device` as process `pid` mounts it ("" if unknown),
+    from its mountinfo (read once per mount namespace and capture: `known`)."""
+    namespace = os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    if (namespace, -1) not in known:
+        known[(namespace, -1)] = ""
+        with open(f"/proc/{pid}/mountinfo") as f:
+            for line in f:
+                fields, _, rest = line.partition(" - ")
+                major, minor = (int(x) for x in fields.split()[2].split(":"))
+                known.setdefault((namespace, os.makedev(major, minor)), rest.split()[0])
+    return known.get((namespace, device), "")
 
 
 def _undeleted(target: str, st: os.stat_result) -> str:

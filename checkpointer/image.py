@@ -45,8 +45,8 @@ from .errors import CheckpointError
 from .kernel import PAGE_SIZE
 
 FORMAT = "slsfs-process-image"
-VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 4: no established TCP connections; 3: no epoll holder fds; 2: no inotify/sysv_shm; 1: no socket/fifo files, no posix_timers
+VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 5: no kept file contents; 4: no established TCP connections; 3: no epoll holder fds; 2: no inotify/sysv_shm; 1: no socket/fifo files, no posix_timers
 ROOT_PREFIX = "img/"
 _META = b"meta"
 _PAGES = b"pages/"

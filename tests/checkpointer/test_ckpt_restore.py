@@ -220,6 +220,8 @@ def test_restore_with_a_missing_file_fails_clearly_and_leaves_nothing(procs, sto
     out = tmp_path / "counter.out"
     proc = procs.start([str(binaries / "counter"), str(out)])
     run_until(out, 5)
+    with open(out, "ab") as grow:       # over 1 MiB: the image does not keep its contents
+        grow.write(bytes(2 << 20))
     checkpointer.checkpoint([proc.pid], store, "img")
     procs.kill(proc)
     out.unlink()
