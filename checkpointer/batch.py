@@ -95,9 +95,9 @@ class SyscallBatch:
         try:
             code_bytes, data_end = self._place()
             size = (data_end + kernel.PAGE_SIZE - 1) & ~(kernel.PAGE_SIZE - 1)
-            if keep_page:
-                base = injection_page.take(self.pid, inj, data_end)
-            else:
+            base = injection_page.take(self.pid, inj, data_end) if keep_page else None
+            kept = base is not None
+            if not kept:
                 base = inj.check(kernel.NR["mmap"], 0, size, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
                                  what="mmap (injection page)")
             try:
@@ -110,7 +110,7 @@ class SyscallBatch:
                 _run_blobs(entries)
                 done = inj.read(base, data_end)
             finally:
-                if not keep_page:
+                if not kept:
                     inj.check(kernel.NR["munmap"], base, size, what="munmap (injection page)")
         finally:
             inj.close()

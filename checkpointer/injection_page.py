@@ -16,8 +16,9 @@ system calls (eight ptrace round trips) in every stop of every process.
 
 Simplifications: a process that unmaps the page or maps over it (it cannot know the
 page is there) loses nothing: the page is no longer recognised (exact extent, rwxp,
-anonymous, cookie) and a new one is made. If the checkpointer is killed, the page stays
-in the process, as its write-tracking userfaultfd does. x86-64 only.
+anonymous, cookie) and a new one is made. A process whose seccomp filter refuses madvise
+keeps none (its calls get a mapping per checkpoint, as before). If the checkpointer is
+killed, the page stays in the process, as its write-tracking userfaultfd does. x86-64 only.
 """
 from __future__ import annotations
 
@@ -31,10 +32,15 @@ from .inject import Injector
 COOKIE_SIZE = 16
 MIN_PAGES = 2            # room for the calls of a process with many handlers and threads
 PROT_RWX, MAP_PRIVATE_ANONYMOUS, MADV_DONTFORK, NR_MADVISE = 7, 0x22, 10, 28
+_REFUSED: set[int] = set()   # pids whose madvise failed (seccomp): they keep no page
 
 
-def take(pid: int, inj: Injector, size: int) -> int:
-    """The address of our mapping in `pid`, with `size` bytes free before the cookie."""
+def take(pid: int, inj: Injector, size: int) -> int | None:
+    """The address of our mapping in `pid`, with `size` bytes free before the cookie; None
+    if the process may not keep one (a seccomp filter that refuses madvise): the caller
+    maps its memory for this checkpoint only, as for a process not tracked."""
+    if pid in _REFUSED:
+        return None
     procfs.maps(pid)                    # checks the mapping made earlier (once per freeze window)
     own = procfs.owned(pid)
     if own is not None and own[1] - own[0] - COOKIE_SIZE >= size:
@@ -45,7 +51,10 @@ def take(pid: int, inj: Injector, size: int) -> int:
     base = inj.check(kernel.NR["mmap"], 0, length, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
                      what="mmap (injection page)")
     try:
-        inj.check(NR_MADVISE, base, length, MADV_DONTFORK, what="madvise (injection page)")
+        if inj.call(NR_MADVISE, base, length, MADV_DONTFORK) < 0:
+            inj.check(kernel.NR["munmap"], base, length, what="munmap (injection page)")
+            _REFUSED.add(pid)
+            return None
         cookie = os.urandom(COOKIE_SIZE)
         inj.write(base + length - COOKIE_SIZE, cookie)
     except BaseException:
