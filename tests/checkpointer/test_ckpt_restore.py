@@ -227,7 +227,7 @@ def test_restore_with_a_missing_file_fails_clearly_and_leaves_nothing(procs, sto
     out.unlink()
     stubs_before = {p for p in os.listdir("/proc") if p.isdigit() and _live_stub(p)}  # others' tests may run
     with pytest.raises(checkpointer.CheckpointError, match=f"cannot reopen {out}.*must exist"):
-        checkpointer.restore(store, "img")
+        procs.restored.append(checkpointer.restore(store, "img"))   # (killed at teardown if it ran)
     # SIGKILL is asynchronous: the killed stubs may take a moment to become zombies
     wait_for(lambda: {p for p in os.listdir("/proc") if p.isdigit() and _live_stub(p)} <= stubs_before,
              "the stubs of the failed restore to be gone")
