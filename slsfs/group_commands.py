@@ -26,7 +26,7 @@ from objectstore import Store
 from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon, groups
-from .cli import CommandError
+from .cli import CommandError, read_only_store
 from .daemon_ready import parse_ready_line
 from .fs_commands import mount_state, unmount
 from .groups import LOG_NAME
@@ -471,11 +471,10 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
                                "(their last durable checkpoints stay)")
         stop_daemon(store, status["daemon"])
     else:
-        with Store.open(store, readonly=True) as opened:   # refuse before starting anything
-            try:
-                groups.resolve(opened, name, at)
-            except groups.GroupError as exc:
-                raise CommandError(str(exc)) from None
+        try:                                               # refuse before starting anything
+            groups.resolve(read_only_store(store), name, at)
+        except groups.GroupError as exc:
+            raise CommandError(str(exc)) from None
     status = ((daemon or DaemonStart(store)).start("--restore", name, *(["--at", at] if at else []),
                                                    *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint
                                                      else []))

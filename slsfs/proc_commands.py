@@ -23,7 +23,7 @@ from pathlib import Path
 
 from objectstore import Store
 
-from .cli import CommandError
+from .cli import CommandError, read_only_store
 
 GROUP_PREFIX = "grp/"
 
@@ -120,8 +120,7 @@ def _store_path(store: str) -> str:
 
 
 def _is_image(store: str, name: str) -> bool:
-    with Store.open(_store_path(store), readonly=True) as s:
-        roots = s.roots()
+    roots = read_only_store(_store_path(store)).roots()
     return f"img/{name}" in roots and f"{GROUP_PREFIX}{name}" not in roots
 
 
