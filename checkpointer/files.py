@@ -76,6 +76,8 @@ O_APPEND = 0o2000
 KEPT_FILE_MAX = 1 << 20
 KEPT_FILES_BYTES = 8 << 20      # per checkpoint: a bound on what the stop reads
 KEPT_FILE_SYSTEMS = ("tmpfs", "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "overlay", "zfs", "vfat", "ramfs")
+MEMORY_FILE_SYSTEMS = ("tmpfs", "ramfs")
+TEMPORARY_DIRECTORIES = ("/tmp/", "/var/tmp/")
 PATH_KINDS = ("file", "dir", "device", "tty", "fifo")   # reopened by path
 EPOLL_CTL_ADD = 1
 
@@ -298,13 +300,19 @@ class FileCapture:
                 record.update(state="established", tcp=state)
 
     def _kept_contents(self, pid: int, info: procfs.FdInfo, st: os.stat_result) -> dict:
-        """The contents, owner and mode of a small regular file that no slsfs mount holds (a
-        compiler's file in /tmp, say), so that a restore can make it again if it is gone by
-        then; nothing for a file opened O_APPEND (a log), a big one, or once the checkpoint
-        has kept KEPT_FILES_BYTES."""
+        """The contents, owner and mode of a small temporary or written file that no slsfs
+        mount holds (a compiler's file in /tmp, say), so that a restore can make it again if
+        it is gone by then. Temporary: in a memory file system, /tmp or /var/tmp; written:
+        opened for writing. Nothing for a file opened O_APPEND (a log), a big one, one only
+        read elsewhere (a Java program's jar files: read again at every checkpoint, for
+        nothing), or once the checkpoint has kept KEPT_FILES_BYTES."""
         if (st.st_size > KEPT_FILE_MAX or info.flags & O_APPEND
-                or self._kept_bytes + st.st_size > KEPT_FILES_BYTES
-                or _file_system(pid, st.st_dev, self._file_systems) not in KEPT_FILE_SYSTEMS):
+                or self._kept_bytes + st.st_size > KEPT_FILES_BYTES):
+            return {}
+        file_system = _file_system(pid, st.st_dev, self._file_systems)
+        if file_system not in KEPT_FILE_SYSTEMS or not (
+                info.flags & O_ACCMODE != O_RDONLY or file_system in MEMORY_FILE_SYSTEMS
+                or info.target.startswith(TEMPORARY_DIRECTORIES)):
             return {}
         try:
             with open(f"/proc/{pid}/fd/{info.fd}", "rb", buffering=0) as fh:
