@@ -92,26 +92,7 @@ def test_sigtrap_handler_pending_and_ignored_survive_a_capture(procs, store, tmp
     assert os.path.exists(f"/proc/{proc.pid}")
 
 
-# A worker thread, then a seccomp filter on the main thread only that traps getitimer (SIGSYS).
-SECCOMP_TARGET = r"""
-import ctypes, struct, sys, threading, time
-out = sys.argv[1]
-libc = ctypes.CDLL(None, use_errno=True)
-threading.Thread(target=lambda: [time.sleep(0.01) for _ in iter(int, 1)], daemon=True).start()
-insn = lambda code, jt, jf, k: struct.pack("<HBBI", code, jt, jf, k)
-program = ctypes.create_string_buffer(insn(0x20, 0, 0, 0) + insn(0x15, 0, 1, 36)       # nr == getitimer?
-                                      + insn(0x06, 0, 0, 0x30000) + insn(0x06, 0, 0, 0x7fff0000))  # trap : allow
-fprog = ctypes.create_string_buffer(struct.pack("<H6xQ", 4, ctypes.addressof(program)))
-ul = ctypes.c_ulong
-assert libc.prctl(38, ul(1), ul(0), ul(0), ul(0)) == 0                       # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, ul(2), ul(ctypes.addressof(fprog)), ul(0), ul(0)) == 0  # PR_SET_SECCOMP, filter
-n = 0
-while True:
-    n += 1
-    with open(out, "a") as f:
-        f.write(f"ok {n}\n")
-    time.sleep(0.01)
-"""
+SECCOMP_TRAP = 0x30000                      # seccomp_refuser.py: a trapped call (SIGSYS)
 NR_GETITIMER, NR_POLL = 36, 7
 
 
@@ -123,9 +104,8 @@ def test_a_thread_whose_call_fails_leaves_every_thread_stopped_and_the_process_r
     the freeze suspends seccomp (kernel.SUSPEND_SECCOMP): here it must not, as for any
     other user."""
     monkeypatch.setattr(kernel, "SUSPEND_SECCOMP", 0)
-    script, out = tmp_path / "seccomp_threads.py", tmp_path / "seccomp.out"
-    script.write_text(SECCOMP_TARGET)
-    proc = procs.start([sys.executable, str(script), str(out)])
+    out = tmp_path / "seccomp.out"      # a worker thread, and a filter on the main thread that traps getitimer
+    proc = procs.python("seccomp_refuser.py", str(out), str(NR_GETITIMER), hex(SECCOMP_TRAP), "thread")
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 3, "the seccomp target to run")
     with freeze([proc.pid]) as frozen:
         threads = frozen.processes[proc.pid].threads

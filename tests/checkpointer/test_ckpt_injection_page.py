@@ -132,25 +132,7 @@ def test_the_kept_page_is_replaced_when_unmapped_or_mapped_over_and_never_stored
     assert "BAD" not in out.read_text()
 
 
-# A seccomp filter that refuses madvise (EPERM) and allows everything else, then "ok <n>" lines.
-NO_MADVISE = r"""
-import ctypes, struct, sys, time
-out = sys.argv[1]
-libc = ctypes.CDLL(None, use_errno=True)
-insn = lambda code, jt, jf, k: struct.pack("<HBBI", code, jt, jf, k)
-program = ctypes.create_string_buffer(insn(0x20, 0, 0, 0) + insn(0x15, 0, 1, 28)          # nr == madvise?
-                                      + insn(0x06, 0, 0, 0x50000 | 1) + insn(0x06, 0, 0, 0x7fff0000))  # EPERM : allow
-fprog = ctypes.create_string_buffer(struct.pack("<H6xQ", 4, ctypes.addressof(program)))
-ul = ctypes.c_ulong
-assert libc.prctl(38, ul(1), ul(0), ul(0), ul(0)) == 0                       # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, ul(2), ul(ctypes.addressof(fprog)), ul(0), ul(0)) == 0  # PR_SET_SECCOMP, filter
-n = 0
-while True:
-    n += 1
-    with open(out, "a") as f:
-        f.write(f"ok {n}\n")
-    time.sleep(0.01)
-"""
+NR_MADVISE, ERRNO_EPERM = 28, 0x50001      # seccomp_refuser.py: madvise refused, EPERM
 
 
 def test_a_process_that_may_not_madvise_keeps_no_page_and_is_checkpointed(procs, store, tmp_path, monkeypatch):
@@ -159,7 +141,7 @@ def test_a_process_that_may_not_madvise_keeps_no_page_and_is_checkpointed(procs,
     freeze suspends seccomp (kernel.SUSPEND_SECCOMP): here it must not."""
     monkeypatch.setattr(checkpointer.kernel, "SUSPEND_SECCOMP", 0)
     out = tmp_path / "no_madvise.out"
-    proc = procs.start([sys.executable, "-c", NO_MADVISE, str(out)])
+    proc = procs.python("seccomp_refuser.py", str(out), str(NR_MADVISE), hex(ERRNO_EPERM))
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 3, "the target to start")
     inc = Incremental()
     try:

@@ -17,12 +17,20 @@ from ckpt_helpers import assert_unbroken, ok_lines, wait_for
 LINE = len("00000001 1234567 ok\n")
 
 
-def test_a_scratch_file_gone_with_its_directory_is_made_again_as_it_was(procs, store, tmp_path):
+@pytest.fixture
+def scratch(procs, store, tmp_path):
+    """scratch_writer.py running in tmp_path/tmpdir, checkpointed as "scratch": (process,
+    its output file, its directory)."""
     out, directory = tmp_path / "scratch.out", tmp_path / "tmpdir"
     directory.mkdir()
     proc = procs.python("scratch_writer.py", str(out), str(directory))
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
     checkpointer.checkpoint([proc.pid], store, "scratch")
+    return proc, out, directory
+
+
+def test_a_scratch_file_gone_with_its_directory_is_made_again_as_it_was(procs, store, scratch):
+    proc, out, directory = scratch
     files = {os.path.basename(f.get("path", "")): f for f in load_image(store, "scratch").files}
     assert "contents" in files["scratch"] and "contents" not in files["big"]
     assert "contents" not in files["scratch_writer.py"]      # read-only, outside /tmp
@@ -38,12 +46,8 @@ def test_a_scratch_file_gone_with_its_directory_is_made_again_as_it_was(procs, s
     assert stat.S_IMODE((directory / "work").stat().st_mode) == 0o700
 
 
-def test_a_big_file_gone_is_named_in_the_error(procs, store, tmp_path):
-    out, directory = tmp_path / "scratch.out", tmp_path / "tmpdir"
-    directory.mkdir()
-    proc = procs.python("scratch_writer.py", str(out), str(directory))
-    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
-    checkpointer.checkpoint([proc.pid], store, "scratch")
+def test_a_big_file_gone_is_named_in_the_error(procs, store, scratch):
+    proc, _, directory = scratch
     procs.kill(proc)
     os.unlink(directory / "big")            # 2 MiB: not kept in the image
     with pytest.raises(CheckpointError, match="big"):
