@@ -2,8 +2,7 @@
 `scratch_writer.py OUTFILE DIR`. It creates DIR/work/scratch (mode 0640), keeps it open
 read-write and appends a numbered line to it every 5 ms through that fd, checking first
 (pread) that the file holds exactly the lines its memory says it wrote; it also holds
-DIR/big (2 MiB, too big for an image to keep) open, and its own source, read-only (a file
-only read, outside /tmp: not kept either). It appends "<n> <pid> ok" to
+DIR/big (2 MiB, too big for an image to keep) open. It appends "<n> <pid> ok" to
 OUTFILE after each step ("BAD ..." and exit on a mismatch)."""
 import os
 import sys
@@ -15,7 +14,6 @@ os.mkdir(work)
 scratch = os.open(os.path.join(work, "scratch"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
 big = os.open(os.path.join(sys.argv[2], "big"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 os.write(big, bytes(2 << 20))
-source = os.open(__file__, os.O_RDONLY)
 written, n = b"", 0
 while True:
     held = os.pread(scratch, len(written) + 1, 0)
