@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mountpoint", help="where the daemon mounts the volume (default: STORE.mnt)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--cwd", dest="mode", action="store_const", const="cwd",
-                      help="the mount is the working directory (default); TMPDIR, unless set, is its "
-                           ".sls-tmp, so temporary files are checkpointed too")
+                      help="the mount is the working directory (default); TMPDIR, unless set (or the "
+                           "mount point's path is long), is its .sls-tmp: temporary files are checkpointed too")
     mode.add_argument("--root", dest="mode", action="store_const", const="root",
                       help="the mount is the root directory (chroot), with the host's /usr, /etc, "
                            "... read-only, its own /proc and a small /dev (slsfs.rootfs)")

@@ -6,8 +6,8 @@ PID. The group's process is that child of `unshare`, once it has exec'd CMD.
 
 In `--root` mode the command also gets its own mount namespace (`unshare --mount`, private
 propagation) and runs chroot()ed into the mount (slsfs.rootfs). In `--cwd` mode it shares
-the host's file system; its TMPDIR (unless set) is `.sls-tmp` in the volume, so that its
-temporary files are checkpointed with it.
+the host's file system; its TMPDIR (unless set, or the mount point's path is long) is
+`.sls-tmp` in the volume, so that its temporary files are checkpointed with it.
 
 With `--init` (settings.init), PID 1 is sls-init (slsfs.group_init) and CMD its child,
 PID 2: the group then lasts until its last process ends, so programs that daemonize
@@ -31,6 +31,10 @@ from .groups import GroupError, GroupSettings
 
 START_TIMEOUT_S = 30.0
 GROUP_TMPDIR = ".sls-tmp"       # in the volume: TMPDIR of a --cwd group
+# A Unix socket's path has at most 107 bytes, and programs make theirs in TMPDIR up to ~45
+# bytes deeper (Python's multiprocessing: TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX; ssh-agent):
+# a longer mount point keeps the host's /tmp (temporary files then outside checkpoints).
+MAX_TMPDIR = 60
 
 
 @dataclass
@@ -128,11 +132,11 @@ class RunningGroup:
         }
 
 
-def _temporary_directory(mountpoint: str) -> str:
-    """The group's TMPDIR in `--cwd` mode (unless it has one): a directory of the volume, so
-    that its temporary files are checkpointed with it (a compiler's /tmp/cc*.s, which the
-    restored compiler looks for, is not: the host's /tmp is outside every checkpoint)."""
-    path = os.path.join(mountpoint, GROUP_TMPDIR)
+def _temporary_directory(path: str) -> str:
+    """The group's TMPDIR in `--cwd` mode (unless it has one, or the path would be too long):
+    a directory of the volume, so that its temporary files are checkpointed with it (a
+    compiler's /tmp/cc*.s, which the restored compiler looks for, is not: the host's /tmp
+    is outside every checkpoint)."""
     os.makedirs(path, exist_ok=True)
     os.chmod(path, 0o1777)
     return path
@@ -158,8 +162,10 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     namespace."""
     root = settings.mountpoint if settings.mode == "root" else None
     init = await trio.to_thread.run_sync(group_init.ensure_built) if settings.init else None
-    if not root and "TMPDIR" not in env:     # (a thread: the mkdir goes through the mount)
-        env = {**env, "TMPDIR": await trio.to_thread.run_sync(_temporary_directory, settings.mountpoint)}
+    tmpdir = os.path.join(settings.mountpoint, GROUP_TMPDIR)
+    if not root and "TMPDIR" not in env and len(tmpdir) <= MAX_TMPDIR:
+        # (in a thread: the mkdir goes through the mount, which this thread serves)
+        env = {**env, "TMPDIR": await trio.to_thread.run_sync(_temporary_directory, tmpdir)}
     command = rootfs.start_argv(root, settings.argv, init) if root else settings.argv
     if init and not root:
         command = [init, "--", *command]

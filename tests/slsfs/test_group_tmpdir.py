@@ -1,12 +1,18 @@
-"""A --cwd group's temporary files are checkpointed with it: its TMPDIR is a directory of
-its volume. A script that keeps a file in `mktemp` across a sleep, checked and removed after
-it, finds the file again after a crash and a restore to a checkpoint taken inside that sleep
-(in the host's /tmp, the original would have removed it after the checkpoint)."""
+"""A --cwd group's temporary files are checkpointed with it: its TMPDIR is a directory of its
+volume (when the mount point's path is short enough for Unix sockets under it). A script
+that keeps a file in `mktemp` across a sleep, checked and removed after it, finds the file
+again after a crash and a restore to a checkpoint taken inside that sleep (in the host's
+/tmp, the original would have removed it after the checkpoint)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
-from group_helpers import wait_for
+import pytest
+
+from group_helpers import GroupStore, wait_for
 
 SCRIPT = """
 i=0
@@ -22,8 +28,21 @@ done
 """
 
 
-def test_a_temporary_file_of_a_cwd_group_comes_back_with_it(group_store):
-    store = group_store
+@pytest.fixture
+def short_store():
+    """A group store at a short path (/tmp/sls-XXXXXXXX/store): a long mount point keeps
+    the host's /tmp as TMPDIR (Unix socket paths made under it would be too long)."""
+    root = Path(tempfile.mkdtemp(prefix="sls-", dir="/tmp"))
+    store = GroupStore(root)
+    try:
+        yield store
+    finally:
+        store.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_temporary_file_of_a_cwd_group_comes_back_with_it(short_store):
+    store = short_store
     out = store.path / "group-tmp.out"
     store.sls("run", "--store", str(store.path), "--name", "tmp", "--hz", "0", "--", "/bin/sh", "-c", SCRIPT)
     wait_for(lambda: out.exists() and " wrote " in out.read_text(), "the script to write its first file")
