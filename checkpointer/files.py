@@ -101,7 +101,7 @@ class FileCapture:
         self._socket_holders: dict[int, tuple[int, int]] = {}  # socket inode -> (host pid, fd) holding it
         self._captured: set[int] = set()    # host pids of the processes whose fds are recorded
         self._kept_bytes = 0                # of files' contents kept (_kept_contents)
-        self._file_systems: dict[tuple[int, int], str] = {}   # (mount namespace, device) -> type
+        self._file_systems: dict[int, dict[int, str]] = {}   # mount namespace -> device -> type
         self._targets: dict[int, str] = {}  # fd -> /proc/PID/fd link, of the process being recorded
 
     def fd_records(self, pid: int) -> list[dict]:
@@ -1050,7 +1050,7 @@ class FileRestorer:
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
         spare = self.new_sockets.pop(record["id"], None)
         if spare is None:
-            spare = self._spare(builder, inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)
+            spare = self._new_socket(builder, record, base)
         if record["state"] == "established":
             try:
                 self._repair(builder, spare, record)
@@ -1059,7 +1059,7 @@ class FileRestorer:
                 record = {**record, "state": "closed"}
                 self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
                                      f"as it was ({exc}): it is restored closed")
-                spare = self._spare(builder, inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)
+                spare = self._new_socket(builder, record, base)
         with sockets.borrow(builder.tid, spare) as sock:
             if record["state"] != "established":
                 netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
@@ -1067,6 +1067,9 @@ class FileRestorer:
         if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
         return spare
+
+    def _new_socket(self, builder, record: dict, base: int) -> int:
+        return self._spare(builder, builder.inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)
 
     def _repair(self, builder, fd: int, record: dict) -> None:
         """Give socket `fd` the options and, in repair mode, the TCP state of `record`;
@@ -1213,18 +1216,18 @@ def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
     return {"kind": "procfs", "pid": int(theirs[-1]), "rest": match[2], "path": target, "host": number}
 
 
-def _file_system(pid: int, device: int, known: dict[tuple[int, int], str]) -> str:
+def _file_system(pid: int, device: int, known: dict[int, dict[int, str]]) -> str:
     """The type of the file system of `device` as process `pid` mounts it ("" if unknown),
     from its mountinfo (read once per mount namespace and capture: `known`)."""
     namespace = os.stat(f"/proc/{pid}/ns/mnt").st_ino
-    if (namespace, -1) not in known:
-        known[(namespace, -1)] = ""
+    if namespace not in known:
+        types = known[namespace] = {}
         with open(f"/proc/{pid}/mountinfo") as f:
             for line in f:
                 fields, _, rest = line.partition(" - ")
                 major, minor = (int(x) for x in fields.split()[2].split(":"))
-                known.setdefault((namespace, os.makedev(major, minor)), rest.split()[0])
-    return known.get((namespace, device), "")
+                types.setdefault(os.makedev(major, minor), rest.split()[0])
+    return known[namespace].get(device, "")
 
 
 def _undeleted(target: str, st: os.stat_result) -> str:

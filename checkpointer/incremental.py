@@ -50,7 +50,6 @@ from . import injection_page, kernel, procfs, shared_memory, uffd
 from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
-from .shared_memory import SharedMemoryTracking
 from .freeze import Frozen, FrozenProcess
 from .image import ImageWriter
 from .snapshot import PageCopy, Snapshot
@@ -274,7 +273,7 @@ class Incremental:
         self.last_pages = 0  # pages stored by the last capture
         self.last_precopied = 0  # ... of those, pages copied before its freeze (precopy)
         self.kept_pages: set[int] = set()   # pids given an injection page to keep (injection_page.py)
-        self.shared = SharedMemoryTracking()
+        self.shared = shared_memory.SharedMemoryTracking()
 
     def precopy(self, min_pages: int = PRECOPY_MIN_PAGES) -> int:
         """Before the freeze, the processes running: copy the pages written since the last

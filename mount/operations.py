@@ -37,7 +37,7 @@ from objectstore import StoreError
 
 from .history import Graft, VFile, VLink
 from .schema import BLOCK_SIZE, NAME_MAX, Entry
-from .views import LOCAL_MASK, MAIN_VIEW, META_VIEW, VIEW_SHIFT, MetaView, ViewTable, kernel_ino, split_ino
+from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
 
 log = logging.getLogger("slsfs.mount")
@@ -336,8 +336,7 @@ class Operations(pyfuse3.Operations):
     async def getxattr(self, inode, name, ctx):
         # Asked before every write() (security.capability), so inodes known to have no
         # xattr are answered first, with nothing else looked at (Volume.has_no_xattrs).
-        index, local = inode >> VIEW_SHIFT, inode & LOCAL_MASK
-        view = self.views[index]
+        view, local = self._view(inode)
         if isinstance(view, MetaView) or view.has_no_xattrs(local):
             raise FUSEError(pyfuse3.ENOATTR)
         return view.getxattr(local, name)

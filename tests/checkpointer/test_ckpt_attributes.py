@@ -110,17 +110,24 @@ while True:
 """
 
 
+def _held_restored(procs, store, tmp_path, script: str):
+    """Run `script` (it writes "ready" to its argument once its /proc files are held),
+    checkpoint it, kill it and restore it: the restored processes."""
+    out = tmp_path / "holder.out"
+    proc = procs.start([sys.executable, "-c", script, str(out)])
+    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target to hold its /proc files")
+    checkpointer.checkpoint([proc.pid], store, "holder", tree=True)
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "holder")
+    procs.restored.append(restored)
+    return restored
+
+
 def test_a_held_file_of_a_process_in_proc_names_the_restored_process(procs, store, tmp_path):
     """/proc/<pid>/... held open names the restored process (its PID differs: it is
     reopened at the new one, same position), not the dead original; one of a process
     outside the image (init) is the same file again (zdtm pid_file)."""
-    out = tmp_path / "proc.out"
-    proc = procs.start([sys.executable, "-c", PROC_HOLDER, str(out)])
-    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target to open /proc/self/comm")
-    checkpointer.checkpoint([proc.pid], store, "proc", tree=True)
-    procs.kill(proc)
-    restored = checkpointer.restore(store, "proc")
-    procs.restored.append(restored)
+    restored = _held_restored(procs, store, tmp_path, PROC_HOLDER)
     assert not restored.warnings, restored.warnings
     [pid] = restored.pids
     assert os.readlink(f"/proc/{pid}/fd/3") == f"/proc/{pid}/comm"
@@ -145,11 +152,5 @@ while True:
 def test_a_held_proc_file_of_a_process_since_gone_does_not_fail_the_checkpoint(procs, store, tmp_path):
     """The process behind a held /proc/<pid>/... file has exited (a monitor's stale fd):
     the checkpoint succeeds, and the file comes back as /dev/null with a warning."""
-    out = tmp_path / "gone.out"
-    proc = procs.start([sys.executable, "-c", GONE_HOLDER, str(out)])
-    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target's child to be gone")
-    checkpointer.checkpoint([proc.pid], store, "gone", tree=True)
-    procs.kill(proc)
-    restored = checkpointer.restore(store, "gone")
-    procs.restored.append(restored)
+    restored = _held_restored(procs, store, tmp_path, GONE_HOLDER)
     assert any("could not be opened again" in w for w in restored.warnings), restored.warnings
