@@ -17,6 +17,7 @@ fd's unlinked file).
 """
 from __future__ import annotations
 
+import array
 import ctypes
 import functools
 import os
@@ -288,20 +289,28 @@ def _batches(runs: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
 def _vm_read(pid: int, runs: list[tuple[int, int]], buffer: bytearray) -> int:
     """process_vm_readv of `runs` into `buffer`: the bytes read (-1 on an error)."""
     local = (ctypes.c_uint64 * 2)(ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer)), len(buffer))
-    remote = (ctypes.c_uint64 * (2 * len(runs)))(*[x for start, count in runs
-                                                   for x in (start, count * kernel.PAGE_SIZE)])
-    return _libc.process_vm_readv(pid, local, 1, remote, len(runs), 0)
+    remote = array.array("Q", bytes(16 * len(runs)))   # (base, length) pairs, filled a column at a time:
+    remote[0::2] = array.array("Q", [start for start, _ in runs])    # a third of a ctypes array's cost
+    remote[1::2] = array.array("Q", [count * kernel.PAGE_SIZE for _, count in runs])
+    return _libc.process_vm_readv(pid, local, 1, remote.buffer_info()[0], len(runs), 0)
 
 
 def _runs(pages: list[int]) -> list[tuple[int, int]]:
     """Group sorted page addresses into (start, count) runs of at most MAX_RUN bytes."""
     runs: list[tuple[int, int]] = []
-    limit = MAX_RUN // kernel.PAGE_SIZE
+    limit, page = MAX_RUN // kernel.PAGE_SIZE, kernel.PAGE_SIZE
+    start = end = -1      # the run being grown: [start, end), `count` pages (a step per page: kept lean)
+    count = 0
     for addr in pages:
-        if runs and runs[-1][0] + runs[-1][1] * kernel.PAGE_SIZE == addr and runs[-1][1] < limit:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        if addr == end and count < limit:
+            count += 1
         else:
-            runs.append((addr, 1))
+            if count:
+                runs.append((start, count))
+            start, count = addr, 1
+        end = addr + page
+    if count:
+        runs.append((start, count))
     return runs
 
 

@@ -112,6 +112,25 @@ def _without(runs: list[tuple[int, bytes]], pages: list[int]) -> Iterator[tuple[
                 start = i + 1
 
 
+def _by_mapping(runs: list[tuple[int, bytes]], ends: list[tuple[tuple, int]]) -> dict[tuple, list[tuple[int, bytes]]]:
+    """The runs (address order) of one copy of several mappings' pages, by mapping: `ends`
+    holds (signature, end address) of each mapping the pages came from, in address order.
+    A run that goes on into the next mapping (two adjacent mappings, both written at their
+    border) is cut there."""
+    result: dict[tuple, list[tuple[int, bytes]]] = {}
+    at = 0
+    for addr, data in runs:
+        view = memoryview(data)
+        while view:
+            while ends[at][1] <= addr:
+                at += 1
+            sig, end = ends[at]
+            part = view[:end - addr]
+            result.setdefault(sig, []).append((addr, part))
+            addr, view = addr + len(part), view[len(part):]
+    return result
+
+
 class Precopied:
     """The pre-copies a capture keeps, each with the pages of its mapping written again
     since (copied in the stop): `runs()` gives them less those pages. The filtering waits
@@ -141,28 +160,38 @@ class DirtyTracker:
 
     def precopy(self) -> int:
         """The process running: copy the pages of each tracked mapping written since the
-        last scan (re-protecting them) into `precopied`; the pages copied. A mapping whose
-        scan or copy fails (it changed meanwhile) is no longer taken as tracked: the stop
-        stores it whole."""
+        last scan (re-protecting them) into `precopied`; the pages copied. One pagemap
+        descriptor scans every mapping, and one copy (capture.copy_pages: a read per 1024
+        runs) takes the pages of all of them, each mapping then given its own runs
+        (`_by_mapping`). A mapping whose scan fails (it changed meanwhile) is no longer
+        taken as tracked: the stop stores it whole; so is every scanned mapping when the
+        copy fails (one of them went away under it), as their written pages were
+        re-protected by the scan."""
         self.precopied = {}
         if self.uffd is None:
             return 0
-        copied = 0
-        for vma in procfs.maps(self.pid):
-            sig = _signature(vma)
-            if sig not in self.armed:
-                continue
-            runs: list[tuple[int, bytes]] = []
-            try:
-                pages = self._written(vma)
-                copy_pages(self.pid, pages, lambda addr, data: runs.append((addr, data)))
-            except (CheckpointError, OSError):
-                self.armed.discard(sig)
-                continue
-            if runs:
-                self.precopied[sig] = runs
-                copied += len(pages)
-        return copied
+        scanned: list[tuple[tuple, procfs.Vma, list[int]]] = []
+        with procfs.pagemap(self.pid) as pagemap:
+            for vma in procfs.maps(self.pid):
+                sig = _signature(vma)
+                if sig not in self.armed:
+                    continue
+                try:
+                    pages = self._scan(pagemap, vma)
+                except (CheckpointError, OSError):
+                    self.armed.discard(sig)
+                    continue
+                if pages:
+                    scanned.append((sig, vma, pages))
+        runs: list[tuple[int, bytes]] = []
+        try:
+            copy_pages(self.pid, [page for _, _, pages in scanned for page in pages],
+                       lambda addr, data: runs.append((addr, data)))
+        except (CheckpointError, OSError):
+            self.armed.difference_update(sig for sig, _, _ in scanned)
+            return 0
+        self.precopied = _by_mapping(runs, [(sig, vma.end) for sig, vma, _ in scanned])
+        return sum(len(pages) for _, _, pages in scanned)
 
     def select(self, vma: procfs.Vma) -> tuple[bool, list[int] | None]:
         """(whole, pages): the pages of this VMA to store now; whole = the VMA is new or changed."""
@@ -178,18 +207,22 @@ class DirtyTracker:
 
     def _written(self, vma: procfs.Vma) -> list[int]:
         """Pages written since the last scan (re-protected by the same call)."""
+        with procfs.pagemap(self.pid) as pagemap:
+            return self._scan(pagemap, vma)
+
+    def _scan(self, pagemap: int, vma: procfs.Vma) -> list[int]:
+        """`_written` through an open /proc/PID/pagemap descriptor."""
         regions = self._regions
         pages: list[int] = []
         start = vma.start
-        with procfs.pagemap(self.pid) as pagemap:
-            while start < vma.end:
-                arg = (ctypes.c_uint64 * 12)(96, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, start, vma.end,
-                                             0, ctypes.addressof(regions), _SCAN_REGIONS, 0, 0,
-                                             PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
-                count = _ioctl(pagemap, PAGEMAP_SCAN, arg, f"PAGEMAP_SCAN of process {self.pid}")
-                for i in range(count):
-                    pages += range(regions[3 * i], regions[3 * i + 1], kernel.PAGE_SIZE)
-                start = arg[4]  # walk_end
+        while start < vma.end:
+            arg = (ctypes.c_uint64 * 12)(96, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, start, vma.end,
+                                         0, ctypes.addressof(regions), _SCAN_REGIONS, 0, 0,
+                                         PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
+            count = _ioctl(pagemap, PAGEMAP_SCAN, arg, f"PAGEMAP_SCAN of process {self.pid}")
+            for i in range(count):
+                pages += range(regions[3 * i], regions[3 * i + 1], kernel.PAGE_SIZE)
+            start = arg[4]  # walk_end
         return pages
 
     def written_shared(self, vma: procfs.Vma) -> list[int] | None:
