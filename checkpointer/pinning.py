@@ -29,10 +29,14 @@ class Pinning:
     """The calling thread pinned to its current CPU, with tasks joining it; `close()` undoes it."""
 
     def __init__(self, realtime: bool = False) -> None:
+        # real-time first, then pinned where we run: a thread that moved to the other CPU
+        # between sched_getcpu and the pinning is moved back by the pinning, and as an
+        # ordinary thread it then waits there for a time slice of whatever runs on that CPU
+        # (a tail of several ms before a Redis freeze under load; ~0.04 ms real-time first)
+        self.policy = _realtime() if realtime else None  # our scheduling policy before, if raised
         self.cpu = _libc.sched_getcpu()
         self.saved: dict[int, set[int]] = {}
         self.own = _set(0, {self.cpu}) if self.cpu >= 0 else None  # our affinity before
-        self.policy = _realtime() if realtime else None  # our scheduling policy before, if raised
 
     def pin(self, tid: int) -> None:
         """Run task `tid` on our CPU until released (no-op if that is not allowed)."""
