@@ -618,6 +618,8 @@ class FileRestorer:
         self.pty_index: dict[int, int] = {}  # a pty pair's index in the image -> its new one
         self.pty_here: dict[int, int] = {}   # ... -> our fd on its master, made before its holder
         self.repairing: list[tuple[socket.socket, dict]] = []  # TCP connections in repair mode, our dups
+        self.unrepaired: set[tuple[tuple, tuple]] = set()   # (address, peer) of ends restored closed instead
+        self.leftovers_cleared = False      # tcp_repair.clear_leftovers done
         self.sealing: list[tuple[int, int]] = []   # (our fd on a new memfd, the seals it gets at `finish`)
         self.new_sockets: dict[int, int] = {}   # socket file id -> its spare fd, made by _make_sockets
 
@@ -1056,6 +1058,7 @@ class FileRestorer:
                 self._repair(builder, spare, record)
             except OSError as exc:
                 inj.check(kernel.NR["close"], spare, what="close")
+                self.unrepaired.add((tuple(record["address"]), tuple(record["peer"])))
                 record = {**record, "state": "closed"}
                 self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
                                      f"as it was ({exc}): it is restored closed")
@@ -1074,6 +1077,8 @@ class FileRestorer:
     def _repair(self, builder, fd: int, record: dict) -> None:
         """Give socket `fd` the options and, in repair mode, the TCP state of `record`;
         our dup of it waits in `repairing` for `finish`."""
+        if not self.leftovers_cleared:
+            self._clear_leftover_connections()
         sock = sockets.borrow(builder.tid, fd)
         try:
             netsockets.rebuild(sock, record, self.remap, cwd=builder.meta["cwd"])   # the options
@@ -1083,11 +1088,22 @@ class FileRestorer:
             raise
         self.repairing.append((sock, record))
 
+    def _clear_leftover_connections(self) -> None:
+        """Before the first repaired connection is made: the ends of the image's connections
+        that the killed original left closing in the kernel go (tcp_repair.clear_leftovers)."""
+        self.leftovers_cleared = True
+        pairs = [(tuple(f["address"]), tuple(f["peer"])) for f in self.files.values()
+                 if f["kind"] == "socket" and f.get("tcp")]
+        try:
+            tcp_repair.clear_leftovers(pairs)
+        except OSError:     # not allowed (no CAP_NET_ADMIN): the repair says so itself
+            pass
+
     def finish(self) -> None:
         """Once every process has its files and mappings: memfds get their seals, and the
         repaired TCP connections leave repair mode (a packet sent before its peer existed
         would have been answered with a reset) and send what their application had written
-        but the kernel not yet sent."""
+        but the kernel not yet sent; one whose other end was restored closed is reset."""
         while self.sealing:
             ours, seals = self.sealing.pop()
             try:
@@ -1104,6 +1120,14 @@ class FileRestorer:
                 os.close(writable)
         while self.repairing:
             sock, record = self.repairing.pop()
+            if (tuple(record["peer"]), tuple(record["address"])) in self.unrepaired:
+                try:
+                    tcp_repair.abandon(sock)
+                finally:
+                    sock.close()
+                self.warnings.append(f"the connection {netsockets.show(record)} is restored reset: its other "
+                                     "end could not be made again")
+                continue
             try:
                 tcp_repair.finish(sock, record["tcp"], record["options"].get("SO_REUSEADDR", 0), self.read_blob)
             except OSError as exc:

@@ -19,14 +19,24 @@ new slow start); bytes one end has sent that the other had received but not yet
 acknowledged are sent again by the kernel after its retransmission timeout (a pause of
 ~200 ms on that connection, and rare); a connection whose ends kept moving bytes while
 being read (three times) comes back closed; CAP_NET_ADMIN is needed (root): without it
-connections come back closed.
+connections come back closed. A restored end's buffers are the original's sizes, fixed (no
+more autotuning), or larger if its queued bytes need it; its segments are at most 32767
+bytes (loopback's were up to 65483). The ends a killed original left closing on the same
+address pairs are destroyed first (`clear_leftovers`); an end whose other end could not be
+made again comes back reset (`abandon`).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
+import ipaddress
+import os
 import socket
 import struct
-from typing import Callable
+from typing import Callable, Iterable
+
+from . import kernel, sockets
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
 TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
@@ -37,7 +47,14 @@ TCP_ESTABLISHED = 1
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+MAX_USER_MSS = 32767   # TCP_MAXSEG's upper bound (the kernel's MAX_TCP_WINDOW)
+NR_CONNECT = 42
+MAX_BUFFER_GROWTHS = 8
 TCP_INFO_BYTES = 8      # tcpi_state ... tcpi_options, the window scales: the first bytes of tcp_info
+SOCK_DESTROY, NLM_F_ACK, INET_DIAG_ALL_STATES = 21, 4, 0xFFFFFFFF
+INET_DIAG_REQUEST = struct.Struct("=BBBBI")   # inet_diag_req_v2 before its socket id
+INET_DIAG_SOCKID = struct.Struct(">HH16s16s")  # sport, dport, src, dst (network order); then if, cookie
+INET_DIAG_INODE_OFFSET = 68                    # in struct inet_diag_msg
 WINDOW = struct.Struct("5I")  # struct tcp_repair_window: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup
 
 BlobWriter = Callable[[bytes], list[str]]
@@ -74,16 +91,20 @@ def capture(pairs: list[tuple[socket.socket, socket.socket]], put_blob: BlobWrit
 def _read_consistent(pair: tuple[socket.socket, socket.socket], attempts: int = 3) -> tuple[dict, dict] | None:
     for _ in range(attempts):
         first, second = _read(pair[0]), _read(pair[1])
-        if _holds_what_was_acknowledged(first, second) and _holds_what_was_acknowledged(second, first):
+        if _agree(first, second) and _agree(second, first):
             return first, second
     return None
 
 
-def _holds_what_was_acknowledged(sender: dict, receiver: dict) -> bool:
+def _agree(sender: dict, receiver: dict) -> bool:
     """Whether `receiver` has received every byte `sender` counts as acknowledged (the
-    start of its send queue), modulo 2**32."""
+    start of its send queue) and no byte `sender` had not sent (modulo 2**32): else the
+    kernel moved bytes between the two reads, and the restored ends would each drop the
+    other's segments as old, or as acknowledging unsent data, for ever."""
     acknowledged = (sender["send_seq"] - len(sender["send"])) & 0xFFFFFFFF
-    return (receiver["recv_seq"] - acknowledged) & 0xFFFFFFFF < 1 << 31
+    sent = (sender["send_seq"] - sender["unsent"]) & 0xFFFFFFFF
+    return ((receiver["recv_seq"] - acknowledged) & 0xFFFFFFFF < 1 << 31
+            and (sent - receiver["recv_seq"]) & 0xFFFFFFFF < 1 << 31)
 
 
 def _stored(state: dict, put_blob: BlobWriter) -> dict:
@@ -124,6 +145,50 @@ def _seq(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ) & 0xFFFFFFFF
 
 
+def clear_leftovers(connections: Iterable[tuple[tuple, tuple]]) -> int:
+    """Destroy the sockets no process holds (orphans left closing by a killed process,
+    TIME_WAIT) that occupy one of these (local, peer) address pairs; the number destroyed.
+    Why: an application killed with its connections open leaves their ends closing in the
+    kernel for seconds to minutes, retransmitting to the same address pairs; the restored
+    connection could not take its addresses (EADDRNOTAVAIL), or the leftover's packets and
+    resets would reach it. A socket some process holds (the running original, for a clone)
+    is left alone. Call before any connection of the restore is made: a destroyed
+    leftover sends a reset to its peer's address pair."""
+    destroyed = 0
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sockets.NETLINK_SOCK_DIAG) as nl:
+        for local, peer in connections:
+            found = _diag(nl, sockets.SOCK_DIAG_BY_FAMILY, sockets.NLM_F_REQUEST, _sockid(local, peer, b"\xff" * 8))
+            if found is None or struct.unpack_from("=I", found, INET_DIAG_INODE_OFFSET)[0] != 0:
+                continue        # none, or a process holds it
+            cookie = found[4 + INET_DIAG_SOCKID.size + 4: 4 + INET_DIAG_SOCKID.size + 12]
+            if _diag(nl, SOCK_DESTROY, sockets.NLM_F_REQUEST | NLM_F_ACK, _sockid(local, peer, cookie)) is None:
+                destroyed += 1
+    return destroyed
+
+
+def _sockid(local: tuple, peer: tuple, cookie: bytes) -> tuple[int, bytes]:
+    """(address family, struct inet_diag_sockid) of one connection."""
+    address = ipaddress.ip_address(local[0])
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    packed = [ipaddress.ip_address(a).packed.ljust(16, b"\0") for a in (local[0], peer[0])]
+    return family, INET_DIAG_SOCKID.pack(local[1], peer[1], *packed) + struct.pack("=I", 0) + cookie
+
+
+def _diag(nl: socket.socket, kind: int, flags: int, target: tuple[int, bytes]) -> bytes | None:
+    """One sock_diag request about one TCP socket: its struct inet_diag_msg (a lookup), or
+    None (not found, or for SOCK_DESTROY: done). Raises OSError for other refusals."""
+    family, sockid = target
+    request = INET_DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, INET_DIAG_ALL_STATES) + sockid
+    nl.send(struct.pack("=IHHII", 16 + len(request), kind, flags, 1, 0) + request)
+    reply = nl.recv(65536)
+    if struct.unpack_from("=H", reply, 4)[0] != sockets.NLMSG_ERROR:
+        return reply[16:]
+    code = -struct.unpack_from("=i", reply, 16)[0]
+    if code in (0, errno.ENOENT):
+        return None
+    raise OSError(code, f"sock_diag: {os.strerror(code)}")
+
+
 def rebuild(sock: socket.socket, state: dict, local: tuple, peer: tuple, read_blob: Callable[[list[str]], bytes]
             ) -> None:
     """Make a fresh TCP socket the connection `local` -> `peer` of `state`, left in repair
@@ -138,15 +203,19 @@ def rebuild(sock: socket.socket, state: dict, local: tuple, peer: tuple, read_bl
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
         start = (state[f"{name}_seq"] - state[f"{name}_bytes"]) & 0xFFFFFFFF
         sock.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, struct.pack("I", start))
+    # connect sizes the segments, from the default MSS (536) unless told; TCP_REPAIR_OPTIONS
+    # below sets the agreed MSS but does not size them again: 524-byte segments for ever
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, min(state["mss"], MAX_USER_MSS))
     sock.connect(peer)                  # in repair mode: established at once, no handshake
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 0)      # the application's: none
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, _options(state))
     sock.setsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP, struct.pack("I", state["timestamp"]))
     received, queued = read_blob(state["recv"]), read_blob(state["send"])
     sent = len(queued) - state["unsent"]
-    for queue, data in ((RECV_QUEUE, received), (SEND_QUEUE, queued[:sent])):
+    for queue, data, option, forced in ((RECV_QUEUE, received, socket.SO_RCVBUF, SO_RCVBUFFORCE),
+                                        (SEND_QUEUE, queued[:sent], socket.SO_SNDBUF, SO_SNDBUFFORCE)):
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
-        if data:
-            sock.sendall(data)
+        _put(sock, data, option, forced)
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, WINDOW.pack(*state["window"]))
 
@@ -158,21 +227,42 @@ def finish(sock: socket.socket, state: dict, reuse_address: int, read_blob: Call
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
     if state["unsent"]:
-        unsent = read_blob(state["send"])[-state["unsent"]:]
-        sock.setblocking(False)
-        try:
-            done = sock.send(unsent)
-        finally:
-            sock.setblocking(True)
-        if done != len(unsent):
-            raise OSError(f"only {done} of the {len(unsent)} unsent bytes fit the send buffer")
+        _put(sock, read_blob(state["send"])[-state["unsent"]:], socket.SO_SNDBUF, SO_SNDBUFFORCE)
+
+
+def abandon(sock: socket.socket) -> None:
+    """Leave repair mode as a connection reset by its peer, for a connection whose other
+    end could not be made again: the application's next call on it fails with ECONNRESET,
+    as with a connection to a peer outside the image."""
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF_NO_WINDOW_PROBE)
+    unspecified = ctypes.create_string_buffer(16)    # a struct sockaddr of family AF_UNSPEC: disconnect
+    kernel.syscall(NR_CONNECT, sock.fileno(), ctypes.addressof(unspecified), len(unspecified))
 
 
 def _make_room(sock: socket.socket, option: int, forced: int, queued: int, recorded: int) -> None:
-    """A buffer that holds `queued` bytes (and the kernel's overhead on them): the size
-    the original had grown to, when a fresh socket's is too small (autotuning stops)."""
-    if queued and sock.getsockopt(socket.SOL_SOCKET, option) < 2 * queued:
-        sock.setsockopt(socket.SOL_SOCKET, forced, max(recorded, 2 * queued) // 2)   # the kernel doubles it
+    """The buffer the original had (it held the queued bytes) when bytes are queued and a
+    fresh socket's is smaller. Not more: the application fills what it is given, and a
+    buffer sized from the bytes it held would grow at every checkpoint and restore."""
+    if queued and sock.getsockopt(socket.SOL_SOCKET, option) < recorded:
+        sock.setsockopt(socket.SOL_SOCKET, forced, recorded // 2)      # the kernel doubles it
+
+
+def _put(sock: socket.socket, data: bytes, option: int, forced: int) -> None:
+    """Queue all of `data` without blocking; the socket's buffer grows by what is left when
+    the kernel finds it full (its accounting of the same bytes can exceed the original's).
+    Raises OSError if it still does not fit."""
+    view = memoryview(data)
+    for _ in range(MAX_BUFFER_GROWTHS):
+        try:
+            while view:     # MSG_DONTWAIT, not O_NONBLOCK: the file's flags are the application's
+                view = view[sock.send(view, socket.MSG_DONTWAIT):]
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
+                raise
+        size = sock.getsockopt(socket.SOL_SOCKET, option)
+        sock.setsockopt(socket.SOL_SOCKET, forced, size // 2 + len(view))   # doubled: + 2 x what is left
+    raise OSError(errno.ENOBUFS, f"{len(view)} queued bytes do not fit the socket's buffer")
 
 
 def _options(state: dict) -> bytes:
