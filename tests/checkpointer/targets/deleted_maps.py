@@ -16,6 +16,8 @@ import struct
 import sys
 import time
 
+from shared_word import word
+
 out, directory = open(sys.argv[1], "w", buffering=1), sys.argv[2]
 PAGE = 4096
 
@@ -30,6 +32,7 @@ def made_and_unlinked(path: str, size: int, fill: bytes = b"") -> int:
 
 fd = made_and_unlinked(f"/dev/shm/slsfs-test-sem-{os.getpid()}", PAGE)
 semaphore = mmap.mmap(fd, PAGE)
+shared_counter = word(semaphore, 0)
 os.close(fd)
 shm_fd = made_and_unlinked(f"/dev/shm/slsfs-test-fd-{os.getpid()}", PAGE)
 through_fd = mmap.mmap(shm_fd, PAGE)
@@ -42,13 +45,13 @@ expected = pattern[:PAGE] + b"mine!" + pattern[PAGE + 5:]
 
 if os.fork() == 0:
     while True:
-        struct.pack_into("<Q", semaphore, 0, struct.unpack_from("<Q", semaphore, 0)[0] + 1)
+        shared_counter.value += 1
         time.sleep(0.002)
 pid, last, n = os.getpid(), 0, 0
 while True:
     n += 1
     os.pwrite(shm_fd, struct.pack("<Q", n), 8)
-    seen = struct.unpack_from("<Q", semaphore, 0)[0]
+    seen = shared_counter.value
     if seen < last:
         out.write(f"BAD the shared counter went back from {last} to {seen}\n")
         sys.exit(1)

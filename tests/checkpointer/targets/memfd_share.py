@@ -11,6 +11,8 @@ import struct
 import sys
 import time
 
+from shared_word import word
+
 out = open(sys.argv[1], "w", buffering=1)
 fd = os.memfd_create("shared-state")
 os.ftruncate(fd, 65536 + 8)
@@ -18,23 +20,24 @@ area = mmap.mmap(fd, 65536 + 8)
 area[8:] = bytes(i % 251 for i in range(65536))
 ANON_SIZE, FAR = 256 << 20, 200 << 20   # mostly untouched, as a database's shared buffers
 anon = mmap.mmap(-1, ANON_SIZE)  # MAP_SHARED | MAP_ANONYMOUS
+counter, anon_counter, far = word(area, 0), word(anon, 4096), word(anon, FAR)
 child = os.fork()
 if child == 0:
     while True:
-        struct.pack_into("<Q", area, 0, struct.unpack_from("<Q", area, 0)[0] + 1)
-        struct.pack_into("<Q", anon, 4096, struct.unpack_from("<Q", anon, 4096)[0] + 1)
-        struct.pack_into("<Q", anon, FAR, struct.unpack_from("<Q", anon, 4096)[0])
+        counter.value += 1
+        anon_counter.value += 1
+        far.value = anon_counter.value
         time.sleep(0.002)
 pid, last, last_anon, n = os.getpid(), 0, 0, 0
 while True:
     n += 1
-    seen = struct.unpack_from("<Q", area, 0)[0]
+    seen = counter.value
     via_fd = struct.unpack("<Q", os.pread(fd, 8, 0))[0]
     if seen < last or via_fd < seen or area[8:16] != bytes(range(8)) or os.pread(fd, 4, 65536 + 4) != area[65540:65544]:
         out.write(f"BAD memfd counter {seen} after {last}\n")
         sys.exit(1)
-    seen_anon = struct.unpack_from("<Q", anon, 4096)[0]
-    if struct.unpack_from("<Q", anon, FAR)[0] + 1 < seen_anon:
+    seen_anon = anon_counter.value
+    if far.value + 1 < seen_anon:
         out.write("BAD the far page of the shared memory lost its counter\n")
         sys.exit(1)
     if n % 100 == 0 and (seen == last or seen_anon == last_anon):
