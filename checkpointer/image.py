@@ -43,6 +43,7 @@ from objectstore.chunks import chunk_id
 
 from .errors import CheckpointError
 from .kernel import PAGE_SIZE
+from .metajson import MetaEncoder
 
 FORMAT = "slsfs-process-image"
 VERSION = 6
@@ -62,6 +63,7 @@ CACHED_IMAGES = 4            # decoded page tables kept (one per group checkpoin
 CACHED_BLOCKS_MAX = 32768    # ... of at most 8 GiB of pages each (about 5 KiB of memory a block)
 Decoded = dict[int, dict[int, dict[int, bytes]]]   # pid -> block address -> page index -> chunk id
 _decoded: dict[tuple[str, bytes], Decoded] = {}    # (store path, image root) -> its decoded blocks
+_encoders: dict[tuple[str, bytes], MetaEncoder] = {}  # (store path, image root) -> the encoder of its metadata
 BLOB_PIECE = 1 << 20
 _BLOB_REFS = b"blobrefs/"
 _BLOB_REFS_END = b"blobrefs0"
@@ -115,6 +117,8 @@ class ImageWriter:
         # the parent's blocks decoded by the writer that made it (taken over: a writer that
         # fails never gives them back, so a half-patched block is never used again)
         self._decoded: Decoded = _decoded.pop((str(store.path), bytes(parent)), {}) if parent else {}
+        # ... and the encoder of its metadata record, which re-encodes only what changed
+        self._encoder = (_encoders.pop((str(store.path), bytes(parent)), None) if parent else None) or MetaEncoder()
 
     def add_blob(self, data: bytes) -> list[str]:
         """Store bytes named by the metadata (pipe contents, unlinked files): chunk ids in hex."""
@@ -221,10 +225,11 @@ class ImageWriter:
         blobs = sorted(self._blobs)
         for i in range(0, max(len(blobs), 1), MAX_REFS):  # refs per entry are limited: extra keys
             key = _META if i == 0 else _BLOB_REFS + struct.pack(">Q", i)
-            value = json.dumps(meta).encode() if i == 0 else b""  # (unsorted: half the time)
+            value = self._encoder.encode(meta).encode() if i == 0 else b""  # json.dumps (unsorted: half the time)
             self.tree.put(key, value, refs=blobs[i:i + MAX_REFS])
         root = self.tree.flush()
         self._keep_decoded(root, live)
+        _keep(_encoders, (str(self.store.path), bytes(root)), self._encoder)
         return root
 
     def _keep_decoded(self, root: ChunkId, live: set[int]) -> None:
@@ -238,11 +243,15 @@ class ImageWriter:
         for pid in [pid for pid in decoded if pid not in live]:
             del decoded[pid]
         self._blocks, self._decoded = {}, {}
-        if sum(map(len, decoded.values())) > CACHED_BLOCKS_MAX:
-            return
-        _decoded[(str(self.store.path), bytes(root))] = decoded
-        while len(_decoded) > CACHED_IMAGES:
-            del _decoded[next(iter(_decoded))]
+        if sum(map(len, decoded.values())) <= CACHED_BLOCKS_MAX:
+            _keep(_decoded, (str(self.store.path), bytes(root)), decoded)
+
+
+def _keep(cache: dict, key: tuple[str, bytes], value: object) -> None:
+    """Hand `value` to the next writer on the image `key`, keeping the last CACHED_IMAGES."""
+    cache[key] = value
+    while len(cache) > CACHED_IMAGES:
+        del cache[next(iter(cache))]
 
 
 class StoredImage:
