@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import xxhash
 
@@ -171,10 +171,18 @@ def damaged_record_id(buf: bytes, offset: int) -> bytes | None:
 
 
 def encode_index(records: list[RecordInfo]) -> bytes:
-    parts = [INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, len(records))]
-    parts.extend(INDEX_ENTRY.pack(r.id, r.kind, r.flags, r.offset, r.stored_len, r.raw_len)
-                 for r in records)
-    body = b"".join(parts)
+    return index_from_entries(len(records), encode_index_entries(records))
+
+
+def encode_index_entries(records: Iterable[RecordInfo]) -> bytes:
+    """The index entries of `records`, in order (an index is its header, these, its trailer)."""
+    return b"".join(INDEX_ENTRY.pack(r.id, r.kind, r.flags, r.offset, r.stored_len, r.raw_len)
+                    for r in records)
+
+
+def index_from_entries(count: int, entries: bytes) -> bytes:
+    """The index of `count` records whose entries (encode_index_entries) are `entries`."""
+    body = INDEX_HEADER.pack(INDEX_MAGIC, PACK_VERSION, count) + entries
     return body + INDEX_TRAILER.pack(xxhash.xxh64(body).intdigest())
 
 

@@ -132,6 +132,8 @@ class PackStore:
         self._fds: dict[int, int] = {}
         self._active = 0
         self._active_records: list[fmt.RecordInfo] = []
+        self._entries = b""  # index entries of the active pack's first records (_active_index)
+        self._entries_last: fmt.RecordInfo | None = None  # ... the last of which is this one
         self._prefix_indexed = 0  # records of the active pack its prefix index names
         self._written = 0  # bytes of the active pack on disk
         self._buf = bytearray()
@@ -173,7 +175,7 @@ class PackStore:
             self._note_damage(number, data, result, torn_tail_allowed=False)
             records = result.records
             if not self.readonly:
-                self._write_index(number, records)
+                self._write_index(number, fmt.encode_index(records))
         self._add_records(number, records)
 
     def _load_active(self, number: int) -> None:
@@ -235,12 +237,29 @@ class PackStore:
         final = _pack_path(self.directory, self._active, ".pidx")
         tmp = final.with_suffix(".pidx.tmp")
         try:
-            tmp.write_bytes(fmt.encode_index(self._active_records))
+            tmp.write_bytes(self._active_index())
             os.replace(tmp, final)
         except OSError:
             tmp.unlink(missing_ok=True)   # (a full disk, say): opening scans a little more
             return
         self._prefix_indexed = count
+
+    def _active_index(self) -> bytes:
+        """fmt.encode_index(self._active_records), encoding only the records appended since
+        the last call: the prefix index is rewritten as the pack grows by half, and the
+        sealed index names the same records again (without this, ~4 encodings of each
+        record per pack: 0.5 us each, ~100 ms per 64 MiB pack of pages). The encoded
+        entries are those of the records up to the one they end with (records are only
+        appended, or cut from the end by rollback: if that record is no longer at its place,
+        everything is encoded again)."""
+        records = self._active_records
+        done = len(self._entries) // fmt.INDEX_ENTRY.size
+        if done and (done > len(records) or records[done - 1] is not self._entries_last):
+            self._entries, done = b"", 0
+        if done < len(records):
+            self._entries += fmt.encode_index_entries(records[done:])
+            self._entries_last = records[-1]
+        return fmt.index_from_entries(len(records), self._entries)
 
     def _keep_damaged_tail(self, number: int, data: bytes, start: int) -> None:
         """The pack ends in a record that is all there but fails its checksum: that is
@@ -306,11 +325,11 @@ class PackStore:
         self._prefix_indexed = 0
         self._written = len(header)
 
-    def _write_index(self, number: int, records: list[fmt.RecordInfo]) -> None:
+    def _write_index(self, number: int, index: bytes) -> None:
         final = _pack_path(self.directory, number, ".idx")
         tmp = final.with_suffix(".idx.tmp")
         with open(tmp, "wb") as f:
-            f.write(fmt.encode_index(records))
+            f.write(index)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -660,7 +679,7 @@ class PackStore:
         self.sync()
         if len(self._active_records) == 0:
             return
-        self._write_index(self._active, self._active_records)
+        self._write_index(self._active, self._active_index())
         _pack_path(self.directory, self._active, ".pidx").unlink(missing_ok=True)
         self._start_pack(self._active + 1)
 

@@ -98,3 +98,45 @@ def test_a_catalog_without_its_commits_reads_the_whole_history(store_dir):
     with Store.open(store_dir) as store:
         assert [c.id for c in store.log()] == [7, 6, 5]
         assert store.log()[-1].label == "c4"
+
+
+def _small_packs(store: Store) -> Store:
+    store.packs.prefix_index_min = 100
+    store.packs.pack_limit = 20_000
+    return store
+
+
+def test_every_index_written_names_exactly_its_packs_records(store_dir, monkeypatch):
+    """The active pack's index entries are encoded once and reused (PackStore._active_index):
+    every prefix and sealed index written is still the index of what its pack holds, through
+    rollbacks, a reopen and new packs."""
+    written: list[tuple[Path, bytes]] = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith((".pidx", ".idx")):
+            written.append((Path(dst), Path(src).read_bytes()))
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    store = _small_packs(Store.init(store_dir))
+    try:
+        for round_ in range(12):
+            fill(store, 150, start=round_ * 150)
+            mark = store.packs.mark()
+            store.put(b"rolled back %d" % round_ * 50)
+            store.packs.rollback(mark)
+            if round_ == 5:
+                store.close()
+                store = _small_packs(Store.open(store_dir))
+    finally:
+        store.close()
+    monkeypatch.undo()
+    with Store.open(store_dir) as store:
+        assert store.fsck() == []
+    assert {p.suffix for p, _ in written} == {".pidx", ".idx"}
+    for path, index in written:
+        records = fmt.decode_index(index, path.name)
+        in_pack = fmt.scan(path.with_suffix(".pack").read_bytes()).records
+        assert records == in_pack[:len(records)]
+        if path.suffix == ".idx":
+            assert records == in_pack
