@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import kernel, procfs, stopwatch
+from . import forks, kernel, procfs, stopwatch
 from .builder import wait_event_stop
 from .capture import PageSelector, copy_pages, injecting
 from .errors import CheckpointError
@@ -201,6 +201,7 @@ def _clone(proc: FrozenProcess) -> int:
         with injecting(proc.pid, proc.main) as inj:
             args = struct.pack("11Q", CLONE_FILES, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
             inj.check(kernel.NR["clone3"], inj.put(args), len(args), what="clone3 (fork snapshot)")
+            forks.made_here(inj.children[0], proc.pid)
             return inj.children[0]
     finally:
         kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, options)

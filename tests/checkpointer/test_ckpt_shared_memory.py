@@ -58,3 +58,26 @@ def test_incremental_images_hold_shared_memory_as_it_was_reading_only_what_chang
     wait_for(lambda: out.stat().st_size >= size + 3000 or "BAD" in out.read_text(),
              "the restored processes to count on")
     assert "BAD" not in out.read_text()
+
+
+def test_a_fork_snapshot_does_not_make_the_next_checkpoint_read_shared_memory_whole(procs, store, tmp_path):
+    """A process that rewrites 16 MiB of private memory between checkpoints has its pages
+    copied through a fork snapshot (snapshot.py), a fork the kernel reports like any
+    other: it must not count as a child that may have written the shared memory."""
+    out = tmp_path / "shared.out"
+    proc = procs.python("shared_and_private.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "10 lines")
+    inc, reads = Incremental(), []
+    try:
+        for _ in range(5):
+            lines = len(ok_lines(out))
+            wait_for(lambda: len(ok_lines(out)) >= lines + 3, "3 more lines")
+            with freeze([proc.pid], tree=True) as frozen:
+                pending = inc.capture_snapshot(frozen, store)
+            pending.complete()
+            reads.append(inc.shared.pieces_read)
+    finally:
+        inc.close()
+    whole = (16 << 20) // PIECE
+    assert reads[0] == whole, reads
+    assert max(reads[2:]) < whole // 4, f"checkpoints after a fork snapshot read the shared memory whole: {reads}"
