@@ -1,0 +1,120 @@
+"""Benchmark of what a group checkpoint costs after the thaw on Redis; prints one JSON object.
+
+bench/redis_stop.py's setting (redis-server with --redis-mib MiB under redis-benchmark,
+checkpointed --checkpoints times at --hz through slsfs.group_checkpoint.take, no daemon),
+measuring the daemon's CPU on the other side of the stop: Captured.write (the pages
+stored by put_many, the image's finish) and the barrier (store commit, pack write and
+fdatasync, the prefix or sealed pack index), each checkpoint followed by its barrier as
+in the daemon. CPU is this process's (all its threads), steadier than wall time on a
+shared machine; run it twice, and on the same load, before believing a difference.
+
+Printed: write_cpu_ms_median, finish_cpu_ms_median (ImageWriter.finish, inside write),
+barrier_cpu_ms_mean (a mean: sealing a pack every ~25 checkpoints is part of the cost),
+write_wall_ms_median, pages_median, load averages. The first 3 checkpoints are left out.
+Usage: python bench/redis_write.py [--checkpoints N] [--hz HZ] [--redis-mib N]   (root)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)              # bench/objectstore.py must not shadow the objectstore package
+
+import trio  # noqa: E402
+
+from checkpointer.image import ImageWriter  # noqa: E402
+from checkpointer.incremental import Incremental  # noqa: E402
+from objectstore import ChunkId, Store  # noqa: E402
+from slsfs import group_checkpoint  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from redis_stop import WARM_UP, start_redis  # noqa: E402
+
+
+def checkpoints(pid: int, store: Store, count: int, hz: float) -> dict[str, list[float]]:
+    """`count` checkpoints of `pid`, each written and made durable: the cost of each step."""
+    tracking = Incremental()
+    no_mount = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    costs: dict[str, list[float]] = {"write_cpu": [], "write_wall": [], "finish_cpu": [], "barrier_cpu": [], "pages": []}
+    finish = ImageWriter.finish
+
+    def timed_finish(writer: ImageWriter, *args):
+        started = time.process_time()
+        try:
+            return finish(writer, *args)
+        finally:
+            costs["finish_cpu"].append((time.process_time() - started) * 1000)
+    ImageWriter.finish = timed_finish
+    try:
+        for _ in range(count):
+            writer = ImageWriter(store, tracking.parent)
+            captured = group_checkpoint.take([pid], no_mount, writer, lambda fn, *args: fn(*args),
+                                             lambda: (0, ChunkId(bytes(16))), tracking)
+            wall, cpu = time.perf_counter(), time.process_time()
+            tracking.parent = trio.run(captured.write)
+            costs["write_wall"].append((time.perf_counter() - wall) * 1000)
+            costs["write_cpu"].append((time.process_time() - cpu) * 1000)
+            cpu = time.process_time()
+            store.commit("checkpoint", durable=False)
+            store.barrier()
+            costs["barrier_cpu"].append((time.process_time() - cpu) * 1000)
+            costs["pages"].append(writer.pages)
+            time.sleep(1 / hz)
+    finally:
+        ImageWriter.finish = finish
+        os.close(no_mount)
+        tracking.close()
+    return {name: values[WARM_UP:] for name, values in costs.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoints", type=int, default=60)
+    parser.add_argument("--hz", type=float, default=10.0)
+    parser.add_argument("--redis-mib", type=int, default=16)
+    args = parser.parse_args()
+    if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
+        raise SystemExit("bench: redis-server and redis-benchmark are needed (make setup installs them)")
+    work = Path(tempfile.mkdtemp(prefix="slsfs-bench-redis-write-"))
+    out: dict = {"benchmark": "redis_write", "checkpoints": args.checkpoints, "hz": args.hz,
+                 "redis_dataset_mib": args.redis_mib, "load_before": os.getloadavg()[0]}
+    server = load = None
+    try:
+        server, port = start_redis(work, args.redis_mib)
+        load = subprocess.Popen(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "100000000", "-c", "50",
+                                 "-r", "100000", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        store = Store.init(work / "store")
+        try:
+            costs = checkpoints(server.pid, store, args.checkpoints, args.hz)
+        finally:
+            store.close()
+    finally:
+        for proc in (load, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    out.update({
+        "write_cpu_ms_median": round(statistics.median(costs["write_cpu"]), 2),
+        "finish_cpu_ms_median": round(statistics.median(costs["finish_cpu"]), 2),
+        "barrier_cpu_ms_mean": round(statistics.mean(costs["barrier_cpu"]), 2),
+        "write_wall_ms_median": round(statistics.median(costs["write_wall"]), 2),
+        "pages_median": statistics.median(costs["pages"]),
+        "load_after": os.getloadavg()[0],
+    })
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
