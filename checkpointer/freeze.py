@@ -18,6 +18,14 @@ affinity and policy are given back after it).
 A process found in a job-control stop (SIGSTOP, ^Z) is stopped again at the thaw
 (`FrozenProcess.stopped`); its parent sees it continued and stopped once more.
 
+A stop makes a blocking epoll_wait fail with EINTR (signal(7): Linux does not restart it
+after a stop): an event loop that waits without a timeout and takes EINTR for an error
+would die at its first checkpoint. A thread found with that EINTR, waiting for ever, with no
+signal pending or caught (so the stop alone ended its wait), gets the call restarted, at the
+thaw and in the image (`_restart_endless_wait`). One with a timeout keeps its EINTR: a
+restarted call would wait its whole timeout again, and checkpoints more often than that
+would keep its timers from ever firing; event loops recompute the timeout on EINTR.
+
 Simplifications: must be used from one thread (ptrace's rule); a process that exits
 while being frozen raises ProcessGone after thawing the others; if the checkpointer
 itself is killed inside the window, the processes run on but stay pinned to one CPU.
@@ -40,6 +48,8 @@ from .pinning import Pinning
 from .stopwatch import phase
 
 ALL_SIGNALS = 0xFFFFFFFFFFFFFFFF
+EINTR = (-4) & 0xFFFFFFFFFFFFFFFF
+NR_EPOLL_WAIT, NR_EPOLL_PWAIT, NR_EPOLL_PWAIT2 = 232, 281, 441
 PF_EXITING = 0x4  # task flag (field 9 of /proc/PID/stat): the task is exiting
 SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 JOB_CONTROL_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
@@ -52,6 +62,7 @@ class FrozenThread:
     sigmask: int
     caught: list[bytes] = field(default_factory=list)  # siginfos taken from the queue by the stop
     touched: bool = False  # registers/mask changed by injection: set back on thaw
+    restarted: bool = False  # a wait the stop ended is restarted (_restart_endless_wait)
 
 
 @dataclass
@@ -126,6 +137,7 @@ class Frozen:
             kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, kernel.PTRACE_O_TRACESYSGOOD | kernel.SUSPEND_SECCOMP)
         thread.regs = kernel.get_regs(tid)
         thread.sigmask = kernel.get_sigmask(tid)
+        _restart_endless_wait(thread)
         self.pinning.pin(tid)
 
     def add(self, pid: int, main_only: bool = False) -> FrozenProcess:
@@ -276,13 +288,38 @@ def exiting(pid: int) -> bool:
 def _ready_to_thaw(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
     """Everything but the detach: registers, mask and caught signals put back."""
     tid = thread.tid
-    if thread.touched or thread.caught:
+    if thread.touched or thread.caught or thread.restarted:
         if thread.caught:
             _requeue(pid, thread)
         kernel.set_regs(tid, restart_fixup(thread.regs, same_task=True))
         kernel.set_sigmask(tid, thread.sigmask)
     if leave_stopped and tid == pid:
         os.kill(pid, signal.SIGSTOP)
+
+
+def _restart_endless_wait(thread: FrozenThread) -> None:
+    """If the stop ended the thread's endless epoll wait with EINTR (see the module's
+    docstring), make its registers those of a wait to restart (-ERESTARTNOHAND): what the
+    thaw and a restore do with a call a stop interrupted (inject.restart_fixup)."""
+    regs = thread.regs
+    if regs.rax != EINTR or thread.caught or not _waits_for_ever(regs):
+        return
+    status = procfs.status(thread.tid)     # (its own SigPnd; ShdPnd and SigBlk as any thread)
+    pending = int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
+    if pending & ~int(status.get("SigBlk", "0"), 16):
+        return                      # a signal ended the wait: its handler is owed the EINTR
+    regs = regs.copy()
+    regs.rax = -kernel.ERESTARTNOHAND & 0xFFFFFFFFFFFFFFFF
+    thread.regs, thread.restarted = regs, True
+
+
+def _waits_for_ever(regs: Regs) -> bool:
+    """An epoll_wait (or epoll_pwait/epoll_pwait2 without a signal mask of its own: with
+    one, the mask the call set is the thread's until it returns) without a timeout."""
+    no_timeout = regs.r10 & 0xFFFFFFFF >= 0x80000000           # int timeout < 0
+    if regs.orig_rax in (NR_EPOLL_WAIT, NR_EPOLL_PWAIT):
+        return no_timeout and (regs.orig_rax == NR_EPOLL_WAIT or regs.r8 == 0)
+    return regs.orig_rax == NR_EPOLL_PWAIT2 and regs.r10 == 0 and regs.r8 == 0   # timeout: a NULL timespec
 
 
 def _requeue(pid: int, thread: FrozenThread) -> None:
