@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)              # bench/objectstore.py must not shadow the objectstore package
@@ -87,7 +89,9 @@ def checkpoints(pid: int, store: Store, count: int, hz: float) -> tuple[list[flo
     return stops[WARM_UP:], phases[WARM_UP:], pages[WARM_UP:]
 
 
-def main() -> int:
+def arguments(name: str) -> tuple[argparse.Namespace, dict]:
+    """The command line shared by the Redis capture benchmarks, and the start of their
+    JSON record."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoints", type=int, default=60)
     parser.add_argument("--hz", type=float, default=10.0)
@@ -95,18 +99,24 @@ def main() -> int:
     args = parser.parse_args()
     if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
         raise SystemExit("bench: redis-server and redis-benchmark are needed (make setup installs them)")
-    work = Path(tempfile.mkdtemp(prefix="slsfs-bench-redis-stop-"))
-    out: dict = {"benchmark": "redis_stop", "checkpoints": args.checkpoints, "hz": args.hz,
-                 "redis_dataset_mib": args.redis_mib, "load_before": os.getloadavg()[0]}
+    return args, {"benchmark": name, "checkpoints": args.checkpoints, "hz": args.hz,
+                  "redis_dataset_mib": args.redis_mib, "load_before": os.getloadavg()[0]}
+
+
+@contextmanager
+def redis_under_benchmark(name: str, mib: int) -> Iterator[tuple[int, Store]]:
+    """A Redis server holding `mib` MiB under redis-benchmark SETs over loopback, and a new
+    store beside it: (the server's pid, the store); all stopped and removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=f"slsfs-bench-{name}-"))
     server = load = None
     try:
-        server, port = start_redis(work, args.redis_mib)
+        server, port = start_redis(work, mib)
         load = subprocess.Popen(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "100000000", "-c", "50",
                                  "-r", "100000", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
         store = Store.init(work / "store")
         try:
-            stops, phases, pages = checkpoints(server.pid, store, args.checkpoints, args.hz)
+            yield server.pid, store
         finally:
             store.close()
     finally:
@@ -115,6 +125,12 @@ def main() -> int:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    args, out = arguments("redis_stop")
+    with redis_under_benchmark("redis-stop", args.redis_mib) as (pid, store):
+        stops, phases, pages = checkpoints(pid, store, args.checkpoints, args.hz)
     names = sorted({name for p in phases for name in p})
     out.update({
         "stop_ms_median": round(statistics.median(stops), 2),

@@ -15,14 +15,10 @@ Usage: python bench/redis_write.py [--checkpoints N] [--hz HZ] [--redis-mib N]  
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +33,7 @@ from objectstore import ChunkId, Store  # noqa: E402
 from slsfs import group_checkpoint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from redis_stop import WARM_UP, start_redis  # noqa: E402
+from redis_stop import WARM_UP, arguments, redis_under_benchmark  # noqa: E402
 
 
 def checkpoints(pid: int, store: Store, count: int, hz: float) -> dict[str, list[float]]:
@@ -77,33 +73,9 @@ def checkpoints(pid: int, store: Store, count: int, hz: float) -> dict[str, list
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoints", type=int, default=60)
-    parser.add_argument("--hz", type=float, default=10.0)
-    parser.add_argument("--redis-mib", type=int, default=16)
-    args = parser.parse_args()
-    if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
-        raise SystemExit("bench: redis-server and redis-benchmark are needed (make setup installs them)")
-    work = Path(tempfile.mkdtemp(prefix="slsfs-bench-redis-write-"))
-    out: dict = {"benchmark": "redis_write", "checkpoints": args.checkpoints, "hz": args.hz,
-                 "redis_dataset_mib": args.redis_mib, "load_before": os.getloadavg()[0]}
-    server = load = None
-    try:
-        server, port = start_redis(work, args.redis_mib)
-        load = subprocess.Popen(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "100000000", "-c", "50",
-                                 "-r", "100000", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1)
-        store = Store.init(work / "store")
-        try:
-            costs = checkpoints(server.pid, store, args.checkpoints, args.hz)
-        finally:
-            store.close()
-    finally:
-        for proc in (load, server):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+    args, out = arguments("redis_write")
+    with redis_under_benchmark("redis-write", args.redis_mib) as (pid, store):
+        costs = checkpoints(pid, store, args.checkpoints, args.hz)
     out.update({
         "write_cpu_ms_median": round(statistics.median(costs["write_cpu"]), 2),
         "finish_cpu_ms_median": round(statistics.median(costs["finish_cpu"]), 2),

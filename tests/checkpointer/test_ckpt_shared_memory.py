@@ -25,6 +25,12 @@ def _shared_memory(pid: int) -> bytes:
     raise AssertionError(f"no mapping of {SIZE} bytes in process {pid}")
 
 
+def _more_lines(out, count: int) -> None:
+    """Wait until the target has written `count` more "ok" lines."""
+    lines = len(ok_lines(out))
+    wait_for(lambda: len(ok_lines(out)) >= lines + count, f"{count} more lines")
+
+
 def test_incremental_images_hold_shared_memory_as_it_was_reading_only_what_changed(
         procs, store, tmp_path, subreaper):
     out = tmp_path / "shared.out"
@@ -35,8 +41,7 @@ def test_incremental_images_hold_shared_memory_as_it_was_reading_only_what_chang
     inc, reads, root = Incremental(), [], None
     try:
         for i in range(12):
-            lines = len(ok_lines(out))
-            wait_for(lambda: len(ok_lines(out)) >= lines + 15, "15 more lines")
+            _more_lines(out, 15)
             with freeze([proc.pid], tree=True) as frozen:
                 root = inc.capture(frozen, store)
                 live = _shared_memory(proc.pid)     # still frozen: the image's instant
@@ -70,8 +75,7 @@ def test_a_fork_snapshot_does_not_make_the_next_checkpoint_read_shared_memory_wh
     inc, reads = Incremental(), []
     try:
         for _ in range(5):
-            lines = len(ok_lines(out))
-            wait_for(lambda: len(ok_lines(out)) >= lines + 3, "3 more lines")
+            _more_lines(out, 3)
             with freeze([proc.pid], tree=True) as frozen:
                 pending = inc.capture_snapshot(frozen, store)
             pending.complete()

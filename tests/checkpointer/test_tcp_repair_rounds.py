@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import array
 import errno
-import os
-import signal
 import socket
 import struct
 import sys
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import checkpointer
-from checkpointer import sockets, tcp_repair
+from checkpointer import tcp_repair
 from ckpt_helpers import children_of, state_of, wait_for
 
 TARGET = Path(__file__).parent / "targets" / "tcp_stream.py"
