@@ -22,9 +22,13 @@ def write_file(path: Path, mib: int) -> None:
 
 
 def test_sequential_writes_reuse_the_daemons_buffers(mnt):
+    """The fewest faults of three writes: the daemon's own work meanwhile (a checkpoint, a
+    new pack's index) faults in pages too, up to ~65 per MiB in one write of a CI run."""
     write_file(mnt.path / "warm-up", 32)           # the heap grows once
-    before = minor_faults(mnt.pid)
-    write_file(mnt.path / "measured", 32)
-    per_mib = (minor_faults(mnt.pid) - before) / 32
-    assert per_mib < 64, f"{per_mib:.0f} page faults per MiB written (256 pages per MiB)"
-    assert (mnt.path / "measured").stat().st_size == 32 * MiB
+    faults = []
+    for i in range(3):
+        before = minor_faults(mnt.pid)
+        write_file(mnt.path / f"measured-{i}", 32)
+        faults.append((minor_faults(mnt.pid) - before) / 32)
+        assert (mnt.path / f"measured-{i}").stat().st_size == 32 * MiB
+    assert min(faults) < 64, f"page faults per MiB written (256 pages per MiB): {faults}"
