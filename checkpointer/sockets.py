@@ -33,19 +33,28 @@ MSG_CMSG_CLOEXEC = 0x40000000
 TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
 
 
+def diag_exchange(nl: socket.socket, kind: int, flags: int, request: bytes) -> bytes | int:
+    """One NETLINK_SOCK_DIAG request on `nl` (`request`: the message after the netlink
+    header) and its one reply: the reply, netlink header included, or the error number of
+    an error reply (0: an acknowledgement)."""
+    nl.send(struct.pack("=IHHII", 16 + len(request), kind, flags, 1, 0) + request)
+    reply = nl.recv(65536)
+    if struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
+        return -struct.unpack_from("=i", reply, 16)[0]
+    return reply
+
+
 def unix_info(ino: int) -> dict | None:
     """{type, state, name, peer, queued, max_backlog, shutdown} of the Unix socket with this
     inode (shutdown: the kernel's mask, 1 = no more receiving, 2 = no more sending), or None
     if it is not one."""
     request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
                           UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
-    header = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
-        nl.send(header + request)
-        reply = nl.recv(65536)
-    length, kind = struct.unpack_from("=IH", reply)
-    if kind == NLMSG_ERROR:
+        reply = diag_exchange(nl, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, request)
+    if isinstance(reply, int):
         return None
+    length = struct.unpack_from("=I", reply)[0]
     family, sock_type, state, _, found_ino = struct.unpack_from("=BBBBI", reply, 16)
     info = {"type": TYPES.get(sock_type, str(sock_type)), "state": state, "name": None, "peer": 0,
             "queued": 0, "max_backlog": 0, "shutdown": 0}

@@ -178,15 +178,13 @@ def _diag(nl: socket.socket, kind: int, flags: int, target: tuple[int, bytes]) -
     """One sock_diag request about one TCP socket: its struct inet_diag_msg (a lookup), or
     None (not found, or for SOCK_DESTROY: done). Raises OSError for other refusals."""
     family, sockid = target
-    request = INET_DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, INET_DIAG_ALL_STATES) + sockid
-    nl.send(struct.pack("=IHHII", 16 + len(request), kind, flags, 1, 0) + request)
-    reply = nl.recv(65536)
-    if struct.unpack_from("=H", reply, 4)[0] != sockets.NLMSG_ERROR:
+    reply = sockets.diag_exchange(nl, kind, flags, INET_DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0,
+                                                                          INET_DIAG_ALL_STATES) + sockid)
+    if isinstance(reply, bytes):
         return reply[16:]
-    code = -struct.unpack_from("=i", reply, 16)[0]
-    if code in (0, errno.ENOENT):
+    if reply in (0, errno.ENOENT):
         return None
-    raise OSError(code, f"sock_diag: {os.strerror(code)}")
+    raise OSError(reply, f"sock_diag: {os.strerror(reply)}")
 
 
 def rebuild(sock: socket.socket, state: dict, local: tuple, peer: tuple, read_blob: Callable[[list[str]], bytes]

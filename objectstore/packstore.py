@@ -24,7 +24,7 @@ Design notes:
   would save ~1.5 us. Storing pages uncompressed would cut that CPU but triple the bytes
   written and synced at every checkpoint.
 - The active pack's *prefix index* (`pack-N.pidx`, the same format as a sealed index)
-  names records already fsync'd; it is rewritten (tmp + rename, no fsync: a lost or
+  names records already made durable; it is rewritten (tmp + rename, no fsync: a lost or
   torn one only means a longer scan) after a sync once the pack has grown by half
   since the last one, so that opening scans only the records after it.
 - Opening after a crash: sealed packs are read through their index (rebuilt by a
