@@ -103,6 +103,7 @@ class FileCapture:
         self._kept_bytes = 0                # of files' contents kept (_kept_contents)
         self._file_systems: dict[int, dict[int, str]] = {}   # mount namespace -> device -> type
         self._targets: dict[int, str] = {}  # fd -> /proc/PID/fd link, of the process being recorded
+        self._leased_files: set[tuple[int, int]] | None = None  # (dev, ino) under a lease, read once
 
     def fd_records(self, pid: int) -> list[dict]:
         self._captured.add(pid)
@@ -303,10 +304,11 @@ class FileCapture:
         """The contents, owner and mode of a small temporary or written file that no slsfs
         mount holds (a compiler's file in /tmp, say), so that a restore can make it again if
         it is gone by then. Temporary: in a memory file system, /tmp or /var/tmp; written:
-        opened for writing. Nothing for a file opened O_APPEND (a log), a big one, one only
+        opened for writing. Nothing for a file opened O_APPEND (a log), one under a lease
+        (opening it would break the lease, SIGIO to the frozen holder), a big one, one only
         read elsewhere (a Java program's jar files: read again at every checkpoint, for
         nothing), or once the checkpoint has kept KEPT_FILES_BYTES."""
-        if (st.st_size > KEPT_FILE_MAX or info.flags & O_APPEND
+        if (st.st_size > KEPT_FILE_MAX or info.flags & O_APPEND or self._leased(st)
                 or self._kept_bytes + st.st_size > KEPT_FILES_BYTES):
             return {}
         file_system = _file_system(pid, st.st_dev, self._file_systems)
@@ -324,6 +326,11 @@ class FileCapture:
         self._kept_bytes += len(data)
         return {"contents": self.put_blob(data), "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
                 "gid": st.st_gid}
+
+    def _leased(self, st: os.stat_result) -> bool:
+        if self._leased_files is None:
+            self._leased_files = locks.leased_files()
+        return (st.st_dev, st.st_ino) in self._leased_files
 
     def _pipe_contents(self, pid: int, fd: int) -> dict:
         """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them."""

@@ -1,13 +1,14 @@
-"""File locks held by a process: seen at checkpoint, taken again at restore.
+"""File locks and leases held by a process: seen at checkpoint, taken again at restore.
 
 What: `held(fdinfo)` lists the locks an fd's /proc fdinfo shows: flock() locks and OFD
-locks of its open file description, and the process's POSIX (fcntl/lockf) record locks on
-that file. `retake(inj, fd, locks, what)` takes them again from inside the restored
+locks of its open file description, the process's POSIX (fcntl/lockf) record locks on
+that file, and the lease (F_SETLEASE) of its open file description. `retake(inj, fd, locks, what)` takes them again from inside the restored
 process (injected flock/fcntl calls, never waiting). Why: a database or a daemon relies on
 its locks to keep other processes out (SQLite's write lock, a pid file's flock); after a
 restore that believed it held a lock it no longer had, two processes would write at once.
 
-Simplifications: leases are not kept; a lock that another process (outside the restored
+Simplifications: a lease being broken (another process opened the file meanwhile) is
+kept as the lease it is being broken to (none, or a read lease); a lock that another process (outside the restored
 tree) took meanwhile makes the restore fail, naming the file and the lock; a POSIX lock is
 taken once per fd that shows it (the same owner taking the same range again changes
 nothing).
@@ -15,23 +16,41 @@ nothing).
 from __future__ import annotations
 
 import errno
+import os
 import re
 import struct
 
 from .errors import CheckpointError
 
 _NR_FLOCK, _NR_FCNTL = 73, 72
-F_SETLK, F_OFD_SETLK = 6, 37
+F_SETLK, F_OFD_SETLK, F_SETLEASE = 6, 37, 1024
 F_RDLCK, F_WRLCK, SEEK_SET = 0, 1, 0
 LOCK_SH, LOCK_EX, LOCK_NB = 1, 2, 4
 _LINE = re.compile(r"^lock:\s*\d+:\s*(POSIX|FLOCK|OFDLCK)\s+\w+\s+(READ|WRITE)\s+\S+\s+\S+\s+(\d+)\s+(\d+|EOF)\s*$",
                    re.MULTILINE)
+# a lease: ACTIVE with its type, or BREAKING with the type it is being broken to
+_LEASE = re.compile(r"^lock:\s*\d+:\s*LEASE\s+(?:ACTIVE|BREAKING)\s+(READ|WRITE)\s", re.MULTILINE)
+_LEASED = re.compile(r"^\d+:\s*LEASE\s.*?\s([0-9a-f]+):([0-9a-f]+):(\d+)\s")   # a /proc/locks line
 
 
 def held(fdinfo: str) -> list[list]:
-    """[[kind ("POSIX", "FLOCK" or "OFDLCK"), "READ" or "WRITE", first byte, last byte (-1: to
-    the end of the file, as it grows)], ...] of an fdinfo text."""
-    return [[m[1], m[2], int(m[3]), -1 if m[4] == "EOF" else int(m[4])] for m in _LINE.finditer(fdinfo)]
+    """[[kind ("POSIX", "FLOCK", "OFDLCK" or "LEASE"), "READ" or "WRITE", first byte, last byte
+    (-1: to the end of the file, as it grows; a lease is the whole file: 0, -1)], ...] of an
+    fdinfo text."""
+    return ([[m[1], m[2], int(m[3]), -1 if m[4] == "EOF" else int(m[4])] for m in _LINE.finditer(fdinfo)]
+            + [["LEASE", m[1], 0, -1] for m in _LEASE.finditer(fdinfo)])
+
+
+def leased_files() -> set[tuple[int, int]]:
+    """(device, inode) of every file under a lease, from /proc/locks: opening one (for
+    reading, if a write lease) would break its lease, sending the holder SIGIO: a frozen
+    holder cannot give it up in time and the kernel takes it away (or SIGIO kills it)."""
+    found = set()
+    with open("/proc/locks") as fh:
+        for line in fh:
+            if (match := _LEASED.match(line)) is not None:
+                found.add((os.makedev(int(match[1], 16), int(match[2], 16)), int(match[3])))
+    return found
 
 
 def retake(inj, fd: int, locks: list[list], what: str) -> None:
@@ -39,14 +58,17 @@ def retake(inj, fd: int, locks: list[list], what: str) -> None:
     for kind, access, first, last in locks:
         if kind == "FLOCK":
             result = inj.call(_NR_FLOCK, fd, (LOCK_SH if access == "READ" else LOCK_EX) | LOCK_NB)
+        elif kind == "LEASE":
+            result = inj.call(_NR_FCNTL, fd, F_SETLEASE, F_RDLCK if access == "READ" else F_WRLCK)
         else:
             length = 0 if last < 0 else last - first + 1
             request = struct.pack("hhqqi4x", F_RDLCK if access == "READ" else F_WRLCK, SEEK_SET, first, length, 0)
             result = inj.call(_NR_FCNTL, fd, F_SETLK if kind == "POSIX" else F_OFD_SETLK, inj.put(request))
         if result < 0:
-            where = "the whole file" if kind == "FLOCK" else \
+            where = "the whole file" if kind in ("FLOCK", "LEASE") else \
                 f"bytes {first}-{'end' if last < 0 else last}"
             held_elsewhere = -result in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
             raise CheckpointError(f"cannot take back the {access.lower()} {kind} lock on {what} ({where}): "
-                                  + ("another process holds it now; stop it first" if held_elsewhere
+                                  + (("another process has the file open now" if kind == "LEASE" else
+                                      "another process holds it now") + "; stop it first" if held_elsewhere
                                      else errno.errorcode.get(-result, str(-result))))

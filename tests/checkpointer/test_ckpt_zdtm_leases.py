@@ -1,0 +1,29 @@
+"""File leases (F_SETLEASE; zdtm file_lease00) survive checkpoint, kill and restore, and a
+checkpoint does not break them: reading a leased file's contents for the image would open
+it, and the frozen holder could not give the lease up (the kernel takes it away after
+lease-break-time, 45 s, and SIGIO kills a holder that does not catch it)."""
+from __future__ import annotations
+
+import checkpointer
+from checkpointer import load_image
+
+from ckpt_helpers import ok_lines, wait_for
+
+
+def test_read_and_write_leases_are_kept_and_held_again_after_restore(procs, store, tmp_path):
+    out = tmp_path / "leases.out"
+    proc = procs.python("lease_holder.py", str(out), str(tmp_path))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the leases to be taken")
+    checkpointer.checkpoint([proc.pid], store, "leases")
+    image = load_image(store, "leases")
+    held = sorted(lock[:2] for fd in image.processes[0]["fds"] for lock in fd.get("locks", []))
+    assert held == [["LEASE", "READ"], ["LEASE", "WRITE"]]
+    size = out.stat().st_size
+    wait_for(lambda: out.stat().st_size > size + 200, "the checkpointed process to go on")
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "leases")
+    procs.restored.append(restored)
+    size = out.stat().st_size
+    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
+    bad = [line for line in ok_lines(out) if "BAD" in line]
+    assert not bad, f"the target reported: {bad[:3]}"
