@@ -20,10 +20,9 @@ import os
 import resource
 import signal
 import struct
-import tempfile
 from typing import Iterable, Iterator
 
-from . import kernel, posix_timers, procfs, sysv_shm
+from . import kernel, posix_timers, procfs, removed_dirs, sysv_shm
 from .errors import CheckpointError
 from .files import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
@@ -389,23 +388,23 @@ class ProcessBuilder:
         return self.open(self.remap(exe), O_RDONLY, "the executable")
 
     def _chdir(self, cwd: str) -> None:
-        """chdir into `cwd`; a working directory removed since is made again just for that
-        (an empty directory beside where it was, removed once the process is in it)."""
-        if not cwd.endswith(procfs.DELETED):
+        """chdir into `cwd`; a working directory removed since is the removed directory the
+        process holds open, if it does, or else one made again just for that
+        (removed_dirs.stand_in), so that it is removed again and keeps its name."""
+        if not removed_dirs.is_removed(cwd):
             self.inj.check(NR["chdir"], self.inj.put(cwd.encode() + b"\0"), what=f"chdir({cwd})")
             return
-        parent = os.path.dirname(cwd[: -len(procfs.DELETED)])
-        try:
-            ghost = tempfile.mkdtemp(prefix=".slsfs-removed-cwd-", dir=parent)
-        except OSError:
-            ghost = None
-            self.warnings.append(f"process {self.meta['pid']}: its working directory {cwd} was removed and "
-                                 f"{parent} is gone too: it works in / now")
-        try:
+        if self.files is not None:
+            for record in self.meta["fds"]:
+                file = self.files.files[record["file"]]
+                if file["kind"] == "dir" and self.remap(file["path"]) == cwd:
+                    self.inj.check(NR["fchdir"], record["fd"], what=f"fchdir({cwd})")
+                    return
+        with removed_dirs.stand_in(cwd) as ghost:
+            if ghost is None:
+                self.warnings.append(f"process {self.meta['pid']}: its working directory {cwd} was removed and "
+                                     f"{os.path.dirname(cwd)} is gone too: it works in / now")
             self.inj.check(NR["chdir"], self.inj.put((ghost or "/").encode() + b"\0"), what=f"chdir({cwd})")
-        finally:
-            if ghost:
-                os.rmdir(ghost)
 
     # signals, threads ---------------------------------------------------------
     def _process_signals(self) -> None:

@@ -41,7 +41,7 @@ from collections import OrderedDict
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
+from . import inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_repair
 from .callbatch import run_all
 from .errors import CheckpointError, ProcessGone, Unsupported
 
@@ -871,7 +871,10 @@ class FileRestorer:
                 self.warnings.append(f"process {ns_pid}: the terminal {record['path']} is now /dev/null")
                 path = "/dev/null"
             try:
-                fd = builder.open(path, flags, f"file {record['target']}")
+                if kind == "dir" and removed_dirs.is_removed(path):
+                    fd = self._open_removed_directory(builder, path, flags)
+                else:
+                    fd = builder.open(path, flags, f"file {record['target']}")
             except CheckpointError:
                 if kind == "file" and "contents" in record and self._make_again(builder, path, record):
                     fd = builder.open(path, flags, f"file {record['target']}")
@@ -888,6 +891,15 @@ class FileRestorer:
         spare = self._spare(builder, fd, base)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
+
+    @staticmethod
+    def _open_removed_directory(builder, path: str, flags: int) -> int:
+        """An fd on a directory removed since (made again for the open: removed_dirs)."""
+        with removed_dirs.stand_in(path) as ghost:
+            if ghost is None:
+                raise CheckpointError(f"cannot reopen the removed directory {path}: its parent directory "
+                                      "is gone too (make it again, or pass a remap)")
+            return builder.open(ghost, flags, f"the removed directory {path}")
 
     def _make_again(self, builder, path: str, record: dict) -> bool:
         """Make a file whose contents the image kept (FileCapture._kept_contents) and that is

@@ -2,16 +2,18 @@
 
 What: `held(fdinfo)` lists the locks an fd's /proc fdinfo shows: flock() locks and OFD
 locks of its open file description, the process's POSIX (fcntl/lockf) record locks on
-that file, and the lease (F_SETLEASE) of its open file description. `retake(inj, fd, locks, what)` takes them again from inside the restored
-process (injected flock/fcntl calls, never waiting). Why: a database or a daemon relies on
-its locks to keep other processes out (SQLite's write lock, a pid file's flock); after a
-restore that believed it held a lock it no longer had, two processes would write at once.
+that file, and the lease (F_SETLEASE) of its open file description. `retake(inj, fd,
+locks, what)` takes them again from inside the restored process (injected flock/fcntl
+calls, never waiting). `leased_files()` names the files a checkpoint must not open. Why:
+a database or a daemon relies on its locks to keep other processes out (SQLite's write
+lock, a pid file's flock); after a restore that believed it held a lock it no longer had,
+two processes would write at once.
 
 Simplifications: a lease being broken (another process opened the file meanwhile) is
-kept as the lease it is being broken to (none, or a read lease); a lock that another process (outside the restored
-tree) took meanwhile makes the restore fail, naming the file and the lock; a POSIX lock is
-taken once per fd that shows it (the same owner taking the same range again changes
-nothing).
+kept as the lease it is being broken to (none, or a read lease); a lock that another
+process (outside the restored tree) took meanwhile makes the restore fail, naming the
+file and the lock; a POSIX lock is taken once per fd that shows it (the same owner taking
+the same range again changes nothing).
 """
 from __future__ import annotations
 
