@@ -2,7 +2,8 @@
 
 What: `stand_in(path)` gives, for the time of a `with`, a new empty directory where a
 removed directory was (`path` as /proc shows it, ending in " (deleted)"), or, if that name
-is taken now, beside it; it is removed again on leaving, so a process that chdir()ed into it
+is taken now, beside it; it is removed again on leaving (and so are the directories above
+it that were gone too, made again for the time being), so a process that chdir()ed into it
 or opened it meanwhile holds a removed directory again, which /proc shows under the same
 name as before. Why: a directory's contents are gone with it (only an empty one can be
 removed), so an empty directory of the same name is all a program can tell.
@@ -27,18 +28,28 @@ def is_removed(path: str) -> bool:
 
 @contextmanager
 def stand_in(path: str) -> Iterator[str | None]:
-    """An empty directory for the removed `path` while inside (None if its parent is gone
-    too); removed on leaving."""
+    """An empty directory for the removed `path` while inside, with the directories above it
+    that are gone too (None if it cannot be made); all removed on leaving."""
     original = path[: -len(DELETED)] if is_removed(path) else path
-    made: str | None = original
+    missing = []
+    parent = os.path.dirname(original)
+    while parent != os.path.dirname(parent) and not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    made: list[str] = []
     try:
-        os.mkdir(original, 0o700)
-    except FileExistsError:   # the name was taken since: a directory beside it
-        made = tempfile.mkdtemp(prefix=".slsfs-removed-", dir=os.path.dirname(original))
+        for directory in reversed(missing):
+            os.mkdir(directory, 0o700)
+            made.append(directory)
+        try:
+            os.mkdir(original, 0o700)
+            made.append(original)
+        except FileExistsError:   # the name was taken since: a directory beside it
+            made.append(tempfile.mkdtemp(prefix=".slsfs-removed-", dir=os.path.dirname(original)))
     except OSError:
-        made = None
+        pass
     try:
-        yield made
+        yield made[-1] if made and made[-1] not in missing else None
     finally:
-        if made:
-            os.rmdir(made)
+        for directory in reversed(made):
+            os.rmdir(directory)

@@ -1,6 +1,6 @@
-"""Removed directories (zdtm cwd01, cwd02): a working directory removed while a process
-works in it comes back removed under the same name, and one the process also holds open
-is the very directory of its fd again."""
+"""Removed directories (zdtm cwd01, cwd02, rmdir_open): a working directory removed while
+a process works in it comes back removed under the same name, and one the process also
+holds open (whose parent is gone too) is the very directory of its fd again."""
 from __future__ import annotations
 
 import checkpointer
@@ -27,4 +27,4 @@ def test_removed_working_directories_keep_their_name_and_their_open_fd(procs, st
     wait_for(lambda: len(writers_since()) == 2, "both restored processes to go on")
     bad = [line for line in ok_lines(out) if "BAD" in line]
     assert not bad, f"the targets reported: {bad[:3]}"
-    assert not (tmp_path / "held").exists() and not (tmp_path / "gone").exists()
+    assert not (tmp_path / "up").exists() and not (tmp_path / "gone").exists()

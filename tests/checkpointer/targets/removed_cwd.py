@@ -1,5 +1,5 @@
-"""Works in removed directories: `removed_cwd.py OUTFILE DIR`: the parent works in DIR/held,
-which it also holds open, the child it forks in DIR/gone; both are removed. Every 5 ms each
+"""Works in removed directories: `removed_cwd.py OUTFILE DIR`: the parent works in
+DIR/up/held, which it also holds open, the child it forks in DIR/gone; all three are removed. Every 5 ms each
 writes "<n> <pid> ok" while its working directory is still shown (/proc/self/cwd) as the
 removed DIR/held or DIR/gone and, in the parent, is the directory its fd holds; BAD if not."""
 import os
@@ -7,8 +7,8 @@ import sys
 import time
 
 out, directory = sys.argv[1], sys.argv[2]
-held, gone = os.path.join(directory, "held"), os.path.join(directory, "gone")
-os.mkdir(held)
+held, gone = os.path.join(directory, "up", "held"), os.path.join(directory, "gone")
+os.makedirs(held)
 os.mkdir(gone)
 fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
 child = os.fork() == 0
@@ -17,6 +17,7 @@ os.chdir(mine)
 time.sleep(0.2)
 if not child:
     os.rmdir(held)
+    os.rmdir(os.path.dirname(held))
     os.rmdir(gone)
     os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
 while not os.path.exists(out) or os.path.isdir(gone):
