@@ -629,6 +629,7 @@ class FileRestorer:
         self.leftovers_cleared = False      # tcp_repair.clear_leftovers done
         self.sealing: list[tuple[int, int]] = []   # (our fd on a new memfd, the seals it gets at `finish`)
         self.new_sockets: dict[int, int] = {}   # socket file id -> its spare fd, made by _make_sockets
+        self.memfd_given: set[int] = set()  # memfd file ids whose memfd_create()d file a memfd_fd took
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -841,8 +842,8 @@ class FileRestorer:
                            what="memfd_create")
             _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_pieces)
             self._mode_and_seals(builder.tid, fd, record)
-        elif kind == "memfd_fd":  # another open file description of that memfd
-            fd = self._reopen(builder, self.local_fd(builder, record["memfd"], base), record["flags"])
+        elif kind == "memfd_fd":  # an open file description of that memfd
+            fd = self._memfd_description(builder, record, base)
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         elif kind == "pty_master":
             if record["index"] in self.pty_here:   # made for a session's terminal (session_terminal)
@@ -891,6 +892,19 @@ class FileRestorer:
         spare = self._spare(builder, fd, base)
         self.made[record["id"]] = (ns_pid, spare)
         return [spare]
+
+    def _memfd_description(self, builder, record: dict, base: int) -> int:
+        """The first read-write description of a memfd is the memfd_create()d file itself;
+        the others are opened again through /proc. An opened one counts as a writer of the
+        memfd, which then cannot be executed (execveat(fd) failed with ETXTBSY after a
+        restore; fexecve of a memfd is how runc and others run a sealed copy)."""
+        local = self.local_fd(builder, record["memfd"], base)
+        if record["flags"] & O_ACCMODE != O_RDWR or record["memfd"] in self.memfd_given:
+            return self._reopen(builder, local, record["flags"])
+        self.memfd_given.add(record["memfd"])
+        fd = builder.inj.check(_NR_FCNTL, local, F_DUPFD_CLOEXEC, 0, what="F_DUPFD_CLOEXEC")
+        builder.inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
+        return fd
 
     @staticmethod
     def _open_removed_directory(builder, path: str, flags: int) -> int:
@@ -989,7 +1003,8 @@ class FileRestorer:
 
     def _make_deleted(self, builder, record: dict) -> int:
         """An unlinked file made again where it was: O_TMPFILE, or where the file system does
-        not offer it (FUSE), a file created under a fresh name and unlinked at once."""
+        not offer it (FUSE), a file created under a fresh name and unlinked at once; then
+        opened again with the original's flags."""
         original = record["target"][: -len(procfs.DELETED)]
         directory = self.remap(os.path.dirname(original))
         what = f"the unlinked file {original}"
@@ -1009,7 +1024,10 @@ class FileRestorer:
             os.chmod(path, record["mode"])
             os.utime(path, ns=tuple(record["times_ns"]))
         inj = builder.inj
-        inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
+        # opened again: a description opened O_TMPFILE shows it in its flags (F_GETFL), and
+        # has the access mode O_RDWR whatever the original had
+        fd, tmpfile = self._reopen(builder, fd, record["flags"]), fd
+        inj.check(kernel.NR["close"], tmpfile)
         inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         return fd
 
