@@ -3,7 +3,8 @@ whose peer cannot follow.
 
 What: `describe(sock, unix)` records a TCP/UDP (IPv4/IPv6) or Unix socket borrowed
 from a frozen process: family, type, protocol, options (OPTIONS: reuse, keepalive and its
-timings, priority, timeouts, linger, the bound device, TOS/TTL, TCP_NODELAY ...), bound address,
+timings, priority, timeouts, linger, the bound device, TOS/TTL, TCP_NODELAY, TCP_CORK,
+buffer sizes set by the program (BUFFER_SIZES) ...), bound address,
 backlog (from sock_diag), a UDP socket's connected peer, and its state: `listen`,
 `bound`, `unbound` or `closed` (a connected stream whose peer is outside the image; one
 whose peer is in the image too is given its TCP state by tcp_repair.py: `established`).
@@ -20,8 +21,9 @@ connections waiting in a listen queue (not yet accepted) are dropped, and so are
 datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
 file at a listening path is replaced (the new one gets the old file's mode and owner);
 a relative Unix path is taken from the process's working directory at the checkpoint
-(bound from there, so the socket keeps its relative name); other options (buffer sizes:
-setting one would turn the kernel's autotuning off) keep their defaults.
+(bound from there, so the socket keeps its relative name); other options keep their
+defaults, and so do buffer sizes the program did not set (setting one would turn the
+kernel's autotuning off).
 """
 from __future__ import annotations
 
@@ -60,7 +62,13 @@ OPTIONS = {  # recorded by name: (level, option, size of a struct value or None 
     "IP_TTL": (socket.IPPROTO_IP, socket.IP_TTL, None),
     "IP_FREEBIND": (socket.IPPROTO_IP, 15, None),                          # IP_FREEBIND
     "IPV6_V6ONLY": (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, None),
+    "TCP_CORK": (socket.IPPROTO_TCP, socket.TCP_CORK, None),
+    "SO_BUF_LOCK": (socket.SOL_SOCKET, 72, None),   # SO_BUF_LOCK: after the sizes, which lock them too
 }
+# buffer sizes, recorded only when the program set them (SO_BUF_LOCK shows which), as the kernel
+# reports them (twice what was asked): set again with SO_*BUFFORCE (as root: above the sysctl
+# maximum too) to half of that
+BUFFER_SIZES = {"SO_SNDBUF": (socket.SO_SNDBUF, 32, 1), "SO_RCVBUF": (socket.SO_RCVBUF, 33, 2)}  # get, force, lock bit
 FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
 
 
@@ -69,6 +77,8 @@ def _applies(name: str, family: int, sock_type: int) -> bool:
         return family != socket.AF_UNIX and sock_type == socket.SOCK_STREAM
     if name.startswith("IPV6_"):
         return family == socket.AF_INET6
+    if name == "IP_FREEBIND":   # one flag of the socket, for IPv4 and IPv6 addresses alike
+        return family in (socket.AF_INET, socket.AF_INET6)
     if name.startswith("IP_"):
         return family == socket.AF_INET
     if name == "SO_PASSCRED":
@@ -77,11 +87,16 @@ def _applies(name: str, family: int, sock_type: int) -> bool:
 
 
 def _get_option(sock: socket.socket, name: str) -> int | str:
+    if name in BUFFER_SIZES:
+        return sock.getsockopt(socket.SOL_SOCKET, BUFFER_SIZES[name][0])
     level, opt, size = OPTIONS[name]
     return sock.getsockopt(level, opt) if size is None else sock.getsockopt(level, opt, size).hex()
 
 
 def _set_option(sock: socket.socket, name: str, value: int | str) -> None:
+    if name in BUFFER_SIZES:
+        sock.setsockopt(socket.SOL_SOCKET, BUFFER_SIZES[name][1], int(value) // 2)
+        return
     level, opt, size = OPTIONS[name]
     sock.setsockopt(level, opt, value if size is None else bytes.fromhex(value))
 
@@ -92,6 +107,10 @@ def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
     record = {"kind": "socket", "family": FAMILIES[family], "type": sockets.TYPES.get(sock_type, sock_type),
               "protocol": sock.proto, "ino": ino, "options": {}, "address": None, "peer": None,
               "backlog": 0, "dropped": 0}
+    locked = sock.getsockopt(socket.SOL_SOCKET, OPTIONS["SO_BUF_LOCK"][1])
+    for name, (_, _, bit) in BUFFER_SIZES.items():
+        if locked & bit:
+            record["options"][name] = _get_option(sock, name)
     for name in OPTIONS:
         if _applies(name, family, sock_type):
             record["options"][name] = _get_option(sock, name)

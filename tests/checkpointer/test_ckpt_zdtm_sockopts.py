@@ -1,0 +1,26 @@
+"""Socket options (zdtm sk-freebind, sock_opts02, sock_tcp_opts00): IP_FREEBIND on an IPv6
+socket (its non-local address could not be bound again), buffer sizes a program set
+(SO_BUF_LOCK) and TCP_CORK are as they were after a restore."""
+from __future__ import annotations
+
+import checkpointer
+from checkpointer import load_image
+
+from ckpt_helpers import ok_lines, wait_for
+
+
+def test_freebind_buffer_sizes_and_cork_come_back(procs, store, tmp_path):
+    out = tmp_path / "options.out"
+    proc = procs.python("socket_options.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the sockets to be made")
+    checkpointer.checkpoint([proc.pid], store, "options")
+    sockets = [f for f in load_image(store, "options").files if f["kind"] == "socket"]
+    listener = next(f for f in sockets if f["state"] == "listen")
+    assert listener["options"]["SO_BUF_LOCK"] == 3 and listener["options"]["SO_SNDBUF"] == 100000
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "options")
+    procs.restored.append(restored)
+    size = out.stat().st_size
+    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
+    bad = [line for line in ok_lines(out) if "BAD" in line]
+    assert not bad, f"the target reported: {bad[:3]}"
