@@ -1,17 +1,28 @@
 """Pseudo-terminals: a pty master and its slaves come back as a new pair, settings kept.
 
 What: `describe_master(pid, fd, fdinfo)` records a pty master (an fd on /dev/ptmx): the
-index of its pair, the terminal settings (termios), window size and packet mode, and how many bytes were waiting in it. `make_master(builder, record)` opens
-/dev/ptmx inside a restored process and gives the new pair those settings; its slave is
-then /dev/pts/<new index>. `controlling(status_fields, ...)` reads which pty is a session's
+index of its pair, the terminal settings (termios), window size and packet mode, and the
+bytes waiting in it: output the slave side wrote that the master's holder has not read,
+and input the master's holder wrote that the slave side has not read. `make_master(builder,
+record)` opens /dev/ptmx inside a restored process and gives the new pair those settings and
+bytes; its slave is then /dev/pts/<new index>. `controlling(status_fields, ...)` reads which pty is a session's
 controlling terminal and its foreground process group; `take_control(inj, index, pgid)`
 makes them so again in the restored session leader.
 Why: terminal multiplexers (tmux, screen), `script`, expect-style drivers and the shells
 they run hold both ends of ptys; a shell's job control needs its controlling terminal
 and foreground group back.
 
-Simplifications: bytes queued in the pair when checkpointed are dropped (counted in a
-warning); the new pair has another index, so a program that kept its terminal's name
+Waiting bytes are kept because a program that polled its terminal and saw it readable
+then reads it with a blocking read: dropping them left it waiting for ever. Reading them is
+destructive, so the checkpoint writes them back at once (the processes are frozen, so
+nobody sees the difference), and with the terminal's processing switched off while it does
+(output processing for output, input processing and echo for input): written back, they
+are the bytes that were there, not processed twice.
+
+Simplifications: input waiting for a slave in canonical mode (a shell reading whole lines)
+is dropped (counted in a warning): its unfinished line cannot be read without ending it,
+so the complete lines before it cannot be taken out in order; a packet-mode master's
+status bytes are dropped (its data is kept); the new pair has another index, so a program that kept its terminal's name
 sees a stale one; a slave lock (before unlockpt) is not kept; only the host's /dev/ptmx
 (not a private devpts instance). Linux gives a controlling terminal only to a
 session leader's TIOCSCTTY and through fork: the restorer makes such a pair itself, before
@@ -24,6 +35,8 @@ import fcntl
 import os
 import stat
 import struct
+import termios
+import time
 
 from . import kernel
 from .errors import CheckpointError
@@ -47,24 +60,118 @@ def describe_master(pid: int, fd: int, fdinfo: dict[str, str]) -> dict:
     """The record of a pty master that process `pid` holds at `fd`."""
     dup = kernel.borrow_fd(pid, fd)
     try:
-        slave = _slave_of(dup)
+        settings = fcntl.ioctl(dup, TCGETS, bytes(TERMIOS_SIZE))
+        packet = bool(_int_ioctl(dup, TIOCGPKT))
+        slave = _slave_of(dup, os.O_RDWR)
         try:
             st = os.fstat(slave)
+            output = _take_output(dup, packet)
+            _give_output(slave, settings, output)
+            if _canonical(settings):
+                input_, dropped = b"", _int_ioctl(slave, FIONREAD)
+            else:
+                input_, dropped = _drain(slave), 0
+                _give_input(dup, slave, settings, input_)
         finally:
             os.close(slave)
         return {"kind": "pty_master", "index": int(fdinfo.get("tty-index") or _int_ioctl(dup, TIOCGPTN)),
-                "termios": fcntl.ioctl(dup, TCGETS, bytes(TERMIOS_SIZE)).hex(),
-                "winsize": fcntl.ioctl(dup, TIOCGWINSZ, bytes(8)).hex(),
-                "packet": bool(_int_ioctl(dup, TIOCGPKT)), "queued": _int_ioctl(dup, FIONREAD),
+                "termios": settings.hex(), "winsize": fcntl.ioctl(dup, TIOCGWINSZ, bytes(8)).hex(),
+                "packet": packet, "queued": dropped, "output": output.hex(), "input": input_.hex(),
                 "slave": [st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)]}
     finally:
         os.close(dup)
 
 
-def _slave_of(master: int) -> int:
-    """An fd of the master's slave (TIOCGPTPEER: whichever devpts it is in), not becoming
-    our controlling terminal."""
-    return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+def _canonical(settings: bytes) -> bool:
+    return bool(struct.unpack_from("4I", settings)[3] & termios.ICANON)
+
+
+def _with_flags(settings: bytes, iflag: int, oflag: int, lflag_off: int) -> bytes:
+    """The termios `settings` with c_iflag and c_oflag masked by `iflag`/`oflag` and the
+    `lflag_off` local flags cleared."""
+    i, o, c, lf = struct.unpack_from("4I", settings)
+    return struct.pack("4I", i & iflag, o & oflag, c, lf & ~lflag_off) + settings[16:]
+
+
+def _reads(fd: int) -> list[bytes]:
+    """Every read's bytes from a non-blocking tty fd until none are left. An empty read
+    queue makes the kernel finish passing on what it still held in its flip buffers first,
+    so nothing stays behind."""
+    reads = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:        # EAGAIN: all read; EIO: the other side is closed
+            return reads
+        if not chunk:
+            return reads
+        reads.append(chunk)
+
+
+def _drain(fd: int) -> bytes:
+    return b"".join(_reads(fd))
+
+
+def _take_output(master: int, packet: bool) -> bytes:
+    """The bytes waiting to be read from a master that another process holds, read out
+    (its file's O_NONBLOCK is set for the read and put back: the holder is frozen). In
+    packet mode each read starts with a status byte: data reads keep the rest."""
+    flags = fcntl.fcntl(master, fcntl.F_GETFL)
+    fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        if packet:
+            return b"".join(chunk[1:] for chunk in _reads(master) if chunk[:1] == b"\0")
+        return _drain(master)
+    finally:
+        fcntl.fcntl(master, fcntl.F_SETFL, flags)
+
+
+def _give_output(slave: int, settings: bytes, output: bytes) -> None:
+    """Put `output` back where the master reads it: written through the slave with output
+    processing off (it was processed when first written), then the settings as they were."""
+    if output:
+        fcntl.ioctl(slave, TCSETS, _with_flags(settings, 0xFFFFFFFF, ~termios.OPOST, 0))
+        try:
+            _write_all(slave, output, "output")
+        finally:
+            fcntl.ioctl(slave, TCSETS, settings)
+
+
+def _give_input(master: int, slave: int, settings: bytes, input_: bytes) -> None:
+    """Put `input_` back where a non-canonical slave reads it: written through the master
+    with input processing, signal characters and echo off (it was processed, and echoed,
+    when first written), then the settings as they were once the kernel has passed it all
+    to the slave (it does so after the write returns)."""
+    if not input_:
+        return
+    fcntl.ioctl(slave, TCSETS, _with_flags(settings, 0, 0xFFFFFFFF, termios.ECHO | termios.ECHONL |
+                                           termios.ISIG | termios.IEXTEN))
+    try:
+        _write_all(master, input_, "input")
+        deadline = time.monotonic() + 2.0
+        while _int_ioctl(slave, FIONREAD) < len(input_):
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"a pseudo-terminal took its {len(input_)} waiting bytes of input back "
+                                      "too slowly: they could not be kept")
+            time.sleep(0.0002)
+    finally:
+        fcntl.ioctl(slave, TCSETS, settings)
+
+
+def _write_all(fd: int, data: bytes, what: str) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            raise CheckpointError(f"a pseudo-terminal had no room for its {len(data)} waiting bytes of "
+                                  f"{what}: they could not be kept") from None
+
+
+def _slave_of(master: int, access: int = os.O_RDONLY) -> int:
+    """A non-blocking fd of the master's slave (TIOCGPTPEER: whichever devpts it is in),
+    not becoming our controlling terminal."""
+    return fcntl.ioctl(master, TIOCGPTPEER, access | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
 def slave_index(path: str) -> int | None:
@@ -100,14 +207,17 @@ def _configure(fd: int, record: dict) -> int:
     fcntl.ioctl(fd, TIOCSWINSZ, bytes.fromhex(record["winsize"]))
     if record["packet"]:
         fcntl.ioctl(fd, TIOCPKT, struct.pack("i", 1))
-    if "slave" in record:     # version 4: the slave's owner and mode (grantpt() may have set them)
-        uid, gid, mode = record["slave"]
-        slave = _slave_of(fd)
-        try:
+    slave = _slave_of(fd, os.O_RDWR)
+    try:
+        if "slave" in record:     # version 4: the slave's owner and mode (grantpt() may have set them)
+            uid, gid, mode = record["slave"]
             os.fchown(slave, uid, gid)
             os.fchmod(slave, mode)
-        finally:
-            os.close(slave)
+        settings = bytes.fromhex(record["termios"])     # version 8: the bytes that were waiting
+        _give_output(slave, settings, bytes.fromhex(record.get("output", "")))
+        _give_input(fd, slave, settings, bytes.fromhex(record.get("input", "")))
+    finally:
+        os.close(slave)
     return _int_ioctl(fd, TIOCGPTN)
 
 

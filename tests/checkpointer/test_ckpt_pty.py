@@ -5,6 +5,7 @@ settings, the session (the job included) has its controlling terminal and the jo
 still in the foreground (the target checks all of it in every exchange)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -40,3 +41,48 @@ def test_pty_pair_with_its_session_and_foreground_job_comes_back(procs, store, t
     procs.restored.append(restored)
     wait_for(lambda: out.stat().st_size >= size + 200 * LINE, "200 exchanges over the restored pty")
     assert assert_unbroken(out, proc.pid) > size // LINE + 190
+
+
+def _checkpoint_waiting_pty(procs, store, tmp_path) -> tuple:
+    """pty_waiting.py, checkpointed while output waits at its master and input at its
+    slave: (process, its slave-side child, output file, go file)."""
+    out, go = tmp_path / "waiting.out", tmp_path / "go"
+    proc = procs.python("pty_waiting.py", str(out), str(go))
+    wait_for(lambda: out.exists() and out.read_text() == "waiting\n", "bytes waiting both ways in the pty")
+    [child] = children_of(proc.pid)
+    checkpointer.checkpoint([proc.pid], store, "waiting", tree=True)
+    return proc, child, out, go
+
+
+def _both_queues_read(out) -> list[str]:
+    wait_for(lambda: out.read_text().count("\n") >= 3, "the bytes read after the checkpoint")
+    return out.read_text().splitlines()
+
+
+def test_a_checkpoint_leaves_the_bytes_waiting_in_a_pty_where_they_were(procs, store, tmp_path, subreaper):
+    """Reading what waits in a pty takes it out: the checkpoint puts it back, unprocessed."""
+    proc, child, out, go = _checkpoint_waiting_pty(procs, store, tmp_path)
+    try:
+        go.touch()
+        assert _both_queues_read(out) == ["waiting", "output ok", "input ok"]
+    finally:
+        _kill(procs, proc, child, subreaper)
+
+
+def _kill(procs, proc, child: int, subreaper) -> None:
+    procs.kill(proc)
+    with contextlib.suppress(ProcessLookupError):    # it has exited once it had read
+        os.kill(child, signal.SIGKILL)
+    subreaper([child])
+
+
+def test_bytes_waiting_in_a_pty_both_ways_come_back_with_it(procs, store, tmp_path, subreaper):
+    """A program that saw its terminal readable reads it next: the restored pair holds the
+    same bytes, or that read waits for ever."""
+    proc, child, out, go = _checkpoint_waiting_pty(procs, store, tmp_path)
+    _kill(procs, proc, child, subreaper)
+    restored = checkpointer.restore(store, "waiting")
+    procs.restored.append(restored)
+    assert not restored.warnings
+    go.touch()
+    assert _both_queues_read(out) == ["waiting", "output ok", "input ok"]
