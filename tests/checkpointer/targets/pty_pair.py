@@ -6,7 +6,7 @@ slave's owner to 4321:4321 mode 620 (as grantpt does for a user), then every 5 m
 "ping <n>" to the master and expects "pong <n> 33x77 fg tty noecho 4321:4321:620": the
 grandchild checks its terminal (window size, its group in the foreground, /dev/tty opens,
 echo off, owner and mode) and answers through /dev/tty (opened once, held). A ping whose answer does not come within 2 s is sent again
-(bytes in flight in a pty are not kept by a restore). The parent appends "<n> <pid> ok"."""
+(a ping waiting for the job, which reads whole lines, is not kept by a restore). The parent appends "<n> <pid> ok"."""
 import fcntl
 import os
 import pty
