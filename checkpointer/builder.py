@@ -355,6 +355,9 @@ class ProcessBuilder:
         self.inj.call(NR["personality"], self.meta["personality"])
         if self.meta.get("child_subreaper"):           # version 5, as the one below
             self.inj.check(NR["prctl"], PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, what="PR_SET_CHILD_SUBREAPER")
+        for command in kernel.MEMBARRIER_REGISTER_COMMANDS:    # version 8
+            if self.meta.get("membarrier", 0) & command:
+                self.inj.check(NR["membarrier"], command, 0, 0, what=f"membarrier(register {command:#x})")
         if self.meta.get("oom_score_adj"):
             try:
                 with open(f"/proc/{self.tid}/oom_score_adj", "w") as adj:

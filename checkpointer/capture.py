@@ -330,13 +330,14 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
 
 def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool = False) -> dict:
     """State only readable from inside, all threads' calls in one batch (batch.py): brk,
-    whether it is a child subreaper, signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
+    whether it is a child subreaper, its membarrier registrations, signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
     of each thread and the signal it gets when its parent dies. Then the thread state
     ptrace reads from outside."""
     nr, main = kernel.NR, proc.pid
     batch = SyscallBatch(proc.pid, int(status["SigIgn"], 16))
     brk = batch.add(main, nr["brk"], 0)
     subreaper = batch.add(main, nr["prctl"], PR_GET_CHILD_SUBREAPER, OUT, out=4)
+    membarrier = batch.add(main, nr["membarrier"], kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
     handled = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
     actions = {sig: batch.add(main, nr["rt_sigaction"], sig, 0, OUT, 8, out=32)
                for sig in range(1, 65) if handled >> (sig - 1) & 1}
@@ -353,6 +354,7 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool
     return {
         "brk": brk.check("brk(0)"),
         "child_subreaper": struct.unpack("i", subreaper.output("PR_GET_CHILD_SUBREAPER"))[0],
+        "membarrier": max(membarrier.result, 0),   # the registrations (a kernel before 6.3 tells none)
         "sigactions": {str(sig): list(struct.unpack("QQQQ", call.output(f"rt_sigaction({sig})")))
                        for sig, call in actions.items()},
         "itimers": [list(struct.unpack("qqqq", call.output("getitimer"))) for call in itimers],
