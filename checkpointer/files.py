@@ -41,7 +41,7 @@ from collections import OrderedDict
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_repair
+from . import fown, inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_repair
 from .callbatch import run_all
 from .errors import CheckpointError, ProcessGone, Unsupported
 
@@ -127,6 +127,8 @@ class FileCapture:
                 return file_id
         record = self._describe(pid, info)
         record.update(id=len(self.files), target=info.target, flags=info.flags & ~O_CLOEXEC, pos=info.pos)
+        if info.flags & fown.O_ASYNC:     # version 8: who gets its signals
+            record.update(fown.describe(pid, info.fd))
         self.files.append(record)
         holders.append((pid, info.fd, record["id"]))
         return record["id"]
@@ -630,6 +632,7 @@ class FileRestorer:
         self.sealing: list[tuple[int, int]] = []   # (our fd on a new memfd, the seals it gets at `finish`)
         self.new_sockets: dict[int, int] = {}   # socket file id -> its spare fd, made by _make_sockets
         self.memfd_given: set[int] = set()  # memfd file ids whose memfd_create()d file a memfd_fd took
+        self.owned: set[int] = set()        # file ids given their O_ASYNC owner (fown.py)
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -717,6 +720,11 @@ class FileRestorer:
                           what=f"dup3 to fd {record['fd']}")
                 inj.check(kernel.NR["close"], got)
         moves.run()
+        for record in fds:
+            file = self.files[record["file"]]
+            if "owner" in file and file["id"] not in self.owned:
+                self.owned.add(file["id"])
+                fown.give(inj, record["fd"], file["owner"], self.warnings, f"process {ns_pid}, fd {record['fd']}")
         self._fill_epolls(builder, fds)
         return spares
 
