@@ -722,9 +722,9 @@ class FileRestorer:
         moves.run()
         for record in fds:
             file = self.files[record["file"]]
-            if "owner" in file and file["id"] not in self.owned:
+            if "fown" in file and file["id"] not in self.owned:
                 self.owned.add(file["id"])
-                fown.give(inj, record["fd"], file["owner"], self.warnings, f"process {ns_pid}, fd {record['fd']}")
+                fown.give(inj, record["fd"], file["fown"], self.warnings, f"process {ns_pid}, fd {record['fd']}")
         self._fill_epolls(builder, fds)
         return spares
 

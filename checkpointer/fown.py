@@ -29,7 +29,7 @@ _NR_FCNTL = 72
 
 
 def describe(pid: int, fd: int) -> dict:
-    """{"owner": [F_OWNER_* type, pid / pgid / tid as `pid` sees it, signal]} of fd `fd` of
+    """{"fown": [F_OWNER_* type, pid / pgid / tid as `pid` sees it, signal]} of fd `fd` of
     process `pid` (host PID), or {} when it has none we can keep."""
     ours = kernel.borrow_fd(pid, fd)
     try:
@@ -38,12 +38,12 @@ def describe(pid: int, fd: int) -> dict:
     finally:
         os.close(ours)
     if owner <= 0:
-        return {"owner": [F_OWNER_PID, 0, signal]} if signal else {}
+        return {"fown": [F_OWNER_PID, 0, signal]} if signal else {}
     try:   # a group's id is its leader's pid
         owner = procfs.ns_id(procfs.status(owner)["NSpid"])
     except (ProcessGone, KeyError):
         return {}
-    return {"owner": [kind, owner, signal]}
+    return {"fown": [kind, owner, signal]}
 
 
 def give(inj, fd: int, owner: list[int], warnings: list[str], what: str) -> None:

@@ -14,7 +14,7 @@ def test_the_owner_and_signal_of_an_async_pipe_come_back(procs, store, tmp_path)
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to get its signals")
     checkpointer.checkpoint([proc.pid], store, "fown")
     pid = load_image(store, "fown").processes[0]["pid"]
-    owners = [f["owner"] for f in load_image(store, "fown").files if "owner" in f]
+    owners = [f["fown"] for f in load_image(store, "fown").files if "fown" in f]
     assert owners == [[1, pid, 12]]     # F_OWNER_PID, the process itself, SIGUSR2
     procs.kill(proc)
     restored = checkpointer.restore(store, "fown")
