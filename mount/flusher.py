@@ -15,6 +15,11 @@ first writes the line "slsfs-flusher 1"; then the daemon writes one byte per req
 the helper opens the mount point, syncfs()es it, closes it (a descriptor kept open would
 make a plain umount fail with EBUSY) and answers one line: "0" or the errno of the
 failure. It exits at the end of its input.
+
+Two clients speak it: `Flusher` from the daemon's trio thread, and `ThreadFlusher`
+from any other thread, which blocks on the pipe (e.g. a group daemon's tracer, which
+syncs the mount while the group is frozen: a thread asleep on a pipe dies with the
+daemon, one asleep in syncfs does not).
 """
 from __future__ import annotations
 
@@ -46,6 +51,22 @@ def serve(mountpoint: str) -> None:
         sys.stdout.buffer.flush()
 
 
+def _check_banner(banner: bytes) -> None:
+    if banner != BANNER:
+        raise OSError(f"the syncfs helper speaks {banner!r}, not {BANNER!r} "
+                      "(slsfs was upgraded under a running mount: remount)")
+
+
+def _check_answer(answer: bytes) -> None:
+    err = int(answer)
+    if err:
+        raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
+
+
+def _command(mountpoint: str) -> list[str]:
+    return [sys.executable, "-I", os.path.abspath(__file__), str(mountpoint)]
+
+
 class Flusher:
     """The daemon's side: one helper process per mount, asked from the trio thread."""
 
@@ -58,25 +79,19 @@ class Flusher:
 
     @classmethod
     async def start(cls, mountpoint: str) -> "Flusher":
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-I", os.path.abspath(__file__), str(mountpoint)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        process = await trio.lowlevel.open_process(_command(mountpoint), stdin=subprocess.PIPE,
+                                                   stdout=subprocess.PIPE)
         return cls(process)
 
     async def syncfs(self) -> None:
         """syncfs the mount in the helper; the trio thread keeps answering meanwhile."""
         async with self._lock:
             if not self._greeted:
-                banner = await self._line()
-                if banner != BANNER:
-                    raise OSError(f"the syncfs helper speaks {banner!r}, not {BANNER!r} "
-                                  "(slsfs was upgraded under a running mount: remount)")
+                _check_banner(await self._line())
                 self._greeted = True
             await self.process.stdin.send_all(b"s")
             answer = await self._line()
-        err = int(answer)
-        if err:
-            raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
+        _check_answer(answer)
 
     async def _line(self) -> bytes:
         line = b""
@@ -97,6 +112,46 @@ class Flusher:
             await self.process.wait()
         if self.process.returncode is None:
             self.process.kill()
+
+
+class ThreadFlusher:
+    """The helper asked from a thread that is not trio's: `syncfs()` blocks that thread
+    (on a pipe) until the helper's syncfs returned. One thread at a time."""
+
+    def __init__(self, mountpoint: str) -> None:
+        self.process = subprocess.Popen(_command(mountpoint), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE)
+        self._greeted = False
+
+    def syncfs(self) -> None:
+        if not self._greeted:
+            _check_banner(self._line())
+            self._greeted = True
+        try:
+            self.process.stdin.write(b"s")
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):    # it exited (or we closed it)
+            pass                                 # _line says how
+        _check_answer(self._line())
+
+    def _line(self) -> bytes:
+        line = self.process.stdout.readline()
+        if not line.endswith(b"\n"):
+            raise OSError(f"the syncfs helper (pid {self.process.pid}) exited "
+                          f"with status {self.process.poll()}")
+        return line
+
+    def close(self) -> None:
+        """End the helper like Flusher.close (a kill if it does not go within EXIT_WAIT_S)."""
+        try:
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.process.wait(Flusher.EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.process.stdout.close()
 
 
 if __name__ == "__main__":
