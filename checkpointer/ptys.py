@@ -19,9 +19,10 @@ nobody sees the difference), and with the terminal's processing switched off whi
 (output processing for output, input processing and echo for input): written back, they
 are the bytes that were there, not processed twice.
 
-Simplifications: input waiting for a slave in canonical mode (a shell reading whole lines)
-is dropped (counted in a warning): its unfinished line cannot be read without ending it,
-so the complete lines before it cannot be taken out in order; a packet-mode master's
+Simplifications: dropped at restore (counted in a warning) are input waiting for a slave
+in canonical mode (a shell reading whole lines: its unfinished line cannot be read without
+ending it, so the complete lines before it cannot be taken out in order) and a backed-up
+side's bytes (KEPT_AT_MOST: a program writing faster than its terminal is read); a packet-mode master's
 status bytes are dropped (its data is kept); the new pair has another index, so a program that kept its terminal's name
 sees a stale one; a slave lock (before unlockpt) is not kept; only the host's /dev/ptmx
 (not a private devpts instance). Linux gives a controlling terminal only to a
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import stat
 import struct
 import termios
@@ -48,6 +50,11 @@ TCGETS, TCSETS, TIOCGWINSZ, TIOCSWINSZ = 0x5401, 0x5402, 0x5413, 0x5414
 TIOCSCTTY, TIOCSPGRP, TIOCPKT, FIONREAD = 0x540E, 0x5410, 0x5420, 0x541B
 TIOCGPTN, TIOCSPTLCK, TIOCGPKT, TIOCGPTPEER = 0x80045430, 0x40045431, 0x80045438, 0x5441
 TERMIOS_SIZE = 36                       # the kernel's struct termios (TCGETS/TCSETS)
+# Waiting bytes are taken out (and put back) only while a side's line discipline holds
+# fewer than this (of the 4095 it takes): a full one is backed up and has more behind it
+# in the kernel's flip buffers, and how much of that fits again depends on the sizes it was
+# first written in (measured here: 15-22 KiB), so the running program could lose the rest.
+KEPT_AT_MOST = 4000
 _NR_IOCTL = 16
 O_RDWR, O_NOCTTY = 0o2, 0o400
 
@@ -65,12 +72,15 @@ def describe_master(pid: int, fd: int, fdinfo: dict[str, str]) -> dict:
         slave = _slave_of(dup, os.O_RDWR)
         try:
             st = os.fstat(slave)
-            output = _take_output(dup, packet)
-            _give_output(slave, settings, output)
-            if _canonical(settings):
-                input_, dropped = b"", _int_ioctl(slave, FIONREAD)
+            output, dropped = b"", _int_ioctl(dup, FIONREAD)
+            if dropped < KEPT_AT_MOST:
+                output, dropped = _take_output(dup, packet), 0
+                _give_output(slave, settings, output)
+            input_, waiting = b"", _int_ioctl(slave, FIONREAD)
+            if _canonical(settings) or waiting >= KEPT_AT_MOST:
+                dropped += waiting
             else:
-                input_, dropped = _drain(slave), 0
+                input_ = _drain(slave)
                 _give_input(dup, slave, settings, input_)
         finally:
             os.close(slave)
@@ -159,13 +169,16 @@ def _give_input(master: int, slave: int, settings: bytes, input_: bytes) -> None
 
 
 def _write_all(fd: int, data: bytes, what: str) -> None:
-    view = memoryview(data)
+    """Write all of `data` to a non-blocking tty fd, waiting for room as the kernel passes
+    earlier bytes on (they fitted before they were read out, so they fit again)."""
+    view, deadline = memoryview(data), time.monotonic() + 5.0
     while view:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
-            raise CheckpointError(f"a pseudo-terminal had no room for its {len(data)} waiting bytes of "
-                                  f"{what}: they could not be kept") from None
+            if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+                raise CheckpointError(f"a pseudo-terminal took {len(data) - len(view)} of its {len(data)} "
+                                      f"waiting bytes of {what} back, the rest not within 5 s") from None
 
 
 def _slave_of(master: int, access: int = os.O_RDONLY) -> int:
