@@ -52,9 +52,9 @@ SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, 
 TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: ptys.PTS_MAJORS)
 POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o0, 0o1, 0o2, 0o4000
-O_CLOEXEC, O_TMPFILE = 0o2000000, 0o20200000
+O_CLOEXEC, O_TMPFILE, O_PATH = 0o2000000, 0o20200000, 0o10000000
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW = 0o100, 0o200, 0o400, 0o1000, 0o400000
-KCMP_FILE, KCMP_EPOLL_TFD = 0, 7
+KCMP_FILE, KCMP_FILES, KCMP_EPOLL_TFD = 0, 2, 7
 SPLICE_F_NONBLOCK = 2
 F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 1, 2, 1
 MAX_DELETED_FILE = 1 << 30
@@ -106,6 +106,10 @@ class FileCapture:
         self._leased_files: set[tuple[int, int]] | None = None  # (dev, ino) under a lease, read once
 
     def fd_records(self, pid: int) -> list[dict]:
+        parent = int(procfs.frozen_status(pid)["PPid"])
+        if parent in self._captured and kernel.syscall(_NR_KCMP, pid, parent, KCMP_FILES, 0, 0) == 0:
+            raise Unsupported(f"process {pid} shares its file descriptor table with its parent {parent} "
+                              "(clone with CLONE_FILES): such processes cannot be checkpointed yet")
         self._captured.add(pid)
         infos = procfs.fds(pid, lambda fd, target: _connection_fdinfo.get((pid, fd, target)))
         self._targets = {info.fd: info.target for info in infos}
@@ -166,6 +170,8 @@ class FileCapture:
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
         target = _undeleted(target, st)
+        if info.flags & O_PATH and not target.endswith(procfs.DELETED):
+            return {"kind": "file", "path": target}  # a place, not an open file: a symlink, a device, a FIFO
         if target.startswith("/memfd:") or (target.startswith(POSIX_SHM_DIR) and target.endswith(procfs.DELETED)
                                             and stat.S_ISREG(mode)):  # memory, shared with its mappings
             return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
@@ -186,7 +192,11 @@ class FileCapture:
             return {"kind": "device", "path": target}
         if device and (device[0] in TTY_MAJORS or device[0] in ptys.PTS_MAJORS):
             return {"kind": "tty", "path": target}
-        raise Unsupported(f"{what}: this kind of file (an unlinked FIFO, or a device) cannot be checkpointed")
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a symbolic link" if stat.S_ISLNK(mode)
+                else "a socket file" if stat.S_ISSOCK(mode) else "a device")
+        raise Unsupported(f"{what}: {'an unlinked ' + kind[2:] if target.endswith(procfs.DELETED) else kind} "
+                          "cannot be checkpointed (only /dev/null and friends, terminals, FIFOs that still "
+                          "have their names and O_PATH fds do)")
 
     def memfd(self, inode: int, path: str, source: str, name: str | None = None) -> int:
         """The file id of a memfd's (or shared memory's, or a deleted file's) contents,

@@ -1,0 +1,46 @@
+"""Fds of unusual kinds. O_PATH fds (zdtm symlink): an fd that names a place without opening
+it (a symbolic link itself, a device) is reopened by its path with O_PATH; it was refused
+as an unknown kind of file. An unlinked one is still refused, with an error naming what it
+is. A fd table shared by two processes (zdtm fdt_shared) is refused by name."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import checkpointer
+
+from ckpt_helpers import ok_lines, wait_for
+
+
+def test_o_path_fds_on_a_symlink_and_a_device_come_back(procs, store, tmp_path):
+    out = tmp_path / "paths.out"
+    proc = procs.python("path_fds.py", str(out), str(tmp_path))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to hold its fds")
+    checkpointer.checkpoint([proc.pid], store, "paths")
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "paths")
+    procs.restored.append(restored)
+    size = out.stat().st_size
+    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
+    bad = [line for line in ok_lines(out) if "BAD" in line]
+    assert not bad, f"the target reported: {bad[:3]}"
+
+
+def test_an_unlinked_symlink_is_refused_by_name(procs, store, tmp_path):
+    out = tmp_path / "paths.out"
+    proc = procs.python("path_fds.py", str(out), str(tmp_path))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 2, "the target to hold its fds")
+    os.unlink(tmp_path / "link")
+    with pytest.raises(checkpointer.Unsupported, match="an unlinked symbolic link cannot be checkpointed"):
+        checkpointer.checkpoint([proc.pid], store, "paths")
+
+
+def test_a_shared_fd_table_is_refused_by_name(procs, store, tmp_path, binaries):
+    """Processes sharing one fd table (clone with CLONE_FILES; zdtm fdt_shared) would come
+    back with two: refused, naming them, rather than restored wrong."""
+    out = tmp_path / "table.out"
+    proc = procs.start([str(binaries / "shared_fd_table"), str(out)])
+    wait_for(lambda: out.exists() and ok_lines(out) == ["ready"], "the child to be cloned")
+    with pytest.raises(checkpointer.Unsupported, match=r"shares its file descriptor table with its parent"):
+        checkpointer.checkpoint([proc.pid], store, "table", tree=True)
