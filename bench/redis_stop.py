@@ -5,7 +5,10 @@ A redis-server (Debian's, loopback, no persistence) with a dataset of --redis-mi
 process checkpoints it --checkpoints times, --hz per second, through the daemon's own
 code path (slsfs.group_checkpoint.take: pre-copy, freeze, incremental page selection,
 capture, arm, page copy or fork snapshot, thaw; then Captured.write into a store of its
-own). What the daemon adds is left out: the syncfs is of /proc (no file system to drain),
+own). Redis's stdout and stderr go to /dev/null: a file the bench's stderr was redirected
+to would be a file the capture keeps (a written file in /tmp), which costs a read of
+/proc/locks in every stop (7-16 ms here: an RCU grace period) and is not Redis's. What
+the daemon adds is left out: the syncfs is of /proc (no file system to drain),
 the file system seal is a no-op, and there is no trio thread or FUSE serving to compete
 with. So the figures move less with the machine's load than bench/groups.py's, and a
 change to the capture side shows up in them with fewer runs.
@@ -57,7 +60,7 @@ def start_redis(work: Path, mib: int) -> tuple[subprocess.Popen, int]:
         port = s.getsockname()[1]
     server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
                                "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"],
-                              cwd=work, stdout=subprocess.DEVNULL)
+                              cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while redis_cli(port, "PING") != "PONG":
         if time.monotonic() > deadline:

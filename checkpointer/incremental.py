@@ -33,6 +33,27 @@ when they are few next to the process's resident memory (snapshot.PageCopy decid
 Either way the pages are stored (hashed, compressed, appended) by `complete()`, after
 the thaw.
 
+Why the pages written again after the pre-copy are still copied inside the stop, not after
+the thaw with user-space copy-on-write (measured on this kernel, 6.18, 2026-11-30; the
+experiments are in the note of that day):
+- The tracking userfaultfd is WP_ASYNC: a write to a protected page is resolved by the
+  kernel (~1.3 us) and never reaches a reader. Its mode cannot change (a second UFFDIO_API
+  answers EINVAL) and a second, synchronous userfaultfd cannot register the same range
+  (EBUSY). Moving a range to a second one needs UFFDIO_UNREGISTER, which clears the
+  write-protection of every page in it, splits the VMA (its signature here changes: the
+  mapping would be stored whole next time) and does not merge back when registered again.
+- A synchronous fault costs the writer a round trip to our reader: median 16 us, p99
+  40-110 us with an idle Python reader (process_vm_readv of the page 4 us, then
+  UFFDIO_WRITEPROTECT mode 0), against ~2.5 us per page copied in the stop.
+- The pages left for the stop are the hot ones: Redis under redis-benchmark rewrites
+  ~600-800 pages in any window of a few ms or more (a second and third pre-copy round cut
+  them only from 791 to 625 per stop, for 2.4x the pre-copy's CPU). After a thaw most of
+  them would fault at once: ~700 x 16+ us of stalls, more than the ~1.5-2 ms they cost
+  inside the stop.
+- A userfaultfd made UFFD_USER_MODE_ONLY (what a target without CAP_SYS_PTRACE may make)
+  turns a kernel write into a protected page (read(2) into a buffer) into EFAULT for the
+  application; without that flag the kernel's write faults to the reader and succeeds.
+
 Simplifications: pages dropped inside an unchanged mapping (MADV_DONTNEED) keep their
 old contents in the image. Shared anonymous memory is followed the same way
 (shared_memory.py); other shared memory is captured whole every time.
