@@ -4,8 +4,8 @@ whose peer cannot follow.
 What: `describe(sock, unix)` records a TCP/UDP (IPv4/IPv6) or Unix socket borrowed
 from a frozen process: family, type, protocol, options (OPTIONS: reuse, keepalive and its
 timings, priority, timeouts, linger, the bound device, TOS/TTL, TCP_NODELAY, TCP_CORK,
-buffer sizes set by the program (BUFFER_SIZES) ...), bound address,
-backlog (from sock_diag), a UDP socket's connected peer, and its state: `listen`,
+buffer sizes set by the program (BUFFER_SIZES) ...), a classic BPF filter (sockfilter.py),
+bound address, backlog (from sock_diag), a UDP socket's connected peer, and its state: `listen`,
 `bound`, `unbound` or `closed` (a connected stream whose peer is outside the image; one
 whose peer is in the image too is given its TCP state by tcp_repair.py: `established`).
 `rebuild(sock, record)` gives a fresh socket, made inside the restored process and
@@ -33,7 +33,7 @@ import stat
 import struct
 import threading
 
-from . import kernel, sockets
+from . import kernel, sockets, sockfilter
 from .errors import CheckpointError
 
 TCP_LISTEN, TCP_CLOSE = 10, 7
@@ -114,6 +114,8 @@ def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
     for name in OPTIONS:
         if _applies(name, family, sock_type):
             record["options"][name] = _get_option(sock, name)
+    if (program := sockfilter.read(sock.fileno())) is not None:
+        record["filter"] = program      # version 8
     if family == socket.AF_UNIX:
         name = unix["name"]
         if name and name[:1] != b"\0":
@@ -203,6 +205,8 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
     for name, value in record["options"].items():
         if _get_option(sock, name) != value:   # only changes: some options need privileges to set at all
             _set_option(sock, name, value)
+    if "filter" in record:
+        sockfilter.attach(sock.fileno(), record["filter"])
     if record["state"] == "closed":
         _make_closed(sock)
         return

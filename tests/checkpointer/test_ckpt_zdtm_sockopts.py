@@ -24,3 +24,18 @@ def test_freebind_buffer_sizes_and_cork_come_back(procs, store, tmp_path):
     wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
     bad = [line for line in ok_lines(out) if "BAD" in line]
     assert not bad, f"the target reported: {bad[:3]}"
+
+
+def test_a_socket_filter_comes_back(procs, store, tmp_path):
+    """A classic BPF filter (SO_ATTACH_FILTER; zdtm sock_filter00) still filters after a restore."""
+    out = tmp_path / "filter.out"
+    proc = procs.python("filtered_socket.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to filter")
+    checkpointer.checkpoint([proc.pid], store, "filter")
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "filter")
+    procs.restored.append(restored)
+    size = out.stat().st_size
+    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
+    bad = [line for line in ok_lines(out) if "BAD" in line]
+    assert not bad, f"the target reported: {bad[:3]}"
