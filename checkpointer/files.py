@@ -753,7 +753,8 @@ class FileRestorer:
         for record in builder.meta["fds"]:
             if record.get("locks"):
                 file = self.files[record["file"]]
-                locks.retake(builder.inj, record["fd"], record["locks"], file.get("path") or file["target"])
+                locks.retake(builder.inj, record["fd"], record["locks"], file.get("path") or file["target"],
+                             self.warnings)
 
     def _fill_epolls(self, builder, fds: list[dict]) -> None:
         """Watches of the epolls this process registered them in, now that its fds exist."""
@@ -938,8 +939,8 @@ class FileRestorer:
         """An fd on a directory removed since (made again for the open: removed_dirs)."""
         with removed_dirs.stand_in(path) as ghost:
             if ghost is None:
-                raise CheckpointError(f"cannot reopen the removed directory {path}: its parent directory "
-                                      "is gone too (make it again, or pass a remap)")
+                raise CheckpointError(f"cannot reopen the removed directory {path}: no directory can be "
+                                      "made in its place to stand in for it (pass a remap)")
             return builder.open(ghost, flags, f"the removed directory {path}")
 
     def _make_again(self, builder, path: str, record: dict) -> bool:

@@ -55,8 +55,10 @@ def leased_files() -> set[tuple[int, int]]:
     return found
 
 
-def retake(inj, fd: int, locks: list[list], what: str) -> None:
-    """Take `locks` (from `held`) on the restored process's `fd` (`inj`: its injector)."""
+def retake(inj, fd: int, locks: list[list], what: str, warnings: list[str] | None = None) -> None:
+    """Take `locks` (from `held`) on the restored process's `fd` (`inj`: its injector).
+    With `warnings`, a lease that cannot be taken (the file is open elsewhere now) is named
+    there instead: its holder goes on as after a lease break, without it."""
     for kind, access, first, last in locks:
         if kind == "FLOCK":
             result = inj.call(_NR_FLOCK, fd, (LOCK_SH if access == "READ" else LOCK_EX) | LOCK_NB)
@@ -66,6 +68,10 @@ def retake(inj, fd: int, locks: list[list], what: str) -> None:
             length = 0 if last < 0 else last - first + 1
             request = struct.pack("hhqqi4x", F_RDLCK if access == "READ" else F_WRLCK, SEEK_SET, first, length, 0)
             result = inj.call(_NR_FCNTL, fd, F_SETLK if kind == "POSIX" else F_OFD_SETLK, inj.put(request))
+        if result < 0 and kind == "LEASE" and warnings is not None:
+            warnings.append(f"the {access.lower()} lease on {what} could not be taken back "
+                            f"({errno.errorcode.get(-result, -result)}: the file is open elsewhere): it is gone")
+            continue
         if result < 0:
             where = "the whole file" if kind in ("FLOCK", "LEASE") else \
                 f"bytes {first}-{'end' if last < 0 else last}"

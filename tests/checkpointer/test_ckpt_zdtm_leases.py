@@ -27,3 +27,19 @@ def test_read_and_write_leases_are_kept_and_held_again_after_restore(procs, stor
     wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
     bad = [line for line in ok_lines(out) if "BAD" in line]
     assert not bad, f"the target reported: {bad[:3]}"
+
+
+def test_a_lease_that_cannot_be_taken_back_is_a_warning(procs, store, tmp_path):
+    """A file open elsewhere at restore time (zdtm file_lease02: a lease being broken)
+    cannot be leased again: the restore goes on, naming the lost lease."""
+    out = tmp_path / "leases.out"
+    proc = procs.python("lease_holder.py", str(out), str(tmp_path))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the leases to be taken")
+    checkpointer.checkpoint([proc.pid], store, "leases")
+    procs.kill(proc)
+    with open(tmp_path / "write"):   # a write lease needs the file open nowhere else
+        restored = checkpointer.restore(store, "leases")
+        procs.restored.append(restored)
+    assert any("write lease" in w and "could not be taken back" in w for w in restored.warnings), restored.warnings
+    size = out.stat().st_size
+    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
