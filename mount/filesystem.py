@@ -14,8 +14,8 @@ FUSE requests wait meanwhile (one reader task), so the fsyncs of several process
 made durable one after another; one that finds nothing written since the last durable
 commit costs no commit and no disk fsync (its data rode on the earlier one).
 
-The kernel's writeback cache (`writeback_cache=True`: on in the standalone daemon, off
-by default for embedding daemons until they are checked with it): writes land in
+The kernel's writeback cache (`writeback_cache=True`: on in the standalone daemon and in
+slsfs's group daemon, off by default for other embedding daemons): writes land in
 the kernel's page cache and reach the daemon in large batches, at close, at fsync, at
 syncfs or when the kernel writes back on its own (up to 30 s later); the kernel owns
 mtime, ctime and size of open files meanwhile and sends them with SETATTR. What this
@@ -35,7 +35,8 @@ changes for durability, and how it is bounded:
   dirty page in, as they did for shared mmaps before; but a daemon SIGKILLed while its
   own thread sits in such a syncfs can no longer exit (see mount.flusher): an embedding
   daemon that turns the cache on must syncfs from another process: `sync_kernel_cache`
-  does it through the helper process.
+  does it through the helper process from the trio thread, mount.flusher.ThreadFlusher
+  from any other thread (slsfs's tracer, with the group frozen).
 - ENOSPC and EIO from the daemon surface at fsync or close, not at write().
 - a daemon that stops serving (cancels `serve`) must first `await fs.flush_kernel_writes()`
   or the kernel's dirty pages of still-open files are lost with the connection; the
@@ -291,8 +292,9 @@ class FileSystem:
         cache's and shared mmaps'), then let this daemon answer the requests the kernel
         still has queued for it (at most DRAIN_TIMEOUT_S): what `drain_kernel_cache`
         does, but the syncfs runs in the helper process (mount.flusher), so no thread of
-        this daemon ever sleeps in it and a SIGKILLed daemon can always exit. This is the
-        way to drain the kernel at a group checkpoint with the writeback cache on.
+        this daemon ever sleeps in it and a SIGKILLed daemon can always exit. (A thread
+        that must not wait for the trio thread, as slsfs's tracer inside a group's stop,
+        uses its own helper: mount.flusher.ThreadFlusher, then waits for the drain.)
 
         Call it from the trio thread that serves (another thread:
         `trio.from_thread.run(fs.sync_kernel_cache, trio_token=token)`). Without the

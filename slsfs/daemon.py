@@ -23,7 +23,12 @@ stop kills the groups first and ends the process within STOP_WATCHDOG_S whatever
 Old checkpoints are thinned by the store's retention policy (slsfs.group_retention).
 
 The mount is made with allow_other (group processes may run as any user; the kernel
-checks permissions).
+checks permissions) and the kernel's writeback cache (writes land in the page cache and
+reach the daemon in batches: mount.filesystem). A group checkpoint brings the group's
+dirty pages in while the group is frozen, through a syncfs helper process
+(mount.flusher.ThreadFlusher: the tracer thread waits on its pipe, never in syncfs
+itself, so a SIGKILLed daemon can always exit); a stop flushes what the dying
+processes left in the cache before unmounting.
 
 A group whose image holds at least LAZY_MIN_BYTES of pages is restored lazily
 (checkpointer.lazy): it runs at once while a page server (a fork of this daemon, made
@@ -65,6 +70,7 @@ from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError
+from mount.flusher import ThreadFlusher
 
 from . import group_checkpoint, group_init, group_process, group_retention, groups, orphans, procs_view, rootfs
 from .daemon_ready import ready_line
@@ -94,6 +100,7 @@ class Daemon:
         self.nursery: trio.Nursery | None = None
         self.failed = ""
         self.mount_fd = -1                    # the mount's root, opened once (group_checkpoint.syncfs)
+        self.flusher: ThreadFlusher | None = None   # syncfs of the mount for the tracer thread
         self.roots: set[str] = set()          # root file systems prepared for --root groups (slsfs.rootfs)
         self.pages_coming: dict[str, trio.Event] = {}   # lazily restored groups: set once all pages are in
         fs.history.extensions["procs"] = procs_view.provider(store)
@@ -114,7 +121,7 @@ class Daemon:
                 writer = ImageWriter(self.store, group.tracking.parent)
                 captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mount_fd, writer,
                                                  self.tracer.in_trio, lambda: self._commit_files(group),
-                                                 group.tracking)
+                                                 group.tracking, self.flusher.syncfs)
                 image = await captured.write()
                 pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
                 groups.save(self.store, GroupCheckpoint(group.settings, group.seq + 1, time.time(), image,
@@ -442,6 +449,8 @@ class Daemon:
             deadline = time.monotonic() + STOP_WAIT_S
             while any(g.alive() for g in self.groups.values()) and time.monotonic() < deadline:
                 await trio.sleep(0.02)         # keep serving FUSE: dying processes flush their files
+            with trio.move_on_after(STOP_WAIT_S):
+                await self.fs.flush_kernel_writes()   # what is left in the writeback cache
             for group in self.groups.values():
                 group.reap()
             for root in self.roots:            # before the FUSE unmount, which they would block
@@ -505,6 +514,7 @@ class Daemon:
                 nursery.cancel_scope.cancel()
             await nursery.start(serve_then_stop)
             self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+            self.flusher = ThreadFlusher(self.mountpoint)
             nursery.start_soon(self._stop_on_signals)
             nursery.start_soon(self.run_retention)
             if restore is not None:
@@ -613,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
             raise GroupError("no mount point given")
         detach_stale(mountpoint, args.store)
         os.makedirs(mountpoint, exist_ok=True)
-        fs = FileSystem(store, volume, checkpoint_interval_ms=None)
+        fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True)
         daemon = Daemon(store, fs, os.path.abspath(mountpoint))
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)
@@ -634,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
             daemon.kill_groups()
             detach_if_mounted(daemon.mountpoint)     # whatever ended us: no mount outlives us
             daemon.tracer.close()
+            if daemon.flusher is not None:
+                daemon.flusher.close()
         store.close()
 
 

@@ -70,13 +70,18 @@ SIGKILL_BIT = 1 << 8
 YIELD_BYTES = 1 << 20      # Captured.write lets trio serve FUSE after each MiB of pages (~1-2 ms)
 
 
-def syncfs(mount_fd: int) -> None:
+def syncfs(mount_fd: int, through: Callable[[], None] | None = None) -> None:
     """syncfs(2) through ctypes, which lets go of the GIL: the trio thread must answer
     the write-back requests meanwhile. `mount_fd` is opened once per daemon: every FUSE
     request a daemon thread makes to its own mount is a hazard (if the daemon is
     SIGKILLed while such a request is in flight, that thread can never finish, and the
-    half-dead daemon holds the FUSE connection, and the application, forever)."""
-    if _libc.syncfs(mount_fd) != 0:
+    half-dead daemon holds the FUSE connection, and the application, forever).
+    `through`: a function that syncfs()es the mount in another process instead
+    (mount.flusher.ThreadFlusher.syncfs), which a mount with the kernel's writeback
+    cache needs: there, a thread of ours asleep in syncfs keeps a SIGKILLed daemon alive."""
+    if through is not None:
+        through()
+    elif _libc.syncfs(mount_fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
     # syncfs may return once the writes are queued: wait until the daemon took them in
@@ -157,14 +162,16 @@ class Captured:
 
 
 def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
-         commit_files: Callable[[], tuple[int, ChunkId]], tracking: PageTracking) -> Captured:
+         commit_files: Callable[[], tuple[int, ChunkId]], tracking: PageTracking,
+         sync_through: Callable[[], None] | None = None) -> Captured:
     """Steps 1-5 above, into `writer` (made in the trio thread before the stop, on the
     previous image `tracking.parent`). `commit_files()` seals and commits the file system
     in the trio thread and returns (commit id, volume root); it is the only trip to the
     trio thread inside the stop (each costs a thread hand-off: a millisecond or more on a
     busy machine). The pages written since the previous checkpoint are copied first, the
     processes running (`tracking.precopy()`): the stop copies only those written again
-    since. On any error the caller resets `tracking`."""
+    since. `sync_through`: how the mount is syncfs()ed (see syncfs). On any error the
+    caller resets `tracking`."""
     pages: list[tuple[int, int, bytes]] = []
     blobs: list[bytes] = []
     clears: list[tuple[int, int, int]] = []      # the parent image's pages to drop, in write()
@@ -184,7 +191,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         try:
             with freeze(pids, tree=True) as frozen:
                 with phase("syncfs"):
-                    syncfs(mount_fd)
+                    syncfs(mount_fd, sync_through)
                 with phase("files_commit"):
                     files_commit, fs_root = in_trio(commit_files)
                 with phase("page_selection"):
