@@ -265,7 +265,8 @@ class FileCapture:
         if info["type"] == "stream":
             data = sockets.queued(sock, what)
         else:   # framed: each message as u32 LE length + bytes
-            data = b"".join(struct.pack("<I", len(m)) + m for m in sockets.messages(sock, what))
+            data = b"".join(struct.pack("<I", len(m)) + m
+                            for m in sockets.messages(sock, what, receive_shut=bool(info["shutdown"] & 1)))
         return {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
                 "data": self.put_blob(data), "shutdown": info["shutdown"]}
 

@@ -99,9 +99,12 @@ def has_pending(sock: socket.socket) -> bool:
         return False
 
 
-def messages(sock: socket.socket, what: str) -> list[bytes]:
+def messages(sock: socket.socket, what: str, receive_shut: bool = False) -> list[bytes]:
     """The messages in a datagram or seqpacket socket's receive queue, left where they are
-    (the socket's own peek offset is put back)."""
+    (the socket's own peek offset is put back). `receive_shut`: its receiving side is shut
+    down (sock_diag's shutdown mask has 1), where an empty queue reads as the end of file,
+    size 0, not EAGAIN; the first empty read there ends the queue (an empty message queued
+    in such a socket is not kept)."""
     saved = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
     if saved < 0 and not has_pending(sock):    # the usual case (a peek without an offset moves nothing)
         return []
@@ -115,6 +118,8 @@ def messages(sock: socket.socket, what: str) -> list[bytes]:
                 size, ancillary, flags, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(4 * 253),
                                                               socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
+                return found
+            if size == 0 and receive_shut and not ancillary:
                 return found
             if ancillary:
                 _close_passed_fds(ancillary)

@@ -44,3 +44,22 @@ def test_a_shared_fd_table_is_refused_by_name(procs, store, tmp_path, binaries):
     wait_for(lambda: out.exists() and ok_lines(out) == ["ready"], "the child to be cloned")
     with pytest.raises(checkpointer.Unsupported, match=r"shares its file descriptor table with its parent"):
         checkpointer.checkpoint([proc.pid], store, "table", tree=True)
+
+
+def test_seqpacket_pairs_shut_down_for_reading_are_captured(procs, store, tmp_path):
+    """A seqpacket socket whose receiving side is shut down reads an empty queue as the end
+    of file, not EAGAIN: the capture read it as empty messages for ever (zdtm
+    sockets01-seqpacket: the checkpoint hung). Its queued message and the end of file are
+    there after a restore."""
+    out = tmp_path / "seqpacket.out"
+    proc = procs.python("seqpacket_shutdown.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to make its pairs")
+    checkpointer.checkpoint([proc.pid], store, "seqpacket")
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "seqpacket")
+    procs.restored.append(restored)
+    (tmp_path / "read-now").touch()
+    wait_for(lambda: "read ok" in ok_lines(out) or any("BAD" in l for l in ok_lines(out)),
+             "the restored process to read its pair")
+    bad = [line for line in ok_lines(out) if "BAD" in line]
+    assert not bad, f"the target reported: {bad[:3]}"
