@@ -1033,12 +1033,13 @@ class FileRestorer:
     def _make_deleted(self, builder, record: dict) -> int:
         """An unlinked file made again where it was: O_TMPFILE, or where the file system does
         not offer it (FUSE), a file created under a fresh name and unlinked at once; then
-        opened again with the original's flags."""
+        opened again with the original's flags, unless it was made with O_TMPFILE too."""
         original = record["target"][: -len(procfs.DELETED)]
         directory = self.remap(os.path.dirname(original))
         what = f"the unlinked file {original}"
+        as_made = record["flags"] & O_TMPFILE == O_TMPFILE and record["flags"] & O_ACCMODE == O_WRONLY
         fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
-                              O_TMPFILE | O_RDWR, record["mode"])
+                              O_TMPFILE | (O_WRONLY if as_made else O_RDWR), record["mode"])
         if fd == -errno.EOPNOTSUPP:
             name = os.path.join(directory, f".slsfs-restored-{os.urandom(6).hex()}")
             fd = builder.open(name, O_CREAT | O_EXCL | O_RDWR, what, mode=record["mode"])
@@ -1053,10 +1054,11 @@ class FileRestorer:
             os.chmod(path, record["mode"])
             os.utime(path, ns=tuple(record["times_ns"]))
         inj = builder.inj
-        # opened again: a description opened O_TMPFILE shows it in its flags (F_GETFL), and
-        # has the access mode O_RDWR whatever the original had
-        fd, tmpfile = self._reopen(builder, fd, record["flags"]), fd
-        inj.check(kernel.NR["close"], tmpfile)
+        if record["flags"] & O_TMPFILE == O_TMPFILE:    # it was made so too: the same flags
+            inj.check(_NR_FCNTL, fd, F_SETFL, record["flags"], what="F_SETFL")
+        else:   # opened again: one opened O_TMPFILE shows it in F_GETFL, with O_RDWR whatever it had
+            fd, tmpfile = self._reopen(builder, fd, record["flags"]), fd
+            inj.check(kernel.NR["close"], tmpfile)
         inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what="lseek")
         return fd
 
