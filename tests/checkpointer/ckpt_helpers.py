@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import checkpointer
+
 
 def wait_for(predicate, what: str, timeout: float = 60.0):
     """Poll until predicate() is truthy; fail naming `what` after `timeout` seconds."""
@@ -38,6 +40,19 @@ def assert_unbroken(path: Path, pid: int) -> int:
             f"line {expected} of {path.name} is {line!r}"
         expected += 1
     return expected - 1
+
+
+def restored_goes_on(procs, store, name: str, out: Path):
+    """Restore the image `name` (its processes already killed) and wait until the restored
+    target has written 200 more bytes to its output `out`, no line of it BAD; the Restored."""
+    restored = checkpointer.restore(store, name)
+    procs.restored.append(restored)
+    size = out.stat().st_size
+    wait_for(lambda: out.stat().st_size > size + 200 or "BAD" in out.read_text(errors="replace"),
+             "the restored process to go on")
+    bad = [line for line in ok_lines(out) if "BAD" in line]
+    assert not bad, f"the target reported: {bad[:3]}"
+    return restored
 
 
 def ns_pid(host_pid: int) -> int:

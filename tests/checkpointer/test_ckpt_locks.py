@@ -12,7 +12,7 @@ import pytest
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import children_of, ok_lines, wait_for
+from ckpt_helpers import children_of, ok_lines, restored_goes_on, wait_for
 
 F_OFD_SETLK = 37
 
@@ -48,10 +48,7 @@ def test_locks_are_held_again_after_restore(procs, store, tmp_path, subreaper):
     procs.kill(proc)
     subreaper([child])
     assert takeable(tmp_path / "flock", "flock") and takeable(tmp_path / "posix", "posix10")
-    restored = checkpointer.restore(store, "locks")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
+    restored_goes_on(procs, store, "locks", out)
     assert not takeable(tmp_path / "flock", "flock"), "the flock was not taken back"
     assert not takeable(tmp_path / "ofd", "ofd"), "the OFD lock was not taken back"
     assert not takeable(tmp_path / "posix", "posix10"), "the POSIX write lock was not taken back"

@@ -10,7 +10,7 @@ import pytest
 
 import checkpointer
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, restored_goes_on, wait_for
 
 
 def test_o_path_fds_on_a_symlink_and_a_device_come_back(procs, store, tmp_path):
@@ -19,12 +19,7 @@ def test_o_path_fds_on_a_symlink_and_a_device_come_back(procs, store, tmp_path):
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to hold its fds")
     checkpointer.checkpoint([proc.pid], store, "paths")
     procs.kill(proc)
-    restored = checkpointer.restore(store, "paths")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
-    bad = [line for line in ok_lines(out) if "BAD" in line]
-    assert not bad, f"the target reported: {bad[:3]}"
+    restored_goes_on(procs, store, "paths", out)
 
 
 def test_an_unlinked_symlink_is_refused_by_name(procs, store, tmp_path):

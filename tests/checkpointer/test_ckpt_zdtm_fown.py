@@ -5,7 +5,7 @@ from __future__ import annotations
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, restored_goes_on, wait_for
 
 
 def test_the_owner_and_signal_of_an_async_pipe_come_back(procs, store, tmp_path):
@@ -17,9 +17,4 @@ def test_the_owner_and_signal_of_an_async_pipe_come_back(procs, store, tmp_path)
     owners = [f["fown"] for f in load_image(store, "fown").files if "fown" in f]
     assert owners == [[1, pid, 12]]     # F_OWNER_PID, the process itself, SIGUSR2
     procs.kill(proc)
-    restored = checkpointer.restore(store, "fown")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200 or "BAD" in out.read_text(), "the restored process to go on")
-    bad = [line for line in ok_lines(out) if "BAD" in line]
-    assert not bad, f"the target reported: {bad[:3]}"
+    restored_goes_on(procs, store, "fown", out)

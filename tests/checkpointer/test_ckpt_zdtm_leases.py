@@ -7,7 +7,7 @@ from __future__ import annotations
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, restored_goes_on, wait_for
 
 
 def test_read_and_write_leases_are_kept_and_held_again_after_restore(procs, store, tmp_path):
@@ -21,12 +21,7 @@ def test_read_and_write_leases_are_kept_and_held_again_after_restore(procs, stor
     size = out.stat().st_size
     wait_for(lambda: out.stat().st_size > size + 200, "the checkpointed process to go on")
     procs.kill(proc)
-    restored = checkpointer.restore(store, "leases")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
-    bad = [line for line in ok_lines(out) if "BAD" in line]
-    assert not bad, f"the target reported: {bad[:3]}"
+    restored_goes_on(procs, store, "leases", out)
 
 
 def test_a_lease_that_cannot_be_taken_back_is_a_warning(procs, store, tmp_path):

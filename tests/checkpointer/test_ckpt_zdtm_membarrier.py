@@ -6,7 +6,7 @@ from __future__ import annotations
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, restored_goes_on, wait_for
 
 
 def test_membarrier_registrations_come_back(procs, store, tmp_path):
@@ -16,9 +16,4 @@ def test_membarrier_registrations_come_back(procs, store, tmp_path):
     checkpointer.checkpoint([proc.pid], store, "membarrier")
     assert load_image(store, "membarrier").processes[0]["membarrier"] == (1 << 4) | (1 << 6)
     procs.kill(proc)
-    restored = checkpointer.restore(store, "membarrier")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
-    bad = [line for line in ok_lines(out) if "BAD" in line]
-    assert not bad, f"the target reported: {bad[:3]}"
+    restored_goes_on(procs, store, "membarrier", out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import checkpointer
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, restored_goes_on, wait_for
 
 
 def test_a_restored_memfd_runs_and_an_unlinked_file_keeps_its_flags(procs, store, tmp_path):
@@ -15,10 +15,7 @@ def test_a_restored_memfd_runs_and_an_unlinked_file_keeps_its_flags(procs, store
     assert ok_lines(out)[0] == "exec ok"
     checkpointer.checkpoint([proc.pid], store, "memfd")
     procs.kill(proc)
-    restored = checkpointer.restore(store, "memfd")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
+    restored_goes_on(procs, store, "memfd", out)
     (tmp_path / "run-now").touch()
     wait_for(lambda: ok_lines(out).count("exec ok") == 2 or any("BAD" in l for l in ok_lines(out)),
              "the restored process to run its memfd")

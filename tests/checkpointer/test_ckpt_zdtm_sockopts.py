@@ -6,7 +6,7 @@ from __future__ import annotations
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, restored_goes_on, wait_for
 
 
 def test_freebind_buffer_sizes_and_cork_come_back(procs, store, tmp_path):
@@ -18,12 +18,7 @@ def test_freebind_buffer_sizes_and_cork_come_back(procs, store, tmp_path):
     listener = next(f for f in sockets if f["state"] == "listen")
     assert listener["options"]["SO_BUF_LOCK"] == 3 and listener["options"]["SO_SNDBUF"] == 100000
     procs.kill(proc)
-    restored = checkpointer.restore(store, "options")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
-    bad = [line for line in ok_lines(out) if "BAD" in line]
-    assert not bad, f"the target reported: {bad[:3]}"
+    restored_goes_on(procs, store, "options", out)
 
 
 def test_a_socket_filter_comes_back(procs, store, tmp_path):
@@ -33,9 +28,4 @@ def test_a_socket_filter_comes_back(procs, store, tmp_path):
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to filter")
     checkpointer.checkpoint([proc.pid], store, "filter")
     procs.kill(proc)
-    restored = checkpointer.restore(store, "filter")
-    procs.restored.append(restored)
-    size = out.stat().st_size
-    wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
-    bad = [line for line in ok_lines(out) if "BAD" in line]
-    assert not bad, f"the target reported: {bad[:3]}"
+    restored_goes_on(procs, store, "filter", out)
