@@ -413,8 +413,9 @@ def cmd_ps(args) -> int:
     for g in status["groups"]:
         stop = f"{g['stop_ms_median']}/{g['stop_ms_p99']}" if g["stop_ms_median"] is not None else "-"
         durable = "-" if g["last_durable"] is None else g["last_durable"]   # a clone: not checkpointed
+        taken = "-" if g["last_durable"] is None else g["checkpoints"]       # (a clone's is its origin's)
         lines.append(f"{g['group']:<16}{'running' if g['running'] else 'exited':<9}"
-                     f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{g['checkpoints']:>8}"
+                     f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{taken:>8}"
                      f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
         if g.get("error"):
             lines.append(f"  ! its checkpoints fail (retried; checkpoint {durable} stays its newest): {g['error']}")
