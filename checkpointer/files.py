@@ -529,8 +529,13 @@ def _remember(cache: OrderedDict, key, value) -> None:
 
 
 def _ends(record: dict) -> tuple[tuple, tuple]:
-    """(address, peer) of a connected socket record."""
-    return tuple(record["address"]), tuple(record["peer"])
+    """(address, peer) of a connected inet socket record, each as (host, port) with an IPv4
+    address mapped into IPv6 (::ffff:a.b.c.d) as the IPv4 one: a dual-stack server's end
+    of a connection from an IPv4 client is an inet6 socket, the client's an inet one."""
+    def endpoint(address: list) -> tuple:
+        host = address[0][7:] if address[0].startswith("::ffff:") and "." in address[0] else address[0]
+        return host, address[1]
+    return endpoint(record["address"]), endpoint(record["peer"])
 
 
 def _memfd_seals_and_mode(source: str) -> dict:
@@ -718,6 +723,8 @@ class FileRestorer:
         inj, ns_pid = builder.inj, builder.meta["pid"]
         spare_base = builder.spare_base
         spares: list[int] = []
+        if not self.leftovers_cleared:   # before any socket is bound: a listener on their port too
+            self._clear_leftover_connections()
         self._make_sockets(builder, fds)
         moves = builder.batch()  # the dup3s of our own spares, in one trip: a spare is above every
         for record in fds:       # fd number of the image, so no later call here can be handed one
@@ -1126,7 +1133,7 @@ class FileRestorer:
                 self._repair(builder, spare, record)
             except OSError as exc:
                 inj.check(kernel.NR["close"], spare, what="close")
-                self.unrepaired.add((tuple(record["address"]), tuple(record["peer"])))
+                self.unrepaired.add(_ends(record))
                 record = {**record, "state": "closed"}
                 self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
                                      f"as it was ({exc}): it is restored closed")
@@ -1145,8 +1152,6 @@ class FileRestorer:
     def _repair(self, builder, fd: int, record: dict) -> None:
         """Give socket `fd` the options and, in repair mode, the TCP state of `record`;
         our dup of it waits in `repairing` for `finish`."""
-        if not self.leftovers_cleared:
-            self._clear_leftover_connections()
         sock = sockets.borrow(builder.tid, fd)
         try:
             netsockets.rebuild(sock, record, self.remap, cwd=builder.meta["cwd"])   # the options
@@ -1157,8 +1162,8 @@ class FileRestorer:
         self.repairing.append((sock, record))
 
     def _clear_leftover_connections(self) -> None:
-        """Before the first repaired connection is made: the ends of the image's connections
-        that the killed original left closing in the kernel go (tcp_repair.clear_leftovers)."""
+        """Before the first socket is made: the ends of the image's connections that the
+        killed original left closing in the kernel go (tcp_repair.clear_leftovers)."""
         self.leftovers_cleared = True
         pairs = [(tuple(f["address"]), tuple(f["peer"])) for f in self.files.values()
                  if f["kind"] == "socket" and f.get("tcp")]
@@ -1188,7 +1193,7 @@ class FileRestorer:
                 os.close(writable)
         while self.repairing:
             sock, record = self.repairing.pop()
-            if (tuple(record["peer"]), tuple(record["address"])) in self.unrepaired:
+            if _ends(record)[::-1] in self.unrepaired:
                 try:
                     tcp_repair.abandon(sock)
                 finally:

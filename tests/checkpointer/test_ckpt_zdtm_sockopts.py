@@ -29,3 +29,18 @@ def test_a_socket_filter_comes_back(procs, store, tmp_path):
     checkpointer.checkpoint([proc.pid], store, "filter")
     procs.kill(proc)
     restored_goes_on(procs, store, "filter", out)
+
+
+def test_a_dual_stack_connection_with_both_ends_in_the_image_is_repaired(procs, store, tmp_path):
+    """An IPv4 client's connection to a dual-stack IPv6 server (zdtm socket-tcp4v6-local):
+    the server's end names the addresses as ::ffff:127.0.0.1, the client's as 127.0.0.1;
+    they are one connection, kept with TCP repair (it came back closed: 'its peer cannot
+    follow')."""
+    out = tmp_path / "dual.out"
+    proc = procs.python("dual_stack.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the connection to carry counters")
+    checkpointer.checkpoint([proc.pid], store, "dual")
+    states = sorted(f["state"] for f in load_image(store, "dual").files if f["kind"] == "socket")
+    assert states == ["established", "established", "listen"]
+    procs.kill(proc)
+    restored_goes_on(procs, store, "dual", out)
