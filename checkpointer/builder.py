@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 from . import kernel, posix_timers, procfs, removed_dirs, sysv_shm
 from .errors import CheckpointError
-from .files import FileRestorer
+from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
 from .callbatch import CALL_BYTES, CallBatch
 from .inject import SYSCALL_INSN, Injector, restart_fixup

@@ -4,10 +4,9 @@ What: `held(fdinfo)` lists the locks an fd's /proc fdinfo shows: flock() locks a
 locks of its open file description, the process's POSIX (fcntl/lockf) record locks on
 that file, and the lease (F_SETLEASE) of its open file description. `retake(inj, fd,
 locks, what)` takes them again from inside the restored process (injected flock/fcntl
-calls, never waiting). `leased_files()` names the files a checkpoint must not open. Why:
-a database or a daemon relies on its locks to keep other processes out (SQLite's write
-lock, a pid file's flock); after a restore that believed it held a lock it no longer had,
-two processes would write at once.
+calls, never waiting). Why: a database or a daemon relies on its locks to keep other
+processes out (SQLite's write lock, a pid file's flock); after a restore that believed it
+held a lock it no longer had, two processes would write at once.
 
 Simplifications: a lease being broken (another process opened the file meanwhile) is
 kept as the lease it is being broken to (none, or a read lease); a lock that another
@@ -18,7 +17,6 @@ the same range again changes nothing).
 from __future__ import annotations
 
 import errno
-import os
 import re
 import struct
 
@@ -32,7 +30,6 @@ _LINE = re.compile(r"^lock:\s*\d+:\s*(POSIX|FLOCK|OFDLCK)\s+\w+\s+(READ|WRITE)\s
                    re.MULTILINE)
 # a lease: ACTIVE with its type, or BREAKING with the type it is being broken to
 _LEASE = re.compile(r"^lock:\s*\d+:\s*LEASE\s+(?:ACTIVE|BREAKING)\s+(READ|WRITE)\s", re.MULTILINE)
-_LEASED = re.compile(r"^\d+:\s*LEASE\s.*?\s([0-9a-f]+):([0-9a-f]+):(\d+)\s")   # a /proc/locks line
 
 
 def held(fdinfo: str) -> list[list]:
@@ -41,18 +38,6 @@ def held(fdinfo: str) -> list[list]:
     fdinfo text."""
     return ([[m[1], m[2], int(m[3]), -1 if m[4] == "EOF" else int(m[4])] for m in _LINE.finditer(fdinfo)]
             + [["LEASE", m[1], 0, -1] for m in _LEASE.finditer(fdinfo)])
-
-
-def leased_files() -> set[tuple[int, int]]:
-    """(device, inode) of every file under a lease, from /proc/locks: opening one (for
-    reading, if a write lease) would break its lease, sending the holder SIGIO: a frozen
-    holder cannot give it up in time and the kernel takes it away (or SIGIO kills it)."""
-    found = set()
-    with open("/proc/locks") as fh:
-        for line in fh:
-            if (match := _LEASED.match(line)) is not None:
-                found.add((os.makedev(int(match[1], 16), int(match[2], 16)), int(match[3])))
-    return found
 
 
 def retake(inj, fd: int, locks: list[list], what: str, warnings: list[str] | None = None) -> None:

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Protocol
 from . import kernel, stub
 from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
-from .files import FileRestorer
+from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS
 from .inject import Injector
 from .kernel import NR

@@ -1,13 +1,14 @@
-"""A file the capture keeps (written, or temporary) is read only when no lease would break,
-and an fd open for writing is checked for one by its own fdinfo alone: a write lease
-exists while another description is open for writing only if that description holds it
-(the lease itself is test_ckpt_zdtm_leases.py's). /proc/locks, whose every read waits for
-an RCU grace period (7-16 ms here, inside the stop), is read for read-only fds only."""
+"""A file the capture keeps (written, or temporary) is read without opening it where the
+holder's fd can read (our own dup of that fd, pread: no lease can break, its offset stays),
+and opened again read-only only for a write-only fd (then only its own description can
+hold a lease that would conflict, which its fdinfo shows). The lease itself, kept and taken
+again, is test_ckpt_zdtm_leases.py's; /proc/locks is never read."""
 from __future__ import annotations
 
+import os
 import sys
 
-from checkpointer import freeze, locks
+from checkpointer import freeze
 from checkpointer.files import FileCapture
 
 from ckpt_helpers import wait_for
@@ -22,27 +23,27 @@ time.sleep(600)
 """
 
 
-def _capture_holding(procs, tmp_path, monkeypatch, mode: str) -> tuple[bytes, int]:
+def _capture_holding(procs, tmp_path, mode: str) -> tuple[bytes, str]:
     """Capture the fds of a process holding tmp_path/held open with `mode` ("w" or "r"):
-    (the contents kept for it, the reads of /proc/locks)."""
+    (the contents kept for it, its fd's position line after the capture)."""
     held, ready = tmp_path / "held", tmp_path / "ready"
     if mode == "r":
         held.write_text("only read\n")
     proc = procs.start([sys.executable, "-c", HOLDER, mode, str(held), str(ready)])
     wait_for(ready.exists, "the target to open its file")
-    lease_checks: list[int] = []
-    monkeypatch.setattr(locks, "leased_files", lambda: lease_checks.append(1) or set())
     blobs: list[bytes] = []
     files = FileCapture(lambda data: blobs.append(bytes(data)) or [str(len(blobs) - 1)])
     with freeze([proc.pid]):
         files.fd_records(proc.pid)
     record = next(record for record in files.files if record.get("path") == str(held))
-    return blobs[int(record["contents"][0])], len(lease_checks)
+    [fd] = [fd for fd in os.listdir(f"/proc/{proc.pid}/fd") if os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(held)]
+    position = open(f"/proc/{proc.pid}/fdinfo/{fd}").read().splitlines()[0]
+    return blobs[int(record["contents"][0])], position
 
 
-def test_a_written_file_is_kept_without_reading_proc_locks(procs, tmp_path, monkeypatch):
-    assert _capture_holding(procs, tmp_path, monkeypatch, "w") == (b"written here\n", 0)
+def test_a_written_file_is_kept(procs, tmp_path):
+    assert _capture_holding(procs, tmp_path, "w") == (b"written here\n", "pos:\t13")
 
 
-def test_a_read_only_temporary_file_is_kept_after_reading_proc_locks(procs, tmp_path, monkeypatch):
-    assert _capture_holding(procs, tmp_path, monkeypatch, "r") == (b"only read\n", 1)
+def test_a_read_only_temporary_file_is_kept_and_its_offset_stays(procs, tmp_path):
+    assert _capture_holding(procs, tmp_path, "r") == (b"only read\n", "pos:\t0")
