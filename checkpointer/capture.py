@@ -20,6 +20,7 @@ from __future__ import annotations
 import array
 import ctypes
 import functools
+import itertools
 import os
 import resource
 import struct
@@ -120,7 +121,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["seccomp"] = _seccomp(proc, status)
         meta.update(_injected_state(proc, status, keep_injection_page))
     with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
-        pages = [page for vma in vmas for page in select(pid, vma) or ()]
+        pages = list(itertools.chain.from_iterable(select(pid, vma) or () for vma in vmas))
     if pages:
         with phase("page_copy"):
             copy_pages(pid, pages, functools.partial(sink, meta["pid"]))

@@ -17,6 +17,8 @@ taken from the last field of the NS* lines of /proc/PID/status.
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import resource
 import struct
@@ -359,15 +361,39 @@ def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
 
     A page is saved when present and not a clean file page (PM_FILE clear), or swapped.
     `all_present` also takes present file/shmem pages (shared anonymous memory).
+    Found as ranges (PAGEMAP_SCAN), not page by page: a full checkpoint of 2 GiB read
+    524,288 pagemap entries in Python, ~190 ms of its stop.
     """
     with pagemap(pid) as fd:
-        raw = os.pread(fd, vma.pages * 8, vma.start // PAGE_SIZE * 8)
-    entries = struct.unpack(f"{len(raw) // 8}Q", raw)
-    result = []
-    for i, entry in enumerate(entries):
-        if entry & PM_SWAPPED or (entry & PM_PRESENT and (all_present or not entry & PM_FILE)):
-            result.append(vma.start + i * PAGE_SIZE)
-    return result
+        if all_present or not (vma.file_backed or vma.special):   # anonymous memory: no file pages to leave out
+            ranges = _page_ranges(fd, vma, PAGE_IS_PRESENT)
+        else:     # present and not a file page: FILE inverted, then required
+            ranges = _page_ranges(fd, vma, PAGE_IS_PRESENT | PAGE_IS_FILE, inverted=PAGE_IS_FILE)
+        ranges += _page_ranges(fd, vma, PAGE_IS_SWAPPED)
+    pages: list[int] = []
+    for start, end in sorted(ranges):
+        pages += range(start, end, PAGE_SIZE)
+    return pages
+
+
+PAGEMAP_SCAN = 0xC0606610               # _IOWR('f', 16, struct pm_scan_arg) (96 bytes)
+PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED = 1 << 2, 1 << 3, 1 << 4
+_RANGES_PER_SCAN = 512
+
+
+def _page_ranges(pagemap_fd: int, vma: Vma, mask: int, inverted: int = 0) -> list[tuple[int, int]]:
+    """[(start, end)] of the VMA's pages whose categories, `inverted` ones flipped, all
+    have the bits of `mask` (PAGEMAP_SCAN, Linux 6.7)."""
+    regions = (ctypes.c_uint64 * (3 * _RANGES_PER_SCAN))()
+    found: list[tuple[int, int]] = []
+    start = vma.start
+    while start < vma.end:
+        arg = (ctypes.c_uint64 * 12)(96, 0, start, vma.end, 0, ctypes.addressof(regions), _RANGES_PER_SCAN, 0,
+                                     inverted, mask, 0, mask)
+        count = fcntl.ioctl(pagemap_fd, PAGEMAP_SCAN, arg)
+        found += [(regions[3 * i], regions[3 * i + 1]) for i in range(count)]
+        start = arg[4]       # walk_end
+    return found
 
 
 def rlimits(pid: int) -> dict[int, tuple[int, int]]:
