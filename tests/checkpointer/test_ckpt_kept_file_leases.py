@@ -2,7 +2,7 @@
 holder's fd can read (our own dup of that fd, pread: no lease can break, its offset stays),
 and opened again read-only only for a write-only fd (then only its own description can
 hold a lease that would conflict, which its fdinfo shows). The lease itself, kept and taken
-again, is test_ckpt_zdtm_leases.py's; /proc/locks is never read."""
+again, is test_ckpt_leases.py's; /proc/locks is never read."""
 from __future__ import annotations
 
 import os
