@@ -260,6 +260,9 @@ def copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -
             for start, count in batch:
                 data = os.pread(mem, count * kernel.PAGE_SIZE, start)
                 if len(data) != count * kernel.PAGE_SIZE:
+                    if guards := procfs.guard_pages(pid, start, count):
+                        raise Unsupported(f"process {pid} has guard pages (madvise MADV_GUARD_INSTALL) at "
+                                          f"{guards[0]:#x}: slsfs cannot checkpoint them yet")
                     raise CheckpointError(f"could not read memory {start:#x}+{count} pages of process {pid}")
                 sink(start, data)
     finally:
