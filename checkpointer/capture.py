@@ -53,8 +53,10 @@ RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.start
 def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
     """The pages of a VMA a full image holds (None: none, its contents are elsewhere)."""
     kind = vma_kind(vma)
-    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall", "shared_anon", "sysv_shm") or (kind in ("file", "memfd")
-                                                                                and vma.shared):
+    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall"):
+        return None
+    if kind in ("shared_anon", "sysv_shm") or (kind in ("file", "memfd") and vma.shared):
+        procfs.check_no_guard_pages(pid, vma)
         return None  # kept in the file, or (shared memory) in the image as a memfd record
     return procfs.dirty_pages(pid, vma)
 
@@ -261,8 +263,7 @@ def copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -
                 data = os.pread(mem, count * kernel.PAGE_SIZE, start)
                 if len(data) != count * kernel.PAGE_SIZE:
                     if guards := procfs.guard_pages(pid, start, count):
-                        raise Unsupported(f"process {pid} has guard pages (madvise MADV_GUARD_INSTALL) at "
-                                          f"{guards[0]:#x}: slsfs cannot checkpoint them yet")
+                        raise procfs.refuse_guard_pages(pid, guards[0])
                     raise CheckpointError(f"could not read memory {start:#x}+{count} pages of process {pid}")
                 sink(start, data)
     finally:

@@ -239,9 +239,11 @@ class DirtyTracker:
         while start < vma.end:
             arg = (ctypes.c_uint64 * 12)(96, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, start, vma.end,
                                          0, ctypes.addressof(regions), _SCAN_REGIONS, 0, 0,
-                                         PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
+                                         PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN | procfs.PAGE_IS_GUARD)
             count = _ioctl(pagemap, PAGEMAP_SCAN, arg, f"PAGEMAP_SCAN of process {self.pid}")
             for i in range(count):
+                if regions[3 * i + 2] & procfs.PAGE_IS_GUARD:     # a guard marker reads as written
+                    raise procfs.refuse_guard_pages(self.pid, regions[3 * i])
                 pages += range(regions[3 * i], regions[3 * i + 1], kernel.PAGE_SIZE)
             start = arg[4]  # walk_end
         return pages

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .errors import ProcessGone
+from .errors import ProcessGone, Unsupported
 from .kernel import PAGE_SIZE
 
 SPECIAL_MAPPINGS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]")
@@ -369,11 +369,29 @@ def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
             ranges = _page_ranges(fd, vma, PAGE_IS_PRESENT)
         else:     # present and not a file page: FILE inverted, then required
             ranges = _page_ranges(fd, vma, PAGE_IS_PRESENT | PAGE_IS_FILE, inverted=PAGE_IS_FILE)
-        ranges += _page_ranges(fd, vma, PAGE_IS_SWAPPED)
+        ranges += _page_ranges(fd, vma, PAGE_IS_SWAPPED, report=PAGE_IS_GUARD)   # guard markers look swapped
+    if any(categories & PAGE_IS_GUARD for _, _, categories in ranges):
+        raise refuse_guard_pages(pid, min(start for start, _, categories in ranges if categories & PAGE_IS_GUARD))
     pages: list[int] = []
-    for start, end in sorted(ranges):
+    for start, end, _ in sorted(ranges):
         pages += range(start, end, PAGE_SIZE)
     return pages
+
+
+def check_no_guard_pages(pid: int, vma: Vma) -> None:
+    """Refuse guard pages in a mapping whose contents are read elsewhere (shared memory:
+    from its object; guard markers live in the process's own page tables)."""
+    with pagemap(pid) as fd:
+        guarded = _page_ranges(fd, vma, PAGE_IS_GUARD)
+    if guarded:
+        raise refuse_guard_pages(pid, guarded[0][0])
+
+
+def refuse_guard_pages(pid: int, address: int) -> Unsupported:
+    """The error for guard pages (madvise MADV_GUARD_INSTALL, Linux 6.13): an image would
+    bring them back as ordinary memory, the guard gone."""
+    return Unsupported(f"process {pid} has guard pages (madvise MADV_GUARD_INSTALL) at {address:#x}: slsfs "
+                       "cannot checkpoint them yet (restored, they would be ordinary memory, the guard gone)")
 
 
 def guard_pages(pid: int, start: int, count: int) -> list[int]:
@@ -384,21 +402,23 @@ def guard_pages(pid: int, start: int, count: int) -> list[int]:
 
 
 PAGEMAP_SCAN = 0xC0606610               # _IOWR('f', 16, struct pm_scan_arg) (96 bytes)
-PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED = 1 << 2, 1 << 3, 1 << 4
+PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_GUARD = 1 << 2, 1 << 3, 1 << 4, 1 << 8
 _RANGES_PER_SCAN = 512
 
 
-def _page_ranges(pagemap_fd: int, vma: Vma, mask: int, inverted: int = 0) -> list[tuple[int, int]]:
-    """[(start, end)] of the VMA's pages whose categories, `inverted` ones flipped, all
-    have the bits of `mask` (PAGEMAP_SCAN, Linux 6.7)."""
+def _page_ranges(pagemap_fd: int, vma: Vma, mask: int, inverted: int = 0,
+                 report: int = 0) -> list[tuple[int, int, int]]:
+    """[(start, end, categories)] of the VMA's pages whose categories, `inverted` ones
+    flipped, all have the bits of `mask` (PAGEMAP_SCAN, Linux 6.7); the categories given
+    are those of `mask` and `report`."""
     regions = (ctypes.c_uint64 * (3 * _RANGES_PER_SCAN))()
-    found: list[tuple[int, int]] = []
+    found: list[tuple[int, int, int]] = []
     start = vma.start
     while start < vma.end:
         arg = (ctypes.c_uint64 * 12)(96, 0, start, vma.end, 0, ctypes.addressof(regions), _RANGES_PER_SCAN, 0,
-                                     inverted, mask, 0, mask)
+                                     inverted, mask, 0, mask | report)
         count = fcntl.ioctl(pagemap_fd, PAGEMAP_SCAN, arg)
-        found += [(regions[3 * i], regions[3 * i + 1]) for i in range(count)]
+        found += [(regions[3 * i], regions[3 * i + 1], regions[3 * i + 2]) for i in range(count)]
         start = arg[4]       # walk_end
     return found
 
