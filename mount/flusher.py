@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import trio
 
@@ -121,12 +122,20 @@ class ThreadFlusher:
     def __init__(self, mountpoint: str) -> None:
         self.process = subprocess.Popen(_command(mountpoint), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE)
-        self._greeted = False
+        self.greeted = False
+        self._greeting = threading.Lock()
+
+    def ready(self) -> None:
+        """Wait until the helper has started (its banner read; once). Call it before the
+        first syncfs where that one must be quick: a group checkpoint syncs inside its
+        freeze, and an interpreter's start (100-200 ms) had made the first stop that long."""
+        with self._greeting:
+            if not self.greeted:
+                _check_banner(self._line())
+                self.greeted = True
 
     def syncfs(self) -> None:
-        if not self._greeted:
-            _check_banner(self._line())
-            self._greeted = True
+        self.ready()
         try:
             self.process.stdin.write(b"s")
             self.process.stdin.flush()

@@ -115,6 +115,8 @@ class Daemon:
         """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id."""
         if group.name in self.pages_coming:      # an image must not miss pages that are not in yet
             await self.pages_coming[group.name].wait()
+        if not self.flusher.greeted:             # its first syncfs must not wait for it to start
+            await trio.to_thread.run_sync(self.flusher.ready)
         async with self.lock:
             started = time.perf_counter()
             try:
