@@ -262,8 +262,6 @@ def copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -
             for start, count in batch:
                 data = os.pread(mem, count * kernel.PAGE_SIZE, start)
                 if len(data) != count * kernel.PAGE_SIZE:
-                    if guards := procfs.guard_pages(pid, start, count):
-                        raise procfs.refuse_guard_pages(pid, guards[0])
                     raise CheckpointError(f"could not read memory {start:#x}+{count} pages of process {pid}")
                 sink(start, data)
     finally:

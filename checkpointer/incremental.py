@@ -82,10 +82,7 @@ UFFDIO_REGISTER_MODE_WP = 1 << 1
 UFFDIO_WRITEPROTECT_MODE_WP = 1 << 0
 UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 UFFD_FEATURE_WP_ASYNC = 1 << 15
-PAGEMAP_SCAN = iowr(ord("f"), 16, 96)
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
-PAGE_IS_WRITTEN = 1 << 1
-_SCAN_REGIONS = 512
 ALL_ADDRESSES = 1 << 63
 # 4 MiB: copied in the stop in ~2-3 ms. Below, a pre-copy (a read of the maps, a scan of every
 # tracked mapping, the pages written again copied twice) cost the daemon more CPU than it
@@ -176,7 +173,7 @@ class DirtyTracker:
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
         self.shared_armed: set[tuple] = set()  # ... of shared memory (shared_memory.py), likewise
-        self._regions = (ctypes.c_uint64 * (3 * _SCAN_REGIONS))()  # PAGEMAP_SCAN's output, reused
+        self._regions = (ctypes.c_uint64 * (3 * procfs.RANGES_PER_SCAN))()  # PAGEMAP_SCAN's output, reused
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
 
     def precopy(self) -> int:
@@ -224,6 +221,8 @@ class DirtyTracker:
                 self.armed.discard(sig)
         if sig in self.seen and "w" not in vma.perms:
             return False, None  # unchanged and not writable: nothing can differ
+        if sig in self.seen and vma.shared:
+            return True, None   # its contents are read from the shared object; guard pages looked for when new
         return True, saved_pages(self.pid, vma)
 
     def _written(self, vma: procfs.Vma) -> list[int]:
@@ -233,19 +232,19 @@ class DirtyTracker:
 
     def _scan(self, pagemap: int, vma: procfs.Vma) -> list[int]:
         """`_written` through an open /proc/PID/pagemap descriptor."""
-        regions = self._regions
+        try:
+            ranges = procfs.page_ranges(pagemap, vma.start, vma.end, procfs.PAGE_IS_WRITTEN,
+                                        report=procfs.PAGE_IS_GUARD, regions=self._regions,
+                                        flags=PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)
+        except OSError as exc:
+            if exc.errno == errno.EPERM:
+                raise _NotTracked(f"PAGEMAP_SCAN of process {self.pid}: not tracked") from None
+            raise CheckpointError(f"PAGEMAP_SCAN of process {self.pid} failed: {exc.strerror}") from None
         pages: list[int] = []
-        start = vma.start
-        while start < vma.end:
-            arg = (ctypes.c_uint64 * 12)(96, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, start, vma.end,
-                                         0, ctypes.addressof(regions), _SCAN_REGIONS, 0, 0,
-                                         PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN | procfs.PAGE_IS_GUARD)
-            count = _ioctl(pagemap, PAGEMAP_SCAN, arg, f"PAGEMAP_SCAN of process {self.pid}")
-            for i in range(count):
-                if regions[3 * i + 2] & procfs.PAGE_IS_GUARD:     # a guard marker reads as written
-                    raise procfs.refuse_guard_pages(self.pid, regions[3 * i])
-                pages += range(regions[3 * i], regions[3 * i + 1], kernel.PAGE_SIZE)
-            start = arg[4]  # walk_end
+        for start, end, categories in ranges:
+            if categories & procfs.PAGE_IS_GUARD:     # a guard marker reads as written
+                raise procfs.refuse_guard_pages(self.pid, start)
+            pages += range(start, end, kernel.PAGE_SIZE)
         return pages
 
     def written_shared(self, vma: procfs.Vma) -> list[int] | None:

@@ -353,7 +353,6 @@ def _read_at(dir_fd: int, name: str) -> str:
 DELETED = " (deleted)"          # what /proc appends to the path of an unlinked file
 PM_PRESENT = 1 << 63
 PM_SWAPPED = 1 << 62
-PM_GUARD_REGION = 1 << 58      # madvise(MADV_GUARD_INSTALL), Linux 6.13: reads there fault
 
 
 def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
@@ -366,10 +365,10 @@ def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
     """
     with pagemap(pid) as fd:
         if all_present or not (vma.file_backed or vma.special):   # anonymous memory: no file pages to leave out
-            ranges = _page_ranges(fd, vma, PAGE_IS_PRESENT)
+            ranges = page_ranges(fd, vma.start, vma.end, PAGE_IS_PRESENT)
         else:     # present and not a file page: FILE inverted, then required
-            ranges = _page_ranges(fd, vma, PAGE_IS_PRESENT | PAGE_IS_FILE, inverted=PAGE_IS_FILE)
-        ranges += _page_ranges(fd, vma, PAGE_IS_SWAPPED, report=PAGE_IS_GUARD)   # guard markers look swapped
+            ranges = page_ranges(fd, vma.start, vma.end, PAGE_IS_PRESENT | PAGE_IS_FILE, inverted=PAGE_IS_FILE)
+        ranges += page_ranges(fd, vma.start, vma.end, PAGE_IS_SWAPPED, report=PAGE_IS_GUARD)   # guard markers look swapped
     if any(categories & PAGE_IS_GUARD for _, _, categories in ranges):
         raise refuse_guard_pages(pid, min(start for start, _, categories in ranges if categories & PAGE_IS_GUARD))
     pages: list[int] = []
@@ -382,7 +381,7 @@ def check_no_guard_pages(pid: int, vma: Vma) -> None:
     """Refuse guard pages in a mapping whose contents are read elsewhere (shared memory:
     from its object; guard markers live in the process's own page tables)."""
     with pagemap(pid) as fd:
-        guarded = _page_ranges(fd, vma, PAGE_IS_GUARD)
+        guarded = page_ranges(fd, vma.start, vma.end, PAGE_IS_GUARD)
     if guarded:
         raise refuse_guard_pages(pid, guarded[0][0])
 
@@ -394,28 +393,21 @@ def refuse_guard_pages(pid: int, address: int) -> Unsupported:
                        "cannot checkpoint them yet (restored, they would be ordinary memory, the guard gone)")
 
 
-def guard_pages(pid: int, start: int, count: int) -> list[int]:
-    """The addresses of guard pages (MADV_GUARD_INSTALL) among `count` pages at `start`."""
-    with pagemap(pid) as fd:
-        raw = os.pread(fd, count * 8, start // PAGE_SIZE * 8)
-    return [start + i * PAGE_SIZE for i, (entry,) in enumerate(struct.iter_unpack("Q", raw)) if entry & PM_GUARD_REGION]
-
-
 PAGEMAP_SCAN = 0xC0606610               # _IOWR('f', 16, struct pm_scan_arg) (96 bytes)
-PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_GUARD = 1 << 2, 1 << 3, 1 << 4, 1 << 8
-_RANGES_PER_SCAN = 512
+PAGE_IS_WRITTEN, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_GUARD = 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 8
+RANGES_PER_SCAN = 512
 
 
-def _page_ranges(pagemap_fd: int, vma: Vma, mask: int, inverted: int = 0,
-                 report: int = 0) -> list[tuple[int, int, int]]:
-    """[(start, end, categories)] of the VMA's pages whose categories, `inverted` ones
-    flipped, all have the bits of `mask` (PAGEMAP_SCAN, Linux 6.7); the categories given
-    are those of `mask` and `report`."""
-    regions = (ctypes.c_uint64 * (3 * _RANGES_PER_SCAN))()
+def page_ranges(pagemap_fd: int, start: int, end: int, mask: int, *, inverted: int = 0, report: int = 0,
+                flags: int = 0, regions: ctypes.Array | None = None) -> list[tuple[int, int, int]]:
+    """[(start, end, categories)] of the pages in [start, end) whose categories, `inverted`
+    ones flipped, all have the bits of `mask` (PAGEMAP_SCAN, Linux 6.7, with its `flags`:
+    write-protecting what it reports, say); the categories given are those of `mask` and
+    `report`. `regions`: a buffer of 3 * RANGES_PER_SCAN u64 to reuse. OSError on failure."""
+    regions = regions if regions is not None else (ctypes.c_uint64 * (3 * RANGES_PER_SCAN))()
     found: list[tuple[int, int, int]] = []
-    start = vma.start
-    while start < vma.end:
-        arg = (ctypes.c_uint64 * 12)(96, 0, start, vma.end, 0, ctypes.addressof(regions), _RANGES_PER_SCAN, 0,
+    while start < end:
+        arg = (ctypes.c_uint64 * 12)(96, flags, start, end, 0, ctypes.addressof(regions), RANGES_PER_SCAN, 0,
                                      inverted, mask, 0, mask | report)
         count = fcntl.ioctl(pagemap_fd, PAGEMAP_SCAN, arg)
         found += [(regions[3 * i], regions[3 * i + 1], regions[3 * i + 2]) for i in range(count)]
