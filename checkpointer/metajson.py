@@ -13,6 +13,11 @@ How a part is known unchanged: by its marshal serialization (5x cheaper than JSO
 compared with the previous one's. Not `==`: 1 == 1.0 == True, and dicts equal in another
 key order encode differently; marshal keeps both types and order. A value marshal cannot
 serialize (a subclass of int or str) is encoded every time.
+A process's `threads` list is split once more, each thread's values a part: its
+`xstate` alone is ~22 KB of hex on this machine (113 KB of the record's ~135 KB for a
+five-thread Redis), and a thread asleep in a system call does not change between
+checkpoints, so re-encoding the whole list because one thread moved was ~0.3-0.4 ms
+of the daemon's CPU at every checkpoint (an idle Redis at 100 Hz).
 Simplifications: parts are matched by position (a process or file entry that moved
 is encoded again); only the first levels are split (a process's `vmas` list is one part).
 """
@@ -23,6 +28,7 @@ import marshal
 
 Place = tuple  # where a part is: ("processes", 0, "vmas"), ("files", 3)
 _SPLIT = {"processes": 1, "files": 0}  # meta keys whose list is split, and how deep below an element
+_SPLIT_INSIDE = {"threads": 1}          # ... and keys of a split element whose list is split again
 
 
 class MetaEncoder:
@@ -52,12 +58,19 @@ class MetaEncoder:
         for i, value in enumerate(values):
             where = path + (i,)
             if depth > 0 and type(value) is dict and all(type(k) is str for k in value):
-                text = "{" + ", ".join(f"{json.dumps(k)}: {self._part(v, where + (k,), parts)}"
+                text = "{" + ", ".join(f"{json.dumps(k)}: {self._inner(k, v, where + (k,), parts)}"
                                        for k, v in value.items()) + "}"
             else:
                 text = self._part(value, where, parts)
             out.append(text)
         return "[" + ", ".join(out) + "]"
+
+    def _inner(self, key: str, value: object, where: Place, parts: dict) -> str:
+        """The text of one value of a split element: a part, or split again (_SPLIT_INSIDE)."""
+        depth = _SPLIT_INSIDE.get(key)
+        if depth is not None and type(value) is list:
+            return self._list(value, where, depth, parts)
+        return self._part(value, where, parts)
 
     def _part(self, value: object, where: Place, parts: dict) -> str:
         try:
