@@ -35,13 +35,13 @@ class MetaEncoder:
     """json.dumps of metadata records, remembering the last record's parts (by place)."""
 
     def __init__(self) -> None:
-        self._parts: dict[Place, tuple[bytes, str]] = {}   # place -> (marshal, json) of the last record
+        self._parts: dict[Place, tuple[object, str]] = {}   # place -> (str or marshal, text) of the last record
 
     def encode(self, meta: dict) -> str:
         """json.dumps(meta), with the parts unchanged since the last call not encoded again."""
         if not all(type(key) is str for key in meta):     # (json.dumps turns other keys to text)
             return json.dumps(meta)
-        parts: dict[Place, tuple[bytes, str]] = {}
+        parts: dict[Place, tuple[object, str]] = {}
         items = []
         for key, value in meta.items():
             depth = _SPLIT.get(key)
@@ -58,26 +58,35 @@ class MetaEncoder:
         for i, value in enumerate(values):
             where = path + (i,)
             if depth > 0 and type(value) is dict and all(type(k) is str for k in value):
-                text = "{" + ", ".join(f"{json.dumps(k)}: {self._inner(k, v, where + (k,), parts)}"
-                                       for k, v in value.items()) + "}"
+                text = "{" + ", ".join([self._member(k, v, where + (k,), parts) for k, v in value.items()]) + "}"
             else:
                 text = self._part(value, where, parts)
             out.append(text)
         return "[" + ", ".join(out) + "]"
 
-    def _inner(self, key: str, value: object, where: Place, parts: dict) -> str:
-        """The text of one value of a split element: a part, or split again (_SPLIT_INSIDE)."""
+    def _member(self, key: str, value: object, where: Place, parts: dict) -> str:
+        """'"key": value' for one value of a split element: a part (its text holds the key:
+        one json.dumps less per value), or split again (_SPLIT_INSIDE)."""
         depth = _SPLIT_INSIDE.get(key)
         if depth is not None and type(value) is list:
-            return self._list(value, where, depth, parts)
-        return self._part(value, where, parts)
+            return f"{json.dumps(key)}: {self._list(value, where, depth, parts)}"
+        return self._part(value, where, parts, key)
 
-    def _part(self, value: object, where: Place, parts: dict) -> str:
-        try:
-            code = marshal.dumps(value)
-        except ValueError:          # not plain data (a subclass of int or str): no reuse
-            return json.dumps(value)
+    def _part(self, value: object, where: Place, parts: dict, key: str | None = None) -> str:
+        """The text of `value` (after '"key": ' if a key is given), reused if unchanged. A
+        str is compared as it is (str == str is exact), anything else by its marshal bytes."""
+        if type(value) is str:
+            code: object = value
+        else:
+            try:
+                code = marshal.dumps(value)
+            except ValueError:          # not plain data (a subclass of int or str): no reuse
+                code = None
         last = self._parts.get(where)
-        text = last[1] if last is not None and last[0] == code else json.dumps(value)
-        parts[where] = (code, text)
+        if code is not None and last is not None and last[0] == code:
+            text = last[1]
+        else:
+            text = json.dumps(value) if key is None else f"{json.dumps(key)}: {json.dumps(value)}"
+        if code is not None:
+            parts[where] = (code, text)
         return text
