@@ -29,10 +29,14 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   EAGER_MAX_MIB), as `sls restore` of a process image does;
 - throughput_*: the target's passes over its window per second, alone and while it
   is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
+- stop_breakdown_ms_full: the phases of the full checkpoint's stop (stop_ms_full), and
+  of the work after its thaw (names starting with after_thaw);
 - stop_breakdown_ms: where the stop of an incremental snapshot checkpoint goes (the
   median of each phase timed by checkpointer.stopwatch over 9 checkpoints; nested phases
   are included in their outer one).
 Every stop runs from the freeze call until the last task was let go (Frozen.thawed_at).
+The full one first arms the write tracking (Incremental.prearm, the target running; its
+own short stop of the main thread is before_freeze_prearm_stop in stop_breakdown_ms_full).
 Each incremental checkpoint first pre-copies (Incremental.precopy, the target running)
 what was written since the previous one: its stop copies only what was written again.
 
@@ -42,7 +46,7 @@ up to EAGER_MAX_MIB), restore_ms_fresh_restorer and restore_ms_lazy_fresh_restor
 process; eager up to EAGER_MAX_MIB), every value
 and the median, with the load average before and after (restore figures move with it).
 
-Usage: python bench/checkpoint.py [--quick | --restore-only MIB [--repeat N]]   (root; gcc on PATH)
+Usage: python bench/checkpoint.py [--quick | --mib MIB... | --restore-only MIB [--repeat N]]   (root; gcc on PATH)
 """
 from __future__ import annotations
 
@@ -163,10 +167,14 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         before = dir_bytes(store_dir)
 
         def snapshot_capture():
-            inc.precopy()          # the processes running: copy what was written (an incremental's pages)
+            inc.prearm([pid])      # the processes running: arm the tracking before a full capture
+            inc.precopy()          # ... or copy what was written (an incremental's pages)
             return stopped(lambda frozen: inc.capture_snapshot(frozen, store))
-        pending, result["stop_ms_full"] = snapshot_capture()
-        root = pending.complete()
+        with recording() as phases:
+            pending, result["stop_ms_full"] = snapshot_capture()
+            root = pending.complete()
+        result["stop_breakdown_ms_full"] = {name: round(ms, 2) for name, ms in
+                                            sorted(phases.items(), key=lambda kv: -kv[1])}
         store.set_root("img/bench", root)
         store.commit("bench full", durable=True)
         result["image_bytes_full"] = dir_bytes(store_dir) - before
@@ -325,8 +333,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="10 MiB and 100 MiB only (under a minute)")
     parser.add_argument("--restore-only", type=int, metavar="MIB", help="restore figures alone, for a MIB target")
     parser.add_argument("--repeat", type=int, default=5, help="restores of each kind with --restore-only")
+    parser.add_argument("--mib", type=int, action="append", help="measure only targets of this many MiB (repeatable)")
     args = parser.parse_args()
-    sizes = [10, 100] if args.quick else [10, 100, 1024, 2048]
+    sizes = args.mib or ([10, 100] if args.quick else [10, 100, 1024, 2048])
     with tempfile.TemporaryDirectory(prefix="sls-bench-ckpt-") as tmp:
         workdir = Path(tmp)
         binary = workdir / "dirtier"
@@ -338,7 +347,7 @@ def main() -> int:
             return 0
         results = {f"{mib}MiB": measure(binary, mib, workdir, rounds=5 if args.quick else 3) for mib in sizes}
     print(json.dumps({"benchmark": "checkpoint", "quick": args.quick, "dirty_per_checkpoint_bytes": 1 << 20,
-                      "sizes": results}, indent=2))
+                      "load_average": os.getloadavg()[0], "sizes": results}, indent=2))
     return 0
 
 

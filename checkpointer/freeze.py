@@ -416,6 +416,18 @@ def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False,
             frozen.thaw()
 
 
+@contextmanager
+def main_thread_stopped(pid: int, recorded_as: str) -> Iterator[FrozenProcess]:
+    """`pid` with its main thread alone frozen (the others run on), for an injected call
+    outside a checkpoint's stop (freeze's `main_thread_only`). The short stop is recorded
+    as the stopwatch phase `recorded_as`; the freeze's own phases are not recorded."""
+    started = time.perf_counter()
+    with stopwatch.recording():
+        with freeze([pid], main_thread_only=True) as alone:
+            yield alone.processes[pid]
+    stopwatch.add(recorded_as, ((alone.thawed_at or time.perf_counter()) - started) * 1000)
+
+
 def _refuse_exited_leader(pid: int) -> None:
     """Raise Unsupported if `pid`, a zombie, is only its main thread: it called
     pthread_exit and other threads of it still run (they would be lost as a zombie)."""

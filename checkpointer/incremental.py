@@ -27,6 +27,19 @@ the stop (gone, changed, re-mapped) are dropped, as that mapping is stored whole
 whose pre-copy failed (it changed under the scan or the copy) is stored whole too (its
 written pages were re-protected: the stop's scan no longer lists them).
 
+`prearm(pids)`, called before the freeze of a full capture (the first one, or the first
+after a reset), takes the arming of the tracking out of its stop: write-protecting every
+private writable mapping costs the kernel ~11-15 ms per GiB (UFFDIO_WRITEPROTECT), in the
+stop of the full capture that starts the tracking. Instead each large process gets its
+userfaultfd in a short stop of its main thread alone (the injected userfaultfd() must run
+in the process; ~1 ms), and its mappings are registered and write-protected while it runs.
+A page written between that protection and the freeze is not protected any more: the
+full capture stores it anyway, and the next incremental scan reports it as written, so
+it is stored once more (never lost). The capture's stop then protects only the mappings
+new or changed since the pre-arming (`DirtyTracker.arm`). A mapping unmapped and mapped
+again at the same place meanwhile (same signature, not registered) is found by the next
+scan (EPERM) and stored whole, as any such mapping is.
+
 `capture_snapshot` shortens the stop further: the pages are copied after the thaw from
 a fork snapshot (copy-on-write) made while frozen, or read into memory inside the stop
 when they are few next to the process's resident memory (snapshot.PageCopy decides).
@@ -71,7 +84,7 @@ from . import injection_page, kernel, procfs, shared_memory, uffd
 from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
-from .freeze import Frozen, FrozenProcess
+from .freeze import Frozen, FrozenProcess, main_thread_stopped
 from .image import ImageWriter
 from .snapshot import PageCopy, Snapshot
 from .stopwatch import phase
@@ -88,6 +101,9 @@ ALL_ADDRESSES = 1 << 63
 # tracked mapping, the pages written again copied twice) cost the daemon more CPU than it
 # saved in the stop (Redis 16 MiB, 600-900 pages per checkpoint: +5-10 ms of CPU per checkpoint)
 PRECOPY_MIN_PAGES = 1024
+# 64 MiB of private writable mappings: write-protecting them costs ~1 ms, about what the
+# pre-arming's own stop (a freeze of the main thread and two injected calls) costs
+PREARM_MIN_BYTES = 64 << 20
 with open("/proc/sys/vm/mmap_min_addr") as _f:
     _PROBE_ADDRESS = max(int(_f.read()), kernel.PAGE_SIZE)  # the lowest page a process may map
 
@@ -173,6 +189,7 @@ class DirtyTracker:
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
         self.shared_armed: set[tuple] = set()  # ... of shared memory (shared_memory.py), likewise
+        self.prearmed: set[tuple] = set()  # ... of those protected before the first freeze (prearm)
         self._regions = (ctypes.c_uint64 * (3 * procfs.RANGES_PER_SCAN))()  # PAGEMAP_SCAN's output, reused
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
 
@@ -258,15 +275,34 @@ class DirtyTracker:
                 self.shared_armed.discard(sig)
         return None
 
+    def prearm(self, frozen_main: FrozenProcess) -> None:
+        """Before the first capture's freeze: take a userfaultfd from the process (its main
+        thread stopped, `frozen_main`); `protect_running()` follows, after that thaw."""
+        self.uffd = self._open_uffd(frozen_main)
+
+    def protect_running(self, vmas: list[procfs.Vma]) -> None:
+        """The process running: register and write-protect each private writable VMA of
+        `vmas` (read before). One that changed meanwhile (the call fails) is left to `arm`."""
+        for vma in vmas:
+            if _trackable(vma):
+                try:
+                    self._protect(vma)
+                except CheckpointError:
+                    continue
+                self.prearmed.add(_signature(vma))
+
     def arm(self, proc: FrozenProcess, vmas: list[procfs.Vma]) -> None:
         """While still frozen: track every new or changed private writable VMA, and
-        writable mapping of followed shared memory, from now on."""
+        writable mapping of followed shared memory, from now on. A VMA pre-armed
+        (`protect_running`) is tracked as it is: its pages written since are reported by
+        the next scan."""
         if self.uffd is None:
             self.uffd = self._open_uffd(proc)
         for vma in vmas:
             sig = _signature(vma)
             if _trackable(vma) and sig not in self.armed:
-                self._protect(vma)
+                if sig not in self.prearmed:
+                    self._protect(vma)
                 self.armed.add(sig)
             elif "w" in vma.perms and shared_memory.followed(vma) and sig not in self.shared_armed:
                 self._protect(vma)
@@ -276,6 +312,7 @@ class DirtyTracker:
         self.shared_armed &= current
         self.seen = current
         self.precopied = {}
+        self.prearmed = set()
 
     def _protect(self, vma: procfs.Vma) -> None:
         size = vma.end - vma.start
@@ -325,6 +362,7 @@ class Incremental:
     def __init__(self) -> None:
         self.parent: ChunkId | None = None
         self.trackers: dict[int, DirtyTracker] = {}
+        self.prearmed: dict[int, DirtyTracker] = {}   # trackers armed before a full capture's freeze (prearm)
         self.last_pages = 0  # pages stored by the last capture
         self.last_precopied = 0  # ... of those, pages copied before its freeze (precopy)
         self.kept_pages: set[int] = set()   # pids given an injection page to keep (injection_page.py)
@@ -347,6 +385,36 @@ class Incremental:
                 continue        # it exited: the freeze sees it gone
         self.last_precopied = copied
         return copied
+
+    def prearm(self, pids: Iterable[int], min_bytes: int = PREARM_MIN_BYTES) -> int:
+        """Before the freeze of a full capture (none made yet, or reset since), the
+        processes running: arm the write tracking of `pids` and their descendants with at
+        least `min_bytes` of private writable memory now, so that the capture's stop does not
+        (see the module docstring). Each is stopped alone (its main thread) for its
+        userfaultfd, recorded as "before_freeze_prearm_stop". The processes armed. A
+        process that cannot be (gone, refusing the call) is armed in the stop, as before."""
+        if self.parent is not None or self.trackers:
+            return 0
+        armed = 0
+        for pid in _with_descendants(pids):
+            try:
+                vmas = [vma for vma in procfs.maps(pid) if _trackable(vma)] if pid not in self.prearmed else []
+            except ProcessGone:
+                continue
+            if sum(vma.end - vma.start for vma in vmas) < min_bytes:
+                continue
+            tracker = DirtyTracker(pid)
+            try:
+                with main_thread_stopped(pid, "before_freeze_prearm_stop") as alone:
+                    tracker.prearm(alone)
+                with phase("before_freeze_prearm_protect"):
+                    tracker.protect_running(vmas)
+            except (CheckpointError, OSError):
+                tracker.close()
+                continue
+            self.prearmed[pid] = tracker
+            armed += 1
+        return armed
 
     def capture(self, frozen: Frozen, store: Store) -> ChunkId:
         """Capture inside the freeze window (pages copied while the processes are stopped)."""
@@ -404,11 +472,16 @@ class Incremental:
                 self.trackers.pop(pid).close()
                 tracker = None
             if tracker is None:
-                self.trackers[pid] = DirtyTracker(pid)
+                tracker = self.prearmed.pop(pid, None)
+                if tracker is not None and not tracker.same_memory():
+                    tracker.close()
+                    tracker = None
+                self.trackers[pid] = tracker or DirtyTracker(pid)
                 clear(ns_pids[pid], 0, ALL_ADDRESSES)
                 continue
             for start, end, *_ in tracker.seen - {_signature(v) for v in procfs.maps(pid)}:
                 clear(ns_pids[pid], start, end)
+        self._close_prearmed()      # of processes not in this freeze
         self.shared.scan(self.trackers, _signature)
 
         def select(pid: int, vma: procfs.Vma) -> list[int] | None:
@@ -446,7 +519,13 @@ class Incremental:
         for tracker in self.trackers.values():
             tracker.close()
         self.trackers.clear()
+        self._close_prearmed()
         self.shared.clear()
+
+    def _close_prearmed(self) -> None:
+        for tracker in self.prearmed.values():
+            tracker.close()
+        self.prearmed.clear()
 
     def reset(self) -> None:
         """Forget everything (after a failed checkpoint): the next capture stores every page.
@@ -454,6 +533,22 @@ class Incremental:
         called from any thread."""
         self.close(release_pages=False)
         self.parent = None
+
+
+def _with_descendants(pids: Iterable[int]) -> list[int]:
+    """`pids` and every process descended from them (those gone meanwhile left out)."""
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        try:
+            todo += procfs.children(pid)
+        except ProcessGone:
+            continue
+        found.append(pid)
+    return found
 
 
 class Pending:

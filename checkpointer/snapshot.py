@@ -41,16 +41,15 @@ import errno
 import os
 import signal
 import struct
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import forks, kernel, procfs, stopwatch
+from . import forks, kernel, procfs
 from .builder import wait_event_stop
 from .capture import PageSelector, copy_pages, injecting
 from .errors import CheckpointError
-from .freeze import Frozen, FrozenProcess, exiting, freeze, stack_scratch
-from .stopwatch import phase, recording
+from .freeze import Frozen, FrozenProcess, exiting, main_thread_stopped, stack_scratch
+from .stopwatch import phase
 
 RunSink = Callable[[int, int, bytes], None]   # (pid as the process sees it, address, whole pages)
 CLONE_FILES = 0x400
@@ -239,11 +238,8 @@ def _drop_snapshot(snap: Snapshot, frozen: Frozen | None) -> None:
         if frozen is not None and snap.pid in frozen.processes:
             _reap(snap, frozen.processes[snap.pid])
         else:
-            started = time.perf_counter()
-            with recording():            # the reap's own freeze phases are not the checkpoint's
-                with freeze([snap.pid], main_thread_only=True) as alone:
-                    _reap(snap, alone.processes[snap.pid])
-            stopwatch.add("after_thaw_reap_stop", ((alone.thawed_at or time.perf_counter()) - started) * 1000)
+            with main_thread_stopped(snap.pid, "after_thaw_reap_stop") as alone:
+                _reap(snap, alone)
     except CheckpointError:          # ProcessGone, a zombie, a task exiting under PTRACE_SEIZE
         if not exiting(snap.pid):
             raise

@@ -26,9 +26,10 @@ process that exec()ed since is captured whole. Any failed checkpoint resets the
 tracking (the scan that lists written pages also clears them), so the next image is
 full again and never misses a write.
 
-Before the freeze, the processes running, the pages written since the previous
-checkpoint are pre-copied (Incremental.precopy) when the last checkpoint stored many
-(incremental.PRECOPY_MIN_PAGES): the stop copies only the pages written again since (for
+Before the freeze of a full checkpoint, the processes running, the write tracking of the
+large processes is armed (Incremental.prearm: not in the stop). Before the freeze of the
+others, the pages written since the previous checkpoint are pre-copied
+(Incremental.precopy) when the last checkpoint stored many (incremental.PRECOPY_MIN_PAGES): the stop copies only the pages written again since (for
 Redis under redis-benchmark, about a third of them); the phase "before_freeze_precopy" is
 recorded with the others but is not part of `stop_ms`.
 The page copy is out of the stop where that is cheaper (checkpointer.snapshot): a
@@ -185,6 +186,8 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     copy: PageCopy | None = None
     early = Precopied()          # pre-copies, stored less the pages written again (after the thaw)
     with recording() as phases:
+        with phase("before_freeze_prearm"):
+            tracking.prearm(pids)
         with phase("before_freeze_precopy"):
             tracking.precopy()
         started = time.perf_counter()
