@@ -36,7 +36,7 @@ from .inject import Injector
 from .stopwatch import phase
 
 PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
-PageSelector = Callable[[int, procfs.Vma], "list[int] | None"]
+PageSelector = Callable[[int, procfs.Vma], "procfs.PageRanges | None"]
 
 MAX_RUN = 256 * kernel.PAGE_SIZE
 IOV_MAX = 1024                   # iovecs per process_vm_readv
@@ -50,7 +50,7 @@ PTRACE_SECCOMP_GET_FILTER = 0x420C
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
-def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
+def saved_ranges(pid: int, vma: procfs.Vma) -> procfs.PageRanges | None:
     """The pages of a VMA a full image holds (None: none, its contents are elsewhere)."""
     kind = vma_kind(vma)
     if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall"):
@@ -58,11 +58,11 @@ def saved_pages(pid: int, vma: procfs.Vma) -> list[int] | None:
     if kind in ("shared_anon", "sysv_shm") or (kind in ("file", "memfd") and vma.shared):
         procfs.check_no_guard_pages(pid, vma)
         return None  # kept in the file, or (shared memory) in the image as a memfd record
-    return procfs.dirty_pages(pid, vma)
+    return procfs.dirty_ranges(pid, vma)
 
 
 def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
-                select: PageSelector = saved_pages, keep_injection_page: bool = False) -> list[dict]:
+                select: PageSelector = saved_ranges, keep_injection_page: bool = False) -> list[dict]:
     """Metadata of every frozen process and zombie, parents before children.
 
     `select(host pid, vma)` names the pages of each VMA to hand to the sink (None: skip).
@@ -84,7 +84,7 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
 
 
 def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int,
-                    select: PageSelector = saved_pages, keep_injection_page: bool = False) -> dict:
+                    select: PageSelector = saved_ranges, keep_injection_page: bool = False) -> dict:
     pid = proc.pid
     lazy.check_served(pid)
     with phase("proc_files"):
@@ -123,10 +123,10 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["seccomp"] = _seccomp(proc, status)
         meta.update(_injected_state(proc, status, keep_injection_page))
     with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
-        pages = list(itertools.chain.from_iterable(select(pid, vma) or () for vma in vmas))
-    if pages:
+        ranges = list(itertools.chain.from_iterable(select(pid, vma) or () for vma in vmas))
+    if ranges:
         with phase("page_copy"):
-            copy_pages(pid, pages, functools.partial(sink, meta["pid"]))
+            copy_pages(pid, ranges, functools.partial(sink, meta["pid"]))
     return meta
 
 
@@ -239,8 +239,8 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     return meta
 
 
-def copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -> None:
-    """Hand the pages at `pages` (sorted addresses) to `sink(start, data)` in runs; `data`
+def copy_pages(pid: int, ranges: procfs.PageRanges, sink: Callable[[int, bytes], None]) -> None:
+    """Hand the pages in `ranges` to `sink(start, data)` in runs; `data`
     may be a memoryview of a buffer shared by the runs of one batch. Each batch of up to
     IOV_MAX runs (READ_BATCH_BYTES) is one process_vm_readv: one system call instead of a
     pread of /proc/PID/mem per run (~5 us each, most runs being one page). A batch that call
@@ -248,7 +248,7 @@ def copy_pages(pid: int, pages: list[int], sink: Callable[[int, bytes], None]) -
     is read run by run through /proc/PID/mem, which does not."""
     mem = -1
     try:
-        for batch in _batches(_runs(pages)):
+        for batch in _batches(_runs(ranges)):
             size = sum(count for _, count in batch) * kernel.PAGE_SIZE
             buffer = bytearray(size)
             if _vm_read(pid, batch, buffer) == size:
@@ -298,23 +298,16 @@ def _vm_read(pid: int, runs: list[tuple[int, int]], buffer: bytearray) -> int:
     return _libc.process_vm_readv(pid, local, 1, remote.buffer_info()[0], len(runs), 0)
 
 
-def _runs(pages: list[int]) -> list[tuple[int, int]]:
-    """Group sorted page addresses into (start, count) runs of at most MAX_RUN bytes."""
-    runs: list[tuple[int, int]] = []
-    limit, page = MAX_RUN // kernel.PAGE_SIZE, kernel.PAGE_SIZE
-    start = end = -1      # the run being grown: [start, end), `count` pages (a step per page: kept lean)
-    count = 0
-    for addr in pages:
-        if addr == end and count < limit:
-            count += 1
+def _runs(ranges: procfs.PageRanges) -> list[tuple[int, int]]:
+    """(start, page count) runs of at most MAX_RUN bytes covering `ranges`, adjacent ranges joined."""
+    joined: list[list[int]] = []
+    for start, end in ranges:
+        if joined and joined[-1][1] == start:
+            joined[-1][1] = end
         else:
-            if count:
-                runs.append((start, count))
-            start, count = addr, 1
-        end = addr + page
-    if count:
-        runs.append((start, count))
-    return runs
+            joined.append([start, end])
+    return [(at, min(MAX_RUN, end - at) // kernel.PAGE_SIZE) for start, end in joined
+            for at in range(start, end, MAX_RUN)]
 
 
 @contextmanager

@@ -81,7 +81,7 @@ from typing import Callable, Iterable, Iterator
 from objectstore import ChunkId, Store
 
 from . import injection_page, kernel, procfs, shared_memory, uffd
-from .capture import PageSelector, capture_all, copy_pages, injecting, saved_pages, vma_kind
+from .capture import PageSelector, capture_all, copy_pages, injecting, saved_ranges, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
 from .freeze import Frozen, FrozenProcess, main_thread_stopped
@@ -129,10 +129,10 @@ def _trackable(vma: procfs.Vma) -> bool:
     return not vma.shared and "w" in vma.perms and vma_kind(vma) in ("anon", "file")
 
 
-def _without(runs: list[tuple[int, bytes]], pages: list[int]) -> Iterator[tuple[int, bytes]]:
-    """The parts of `runs` (address, whole pages) outside `pages` (addresses): the stale
-    pre-copies of pages copied again in the stop are not stored at all."""
-    again = set(pages)
+def _without(runs: list[tuple[int, bytes]], ranges: procfs.PageRanges) -> Iterator[tuple[int, bytes]]:
+    """The parts of `runs` (address, whole pages) outside `ranges`: the stale pre-copies
+    of pages copied again in the stop are not stored at all."""
+    again = {page for start, end in ranges for page in range(start, end, kernel.PAGE_SIZE)}
     if not again:
         yield from runs
         return
@@ -171,7 +171,7 @@ class Precopied:
     for the thaw (a Python step per page: too slow for the stop)."""
 
     def __init__(self) -> None:
-        self.kept: list[tuple[int, list[tuple[int, bytes]], list[int]]] = []  # (ns pid, runs, written again)
+        self.kept: list[tuple[int, list[tuple[int, bytes]], procfs.PageRanges]] = []  # (ns pid, runs, written again)
 
     def runs(self) -> Iterator[tuple[int, int, bytes]]:
         """(ns pid, address, whole pages) of every pre-copied page not written again."""
@@ -205,31 +205,31 @@ class DirtyTracker:
         self.precopied = {}
         if self.uffd is None:
             return 0
-        scanned: list[tuple[tuple, procfs.Vma, list[int]]] = []
+        scanned: list[tuple[tuple, procfs.Vma, procfs.PageRanges]] = []
         with procfs.pagemap(self.pid) as pagemap:
             for vma in procfs.maps(self.pid):
                 sig = _signature(vma)
                 if sig not in self.armed:
                     continue
                 try:
-                    pages = self._scan(pagemap, vma)
+                    ranges = self._scan(pagemap, vma)
                 except (CheckpointError, OSError):
                     self.armed.discard(sig)
                     continue
-                if pages:
-                    scanned.append((sig, vma, pages))
+                if ranges:
+                    scanned.append((sig, vma, ranges))
         runs: list[tuple[int, bytes]] = []
         try:
-            copy_pages(self.pid, [page for _, _, pages in scanned for page in pages],
+            copy_pages(self.pid, [span for _, _, ranges in scanned for span in ranges],
                        lambda addr, data: runs.append((addr, data)))
         except (CheckpointError, OSError):
             self.armed.difference_update(sig for sig, _, _ in scanned)
             return 0
         self.precopied = _by_mapping(runs, [(sig, vma.end) for sig, vma, _ in scanned])
-        return sum(len(pages) for _, _, pages in scanned)
+        return sum(procfs.range_pages(ranges) for _, _, ranges in scanned)
 
-    def select(self, vma: procfs.Vma) -> tuple[bool, list[int] | None]:
-        """(whole, pages): the pages of this VMA to store now; whole = the VMA is new or changed."""
+    def select(self, vma: procfs.Vma) -> tuple[bool, procfs.PageRanges | None]:
+        """(whole, ranges): the pages of this VMA to store now; whole = the VMA is new or changed."""
         sig = _signature(vma)
         if sig in self.armed:
             try:
@@ -240,14 +240,14 @@ class DirtyTracker:
             return False, None  # unchanged and not writable: nothing can differ
         if sig in self.seen and vma.shared:
             return True, None   # its contents are read from the shared object; guard pages looked for when new
-        return True, saved_pages(self.pid, vma)
+        return True, saved_ranges(self.pid, vma)
 
-    def _written(self, vma: procfs.Vma) -> list[int]:
+    def _written(self, vma: procfs.Vma) -> procfs.PageRanges:
         """Pages written since the last scan (re-protected by the same call)."""
         with procfs.pagemap(self.pid) as pagemap:
             return self._scan(pagemap, vma)
 
-    def _scan(self, pagemap: int, vma: procfs.Vma) -> list[int]:
+    def _scan(self, pagemap: int, vma: procfs.Vma) -> procfs.PageRanges:
         """`_written` through an open /proc/PID/pagemap descriptor."""
         try:
             ranges = procfs.page_ranges(pagemap, vma.start, vma.end, procfs.PAGE_IS_WRITTEN,
@@ -257,12 +257,10 @@ class DirtyTracker:
             if exc.errno == errno.EPERM:
                 raise _NotTracked(f"PAGEMAP_SCAN of process {self.pid}: not tracked") from None
             raise CheckpointError(f"PAGEMAP_SCAN of process {self.pid} failed: {exc.strerror}") from None
-        pages: list[int] = []
-        for start, end, categories in ranges:
+        for start, _, categories in ranges:
             if categories & procfs.PAGE_IS_GUARD:     # a guard marker reads as written
                 raise procfs.refuse_guard_pages(self.pid, start)
-            pages += range(start, end, kernel.PAGE_SIZE)
-        return pages
+        return [(start, end) for start, end, _ in ranges]
 
     def written_shared(self, vma: procfs.Vma) -> list[int] | None:
         """The pages of a shared memory mapping written since the last scan (re-protected);
@@ -270,7 +268,7 @@ class DirtyTracker:
         sig = _signature(vma)
         if sig in self.shared_armed:
             try:
-                return self._written(vma)
+                return [page for start, end in self._written(vma) for page in range(start, end, kernel.PAGE_SIZE)]
             except _NotTracked:
                 self.shared_armed.discard(sig)
         return None
@@ -484,9 +482,9 @@ class Incremental:
         self._close_prearmed()      # of processes not in this freeze
         self.shared.scan(self.trackers, _signature)
 
-        def select(pid: int, vma: procfs.Vma) -> list[int] | None:
+        def select(pid: int, vma: procfs.Vma) -> procfs.PageRanges | None:
             tracker = self.trackers[pid]
-            whole, pages = tracker.select(vma)
+            whole, ranges = tracker.select(vma)
             runs = tracker.precopied.pop(_signature(vma), ())
             if whole:
                 clear(ns_pids[pid], vma.start, vma.end)
@@ -494,8 +492,8 @@ class Incremental:
                 if precopied is None:
                     raise CheckpointError("pages were copied before the freeze (precopy) but the "
                                           "capture was given nowhere to put them")
-                precopied.kept.append((ns_pids[pid], runs, pages or []))
-            return pages
+                precopied.kept.append((ns_pids[pid], runs, ranges or []))
+            return ranges
         return select
 
     def arm(self, frozen: Frozen) -> None:

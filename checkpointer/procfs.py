@@ -355,26 +355,30 @@ PM_PRESENT = 1 << 63
 PM_SWAPPED = 1 << 62
 
 
-def dirty_pages(pid: int, vma: Vma, all_present: bool = False) -> list[int]:
-    """Addresses of the pages of a VMA whose contents are not in their backing file.
+# Pages as sorted, disjoint, page-aligned address ranges [(start, end)]: what PAGEMAP_SCAN
+# reports, and what a copy reads (one iovec per run). A list of every page's address cost a
+# full checkpoint of 2 GiB ~15 ms to build inside its stop, and more to pass on.
+PageRanges = list[tuple[int, int]]
 
-    A page is saved when present and not a clean file page, or swapped.
-    `all_present` also takes present file/shmem pages (shared anonymous memory).
-    Found as ranges (PAGEMAP_SCAN), not page by page: a full checkpoint of 2 GiB read
-    524,288 pagemap entries in Python, ~190 ms of its stop.
-    """
+
+def range_pages(ranges: PageRanges) -> int:
+    """The number of pages in `ranges`."""
+    return sum(end - start for start, end in ranges) // PAGE_SIZE
+
+
+def dirty_ranges(pid: int, vma: Vma) -> PageRanges:
+    """The pages of a VMA whose contents are not in their backing file: present and not
+    a clean file page, or swapped (PAGEMAP_SCAN: a full checkpoint of 2 GiB read 524,288
+    pagemap entries in Python, ~190 ms of its stop)."""
     with pagemap(pid) as fd:
-        if all_present or not (vma.file_backed or vma.special):   # anonymous memory: no file pages to leave out
+        if not (vma.file_backed or vma.special):   # anonymous memory: no file pages to leave out
             ranges = page_ranges(fd, vma.start, vma.end, PAGE_IS_PRESENT)
         else:     # present and not a file page: FILE inverted, then required
             ranges = page_ranges(fd, vma.start, vma.end, PAGE_IS_PRESENT | PAGE_IS_FILE, inverted=PAGE_IS_FILE)
         ranges += page_ranges(fd, vma.start, vma.end, PAGE_IS_SWAPPED, report=PAGE_IS_GUARD)   # guard markers look swapped
     if any(categories & PAGE_IS_GUARD for _, _, categories in ranges):
         raise refuse_guard_pages(pid, min(start for start, _, categories in ranges if categories & PAGE_IS_GUARD))
-    pages: list[int] = []
-    for start, end, _ in sorted(ranges):
-        pages += range(start, end, PAGE_SIZE)
-    return pages
+    return sorted((start, end) for start, end, _ in ranges)
 
 
 def check_no_guard_pages(pid: int, vma: Vma) -> None:

@@ -65,13 +65,13 @@ FORK_US_PER_MIB, FORK_US_FIXED = 80, 1500
 
 @dataclass
 class _Chosen:
-    """One process's chosen pages, by mapping (start of the mapping, sorted page addresses)."""
+    """One process's chosen pages, by mapping (start of the mapping, its page ranges)."""
     ns_pid: int
-    by_vma: list[tuple[int, list[int]]] = field(default_factory=list)
+    by_vma: list[tuple[int, procfs.PageRanges]] = field(default_factory=list)
 
     @property
-    def pages(self) -> list[int]:
-        return [page for _, pages in self.by_vma for page in pages]
+    def ranges(self) -> procfs.PageRanges:
+        return [span for _, ranges in self.by_vma for span in ranges]
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Snapshot:
     ns_pid: int       # ... as it sees itself
     child: int        # host PID of its fork snapshot
     ns_child: int     # ... in the process's namespace (for its wait4)
-    pages: list[int]
+    ranges: procfs.PageRanges   # the pages to copy from it
 
 
 class PageCopy:
@@ -94,9 +94,9 @@ class PageCopy:
     def selector(self, select: PageSelector) -> PageSelector:
         """`select`, with the pages it names kept here instead of copied by the capture."""
         def keep(pid: int, vma: procfs.Vma) -> None:
-            pages = select(pid, vma)
-            if pages:
-                self._chosen[pid].by_vma.append((vma.start, pages))
+            ranges = select(pid, vma)
+            if ranges:
+                self._chosen[pid].by_vma.append((vma.start, ranges))
         return keep
 
     def in_stop(self, frozen: Frozen, sink: RunSink) -> None:
@@ -111,14 +111,14 @@ class PageCopy:
                     snapshot = _try_fork_snapshot(frozen.processes[pid], chosen)
             with phase("page_copy"):
                 if snapshot is None:
-                    _copy(pid, chosen.ns_pid, chosen.pages, sink)
+                    _copy(pid, chosen.ns_pid, chosen.ranges, sink)
                     continue
                 self.snapshots.append(snapshot)
-                for _, pages in chosen.by_vma:   # what the fork did not copy is read now
-                    if _in_snapshot(snapshot.child, pages[0]):
-                        snapshot.pages += pages
+                for _, ranges in chosen.by_vma:   # what the fork did not copy is read now
+                    if _in_snapshot(snapshot.child, ranges[0][0]):
+                        snapshot.ranges += ranges
                     else:
-                        _copy(pid, chosen.ns_pid, pages, sink)
+                        _copy(pid, chosen.ns_pid, ranges, sink)
 
     def after_thaw(self, sink: RunSink) -> None:
         """The processes run again: copy from the snapshots into `sink`, then drop them."""
@@ -126,7 +126,7 @@ class PageCopy:
             for snap in self.snapshots:
                 try:
                     with phase("after_thaw_snapshot_copy"):
-                        _copy(snap.child, snap.ns_pid, snap.pages, sink)
+                        _copy(snap.child, snap.ns_pid, snap.ranges, sink)
                 except (CheckpointError, OSError) as exc:
                     raise CheckpointError(f"the fork snapshot of process {snap.pid} went away while its "
                                           f"pages were copied ({exc}); no image is written") from exc
@@ -148,15 +148,15 @@ class PageCopy:
             raise failures[0]
 
 
-def _copy(pid: int, ns_pid: int, pages: list[int], sink: RunSink) -> None:
-    copy_pages(pid, pages, lambda addr, data: sink(ns_pid, addr, data))
+def _copy(pid: int, ns_pid: int, ranges: procfs.PageRanges, sink: RunSink) -> None:
+    copy_pages(pid, ranges, lambda addr, data: sink(ns_pid, addr, data))
 
 
 def _fork_is_cheaper(pid: int, chosen: _Chosen) -> bool:
     """A fork copies page tables (FORK_US_PER_MIB of resident anonymous memory, plus
     FORK_US_FIXED with the reap); a copy inside the stop reads every page (COPY_US_PER_MIB)
     and holds them in memory until stored (INLINE_MAX_PAGES)."""
-    pages = sum(len(p) for _, p in chosen.by_vma)
+    pages = sum(procfs.range_pages(ranges) for _, ranges in chosen.by_vma)
     if pages <= INLINE_PAGES:
         return False
     if pages > INLINE_MAX_PAGES:
