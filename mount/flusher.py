@@ -38,18 +38,22 @@ def serve(mountpoint: str) -> None:
     """The helper's loop (run as `python flusher.py MOUNTPOINT`)."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    sys.stdout.buffer.write(BANNER)
-    sys.stdout.buffer.flush()
-    while sys.stdin.buffer.read(1):
-        try:
-            fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as exc:
-            err = exc.errno
-        else:
-            err = 0 if libc.syncfs(fd) == 0 else ctypes.get_errno()
-            os.close(fd)
-        sys.stdout.buffer.write(b"%d\n" % err)
-        sys.stdout.buffer.flush()
+    out = sys.stdout.buffer
+    try:
+        out.write(BANNER)
+        out.flush()
+        while sys.stdin.buffer.read(1):
+            try:
+                fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                err = exc.errno
+            else:
+                err = 0 if libc.syncfs(fd) == 0 else ctypes.get_errno()
+                os.close(fd)
+            out.write(b"%d\n" % err)
+            out.flush()
+    except BrokenPipeError:     # the daemon died (SIGKILL): nobody is left to answer
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # (no flush error at exit)
 
 
 def _check_banner(banner: bytes) -> None:
