@@ -7,6 +7,13 @@ when they are freed, so the next request's buffer faults its pages in again: und
 sequential write that was about 40% of the daemon's CPU time (1.8-2.0 -> 1.0-1.2 ms of
 daemon CPU per MiB written with the settings below, same minutes, loaded machine).
 
+The group daemon (slsfs.daemon, which makes the mount's FileSystem) has bigger ones:
+each checkpoint copies its pages into bytearrays of up to 8 MiB (checkpointer.capture's
+READ_BATCH_BYTES), freed once the image is written. Above a 4 MiB threshold each was
+mmap()ed in the tracer thread and munmap()ed after the write: ~1,900-2,400 page faults
+per checkpoint of a Redis group at 10 Hz (~1,700 pages stored), 4-5 ms of system time
+(glibc's own ceiling, 32 MiB, keeps them in the heap: ~20-140 faults).
+
 `keep_freed_buffers()` makes allocations below MMAP_THRESHOLD come from the heap and
 lets up to TRIM_THRESHOLD of free memory stay at its top. Simplifications: it is for the
 whole process and for good (pyfuse3 serves one mount per process anyway); the daemon's
@@ -20,7 +27,7 @@ import logging
 
 log = logging.getLogger("slsfs.mount")
 
-MMAP_THRESHOLD = 4 * 1024 * 1024
+MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 32 * 1024 * 1024
 _M_TRIM_THRESHOLD = -1              # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
