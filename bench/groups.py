@@ -13,8 +13,8 @@ and the wall time of `sls restore` (which starts a daemon and mounts).
 
 Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mib MiB
 (DEBUG POPULATE), measured with redis-benchmark (SET, 50 clients) the same ways
-(`redis_*` keys, plus the daemon's CPU per checkpoint; skipped with a note if
-redis-server is not installed).
+(`redis_*` keys, plus the daemon's CPU per checkpoint, the checkpoints taken in the
+measured window, their rate and pages; skipped with a note if redis-server is not installed).
 `--quick` uses short windows and a small dataset, and finishes in about 90 s.
 Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N]
 """
@@ -163,14 +163,16 @@ def redis_rate(port: int, mib: int, requests: int) -> float:
     raise SystemExit(f"bench: no SET figure from redis-benchmark: {out[-300:]}")
 
 
-def daemon_cpu(store: Path) -> tuple[float, int]:
-    """(CPU ms the store's daemon has used, checkpoints its group has taken): the daemon's
-    CPU competes with the application on a small machine, beyond the stop itself."""
+def daemon_cpu(store: Path) -> tuple[float, int, int, float]:
+    """(CPU ms the store's daemon has used, checkpoints its group has taken, pages they
+    stored, monotonic time): the daemon's CPU competes with the application on a small
+    machine, beyond the stop itself."""
     ps = request(store, "ps")
     with open(f"/proc/{ps['daemon']}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])          # utime + stime
-    return ticks * 1000 / os.sysconf("SC_CLK_TCK"), ps["groups"][0]["checkpoints"]
+    group = ps["groups"][0]
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK"), group["checkpoints"], group["pages_total"], time.monotonic()
 
 
 def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: int) -> None:
@@ -195,8 +197,11 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         if hz:
             status = request(store, "ps")["groups"][0]
             note_checkpoints(out, "redis_", key, status, "pages_last")
-            cpu_ms, checkpoints = (a - b for a, b in zip(daemon_cpu(store), before))
+            cpu_ms, checkpoints, pages, seconds = (a - b for a, b in zip(daemon_cpu(store), before))
             out[f"redis_daemon_cpu_ms_per_checkpoint_{key}"] = round(cpu_ms / max(checkpoints, 1), 1)
+            out[f"redis_checkpoints_{key}"] = checkpoints           # in the measured window
+            out[f"redis_checkpoints_per_s_achieved_{key}"] = round(checkpoints / seconds, 1)
+            out[f"redis_pages_per_checkpoint_{key}"] = round(pages / max(checkpoints, 1))
         if hz == 10:
             crash_and_restore(store, "redis", out, "redis_")
         sls("stop", "--store", str(store))
@@ -212,7 +217,7 @@ def main() -> int:
     parser.add_argument("--redis-mib", type=int, help="Redis dataset size (default 100, 16 with --quick)")
     args = parser.parse_args()
     mib = args.redis_mib or (16 if args.quick else 100)
-    requests = 20000 if args.quick else 200000
+    requests = 150000 if args.quick else 400000   # 1-2 s (quick) of SETs on this VM: 10+ checkpoints at 10 Hz
     window = 5.0 if args.quick else 20.0
     work = Path(args.dir or tempfile.mkdtemp(prefix="slsfs-bench-groups-"))
     script = work / "sqlite_loop.py"

@@ -54,6 +54,7 @@ class RunningGroup:
     checkpoint_times: list[float] = field(default_factory=list)
     tracking: PageTracking = field(default_factory=PageTracking)   # incremental capture
     pages_last: int = 0                       # pages the last checkpoint copied
+    pages_total: int = 0                      # ... and all of this daemon's checkpoints of the group
     precopied_last: int = 0                   # of which copied before its freeze (incremental.precopy)
     stop_phases_last: dict[str, float] = field(default_factory=dict)   # ms per phase of the last stop
 
@@ -109,6 +110,7 @@ class RunningGroup:
                         stop_phases: dict[str, float], precopied: int) -> None:
         now = time.monotonic()
         self.pages_last, self.stop_phases_last, self.precopied_last = pages, stop_phases, precopied
+        self.pages_total += pages
         self.stop_ms.append(stop_ms)
         self.durable_ms.append(durable_ms)
         del self.stop_ms[:-1000], self.durable_ms[:-1000]
@@ -127,7 +129,7 @@ class RunningGroup:
             "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,
             "durable_ms_median": round(statistics.median(durables), 3) if durables else None,
             "restore_ms": self.restore_ms, "restore_phases_ms": self.restore_phases_ms,
-            "pages_last": self.pages_last, "precopied_pages_last": self.precopied_last,
+            "pages_last": self.pages_last, "pages_total": self.pages_total, "precopied_pages_last": self.precopied_last,
             "stop_phases_ms_last": self.stop_phases_last, "exit_status": self.exit_status(),
         }
 
