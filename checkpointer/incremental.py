@@ -28,17 +28,21 @@ whose pre-copy failed (it changed under the scan or the copy) is stored whole to
 written pages were re-protected: the stop's scan no longer lists them).
 
 `prearm(pids)`, called before the freeze of a full capture (the first one, or the first
-after a reset), takes the arming of the tracking out of its stop: write-protecting every
-private writable mapping costs the kernel ~11-15 ms per GiB (UFFDIO_WRITEPROTECT), in the
-stop of the full capture that starts the tracking. Instead each large process gets its
-userfaultfd in a short stop of its main thread alone (the injected userfaultfd() must run
-in the process; ~1 ms), and its mappings are registered and write-protected while it runs.
-A page written between that protection and the freeze is not protected any more: the
-full capture stores it anyway, and the next incremental scan reports it as written, so
-it is stored once more (never lost). The capture's stop then protects only the mappings
-new or changed since the pre-arming (`DirtyTracker.arm`). A mapping unmapped and mapped
-again at the same place meanwhile (same signature, not registered) is found by the next
-scan (EPERM) and stored whole, as any such mapping is.
+after a reset), makes its stop that of an incremental one. Without it, the stop of a full
+capture of 2 GiB write-protected every private writable mapping to start the tracking
+(~11-15 ms per GiB, UFFDIO_WRITEPROTECT) and forked a snapshot to copy every page from
+after the thaw (~15 ms per GiB of page tables copied): 72-99 ms. Instead each large
+process gets its userfaultfd in a short stop of its main thread alone (the injected
+userfaultfd() must run in the process; ~0.5 ms); then, the process running, its mappings
+are registered and write-protected, and every page a full image holds of them is
+pre-copied, as `precopy()` copies the written ones. The capture takes the pre-armed
+mappings as tracked: its stop scans them for the pages written since the protection (a
+write-protect scan, ~1 ms per GiB), copies those, and the image holds the pre-copies of
+the others. A mapping unmapped and mapped again at the same place meanwhile (same
+signature, not registered) is found by that scan (EPERM) and stored whole, as is any
+mapping new or changed since the pre-arming. The cost: the process's memory is held
+twice (its pre-copy) until the image is stored, so a process is pre-armed only when its
+anonymous memory is less than a quarter of the memory available.
 
 `capture_snapshot` shortens the stop further: the pages are copied after the thaw from
 a fork snapshot (copy-on-write) made while frozen, or read into memory inside the stop
@@ -189,30 +193,33 @@ class DirtyTracker:
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
         self.shared_armed: set[tuple] = set()  # ... of shared memory (shared_memory.py), likewise
-        self.prearmed: set[tuple] = set()  # ... of those protected before the first freeze (prearm)
         self._regions = (ctypes.c_uint64 * (3 * procfs.RANGES_PER_SCAN))()  # PAGEMAP_SCAN's output, reused
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
 
     def precopy(self) -> int:
         """The process running: copy the pages of each tracked mapping written since the
-        last scan (re-protecting them) into `precopied`; the pages copied. One pagemap
-        descriptor scans every mapping, and one copy (capture.copy_pages: a read per 1024
-        runs) takes the pages of all of them, each mapping then given its own runs
-        (`_by_mapping`). A mapping whose scan fails (it changed meanwhile) is no longer
-        taken as tracked: the stop stores it whole; so is every scanned mapping when the
-        copy fails (one of them went away under it), as their written pages were
-        re-protected by the scan."""
+        last scan (re-protecting them) into `precopied`; the pages copied."""
         self.precopied = {}
         if self.uffd is None:
             return 0
+        return self._copy_ahead(procfs.maps(self.pid), self._scan)
+
+    def _copy_ahead(self, vmas: list[procfs.Vma], scan: Callable[[int, procfs.Vma], procfs.PageRanges]) -> int:
+        """Copy the pages `scan(pagemap fd, vma)` names of each tracked VMA of `vmas` into
+        `precopied`; the pages copied. One pagemap descriptor scans every mapping, and one
+        copy (capture.copy_pages: a read per 1024 runs) takes the pages of all of them, each
+        mapping then given its own runs (`_by_mapping`). A mapping whose scan fails (it
+        changed meanwhile) is no longer taken as tracked: the stop stores it whole; so is
+        every scanned mapping when the copy fails (one of them went away under it), as
+        their written pages were re-protected by the scan."""
         scanned: list[tuple[tuple, procfs.Vma, procfs.PageRanges]] = []
         with procfs.pagemap(self.pid) as pagemap:
-            for vma in procfs.maps(self.pid):
+            for vma in vmas:
                 sig = _signature(vma)
                 if sig not in self.armed:
                     continue
                 try:
-                    ranges = self._scan(pagemap, vma)
+                    ranges = scan(pagemap, vma)
                 except (CheckpointError, OSError):
                     self.armed.discard(sig)
                     continue
@@ -275,32 +282,34 @@ class DirtyTracker:
 
     def prearm(self, frozen_main: FrozenProcess) -> None:
         """Before the first capture's freeze: take a userfaultfd from the process (its main
-        thread stopped, `frozen_main`); `protect_running()` follows, after that thaw."""
+        thread stopped, `frozen_main`); `protect_and_copy()` follows, after that thaw."""
         self.uffd = self._open_uffd(frozen_main)
 
-    def protect_running(self, vmas: list[procfs.Vma]) -> None:
+    def protect_and_copy(self, vmas: list[procfs.Vma]) -> int:
         """The process running: register and write-protect each private writable VMA of
-        `vmas` (read before). One that changed meanwhile (the call fails) is left to `arm`."""
+        `vmas` (read before), then copy the pages a full image holds of each (as
+        capture.saved_ranges names them) into `precopied`; the pages copied. The first
+        capture takes these mappings as tracked: it stores those pre-copies less the pages
+        written since the protection, which its stop copies. One that changed meanwhile
+        (a call fails) is stored whole by that capture."""
         for vma in vmas:
             if _trackable(vma):
                 try:
                     self._protect(vma)
                 except CheckpointError:
                     continue
-                self.prearmed.add(_signature(vma))
+                self.armed.add(_signature(vma))
+        return self._copy_ahead(vmas, lambda _, vma: procfs.dirty_ranges(self.pid, vma))
 
     def arm(self, proc: FrozenProcess, vmas: list[procfs.Vma]) -> None:
         """While still frozen: track every new or changed private writable VMA, and
-        writable mapping of followed shared memory, from now on. A VMA pre-armed
-        (`protect_running`) is tracked as it is: its pages written since are reported by
-        the next scan."""
+        writable mapping of followed shared memory, from now on."""
         if self.uffd is None:
             self.uffd = self._open_uffd(proc)
         for vma in vmas:
             sig = _signature(vma)
             if _trackable(vma) and sig not in self.armed:
-                if sig not in self.prearmed:
-                    self._protect(vma)
+                self._protect(vma)
                 self.armed.add(sig)
             elif "w" in vma.perms and shared_memory.followed(vma) and sig not in self.shared_armed:
                 self._protect(vma)
@@ -310,7 +319,6 @@ class DirtyTracker:
         self.shared_armed &= current
         self.seen = current
         self.precopied = {}
-        self.prearmed = set()
 
     def _protect(self, vma: procfs.Vma) -> None:
         size = vma.end - vma.start
@@ -387,26 +395,29 @@ class Incremental:
     def prearm(self, pids: Iterable[int], min_bytes: int = PREARM_MIN_BYTES) -> int:
         """Before the freeze of a full capture (none made yet, or reset since), the
         processes running: arm the write tracking of `pids` and their descendants with at
-        least `min_bytes` of private writable memory now, so that the capture's stop does not
-        (see the module docstring). Each is stopped alone (its main thread) for its
-        userfaultfd, recorded as "before_freeze_prearm_stop". The processes armed. A
-        process that cannot be (gone, refusing the call) is armed in the stop, as before."""
+        least `min_bytes` of private writable memory now, and pre-copy their pages, so that
+        the capture's stop does neither (see the module docstring). Each is stopped alone
+        (its main thread) for its userfaultfd, recorded as "before_freeze_prearm_stop".
+        The processes pre-armed. A process that cannot be (gone, refusing the call, too
+        large for the memory available) is captured whole in the stop, as before."""
         if self.parent is not None or self.trackers:
             return 0
         armed = 0
+        available = procfs.memory_available()
         for pid in _with_descendants(pids):
             try:
                 vmas = [vma for vma in procfs.maps(pid) if _trackable(vma)] if pid not in self.prearmed else []
+                anonymous = int(procfs.status(pid).get("RssAnon", "0 kB").split()[0]) << 10
             except ProcessGone:
                 continue
-            if sum(vma.end - vma.start for vma in vmas) < min_bytes:
+            if sum(vma.end - vma.start for vma in vmas) < min_bytes or anonymous * 4 > available:
                 continue
             tracker = DirtyTracker(pid)
             try:
                 with main_thread_stopped(pid, "before_freeze_prearm_stop") as alone:
                     tracker.prearm(alone)
-                with phase("before_freeze_prearm_protect"):
-                    tracker.protect_running(vmas)
+                with phase("before_freeze_prearm_protect_copy"):
+                    tracker.protect_and_copy(vmas)
             except (CheckpointError, OSError):
                 tracker.close()
                 continue

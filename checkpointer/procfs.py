@@ -243,6 +243,12 @@ def ns_id(value: str) -> int:
     return int(value.split()[-1])
 
 
+def memory_available() -> int:
+    """Bytes of memory available for new allocations without swapping (/proc/meminfo)."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable:"))
+
+
 def resident_pages(pid: int) -> int:
     """Pages of the process resident in memory (/proc/PID/statm)."""
     return int(_read(pid, "statm").split()[1])

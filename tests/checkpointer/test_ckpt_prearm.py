@@ -1,7 +1,8 @@
-"""Write tracking armed before a full capture's freeze (Incremental.prearm), the target
-running: a page written between the arming and the freeze is in the full image, and one
-written right after the thaw is in the next, incremental, image, which stores only what
-was written."""
+"""Write tracking armed, and every page pre-copied, before a full capture's freeze
+(Incremental.prearm), the target running: a page written between the arming and the
+freeze is in the full image as of the freeze, a page written right after the thaw is in
+the next, incremental, image, which stores only what was written, and a mapping replaced
+by a new one at the same place before the freeze is stored whole, not from its pre-copy."""
 from __future__ import annotations
 
 import struct
@@ -12,6 +13,7 @@ from checkpointer.incremental import Incremental
 from checkpointer.kernel import PAGE_SIZE
 
 MIB = 32
+PAGES = MIB * 256
 
 
 def _first_words(store, root, pid: int, base: int) -> dict[int, int]:
@@ -20,20 +22,25 @@ def _first_words(store, root, pid: int, base: int) -> dict[int, int]:
     for addr, data in load_image(store, root).page_runs(pid):
         for at in range(0, len(data), PAGE_SIZE):
             page = (addr + at - base) // PAGE_SIZE
-            if 0 <= page < MIB * 256:
+            if 0 <= page < PAGES:
                 words[page] = struct.unpack_from("Q", data, at)[0]
     return words
 
 
-def test_writes_before_the_freeze_and_after_the_thaw_of_a_prearmed_capture_are_kept(procs, store):
+def _poker(procs):
+    """The page_poker target: (process, its mapping's address, poke(command, value))."""
     proc = procs.python("page_poker.py", str(MIB), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     base = int(proc.stdout.readline(), 16)
 
-    def poke(page: int, value: int) -> None:
-        proc.stdin.write(f"{page} {value}\n")
+    def poke(command, value: int) -> None:
+        proc.stdin.write(f"{command} {value}\n")
         proc.stdin.flush()
         assert proc.stdout.readline() == "done\n"
+    return proc, base, poke
 
+
+def test_writes_before_the_freeze_and_after_the_thaw_of_a_prearmed_capture_are_kept(procs, store):
+    proc, base, poke = _poker(procs)
     inc = Incremental()
     try:
         assert inc.prearm([proc.pid], min_bytes=0) == 1
@@ -48,10 +55,25 @@ def test_writes_before_the_freeze_and_after_the_thaw_of_a_prearmed_capture_are_k
         stored = inc.last_pages
     finally:
         inc.close()
-    words = _first_words(store, full, proc.pid, base)
-    assert len(words) == MIB * 256
-    assert (words[0], words[1], words[2], words[3], words[4]) == (0, 101, 102, 3, 4)
-    words = _first_words(store, incremental, proc.pid, base)
-    assert len(words) == MIB * 256
-    assert (words[0], words[1], words[2], words[3], words[4]) == (0, 101, 202, 203, 4)
-    assert stored < MIB * 256 // 4, stored   # tracked: the mapping was not stored whole again
+    expected = {page: page for page in range(PAGES)} | {1: 101, 2: 102}
+    assert _first_words(store, full, proc.pid, base) == expected
+    assert _first_words(store, incremental, proc.pid, base) == expected | {2: 202, 3: 203}
+    assert stored < PAGES // 4, stored   # tracked: the mapping was not stored whole again
+
+
+def test_a_mapping_replaced_after_the_prearming_is_stored_as_it_is_at_the_freeze(procs, store):
+    proc, base, poke = _poker(procs)
+    inc = Incremental()
+    try:
+        assert inc.prearm([proc.pid], min_bytes=0) == 1
+        poke("remap", 5000)                  # same place, same signature: not write-protected
+        with freeze([proc.pid], tree=True) as frozen:
+            full = inc.capture(frozen, store)
+        poke(7, 707)
+        with freeze([proc.pid], tree=True) as frozen:
+            incremental = inc.capture(frozen, store)
+    finally:
+        inc.close()
+    expected = {page: page + 5000 for page in range(PAGES)}
+    assert _first_words(store, full, proc.pid, base) == expected
+    assert _first_words(store, incremental, proc.pid, base) == expected | {7: 707}
