@@ -34,6 +34,8 @@ from .stopwatch import phase
 
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
+MAP_DROPPABLE = 0x08    # a mapping type (like MAP_PRIVATE), Linux 6.11
+FORK_ADVICE = {"wipeonfork": 18, "dontfork": 10}   # MADV_WIPEONFORK, MADV_DONTFORK by image vm_flags name
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 CLONE_PARENT = 0x00008000
@@ -315,7 +317,7 @@ class ProcessBuilder:
                 flags = (MAP_SHARED if vma["shared"] else MAP_PRIVATE) | MAP_FIXED
                 maps.append((vma, size, prot, flags, key))
                 continue
-            flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
+            flags = (MAP_DROPPABLE if "droppable" in vma.get("vm_flags", ()) else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
             if vma["growsdown"]:
                 flags |= MAP_GROWSDOWN
             maps.append((vma, size, prot, flags, None))
@@ -333,6 +335,11 @@ class ProcessBuilder:
                         what=f"mmap of {key[0]}" if key else f"mmap({vma['start']:#x}, {size})")
         for index in opened.values():
             mapping.add(NR["close"], fds[index], what="close (a mapped file)")
+        for vma in self.meta["vmas"]:        # version 9: what a fork does with each mapping
+            for name in vma.get("vm_flags", ()):
+                if name in FORK_ADVICE:
+                    mapping.add(NR["madvise"], vma["start"], vma["end"] - vma["start"], FORK_ADVICE[name],
+                                what=f"madvise({vma['start']:#x}, MADV_{name.upper()})")
         mapping.run()
 
     def open(self, path: str, flags: int, what: str, mode: int = 0) -> int:

@@ -211,6 +211,13 @@ def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     return meta
 
 
+# VmFlags (smaps) a restore gives a mapping again, by their names in the image: what a
+# fork does with it (MADV_WIPEONFORK: the child's copy is empty, as random-number state of
+# OpenSSL/BoringSSL/LibreSSL wants; MADV_DONTFORK: no copy) and MAP_DROPPABLE memory (the
+# kernel may free its pages at any time: glibc's getrandom state).
+KEPT_VM_FLAGS = {"wf": "wipeonfork", "dc": "dontfork", "dp": "droppable"}
+
+
 def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     if vma.path.startswith("/[aio]"):
         raise Unsupported(f"process {pid}, mapping {vma.start:#x}: an AIO context (io_setup, libaio; a "
@@ -223,8 +230,11 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
         "offset": vma.offset, "path": path, "kind": kind,
         "growsdown": "gd" in vma.flags,
     }
-    if kind == "file" and vma.shared and "w" not in meta["prot"] and procfs.may_write(pid, vma):
+    flags = procfs.vm_flags(pid, vma) if kind not in ("vdso", "vvar", "vvar_vclock") else frozenset()
+    if kind == "file" and vma.shared and "w" not in meta["prot"] and "mw" in flags:
         meta["may_write"] = True    # version 5: mprotect(PROT_WRITE) allowed later, its file opened O_RDWR
+    if kept := [name for flag, name in KEPT_VM_FLAGS.items() if flag in flags]:
+        meta["vm_flags"] = kept     # version 9
     if meta["kind"] in ("memfd", "shared_anon"):  # shared anonymous memory is a shmem file too
         name = "shared-anon" if kind == "shared_anon" else None
         meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",

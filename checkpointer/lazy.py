@@ -30,7 +30,9 @@ server (before `confirm()` returns): `check_served` (called by every capture) re
 checkpoint it, because pages not yet in would be missing from the image.
 
 Simplifications: only private anonymous mappings other than stacks are lazy (file
-mappings, memfds and stacks are written at restore); the server sees the store as it
+mappings, memfds, stacks and mappings with image `vm_flags` (a fork wipes them or leaves
+them out: a forked child's copy of what is still to come would be wrong) are written at
+restore); the server sees the store as it
 was when it opened it, so the image's chunks must not move while it runs (the daemon
 runs no GC meanwhile); a child forked before every page is in is served correctly but
 not marked, so it must not be checkpointed until the server has exited
@@ -77,7 +79,14 @@ _PAGES = b"pages/"
 
 def lazy_vma(vma: dict) -> bool:
     """Is this mapping (image metadata) filled on demand by a lazy restore?"""
-    return vma["kind"] == "anon" and not vma["shared"] and not vma["growsdown"]
+    return vma["kind"] == "anon" and not vma["shared"] and not vma["growsdown"] and not vma.get("vm_flags")
+
+
+def dropped(vma: dict) -> bool:
+    """Is this mapping (image metadata) MAP_DROPPABLE memory, which a restore leaves empty?
+    The kernel may free its pages at any time, and what programs keep there (glibc's
+    getrandom state) must not be the same in two processes restored from one image."""
+    return "droppable" in vma.get("vm_flags", ())
 
 
 def lazy_ranges(meta: dict) -> list[tuple[int, int]]:

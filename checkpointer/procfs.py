@@ -187,28 +187,31 @@ def _leave_out_own(pid: int, vmas: list[Vma]) -> None:
     del _OWN[pid]
 
 
-_MAY_WRITE: dict[tuple[int, int, int, int, int], bool] = {}   # (pid, start, end, inode, offset) -> "mw"
-MAY_WRITE_REMEMBERED = 4096
+_VM_FLAGS: dict[tuple[int, int, int, int, int], frozenset[str]] = {}   # (pid, start, end, inode, offset)
+VM_FLAGS_REMEMBERED = 1 << 14
 
 
-def may_write(pid: int, vma: Vma) -> bool:
-    """Whether a shared file mapping may be made writable (VmFlags "mw": its file was
-    opened for writing), though it is not writable now. From /proc/PID/smaps once per
-    mapping (smaps walks every page table; the flag lasts as long as the mapping)."""
+def vm_flags(pid: int, vma: Vma) -> frozenset[str]:
+    """The VmFlags of a mapping as /proc/PID/smaps shows them ("mw", "wf", "dc", "dp", ...):
+    what maps does not say. Read once per mapping: smaps walks every page table of the
+    process (~1 ms per 100 MiB resident), so one read notes the flags of all its mappings
+    and a mapping is read again only once its extent, file or offset changed. (A flag given
+    by madvise to a whole mapping already noted is not seen; a mapping unmapped and made
+    again at the same extent keeps the flags noted.)"""
     key = (pid, vma.start, vma.end, vma.inode, vma.offset)
-    if key not in _MAY_WRITE:
-        if len(_MAY_WRITE) >= MAY_WRITE_REMEMBERED:
-            _MAY_WRITE.clear()
+    if key not in _VM_FLAGS:
+        if len(_VM_FLAGS) >= VM_FLAGS_REMEMBERED:
+            _VM_FLAGS.clear()
         current = None
         for line in _read(pid, "smaps").splitlines():
             if line.startswith("VmFlags:"):
                 if current is not None:
-                    _MAY_WRITE[current] = "mw" in line.split()[1:]
+                    _VM_FLAGS[current] = frozenset(line.split()[1:])
                 current = None
-            elif (head := line.split(None, 5)) and "-" in head[0] and len(head) >= 5 and head[1][3:] == "s":
+            elif (head := line.split(None, 5)) and "-" in head[0] and len(head) >= 5:
                 start, end = (int(x, 16) for x in head[0].split("-"))
                 current = (pid, start, end, int(head[4]), int(head[2], 16))
-    return _MAY_WRITE.get(key, False)
+    return _VM_FLAGS.get(key, frozenset())
 
 
 def status(pid: int) -> dict[str, str]:

@@ -25,13 +25,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
-from . import kernel, stub
+from . import kernel, lazy, stub
 from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS
 from .inject import Injector
-from .kernel import NR
+from .kernel import NR, PAGE_SIZE
 from .lazy import PageServer, lazy_ranges, served_ranges
 from .pinning import Pinning
 from .sessions import StandIns
@@ -166,11 +166,12 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                 builders.append(builder)
                 if server:
                     ranges = served_ranges(meta)
-                    builder.build(image.page_vectors(meta["pid"], outside=ranges, skip_zero=True), files)
+                    builder.build(image.page_vectors(meta["pid"], outside=ranges + _dropped_ranges(meta),
+                                                     skip_zero=True), files)
                     with phase("lazy_arm"):
                         server.arm(builder.inj, builder.tid, meta["pid"], ranges, namespace_init=restored.ns_init)
                 else:
-                    builder.build(_pages_to_write(image, meta["pid"]), files, copy_ranges=lazy_ranges(meta))
+                    builder.build(_pages_to_write(image, meta), files, copy_ranges=lazy_ranges(meta))
         with phase("finish"):
             for builder in builders:
                 builder.finish()
@@ -218,13 +219,22 @@ def _unshare_mounts(inj: Injector) -> None:
     inj.check(NR["mount"], 0, root, 0, MS_REC | MS_PRIVATE, 0, what="mount(/, MS_REC|MS_PRIVATE)")
 
 
-def _pages_to_write(image: ImageSource, pid: int) -> Iterator[tuple[int, list[bytes]]]:
+def _pages_to_write(image: ImageSource, meta: dict) -> Iterator[tuple[int, list[bytes]]]:
     """The runs of pages restore writes: an image with page_vectors (a stored image, or
     one read through another thread) leaves out the zero pages of memory that is mapped
-    afresh (zero already) without reading them."""
+    afresh (zero already) without reading them. MAP_DROPPABLE memory is left empty."""
+    pid, dropped = meta["pid"], _dropped_ranges(meta)
     if hasattr(image, "page_vectors"):
-        return image.page_vectors(pid, skip_zero=True)
-    return ((addr, [data]) for addr, data in image.page_runs(pid))
+        return image.page_vectors(pid, outside=dropped, skip_zero=True)
+    if not dropped:
+        return ((addr, [data]) for addr, data in image.page_runs(pid))
+    pages = ((addr + at, data[at:at + PAGE_SIZE]) for addr, data in image.page_runs(pid)
+             for at in range(0, len(data), PAGE_SIZE))
+    return ((addr, [page]) for addr, page in pages if not any(start <= addr < end for start, end in dropped))
+
+
+def _dropped_ranges(meta: dict) -> list[tuple[int, int]]:
+    return [(v["start"], v["end"]) for v in meta["vmas"] if lazy.dropped(v)]
 
 
 def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
