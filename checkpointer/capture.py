@@ -114,6 +114,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         }
     if proc.stopped:
         meta["stopped"] = True
+        meta["stop_signal"] = proc.stop_signal   # version 9
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
         if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(stat_fields)):

@@ -15,8 +15,9 @@ its CPU affinity back, and the tracer its scheduling policy. `Frozen.thawed_at` 
 the last task was let go (the end of the stop as the processes see it; the tracer's own
 affinity and policy are given back after it).
 
-A process found in a job-control stop (SIGSTOP, ^Z) is stopped again at the thaw
-(`FrozenProcess.stopped`); its parent sees it continued and stopped once more.
+A process found in a job-control stop (SIGSTOP, ^Z) is stopped again at the thaw by the
+signal that stopped it (`FrozenProcess.stop_signal`); its parent sees it continued and
+stopped once more, by that signal.
 
 A stop makes a blocking epoll_wait fail with EINTR (signal(7): Linux does not restart it
 after a stop): an event loop that waits without a timeout and takes EINTR for an error
@@ -69,7 +70,12 @@ class FrozenThread:
 class FrozenProcess:
     pid: int
     threads: dict[int, FrozenThread]
-    stopped: bool = False  # it was in a job-control stop (SIGSTOP, ^Z): stopped again at the thaw
+    stop_signal: int = 0   # the signal of the job-control stop it was in (SIGSTOP, SIGTSTP for ^Z, ...;
+                           # 0: none): stopped again by it at the thaw, as its parent's waitid() saw it
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_signal != 0
 
     @property
     def main(self) -> FrozenThread:
@@ -127,7 +133,7 @@ class Frozen:
                 return
             if status >> 16 == kernel.PTRACE_EVENT_STOP:
                 if os.WSTOPSIG(status) in JOB_CONTROL_STOPS:
-                    self.processes[pid].stopped = True
+                    self.processes[pid].stop_signal = os.WSTOPSIG(status)
                 break
             # a signal-delivery-stop: the signal is off the queue now; keep it to re-queue
             thread.caught.append(kernel.get_siginfo(tid))
@@ -230,7 +236,7 @@ class Frozen:
             for thread in proc.threads.values():
                 try:
                     self.pinning.release(thread.tid)
-                    _ready_to_thaw(proc.pid, thread, self.leave_stopped or proc.stopped)
+                    _ready_to_thaw(proc.pid, thread, proc.stop_signal or (signal.SIGSTOP if self.leave_stopped else 0))
                     self.thawed_at = time.perf_counter()  # the task may run (preempting us) at once
                     kernel.detach(thread.tid)
                 except ProcessLookupError:
@@ -285,16 +291,18 @@ def exiting(pid: int) -> bool:
     return fields[2] in ("Z", "X") or bool(int(fields[8]) & PF_EXITING) or bool(pending & SIGKILL_BIT)
 
 
-def _ready_to_thaw(pid: int, thread: FrozenThread, leave_stopped: bool) -> None:
-    """Everything but the detach: registers, mask and caught signals put back."""
+def _ready_to_thaw(pid: int, thread: FrozenThread, stop_signal: int) -> None:
+    """Everything but the detach: registers, mask and caught signals put back; the process
+    stopped again by `stop_signal` (0: not). A stop signal other than SIGSTOP stops it as
+    it did before: its handling cannot have changed while it was stopped."""
     tid = thread.tid
     if thread.touched or thread.caught or thread.restarted:
         if thread.caught:
             _requeue(pid, thread)
         kernel.set_regs(tid, restart_fixup(thread.regs, same_task=True))
         kernel.set_sigmask(tid, thread.sigmask)
-    if leave_stopped and tid == pid:
-        os.kill(pid, signal.SIGSTOP)
+    if stop_signal and tid == pid:
+        os.kill(pid, stop_signal)
 
 
 def _restart_endless_wait(thread: FrozenThread) -> None:

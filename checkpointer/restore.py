@@ -34,7 +34,7 @@ from .inject import Injector
 from .kernel import NR, PAGE_SIZE
 from .lazy import PageServer, lazy_ranges, served_ranges
 from .pinning import Pinning
-from .sessions import StandIns
+from .sessions import StandIns, stop_signal
 from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
@@ -182,8 +182,10 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     server.confirm()  # before anything runs: every process is served, marked and guarded
         files.finish()
         with phase("let_go"):
-            for builder in builders:   # as asked, or as it was (a job-control stop)
-                if leave_stopped or builder.meta.get("stopped"):
+            for builder in builders:   # as it was (a job-control stop), or as asked
+                if builder.meta.get("stopped"):
+                    os.kill(builder.tid, stop_signal(builder.tid, builder.meta))
+                elif leave_stopped:
                     os.kill(builder.tid, signal.SIGSTOP)
             tids = [t for b in builders for t in b.tids] + [h.tid for h in reversed(helpers)]
             for tid in tids:

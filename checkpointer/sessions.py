@@ -18,6 +18,7 @@ stand-ins must be free, which they are in a new PID namespace.
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Callable
@@ -112,3 +113,30 @@ class StandIns:
         self.injectors.append(helper)
         self.made.append((parent, helper, pid))
         return helper
+
+
+def stop_signal(tid: int, meta: dict) -> int:
+    """The signal that stops a restored process (host PID `tid`) in its job-control stop
+    again: the one that stopped it (version 9: `stop_signal`), so that its parent's
+    waitid() sees SIGTSTP after a ^Z, or SIGSTOP when the kernel would discard that one:
+    SIGTSTP, SIGTTIN and SIGTTOU are not delivered to an orphaned process group (POSIX),
+    which a group can become when its parent outside the image is not restored with it."""
+    signo = meta.get("stop_signal", signal.SIGSTOP)
+    return signal.SIGSTOP if signo != signal.SIGSTOP and _orphaned_group(tid) else signo
+
+
+def _orphaned_group(pid: int) -> bool:
+    """Is the process group of `pid` orphaned: no member has its parent in another group of
+    the same session? (One pass over /proc: only for a process stopped by SIGTSTP & co.)"""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]))   # ppid, pgrp, session
+    _, group, session = stats[pid]
+    return not any(g == group and ppid in stats and stats[ppid][1] != group and stats[ppid][2] == session
+                   for ppid, g, _ in stats.values())

@@ -36,3 +36,26 @@ def test_a_stopped_job_is_checkpointed_and_restored_stopped(procs, store, tmp_pa
     os.kill(restored_child, signal.SIGCONT)
     wait_for(lambda: out.stat().st_size >= size + 150 * LINE, "the continued job to run")
     assert assert_unbroken(out, child) > size // LINE + 140
+
+
+def test_a_job_stopped_by_sigtstp_stays_stopped_by_sigtstp(procs, store, tmp_path):
+    """A shell shows a job stopped by ^Z (SIGTSTP) differently from one stopped by SIGSTOP
+    (bash: "Stopped" and "Stopped (signal)"): the parent's waitpid() must see the same
+    signal after a checkpoint (which continues the job and stops it again) and a restore."""
+    out = tmp_path / "tstp.out"
+    proc = procs.python("tstp_job.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1], "the job to start")
+    child = int(ok_lines(out)[0].split()[1])
+    wait_for(lambda: os.getpgid(child) == child, "the job's process group")
+    os.kill(child, signal.SIGTSTP)
+    wait_for(lambda: ok_lines(out)[-1:] == [f"stopped {signal.SIGTSTP}"], "the shell to see the job stopped")
+    checkpointer.checkpoint([proc.pid], store, "tstp", tree=True)
+    wait_for(lambda: len(ok_lines(out)) >= 4, "the shell to see the checkpoint's continue and stop")
+    assert ok_lines(out)[2:] == ["continued", f"stopped {signal.SIGTSTP}"]
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "tstp")
+    procs.restored.append(restored)
+    wait_for(lambda: len(ok_lines(out)) >= 5, "the restored shell to see its job stopped")
+    assert ok_lines(out)[4:] == [f"stopped {signal.SIGTSTP}"]
+    [restored_child] = [pid for pid in restored.pids if pid != restored.pids[0]]
+    assert state_of(restored_child) == "T"
