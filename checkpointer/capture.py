@@ -77,7 +77,9 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
 
     result = [capture_process(proc, sink, files, ns_ppid(pid), select, keep_injection_page)
               for pid, proc in frozen.processes.items()]
-    result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status}
+    result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status,
+                "pgid": procfs.ns_id(procfs.frozen_status(pid)["NSpgid"]),      # version 9
+                "sid": procfs.ns_id(procfs.frozen_status(pid)["NSsid"])}
                for pid, status in frozen.zombies.items()]
     files.check_peers()
     return result
@@ -229,9 +231,9 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     meta = {
         "start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": vma.shared,
         "offset": vma.offset, "path": path, "kind": kind,
-        "growsdown": "gd" in vma.flags,
     }
     flags = procfs.vm_flags(pid, vma) if kind not in ("vdso", "vvar", "vvar_vclock") else frozenset()
+    meta["growsdown"] = "gd" in vma.flags or "gd" in flags   # a stack, or any MAP_GROWSDOWN mapping
     if kind == "file" and vma.shared and "w" not in meta["prot"] and "mw" in flags:
         meta["may_write"] = True    # version 5: mprotect(PROT_WRITE) allowed later, its file opened O_RDWR
     if kept := [name for flag, name in KEPT_VM_FLAGS.items() if flag in flags]:

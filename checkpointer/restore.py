@@ -157,7 +157,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             stand_ins = StandIns(image.processes, injectors, restored.warnings, _stub_injector)
             stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors, files.session_terminal,
                                           stand_ins)
-            stand_ins.join_groups(live, stubs)
+            stand_ins.join_groups(live + [meta for _, _, meta in zombies],
+                                  {**stubs, **{meta["pid"]: inj for _, inj, meta in zombies}})
             stand_ins.dismiss()
             _make_zombies(zombies)
         with phase("build"):
@@ -261,6 +262,10 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
         stand_ins.note(inj, creator)
         if meta.get("zombie"):
             zombies.append((parent, inj, meta))
+            if meta.get("sid") == meta["pid"]:         # version 9: its session and group
+                inj.check(NR["setsid"], what="setsid (a zombie)")
+            elif meta.get("pgid") == meta["pid"]:
+                inj.check(NR["setpgid"], 0, 0, what="setpgid (a zombie)")
             return
         restored.pids.append(inj.tid)
         stubs[meta["pid"]] = inj

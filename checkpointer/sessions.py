@@ -73,11 +73,11 @@ class StandIns:
         self.session_of[inj.tid] = meta["pid"]
 
     def join_groups(self, live: list[dict], stubs: dict[int, Injector]) -> None:
-        """Every process into its process group (a stand-in leads a group whose leader
-        has exited)."""
+        """Every process (zombies to be included) into its process group (a stand-in leads
+        a group whose leader has exited). A zombie of an image before version 9 has none."""
         for meta in live:
-            pgid = meta["pgid"]
-            if pgid == meta["pid"] or meta["sid"] == meta["pid"] or not pgid:
+            pgid = meta.get("pgid", 0)
+            if pgid == meta["pid"] or meta.get("sid") == meta["pid"] or not pgid:
                 continue
             inj = stubs[meta["pid"]]
             if inj.call(NR["setpgid"], 0, pgid) < 0 and pgid not in self.pids:
