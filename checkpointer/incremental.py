@@ -423,6 +423,8 @@ class Incremental:
                 continue
             self.prearmed[pid] = tracker
             armed += 1
+            with phase("before_freeze_vm_flags"):
+                procfs.note_vm_flags(pid)   # smaps' page-table walk (~1 ms per 100 MiB) out of the stop
         return armed
 
     def capture(self, frozen: Frozen, store: Store) -> ChunkId:

@@ -187,31 +187,49 @@ def _leave_out_own(pid: int, vmas: list[Vma]) -> None:
     del _OWN[pid]
 
 
-_VM_FLAGS: dict[tuple[int, int, int, int, int], frozenset[str]] = {}   # (pid, start, end, inode, offset)
-VM_FLAGS_REMEMBERED = 1 << 14
+_VM_FLAGS: dict[int, dict[tuple[int, int, int, int], frozenset[str]]] = {}  # pid -> (start, end, inode, offset)
+VM_FLAGS_REMEMBERED = 4096   # processes
 
 
 def vm_flags(pid: int, vma: Vma) -> frozenset[str]:
-    """The VmFlags of a mapping as /proc/PID/smaps shows them ("mw", "wf", "dc", "dp", ...):
-    what maps does not say. Read once per mapping: smaps walks every page table of the
-    process (~1 ms per 100 MiB resident), so one read notes the flags of all its mappings
-    and a mapping is read again only once its extent, file or offset changed. (A flag given
-    by madvise to a whole mapping already noted is not seen; a mapping unmapped and made
-    again at the same extent keeps the flags noted.)"""
-    key = (pid, vma.start, vma.end, vma.inode, vma.offset)
-    if key not in _VM_FLAGS:
+    """The VmFlags of a mapping as /proc/PID/smaps shows them ("mw", "wf", "dc", "dp", "gd",
+    ...): what maps does not say. smaps walks every page table of the process (~1 ms per 100
+    MiB resident, inside the stop), so one read notes the flags of all its mappings, and
+    smaps is read again only for a mapping not noted: made, or changed in extent, file or
+    offset, since (a Redis under load: 4-9% of its checkpoints at 10 Hz). Not seen: a flag
+    madvise gives to a whole mapping already noted, or a mapping unmapped and made again
+    with the same extent."""
+    key = (vma.start, vma.end, vma.inode, vma.offset)
+    known = _VM_FLAGS.get(pid)
+    if known is None or key not in known:
         if len(_VM_FLAGS) >= VM_FLAGS_REMEMBERED:
             _VM_FLAGS.clear()
-        current = None
-        for line in _read(pid, "smaps").splitlines():
-            if line.startswith("VmFlags:"):
-                if current is not None:
-                    _VM_FLAGS[current] = frozenset(line.split()[1:])
-                current = None
-            elif (head := line.split(None, 5)) and "-" in head[0] and len(head) >= 5:
-                start, end = (int(x, 16) for x in head[0].split("-"))
-                current = (pid, start, end, int(head[4]), int(head[2], 16))
-    return _VM_FLAGS.get(key, frozenset())
+        known = _VM_FLAGS[pid] = _read_vm_flags(pid)   # as they are now: nothing stale kept
+        known.setdefault(key, frozenset())               # (not in smaps: read once only)
+    return known[key]
+
+
+def note_vm_flags(pid: int) -> None:
+    """Read the VmFlags of every mapping of `pid` now, while it runs (before the freeze of a
+    large process's first capture: the stop then reads smaps only for mappings made or
+    changed since)."""
+    try:
+        _VM_FLAGS[pid] = _read_vm_flags(pid)
+    except ProcessGone:
+        pass
+
+
+def _read_vm_flags(pid: int) -> dict[tuple[int, int, int, int], frozenset[str]]:
+    flags, current = {}, None
+    for line in _read(pid, "smaps").splitlines():
+        if line.startswith("VmFlags:"):
+            if current is not None:
+                flags[current] = frozenset(line.split()[1:])
+            current = None
+        elif (head := line.split(None, 5)) and "-" in head[0] and len(head) >= 5:
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            current = (start, end, int(head[4]), int(head[2], 16))
+    return flags
 
 
 def status(pid: int) -> dict[str, str]:
