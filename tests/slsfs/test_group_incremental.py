@@ -71,3 +71,47 @@ def test_a_group_writing_many_pages_is_pre_copied_and_restores_whole(group_store
     wait_for(lambda: sweeps.read_text() != before, "the restored sweeper to go on")
     assert not (store.mnt / "BAD").exists()
     store.sls("stop", "--store", str(store.path))
+
+
+CHECKED_SWEEPER = """
+import sys
+pages = bytearray(96 << 20)         # above incremental.PREARM_MIN_BYTES: pre-armed
+count = 0
+while True:
+    for at in range(0, len(pages), 4096):
+        if pages[at] != count:       # each page holds the last sweep's number until rewritten
+            open("BAD", "w").write(f"page {at // 4096}: {pages[at]}, not {count}")
+            sys.exit(1)
+        pages[at] = (count + 1) & 0xFF
+    count = (count + 1) & 0xFF
+    open("sweeps", "w").write(str(count))
+"""
+
+
+def test_a_large_group_is_pre_armed_before_a_full_checkpoint_and_restores_whole(group_store):
+    """A group's first checkpoint after a restore (a full one) of a process with 96 MiB
+    written all the time arms the tracking and pre-copies its memory before the freeze
+    (before_freeze_prearm_stop among the stop's phases); the full image restores whole
+    (the sweeper checks every page against the sweep before), and so do the incremental
+    images built on it."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "big", "--hz", "0", "--",
+              sys.executable, "-c", CHECKED_SWEEPER)
+    sweeps = store.mnt / "sweeps"
+
+    def crash_and_restore() -> None:
+        store.crash()
+        store.sls("restore", "big", "--store", str(store.path))
+        before = sweeps.read_text()
+        wait_for(lambda: sweeps.read_text() != before, "the restored sweeper to go on")
+        assert not (store.mnt / "BAD").exists(), (store.mnt / "BAD").read_text()
+    wait_for(lambda: sweeps.exists() and sweeps.read_text(), "the sweeper to sweep")
+    store.checkpoint("big")         # (the group's first checkpoint was taken as it started)
+    crash_and_restore()
+    for checkpoints in (1, 3):      # the full checkpoint alone, then with incremental ones on it
+        store.checkpoint("big")
+        assert "before_freeze_prearm_stop" in store.group("big")["stop_phases_ms_last"]
+        for _ in range(checkpoints - 1):
+            store.checkpoint("big")
+        crash_and_restore()
+    store.sls("stop", "--store", str(store.path))
