@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import struct
+import time
 from typing import Iterable, Iterator
 
 from . import kernel, posix_timers, procfs, removed_dirs, sysv_shm
@@ -328,6 +329,7 @@ class ProcessBuilder:
                 raise CheckpointError(f"cannot reopen {path} for mapping {vma['start']:#x}: "
                                       f"{os.strerror(-fds[index])} (the file must exist where the image "
                                       "says, or pass a remap)")
+        self._check_code_files(maps, {key: fds[index] for key, index in opened.items()})
         mapping = self.batch()
         for vma, size, prot, flags, key in maps:
             fd = fds[opened[key]] if key else -1
@@ -341,6 +343,28 @@ class ProcessBuilder:
                     mapping.add(NR["madvise"], vma["start"], vma["end"] - vma["start"], FORK_ADVICE[name],
                                 what=f"madvise({vma['start']:#x}, MADV_{name.upper()})")
         mapping.run()
+
+    def _check_code_files(self, maps: list, fds: dict[tuple[str, int], int]) -> None:
+        """Refuse to map a program or library that is not the file the checkpoint mapped
+        (its size or modification time differ, image version 9): its code is read from the
+        file again, so the process would resume in other code (an upgraded package, a
+        rebuilt binary) and crash or, worse, go on wrong. Each file is looked at through the
+        process's own descriptor: the very file the mmap would map."""
+        checked: set[tuple[str, int]] = set()
+        for vma, *_, key in maps:
+            if key is None or "file_id" not in vma or key in checked:
+                continue
+            checked.add(key)
+            st = os.stat(f"/proc/{self.tid}/fd/{fds[key]}")
+            size, mtime_ns = vma["file_id"]
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                then = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns / 1e9))
+                now = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime_ns / 1e9))
+                raise CheckpointError(
+                    f"{key[0]}, whose code process {self.meta['pid']} runs (mapping {vma['start']:#x}), is not "
+                    f"the file it was at the checkpoint ({size} bytes modified {then}; now {st.st_size} bytes "
+                    f"modified {now}): an upgrade or a rebuild replaced it. Restore where the same file is "
+                    "installed (or put it back), or start the program afresh")
 
     def open(self, path: str, flags: int, what: str, mode: int = 0) -> int:
         """openat() inside the process; a clear error if the file is not there."""

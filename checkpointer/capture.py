@@ -194,6 +194,19 @@ def _linked_path(vma: procfs.Vma) -> str | None:
         return None
 
 
+def _code_file_identity(pid: int, vma: procfs.Vma) -> list[int] | None:
+    """[size, mtime in ns] of the file an executable mapping maps (through map_files: the
+    very file mapped, whatever its path now names, in whatever root the process sees), or
+    None if it cannot be read (no privilege for map_files). Code is read back from its file
+    at restore: a program or library replaced since (an upgrade, a rebuild) would run other
+    code at the restored addresses, so the restore compares it (builder.Builder)."""
+    try:
+        st = os.stat(f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}")
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 # The records of mappings that depend on nothing but their line in /proc/PID/maps (private
 # and special ones, files that are not deleted), by pid and that line: a process keeps most
 # of its hundreds of mappings from one checkpoint to the next.
@@ -238,6 +251,10 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
         meta["may_write"] = True    # version 5: mprotect(PROT_WRITE) allowed later, its file opened O_RDWR
     if kept := [name for flag, name in KEPT_VM_FLAGS.items() if flag in flags]:
         meta["vm_flags"] = kept     # version 9
+    if kind == "file" and "x" in vma.perms and not vma.shared and path:   # (not a JIT's double mapping)
+        identity = _code_file_identity(pid, vma)
+        if identity:
+            meta["file_id"] = identity   # version 9: the restore refuses a changed program or library
     if meta["kind"] in ("memfd", "shared_anon"):  # shared anonymous memory is a shmem file too
         name = "shared-anon" if kind == "shared_anon" else None
         meta["memfd"] = files.memfd(vma.inode, vma.path, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
