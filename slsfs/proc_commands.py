@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -139,7 +140,33 @@ def _emit(args, doc: dict, human: str) -> None:
     print(json.dumps(doc, indent=2, default=str) if args.json else human)
 
 
+PF_KTHREAD = 0x00200000   # /proc/PID/stat's flags: a kernel thread
+
+
+def _checkable(pid: int) -> None:
+    """Refuse at once, saying why, a PID that no checkpoint could take: none such, a kernel
+    thread, or this command or one of its ancestors (the freeze of a tree takes its
+    descendants: this command would freeze itself, and a shell it froze could never run on)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        raise CommandError(f"no process {pid}: check the PID (`ps -p {pid}`)") from None
+    comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+    if int(fields[6]) & PF_KTHREAD:
+        raise CommandError(f"process {pid} ({comm}) is a kernel thread: only user-space processes "
+                           "can be checkpointed")
+    ancestor = os.getpid()
+    while ancestor != pid:
+        if ancestor <= 1:
+            return
+        ancestor = int(Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    raise CommandError(f"process {pid} ({comm}) is this command or one of its ancestors (a shell "
+                       "running it?): its checkpoint would freeze this command too; run sls from "
+                       "outside that process tree")
+
+
 def cmd_checkpoint(args, pid: int) -> int:
+    _checkable(pid)
     name = args.name or f"pid{pid}-{time.strftime('%Y%m%dT%H%M%S')}"
     import checkpointer
     with Store.open(_store_path(args.store)) as store:

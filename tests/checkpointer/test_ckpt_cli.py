@@ -78,3 +78,17 @@ def test_restore_lazy_from_the_command_line(procs, cli_store, binaries, tmp_path
     finally:
         os.kill(doc["ns_init"], signal.SIGKILL)
         subreaper([doc["launcher"]])
+
+
+def test_checkpoint_refuses_at_once_a_pid_no_checkpoint_could_take(cli_store, procs):
+    """No such process, a kernel thread, and the command's own ancestors (its tree would hold
+    the command: `sls checkpoint $$` from a shell) get a one-line reason and no image."""
+    dead = procs.start(["true"])
+    dead.wait()
+    for pid, reason in ((dead.pid, f"no process {dead.pid}"), (2, "is a kernel thread"),
+                        (os.getpid(), "is this command or one of its ancestors"),
+                        (1, "is this command or one of its ancestors")):
+        done = sls("checkpoint", str(pid), "--store", cli_store)
+        assert done.returncode != 0 and reason in done.stderr, (pid, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert json.loads(sls("ps", "--store", cli_store, "--json").stdout)["images"] == []
