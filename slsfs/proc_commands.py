@@ -166,10 +166,11 @@ def _checkable(pid: int) -> None:
 
 
 def cmd_checkpoint(args, pid: int) -> int:
+    store_path = _store_path(args.store)
     _checkable(pid)
     name = args.name or f"pid{pid}-{time.strftime('%Y%m%dT%H%M%S')}"
     import checkpointer
-    with Store.open(_store_path(args.store)) as store:
+    with Store.open(store_path) as store:
         with _command_errors():
             started = time.perf_counter()
             commit = checkpointer.checkpoint([pid], store, name, tree=True, leave_stopped=args.leave_stopped)

@@ -53,7 +53,7 @@ def test_checkpoint_ps_restore_detached(procs, cli_store, binaries, tmp_path, su
 
 def test_cli_errors_are_one_clear_line(cli_store):
     done = sls("checkpoint", "999999999", "--store", cli_store)
-    assert done.returncode == 1 and done.stderr.startswith("sls: process 999999999 ")
+    assert done.returncode == 1 and done.stderr.startswith("sls: no process 999999999: ")
     assert done.stderr.count("\n") == 1
     done = sls("restore", "nothing", "--store", cli_store, "--detach")
     assert done.returncode == 1 and done.stderr.startswith("sls: ")
