@@ -188,6 +188,14 @@ def index_from_entries(count: int, entries: bytes) -> bytes:
 
 def decode_index(data: bytes, name: str) -> list[RecordInfo]:
     """Parse a pack index; FormatError if it is damaged (the caller rebuilds it)."""
+    return [RecordInfo(off, kind, flags, slen, rlen, cid)
+            for cid, kind, flags, off, slen, rlen in index_entries(data, name)]
+
+
+def index_entries(data: bytes, name: str) -> Iterator[tuple[bytes, int, int, int, int, int]]:
+    """A pack index's entries as (id, kind, flags, offset, stored_len, raw_len), checked
+    whole first (FormatError if damaged). Opening a store reads every sealed pack's index
+    this way, without a RecordInfo per record (~4 per 16 KiB of pages stored)."""
     if len(data) < INDEX_HEADER.size + INDEX_TRAILER.size:
         raise FormatError(f"{name}: truncated pack index")
     magic, version, count = INDEX_HEADER.unpack_from(data)
@@ -199,9 +207,7 @@ def decode_index(data: bytes, name: str) -> list[RecordInfo]:
     (stored,) = INDEX_TRAILER.unpack_from(data, body_len)
     if xxhash.xxh64(memoryview(data)[:body_len]).intdigest() != stored:
         raise FormatError(f"{name}: pack index checksum mismatch")
-    return [RecordInfo(off, kind, flags, slen, rlen, cid)
-            for cid, kind, flags, off, slen, rlen
-            in INDEX_ENTRY.iter_unpack(memoryview(data)[INDEX_HEADER.size:body_len])]
+    return INDEX_ENTRY.iter_unpack(memoryview(data)[INDEX_HEADER.size:body_len])
 
 
 def iter_payloads(buf: bytes, records: list[RecordInfo]) -> Iterator[tuple[RecordInfo, bytes]]:

@@ -173,15 +173,16 @@ class PackStore:
     def _load_sealed(self, number: int) -> None:
         idx_path = _pack_path(self.directory, number, ".idx")
         try:
-            records = fmt.decode_index(idx_path.read_bytes(), idx_path.name)
+            self._add_entries(number, fmt.index_entries(idx_path.read_bytes(), idx_path.name))
+            return
         except (OSError, StoreError):
-            data = self._read_whole(number)
-            result = fmt.scan(data)
-            self._note_damage(number, data, result, torn_tail_allowed=False)
-            records = result.records
-            if not self.readonly:
-                self._write_index(number, fmt.encode_index(records))
-        self._add_records(number, records)
+            pass
+        data = self._read_whole(number)
+        result = fmt.scan(data)
+        self._note_damage(number, data, result, torn_tail_allowed=False)
+        if not self.readonly:
+            self._write_index(number, fmt.encode_index(result.records))
+        self._add_records(number, result.records)
 
     def _load_active(self, number: int) -> None:
         path = _pack_path(self.directory, number)
@@ -296,11 +297,21 @@ class PackStore:
                 self._damaged[cid] = (name, start)
 
     def _add_records(self, number: int, records: Iterable[fmt.RecordInfo]) -> None:
-        for r in records:
-            if r.kind in (DATA, NODE):
-                self._index[r.id] = _loc(number, r.offset, r.stored_len, r.kind)
+        self._add_entries(number, ((r.id, r.kind, r.flags, r.offset, r.stored_len, r.raw_len)
+                                   for r in records))
+
+    def _add_entries(self, number: int, entries: Iterable[tuple[bytes, int, int, int, int, int]]) -> None:
+        """Index pack `number`'s records, given as index entries (pack.index_entries). The
+        location is _loc's, written out: this loop runs once per chunk of the store at
+        every opening (a call per chunk was ~40% of it)."""
+        index, meta, base = self._index, self._meta, number << _PACK_SHIFT
+        for cid, kind, _, offset, stored_len, _ in entries:
+            if kind == DATA:
+                index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1
+            elif kind == NODE:
+                index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1 | 1
             else:
-                self._meta.append((number, r.offset, r.kind))
+                meta.append((number, offset, kind))
 
     # -- files ----------------------------------------------------------------
 
