@@ -26,7 +26,7 @@ from objectstore import Store
 from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon, groups
-from .cli import CommandError, read_only_store
+from .cli import CommandError, read_only_store, skip_teardown_at_exit
 from .daemon_ready import parse_ready_line
 from .fs_commands import mount_state, unmount
 from .groups import LOG_NAME
@@ -250,6 +250,7 @@ class DaemonStart:
         pid = os.fork()
         if pid:
             os.close(log_fd)
+            skip_teardown_at_exit()
             return pid
         try:                                   # the child: never returns
             os.setsid()
