@@ -28,7 +28,9 @@ import subprocess
 import sys
 import threading
 
-import trio
+if __name__ != "__main__":   # the helper (this file run as a script) needs no trio: importing it
+    import trio              # cost ~150 ms of CPU per helper, and a group daemon starts two of them
+                             # while it restores the group
 
 PROTOCOL = 1
 BANNER = b"slsfs-flusher %d\n" % PROTOCOL
