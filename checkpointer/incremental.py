@@ -84,7 +84,7 @@ from typing import Callable, Iterable, Iterator
 
 from objectstore import ChunkId, Store
 
-from . import injection_page, kernel, procfs, shared_memory, uffd
+from . import injection_page, kernel, lazy, procfs, shared_memory, uffd
 from .capture import PageSelector, capture_all, copy_pages, injecting, saved_ranges, vma_kind
 from .errors import CheckpointError, ProcessGone
 from .files import FileCapture
@@ -406,9 +406,10 @@ class Incremental:
         available = procfs.memory_available()
         for pid in _with_descendants(pids):
             try:
+                lazy.check_served(pid)    # memory still coming in from a page server: the capture refuses it
                 vmas = [vma for vma in procfs.maps(pid) if _trackable(vma)] if pid not in self.prearmed else []
                 anonymous = int(procfs.status(pid).get("RssAnon", "0 kB").split()[0]) << 10
-            except ProcessGone:
+            except CheckpointError:       # that, or the process is gone
                 continue
             if sum(vma.end - vma.start for vma in vmas) < min_bytes or anonymous * 4 > available:
                 continue
