@@ -36,7 +36,12 @@ from .stopwatch import phase
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
 MAP_DROPPABLE = 0x08    # a mapping type (like MAP_PRIVATE), Linux 6.11
-FORK_ADVICE = {"wipeonfork": 18, "dontfork": 10}   # MADV_WIPEONFORK, MADV_DONTFORK by image vm_flags name
+MAP_NORESERVE = 0x4000
+# madvise(2) advice by image vm_flags name (version 9): WIPEONFORK, DONTFORK, DONTDUMP,
+# SEQUENTIAL, RANDOM, HUGEPAGE, NOHUGEPAGE, MERGEABLE
+ADVICE = {"wipeonfork": 18, "dontfork": 10, "dontdump": 16, "sequential": 2, "random": 1, "hugepage": 14,
+          "nohugepage": 15, "mergeable": 12}
+MLOCK_ONFAULT = 1
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 CLONE_PARENT = 0x00008000
@@ -319,6 +324,8 @@ class ProcessBuilder:
                 maps.append((vma, size, prot, flags, key))
                 continue
             flags = (MAP_DROPPABLE if "droppable" in vma.get("vm_flags", ()) else MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED
+            if "noreserve" in vma.get("vm_flags", ()):
+                flags |= MAP_NORESERVE
             if vma["growsdown"]:
                 flags |= MAP_GROWSDOWN
             maps.append((vma, size, prot, flags, None))
@@ -337,11 +344,15 @@ class ProcessBuilder:
                         what=f"mmap of {key[0]}" if key else f"mmap({vma['start']:#x}, {size})")
         for index in opened.values():
             mapping.add(NR["close"], fds[index], what="close (a mapped file)")
-        for vma in self.meta["vmas"]:        # version 9: what a fork does with each mapping
-            for name in vma.get("vm_flags", ()):
-                if name in FORK_ADVICE:
-                    mapping.add(NR["madvise"], vma["start"], vma["end"] - vma["start"], FORK_ADVICE[name],
+        for vma in self.meta["vmas"]:        # version 9: the advice given, locked memory
+            flags, size = vma.get("vm_flags", ()), vma["end"] - vma["start"]
+            for name in flags:
+                if name in ADVICE:
+                    mapping.add(NR["madvise"], vma["start"], size, ADVICE[name],
                                 what=f"madvise({vma['start']:#x}, MADV_{name.upper()})")
+            if "locked" in flags:
+                mapping.add(NR["mlock2"], vma["start"], size, MLOCK_ONFAULT if "lockonfault" in flags else 0,
+                            what=f"mlock2({vma['start']:#x}, {size})")
         mapping.run()
 
     def _check_code_files(self, maps: list, fds: dict[tuple[str, int], int]) -> None:

@@ -229,9 +229,16 @@ def _vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
 
 # VmFlags (smaps) a restore gives a mapping again, by their names in the image: what a
 # fork does with it (MADV_WIPEONFORK: the child's copy is empty, as random-number state of
-# OpenSSL/BoringSSL/LibreSSL wants; MADV_DONTFORK: no copy) and MAP_DROPPABLE memory (the
-# kernel may free its pages at any time: glibc's getrandom state).
-KEPT_VM_FLAGS = {"wf": "wipeonfork", "dc": "dontfork", "dp": "droppable"}
+# OpenSSL/BoringSSL/LibreSSL wants; MADV_DONTFORK: no copy), MAP_DROPPABLE memory (the
+# kernel may free its pages at any time: glibc's getrandom state), memory locked in RAM
+# (mlock, MAP_LOCKED, MLOCK_ONFAULT: keys that must not reach swap, real-time programs),
+# kept out of core dumps (MADV_DONTDUMP: secrets), reserved without swap accounting
+# (MAP_NORESERVE: a sanitizer's or runtime's huge sparse reservation, which strict
+# overcommit refuses otherwise), and the access and huge-page advice programs give
+# (MADV_SEQUENTIAL, MADV_RANDOM, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_MERGEABLE).
+KEPT_VM_FLAGS = {"wf": "wipeonfork", "dc": "dontfork", "dp": "droppable", "lo": "locked", "lf": "lockonfault",
+                 "dd": "dontdump", "nr": "noreserve", "sr": "sequential", "rr": "random", "hg": "hugepage",
+                 "nh": "nohugepage", "mg": "mergeable"}
 
 
 def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:

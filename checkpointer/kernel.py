@@ -72,7 +72,7 @@ NR = dict(
     personality=135, prctl=157, chroot=161, mount=165, set_tid_address=218, restart_syscall=219,
     exit_group=231, openat=257, unshare=272, set_robust_list=273, get_robust_list=274, dup3=292,
     rt_tgsigqueueinfo=297, rseq=334, seccomp=317, pidfd_open=434, clone3=435, close_range=436,
-    pidfd_getfd=438, membarrier=324, madvise=28,
+    pidfd_getfd=438, membarrier=324, madvise=28, mlock2=325,
 )
 # membarrier(2): the registrations a process made, as the REGISTER commands' bits (Linux 6.3)
 MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9

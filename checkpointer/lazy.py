@@ -30,11 +30,10 @@ server (before `confirm()` returns): `check_served` (called by every capture) re
 checkpoint it, because pages not yet in would be missing from the image.
 
 Simplifications: only private anonymous mappings other than stacks are lazy (file
-mappings, memfds, stacks and mappings with image `vm_flags` (a fork wipes them or leaves
-them out: a forked child's copy of what is still to come would be wrong) are written at
-restore); the server sees the store as it
-was when it opened it, so the image's chunks must not move while it runs (the daemon
-runs no GC meanwhile); a child forked before every page is in is served correctly but
+mappings, memfds, stacks, locked memory and mappings a fork wipes or leaves out (a
+forked child's copy of what is still to come would be wrong) are written at restore);
+the server sees the store as it was when it opened it, so the image's chunks must not
+move while it runs (the daemon runs no GC meanwhile); a child forked before every page is in is served correctly but
 not marked, so it must not be checkpointed until the server has exited
 (`Restored.wait_pages_in`).
 """
@@ -79,7 +78,13 @@ _PAGES = b"pages/"
 
 def lazy_vma(vma: dict) -> bool:
     """Is this mapping (image metadata) filled on demand by a lazy restore?"""
-    return vma["kind"] == "anon" and not vma["shared"] and not vma["growsdown"] and not vma.get("vm_flags")
+    return (vma["kind"] == "anon" and not vma["shared"] and not vma["growsdown"]
+            and not EAGER_VM_FLAGS.intersection(vma.get("vm_flags", ())))
+
+
+# mappings written at restore even when lazy: a fork's copy of what is still to be served
+# would be wrong for these, and locked memory is all in at once (mlock)
+EAGER_VM_FLAGS = {"wipeonfork", "dontfork", "droppable", "locked"}
 
 
 def dropped(vma: dict) -> bool:

@@ -23,7 +23,7 @@ def test_a_fork_after_a_restore_wipes_and_leaves_out_what_the_program_asked(proc
     checkpointer.checkpoint([proc.pid], store, "advice")
     flags = sorted(tuple(sorted(v["vm_flags"])) for v in load_image(store, "advice").processes[0]["vmas"]
                    if "vm_flags" in v)
-    assert flags == [("dontfork",), ("droppable", "wipeonfork"), ("wipeonfork",)]
+    assert flags == [("dontdump", "droppable", "noreserve", "wipeonfork"), ("dontfork",), ("wipeonfork",)]
     procs.kill(proc)
     before = len(ok_lines(out))
     procs.restored.append(checkpointer.restore(store, "advice", lazy=lazy))
@@ -44,3 +44,38 @@ def test_a_mapping_that_grows_down_still_grows_after_a_restore(procs, store, bin
     assert sum(v["growsdown"] for v in load_image(store, "grows").processes[0]["vmas"]) == 2   # and [stack]
     procs.kill(proc)
     restored_goes_on(procs, store, "grows", out)
+
+
+# smaps' VmFlags of each mapping of targets/advised.c, by its name there
+ADVISED = {"locked": {"lo"}, "lockonfault": {"lo", "lf"}, "dontdump": {"dd"}, "noreserve": {"nr"},
+           "hugepage": {"hg"}, "nohugepage": {"nh"}, "mergeable": {"mg"}, "sequential": {"sr"}, "random": {"rr"}}
+
+
+def _vm_flags(pid: int, addresses: dict[str, int]) -> dict[str, set[str]]:
+    """The VmFlags (of those in ADVISED) of the mapping holding each address, from smaps."""
+    mappings, extent = [], None
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            if line.startswith("VmFlags:"):
+                mappings.append((*extent, set(line.split()[1:])))
+            elif "-" in line.split(None, 1)[0]:
+                extent = [int(x, 16) for x in line.split(None, 1)[0].split("-")]
+    wanted = set().union(*ADVISED.values())
+    return {name: next(flags for start, end, flags in mappings if start <= address < end) & wanted
+            for name, address in addresses.items()}
+
+
+def test_locked_and_advised_memory_is_locked_and_advised_after_a_restore(procs, store, binaries, tmp_path):
+    """mlock (keys kept out of swap), MADV_DONTDUMP (secrets kept out of core dumps),
+    MAP_NORESERVE (huge sparse reservations), huge-page, KSM and access advice: the restored
+    mappings have the VmFlags the original's had (zdtm maps02, mlock_setuid)."""
+    out = tmp_path / "advised.out"
+    proc = procs.start([str(binaries / "advised"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) > len(ADVISED), "the target's mappings")
+    addresses = {line.split()[0]: int(line.split()[1], 16) for line in ok_lines(out)[:len(ADVISED)]}
+    original = _vm_flags(proc.pid, addresses)
+    assert original == ADVISED, "the kernel did not give the mappings the flags the test expects"
+    checkpointer.checkpoint([proc.pid], store, "advised")
+    procs.kill(proc)
+    restored = restored_goes_on(procs, store, "advised", out)
+    assert _vm_flags(restored.pids[0], addresses) == original
