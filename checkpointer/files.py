@@ -581,19 +581,41 @@ def _file_system(pid: int, device: int, known: dict[int, dict[int, str]]) -> str
 
 
 def _undeleted(target: str, st: os.stat_result) -> str:
-    """`target` without its " (deleted)" mark when the file is in fact still at that path.
+    """`target` without its " (deleted)" mark when the file is in fact still at that path,
+    or the file's other name in the same directory when it still has one.
 
     The kernel also marks a path deleted when its dentry was merely invalidated (a FUSE
     file system dropping a cached name, for instance) while the name still leads to the
     very same file; only a name that is gone, or that now leads to another file, means
-    the file was unlinked."""
+    the file was unlinked. An unlinked name of a file with other hard links (link(), then
+    unlink() of the first name: zdtm unlink_fstat03) leaves the file reachable: it is
+    reopened by a name found in that directory, and writes after a restore still reach
+    it. (A name in another directory is not looked for: the file comes back as an
+    unlinked copy.)"""
     if not target.endswith(procfs.DELETED) or target.startswith("/memfd:"):
         return target
     path = target[: -len(procfs.DELETED)]
     try:
         now = os.stat(path)
     except OSError:
-        return target
+        return _other_name(path, st) or target
     if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
         return path
-    return target
+    return _other_name(path, st) or target
+
+
+def _other_name(path: str, st: os.stat_result) -> str | None:
+    """A name in `path`'s directory of the file `st` describes (a regular file with links
+    left), or None. Reads that directory once (its entries' inode numbers)."""
+    if st.st_nlink == 0 or not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        with os.scandir(os.path.dirname(path) or "/") as entries:
+            for entry in entries:
+                if entry.inode() == st.st_ino and entry.is_file(follow_symlinks=False):
+                    found = entry.stat(follow_symlinks=False)
+                    if (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino):
+                        return entry.path
+    except OSError:
+        pass
+    return None

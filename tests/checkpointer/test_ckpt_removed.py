@@ -11,7 +11,7 @@ import pytest
 
 import checkpointer
 
-from ckpt_helpers import assert_unbroken, ok_lines, wait_for
+from ckpt_helpers import assert_unbroken, ok_lines, restored_goes_on, wait_for
 
 LINE = 20
 
@@ -38,3 +38,19 @@ def test_a_process_whose_cwd_and_executable_are_gone_comes_back(procs, store, bi
     assert os.readlink(f"/proc/{pid}/exe").endswith("counter (deleted)")
     assert os.readlink(f"/proc/{pid}/cwd").endswith(" (deleted)")
     assert sorted(os.listdir(tmp_path)) == sorted(["counter.out", "store"] + ["counter"] * (executable == "replaced"))
+
+
+def test_a_file_unlinked_under_one_name_but_linked_under_another_is_written_after_a_restore(procs, store, tmp_path):
+    """An fd whose name was unlinked while the file keeps another name (link(), unlink():
+    zdtm unlink_fstat03) is the same file after a restore: what the process writes then
+    reaches the other name, instead of an unlinked copy nobody can read."""
+    out, data = tmp_path / "linked.out", tmp_path / "data"
+    proc = procs.python("linked_writer.py", str(out), str(data))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "the target to write")
+    checkpointer.checkpoint([proc.pid], store, "linked")
+    procs.kill(proc)
+    written = len(ok_lines(out))
+    restored_goes_on(procs, store, "linked", out)
+    numbers = [int(n) for n in ok_lines(tmp_path / "data.link")]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > written + 5, \
+        "what the restored process wrote did not reach the file's other name"
