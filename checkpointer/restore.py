@@ -39,7 +39,8 @@ from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = 0x00020000
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MS_REC, MS_PRIVATE, MS_SLAVE = 0x4000, 0x40000, 0x80000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 # restore's phases (checkpointer.stopwatch) that do not nest: together they are its time
 TOP_RESTORE_PHASES = ("page_server_start", "launcher", "process_tree", "build", "finish", "let_go")
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
@@ -153,6 +154,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     restored.ns_init = clone(top, [1])
                     top = _stub_injector(restored.ns_init)
                     helpers.append(top)
+                    if not new_mount_namespace:
+                        _own_proc(top)
             injectors += helpers
             stand_ins = StandIns(image.processes, injectors, restored.warnings, _stub_injector)
             stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors, files.session_terminal,
@@ -212,6 +215,19 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     for warning in restored.warnings:
         print(f"sls restore: warning: {warning}", file=sys.stderr)
     return restored
+
+
+def _own_proc(init: Injector) -> None:
+    """Give the new PID namespace's init (and so every process restored under it) a mount
+    namespace of its own, a slave of the restorer's (mounts made outside still show in it),
+    with a /proc of the new PID namespace: a restored process reading /proc/<its PID> (a
+    PID it kept: the host's /proc has another process there, or none) finds itself, as
+    psutil, a JVM or `ps -p $$` expect. (The image's processes came from the host's PID
+    namespace; a group that was a namespace of its own keeps the mounts it is given.)"""
+    init.check(NR["unshare"], CLONE_NEWNS, what="unshare(CLONE_NEWNS)")
+    init.check(NR["mount"], 0, init.put(b"/\0"), 0, MS_REC | MS_SLAVE, 0, what="mount(/, MS_REC|MS_SLAVE)")
+    proc, target = init.put(b"proc\0"), init.put(b"/proc\0", 16)
+    init.check(NR["mount"], proc, target, proc, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0, what="mount(proc, /proc)")
 
 
 def _unshare_mounts(inj: Injector) -> None:
