@@ -39,6 +39,16 @@ _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 293, 290, 289
 PATH_KINDS = ("file", "dir", "device", "tty", "fifo")   # reopened by path
 EPOLL_CTL_ADD = 1
 _PROC_TASK_FILE = re.compile(r"/proc/(\d+|self|thread-self)/")
+_PROC_PID_FILE = re.compile(r"/proc/\d+/")
+
+
+def _has_own_proc(tid: int) -> bool:
+    """Whether the process has a /proc of its own (restore.py gives one to processes it
+    restores in a new PID namespace): not the restorer's."""
+    try:
+        return os.stat(f"/proc/{tid}/root/proc").st_dev != os.stat("/proc").st_dev
+    except OSError:
+        return False
 
 
 def _processes_mapping(path: str) -> list[int]:
@@ -401,6 +411,10 @@ class FileRestorer:
             try:
                 if kind == "dir" and removed_dirs.is_removed(path):
                     fd = self._open_removed_directory(builder, path, flags)
+                elif kind == "file" and _PROC_PID_FILE.match(path) and _has_own_proc(builder.tid):
+                    # a file of a process outside the image, as the host's /proc numbers it
+                    if (fd := self._hand_over(builder, path, flags)) < 0:
+                        raise CheckpointError(f"cannot reopen {path}")
                 else:
                     fd = builder.open(path, flags, f"file {record['target']}")
             except CheckpointError:
@@ -566,26 +580,35 @@ class FileRestorer:
         restorer (a --root group's /proc is mounted only once its processes run) and
         handed over; /dev/null, with a warning, if that process is not in the image."""
         inj, flags = builder.inj, record["flags"] & (O_ACCMODE | O_NONBLOCK)
-        ours, pidfd = -1, inj.call(_NR_PIDFD_OPEN, record["pid"], 0)
+        fd, pidfd = -1, inj.call(_NR_PIDFD_OPEN, record["pid"], 0)
         if pidfd >= 0:
             try:
-                host = _fdinfo_field(builder.tid, pidfd, "Pid")
-                ours = os.open(f"/proc/{host}{record['rest']}", flags | os.O_CLOEXEC)
+                fd = self._hand_over(builder, f"/proc/{_fdinfo_field(builder.tid, pidfd, 'Pid')}{record['rest']}",
+                                     flags)
             except OSError:
                 pass
             finally:
                 inj.check(kernel.NR["close"], pidfd, what="close(pidfd)")
-        if ours < 0:
+        if fd < 0:
             self.warnings.append(f"process {builder.meta['pid']}: {record['target']} (a file of process "
                                  f"{record['pid']}, not in the image) is /dev/null now")
             return builder.open("/dev/null", flags, "/dev/null")
-        try:
-            fd = sockets.push_fd(inj, builder.tid, ours)
-        finally:
-            os.close(ours)
         if record["pos"]:
             inj.check(kernel.NR["lseek"], fd, record["pos"], 0, what=f"lseek({record['target']})")
         return fd
+
+    @staticmethod
+    def _hand_over(builder, path: str, flags: int) -> int:
+        """`path` opened by the restorer (its /proc is the host's) and handed to the process:
+        its fd there, or -1 if the restorer cannot open it."""
+        try:
+            ours = os.open(path, flags | os.O_CLOEXEC)
+        except OSError:
+            return -1
+        try:
+            return sockets.push_fd(builder.inj, builder.tid, ours)
+        finally:
+            os.close(ours)
 
     def _make_pidfd(self, builder, record: dict) -> int:
         """A pidfd of the image's process `pid` (every process exists by now), or, for one

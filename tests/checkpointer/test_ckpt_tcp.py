@@ -13,12 +13,17 @@ TARGET = Path(__file__).parent / "targets" / "tcp_stream.py"
 
 
 def progress(out: Path, pid: int | None = None) -> int:
-    """The highest counter the target's parent (of host PID `pid`: any by default) has
-    read in order; fails on its BAD line."""
+    """The highest counter the target's parent (the process of host PID `pid`, running:
+    any by default) has read in order; fails on its BAD line."""
     lines = [line.split() for line in (out.read_text() if out.exists() else "").splitlines()]
-    lines = [line for line in lines if pid is None or line[0] == str(pid)]
+    lines = [line for line in lines if pid is None or line[0] == _started(pid)]
     assert not [line for line in lines if line[1] == "BAD"], lines[-3:]
     return int(lines[-1][1]) if lines else 0
+
+
+def _started(pid: int) -> str:
+    """How tcp_stream.py names the process `pid` in its lines: its start time."""
+    return "t" + Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
 
 
 def test_a_loopback_connection_inside_the_image_carries_on_without_a_lost_byte(procs, store, tmp_path, subreaper):

@@ -3,9 +3,11 @@
 usage: tcp_stream.py OUTFILE. The child writes consecutive 8-byte counters as fast as the
 connection takes them (it blocks when the buffers are full: bytes wait in both queues);
 the parent reads them slowly and checks that each is the previous plus one, and answers
-the highest it has read, which the child checks too. The parent appends "<pid> <highest>
-ok" to OUTFILE after each read ("<pid> BAD ..." and exit on a gap, a repeat or an error),
-so a lost, repeated or reordered byte in either direction shows.
+the highest it has read, which the child checks too. The parent appends "<start> <highest>
+ok" to OUTFILE after each read ("<start> BAD ..." and exit on a gap, a repeat or an error),
+so a lost, repeated or reordered byte in either direction shows. <start> is the process's
+start time (/proc/PID/stat): a restored copy's differs from the original's, though its
+PID is the same in its namespace.
 """
 import os
 import socket
@@ -16,8 +18,9 @@ import time
 
 
 def me() -> str:
-    """This process's host PID (that of a restored copy too: /proc is the host's)."""
-    return os.readlink("/proc/self")
+    """This process's start time: tells the original from a restored copy."""
+    with open("/proc/self/stat") as stat:
+        return "t" + stat.read().rpartition(")")[2].split()[19]
 
 
 out = open(sys.argv[1], "a", buffering=1)
