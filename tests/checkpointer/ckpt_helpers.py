@@ -55,6 +55,16 @@ def restored_goes_on(procs, store, name: str, out: Path):
     return restored
 
 
+def goes_on_after_a_restore(procs, store, proc, out: Path, name: str, what: str, tree: bool = False):
+    """Once the self-checking target `proc` has written 10 lines to `out` (`what` it does
+    meanwhile): checkpoint it (`tree`: with its descendants) as `name`, kill it, and
+    restored_goes_on; the Restored."""
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, what)
+    checkpointer.checkpoint([proc.pid], store, name, tree=tree)
+    procs.kill(proc)
+    return restored_goes_on(procs, store, name, out)
+
+
 def ns_pid(host_pid: int) -> int:
     """The PID a process sees for itself (innermost NSpid)."""
     for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():

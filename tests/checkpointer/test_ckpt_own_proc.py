@@ -4,15 +4,10 @@ namespace of its own, a slave of the host's). The host's /proc has another proce
 none, at that number (zdtm pidfd_self, file_locks02/04 read /proc by PID)."""
 from __future__ import annotations
 
-import checkpointer
-
-from ckpt_helpers import ok_lines, restored_goes_on, wait_for
+from ckpt_helpers import goes_on_after_a_restore
 
 
 def test_a_restored_process_finds_itself_in_proc_by_its_pid(procs, store, tmp_path):
     out = tmp_path / "proc.out"
     proc = procs.python("proc_by_pid.py", str(out))
-    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to read /proc")
-    checkpointer.checkpoint([proc.pid], store, "proc")
-    procs.kill(proc)
-    restored_goes_on(procs, store, "proc", out)     # the target checks itself: no BAD line
+    goes_on_after_a_restore(procs, store, proc, out, "proc", "the target to read /proc")   # no BAD line

@@ -6,7 +6,7 @@ from __future__ import annotations
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, restored_goes_on, wait_for
+from ckpt_helpers import goes_on_after_a_restore, ok_lines, restored_goes_on, wait_for
 
 
 def test_freebind_buffer_sizes_and_cork_come_back(procs, store, tmp_path):
@@ -25,10 +25,7 @@ def test_a_socket_filter_comes_back(procs, store, tmp_path):
     """A classic BPF filter (SO_ATTACH_FILTER; zdtm sock_filter00) still filters after a restore."""
     out = tmp_path / "filter.out"
     proc = procs.python("filtered_socket.py", str(out))
-    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to filter")
-    checkpointer.checkpoint([proc.pid], store, "filter")
-    procs.kill(proc)
-    restored_goes_on(procs, store, "filter", out)
+    goes_on_after_a_restore(procs, store, proc, out, "filter", "the target to filter")
 
 
 def test_a_dual_stack_connection_with_both_ends_in_the_image_is_repaired(procs, store, tmp_path):

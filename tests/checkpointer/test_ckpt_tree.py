@@ -9,7 +9,7 @@ import pytest
 
 import checkpointer
 from checkpointer import load_image
-from ckpt_helpers import assert_unbroken, children_of, ns_pid, ok_lines, restored_goes_on, state_of, wait_for
+from ckpt_helpers import assert_unbroken, children_of, goes_on_after_a_restore, ns_pid, ok_lines, state_of, wait_for
 
 LINE = 20
 
@@ -197,7 +197,4 @@ def test_zombies_keep_their_process_groups(procs, store, binaries, tmp_path):
     zombie01), are in those groups again after a restore (the target checks getpgid)."""
     out = tmp_path / "zombies.out"
     proc = procs.start([str(binaries / "zombie_groups"), str(out)])
-    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target's zombies")
-    checkpointer.checkpoint([proc.pid], store, "zombies", tree=True)
-    procs.kill(proc)
-    restored_goes_on(procs, store, "zombies", out)
+    goes_on_after_a_restore(procs, store, proc, out, "zombies", "the target's zombies", tree=True)
