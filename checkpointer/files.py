@@ -289,6 +289,8 @@ class FileCapture:
                 socks = tuple(borrowed.enter_context(sockets.borrow(*self._socket_holders[record["ino"]]))
                               for record in records)
                 if all(map(tcp_repair.established, socks)):
+                    for record, sock in zip(records, socks):
+                        netsockets.read_options(sock, record)   # (left out while it was `closed`)
                     chosen.append((records, socks))
             try:
                 states = tcp_repair.capture([socks for _, socks in chosen], self.put_blob)

@@ -1,6 +1,7 @@
 """Socket options (zdtm sk-freebind, sock_opts02, sock_tcp_opts00): IP_FREEBIND on an IPv6
 socket (its non-local address could not be bound again), buffer sizes a program set
-(SO_BUF_LOCK) and TCP_CORK are as they were after a restore."""
+(SO_BUF_LOCK), TCP_CORK, and the options of a connection kept established (read only once
+it is known to be kept) are as they were after a restore."""
 from __future__ import annotations
 
 import checkpointer
@@ -17,6 +18,8 @@ def test_freebind_buffer_sizes_and_cork_come_back(procs, store, tmp_path):
     sockets = [f for f in load_image(store, "options").files if f["kind"] == "socket"]
     listener = next(f for f in sockets if f["state"] == "listen")
     assert listener["options"]["SO_BUF_LOCK"] == 3 and listener["options"]["SO_SNDBUF"] == 100000
+    ends = [f for f in sockets if f["state"] == "established"]
+    assert len(ends) == 2 and {f["options"]["TCP_NODELAY"] for f in ends} == {0, 1}
     procs.kill(proc)
     restored_goes_on(procs, store, "options", out)
 

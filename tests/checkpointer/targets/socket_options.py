@@ -1,7 +1,9 @@
 """Sockets with options that must survive: `socket_options.py OUTFILE`: an IPv6 UDP socket
 with IP_FREEBIND bound to an address this host does not have (2001:db8::...), a TCP
 listener on 127.0.0.1 whose send and receive buffer sizes the program set (SO_BUF_LOCK
-shows them locked), and a corked TCP socket (TCP_CORK). Every 5 ms: "<n> <pid> ok" while
+shows them locked), a corked TCP socket (TCP_CORK), and a connection to that listener (both
+ends in the image: kept established) with TCP_NODELAY on one end and keepalive settings on
+the other. Every 5 ms: "<n> <pid> ok" while
 each option reads as it did at the start, else a BAD line naming it."""
 import socket
 import sys
@@ -19,6 +21,11 @@ listener.bind(("127.0.0.1", 0))
 listener.listen(4)
 corked = socket.socket()
 corked.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+client = socket.create_connection(listener.getsockname())
+server, _ = listener.accept()
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+server.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
 checks = {
     "IP_FREEBIND": lambda: free.getsockopt(socket.IPPROTO_IP, IP_FREEBIND),
     "address": lambda: free.getsockname()[:2],
@@ -26,6 +33,9 @@ checks = {
     "SO_RCVBUF": lambda: listener.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
     "SO_BUF_LOCK": lambda: listener.getsockopt(socket.SOL_SOCKET, SO_BUF_LOCK),
     "TCP_CORK": lambda: corked.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK),
+    "TCP_NODELAY": lambda: client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    "SO_KEEPALIVE": lambda: server.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    "TCP_KEEPIDLE": lambda: server.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
 }
 expected = {name: check() for name, check in checks.items()}
 out.write("ready\n")
