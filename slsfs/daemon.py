@@ -224,13 +224,12 @@ class Daemon:
         group = await group_process.start(settings, env)
         try:
             commit = await self.checkpoint_retrying(group, "start")
-        except CheckpointError:
-            if group.alive():
-                group.kill()
-                raise
-            raise GroupError(await _ended_at_start(group)) from None   # its own failure, not ours
-        except BaseException:
+        except BaseException as exc:
+            ended = isinstance(exc, CheckpointError) and not group.alive()   # its own failure, not ours
+            status = await _exit_status(group) if ended else None
             group.kill()
+            if ended:
+                raise GroupError(group_process.exited_at_once(settings, status)) from None
             raise
         self._adopt(group)
         return {"group": group.name, "pids": group.pids, "checkpoint": commit,
@@ -593,22 +592,14 @@ def prepare_restore(store: Store, name: str, at: str | None) -> tuple[GroupCheck
     return record, commit.id if commit else None
 
 
-async def _ended_at_start(group: RunningGroup, wait_s: float = 1.0) -> str:
-    """Why a group's command is gone before its first checkpoint: its exit status (once its
-    launcher has it) and the last line it wrote, e.g. a server refusing its configuration."""
+async def _exit_status(group: RunningGroup, wait_s: float = 1.0) -> int | None:
+    """The exit status of a group's command that has just ended, once its launcher has it
+    (None after `wait_s`)."""
     deadline = time.monotonic() + wait_s
     while (status := group.exit_status()) is None and time.monotonic() < deadline:
         await trio.sleep(0.01)
-    group.kill()
-    try:
-        with open(group.settings.output, "rb") as out:
-            out.seek(max(0, os.fstat(out.fileno()).st_size - 4096))
-            last = out.read().decode(errors="replace").strip().splitlines()[-1:]
-    except OSError:
-        last = []
-    said = f"; its last words: {last[0].strip()[:300]!r}" if last else ""
-    return (f"{group.settings.argv[0]} exited at once with status {status if status is not None else '?'} "
-            f"(see {group.settings.output}){said}")
+    return status
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slsfs.daemon")

@@ -158,6 +158,19 @@ def _exe(pid: int) -> str | None:
         return None
 
 
+def exited_at_once(settings: GroupSettings, status: int | None) -> str:
+    """Why a group's command is gone as it starts: its exit status and the last line it
+    wrote (a server refusing its configuration, say)."""
+    try:
+        with open(settings.output, "rb") as out:
+            out.seek(max(0, os.fstat(out.fileno()).st_size - 4096))
+            last = out.read().decode(errors="replace").strip().splitlines()[-1:]
+    except OSError:
+        last = []
+    said = f"; its last words: {last[0].strip()[:300]!r}" if last else ""
+    return (f"{settings.argv[0]} exited at once with status {status if status is not None else '?'} "
+            f"(see {settings.output}){said}")
+
 async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     """Start CMD in a new PID namespace with the mount as its working directory, or (mode
     "root", the root file system prepared by slsfs.rootfs) as its root in its own mount
@@ -194,8 +207,7 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
         if kids and started(kids[0]):
             return RunningGroup(settings, [kids[0]], launcher)
         if launcher.poll() is not None:
-            raise GroupError(f"{settings.argv[0]} exited at once with status {launcher.returncode} "
-                             f"(see {settings.output})")
+            raise GroupError(exited_at_once(settings, launcher.returncode))
         await trio.sleep(0.005)
     launcher.kill()
     launcher.wait()
