@@ -246,9 +246,10 @@ def _make_room(sock: socket.socket, option: int, forced: int, queued: int, recor
 
 
 def _put(sock: socket.socket, data: bytes, option: int, forced: int) -> None:
-    """Queue all of `data` without blocking; the socket's buffer grows by what is left when
-    the kernel finds it full (its accounting of the same bytes can exceed the original's).
-    Raises OSError if it still does not fit."""
+    """Queue all of `data` without blocking; the socket's buffer at least doubles when the
+    kernel finds it full: its accounting of the same bytes (socket buffers' overhead) can
+    exceed the original's by more than the bytes left (growing by only those, 768 bytes
+    failed to fit after 8 growths under load). Raises OSError if it still does not fit."""
     view = memoryview(data)
     for _ in range(MAX_BUFFER_GROWTHS):
         try:
@@ -259,7 +260,7 @@ def _put(sock: socket.socket, data: bytes, option: int, forced: int) -> None:
             if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
                 raise
         size = sock.getsockopt(socket.SOL_SOCKET, option)
-        sock.setsockopt(socket.SOL_SOCKET, forced, size // 2 + len(view))   # doubled: + 2 x what is left
+        sock.setsockopt(socket.SOL_SOCKET, forced, size // 2 + max(len(view), size // 2))   # the kernel doubles it
     raise OSError(errno.ENOBUFS, f"{len(view)} queued bytes do not fit the socket's buffer")
 
 
