@@ -17,9 +17,9 @@ import socket
 import stat
 import struct
 import subprocess
-from typing import Callable, Iterator
+from typing import Callable
 
-from . import fown, inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_repair
+from . import fown, inflight, inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_repair
 from .callbatch import run_all
 from .files import (FD_CLOEXEC, F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GETFD, F_GETPIPE_SZ, F_SEAL_SEAL, F_SETFD, F_SETFL,
     F_SETPIPE_SZ, MFD_ALLOW_SEALING, O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR,
@@ -119,15 +119,6 @@ def _fdinfo_field(pid: int, fd: int, name: str) -> str:
             if key == name:
                 return value.strip()
     raise OSError(f"no {name} in /proc/{pid}/fdinfo/{fd}")
-
-
-def _messages(framed: bytes) -> Iterator[bytes]:
-    """The messages of a datagram or seqpacket pair's `data` (u32 LE length + bytes each)."""
-    offset = 0
-    while offset < len(framed):
-        (length,) = struct.unpack_from("<I", framed, offset)
-        yield framed[offset + 4:offset + 4 + length]
-        offset += 4 + length
 
 
 class FileRestorer:
@@ -729,22 +720,43 @@ class FileRestorer:
         inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, sock_type, 0, inj.scratch, what="socketpair")
         ends = [self._spare(builder, fd, base) for fd in struct.unpack("ii", inj.read(inj.scratch, 8))]
         peers = [f for f in self.files.values() if f["kind"] == "unix_pair" and f["ino"] == record["peer"]]
-        for end, other_end, this in [(ends[0], ends[1], record)] + [(ends[1], ends[0], p) for p in peers]:
+        for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:
             self.made[this["id"]] = (ns_pid, end)
             inj.check(_NR_FCNTL, end, F_SETFL, this["flags"], what="F_SETFL on a socket")
-            data = self.read_blob(this["data"])
-            if data:  # bytes or messages queued for this end were sent by its peer
+            if this.get("passcred"):
+                with sockets.borrow(builder.tid, end) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        for other_end, this in [(ends[1], record)] + [(ends[0], p) for p in peers]:
+            pieces = inflight.queued_pieces(this, self.read_blob(this["data"]))
+            if pieces:  # bytes or messages queued for this end were sent by its peer
                 with sockets.borrow(builder.tid, other_end) as sender:
-                    if this["type"] == "stream":
-                        sender.sendall(data)
-                    else:
-                        for message in _messages(data):
-                            sender.send(message)
+                    inflight.refill(sender, pieces, lambda ids: self._ours(builder, ids, base),
+                                    lambda pid: self._sender_pid(builder, pid))
         for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:   # once refilled
             if this.get("shutdown"):      # the kernel's mask: 1 receiving, 2 sending, 3 both
                 with sockets.borrow(builder.tid, end) as sock:
                     sock.shutdown((socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR)[this["shutdown"] - 1])
         return ends
+
+    def _ours(self, builder, file_ids: list[int], base: int) -> list[int]:
+        """Our fds of image files (files in flight), made in the process being built if
+        they are not made yet."""
+        return [kernel.borrow_fd(builder.tid, self.local_fd(builder, file_id, base)) for file_id in file_ids]
+
+    def _sender_pid(self, builder, pid: int) -> int:
+        """The pid, in our namespace, of the image's process `pid` (as the process being
+        built numbers it): the sender named by a queued message's credentials; ours (which
+        its namespace sees as 0) if it is 0 or not restored (yet), with a warning then."""
+        if pid:
+            pidfd = builder.inj.call(_NR_PIDFD_OPEN, pid, 0)
+            if pidfd >= 0:
+                try:
+                    return int(_fdinfo_field(builder.tid, pidfd, "Pid"))
+                finally:
+                    builder.inj.check(kernel.NR["close"], pidfd, what="close(pidfd)")
+            self.warnings.append(f"process {builder.meta['pid']}: a message queued to it names process {pid} as "
+                                 "its sender, which is not restored (yet): it names the restorer now")
+        return os.getpid()
 
     def _make_pipe(self, builder, record: dict, base: int) -> list[int]:
         inj, ns_pid = builder.inj, builder.meta["pid"]

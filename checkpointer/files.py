@@ -8,7 +8,7 @@ Kinds: regular `file`, `dir`, `device` (/dev/null & co), `pty_master` (a pseudo-
 made again with its settings, ptys.py), `tty` (a slave of an image's pty is reopened on
 the new pair; any other terminal is reattached to /dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
 tee(2), without consuming them; a FIFO is reopened by path at restore and refilled), `unix_pair` (an end of a connected Unix socket with the
-bytes queued to it, sockets.py), `socket` (TCP/UDP/Unix sockets listening, bound, or
+bytes queued to it, sockets.py, and the files in flight in them: inflight.py), `socket` (TCP/UDP/Unix sockets listening, bound, or
 connected to a peer outside the image, which come back closed: netsockets.py; a TCP
 connection with both ends in the image keeps its state: tcp_repair.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
@@ -34,11 +34,12 @@ import re
 import socket
 import stat
 import struct
+import weakref
 from collections import OrderedDict
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable
 
-from . import fown, inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
+from . import fown, inflight, inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
 from .errors import ProcessGone, Unsupported
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ class FileCapture:
         self._kept_bytes = 0                # of files' contents kept (_kept_contents)
         self._file_systems: dict[int, dict[int, str]] = {}   # mount namespace -> device -> type
         self._targets: dict[int, str] = {}  # fd -> /proc/PID/fd link, of the process being recorded
+        self._in_flight: list[sockets.Queued] = []   # queued pieces whose fds (ours) are files in flight
+        self._depth = 0                     # of sockets in flight being described inside one another
+        weakref.finalize(self, sockets.close_passed, self._in_flight)   # if the capture fails before check_peers
 
     def fd_records(self, pid: int) -> list[dict]:
         parent = int(procfs.frozen_status(pid)["PPid"])
@@ -143,7 +147,7 @@ class FileCapture:
             if (known := _connections.get(ino)) is not None:
                 return dict(known)
             with sockets.borrow(pid, info.fd) as sock:
-                record = self._socket(sock, ino, what)
+                record = self._socket(sock, ino, what, pid)
             _remember_connection(ino, record)
             return record
         if target == "anon_inode:inotify":
@@ -236,9 +240,10 @@ class FileCapture:
         self.files.append(record)
         return record["id"]
 
-    def _socket(self, sock: socket.socket, ino: int, what: str) -> dict:
-        """A connected Unix socket is one end of a pair (`unix_pair`); any other TCP, UDP
-        or Unix socket is a `socket` record (netsockets.py)."""
+    def _socket(self, sock: socket.socket, ino: int, what: str, holder: int) -> dict:
+        """A connected Unix socket is one end of a pair (`unix_pair`), with what is queued
+        to it (inflight.py); any other TCP, UDP or Unix socket is a `socket` record
+        (netsockets.py). `holder`: the process holding it (ours, for a socket in flight)."""
         if sock.family not in netsockets.FAMILIES or sock.type not in sockets.TYPES or (
                 sock.family != socket.AF_UNIX and sock.type == socket.SOCK_SEQPACKET):
             raise Unsupported(f"{what}: only TCP, UDP and Unix sockets can be checkpointed")
@@ -247,13 +252,38 @@ class FileCapture:
             raise Unsupported(f"{what}: the kernel does not describe this Unix socket (sock_diag)")
         if info is None or info["state"] != TCP_ESTABLISHED:
             return netsockets.describe(sock, info, ino)
-        if info["type"] == "stream":
-            data = sockets.queued(sock, what)
-        else:   # framed: each message as u32 LE length + bytes
-            data = b"".join(struct.pack("<I", len(m)) + m
-                            for m in sockets.messages(sock, what, receive_shut=bool(info["shutdown"] & 1)))
-        return {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
-                "data": self.put_blob(data), "shutdown": info["shutdown"]}
+        pieces = sockets.queue(sock, what, receive_shut=bool(info["shutdown"] & 1))
+        self._in_flight += pieces       # our fds of the files in flight: closed by check_peers
+        try:
+            data, extra = inflight.record_queue(pieces, info["type"] == "stream",
+                                                lambda fd: self._file_in_flight(fd, holder, what))
+        except BaseException:
+            sockets.close_passed(pieces)    # now, not when the failed capture is collected
+            raise
+        record = {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
+                  "data": self.put_blob(data), "shutdown": info["shutdown"], **extra}
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
+            record["passcred"] = 1      # version 10
+        return record
+
+    def _file_in_flight(self, fd: int, holder: int, what: str) -> int:
+        """The image file of `fd`, our copy of a file in flight to the socket that process
+        `holder` holds (a path as that process sees it, under its root)."""
+        info = procfs.own_fd(fd)
+        if info.target == "anon_inode:[eventpoll]":
+            raise Unsupported(f"{what}: an epoll instance is in flight in its queue (SCM_RIGHTS); its watches "
+                              "cannot be made again outside the process that added them")
+        if self._depth >= inflight.MAX_DEPTH:
+            raise Unsupported(f"{what}: Unix sockets in flight inside Unix sockets in flight, more than "
+                              f"{inflight.MAX_DEPTH} deep (or a socket sent over itself): not supported")
+        root = os.readlink(f"/proc/{holder}/root")
+        if root != "/" and info.target.startswith(root + "/"):
+            info.target = info.target[len(root):]
+        self._depth += 1
+        try:
+            return self._file_of(os.getpid(), info)
+        finally:
+            self._depth -= 1
 
     def check_peers(self) -> None:
         """A socket pair end whose peer is outside the image comes back as a closed
@@ -269,10 +299,12 @@ class FileCapture:
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
-                del f["data"]
+                for key in ("data", "rights", "creds", "passcred"):
+                    f.pop(key, None)
                 f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None,
                          backlog=0, dropped=0, state="closed")
         self._repair_tcp_pairs()
+        sockets.close_passed(self._in_flight)   # every file in flight is described by now
 
     def _repair_tcp_pairs(self) -> None:
         """Read the repair state (tcp_repair.py) of the established TCP connections whose

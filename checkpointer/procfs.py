@@ -355,15 +355,25 @@ def fds(pid: int, known: Callable[[int, str], FdInfo | None] | None = None) -> l
                 continue  # closed meanwhile (cannot happen while frozen, but harmless)
             except ProcessLookupError as exc:
                 raise ProcessGone(pid) from exc
-            info: dict[str, str] = {}
-            for line in raw.splitlines():
-                key, _, value = line.partition(":")
-                info[key] = value.strip()
-            result.append(FdInfo(fd, target, int(info.pop("flags"), 8), int(info.pop("pos")), info, raw))
+            result.append(_fd_info(fd, target, raw))
         return result
     finally:
         os.close(fd_dir)
         os.close(info_dir)
+
+
+def own_fd(fd: int) -> FdInfo:
+    """The FdInfo of one of our own fds (a file in flight that a peek gave us)."""
+    with open(f"/proc/self/fdinfo/{fd}") as fdinfo:
+        return _fd_info(fd, os.readlink(f"/proc/self/fd/{fd}"), fdinfo.read())
+
+
+def _fd_info(fd: int, target: str, raw: str) -> FdInfo:
+    info: dict[str, str] = {}
+    for line in raw.splitlines():
+        key, _, value = line.partition(":")
+        info[key] = value.strip()
+    return FdInfo(fd, target, int(info.pop("flags"), 8), int(info.pop("pos")), info, raw)
 
 
 def _read_at(dir_fd: int, name: str) -> str:

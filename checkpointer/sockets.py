@@ -1,22 +1,22 @@
-"""Unix socket pairs: who is connected to whom, and the bytes queued in them.
+"""Unix socket pairs: who is connected to whom, and what is queued in them.
 
 What: `unix_info(ino)` asks the kernel (NETLINK_SOCK_DIAG, one exact lookup) for a
-Unix socket's type, state, name and peer inode; `queued(sock)` copies the bytes waiting
-in a stream socket's receive queue and `messages(sock)` the messages waiting in a
-datagram or seqpacket one, without consuming them (the socket is borrowed with
+Unix socket's type, state, name and peer inode; `queue(sock)` copies what waits in its
+receive queue, a stream's bytes or a datagram or seqpacket socket's messages, with the
+fds and credentials they carry, without consuming them (the socket is borrowed with
 pidfd_getfd and read with MSG_PEEK, stepping with SO_PEEK_OFF); `push_fd` hands one of
 our fds to a process being restored (SCM_RIGHTS). Why: a socketpair between two
 processes of a tree (or within one) is restored as a new socketpair refilled with the
-same bytes or messages.
+same bytes or messages (inflight.py: with the files in flight).
 
-Simplifications: only connected pairs (other sockets: netsockets.py); fds in flight
-(SCM_RIGHTS) in a queued message are refused, in a stream's queue not seen.
+Simplifications: only connected pairs (other sockets: netsockets.py).
 """
 from __future__ import annotations
 
 import os
 import socket
 import struct
+from dataclasses import dataclass, field
 
 from . import kernel
 from .errors import CheckpointError, Unsupported
@@ -27,7 +27,9 @@ UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
 MAX_QUEUED = 16 << 20
 MAX_MESSAGE = 4 << 20
-SO_PEEK_OFF = 42
+MAX_PASSED = 253            # SCM_MAX_FD: the most fds one message can carry
+ANCILLARY_SPACE = socket.CMSG_SPACE(4 * MAX_PASSED) + socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
+SO_PEEK_OFF, SCM_PIDFD = 42, 4
 _NR_SOCKETPAIR, _NR_RECVMSG, _NR_CLOSE = 53, 47, 3
 MSG_CMSG_CLOEXEC = 0x40000000
 TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
@@ -79,15 +81,15 @@ def borrow(pid: int, fd: int) -> socket.socket:
     return socket.socket(fileno=kernel.borrow_fd(pid, fd))
 
 
-def queued(sock: socket.socket, what: str) -> bytes:
-    """The bytes in a stream socket's receive queue, left where they are."""
-    try:
-        data = sock.recv(MAX_QUEUED + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return b""
-    if len(data) > MAX_QUEUED:
-        raise CheckpointError(f"{what}: more than 16 MiB queued in a socket")
-    return data
+@dataclass
+class Queued:
+    """A piece of a receive queue, as a reader would get it: a datagram or seqpacket
+    message, or a run of a stream's bytes (a run ends where a sender's fds arrive). `fds`:
+    our own fds of the open files passed with it (SCM_RIGHTS), in order (the caller closes
+    them); `creds`: (pid, uid, gid) of SCM_CREDENTIALS, when the socket has SO_PASSCRED."""
+    data: bytes
+    fds: list[int] = field(default_factory=list)
+    creds: tuple[int, int, int] | None = None
 
 
 def has_pending(sock: socket.socket) -> bool:
@@ -99,48 +101,79 @@ def has_pending(sock: socket.socket) -> bool:
         return False
 
 
-def messages(sock: socket.socket, what: str, receive_shut: bool = False) -> list[bytes]:
-    """The messages in a datagram or seqpacket socket's receive queue, left where they are
-    (the socket's own peek offset is put back). `receive_shut`: its receiving side is shut
-    down (sock_diag's shutdown mask has 1), where an empty queue reads as the end of file,
-    size 0, not EAGAIN; the first empty read there ends the queue (an empty message queued
-    in such a socket is not kept)."""
+def queue(sock: socket.socket, what: str, receive_shut: bool = False) -> list[Queued]:
+    """The socket's receive queue, left where it is: each message of a datagram or
+    seqpacket socket, or a stream's bytes in runs, with the fds and credentials they carry.
+
+    Read with MSG_PEEK, stepping with SO_PEEK_OFF (the socket's own peek offset is put
+    back). A peek of a message carrying fds gives us our own copies of them, which is how
+    the files in flight are described. In a stream, a peek stops after the first piece
+    (skb) carrying fds, and returns the bytes sent before it without any too: where in
+    that run the fds arrived cannot be seen (a peek of any byte before them walks on to
+    them), so they come back with the run's first byte. A reader taking what is there
+    (recvmsg with room for the run) gets the same; one that reads the bytes before them
+    with a plain read() would now get, and lose, the fds (CRIU restores streams so too).
+    `receive_shut`: its receiving side is shut down (sock_diag's shutdown mask has 1),
+    where an empty queue reads as the end of file, size 0, not EAGAIN; the first empty
+    read there ends the queue (an empty message queued in such a socket is not kept)."""
+    stream = sock.type == socket.SOCK_STREAM
     saved = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
     if saved < 0 and not has_pending(sock):    # the usual case (a peek without an offset moves nothing)
         return []
     sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
     buffer = bytearray(MAX_MESSAGE)            # one buffer for every peek
-    found: list[bytes] = []
+    found: list[Queued] = []
     total = 0
     try:
         while True:
             try:
-                size, ancillary, flags, _ = sock.recvmsg_into([buffer], socket.CMSG_SPACE(4 * 253),
+                size, ancillary, flags, _ = sock.recvmsg_into([buffer], ANCILLARY_SPACE,
                                                               socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return found
-            if size == 0 and receive_shut and not ancillary:
+            fds, creds = _ancillary(ancillary)
+            piece = Queued(bytes(buffer[:size]), fds, creds)
+            found.append(piece)             # (its fds are the caller's to close from here on)
+            if size == 0 and not fds and (stream or receive_shut):
+                found.pop()
                 return found
-            if ancillary:
-                _close_passed_fds(ancillary)
-                raise Unsupported(f"{what}: a queued message carries file descriptors or credentials "
-                                  "(fds in flight cannot be checkpointed)")
+            if flags & socket.MSG_CTRUNC:
+                raise Unsupported(f"{what}: a queued message carries more than {MAX_PASSED} file descriptors")
             if flags & socket.MSG_TRUNC:
                 raise Unsupported(f"{what}: a queued message is larger than {MAX_MESSAGE >> 20} MiB")
-            found.append(bytes(buffer[:size]))
             total += size
             if total > MAX_QUEUED:
                 raise CheckpointError(f"{what}: more than 16 MiB queued in a socket")
+    except BaseException:
+        close_passed(found)
+        raise
     finally:
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved)
 
 
-def _close_passed_fds(ancillary: list[tuple[int, int, bytes]]) -> None:
-    """Close the fds a peek of SCM_RIGHTS gave us."""
+def _ancillary(ancillary: list[tuple[int, int, bytes]]) -> tuple[list[int], tuple[int, int, int] | None]:
+    """The fds (SCM_RIGHTS) and the credentials (SCM_CREDENTIALS) of a peek; a pidfd that
+    SO_PASSPIDFD gave us is closed (the restored socket's own option makes it again)."""
+    fds: list[int] = []
+    creds = None
     for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            for fd in struct.unpack(f"{len(payload) // 4}i", payload[:len(payload) // 4 * 4]):
-                os.close(fd)
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_RIGHTS:
+            fds += struct.unpack(f"{len(payload) // 4}i", payload[:len(payload) // 4 * 4])
+        elif kind == socket.SCM_CREDENTIALS:
+            creds = struct.unpack("3i", payload[:12])
+        elif kind == SCM_PIDFD:
+            os.close(struct.unpack("i", payload[:4])[0])
+    return fds, creds
+
+
+def close_passed(pieces: list[Queued]) -> None:
+    """Close our copies of the fds in flight of `queue`'s pieces."""
+    for piece in pieces:
+        for fd in piece.fds:
+            os.close(fd)
+        piece.fds = []
 
 
 def push_fd(inj, tid: int, fd: int) -> int:

@@ -55,6 +55,20 @@ def restored_goes_on(procs, store, name: str, out: Path):
     return restored
 
 
+def reads_after_a_restore(procs, store, name: str, out: Path):
+    """Restore the image `name` (its processes already killed), let the restored target
+    read what it holds (a "read-now" file beside `out`, which it removes) and wait for its
+    verdict: "read ok", no BAD line. The Restored."""
+    restored = checkpointer.restore(store, name)
+    procs.restored.append(restored)
+    (out.parent / "read-now").touch()
+    wait_for(lambda: "read ok" in ok_lines(out) or any("BAD" in line for line in ok_lines(out)),
+             "the restored process to read what it holds")
+    bad = [line for line in ok_lines(out) if "BAD" in line]
+    assert not bad, f"the target reported: {bad[:3]}"
+    return restored
+
+
 def goes_on_after_a_restore(procs, store, proc, out: Path, name: str, what: str, tree: bool = False):
     """Once the self-checking target `proc` has written 10 lines to `out` (`what` it does
     meanwhile): checkpoint it (`tree`: with its descendants) as `name`, kill it, and

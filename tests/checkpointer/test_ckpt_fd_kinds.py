@@ -10,7 +10,7 @@ import pytest
 
 import checkpointer
 
-from ckpt_helpers import ok_lines, restored_goes_on, wait_for
+from ckpt_helpers import ok_lines, reads_after_a_restore, restored_goes_on, wait_for
 
 
 def test_o_path_fds_on_a_symlink_and_a_device_come_back(procs, store, tmp_path):
@@ -51,10 +51,4 @@ def test_seqpacket_pairs_shut_down_for_reading_are_captured(procs, store, tmp_pa
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to make its pairs")
     checkpointer.checkpoint([proc.pid], store, "seqpacket")
     procs.kill(proc)
-    restored = checkpointer.restore(store, "seqpacket")
-    procs.restored.append(restored)
-    (tmp_path / "read-now").touch()
-    wait_for(lambda: "read ok" in ok_lines(out) or any("BAD" in l for l in ok_lines(out)),
-             "the restored process to read its pair")
-    bad = [line for line in ok_lines(out) if "BAD" in line]
-    assert not bad, f"the target reported: {bad[:3]}"
+    reads_after_a_restore(procs, store, "seqpacket", out)

@@ -1,0 +1,111 @@
+"""What waits in a Unix socket's receive queue besides bytes: file descriptors in flight
+(SCM_RIGHTS) and credentials (SCM_CREDENTIALS), recorded with the queue and sent again
+in the same order and at the same boundaries at restore.
+
+What: `record_queue` turns the pieces that sockets.queue peeked into a `unix_pair`
+record's `data` blob, `rights` (which message, or which run of a stream's bytes, carried
+which image files) and `creds`; `queued_pieces` gives them back at restore, and `refill`
+sends them into a new pair's other end, each piece with its files (our fds of them) and
+credentials.
+Why: a master handing connections to its workers, socket activation, privilege-separated
+daemons and Wayland clients pass fds over Unix sockets; a checkpoint taken while one is
+on its way must deliver it after the restore, not drop it.
+
+A file in flight is described like any open file (files.FileCapture: one record per
+open file description, shared with the fds of processes that hold the same one); a Unix
+socket in flight may hold files in flight of its own, down to MAX_DEPTH.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Callable
+
+from .sockets import Queued
+
+MAX_DEPTH = 4       # sockets in flight inside sockets in flight, this deep at most
+
+
+def record_queue(pieces: list[Queued], stream: bool, file_id: Callable[[int], int]) -> tuple[bytes, dict]:
+    """(the `data` blob's bytes, the record's `rights` and `creds`) of a receive queue;
+    `file_id(fd)`: the image file of one of our fds in flight. A stream's data is its bytes;
+    a datagram or seqpacket socket's, each message as a u32 LE length then its bytes.
+    `rights`: [offset, length, [file ids]] of each run of a stream's bytes that carries
+    fds, [message index, [file ids]] of each message that does; `creds`: [offset or index,
+    pid, uid, gid] where the credentials change (a stream) or of each message."""
+    rights: list[list] = []
+    creds: list[list[int]] = []
+    offset = 0
+    for index, piece in enumerate(pieces):
+        at = offset if stream else index
+        if piece.fds:
+            ids = [file_id(fd) for fd in piece.fds]
+            rights.append([at, len(piece.data), ids] if stream else [at, ids])
+        if piece.creds is not None and not (stream and creds and creds[-1][1:] == list(piece.creds)):
+            creds.append([at, *piece.creds])
+        offset += len(piece.data)
+    if stream:
+        data = b"".join(piece.data for piece in pieces)
+    else:
+        data = b"".join(struct.pack("<I", len(piece.data)) + piece.data for piece in pieces)
+    extra = {}
+    if rights:
+        extra["rights"] = rights
+    if creds:
+        extra["creds"] = creds
+    return data, extra
+
+
+def queued_pieces(record: dict, data: bytes) -> list[Queued]:
+    """The pieces of a `unix_pair` record's queue, each to be sent by one sendmsg: a
+    stream's bytes cut where fds or credentials start and end; with file ids for fds."""
+    rights, creds = record.get("rights", []), record.get("creds", [])
+    if record["type"] != "stream":
+        messages = _messages(data)
+        by_index = {index: ids for index, ids in rights}
+        creds_of = {at: tuple(c) for at, *c in creds}
+        return [Queued(m, by_index.get(i, []), creds_of.get(i)) for i, m in enumerate(messages)]
+    cuts = sorted({0, len(data)} | {at for at, _, _ in rights} | {at + length for at, length, _ in rights}
+                  | {at for at, *_ in creds})
+    by_offset = {at: ids for at, _, ids in rights}
+    pieces = []
+    for start, end in zip(cuts, cuts[1:]):
+        current = [c for c in creds if c[0] <= start]
+        pieces.append(Queued(data[start:end], by_offset.get(start, []), tuple(current[-1][1:]) if current else None))
+    return pieces
+
+
+def refill(sender: socket.socket, pieces: list[Queued], our_fds: Callable[[list[int]], list[int]],
+           sender_pid: Callable[[int], int]) -> None:
+    """Send each piece through `sender` (the other end of the new pair): its files as our
+    fds (`our_fds(file ids)`, closed here once sent) and its credentials, the pid as
+    `sender_pid(pid)` gives it in our namespace."""
+    for piece in pieces:
+        ancillary = []
+        fds = our_fds(piece.fds) if piece.fds else []
+        try:
+            if fds:
+                ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds)))
+            if piece.creds is not None:
+                pid, uid, gid = piece.creds
+                ancillary.append((socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
+                                  struct.pack("3i", sender_pid(pid), uid, gid)))
+            view = memoryview(piece.data)
+            while True:
+                sent = sender.sendmsg([view], ancillary)
+                view, ancillary = view[sent:], []      # the fds and credentials go with the first part
+                if not view:
+                    break
+        finally:
+            for fd in fds:
+                socket.close(fd)
+
+
+def _messages(framed: bytes) -> list[bytes]:
+    """The messages of a datagram or seqpacket pair's `data` (u32 LE length + bytes each)."""
+    found, offset = [], 0
+    while offset < len(framed):
+        (length,) = struct.unpack_from("<I", framed, offset)
+        found.append(framed[offset + 4:offset + 4 + length])
+        offset += 4 + length
+    return found
