@@ -14,22 +14,20 @@ import pytest
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, reads_after_a_restore, wait_for
+from ckpt_helpers import children_of, ok_lines, reads_after_a_restore, wait_for
 
 
-def _checkpoint_restore_and_read(procs, store, tmp_path, case: str):
+@pytest.mark.parametrize("case", ["pipe", "file", "dgram", "nested", "sequence", "tcp", "creds", "tree"])
+def test_fds_in_flight_are_received_after_a_restore(procs, store, tmp_path, subreaper, case):
     out = tmp_path / f"{case}.out"
     proc = procs.python("fds_in_flight.py", str(out), str(tmp_path), case)
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to send its fds")
-    checkpointer.checkpoint([proc.pid], store, case)
+    children = children_of(proc.pid)
+    checkpointer.checkpoint([proc.pid], store, case, tree=True)
     procs.kill(proc)
+    subreaper(children)
     reads_after_a_restore(procs, store, case, out)
-    return load_image(store, case)
-
-
-@pytest.mark.parametrize("case", ["pipe", "file", "dgram", "nested", "sequence", "tcp", "creds"])
-def test_fds_in_flight_are_received_after_a_restore(procs, store, tmp_path, case):
-    image = _checkpoint_restore_and_read(procs, store, tmp_path, case)
+    image = load_image(store, case)
     passed = [ids for f in image.files if f["kind"] == "unix_pair" for *_, ids in f.get("rights", [])]
     assert passed, "the image records no fd in flight"
 

@@ -20,6 +20,9 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
   answers, and the client end (kept) gets the answer.
 - creds: a datagram pair whose receiver has SO_PASSCRED holds two messages (one with a
   pipe end): they come with the sender's credentials, as before.
+- tree: a parent sends its child a pipe's read end (with bytes buffered in the pipe) and
+  keeps the write end, writing a byte every 5 ms; the child (which writes OUTFILE)
+  receives the end, reads the buffered bytes and then the parent's.
 - self: a socket sent over itself (it waits in its own queue): refused at checkpoint.
 - sequence: a stream pair holds 40 messages "m<i>" each with a pipe read end carrying the
   byte i (not received in between): order and boundaries over many fds.
@@ -173,6 +176,37 @@ elif case == "creds":
             check((data, len(fds)) == (expected, count), f"{data!r} with {len(fds)} fds")
             check(creds == [(os.getpid(), os.getuid(), os.getgid())], f"credentials {creds}")
         check(receiver.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED) == 1, "SO_PASSCRED")
+elif case == "tree":
+    parent_end, child_end = socket.socketpair()
+    pipe_r, pipe_w = os.pipe()
+    os.write(pipe_w, b"buffered")
+    if os.fork() == 0:          # the worker: receives the pipe end its parent sent
+        parent_end.close()
+        os.close(pipe_w)
+        child_end.recv(1, socket.MSG_PEEK)      # (until the parent has sent it)
+
+        def read_back():
+            data, fds = receive(child_end, 100)
+            check((data, len(fds)) == (b"pipe", 1), f"the pipe message: {data!r} with {len(fds)} fds")
+            check(os.read(fds[0], 8) == b"buffered", "the bytes buffered in the passed pipe")
+            for _ in range(400):
+                try:
+                    check(os.read(fds[0], 1) == b"l", "a byte the parent writes now")
+                    return
+                except BlockingIOError:
+                    time.sleep(0.005)
+            raise AssertionError("the parent's writes do not reach the passed pipe end")
+    else:                       # the master: keeps the write end, writes a byte every 5 ms
+        child_end.close()
+        socket.send_fds(parent_end, [b"pipe"], [pipe_r])
+        os.close(pipe_r)
+        os.set_blocking(pipe_w, False)
+        while True:
+            time.sleep(0.005)
+            try:
+                os.write(pipe_w, b"l")
+            except BlockingIOError:
+                pass
 elif case == "self":
     a, b = socket.socketpair()
     socket.send_fds(a, [b"myself"], [b.fileno()])
