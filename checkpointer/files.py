@@ -252,7 +252,7 @@ class FileCapture:
             raise Unsupported(f"{what}: the kernel does not describe this Unix socket (sock_diag)")
         if info is None or info["state"] != TCP_ESTABLISHED:
             return netsockets.describe(sock, info, ino)
-        pieces = sockets.queue(sock, what, receive_shut=bool(info["shutdown"] & 1))
+        pieces = sockets.queue(sock, what, receive_shut=bool(info["shutdown"] & 1), length=info["queued"])
         self._in_flight += pieces       # our fds of the files in flight: closed by check_peers
         try:
             data, extra = inflight.record_queue(pieces, info["type"] == "stream",
