@@ -9,7 +9,8 @@ and clone operations on paths inside the mount.
 Everything runs in the trio thread that serves FUSE: the Store is not thread-safe,
 and every handler here is synchronous between awaits, so no lock is needed.
 Simplification: an fsync seals and commits in the event loop, then waits for one fsync
-of the store (mount.sync_thread: the loop waits for it directly up to FSYNC_BLOCK_S).
+of the store (mount.sync_thread: in the loop itself while the disk answers within
+FSYNC_BLOCK_S, else in a worker thread, the loop waiting for it directly that long).
 FUSE requests wait meanwhile (one reader task), so the fsyncs of several processes are
 made durable one after another; one that finds nothing written since the last durable
 commit costs no commit and no disk fsync (its data rode on the earlier one).
@@ -357,8 +358,9 @@ class FileSystem:
     async def barrier(self, *, block_s: float = 0.0) -> int:
         """Store.barrier() whose fsync runs in a worker thread (mount.sync_thread): other
         tasks run meanwhile, except for the first `block_s` seconds, during which the
-        event loop waits for it directly (cheaper when the fsync is quick: an
-        application's fsync uses FSYNC_BLOCK_S). The newest durable id."""
+        event loop waits for it directly; while the disk answers within `block_s` the
+        fsync runs in the event loop itself (cheaper: an application's fsync uses
+        FSYNC_BLOCK_S). The newest durable id."""
         pending = self.store.begin_barrier()
         await SYNC_THREAD.run(pending.wait, block_s)
         return self.store.end_barrier(pending)

@@ -62,3 +62,23 @@ def test_a_cancelled_caller_still_waits_for_the_call_to_end():
             await worker.run(slow)
         assert finished.is_set()
     trio.run(main)
+
+
+def test_calls_run_in_the_callers_thread_while_the_disk_is_quick_and_go_back_to_the_worker_after_a_slow_one():
+    worker = SyncThread("test-sync")
+    threads: list[str] = []
+
+    def call(seconds: float):
+        def fn() -> None:
+            threads.append(threading.current_thread().name)
+            threading.Event().wait(seconds)
+        return fn
+
+    async def main() -> None:
+        for seconds in (0, 0, 0.05, 0, 0):
+            await worker.run(call(seconds), block_s=0.02)
+    trio.run(main)
+    caller = threading.current_thread().name
+    # the first call measures the worker; quick ones then run inline; the slow one (inline:
+    # it follows a quick one) sends the next to the worker, whose quick answer brings them back
+    assert threads == ["test-sync", caller, caller, "test-sync", caller]
