@@ -154,8 +154,12 @@ class FileCapture:
             return inotify.describe(pid, info.fd, info.raw, what)
         if target == "anon_inode:[pidfd]":     # the process it names, as the holder sees it; -1: it has exited
             return {"kind": "pidfd", "pid": procfs.ns_id(info.extra["NSpid"])}
+        if target == "anon_inode:[io_uring]":
+            raise Unsupported(f"{what}: an io_uring instance (asynchronous I/O through rings shared with the "
+                              "kernel) cannot be checkpointed; turn it off in the program (MariaDB/MySQL: "
+                              "innodb_use_native_aio=0; libuv, Node.js: UV_USE_IO_URING=0)")
         if not target.startswith("/"):
-            raise Unsupported(f"{what}: fanotify, io_uring and other special files are not supported yet")
+            raise Unsupported(f"{what}: fanotify and other special files are not supported yet")
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
         target = _undeleted(target, st)

@@ -43,24 +43,32 @@ def test_attributes_survive_checkpoint_kill_restore(procs, store, binaries, tmp_
     assert [line for line in after if line.startswith("ok")] == [line for line in before if line.startswith("ok")]
 
 
-AIO_TARGET = """
+ASYNC_IO_TARGET = """
 import ctypes, sys, time
-context = ctypes.c_ulong(0)
-if ctypes.CDLL(None, use_errno=True).syscall(206, 8, ctypes.byref(context)) != 0:   # io_setup
+libc = ctypes.CDLL(None, use_errno=True)
+if sys.argv[2] == "aio":
+    context = ctypes.c_ulong(0)
+    made = libc.syscall(206, 8, ctypes.byref(context)) == 0          # io_setup
+else:
+    made = libc.syscall(425, 4, ctypes.create_string_buffer(120)) >= 0  # io_uring_setup
+if not made:
     sys.exit(3)
 open(sys.argv[1], "w").write("ready")
 time.sleep(600)
 """
 
 
-def test_an_aio_context_is_refused_by_name(procs, store, tmp_path):
-    """A process with an AIO ring (io_setup) cannot be checkpointed: the error says so and
-    what to do (it used to be a bare ENXIO on /proc/PID/map_files)."""
-    out = tmp_path / "aio.out"
-    proc = procs.start([sys.executable, "-c", AIO_TARGET, str(out)])
-    wait_for(lambda: out.exists() and out.read_text() == "ready", "the target's io_setup")
-    with pytest.raises(Unsupported, match=f"process {proc.pid}, mapping .*AIO context"):
-        checkpointer.checkpoint([proc.pid], store, "aio", tree=True)
+@pytest.mark.parametrize("kind, refusal", [("aio", "process {pid}, mapping .*AIO context.*innodb_use_native_aio=0"),
+                                           ("io_uring", r"fd \d+ of process {pid} .*io_uring instance.*innodb_use_native_aio=0")])
+def test_asynchronous_io_is_refused_by_name(procs, store, tmp_path, kind, refusal):
+    """A process with an AIO ring (io_setup) or an io_uring (MariaDB 10.6+ by default)
+    cannot be checkpointed: the error names it and says how to turn it off (it used to be a
+    bare ENXIO on /proc/PID/map_files for AIO, "special files" for io_uring)."""
+    out = tmp_path / f"{kind}.out"
+    proc = procs.start([sys.executable, "-c", ASYNC_IO_TARGET, str(out), kind])
+    wait_for(lambda: out.exists() and out.read_text() == "ready", f"the target's {kind} setup")
+    with pytest.raises(Unsupported, match=refusal.format(pid=proc.pid)):
+        checkpointer.checkpoint([proc.pid], store, kind, tree=True)
     assert proc.poll() is None, "the refused checkpoint must leave the process running"
 
 
