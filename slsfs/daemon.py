@@ -156,6 +156,16 @@ class Daemon:
                 await trio.sleep(min(0.02 * (attempt + 1), 0.2))
         raise AssertionError("unreachable")
 
+    async def _checkpoint_for_barrier(self, group: RunningGroup) -> None:
+        """A checkpoint for `sls barrier` on a group whose periodic checkpoints fail, so that
+        the barrier says so (a GroupError) instead of naming an old checkpoint as durable; a
+        passing failure (a child exiting as it was frozen) just makes the barrier wait for it."""
+        try:
+            await self.checkpoint_retrying(group, "periodic")
+        except (CheckpointError, OSError) as exc:
+            raise GroupError(f"group {group.name}: its checkpoints fail, so its newest durable one "
+                             f"({group.last_checkpoint}) is older than its state: {exc}") from exc
+
     async def run_checkpoints(self, group: RunningGroup) -> None:
         period = 1.0 / group.settings.hz
         next_at = time.monotonic() + period
@@ -408,6 +418,8 @@ class Daemon:
                 return {"ok": True, "group": group.name, "checkpoint": commit, "name": req.get("name")}
             if op == "barrier":
                 group = self._group(req["group"])
+                if group.error:        # its periodic checkpoints fail: no durable state is recent
+                    await self._checkpoint_for_barrier(group)
                 async with self.lock:
                     durable = await self.fs.barrier()
                 return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}

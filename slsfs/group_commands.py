@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_ps)
 
-    p = sub.add_parser("barrier", help="wait until a group's last checkpoint is durable")
+    p = sub.add_parser("barrier", help="wait until a group's last checkpoint is durable (fails, with the reason, "
+                                         "while its checkpoints fail)")
     p.add_argument("group")
     p.add_argument("--store", required=True)
     _json_flag(p)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 from group_helpers import wait_for
 
@@ -99,3 +100,27 @@ def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries
     wait_for(lambda: (counter_value(store) or 0) > resumed + 20, "the restored target to count on")
     assert store.group("app")["running"]
     store.sls("stop", "--store", str(store.path))
+
+
+UNCHECKPOINTABLE_LATER = """
+import ctypes, pathlib, time
+time.sleep(0.5)                                      # checkpointed at first, then
+ctypes.CDLL(None).syscall(425, 4, ctypes.create_string_buffer(120))   # io_uring_setup
+pathlib.Path("uring").write_text("made")
+time.sleep(600)
+"""
+
+
+def test_barrier_fails_while_the_groups_checkpoints_fail(group_store):
+    """`sls barrier` on a group whose state can no longer be checkpointed (here an io_uring
+    made after its first checkpoints) exits non-zero with the reason, instead of naming its
+    last checkpoint, older than its state, as durable; `sls ps` shows the reason too."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--", sys.executable, "-c", UNCHECKPOINTABLE_LATER)
+    wait_for(lambda: (store.mnt / "uring").exists(), "the target's io_uring")
+    wait_for(lambda: store.group("app")["error"], "a periodic checkpoint to fail")
+    barrier = store.sls("barrier", "app", "--store", str(store.path), check=False)
+    assert barrier.returncode == 1, barrier.stdout
+    assert "group app: its checkpoints fail" in barrier.stderr and "io_uring" in barrier.stderr, barrier.stderr
+    assert "io_uring" in store.sls("ps", "--store", str(store.path)).stdout
+    assert store.group("app")["running"], "a failing checkpoint must leave the group running"
