@@ -32,7 +32,7 @@ READ_PIECES = 64                        # pieces of a blob read together at rest
 _ZEROS, _ZERO_PAGE = bytes(SPARSE_READ_PIECE), bytes(kernel.PAGE_SIZE)
 SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
 SOCK_CLOEXEC = 0o2000000
-_NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR, _NR_SOCKET = 434, 438, 72, 53, 41
+_NR_PIDFD_OPEN, _NR_PIDFD_GETFD, _NR_FCNTL, _NR_SOCKETPAIR, _NR_SOCKET, _NR_CONNECT = 434, 438, 72, 53, 41, 42
 _NR_TIMERFD_CREATE, _NR_TIMERFD_SETTIME, _NR_EPOLL_CREATE1, _NR_EPOLL_CTL = 283, 286, 291, 233
 _NR_MEMFD_CREATE = 319
 _NR_PIPE2, _NR_EVENTFD2, _NR_SIGNALFD4 = 293, 290, 289
@@ -649,7 +649,41 @@ class FileRestorer:
             fcntl.fcntl(sock.fileno(), F_SETFL, record["flags"])   # (the file's flags: shared with our dup)
         if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
+        if record.get("data"):          # version 10: datagrams queued to a bound Unix socket
+            self._refill_datagrams(builder, record, base)
         return spare
+
+    def _refill_datagrams(self, builder, record: dict, base: int) -> None:
+        """Datagrams queued to a bound Unix socket, sent again with their fds and
+        credentials from an unnamed socket that its process makes and connects to it by
+        its address (resolved there: its root, its cwd), borrowed by us. Their senders'
+        addresses are not kept (a warning says so)."""
+        pieces = inflight.queued_pieces(record, self.read_blob(record["data"]))
+        if not pieces:
+            return
+        inj, owner = builder.inj, f"process {builder.meta['pid']}"
+        where = netsockets.show_address(record)
+        name = bytes.fromhex(record["address"])
+        fd = inj.check(_NR_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM | SOCK_CLOEXEC, 0, what="socket")
+        try:
+            address = inj.put(struct.pack("=H", socket.AF_UNIX) + name)
+            failed = inj.call(_NR_CONNECT, fd, address, 2 + len(name))
+            if failed < 0:
+                self.warnings.append(f"{owner}: {len(pieces)} datagram(s) queued on {where} were dropped (cannot "
+                                     f"send to it again: {os.strerror(-failed)})")
+                return
+            with sockets.borrow(builder.tid, fd) as sender:
+                sender.setblocking(False)   # a queue longer than the receiver now takes: not a hang
+                try:
+                    inflight.refill(sender, pieces, lambda ids: self._ours(builder, ids, base),
+                                    lambda pid: self._sender_pid(builder, pid))
+                except BlockingIOError:
+                    self.warnings.append(f"{owner}: datagrams queued on {where} were dropped: its queue is full")
+        finally:
+            inj.check(kernel.NR["close"], fd, what="close")
+        if record.get("senders"):
+            self.warnings.append(f"{owner}: {len(record['senders'])} datagram(s) queued on {where} come back "
+                                 "without their sender's address")
 
     def _new_socket(self, builder, record: dict, base: int) -> int:
         return self._spare(builder, builder.inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)

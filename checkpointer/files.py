@@ -255,7 +255,19 @@ class FileCapture:
         if sock.family == socket.AF_UNIX and info is None:
             raise Unsupported(f"{what}: the kernel does not describe this Unix socket (sock_diag)")
         if info is None or info["state"] != TCP_ESTABLISHED:
-            return netsockets.describe(sock, info, ino)
+            record = netsockets.describe(sock, info, ino)
+            if info is not None and info["type"] == "dgram" and record["state"] == "bound":
+                record.update(self._queued(sock, info, what, holder))     # version 10
+            return record
+        record = {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
+                  "shutdown": info["shutdown"], **self._queued(sock, info, what, holder)}
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
+            record["passcred"] = 1      # version 10
+        return record
+
+    def _queued(self, sock: socket.socket, info: dict, what: str, holder: int) -> dict:
+        """`data` (a blob), `rights`, `creds` and `senders` of what waits in a Unix socket's
+        receive queue (inflight.record_queue)."""
         pieces = sockets.queue(sock, what, receive_shut=bool(info["shutdown"] & 1), length=info["queued"])
         self._in_flight += pieces       # our fds of the files in flight: closed by check_peers
         try:
@@ -264,11 +276,7 @@ class FileCapture:
         except BaseException:
             sockets.close_passed(pieces)    # now, not when the failed capture is collected
             raise
-        record = {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
-                  "data": self.put_blob(data), "shutdown": info["shutdown"], **extra}
-        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
-            record["passcred"] = 1      # version 10
-        return record
+        return {"data": self.put_blob(data), **extra}
 
     def _file_in_flight(self, fd: int, holder: int, what: str) -> int:
         """The image file of `fd`, our copy of a file in flight to the socket that process
@@ -303,7 +311,7 @@ class FileCapture:
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
-                for key in ("data", "rights", "creds", "passcred"):
+                for key in ("data", "rights", "creds", "senders", "passcred"):
                     f.pop(key, None)
                 f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None,
                          backlog=0, dropped=0, state="closed")

@@ -32,12 +32,18 @@ def record_queue(pieces: list[Queued], stream: bool, file_id: Callable[[int], in
     a datagram or seqpacket socket's, each message as a u32 LE length then its bytes.
     `rights`: [offset, length, [file ids]] of each run of a stream's bytes that carries
     fds, [message index, [file ids]] of each message that does; `creds`: [offset or index,
-    pid, uid, gid] where the credentials change (a stream) or of each message."""
+    pid, uid, gid] where the credentials change (a stream) or of each message;
+    `senders`: [message index, hex of the address] of each datagram from a named socket
+    (a bound datagram socket receives from many)."""
     rights: list[list] = []
     creds: list[list[int]] = []
+    senders: list[list] = []
     offset = 0
     for index, piece in enumerate(pieces):
         at = offset if stream else index
+        if piece.sender and not stream:
+            name = piece.sender.encode() if isinstance(piece.sender, str) else piece.sender
+            senders.append([index, name.hex()])
         if piece.fds:
             ids = [file_id(fd) for fd in piece.fds]
             rights.append([at, len(piece.data), ids] if stream else [at, ids])
@@ -53,6 +59,8 @@ def record_queue(pieces: list[Queued], stream: bool, file_id: Callable[[int], in
         extra["rights"] = rights
     if creds:
         extra["creds"] = creds
+    if senders:
+        extra["senders"] = senders
     return data, extra
 
 

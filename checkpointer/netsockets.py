@@ -189,6 +189,11 @@ def warning(record: dict, owner: str) -> str | None:
     return None
 
 
+def show_address(record: dict) -> str:
+    """A socket's own address, for messages."""
+    return _show(record["address"], record["family"])
+
+
 def show(record: dict) -> str:
     """A connection's addresses, for messages."""
     return f"{_show(record['address'], record['family'])} -> {_show(record['peer'], record['family'])}"

@@ -92,6 +92,7 @@ class Queued:
     data: bytes
     fds: list[int] = field(default_factory=list)
     creds: tuple[int, int, int] | None = None
+    sender: str | bytes = ""        # a datagram's sender's address ("": unnamed)
 
 
 def has_pending(sock: socket.socket) -> bool:
@@ -133,12 +134,12 @@ def queue(sock: socket.socket, what: str, receive_shut: bool = False, length: in
     try:
         while True:
             try:
-                size, ancillary, flags, _ = sock.recvmsg_into([buffer], ANCILLARY_SPACE,
-                                                              socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                size, ancillary, flags, sender = sock.recvmsg_into([buffer], ANCILLARY_SPACE,
+                                                                   socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return found
             fds, creds = _ancillary(ancillary)
-            piece = Queued(bytes(buffer[:size]), fds, creds)
+            piece = Queued(bytes(buffer[:size]), fds, creds, sender or "")
             found.append(piece)             # (its fds are the caller's to close from here on)
             if size == 0 and not fds and (stream or receive_shut):
                 found.pop()

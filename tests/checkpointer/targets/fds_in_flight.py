@@ -23,6 +23,9 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
 - tree: a parent sends its child a pipe's read end (with bytes buffered in the pipe) and
   keeps the write end, writing a byte every 5 ms; the child (which writes OUTFILE)
   receives the end, reads the buffered bytes and then the parent's.
+- server: a bound datagram socket (a log or notification server) holds three datagrams
+  from unconnected clients: a line, one with a pipe end (an fd store), one from a named
+  socket (whose address does not come back: the restore warns).
 - self: a socket sent over itself (it waits in its own queue): refused at checkpoint.
 - sequence: a stream pair holds 40 messages "m<i>" each with a pipe read end carrying the
   byte i (not received in between): order and boundaries over many fds.
@@ -207,6 +210,25 @@ elif case == "tree":
                 os.write(pipe_w, b"l")
             except BlockingIOError:
                 pass
+elif case == "server":
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(os.path.join(directory, "server.sock"))
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    named.bind(b"\0fds-in-flight-%d" % os.getpid())
+    pipe_r, pipe_w = os.pipe()
+    client.sendto(b"log line", receiver.getsockname())
+    client.sendmsg([b"store this fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pipe_r))], 0,
+                   receiver.getsockname())
+    named.sendto(b"from a name", receiver.getsockname())
+    os.close(pipe_r)
+
+    def read_back():
+        got = [receive(receiver, 100) for _ in range(3)]
+        check([data for data, _ in got] == [b"log line", b"store this fd", b"from a name"], f"datagrams {got}")
+        check([len(fds) for _, fds in got] == [0, 1, 0], f"fds per datagram {got}")
+        os.write(pipe_w, b"stored")
+        check(os.read(got[1][1][0], 100) == b"stored", "the bytes through the stored pipe end")
 elif case == "self":
     a, b = socket.socketpair()
     socket.send_fds(a, [b"myself"], [b.fileno()])
