@@ -651,6 +651,7 @@ class FileRestorer:
             self.warnings.append(warning)
         if record.get("data"):          # version 10: datagrams queued to a bound Unix socket
             self._refill_datagrams(builder, record, base)
+        _set_peek_offset(builder.tid, spare, record)
         return spare
 
     def _refill_datagrams(self, builder, record: dict, base: int) -> None:
@@ -767,6 +768,7 @@ class FileRestorer:
                     inflight.refill(sender, pieces, lambda ids: self._ours(builder, ids, base),
                                     lambda pid: self._sender_pid(builder, pid))
         for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:   # once refilled
+            _set_peek_offset(builder.tid, end, this)
             if this.get("shutdown"):      # the kernel's mask: 1 receiving, 2 sending, 3 both
                 with sockets.borrow(builder.tid, end) as sock:
                     sock.shutdown((socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR)[this["shutdown"] - 1])
@@ -831,6 +833,13 @@ class FileRestorer:
             return sockets.push_fd(builder.inj, builder.tid, ours)
         finally:
             os.close(ours)
+
+
+def _set_peek_offset(tid: int, fd: int, record: dict) -> None:
+    """SO_PEEK_OFF as the program had set it (version 10), once the queue is refilled."""
+    if "peek_offset" in record:
+        with sockets.borrow(tid, fd) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, sockets.SO_PEEK_OFF, record["peek_offset"])
 
 
 def _socket_args(record: dict) -> tuple[int, int, int]:

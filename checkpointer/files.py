@@ -267,7 +267,7 @@ class FileCapture:
 
     def _queued(self, sock: socket.socket, info: dict, what: str, holder: int) -> dict:
         """`data` (a blob), `rights`, `creds` and `senders` of what waits in a Unix socket's
-        receive queue (inflight.record_queue)."""
+        receive queue (inflight.record_queue), and its `peek_offset` (SO_PEEK_OFF) if set."""
         pieces = sockets.queue(sock, what, receive_shut=bool(info["shutdown"] & 1), length=info["queued"])
         self._in_flight += pieces       # our fds of the files in flight: closed by check_peers
         try:
@@ -276,6 +276,9 @@ class FileCapture:
         except BaseException:
             sockets.close_passed(pieces)    # now, not when the failed capture is collected
             raise
+        peek_offset = sock.getsockopt(socket.SOL_SOCKET, sockets.SO_PEEK_OFF)
+        if peek_offset >= 0:        # the program peeks with SO_PEEK_OFF (-1: off)
+            extra["peek_offset"] = peek_offset
         return {"data": self.put_blob(data), **extra}
 
     def _file_in_flight(self, fd: int, holder: int, what: str) -> int:
@@ -311,7 +314,7 @@ class FileCapture:
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
-                for key in ("data", "rights", "creds", "senders", "passcred"):
+                for key in ("data", "rights", "creds", "senders", "passcred", "peek_offset"):
                     f.pop(key, None)
                 f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None,
                          backlog=0, dropped=0, state="closed")

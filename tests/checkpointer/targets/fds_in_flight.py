@@ -19,7 +19,8 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
   worker) with a request queued in it; the receiver reads the request from it and
   answers, and the client end (kept) gets the answer.
 - creds: a datagram pair whose receiver has SO_PASSCRED holds two messages (one with a
-  pipe end): they come with the sender's credentials, as before.
+  pipe end): they come with the sender's credentials, as before; its peek offset
+  (SO_PEEK_OFF), past the first message, is kept.
 - tree: a parent sends its child a pipe's read end (with bytes buffered in the pipe) and
   keeps the write end, writing a byte every 5 ms; the child (which writes OUTFILE)
   receives the end, reads the buffered bytes and then the parent's.
@@ -39,6 +40,7 @@ import time
 out = open(sys.argv[1], "w", buffering=1)
 directory, case = sys.argv[2], sys.argv[3]
 read_now = os.path.join(directory, "read-now")
+SO_PEEK_OFF = 42
 
 
 def receive(sock, size):
@@ -170,8 +172,13 @@ elif case == "creds":
     socket.send_fds(sender, [b"with fd"], [pipe_r])
     os.close(pipe_r)
 
+    receiver.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    check(receiver.recv(100, socket.MSG_PEEK) == b"plain", "a peek")    # the offset moves past it
+
     def read_back():
         receiver.settimeout(5)
+        check(receiver.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF) == 5, "SO_PEEK_OFF")
+        check(receiver.recv(100, socket.MSG_PEEK) == b"with fd", "a peek at the peek offset")
         for expected, count in ((b"plain", 0), (b"with fd", 1)):
             data, ancillary, _, _ = receiver.recvmsg(100, socket.CMSG_SPACE(64))
             fds = [struct.unpack("i", p)[0] for lv, kind, p in ancillary if kind == socket.SCM_RIGHTS]
