@@ -19,10 +19,16 @@ nobody sees the difference), and with the terminal's processing switched off whi
 (output processing for output, input processing and echo for input): written back, they
 are the bytes that were there, not processed twice.
 
-Simplifications: dropped at restore (counted in a warning) are input waiting for a slave
-in canonical mode (a shell reading whole lines: its unfinished line cannot be read without
-ending it, so the complete lines before it cannot be taken out in order) and a backed-up
-side's bytes (KEPT_AT_MOST: a program writing faster than its terminal is read); a packet-mode master's
+Input waiting for a slave in canonical mode (a program reading whole lines; the line a user
+is typing) is read out with ICANON off, which makes its unfinished line readable too, and
+given back with ICANON on, one byte at a time with TIOCSTI (processed at once, unlike a
+write to the master), its editing characters disabled: the complete lines and the
+unfinished one are where they were.
+
+Simplifications: a line ended by VEOF (an end-of-file, when typed on an empty line) reads
+out with a NUL where VEOF was, and every NUL of canonical input is given back as VEOF; dropped at restore (counted
+in a warning) are a backed-up side's bytes (KEPT_AT_MOST: a program writing faster than its
+terminal is read) and canonical input when the checkpoint runs without CAP_SYS_ADMIN (which TIOCSTI needs); a packet-mode master's
 status bytes are dropped (its data is kept); the new pair has another index, so a program that kept its terminal's name
 sees a stale one; a slave lock (before unlockpt) is not kept; only the host's /dev/ptmx
 (not a private devpts instance). Linux gives a controlling terminal only to a
@@ -32,6 +38,7 @@ the session's other processes are forked from the leader, and hands the master o
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -47,9 +54,11 @@ MASTER_DEVICE = (5, 2)                  # /dev/ptmx (and /dev/pts/ptmx)
 PTS_PREFIX = "/dev/pts/"
 PTS_MAJORS = range(136, 144)           # Unix98 pty slaves
 TCGETS, TCSETS, TIOCGWINSZ, TIOCSWINSZ = 0x5401, 0x5402, 0x5413, 0x5414
-TIOCSCTTY, TIOCSPGRP, TIOCPKT, FIONREAD = 0x540E, 0x5410, 0x5420, 0x541B
+TIOCSCTTY, TIOCSPGRP, TIOCPKT, FIONREAD, TIOCSTI = 0x540E, 0x5410, 0x5420, 0x541B, 0x5412
 TIOCGPTN, TIOCSPTLCK, TIOCGPKT, TIOCGPTPEER = 0x80045430, 0x40045431, 0x80045438, 0x5441
 TERMIOS_SIZE = 36                       # the kernel's struct termios (TCGETS/TCSETS)
+CAP_SYS_ADMIN = 21
+CC_OFFSET = 17                          # its c_cc: after c_iflag, c_oflag, c_cflag, c_lflag and c_line
 # Waiting bytes are taken out (and put back) only while a side's line discipline holds
 # fewer than this (of the 4095 it takes): a full one is backed up and has more behind it
 # in the kernel's flip buffers, and how much of that fits again depends on the sizes it was
@@ -76,9 +85,16 @@ def describe_master(pid: int, fd: int, fdinfo: dict[str, str]) -> dict:
             if dropped < KEPT_AT_MOST:
                 output, dropped = _take_output(dup, packet), 0
                 _give_output(slave, settings, output)
-            input_, waiting = b"", _int_ioctl(slave, FIONREAD)
-            if _canonical(settings) or waiting >= KEPT_AT_MOST:
+            input_, waiting = b"", _int_ioctl(slave, FIONREAD)   # canonical: its complete lines
+            if waiting >= KEPT_AT_MOST:
                 dropped += waiting
+            elif _canonical(settings) and not _may_feed_input():
+                dropped += waiting
+            elif _canonical(settings):
+                input_ = _take_canonical_input(slave, settings)
+                if not _give_canonical_input(slave, settings, input_):
+                    raise CheckpointError(f"the input waiting in pseudo-terminal {fdinfo.get('tty-index')} "
+                                          "could not be put back (TIOCSTI refused)")
             else:
                 input_ = _drain(slave)
                 _give_input(dup, slave, settings, input_)
@@ -168,6 +184,57 @@ def _give_input(master: int, slave: int, settings: bytes, input_: bytes) -> None
         fcntl.ioctl(slave, TCSETS, settings)
 
 
+def _may_feed_input() -> bool:
+    """Whether we hold CAP_SYS_ADMIN, which TIOCSTI on a terminal other than our own needs:
+    without it, canonical input cannot be put back, so it is not taken out."""
+    with open("/proc/self/status") as status:
+        caps = next(line for line in status if line.startswith("CapEff:"))
+    return bool(int(caps.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+
+
+def _take_canonical_input(slave: int, settings: bytes) -> bytes:
+    """All the input waiting for a canonical slave, its unfinished line included: read
+    with ICANON off, which makes every byte in the line discipline readable. The slave is
+    left with ICANON off: _give_canonical_input puts the bytes and the settings back."""
+    fcntl.ioctl(slave, TCSETS, _with_flags(settings, 0xFFFFFFFF, 0xFFFFFFFF, termios.ICANON))
+    try:
+        return _drain(slave)
+    except BaseException:
+        fcntl.ioctl(slave, TCSETS, settings)
+        raise
+
+
+def _give_canonical_input(slave: int, settings: bytes, input_: bytes) -> bool:
+    """Put `input_` back as a canonical slave's waiting input, then its `settings`: fed
+    to its line discipline byte by byte (TIOCSTI) with ICANON on, so that newlines and
+    VEOL end lines again, and with input processing, echo, signal characters and editing
+    (VERASE, VKILL: set to a byte the input does not hold) off; a NUL is a pending
+    end-of-file, given back as VEOF. False if the kernel refuses TIOCSTI (or the input
+    holds every byte value)."""
+    try:
+        if not input_:
+            return True
+        cc = bytearray(settings[CC_OFFSET:])
+        if cc[termios.VEOF]:
+            input_ = input_.replace(b"\0", bytes([cc[termios.VEOF]]))
+        unused = next((b for b in range(1, 256) if b not in input_ and b not in cc), None)
+        if unused is None:
+            return False
+        cc[termios.VERASE] = cc[termios.VKILL] = unused
+        fcntl.ioctl(slave, TCSETS, _with_flags(settings[:CC_OFFSET] + bytes(cc), 0, 0xFFFFFFFF,
+                                               termios.ECHO | termios.ECHONL | termios.ISIG | termios.IEXTEN))
+        try:
+            for byte in input_:
+                fcntl.ioctl(slave, TIOCSTI, bytes([byte]))
+        except OSError as exc:      # EPERM, or EIO where legacy TIOCSTI is off: CAP_SYS_ADMIN only
+            if exc.errno not in (errno.EPERM, errno.EIO):
+                raise
+            return False
+        return True
+    finally:
+        fcntl.ioctl(slave, TCSETS, settings)
+
+
 def _write_all(fd: int, data: bytes, what: str) -> None:
     """Write all of `data` to a non-blocking tty fd, waiting for room as the kernel passes
     earlier bytes on (they fitted before they were read out, so they fit again)."""
@@ -228,7 +295,12 @@ def _configure(fd: int, record: dict) -> int:
             os.fchmod(slave, mode)
         settings = bytes.fromhex(record["termios"])     # version 8: the bytes that were waiting
         _give_output(slave, settings, bytes.fromhex(record.get("output", "")))
-        _give_input(fd, slave, settings, bytes.fromhex(record.get("input", "")))
+        input_ = bytes.fromhex(record.get("input", ""))
+        if not _canonical(settings):
+            _give_input(fd, slave, settings, input_)
+        elif not _give_canonical_input(slave, settings, input_):      # version 11: a line reader's
+            raise CheckpointError(f"the {len(input_)} bytes of input waiting in a pseudo-terminal cannot "
+                                  "be given back: TIOCSTI is refused here (it needs CAP_SYS_ADMIN)")
     finally:
         os.close(slave)
     return _int_ioctl(fd, TIOCGPTN)

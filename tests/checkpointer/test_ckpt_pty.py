@@ -9,6 +9,8 @@ import contextlib
 import os
 import signal
 
+import pytest
+
 import checkpointer
 from checkpointer import load_image
 
@@ -43,11 +45,15 @@ def test_pty_pair_with_its_session_and_foreground_job_comes_back(procs, store, t
     assert assert_unbroken(out, proc.pid) > size // LINE + 190
 
 
-def _checkpoint_waiting_pty(procs, store, tmp_path) -> tuple:
+READERS = pytest.mark.parametrize("reader", ["non-canonical", "canonical"])
+
+
+def _checkpoint_waiting_pty(procs, store, tmp_path, reader: str) -> tuple:
     """pty_waiting.py, checkpointed while output waits at its master and input at its
-    slave: (process, its slave-side child, output file, go file)."""
+    slave (read as it comes, or in lines: `reader`): (process, its slave-side child,
+    output file, go file)."""
     out, go = tmp_path / "waiting.out", tmp_path / "go"
-    proc = procs.python("pty_waiting.py", str(out), str(go))
+    proc = procs.python("pty_waiting.py", str(out), str(go), *(["canonical"] if reader == "canonical" else []))
     wait_for(lambda: out.exists() and out.read_text() == "waiting\n", "bytes waiting both ways in the pty")
     [child] = children_of(proc.pid)
     checkpointer.checkpoint([proc.pid], store, "waiting", tree=True)
@@ -59,9 +65,11 @@ def _both_queues_read(out) -> list[str]:
     return out.read_text().splitlines()
 
 
-def test_a_checkpoint_leaves_the_bytes_waiting_in_a_pty_where_they_were(procs, store, tmp_path, subreaper):
-    """Reading what waits in a pty takes it out: the checkpoint puts it back, unprocessed."""
-    proc, child, out, go = _checkpoint_waiting_pty(procs, store, tmp_path)
+@READERS
+def test_a_checkpoint_leaves_the_bytes_waiting_in_a_pty_where_they_were(procs, store, tmp_path, subreaper, reader):
+    """Reading what waits in a pty takes it out: the checkpoint puts it back, unprocessed
+    (for a reader of lines: its lines and the unfinished one)."""
+    proc, child, out, go = _checkpoint_waiting_pty(procs, store, tmp_path, reader)
     try:
         go.touch()
         assert _both_queues_read(out) == ["waiting", "output ok", "input ok"]
@@ -76,10 +84,11 @@ def _kill(procs, proc, child: int, subreaper) -> None:
     subreaper([child])
 
 
-def test_bytes_waiting_in_a_pty_both_ways_come_back_with_it(procs, store, tmp_path, subreaper):
+@READERS
+def test_bytes_waiting_in_a_pty_both_ways_come_back_with_it(procs, store, tmp_path, subreaper, reader):
     """A program that saw its terminal readable reads it next: the restored pair holds the
-    same bytes, or that read waits for ever."""
-    proc, child, out, go = _checkpoint_waiting_pty(procs, store, tmp_path)
+    same bytes, or that read waits for ever (a line reader: the line being typed too)."""
+    proc, child, out, go = _checkpoint_waiting_pty(procs, store, tmp_path, reader)
     _kill(procs, proc, child, subreaper)
     restored = checkpointer.restore(store, "waiting")
     procs.restored.append(restored)

@@ -1,9 +1,11 @@
-"""Bytes waiting in a pseudo-terminal: `pty_waiting.py OUTFILE GOFILE`.
+"""Bytes waiting in a pseudo-terminal: `pty_waiting.py OUTFILE GOFILE [canonical]`.
 
 The parent holds a pty master; its child (the slave side) puts its terminal in
-non-canonical mode with echo, ICRNL and INLCR on (so that input processed twice, or
-echoed twice, would differ) and writes OUTPUT (output processing turns each "\\n" into
-"\\r\\n"); the parent writes INPUT. Neither reads yet: the parent prints "waiting" once the
+non-canonical mode (or, with `canonical`, canonical mode: it reads whole lines) with echo,
+ICRNL and INLCR on (so that input processed twice, or echoed twice, would differ) and
+writes OUTPUT (output processing turns each "\\n" into "\\r\\n"); the parent writes INPUT
+(in canonical mode, lines with editing characters and an unfinished line after them,
+which the child reads once its lines are read by turning ICANON off). Neither reads yet: the parent prints "waiting" once the
 kernel holds all of it, and both wait for GOFILE to exist. Then the parent reads what waits
 at the master and the child what waits at its slave, and each compares with what the same
 exchange gave on a second pair at the start, never checkpointed (the kernel's processing
@@ -50,6 +52,11 @@ def read_all(fd: int) -> bytes:
     return data
 
 
+CANONICAL = sys.argv[3:] == ["canonical"]
+if CANONICAL:
+    INPUT += b"an unfinished line, with a \x15killed start and an erased x\x7f"
+
+
 def exchange(go):
     """One pair through the whole exchange: (bytes the master read, bytes the slave read)."""
     answer_r, answer_w = os.pipe()
@@ -58,7 +65,7 @@ def exchange(go):
     if pid == 0:
         attrs = termios.tcgetattr(0)
         attrs[0] |= termios.ICRNL | termios.INLCR
-        attrs[3] = (attrs[3] & ~termios.ICANON) | termios.ECHO
+        attrs[3] = (attrs[3] & ~termios.ICANON) | termios.ECHO | (termios.ICANON if CANONICAL else 0)
         attrs[6][termios.VMIN], attrs[6][termios.VTIME] = 1, 0
         termios.tcsetattr(0, termios.TCSANOW, attrs)
         os.write(1, OUTPUT)
@@ -67,6 +74,10 @@ def exchange(go):
         while not go():
             time.sleep(0.01)
         got = read_all(0)
+        if CANONICAL:                          # its lines are read: then the unfinished one
+            attrs[3] &= ~termios.ICANON
+            termios.tcsetattr(0, termios.TCSANOW, attrs)
+            got += b"|" + read_all(0)
         os.write(answer_w, struct.pack("I", len(got)) + got)
         os._exit(0)
     os.read(answer_r, 1)                      # the child's settings are made, its output written
