@@ -421,11 +421,24 @@ def cmd_ps(args) -> int:
                      f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
         if g.get("error"):
             lines.append(f"  ! its checkpoints fail (retried; checkpoint {durable} stays its newest): {g['error']}")
+        elif slow := _falls_behind(g):
+            lines.append(slow)
         if (ended := g.get("exit_status")) is not None:
             lines.append(f"  killed by signal {-ended}" if ended < 0 else
                          f"  exited with status {ended}" + (DAEMONIZED if ended == 0 else ""))
     _print(args, status, "\n".join(lines))
     return 0
+
+
+def _falls_behind(group: dict) -> str:
+    """A line saying why a running group is checkpointed well below its rate when it is
+    because each checkpoint takes longer than its period to become durable (a program
+    writing many pages between checkpoints: each costs the daemon ~15-30 us); else ""."""
+    hz, rate, durable_ms = group["hz"], group["rate_hz"], group.get("durable_ms_median")
+    if not group["running"] or not hz or durable_ms is None or rate >= 0.8 * hz or durable_ms < 800 / hz:
+        return ""
+    return (f"  ! checkpointed {rate:g}x a second, not {hz:g}: each checkpoint takes ~{durable_ms:.0f} ms to "
+            f"become durable (the last stored {group['pages_last']:,} pages written since the one before)")
 
 
 DAEMONIZED = ("; if it forked into the background and returned, that took its group with it (the"

@@ -102,9 +102,11 @@ class RunningGroup:
                 pass
 
     def rate(self, window_s: float = 5.0) -> float:
+        """Checkpoints a second over the last `window_s` (or since the first of them, for a
+        group younger than that: a group 2 s old was shown at 40% of its rate)."""
         now = time.monotonic()
         recent = [t for t in self.checkpoint_times if now - t <= window_s]
-        return len(recent) / window_s
+        return (len(recent) - 1) / (now - recent[0]) if len(recent) >= 2 else 0.0
 
     def note_checkpoint(self, stop_ms: float, durable_ms: float, pages: int,
                         stop_phases: dict[str, float], precopied: int) -> None:

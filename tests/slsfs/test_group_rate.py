@@ -1,0 +1,40 @@
+"""What `sls ps` says about a group's checkpoint rate: measured over the time the group has
+had (not a fixed 5 s window, which showed a 2-second-old group at 40% of its rate), and why
+it falls behind its --hz when each checkpoint takes longer than its period to be durable."""
+from __future__ import annotations
+
+import time
+
+from slsfs.group_commands import _falls_behind
+from slsfs.group_process import RunningGroup
+from slsfs.groups import GroupSettings
+
+
+def _group(times_ago: list[float]) -> RunningGroup:
+    group = RunningGroup(GroupSettings(name="app", volume="main", mountpoint="/mnt", hz=10.0, argv=["app"]), [], None)
+    now = time.monotonic()
+    group.checkpoint_times = [now - ago for ago in times_ago]
+    return group
+
+
+def test_the_rate_of_a_young_group_is_over_its_age_and_an_old_ones_over_5_seconds():
+    young = _group([2.0 - i * 0.1 for i in range(20)])           # 10 a second for 2 s
+    assert 9.0 <= young.rate() <= 10.5
+    old = _group([9.9 - i * 0.1 for i in range(100)])            # 10 a second for 10 s
+    assert 9.0 <= old.rate() <= 10.5
+    stalled = _group([8.0 - i * 0.1 for i in range(30)])         # none for the last 5 s
+    assert stalled.rate() == 0.0
+    assert _group([]).rate() == 0.0 and _group([0.5]).rate() == 0.0
+
+
+def _status(rate: float, durable_ms: float | None, running: bool = True) -> dict:
+    return {"hz": 10.0, "rate_hz": rate, "durable_ms_median": durable_ms, "running": running, "pages_last": 25000}
+
+
+def test_ps_says_why_a_group_falls_behind_its_rate_only_when_writing_is_the_reason():
+    note = _falls_behind(_status(2.5, 380.0))
+    assert "checkpointed 2.5x a second, not 10" in note and "~380 ms" in note and "25,000 pages" in note
+    assert _falls_behind(_status(9.5, 380.0)) == ""       # keeps its rate
+    assert _falls_behind(_status(2.5, 30.0)) == ""        # slow for another reason: not claimed
+    assert _falls_behind(_status(2.5, None)) == ""        # no checkpoint yet
+    assert _falls_behind(_status(2.5, 380.0, running=False)) == ""
