@@ -33,8 +33,14 @@ class ChunkId(bytes):
 
 
 def chunk_id(kind: int, data: bytes, seed: int) -> ChunkId:
-    """The id of `data` stored as `kind` in a store with this seed."""
-    return ChunkId(xxhash.xxh3_128_digest(_KIND_PREFIX[kind] + data, seed))
+    """The id of `data` stored as `kind` in a store with this seed.
+
+    Hashed as a stream (the kind's byte, then `data`) rather than of their concatenation,
+    which copied every chunk once more: 6.8 -> 3.8 us for a 128 KiB block (a 4 KiB page:
+    0.42 us either way; this machine)."""
+    hasher = xxhash.xxh3_128(_KIND_PREFIX[kind], seed)
+    hasher.update(data)
+    return ChunkId(hasher.digest())
 
 
 class ChunkStore(Protocol):

