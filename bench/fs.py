@@ -2,11 +2,16 @@
 
     .venv/bin/python bench/fs.py [--quick] [--dir DIR] [--no-writeback-cache]
 
-Measures sequential write/read in 1 MiB blocks (with ratios to the plain directory),
+Measures sequential write/read in 1 MiB blocks (with ratios to the plain directory; the
+write repeats one random block, which the store keeps once: `seq_write_unique_mb_s` and
+its ratio write blocks that all differ, so the store writes and syncs every byte too),
 4 KiB random read/write IOPS, a small-file metadata test (create+write 4 KiB+close,
 stat, unlink per second; first stats once more with the bench and the daemon on one
 CPU, `stats_one_cpu_per_s`, see first_stats_on_one_cpu), snapshot_ms and clone_ms of
-trees of N files, and checkpoints per second under a steady small-file write load. `--quick` uses smaller sizes
+trees of N files, checkpoints per second under a steady small-file write load, and
+SQLite's rows per second in a loop of one-row transactions (`sqlite_rows_per_s`, its
+ratio to the plain directory: rollback journal, synchronous=FULL, so three durable
+fsyncs and ~30 FUSE requests a row on slsfs). `--quick` uses smaller sizes
 (finishes in well under 90 s). seq_read is the hot read (page cache, median of 5 after
 two warm-up reads, see seq); first_read is the read right after writing.
 """
@@ -17,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -97,6 +103,47 @@ def seq(path: Path, size: int) -> tuple[float, float, float]:
         read_all(path)
     hot = statistics.median(read_all(path) for _ in range(HOT_PASSES))
     return write, first, hot
+
+
+def unique_write(path: Path, size: int) -> float:
+    """MB/s of writing `size` random bytes (made before the clock starts: no block of it
+    repeats or compresses) in 1 MiB blocks and fsyncing them: the store keeps every byte."""
+    data = memoryview(os.urandom(size))
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        for offset in range(0, size, MiB):
+            f.write(data[offset:offset + MiB])
+        f.flush()
+        os.fsync(f.fileno())
+    return size / MiB / (time.perf_counter() - start)
+
+
+def sqlite_rows(directories: dict[str, Path], seconds: float, rounds: int = 6) -> dict[str, float]:
+    """Rows per second that SQLite commits in each of `directories`, one row per
+    transaction (bench/groups.py's loop, run in this process), over `seconds` each,
+    taken in `rounds` short windows that alternate between the directories: their
+    disk is shared with other work, and SQLite's three fsyncs a row follow its load
+    within seconds (sequential windows gave ratios from 0.2 to 3 on a busy machine)."""
+    dbs = {name: sqlite3.connect(str(directory / "bench.db"), isolation_level=None)
+           for name, directory in directories.items()}
+    rows = dict.fromkeys(dbs, 0)
+    spent = dict.fromkeys(dbs, 0.0)
+    try:
+        for db in dbs.values():
+            db.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, payload TEXT)")
+        for _ in range(rounds):
+            for name, db in dbs.items():
+                start = time.perf_counter()
+                while time.perf_counter() - start < seconds / rounds:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute("INSERT INTO t VALUES (NULL, ?)", ("x" * 200,))
+                    db.execute("COMMIT")
+                    rows[name] += 1
+                spent[name] += time.perf_counter() - start
+    finally:
+        for db in dbs.values():
+            db.close()
+    return {name: rows[name] / spent[name] for name in dbs}
 
 
 def random_io(path: Path, ops: int) -> tuple[float, float]:
@@ -262,16 +309,23 @@ def main() -> None:
         for name, root in (("plain", plain), ("slsfs", mnt)):
             w, first, r = seq(root / "seq", size)
             rr, rw = random_io(root / "seq", 2000 if args.quick else 10_000)
+            os.unlink(root / "seq")
+            unique = unique_write(root / "unique", size)
+            os.unlink(root / "unique")
             result[name] = {"seq_write_mb_s": round(w, 1), "seq_read_mb_s": round(r, 1),
-                            "first_read_mb_s": round(first, 1),
+                            "seq_write_unique_mb_s": round(unique, 1), "first_read_mb_s": round(first, 1),
                             "rand_read_iops": round(rr), "rand_write_iops": round(rw),
                             **metadata(root / "meta", meta_files, daemon if name == "slsfs" else None)}
-            os.unlink(root / "seq")
         result["slsfs"].update(first_stats_on_one_cpu(mnt / "meta_one_cpu", meta_files, daemon))
+        rates = sqlite_rows({"plain": plain, "slsfs": mnt}, 3.0 if args.quick else 10.0)
+        for name, rate in rates.items():
+            result[name]["sqlite_rows_per_s"] = round(rate)
         s, p = result["slsfs"], result["plain"]
         result.update({k: s[k] for k in s})
         result["seq_write_ratio"] = round(s["seq_write_mb_s"] / p["seq_write_mb_s"], 3)
         result["seq_read_ratio"] = round(s["seq_read_mb_s"] / p["seq_read_mb_s"], 3)
+        result["seq_write_unique_ratio"] = round(s["seq_write_unique_mb_s"] / p["seq_write_unique_mb_s"], 3)
+        result["sqlite_ratio"] = round(s["sqlite_rows_per_s"] / p["sqlite_rows_per_s"], 3)
         for files in tree_sizes:
             result.update(tree_ops(mnt, files))
         result["checkpoints_per_s_under_load"] = round(checkpoints_under_load(mnt, store, 3.0), 1)
