@@ -50,7 +50,11 @@ from .chunks import _KIND_PREFIX, DATA, NODE, ChunkId, chunk_id
 from .errors import CorruptChunk, NotFound, StoreError, StoreFull
 
 PACK_NAME = re.compile(r"^pack-(\d{8})\.pack$")
-_WRITE_AHEAD = 8 << 20  # write the buffer out once it holds this much
+# Write the buffer out once it holds this much. Small enough to stay in the CPU's caches
+# between the records' copy into it and the write: with 8 MiB, a mount daemon storing a
+# sequential write of new data spent 1.6-2.7 ms per MiB in the write() alone and 2.4-3.7
+# sealing, with 1 MiB 0.3-0.5 and 1.0-1.6 (256 MiB of random data, interleaved, load ~4).
+_WRITE_AHEAD = 1 << 20
 _PROBE = 512  # after a chunk lz4 could not shrink, the next one's first bytes are tried first
 _SPAN_GAP = 64 << 10  # get_many: records at most this far apart are read by one pread
 _SPAN_MAX = 4 << 20  # ... and one pread reads at most this much
