@@ -644,7 +644,10 @@ class FileRestorer:
                                      f"as it was ({exc}): it is restored closed")
                 spare = self._new_socket(builder, record, base)
         with sockets.borrow(builder.tid, spare) as sock:
-            if record["state"] != "established":
+            if record["state"] == "connecting":     # version 10: not accepted yet at the checkpoint
+                with sockets.borrow(builder.tid, self.local_fd(builder, record["listener"], base)) as listener:
+                    sock.connect(listener.getsockname())
+            elif record["state"] != "established":
                 netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
             fcntl.fcntl(sock.fileno(), F_SETFL, record["flags"])   # (the file's flags: shared with our dup)
         if warning := netsockets.warning(record, owner):

@@ -258,9 +258,13 @@ class FileCapture:
             record = netsockets.describe(sock, info, ino)
             if info is not None and info["type"] == "dgram" and record["state"] == "bound":
                 record.update(self._queued(sock, info, what, holder))     # version 10
+            if info is not None and info.get("pending"):                  # version 10
+                record["pending"] = info["pending"]
             return record
         record = {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
                   "shutdown": info["shutdown"], **self._queued(sock, info, what, holder)}
+        if not info["peer"] and info["max_backlog"]:
+            record["unread"] = info["max_backlog"]  # version 10: bytes sent to a peer not accepted yet
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
             record["passcred"] = 1      # version 10
         return record
@@ -311,6 +315,7 @@ class FileCapture:
             if host is not None and host not in self._captured:
                 f["kind"] = "file"
                 del f["pid"], f["rest"]
+        self._reconnect_pending()
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
@@ -320,6 +325,26 @@ class FileCapture:
                          backlog=0, dropped=0, state="closed")
         self._repair_tcp_pairs()
         sockets.close_passed(self._in_flight)   # every file in flight is described by now
+
+    def _reconnect_pending(self) -> None:
+        """A Unix connection that a listener of the image has not accepted yet (its client
+        end is in the image, its other end has no inode yet: peer 0) comes back as a
+        client that connects again to that listener (state `connecting`), in the order of
+        its accept queue, when the client has sent nothing yet and not shut it down: the
+        bytes waiting in the unaccepted end cannot be read without accepting it. One that
+        has (`unread`) stays as it was: ended, and counted as dropped by the listener's
+        restore warning. (Nothing can be queued to the client yet: nothing holds the other
+        end to send with.)"""
+        listeners = {client: f for f in self.files if f["kind"] == "socket" for client in f.get("pending", ())}
+        for f in self.files:
+            listener = listeners.get(f.get("ino")) if f["kind"] == "unix_pair" and not f["peer"] else None
+            if listener is None or f.get("unread") or f["shutdown"]:
+                continue
+            listener["dropped"] -= 1
+            for key in ("data", "rights", "creds", "senders", "passcred", "peek_offset", "shutdown"):
+                f.pop(key, None)
+            f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None, backlog=0,
+                     dropped=0, state="connecting", listener=listener["id"])
 
     def _repair_tcp_pairs(self) -> None:
         """Read the repair state (tcp_repair.py) of the established TCP connections whose

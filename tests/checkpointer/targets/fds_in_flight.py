@@ -27,6 +27,10 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
 - server: a bound datagram socket (a log or notification server) holds three datagrams
   from unconnected clients: a line, one with a pipe end (an fd store), one from a named
   socket (whose address does not come back: the restore warns).
+- embryo: a Unix listener has two connections not accepted yet: one whose client has
+  sent nothing, which is accepted after the restore and carries a request and its
+  response, and one whose client has sent bytes (which cannot be read without accepting
+  it): dropped, with a warning.
 - self: a socket sent over itself (it waits in its own queue): refused at checkpoint.
 - sequence: a stream pair holds 40 messages "m<i>" each with a pipe read end carrying the
   byte i (not received in between): order and boundaries over many fds.
@@ -236,6 +240,31 @@ elif case == "server":
         check([len(fds) for _, fds in got] == [0, 1, 0], f"fds per datagram {got}")
         os.write(pipe_w, b"stored")
         check(os.read(got[1][1][0], 100) == b"stored", "the bytes through the stored pipe end")
+elif case == "embryo":
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(os.path.join(directory, "listener.sock"))
+    listener.listen(8)
+    quiet = socket.socket(socket.AF_UNIX)
+    quiet.connect(listener.getsockname())
+    talker = socket.socket(socket.AF_UNIX)
+    talker.connect(listener.getsockname())
+    talker.send(b"early words")
+
+    def read_back():
+        listener.settimeout(5)
+        served, _ = listener.accept()
+        served.settimeout(5)
+        quiet.settimeout(5)
+        quiet.sendall(b"request")
+        check(served.recv(100) == b"request", "the request through the connection accepted now")
+        served.sendall(b"response")
+        check(quiet.recv(100) == b"response", "the response")
+        listener.settimeout(0.2)
+        try:
+            listener.accept()
+            raise AssertionError("a second connection waits (the talker's was dropped at the restore)")
+        except socket.timeout:
+            pass
 elif case == "self":
     a, b = socket.socketpair()
     socket.send_fds(a, [b"myself"], [b.fileno()])
