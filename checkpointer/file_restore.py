@@ -644,11 +644,10 @@ class FileRestorer:
                                      f"as it was ({exc}): it is restored closed")
                 spare = self._new_socket(builder, record, base)
         with sockets.borrow(builder.tid, spare) as sock:
-            if record["state"] == "connecting":     # version 10: not accepted yet at the checkpoint
-                with sockets.borrow(builder.tid, self.local_fd(builder, record["listener"], base)) as listener:
-                    sock.connect(listener.getsockname())
-            elif record["state"] != "established":
+            if record["state"] not in ("established", "connecting"):
                 netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
+            if "connected" in record:       # version 10
+                self._connect(builder, sock, record, base)
             fcntl.fcntl(sock.fileno(), F_SETFL, record["flags"])   # (the file's flags: shared with our dup)
         if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
@@ -688,6 +687,34 @@ class FileRestorer:
         if record.get("senders"):
             self.warnings.append(f"{owner}: {len(record['senders'])} datagram(s) queued on {where} come back "
                                  "without their sender's address")
+
+    def _connect(self, builder, sock: socket.socket, record: dict, base: int) -> None:
+        """Connect a Unix socket again to the socket its record names (`connected`): a
+        listener that had not accepted it yet (state `connecting`), or the datagram server
+        it sends to: made first if it is in the image (in this process if need be), and
+        reached at the address it is bound to again; else by its recorded address. A
+        datagram socket that cannot reach it is left unconnected, with a warning."""
+        target = record["connected"]
+        server = next((f for f in self.files.values() if f["kind"] == "socket" and f["ino"] == target["ino"]), None)
+        try:
+            if server is not None:
+                with sockets.borrow(builder.tid, self.local_fd(builder, server["id"], base)) as made:
+                    sock.connect(made.getsockname())
+            elif target["address"] is not None:
+                name = bytes.fromhex(target["address"])
+                relative = name[:1] not in (b"/", b"\0")
+                sock.connect(os.path.join(self.remap(builder.meta["cwd"]), os.fsdecode(name)) if relative
+                             else name if name[:1] == b"\0" else self.remap(os.fsdecode(name)))
+            else:
+                raise OSError(errno.ENOENT, "it has no address")
+        except OSError as exc:
+            if record["state"] == "connecting":
+                raise CheckpointError(f"process {builder.meta['pid']}: cannot connect again to the listener "
+                                      f"{netsockets.show({'address': target['address'], 'peer': None, 'family': 'unix'})}: "
+                                      f"{exc.strerror}") from None
+            self.warnings.append(f"process {builder.meta['pid']}: a unix dgram socket is no longer connected to "
+                                 f"{netsockets.show_address({'address': target['address'], 'family': 'unix'})} "
+                                 f"({exc.strerror})")
 
     def _new_socket(self, builder, record: dict, base: int) -> int:
         return self._spare(builder, builder.inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)

@@ -254,12 +254,14 @@ class FileCapture:
         info = sockets.unix_info(ino) if sock.family == socket.AF_UNIX else None
         if sock.family == socket.AF_UNIX and info is None:
             raise Unsupported(f"{what}: the kernel does not describe this Unix socket (sock_diag)")
-        if info is None or info["state"] != TCP_ESTABLISHED:
+        if info is None or info["state"] != TCP_ESTABLISHED or not _one_of_a_pair(info, ino):
             record = netsockets.describe(sock, info, ino)
             if info is not None and info["type"] == "dgram" and record["state"] == "bound":
                 record.update(self._queued(sock, info, what, holder))     # version 10
             if info is not None and info.get("pending"):                  # version 10
                 record["pending"] = info["pending"]
+            if info is not None and info["type"] == "dgram" and info["peer"]:
+                record["connected"] = _connected_to(info["peer"])        # version 10
             return record
         record = {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
                   "shutdown": info["shutdown"], **self._queued(sock, info, what, holder)}
@@ -329,7 +331,8 @@ class FileCapture:
     def _reconnect_pending(self) -> None:
         """A Unix connection that a listener of the image has not accepted yet (its client
         end is in the image, its other end has no inode yet: peer 0) comes back as a
-        client that connects again to that listener (state `connecting`), in the order of
+        client that connects again to that listener (state `connecting`, `connected`
+        naming the listener), in the order of
         its accept queue, when the client has sent nothing yet and not shut it down: the
         bytes waiting in the unaccepted end cannot be read without accepting it. One that
         has (`unread`) stays as it was: ended, and counted as dropped by the listener's
@@ -344,7 +347,7 @@ class FileCapture:
             for key in ("data", "rights", "creds", "senders", "passcred", "peek_offset", "shutdown"):
                 f.pop(key, None)
             f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None, backlog=0,
-                     dropped=0, state="connecting", listener=listener["id"])
+                     dropped=0, state="connecting", connected={"ino": listener["ino"], "address": listener["address"]})
 
     def _repair_tcp_pairs(self) -> None:
         """Read the repair state (tcp_repair.py) of the established TCP connections whose
@@ -561,6 +564,29 @@ def _read_unleased(pid: int, info: procfs.FdInfo) -> bytes | None:
             return fh.read(KEPT_FILE_MAX + 1)
     except OSError:
         return None
+
+
+def _one_of_a_pair(info: dict, ino: int) -> bool:
+    """Whether a connected Unix socket is an end of a pair (`unix_pair`): a stream or
+    seqpacket connection; datagram sockets connected to each other (socketpair), or one
+    whose peer is gone (peer 0) that has no name. A datagram server that clients connect
+    to reads ESTABLISHED too (Linux 5.15 on), and a client connected to it (its peer does
+    not point back): each is a `socket`, bound or `connected`."""
+    if info["type"] != "dgram":
+        return True
+    if not info["peer"]:
+        return info["name"] is None
+    peer = sockets.unix_info(info["peer"])
+    return peer is not None and peer["peer"] == ino
+
+
+def _connected_to(peer: int) -> dict:
+    """A Unix socket's `connected`: the inode of the socket it is connected to (a datagram
+    server, or a listener that has not accepted it yet) and that socket's address (hex;
+    null if it has none)."""
+    info = sockets.unix_info(peer)
+    name = info and info["name"]
+    return {"ino": peer, "address": name.hex() if name else None}
 
 
 def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:

@@ -74,8 +74,8 @@ def unix_info(ino: int) -> dict | None:
             info["pending"] = list(struct.unpack(f"={len(payload) // 4}I", payload[:len(payload) // 4 * 4]))
         elif attr_type == UNIX_DIAG_PEER:
             info["peer"] = struct.unpack("=I", payload[:4])[0]
-        elif attr_type == UNIX_DIAG_NAME:
-            info["name"] = payload
+        elif attr_type == UNIX_DIAG_NAME:     # a path comes with its terminating NUL
+            info["name"] = payload if payload[:1] == b"\0" else payload.split(b"\0")[0]
         elif attr_type == UNIX_DIAG_RQLEN:  # for a listening socket: accept queue and backlog
             info["queued"], info["max_backlog"] = struct.unpack("=II", payload[:8])
         elif attr_type == UNIX_DIAG_SHUTDOWN:

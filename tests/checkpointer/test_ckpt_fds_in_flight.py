@@ -17,7 +17,7 @@ from checkpointer import load_image
 from ckpt_helpers import children_of, ok_lines, reads_after_a_restore, wait_for
 
 
-@pytest.mark.parametrize("case", ["pipe", "file", "dgram", "nested", "sequence", "tcp", "creds", "tree", "server", "embryo"])
+@pytest.mark.parametrize("case", ["pipe", "file", "dgram", "nested", "sequence", "tcp", "creds", "tree", "server", "embryo", "syslog"])
 def test_fds_in_flight_are_received_after_a_restore(procs, store, tmp_path, subreaper, case):
     out = tmp_path / f"{case}.out"
     proc = procs.python("fds_in_flight.py", str(out), str(tmp_path), case)
@@ -32,6 +32,7 @@ def test_fds_in_flight_are_received_after_a_restore(procs, store, tmp_path, subr
                    for w in restored.warnings), restored.warnings
     if case == "embryo":
         assert any("1 connection(s) not yet accepted on" in w for w in restored.warnings), restored.warnings
+    if case in ("embryo", "syslog"):
         return
     image = load_image(store, case)
     passed = [ids for f in image.files if f["kind"] in ("unix_pair", "socket") for *_, ids in f.get("rights", [])]

@@ -31,6 +31,9 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
   sent nothing, which is accepted after the restore and carries a request and its
   response, and one whose client has sent bytes (which cannot be read without accepting
   it): dropped, with a warning.
+- syslog: a bound datagram server with a client connected to it (glibc's syslog) and a
+  line queued: the server is still bound to its path (a new client reaches it), gets the
+  line, and the client, still connected, sends on.
 - self: a socket sent over itself (it waits in its own queue): refused at checkpoint.
 - sequence: a stream pair holds 40 messages "m<i>" each with a pipe read end carrying the
   byte i (not received in between): order and boundaries over many fds.
@@ -265,6 +268,21 @@ elif case == "embryo":
             raise AssertionError("a second connection waits (the talker's was dropped at the restore)")
         except socket.timeout:
             pass
+elif case == "syslog":
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(os.path.join(directory, "log.sock"))
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    client.connect(server.getsockname())        # as glibc's syslog() does
+    client.send(b"<14>first line")
+
+    def read_back():
+        server.settimeout(5)
+        check(server.recv(100) == b"<14>first line", "the line queued at the checkpoint")
+        client.send(b"<14>second line")
+        check(server.recv(100) == b"<14>second line", "a line sent through the connected client now")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
+            other.sendto(b"<14>third line", os.path.join(directory, "log.sock"))
+        check(server.recv(100) == b"<14>third line", "a line sent to the server's path now")
 elif case == "self":
     a, b = socket.socketpair()
     socket.send_fds(a, [b"myself"], [b.fileno()])
