@@ -646,7 +646,7 @@ class FileRestorer:
         with sockets.borrow(builder.tid, spare) as sock:
             if record["state"] not in ("established", "connecting"):
                 netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
-            if "connected" in record:       # version 10
+            if "connected" in record:       # version 12
                 self._connect(builder, sock, record, base)
             fcntl.fcntl(sock.fileno(), F_SETFL, record["flags"])   # (the file's flags: shared with our dup)
         if warning := netsockets.warning(record, owner):
@@ -697,16 +697,17 @@ class FileRestorer:
         target = record["connected"]
         server = next((f for f in self.files.values() if f["kind"] == "socket" and f["ino"] == target["ino"]), None)
         try:
-            if server is not None:
+            if server is not None:      # made first; its name as bound again (remapped already)
                 with sockets.borrow(builder.tid, self.local_fd(builder, server["id"], base)) as made:
-                    sock.connect(made.getsockname())
+                    name = made.getsockname()
+                name, remap = (name.encode() if isinstance(name, str) else name), (lambda path: path)
             elif target["address"] is not None:
-                name = bytes.fromhex(target["address"])
-                relative = name[:1] not in (b"/", b"\0")
-                sock.connect(os.path.join(self.remap(builder.meta["cwd"]), os.fsdecode(name)) if relative
-                             else name if name[:1] == b"\0" else self.remap(os.fsdecode(name)))
+                name, remap = bytes.fromhex(target["address"]), self.remap
             else:
                 raise OSError(errno.ENOENT, "it has no address")
+            relative = name[:1] not in (b"/", b"\0")    # from the process's working directory
+            sock.connect(os.path.join(self.remap(builder.meta["cwd"]), os.fsdecode(name)) if relative
+                         else name if name[:1] == b"\0" else remap(os.fsdecode(name)))
         except OSError as exc:
             if record["state"] == "connecting":
                 raise CheckpointError(f"process {builder.meta['pid']}: cannot connect again to the listener "

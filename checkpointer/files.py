@@ -258,15 +258,15 @@ class FileCapture:
             record = netsockets.describe(sock, info, ino)
             if info is not None and info["type"] == "dgram" and record["state"] == "bound":
                 record.update(self._queued(sock, info, what, holder))     # version 10
-            if info is not None and info.get("pending"):                  # version 10
+            if info is not None and info.get("pending"):                  # version 12
                 record["pending"] = info["pending"]
             if info is not None and info["type"] == "dgram" and info["peer"]:
-                record["connected"] = _connected_to(info["peer"])        # version 10
+                record["connected"] = _connected_to(info["peer"])        # version 12
             return record
         record = {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
                   "shutdown": info["shutdown"], **self._queued(sock, info, what, holder)}
         if not info["peer"] and info["max_backlog"]:
-            record["unread"] = info["max_backlog"]  # version 10: bytes sent to a peer not accepted yet
+            record["unread"] = info["max_backlog"]  # version 12: bytes sent to a peer not accepted yet
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
             record["passcred"] = 1      # version 10
         return record

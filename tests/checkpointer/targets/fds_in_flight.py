@@ -27,10 +27,10 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
 - server: a bound datagram socket (a log or notification server) holds three datagrams
   from unconnected clients: a line, one with a pipe end (an fd store), one from a named
   socket (whose address does not come back: the restore warns).
-- embryo: a Unix listener has two connections not accepted yet: one whose client has
-  sent nothing, which is accepted after the restore and carries a request and its
-  response, and one whose client has sent bytes (which cannot be read without accepting
-  it): dropped, with a warning.
+- embryo: a Unix listener (bound to a relative path) has two connections not accepted
+  yet: one whose client has sent nothing, which is accepted after the restore and
+  carries a request and its response, and one whose client has sent bytes (which cannot
+  be read without accepting it): dropped, with a warning.
 - syslog: a bound datagram server with a client connected to it (glibc's syslog) and a
   line queued: the server is still bound to its path (a new client reaches it), gets the
   line, and the client, still connected, sends on.
@@ -244,8 +244,9 @@ elif case == "server":
         os.write(pipe_w, b"stored")
         check(os.read(got[1][1][0], 100) == b"stored", "the bytes through the stored pipe end")
 elif case == "embryo":
+    os.chdir(directory)
     listener = socket.socket(socket.AF_UNIX)
-    listener.bind(os.path.join(directory, "listener.sock"))
+    listener.bind("listener.sock")          # a relative path, as programs often bind
     listener.listen(8)
     quiet = socket.socket(socket.AF_UNIX)
     quiet.connect(listener.getsockname())
