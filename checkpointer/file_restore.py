@@ -646,13 +646,13 @@ class FileRestorer:
         with sockets.borrow(builder.tid, spare) as sock:
             if record["state"] not in ("established", "connecting"):
                 netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
+            if record.get("data"):      # version 10: datagrams queued to a bound Unix socket, sent
+                self._refill_datagrams(builder, record, base)   # before it connects (then only its peer may)
             if "connected" in record:       # version 12
                 self._connect(builder, sock, record, base)
             fcntl.fcntl(sock.fileno(), F_SETFL, record["flags"])   # (the file's flags: shared with our dup)
         if warning := netsockets.warning(record, owner):
             self.warnings.append(warning)
-        if record.get("data"):          # version 10: datagrams queued to a bound Unix socket
-            self._refill_datagrams(builder, record, base)
         _set_peek_offset(builder.tid, spare, record)
         return spare
 
@@ -697,25 +697,26 @@ class FileRestorer:
         target = record["connected"]
         server = next((f for f in self.files.values() if f["kind"] == "socket" and f["ino"] == target["ino"]), None)
         try:
-            if server is not None:      # made first; its name as bound again (remapped already)
+            if server is not None and server["id"] == record["id"]:    # connected to itself
+                name, remap = sock.getsockname(), (lambda path: path)
+            elif server is not None:    # made first; its name as bound again (remapped already)
                 with sockets.borrow(builder.tid, self.local_fd(builder, server["id"], base)) as made:
-                    name = made.getsockname()
-                name, remap = (name.encode() if isinstance(name, str) else name), (lambda path: path)
+                    name, remap = made.getsockname(), (lambda path: path)
             elif target["address"] is not None:
                 name, remap = bytes.fromhex(target["address"]), self.remap
             else:
                 raise OSError(errno.ENOENT, "it has no address")
+            name = name.encode() if isinstance(name, str) else name
             relative = name[:1] not in (b"/", b"\0")    # from the process's working directory
             sock.connect(os.path.join(self.remap(builder.meta["cwd"]), os.fsdecode(name)) if relative
                          else name if name[:1] == b"\0" else remap(os.fsdecode(name)))
         except OSError as exc:
+            where = netsockets.show_address({"address": target["address"], "family": "unix"})
             if record["state"] == "connecting":
                 raise CheckpointError(f"process {builder.meta['pid']}: cannot connect again to the listener "
-                                      f"{netsockets.show({'address': target['address'], 'peer': None, 'family': 'unix'})}: "
-                                      f"{exc.strerror}") from None
+                                      f"{where}: {exc.strerror}") from None
             self.warnings.append(f"process {builder.meta['pid']}: a unix dgram socket is no longer connected to "
-                                 f"{netsockets.show_address({'address': target['address'], 'family': 'unix'})} "
-                                 f"({exc.strerror})")
+                                 f"{where} ({exc.strerror})")
 
     def _new_socket(self, builder, record: dict, base: int) -> int:
         return self._spare(builder, builder.inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)

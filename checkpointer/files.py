@@ -574,8 +574,8 @@ def _one_of_a_pair(info: dict, ino: int) -> bool:
     not point back): each is a `socket`, bound or `connected`."""
     if info["type"] != "dgram":
         return True
-    if not info["peer"]:
-        return info["name"] is None
+    if not info["peer"] or info["peer"] == ino:     # (connected to itself: a `socket`)
+        return info["name"] is None and not info["peer"]
     peer = sockets.unix_info(info["peer"])
     return peer is not None and peer["peer"] == ino
 

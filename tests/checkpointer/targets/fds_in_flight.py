@@ -33,7 +33,8 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
   be read without accepting it): dropped, with a warning.
 - syslog: a bound datagram server with a client connected to it (glibc's syslog) and a
   line queued: the server is still bound to its path (a new client reaches it), gets the
-  line, and the client, still connected, sends on.
+  line, and the client, still connected, sends on. A bound socket connected to itself
+  gets the datagram it sent itself, and sends itself another.
 - self: a socket sent over itself (it waits in its own queue): refused at checkpoint.
 - sequence: a stream pair holds 40 messages "m<i>" each with a pipe read end carrying the
   byte i (not received in between): order and boundaries over many fds.
@@ -275,8 +276,16 @@ elif case == "syslog":
     client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     client.connect(server.getsockname())        # as glibc's syslog() does
     client.send(b"<14>first line")
+    itself = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    itself.bind(os.path.join(directory, "itself.sock"))
+    itself.connect(itself.getsockname())        # (zdtm sockets_dgram)
+    itself.send(b"note to self")
 
     def read_back():
+        itself.settimeout(5)
+        check(itself.recv(100) == b"note to self", "the datagram a socket connected to itself sent itself")
+        itself.send(b"another")
+        check(itself.recv(100) == b"another", "a datagram it sends itself now")
         server.settimeout(5)
         check(server.recv(100) == b"<14>first line", "the line queued at the checkpoint")
         client.send(b"<14>second line")
