@@ -256,6 +256,20 @@ class FileSystem:
             volume.changed = False
         self.checkpoints_taken += 1
 
+    def syncfs_needed(self) -> bool:
+        """Whether a syncfs of the mount could bring anything in: a handle that can write is
+        open (a shared writable mapping holds one), or (writeback cache) a file was opened
+        for writing since the last flush. Without either the kernel holds nothing: it writes
+        a file's dirty pages back when its last writer closes or unmaps it. When it answers
+        yes, the caller syncfs()es the mount at once: the writeback cache's mark is then
+        reset to whether a writer is open, as `flush_kernel_writes` does. Callable from
+        another thread (slsfs's group stop leaves the syncfs out when it answers no)."""
+        if self.ops.kernel_may_hold_writes or self.ops.open_for_writing():
+            if self.ops.enable_writeback_cache:    # a file opened for writing from here on sets it again
+                self.ops.kernel_may_hold_writes = self.ops.open_for_writing()
+            return True
+        return False
+
     def checkpoint(self, label: str = "", *, durable: bool = False, roots: dict | None = None):
         """Seal and commit (setting extra named `roots` first); returns the Commit."""
         self.seal()

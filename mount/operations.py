@@ -360,8 +360,9 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     def open_for_writing(self) -> bool:
-        """Whether any file handle (a shared mapping included) can still write."""
-        return any(_writing(h.flags) for h in self.handles.values())
+        """Whether any file handle (a shared mapping included) can still write. Callable
+        from another thread too (the table is copied in one step under the GIL)."""
+        return any(_writing(h.flags) for h in list(self.handles.values()))
 
     async def open(self, inode, flags, ctx):
         view, local = self._view(inode)

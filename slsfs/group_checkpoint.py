@@ -4,13 +4,14 @@
 thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile:
 
   1. freeze every task of the group's process tree (ptrace);
-  2. syncfs the mount (the kernel writes back dirty pages; the trio thread answers);
+  2. syncfs the mount (the kernel writes back dirty pages; the trio thread answers),
+     unless no file of it can hold writes in the kernel (`_seal`);
   3. seal the file system and commit it (not yet durable): this "files" commit holds
      the file system of the frozen instant, so `.sls/checkpoints/<id>/fs` shows it;
   4. capture the processes: metadata, and memory pages and blobs (pipe contents)
      copied into this process; the parts of the previous image that are gone are noted
      (dropped by write(): the image belongs to the trio thread);
-  5. thaw.
+  5. thaw, once 2-3 (run by a second thread, `_seal`, while this one does 4) are done.
 Then `Captured.write()` (trio thread, application running) turns the copied pages into
 an image, names it with the files commit's volume root in the `grp/<name>` record, and
 commits; the caller makes both commits durable with one fsync. A crash before that
@@ -46,6 +47,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -62,6 +64,7 @@ from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.incremental import Incremental, Precopied
 from checkpointer.snapshot import PageCopy
+from checkpointer import stopwatch
 from checkpointer.stopwatch import phase, recording
 
 InTrio = Callable[..., Any]
@@ -121,6 +124,32 @@ def check_not_dying(pid: int) -> None:
         raise ProcessGone(pid, "it was killed while being captured")
 
 
+# The seal of a group checkpoint (syncfs, then the files commit) runs in this thread while
+# the tracer thread captures the processes: both wait mostly on other threads and processes
+# (the kernel's write-back answered by the trio thread, a hand-off to trio), so the stop
+# pays for the longer of the two, not their sum. One at a time: the daemon checkpoints one
+# group at a time.
+_SEALER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsfs-seal")
+
+
+def _seal(mount_fd: int, sync_through: Callable[[], None] | None, in_trio: InTrio,
+          commit_files: Callable[[], tuple[int, ChunkId]],
+          syncfs_needed: Callable[[], bool] | None) -> tuple[tuple[int, ChunkId], dict[str, float]]:
+    """Steps 2 and 3 (the group frozen): syncfs, then the files commit; with the time each
+    took (recorded by the tracer thread as the phases "syncfs" and "files_commit", which
+    overlap the capture's: the stop waits for what is left of them as "seal_wait"). The
+    syncfs is left out when `syncfs_needed()` says the kernel holds nothing to write back
+    (mount.FileSystem.syncfs_needed: no file of the mount open for writing, none opened
+    since the last syncfs); no request of a frozen task can be in flight either (a task
+    stops only once the daemon answered it)."""
+    started = time.perf_counter()
+    if syncfs_needed is None or syncfs_needed():
+        syncfs(mount_fd, sync_through)
+    synced = time.perf_counter()
+    committed = in_trio(commit_files)
+    return committed, {"syncfs": (synced - started) * 1000, "files_commit": (time.perf_counter() - synced) * 1000}
+
+
 # One group's write tracking between its checkpoints (tracer thread for everything but
 # `parent`, which the daemon sets once an image is durable; `reset()` after a failure).
 PageTracking = Incremental
@@ -164,7 +193,8 @@ class Captured:
 
 def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
          commit_files: Callable[[], tuple[int, ChunkId]], tracking: PageTracking,
-         sync_through: Callable[[], None] | None = None) -> Captured:
+         sync_through: Callable[[], None] | None = None,
+         syncfs_needed: Callable[[], bool] | None = None) -> Captured:
     """Steps 1-5 above, into `writer` (made in the trio thread before the stop, on the
     previous image `tracking.parent`). `commit_files()` seals and commits the file system
     in the trio thread and returns (commit id, volume root); it is the only trip to the
@@ -172,7 +202,8 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     busy machine). The pages written since the previous checkpoint are copied first, the
     processes running (`tracking.precopy()`): the stop copies only those written again
     since. `sync_through`: how the mount is syncfs()ed (see syncfs). On any error the
-    caller resets `tracking`."""
+    caller resets `tracking`. `syncfs_needed`: whether the syncfs is needed (see _seal;
+    None: always)."""
     pages: list[tuple[int, int, bytes]] = []
     blobs: list[bytes] = []
     clears: list[tuple[int, int, int]] = []      # the parent image's pages to drop, in write()
@@ -193,23 +224,30 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         started = time.perf_counter()
         try:
             with freeze(pids, tree=True) as frozen:
-                with phase("syncfs"):
-                    syncfs(mount_fd, sync_through)
-                with phase("files_commit"):
-                    files_commit, fs_root = in_trio(commit_files)
-                with phase("page_selection"):
-                    ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-                    copy = PageCopy(ns_pids)
-                    select = copy.selector(tracking.selector(frozen, ns_pids, lambda *span: clears.append(span), early))
-                files = FileCapture(name_blob, tracking.shared, writer.keep_blobs)
-                processes = capture_all(frozen, keep_run, files, select, keep_injection_page=True)
-                with phase("arm_tracking"):
-                    tracking.arm(frozen)
-                copy.in_stop(frozen, keep_run)
-                with phase("alive_checks"):
-                    frozen.check_alive()
-                    for pid in frozen.processes:
-                        check_not_dying(pid)
+                sealing = _SEALER.submit(_seal, mount_fd, sync_through, in_trio, commit_files, syncfs_needed)
+                try:
+                    with phase("page_selection"):
+                        ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"])
+                                   for pid in frozen.processes}
+                        copy = PageCopy(ns_pids)
+                        select = copy.selector(tracking.selector(frozen, ns_pids,
+                                                                 lambda *span: clears.append(span), early))
+                    files = FileCapture(name_blob, tracking.shared, writer.keep_blobs)
+                    processes = capture_all(frozen, keep_run, files, select, keep_injection_page=True)
+                    with phase("arm_tracking"):
+                        tracking.arm(frozen)
+                    copy.in_stop(frozen, keep_run)
+                    with phase("alive_checks"):
+                        frozen.check_alive()
+                        for pid in frozen.processes:
+                            check_not_dying(pid)
+                except BaseException:
+                    wait([sealing])      # never thaw with the seal still in flight
+                    raise
+                with phase("seal_wait"):
+                    (files_commit, fs_root), seal_phases = sealing.result()
+                for name, ms in seal_phases.items():
+                    stopwatch.add(name, ms)
         except BaseException:
             if copy is not None:
                 copy.drop()

@@ -1,0 +1,54 @@
+"""The group stop's seal: a checkpoint holds the file writes the kernel still caches.
+
+The stop syncfs()es the mount only when a file of it can be written or was opened for
+writing since the last syncfs (mount.FileSystem.syncfs_needed), and does it beside the
+capture of the processes (slsfs.group_checkpoint._seal). The target
+(targets/seal_counter.c) keeps a counter in memory and in a file of the mount without an
+fd kept open: through a shared writable mapping (the kernel holds the dirty page, only the
+mapping holds the file open), or opening and closing the file at each step. After each
+crash and restore, memory and file must agree (else the target writes counter.bad), and
+the counter must not go back past the checkpoint taken before the crash.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from group_helpers import wait_for
+from test_group_atomicity import check_no_mismatch
+
+
+ROUNDS = 4
+
+
+def read_counter(path) -> int | None:
+    """The counter at the start of the file (the mapped file is a page long, zeros after it)."""
+    try:
+        text = path.read_bytes()[:20].decode(errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", ["mmap", "reopen"])
+def test_counter_written_without_an_open_fd_comes_back_with_memory(group_store, group_binaries, mode):
+    store, rng = group_store, random.Random(mode)
+    store.sls("run", "--store", str(store.path), "--name", "seal", "--hz", "50", "--",
+              str(group_binaries / "seal_counter"), "counter", mode)
+    counter = store.mnt / "counter"
+    wait_for(lambda: (read_counter(counter) or 0) > 10, "the target to start counting")
+    for round_ in range(ROUNDS):
+        floor = wait_for(lambda: read_counter(counter), "a readable counter")
+        store.checkpoint("seal")                # durable, taken after `floor` was read
+        time.sleep(rng.uniform(0, 0.2))
+        store.crash()
+        store.sls("restore", "seal", "--store", str(store.path))
+        restored = wait_for(lambda: read_counter(counter), "the restored counter")
+        assert restored >= floor, f"{mode} round {round_}: counter went back from {floor} to {restored}"
+        wait_for(lambda: (read_counter(counter) or 0) > restored or (store.mnt / "counter.bad").exists(),
+                 f"the restored target to count on ({mode}, round {round_})")
+        check_no_mismatch(store)
+    store.sls("stop", "--store", str(store.path))
