@@ -128,7 +128,16 @@ class FileCapture:
 
     def _describe(self, pid: int, info: procfs.FdInfo) -> dict:
         target, what = info.target, f"fd {info.fd} of process {pid} ({info.target})"
-        if match := re.fullmatch(r"pipe:\[(\d+)\]", target):
+        if match := _SOCKET.fullmatch(target):      # first: a server holds many (most of them known)
+            ino = int(match[1])
+            self._socket_holders.setdefault(ino, (pid, info.fd))
+            if (known := _connections.get(ino)) is not None:
+                return dict(known)
+            with sockets.borrow(pid, info.fd) as sock:
+                record = self._socket(sock, ino, what, pid)
+            _remember_connection(ino, record)
+            return record
+        if match := _PIPE.fullmatch(target):
             return {"kind": "pipe", "pipe": int(match[1]), **self._pipe_contents(pid, info.fd)}
         if target == "anon_inode:[eventfd]":
             return {"kind": "eventfd", "count": int(info.extra["eventfd-count"], 16),
@@ -141,15 +150,6 @@ class FileCapture:
         if target == "anon_inode:[eventpoll]":
             return {"kind": "epoll", "owner": procfs.ns_id(procfs.frozen_status(pid)["NSpid"]),
                     "watches": _epoll_watches(pid, info.fd, info.raw, what, self._targets)}
-        if match := re.fullmatch(r"socket:\[(\d+)\]", target):
-            ino = int(match[1])
-            self._socket_holders.setdefault(ino, (pid, info.fd))
-            if (known := _connections.get(ino)) is not None:
-                return dict(known)
-            with sockets.borrow(pid, info.fd) as sock:
-                record = self._socket(sock, ino, what, pid)
-            _remember_connection(ino, record)
-            return record
         if target == "anon_inode:inotify":
             return inotify.describe(pid, info.fd, info.raw, what)
         if target == "anon_inode:[pidfd]":     # the process it names, as the holder sees it; -1: it has exited
@@ -641,6 +641,7 @@ def _epoll_watches(pid: int, epfd: int, fdinfo: str, what: str, targets: dict[in
 
 
 _PROC_PID_FILE = re.compile(r"/proc/(\d+)(/.+)")
+_SOCKET, _PIPE = re.compile(r"socket:\[(\d+)\]"), re.compile(r"pipe:\[(\d+)\]")     # /proc/PID/fd links
 
 
 def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
