@@ -8,7 +8,10 @@ Kinds: regular `file`, `dir`, `device` (/dev/null & co), `pty_master` (a pseudo-
 made again with its settings, ptys.py), `tty` (a slave of an image's pty is reopened on
 the new pair; any other terminal is reattached to /dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
 tee(2), without consuming them; a FIFO is reopened by path at restore and refilled), `unix_pair` (an end of a connected Unix socket with the
-bytes queued to it, sockets.py, and the files in flight in them: inflight.py), `socket` (TCP/UDP/Unix sockets listening, bound, or
+bytes queued to it, sockets.py, and the files in flight in them: inflight.py; a Unix
+connection that a listener of the image has not accepted yet is a `socket` that connects
+again, and so is a datagram socket connected to a server: FileCapture._reconnect_pending,
+_one_of_a_pair), `socket` (TCP/UDP/Unix sockets listening, bound, or
 connected to a peer outside the image, which come back closed: netsockets.py; a TCP
 connection with both ends in the image keeps its state: tcp_repair.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and

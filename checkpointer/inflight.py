@@ -2,11 +2,12 @@
 (SCM_RIGHTS) and credentials (SCM_CREDENTIALS), recorded with the queue and sent again
 in the same order and at the same boundaries at restore.
 
-What: `record_queue` turns the pieces that sockets.queue peeked into a `unix_pair`
-record's `data` blob, `rights` (which message, or which run of a stream's bytes, carried
-which image files) and `creds`; `queued_pieces` gives them back at restore, and `refill`
-sends them into a new pair's other end, each piece with its files (our fds of them) and
-credentials.
+What: `record_queue` turns the pieces that sockets.queue peeked into a record's `data`
+blob (a `unix_pair`'s, or a bound datagram `socket`'s), `rights` (which message, or which
+run of a stream's bytes, carried which image files), `creds` and `senders`;
+`queued_pieces` gives them back at restore, and `refill` sends them again (through a new
+pair's other end, or an unnamed socket connected to the bound one), each piece with its
+files (our fds of them) and credentials.
 Why: a master handing connections to its workers, socket activation, privilege-separated
 daemons and Wayland clients pass fds over Unix sockets; a checkpoint taken while one is
 on its way must deliver it after the restore, not drop it.
@@ -27,7 +28,7 @@ MAX_DEPTH = 4       # sockets in flight inside sockets in flight, this deep at m
 
 
 def record_queue(pieces: list[Queued], stream: bool, file_id: Callable[[int], int]) -> tuple[bytes, dict]:
-    """(the `data` blob's bytes, the record's `rights` and `creds`) of a receive queue;
+    """(the `data` blob's bytes, the record's `rights`, `creds` and `senders`) of a receive queue;
     `file_id(fd)`: the image file of one of our fds in flight. A stream's data is its bytes;
     a datagram or seqpacket socket's, each message as a u32 LE length then its bytes.
     `rights`: [offset, length, [file ids]] of each run of a stream's bytes that carries
@@ -65,7 +66,7 @@ def record_queue(pieces: list[Queued], stream: bool, file_id: Callable[[int], in
 
 
 def queued_pieces(record: dict, data: bytes) -> list[Queued]:
-    """The pieces of a `unix_pair` record's queue, each to be sent by one sendmsg: a
+    """The pieces of a record's queue (record_queue's), each to be sent by one sendmsg: a
     stream's bytes cut where fds or credentials start and end; with file ids for fds."""
     rights, creds = record.get("rights", []), record.get("creds", [])
     if record["type"] != "stream":
@@ -85,7 +86,7 @@ def queued_pieces(record: dict, data: bytes) -> list[Queued]:
 
 def refill(sender: socket.socket, pieces: list[Queued], our_fds: Callable[[list[int]], list[int]],
            sender_pid: Callable[[int], int]) -> None:
-    """Send each piece through `sender` (the other end of the new pair): its files as our
+    """Send each piece through `sender` (connected to the receiving socket): its files as our
     fds (`our_fds(file ids)`, closed here once sent) and its credentials, the pid as
     `sender_pid(pid)` gives it in our namespace."""
     for piece in pieces:

@@ -9,7 +9,8 @@ our fds to a process being restored (SCM_RIGHTS). Why: a socketpair between two
 processes of a tree (or within one) is restored as a new socketpair refilled with the
 same bytes or messages (inflight.py: with the files in flight).
 
-Simplifications: only connected pairs (other sockets: netsockets.py).
+Simplifications: the queues of connected pairs and of bound datagram sockets are read
+(what other sockets are made of: netsockets.py).
 """
 from __future__ import annotations
 
