@@ -132,21 +132,27 @@ def check_not_dying(pid: int) -> None:
 _SEALER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsfs-seal")
 
 
+FilesCommit = tuple[int, ChunkId]     # (commit id, volume root): the file system of the frozen instant
+
+
 def _seal(mount_fd: int, sync_through: Callable[[], None] | None, in_trio: InTrio,
-          commit_files: Callable[[], tuple[int, ChunkId]],
-          syncfs_needed: Callable[[], bool] | None) -> tuple[tuple[int, ChunkId], dict[str, float]]:
+          commit_files: Callable[[], FilesCommit], syncfs_needed: Callable[[], bool] | None,
+          files_unchanged: Callable[[], FilesCommit | None] | None,
+          ) -> tuple[FilesCommit, dict[str, float]]:
     """Steps 2 and 3 (the group frozen): syncfs, then the files commit; with the time each
     took (recorded by the tracer thread as the phases "syncfs" and "files_commit", which
     overlap the capture's: the stop waits for what is left of them as "seal_wait"). The
     syncfs is left out when `syncfs_needed()` says the kernel holds nothing to write back
     (mount.FileSystem.syncfs_needed: no file of the mount open for writing, none opened
     since the last syncfs); no request of a frozen task can be in flight either (a task
-    stops only once the daemon answered it)."""
+    stops only once the daemon answered it). The files commit is an existing one when
+    `files_unchanged()` (asked here, after the syncfs) names one that holds the file
+    system as it is: no trip to the trio thread then (a group that writes no file)."""
     started = time.perf_counter()
     if syncfs_needed is None or syncfs_needed():
         syncfs(mount_fd, sync_through)
     synced = time.perf_counter()
-    committed = in_trio(commit_files)
+    committed = (files_unchanged and files_unchanged()) or in_trio(commit_files)
     return committed, {"syncfs": (synced - started) * 1000, "files_commit": (time.perf_counter() - synced) * 1000}
 
 
@@ -192,9 +198,10 @@ class Captured:
 
 
 def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
-         commit_files: Callable[[], tuple[int, ChunkId]], tracking: PageTracking,
+         commit_files: Callable[[], FilesCommit], tracking: PageTracking,
          sync_through: Callable[[], None] | None = None,
-         syncfs_needed: Callable[[], bool] | None = None) -> Captured:
+         syncfs_needed: Callable[[], bool] | None = None,
+         files_unchanged: Callable[[], FilesCommit | None] | None = None) -> Captured:
     """Steps 1-5 above, into `writer` (made in the trio thread before the stop, on the
     previous image `tracking.parent`). `commit_files()` seals and commits the file system
     in the trio thread and returns (commit id, volume root); it is the only trip to the
@@ -203,7 +210,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
     processes running (`tracking.precopy()`): the stop copies only those written again
     since. `sync_through`: how the mount is syncfs()ed (see syncfs). On any error the
     caller resets `tracking`. `syncfs_needed`: whether the syncfs is needed (see _seal;
-    None: always)."""
+    None: always); `files_unchanged`: an existing files commit to name instead (see _seal)."""
     pages: list[tuple[int, int, bytes]] = []
     blobs: list[bytes] = []
     clears: list[tuple[int, int, int]] = []      # the parent image's pages to drop, in write()
@@ -224,7 +231,8 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         started = time.perf_counter()
         try:
             with freeze(pids, tree=True) as frozen:
-                sealing = _SEALER.submit(_seal, mount_fd, sync_through, in_trio, commit_files, syncfs_needed)
+                sealing = _SEALER.submit(_seal, mount_fd, sync_through, in_trio, commit_files, syncfs_needed,
+                                         files_unchanged)
                 try:
                     with phase("page_selection"):
                         ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"])

@@ -11,6 +11,7 @@ the counter must not go back past the checkpoint taken before the crash.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -51,4 +52,27 @@ def test_counter_written_without_an_open_fd_comes_back_with_memory(group_store, 
         wait_for(lambda: (read_counter(counter) or 0) > restored or (store.mnt / "counter.bad").exists(),
                  f"the restored target to count on ({mode}, round {round_})")
         check_no_mismatch(store)
+    store.sls("stop", "--store", str(store.path))
+
+
+def _files_commits(store) -> list[dict]:
+    log = json.loads(store.sls("log", str(store.mnt), "--limit", "0", "--json").stdout)["checkpoints"]
+    return [c for c in log if c["label"].endswith(": files")]
+
+
+def test_a_group_that_writes_no_file_names_the_file_system_it_has_instead_of_committing_it_again(group_store):
+    """The history holds one entry per checkpoint of a group that writes no file, not two
+    (its files commit is the newest commit, whose tree is the file system as it is); a file
+    written by then is in the next checkpoint's tree all the same."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "idle", "--hz", "20", "--", "sleep", "600")
+    wait_for(lambda: store.group("idle")["checkpoints"] >= 8, "eight checkpoints")
+    before = len(_files_commits(store))      # the first's, if the group's start changed a file
+    assert before <= 1, "each checkpoint committed the unchanged file system again"
+    (store.mnt / "written").write_text("by then")
+    taken = store.group("idle")["checkpoints"]
+    wait_for(lambda: store.group("idle")["checkpoints"] >= taken + 3, "three more checkpoints")
+    latest = store.group("idle")["last_durable"]
+    assert (store.mnt / ".sls" / "checkpoints" / str(latest) / "fs" / "written").read_text() == "by then"
+    assert before + 1 <= len(_files_commits(store)) <= before + 2   # the write's steps, then nothing again
     store.sls("stop", "--store", str(store.path))
