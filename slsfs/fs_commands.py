@@ -299,11 +299,14 @@ def mount_helper(argv: list[str] | None = None) -> int:
         return 1
 
 
-def open_files(mountpoint: str) -> list[str]:
-    """'path (pid N comm)' for every fd, cwd or root of a process inside `mountpoint`."""
+def open_files(mountpoint: str, ignore: int | None = None) -> list[str]:
+    """'path (pid N comm)' for every fd, cwd or root of a process inside `mountpoint`,
+    but process `ignore` (its daemon, which holds the mount's root)."""
     root = os.path.realpath(mountpoint)
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
+        if pid == str(ignore):
+            continue
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
             links = [f"/proc/{pid}/cwd", f"/proc/{pid}/root"]
@@ -328,7 +331,9 @@ def cmd_umount(args) -> int:
 
 def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close these first (or --force)") -> str:
     """Unmount a slsfs mount and wait for its daemon's final checkpoint (refusing, with
-    the list, while files are open there unless `force`); returns what was done."""
+    the list, while files are open there unless `force`); returns what was done. The mount
+    of a group daemon is unmounted by stopping the daemon, refused while its groups run
+    unless `force` (which stops them, as `sls stop` does)."""
     real = _canonical(mountpoint)
     for mount in slsfs_mounts():
         if mount.mountpoint == real:
@@ -343,15 +348,25 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
                 "everything up to its last durable checkpoint)"
                 + (f"; stopped the processes its groups left running there: {' '.join(map(str, stopped))}"
                    if stopped else ""))
-    busy = open_files(mountpoint)
-    if busy and not force:
-        listing = "; ".join(busy[:20]) + (f"; ... {len(busy) - 20} more" if len(busy) > 20 else "")
-        raise CommandError(f"{mountpoint} is busy, {busy_hint}: {listing}")
     info, _ = find_mount(mountpoint)
     try:
         pid = request(info.store, "status")["pid"]
     except ControlError:
         pid = None
+    groups = _running_groups(info.store)
+    if groups and not force:
+        raise CommandError(f"persistence groups run in {mountpoint} ({', '.join(groups)}): `sls stop --store "
+                           f"{info.store}` stops them and unmounts it, their last durable checkpoints kept "
+                           "(`sls umount --force` does the same)")
+    busy = open_files(mountpoint, ignore=pid)
+    if busy and not force:
+        listing = "; ".join(busy[:20]) + (f"; ... {len(busy) - 20} more" if len(busy) > 20 else "")
+        raise CommandError(f"{mountpoint} is busy, {busy_hint}: {listing}")
+    if groups is not None and pid is not None:    # a group daemon: it unmounts as it stops
+        from .group_commands import stop_daemon       # (group_commands imports this module)
+        stop_daemon(info.store, pid)
+        return f"unmounted {mountpoint}" + (f" (stopped groups {', '.join(groups)}: their last durable "
+                                            "checkpoints stay)" if groups else "")
     cmd = ["fusermount3", "-u"] + (["-z"] if force else []) + [mountpoint]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -360,6 +375,16 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
         raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
                            f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
     return f"unmounted {mountpoint}"
+
+
+def _running_groups(store: str) -> list[str] | None:
+    """The persistence groups running in the daemon of `store`; None for an `sls mount`
+    daemon (it does not know the request). A group daemon holds its mount's root, so it
+    is unmounted by stopping it, as `sls stop` does."""
+    try:
+        return [g["group"] for g in request(store, "ps")["groups"] if g["running"]]
+    except ControlError:
+        return None
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -124,3 +125,24 @@ def test_barrier_fails_while_the_groups_checkpoints_fail(group_store):
     assert "group app: its checkpoints fail" in barrier.stderr and "io_uring" in barrier.stderr, barrier.stderr
     assert "io_uring" in store.sls("ps", "--store", str(store.path)).stdout
     assert store.group("app")["running"], "a failing checkpoint must leave the group running"
+
+
+def test_umount_of_a_group_mount_names_the_groups_and_stops_the_daemon(group_store):
+    """`sls umount` of the mount groups run in refuses while they run, naming them and
+    `sls stop` (the list of busy files named the daemon itself), and --force stops them;
+    once they have stopped it unmounts (it failed with EBUSY: the daemon holds the mount's
+    root)."""
+    store = group_store
+    for name in ("a", "b"):
+        store.sls("run", "--store", str(store.path), "--name", name, "--", "sleep", "600")
+    refused = store.sls("umount", str(store.mnt), check=False)
+    assert refused.returncode == 1 and "persistence groups run in" in refused.stderr, refused.stderr
+    assert "(a, b)" in refused.stderr and "sls stop --store" in refused.stderr, refused.stderr
+    assert store.group("a")["running"] and store.group("b")["running"]
+    store.sls("stop", "b", "--store", str(store.path))
+    assert "stopped groups a" in store.sls("umount", "--force", str(store.mnt)).stdout
+    assert not os.path.ismount(store.mnt)
+    store.sls("run", "--store", str(store.path), "--name", "a", "--", "sleep", "600")   # a new daemon
+    store.sls("stop", "a", "--store", str(store.path))                                  # it serves on
+    assert store.sls("umount", str(store.mnt)).stdout.strip() == f"unmounted {store.mnt}"
+    assert not os.path.ismount(store.mnt) and "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
