@@ -34,6 +34,7 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 from typing import Callable, Iterable
 
 from . import kernel, sockets
@@ -50,6 +51,7 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 MAX_USER_MSS = 32767   # TCP_MAXSEG's upper bound (the kernel's MAX_TCP_WINDOW)
 NR_CONNECT = 42
 MAX_BUFFER_GROWTHS = 8
+QUEUE_READS = 20             # reads of a queue that keeps changing before giving up (_queue)
 TCP_INFO_BYTES = 8      # tcpi_state ... tcpi_options, the window scales: the first bytes of tcp_info
 SOCK_DESTROY, NLM_F_ACK, INET_DIAG_ALL_STATES = 21, 4, 0xFFFFFFFF
 INET_DIAG_REQUEST = struct.Struct("=BBBBI")   # inet_diag_req_v2 before its socket id
@@ -129,16 +131,21 @@ def _read(sock: socket.socket) -> dict:
     return state
 
 
-def _queue(sock: socket.socket, length_request: int, attempts: int = 3) -> tuple[int, bytes]:
+def _queue(sock: socket.socket, length_request: int, attempts: int = QUEUE_READS) -> tuple[int, bytes]:
     """(sequence number after the last byte, the bytes) of the selected queue, read
     again if the kernel changed it meanwhile (a peek: in repair mode even the send
-    queue)."""
-    for _ in range(attempts):
+    queue). Segments already on their way still land in a receive queue in repair mode,
+    later on a loaded machine (the loopback's softirq work waits for a CPU): after two
+    reads that differ, each next one waits a millisecond first (three reads in a row
+    failed under load)."""
+    for attempt in range(attempts):
+        if attempt >= 2:
+            time.sleep(0.001)
         seq, size = _seq(sock), _ioctl(sock, length_request)
         data = sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_WAITALL) if size else b""
         if len(data) == size and (seq, size) == (_seq(sock), _ioctl(sock, length_request)):
             return seq, data
-    raise OSError("its queue kept changing while it was read")
+    raise OSError(f"its queue kept changing while it was read ({attempts} times)")
 
 
 def _seq(sock: socket.socket) -> int:
