@@ -41,7 +41,9 @@ def test_a_stopped_job_is_checkpointed_and_restored_stopped(procs, store, tmp_pa
 def test_a_job_stopped_by_sigtstp_stays_stopped_by_sigtstp(procs, store, tmp_path):
     """A shell shows a job stopped by ^Z (SIGTSTP) differently from one stopped by SIGSTOP
     (bash: "Stopped" and "Stopped (signal)"): the parent's waitpid() must see the same
-    signal after a checkpoint (which continues the job and stops it again) and a restore."""
+    signal after a checkpoint (which continues the job and stops it again) and a restore.
+    (It sees "continued" then "stopped", or only "stopped" when the job is stopped again
+    before the shell, thawed too, waits: the kernel keeps only a child's latest change.)"""
     out = tmp_path / "tstp.out"
     proc = procs.python("tstp_job.py", str(out))
     wait_for(lambda: out.exists() and ok_lines(out)[:1], "the job to start")
@@ -50,12 +52,14 @@ def test_a_job_stopped_by_sigtstp_stays_stopped_by_sigtstp(procs, store, tmp_pat
     os.kill(child, signal.SIGTSTP)
     wait_for(lambda: ok_lines(out)[-1:] == [f"stopped {signal.SIGTSTP}"], "the shell to see the job stopped")
     checkpointer.checkpoint([proc.pid], store, "tstp", tree=True)
-    wait_for(lambda: len(ok_lines(out)) >= 4, "the shell to see the checkpoint's continue and stop")
-    assert ok_lines(out)[2:] == ["continued", f"stopped {signal.SIGTSTP}"]
+    wait_for(lambda: len(ok_lines(out)) >= 3 and ok_lines(out)[-1] == f"stopped {signal.SIGTSTP}",
+             "the shell to see the checkpoint's stop")
+    assert ok_lines(out)[2:] in (["continued", f"stopped {signal.SIGTSTP}"], [f"stopped {signal.SIGTSTP}"])
+    seen = len(ok_lines(out))
     procs.kill(proc)
     restored = checkpointer.restore(store, "tstp")
     procs.restored.append(restored)
-    wait_for(lambda: len(ok_lines(out)) >= 5, "the restored shell to see its job stopped")
-    assert ok_lines(out)[4:] == [f"stopped {signal.SIGTSTP}"]
+    wait_for(lambda: len(ok_lines(out)) > seen, "the restored shell to see its job stopped")
+    assert ok_lines(out)[seen:] == [f"stopped {signal.SIGTSTP}"]
     [restored_child] = [pid for pid in restored.pids if pid != restored.pids[0]]
     assert state_of(restored_child) == "T"
