@@ -51,7 +51,7 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 MAX_USER_MSS = 32767   # TCP_MAXSEG's upper bound (the kernel's MAX_TCP_WINDOW)
 NR_CONNECT = 42
 MAX_BUFFER_GROWTHS = 8
-QUEUE_READS = 20             # reads of a queue that keeps changing before giving up (_queue)
+QUEUE_READS = 20             # reads of a queue (or a pair) that keeps changing before giving up
 TCP_INFO_BYTES = 8      # tcpi_state ... tcpi_options, the window scales: the first bytes of tcp_info
 SOCK_DESTROY, NLM_F_ACK, INET_DIAG_ALL_STATES = 21, 4, 0xFFFFFFFF
 INET_DIAG_REQUEST = struct.Struct("=BBBBI")   # inet_diag_req_v2 before its socket id
@@ -90,8 +90,11 @@ def capture(pairs: list[tuple[socket.socket, socket.socket]], put_blob: BlobWrit
     return [None if pair is None else (_stored(pair[0], put_blob), _stored(pair[1], put_blob)) for pair in states]
 
 
-def _read_consistent(pair: tuple[socket.socket, socket.socket], attempts: int = 3) -> tuple[dict, dict] | None:
-    for _ in range(attempts):
+def _read_consistent(pair: tuple[socket.socket, socket.socket], attempts: int = QUEUE_READS,
+                     ) -> tuple[dict, dict] | None:
+    for attempt in range(attempts):
+        if attempt >= 2:           # segments still landing (see _queue): give them a moment
+            time.sleep(0.001)
         first, second = _read(pair[0]), _read(pair[1])
         if _agree(first, second) and _agree(second, first):
             return first, second
