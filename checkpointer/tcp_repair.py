@@ -267,8 +267,8 @@ def _put(sock: socket.socket, data: bytes, option: int, forced: int) -> None:
                 view = view[sock.send(view, socket.MSG_DONTWAIT):]
             return
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
-                raise
+            if exc.errno not in (errno.EAGAIN, errno.ENOMEM, errno.ENOBUFS):   # (a repaired receive
+                raise                                                          # queue's answer too)
         size = sock.getsockopt(socket.SOL_SOCKET, option)
         sock.setsockopt(socket.SOL_SOCKET, forced, size // 2 + max(len(view), size // 2))   # the kernel doubles it
     raise OSError(errno.ENOBUFS, f"{len(view)} queued bytes do not fit the socket's buffer")
