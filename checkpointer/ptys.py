@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import select
 import stat
@@ -184,9 +185,11 @@ def _give_input(master: int, slave: int, settings: bytes, input_: bytes) -> None
         fcntl.ioctl(slave, TCSETS, settings)
 
 
+@functools.cache
 def _may_feed_input() -> bool:
     """Whether we hold CAP_SYS_ADMIN, which TIOCSTI on a terminal other than our own needs:
-    without it, canonical input cannot be put back, so it is not taken out."""
+    without it, canonical input cannot be put back, so it is not taken out. (Read once: it
+    is asked for every line-mode pty at every checkpoint, inside the stop.)"""
     with open("/proc/self/status") as status:
         caps = next(line for line in status if line.startswith("CapEff:"))
     return bool(int(caps.split()[1], 16) >> CAP_SYS_ADMIN & 1)

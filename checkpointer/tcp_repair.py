@@ -35,7 +35,7 @@ import os
 import socket
 import struct
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from . import kernel, sockets
 
@@ -90,11 +90,19 @@ def capture(pairs: list[tuple[socket.socket, socket.socket]], put_blob: BlobWrit
     return [None if pair is None else (_stored(pair[0], put_blob), _stored(pair[1], put_blob)) for pair in states]
 
 
-def _read_consistent(pair: tuple[socket.socket, socket.socket], attempts: int = QUEUE_READS,
-                     ) -> tuple[dict, dict] | None:
+def _rereads(attempts: int = QUEUE_READS) -> Iterator[int]:
+    """The attempts at reading state the kernel may still be changing, each after the
+    second waiting a millisecond first: segments already on their way still land in a
+    receive queue in repair mode, later on a loaded machine (the loopback's softirq work
+    waits for a CPU; three immediate reads in a row failed under load)."""
     for attempt in range(attempts):
-        if attempt >= 2:           # segments still landing (see _queue): give them a moment
+        if attempt >= 2:
             time.sleep(0.001)
+        yield attempt
+
+
+def _read_consistent(pair: tuple[socket.socket, socket.socket]) -> tuple[dict, dict] | None:
+    for _ in _rereads():
         first, second = _read(pair[0]), _read(pair[1])
         if _agree(first, second) and _agree(second, first):
             return first, second
@@ -134,21 +142,16 @@ def _read(sock: socket.socket) -> dict:
     return state
 
 
-def _queue(sock: socket.socket, length_request: int, attempts: int = QUEUE_READS) -> tuple[int, bytes]:
+def _queue(sock: socket.socket, length_request: int) -> tuple[int, bytes]:
     """(sequence number after the last byte, the bytes) of the selected queue, read
-    again if the kernel changed it meanwhile (a peek: in repair mode even the send
-    queue). Segments already on their way still land in a receive queue in repair mode,
-    later on a loaded machine (the loopback's softirq work waits for a CPU): after two
-    reads that differ, each next one waits a millisecond first (three reads in a row
-    failed under load)."""
-    for attempt in range(attempts):
-        if attempt >= 2:
-            time.sleep(0.001)
+    again (_rereads) if the kernel changed it meanwhile (a peek: in repair mode even the
+    send queue)."""
+    for _ in _rereads():
         seq, size = _seq(sock), _ioctl(sock, length_request)
         data = sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_WAITALL) if size else b""
         if len(data) == size and (seq, size) == (_seq(sock), _ioctl(sock, length_request)):
             return seq, data
-    raise OSError(f"its queue kept changing while it was read ({attempts} times)")
+    raise OSError(f"its queue kept changing while it was read ({QUEUE_READS} times)")
 
 
 def _seq(sock: socket.socket) -> int:

@@ -173,6 +173,7 @@ def exited_at_once(settings: GroupSettings, status: int | None) -> str:
     return (f"{settings.argv[0]} exited at once with status {status if status is not None else '?'} "
             f"(see {settings.output}){said}")
 
+
 async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     """Start CMD in a new PID namespace with the mount as its working directory, or (mode
     "root", the root file system prepared by slsfs.rootfs) as its root in its own mount
