@@ -71,23 +71,32 @@ def start_redis(work: Path, mib: int) -> tuple[subprocess.Popen, int]:
     return server, port
 
 
+@contextmanager
+def seal_without_mount() -> Iterator[group_checkpoint.Seal]:
+    """A group checkpoint's seal for a process outside any mount: /proc syncfs()ed (nothing
+    to write back), a made-up files commit, store work done in the calling thread."""
+    no_mount = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield group_checkpoint.Seal(no_mount, lambda fn, *args: fn(*args), lambda: (0, ChunkId(bytes(16))))
+    finally:
+        os.close(no_mount)
+
+
 def checkpoints(pid: int, store: Store, count: int, hz: float) -> tuple[list[float], list[dict], list[int]]:
     """`count` checkpoints of `pid` as the daemon takes them: (stops, phases, pages) of each."""
     tracking = Incremental()
-    no_mount = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
     stops, phases, pages = [], [], []
     try:
-        for _ in range(count):
-            writer = ImageWriter(store, tracking.parent)
-            captured = group_checkpoint.take([pid], no_mount, writer, lambda fn, *args: fn(*args),
-                                             lambda: (0, ChunkId(bytes(16))), tracking)
-            tracking.parent = trio.run(captured.write)
-            stops.append(captured.stop_ms)
-            phases.append(captured.stop_phases_ms)
-            pages.append(writer.pages)
-            time.sleep(1 / hz)
+        with seal_without_mount() as seal:
+            for _ in range(count):
+                writer = ImageWriter(store, tracking.parent)
+                captured = group_checkpoint.take([pid], seal, writer, tracking)
+                tracking.parent = trio.run(captured.write)
+                stops.append(captured.stop_ms)
+                phases.append(captured.stop_phases_ms)
+                pages.append(writer.pages)
+                time.sleep(1 / hz)
     finally:
-        os.close(no_mount)
         tracking.close()
     return stops[WARM_UP:], phases[WARM_UP:], pages[WARM_UP:]
 

@@ -29,17 +29,16 @@ import trio  # noqa: E402
 
 from checkpointer.image import ImageWriter  # noqa: E402
 from checkpointer.incremental import Incremental  # noqa: E402
-from objectstore import ChunkId, Store  # noqa: E402
+from objectstore import Store  # noqa: E402
 from slsfs import group_checkpoint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from redis_stop import WARM_UP, arguments, redis_under_benchmark  # noqa: E402
+from redis_stop import WARM_UP, arguments, redis_under_benchmark, seal_without_mount  # noqa: E402
 
 
 def checkpoints(pid: int, store: Store, count: int, hz: float) -> dict[str, list[float]]:
     """`count` checkpoints of `pid`, each written and made durable: the cost of each step."""
     tracking = Incremental()
-    no_mount = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
     costs: dict[str, list[float]] = {"write_cpu": [], "write_wall": [], "finish_cpu": [], "barrier_cpu": [], "pages": []}
     finish = ImageWriter.finish
 
@@ -51,23 +50,22 @@ def checkpoints(pid: int, store: Store, count: int, hz: float) -> dict[str, list
             costs["finish_cpu"].append((time.process_time() - started) * 1000)
     ImageWriter.finish = timed_finish
     try:
-        for _ in range(count):
-            writer = ImageWriter(store, tracking.parent)
-            captured = group_checkpoint.take([pid], no_mount, writer, lambda fn, *args: fn(*args),
-                                             lambda: (0, ChunkId(bytes(16))), tracking)
-            wall, cpu = time.perf_counter(), time.process_time()
-            tracking.parent = trio.run(captured.write)
-            costs["write_wall"].append((time.perf_counter() - wall) * 1000)
-            costs["write_cpu"].append((time.process_time() - cpu) * 1000)
-            cpu = time.process_time()
-            store.commit("checkpoint", durable=False)
-            store.barrier()
-            costs["barrier_cpu"].append((time.process_time() - cpu) * 1000)
-            costs["pages"].append(writer.pages)
-            time.sleep(1 / hz)
+        with seal_without_mount() as seal:
+            for _ in range(count):
+                writer = ImageWriter(store, tracking.parent)
+                captured = group_checkpoint.take([pid], seal, writer, tracking)
+                wall, cpu = time.perf_counter(), time.process_time()
+                tracking.parent = trio.run(captured.write)
+                costs["write_wall"].append((time.perf_counter() - wall) * 1000)
+                costs["write_cpu"].append((time.process_time() - cpu) * 1000)
+                cpu = time.process_time()
+                store.commit("checkpoint", durable=False)
+                store.barrier()
+                costs["barrier_cpu"].append((time.process_time() - cpu) * 1000)
+                costs["pages"].append(writer.pages)
+                time.sleep(1 / hz)
     finally:
         ImageWriter.finish = finish
-        os.close(no_mount)
         tracking.close()
     return {name: values[WARM_UP:] for name, values in costs.items()}
 

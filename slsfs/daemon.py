@@ -137,10 +137,9 @@ class Daemon:
             started = time.perf_counter()
             try:
                 writer = ImageWriter(self.store, group.tracking.parent)
-                captured = await self.tracer.run(group_checkpoint.take, group.pids, self.mount_fd, writer,
-                                                 self.tracer.in_trio, lambda: self._commit_files(group),
-                                                 group.tracking, self.flusher.syncfs,
-                                                 self.fs.syncfs_needed, self._files_unchanged)
+                seal = group_checkpoint.Seal(self.mount_fd, self.tracer.in_trio, lambda: self._commit_files(group),
+                                             self.flusher.syncfs, self.fs.syncfs_needed, self._files_unchanged)
+                captured = await self.tracer.run(group_checkpoint.take, group.pids, seal, writer, group.tracking)
                 image = await captured.write()
                 pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
                 groups.save(self.store, GroupCheckpoint(group.settings, group.seq + 1, time.time(), image,

@@ -5,13 +5,13 @@ thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile:
 
   1. freeze every task of the group's process tree (ptrace);
   2. syncfs the mount (the kernel writes back dirty pages; the trio thread answers),
-     unless no file of it can hold writes in the kernel (`_seal`);
+     unless no file of it can hold writes in the kernel (`Seal`);
   3. seal the file system and commit it (not yet durable): this "files" commit holds
      the file system of the frozen instant, so `.sls/checkpoints/<id>/fs` shows it;
   4. capture the processes: metadata, and memory pages and blobs (pipe contents)
      copied into this process; the parts of the previous image that are gone are noted
      (dropped by write(): the image belongs to the trio thread);
-  5. thaw, once 2-3 (run by a second thread, `_seal`, while this one does 4) are done.
+  5. thaw, once 2-3 (run by a second thread, `Seal`, while this one does 4) are done.
 Then `Captured.write()` (trio thread, application running) turns the copied pages into
 an image, names it with the files commit's volume root in the `grp/<name>` record, and
 commits; the caller makes both commits durable with one fsync. A crash before that
@@ -135,25 +135,37 @@ _SEALER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsfs-seal")
 FilesCommit = tuple[int, ChunkId]     # (commit id, volume root): the file system of the frozen instant
 
 
-def _seal(mount_fd: int, sync_through: Callable[[], None] | None, in_trio: InTrio,
-          commit_files: Callable[[], FilesCommit], syncfs_needed: Callable[[], bool] | None,
-          files_unchanged: Callable[[], FilesCommit | None] | None,
-          ) -> tuple[FilesCommit, dict[str, float]]:
-    """Steps 2 and 3 (the group frozen): syncfs, then the files commit; with the time each
-    took (recorded by the tracer thread as the phases "syncfs" and "files_commit", which
-    overlap the capture's: the stop waits for what is left of them as "seal_wait"). The
-    syncfs is left out when `syncfs_needed()` says the kernel holds nothing to write back
-    (mount.FileSystem.syncfs_needed: no file of the mount open for writing, none opened
-    since the last syncfs); no request of a frozen task can be in flight either (a task
-    stops only once the daemon answered it). The files commit is an existing one when
-    `files_unchanged()` (asked here, after the syncfs) names one that holds the file
-    system as it is: no trip to the trio thread then (a group that writes no file)."""
-    started = time.perf_counter()
-    if syncfs_needed is None or syncfs_needed():
-        syncfs(mount_fd, sync_through)
-    synced = time.perf_counter()
-    committed = (files_unchanged and files_unchanged()) or in_trio(commit_files)
-    return committed, {"syncfs": (synced - started) * 1000, "files_commit": (time.perf_counter() - synced) * 1000}
+@dataclass(frozen=True)
+class Seal:
+    """Steps 2 and 3 of a group checkpoint (the group frozen), as the daemon does them:
+    syncfs `mount_fd` (through `sync_through`, see syncfs), then commit the files
+    (`commit_files()`, in the trio thread through `in_trio`: (commit id, volume root)).
+    The syncfs is left out when `syncfs_needed()` says the kernel holds nothing to write
+    back (mount.FileSystem.syncfs_needed: no file of the mount open for writing, none
+    opened since the last syncfs); no request of a frozen task can be in flight either
+    (a task stops only once the daemon answered it). The files commit is an existing one
+    when `files_unchanged()` (asked after the syncfs) names one that holds the file
+    system as it is: no trip to the trio thread then (a group that writes no file).
+    None for either: always do it."""
+
+    mount_fd: int
+    in_trio: InTrio
+    commit_files: Callable[[], FilesCommit]
+    sync_through: Callable[[], None] | None = None
+    syncfs_needed: Callable[[], bool] | None = None
+    files_unchanged: Callable[[], FilesCommit | None] | None = None
+
+    def __call__(self) -> tuple[FilesCommit, dict[str, float]]:
+        """The files commit, with the time each step took (recorded by the tracer thread
+        as the phases "syncfs" and "files_commit", which overlap the capture's: the stop
+        waits for what is left of them as "seal_wait")."""
+        started = time.perf_counter()
+        if self.syncfs_needed is None or self.syncfs_needed():
+            syncfs(self.mount_fd, self.sync_through)
+        synced = time.perf_counter()
+        committed = (self.files_unchanged and self.files_unchanged()) or self.in_trio(self.commit_files)
+        return committed, {"syncfs": (synced - started) * 1000,
+                           "files_commit": (time.perf_counter() - synced) * 1000}
 
 
 # One group's write tracking between its checkpoints (tracer thread for everything but
@@ -197,20 +209,14 @@ class Captured:
         return self.writer.finish(self.processes, self.files)
 
 
-def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
-         commit_files: Callable[[], FilesCommit], tracking: PageTracking,
-         sync_through: Callable[[], None] | None = None,
-         syncfs_needed: Callable[[], bool] | None = None,
-         files_unchanged: Callable[[], FilesCommit | None] | None = None) -> Captured:
+def take(pids: list[int], seal: Seal, writer: ImageWriter, tracking: PageTracking) -> Captured:
     """Steps 1-5 above, into `writer` (made in the trio thread before the stop, on the
-    previous image `tracking.parent`). `commit_files()` seals and commits the file system
-    in the trio thread and returns (commit id, volume root); it is the only trip to the
-    trio thread inside the stop (each costs a thread hand-off: a millisecond or more on a
-    busy machine). The pages written since the previous checkpoint are copied first, the
-    processes running (`tracking.precopy()`): the stop copies only those written again
-    since. `sync_through`: how the mount is syncfs()ed (see syncfs). On any error the
-    caller resets `tracking`. `syncfs_needed`: whether the syncfs is needed (see _seal;
-    None: always); `files_unchanged`: an existing files commit to name instead (see _seal)."""
+    previous image `tracking.parent`). `seal` (steps 2-3) runs in a second thread during
+    the capture; its files commit is the only trip to the trio thread inside the stop
+    (each costs a thread hand-off: a millisecond or more on a busy machine). The pages
+    written since the previous checkpoint are copied first, the processes running
+    (`tracking.precopy()`): the stop copies only those written again since. On any error
+    the caller resets `tracking`."""
     pages: list[tuple[int, int, bytes]] = []
     blobs: list[bytes] = []
     clears: list[tuple[int, int, int]] = []      # the parent image's pages to drop, in write()
@@ -231,8 +237,7 @@ def take(pids: list[int], mount_fd: int, writer: ImageWriter, in_trio: InTrio,
         started = time.perf_counter()
         try:
             with freeze(pids, tree=True) as frozen:
-                sealing = _SEALER.submit(_seal, mount_fd, sync_through, in_trio, commit_files, syncfs_needed,
-                                         files_unchanged)
+                sealing = _SEALER.submit(seal)
                 try:
                     with phase("page_selection"):
                         ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"])

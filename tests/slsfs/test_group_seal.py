@@ -2,7 +2,7 @@
 
 The stop syncfs()es the mount only when a file of it can be written or was opened for
 writing since the last syncfs (mount.FileSystem.syncfs_needed), and does it beside the
-capture of the processes (slsfs.group_checkpoint._seal). The target
+capture of the processes (slsfs.group_checkpoint.Seal). The target
 (targets/seal_counter.c) keeps a counter in memory and in a file of the mount without an
 fd kept open: through a shared writable mapping (the kernel holds the dirty page, only the
 mapping holds the file open), or opening and closing the file at each step. After each
