@@ -354,8 +354,8 @@ class FileCapture:
 
     def _repair_tcp_pairs(self) -> None:
         """Read the repair state (tcp_repair.py) of the established TCP connections whose
-        two ends are in the image: state `established`. Without CAP_NET_ADMIN they stay
-        `closed`."""
+        two ends are in the image: state `established`. Without CAP_NET_ADMIN, or when one
+        could not be read consistently, they stay `closed`, with why (`closed_because`)."""
         ends = {connection_ends(f): f for f in self.files if f["kind"] == "socket" and f["state"] == "closed"
                 and f["family"] != "unix" and f["address"] and f["peer"]}
         pairs = [(f, ends[key[::-1]]) for key, f in ends.items() if key < key[::-1] and key[::-1] in ends]
@@ -372,10 +372,16 @@ class FileCapture:
                     chosen.append((records, socks))
             try:
                 states = tcp_repair.capture([socks for _, socks in chosen], self.put_blob)
-            except OSError:   # no CAP_NET_ADMIN; or a queue that kept changing: they stay `closed`
-                return
+            except OSError as e:
+                why = ("reading a TCP connection's state needs CAP_NET_ADMIN" if e.errno == errno.EPERM
+                       else f"its state could not be read ({e.strerror or e})")
+                states = [why] * len(chosen)
         for (records, _), pair in zip(chosen, states):
-            for record, state in zip(records, pair or ()):
+            if isinstance(pair, str):       # they stay `closed`: the restore's warning says why
+                for record in records:
+                    record["closed_because"] = pair
+                continue
+            for record, state in zip(records, pair):
                 record.update(state="established", tcp=state)
 
     def _kept_contents(self, pid: int, info: procfs.FdInfo, st: os.stat_result) -> dict:

@@ -181,7 +181,7 @@ def warning(record: dict, owner: str) -> str | None:
     where = _show(record["address"], record["family"])
     if record["state"] == "closed":
         return (f"{owner}: the {record['family']} {record['type']} connection {show(record)} is restored "
-                "closed (its peer cannot follow)")
+                f"closed ({record.get('closed_because', 'its peer cannot follow')})")
     if record["dropped"] and record["state"] == "listen":
         return f"{owner}: {record['dropped']} connection(s) not yet accepted on {where} were dropped"
     if record["dropped"]:

@@ -18,8 +18,9 @@ are established; urgent data and the congestion state are not kept (the kernel s
 new slow start); bytes one end has sent that the other had received but not yet
 acknowledged are sent again by the kernel after its retransmission timeout (a pause of
 ~200 ms on that connection, and rare); a connection whose ends kept moving bytes while
-being read (three times) comes back closed; CAP_NET_ADMIN is needed (root): without it
-connections come back closed. A restored end's buffers are the original's sizes, fixed (no
+being read (QUEUE_READS times, within READ_BUDGET_S for all of a checkpoint's connections)
+comes back closed, with the reason in its record (`closed_because`, which the restore's
+warning names); CAP_NET_ADMIN is needed (root): without it connections come back closed. A restored end's buffers are the original's sizes, fixed (no
 more autotuning), or larger if its queued bytes need it; its segments are at most 32767
 bytes (loopback's were up to 65483). The ends a killed original left closing on the same
 address pairs are destroyed first (`clear_leftovers`); an end whose other end could not be
@@ -35,7 +36,7 @@ import os
 import socket
 import struct
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from . import kernel, sockets
 
@@ -51,7 +52,9 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 MAX_USER_MSS = 32767   # TCP_MAXSEG's upper bound (the kernel's MAX_TCP_WINDOW)
 NR_CONNECT = 42
 MAX_BUFFER_GROWTHS = 8
-QUEUE_READS = 20             # reads of a queue (or a pair) that keeps changing before giving up
+QUEUE_READS = 20             # reads of a pair whose queues keep changing before giving up
+READ_BUDGET_S = 0.05         # the time a checkpoint's stop may spend reading connections again
+UNSETTLED = "its bytes were still moving after {reads} reads of its state"
 TCP_INFO_BYTES = 8      # tcpi_state ... tcpi_options, the window scales: the first bytes of tcp_info
 SOCK_DESTROY, NLM_F_ACK, INET_DIAG_ALL_STATES = 21, 4, 0xFFFFFFFF
 INET_DIAG_REQUEST = struct.Struct("=BBBBI")   # inet_diag_req_v2 before its socket id
@@ -67,46 +70,52 @@ def established(sock: socket.socket) -> bool:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)[0] == TCP_ESTABLISHED
 
 
-def capture(pairs: list[tuple[socket.socket, socket.socket]], put_blob: BlobWriter) -> list[tuple[dict, dict] | None]:
-    """The repair states of the two ends of each connection (None: the connection could
-    not be read consistently), read in repair mode, which they then leave without a window
-    probe and with their own SO_REUSEADDR back (repair mode overrides it), as if nothing
-    had happened. Their processes are frozen, but the kernel may still move bytes between
-    the two reads of a pair: a pair is read again when one end's state holds bytes as
-    acknowledged that the other end's state has not received. Raises OSError (EPERM
-    without CAP_NET_ADMIN)."""
+def capture(pairs: list[tuple[socket.socket, socket.socket]], put_blob: BlobWriter) -> list[tuple[dict, dict] | str]:
+    """The repair states of the two ends of each connection (or, for one that could not be
+    read consistently, why: UNSETTLED), read in repair mode, which they then leave without
+    a window probe and with their own SO_REUSEADDR back (repair mode overrides it), as if
+    nothing had happened. Their processes are frozen, but the kernel may still move bytes
+    between two reads: a pair is read again when a queue changed while it was read, or
+    when one end's state holds bytes as acknowledged that the other end's state has not
+    received; the first two reads at once, then a millisecond apart while the stop's
+    READ_BUDGET_S lasts. Raises OSError (EPERM without CAP_NET_ADMIN)."""
     entered: list[tuple[socket.socket, int]] = []
+    deadline = time.monotonic() + READ_BUDGET_S
     try:
         for sock in (sock for pair in pairs for sock in pair):
             reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
             sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_ON)
             entered.append((sock, reuse))
-        states = [_read_consistent(pair) for pair in pairs]
+        states = [_read_consistent(pair, deadline) for pair in pairs]
     finally:
         for sock, reuse in entered:
             sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
             sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF_NO_WINDOW_PROBE)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
-    return [None if pair is None else (_stored(pair[0], put_blob), _stored(pair[1], put_blob)) for pair in states]
+    return [pair if isinstance(pair, str) else (_stored(pair[0], put_blob), _stored(pair[1], put_blob))
+            for pair in states]
 
 
-def _rereads(attempts: int = QUEUE_READS) -> Iterator[int]:
-    """The attempts at reading state the kernel may still be changing, each after the
-    second waiting a millisecond first: segments already on their way still land in a
-    receive queue in repair mode, later on a loaded machine (the loopback's softirq work
-    waits for a CPU; three immediate reads in a row failed under load)."""
-    for attempt in range(attempts):
-        if attempt >= 2:
+class _Moved(Exception):
+    """A queue changed while it was read."""
+
+
+def _read_consistent(pair: tuple[socket.socket, socket.socket], deadline: float) -> tuple[dict, dict] | str:
+    """Both ends' states, read until they agree (segments already on their way still land
+    in a receive queue in repair mode, later on a loaded machine: the loopback's softirq
+    work waits for a CPU), or UNSETTLED."""
+    reads = 0
+    while reads < 2 or (reads < QUEUE_READS and time.monotonic() < deadline):
+        if reads >= 2:
             time.sleep(0.001)
-        yield attempt
-
-
-def _read_consistent(pair: tuple[socket.socket, socket.socket]) -> tuple[dict, dict] | None:
-    for _ in _rereads():
-        first, second = _read(pair[0]), _read(pair[1])
+        reads += 1
+        try:
+            first, second = _read(pair[0]), _read(pair[1])
+        except _Moved:
+            continue
         if _agree(first, second) and _agree(second, first):
             return first, second
-    return None
+    return UNSETTLED.format(reads=reads)
 
 
 def _agree(sender: dict, receiver: dict) -> bool:
@@ -143,15 +152,13 @@ def _read(sock: socket.socket) -> dict:
 
 
 def _queue(sock: socket.socket, length_request: int) -> tuple[int, bytes]:
-    """(sequence number after the last byte, the bytes) of the selected queue, read
-    again (_rereads) if the kernel changed it meanwhile (a peek: in repair mode even the
-    send queue)."""
-    for _ in _rereads():
-        seq, size = _seq(sock), _ioctl(sock, length_request)
-        data = sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_WAITALL) if size else b""
-        if len(data) == size and (seq, size) == (_seq(sock), _ioctl(sock, length_request)):
-            return seq, data
-    raise OSError(f"its queue kept changing while it was read ({QUEUE_READS} times)")
+    """(sequence number after the last byte, the bytes) of the selected queue (a peek: in
+    repair mode even the send queue); _Moved if the kernel changed it meanwhile."""
+    seq, size = _seq(sock), _ioctl(sock, length_request)
+    data = sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_WAITALL) if size else b""
+    if len(data) == size and (seq, size) == (_seq(sock), _ioctl(sock, length_request)):
+        return seq, data
+    raise _Moved
 
 
 def _seq(sock: socket.socket) -> int:

@@ -71,3 +71,34 @@ def test_a_copy_restored_beside_the_running_original_gets_its_connection_closed(
     finally:
         procs.kill(proc)
         subreaper(children)
+
+
+def test_a_connection_that_cannot_be_read_consistently_comes_back_closed_saying_why(
+        procs, store, tmp_path, subreaper, monkeypatch):
+    """Bytes that keep moving between the reads of a connection's two ends (segments still
+    landing on a loaded machine; simulated here: the ends never agree) give up after a
+    bounded number of reads (the application is frozen meanwhile), and the restore's
+    warning says why the connection is closed, instead of "its peer cannot follow"."""
+    from checkpointer import tcp_repair
+    reads = []
+    read = tcp_repair._read
+    monkeypatch.setattr(tcp_repair, "_read", lambda sock: reads.append(sock) or read(sock))
+    monkeypatch.setattr(tcp_repair, "_agree", lambda sender, receiver: False)
+    out = tmp_path / "tcp.out"
+    proc = procs.start([sys.executable, str(TARGET), str(out)])
+    children = []
+    try:
+        wait_for(lambda: progress(out) > 10_000, "the stream to flow")
+        children = children_of(proc.pid)
+        checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
+    finally:
+        procs.kill(proc)
+        subreaper(children)
+    assert 4 <= len(reads) <= 2 * tcp_repair.QUEUE_READS, len(reads)
+    connections = [f for f in checkpointer.load_image(store, "tcp").meta["files"]
+                   if f["kind"] == "socket" and f["type"] == "stream" and f["peer"]]
+    assert [f["state"] for f in connections] == ["closed", "closed"], connections
+    restored = checkpointer.restore(store, "tcp")
+    procs.restored.append(restored)
+    closed = [w for w in restored.warnings if "restored closed" in w]
+    assert len(closed) == 2 and all("still moving" in w for w in closed), restored.warnings
