@@ -259,7 +259,8 @@ class Daemon:
             raise
         self._adopt(group)
         return {"group": group.name, "pids": group.pids, "checkpoint": commit,
-                "mountpoint": self.mountpoint, "output": settings.output}
+                "mountpoint": self.mountpoint, "output": settings.output,
+                "shares_volume_with": self._sharing_volume(group.name)}
 
     async def persist(self, pid: int, name: str, hz: float) -> dict:
         """Adopt an already running process tree as a new group (checkpointed from now on)."""
@@ -274,7 +275,14 @@ class Daemon:
         group = RunningGroup(settings, [pid], None)
         commit = await self.checkpoint_retrying(group, "persist")
         self._adopt(group)
-        return {"group": name, "pids": [pid], "checkpoint": commit}
+        return {"group": name, "pids": [pid], "checkpoint": commit, "shares_volume_with": self._sharing_volume(name)}
+
+    def _sharing_volume(self, name: str) -> list[str]:
+        """The other checkpointed groups running on this volume: after a crash only one of
+        them can come back at its checkpoint (restoring one puts the volume's files back to
+        its instant, and the others' checkpoints are of other instants)."""
+        return sorted(other for other, group in self.groups.items()
+                      if other != name and group.settings.hz > 0 and group.alive())
 
     async def restore_group(self, record: GroupCheckpoint, commit_id: int | None) -> RunningGroup:
         """Restore the group's processes; paths under its old mount point (and its output

@@ -375,7 +375,17 @@ def cmd_run(args) -> int:
     _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
                         f"{reply['mountpoint']}, checkpointed {args.hz:g}x a second (first checkpoint "
                         f"{reply['checkpoint']}); output in {reply['output']}")
+    _warn_shared_volume(store, reply)
     return 0
+
+
+def _warn_shared_volume(store: str, reply: dict) -> None:
+    """Say so when the new group shares the store's volume with other running groups."""
+    if others := reply.get("shares_volume_with"):
+        print(f"sls: note: group {reply['group']} shares {store}'s volume with {', '.join(others)}: after a "
+              "crash only one of them can be restored from its checkpoint (a restore puts the volume's "
+              "files back to its instant); run applications that must all survive a crash in stores "
+              "of their own", file=sys.stderr)
 
 
 def _has_checkpoint(store: str, name: str, status: dict | None) -> bool:
@@ -400,6 +410,7 @@ def cmd_persist(args) -> int:
     reply = ask(store, "persist", pid=args.pid, name=args.name or f"pid-{args.pid}", hz=args.hz)
     _print(args, reply, f"group {reply['group']}: pid {args.pid} is checkpointed {args.hz:g}x a second "
                         f"(first checkpoint {reply['checkpoint']})")
+    _warn_shared_volume(store, reply)
     return 0
 
 

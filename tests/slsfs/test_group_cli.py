@@ -133,8 +133,10 @@ def test_umount_of_a_group_mount_names_the_groups_and_stops_the_daemon(group_sto
     once they have stopped it unmounts (it failed with EBUSY: the daemon holds the mount's
     root)."""
     store = group_store
-    for name in ("a", "b"):
-        store.sls("run", "--store", str(store.path), "--name", name, "--", "sleep", "600")
+    started = [store.sls("run", "--store", str(store.path), "--name", name, "--", "sleep", "600").stderr
+               for name in ("a", "b")]
+    # the second is told that a crash brings back only one of them (a restore resets the volume)
+    assert "shares" not in started[0] and "shares" in started[1] and "with a:" in started[1], started
     refused = store.sls("umount", str(store.mnt), check=False)
     assert refused.returncode == 1 and "persistence groups run in" in refused.stderr, refused.stderr
     assert "(a, b)" in refused.stderr and "sls stop --store" in refused.stderr, refused.stderr
