@@ -23,7 +23,7 @@ import struct
 import time
 from typing import Iterable, Iterator
 
-from . import kernel, posix_timers, procfs, removed_dirs, sysv_shm
+from . import aio, kernel, posix_timers, procfs, removed_dirs, sysv_shm
 from .errors import CheckpointError
 from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
@@ -312,6 +312,9 @@ class ProcessBuilder:
                 if prot != _prot("rw-" if "w" in vma["prot"] else "r--"):
                     self.inj.check(NR["mprotect"], vma["start"], size, prot, what="mprotect (SysV segment)")
                 continue
+            if kind == "aio":      # a placeholder, that the context's ring replaces (aio.recreate)
+                maps.append((vma, size, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, None))
+                continue
             if kind == "file":
                 if "posix_shm" in vma:                 # gone after a reboot: made again
                     files.posix_shm(vma["posix_shm"])
@@ -354,6 +357,7 @@ class ProcessBuilder:
                 mapping.add(NR["mlock2"], vma["start"], size, MLOCK_ONFAULT if "lockonfault" in flags else 0,
                             what=f"mlock2({vma['start']:#x}, {size})")
         mapping.run()
+        aio.recreate(self.inj, self.meta["vmas"])
 
     def _check_code_files(self, maps: list, fds: dict[tuple[str, int], int]) -> None:
         """Refuse to map a program or library that is not the file the checkpoint mapped

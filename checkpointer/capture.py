@@ -27,7 +27,7 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import kernel, lazy, posix_timers, procfs, ptys
+from . import aio, kernel, lazy, posix_timers, procfs, ptys
 from .batch import OUT, Call, SyscallBatch
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .files import POSIX_SHM_DIR, FileCapture
@@ -53,7 +53,7 @@ RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.start
 def saved_ranges(pid: int, vma: procfs.Vma) -> procfs.PageRanges | None:
     """The pages of a VMA a full image holds (None: none, its contents are elsewhere)."""
     kind = vma_kind(vma)
-    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall"):
+    if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall", "aio"):
         return None
     if kind in ("shared_anon", "sysv_shm") or (kind in ("file", "memfd") and vma.shared):
         procfs.check_no_guard_pages(pid, vma)
@@ -119,6 +119,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["stop_signal"] = proc.stop_signal   # version 9
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
+        aio.refuse_direct_io(pid, meta["vmas"], [files.files[record["file"]] for record in meta["fds"]])
         if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(stat_fields)):
             meta["ctty"] = ctty
     with phase("signals_threads_injected"):
@@ -168,6 +169,8 @@ def _scheduling(pid: int, stat_fields: list[str]) -> list[int]:
 def vma_kind(vma: procfs.Vma) -> str:
     if vma.special:
         return vma.path.strip("[]")
+    if aio.is_ring(vma):
+        return "aio"
     if vma.path.startswith("/memfd:"):
         return "memfd"
     if vma.path.startswith("/SYSV"):
@@ -242,11 +245,10 @@ KEPT_VM_FLAGS = {"wf": "wipeonfork", "dc": "dontfork", "dp": "droppable", "lo": 
 
 
 def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
-    if vma.path.startswith("/[aio]"):
-        raise Unsupported(f"process {pid}, mapping {vma.start:#x}: an AIO context (io_setup, libaio; a "
-                          "database's native asynchronous I/O) cannot be checkpointed; turn it off in the "
-                          "program (InnoDB: innodb_use_native_aio=0)")
     kind = vma_kind(vma)
+    if kind == "aio":   # version 13: made again from its record, nothing of it in the pages
+        return {"start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": True, "offset": 0,
+                "path": vma.path, "kind": kind, "growsdown": False, "aio": aio.ring_record(pid, vma)}
     path = _linked_path(vma) if kind == "file" and vma.path.endswith(procfs.DELETED) else vma.path
     meta = {
         "start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": vma.shared,
