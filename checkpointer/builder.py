@@ -49,6 +49,7 @@ O_RDONLY, O_RDWR = 0, 2
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
 PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_SET_PDEATHSIG = 8, 24, 47, 2, 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_THP_DISABLE = 41
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
@@ -401,6 +402,8 @@ class ProcessBuilder:
         self.inj.call(NR["personality"], self.meta["personality"])
         if self.meta.get("child_subreaper"):           # version 5, as the one below
             self.inj.check(NR["prctl"], PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, what="PR_SET_CHILD_SUBREAPER")
+        if self.meta.get("thp_disabled"):              # version 13
+            self.inj.check(NR["prctl"], PR_SET_THP_DISABLE, 1, 0, 0, 0, what="PR_SET_THP_DISABLE")
         for command in kernel.MEMBARRIER_REGISTER_COMMANDS:    # version 8
             if self.meta.get("membarrier", 0) & command:
                 self.inj.check(NR["membarrier"], command, 0, 0, what=f"membarrier(register {command:#x})")

@@ -108,6 +108,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "umask": int(status.get("Umask", "022"), 8),
             "personality": int(open(f"/proc/{pid}/personality").read(), 16),
             "oom_score_adj": int(open(f"/proc/{pid}/oom_score_adj").read()),
+            "thp_disabled": status.get("THP_enabled") == "0",   # version 13: prctl(PR_SET_THP_DISABLE)
             "sched": _scheduling(pid, stat_fields),
             "rlimits": {name: list(limits[num]) for name, num in sorted(RLIMITS.items())},
             "mm": procfs.mm_layout(pid, stat_fields),
