@@ -11,9 +11,9 @@ A mapping of a deleted file (a POSIX semaphore, sem_open()ed then unlinked, as P
 multiprocessing does; a temporary file mapped then removed) is recorded like a memfd: its
 contents go in the image and it comes back as a memfd that every process mapping it
 shares. Simplifications (refused with a clear Unsupported error, never dropped): SysV shared
-memory, seccomp strict mode; seccomp filters are taken from the main thread; a deleted file
-on disk that is both mapped and open comes back as two copies (the mapping's memfd and the
-fd's unlinked file).
+memory, seccomp strict mode; seccomp filters are taken from the main thread. A deleted file
+on disk that is both mapped and open comes back as one file (files.py): the mapping's memfd
+when a mapping of it was recorded first (its fds reopen that memfd), else the fd's unlinked file.
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ connection with both ends in the image keeps its state: tcp_repair.py), `memfd` 
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
 interval), `epoll` (its watches, re-added in the process that registered them once its
 fds exist), and `deleted` (a regular file unlinked while open: its bytes go into the
-image, restore makes an O_TMPFILE).
+image, restore makes an O_TMPFILE; one that is mapped too is one record with its mappings,
+so that writes through either show in the other).
 Why: pipes and shared offsets between parent and child are how process trees talk.
 
 Simplifications: raw/packet/netlink sockets, unlinked FIFOs, inotify and other devices are
@@ -201,6 +202,8 @@ class FileCapture:
         for record in self.files:
             if record["kind"] == "memfd" and record["inode"] == inode and record["target"] == path:
                 return record["id"]
+        if path.endswith(procfs.DELETED) and (held := self._open_deleted(inode, path)) is not None:
+            return held     # a deleted file an fd holds too: mapped from that one file (one page cache)
 
         def read_whole(piece: int = SPARSE_READ_PIECE) -> list[list[str]]:
             pieces = _read_sparse(source, piece)
@@ -431,9 +434,22 @@ class FileCapture:
         inode = (st.st_dev, st.st_ino)
         if inode in self._deleted_ids:
             return {"kind": "deleted", "same_as": self._deleted_ids[inode]}
+        mapped = [r["id"] for r in self.files if r["kind"] == "memfd" and r["inode"] == st.st_ino
+                  and r["target"] == info.target]
+        if mapped:      # mapped too (and recorded first): the fd is the mapping's file, so that writes
+            self._deleted_ids[inode] = mapped[0]    # through it show in the mapping, as they did
+            return {"kind": "deleted", "same_as": mapped[0]}
         self._deleted_ids[inode] = len(self.files)       # the id _file_of gives this record
         return {"kind": "deleted", "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
                 "times_ns": [st.st_atime_ns, st.st_mtime_ns], "data": self._deleted_contents(pid, info)}
+
+    def _open_deleted(self, inode: int, path: str) -> int | None:
+        """The id of the record of the unlinked file `path` (inode number `inode`) an fd
+        holds, if one was recorded."""
+        for (_, ino), file_id in self._deleted_ids.items():
+            if ino == inode and self.files[file_id].get("target") == path:
+                return file_id
+        return None
 
     def _deleted_contents(self, pid: int, info: procfs.FdInfo) -> list[str]:
         pieces = _read_sparse(f"/proc/{pid}/fd/{info.fd}")
