@@ -357,7 +357,8 @@ class FileRestorer:
             mask = inj.put(struct.pack("Q", record["sigmask"]))
             fd = inj.check(_NR_SIGNALFD4, -1, mask, 8, record["flags"] & O_NONBLOCK, what="signalfd4")
         elif kind == "inotify":
-            fd = inotify.make(inj, record, self.remap, self.warnings, ns_pid)
+            fd = inotify.make(inj, record, self.remap, self.warnings, ns_pid,
+                              lambda file_id: self.local_fd(builder, file_id, base))
         elif kind == "pidfd":
             fd = self._make_pidfd(builder, record)
         elif kind == "deleted" and "same_as" in record:     # another open file description of it

@@ -315,7 +315,8 @@ class FileCapture:
     def check_peers(self) -> None:
         """A socket pair end whose peer is outside the image comes back as a closed
         connection; a TCP connection whose two ends are in the image keeps its state; a
-        /proc file of a process outside the image is reopened by its path."""
+        /proc file of a process outside the image is reopened by its path; an inotify watch
+        of an unlinked file names the record of the fd that holds it."""
         for f in self.files:
             if f["kind"] != "procfs":
                 continue
@@ -323,6 +324,9 @@ class FileCapture:
             if host is not None and host not in self._captured:
                 f["kind"] = "file"
                 del f["pid"], f["rest"]
+        for f in self.files:
+            if f["kind"] == "inotify":
+                inotify.resolve_unlinked(f, self._deleted_ids)
         self._reconnect_pending()
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:

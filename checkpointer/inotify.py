@@ -11,9 +11,14 @@ kernel hands descriptors out in increasing order, so a watch whose descriptor is
 the next one is added and removed until it is; the IN_IGNORED events those removals
 queue are read away before the process runs again.
 
+A watched file that was unlinked while a process of the image holds it open (a log file
+rotated away under `tail -f`, a temporary file): the watch names that open file's record
+(`resolve_unlinked`, once every fd is recorded) and is added again through the restored fd
+(/proc/self/fd/N), so it watches the file the program still writes.
+
 Simplifications: events queued at checkpoint time are not kept (a warning at restore
-says how many bytes were lost); a watched inode without a path (deleted) cannot be
-checkpointed.
+says how many bytes were lost); a watched inode without a path that no process of the
+image holds open (deleted, or only mapped) cannot be checkpointed.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import re
 import struct
 import termios
 from fcntl import ioctl
+from typing import Callable
 
 from . import kernel
 from .errors import CheckpointError, Unsupported
@@ -43,14 +49,31 @@ def describe(pid: int, fd: int, fdinfo: str, what: str) -> dict:
         if match[5] is None:
             raise Unsupported(f"{what}: the kernel gave no file handle for inotify watch {wd}")
         handle = struct.pack("Ii", int(match[5], 16), int(match[6], 16)) + bytes.fromhex(match[7])
-        watches.append([wd, _path_of(pid, handle, ino, sdev, f"{what}: inotify watch {wd}"), mask])
-    return {"kind": "inotify", "watches": sorted(watches), "queued": _queued_bytes(pid, fd)}
+        major, minor = sdev >> 20, sdev & 0xFFFFF      # the kernel's internal dev_t encoding
+        path = _path_of(pid, handle, ino, f"{major}:{minor}")
+        # no path: [dev, ino] of an unlinked file, which resolve_unlinked makes the id of its record
+        watches.append([wd, path, mask] if path else [wd, None, mask, [os.makedev(major, minor), ino]])
+    return {"kind": "inotify", "watches": sorted(watches, key=lambda watch: watch[0]),
+            "queued": _queued_bytes(pid, fd), "what": what}
 
 
-def _path_of(pid: int, handle: bytes, ino: int, sdev: int, what: str) -> str:
-    """The path of the watched inode, found through its file handle."""
-    major, minor = sdev >> 20, sdev & 0xFFFFF      # the kernel's internal dev_t encoding
-    for mountpoint in _mountpoints(pid, f"{major}:{minor}"):
+def resolve_unlinked(record: dict, unlinked: dict[tuple[int, int], int]) -> None:
+    """Name, in each watch of an unlinked file, the record of the open file that holds it
+    (`unlinked`: (st_dev, st_ino) -> file id of an unlinked file an fd of the image holds)."""
+    what = record.pop("what")
+    for watch in record["watches"]:
+        if watch[1] is None:
+            file_id = unlinked.get(tuple(watch[3]))
+            if file_id is None:
+                raise Unsupported(f"{what}: inotify watch {watch[0]}: the watched inode {watch[3][1]} has no path "
+                                  "the checkpointer can reach (deleted, or on a mount of another mount namespace) "
+                                  "and no process of the image holds it open")
+            watch[3] = file_id
+
+
+def _path_of(pid: int, handle: bytes, ino: int, device: str) -> str | None:
+    """The path of the watched inode, found through its file handle; None if it has none."""
+    for mountpoint in _mountpoints(pid, device):
         try:
             mount_fd = os.open(f"/proc/{pid}/root{mountpoint}", os.O_RDONLY | O_DIRECTORY)
         except OSError:
@@ -70,7 +93,7 @@ def _path_of(pid: int, handle: bytes, ino: int, sdev: int, what: str) -> str:
             pass
         finally:
             os.close(found)
-    raise Unsupported(f"{what}: the watched inode {ino} has no path any more (deleted?)")
+    return None
 
 
 def _mountpoints(pid: int, device: str) -> list[str]:
@@ -93,13 +116,15 @@ def _queued_bytes(pid: int, fd: int) -> int:
         os.close(dup)
 
 
-def make(inj, record: dict, remap, warnings: list[str], ns_pid: int) -> int:
-    """Create the instance inside the process `inj` drives; returns its fd there."""
+def make(inj, record: dict, remap, warnings: list[str], ns_pid: int, held: Callable[[int], int]) -> int:
+    """Create the instance inside the process `inj` drives; returns its fd there.
+    `held(file id)`: an fd of the process on that (unlinked) file of the image."""
     fd = inj.check(_NR_INOTIFY_INIT1, record["flags"] & O_NONBLOCK, what="inotify_init1")
     skipped = False
-    for wd, path, mask in record["watches"]:
-        where = inj.put(remap(path).encode() + b"\0")
-        what = f"inotify_add_watch({remap(path)})"
+    for wd, path, mask, *unlinked in record["watches"]:
+        path = remap(path) if path is not None else f"/proc/self/fd/{held(unlinked[0])}"
+        where = inj.put(path.encode() + b"\0")
+        what = f"inotify_add_watch({path})"
         got = inj.check(_NR_INOTIFY_ADD_WATCH, fd, where, mask, what=what)
         while got < wd:
             inj.check(_NR_INOTIFY_RM_WATCH, fd, got, what="inotify_rm_watch")

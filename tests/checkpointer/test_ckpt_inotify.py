@@ -6,7 +6,7 @@ import subprocess
 
 import checkpointer
 from checkpointer import load_image
-from ckpt_helpers import wait_for
+from ckpt_helpers import ok_lines, reads_after_a_restore, wait_for
 
 WATCHER = r"""
 #include <stdio.h>
@@ -58,3 +58,17 @@ def test_watches_come_back_with_their_descriptors(procs, store, tmp_path):
     wait_for(lambda: "wd=1 mask=100 name=created" in lines() and "wd=3 mask=200 name=doomed" in lines(),
              "the restored watcher to see both events")
     assert lines().count("wd=2 mask=8000 name=") == 1, "the restore's stand-in watch leaked an event"
+
+
+def test_a_watch_of_a_file_unlinked_while_open_goes_on_reporting(procs, store, tmp_path):
+    """A watched file unlinked while the process still has it open (a log rotated away
+    under `tail -f`; zdtm inotify00) was refused ("no path any more"): its watch comes back
+    on the restored open file, and the process's other watches go on too."""
+    out = tmp_path / "unlinked.out"
+    proc = procs.python("inotify_unlinked.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to watch and unlink")
+    checkpointer.checkpoint([proc.pid], store, "unlinked")
+    [watcher] = [f for f in load_image(store, "unlinked").files if f["kind"] == "inotify"]
+    assert [watch[1] is None for watch in watcher["watches"]] == [False, True]
+    procs.kill(proc)
+    reads_after_a_restore(procs, store, "unlinked", out)
