@@ -13,6 +13,10 @@ borrowed by the restorer, the same options, address and state.
 Why: servers (Redis, an HTTP service) come back listening on the same address, with
 their memory intact; clients simply reconnect (like CRIU's --tcp-close).
 
+A TCP connection that had ended before the checkpoint (closed both ways, or reset: no peer
+any more) is `closed` and `finished`: it reads EOF and writes EPIPE again, with no bind of
+its port (the dead original's TIME_WAIT may hold it) and no warning (nothing is lost).
+
 Simplifications: a TCP connection whose peer is outside the image (or that is not
 established, or without CAP_NET_ADMIN), and a Unix one whose peer is outside the image,
 comes back closed (reads give ECONNRESET for TCP, EOF for Unix, then EOF; writes give
@@ -37,6 +41,7 @@ from . import kernel, sockets, sockfilter
 from .errors import CheckpointError
 
 TCP_LISTEN, TCP_CLOSE = 10, 7
+TCP_INFO_SEGS_AT = 136      # struct tcp_info: tcpi_segs_out, tcpi_segs_in (u32 each)
 CLONE_FS = 0x200
 NLM_F_DUMP, NLMSG_DONE = 0x300, 3
 INET_DIAG_REQ_LEN = 56
@@ -132,11 +137,22 @@ def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
         record["state"] = "listen"
     elif connected and sock_type != socket.SOCK_DGRAM:
         record["state"] = "closed"
+    elif sock_type == socket.SOCK_STREAM and family != socket.AF_UNIX and _ended(sock):
+        record.update(state="closed", finished=True)    # version 14
     else:
         record["state"] = "bound" if record["address"] else "unbound"
     if record["state"] != "closed":
         read_options(sock, record)
     return record
+
+
+def _ended(sock: socket.socket) -> bool:
+    """Whether a TCP socket with no peer is a connection that has ended (closed both ways,
+    or reset: its state CLOSE, segments sent or received, TCP_INFO), not a socket only bound:
+    its port may be held by the dead original's TIME_WAIT, and it must read EOF, not ENOTCONN."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SEGS_AT + 8)
+    return len(info) >= TCP_INFO_SEGS_AT + 8 and info[0] == TCP_CLOSE \
+        and any(struct.unpack_from("II", info, TCP_INFO_SEGS_AT))
 
 
 def read_options(sock: socket.socket, record: dict) -> None:
@@ -179,7 +195,7 @@ def inet_listen_queue(family: int, protocol: int, ino: int) -> tuple[int, int]:
 def warning(record: dict, owner: str) -> str | None:
     """What the restore could not bring back for this socket, or None."""
     where = _show(record["address"], record["family"])
-    if record["state"] == "closed":
+    if record["state"] == "closed" and not record.get("finished"):
         return (f"{owner}: the {record['family']} {record['type']} connection {show(record)} is restored "
                 f"closed ({record.get('closed_because', 'its peer cannot follow')})")
     if record["dropped"] and record["state"] == "listen":
@@ -223,7 +239,7 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
     if "filter" in record:
         sockfilter.attach(sock.fileno(), record["filter"])
     if record["state"] == "closed":
-        _make_closed(sock)
+        _make_closed(sock, record.get("finished", False))
         return
     if record["address"] is None or record["state"] == "established":   # tcp_repair.py binds and connects
         return
@@ -295,10 +311,12 @@ def _bind_from(directory: str, sock: socket.socket, name: bytes) -> None:
         raise failure[0]
 
 
-def _make_closed(sock: socket.socket) -> None:
+def _make_closed(sock: socket.socket, finished: bool = False) -> None:
     """Connect the socket to a throw-away listener whose accepted end is reset (TCP) or
     closed (Unix), so the application sees a connection its peer has ended. A datagram
-    socket stays unconnected."""
+    socket stays unconnected. `finished`: a TCP connection that had ended before the
+    checkpoint: the accepted end closes in order and the socket shuts its side down, so it
+    reads EOF and writes EPIPE as it did."""
     if sock.type == socket.SOCK_DGRAM:
         return
     if sock.family == socket.AF_UNIX:
@@ -310,6 +328,8 @@ def _make_closed(sock: socket.socket) -> None:
         listener.listen(1)
         sock.connect(listener.getsockname())
         accepted, _ = listener.accept()
-        if sock.family != socket.AF_UNIX:
+        if sock.family != socket.AF_UNIX and not finished:
             accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         accepted.close()
+    if finished:
+        sock.shutdown(socket.SHUT_WR)

@@ -10,7 +10,7 @@ import socket
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, reads_after_a_restore, wait_for
 
 O_NONBLOCK = 0o4000
 
@@ -111,3 +111,19 @@ def test_a_unix_socket_bound_by_a_relative_name_comes_back_in_its_directory(proc
     names = [bytes.fromhex(f["address"]) for f in load_image(store, "again").files
              if f["kind"] == "socket" and f["family"] == "unix" and f["state"] == "listen"]
     assert names == [b"server.sock"]
+
+
+def test_tcp_connections_that_had_ended_come_back_ended(procs, store, tmp_path):
+    """TCP connections closed both ways before the checkpoint (zdtm socket-tcp-closed,
+    socket-tcp-close2): the restore tried to bind the client's port again, which the dead
+    original's TIME_WAIT holds, and failed ('Address already in use'); now they come back
+    reading EOF and refusing writes (EPIPE), as they did, with no warning."""
+    out = tmp_path / "ended.out"
+    proc = procs.python("ended_connection.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the connections to end")
+    checkpointer.checkpoint([proc.pid], store, "ended")
+    ended = [f for f in load_image(store, "ended").files if f["kind"] == "socket"]
+    assert [(f["state"], f.get("finished")) for f in ended] == [("closed", True)] * 2
+    procs.kill(proc)
+    restored = reads_after_a_restore(procs, store, "ended", out)
+    assert restored.warnings == []
