@@ -90,7 +90,7 @@ def checkpoints(pid: int, store: Store, count: int, hz: float) -> tuple[list[flo
         with seal_without_mount() as seal:
             for _ in range(count):
                 writer = ImageWriter(store, tracking.parent)
-                captured = group_checkpoint.take([pid], seal, writer, tracking)
+                captured, = group_checkpoint.take([group_checkpoint.Member([pid], writer, tracking)], seal)
                 tracking.parent = trio.run(captured.write)
                 stops.append(captured.stop_ms)
                 phases.append(captured.stop_phases_ms)

@@ -53,7 +53,7 @@ def checkpoints(pid: int, store: Store, count: int, hz: float) -> dict[str, list
         with seal_without_mount() as seal:
             for _ in range(count):
                 writer = ImageWriter(store, tracking.parent)
-                captured = group_checkpoint.take([pid], seal, writer, tracking)
+                captured, = group_checkpoint.take([group_checkpoint.Member([pid], writer, tracking)], seal)
                 wall, cpu = time.perf_counter(), time.process_time()
                 tracking.parent = trio.run(captured.write)
                 costs["write_wall"].append((time.perf_counter() - wall) * 1000)

@@ -14,9 +14,17 @@ barrier {group}, resolve_group {group, at?}, clone_group {group, at?, count}, ps
 stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
 (`<mount>/<group>.clone<N>/`, paths remapped at restore); they are not checkpointed.
 
+The groups of a volume share its files, so they are checkpointed together: a checkpoint
+of one freezes every checkpointed group of the daemon, seals the file system once and
+captures each group into its own image, all paired with that one files commit (a group
+checkpointed with another since its last turn skips that turn: all of them are
+checkpointed at the fastest rate any asks for).
+
 With --restore, before mounting, the volume is reset to the file system recorded in
 the group checkpoint (the newest, or the one current at --at), then the processes are
-restored from its image once the mount is live. Log: `<store>/daemon.log`.
+restored from its image once the mount is live, and those of the other groups whose
+checkpoints pair with the same files commit (checkpointed with it). Log:
+`<store>/daemon.log`.
 
 Checkpoints asked for are retried on the transient errors of freezing a busy tree; a
 stop kills the groups first and ends the process within STOP_WATCHDOG_S whatever hangs.
@@ -39,7 +47,7 @@ first, its guard SIGKILLs the group's processes (the checkpoint stays in the sto
 
 Simplifications: the mount's own periodic file-system checkpoints are off (group
 checkpoints and fsync commit instead); restoring resets the whole volume, so the
-groups of a store are stopped when one is restored (`sls restore --force`).
+running groups of a store are stopped when one is restored (`sls restore --force`).
 """
 from __future__ import annotations
 
@@ -128,33 +136,69 @@ class Daemon:
             return None
 
     async def checkpoint(self, group: RunningGroup, label: str) -> int:
-        """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id."""
-        if group.name in self.pages_coming:      # an image must not miss pages that are not in yet
-            await self.pages_coming[group.name].wait()
+        """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id.
+        The other groups checkpointed on this volume are checkpointed with it, at the same
+        instant (`_partners`): after a crash all of them come back with the files of that
+        instant."""
+        while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group)]
+                         if g.name in self.pages_coming]:
+            await coming[0].wait()               # an image must not miss pages that are not in yet
         if not self.flusher.greeted:             # its first syncfs must not wait for it to start
             await trio.to_thread.run_sync(self.flusher.ready)
         async with self.lock:
-            started = time.perf_counter()
-            try:
-                writer = ImageWriter(self.store, group.tracking.parent)
-                seal = group_checkpoint.Seal(self.mount_fd, self.tracer.in_trio, lambda: self._commit_files(group),
-                                             self.flusher.syncfs, self.fs.syncfs_needed, self._files_unchanged)
-                captured = await self.tracer.run(group_checkpoint.take, group.pids, seal, writer, group.tracking)
-                image = await captured.write()
-                pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
-                groups.save(self.store, GroupCheckpoint(group.settings, group.seq + 1, time.time(), image,
-                                                        captured.fs_root, pids, captured.files_commit))
-                commit = self.store.commit(f"group {group.name} #{group.seq + 1}: {label}", durable=False).id
-                await self.fs.barrier()
-            except BaseException:
-                group.tracking.reset()           # the next image is full: it cannot miss a write
-                raise
-            group.tracking.parent = image
-            group.seq += 1
-            group.last_checkpoint = commit
-            group.note_checkpoint(captured.stop_ms, (time.perf_counter() - started) * 1000,
-                                  captured.writer.pages, captured.stop_phases_ms, group.tracking.last_precopied)
+            members = [group] + [g for g in self._partners(group) if g.name not in self.pages_coming]
+            while True:
+                started = time.perf_counter()
+                try:
+                    commit, captures, images = await self._take(group, members, label)
+                    break
+                except group_checkpoint.PartnerFailed as exc:   # the others go on without it
+                    left_out = members.pop(exc.index)
+                    left_out.left_out_until = time.monotonic() + RETRY_AFTER_ERROR_S
+                    log.warning("checkpoint of group %s: taken without group %s, whose capture failed: %s",
+                                group.name, left_out.name, exc)
+            durable_ms = (time.perf_counter() - started) * 1000
+            for member, captured, image in zip(members, captures, images):
+                member.tracking.parent = image
+                member.seq += 1
+                member.last_checkpoint = commit
+                member.note_checkpoint(captured.stop_ms, durable_ms, captured.writer.pages,
+                                       captured.stop_phases_ms, member.tracking.last_precopied)
+                member.taken_by_partner = member is not group
             return commit
+
+    async def _take(self, group: RunningGroup, members: list[RunningGroup], label: str,
+                    ) -> tuple[int, list[group_checkpoint.Captured], list[ChunkId]]:
+        """The checkpoint of `members` (`group` first) written and committed; on any error
+        each member's tracking is reset (its next image is full: it cannot miss a write)."""
+        try:
+            seal = group_checkpoint.Seal(self.mount_fd, self.tracer.in_trio, lambda: self._commit_files(group),
+                                         self.flusher.syncfs, self.fs.syncfs_needed, self._files_unchanged)
+            captures = await self.tracer.run(group_checkpoint.take, [
+                group_checkpoint.Member(member.pids, ImageWriter(self.store, member.tracking.parent),
+                                        member.tracking) for member in members], seal)
+            images = []
+            for member, captured in zip(members, captures):
+                images.append(await captured.write())
+                pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
+                groups.save(self.store, GroupCheckpoint(member.settings, member.seq + 1, time.time(), images[-1],
+                                                        captured.fs_root, pids, captured.files_commit))
+            names = " ".join(f"{member.name} #{member.seq + 1}" for member in members)
+            commit = self.store.commit(f"group {names}: {label}", durable=False).id
+            await self.fs.barrier()
+        except BaseException:
+            for member in members:
+                member.tracking.reset()
+            raise
+        return commit, captures, images
+
+    def _partners(self, group: RunningGroup) -> list[RunningGroup]:
+        """The other groups checkpointed on this volume (running, with a checkpoint: not the
+        clones, which are not checkpointed), but for one whose capture failed a moment ago
+        (it would make every checkpoint of the others fail with it)."""
+        now = time.monotonic()
+        return [other for other in self.groups.values() if other is not group and other.last_checkpoint is not None
+                and other.left_out_until <= now and other.alive()]
 
     async def checkpoint_retrying(self, group: RunningGroup, label: str) -> int:
         """A checkpoint asked for (a group's first, `sls checkpoint`), retried a few times: a
@@ -189,6 +233,9 @@ class Daemon:
         while group.alive():
             await trio.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + period, time.monotonic())
+            if group.taken_by_partner:           # checkpointed with a partner since its last turn
+                group.taken_by_partner = False
+                continue
             try:
                 await self.checkpoint(group, "periodic")
                 group.error, failures = "", 0
@@ -259,8 +306,7 @@ class Daemon:
             raise
         self._adopt(group)
         return {"group": group.name, "pids": group.pids, "checkpoint": commit,
-                "mountpoint": self.mountpoint, "output": settings.output,
-                "shares_volume_with": self._sharing_volume(group.name)}
+                "mountpoint": self.mountpoint, "output": settings.output}
 
     async def persist(self, pid: int, name: str, hz: float) -> dict:
         """Adopt an already running process tree as a new group (checkpointed from now on)."""
@@ -275,14 +321,8 @@ class Daemon:
         group = RunningGroup(settings, [pid], None)
         commit = await self.checkpoint_retrying(group, "persist")
         self._adopt(group)
-        return {"group": name, "pids": [pid], "checkpoint": commit, "shares_volume_with": self._sharing_volume(name)}
+        return {"group": name, "pids": [pid], "checkpoint": commit}
 
-    def _sharing_volume(self, name: str) -> list[str]:
-        """The other checkpointed groups running on this volume: after a crash only one of
-        them can come back at its checkpoint (restoring one puts the volume's files back to
-        its instant, and the others' checkpoints are of other instants)."""
-        return sorted(other for other, group in self.groups.items()
-                      if other != name and group.settings.hz > 0 and group.alive())
 
     async def restore_group(self, record: GroupCheckpoint, commit_id: int | None) -> RunningGroup:
         """Restore the group's processes; paths under its old mount point (and its output
@@ -545,7 +585,7 @@ class Daemon:
                 log.info("signal %d: stopping", signum)
                 self.nursery.start_soon(self.stop)
 
-    async def main(self, restore: tuple[GroupCheckpoint, int | None] | None, ready) -> None:
+    async def main(self, restore: list[tuple[GroupCheckpoint, int | None]], ready) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
 
@@ -559,9 +599,10 @@ class Daemon:
             self.flusher = ThreadFlusher(self.mountpoint)
             nursery.start_soon(self._stop_on_signals)
             nursery.start_soon(self.run_retention)
-            if restore is not None:
+            if restore:
                 try:
-                    await self.restore_group(*restore)
+                    for record, commit_id in restore:
+                        await self.restore_group(record, commit_id)
                 except (CheckpointError, StoreError, OSError) as exc:
                     self.failed = f"restore failed: {exc}"
                     log.error("%s", self.failed)
@@ -614,18 +655,25 @@ def detach_if_mounted(mountpoint: str) -> None:
              f" (fusermount3: {result.stderr.strip()})" if result.returncode else "")
 
 
-def prepare_restore(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, int | None]:
+def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[GroupCheckpoint, int | None]]:
     """Reset the group's volume to its checkpoint's file system and name that checkpoint
-    as the group's newest (before the mount starts)."""
+    as the group's newest (before the mount starts). Returned with it: the checkpoints of
+    the other groups that pair with the same files commit (its partners, checkpointed
+    with it), which come back with it: the volume's files are theirs too."""
     record, commit = groups.resolve(store, name, at)
+    roots = store.roots() if at is None else commit.roots
+    partners = [other for other in (groups.load(store, n, roots) for n in groups.group_names(roots) if n != name)
+                if other.files_commit == record.files_commit and other.settings.volume == record.settings.volume]
     volume = record.settings.volume
     if volume in store.volumes():
         store.drop_volume(volume)
     store.create_volume(volume, record.fs)
-    if commit is not None:
-        store.set_root(groups.ROOT_PREFIX + name, commit.roots[groups.ROOT_PREFIX + name])
-    store.commit(f"restore group {name} from checkpoint {commit.id if commit else '?'}", durable=True)
-    return record, commit.id if commit else None
+    for restored in (record, *partners):
+        root = groups.ROOT_PREFIX + restored.settings.name
+        store.set_root(root, roots[root])
+    names = " ".join(r.settings.name for r in (record, *partners))
+    store.commit(f"restore group {names} from checkpoint {commit.id if commit else '?'}", durable=True)
+    return [(r, commit.id if commit else None) for r in (record, *partners)]
 
 
 async def _exit_status(group: RunningGroup, wait_s: float = 1.0) -> int | None:
@@ -661,12 +709,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     daemon = None
     try:
-        restore = None
+        restore = []
         volume, mountpoint = args.volume, args.mountpoint
         if args.restore:
             restore = prepare_restore(store, args.restore, args.at)
-            volume = restore[0].settings.volume
-            mountpoint = mountpoint or restore[0].settings.mountpoint
+            volume = restore[0][0].settings.volume
+            mountpoint = mountpoint or restore[0][0].settings.mountpoint
         elif args.like:
             settings = groups.load(store, args.like).settings
             volume, mountpoint = settings.volume, mountpoint or settings.mountpoint

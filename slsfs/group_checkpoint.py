@@ -1,9 +1,10 @@
 """One group checkpoint, end to end (DESIGN.md), and reading an image for restore.
 
 `take(...)` runs in the tracer thread (slsfs.tracer); store access goes to the trio
-thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile:
+thread (`in_trio`), which owns the store and keeps serving FUSE meanwhile. It takes
+every group of a volume at once (they share its files; usually there is one):
 
-  1. freeze every task of the group's process tree (ptrace);
+  1. freeze every task of the groups' process trees (ptrace);
   2. syncfs the mount (the kernel writes back dirty pages; the trio thread answers),
      unless no file of it can hold writes in the kernel (`Seal`);
   3. seal the file system and commit it (not yet durable): this "files" commit holds
@@ -48,6 +49,7 @@ import ctypes
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -56,7 +58,8 @@ import trio
 from mount.filesystem import DRAIN_TIMEOUT_S, kernel_requests_waiting
 from objectstore import ChunkId, Store
 
-from checkpointer import ProcessGone, freeze
+from checkpointer import CheckpointError, ProcessGone, freeze
+from checkpointer.freeze import Frozen
 from checkpointer.capture import capture_all
 from checkpointer.files import FileCapture
 from checkpointer import procfs
@@ -209,51 +212,42 @@ class Captured:
         return self.writer.finish(self.processes, self.files)
 
 
-def take(pids: list[int], seal: Seal, writer: ImageWriter, tracking: PageTracking) -> Captured:
-    """Steps 1-5 above, into `writer` (made in the trio thread before the stop, on the
-    previous image `tracking.parent`). `seal` (steps 2-3) runs in a second thread during
-    the capture; its files commit is the only trip to the trio thread inside the stop
-    (each costs a thread hand-off: a millisecond or more on a busy machine). The pages
-    written since the previous checkpoint are copied first, the processes running
-    (`tracking.precopy()`): the stop copies only those written again since. On any error
-    the caller resets `tracking`."""
-    pages: list[tuple[int, int, bytes]] = []
-    blobs: list[bytes] = []
-    clears: list[tuple[int, int, int]] = []      # the parent image's pages to drop, in write()
+@dataclass
+class Member:
+    """One group of a checkpoint: its processes' roots, the image they are written into
+    (made in the trio thread before the stop, on the previous image `tracking.parent`),
+    and its write tracking."""
 
-    def name_blob(data: bytes) -> list[str]:
-        blobs.append(data)
-        return writer.blob_ids(data)
+    pids: list[int]
+    writer: ImageWriter
+    tracking: PageTracking
 
-    def keep_run(pid: int, addr: int, data: bytes) -> None:
-        pages.append((pid, addr, data))
-    copy: PageCopy | None = None
-    early = Precopied()          # pre-copies, stored less the pages written again (after the thaw)
+
+def take(members: list[Member], seal: Seal) -> list[Captured]:
+    """Steps 1-5 above for every group of `members` at one instant (the groups of a volume
+    share its files: all are frozen before the seal, so each image pairs with the same
+    files commit; one group in the common case), into their writers. `seal` (steps 2-3)
+    runs in a second thread during the capture; its files commit is the only trip to the
+    trio thread inside the stop (each costs a thread hand-off: a millisecond or more on a
+    busy machine). The pages written since the previous checkpoint are copied first, the
+    processes running (`tracking.precopy()`): the stop copies only those written again
+    since. On any error the caller resets every member's `tracking`."""
+    captures = [_GroupCapture(member) for member in members]
     with recording() as phases:
-        with phase("before_freeze_prearm"):
-            tracking.prearm(pids)
-        with phase("before_freeze_precopy"):
-            tracking.precopy()
+        for capture in captures:
+            capture.before_freeze()
         started = time.perf_counter()
         try:
-            with freeze(pids, tree=True) as frozen:
+            with ExitStack() as frozen_groups:
+                frozen = [_blaming(index, frozen_groups.enter_context, freeze(member.pids, tree=True))
+                          for index, member in enumerate(members)]
                 sealing = _SEALER.submit(seal)
                 try:
-                    with phase("page_selection"):
-                        ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"])
-                                   for pid in frozen.processes}
-                        copy = PageCopy(ns_pids)
-                        select = copy.selector(tracking.selector(frozen, ns_pids,
-                                                                 lambda *span: clears.append(span), early))
-                    files = FileCapture(name_blob, tracking.shared, writer.keep_blobs)
-                    processes = capture_all(frozen, keep_run, files, select, keep_injection_page=True)
-                    with phase("arm_tracking"):
-                        tracking.arm(frozen)
-                    copy.in_stop(frozen, keep_run)
+                    for index, (capture, group) in enumerate(zip(captures, frozen)):
+                        _blaming(index, capture.in_stop, group)
                     with phase("alive_checks"):
-                        frozen.check_alive()
-                        for pid in frozen.processes:
-                            check_not_dying(pid)
+                        for index, group in enumerate(frozen):
+                            _blaming(index, _check_alive, group)
                 except BaseException:
                     wait([sealing])      # never thaw with the seal still in flight
                     raise
@@ -262,18 +256,98 @@ def take(pids: list[int], seal: Seal, writer: ImageWriter, tracking: PageTrackin
                 for name, ms in seal_phases.items():
                     stopwatch.add(name, ms)
         except BaseException:
-            if copy is not None:
-                copy.drop()
+            for capture in captures:
+                capture.drop()
             raise
-        stopped_ms = ((frozen.thawed_at or time.perf_counter()) - started) * 1000
+        thawed = max((group.thawed_at for group in frozen if group.thawed_at), default=time.perf_counter())
+        stopped_ms = (thawed - started) * 1000
+        for capture, group in zip(captures, frozen):
+            capture.after_thaw(group)
+    return [capture.captured(files_commit, fs_root, stopped_ms, {k: round(v, 3) for k, v in phases.items()})
+            for capture in captures]
+
+
+class PartnerFailed(CheckpointError):
+    """The capture of `members[index]` (not the first) of a take() failed: the others can
+    be checkpointed without it."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.index = index
+
+
+def _blaming(index: int, step: Callable[..., Any], *args: Any) -> Any:
+    """step(*args), its error a PartnerFailed when it concerns a member other than the first."""
+    try:
+        return step(*args)
+    except (CheckpointError, OSError) as exc:
+        if index == 0:
+            raise
+        raise PartnerFailed(index, exc) from exc
+
+
+def _check_alive(frozen: Frozen) -> None:
+    frozen.check_alive()
+    for pid in frozen.processes:
+        check_not_dying(pid)
+
+
+class _GroupCapture:
+    """What take() gathers for one group: its pages and blobs copied, its processes' and
+    files' metadata, the parent image's pages to drop."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.pages: list[tuple[int, int, bytes]] = []
+        self.blobs: list[bytes] = []
+        self.clears: list[tuple[int, int, int]] = []   # the parent image's pages to drop, in write()
+        self.copy: PageCopy | None = None
+        self.early = Precopied()     # pre-copies, stored less the pages written again (after the thaw)
+        self.processes: list[dict] = []
+        self.files: FileCapture | None = None
+
+    def _name_blob(self, data: bytes) -> list[str]:
+        self.blobs.append(data)
+        return self.member.writer.blob_ids(data)
+
+    def _keep_run(self, pid: int, addr: int, data: bytes) -> None:
+        self.pages.append((pid, addr, data))
+
+    def before_freeze(self) -> None:
+        with phase("before_freeze_prearm"):
+            self.member.tracking.prearm(self.member.pids)
+        with phase("before_freeze_precopy"):
+            self.member.tracking.precopy()
+
+    def in_stop(self, frozen: Frozen) -> None:
+        tracking = self.member.tracking
+        with phase("page_selection"):
+            ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
+            self.copy = PageCopy(ns_pids)
+            select = self.copy.selector(tracking.selector(frozen, ns_pids,
+                                                          lambda *span: self.clears.append(span), self.early))
+        self.files = FileCapture(self._name_blob, tracking.shared, self.member.writer.keep_blobs)
+        self.processes = capture_all(frozen, self._keep_run, self.files, select, keep_injection_page=True)
+        with phase("arm_tracking"):
+            tracking.arm(frozen)
+        self.copy.in_stop(frozen, self._keep_run)
+
+    def drop(self) -> None:
+        if self.copy is not None:
+            self.copy.drop()
+
+    def after_thaw(self, frozen: Frozen) -> None:
+        tracking = self.member.tracking
         with phase("after_thaw_release_pages"):
             tracking.release_pages(frozen.processes)   # of processes that left the group's tree
-        copy.after_thaw(keep_run)
+        self.copy.after_thaw(self._keep_run)
         with phase("after_thaw_precopied"):
-            pages.extend(early.runs())
-        tracking.last_pages = sum(len(run[2]) for run in pages) // PAGE_SIZE   # (precopy's threshold)
-    return Captured(files_commit, fs_root, writer, processes, files.files, pages, blobs,
-                    stopped_ms, {k: round(v, 3) for k, v in phases.items()}, clears)
+            self.pages.extend(self.early.runs())
+        tracking.last_pages = sum(len(run[2]) for run in self.pages) // PAGE_SIZE   # (precopy's threshold)
+
+    def captured(self, files_commit: int, fs_root: ChunkId, stopped_ms: float, phases: dict[str, float]) -> Captured:
+        return Captured(files_commit, fs_root, self.member.writer, self.processes, self.files.files, self.pages,
+                        self.blobs, stopped_ms, phases, self.clears)
 
 
 TRIP_PAGES = 1024  # pages read per trip to the trio thread at restore (4 MiB)

@@ -375,17 +375,8 @@ def cmd_run(args) -> int:
     _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
                         f"{reply['mountpoint']}, checkpointed {args.hz:g}x a second (first checkpoint "
                         f"{reply['checkpoint']}); output in {reply['output']}")
-    _warn_shared_volume(store, reply)
     return 0
 
-
-def _warn_shared_volume(store: str, reply: dict) -> None:
-    """Say so when the new group shares the store's volume with other running groups."""
-    if others := reply.get("shares_volume_with"):
-        print(f"sls: note: group {reply['group']} shares {store}'s volume with {', '.join(others)}: after a "
-              "crash only one of them can be restored from its checkpoint (a restore puts the volume's "
-              "files back to its instant); run applications that must all survive a crash in stores "
-              "of their own", file=sys.stderr)
 
 
 def _has_checkpoint(store: str, name: str, status: dict | None) -> bool:
@@ -410,7 +401,6 @@ def cmd_persist(args) -> int:
     reply = ask(store, "persist", pid=args.pid, name=args.name or f"pid-{args.pid}", hz=args.hz)
     _print(args, reply, f"group {reply['group']}: pid {args.pid} is checkpointed {args.hz:g}x a second "
                         f"(first checkpoint {reply['checkpoint']})")
-    _warn_shared_volume(store, reply)
     return 0
 
 
@@ -485,7 +475,8 @@ def cmd_group_restore(args) -> int:
 def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: str | None,
                            status: dict | None, *, force: bool, daemon: DaemonStart | None = None) -> dict:
     """Stop the store's daemon (if `status` says one runs), start one restoring group
-    `name` from its checkpoint `at` (default: newest durable); the group's `ps` entry.
+    `name` from its checkpoint `at` (default: newest durable); the group's `ps` entry,
+    with `partners`: those of the groups checkpointed with it, which came back with it.
     Other running groups share the volume whose files the restore resets, so they are
     stopped too: only with `force`."""
     if status is not None:
@@ -509,12 +500,14 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
     group = next((g for g in status["groups"] if g["group"] == name), None)
     if group is None:
         raise CommandError(f"the daemon started but group {name} is not running (see {store}/{LOG_NAME})")
-    return group
+    # the groups checkpointed with it (sharing the volume) came back with it
+    return {**group, "partners": [g for g in status["groups"] if g["group"] != name]}
 
 
 def _restored_line(group: dict) -> str:
-    return (f"group {group['group']}: restored from checkpoint {group['restored_from']}, "
-            f"pid {' '.join(map(str, group['pids']))} running in {group['mountpoint']}")
+    return "\n".join(f"group {g['group']}: restored from checkpoint {g['restored_from']}, "
+                     f"pid {' '.join(map(str, g['pids']))} running in {g['mountpoint']}"
+                     for g in (group, *group.get("partners", ())))
 
 
 def cmd_group_clone(args) -> int:

@@ -57,6 +57,8 @@ class RunningGroup:
     pages_total: int = 0                      # ... and all of this daemon's checkpoints of the group
     precopied_last: int = 0                   # of which copied before its freeze (incremental.precopy)
     stop_phases_last: dict[str, float] = field(default_factory=dict)   # ms per phase of the last stop
+    taken_by_partner: bool = False            # checkpointed with another group since its own last turn
+    left_out_until: float = 0.0               # (monotonic) its capture failed in another group's checkpoint
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,4 +61,36 @@ def test_memory_and_file_agree_after_random_crashes(group_store, group_binaries)
                  f"the restored target to count on (round {round_}, seed {seed})")
         check_no_mismatch(store)
         assert store.group("atom")["running"], f"round {round_}: the restored group is not running"
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_groups_sharing_a_volume_all_come_back_from_one_instant(group_store, group_binaries):
+    """Two applications in one store (so on one volume) at different rates: each checkpoint
+    takes both at the same instant, so after a crash restoring one brings the other back
+    too, each with its memory and its file from that instant (a restore puts the whole
+    volume's files back: with separate instants one of them would find its file from
+    another time than its memory, or not be restorable at all)."""
+    store = group_store
+    rng = random.Random(int(os.environ.get("SLSFS_ATOMICITY_SEED", time.time_ns() % 1_000_000)))
+    counters = {name: store.mnt / f"counter-{name}" for name in ("fast", "slow")}
+    for name, hz in (("fast", "50"), ("slow", "3")):
+        store.sls("run", "--store", str(store.path), "--name", name, "--hz", hz, "--",
+                  str(group_binaries / "atomic_counter"), counters[name].name)
+    for counter in counters.values():
+        wait_for(lambda: (read_counter(counter) or 0) > 10, "the targets to start counting")
+    for round_ in range(4):
+        floors = {name: wait_for(lambda: read_counter(counter), "a readable counter")
+                  for name, counter in counters.items()}
+        store.checkpoint("slow")                # durable, taken after the floors were read
+        time.sleep(rng.uniform(0, 0.3))
+        store.crash()
+        out = store.sls("restore", "slow", "--store", str(store.path)).stdout
+        assert "group slow: restored" in out and "group fast: restored" in out, out
+        for name, counter in counters.items():
+            restored = wait_for(lambda: read_counter(counter), f"the restored counter of {name}")
+            assert restored >= floors[name], f"round {round_}: {name} went back from {floors[name]} to {restored}"
+            wait_for(lambda: (read_counter(counter) or 0) > restored or Path(f"{counter}.bad").exists(),
+                     f"the restored {name} to count on (round {round_})")
+            assert not Path(f"{counter}.bad").exists(), Path(f"{counter}.bad").read_text()
+            assert store.group(name)["running"]
     store.sls("stop", "--store", str(store.path))
