@@ -14,6 +14,9 @@ ratio to the plain directory: rollback journal, synchronous=FULL, so three durab
 fsyncs and ~30 FUSE requests a row on slsfs). `--quick` uses smaller sizes
 (finishes in well under 90 s). seq_read is the hot read (page cache, median of 5 after
 two warm-up reads, see seq); first_read is the read right after writing.
+`daemon_cpu_ms_per_unique_mib` and `daemon_cpu_us_per_sqlite_row` are the mount daemon's
+CPU time per MiB of the unique-data write and per SQLite row: steadier than the rates
+on a busy machine.
 """
 from __future__ import annotations
 
@@ -105,34 +108,44 @@ def seq(path: Path, size: int) -> tuple[float, float, float]:
     return write, first, hot
 
 
-def unique_write(path: Path, size: int) -> float:
+def unique_write(path: Path, size: int, daemon: int | None = None) -> tuple[float, float]:
     """MB/s of writing `size` random bytes (made before the clock starts: no block of it
-    repeats or compresses) in 1 MiB blocks and fsyncing them: the store keeps every byte."""
+    repeats or compresses) in 1 MiB blocks and fsyncing them: the store keeps every byte.
+    Also the CPU milliseconds per MiB of the `daemon` (pid, or None): on a shared 2-core
+    machine the rate follows the load, the daemon's CPU per MiB much less."""
     data = memoryview(os.urandom(size))
+    cpu = cpu_seconds(daemon)
     start = time.perf_counter()
     with open(path, "wb") as f:
         for offset in range(0, size, MiB):
             f.write(data[offset:offset + MiB])
         f.flush()
         os.fsync(f.fileno())
-    return size / MiB / (time.perf_counter() - start)
+    rate = size / MiB / (time.perf_counter() - start)
+    return rate, (cpu_seconds(daemon) - cpu) / (size / MiB) * 1e3
 
 
-def sqlite_rows(directories: dict[str, Path], seconds: float, rounds: int = 6) -> dict[str, float]:
+def sqlite_rows(directories: dict[str, Path], seconds: float, rounds: int = 6,
+                daemons: dict[str, int] | None = None) -> dict[str, tuple[float, float]]:
     """Rows per second that SQLite commits in each of `directories`, one row per
     transaction (bench/groups.py's loop, run in this process), over `seconds` each,
     taken in `rounds` short windows that alternate between the directories: their
     disk is shared with other work, and SQLite's three fsyncs a row follow its load
-    within seconds (sequential windows gave ratios from 0.2 to 3 on a busy machine)."""
+    within seconds (sequential windows gave ratios from 0.2 to 3 on a busy machine).
+    Returns (rows per second, CPU microseconds per row of the directory's daemon in
+    `daemons`, 0 without one)."""
     dbs = {name: sqlite3.connect(str(directory / "bench.db"), isolation_level=None)
            for name, directory in directories.items()}
     rows = dict.fromkeys(dbs, 0)
     spent = dict.fromkeys(dbs, 0.0)
+    cpu = dict.fromkeys(dbs, 0.0)
+    daemons = daemons or {}
     try:
         for db in dbs.values():
             db.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, payload TEXT)")
         for _ in range(rounds):
             for name, db in dbs.items():
+                cpu[name] -= cpu_seconds(daemons.get(name))
                 start = time.perf_counter()
                 while time.perf_counter() - start < seconds / rounds:
                     db.execute("BEGIN IMMEDIATE")
@@ -140,10 +153,11 @@ def sqlite_rows(directories: dict[str, Path], seconds: float, rounds: int = 6) -
                     db.execute("COMMIT")
                     rows[name] += 1
                 spent[name] += time.perf_counter() - start
+                cpu[name] += cpu_seconds(daemons.get(name))
     finally:
         for db in dbs.values():
             db.close()
-    return {name: rows[name] / spent[name] for name in dbs}
+    return {name: (rows[name] / spent[name], cpu[name] / rows[name] * 1e6) for name in dbs}
 
 
 def random_io(path: Path, ops: int) -> tuple[float, float]:
@@ -310,16 +324,20 @@ def main() -> None:
             w, first, r = seq(root / "seq", size)
             rr, rw = random_io(root / "seq", 2000 if args.quick else 10_000)
             os.unlink(root / "seq")
-            unique = unique_write(root / "unique", size)
+            unique, unique_cpu = unique_write(root / "unique", size, daemon if name == "slsfs" else None)
             os.unlink(root / "unique")
             result[name] = {"seq_write_mb_s": round(w, 1), "seq_read_mb_s": round(r, 1),
                             "seq_write_unique_mb_s": round(unique, 1), "first_read_mb_s": round(first, 1),
                             "rand_read_iops": round(rr), "rand_write_iops": round(rw),
                             **metadata(root / "meta", meta_files, daemon if name == "slsfs" else None)}
+            if name == "slsfs":
+                result[name]["daemon_cpu_ms_per_unique_mib"] = round(unique_cpu, 2)
         result["slsfs"].update(first_stats_on_one_cpu(mnt / "meta_one_cpu", meta_files, daemon))
-        rates = sqlite_rows({"plain": plain, "slsfs": mnt}, 3.0 if args.quick else 10.0)
-        for name, rate in rates.items():
+        rates = sqlite_rows({"plain": plain, "slsfs": mnt}, 3.0 if args.quick else 10.0,
+                            daemons={"slsfs": daemon})
+        for name, (rate, _cpu) in rates.items():
             result[name]["sqlite_rows_per_s"] = round(rate)
+        result["slsfs"]["daemon_cpu_us_per_sqlite_row"] = round(rates["slsfs"][1])
         s, p = result["slsfs"], result["plain"]
         result.update({k: s[k] for k in s})
         result["seq_write_ratio"] = round(s["seq_write_mb_s"] / p["seq_write_mb_s"], 3)
