@@ -55,6 +55,9 @@ OPTIONS = {  # recorded by name: (level, option, size of a struct value or None 
     "SO_MARK": (socket.SOL_SOCKET, 36, None),                               # SO_MARK
     "SO_RCVLOWAT": (socket.SOL_SOCKET, socket.SO_RCVLOWAT, None),
     "SO_PASSCRED": (socket.SOL_SOCKET, socket.SO_PASSCRED, None),
+    "SO_PASSSEC": (socket.SOL_SOCKET, 34, None),                           # SO_PASSSEC
+    "SO_DONTROUTE": (socket.SOL_SOCKET, socket.SO_DONTROUTE, None),
+    "SO_NO_CHECK": (socket.SOL_SOCKET, 11, None),                          # SO_NO_CHECK
     "SO_RCVTIMEO": (socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16),          # struct timeval
     "SO_SNDTIMEO": (socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16),
     "SO_LINGER": (socket.SOL_SOCKET, socket.SO_LINGER, 8),               # struct linger
@@ -86,9 +89,9 @@ def _applies(name: str, family: int, sock_type: int) -> bool:
         return family in (socket.AF_INET, socket.AF_INET6)
     if name.startswith("IP_"):
         return family == socket.AF_INET
-    if name == "SO_PASSCRED":
+    if name in ("SO_PASSCRED", "SO_PASSSEC"):
         return family == socket.AF_UNIX
-    return family != socket.AF_UNIX or name not in ("SO_BROADCAST", "SO_BINDTODEVICE")
+    return family != socket.AF_UNIX or name not in ("SO_BROADCAST", "SO_BINDTODEVICE", "SO_DONTROUTE", "SO_NO_CHECK")
 
 
 def _get_option(sock: socket.socket, name: str) -> int | str:

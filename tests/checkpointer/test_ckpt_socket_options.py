@@ -1,6 +1,6 @@
-"""Socket options (zdtm sk-freebind, sock_opts02, sock_tcp_opts00): IP_FREEBIND on an IPv6
-socket (its non-local address could not be bound again), buffer sizes a program set
-(SO_BUF_LOCK), TCP_CORK, and the options of a connection kept established (read only once
+"""Socket options (zdtm sk-freebind, sock_opts00, sock_opts02, sock_tcp_opts00): IP_FREEBIND
+on an IPv6 socket (its non-local address could not be bound again), buffer sizes a program
+set (SO_BUF_LOCK), TCP_CORK, SO_DONTROUTE, SO_NO_CHECK, SO_PASSSEC, and the options of a connection kept established (read only once
 it is known to be kept) are as they were after a restore."""
 from __future__ import annotations
 
