@@ -537,13 +537,19 @@ class FileRestorer:
     def _make_deleted(self, builder, record: dict) -> int:
         """An unlinked file made again where it was: O_TMPFILE, or where the file system does
         not offer it (FUSE), a file created under a fresh name and unlinked at once; then
-        opened again with the original's flags, unless it was made with O_TMPFILE too."""
+        opened again with the original's flags, unless it was made with O_TMPFILE too. A
+        directory removed since (a temporary directory cleaned up while a file in it stays
+        open) is replaced by its nearest ancestor that exists."""
         original = record["target"][: -len(procfs.DELETED)]
         directory = self.remap(os.path.dirname(original))
         what = f"the unlinked file {original}"
         as_made = record["flags"] & O_TMPFILE == O_TMPFILE and record["flags"] & O_ACCMODE == O_WRONLY
-        fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
-                              O_TMPFILE | (O_WRONLY if as_made else O_RDWR), record["mode"])
+        while True:
+            fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
+                                  O_TMPFILE | (O_WRONLY if as_made else O_RDWR), record["mode"])
+            if fd != -errno.ENOENT or directory == os.path.dirname(directory):
+                break
+            directory = os.path.dirname(directory)
         if fd == -errno.EOPNOTSUPP:
             name = os.path.join(directory, f".slsfs-restored-{os.urandom(6).hex()}")
             fd = builder.open(name, O_CREAT | O_EXCL | O_RDWR, what, mode=record["mode"])

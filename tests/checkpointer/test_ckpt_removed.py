@@ -1,5 +1,5 @@
 """Files gone from under a running process: its working directory removed, its
-executable replaced by an upgrade or deleted. The checkpoint keeps the program's mapped
+executable replaced by an upgrade or deleted, the directory of a file it keeps open removed. The checkpoint keeps the program's mapped
 contents; the restored process runs the same code, with /proc/PID/exe on that copy and
 a working directory that is removed again (as before the checkpoint)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 import checkpointer
 
-from ckpt_helpers import assert_unbroken, ok_lines, restored_goes_on, wait_for
+from ckpt_helpers import assert_unbroken, ok_lines, reads_after_a_restore, restored_goes_on, wait_for
 
 LINE = 20
 
@@ -54,3 +54,16 @@ def test_a_file_unlinked_under_one_name_but_linked_under_another_is_written_afte
     numbers = [int(n) for n in ok_lines(tmp_path / "data.link")]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > written + 5, \
         "what the restored process wrote did not reach the file's other name"
+
+
+def test_an_open_file_whose_directory_was_removed_comes_back(procs, store, tmp_path):
+    """An unlinked file whose directory was removed too (zdtm unlink_regular00; a temporary
+    directory cleaned up while a file in it is still in use): the restore failed ('cannot
+    make the unlinked file again in ...: No such file or directory'); it is made in the
+    nearest directory that exists, with its contents and offset."""
+    out = tmp_path / "tmpdir.out"
+    proc = procs.python("removed_tmpdir.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to remove its directory")
+    checkpointer.checkpoint([proc.pid], store, "tmpdir")
+    procs.kill(proc)
+    reads_after_a_restore(procs, store, "tmpdir", out)
