@@ -673,16 +673,15 @@ class FileRestorer:
             return
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
         where = netsockets.show_address(record)
-        name = bytes.fromhex(record["address"])
         fd = inj.check(_NR_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM | SOCK_CLOEXEC, 0, what="socket")
         try:
-            address = inj.put(struct.pack("=H", socket.AF_UNIX) + name)
-            failed = inj.call(_NR_CONNECT, fd, address, 2 + len(name))
-            if failed < 0:
-                self.warnings.append(f"{owner}: {len(pieces)} datagram(s) queued on {where} were dropped (cannot "
-                                     f"send to it again: {os.strerror(-failed)})")
-                return
             with sockets.borrow(builder.tid, fd) as sender:
+                try:
+                    sender.connect(self._unix_address(builder, bytes.fromhex(record["address"]), self.remap))
+                except OSError as exc:
+                    self.warnings.append(f"{owner}: {len(pieces)} datagram(s) queued on {where} were dropped "
+                                         f"(cannot send to it again: {exc.strerror})")
+                    return
                 sender.setblocking(False)   # a queue longer than the receiver now takes: not a hang
                 try:
                     inflight.refill(sender, pieces, lambda ids: self._ours(builder, ids, base),
@@ -713,10 +712,7 @@ class FileRestorer:
                 name, remap = bytes.fromhex(target["address"]), self.remap
             else:
                 raise OSError(errno.ENOENT, "it has no address")
-            name = name.encode() if isinstance(name, str) else name
-            relative = name[:1] not in (b"/", b"\0")    # from the process's working directory
-            sock.connect(os.path.join(self.remap(builder.meta["cwd"]), os.fsdecode(name)) if relative
-                         else name if name[:1] == b"\0" else remap(os.fsdecode(name)))
+            sock.connect(self._unix_address(builder, name.encode() if isinstance(name, str) else name, remap))
         except OSError as exc:
             where = netsockets.show_address({"address": target["address"], "family": "unix"})
             if record["state"] == "connecting":
@@ -724,6 +720,16 @@ class FileRestorer:
                                       f"{where}: {exc.strerror}") from None
             self.warnings.append(f"process {builder.meta['pid']}: a unix dgram socket is no longer connected to "
                                  f"{where} ({exc.strerror})")
+
+    def _unix_address(self, builder, name: bytes, remap) -> bytes | str:
+        """Where the restorer connects to reach the Unix socket named `name` (as bound): an
+        abstract name as is, a path through `remap`, a relative path from the process's
+        working directory at the checkpoint (the process has not got it back yet)."""
+        if name[:1] == b"\0":
+            return name
+        if name[:1] != b"/":
+            return os.path.join(self.remap(builder.meta["cwd"]), os.fsdecode(name))
+        return remap(os.fsdecode(name))
 
     def _new_socket(self, builder, record: dict, base: int) -> int:
         return self._spare(builder, builder.inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)

@@ -24,7 +24,7 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
 - tree: a parent sends its child a pipe's read end (with bytes buffered in the pipe) and
   keeps the write end, writing a byte every 5 ms; the child (which writes OUTFILE)
   receives the end, reads the buffered bytes and then the parent's.
-- server: a bound datagram socket (a log or notification server) holds three datagrams
+- server: a datagram socket bound to a relative path (a log or notification server) holds three datagrams
   from unconnected clients: a line, one with a pipe end (an fd store), one from a named
   socket (whose address does not come back: the restore warns).
 - embryo: a Unix listener (bound to a relative path) has two connections not accepted
@@ -226,8 +226,9 @@ elif case == "tree":
             except BlockingIOError:
                 pass
 elif case == "server":
+    os.chdir(directory)
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(os.path.join(directory, "server.sock"))
+    receiver.bind("server.sock")            # a relative path (zdtm socket_close_data01)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     named.bind(b"\0fds-in-flight-%d" % os.getpid())
