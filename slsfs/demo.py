@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         say("== 2. Crash: SIGKILL the application AND the slsfs daemon")
         status = json.loads(sls("ps", "--store", str(store), "--json", show=False))
         app_pid, daemon_pid = status["groups"][0]["pids"][0], status["daemon"]
-        lines = journal.read_text().splitlines()
-        for pid in (app_pid, daemon_pid):
-            os.kill(pid, signal.SIGKILL)
+        os.kill(app_pid, signal.SIGKILL)
+        time.sleep(0.05)
+        lines = journal.read_text().splitlines()        # as the application left it
+        os.kill(daemon_pid, signal.SIGKILL)
         say(f"killed app pid {app_pid} and daemon pid {daemon_pid}; the journal had {len(lines)} lines, "
             f"the last: {lines[-1]}")
         time.sleep(0.5)
@@ -98,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         say()
         say("== 3. Restore: memory and files come back from the same checkpoint")
         sls("restore", "journal", "--store", str(store))
-        restored = len(journal.read_text().splitlines())
+        origin = json.loads(sls("ps", "--store", str(store), "--json", show=False))["groups"][0]["restored_from"]
+        restored = len((mnt / ".sls" / "checkpoints" / str(origin) / "fs" / journal.name).read_text().splitlines())
         wait_lines(journal, restored + 15)
-        say(f"the journal came back with {restored} lines (the newest durable checkpoint) and goes on, "
+        say(f"the journal came back with {restored} lines, as the newest durable checkpoint ({origin}) holds it "
+            "(lines written after it were rolled back with the memory that wrote them), and goes on, "
             "same PID (inside its PID namespace), counter continuing:")
         tail(journal, 4)
 
