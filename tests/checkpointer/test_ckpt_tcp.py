@@ -4,7 +4,9 @@ reset; a connection to a peer outside the image still comes back closed."""
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import checkpointer
 from ckpt_helpers import children_of, wait_for
@@ -26,22 +28,36 @@ def _started(pid: int) -> str:
     return "t" + Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
 
 
-def test_a_loopback_connection_inside_the_image_carries_on_without_a_lost_byte(procs, store, tmp_path, subreaper):
+@contextmanager
+def streaming(procs, tmp_path, subreaper, flowed: int) -> Iterator[tuple[Path, int]]:
+    """(output, pid) of the target, started and its stream past `flowed` bytes; killed with
+    its children afterwards."""
     out = tmp_path / "tcp.out"
     proc = procs.start([sys.executable, str(TARGET), str(out)])
     children = []
     try:
-        wait_for(lambda: progress(out) > 100_000, "the stream to flow")
+        wait_for(lambda: progress(out, proc.pid) > flowed, "the stream to flow")
         children = children_of(proc.pid)
-        for _ in range(10):     # a checkpoint reads the live connection without disturbing it
-            before = progress(out)
-            checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
-            wait_for(lambda: progress(out) > before + 1000, "the stream to flow after a checkpoint")
-        checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
+        yield out, proc.pid
     finally:
         procs.kill(proc)
         subreaper(children)
-    connections = [f for f in checkpointer.load_image(store, "tcp").meta["files"] if f["kind"] == "socket" and f["type"] == "stream" and f["peer"]]
+
+
+def stream_connections(store) -> list[dict]:
+    """The records of the image's connected stream sockets."""
+    return [f for f in checkpointer.load_image(store, "tcp").meta["files"]
+            if f["kind"] == "socket" and f["type"] == "stream" and f["peer"]]
+
+
+def test_a_loopback_connection_inside_the_image_carries_on_without_a_lost_byte(procs, store, tmp_path, subreaper):
+    with streaming(procs, tmp_path, subreaper, 100_000) as (out, pid):
+        for _ in range(10):     # a checkpoint reads the live connection without disturbing it
+            before = progress(out)
+            checkpointer.checkpoint([pid], store, "tcp", tree=True)
+            wait_for(lambda: progress(out) > before + 1000, "the stream to flow after a checkpoint")
+        checkpointer.checkpoint([pid], store, "tcp", tree=True)
+    connections = stream_connections(store)
     assert sorted(f["state"] for f in connections) == ["established", "established"], connections
     assert any(f["tcp"]["recv_bytes"] for f in connections), "the test wants bytes queued at the checkpoint"
     at_checkpoint = progress(out)
@@ -56,21 +72,13 @@ def test_a_copy_restored_beside_the_running_original_gets_its_connection_closed(
     """As `sls restore --clone` does: the original still holds the address pair, so the
     copy's connection comes back closed, with a warning, and the original's is not
     disturbed."""
-    out = tmp_path / "tcp.out"
-    proc = procs.start([sys.executable, str(TARGET), str(out)])
-    children = children_of(proc.pid)
-    try:
-        wait_for(lambda: progress(out, proc.pid) > 10_000, "the stream to flow")
-        children = children_of(proc.pid)
-        checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
+    with streaming(procs, tmp_path, subreaper, 10_000) as (out, pid):
+        checkpointer.checkpoint([pid], store, "tcp", tree=True)
         restored = checkpointer.restore_source(checkpointer.load_image(store, "tcp"), share_listening_ports=True)
         procs.restored.append(restored)
         assert len([w for w in restored.warnings if "could not be made again" in w]) == 2, restored.warnings
-        at_restore = progress(out, proc.pid)
-        wait_for(lambda: progress(out, proc.pid) > at_restore + 100_000, "the original's stream to flow on")
-    finally:
-        procs.kill(proc)
-        subreaper(children)
+        at_restore = progress(out, pid)
+        wait_for(lambda: progress(out, pid) > at_restore + 100_000, "the original's stream to flow on")
 
 
 def test_a_connection_that_cannot_be_read_consistently_comes_back_closed_saying_why(
@@ -84,19 +92,10 @@ def test_a_connection_that_cannot_be_read_consistently_comes_back_closed_saying_
     read = tcp_repair._read
     monkeypatch.setattr(tcp_repair, "_read", lambda sock: reads.append(sock) or read(sock))
     monkeypatch.setattr(tcp_repair, "_agree", lambda sender, receiver: False)
-    out = tmp_path / "tcp.out"
-    proc = procs.start([sys.executable, str(TARGET), str(out)])
-    children = []
-    try:
-        wait_for(lambda: progress(out) > 10_000, "the stream to flow")
-        children = children_of(proc.pid)
-        checkpointer.checkpoint([proc.pid], store, "tcp", tree=True)
-    finally:
-        procs.kill(proc)
-        subreaper(children)
+    with streaming(procs, tmp_path, subreaper, 10_000) as (_, pid):
+        checkpointer.checkpoint([pid], store, "tcp", tree=True)
     assert 4 <= len(reads) <= 2 * tcp_repair.QUEUE_READS, len(reads)
-    connections = [f for f in checkpointer.load_image(store, "tcp").meta["files"]
-                   if f["kind"] == "socket" and f["type"] == "stream" and f["peer"]]
+    connections = stream_connections(store)
     assert [f["state"] for f in connections] == ["closed", "closed"], connections
     restored = checkpointer.restore(store, "tcp")
     procs.restored.append(restored)
