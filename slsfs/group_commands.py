@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from objectstore import Store
+from objectstore import NotFound, Store
 
 from mount.control import ControlError, request, slsfs_mounts
 
@@ -461,15 +461,36 @@ def cmd_group_checkpoint(args) -> int:
 
 
 def cmd_group_restore(args) -> int:
+    store = _store_path(args.store)
+    if args.at is None and (named := _group_at_checkpoint(store, args.group)):
+        args.group, args.at = named       # `sls restore CHECKPOINT`: the group checkpointed there
     if args.clone:
         return cmd_group_clone(args)
-    store = _store_path(args.store)
     plain = take_over_plain_mount(store)  # (first: the fork below starts out in our directory)
     daemon = DaemonStart(store)          # imports while we check the rest
     group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
                                    daemon_status(store), force=args.force, daemon=daemon)
     _print(args, group, _restored_line(group))
     return 0
+
+
+def _group_at_checkpoint(store: str, spec: str) -> tuple[str, str] | None:
+    """(group, checkpoint) when `spec` is no group of the store but a checkpoint (an id, a
+    name given by `sls checkpoint --name`, 'latest~N', an ISO time) holding group records:
+    the group checkpointed there (its record pairs with the newest files commit of that
+    checkpoint; its partners come back with it)."""
+    opened = read_only_store(store)
+    if groups.ROOT_PREFIX + spec in opened.roots():
+        return None
+    try:
+        commit = opened.resolve(spec)
+    except (NotFound, ValueError):
+        return None
+    records = [groups.load(opened, name, commit.roots) for name in groups.group_names(commit.roots)]
+    if not records:
+        return None
+    newest = max(records, key=lambda r: r.files_commit)
+    return newest.settings.name, str(commit.id)
 
 
 def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: str | None,

@@ -44,6 +44,11 @@ def test_run_ps_checkpoint_barrier_rollback(group_store, group_binaries):
     wait_for(lambda: (counter_value(store) or 0) > rolled, "the rolled-back target to count on")
     assert not (store.mnt / "counter.bad").exists()
     assert store.group("app")["restored_from"] is not None
+    wait_for(lambda: (counter_value(store) or 0) > early + 300, "the target to count well past 'early' again")
+    out = store.sls("restore", "early", "--store", str(store.path)).stdout   # `sls restore CHECKPOINT`
+    assert "group app: restored from checkpoint" in out, out
+    again = wait_for(lambda: counter_value(store), "the counter rolled back again")
+    assert again < early + 300, f"sls restore early did not roll back: {again} vs {early}"
 
     err = store.sls("restore", "nosuch", "--store", str(store.path), check=False)
     assert err.returncode == 1 and "no persistence group 'nosuch'" in err.stderr
