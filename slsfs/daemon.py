@@ -135,18 +135,18 @@ class Daemon:
         except RuntimeError:      # the volume table changed size while read: ask the trio thread
             return None
 
-    async def checkpoint(self, group: RunningGroup, label: str) -> int:
+    async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False) -> int:
         """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id.
         The other groups checkpointed on this volume are checkpointed with it, at the same
-        instant (`_partners`): after a crash all of them come back with the files of that
-        instant."""
-        while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group)]
+        instant (`_partners`; not when `alone`): after a crash all of them come back with
+        the files of that instant."""
+        while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group, alone)]
                          if g.name in self.pages_coming]:
             await coming[0].wait()               # an image must not miss pages that are not in yet
         if not self.flusher.greeted:             # its first syncfs must not wait for it to start
             await trio.to_thread.run_sync(self.flusher.ready)
         async with self.lock:
-            members = [group] + [g for g in self._partners(group) if g.name not in self.pages_coming]
+            members = [group] + [g for g in self._partners(group, alone) if g.name not in self.pages_coming]
             while True:
                 started = time.perf_counter()
                 try:
@@ -192,13 +192,16 @@ class Daemon:
             raise
         return commit, captures, images
 
-    def _partners(self, group: RunningGroup) -> list[RunningGroup]:
+    def _partners(self, group: RunningGroup, alone: bool = False) -> list[RunningGroup]:
         """The other groups checkpointed on this volume (running, with a checkpoint: not the
-        clones, which are not checkpointed), but for one whose capture failed a moment ago
-        (it would make every checkpoint of the others fail with it)."""
+        clones, which are not checkpointed), but for one whose checkpoints fail (its own
+        last one, or its capture a moment ago in another's): it would make every checkpoint
+        of the others fail with it, and each failure costs them a full image next (the
+        write tracking of every group of a failed checkpoint starts again). None if `alone`."""
         now = time.monotonic()
-        return [other for other in self.groups.values() if other is not group and other.last_checkpoint is not None
-                and other.left_out_until <= now and other.alive()]
+        return [] if alone else [
+            other for other in self.groups.values() if other is not group and other.last_checkpoint is not None
+            and not other.error and other.left_out_until <= now and other.alive()]
 
     async def checkpoint_retrying(self, group: RunningGroup, label: str) -> int:
         """A checkpoint asked for (a group's first, `sls checkpoint`), retried a few times: a
@@ -236,8 +239,8 @@ class Daemon:
             if group.taken_by_partner:           # checkpointed with a partner since its last turn
                 group.taken_by_partner = False
                 continue
-            try:
-                await self.checkpoint(group, "periodic")
+            try:               # after a failure, alone: the others' checkpoints go on without it
+                await self.checkpoint(group, "periodic", alone=bool(group.error))
                 group.error, failures = "", 0
             except (CheckpointError, StoreError, OSError) as exc:   # ProcessGone: maybe only a child
                 if not group.alive():
