@@ -67,6 +67,14 @@ def _processes_mapping(path: str) -> list[int]:
     return users
 
 
+def _nearest_directory(directory: str) -> str:
+    """`directory`, or its nearest ancestor that exists (as the restorer sees it: as the
+    processes do until their root is set, last)."""
+    while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+        directory = os.path.dirname(directory)
+    return directory
+
+
 def _write_sparse(path: str, blob: list[str], read_pieces: Callable[[list[str]], list[bytes]]) -> None:
     """Write a blob into an empty file, piece by piece (READ_PIECES read together), leaving
     runs of zeros as holes (no memory for shared memory that was never touched); a piece
@@ -403,6 +411,8 @@ class FileRestorer:
             try:
                 if kind == "dir" and removed_dirs.is_removed(path):
                     fd = self._open_removed_directory(builder, path, flags)
+                elif kind == "device" and "rdev" in record:
+                    fd = self._make_deleted_device(builder, path, record, flags)
                 elif kind == "file" and _PROC_PID_FILE.match(path) and _has_own_proc(builder.tid):
                     # a file of a process outside the image, as the host's /proc numbers it
                     if (fd := self._hand_over(builder, path, flags)) < 0:
@@ -534,6 +544,18 @@ class FileRestorer:
         if data and os.write(keeper, data) != len(data):
             raise CheckpointError(f"could not refill the FIFO {path} with {len(data)} bytes")
 
+    def _make_deleted_device(self, builder, path: str, record: dict, flags: int) -> int:
+        """An unlinked device node (of a device any process may open: /dev/null and friends)
+        made again with its mode and number under a fresh name, opened and unlinked."""
+        original = path[: -len(procfs.DELETED)]
+        name = os.path.join(_nearest_directory(os.path.dirname(original)), f".slsfs-restored-{os.urandom(6).hex()}")
+        os.mknod(name, record["mode"], os.makedev(*record["rdev"]))
+        try:
+            os.chmod(name, stat.S_IMODE(record["mode"]))      # (the umask took bits off)
+            return builder.open(name, flags, f"the unlinked device node {original}")
+        finally:
+            os.unlink(name)
+
     def _make_deleted(self, builder, record: dict) -> int:
         """An unlinked file made again where it was: O_TMPFILE, or where the file system does
         not offer it (FUSE), a file created under a fresh name and unlinked at once; then
@@ -541,15 +563,11 @@ class FileRestorer:
         directory removed since (a temporary directory cleaned up while a file in it stays
         open) is replaced by its nearest ancestor that exists."""
         original = record["target"][: -len(procfs.DELETED)]
-        directory = self.remap(os.path.dirname(original))
+        directory = _nearest_directory(self.remap(os.path.dirname(original)))
         what = f"the unlinked file {original}"
         as_made = record["flags"] & O_TMPFILE == O_TMPFILE and record["flags"] & O_ACCMODE == O_WRONLY
-        while True:
-            fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
-                                  O_TMPFILE | (O_WRONLY if as_made else O_RDWR), record["mode"])
-            if fd != -errno.ENOENT or directory == os.path.dirname(directory):
-                break
-            directory = os.path.dirname(directory)
+        fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
+                              O_TMPFILE | (O_WRONLY if as_made else O_RDWR), record["mode"])
         if fd == -errno.EOPNOTSUPP:
             name = os.path.join(directory, f".slsfs-restored-{os.urandom(6).hex()}")
             fd = builder.open(name, O_CREAT | O_EXCL | O_RDWR, what, mode=record["mode"])

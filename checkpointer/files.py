@@ -185,6 +185,8 @@ class FileCapture:
         device = (os.major(st.st_rdev), os.minor(st.st_rdev)) if stat.S_ISCHR(mode) else None
         if device == ptys.MASTER_DEVICE:
             return ptys.describe_master(pid, info.fd, info.extra)
+        if device in SIMPLE_DEVICES and target.endswith(procfs.DELETED):   # version 14: made again, unlinked
+            return {"kind": "device", "path": target, "rdev": list(device), "mode": mode}
         if device in SIMPLE_DEVICES:   # by number: a --root group's /dev/null is a node of its own /dev
             return {"kind": "device", "path": target}
         if device and (device[0] in TTY_MAJORS or device[0] in ptys.PTS_MAJORS):

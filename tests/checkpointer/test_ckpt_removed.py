@@ -67,3 +67,15 @@ def test_an_open_file_whose_directory_was_removed_comes_back(procs, store, tmp_p
     checkpointer.checkpoint([proc.pid], store, "tmpdir")
     procs.kill(proc)
     reads_after_a_restore(procs, store, "tmpdir", out)
+
+
+def test_an_unlinked_device_node_comes_back_as_that_device(procs, store, tmp_path):
+    """A /dev/null-like node the program made, opened and unlinked (zdtm deleted_dev): the
+    restore tried to reopen it by its path and failed ('No such file or directory'); it is
+    made again with its mode and device number, opened, and unlinked."""
+    out = tmp_path / "device.out"
+    proc = procs.python("unlinked_device.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to make its device node")
+    checkpointer.checkpoint([proc.pid], store, "device")
+    procs.kill(proc)
+    reads_after_a_restore(procs, store, "device", out)
