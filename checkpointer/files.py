@@ -270,6 +270,8 @@ class FileCapture:
                 record["pending"] = info["pending"]
             if info is not None and info["type"] == "dgram" and info["peer"]:
                 record["connected"] = _connected_to(info["peer"])        # version 12
+            if info is not None and holder != os.getpid() and _socket_file_gone(holder, info):
+                record["unlinked"] = True                                 # version 14
             return record
         record = {"kind": "unix_pair", "type": info["type"], "ino": ino, "peer": info["peer"],
                   "shutdown": info["shutdown"], **self._queued(sock, info, what, holder)}
@@ -609,6 +611,20 @@ def _one_of_a_pair(info: dict, ino: int) -> bool:
         return info["name"] is None and not info["peer"]
     peer = sockets.unix_info(info["peer"])
     return peer is not None and peer["peer"] == ino
+
+
+def _socket_file_gone(holder: int, info: dict) -> bool:
+    """Whether a Unix socket bound to a path name no longer has its socket file there (the
+    file unlinked: a temporary directory cleaned up under a running server), the path read
+    as its holder sees it (its root; a relative name from its working directory)."""
+    name = info["name"]
+    if not name or name[:1] == b"\0" or not info["file_ino"]:
+        return False
+    where = f"/proc/{holder}/root" if name[:1] == b"/" else f"/proc/{holder}/cwd/"
+    try:
+        return os.stat(where + os.fsdecode(name), follow_symlinks=False).st_ino != info["file_ino"]
+    except OSError:
+        return True
 
 
 def _connected_to(peer: int) -> dict:

@@ -23,7 +23,10 @@ comes back closed (reads give ECONNRESET for TCP, EOF for Unix, then EOF; writes
 EPIPE), with a warning (a Unix datagram socket comes back unconnected);
 connections waiting in a listen queue (not yet accepted) are dropped, and so are
 datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
-file at a listening path is replaced (the new one gets the old file's mode and owner);
+file at a listening path is replaced (the new one gets the old file's mode and owner); a
+Unix socket whose file was gone at the checkpoint (`unlinked`) is bound to its name again
+and its file removed at once, so datagram clients connected to it come back unconnected
+(with a warning);
 a relative Unix path is taken from the process's working directory at the checkpoint
 (bound from there, so the socket keeps its relative name); other options keep their
 defaults, and so do buffer sizes the program did not set (setting one would turn the
@@ -253,7 +256,7 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         if family == socket.AF_UNIX:
-            _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd)
+            _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd, record.get("unlinked", False))
         else:
             sock.bind(tuple(record["address"]))
         if record["state"] == "listen":
@@ -270,14 +273,34 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         sock.connect(tuple(record["peer"]))
 
 
-def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str) -> None:
+def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool = False) -> None:
     """Bind to an abstract name, or to a path where the dead original's socket file (if
-    any) is replaced by one with the same mode and owner."""
+    any) is replaced by one with the same mode and owner. `unlinked`: the socket file was
+    gone at the checkpoint: bound to the same name (which getsockname shows), with the
+    directories missing on its way made, and a file now at that name (another socket bound
+    to it since) moved aside, for the time of the bind; then the file unlinked."""
     if name[:1] == b"\0":
         sock.bind(name)
         return
     relative, directory = name[:1] != b"/", remap(cwd)
     path = os.path.join(directory, os.fsdecode(name)) if relative else remap(os.fsdecode(name))
+    if unlinked:
+        made = _make_directories(os.path.dirname(path))
+        aside = f"{path}.slsfs-aside-{os.urandom(4).hex()}" if os.path.lexists(path) else None
+        if aside:
+            os.rename(path, aside)
+        try:
+            if relative:
+                _bind_from(directory, sock, name)
+            else:
+                sock.bind(path)
+            os.unlink(path)
+        finally:
+            if aside:
+                os.rename(aside, path)
+            for made_directory in reversed(made):
+                os.rmdir(made_directory)
+        return
     try:
         old = os.lstat(path)
     except FileNotFoundError:
@@ -293,6 +316,17 @@ def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str) -> None:
     if old is not None:
         os.chown(path, old.st_uid, old.st_gid)
         os.chmod(path, stat.S_IMODE(old.st_mode))
+
+
+def _make_directories(directory: str) -> list[str]:
+    """Make `directory` and its missing ancestors; the ones made, outermost first."""
+    missing = []
+    while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for made in reversed(missing):
+        os.mkdir(made, 0o700)
+    return list(reversed(missing))
 
 
 def _bind_from(directory: str, sock: socket.socket, name: bytes) -> None:

@@ -25,8 +25,8 @@ from .errors import CheckpointError, Unsupported
 
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLMSG_ERROR = 1, 2
-UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x8, 0x10
-UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 3, 4, 6
+UDIAG_SHOW_NAME, UDIAG_SHOW_VFS, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN = 0x1, 0x2, 0x4, 0x8, 0x10
+UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 1, 2, 3, 4, 6
 MAX_QUEUED = 16 << 20
 MAX_MESSAGE = 4 << 20
 MAX_PASSED = 253            # SCM_MAX_FD: the most fds one message can carry
@@ -50,15 +50,17 @@ def diag_exchange(nl: socket.socket, kind: int, flags: int, request: bytes) -> b
 
 
 def unix_info(ino: int) -> dict | None:
-    """{type, state, name, peer, queued, max_backlog, shutdown} of the Unix socket with this
-    inode (shutdown: the kernel's mask, 1 = no more receiving, 2 = no more sending), or None
+    """{type, state, name, peer, queued, max_backlog, shutdown, file_ino} of the Unix socket with
+    this inode (shutdown: the kernel's mask, 1 = no more receiving, 2 = no more sending;
+    file_ino: the inode number of the socket file its path name made, 0 for none), or None
     if it is not one. `queued` and `max_backlog`: for a listening socket the connections
     waiting to be accepted and its backlog, for another the bytes in its receive queue and
     those it sent that are not read yet. The peer of a connection not yet accepted reads 0
     (it has no inode yet). A listening socket's also has `pending`, the inodes of the sockets
     whose connections wait in its accept queue, in order."""
     request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
-                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
+                          UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN,
+                          0xFFFFFFFF, 0xFFFFFFFF)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
         reply = diag_exchange(nl, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, request)
     if isinstance(reply, int):
@@ -66,13 +68,15 @@ def unix_info(ino: int) -> dict | None:
     length = struct.unpack_from("=I", reply)[0]
     family, sock_type, state, _, found_ino = struct.unpack_from("=BBBBI", reply, 16)
     info = {"type": TYPES.get(sock_type, str(sock_type)), "state": state, "name": None, "peer": 0,
-            "queued": 0, "max_backlog": 0, "shutdown": 0}
+            "queued": 0, "max_backlog": 0, "shutdown": 0, "file_ino": 0}
     offset = 32
     while offset + 4 <= length:
         attr_len, attr_type = struct.unpack_from("=HH", reply, offset)
         payload = reply[offset + 4: offset + attr_len]
         if attr_type == UNIX_DIAG_ICONS:
             info["pending"] = list(struct.unpack(f"={len(payload) // 4}I", payload[:len(payload) // 4 * 4]))
+        elif attr_type == UNIX_DIAG_VFS:      # struct unix_diag_vfs: inode, device of the socket file
+            info["file_ino"] = struct.unpack("=I", payload[:4])[0]
         elif attr_type == UNIX_DIAG_PEER:
             info["peer"] = struct.unpack("=I", payload[:4])[0]
         elif attr_type == UNIX_DIAG_NAME:     # a path comes with its terminating NUL

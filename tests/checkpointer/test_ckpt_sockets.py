@@ -127,3 +127,19 @@ def test_tcp_connections_that_had_ended_come_back_ended(procs, store, tmp_path):
     procs.kill(proc)
     restored = reads_after_a_restore(procs, store, "ended", out)
     assert restored.warnings == []
+
+
+def test_unix_listeners_whose_socket_files_are_gone_come_back_unreachable_by_name(procs, store, tmp_path):
+    """A Unix server whose socket file (and its directory) was removed while it ran, and one
+    whose name another socket has taken since (zdtm sk-unix01): the restore tried to bind
+    the name again and failed ('No such file or directory', 'Address already in use'); now
+    each is bound to its name (getsockname) for the time of the bind and its file removed
+    again, the other socket's file left in place, and connections made before carry on."""
+    out = tmp_path / "unlinked.out"
+    proc = procs.python("unlinked_listener.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to lose its socket files")
+    checkpointer.checkpoint([proc.pid], store, "unlinked")
+    unlinked = [f for f in load_image(store, "unlinked").files if f["kind"] == "socket" and f.get("unlinked")]
+    assert len(unlinked) == 2
+    procs.kill(proc)                  # (the holder's socket file stays, as after a crash)
+    reads_after_a_restore(procs, store, "unlinked", out)
