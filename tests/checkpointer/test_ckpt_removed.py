@@ -56,26 +56,18 @@ def test_a_file_unlinked_under_one_name_but_linked_under_another_is_written_afte
         "what the restored process wrote did not reach the file's other name"
 
 
-def test_an_open_file_whose_directory_was_removed_comes_back(procs, store, tmp_path):
-    """An unlinked file whose directory was removed too (zdtm unlink_regular00; a temporary
-    directory cleaned up while a file in it is still in use): the restore failed ('cannot
-    make the unlinked file again in ...: No such file or directory'); it is made in the
-    nearest directory that exists, with its contents and offset."""
-    out = tmp_path / "tmpdir.out"
-    proc = procs.python("removed_tmpdir.py", str(out))
-    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to remove its directory")
-    checkpointer.checkpoint([proc.pid], store, "tmpdir")
+@pytest.mark.parametrize("target", ["removed_tmpdir.py", "unlinked_device.py"], ids=["directory", "device"])
+def test_an_open_file_whose_name_is_gone_for_good_comes_back(procs, store, tmp_path, target):
+    """directory: an unlinked file whose directory was removed too (zdtm unlink_regular00; a
+    temporary directory cleaned up while a file in it is still in use): the restore failed
+    ('cannot make the unlinked file again in ...: No such file or directory'); it is made in
+    the nearest directory that exists, with its contents and offset.
+    device: a /dev/null-like node the program made, opened and unlinked (zdtm deleted_dev):
+    the restore tried to reopen it by its path and failed ('No such file or directory'); it
+    is made again with its mode and device number, opened, and unlinked."""
+    out = tmp_path / "gone.out"
+    proc = procs.python(target, str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to lose its file's name")
+    checkpointer.checkpoint([proc.pid], store, "gone")
     procs.kill(proc)
-    reads_after_a_restore(procs, store, "tmpdir", out)
-
-
-def test_an_unlinked_device_node_comes_back_as_that_device(procs, store, tmp_path):
-    """A /dev/null-like node the program made, opened and unlinked (zdtm deleted_dev): the
-    restore tried to reopen it by its path and failed ('No such file or directory'); it is
-    made again with its mode and device number, opened, and unlinked."""
-    out = tmp_path / "device.out"
-    proc = procs.python("unlinked_device.py", str(out))
-    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to make its device node")
-    checkpointer.checkpoint([proc.pid], store, "device")
-    procs.kill(proc)
-    reads_after_a_restore(procs, store, "device", out)
+    reads_after_a_restore(procs, store, "gone", out)
