@@ -140,6 +140,8 @@ class PackStore:
         self._meta: list[tuple[int, int, int]] = []  # (pack, offset, kind) in pack order
         self._fds: dict[int, int] = {}
         self._active = 0
+        self._active_version = fmt.PACK_VERSION    # of the active pack: its records' checksum
+        self._versions: dict[int, int] = {}        # pack number -> version, as learnt (_version)
         self._active_records: list[fmt.RecordInfo] = []
         self._entries = b""  # index entries of the active pack's first records (_active_index)
         self._entries_last: fmt.RecordInfo | None = None  # ... the last of which is this one
@@ -168,11 +170,22 @@ class PackStore:
         elif not self.readonly:
             self._start_pack(1)
 
-    def _read_whole(self, number: int) -> bytes:
+    def _read_whole(self, number: int) -> tuple[bytes, int, int]:
+        """A pack's bytes, and the number and version its header says (FormatError if bad)."""
         with open(_pack_path(self.directory, number), "rb") as f:
             data = f.read()
-        fmt.check_pack_header(data, _pack_path(self.directory, number).name)
-        return data
+        written_number, version = fmt.check_pack_header(data, _pack_path(self.directory, number).name)
+        self._versions[number] = version
+        return data, written_number, version
+
+    def _version(self, number: int) -> int:
+        """The format version of pack `number` (its header is read once: sealed packs are
+        opened through their index)."""
+        version = self._versions.get(number)
+        if version is None:
+            head = os.pread(self._fd(number), fmt.PACK_HEADER.size, 0)
+            version = self._versions[number] = fmt.check_pack_header(head, _pack_path(self.directory, number).name)[1]
+        return version
 
     def _load_sealed(self, number: int) -> None:
         idx_path = _pack_path(self.directory, number, ".idx")
@@ -181,8 +194,8 @@ class PackStore:
             return
         except (OSError, StoreError):
             pass
-        data = self._read_whole(number)
-        result = fmt.scan(data)
+        data, _number, version = self._read_whole(number)
+        result = fmt.scan(data, version=version)
         self._note_damage(number, data, result, torn_tail_allowed=False)
         if not self.readonly:
             self._write_index(number, fmt.encode_index(result.records))
@@ -197,16 +210,17 @@ class PackStore:
                 path.write_bytes(fmt.pack_header(number))
                 fd = self._fd(number, write=True)
                 os.fsync(fd)
-            self._active = number
+            self._active, self._active_version = number, fmt.PACK_VERSION
+            self._versions[number] = fmt.PACK_VERSION
             self._active_records = []
             self._written = fmt.PACK_HEADER.size
             return
         with open(path, "rb") as f:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)   # pages read as scanned
         try:
-            fmt.check_pack_header(data, path.name)
-            known = self._prefix_index(number, data)
-            result = fmt.scan(data, known[-1].end if known else fmt.PACK_HEADER.size)
+            version = fmt.check_pack_header(data, path.name)[1]
+            known = self._prefix_index(number, data, version)
+            result = fmt.scan(data, known[-1].end if known else fmt.PACK_HEADER.size, version)
             self._note_damage(number, data, result, torn_tail_allowed=True)
             if fmt.whole_record_at(data, result.valid_end):
                 self._keep_damaged_tail(number, data, result.valid_end)
@@ -214,7 +228,8 @@ class PackStore:
         finally:
             data.close()
         self._add_records(number, known + result.records)
-        self._active = number
+        self._active, self._active_version = number, version    # (appended to in its version)
+        self._versions[number] = version
         self._active_records = known + result.records
         self._prefix_indexed = len(known)
         self._written = result.valid_end
@@ -226,7 +241,7 @@ class PackStore:
                 os.fsync(fd)                        # what the scan found is durable: index it
                 self._write_prefix_index()
 
-    def _prefix_index(self, number: int, data: mmap.mmap) -> list[fmt.RecordInfo]:
+    def _prefix_index(self, number: int, data: mmap.mmap, version: int) -> list[fmt.RecordInfo]:
         """The records named by the active pack's prefix index, if it is intact and its
         last record is where it says (else none: the whole pack is scanned)."""
         path = _pack_path(self.directory, number, ".pidx")
@@ -234,7 +249,7 @@ class PackStore:
             records = fmt.decode_index(path.read_bytes(), path.name)
         except (OSError, StoreError):
             return []
-        if records and fmt.decode_record(data, records[-1].offset) is None:
+        if records and fmt.decode_record(data, records[-1].offset, version) is None:
             return []
         return records
 
@@ -340,7 +355,8 @@ class PackStore:
             raise _io_error(exc, f"creating {path.name}") from None
         fsync_dir(self.directory)
         self._fds[number] = fd
-        self._active = number
+        self._active, self._active_version = number, fmt.PACK_VERSION
+        self._versions[number] = fmt.PACK_VERSION
         self._active_records = []
         self._prefix_indexed = 0
         self._written = len(header)
@@ -521,7 +537,7 @@ class PackStore:
         records, index, number = self._active_records, self._index, self._active
         append_record, lz4_compress, record_info = fmt.append_record, lz4.block.compress, fmt.RecordInfo
         make = tuple.__new__      # RecordInfo(...) runs the NamedTuple's Python __new__: 0.65 us, this 0.16
-        buf, probe = self._buf, self._probe_first
+        buf, probe, version = self._buf, self._probe_first, self._active_version
         for cid, data in items:
             raw_len = stored_len = len(data)
             payload, flags = data, 0
@@ -534,7 +550,7 @@ class PackStore:
                 if not probe:
                     payload, flags, stored_len = packed, fmt.FLAG_LZ4, len(packed)
             offset = self._written + len(buf)
-            append_record(buf, kind, flags, raw_len, cid, payload)
+            append_record(buf, kind, flags, raw_len, cid, payload, version)
             records.append(make(record_info, (offset, kind, flags, stored_len, raw_len, cid)))
             if chunk:
                 index[cid] = _loc(number, offset, stored_len, kind)
@@ -596,8 +612,9 @@ class PackStore:
         end = fmt.RECORD_HEADER.size + stored_len
         if len(buf) == end + fmt.CHECKSUM.size:
             magic, _kind, flags, slen, raw_len, rid = fmt.RECORD_HEADER.unpack_from(buf)
+            checksum = fmt.RECORD_CHECKSUM[self._version(number)]
             if (magic == fmt.RECORD_MAGIC and slen == stored_len and rid == cid
-                    and xxhash.xxh32_intdigest(buf[:end]) == fmt.CHECKSUM.unpack_from(buf, end)[0]):
+                    and checksum(buf[:end]) == fmt.CHECKSUM.unpack_from(buf, end)[0]):
                 payload = buf[fmt.RECORD_HEADER.size:end]
                 if not flags & fmt.FLAG_LZ4:
                     return payload
@@ -613,6 +630,7 @@ class PackStore:
                            pack=name, offset=offset)
 
     def _read_record(self, number: int, offset: int, stored_len: int | None) -> tuple[fmt.RecordInfo, bytes]:
+        version = self._version(number)
         if number == self._active and offset >= self._written:
             buf = self._buf
             start = offset - self._written
@@ -625,7 +643,7 @@ class PackStore:
                     stored_len = 0
             buf = os.pread(self._fd(number), fmt.RECORD_OVERHEAD + stored_len, offset)
             start = 0
-        parsed = fmt.decode_record(buf, start)
+        parsed = fmt.decode_record(buf, start, version)
         if parsed is None:
             name = _pack_path(self.directory, number).name
             raise CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
@@ -772,13 +790,13 @@ class PackStore:
         for number in self.pack_numbers():
             name = _pack_path(self.directory, number).name
             try:
-                data = self._read_whole(number)
+                data, written_number, version = self._read_whole(number)
             except (OSError, StoreError) as exc:
                 problems.append(f"{name}: cannot be read: {exc}")
                 continue
-            if fmt.check_pack_header(data, name) != number:
+            if written_number != number:
                 problems.append(f"{name} offset 0: the header names another pack number (damaged header)")
-            result = fmt.scan(data)
+            result = fmt.scan(data, version=version)
             for start, end in result.damaged:
                 problems.append(f"{name} offset {start}: {end - start} damaged bytes")
             intact = {r.offset for r in result.records}

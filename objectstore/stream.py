@@ -36,6 +36,7 @@ from .tree import _Node, decode_node, encode_node
 
 STREAM_MAGIC = b"SLSSTRM\0"
 STREAM_VERSION = 1
+RECORD_VERSION = 1      # a stream's records are pack records of pack version 1 (xxh32 checksum)
 END = 5
 _HEAD = struct.Struct("<8sII")
 MAX_HEADER = 16 << 20
@@ -75,7 +76,7 @@ def send(store: Store, commit: Commit, out: BinaryIO, base: Commit | None = None
     count = sent = 0
     for cid in _post_order(store, sorted(set(commit.roots.values())), skip):
         kind = store.kind(cid)
-        record = fmt.encode_record(kind, 0, 0, cid, store.get(cid))
+        record = fmt.encode_record(kind, 0, 0, cid, store.get(cid), RECORD_VERSION)
         digest.update(cid)
         out.write(record)
         count += 1
@@ -83,7 +84,7 @@ def send(store: Store, commit: Commit, out: BinaryIO, base: Commit | None = None
         if progress:
             progress(sent)
     end = json.dumps({"chunks": count, "digest": digest.hexdigest()}).encode()
-    out.write(fmt.encode_record(END, 0, 0, fmt.NO_ID, end))
+    out.write(fmt.encode_record(END, 0, 0, fmt.NO_ID, end, RECORD_VERSION))
     out.flush()
     return {"commit": commit.id, "base": base.id if base else None, "chunks": count, "bytes": sent}
 
@@ -105,7 +106,7 @@ class _Reader:
         if stored_len > fmt.MAX_RECORD:
             raise StreamError(f"stream record claims {stored_len} bytes: corrupt or hostile stream")
         rest = self.exactly(stored_len + fmt.CHECKSUM.size, "a record")
-        parsed = fmt.decode_record(head + rest)
+        parsed = fmt.decode_record(head + rest, 0, RECORD_VERSION)
         if parsed is None:
             raise StreamError("stream record failed its checksum: the stream is corrupt")
         return parsed

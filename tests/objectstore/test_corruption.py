@@ -17,7 +17,6 @@ import struct
 from pathlib import Path
 
 import pytest
-import xxhash
 
 from objectstore import CorruptChunk, FormatError, NotFound, Store, StoreError
 from objectstore import pack as fmt
@@ -213,7 +212,7 @@ def test_forged_record_with_valid_checksum(store_dir):
     data = bytearray(pack.read_bytes())
     body = rec.offset + fmt.RECORD_HEADER.size
     data[body] ^= 0xFF
-    struct.pack_into("<I", data, rec.end - 4, xxhash.xxh32(bytes(data[rec.offset:rec.end - 4])).intdigest())
+    struct.pack_into("<I", data, rec.end - 4, fmt.RECORD_CHECKSUM[fmt.PACK_VERSION](bytes(data[rec.offset:rec.end - 4])))
     pack.write_bytes(bytes(data))
     with Store.open(store_dir) as store:
         with pytest.raises(CorruptChunk, match=f"{pack.name} offset {rec.offset}"):

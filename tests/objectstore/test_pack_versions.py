@@ -1,0 +1,94 @@
+"""Pack format version 2 (xxh3 record checksums) and the version 1 packs written before it.
+
+tests/objectstore/data/store-pack-v1 was written by slsfs before version 2 (main at
+dd3bf80): six commits of three chunks each (incompressible, compressible, mixed), the
+first three in sealed pack 1 (with its index), the rest in active pack 2. A store like
+it must open, read, pass fsck, take new chunks and commits (appended to its active
+version 1 pack in that pack's format), and rebuild a lost index; new packs are version 2.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+from objectstore import Store
+from objectstore import pack as fmt
+
+OLD_STORE = Path(__file__).parent / "data" / "store-pack-v1"
+
+
+def _old_contents() -> list[bytes]:
+    """The chunks the old store holds, made again as they were made then."""
+    rng = random.Random(1)
+    return [data for n in range(6)
+            for data in (rng.randbytes(3000), (b"compressible %d " % n) * 300, bytes(100) + rng.randbytes(50))]
+
+
+def _copy(tmp_path: Path) -> Path:
+    path = tmp_path / "store"
+    shutil.copytree(OLD_STORE, path)
+    return path
+
+
+def _pack_version(path: Path) -> int:
+    return fmt.check_pack_header(path.read_bytes(), path.name)[1]
+
+
+def _records(path: Path) -> list[fmt.RecordInfo]:
+    data = path.read_bytes()
+    result = fmt.scan(data, version=_pack_version(path))
+    assert not result.damaged and result.valid_end == len(data)
+    return result.records
+
+
+def test_a_store_of_version_1_packs_opens_reads_and_checks_clean(tmp_path):
+    path = _copy(tmp_path)
+    packs = path / "packs"
+    assert [_pack_version(p) for p in sorted(packs.glob("*.pack"))] == [1, 1]
+    contents = _old_contents()
+    with Store.open(path) as store:
+        assert [store.get(store.id_of(data)) for data in contents] == contents
+        assert store.get_many([store.id_of(data) for data in contents]) == contents
+        assert [c.label for c in store.log()][:2] == ["c5", "c4"]
+        assert store.fsck() == []
+
+
+def test_new_records_go_into_the_old_active_pack_in_its_version_and_new_packs_are_version_2(tmp_path):
+    path = _copy(tmp_path)
+    packs = path / "packs"
+    rng = random.Random(2)
+    added = [rng.randbytes(5000) for _ in range(4)] + [b"squeezable " * 500]
+    with Store.open(path) as store:
+        for data in added[:3]:
+            store.put(data)
+        store.commit("after the upgrade")
+    assert _pack_version(packs / "pack-00000002.pack") == 1
+    assert len(_records(packs / "pack-00000002.pack")) > 3 * 6     # every record valid as version 1
+    with Store.open(path) as store:
+        store.packs.seal_active()
+        for data in added[3:]:
+            store.put(data)
+        store.commit("in a new pack")
+    new_pack = packs / "pack-00000003.pack"
+    assert _pack_version(new_pack) == fmt.PACK_VERSION == 2
+    assert len(_records(new_pack)) == 3                           # two chunks and the commit
+    assert fmt.scan(new_pack.read_bytes(), version=1).records == []   # not xxh32 any more
+    (packs / "pack-00000001.idx").unlink()                         # rebuilt from a version 1 scan
+    (packs / "pack-00000002.idx").unlink()
+    with Store.open(path) as store:
+        everything = _old_contents() + added
+        assert [store.get(store.id_of(data)) for data in everything] == everything
+        assert [c.label for c in store.log()][:2] == ["in a new pack", "after the upgrade"]
+        assert store.fsck() == []
+
+
+def test_fsck_finds_a_damaged_record_in_a_version_1_pack(tmp_path):
+    path = _copy(tmp_path)
+    pack = path / "packs" / "pack-00000001.pack"
+    victim = next(r for r in _records(pack) if r.stored_len > 100)
+    data = bytearray(pack.read_bytes())
+    data[victim.offset + fmt.RECORD_HEADER.size + 10] ^= 0x55
+    pack.write_bytes(bytes(data))
+    with Store.open(path) as store:
+        assert any(f"offset {victim.offset}" in problem for problem in store.fsck())
