@@ -9,8 +9,9 @@ moved to the recorded one by completed writes to /dev/null (the ring's tail is t
 own count: it cannot be written), the recorded head and events written, and the ring moved
 to its old address with mremap (the kernel follows: the old id works). Other contexts are
 made and dropped in between where needed so that each gets its recorded index (the kernel
-looks a context up by the index in its ring's header). `refuse_direct_io` refuses a process
-that has an AIO context and a file open with O_DIRECT.
+looks a context up by the index in its ring's header). A process that has an AIO context and
+a file open with O_DIRECT is refused (checked only for a process with a context: nothing is
+added to the checkpoints of the others).
 Why: a program keeps using its io_context_t after a restore (io_submit, io_getevents, and
 reading the ring directly, as libaio's io_getevents does), and finds the events it had not
 reaped yet.
@@ -54,6 +55,7 @@ def is_ring(vma: procfs.Vma) -> bool:
 
 def ring_record(pid: int, vma: procfs.Vma) -> dict:
     """The image record of the AIO context whose ring `vma` is (the process frozen)."""
+    _refuse_direct_io(pid)
     what = f"process {pid}, AIO context {vma.start:#x}"
     try:
         with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
@@ -70,11 +72,11 @@ def ring_record(pid: int, vma: procfs.Vma) -> dict:
     return {"id": ring_id, "nr": nr, "head": head, "tail": tail, "events": events.hex()}
 
 
-def refuse_direct_io(pid: int, vmas: list[dict], files: list[dict]) -> None:
-    """Refuse a process with an AIO context and a file open with O_DIRECT (`files`: the
-    records of its open files): its requests may be in flight, which the kernel does not show."""
-    if any(v["kind"] == "aio" for v in vmas) and (direct := [f for f in files if f.get("flags", 0) & O_DIRECT]):
-        raise Unsupported(f"process {pid} has an AIO context (io_setup) and {direct[0]['target']} open with "
+def _refuse_direct_io(pid: int) -> None:
+    """Refuse a process (that has an AIO context) with a file open with O_DIRECT: its
+    requests may be in flight, which the kernel does not show."""
+    if direct := [info for info in procfs.fds(pid) if info.flags & O_DIRECT]:
+        raise Unsupported(f"process {pid} has an AIO context (io_setup) and {direct[0].target} open with "
                           "O_DIRECT: direct I/O submitted and not yet completed cannot be seen, so it would be "
                           "lost; turn native AIO off in the program (InnoDB: innodb_use_native_aio=0)")
 

@@ -120,7 +120,6 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["stop_signal"] = proc.stop_signal   # version 9
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
-        aio.refuse_direct_io(pid, meta["vmas"], [files.files[record["file"]] for record in meta["fds"]])
         if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(stat_fields)):
             meta["ctty"] = ctty
     with phase("signals_threads_injected"):
