@@ -33,7 +33,9 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   of the work after its thaw (names starting with after_thaw);
 - stop_breakdown_ms: where the stop of an incremental snapshot checkpoint goes (the
   median of each phase timed by checkpointer.stopwatch over 9 checkpoints; nested phases
-  are included in their outer one).
+  are included in their outer one). Its page_copy is the wait for the pages copied on the
+  other CPU meanwhile (snapshot.PageCopy.selected), the copy itself overlapping with fds
+  and signals_threads_injected.
 Every stop runs from the freeze call until the last task was let go (Frozen.thawed_at).
 The full one first arms the write tracking (Incremental.prearm, the target running; its
 own short stop of the main thread is before_freeze_prearm_stop in stop_breakdown_ms_full).

@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 
 from . import aio, kernel, lazy, posix_timers, procfs, ptys
 from .batch import OUT, Call, SyscallBatch
+from .copybuffer import CopyBuffer
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .files import POSIX_SHM_DIR, FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
@@ -62,10 +63,13 @@ def saved_ranges(pid: int, vma: procfs.Vma) -> procfs.PageRanges | None:
 
 
 def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
-                select: PageSelector = saved_ranges, keep_injection_page: bool = False) -> list[dict]:
+                select: PageSelector = saved_ranges, keep_injection_page: bool = False,
+                selected: Callable[[int], None] | None = None) -> list[dict]:
     """Metadata of every frozen process and zombie, parents before children.
 
-    `select(host pid, vma)` names the pages of each VMA to hand to the sink (None: skip).
+    `select(host pid, vma)` names the pages of each VMA to hand to the sink (None: skip);
+    `selected(host pid)`, if given, is told when every VMA of that process was selected
+    (before its files, signals and threads are read: snapshot.PageCopy starts its copy then).
     `keep_injection_page`: leave the injected calls' page in each process for its next
     checkpoint (injection_page.py; the caller releases it when it stops checkpointing)."""
     with phase("process_tree"):
@@ -75,7 +79,7 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
     def ns_ppid(pid: int) -> int:
         return ns_pids.get(int(procfs.frozen_status(pid)["PPid"]), 0)
 
-    result = [capture_process(proc, sink, files, ns_ppid(pid), select, keep_injection_page)
+    result = [capture_process(proc, sink, files, ns_ppid(pid), select, keep_injection_page, selected)
               for pid, proc in frozen.processes.items()]
     result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status,
                 "pgid": procfs.ns_id(procfs.frozen_status(pid)["NSpgid"]),      # version 9
@@ -86,7 +90,13 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
 
 
 def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int,
-                    select: PageSelector = saved_ranges, keep_injection_page: bool = False) -> dict:
+                    select: PageSelector = saved_ranges, keep_injection_page: bool = False,
+                    selected: Callable[[int], None] | None = None) -> dict:
+    """The metadata of one frozen process (see capture_all); its pages go to `sink`. The
+    pages are chosen right after the memory map is read, before the fds, signals and
+    threads: a copy `selected` starts then runs while those are read. (Our injected calls
+    write nothing a copy then reads but the stack scratch area below the red zone, which
+    no program may rely on, and the kernel's rseq fields, which it rewrites at the restore.)"""
     pid = proc.pid
     lazy.check_served(pid)
     with phase("proc_files"):
@@ -118,6 +128,10 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     if proc.stopped:
         meta["stopped"] = True
         meta["stop_signal"] = proc.stop_signal   # version 9
+    with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
+        ranges = list(itertools.chain.from_iterable(select(pid, vma) or () for vma in vmas))
+    if selected is not None:
+        selected(pid)
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
         if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(stat_fields)):
@@ -126,8 +140,6 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
         meta["seccomp"] = _seccomp(proc, status)
         meta.update(_injected_state(proc, status, keep_injection_page))
-    with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
-        ranges = list(itertools.chain.from_iterable(select(pid, vma) or () for vma in vmas))
     if ranges:
         with phase("page_copy"):
             copy_pages(pid, ranges, functools.partial(sink, meta["pid"]))
@@ -278,18 +290,21 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     return meta
 
 
-def copy_pages(pid: int, ranges: procfs.PageRanges, sink: Callable[[int, bytes], None]) -> None:
+def copy_pages(pid: int, ranges: procfs.PageRanges, sink: Callable[[int, bytes], None],
+               buffers: CopyBuffer | None = None) -> None:
     """Hand the pages in `ranges` to `sink(start, data)` in runs; `data`
-    may be a memoryview of a buffer shared by the runs of one batch. Each batch of up to
+    may be a memoryview of a buffer shared by the runs of one batch (taken from `buffers`
+    when given: memory made ready before a freeze, see copybuffer.py). Each batch of up to
     IOV_MAX runs (READ_BATCH_BYTES) is one process_vm_readv: one system call instead of a
     pread of /proc/PID/mem per run (~5 us each, most runs being one page). A batch that call
     cannot read whole (process_vm_readv honours protections: a PROT_NONE mapping with data)
-    is read run by run through /proc/PID/mem, which does not."""
+    is read run by run through /proc/PID/mem, which does not; a run that cannot be read
+    either is refused by name if it holds guard pages (a scan reported one as written)."""
     mem = -1
     try:
         for batch in _batches(_runs(ranges)):
             size = sum(count for _, count in batch) * kernel.PAGE_SIZE
-            buffer = bytearray(size)
+            buffer = buffers.take(size) if buffers is not None else bytearray(size)
             if _vm_read(pid, batch, buffer) == size:
                 view, at = memoryview(buffer), 0
                 for start, count in batch:
@@ -301,6 +316,7 @@ def copy_pages(pid: int, ranges: procfs.PageRanges, sink: Callable[[int, bytes],
             for start, count in batch:
                 data = os.pread(mem, count * kernel.PAGE_SIZE, start)
                 if len(data) != count * kernel.PAGE_SIZE:
+                    procfs.check_no_guard_pages_in(pid, start, start + count * kernel.PAGE_SIZE)
                     raise CheckpointError(f"could not read memory {start:#x}+{count} pages of process {pid}")
                 sink(start, data)
     finally:
@@ -328,7 +344,7 @@ def _batches(runs: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
         yield batch
 
 
-def _vm_read(pid: int, runs: list[tuple[int, int]], buffer: bytearray) -> int:
+def _vm_read(pid: int, runs: list[tuple[int, int]], buffer: bytearray | memoryview) -> int:
     """process_vm_readv of `runs` into `buffer`: the bytes read (-1 on an error)."""
     local = (ctypes.c_uint64 * 2)(ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer)), len(buffer))
     remote = array.array("Q", bytes(16 * len(runs)))   # (base, length) pairs, filled a column at a time:

@@ -421,8 +421,13 @@ def dirty_ranges(pid: int, vma: Vma) -> PageRanges:
 def check_no_guard_pages(pid: int, vma: Vma) -> None:
     """Refuse guard pages in a mapping whose contents are read elsewhere (shared memory:
     from its object; guard markers live in the process's own page tables)."""
+    check_no_guard_pages_in(pid, vma.start, vma.end)
+
+
+def check_no_guard_pages_in(pid: int, start: int, end: int) -> None:
+    """Refuse guard pages in [start, end) of a process's memory."""
     with pagemap(pid) as fd:
-        guarded = page_ranges(fd, vma.start, vma.end, PAGE_IS_GUARD)
+        guarded = page_ranges(fd, start, end, PAGE_IS_GUARD)
     if guarded:
         raise refuse_guard_pages(pid, guarded[0][0])
 

@@ -1,9 +1,12 @@
 """The page copy of a checkpoint moved out of the stop: fork snapshots.
 
 What: `PageCopy` collects, inside a freeze window, the pages the capture chose for each
-process (`selector()` wraps the capture's page selector). `in_stop(frozen)` then, per
-process, either copies its pages at once (few pages next to its resident memory: see
-`_fork_is_cheaper`) or makes a fork snapshot: an injected clone3 of the process's main
+process (`selector()` wraps the capture's page selector). Those it copies inside the stop
+(few pages next to its resident memory: see `_fork_is_cheaper`) are copied as soon as the
+capture has chosen them (`selected()`), on the other CPU while the capture reads the
+process's files, signals and threads (copier.py), into memory prepared before the freeze
+(copybuffer.py); `in_stop(frozen)` waits for those copies, and for the others makes a fork
+snapshot: an injected clone3 of the process's main
 thread with exit signal 0 and CLONE_FILES, which the kernel gives a copy-on-write copy
 of the memory of this instant. The snapshot never runs application code (it is
 ptrace-stopped from its first instruction, PTRACE_O_TRACECLONE, until killed), no
@@ -44,9 +47,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import forks, kernel, procfs
+from . import copier, forks, kernel, procfs
 from .builder import wait_event_stop
 from .capture import PageSelector, copy_pages, injecting
+from .copybuffer import CopyBuffer
 from .errors import CheckpointError
 from .freeze import Frozen, FrozenProcess, exiting, main_thread_stopped, stack_scratch
 from .stopwatch import phase
@@ -86,9 +90,15 @@ class Snapshot:
 class PageCopy:
     """The pages of one checkpoint: copied inside the stop or from fork snapshots after it."""
 
-    def __init__(self, ns_pids: dict[int, int], fork: bool = True):
+    def __init__(self, ns_pids: dict[int, int], fork: bool = True, buffers: CopyBuffer | None = None,
+                 cpus: set[int] | None = None):
+        """`buffers`: where the pages copied inside the stop go (prepared before the freeze);
+        `cpus`: where `selected()` may copy them meanwhile (copier.other_cpus; none: in `in_stop`)."""
         self._chosen = {pid: _Chosen(ns) for pid, ns in ns_pids.items()}
         self._fork = fork
+        self._buffers = buffers
+        self._cpus = cpus or set()
+        self._copies: dict[int, copier.Job] = {}   # copies started by selected(), by host pid
         self.snapshots: list[Snapshot] = []
 
     def selector(self, select: PageSelector) -> PageSelector:
@@ -99,11 +109,32 @@ class PageCopy:
                 self._chosen[pid].by_vma.append((vma.start, ranges))
         return keep
 
+    def selected(self, pid: int) -> None:
+        """Every page of `pid` is chosen (capture_all's `selected`): if they are to be copied
+        inside the stop rather than from a fork snapshot, start that copy now on another CPU
+        (copier.py), while the capture goes on; `in_stop` waits for it."""
+        chosen = self._chosen[pid]
+        if not self._cpus or not chosen.by_vma or (self._fork and _fork_is_cheaper(pid, chosen)):
+            return
+        ranges, buffers = chosen.ranges, self._buffers
+
+        def copy() -> list[tuple[int, bytes]]:
+            runs: list[tuple[int, bytes]] = []
+            copy_pages(pid, ranges, lambda addr, data: runs.append((addr, data)), buffers)
+            return runs
+        self._copies[pid] = copier.submit(copy, self._cpus)
+
     def in_stop(self, frozen: Frozen, sink: RunSink) -> None:
-        """Still frozen: copy each process's pages into `sink` now, or fork a snapshot to
-        copy them from after the thaw."""
+        """Still frozen: copy each process's pages into `sink` now (or take the copy
+        `selected` started), or fork a snapshot to copy them from after the thaw."""
+        with phase("page_copy"):
+            copies = self._join()   # every one first: the worker and we never share the buffers
         for pid, chosen in self._chosen.items():
             if not chosen.by_vma:
+                continue
+            if pid in copies:
+                for addr, data in copies[pid]:
+                    sink(chosen.ns_pid, addr, data)
                 continue
             snapshot = None
             if self._fork and _fork_is_cheaper(pid, chosen):
@@ -111,14 +142,14 @@ class PageCopy:
                     snapshot = _try_fork_snapshot(frozen.processes[pid], chosen)
             with phase("page_copy"):
                 if snapshot is None:
-                    _copy(pid, chosen.ns_pid, chosen.ranges, sink)
+                    _copy(pid, chosen.ns_pid, chosen.ranges, sink, self._buffers)
                     continue
                 self.snapshots.append(snapshot)
                 for _, ranges in chosen.by_vma:   # what the fork did not copy is read now
                     if _in_snapshot(snapshot.child, ranges[0][0]):
                         snapshot.ranges += ranges
                     else:
-                        _copy(pid, chosen.ns_pid, ranges, sink)
+                        _copy(pid, chosen.ns_pid, ranges, sink, self._buffers)
 
     def after_thaw(self, sink: RunSink) -> None:
         """The processes run again: copy from the snapshots into `sink`, then drop them."""
@@ -134,9 +165,28 @@ class PageCopy:
             with phase("after_thaw_snapshot_reap"):
                 self.drop()
 
+    def _join(self) -> dict[int, list[tuple[int, bytes]]]:
+        """Wait for every copy `selected` started: the runs of each, by host pid. Every one
+        is waited for, even when one failed (then its error is raised)."""
+        copies, self._copies = self._copies, {}
+        runs, failure = {}, None
+        for pid, job in copies.items():
+            try:
+                runs[pid] = job.result()
+            except (CheckpointError, OSError) as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return runs
+
     def drop(self, frozen: Frozen | None = None) -> None:
-        """Kill and reap every snapshot left. Inside the freeze window (after an error
-        there) pass `frozen`: the reaping wait4 is injected through it."""
+        """Kill and reap every snapshot left, and wait for the copies started. Inside the
+        freeze window (after an error there) pass `frozen`: the reaping wait4 is injected
+        through it."""
+        try:
+            self._join()
+        except (CheckpointError, OSError):
+            pass           # the capture failed already: its error is the one to report
         snapshots, self.snapshots = self.snapshots, []
         failures: list[CheckpointError] = []
         for snap in snapshots:               # every one, whatever happens to the others
@@ -148,8 +198,8 @@ class PageCopy:
             raise failures[0]
 
 
-def _copy(pid: int, ns_pid: int, ranges: procfs.PageRanges, sink: RunSink) -> None:
-    copy_pages(pid, ranges, lambda addr, data: sink(ns_pid, addr, data))
+def _copy(pid: int, ns_pid: int, ranges: procfs.PageRanges, sink: RunSink, buffers: CopyBuffer | None = None) -> None:
+    copy_pages(pid, ranges, lambda addr, data: sink(ns_pid, addr, data), buffers)
 
 
 def _fork_is_cheaper(pid: int, chosen: _Chosen) -> bool:

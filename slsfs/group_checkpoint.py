@@ -66,6 +66,7 @@ from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.incremental import Incremental, Precopied
+from checkpointer.copier import other_cpus
 from checkpointer.snapshot import PageCopy
 from checkpointer import stopwatch
 from checkpointer.stopwatch import phase, recording
@@ -323,11 +324,12 @@ class _GroupCapture:
         tracking = self.member.tracking
         with phase("page_selection"):
             ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-            self.copy = PageCopy(ns_pids)
+            self.copy = PageCopy(ns_pids, buffers=tracking.buffers, cpus=other_cpus(frozen.pinning))
             select = self.copy.selector(tracking.selector(frozen, ns_pids,
                                                           lambda *span: self.clears.append(span), self.early))
         self.files = FileCapture(self._name_blob, tracking.shared, self.member.writer.keep_blobs)
-        self.processes = capture_all(frozen, self._keep_run, self.files, select, keep_injection_page=True)
+        self.processes = capture_all(frozen, self._keep_run, self.files, select, keep_injection_page=True,
+                                     selected=self.copy.selected)
         with phase("arm_tracking"):
             tracking.arm(frozen)
         self.copy.in_stop(frozen, self._keep_run)
