@@ -119,7 +119,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "personality": int(open(f"/proc/{pid}/personality").read(), 16),
             "oom_score_adj": int(open(f"/proc/{pid}/oom_score_adj").read()),
             "thp_disabled": status.get("THP_enabled") == "0",   # version 13: prctl(PR_SET_THP_DISABLE)
-            "sched": _scheduling(pid, stat_fields),
+            "sched": _scheduling(proc.main, stat_fields),
             "rlimits": {name: list(limits[num]) for name, num in sorted(RLIMITS.items())},
             "mm": procfs.mm_layout(pid, stat_fields),
             "auxv": procfs.auxv(pid).hex(),
@@ -172,10 +172,12 @@ _CAPABILITY_SETS = (("effective", "CapEff"), ("permitted", "CapPrm"), ("inherita
                     ("bounding", "CapBnd"), ("ambient", "CapAmb"))
 
 
-def _scheduling(pid: int, stat_fields: list[str]) -> list[int]:
+def _scheduling(main: FrozenThread, stat_fields: list[str]) -> list[int]:
     """[policy (with SCHED_RESET_ON_FORK, which /proc does not show), real-time priority,
-    nice] of the main thread."""
-    return [os.sched_getscheduler(pid), int(stat_fields[39]), int(stat_fields[18])]
+    nice] of the main thread: its own, not the SCHED_FIFO the freeze may run it with."""
+    if main.policy is not None:      # raised by the freeze (freeze._boost): not real-time of its own
+        return [main.policy, 0, int(stat_fields[18])]
+    return [os.sched_getscheduler(main.tid), int(stat_fields[39]), int(stat_fields[18])]
 
 
 def vma_kind(vma: procfs.Vma) -> str:
