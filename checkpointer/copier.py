@@ -65,12 +65,14 @@ def submit(fn: Callable[[], Any], cpus: set[int]) -> Job:
     if not cpus:
         job.run()
         return job
-    _start()
+    start()
     _jobs.put(job)
     return job
 
 
-def _start() -> None:
+def start() -> None:
+    """Have the worker running. Called before a freeze (Incremental.precopy): a thread start
+    waits for the new thread to be scheduled, on a busy machine milliseconds of a stop."""
     global _worker
     with _start_lock:
         if _worker is None or not _worker.is_alive():

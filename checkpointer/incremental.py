@@ -386,8 +386,10 @@ class Incremental:
         again and copies only the others in the stop. The pages copied. Skipped (0) when
         the last capture stored fewer than `min_pages`: a pre-copy costs a read of the maps
         and a scan of every tracked mapping, more than copying a few pages in the stop.
-        Either way the memory the stop copies into is made ready (`buffers`)."""
+        Either way the memory the stop copies into is made ready (`buffers`), and the
+        thread that copies there (copier.py) started."""
         self.buffers.prepare()
+        copier.start()
         if self.last_pages < min_pages:
             self.last_precopied = 0
             return 0
