@@ -75,10 +75,17 @@ class Stream:
         self.pending = self.pending[whole:]
 
 
+def capture_pair(pair, blobs: Blobs) -> tuple[dict, dict]:
+    """Both ends' states (failing with why when the pair could not be read consistently)."""
+    [states] = tcp_repair.capture([pair], blobs.put)
+    assert not isinstance(states, str), states
+    return states
+
+
 def checkpoint_and_rebuild(pair, blobs: Blobs) -> tuple[socket.socket, socket.socket]:
     """Capture the pair, drop it silently (closed in repair mode: no FIN, no reset), make it
     again from the captured state."""
-    (first, second), = tcp_repair.capture([pair], blobs.put)
+    first, second = capture_pair(pair, blobs)
     addresses = [(s.getsockname(), s.getpeername()) for s in pair]
     for sock in pair:
         sock.setsockopt(socket.IPPROTO_TCP, tcp_repair.TCP_REPAIR, tcp_repair.REPAIR_ON)
@@ -128,7 +135,7 @@ def test_the_closing_ends_a_killed_connection_left_do_not_hold_its_addresses():
     blobs = Blobs()
     writer, reader = connected_pair()
     Stream().fill(writer)
-    (writer_state, reader_state), = tcp_repair.capture([(writer, reader)], blobs.put)
+    writer_state, reader_state = capture_pair((writer, reader), blobs)
     pairs = [(writer.getsockname(), writer.getpeername()), (reader.getsockname(), reader.getpeername())]
     held_writer, held_reader = connected_pair()
     held = [(held_writer.getsockname(), held_writer.getpeername())]
