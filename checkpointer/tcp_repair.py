@@ -18,9 +18,10 @@ are established; urgent data and the congestion state are not kept (the kernel s
 new slow start); bytes one end has sent that the other had received but not yet
 acknowledged are sent again by the kernel after its retransmission timeout (a pause of
 ~200 ms on that connection, and rare); a connection whose ends kept moving bytes while
-being read (QUEUE_READS times, within READ_BUDGET_S for all of a checkpoint's connections)
+being read (PAIR_READS times, within READ_BUDGET_S for all of a checkpoint's connections)
 comes back closed, with the reason in its record (`closed_because`, which the restore's
-warning names); CAP_NET_ADMIN is needed (root): without it connections come back closed. A restored end's buffers are the original's sizes, fixed (no
+warning names); CAP_NET_ADMIN is needed (root): without it connections come back closed.
+A restored end's buffers are the original's sizes, fixed (no
 more autotuning), or larger if its queued bytes need it; its segments are at most 32767
 bytes (loopback's were up to 65483). The ends a killed original left closing on the same
 address pairs are destroyed first (`clear_leftovers`); an end whose other end could not be
@@ -52,7 +53,7 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 MAX_USER_MSS = 32767   # TCP_MAXSEG's upper bound (the kernel's MAX_TCP_WINDOW)
 NR_CONNECT = 42
 MAX_BUFFER_GROWTHS = 8
-QUEUE_READS = 200            # reads of a pair whose queues keep changing before giving up
+PAIR_READS = 200            # reads of a pair whose queues keep changing before giving up
 READ_BUDGET_S = 0.5          # the time a checkpoint's stop may spend reading connections again
 UNSETTLED = "its bytes were still moving after {reads} reads of its state"
 TCP_INFO_BYTES = 8      # tcpi_state ... tcpi_options, the window scales: the first bytes of tcp_info
@@ -105,7 +106,7 @@ def _read_consistent(pair: tuple[socket.socket, socket.socket], deadline: float)
     in a receive queue in repair mode, later on a loaded machine: the loopback's softirq
     work waits for a CPU), or UNSETTLED."""
     reads = 0
-    while reads < 2 or (reads < QUEUE_READS and time.monotonic() < deadline):
+    while reads < 2 or (reads < PAIR_READS and time.monotonic() < deadline):
         if reads >= 2:
             time.sleep(0.001)
         reads += 1

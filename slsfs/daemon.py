@@ -326,7 +326,6 @@ class Daemon:
         self._adopt(group)
         return {"group": name, "pids": [pid], "checkpoint": commit}
 
-
     async def restore_group(self, record: GroupCheckpoint, commit_id: int | None) -> RunningGroup:
         """Restore the group's processes; paths under its old mount point (and its output
         file) are remapped when this daemon mounts elsewhere (e.g. after `sls recv`)."""
@@ -665,9 +664,11 @@ def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[Group
     with it), which come back with it: the volume's files are theirs too."""
     record, commit = groups.resolve(store, name, at)
     roots = store.roots() if at is None else commit.roots
-    partners = [other for other in (_readable_record(store, n, roots) for n in groups.group_names(roots) if n != name)
-                if other is not None and other.files_commit == record.files_commit
-                and other.settings.volume == record.settings.volume]
+    records, unreadable = groups.readable(store, roots)
+    for other, why in unreadable.items():
+        log.warning("group %s's checkpoint record cannot be read, so it is not restored with %s: %s", other, name, why)
+    partners = [other for other in records.values() if other.settings.name != name
+                and other.files_commit == record.files_commit and other.settings.volume == record.settings.volume]
     volume = record.settings.volume
     if volume in store.volumes():
         store.drop_volume(volume)
@@ -678,16 +679,6 @@ def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[Group
     names = " ".join(r.settings.name for r in (record, *partners))
     store.commit(f"restore group {names} from checkpoint {commit.id if commit else '?'}", durable=True)
     return [(r, commit.id if commit else None) for r in (record, *partners)]
-
-
-def _readable_record(store: Store, name: str, roots: dict[str, ChunkId]) -> GroupCheckpoint | None:
-    """Group `name`'s record in `roots`, or None (logged) if it cannot be read: a damaged
-    record of another group must not keep this one from coming back."""
-    try:
-        return groups.load(store, name, roots)
-    except (GroupError, StoreError, ValueError, KeyError, TypeError) as exc:
-        log.warning("group %s's checkpoint record cannot be read, so it is not restored with it: %s", name, exc)
-        return None
 
 
 async def _exit_status(group: RunningGroup, wait_s: float = 1.0) -> int | None:

@@ -378,7 +378,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-
 def _has_checkpoint(store: str, name: str, status: dict | None) -> bool:
     """Whether the store holds a checkpoint of group `name` (asking its daemon if one runs)."""
     if status is None:
@@ -486,7 +485,7 @@ def _group_at_checkpoint(store: str, spec: str) -> tuple[str, str] | None:
         commit = opened.resolve(spec)
     except (NotFound, ValueError):
         return None
-    records = [groups.load(opened, name, commit.roots) for name in groups.group_names(commit.roots)]
+    records = groups.readable(opened, commit.roots)[0].values()
     if not records:
         return None
     newest = max(records, key=lambda r: r.files_commit)

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-from objectstore import ChunkId, Commit, NotFound, Store
+from objectstore import ChunkId, Commit, NotFound, Store, StoreError
 
 LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
 
@@ -106,6 +106,19 @@ def load(store: Store, name: str, roots: dict[str, ChunkId] | None = None) -> Gr
     if raw is None:
         raise GroupError(f"the record of group {name!r} has no metadata (damaged store? run `sls fsck`)")
     return GroupCheckpoint.decode(raw)
+
+
+def readable(store: Store, roots: dict[str, ChunkId]) -> tuple[dict[str, GroupCheckpoint], dict[str, str]]:
+    """Every group record named in `roots` that can be read, by group name; and why each
+    other one cannot (damaged, or of a newer slsfs): one bad record must not keep the
+    others from being found."""
+    records, unreadable = {}, {}
+    for name in group_names(roots):
+        try:
+            records[name] = load(store, name, roots)
+        except (GroupError, StoreError, ValueError, KeyError, TypeError) as exc:
+            unreadable[name] = str(exc)
+    return records, unreadable
 
 
 def group_names(roots: dict[str, ChunkId]) -> list[str]:

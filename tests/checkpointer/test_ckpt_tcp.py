@@ -94,7 +94,7 @@ def test_a_connection_that_cannot_be_read_consistently_comes_back_closed_saying_
     monkeypatch.setattr(tcp_repair, "_agree", lambda sender, receiver: False)
     with streaming(procs, tmp_path, subreaper, 10_000) as (_, pid):
         checkpointer.checkpoint([pid], store, "tcp", tree=True)
-    assert 4 <= len(reads) <= 2 * tcp_repair.QUEUE_READS, len(reads)
+    assert 4 <= len(reads) <= 2 * tcp_repair.PAIR_READS, len(reads)
     connections = stream_connections(store)
     assert [f["state"] for f in connections] == ["closed", "closed"], connections
     restored = checkpointer.restore(store, "tcp")
