@@ -30,10 +30,11 @@ thaw and in the image (`_restart_endless_wait`). One with a timeout keeps its EI
 restarted call would wait its whole timeout again, and checkpoints more often than that
 would keep its timers from ever firing; event loops recompute the timeout on EINTR.
 
+If the checkpointer itself is killed inside the window, the processes run on (ptrace lets
+them go) and its watchdog (watchdog.py) gives them their own policy and affinity back.
+
 Simplifications: must be used from one thread (ptrace's rule); a process that exits
-while being frozen raises ProcessGone after thawing the others; if the checkpointer
-itself is killed inside the window, the processes run on but stay pinned to one CPU, at
-the lowest real-time priority.
+while being frozen raises ProcessGone after thawing the others.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import kernel, procfs, stopwatch
+from . import kernel, procfs, stopwatch, watchdog
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import Regs
@@ -69,6 +70,7 @@ class FrozenThread:
     touched: bool = False  # registers/mask changed by injection: set back on thaw
     restarted: bool = False  # a wait the stop ended is restarted (_restart_endless_wait)
     policy: int | None = None  # its scheduling policy while the freeze runs it SCHED_FIFO (_boost); None: not raised
+    guarded: int | None = None  # its watchdog slot while raised (watchdog.py)
 
 
 @dataclass
@@ -123,6 +125,7 @@ class Frozen:
             _boost(thread)
             kernel.ptrace(kernel.PTRACE_INTERRUPT, tid, 0, 0)
         except ProcessLookupError:
+            _unguard(thread)
             return False  # the thread exited before we got it
         except PermissionError as exc:
             _unboost(thread)
@@ -137,7 +140,7 @@ class Frozen:
         while True:
             _, status = kernel.waitpid(tid)
             if not os.WIFSTOPPED(status):
-                del self.processes[pid].threads[tid]
+                _unguard(self.processes[pid].threads.pop(tid))
                 return
             if status >> 16 == kernel.PTRACE_EVENT_STOP:
                 if os.WSTOPSIG(status) in JOB_CONTROL_STOPS:
@@ -223,9 +226,19 @@ class Frozen:
                 except (CheckpointError, OSError):
                     # a child exiting while we attach (EPERM, "is a zombie", vanished /proc
                     # files): the next round sees it as a zombie or not at all
-                    self.processes.pop(child, None)
+                    self._forget(child)
                     if not exiting(child):
                         raise
+
+    def _forget(self, pid: int) -> None:
+        """Leave out a process found exiting while it was being frozen (its threads given
+        their own policy back where they still can be)."""
+        proc = self.processes.pop(pid, None)
+        for thread in proc.threads.values() if proc else ():
+            try:
+                _unboost(thread)
+            except OSError:
+                pass
 
     def check_alive(self) -> None:
         """Raise ProcessGone if a frozen process was killed (SIGKILL ignores ptrace stops)."""
@@ -266,13 +279,18 @@ def _boost(thread: FrozenThread) -> None:
     before it is interrupted: a thread waiting for a CPU stops only once it gets one (on a
     busy machine an ordinary one was waited for up to 28 ms, one freeze in 100 at load 7,
     2026-11-30), and each injected call waits for the thread to run it. A thread already
-    real-time, or that we may not change, is left as it is."""
+    real-time, that we may not change, or that no watchdog guards (watchdog.py: it gives the
+    policy back if we die before the thaw) is left as it is."""
     policy = os.sched_getscheduler(thread.tid)
     if policy & ~os.SCHED_RESET_ON_FORK not in (os.SCHED_OTHER, os.SCHED_BATCH, os.SCHED_IDLE):
+        return
+    thread.guarded = watchdog.guard(thread.tid, policy)
+    if thread.guarded is None:
         return
     try:
         os.sched_setscheduler(thread.tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
     except PermissionError:
+        _unguard(thread)
         return
     thread.policy = policy
 
@@ -280,8 +298,16 @@ def _boost(thread: FrozenThread) -> None:
 def _unboost(thread: FrozenThread) -> None:
     """Give a thread `_boost` raised its own scheduling policy back (its nice value was kept)."""
     if thread.policy is not None:
-        os.sched_setscheduler(thread.tid, thread.policy, os.sched_param(0))
-        thread.policy = None
+        try:
+            os.sched_setscheduler(thread.tid, thread.policy, os.sched_param(0))
+        finally:
+            _unguard(thread)
+
+
+def _unguard(thread: FrozenThread) -> None:
+    """The thread needs no watchdog any more (its policy given back, or it is gone)."""
+    watchdog.release(thread.guarded)
+    thread.policy = thread.guarded = None
 
 
 _unreleased: set[int] = set()   # killed tracees still ours (see release_dead_tracees)

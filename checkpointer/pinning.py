@@ -14,6 +14,10 @@ otherwise risks a whole time slice of some other process on our CPU before the t
 runs again (seen: a 5-thread Redis stop lost ~2.5 ms to it under load 4); a thawed task
 cannot preempt the tracer either while it lets the next one go.
 
+A task's own affinity is noted with the watchdog (watchdog.py) before it is pinned: if the
+tracer dies while the task is pinned, the watchdog gives it back; a task no watchdog can
+guard is not pinned.
+
 Simplifications: affinity only (not cgroup cpusets: a CPU the cpuset forbids makes
 pinning a no-op, never an error); a task that exits while pinned is simply forgotten.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+
+from . import watchdog
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -35,28 +41,37 @@ class Pinning:
         # (a tail of several ms before a Redis freeze under load; ~0.04 ms real-time first)
         self.policy = _realtime() if realtime else None  # our scheduling policy before, if raised
         self.cpu = _libc.sched_getcpu()
-        self.saved: dict[int, set[int]] = {}
+        self.saved: dict[int, tuple[set[int], int]] = {}   # tid -> (its own affinity, watchdog slot)
         self.own = _set(0, {self.cpu}) if self.cpu >= 0 else None  # our affinity before
 
     def pin(self, tid: int) -> None:
         """Run task `tid` on our CPU until released (no-op if that is not allowed)."""
         if self.own is None or tid in self.saved:
             return
-        before = _set(tid, {self.cpu})
-        if before is not None:
-            self.saved[tid] = before
+        try:
+            before = os.sched_getaffinity(tid)
+        except OSError:
+            return
+        slot = watchdog.guard(tid, cpus=before)
+        if slot is None:
+            return
+        if _set(tid, {self.cpu}) is None:
+            watchdog.release(slot)
+            return
+        self.saved[tid] = (before, slot)
 
     def adopt(self, tid: int) -> None:
         """A task born of a pinned one (it inherited the pinning): on release it gets the
         affinity the caller had before pinning, as if it had been born of the caller."""
-        if self.own is not None:
-            self.saved[tid] = self.own
+        if self.own is not None and tid not in self.saved:
+            self.saved[tid] = (self.own, watchdog.guard(tid, cpus=self.own))
 
     def release(self, tid: int) -> None:
         """Give task `tid` its own CPU affinity back."""
-        before = self.saved.pop(tid, None)
-        if before is not None:
-            _set(tid, before)
+        saved = self.saved.pop(tid, None)
+        if saved is not None:
+            _set(tid, saved[0])
+            watchdog.release(saved[1])
 
     def release_tasks(self) -> None:
         """Give every task its own CPU affinity back (the caller stays pinned)."""
