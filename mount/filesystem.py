@@ -66,7 +66,7 @@ from objectstore.retention import Prune, retained
 from . import fusectl, schema
 from .flusher import Flusher
 from .heap import keep_freed_buffers
-from .history import SNAPSHOT_PREFIX, HistoryTree
+from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
 from .single_reader import single_reader_session
@@ -94,6 +94,7 @@ FSYNC_BLOCK_S = 0.002                     # an application's fsync: how long the
 # reader lock pyfuse3 takes per request is dropped too (mount.single_reader).
 SESSION_TASKS = 1
 READAHEAD_KIB = 1024
+CLONE_VOLUME_SEPARATOR = "."              # a clone's volume: `<volume of its mount>.<leaf>`
 FORGET_WAIT_S = 0.5
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -201,6 +202,15 @@ def forget_entry(parent_kino: int, name: bytes) -> None:
 
 class MountError(Exception):
     """A request on a mounted file system that cannot be done (message for the user)."""
+
+
+def clone_volume_roots(volume: str, roots: dict[str, bytes]) -> dict[str, bytes]:
+    """The volumes that `FileSystem.clone` made in `volume`'s mount (clones of clones too:
+    all are named `<volume>.<leaf>`), with their roots in `roots` (a commit's): a reset of
+    `volume` to that commit's tree resets them too, or the directories grafted into it
+    would show later files than the rest of the tree."""
+    prefix = VOLUME_PREFIX + volume + CLONE_VOLUME_SEPARATOR
+    return {name[len(VOLUME_PREFIX):]: root for name, root in roots.items() if name.startswith(prefix)}
 
 
 def ensure_volume(store, name: str) -> None:
@@ -564,7 +574,7 @@ class FileSystem:
 
     def _free_volume_name(self, leaf: str) -> str:
         existing = set(self.store.volumes())
-        base = f"{self.volume_name}.{leaf}"[:200].replace("/", "_")
+        base = f"{self.volume_name}{CLONE_VOLUME_SEPARATOR}{leaf}"[:200].replace("/", "_")
         n = 1
         name = base
         while name in existing:

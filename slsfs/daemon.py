@@ -12,7 +12,8 @@
 Group ops: run {settings, env}, persist {pid, name, hz}, group_checkpoint {group, name?},
 barrier {group}, resolve_group {group, at?}, clone_group {group, at?, count}, ps,
 stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
-(`<mount>/<group>.clone<N>/`, paths remapped at restore); they are not checkpointed.
+(`<mount>/<group>.clone<N>/`, paths remapped at restore); each is a group of its own (its
+`directory` in its settings), checkpointed like the others.
 
 The groups of a volume share its files, so they are checkpointed together: a checkpoint
 of one freezes every checkpointed group of the daemon, seals the file system once and
@@ -77,7 +78,7 @@ from checkpointer.stopwatch import recording
 from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
-from mount.filesystem import FileSystem, MountError
+from mount.filesystem import FileSystem, MountError, clone_volume_roots
 from mount.flusher import ThreadFlusher
 
 from . import group_checkpoint, group_init, group_process, group_retention, groups, orphans, procs_view, rootfs
@@ -181,8 +182,9 @@ class Daemon:
             for member, captured in zip(members, captures):
                 images.append(await captured.write())
                 pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
+                clones = clone_volume_roots(self.fs.volume_name, self.store.commit_by_id(captured.files_commit).roots)
                 groups.save(self.store, GroupCheckpoint(member.settings, member.seq + 1, time.time(), images[-1],
-                                                        captured.fs_root, pids, captured.files_commit))
+                                                        captured.fs_root, pids, captured.files_commit, clones))
             names = " ".join(f"{member.name} #{member.seq + 1}" for member in members)
             commit = self.store.commit(f"group {names}: {label}", durable=False).id
             await self.fs.barrier()
@@ -193,15 +195,15 @@ class Daemon:
         return commit, captures, images
 
     def _partners(self, group: RunningGroup, alone: bool = False) -> list[RunningGroup]:
-        """The other groups checkpointed on this volume (running, with a checkpoint: not the
-        clones, which are not checkpointed), but for one whose checkpoints fail (its own
+        """The other groups of this daemon (all on its volume: clones too, whose directories
+        are grafted into it), running, but for one whose checkpoints fail (its own
         last one, or its capture a moment ago in another's): it would make every checkpoint
         of the others fail with it, and each failure costs them a full image next (the
         write tracking of every group of a failed checkpoint starts again). None if `alone`."""
         now = time.monotonic()
         return [] if alone else [
-            other for other in self.groups.values() if other is not group and other.last_checkpoint is not None
-            and not other.error and other.left_out_until <= now and other.alive()]
+            other for other in self.groups.values()
+            if other is not group and not other.error and other.left_out_until <= now and other.alive()]
 
     async def checkpoint_retrying(self, group: RunningGroup, label: str) -> int:
         """A checkpoint asked for (a group's first, `sls checkpoint`), retried a few times: a
@@ -329,12 +331,7 @@ class Daemon:
     async def restore_group(self, record: GroupCheckpoint, commit_id: int | None) -> RunningGroup:
         """Restore the group's processes; paths under its old mount point (and its output
         file) are remapped when this daemon mounts elsewhere (e.g. after `sls recv`)."""
-        old = record.settings
-        settings = replace(old, mountpoint=self.mountpoint,
-                           output=os.path.join(self.store.path, f"group-{old.name}.out"))
-        open(settings.output, "ab").close()
-        remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output))
-                 if o and o != n}
+        settings, remap = self._settings_here(record.settings)
         marks = [time.perf_counter()]          # where the time goes: restore_phases_ms in ps
         if settings.mode == "root":
             await self._prepare_root(settings.mountpoint)
@@ -363,31 +360,54 @@ class Daemon:
 
     async def clone_group(self, name: str, at: str | None, count: int) -> list[dict]:
         """Start `count` copies of a group checkpoint, each on its own O(1) clone of the
-        checkpoint's file system, grafted at `<mount>/<name>.clone<N>/`."""
+        checkpoint's file system (of the group's directory in it), grafted at
+        `<mount>/<name>.clone<N>/`. Each copy is a group of its own, checkpointed at the
+        rate of its origin (the first time at once, all together)."""
         record, commit = groups.resolve(self.store, name, at)
         origin = self.store.commit_by_id(record.files_commit)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
+        source = "/".join(filter(None, (f".sls/checkpoints/{origin.id}/fs", record.settings.directory)))
         started: list[RunningGroup] = []
         try:
             for _ in range(count):
                 dest = self._free_clone_name(name)
-                self.fs.clone(f".sls/checkpoints/{origin.id}/fs", dest)
-                settings = replace(record.settings, name=dest, mountpoint=os.path.join(self.mountpoint, dest), hz=0)
-                remap = {record.settings.mountpoint: settings.mountpoint}
+                self.fs.clone(source, dest)
+                settings, remap = self._settings_here(record.settings, name=dest, directory=dest)
                 if settings.mode == "root":
                     await self._prepare_root(settings.mountpoint)
                 restored = await self._restore_processes(image, settings, remap, share_listening_ports=True)
-                group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq, restored_from=origin.id)
-                self.groups[dest] = group
-                started.append(group)
-                log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, group.pids)
-        except (CheckpointError, GroupError) as exc:
+                started.append(RunningGroup(settings, restored.pids[:1], restored, restored_from=origin.id))
+                log.info("clone %s of group %s (checkpoint %d): pids %s", dest, name, origin.id, restored.pids)
+            for group in started:
+                self.groups[group.name] = group
+            await self.checkpoint_retrying(started[0], "clone")    # its partners: the other copies too
+        except (CheckpointError, GroupError, OSError) as exc:
             for group in started:              # all or nothing: none of this request's copies runs
                 await self._stop_group(group)
             raise GroupError(f"clone {len(started) + 1} of {count} could not start: {exc} (the copies "
                              f"started before it were stopped; their directories stay under "
                              f"{self.mountpoint})") from None
-        return [{"group": g.name, "pids": g.pids, "directory": g.settings.mountpoint} for g in started]
+        for group in started:
+            self._adopt(group)
+        return [{"group": g.name, "pids": g.pids, "directory": g.settings.mountpoint,
+                 "checkpoint": g.last_checkpoint} for g in started]
+
+    def _settings_here(self, old: GroupSettings, name: str | None = None,
+                       directory: str | None = None) -> tuple[GroupSettings, dict[str, str]]:
+        """A group's settings (`old`, from its checkpoint) as it runs from this daemon: in
+        its directory of this mount (or `directory`, a clone's), named `name` (default
+        its own), writing to `group-<name>.out` in this store; and the remapping of the
+        paths its image holds (its old directory and output file: e.g. after `sls recv`
+        into a store mounted elsewhere, or for a clone)."""
+        name = name or old.name
+        directory = old.directory if directory is None else directory
+        settings = replace(old, name=name, directory=directory,
+                           output=os.path.join(self.store.path, f"group-{name}.out"))
+        settings.mountpoint = settings.in_mount(self.mountpoint)
+        open(settings.output, "ab").close()
+        remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output))
+                 if o and o != n}
+        return settings, remap
 
     async def _restore_processes(self, image: group_checkpoint.LoadedImage, settings: GroupSettings,
                                  remap: dict[str, str], share_listening_ports: bool = False,
@@ -452,13 +472,15 @@ class Daemon:
             self.roots.discard(root)
 
     def _free_clone_name(self, name: str) -> str:
+        """`<name>.clone<N>` for the lowest N naming no directory of the mount, running group
+        or group checkpoint of the store (an earlier clone's history stays its own)."""
         n = 1
         while True:
             candidate = f"{name}.clone{n}"
             try:
                 self.fs.resolve_path(candidate)
             except MountError:
-                if candidate not in self.groups:
+                if candidate not in self.groups and groups.ROOT_PREFIX + candidate not in self.store.roots():
                     return candidate
             n += 1
 
@@ -658,8 +680,9 @@ def detach_if_mounted(mountpoint: str) -> None:
 
 
 def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[GroupCheckpoint, int | None]]:
-    """Reset the group's volume to its checkpoint's file system and name that checkpoint
-    as the group's newest (before the mount starts). Returned with it: the checkpoints of
+    """Reset the group's volume (and the clones grafted into it) to its checkpoint's file
+    system and name that checkpoint as the group's newest (before the mount starts); a
+    clone made since stays in the store, no longer grafted. Returned with it: the checkpoints of
     the other groups that pair with the same files commit (its partners, checkpointed
     with it), which come back with it: the volume's files are theirs too."""
     record, commit = groups.resolve(store, name, at)
@@ -669,10 +692,10 @@ def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[Group
         log.warning("group %s's checkpoint record cannot be read, so it is not restored with %s: %s", other, name, why)
     partners = [other for other in records.values() if other.settings.name != name
                 and other.files_commit == record.files_commit and other.settings.volume == record.settings.volume]
-    volume = record.settings.volume
-    if volume in store.volumes():
-        store.drop_volume(volume)
-    store.create_volume(volume, record.fs)
+    for volume, root in {record.settings.volume: record.fs, **record.clone_volumes}.items():
+        if volume in store.volumes():
+            store.drop_volume(volume)
+        store.create_volume(volume, root)
     for restored in (record, *partners):
         root = groups.ROOT_PREFIX + restored.settings.name
         store.set_root(root, roots[root])
@@ -719,10 +742,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.restore:
             restore = prepare_restore(store, args.restore, args.at)
             volume = restore[0][0].settings.volume
-            mountpoint = mountpoint or restore[0][0].settings.mountpoint
+            mountpoint = mountpoint or restore[0][0].settings.mount_root()
         elif args.like:
             settings = groups.load(store, args.like).settings
-            volume, mountpoint = settings.volume, mountpoint or settings.mountpoint
+            volume, mountpoint = settings.volume, mountpoint or settings.mount_root()
         if not mountpoint:
             raise GroupError("no mount point given")
         detach_stale(mountpoint, args.store)

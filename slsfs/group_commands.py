@@ -414,8 +414,8 @@ def cmd_ps(args) -> int:
               f"{'STOP ms (med/p99)':>20}  COMMAND"] if status["groups"] else []
     for g in status["groups"]:
         stop = f"{g['stop_ms_median']}/{g['stop_ms_p99']}" if g["stop_ms_median"] is not None else "-"
-        durable = "-" if g["last_durable"] is None else g["last_durable"]   # a clone: not checkpointed
-        taken = "-" if g["last_durable"] is None else g["checkpoints"]       # (a clone's is its origin's)
+        durable = "-" if g["last_durable"] is None else g["last_durable"]
+        taken = g["checkpoints"]
         lines.append(f"{g['group']:<16}{'running' if g['running'] else 'exited':<9}"
                      f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{taken:>8}"
                      f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
@@ -538,7 +538,8 @@ def cmd_group_clone(args) -> int:
     if daemon_status(store) is None:
         start_daemon(store, "--like", args.group, *(["--mountpoint", plain[0]] if plain else []))
     reply = ask(store, "clone_group", timeout=600, group=args.group, at=args.at, count=args.count)
-    lines = [f"{c['group']}: pid {' '.join(map(str, c['pids']))} in {c['directory']}" for c in reply["clones"]]
+    lines = [f"{c['group']}: pid {' '.join(map(str, c['pids']))} in {c['directory']} (first checkpoint "
+             f"{c['checkpoint']})" for c in reply["clones"]]
     _print(args, reply, "\n".join(lines))
     return 0
 

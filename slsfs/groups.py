@@ -4,11 +4,12 @@ A persistence group is an application (today: one process) whose files and memor
 checkpointed together. Every group checkpoint writes one small tree named
 `grp/<group>` in the store's roots (format in docs/FORMAT.md, "Persistence groups"):
 
-    b"meta"   JSON: format, version, the group's settings (volume, hz, argv, mount point),
-              the checkpoint's sequence number and time, and two roots of the same
-              frozen instant: `image` (the process image tree) and `fs` (the volume tree,
-              as committed in `files_commit` inside the freeze) -- both passed as refs, so
-              GC keeps them as long as the record lives.
+    b"meta"   JSON: format, version, the group's settings (volume, hz, argv, mount point,
+              its directory in the mount), the checkpoint's sequence number and time, and
+              the roots of one frozen instant: `image` (the process image tree), `fs` (the
+              volume tree, as committed in `files_commit` inside the freeze) and
+              `clone_volumes` (those of the clones grafted into it) -- all passed as refs,
+              so GC keeps them as long as the record lives.
 
 Roots are carried from commit to commit, so any commit names the newest group
 checkpoint taken at or before it; restore reads `fs` and `image` from that record
@@ -17,6 +18,7 @@ checkpoint taken at or before it; restore reads `fs` and `image` from that recor
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -25,8 +27,8 @@ from objectstore import ChunkId, Commit, NotFound, Store, StoreError
 LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
 
 FORMAT = "slsfs-group"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)       # version 1: settings without `init`
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)    # version 1: settings without `init`; 1-2: no `directory`, `clone_volumes`
 ROOT_PREFIX = "grp/"
 _META = b"meta"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -55,6 +57,18 @@ class GroupSettings:
     mode: str = "cwd"
     output: str = ""                     # file receiving the application's stdout/stderr
     init: bool = False                   # PID 1 is sls-init, the command its child (version 2)
+    directory: str = ""                  # where it runs, relative to the mount ("" = the mount's root;
+    # a clone: its grafted directory); `mountpoint` is that directory (version 3)
+
+    def mount_root(self) -> str:
+        """The mount point of the volume the group runs in (`mountpoint` less `directory`)."""
+        if not self.directory:
+            return self.mountpoint
+        return self.mountpoint[:-len(self.directory)].rstrip("/") or "/"
+
+    def in_mount(self, mount_root: str) -> str:
+        """Where the group runs when its volume is mounted at `mount_root`."""
+        return os.path.join(mount_root, self.directory) if self.directory else mount_root
 
 
 @dataclass
@@ -68,11 +82,14 @@ class GroupCheckpoint:
     fs: ChunkId
     pids: list[int] = field(default_factory=list)   # as the processes see themselves
     files_commit: int = 0                  # the commit made in the frozen window (its volume root = fs)
+    clone_volumes: dict[str, ChunkId] = field(default_factory=dict)   # volumes grafted in `fs`, their
+    # roots in files_commit (version 3): a restore puts them back with the volume
 
     def encode(self) -> bytes:
         doc = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings), "seq": self.seq,
                "time": self.time, "image": self.image.hex(), "fs": self.fs.hex(), "pids": self.pids,
-               "files_commit": self.files_commit}
+               "files_commit": self.files_commit,
+               "clone_volumes": {name: root.hex() for name, root in sorted(self.clone_volumes.items())}}
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
@@ -85,13 +102,14 @@ class GroupCheckpoint:
                              f"(this slsfs reads versions {READABLE_VERSIONS[0]} to {VERSION}); upgrade slsfs")
         return cls(GroupSettings(**doc["settings"]), doc["seq"], doc["time"],
                    ChunkId(bytes.fromhex(doc["image"])), ChunkId(bytes.fromhex(doc["fs"])),
-                   doc["pids"], doc["files_commit"])
+                   doc["pids"], doc["files_commit"],
+                   {name: ChunkId(bytes.fromhex(root)) for name, root in doc.get("clone_volumes", {}).items()})
 
 
 def save(store: Store, record: GroupCheckpoint) -> None:
     """Name `record` as the group's newest checkpoint in the working roots."""
     tree = store.tree()
-    tree.put(_META, record.encode(), refs=[record.image, record.fs])
+    tree.put(_META, record.encode(), refs=[record.image, record.fs, *record.clone_volumes.values()])
     store.set_root(ROOT_PREFIX + record.settings.name, tree.flush())
 
 

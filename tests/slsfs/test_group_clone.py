@@ -46,8 +46,10 @@ def test_clones_run_independently_from_one_checkpoint(group_store, group_binarie
     refused = store.sls("restore", "base", "--store", str(store.path), check=False)
     assert refused.returncode == 1 and "base.clone2" in refused.stderr and "--force" in refused.stderr
     assert store.group("base.clone2")["running"], "a refused restore leaves every group running"
+    # the running clone was checkpointed with the original, so it comes back with it; the
+    # one stopped before does not
     store.sls("restore", "base", "--store", str(store.path), "--force")
-    assert {g["group"] for g in store.ps()["groups"]} == {"base"}
+    assert {g["group"] for g in store.ps()["groups"]} == {"base", "base.clone2"}
     store.sls("stop", "--store", str(store.path))
 
 
@@ -81,4 +83,56 @@ def test_clones_of_a_server_share_its_port(group_store):
     assert len(by_copy) == 2, f"connections reached {len(by_copy)} copies: {answers}"
     for counts in by_copy.values():                      # each continues the checkpoint's count
         assert counts == list(range(4, 4 + len(counts))), counts
+    store.sls("stop", "--store", str(store.path))
+
+
+def _counts_on(store, directory, what: str) -> int:
+    """The counter in `directory`'s file once it has moved on from its first value (the
+    target checks memory == file at every step: counter.bad if not)."""
+    start = wait_for(lambda: value(directory / "counter"), f"{what}'s counter")
+    wait_for(lambda: (value(directory / "counter") or 0) > start + 5 or (directory / "counter.bad").exists(),
+             f"{what} to count on")
+    assert not (directory / "counter.bad").exists(), f"{what}: {(directory / 'counter.bad').read_text()}"
+    return value(directory / "counter")
+
+
+def test_clones_are_checkpointed_and_come_back_with_their_origin(group_store, group_binaries):
+    """A clone is a group like any other: checkpointed with the others at one instant, so a
+    crash brings it back with its origin, its memory and the files of its own directory
+    (another volume, grafted into the mount) from that instant; a roll back puts its
+    directory back too. A clone of a clone copies the clone's directory, not the mount's."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "base", "--hz", "20", "--",
+              str(group_binaries / "atomic_counter"), "counter")
+    wait_for(lambda: (value(store.mnt / "counter") or 0) > 20, "the target to count")
+    clones = json.loads(store.sls("restore", "base", "--store", str(store.path), "--clone", "--json").stdout)["clones"]
+    assert [c["group"] for c in clones] == ["base.clone1"] and clones[0]["checkpoint"] is not None
+    copy = store.mnt / "base.clone1"
+    _counts_on(store, copy, "the clone")
+    wait_for(lambda: store.group("base.clone1")["checkpoints"] >= 3, "the clone's periodic checkpoints")
+
+    before = {d: value(d / "counter") for d in (store.mnt, copy)}
+    store.checkpoint("base")                       # both, at one instant; named for the roll back
+    mid = store.checkpoint("base")
+    wait_for(lambda: all(value(d / "counter") > before[d] + 30 for d in before), "both to count on")
+    store.crash()
+    out = store.sls("restore", "base", "--store", str(store.path)).stdout
+    assert "group base: restored" in out and "group base.clone1: restored" in out, out
+    counted = {d: _counts_on(store, d, str(d)) for d in (store.mnt, copy)}
+    assert all(counted[d] > before[d] for d in before), (before, counted)
+
+    # roll back to `mid`: the clone's file goes back with its memory (its volume is reset
+    # with the mount's), so the target finds them equal
+    wait_for(lambda: all(value(d / "counter") > counted[d] + 30 for d in counted), "both to count on")
+    store.sls("restore", "base", "--store", str(store.path), "--at", str(mid), "--force")
+    for directory in (store.mnt, copy):
+        back = _counts_on(store, directory, f"{directory} after the roll back")
+        assert back < counted[directory] + 30, f"{directory}: {back} did not go back to checkpoint {mid}"
+
+    # a clone of the clone runs in a copy of the clone's directory, on its own file
+    second = json.loads(store.sls("restore", "base.clone1", "--store", str(store.path), "--clone",
+                                  "--json").stdout)["clones"][0]
+    assert second["group"] == "base.clone1.clone1"
+    _counts_on(store, store.mnt / "base.clone1.clone1", "the clone's clone")
+    assert not (store.mnt / "base.clone1.clone1" / "base.clone1").exists(), "it copied the mount, not the clone"
     store.sls("stop", "--store", str(store.path))
