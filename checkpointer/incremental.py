@@ -12,8 +12,8 @@ is the parent's tree, copied in O(1), with those blocks patched (image.py), so e
 image is complete and restores alone.
 A process that exec()ed since the previous checkpoint has new memory, which the old
 userfaultfd does not track (DirtyTracker.same_memory): it is captured whole and tracked
-afresh. The group daemon (slsfs.group_checkpoint) drives the same object through
-`selector` and `arm`, with its own snapshot.PageCopy.
+afresh. Each capture is a treecapture.TreeCapture, which the group daemon
+(slsfs.group_checkpoint) runs with this object too.
 Why: a checkpoint of a large process that wrote little is small and fast.
 
 `precopy()`, called while the processes still run, just before the freeze, shortens the
@@ -82,18 +82,18 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from objectstore import ChunkId, Store
 
 from . import copier, injection_page, kernel, lazy, procfs, shared_memory, uffd, watchdog
-from .capture import PageSelector, capture_all, copy_pages, injecting, saved_ranges, vma_kind
+from .capture import PageSelector, copy_pages, injecting, saved_ranges, vma_kind
 from .copybuffer import CopyBuffer
+from .treecapture import Precopied, TreeCapture
 from .errors import CheckpointError, ProcessGone
-from .files import FileCapture
 from .freeze import Frozen, FrozenProcess, main_thread_stopped
 from .image import ImageWriter
-from .snapshot import PageCopy, Snapshot
+from .snapshot import Snapshot
 from .stopwatch import phase
 from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr
 
@@ -136,23 +136,6 @@ def _trackable(vma: procfs.Vma) -> bool:
     return not vma.shared and "w" in vma.perms and vma_kind(vma) in ("anon", "file")
 
 
-def _without(runs: list[tuple[int, bytes]], ranges: procfs.PageRanges) -> Iterator[tuple[int, bytes]]:
-    """The parts of `runs` (address, whole pages) outside `ranges`: the stale pre-copies
-    of pages copied again in the stop are not stored at all."""
-    again = {page for start, end in ranges for page in range(start, end, kernel.PAGE_SIZE)}
-    if not again:
-        yield from runs
-        return
-    for addr, data in runs:
-        view, start = memoryview(data), 0
-        count = len(data) // kernel.PAGE_SIZE
-        for i in range(count + 1):
-            if i == count or addr + i * kernel.PAGE_SIZE in again:
-                if i > start:
-                    yield addr + start * kernel.PAGE_SIZE, view[start * kernel.PAGE_SIZE:i * kernel.PAGE_SIZE]
-                start = i + 1
-
-
 def _by_mapping(runs: list[tuple[int, bytes]], ends: list[tuple[tuple, int]]) -> dict[tuple, list[tuple[int, bytes]]]:
     """The runs (address order) of one copy of several mappings' pages, by mapping: `ends`
     holds (signature, end address) of each mapping the pages came from, in address order.
@@ -170,21 +153,6 @@ def _by_mapping(runs: list[tuple[int, bytes]], ends: list[tuple[tuple, int]]) ->
             result.setdefault(sig, []).append((addr, part))
             addr, view = addr + len(part), view[len(part):]
     return result
-
-
-class Precopied:
-    """The pre-copies a capture keeps, each with the pages of its mapping written again
-    since (copied in the stop): `runs()` gives them less those pages. The filtering waits
-    for the thaw (a Python step per page: too slow for the stop)."""
-
-    def __init__(self) -> None:
-        self.kept: list[tuple[int, list[tuple[int, bytes]], procfs.PageRanges]] = []  # (ns pid, runs, written again)
-
-    def runs(self) -> Iterator[tuple[int, int, bytes]]:
-        """(ns pid, address, whole pages) of every pre-copied page not written again."""
-        for ns_pid, runs, again in self.kept:
-            for addr, data in _without(runs, again):
-                yield ns_pid, addr, data
 
 
 class DirtyTracker:
@@ -453,28 +421,15 @@ class Incremental:
 
     def _capture(self, frozen: Frozen, store: Store, snapshot: bool) -> "Pending":
         with phase("image_setup"):
-            writer = ImageWriter(store, self.parent)
-            ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-            pages = PageCopy(ns_pids, fork=snapshot, buffers=self.buffers, cpus=copier.other_cpus(frozen.pinning))
-            copied: list[tuple[int, int, bytes]] = []   # stored after the thaw (snapshot)
-            sink = writer.add_pages if not snapshot else lambda *run: copied.append(run)
-            early = Precopied()
-            select = pages.selector(self.selector(frozen, ns_pids, writer.clear, early))
-        files = FileCapture(writer.add_blob, self.shared, writer.keep_blobs)
+            tree = TreeCapture(self, ImageWriter(store, self.parent), fork=snapshot)
         try:
-            processes = capture_all(frozen, writer.add_pages, files, select, keep_injection_page=True,
-                                    selected=pages.selected)
-            with phase("arm_tracking"):
-                self.arm(frozen)
-            pages.in_stop(frozen, sink)
-            if not snapshot:
-                writer.add_runs(list(early.runs()))
+            tree.in_stop(frozen)
             with phase("alive_check"):
                 frozen.check_alive()
         except BaseException:
-            pages.drop(frozen)
+            tree.drop(frozen)
             raise
-        return Pending(self, writer, processes, files.files, pages, copied, early if snapshot else None)
+        return Pending(self, tree)
 
     def selector(self, frozen: Frozen, ns_pids: dict[int, int],
                  clear: Callable[[int, int, int], None], precopied: Precopied | None = None) -> PageSelector:
@@ -577,28 +532,29 @@ def _with_descendants(pids: Iterable[int]) -> list[int]:
 
 
 class Pending:
-    """A capture whose pages are still to be stored: copied into memory inside the stop,
-    or still in fork snapshots (see capture_snapshot)."""
+    """A capture whose pages and blobs are still to be stored: copied into memory inside
+    the stop, or still in fork snapshots (see capture_snapshot)."""
 
-    def __init__(self, inc: Incremental, writer: ImageWriter, processes: list[dict], files: list[dict],
-                 pages: PageCopy, copied: list[tuple[int, int, bytes]], early: Precopied | None = None):
-        self.inc, self.writer, self.processes, self.files = inc, writer, processes, files
-        self.pages = pages
-        self.copied = copied        # (ns pid, address, pages) read while frozen, not yet stored
-        self.early = early          # pages copied before the freeze, not yet stored
+    def __init__(self, inc: Incremental, tree: TreeCapture):
+        self.inc, self.tree, self.writer = inc, tree, tree.writer
 
     @property
     def snapshots(self) -> list[Snapshot]:
-        return self.pages.snapshots
+        return self.tree.copy.snapshots
+
+    @property
+    def copied(self) -> list[tuple[int, int, bytes]]:
+        """(ns pid, address, pages) read while frozen, not yet stored."""
+        return self.tree.pages
 
     def complete(self) -> ChunkId:
         try:
-            self.writer.add_runs(self.copied + (list(self.early.runs()) if self.early else []))
-            self.copied, self.early = [], None
+            self.tree.store_metadata()
+            self.writer.add_runs(self.tree.runs())
         except BaseException:
-            self.pages.drop()
+            self.tree.drop()
             raise
-        self.pages.after_thaw(self.writer.add_pages)
-        self.inc.parent = self.writer.finish(self.processes, self.files)
+        self.tree.after_thaw(self.writer.add_pages)
+        self.inc.parent = self.writer.finish(self.tree.processes, self.tree.file_records)
         self.inc.last_pages = self.writer.pages
         return self.inc.parent

@@ -20,7 +20,8 @@ leaves the previous durable group checkpoint intact (the record is only in the s
 commit, so a torn tail never pairs new files with an old image).
 
 Incremental capture (`PageTracking`, one per running group: checkpointer.incremental's
-Incremental, whose selector and arm this module drives): the first image of a group
+Incremental; each freeze window is captured by checkpointer.treecapture.TreeCapture, as
+`sls checkpoint` captures): the first image of a group
 holds every page; after it, each process's private writable memory is write-tracked
 with a userfaultfd in WP_ASYNC mode and a checkpoint copies only the pages written since
 the previous one, into a copy of the previous image (so every image is complete); a
@@ -50,7 +51,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import trio
@@ -60,14 +61,10 @@ from objectstore import ChunkId, Store
 
 from checkpointer import CheckpointError, ProcessGone, freeze
 from checkpointer.freeze import Frozen
-from checkpointer.capture import capture_all
-from checkpointer.files import FileCapture
-from checkpointer import procfs
 from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.kernel import PAGE_SIZE
-from checkpointer.incremental import Incremental, Precopied
-from checkpointer.copier import other_cpus
-from checkpointer.snapshot import PageCopy
+from checkpointer.incremental import Incremental
+from checkpointer.treecapture import TreeCapture
 from checkpointer import stopwatch
 from checkpointer.stopwatch import phase, recording
 
@@ -186,18 +183,14 @@ class Captured:
     writer: ImageWriter
     processes: list[dict]
     files: list[dict]
+    tree: TreeCapture                       # its blobs named and parts of the parent to drop (stored first)
     pages: list[tuple[int, int, bytes]]
-    blobs: list[bytes]                      # named in the stop (ImageWriter.blob_ids), stored after
     stop_ms: float                          # from the freeze to the last task let go
     stop_phases_ms: dict[str, float]        # where the stop went (checkpointer.stopwatch)
-    clears: list[tuple[int, int, int]] = field(default_factory=list)  # (ns pid, start, end) to drop first
 
     async def write(self) -> ChunkId:
         """The image root; yields to trio every YIELD_BYTES of pages so FUSE keeps being served."""
-        for span in self.clears:            # before the pages: a mapping stored whole is cleared first
-            self.writer.clear(*span)
-        for data in self.blobs:
-            self.writer.add_blob(data)
+        self.tree.store_metadata()          # before the pages: a mapping stored whole is cleared first
         batch: list[tuple[int, int, bytes]] = []
         batch_bytes = 0
         for run in self.pages:             # stored YIELD_BYTES at a time, by one put_many each
@@ -209,7 +202,6 @@ class Captured:
                 await trio.sleep(0)
         self.writer.add_runs(batch)
         self.pages.clear()
-        self.blobs.clear()
         return self.writer.finish(self.processes, self.files)
 
 
@@ -294,25 +286,13 @@ def _check_alive(frozen: Frozen) -> None:
 
 
 class _GroupCapture:
-    """What take() gathers for one group: its pages and blobs copied, its processes' and
-    files' metadata, the parent image's pages to drop."""
+    """What take() gathers for one group: the capture of its process tree (TreeCapture, as
+    `sls checkpoint` and bench/checkpoint.py run it) and its pages, stored by write()."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
+        self.tree = TreeCapture(member.tracking, member.writer)
         self.pages: list[tuple[int, int, bytes]] = []
-        self.blobs: list[bytes] = []
-        self.clears: list[tuple[int, int, int]] = []   # the parent image's pages to drop, in write()
-        self.copy: PageCopy | None = None
-        self.early = Precopied()     # pre-copies, stored less the pages written again (after the thaw)
-        self.processes: list[dict] = []
-        self.files: FileCapture | None = None
-
-    def _name_blob(self, data: bytes) -> list[str]:
-        self.blobs.append(data)
-        return self.member.writer.blob_ids(data)
-
-    def _keep_run(self, pid: int, addr: int, data: bytes) -> None:
-        self.pages.append((pid, addr, data))
 
     def before_freeze(self) -> None:
         with phase("before_freeze_prearm"):
@@ -321,35 +301,23 @@ class _GroupCapture:
             self.member.tracking.precopy()
 
     def in_stop(self, frozen: Frozen) -> None:
-        tracking = self.member.tracking
-        with phase("page_selection"):
-            ns_pids = {pid: procfs.ns_id(procfs.frozen_status(pid)["NSpid"]) for pid in frozen.processes}
-            self.copy = PageCopy(ns_pids, buffers=tracking.buffers, cpus=other_cpus(frozen.pinning))
-            select = self.copy.selector(tracking.selector(frozen, ns_pids,
-                                                          lambda *span: self.clears.append(span), self.early))
-        self.files = FileCapture(self._name_blob, tracking.shared, self.member.writer.keep_blobs)
-        self.processes = capture_all(frozen, self._keep_run, self.files, select, keep_injection_page=True,
-                                     selected=self.copy.selected)
-        with phase("arm_tracking"):
-            tracking.arm(frozen)
-        self.copy.in_stop(frozen, self._keep_run)
+        self.tree.in_stop(frozen)
 
     def drop(self) -> None:
-        if self.copy is not None:
-            self.copy.drop()
+        self.tree.drop()
 
     def after_thaw(self, frozen: Frozen) -> None:
         tracking = self.member.tracking
         with phase("after_thaw_release_pages"):
             tracking.release_pages(frozen.processes)   # of processes that left the group's tree
-        self.copy.after_thaw(self._keep_run)
+        self.tree.after_thaw(lambda *run: self.pages.append(run))
         with phase("after_thaw_precopied"):
-            self.pages.extend(self.early.runs())
+            self.pages.extend(self.tree.runs())
         tracking.last_pages = sum(len(run[2]) for run in self.pages) // PAGE_SIZE   # (precopy's threshold)
 
     def captured(self, files_commit: int, fs_root: ChunkId, stopped_ms: float, phases: dict[str, float]) -> Captured:
-        return Captured(files_commit, fs_root, self.member.writer, self.processes, self.files.files, self.pages,
-                        self.blobs, stopped_ms, phases, self.clears)
+        return Captured(files_commit, fs_root, self.member.writer, self.tree.processes, self.tree.file_records,
+                        self.tree, self.pages, stopped_ms, phases)
 
 
 TRIP_PAGES = 1024  # pages read per trip to the trio thread at restore (4 MiB)
