@@ -62,7 +62,8 @@ def _ask(port: int) -> tuple[str, int]:
 def test_clones_of_a_server_share_its_port(group_store):
     """Copies of a listening server all serve its port (the kernel spreads connections among
     them), each from the checkpoint's memory; while the original holds the port, a clone
-    request fails as a whole with the reason and leaves no copy running."""
+    request fails as a whole with the reason and leaves no copy running. After a crash the
+    copies come back together, still sharing the port."""
     store = group_store
     port = store.run_tcp_server("web")
     original = {_ask(port) for _ in range(3)}
@@ -83,6 +84,19 @@ def test_clones_of_a_server_share_its_port(group_store):
     assert len(by_copy) == 2, f"connections reached {len(by_copy)} copies: {answers}"
     for counts in by_copy.values():                      # each continues the checkpoint's count
         assert counts == list(range(4, 4 + len(counts))), counts
+
+    # the copies are checkpointed together: after a crash both come back, sharing the port,
+    # each with its count of the moment
+    names = [g["group"] for g in store.ps()["groups"]]
+    store.checkpoint(names[0])
+    store.crash()
+    out = store.sls("restore", names[0], "--store", str(store.path)).stdout
+    assert all(f"group {name}: restored" in out for name in names), out
+    again: dict[str, list[int]] = {}
+    for namespace, answered in (_ask(port) for _ in range(60)):
+        again.setdefault(namespace, []).append(answered)
+    assert len(again) == 2, f"after the crash, connections reached {len(again)} copies: {again}"
+    assert sorted(min(c) for c in again.values()) == sorted(max(c) + 1 for c in by_copy.values()), (by_copy, again)
     store.sls("stop", "--store", str(store.path))
 
 
