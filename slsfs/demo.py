@@ -128,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         sls("diff", "--mount", str(mnt), str(older), str(checkpoints[-1]))
 
         say()
-        say("== 5. Clones: two independent copies of the checkpoint named 'before-crash', O(1) each")
+        say("== 5. Clones: two independent copies of the checkpoint named 'before-crash', O(1) each,")
+        say("      each a group of its own, checkpointed with the original (a crash brings all three back)")
         out = json.loads(sls("restore", "journal", "--store", str(store), "--at", "before-crash", "--clone",
                              "--count", "2", "--json", show=False))
         say(f"$ sls restore journal --store {store} --at before-crash --clone --count 2")
         for clone in out["clones"]:
-            say(f"  {clone['group']}: pid {clone['pids'][0]} in {clone['directory']}")
+            say(f"  {clone['group']}: pid {clone['pids'][0]} in {clone['directory']} "
+                f"(first checkpoint {clone['checkpoint']})")
         time.sleep(1.5)
         for clone in out["clones"]:
             say(f"{clone['directory']}/journal.txt goes on from 'before-crash' on its own:")
