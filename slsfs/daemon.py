@@ -144,7 +144,7 @@ class Daemon:
         while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group, alone)]
                          if g.name in self.pages_coming]:
             await coming[0].wait()               # an image must not miss pages that are not in yet
-        if not self.flusher.greeted:             # its first syncfs must not wait for it to start
+        if not self._syncfs_helper().greeted:    # its first syncfs must not wait for it to start
             await trio.to_thread.run_sync(self.flusher.ready)
         async with self.lock:
             members = [group] + [g for g in self._partners(group, alone) if g.name not in self.pages_coming]
@@ -167,6 +167,13 @@ class Daemon:
                                        captured.stop_phases_ms, member.tracking.last_precopied)
                 member.taken_by_partner = member is not group
             return commit
+
+    def _syncfs_helper(self) -> ThreadFlusher:
+        """The syncfs helper of the tracer thread, started on first use: a restore starts
+        it once the group runs (its interpreter's start competed with the restore)."""
+        if self.flusher is None:
+            self.flusher = ThreadFlusher(self.mountpoint)
+        return self.flusher
 
     async def _take(self, group: RunningGroup, members: list[RunningGroup], label: str,
                     ) -> tuple[int, list[group_checkpoint.Captured], list[ChunkId]]:
@@ -620,7 +627,6 @@ class Daemon:
                 nursery.cancel_scope.cancel()
             await nursery.start(serve_then_stop)
             self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-            self.flusher = ThreadFlusher(self.mountpoint)
             nursery.start_soon(self._stop_on_signals)
             nursery.start_soon(self.run_retention)
             if restore:
@@ -635,6 +641,7 @@ class Daemon:
                     return
             await nursery.start(self.serve_control)
             ready(ready_line(self.status()))
+            self._syncfs_helper()
 
 
 def _exit_now(mountpoint: str) -> None:
