@@ -67,8 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command in `argv` (default: the process's own arguments); its exit status.
     As the process's own command (`argv` None), it may end the process itself: see
-    skip_teardown_at_exit."""
-    code = _run(argv)
+    skip_teardown_at_exit. `sls restore` and `sls run` fork their daemon to be first
+    (slsfs.daemon_start)."""
+    from . import daemon_start            # (it imports this module)
+    if argv is None and sys.argv[1:2] in (["restore"], ["run"]):
+        daemon_start.prefork()
+    try:
+        code = _run(argv)
+    finally:
+        daemon_start.end_unstarted()
     if argv is None and _skip_teardown:
         _exit_without_teardown(code)
     return code

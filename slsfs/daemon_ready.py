@@ -9,6 +9,9 @@ Kept apart from slsfs.daemon so that the CLI reads it without importing the daem
 from __future__ import annotations
 
 import json
+import os
+import select
+import time
 
 from mount.control import CONTROL_VERSION
 
@@ -31,3 +34,19 @@ def parse_ready_line(line: str) -> tuple[bool, dict | None]:
     if not isinstance(status, dict) or status.pop("v", None) != CONTROL_VERSION:
         return True, None
     return True, status
+
+
+def read_line(fd: int, timeout: float) -> str:
+    """The line a starting daemon writes to its ready fd `fd` (stripped), or what came
+    before EOF or `timeout` seconds ("": it died, or hangs)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()

@@ -33,6 +33,7 @@ from mount.options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
 from . import dying_daemon, group_retention, orphans
 from .cli import CommandError
+from .daemon_ready import read_line
 
 MOUNT_TIMEOUT_S = 60.0
 UMOUNT_TIMEOUT_S = 120.0
@@ -211,7 +212,7 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
                                 pass_fds=(write_end,), start_new_session=True)
     os.close(write_end)
     try:
-        message = _read_line(read_end, MOUNT_TIMEOUT_S)
+        message = read_line(read_end, MOUNT_TIMEOUT_S)
     finally:
         os.close(read_end)
     if message == "ok":
@@ -221,21 +222,6 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
         proc.terminate()
     reason = message[len("error: "):] if message.startswith("error: ") else (message or "no answer")
     raise CommandError(f"mount failed: {reason} (see {log_path})")
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    import select
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
 
 
 # ----- mount -t fuse.slsfs and /etc/fstab ----------------------------------------------

@@ -12,13 +12,7 @@ import argparse
 import json
 import os
 import re
-import select
-import signal
-import subprocess
-import sys
-import threading
 import time
-import traceback
 from pathlib import Path
 
 from objectstore import NotFound, Store
@@ -26,13 +20,11 @@ from objectstore import NotFound, Store
 from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon, groups
-from .cli import CommandError, read_only_store, skip_teardown_at_exit
-from .daemon_ready import parse_ready_line
+from .cli import CommandError, read_only_store
+from .daemon_start import DAEMON_STOP_TIMEOUT_S, DaemonStart, start_daemon, take
 from .fs_commands import mount_state, unmount
 from .groups import LOG_NAME
 
-DAEMON_START_TIMEOUT_S = 120.0
-DAEMON_STOP_TIMEOUT_S = 60.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -214,121 +206,6 @@ def take_over_plain_mount(store: str) -> tuple[str, str] | None:
     return mountpoint, volume
 
 
-def start_daemon(store: str, *args: str) -> dict | None:
-    """Start the daemon (`python -m slsfs.daemon STORE ARGS`) and wait until it serves (or
-    failed); its `ps` reply as it said it serves (None from a daemon whose line carries none)."""
-    return DaemonStart(store).start(*args)
-
-
-class DaemonStart:
-    """A store's daemon, forked from this command ahead of its start: while the command
-    checks what it was asked (the store, a daemon running, a plain mount), the fork
-    imports slsfs.daemon (most of a daemon's start: trio, pyfuse3, the checkpointer);
-    `start(*args)` hands it its arguments and waits until it serves. If the command ends
-    first (an error), the fork sees its argument pipe close and exits.
-    Why a fork: no second interpreter start, and what the command has imported (the
-    store, the control protocol) is not imported again; ~100 ms of `sls restore` and
-    `sls run` are saved that way, and the checks overlap the rest of the imports.
-    A command with threads (none of ours has) starts `python -m slsfs.daemon` at
-    `start` instead: a fork copies only the calling thread."""
-
-    def __init__(self, store: str) -> None:
-        self.store, self.log_path = store, os.path.join(store, LOG_NAME)
-        self._ready, ready_write = os.pipe()
-        self._args_read, self._args = os.pipe()
-        self.pid = self._fork(ready_write) if threading.active_count() == 1 else None
-        os.close(self._args_read)
-        if self.pid is not None:
-            os.close(ready_write)
-        else:                          # started at start()
-            os.close(self._args)
-            self._args, self._ready_write = -1, ready_write
-
-    def _fork(self, ready_write: int) -> int:
-        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid:
-            os.close(log_fd)
-            skip_teardown_at_exit()
-            return pid
-        try:                                   # the child: never returns
-            os.setsid()
-            os.chdir("/")                      # not holding the directory we ran in (a mount to take over)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            keep = sorted((self._args_read, ready_write))
-            os.closerange(3, keep[0])
-            os.closerange(keep[0] + 1, keep[1])
-            os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
-            from . import daemon
-            with os.fdopen(self._args_read, "rb") as pipe:
-                args = pipe.read()
-            if not args:                       # the command ended without starting us
-                os._exit(0)
-            argv = [self.store, *json.loads(args), "--ready-fd", str(ready_write)]
-            sys.argv = [sys.executable, "-m", "slsfs.daemon", *argv]
-            daemon.run(argv)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(1)
-
-    def start(self, *args: str) -> dict | None:
-        """Run the daemon with `args`; its `ps` reply once it serves (see start_daemon)."""
-        if self.pid is None:
-            with open(self.log_path, "ab") as log_file:
-                self.pid = subprocess.Popen(
-                    [sys.executable, "-m", "slsfs.daemon", self.store, *args, "--ready-fd", str(self._ready_write)],
-                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, pass_fds=(self._ready_write,),
-                    start_new_session=True).pid
-            os.close(self._ready_write)
-        else:
-            try:
-                os.write(self._args, json.dumps(list(args)).encode())
-            except BrokenPipeError:            # it failed already (its log says why): no answer below
-                pass
-            os.close(self._args)
-        try:
-            message = _read_line(self._ready, DAEMON_START_TIMEOUT_S)
-        finally:
-            os.close(self._ready)
-        serving, status = parse_ready_line(message)
-        if not serving:
-            self._end(wait=bool(message))
-            reason = message.removeprefix("error: ") or "no answer"
-            raise CommandError(f"the slsfs daemon did not start: {reason} (see {self.log_path})")
-        return status
-
-    def _end(self, wait: bool) -> None:
-        """A daemon that did not start: if `wait` (it said why, and is unmounting and
-        exiting) let it end, for a while; then kill and reap it."""
-        pidfd = os.pidfd_open(self.pid)
-        try:
-            if wait:
-                select.select([pidfd], [], [], DAEMON_STOP_TIMEOUT_S)
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        finally:
-            os.close(pidfd)
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
-
-
 def stop_daemon(store: str, pid: int) -> None:
     ask(store, "shutdown")
     deadline = time.monotonic() + DAEMON_STOP_TIMEOUT_S
@@ -465,8 +342,8 @@ def cmd_group_restore(args) -> int:
         args.group, args.at = named       # `sls restore CHECKPOINT`: the group checkpointed there
     if args.clone:
         return cmd_group_clone(args)
-    plain = take_over_plain_mount(store)  # (first: the fork below starts out in our directory)
-    daemon = DaemonStart(store)          # imports while we check the rest
+    plain = take_over_plain_mount(store)
+    daemon = take()                      # (forked when the command started: imports meanwhile)
     group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
                                    daemon_status(store), force=args.force, daemon=daemon)
     _print(args, group, _restored_line(group))
@@ -513,7 +390,7 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
             groups.resolve(read_only_store(store), name, at)
         except groups.GroupError as exc:
             raise CommandError(str(exc)) from None
-    status = ((daemon or DaemonStart(store)).start("--restore", name, *(["--at", at] if at else []),
+    status = ((daemon or take()).start(store, "--restore", name, *(["--at", at] if at else []),
                                                    *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint
                                                      else []))
               or daemon_status(store) or {"groups": []})

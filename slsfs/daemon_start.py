@@ -1,0 +1,170 @@
+"""Starting a store's slsfs daemon from a command (`sls restore`, `sls run`), forked early.
+
+What: `prefork()`, called first thing by `sls restore` and `sls run` (slsfs.cli), forks
+the process that will become the daemon; the fork imports slsfs.daemon (trio, pyfuse3,
+the checkpointer: ~200 ms, most of a daemon's start) while the command imports its
+verbs and checks what it was asked (the store, a daemon running, a plain mount to take
+over). `take()` hands the command that fork (or forks one then); `start(store, *args)`
+sends it the store and its arguments and waits until it serves. A fork the command does
+not start (it failed, or found a daemon running) is killed when the command ends
+(`end_unstarted`), not left importing on the other CPU.
+Why a fork: no second interpreter start, and what the command has imported is not
+imported again; forked at the command's start rather than before its daemon is
+needed, the whole import overlaps the command's own work (~70 ms of `sls restore`
+after a crash, on two CPUs).
+A command with threads (none of ours has) starts `python -m slsfs.daemon` at `start`
+instead: a fork copies only the calling thread.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+
+from .cli import CommandError, skip_teardown_at_exit
+from .daemon_ready import parse_ready_line, read_line
+from .groups import LOG_NAME
+
+DAEMON_START_TIMEOUT_S = 120.0
+DAEMON_STOP_TIMEOUT_S = 60.0
+_unstarted: list["DaemonStart"] = []     # forks not yet handed to a command, or not yet started
+
+
+class DaemonStart:
+    """A daemon to be: forked now (when this process has one thread), run by `start`."""
+
+    def __init__(self) -> None:
+        self._ready, ready_write = os.pipe()
+        self._args_read, self._args = os.pipe()
+        self.pid = self._fork(ready_write) if threading.active_count() == 1 else None
+        self.taken = False
+        os.close(self._args_read)
+        if self.pid is not None:
+            os.close(ready_write)
+        else:                          # started at start()
+            os.close(self._args)
+            self._args, self._ready_write = -1, ready_write
+        _unstarted.append(self)
+
+    def _fork(self, ready_write: int) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            skip_teardown_at_exit()
+            return pid
+        try:                                   # the child: never returns
+            os.setsid()
+            os.chdir("/")                      # not holding the directory we ran in (a mount to take over)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):               # until the store, and so the log, is known
+                os.dup2(devnull, fd)
+            keep = sorted((self._args_read, ready_write))
+            os.closerange(3, keep[0])
+            os.closerange(keep[0] + 1, keep[1])
+            os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
+            failure = ""
+            try:
+                from . import daemon
+            except BaseException:              # told in the log once it is known
+                failure = traceback.format_exc()
+            with os.fdopen(self._args_read, "rb") as pipe:
+                request = pipe.read()
+            if not request:                    # the command ended without starting us
+                os._exit(0)
+            store, args = json.loads(request)
+            log_fd = os.open(os.path.join(store, LOG_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.close(log_fd)
+            if failure:
+                sys.stderr.write(failure)
+                os.write(ready_write, f"error: the daemon could not start: {failure.splitlines()[-1]}\n".encode())
+                os._exit(1)
+            argv = [store, *args, "--ready-fd", str(ready_write)]
+            sys.argv = [sys.executable, "-m", "slsfs.daemon", *argv]
+            daemon.run(argv)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+
+    def start(self, store: str, *args: str) -> dict | None:
+        """Run the daemon of `store` with `args`; its `ps` reply once it serves (None from a
+        daemon whose line carries none); CommandError if it did not start."""
+        _unstarted.remove(self)
+        log_path = os.path.join(store, LOG_NAME)
+        if self.pid is None:
+            with open(log_path, "ab") as log_file:
+                self.pid = subprocess.Popen(
+                    [sys.executable, "-m", "slsfs.daemon", store, *args, "--ready-fd", str(self._ready_write)],
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, pass_fds=(self._ready_write,),
+                    start_new_session=True).pid
+            os.close(self._ready_write)
+        else:
+            try:
+                os.write(self._args, json.dumps([store, list(args)]).encode())
+            except BrokenPipeError:            # it failed already (its log says why): no answer below
+                pass
+            os.close(self._args)
+        try:
+            message = read_line(self._ready, DAEMON_START_TIMEOUT_S)
+        finally:
+            os.close(self._ready)
+        serving, status = parse_ready_line(message)
+        if not serving:
+            self._end(wait=bool(message))
+            reason = message.removeprefix("error: ") or "no answer"
+            raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
+        return status
+
+    def cancel(self) -> None:
+        """This daemon will not be started: kill and reap the fork (busy importing)."""
+        os.close(self._ready)
+        if self.pid is None:
+            os.close(self._ready_write)
+            return
+        os.close(self._args)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+    def _end(self, wait: bool) -> None:
+        """A daemon that did not start: if `wait` (it said why, and is unmounting and
+        exiting) let it end, for a while; then kill and reap it."""
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            if wait:
+                select.select([pidfd], [], [], DAEMON_STOP_TIMEOUT_S)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        finally:
+            os.close(pidfd)
+
+
+def prefork() -> None:
+    """Fork the daemon to be now, for a command that may start one (see the module)."""
+    DaemonStart()
+
+
+def take() -> DaemonStart:
+    """The daemon to be forked by `prefork` (once), or one forked now."""
+    early = next((d for d in _unstarted if not d.taken), None) or DaemonStart()
+    early.taken = True
+    return early
+
+
+def start_daemon(store: str, *args: str) -> dict | None:
+    """Start the daemon (`python -m slsfs.daemon STORE ARGS`) and wait until it serves (or
+    failed); its `ps` reply as it said it serves (None from a daemon whose line carries none)."""
+    return take().start(store, *args)
+
+
+def end_unstarted() -> None:
+    """Kill (and reap) the forks this command did not start: it ends without them."""
+    while _unstarted:
+        _unstarted.pop().cancel()

@@ -1,0 +1,47 @@
+"""`sls restore` and `sls run` fork their daemon to be as they start (slsfs.daemon_start):
+a fork the command does not use (it failed, or a daemon already serves the store) is gone
+when the command returns, and the one it uses serves."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from group_helpers import wait_for
+
+
+def _store_processes(store) -> set[int]:
+    """Processes running `sls ... --store STORE` (python -m slsfs.cli): the daemon (a fork
+    of the command that started it keeps its command line) and any fork left behind."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "slsfs.cli" in argv and str(store.path) in argv and int(pid) != os.getpid():
+            found.add(int(pid))
+    return found
+
+
+def test_a_failed_restore_leaves_no_fork_behind(group_store):
+    failed = group_store.sls("restore", "nosuch", "--store", str(group_store.path), check=False)
+    assert failed.returncode == 1 and "nosuch" in failed.stderr, failed.stderr
+    assert _store_processes(group_store) == set()
+
+
+def test_a_run_beside_a_daemon_leaves_only_that_daemon(group_store):
+    store = group_store
+    loop = ["--", sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"]
+    store.sls("run", "--store", str(store.path), "--name", "one", *loop)
+    daemon = store.ps()["daemon"]
+    store.sls("run", "--store", str(store.path), "--name", "two", *loop)   # served by the running daemon
+    assert store.ps()["daemon"] == daemon
+    assert _store_processes(store) == {daemon}
+    store.crash()
+    out = store.sls("restore", "one", "--store", str(store.path)).stdout   # the fork it used serves
+    assert "group one: restored" in out, out
+    restored = store.ps()
+    assert restored["daemon"] != daemon
+    assert all(g["running"] for g in restored["groups"])
+    wait_for(lambda: _store_processes(store) == {restored["daemon"]}, "only the new daemon to be left")
