@@ -158,6 +158,7 @@ class FileRestorer:
         self.new_sockets: dict[int, int] = {}   # socket file id -> its spare fd, made by _make_sockets
         self.memfd_given: set[int] = set()  # memfd file ids whose memfd_create()d file a memfd_fd took
         self.owned: set[int] = set()        # file ids given their O_ASYNC owner (fown.py)
+        self.unlinked_names: dict[int, int] = {}    # id of a Unix socket bound `unlinked` -> our O_PATH fd
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -210,10 +211,11 @@ class FileRestorer:
         for ours, _ in self.sealing:
             os.close(ours)
         self.sealing.clear()
-        for keeper in list(self.fifo_keepers.values()) + list(self.pty_here.values()):
+        for keeper in [*self.fifo_keepers.values(), *self.pty_here.values(), *self.unlinked_names.values()]:
             os.close(keeper)
         self.fifo_keepers.clear()
         self.pty_here.clear()
+        self.unlinked_names.clear()
         for file_id, shmid in self.segments.items():
             if self.files[file_id]["removed"]:
                 sysv_shm.remove(shmid)
@@ -670,7 +672,10 @@ class FileRestorer:
                 spare = self._new_socket(builder, record, base)
         with sockets.borrow(builder.tid, spare) as sock:
             if record["state"] not in ("established", "connecting"):
-                netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports, cwd=builder.meta["cwd"])
+                kept = netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports,
+                                          cwd=builder.meta["cwd"])
+                if kept is not None:
+                    self.unlinked_names[record["id"]] = kept
             if record.get("data"):      # version 10: datagrams queued to a bound Unix socket, sent
                 self._refill_datagrams(builder, record, base)   # before it connects (then only its peer may)
             if "connected" in record:       # version 12
@@ -695,7 +700,7 @@ class FileRestorer:
         try:
             with sockets.borrow(builder.tid, fd) as sender:
                 try:
-                    sender.connect(self._unix_address(builder, bytes.fromhex(record["address"]), self.remap))
+                    sender.connect(self._reach(builder, record, bytes.fromhex(record["address"]), self.remap))
                 except OSError as exc:
                     self.warnings.append(f"{owner}: {len(pieces)} datagram(s) queued on {where} were dropped "
                                          f"(cannot send to it again: {exc.strerror})")
@@ -730,7 +735,7 @@ class FileRestorer:
                 name, remap = bytes.fromhex(target["address"]), self.remap
             else:
                 raise OSError(errno.ENOENT, "it has no address")
-            sock.connect(self._unix_address(builder, name.encode() if isinstance(name, str) else name, remap))
+            sock.connect(self._reach(builder, server, name.encode() if isinstance(name, str) else name, remap))
         except OSError as exc:
             where = netsockets.show_address({"address": target["address"], "family": "unix"})
             if record["state"] == "connecting":
@@ -738,6 +743,14 @@ class FileRestorer:
                                       f"{where}: {exc.strerror}") from None
             self.warnings.append(f"process {builder.meta['pid']}: a unix dgram socket is no longer connected to "
                                  f"{where} ({exc.strerror})")
+
+    def _reach(self, builder, server: dict | None, name: bytes, remap) -> bytes | str:
+        """Where the restorer connects to reach the Unix socket `server` of the image (None:
+        one outside it) bound to `name`: through our O_PATH fd of its file if that file was
+        gone at the checkpoint (bound again and removed at once: the name may be another
+        file's by now, a FIFO or a socket bound there since), else by its name."""
+        kept = self.unlinked_names.get(server["id"]) if server is not None else None
+        return f"/proc/self/fd/{kept}" if kept is not None else self._unix_address(builder, name, remap)
 
     def _unix_address(self, builder, name: bytes, remap) -> bytes | str:
         """Where the restorer connects to reach the Unix socket named `name` (as bound): an

@@ -25,8 +25,10 @@ connections waiting in a listen queue (not yet accepted) are dropped, and so are
 datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
 file at a listening path is replaced (the new one gets the old file's mode and owner); a
 Unix socket whose file was gone at the checkpoint (`unlinked`) is bound to its name again
-and its file removed at once, so datagram clients connected to it come back unconnected
-(with a warning);
+and its file removed at once (the image's sockets that had connected to it reach it
+through that file before it goes: datagram clients, queued datagrams, connections not yet
+accepted; one outside the image cannot, and a datagram client of it comes back unconnected,
+with a warning);
 a relative Unix path is taken from the process's working directory at the checkpoint
 (bound from there, so the socket keeps its relative name); other options keep their
 defaults, and so do buffer sizes the program did not set (setting one would turn the
@@ -230,9 +232,13 @@ def _show(address, family: str) -> str:
     return f"[{address[0]}]:{address[1]}" if family == "inet6" else f"{address[0]}:{address[1]}"
 
 
-def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = False, cwd: str = "/") -> None:
+def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = False, cwd: str = "/") -> int | None:
     """Give a fresh socket (same family/type) the record's options, address and state.
     `cwd`: the process's working directory at the checkpoint (a relative Unix path's base).
+    Returns, for a Unix socket whose file was gone at the checkpoint (`unlinked`), an
+    O_PATH descriptor of the file it is bound to again, taken before that file is removed
+    (the caller closes it): the only way left to reach it, for the image's sockets that had
+    connected to it before its name went (connect to /proc/self/fd/N); else None.
 
     `share_port`: an inet socket bound to an address with no peer (a listener, a datagram
     server) is given SO_REUSEPORT first, so several restored copies serve the same port (the
@@ -246,17 +252,18 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         sockfilter.attach(sock.fileno(), record["filter"])
     if record["state"] == "closed":
         _make_closed(sock, record.get("finished", False))
-        return
+        return None
     if record["address"] is None or record["state"] == "established":   # tcp_repair.py binds and connects
-        return
+        return None
     reuse = record["options"].get("SO_REUSEADDR", 0)
     if family != socket.AF_UNIX:  # a port left in TIME_WAIT by the dead original is not "in use"
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if share_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    kept = None
     try:
         if family == socket.AF_UNIX:
-            _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd, record.get("unlinked", False))
+            kept = _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd, record.get("unlinked", False))
         else:
             sock.bind(tuple(record["address"]))
         if record["state"] == "listen":
@@ -271,17 +278,19 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
     if record["peer"] is not None and record["type"] == "dgram":
         sock.connect(tuple(record["peer"]))
+    return kept
 
 
-def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool = False) -> None:
+def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool = False) -> int | None:
     """Bind to an abstract name, or to a path where the dead original's socket file (if
     any) is replaced by one with the same mode and owner. `unlinked`: the socket file was
     gone at the checkpoint: bound to the same name (which getsockname shows), with the
     directories missing on its way made, and a file now at that name (another socket bound
-    to it since) moved aside, for the time of the bind; then the file unlinked."""
+    to it since) moved aside, for the time of the bind; then the file unlinked, after an
+    O_PATH descriptor of it is taken, which is returned (see rebuild)."""
     if name[:1] == b"\0":
         sock.bind(name)
-        return
+        return None
     relative, directory = name[:1] != b"/", remap(cwd)
     path = os.path.join(directory, os.fsdecode(name)) if relative else remap(os.fsdecode(name))
     if unlinked:
@@ -294,13 +303,14 @@ def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool
                 _bind_from(directory, sock, name)
             else:
                 sock.bind(path)
+            kept = os.open(path, os.O_PATH | os.O_CLOEXEC)
             os.unlink(path)
         finally:
             if aside:
                 os.rename(aside, path)
             for made_directory in reversed(made):
                 os.rmdir(made_directory)
-        return
+        return kept
     try:
         old = os.lstat(path)
     except FileNotFoundError:
@@ -316,6 +326,7 @@ def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool
     if old is not None:
         os.chown(path, old.st_uid, old.st_gid)
         os.chmod(path, stat.S_IMODE(old.st_mode))
+    return None
 
 
 def _make_directories(directory: str) -> list[str]:

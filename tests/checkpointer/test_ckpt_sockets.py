@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 
 import checkpointer
 from checkpointer import load_image
@@ -143,3 +144,21 @@ def test_unix_listeners_whose_socket_files_are_gone_come_back_unreachable_by_nam
     assert len(unlinked) == 2
     procs.kill(proc)                  # (the holder's socket file stays, as after a crash)
     reads_after_a_restore(procs, store, "unlinked", out)
+
+
+def test_datagram_clients_of_servers_whose_socket_files_are_gone_still_reach_them(procs, store, tmp_path):
+    """A Unix datagram server whose file was removed (with its directory, or replaced by a
+    FIFO) while its client, connected before, sends to it (zdtm sk-unix01,
+    fifo_upon_unix_socket00): the restore connected the client by the server's name, which
+    reached nothing (or the FIFO), and left it unconnected with a warning, the datagram
+    waiting in the server's queue dropped; now both reach the server through its file made
+    again, before that file is removed again."""
+    out = tmp_path / "dgram.out"
+    proc = procs.python("unlinked_dgram_server.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to lose its socket files")
+    checkpointer.checkpoint([proc.pid], store, "dgram")
+    assert len([f for f in load_image(store, "dgram").files if f["kind"] == "socket" and f.get("unlinked")]) == 2
+    procs.kill(proc)
+    restored = reads_after_a_restore(procs, store, "dgram", out)
+    assert not [w for w in restored.warnings if "connected" in w or "dropped" in w], restored.warnings
+    assert not (tmp_path / "run.d").exists() and stat.S_ISFIFO(os.lstat(tmp_path / "fifo.sock").st_mode)
