@@ -392,6 +392,7 @@ class ProcessBuilder:
 
     # process-wide state -------------------------------------------------------
     def _process_state(self) -> None:
+        self._loginuid()        # through /proc/self: before a chroot
         root = self.remap(self.meta["root"])
         self._chdir(self.remap(self.meta["cwd"]))
         if root != "/":
@@ -414,6 +415,22 @@ class ProcessBuilder:
             except OSError as exc:      # lowering it takes CAP_SYS_RESOURCE
                 self.warnings.append(f"process {self.meta['pid']}: its oom_score_adj "
                                      f"{self.meta['oom_score_adj']} could not be set again ({exc.strerror})")
+
+    def _loginuid(self) -> None:
+        """The audit login uid (version 15; set by sshd, login or systemd at a login, and
+        inherited: audit records and loginctl name the user by it). The kernel takes it
+        only from the process itself: written from inside, while it is still root (the
+        credentials come last), when it differs from the one the stub inherited from us."""
+        wanted = self.meta.get("loginuid")
+        if wanted is None or procfs.loginuid(self.tid) in (wanted, None):
+            return
+        value = str(wanted).encode()
+        fd = self.open("/proc/self/loginuid", os.O_WRONLY | os.O_CLOEXEC, "its audit login uid")
+        result = self.inj.call(NR["write"], fd, self.inj.put(value), len(value))
+        self.inj.call(NR["close"], fd)
+        if result < 0:
+            self.warnings.append(f"process {self.meta['pid']}: its audit login uid {wanted} could not be set "
+                                 f"again ({os.strerror(-result)}; loginuid_immutable?)")
 
     def _mm_map(self) -> None:
         mm = self.meta["mm"]

@@ -116,8 +116,9 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "root": os.readlink(f"/proc/{pid}/root"),
             "creds": _creds(status),
             "umask": int(status.get("Umask", "022"), 8),
-            "personality": int(open(f"/proc/{pid}/personality").read(), 16),
-            "oom_score_adj": int(open(f"/proc/{pid}/oom_score_adj").read()),
+            "personality": procfs.number(pid, "personality", 16),
+            "oom_score_adj": procfs.number(pid, "oom_score_adj"),
+            "loginuid": procfs.loginuid(pid),                   # version 15
             "thp_disabled": status.get("THP_enabled") == "0",   # version 13: prctl(PR_SET_THP_DISABLE)
             "sched": _scheduling(proc.main, stat_fields),
             "rlimits": {name: list(limits[num]) for name, num in sorted(RLIMITS.items())},

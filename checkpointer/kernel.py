@@ -65,7 +65,7 @@ WALL = 0x40000000
 
 # syscall numbers (x86-64)
 NR = dict(
-    close=3, lseek=8, mmap=9, mprotect=10, munmap=11, brk=12, rt_sigaction=13,
+    write=1, close=3, lseek=8, mmap=9, mprotect=10, munmap=11, brk=12, rt_sigaction=13,
     mremap=25, getitimer=36, setitimer=38, wait4=61, fcntl=72, chdir=80, fchdir=81, umask=95, setpgid=109, setsid=112,
     setgroups=116, setresuid=117, setresgid=119, setfsuid=122, setfsgid=123, capset=126,
     rt_sigtimedwait=128, rt_sigqueueinfo=129, sigaltstack=131,

@@ -232,6 +232,27 @@ def _read_vm_flags(pid: int) -> dict[tuple[int, int, int, int], frozenset[str]]:
     return flags
 
 
+def number(pid: int, name: str, base: int = 10) -> int:
+    """The number in /proc/PID/NAME (personality, oom_score_adj, loginuid): read with
+    os.open/read, ~3 us, where open().read() takes 15-30 us (every process, every stop)."""
+    fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return int(os.read(fd, 64), base)
+    finally:
+        os.close(fd)
+
+
+def loginuid(pid: int) -> int | None:
+    """The audit login uid of the process (4294967295: none set), or None on a kernel
+    without audit (no /proc/PID/loginuid)."""
+    try:
+        return number(pid, "loginuid")
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise
+        return None
+
+
 def status(pid: int) -> dict[str, str]:
     result = {}
     for line in _read(pid, "status").splitlines():

@@ -36,6 +36,8 @@
  *     mprotect(PROT_WRITE) still allowed.
  *   child-subreaper: PR_SET_CHILD_SUBREAPER (the orphans above are ours by it).
  *   oom-score-adj: 123 in /proc/self/oom_score_adj.
+ *   loginuid: 4242 in /proc/self/loginuid (the audit login uid a login sets; the kernel
+ *     takes it only from the process itself).
  *   seccomp: a filter (installed last, without no_new_privs) failing getitimer and
  *     get_robust_list with EPERM, calls a checkpointer might inject: still in force.
  */
@@ -160,6 +162,9 @@ static void setup(void)
     int adj = open("/proc/self/oom_score_adj", O_WRONLY);     /* before fsuid 9 */
     write(adj, "123", 3);
     close(adj);
+    int login = open("/proc/self/loginuid", O_WRONLY);        /* as root: before fsuid 9 */
+    write(login, "4242", 4);
+    close(login);
     int mapped = open("mapped", O_RDWR | O_CREAT | O_TRUNC, 0644);
     ftruncate(mapped, 4096);
     read_only_map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, mapped, 0);
@@ -403,6 +408,12 @@ static void check(void)
     read(adj, score, sizeof score - 1);
     close(adj);
     report(atoi(score) == 123, "oom-score-adj", "%s", score);
+
+    char uid[16] = "";
+    int login = open("/proc/self/loginuid", O_RDONLY);
+    read(login, uid, sizeof uid - 1);
+    close(login);
+    report(strcmp(uid, "4242") == 0, "loginuid", "%s", uid);
 
     struct itimerval timer;
     errno = 0;
