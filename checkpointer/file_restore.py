@@ -689,18 +689,21 @@ class FileRestorer:
     def _refill_datagrams(self, builder, record: dict, base: int) -> None:
         """Datagrams queued to a bound Unix socket, sent again with their fds and
         credentials from an unnamed socket that its process makes and connects to it by
-        its address (resolved there: its root, its cwd), borrowed by us. Their senders'
-        addresses are not kept (a warning says so)."""
+        its address (resolved there: its root, its cwd), borrowed by us; one that came from
+        a named socket, from a socket of ours bound to that name if it is free
+        (inflight.NamedSenders; else without its sender's address: a warning says so)."""
         pieces = inflight.queued_pieces(record, self.read_blob(record["data"]))
         if not pieces:
             return
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
         where = netsockets.show_address(record)
         fd = inj.check(_NR_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM | SOCK_CLOEXEC, 0, what="socket")
+        target = self._reach(builder, record, bytes.fromhex(record["address"]), self.remap)
+        named = inflight.NamedSenders(target, self.remap)
         try:
             with sockets.borrow(builder.tid, fd) as sender:
                 try:
-                    sender.connect(self._reach(builder, record, bytes.fromhex(record["address"]), self.remap))
+                    sender.connect(target)
                 except OSError as exc:
                     self.warnings.append(f"{owner}: {len(pieces)} datagram(s) queued on {where} were dropped "
                                          f"(cannot send to it again: {exc.strerror})")
@@ -708,14 +711,15 @@ class FileRestorer:
                 sender.setblocking(False)   # a queue longer than the receiver now takes: not a hang
                 try:
                     inflight.refill(sender, pieces, lambda ids: self._ours(builder, ids, base),
-                                    lambda pid: self._sender_pid(builder, pid))
+                                    lambda pid: self._sender_pid(builder, pid), named)
                 except BlockingIOError:
                     self.warnings.append(f"{owner}: datagrams queued on {where} were dropped: its queue is full")
+                if missing := named.missing(pieces):
+                    self.warnings.append(f"{owner}: {missing} datagram(s) queued on {where} come back without "
+                                         "their sender's address (the name is in use now, or relative)")
         finally:
+            named.close()
             inj.check(kernel.NR["close"], fd, what="close")
-        if record.get("senders"):
-            self.warnings.append(f"{owner}: {len(record['senders'])} datagram(s) queued on {where} come back "
-                                 "without their sender's address")
 
     def _connect(self, builder, sock: socket.socket, record: dict, base: int) -> None:
         """Connect a Unix socket again to the socket its record names (`connected`): a

@@ -18,6 +18,7 @@ socket in flight may hold files in flight of its own, down to MAX_DEPTH.
 """
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from typing import Callable
@@ -73,7 +74,8 @@ def queued_pieces(record: dict, data: bytes) -> list[Queued]:
         messages = _messages(data)
         by_index = {index: ids for index, ids in rights}
         creds_of = {at: tuple(c) for at, *c in creds}
-        return [Queued(m, by_index.get(i, []), creds_of.get(i)) for i, m in enumerate(messages)]
+        senders = {index: bytes.fromhex(name) for index, name in record.get("senders", [])}
+        return [Queued(m, by_index.get(i, []), creds_of.get(i), senders.get(i, "")) for i, m in enumerate(messages)]
     cuts = sorted({0, len(data)} | {at for at, _, _ in rights} | {at + length for at, length, _ in rights}
                   | {at for at, *_ in creds})
     by_offset = {at: ids for at, _, ids in rights}
@@ -85,11 +87,13 @@ def queued_pieces(record: dict, data: bytes) -> list[Queued]:
 
 
 def refill(sender: socket.socket, pieces: list[Queued], our_fds: Callable[[list[int]], list[int]],
-           sender_pid: Callable[[int], int]) -> None:
-    """Send each piece through `sender` (connected to the receiving socket): its files as our
-    fds (`our_fds(file ids)`, closed here once sent) and its credentials, the pid as
+           sender_pid: Callable[[int], int], named: "NamedSenders | None" = None) -> None:
+    """Send each piece through `sender` (connected to the receiving socket), or a datagram
+    from a named socket through the one `named` binds to that name, if it can: its files as
+    our fds (`our_fds(file ids)`, closed here once sent) and its credentials, the pid as
     `sender_pid(pid)` gives it in our namespace."""
     for piece in pieces:
+        through = (named(piece.sender) if named and piece.sender else None) or sender
         ancillary = []
         fds = our_fds(piece.fds) if piece.fds else []
         try:
@@ -101,13 +105,65 @@ def refill(sender: socket.socket, pieces: list[Queued], our_fds: Callable[[list[
                                   struct.pack("3i", sender_pid(pid), uid, gid)))
             view = memoryview(piece.data)
             while True:
-                sent = sender.sendmsg([view], ancillary)
+                sent = through.sendmsg([view], ancillary)
                 view, ancillary = view[sent:], []      # the fds and credentials go with the first part
                 if not view:
                     break
         finally:
             for fd in fds:
                 socket.close(fd)
+
+
+class NamedSenders:
+    """Sockets of ours bound to the names that queued datagrams were sent from, each
+    connected to the receiving socket (`target`, an address to connect to), so that they
+    are sent again from there and the reader's recvfrom names their sender as before (a
+    server replying to it). An abstract name, or an absolute path (through `remap`) where
+    no file is now: bound for the time of the refill, the socket file removed after. A
+    name that cannot be had gives None (sent from an unnamed socket): one taken (its
+    socket alive, or restored bound there), a relative path (its sender's directory is
+    not known)."""
+
+    def __init__(self, target: str | bytes, remap: Callable[[str], str]):
+        self.target, self.remap = target, remap
+        self.made: dict[bytes, socket.socket | None] = {}
+        self.paths: list[str] = []      # socket files we made, removed by close()
+
+    def __call__(self, name: str | bytes) -> socket.socket | None:
+        raw = name.encode() if isinstance(name, str) else name
+        if raw not in self.made:
+            self.made[raw] = self._bound(raw)
+        return self.made[raw]
+
+    def missing(self, pieces: list[Queued]) -> int:
+        """How many of the pieces come from a named socket whose name could not be had."""
+        return sum(1 for piece in pieces if piece.sender and self(piece.sender) is None)
+
+    def _bound(self, raw: bytes) -> socket.socket | None:
+        if raw[:1] not in (b"\0", b"/"):
+            return None
+        address = raw if raw[:1] == b"\0" else self.remap(os.fsdecode(raw))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(address)
+            if isinstance(address, str):
+                self.paths.append(address)
+            sock.connect(self.target)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def close(self) -> None:
+        for sock in self.made.values():
+            if sock is not None:
+                sock.close()
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _messages(framed: bytes) -> list[bytes]:

@@ -24,9 +24,10 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
 - tree: a parent sends its child a pipe's read end (with bytes buffered in the pipe) and
   keeps the write end, writing a byte every 5 ms; the child (which writes OUTFILE)
   receives the end, reads the buffered bytes and then the parent's.
-- server: a datagram socket bound to a relative path (a log or notification server) holds three datagrams
-  from unconnected clients: a line, one with a pipe end (an fd store), one from a named
-  socket (whose address does not come back: the restore warns).
+- server: a datagram socket bound to a relative path (a log or notification server) holds four datagrams
+  from unconnected clients: a line, one with a pipe end (an fd store), one from a socket
+  with an abstract name (kept by the process), one from a socket bound to a path, since
+  closed and its file removed: the last two are received from the same names.
 - embryo: a Unix listener (bound to a relative path) has two connections not accepted
   yet: one whose client has sent nothing, which is accepted after the restore and
   carries a request and its response, and one whose client has sent bytes (which cannot
@@ -53,13 +54,18 @@ SO_PEEK_OFF = 42
 
 def receive(sock, size):
     """(data, fds) of one recvmsg."""
+    return receive_from(sock, size)[:2]
+
+
+def receive_from(sock, size):
+    """(data, fds, sender's address) of one recvmsg."""
     sock.settimeout(5)
-    data, fds, flags, _ = socket.recv_fds(sock, size, 16)
+    data, fds, flags, address = socket.recv_fds(sock, size, 16)
     for fd in fds:          # a wrong fd must not hang the check
         os.set_blocking(fd, False)
     if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
         raise AssertionError(f"truncated ({flags:#x})")
-    return data, fds
+    return data, fds, address
 
 
 def check(condition, what):
@@ -237,12 +243,21 @@ elif case == "server":
     client.sendmsg([b"store this fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pipe_r))], 0,
                    receiver.getsockname())
     named.sendto(b"from a name", receiver.getsockname())
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    gone.bind(os.path.join(directory, "gone.sock"))
+    gone.sendto(b"from a gone name", receiver.getsockname())
+    gone.close()
+    os.unlink(os.path.join(directory, "gone.sock"))
     os.close(pipe_r)
 
     def read_back():
-        got = [receive(receiver, 100) for _ in range(3)]
-        check([data for data, _ in got] == [b"log line", b"store this fd", b"from a name"], f"datagrams {got}")
-        check([len(fds) for _, fds in got] == [0, 1, 0], f"fds per datagram {got}")
+        got = [receive_from(receiver, 100) for _ in range(4)]
+        check([data for data, _, _ in got] == [b"log line", b"store this fd", b"from a name", b"from a gone name"],
+              f"datagrams {got}")
+        check([len(fds) for _, fds, _ in got] == [0, 1, 0, 0], f"fds per datagram {got}")
+        check([sender for _, _, sender in got[2:]] == [named.getsockname(), os.path.join(directory, "gone.sock")],
+              f"senders {got}")
+        check(not os.path.exists("gone.sock"), "the sender's socket file made for the restore is left")
         os.write(pipe_w, b"stored")
         check(os.read(got[1][1][0], 100) == b"stored", "the bytes through the stored pipe end")
 elif case == "embryo":
