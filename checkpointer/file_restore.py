@@ -159,6 +159,8 @@ class FileRestorer:
         self.memfd_given: set[int] = set()  # memfd file ids whose memfd_create()d file a memfd_fd took
         self.owned: set[int] = set()        # file ids given their O_ASYNC owner (fown.py)
         self.unlinked_names: dict[int, int] = {}    # id of a Unix socket bound `unlinked` -> our O_PATH fd
+        self.shared_addresses = netsockets.shared_addresses(files)
+        self.reuseport_off: list[socket.socket] = []  # our dups of sockets bound sharing: SO_REUSEPORT off at finish
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -205,9 +207,10 @@ class FileRestorer:
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open
         meanwhile, and remove again the SysV segments that had been removed."""
-        for sock, _ in self.repairing:       # a restore that failed before `finish`
-            sock.close()
+        for sock in [sock for sock, _ in self.repairing] + self.reuseport_off:   # a restore that failed
+            sock.close()                                                          # before `finish`
         self.repairing.clear()
+        self.reuseport_off.clear()
         for ours, _ in self.sealing:
             os.close(ours)
         self.sealing.clear()
@@ -672,10 +675,13 @@ class FileRestorer:
                 spare = self._new_socket(builder, record, base)
         with sockets.borrow(builder.tid, spare) as sock:
             if record["state"] not in ("established", "connecting"):
-                kept = netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports,
+                shares = netsockets.sharing(record) in self.shared_addresses
+                kept = netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports or shares,
                                           cwd=builder.meta["cwd"])
                 if kept is not None:
                     self.unlinked_names[record["id"]] = kept
+                if shares and not self.share_ports and not record["options"].get("SO_REUSEPORT"):
+                    self.reuseport_off.append(sock.dup())   # once the others are bound too
             if record.get("data"):      # version 10: datagrams queued to a bound Unix socket, sent
                 self._refill_datagrams(builder, record, base)   # before it connects (then only its peer may)
             if "connected" in record:       # version 12
@@ -811,6 +817,9 @@ class FileRestorer:
                 fcntl.fcntl(writable, F_ADD_SEALS, seals)
             finally:
                 os.close(writable)
+        while self.reuseport_off:
+            with self.reuseport_off.pop() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
         while self.repairing:
             sock, record = self.repairing.pop()
             if connection_ends(record)[::-1] in self.unrepaired:

@@ -13,6 +13,9 @@ borrowed by the restorer, the same options, address and state.
 Why: servers (Redis, an HTTP service) come back listening on the same address, with
 their memory intact; clients simply reconnect (like CRIU's --tcp-close).
 
+Inet sockets of the image that share an address (SO_REUSEPORT) are all bound with it on;
+one that had turned it off since gets it off again once all are bound (file_restore.py).
+
 A TCP connection that had ended before the checkpoint (closed both ways, or reset: no peer
 any more) is `closed` and `finished`: it reads EOF and writes EPIPE again, with no bind of
 its port (the dead original's TIME_WAIT may hold it) and no warning (nothing is lost).
@@ -198,6 +201,24 @@ def inet_listen_queue(family: int, protocol: int, ino: int) -> tuple[int, int]:
                 if inode == ino:
                     return backlog, queued
                 offset += (length + 3) & ~3
+
+
+def shared_addresses(records: list[dict]) -> set[tuple]:
+    """The (family, type, address) that several listening or bound inet sockets of the image
+    share (SO_REUSEPORT: each had it on when it bound, though one may have turned it off
+    since; or UDP's SO_REUSEADDR): each is bound with SO_REUSEPORT on (see `sharing`)."""
+    seen: dict[tuple, int] = {}
+    for record in records:
+        if (key := sharing(record)) is not None:
+            seen[key] = seen.get(key, 0) + 1
+    return {key for key, count in seen.items() if count > 1}
+
+
+def sharing(record: dict) -> tuple | None:
+    """The key of shared_addresses for a listening or bound inet socket record, else None."""
+    if record["kind"] != "socket" or record["family"] == "unix" or record["state"] not in ("listen", "bound"):
+        return None
+    return (record["family"], record["type"], tuple(record["address"]))
 
 
 def warning(record: dict, owner: str) -> str | None:

@@ -162,3 +162,17 @@ def test_datagram_clients_of_servers_whose_socket_files_are_gone_still_reach_the
     restored = reads_after_a_restore(procs, store, "dgram", out)
     assert not [w for w in restored.warnings if "connected" in w or "dropped" in w], restored.warnings
     assert not (tmp_path / "run.d").exists() and stat.S_ISFIFO(os.lstat(tmp_path / "fifo.sock").st_mode)
+
+
+def test_listeners_sharing_a_port_come_back_whatever_their_reuseport_now(procs, store, tmp_path):
+    """Two TCP listeners bound to one port with SO_REUSEPORT, one of which turned it off
+    since (zdtm socket-tcp-reuseport): the restore bound that one first without it, and
+    the other failed ('Address already in use'). Now each listener of a shared address is
+    bound with it on, and it is turned off again once all are bound."""
+    out = tmp_path / "reuseport.out"
+    proc = procs.python("reuseport_pair.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] and ok_lines(out)[0].startswith("ready"),
+             "the target to listen twice")
+    checkpointer.checkpoint([proc.pid], store, "reuseport")
+    procs.kill(proc)
+    reads_after_a_restore(procs, store, "reuseport", out)
