@@ -161,6 +161,7 @@ class FileRestorer:
         self.unlinked_names: dict[int, int] = {}    # id of a Unix socket bound `unlinked` -> our O_PATH fd
         self.shared_addresses = netsockets.shared_addresses(files)
         self.reuseport_off: list[socket.socket] = []  # our dups of sockets bound sharing: SO_REUSEPORT off at finish
+        self.exited_children: dict[int | str, subprocess.Popen] = {}   # see _exited
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -211,6 +212,9 @@ class FileRestorer:
             sock.close()                                                          # before `finish`
         self.repairing.clear()
         self.reuseport_off.clear()
+        for child in self.exited_children.values():
+            child.wait()
+        self.exited_children.clear()
         for ours, _ in self.sealing:
             os.close(ours)
         self.sealing.clear()
@@ -641,17 +645,24 @@ class FileRestorer:
                 raise CheckpointError(f"process {builder.meta['pid']} holds a pidfd of process {record['pid']}, "
                                       f"which is not in the image: {os.strerror(-fd)}")
             return fd
-        child = subprocess.Popen(["true"])
-        try:
-            ours = os.pidfd_open(child.pid)
-        finally:
-            child.wait()
+        ours = os.pidfd_open(self._exited(record.get("exited", f"record {record['id']}")))
         try:
             fd = sockets.push_fd(builder.inj, builder.tid, ours)
         finally:
             os.close(ours)
         builder.inj.check(_NR_FCNTL, fd, F_SETFL, flags & O_NONBLOCK, what="F_SETFL on a pidfd")
         return fd
+
+    def _exited(self, identity: int | str) -> int:
+        """A process of ours that has exited, not reaped until close() (so pidfds can be
+        opened on it), one for each process that had exited in the image (`identity`: its
+        pidfds' inode at the checkpoint): its pidfds share their inode again, and those
+        of different ones do not (as pidfs numbers them)."""
+        if identity not in self.exited_children:
+            child = subprocess.Popen(["true"])
+            self.exited_children[identity] = child
+            os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        return self.exited_children[identity].pid
 
     def _make_socket(self, builder, record: dict, base: int) -> int:
         """A socket of the process (made by _make_sockets, or now) at a spare number (from

@@ -157,7 +157,10 @@ class FileCapture:
         if target == "anon_inode:inotify":
             return inotify.describe(pid, info.fd, info.raw, what)
         if target == "anon_inode:[pidfd]":     # the process it names, as the holder sees it; -1: it has exited
-            return {"kind": "pidfd", "pid": procfs.ns_id(info.extra["NSpid"])}
+            named = procfs.ns_id(info.extra["NSpid"])
+            if named > 0:
+                return {"kind": "pidfd", "pid": named}
+            return {"kind": "pidfd", "pid": named, "exited": os.stat(f"/proc/{pid}/fd/{info.fd}").st_ino}
         if target == "anon_inode:[io_uring]":
             raise Unsupported(f"{what}: an io_uring instance (asynchronous I/O through rings shared with the "
                               "kernel) cannot be checkpointed; turn it off in the program (MariaDB/MySQL: "

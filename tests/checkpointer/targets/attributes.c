@@ -25,6 +25,8 @@
  *   queued-messages: a datagram and a seqpacket socketpair with messages waiting (one
  *     of them empty): same messages, same order, same boundaries.
  *   pidfd: a pidfd of a child (the orphaned-group one) names that child.
+ *   exited-pidfds: two pidfds of a child that has exited (reaped), one of another: the
+ *     first two share their inode (pidfs), the third's differs.
  *   socket-options: a TCP socket with a receive timeout, linger, priority and keepalive
  *     idle time set.
  *   parent-death-signal: PR_SET_PDEATHSIG SIGUSR2 (credentials changes clear it).
@@ -73,7 +75,7 @@ static volatile sig_atomic_t asked;
 static int pipe_ends[2], pipe_reopened;
 static int epoll_fd, epoll_pipe[2];
 static int ghost, ghost_reader, holes;
-static int dgram[2], seqpacket[2], child_pidfd, tcp, half_closed[2];
+static int dgram[2], seqpacket[2], child_pidfd, tcp, half_closed[2], exited_pidfds[3];
 static const char *const queued[] = {"first", "", "third message"};
 static pid_t killed, session_member, session_id, grouped_child, group_id, new_leader, left_behind;
 
@@ -237,6 +239,15 @@ static void setup(void)
     leave_session();
 
     child_pidfd = syscall(SYS_pidfd_open, grouped_child, 0);
+    for (int i = 0; i < 2; i++) {
+        pid_t exiting = fork();
+        if (exiting == 0)
+            _exit(0);
+        exited_pidfds[i * 2] = syscall(SYS_pidfd_open, exiting, 0);
+        if (i == 0)
+            exited_pidfds[1] = syscall(SYS_pidfd_open, exiting, 0);
+        waitpid(exiting, NULL, 0);
+    }
 
     tcp = socket(AF_INET, SOCK_STREAM, 0);
     struct timeval timeout = {3, 500000};
@@ -356,6 +367,13 @@ static void check(void)
     char *nspid = strstr(fdinfo_text, "NSpid:"), *last = nspid ? strrchr(strtok(nspid, "\n"), '\t') : NULL;
     int named = last ? atoi(last + 1) : -1;
     report(named == grouped_child, "pidfd", "the pidfd names process %d, not %d", named, grouped_child);
+
+    struct stat exited[3];
+    for (int i = 0; i < 3; i++)
+        fstat(exited_pidfds[i], &exited[i]);
+    report(exited[0].st_ino == exited[1].st_ino && exited[0].st_ino != exited[2].st_ino, "exited-pidfds",
+           "inodes %lu %lu %lu", (unsigned long)exited[0].st_ino, (unsigned long)exited[1].st_ino,
+           (unsigned long)exited[2].st_ino);
 
     struct timeval timeout = {0};
     struct linger linger = {0};
