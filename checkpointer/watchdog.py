@@ -85,11 +85,14 @@ _failed_in: int | None = None    # the process in which the watchdog could not b
 
 
 def start() -> bool:
-    """Start this process's watchdog if it has none (a forked child gets its own); False
-    if it cannot be started (then nothing is guarded, and `guard` refuses)."""
+    """Start this process's watchdog if it has none (a forked child gets its own, and a
+    watchdog that was killed is replaced); False if it cannot be started (then nothing is
+    guarded, and `guard` refuses)."""
     global _table, _failed_in
     if _table is not None and _table.owner == os.getpid():
-        return True
+        if _table.live or _table.process.poll() is None:
+            return True
+        _table.map.close()      # its watchdog was killed: a new one, once nothing is guarded by the old
     if _failed_in == os.getpid():
         return False
     try:

@@ -10,11 +10,17 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from ckpt_helpers import ok_lines, wait_for
 
 TRACER = """
-import sys, time
-from checkpointer import freeze
+import os, signal, sys, time
+from checkpointer import freeze, watchdog
+if sys.argv[2] == "replaced":       # the first watchdog was killed (by someone) before the stop
+    watchdog.start()
+    os.kill(watchdog._table.process.pid, signal.SIGKILL)
+    watchdog._table.process.wait()
 with freeze([int(sys.argv[1])], tree=True):
     print("frozen", flush=True)
     time.sleep(600)
@@ -30,7 +36,8 @@ def _scheduling(tids: list[int]) -> dict[int, tuple[int, int, set[int]]]:
             for tid in tids}
 
 
-def test_a_tracer_killed_inside_a_stop_leaves_the_threads_their_own_scheduling(procs, binaries, tmp_path):
+@pytest.mark.parametrize("watchdog", ["first", "replaced"])
+def test_a_tracer_killed_inside_a_stop_leaves_the_threads_their_own_scheduling(procs, binaries, tmp_path, watchdog):
     out = tmp_path / "threads.out"
     proc = procs.start([str(binaries / "threads"), str(out)])
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 5, "the threads target to run")
@@ -41,7 +48,7 @@ def test_a_tracer_killed_inside_a_stop_leaves_the_threads_their_own_scheduling(p
     os.sched_setaffinity(others[1], {max(os.sched_getaffinity(0))})
     before = _scheduling([main, *others])
 
-    tracer = subprocess.Popen([sys.executable, "-c", TRACER, str(proc.pid)], stdout=subprocess.PIPE, text=True,
+    tracer = subprocess.Popen([sys.executable, "-c", TRACER, str(proc.pid), watchdog], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
         assert tracer.stdout.readline() == "frozen\n", "the tracer did not freeze the target"
