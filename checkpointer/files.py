@@ -79,10 +79,13 @@ class FileCapture:
     """Collects the files of every captured process; `files` is the image's file list."""
 
     def __init__(self, put_blob: BlobWriter, shared: "SharedMemoryTracking | None" = None,
-                 keep_blobs: Callable[[list[str]], None] = lambda ids: None):
+                 keep_blobs: Callable[[list[str]], None] = lambda ids: None,
+                 file_system: Callable[[int, int], str] | None = None):
         """`shared`: follows shared anonymous memory across checkpoints (only what was
         written since the last one is read); `keep_blobs` is told the blob ids an image
-        takes over from the last one without storing them again."""
+        takes over from the last one without storing them again; `file_system(pid,
+        device)`: the type of a file system as the process mounts it (mounttypes.py keeps
+        it across checkpoints; by default mountinfo is read once per capture)."""
         self.put_blob = put_blob
         self.shared, self.keep_blobs = shared, keep_blobs
         self._hole_ids: dict[int, list[str]] = {}  # blob ids of a piece of zeros, by length
@@ -93,6 +96,7 @@ class FileCapture:
         self._captured: set[int] = set()    # host pids of the processes whose fds are recorded
         self._kept_bytes = 0                # of files' contents kept (_kept_contents)
         self._file_systems: dict[int, dict[int, str]] = {}   # mount namespace -> device -> type
+        self._file_system = file_system or (lambda pid, device: _file_system(pid, device, self._file_systems))
         self._targets: dict[int, str] = {}  # fd -> /proc/PID/fd link, of the process being recorded
         self._in_flight: list[sockets.Queued] = []   # queued pieces whose fds (ours) are files in flight
         self._depth = 0                     # of sockets in flight being described inside one another
@@ -409,7 +413,7 @@ class FileCapture:
         if (st.st_size > KEPT_FILE_MAX or info.flags & O_APPEND
                 or self._kept_bytes + st.st_size > KEPT_FILES_BYTES):
             return {}
-        file_system = _file_system(pid, st.st_dev, self._file_systems)
+        file_system = self._file_system(pid, st.st_dev)
         if file_system not in KEPT_FILE_SYSTEMS or not (
                 info.flags & O_ACCMODE != O_RDONLY or file_system in MEMORY_FILE_SYSTEMS
                 or info.target.startswith(TEMPORARY_DIRECTORIES)):

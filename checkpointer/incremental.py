@@ -93,6 +93,7 @@ from .treecapture import Precopied, TreeCapture
 from .errors import CheckpointError, ProcessGone
 from .freeze import Frozen, FrozenProcess, main_thread_stopped
 from .image import ImageWriter
+from .mounttypes import MountTypes
 from .snapshot import Snapshot
 from .stopwatch import phase
 from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr
@@ -347,6 +348,7 @@ class Incremental:
         self.kept_pages: set[int] = set()   # pids given an injection page to keep (injection_page.py)
         self.shared = shared_memory.SharedMemoryTracking()
         self.buffers = CopyBuffer()   # for the pages the stop copies; prepared by precopy()
+        self.mount_types = MountTypes()   # the processes' mount tables, read again only when changed
 
     def precopy(self, min_pages: int = PRECOPY_MIN_PAGES) -> int:
         """Before the freeze, the processes running: copy the pages written since the last
@@ -501,6 +503,7 @@ class Incremental:
         self.trackers.clear()
         self._close_prearmed()
         self.shared.clear()
+        self.mount_types.close()
 
     def _close_prearmed(self) -> None:
         for tracker in self.prearmed.values():

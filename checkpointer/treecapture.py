@@ -97,9 +97,11 @@ class TreeCapture:
                                  cpus=copier.other_cpus(frozen.pinning))
             select = self.copy.selector(tracking.selector(frozen, ns_pids,
                                                           lambda *span: self.clears.append(span), self.early))
-        self.files = FileCapture(self._name_blob, tracking.shared, self.writer.keep_blobs)
+        self.files = FileCapture(self._name_blob, tracking.shared, self.writer.keep_blobs,
+                                 tracking.mount_types.type_of)
         self.processes = capture_all(frozen, self._keep_run, self.files, select, keep_injection_page=True,
                                      selected=self.copy.selected)
+        tracking.mount_types.end_capture()
         with phase("arm_tracking"):
             tracking.arm(frozen)
         self.copy.in_stop(frozen, self._keep_run)
