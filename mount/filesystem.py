@@ -67,6 +67,7 @@ from . import fusectl, schema
 from .flusher import Flusher
 from .heap import keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
+from .init_flags import InitRelay
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
 from .single_reader import single_reader_session
@@ -247,6 +248,7 @@ class FileSystem:
         self._mountpoint = ""                   # while serving
         self._connection = 0                    # the FUSE connection's number (fusectl)
         self._free, self._free_checked = 0, float("-inf")   # has_space's last statvfs
+        self.init_relay = InitRelay()           # replaced at each serve()
         self._reclaim_unheld_orphans(self.main)
 
     # ----- state ---------------------------------------------------------------------
@@ -600,6 +602,7 @@ class FileSystem:
         if allow_other:
             options.add("allow_other")
         self.ops.initialized = trio.Event()
+        self.init_relay = InitRelay()           # asks for FUSE_HANDLE_KILLPRIV_V2 (mount.init_flags)
         keep_freed_buffers()
         pyfuse3.init(self.ops, mountpoint, options)
         device = mount_device(mountpoint)
@@ -617,7 +620,7 @@ class FileSystem:
                         nursery.start_soon(self.run_kernel_flushes)
                 nursery.start_soon(self._raise_readahead_after_init, mountpoint)
                 task_status.started()
-                with interrupting_reads(), single_reader_session():   # SESSION_TASKS == 1
+                with interrupting_reads(), single_reader_session(self.init_relay):   # SESSION_TASKS == 1
                     await pyfuse3.main(max_tasks=SESSION_TASKS)
                 unmount = False                 # the kernel ended the session (umount)
                 nursery.cancel_scope.cancel()
@@ -650,6 +653,7 @@ class FileSystem:
                 "checkpoints_taken": self.checkpoints_taken, "kernel_flushes": self.kernel_flushes,
                 "head": head.id if head else None,
                 "durable": self.store.durable_id, "dirty": self.dirty,
+                "kill_priv_v2": self.init_relay.granted,
                 "volumes": self.store.volumes(), "open_inodes": len(self.ops.opens)}
 
 

@@ -5,7 +5,12 @@ and turns the result into pyfuse3 types. What lives here and nowhere else: the k
 lookup counts and open handles, the reclaim of unlinked inodes once nothing uses them
 (holding them in the store's open-refcount table while they are open), O_APPEND,
 EXDEV across views, EROFS in read-only views, ENOSPC before buffering data the disk
-cannot take, and the hidden `.sls` entry at the root.
+cannot take, the hidden `.sls` entry at the root, and what writes and truncations drop
+(set-ID bits, file capabilities: Volume.drop_privileges), which the kernel leaves to
+the daemon once it has FUSE_HANDLE_KILLPRIV_V2 (mount.init_flags). pyfuse3 does not pass
+the kernel's "drop them" flag, so the writer's CAP_FSETID is taken to be uid 0: the
+uid of the handle's opener for a write (in writeback mode the kernel sends only
+unprivileged writers' writes to a set-ID file at once), the caller's for a truncation.
 
 What the kernel may cache: attributes and entries (10 min live, 60 s in frozen trees),
 negative entries (missing names) likewise, file pages across opens (keep_cache), and
@@ -61,6 +66,8 @@ class Handle:
     ino: int
     flags: int
     content: bytes | None = None     # a `.sls` file's bytes, fixed at open
+    uid: int = 0                     # who opened it: what its writes drop (Volume.drop_privileges)
+    gid: int = 0
 
 
 class Operations(pyfuse3.Operations):
@@ -222,6 +229,8 @@ class Operations(pyfuse3.Operations):
             if attr.st_size > node.size and not self.has_space(0):
                 raise FUSEError(errno.ENOSPC)
             volume.truncate(local, attr.st_size)
+            if not fields.update_mode:
+                volume.drop_privileges(local, uid=ctx.uid, gid=ctx.gid)
         if fields.update_mode:
             node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
         if fields.update_uid or fields.update_gid:
@@ -282,7 +291,7 @@ class Operations(pyfuse3.Operations):
 
     async def create(self, parent_inode, name, mode, flags, ctx):
         kino = self._create(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), ctx)
-        return self._open_handle(kino, flags), self._entry(kino)
+        return self._open_handle(kino, flags, ctx=ctx), self._entry(kino)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
         if self._is_meta_entry(new_parent_inode, new_name):
@@ -350,10 +359,11 @@ class Operations(pyfuse3.Operations):
         volume.removexattr(local, name)
 
     # ----- files ----------------------------------------------------------------------
-    def _open_handle(self, kino: int, flags: int, content: bytes | None = None) -> pyfuse3.FileInfo:
+    def _open_handle(self, kino: int, flags: int, content: bytes | None = None, ctx=None) -> pyfuse3.FileInfo:
         fh = self._next_fh
         self._next_fh += 1
-        self.handles[fh] = Handle(*split_ino(kino), flags, content)
+        self.handles[fh] = Handle(*split_ino(kino), flags, content,
+                                  *((ctx.uid, ctx.gid) if ctx is not None else ()))
         self.opens[kino] = self.opens.get(kino, 0) + 1
         if self.enable_writeback_cache and _writing(flags):
             self.kernel_may_hold_writes = True
@@ -378,7 +388,8 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.EROFS)
         if flags & os.O_TRUNC and writing:      # libfuse asks for atomic O_TRUNC
             view.truncate(local, 0)
-        return self._open_handle(inode, flags)
+            view.drop_privileges(local, uid=ctx.uid, gid=ctx.gid)
+        return self._open_handle(inode, flags, ctx=ctx)
 
     async def read(self, fh, off, size):
         handle = self.handles[fh]
@@ -396,6 +407,7 @@ class Operations(pyfuse3.Operations):
         if handle.flags & os.O_APPEND and not self.enable_writeback_cache:
             off = volume.inode(handle.ino).size
         written = volume.write(handle.ino, off, buf, stamp_times=not self.enable_writeback_cache)
+        volume.drop_privileges(handle.ino, uid=handle.uid, gid=handle.gid)
         if volume.buffered_bytes > SEAL_BUFFERED_BYTES:   # bound memory between checkpoints
             try:
                 volume.seal()

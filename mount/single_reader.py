@@ -44,6 +44,8 @@ from typing import Iterator
 import pyfuse3
 import trio
 
+from .init_flags import InitRelay
+
 POLL_MS = 1                    # how long the fast path waits for the next request
 SCHEDULER_EVERY_S = 0.002      # while requests keep coming, one scheduler pass this often
 
@@ -59,14 +61,21 @@ class _NoLock:
 
 
 class _RequestWait:
-    """wait_readable for the one reader task: poll(2) first, trio when nothing comes."""
+    """wait_readable for the one reader task: poll(2) first, trio when nothing comes.
+    With an `InitRelay`, the session's first request (the INIT) and its reply pass
+    through it (mount.init_flags)."""
 
-    def __init__(self) -> None:
+    def __init__(self, relay: InitRelay | None = None) -> None:
         self._poll = select.poll()
         self._fd: int | None = None
         self._last_pass = -math.inf         # when trio's scheduler last ran for this task
+        self._relay = relay
 
     async def wait_readable(self, fd) -> None:
+        if self._relay is not None:
+            if await self._relay.step(fd):  # libfuse reads the first request next
+                return
+            self._relay = None              # libfuse has answered it
         if fd != self._fd:
             if self._fd is not None:
                 self._poll.unregister(self._fd)
@@ -78,11 +87,11 @@ class _RequestWait:
         self._last_pass = time.monotonic()
 
 
-def _trio_for_one_reader() -> types.ModuleType:
+def _trio_for_one_reader(relay: InitRelay | None) -> types.ModuleType:
     lowlevel = types.ModuleType("trio.lowlevel", "trio.lowlevel as seen by pyfuse3's single reader")
     lowlevel.__dict__.update({name: value for name, value in vars(trio.lowlevel).items()
                               if not name.startswith("__")})
-    lowlevel.wait_readable = _RequestWait().wait_readable
+    lowlevel.wait_readable = _RequestWait(relay).wait_readable
     view = types.ModuleType("trio", "trio as seen by pyfuse3's single reader task")
     view.__dict__.update({name: value for name, value in vars(trio).items()
                           if not name.startswith("__")})
@@ -92,15 +101,19 @@ def _trio_for_one_reader() -> types.ModuleType:
 
 
 @contextmanager
-def single_reader_session() -> Iterator[None]:
+def single_reader_session(relay: InitRelay | None = None) -> Iterator[None]:
     """While inside, pyfuse3 serves its one reader task without a reader lock, and
-    waits for requests that follow each other closely without a scheduler pass."""
+    waits for requests that follow each other closely without a scheduler pass; with
+    `relay`, its first request (the INIT) and the reply pass through `relay` (whose
+    `granted` stays False with another pyfuse3)."""
     original = getattr(pyfuse3, "trio", None)
     if original is not trio:             # another pyfuse3: leave it alone
         yield
         return
-    pyfuse3.trio = _trio_for_one_reader()
+    pyfuse3.trio = _trio_for_one_reader(relay)
     try:
         yield
     finally:
         pyfuse3.trio = original
+        if relay is not None:
+            relay.abandon()

@@ -38,6 +38,7 @@ from .schema import BLOCK_SIZE, Entry, Inode, Superblock
 log = logging.getLogger("slsfs.mount")
 _DAY_NS = 86400 * 10**9
 _BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+CAPABILITY_XATTR = b"security.capability"
 
 
 def _err(code: int) -> FUSEError:
@@ -418,6 +419,24 @@ class Volume:
         self.tree.put(schema.xattr_key(ino, name), value)
         self._no_xattrs.discard(ino)
         self.touch(node, ctime=True)
+
+    def drop_privileges(self, ino: int, *, uid: int, gid: int) -> None:
+        """What a write or a truncation by `uid`/`gid` does to a regular file's privileges:
+        its file capabilities (security.capability) go, and unless `uid` is 0 (taken for
+        CAP_FSETID) its set-user-ID bit, and its set-group-ID bit if the file is group-
+        executable or `gid` is not its group. The kernel leaves this to the daemon
+        (FUSE_HANDLE_KILLPRIV_V2, mount.init_flags). Costs two tests when there is nothing
+        to drop."""
+        node = self.inode(ino)
+        mode = node.mode
+        changed = ino not in self._no_xattrs and self.tree.delete(schema.xattr_key(ino, CAPABILITY_XATTR))
+        if uid != 0 and mode & (stat.S_ISUID | stat.S_ISGID):
+            node.mode &= ~stat.S_ISUID
+            if mode & stat.S_IXGRP or gid != node.gid:
+                node.mode &= ~stat.S_ISGID
+            changed = changed or node.mode != mode
+        if changed:
+            self.touch(node, ctime=True)
 
     def removexattr(self, ino: int, name: bytes) -> None:
         self._writable()

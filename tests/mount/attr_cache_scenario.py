@@ -1,6 +1,6 @@
 """Run by test_attr_cache.py in a child process: serve a mount in-process, count the
-GETATTR requests that reach the daemon while a client process stats files, and print
-what the client saw and the counts as JSON.
+GETATTR (and GETXATTR) requests that reach the daemon while a client process stats
+(and writes) files, and print what the client saw and the counts as JSON.
 
 In-process so that the requests can be counted at the handler; the client is a separate
 process, because a process that serves a FUSE mount must not touch it from its own thread.
@@ -21,7 +21,7 @@ from mount import FileSystem
 # argv: mount point. Says "ready <phase>" and waits for a line before each phase, so the
 # daemon can read its counter between phases; prints its observations as JSON at the end.
 CLIENT = r"""
-import json, os, subprocess, sys, time
+import json, os, struct, subprocess, sys, time
 mnt = sys.argv[1]
 seen = {}
 def phase(name):
@@ -48,6 +48,20 @@ after_chmod = st(f"{mnt}/b")
 os.unlink(f"{mnt}/a")
 after_unlink = st(f"{mnt}/b")
 seen["changed"] = [before, after_write, after_chmod, after_unlink]
+phase("writes")                                      # small writes to a new file
+fd = os.open(f"{mnt}/w", os.O_CREAT | os.O_WRONLY, 0o644)
+for i in range(100):
+    os.pwrite(fd, b"z" * 100, i * 100)
+os.close(fd)
+phase("capability")                                  # a write removes file capabilities
+with open(f"{mnt}/cap", "wb") as f:
+    f.write(b"c")
+os.setxattr(f"{mnt}/cap", "security.capability", struct.pack("<5I", 0x02000000, 0, 0, 0, 0))
+had = "security.capability" in os.listxattr(f"{mnt}/cap")
+with open(f"{mnt}/cap", "ab") as f:
+    f.write(b"d")
+seen["capability"] = [had, "security.capability" in os.listxattr(f"{mnt}/cap")]
+seen["written"] = [os.stat(f"{mnt}/w").st_size, open(f"{mnt}/cap", "rb").read().decode()]
 print(json.dumps(seen), flush=True)
 """
 
@@ -56,14 +70,10 @@ def main(workdir: Path) -> None:
     store = Store.init(workdir / "store")
     mountpoint = workdir / "mnt"
     fs = FileSystem(store, "main", checkpoint_interval_ms=None, writeback_cache="--writeback" in sys.argv)
-    counts = {"getattr": 0}
-    getattr_handler = fs.ops.getattr
-
-    async def counting_getattr(inode, ctx):
-        counts["getattr"] += 1
-        return await getattr_handler(inode, ctx)
-    fs.ops.getattr = counting_getattr
-    results: dict = {"getattrs": {}}
+    counts = {"getattr": 0, "getxattr": 0}
+    for name in counts:
+        _count(fs.ops, name, counts)
+    results: dict = {"getattrs": {}, "getxattrs": {}}
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -73,14 +83,15 @@ def main(workdir: Path) -> None:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             lines = _lines(client.stdout)
             try:
-                phase = None
+                phase, starts = None, dict(counts)
                 async for line in lines:
                     if phase is not None:
-                        results["getattrs"][phase] = counts["getattr"] - start
+                        for name, start in starts.items():
+                            results[name + "s"][phase] = counts[name] - start
                     if not line.startswith("ready "):
                         results["client"] = json.loads(line)
                         break
-                    phase, start = line.split()[1], counts["getattr"]
+                    phase, starts = line.split()[1], dict(counts)
                     await client.stdin.send_all(b"go\n")
             finally:
                 with trio.move_on_after(60):
@@ -88,6 +99,7 @@ def main(workdir: Path) -> None:
                 if client.returncode is None:
                     client.kill()
             results["client_status"] = client.returncode
+            results["kill_priv_v2"] = fs.init_relay.granted
             await fs.flush_kernel_writes()
             await trio.to_thread.run_sync(
                 lambda: subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True))
@@ -98,6 +110,16 @@ def main(workdir: Path) -> None:
     finally:
         store.close()
     print(json.dumps(results))
+
+
+def _count(ops, name: str, counts: dict) -> None:
+    """Count the calls of handler `name` of `ops` in counts[name]."""
+    handler = getattr(ops, name)
+
+    async def counting(*args):
+        counts[name] += 1
+        return await handler(*args)
+    setattr(ops, name, counting)
 
 
 async def _lines(stream):

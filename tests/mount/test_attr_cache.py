@@ -1,4 +1,5 @@
-"""Stats answered from the kernel's attribute cache, and that cache staying right.
+"""Stats answered from the kernel's attribute cache, and that cache staying right; writes
+that do not ask the daemon about file capabilities each time.
 
 A stat of an unchanged file must not reach the daemon (the kernel keeps attributes for
 operations.LIVE_TIMEOUT); changes made through another name of the file (a hard link),
@@ -20,6 +21,7 @@ SCENARIO = Path(__file__).with_name("attr_cache_scenario.py")
 
 @pytest.mark.parametrize("writeback", [False, True], ids=["write_through", "writeback_cache"])
 def test_stats_of_unchanged_files_stay_in_the_kernel_and_changes_show(workdir, writeback):
+    """(And: a file's writes ask for its security.capability xattr once at most.)"""
     results = run_scenario(SCENARIO, workdir, *["--writeback"] * writeback)
     assert results["client_status"] == 0
     assert results["getattrs"]["unchanged"] == 0          # 400 stats, none reached the daemon
@@ -30,6 +32,12 @@ def test_stats_of_unchanged_files_stay_in_the_kernel_and_changes_show(workdir, w
     assert after_write[0] == 8000 and after_write[3] > before[3]     # size and mtime via the other name
     assert after_chmod[1] == 0o600 and after_chmod[4] >= after_write[4]
     assert after_unlink[2] == 1 and after_unlink[0] == 8000
+    # FUSE_HANDLE_KILLPRIV_V2 (mount.init_flags): the kernel asks whether a file has
+    # capabilities to drop once, not before each of 100 writes; the daemon drops them
+    assert results["kill_priv_v2"] is True
+    assert results["getxattrs"]["writes"] <= 1
+    assert results["client"]["capability"] == [True, False]
+    assert results["client"]["written"] == [10_000, "cd"]
 
 
 def _umask() -> int:

@@ -227,3 +227,45 @@ def test_unprivileged_writer_of_a_write_only_file(new_mount):
     mnt.mount()
     assert (mnt.path / "wo").read_bytes() == expected
     assert os.stat(mnt.path / "suid").st_mode & 0o7777 == 0o777
+
+
+SET_ID_PROBE = r"""
+import os, sys
+root = sys.argv[1]
+with open(os.path.join(root, "written"), "ab") as f:
+    f.write(b"w")
+with open(os.path.join(root, "setgid"), "ab") as f:
+    f.write(b"w")
+os.truncate(os.path.join(root, "truncated"), 10)
+os.close(os.open(os.path.join(root, "opened_trunc"), os.O_WRONLY | os.O_TRUNC))
+print("{}")
+"""
+
+
+def test_set_id_bits_after_writes_and_truncations(new_mount):
+    """The daemon drops set-user-ID and set-group-ID bits itself (the kernel leaves it
+    to the daemon: FUSE_HANDLE_KILLPRIV_V2, mount.init_flags): a write, truncate or
+    O_TRUNC open by an unprivileged user drops them, root's write keeps them (as root
+    holds CAP_FSETID), and what is dropped stays dropped after a remount."""
+    mnt = new_mount("--allow-other")
+    os.chmod(mnt.path, 0o755)
+    modes = {"written": 0o4777, "setgid": 0o2777, "truncated": 0o6777, "opened_trunc": 0o4777,
+             "by_root": 0o4755}
+    for name, mode in modes.items():
+        (mnt.path / name).write_bytes(b"B" * 100)
+        os.chmod(mnt.path / name, mode)
+    with open(mnt.path / "by_root", "ab") as f:
+        f.write(b"r")
+    probe_as_nobody(SET_ID_PROBE, mnt.path)
+    expected = {"written": 0o777, "setgid": 0o777, "truncated": 0o777, "opened_trunc": 0o777,
+                "by_root": 0o4755}
+    sizes = {"written": 101, "setgid": 101, "truncated": 10, "opened_trunc": 0, "by_root": 101}
+
+    def seen() -> tuple[dict, dict]:
+        stats = {name: os.stat(mnt.path / name) for name in modes}
+        return ({name: s.st_mode & 0o7777 for name, s in stats.items()},
+                {name: s.st_size for name, s in stats.items()})
+    assert seen() == (expected, sizes)
+    mnt.umount()
+    mnt.mount()
+    assert seen() == (expected, sizes)
