@@ -100,9 +100,26 @@ LAZY_MIN_BYTES = 8 << 20      # a restore of more pages than this runs the proce
 GC_THRESHOLDS = (5000, 10, 100)  # gc.set_threshold for the daemon (default 700, 10, 10)
 
 
+class Startup:
+    """Where a daemon's start went, phase by phase (milliseconds; `ps` startup_ms), up to
+    the moment it said it serves: what `sls restore` waits for beyond the restore itself
+    (imports, the store's opening, the stale mount, the mount, ...)."""
+
+    def __init__(self, phases: dict[str, float] | None = None) -> None:
+        self.phases = dict(phases or {})
+        self._last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        """`phase` took the time since the last one ended (or since this record began)."""
+        now = time.perf_counter()
+        self.phases[phase] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+
 class Daemon:
-    def __init__(self, store: Store, fs: FileSystem, mountpoint: str) -> None:
+    def __init__(self, store: Store, fs: FileSystem, mountpoint: str, startup: Startup | None = None) -> None:
         self.store, self.fs, self.mountpoint = store, fs, mountpoint
+        self.startup = startup or Startup()
         self.tracer = Tracer()
         self.groups: dict[str, RunningGroup] = {}
         self.lock = trio.Lock()               # one checkpoint at a time
@@ -547,7 +564,7 @@ class Daemon:
         """The `ps` reply (without "ok"): this daemon, its mount and every group's status."""
         return {"daemon": os.getpid(), "store": str(self.store.path),
                 "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
-                "durable": self.store.durable_id,
+                "durable": self.store.durable_id, "startup_ms": self.startup.phases,
                 "groups": [g.status() for g in self.groups.values()]}
 
     async def stop(self) -> None:
@@ -627,6 +644,7 @@ class Daemon:
                 nursery.cancel_scope.cancel()
             await nursery.start(serve_then_stop)
             self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+            self.startup.done("mount")
             nursery.start_soon(self._stop_on_signals)
             nursery.start_soon(self.run_retention)
             if restore:
@@ -639,7 +657,9 @@ class Daemon:
                     ready(f"error: {self.failed}")
                     nursery.cancel_scope.cancel()
                     return
+                self.startup.done("restore")
             await nursery.start(self.serve_control)
+            self.startup.done("control_socket")
             ready(ready_line(self.status()))
             self._syncfs_helper()
 
@@ -720,7 +740,9 @@ async def _exit_status(group: RunningGroup, wait_s: float = 1.0) -> int | None:
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
+    """The daemon's life; `startup`: its start so far (a fork that imported us first)."""
+    startup = startup or Startup()
     parser = argparse.ArgumentParser(prog="python -m slsfs.daemon")
     parser.add_argument("store")
     parser.add_argument("--mountpoint")
@@ -739,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     mount_daemon.setup_logging(os.path.join(args.store, LOG_NAME))
     try:
         store = Store.open(args.store)
+        startup.done("store_open")
     except (StoreError, OSError) as exc:
         ready(f"error: {exc}")
         return 1
@@ -755,10 +778,12 @@ def main(argv: list[str] | None = None) -> int:
             volume, mountpoint = settings.volume, mountpoint or settings.mount_root()
         if not mountpoint:
             raise GroupError("no mount point given")
+        startup.done("prepare_restore" if args.restore else "settings")
         detach_stale(mountpoint, args.store)
+        startup.done("detach_stale")
         os.makedirs(mountpoint, exist_ok=True)
         fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True)
-        daemon = Daemon(store, fs, os.path.abspath(mountpoint))
+        daemon = Daemon(store, fs, os.path.abspath(mountpoint), startup)
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)
         daemon.kill_groups()
@@ -783,10 +808,10 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
 
 
-def run(argv: list[str] | None = None) -> NoReturn:
+def run(argv: list[str] | None = None, startup: Startup | None = None) -> NoReturn:
     """main(argv), then end the process at once: a thread still blocked in a request to
     our own (now unserved) mount must not keep it, and so the FUSE connection, alive."""
-    code = main(argv)
+    code = main(argv, startup)
     logging.shutdown()
     os._exit(code)
 

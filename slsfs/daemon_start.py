@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 
 from .cli import CommandError, skip_teardown_at_exit
@@ -68,11 +69,12 @@ class DaemonStart:
             os.closerange(3, keep[0])
             os.closerange(keep[0] + 1, keep[1])
             os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
-            failure = ""
+            failure, forked = "", time.perf_counter()
             try:
                 from . import daemon
             except BaseException:              # told in the log once it is known
                 failure = traceback.format_exc()
+            imported = time.perf_counter()
             with os.fdopen(self._args_read, "rb") as pipe:
                 request = pipe.read()
             if not request:                    # the command ended without starting us
@@ -88,7 +90,8 @@ class DaemonStart:
                 os._exit(1)
             argv = [store, *args, "--ready-fd", str(ready_write)]
             sys.argv = [sys.executable, "-m", "slsfs.daemon", *argv]
-            daemon.run(argv)
+            daemon.run(argv, daemon.Startup({"imports": round((imported - forked) * 1000, 2),
+                                             "command_wait": round((time.perf_counter() - imported) * 1000, 2)}))
         except BaseException:
             traceback.print_exc()
         finally:

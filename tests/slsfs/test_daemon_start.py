@@ -44,4 +44,8 @@ def test_a_run_beside_a_daemon_leaves_only_that_daemon(group_store):
     restored = store.ps()
     assert restored["daemon"] != daemon
     assert all(g["running"] for g in restored["groups"])
+    startup = restored["startup_ms"]     # where its start went (bench/groups.py reports it)
+    assert list(startup) == ["imports", "command_wait", "store_open", "prepare_restore", "detach_stale",
+                             "mount", "restore", "control_socket"], startup
+    assert all(ms >= 0 for ms in startup.values()), startup
     wait_for(lambda: _store_processes(store) == {restored["daemon"]}, "only the new daemon to be left")
