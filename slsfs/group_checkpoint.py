@@ -320,13 +320,16 @@ class _GroupCapture:
                         self.tree, self.pages, stopped_ms, phases)
 
 
-TRIP_PAGES = 1024  # pages read per trip to the trio thread at restore (4 MiB)
+TRIP_PAGES = 1024  # pages read per trip to the trio thread at restore (4 MiB), at most:
+FIRST_TRIP_PAGES = 128  # a process's first trip reads this many, each next one twice as many,
+# so that its page writer starts early (a first trip of 1024 pages wrote none meanwhile)
 
 
 class LoadedImage:
     """A stored image for restore in the tracer thread: its pages read in the trio thread
-    TRIP_PAGES at a time, as the restore asks for them (the page writer fills the process
-    with one batch while the next is read), blobs fetched through the trio thread on demand."""
+    FIRST_TRIP_PAGES, then up to TRIP_PAGES at a time, as the restore asks for them (the
+    page writer fills the process with one batch while the next is read), blobs fetched
+    through the trio thread on demand."""
 
     def __init__(self, store: Store, root: ChunkId, in_trio: InTrio, stored: StoredImage | None = None) -> None:
         """`stored`: the image at `root` already read (its metadata is not parsed again)."""
@@ -340,14 +343,16 @@ class LoadedImage:
                      outside: list[tuple[int, int]] = ()) -> Iterator[tuple[int, list[bytes]]]:
         """StoredImage.page_vectors, each batch read by the trio thread (which owns the store)."""
         runs = self._stored.page_vectors(pid, outside, skip_zero)  # advanced in the trio thread only
+        trip = [FIRST_TRIP_PAGES]
 
         def next_batch() -> list[tuple[int, list[bytes]]]:
             batch, pages = [], 0
             for run in runs:
                 batch.append(run)
                 pages += len(run[1])
-                if pages >= TRIP_PAGES:
+                if pages >= trip[0]:
                     break
+            trip[0] = min(2 * trip[0], TRIP_PAGES)
             return batch
 
         while batch := self._in_trio(next_batch):
