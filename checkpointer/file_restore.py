@@ -27,7 +27,7 @@ from .files import (FD_CLOEXEC, F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GETFD, F_GETPIPE
 from .errors import CheckpointError
 
 
-O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW = 0o100, 0o200, 0o400, 0o1000, 0o400000
+O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW, O_DIRECT = 0o100, 0o200, 0o400, 0o1000, 0o400000, 0o40000
 READ_PIECES = 64                        # pieces of a blob read together at restore (4-64 MiB)
 _ZEROS, _ZERO_PAGE = bytes(SPARSE_READ_PIECE), bytes(kernel.PAGE_SIZE)
 SOCKET_TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "seqpacket": socket.SOCK_SEQPACKET}
@@ -40,6 +40,23 @@ PATH_KINDS = ("file", "dir", "device", "tty", "fifo")   # reopened by path
 EPOLL_CTL_ADD = 1
 _PROC_TASK_FILE = re.compile(r"/proc/(\d+|self|thread-self)/")
 _PROC_PID_FILE = re.compile(r"/proc/\d+/")
+
+
+def _refill_pipe(fd: int, record: dict, data: bytes, ends: list[dict], what: str) -> None:
+    """Put a pipe's (or FIFO's) buffered bytes back through `fd`, a description of it
+    that can write, with its capacity. A packet-mode pipe (`packets` recorded, or an end
+    written through O_DIRECT) gets them packet by packet through O_DIRECT, so that each
+    read returns one packet, as it would have."""
+    if record["size"] != fcntl.fcntl(fd, F_GETPIPE_SZ):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, record["size"])
+    packets = record.get("packets") or [len(data)]
+    if "packets" in record or any(end.get("flags", 0) & O_DIRECT for end in ends):
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | O_DIRECT)
+    at = 0
+    for length in packets if data else ():
+        if os.write(fd, data[at:at + length]) != length:
+            raise CheckpointError(f"could not refill {what} with {len(data)} bytes")
+        at += length
 
 
 def _has_own_proc(tid: int) -> bool:
@@ -547,11 +564,8 @@ class FileRestorer:
         self.fifo_keepers[path] = keeper
         if not stat.S_ISFIFO(os.fstat(keeper).st_mode):
             raise CheckpointError(f"{path} was a FIFO when checkpointed and is not one now")
-        data = self.read_blob(record["data"])
-        if record["size"] != fcntl.fcntl(keeper, F_GETPIPE_SZ):
-            fcntl.fcntl(keeper, F_SETPIPE_SZ, record["size"])
-        if data and os.write(keeper, data) != len(data):
-            raise CheckpointError(f"could not refill the FIFO {path} with {len(data)} bytes")
+        ends = [other for other in self.files.values() if other["kind"] == "fifo" and other["path"] == record["path"]]
+        _refill_pipe(keeper, record, self.read_blob(record["data"]), ends, f"the FIFO {path}")
 
     def _make_deleted_device(self, builder, path: str, record: dict, flags: int) -> int:
         """An unlinked device node (of a device any process may open: /dev/null and friends)
@@ -899,27 +913,26 @@ class FileRestorer:
         inj.check(_NR_PIPE2, inj.scratch, 0, what="pipe2")
         read_fd, write_fd = struct.unpack("ii", inj.read(inj.scratch, 8))
         read_spare, write_spare = self._spare(builder, read_fd, base), self._spare(builder, write_fd, base)
-        data = self.read_blob(record["data"])
-        with open(f"/proc/{builder.tid}/fd/{write_spare}", "wb", buffering=0) as pipe:
-            if record["size"] != fcntl.fcntl(pipe, F_GETPIPE_SZ):
-                fcntl.fcntl(pipe, F_SETPIPE_SZ, record["size"])
-            if pipe.write(data) != len(data):
-                raise CheckpointError(f"could not refill pipe {record['pipe']} with {len(data)} bytes")
+        ends = [other for other in self.files.values() if other["kind"] == "pipe" and other["pipe"] == record["pipe"]]
+        refill = os.open(f"/proc/{builder.tid}/fd/{write_spare}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            _refill_pipe(refill, record, self.read_blob(record["data"]), ends, f"pipe {record['pipe']}")
+        finally:
+            os.close(refill)
         # each open file description of the pipe: the first of each direction is an end of
         # pipe2; more (the pipe reopened through /proc/PID/fd) are opened again, since
         # their flags (O_NONBLOCK) are their own
         unused = {O_RDONLY: read_spare, O_WRONLY: write_spare}
         spares = [read_spare, write_spare]
-        for other in self.files.values():
-            if other["kind"] == "pipe" and other["pipe"] == record["pipe"]:
-                mode = other["flags"] & O_ACCMODE
-                end = unused.pop(mode, None)
-                if end is None:
-                    reopened = self._reopen(builder, write_spare if mode == O_WRONLY else read_spare, mode | O_NONBLOCK)
-                    end = self._spare(builder, reopened, base)
-                    spares.append(end)
-                inj.check(_NR_FCNTL, end, F_SETFL, other["flags"], what="F_SETFL on a pipe")
-                self.made[other["id"]] = (ns_pid, end)
+        for other in ends:
+            mode = other["flags"] & O_ACCMODE
+            end = unused.pop(mode, None)
+            if end is None:
+                reopened = self._reopen(builder, write_spare if mode == O_WRONLY else read_spare, mode | O_NONBLOCK)
+                end = self._spare(builder, reopened, base)
+                spares.append(end)
+            inj.check(_NR_FCNTL, end, F_SETFL, other["flags"], what="F_SETFL on a pipe")
+            self.made[other["id"]] = (ns_pid, end)
         return spares
 
     @staticmethod

@@ -426,7 +426,10 @@ class FileCapture:
                 "gid": st.st_gid}
 
     def _pipe_contents(self, pid: int, fd: int) -> dict:
-        """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them."""
+        """The bytes buffered in a pipe, copied with tee(2) so the pipe keeps them; in a
+        packet-mode pipe (written through O_DIRECT, pipe(2)) each read of the copy gets
+        one packet, whose lengths are kept (`packets`) so that the restore writes them as
+        packets again."""
         source = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
         read_end, write_end = os.pipe2(os.O_NONBLOCK)
         try:
@@ -436,11 +439,17 @@ class FileCapture:
                 copied = kernel.syscall(_NR_TEE, source, write_end, size, SPLICE_F_NONBLOCK)
             except BlockingIOError:
                 copied = 0  # empty pipe
-            data = os.read(read_end, copied) if copied else b""
+            pieces, left = [], copied
+            while left:
+                pieces.append(os.read(read_end, left))
+                left -= len(pieces[-1])
         finally:
             for f in (source, read_end, write_end):
                 os.close(f)
-        return {"size": size, "data": self.put_blob(data)}
+        record = {"size": size, "data": self.put_blob(b"".join(pieces))}
+        if len(pieces) > 1:
+            record["packets"] = [len(piece) for piece in pieces]
+        return record
 
     def _deleted(self, pid: int, info: procfs.FdInfo, st: os.stat_result) -> dict:
         """An unlinked file: its bytes, owner, mode and times with its first open file

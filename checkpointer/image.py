@@ -46,8 +46,8 @@ from .kernel import PAGE_SIZE
 from .metajson import MetaEncoder
 
 FORMAT = "slsfs-process-image"
-VERSION = 15
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # 14: no loginuid; 13: no inotify watches of unlinked files, no finished sockets, fewer socket options, no unlinked device nodes; 12: no aio mappings, thp_disabled; 11: no pending Unix connections, datagram servers as unix_pairs; 10: no canonical pty input; 9: no fds or credentials in flight in unix_pairs; 8: no vm_flags, stop_signal, zombie groups, code files' identity; 7: no waiting pty bytes; 6: no LEASE locks, fewer socket options; 5: no kept file contents; 4: no established TCP connections; 3: no epoll holder fds; 2: no inotify/sysv_shm; 1: no socket/fifo files, no posix_timers
+VERSION = 16
+READABLE_VERSIONS = tuple(range(1, VERSION + 1))   # what each version added: docs/FORMAT.md
 ROOT_PREFIX = "img/"
 _META = b"meta"
 _PAGES = b"pages/"

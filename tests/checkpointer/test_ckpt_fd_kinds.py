@@ -52,3 +52,16 @@ def test_seqpacket_pairs_shut_down_for_reading_are_captured(procs, store, tmp_pa
     checkpointer.checkpoint([proc.pid], store, "seqpacket")
     procs.kill(proc)
     reads_after_a_restore(procs, store, "seqpacket", out)
+
+
+def test_a_packet_mode_pipe_keeps_its_packets(store, procs, tmp_path):
+    """A pipe written through O_DIRECT holds packets, and each read returns one (stress-ng's
+    pipe stressor checks them): a restore must give back every packet with its length,
+    not only the first (a read of the pipe's copy returns one packet), and the write end
+    must still make packets."""
+    out = tmp_path / "packets.out"
+    proc = procs.python("packet_pipe.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to fill its pipe")
+    checkpointer.checkpoint([proc.pid], store, "packets")
+    procs.kill(proc)
+    reads_after_a_restore(procs, store, "packets", out)
