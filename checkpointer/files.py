@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .shared_memory import SharedMemoryTracking
 
 SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, random, urandom
+MQUEUE_MAGIC = 0x19800202                  # statfs f_type of the POSIX message queue file system
 TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: ptys.PTS_MAJORS)
 POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o0, 0o1, 0o2, 0o4000
@@ -183,6 +184,9 @@ class FileCapture:
             return self._deleted(pid, info, st)
         if stat.S_ISREG(mode) and (record := _procfs_file(pid, target, st)) is not None:
             return record
+        if stat.S_ISREG(mode) and target.count("/") == 1 and os.major(st.st_dev) == 0 and \
+                kernel.file_system_magic(f"/proc/{pid}/fd/{info.fd}") == MQUEUE_MAGIC:   # a name, not a path
+            raise Unsupported(f"{what}: a POSIX message queue {target} (mq_open) cannot be checkpointed")
         if stat.S_ISREG(mode):
             return {"kind": "file", "path": target, **self._kept_contents(pid, info, st)}
         if stat.S_ISDIR(mode):

@@ -222,5 +222,13 @@ def waitpid(tid: int, flags: int = WALL) -> tuple[int, int]:
             continue
 
 
+def file_system_magic(path: str) -> int:
+    """statfs(2)'s f_type of the file system holding `path` (e.g. a /proc/PID/fd/N link:
+    the file system of that open file, mounted anywhere or nowhere)."""
+    buf = ctypes.create_string_buffer(128)          # struct statfs: f_type (long) first
+    _check(_libc.statfs(os.fsencode(path), buf), f"statfs {path}")
+    return ctypes.c_long.from_buffer(buf).value
+
+
 def errno_name(code: int) -> str:
     return errno.errorcode.get(code, str(code))
