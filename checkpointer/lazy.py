@@ -39,6 +39,7 @@ not marked, so it must not be checkpointed until the server has exited
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import errno
@@ -187,9 +188,8 @@ class PageServer:
             for start, end in ranges:
                 reg = (ctypes.c_uint64 * 4)(start, end - start, UFFDIO_REGISTER_MODE_MISSING, 0)
                 _ioctl(uffd, UFFDIO_REGISTER, reg, f"UFFDIO_REGISTER (missing) of {start:#x}")
-            message = json.dumps({"host_pid": host_pid, "pid": ns_pid, "ranges": ranges,
-                                  "init": namespace_init}).encode()
-            socket.send_fds(self.sock, [message], [uffd])
+            _send_space(self.sock, uffd, {"host_pid": host_pid, "pid": ns_pid, "ranges": ranges,
+                                          "init": namespace_init})
             self.served.append(host_pid)
             self._unconfirmed += 1
         finally:
@@ -333,6 +333,7 @@ class _Space:
     def __init__(self, uffd: int, tree, pid: int, ranges: list[tuple[int, int]], host_pid: int | None = None,
                  mark: tuple[int, Path] | None = None):
         self.uffd, self.tree, self.pid, self.ranges = uffd, tree, pid, sorted(ranges)
+        self._starts = [start for start, _ in self.ranges]
         self.host_pid, self.mark = host_pid, mark  # host pid: None for a space a fork made
         self.blocks: dict[int, list] = {}
         self.moved: dict[int, bytes] = {}
@@ -434,6 +435,10 @@ class _Space:
         first = (bits & -bits).bit_length() - 1
         row = bits >> first
         length = ((row ^ (row + 1)) >> 1).bit_length()  # the set bits in a row from `first` on
+        start = block + first * PAGE_SIZE        # one UFFDIO_COPY fills one mapping: stop at its end
+        at = bisect.bisect_right(self._starts, start) - 1
+        end = self.ranges[at][1] if at >= 0 and start < self.ranges[at][1] else start + PAGE_SIZE
+        length = min(length, (end - start) // PAGE_SIZE)
         entry[0] &= ~(((1 << length) - 1) << first)
         rank = bin(entry[1] & ((1 << first) - 1)).count("1")  # saved pages of the block before `first`
         return [(block + (first + i) * PAGE_SIZE, value[8 + 16 * (rank + i):24 + 16 * (rank + i)])
@@ -478,12 +483,12 @@ class _Server:
                     os.kill(space.host_pid, signal.SIGKILL)
 
     def _receive(self) -> None:
-        message, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
-        if not message:
+        received = _receive_space(self.sock)
+        if received is None:
             self.open = False
             return
-        info = json.loads(message)
-        space = _Space(fds[0], self.image, info["pid"], [tuple(r) for r in info["ranges"]],
+        uffd, info = received
+        space = _Space(uffd, self.image, info["pid"], [tuple(r) for r in info["ranges"]],
                        info["host_pid"], self._mark(info["host_pid"]))
         self._add(space, info["host_pid"])
         if info.get("init") and not self.guarded_init:
@@ -586,6 +591,9 @@ class _Server:
             raw_ioctl(space.uffd, UFFDIO_WAKE, wake)
             for i, cid in enumerate(cids[1:], 1):  # the rest of a run: one page at a time
                 space.put_back(addr + i * PAGE_SIZE, cid)
+        elif err == errno.ENOENT and len(cids) > 1:   # the run spans mappings (one split since, by
+            for i, cid in enumerate(cids):            # mprotect, say): one page at a time
+                space.put_back(addr + i * PAGE_SIZE, cid)
         elif err in (errno.ESRCH, errno.ENOENT):  # the process is gone, or the range went away
             if err == errno.ESRCH:
                 space.clear()
@@ -619,3 +627,28 @@ class _Server:
         if not self.retry:
             self._done(space)
             self.spaces.remove(space)
+
+
+def _send_space(sock: socket.socket, uffd: int, info: dict) -> None:
+    """Hand a process's userfaultfd and what the server must know of it (`info`: its
+    ranges, one per mapping, may run to megabytes) to the server: the JSON goes in a
+    memfd passed with it, since one seqpacket message is bounded by the socket's buffer."""
+    holder = os.memfd_create("sls-lazy-space", os.MFD_CLOEXEC)
+    try:
+        os.write(holder, json.dumps(info).encode())   # (a memfd takes a whole write)
+        socket.send_fds(sock, [b"space"], [uffd, holder])
+    finally:
+        os.close(holder)
+
+
+def _receive_space(sock: socket.socket) -> tuple[int, dict] | None:
+    """What _send_space sent: (the userfaultfd, the info), or None once the restorer has
+    closed its end."""
+    message, fds, _, _ = socket.recv_fds(sock, 16, 2)
+    if not message:
+        return None
+    uffd, holder = fds
+    try:
+        return uffd, json.loads(os.pread(holder, os.fstat(holder).st_size, 0))
+    finally:
+        os.close(holder)

@@ -160,3 +160,20 @@ def test_processes_whose_page_server_dies_are_killed_never_run_on_zeros(procs, s
     procs.restored.append(again)
     wait_for(lambda: len(ok_lines(out)) >= size + 200, "the second restore to run on", timeout=120)
     assert assert_unbroken(out, proc.pid) >= size + 200
+
+
+def test_lazy_restore_of_a_process_with_thousands_of_mappings(procs, store, tmp_path):
+    """The page server learns each process's ranges (one per mapping) from the restorer:
+    thousands of them (a malloc-heavy program, a JVM) are more than one message held; and
+    a run of pages pushed in the background must not span two of them (one UFFDIO_COPY
+    fills one mapping: pages of such a run were dropped, and then read as zeros)."""
+    out = tmp_path / "mappings.out"
+    proc = procs.python("many_mappings.py", str(out), "3000")
+    _started(out)
+    lines = _checkpoint_and_kill(procs, store, proc, out)
+    restored = checkpointer.restore(store, "img", lazy=True)
+    procs.restored.append(restored)
+    wait_for(lambda: len(ok_lines(out)) >= lines + 100, "the lazily restored process to check its pages")
+    assert restored.wait_pages_in(timeout=120), "the page server did not finish"
+    assert assert_unbroken(out, proc.pid) >= lines + 100
+

@@ -1,0 +1,30 @@
+"""A process with thousands of mappings: `many_mappings.py OUTFILE PAGES`. One private
+anonymous mapping of PAGES pages, each page filled with its own number, every other page
+made read-only (so the kernel keeps PAGES separate mappings). Every 5 ms: checks the next
+64 pages and writes "<n> <pid> ok", or a BAD line naming the first wrong page."""
+import ctypes
+import mmap
+import os
+import sys
+import time
+
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+out = open(sys.argv[1], "w", buffering=1)
+pages = int(sys.argv[2])
+area = mmap.mmap(-1, pages * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for page in range(pages):
+    area[page * mmap.PAGESIZE:(page + 1) * mmap.PAGESIZE] = page.to_bytes(4, "little") * (mmap.PAGESIZE // 4)
+base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+for page in range(1, pages, 2):
+    if libc.mprotect(ctypes.c_void_p(base + page * mmap.PAGESIZE), mmap.PAGESIZE, mmap.PROT_READ):
+        raise SystemExit(f"mprotect: {os.strerror(ctypes.get_errno())}")
+n, pid, page = 0, os.getpid(), 0
+while True:
+    for _ in range(64):
+        at = page * mmap.PAGESIZE
+        if area[at:at + mmap.PAGESIZE] != page.to_bytes(4, "little") * (mmap.PAGESIZE // 4):
+            out.write(f"BAD page {page}: holds {int.from_bytes(area[at:at + 4], 'little')}\n")
+        page = (page + 1) % pages
+    n += 1
+    out.write(f"{n:08d} {pid:7d} ok\n")
+    time.sleep(0.005)
