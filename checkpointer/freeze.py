@@ -71,6 +71,7 @@ class FrozenThread:
     restarted: bool = False  # a wait the stop ended is restarted (_restart_endless_wait)
     policy: int | None = None  # its scheduling policy while the freeze runs it SCHED_FIFO (_boost); None: not raised
     guarded: int | None = None  # its watchdog slot while raised (watchdog.py)
+    stopped: bool = False  # in its interrupt stop (a seized thread is not until _wait_stopped)
 
 
 @dataclass
@@ -129,8 +130,11 @@ class Frozen:
             return False  # the thread exited before we got it
         except PermissionError as exc:
             _unboost(thread)
-            raise CheckpointError(f"cannot ptrace task {tid} of process {pid}: {exc.strerror} "
-                                  "(is it already traced by a debugger?)") from exc
+            if _tracer(tid) != os.getpid():
+                raise CheckpointError(f"cannot ptrace task {tid} of process {pid}: {exc.strerror} "
+                                      "(is it already traced by a debugger?)") from exc
+            # made with CLONE_PTRACE by a task we had seized: the kernel attached it to us, and
+            # it stops at once (PTRACE_EVENT_STOP), as an interrupted one does
         self.processes[pid].threads[tid] = thread
         return True
 
@@ -138,7 +142,7 @@ class Frozen:
         """Wait for a seized thread's interrupt stop; note its registers and mask, pin it."""
         thread = self.processes[pid].threads[tid]
         while True:
-            _, status = kernel.waitpid(tid)
+            status = _next_status(tid)
             if not os.WIFSTOPPED(status):
                 _unguard(self.processes[pid].threads.pop(tid))
                 return
@@ -152,6 +156,7 @@ class Frozen:
             kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
         if kernel.SUSPEND_SECCOMP:   # only now that it is stopped: it must not run its own code unfiltered
             kernel.ptrace(kernel.PTRACE_SETOPTIONS, tid, 0, kernel.PTRACE_O_TRACESYSGOOD | kernel.SUSPEND_SECCOMP)
+        thread.stopped = True
         thread.regs = kernel.get_regs(tid)
         thread.sigmask = kernel.get_sigmask(tid)
         _restart_endless_wait(thread)
@@ -253,8 +258,12 @@ class Frozen:
         errors: list[str] = []
         dead: list[int] = []
         started = time.perf_counter()
+        unstopped: list[FrozenThread] = []
         for proc in self.processes.values():
             for thread in proc.threads.values():
+                if not thread.stopped:          # a freeze that failed waiting for it
+                    unstopped.append(thread)
+                    continue
                 try:
                     self.pinning.release(thread.tid)
                     _unboost(thread)
@@ -265,6 +274,7 @@ class Frozen:
                     dead.append(thread.tid)
                 except (OSError, CheckpointError) as exc:
                     errors.append(f"task {thread.tid}: {exc}")
+        errors += _let_go_unstopped(unstopped, {t for p in self.processes.values() for t in p.threads})
         # the thaw as the processes see it: until the last one was let go
         stopwatch.add("thaw", ((self.thawed_at or time.perf_counter()) - started) * 1000)
         with phase("after_thaw_unpin"):  # the tracer's own CPU back: the processes already run
@@ -507,6 +517,99 @@ def _refuse_exited_leader(pid: int) -> None:
 
 
 VFORK_WAIT_S = 0.05
+STOP_WAIT_S = 10.0        # a seized task not in its interrupt stop by then fails the freeze
+
+
+def _next_status(tid: int, in_vfork_fails: bool = True) -> int:
+    """The next wait status of a seized task (most have stopped by the time we ask). One
+    that sleeps inside vfork() stops only once its child execs or exits: when that child
+    is one we froze (stress-ng --clone: CLONE_VFORK | CLONE_PARENT), never; so a task
+    still in vfork() after VFORK_WAIT_S (`in_vfork_fails`), or not stopped after
+    STOP_WAIT_S, fails the freeze with its reason (thaw() lets it go once it stops)."""
+    deadline, pause = time.monotonic() + STOP_WAIT_S, 0.00002
+    while True:
+        done, status = kernel.waitpid(tid, kernel.WALL | os.WNOHANG)
+        if done:
+            return status
+        if in_vfork_fails and _in_vfork(tid) and not _vfork_ends(tid):
+            raise CheckpointError(f"task {tid} is inside vfork(), waiting for its child to exec or exit, "
+                                  "and could not stop until then; try again")
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"task {tid} did not stop within {STOP_WAIT_S:.0f} s of its interrupt "
+                                  f"(it sleeps in {_wchan(tid)}); try again")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.001)
+
+
+_awaiting_detach: set[int] = set()   # seized tasks that had still not stopped at their thaw
+
+
+def _let_go_unstopped(threads: list[FrozenThread], ours: set[int]) -> list[str]:
+    """After the others were let go: detach each thread that was seized but had not stopped
+    yet when the freeze failed (a vfork() parent stops once the child we froze runs on),
+    once it stops. One that has not within STOP_WAIT_S is detached at a later thaw, or it
+    would stay stopped for ever once it stops."""
+    errors = []
+    for tid in list(_awaiting_detach):
+        _detach_when_stopped(tid, wait=False)
+    for thread in threads:
+        try:
+            _unboost(thread)
+        except OSError:
+            pass
+        _release_strays(thread.tid, ours)
+        try:
+            _detach_when_stopped(thread.tid, wait=True)
+        except CheckpointError as exc:
+            _awaiting_detach.add(thread.tid)
+            errors.append(f"task {thread.tid}: {exc}")
+    return errors
+
+
+def _release_strays(tid: int, ours: set[int]) -> None:
+    """Let go of the children of `tid` (and of its parent: CLONE_PARENT) that are traced by
+    us but not part of the freeze (`ours`): a child made with CLONE_PTRACE by a task we had
+    seized is attached to us by the kernel, stopped; if it is the vfork child `tid` waits
+    for, `tid` can only stop once it runs."""
+    try:
+        near = {*procfs.children(tid), *procfs.children(int(procfs.stat_fields(tid)[3]))}
+    except ProcessGone:
+        return
+    for child in near - ours:
+        if _tracer(child) == os.getpid():
+            _detach_when_stopped(child, wait=True)
+
+
+def _tracer(tid: int) -> int:
+    """The process tracing `tid` (0: none, or gone)."""
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("TracerPid:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def _detach_when_stopped(tid: int, wait: bool) -> None:
+    try:
+        if wait:
+            status = _next_status(tid, in_vfork_fails=False)
+        else:
+            done, status = kernel.waitpid(tid, kernel.WALL | os.WNOHANG)
+            if not done:
+                return
+        _awaiting_detach.discard(tid)
+        if os.WIFSTOPPED(status):
+            kernel.detach(tid)
+    except (ChildProcessError, ProcessLookupError):
+        _awaiting_detach.discard(tid)           # it exited meanwhile
+
+
+def _wchan(tid: int) -> str:
+    try:
+        with open(f"/proc/{tid}/wchan") as f:
+            return f.read() or "?"
+    except OSError:
+        return "?"
 
 
 def _vfork_ends(tid: int) -> bool:
@@ -525,8 +628,4 @@ def _in_vfork(tid: int) -> bool:
     """Whether the task sleeps inside clone(): a vfork() parent until its child execs or
     exits, a wait no ptrace stop interrupts (a checkpoint would wait for it, forever if
     the child never execs)."""
-    try:
-        with open(f"/proc/{tid}/wchan") as wchan:
-            return wchan.read() == "kernel_clone"
-    except OSError:
-        return False
+    return _wchan(tid) == "kernel_clone"
