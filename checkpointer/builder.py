@@ -561,7 +561,9 @@ class ProcessBuilder:
         sched = self.meta.get("sched")
         if sched is None:
             return
-        policy, priority, nice = sched
+        policy, priority, nice = sched[:3]
+        if len(sched) > 3:          # SCHED_DEADLINE: set by deadline_scheduling, once unpinned
+            return
         try:
             for inj, _ in self.threads:
                 os.sched_setscheduler(inj.tid, policy, os.sched_param(priority))
@@ -569,6 +571,22 @@ class ProcessBuilder:
         except PermissionError:
             self.warnings.append(f"process {self.meta['pid']}: its scheduling policy {policy}, priority {priority} "
                                  f"and nice value {nice} need privileges this restore does not have")
+
+    def deadline_scheduling(self) -> None:
+        """SCHED_DEADLINE and its parameters (version 16 images) for every thread, once the
+        restore has given the threads their CPU affinity back: the kernel refuses the policy
+        to a task pinned to fewer CPUs than its root domain has (and sched_setscheduler
+        cannot set it at all)."""
+        sched = self.meta.get("sched") or []
+        if len(sched) <= 3:
+            return
+        try:
+            for inj, _ in self.threads:
+                kernel.set_sched_deadline(inj.tid, sched[0], sched[3:])
+        except OSError as exc:        # no CAP_SYS_NICE, the kernel's admission control (EBUSY), ...
+            self.warnings.append(f"process {self.meta['pid']}: its scheduling policy SCHED_DEADLINE (runtime, "
+                                 f"deadline, period {sched[4:7]} ns) could not be set again ({exc.strerror}); it "
+                                 "runs with the restorer's policy")
 
     def _sigtrap_action_back(self) -> None:
         """A batch's int3 forced a SIGTRAP through, which reset SIGTRAP's action to the

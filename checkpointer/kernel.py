@@ -72,7 +72,7 @@ NR = dict(
     personality=135, prctl=157, chroot=161, mount=165, set_tid_address=218, restart_syscall=219,
     exit_group=231, openat=257, unshare=272, set_robust_list=273, get_robust_list=274, dup3=292,
     rt_tgsigqueueinfo=297, rseq=334, seccomp=317, pidfd_open=434, clone3=435, close_range=436,
-    pidfd_getfd=438, membarrier=324, madvise=28, mlock2=325,
+    pidfd_getfd=438, membarrier=324, madvise=28, mlock2=325, sched_setattr=314, sched_getattr=315,
 )
 # membarrier(2): the registrations a process made, as the REGISTER commands' bits (Linux 6.3)
 MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9
@@ -220,6 +220,29 @@ def waitpid(tid: int, flags: int = WALL) -> tuple[int, int]:
             return os.waitpid(tid, flags)
         except InterruptedError:
             continue
+
+
+SCHED_DEADLINE = 6
+_SCHED_ATTR = struct.Struct("=IIQiIQQQ")    # struct sched_attr, SCHED_ATTR_SIZE_VER0 (48 bytes)
+
+
+def sched_deadline(tid: int) -> list[int]:
+    """A SCHED_DEADLINE task's [flags, runtime, deadline, period] (ns), from sched_getattr."""
+    buf = ctypes.create_string_buffer(_SCHED_ATTR.size)
+    syscall(NR["sched_getattr"], tid, ctypes.addressof(buf), _SCHED_ATTR.size, 0)
+    _, _, flags, _, _, runtime, deadline, period = _SCHED_ATTR.unpack(buf.raw)
+    return [flags, runtime, deadline, period]
+
+
+def set_sched_deadline(tid: int, policy: int, parameters: list[int]) -> None:
+    """sched_setattr of SCHED_DEADLINE (`policy` may carry SCHED_RESET_ON_FORK) with the
+    [flags, runtime, deadline, period] sched_deadline read."""
+    flags, runtime, deadline, period = parameters
+    if policy & os.SCHED_RESET_ON_FORK:
+        flags |= 1                              # SCHED_FLAG_RESET_ON_FORK
+    buf = ctypes.create_string_buffer(_SCHED_ATTR.pack(_SCHED_ATTR.size, SCHED_DEADLINE, flags, 0, 0,
+                                                       runtime, deadline, period), _SCHED_ATTR.size)
+    syscall(NR["sched_setattr"], tid, ctypes.addressof(buf), 0)
 
 
 def file_system_magic(path: str) -> int:

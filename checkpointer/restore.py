@@ -195,6 +195,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             for tid in tids:
                 pinning.adopt(tid)
             pinning.release_tasks()  # their own affinities back while they are stopped
+            for builder in builders:
+                builder.deadline_scheduling()
             pinning.realtime()       # no task let go preempts us before the last one is let go
             for tid in tids:
                 kernel.detach(tid)
