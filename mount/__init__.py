@@ -50,7 +50,9 @@ files of the mount from the daemon's own process while holding the GIL (an mmap 
 file in the mount, accessed from Python, deadlocks on its page fault): do file I/O on
 the mount from child processes, or from worker threads with plain read/write calls. fsync from
 applications calls `fs.make_durable()`, which seals and commits durably on its own
-(the kernel sends the file's cached pages first). `FileSystem(..., writeback_cache=False)`
+(the kernel sends the file's cached pages first); with `FileSystem(..., fsync_commits=False)`
+it commits nothing, for a daemon whose restores never go past its own checkpoints.
+`FileSystem(..., writeback_cache=False)`
 turns the kernel's writeback cache off: every write() then reaches the daemon at once.
 The open-refcount holder used for unlinked-but-open inodes is `operations.HOLDER`;
 a daemon that restores processes holding such files adds its own holder names.

@@ -47,7 +47,9 @@ every page is in and the server has exited. If the server dies
 first, its guard SIGKILLs the group's processes (the checkpoint stays in the store).
 
 Simplifications: the mount's own periodic file-system checkpoints are off (group
-checkpoints and fsync commit instead); restoring resets the whole volume, so the
+checkpoints commit instead), and so are its commits at fsync (a restore rolls the volume
+back to a group checkpoint, fsync()ed writes included: mount.FileSystem's
+fsync_commits); restoring resets the whole volume, so the
 running groups of a store are stopped when one is restored (`sls restore --force`).
 """
 from __future__ import annotations
@@ -797,7 +799,8 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
         detach_stale(mountpoint, args.store)
         startup.done("detach_stale")
         os.makedirs(mountpoint, exist_ok=True)
-        fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True)
+        fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True,
+                        fsync_commits=False)
         daemon = Daemon(store, fs, os.path.abspath(mountpoint), startup)
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)

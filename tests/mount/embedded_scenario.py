@@ -36,13 +36,22 @@ sys.stdin.readline()
 """
 
 
-def main(workdir: Path, writeback: bool, helper: bool) -> None:
+FSYNCER = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(fd, b"fsynced")
+os.fsync(fd)
+"""
+
+
+def main(workdir: Path, writeback: bool, helper: bool, fsync_commits: bool) -> None:
     """With `writeback`, the kernel's writeback cache is on; with `helper`, the kernel is
     drained through the syncfs helper, asked from a worker thread as a group daemon's
-    tracer would."""
+    tracer would; `fsync_commits` is FileSystem's (a group daemon's is False)."""
     store = Store.init(workdir / "store")
     mountpoint = workdir / "mnt"
-    fs = FileSystem(store, "main", checkpoint_interval_ms=None, writeback_cache=writeback)
+    fs = FileSystem(store, "main", checkpoint_interval_ms=None, writeback_cache=writeback,
+                    fsync_commits=fsync_commits)
     fs.history.extensions["procs"] = lambda commit: VDir(
         lambda: {"note.txt": VFile(lambda: f"procs of {commit.id}\n".encode())})
     results: dict = {}
@@ -60,6 +69,7 @@ def main(workdir: Path, writeback: bool, helper: bool) -> None:
         base = mountpoint / ".sls" / "checkpoints" / str(commit_id)
         results["old"] = (base / "fs" / "shared").read_bytes()[:11].decode()
         results["held"] = (base / "fs" / "shared.held").read_bytes().decode()
+        results["fsynced"] = (base / "fs" / "fsynced").read_bytes().decode()
         results["procs"] = (base / "procs" / "note.txt").read_text()
         for child in mapping:
             child.communicate("done\n", timeout=60)
@@ -67,6 +77,10 @@ def main(workdir: Path, writeback: bool, helper: bool) -> None:
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(fs.serve, str(mountpoint))
+            head = store.head.id
+            await trio.to_thread.run_sync(lambda: subprocess.run(
+                [sys.executable, "-c", FSYNCER, str(mountpoint / "fsynced")], check=True))
+            results["fsync"] = {"commits": store.head.id - head, "data_in_daemon": fs.dirty}
             await trio.to_thread.run_sync(write_through_mmap)
             if helper:
                 token = trio.lowlevel.current_trio_token()
@@ -93,4 +107,5 @@ def main(workdir: Path, writeback: bool, helper: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), "--writeback" in sys.argv[2:], "--helper" in sys.argv[2:])
+    main(Path(sys.argv[1]), "--writeback" in sys.argv[2:], "--helper" in sys.argv[2:],
+         "--no-fsync-commits" not in sys.argv[2:])

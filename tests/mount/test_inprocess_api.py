@@ -10,12 +10,19 @@ from mount_helpers import run_scenario
 SCENARIO = Path(__file__).with_name("embedded_scenario.py")
 
 
-@pytest.mark.parametrize("options", [[], ["--helper"], ["--writeback", "--helper"]],
-                         ids=["drain_kernel_cache", "sync_kernel_cache", "writeback_sync_kernel_cache"])
+@pytest.mark.parametrize("options", [[], ["--helper"], ["--writeback", "--helper"],
+                                     ["--writeback", "--helper", "--no-fsync-commits"]],
+                         ids=["drain_kernel_cache", "sync_kernel_cache", "writeback_sync_kernel_cache",
+                              "group_daemon_fsync"])
 def test_embedded_file_system_commits_exactly_the_sealed_state(workdir, options):
     results = run_scenario(SCENARIO, workdir, *options)
     assert results["old"] == "from mmap!!"
     assert results["held"] == "held open"
+    assert results["fsynced"] == "fsynced"
+    if "--no-fsync-commits" in options:    # the fsync committed nothing, the data reached us
+        assert results["fsync"] == {"commits": 0, "data_in_daemon": True}
+    else:                                  # the fsync committed what it wrote
+        assert results["fsync"] == {"commits": 1, "data_in_daemon": False}
     assert results["procs"].startswith("procs of ")
     assert results["dirty_after_commit"] is False
     assert "procs/demo" in results["roots"]
