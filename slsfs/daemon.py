@@ -559,8 +559,7 @@ class Daemon:
                 group = self._group(req["group"])
                 await self._stop_group(group)
                 return {"ok": True, "group": group.name}
-            if op == "shutdown":
-                self.nursery.start_soon(self.stop)
+            if op == "shutdown":             # the stop starts once this reply is out (_serve_one)
                 return {"ok": True, "daemon": os.getpid()}
         except (GroupError, CheckpointError, StoreError) as exc:
             return {"ok": False, "error": str(exc)}
@@ -575,7 +574,6 @@ class Daemon:
 
     async def stop(self) -> None:
         """Kill the groups (their last durable checkpoint stays), then unmount and exit."""
-        await trio.sleep(0.05)                 # let the reply to `shutdown` go out first
         watchdog = threading.Timer(STOP_WATCHDOG_S, _exit_now, args=(self.mountpoint,))
         watchdog.daemon = True
         watchdog.start()
@@ -606,8 +604,10 @@ class Daemon:
                 if not chunk:
                     break
                 data += chunk
+            request = None
             try:
-                reply = await self.handle(json.loads(data))
+                request = json.loads(data)
+                reply = await self.handle(request)
             except (ValueError, KeyError, TypeError) as exc:
                 reply = {"ok": False, "error": f"bad request: {exc!r}"}
             except Exception as exc:        # a bug: report it, keep serving
@@ -617,6 +617,8 @@ class Daemon:
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
             except trio.BrokenResourceError:
                 pass
+        if reply.get("ok") and isinstance(request, dict) and request.get("op") == "shutdown":
+            self.nursery.start_soon(self.stop)
 
     async def serve_control(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         path = socket_path(self.store.path)

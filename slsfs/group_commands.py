@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import re
-import time
+import select
 from pathlib import Path
 
 from objectstore import NotFound, Store
@@ -207,18 +207,20 @@ def take_over_plain_mount(store: str) -> tuple[str, str] | None:
 
 
 def stop_daemon(store: str, pid: int) -> None:
-    ask(store, "shutdown")
-    deadline = time.monotonic() + DAEMON_STOP_TIMEOUT_S
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return
-        except OSError:
-            return
-        time.sleep(0.05)
-    if os.path.exists(f"/proc/{pid}"):
-        raise CommandError(f"daemon {pid} of {store} did not stop in {DAEMON_STOP_TIMEOUT_S:.0f} s "
-                           f"(see {store}/{LOG_NAME})")
+    """Ask the daemon `pid` of `store` to stop and wait until it has exited (woken by its
+    exit through a pidfd, taken before the request: no polling, no PID reused meanwhile)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        pidfd = None
+    try:
+        ask(store, "shutdown")
+        if pidfd is not None and not select.select([pidfd], [], [], DAEMON_STOP_TIMEOUT_S)[0]:
+            raise CommandError(f"daemon {pid} of {store} did not stop in {DAEMON_STOP_TIMEOUT_S:.0f} s "
+                               f"(see {store}/{LOG_NAME})")
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 # ----- verbs ---------------------------------------------------------------------------
