@@ -269,6 +269,10 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     if kind == "aio":   # version 13: made again from its record, nothing of it in the pages
         return {"start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": True, "offset": 0,
                 "path": vma.path, "kind": kind, "growsdown": False, "aio": aio.ring_record(pid, vma)}
+    if kind == "file" and not vma.path.startswith("/"):
+        raise Unsupported(f"process {pid}: its mapping {vma.start:#x}-{vma.end:#x} is of {vma.path}, which "
+                          "cannot be mapped again at restore (only files, memfds and anonymous or shared "
+                          "memory can: a socket's TCP zero-copy receive area, say, cannot)")
     path = _linked_path(vma) if kind == "file" and vma.path.endswith(procfs.DELETED) else vma.path
     meta = {
         "start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": vma.shared,

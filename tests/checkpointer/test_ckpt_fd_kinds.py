@@ -80,3 +80,13 @@ def test_a_packet_mode_pipe_keeps_its_packets(store, procs, tmp_path):
     checkpointer.checkpoint([proc.pid], store, "packets")
     procs.kill(proc)
     reads_after_a_restore(procs, store, "packets", out)
+
+
+def test_a_mapping_of_a_socket_is_refused_by_name(procs, store, tmp_path):
+    """A mapping of something that has no path (a socket's ring) cannot be made again: the
+    checkpoint says so, instead of a restore failing to open 'socket:[...]'."""
+    out = tmp_path / "ring.out"
+    proc = procs.python("socket_mapping.py", str(out))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 2, "the target to map its ring")
+    with pytest.raises(checkpointer.Unsupported, match=r"is of socket:\[\d+\], which cannot be mapped again"):
+        checkpointer.checkpoint([proc.pid], store, "ring")
