@@ -157,6 +157,7 @@ class ProcessBuilder:
                 raise
         with phase("files_and_process_state"):
             self.files = files
+            self._room_for_fds()
             self.spares += files.install(self, self.meta["fds"])
             files.controlling_terminal(self)
             self._mm_map()
@@ -595,6 +596,22 @@ class ProcessBuilder:
         if action is not None:
             self.inj.check(NR["rt_sigaction"], signal.SIGTRAP, self.inj.put(struct.pack("4Q", *action)), 0, 8,
                            what="rt_sigaction(SIGTRAP)")
+
+    def _room_for_fds(self) -> None:
+        """Let the process hold its fds and the spare numbers above them that they pass
+        through (from spare_base on): it has our RLIMIT_NOFILE until _limits sets its own,
+        and a program that raised its limit and used it (a server with thousands of
+        connections started by a restorer with the usual soft limit of 1024) needs numbers
+        past ours (EINVAL, EMFILE). Beyond our hard limit only with CAP_SYS_RESOURCE (an fd
+        at the very top of a hard limit equal to ours cannot come back without it:
+        stress-ng --sockpair)."""
+        need = self.spare_base + 4 * len(self.meta["fds"]) + 64
+        soft, hard = resource.prlimit(self.tid, resource.RLIMIT_NOFILE)
+        if soft < need:
+            try:
+                resource.prlimit(self.tid, resource.RLIMIT_NOFILE, (need, max(need, hard)))
+            except (PermissionError, ValueError):     # no CAP_SYS_RESOURCE: what we may
+                resource.prlimit(self.tid, resource.RLIMIT_NOFILE, (hard, hard))
 
     def _limits(self) -> None:
         for name, (soft, hard) in self.meta["rlimits"].items():

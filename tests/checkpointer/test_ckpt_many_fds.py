@@ -4,11 +4,12 @@ its flags (non-blocking, close-on-exec), and each watch: the restore installs th
 the watches in batches of injected calls (more than fit one batch area here)."""
 from __future__ import annotations
 
+import resource
 import socket
 
 import checkpointer
 
-from ckpt_helpers import ok_lines, wait_for
+from ckpt_helpers import ok_lines, restored_goes_on, wait_for
 
 PAIRS = 300   # 600 watched fds and 900 fds in all: several batches of each kind
 
@@ -37,3 +38,20 @@ def test_hundreds_of_sockets_watched_by_an_epoll_come_back_each_under_its_number
     (tmp_path / "fds.out.check").touch()
     lines = wait_for(lambda: ok_lines(out)[1:], "the restored target to check its fds")
     assert lines == [f"ok {2 * PAIRS}"]
+
+
+def test_an_fd_above_the_restorers_file_limit_comes_back(procs, store, tmp_path):
+    """fds pass through spare numbers above the highest one while a process is rebuilt,
+    under the restorer's file limit: a process that raised its own limit and holds fds
+    above the restorer's (the usual soft limit of 1024) failed to restore (EINVAL)."""
+    out = tmp_path / "high.out"
+    proc = procs.python("high_fd.py", str(out), "1500")
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 5, "the target to take its fd")
+    checkpointer.checkpoint([proc.pid], store, "high")
+    procs.kill(proc)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))     # as a login shell's
+    try:
+        restored_goes_on(procs, store, "high", out)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
