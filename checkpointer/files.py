@@ -55,7 +55,7 @@ TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: p
 POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o0, 0o1, 0o2, 0o4000
 O_CLOEXEC, O_TMPFILE, O_PATH = 0o2000000, 0o20200000, 0o10000000
-KCMP_FILE, KCMP_FILES, KCMP_EPOLL_TFD = 0, 2, 7
+KCMP_FILE, KCMP_VM, KCMP_FILES, KCMP_EPOLL_TFD = 0, 1, 2, 7
 SPLICE_F_NONBLOCK = 2
 F_GETPIPE_SZ, F_SETPIPE_SZ, F_SETFL, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, FD_CLOEXEC = 1032, 1031, 4, 1030, 1, 2, 1
 MAX_DELETED_FILE = 1 << 30
@@ -105,6 +105,9 @@ class FileCapture:
 
     def fd_records(self, pid: int) -> list[dict]:
         parent = int(procfs.frozen_status(pid)["PPid"])
+        if parent in self._captured and kernel.syscall(_NR_KCMP, pid, parent, KCMP_VM, 0, 0) == 0:
+            raise Unsupported(f"process {pid} shares its address space with its parent {parent} (clone with "
+                              "CLONE_VM, not a thread): such processes cannot be checkpointed yet")
         if parent in self._captured and kernel.syscall(_NR_KCMP, pid, parent, KCMP_FILES, 0, 0) == 0:
             raise Unsupported(f"process {pid} shares its file descriptor table with its parent {parent} "
                               "(clone with CLONE_FILES): such processes cannot be checkpointed yet")

@@ -31,6 +31,17 @@ def test_an_unlinked_symlink_is_refused_by_name(procs, store, tmp_path):
         checkpointer.checkpoint([proc.pid], store, "paths")
 
 
+def test_a_shared_address_space_is_refused_by_name(procs, store, tmp_path, binaries):
+    """Two processes sharing one address space (CLONE_VM without being threads) would come
+    back with two: their writes no longer seen by each other. Refused, saying why (it had
+    failed on the write tracking's registration: EBUSY)."""
+    out = tmp_path / "vm.out"
+    proc = procs.start([str(binaries / "shared_vm"), str(out)])
+    wait_for(lambda: out.exists() and out.read_text() == "ready\n", "the child to run")
+    with pytest.raises(checkpointer.Unsupported, match=r"shares its address space with its parent"):
+        checkpointer.checkpoint([proc.pid], store, "vm", tree=True)
+
+
 def test_a_posix_message_queue_is_refused_by_name(procs, store, tmp_path):
     """An mq_open() descriptor looks like a regular file named /NAME: it must be refused at
     checkpoint time, not reopened at restore as whatever file has that path."""
