@@ -54,7 +54,8 @@ class _Table:
             self.map = mmap.mmap(fd, TABLE_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), str(fd), str(self.owner)],
-                pass_fds=(fd,), stdin=subprocess.DEVNULL, start_new_session=True)
+                pass_fds=(fd,), stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd="/")    # not the tracer's directory: it may be a mount to be unmounted while we live
         finally:
             os.close(fd)
         self.count = 0          # entries written since the table was last empty
