@@ -23,7 +23,7 @@ import struct
 import time
 from typing import Iterable, Iterator
 
-from . import aio, kernel, posix_timers, procfs, removed_dirs, sysv_shm
+from . import aio, inherited, kernel, posix_timers, procfs, removed_dirs, stub, sysv_shm
 from .errors import CheckpointError
 from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
@@ -37,6 +37,7 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
 MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
 MAP_DROPPABLE = 0x08    # a mapping type (like MAP_PRIVATE), Linux 6.11
 MAP_NORESERVE = 0x4000
+MADV_DONTNEED = 4
 # madvise(2) advice by image vm_flags name (version 9): WIPEONFORK, DONTFORK, DONTDUMP,
 # SEQUENTIAL, RANDOM, HUGEPAGE, NOHUGEPAGE, MERGEABLE
 ADVICE = {"wipeonfork": 18, "dontfork": 10, "dontdump": 16, "sequential": 2, "random": 1, "hugepage": 14,
@@ -122,8 +123,13 @@ class ProcessBuilder:
     sets per-thread state and credentials, and loads the registers.
     """
 
-    def __init__(self, inj: Injector, meta: dict, remap: Remapper, warnings: list[str]):
+    def __init__(self, inj: Injector, meta: dict, remap: Remapper, warnings: list[str],
+                 parent: dict | None = None):
+        """`parent`: the image's record of the process whose built memory this one was
+        cloned from (inherited.py: what is the same is kept, shared copy-on-write)."""
         self.inj, self.tid, self.meta, self.remap, self.warnings = inj, inj.tid, meta, remap, warnings
+        self.kept = inherited.kept_ranges(meta, parent) if parent is not None else []
+        self.memory_built, self.stub_kept = False, False
         self.threads: list[tuple[Injector, dict]] = [(inj, meta["threads"][0])]
         self.spares: list[int] = []  # fds held for sharing with other processes, closed in finish
         self.spare_base = max([f["fd"] for f in meta["fds"]] + [2]) + 1
@@ -135,26 +141,11 @@ class ProcessBuilder:
         """Everything process-wide; `pages`: (address, the consecutive pages there) runs.
         `copy_ranges`: fresh private anonymous memory whose pages may go in by UFFDIO_COPY
         (pagewriter.py; nothing else may register a userfaultfd over them meanwhile)."""
-        with phase("mappings"):
-            self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
-            current = self._move_to_helper_page()
-            layout = self.batch()  # the stub's own mappings out, vdso & co moved: one trip
-            for vma in current:
-                if not vma.special and vma.start != self.helper:
-                    layout.add(NR["munmap"], vma.start, vma.end - vma.start, what="munmap(stub)")
-            self._move_specials(current, layout)
-            layout.run()
-            self._map_memory(files)
-        with phase("pages"):
-            # written by a second thread while we read the next pages and go on with the
-            # rest: finish() waits for them (nothing before it reads the process's memory)
-            self.writer = PageWriter(self.tid, register_fresh_memory(self.inj, copy_ranges), copy_ranges)
-            try:
-                for addr, data in pages:
-                    self.writer.write(addr, data)
-            except BaseException:
-                self._wait_pages(quiet=True)
-                raise
+        if not self.memory_built:
+            self.build_memory(pages, files, copy_ranges)
+        if self.stub_kept:      # its children are cloned by now; PR_SET_MM_MAP wants the old exe unmapped
+            self.inj.check(NR["munmap"], stub.STUB_BASE, stub.STUB_SIZE, what="munmap(stub)")
+            self.stub_kept = False
         with phase("files_and_process_state"):
             self.files = files
             self._room_for_fds()
@@ -164,6 +155,50 @@ class ProcessBuilder:
             self._process_state()       # last: after a chroot, host paths no longer resolve
             self._process_signals()
             self._limits()
+
+    def build_memory(self, pages: Iterator[tuple[int, list[bytes]]], files: FileRestorer,
+                     copy_ranges: list[tuple[int, int]] = (), keep_stub: bool = False) -> None:
+        """The mappings and their pages (the first part of `build`; alone, for a parent
+        whose children are then cloned from it, once `wait_pages` returns: `keep_stub`,
+        the stub's code stays mapped until `build`, for the stubs cloned from it)."""
+        self.memory_built, self.stub_kept = True, keep_stub
+        with phase("mappings"):
+            self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
+            current = self._move_to_helper_page()
+            layout = self.batch()  # the stub's own mappings out, vdso & co moved: one trip
+            for vma in current:
+                in_stub = stub.STUB_BASE <= vma.start < stub.STUB_BASE + stub.STUB_SIZE  # code, scratch page
+                if not vma.special and vma.start != self.helper and not (keep_stub and in_stub):
+                    for start, end in inherited.outside(vma.start, vma.end, self.kept):
+                        layout.add(NR["munmap"], start, end - start, what="munmap(stub)")
+            self._move_specials(current, layout)
+            layout.run()
+            self._map_memory(files)
+        with phase("pages"):
+            # written by a second thread while we read the next pages and go on with the
+            # rest: finish() waits for them (nothing before it reads the process's memory)
+            unchanged = inherited.Unchanged(self.kept, self.inj.read) if self.kept else None
+            if unchanged:
+                copy_ranges = [r for r in copy_ranges if r not in self.kept]
+                pages = unchanged.filter(pages)
+            self.writer = PageWriter(self.tid, register_fresh_memory(self.inj, copy_ranges), copy_ranges)
+            try:
+                for addr, data in pages:
+                    self.writer.write(addr, data)
+                if unchanged:
+                    dropping = self.batch()
+                    for start, end in unchanged.to_drop(self.tid):
+                        dropping = dropping.room()
+                        dropping.add(NR["madvise"], start, end - start, MADV_DONTNEED,
+                                     what=f"madvise({start:#x}, MADV_DONTNEED)")
+                    dropping.run()
+            except BaseException:
+                self._wait_pages(quiet=True)
+                raise
+
+    def wait_pages(self) -> None:
+        """Wait until the pages are written (a parent, before its children are cloned)."""
+        self._wait_pages()
 
     def finish(self) -> None:
         with phase("pages_wait"):
@@ -313,6 +348,8 @@ class ProcessBuilder:
                 self.inj.check(sysv_shm.NR_SHMAT, shmid, vma["start"], flags, what=f"shmat of segment {shmid}")
                 if prot != _prot("rw-" if "w" in vma["prot"] else "r--"):
                     self.inj.check(NR["mprotect"], vma["start"], size, prot, what="mprotect (SysV segment)")
+                continue
+            if (vma["start"], vma["end"]) in self.kept:   # its parent's, inherited
                 continue
             if kind == "aio":      # a placeholder, that the context's ring replaces (aio.recreate)
                 maps.append((vma, size, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, None))

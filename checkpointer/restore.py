@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
-from . import kernel, lazy, stub
+from . import inherited, kernel, lazy, stub
 from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .file_restore import FileRestorer
@@ -136,6 +136,8 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     remapper = Remapper(remap or {})
     injectors: list[Injector] = []
     builders: list[ProcessBuilder] = []
+    early: dict[int, ProcessBuilder] = {}   # parents built before their children (inherited.py)
+    parents: dict[int, dict] = {}           # pid -> the record of the built parent it was cloned from
     files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings, share_listening_ports,
                          getattr(image, "read_pieces", None))
     try:
@@ -158,15 +160,26 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                         _own_proc(top)
             injectors += helpers
             stand_ins = StandIns(image.processes, injectors, restored.warnings, _stub_injector)
+            def memory_first(inj: Injector, meta: dict, cloned_by: Injector | None) -> None:
+                parent = by_pid.get(meta["ppid"])
+                if parent is not None and parent["pid"] in early and cloned_by is early[parent["pid"]].inj:
+                    parents[meta["pid"]] = parent
+                if server or not inherited.may_share(meta, image.processes):
+                    return
+                early[meta["pid"]] = builder = ProcessBuilder(inj, meta, remapper, restored.warnings,
+                                                              parents.get(meta["pid"]))
+                builder.build_memory(_pages_to_write(image, meta), files, lazy_ranges(meta), keep_stub=True)
+                builder.wait_pages()
             stubs, zombies = _create_tree(top, roots, image.processes, restored, injectors, files.session_terminal,
-                                          stand_ins)
+                                          stand_ins, memory_first)
             stand_ins.join_groups(live + [meta for _, _, meta in zombies],
                                   {**stubs, **{meta["pid"]: inj for _, inj, meta in zombies}})
             stand_ins.dismiss()
             _make_zombies(zombies)
         with phase("build"):
             for meta in live:
-                builder = ProcessBuilder(stubs[meta["pid"]], meta, remapper, restored.warnings)
+                builder = early.pop(meta["pid"], None) or ProcessBuilder(stubs[meta["pid"]], meta, remapper,
+                                                                         restored.warnings, parents.get(meta["pid"]))
                 builders.append(builder)
                 if server:
                     ranges = served_ranges(meta)
@@ -209,7 +222,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     finally:
         pinning.close()
         files.close()
-        for builder in builders:
+        for builder in builders + list(early.values()):
             builder.close()
         for inj in injectors:
             if inj not in [b.inj for b in builders]:
@@ -260,12 +273,14 @@ def _dropped_ranges(meta: dict) -> list[tuple[int, int]]:
 
 def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restored: Restored,
                  injectors: list[Injector], on_session: Callable[[Injector, dict], None], stand_ins: StandIns,
+                 made: Callable[[Injector, dict, Injector], None],
                  ) -> tuple[dict[int, Injector], list[tuple[Injector, Injector, dict]]]:
     """Clone every process from its parent's stub (or a stand-in for its session's exited
     leader), parents first, sessions and own groups set; `on_session(stub, meta)` runs in
     each session leader before its children of that session exist. A child that stayed in
     the session its parent left (the parent forked, then called setsid()) is cloned before
-    the parent's setsid()."""
+    the parent's setsid(). `made(stub, meta, creator)` runs for each live process right
+    after its clone (before any child of it exists)."""
     children: dict[int, list[dict]] = {}
     for meta in processes:
         children.setdefault(meta["ppid"], []).append(meta)
@@ -287,6 +302,7 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
             return
         restored.pids.append(inj.tid)
         stubs[meta["pid"]] = inj
+        made(inj, meta, creator)
         later = children.get(meta["pid"], [])
         if meta["sid"] == meta["pid"]:
             left = stand_ins.session_of.get(inj.tid)
