@@ -79,6 +79,15 @@ def goes_on_after_a_restore(procs, store, proc, out: Path, name: str, what: str,
     return restored_goes_on(procs, store, name, out)
 
 
+def reads_back_after_a_restore(procs, store, proc, out: Path, name: str, what: str):
+    """Once the self-checking target `proc` has written 10 lines to `out` (`what` it does
+    meanwhile): checkpoint it as `name`, kill it, and reads_after_a_restore; the Restored."""
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, what)
+    checkpointer.checkpoint([proc.pid], store, name)
+    procs.kill(proc)
+    return reads_after_a_restore(procs, store, name, out)
+
+
 def ns_pid(host_pid: int) -> int:
     """The PID a process sees for itself (innermost NSpid)."""
     for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():

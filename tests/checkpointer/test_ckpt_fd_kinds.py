@@ -10,7 +10,7 @@ import pytest
 
 import checkpointer
 
-from ckpt_helpers import ok_lines, reads_after_a_restore, restored_goes_on, wait_for
+from ckpt_helpers import ok_lines, reads_back_after_a_restore, restored_goes_on, wait_for
 
 
 def test_o_path_fds_on_a_symlink_and_a_device_come_back(procs, store, tmp_path):
@@ -74,10 +74,7 @@ def test_seqpacket_pairs_shut_down_for_reading_are_captured(procs, store, tmp_pa
     there after a restore."""
     out = tmp_path / "seqpacket.out"
     proc = procs.python("seqpacket_shutdown.py", str(out))
-    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to make its pairs")
-    checkpointer.checkpoint([proc.pid], store, "seqpacket")
-    procs.kill(proc)
-    reads_after_a_restore(procs, store, "seqpacket", out)
+    reads_back_after_a_restore(procs, store, proc, out, "seqpacket", "the target to make its pairs")
 
 
 def test_a_packet_mode_pipe_keeps_its_packets(store, procs, tmp_path):
@@ -87,10 +84,7 @@ def test_a_packet_mode_pipe_keeps_its_packets(store, procs, tmp_path):
     must still make packets."""
     out = tmp_path / "packets.out"
     proc = procs.python("packet_pipe.py", str(out))
-    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to fill its pipe")
-    checkpointer.checkpoint([proc.pid], store, "packets")
-    procs.kill(proc)
-    reads_after_a_restore(procs, store, "packets", out)
+    reads_back_after_a_restore(procs, store, proc, out, "packets", "the target to fill its pipe")
 
 
 def test_a_mapping_of_a_socket_is_refused_by_name(procs, store, tmp_path):

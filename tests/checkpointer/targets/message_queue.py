@@ -11,7 +11,8 @@ librt = ctypes.CDLL("librt.so.1", use_errno=True)
 librt.mq_open.restype = ctypes.c_int
 librt.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
 name = sys.argv[2].encode()
-queue = librt.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, None)
+attr = (ctypes.c_long * 8)(0, 4, 64, 0)     # struct mq_attr: flags, maxmsg, msgsize, curmsgs (not the
+queue = librt.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, attr)   # host's defaults, which tests change)
 if queue < 0:
     raise SystemExit(f"mq_open: {os.strerror(ctypes.get_errno())}")
 librt.mq_send(queue, b"waiting", 7, 0)
