@@ -43,7 +43,7 @@ from collections import OrderedDict
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable
 
-from . import fown, inflight, inotify, kernel, locks, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
+from . import fown, inflight, inotify, kernel, locks, mounttypes, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
 from .errors import ProcessGone, Unsupported
 
 if TYPE_CHECKING:
@@ -742,12 +742,8 @@ def _file_system(pid: int, device: int, known: dict[int, dict[int, str]]) -> str
     from its mountinfo (read once per mount namespace and capture: `known`)."""
     namespace = os.stat(f"/proc/{pid}/ns/mnt").st_ino
     if namespace not in known:
-        types = known[namespace] = {}
         with open(f"/proc/{pid}/mountinfo") as f:
-            for line in f:
-                fields, _, rest = line.partition(" - ")
-                major, minor = (int(x) for x in fields.split()[2].split(":"))
-                types.setdefault(os.makedev(major, minor), rest.split()[0])
+            known[namespace] = mounttypes.parse(f.read())
     return known[namespace].get(device, "")
 
 

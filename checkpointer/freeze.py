@@ -518,6 +518,8 @@ def _refuse_exited_leader(pid: int) -> None:
 
 VFORK_WAIT_S = 0.05
 STOP_WAIT_S = 10.0        # a seized task not in its interrupt stop by then fails the freeze
+STOP_POLL_MAX_S = 0.001   # the longest pause between two looks at a task not stopped yet (once
+                          # reached, ~2 ms in, whether it sleeps in vfork() is asked too)
 
 
 def _next_status(tid: int, in_vfork_fails: bool = True) -> int:
@@ -531,14 +533,14 @@ def _next_status(tid: int, in_vfork_fails: bool = True) -> int:
         done, status = kernel.waitpid(tid, kernel.WALL | os.WNOHANG)
         if done:
             return status
-        if in_vfork_fails and _in_vfork(tid) and not _vfork_ends(tid):
+        if in_vfork_fails and pause >= STOP_POLL_MAX_S and _in_vfork(tid) and not _vfork_ends(tid):
             raise CheckpointError(f"task {tid} is inside vfork(), waiting for its child to exec or exit, "
                                   "and could not stop until then; try again")
         if time.monotonic() > deadline:
             raise CheckpointError(f"task {tid} did not stop within {STOP_WAIT_S:.0f} s of its interrupt "
                                   f"(it sleeps in {_wchan(tid)}); try again")
         time.sleep(pause)
-        pause = min(pause * 2, 0.001)
+        pause = min(pause * 2, STOP_POLL_MAX_S)
 
 
 _awaiting_detach: set[int] = set()   # seized tasks that had still not stopped at their thaw

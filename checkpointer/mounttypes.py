@@ -82,9 +82,14 @@ def _parse(table: _Table) -> None:
     while chunk := os.pread(table.fd, 1 << 16, offset):
         chunks.append(chunk)
         offset += len(chunk)
+    table.types = parse(b"".join(chunks).decode(errors="replace"))
+
+
+def parse(mountinfo: str) -> dict[int, str]:
+    """A /proc/PID/mountinfo text as device -> type of the first mount of it."""
     types: dict[int, str] = {}
-    for line in b"".join(chunks).decode(errors="replace").splitlines():
+    for line in mountinfo.splitlines():
         fields, _, rest = line.partition(" - ")
         major, minor = (int(x) for x in fields.split()[2].split(":"))
         types.setdefault(os.makedev(major, minor), rest.split()[0])
-    table.types = types
+    return types

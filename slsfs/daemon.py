@@ -209,10 +209,11 @@ class Daemon:
                 group_checkpoint.Member(member.pids, ImageWriter(self.store, member.tracking.parent),
                                         member.tracking) for member in members], seal)
             images = []
+            files_commit = captures[0].files_commit     # one seal for all of them
+            clones = clone_volume_roots(self.fs.volume_name, self.store.commit_by_id(files_commit).roots)
             for member, captured in zip(members, captures):
                 images.append(await captured.write())
                 pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
-                clones = clone_volume_roots(self.fs.volume_name, self.store.commit_by_id(captured.files_commit).roots)
                 groups.save(self.store, GroupCheckpoint(member.settings, member.seq + 1, time.time(), images[-1],
                                                         captured.fs_root, pids, captured.files_commit, clones))
             names = " ".join(f"{member.name} #{member.seq + 1}" for member in members)
