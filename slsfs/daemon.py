@@ -559,6 +559,10 @@ class Daemon:
             if op == "stop_group":
                 group = self._group(req["group"])
                 await self._stop_group(group)
+                async with self.lock:
+                    groups.mark_stopped(self.store, group.name)
+                    self.store.commit(f"group {group.name}: stopped", durable=False)
+                await self.fs.barrier()
                 return {"ok": True, "group": group.name}
             if op == "shutdown":             # the stop starts once this reply is out (_serve_one)
                 return {"ok": True, "daemon": os.getpid()}
@@ -731,21 +735,22 @@ def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[Group
     system and name that checkpoint as the group's newest (before the mount starts); a
     clone made since stays in the store, no longer grafted. Returned with it: the checkpoints of
     the other groups that pair with the same files commit (its partners, checkpointed
-    with it), which come back with it: the volume's files are theirs too."""
+    with it, unless `sls stop GROUP` ended them since), which come back with it: the
+    volume's files are theirs too."""
     record, commit = groups.resolve(store, name, at)
     roots = store.roots() if at is None else commit.roots
     records, unreadable = groups.readable(store, roots)
     for other, why in unreadable.items():
         log.warning("group %s's checkpoint record cannot be read, so it is not restored with %s: %s", other, name, why)
     partners = [other for other in records.values() if other.settings.name != name
-                and other.files_commit == record.files_commit and other.settings.volume == record.settings.volume]
+                and other.files_commit == record.files_commit and other.settings.volume == record.settings.volume
+                and not groups.stopped(store, other.settings.name, roots)]
     for volume, root in {record.settings.volume: record.fs, **record.clone_volumes}.items():
         if volume in store.volumes():
             store.drop_volume(volume)
         store.create_volume(volume, root)
     for restored in (record, *partners):
-        root = groups.ROOT_PREFIX + restored.settings.name
-        store.set_root(root, roots[root])
+        groups.save(store, restored)     # its newest again (unmarked if it had been stopped)
     names = " ".join(r.settings.name for r in (record, *partners))
     store.commit(f"restore group {names} from checkpoint {commit.id if commit else '?'}", durable=True)
     return [(r, commit.id if commit else None) for r in (record, *partners)]

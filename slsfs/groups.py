@@ -10,6 +10,10 @@ checkpointed together. Every group checkpoint writes one small tree named
               volume tree, as committed in `files_commit` inside the freeze) and
               `clone_volumes` (those of the clones grafted into it) -- all passed as refs,
               so GC keeps them as long as the record lives.
+    b"stopped" JSON {"time": ...}: present once `sls stop GROUP` ended the group (the
+              record is its last checkpoint, still restorable by name); a restore of
+              another group does not bring it back as a partner. Dropped when the group
+              is restored.
 
 Roots are carried from commit to commit, so any commit names the newest group
 checkpoint taken at or before it; restore reads `fs` and `image` from that record
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, field
 
 from objectstore import ChunkId, Commit, NotFound, Store, StoreError
@@ -31,6 +36,7 @@ VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)    # version 1: settings without `init`; 1-2: no `directory`, `clone_volumes`
 ROOT_PREFIX = "grp/"
 _META = b"meta"
+_STOPPED = b"stopped"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -111,6 +117,24 @@ def save(store: Store, record: GroupCheckpoint) -> None:
     tree = store.tree()
     tree.put(_META, record.encode(), refs=[record.image, record.fs, *record.clone_volumes.values()])
     store.set_root(ROOT_PREFIX + record.settings.name, tree.flush())
+
+
+def mark_stopped(store: Store, name: str) -> None:
+    """Note in group `name`'s newest record that the user stopped it: no restore of
+    another group brings it back (it pairs with their files commit only because nothing
+    was checkpointed between its stop and theirs)."""
+    root = store.roots().get(ROOT_PREFIX + name)
+    if root is None:
+        return
+    tree = store.tree(root)
+    tree.put(_STOPPED, json.dumps({"time": time.time()}).encode())
+    store.set_root(ROOT_PREFIX + name, tree.flush())
+
+
+def stopped(store: Store, name: str, roots: dict[str, ChunkId]) -> bool:
+    """Whether group `name`'s record in `roots` was marked by `mark_stopped`."""
+    root = roots.get(ROOT_PREFIX + name)
+    return root is not None and store.tree(root).get(_STOPPED) is not None
 
 
 def load(store: Store, name: str, roots: dict[str, ChunkId] | None = None) -> GroupCheckpoint:

@@ -57,6 +57,27 @@ def test_run_ps_checkpoint_barrier_rollback(group_store, group_binaries):
     assert "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
 
 
+def test_a_stopped_group_does_not_come_back_with_another(group_store):
+    """`sls stop GROUP` ends that group: a crash right after it, with no checkpoint since,
+    and a restore of another group of the volume (whose newest checkpoint is of the same
+    instant as the stopped group's last one) bring back only the other group; the stopped
+    one stays restorable by name."""
+    store = group_store
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    for name in ("kept", "ended"):
+        store.sls("run", "--store", str(store.path), "--name", name, "--hz", "0", "--", *sleeper)
+    store.checkpoint("kept")                   # one checkpoint of both: the same files commit
+    store.sls("stop", "ended", "--store", str(store.path))
+    store.crash()
+    out = store.sls("restore", "kept", "--store", str(store.path)).stdout
+    assert "group kept: restored" in out and "ended" not in out, out
+    assert [g["group"] for g in store.ps()["groups"]] == ["kept"]
+    out = store.sls("restore", "ended", "--store", str(store.path), "--force").stdout
+    assert "group ended: restored" in out, out
+    assert store.group("ended")["running"]
+    store.sls("stop", "--store", str(store.path))
+
+
 def test_run_resume_starts_then_resumes(group_store, group_binaries):
     store = group_store
     line = ("run", "--resume", "--store", str(store.path), "--name", "app", "--hz", "0", "--",

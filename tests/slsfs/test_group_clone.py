@@ -47,9 +47,7 @@ def test_clones_run_independently_from_one_checkpoint(group_store, group_binarie
     assert refused.returncode == 1 and "base.clone2" in refused.stderr and "--force" in refused.stderr
     assert store.group("base.clone2")["running"], "a refused restore leaves every group running"
     # the running clone was checkpointed with the original, so it comes back with it; the
-    # one stopped before does not (once the original has a checkpoint of its own after the
-    # stop: until then the stopped clone's last record is of the same instant)
-    store.checkpoint("base")
+    # one stopped before does not (its last record may be of the same instant: stopped)
     store.sls("restore", "base", "--store", str(store.path), "--force")
     assert {g["group"] for g in store.ps()["groups"]} == {"base", "base.clone2"}
     store.sls("stop", "--store", str(store.path))
