@@ -16,6 +16,7 @@ task stopped in a syscall with a restart block (nanosleep) sees -EINTR.
 """
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -386,6 +387,7 @@ class ProcessBuilder:
                         what=f"mmap of {key[0]}" if key else f"mmap({vma['start']:#x}, {size})")
         for index in opened.values():
             mapping.add(NR["close"], fds[index], what="close (a mapped file)")
+        inaccessible_locks = []
         for vma in self.meta["vmas"]:        # version 9: the advice given, locked memory
             flags, size = vma.get("vm_flags", ()), vma["end"] - vma["start"]
             for name in flags:
@@ -393,9 +395,18 @@ class ProcessBuilder:
                     mapping.add(NR["madvise"], vma["start"], size, ADVICE[name],
                                 what=f"madvise({vma['start']:#x}, MADV_{name.upper()})")
             if "locked" in flags:
-                mapping.add(NR["mlock2"], vma["start"], size, MLOCK_ONFAULT if "lockonfault" in flags else 0,
-                            what=f"mlock2({vma['start']:#x}, {size})")
-        mapping.run()
+                what = f"mlock2({vma['start']:#x}, {size})"
+                # mlock locks an inaccessible range, then answers ENOMEM as it cannot fault it in
+                # (e.g. a guard page under mlockall(MCL_FUTURE)): checked below
+                inaccessible = _prot(vma["prot"]) == 0                    # PROT_NONE
+                index = mapping.add(NR["mlock2"], vma["start"], size, MLOCK_ONFAULT if "lockonfault" in flags else 0,
+                                    what=None if inaccessible else what)
+                if inaccessible:
+                    inaccessible_locks.append((index, what))
+        results = mapping.run()
+        for index, what in inaccessible_locks:
+            if results[index] < 0 and results[index] != -errno.ENOMEM:
+                raise CheckpointError(f"{what} failed in task {self.inj.tid}: {os.strerror(-results[index])}")
         aio.recreate(self.inj, self.meta["vmas"])
 
     def _check_code_files(self, maps: list, fds: dict[tuple[str, int], int]) -> None:

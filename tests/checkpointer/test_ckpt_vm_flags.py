@@ -49,7 +49,8 @@ def test_a_mapping_that_grows_down_still_grows_after_a_restore(procs, store, bin
 
 # smaps' VmFlags of each mapping of targets/advised.c, by its name there
 ADVISED = {"locked": {"lo"}, "lockonfault": {"lo", "lf"}, "dontdump": {"dd"}, "noreserve": {"nr"},
-           "hugepage": {"hg"}, "nohugepage": {"nh"}, "mergeable": {"mg"}, "sequential": {"sr"}, "random": {"rr"}}
+           "hugepage": {"hg"}, "nohugepage": {"nh"}, "mergeable": {"mg"}, "sequential": {"sr"}, "random": {"rr"},
+           "locked_none": {"lo"}}
 
 
 def _vm_flags(pid: int, addresses: dict[str, int]) -> dict[str, set[str]]:
@@ -69,7 +70,9 @@ def _vm_flags(pid: int, addresses: dict[str, int]) -> dict[str, set[str]]:
 def test_locked_and_advised_memory_is_locked_and_advised_after_a_restore(procs, store, binaries, tmp_path):
     """mlock (keys kept out of swap), MADV_DONTDUMP (secrets kept out of core dumps),
     MAP_NORESERVE (huge sparse reservations), huge-page, KSM and access advice: the restored
-    mappings have the VmFlags the original's had (zdtm maps02, mlock_setuid)."""
+    mappings have the VmFlags the original's had (zdtm maps02, mlock_setuid). A locked
+    inaccessible mapping too (a thread stack's guard page under mlockall(MCL_FUTURE):
+    stress-ng --mlock; the restore failed on the ENOMEM mlock answers for it)."""
     out = tmp_path / "advised.out"
     proc = procs.start([str(binaries / "advised"), str(out)])
     wait_for(lambda: out.exists() and len(ok_lines(out)) > len(ADVISED), "the target's mappings")
