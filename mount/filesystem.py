@@ -235,7 +235,8 @@ class FileSystem:
         owner's last checkpoint (slsfs's group daemon: a restore rolls the volume back to
         the group's checkpoint, fsync()ed writes included), where a durable commit per
         fsync is work that no restore uses: 3 of them per SQLite transaction cost the
-        daemon ~90% of its CPU per row."""
+        daemon ~90% of its CPU per row. The kernel is told so at the first FSYNC (ENOSYS:
+        Operations._fsync) and asks no more."""
         self.store = store
         self.volume_name = volume
         self.interval = None if checkpoint_interval_ms is None else checkpoint_interval_ms / 1000
@@ -244,7 +245,7 @@ class FileSystem:
         self.history = HistoryTree(store, volume)
         self.views = ViewTable(store, self.main, MetaView(self.history.root))
         self.ops = Operations(store, self.views,
-                              make_durable=self.make_durable if fsync_commits else _fsync_without_commit,
+                              make_durable=self.make_durable if fsync_commits else None,
                               has_space=self.has_space, writeback_cache=writeback_cache)
         self.checkpoints_taken = 0
         self.kernel_flushes = 0                 # syncfs done by flush_kernel_writes
@@ -663,10 +664,6 @@ class FileSystem:
                 "durable": self.store.durable_id, "dirty": self.dirty,
                 "kill_priv_v2": self.init_relay.granted,
                 "volumes": self.store.volumes(), "open_inodes": len(self.ops.opens)}
-
-
-async def _fsync_without_commit() -> None:
-    """An fsync of a mount made with fsync_commits=False: nothing to do."""
 
 
 def _json(doc: dict) -> bytes:

@@ -74,7 +74,7 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, store, views: ViewTable, *, make_durable: Callable[[], Awaitable[None]],
+    def __init__(self, store, views: ViewTable, *, make_durable: Callable[[], Awaitable[None]] | None,
                  has_space: Callable[[int], bool], writeback_cache: bool = False) -> None:
         super().__init__()
         self.enable_writeback_cache = writeback_cache     # read by pyfuse3 at INIT
@@ -432,6 +432,16 @@ class Operations(pyfuse3.Operations):
             self._reclaim(kino)
 
     async def fsync(self, fh, datasync):
+        await self._fsync(fh)
+
+    async def _fsync(self, fh) -> None:
+        """FSYNC and FSYNCDIR: a durable commit, or with no `make_durable` (a mount whose
+        fsync makes no commit) ENOSYS, which the kernel takes as "fsync needs nothing
+        more" for the rest of the connection: it still writes the file's dirty pages and
+        times to the daemon and waits for them, then returns 0 without asking (FSYNCDIR
+        alike: 4 requests less per SQLite transaction, 20.5 -> 16.5)."""
+        if self.make_durable is None:
+            raise FUSEError(errno.ENOSYS)
         if not self.views[self.handles[fh].view].readonly:
             await self.make_durable()
 
@@ -477,8 +487,7 @@ class Operations(pyfuse3.Operations):
         self.handles.pop(fh, None)
 
     async def fsyncdir(self, fh, datasync):
-        if not self.views[self.handles[fh].view].readonly:
-            await self.make_durable()
+        await self._fsync(fh)
 
     async def access(self, inode, mode, ctx):
         return True

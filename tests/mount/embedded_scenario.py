@@ -36,11 +36,19 @@ sys.stdin.readline()
 """
 
 
+# two fsyncs of a file kept open (its close would send its pages anyway), then a
+# directory fsync: each must have handed the bytes before it to the daemon when it returns
 FSYNCER = r"""
 import os, sys
 fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
-os.write(fd, b"fsynced")
+os.write(fd, b"fsync")
 os.fsync(fd)
+os.write(fd, b"ed")
+os.fdatasync(fd)
+directory = os.open(os.path.dirname(sys.argv[1]), os.O_RDONLY)
+os.fsync(directory)
+print("synced", flush=True)
+sys.stdin.readline()
 """
 
 
@@ -78,9 +86,13 @@ def main(workdir: Path, writeback: bool, helper: bool, fsync_commits: bool) -> N
         async with trio.open_nursery() as nursery:
             await nursery.start(fs.serve, str(mountpoint))
             head = store.head.id
-            await trio.to_thread.run_sync(lambda: subprocess.run(
-                [sys.executable, "-c", FSYNCER, str(mountpoint / "fsynced")], check=True))
-            results["fsync"] = {"commits": store.head.id - head, "data_in_daemon": fs.dirty}
+            fsyncer = subprocess.Popen([sys.executable, "-c", FSYNCER, str(mountpoint / "fsynced")],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert await trio.to_thread.run_sync(fsyncer.stdout.readline) == "synced\n"
+            entry = fs.main.lookup(fs.main.root_ino, b"fsynced")
+            results["fsync"] = {"commits": store.head.id - head, "data_in_daemon": fs.dirty,
+                                "daemon_has": bytes(fs.main.read(entry.ino, 0, 100)).decode()}
+            await trio.to_thread.run_sync(lambda: fsyncer.communicate("done\n", timeout=60))
             await trio.to_thread.run_sync(write_through_mmap)
             if helper:
                 token = trio.lowlevel.current_trio_token()

@@ -19,10 +19,10 @@ def test_embedded_file_system_commits_exactly_the_sealed_state(workdir, options)
     assert results["old"] == "from mmap!!"
     assert results["held"] == "held open"
     assert results["fsynced"] == "fsynced"
-    if "--no-fsync-commits" in options:    # the fsync committed nothing, the data reached us
-        assert results["fsync"] == {"commits": 0, "data_in_daemon": True}
-    else:                                  # the fsync committed what it wrote
-        assert results["fsync"] == {"commits": 1, "data_in_daemon": False}
+    if "--no-fsync-commits" in options:    # the fsyncs committed nothing, the data reached us
+        assert results["fsync"] == {"commits": 0, "data_in_daemon": True, "daemon_has": "fsynced"}
+    else:                                  # each fsync committed what it wrote
+        assert results["fsync"] == {"commits": 2, "data_in_daemon": False, "daemon_has": "fsynced"}
     assert results["procs"].startswith("procs of ")
     assert results["dirty_after_commit"] is False
     assert "procs/demo" in results["roots"]
