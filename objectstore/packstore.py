@@ -82,10 +82,6 @@ _PREFIXES = (_KIND_PREFIX[DATA], _KIND_PREFIX[NODE])  # by a location's kind bit
 _DECODE_HEADER = struct.Struct("<HxBII16s")  # pack.RECORD_HEADER without its kind (the index has it)
 
 
-def _loc(pack: int, offset: int, stored_len: int, kind: int) -> int:
-    return pack << _PACK_SHIFT | offset << _OFFSET_SHIFT | stored_len << 1 | (kind == NODE)
-
-
 def _unloc(loc: int) -> tuple[int, int, int, int]:
     return (loc >> _PACK_SHIFT, loc >> _OFFSET_SHIFT & _OFFSET_MASK, loc >> 1 & _LEN_MASK,
             NODE if loc & 1 else DATA)
@@ -321,8 +317,8 @@ class PackStore:
 
     def _add_entries(self, number: int, entries: Iterable[tuple[bytes, int, int, int, int, int]]) -> None:
         """Index pack `number`'s records, given as index entries (pack.index_entries). The
-        location is _loc's, written out: this loop runs once per chunk of the store at
-        every opening (a call per chunk was ~40% of it)."""
+        location is the one _unloc takes apart, made in place: this loop runs once per chunk
+        of the store at every opening (a call per chunk was ~40% of it)."""
         index, meta, base = self._index, self._meta, number << _PACK_SHIFT
         for cid, kind, _, offset, stored_len, _ in entries:
             if kind == DATA:
@@ -518,9 +514,14 @@ class PackStore:
         self._append_chunks(kind, ((cid, data),), compress=compress)
 
     def _append_chunks(self, kind: int, items: Iterable[tuple[bytes, bytes]], *, compress: bool) -> None:
-        """Append one record per (id, content) to the buffer and index it; the buffer is
-        written out whenever it passes _WRITE_AHEAD (between records, as one at a time).
-        The hot loop of every put (names bound locally).
+        """Append one record per (id, content), lz4-compressed (_compressed) when asked
+        and when that pays."""
+        self._append_records(kind, self._compressed(items) if compress
+                             else ((cid, 0, len(data), data) for cid, data in items))
+
+    def _compressed(self, items: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, int, int, bytes]]:
+        """(id, flags, raw_len, payload) of each (id, content): the lz4 block of the
+        content when it saves a sixteenth or more (_pays), else the content.
 
         Cheap rejection of incompressible chunks: after a chunk that lz4 did not shrink
         enough, the next chunk's first _PROBE bytes are compressed first, and if they do
@@ -530,36 +531,47 @@ class PackStore:
         pay nothing. The state carries from call to call, so put_many and puts one at a
         time make the same choices (the cost: a chunk whose start is incompressible but
         whose rest is not, right after an incompressible one, is stored uncompressed)."""
+        lz4_compress, probe = lz4.block.compress, self._probe_first
+        try:
+            for cid, data in items:
+                raw_len = len(data)
+                if raw_len >= 64:
+                    if probe and raw_len > _PROBE and not _pays(lz4_compress(data[:_PROBE], store_size=False),
+                                                                _PROBE):
+                        packed = data           # the probe says lz4 would not pay: not tried
+                    else:
+                        packed = lz4_compress(data, store_size=False)
+                    probe = not _pays(packed, raw_len)
+                    if not probe:
+                        yield cid, fmt.FLAG_LZ4, raw_len, packed
+                        continue
+                yield cid, 0, raw_len, data
+        finally:
+            self._probe_first = probe
+
+    def _append_records(self, kind: int, items: Iterable[tuple[bytes, int, int, bytes]]) -> None:
+        """Append one record per (id, flags, raw_len, payload) to the buffer and index it;
+        the buffer is written out whenever it passes _WRITE_AHEAD (between records, as
+        one at a time). The hot loop of every put (names bound locally)."""
         if self.readonly:
             raise StoreError("the store is open read-only")
         self._unsynced = True
         chunk = kind in (DATA, NODE)
-        records, index, number = self._active_records, self._index, self._active
-        append_record, lz4_compress, record_info = fmt.append_record, lz4.block.compress, fmt.RecordInfo
+        records, index, append_record, record_info = self._active_records, self._index, fmt.append_record, fmt.RecordInfo
         make = tuple.__new__      # RecordInfo(...) runs the NamedTuple's Python __new__: 0.65 us, this 0.16
-        buf, probe, version = self._buf, self._probe_first, self._active_version
-        for cid, data in items:
-            raw_len = stored_len = len(data)
-            payload, flags = data, 0
-            if compress and raw_len >= 64:
-                if probe and raw_len > _PROBE and not _pays(lz4_compress(data[:_PROBE], store_size=False), _PROBE):
-                    packed = data           # the probe says lz4 would not pay: not tried
-                else:
-                    packed = lz4_compress(data, store_size=False)
-                probe = not _pays(packed, raw_len)
-                if not probe:
-                    payload, flags, stored_len = packed, fmt.FLAG_LZ4, len(packed)
-            offset = self._written + len(buf)
+        buf, version, written = self._buf, self._active_version, self._written
+        located = self._active << _PACK_SHIFT | (kind == NODE)    # a location (see _unloc) less offset, length
+        for cid, flags, raw_len, payload in items:
+            offset, stored_len = written + len(buf), len(payload)
             append_record(buf, kind, flags, raw_len, cid, payload, version)
             records.append(make(record_info, (offset, kind, flags, stored_len, raw_len, cid)))
             if chunk:
-                index[cid] = _loc(number, offset, stored_len, kind)
+                index[cid] = located | offset << _OFFSET_SHIFT | stored_len << 1
             else:
-                self._meta.append((number, offset, kind))
+                self._meta.append((self._active, offset, kind))
             if len(buf) >= _WRITE_AHEAD:
                 self._write_out()
-                buf = self._buf
-        self._probe_first = probe
+                buf, written = self._buf, self._written
 
     def append_meta(self, kind: int, payload: bytes) -> None:
         """Append one of the store's own records (commit, catalog, tag)."""
@@ -757,8 +769,8 @@ class PackStore:
                 continue
             del self._index[cid]
             if keep_chunk(cid):
-                info, payload = self._read_record(number, offset, stored_len)
-                self._append(kind, cid, self._plain(info, payload, number), compress=True)
+                info, payload = self._read_record(number, offset, stored_len)   # (its checksum verified)
+                self._append_records(kind, ((cid, info.flags, info.raw_len, payload),))   # as stored: no lz4 again
                 moved += stored_len
         for number, offset, kind in [m for m in self._meta if m[0] in numbers]:
             info, payload = self._read_record(number, offset, None)
