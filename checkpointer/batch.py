@@ -16,8 +16,9 @@ and threads needs tens of them in every stop. A blob costs two injected calls pe
 process (none with a kept page) plus one round trip per thread.
 
 Simplifications: the thread runs the blob with every signal but SIGTRAP blocked. A
-SIGTRAP pending at that moment is taken off the queue by its stop and kept in
-`FrozenThread.caught` (the thaw queues it again, as it does for the freeze's own catches);
+SIGTRAP pending at that moment, or a SIGSTOP (it cannot be blocked), is taken off the queue
+by its stop and kept in `FrozenThread.caught` (the thaw queues it again, as it does for the
+freeze's own catches, or stops the process: freeze.py);
 a process that ignores SIGTRAP runs its calls one by one instead (the int3 of a blob would
 reset its SIGTRAP disposition to the default: the kernel does that for a forced signal that
 is ignored). A seccomp filter that traps one of the calls (SIGSYS) fails the batch with a
@@ -35,7 +36,7 @@ from . import injection_page, kernel
 from .blobcode import INT3, code_size, syscall_code
 from .errors import CheckpointError, ProcessGone
 from .freeze import ALL_SIGNALS, FrozenThread, stack_scratch, syscall_insn_of
-from .inject import Injector
+from .inject import Injector, job_control_trap
 from .injection_page import MAP_PRIVATE_ANONYMOUS, PROT_RWX
 
 OUT = object()  # stands, among a call's arguments, for the address of its output space
@@ -91,7 +92,7 @@ class SyscallBatch:
             return
         main = threads[self.pid]
         kernel.set_sigmask(main.tid, ALL_SIGNALS)
-        inj = Injector(main.tid, syscall_insn_of(self.pid), *stack_scratch(main.regs))
+        inj = Injector(main.tid, syscall_insn_of(self.pid), *stack_scratch(main.regs), held=main.caught)
         try:
             code_bytes, data_end = self._place()
             size = (data_end + kernel.PAGE_SIZE - 1) & ~(kernel.PAGE_SIZE - 1)
@@ -177,10 +178,12 @@ def _wait_for_int3(thread: FrozenThread, end: int) -> None:
         _, status = kernel.waitpid(tid)
         if not os.WIFSTOPPED(status):
             raise ProcessGone(tid, "it died while running injected system calls")
-        if os.WSTOPSIG(status) == signal.SIGTRAP and status >> 16 == 0:
-            if kernel.get_regs(tid).rip == end:
-                return
+        trapped = os.WSTOPSIG(status) == signal.SIGTRAP and status >> 16 == 0
+        if trapped and kernel.get_regs(tid).rip == end:
+            return
+        if trapped:
             thread.caught.append(kernel.get_siginfo(tid))  # a SIGTRAP that was pending: keep it
+        if trapped or job_control_trap(tid, status, thread.caught):
             kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
             continue
         raise CheckpointError(f"task {tid} stopped unexpectedly (signal {os.WSTOPSIG(status)}, event "
@@ -189,7 +192,7 @@ def _wait_for_int3(thread: FrozenThread, end: int) -> None:
 
 def _run_one_by_one(pid: int, thread: FrozenThread, calls: list[Call]) -> None:
     kernel.set_sigmask(thread.tid, ALL_SIGNALS)
-    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs))
+    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs), held=thread.caught)
     saved = inj.read(inj.scratch, inj.scratch_size)
     try:
         for call in calls:

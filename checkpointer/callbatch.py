@@ -28,7 +28,7 @@ from . import kernel
 from .blobcode import INT3, code_size, syscall_code
 from .errors import CheckpointError, ProcessGone
 from .freeze import ALL_SIGNALS
-from .inject import Injector
+from .inject import Injector, job_control_trap
 
 CALL_BYTES = code_size(6) + 8  # the code of one call and its result slot, at most
 
@@ -104,6 +104,9 @@ class CallBatch:
         kernel.set_regs(tid, regs)
         kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
         _, status = kernel.waitpid(tid)
+        while self.inj.held is not None and job_control_trap(tid, status, self.inj.held):   # as the injector does
+            kernel.ptrace(kernel.PTRACE_CONT, tid, 0, 0)
+            _, status = kernel.waitpid(tid)
         if not os.WIFSTOPPED(status):
             raise ProcessGone(tid, "it died running a batch of injected system calls")
         if os.WSTOPSIG(status) != signal.SIGTRAP or status >> 16:

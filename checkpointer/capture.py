@@ -23,6 +23,7 @@ import functools
 import itertools
 import os
 import resource
+import signal
 import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -32,7 +33,7 @@ from .batch import OUT, Call, SyscallBatch
 from .copybuffer import CopyBuffer
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .files import POSIX_SHM_DIR, FileCapture
-from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, stack_scratch, syscall_insn_of
+from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, due_stop, stack_scratch, syscall_insn_of
 from .inject import Injector
 from .stopwatch import phase
 
@@ -126,9 +127,6 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             "auxv": procfs.auxv(pid).hex(),
             "vmas": [_vma_meta(pid, v, files) for v in vmas if v.path != "[vsyscall]"],
         }
-    if proc.stopped:
-        meta["stopped"] = True
-        meta["stop_signal"] = proc.stop_signal   # version 9
     with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
         ranges = list(itertools.chain.from_iterable(select(pid, vma) or () for vma in vmas))
     if selected is not None:
@@ -141,10 +139,26 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
         meta["seccomp"] = _seccomp(proc, status)
         meta.update(_injected_state(proc, status, keep_injection_page))
+        _job_control_stop(proc, meta)
     if ranges:
         with phase("page_copy"):
             copy_pages(pid, ranges, functools.partial(sink, meta["pid"]))
     return meta
+
+
+def _job_control_stop(proc: FrozenProcess, meta: dict) -> None:
+    """Record the process as stopped if it is due to be once let go (freeze.due_stop: the
+    stop it was found in, or a SIGSTOP that arrived while frozen and no SIGCONT after it):
+    a restore stops it at its end. A SIGSTOP is left out of the pending signals: queued
+    while a restored process is built, it would stop the building."""
+    queues = [meta["pending_shared"]] + [thread["pending"] for thread in meta["threads"]]
+    queued = {bytes.fromhex(info)[0] for queue in queues for info in queue}
+    stop = due_stop(proc, queued)
+    if stop:
+        meta["stopped"] = True
+        meta["stop_signal"] = stop   # version 9
+    for queue in queues:
+        queue[:] = [info for info in queue if bytes.fromhex(info)[0] != signal.SIGSTOP]
 
 
 def _controlling_pty(stat_fields: list[str]) -> dict | None:
@@ -382,7 +396,7 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
     """An injector into a frozen thread, signals blocked, its stack scratch area kept intact."""
     kernel.set_sigmask(thread.tid, ALL_SIGNALS)
     thread.touched = True
-    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs))
+    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs), held=thread.caught)
     saved = inj.read(inj.scratch, inj.scratch_size)
     try:
         yield inj

@@ -20,7 +20,9 @@ affinity and policy are given back after it).
 
 A process found in a job-control stop (SIGSTOP, ^Z) is stopped again at the thaw by the
 signal that stopped it (`FrozenProcess.stop_signal`); its parent sees it continued and
-stopped once more, by that signal.
+stopped once more, by that signal. A SIGSTOP that arrives while the process is frozen (our
+injected calls run with every other signal blocked) is held, not delivered, and stops the
+process at the thaw, unless a SIGCONT came after it (`due_stop`).
 
 A stop makes a blocking epoll_wait fail with EINTR (signal(7): Linux does not restart it
 after a stop): an event loop that waits without a timeout and takes EINTR for an error
@@ -201,7 +203,7 @@ class Frozen:
             _, status = kernel.waitpid(thread.tid)
             if not (os.WIFSTOPPED(status) and status >> 16 == kernel.PTRACE_EVENT_STOP):
                 raise ProcessGone(proc.pid, "it changed state while being frozen")
-        inj = Injector(proc.pid, syscall_insn_of(proc.pid), *stack_scratch(proc.main.regs))
+        inj = Injector(proc.pid, syscall_insn_of(proc.pid), *stack_scratch(proc.main.regs), held=proc.main.caught)
         try:
             saved = inj.read(inj.scratch, 80)
             inj.take_pending(signal.SIGCONT)
@@ -260,6 +262,7 @@ class Frozen:
         started = time.perf_counter()
         unstopped: list[FrozenThread] = []
         for proc in self.processes.values():
+            ready: list[FrozenThread] = []
             for thread in proc.threads.values():
                 if not thread.stopped:          # a freeze that failed waiting for it
                     unstopped.append(thread)
@@ -267,12 +270,25 @@ class Frozen:
                 try:
                     self.pinning.release(thread.tid)
                     _unboost(thread)
-                    _ready_to_thaw(proc.pid, thread, proc.stop_signal or (signal.SIGSTOP if self.leave_stopped else 0))
+                    _ready_to_thaw(proc.pid, thread)
+                    ready.append(thread)
+                except ProcessLookupError:
+                    dead.append(thread.tid)
+                except (OSError, CheckpointError) as exc:
+                    errors.append(f"task {thread.tid}: {exc}")
+            try:
+                stop = signal.SIGSTOP if self.leave_stopped else due_stop(proc)
+                if stop:
+                    os.kill(proc.pid, stop)     # acted on once it is let go
+            except ProcessLookupError:
+                pass
+            for thread in ready:
+                try:
                     self.thawed_at = time.perf_counter()  # the task may run (preempting us) at once
                     kernel.detach(thread.tid)
                 except ProcessLookupError:
                     dead.append(thread.tid)
-                except (OSError, CheckpointError) as exc:
+                except OSError as exc:
                     errors.append(f"task {thread.tid}: {exc}")
         errors += _let_go_unstopped(unstopped, {t for p in self.processes.values() for t in p.threads})
         # the thaw as the processes see it: until the last one was let go
@@ -359,18 +375,43 @@ def exiting(pid: int) -> bool:
     return fields[2] in ("Z", "X") or bool(int(fields[8]) & PF_EXITING) or bool(pending & SIGKILL_BIT)
 
 
-def _ready_to_thaw(pid: int, thread: FrozenThread, stop_signal: int) -> None:
-    """Everything but the detach: registers, mask and caught signals put back; the process
-    stopped again by `stop_signal` (0: not). A stop signal other than SIGSTOP stops it as
-    it did before: its handling cannot have changed while it was stopped."""
+def _ready_to_thaw(pid: int, thread: FrozenThread) -> None:
+    """Everything but the detach: registers, mask and caught signals put back (a SIGSTOP
+    caught is not queued again: the thaw stops the process by `due_stop`)."""
     tid = thread.tid
     if thread.touched or thread.caught or thread.restarted:
-        if thread.caught:
+        if any(info[0] != signal.SIGSTOP for info in thread.caught):
             _requeue(pid, thread)
         kernel.set_regs(tid, restart_fixup(thread.regs, same_task=True))
         kernel.set_sigmask(tid, thread.sigmask)
-    if stop_signal and tid == pid:
-        os.kill(pid, stop_signal)
+
+
+def due_stop(proc: FrozenProcess, queued: set[int] | None = None) -> int:
+    """The job-control stop `proc` is due to be in once let go, as its signals stand (0:
+    none): the stop it was found in (`stop_signal`: stopped again by the same signal, whose
+    handling cannot have changed while it was stopped), else SIGSTOP if one arrived while
+    it was frozen (held from an injection: inject.py, or caught by the freeze) or waits in
+    `queued` (the signal numbers in its queues; None: read from /proc); none if a SIGCONT
+    is queued: it came after every stop signal (a stop signal's arrival takes the queued
+    SIGCONTs away, and a SIGCONT's the queued stop signals), so the process was continued
+    last (stress-ng --kill stops and continues its workers in a loop)."""
+    held = any(info[0] == signal.SIGSTOP for thread in proc.threads.values() for info in thread.caught)
+    if not (proc.stop_signal or held or queued):
+        return 0            # nothing to stop it by: /proc is not read
+    if queued is None:
+        queued = queued_signals(proc)
+    if signal.SIGCONT in queued:
+        return 0
+    return proc.stop_signal or (signal.SIGSTOP if held or signal.SIGSTOP in queued else 0)
+
+
+def queued_signals(proc: FrozenProcess) -> set[int]:
+    """The numbers of the signals queued to the process or to any of its frozen threads."""
+    bits = 0
+    for thread in proc.threads.values():
+        status = procfs.status(thread.tid)
+        bits |= int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
+    return {signo for signo in range(1, 65) if bits >> (signo - 1) & 1}
 
 
 def _restart_endless_wait(thread: FrozenThread) -> None:
@@ -403,10 +444,10 @@ def _requeue(pid: int, thread: FrozenThread) -> None:
     ns_pid = procfs.ns_id(procfs.frozen_status(pid)["NSpid"])
     ns_tid = procfs.ns_id(procfs.frozen_status(thread.tid)["NSpid"])
     kernel.set_sigmask(thread.tid, ALL_SIGNALS)
-    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs))
+    inj = Injector(thread.tid, syscall_insn_of(pid), *stack_scratch(thread.regs), held=thread.caught)
     try:
         saved = inj.read(inj.scratch, kernel.SIGINFO_SIZE)
-        for info in thread.caught:
+        for info in [info for info in thread.caught if info[0] != signal.SIGSTOP]:
             inj.check(kernel.NR["rt_tgsigqueueinfo"], ns_pid, ns_tid, info[0], inj.put(info),
                       what="re-queue a signal")
         inj.write(inj.scratch, saved)

@@ -8,7 +8,11 @@ inside the process (brk, signal handlers, the tid address, mappings of a restore
 process...).
 
 Simplifications: the caller blocks every signal of the task (PTRACE_SETSIGMASK)
-while injecting, so no signal-delivery-stop interleaves; fork/clone events seen
+while injecting, so no signal-delivery-stop interleaves but a SIGSTOP's, which cannot be
+blocked (job control: a parent stopping its child, stress-ng --kill): given a `held` list
+(the thread's `FrozenThread.caught`), the injector keeps the stop's siginfo there and goes
+on without it (and past the trap a SIGCONT makes) (the thaw stops the process then: freeze.py); without one it is an error, as
+any other unexpected stop (a stub being restored). Fork/clone events seen
 during a call (a clone3 we injected, with PTRACE_O_TRACEFORK set) are collected in
 `children`. The task's registers are NOT restored by the injector: callers save
 them first and set them back (see `restart_fixup`).
@@ -29,8 +33,10 @@ _FORK_EVENTS = (kernel.PTRACE_EVENT_FORK, kernel.PTRACE_EVENT_VFORK, kernel.PTRA
 
 
 class Injector:
-    def __init__(self, tid: int, syscall_addr: int, scratch: int, scratch_size: int):
+    def __init__(self, tid: int, syscall_addr: int, scratch: int, scratch_size: int,
+                 held: list[bytes] | None = None):
         self.tid = tid
+        self.held = held
         self.syscall_addr = syscall_addr
         self.scratch = scratch
         self.scratch_size = scratch_size
@@ -109,9 +115,25 @@ class Injector:
                 continue
             if os.WSTOPSIG(status) == _SYSCALL_STOP:
                 return
+            if self.held is not None and job_control_trap(self.tid, status, self.held):
+                continue
             raise CheckpointError(
                 f"task {self.tid} stopped unexpectedly (signal {os.WSTOPSIG(status)}, event {event}) "
                 "during an injected system call")
+
+
+def job_control_trap(tid: int, status: int, held: list[bytes]) -> bool:
+    """Whether `status`, a stop of `tid` while it runs injected code, is job control's, to
+    be resumed without a signal: a SIGSTOP's delivery (its siginfo appended to `held`: the
+    signal is off the queue, and only acted on if passed on resuming) or the trap by which
+    a SIGCONT notifies a seized tracee (PTRACE_EVENT_STOP with SIGTRAP)."""
+    if not os.WIFSTOPPED(status):
+        return False
+    event, signo = status >> 16, os.WSTOPSIG(status)
+    if event == 0 and signo == signal.SIGSTOP:
+        held.append(kernel.get_siginfo(tid))
+        return True
+    return event == kernel.PTRACE_EVENT_STOP and signo == signal.SIGTRAP
 
 
 def restart_fixup(regs: Regs, same_task: bool) -> Regs:

@@ -83,7 +83,7 @@ def release(pid: int) -> None:
             main = frozen.processes[pid].main
             kernel.set_sigmask(main.tid, ALL_SIGNALS)
             main.touched = True
-            inj = Injector(main.tid, syscall_insn_of(pid), *stack_scratch(main.regs))
+            inj = Injector(main.tid, syscall_insn_of(pid), *stack_scratch(main.regs), held=main.caught)
             try:
                 _unmap(inj, pid, *own)
             finally:
