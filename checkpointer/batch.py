@@ -37,7 +37,7 @@ from .blobcode import INT3, code_size, syscall_code
 from .errors import CheckpointError, ProcessGone
 from .freeze import ALL_SIGNALS, FrozenThread, stack_scratch, syscall_insn_of
 from .inject import Injector, job_control_trap
-from .injection_page import MAP_PRIVATE_ANONYMOUS, PROT_RWX
+from .injectmap import map_rwx
 
 OUT = object()  # stands, among a call's arguments, for the address of its output space
 SIGTRAP_BIT = 1 << (signal.SIGTRAP - 1)
@@ -99,8 +99,7 @@ class SyscallBatch:
             base = injection_page.take(self.pid, inj, data_end) if keep_page else None
             kept = base is not None
             if not kept:
-                base = inj.check(kernel.NR["mmap"], 0, size, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
-                                 what="mmap (injection page)")
+                base = map_rwx(inj, self.pid, size)
             try:
                 code, entries = bytearray(), []
                 for tid, calls in self.calls.items():

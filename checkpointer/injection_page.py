@@ -28,10 +28,11 @@ from . import kernel, procfs
 from .errors import CheckpointError, ProcessGone
 from .freeze import ALL_SIGNALS, freeze, stack_scratch, syscall_insn_of
 from .inject import Injector
+from .injectmap import map_rwx
 
 COOKIE_SIZE = 16
 MIN_PAGES = 2            # room for the calls of a process with many handlers and threads
-PROT_RWX, MAP_PRIVATE_ANONYMOUS, MADV_DONTFORK, NR_MADVISE = 7, 0x22, 10, 28
+MADV_DONTFORK, NR_MADVISE = 10, 28
 _REFUSED: set[int] = set()   # pids whose madvise failed (seccomp): they keep no page
 
 
@@ -48,8 +49,7 @@ def take(pid: int, inj: Injector, size: int) -> int | None:
     if own is not None:
         _unmap(inj, pid, *own)
     length = max(MIN_PAGES * kernel.PAGE_SIZE, -(-(size + COOKIE_SIZE) // kernel.PAGE_SIZE) * kernel.PAGE_SIZE)
-    base = inj.check(kernel.NR["mmap"], 0, length, PROT_RWX, MAP_PRIVATE_ANONYMOUS, -1, 0,
-                     what="mmap (injection page)")
+    base = map_rwx(inj, pid, length)
     try:
         if inj.call(NR_MADVISE, base, length, MADV_DONTFORK) < 0:
             inj.check(kernel.NR["munmap"], base, length, what="munmap (injection page)")

@@ -2,12 +2,20 @@
 
 Job control: a stop signal that arrives while they run is held, not an error, and the
 process ends up as its job control last asked (stopped if the stop came last, running if a
-SIGCONT followed)."""
+SIGCONT followed). A tight address-space limit (RLIMIT_AS): the checkpointer's injection
+page is mapped all the same, and the process keeps its own limit."""
 from __future__ import annotations
 
-import checkpointer
+import os
+import resource
 
-from ckpt_helpers import assert_unbroken, children_of, ok_lines, wait_for
+import pytest
+
+import checkpointer
+from checkpointer import CheckpointError, freeze, load_image
+from checkpointer.incremental import Incremental
+
+from ckpt_helpers import assert_unbroken, children_of, ok_lines, restored_goes_on, wait_for
 
 CHECKPOINTS = 40
 
@@ -28,3 +36,55 @@ def test_a_child_stopped_and_continued_in_a_loop_is_checkpointed_again_and_again
     assert assert_unbroken(out, proc.pid) >= loops + 100
     assert assert_unbroken(mine, child) >= lines + 100
 
+
+def test_a_process_without_room_under_its_address_space_limit_is_checkpointed(procs, store, binaries,
+                                                                               tmp_path):
+    out = tmp_path / "tight.out"
+    proc = procs.start([str(binaries / "tight_address_space"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 5, "the target to run under its limit")
+    limits = resource.prlimit(proc.pid, resource.RLIMIT_AS)
+    assert limits[0] != resource.RLIM_INFINITY
+    checkpointer.checkpoint([proc.pid], store, "tight")    # a page mapped for this checkpoint only
+    inc = Incremental()
+    try:
+        for _ in range(2):                                  # a page kept for the next checkpoint
+            with freeze([proc.pid], tree=True) as frozen:
+                inc.capture(frozen, store)
+    finally:
+        inc.close()
+    assert resource.prlimit(proc.pid, resource.RLIMIT_AS) == limits
+    [meta] = load_image(store, "tight").processes
+    assert meta["rlimits"]["RLIMIT_AS"][0] == limits[0]
+    lines = len(ok_lines(out))
+    wait_for(lambda: len(ok_lines(out)) >= lines + 20, "the target to run on after the checkpoints")
+    procs.kill(proc)
+    restored_goes_on(procs, store, "tight", out)
+    assert assert_unbroken(out, proc.pid) >= lines + 20
+
+
+def test_a_hard_address_space_limit_we_may_not_raise_fails_by_name_and_is_kept(procs, store, binaries, tmp_path):
+    """Without CAP_SYS_RESOURCE (this machine's root lacks it) a hard limit with no room left
+    cannot be lifted: the checkpoint fails naming the limit, the process runs on with it."""
+    out = tmp_path / "hard.out"
+    proc = procs.start([str(binaries / "tight_address_space"), str(out), "hard"])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 5, "the target to run under its limit")
+    limits = resource.prlimit(proc.pid, resource.RLIMIT_AS)
+    assert limits[0] == limits[1] != resource.RLIM_INFINITY
+    may_raise = bool(_effective_capabilities() >> CAP_SYS_RESOURCE & 1)
+    if may_raise:
+        checkpointer.checkpoint([proc.pid], store, "hard")
+    else:
+        with pytest.raises(CheckpointError, match="RLIMIT_AS"):
+            checkpointer.checkpoint([proc.pid], store, "hard")
+    assert resource.prlimit(proc.pid, resource.RLIMIT_AS) == limits
+    lines = len(ok_lines(out))
+    wait_for(lambda: len(ok_lines(out)) >= lines + 20, "the target to run on after the checkpoint")
+    assert assert_unbroken(out, proc.pid) >= lines + 20
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def _effective_capabilities() -> int:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
