@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 
+from mount.control import ControlError
 from objectstore import Store, StoreError
 
 #: Modules contributing verbs, in the order they appear in `sls --help`.
@@ -97,7 +98,7 @@ def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (CommandError, StoreError) as exc:
+    except (CommandError, ControlError, StoreError) as exc:   # ControlError: no mount there, no daemon
         print(f"sls: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:                # `sls log | head`: the reader has what it wanted

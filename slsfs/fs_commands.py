@@ -403,8 +403,12 @@ def _store_or_daemon(target: str, op: str, **fields):
             if _daemon_listens(target):    # it answered with a refusal (or too late): say so
                 raise CommandError(str(exc)) from None
             return None, target
-    reply, _ = _control(target, op, timeout=3600, **fields)
-    return reply, None
+    try:
+        find_mount(target)
+    except ControlError:
+        raise CommandError(f"{target} is neither a slsfs store (no FORMAT file) nor inside a slsfs mount: "
+                           "name a store directory or a mount point") from None
+    return _control(target, op, timeout=3600, **fields)[0], None
 
 
 def _daemon_listens(store: str) -> bool:
