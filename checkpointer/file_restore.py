@@ -883,9 +883,9 @@ class FileRestorer:
                                     lambda pid: self._sender_pid(builder, pid))
         for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:   # once refilled
             _set_peek_offset(builder.tid, end, this)
-            if this.get("shutdown"):      # the kernel's mask: 1 receiving, 2 sending, 3 both
+            if this.get("shutdown"):
                 with sockets.borrow(builder.tid, end) as sock:
-                    sock.shutdown((socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR)[this["shutdown"] - 1])
+                    netsockets.shut_down(sock, this["shutdown"])
         return ends
 
     def _ours(self, builder, file_ids: list[int], base: int) -> list[int]:

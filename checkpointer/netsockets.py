@@ -39,6 +39,7 @@ kernel's autotuning off).
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -144,6 +145,8 @@ def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
             record["backlog"], record["dropped"] = inet_listen_queue(family, sock.proto, ino)
         elif sock_type == socket.SOCK_DGRAM and sockets.has_pending(sock):
             record["dropped"] = 1
+        if sock_type == socket.SOCK_DGRAM and (shut := sockets.udp_shutdown(sock, ino)):
+            record["shutdown"] = shut    # version 17
     if listening:
         record["state"] = "listen"
     elif connected and sock_type != socket.SOCK_DGRAM:
@@ -274,7 +277,10 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
     if record["state"] == "closed":
         _make_closed(sock, record.get("finished", False))
         return None
-    if record["address"] is None or record["state"] == "established":   # tcp_repair.py binds and connects
+    if record["state"] == "established":    # tcp_repair.py binds and connects
+        return None
+    if record["address"] is None:
+        shut_down(sock, record.get("shutdown", 0))
         return None
     reuse = record["options"].get("SO_REUSEADDR", 0)
     if family != socket.AF_UNIX:  # a port left in TIME_WAIT by the dead original is not "in use"
@@ -299,7 +305,20 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
     if record["peer"] is not None and record["type"] == "dgram":
         sock.connect(tuple(record["peer"]))
+    shut_down(sock, record.get("shutdown", 0))
     return kept
+
+
+def shut_down(sock: socket.socket, mask: int) -> None:
+    """Shut a socket down as the kernel's shutdown `mask` says (1: receiving, 2: sending,
+    3: both; 0: nothing), after it is bound, connected and refilled. The kernel sets the
+    mask of an unconnected UDP socket too, though it answers ENOTCONN."""
+    if mask:
+        try:
+            sock.shutdown((socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR)[mask - 1])
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN or sock.type != socket.SOCK_DGRAM:
+                raise
 
 
 def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool = False) -> int | None:

@@ -14,6 +14,8 @@ Simplifications: the queues of connected pairs and of bound datagram sockets are
 """
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
 import socket
 import struct
@@ -36,6 +38,10 @@ _buffers = threading.local()
 _NR_SOCKETPAIR, _NR_RECVMSG, _NR_CLOSE = 53, 47, 3
 MSG_CMSG_CLOEXEC = 0x40000000
 TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
+INET_DIAG_REQUEST = struct.Struct("=BBBBI")   # inet_diag_req_v2 before its socket id
+INET_DIAG_SOCKID = struct.Struct(">HH16s16s")  # sport, dport, src, dst (network order); then if, cookie
+INET_DIAG_MSG_BYTES, INET_DIAG_INODE_OFFSET = 72, 68   # struct inet_diag_msg, its idiag_inode
+INET_DIAG_SHUTDOWN, INET_DIAG_ALL_STATES, NO_COOKIE = 8, 0xFFFFFFFF, b"\xff" * 8
 
 
 def diag_exchange(nl: socket.socket, kind: int, flags: int, request: bytes) -> bytes | int:
@@ -87,6 +93,52 @@ def unix_info(ino: int) -> dict | None:
             info["shutdown"] = payload[0]
         offset += (attr_len + 3) & ~3
     return info if family == socket.AF_UNIX and found_ino == ino else None
+
+
+def inet_sockid(source: tuple, destination: tuple, cookie: bytes = NO_COOKIE) -> tuple[int, bytes]:
+    """(address family, struct inet_diag_sockid) for an exact inet_diag lookup."""
+    address = ipaddress.ip_address(source[0])
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    packed = [ipaddress.ip_address(a).packed.ljust(16, b"\0") for a in (source[0], destination[0])]
+    return family, INET_DIAG_SOCKID.pack(source[1], destination[1], *packed) + struct.pack("=I", 0) + cookie
+
+
+def inet_diag(nl: socket.socket, kind: int, flags: int, protocol: int, target: tuple[int, bytes]) -> bytes | None:
+    """One sock_diag request about one TCP or UDP socket (`target`: inet_sockid's): its
+    struct inet_diag_msg and attributes (a lookup), or None (not found, or for a
+    SOCK_DESTROY: done). Raises OSError for other refusals."""
+    family, sockid = target
+    reply = diag_exchange(nl, kind, flags, INET_DIAG_REQUEST.pack(family, protocol, 0, 0, INET_DIAG_ALL_STATES) + sockid)
+    if isinstance(reply, bytes):
+        return reply[16:struct.unpack_from("=I", reply)[0]]
+    if reply in (0, errno.ENOENT):
+        return None
+    raise OSError(reply, f"sock_diag: {os.strerror(reply)}")
+
+
+def udp_shutdown(sock: socket.socket, ino: int) -> int:
+    """The shutdown mask of a UDP socket (1: no more receiving, 2: no more sending), from
+    udp_diag. Its exact lookup finds the socket a datagram from the peer (any, for one not
+    connected) to the socket's address would reach: 0 when that is another socket (several
+    bound to one address with SO_REUSEPORT), or the socket is unbound."""
+    local = sock.getsockname()
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        peer = ("::" if sock.family == socket.AF_INET6 else "0.0.0.0", 0)
+    if not local[1]:
+        return 0
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
+        found = inet_diag(nl, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, socket.IPPROTO_UDP, inet_sockid(peer, local))
+    if found is None or struct.unpack_from("=I", found, INET_DIAG_INODE_OFFSET)[0] != ino:
+        return 0
+    offset = INET_DIAG_MSG_BYTES
+    while offset + 4 <= len(found):
+        attr_len, attr_type = struct.unpack_from("=HH", found, offset)
+        if attr_type == INET_DIAG_SHUTDOWN and attr_len > 4:
+            return found[offset + 4]
+        offset += (max(attr_len, 4) + 3) & ~3
+    return 0
 
 
 def borrow(pid: int, fd: int) -> socket.socket:

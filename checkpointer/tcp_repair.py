@@ -32,8 +32,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import ipaddress
-import os
 import socket
 import struct
 import time
@@ -57,10 +55,7 @@ PAIR_READS = 200            # reads of a pair whose queues keep changing before 
 READ_BUDGET_S = 0.5          # the time a checkpoint's stop may spend reading connections again
 UNSETTLED = "its bytes were still moving after {reads} reads of its state"
 TCP_INFO_BYTES = 8      # tcpi_state ... tcpi_options, the window scales: the first bytes of tcp_info
-SOCK_DESTROY, NLM_F_ACK, INET_DIAG_ALL_STATES = 21, 4, 0xFFFFFFFF
-INET_DIAG_REQUEST = struct.Struct("=BBBBI")   # inet_diag_req_v2 before its socket id
-INET_DIAG_SOCKID = struct.Struct(">HH16s16s")  # sport, dport, src, dst (network order); then if, cookie
-INET_DIAG_INODE_OFFSET = 68                    # in struct inet_diag_msg
+SOCK_DESTROY, NLM_F_ACK = 21, 4
 WINDOW = struct.Struct("5I")  # struct tcp_repair_window: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup
 
 BlobWriter = Callable[[bytes], list[str]]
@@ -176,36 +171,18 @@ def clear_leftovers(connections: Iterable[tuple[tuple, tuple]]) -> int:
     is left alone. Call before any connection of the restore is made: a destroyed
     leftover sends a reset to its peer's address pair."""
     destroyed = 0
+    tcp = socket.IPPROTO_TCP
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sockets.NETLINK_SOCK_DIAG) as nl:
         for local, peer in connections:
-            found = _diag(nl, sockets.SOCK_DIAG_BY_FAMILY, sockets.NLM_F_REQUEST, _sockid(local, peer, b"\xff" * 8))
-            if found is None or struct.unpack_from("=I", found, INET_DIAG_INODE_OFFSET)[0] != 0:
+            found = sockets.inet_diag(nl, sockets.SOCK_DIAG_BY_FAMILY, sockets.NLM_F_REQUEST, tcp,
+                                      sockets.inet_sockid(local, peer))
+            if found is None or struct.unpack_from("=I", found, sockets.INET_DIAG_INODE_OFFSET)[0] != 0:
                 continue        # none, or a process holds it
-            cookie = found[4 + INET_DIAG_SOCKID.size + 4: 4 + INET_DIAG_SOCKID.size + 12]
-            if _diag(nl, SOCK_DESTROY, sockets.NLM_F_REQUEST | NLM_F_ACK, _sockid(local, peer, cookie)) is None:
+            cookie = found[4 + sockets.INET_DIAG_SOCKID.size + 4: 4 + sockets.INET_DIAG_SOCKID.size + 12]
+            if sockets.inet_diag(nl, SOCK_DESTROY, sockets.NLM_F_REQUEST | NLM_F_ACK, tcp,
+                                 sockets.inet_sockid(local, peer, cookie)) is None:
                 destroyed += 1
     return destroyed
-
-
-def _sockid(local: tuple, peer: tuple, cookie: bytes) -> tuple[int, bytes]:
-    """(address family, struct inet_diag_sockid) of one connection."""
-    address = ipaddress.ip_address(local[0])
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    packed = [ipaddress.ip_address(a).packed.ljust(16, b"\0") for a in (local[0], peer[0])]
-    return family, INET_DIAG_SOCKID.pack(local[1], peer[1], *packed) + struct.pack("=I", 0) + cookie
-
-
-def _diag(nl: socket.socket, kind: int, flags: int, target: tuple[int, bytes]) -> bytes | None:
-    """One sock_diag request about one TCP socket: its struct inet_diag_msg (a lookup), or
-    None (not found, or for SOCK_DESTROY: done). Raises OSError for other refusals."""
-    family, sockid = target
-    reply = sockets.diag_exchange(nl, kind, flags, INET_DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0,
-                                                                          INET_DIAG_ALL_STATES) + sockid)
-    if isinstance(reply, bytes):
-        return reply[16:]
-    if reply in (0, errno.ENOENT):
-        return None
-    raise OSError(reply, f"sock_diag: {os.strerror(reply)}")
 
 
 def rebuild(sock: socket.socket, state: dict, local: tuple, peer: tuple, read_blob: Callable[[list[str]], bytes]

@@ -31,6 +31,17 @@ def test_a_socket_filter_comes_back(procs, store, tmp_path):
     goes_on_after_a_restore(procs, store, proc, out, "filter", "the target to filter")
 
 
+def test_udp_sockets_stay_shut_down(procs, store, tmp_path):
+    """UDP sockets shut down for sending (connected, and not: the kernel sets its mask all
+    the same) still fail to send after a restore, and one shut down for receiving still
+    polls POLLRDHUP (zdtm socket_udp_shutdown: it sent)."""
+    out = tmp_path / "shut.out"
+    proc = procs.python("shut_down_udp.py", str(out))
+    goes_on_after_a_restore(procs, store, proc, out, "shut", "the target to check its sockets")
+    masks = sorted(f.get("shutdown", 0) for f in load_image(store, "shut").files if f["kind"] == "socket")
+    assert masks == [1, 2, 2]
+
+
 def test_a_dual_stack_connection_with_both_ends_in_the_image_is_repaired(procs, store, tmp_path):
     """An IPv4 client's connection to a dual-stack IPv6 server (zdtm socket-tcp4v6-local):
     the server's end names the addresses as ::ffff:127.0.0.1, the client's as 127.0.0.1;
