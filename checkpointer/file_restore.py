@@ -817,7 +817,7 @@ class FileRestorer:
         killed original left closing in the kernel go (tcp_repair.clear_leftovers)."""
         self.leftovers_cleared = True
         pairs = [(tuple(f["address"]), tuple(f["peer"])) for f in self.files.values()
-                 if f["kind"] == "socket" and f.get("tcp")]
+                 if f["kind"] == "socket" and (f.get("tcp") or f.get("finished") and f["peer"] and f["address"])]
         try:
             tcp_repair.clear_leftovers(pairs)
         except OSError:     # not allowed (no CAP_NET_ADMIN): the repair says so itself

@@ -382,7 +382,7 @@ class FileCapture:
         two ends are in the image: state `established`. Without CAP_NET_ADMIN, or when one
         could not be read consistently, they stay `closed`, with why (`closed_because`)."""
         ends = {connection_ends(f): f for f in self.files if f["kind"] == "socket" and f["state"] == "closed"
-                and f["family"] != "unix" and f["address"] and f["peer"]}
+                and f["family"] != "unix" and f["address"] and f["peer"] and not f.get("finished")}
         pairs = [(f, ends[key[::-1]]) for key, f in ends.items() if key < key[::-1] and key[::-1] in ends]
         if not pairs:
             return

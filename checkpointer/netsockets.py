@@ -17,8 +17,11 @@ Inet sockets of the image that share an address (SO_REUSEPORT) are all bound wit
 one that had turned it off since gets it off again once all are bound (file_restore.py).
 
 A TCP connection that had ended before the checkpoint (closed both ways, or reset: no peer
-any more) is `closed` and `finished`: it reads EOF and writes EPIPE again, with no bind of
-its port (the dead original's TIME_WAIT may hold it) and no warning (nothing is lost).
+any more) is `closed` and `finished`: it reads EOF and writes EPIPE again, with no warning
+(nothing is lost), and names its own and its peer's addresses as before (made in repair
+mode and aborted: tcp_repair.end, the dead original's TIME_WAIT on the pair destroyed
+first); where that pair is in use (the original still runs) it stands unbound, connected
+to a throw-away listener.
 
 Simplifications: a TCP connection whose peer is outside the image (or that is not
 established, or without CAP_NET_ADMIN), and a Unix one whose peer is outside the image,
@@ -46,10 +49,11 @@ import stat
 import struct
 import threading
 
-from . import kernel, sockets, sockfilter
+from . import kernel, sockets, sockfilter, tcp_repair
 from .errors import CheckpointError
 
 TCP_LISTEN, TCP_CLOSE = 10, 7
+SO_PEERNAME = 28
 TCP_INFO_SEGS_AT = 136      # struct tcp_info: tcpi_segs_out, tcpi_segs_in (u32 each)
 CLONE_FS = 0x200
 NLM_F_DUMP, NLMSG_DONE = 0x300, 3
@@ -152,7 +156,7 @@ def describe(sock: socket.socket, unix: dict | None, ino: int) -> dict:
     elif connected and sock_type != socket.SOCK_DGRAM:
         record["state"] = "closed"
     elif sock_type == socket.SOCK_STREAM and family != socket.AF_UNIX and _ended(sock):
-        record.update(state="closed", finished=True)    # version 14
+        record.update(state="closed", finished=True, peer=_peer_name(sock))    # version 14, its peer 17
     else:
         record["state"] = "bound" if record["address"] else "unbound"
     if record["state"] != "closed":
@@ -167,6 +171,20 @@ def _ended(sock: socket.socket) -> bool:
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SEGS_AT + 8)
     return len(info) >= TCP_INFO_SEGS_AT + 8 and info[0] == TCP_CLOSE \
         and any(struct.unpack_from("II", info, TCP_INFO_SEGS_AT))
+
+
+def _peer_name(sock: socket.socket) -> list | None:
+    """The peer's address of an ended TCP connection (SO_PEERNAME still names it, where
+    getpeername answers ENOTCONN), as getpeername would give it; None if it has none."""
+    size = 28 if sock.family == socket.AF_INET6 else 16      # struct sockaddr_in6 / sockaddr_in
+    raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERNAME, size)
+    port = struct.unpack_from(">H", raw, 2)[0]
+    if not port:
+        return None
+    if sock.family == socket.AF_INET6:
+        flowinfo, scope_id = struct.unpack_from(">I", raw, 4)[0], struct.unpack_from("=I", raw, 24)[0]
+        return [socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, flowinfo, scope_id]
+    return [socket.inet_ntop(socket.AF_INET, raw[4:8]), port]
 
 
 def read_options(sock: socket.socket, record: dict) -> None:
@@ -275,7 +293,8 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
     if "filter" in record:
         sockfilter.attach(sock.fileno(), record["filter"])
     if record["state"] == "closed":
-        _make_closed(sock, record.get("finished", False))
+        if not (record.get("finished") and record["peer"] and _end(sock, record)):
+            _make_closed(sock, record.get("finished", False))
         return None
     if record["state"] == "established":    # tcp_repair.py binds and connects
         return None
@@ -399,6 +418,16 @@ def _bind_from(directory: str, sock: socket.socket, name: bytes) -> None:
         raise failure[0]
 
 
+def _end(sock: socket.socket, record: dict) -> bool:
+    """Whether an ended TCP connection could be made again with its own addresses
+    (tcp_repair.end); if not (the address pair is in use), `_make_closed` stands in."""
+    try:
+        tcp_repair.end(sock, tuple(record["address"]), tuple(record["peer"]))
+    except OSError:
+        return False
+    return True
+
+
 def _make_closed(sock: socket.socket, finished: bool = False) -> None:
     """Connect the socket to a throw-away listener whose accepted end is reset (TCP) or
     closed (Unix), so the application sees a connection its peer has ended. A datagram
@@ -410,7 +439,9 @@ def _make_closed(sock: socket.socket, finished: bool = False) -> None:
     if sock.family == socket.AF_UNIX:
         listener_address = b"\0slsfs-closed-" + os.urandom(8).hex().encode()
     else:
-        listener_address = ("::1", 0) if sock.family == socket.AF_INET6 else ("127.0.0.1", 0)
+        bound = sock.getsockname()[0]      # (an ended connection whose pair was taken: bound)
+        listener_address = (("::ffff:127.0.0.1" if bound.startswith("::ffff:") else "::1", 0)
+                            if sock.family == socket.AF_INET6 else ("127.0.0.1", 0))
     with socket.socket(sock.family, sock.type) as listener:
         listener.bind(listener_address)
         listener.listen(1)

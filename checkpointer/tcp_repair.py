@@ -25,7 +25,8 @@ A restored end's buffers are the original's sizes, fixed (no
 more autotuning), or larger if its queued bytes need it; its segments are at most 32767
 bytes (loopback's were up to 65483). The ends a killed original left closing on the same
 address pairs are destroyed first (`clear_leftovers`); an end whose other end could not be
-made again comes back reset (`abandon`).
+made again comes back reset (`abandon`); a connection that had ended before the
+checkpoint comes back ended, with its addresses (`end`).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
 REPAIR_ON, REPAIR_OFF, REPAIR_OFF_NO_WINDOW_PROBE = 1, 0, -1
 NO_QUEUE, RECV_QUEUE, SEND_QUEUE = 0, 1, 2
 SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
-TCP_ESTABLISHED = 1
+TCP_ESTABLISHED, TCP_CLOSE = 1, 7
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
@@ -224,6 +225,32 @@ def finish(sock: socket.socket, state: dict, reuse_address: int, read_blob: Call
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
     if state["unsent"]:
         _put(sock, read_blob(state["send"])[-state["unsent"]:], socket.SO_SNDBUF, SO_SNDBUFFORCE)
+
+
+def end(sock: socket.socket, local: tuple, peer: tuple) -> None:
+    """Make a fresh TCP socket the connection `local` -> `peer` ended both ways (state
+    CLOSE, reading EOF, writing EPIPE), its addresses named by getsockname and SO_PEERNAME
+    as before: made in repair mode (no handshake), then aborted (SOCK_DESTROY, which sends
+    a reset to the peer's address pair: the connection had ended, and no process holds its
+    other end but the restore, which ends it likewise) and its error (ECONNABORTED) taken.
+    Raises OSError (the address pair is in use: the original still runs; or the abort was
+    refused), the socket left bound and unconnected."""
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_ON)
+    try:
+        sock.bind(local)
+        sock.connect(peer)
+    finally:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF_NO_WINDOW_PROBE)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sockets.NETLINK_SOCK_DIAG) as nl:
+            sockets.inet_diag(nl, SOCK_DESTROY, sockets.NLM_F_REQUEST | NLM_F_ACK, socket.IPPROTO_TCP,
+                              sockets.inet_sockid(local, peer))
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE:
+            raise OSError(errno.ENOENT, "sock_diag did not find the connection to end")
+    except OSError:
+        abandon(sock)
+        raise
+    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)     # reading it clears it
 
 
 def abandon(sock: socket.socket) -> None:

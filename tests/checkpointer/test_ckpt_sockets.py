@@ -118,13 +118,16 @@ def test_tcp_connections_that_had_ended_come_back_ended(procs, store, tmp_path):
     """TCP connections closed both ways before the checkpoint (zdtm socket-tcp-closed,
     socket-tcp-close2): the restore tried to bind the client's port again, which the dead
     original's TIME_WAIT holds, and failed ('Address already in use'); now they come back
-    reading EOF and refusing writes (EPIPE), as they did, with no warning."""
+    reading EOF and refusing writes (EPIPE), as they did, with no warning, and with their
+    own addresses (they were connected to a throw-away listener: zdtm's 'A destination
+    address mismatch')."""
     out = tmp_path / "ended.out"
     proc = procs.python("ended_connection.py", str(out))
     wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the connections to end")
     checkpointer.checkpoint([proc.pid], store, "ended")
     ended = [f for f in load_image(store, "ended").files if f["kind"] == "socket"]
     assert [(f["state"], f.get("finished")) for f in ended] == [("closed", True)] * 2
+    assert sorted(f["peer"][1] for f in ended) == sorted(f["address"][1] for f in ended)
     procs.kill(proc)
     restored = reads_after_a_restore(procs, store, "ended", out)
     assert restored.warnings == []

@@ -4,13 +4,16 @@ a response to its end and closing the socket: `ended_connection.py OUTFILE`, run
 scratch directory.
 
 It writes "ready", then waits for a file "read-now" (removes it): each end must read EOF,
-and writing must fail with EPIPE. Then "read ok", or "BAD ..."."""
+writing must fail with EPIPE, and each must name its own address (getsockname) and its
+peer's (SO_PEERNAME, which still answers in state CLOSE, where getpeername does not) as
+before. Then "read ok", or "BAD ..."."""
 import os
 import signal
 import socket
 import sys
 import time
 
+SO_PEERNAME = 28
 signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 out = open(sys.argv[1], "w", buffering=1)
 listener = socket.create_server(("127.0.0.1", 0))
@@ -22,6 +25,13 @@ assert server.recv(1) == b""
 server.shutdown(socket.SHUT_WR)
 assert client.recv(1) == b""
 time.sleep(0.2)                        # the last ACK in: both ends CLOSE
+
+
+def names(sock: socket.socket) -> tuple:
+    return sock.getsockname(), sock.getsockopt(socket.SOL_SOCKET, SO_PEERNAME, 16)   # a struct sockaddr_in
+
+
+before = [names(client), names(server)]
 out.write("ready\n")
 while not os.path.exists("read-now"):
     time.sleep(0.005)
@@ -40,5 +50,8 @@ for name, end in (("client", client), ("server", server)):
         sys.exit(1)
     except BrokenPipeError:
         pass
+if [names(client), names(server)] != before:
+    out.write(f"BAD the ends name {[names(client), names(server)]}, not {before}\n")
+    sys.exit(1)
 out.write("read ok\n")
 time.sleep(600)
