@@ -9,7 +9,12 @@ processes out (SQLite's write lock, a pid file's flock); after a restore that be
 held a lock it no longer had, two processes would write at once.
 
 Simplifications: a lease being broken (another process opened the file meanwhile) is
-kept as the lease it is being broken to (none, or a read lease); a lock that another
+kept as the lease it is being broken to (none, or a read lease); a read lease on a file
+open for writing (its holder's own fd, say), which the kernel grants only as a write lease
+broken to read, is taken as a write lease and broken again to read by an open of the
+restorer's (with no owner for the moment: no break signal reaches the process, which had
+had it already; the owner is then the holder, as F_SETLEASE makes it): it stays breaking
+until the kernel's lease-break-time, where the original may have been done with it; a lock that another
 process (outside the restored tree) took meanwhile makes the restore fail, naming the
 file and the lock; a POSIX lock is taken once per fd that shows it (the same owner taking
 the same range again changes nothing).
@@ -17,13 +22,14 @@ the same range again changes nothing).
 from __future__ import annotations
 
 import errno
+import os
 import re
 import struct
 
 from .errors import CheckpointError
 
-_NR_FLOCK, _NR_FCNTL = 73, 72
-F_SETLK, F_OFD_SETLK, F_SETLEASE = 6, 37, 1024
+_NR_FLOCK, _NR_FCNTL, _NR_GETPID = 73, 72, 39
+F_SETLK, F_SETOWN, F_OFD_SETLK, F_SETLEASE = 6, 8, 37, 1024
 F_RDLCK, F_WRLCK, SEEK_SET = 0, 1, 0
 LOCK_SH, LOCK_EX, LOCK_NB = 1, 2, 4
 _LINE = re.compile(r"^lock:\s*\d+:\s*(POSIX|FLOCK|OFDLCK)\s+\w+\s+(READ|WRITE)\s+\S+\s+\S+\s+(\d+)\s+(\d+|EOF)\s*$",
@@ -40,6 +46,23 @@ def held(fdinfo: str) -> list[list]:
             + [["LEASE", m[1], 0, -1] for m in _LEASE.finditer(fdinfo)])
 
 
+def _broken_to_read(inj, fd: int) -> int:
+    """A read lease on `fd` of the process of `inj` whose file is open for writing: a write
+    lease, broken to read by our open of it (O_NONBLOCK: EWOULDBLOCK, the break begun),
+    while the file has no owner to signal. 0, or the write lease's -errno."""
+    result = inj.call(_NR_FCNTL, fd, F_SETLEASE, F_WRLCK)
+    if result < 0:
+        return result
+    inj.check(_NR_FCNTL, fd, F_SETOWN, 0, what="F_SETOWN")
+    try:
+        os.close(os.open(f"/proc/{inj.tid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except BlockingIOError:
+        pass
+    own_pid = inj.check(_NR_GETPID, what="getpid")
+    inj.check(_NR_FCNTL, fd, F_SETOWN, own_pid, what="F_SETOWN")
+    return 0
+
+
 def retake(inj, fd: int, locks: list[list], what: str, warnings: list[str] | None = None) -> None:
     """Take `locks` (from `held`) on the restored process's `fd` (`inj`: its injector).
     With `warnings`, a lease that cannot be taken (the file is open elsewhere now) is named
@@ -49,6 +72,8 @@ def retake(inj, fd: int, locks: list[list], what: str, warnings: list[str] | Non
             result = inj.call(_NR_FLOCK, fd, (LOCK_SH if access == "READ" else LOCK_EX) | LOCK_NB)
         elif kind == "LEASE":
             result = inj.call(_NR_FCNTL, fd, F_SETLEASE, F_RDLCK if access == "READ" else F_WRLCK)
+            if result == -errno.EAGAIN and access == "READ":
+                result = _broken_to_read(inj, fd)
         else:
             length = 0 if last < 0 else last - first + 1
             request = struct.pack("hhqqi4x", F_RDLCK if access == "READ" else F_WRLCK, SEEK_SET, first, length, 0)

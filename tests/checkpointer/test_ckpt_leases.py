@@ -38,3 +38,19 @@ def test_a_lease_that_cannot_be_taken_back_is_a_warning(procs, store, tmp_path):
     assert any("write lease" in w and "could not be taken back" in w for w in restored.warnings), restored.warnings
     size = out.stat().st_size
     wait_for(lambda: out.stat().st_size > size + 200, "the restored process to go on")
+
+
+def test_a_write_lease_being_broken_to_read_is_a_read_lease_again(procs, store, tmp_path):
+    """A write lease another open is breaking to read, on a file its holder has open for
+    writing (zdtm file_lease02): the kernel refuses a read lease on a file open for
+    writing, so the restore lost it ('could not be taken back'); now it is a write lease
+    broken to read again, with no second break signal to the holder."""
+    out = tmp_path / "broken.out"
+    proc = procs.python("broken_lease.py", str(out), str(tmp_path))
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the lease to be broken")
+    checkpointer.checkpoint([proc.pid], store, "broken")
+    held = [lock[:2] for fd in load_image(store, "broken").processes[0]["fds"] for lock in fd.get("locks", [])]
+    assert held == [["LEASE", "READ"]]
+    procs.kill(proc)
+    restored = restored_goes_on(procs, store, "broken", out)
+    assert restored.warnings == []
