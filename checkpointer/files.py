@@ -603,10 +603,11 @@ def _read_unleased(pid: int, info: procfs.FdInfo) -> bytes | None:
     """Up to KEPT_FILE_MAX + 1 bytes of the file at process `pid`'s fd, read without opening
     it (an open would break a lease on it: SIGIO to a frozen holder, which cannot give the
     lease up in time). An fd that can read is read through our own dup of it (pread: its
-    offset stays). A write-only fd is opened again read-only: only a write lease conflicts
-    with that, and the kernel grants one only while no other description of the file is
-    open for writing, so one exists only if this fd's own description holds it, which its
-    fdinfo shows. None when unreadable (by path only, then)."""
+    offset stays). A write-only fd is opened again read-only: only a write lease, or a lease
+    being broken (an open waits for the break to end: lease-break-time, 45 s), conflicts
+    with that, and the kernel grants a write lease only while no other description of the
+    file is open for writing, so one exists only if this fd's own description holds it,
+    which its fdinfo shows. None when unreadable (by path only, then)."""
     try:
         if info.flags & O_ACCMODE != O_WRONLY:
             dup = kernel.borrow_fd(pid, info.fd)
@@ -614,7 +615,7 @@ def _read_unleased(pid: int, info: procfs.FdInfo) -> bytes | None:
                 return os.pread(dup, KEPT_FILE_MAX + 1, 0)
             finally:
                 os.close(dup)
-        if any(lock[0] == "LEASE" for lock in locks.held(info.raw)):
+        if locks.leased(info.raw):      # (one being broken to none too: the open would wait for it)
             return None
         with open(f"/proc/{pid}/fd/{info.fd}", "rb", buffering=0) as fh:
             return fh.read(KEPT_FILE_MAX + 1)

@@ -36,6 +36,13 @@ _LINE = re.compile(r"^lock:\s*\d+:\s*(POSIX|FLOCK|OFDLCK)\s+\w+\s+(READ|WRITE)\s
                    re.MULTILINE)
 # a lease: ACTIVE with its type, or BREAKING with the type it is being broken to
 _LEASE = re.compile(r"^lock:\s*\d+:\s*LEASE\s+(?:ACTIVE|BREAKING)\s+(READ|WRITE)\s", re.MULTILINE)
+_ANY_LEASE = re.compile(r"^lock:\s*\d+:\s*LEASE\s", re.MULTILINE)
+
+
+def leased(fdinfo: str) -> bool:
+    """Whether an fdinfo text shows a lease, active or being broken (to none too, which
+    `held` leaves out): an open of the file would wait for its break (lease-break-time)."""
+    return _ANY_LEASE.search(fdinfo) is not None
 
 
 def held(fdinfo: str) -> list[list]:
