@@ -17,7 +17,10 @@ Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mi
 (`redis_*` keys, plus the daemon's CPU per checkpoint, the checkpoints taken in the
 measured window, their rate and pages; skipped with a note if redis-server is not installed).
 `--quick` uses short windows and a small dataset, and finishes in about 90 s.
-Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N]
+`--redis-only` skips SQLite. The daemon's CPU is given per checkpoint and per page
+stored, with its share of one CPU and the system part (the kernel's copies and syncs),
+and the load average is noted beside each rate (the machine is shared).
+Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only]
 """
 from __future__ import annotations
 
@@ -182,16 +185,32 @@ def redis_rate(port: int, mib: int, requests: int) -> float:
     raise SystemExit(f"bench: no SET figure from redis-benchmark: {out[-300:]}")
 
 
-def daemon_cpu(store: Path) -> tuple[float, int, int, float]:
-    """(CPU ms the store's daemon has used, checkpoints its group has taken, pages they
-    stored, monotonic time): the daemon's CPU competes with the application on a small
-    machine, beyond the stop itself."""
+def daemon_cpu(store: Path) -> tuple[float, float, int, int, float]:
+    """(user and system CPU ms the store's daemon has used, checkpoints its group has
+    taken, pages they stored, monotonic time): the daemon's CPU competes with the
+    application on a small machine, beyond the stop itself."""
     ps = request(store, "ps")
     with open(f"/proc/{ps['daemon']}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])          # utime + stime
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
     group = ps["groups"][0]
-    return ticks * 1000 / os.sysconf("SC_CLK_TCK"), group["checkpoints"], group["pages_total"], time.monotonic()
+    return (int(fields[11]) * tick_ms, int(fields[12]) * tick_ms, group["checkpoints"], group["pages_total"],
+            time.monotonic())
+
+
+def note_daemon_cpu(out: dict, key: str, before: tuple, after: tuple, status: dict) -> None:
+    """The daemon's CPU between `before` and `after` (daemon_cpu), per checkpoint and per
+    page stored, the share of one CPU it took, and what the checkpoints were."""
+    user_ms, system_ms, checkpoints, pages, seconds = (a - b for a, b in zip(after, before))
+    cpu_ms = user_ms + system_ms
+    out[f"redis_daemon_cpu_ms_per_checkpoint_{key}"] = round(cpu_ms / max(checkpoints, 1), 1)
+    out[f"redis_daemon_cpu_us_per_page_{key}"] = round(1000 * cpu_ms / max(pages, 1), 1)
+    out[f"redis_daemon_cpu_share_of_one_cpu_{key}"] = round(cpu_ms / 1000 / seconds, 3)
+    out[f"redis_daemon_cpu_system_pct_{key}"] = round(100 * system_ms / max(cpu_ms, 1), 1)
+    out[f"redis_checkpoints_{key}"] = checkpoints           # in the measured window
+    out[f"redis_checkpoints_per_s_achieved_{key}"] = round(checkpoints / seconds, 1)
+    out[f"redis_pages_per_checkpoint_{key}"] = round(pages / max(checkpoints, 1))
+    out[f"redis_precopied_pages_last_{key}"] = status["precopied_pages_last"]
 
 
 def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: int) -> None:
@@ -201,6 +220,7 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
     proc = subprocess.Popen(redis_argv(port), cwd=plain, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         out["redis_sets_per_s_no_slsfs"] = round(redis_rate(port, mib, requests), 1)
+        out["redis_load_avg_1min_no_slsfs"] = round(os.getloadavg()[0], 2)
     finally:
         proc.kill()
         proc.wait()
@@ -213,14 +233,11 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         redis_fill(port, mib)
         before = daemon_cpu(store)
         out[f"redis_sets_per_s_{key}"] = round(redis_rate(port, mib, requests), 1)
+        out[f"redis_load_avg_1min_{key}"] = round(os.getloadavg()[0], 2)
         if hz:
             status = request(store, "ps")["groups"][0]
             note_checkpoints(out, "redis_", key, status, "pages_last")
-            cpu_ms, checkpoints, pages, seconds = (a - b for a, b in zip(daemon_cpu(store), before))
-            out[f"redis_daemon_cpu_ms_per_checkpoint_{key}"] = round(cpu_ms / max(checkpoints, 1), 1)
-            out[f"redis_checkpoints_{key}"] = checkpoints           # in the measured window
-            out[f"redis_checkpoints_per_s_achieved_{key}"] = round(checkpoints / seconds, 1)
-            out[f"redis_pages_per_checkpoint_{key}"] = round(pages / max(checkpoints, 1))
+            note_daemon_cpu(out, key, before, daemon_cpu(store), status)
         if hz == 10:
             crash_and_restore(store, "redis", out, "redis_")
         sls("stop", "--store", str(store))
@@ -229,11 +246,30 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         out[f"redis_overhead_pct_{key}"] = round(100 * (1 - out[f"redis_sets_per_s_{key}"] / base), 1)
 
 
+def sqlite_bench(work: Path, out: dict, stores: list[Path], script: Path, window: float) -> None:
+    """The SQLite loop's rows per second with no slsfs, in a group without checkpoints and
+    at 10 and 100 Hz, its checkpoints' figures, and restores after a crash at 10 Hz."""
+    out["rows_per_s_no_slsfs"] = round(plain_rate(work, script, window), 1)
+    for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
+        measured, status, store = group_run(work, script, hz, window)
+        stores.append(store)
+        out[f"rows_per_s_{key}"] = round(measured, 1)
+        if hz:
+            note_checkpoints(out, "", key, status, "rate_hz")
+        if hz == 10:
+            crash_and_restore(store, "bench", out, "")
+        sls("stop", "--store", str(store))
+    base = out["rows_per_s_no_slsfs"]
+    for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
+        out[f"overhead_pct_{key}"] = round(100 * (1 - out[f"rows_per_s_{key}"] / base), 1) if base else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", help="work directory (default: a new temporary one)")
     parser.add_argument("--redis-mib", type=int, help="Redis dataset size (default 100, 16 with --quick)")
+    parser.add_argument("--redis-only", action="store_true", help="measure Redis only (not SQLite)")
     args = parser.parse_args()
     mib = args.redis_mib or (16 if args.quick else 100)
     requests = 150000 if args.quick else 400000   # 1-2 s (quick) of SETs on this VM: 10+ checkpoints at 10 Hz
@@ -246,19 +282,8 @@ def main() -> int:
     out: dict = {"benchmark": "groups", "quick": args.quick, "window_s": window, "app": "sqlite insert loop",
                  "redis_dataset_mib": mib, "redis_requests": requests}
     try:
-        out["rows_per_s_no_slsfs"] = round(plain_rate(work, script, window), 1)
-        for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
-            measured, status, store = group_run(work, script, hz, window)
-            stores.append(store)
-            out[f"rows_per_s_{key}"] = round(measured, 1)
-            if hz:
-                note_checkpoints(out, "", key, status, "rate_hz")
-            if hz == 10:
-                crash_and_restore(store, "bench", out, "")
-            sls("stop", "--store", str(store))
-        base = out["rows_per_s_no_slsfs"]
-        for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
-            out[f"overhead_pct_{key}"] = round(100 * (1 - out[f"rows_per_s_{key}"] / base), 1) if base else None
+        if not args.redis_only:
+            sqlite_bench(work, out, stores, script, window)
         if shutil.which("redis-server") and shutil.which("redis-benchmark"):
             redis_bench(work, out, stores, mib, requests)
         else:
