@@ -25,7 +25,11 @@ COMPACT_BELOW = 0.5
 
 
 def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None) -> set[bytes]:
-    """Every chunk reachable from `roots` (node children and entry refs, recursively)."""
+    """Every chunk reachable from `roots` (node children and entry refs, recursively).
+    The refs of a node are sorted by one look-up each into data chunks, marked at once,
+    and the rest (nodes, and ids the store lacks, whose error is then reported as for
+    any chunk): 5.7 us per live chunk before (a GC of a Redis group's store, 245k live
+    chunks, 1.4 s stop-the-world), when each ref was visited as a chunk of its own."""
     seen: set[bytes] = set()
     stack = list(roots)
     while stack:
@@ -43,7 +47,10 @@ def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None) 
             problems.append(f"chunk {bytes(cid).hex()}: {exc}")
             continue
         stack.extend(c for c in children if c not in seen)
-        stack.extend(r for r in refs if r not in seen)
+        if refs:     # mostly data chunks (pages, file blocks): marked here, not visited one by one
+            data, others = store.data_chunks(set(refs).difference(seen))
+            seen.update(data)
+            stack.extend(others)
     return seen
 
 

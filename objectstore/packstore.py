@@ -502,6 +502,15 @@ class PackStore:
             raise NotFound(f"chunk {bytes(cid).hex()} is not in the store")
         return _unloc(loc)[3]
 
+    def data_chunks(self, cids: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """(the DATA chunks among `cids`, the others: NODE chunks and ids not in the store),
+        by one index look-up each (kind() is three calls a chunk: GC marks millions)."""
+        get, data, others = self._index.get, [], []
+        for cid in cids:
+            loc = get(cid)
+            (others if loc is None or loc & 1 else data).append(cid)
+        return data, others
+
     def ids(self) -> Iterator[ChunkId]:
         return (ChunkId(c) for c in list(self._index))
 

@@ -29,7 +29,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from . import pack as fmt
 from .chunks import DATA, NODE, ChunkId, chunk_id
@@ -256,6 +256,10 @@ class Store:
 
     def kind(self, cid: bytes) -> int:
         return self.packs.kind(cid)
+
+    def data_chunks(self, cids: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """(the DATA chunks among `cids`, the others: NODE chunks and ids not in the store)."""
+        return self.packs.data_chunks(cids)
 
     def ids(self) -> Iterator[ChunkId]:
         return self.packs.ids()
