@@ -78,15 +78,7 @@ def collect(store, *, progress: Callable[[str], None] | None = None, now: float 
         progress("marking")
     live = reachable(store, store.live_roots())
     packs = store.packs
-    total: dict[int, int] = {}
-    alive: dict[int, int] = {}
-    dead_chunks = 0
-    for cid, number, stored_len, _kind in packs.chunk_locations():
-        total[number] = total.get(number, 0) + stored_len
-        if cid in live:
-            alive[number] = alive.get(number, 0) + stored_len
-        else:
-            dead_chunks += 1
+    total, alive, dead_chunks = packs.pack_usage(live)
     mostly_dead = {n for n, size in total.items() if alive.get(n, 0) < COMPACT_BELOW * size}
     if prune is not None and packs.active in mostly_dead:
         packs.seal_active()     # a small disk's dead data may all sit in the active pack

@@ -750,7 +750,7 @@ class PackStore:
     # -- maintenance (GC, fsck) -----------------------------------------------
 
     def pack_numbers(self) -> list[int]:
-        return sorted({_unloc(loc)[0] for loc in self._index.values()} |
+        return sorted({loc >> _PACK_SHIFT for loc in self._index.values()} |
                       {m[0] for m in self._meta} | {self._active})
 
     @property
@@ -763,6 +763,23 @@ class PackStore:
             number, _off, stored_len, kind = _unloc(loc)
             yield cid, number, stored_len, kind
 
+    def pack_usage(self, live: set[bytes]) -> tuple[dict[int, int], dict[int, int], int]:
+        """(stored bytes of the chunks of each pack, of those among them in `live`, how
+        many chunks are not in `live`): what GC chooses the packs to compact by, in one
+        pass over the index taking locations apart in place (chunk_locations' call per
+        chunk was most of such a pass: 0.2-0.3 s for 280k chunks)."""
+        total: dict[int, int] = {}
+        alive: dict[int, int] = {}
+        dead = 0
+        for cid, loc in self._index.items():
+            number, stored_len = loc >> _PACK_SHIFT, loc >> 1 & _LEN_MASK
+            total[number] = total.get(number, 0) + stored_len
+            if cid in live:
+                alive[number] = alive.get(number, 0) + stored_len
+            else:
+                dead += 1
+        return total, alive, dead
+
     def rewrite_packs(self, numbers: set[int], keep_chunk: Callable[[bytes], bool],
                       keep_meta: Callable[[int, bytes], bool]) -> int:
         """Copy what is kept from sealed packs `numbers` into the active pack, then
@@ -773,9 +790,9 @@ class PackStore:
         before = sum(_pack_path(self.directory, n).stat().st_size for n in numbers)
         moved = 0
         for cid, loc in list(self._index.items()):
-            number, offset, stored_len, kind = _unloc(loc)
-            if number not in numbers:
+            if loc >> _PACK_SHIFT not in numbers:      # (_unloc's pack number: most chunks stay)
                 continue
+            number, offset, stored_len, kind = _unloc(loc)
             del self._index[cid]
             if keep_chunk(cid):
                 info, payload = self._read_record(number, offset, stored_len)   # (its checksum verified)
