@@ -21,7 +21,8 @@ by its stop and kept in `FrozenThread.caught` (the thaw queues it again, as it d
 freeze's own catches, or stops the process: freeze.py);
 a process that ignores SIGTRAP runs its calls one by one instead (the int3 of a blob would
 reset its SIGTRAP disposition to the default: the kernel does that for a forced signal that
-is ignored). A seccomp filter that traps one of the calls (SIGSYS) fails the batch with a
+is ignored), and so does one with no room for the mapping under an address-space limit
+we may not lift (injectmap.py). A seccomp filter that traps one of the calls (SIGSYS) fails the batch with a
 CheckpointError, as it failed a single injected call. Registers and masks are clobbered:
 `run` marks the threads touched, and the thaw sets them back. x86-64 only.
 """
@@ -86,10 +87,21 @@ class SyscallBatch:
             return
         for tid in self.calls:
             threads[tid].touched = True
-        if self.ignores_sigtrap:
+        done = None if self.ignores_sigtrap else self._run_mapped(threads, keep_page)
+        if done is None:    # no blob: the thread's SIGTRAP ignored, or no room for its page
             for tid, calls in self.calls.items():
                 _run_one_by_one(self.pid, threads[tid], calls)
             return
+        for calls in self.calls.values():
+            for call in calls:
+                raw = struct.unpack_from("Q", done, call.result_at)[0]
+                call.result = raw - (1 << 64) if raw >= 1 << 63 else raw
+                call.out = done[call.out_at:call.out_at + call.out_size]
+
+    def _run_mapped(self, threads: dict[int, FrozenThread], keep_page: bool) -> bytes | None:
+        """Every thread's blob run from one mapping; the mapping's results and outputs, or
+        None if the process has no room for it under an address-space limit we may not
+        lift (injectmap.py)."""
         main = threads[self.pid]
         kernel.set_sigmask(main.tid, ALL_SIGNALS)
         inj = Injector(main.tid, syscall_insn_of(self.pid), *stack_scratch(main.regs), held=main.caught)
@@ -100,6 +112,8 @@ class SyscallBatch:
             kept = base is not None
             if not kept:
                 base = map_rwx(inj, self.pid, size)
+            if base is None:
+                return None
             try:
                 code, entries = bytearray(), []
                 for tid, calls in self.calls.items():
@@ -108,17 +122,12 @@ class SyscallBatch:
                     entries.append((threads[tid], start, base + len(code)))
                 inj.write(base, bytes(code) + bytes(data_end - len(code)))   # results and outputs zeroed
                 _run_blobs(entries)
-                done = inj.read(base, data_end)
+                return inj.read(base, data_end)
             finally:
                 if not kept:
                     inj.check(kernel.NR["munmap"], base, size, what="munmap (injection page)")
         finally:
             inj.close()
-        for calls in self.calls.values():
-            for call in calls:
-                raw = struct.unpack_from("Q", done, call.result_at)[0]
-                call.result = raw - (1 << 64) if raw >= 1 << 63 else raw
-                call.out = done[call.out_at:call.out_at + call.out_size]
 
     def _place(self) -> tuple[int, int]:
         """Offsets in the mapping: every thread's code first, then 8-byte results, then

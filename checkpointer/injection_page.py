@@ -38,8 +38,9 @@ _REFUSED: set[int] = set()   # pids whose madvise failed (seccomp): they keep no
 
 def take(pid: int, inj: Injector, size: int) -> int | None:
     """The address of our mapping in `pid`, with `size` bytes free before the cookie; None
-    if the process may not keep one (a seccomp filter that refuses madvise): the caller
-    maps its memory for this checkpoint only, as for a process not tracked."""
+    if the process may not keep one (a seccomp filter that refuses madvise; no room under
+    its address-space limit, this time): the caller does without, as for a process not
+    tracked."""
     if pid in _REFUSED:
         return None
     procfs.maps(pid)                    # checks the mapping made earlier (once per freeze window)
@@ -50,6 +51,8 @@ def take(pid: int, inj: Injector, size: int) -> int | None:
         _unmap(inj, pid, *own)
     length = max(MIN_PAGES * kernel.PAGE_SIZE, -(-(size + COOKIE_SIZE) // kernel.PAGE_SIZE) * kernel.PAGE_SIZE)
     base = map_rwx(inj, pid, length)
+    if base is None:
+        return None                     # no room under its address-space limit: not kept, for now
     try:
         if inj.call(NR_MADVISE, base, length, MADV_DONTFORK) < 0:
             inj.check(kernel.NR["munmap"], base, length, what="munmap (injection page)")
