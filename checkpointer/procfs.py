@@ -317,6 +317,19 @@ def mm_layout(pid: int, fields: list[str] | None = None) -> dict[str, int]:
 
 
 def auxv(pid: int) -> bytes:
+    """The process's auxiliary vector, up to its AT_NULL; read once per freeze window (only
+    an exec changes it, which a frozen process cannot do): the capture records it and the
+    injection finds the vdso by it."""
+    cache = window_cache()
+    if cache is not None and ("auxv", pid) in cache:
+        return cache[("auxv", pid)]
+    vector = _auxv(pid)
+    if cache is not None:
+        cache[("auxv", pid)] = vector
+    return vector
+
+
+def _auxv(pid: int) -> bytes:
     data = _read(pid, "auxv", "rb")
     # trim to the AT_NULL terminator
     for i in range(0, len(data), 16):
