@@ -280,8 +280,8 @@ class Frozen:
                 stop = signal.SIGSTOP if self.leave_stopped else due_stop(proc)
                 if stop:
                     os.kill(proc.pid, stop)     # acted on once it is let go
-            except ProcessLookupError:
-                pass
+            except (ProcessLookupError, ProcessGone):
+                pass                            # it has exited
             for thread in ready:
                 try:
                     self.thawed_at = time.perf_counter()  # the task may run (preempting us) at once
@@ -406,10 +406,14 @@ def due_stop(proc: FrozenProcess, queued: set[int] | None = None) -> int:
 
 
 def queued_signals(proc: FrozenProcess) -> set[int]:
-    """The numbers of the signals queued to the process or to any of its frozen threads."""
+    """The numbers of the signals queued to the process or to any of its frozen threads
+    (those still there)."""
     bits = 0
     for thread in proc.threads.values():
-        status = procfs.status(thread.tid)
+        try:
+            status = procfs.status(thread.tid)
+        except ProcessGone:
+            continue
         bits |= int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
     return {signo for signo in range(1, 65) if bits >> (signo - 1) & 1}
 
