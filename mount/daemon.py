@@ -11,6 +11,7 @@ failed ("error: ..."), so that the starting command can return at the right time
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -151,6 +152,20 @@ def readiness_reporter(fd: int | None) -> Callable[[str], None]:
     return ready
 
 
+GC_THRESHOLDS = (5000, 10, 100)  # gc.set_threshold for a daemon (default 700, 10, 10)
+
+
+def pace_collector() -> None:
+    """Run Python's cyclic garbage collector less often in a daemon: at its default pace
+    (a young collection every 700 allocations; every FUSE request makes several) it
+    walks the mount's tree caches often. Measured: a plain mount daemon creating and
+    stat()ing 20,000 files then running SQLite for 5 s spent 0.53-0.71 s of CPU in the
+    collector (481-547 collections), 0.22-0.38 s at this pace (56-71); the group daemon
+    7-11% of its CPU under a Redis group checkpointed 10x a second, ~5% at this pace.
+    The daemons make few reference cycles."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def setup_logging(path: str | None) -> None:
     """Log INFO and above to the file `path` (None: standard error)."""
     handler = logging.StreamHandler() if path is None else logging.FileHandler(path)
@@ -171,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--log-to-stderr", action="store_true")
     args = parser.parse_args(argv)
+    pace_collector()
 
     ready = readiness_reporter(args.ready_fd)
     setup_logging(None if args.log_to_stderr else os.path.join(args.store, LOG_NAME))

@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
-import gc
 import json
 import logging
 import os
@@ -103,7 +102,6 @@ LAZY_MIN_BYTES = 8 << 20      # a restore of more pages than this runs the proce
 # 14.8 MiB 83 vs 62; 5.7 MiB 38 vs 42 (lazy's fixed cost: the page server's fork and its arming)
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
-GC_THRESHOLDS = (5000, 10, 100)  # gc.set_threshold for the daemon (default 700, 10, 10)
 
 
 class Startup:
@@ -777,10 +775,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
     parser.add_argument("--like", metavar="GROUP", help="mount where GROUP's newest checkpoint says")
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args(argv)
-    # The collector's default pace (a young collection every 700 allocations) walks the
-    # mount's tree cache often: 7-11% of the daemon's CPU under a Redis group checkpointed
-    # 10x a second, ~5% at this pace. The daemon makes few reference cycles.
-    gc.set_threshold(*GC_THRESHOLDS)
+    mount_daemon.pace_collector()
 
     ready = mount_daemon.readiness_reporter(args.ready_fd)
     mount_daemon.setup_logging(os.path.join(args.store, LOG_NAME))
