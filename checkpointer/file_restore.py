@@ -580,17 +580,27 @@ class FileRestorer:
             os.unlink(name)
 
     def _make_deleted(self, builder, record: dict) -> int:
-        """An unlinked file made again where it was: O_TMPFILE, or where the file system does
-        not offer it (FUSE), a file created under a fresh name and unlinked at once; then
-        opened again with the original's flags, unless it was made with O_TMPFILE too. A
-        directory removed since (a temporary directory cleaned up while a file in it stays
-        open) is replaced by its nearest ancestor that exists."""
+        """An unlinked file made again where it was: under its own name if that is free (and
+        unlinked at once: /proc/PID/fd names it "<its path> (deleted)" again), else
+        O_TMPFILE (as one made so was), or where the file system does not offer it (FUSE),
+        a file created under a fresh name and unlinked at once; then opened again with the
+        original's flags, unless it was made with O_TMPFILE too. A directory removed since
+        (a temporary directory cleaned up while a file in it stays open) is replaced by its
+        nearest ancestor that exists."""
         original = record["target"][: -len(procfs.DELETED)]
         directory = _nearest_directory(self.remap(os.path.dirname(original)))
         what = f"the unlinked file {original}"
         as_made = record["flags"] & O_TMPFILE == O_TMPFILE and record["flags"] & O_ACCMODE == O_WRONLY
-        fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
-                              O_TMPFILE | (O_WRONLY if as_made else O_RDWR), record["mode"])
+        fd = -errno.EEXIST
+        named = os.path.join(directory, os.path.basename(original))
+        if record["flags"] & O_TMPFILE != O_TMPFILE and directory == self.remap(os.path.dirname(original)):
+            fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(named.encode() + b"\0"),
+                                  O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW, record["mode"])
+            if fd >= 0:
+                os.unlink(named)
+        if fd < 0:
+            fd = builder.inj.call(kernel.NR["openat"], -100, builder.inj.put(directory.encode() + b"\0"),
+                                  O_TMPFILE | (O_WRONLY if as_made else O_RDWR), record["mode"])
         if fd == -errno.EOPNOTSUPP:
             name = os.path.join(directory, f".slsfs-restored-{os.urandom(6).hex()}")
             fd = builder.open(name, O_CREAT | O_EXCL | O_RDWR, what, mode=record["mode"])

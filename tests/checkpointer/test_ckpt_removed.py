@@ -56,7 +56,8 @@ def test_a_file_unlinked_under_one_name_but_linked_under_another_is_written_afte
         "what the restored process wrote did not reach the file's other name"
 
 
-@pytest.mark.parametrize("target", ["removed_tmpdir.py", "unlinked_device.py"], ids=["directory", "device"])
+@pytest.mark.parametrize("target", ["removed_tmpdir.py", "unlinked_device.py", "unlinked_named.py"],
+                         ids=["directory", "device", "name"])
 def test_an_open_file_whose_name_is_gone_for_good_comes_back(procs, store, tmp_path, target):
     """directory: an unlinked file whose directory was removed too (zdtm unlink_regular00; a
     temporary directory cleaned up while a file in it is still in use): the restore failed
@@ -64,7 +65,10 @@ def test_an_open_file_whose_name_is_gone_for_good_comes_back(procs, store, tmp_p
     the nearest directory that exists, with its contents and offset.
     device: a /dev/null-like node the program made, opened and unlinked (zdtm deleted_dev):
     the restore tried to reopen it by its path and failed ('No such file or directory'); it
-    is made again with its mode and device number, opened, and unlinked."""
+    is made again with its mode and device number, opened, and unlinked.
+    name: an unlinked file whose directory is still there: it was made with O_TMPFILE, which
+    /proc/PID/fd names "<directory>/#<inode> (deleted)" (zdtm unlink_multiple_largefiles:
+    'Symlink target ... has changed'); it is made under its own name and unlinked at once."""
     out = tmp_path / "gone.out"
     proc = procs.python(target, str(out))
     wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to lose its file's name")
