@@ -16,7 +16,8 @@ fsyncs and ~30 FUSE requests a row on slsfs). `--quick` uses smaller sizes
 two warm-up reads, see seq); first_read is the read right after writing.
 `daemon_cpu_ms_per_unique_mib` and `daemon_cpu_us_per_sqlite_row` are the mount daemon's
 CPU time per MiB of the unique-data write and per SQLite row: steadier than the rates
-on a busy machine.
+on a busy machine. `fuse_requests_per_sqlite_row`: the requests the kernel sent the
+daemon per row, by kind (bench/fuse_requests.py; null without root or tracefs).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)          # not bench/: bench/objectstore.py would shadow the package
 from mount.control import request  # noqa: E402  (needs the path above)
+from bench.fuse_requests import FuseRequests  # noqa: E402
 SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
 MiB = 1024 * 1024
 WARM_PASSES = 2
@@ -148,9 +150,7 @@ def sqlite_rows(directories: dict[str, Path], seconds: float, rounds: int = 6,
                 cpu[name] -= cpu_seconds(daemons.get(name))
                 start = time.perf_counter()
                 while time.perf_counter() - start < seconds / rounds:
-                    db.execute("BEGIN IMMEDIATE")
-                    db.execute("INSERT INTO t VALUES (NULL, ?)", ("x" * 200,))
-                    db.execute("COMMIT")
+                    insert_row(db)
                     rows[name] += 1
                 spent[name] += time.perf_counter() - start
                 cpu[name] += cpu_seconds(daemons.get(name))
@@ -158,6 +158,30 @@ def sqlite_rows(directories: dict[str, Path], seconds: float, rounds: int = 6,
         for db in dbs.values():
             db.close()
     return {name: (rows[name] / spent[name], cpu[name] / rows[name] * 1e6) for name in dbs}
+
+
+def insert_row(db: sqlite3.Connection) -> None:
+    """One row in one transaction (bench/groups.py's loop)."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO t VALUES (NULL, ?)", ("x" * 200,))
+    db.execute("COMMIT")
+
+
+def sqlite_requests(directory: Path, rows: int) -> dict[str, float] | None:
+    """The FUSE requests per row of sqlite_rows' loop, by kind (bench.fuse_requests: the
+    kernel's own count, None where it cannot be read), over `rows` rows after a few
+    unmeasured ones (the first transactions create the table and the journal's entry)."""
+    db = sqlite3.connect(str(directory / "requests.db"), isolation_level=None)
+    try:
+        db.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, payload TEXT)")
+        for _ in range(5):
+            insert_row(db)
+        with FuseRequests(directory) as seen:
+            for _ in range(rows):
+                insert_row(db)
+    finally:
+        db.close()
+    return seen.per(rows)
 
 
 def random_io(path: Path, ops: int) -> tuple[float, float]:
@@ -338,6 +362,7 @@ def main() -> None:
         for name, (rate, _cpu) in rates.items():
             result[name]["sqlite_rows_per_s"] = round(rate)
         result["slsfs"]["daemon_cpu_us_per_sqlite_row"] = round(rates["slsfs"][1])
+        result["slsfs"]["fuse_requests_per_sqlite_row"] = sqlite_requests(mnt, 100 if args.quick else 500)
         s, p = result["slsfs"], result["plain"]
         result.update({k: s[k] for k in s})
         result["seq_write_ratio"] = round(s["seq_write_mb_s"] / p["seq_write_mb_s"], 3)

@@ -38,7 +38,9 @@ from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)              # bench/objectstore.py must not shadow the objectstore package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))    # for bench.fuse_requests
 
+from bench.fuse_requests import FuseRequests  # noqa: E402
 from mount.control import request  # noqa: E402
 
 LOOP = '''\
@@ -72,15 +74,26 @@ def progress(directory: Path) -> int:
         return 0
 
 
-def rate(directory: Path, window: float) -> float:
+def wait_for_start(directory: Path) -> None:
+    """Until the loop in `directory` has made its first 40 rows."""
     deadline = time.monotonic() + 60
     while progress(directory) < 40:
         if time.monotonic() > deadline:
             raise SystemExit(f"bench: the SQLite loop in {directory} made no progress")
         time.sleep(0.05)
+
+
+def rows_in_window(directory: Path, window: float) -> tuple[int, float]:
+    """(rows the loop in `directory` committed, seconds) over about `window` seconds."""
     start_n, start_t = progress(directory), time.monotonic()
     time.sleep(window)
-    return (progress(directory) - start_n) / (time.monotonic() - start_t)
+    return progress(directory) - start_n, time.monotonic() - start_t
+
+
+def rate(directory: Path, window: float) -> float:
+    wait_for_start(directory)
+    rows, seconds = rows_in_window(directory, window)
+    return rows / seconds
 
 
 def plain_rate(work: Path, script: Path, window: float) -> float:
@@ -95,13 +108,20 @@ def plain_rate(work: Path, script: Path, window: float) -> float:
         proc.wait()
 
 
-def group_run(work: Path, script: Path, hz: float, window: float) -> tuple[float, dict, Path]:
+def group_run(work: Path, script: Path, hz: float,
+              window: float) -> tuple[float, dict[str, float] | None, dict, Path]:
+    """(rows per second, FUSE requests per row by kind or None, the group's `ps` entry,
+    store) of the SQLite loop in a new group checkpointed `hz` times a second. The
+    requests are all the mount's (the loop's, the daemon's kernel flushes, the checkpoints'
+    syncfs) over the rows' window."""
     store = work / f"store-{hz:g}"
     sls("init", str(store))
     sls("run", "--store", str(store), "--name", "bench", "--hz", str(hz), "--", sys.executable, str(script))
     mnt = Path(f"{store}.mnt")
-    measured = rate(mnt, window)
-    return measured, request(store, "ps")["groups"][0], store
+    wait_for_start(mnt)
+    with FuseRequests(mnt) as seen:
+        rows, seconds = rows_in_window(mnt, window)
+    return rows / seconds, seen.per(rows), request(store, "ps")["groups"][0], store
 
 
 def note_checkpoints(out: dict, prefix: str, key: str, status: dict, extra: str) -> None:
@@ -251,9 +271,10 @@ def sqlite_bench(work: Path, out: dict, stores: list[Path], script: Path, window
     at 10 and 100 Hz, its checkpoints' figures, and restores after a crash at 10 Hz."""
     out["rows_per_s_no_slsfs"] = round(plain_rate(work, script, window), 1)
     for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
-        measured, status, store = group_run(work, script, hz, window)
+        measured, requests, status, store = group_run(work, script, hz, window)
         stores.append(store)
         out[f"rows_per_s_{key}"] = round(measured, 1)
+        out[f"fuse_requests_per_row_{key}"] = requests
         if hz:
             note_checkpoints(out, "", key, status, "rate_hz")
         if hz == 10:
