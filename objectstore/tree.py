@@ -147,25 +147,39 @@ def node_links(data: bytes, cid: ChunkId) -> tuple[list[ChunkId], list[bytes]]:
 
 
 class NodeCache:
-    """Decoded clean nodes by id, least recently used evicted first."""
+    """Decoded clean nodes by id, least recently used evicted first, within `capacity`
+    nodes and `max_bytes` of their encoded sizes (a cached node takes 2-3 times that: its
+    decoded entries and their encodings, kept for re-encoding after a change). Bytes, not
+    only nodes: one leaf may hold a value of tens of KiB (a process image's metadata), and
+    a daemon checkpointing a group 10x a second writes a new one each time; counted in
+    nodes alone, the cache held 2-50 KiB per node up to 50,000 nodes (a daemon passed
+    400 MB in minutes, and 2 GB in an hour under Redis)."""
 
-    def __init__(self, capacity: int = 50_000):
-        self.capacity = capacity
-        self._nodes: OrderedDict[bytes, _Node] = OrderedDict()
+    def __init__(self, capacity: int = 50_000, max_bytes: int = 32 << 20):
+        self.capacity, self.max_bytes = capacity, max_bytes
+        self.bytes = 0
+        self._nodes: OrderedDict[bytes, tuple[_Node, int]] = OrderedDict()
 
     def get(self, store: ChunkStore, cid: ChunkId) -> _Node:
-        node = self._nodes.get(cid)
-        if node is None:
-            node = decode_node(store.get(cid), cid)
-            self.add(node)
-        else:
-            self._nodes.move_to_end(cid)
-        return node
+        cached = self._nodes.get(cid)
+        if cached is None:
+            data = store.get(cid)
+            node = decode_node(data, cid)
+            self.add(node, len(data))
+            return node
+        self._nodes.move_to_end(cid)
+        return cached[0]
 
-    def add(self, node: _Node) -> None:
-        self._nodes[node.cid] = node
-        if len(self._nodes) > self.capacity:
-            self._nodes.popitem(last=False)
+    def add(self, node: _Node, size: int) -> None:
+        """Keep `node` (clean: its `cid` set), whose encoding is `size` bytes."""
+        old = self._nodes.pop(node.cid, None)
+        self.bytes += size - (old[1] if old else 0)
+        self._nodes[node.cid] = (node, size)
+        while len(self._nodes) > self.capacity or (self.bytes > self.max_bytes and len(self._nodes) > 1):
+            self.bytes -= self._nodes.popitem(last=False)[1][1]
+
+    def __len__(self) -> int:
+        return len(self._nodes)
 
 
 class Tree:
@@ -346,8 +360,9 @@ class Tree:
             return node.cid
         if not node.leaf:
             node.vals = [self._flush_node(c) if isinstance(c, _Node) else c for c in node.vals]
-        node.cid = self._store.put(encode_node(node), NODE)
-        self._cache.add(node)
+        data = encode_node(node)
+        node.cid = self._store.put(data, NODE)
+        self._cache.add(node, len(data))
         return node.cid
 
     @property

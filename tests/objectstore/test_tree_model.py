@@ -209,3 +209,25 @@ def test_flush_writes_only_changed_path(store, monkeypatch):
         depth += 1
         node = t._load(node.vals[0])
     assert len(store.packs) - before == depth + 1  # one new node per level
+
+
+def test_node_cache_is_bounded_by_bytes_and_reads_evicted_nodes_back(store):
+    """A tree of large values (a process image's metadata is tens of KiB, written anew by
+    every checkpoint) keeps the cache within its byte budget; nodes it dropped are read
+    back from the packs intact."""
+    cache = NodeCache(capacity=50_000, max_bytes=1 << 20)
+    t = Tree(store, None, cache)
+    roots, expected = [], {}
+    for n in range(200):
+        value = bytes([n % 251]) * 40_000
+        t.put(b"meta", value)
+        t.put(n.to_bytes(4, "big"), b"small %d" % n)
+        roots.append(t.flush())
+        expected[n] = value
+        assert cache.bytes <= cache.max_bytes
+    assert len(cache) < 200
+    for n in (0, 57, 199):
+        old = Tree(store, roots[n], cache)
+        assert old.get(b"meta") == expected[n]
+        assert old.get(n.to_bytes(4, "big")) == b"small %d" % n
+    assert cache.bytes <= cache.max_bytes
