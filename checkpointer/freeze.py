@@ -474,13 +474,7 @@ def syscall_insn_of(pid: int) -> int:
     is found once (a scan of the mapping); after that the vdso's address comes from the
     auxiliary vector and the two bytes are checked, which is cheaper than reading the
     whole memory map at every injection. Inside a freeze window: once per process."""
-    cache = procfs.window_cache()
-    if cache is not None and ("syscall_insn", pid) in cache:
-        return cache[("syscall_insn", pid)]
-    address = _find_syscall_insn(pid)
-    if cache is not None:
-        cache[("syscall_insn", pid)] = address
-    return address
+    return procfs.once_per_window("syscall_insn", pid, _find_syscall_insn)
 
 
 def _find_syscall_insn(pid: int) -> int:

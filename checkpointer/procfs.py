@@ -6,9 +6,10 @@ Everything returned is plain data (ints, strings, dataclasses), ready for an ima
 
 While a freeze window is open in this thread (`window()`, entered by freeze.freeze),
 what a frozen process cannot change is read once: its memory map (`maps`), its status
-(`frozen_status`), an open /proc/PID/pagemap (`pagemap`) and whatever else callers keep
-in `window_cache()` (the vdso's syscall address). Our own injections may map and unmap memory inside the window,
-but give it back before anyone reads the map again; the mapping the checkpointer keeps in
+(`frozen_status`), its auxiliary vector (`auxv`), an open /proc/PID/pagemap (`pagemap`)
+and whatever else callers keep by `once_per_window` (the vdso's syscall address). Our own
+injections may map and unmap memory inside the window, but give it back before anyone
+reads the map again; the mapping the checkpointer keeps in
 a tracked process (injection_page.py) is left out by `maps`. The lines of the maps file
 are parsed once (a cache by their text).
 
@@ -25,11 +26,12 @@ import struct
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from .errors import ProcessGone, Unsupported
 from .kernel import PAGE_SIZE
 
+T = TypeVar("T")
 SPECIAL_MAPPINGS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]")
 
 
@@ -90,6 +92,17 @@ def window_cache() -> dict | None:
     return getattr(_local, "cache", None)
 
 
+def once_per_window(kind: str, pid: int, read: Callable[[int], T]) -> T:
+    """`read(pid)`, kept as `kind` of `pid` for the rest of an open freeze window (for
+    what a frozen process cannot change); read at every call outside one."""
+    cache = window_cache()
+    if cache is None:
+        return read(pid)
+    if (kind, pid) not in cache:
+        cache[(kind, pid)] = read(pid)
+    return cache[(kind, pid)]
+
+
 @contextmanager
 def pagemap(pid: int) -> Iterator[int]:
     """An fd of /proc/PID/pagemap (kept open for the rest of a freeze window)."""
@@ -113,12 +126,7 @@ def pagemap(pid: int) -> Iterator[int]:
 
 def maps(pid: int) -> list[Vma]:
     """The VMAs of a process (from /proc/PID/maps: smaps would walk every page table)."""
-    cache = window_cache()
-    if cache is not None:
-        if ("maps", pid) not in cache:
-            cache[("maps", pid)] = _read_maps(pid)
-        return list(cache[("maps", pid)])
-    return _read_maps(pid)
+    return list(once_per_window("maps", pid, _read_maps))
 
 
 # Parsed lines of /proc/PID/maps, by their text (which says all a Vma holds): a process
@@ -264,12 +272,7 @@ def status(pid: int) -> dict[str, str]:
 def frozen_status(pid: int) -> dict[str, str]:
     """`status(pid)` read once per freeze window: for what a frozen task cannot change
     (ids, credentials, signal dispositions; not its state or pending signals)."""
-    cache = window_cache()
-    if cache is None:
-        return status(pid)
-    if ("status", pid) not in cache:
-        cache[("status", pid)] = status(pid)
-    return cache[("status", pid)]
+    return once_per_window("status", pid, status)
 
 
 def ns_tid(pid: int, tid: int) -> int:
@@ -320,13 +323,7 @@ def auxv(pid: int) -> bytes:
     """The process's auxiliary vector, up to its AT_NULL; read once per freeze window (only
     an exec changes it, which a frozen process cannot do): the capture records it and the
     injection finds the vdso by it."""
-    cache = window_cache()
-    if cache is not None and ("auxv", pid) in cache:
-        return cache[("auxv", pid)]
-    vector = _auxv(pid)
-    if cache is not None:
-        cache[("auxv", pid)] = vector
-    return vector
+    return once_per_window("auxv", pid, _auxv)
 
 
 def _auxv(pid: int) -> bytes:
