@@ -9,6 +9,8 @@ What: an image is one COW tree (see docs/FORMAT.md, "Process images"):
                                           (refs = those chunks)
     b"blobrefs/" + n(8, BE)               empty; refs = blob chunks beyond the first 255
                                           (the meta record's refs hold the first 255)
+    b"metapieces/" + n(8, BE)             metadata over META_PIECE bytes, in pieces; "meta"
+                                          then holds {"format", "version", "pieces": N}
 
 Every page is its own chunk, so identical pages (across processes, images and
 checkpoints) are stored once. `ImageWriter` builds one while capturing; `StoredImage`
@@ -46,7 +48,7 @@ from .kernel import PAGE_SIZE
 from .metajson import MetaEncoder
 
 FORMAT = "slsfs-process-image"
-VERSION = 17
+VERSION = 18
 READABLE_VERSIONS = tuple(range(1, VERSION + 1))   # what each version added: docs/FORMAT.md
 ROOT_PREFIX = "img/"
 _META = b"meta"
@@ -65,6 +67,12 @@ Decoded = dict[int, dict[int, dict[int, bytes]]]   # pid -> block address -> pag
 _decoded: dict[tuple[str, bytes], Decoded] = {}    # (store path, image root) -> its decoded blocks
 _encoders: dict[tuple[str, bytes], MetaEncoder] = {}  # (store path, image root) -> the encoder of its metadata
 BLOB_PIECE = 1 << 20
+# Metadata longer than this is stored in pieces (version 18): one tree value is one
+# chunk, and a chunk holds at most 16 MiB (objectstore.pack.MAX_RECORD); thousands of
+# threads (stress-ng --pthread) made 22 MB of metadata, an image no restore could read.
+META_PIECE = 1 << 20
+_META_PIECES = b"metapieces/"
+_META_PIECES_END = b"metapieces0"
 _BLOB_REFS = b"blobrefs/"
 _BLOB_REFS_END = b"blobrefs0"
 _PAGES_END = b"pages0"
@@ -218,15 +226,21 @@ class ImageWriter:
                 self.tree.put(_block_key(pid, block), value, refs=refs)
             else:
                 self.tree.delete(_block_key(pid, block))
-        for key, _ in list(self.tree.items(_BLOB_REFS, _BLOB_REFS_END)):
-            self.tree.delete(key)
+        for start, end in ((_BLOB_REFS, _BLOB_REFS_END), (_META_PIECES, _META_PIECES_END)):
+            for key, _ in list(self.tree.items(start, end)):
+                self.tree.delete(key)
         meta = {"format": FORMAT, "version": VERSION, "created": time.time(), "page_size": PAGE_SIZE,
                 "processes": processes, "files": files}
+        encoded = self._encoder.encode(meta).encode()      # json.dumps (unsorted: half the time)
+        if len(encoded) > META_PIECE:
+            pieces = range(0, len(encoded), META_PIECE)
+            for n, at in enumerate(pieces):
+                self.tree.put(_META_PIECES + struct.pack(">Q", n), encoded[at:at + META_PIECE])
+            encoded = json.dumps({"format": FORMAT, "version": VERSION, "pieces": len(pieces)}).encode()
         blobs = sorted(self._blobs)
         for i in range(0, max(len(blobs), 1), MAX_REFS):  # refs per entry are limited: extra keys
             key = _META if i == 0 else _BLOB_REFS + struct.pack(">Q", i)
-            value = self._encoder.encode(meta).encode() if i == 0 else b""  # json.dumps (unsorted: half the time)
-            self.tree.put(key, value, refs=blobs[i:i + MAX_REFS])
+            self.tree.put(key, encoded if i == 0 else b"", refs=blobs[i:i + MAX_REFS])
         root = self.tree.flush()
         self._keep_decoded(root, live)
         _keep(_encoders, (str(self.store.path), bytes(root)), self._encoder)
@@ -270,12 +284,22 @@ class StoredImage:
         if meta.get("version") not in READABLE_VERSIONS:
             raise CheckpointError(f"process image version {meta.get('version')} is not supported by this "
                                   f"slsfs (it reads versions {READABLE_VERSIONS}); upgrade slsfs")
+        if "pieces" in meta:
+            meta = self._pieced_meta(meta["pieces"])
         self.meta = meta
         self.processes: list[dict] = meta["processes"]
         self.files: list[dict] = meta["files"]
         self._zero_id = chunk_id(DATA, ZERO_PAGE, store.seed)
         self._pages: dict[bytes, bytes] = {self._zero_id: ZERO_PAGE}  # chunk id -> page (see read_pages)
         self._shared_pages = sum(not p.get("zombie") for p in self.processes) > 1  # may repeat across processes
+
+    def _pieced_meta(self, count: int) -> dict:
+        """The metadata stored in `count` pieces (see META_PIECE)."""
+        pieces = [self.tree.get(_META_PIECES + struct.pack(">Q", n)) for n in range(count)]
+        if None in pieces:
+            raise CheckpointError(f"process image {self.root.hex()}: piece {pieces.index(None)} of its "
+                                  f"{count} metadata pieces is missing (damaged store? run `sls fsck`)")
+        return json.loads(b"".join(pieces))
 
     def read_blob(self, ids: list[str]) -> bytes:
         return b"".join(self.read_pieces(ids))

@@ -572,6 +572,9 @@ class PackStore:
         located = self._active << _PACK_SHIFT | (kind == NODE)    # a location (see _unloc) less offset, length
         for cid, flags, raw_len, payload in items:
             offset, stored_len = written + len(buf), len(payload)
+            if raw_len > fmt.MAX_RECORD:       # readers take such a record for a damaged one
+                raise StoreError(f"a chunk of {raw_len} bytes is over the {fmt.MAX_RECORD} bytes a record "
+                                 "may hold; it was not stored")
             append_record(buf, kind, flags, raw_len, cid, payload, version)
             records.append(make(record_info, (offset, kind, flags, stored_len, raw_len, cid)))
             if chunk:

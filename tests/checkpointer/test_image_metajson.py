@@ -70,3 +70,23 @@ def test_a_writer_on_the_last_image_encodes_only_what_changed(store, monkeypatch
     assert [v for v in encoded if isinstance(v, (list, dict))] == [{"rip": 2}]   # that thread's regs; the rest reused
     assert any(v == 0 and type(v) is int for v in encoded)   # the zombie's 0 (False before)
     assert (str(store.path), bytes(second)) in image._encoders   # handed on to the next writer
+
+
+def test_metadata_over_a_piece_is_stored_in_pieces_and_read_back(store, monkeypatch):
+    """Metadata bigger than one chunk may hold (thousands of threads' registers: 22 MB for
+    stress-ng --pthread) is stored in pieces and read back whole; an incremental image
+    whose metadata shrinks leaves none of its parent's extra pieces behind. Before, such
+    an image was committed as one 22 MB tree value, which no restore could read."""
+    monkeypatch.setattr(image, "META_PIECE", 4096)      # many pieces from small metadata
+    image._encoders.clear()
+    files = [{"fd": n, "path": f"/tmp/file-{n:05d}"} for n in range(2000)]
+    big = ImageWriter(store, None).finish([_process(10, 1)], files)
+    pieces = [k for k, _ in store.tree(big).items(b"metapieces/", b"metapieces0")]
+    assert len(pieces) > 10
+    assert json.loads(store.tree(big).get(b"meta"))["pieces"] == len(pieces)
+    read = StoredImage(store, big)
+    assert read.files == files and read.processes == [_process(10, 1)]
+    small = ImageWriter(store, big).finish([_process(10, 2)], files[:3])
+    assert not list(store.tree(small).items(b"metapieces/", b"metapieces0"))
+    assert StoredImage(store, small).files == files[:3]
+

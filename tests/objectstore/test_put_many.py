@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from objectstore import DATA, NODE, StoreError
+from objectstore import pack as fmt
 from objectstore.chunks import chunk_id
 from objectstore.packstore import _WRITE_AHEAD, PackStore
 
@@ -141,3 +142,13 @@ def test_after_an_incompressible_chunk_the_next_is_probed_first(tmp_path: Path) 
         assert packs.get_many([chunk_id(DATA, p, SEED) for p in pages]) == pages
     finally:
         packs.close()
+
+
+def test_a_chunk_over_what_a_record_holds_is_refused_and_the_store_goes_on(store):
+    """The store refuses a chunk no reader would take (over 16 MiB: it was written, then
+    read back as a damaged record), with the store left usable."""
+    with pytest.raises(StoreError, match="over the"):
+        store.put(bytes(fmt.MAX_RECORD + 1))
+    cid = store.put(b"still works")
+    store.commit("after")
+    assert store.get(cid) == b"still works"
