@@ -28,7 +28,7 @@ from . import aio, inherited, kernel, posix_timers, procfs, removed_dirs, stub, 
 from .errors import CheckpointError
 from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
-from .callbatch import CALL_BYTES, CallBatch
+from .callbatch import CALL_BYTES, CallBatch, run_all
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import NR, PAGE_SIZE, Regs
 from .pagewriter import PageWriter, register_fresh_memory
@@ -380,30 +380,27 @@ class ProcessBuilder:
                                       f"{os.strerror(-fds[index])} (the file must exist where the image "
                                       "says, or pass a remap)")
         self._check_code_files(maps, {key: fds[index] for key, index in opened.items()})
-        mapping = self.batch()
+        calls = []                           # (nr, args, what): as many trips as they need (run_all)
         for vma, size, prot, flags, key in maps:
             fd = fds[opened[key]] if key else -1
-            mapping.add(NR["mmap"], vma["start"], size, prot, flags, fd, vma["offset"] if key else 0,
-                        what=f"mmap of {key[0]}" if key else f"mmap({vma['start']:#x}, {size})")
-        for index in opened.values():
-            mapping.add(NR["close"], fds[index], what="close (a mapped file)")
+            calls.append((NR["mmap"], (vma["start"], size, prot, flags, fd, vma["offset"] if key else 0),
+                          f"mmap of {key[0]}" if key else f"mmap({vma['start']:#x}, {size})"))
+        calls += [(NR["close"], (fds[index],), "close (a mapped file)") for index in opened.values()]
         inaccessible_locks = []
         for vma in self.meta["vmas"]:        # version 9: the advice given, locked memory
             flags, size = vma.get("vm_flags", ()), vma["end"] - vma["start"]
-            for name in flags:
-                if name in ADVICE:
-                    mapping.add(NR["madvise"], vma["start"], size, ADVICE[name],
-                                what=f"madvise({vma['start']:#x}, MADV_{name.upper()})")
+            calls += [(NR["madvise"], (vma["start"], size, ADVICE[name]),
+                       f"madvise({vma['start']:#x}, MADV_{name.upper()})") for name in flags if name in ADVICE]
             if "locked" in flags:
                 what = f"mlock2({vma['start']:#x}, {size})"
                 # mlock locks an inaccessible range, then answers ENOMEM as it cannot fault it in
                 # (e.g. a guard page under mlockall(MCL_FUTURE)): checked below
                 inaccessible = _prot(vma["prot"]) == 0                    # PROT_NONE
-                index = mapping.add(NR["mlock2"], vma["start"], size, MLOCK_ONFAULT if "lockonfault" in flags else 0,
-                                    what=None if inaccessible else what)
                 if inaccessible:
-                    inaccessible_locks.append((index, what))
-        results = mapping.run()
+                    inaccessible_locks.append((len(calls), what))
+                calls.append((NR["mlock2"], (vma["start"], size, MLOCK_ONFAULT if "lockonfault" in flags else 0),
+                              None if inaccessible else what))
+        results = run_all(self.batch(), calls)
         for index, what in inaccessible_locks:
             if results[index] < 0 and results[index] != -errno.ENOMEM:
                 raise CheckpointError(f"{what} failed in task {self.inj.tid}: {os.strerror(-results[index])}")

@@ -177,3 +177,17 @@ def test_lazy_restore_of_a_process_with_thousands_of_mappings(procs, store, tmp_
     assert restored.wait_pages_in(timeout=120), "the page server did not finish"
     assert assert_unbroken(out, proc.pid) >= lines + 100
 
+
+def test_a_restore_maps_more_mappings_than_one_trip_of_injected_calls_holds(procs, store, tmp_path):
+    """The mappings are made by batches of injected calls (mmap, then madvise and mlock
+    as the image says); 12,000 mappings with three pieces of advice each (stress-ng
+    --mmap) are more calls than the restorer's call area holds in one trip (the restore
+    failed: 'N batched system calls do not fit ...'). Eager restore: lazy is the test above."""
+    out = tmp_path / "mappings.out"
+    proc = procs.python("many_mappings.py", str(out), "12000", "advised")
+    _started(out)
+    lines = _checkpoint_and_kill(procs, store, proc, out)
+    procs.restored.append(checkpointer.restore(store, "img"))
+    wait_for(lambda: len(ok_lines(out)) >= lines + 200, "the restored process to check all its pages", timeout=120)
+    assert assert_unbroken(out, proc.pid) >= lines + 200
+
