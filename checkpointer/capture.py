@@ -28,7 +28,7 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import aio, kernel, lazy, posix_timers, procfs, ptys
+from . import aio, kernel, lazy, posix_timers, procfs, ptys, sysv_msg
 from .batch import OUT, Call, SyscallBatch
 from .copybuffer import CopyBuffer
 from .errors import CheckpointError, ProcessGone, Unsupported
@@ -87,6 +87,7 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
                 "sid": procfs.ns_id(procfs.frozen_status(pid)["NSsid"])}
                for pid, status in frozen.zombies.items()]
     files.check_peers()
+    sysv_msg.refuse_used(frozen.processes)
     return result
 
 
