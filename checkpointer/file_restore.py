@@ -624,23 +624,16 @@ class FileRestorer:
         return fd
 
     def _make_procfs(self, builder, record: dict) -> int:
-        """/proc/PID/... of the image's process `pid` as it runs now, opened by the restorer
-        and handed over: through the holder's own /proc where it has one of its PID
-        namespace (the file the process would open by that path: the same inode, PIDs in its
-        status as it numbers them; zdtm pid_file), else through the host's (a --root
-        group's /proc is mounted only once its processes run), by its host PID read from a
-        pidfd the holder opens in its own namespace; /dev/null, with a warning, if that
-        process is not in the image."""
+        """/proc/PID/... of the image's process `pid` as it runs now: its host PID read
+        from a pidfd the holder opens in its own namespace, the file opened by the
+        restorer (a --root group's /proc is mounted only once its processes run) and
+        handed over; /dev/null, with a warning, if that process is not in the image."""
         inj, flags = builder.inj, record["flags"] & (O_ACCMODE | O_NONBLOCK)
         fd, pidfd = -1, inj.call(_NR_PIDFD_OPEN, record["pid"], 0)
-        own_proc = f"/proc/{builder.tid}/root/proc"
         if pidfd >= 0:
             try:
-                if os.stat(own_proc).st_dev != os.stat("/proc").st_dev:
-                    fd = self._hand_over(builder, f"{own_proc}/{record['pid']}{record['rest']}", flags)
-                if fd < 0:
-                    fd = self._hand_over(builder, f"/proc/{_fdinfo_field(builder.tid, pidfd, 'Pid')}"
-                                                  f"{record['rest']}", flags)
+                fd = self._hand_over(builder, f"/proc/{_fdinfo_field(builder.tid, pidfd, 'Pid')}{record['rest']}",
+                                     flags)
             except OSError:
                 pass
             finally:

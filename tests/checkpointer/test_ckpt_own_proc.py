@@ -1,9 +1,7 @@
 """A process restored in a new PID namespace keeps its PID there, so it must find itself
 in /proc under that PID: restore mounts a /proc of that namespace for it (in a mount
 namespace of its own, a slave of the host's). The host's /proc has another process, or
-none, at that number (zdtm pidfd_self, file_locks02/04 read /proc by PID). A /proc file of
-its own it kept open is opened again in that /proc too: it read the host's PID (it was
-reopened through the host's /proc) where the process had read its own."""
+none, at that number (zdtm pidfd_self, file_locks02/04 read /proc by PID)."""
 from __future__ import annotations
 
 from ckpt_helpers import goes_on_after_a_restore
