@@ -52,11 +52,12 @@ from .builder import wait_event_stop
 from .capture import PageSelector, copy_pages, injecting
 from .copybuffer import CopyBuffer
 from .errors import CheckpointError
-from .freeze import Frozen, FrozenProcess, exiting, main_thread_stopped, stack_scratch
+from .freeze import Frozen, FrozenProcess, exiting, main_thread_stopped, stack_scratch, syscall_insn_of
 from .stopwatch import phase
 
 RunSink = Callable[[int, int, bytes], None]   # (pid as the process sees it, address, whole pages)
 CLONE_FILES = 0x400
+EXIT_STOPS_MAX = 8     # stops a snapshot may make on its way to exit_group before it is SIGKILLed
 # Measured on the 2-core VM at load 4-6 (/proc/PID/status RssAnon for the resident memory):
 # a copy inside the stop (capture.copy_pages, process_vm_readv) ~2-3 us per page; a fork
 # 60-100 us per MiB resident plus ~0.6 ms (the injected clone3, the snapshot's first
@@ -268,9 +269,33 @@ def _settle(proc: FrozenProcess, child: int) -> None:
 
 
 def _kill(child: int) -> None:
-    """SIGKILL a snapshot and collect its death as its tracer (a signal may stop it first)."""
-    os.kill(child, signal.SIGKILL)
-    while True:
+    """End a snapshot and collect its end as its tracer: by an injected exit_group(0), so
+    that whoever reaps it sees a child that exited normally (SIGKILL if that cannot be
+    done). Not SIGKILL alone: the snapshot of a process that exits after the thaw is an
+    orphan, re-parented to the namespace's init (or a subreaper) with SIGCHLD as its exit
+    signal, and a server there that reaps an unknown child "terminated by signal 9" takes
+    it for a crashed worker: PostgreSQL's postmaster then restarted every backend and ran
+    crash recovery (a checkpoint as a psql session ended)."""
+    try:
+        regs = kernel.get_regs(child)
+        regs.rip, regs.rax, regs.rdi = syscall_insn_of(child), kernel.NR["exit_group"], 0
+        regs.orig_rax = 0xFFFFFFFFFFFFFFFF            # no system call to restart
+        kernel.set_regs(child, regs)
+        kernel.ptrace(kernel.PTRACE_CONT, child, 0, 0)
+    except (OSError, CheckpointError):
+        os.kill(child, signal.SIGKILL)
+    for attempt in range(EXIT_STOPS_MAX + 1):
+        try:
+            _, status = kernel.waitpid(child)
+        except ChildProcessError:
+            return
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return
+        if attempt < EXIT_STOPS_MAX:       # a signal's delivery stop on its way out: suppressed
+            kernel.ptrace(kernel.PTRACE_CONT, child, 0, 0)
+        else:
+            os.kill(child, signal.SIGKILL)
+    while True:                            # (SIGKILLed: a stop may still come first)
         try:
             _, status = kernel.waitpid(child)
         except ChildProcessError:

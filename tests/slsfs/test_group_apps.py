@@ -124,3 +124,20 @@ def test_tcp_connection_inside_the_group_carries_on_after_a_crash(group_store):
     at_restore = progress()
     wait_for(lambda: progress() > at_restore + 100_000, "the restored stream to flow on")
     store.sls("stop", "--store", str(store.path))
+
+
+def test_a_worker_ending_after_a_checkpoint_is_not_seen_killed_by_its_server(group_store):
+    """The fork snapshot of a worker that exits just after the thaw is an orphan, reaped by
+    the server (PID 1 of the group): it must end as a child that exited, not as one killed
+    by a signal (PostgreSQL's postmaster took such a child for a crashed backend and
+    restarted them all, in crash recovery). targets/orphaning_server.py's workers end right
+    after every checkpoint; the server reports any child a signal ended."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "srv", "--hz", "10", "--",
+              sys.executable, str(TARGETS / "orphaning_server.py"))
+    out = store.mnt / "orphans.out"
+    wait_for(lambda: out.exists() and store.group("srv")["checkpoints"] >= 30, "30 checkpoints", timeout=120)
+    lines = out.read_text().splitlines()
+    store.sls("stop", "--store", str(store.path))
+    assert len(lines) >= 20, lines
+    assert not [line for line in lines if line.startswith("BAD")], [line for line in lines if line.startswith("BAD")]

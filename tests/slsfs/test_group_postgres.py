@@ -61,11 +61,15 @@ def free_port() -> int:
 
 
 def sql(port: int, query: str) -> list[str] | None:
-    """psql's rows, or None while the server does not answer."""
+    """psql's rows, or None while the server does not answer (psql's error: LAST_ERROR)."""
     result = subprocess.run(as_postgres(f"{BIN}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
                                         "-d", "postgres", "-Atq", "-c", query),
                             capture_output=True, text=True, timeout=60)
+    LAST_ERROR[:] = [result.stderr.strip()]
     return result.stdout.split() if result.returncode == 0 else None
+
+
+LAST_ERROR = [""]
 
 
 def shared_memory_of(pid: int) -> tuple[set[str], set[int]]:
@@ -123,8 +127,9 @@ def test_postgres_is_restored_without_crash_recovery(pg_store):
                      "insert into t(v) select 'row ' || g from generate_series(1, 1000) g; "
                      "select count(*) from t") == ["1000"]
     store.checkpoint("pg")
-    assert sql(port, "insert into t(v) values ('after the checkpoint'); select count(*) from t") == ["1001"]
     log = store.path / "group-pg.out"
+    assert sql(port, "insert into t(v) values ('after the checkpoint'); select count(*) from t") == ["1001"], \
+        f"psql: {LAST_ERROR[0]}\nserver log tail:\n{log.read_text()[-2000:]}"
     before = log.read_text()
 
     memory = shared_memory_of(store.group("pg")["pids"][0])
