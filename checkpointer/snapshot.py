@@ -41,6 +41,7 @@ snapshot is a process of the group's PID namespace for the few milliseconds of t
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import signal
 import struct
@@ -284,24 +285,17 @@ def _kill(child: int) -> None:
         kernel.ptrace(kernel.PTRACE_CONT, child, 0, 0)
     except (OSError, CheckpointError):
         os.kill(child, signal.SIGKILL)
-    for attempt in range(EXIT_STOPS_MAX + 1):
+    for stops in itertools.count():
         try:
             _, status = kernel.waitpid(child)
         except ChildProcessError:
             return
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             return
-        if attempt < EXIT_STOPS_MAX:       # a signal's delivery stop on its way out: suppressed
+        if stops < EXIT_STOPS_MAX:         # a signal's delivery stop on its way out: suppressed
             kernel.ptrace(kernel.PTRACE_CONT, child, 0, 0)
-        else:
+        elif stops == EXIT_STOPS_MAX:      # then only its death is left to collect
             os.kill(child, signal.SIGKILL)
-    while True:                            # (SIGKILLed: a stop may still come first)
-        try:
-            _, status = kernel.waitpid(child)
-        except ChildProcessError:
-            return
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            return
 
 
 def _drop_snapshot(snap: Snapshot, frozen: Frozen | None) -> None:
