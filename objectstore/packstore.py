@@ -568,12 +568,13 @@ class PackStore:
         chunk = kind in (DATA, NODE)
         records, index, append_record, record_info = self._active_records, self._index, fmt.append_record, fmt.RecordInfo
         make = tuple.__new__      # RecordInfo(...) runs the NamedTuple's Python __new__: 0.65 us, this 0.16
+        max_record = fmt.MAX_RECORD
         buf, version, written = self._buf, self._active_version, self._written
         located = self._active << _PACK_SHIFT | (kind == NODE)    # a location (see _unloc) less offset, length
         for cid, flags, raw_len, payload in items:
             offset, stored_len = written + len(buf), len(payload)
-            if raw_len > fmt.MAX_RECORD:       # readers take such a record for a damaged one
-                raise StoreError(f"a chunk of {raw_len} bytes is over the {fmt.MAX_RECORD} bytes a record "
+            if raw_len > max_record:           # readers take such a record for a damaged one
+                raise StoreError(f"a chunk of {raw_len} bytes is over the {max_record} bytes a record "
                                  "may hold; it was not stored")
             append_record(buf, kind, flags, raw_len, cid, payload, version)
             records.append(make(record_info, (offset, kind, flags, stored_len, raw_len, cid)))
