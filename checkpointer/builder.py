@@ -24,7 +24,7 @@ import struct
 import time
 from typing import Iterable, Iterator
 
-from . import aio, inherited, kernel, posix_timers, procfs, removed_dirs, stub, sysv_shm
+from . import aio, inherited, kernel, posix_timers, procfs, removed_dirs, seccomp, stub, sysv_shm
 from .errors import CheckpointError
 from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS, syscall_insn_of
@@ -48,12 +48,11 @@ MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 AT_FDCWD = -100
 CLONE_PARENT = 0x00008000
 O_RDONLY, O_RDWR = 0, 2
-PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NO_NEW_PRIVS = 15, 35, 14, 38
+PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
 PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_SET_PDEATHSIG = 8, 24, 47, 2, 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_THP_DISABLE = 41
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
-SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 SS_ONSTACK, SS_DISABLE = 1, 2
 SPECIAL_KINDS = ("vvar", "vvar_vclock", "vdso")
 # CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
@@ -240,28 +239,18 @@ class ProcessBuilder:
         self._registers()
 
     def _seccomp(self) -> None:
-        """The filters, from a syscall instruction in the vdso and scratch room below the
-        main thread's stack: last, unless the tasks were seized with seccomp suspended
-        (kernel.SUSPEND_SECCOMP), since later injected calls would have to pass them."""
-        seccomp = self.meta.get("seccomp", {"filters": [], "no_new_privs": False})
-        if not seccomp["filters"] and not seccomp["no_new_privs"]:
+        """Each thread's filters (seccomp.py), from a syscall instruction in the vdso and
+        scratch room below the main thread's stack: last, unless the tasks were seized with
+        seccomp suspended (kernel.SUSPEND_SECCOMP), since later injected calls would have
+        to pass them."""
+        record = self.meta.get("seccomp", {"filters": [], "no_new_privs": False})
+        if not record["filters"] and not record["no_new_privs"]:
             return
-        size = 64 + max([len(f) // 2 for f in seccomp["filters"]] + [0])
+        size = 64 + seccomp.largest(record)
         rsp = self.meta["threads"][0]["regs"]["rsp"]
         inj = Injector(self.tid, syscall_insn_of(self.tid), (rsp - 128 - size) & ~0xF, size)
         try:
-            if seccomp["no_new_privs"]:
-                for other, _ in self.threads:
-                    other.syscall_addr = inj.syscall_addr
-                    other.check(NR["prctl"], PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, what="PR_SET_NO_NEW_PRIVS")
-            saved = inj.read(inj.scratch, inj.scratch_size)
-            for raw in seccomp["filters"]:
-                program = bytes.fromhex(raw)
-                code = inj.put(program, 64)
-                prog = inj.put(struct.pack("HxxxxxxQ", len(program) // 8, code))
-                inj.check(NR["seccomp"], SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, prog,
-                          what="seccomp(SET_MODE_FILTER)")
-            inj.write(inj.scratch, saved)
+            seccomp.install(inj, [other for other, _ in self.threads], record)
         finally:
             inj.close()
 

@@ -11,7 +11,7 @@ A mapping of a deleted file (a POSIX semaphore, sem_open()ed then unlinked, as P
 multiprocessing does; a temporary file mapped then removed) is recorded like a memfd: its
 contents go in the image and it comes back as a memfd that every process mapping it
 shares. Simplifications (refused with a clear Unsupported error, never dropped): SysV shared
-memory, seccomp strict mode; seccomp filters are taken from the main thread. A deleted file
+memory, seccomp strict mode (seccomp.py reads every thread's filters). A deleted file
 on disk that is both mapped and open comes back as one file (files.py): the mapping's memfd
 when a mapping of it was recorded first (its fds reopen that memfd), else the fd's unlinked file.
 """
@@ -28,7 +28,7 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import aio, kernel, lazy, posix_timers, procfs, ptys, sysv_msg
+from . import aio, kernel, lazy, posix_timers, procfs, ptys, seccomp, sysv_msg
 from .batch import OUT, Call, SyscallBatch
 from .copybuffer import CopyBuffer
 from .errors import CheckpointError, ProcessGone, Unsupported
@@ -48,7 +48,6 @@ _libc.process_vm_readv.restype = ctypes.c_ssize_t
 _libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
                                    ctypes.c_ulong, ctypes.c_ulong]
 PR_GET_TID_ADDRESS, PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER = 40, 2, 37
-PTRACE_SECCOMP_GET_FILTER = 0x420C
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
@@ -138,7 +137,7 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
             meta["ctty"] = ctty
     with phase("signals_threads_injected"):
         meta["pending_shared"] = [i.hex() for i in kernel.peek_siginfos(pid, shared=True)]
-        meta["seccomp"] = _seccomp(proc, status)
+        meta["seccomp"] = seccomp.capture(pid, [proc.pid] + [t for t in proc.threads if t != proc.pid], status)
         meta.update(_injected_state(proc, status, keep_injection_page))
         _job_control_stop(proc, meta)
     if ranges:
@@ -439,23 +438,6 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool
         "posix_timers": timers,
         "threads": [_thread_meta(proc.pid, thread, *calls) for thread, calls in zip(threads, per_thread)],
     }
-
-
-def _seccomp(proc: FrozenProcess, status: dict[str, str]) -> dict:
-    """The seccomp filters of the main thread, oldest first (threads are assumed to share them)."""
-    mode = int(status.get("Seccomp", "0"))
-    if mode == 1:
-        raise Unsupported(f"process {proc.pid} is in seccomp strict mode, which cannot be restored")
-    filters = []
-    while mode == 2:
-        try:
-            count = kernel.ptrace(PTRACE_SECCOMP_GET_FILTER, proc.pid, len(filters), 0)
-        except FileNotFoundError:  # ENOENT: no more filters
-            break
-        buf = ctypes.create_string_buffer(count * 8)
-        kernel.ptrace(PTRACE_SECCOMP_GET_FILTER, proc.pid, len(filters), ctypes.addressof(buf))
-        filters.append(buf.raw.hex())
-    return {"filters": filters[::-1], "no_new_privs": status.get("NoNewPrivs", "0") == "1"}
 
 
 def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Call, pdeath: Call) -> dict:
