@@ -34,7 +34,7 @@ from .inject import Injector
 from .kernel import NR, PAGE_SIZE
 from .lazy import PageServer, lazy_ranges, served_ranges
 from .pinning import Pinning
-from .sessions import StandIns, stop_signal
+from .sessions import StandIns, leaders_first, stop_signal
 from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
@@ -316,9 +316,9 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
             on_session(inj, meta)
         elif meta["pgid"] == meta["pid"]:
             inj.check(NR["setpgid"], 0, 0, what="setpgid")
-        queue.extend((inj, child) for child in later)
+        queue.extend((inj, child) for child in leaders_first(later))
 
-    queue.extend((top, meta) for meta in roots)
+    queue.extend((top, meta) for meta in leaders_first(roots))
     while queue:
         make(*queue.pop(0))
     return stubs, zombies

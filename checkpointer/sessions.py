@@ -9,10 +9,15 @@ whose PID becomes the id. So restore makes a short-lived stand-in with that PID
 clones the member with CLONE_PARENT (the member inherits the session, its parent stays
 the right one); for a group, a child of a member that calls setpgid(0, 0) so that the
 others can join. Stand-ins exit once every process is in place and their parents reap
-them, as CRIU's restore does with its helpers.
+them, as CRIU's restore does with its helpers. A process in a session whose leader is in
+the image but whose parent is not in it (an orphan re-parented to a subreaper or the
+namespace's init, as zdtm's session00 makes) is cloned with CLONE_PARENT by a child of
+its parent that is in that session (the leader itself, typically): siblings are made
+session leaders first (`leaders_first`).
 
 Simplifications: one session stand-in per session, so members whose parent is outside
-the session must share one parent (others keep their parent's session, with a warning);
+the session must share one parent (others keep their parent's session, with a warning;
+so does an orphan whose parent has no child in the orphan's session);
 a group whose leader is a zombie of the image is not recreated (a warning); the PIDs of
 stand-ins must be free, which they are in a new PID namespace.
 """
@@ -47,9 +52,11 @@ class StandIns:
         """The task that clones `meta`'s process and the clone flags: `parent`, or the
         stand-in for its session's exited leader."""
         sid = meta.get("sid")
-        if (not sid or sid == meta["pid"] or sid in self.pids      # 0: a session from outside the namespace
+        if (not sid or sid == meta["pid"]       # 0: a session from outside the namespace
                 or self.session_of.get(parent.tid) == sid):
             return parent, 0
+        if sid in self.pids:
+            return self._sibling_in(parent, sid, meta)
         if sid not in self.sessions:
             helper = self._stand_in(parent, sid, meta)
             if helper is None:
@@ -63,6 +70,19 @@ class StandIns:
                                  "leader has exited and other members have another parent)")
             return parent, 0
         return helper, CLONE_PARENT
+
+    def _sibling_in(self, parent: Injector, sid: int, meta: dict) -> tuple[Injector, int]:
+        """The creator of a process in session `sid` (its leader in the image) whose parent
+        is in another one (an orphan re-parented to a subreaper or the namespace's init
+        after the process that forked it exited): a child of `parent` already in that
+        session (its leader, say), which clones it with CLONE_PARENT (CRIU re-parents such
+        orphans through a helper); or `parent`, with a warning, if there is none."""
+        for tid, session in self.session_of.items():
+            if session == sid and _parent_of(tid) == parent.tid:
+                return next(inj for inj in self.injectors if inj.tid == tid), CLONE_PARENT
+        self.warnings.append(f"process {meta['pid']}: its session {sid} could not be recreated (its parent is "
+                             "in another session, and no other child of that parent is in it)")
+        return parent, 0
 
     def note(self, inj: Injector, creator: Injector) -> None:
         """Remember the session the new task `inj` is in: its creator's."""
@@ -113,6 +133,18 @@ class StandIns:
         self.injectors.append(helper)
         self.made.append((parent, helper, pid))
         return helper
+
+
+def _parent_of(tid: int) -> int:
+    """The host PID of the parent of task `tid`."""
+    with open(f"/proc/{tid}/stat") as fh:
+        return int(fh.read().rpartition(")")[2].split()[1])
+
+
+def leaders_first(siblings: list[dict]) -> list[dict]:
+    """Siblings to be made, session leaders first: a sibling in a leader's session but
+    orphaned to the same parent is cloned by that leader (StandIns._sibling_in)."""
+    return sorted(siblings, key=lambda meta: meta.get("sid") != meta["pid"])
 
 
 def stop_signal(tid: int, meta: dict) -> int:

@@ -9,7 +9,8 @@ import pytest
 
 import checkpointer
 from checkpointer import load_image
-from ckpt_helpers import assert_unbroken, children_of, goes_on_after_a_restore, ns_pid, ok_lines, state_of, wait_for
+from ckpt_helpers import (assert_unbroken, children_of, goes_on_after_a_restore, ns_pid, ok_lines, restored_goes_on,
+                          state_of, wait_for)
 
 LINE = 20
 
@@ -198,3 +199,23 @@ def test_zombies_keep_their_process_groups(procs, store, binaries, tmp_path):
     out = tmp_path / "zombies.out"
     proc = procs.start([str(binaries / "zombie_groups"), str(out)])
     goes_on_after_a_restore(procs, store, proc, out, "zombies", "the target's zombies", tree=True)
+
+
+def test_an_orphan_keeps_its_session_under_the_subreaper_it_was_left_to(procs, store, binaries, tmp_path,
+                                                                         subreaper):
+    """A process whose parent exited, re-parented to a subreaper outside its session (zdtm
+    session00 under a namespace's init), comes back as that subreaper's child in its own
+    session and group (the target checks getppid, getsid and getpgid)."""
+    out = tmp_path / "orphan.out"
+    proc = procs.start([str(binaries / "orphan_in_session"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the orphan's lines")
+    members = children_of(proc.pid)
+    assert len(members) == 2       # the session leader and the orphan
+    checkpointer.checkpoint([proc.pid], store, "orphan", tree=True)
+    for pid in members:            # first: the orphan would see its parent die
+        os.kill(pid, signal.SIGKILL)
+    procs.kill(proc)
+    subreaper(members)
+    restored = restored_goes_on(procs, store, "orphan", out)
+    root = restored.pids[0]
+    assert sorted(ns_pid(p) for p in children_of(root)) == sorted(members)
