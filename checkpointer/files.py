@@ -281,6 +281,7 @@ class FileCapture:
             if info is not None and info["type"] == "dgram" and record["state"] == "bound":
                 record.update(self._queued(sock, info, what, holder))     # version 10
             if info is not None and info.get("pending"):                  # version 12
+                _refuse_closed_pending(info, what)
                 record["pending"] = info["pending"]
             if info is not None and info["type"] == "dgram" and info["peer"]:
                 record["connected"] = _connected_to(info["peer"])        # version 12
@@ -361,14 +362,21 @@ class FileCapture:
         end is in the image, its other end has no inode yet: peer 0) comes back as a
         client that connects again to that listener (state `connecting`, `connected`
         naming the listener), in the order of
-        its accept queue, when the client has sent nothing yet and not shut it down: the
-        bytes waiting in the unaccepted end cannot be read without accepting it. One that
-        has (`unread`) stays as it was: ended, and counted as dropped by the listener's
-        restore warning. (Nothing can be queued to the client yet: nothing holds the other
-        end to send with.)"""
+        its accept queue, when the client has sent nothing yet and not shut it down. One
+        whose client has sent bytes (`unread`) is refused: they wait in the unaccepted end,
+        which cannot be read without accepting it, and dropping them would leave the
+        restored server never to see a request its restored client waits on (CRIU refuses
+        it too). One shut down stays as it was: ended, and counted as dropped by the
+        listener's restore warning. (Nothing can be queued to the client yet: nothing
+        holds the other end to send with.)"""
         listeners = {client: f for f in self.files if f["kind"] == "socket" for client in f.get("pending", ())}
         for f in self.files:
             listener = listeners.get(f.get("ino")) if f["kind"] == "unix_pair" and not f["peer"] else None
+            if listener is not None and f.get("unread"):
+                where = netsockets.show_address(listener)
+                raise Unsupported(f"the Unix socket socket:[{f['ino']}] waits for the listener {where} (socket:"
+                                  f"[{listener['ino']}]) to accept its connection, and has sent bytes into it: they "
+                                  "cannot be read before the listener accepts it (checkpoint again once it has)")
             if listener is None or f.get("unread") or f["shutdown"]:
                 continue
             listener["dropped"] -= 1
@@ -649,6 +657,17 @@ def _socket_file_gone(holder: int, info: dict) -> bool:
         return os.stat(where + os.fsdecode(name), follow_symlinks=False).st_ino != info["file_ino"]
     except OSError:
         return True
+
+
+def _refuse_closed_pending(info: dict, what: str) -> None:
+    """Refuse a Unix listener with a connection waiting to be accepted whose client has
+    closed it (its inode reads 0): whatever the client sent before closing waits in the
+    unaccepted end, which cannot be read without accepting it, and would be lost."""
+    closed = info["pending"].count(0)
+    if closed:
+        raise Unsupported(f"{what}: {closed} connection(s) waiting to be accepted by this Unix listener were "
+                          "closed by their clients, which may have sent bytes into them first: those cannot be "
+                          "read before the listener accepts them (checkpoint again once it has)")
 
 
 def _connected_to(peer: int) -> dict:

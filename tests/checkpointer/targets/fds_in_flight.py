@@ -28,10 +28,12 @@ when the checkpoint is taken. `fds_in_flight.py OUTFILE DIR CASE` prepares CASE,
   from unconnected clients: a line, one with a pipe end (an fd store), one from a socket
   with an abstract name (kept by the process), one from a socket bound to a path, since
   closed and its file removed: the last two are received from the same names.
-- embryo: a Unix listener (bound to a relative path) has two connections not accepted
-  yet: one whose client has sent nothing, which is accepted after the restore and
-  carries a request and its response, and one whose client has sent bytes (which cannot
-  be read without accepting it): dropped, with a warning.
+- embryo: a Unix listener (bound to a relative path) has a connection not accepted yet
+  whose client has sent nothing, which is accepted after the restore and carries a
+  request and its response.
+- talker, closed: a Unix listener has a connection not accepted yet whose client has sent
+  bytes (which cannot be read without accepting it), the client kept (talker) or closed
+  (closed): refused at checkpoint.
 - syslog: a bound datagram server with a client connected to it (glibc's syslog) and a
   line queued: the server is still bound to its path (a new client reaches it), gets the
   line, and the client, still connected, sends on. A bound socket connected to itself
@@ -267,9 +269,6 @@ elif case == "embryo":
     listener.listen(8)
     quiet = socket.socket(socket.AF_UNIX)
     quiet.connect(listener.getsockname())
-    talker = socket.socket(socket.AF_UNIX)
-    talker.connect(listener.getsockname())
-    talker.send(b"early words")
 
     def read_back():
         listener.settimeout(5)
@@ -283,9 +282,21 @@ elif case == "embryo":
         listener.settimeout(0.2)
         try:
             listener.accept()
-            raise AssertionError("a second connection waits (the talker's was dropped at the restore)")
+            raise AssertionError("a second connection waits")
         except socket.timeout:
             pass
+elif case in ("talker", "closed"):
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(os.path.join(directory, "listener.sock"))
+    listener.listen(8)
+    talker = socket.socket(socket.AF_UNIX)
+    talker.connect(listener.getsockname())
+    talker.send(b"early words")
+    if case == "closed":
+        talker.close()
+
+    def read_back():
+        raise AssertionError("not restorable")
 elif case == "syslog":
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(os.path.join(directory, "log.sock"))
