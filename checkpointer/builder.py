@@ -226,6 +226,8 @@ class ProcessBuilder:
         if self.files is not None:
             self.files.retake_locks(self)
         self._create_threads()
+        if self.files is not None:
+            self.files.reopen_thread_pidfds(self)
         posix_timers.recreate(self.inj, self.meta.get("posix_timers", []))  # SIGEV_THREAD_ID needs the threads
         if kernel.SUSPEND_SECCOMP:      # before the credentials: installing may need privileges they drop
             self._seccomp()

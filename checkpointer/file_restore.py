@@ -179,6 +179,7 @@ class FileRestorer:
         self.shared_addresses = netsockets.shared_addresses(files)
         self.reuseport_off: list[socket.socket] = []  # our dups of sockets bound sharing: SO_REUSEPORT off at finish
         self.exited_children: dict[int | str, subprocess.Popen] = {}   # see _exited
+        self.thread_pidfds: set[int] = set()   # file ids of pidfds of threads, opened once they exist
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -280,6 +281,20 @@ class FileRestorer:
                 fown.give(inj, record["fd"], file["fown"], self.warnings, f"process {ns_pid}, fd {record['fd']}")
         self._fill_epolls(builder, fds)
         return spares
+
+    def reopen_thread_pidfds(self, builder) -> None:
+        """The pidfds the process holds of its own threads (zdtm pidfd_of_thread), now that
+        its threads exist: opened and put in place of those made meanwhile (a pidfd of a
+        thread of another process of the image must be made after that process's threads:
+        it is refused as not in the image)."""
+        for record in builder.meta["fds"]:
+            file = self.files[record["file"]]
+            if file["id"] in self.thread_pidfds:
+                fd = builder.inj.check(_NR_PIDFD_OPEN, file["pid"], file["flags"] & (O_NONBLOCK | O_EXCL),
+                                       what=f"pidfd_open of thread {file['pid']}")
+                builder.inj.check(kernel.NR["dup3"], fd, record["fd"], O_CLOEXEC if record["cloexec"] else 0,
+                                  what=f"dup3 to fd {record['fd']}")
+                builder.inj.check(kernel.NR["close"], fd, what="close")
 
     def retake_locks(self, builder) -> None:
         """The file locks the process held, once its spare fds are closed (closing any fd of
@@ -661,10 +676,16 @@ class FileRestorer:
 
     def _make_pidfd(self, builder, record: dict) -> int:
         """A pidfd of the image's process `pid` (every process exists by now), or, for one
-        that had exited, of a process that has exited (a short-lived child of ours)."""
+        that had exited, of a process that has exited (a short-lived child of ours). One of
+        a thread (PIDFD_THREAD) of the process is a pidfd of the process until its threads
+        exist (`reopen_thread_pidfds`)."""
         flags = record["flags"] & (O_NONBLOCK | O_EXCL)       # PIDFD_NONBLOCK, PIDFD_THREAD
         if record["pid"] > 0:
             fd = builder.inj.call(_NR_PIDFD_OPEN, record["pid"], flags)
+            if fd == -errno.ESRCH and flags & O_EXCL:
+                self.thread_pidfds.add(record["id"])
+                return builder.inj.check(_NR_PIDFD_OPEN, builder.meta["pid"], flags & O_NONBLOCK,
+                                         what="pidfd_open (of itself, until its threads exist)")
             if fd < 0:
                 raise CheckpointError(f"process {builder.meta['pid']} holds a pidfd of process {record['pid']}, "
                                       f"which is not in the image: {os.strerror(-fd)}")

@@ -95,3 +95,16 @@ def test_a_mapping_of_a_socket_is_refused_by_name(procs, store, tmp_path):
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 2, "the target to map its ring")
     with pytest.raises(checkpointer.Unsupported, match=r"is of socket:\[\d+\], which cannot be mapped again"):
         checkpointer.checkpoint([proc.pid], store, "ring")
+
+
+def test_a_pidfd_of_its_own_thread_still_signals_that_thread(procs, store, tmp_path, binaries):
+    """A pidfd of one of the process's threads (PIDFD_THREAD, zdtm pidfd_of_thread) names that
+    thread again after a restore: pidfd_send_signal(PIDFD_SIGNAL_THREAD) through it reaches
+    that thread (the target checks). Its restore failed: the thread did not exist yet when
+    the fds were made."""
+    out = tmp_path / "thread_pidfd.out"
+    proc = procs.start([str(binaries / "thread_pidfd"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to signal its thread")
+    checkpointer.checkpoint([proc.pid], store, "pidfd")
+    procs.kill(proc)
+    restored_goes_on(procs, store, "pidfd", out)
