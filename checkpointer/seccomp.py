@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import struct
 
 from . import kernel
@@ -34,6 +35,9 @@ PTRACE_SECCOMP_GET_FILTER = 0x420C
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
 PR_SET_NO_NEW_PRIVS = 38
 SOCK_FILTER_BYTES = 8            # one struct sock_filter
+_ptrace = ctypes.CDLL(None, use_errno=True).ptrace
+_ptrace.restype = ctypes.c_long
+_ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_ulong, ctypes.c_void_p]
 
 
 def capture(pid: int, tids: list[int], status: dict[str, str]) -> dict:
@@ -48,17 +52,21 @@ def capture(pid: int, tids: list[int], status: dict[str, str]) -> dict:
 
 
 def _chain(tid: int) -> list[str]:
-    """The filters of one thread (hex programs), oldest first; [] if it has none."""
-    newest_first = []
+    """The filters of one thread (hex programs), oldest first; [] if it has none. (A direct
+    ctypes call, no exception for the common answer EINVAL: this runs for every thread in
+    the stop.)"""
+    newest_first: list[str] = []
     while True:
-        try:
-            count = kernel.ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(newest_first), 0)
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOENT):   # no filter at all / no more filters
+        count = _ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(newest_first), None)
+        if count < 0:
+            err = ctypes.get_errno()
+            if err in (errno.EINVAL, errno.ENOENT):     # no filter at all / no more filters
                 return newest_first[::-1]
-            raise
+            raise OSError(err, f"PTRACE_SECCOMP_GET_FILTER of task {tid}: {os.strerror(err)}")
         buf = ctypes.create_string_buffer(count * SOCK_FILTER_BYTES)
-        kernel.ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(newest_first), ctypes.addressof(buf))
+        if _ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(newest_first), buf) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"PTRACE_SECCOMP_GET_FILTER of task {tid}: {os.strerror(err)}")
         newest_first.append(buf.raw.hex())
 
 
