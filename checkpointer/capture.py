@@ -28,7 +28,7 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from . import aio, kernel, lazy, posix_timers, procfs, ptys, seccomp, sysv_msg
+from . import aio, ipc_namespace, kernel, lazy, posix_timers, procfs, ptys, seccomp, sysv_msg
 from .batch import OUT, Call, SyscallBatch
 from .copybuffer import CopyBuffer
 from .errors import CheckpointError, ProcessGone, Unsupported
@@ -79,14 +79,20 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
     def ns_ppid(pid: int) -> int:
         return ns_pids.get(int(procfs.frozen_status(pid)["PPid"]), 0)
 
-    result = [capture_process(proc, sink, files, ns_ppid(pid), select, keep_injection_page, selected)
-              for pid, proc in frozen.processes.items()]
-    result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status,
-                "pgid": procfs.ns_id(procfs.frozen_status(pid)["NSpgid"]),      # version 9
-                "sid": procfs.ns_id(procfs.frozen_status(pid)["NSsid"])}
-               for pid, status in frozen.zombies.items()]
-    files.check_peers()
-    sysv_msg.refuse_used(frozen.processes)
+    namespace = ipc_namespace.own_namespace(frozen.processes)   # its SysV segments are read in it
+    with ipc_namespace.entered(namespace):
+        result = [capture_process(proc, sink, files, ns_ppid(pid), select, keep_injection_page, selected)
+                  for pid, proc in frozen.processes.items()]
+        result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status,
+                    "pgid": procfs.ns_id(procfs.frozen_status(pid)["NSpgid"]),      # version 9
+                    "sid": procfs.ns_id(procfs.frozen_status(pid)["NSsid"])}
+                   for pid, status in frozen.zombies.items()]
+        files.check_peers()
+        if namespace is None:
+            sysv_msg.refuse_used(frozen.processes)
+        else:
+            with phase("ipc_namespace"):
+                result[0]["ipc"] = ipc_namespace.capture(files)      # version 20
     return result
 
 

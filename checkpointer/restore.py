@@ -6,7 +6,9 @@ whole namespace whose root is PID 1 itself. From there every process is cloned f
 its restored parent with set_tid (so PIDs, parents, sessions and process groups are
 the original ones), zombies are recreated by making their stub exit with the
 recorded status, then each stub is turned into its process (builder.py), files are
-shared exactly as they were (files.py), and everything is let go at once.
+shared exactly as they were (files.py), and everything is let go at once. An image of
+processes that had an IPC namespace of their own gets a new one, with their SysV objects
+made again under the same ids before any process is built (ipc_namespace.py).
 The launcher and so every task of the restore are pinned to the restorer's CPU while
 it injects (pinning.py), and get the restorer's own CPU affinity back at the end.
 Why: the processes continue where they were, with the PIDs they had.
@@ -25,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
-from . import inherited, kernel, lazy, stub
+from . import inherited, ipc_namespace, kernel, lazy, stub
 from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .file_restore import FileRestorer
@@ -138,6 +140,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     builders: list[ProcessBuilder] = []
     early: dict[int, ProcessBuilder] = {}   # parents built before their children (inherited.py)
     parents: dict[int, dict] = {}           # pid -> the record of the built parent it was cloned from
+    ipc = ipc_namespace.Restoring(image.processes)    # before every process: its SysV objects
     files = FileRestorer(image.files, image.read_blob, remapper, restored.warnings, share_listening_ports,
                          getattr(image, "read_pieces", None))
     try:
@@ -150,6 +153,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             helpers = [top]
             if new_mount_namespace:
                 _unshare_mounts(top)
+            ipc.make(top, image.read_blob, restored.warnings)
             if new_pid_namespace:
                 top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
                 if not (len(roots) == 1 and roots[0]["pid"] == 1):
@@ -221,7 +225,10 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         raise
     finally:
         pinning.close()
-        files.close()
+        try:
+            files.close()
+        finally:
+            ipc.leave()     # the calling thread back in its own IPC namespace
         for builder in builders + list(early.values()):
             builder.close()
         for inj in injectors:

@@ -1,36 +1,81 @@
-"""SysV message queues (msgget/msgsnd/msgrcv) are not checkpointed: refused by name.
+"""SysV message queues (msgget/msgsnd/msgrcv): captured whole in a process tree's own IPC
+namespace (ipc_namespace.py), refused by name in the host's.
 
 A queue lives in the IPC namespace, not in any process: a crash leaves it with the
 messages sent after the checkpoint (and a reboot removes it), so a restored process
 would read messages that do not match its memory (stress-ng --msg: "expected msg
-containing N but received M"). What is seen of a queue's users is the last sender and
-the last receiver (/proc/sysvipc/msg lspid, lrpid): a queue one of the frozen processes
-sent to or received from last is refused at checkpoint time, naming it.
+containing N but received M").
 
-Simplification: a queue whose last sender and receiver are other processes goes
-unnoticed (only those two PIDs are recorded by the kernel).
+In a namespace of the tree's own every queue is the tree's: `capture` takes each with
+its id, key, mode, owner, byte limit (msg_qbytes) and messages, types and order kept
+(msgrcv with MSG_COPY, which reads a message without taking it: CONFIG_CHECKPOINT_RESTORE),
+and `make` sends them again into a queue of the same id in the restored namespace.
+Simplifications there: the last sender and receiver (lspid, lrpid) and the times become
+the restore's, the creator the restorer.
+
+In the host's namespace queues are shared with processes outside the tree: what is seen
+of a queue's users is the last sender and the last receiver (/proc/sysvipc/msg lspid,
+lrpid), and `refuse_used` refuses a checkpoint at which one of the frozen processes sent
+to or received from a queue last, naming it. A queue whose last sender and receiver are
+other processes goes unnoticed there (only those two PIDs are recorded by the kernel).
 """
 from __future__ import annotations
 
+import ctypes
+import struct
 from typing import Iterable
 
+from . import sysv_ipc
 from .errors import Unsupported
+from .sysv_ipc import IPC_CREAT, IPC_EXCL, IPC_NOWAIT, check
+
+MSG_COPY = 0o40000
+MSQID_QBYTES_OFFSET = 88        # struct msqid_ds (x86-64): msg_qbytes
+sysv_ipc.libc.msgrcv.restype = ctypes.c_ssize_t
 
 
 def refuse_used(pids: Iterable[int]) -> None:
     """Raise Unsupported if one of `pids` (host PIDs) last sent to or received from a
-    SysV message queue."""
+    SysV message queue (of the host's IPC namespace)."""
     pids = set(pids)
-    try:
-        with open("/proc/sysvipc/msg") as f:
-            lines = f.readlines()[1:]
-    except FileNotFoundError:                 # a kernel without SysV IPC
-        return
-    for line in lines:
-        key, msqid, _perms, _cbytes, qnum, lspid, lrpid = line.split()[:7]
-        user = next((pid for pid in (int(lspid), int(lrpid)) if pid in pids), None)
+    for row in sysv_ipc.table("msg"):
+        user = next((pid for pid in (row["lspid"], row["lrpid"]) if pid in pids), None)
         if user is not None:
-            raise Unsupported(f"process {user} uses the SysV message queue {msqid} (key {int(key):#x}, "
-                              f"{qnum} messages queued): slsfs does not checkpoint message queues (after "
-                              "a restore its messages would not match the process's memory); use a pipe "
-                              "or a Unix socket instead")
+            raise Unsupported(f"process {user} uses the SysV message queue {row['msqid']} (key {row['key']:#x}, "
+                              f"{row['qnum']} messages queued): slsfs does not checkpoint message queues of the "
+                              "host's IPC namespace (after a restore its messages would not match the process's "
+                              "memory); run it in an IPC namespace of its own (`sls run`, or `unshare --ipc`), "
+                              "or use a pipe or a Unix socket instead")
+
+
+def capture() -> list[dict]:
+    """The message queues of this thread's IPC namespace, with their messages
+    ([type, hex of the text], oldest first)."""
+    queues = []
+    for row in sysv_ipc.table("msg"):
+        msqid = row["msqid"]
+        qbytes = struct.unpack_from("Q", sysv_ipc.stat("msg", msqid), MSQID_QBYTES_OFFSET)[0]
+        buffer = ctypes.create_string_buffer(8 + row["cbytes"])    # no message is longer than them all
+        messages = []
+        for index in range(row["qnum"]):
+            size = sysv_ipc.libc.msgrcv(msqid, buffer, row["cbytes"], index, MSG_COPY | IPC_NOWAIT)
+            check(size, f"msgrcv(MSG_COPY) of message {index} of SysV message queue {msqid}")
+            messages.append([struct.unpack_from("q", buffer)[0], buffer.raw[8:8 + size].hex()])
+        queues.append({"id": msqid, "key": row["key"], "mode": row["perms"] & 0o777, "uid": row["uid"],
+                       "gid": row["gid"], "qbytes": qbytes, "messages": messages})
+    return queues
+
+
+def make(record: dict) -> None:
+    """Make the queue of `record` again in this thread's IPC namespace, under its id, with
+    its owner, byte limit and messages."""
+    msqid, key = record["id"], record["key"]
+    sysv_ipc.set_next_id("msg", msqid)
+    made = sysv_ipc.libc.msgget(key, IPC_CREAT | IPC_EXCL | record["mode"])
+    sysv_ipc.made_as("msg", msqid, made, key)
+    sysv_ipc.set_owner("msg", msqid, record["uid"], record["gid"], {MSQID_QBYTES_OFFSET: record["qbytes"]})
+    for mtype, text in record["messages"]:
+        data = bytes.fromhex(text)
+        message = struct.pack("q", mtype) + data
+        check(sysv_ipc.libc.msgsnd(msqid, message, len(data), IPC_NOWAIT),
+              f"could not queue a message of type {mtype} ({len(data)} bytes) into SysV message queue {msqid} again")

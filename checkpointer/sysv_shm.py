@@ -8,7 +8,11 @@ remove segments) is reused, its contents set back to the checkpoint's. A segment
 had been removed while attached (IPC_RMID: the usual way to have it vanish with its
 users) is removed again once the restored processes have attached it.
 
-Simplifications: the restored processes share the restorer's IPC namespace; a segment
+A process tree in an IPC namespace of its own (ipc_namespace.py) is restored into a new
+one, where every segment is made afresh; segments no process of the tree maps are
+captured too (`unattached`), read through an attachment of our own.
+
+Simplifications: a tree in the host's IPC namespace is restored in the restorer's; a segment
 is attached whole (a mapping of part of one is refused at checkpoint time); a segment
 made again gets its owner and mode back, its creator becomes the restorer; a restore
 whose segment is attached by running processes (another instance of the image, a clone's
@@ -19,13 +23,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import struct
+from typing import Callable
 
+from . import sysv_ipc
 from .errors import CheckpointError, Unsupported
+from .sysv_ipc import IPC_CREAT, IPC_EXCL, IPC_PRIVATE
 
 SHM_DEST = 0o1000                       # mode bit: removed, alive while attached
-IPC_PRIVATE, IPC_CREAT, IPC_EXCL, IPC_RMID, IPC_SET, IPC_STAT = 0, 0o1000, 0o2000, 0, 1, 2
-SHMID_DS_SIZE, PERM_UID_OFFSET = 112, 4     # struct shmid_ds (x86-64): shm_perm.uid, then .gid
 SHM_RDONLY, SHM_REMAP = 0o10000, 0o40000
 NR_SHMAT = 30
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -37,13 +41,10 @@ _libc.shmdt.argtypes = [ctypes.c_void_p]
 def segment(shmid: int) -> dict | None:
     """The segment `shmid` as /proc/sysvipc/shm describes it: key, size, mode (with
     SHM_DEST once removed), how many attach it, owner uid and gid, or None."""
-    with open("/proc/sysvipc/shm") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            if int(fields[1]) == shmid:
-                return {"key": int(fields[0]), "mode": int(fields[2], 8), "size": int(fields[3]),
-                        "attached": int(fields[6]), "uid": int(fields[7]), "gid": int(fields[8])}
+    for row in sysv_ipc.table("shm"):
+        if row["shmid"] == shmid:
+            return {"key": row["key"], "mode": row["perms"], "size": row["size"], "attached": row["nattch"],
+                    "uid": row["uid"], "gid": row["gid"]}
     return None
 
 
@@ -59,8 +60,32 @@ def describe(shmid: int, mapping_size: int, source: str, what: str) -> dict:
                           "segments can be checkpointed")
     with open(source, "rb") as f:
         data = f.read(info["size"])
+    return {**_record(shmid, info), "contents": data}
+
+
+def _record(shmid: int, info: dict) -> dict:
     return {"shmid": shmid, "key": info["key"], "size": info["size"], "mode": info["mode"] & 0o777,
-            "uid": info["uid"], "gid": info["gid"], "removed": bool(info["mode"] & SHM_DEST), "contents": data}
+            "uid": info["uid"], "gid": info["gid"], "removed": bool(info["mode"] & SHM_DEST)}
+
+
+def unattached(recorded: set[int], put_blob: Callable[[bytes], list[str]]) -> list[dict]:
+    """The segments of this thread's IPC namespace that are not among `recorded` (those
+    the processes map), each read through an attachment of ours, its contents handed to
+    `put_blob` (its record's "data": the blob's ids)."""
+    records = []
+    for row in sysv_ipc.table("shm"):
+        shmid = row["shmid"]
+        if shmid in recorded:
+            continue
+        address = _libc.shmat(shmid, None, SHM_RDONLY)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise CheckpointError(f"cannot read SysV segment {shmid}: {os.strerror(ctypes.get_errno())}")
+        try:
+            contents = ctypes.string_at(address, row["size"])
+        finally:
+            _libc.shmdt(ctypes.c_void_p(address))
+        records.append({**_record(shmid, {**row, "mode": row["perms"]}), "data": put_blob(contents)})
+    return records
 
 
 def make(record: dict, contents: bytes, warnings: list[str]) -> int:
@@ -86,14 +111,9 @@ def make(record: dict, contents: bytes, warnings: list[str]) -> int:
             warnings.append(f"SysV segment {shmid}: its key {key:#x} belongs to another segment now; "
                             "made again without a key")
             made = _create(shmid, IPC_PRIVATE, record)
-        if made != shmid:
-            err = ctypes.get_errno() if made < 0 else 0
-            if made >= 0:
-                _libc.shmctl(made, IPC_RMID, None)
-            raise CheckpointError(f"could not make SysV segment {shmid} (key {key:#x}) again: "
-                                  + (os.strerror(err) if err else f"the kernel gave id {made}"))
+        sysv_ipc.made_as("shm", shmid, made, key)
         if "uid" in record:                     # (older images: the restorer stays the owner)
-            set_owner(shmid, record["uid"], record["gid"])
+            sysv_ipc.set_owner("shm", shmid, record["uid"], record["gid"])
     address = _libc.shmat(shmid, None, 0)
     if address in (None, ctypes.c_void_p(-1).value):
         raise CheckpointError(f"cannot attach SysV segment {shmid}: {os.strerror(ctypes.get_errno())}")
@@ -104,25 +124,13 @@ def make(record: dict, contents: bytes, warnings: list[str]) -> int:
     return shmid
 
 
-def set_owner(shmid: int, uid: int, gid: int) -> None:
-    """IPC_SET of the segment's owner (its mode and creator unchanged)."""
-    ds = ctypes.create_string_buffer(SHMID_DS_SIZE)
-    if _libc.shmctl(shmid, IPC_STAT, ds) != 0:
-        raise CheckpointError(f"cannot read SysV segment {shmid}: {os.strerror(ctypes.get_errno())}")
-    struct.pack_into("II", ds, PERM_UID_OFFSET, uid, gid)
-    if _libc.shmctl(shmid, IPC_SET, ds) != 0:
-        raise CheckpointError(f"cannot give SysV segment {shmid} back to uid {uid}: "
-                              f"{os.strerror(ctypes.get_errno())}")
-
-
 def _create(shmid: int, key: int, record: dict) -> int:
     """shmget of a new segment that the kernel numbers `shmid` (shm_next_id)."""
-    with open("/proc/sys/kernel/shm_next_id", "w") as f:
-        f.write(str(shmid))
+    sysv_ipc.set_next_id("shm", shmid)
     return _libc.shmget(key, record["size"], IPC_CREAT | IPC_EXCL | record["mode"])
 
 
 def remove(shmid: int) -> None:
     """IPC_RMID: the segment goes once its last user detaches (call it once the restored
     processes have attached it)."""
-    _libc.shmctl(shmid, IPC_RMID, None)
+    sysv_ipc.remove("shm", shmid)

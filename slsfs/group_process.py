@@ -1,8 +1,10 @@
 """The processes of one running persistence group: started fresh, or restored.
 
-A fresh group is started as `unshare --pid --fork -- CMD`: CMD becomes PID 1 of a new
-PID namespace, so a restore (which builds a new namespace too) gives it back the same
-PID. The group's process is that child of `unshare`, once it has exec'd CMD.
+A fresh group is started as `unshare --pid --ipc --fork -- CMD`: CMD becomes PID 1 of a
+new PID namespace, so a restore (which builds a new namespace too) gives it back the same
+PID; its SysV semaphores, message queues and shared memory are in an IPC namespace of its
+own, so that every checkpoint holds them all (checkpointer.ipc_namespace). The group's
+process is that child of `unshare`, once it has exec'd CMD.
 
 In `--root` mode the command also gets its own mount namespace (`unshare --mount`, private
 propagation) and runs chroot()ed into the mount (slsfs.rootfs). In `--cwd` mode it shares
@@ -196,7 +198,7 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     if init and not root:
         command = [init, "--", *command]
     private_mounts = ["--mount", "--propagation", "private"] if root else []
-    argv = ["unshare", "--pid", "--fork", "--kill-child", *private_mounts, "--", *command]
+    argv = ["unshare", "--pid", "--ipc", "--fork", "--kill-child", *private_mounts, "--", *command]
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:

@@ -185,6 +185,10 @@ def cmd_checkpoint(args, pid: int) -> int:
         human += (f"\nnote: file contents are not part of the image (only a slsfs mount checkpoints them); "
                   f"the {len(files)} open file(s) must still exist at restore")
     doc["file_contents_included"] = False
+    doc["sysv_ipc_included"] = any("ipc" in p for p in image.processes)
+    if not doc["sysv_ipc_included"]:
+        human += ("\nnote: SysV semaphores and message queues of the host's IPC namespace are not part of the "
+                  "image (run the program in one of its own, `unshare --ipc`, to have them in it)")
     _emit(args, doc, human)
     return 0
 

@@ -32,6 +32,7 @@ def test_checkpoint_ps_restore_detached(procs, cli_store, binaries, tmp_path, su
     done = sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "c1")
     assert done.returncode == 0, done.stderr
     assert "image 'c1' of 1 process" in done.stdout and "file contents are not part of the image" in done.stdout
+    assert "SysV semaphores and message queues of the host's IPC namespace are not part" in done.stdout
     listed = json.loads(sls("ps", "--store", cli_store, "--json").stdout)
     [image] = listed["images"]
     assert image["name"] == "c1" and image["processes"][0]["pid"] == proc.pid

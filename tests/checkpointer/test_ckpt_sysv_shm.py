@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import checkpointer
-from checkpointer import sysv_shm
+from checkpointer import sysv_ipc, sysv_shm
 from ckpt_helpers import wait_for
 
 SHARER = r"""
@@ -101,7 +101,7 @@ def test_a_segment_whose_key_was_taken_comes_back_without_it(procs, store, tmp_p
     try:
         wait_for(lambda: len(lines()) > 5, "the sharers to count")
         shmid = int(lines()[0].split()[1])
-        sysv_shm.set_owner(shmid, 65534, 65534)          # owned by another user than its creator
+        sysv_ipc.set_owner("shm", shmid, 65534, 65534)          # owned by another user than its creator
         checkpointer.checkpoint([proc.pid], store, "keyless", tree=True)
         counts = len([l for l in lines() if l.startswith("a=")])
         procs.kill(proc)

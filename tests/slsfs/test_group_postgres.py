@@ -73,18 +73,21 @@ LAST_ERROR = [""]
 
 
 def shared_memory_of(pid: int) -> tuple[set[str], set[int]]:
-    """The POSIX shared memory files and SysV segment ids the process tree maps."""
+    """The POSIX shared memory files and the SysV segment ids of the host's IPC namespace the
+    process tree maps (none for a group: its segments die with its own IPC namespace)."""
     files, segments = set(), set()
+    host = os.stat("/proc/self/ns/ipc").st_ino
     for member in tree(pid):
         try:
             with open(f"/proc/{member}/maps") as f:
                 maps = [line.split() for line in f]
+            in_host = os.stat(f"/proc/{member}/ns/ipc").st_ino == host
         except (FileNotFoundError, ProcessLookupError):   # a backend that just ended (or ends as we read)
             continue
         for fields in maps:
             if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
                 files.add(fields[5])
-            elif len(fields) >= 6 and fields[5].startswith("/SYSV"):
+            elif len(fields) >= 6 and fields[5].startswith("/SYSV") and in_host:
                 segments.add(int(fields[4]))
     return files, segments
 

@@ -1,0 +1,101 @@
+"""A process tree in an IPC namespace of its own (as a persistence group is) is checkpointed
+with every SysV object of that namespace: semaphore values, queued messages (types, sizes,
+order) and a segment nobody maps. Killed (its namespace and objects die with it, as at a
+reboot) and restored, the program finds them as its memory knows them, its child blocked in
+semop waits again, and the objects are under the ids the program holds. An image without an
+IPC namespace (every image before version 20) is restored in the restorer's namespace."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import checkpointer
+from checkpointer import Unsupported, sysv_ipc
+from ckpt_helpers import wait_for
+
+STEP = re.compile(r"step (\d+) \d+ \d+ \d+")
+
+
+def _lines(out: Path) -> list[str]:
+    return out.read_text(errors="replace").splitlines() if out.exists() else []
+
+
+def _last_step(out: Path) -> int:
+    steps = [int(m[1]) for line in _lines(out) if (m := STEP.fullmatch(line))]
+    return max(steps, default=0)
+
+
+def _bad(out: Path) -> list[str]:
+    return [line for line in _lines(out) if line.startswith("BAD")]
+
+
+def test_semaphores_messages_and_segments_come_back_with_the_memory_that_knows_them(procs, store, binaries,
+                                                                                     tmp_path):
+    out, wake = tmp_path / "ipc.out", tmp_path / "wake"
+    key = 0x51500000 + os.getpid() % 0xFFFF * 4
+    proc = procs.start(["unshare", "--ipc", str(binaries / "sysv_state"), str(out), hex(key), str(wake)])
+    wait_for(lambda: _last_step(out) >= 100, "the target to work its semaphores and queue")
+    semid, msqid, shmid = map(int, _lines(out)[0].split()[1:])
+    assert key not in {row["key"] for row in sysv_ipc.table("sem")}, "the set is in the host's namespace"
+
+    checkpointer.checkpoint([proc.pid], store, "ipc", tree=True)
+    at_checkpoint = _last_step(out)
+    ipc = checkpointer.load_image(store, "ipc").processes[0]["ipc"]
+    assert [(s["id"], s["key"], s["mode"], len(s["values"])) for s in ipc["sem"]] == [(semid, key, 0o640, 3)]
+    [queue] = ipc["msg"]
+    assert (queue["id"], queue["key"], queue["mode"]) == (msqid, key + 1, 0o620)
+    assert len(queue["messages"]) >= 8 and len({mtype for mtype, _ in queue["messages"]}) > 1
+    assert len({len(text) for _, text in queue["messages"]}) > 1
+    assert [(s["shmid"], s["key"], s["size"]) for s in ipc["shm"]] == [(shmid, key + 2, 8192)]
+
+    # the objects move on past the checkpoint, then die with the namespace
+    wait_for(lambda: _last_step(out) >= at_checkpoint + 100, "the target to go on past the checkpoint")
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "ipc")
+    procs.restored.append(restored)
+    assert os.stat(f"/proc/{restored.pids[0]}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino
+    assert key not in {row["key"] for row in sysv_ipc.table("sem")}, "the restored set is in the host's namespace"
+
+    restarted = _last_step(out)
+    wait_for(lambda: _bad(out) or _last_step(out) >= restarted + 150, "the restored target to go on")
+    assert not _bad(out), _bad(out)
+    wake.touch()
+    wait_for(lambda: _bad(out) or "woken 7" in _lines(out), "the child blocked in semop to be woken")
+    assert not _bad(out), _bad(out)
+
+
+def test_an_image_without_an_ipc_namespace_is_restored_in_the_restorers(procs, store, binaries, tmp_path):
+    """As every image of version 19 and before: made a version 19 image again (no "ipc")."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) > 3, "the counter to count")
+    checkpointer.checkpoint([proc.pid], store, "host", tree=True)
+    image = checkpointer.load_image(store, "host")
+    assert not any("ipc" in p for p in image.processes)
+    tree = store.tree(image.root)
+    entry = tree.get_entry(b"meta")
+    tree.put(b"meta", json.dumps({**image.meta, "version": 19}).encode(), refs=entry.refs)
+    old = tree.flush()
+    assert checkpointer.load_image(store, old).meta["version"] == 19
+    procs.kill(proc)
+    count = len(out.read_text().splitlines())
+    restored = checkpointer.restore(store, old)
+    procs.restored.append(restored)
+    assert os.stat(f"/proc/{restored.pids[0]}/ns/ipc").st_ino == os.stat("/proc/self/ns/ipc").st_ino
+    wait_for(lambda: len(out.read_text().splitlines()) > count + 3, "the restored counter to count")
+
+
+def test_a_tree_over_two_ipc_namespaces_is_refused_by_name(procs, store, tmp_path):
+    proc = procs.start(["unshare", "--ipc", "sh", "-c", "unshare --ipc sleep 60 & exec sleep 60"])
+
+    def inner_in_its_own() -> bool:
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        return bool(kids) and os.stat(f"/proc/{kids[0]}/ns/ipc").st_ino != os.stat(f"/proc/{proc.pid}/ns/ipc").st_ino
+    wait_for(inner_in_its_own, "the inner sleep in an IPC namespace of its own")
+    with pytest.raises(Unsupported, match="different IPC namespaces"):
+        checkpointer.checkpoint([proc.pid], store, "two", tree=True)
+    assert "img/two" not in store.roots()
