@@ -45,6 +45,7 @@ changes for durability, and how it is bounded:
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -54,13 +55,14 @@ import stat
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Awaitable, Callable, Iterable
 
 import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
 from objectstore import StoreError, StoreFull
+from objectstore.gc import Collection
 from objectstore.retention import Prune, retained
 
 from . import fusectl, schema
@@ -94,6 +96,7 @@ FSYNC_BLOCK_S = 0.002                     # an application's fsync: how long the
 # only trio scheduling per request (~20% of the CPU of a getattr); with one task, the
 # reader lock pyfuse3 takes per request is dropped too (mount.single_reader).
 SESSION_TASKS = 1
+_DONE = object()                          # collect: the steps are over
 READAHEAD_KIB = 1024
 CLONE_VOLUME_SEPARATOR = "."              # a clone's volume: `<volume of its mount>.<leaf>`
 FORGET_WAIT_S = 0.5
@@ -258,6 +261,8 @@ class FileSystem:
         self._connection = 0                    # the FUSE connection's number (fusectl)
         self._free, self._free_checked = 0, float("-inf")   # has_space's last statvfs
         self.init_relay = InitRelay()           # replaced at each serve()
+        self._collecting = trio.Lock()          # one garbage collection at a time (collect)
+        self._tasks: trio.Nursery | None = None  # while serving: where maybe_collect starts one
         self._reclaim_unheld_orphans(self.main)
 
     # ----- state ---------------------------------------------------------------------
@@ -424,20 +429,42 @@ class FileSystem:
         views.update(split_ino(kino)[0] for kino in self.ops.opens)
         return self.views.commits_of(views)
 
-    def gc(self, prune: Prune | None = None) -> dict:
-        """Store.gc, keeping the checkpoints being browsed (browsed_checkpoints). With an
-        explicit `prune`, the current state is committed first, so that what was deleted
-        since the last checkpoint is not held by the newest one, which always stays."""
-        if prune is None:
-            self.seal()
-        else:
-            self.checkpoint("gc", durable=True)
-        return self.store.gc(also_keep=lambda _kept: self.browsed_checkpoints(), prune=prune)
+    async def collect(self, prune: Prune | None = None, *,
+                      also_keep: Callable[[set[int]], set[int]] | None = None,
+                      start_lock: trio.Lock | None = None,
+                      before_delete: Callable[[], Awaitable[None]] | None = None) -> dict:
+        """A garbage collection (objectstore.gc.Collection) run in the trio thread in short
+        steps, requests and checkpoints going on between them; its syncs run in a worker
+        thread. Figures for the user. One at a time: a second call waits for the first.
+
+        Kept: what `also_keep` names (default: the checkpoints being browsed,
+        browsed_checkpoints). With an explicit `prune`, the current state is committed
+        first, so that what was deleted since the last checkpoint is not held by the newest
+        one, which always stays. `start_lock` is held for the start (a checkpoint taker's
+        lock: the start must not fall inside a checkpoint); `before_delete` is awaited
+        before each pack is deleted (once its kept chunks are durable elsewhere)."""
+        async with self._collecting:
+            collection = Collection(self.store, prune=prune,
+                                    also_keep=also_keep or (lambda _kept: self.browsed_checkpoints()))
+            with contextlib.closing(collection.steps()) as steps:
+                async with start_lock or contextlib.nullcontext():
+                    if prune is None:
+                        self.seal()
+                    else:
+                        self.checkpoint("gc", durable=True)
+                    step = next(steps, _DONE)      # the start, and a first slice of marking
+                while step is not _DONE:
+                    if step is None:
+                        await trio.sleep(0)        # requests and checkpoints run here
+                    else:                          # a pack's kept chunks: durable before it goes
+                        await trio.to_thread.run_sync(step.wait)
+                        if before_delete is not None:
+                            await before_delete()
+                    step = next(steps, _DONE)
+            return collection.result
 
     def apply_retention(self) -> None:
-        """Thin old checkpoints by the store's policy (named and browsed ones stay), and
-        give the space back once the packs have doubled since the last collection
-        (Store.gc_due; a stop-the-world collection: requests wait meanwhile)."""
+        """Thin old checkpoints by the store's policy (named and browsed ones stay)."""
         log_ = self.store.log()
         if len(log_) > self.store.retention.keep_last:
             keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
@@ -445,9 +472,21 @@ class FileSystem:
             keep |= self.browsed_checkpoints() & {c.id for c in log_}
             if len(keep) < len(log_):
                 self.store.forget(keep)
-        if self.store.gc_due():
-            result = self.gc()
-            log.info("gc: freed %d bytes in %.1f s", result["bytes_freed"], result["seconds"])
+
+    def maybe_collect(self) -> None:
+        """Give the space back once the packs have doubled since the last collection
+        (Store.gc_due): a collection in the background, unless one runs."""
+        if self._tasks is not None and not self._collecting.locked() and self.store.gc_due():
+            self._tasks.start_soon(self._collect_in_background)
+
+    async def _collect_in_background(self) -> None:
+        try:
+            result = await self.collect()
+        except StoreError as exc:
+            log.warning("gc failed, will retry: %s", exc)
+            return
+        log.info("gc: freed %d bytes in %.1f s (%.2f s of it in this thread)", result["bytes_freed"],
+                 result["seconds"], result["busy_seconds"])
 
     async def run_kernel_flushes(self) -> None:
         """flush_kernel_writes every FLUSH_EVERY_S, until cancelled."""
@@ -489,6 +528,7 @@ class FileSystem:
                     self.apply_retention()
                 except StoreError as exc:
                     log.warning("retention failed: %s", exc)
+                self.maybe_collect()
 
     # ----- orphans -------------------------------------------------------------------
     def _reclaim_unheld_orphans(self, volume: Volume) -> None:
@@ -623,6 +663,7 @@ class FileSystem:
             if self.ops.enable_writeback_cache:
                 self._flusher = await Flusher.start(mountpoint)
             async with trio.open_nursery() as nursery:
+                self._tasks = nursery
                 if self.interval is not None:
                     nursery.start_soon(self.run_checkpoints)
                     if self.ops.enable_writeback_cache:
@@ -635,6 +676,7 @@ class FileSystem:
                 nursery.cancel_scope.cancel()
         finally:
             self._serving = False
+            self._tasks = None
             if self._flusher is not None:
                 flusher, self._flusher = self._flusher, None
                 await flusher.close()

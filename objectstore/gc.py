@@ -1,37 +1,66 @@
 """Garbage collection: keep what retained commits reach, compact mostly-dead packs.
 
-Stop-the-world and single-threaded, like the Store: (1) apply the retention
-policy, or an explicit `Prune` request (`sls gc --keep-last/--keep-within/--forget`:
-see `prune_keep`), and record the retained commits in a catalog record; (2) mark every chunk
-reachable from retained commits, the working state and trees in use; (3) rewrite
-each sealed pack whose live bytes fall under `COMPACT_BELOW` of its size, copying
-live chunks into the active pack, then delete it (a prune seals a mostly-dead active
-pack first: on a small disk everything may sit in that one pack). Chunks keep their ids when they
-move, so no commit or tree is ever rewritten.
+A collection runs in short steps (`Collection.steps`), so that a server (the mount, the
+group daemon) answers its requests and takes its checkpoints between them; `collect`
+runs them all at once (`sls gc` on an unmounted store, tests). Snapshot-at-beginning:
+
+1. The start (the first step, to be run at an instant when no checkpoint is half
+   written): apply the retention policy, or an explicit `Prune` request (`sls gc
+   --keep-last/--keep-within/--forget`: see `prune_keep`), and record the retained commits
+   in a durable catalog record; take the roots to keep at that instant (retained commits,
+   the working state, trees in use, chunks put since the last commit); note the active
+   pack (the watermark: only packs before it are compacted, so everything written from
+   here on stays) and start recording dedup hits (PackStore.watch_dedup: a put that finds
+   a chunk already stored makes it live again, even one no root reached at the start).
+2. Mark every chunk the start's roots reach, a slice at a time. Trees are copy-on-write:
+   what those roots reach does not change under the marker.
+3. Sum each pack's live and dead bytes, a batch at a time, and choose the packs to
+   compact: sealed before the watermark, with live bytes under `COMPACT_BELOW` of their
+   size, or holding only store records.
+4. One pack at a time: copy the chunks that were marked or found by a dedup hit into the
+   active pack (a slice at a time), drop the others; once per collection append a fresh
+   catalog (it supersedes the store records of the packs about to go); make all that
+   durable (the step yields a PendingSync for its driver to wait on, in another thread
+   if it likes); only then delete the pack. Chunks keep their ids when they move, so no
+   commit or tree is ever rewritten.
+
+A crash at any step leaves a store whose newest catalog names what is kept, each chunk
+of it in a pack that is still there or copied and durable elsewhere.
 """
 from __future__ import annotations
 
-import json
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
-from . import pack as fmt
 from .chunks import NODE
 from .errors import NotFound, StoreError
+from .packstore import PendingSync
 from .retention import Prune, kept_by_rules, retained
 from .tree import node_links
 
 COMPACT_BELOW = 0.5
+SLICE_S = 0.004        # a collection's work between two of its yields
+TALLY_BATCH = 8192     # chunks summed per step (~0.3 us each)
 
 
 def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None) -> set[bytes]:
-    """Every chunk reachable from `roots` (node children and entry refs, recursively).
-    The refs of a node are sorted by one look-up each into data chunks, marked at once,
-    and the rest (nodes, and ids the store lacks, whose error is then reported as for
-    any chunk): 5.7 us per live chunk before (a GC of a Redis group's store, 245k live
-    chunks, 1.4 s stop-the-world), when each ref was visited as a chunk of its own."""
+    """Every chunk reachable from `roots` (node children and entry refs, recursively)."""
     seen: set[bytes] = set()
+    for _ in marking(store, roots, seen, problems, slice_s=float("inf")):
+        pass
+    return seen
+
+
+def marking(store, roots: Iterable[bytes], seen: set[bytes], problems: list[str] | None = None,
+            slice_s: float = SLICE_S) -> Iterator[None]:
+    """Add every chunk reachable from `roots` to `seen`, yielding after each `slice_s` of
+    work. The refs of a node are sorted by one look-up each into data chunks, marked at
+    once, and the rest (nodes, and ids the store lacks, whose error is then reported as
+    for any chunk): 5.7 us per live chunk before (a GC of a Redis group's store, 245k live
+    chunks, 1.4 s), when each ref was visited as a chunk of its own."""
     stack = list(roots)
+    clock = time.perf_counter
+    deadline = clock() + slice_s
     while stack:
         cid = stack.pop()
         if cid in seen:
@@ -51,59 +80,132 @@ def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None) 
             data, others = store.data_chunks(set(refs).difference(seen))
             seen.update(data)
             stack.extend(others)
-    return seen
+        if clock() > deadline:
+            yield
+            deadline = clock() + slice_s
+
+
+class Collection:
+    """One garbage collection of `store`, in steps (see the module docstring).
+
+    `also_keep(kept commit ids)` names further commits to keep: those that kept
+    commits point to by id inside their data (the store cannot see such links), and
+    those the caller uses (browsed checkpoints, a group's newest checkpoint). Figures
+    for the user are in `result` once the steps are done."""
+
+    def __init__(self, store, *, progress: Callable[[str], None] | None = None, now: float | None = None,
+                 also_keep: Callable[[set[int]], set[int]] | None = None, prune: Prune | None = None,
+                 slice_s: float = SLICE_S) -> None:
+        self.store, self.progress, self.now = store, progress, now
+        self.also_keep, self.prune, self.slice_s = also_keep, prune, slice_s
+        self.result: dict | None = None
+        self.busy_s = 0.0          # time spent inside the steps (the caller's thread)
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            self.progress(message)
+
+    def steps(self) -> Iterator[PendingSync | None]:
+        """The collection, yielding between short steps: None (go on when you like), or a
+        PendingSync, whose wait() must have returned before the next step (it deletes a
+        pack). The first step is the start: run it when no checkpoint is half written
+        (chunks put before the last commit and not yet named by any tree would be lost)."""
+        started = time.monotonic()
+        clock = time.perf_counter
+        mark = clock()
+        store, packs = self.store, self.store.packs
+        before_commits = len(store.log())
+        forgotten_names = self._forget(before_commits)
+        if self.prune is not None:
+            packs.seal_active()     # a small disk's dead data may all sit in the active pack
+        watermark = packs.active
+        roots = store.live_roots()
+        dedup_hits = packs.watch_dedup()
+        try:
+            live: set[bytes] = set()
+            self._say("marking")
+            for _ in marking(store, roots, live, slice_s=self.slice_s):
+                self.busy_s += clock() - mark
+                yield None
+                mark = clock()
+            total: dict[int, int] = {}
+            alive: dict[int, int] = {}
+            members: dict[int, list[bytes]] = {}
+            dead_chunks = 0
+            ids = packs.id_list()
+            for at in range(0, len(ids), TALLY_BATCH):
+                dead_chunks += packs.tally(ids[at:at + TALLY_BATCH], live, total, alive, members)
+                self.busy_s += clock() - mark
+                yield None
+                mark = clock()
+            del ids
+            victims = sorted(n for n in set(total) | packs.meta_packs() if n < watermark and (
+                n not in total or alive.get(n, 0) < COMPACT_BELOW * total[n]))   # (not in total: records only)
+            self._say(f"compacting {len(victims)} packs")
+            freed = 0
+            renewed = False
+
+            def keep(cid: bytes) -> bool:
+                return cid in live or cid in dedup_hits
+
+            for number in victims:
+                chunks = members.pop(number, [])
+                moved = 0
+                for at in range(0, len(chunks), 64):
+                    moved += packs.move_chunks(number, chunks[at:at + 64], keep)
+                    if clock() - mark > self.slice_s:
+                        self.busy_s += clock() - mark
+                        yield None
+                        mark = clock()
+                if not renewed:
+                    store.renew_catalog()
+                    renewed = True
+                pending = packs.begin_sync()
+                if pending is not None:
+                    self.busy_s += clock() - mark
+                    yield pending
+                    mark = clock()
+                    packs.end_sync(pending)
+                freed += max(0, packs.delete_pack(number) - moved)
+        finally:
+            packs.end_watch()
+        store.note_collected()
+        self.busy_s += clock() - mark
+        self.result = {"commits_before": before_commits, "commits_after": len(store.log()),
+                       "live_chunks": len(live), "unreachable_chunks": dead_chunks,
+                       "resurrected_chunks": len(dedup_hits - live),
+                       "packs_compacted": len(victims), "bytes_freed": freed,
+                       "seconds": round(time.monotonic() - started, 3),
+                       "busy_seconds": round(self.busy_s, 3)}
+        if self.prune is not None:
+            self.result["names_forgotten"] = forgotten_names
+
+    def _forget(self, before_commits: int) -> list[str]:
+        """Retention, or the explicit prune: the commits dropped are forgotten durably.
+        The names an explicit prune drops."""
+        store, now = self.store, self.now if self.now is not None else time.time()
+        names: list[str] = []
+        if self.prune is None:
+            keep = retained(((c.id, c.time) for c in store.log()), store.tags().values(), store.retention, now)
+            if self.also_keep is not None:
+                keep |= self.also_keep(keep)
+        else:
+            keep, names = prune_keep(store, self.prune, now, self.also_keep)
+            self._say(f"forgetting {before_commits - len(keep & {c.id for c in store.log()})} checkpoints")
+        store.forget(keep)
+        return names
 
 
 def collect(store, *, progress: Callable[[str], None] | None = None, now: float | None = None,
             also_keep: Callable[[set[int]], set[int]] | None = None, prune: Prune | None = None) -> dict:
-    """Apply retention (or `prune`), then free unreachable chunks. Returns figures for the user.
-
-    `also_keep(kept commit ids)` names further commits to keep: those that kept
-    commits point to by id inside their data (the store cannot see such links), and
-    those the caller uses (browsed checkpoints, a group's newest checkpoint)."""
-    started = time.monotonic()
-    before_commits = len(store.log())
-    now = now if now is not None else time.time()
-    forgotten_names: list[str] = []
-    if prune is None:
-        keep = retained(((c.id, c.time) for c in store.log()), store.tags().values(), store.retention, now)
-        if also_keep is not None:
-            keep |= also_keep(keep)
-    else:
-        keep, forgotten_names = prune_keep(store, prune, now, also_keep)
-        if progress:
-            progress(f"forgetting {before_commits - len(keep & {c.id for c in store.log()})} checkpoints")
-    catalog = store.forget(keep)
-    if progress:
-        progress("marking")
-    live = reachable(store, store.live_roots())
-    packs = store.packs
-    total, alive, dead_chunks = packs.pack_usage(live)
-    mostly_dead = {n for n, size in total.items() if alive.get(n, 0) < COMPACT_BELOW * size}
-    if prune is not None and packs.active in mostly_dead:
-        packs.seal_active()     # a small disk's dead data may all sit in the active pack
-    victims = {n for n in mostly_dead if n != packs.active}
-    # packs holding only store records (commits of thinned checkpoints) go too
-    victims |= {n for n in packs.pack_numbers() if n not in total and n != packs.active}
-    if progress:
-        progress(f"compacting {len(victims)} packs")
-    kept_commits = {c.id for c in store.log()}
-
-    def keep_meta(kind: int, payload: bytes) -> bool:
-        if kind == fmt.CATALOG:
-            return payload == catalog  # the newest catalog supersedes older catalogs and tags
-        if kind != fmt.COMMIT:
-            return False
-        return json.loads(payload)["id"] in kept_commits
-
-    freed = packs.rewrite_packs(victims, lambda cid: cid in live, keep_meta)
-    figures = {"commits_before": before_commits, "commits_after": len(kept_commits),
-               "live_chunks": len(live), "unreachable_chunks": dead_chunks,
-               "packs_compacted": len(victims), "bytes_freed": freed,
-               "seconds": round(time.monotonic() - started, 3)}
-    if prune is not None:
-        figures["names_forgotten"] = forgotten_names
-    return figures
+    """Apply retention (or `prune`), then free unreachable chunks, all at once (a
+    Collection's steps run to the end, each sync waited for here). Figures for the user."""
+    collection = Collection(store, progress=progress, now=now, also_keep=also_keep, prune=prune,
+                            slice_s=float("inf"))
+    for pending in collection.steps():
+        if pending is not None:
+            pending.wait()
+    return collection.result
 
 
 def prune_keep(store, prune: Prune, now: float,

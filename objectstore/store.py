@@ -493,22 +493,28 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------------
 
-    def forget(self, keep: set[int]) -> bytes:
-        """Drop every commit not in `keep` (tagged and newest always stay). Used by GC.
-
-        Returns the catalog record written: compaction must carry it over, since it
-        may already sit in a sealed pack that is about to be rewritten."""
+    def forget(self, keep: set[int]) -> None:
+        """Drop every commit not in `keep` (tagged and newest always stay), durably: a
+        catalog record naming those kept is written and synced. Used by retention and GC."""
         keep = set(keep) | set(self._tags.values())
         if self.head:
             keep.add(self.head.id)
-        upto = self._next_id - 1
-        live = sorted(keep & set(self._commits))
-        catalog = _record("catalog", upto=upto, live=live, tags=self._tags,
-                          commits=[self._commits[i].to_json() for i in live])
-        self.packs.append_meta(fmt.CATALOG, catalog)
+        self._append_catalog(keep)
         self.packs.sync()
         self._commits = {i: c for i, c in self._commits.items() if i in keep}
-        return catalog
+
+    def renew_catalog(self) -> None:
+        """Append (not sync) a catalog of every retained commit and tag: it supersedes every
+        earlier store record, so that GC may delete packs holding such records once it is
+        durable (a copy of an old catalog would land after commits made since, and hide
+        them from the next opening)."""
+        self._append_catalog(set(self._commits))
+
+    def _append_catalog(self, keep: set[int]) -> None:
+        live = sorted(keep & set(self._commits))
+        self.packs.append_meta(fmt.CATALOG, _record(
+            "catalog", upto=self._next_id - 1, live=live, tags=self._tags,
+            commits=[self._commits[i].to_json() for i in live]))
 
     def live_roots(self) -> set[ChunkId]:
         """Every root the garbage collector must keep: retained commits, the working
@@ -525,11 +531,14 @@ class Store:
 
     def gc(self, progress=None, also_keep=None, prune=None) -> dict:
         """Retention (or an explicit retention.Prune), then free what no kept commit
-        reaches (objectstore.gc.collect)."""
+        reaches, to the end (objectstore.gc.collect; a server runs gc.Collection's steps
+        between its requests instead)."""
         from .gc import collect
-        result = collect(self, progress=progress, also_keep=also_keep, prune=prune)
+        return collect(self, progress=progress, also_keep=also_keep, prune=prune)
+
+    def note_collected(self) -> None:
+        """A collection has ended: gc_due measures growth from here."""
         self._gc_baseline = self.packs.disk_bytes()
-        return result
 
     def gc_due(self) -> bool:
         """Whether a long-running writer should collect now: the packs have doubled since

@@ -294,24 +294,33 @@ class Daemon:
             async with self.lock:
                 try:
                     forgotten = group_retention.thin(self.store)
-                    collected = self._collect() if self.store.gc_due() and not self.pages_coming else None
                 except (StoreError, GroupError) as exc:
                     log.warning("retention failed, will retry: %s", exc)
                     continue
             if forgotten:
                 log.info("retention: forgot %d old checkpoints", forgotten)
-            if collected:
-                log.info("gc: freed %d bytes in %.1f s (%d live chunks)", collected["bytes_freed"],
-                         collected["seconds"], collected["live_chunks"])
+            if self.store.gc_due():
+                try:
+                    collected = await self._collect()
+                except (StoreError, GroupError) as exc:
+                    log.warning("gc failed, will retry: %s", exc)
+                    continue
+                log.info("gc: freed %d bytes in %.1f s, %.2f s of it in the trio thread (%d live chunks)",
+                         collected["bytes_freed"], collected["seconds"], collected["busy_seconds"],
+                         collected["live_chunks"])
 
-    def _collect(self, prune=None) -> dict:
-        """Stop-the-world collection (FUSE waits meanwhile); the caller holds the lock. An
-        explicit retention.Prune commits the files first (FileSystem.gc says why)."""
-        if prune is None:
-            self.fs.seal()
-        else:
-            self.fs.checkpoint("gc", durable=True)
-        return group_retention.collect(self.store, prune)
+    async def _collect(self, prune=None) -> dict:
+        """A collection that checkpoints and FUSE requests go on beside (FileSystem.collect),
+        keeping what group records need; it starts between two checkpoints (under the
+        lock), and deletes no pack while a lazy restore's page server runs (it reads the
+        packs through its fork's copy of the index). An explicit retention.Prune commits
+        the files first (FileSystem.collect says why)."""
+        return await self.fs.collect(prune, also_keep=lambda keep: group_retention.needed(self.store, keep),
+                                     start_lock=self.lock, before_delete=self._page_servers_done)
+
+    async def _page_servers_done(self) -> None:
+        while self.pages_coming:
+            await next(iter(self.pages_coming.values())).wait()
 
     def _adopt(self, group: RunningGroup) -> None:
         self.groups[group.name] = group
@@ -548,10 +557,7 @@ class Daemon:
                 record, commit = groups.resolve(self.store, req["group"], req.get("at"))
                 return {"ok": True, "group": record.settings.name, "checkpoint": commit.id if commit else None}
             if op == "gc":
-                for coming in list(self.pages_coming.values()):   # a page server reads packs GC may move
-                    await coming.wait()
-                async with self.lock:
-                    return {"ok": True, **self._collect(mount_daemon.prune_request(req))}
+                return {"ok": True, **await self._collect(mount_daemon.prune_request(req))}
             if op == "ps":
                 return {"ok": True, **self.status()}
             if op == "stop_group":

@@ -526,7 +526,7 @@ def _maintain(args, op: str, prune: Prune | None = None) -> dict:
     fields = {"prune": prune.to_json()} if prune is not None else {}
     try:
         if prune is not None:
-            _progress("pruning history, then collecting (a mount's requests wait meanwhile)")
+            _progress("pruning history, then collecting")
         reply, store_path = _store_or_daemon(args.target, op, **fields)
         if reply is not None:
             return reply

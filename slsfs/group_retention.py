@@ -7,16 +7,17 @@ forever) keeps stay, and so does, for each of them, the "files" commit that the 
 records it names point to (`files_commit`: `.sls/checkpoints/<id>/fs` and
 `sls restore --clone` read it; a files commit kept only for that is a helper: the older
 record its own roots name may have lost its files commit). The images and file systems a kept record names stay
-alive through the record's refs. Space is given back by `collect` (the daemon runs it
-when `Store.gc_due()` says the packs have doubled, and on `sls gc`); an explicit prune
-(`sls gc --keep-last N`) still keeps each group's newest durable checkpoint.
+alive through the record's refs. Space is given back by a collection keeping what
+`needed` names (the daemon runs one when `Store.gc_due()` says the packs have doubled,
+and on `sls gc`); an explicit prune (`sls gc --keep-last N`) still keeps each group's
+newest durable checkpoint.
 """
 from __future__ import annotations
 
 import time
 
 from objectstore import ChunkId, Store
-from objectstore.retention import Prune, retained
+from objectstore.retention import retained
 
 from . import groups
 
@@ -71,11 +72,3 @@ def needed(store: Store, keep: set[int]) -> set[int]:
     name, and each group's newest durable checkpoint (Store.gc's `also_keep`)."""
     protected = keep | newest_group_checkpoints(store)
     return (protected - keep) | files_commits(store, protected)
-
-
-def collect(store: Store, prune: Prune | None = None) -> dict:
-    """Thin (or apply an explicit `prune`), then free unreachable space (Store.gc),
-    keeping what group records need."""
-    if prune is None:
-        thin(store)
-    return store.gc(also_keep=lambda keep: needed(store, keep), prune=prune)

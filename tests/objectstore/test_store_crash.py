@@ -5,7 +5,10 @@ commit intact.
 The child's writes are a pure function of the step number (`expected_content`),
 so the parent can check any surviving commit completely: the commit's label is
 the step that produced it. Packs are sealed every 64 KiB and GC runs every few
-steps, so kills also land in sealing, pack creation and compaction.
+steps, so kills also land in sealing, pack creation and compaction; in the interleaved
+runs a collection is under way most of the time, a step of it between two writes, so
+kills also land between its copies, its syncs and its pack deletions, with commits
+made during it.
 
 Trials: SLSFS_CRASH_TRIALS (default 200), spread over fresh stores.
 Torn writes: after a clean run the last pack is cut at random offsets; the
@@ -29,8 +32,9 @@ import pytest
 
 from objectstore import RetentionPolicy, Store
 from objectstore import pack as fmt
+from objectstore.gc import Collection
 
-from objectstore_helpers import pack_files
+from objectstore_helpers import advance, pack_files
 
 TRIALS = int(os.environ.get("SLSFS_CRASH_TRIALS", "200"))
 TRIALS_PER_STORE = 40
@@ -76,9 +80,11 @@ def open_tuned(path: Path, pack_limit: int = PACK_LIMIT) -> Store:
 
 
 def child_loop(path: Path, report: int, max_steps: int | None = None,
-               pack_limit: int = PACK_LIMIT) -> None:
-    """Write, commit and report 'id step' for each commit acknowledged durable."""
+               pack_limit: int = PACK_LIMIT, interleave: bool = False) -> None:
+    """Write, commit and report 'id step' for each commit acknowledged durable.
+    `interleave`: collections run a step at a time between the writes, not all at once."""
     store = open_tuned(path, pack_limit)
+    collection = None
     head = store.head
     step = int(head.label) if head else 0
     vol = store.volume("v") if "v" in store.volumes() else store.create_volume("v")
@@ -102,12 +108,16 @@ def child_loop(path: Path, report: int, max_steps: int | None = None,
         if durable or step % 8 == 0:
             os.write(report, "".join(pending).encode())
             pending.clear()
-        if step % GC_EVERY == 0:
+        if interleave and (collection is not None or step % 5 == 0):
+            collection = collection or Collection(store, slice_s=0).steps()
+            if not advance(collection, 3):
+                collection = None
+        elif step % GC_EVERY == 0:
             store.gc()
     store.close()
 
 
-def run_child(path: Path, max_steps: int | None = None) -> tuple[int, int]:
+def run_child(path: Path, max_steps: int | None = None, interleave: bool = False) -> tuple[int, int]:
     """Fork a child running child_loop; return (pid, read end of its report pipe)."""
     r, w = os.pipe()
     pid = os.fork()
@@ -115,7 +125,7 @@ def run_child(path: Path, max_steps: int | None = None) -> tuple[int, int]:
         code = 0
         try:
             os.close(r)
-            child_loop(path, w, max_steps)
+            child_loop(path, w, max_steps, interleave=interleave)
         except BaseException:
             os.write(w, ("error " + traceback.format_exc().replace("\n", " | ") + "\n").encode())
             code = 1
@@ -193,7 +203,8 @@ def reaper():
             pass
 
 
-def test_sigkill_at_random_moments(tmp_path, reaper):
+@pytest.mark.parametrize("interleave", [False, True], ids=["collections_at_once", "collections_in_steps"])
+def test_sigkill_at_random_moments(tmp_path, reaper, interleave):
     rng = random.Random(os.environ.get("SLSFS_CRASH_SEED", "slsfs"))
     trials_done = 0
     store_no = 0
@@ -204,7 +215,7 @@ def test_sigkill_at_random_moments(tmp_path, reaper):
         acked: dict[int, int] = {}
         steps_seen = 0
         for _ in range(min(TRIALS_PER_STORE, TRIALS - trials_done)):
-            pid, r = run_child(path)
+            pid, r = run_child(path, interleave=interleave)
             reaper.append(pid)
             try:
                 acks, _ = read_reports(r, time.monotonic() + rng.uniform(0.0, 0.08))

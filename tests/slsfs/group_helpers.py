@@ -42,6 +42,15 @@ def wait_for(predicate, what: str, timeout: float = 60.0):
         time.sleep(0.02)
 
 
+def read_counter(path) -> int | None:
+    """The number a counting target (targets/atomic_counter.c) keeps in `path`, if readable."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)

@@ -17,17 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from group_helpers import wait_for
+from group_helpers import read_counter, wait_for
 
 ROUNDS = int(os.environ.get("SLSFS_ATOMICITY_ROUNDS", "100"))
-
-
-def read_counter(path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def check_no_mismatch(store) -> None:
