@@ -11,7 +11,8 @@ its id, key, mode, owner, byte limit (msg_qbytes) and messages, types and order 
 (msgrcv with MSG_COPY, which reads a message without taking it: CONFIG_CHECKPOINT_RESTORE),
 and `make` sends them again into a queue of the same id in the restored namespace.
 Simplifications there: the last sender and receiver (lspid, lrpid) and the times become
-the restore's, the creator the restorer.
+the restore's, the creator the restorer; a queue larger than the new namespace's msgmnb
+raises it to the queue's size (the namespace's IPC sysctls are not captured).
 
 In the host's namespace queues are shared with processes outside the tree: what is seen
 of a queue's users is the last sender and the last receiver (/proc/sysvipc/msg lspid,
@@ -73,9 +74,21 @@ def make(record: dict) -> None:
     sysv_ipc.set_next_id("msg", msqid)
     made = sysv_ipc.libc.msgget(key, IPC_CREAT | IPC_EXCL | record["mode"])
     sysv_ipc.made_as("msg", msqid, made, key)
+    _allow_queue_size(record["qbytes"])
     sysv_ipc.set_owner("msg", msqid, record["uid"], record["gid"], {MSQID_QBYTES_OFFSET: record["qbytes"]})
     for mtype, text in record["messages"]:
         data = bytes.fromhex(text)
         message = struct.pack("q", mtype) + data
         check(sysv_ipc.libc.msgsnd(msqid, message, len(data), IPC_NOWAIT),
               f"could not queue a message of type {mtype} ({len(data)} bytes) into SysV message queue {msqid} again")
+
+
+def _allow_queue_size(qbytes: int) -> None:
+    """Raise this thread's IPC namespace's kernel.msgmnb to `qbytes` if it is lower: a queue
+    larger than msgmnb needs CAP_SYS_RESOURCE (which root may not have: not on this VM)
+    unless the namespace allows it, as the checkpointed one must have when the queue was
+    made that large without it (a new namespace starts at the kernel's default, 16384)."""
+    with open("/proc/sys/kernel/msgmnb", "r+") as f:
+        if int(f.read()) < qbytes:
+            f.seek(0)
+            f.write(str(qbytes))

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 import pytest
 
 import checkpointer
-from checkpointer import Unsupported, sysv_ipc
+from checkpointer import Unsupported, ipc_namespace, sysv_ipc
+from checkpointer.sysv_msg import MSQID_QBYTES_OFFSET as MSQID_QBYTES
 from ckpt_helpers import wait_for
 
 STEP = re.compile(r"step (\d+) \d+ \d+ \d+")
@@ -27,6 +29,16 @@ def _lines(out: Path) -> list[str]:
 def _last_step(out: Path) -> int:
     steps = [int(m[1]) for line in _lines(out) if (m := STEP.fullmatch(line))]
     return max(steps, default=0)
+
+
+def _objects() -> dict:
+    """The SysV objects of this thread's IPC namespace: what a restore makes again."""
+    kept = ("key", "semid", "msqid", "shmid", "perms", "nsems", "size", "uid", "gid")
+    objects = {kind: [{k: v for k, v in row.items() if k in kept} for row in sysv_ipc.table(kind)]
+               for kind in ("sem", "msg", "shm")}
+    objects["qbytes"] = [struct.unpack_from("Q", sysv_ipc.stat("msg", row["msqid"]), MSQID_QBYTES)[0]
+                         for row in sysv_ipc.table("msg")]
+    return objects
 
 
 def _bad(out: Path) -> list[str]:
@@ -42,10 +54,18 @@ def test_semaphores_messages_and_segments_come_back_with_the_memory_that_knows_t
     semid, msqid, shmid = map(int, _lines(out)[0].split()[1:])
     assert key not in {row["key"] for row in sysv_ipc.table("sem")}, "the set is in the host's namespace"
 
+    with ipc_namespace.entered(proc.pid):     # owned by another user, a queue that holds more than
+        Path("/proc/sys/kernel/msgmnb").write_text("40000")   # a new namespace's default (16384)
+        for kind, ident in (("sem", semid), ("msg", msqid), ("shm", shmid)):
+            sysv_ipc.set_owner(kind, ident, 65534, 65533, {MSQID_QBYTES: 40000} if kind == "msg" else None)
+        before = _objects()
+    assert before["qbytes"] == [40000] and {row["uid"] for kind in ("sem", "msg", "shm") for row in before[kind]} \
+        == {65534}
     checkpointer.checkpoint([proc.pid], store, "ipc", tree=True)
     at_checkpoint = _last_step(out)
     ipc = checkpointer.load_image(store, "ipc").processes[0]["ipc"]
-    assert [(s["id"], s["key"], s["mode"], len(s["values"])) for s in ipc["sem"]] == [(semid, key, 0o640, 3)]
+    assert [(s["id"], s["key"], s["mode"], s["uid"], len(s["values"])) for s in ipc["sem"]] == \
+        [(semid, key, 0o640, 65534, 3)]
     [queue] = ipc["msg"]
     assert (queue["id"], queue["key"], queue["mode"]) == (msqid, key + 1, 0o620)
     assert len(queue["messages"]) >= 8 and len({mtype for mtype, _ in queue["messages"]}) > 1
@@ -60,6 +80,8 @@ def test_semaphores_messages_and_segments_come_back_with_the_memory_that_knows_t
     assert os.stat(f"/proc/{restored.pids[0]}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino
     assert key not in {row["key"] for row in sysv_ipc.table("sem")}, "the restored set is in the host's namespace"
 
+    with ipc_namespace.entered(restored.pids[0]):
+        assert _objects() == before
     restarted = _last_step(out)
     wait_for(lambda: _bad(out) or _last_step(out) >= restarted + 150, "the restored target to go on")
     assert not _bad(out), _bad(out)

@@ -4,7 +4,8 @@ SIGKILLed (as after a reboot), and `sls restore` brings them back as the group's
 knows them, checkpointed many times a second with messages in flight: the program (the
 checkpointer's sysv_state target) compares the semaphores' values, the queued messages
 (types, sizes, bytes, order) and a segment nobody maps with its memory at every step, and
-its child blocked in semop waits again after the restore and is woken."""
+its child blocked in semop waits again after the restore and is woken; the restored group's
+namespace is checkpointed, crashed and restored in its turn."""
 from __future__ import annotations
 
 import os
@@ -58,5 +59,15 @@ def test_a_groups_sysv_objects_come_back_with_its_memory_after_a_crash(group_sto
     assert not bad(), bad()
     wake.touch()
     wait_for(lambda: bad() or "woken 7" in lines(), "its child blocked in semop to be woken")
+    assert not bad(), bad()
+
+    # the restored namespace is checkpointed in its turn: a second crash and restore
+    store.checkpoint("ipc")
+    at_checkpoint = last_step()
+    wait_for(lambda: last_step() >= at_checkpoint + 200, "the group to go on past its second checkpoint")
+    store.crash()
+    store.sls("restore", "ipc", "--store", str(store.path))
+    restarted = last_step()
+    wait_for(lambda: bad() or last_step() >= restarted + 200, "the group restored again to go on")
     assert not bad(), bad()
     store.sls("stop", "--store", str(store.path))
