@@ -17,7 +17,6 @@ when a mapping of it was recorded first (its fds reopen that memfd), else the fd
 """
 from __future__ import annotations
 
-import array
 import ctypes
 import functools
 import itertools
@@ -30,23 +29,16 @@ from typing import Callable, Iterator
 
 from . import aio, ipc_namespace, kernel, lazy, posix_timers, procfs, ptys, seccomp, sysv_msg
 from .batch import OUT, Call, SyscallBatch
-from .copybuffer import CopyBuffer
-from .errors import CheckpointError, ProcessGone, Unsupported
+from .errors import ProcessGone, Unsupported
 from .files import POSIX_SHM_DIR, FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, due_stop, stack_scratch, syscall_insn_of
 from .inject import Injector
+from .pageread import copy_pages
 from .stopwatch import phase
 
 PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
 PageSelector = Callable[[int, procfs.Vma], "procfs.PageRanges | None"]
 
-MAX_RUN = 256 * kernel.PAGE_SIZE
-IOV_MAX = 1024                   # iovecs per process_vm_readv
-READ_BATCH_BYTES = 8 << 20       # memory read by one process_vm_readv at most
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.process_vm_readv.restype = ctypes.c_ssize_t
-_libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
-                                   ctypes.c_ulong, ctypes.c_ulong]
 PR_GET_TID_ADDRESS, PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER = 40, 2, 37
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
@@ -320,81 +312,6 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
                                      f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
                                      f"process {pid}, mapping {vma.start:#x}")
     return meta
-
-
-def copy_pages(pid: int, ranges: procfs.PageRanges, sink: Callable[[int, bytes], None],
-               buffers: CopyBuffer | None = None) -> None:
-    """Hand the pages in `ranges` to `sink(start, data)` in runs; `data`
-    may be a memoryview of a buffer shared by the runs of one batch (taken from `buffers`
-    when given: memory made ready before a freeze, see copybuffer.py). Each batch of up to
-    IOV_MAX runs (READ_BATCH_BYTES) is one process_vm_readv: one system call instead of a
-    pread of /proc/PID/mem per run (~5 us each, most runs being one page). A batch that call
-    cannot read whole (process_vm_readv honours protections: a PROT_NONE mapping with data)
-    is read run by run through /proc/PID/mem, which does not; a run that cannot be read
-    either is refused by name if it holds guard pages (a scan reported one as written)."""
-    mem = -1
-    try:
-        for batch in _batches(_runs(ranges)):
-            size = sum(count for _, count in batch) * kernel.PAGE_SIZE
-            buffer = buffers.take(size) if buffers is not None else bytearray(size)
-            if _vm_read(pid, batch, buffer) == size:
-                view, at = memoryview(buffer), 0
-                for start, count in batch:
-                    sink(start, view[at:at + count * kernel.PAGE_SIZE])
-                    at += count * kernel.PAGE_SIZE
-                continue
-            if mem < 0:
-                mem = _open_mem(pid)
-            for start, count in batch:
-                data = os.pread(mem, count * kernel.PAGE_SIZE, start)
-                if len(data) != count * kernel.PAGE_SIZE:
-                    procfs.check_no_guard_pages_in(pid, start, start + count * kernel.PAGE_SIZE)
-                    raise CheckpointError(f"could not read memory {start:#x}+{count} pages of process {pid}")
-                sink(start, data)
-    finally:
-        if mem >= 0:
-            os.close(mem)
-
-
-def _open_mem(pid: int) -> int:
-    try:
-        return os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, ProcessLookupError) as exc:
-        raise ProcessGone(pid) from exc
-
-
-def _batches(runs: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
-    batch: list[tuple[int, int]] = []
-    pages = 0
-    for run in runs:
-        if batch and (len(batch) == IOV_MAX or (pages + run[1]) * kernel.PAGE_SIZE > READ_BATCH_BYTES):
-            yield batch
-            batch, pages = [], 0
-        batch.append(run)
-        pages += run[1]
-    if batch:
-        yield batch
-
-
-def _vm_read(pid: int, runs: list[tuple[int, int]], buffer: bytearray | memoryview) -> int:
-    """process_vm_readv of `runs` into `buffer`: the bytes read (-1 on an error)."""
-    local = (ctypes.c_uint64 * 2)(ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer)), len(buffer))
-    remote = array.array("Q", bytes(16 * len(runs)))   # (base, length) pairs, filled a column at a time:
-    remote[0::2] = array.array("Q", [start for start, _ in runs])    # a third of a ctypes array's cost
-    remote[1::2] = array.array("Q", [count * kernel.PAGE_SIZE for _, count in runs])
-    return _libc.process_vm_readv(pid, local, 1, remote.buffer_info()[0], len(runs), 0)
-
-
-def _runs(ranges: procfs.PageRanges) -> list[tuple[int, int]]:
-    """(start, page count) runs of at most MAX_RUN bytes covering `ranges`, adjacent ranges joined."""
-    joined: list[list[int]] = []
-    for start, end in ranges:
-        if joined and joined[-1][1] == start:
-            joined[-1][1] = end
-        else:
-            joined.append([start, end])
-    return [(at, min(MAX_RUN, end - at) // kernel.PAGE_SIZE) for start, end in joined
-            for at in range(start, end, MAX_RUN)]
 
 
 @contextmanager

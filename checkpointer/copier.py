@@ -14,7 +14,8 @@ worker does not wait behind whatever else runs on that CPU (the machine is share
 
 Simplifications: one worker for the whole process (two tracer threads' jobs queue up);
 a job must not touch ptrace (its tracees belong to the tracer thread) nor anything the
-tracer uses meanwhile.
+tracer uses meanwhile, and should hold Python's lock as little as it can: the tracer waits
+for the lock after each of its own system calls (pageread.py: the job is the reads alone).
 """
 from __future__ import annotations
 

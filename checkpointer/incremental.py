@@ -87,13 +87,14 @@ from typing import Callable, Iterable
 from objectstore import ChunkId, Store
 
 from . import copier, injection_page, kernel, lazy, procfs, shared_memory, uffd, watchdog
-from .capture import PageSelector, copy_pages, injecting, saved_ranges, vma_kind
+from .capture import PageSelector, injecting, saved_ranges, vma_kind
 from .copybuffer import CopyBuffer
 from .treecapture import Precopied, TreeCapture
 from .errors import CheckpointError, ProcessGone
 from .freeze import Frozen, FrozenProcess, main_thread_stopped
 from .image import ImageWriter
 from .mounttypes import MountTypes
+from .pageread import copy_pages
 from .snapshot import Snapshot
 from .stopwatch import phase
 from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr
@@ -179,7 +180,7 @@ class DirtyTracker:
     def _copy_ahead(self, vmas: list[procfs.Vma], scan: Callable[[int, procfs.Vma], procfs.PageRanges]) -> int:
         """Copy the pages `scan(pagemap fd, vma)` names of each tracked VMA of `vmas` into
         `precopied`; the pages copied. One pagemap descriptor scans every mapping, and one
-        copy (capture.copy_pages: a read per 1024 runs) takes the pages of all of them, each
+        copy (pageread.copy_pages: a read per 1024 runs) takes the pages of all of them, each
         mapping then given its own runs (`_by_mapping`). A mapping whose scan fails (it
         changed meanwhile) is no longer taken as tracked: the stop stores it whole; so is
         every scanned mapping when the copy fails (one of them went away under it), as
@@ -233,7 +234,7 @@ class DirtyTracker:
         (~1.1 ms per GiB; measured at 2 GiB on 6.18, 2026-11-30). Guard pages are not
         asked about: this kernel cannot install one in memory the tracking follows (the
         madvise spins while the tracking lasts), and a guard marker that did appear would
-        be reported written and refused by name by the copy (capture.copy_pages)."""
+        be reported written and refused by name by the copy (pageread.deliver)."""
         try:
             ranges = procfs.page_ranges(pagemap, vma.start, vma.end, procfs.PAGE_IS_WRITTEN, regions=self._regions,
                                         flags=PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)
@@ -548,7 +549,7 @@ class Pending:
     @property
     def copied(self) -> list[tuple[int, int, bytes]]:
         """(ns pid, address, pages) read while frozen, not yet stored."""
-        return self.tree.pages
+        return self.tree.copied()
 
     def complete(self) -> ChunkId:
         try:

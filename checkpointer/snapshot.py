@@ -46,11 +46,11 @@ import os
 import signal
 import struct
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
-from . import copier, forks, kernel, procfs
+from . import copier, forks, kernel, pageread, procfs
 from .builder import wait_event_stop
-from .capture import PageSelector, copy_pages, injecting
+from .capture import PageSelector, injecting
 from .copybuffer import CopyBuffer
 from .errors import CheckpointError
 from .freeze import Frozen, FrozenProcess, exiting, main_thread_stopped, stack_scratch, syscall_insn_of
@@ -60,7 +60,7 @@ RunSink = Callable[[int, int, bytes], None]   # (pid as the process sees it, add
 CLONE_FILES = 0x400
 EXIT_STOPS_MAX = 8     # stops a snapshot may make on its way to exit_group before it is SIGKILLed
 # Measured on the 2-core VM at load 4-6 (/proc/PID/status RssAnon for the resident memory):
-# a copy inside the stop (capture.copy_pages, process_vm_readv) ~2-3 us per page; a fork
+# a copy inside the stop (pageread.copy_pages, process_vm_readv) ~2-3 us per page; a fork
 # 60-100 us per MiB resident plus ~0.6 ms (the injected clone3, the snapshot's first
 # stop), and its reap ~0.8 ms of a second stop of the main thread.
 INLINE_PAGES = 512         # up to 2 MiB: copying inside the stop always beats forking
@@ -100,8 +100,9 @@ class PageCopy:
         self._fork = fork
         self._buffers = buffers
         self._cpus = cpus or set()
-        self._copies: dict[int, copier.Job] = {}   # copies started by selected(), by host pid
+        self._copies: dict[int, tuple[list[pageread.Read], copier.Job]] = {}   # started by selected(), by host pid
         self.snapshots: list[Snapshot] = []
+        self._made: list[tuple[int, list[pageread.Read]]] = []   # (ns pid, reads made in the stop)
 
     def selector(self, select: PageSelector) -> PageSelector:
         """`select`, with the pages it names kept here instead of copied by the capture."""
@@ -118,13 +119,8 @@ class PageCopy:
         chosen = self._chosen[pid]
         if not self._cpus or not chosen.by_vma or (self._fork and _fork_is_cheaper(pid, chosen)):
             return
-        ranges, buffers = chosen.ranges, self._buffers
-
-        def copy() -> list[tuple[int, bytes]]:
-            runs: list[tuple[int, bytes]] = []
-            copy_pages(pid, ranges, lambda addr, data: runs.append((addr, data)), buffers)
-            return runs
-        self._copies[pid] = copier.submit(copy, self._cpus)
+        reads = pageread.plan(chosen.ranges, self._buffers)    # here: the worker only reads (pageread.py)
+        self._copies[pid] = (reads, copier.submit(lambda: pageread.read_all(pid, reads), self._cpus))
 
     def in_stop(self, frozen: Frozen, sink: RunSink) -> None:
         """Still frozen: copy each process's pages into `sink` now (or take the copy
@@ -135,8 +131,9 @@ class PageCopy:
             if not chosen.by_vma:
                 continue
             if pid in copies:
-                for addr, data in copies[pid]:
-                    sink(chosen.ns_pid, addr, data)
+                with phase("page_copy"):
+                    pageread.read_rest(pid, copies[pid], lambda addr, data: sink(chosen.ns_pid, addr, data))
+                self._made.append((chosen.ns_pid, copies[pid]))
                 continue
             snapshot = None
             if self._fork and _fork_is_cheaper(pid, chosen):
@@ -153,6 +150,17 @@ class PageCopy:
                     else:
                         _copy(pid, chosen.ns_pid, ranges, sink, self._buffers)
 
+    def copied(self) -> Iterator[tuple[int, int, memoryview]]:
+        """(ns pid, address, pages) of each run the copies of `selected` read whole in the
+        stop, cut from their buffers now (after the thaw: a Python step per run)."""
+        for ns_pid, reads in self._made:
+            for addr, data in pageread.runs(reads):
+                yield ns_pid, addr, data
+
+    def forget_copied(self) -> None:
+        """The runs of `copied()` were handed over: let their buffers go."""
+        self._made = []
+
     def after_thaw(self, sink: RunSink) -> None:
         """The processes run again: copy from the snapshots into `sink`, then drop them."""
         try:
@@ -167,19 +175,20 @@ class PageCopy:
             with phase("after_thaw_snapshot_reap"):
                 self.drop()
 
-    def _join(self) -> dict[int, list[tuple[int, bytes]]]:
-        """Wait for every copy `selected` started: the runs of each, by host pid. Every one
-        is waited for, even when one failed (then its error is raised)."""
+    def _join(self) -> dict[int, list[pageread.Read]]:
+        """Wait for every copy `selected` started: the reads of each, made, by host pid.
+        Every one is waited for, even when one failed (then its error is raised)."""
         copies, self._copies = self._copies, {}
-        runs, failure = {}, None
-        for pid, job in copies.items():
+        made, failure = {}, None
+        for pid, (reads, job) in copies.items():
             try:
-                runs[pid] = job.result()
+                job.result()
+                made[pid] = reads
             except (CheckpointError, OSError) as exc:
                 failure = failure or exc
         if failure is not None:
             raise failure
-        return runs
+        return made
 
     def drop(self, frozen: Frozen | None = None) -> None:
         """Kill and reap every snapshot left, and wait for the copies started. Inside the
@@ -201,7 +210,7 @@ class PageCopy:
 
 
 def _copy(pid: int, ns_pid: int, ranges: procfs.PageRanges, sink: RunSink, buffers: CopyBuffer | None = None) -> None:
-    copy_pages(pid, ranges, lambda addr, data: sink(ns_pid, addr, data), buffers)
+    pageread.copy_pages(pid, ranges, lambda addr, data: sink(ns_pid, addr, data), buffers)
 
 
 def _fork_is_cheaper(pid: int, chosen: _Chosen) -> bool:

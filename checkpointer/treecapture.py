@@ -106,11 +106,18 @@ class TreeCapture:
             tracking.arm(frozen)
         self.copy.in_stop(frozen, self._keep_run)
 
+    def copied(self) -> list[Run]:
+        """The runs copied in the stop, not handed over yet."""
+        return self.pages + (list(self.copy.copied()) if self.copy is not None else [])
+
     def runs(self) -> list[Run]:
         """The runs copied in the stop and the pre-copies less the pages written again
-        (after the thaw: that filtering is a Python step per page); handed over once."""
-        runs = self.pages + list(self.early.runs())
+        (after the thaw: that filtering is a Python step per page, and so is the cutting
+        of the copies' buffers into runs); handed over once."""
+        runs = self.copied() + list(self.early.runs())
         self.pages, self.early = [], Precopied()
+        if self.copy is not None:
+            self.copy.forget_copied()
         return runs
 
     def after_thaw(self, sink: RunSink) -> None:
