@@ -157,6 +157,22 @@ def _by_mapping(runs: list[tuple[int, bytes]], ends: list[tuple[tuple, int]]) ->
     return result
 
 
+def _split(ranges: procfs.PageRanges, vmas: list[procfs.Vma]) -> dict[tuple, procfs.PageRanges]:
+    """`ranges` (address order, within `vmas`, which are in address order) by the signature
+    of the VMA each part lies in: the kernel joins written pages across two adjacent
+    mappings into one range."""
+    result: dict[tuple, procfs.PageRanges] = {_signature(vma): [] for vma in vmas}
+    at = 0
+    for start, end in ranges:
+        while start < end:
+            while vmas[at].end <= start:
+                at += 1
+            part_end = min(end, vmas[at].end)
+            result[_signature(vmas[at])].append((start, part_end))
+            start = part_end
+    return result
+
+
 class DirtyTracker:
     """Write tracking of one process's memory (a userfaultfd in WP_ASYNC mode)."""
 
@@ -168,6 +184,7 @@ class DirtyTracker:
         self.shared_armed: set[tuple] = set()  # ... of shared memory (shared_memory.py), likewise
         self._regions = (ctypes.c_uint64 * (3 * procfs.RANGES_PER_SCAN))()  # PAGEMAP_SCAN's output, reused
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
+        self.scanned: dict[tuple, procfs.PageRanges] = {}   # VMA signature -> pages written (scan_runs)
 
     def precopy(self) -> int:
         """The process running: copy the pages of each tracked mapping written since the
@@ -208,9 +225,43 @@ class DirtyTracker:
         self.precopied = _by_mapping(runs, [(sig, vma.end) for sig, vma, _ in scanned])
         return sum(procfs.range_pages(ranges) for _, _, ranges in scanned)
 
+    def scan_runs(self, vmas: list[procfs.Vma]) -> None:
+        """Frozen, before `select`: scan each run of two or more tracked mappings that
+        touch one another in `vmas` (address order) in one PAGEMAP_SCAN, not one per
+        mapping, its pages kept by mapping for `select` (a library's data and the
+        anonymous memory after it, say; ~10-15 us a scan saved). Only touching ones: `vmas`
+        is read once per freeze window, and our own injected calls may map a page into a
+        hole meanwhile (injection_page.py), which a scan across the hole would meet. A run
+        the kernel refuses (EPERM: one of its mappings was unmapped and mapped again at the
+        same place, so no longer tracked) has its mappings stored whole: the scan may have
+        re-protected the pages written in the ones before that, which a second scan would
+        then miss."""
+        self.scanned = {}
+        runs: list[list[procfs.Vma]] = [[]]
+        for vma in vmas:
+            if _signature(vma) not in self.armed:
+                if runs[-1]:
+                    runs.append([])
+            elif runs[-1] and runs[-1][-1].end != vma.start:
+                runs.append([vma])
+            else:
+                runs[-1].append(vma)
+        with procfs.pagemap(self.pid) as pagemap:
+            for run in runs:
+                if len(run) < 2:
+                    continue
+                try:
+                    written = self._scan_range(pagemap, run[0].start, run[-1].end)
+                except _NotTracked:
+                    self.armed.difference_update(_signature(vma) for vma in run)
+                    continue
+                self.scanned.update(_split(written, run))
+
     def select(self, vma: procfs.Vma) -> tuple[bool, procfs.PageRanges | None]:
         """(whole, ranges): the pages of this VMA to store now; whole = the VMA is new or changed."""
         sig = _signature(vma)
+        if (written := self.scanned.pop(sig, None)) is not None:
+            return False, written
         if sig in self.armed:
             try:
                 return False, self._written(vma)
@@ -235,8 +286,12 @@ class DirtyTracker:
         asked about: this kernel cannot install one in memory the tracking follows (the
         madvise spins while the tracking lasts), and a guard marker that did appear would
         be reported written and refused by name by the copy (pageread.deliver)."""
+        return self._scan_range(pagemap, vma.start, vma.end)
+
+    def _scan_range(self, pagemap: int, start: int, end: int) -> procfs.PageRanges:
+        """`_scan` of [start, end): every mapping there must be tracked (else _NotTracked)."""
         try:
-            ranges = procfs.page_ranges(pagemap, vma.start, vma.end, procfs.PAGE_IS_WRITTEN, regions=self._regions,
+            ranges = procfs.page_ranges(pagemap, start, end, procfs.PAGE_IS_WRITTEN, regions=self._regions,
                                         flags=PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)
         except OSError as exc:
             if exc.errno == errno.EPERM:
@@ -293,7 +348,7 @@ class DirtyTracker:
         self.armed &= current
         self.shared_armed &= current
         self.seen = current
-        self.precopied = {}
+        self.precopied, self.scanned = {}, {}
 
     def _protect(self, vma: procfs.Vma) -> None:
         size = vma.end - vma.start
@@ -464,6 +519,7 @@ class Incremental:
                 continue
             for start, end, *_ in tracker.seen - {_signature(v) for v in procfs.maps(pid)}:
                 clear(ns_pids[pid], start, end)
+            tracker.scan_runs(procfs.maps(pid))
         self._close_prearmed()      # of processes not in this freeze
         self.shared.scan(self.trackers, _signature)
 

@@ -1,0 +1,116 @@
+"""Tracked mappings that touch one another are scanned for written pages in one
+PAGEMAP_SCAN (DirtyTracker.scan_runs): the pages written in each mapping land in its
+image, two touching mappings written at their border each keep their own page, a mapping
+behind a hole is scanned on its own, and a mapping unmapped and mapped again at the same
+place (same signature, no longer tracked) among them is stored as it is, without losing
+the pages written in its neighbours (the refused scan may have re-protected them).
+Pre-copies (Incremental.precopy) of pages written again are dropped by the scan result
+of their own mapping."""
+from __future__ import annotations
+
+import struct
+import subprocess
+
+import pytest
+
+from checkpointer import freeze, load_image
+from checkpointer.incremental import DirtyTracker, Incremental
+from checkpointer.kernel import PAGE_SIZE
+
+PAGES = 8     # per region (targets/mapping_runs.py)
+
+
+def _words(store, root, pid: int, starts: list[int]) -> dict[tuple[int, int], int]:
+    """(region, page) -> the 8 bytes at the page's start, in an image."""
+    words = {}
+    for addr, data in load_image(store, root).page_runs(pid):
+        for at in range(0, len(data), PAGE_SIZE):
+            for region, start in enumerate(starts):
+                if start <= addr + at < start + PAGES * PAGE_SIZE:
+                    words[region, (addr + at - start) // PAGE_SIZE] = struct.unpack_from("Q", data, at)[0]
+    return words
+
+
+@pytest.fixture
+def target(procs):
+    """The mapping_runs target: (process, region addresses, send(command))."""
+    proc = procs.python("mapping_runs.py", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    starts = [int(word, 16) for word in proc.stdout.readline().split()]
+
+    def send(*words) -> None:
+        proc.stdin.write(" ".join(map(str, words)) + "\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "done\n"
+    return proc, starts, send
+
+
+def _scans(monkeypatch) -> list[tuple[int, int]]:
+    """The (start, end) of every written-page scan made from now on."""
+    scans: list[tuple[int, int]] = []
+    scan_range = DirtyTracker._scan_range
+
+    def counted(self, pagemap, start, end):
+        scans.append((start, end))
+        return scan_range(self, pagemap, start, end)
+    monkeypatch.setattr(DirtyTracker, "_scan_range", counted)
+    return scans
+
+
+def _one_scan_covers(scans: list[tuple[int, int]], starts: list[int]) -> bool:
+    """Whether one scan covered regions 0-2 (a run of tracked mappings), and none went
+    across the hole before region 3."""
+    return any(start <= starts[0] and starts[2] + PAGES * PAGE_SIZE <= end for start, end in scans) and \
+        not any(start < starts[3] - PAGE_SIZE and starts[3] < end for start, end in scans)
+
+
+def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, monkeypatch):
+    proc, starts, send = target
+    first = {(region, page): region * 1000 + page for region in range(4) for page in range(PAGES)}
+    inc = Incremental()
+    try:
+        with freeze([proc.pid], tree=True) as frozen:
+            full = inc.capture(frozen, store)
+        send(0, PAGES - 1, 11)         # the last page of region 0 and the first of region 1,
+        send(1, 0, 12)                 # which touch: one range for the kernel
+        send(2, 3, 13)
+        send(3, PAGES - 1, 14)
+        assert inc.precopy(min_pages=0) > 0   # copied ahead, then written again: each pre-copy
+        send(0, PAGES - 1, 41)                # must be dropped by its own mapping's scan result
+        send(1, 0, 42)
+        scans = _scans(monkeypatch)
+        with freeze([proc.pid], tree=True) as frozen:
+            incremental = inc.capture(frozen, store)
+    finally:
+        inc.close()
+    assert _words(store, full, proc.pid, starts) == first
+    assert _words(store, incremental, proc.pid, starts) == first | {
+        (0, PAGES - 1): 41, (1, 0): 42, (2, 3): 13, (3, PAGES - 1): 14}
+    assert _one_scan_covers(scans, starts), scans
+
+
+def test_a_mapping_made_again_inside_a_run_is_stored_whole_and_its_neighbours_keep_their_writes(
+        target, store, monkeypatch):
+    proc, starts, send = target
+    first = {(region, page): region * 1000 + page for region in range(4) for page in range(PAGES)}
+    inc = Incremental()
+    try:
+        with freeze([proc.pid], tree=True) as frozen:
+            inc.capture(frozen, store)
+        send(0, 2, 21)                 # before the remade mapping in the run: scanned first
+        send(2, 1, 22)
+        send("remap", 1, 500)          # same place, same signature, not tracked any more
+        send(3, 5, 23)
+        with freeze([proc.pid], tree=True) as frozen:
+            second = inc.capture(frozen, store)
+        send(0, 4, 31)                 # all four tracked again
+        send(1, 6, 32)
+        scans = _scans(monkeypatch)
+        with freeze([proc.pid], tree=True) as frozen:
+            third = inc.capture(frozen, store)
+    finally:
+        inc.close()
+    remade = {(1, page): 1000 + page + 500 for page in range(PAGES)}
+    assert _words(store, second, proc.pid, starts) == first | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23}
+    assert _words(store, third, proc.pid, starts) == first | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23, (0, 4): 31,
+                                                                       (1, 6): 32}
+    assert _one_scan_covers(scans, starts), scans     # all tracked again, in their run
