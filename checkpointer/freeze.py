@@ -647,8 +647,7 @@ def _detach_when_stopped(tid: int, wait: bool) -> None:
 
 def _wchan(tid: int) -> str:
     try:
-        with open(f"/proc/{tid}/wchan") as f:
-            return f.read() or "?"
+        return procfs.read_file(f"/proc/{tid}/wchan").decode() or "?"
     except OSError:
         return "?"
 

@@ -62,12 +62,26 @@ class Vma:
         return (self.end - self.start) // PAGE_SIZE
 
 
+def read_file(path: str, dir_fd: int | None = None) -> bytes:
+    """The whole of a (/proc) file, read with os.open/os.read: open().read() costs six more
+    system calls (two fstats, an isatty ioctl, two lseeks) and its buffered text layer,
+    15-30 us where this takes ~3-5; a stop reads tens of them (Redis, 5 threads: 19)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read(pid: int, name: str, mode: str = "r") -> str | bytes:
     try:
-        with open(f"/proc/{pid}/{name}", mode) as fh:
-            return fh.read()
+        data = read_file(f"/proc/{pid}/{name}")
     except (FileNotFoundError, ProcessLookupError) as exc:
         raise ProcessGone(pid) from exc
+    return data if "b" in mode else data.decode()
 
 
 _local = threading.local()
@@ -408,14 +422,7 @@ def _fd_info(fd: int, target: str, raw: str) -> FdInfo:
 
 
 def _read_at(dir_fd: int, name: str) -> str:
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode()
-    finally:
-        os.close(fd)
+    return read_file(name, dir_fd).decode()
 
 
 DELETED = " (deleted)"          # what /proc appends to the path of an unlinked file
@@ -497,8 +504,7 @@ def rlimits(pid: int) -> dict[int, tuple[int, int]]:
     kernel lists them in that order). Unlike prlimit(2), reading them needs no
     CAP_SYS_RESOURCE when the process belongs to another user."""
     limits = {}
-    with open(f"/proc/{pid}/limits") as f:
-        for number, line in enumerate(f.readlines()[1:]):
-            soft, hard = line[26:47].strip(), line[47:68].strip()
-            limits[number] = tuple(resource.RLIM_INFINITY if v == "unlimited" else int(v) for v in (soft, hard))
+    for number, line in enumerate(_read(pid, "limits").splitlines()[1:]):
+        soft, hard = line[26:47].strip(), line[47:68].strip()
+        limits[number] = tuple(resource.RLIM_INFINITY if v == "unlimited" else int(v) for v in (soft, hard))
     return limits
