@@ -17,7 +17,6 @@ when a mapping of it was recorded first (its fds reopen that memfd), else the fd
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import itertools
 import os
