@@ -18,6 +18,7 @@ from checkpointer.incremental import DirtyTracker, Incremental
 from checkpointer.kernel import PAGE_SIZE
 
 PAGES = 8     # per region (targets/mapping_runs.py)
+FIRST = {(region, page): region * 1000 + page for region in range(4) for page in range(PAGES)}   # as started
 
 
 def _words(store, root, pid: int, starts: list[int]) -> dict[tuple[int, int], int]:
@@ -56,6 +57,11 @@ def _scans(monkeypatch) -> list[tuple[int, int]]:
     return scans
 
 
+def _capture(inc: Incremental, pid: int, store):
+    with freeze([pid], tree=True) as frozen:
+        return inc.capture(frozen, store)
+
+
 def _one_scan_covers(scans: list[tuple[int, int]], starts: list[int]) -> bool:
     """Whether one scan covered regions 0-2 (a run of tracked mappings), and none went
     across the hole before region 3."""
@@ -65,11 +71,9 @@ def _one_scan_covers(scans: list[tuple[int, int]], starts: list[int]) -> bool:
 
 def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, monkeypatch):
     proc, starts, send = target
-    first = {(region, page): region * 1000 + page for region in range(4) for page in range(PAGES)}
     inc = Incremental()
     try:
-        with freeze([proc.pid], tree=True) as frozen:
-            full = inc.capture(frozen, store)
+        full = _capture(inc, proc.pid, store)
         send(0, PAGES - 1, 11)         # the last page of region 0 and the first of region 1,
         send(1, 0, 12)                 # which touch: one range for the kernel
         send(2, 3, 13)
@@ -78,12 +82,11 @@ def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, mo
         send(0, PAGES - 1, 41)                # must be dropped by its own mapping's scan result
         send(1, 0, 42)
         scans = _scans(monkeypatch)
-        with freeze([proc.pid], tree=True) as frozen:
-            incremental = inc.capture(frozen, store)
+        incremental = _capture(inc, proc.pid, store)
     finally:
         inc.close()
-    assert _words(store, full, proc.pid, starts) == first
-    assert _words(store, incremental, proc.pid, starts) == first | {
+    assert _words(store, full, proc.pid, starts) == FIRST
+    assert _words(store, incremental, proc.pid, starts) == FIRST | {
         (0, PAGES - 1): 41, (1, 0): 42, (2, 3): 13, (3, PAGES - 1): 14}
     assert _one_scan_covers(scans, starts), scans
 
@@ -91,26 +94,22 @@ def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, mo
 def test_a_mapping_made_again_inside_a_run_is_stored_whole_and_its_neighbours_keep_their_writes(
         target, store, monkeypatch):
     proc, starts, send = target
-    first = {(region, page): region * 1000 + page for region in range(4) for page in range(PAGES)}
     inc = Incremental()
     try:
-        with freeze([proc.pid], tree=True) as frozen:
-            inc.capture(frozen, store)
+        _capture(inc, proc.pid, store)
         send(0, 2, 21)                 # before the remade mapping in the run: scanned first
         send(2, 1, 22)
         send("remap", 1, 500)          # same place, same signature, not tracked any more
         send(3, 5, 23)
-        with freeze([proc.pid], tree=True) as frozen:
-            second = inc.capture(frozen, store)
+        second = _capture(inc, proc.pid, store)
         send(0, 4, 31)                 # all four tracked again
         send(1, 6, 32)
         scans = _scans(monkeypatch)
-        with freeze([proc.pid], tree=True) as frozen:
-            third = inc.capture(frozen, store)
+        third = _capture(inc, proc.pid, store)
     finally:
         inc.close()
     remade = {(1, page): 1000 + page + 500 for page in range(PAGES)}
-    assert _words(store, second, proc.pid, starts) == first | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23}
-    assert _words(store, third, proc.pid, starts) == first | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23, (0, 4): 31,
-                                                                       (1, 6): 32}
+    assert _words(store, second, proc.pid, starts) == FIRST | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23}
+    assert _words(store, third, proc.pid, starts) == FIRST | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23,
+                                                                       (0, 4): 31, (1, 6): 32}
     assert _one_scan_covers(scans, starts), scans     # all tracked again, in their run
