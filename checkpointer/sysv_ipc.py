@@ -20,6 +20,11 @@ DS_SIZE, PERM_UID_OFFSET = 128, 4
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+def key_text(key: int) -> str:
+    """A key as ipcs shows it (/proc/sysvipc prints key_t signed: -0x7dffedbd is 0x82001243)."""
+    return f"{key & 0xFFFFFFFF:#010x}"
+
+
 def table(kind: str) -> list[dict[str, int]]:
     """The objects of `kind` ("sem", "msg" or "shm") in the calling thread's IPC namespace,
     one dict per /proc/sysvipc/<kind> line by its column names (perms in octal)."""
@@ -82,5 +87,5 @@ def made_as(kind: str, ident: int, made: int, key: int) -> None:
     err = ctypes.get_errno() if made < 0 else 0
     if made >= 0:
         remove(kind, made)
-    raise CheckpointError(f"could not make SysV {kind} {ident} (key {key:#x}) again: "
+    raise CheckpointError(f"could not make SysV {kind} {ident} (key {key_text(key)}) again: "
                           + (os.strerror(err) if err else f"the kernel gave id {made}"))

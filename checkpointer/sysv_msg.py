@@ -42,11 +42,11 @@ def refuse_used(pids: Iterable[int]) -> None:
     for row in sysv_ipc.table("msg"):
         user = next((pid for pid in (row["lspid"], row["lrpid"]) if pid in pids), None)
         if user is not None:
-            raise Unsupported(f"process {user} uses the SysV message queue {row['msqid']} (key {row['key']:#x}, "
-                              f"{row['qnum']} messages queued): slsfs does not checkpoint message queues of the "
-                              "host's IPC namespace (after a restore its messages would not match the process's "
-                              "memory); run it in an IPC namespace of its own (`sls run`, or `unshare --ipc`), "
-                              "or use a pipe or a Unix socket instead")
+            raise Unsupported(f"process {user} uses the SysV message queue {row['msqid']} (key "
+                              f"{sysv_ipc.key_text(row['key'])}, {row['qnum']} messages queued): slsfs does not "
+                              "checkpoint message queues of the host's IPC namespace (after a restore its messages "
+                              "would not match the process's memory); run it in an IPC namespace of its own (`sls "
+                              "run`, or `unshare --ipc`), or use a pipe or a Unix socket instead")
 
 
 def capture() -> list[dict]:

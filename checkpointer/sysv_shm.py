@@ -99,7 +99,8 @@ def make(record: dict, contents: bytes, warnings: list[str]) -> int:
         # (a private one of the same size is ours, made again keyless by an earlier restore)
         if existing["key"] not in (key, IPC_PRIVATE) or existing["size"] != record["size"]:
             raise CheckpointError(f"SysV segment id {shmid} is taken by another segment (key "
-                                  f"{existing['key']:#x}); remove it (ipcrm -m {shmid}) and restore again")
+                                  f"{sysv_ipc.key_text(existing['key'])}); remove it (ipcrm -m {shmid}) and "
+                                  "restore again")
         if existing["attached"]:    # setting its contents back would overwrite a live instance's
             raise CheckpointError(f"SysV segment {shmid} is in use by {existing['attached']} running "
                                   "process(es) (another instance of this image?): two copies cannot "
@@ -108,7 +109,7 @@ def make(record: dict, contents: bytes, warnings: list[str]) -> int:
         keyed = not record["removed"] and key != IPC_PRIVATE
         made = _create(shmid, key if keyed else IPC_PRIVATE, record)
         if made < 0 and keyed and ctypes.get_errno() == errno.EEXIST:
-            warnings.append(f"SysV segment {shmid}: its key {key:#x} belongs to another segment now; "
+            warnings.append(f"SysV segment {shmid}: its key {sysv_ipc.key_text(key)} belongs to another segment now; "
                             "made again without a key")
             made = _create(shmid, IPC_PRIVATE, record)
         sysv_ipc.made_as("shm", shmid, made, key)
