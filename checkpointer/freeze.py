@@ -481,17 +481,11 @@ def _find_syscall_insn(pid: int) -> int:
     global _vdso_syscall_offset
     if _vdso_syscall_offset is not None:
         base = _vdso_base(pid)
-        if base is not None:
-            with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-                mem.seek(base + _vdso_syscall_offset)
-                if mem.read(2) == SYSCALL_INSN:
-                    return base + _vdso_syscall_offset
+        if base is not None and procfs.read_memory(pid, base + _vdso_syscall_offset, 2) == SYSCALL_INSN:
+            return base + _vdso_syscall_offset
     for vma in procfs.maps(pid):
         if vma.path == "[vdso]":
-            with open(f"/proc/{pid}/mem", "rb") as mem:
-                mem.seek(vma.start)
-                code = mem.read(vma.end - vma.start)
-            index = code.find(SYSCALL_INSN)
+            index = procfs.read_memory(pid, vma.start, vma.end - vma.start).find(SYSCALL_INSN)
             if index >= 0:
                 _vdso_syscall_offset = index
                 return vma.start + index

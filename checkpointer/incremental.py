@@ -230,8 +230,9 @@ class DirtyTracker:
         touch one another in `vmas` (address order) in one PAGEMAP_SCAN, not one per
         mapping, its pages kept by mapping for `select` (a library's data and the
         anonymous memory after it, say; ~10-15 us a scan saved). Only touching ones: `vmas`
-        is read once per freeze window, and our own injected calls may map a page into a
-        hole meanwhile (injection_page.py), which a scan across the hole would meet. A run
+        (procfs.maps) leaves out our own injection page (injection_page.py), which lies in
+        a hole and is not tracked, and our injected calls may map it there during the
+        window: a scan across the hole would meet it (EPERM). A run
         the kernel refuses (EPERM: one of its mappings was unmapped and mapped again at the
         same place, so no longer tracked) has its mappings stored whole: the scan may have
         re-protected the pages written in the ones before that, which a second scan would

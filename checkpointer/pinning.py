@@ -55,7 +55,9 @@ class Pinning:
         slot = watchdog.guard(tid, cpus=before)
         if slot is None:
             return
-        if _set(tid, {self.cpu}) is None:
+        try:
+            os.sched_setaffinity(tid, {self.cpu})
+        except OSError:  # gone, or a CPU its cpuset forbids
             watchdog.release(slot)
             return
         self.saved[tid] = (before, slot)

@@ -76,6 +76,16 @@ def read_file(path: str, dir_fd: int | None = None) -> bytes:
         os.close(fd)
 
 
+def read_memory(pid: int, address: int, size: int) -> bytes:
+    """Up to `size` bytes of a process's memory at `address` (/proc/PID/mem: open, pread,
+    close; a buffered open() adds an fstat and a seek to those)."""
+    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, address)
+    finally:
+        os.close(fd)
+
+
 def _read(pid: int, name: str, mode: str = "r") -> str | bytes:
     try:
         data = read_file(f"/proc/{pid}/{name}")
@@ -197,9 +207,7 @@ def _leave_out_own(pid: int, vmas: list[Vma]) -> None:
     for i, vma in enumerate(vmas):
         if vma.start == start and vma.end == end and vma.perms == "rwxp" and not vma.inode and not vma.path:
             try:
-                with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-                    mem.seek(end - len(cookie))
-                    ours = mem.read(len(cookie)) == cookie
+                ours = read_memory(pid, end - len(cookie), len(cookie)) == cookie
             except OSError:
                 ours = False
             if ours:
