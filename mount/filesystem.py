@@ -456,10 +456,10 @@ class FileSystem:
                 while step is not _DONE:
                     if step is None:
                         await trio.sleep(0)        # requests and checkpoints run here
-                    else:                          # a pack's kept chunks: durable before it goes
-                        await trio.to_thread.run_sync(step.wait)
+                    else:                          # a pack's kept chunks made durable, then it goes
                         if before_delete is not None:
                             await before_delete()
+                        await trio.to_thread.run_sync(step.run)
                     step = next(steps, _DONE)
             return collection.result
 

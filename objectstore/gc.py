@@ -7,11 +7,12 @@ runs them all at once (`sls gc` on an unmounted store, tests). Snapshot-at-begin
 1. The start (the first step, to be run at an instant when no checkpoint is half
    written): apply the retention policy, or an explicit `Prune` request (`sls gc
    --keep-last/--keep-within/--forget`: see `prune_keep`), and record the retained commits
-   in a durable catalog record; take the roots to keep at that instant (retained commits,
-   the working state, trees in use, chunks put since the last commit); note the active
-   pack (the watermark: only packs before it are compacted, so everything written from
-   here on stays) and start recording dedup hits (PackStore.watch_dedup: a put that finds
-   a chunk already stored makes it live again, even one no root reached at the start).
+   in a catalog record (durable by the first sync, before anything is deleted); take the
+   roots to keep at that instant (retained commits, the working state, trees in use,
+   chunks put since the last commit); note the active pack (the watermark: only packs
+   before it are compacted, so everything written from here on stays) and start
+   recording dedup hits (PackStore.watch_dedup: a put that finds a chunk already stored
+   makes it live again, even one no root reached at the start).
 2. Mark every chunk the start's roots reach, a slice at a time. Trees are copy-on-write:
    what those roots reach does not change under the marker.
 3. Sum each pack's live and dead bytes, a batch at a time, and choose the packs to
@@ -19,10 +20,10 @@ runs them all at once (`sls gc` on an unmounted store, tests). Snapshot-at-begin
    size, or holding only store records.
 4. One pack at a time: copy the chunks that were marked or found by a dedup hit into the
    active pack (a slice at a time), drop the others; once per collection append a fresh
-   catalog (it supersedes the store records of the packs about to go); make all that
-   durable (the step yields a PendingSync for its driver to wait on, in another thread
-   if it likes); only then delete the pack. Chunks keep their ids when they move, so no
-   commit or tree is ever rewritten.
+   catalog (it supersedes the store records of the packs about to go); then the step
+   yields a `Removal` for its driver to run (in a worker thread if it likes): a sync
+   that makes all that durable, and only then the deletion of the pack's files. Chunks
+   keep their ids when they move, so no commit or tree is ever rewritten.
 
 A crash at any step leaves a store whose newest catalog names what is kept, each chunk
 of it in a pack that is still there or copied and durable elsewhere.
@@ -30,11 +31,12 @@ of it in a pack that is still there or copied and durable elsewhere.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .chunks import NODE
 from .errors import NotFound, StoreError
-from .packstore import PendingSync
+from .packstore import PendingSync, remove_files
 from .retention import Prune, kept_by_rules, retained
 from .tree import node_links
 
@@ -85,6 +87,22 @@ def marking(store, roots: Iterable[bytes], seen: set[bytes], problems: list[str]
             deadline = clock() + slice_s
 
 
+class Removal:
+    """The blocking end of a pack's compaction, for a collection's driver to run (in a
+    worker thread if it likes) before the next step: wait for `sync` (the pack's kept
+    chunks, copied, and the fresh catalog become durable), then delete its `files` (none
+    at the end of a collection: its last sync)."""
+
+    def __init__(self, sync: PendingSync | None, files: list[Path]) -> None:
+        self.sync, self.files = sync, files
+        self.freed = 0
+
+    def run(self) -> None:
+        if self.sync is not None:
+            self.sync.wait()
+        self.freed = remove_files(self.files)
+
+
 class Collection:
     """One garbage collection of `store`, in steps (see the module docstring).
 
@@ -100,16 +118,25 @@ class Collection:
         self.also_keep, self.prune, self.slice_s = also_keep, prune, slice_s
         self.result: dict | None = None
         self.busy_s = 0.0          # time spent inside the steps (the caller's thread)
+        self.longest_step_s = 0.0  # what a request waits at most for the collection
+
+    def _lap(self, since: float) -> None:
+        """A step that began at `since` ends now: count it."""
+        now = time.perf_counter()
+        self.busy_s += now - since
+        self.longest_step_s = max(self.longest_step_s, now - since)
+        return now
 
     def _say(self, message: str) -> None:
         if self.progress:
             self.progress(message)
 
-    def steps(self) -> Iterator[PendingSync | None]:
+    def steps(self) -> Iterator[Removal | None]:
         """The collection, yielding between short steps: None (go on when you like), or a
-        PendingSync, whose wait() must have returned before the next step (it deletes a
-        pack). The first step is the start: run it when no checkpoint is half written
-        (chunks put before the last commit and not yet named by any tree would be lost)."""
+        Removal, whose run() must have returned before the next step (it waits for a sync
+        and deletes a pack's files: blocking work, for a worker thread). The first step is
+        the start: run it when no checkpoint is half written (chunks put before the last
+        commit and not yet named by any tree would be lost)."""
         started = time.monotonic()
         clock = time.perf_counter
         mark = clock()
@@ -125,7 +152,7 @@ class Collection:
             live: set[bytes] = set()
             self._say("marking")
             for _ in marking(store, roots, live, slice_s=self.slice_s):
-                self.busy_s += clock() - mark
+                self._lap(mark)
                 yield None
                 mark = clock()
             total: dict[int, int] = {}
@@ -135,7 +162,7 @@ class Collection:
             ids = packs.id_list()
             for at in range(0, len(ids), TALLY_BATCH):
                 dead_chunks += packs.tally(ids[at:at + TALLY_BATCH], live, total, alive, members)
-                self.busy_s += clock() - mark
+                self._lap(mark)
                 yield None
                 mark = clock()
             del ids
@@ -153,30 +180,38 @@ class Collection:
                 moved = 0
                 for at in range(0, len(chunks), 64):
                     moved += packs.move_chunks(number, chunks[at:at + 64], keep)
+                    packs.index_ahead()      # (not all at the seal of the pack they fill)
                     if clock() - mark > self.slice_s:
-                        self.busy_s += clock() - mark
+                        self._lap(mark)
                         yield None
                         mark = clock()
                 if not renewed:
                     store.renew_catalog()
                     renewed = True
-                pending = packs.begin_sync()
-                if pending is not None:
-                    self.busy_s += clock() - mark
-                    yield pending
-                    mark = clock()
-                    packs.end_sync(pending)
-                freed += max(0, packs.delete_pack(number) - moved)
+                removal = Removal(packs.begin_sync(), packs.retire_pack(number))
+                self._lap(mark)
+                yield removal
+                mark = clock()
+                if removal.sync is not None:
+                    packs.end_sync(removal.sync)
+                freed += max(0, removal.freed - moved)
+            removal = Removal(packs.begin_sync(), [])      # the catalog of the start, if no pack went
+            if removal.sync is not None:
+                self._lap(mark)
+                yield removal
+                mark = clock()
+                packs.end_sync(removal.sync)
         finally:
             packs.end_watch()
         store.note_collected()
-        self.busy_s += clock() - mark
+        self._lap(mark)
         self.result = {"commits_before": before_commits, "commits_after": len(store.log()),
                        "live_chunks": len(live), "unreachable_chunks": dead_chunks,
                        "resurrected_chunks": len(dedup_hits - live),
                        "packs_compacted": len(victims), "bytes_freed": freed,
                        "seconds": round(time.monotonic() - started, 3),
-                       "busy_seconds": round(self.busy_s, 3)}
+                       "busy_seconds": round(self.busy_s, 3),
+                       "longest_step_ms": round(self.longest_step_s * 1000, 2)}
         if self.prune is not None:
             self.result["names_forgotten"] = forgotten_names
 
@@ -192,7 +227,7 @@ class Collection:
         else:
             keep, names = prune_keep(store, self.prune, now, self.also_keep)
             self._say(f"forgetting {before_commits - len(keep & {c.id for c in store.log()})} checkpoints")
-        store.forget(keep)
+        store.forget(keep, sync=False)     # durable before anything is deleted (Removal)
         return names
 
 
@@ -202,9 +237,9 @@ def collect(store, *, progress: Callable[[str], None] | None = None, now: float 
     Collection's steps run to the end, each sync waited for here). Figures for the user."""
     collection = Collection(store, progress=progress, now=now, also_keep=also_keep, prune=prune,
                             slice_s=float("inf"))
-    for pending in collection.steps():
-        if pending is not None:
-            pending.wait()
+    for removal in collection.steps():
+        if removal is not None:
+            removal.run()
     return collection.result
 
 

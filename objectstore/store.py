@@ -493,14 +493,16 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------------
 
-    def forget(self, keep: set[int]) -> None:
-        """Drop every commit not in `keep` (tagged and newest always stay), durably: a
-        catalog record naming those kept is written and synced. Used by retention and GC."""
+    def forget(self, keep: set[int], *, sync: bool = True) -> None:
+        """Drop every commit not in `keep` (tagged and newest always stay): a catalog
+        record naming those kept is written, and synced unless `sync` is False (GC: its
+        own sync before it deletes anything makes it durable). Used by retention and GC."""
         keep = set(keep) | set(self._tags.values())
         if self.head:
             keep.add(self.head.id)
         self._append_catalog(keep)
-        self.packs.sync()
+        if sync:
+            self.packs.sync()
         self._commits = {i: c for i, c in self._commits.items() if i in keep}
 
     def renew_catalog(self) -> None:

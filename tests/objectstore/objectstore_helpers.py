@@ -38,12 +38,12 @@ def flip_byte(path: Path, offset: int) -> None:
 
 def advance(steps, count: int = 1) -> bool:
     """`count` steps of a collection's `steps` (objectstore.gc.Collection.steps), each
-    sync it asks for waited for, as a server runs them between its own work; False once
+    pack removal it asks for run, as a server runs them between its own work; False once
     the collection is over."""
     for _ in range(count):
-        pending = next(steps, steps)   # (the generator itself: a value no step yields)
-        if pending is steps:
+        removal = next(steps, steps)   # (the generator itself: a value no step yields)
+        if removal is steps:
             return False
-        if pending is not None:
-            pending.wait()
+        if removal is not None:
+            removal.run()
     return True

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from objectstore import Store
 from objectstore import pack as fmt
+from objectstore.packstore import remove_files
 
 OLD_STORE = Path(__file__).parent / "data" / "store-pack-v1"
 
@@ -114,7 +115,7 @@ def _moves_everything(store: Store, numbers: set[int]) -> bool:
         store.packs.move_chunks(number, members.get(number, []), lambda cid: True)
     store.renew_catalog()
     store.packs.sync()
-    return sum(store.packs.delete_pack(number) for number in numbers) > 0
+    return sum(remove_files(store.packs.retire_pack(number)) for number in numbers) > 0
 
 
 def test_compaction_moves_version_1_records_as_stored_into_a_version_2_pack(tmp_path):
