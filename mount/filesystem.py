@@ -62,7 +62,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from objectstore import StoreError, StoreFull
-from objectstore.gc import Collection
+from objectstore.gc import SLICE_S, Collection
 from objectstore.retention import Prune, retained
 
 from . import fusectl, schema
@@ -97,6 +97,7 @@ FSYNC_BLOCK_S = 0.002                     # an application's fsync: how long the
 # reader lock pyfuse3 takes per request is dropped too (mount.single_reader).
 SESSION_TASKS = 1
 _DONE = object()                          # collect: the steps are over
+REQUESTS_FIRST_POLL_S = 0.0005            # collect: how often it looks whether requests still wait
 READAHEAD_KIB = 1024
 CLONE_VOLUME_SEPARATOR = "."              # a clone's volume: `<volume of its mount>.<leaf>`
 FORGET_WAIT_S = 0.5
@@ -455,13 +456,22 @@ class FileSystem:
                     step = next(steps, _DONE)      # the start, and a first slice of marking
                 while step is not _DONE:
                     if step is None:
-                        await trio.sleep(0)        # requests and checkpoints run here
+                        await self._requests_first()
                     else:                          # a pack's kept chunks made durable, then it goes
                         if before_delete is not None:
                             await before_delete()
                         await trio.to_thread.run_sync(step.run)
                     step = next(steps, _DONE)
             return collection.result
+
+    async def _requests_first(self) -> None:
+        """Between two steps of a collection: let every other task run, then wait while
+        the kernel holds requests of this mount not answered yet, for as long as a step
+        takes at most (the collection gets half of the thread while requests keep coming)."""
+        await trio.sleep(0)
+        deadline = trio.current_time() + SLICE_S
+        while self._connection and fusectl.waiting(self._connection) and trio.current_time() < deadline:
+            await trio.sleep(REQUESTS_FIRST_POLL_S)
 
     def apply_retention(self) -> None:
         """Thin old checkpoints by the store's policy (named and browsed ones stay)."""
