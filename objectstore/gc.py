@@ -125,7 +125,6 @@ class Collection:
         now = time.perf_counter()
         self.busy_s += now - since
         self.longest_step_s = max(self.longest_step_s, now - since)
-        return now
 
     def _say(self, message: str) -> None:
         if self.progress:

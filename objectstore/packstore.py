@@ -105,8 +105,8 @@ def _io_error(exc: OSError, what: str) -> StoreError:
 
 
 def remove_files(paths: Sequence[Path]) -> int:
-    """Delete `paths` (those missing are skipped), then sync their directory: the bytes
-    they held. Touches no PackStore state: any thread (a retired pack's files)."""
+    """Delete `paths` in order (those missing are skipped), then sync their directory: the
+    bytes they held. Touches no PackStore state: any thread (a retired pack's files)."""
     freed = 0
     for path in paths:
         try:
@@ -867,14 +867,16 @@ class PackStore:
     def retire_pack(self, number: int) -> list[Path]:
         """Forget sealed pack `number` and its store records, and close it: call it once
         every chunk of it that is kept was moved (move_chunks). Returns its files, for
-        remove_files once the copies are durable (the caller's sync)."""
+        remove_files once the copies are durable (the caller's sync), its index files
+        first: a crash in between leaves a pack without its index (rebuilt by a scan at
+        the next opening, and collected again), never an index without its pack."""
         if number == self._active:
             raise StoreError(f"pack {number} is the active pack; it cannot be deleted")
         self._meta = [m for m in self._meta if m[0] != number]
         fd = self._fds.pop(number, None)
         if fd is not None:
             os.close(fd)
-        return [_pack_path(self.directory, number, suffix) for suffix in (".pack", ".idx", ".pidx")]
+        return [_pack_path(self.directory, number, suffix) for suffix in (".idx", ".pidx", ".pack")]
 
     def drop_chunks(self, cids: Iterable[bytes]) -> None:
         for cid in cids:
