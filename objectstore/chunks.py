@@ -11,7 +11,7 @@ same bytes have different ids.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, NewType, Protocol
 
 import xxhash
 
@@ -23,13 +23,14 @@ KINDS = (DATA, NODE)
 _KIND_PREFIX = {DATA: b"\x00", NODE: b"\x01"}
 
 
-class ChunkId(bytes):
-    """16 bytes: xxh3-128 of kind + content under the store's secret seed."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"ChunkId({self.hex()[:16]}...)"
+# 16 bytes: xxh3-128 of kind + content under the store's secret seed. A name for the
+# type checker only: at run time a chunk id is plain bytes. A subclass of bytes (as it
+# was) is an object Python's cyclic collector tracks, and so is every dict, tuple and
+# list holding one: a group daemon's index, tree nodes and page tables held 1-2 million,
+# and each full collection walked them all (1.26 s, measured under a Redis group, every
+# FUSE request and checkpoint waiting), where plain bytes are not tracked at all
+# (300,000 ids in a dict: a full collection 130 ms -> 2 ms).
+ChunkId = NewType("ChunkId", bytes)
 
 
 def chunk_id(kind: int, data: bytes, seed: int) -> ChunkId:
