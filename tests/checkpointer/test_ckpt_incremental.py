@@ -2,6 +2,8 @@
 only what was written, yet each one restores alone."""
 from __future__ import annotations
 
+import gc
+
 import checkpointer
 from checkpointer import freeze, load_image
 from checkpointer.incremental import Incremental
@@ -49,6 +51,28 @@ def test_incremental_images_store_little_and_restore_whole(procs, store, binarie
     assert ns_pid(restored.pids[0]) == proc.pid
     # the counter checks a new 64 KiB slice of its heap per line: 1030 lines check it all
     assert assert_unbroken(out, proc.pid) > 1030
+
+
+def test_checkpoints_leave_no_reference_cycles_behind(procs, store, binaries, tmp_path):
+    """A checkpoint's capture (its page copies, ranges, image writer, metadata) is freed
+    when the checkpoint is done, not left for Python's full cyclic collection, which a
+    daemon runs rarely (mount.daemon.pace_collector): ~200 captures of a Redis group were
+    found waiting for it, hundreds of MB of the daemon's memory."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "16"])
+    _lines(out, 5)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        _checkpoints(store, proc.pid, 3, out)
+        gc.collect()
+        left = sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("checkpointer")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not left, f"objects of the checkpoints freed only by the cyclic collector: {left}"
 
 
 def test_incremental_follows_a_growing_python_heap(procs, store, tmp_path):
