@@ -67,7 +67,7 @@ from objectstore.retention import Prune, retained
 
 from . import fusectl, schema
 from .flusher import Flusher
-from .heap import keep_freed_buffers
+from .heap import give_back_free_memory_periodically, keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
 from .init_flags import InitRelay
 from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
@@ -679,6 +679,7 @@ class FileSystem:
                     if self.ops.enable_writeback_cache:
                         nursery.start_soon(self.run_kernel_flushes)
                 nursery.start_soon(self._raise_readahead_after_init, mountpoint)
+                nursery.start_soon(give_back_free_memory_periodically)
                 task_status.started()
                 with interrupting_reads(), single_reader_session(self.init_relay):   # SESSION_TASKS == 1
                     await pyfuse3.main(max_tasks=SESSION_TASKS)

@@ -16,19 +16,31 @@ per checkpoint of a Redis group at 10 Hz (~1,700 pages stored), 4-5 ms of system
 
 `keep_freed_buffers()` makes allocations below MMAP_THRESHOLD come from the heap and
 lets up to TRIM_THRESHOLD of free memory stay at its top. Simplifications: it is for the
-whole process and for good (pyfuse3 serves one mount per process anyway); the daemon's
-resident size may stay up to TRIM_THRESHOLD above what it uses; with a libc other than
-glibc nothing changes.
+whole process and for good (pyfuse3 serves one mount per process anyway); with a libc
+other than glibc nothing changes.
+
+The price is memory freed but kept: free space in the middle of the heap (between
+objects still alive) is never given back by glibc on its own, and a thread's arena keeps
+what that thread once allocated. A group daemon checkpointing a Redis group (100 MiB
+dataset, 10 Hz) held 230 MB of malloc memory of which 98 MB was in use (malloc_stats; a
+thread arena 67 MB with 0.9 MB in use). `give_back_free_memory_periodically()` calls
+malloc_trim(0) every TRIM_INTERVAL_S in a worker thread, which returns the free pages
+inside the heap and the arenas to the kernel: that daemon's resident size went 340 -> 220
+MB, in ~20-45 ms (about 800 madvise calls); the buffers a checkpoint needs next fault in
+once again (a few ms, once a minute).
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 
+import trio
+
 log = logging.getLogger("slsfs.mount")
 
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 32 * 1024 * 1024
+TRIM_INTERVAL_S = 60.0
 _M_TRIM_THRESHOLD = -1              # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
 
@@ -44,3 +56,24 @@ def keep_freed_buffers() -> bool:
     if not done:
         log.info("malloc left as it is: mallopt refused the thresholds")
     return done
+
+
+def give_back_free_memory() -> bool:
+    """malloc_trim(0): the heap's and the arenas' free pages back to the kernel. False
+    where there is no glibc malloc_trim (nothing done)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True
+
+
+async def give_back_free_memory_periodically(interval: float = TRIM_INTERVAL_S) -> None:
+    """give_back_free_memory every `interval` seconds, in a worker thread (the GIL let go:
+    the event loop goes on meanwhile), for as long as the caller's nursery runs."""
+    while True:
+        await trio.sleep(interval)
+        if not await trio.to_thread.run_sync(give_back_free_memory):
+            return

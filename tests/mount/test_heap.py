@@ -32,3 +32,31 @@ def test_sequential_writes_reuse_the_daemons_buffers(mnt):
         faults.append((minor_faults(mnt.pid) - before) / 32)
         assert (mnt.path / f"measured-{i}").stat().st_size == 32 * MiB
     assert min(faults) < 64, f"page faults per MiB written (256 pages per MiB): {faults}"
+
+
+FRAGMENTED_HEAP = """
+import sys
+from mount import heap
+heap.keep_freed_buffers()                    # as the daemon runs
+blocks = [bytes(5000) for _ in range(40_000)]  # ~200 MB of 5 KB allocations, as pages and records are
+kept = blocks[::8]                           # one in eight stays alive: the free space lies between them
+del blocks
+def anon_kib():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("RssAnon:")).split()[1])
+before = anon_kib()
+done = heap.give_back_free_memory()
+print(before, anon_kib(), done)
+"""
+
+
+def test_freed_memory_in_the_middle_of_the_heap_goes_back_to_the_kernel():
+    """What a daemon freed between objects still alive is returned (malloc_trim), where
+    glibc on its own keeps it: the resident size follows what is in use."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", FRAGMENTED_HEAP], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    before, after, done = int(out[0]), int(out[1]), out[2]
+    assert done == "True"
+    assert before > 150_000, f"the heap did not hold the freed blocks to begin with: {before} KiB"
+    assert after < before - 100_000, f"resident anonymous memory {before} -> {after} KiB"
