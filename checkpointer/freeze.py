@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ class Frozen:
             return False  # the thread exited before we got it
         except PermissionError as exc:
             _unboost(thread)
-            if _tracer(tid) != os.getpid():
+            if _tracer(tid) != threading.get_native_id():
                 raise CheckpointError(f"cannot ptrace task {tid} of process {pid}: {exc.strerror} "
                                       "(is it already traced by a debugger?)") from exc
             # made with CLONE_PTRACE by a task we had seized: the kernel attached it to us, and
@@ -611,12 +612,13 @@ def _release_strays(tid: int, ours: set[int]) -> None:
     except ProcessGone:
         return
     for child in near - ours:
-        if _tracer(child) == os.getpid():
+        if _tracer(child) == threading.get_native_id():
             _detach_when_stopped(child, wait=True)
 
 
 def _tracer(tid: int) -> int:
-    """The process tracing `tid` (0: none, or gone)."""
+    """The task tracing `tid` (0: none, or gone): a thread id, the thread that attached it
+    (ptrace is per thread: in the daemon, its tracer thread, not its main thread)."""
     try:
         with open(f"/proc/{tid}/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("TracerPid:"))
