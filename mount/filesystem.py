@@ -102,6 +102,7 @@ READAHEAD_KIB = 1024
 CLONE_VOLUME_SEPARATOR = "."              # a clone's volume: `<volume of its mount>.<leaf>`
 FORGET_WAIT_S = 0.5
 _libc = ctypes.CDLL(None, use_errno=True)
+MNT_DETACH = 2                            # umount2 flag (linux/fs.h)
 
 
 def syncfs_path(path: str) -> int:
@@ -142,28 +143,33 @@ def mount_device(mountpoint: str) -> str | None:
     return device
 
 
-def abort_connection(device: str | None) -> None:
-    """End every request still open on the FUSE connection of `device` ("major:minor"),
-    if it is still ours. For a daemon on its way out: a request it read but never
-    answered keeps the thread that made it waiting uninterruptibly until the connection
-    ends, and if that thread is one of the daemon's own (a syncfs, a stat from the
-    checkpointer), or a child still holds /dev/fuse, the connection never ends: the
-    daemon could not exit (seen once: a group daemon stuck in exit with its tracer in
-    a getattr of its own mount).
+def abort_own_connection(mountpoint: str, device: str | None) -> bool:
+    """End every request still open on the FUSE connection of our mount at `mountpoint`
+    (device `device`, "major:minor"), for a daemon on its way out while still mounted: a
+    request it read but never answered keeps the thread that made it waiting
+    uninterruptibly until the connection ends, and if that thread is one of the daemon's
+    own (a syncfs, a stat from the checkpointer), or a child still holds /dev/fuse, the
+    connection never ends: the daemon could not exit (seen once: a group daemon stuck in
+    exit with its tracer in a getattr of its own mount).
 
-    Connections are named by the mount's minor device number, which the kernel gives
-    to the next mount once ours is gone: if a mount with that number is attached (ours
-    is unmounted by now: this is called after unmounting), it belongs to another file
-    system, and aborting it would kill that one (seen: a PostgreSQL group's new mount
-    ended within 300 ms while other slsfs mounts were being unmounted)."""
-    if device is not None and not _attached(device):
-        fusectl.abort(int(device.split(":")[1]))
+    Only while our mount is attached at `mountpoint`: connections are named by the mount's
+    minor device number, which the kernel gives to the next mount once ours is gone, and
+    aborting by number after unmounting could end another file system's new mount (seen:
+    a test's new mount at the same mount point got ENOTCONN right after the old daemon's
+    unmount, under load; and before that, a PostgreSQL group's new mount ended within
+    300 ms while other slsfs mounts were being unmounted). A session the kernel ended
+    (an unmount) needs none: the kernel aborted the connection itself.
 
-
-def _attached(device: str) -> bool:
-    """Whether some mount of this mount namespace has device number `device`."""
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[2] == device for line in f)
+    The mount is then detached here (umount2 MNT_DETACH): libfuse's unmount leaves a
+    mount whose connection was aborted as it is, attached and answering ENOTCONN.
+    True if it was ours (aborted and detached)."""
+    if device is None or mount_device(mountpoint) != device:
+        return False
+    fusectl.abort(int(device.split(":")[1]))
+    if _libc.umount2(os.fsencode(mountpoint), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        log.warning("could not detach %s after aborting its connection: %s", mountpoint, os.strerror(err))
+    return True
 
 
 def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
@@ -691,10 +697,9 @@ class FileSystem:
             if self._flusher is not None:
                 flusher, self._flusher = self._flusher, None
                 await flusher.close()
-            try:
-                pyfuse3.close(unmount=unmount)
-            finally:
-                abort_connection(device)
+            if unmount and abort_own_connection(mountpoint, device):
+                unmount = False                 # (detached already)
+            pyfuse3.close(unmount=unmount)
 
     async def _raise_readahead_after_init(self, mountpoint: str) -> None:
         await self.ops.initialized.wait()      # INIT sets the read-ahead: change it after

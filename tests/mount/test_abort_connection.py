@@ -1,8 +1,8 @@
-"""mount.filesystem.abort_connection ends every request still open on a mount's FUSE
-connection: a daemon on its way out uses it, once unmounted, so that no request it read
-but never answered (one of its own threads', say) can keep it from exiting. While a
-mount with that connection number is attached it does nothing: the number may have
-gone to another file system's mount."""
+"""mount.filesystem.abort_own_connection ends every request still open on a mount's FUSE
+connection: a daemon on its way out uses it before it unmounts, so that no request it
+read but never answered (one of its own threads', say) can keep it from exiting, and
+detaches the mount. Unless that mount is attached where the daemon mounted it, it does
+nothing: the connection number may have gone to another file system's mount."""
 from __future__ import annotations
 
 import errno
@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from mount import fusectl
-from mount.filesystem import abort_connection, mount_device
+from mount.filesystem import abort_own_connection, mount_device
 from mount_helpers import wait_for
 
 STAT_NEW_NAME = """
@@ -34,12 +34,13 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
                                    stdout=subprocess.PIPE, text=True)
         connection = int(device.split(":")[1])
         wait_for(lambda: fusectl.waiting(connection) > 0, "the request to be queued")
-        abort_connection(device)             # attached: the number may be another mount's
-        assert fusectl.waiting(connection) > 0 and waiting.poll() is None, "an attached mount was aborted"
-        subprocess.run(["umount", "--lazy", str(mnt.path)], check=True)    # as a daemon's exit does
-        abort_connection(device)
+        elsewhere = str(mnt.path.parent)
+        assert not abort_own_connection(elsewhere, device)   # not mounted there: the number may be another mount's
+        assert fusectl.waiting(connection) > 0 and waiting.poll() is None, "another mount's connection was aborted"
+        assert abort_own_connection(str(mnt.path), device)
         out, _ = waiting.communicate(timeout=30)
         assert int(out) in (errno.ECONNABORTED, errno.ENOTCONN)
+        assert mount_device(str(mnt.path)) != device, "the aborted mount was left attached"
     finally:
         os.kill(mnt.pid, signal.SIGCONT)
     wait_for(lambda: not os.path.exists(f"/proc/{mnt.pid}") or
