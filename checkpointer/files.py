@@ -91,6 +91,7 @@ class FileCapture:
         self.shared, self.keep_blobs = shared, keep_blobs
         self._hole_ids: dict[int, list[str]] = {}  # blob ids of a piece of zeros, by length
         self.files: list[dict] = []
+        self._shared_ids: dict[tuple, int] = {}  # ("memfd", inode, path) / ("posix_shm", inode) / ("sysv_shm", id) -> file id
         self._holders: dict[str, list[tuple[int, int, int]]] = {}  # target -> [(host pid, fd, file id)]
         self._deleted_ids: dict[tuple[int, int], int] = {}   # (dev, ino) of an unlinked file -> its file id
         self._socket_holders: dict[int, tuple[int, int]] = {}  # socket inode -> (host pid, fd) holding it
@@ -215,9 +216,8 @@ class FileCapture:
         """The file id of a memfd's (or shared memory's, or a deleted file's) contents,
         recorded once per file, read from `source`; it comes back as a memfd named `name`
         (default: its own name, or the deleted file's base name)."""
-        for record in self.files:
-            if record["kind"] == "memfd" and record["inode"] == inode and record["target"] == path:
-                return record["id"]
+        if (known := self._shared_ids.get(("memfd", inode, path))) is not None:
+            return known       # (a dict, not a scan of the records: one look-up per mapping of thousands)
         if path.endswith(procfs.DELETED) and (held := self._open_deleted(inode, path)) is not None:
             return held     # a deleted file an fd holds too: mapped from that one file (one page cache)
 
@@ -234,16 +234,14 @@ class FileCapture:
         name = name or (original[len("/memfd:"):] if original.startswith("/memfd:") else os.path.basename(original))
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
                   "flags": O_RDWR, "pos": 0, "data": data, **_memfd_seals_and_mode(source)}
-        self.files.append(record)
-        return record["id"]
+        return self._add_shared(("memfd", inode, path), record)
 
     def posix_shm(self, inode: int, path: str, source: str) -> int:
         """The file id of a POSIX shared memory object (a file in /dev/shm: memory that a
         reboot loses, so its contents belong in the image), recorded once per inode, read
         from `source`."""
-        for record in self.files:
-            if record["kind"] == "posix_shm" and record["inode"] == inode:
-                return record["id"]
+        if (known := self._shared_ids.get(("posix_shm", inode))) is not None:
+            return known
         st = os.stat(source)
         pieces = _read_sparse(source)
         if pieces is None:
@@ -251,19 +249,25 @@ class FileCapture:
         record = {"kind": "posix_shm", "id": len(self.files), "inode": inode, "path": path,
                   "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
                   "data": self._put_pieces(pieces)}
-        self.files.append(record)
-        return record["id"]
+        return self._add_shared(("posix_shm", inode), record)
 
     def sysv_shm(self, shmid: int, mapping_size: int, source: str, what: str) -> int:
         """The file id of a SysV shared memory segment (checkpointer.sysv_shm), recorded
         once per segment; its contents are read from `source`."""
-        for record in self.files:
-            if record["kind"] == "sysv_shm" and record["shmid"] == shmid:
-                return record["id"]
+        if (known := self._shared_ids.get(("sysv_shm", shmid))) is not None:
+            return known
         record = sysv_shm.describe(shmid, mapping_size, source, what)
         record.update(kind="sysv_shm", id=len(self.files), target=f"SysV segment {shmid}", flags=0, pos=0,
                       data=self.put_blob(record.pop("contents")))
+        return self._add_shared(("sysv_shm", shmid), record)
+
+    def _add_shared(self, key: tuple, record: dict) -> int:
+        """Record the contents of shared memory (`record`, whose id is the next), known
+        from now on by `key` (memfd, posix_shm, sysv_shm: once per object however many
+        mappings show it; a process with 10,000 shared mappings took 3.2 s to checkpoint,
+        quadratic, when each mapping scanned every record); its file id."""
         self.files.append(record)
+        self._shared_ids[key] = record["id"]
         return record["id"]
 
     def _socket(self, sock: socket.socket, ino: int, what: str, holder: int) -> dict:
