@@ -284,6 +284,10 @@ class FileCapture:
             record = netsockets.describe(sock, info, ino)
             if info is not None and info["type"] == "dgram" and record["state"] == "bound":
                 record.update(self._queued(sock, info, what, holder))     # version 10
+            if info is not None and info.get("pending_unlisted"):
+                raise Unsupported(f"{what}: a listening Unix socket with {info['queued']} connections waiting "
+                                  "to be accepted, more than the kernel can list (about 1,600): they cannot be "
+                                  "recorded; a checkpoint works again once the server has accepted them")
             if info is not None and info.get("pending"):                  # version 12
                 _refuse_closed_pending(info, what)
                 record["pending"] = info["pending"]

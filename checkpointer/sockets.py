@@ -63,12 +63,14 @@ def unix_info(ino: int) -> dict | None:
     waiting to be accepted and its backlog, for another the bytes in its receive queue and
     those it sent that are not read yet. The peer of a connection not yet accepted reads 0
     (it has no inode yet). A listening socket's also has `pending`, the inodes of the sockets
-    whose connections wait in its accept queue, in order."""
-    request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
-                          UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN,
-                          0xFFFFFFFF, 0xFFFFFFFF)
+    whose connections wait in its accept queue, in order; or, when they are too many for the
+    kernel to list in one reply (about 1,600 here), `pending_unlisted`."""
+    shown = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
-        reply = diag_exchange(nl, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, request)
+        reply = diag_exchange(nl, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, _unix_request(ino, shown | UDIAG_SHOW_ICONS))
+        unlisted = reply in (errno.EMSGSIZE, errno.ENOMEM)     # (this kernel: EMSGSIZE past ~1,600)
+        if unlisted:
+            reply = diag_exchange(nl, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, _unix_request(ino, shown))
     if isinstance(reply, int):
         return None
     length = struct.unpack_from("=I", reply)[0]
@@ -92,7 +94,14 @@ def unix_info(ino: int) -> dict | None:
         elif attr_type == UNIX_DIAG_SHUTDOWN:
             info["shutdown"] = payload[0]
         offset += (attr_len + 3) & ~3
+    if unlisted:
+        info["pending_unlisted"] = True
     return info if family == socket.AF_UNIX and found_ino == ino else None
+
+
+def _unix_request(ino: int, shown: int) -> bytes:
+    """struct unix_diag_req for the socket with inode `ino`, asking for the `shown` attributes."""
+    return struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino, shown, 0xFFFFFFFF, 0xFFFFFFFF)
 
 
 def inet_sockid(source: tuple, destination: tuple, cookie: bytes = NO_COOKIE) -> tuple[int, bytes]:
