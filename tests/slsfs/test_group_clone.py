@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 import socket
 
-from group_helpers import wait_for
-
-
-def value(path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+from group_helpers import read_counter, wait_for
 
 
 def test_clones_run_independently_from_one_checkpoint(group_store, group_binaries):
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "base", "--hz", "5", "--",
               str(group_binaries / "atomic_counter"), "counter")
-    wait_for(lambda: (value(store.mnt / "counter") or 0) > 20, "the target to count")
+    wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > 20, "the target to count")
     store.sls("checkpoint", "base", "--store", str(store.path), "--name", "warm")
     out = store.sls("restore", "base", "--store", str(store.path), "--at", "warm", "--clone", "--count", "2",
                     "--json").stdout
@@ -29,12 +21,12 @@ def test_clones_run_independently_from_one_checkpoint(group_store, group_binarie
     assert [c["group"] for c in clones] == ["base.clone1", "base.clone2"]
     for clone in clones:
         directory = store.mnt / clone["group"]
-        start = wait_for(lambda: value(directory / "counter"), f"{clone['group']}'s counter")
-        wait_for(lambda: (value(directory / "counter") or 0) > start + 20, f"{clone['group']} to count on")
+        start = wait_for(lambda: read_counter(directory / "counter"), f"{clone['group']}'s counter")
+        wait_for(lambda: (read_counter(directory / "counter") or 0) > start + 20, f"{clone['group']} to count on")
         assert not (directory / "counter.bad").exists(), (directory / "counter.bad").read_text()
         assert store.group(clone["group"])["running"]
     # independent: each clone writes its own file; the original runs on in the mount root
-    a, b = (value(store.mnt / c["group"] / "counter") for c in clones)
+    a, b = (read_counter(store.mnt / c["group"] / "counter") for c in clones)
     assert a is not None and b is not None
     assert store.group("base")["running"]
 
@@ -103,11 +95,11 @@ def test_clones_of_a_server_share_its_port(group_store):
 def _counts_on(store, directory, what: str) -> int:
     """The counter in `directory`'s file once it has moved on from its first value (the
     target checks memory == file at every step: counter.bad if not)."""
-    start = wait_for(lambda: value(directory / "counter"), f"{what}'s counter")
-    wait_for(lambda: (value(directory / "counter") or 0) > start + 5 or (directory / "counter.bad").exists(),
+    start = wait_for(lambda: read_counter(directory / "counter"), f"{what}'s counter")
+    wait_for(lambda: (read_counter(directory / "counter") or 0) > start + 5 or (directory / "counter.bad").exists(),
              f"{what} to count on")
     assert not (directory / "counter.bad").exists(), f"{what}: {(directory / 'counter.bad').read_text()}"
-    return value(directory / "counter")
+    return read_counter(directory / "counter")
 
 
 def test_clones_are_checkpointed_and_come_back_with_their_origin(group_store, group_binaries):
@@ -118,17 +110,17 @@ def test_clones_are_checkpointed_and_come_back_with_their_origin(group_store, gr
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "base", "--hz", "20", "--",
               str(group_binaries / "atomic_counter"), "counter")
-    wait_for(lambda: (value(store.mnt / "counter") or 0) > 20, "the target to count")
+    wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > 20, "the target to count")
     clones = json.loads(store.sls("restore", "base", "--store", str(store.path), "--clone", "--json").stdout)["clones"]
     assert [c["group"] for c in clones] == ["base.clone1"] and clones[0]["checkpoint"] is not None
     copy = store.mnt / "base.clone1"
     _counts_on(store, copy, "the clone")
     wait_for(lambda: store.group("base.clone1")["checkpoints"] >= 3, "the clone's periodic checkpoints")
 
-    before = {d: value(d / "counter") for d in (store.mnt, copy)}
+    before = {d: read_counter(d / "counter") for d in (store.mnt, copy)}
     store.checkpoint("base")                       # both, at one instant; named for the roll back
     mid = store.checkpoint("base")
-    wait_for(lambda: all(value(d / "counter") > before[d] + 30 for d in before), "both to count on")
+    wait_for(lambda: all(read_counter(d / "counter") > before[d] + 30 for d in before), "both to count on")
     store.crash()
     out = store.sls("restore", "base", "--store", str(store.path)).stdout
     assert "group base: restored" in out and "group base.clone1: restored" in out, out
@@ -137,7 +129,7 @@ def test_clones_are_checkpointed_and_come_back_with_their_origin(group_store, gr
 
     # roll back to `mid`: the clone's file goes back with its memory (its volume is reset
     # with the mount's), so the target finds them equal
-    wait_for(lambda: all(value(d / "counter") > counted[d] + 30 for d in counted), "both to count on")
+    wait_for(lambda: all(read_counter(d / "counter") > counted[d] + 30 for d in counted), "both to count on")
     store.sls("restore", "base", "--store", str(store.path), "--at", str(mid), "--force")
     for name, directory in (("base", store.mnt), ("base.clone1", copy)):
         assert store.group(name)["restored_from"] == mid, store.group(name)

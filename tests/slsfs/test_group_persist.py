@@ -5,15 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from group_helpers import wait_for
-
-
-def value(path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+from group_helpers import read_counter, wait_for
 
 
 def test_persist_running_process_then_restore(group_store, group_binaries):
@@ -24,15 +16,15 @@ def test_persist_running_process_then_restore(group_store, group_binaries):
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     try:
-        wait_for(lambda: (value(store.mnt / "counter") or 0) > 20, "the outside process to count")
+        wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > 20, "the outside process to count")
         store.sls("persist", str(outsider.pid), "--store", str(store.path), "--name", "adopted", "--hz", "5")
         assert store.group("adopted")["running"]
         store.checkpoint("adopted")
         store.crash()
         outsider.wait(timeout=60)
         store.sls("restore", "adopted", "--store", str(store.path))
-        start = wait_for(lambda: value(store.mnt / "counter"), "the restored counter")
-        wait_for(lambda: (value(store.mnt / "counter") or 0) > start + 20, "the restored process to count on")
+        start = wait_for(lambda: read_counter(store.mnt / "counter"), "the restored counter")
+        wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > start + 20, "the restored process to count on")
         assert not (store.mnt / "counter.bad").exists()
         restored_pid = store.group("adopted")["pids"][0]
         ns_pid = [l for l in open(f"/proc/{restored_pid}/status") if l.startswith("NSpid:")][0].split()[-1]

@@ -6,15 +6,7 @@ import re
 
 import pytest
 
-from group_helpers import GroupStore, wait_for
-
-
-def value(path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+from group_helpers import GroupStore, read_counter, wait_for
 
 
 @pytest.mark.parametrize("receiver", ["made by recv", "made by sls init"])
@@ -26,12 +18,12 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
     src = group_store
     src.sls("run", "--store", str(src.path), "--name", "mover", "--hz", "5", "--",
             str(group_binaries / "atomic_counter"), "counter")
-    wait_for(lambda: (value(src.mnt / "counter") or 0) > 20, "the target to count")
+    wait_for(lambda: (read_counter(src.mnt / "counter") or 0) > 20, "the target to count")
     src.checkpoint("mover")
     stream = tmp_path / "mover.stream"
     sent = src.sls("send", "mover", "--store", str(src.path), "-o", str(stream)).stderr
     first = re.search(r"sent checkpoint (\d+) \(full\)", sent).group(1)
-    floor = wait_for(lambda: (value(src.mnt / "counter") or 0) > 200 and value(src.mnt / "counter"),
+    floor = wait_for(lambda: (read_counter(src.mnt / "counter") or 0) > 200 and read_counter(src.mnt / "counter"),
                      "the target to count on")
     src.checkpoint("mover")                              # holds a count >= floor
     increment = tmp_path / "mover.incremental"
@@ -50,9 +42,9 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
         dst.sls("recv", str(dst.path), "-i", str(stream))
         dst.sls("recv", str(dst.path), "-i", str(increment))
         dst.sls("restore", "mover", "--store", str(dst.path), "--mountpoint", str(dst.mnt))
-        start = wait_for(lambda: value(dst.mnt / "counter"), "the moved counter")
+        start = wait_for(lambda: read_counter(dst.mnt / "counter"), "the moved counter")
         assert start >= floor, f"the moved group resumed at {start}, before the incremental's {floor}"
-        wait_for(lambda: (value(dst.mnt / "counter") or 0) > start + 20, "the moved target to count on")
+        wait_for(lambda: (read_counter(dst.mnt / "counter") or 0) > start + 20, "the moved target to count on")
         assert not (dst.mnt / "counter.bad").exists()
         assert dst.group("mover")["running"] and dst.group("mover")["mountpoint"] == str(dst.mnt)
         dst.sls("stop", "--store", str(dst.path))
