@@ -36,6 +36,7 @@ from .cli import CommandError
 from .daemon_ready import read_line
 
 MOUNT_TIMEOUT_S = 60.0
+UMOUNT_BUSY_RETRY_S = 2.0      # an unmount refused as busy is tried again for this long
 UMOUNT_TIMEOUT_S = 120.0
 
 
@@ -354,9 +355,15 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
         return f"unmounted {mountpoint}" + (f" (stopped groups {', '.join(groups)}: their last durable "
                                             "checkpoints stay)" if groups else "")
     cmd = ["fusermount3", "-u"] + (["-z"] if force else []) + [mountpoint]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise CommandError(f"could not unmount {mountpoint}: {result.stderr.strip()}")
+    deadline = time.monotonic() + UMOUNT_BUSY_RETRY_S
+    while (result := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
+        # busy though no file was open a moment ago: the daemon's syncfs helper opens the
+        # mount point for each syncfs (mount.flusher); a user's file keeps it busy longer
+        if "busy" not in result.stderr or time.monotonic() > deadline:
+            busy = open_files(mountpoint, ignore=pid)
+            listing = f" (open there: {'; '.join(busy[:20])})" if busy else ""
+            raise CommandError(f"could not unmount {mountpoint}: {result.stderr.strip()}{listing}")
+        time.sleep(0.05)
     if pid is not None and not _wait_exit(pid, UMOUNT_TIMEOUT_S):
         raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
                            f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
