@@ -38,7 +38,7 @@ import bisect
 import json
 import struct
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 from objectstore import DATA, ChunkId, Store
 from objectstore.chunks import chunk_id
@@ -82,17 +82,11 @@ def _block_key(pid: int, block: int) -> bytes:
     return _PAGES + struct.pack(">QQ", pid, block)
 
 
-def _decode_block(value: bytes, refs: Sequence[bytes] = ()) -> dict[int, bytes]:
-    """page index in the block -> chunk id; each id is the entry's own ref object when it
-    is among `refs` (a ChunkId: Tree.put then takes it as it is instead of converting
-    64 ids per block)."""
+def _decode_block(value: bytes) -> dict[int, bytes]:
+    """page index in the block -> chunk id (plain bytes: Tree.put takes them as they are)."""
     bitmap = struct.unpack_from("<Q", value)[0]
     indices = [i for i in range(PAGES_PER_BLOCK) if bitmap >> i & 1]
-    ids = [value[o:o + _CID] for o in range(8, 8 + _CID * len(indices), _CID)]
-    if refs:
-        known = {ref: ref for ref in refs}
-        ids = [known.get(cid, cid) for cid in ids]
-    return dict(zip(indices, ids))
+    return dict(zip(indices, (value[o:o + _CID] for o in range(8, 8 + _CID * len(indices), _CID))))
 
 
 _FULL = (struct.pack("<Q", (1 << PAGES_PER_BLOCK) - 1), range(PAGES_PER_BLOCK))   # every page saved
@@ -150,7 +144,7 @@ class ImageWriter:
             found = self._decoded.get(pid, {}).get(block)
             if found is None:
                 entry = self.tree.get_entry(_block_key(pid, block))
-                found = _decode_block(entry.value, entry.refs) if entry else {}
+                found = _decode_block(entry.value) if entry else {}
             self._blocks[(pid, block)] = found
         return found
 

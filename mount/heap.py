@@ -45,11 +45,17 @@ _M_TRIM_THRESHOLD = -1              # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
 
 
+def _glibc(name: str):
+    """The C library's function `name`, or None where there is none (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_buffers() -> bool:
     """Tune malloc as above; False (and nothing changed) where there is no glibc mallopt."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    if (mallopt := _glibc("mallopt")) is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     done = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
@@ -61,9 +67,7 @@ def keep_freed_buffers() -> bool:
 def give_back_free_memory() -> bool:
     """malloc_trim(0): the heap's and the arenas' free pages back to the kernel. False
     where there is no glibc malloc_trim (nothing done)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    if (trim := _glibc("malloc_trim")) is None:
         return False
     trim.argtypes = [ctypes.c_size_t]
     trim(0)
