@@ -127,7 +127,8 @@ def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppi
     with phase("page_scan"):     # every mapping first (clears before pages), then one copy in address order
         ranges = list(itertools.chain.from_iterable(select(pid, vma) or () for vma in vmas))
     if selected is not None:
-        selected(pid)
+        with phase("page_copy_start"):      # planning the copy made on the other CPU meanwhile
+            selected(pid)
     with phase("fds"):
         meta["fds"] = files.fd_records(pid)
         if meta["sid"] == meta["pid"] and (ctty := _controlling_pty(stat_fields)):

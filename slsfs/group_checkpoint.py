@@ -12,7 +12,8 @@ every group of a volume at once (they share its files; usually there is one):
   4. capture the processes: metadata, and memory pages and blobs (pipe contents)
      copied into this process; the parts of the previous image that are gone are noted
      (dropped by write(): the image belongs to the trio thread);
-  5. thaw, once 2-3 (run by a second thread, `Seal`, while this one does 4) are done.
+  5. thaw, once 2-3 (run by a second thread, `Seal`, while this one does 4; here, at once,
+     when there is nothing to write back nor to commit) are done.
 Then `Captured.write()` (trio thread, application running) turns the copied pages into
 an image, names it with the files commit's volume root in the `grp/<name>` record, and
 commits; the caller makes both commits durable with one fsync. A crash before that
@@ -49,7 +50,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -156,17 +157,34 @@ class Seal:
     syncfs_needed: Callable[[], bool] | None = None
     files_unchanged: Callable[[], FilesCommit | None] | None = None
 
-    def __call__(self) -> tuple[FilesCommit, dict[str, float]]:
+    def start(self) -> Future:
+        """Begin the seal (the group frozen); the future of `__call__`'s answer. When the
+        kernel holds no write to bring in and the files are unchanged (a group that writes
+        no file: Redis without persistence), the answer is found here, at once: handed to
+        the seal thread, the stop waited for that thread to get a CPU and Python's lock on
+        a busy machine (seal_wait up to 12 ms of a 10 Hz Redis stop at load 6, for 0.05 ms
+        of work)."""
+        started = time.perf_counter()
+        if self.syncfs_needed is not None and not self.syncfs_needed():
+            if self.files_unchanged is not None and (unchanged := self.files_unchanged()):
+                done: Future = Future()
+                done.set_result((unchanged, {"syncfs": 0.0, "files_commit": (time.perf_counter() - started) * 1000}))
+                return done
+            return _SEALER.submit(self, synced=True)
+        return _SEALER.submit(self)
+
+    def __call__(self, synced: bool = False) -> tuple[FilesCommit, dict[str, float]]:
         """The files commit, with the time each step took (recorded by the tracer thread
         as the phases "syncfs" and "files_commit", which overlap the capture's: the stop
-        waits for what is left of them as "seal_wait")."""
+        waits for what is left of them as "seal_wait"). `synced`: the syncfs is known to
+        be needless already."""
         started = time.perf_counter()
-        if self.syncfs_needed is None or self.syncfs_needed():
+        if not synced and (self.syncfs_needed is None or self.syncfs_needed()):
             syncfs(self.mount_fd, self.sync_through)
-        synced = time.perf_counter()
+        synced_at = time.perf_counter()
         committed = (self.files_unchanged and self.files_unchanged()) or self.in_trio(self.commit_files)
-        return committed, {"syncfs": (synced - started) * 1000,
-                           "files_commit": (time.perf_counter() - synced) * 1000}
+        return committed, {"syncfs": (synced_at - started) * 1000,
+                           "files_commit": (time.perf_counter() - synced_at) * 1000}
 
 
 # One group's write tracking between its checkpoints (tracer thread for everything but
@@ -234,7 +252,7 @@ def take(members: list[Member], seal: Seal) -> list[Captured]:
             with ExitStack() as frozen_groups:
                 frozen = [_blaming(index, frozen_groups.enter_context, freeze(member.pids, tree=True))
                           for index, member in enumerate(members)]
-                sealing = _SEALER.submit(seal)
+                sealing = seal.start()
                 try:
                     for index, (capture, group) in enumerate(zip(captures, frozen)):
                         _blaming(index, capture.in_stop, group)
