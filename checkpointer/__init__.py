@@ -50,14 +50,20 @@ and Unix socket pairs (with their data), memfds and deleted files (also mapped),
 signalfd, timerfd, epoll and files unlinked while open, with their flock/POSIX/OFD locks;
 TCP/UDP/Unix sockets that listen or are bound (recreated on the same address), and
 connections to peers outside the image (restored closed, with a warning, like CRIU's
---tcp-close); POSIX timers keep their ids; inotify instances (same watch descriptors) and
+--tcp-close; resumed when the checkpoint killed the processes: checkpoint(kill=True)); POSIX timers keep their ids; inotify instances (same watch descriptors) and
 SysV shared memory segments (same ids). Unlinked FIFOs, raw sockets, fanotify and fds in
 flight over Unix sockets are refused with a clear error. File contents are not in the image (the
 slsfs mount provides them).
 """
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 from objectstore import ChunkId, Commit, NotFound, Store
+
+from . import procfs
 
 from .capture import capture_all
 from .files import FileCapture
@@ -76,21 +82,79 @@ __all__ = ["freeze", "capture", "checkpoint", "restore", "load_image", "images",
 def capture(frozen: Frozen, store: Store) -> ChunkId:
     """Capture every frozen process into one new image; returns its root (not committed)."""
     writer = ImageWriter(store)
-    files = FileCapture(writer.add_blob)
+    return _capture(frozen, writer, FileCapture(writer.add_blob))
+
+
+def _capture(frozen: Frozen, writer: ImageWriter, files: FileCapture) -> ChunkId:
     processes = capture_all(frozen, writer.add_pages, files)
     frozen.check_alive()
     return writer.finish(processes, files.files)
 
 
 def checkpoint(pids: list[int], store: Store, name: str, *, tree: bool = False, label: str | None = None,
-               leave_stopped: bool = False, durable: bool = True) -> Commit:
+               leave_stopped: bool = False, durable: bool = True, kill: bool = False) -> Commit:
     """Freeze (with `tree`: the pids and all their descendants), capture, thaw; name the
-    image "img/<name>" and commit it."""
+    image "img/<name>" and commit it.
+
+    `kill`: instead of the thaw, SIGKILL the processes once the image is durable (CRIU's
+    dump, for a move or a restart from the image): their TCP connections to peers outside
+    the image are then in the image too, and die silently (tcp_repair.hold), so that a
+    restore resumes them while the peers wait. If one of them received bytes after its
+    state was read, the processes are left running and CheckpointError says so (the image
+    is written all the same: restoring it would not resume that connection)."""
     root_name = image_root_name(name)
-    with freeze(pids, tree=tree, leave_stopped=leave_stopped) as frozen:
-        root = capture(frozen, store)
-    store.set_root(root_name, root)
-    return store.commit(label or f"checkpoint {name}: pid {' '.join(map(str, pids))}", durable=durable)
+    label = label or f"checkpoint {name}: pid {' '.join(map(str, pids))}"
+    if not kill:
+        with freeze(pids, tree=tree, leave_stopped=leave_stopped) as frozen:
+            root = capture(frozen, store)
+        store.set_root(root_name, root)
+        return store.commit(label, durable=durable)
+    with freeze(pids, tree=tree) as frozen:
+        writer = ImageWriter(store)
+        files = FileCapture(writer.add_blob, hold_connections=True)
+        killed = False
+        try:
+            store.set_root(root_name, _capture(frozen, writer, files))
+            commit = store.commit(label, durable=True)
+            if moved := files.connections_moved():
+                raise CheckpointError(f"image {name!r} is written, but the processes were left running: the TCP "
+                                      f"connection(s) {', '.join(moved)} received bytes after their state was "
+                                      "read (a restore would not resume them); checkpoint again")
+            _kill(frozen)
+            killed = True
+        finally:
+            files.release_connections(killed)
+    return commit
+
+
+KILL_WAIT_S = 10.0
+
+
+def _kill(frozen: Frozen) -> None:
+    """SIGKILL every frozen process and wait until all their threads have exited (their
+    files closed); the thaw then only collects them."""
+    for pid in frozen.processes:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT_S
+    for pid in frozen.processes:
+        while not all(map(_dead, _tids(pid))):
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"process {pid} was killed but has not exited after {KILL_WAIT_S:.0f} s")
+            time.sleep(0.001)
+
+
+def _dead(tid: int) -> bool:
+    try:
+        return procfs.stat_fields(tid)[2] in ("Z", "X")
+    except ProcessGone:
+        return True
+
+
+def _tids(pid: int) -> list[int]:
+    try:
+        return procfs.tids(pid)
+    except ProcessGone:
+        return []
 
 
 def load_image(store: Store, image: str | bytes) -> StoredImage:

@@ -13,7 +13,7 @@ connection that a listener of the image has not accepted yet is a `socket` that 
 again, and so is a datagram socket connected to a server: FileCapture._reconnect_pending,
 _one_of_a_pair), `socket` (TCP/UDP/Unix sockets listening, bound, or
 connected to a peer outside the image, which come back closed: netsockets.py; a TCP
-connection with both ends in the image keeps its state: tcp_repair.py), `memfd` (its contents, shared by the fds and
+connection with both ends in the image, or held for a checkpoint that kills, keeps its state: tcp_repair.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
 interval), `epoll` (its watches, re-added in the process that registered them once its
 fds exist), and `deleted` (a regular file unlinked while open: its bytes go into the
@@ -81,13 +81,18 @@ class FileCapture:
 
     def __init__(self, put_blob: BlobWriter, shared: "SharedMemoryTracking | None" = None,
                  keep_blobs: Callable[[list[str]], None] = lambda ids: None,
-                 file_system: Callable[[int, int], str] | None = None):
+                 file_system: Callable[[int, int], str] | None = None, hold_connections: bool = False):
         """`shared`: follows shared anonymous memory across checkpoints (only what was
         written since the last one is read); `keep_blobs` is told the blob ids an image
         takes over from the last one without storing them again; `file_system(pid,
         device)`: the type of a file system as the process mounts it (mounttypes.py keeps
-        it across checkpoints; by default mountinfo is read once per capture)."""
+        it across checkpoints; by default mountinfo is read once per capture).
+        `hold_connections`: for a checkpoint that kills its processes: established TCP
+        connections whose peer is outside the image are captured too (`established`) and
+        held in repair mode (tcp_repair.hold) until `release_connections`."""
         self.put_blob = put_blob
+        self.hold_connections = hold_connections
+        self.held: list[tuple[socket.socket, dict]] = []   # our dups of the connections held
         self.shared, self.keep_blobs = shared, keep_blobs
         self._hole_ids: dict[int, list[str]] = {}  # blob ids of a piece of zeros, by length
         self.files: list[dict] = []
@@ -400,6 +405,8 @@ class FileCapture:
         ends = {connection_ends(f): f for f in self.files if f["kind"] == "socket" and f["state"] == "closed"
                 and f["family"] != "unix" and f["address"] and f["peer"] and not f.get("finished")}
         pairs = [(f, ends[key[::-1]]) for key, f in ends.items() if key < key[::-1] and key[::-1] in ends]
+        if self.hold_connections:
+            self._hold_connections([f for key, f in ends.items() if key[::-1] not in ends])
         if not pairs:
             return
         with ExitStack() as borrowed:
@@ -414,9 +421,7 @@ class FileCapture:
             try:
                 states = tcp_repair.capture([socks for _, socks in chosen], self.put_blob)
             except OSError as e:
-                why = ("reading a TCP connection's state needs CAP_NET_ADMIN" if e.errno == errno.EPERM
-                       else f"its state could not be read ({e.strerror or e})")
-                states = [why] * len(chosen)
+                states = [_unreadable(e)] * len(chosen)
         for (records, _), pair in zip(chosen, states):
             if isinstance(pair, str):       # they stay `closed`: the restore's warning says why
                 for record in records:
@@ -424,6 +429,45 @@ class FileCapture:
                 continue
             for record, state in zip(records, pair):
                 record.update(state="established", tcp=state)
+
+    def _hold_connections(self, records: list[dict]) -> None:
+        """Capture the established TCP connections of `records` (peers outside the image)
+        and hold them in repair mode (`hold_connections`); one that cannot be read stays
+        `closed`, with why."""
+        for record in records:
+            sock = sockets.borrow(*self._socket_holders[record["ino"]])
+            try:
+                if not tcp_repair.established(sock):
+                    sock.close()
+                    continue
+                netsockets.read_options(sock, record)   # (left out while it was `closed`)
+                state = tcp_repair.hold(sock, self.put_blob)
+            except OSError as e:
+                sock.close()
+                record["closed_because"] = _unreadable(e)
+                continue
+            if isinstance(state, str):
+                sock.close()
+                record["closed_because"] = state
+                continue
+            record.update(state="established", tcp=state)
+            self.held.append((sock, record))
+
+    def connections_moved(self) -> list[str]:
+        """The held connections (shown) that received bytes since their state was read."""
+        return [netsockets.show(record) for sock, record in self.held if tcp_repair.moved(sock, record["tcp"])]
+
+    def release_connections(self, killed: bool) -> None:
+        """Let the held connections go: after their processes were killed (`killed`), our
+        dups close them still in repair mode (silently); else they leave repair mode as
+        they were."""
+        while self.held:
+            sock, record = self.held.pop()
+            try:
+                if not killed:
+                    tcp_repair.release(sock, record["options"].get("SO_REUSEADDR", 0))
+            finally:
+                sock.close()
 
     def _kept_contents(self, pid: int, info: procfs.FdInfo, st: os.stat_result) -> dict:
         """The contents, owner and mode of a small temporary or written file that no slsfs
@@ -571,6 +615,13 @@ def _piece_length(index: int, size: int, piece: int) -> int:
 _connections: "OrderedDict[int, dict]" = OrderedDict()
 _connection_fdinfo: "OrderedDict[tuple[int, int, str], procfs.FdInfo]" = OrderedDict()
 MAX_REMEMBERED_CONNECTIONS = 65536
+
+
+def _unreadable(error: OSError) -> str:
+    """Why a TCP connection's state could not be read (a `closed_because`)."""
+    if error.errno == errno.EPERM:
+        return "reading a TCP connection's state needs CAP_NET_ADMIN"
+    return f"its state could not be read ({error.strerror or error})"
 
 
 def _remember_connection(ino: int, record: dict) -> None:

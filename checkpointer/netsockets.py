@@ -23,8 +23,8 @@ mode and aborted: tcp_repair.end, the dead original's TIME_WAIT on the pair dest
 first); where that pair is in use (the original still runs) it stands unbound, connected
 to a throw-away listener.
 
-Simplifications: a TCP connection whose peer is outside the image (or that is not
-established, or without CAP_NET_ADMIN), and a Unix one whose peer is outside the image,
+Simplifications: a TCP connection whose peer is outside the image (unless the checkpoint
+kills its processes: tcp_repair.hold), or that is not established, or without CAP_NET_ADMIN, and a Unix one whose peer is outside the image,
 comes back closed (reads give ECONNRESET for TCP, EOF for Unix, then EOF; writes give
 EPIPE), with a warning (a Unix datagram socket comes back unconnected);
 connections waiting in a listen queue (not yet accepted) are dropped, and so are

@@ -11,10 +11,15 @@ connection to a peer outside the image can only come back closed (netsockets.py)
 is what CRIU does for established connections (its sk-tcp.c), from the kernel's repair
 mode (Documentation/networking/tcp-repair, linux/tcp.h).
 
+A connection whose peer is outside the image is captured only by a checkpoint that kills
+its processes (`hold`: left in repair mode, so that the kill closes it silently and the
+peer, which runs on, keeps its end for the restore to resume).
+
 Simplifications: only the ESTABLISHED state (a connection half closed comes back closed,
-as before); the caller repairs a connection only when its peer is in the same image (a
-peer outside it was told of the close when the original died), and only when both ends
-are established; urgent data and the congestion state are not kept (the kernel starts a
+as before); the caller repairs a connection only when its peer is in the same image or is
+held (a peer outside it was told of the close when the original died), and only when both
+ends are established; no network lock (a segment the peer of a held connection sends
+while its process is dead is answered with a reset: CRIU drops them with iptables); urgent data and the congestion state are not kept (the kernel starts a
 new slow start); bytes one end has sent that the other had received but not yet
 acknowledged are sent again by the kernel after its retransmission timeout (a pause of
 ~200 ms on that connection, and rare); a connection whose ends kept moving bytes while
@@ -86,11 +91,60 @@ def capture(pairs: list[tuple[socket.socket, socket.socket]], put_blob: BlobWrit
         states = [_read_consistent(pair, deadline) for pair in pairs]
     finally:
         for sock, reuse in entered:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF_NO_WINDOW_PROBE)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+            release(sock, reuse)
     return [pair if isinstance(pair, str) else (_stored(pair[0], put_blob), _stored(pair[1], put_blob))
             for pair in states]
+
+
+def hold(sock: socket.socket, put_blob: BlobWriter) -> dict | str:
+    """The repair state of an established connection whose other end is outside the image,
+    for a checkpoint that then kills its process (`sls checkpoint --kill`, CRIU's dump), or
+    why not (UNSETTLED: its queues kept changing). The socket is left in repair mode when a
+    state is returned: the death of its process then closes it without a FIN or a reset
+    (the kernel's tcp_close of a socket in repair mode), so its peer, which runs on, sees
+    nothing and a restore can resume the connection where it was; `release` it if the
+    process is not killed after all. Its peer is not stopped: the state is read until two
+    reads in a row agree (bytes landing meanwhile), and `moved` tells whether bytes came in
+    after that. Raises OSError (EPERM without CAP_NET_ADMIN), the socket released."""
+    reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_ON)
+    deadline, reads, last = time.monotonic() + READ_BUDGET_S, 0, None
+    try:
+        while reads < PAIR_READS and (reads < 2 or time.monotonic() < deadline):
+            reads += 1
+            try:
+                state = _read(sock)
+            except _Moved:
+                continue
+            if state == last:
+                return _stored(state, put_blob)
+            last = state
+    except BaseException:
+        release(sock, reuse)
+        raise
+    release(sock, reuse)
+    return UNSETTLED.format(reads=reads)
+
+
+def moved(sock: socket.socket, state: dict) -> bool:
+    """Whether a connection held by `hold` (in repair mode) has received bytes, or its
+    peer's close, since `state` was read: they were acknowledged to the peer and are not
+    in the image, so a restored connection would wait for them for ever."""
+    if not established(sock):
+        return True
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, RECV_QUEUE)
+    try:
+        return _seq(sock) != state["recv_seq"]
+    finally:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
+
+
+def release(sock: socket.socket, reuse_address: int) -> None:
+    """Take a socket out of repair mode as it was, without a window probe, with its own
+    SO_REUSEADDR back (repair mode overrides it)."""
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF_NO_WINDOW_PROBE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
 
 
 class _Moved(Exception):

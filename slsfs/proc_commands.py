@@ -1,7 +1,7 @@
 """The process verbs of `sls`: checkpoint a running process tree into a store, restore
 it, and list the images (checkpointer/).
 
-    sls checkpoint PID --store STORE [--name N] [--leave-stopped] [--json]
+    sls checkpoint PID --store STORE [--name N] [--leave-stopped | --kill] [--json]
     sls restore NAME --store STORE [--detach] [--no-pidns] [--lazy] [--json]
     sls ps --store STORE [--json]          (persistence groups, then process images)
 
@@ -59,14 +59,20 @@ def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--name", help="the image's name")
     p.add_argument("--leave-stopped", action="store_true",
                    help="with a PID: leave the processes stopped (SIGSTOP) after the checkpoint")
+    p.add_argument("--kill", action="store_true",
+                   help="with a PID: kill the processes once the image is durable; their TCP connections to "
+                        "peers outside it are kept in it and end silently, so a restore resumes them")
     other, target = p.get_default("func"), _positional(p)
 
     def dispatch(args) -> int:
         value = str(getattr(args, target))
+        if args.leave_stopped and args.kill:
+            raise CommandError("--leave-stopped and --kill exclude each other: choose one")
         if args.store and value.isdigit():
             return cmd_checkpoint(args, int(value))
-        if args.leave_stopped:
-            raise CommandError("--leave-stopped applies to a PID: sls checkpoint PID --store STORE")
+        for flag in ("leave_stopped", "kill"):
+            if getattr(args, flag):
+                raise CommandError(f"--{flag.replace('_', '-')} applies to a PID: sls checkpoint PID --store STORE")
         if other is None:
             raise CommandError("say which store gets the image: sls checkpoint PID --store STORE")
         if not args.store and not value.isdigit() and not Path(value).exists():
@@ -173,14 +179,16 @@ def cmd_checkpoint(args, pid: int) -> int:
     with Store.open(store_path) as store:
         with _command_errors():
             started = time.perf_counter()
-            commit = checkpointer.checkpoint([pid], store, name, tree=True, leave_stopped=args.leave_stopped)
+            commit = checkpointer.checkpoint([pid], store, name, tree=True, leave_stopped=args.leave_stopped,
+                                             kill=args.kill)
             elapsed = (time.perf_counter() - started) * 1000
         image = checkpointer.load_image(store, name)
         doc = _image_doc(name, image)
     doc.update(checkpoint=commit.id, ms=round(elapsed, 1))
     files = [f for f in image.files if f["kind"] in ("file", "dir")]
     human = (f"checkpoint {commit.id}: image {name!r} of {len(doc['processes'])} process(es) "
-             f"({doc['pages']} pages, {elapsed:.0f} ms){', left stopped' if args.leave_stopped else ''}")
+             f"({doc['pages']} pages, {elapsed:.0f} ms){', left stopped' if args.leave_stopped else ''}"
+             f"{', processes killed' if args.kill else ''}")
     if files:
         human += (f"\nnote: file contents are not part of the image (only a slsfs mount checkpoints them); "
                   f"the {len(files)} open file(s) must still exist at restore")
