@@ -66,7 +66,7 @@ def plan(ranges: procfs.PageRanges, buffers: CopyBuffer | None = None) -> list[R
         stop = min(len(starts), at + IOV_MAX, max(at + 1, bisect.bisect_right(ends, before + READ_BATCH_BYTES, at)))
         size = ends[stop - 1] - before
         buffer = buffers.take(size) if buffers is not None else bytearray(size)
-        local = (ctypes.c_uint64 * 2)(ctypes.addressof((ctypes.c_char * size).from_buffer(buffer)), size)
+        local = (ctypes.c_uint64 * 2)(ctypes.addressof(ctypes.c_char.from_buffer(buffer)), size)   # (no array type per size)
         remote = array.array("Q", bytes(16 * (stop - at)))
         remote[0::2], remote[1::2] = starts[at:stop], lengths[at:stop]
         reads.append(Read(starts[at:stop], lengths[at:stop], buffer, local, remote))

@@ -1,9 +1,11 @@
 """The memory a stop copies pages into (checkpointer/copybuffer.py) is prepared before the
 freeze and never handed out twice: pages of one checkpoint, still waiting to be stored
-after the thaw, must not be overwritten by the copies of the next one."""
+after the thaw, must not be overwritten by the copies of the next one. It covers the most
+a recent stop asked for (the amount varies from stop to stop); beyond it a stop gets fresh
+zero pages."""
 from __future__ import annotations
 
-from checkpointer.copybuffer import MARGIN_BYTES, CopyBuffer
+from checkpointer.copybuffer import MARGIN_BYTES, RECENT_STOPS, CopyBuffer
 
 
 def test_a_slice_handed_out_is_never_handed_out_again():
@@ -29,6 +31,26 @@ def test_the_prepared_buffer_covers_what_the_last_stop_asked_for():
         buffers.take(1 << 20)
     buffers.prepare()
     parts = [buffers.take(1 << 20) for _ in range(3)]
-    assert all(isinstance(part, memoryview) for part in parts)   # all from the prepared buffer
-    assert len({part.obj.__class__ for part in parts}) == 1
-    assert parts[0].obj is parts[2].obj
+    assert parts[0].obj is parts[2].obj     # all from the prepared buffer
+
+
+def test_the_prepared_buffer_covers_the_most_a_recent_stop_asked_for():
+    buffers = CopyBuffer()
+    buffers.take(4 << 20)                   # a burst of writes
+    buffers.prepare()
+    for _ in range(RECENT_STOPS - 1):       # then quieter stops
+        buffers.take(1 << 20)
+        buffers.prepare()
+    parts = [buffers.take(1 << 20) for _ in range(4)]
+    assert parts[0].obj is parts[3].obj, "a stop asking as much as a recent one did got fresh memory"
+
+
+def test_memory_beyond_the_prepared_buffer_is_zeroed_writable_and_of_the_size_asked():
+    buffers = CopyBuffer()
+    buffers.take(8192)
+    buffers.prepare()
+    beyond = buffers.take(MARGIN_BYTES * 8 + 4096)
+    assert len(beyond) == MARGIN_BYTES * 8 + 4096 and not beyond.readonly
+    assert beyond.tobytes() == bytes(len(beyond))
+    beyond[-4096:] = b"e" * 4096
+    assert bytes(beyond[-4096:]) == b"e" * 4096
