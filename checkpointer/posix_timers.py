@@ -37,8 +37,7 @@ def entries(pid: int) -> list[dict]:
     """The timers of a process as /proc/PID/timers lists them: {id, clock, signo, value,
     notify, tid}; the time (`set_time`) needs timer_gettime(id) inside the process."""
     try:
-        with open(f"/proc/{pid}/timers") as fh:
-            text = fh.read()
+        text = procfs.read_file(f"/proc/{pid}/timers").decode()   # in the stop: no buffered open()
     except FileNotFoundError:
         if not os.path.exists(f"/proc/{pid}"):
             raise ProcessGone(f"process {pid} exited while being checkpointed") from None

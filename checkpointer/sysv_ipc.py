@@ -11,6 +11,7 @@ import ctypes
 import os
 import struct
 
+from . import procfs
 from .errors import CheckpointError
 
 IPC_PRIVATE, IPC_CREAT, IPC_EXCL, IPC_NOWAIT = 0, 0o1000, 0o2000, 0o4000
@@ -29,12 +30,12 @@ def table(kind: str) -> list[dict[str, int]]:
     """The objects of `kind` ("sem", "msg" or "shm") in the calling thread's IPC namespace,
     one dict per /proc/sysvipc/<kind> line by its column names (perms in octal)."""
     try:
-        with open(f"/proc/sysvipc/{kind}") as f:
-            names = next(f).split()
-            return [{name: int(value, 8 if name == "perms" else 10) for name, value in zip(names, line.split())}
-                    for line in f]
+        lines = procfs.read_file(f"/proc/sysvipc/{kind}").decode().splitlines()  # read in the stop: no buffered open()
     except FileNotFoundError:           # a kernel without SysV IPC
         return []
+    names = lines[0].split()
+    return [{name: int(value, 8 if name == "perms" else 10) for name, value in zip(names, line.split())}
+            for line in lines[1:]]
 
 
 def set_next_id(kind: str, ident: int) -> None:
