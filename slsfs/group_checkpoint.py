@@ -61,7 +61,7 @@ from mount.filesystem import DRAIN_TIMEOUT_S, kernel_requests_waiting
 from objectstore import ChunkId, Store
 
 from checkpointer import CheckpointError, ProcessGone, freeze
-from checkpointer.freeze import Frozen
+from checkpointer.freeze import Frozen, exiting
 from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.incremental import Incremental
@@ -71,8 +71,6 @@ from checkpointer.stopwatch import phase, recording
 
 InTrio = Callable[..., Any]
 _libc = ctypes.CDLL(None, use_errno=True)
-PF_EXITING = 0x4
-SIGKILL_BIT = 1 << 8
 YIELD_BYTES = 1 << 20      # Captured.write lets trio serve FUSE after each MiB of pages (~1-2 ms)
 
 
@@ -109,21 +107,6 @@ def _mount_dev(fd: int) -> int:
                 major, minor = fields[2].split(":")
                 return os.makedev(int(major), int(minor))
     return 0
-
-
-def check_not_dying(pid: int) -> None:
-    """Raise ProcessGone if a SIGKILL reached `pid` (a ptrace stop does not hold it off):
-    what was read from a dying process (its fds, say) is not the process's state."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            flags = int(f.read().rsplit(")", 1)[1].split()[6])
-        with open(f"/proc/{pid}/status") as f:
-            pending = {k: int(v, 16) for k, _, v in (line.partition(":\t") for line in f)
-                       if k in ("SigPnd", "ShdPnd")}
-    except OSError:
-        raise ProcessGone(pid) from None
-    if flags & PF_EXITING or any(v & SIGKILL_BIT for v in pending.values()):
-        raise ProcessGone(pid, "it was killed while being captured")
 
 
 # The seal of a group checkpoint (syncfs, then the files commit) runs in this thread while
@@ -298,9 +281,13 @@ def _blaming(index: int, step: Callable[..., Any], *args: Any) -> Any:
 
 
 def _check_alive(frozen: Frozen) -> None:
-    frozen.check_alive()
+    """Raise ProcessGone if a frozen process has exited or is on its way out (a SIGKILL
+    reached it: a ptrace stop does not hold one off): what was read from a dying process
+    (its fds, say) is not the process's state. One read of its stat and status files
+    (freeze.exiting), the last thing of the stop."""
     for pid in frozen.processes:
-        check_not_dying(pid)
+        if exiting(pid):
+            raise ProcessGone(pid, "it was killed while being captured")
 
 
 class _GroupCapture:
