@@ -414,7 +414,7 @@ class FileCapture:
             for records in pairs:
                 socks = tuple(borrowed.enter_context(sockets.borrow(*self._socket_holders[record["ino"]]))
                               for record in records)
-                if all(map(tcp_repair.established, socks)):
+                if all(map(tcp_repair.repairable, socks)):
                     for record, sock in zip(records, socks):
                         netsockets.read_options(sock, record)   # (left out while it was `closed`)
                     chosen.append((records, socks))
@@ -437,7 +437,7 @@ class FileCapture:
         for record in records:
             sock = sockets.borrow(*self._socket_holders[record["ino"]])
             try:
-                if not tcp_repair.established(sock):
+                if not tcp_repair.repairable(sock):
                     sock.close()
                     continue
                 netsockets.read_options(sock, record)   # (left out while it was `closed`)

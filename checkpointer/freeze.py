@@ -482,15 +482,24 @@ def _find_syscall_insn(pid: int) -> int:
     global _vdso_syscall_offset
     if _vdso_syscall_offset is not None:
         base = _vdso_base(pid)
-        if base is not None and procfs.read_memory(pid, base + _vdso_syscall_offset, 2) == SYSCALL_INSN:
-            return base + _vdso_syscall_offset
-    for vma in procfs.maps(pid):
+        try:
+            if base is not None and procfs.read_memory(pid, base + _vdso_syscall_offset, 2) == SYSCALL_INSN:
+                return base + _vdso_syscall_offset
+        except OSError:     # EIO: the auxiliary vector names a vdso the program has unmapped
+            pass
+    maps = procfs.maps(pid)
+    for vma in maps:
         if vma.path == "[vdso]":
             index = procfs.read_memory(pid, vma.start, vma.end - vma.start).find(SYSCALL_INSN)
             if index >= 0:
                 _vdso_syscall_offset = index
                 return vma.start + index
-    raise CheckpointError(f"process {pid} has no [vdso] with a syscall instruction to inject with")
+    for vma in maps:    # no [vdso] (unmapped by the program): the two bytes in its own code
+        if "x" in vma.perms and "r" in vma.perms and vma.path not in ("[vsyscall]", "[uprobes]"):
+            index = procfs.read_memory(pid, vma.start, vma.end - vma.start).find(SYSCALL_INSN)
+            if index >= 0:
+                return vma.start + index
+    raise CheckpointError(f"process {pid} has no [vdso] or code with a syscall instruction to inject with")
 
 
 def _vdso_base(pid: int) -> int | None:

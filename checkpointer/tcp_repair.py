@@ -15,8 +15,10 @@ A connection whose peer is outside the image is captured only by a checkpoint th
 its processes (`hold`: left in repair mode, so that the kill closes it silently and the
 peer, which runs on, keeps its end for the restore to resume).
 
-Simplifications: only the ESTABLISHED state (a connection half closed comes back closed,
-as before); the caller repairs a connection only when its peer is in the same image or is
+Simplifications: only the ESTABLISHED state and the states of a connection closed by
+this end only (FIN_WAIT1, FIN_WAIT2: remade established, then shut down again; a
+connection whose peer's FIN was received, CLOSE_WAIT, LAST_ACK, CLOSING, comes back
+closed, as before: CRIU sends it a forged FIN from a raw socket); the caller repairs a connection only when its peer is in the same image or is
 held (a peer outside it was told of the close when the original died), and only when both
 ends are established; no network lock (a segment the peer of a held connection sends
 while its process is dead is answered with a reset: CRIU drops them with iptables); urgent data and the congestion state are not kept (the kernel starts a
@@ -50,7 +52,8 @@ TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
 REPAIR_ON, REPAIR_OFF, REPAIR_OFF_NO_WINDOW_PROBE = 1, 0, -1
 NO_QUEUE, RECV_QUEUE, SEND_QUEUE = 0, 1, 2
 SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
-TCP_ESTABLISHED, TCP_CLOSE = 1, 7
+TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE = 1, 4, 5, 7
+REPAIRABLE = (TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2)   # the peer's FIN not received
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
@@ -67,9 +70,10 @@ WINDOW = struct.Struct("5I")  # struct tcp_repair_window: snd_wl1, snd_wnd, max_
 BlobWriter = Callable[[bytes], list[str]]
 
 
-def established(sock: socket.socket) -> bool:
-    """Whether a TCP socket is in the ESTABLISHED state (the only one repaired)."""
-    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)[0] == TCP_ESTABLISHED
+def repairable(sock: socket.socket) -> bool:
+    """Whether a TCP socket is in a state repaired: ESTABLISHED, or closed by this end only
+    (FIN_WAIT1, FIN_WAIT2: its FIN queued, sent or acknowledged; the peer's not received)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)[0] in REPAIRABLE
 
 
 def capture(pairs: list[tuple[socket.socket, socket.socket]], put_blob: BlobWriter) -> list[tuple[dict, dict] | str]:
@@ -130,7 +134,7 @@ def moved(sock: socket.socket, state: dict) -> bool:
     """Whether a connection held by `hold` (in repair mode) has received bytes, or its
     peer's close, since `state` was read: they were acknowledged to the peer and are not
     in the image, so a restored connection would wait for them for ever."""
-    if not established(sock):
+    if not repairable(sock):
         return True
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, RECV_QUEUE)
     try:
@@ -187,12 +191,20 @@ def _stored(state: dict, put_blob: BlobWriter) -> dict:
 
 
 def _read(sock: socket.socket) -> dict:
-    state = {"unsent": _ioctl(sock, SIOCOUTQNSD)}
+    """The state of a socket in repair mode. One closed by this end (`fin`) counts its FIN
+    in its send sequence (after the last byte) and, until the peer acknowledges it
+    (FIN_WAIT1), in its send queue's length and, until it is sent, in its unsent length:
+    all three are given without it (a restore sends the FIN again by a shutdown)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
+    fin = info[0] in (TCP_FIN_WAIT1, TCP_FIN_WAIT2)
+    state = {"unsent": max(_ioctl(sock, SIOCOUTQNSD) - fin, 0)}
     for name, queue, length in (("recv", RECV_QUEUE, SIOCINQ), ("send", SEND_QUEUE, SIOCOUTQ)):
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
-        state[f"{name}_seq"], state[name] = _queue(sock, length)
+        state[f"{name}_seq"], state[name] = _queue(sock, length, fin and name == "send",
+                                                   info[0] == TCP_FIN_WAIT1 and name == "send")
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
-    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
+    if fin:
+        state["fin"] = True     # version 21
     state.update(options=info[5], snd_wscale=info[6] & 0xF, rcv_wscale=info[6] >> 4,
                  mss=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
                  timestamp=sock.getsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP) & 0xFFFFFFFF,
@@ -202,13 +214,16 @@ def _read(sock: socket.socket) -> dict:
     return state
 
 
-def _queue(sock: socket.socket, length_request: int) -> tuple[int, bytes]:
+def _queue(sock: socket.socket, length_request: int, fin_in_seq: bool = False, fin_in_length: bool = False
+           ) -> tuple[int, bytes]:
     """(sequence number after the last byte, the bytes) of the selected queue (a peek: in
-    repair mode even the send queue); _Moved if the kernel changed it meanwhile."""
+    repair mode even the send queue), a FIN taken out of the sequence number and the
+    length where they count it; _Moved if the kernel changed it meanwhile."""
     seq, size = _seq(sock), _ioctl(sock, length_request)
-    data = sock.recv(size, socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_WAITALL) if size else b""
-    if len(data) == size and (seq, size) == (_seq(sock), _ioctl(sock, length_request)):
-        return seq, data
+    data = sock.recv(size - fin_in_length, socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_WAITALL) \
+        if size > fin_in_length else b""
+    if len(data) == size - fin_in_length and (seq, size) == (_seq(sock), _ioctl(sock, length_request)):
+        return (seq - fin_in_seq) & 0xFFFFFFFF, data
     raise _Moved
 
 
@@ -279,6 +294,8 @@ def finish(sock: socket.socket, state: dict, reuse_address: int, read_blob: Call
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
     if state["unsent"]:
         _put(sock, read_blob(state["send"])[-state["unsent"]:], socket.SO_SNDBUF, SO_SNDBUFFORCE)
+    if state.get("fin"):    # closed by this end: its FIN again, after its bytes (a peer that has
+        sock.shutdown(socket.SHUT_WR)   # it already acknowledges the copy: FIN_WAIT2 again)
 
 
 def end(sock: socket.socket, local: tuple, peer: tuple) -> None:

@@ -21,6 +21,7 @@ from checkpointer import sockets, tcp_repair
 from ckpt_helpers import wait_for
 
 TARGET = Path(__file__).parent / "targets" / "counting_client.py"
+HALF_CLOSED = Path(__file__).parent / "targets" / "half_closed_client.py"
 
 
 @contextmanager
@@ -36,15 +37,23 @@ def client_of_ours(procs) -> Iterator[tuple[socket.socket, int]]:
         ours.settimeout(30)
         for n in range(1, 4):
             assert exchange(ours, b"line%d" % n) == b"line%d %d" % (n, n)
-        fd = next(int(fd) for fd in os.listdir(f"/proc/{proc.pid}/fd")
-                  if os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:"))
-        with sockets.borrow(proc.pid, fd) as theirs:
-            wait_for(lambda: not _unacknowledged(theirs), "the client's answer to be acknowledged")
+        wait_acknowledged(ours, proc.pid)
         yield ours, proc.pid
+
+
+def wait_acknowledged(ours: socket.socket, pid: int) -> None:
+    """Until every byte (and FIN) sent on the connection, both ways, is acknowledged."""
+    fd = next(int(fd) for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+    with sockets.borrow(pid, fd) as theirs:
+        wait_for(lambda: not _unacknowledged(theirs) and not _unacknowledged(ours), "every byte to be acknowledged")
 
 
 def _unacknowledged(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), tcp_repair.SIOCOUTQ, b"\0" * 4))[0]
+
+
+def killed(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
 
 def exchange(sock: socket.socket, line: bytes | None) -> bytes:
@@ -62,8 +71,7 @@ def exchange(sock: socket.socket, line: bytes | None) -> bytes:
 def test_a_killed_client_is_resumed_on_the_same_connection_and_its_server_sees_no_close(procs, store):
     with client_of_ours(procs) as (ours, pid):
         checkpointer.checkpoint([pid], store, "client", tree=True, kill=True)
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-                 "the client to be killed")
+        wait_for(lambda: killed(pid), "the client to be killed")
         ours.setblocking(False)
         with pytest.raises(BlockingIOError):    # no EOF, no reset: the close was silent
             ours.recv(1)
@@ -96,3 +104,34 @@ def test_bytes_arriving_after_the_state_was_read_leave_the_processes_running(pro
         assert Path(f"/proc/{pid}/stat").read_text().split()[2] in "RS"
         assert exchange(ours, None) == b"late 4"     # the late line, answered once let go
         assert exchange(ours, b"line5") == b"line5 5"
+
+
+def test_a_client_that_had_closed_its_side_with_bytes_queued_sends_them_and_its_end_after_a_restore(
+        procs, store, tmp_path):
+    """FIN_WAIT1 (the client's FIN queued behind bytes the server has not read): the
+    restored connection delivers every byte, then the end, and still carries the server's
+    lines to the client."""
+    out = tmp_path / "client.out"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        proc = procs.start([sys.executable, str(HALF_CLOSED), str(listener.getsockname()[1]), str(out)])
+        listener.settimeout(30)
+        ours, _ = listener.accept()
+    with ours:
+        ours.settimeout(30)
+        wait_for(lambda: out.exists() and out.read_text().startswith("sent"), "the client to fill the connection")
+        sent = int(out.read_text().split()[1])
+        checkpointer.checkpoint([proc.pid], store, "client", tree=True, kill=True)
+        wait_for(lambda: killed(proc.pid), "the client to be killed")
+        [record] = [f for f in checkpointer.load_image(store, "client").meta["files"]
+                    if f["kind"] == "socket" and f["peer"]]
+        assert record["state"] == "established" and record["tcp"]["fin"], record
+        restored = checkpointer.restore(store, "client")
+        procs.restored.append(restored)
+        received = bytearray()
+        while piece := ours.recv(1 << 16):
+            received += piece
+        assert len(received) == sent and received == bytes(i % 251 for i in range(sent))
+        ours.sendall(b"line1\n")
+        wait_for(lambda: "line1 1" in out.read_text(), "the client to read after the restore")
+        ours.shutdown(socket.SHUT_WR)
+        wait_for(lambda: out.read_text().endswith("EOF\n"), "the client to read the end")
