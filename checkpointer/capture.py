@@ -150,7 +150,10 @@ def _job_control_stop(proc: FrozenProcess, meta: dict) -> None:
     a restore stops it at its end. A SIGSTOP is left out of the pending signals: queued
     while a restored process is built, it would stop the building."""
     queues = [meta["pending_shared"]] + [thread["pending"] for thread in meta["threads"]]
-    queued = {bytes.fromhex(info)[0] for queue in queues for info in queue}
+    # a thread's pending list starts with the signals the freeze caught (_thread_meta):
+    # due_stop weighs those by their order, the ones still in the kernel's queues apart
+    caught = [0] + [len(thread.caught) for thread in _image_order(proc)]
+    queued = {bytes.fromhex(info)[0] for queue, skip in zip(queues, caught) for info in queue[skip:]}
     stop = due_stop(proc, queued)
     if stop:
         meta["stopped"] = True
@@ -344,7 +347,7 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool
     itimers = [batch.add(main, nr["getitimer"], which, OUT, out=32) for which in range(3)]
     timers = posix_timers.entries(proc.pid)
     times = [batch.add(main, posix_timers.NR_TIMER_GETTIME, timer["id"], OUT, out=32) for timer in timers]
-    threads = [proc.main] + [t for t in proc.threads.values() if t is not proc.main]
+    threads = _image_order(proc)
     per_thread = [(batch.add(t.tid, nr["prctl"], PR_GET_TID_ADDRESS, OUT, out=8),
                    batch.add(t.tid, nr["sigaltstack"], 0, OUT, out=24),
                    batch.add(t.tid, nr["prctl"], PR_GET_PDEATHSIG, OUT, out=4)) for t in threads]
@@ -361,6 +364,11 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool
         "posix_timers": timers,
         "threads": [_thread_meta(proc.pid, thread, *calls) for thread, calls in zip(threads, per_thread)],
     }
+
+
+def _image_order(proc: FrozenProcess) -> list[FrozenThread]:
+    """The process's threads in the order the image lists them: the main thread first."""
+    return [proc.main] + [t for t in proc.threads.values() if t is not proc.main]
 
 
 def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Call, pdeath: Call) -> dict:

@@ -264,6 +264,8 @@ class Frozen:
         unstopped: list[FrozenThread] = []
         for proc in self.processes.values():
             ready: list[FrozenThread] = []
+            # decided before _ready_to_thaw queues the caught signals again (due_stop)
+            stop = signal.SIGSTOP if self.leave_stopped else due_stop(proc)
             for thread in proc.threads.values():
                 if not thread.stopped:          # a freeze that failed waiting for it
                     unstopped.append(thread)
@@ -271,17 +273,17 @@ class Frozen:
                 try:
                     self.pinning.release(thread.tid)
                     _unboost(thread)
-                    _ready_to_thaw(proc.pid, thread)
+                    if _ready_to_thaw(proc.pid, thread):
+                        stop = stop or signal.SIGSTOP
                     ready.append(thread)
                 except ProcessLookupError:
                     dead.append(thread.tid)
                 except (OSError, CheckpointError) as exc:
                     errors.append(f"task {thread.tid}: {exc}")
             try:
-                stop = signal.SIGSTOP if self.leave_stopped else due_stop(proc)
                 if stop:
                     os.kill(proc.pid, stop)     # acted on once it is let go
-            except (ProcessLookupError, ProcessGone):
+            except ProcessLookupError:
                 pass                            # it has exited
             for thread in ready:
                 try:
@@ -376,34 +378,50 @@ def exiting(pid: int) -> bool:
     return fields[2] in ("Z", "X") or bool(int(fields[8]) & PF_EXITING) or bool(pending & SIGKILL_BIT)
 
 
-def _ready_to_thaw(pid: int, thread: FrozenThread) -> None:
+def _ready_to_thaw(pid: int, thread: FrozenThread) -> bool:
     """Everything but the detach: registers, mask and caught signals put back (a SIGSTOP
-    caught is not queued again: the thaw stops the process by `due_stop`)."""
+    caught is not queued again: the thaw stops the process by `due_stop`). True if a
+    SIGSTOP arrived meanwhile (held by the injection that queues the others again): it came
+    after every signal `due_stop` weighed, so the process is due to stop."""
     tid = thread.tid
+    held = len(thread.caught)
     if thread.touched or thread.caught or thread.restarted:
         if any(info[0] != signal.SIGSTOP for info in thread.caught):
             _requeue(pid, thread)
         kernel.set_regs(tid, restart_fixup(thread.regs, same_task=True))
         kernel.set_sigmask(tid, thread.sigmask)
+    return _last_job_control(thread.caught[held:]) == signal.SIGSTOP
 
 
 def due_stop(proc: FrozenProcess, queued: set[int] | None = None) -> int:
     """The job-control stop `proc` is due to be in once let go, as its signals stand (0:
-    none): the stop it was found in (`stop_signal`: stopped again by the same signal, whose
-    handling cannot have changed while it was stopped), else SIGSTOP if one arrived while
-    it was frozen (held from an injection: inject.py, or caught by the freeze) or waits in
-    `queued` (the signal numbers in its queues; None: read from /proc); none if a SIGCONT
-    is queued: it came after every stop signal (a stop signal's arrival takes the queued
-    SIGCONTs away, and a SIGCONT's the queued stop signals), so the process was continued
-    last (stress-ng --kill stops and continues its workers in a loop)."""
-    held = any(info[0] == signal.SIGSTOP for thread in proc.threads.values() for info in thread.caught)
-    if not (proc.stop_signal or held or queued):
+    none). `queued`: the numbers of the signals in its kernel queues, not counting those the
+    freeze caught (None: read from /proc; so call it before the caught ones are queued again).
+    The signals' order decides, as the kernel's own rules give it: a stop signal's arrival
+    takes the queued SIGCONTs away, and a SIGCONT's the queued stop signals, so a SIGCONT
+    still queued came after every stop signal (not stopped: stress-ng --kill stops and
+    continues its workers in a loop) and a queued SIGSTOP after every SIGCONT (stopped);
+    then the job-control signals the freeze caught, in each thread's order of arrival: a
+    SIGSTOP last (held from an injection: inject.py, or caught by the freeze) stops it, a
+    SIGCONT last continues it (its parent sent SIGCONT then SIGSTOP: the SIGCONT is queued
+    again at the thaw, so only this order tells them apart); else the stop it was found in
+    (`stop_signal`: stopped again by the same signal, whose handling cannot have changed
+    while it was stopped)."""
+    last_caught = {last for thread in proc.threads.values() if (last := _last_job_control(thread.caught))}
+    if not (proc.stop_signal or last_caught or queued):
         return 0            # nothing to stop it by: /proc is not read
     if queued is None:
         queued = queued_signals(proc)
     if signal.SIGCONT in queued:
         return 0
-    return proc.stop_signal or (signal.SIGSTOP if held or signal.SIGSTOP in queued else 0)
+    if signal.SIGSTOP in queued or signal.SIGSTOP in last_caught:
+        return proc.stop_signal or signal.SIGSTOP
+    return 0 if last_caught else proc.stop_signal
+
+
+def _last_job_control(caught: list[bytes]) -> int:
+    """The last SIGSTOP or SIGCONT among a thread's caught siginfos (0: none)."""
+    return next((info[0] for info in reversed(caught) if info[0] in (signal.SIGSTOP, signal.SIGCONT)), 0)
 
 
 def queued_signals(proc: FrozenProcess) -> set[int]:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import struct
 from pathlib import Path
+
+import pytest
 
 import checkpointer
 from checkpointer import freeze, load_image
@@ -35,6 +39,34 @@ def test_a_child_stopped_and_continued_in_a_loop_is_checkpointed_again_and_again
     wait_for(lambda: len(ok_lines(mine)) >= lines + 100, "the child to run on", timeout=30)
     assert assert_unbroken(out, proc.pid) >= loops + 100
     assert assert_unbroken(mine, child) >= lines + 100
+
+
+def _siginfo(signo: int) -> bytes:
+    """A siginfo as the freeze keeps one it caught (si_signo, si_errno, si_code SI_USER)."""
+    return struct.pack("iii", signo, 0, 0).ljust(128, b"\0")
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("caught, stopped", [((signal.SIGCONT, signal.SIGSTOP), True),
+                                             ((signal.SIGSTOP, signal.SIGCONT), False)])
+def test_job_control_signals_caught_while_frozen_decide_by_their_order(procs, binaries, tmp_path, caught, stopped):
+    """A parent's SIGCONT then SIGSTOP, both caught by a freeze: the SIGCONT is queued again at
+    the thaw, which must not hide that the SIGSTOP came last (the parent then waits for ever for
+    its child to stop); and a SIGCONT after a SIGSTOP leaves the process running."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 3, "the counter to run")
+    with freeze([proc.pid]) as frozen:
+        frozen.processes[proc.pid].main.caught.extend(_siginfo(signo) for signo in caught)
+    if stopped:
+        wait_for(lambda: _state(proc.pid) == "T", "the process to stop at the thaw")
+        os.kill(proc.pid, signal.SIGCONT)
+    lines = len(ok_lines(out))
+    wait_for(lambda: len(ok_lines(out)) >= lines + 5, "the process to run on")
+    assert assert_unbroken(out, proc.pid) >= lines + 5
 
 
 def test_a_process_without_room_under_its_address_space_limit_is_checkpointed(procs, store, binaries,
