@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,13 @@ class Processes:
         return self.start([sys.executable, str(TARGETS / script), *args], **kwargs)
 
     def kill(self, proc: subprocess.Popen) -> None:
-        try:
+        """SIGKILL the target's process group, and every process of its session: a job it
+        put in a group of its own (tstp_job.py) outlives its parent otherwise."""
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for pid in _session_members(proc.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait()
 
     def cleanup(self) -> None:
@@ -67,6 +71,19 @@ class Processes:
             restored.kill()
         for proc in self.started:
             self.kill(proc)
+
+
+def _session_members(sid: int) -> list[int]:
+    """The processes of session `sid` (field 6 of /proc/PID/stat)."""
+    members = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue                 # not a process, or it exited meanwhile
+        if int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
 
 
 @pytest.fixture
