@@ -28,6 +28,7 @@ import struct
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from itertools import chain
+from operator import itemgetter
 from typing import Iterator, NamedTuple, Sequence
 
 from .chunks import NODE, ChunkId, ChunkStore
@@ -146,40 +147,77 @@ def node_links(data: bytes, cid: ChunkId) -> tuple[list[ChunkId], list[bytes]]:
     return list(node.vals), []
 
 
+LARGE_NODE = 16 << 10   # NodeCache: a node encoded in more bytes than this is kept apart
+LARGE_NODES = 4         # ... at most this many such nodes (the newest used)
+_ENTRY_MEMORY = 160     # bytes of Python objects per decoded entry beside its bytes (measured)
+_REF_MEMORY = 40        # ... and per ref (a 16-byte bytes object and its slot: 57 bytes, 16 counted)
+_REFS = itemgetter(1)   # Entry.refs
+
+
+def node_memory(node: _Node, size: int) -> int:
+    """What a decoded node whose encoding is `size` bytes takes in memory, about: its bytes
+    twice (keys and values, and each entry's encoding kept for re-encoding) plus the objects
+    of each entry and ref. Measured with sys.getsizeof over every object (2026-12-01): a
+    leaf of one 64-page block of a process image 7.3 KiB for 2.1 KiB encoded (this says
+    6.9), 27 inode records 9.3 KiB for 2.1 (8.4), 62 directory entries 16.2 KiB for 2.5
+    (15.0), an image's 139 KiB metadata 279 KiB (279), an internal node of 40 children 7.6
+    KiB for 1.6 (9.6)."""
+    refs = sum(map(len, map(_REFS, node.vals))) if node.leaf else 0
+    return 2 * size + _ENTRY_MEMORY * len(node.keys) + _REF_MEMORY * refs
+
+
 class NodeCache:
     """Decoded clean nodes by id, least recently used evicted first, within `capacity`
-    nodes and `max_bytes` of their encoded sizes (a cached node takes 2-3 times that: its
-    decoded entries and their encodings, kept for re-encoding after a change). Bytes, not
-    only nodes: one leaf may hold a value of tens of KiB (a process image's metadata), and
-    a daemon checkpointing a group 10x a second writes a new one each time; counted in
-    nodes alone, the cache held 2-50 KiB per node up to 50,000 nodes (a daemon passed
-    400 MB in minutes, and 2 GB in an hour under Redis)."""
+    nodes and `max_bytes` of the memory they take (node_memory: 2-6 times their encoded
+    size). Bytes, not only nodes: one leaf may hold a value of tens of KiB (a process
+    image's metadata), and a daemon checkpointing a group 10x a second writes a new one
+    each time; counted in nodes alone, the cache held 2-50 KiB per node up to 50,000 nodes
+    (a daemon passed 400 MB in minutes, and 2 GB in an hour under Redis). Counted in encoded
+    bytes (as it was until 2026-12-01), a 32 MiB cache held ~60 MB.
 
-    def __init__(self, capacity: int = 50_000, max_bytes: int = 32 << 20):
-        self.capacity, self.max_bytes = capacity, max_bytes
+    A node encoded in more than LARGE_NODE bytes is kept apart, in a list of the
+    LARGE_NODES last used, not in the budget: each checkpoint of a Redis group wrote its
+    138 KiB image metadata leaf, which the next checkpoint reads again (to replace it), and
+    which in the budget pushed ~230 small nodes out of the cache (the volume's, read by
+    every FUSE request), while older metadata leaves are never read again."""
+
+    def __init__(self, capacity: int = 50_000, max_bytes: int = 32 << 20, large: int = LARGE_NODES):
+        self.capacity, self.max_bytes, self.large = capacity, max_bytes, large
         self.bytes = 0
         self._nodes: OrderedDict[bytes, tuple[_Node, int]] = OrderedDict()
+        self._large: OrderedDict[bytes, _Node] = OrderedDict()
 
     def get(self, store: ChunkStore, cid: ChunkId) -> _Node:
         cached = self._nodes.get(cid)
-        if cached is None:
-            data = store.get(cid)
-            node = decode_node(data, cid)
-            self.add(node, len(data))
+        if cached is not None:
+            self._nodes.move_to_end(cid)
+            return cached[0]
+        node = self._large.get(cid)
+        if node is not None:
+            self._large.move_to_end(cid)
             return node
-        self._nodes.move_to_end(cid)
-        return cached[0]
+        data = store.get(cid)
+        node = decode_node(data, cid)
+        self.add(node, len(data))
+        return node
 
     def add(self, node: _Node, size: int) -> None:
         """Keep `node` (clean: its `cid` set), whose encoding is `size` bytes."""
+        if size > LARGE_NODE:
+            self._large[node.cid] = node
+            self._large.move_to_end(node.cid)
+            while len(self._large) > self.large:
+                self._large.popitem(last=False)
+            return
+        memory = node_memory(node, size)
         old = self._nodes.pop(node.cid, None)
-        self.bytes += size - (old[1] if old else 0)
-        self._nodes[node.cid] = (node, size)
+        self.bytes += memory - (old[1] if old else 0)
+        self._nodes[node.cid] = (node, memory)
         while len(self._nodes) > self.capacity or (self.bytes > self.max_bytes and len(self._nodes) > 1):
             self.bytes -= self._nodes.popitem(last=False)[1][1]
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._nodes) + len(self._large)
 
 
 class Tree:

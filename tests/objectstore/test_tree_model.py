@@ -212,14 +212,15 @@ def test_flush_writes_only_changed_path(store, monkeypatch):
 
 
 def test_node_cache_is_bounded_by_bytes_and_reads_evicted_nodes_back(store):
-    """A tree of large values (a process image's metadata is tens of KiB, written anew by
-    every checkpoint) keeps the cache within its byte budget; nodes it dropped are read
-    back from the packs intact."""
+    """A tree of large values (a process image's metadata is KiB to tens of KiB, written
+    anew by every checkpoint) keeps the cache within its byte budget; nodes it dropped are
+    read back from the packs intact. (Values under tree.LARGE_NODE: larger nodes are kept
+    apart, test_node_cache.py.)"""
     cache = NodeCache(capacity=50_000, max_bytes=1 << 20)
     t = Tree(store, None, cache)
     roots, expected = [], {}
     for n in range(200):
-        value = bytes([n % 251]) * 40_000
+        value = bytes([n % 251]) * 12_000
         t.put(b"meta", value)
         t.put(n.to_bytes(4, "big"), b"small %d" % n)
         roots.append(t.flush())
