@@ -1,7 +1,8 @@
 /* A pre-forking server's memory: usage `preforked OUTFILE [HEAP_MIB] [WORKERS]`.
  * The master fills a heap (private anonymous memory) with a known pattern, then forks
  * WORKERS workers that share it copy-on-write; worker 0 writes its first page. It writes
- * "heap ADDRESS SIZE", one "worker PID" line each, then "ready". At each SIGUSR1 the
+ * "heap ADDRESS SIZE", one "worker PID" line each, then "ready" (once worker 0 has written
+ * its page: it says so through a pipe, closed by all after). At each SIGUSR1 the
  * master and every worker check the heap (the pattern; worker 0's first page its own)
  * and append "ok PID" (or "BAD PID ...") to OUTFILE. */
 #define _GNU_SOURCE
@@ -65,18 +66,27 @@ int main(int argc, char **argv) {
     char line[96];
     snprintf(line, sizeof line, "heap %lx %zu\n", (unsigned long)heap, size);
     say(line);
+    int written[2];
+    if (pipe(written) < 0) return 2;
     for (int n = 0; n < workers; n++) {
         pid_t child = fork();
         if (child == 0) {
             if (n == 0) {
                 mine = 1;
                 memset(heap, 0x5a, 4096);
+                if (write(written[1], "w", 1) != 1) return 2;
             }
+            close(written[0]);
+            close(written[1]);
             serve();
         }
         snprintf(line, sizeof line, "worker %d\n", child);
         say(line);
     }
+    char done;
+    if (read(written[0], &done, 1) != 1) return 2;
+    close(written[0]);
+    close(written[1]);
     say("ready\n");
     serve();
 }
