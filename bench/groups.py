@@ -17,10 +17,10 @@ Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mi
 (`redis_*` keys, plus the daemon's CPU per checkpoint, the checkpoints taken in the
 measured window, their rate and pages; skipped with a note if redis-server is not installed).
 `--quick` uses short windows and a small dataset, and finishes in about 90 s.
-`--redis-only` skips SQLite. The daemon's CPU is given per checkpoint and per page
+`--redis-only` skips SQLite, `--sqlite-only` skips Redis. The daemon's CPU is given per checkpoint and per page
 stored, with its share of one CPU and the system part (the kernel's copies and syncs),
 and the load average is noted beside each rate (the machine is shared).
-Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only]
+Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only | --sqlite-only]
 """
 from __future__ import annotations
 
@@ -290,7 +290,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", help="work directory (default: a new temporary one)")
     parser.add_argument("--redis-mib", type=int, help="Redis dataset size (default 100, 16 with --quick)")
-    parser.add_argument("--redis-only", action="store_true", help="measure Redis only (not SQLite)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--redis-only", action="store_true", help="measure Redis only (not SQLite)")
+    only.add_argument("--sqlite-only", action="store_true", help="measure SQLite only (not Redis)")
     args = parser.parse_args()
     mib = args.redis_mib or (16 if args.quick else 100)
     requests = 150000 if args.quick else 400000   # 1-2 s (quick) of SETs on this VM: 10+ checkpoints at 10 Hz
@@ -305,7 +307,9 @@ def main() -> int:
     try:
         if not args.redis_only:
             sqlite_bench(work, out, stores, script, window)
-        if shutil.which("redis-server") and shutil.which("redis-benchmark"):
+        if args.sqlite_only:
+            pass
+        elif shutil.which("redis-server") and shutil.which("redis-benchmark"):
             redis_bench(work, out, stores, mib, requests)
         else:
             out["redis"] = "not measured: redis-server is not installed (make setup installs it)"
