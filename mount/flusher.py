@@ -14,7 +14,12 @@ Protocol (version PROTOCOL, docs/FORMAT.md), over the helper's stdin/stdout: the
 first writes the line "slsfs-flusher 1"; then the daemon writes one byte per request;
 the helper opens the mount point, syncfs()es it, closes it (a descriptor kept open would
 make a plain umount fail with EBUSY) and answers one line: "0" or the errno of the
-failure. It exits at the end of its input.
+failure. It exits at the end of its input. A daemon that holds its mount's root open
+for its whole life anyway (a group daemon) hands that descriptor to the helper
+(`--fd N`), which then syncfs()es it without the open and close: those were an OPENDIR
+and a RELEASEDIR request to the daemon inside every group checkpoint's stop (the
+RELEASEDIR, sent by the kernel after close() returns, also kept the drain after the
+syncfs waiting for it), where the syncfs of a mount with nothing dirty takes microseconds.
 
 Two clients speak it: `Flusher` from the daemon's trio thread, and `ThreadFlusher`
 from any other thread, which blocks on the pipe (e.g. a group daemon's tracer, which
@@ -36,8 +41,10 @@ PROTOCOL = 1
 BANNER = b"slsfs-flusher %d\n" % PROTOCOL
 
 
-def serve(mountpoint: str) -> None:
-    """The helper's loop (run as `python flusher.py MOUNTPOINT`)."""
+def serve(mountpoint: str, held_fd: int | None = None) -> None:
+    """The helper's loop (run as `python flusher.py MOUNTPOINT [--fd N]`): syncfs the
+    mount through `held_fd` (a descriptor of it inherited from the daemon) if given, else
+    through a descriptor opened and closed for each request."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     out = sys.stdout.buffer
@@ -46,12 +53,13 @@ def serve(mountpoint: str) -> None:
         out.flush()
         while sys.stdin.buffer.read(1):
             try:
-                fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+                fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY) if held_fd is None else held_fd
             except OSError as exc:
                 err = exc.errno
             else:
                 err = 0 if libc.syncfs(fd) == 0 else ctypes.get_errno()
-                os.close(fd)
+                if fd != held_fd:
+                    os.close(fd)
             out.write(b"%d\n" % err)
             out.flush()
     except BrokenPipeError:     # the daemon died (SIGKILL): nobody is left to answer
@@ -70,8 +78,9 @@ def _check_answer(answer: bytes) -> None:
         raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
 
 
-def _command(mountpoint: str) -> list[str]:
-    return [sys.executable, "-I", os.path.abspath(__file__), str(mountpoint)]
+def _command(mountpoint: str, held_fd: int | None = None) -> list[str]:
+    held = [] if held_fd is None else ["--fd", str(held_fd)]
+    return [sys.executable, "-I", os.path.abspath(__file__), str(mountpoint), *held]
 
 
 class Flusher:
@@ -123,11 +132,13 @@ class Flusher:
 
 class ThreadFlusher:
     """The helper asked from a thread that is not trio's: `syncfs()` blocks that thread
-    (on a pipe) until the helper's syncfs returned. One thread at a time."""
+    (on a pipe) until the helper's syncfs returned. One thread at a time. `held_fd`: a
+    descriptor of the mount (its root) that the caller keeps open until `close()`; the
+    helper then syncfs()es its copy instead of opening the mount for each request."""
 
-    def __init__(self, mountpoint: str) -> None:
-        self.process = subprocess.Popen(_command(mountpoint), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE)
+    def __init__(self, mountpoint: str, held_fd: int | None = None) -> None:
+        self.process = subprocess.Popen(_command(mountpoint, held_fd), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, pass_fds=() if held_fd is None else (held_fd,))
         self.greeted = False
         self._greeting = threading.Lock()
 
@@ -170,4 +181,4 @@ class ThreadFlusher:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[3]) if sys.argv[2:3] == ["--fd"] else None)

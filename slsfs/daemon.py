@@ -193,7 +193,7 @@ class Daemon:
         """The syncfs helper of the tracer thread, started on first use: a restore starts
         it once the group runs (its interpreter's start competed with the restore)."""
         if self.flusher is None:
-            self.flusher = ThreadFlusher(self.mountpoint)
+            self.flusher = ThreadFlusher(self.mountpoint, self.mount_fd if self.mount_fd >= 0 else None)
         return self.flusher
 
     async def _take(self, group: RunningGroup, members: list[RunningGroup], label: str,

@@ -6,8 +6,10 @@ the daemon sees it (its file system turns dirty) only after ThreadFlusher.syncfs
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,11 +28,13 @@ time.sleep(600)
 """
 
 
-def test_a_write_held_in_the_kernel_reaches_the_daemon_at_syncfs(new_mount):
+@pytest.mark.parametrize("held", [False, True], ids=["opened_each_time", "held_descriptor"])
+def test_a_write_held_in_the_kernel_reaches_the_daemon_at_syncfs(new_mount, held):
     mnt = new_mount("--checkpoint-interval", "0")      # no periodic flushes
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt.path / "held")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    flusher = ThreadFlusher(str(mnt.path))
+    root = os.open(mnt.path, os.O_RDONLY | os.O_DIRECTORY) if held else None
+    flusher = ThreadFlusher(str(mnt.path), root)
     try:
         assert writer.stdout.readline() == "opened\n"
         sls("checkpoint", mnt.path)                    # the create is committed: clean
@@ -45,9 +49,38 @@ def test_a_write_held_in_the_kernel_reaches_the_daemon_at_syncfs(new_mount):
         flusher.syncfs()                               # one helper, many syncs
     finally:
         flusher.close()
+        if root is not None:
+            os.close(root)
         writer.kill()
         writer.wait(timeout=60)
     assert flusher.process.returncode is not None
+
+
+def test_a_held_descriptor_spares_the_daemon_an_opendir_per_syncfs(new_mount):
+    """A group daemon's checkpoints syncfs the mount inside the application's stop: with
+    the daemon's descriptor of the mount root, the helper sends the daemon no OPENDIR
+    and RELEASEDIR for it (two round trips through the daemon, and a drain wait for the
+    RELEASEDIR the kernel sends after close())."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.fuse_requests import FuseRequests
+    mnt = new_mount("--checkpoint-interval", "0")
+    root = os.open(mnt.path, os.O_RDONLY | os.O_DIRECTORY)
+    flushers = {False: ThreadFlusher(str(mnt.path)), True: ThreadFlusher(str(mnt.path), root)}
+    try:
+        seen = {}
+        for held, flusher in flushers.items():
+            flusher.ready()
+            with FuseRequests(mnt.path) as seen[held]:
+                for _ in range(3):
+                    flusher.syncfs()
+        if seen[False].counts is None:
+            pytest.skip("the kernel's FUSE trace events are not available")
+        assert seen[False].counts["OPENDIR"] == 3      # the way without: what this saves
+        assert seen[True].counts["OPENDIR"] == 0 and seen[True].counts["RELEASEDIR"] == 0
+    finally:
+        for flusher in flushers.values():
+            flusher.close()
+        os.close(root)
 
 
 def test_a_helper_that_is_gone_is_a_clear_error(new_mount):
