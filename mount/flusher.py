@@ -66,6 +66,20 @@ def serve(mountpoint: str, held_fd: int | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # (no flush error at exit)
 
 
+def is_helper_of(pid: int | str, daemon: int) -> bool:
+    """Whether process `pid` is a syncfs helper that process `daemon` started: with
+    `--fd` it holds a descriptor of the mount for the daemon, and ends with it (a
+    check for files still open in a mount must not count it as a user's)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return False
+    return parent == daemon and any(arg.endswith(b"/mount/flusher.py") for arg in argv[:3])
+
+
 def _check_banner(banner: bytes) -> None:
     if banner != BANNER:
         raise OSError(f"the syncfs helper speaks {banner!r}, not {BANNER!r} "

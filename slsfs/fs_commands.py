@@ -288,11 +288,13 @@ def mount_helper(argv: list[str] | None = None) -> int:
 
 def open_files(mountpoint: str, ignore: int | None = None) -> list[str]:
     """'path (pid N comm)' for every fd, cwd or root of a process inside `mountpoint`,
-    but process `ignore` (its daemon, which holds the mount's root)."""
+    but process `ignore` (its daemon, which holds the mount's root) and its syncfs helpers
+    (which hold a copy of it: mount.flusher)."""
+    from mount.flusher import is_helper_of    # (here: the module imports trio, ~100 ms a command)
     root = os.path.realpath(mountpoint)
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        if pid == str(ignore):
+        if pid == str(ignore) or (ignore is not None and is_helper_of(pid, ignore)):
             continue
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
