@@ -6,7 +6,8 @@ committed per second over a window:
   - inside a slsfs group without periodic checkpoints (--hz 0),
   - with checkpoints at 10 and 100 per second (overhead_pct_10hz / _100hz);
 plus the application's stop time per checkpoint (median, p99; the phases of the last
-stop), freeze-to-durable time
+stop), the daemon's CPU per row and per checkpoint (beyond serving the rows at the rate
+without checkpoints), the load average beside each rate, freeze-to-durable time
 (median) and restore after a crash (SIGKILL of app and daemon), RESTORES times: the
 daemon's restore time (and its phases: restore_daemon_phases_ms, see `sls ps --json`'s
 restore_phases_ms), the wall time of `sls restore` (which starts a daemon and mounts)
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -108,20 +110,35 @@ def plain_rate(work: Path, script: Path, window: float) -> float:
         proc.wait()
 
 
-def group_run(work: Path, script: Path, hz: float,
-              window: float) -> tuple[float, dict[str, float] | None, dict, Path]:
-    """(rows per second, FUSE requests per row by kind or None, the group's `ps` entry,
-    store) of the SQLite loop in a new group checkpointed `hz` times a second. The
-    requests are all the mount's (the loop's, the daemon's kernel flushes, the checkpoints'
-    syncfs) over the rows' window."""
+@dataclass
+class GroupRun:
+    """The SQLite loop in a group over the measured window: rows committed, seconds, FUSE
+    requests per row by kind (None when not measured), the daemon's CPU ms and the
+    checkpoints taken meanwhile, the group's `ps` entry at the end, and its store."""
+    rows: int
+    seconds: float
+    requests: dict[str, float] | None
+    daemon_cpu_ms: float
+    checkpoints: int
+    status: dict
+    store: Path
+
+
+def group_run(work: Path, script: Path, hz: float, window: float) -> GroupRun:
+    """The SQLite loop in a new group checkpointed `hz` times a second. The requests are
+    all the mount's (the loop's, the daemon's kernel flushes, the checkpoints' syncfs)
+    over the rows' window."""
     store = work / f"store-{hz:g}"
     sls("init", str(store))
     sls("run", "--store", str(store), "--name", "bench", "--hz", str(hz), "--", sys.executable, str(script))
     mnt = Path(f"{store}.mnt")
     wait_for_start(mnt)
+    before = daemon_cpu(store)
     with FuseRequests(mnt) as seen:
         rows, seconds = rows_in_window(mnt, window)
-    return rows / seconds, seen.per(rows), request(store, "ps")["groups"][0], store
+    user_ms, system_ms, checkpoints, _, _ = (a - b for a, b in zip(daemon_cpu(store), before))
+    return GroupRun(rows, seconds, seen.per(rows), user_ms + system_ms, checkpoints,
+                    request(store, "ps")["groups"][0], store)
 
 
 def note_checkpoints(out: dict, prefix: str, key: str, status: dict, extra: str) -> None:
@@ -270,16 +287,26 @@ def sqlite_bench(work: Path, out: dict, stores: list[Path], script: Path, window
     """The SQLite loop's rows per second with no slsfs, in a group without checkpoints and
     at 10 and 100 Hz, its checkpoints' figures, and restores after a crash at 10 Hz."""
     out["rows_per_s_no_slsfs"] = round(plain_rate(work, script, window), 1)
+    out["load_avg_1min_no_slsfs"] = round(os.getloadavg()[0], 2)
+    cpu_us_per_row = 0.0                  # the daemon's, serving the rows without checkpoints
     for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
-        measured, requests, status, store = group_run(work, script, hz, window)
-        stores.append(store)
-        out[f"rows_per_s_{key}"] = round(measured, 1)
-        out[f"fuse_requests_per_row_{key}"] = requests
-        if hz:
-            note_checkpoints(out, "", key, status, "rate_hz")
+        run = group_run(work, script, hz, window)
+        stores.append(run.store)
+        out[f"rows_per_s_{key}"] = round(run.rows / run.seconds, 1)
+        out[f"load_avg_1min_{key}"] = round(os.getloadavg()[0], 2)
+        out[f"fuse_requests_per_row_{key}"] = run.requests
+        out[f"daemon_cpu_us_per_row_{key}"] = round(1000 * run.daemon_cpu_ms / max(run.rows, 1))
+        if not hz:
+            cpu_us_per_row = 1000 * run.daemon_cpu_ms / max(run.rows, 1)
+        else:
+            note_checkpoints(out, "", key, run.status, "rate_hz")
+            # the daemon's CPU beyond serving the rows (at the rate without checkpoints)
+            beyond_ms = run.daemon_cpu_ms - run.rows * cpu_us_per_row / 1000
+            out[f"daemon_cpu_ms_per_checkpoint_{key}"] = round(beyond_ms / max(run.checkpoints, 1), 1)
+            out[f"daemon_cpu_share_of_one_cpu_{key}"] = round(run.daemon_cpu_ms / 1000 / run.seconds, 3)
         if hz == 10:
-            crash_and_restore(store, "bench", out, "")
-        sls("stop", "--store", str(store))
+            crash_and_restore(run.store, "bench", out, "")
+        sls("stop", "--store", str(run.store))
     base = out["rows_per_s_no_slsfs"]
     for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
         out[f"overhead_pct_{key}"] = round(100 * (1 - out[f"rows_per_s_{key}"] / base), 1) if base else None
