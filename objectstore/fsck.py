@@ -3,6 +3,10 @@
 Problems are returned as one line each, naming the pack and offset or the chunk
 and the commit, so that a user can tell what is damaged. An empty list means the
 store is clean.
+
+The store cannot see links that live inside the data of the layers above (a persistence
+group's record names its "files" commit by id): such a layer adds a check of its own
+with `add_link_check`, and every fsck of the process runs it after the trees.
 """
 from __future__ import annotations
 
@@ -12,6 +16,15 @@ from .chunks import NODE
 from .errors import StoreError
 from .gc import reachable
 from .tree import Tree, decode_node
+
+LinkCheck = Callable[[object], list[str]]      # (store) -> problems, one line each
+_LINK_CHECKS: list[LinkCheck] = []
+
+
+def add_link_check(link_check: LinkCheck) -> None:
+    """Run `link_check(store)` in every fsck of this process (once, however often added)."""
+    if link_check not in _LINK_CHECKS:
+        _LINK_CHECKS.append(link_check)
 
 
 def check(store, *, progress: Callable[[int], None] | None = None) -> list[str]:
@@ -39,4 +52,6 @@ def check(store, *, progress: Callable[[int], None] | None = None) -> list[str]:
             if store.kind(root) == NODE:
                 found.extend(Tree(store, root).check())
             problems.extend(f"{where}: {p}" for p in dict.fromkeys(found))
+    for link_check in _LINK_CHECKS:
+        problems.extend(link_check(store))
     return problems

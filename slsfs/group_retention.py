@@ -11,15 +11,26 @@ alive through the record's refs. Space is given back by a collection keeping wha
 `needed` names (the daemon runs one when `Store.gc_due()` says the packs have doubled,
 and on `sls gc`); an explicit prune (`sls gc --keep-last N`) still keeps each group's
 newest durable checkpoint.
+
+What that promises, `check_links` checks in every `sls fsck` (objectstore.fsck runs it):
+every retained commit that carries a group record finds the files commit the record
+names, but for the helpers themselves (commits some record names as its files commit),
+and among those never a group checkpoint's own commit (its label `group NAME #N: ...`,
+as `sls log` shows it): a record names a commit of the file system's own (slsfs.daemon
+`_files_unchanged`), never the previous group checkpoint's, which retention would keep
+without its files.
 """
 from __future__ import annotations
 
 import time
 
-from objectstore import ChunkId, Store
+from objectstore import ChunkId, Store, StoreError
+from objectstore.fsck import add_link_check
 from objectstore.retention import retained
 
 from . import groups
+
+FILES_LABEL_END = ": files"      # the label of a group checkpoint's files commit ends so (slsfs.daemon)
 
 
 def thin(store: Store, now: float | None = None) -> int:
@@ -72,3 +83,52 @@ def needed(store: Store, keep: set[int]) -> set[int]:
     name, and each group's newest durable checkpoint (Store.gc's `also_keep`)."""
     protected = keep | newest_group_checkpoints(store)
     return (protected - keep) | files_commits(store, protected)
+
+
+def check_links(store: Store) -> list[str]:
+    """Problems with what the group records of retained commits name, one line each: a
+    record that cannot be read; its image, file system or a clone volume missing; its
+    files commit gone (`.sls/checkpoints/<id>/fs` and `sls restore --clone --at` need it),
+    unless every commit carrying the record is itself a files commit some record names
+    (retention keeps such a helper for its volume root only, not for its own record)."""
+    log = store.log()
+    retained_ids = {c.id for c in log}
+    carriers: dict[tuple[str, ChunkId], list[int]] = {}     # (root name, record root) -> commits, oldest first
+    for commit in reversed(log):
+        for name, root in commit.roots.items():
+            if name.startswith(groups.ROOT_PREFIX):
+                carriers.setdefault((name, root), []).append(commit.id)
+    problems: list[str] = []
+    records: dict[tuple[str, ChunkId], groups.GroupCheckpoint] = {}
+    for (name, root), ids in carriers.items():
+        group = name[len(groups.ROOT_PREFIX):]
+        try:
+            records[name, root] = groups.load(store, group, {name: root})
+        except (groups.GroupError, StoreError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"checkpoint {ids[0]}: the record of group {group!r} cannot be read: {exc}")
+    helpers = {record.files_commit for record in records.values()} - {
+        c.id for c in log if is_group_checkpoint(c.label)}
+    for key, record in records.items():
+        where = f"checkpoint {carriers[key][0]}: group {record.settings.name!r} #{record.seq}"
+        named = {"process image": record.image, "file system": record.fs,
+                 **{f"clone volume {volume!r}": root for volume, root in record.clone_volumes.items()}}
+        problems.extend(f"{where}: its {what} (chunk {bytes(root).hex()}) is missing"
+                        for what, root in named.items() if not store.has(root))
+        owners = [cid for cid in carriers[key] if cid not in helpers]
+        if record.files_commit not in retained_ids and owners:
+            more = f" (and {len(owners) - 1} later checkpoints carrying it)" if len(owners) > 1 else ""
+            problems.append(
+                f"checkpoint {owners[0]}{more}: group {record.settings.name!r} #{record.seq} names files commit "
+                f"{record.files_commit}, which is gone (thinned or lost): `sls restore --clone --at "
+                f"{owners[0]}` and .sls/checkpoints/{record.files_commit}/fs fail; its image and file "
+                f"system are still there (a restore without --clone uses them)")
+    return problems
+
+
+def is_group_checkpoint(label: str) -> bool:
+    """Whether a commit's label is that of a group checkpoint's record commit (slsfs.daemon
+    `_take`: "group app #7: periodic"), not of its files commit ("group app #7: files")."""
+    return label.startswith("group ") and not label.endswith(FILES_LABEL_END)
+
+
+add_link_check(check_links)

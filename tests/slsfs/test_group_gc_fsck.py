@@ -1,0 +1,63 @@
+"""`sls fsck` checks what group records name beyond the trees (slsfs.group_retention
+.check_links): a kept group checkpoint whose files commit is gone is reported by name,
+and the helpers retention keeps on purpose (a files commit still carrying the previous,
+thinned record) are not."""
+from __future__ import annotations
+
+from objectstore import Store
+from objectstore.retention import RetentionPolicy
+
+from slsfs import group_retention, groups
+from slsfs.groups import GroupCheckpoint, GroupSettings
+from test_group_retention import group_checkpoint
+
+POLICY = RetentionPolicy(keep_last=5, minutely=0, hourly=0, daily=0)
+
+
+def test_a_kept_group_checkpoint_whose_files_commit_was_deleted_is_reported(tmp_path):
+    with Store.init(tmp_path / "store") as store:
+        store.create_volume("main")
+        made = [group_checkpoint(store, seq) for seq in range(1, 11)]
+        assert store.fsck() == []
+        files, record = made[6]
+        store.forget({c.id for c in store.log()} - {files})       # by hand, as the bug did
+        problems = store.fsck()
+        assert len(problems) == 1, problems
+        assert problems[0].startswith(f"checkpoint {record}: group 'app' #7 names files commit {files}, "
+                                      "which is gone")
+        assert "--clone" in problems[0]
+    with Store.open(tmp_path / "store", readonly=True) as reopened:     # and after a reopen
+        assert len(reopened.fsck()) == 1
+
+
+def test_helpers_that_retention_keeps_are_clean_after_thinning(tmp_path):
+    with Store.init(tmp_path / "store") as store:
+        store.create_volume("main")
+        store.retention = POLICY
+        for seq in range(1, 21):
+            group_checkpoint(store, seq)
+        assert group_retention.thin(store) > 0
+        oldest = min(store.log(), key=lambda c: c.id)
+        assert oldest.label.endswith(": files")      # a helper: its own record's files commit is gone
+        assert groups.load(store, "app", oldest.roots).files_commit not in {c.id for c in store.log()}
+        assert store.fsck() == []
+
+
+def test_a_group_checkpoint_kept_only_as_the_next_ones_files_commit_is_reported(tmp_path):
+    """What an older daemon wrote for a group that changed no file between two checkpoints:
+    the record names the previous group checkpoint's commit as its files commit, so
+    retention keeps that commit without the files commit of its own record."""
+    with Store.init(tmp_path / "store") as store:
+        store.create_volume("main")
+        store.retention = POLICY
+        _, previous = group_checkpoint(store, 1)
+        settings = GroupSettings("app", "main", "/mnt", 10, ["app"])
+        for seq in range(2, 12):
+            root = store.commit_by_id(previous).roots["vol/main"]
+            groups.save(store, GroupCheckpoint(settings, seq, 0.0, store.put(b"image %d" % seq), root, [1], previous))
+            previous = store.commit(f"group app #{seq}: periodic").id
+        group_retention.thin(store)
+        oldest = min(store.log(), key=lambda c: c.id)
+        problems = store.fsck()
+        assert [p.split(":")[0] for p in problems] == [f"checkpoint {oldest.id}"], problems
+        assert f"names files commit {oldest.id - 1}, which is gone" in problems[0]
