@@ -61,7 +61,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from objectstore import StoreError, StoreFull
+from objectstore import Commit, StoreError, StoreFull
 from objectstore.gc import SLICE_S, Collection
 from objectstore.retention import Prune, retained
 
@@ -258,6 +258,7 @@ class FileSystem:
                               make_durable=self.make_durable if fsync_commits else None,
                               has_space=self.has_space, writeback_cache=writeback_cache)
         self.checkpoints_taken = 0
+        self.committed: Commit | None = None    # the commit holding the file system, if known (mark_committed)
         self.kernel_flushes = 0                 # syncfs done by flush_kernel_writes
         self._last_retention = self._last_barrier = time.monotonic()
         self._durable_lock = trio.Lock()
@@ -283,8 +284,11 @@ class FileSystem:
         for volume in self.views.live_volumes():
             volume.seal()
 
-    def mark_committed(self) -> None:
-        """Tell the file system that a commit now holds everything sealed so far."""
+    def mark_committed(self, commit: Commit | None = None) -> None:
+        """Tell the file system that a commit (`commit`, if the caller says which) now
+        holds everything sealed so far: while nothing changes, `committed` names it (set
+        first: another thread that finds the file system clean finds that commit there)."""
+        self.committed = commit
         for volume in self.views.live_volumes():
             volume.changed = False
         self.checkpoints_taken += 1
@@ -309,7 +313,7 @@ class FileSystem:
         for name, root in (roots or {}).items():
             self.store.set_root(name, root)
         commit = self.store.commit(label, durable=durable)
-        self.mark_committed()
+        self.mark_committed(commit)
         return commit
 
     @staticmethod

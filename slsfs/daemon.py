@@ -70,7 +70,7 @@ from typing import NoReturn
 
 import trio
 
-from objectstore import ChunkId, Store, StoreError
+from objectstore import ChunkId, NotFound, Store, StoreError
 
 from checkpointer import CheckpointError
 from checkpointer.image import ImageWriter, StoredImage
@@ -138,23 +138,31 @@ class Daemon:
     # ----- checkpoints ---------------------------------------------------------------
     def _commit_files(self, group: RunningGroup) -> tuple[int, ChunkId]:
         """In the trio thread, the group frozen: the file system of this instant, committed."""
-        commit = self.fs.checkpoint(f"group {group.name} #{group.seq + 1}: files", durable=False)
+        commit = self.fs.checkpoint(f"group {group.name} #{group.seq + 1}{group_retention.FILES_LABEL_END}",
+                                    durable=False)
         return commit.id, commit.roots[VOLUME_PREFIX + self.fs.volume_name]
 
     def _files_unchanged(self) -> tuple[int, ChunkId] | None:
-        """In the sealing thread (after the syncfs), the group frozen: the newest commit and
-        its volume root when the file system has not changed since it was committed, so
-        that the group checkpoint names it instead of committing the same tree again (that
-        needs the trio thread: 0.4-11 ms of a Redis stop); else None. Read without the trio
-        thread's help: a change it is making meanwhile (another process's write) makes the
-        answer None, or leaves the frozen group's files as they are in either commit."""
+        """In the sealing thread (after the syncfs), the group frozen: the commit that holds
+        the file system (the one its last files commit made, `FileSystem.committed`) and its
+        volume root when nothing changed since, so that the group checkpoint names it
+        instead of committing the same tree again (that needs the trio thread: 0.4-11 ms of
+        a Redis stop); else None. Not the newest commit: that is mostly the previous group
+        checkpoint's own, which retention would then keep as a files commit only, without
+        the files commit its record names (a checkpoint in `sls log` that `restore --clone
+        --at` refused). Read without the trio thread's help: a change it is making
+        meanwhile (another process's write) makes the answer None, or leaves the frozen
+        group's files as they are in either commit."""
         try:
             if self.fs.dirty:
                 return None
-            head = self.store.head
-            root = head.roots.get(VOLUME_PREFIX + self.fs.volume_name) if head is not None else None
-            return None if root is None or self.fs.dirty else (head.id, root)
-        except RuntimeError:      # the volume table changed size while read: ask the trio thread
+            committed = self.fs.committed      # (set before the file system is marked clean)
+            if committed is None:
+                return None
+            self.store.commit_by_id(committed.id)          # not thinned since
+            root = committed.roots.get(VOLUME_PREFIX + self.fs.volume_name)
+            return None if root is None or self.fs.dirty else (committed.id, root)
+        except (RuntimeError, NotFound):   # the volume table changed size while read: ask the trio thread
             return None
 
     async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False) -> int:

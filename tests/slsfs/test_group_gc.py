@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from objectstore import Store
+from slsfs import group_retention, groups
 
 from group_helpers import wait_for
 
@@ -41,4 +42,30 @@ def test_gc_while_a_group_runs(group_store, group_binaries):
     out = store.sls("restore", "app", "--store", str(store.path), "--clone", "--at", str(oldest)).stdout
     clone = store.mnt / out.split()[0].rstrip(":")
     wait_for(lambda: (clone / "counter").exists(), "the clone of the oldest kept checkpoint")
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_thinning_a_group_that_writes_no_file_keeps_each_kept_checkpoint_whole(group_store, group_binaries):
+    """A group that writes no file between two checkpoints names, as its files commit, the
+    files commit its previous checkpoint named (the file system has not changed): not that
+    previous checkpoint's own commit. Before, it named the previous group checkpoint's
+    commit, which retention then kept only as a files commit, without the files commit its
+    own record named: `sls log` showed it as a group checkpoint that `restore --clone --at`
+    could not use ("checkpoint N-1 does not exist"; test_gc_while_a_group_runs under load,
+    where the counter did not run between two checkpoints)."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "quiet", "--hz", "50", "--",
+              str(group_binaries / "deep_sleeper"))
+    wait_for(lambda: store.group("quiet")["checkpoints"] > 120, "more checkpoints than retention keeps")
+    store.sls("gc", str(store.path), "--json")
+    store.sls("stop", "--store", str(store.path))
+    assert "clean" in store.sls("fsck", str(store.path)).stdout
+    with Store.open(store.path, readonly=True) as opened:
+        kept = {c.id for c in opened.log()}
+        records = [(c.id, groups.load(opened, "quiet", c.roots).files_commit) for c in opened.log()
+                   if group_retention.is_group_checkpoint(c.label)]
+    assert records and all(files in kept for _, files in records), records
+    oldest = min(cid for cid, _ in records)
+    out = store.sls("restore", "quiet", "--store", str(store.path), "--clone", "--at", str(oldest)).stdout
+    assert out.split()[0].rstrip(":").startswith("quiet.clone")
     store.sls("stop", "--store", str(store.path))
