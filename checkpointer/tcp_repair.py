@@ -15,10 +15,12 @@ A connection whose peer is outside the image is captured only by a checkpoint th
 its processes (`hold`: left in repair mode, so that the kill closes it silently and the
 peer, which runs on, keeps its end for the restore to resume).
 
-Simplifications: only the ESTABLISHED state and the states of a connection closed by
-this end only (FIN_WAIT1, FIN_WAIT2: remade established, then shut down again; a
-connection whose peer's FIN was received, CLOSE_WAIT, LAST_ACK, CLOSING, comes back
-closed, as before: CRIU sends it a forged FIN from a raw socket); the caller repairs a connection only when its peer is in the same image or is
+Half-closed connections (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING) are remade
+ESTABLISHED, then shut down again (this end's FIN) and sent a FIN forged in the peer's
+name (the peer's, which it will not send again: tcp_fin.py), as CRIU does.
+
+Simplifications: TIME_WAIT and the other states are not repaired (a process holds no
+socket in TIME_WAIT); the caller repairs a connection only when its peer is in the same image or is
 held (a peer outside it was told of the close when the original died), and only when both
 ends are established; no network lock (a segment the peer of a held connection sends
 while its process is dead is answered with a reset: CRIU drops them with iptables); urgent data and the congestion state are not kept (the kernel starts a
@@ -45,15 +47,18 @@ import struct
 import time
 from typing import Callable, Iterable
 
-from . import kernel, sockets
+from . import kernel, sockets, tcp_fin
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
 TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
 REPAIR_ON, REPAIR_OFF, REPAIR_OFF_NO_WINDOW_PROBE = 1, 0, -1
 NO_QUEUE, RECV_QUEUE, SEND_QUEUE = 0, 1, 2
 SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
-TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE = 1, 4, 5, 7
-REPAIRABLE = (TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2)   # the peer's FIN not received
+TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING = 1, 4, 5, 7, 8, 9, 11
+OUR_FIN = (TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING)    # this end has shut down writing
+OUR_FIN_UNACKED = (TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_CLOSING)
+PEER_FIN = (TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING)                 # the peer's FIN received
+REPAIRABLE = (TCP_ESTABLISHED, *OUR_FIN, TCP_CLOSE_WAIT)
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
@@ -71,8 +76,8 @@ BlobWriter = Callable[[bytes], list[str]]
 
 
 def repairable(sock: socket.socket) -> bool:
-    """Whether a TCP socket is in a state repaired: ESTABLISHED, or closed by this end only
-    (FIN_WAIT1, FIN_WAIT2: its FIN queued, sent or acknowledged; the peer's not received)."""
+    """Whether a TCP socket is in a state repaired: ESTABLISHED, or closed by one end or
+    both but still held (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)."""
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)[0] in REPAIRABLE
 
 
@@ -134,11 +139,12 @@ def moved(sock: socket.socket, state: dict) -> bool:
     """Whether a connection held by `hold` (in repair mode) has received bytes, or its
     peer's close, since `state` was read: they were acknowledged to the peer and are not
     in the image, so a restored connection would wait for them for ever."""
-    if not repairable(sock):
+    now = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)[0]
+    if now not in REPAIRABLE or (now in PEER_FIN) != bool(state.get("peer_fin")):
         return True
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, RECV_QUEUE)
     try:
-        return _seq(sock) != state["recv_seq"]
+        return (_seq(sock) - (now in PEER_FIN)) & 0xFFFFFFFF != state["recv_seq"]
     finally:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
 
@@ -192,26 +198,40 @@ def _stored(state: dict, put_blob: BlobWriter) -> dict:
 
 def _read(sock: socket.socket) -> dict:
     """The state of a socket in repair mode. One closed by this end (`fin`) counts its FIN
-    in its send sequence (after the last byte) and, until the peer acknowledges it
-    (FIN_WAIT1), in its send queue's length and, until it is sent, in its unsent length:
-    all three are given without it (a restore sends the FIN again by a shutdown)."""
+    in its send sequence (after the last byte) and, until the peer acknowledges it, in its
+    send queue's length and, until it is sent, in its unsent length; one whose peer's FIN
+    was received (`peer_fin`), in its receive sequence (and the window's rcv_wup): all are
+    given without them (a restore sends its own FIN again by a shutdown, and forges the
+    peer's: tcp_fin.py)."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
-    fin = info[0] in (TCP_FIN_WAIT1, TCP_FIN_WAIT2)
+    fin, peer_fin = info[0] in OUR_FIN, info[0] in PEER_FIN
     state = {"unsent": max(_ioctl(sock, SIOCOUTQNSD) - fin, 0)}
     for name, queue, length in (("recv", RECV_QUEUE, SIOCINQ), ("send", SEND_QUEUE, SIOCOUTQ)):
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
-        state[f"{name}_seq"], state[name] = _queue(sock, length, fin and name == "send",
-                                                   info[0] == TCP_FIN_WAIT1 and name == "send")
+        state[f"{name}_seq"], state[name] = _queue(sock, length, fin if name == "send" else peer_fin,
+                                                   info[0] in OUR_FIN_UNACKED and name == "send")
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
     if fin:
         state["fin"] = True     # version 21
+    if peer_fin:
+        state["peer_fin"] = True
+        state["peer_fin_first"] = info[0] != TCP_CLOSING    # CLOSING: both at once, ours first here
     state.update(options=info[5], snd_wscale=info[6] & 0xF, rcv_wscale=info[6] >> 4,
                  mss=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
                  timestamp=sock.getsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP) & 0xFFFFFFFF,
-                 window=list(WINDOW.unpack(sock.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, WINDOW.size))),
+                 window=_window(sock, peer_fin),
                  sndbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                  rcvbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     return state
+
+
+def _window(sock: socket.socket, peer_fin: bool) -> list[int]:
+    """struct tcp_repair_window as a list; with the peer's FIN taken out of rcv_wup (the
+    restore refuses a window update point past the end of what was received)."""
+    window = list(WINDOW.unpack(sock.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, WINDOW.size)))
+    if peer_fin:
+        window[4], window[3] = (window[4] - 1) & 0xFFFFFFFF, window[3] + 1
+    return window
 
 
 def _queue(sock: socket.socket, length_request: int, fin_in_seq: bool = False, fin_in_length: bool = False
@@ -289,13 +309,25 @@ def rebuild(sock: socket.socket, state: dict, local: tuple, peer: tuple, read_bl
 def finish(sock: socket.socket, state: dict, reuse_address: int, read_blob: Callable[[list[str]], bytes]) -> None:
     """Leave repair mode with a window probe (the peer's answer tells this end what it
     has received) and send the bytes the application had written that the kernel had not
-    sent yet; `reuse_address`: the application's SO_REUSEADDR (repair mode overrode it)."""
+    sent yet; `reuse_address`: the application's SO_REUSEADDR (repair mode overrode it).
+    Then the FINs, in the order they had come: this end's again by a shutdown (after its
+    bytes; a peer that had it acknowledges the copy), the peer's forged (tcp_fin.py)."""
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
     if state["unsent"]:
         _put(sock, read_blob(state["send"])[-state["unsent"]:], socket.SO_SNDBUF, SO_SNDBUFFORCE)
-    if state.get("fin"):    # closed by this end: its FIN again, after its bytes (a peer that has
-        sock.shutdown(socket.SHUT_WR)   # it already acknowledges the copy: FIN_WAIT2 again)
+    if state.get("peer_fin") and state["peer_fin_first"]:
+        _peer_fin(sock, state)
+    if state.get("fin"):
+        sock.shutdown(socket.SHUT_WR)
+    if state.get("peer_fin") and not state["peer_fin_first"]:
+        _peer_fin(sock, state)
+
+
+def _peer_fin(sock: socket.socket, state: dict) -> None:
+    """The peer's FIN, acknowledging what it had acknowledged (the start of the send queue)."""
+    acknowledged = state["send_seq"] - state["send_bytes"]
+    tcp_fin.send(sock.getsockname(), sock.getpeername(), state["recv_seq"], acknowledged, state["window"][1] >> state["snd_wscale"])
 
 
 def end(sock: socket.socket, local: tuple, peer: tuple) -> None:

@@ -25,12 +25,13 @@ HALF_CLOSED = Path(__file__).parent / "targets" / "half_closed_client.py"
 
 
 @contextmanager
-def client_of_ours(procs) -> Iterator[tuple[socket.socket, int]]:
+def client_of_ours(procs, *options: str) -> Iterator[tuple[socket.socket, int]]:
     """(our end of the connection, the client's pid), three lines exchanged already and
     every byte acknowledged both ways: nothing of ours is due to reach the client while it
-    is dead (a delayed ACK would be answered with a reset: there is no network lock)."""
+    is dead (a delayed ACK would be answered with a reset: there is no network lock).
+    `options`: counting_client.py's after the port."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        proc = procs.start([sys.executable, str(TARGET), str(listener.getsockname()[1])])
+        proc = procs.start([sys.executable, str(TARGET), str(listener.getsockname()[1]), *options])
         listener.settimeout(30)
         ours, _ = listener.accept()
     with ours:
@@ -135,3 +136,24 @@ def test_a_client_that_had_closed_its_side_with_bytes_queued_sends_them_and_its_
         wait_for(lambda: "line1 1" in out.read_text(), "the client to read after the restore")
         ours.shutdown(socket.SHUT_WR)
         wait_for(lambda: out.read_text().endswith("EOF\n"), "the client to read the end")
+
+
+def test_a_client_whose_server_had_closed_its_side_reads_the_end_again_after_a_restore(procs, store, tmp_path):
+    """CLOSE_WAIT (the server's FIN received and read): the restored connection is told of
+    that FIN again (forged in the server's name: the server will not send it twice), so
+    the client reads EOF again instead of waiting for ever, and can still send."""
+    out = tmp_path / "client.out"
+    with client_of_ours(procs, str(out)) as (ours, pid):
+        ours.shutdown(socket.SHUT_WR)
+        wait_for(lambda: out.exists() and out.read_text() == "EOF\n", "the client to read the end")
+        wait_acknowledged(ours, pid)
+        checkpointer.checkpoint([pid], store, "client", tree=True, kill=True)
+        wait_for(lambda: killed(pid), "the client to be killed")
+        [record] = [f for f in checkpointer.load_image(store, "client").meta["files"]
+                    if f["kind"] == "socket" and f["peer"]]
+        assert record["state"] == "established" and record["tcp"]["peer_fin"], record
+        restored = checkpointer.restore(store, "client")
+        procs.restored.append(restored)
+        Path(f"{out}.go").touch()
+        assert exchange(ours, None) == b"bye 3 eof"
+        assert ours.recv(1) == b""      # and the client's own end, as it exits
