@@ -486,6 +486,7 @@ def refuse_guard_pages(pid: int, address: int) -> Unsupported:
 
 
 PAGEMAP_SCAN = 0xC0606610               # _IOWR('f', 16, struct pm_scan_arg) (96 bytes)
+PAGE_IS_WPALLOWED = 1 << 0   # of a whole mapping: registered for write-protect tracking (WP_ASYNC)
 PAGE_IS_WRITTEN, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_GUARD = 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 8
 RANGES_PER_SCAN = 512
 
@@ -502,7 +503,8 @@ def page_ranges(pagemap_fd: int, start: int, end: int, mask: int, *, inverted: i
         arg = (ctypes.c_uint64 * 12)(96, flags, start, end, 0, ctypes.addressof(regions), RANGES_PER_SCAN, 0,
                                      inverted, mask, 0, mask | report)
         count = fcntl.ioctl(pagemap_fd, PAGEMAP_SCAN, arg)
-        found += [(regions[3 * i], regions[3 * i + 1], regions[3 * i + 2]) for i in range(count)]
+        flat = regions[:3 * count]          # (no Python step per range: hundreds in a Redis stop)
+        found += zip(flat[0::3], flat[1::3], flat[2::3])
         start = arg[4]       # walk_end
     return found
 

@@ -5,7 +5,8 @@ protections differ), then a one-page hole and region 3 (rw-). Each page holds
 its region number * 1000 + its page number in its first 8 bytes. Prints the regions'
 addresses (hex, one line), then answers "done" to each line on stdin: "REGION PAGE VALUE"
 writes VALUE into that page; "remap REGION ADD" maps fresh memory over the region
-(MAP_FIXED: a new mapping at the same place, same protection) and numbers it again, plus ADD."""
+(MAP_FIXED: a new mapping at the same place, same protection) and numbers it again, plus ADD;
+"remap REGION -" maps fresh memory there and leaves it untouched (zeros, no page in)."""
 import ctypes
 import mmap
 import sys
@@ -39,10 +40,11 @@ print(" ".join(hex(start) for start in starts), flush=True)
 for line in sys.stdin:
     words = line.split()
     if words[0] == "remap":
-        region, add = int(words[1]), int(words[2])
+        region = int(words[1])
         if libc.mmap(starts[region], PAGES * P, protections[region], FLAGS | MAP_FIXED, -1, 0) != starts[region]:
             sys.exit(f"mmap: {ctypes.get_errno()}")
-        number(region, add)
+        if words[2] != "-":
+            number(region, int(words[2]))
     else:
         region, page, value = map(int, words)
         ctypes.c_uint64.from_address(starts[region] + page * P).value = value
