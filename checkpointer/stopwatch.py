@@ -38,15 +38,21 @@ def add(name: str, ms: float) -> None:
         times[name] = times.get(name, 0.0) + ms
 
 
-@contextmanager
-def phase(name: str) -> Iterator[None]:
-    """Time the block as `name` if a recording is active."""
-    times = getattr(_local, "times", None)
-    if times is None:
-        yield
-        return
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        times[name] = times.get(name, 0.0) + (time.perf_counter() - start) * 1000
+class phase:
+    """`with phase("name"):` times the block as `name` if a recording is active. A class,
+    not a generator context manager: ~30 of them run in every stop, and a generator-based
+    one cost ~7 us each there, this ~4 (load 10; half that when no recording is active)."""
+
+    __slots__ = ("name", "times", "start")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.times = getattr(_local, "times", None)
+        if self.times is not None:
+            self.start = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.times is not None:
+            self.times[self.name] = self.times.get(self.name, 0.0) + (time.perf_counter() - self.start) * 1000
