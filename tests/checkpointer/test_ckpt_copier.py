@@ -1,0 +1,68 @@
+"""The page copier (checkpointer/copier.py): a job runs once, in the worker on another CPU
+or, when the worker has not begun it by the time its result is asked for (busy, or waiting
+for a CPU on a loaded machine), in the caller of result(): the stop never waits for the
+worker to get a CPU."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from checkpointer import copier
+
+
+def _other_cpus() -> set[int]:
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    return cpus - {min(cpus)}
+
+
+def test_a_job_the_worker_has_not_begun_is_run_by_the_caller_of_result_and_only_once():
+    cpus = _other_cpus()
+    release = threading.Event()
+    busy = copier.submit(lambda: release.wait(30), cpus)      # keeps the worker busy
+    runs: list[int] = []
+    queued = copier.submit(lambda: runs.append(threading.get_ident()) or "copied", cpus)
+    try:
+        assert queued.result() == "copied"
+        assert runs == [threading.get_ident()], "the caller waited for the busy worker"
+    finally:
+        release.set()
+    assert busy.result() is True
+    after = copier.submit(lambda: threading.get_ident(), cpus)    # the worker skipped the job run here
+    assert after.result() != 0
+    assert runs == [threading.get_ident()], "the job ran twice"
+
+
+def test_a_job_the_worker_began_is_waited_for_not_run_again():
+    cpus = _other_cpus()
+    began, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def copy() -> str:
+        runs.append(threading.get_ident())
+        began.set()
+        release.wait(30)
+        return "copied"
+    job = copier.submit(copy, cpus)
+    assert began.wait(30)
+    threading.Timer(0.2, release.set).start()
+    assert job.result() == "copied"
+    assert len(runs) == 1 and runs[0] != threading.get_ident()
+
+
+def test_an_error_of_the_job_is_raised_by_result_wherever_it_ran():
+    cpus = _other_cpus()
+    release = threading.Event()
+    busy = copier.submit(lambda: release.wait(30), cpus)
+
+    def fails() -> None:
+        raise OSError(14, "Bad address")
+    try:
+        with pytest.raises(OSError, match="Bad address"):
+            copier.submit(fails, cpus).result()
+    finally:
+        release.set()
+    busy.result()
