@@ -1,4 +1,4 @@
-"""The mount daemon: `python -m mount.daemon STORE MNT ...`, started by `sls mount`.
+"""The mount daemon: `python -m mount.daemon STORE MNT ...` (`sls mount` starts it as slsfs.mount_daemon).
 
 It opens the store for writing (the store's lock makes it the only writer), serves
 the file system until the mount goes away (`sls umount`, `fusermount3 -u`, SIGTERM
@@ -179,7 +179,10 @@ def setup_logging(path: str | None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None,
+         also_keep: Callable[[Store, set[int]], set[int]] | None = None) -> int:
+    """The mount daemon. `also_keep(store, kept ids)`: the commits a layer above needs
+    kept beside those (FileSystem's `also_keep`; slsfs.mount_daemon passes its own)."""
     parser = argparse.ArgumentParser(prog="python -m mount.daemon")
     parser.add_argument("store")
     parser.add_argument("mountpoint")
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         fs = FileSystem(store, args.volume, checkpoint_interval_ms=args.checkpoint_interval or None,
-                        writeback_cache=args.writeback_cache)
+                        writeback_cache=args.writeback_cache,
+                        also_keep=None if also_keep is None else lambda kept: also_keep(store, kept))
         log.info("mounting volume %s of %s at %s (pid %d)", args.volume, args.store,
                  args.mountpoint, os.getpid())
         try:

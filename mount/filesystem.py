@@ -238,8 +238,13 @@ class FileSystem:
 
     def __init__(self, store, volume: str = "main", *,
                  checkpoint_interval_ms: float | None = DEFAULT_INTERVAL_MS,
-                 writeback_cache: bool = False, fsync_commits: bool = True) -> None:
-        """`fsync_commits=False`: an application's fsync or fdatasync returns once the
+                 writeback_cache: bool = False, fsync_commits: bool = True,
+                 also_keep: Callable[[set[int]], set[int]] | None = None) -> None:
+        """`also_keep(kept ids)`: the commits that retention and GC must keep beside those,
+        which only the layer above can see (slsfs: the files commits its group records name
+        by id); see `kept_beyond_policy`.
+
+        `fsync_commits=False`: an application's fsync or fdatasync returns once the
         kernel has sent the file's pages (it does so before FSYNC), without a commit or a
         disk flush. Only for a mount whose state after a crash is never newer than its
         owner's last checkpoint (slsfs's group daemon: a restore rolls the volume back to
@@ -249,6 +254,7 @@ class FileSystem:
         Operations._fsync) and asks no more."""
         self.store = store
         self.volume_name = volume
+        self.also_keep = also_keep
         self.interval = None if checkpoint_interval_ms is None else checkpoint_interval_ms / 1000
         ensure_volume(store, volume)
         self.main = Volume(store, store.volume(volume), volume)
@@ -440,6 +446,14 @@ class FileSystem:
         views.update(split_ino(kino)[0] for kino in self.ops.opens)
         return self.views.commits_of(views)
 
+    def kept_beyond_policy(self, kept: set[int]) -> set[int]:
+        """What retention and GC keep beside the commits `kept`: the checkpoints being
+        browsed, and what `also_keep` names for those."""
+        extra = self.browsed_checkpoints()
+        if self.also_keep is not None:
+            extra |= self.also_keep(kept | extra)
+        return extra
+
     async def collect(self, prune: Prune | None = None, *,
                       also_keep: Callable[[set[int]], set[int]] | None = None,
                       start_lock: trio.Lock | None = None,
@@ -448,15 +462,14 @@ class FileSystem:
         steps, requests and checkpoints going on between them; its syncs run in a worker
         thread. Figures for the user. One at a time: a second call waits for the first.
 
-        Kept: what `also_keep` names (default: the checkpoints being browsed,
-        browsed_checkpoints). With an explicit `prune`, the current state is committed
+        Kept: what `also_keep` names (default: `kept_beyond_policy`). With an explicit `prune`, the current state is committed
         first, so that what was deleted since the last checkpoint is not held by the newest
         one, which always stays. `start_lock` is held for the start (a checkpoint taker's
         lock: the start must not fall inside a checkpoint); `before_delete` is awaited
         before each pack is deleted (once its kept chunks are durable elsewhere)."""
         async with self._collecting:
             collection = Collection(self.store, prune=prune,
-                                    also_keep=also_keep or (lambda _kept: self.browsed_checkpoints()))
+                                    also_keep=also_keep or self.kept_beyond_policy)
             with contextlib.closing(collection.steps()) as steps:
                 async with start_lock or contextlib.nullcontext():
                     if prune is None:
@@ -484,12 +497,13 @@ class FileSystem:
             await trio.sleep(REQUESTS_FIRST_POLL_S)
 
     def apply_retention(self) -> None:
-        """Thin old checkpoints by the store's policy (named and browsed ones stay)."""
+        """Thin old checkpoints by the store's policy (named ones stay, and what
+        `kept_beyond_policy` adds)."""
         log_ = self.store.log()
         if len(log_) > self.store.retention.keep_last:
             keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
                             self.store.retention, time.time())
-            keep |= self.browsed_checkpoints() & {c.id for c in log_}
+            keep |= self.kept_beyond_policy(keep) & {c.id for c in log_}
             if len(keep) < len(log_):
                 self.store.forget(keep)
 

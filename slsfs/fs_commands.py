@@ -198,7 +198,7 @@ def cmd_mount(args) -> int:
     for option in getattr(args, "mount_options", ()):
         daemon_args += ["--mount-option", option]
     if args.foreground:
-        from mount.daemon import main as daemon_main
+        from .mount_daemon import main as daemon_main
         return daemon_main(daemon_args + ["--log-to-stderr"])
     return _start_daemon(store, mountpoint, daemon_args)
 
@@ -207,7 +207,7 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
     read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
     with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([sys.executable, "-m", "mount.daemon", *daemon_args,
+        proc = subprocess.Popen([sys.executable, "-m", "slsfs.mount_daemon", *daemon_args,
                                  "--ready-fd", str(write_end)],
                                 stdin=devnull, stdout=log_file, stderr=log_file,
                                 pass_fds=(write_end,), start_new_session=True)

@@ -5,7 +5,9 @@ from), through the daemon and on an unmounted store."""
 from __future__ import annotations
 
 import json
+import time
 
+from mount.control import request
 from objectstore import Store
 from slsfs import group_retention, groups
 
@@ -68,4 +70,31 @@ def test_thinning_a_group_that_writes_no_file_keeps_each_kept_checkpoint_whole(g
     oldest = min(cid for cid, _ in records)
     out = store.sls("restore", "quiet", "--store", str(store.path), "--clone", "--at", str(oldest)).stdout
     assert out.split()[0].rstrip(":").startswith("quiet.clone")
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_a_plain_mount_keeps_the_files_commit_a_stopped_groups_record_names(group_store, group_binaries):
+    """`sls mount` of a store whose group has stopped thins old checkpoints by the store's
+    policy, as any mount, but keeps the group's newest checkpoint and the files commit its
+    record names: `sls restore --clone` still works after the plain mount's retention
+    dropped the group's older checkpoints (before: the newest too, and its files commit:
+    "checkpoint N does not exist"), and fsck is clean."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "50", "--",
+              str(group_binaries / "deep_sleeper"))
+    wait_for(lambda: store.group("app")["checkpoints"] > 3, "a few group checkpoints")
+    store.sls("stop", "--store", str(store.path))
+    with Store.open(store.path, readonly=True) as opened:
+        older = {c.id for c in opened.log() if group_retention.is_group_checkpoint(c.label)} - {opened.head.id}
+    store.sls("mount", str(store.path), str(store.mnt))
+    try:
+        def older_group_checkpoints_thinned() -> bool:
+            (store.mnt / "note").write_text(str(time.monotonic()))      # a checkpoint of the mount
+            return not older & {c["id"] for c in request(store.path, "log")["log"]}
+        wait_for(older_group_checkpoints_thinned, "the mount's retention to thin the group's checkpoints", timeout=120)
+    finally:
+        store.sls("umount", str(store.mnt))
+    assert "clean" in store.sls("fsck", str(store.path)).stdout
+    out = store.sls("restore", "app", "--store", str(store.path), "--clone").stdout
+    assert out.split()[0].rstrip(":").startswith("app.clone")
     store.sls("stop", "--store", str(store.path))
