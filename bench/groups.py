@@ -19,7 +19,9 @@ Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mi
 measured window, their rate and pages; skipped with a note if redis-server is not installed).
 `--quick` uses short windows and a small dataset, and finishes in about 90 s.
 `--redis-only` skips SQLite, `--sqlite-only` skips Redis. The daemon's CPU is given per checkpoint and per page
-stored, with its share of one CPU and the system part (the kernel's copies and syncs),
+stored (and per page split: its main thread, which stores the pages and serves the mount,
+and its other threads, which freeze, pre-copy and capture), with its share of one CPU and
+the system part (the kernel's copies and syncs), its resident memory at the end of the window,
 and the load average is noted beside each rate (the machine is shared).
 Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only | --sqlite-only]
 """
@@ -222,32 +224,52 @@ def redis_rate(port: int, mib: int, requests: int) -> float:
     raise SystemExit(f"bench: no SET figure from redis-benchmark: {out[-300:]}")
 
 
-def daemon_cpu(store: Path) -> tuple[float, float, int, int, float]:
-    """(user and system CPU ms the store's daemon has used, checkpoints its group has
-    taken, pages they stored, monotonic time): the daemon's CPU competes with the
-    application on a small machine, beyond the stop itself."""
-    ps = request(store, "ps")
-    with open(f"/proc/{ps['daemon']}/stat") as f:
+def _cpu_ms(stat_path: str) -> tuple[float, float]:
+    """(user, system) CPU ms in a /proc stat file (of a process or one of its threads)."""
+    with open(stat_path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) * tick_ms, int(fields[12]) * tick_ms
+
+
+def daemon_cpu(store: Path) -> tuple[float, float, float, int, int, float]:
+    """(user and system CPU ms the store's daemon has used, the CPU ms of its main thread
+    alone, checkpoints its group has taken, pages they stored, monotonic time): the daemon's
+    CPU competes with the application on a small machine, beyond the stop itself. The main
+    thread (trio) serves the mount and stores the pages and commits after each thaw; the
+    others are the tracer (the freeze, the pre-copy and the capture), the page copier, the
+    seal and the fsync threads."""
+    ps = request(store, "ps")
+    daemon = ps["daemon"]
+    user_ms, system_ms = _cpu_ms(f"/proc/{daemon}/stat")
+    main_ms = sum(_cpu_ms(f"/proc/{daemon}/task/{daemon}/stat"))
     group = ps["groups"][0]
-    return (int(fields[11]) * tick_ms, int(fields[12]) * tick_ms, group["checkpoints"], group["pages_total"],
-            time.monotonic())
+    return user_ms, system_ms, main_ms, group["checkpoints"], group["pages_total"], time.monotonic()
 
 
 def note_daemon_cpu(out: dict, key: str, before: tuple, after: tuple, status: dict) -> None:
     """The daemon's CPU between `before` and `after` (daemon_cpu), per checkpoint and per
-    page stored, the share of one CPU it took, and what the checkpoints were."""
-    user_ms, system_ms, checkpoints, pages, seconds = (a - b for a, b in zip(after, before))
+    page stored (all of it, and its main thread's part: storing; the rest: capturing), the
+    share of one CPU it took, and what the checkpoints were."""
+    user_ms, system_ms, main_ms, checkpoints, pages, seconds = (a - b for a, b in zip(after, before))
     cpu_ms = user_ms + system_ms
     out[f"redis_daemon_cpu_ms_per_checkpoint_{key}"] = round(cpu_ms / max(checkpoints, 1), 1)
     out[f"redis_daemon_cpu_us_per_page_{key}"] = round(1000 * cpu_ms / max(pages, 1), 1)
+    out[f"redis_daemon_cpu_us_per_page_main_thread_{key}"] = round(1000 * main_ms / max(pages, 1), 1)
+    out[f"redis_daemon_cpu_us_per_page_other_threads_{key}"] = round(1000 * (cpu_ms - main_ms) / max(pages, 1), 1)
     out[f"redis_daemon_cpu_share_of_one_cpu_{key}"] = round(cpu_ms / 1000 / seconds, 3)
     out[f"redis_daemon_cpu_system_pct_{key}"] = round(100 * system_ms / max(cpu_ms, 1), 1)
     out[f"redis_checkpoints_{key}"] = checkpoints           # in the measured window
     out[f"redis_checkpoints_per_s_achieved_{key}"] = round(checkpoints / seconds, 1)
     out[f"redis_pages_per_checkpoint_{key}"] = round(pages / max(checkpoints, 1))
     out[f"redis_precopied_pages_last_{key}"] = status["precopied_pages_last"]
+
+
+def daemon_memory_mb(store: Path) -> dict[str, float]:
+    """The daemon's resident memory now and at its peak (VmRSS, VmHWM), MB."""
+    with open(f"/proc/{request(store, 'ps')['daemon']}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return {name: round(int(fields[field].split()[0]) / 1024, 1) for name, field in (("rss", "VmRSS"), ("peak", "VmHWM"))}
 
 
 def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: int) -> None:
@@ -275,6 +297,8 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
             status = request(store, "ps")["groups"][0]
             note_checkpoints(out, "redis_", key, status, "pages_last")
             note_daemon_cpu(out, key, before, daemon_cpu(store), status)
+            for name, mb in daemon_memory_mb(store).items():
+                out[f"redis_daemon_{name}_mb_{key}"] = mb
         if hz == 10:
             crash_and_restore(store, "redis", out, "redis_")
         sls("stop", "--store", str(store))
