@@ -138,7 +138,7 @@ def group_run(work: Path, script: Path, hz: float, window: float) -> GroupRun:
     before = daemon_cpu(store)
     with FuseRequests(mnt) as seen:
         rows, seconds = rows_in_window(mnt, window)
-    user_ms, system_ms, checkpoints, _, _ = (a - b for a, b in zip(daemon_cpu(store), before))
+    user_ms, system_ms, _, checkpoints, _, _ = (a - b for a, b in zip(daemon_cpu(store), before))
     return GroupRun(rows, seconds, seen.per(rows), user_ms + system_ms, checkpoints,
                     request(store, "ps")["groups"][0], store)
 
