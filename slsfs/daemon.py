@@ -143,7 +143,8 @@ class Daemon:
         return commit.id, commit.roots[VOLUME_PREFIX + self.fs.volume_name]
 
     def _files_unchanged(self) -> tuple[int, ChunkId] | None:
-        """In the sealing thread (after the syncfs), the group frozen: the commit that holds
+        """In the seal thread after the syncfs, or in the tracer thread when no syncfs is
+        needed (group_checkpoint.Seal.start), the group frozen: the commit that holds
         the file system (the one its last files commit made, `FileSystem.committed`) and its
         volume root when nothing changed since, so that the group checkpoint names it
         instead of committing the same tree again (that needs the trio thread: 0.4-11 ms of
