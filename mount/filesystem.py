@@ -462,9 +462,9 @@ class FileSystem:
         steps, requests and checkpoints going on between them; its syncs run in a worker
         thread. Figures for the user. One at a time: a second call waits for the first.
 
-        Kept: what `also_keep` names (default: `kept_beyond_policy`). With an explicit `prune`, the current state is committed
-        first, so that what was deleted since the last checkpoint is not held by the newest
-        one, which always stays. `start_lock` is held for the start (a checkpoint taker's
+        Kept: what `also_keep` names (default: `kept_beyond_policy`). With an explicit
+        `prune`, the current state is committed first, so that what was deleted since the
+        last checkpoint is not held by the newest one, which always stays. `start_lock` is held for the start (a checkpoint taker's
         lock: the start must not fall inside a checkpoint); `before_delete` is awaited
         before each pack is deleted (once its kept chunks are durable elsewhere)."""
         async with self._collecting:
