@@ -107,7 +107,7 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
         p.add_argument("group")
     p.add_argument("--store", help="the argument is a persistence group of this store")
     if not any("--at" in a.option_strings for a in p._actions):
-        p.add_argument("--at", help="checkpoint id, name, 'latest' or ISO time (default: newest durable)")
+        p.add_argument("--at", metavar="CHECKPOINT", help=groups.AT_HELP)
     p.add_argument("--clone", action="store_true",
                    help="start independent copies on O(1) clones of the checkpoint's files instead "
                         "(copies of a server share its listening ports)")
@@ -353,17 +353,24 @@ def cmd_group_restore(args) -> int:
 
 
 def _group_at_checkpoint(store: str, spec: str) -> tuple[str, str] | None:
-    """(group, checkpoint) when `spec` is no group of the store but a checkpoint (an id, a
-    name given by `sls checkpoint --name`, 'latest~N', an ISO time) holding group records:
-    the group checkpointed there (its record pairs with the newest files commit of that
-    checkpoint; its partners come back with it)."""
+    """(group, checkpoint) when `spec` is no group of the store but a checkpoint (`NAME#N`,
+    an id, a name given by `sls checkpoint --name`, 'latest~N', an ISO time) of a group:
+    the group whose checkpoint made that commit (its own or its files commit), else the
+    group checkpointed last at that commit (its partners come back with it)."""
     opened = read_only_store(store)
-    if groups.ROOT_PREFIX + spec in opened.roots():
+    roots = opened.roots()
+    if groups.ROOT_PREFIX + spec in roots:
         return None
+    numbered = re.fullmatch(r"(.+)#\d+", spec)
+    if numbered and groups.ROOT_PREFIX + numbered.group(1) in roots:
+        return numbered.group(1), spec
     try:
         commit = opened.resolve(spec)
     except (NotFound, ValueError):
         return None
+    maker = groups.label_group(commit.label)
+    if maker is not None and groups.ROOT_PREFIX + maker in roots:
+        return maker, str(commit.id)
     records = groups.readable(opened, commit.roots)[0].values()
     if not records:
         return None

@@ -30,7 +30,7 @@ from objectstore.retention import retained
 
 from . import groups
 
-FILES_LABEL_END = ": files"      # the label of a group checkpoint's files commit ends so (slsfs.daemon)
+FILES_LABEL_END = groups.FILES_LABEL_END
 
 
 def thin(store: Store, now: float | None = None) -> int:

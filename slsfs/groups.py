@@ -37,6 +37,7 @@ READABLE_VERSIONS = (1, 2, 3)    # version 1: settings without `init`; 1-2: no `
 ROOT_PREFIX = "grp/"
 _META = b"meta"
 _STOPPED = b"stopped"
+FILES_LABEL_END = ": files"      # the label of a group checkpoint's files commit ends so (slsfs.daemon)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -167,14 +168,110 @@ def group_names(roots: dict[str, ChunkId]) -> list[str]:
     return sorted(n[len(ROOT_PREFIX):] for n in roots if n.startswith(ROOT_PREFIX))
 
 
+@dataclass
+class Kept:
+    """One group checkpoint still in the store: its record and the retained commits
+    carrying it, oldest first (the first is the group checkpoint that wrote it, unless
+    thinned; later ones carry it until the group's next checkpoint)."""
+
+    record: GroupCheckpoint
+    carriers: list[int]
+
+    @property
+    def commit(self) -> int:
+        return self.carriers[0]
+
+
+def kept(store: Store, name: str) -> list[Kept]:
+    """Every readable checkpoint of group `name` in the retained commits, newest first."""
+    found: dict[ChunkId, Kept] = {}
+    for commit in reversed(store.log()):                 # oldest first
+        root = commit.roots.get(ROOT_PREFIX + name)
+        if root is None:
+            continue
+        if root not in found:
+            try:
+                found[root] = Kept(load(store, name, {ROOT_PREFIX + name: root}), [])
+            except (GroupError, StoreError, ValueError, KeyError, TypeError):
+                continue                                 # fsck names it (group_retention.check_links)
+        found[root].carriers.append(commit.id)
+    return sorted(found.values(), key=lambda k: k.commit, reverse=True)
+
+
+def label_group(label: str) -> str | None:
+    """The group whose checkpoint made a commit labelled `label` (its files commit: "group
+    NAME #N: files"; its own: "group NAME #N OTHER #M: periodic", the first named), or None."""
+    found = re.match(r"group ([A-Za-z0-9][A-Za-z0-9._-]{0,63}) #\d+", label)
+    return found.group(1) if found else None
+
+
 def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, Commit | None]:
-    """The group checkpoint to restore: the newest durable one, or the one current at `at`
-    (a commit id, tag, 'latest' or ISO time)."""
+    """The group checkpoint to restore and the commit it is taken from: the newest
+    durable one, or the one `at` names (see `AT_HELP`):
+
+    - `NAME#N` or `#N`: group checkpoint number N (`sls log` labels it "group NAME #N: ...");
+    - a commit id or a name (tag) of a commit: if that commit is the files commit of one
+      of the group's checkpoints (the commit made in its freeze), that checkpoint; else
+      the group's newest checkpoint at that commit (a group checkpoint's own commit
+      names itself);
+    - 'latest', 'latest~N' or an ISO-8601 time: the newest at or before it.
+
+    An unknown or ambiguous `at` is a GroupError naming the group's checkpoints."""
     if at is None:
         return load(store, name), store.head
+    spec = at.strip()
+    checkpoints = kept(store, name)
+    if not checkpoints and ROOT_PREFIX + name not in store.roots():
+        load(store, name)                                # raises: no such group (naming those there are)
+    number = re.fullmatch(rf"(?:{re.escape(name)})?#(\d+)", spec)
+    if number and spec in store.tags():
+        raise GroupError(f"{spec!r} is ambiguous: both a checkpoint name (checkpoint {store.tags()[spec]}) and "
+                         f"group {name!r}'s checkpoint number; give the checkpoint id instead")
+    if number:
+        matches = [k for k in checkpoints if k.record.seq == int(number.group(1))]
+        if len(matches) != 1:
+            why = ("was thinned or never taken" if not matches else
+                   f"is ambiguous: {len(matches)} checkpoints carry that number (a restore went back "
+                   f"before it), at commits {', '.join(str(k.commit) for k in matches)}: give one of those")
+            raise GroupError(f"group {name!r} checkpoint {spec} {why}. {_listing(store, name, checkpoints)}")
+        return matches[0].record, store.commit_by_id(matches[0].commit)
     try:
-        commit = store.resolve(int(at) if at.isdigit() else at)
+        commit = store.resolve(int(spec) if spec.isdigit() else spec)
     except NotFound as exc:
-        raise GroupError(f"no checkpoint {at!r}: {exc}") from None
-    return load(store, name, commit.roots), commit
+        raise GroupError(f"no checkpoint {at!r}: {exc}. {_listing(store, name, checkpoints)}") from None
+    own = next((k for k in checkpoints if k.commit == commit.id), None)
+    if own is not None and commit.label.startswith("group ") and not commit.label.endswith(FILES_LABEL_END):
+        return own.record, commit                        # a group checkpoint's own commit (its record's first)
+    users = [k for k in checkpoints if k.record.files_commit == commit.id]
+    if users:                                            # the files commit of one of its checkpoints: the
+        return users[-1].record, store.commit_by_id(users[-1].commit)    # first to name it (made it)
+    if label_group(commit.label) == name and commit.label.endswith(FILES_LABEL_END):
+        raise GroupError(f"checkpoint {commit.id} holds the files of {commit.label[:-len(FILES_LABEL_END)]}, "
+                         f"whose record was thinned. {_listing(store, name, checkpoints)}")
+    try:
+        return load(store, name, commit.roots), commit
+    except GroupError:
+        raise GroupError(f"group {name!r} had no checkpoint yet at checkpoint {commit.id}. "
+                         f"{_listing(store, name, checkpoints)}") from None
 
+
+AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
+           "(a group checkpoint's own, or its files commit's), a name given by `sls checkpoint --name`, "
+           "'latest', 'latest~N' or an ISO-8601 time (the newest at or before it); default: the newest "
+           "durable")
+
+
+def _listing(store: Store, name: str, checkpoints: list[Kept], shown: int = 8) -> str:
+    """What the user can give instead: the group's newest checkpoints and its named ones."""
+    if not checkpoints:
+        return f"Group {name!r} has no checkpoint in this store."
+    tags: dict[int, list[str]] = {}
+    for tag, cid in store.tags().items():
+        tags.setdefault(cid, []).append(tag)
+    named = [k for k in checkpoints[shown:] if any(c in tags for c in k.carriers)]
+    items = [f"#{k.record.seq} (checkpoint {k.commit}"
+             + "".join(f", name {t!r}" for c in k.carriers for t in sorted(tags.get(c, ()))) + ")"
+             for k in checkpoints[:shown] + named]
+    more = len(checkpoints) - shown - len(named)
+    return (f"Group {name!r} has {len(checkpoints)} checkpoints; newest: {', '.join(items)}"
+            + (f" and {more} older (`sls log`)" if more > 0 else "") + ".")
