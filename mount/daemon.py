@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import signal
 import sys
+from functools import partial
 from typing import Callable
 
 import trio
@@ -24,7 +24,8 @@ import trio
 from objectstore import Store, StoreError
 from objectstore.retention import Prune
 
-from .control import CONTROL_VERSION, socket_path
+from .control import CONTROL_VERSION
+from .control_server import control_listener, exchange
 from .filesystem import FileSystem, MountError
 from .options import DEFAULT_INTERVAL_MS, LOG_NAME
 
@@ -81,43 +82,22 @@ def prune_request(req: dict) -> Prune | None:
         raise StoreError(f"bad prune request: {exc}") from None
 
 
+async def respond(fs: FileSystem, req: dict) -> dict:
+    """The reply to one control request; a committing one first takes in the writes the
+    kernel still caches, and `gc` runs beside the mount's requests."""
+    if req.get("op") in COMMITTING_OPS:
+        await fs.flush_kernel_writes()
+    if req.get("op") == "gc" and req.get("v") == CONTROL_VERSION:
+        return await collect(fs, req)
+    return answer(fs, req)
+
+
 async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    path = socket_path(fs.store.path)
-    path.unlink(missing_ok=True)
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    await sock.bind(str(path))
-    os.chmod(path, 0o600)
-    sock.listen(16)
-    listener = trio.SocketListener(sock)
-    task_status.started()
-    try:
-        async with listener:
-            while True:
-                stream = await listener.accept()
-                async with stream:
-                    data = b""
-                    while not data.endswith(b"\n"):
-                        chunk = await stream.receive_some(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    try:
-                        req = json.loads(data)
-                        if isinstance(req, dict) and req.get("op") in COMMITTING_OPS:
-                            await fs.flush_kernel_writes()   # writes the kernel still caches
-                        gc_asked = isinstance(req, dict) and req.get("op") == "gc" and req.get("v") == CONTROL_VERSION
-                        reply = await collect(fs, req) if gc_asked else answer(fs, req)
-                    except ValueError:
-                        reply = {"ok": False, "error": "request is not JSON"}
-                    except Exception as exc:       # a bug: report it, keep serving
-                        log.exception("control request failed")
-                        reply = {"ok": False, "error": f"internal error: {exc!r} (see mount.log)"}
-                    try:
-                        await stream.send_all(json.dumps(reply).encode() + b"\n")
-                    except trio.BrokenResourceError:
-                        pass
-    finally:
-        path.unlink(missing_ok=True)
+    """Answer the store's control socket, one request at a time, until cancelled."""
+    async with control_listener(fs.store.path, backlog=16) as listener:
+        task_status.started()
+        while True:
+            await exchange(await listener.accept(), partial(respond, fs), LOG_NAME)
 
 
 async def _stop_on_signals(fs: FileSystem, cancel_scope: trio.CancelScope) -> None:

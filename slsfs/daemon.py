@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
-import json
 import logging
 import os
 import signal
@@ -78,7 +77,8 @@ from checkpointer.kernel import PAGE_SIZE
 from checkpointer.lazy import PageServer
 from checkpointer.restore import TOP_RESTORE_PHASES, Restored, restore as restore_image
 from checkpointer.stopwatch import recording
-from mount.control import CONTROL_VERSION, slsfs_mounts, socket_path
+from mount.control import CONTROL_VERSION, slsfs_mounts
+from mount.control_server import control_listener, exchange
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError, clone_volume_roots
@@ -615,43 +615,15 @@ class Daemon:
 
     # ----- control socket ------------------------------------------------------------
     async def _serve_one(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    break
-                data += chunk
-            request = None
-            try:
-                request = json.loads(data)
-                reply = await self.handle(request)
-            except (ValueError, KeyError, TypeError) as exc:
-                reply = {"ok": False, "error": f"bad request: {exc!r}"}
-            except Exception as exc:        # a bug: report it, keep serving
-                log.exception("request failed")
-                reply = {"ok": False, "error": f"internal error: {exc!r} (see {LOG_NAME})"}
-            try:
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
-            except trio.BrokenResourceError:
-                pass
-        if reply.get("ok") and isinstance(request, dict) and request.get("op") == "shutdown":
+        request, reply = await exchange(stream, self.handle, LOG_NAME)
+        if reply.get("ok") and request is not None and request.get("op") == "shutdown":
             self.nursery.start_soon(self.stop)
 
     async def serve_control(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        path = socket_path(self.store.path)
-        path.unlink(missing_ok=True)
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        await sock.bind(str(path))
-        os.chmod(path, 0o600)
-        sock.listen(64)
-        task_status.started()
-        try:
-            async with trio.SocketListener(sock) as listener:
-                while True:
-                    self.nursery.start_soon(self._serve_one, await listener.accept())
-        finally:
-            path.unlink(missing_ok=True)
+        async with control_listener(self.store.path, backlog=64) as listener:
+            task_status.started()
+            while True:
+                self.nursery.start_soon(self._serve_one, await listener.accept())
 
     async def _stop_on_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -177,3 +177,24 @@ def test_umount_of_a_group_mount_names_the_groups_and_stops_the_daemon(group_sto
     store.sls("stop", "a", "--store", str(store.path))                                  # it serves on
     assert store.sls("umount", str(store.mnt)).stdout.strip() == f"unmounted {store.mnt}"
     assert not os.path.ismount(store.mnt) and "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
+
+
+def test_a_malformed_control_request_gets_a_clear_error_and_the_group_daemon_keeps_serving(group_store):
+    """The group daemon answers `<store>/control.sock` like the mount daemon (mount.
+    control_server): garbage, a request that is not an object, an op without its fields
+    each get a "bad request" reply, not an internal error, and the group runs on."""
+    import socket
+    from mount.control import CONTROL_VERSION, socket_path
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
+              sys.executable, "-c", "import time; time.sleep(3600)")
+    no_group = json.dumps({"v": CONTROL_VERSION, "op": "group_checkpoint"}).encode() + b"\n"
+    for payload in (b"garbage\n", b'"a string"\n', no_group):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(str(socket_path(store.path)))
+            sock.sendall(payload)
+            reply = json.loads(sock.makefile("rb").readline())
+        assert reply["ok"] is False and reply["error"].startswith("bad request"), (payload, reply)
+    assert store.group("app")["running"]
+    store.sls("stop", "--store", str(store.path))

@@ -1,0 +1,69 @@
+"""The daemon side of the control socket (`mount.control` is the command's side).
+
+Both daemons answer `<store>/control.sock` the same way: the mount daemon
+(mount.daemon) and the group daemon (slsfs.daemon), each with its own ops. This module
+holds what they share: the listening socket (owner-only, removed when the daemon stops)
+and one exchange of the protocol (a JSON line in, a JSON line out; see mount.control and
+docs/FORMAT.md). A request that is not JSON, or lacks a field its op needs, gets a
+"bad request" reply; any other exception is a bug: logged, answered as an internal
+error naming the daemon's log, and the daemon keeps serving.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable
+
+import trio
+
+from .control import socket_path
+
+log = logging.getLogger("slsfs.control")
+MAX_REQUEST_CHUNK = 65536
+
+
+@asynccontextmanager
+async def control_listener(store: str | os.PathLike, backlog: int) -> AsyncIterator[trio.SocketListener]:
+    """The store's control socket, listening, readable and writable by its owner only."""
+    path = socket_path(store)
+    path.unlink(missing_ok=True)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(backlog)
+    try:
+        async with trio.SocketListener(sock) as listener:
+            yield listener
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def exchange(stream: trio.SocketStream, respond: Callable[[dict], Awaitable[dict]],
+                   log_name: str) -> tuple[dict | None, dict]:
+    """Read one request from `stream`, answer it with `respond`, send the reply and close
+    the stream. Returns (the request, or None if it was not a JSON object; the reply)."""
+    async with stream:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = await stream.receive_some(MAX_REQUEST_CHUNK)
+            if not chunk:
+                break
+            data += chunk
+        request = None
+        try:
+            request = json.loads(data)
+            if not isinstance(request, dict):
+                raise ValueError("a request is one JSON object")
+            reply = await respond(request)
+        except (ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": f"bad request: {exc!r}"}
+        except Exception as exc:            # a bug: report it, keep serving
+            log.exception("control request failed")
+            reply = {"ok": False, "error": f"internal error: {exc!r} (see {log_name})"}
+        try:
+            await stream.send_all(json.dumps(reply).encode() + b"\n")
+        except trio.BrokenResourceError:
+            pass
+    return (request if isinstance(request, dict) else None), reply

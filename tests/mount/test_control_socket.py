@@ -1,0 +1,42 @@
+"""The control socket answers a malformed request with a clear error and keeps serving.
+
+A script or an older `sls` may send anything on `<store>/control.sock`; the daemon
+must say what was wrong and go on answering (mount.control_server, shared by the
+mount daemon and the group daemon).
+"""
+from __future__ import annotations
+
+import json
+import socket
+import stat
+
+import pytest
+
+from mount.control import CONTROL_VERSION, socket_path
+
+
+def ask(store, payload: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(socket_path(store)))
+        sock.sendall(payload)
+        return json.loads(sock.makefile("rb").readline())
+
+
+@pytest.mark.parametrize("payload, says", [
+    (b"not json at all\n", "bad request"),
+    (b"[1, 2, 3]\n", "bad request"),                              # JSON, but not an object
+    (json.dumps({"v": CONTROL_VERSION, "op": "snapshot"}).encode() + b"\n", "bad request"),  # no path
+    (json.dumps({"v": 99, "op": "status"}).encode() + b"\n", "version"),
+    (json.dumps({"v": CONTROL_VERSION, "op": "no-such-op"}).encode() + b"\n", "unknown request"),
+])
+def test_a_malformed_request_gets_a_clear_error_and_the_daemon_keeps_serving(mnt, payload, says):
+    reply = ask(mnt.store, payload)
+    assert reply["ok"] is False and says in reply["error"], reply
+    assert "internal error" not in reply["error"]
+    assert mnt.status()["pid"] == mnt.pid                   # still answering
+
+
+def test_the_control_socket_is_its_owners_only(mnt):
+    mode = socket_path(mnt.store).stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
