@@ -436,15 +436,23 @@ class FileSystem:
         return self._free >= need
 
     def browsed_checkpoints(self) -> set[int]:
-        """Checkpoints whose `fs/` tree the kernel still holds an inode of (a reader is
-        walking it, has a file or directory of it open, or its dentries are cached).
-        Retention keeps them: with checkpoints 100 times a second the newest 100 span one
-        second, and a copy of `.sls/latest/fs` used to lose its remaining paths half way
-        (ENOENT). The kernel lets go when it evicts those inodes (memory pressure, the
-        unmount), and the next retention thins them."""
-        views = {split_ino(kino)[0] for kino in self.ops.lookups}
-        views.update(split_ino(kino)[0] for kino in self.ops.opens)
-        return self.views.commits_of(views)
+        """Checkpoints the kernel still holds an inode of: of their `fs/` tree, or of
+        what is under their `.sls/checkpoints/<id>/` (`info.json`, `procs/`), or that
+        directory open: a reader is walking it, has a file or directory of it open, its
+        cwd there has been listed, or its dentries are cached. Retention keeps them: with
+        checkpoints 100 times a second the newest 100 span one second, and a copy of
+        `.sls/latest/fs` used to lose its remaining paths half way (ENOENT). The kernel
+        lets go when it evicts those inodes (memory pressure, the unmount), and the next
+        retention thins them. A `<id>/` directory merely looked up does not count: listing
+        `.sls/checkpoints/` looks every one up (READDIRPLUS), and would keep them all."""
+        held = [split_ino(kino) for kino in (*self.ops.lookups, *self.ops.opens)]
+        opened = [(handle.view, handle.ino) for handle in self.ops.handles.values()]
+        browsed = self.views.commits_of({view for view, _ in held + opened})
+        meta = self.views[META_VIEW]
+        browsed.update(meta.checkpoint_of(local, depth=3) for view, local in held if view == META_VIEW)
+        browsed.update(meta.checkpoint_of(local) for view, local in opened if view == META_VIEW)
+        browsed.discard(None)
+        return browsed
 
     def kept_beyond_policy(self, kept: set[int]) -> set[int]:
         """What retention and GC keep beside the commits `kept`: the checkpoints being
@@ -496,16 +504,19 @@ class FileSystem:
         while self._connection and fusectl.waiting(self._connection) and trio.current_time() < deadline:
             await trio.sleep(REQUESTS_FIRST_POLL_S)
 
-    def apply_retention(self) -> None:
+    def apply_retention(self) -> int:
         """Thin old checkpoints by the store's policy (named ones stay, and what
-        `kept_beyond_policy` adds)."""
+        `kept_beyond_policy` adds); how many were forgotten."""
         log_ = self.store.log()
-        if len(log_) > self.store.retention.keep_last:
-            keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
-                            self.store.retention, time.time())
-            keep |= self.kept_beyond_policy(keep) & {c.id for c in log_}
-            if len(keep) < len(log_):
-                self.store.forget(keep)
+        if len(log_) <= self.store.retention.keep_last:
+            return 0
+        keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
+                        self.store.retention, time.time())
+        keep |= self.kept_beyond_policy(keep) & {c.id for c in log_}
+        if len(keep) >= len(log_):
+            return 0
+        self.store.forget(keep)
+        return len(log_) - len(self.store.log())
 
     def maybe_collect(self) -> None:
         """Give the space back once the packs have doubled since the last collection

@@ -72,6 +72,14 @@ class MetaView:
             return 0, node
         return self.ino_for(parent, name, node), node
 
+    def checkpoint_of(self, ino: int, *, depth: int = 2) -> int | None:
+        """The checkpoint id whose `checkpoints/<id>/` directory is inode `ino` or holds it,
+        at least `depth` names down from `.sls/` (2: the directory itself; 3: below it)."""
+        path = self._paths.get(ino, ())
+        if len(path) >= depth and path[0] == "checkpoints" and path[1].isdigit():
+            return int(path[1])
+        return None
+
     def mode_size(self, node: VNode) -> tuple[int, int]:
         private = node.owner is not None
         if isinstance(node, VFile):

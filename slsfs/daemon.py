@@ -295,14 +295,16 @@ class Daemon:
         log.info("group %s has exited; last checkpoint %s", group.name, group.last_checkpoint)
 
     async def run_retention(self) -> None:
-        """Thin old checkpoints every RETENTION_EVERY_S (slsfs.group_retention), and give
-        the space back once the packs have doubled (Store.gc_due): without that a busy
-        group fills the disk with the pages of forgotten checkpoints."""
+        """Thin old checkpoints every RETENTION_EVERY_S by the store's policy, keeping what
+        group records name (slsfs.group_retention.needed, the FileSystem's `also_keep`) and
+        the checkpoints being browsed (FileSystem.kept_beyond_policy), and give the space
+        back once the packs have doubled (Store.gc_due): without that a busy group fills
+        the disk with the pages of forgotten checkpoints."""
         while True:
             await trio.sleep(RETENTION_EVERY_S)
             async with self.lock:
                 try:
-                    forgotten = group_retention.thin(self.store)
+                    forgotten = self.fs.apply_retention()     # keeps what group records and browsers need
                 except (StoreError, GroupError) as exc:
                     log.warning("retention failed, will retry: %s", exc)
                     continue
@@ -320,12 +322,12 @@ class Daemon:
 
     async def _collect(self, prune=None) -> dict:
         """A collection that checkpoints and FUSE requests go on beside (FileSystem.collect),
-        keeping what group records need; it starts between two checkpoints (under the
-        lock), and deletes no pack while a lazy restore's page server runs (it reads the
-        packs through its fork's copy of the index). An explicit retention.Prune commits
-        the files first (FileSystem.collect says why)."""
-        return await self.fs.collect(prune, also_keep=lambda keep: group_retention.needed(self.store, keep),
-                                     start_lock=self.lock, before_delete=self._page_servers_done)
+        keeping what group records need and what is browsed (FileSystem.kept_beyond_policy);
+        it starts between two checkpoints (under the lock), and deletes no pack while a lazy
+        restore's page server runs (it reads the packs through its fork's copy of the
+        index). An explicit retention.Prune commits the files first (FileSystem.collect
+        says why)."""
+        return await self.fs.collect(prune, start_lock=self.lock, before_delete=self._page_servers_done)
 
     async def _page_servers_done(self) -> None:
         while self.pages_coming:
@@ -789,8 +791,8 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
         detach_stale(mountpoint, args.store)
         startup.done("detach_stale")
         os.makedirs(mountpoint, exist_ok=True)
-        fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True,
-                        fsync_commits=False)
+        fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True, fsync_commits=False,
+                        also_keep=lambda keep: group_retention.needed(store, keep))
         daemon = Daemon(store, fs, os.path.abspath(mountpoint), startup)
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)

@@ -1,16 +1,18 @@
-"""Retention in the group daemon: thin old checkpoints by the store's policy.
+"""What retention and GC keep for persistence groups beyond the store's policy.
 
-The daemon turns the mount's own retention off (its periodic checkpoints are off), so
-it thins the history itself, every few seconds: the commits that the store's policy
-(objectstore.retention: the newest N, then one per minute, hour, day; tagged ones
-forever) keeps stay, and so does, for each of them, the "files" commit that the group
-records it names point to (`files_commit`: `.sls/checkpoints/<id>/fs` and
-`sls restore --clone` read it; a files commit kept only for that is a helper: the older
-record its own roots name may have lost its files commit). The images and file systems a kept record names stay
-alive through the record's refs. Space is given back by a collection keeping what
-`needed` names (the daemon runs one when `Store.gc_due()` says the packs have doubled,
-and on `sls gc`); an explicit prune (`sls gc --keep-last N`) still keeps each group's
-newest durable checkpoint.
+The group daemon thins the history every few seconds with the mount's own retention
+(FileSystem.apply_retention; its periodic checkpoints are off): the commits that the
+store's policy (objectstore.retention: the newest N, then one per minute, hour, day;
+tagged ones forever) keeps stay, the checkpoints being browsed, and what `needed` adds
+(the FileSystem's `also_keep`): for each kept commit, the "files" commit that the group
+record it carries names (`files_commit`: `.sls/checkpoints/<id>/fs` and `sls restore
+--clone` read it; a files commit kept only for that is a helper: the older record its
+own roots name may have lost its files commit), and each group's newest durable
+checkpoint. The images and file systems a kept record names stay alive through the
+record's refs. Space is given back by a collection keeping the same (the daemon runs one
+when `Store.gc_due()` says the packs have doubled, and on `sls gc`; a plain `sls mount`
+and an unmounted `sls gc` keep `needed` too); an explicit prune (`sls gc --keep-last N`)
+still keeps each group's newest durable checkpoint.
 
 What that promises, `check_links` checks in every `sls fsck` (objectstore.fsck runs it):
 every retained commit that carries a group record finds the files commit the record
@@ -22,29 +24,12 @@ without its files.
 """
 from __future__ import annotations
 
-import time
-
 from objectstore import ChunkId, Store, StoreError
 from objectstore.fsck import add_link_check
-from objectstore.retention import retained
 
 from . import groups
 
 FILES_LABEL_END = groups.FILES_LABEL_END
-
-
-def thin(store: Store, now: float | None = None) -> int:
-    """Forget the commits that neither the policy nor a kept group record needs; how many."""
-    log = store.log()
-    if len(log) <= store.retention.keep_last:
-        return 0
-    keep = retained(((c.id, c.time) for c in log), store.tags().values(), store.retention,
-                    time.time() if now is None else now)
-    keep |= files_commits(store, keep)
-    if len(keep) >= len(log):
-        return 0
-    store.forget(keep)
-    return len(log) - len(keep & {c.id for c in log})
 
 
 def files_commits(store: Store, keep: set[int]) -> set[int]:

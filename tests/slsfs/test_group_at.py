@@ -9,9 +9,9 @@ import pytest
 from objectstore import Store
 from objectstore.retention import RetentionPolicy
 
-from slsfs import group_retention, groups
+from slsfs import groups
 from slsfs.groups import GroupCheckpoint, GroupError, GroupSettings
-from test_group_retention import group_checkpoint
+from test_group_retention import group_checkpoint, thin
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def test_every_id_sls_log_shows_for_a_checkpoint_restores_that_checkpoint(store)
     store.retention = RetentionPolicy(keep_last=7, minutely=0, hourly=0, daily=0)
     made = {seq: group_checkpoint(store, seq) for seq in range(1, 21)}
     store.tag("warm", made[4][1])
-    group_retention.thin(store)
+    thin(store)
     kept = {c.id for c in store.log()}
     checked = 0
     for seq, (files, own) in made.items():

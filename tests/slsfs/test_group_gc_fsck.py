@@ -7,9 +7,9 @@ from __future__ import annotations
 from objectstore import Store
 from objectstore.retention import RetentionPolicy
 
-from slsfs import group_retention, groups
+from slsfs import groups
 from slsfs.groups import GroupCheckpoint, GroupSettings
-from test_group_retention import group_checkpoint
+from test_group_retention import group_checkpoint, thin
 
 POLICY = RetentionPolicy(keep_last=5, minutely=0, hourly=0, daily=0)
 
@@ -36,7 +36,7 @@ def test_helpers_that_retention_keeps_are_clean_after_thinning(tmp_path):
         store.retention = POLICY
         for seq in range(1, 21):
             group_checkpoint(store, seq)
-        assert group_retention.thin(store) > 0
+        assert thin(store) > 0
         oldest = min(store.log(), key=lambda c: c.id)
         assert oldest.label.endswith(": files")      # a helper: its own record's files commit is gone
         assert groups.load(store, "app", oldest.roots).files_commit not in {c.id for c in store.log()}
@@ -56,7 +56,7 @@ def test_a_group_checkpoint_kept_only_as_the_next_ones_files_commit_is_reported(
             root = store.commit_by_id(previous).roots["vol/main"]
             groups.save(store, GroupCheckpoint(settings, seq, 0.0, store.put(b"image %d" % seq), root, [1], previous))
             previous = store.commit(f"group app #{seq}: periodic").id
-        group_retention.thin(store)
+        thin(store)
         oldest = min(store.log(), key=lambda c: c.id)
         problems = store.fsck()
         assert [p.split(":")[0] for p in problems] == [f"checkpoint {oldest.id}"], problems
