@@ -1,4 +1,5 @@
-"""fsck: check every record of every pack, then every tree that a commit reaches.
+"""fsck: check every record of every pack, then every tree that a commit reaches, and
+that every name (tag) names a commit still there.
 
 Problems are returned as one line each, naming the pack and offset or the chunk
 and the commit, so that a user can tell what is damaged. An empty list means the
@@ -52,6 +53,9 @@ def check(store, *, progress: Callable[[int], None] | None = None) -> list[str]:
             if store.kind(root) == NODE:
                 found.extend(Tree(store, root).check())
             problems.extend(f"{where}: {p}" for p in dict.fromkeys(found))
+    problems.extend(f"name {name!r} names checkpoint {cid}, which is gone (its record was lost or damaged): "
+                    f"`--at {name}` fails; the next `sls gc` drops the name (give another checkpoint the name "
+                    f"with `sls checkpoint --name {name}`)" for name, cid in sorted(store.lost_tags.items()))
     for link_check in _LINK_CHECKS:
         problems.extend(link_check(store))
     return problems

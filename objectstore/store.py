@@ -112,6 +112,7 @@ class Store:
         self._trees: weakref.WeakSet[Tree] = weakref.WeakSet()
         self._commits: dict[int, Commit] = {}  # always in increasing id order: the last is the head
         self._tags: dict[str, int] = {}
+        self.lost_tags: dict[str, int] = {}      # names read whose commit is gone (not served; fsck says so)
         self._next_id = 1
         self._durable_id = 0
         self._load_history()
@@ -208,6 +209,7 @@ class Store:
         self._commits = {i: c for i, c in sorted(commits.items())
                          if i > upto or (live is not None and i in live)}
         self._tags = {name: cid for name, cid in tags.items() if cid in self._commits}
+        self.lost_tags = {name: cid for name, cid in tags.items() if cid not in self._commits}   # for fsck
         self._durable_id = max(self._commits, default=0)
 
     def close(self) -> None:
@@ -514,6 +516,7 @@ class Store:
 
     def _append_catalog(self, keep: set[int]) -> None:
         live = sorted(keep & set(self._commits))
+        self.lost_tags = {}                      # the catalog names only the tags served
         self.packs.append_meta(fmt.CATALOG, _record(
             "catalog", upto=self._next_id - 1, live=live, tags=self._tags,
             commits=[self._commits[i].to_json() for i in live]))

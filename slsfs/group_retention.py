@@ -25,6 +25,7 @@ without its files.
 from __future__ import annotations
 
 from objectstore import ChunkId, Store, StoreError
+from objectstore.store import VOLUME_PREFIX
 from objectstore.fsck import add_link_check
 
 from . import groups
@@ -71,13 +72,15 @@ def needed(store: Store, keep: set[int]) -> set[int]:
 
 
 def check_links(store: Store) -> list[str]:
-    """Problems with what the group records of retained commits name, one line each: a
-    record that cannot be read; its image, file system or a clone volume missing; its
-    files commit gone (`.sls/checkpoints/<id>/fs` and `sls restore --clone --at` need it),
-    unless every commit carrying the record is itself a files commit some record names
-    (retention keeps such a helper for its volume root only, not for its own record)."""
+    """Problems with what the group records of retained commits name, one line each, with
+    what to do: a record that cannot be read; its image, file system or a clone volume
+    missing; its files commit gone (`.sls/checkpoints/<id>/fs` and `sls restore --clone
+    --at` need it), unless every commit carrying the record is itself a files commit some
+    record names (retention keeps such a helper for its volume root only, not for its own
+    record); its files commit holding other volume roots than the record's `fs` and
+    `clone_volumes` (a clone would start from other files than a restore)."""
     log = store.log()
-    retained_ids = {c.id for c in log}
+    by_id = {c.id: c for c in log}
     carriers: dict[tuple[str, ChunkId], list[int]] = {}     # (root name, record root) -> commits, oldest first
     for commit in reversed(log):
         for name, root in commit.roots.items():
@@ -93,21 +96,46 @@ def check_links(store: Store) -> list[str]:
             problems.append(f"checkpoint {ids[0]}: the record of group {group!r} cannot be read: {exc}")
     helpers = {record.files_commit for record in records.values()} - {
         c.id for c in log if is_group_checkpoint(c.label)}
+    newest = newest_group_checkpoints(store)
     for key, record in records.items():
         where = f"checkpoint {carriers[key][0]}: group {record.settings.name!r} #{record.seq}"
+        volumes = {record.settings.volume: record.fs, **record.clone_volumes}
         named = {"process image": record.image, "file system": record.fs,
                  **{f"clone volume {volume!r}": root for volume, root in record.clone_volumes.items()}}
         problems.extend(f"{where}: its {what} (chunk {bytes(root).hex()}) is missing"
                         for what, root in named.items() if not store.has(root))
         owners = [cid for cid in carriers[key] if cid not in helpers]
-        if record.files_commit not in retained_ids and owners:
-            more = f" (and {len(owners) - 1} later checkpoints carrying it)" if len(owners) > 1 else ""
-            problems.append(
-                f"checkpoint {owners[0]}{more}: group {record.settings.name!r} #{record.seq} names files commit "
-                f"{record.files_commit}, which is gone (thinned or lost): `sls restore --clone --at "
-                f"{owners[0]}` and .sls/checkpoints/{record.files_commit}/fs fail; its image and file "
-                f"system are still there (a restore without --clone uses them)")
+        files = by_id.get(record.files_commit)
+        if files is None and owners:
+            problems.append(f"{_owned(owners)}: group {record.settings.name!r} #{record.seq} names files commit "
+                            f"{record.files_commit}, which is gone (thinned or lost): `sls restore --clone --at "
+                            f"{owners[0]}` and .sls/checkpoints/{record.files_commit}/fs fail; its image and file "
+                            f"system are still there (a restore without --clone uses them). {_clearing(owners, newest)}")
+        elif files is not None and owners:
+            differ = sorted(volume for volume, root in volumes.items() if files.roots.get(VOLUME_PREFIX + volume) != root)
+            if differ:
+                problems.append(f"{_owned(owners)}: group {record.settings.name!r} #{record.seq}: its files commit {files.id} holds other roots of volume(s) "
+                                f"{', '.join(map(repr, differ))} than the record's: `sls restore --clone --at "
+                                f"{owners[0]}` and .sls/checkpoints/{files.id}/fs show other files than "
+                                f"`sls restore --at {owners[0]}` restores (the record's). "
+                                f"{_clearing(owners, newest)}")
     return problems
+
+
+def _owned(owners: list[int]) -> str:
+    more = f" (and {len(owners) - 1} later checkpoints carrying it)" if len(owners) > 1 else ""
+    return f"checkpoint {owners[0]}{more}"
+
+
+def _clearing(owners: list[int], newest: set[int]) -> str:
+    """What clears a broken link: dropping the checkpoints that carry the record (nothing
+    repairs the link itself: the files of that instant are gone). A group's newest
+    checkpoint cannot be dropped: its next checkpoint (after `sls restore`) supersedes it."""
+    if newest & set(owners):
+        return ("It is the group's newest checkpoint, which stays: the report goes once the group has "
+                "checkpointed again and retention drops this one")
+    return ("To clear this report, drop it: `sls gc STORE " + " ".join(f"--forget {cid}" for cid in owners)
+            + "` (nothing else goes)")
 
 
 def is_group_checkpoint(label: str) -> bool:

@@ -4,6 +4,10 @@ and the helpers retention keeps on purpose (a files commit still carrying the pr
 thinned record) are not."""
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 from objectstore import Store
 from objectstore.retention import RetentionPolicy
 
@@ -61,3 +65,47 @@ def test_a_group_checkpoint_kept_only_as_the_next_ones_files_commit_is_reported(
         problems = store.fsck()
         assert [p.split(":")[0] for p in problems] == [f"checkpoint {oldest.id}"], problems
         assert f"names files commit {oldest.id - 1}, which is gone" in problems[0]
+
+
+def run_advice(store_path, problem: str) -> None:
+    """Run the `sls gc STORE --forget ...` a problem line tells the user to run, as written."""
+    command = re.search(r"`sls gc STORE ((?:--forget \d+ ?)+)`", problem)
+    assert command, problem
+    subprocess.run([sys.executable, "-m", "slsfs.cli", "gc", str(store_path), *command.group(1).split()],
+                   check=True, capture_output=True)
+
+
+def test_the_advice_for_a_checkpoint_whose_files_commit_is_gone_clears_it(tmp_path):
+    with Store.init(tmp_path / "store") as store:
+        store.create_volume("main")
+        made = [group_checkpoint(store, seq) for seq in range(1, 11)]
+        files, record = made[6]
+        store.forget({c.id for c in store.log()} - {files})
+        problem, = store.fsck()
+        assert f"`sls gc STORE --forget {record}` (nothing else goes)" in problem, problem
+    run_advice(tmp_path / "store", problem)
+    with Store.open(tmp_path / "store", readonly=True) as store:
+        assert store.fsck() == []
+        assert record not in {c.id for c in store.log()} and len(store.log()) == 18
+
+
+def test_a_record_whose_files_commit_holds_other_files_is_reported(tmp_path):
+    """A record's `fs` is its files commit's volume root (what a clone starts from and what
+    a restore puts back must be the same files)."""
+    with Store.init(tmp_path / "store") as store:
+        store.create_volume("main")
+        group_checkpoint(store, 1)
+        other = store.commit("unrelated")                     # same volume root as #1's files
+        store.volume("main").put(b"counter", b"changed")
+        changed = store.commit("a later write")
+        settings = GroupSettings("app", "main", "/mnt", 10, ["app"])
+        groups.save(store, GroupCheckpoint(settings, 2, 0.0, store.put(b"image 2"),
+                                           other.roots["vol/main"], [1], changed.id))   # names the wrong commit
+        wrong = store.commit("group app #2: periodic").id
+        group_checkpoint(store, 3)
+        problem, = store.fsck()
+        assert problem.startswith(f"checkpoint {wrong}: group 'app' #2: its files commit {changed.id} holds other "
+                                  "roots of volume(s) 'main'"), problem
+    run_advice(tmp_path / "store", problem)
+    with Store.open(tmp_path / "store", readonly=True) as store:
+        assert store.fsck() == []
