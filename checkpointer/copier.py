@@ -49,8 +49,9 @@ class Job:
         return self._claimed.acquire(blocking=False)
 
     def run(self) -> None:
-        try:
-            self._value = self.fn()
+        fn, self.fn = self.fn, None     # not held once run: the worker keeps its last job (and a
+        try:                            # copy's closure holds the views of copybuffer.py's arena)
+            self._value = fn()
         except BaseException as exc:      # handed to the submitter by result()
             self._error = exc
         finally:

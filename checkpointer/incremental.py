@@ -196,17 +196,20 @@ class DirtyTracker:
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
         self.scanned: dict[tuple, procfs.PageRanges] = {}   # VMA signature -> pages written (scan_runs)
 
-    def precopy(self) -> int:
+    def precopy(self, buffers: CopyBuffer | None = None) -> int:
         """The process running: copy the pages of each tracked mapping written since the
-        last scan (re-protecting them) into `precopied`; the pages copied."""
+        last scan (re-protecting them) into `precopied` (read into `buffers`, prepared by
+        the caller); the pages copied."""
         self.precopied = {}
         if self.uffd is None:
             return 0
-        return self._copy_ahead(procfs.maps(self.pid), self._scan)
+        return self._copy_ahead(procfs.maps(self.pid), self._scan, buffers)
 
-    def _copy_ahead(self, vmas: list[procfs.Vma], scan: Callable[[int, procfs.Vma], procfs.PageRanges]) -> int:
+    def _copy_ahead(self, vmas: list[procfs.Vma], scan: Callable[[int, procfs.Vma], procfs.PageRanges],
+                    buffers: CopyBuffer | None = None) -> int:
         """Copy the pages `scan(pagemap fd, vma)` names of each tracked VMA of `vmas` into
-        `precopied`; the pages copied. One pagemap descriptor scans every mapping, and one
+        `precopied` (into `buffers`, or new memory); the pages copied. One pagemap
+        descriptor scans every mapping, and one
         copy (pageread.copy_pages: a read per 1024 runs) takes the pages of all of them, each
         mapping then given its own runs (`_by_mapping`). A mapping whose scan fails (it
         changed meanwhile) is no longer taken as tracked: the stop stores it whole; so is
@@ -228,7 +231,7 @@ class DirtyTracker:
         runs: list[tuple[int, bytes]] = []
         try:
             copy_pages(self.pid, [span for _, _, ranges in scanned for span in ranges],
-                       lambda addr, data: runs.append((addr, data)))
+                       lambda addr, data: runs.append((addr, data)), buffers)
         except (CheckpointError, OSError):
             self.armed.difference_update(sig for sig, _, _ in scanned)
             return 0
@@ -424,6 +427,7 @@ class Incremental:
         self.kept_pages: set[int] = set()   # pids given an injection page to keep (injection_page.py)
         self.shared = shared_memory.SharedMemoryTracking()
         self.buffers = CopyBuffer()   # for the pages the stop copies; prepared by precopy()
+        self.precopy_buffers = CopyBuffer()   # ... and for those precopy() copies
         self.mount_types = MountTypes()   # the processes' mount tables, read again only when changed
 
     def precopy(self, min_pages: int = PRECOPY_MIN_PAGES) -> int:
@@ -431,8 +435,9 @@ class Incremental:
         checkpoint (see the module docstring); the next capture keeps those not written
         again and copies only the others in the stop. The pages copied. Skipped (0) when
         the last capture stored fewer than `min_pages`: a pre-copy costs a read of the maps
-        and a scan of every tracked mapping, more than copying a few pages in the stop.
-        Either way the memory the stop copies into is made ready (`buffers`), and the
+        and a scan of every tracked mapping, more than copying a few pages in the stop. The
+        pages are read into `precopy_buffers`, memory used again from one pre-copy to the
+        next once the pages read there were stored (copybuffer.py). Either way the memory the stop copies into is made ready (`buffers`), and the
         thread that copies there (copier.py) and the watchdog of the freeze's scheduling
         changes (watchdog.py) started."""
         self.buffers.prepare()
@@ -441,10 +446,13 @@ class Incremental:
         if self.last_pages < min_pages:
             self.last_precopied = 0
             return 0
+        for tracker in self.trackers.values():
+            tracker.precopied = {}      # (views of precopy_buffers: let go before it is prepared)
+        self.precopy_buffers.prepare()
         copied = 0
         for tracker in self.trackers.values():
             try:
-                copied += tracker.precopy()
+                copied += tracker.precopy(self.precopy_buffers)
             except (ProcessGone, OSError):
                 continue        # it exited: the freeze sees it gone
         self.last_precopied = copied

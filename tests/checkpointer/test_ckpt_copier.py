@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 
 import pytest
 
@@ -66,3 +67,19 @@ def test_an_error_of_the_job_is_raised_by_result_wherever_it_ran():
     finally:
         release.set()
     busy.result()
+
+
+def test_a_job_run_lets_go_of_what_its_function_holds():
+    """The worker keeps its last job until the next one comes: the function of a job run
+    must not stay held with it (a stop's copy holds views of copybuffer.py's memory,
+    which is used again only once nothing holds them)."""
+    cpus = _other_cpus()
+
+    class Pages:
+        pass
+    pages = Pages()
+    gone = weakref.ref(pages)
+    job = copier.submit(lambda held=pages: "copied", cpus)
+    assert job.result() == "copied"
+    del pages
+    assert gone() is None, "the job's function (and what it holds) outlived its run"

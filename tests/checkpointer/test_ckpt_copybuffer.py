@@ -1,9 +1,12 @@
-"""The memory a stop copies pages into (checkpointer/copybuffer.py) is prepared before the
-freeze and never handed out twice: pages of one checkpoint, still waiting to be stored
-after the thaw, must not be overwritten by the copies of the next one. It covers the most
-a recent stop asked for (the amount varies from stop to stop); beyond it a stop gets fresh
-zero pages."""
+"""The memory a stop (or a pre-copy) copies pages into (checkpointer/copybuffer.py) is
+prepared before the freeze and never handed out again while a slice of it is held: pages
+of one checkpoint, still waiting to be stored after the thaw, must not be overwritten by
+the copies of the next one; once they are let go, the same memory serves again (its pages
+in already). It covers the most a recent stop asked for (the amount varies from stop to
+stop); beyond it a stop gets fresh zero pages."""
 from __future__ import annotations
+
+import ctypes
 
 from checkpointer.copybuffer import MARGIN_BYTES, RECENT_STOPS, CopyBuffer
 
@@ -23,6 +26,26 @@ def test_a_slice_handed_out_is_never_handed_out_again():
     assert bytes(first) == b"a" * 8192
     assert bytes(second) == b"b" * 8192
     assert bytes(third) == b"c" * 4096
+
+
+def test_memory_let_go_is_used_again_and_memory_held_is_not():
+    buffers = CopyBuffer()
+    buffers.take(1 << 20)
+    buffers.prepare()
+    first = buffers.take(1 << 20)
+    first[:] = b"a" * len(first)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(first))
+    arena = first.obj
+    del first                           # stored: nothing holds it any more
+    buffers.prepare()
+    again = buffers.take(1 << 20)
+    assert again.obj is arena and ctypes.addressof(ctypes.c_char.from_buffer(again)) == address
+    held = again[:4096]                 # a page of it still waits to be stored
+    del again
+    buffers.prepare()
+    later = buffers.take(1 << 20)
+    later[:] = b"b" * len(later)
+    assert bytes(held) == b"a" * 4096
 
 
 def test_the_prepared_buffer_covers_what_the_last_stop_asked_for():

@@ -5,6 +5,8 @@ only some, map and unmap regions), the image holds the memory of the freeze inst
 self-checking target, restored from it, carries on unbroken."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import checkpointer
@@ -83,3 +85,50 @@ def test_mappings_changed_after_the_precopy_are_stored_whole(procs, store, binar
     _lines(out, 5)
     root, _, _ = _precopied_checkpoints(store, proc.pid, out, 4, lambda: time.sleep(0.03))
     _restore_and_check(procs, store, proc, root, out, lines=30)
+
+
+FILLER = r"""
+import ctypes, mmap, sys
+PAGES = int(sys.argv[1])
+memory = mmap.mmap(-1, PAGES * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
+print(hex(ctypes.addressof(ctypes.c_char.from_buffer(memory))), flush=True)
+for line in sys.stdin:                          # a letter: every page filled with it
+    memory[:] = line.strip().encode() * len(memory)
+    print("filled", flush=True)
+"""
+
+
+def test_a_precopy_never_overwrites_pages_of_an_image_not_stored_yet(procs, store, tmp_path):
+    """Checkpoints overlap as the group daemon's do: the pre-copy for the next one runs
+    before the pages of the last one are stored (they are still views of the pre-copy's
+    memory, which is used again once let go: copybuffer.py). Each image must hold the
+    pages of its own freeze instant, not those the next pre-copy read."""
+    pages = 64
+    proc = procs.start([sys.executable, "-c", FILLER, str(pages)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    address = int(proc.stdout.readline(), 16)
+
+    def fill(letter: bytes) -> None:
+        proc.stdin.write(letter + b"\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"filled\n"
+
+    inc = Incremental()
+    try:
+        with freeze([proc.pid], tree=True) as frozen:
+            inc.capture(frozen, store)
+        waiting, images = None, []
+        for letter in b"BCDEFG":
+            fill(bytes([letter]))
+            assert inc.precopy(min_pages=0) >= pages
+            if waiting is not None:        # stored only now, after the next pre-copy
+                images.append((waiting[0], waiting[1].complete()))
+            with freeze([proc.pid], tree=True) as frozen:
+                waiting = (letter, inc.capture_snapshot(frozen, store))
+        images.append((waiting[0], waiting[1].complete()))
+    finally:
+        inc.close()
+    for letter, root in images:
+        held = {addr: page for start, run in checkpointer.load_image(store, root).page_vectors(proc.pid)
+                for addr, page in zip(range(start, start + len(run) * 4096, 4096), run)}
+        found = {bytes(held[address + i * 4096][:1]) for i in range(pages)}
+        assert found == {bytes([letter])}, f"image of the {chr(letter)} instant holds {found}"
