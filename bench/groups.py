@@ -22,7 +22,8 @@ measured window, their rate and pages; skipped with a note if redis-server is no
 stored (and per page split: its main thread, which stores the pages and serves the mount,
 and its other threads, which freeze, pre-copy and capture), with its share of one CPU and
 the system part (the kernel's copies and syncs), its resident memory at the end of the window,
-and the load average is noted beside each rate (the machine is shared).
+and the load average is noted beside each rate (the machine is shared); for Redis, the
+daemon's fdatasyncs per checkpoint (under 1 when group commit makes several durable at once).
 Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only | --sqlite-only]
 """
 from __future__ import annotations
@@ -290,13 +291,17 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         sls("init", str(store))
         sls("run", "--store", str(store), "--name", "redis", "--hz", str(hz), "--", *redis_argv(port))
         redis_fill(port, mib)
-        before = daemon_cpu(store)
+        before, barriers_before = daemon_cpu(store), request(store, "ps").get("group_commit_barriers", 0)
         out[f"redis_sets_per_s_{key}"] = round(redis_rate(port, mib, requests), 1)
         out[f"redis_load_avg_1min_{key}"] = round(os.getloadavg()[0], 2)
         if hz:
-            status = request(store, "ps")["groups"][0]
+            ps = request(store, "ps")
+            status = ps["groups"][0]
             note_checkpoints(out, "redis_", key, status, "pages_last")
-            note_daemon_cpu(out, key, before, daemon_cpu(store), status)
+            after = daemon_cpu(store)
+            note_daemon_cpu(out, key, before, after, status)
+            out[f"redis_fdatasyncs_per_checkpoint_{key}"] = round(   # < 1: group commit (slsfs.group_commit)
+                (ps.get("group_commit_barriers", 0) - barriers_before) / max(after[3] - before[3], 1), 2)
             for name, mb in daemon_memory_mb(store).items():
                 out[f"redis_daemon_{name}_mb_{key}"] = mb
         if hz == 10:

@@ -86,6 +86,7 @@ from mount.flusher import ThreadFlusher
 
 from . import group_checkpoint, group_init, group_process, group_retention, groups, orphans, procs_view, rootfs
 from .daemon_ready import ready_line
+from .group_commit import GroupCommit
 from .group_process import RunningGroup
 from .groups import LOG_NAME, GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
@@ -126,7 +127,8 @@ class Daemon:
         self.startup = startup or Startup()
         self.tracer = Tracer()
         self.groups: dict[str, RunningGroup] = {}
-        self.lock = trio.Lock()               # one checkpoint at a time
+        self.lock = trio.Lock()               # one checkpoint at a time (up to its commit record)
+        self.group_commit = GroupCommit(store, fs.barrier)   # ... made durable together, off the lock
         self.nursery: trio.Nursery | None = None
         self.failed = ""
         self.mount_fd = -1                    # the mount's root, opened once (group_checkpoint.syncfs)
@@ -166,8 +168,10 @@ class Daemon:
         except (RuntimeError, NotFound):   # the volume table changed size while read: ask the trio thread
             return None
 
-    async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False) -> int:
-        """One group checkpoint (slsfs.group_checkpoint), durable on return; its commit id.
+    async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False, wait: bool = True) -> int:
+        """One group checkpoint (slsfs.group_checkpoint); its commit id, durable on return
+        unless `wait` is False (a periodic one: its durability is awaited in the background,
+        `_settle`, so the next checkpoint's freeze need not wait for this one's fdatasync).
         The other groups checkpointed on this volume are checkpointed with it, at the same
         instant (`_partners`; not when `alone`): after a crash all of them come back with
         the files of that instant."""
@@ -188,15 +192,46 @@ class Daemon:
                     left_out.left_out_until = time.monotonic() + RETRY_AFTER_ERROR_S
                     log.warning("checkpoint of group %s: taken without group %s, whose capture failed: %s",
                                 group.name, left_out.name, exc)
-            durable_ms = (time.perf_counter() - started) * 1000
+            taken = []
             for member, captured, image in zip(members, captures, images):
-                member.tracking.parent = image
+                member.tracking.parent = image       # the next image builds on it, durable or not yet
                 member.seq += 1
-                member.last_checkpoint = commit
-                member.note_checkpoint(captured.stop_ms, durable_ms, captured.writer.pages,
-                                       captured.stop_phases_ms, member.tracking.last_precopied)
+                member.newest_checkpoint = commit
                 member.taken_by_partner = member is not group
-            return commit
+                taken.append((member, captured.stop_ms, captured.writer.pages, captured.stop_phases_ms,
+                              member.tracking.last_precopied))
+        if wait:
+            await self._settle(commit, taken, started)
+        else:
+            self.nursery.start_soon(self._settle_later, commit, taken, started)
+        return commit
+
+    async def _settle(self, commit: int, taken: list[tuple], started: float) -> None:
+        """Once `commit` is durable (slsfs.group_commit: one fdatasync for every commit made
+        before it began), note it as its groups' newest durable checkpoint, with its figures
+        (`taken`: per group, its stop and pages); if it cannot be made durable, each group's
+        next image is full (as after any failed checkpoint) and the error is the groups'
+        (`sls barrier` then checkpoints again, `sls ps` shows it) and raised."""
+        try:
+            await self.group_commit.durable(commit)
+        except (StoreError, OSError) as exc:
+            log.warning("checkpoint %d could not be made durable: %s", commit, exc)
+            async with self.lock:                # (the tracer may be capturing the next one)
+                for member, *_ in taken:
+                    member.error = f"checkpoint {commit} could not be made durable: {exc}"
+                    member.tracking.reset()
+            raise
+        durable_ms = (time.perf_counter() - started) * 1000
+        for member, stop_ms, pages, stop_phases, precopied in taken:
+            member.last_checkpoint = max(member.last_checkpoint or 0, commit)
+            member.note_checkpoint(stop_ms, durable_ms, pages, stop_phases, precopied)
+
+    async def _settle_later(self, commit: int, taken: list[tuple], started: float) -> None:
+        """_settle in the background (a periodic checkpoint): its failure is noted there."""
+        try:
+            await self._settle(commit, taken, started)
+        except (StoreError, OSError):
+            pass
 
     def _syncfs_helper(self) -> ThreadFlusher:
         """The syncfs helper of the tracer thread, started on first use: a restore starts
@@ -207,8 +242,9 @@ class Daemon:
 
     async def _take(self, group: RunningGroup, members: list[RunningGroup], label: str,
                     ) -> tuple[int, list[group_checkpoint.Captured], list[ChunkId]]:
-        """The checkpoint of `members` (`group` first) written and committed; on any error
-        each member's tracking is reset (its next image is full: it cannot miss a write)."""
+        """The checkpoint of `members` (`group` first) written and committed (not yet
+        durable: `_settle`); on any error each member's tracking is reset (its next image is
+        full: it cannot miss a write)."""
         try:
             seal = group_checkpoint.Seal(self.mount_fd, self.tracer.in_trio, lambda: self._commit_files(group),
                                          self.flusher.syncfs, self.fs.syncfs_needed, self._files_unchanged)
@@ -225,7 +261,6 @@ class Daemon:
                                                         captured.fs_root, pids, captured.files_commit, clones))
             names = " ".join(f"{member.name} #{member.seq + 1}" for member in members)
             commit = self.store.commit(f"group {names}: {label}", durable=False).id
-            await self.fs.barrier()
         except BaseException:
             for member in members:
                 member.tracking.reset()
@@ -280,7 +315,7 @@ class Daemon:
                 group.taken_by_partner = False
                 continue
             try:               # after a failure, alone: the others' checkpoints go on without it
-                await self.checkpoint(group, "periodic", alone=bool(group.error))
+                await self.checkpoint(group, "periodic", alone=bool(group.error), wait=False)
                 group.error, failures = "", 0
             except (CheckpointError, StoreError, OSError) as exc:   # ProcessGone: maybe only a child
                 if not group.alive():
@@ -397,7 +432,7 @@ class Daemon:
                   in zip(("prepare_root", "open_image", "page_server_fork"), marks, marks[1:])}
         restored = await self._restore_processes(image, settings, remap, page_server=server, phases=phases)
         group = RunningGroup(settings, restored.pids[:1], restored, seq=record.seq,
-                             last_checkpoint=commit_id, restored_from=commit_id,
+                             last_checkpoint=commit_id, newest_checkpoint=commit_id, restored_from=commit_id,
                              restore_ms=round((time.perf_counter() - marks[0]) * 1000, 3),
                              restore_phases_ms={k: round(v, 2) for k, v in phases.items()})
         if restored.page_server is not None:
@@ -557,8 +592,12 @@ class Daemon:
                 group = self._group(req["group"])
                 if group.error:        # its periodic checkpoints fail: no durable state is recent
                     await self._checkpoint_for_barrier(group)
-                async with self.lock:
-                    durable = await self.fs.barrier()
+                async with self.lock:            # a checkpoint under way has committed once we have it
+                    newest = group.newest_checkpoint
+                    head = self.store.head
+                durable = await self.group_commit.durable(head.id if head else 0)
+                if newest is not None:
+                    group.last_checkpoint = max(group.last_checkpoint or 0, newest)
                 return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}
             if op == "persist":
                 return {"ok": True, **await self.persist(int(req["pid"]), req["name"], float(req["hz"]))}
@@ -590,6 +629,7 @@ class Daemon:
         return {"daemon": os.getpid(), "store": str(self.store.path),
                 "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
                 "durable": self.store.durable_id, "startup_ms": self.startup.phases,
+                "group_commit_barriers": self.group_commit.barriers,
                 "groups": [g.status() for g in self.groups.values()]}
 
     async def stop(self) -> None:

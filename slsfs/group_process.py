@@ -44,7 +44,8 @@ class RunningGroup:
     pids: list[int]                           # host PIDs of the group's processes
     handle: object                            # subprocess.Popen (fresh) or checkpointer Restored
     seq: int = 0
-    last_checkpoint: int | None = None        # commit id of the newest group checkpoint
+    last_checkpoint: int | None = None        # commit id of the newest durable group checkpoint
+    newest_checkpoint: int | None = None      # ... of the newest one, durable or not yet (slsfs.group_commit)
     restored_from: int | None = None
     error: str = ""
     stop_ms: list[float] = field(default_factory=list)

@@ -1,0 +1,110 @@
+"""Group commit (slsfs.group_commit) on a real store: a commit is reported durable only
+by a barrier that began after it was made (one made while a barrier runs waits for the
+next), the commits made meanwhile share ONE next barrier, and a failed barrier reports
+none of the commits it covered as durable."""
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from objectstore import Store, StoreError
+from mount.sync_thread import SYNC_THREAD
+from slsfs.group_commit import GroupCommit
+
+
+class GatedBarrier:
+    """The store's barrier as the daemon runs it (begin, the fdatasync in the worker
+    thread, end), which holds its first call after the writing half until `gate` is set:
+    the moment a checkpoint commits while the previous one's fdatasync runs."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.gate, self.begun = store, trio.Event(), trio.Event()
+        self.covered: list[int] = []        # the newest commit each barrier covered, in order
+        self.fail_next = False
+
+    async def __call__(self) -> int:
+        pending = self.store.begin_barrier()
+        self.covered.append(pending.commit_id)
+        self.begun.set()
+        await self.gate.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("syncing the store's pack file: Input/output error")
+        await SYNC_THREAD.run(pending.wait)
+        return self.store.end_barrier(pending)
+
+
+def _commit(store: Store, n: int) -> int:
+    store.put(f"image {n}".encode() * 100)
+    return store.commit(f"group app #{n}", durable=False).id
+
+
+def test_a_commit_made_during_a_barrier_waits_for_the_next_which_covers_all_made_meanwhile(tmp_path):
+    store = Store.init(tmp_path / "s")
+    barrier = GatedBarrier(store)
+    commits = GroupCommit(store, barrier)
+    returned: dict[int, int] = {}
+    durable_then: dict[int, int] = {}
+
+    async def wait_for(commit: int) -> None:
+        returned[commit] = await commits.durable(commit)
+        durable_then[commit] = store.durable_id
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            first = _commit(store, 1)
+            nursery.start_soon(wait_for, first)
+            await barrier.begun.wait()                 # its fdatasync "runs" (held at the gate)
+            later = [_commit(store, n) for n in (2, 3, 4)]
+            for commit in later:
+                nursery.start_soon(wait_for, commit)
+            await trio.testing.wait_all_tasks_blocked()
+            assert returned == {}                      # nothing is durable before its barrier ends
+            barrier.gate.set()
+        assert barrier.covered == [first, later[-1]]   # two barriers: the second covers all three
+        assert commits.barriers == 2
+        for commit in (first, *later):
+            assert returned[commit] >= commit and durable_then[commit] >= commit, (commit, returned)
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+    reopened = Store.open(tmp_path / "s")
+    try:
+        assert reopened.head.label == "group app #4" and reopened.durable_id == reopened.head.id
+    finally:
+        reopened.close()
+
+
+def test_a_failed_barrier_reports_none_of_its_commits_durable_and_the_next_one_retries(tmp_path):
+    store = Store.init(tmp_path / "s")
+    barrier = GatedBarrier(store)
+    commits = GroupCommit(store, barrier)
+    failures: list[str] = []
+    before = store.durable_id
+
+    async def wait_for(commit: int) -> None:
+        try:
+            await commits.durable(commit)
+        except StoreError as exc:
+            failures.append(str(exc))
+
+    async def main() -> None:
+        barrier.fail_next = True
+        async with trio.open_nursery() as nursery:
+            first = _commit(store, 1)
+            nursery.start_soon(wait_for, first)
+            await barrier.begun.wait()
+            nursery.start_soon(wait_for, first)        # a second waiter covered by the same barrier
+            await trio.testing.wait_all_tasks_blocked()
+            barrier.gate.set()
+        assert len(failures) == 2 and "Input/output error" in failures[0]
+        assert store.durable_id == before              # nothing claimed durable
+        assert await commits.durable(first) >= first   # the next barrier makes it durable
+        assert barrier.covered == [first, first]
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
