@@ -8,8 +8,8 @@ path inside a mount leads to its store. The daemon listens on the unix socket
 Protocol (version CONTROL_VERSION, in docs/FORMAT.md): one request per connection,
 one JSON object per line each way. Request `{"v": 1, "op": NAME, ...args}`; reply
 `{"ok": true, ...result}` or `{"ok": false, "error": "message for the user"}`.
-Ops: status, checkpoint {name?}, snapshot {path, name?}, clone {src, dest}, log, stats,
-gc, fsck (the last four run in the daemon because it holds the store's writer lock).
+Ops: status, checkpoint {name?}, snapshot {path, name?}, clone {src, dest}, log, stats, diff {a, b},
+gc, fsck (log, stats, diff, gc and fsck run in the daemon: it holds the store's writer lock).
 """
 from __future__ import annotations
 

@@ -64,6 +64,15 @@ def answer(fs: FileSystem, req: dict) -> dict:
     return {"ok": False, "error": f"unknown request {op!r}"}
 
 
+async def diff(fs: FileSystem, req: dict) -> dict:
+    """The answer to a `diff` request: the paths that differ between checkpoints `a` and `b`
+    (ids, names, 'latest~N' or times) of this mount's volume."""
+    try:
+        return {"ok": True, **await fs.diff(req["a"], req["b"])}
+    except (MountError, StoreError) as exc:
+        return {"ok": False, "error": str(exc)}
+
+
 async def collect(fs: FileSystem, req: dict) -> dict:
     """The answer to a `gc` request: a collection that the mount's requests go on beside."""
     try:
@@ -89,6 +98,8 @@ async def respond(fs: FileSystem, req: dict) -> dict:
         await fs.flush_kernel_writes()
     if req.get("op") == "gc" and req.get("v") == CONTROL_VERSION:
         return await collect(fs, req)
+    if req.get("op") == "diff" and req.get("v") == CONTROL_VERSION:
+        return await diff(fs, req)
     return answer(fs, req)
 
 

@@ -54,6 +54,7 @@ import os
 import stat
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Iterable
 
@@ -74,6 +75,7 @@ from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
 from .read_wakeup import interrupting_reads
 from .single_reader import single_reader_session
 from .sync_thread import SYNC_THREAD
+from .treediff import TreeDiff, diff_steps
 from .operations import HOLDER, META_NAME, Operations
 from .views import META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
@@ -276,6 +278,7 @@ class FileSystem:
         self._free, self._free_checked = 0, float("-inf")   # has_space's last statvfs
         self.init_relay = InitRelay()           # replaced at each serve()
         self._collecting = trio.Lock()          # one garbage collection at a time (collect)
+        self._compared: Counter[int] = Counter()   # checkpoints a running diff reads (kept)
         self._tasks: trio.Nursery | None = None  # while serving: where maybe_collect starts one
         self._reclaim_unheld_orphans(self.main)
 
@@ -444,7 +447,8 @@ class FileSystem:
         `.sls/latest/fs` used to lose its remaining paths half way (ENOENT). The kernel
         lets go when it evicts those inodes (memory pressure, the unmount), and the next
         retention thins them. A `<id>/` directory merely looked up does not count: listing
-        `.sls/checkpoints/` looks every one up (READDIRPLUS), and would keep them all."""
+        `.sls/checkpoints/` looks every one up (READDIRPLUS), and would keep them all.
+        Also the two checkpoints a running `diff` reads."""
         held = [split_ino(kino) for kino in (*self.ops.lookups, *self.ops.opens)]
         opened = [(handle.view, handle.ino) for handle in self.ops.handles.values()]
         browsed = self.views.commits_of({view for view, _ in held + opened})
@@ -452,7 +456,7 @@ class FileSystem:
         browsed.update(meta.checkpoint_of(local, depth=3) for view, local in held if view == META_VIEW)
         browsed.update(meta.checkpoint_of(local) for view, local in opened if view == META_VIEW)
         browsed.discard(None)
-        return browsed
+        return browsed | set(self._compared)
 
     def kept_beyond_policy(self, kept: set[int]) -> set[int]:
         """What retention and GC keep beside the commits `kept`: the checkpoints being
@@ -494,6 +498,23 @@ class FileSystem:
                         await trio.to_thread.run_sync(step.run)
                     step = next(steps, _DONE)
             return collection.result
+
+    async def diff(self, older: str | int, newer: str | int) -> dict:
+        """The paths added, removed and changed in this mount's volume between two
+        checkpoints (ids, names, 'latest~N' or times; mount.treediff), worked out in the
+        trio thread in slices with requests going on between them. Retention keeps both
+        checkpoints until it is done."""
+        old, new = self.store.resolve(older), self.store.resolve(newer)
+        result = TreeDiff()
+        pins = (old.id, new.id)
+        self._compared.update(pins)
+        try:
+            for _ in diff_steps(self.store, old.roots, new.roots, self.volume_name, result):
+                await self._requests_first()
+        finally:
+            self._compared.subtract(pins)
+            self._compared = +self._compared     # drop the counts back at zero
+        return {"a": old.id, "b": new.id, **result.to_json()}
 
     async def _requests_first(self) -> None:
         """Between two steps of a collection: let every other task run, then wait while

@@ -415,6 +415,76 @@ class Tree:
     def __len__(self) -> int:
         return sum(1 for _ in self.entries())
 
+    def changes(self, newer: "Tree") -> Iterator[tuple[bytes, Entry | None, Entry | None]]:
+        """(key, entry here, entry in `newer`) for every key whose entry differs, in key
+        order (None: the key is not there). A subtree both trees share (the same node)
+        is skipped whole, so comparing two versions of one tree (two checkpoints) costs
+        O(changed keys x depth), not O(size)."""
+        mine, theirs = self._front(), newer._front()
+        while mine and theirs:
+            (key_a, ref_a, entry_a), (key_b, ref_b, entry_b) = mine[-1], theirs[-1]
+            if ref_a is not None and ref_b is not None:
+                if _node_id(ref_a) is not None and _node_id(ref_a) == _node_id(ref_b):
+                    mine.pop()
+                    theirs.pop()
+                elif key_a != key_b:
+                    (self._expand(mine) if key_a < key_b else newer._expand(theirs))
+                else:                  # same low bound: open the taller first, so shared children line up
+                    leaf_a, leaf_b = self._load(ref_a).leaf, newer._load(ref_b).leaf
+                    if not leaf_a or leaf_b:
+                        self._expand(mine)
+                    if not leaf_b or leaf_a:
+                        newer._expand(theirs)
+            elif ref_a is not None:
+                if key_a <= key_b:
+                    self._expand(mine)
+                else:                  # every key left here is above key_b
+                    theirs.pop()
+                    yield key_b, None, entry_b
+            elif ref_b is not None:
+                if key_b <= key_a:
+                    newer._expand(theirs)
+                else:
+                    mine.pop()
+                    yield key_a, entry_a, None
+            elif key_a == key_b:
+                mine.pop()
+                theirs.pop()
+                if entry_a != entry_b:
+                    yield key_a, entry_a, entry_b
+            elif key_a < key_b:
+                mine.pop()
+                yield key_a, entry_a, None
+            else:
+                theirs.pop()
+                yield key_b, None, entry_b
+        for key, entry in self._drain(mine):
+            yield key, entry, None
+        for key, entry in newer._drain(theirs):
+            yield key, None, entry
+
+    def _front(self) -> list:
+        """A stack (next item last) of (low key, node, None) and (key, None, Entry) items."""
+        return [] if self._root is None else [(b"", self._root, None)]
+
+    def _expand(self, stack: list) -> None:
+        """Replace the node on top of `stack` by its entries or children."""
+        low, ref, _ = stack.pop()
+        node = self._load(ref)
+        if node.leaf:
+            stack.extend((key, None, entry) for key, entry in zip(reversed(node.keys), reversed(node.vals)))
+        else:
+            lows = [low] + node.keys[1:]
+            stack.extend((key, child, None) for key, child in zip(reversed(lows), reversed(node.vals)))
+
+    def _drain(self, stack: list) -> Iterator[tuple[bytes, Entry]]:
+        while stack:
+            if stack[-1][1] is not None:
+                self._expand(stack)
+            else:
+                key, _, entry = stack.pop()
+                yield key, entry
+
     def check(self) -> list[str]:
         """Tree invariants (ordering, separators, node decoding) as problem strings."""
         problems: list[str] = []
@@ -438,6 +508,11 @@ class Tree:
             bounds = [low] + node.keys[1:] + [high]
             for i, child in enumerate(node.vals):
                 self._check(child, bounds[i], bounds[i + 1], problems)
+
+
+def _node_id(ref: "_Node | ChunkId") -> ChunkId | None:
+    """The chunk id of a node reference (None for a node changed since its last flush)."""
+    return ref.cid if isinstance(ref, _Node) else ref
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:

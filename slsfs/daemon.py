@@ -610,6 +610,8 @@ class Daemon:
                 return {"ok": True, **await self._collect(mount_daemon.prune_request(req))}
             if op == "ps":
                 return {"ok": True, **self.status()}
+            if op == "diff":
+                return await mount_daemon.diff(self.fs, req)
             if op == "stop_group":
                 group = self._group(req["group"])
                 await self._stop_group(group)

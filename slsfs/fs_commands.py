@@ -86,10 +86,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_clone)
 
-    p = sub.add_parser("diff", help="paths added, removed and changed between two trees")
-    p.add_argument("a", help="a directory, or a checkpoint id/tag/time with --mount")
-    p.add_argument("b")
-    p.add_argument("--mount", help="read A and B as checkpoints of this mount")
+    p = sub.add_parser("diff", help="paths added, removed and changed between two checkpoints or directories",
+                       description="Compare two checkpoints of a mount (an id, a name, latest, latest~N or "
+                                   "an ISO-8601 time; from the store's trees, reading only what changed) "
+                                   "or two directories (walked).")
+    p.add_argument("a", help="the older checkpoint, or a directory")
+    p.add_argument("b", help="the newer checkpoint, or a directory")
+    p.add_argument("--mount", help="the mount whose checkpoints A and B are (default: the one the "
+                                   "current directory is in, when A and B are not directories)")
     _json_flag(p)
     p.set_defaults(func=cmd_diff)
 
@@ -487,42 +491,32 @@ def _walk(root: str) -> dict[str, tuple]:
 
 
 def cmd_diff(args) -> int:
-    if args.mount:
-        base = os.path.join(args.mount, ".sls", "checkpoints")
-        reply, _ = _control(args.mount, "log")
-        ids = {}
-        for spec in (args.a, args.b):
-            ids[spec] = _resolve_spec(spec, reply)
-        a, b = (os.path.join(base, str(ids[s]), "fs") for s in (args.a, args.b))
+    mount = args.mount
+    if mount is None and not (os.path.isdir(args.a) and os.path.isdir(args.b)):
+        mount = _mount_of_cwd()
+        if mount is None:
+            missing = args.a if not os.path.isdir(args.a) else args.b
+            raise CommandError(f"{missing} is not a directory; to compare checkpoints, name their mount "
+                               f"(sls diff --mount MNT {args.a} {args.b}) or run it inside the mount")
+    if mount is not None:
+        doc, _ = _control(mount, "diff", a=args.a, b=args.b)
+        doc = {key: doc[key] for key in ("a", "b", "added", "removed", "changed")}
     else:
-        a, b = args.a, args.b
-    for path in (a, b):
-        if not os.path.isdir(path):
-            raise CommandError(f"{path} is not a directory")
-    left, right = _walk(a), _walk(b)
-    doc = {"added": sorted(set(right) - set(left)), "removed": sorted(set(left) - set(right)),
-           "changed": sorted(p for p in set(left) & set(right) if left[p] != right[p])}
+        left, right = _walk(args.a), _walk(args.b)
+        doc = {"added": sorted(set(right) - set(left)), "removed": sorted(set(left) - set(right)),
+               "changed": sorted(p for p in set(left) & set(right) if left[p] != right[p])}
     human = "\n".join([f"+ {p}" for p in doc["added"]] + [f"- {p}" for p in doc["removed"]]
                       + [f"M {p}" for p in doc["changed"]])
     _print(args, doc, human or "no differences")
     return 0
 
 
-def _resolve_spec(spec: str, reply: dict) -> int:
-    if spec.isdigit():
-        return int(spec)
-    if spec in reply["tags"]:
-        return reply["tags"][spec]
-    if spec == "latest" and reply["log"]:
-        return reply["log"][0]["id"]
+def _mount_of_cwd() -> str | None:
+    """The slsfs mount the current directory is in, if any."""
     try:
-        when = datetime.fromisoformat(spec).timestamp()
-    except ValueError:
-        raise CommandError(f"{spec!r} is not a checkpoint id, tag, 'latest' or ISO time") from None
-    older = [c for c in reply["log"] if c["time"] <= when]
-    if not older:
-        raise CommandError(f"no checkpoint at or before {spec}")
-    return max(c["id"] for c in older)
+        return find_mount(os.getcwd())[0].mountpoint
+    except ControlError:
+        return None
 
 
 # ----- maintenance ---------------------------------------------------------------------

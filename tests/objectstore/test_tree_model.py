@@ -132,6 +132,17 @@ class TreeModel(RuleBasedStateMachine):
         assert fresh.check() == []
 
     @rule(saved=saved)
+    def changes_against_saved(self, saved):
+        root, model = saved
+        older = Tree(self.store, root, NodeCache(64))
+        expected = sorted((k, model.get(k), self.model.get(k)) for k in set(model) | set(self.model)
+                          if model.get(k) != self.model.get(k))
+        as_model = [(k, a and (a.value, tuple(a.refs)), b and (b.value, tuple(b.refs)))
+                    for k, a, b in older.changes(self.tree)]
+        assert as_model == expected
+        assert [(k, b, a) for k, a, b in self.tree.changes(older)] == list(older.changes(self.tree))
+
+    @rule(saved=saved)
     def continue_from_saved(self, saved):
         root, model = saved
         self.tree = self.store.tree(root)
@@ -186,6 +197,29 @@ def test_int_keys_order_numerically(store):
     assert [n for n, _ in t.items()] == [0, 1, 255, 256, 2**32, 2**64 - 1]
     with pytest.raises(OverflowError):
         t.put(2**64, b"")
+
+
+def test_changes_between_versions_read_only_what_differs(store, monkeypatch):
+    """Two checkpoints of a large tree that differ in one key: the diff loads a few nodes
+    on the changed path, not the tree (what makes `sls diff` O(changes))."""
+    t = store.tree()
+    for n in range(20_000):
+        t.put(n.to_bytes(8, "big"), b"v" * 40)
+    old_root = t.flush()
+    t.put((12_345).to_bytes(8, "big"), b"changed")
+    t.delete((777).to_bytes(8, "big"))
+    t.put(b"\xff new", b"added")
+    loads = []
+    real_get = store.get
+    monkeypatch.setattr(store, "get", lambda cid: loads.append(cid) or real_get(cid))
+    old, new = Tree(store, old_root, NodeCache(16)), Tree(store, t.flush(), NodeCache(16))
+    assert [(k, a and a.value, b and b.value) for k, a, b in old.changes(new)] == [
+        ((777).to_bytes(8, "big"), b"v" * 40, None),
+        ((12_345).to_bytes(8, "big"), b"v" * 40, b"changed"),
+        (b"\xff new", None, b"added")]
+    loaded = len(loads)
+    leaves = sum(1 for _ in Tree(store, old_root, NodeCache(16)).entries()) * 59 // tree_module.LEAF_BYTES
+    assert 0 < loaded < 20 < leaves, (loaded, leaves)
 
 
 def test_oversized_key_is_refused(store):
