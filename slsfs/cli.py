@@ -29,6 +29,12 @@ class CommandError(Exception):
     """A failure with a message meant for the user (what happened, what to do)."""
 
 
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """Give a verb `--json` (once: the command modules extend one another's verbs)."""
+    if not any("--json" in action.option_strings for action in parser._actions):
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
 _read_only: dict[str, Store] = {}
 
 

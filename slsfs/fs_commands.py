@@ -32,7 +32,7 @@ from mount.control import ControlError, find_mount, request, slsfs_mounts, socke
 from mount.options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
 from . import dying_daemon, group_retention, orphans
-from .cli import CommandError
+from .cli import CommandError, add_json_flag
 from .daemon_ready import read_line
 
 MOUNT_TIMEOUT_S = 60.0
@@ -65,25 +65,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("checkpoint", help="take a durable checkpoint of a mount now")
     p.add_argument("mountpoint")
     p.add_argument("--name", help="name (tag) it; named checkpoints are kept forever")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_checkpoint)
 
     p = sub.add_parser("log", help="list checkpoints, newest first")
     p.add_argument("target", help="a mount point or a store directory")
     p.add_argument("-n", "--limit", type=int, default=50, help="show at most N (0: all)")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("snapshot", help="snapshot a directory of a mount (O(1))")
     p.add_argument("directory")
     p.add_argument("--name")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("clone", help="writable O(1) copy of a directory, snapshot or checkpoint fs/")
     p.add_argument("src")
     p.add_argument("dest")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_clone)
 
     p = sub.add_parser("diff", help="paths added, removed and changed between two checkpoints or directories",
@@ -94,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", help="the newer checkpoint, or a directory")
     p.add_argument("--mount", help="the mount whose checkpoints A and B are (default: the one the "
                                    "current directory is in, when A and B are not directories)")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_diff)
 
     for verb, helptext, func in (("gc", "thin old checkpoints and free unreachable space", cmd_gc),
@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  ("stat", "space used, dedup and compression, checkpoints", cmd_stat)):
         p = sub.add_parser(verb, help=helptext)
         p.add_argument("target", help="a store directory or a mount point")
-        _json_flag(p)
+        add_json_flag(p)
         p.set_defaults(func=func)
         if verb == "gc":
             _prune_flags(p)
@@ -116,10 +116,6 @@ def _prune_flags(p: argparse.ArgumentParser) -> None:
                    help="drop unnamed checkpoints older than DURATION (90s, 30m, 2h, 1d12h, 1w)")
     p.add_argument("--forget", action="append", default=[], metavar="ID|NAME",
                    help="drop this checkpoint (repeatable); a named one only by its name")
-
-
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def _print(args, doc: dict, human: str) -> None:

@@ -20,7 +20,7 @@ from objectstore import NotFound, Store
 from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon, groups
-from .cli import CommandError, read_only_store
+from .cli import CommandError, add_json_flag, read_only_store
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, DaemonStart, start_daemon, take
 from .fs_commands import mount_state, unmount
 from .groups import LOG_NAME
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="if the group has a checkpoint, restore it instead of starting CMD "
                         "(for supervisors: the same line starts or resumes)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_run, mode="cwd")
 
     p = sub.add_parser("persist", help="add a running process tree to a new persistence group")
@@ -57,19 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True, help="a store whose daemon runs (start one with `sls run`)")
     p.add_argument("--name", help="group name (default: pid-PID)")
     p.add_argument("--hz", type=float, default=10.0, help="checkpoints per second (default 10)")
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_persist)
 
     p = sub.add_parser("ps", help="persistence groups, their processes and checkpoints")
     p.add_argument("--store", required=True)
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("barrier", help="wait until a group's last checkpoint is durable (fails, with the reason, "
                                          "while its checkpoints fail)")
     p.add_argument("group")
     p.add_argument("--store", required=True)
-    _json_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_barrier)
 
     p = sub.add_parser("stop", help="kill one group (its checkpoints stay), or every group of a store "
@@ -83,15 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _extend_send(sub)
 
 
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    if not any("--json" in a.option_strings for a in p._actions):
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
-
-
 def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
     p = sub.choices["checkpoint"]
     p.add_argument("--store", help="the argument is a persistence group of this store")
-    _json_flag(p)
+    add_json_flag(p)
     fs_func = p.get_default("func")
 
     def dispatch(args) -> int:
@@ -116,7 +111,7 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="also when other groups run in the store (they are stopped: the volume's files "
                         "go back to the checkpoint)")
-    _json_flag(p)
+    add_json_flag(p)
     positional = next(a.dest for a in p._actions if not a.option_strings)
 
     def dispatch(args) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from objectstore import Store
 
-from .cli import CommandError, read_only_store
+from .cli import CommandError, add_json_flag, read_only_store
 
 GROUP_PREFIX = "grp/"
 
@@ -33,11 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     _extend_checkpoint(sub)
     _extend_restore(sub)
     _extend_ps(sub)
-
-
-def _add_json(p: argparse.ArgumentParser) -> None:
-    if not any("--json" in a.option_strings for a in p._actions):
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
@@ -54,7 +49,7 @@ def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
     if p.get_default("func") is None:
         p.add_argument("target")
     _add_store(p)
-    _add_json(p)
+    add_json_flag(p)
     if not any("--name" in a.option_strings for a in p._actions):
         p.add_argument("--name", help="the image's name")
     p.add_argument("--leave-stopped", action="store_true",
@@ -87,7 +82,7 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
     if p.get_default("func") is None:
         p.add_argument("name")
     _add_store(p)
-    _add_json(p)
+    add_json_flag(p)
     p.add_argument("--detach", action="store_true",
                    help="return once the processes run (default: wait until they exit)")
     p.add_argument("--no-pidns", action="store_true",
@@ -112,7 +107,7 @@ def _extend_ps(sub: argparse._SubParsersAction) -> None:
     if p is None:
         p = sub.add_parser("ps", help="process images of a store")
         p.add_argument("--store", required=True)
-    _add_json(p)
+    add_json_flag(p)
     other = p.get_default("func")
 
     def dispatch(args) -> int:
