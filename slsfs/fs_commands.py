@@ -553,7 +553,7 @@ def cmd_gc(args) -> int:
     result.pop("ok", None)
     forgot = "".join(f"; name {n} forgotten" for n in result.get("names_forgotten", []))
     _print(args, result, f"checkpoints: {result['commits_before']} -> {result['commits_after']}{forgot}; "
-                         f"freed {result['bytes_freed'] / 2**20:.1f} MiB ({result['packs_compacted']} packs "
+                         f"freed {human_bytes(result['bytes_freed'])} ({result['packs_compacted']} packs "
                          f"compacted, {result['unreachable_chunks']} unreachable chunks) in {result['seconds']} s")
     return 0
 
@@ -579,10 +579,22 @@ def cmd_fsck(args) -> int:
 def cmd_stat(args) -> int:
     result = _maintain(args, "stats")
     result.pop("ok", None)
-    human = (f"space on disk: {result.get('disk_bytes', 0) / 2**20:.1f} MiB; "
-             f"data: {result.get('logical_bytes', 0) / 2**20:.1f} MiB logical, "
-             f"{result.get('stored_data_bytes', 0) / 2**20:.1f} MiB stored; "
+    checkpoints, volumes = result.get("checkpoints", 0), result.get("volumes", 0)
+    human = (f"space on disk: {human_bytes(result.get('disk_bytes', 0))}; "
+             f"data: {human_bytes(result.get('logical_bytes', 0))} logical, "
+             f"{human_bytes(result.get('stored_data_bytes', 0))} stored; "
              f"dedup x{result.get('dedup_ratio')}, compression x{result.get('compression_ratio')}; "
-             f"{result.get('checkpoints')} checkpoints, {result.get('volumes')} volumes")
+             f"{checkpoints} checkpoint{'s' * (checkpoints != 1)}, {volumes} volume{'s' * (volumes != 1)}")
     _print(args, result, human)
     return 0
+
+
+def human_bytes(n: float) -> str:
+    """A byte count as people read it: 512 B, 3.2 KiB, 41.0 MiB, 1.5 GiB."""
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TiB"

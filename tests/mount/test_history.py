@@ -167,3 +167,13 @@ def test_a_clone_appears_where_its_name_was_just_looked_up_as_missing(mnt):
         assert not copy.exists()
     sls("clone", mnt.path / "a", copy)
     assert copy.is_dir() and tree_of(copy) == tree_of(mnt.path / "a")
+
+
+def test_stat_gives_sizes_in_the_unit_that_fits(mnt):
+    (mnt.path / "data").write_bytes(os.urandom(3 * 2**20))
+    sls("checkpoint", mnt.path)
+    figures = json.loads(sls("stat", mnt.path, "--json").stdout)
+    assert figures["logical_bytes"] == 3 * 2**20
+    human = sls("stat", mnt.path).stdout
+    assert "data: 3.0 MiB logical" in human and " 1 volume\n" in human, human
+    assert f"{figures['checkpoints']} checkpoints" in human, human
