@@ -98,7 +98,14 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
             return cmd_restore(args, value)
         if other is None:
             raise CommandError(f"no process image named {value!r}: see `sls ps --store STORE`")
-        return other(args)
+        try:
+            return other(args)
+        except CommandError as exc:
+            if not (args.store and str(exc).startswith("no persistence group")):
+                raise
+            names = ", ".join(_image_names(args.store)) or "none"
+            raise CommandError(f"{exc}; nor a process image of that name (images: {names}; "
+                               f"`sls ps --store {args.store}` lists both)") from None
     p.set_defaults(func=dispatch)
 
 
@@ -119,6 +126,11 @@ def _store_path(store: str) -> str:
     if not (Path(store) / "FORMAT").exists():
         raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
     return store
+
+
+def _image_names(store: str) -> list[str]:
+    return sorted(root[len("img/"):] for root in read_only_store(_store_path(store)).roots()
+                  if root.startswith("img/"))
 
 
 def _is_image(store: str, name: str) -> bool:
@@ -236,14 +248,15 @@ def cmd_ps(args, other) -> int:
         print(json.dumps(doc, indent=2, default=str))
         return 0
     lines = [groups_out.getvalue().rstrip()] if groups_out.getvalue().strip() else []
+    width = max([len("IMAGE")] + [len(d["name"]) for d in docs]) + 2
     if docs:
-        lines.append(f"{'IMAGE':<24}{'CREATED':<21}{'PAGES':>8}  PROCESSES")
+        lines.append(f"{'IMAGE':<{width}}{'CREATED':<21}{'PAGES':>8}  PROCESSES")
     elif "GROUP" not in groups_out.getvalue():           # (with groups listed, it is noise)
         lines.append("no process images")
     for d in docs:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["created"]))
         procs = ", ".join(f"{p['pid']} {p['comm'] or '(zombie)'}" + (f" ({p['threads']} threads)"
                           if p["threads"] > 1 else "") for p in d["processes"])
-        lines.append(f"{d['name']:<24}{created:<21}{d['pages']:>8}  {procs}")
+        lines.append(f"{d['name']:<{width}}{created:<21}{d['pages']:>8}  {procs}")
     print("\n".join(lines))
     return 0

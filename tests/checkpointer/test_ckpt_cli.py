@@ -36,7 +36,14 @@ def test_checkpoint_ps_restore_detached(procs, cli_store, binaries, tmp_path, su
     listed = json.loads(sls("ps", "--store", cli_store, "--json").stdout)
     [image] = listed["images"]
     assert image["name"] == "c1" and image["processes"][0]["pid"] == proc.pid
-    assert "c1" in sls("ps", "--store", cli_store).stdout
+    header, row = sls("ps", "--store", cli_store).stdout.splitlines()[-2:]
+    assert header.split() == ["IMAGE", "CREATED", "PAGES", "PROCESSES"] and row.split()[0] == "c1"
+    named = sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "a-much-longer-image-name-than-24")
+    assert named.returncode == 0, named.stderr
+    rows = sls("ps", "--store", cli_store).stdout.splitlines()
+    assert [line.split()[0] for line in rows[-2:]] == ["a-much-longer-image-name-than-24", "c1"], rows
+    missing = sls("restore", "c2", "--store", cli_store)
+    assert missing.returncode == 1 and "images: a-much-longer-image-name-than-24, c1" in missing.stderr
     procs.kill(proc)
     size = out.stat().st_size
     done = sls("restore", "c1", "--store", cli_store, "--detach", "--json")
