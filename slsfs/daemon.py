@@ -738,7 +738,7 @@ def detach_stale(mountpoint: str, store_path: str) -> None:
             return
         if any(os.path.realpath(m.store) != store for m in here):
             raise GroupError(f"{mountpoint} is a mount of another store ({here[0].store}); "
-                             "unmount it or pick another mount point")
+                             "unmount it, or give another mount point (--mountpoint DIR)")
         orphans.stop_orphans({m.device for m in here if m.device})   # its groups, if they outlived it
         log.info("detaching the stale mount at %s", mountpoint)
         failed = _detach(mountpoint)

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint id, tag, 'latest' or ISO time")
     p.add_argument("--store", required=True, help="the store holding the checkpoint")
     p.add_argument("--from", dest="base", help="send only what this earlier checkpoint lacks")
-    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output (made readable "
+                                          "by its owner only: a stream holds the processes' memory)")
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("recv", help="apply a stream from `sls send` to a store (created if missing)")
@@ -37,7 +39,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             raise CommandError(f"--from {args.base} is not older than {args.checkpoint}")
         with contextlib.ExitStack() as stack:
             if args.output:
-                out = stack.enter_context(open(args.output, "wb"))
+                out = stack.enter_context(_private_output(args.output))
             else:
                 if sys.stdout.isatty():
                     raise CommandError("refusing to write a binary stream to a terminal: "
@@ -48,6 +50,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     print(f"sent checkpoint {commit.id} ({kind}): {figures['chunks']} chunks, "
           f"{figures['bytes']} bytes", file=sys.stderr)
     return 0
+
+
+def _private_output(path: str):
+    """`path` opened for writing, readable and writable by its owner only (also when it
+    existed: a stream of a group's checkpoint holds process memory, secrets included)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def cmd_recv(args: argparse.Namespace) -> int:

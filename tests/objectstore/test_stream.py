@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import sys
 
@@ -106,7 +107,10 @@ def test_cli_send_recv_roundtrip(sender, tmp_path):
     sls = [sys.executable, "-m", "slsfs.cli"]
     full = tmp_path / "full.stream"
     inc = tmp_path / "inc.stream"
+    full.write_bytes(b"")
+    full.chmod(0o644)
     subprocess.run(sls + ["send", "1", "--store", str(tmp_path / "a"), "-o", str(full)], check=True)
+    assert stat.S_IMODE(full.stat().st_mode) == 0o600      # a stream may hold process memory
     subprocess.run(sls + ["send", "latest", "--store", str(tmp_path / "a"), "--from", "1"],
                    check=True, stdout=inc.open("wb"))
     subprocess.run(sls + ["recv", str(tmp_path / "r"), "-i", str(full)], check=True)
