@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import time
 from pathlib import Path
 
 from objectstore import NotFound, Store
@@ -281,9 +282,18 @@ def cmd_ps(args) -> int:
     store = _store_path(args.store)
     status = daemon_status(store)
     if status is None:
-        status = {"daemon": None, "groups": []}
+        status = {"daemon": None, "groups": [], "stored_groups": _stored_groups(store)}
     lines = [f"daemon {status['daemon']}  mount {status.get('mountpoint')}  durable checkpoint "
              f"{status.get('durable')}" if status["daemon"] else "no daemon runs for this store"]
+    if status.get("stored_groups"):
+        lines.append(f"{'GROUP':<16}{'STATE':<9}{'CHECKPOINT':>11}  {'TAKEN':<21}COMMAND")
+    for g in status.get("stored_groups", []):
+        taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g["time"])) if g.get("time") else "-"
+        state = "stopped" if g.get("stopped") else "down"
+        lines.append(f"{g['group']:<16}{state:<9}{g.get('checkpoint') or '-':>11}  {taken:<21}"
+                     + (" ".join(g["argv"]) if "argv" in g else f"unreadable: {g['error']}"))
+    if status.get("stored_groups"):
+        lines.append(f"(bring one back: sls restore GROUP --store {args.store})")
     lines += [f"{'GROUP':<16}{'STATE':<9}{'PIDS':<16}{'RATE/s':>8}{'CKPTS':>8}{'DURABLE':>9}"
               f"{'STOP ms (med/p99)':>20}  COMMAND"] if status["groups"] else []
     for g in status["groups"]:
@@ -302,6 +312,20 @@ def cmd_ps(args) -> int:
                          f"  exited with status {ended}" + (DAEMONIZED if ended == 0 else ""))
     _print(args, status, "\n".join(lines))
     return 0
+
+
+def _stored_groups(store: str) -> list[dict]:
+    """The groups whose checkpoints the store holds (what `sls restore` can bring back),
+    read from the store when no daemon runs: name, newest checkpoint, its time, command."""
+    opened = read_only_store(store)
+    records, unreadable = groups.readable(opened, opened.roots())
+    found = []
+    for name, record in records.items():
+        newest = groups.kept(opened, name)
+        found.append({"group": name, "checkpoint": newest[0].commit if newest else None, "time": record.time,
+                      "argv": record.settings.argv, "stopped": groups.stopped(opened, name, opened.roots())})
+    return sorted(found + [{"group": name, "error": why} for name, why in unreadable.items()],
+                  key=lambda g: g["group"])
 
 
 def _falls_behind(group: dict) -> str:

@@ -198,3 +198,24 @@ def test_a_malformed_control_request_gets_a_clear_error_and_the_group_daemon_kee
         assert reply["ok"] is False and reply["error"].startswith("bad request"), (payload, reply)
     assert store.group("app")["running"]
     store.sls("stop", "--store", str(store.path))
+
+
+def test_ps_without_a_daemon_lists_the_groups_the_store_can_bring_back(group_store):
+    """After a crash (or on the machine a stream was received on) no daemon runs; `sls ps`
+    still says which groups the store holds, their newest checkpoint and command, and
+    which one the user stopped."""
+    store = group_store
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    for name in ("ended", "kept"):
+        store.sls("run", "--store", str(store.path), "--name", name, "--hz", "0", "--", *sleeper)
+    newest = store.checkpoint("kept")
+    store.sls("stop", "ended", "--store", str(store.path))
+    store.crash()
+    listed = json.loads(store.sls("ps", "--store", str(store.path), "--json").stdout)
+    by_name = {g["group"]: g for g in listed["stored_groups"]}
+    assert set(by_name) == {"ended", "kept"} and by_name["kept"]["argv"] == sleeper
+    assert by_name["ended"]["stopped"] and not by_name["kept"]["stopped"]
+    shown = store.sls("ps", "--store", str(store.path)).stdout
+    kept_line = next(line for line in shown.splitlines() if line.startswith("kept "))
+    assert kept_line.split()[1:3] == ["down", str(newest)], shown
+    assert "sls restore GROUP --store" in shown
