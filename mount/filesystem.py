@@ -653,8 +653,10 @@ class FileSystem:
     def snapshot(self, relpath: str, name: str | None = None) -> dict:
         """Retain directory `relpath` as `.sls/snapshots/<name>/`: O(1)."""
         name = name or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        if not name or "/" in name or name.startswith("."):
-            raise MountError(f"bad snapshot name {name!r}: no '/', not starting with '.'")
+        if not name or "/" in name or name.startswith(".") or not name.isprintable() or \
+                len(os.fsencode(name)) > schema.NAME_MAX:
+            raise MountError(f"bad snapshot name {name!r}: it names .sls/snapshots/<name>/, so no '/', "
+                             f"not starting with '.', no control character, at most {schema.NAME_MAX} bytes")
         if SNAPSHOT_PREFIX + name in self.store.roots():
             raise MountError(f"snapshot {name!r} already exists; pick another --name")
         view, ino = self._directory_view(relpath)

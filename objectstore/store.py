@@ -58,6 +58,34 @@ class PendingBarrier:
             self.sync.wait()
 
 
+MAX_NAME_BYTES = 255
+_RESERVED_NAMES = ("latest", "HEAD", "head")
+
+
+def check_tag_name(name: str) -> None:
+    """Refuse a checkpoint name that `Store.resolve` would read as something else (an id,
+    'latest', a time) or that cannot be shown or used as a file name."""
+    why = None
+    if not name:
+        why = "it is empty"
+    elif name.isdigit():
+        why = "all digits read as a checkpoint id"
+    elif name in _RESERVED_NAMES or "~" in name:
+        why = "'latest', 'HEAD' and '~' name the newest checkpoints"
+    elif "/" in name or not name.isprintable():
+        why = "it holds '/' or a control character"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        why = f"it is longer than {MAX_NAME_BYTES} bytes"
+    else:
+        try:
+            datetime.fromisoformat(name)
+            why = "it reads as an ISO-8601 time (the newest checkpoint at or before it)"
+        except ValueError:
+            pass
+    if why is not None:
+        raise StoreError(f"bad checkpoint name {name!r}: {why}; pick another")
+
+
 @dataclass(frozen=True)
 class Commit:
     """One checkpoint: the whole map of named roots at one instant."""
@@ -471,8 +499,7 @@ class Store:
 
     def tag(self, name: str, commit_id: int | None = None) -> int:
         """Name a commit (default: the newest); named commits are kept forever."""
-        if not name or name.isdigit() or "~" in name or "/" in name:
-            raise StoreError(f"bad tag name {name!r}: not all digits, no '~' or '/'")
+        check_tag_name(name)
         if commit_id is None:
             if self.head is None:
                 raise NotFound("the store has no checkpoint to name yet")

@@ -177,3 +177,23 @@ def test_stat_gives_sizes_in_the_unit_that_fits(mnt):
     human = sls("stat", mnt.path).stdout
     assert "data: 3.0 MiB logical" in human and " 1 volume\n" in human, human
     assert f"{figures['checkpoints']} checkpoints" in human, human
+
+
+@pytest.mark.parametrize("verb, name, says", [
+    ("checkpoint", "latest", "name the newest checkpoints"),     # else 'latest' would stop meaning the newest
+    ("checkpoint", "2026-12-01", "ISO-8601 time"),
+    ("checkpoint", "42", "checkpoint id"),
+    ("checkpoint", "x" * 256, "longer than 255 bytes"),
+    ("snapshot", "x" * 256, "at most 255 bytes"),                # a name .sls/snapshots/ could not show
+    ("snapshot", "tab\there", "control character"),
+])
+def test_a_name_that_would_be_read_as_something_else_is_refused(mnt, verb, name, says):
+    (mnt.path / "d").mkdir()
+    target = mnt.path / "d" if verb == "snapshot" else mnt.path
+    refused = sls(verb, target, "--name", name, check=False)
+    assert refused.returncode == 1 and says in refused.stderr, refused.stderr
+    assert "latest" in os.listdir(mnt.path / ".sls")
+    if verb == "checkpoint":
+        newest = checkpoint(mnt)
+        assert os.readlink(mnt.path / ".sls" / "latest") == f"checkpoints/{newest}"
+        assert json.loads(sls("diff", "--mount", mnt.path, "latest", str(newest), "--json").stdout)["b"] == newest
