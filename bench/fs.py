@@ -8,7 +8,9 @@ its ratio write blocks that all differ, so the store writes and syncs every byte
 4 KiB random read/write IOPS, a small-file metadata test (create+write 4 KiB+close,
 stat, unlink per second; first stats once more with the bench and the daemon on one
 CPU, `stats_one_cpu_per_s`, see first_stats_on_one_cpu), snapshot_ms and clone_ms of
-trees of N files, checkpoints per second under a steady small-file write load, and
+trees of N files, diff_ms of two checkpoints of such a tree that differ in one file
+(and diff_rq_ms, `diff -rq` of the two checkpoints' trees, for reference), checkpoints
+per second under a steady small-file write load, and
 SQLite's rows per second in a loop of one-row transactions (`sqlite_rows_per_s`, its
 ratio to the plain directory: rollback journal, synchronous=FULL, so three durable
 fsyncs and ~30 FUSE requests a row on slsfs). `--quick` uses smaller sizes
@@ -43,6 +45,7 @@ SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
 MiB = 1024 * 1024
 WARM_PASSES = 2
 HOT_PASSES = 5
+DIFF_REFERENCE_FILES = 10_000
 
 
 def sls(*args) -> str:
@@ -289,7 +292,7 @@ def first_stats_on_one_cpu(directory: Path, count: int, daemon: int) -> dict:
     return {"stats_one_cpu_per_s": round(best[0]), "daemon_cpu_us_per_stat_one_cpu": round(best[1], 1)}
 
 
-def tree_ops(mnt: Path, files: int) -> dict:
+def tree_ops(mnt: Path, store: Path, files: int) -> dict:
     src = mnt / f"tree{files}"
     src.mkdir()
     for i in range(files):
@@ -297,7 +300,29 @@ def tree_ops(mnt: Path, files: int) -> dict:
         (src / f"{i // 1000:03d}" / f"f{i}").write_bytes(b"x")
     snap = json.loads(sls("snapshot", src, "--name", f"bench{files}", "--json"))
     clone = json.loads(sls("clone", src, mnt / f"clone{files}", "--json"))
-    return {f"snapshot_ms_{files}": round(snap["ms"], 2), f"clone_ms_{files}": round(clone["ms"], 2)}
+    return {f"snapshot_ms_{files}": round(snap["ms"], 2), f"clone_ms_{files}": round(clone["ms"], 2),
+            **diff_ms(mnt, store, src, files)}
+
+
+def diff_ms(mnt: Path, store: Path, src: Path, files: int) -> dict:
+    """`sls diff` of two checkpoints of the tree that differ in one file (the daemon's
+    answer, without the command's start), and the reference a user has without it:
+    `diff -rq` of the two checkpoints' fs/ trees (measured up to DIFF_REFERENCE_FILES:
+    it reads every file of both)."""
+    before = json.loads(sls("checkpoint", mnt, "--name", f"diff-a-{files}", "--json"))["checkpoint"]
+    (src / "000" / "f1").write_bytes(b"y")
+    after = json.loads(sls("checkpoint", mnt, "--name", f"diff-b-{files}", "--json"))["checkpoint"]
+    started = time.perf_counter()
+    found = request(store, "diff", a=str(before), b=str(after))
+    out = {f"diff_ms_{files}": round((time.perf_counter() - started) * 1000, 2)}
+    assert found["changed"] == [f"{src.name}/000/f1"], found
+    if files <= DIFF_REFERENCE_FILES:
+        history = mnt / ".sls" / "checkpoints"
+        started = time.perf_counter()
+        subprocess.run(["diff", "-rq", history / str(before) / "fs" / src.name, history / str(after) / "fs" / src.name],
+                       capture_output=True)
+        out[f"diff_rq_ms_{files}"] = round((time.perf_counter() - started) * 1000, 2)
+    return out
 
 
 def checkpoints_under_load(mnt: Path, store: Path, seconds: float) -> float:
@@ -370,7 +395,7 @@ def main() -> None:
         result["seq_write_unique_ratio"] = round(s["seq_write_unique_mb_s"] / p["seq_write_unique_mb_s"], 3)
         result["sqlite_ratio"] = round(s["sqlite_rows_per_s"] / p["sqlite_rows_per_s"], 3)
         for files in tree_sizes:
-            result.update(tree_ops(mnt, files))
+            result.update(tree_ops(mnt, store, files))
         result["checkpoints_per_s_under_load"] = round(checkpoints_under_load(mnt, store, 3.0), 1)
     finally:
         subprocess.run([sys.executable, "-c", SLS_MAIN, "umount", "--force", str(mnt)],
