@@ -98,6 +98,8 @@ STOP_WAIT_S = 10.0
 RETENTION_EVERY_S = 5.0
 STOP_WATCHDOG_S = 40.0        # a stop that is still not done by then ends the process at once
 CHECKPOINT_ATTEMPTS = 20
+UNDURABLE_COMMITS_MAX = 4     # commits not yet durable when a periodic checkpoint starts, at most
+# (a checkpoint makes one or two: its files commit, its record's): slsfs.group_commit
 LAZY_MIN_BYTES = 8 << 20      # a restore of more pages than this runs the processes first (lazy):
 # measured after a crash (Python groups, daemon's restore): 8.6 MiB of pages eager 68 ms, lazy 48;
 # 14.8 MiB 83 vs 62; 5.7 MiB 38 vs 42 (lazy's fixed cost: the page server's fork and its arming)
@@ -180,6 +182,8 @@ class Daemon:
             await coming[0].wait()               # an image must not miss pages that are not in yet
         if not self._syncfs_helper().greeted:    # its first syncfs must not wait for it to start
             await trio.to_thread.run_sync(self.flusher.ready)
+        if not wait:                             # a disk slower than the checkpoints holds them back
+            await self.group_commit.within(UNDURABLE_COMMITS_MAX)
         async with self.lock:
             members = [group] + [g for g in self._partners(group, alone) if g.name not in self.pages_coming]
             while True:

@@ -14,7 +14,8 @@ The order on disk is unchanged: the image, the files commit, the group record an
 commit record are appended to the store in that order, and a barrier makes a prefix of
 the store durable, so a crash finds a commit with everything it names or the one before.
 A failed barrier fails every waiter whose commit it covered (none is reported durable);
-later waiters try a barrier of their own.
+later waiters try a barrier of their own. How far the commits may run ahead of the disk
+is bounded (`within`).
 """
 from __future__ import annotations
 
@@ -67,3 +68,13 @@ class GroupCommit:
                 self._running = None
                 running.done.set()
         return self._store.durable_id
+
+    async def within(self, commits: int) -> None:
+        """Wait until at most `commits` commits are not yet durable: what a periodic
+        checkpoint waits for before its freeze, so that a disk slower than the checkpoints
+        holds them back (as waiting for each one's fdatasync did) instead of letting
+        unsynced pages pile up in the page cache until the kernel throttles the daemon's
+        writes, in the thread that serves the mount."""
+        head = self._store.head
+        if head is not None and head.id - self._store.durable_id > commits:
+            await self.durable(head.id - commits)

@@ -117,6 +117,28 @@ def test_a_failed_barrier_reports_none_of_its_commits_durable_and_the_next_one_r
         store.close()
 
 
+def test_checkpoints_ahead_of_the_disk_wait_for_it_beyond_a_bound(tmp_path):
+    """`within(n)`: with more than n commits not yet durable, a barrier runs before the
+    caller goes on; within the bound, none."""
+    store = Store.init(tmp_path / "s")
+    barrier = GatedBarrier(store)
+    barrier.gate.set()
+    commits = GroupCommit(store, barrier)
+
+    async def main() -> None:
+        made = [_commit(store, n) for n in range(1, 4)]
+        await commits.within(4)
+        assert commits.barriers == 0 and store.durable_id < made[0]
+        made += [_commit(store, n) for n in range(4, 8)]
+        await commits.within(4)
+        assert commits.barriers == 1 and store.head.id - store.durable_id <= 4
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+
+
 def test_at_100_hz_what_barrier_called_durable_is_restored_after_a_crash_and_the_store_is_whole(
         group_store, group_binaries):
     """A group checkpointed 100 times a second (its periodic checkpoints made durable in the
