@@ -245,9 +245,11 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
     users = [k for k in checkpoints if k.record.files_commit == commit.id]
     if users:                                            # the files commit of one of its checkpoints: the
         return users[-1].record, store.commit_by_id(users[-1].commit)    # first to name it (made it)
-    if label_group(commit.label) == name and commit.label.endswith(FILES_LABEL_END):
+    if (label_group(commit.label) == name and commit.label.endswith(FILES_LABEL_END)
+            and any(k.commit > commit.id for k in checkpoints)):     # (not one whose record is still coming)
         raise GroupError(f"checkpoint {commit.id} holds the files of {commit.label[:-len(FILES_LABEL_END)]}, "
-                         f"whose record was thinned. {_listing(store, name, checkpoints)}")
+                         "whose record was thinned (or never written: that checkpoint failed). "
+                         + _listing(store, name, checkpoints))
     try:
         return load(store, name, commit.roots), commit
     except GroupError:

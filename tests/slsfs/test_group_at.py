@@ -63,6 +63,16 @@ def test_the_files_commit_of_a_thinned_checkpoint_is_refused_not_taken_for_the_o
         groups.resolve(store, "app", str(files))
 
 
+def test_the_files_commit_of_a_checkpoint_still_being_taken_is_the_one_before(store):
+    """`--at latest` while a checkpoint is being taken: its files commit is the newest
+    commit and its record is not written yet; the newest checkpoint at that commit is the
+    previous one (not an error)."""
+    group_checkpoint(store, 1)
+    files = store.commit("group app #2: files")
+    assert groups.resolve(store, "app", "latest")[0].seq == 1
+    assert groups.resolve(store, "app", str(files.id))[0].seq == 1
+
+
 def test_a_number_two_checkpoints_carry_after_a_rollback_is_ambiguous(store):
     made = {seq: group_checkpoint(store, seq) for seq in range(1, 4)}
     record = groups.load(store, "app", store.commit_by_id(made[1][1]).roots)    # restored from #1:
