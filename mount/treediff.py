@@ -12,9 +12,12 @@ What counts, path by path, as comparing two directory walks would see it:
 - added / removed: a path only in the newer / the older version (everything under a
   directory that appears or goes, and under a renamed directory: its old paths removed,
   its new ones added);
-- changed: a path in both whose inode differs (replaced) or whose inode's record (but
-  for atime: a read is not a change), data, extended attributes or link target changed;
-  a directory whose entries changed is changed (its mtime moved).
+- changed: a path in both whose inode differs (replaced) or whose inode's record (mode,
+  owner, size, mtime, ctime, link count; not atime: a read is not a change), data,
+  extended attributes or link target changed; a directory whose entries changed is
+  changed (its mtime moved). So a file that gained a hard link is changed (its link
+  count and ctime moved), as `stat` shows it, where a walk comparing sizes and mtimes
+  sees nothing.
 Grafted volumes (clones made with `sls clone`) are compared inside, as their own volumes
 at the two checkpoints. A hard-linked inode's change is reported under each name.
 
