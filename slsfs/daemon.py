@@ -452,7 +452,7 @@ class Daemon:
         `<mount>/<name>.clone<N>/`. Each copy is a group of its own, checkpointed at the
         rate of its origin (the first time at once, all together)."""
         record, commit = groups.resolve(self.store, name, at)
-        origin = self.store.commit_by_id(record.files_commit)
+        origin = groups.files_commit_of(self.store, record)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         source = "/".join(filter(None, (f".sls/checkpoints/{origin.id}/fs", record.settings.directory)))
         started: list[RunningGroup] = []

@@ -42,7 +42,11 @@ def files_commits(store: Store, keep: set[int]) -> set[int]:
             continue
         for name, root in commit.roots.items():
             if name.startswith(groups.ROOT_PREFIX) and root not in found:
-                found[root] = groups.load(store, name[len(groups.ROOT_PREFIX):], commit.roots).files_commit
+                record = groups.load(store, name[len(groups.ROOT_PREFIX):], commit.roots)
+                try:
+                    found[root] = groups.files_commit_of(store, record).id
+                except groups.GroupError:
+                    found[root] = record.files_commit      # gone: fsck says so
     return set(found.values())
 
 
@@ -78,7 +82,8 @@ def check_links(store: Store) -> list[str]:
     --at` need it), unless every commit carrying the record is itself a files commit some
     record names (retention keeps such a helper for its volume root only, not for its own
     record); its files commit holding other volume roots than the record's `fs` and
-    `clone_volumes` (a clone would start from other files than a restore)."""
+    `clone_volumes`. Either is fine when another retained commit holds those roots
+    (groups.files_commit_of: what a clone then starts from; a store made by `sls recv`)."""
     log = store.log()
     by_id = {c.id: c for c in log}
     carriers: dict[tuple[str, ChunkId], list[int]] = {}     # (root name, record root) -> commits, oldest first
@@ -106,20 +111,31 @@ def check_links(store: Store) -> list[str]:
                         for what, root in named.items() if not store.has(root))
         owners = [cid for cid in carriers[key] if cid not in helpers]
         files = by_id.get(record.files_commit)
-        if files is None and owners:
+        if not owners or _files_found(store, record):
+            continue
+        if files is None:
             problems.append(f"{_owned(owners)}: group {record.settings.name!r} #{record.seq} names files commit "
-                            f"{record.files_commit}, which is gone (thinned or lost): `sls restore --clone --at "
-                            f"{owners[0]}` and .sls/checkpoints/{record.files_commit}/fs fail; its image and file "
-                            f"system are still there (a restore without --clone uses them). {_clearing(owners, newest)}")
-        elif files is not None and owners:
-            differ = sorted(volume for volume, root in volumes.items() if files.roots.get(VOLUME_PREFIX + volume) != root)
-            if differ:
-                problems.append(f"{_owned(owners)}: group {record.settings.name!r} #{record.seq}: its files commit {files.id} holds other roots of volume(s) "
-                                f"{', '.join(map(repr, differ))} than the record's: `sls restore --clone --at "
-                                f"{owners[0]}` and .sls/checkpoints/{files.id}/fs show other files than "
-                                f"`sls restore --at {owners[0]}` restores (the record's). "
-                                f"{_clearing(owners, newest)}")
+                            f"{record.files_commit}, which is gone (thinned or lost), and no other checkpoint holds "
+                            f"its file system: `sls restore --clone --at {owners[0]}` and "
+                            f".sls/checkpoints/{record.files_commit}/fs fail; its image and file system are still "
+                            f"there (a restore without --clone uses them). {_clearing(owners, newest)}")
+        else:
+            differ = sorted(volume for volume, root in volumes.items()
+                            if files.roots.get(VOLUME_PREFIX + volume) != root)
+            problems.append(f"{_owned(owners)}: group {record.settings.name!r} #{record.seq}: its files commit "
+                            f"{files.id} holds other roots of volume(s) {', '.join(map(repr, differ))} than the "
+                            f"record's, and no other checkpoint holds them: `sls restore --clone --at {owners[0]}` "
+                            f"fails and .sls/checkpoints/{files.id}/fs shows other files than `sls restore --at "
+                            f"{owners[0]}` restores (the record's). {_clearing(owners, newest)}")
     return problems
+
+
+def _files_found(store: Store, record: groups.GroupCheckpoint) -> bool:
+    try:
+        groups.files_commit_of(store, record)
+    except groups.GroupError:
+        return False
+    return True
 
 
 def _owned(owners: list[int]) -> str:

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from objectstore import ChunkId, Commit, NotFound, Store, StoreError
+from objectstore.store import VOLUME_PREFIX
 
 LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
 
@@ -196,6 +197,33 @@ def kept(store: Store, name: str) -> list[Kept]:
                 continue                                 # fsck names it (group_retention.check_links)
         found[root].carriers.append(commit.id)
     return sorted(found.values(), key=lambda k: k.commit, reverse=True)
+
+
+def holds_files_of(commit: Commit, record: GroupCheckpoint) -> bool:
+    """Whether `commit` holds the record's file system: its volume and clone volume roots."""
+    volumes = {record.settings.volume: record.fs, **record.clone_volumes}
+    return all(commit.roots.get(VOLUME_PREFIX + volume) == root for volume, root in volumes.items())
+
+
+def files_commit_of(store: Store, record: GroupCheckpoint) -> Commit:
+    """The commit holding the record's file system, which `restore --clone` clones and
+    `.sls/checkpoints/<id>/fs` shows: its `files_commit`, else the oldest retained commit
+    holding the same roots (a store made by `sls recv` holds the record as sent, naming the
+    sender's commit ids: the received commit mostly holds those roots itself). A GroupError
+    when none does."""
+    try:
+        named = store.commit_by_id(record.files_commit)
+    except NotFound:
+        named = None
+    if named is not None and holds_files_of(named, record):
+        return named
+    for commit in reversed(store.log()):
+        if holds_files_of(commit, record):
+            return commit
+    state = "is gone" if named is None else "holds other files"
+    raise GroupError(f"group {record.settings.name!r} #{record.seq}: its files commit {record.files_commit} {state} "
+                     "and no checkpoint of this store holds its file system, so it cannot be cloned or browsed "
+                     "(`sls restore` without --clone uses the record's own copy)")
 
 
 def label_group(label: str) -> str | None:

@@ -14,14 +14,18 @@ from slsfs.groups import GroupCheckpoint, GroupSettings
 CHECKPOINTS = 30
 
 
-def group_checkpoint(store: Store, seq: int) -> tuple[int, int]:
-    """What the daemon writes for one group checkpoint: a files commit, then the record."""
+def group_checkpoint(store: Store, seq: int, *, write_after_thaw: bool = False) -> tuple[int, int]:
+    """What the daemon writes for one group checkpoint: a files commit, then the record
+    (its commit holds the same volume root, unless the group wrote after the thaw and the
+    file system was sealed before the record's commit)."""
     volume = store.volume("main")
     volume.put(b"counter", str(seq).encode())
     files = store.commit(f"group app #{seq}: files")
     image = store.put(f"image {seq}".encode())
     settings = GroupSettings("app", "main", "/mnt", 10, ["app"])
     groups.save(store, GroupCheckpoint(settings, seq, files.time, image, files.roots["vol/main"], [1], files.id))
+    if write_after_thaw:
+        volume.put(b"counter", b"%d and more" % seq)
     return files.id, store.commit(f"group app #{seq}").id
 
 
