@@ -856,9 +856,10 @@ class FileRestorer:
 
     def finish(self) -> None:
         """Once every process has its files and mappings: memfds get their seals, and the
-        repaired TCP connections leave repair mode (a packet sent before its peer existed
-        would have been answered with a reset) and send what their application had written
-        but the kernel not yet sent; one whose other end was restored closed is reset."""
+        repaired TCP connections get the bytes they had sent unacknowledged (tcp_repair.
+        load_sent), then leave repair mode (a packet sent before its peer existed would have
+        been answered with a reset) and send what their application had written but the
+        kernel not yet sent; one whose other end was restored closed is reset."""
         while self.sealing:
             ours, seals = self.sealing.pop()
             try:
@@ -876,9 +877,16 @@ class FileRestorer:
         while self.reuseport_off:
             with self.reuseport_off.pop() as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+        for sock, record in self.repairing:     # every end made: their sent bytes (tcp_repair.load_sent)
+            if not self._abandoned(record):
+                try:
+                    tcp_repair.load_sent(sock, record["tcp"], self.read_blob)
+                except OSError as exc:
+                    raise CheckpointError(f"the connection {netsockets.show(record)} could not be resumed: "
+                                          f"{exc}") from None
         while self.repairing:
             sock, record = self.repairing.pop()
-            if connection_ends(record)[::-1] in self.unrepaired:
+            if self._abandoned(record):
                 try:
                     tcp_repair.abandon(sock)
                 finally:
@@ -892,6 +900,10 @@ class FileRestorer:
                 raise CheckpointError(f"the connection {netsockets.show(record)} could not be resumed: {exc}") from None
             finally:
                 sock.close()
+
+    def _abandoned(self, record: dict) -> bool:
+        """Whether the other end of repaired connection `record` could not be made again."""
+        return connection_ends(record)[::-1] in self.unrepaired
 
     def _make_unix_pair(self, builder, record: dict, base: int) -> list[int]:
         """A new socketpair: this end, its peer's records on the other, each refilled."""

@@ -30,7 +30,9 @@ acknowledged are sent again by the kernel after its retransmission timeout (a pa
 being read (PAIR_READS times, within READ_BUDGET_S for all of a checkpoint's connections)
 comes back closed, with the reason in its record (`closed_because`, which the restore's
 warning names); CAP_NET_ADMIN is needed (root): without it connections come back closed.
-A restored end's buffers are the original's sizes, fixed (no
+The ends are made (`rebuild`) process by process with what they had received, and given
+what they had sent (`load_sent`) only when all are made, just before they leave repair mode
+(`finish`). A restored end's buffers are the original's sizes, fixed (no
 more autotuning), or larger if its queued bytes need it; its segments are at most 32767
 bytes (loopback's were up to 65483). The ends a killed original left closing on the same
 address pairs are destroyed first (`clear_leftovers`); an end whose other end could not be
@@ -277,10 +279,10 @@ def clear_leftovers(connections: Iterable[tuple[tuple, tuple]]) -> int:
 
 def rebuild(sock: socket.socket, state: dict, local: tuple, peer: tuple, read_blob: Callable[[list[str]], bytes]
             ) -> None:
-    """Make a fresh TCP socket the connection `local` -> `peer` of `state`, left in repair
-    mode (`finish` ends it, once every socket of the restore is made: a packet to a peer
-    not made yet would be answered with a reset). Raises OSError (the address pair is in
-    use: the original still runs)."""
+    """Make a fresh TCP socket the connection `local` -> `peer` of `state`, with the bytes
+    it had received, left in repair mode (`load_sent`, then `finish`, once every socket of
+    the restore is made). Raises OSError (the address pair is in use: the original still
+    runs)."""
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_ON)
     _make_room(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, state["recv_bytes"], state["rcvbuf"])
     _make_room(sock, socket.SO_SNDBUF, SO_SNDBUFFORCE, state["send_bytes"], state["sndbuf"])
@@ -296,12 +298,21 @@ def rebuild(sock: socket.socket, state: dict, local: tuple, peer: tuple, read_bl
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 0)      # the application's: none
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, _options(state))
     sock.setsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP, struct.pack("I", state["timestamp"]))
-    received, queued = read_blob(state["recv"]), read_blob(state["send"])
-    sent = len(queued) - state["unsent"]
-    for queue, data, option, forced in ((RECV_QUEUE, received, socket.SO_RCVBUF, SO_RCVBUFFORCE),
-                                        (SEND_QUEUE, queued[:sent], socket.SO_SNDBUF, SO_SNDBUFFORCE)):
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
-        _put(sock, data, option, forced)
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, RECV_QUEUE)
+    _put(sock, read_blob(state["recv"]), socket.SO_RCVBUF, SO_RCVBUFFORCE)
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
+
+
+def load_sent(sock: socket.socket, state: dict, read_blob: Callable[[list[str]], bytes]) -> None:
+    """The bytes a `rebuild` socket had sent that its peer had not acknowledged, and its
+    window; still in repair mode. Call it once every end of the restore is made, just
+    before the `finish`es: bytes put in the send queue arm the retransmission timer (at
+    least 200 ms), and a retransmission before the peer's end is made again is answered
+    by a reset (no socket has those addresses yet) that kills this end: a restore slowed
+    by load made the other end of a loopback connection 200-500 ms after the first."""
+    queued = read_blob(state["send"])
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, SEND_QUEUE)
+    _put(sock, queued[:len(queued) - state["unsent"]], socket.SO_SNDBUF, SO_SNDBUFFORCE)
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, NO_QUEUE)
     sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, WINDOW.pack(*state["window"]))
 

@@ -84,7 +84,7 @@ def capture_pair(pair, blobs: Blobs) -> tuple[dict, dict]:
 
 def checkpoint_and_rebuild(pair, blobs: Blobs) -> tuple[socket.socket, socket.socket]:
     """Capture the pair, drop it silently (closed in repair mode: no FIN, no reset), make it
-    again from the captured state."""
+    again from the captured state, as a restore does (rebuild, load_sent, finish)."""
     first, second = capture_pair(pair, blobs)
     addresses = [(s.getsockname(), s.getpeername()) for s in pair]
     for sock in pair:
@@ -95,6 +95,8 @@ def checkpoint_and_rebuild(pair, blobs: Blobs) -> tuple[socket.socket, socket.so
         sock = socket.socket()
         tcp_repair.rebuild(sock, state, local, peer, blobs.read)
         made.append(sock)
+    for sock, state in zip(made, (first, second)):     # every end made: what each had sent
+        tcp_repair.load_sent(sock, state, blobs.read)
     for sock, state in zip(made, (first, second)):
         tcp_repair.finish(sock, state, 0, blobs.read)
     return made[0], made[1]
