@@ -202,6 +202,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                 with phase("lazy_confirm"):
                     server.confirm()  # before anything runs: every process is served, marked and guarded
         files.finish()
+        ipc.settle(restored.warnings)
         with phase("let_go"):
             for builder in builders:   # as it was (a job-control stop), or as asked
                 if builder.meta.get("stopped"):

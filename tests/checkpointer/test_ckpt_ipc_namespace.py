@@ -41,6 +41,11 @@ def _objects() -> dict:
     return objects
 
 
+def _limits() -> dict[str, str]:
+    """The IPC limits of this thread's namespace, by their paths under /proc/sys."""
+    return {name: Path("/proc/sys", name).read_text().strip() for name in ipc_namespace.LIMITS}
+
+
 def _bad(out: Path) -> list[str]:
     return [line for line in _lines(out) if line.startswith("BAD")]
 
@@ -121,3 +126,42 @@ def test_a_tree_over_two_ipc_namespaces_is_refused_by_name(procs, store, tmp_pat
     with pytest.raises(Unsupported, match="different IPC namespaces"):
         checkpointer.checkpoint([proc.pid], store, "two", tree=True)
     assert "img/two" not in store.roots()
+
+
+def test_the_namespaces_limits_come_back_as_the_program_set_them(procs, store, binaries, tmp_path):
+    """Limits set with sysctl in the namespace (raised: a message longer than a new
+    namespace allows is queued; lowered: shmmni under the objects' count would refuse
+    them if set before they are made) are the restored namespace's too; but
+    kernel.shm_rmid_forced, which would remove the segments the restore made, with a
+    warning."""
+    out = tmp_path / "counter.out"
+    proc = procs.start(["unshare", "--ipc", str(binaries / "counter"), str(out)])
+    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) > 3, "the counter to count")
+    changed = {"kernel/msgmax": "20000", "kernel/msgmnb": "50000", "kernel/shmmni": "1",
+               "kernel/sem": "250\t64000\t64\t200", "kernel/shm_rmid_forced": "1", "fs/mqueue/msg_max": "50",
+               "fs/mqueue/msgsize_default": "4096"}
+    libc = sysv_ipc.libc
+    with ipc_namespace.entered(proc.pid):
+        new_namespace = _limits()
+        for name, value in changed.items():
+            Path("/proc/sys", name).write_text(value)
+        msqid = libc.msgget(0x51A00000, 0o1600)     # IPC_CREAT | 0600
+        shmid = libc.shmget(0x51A00001, 4096, 0o1600)
+        assert msqid >= 0 and shmid >= 0
+        long_message = struct.pack("q", 7) + b"m" * 12000      # over a new namespace's msgmax (8192)
+        assert libc.msgsnd(msqid, long_message, 12000, 0o4000) == 0    # IPC_NOWAIT
+        Path("/proc/sys/kernel/shmmni").write_text("1")
+        before = _limits()
+    assert {name: before[name] for name in changed} == changed
+    assert all(new_namespace[name] != value for name, value in changed.items())
+    checkpointer.checkpoint([proc.pid], store, "limits", tree=True)
+    procs.kill(proc)
+    count = len(out.read_text().splitlines())
+    restored = checkpointer.restore(store, "limits")
+    procs.restored.append(restored)
+    assert [w for w in restored.warnings if "shm_rmid_forced was 1" in w] == restored.warnings != []
+    with ipc_namespace.entered(restored.pids[0]):
+        assert _limits() == {**before, "kernel/shm_rmid_forced": "0"}
+        assert [row["cbytes"] for row in sysv_ipc.table("msg")] == [12000]
+        assert [row["shmid"] for row in sysv_ipc.table("shm")] == [shmid]
+    wait_for(lambda: len(out.read_text().splitlines()) > count + 3, "the restored counter to count")
