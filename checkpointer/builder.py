@@ -327,6 +327,10 @@ class ProcessBuilder:
         closes) in another."""
         opens, maps = self.batch(), []
         opened: dict[tuple[str, int], int] = {}  # (path, flags) -> index of its openat in `opens`
+        attachments: dict[tuple[int, int], list[dict]] = {}   # (segment, address it was attached at) -> its pieces
+        for vma in self.meta["vmas"]:
+            if vma["kind"] == "sysv_shm":
+                attachments.setdefault((vma["shm"], vma["start"] - vma["offset"]), []).append(vma)
         for vma in self.meta["vmas"]:
             kind = vma["kind"]
             if kind in SPECIAL_KINDS:
@@ -339,11 +343,8 @@ class ProcessBuilder:
                                what=f"mmap of {vma['path']}")
                 continue
             if kind == "sysv_shm":
-                shmid = files.sysv_segment(vma["shm"])
-                flags = sysv_shm.SHM_REMAP | (0 if "w" in vma["prot"] else sysv_shm.SHM_RDONLY)
-                self.inj.check(sysv_shm.NR_SHMAT, shmid, vma["start"], flags, what=f"shmat of segment {shmid}")
-                if prot != _prot("rw-" if "w" in vma["prot"] else "r--"):
-                    self.inj.check(NR["mprotect"], vma["start"], size, prot, what="mprotect (SysV segment)")
+                if pieces := attachments.pop((vma["shm"], vma["start"] - vma["offset"]), None):
+                    self._attach_segment(files, pieces)
                 continue
             if (vma["start"], vma["end"]) in self.kept:   # its parent's, inherited
                 continue
@@ -400,6 +401,39 @@ class ProcessBuilder:
             if results[index] < 0 and results[index] != -errno.ENOMEM:
                 raise CheckpointError(f"{what} failed in task {self.inj.tid}: {os.strerror(-results[index])}")
         aio.recreate(self.inj, self.meta["vmas"])
+
+    def _attach_segment(self, files: FileRestorer, pieces: list[dict]) -> None:
+        """Attach a SysV segment again as one attachment of it had been: `pieces`, its
+        mappings (several when an mprotect of some pages split it; not the whole segment
+        when munmap took some). The whole segment at the address it was attached at when
+        the pieces cover it, else in an area free in both layouts, each piece moved to its
+        address (mremap keeps its offset in the segment and its attachment, as shmdt wants)
+        and the rest detached; then each piece's protection."""
+        shmid = files.sysv_segment(pieces[0]["shm"])
+        flags = 0 if any("w" in vma["prot"] for vma in pieces) else sysv_shm.SHM_RDONLY
+        whole = -(-files.files[pieces[0]["shm"]]["size"] // PAGE_SIZE) * PAGE_SIZE
+        attached_at = pieces[0]["start"] - pieces[0]["offset"]
+        if sum(vma["end"] - vma["start"] for vma in pieces) == whole:    # (pieces of one attachment do not overlap)
+            self.inj.check(sysv_shm.NR_SHMAT, shmid, attached_at, flags | sysv_shm.SHM_REMAP,
+                           what=f"shmat of segment {shmid}")
+        else:
+            busy = [(v["start"], v["end"]) for v in self.meta["vmas"]] + [(v.start, v.end) for v in procfs.maps(self.tid)]
+            attached = _find_gap(busy, whole)
+            self.inj.check(sysv_shm.NR_SHMAT, shmid, attached, flags, what=f"shmat of segment {shmid}")
+            kept = attached                 # the end of what is mapped or detached so far
+            for vma in sorted(pieces, key=lambda v: v["offset"]):
+                piece, size = attached + vma["offset"], vma["end"] - vma["start"]
+                if piece > kept:
+                    self.inj.check(NR["munmap"], kept, piece - kept, what=f"munmap of part of segment {shmid}")
+                self.inj.check(NR["mremap"], piece, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, vma["start"],
+                               what=f"mremap of part of segment {shmid}")
+                kept = piece + size
+            if attached + whole > kept:
+                self.inj.check(NR["munmap"], kept, attached + whole - kept, what=f"munmap of part of segment {shmid}")
+        for vma in pieces:
+            if _prot(vma["prot"]) != _prot("rw-" if not flags else "r--"):
+                self.inj.check(NR["mprotect"], vma["start"], vma["end"] - vma["start"], _prot(vma["prot"]),
+                               what="mprotect (SysV segment)")
 
     def _check_code_files(self, maps: list, fds: dict[tuple[str, int], int]) -> None:
         """Refuse to map a program or library that is not the file the checkpoint mapped

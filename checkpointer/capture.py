@@ -311,8 +311,7 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
         meta["posix_shm"] = files.posix_shm(vma.inode, vma.path,
                                             f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}")
     elif meta["kind"] == "sysv_shm":                   # the inode number of its file is the id
-        meta["shm"] = files.sysv_shm(vma.inode, vma.end - vma.start,
-                                     f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
+        meta["shm"] = files.sysv_shm(vma.inode, f"/proc/{pid}/map_files/{vma.start:x}-{vma.end:x}",
                                      f"process {pid}, mapping {vma.start:#x}")
     return meta
 

@@ -256,12 +256,12 @@ class FileCapture:
                   "data": self._put_pieces(pieces)}
         return self._add_shared(("posix_shm", inode), record)
 
-    def sysv_shm(self, shmid: int, mapping_size: int, source: str, what: str) -> int:
+    def sysv_shm(self, shmid: int, source: str, what: str) -> int:
         """The file id of a SysV shared memory segment (checkpointer.sysv_shm), recorded
         once per segment; its contents are read from `source`."""
         if (known := self._shared_ids.get(("sysv_shm", shmid))) is not None:
             return known
-        record = sysv_shm.describe(shmid, mapping_size, source, what)
+        record = sysv_shm.describe(shmid, source, what)
         record.update(kind="sysv_shm", id=len(self.files), target=f"SysV segment {shmid}", flags=0, pos=0,
                       data=self.put_blob(record.pop("contents")))
         return self._add_shared(("sysv_shm", shmid), record)

@@ -12,8 +12,9 @@ A process tree in an IPC namespace of its own (ipc_namespace.py) is restored int
 one, where every segment is made afresh; segments no process of the tree maps are
 captured too (`unattached`), read through an attachment of our own.
 
-Simplifications: a tree in the host's IPC namespace is restored in the restorer's; a segment
-is attached whole (a mapping of part of one is refused at checkpoint time); a segment
+Simplifications: a tree in the host's IPC namespace is restored in the restorer's; a mapping
+of part of a segment (mprotect of some pages splits one attachment in several mappings) is
+attached whole then moved (builder.ProcessBuilder._attach_segment); a segment
 made again gets its owner and mode back, its creator becomes the restorer; a restore
 whose segment is attached by running processes (another instance of the image, a clone's
 original) is refused rather than overwrite their memory.
@@ -48,16 +49,13 @@ def segment(shmid: int) -> dict | None:
     return None
 
 
-def describe(shmid: int, mapping_size: int, source: str, what: str) -> dict:
+def describe(shmid: int, source: str, what: str) -> dict:
     """What a restore needs of segment `shmid`, its contents read from `source` (a
-    map_files entry of a mapping of it)."""
+    map_files entry of a mapping of it, or of part of it: the file is the whole segment)."""
     info = segment(shmid)
     if info is None:
         raise Unsupported(f"{what}: SysV segment {shmid} is not in /proc/sysvipc/shm "
                           "(another IPC namespace?)")
-    if mapping_size != -(-info["size"] // 4096) * 4096:
-        raise Unsupported(f"{what}: only part of SysV segment {shmid} is mapped; only whole "
-                          "segments can be checkpointed")
     with open(source, "rb") as f:
         data = f.read(info["size"])
     return {**_record(shmid, info), "contents": data}

@@ -123,3 +123,35 @@ def test_a_segment_whose_key_was_taken_comes_back_without_it(procs, store, tmp_p
         subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
         if "shmid" in locals():
             subprocess.run(["ipcrm", "-m", str(shmid)], capture_output=True)     # made again keyless
+
+
+def test_a_segment_mapped_in_pieces_comes_back_in_the_same_pieces(procs, store, binaries, tmp_path):
+    """An attachment split by mprotect (a read-only first page) and cut short by munmap
+    (its last page): each piece comes back at its address with its protection and its
+    offset in the segment, sharing the segment's pages, and shmdt of the attachment's
+    address detaches every piece, as before the checkpoint."""
+    out, detach = tmp_path / "out", tmp_path / "detach"
+    proc = procs.start([str(binaries / "shm_pieces"), str(out), str(detach)])
+
+    def lines() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+
+    def pieces(pid: int) -> list[tuple[str, str, str]]:
+        return [(line.split()[0], line.split()[1], line.split()[2])
+                for line in open(f"/proc/{pid}/maps") if "/SYSV" in line]
+
+    wait_for(lambda: len(lines()) > 5, "the target to count")
+    assert lines()[0] == "ready 2"
+    before = pieces(proc.pid)
+    assert [(perms, offset) for _, perms, offset in before] == [("r--s", "00000000"), ("rw-s", "00001000")]
+    checkpointer.checkpoint([proc.pid], store, "pieces")
+    procs.kill(proc)
+    count = len(lines())
+    restored = checkpointer.restore(store, "pieces")
+    procs.restored.append(restored)
+    assert pieces(restored.pids[0]) == before
+    wait_for(lambda: len(lines()) > count + 5, "the restored target to count")
+    detach.touch()
+    wait_for(lambda: any(line.startswith(("detached", "BAD")) for line in lines()), "the target to detach")
+    assert not [line for line in lines() if line.startswith("BAD")], lines()[-3:]
+    assert [line for line in lines() if line.startswith("detached")] == ["detached 0"]
