@@ -23,7 +23,9 @@ stored (and per page split: its main thread, which stores the pages and serves t
 and its other threads, which freeze, pre-copy and capture), with its share of one CPU and
 the system part (the kernel's copies and syncs), its resident memory at the end of the window,
 and the load average is noted beside each rate (the machine is shared); for Redis, the
-daemon's fdatasyncs per checkpoint (under 1 when group commit makes several durable at once).
+daemon's fdatasyncs per checkpoint (under 1 when group commit makes several durable at once)
+and its fixed cost: CPU per checkpoint (all threads and the main one) over IDLE_S with
+no client (redis_idle_*).
 Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only | --sqlite-only]
 """
 from __future__ import annotations
@@ -255,6 +257,7 @@ def note_daemon_cpu(out: dict, key: str, before: tuple, after: tuple, status: di
     user_ms, system_ms, main_ms, checkpoints, pages, seconds = (a - b for a, b in zip(after, before))
     cpu_ms = user_ms + system_ms
     out[f"redis_daemon_cpu_ms_per_checkpoint_{key}"] = round(cpu_ms / max(checkpoints, 1), 1)
+    out[f"redis_daemon_main_thread_ms_per_checkpoint_{key}"] = round(main_ms / max(checkpoints, 1), 1)
     out[f"redis_daemon_cpu_us_per_page_{key}"] = round(1000 * cpu_ms / max(pages, 1), 1)
     out[f"redis_daemon_cpu_us_per_page_main_thread_{key}"] = round(1000 * main_ms / max(pages, 1), 1)
     out[f"redis_daemon_cpu_us_per_page_other_threads_{key}"] = round(1000 * (cpu_ms - main_ms) / max(pages, 1), 1)
@@ -264,6 +267,21 @@ def note_daemon_cpu(out: dict, key: str, before: tuple, after: tuple, status: di
     out[f"redis_checkpoints_per_s_achieved_{key}"] = round(checkpoints / seconds, 1)
     out[f"redis_pages_per_checkpoint_{key}"] = round(pages / max(checkpoints, 1))
     out[f"redis_precopied_pages_last_{key}"] = status["precopied_pages_last"]
+
+
+IDLE_S = 2.0
+
+
+def note_idle_cost(out: dict, key: str, store: Path) -> None:
+    """The daemon's fixed cost per checkpoint: its CPU per checkpoint over IDLE_S with no
+    client (Redis idle: a few pages a checkpoint), all threads and the main one (trio: the
+    image, the records, the commits; the others: freeze, capture, fsync)."""
+    before = daemon_cpu(store)
+    time.sleep(IDLE_S)
+    user_ms, system_ms, main_ms, checkpoints, _, seconds = (a - b for a, b in zip(daemon_cpu(store), before))
+    out[f"redis_idle_daemon_cpu_ms_per_checkpoint_{key}"] = round((user_ms + system_ms) / max(checkpoints, 1), 2)
+    out[f"redis_idle_daemon_main_thread_ms_per_checkpoint_{key}"] = round(main_ms / max(checkpoints, 1), 2)
+    out[f"redis_idle_checkpoints_per_s_{key}"] = round(checkpoints / seconds, 1)
 
 
 def daemon_memory_mb(store: Path) -> dict[str, float]:
@@ -302,6 +320,7 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
             note_daemon_cpu(out, key, before, after, status)
             out[f"redis_fdatasyncs_per_checkpoint_{key}"] = round(   # < 1: group commit (slsfs.group_commit)
                 (ps.get("group_commit_barriers", 0) - barriers_before) / max(after[3] - before[3], 1), 2)
+            note_idle_cost(out, key, store)
             for name, mb in daemon_memory_mb(store).items():
                 out[f"redis_daemon_{name}_mb_{key}"] = mb
         if hz == 10:
