@@ -21,6 +21,15 @@ def _sweeps(out) -> int:
     return len(ok_lines(out))
 
 
+def _state(pid: int) -> str | None:
+    """The state letter of a process (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
+
+
 def _start(procs, binaries, tmp_path, target: str = "rewriter", sweeps: int = 3):
     """A self-checking target sweeping a HEAP_MIB heap, once it has swept `sweeps` times;
     (process, its output file)."""
@@ -99,6 +108,9 @@ def test_a_snapshot_killed_during_the_copy_fails_the_checkpoint_and_the_target_r
         pending = _snapshot_capture(inc, proc.pid, store)
         child = pending.snapshots[0].child
         os.kill(child, signal.SIGKILL)   # as a kill of the whole PID namespace would
+        # ... once it has died (its memory gone): a killed task exits only once it gets a CPU,
+        # and at load 10 the whole copy could be over before (1 run in 8 "did not raise")
+        wait_for(lambda: _state(child) in ("Z", "X", None), "the killed snapshot to die")
         with pytest.raises(CheckpointError, match="fork snapshot of process .* went away"):
             pending.complete()
         assert inc.parent is None
