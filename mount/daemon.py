@@ -64,11 +64,12 @@ def answer(fs: FileSystem, req: dict) -> dict:
     return {"ok": False, "error": f"unknown request {op!r}"}
 
 
-async def diff(fs: FileSystem, req: dict) -> dict:
+async def diff(fs: FileSystem, req: dict,
+               resolve: Callable[[str | int], tuple[int, dict]] | None = None) -> dict:
     """The answer to a `diff` request: the paths that differ between checkpoints `a` and `b`
-    (ids, names, 'latest~N' or times) of this mount's volume."""
+    (ids, names, 'latest~N' or times; `resolve`: see FileSystem.diff) of this mount's volume."""
     try:
-        return {"ok": True, **await fs.diff(req["a"], req["b"])}
+        return {"ok": True, **await fs.diff(req["a"], req["b"], resolve)}
     except (MountError, StoreError) as exc:
         return {"ok": False, "error": str(exc)}
 

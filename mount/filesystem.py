@@ -499,22 +499,30 @@ class FileSystem:
                     step = next(steps, _DONE)
             return collection.result
 
-    async def diff(self, older: str | int, newer: str | int) -> dict:
+    async def diff(self, older: str | int, newer: str | int,
+                   resolve: Callable[[str | int], tuple[int, dict]] | None = None) -> dict:
         """The paths added, removed and changed in this mount's volume between two
         checkpoints (ids, names, 'latest~N' or times; mount.treediff), worked out in the
         trio thread in slices with requests going on between them. Retention keeps both
-        checkpoints until it is done."""
-        old, new = self.store.resolve(older), self.store.resolve(newer)
+        checkpoints until it is done. `resolve(spec)` -> (checkpoint id, its roots) reads
+        the specs (default: the store's own checkpoints, `checkpoint_roots`)."""
+        resolve = resolve or self.checkpoint_roots
+        (old_id, old_roots), (new_id, new_roots) = resolve(older), resolve(newer)
         result = TreeDiff()
-        pins = (old.id, new.id)
+        pins = (old_id, new_id)
         self._compared.update(pins)
         try:
-            for _ in diff_steps(self.store, old.roots, new.roots, self.volume_name, result):
+            for _ in diff_steps(self.store, old_roots, new_roots, self.volume_name, result):
                 await self._requests_first()
         finally:
             self._compared.subtract(pins)
             self._compared = +self._compared     # drop the counts back at zero
-        return {"a": old.id, "b": new.id, **result.to_json()}
+        return {"a": old_id, "b": new_id, **result.to_json()}
+
+    def checkpoint_roots(self, spec: str | int) -> tuple[int, dict]:
+        """(id, roots) of the checkpoint `spec` names (Store.resolve)."""
+        commit = self.store.resolve(spec)
+        return commit.id, commit.roots
 
     async def _requests_first(self) -> None:
         """Between two steps of a collection: let every other task run, then wait while

@@ -615,7 +615,7 @@ class Daemon:
             if op == "ps":
                 return {"ok": True, **self.status()}
             if op == "diff":
-                return await mount_daemon.diff(self.fs, req)
+                return await mount_daemon.diff(self.fs, req, self._checkpoint_roots)
             if op == "stop_group":
                 group = self._group(req["group"])
                 await self._stop_group(group)
@@ -629,6 +629,18 @@ class Daemon:
         except (GroupError, CheckpointError, StoreError) as exc:
             return {"ok": False, "error": str(exc)}
         return mount_daemon.answer(self.fs, req)
+
+    def _checkpoint_roots(self, spec: str | int) -> tuple[int, dict]:
+        """(id, roots) of a checkpoint for `sls diff`: `GROUP#N` is group GROUP's checkpoint
+        N (slsfs.groups.resolve), its files as of its freeze (the record's volume roots, not
+        its commit's, which also holds what was written after the thaw); else the store's
+        checkpoint (an id, a name, 'latest~N', a time)."""
+        group, sep, _ = str(spec).partition("#")
+        if not (sep and group):
+            return self.fs.checkpoint_roots(spec)
+        record, commit = groups.resolve(self.store, group, str(spec))
+        volumes = {record.settings.volume: record.fs, **record.clone_volumes}
+        return commit.id, {VOLUME_PREFIX + volume: root for volume, root in volumes.items()}
 
     def status(self) -> dict:
         """The `ps` reply (without "ok"): this daemon, its mount and every group's status."""

@@ -219,3 +219,29 @@ def test_ps_without_a_daemon_lists_the_groups_the_store_can_bring_back(group_sto
     kept_line = next(line for line in shown.splitlines() if line.startswith("kept "))
     assert kept_line.split()[1:3] == ["down", str(newest)], shown
     assert "sls restore GROUP --store" in shown
+
+
+def test_diff_of_two_group_checkpoints_by_their_numbers(group_store):
+    """`sls diff app#1 app#2` inside a group's mount compares the files of the two
+    checkpoints' instants; an unknown number names the group's checkpoints."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
+              sys.executable, "-c", "import time; time.sleep(3600)")
+    (store.mnt / "kept.txt").write_text("1")
+    (store.mnt / "gone.txt").write_text("1")
+    store.checkpoint("app")
+    (store.mnt / "kept.txt").write_text("22")
+    (store.mnt / "gone.txt").unlink()
+    (store.mnt / "new.txt").write_text("3")
+    store.checkpoint("app")
+    seqs = sorted({int(line.split("#")[1].split(":")[0]) for line in
+                   store.sls("log", str(store.mnt)).stdout.splitlines() if "group app #" in line})
+    first, second = seqs[-2], seqs[-1]
+    found = json.loads(subprocess.run(
+        [sys.executable, "-m", "slsfs.cli", "diff", f"app#{first}", f"app#{second}", "--json"],
+        cwd=store.mnt, capture_output=True, text=True, check=True).stdout)
+    assert (found["added"], found["removed"], found["changed"]) == (["new.txt"], ["gone.txt"], ["kept.txt"])
+    unknown = subprocess.run([sys.executable, "-m", "slsfs.cli", "diff", "app#999", f"app#{second}"],
+                             cwd=store.mnt, capture_output=True, text=True)
+    assert unknown.returncode == 1 and "app#999" in unknown.stderr, unknown.stderr
+    store.sls("stop", "--store", str(store.path))
