@@ -270,7 +270,7 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
     own = next((k for k in checkpoints if k.commit == commit.id), None)
     if own is not None and commit.label.startswith("group ") and not commit.label.endswith(FILES_LABEL_END):
         return own.record, commit                        # a group checkpoint's own commit (its record's first)
-    users = [k for k in checkpoints if k.record.files_commit == commit.id]
+    users = [k for k in checkpoints if k.record.files_commit == commit.id and holds_files_of(commit, k.record)]
     if users:                                            # the files commit of one of its checkpoints: the
         return users[-1].record, store.commit_by_id(users[-1].commit)    # first to name it (made it)
     if (label_group(commit.label) == name and commit.label.endswith(FILES_LABEL_END)

@@ -4,9 +4,12 @@ give that checkpoint; what names nothing, or more than one, is an error naming t
 group's checkpoints."""
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from objectstore import Store
+from objectstore.stream import recv, send
 from objectstore.retention import RetentionPolicy
 
 from slsfs import groups
@@ -105,3 +108,27 @@ def test_partners_files_commit_restores_each_partners_checkpoint(store):
     for name in ("a", "b"):
         record, commit = groups.resolve(store, name, str(files.id))
         assert (record.settings.name, commit.id) == (name, own)
+
+
+def test_a_received_records_files_commit_id_is_the_senders_not_a_local_commit(tmp_path):
+    """`sls recv` stores records naming the sender's commit ids: a local commit with such
+    an id is not that checkpoint's files commit (it holds other files)."""
+    with Store.init(tmp_path / "sender") as sender:
+        sender.create_volume("main")
+        for seq in range(1, 4):
+            group_checkpoint(sender, seq)
+        seed = sender.seed
+        stream = io.BytesIO()
+        send(sender, sender.head, stream)
+    with Store.init(tmp_path / "receiver", seed=seed) as receiver:
+        receiver.create_volume("main")
+        for n in range(6):
+            receiver.volume("main").put(b"local", b"%d" % n)
+            receiver.commit(f"local {n}")
+        stream.seek(0)
+        received = recv(receiver, stream, force=True)
+        record = groups.load(receiver, "app", received.roots)
+        assert record.files_commit < received.id                      # a local id too
+        with pytest.raises(GroupError, match=f"had no checkpoint yet at checkpoint {record.files_commit}"):
+            groups.resolve(receiver, "app", str(record.files_commit))
+        assert groups.resolve(receiver, "app", str(received.id))[0].seq == 3

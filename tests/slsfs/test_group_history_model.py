@@ -119,5 +119,5 @@ class GroupHistory(RuleBasedStateMachine):
 def test_every_listed_group_checkpoint_restores_after_random_history(group_binaries):
     GroupHistory.binaries = group_binaries
     run_state_machine_as_test(GroupHistory, settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=10, deadline=None, derandomize=not EXPLORE, database=None,
+        max_examples=EXAMPLES, stateful_step_count=6, deadline=None, derandomize=not EXPLORE, database=None,
         phases=[Phase.generate], suppress_health_check=list(HealthCheck), verbosity=Verbosity.verbose))
