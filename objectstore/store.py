@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 import uuid as uuidlib
 import weakref
@@ -60,6 +61,7 @@ class PendingBarrier:
 
 MAX_NAME_BYTES = 255
 _RESERVED_NAMES = ("latest", "HEAD", "head")
+_GROUP_NUMBER = re.compile(r"[^#]*#[0-9]+")     # GROUP#N or #N: a persistence group's checkpoint number
 
 
 def check_tag_name(name: str) -> None:
@@ -74,6 +76,10 @@ def check_tag_name(name: str) -> None:
         why = "'latest', 'HEAD' and '~' name the newest checkpoints"
     elif "/" in name or not name.isprintable():
         why = "it holds '/' or a control character"
+    elif name != name.strip():
+        why = "it begins or ends with white space, which is dropped when a checkpoint is looked up"
+    elif _GROUP_NUMBER.fullmatch(name):
+        why = "NAME#N and #N name a persistence group's checkpoint number"
     elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         why = f"it is longer than {MAX_NAME_BYTES} bytes"
     else:

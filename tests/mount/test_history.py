@@ -184,6 +184,8 @@ def test_stat_gives_sizes_in_the_unit_that_fits(mnt):
     ("checkpoint", "2026-12-01", "ISO-8601 time"),
     ("checkpoint", "42", "checkpoint id"),
     ("checkpoint", "x" * 256, "longer than 255 bytes"),
+    ("checkpoint", " v1 ", "white space"),                       # looked up as 'v1': never found
+    ("checkpoint", "web#2", "group's checkpoint number"),        # in a group's store: that group's #2
     ("snapshot", "x" * 256, "at most 255 bytes"),                # a name .sls/snapshots/ could not show
     ("snapshot", "tab\there", "control character"),
 ])
