@@ -9,6 +9,8 @@ import io
 import pytest
 
 from objectstore import Store
+from objectstore import pack as fmt
+from objectstore.store import _record
 from objectstore.stream import recv, send
 from objectstore.retention import RetentionPolicy
 
@@ -89,11 +91,16 @@ def test_a_number_two_checkpoints_carry_after_a_rollback_is_ambiguous(store):
     assert groups.resolve(store, "app", str(files.id))[1].id == again
 
 
-def test_a_name_that_reads_as_a_checkpoint_number_is_ambiguous(store):
-    made = {seq: group_checkpoint(store, seq) for seq in range(1, 3)}
-    store.tag("app#1", made[2][1])
-    with pytest.raises(GroupError, match="ambiguous"):
-        groups.resolve(store, "app", "app#1")
+def test_a_name_that_reads_as_a_checkpoint_number_is_ambiguous(tmp_path):
+    """Such a name is refused now (objectstore.store.check_tag_name); an older slsfs took it."""
+    with Store.init(tmp_path / "store") as store:
+        store.create_volume("main")
+        made = {seq: group_checkpoint(store, seq) for seq in range(1, 3)}
+        store.packs.append_meta(fmt.TAG, _record("tag", name="app#1", commit=made[2][1]))   # as written then
+        store.packs.sync()
+    with Store.open(tmp_path / "store", readonly=True) as store:
+        with pytest.raises(GroupError, match="ambiguous"):
+            groups.resolve(store, "app", "app#1")
 
 
 def test_partners_files_commit_restores_each_partners_checkpoint(store):
