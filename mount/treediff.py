@@ -71,13 +71,23 @@ class _Version:
         return entry
 
     def paths(self, ino: int, memo: dict[int, list[str]]) -> list[str]:
-        """Every path of inode `ino` from the volume's root ([] if not under it)."""
-        if ino == self.root_ino:
-            return [""]
-        if ino not in memo:
-            memo[ino] = []                               # (a directory cannot be its own ancestor)
-            memo[ino] = [_join(parent_path, _decode(name)) for parent, name in self.links.get(ino, ())
-                         for parent_path in self.paths(parent, memo)]
+        """Every path of inode `ino` from the volume's root ([] if not under it). Iterative:
+        a tree may be deeper than Python's recursion limit."""
+        memo.setdefault(self.root_ino, [""])
+        pending, opened = [ino], set()
+        while pending:
+            top = pending[-1]
+            if top in memo:
+                pending.pop()
+                continue
+            parents = [parent for parent, _ in self.links.get(top, ()) if parent not in memo]
+            if parents and top not in opened:         # their paths first (once: a damaged tree
+                opened.add(top)                       # with a cycle must not loop for ever)
+                pending.extend(parents)
+                continue
+            pending.pop()
+            memo[top] = [_join(parent_path, _decode(name)) for parent, name in self.links.get(top, ())
+                         for parent_path in memo.get(parent, ())]
         return memo[ino]
 
     def is_dir(self, entry: schema.Entry) -> bool:
@@ -87,17 +97,21 @@ class _Version:
         return raw is not None and stat.S_ISDIR(schema.Inode.decode(entry.ino, raw).mode)
 
     def below(self, entry: schema.Entry, path: str) -> Iterator[str]:
-        """Every path under directory `entry` at `path`, grafted volumes included."""
-        if entry.volume is not None:
-            grafted = _version_without_names(self.store, self.roots, entry.volume)
-            yield from grafted.below(schema.Entry(grafted.root_ino), path)
-            return
-        for key, raw in self.tree.prefix(schema.dir_prefix(entry.ino)):
-            child = schema.Entry.decode(raw.value)
-            child_path = _join(path, _decode(schema.split_entry_key(key)[1]))
-            yield child_path
-            if self.is_dir(child):
-                yield from self.below(child, child_path)
+        """Every path under directory `entry` at `path`, grafted volumes included (depth
+        first, with a stack of its own: a tree may be deeper than Python's recursion limit)."""
+        stack: list[tuple[_Version, schema.Entry, str]] = [(self, entry, path)]
+        while stack:
+            version, directory, where = stack.pop()
+            if directory.volume is not None:
+                grafted = _version_without_names(version.store, version.roots, directory.volume)
+                stack.append((grafted, schema.Entry(grafted.root_ino), where))
+                continue
+            for key, raw in version.tree.prefix(schema.dir_prefix(directory.ino)):
+                child = schema.Entry.decode(raw.value)
+                child_path = _join(where, _decode(schema.split_entry_key(key)[1]))
+                yield child_path
+                if version.is_dir(child):
+                    stack.append((version, child, child_path))
 
 
 def diff_steps(store: Store, old_roots: dict, new_roots: dict, volume: str, result: TreeDiff) -> Iterator[None]:

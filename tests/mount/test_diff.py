@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 
 from mount_helpers import sls
 
@@ -144,3 +145,20 @@ def test_diff_names_checkpoints_like_the_log_and_says_what_is_wrong(mnt):
     assert wrong.returncode != 0 and "no-such-name" in wrong.stderr
     outside = sls("diff", "first", "latest", check=False, cwd="/")
     assert outside.returncode != 0 and "--mount" in outside.stderr
+
+
+def test_a_tree_deeper_than_pythons_recursion_limit(mnt):
+    """Deep paths are POSIX (the mount serves them): so is their diff."""
+    deep = mnt.path
+    for _ in range(1200):
+        deep = deep / "d"
+        os.mkdir(deep)                                    # (os.makedirs would stat the whole path each time)
+    before = checkpoint(mnt)
+    (deep / "leaf").write_text("x")
+    after = checkpoint(mnt)
+    leaf = "/".join(["d"] * 1200 + ["leaf"])
+    assert store_diff(mnt, before, after) == {"added": [leaf], "removed": [], "changed": [leaf[:-5]]}
+    assert store_diff(mnt, after, before) == {"added": [], "removed": [leaf], "changed": [leaf[:-5]]}
+    subprocess.run(["rm", "-rf", str(mnt.path / "d")], check=True)
+    gone = checkpoint(mnt)
+    assert len(store_diff(mnt, after, gone)["removed"]) == 1201
