@@ -906,10 +906,25 @@ class FileRestorer:
         return connection_ends(record)[::-1] in self.unrepaired
 
     def _make_unix_pair(self, builder, record: dict, base: int) -> list[int]:
-        """A new socketpair: this end, its peer's records on the other, each refilled."""
+        """A new socketpair: this end, its peer's records on the other, each refilled. Made
+        under this end's peer credentials (SO_PEERCRED: the creds of the socketpair's maker,
+        or of the process that connected; the process being built is still root): its
+        effective uid and gid set to them around the socketpair (both ends of a new pair get
+        the same: a connected pair whose ends had different ones gets this end's)."""
         inj, ns_pid = builder.inj, builder.meta["pid"]
         sock_type = SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC
-        inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, sock_type, 0, inj.scratch, what="socketpair")
+        uid, gid = record.get("peer_creds", (0, 0))
+        if gid:
+            inj.check(kernel.NR["setresgid"], -1, gid, -1, what="setresgid (a socketpair's credentials)")
+        if uid:
+            inj.check(kernel.NR["setresuid"], -1, uid, -1, what="setresuid (a socketpair's credentials)")
+        try:
+            inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, sock_type, 0, inj.scratch, what="socketpair")
+        finally:
+            if uid:
+                inj.check(kernel.NR["setresuid"], -1, 0, -1, what="setresuid (back to root)")
+            if gid:
+                inj.check(kernel.NR["setresgid"], -1, 0, -1, what="setresgid (back to root)")
         ends = [self._spare(builder, fd, base) for fd in struct.unpack("ii", inj.read(inj.scratch, 8))]
         peers = [f for f in self.files.values() if f["kind"] == "unix_pair" and f["ino"] == record["peer"]]
         for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:

@@ -307,6 +307,9 @@ class FileCapture:
             record["unread"] = info["max_backlog"]  # version 12: bytes sent to a peer not accepted yet
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
             record["passcred"] = 1      # version 10
+        _, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if (uid, gid) != (0, 0):
+            record["peer_creds"] = [uid, gid]   # version 23: SO_PEERCRED's, when not the restorer's (root)
         return record
 
     def _queued(self, sock: socket.socket, info: dict, what: str, holder: int) -> dict:

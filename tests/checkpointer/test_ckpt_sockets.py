@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import sys
+from pathlib import Path
 
 import checkpointer
 from checkpointer import load_image
@@ -213,3 +215,25 @@ def test_a_backlog_too_long_to_list_is_still_described():
             client.close()
         listener.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_socketpair_made_by_a_process_that_is_not_root_names_it_as_its_maker_again(procs, store, tmp_path):
+    """SO_PEERCRED of a restored socketpair gives the uid and gid of the process that had
+    made it (nobody), not those of the restore (root), which makes the pair before it gives
+    the process its credentials back: the target checks its own pair at every step."""
+    target = Path(__file__).parent / "targets" / "peer_creds.py"
+    out = tmp_path / "creds.out"
+    proc = procs.start([sys.executable, str(target), str(out)])
+
+    def lines() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+    wait_for(lambda: len(lines()) > 5, "the target to check its socketpair")
+    checkpointer.checkpoint([proc.pid], store, "creds")
+    assert [f.get("peer_creds") for f in load_image(store, "creds").meta["files"] if f["kind"] == "unix_pair"] \
+        == [[65534, 65534], [65534, 65534]]
+    procs.kill(proc)
+    count = len(lines())
+    restored = checkpointer.restore(store, "creds")
+    procs.restored.append(restored)
+    wait_for(lambda: len(lines()) > count + 5 or "BAD" in out.read_text(), "the restored target to check its pair")
+    assert not [line for line in lines() if line.startswith("BAD")], lines()[-2:]
