@@ -4,9 +4,11 @@ Both daemons answer `<store>/control.sock` the same way: the mount daemon
 (mount.daemon) and the group daemon (slsfs.daemon), each with its own ops. This module
 holds what they share: the listening socket (owner-only, removed when the daemon stops)
 and one exchange of the protocol (a JSON line in, a JSON line out; see mount.control and
-docs/FORMAT.md). A request that is not JSON, or lacks a field its op needs, gets a
-"bad request" reply; any other exception is a bug: logged, answered as an internal
-error naming the daemon's log, and the daemon keeps serving.
+docs/FORMAT.md). Each connection is served on its own (a silent client holds up no
+other; one that sends no whole line within REQUEST_WAIT_S is answered). A request that
+is not JSON, or lacks a field its op needs, gets a "bad request" reply; any other
+exception is a bug: logged, answered as an internal error naming the daemon's log, and
+the daemon keeps serving.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .control import socket_path
 
 log = logging.getLogger("slsfs.control")
 MAX_REQUEST_CHUNK = 65536
+REQUEST_WAIT_S = 60.0        # a client that sends no whole request by then gets "bad request"
 
 
 @asynccontextmanager
@@ -46,11 +49,12 @@ async def exchange(stream: trio.SocketStream, respond: Callable[[dict], Awaitabl
     the stream. Returns (the request, or None if it was not a JSON object; the reply)."""
     async with stream:
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = await stream.receive_some(MAX_REQUEST_CHUNK)
-            if not chunk:
-                break
-            data += chunk
+        with trio.move_on_after(REQUEST_WAIT_S):
+            while not data.endswith(b"\n"):
+                chunk = await stream.receive_some(MAX_REQUEST_CHUNK)
+                if not chunk:
+                    break
+                data += chunk
         request = None
         try:
             request = json.loads(data)

@@ -105,11 +105,12 @@ async def respond(fs: FileSystem, req: dict) -> dict:
 
 
 async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Answer the store's control socket, one request at a time, until cancelled."""
-    async with control_listener(fs.store.path, backlog=16) as listener:
+    """Answer the store's control socket until cancelled, each connection in a task of its
+    own (a client that connects and says nothing holds up no other)."""
+    async with control_listener(fs.store.path, backlog=16) as listener, trio.open_nursery() as nursery:
         task_status.started()
         while True:
-            await exchange(await listener.accept(), partial(respond, fs), LOG_NAME)
+            nursery.start_soon(exchange, await listener.accept(), partial(respond, fs), LOG_NAME)
 
 
 async def _stop_on_signals(fs: FileSystem, cancel_scope: trio.CancelScope) -> None:

@@ -248,7 +248,7 @@ def cmd_run(args) -> int:
                 "init": args.init}
     reply = ask(store, "run", settings=settings, env=dict(os.environ))
     _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
-                        f"{reply['mountpoint']}, checkpointed {args.hz:g}x a second (first checkpoint "
+                        f"{reply['mountpoint']}, {_rate(args.hz)} (first checkpoint "
                         f"{reply['checkpoint']}); output in {reply['output']}")
     return 0
 
@@ -273,9 +273,13 @@ def cmd_persist(args) -> int:
         raise CommandError(f"no slsfs daemon runs for {store}; start one with `sls run --store {store} ...` "
                            "(the process's files are only checkpointed if they live in its mount)")
     reply = ask(store, "persist", pid=args.pid, name=args.name or f"pid-{args.pid}", hz=args.hz)
-    _print(args, reply, f"group {reply['group']}: pid {args.pid} is checkpointed {args.hz:g}x a second "
+    _print(args, reply, f"group {reply['group']}: pid {args.pid} is {_rate(args.hz)} "
                         f"(first checkpoint {reply['checkpoint']})")
     return 0
+
+
+def _rate(hz: float) -> str:
+    return f"checkpointed {hz:g}x a second" if hz > 0 else "checkpointed only when asked (--hz 0)"
 
 
 def cmd_ps(args) -> int:

@@ -13,6 +13,7 @@ import stat
 import pytest
 
 from mount.control import CONTROL_VERSION, socket_path
+from mount_helpers import sls
 
 
 def ask(store, payload: bytes) -> dict:
@@ -40,3 +41,16 @@ def test_a_malformed_request_gets_a_clear_error_and_the_daemon_keeps_serving(mnt
 def test_the_control_socket_is_its_owners_only(mnt):
     mode = socket_path(mnt.store).stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_a_silent_client_holds_up_no_other_request(mnt):
+    """A client that connects and sends nothing (or half a request) must not keep `sls
+    checkpoint` waiting: each connection is served on its own."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as half:
+        silent.connect(str(socket_path(mnt.store)))
+        half.connect(str(socket_path(mnt.store)))
+        half.sendall(b'{"v": 1, "op": "checkp')
+        (mnt.path / "f").write_text("x")
+        done = sls("checkpoint", mnt.path, "--name", "beside-silent-clients", check=False)
+        assert done.returncode == 0, done.stderr
