@@ -632,12 +632,18 @@ class Daemon:
 
     def _checkpoint_roots(self, spec: str | int) -> tuple[int, dict]:
         """(id, roots) of a checkpoint for `sls diff`: `GROUP#N` is group GROUP's checkpoint
-        N (slsfs.groups.resolve), its files as of its freeze (the record's volume roots, not
+        N (slsfs.groups.resolve; `#N` when the store has one group), its files as of its freeze (the record's volume roots, not
         its commit's, which also holds what was written after the thaw); else the store's
         checkpoint (an id, a name, 'latest~N', a time)."""
         group, sep, _ = str(spec).partition("#")
-        if not (sep and group):
+        if not sep:
             return self.fs.checkpoint_roots(spec)
+        if not group:                            # '#N': the store's one group, if it has one
+            known = groups.group_names(self.store.roots())
+            if len(known) != 1:
+                raise GroupError(f"say which group's checkpoint {spec!r} is: GROUP{spec} "
+                                 f"(groups: {', '.join(known) or 'none'})")
+            group = known[0]
         record, commit = groups.resolve(self.store, group, str(spec))
         volumes = {record.settings.volume: record.fs, **record.clone_volumes}
         return commit.id, {VOLUME_PREFIX + volume: root for volume, root in volumes.items()}

@@ -88,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("diff", help="paths added, removed and changed between two checkpoints or directories",
                        description="Compare two checkpoints of a mount (an id, a name, latest, latest~N, "
-                                   "an ISO-8601 time, or GROUP#N in a persistence group's mount: its files "
-                                   "at that checkpoint's freeze; from the store's trees, reading only what "
-                                   "changed) or two directories (walked).")
+                                   "an ISO-8601 time; in a group's mount also GROUP#N, or #N with one "
+                                   "group: its files at that checkpoint's freeze), from the store's trees, "
+                                   "reading only what changed; or two directories (walked).")
     p.add_argument("a", help="the older checkpoint, or a directory")
     p.add_argument("b", help="the newer checkpoint, or a directory")
     p.add_argument("--mount", help="the mount whose checkpoints A and B are (default: the one the "

@@ -241,6 +241,10 @@ def test_diff_of_two_group_checkpoints_by_their_numbers(group_store):
         [sys.executable, "-m", "slsfs.cli", "diff", f"app#{first}", f"app#{second}", "--json"],
         cwd=store.mnt, capture_output=True, text=True, check=True).stdout)
     assert (found["added"], found["removed"], found["changed"]) == (["new.txt"], ["gone.txt"], ["kept.txt"])
+    only_group = json.loads(subprocess.run(
+        [sys.executable, "-m", "slsfs.cli", "diff", f"#{first}", f"#{second}", "--json"],
+        cwd=store.mnt, capture_output=True, text=True, check=True).stdout)
+    assert only_group["added"] == found["added"] and only_group["changed"] == found["changed"]
     unknown = subprocess.run([sys.executable, "-m", "slsfs.cli", "diff", "app#999", f"app#{second}"],
                              cwd=store.mnt, capture_output=True, text=True)
     assert unknown.returncode == 1 and "app#999" in unknown.stderr, unknown.stderr
