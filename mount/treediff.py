@@ -59,6 +59,7 @@ class _Version:
     root_ino: int
     links: dict[int, list[tuple[int, bytes]]]          # ino -> [(parent ino, name)]
     grafts: dict[tuple[int, bytes], str]               # (parent ino, name) -> grafted volume
+    known_paths: dict[int, list[str]] = field(default_factory=dict)   # ino -> paths (`paths`)
 
     def lookup(self, path: str) -> schema.Entry | None:
         """The entry at `path` (relative, '/'-separated); a graft ends the walk."""
@@ -70,9 +71,10 @@ class _Version:
             entry = None if raw is None else schema.Entry.decode(raw)
         return entry
 
-    def paths(self, ino: int, memo: dict[int, list[str]]) -> list[str]:
+    def paths(self, ino: int) -> list[str]:
         """Every path of inode `ino` from the volume's root ([] if not under it). Iterative:
         a tree may be deeper than Python's recursion limit."""
+        memo = self.known_paths
         memo.setdefault(self.root_ino, [""])
         pending, opened = [ino], set()
         while pending:
@@ -133,24 +135,22 @@ def _diff_volume(store: Store, old_roots: dict, new_roots: dict, volume: str, pr
             yield
     new = yield from _version(store, new_roots, volume)
     old = _version_from_newer(store, old_roots, volume, new, changes)
-    old_memo: dict[int, list[str]] = {}
-    new_memo: dict[int, list[str]] = {}
     candidates: set[str] = set()
     touched: set[int] = set()                          # inodes whose record or content changed
     for key, before, after in changes:
         kind = key[:1]
         if kind == b"D":
             parent, name = _parent_name(key)
-            for side, memo in ((old, old_memo), (new, new_memo)):
-                candidates.update(_join(path, _decode(name)) for path in side.paths(parent, memo))
+            for side in (old, new):
+                candidates.update(_join(path, _decode(name)) for path in side.paths(parent))
         elif kind in (b"I", b"B", b"X", b"L"):
             ino = int.from_bytes(key[1:9], "big")
             if kind == b"I" and before is not None and after is not None and \
                     _without_atime(ino, before.value) == _without_atime(ino, after.value):
                 continue
             touched.add(ino)
-            candidates.update(old.paths(ino, old_memo))
-            candidates.update(new.paths(ino, new_memo))
+            candidates.update(old.paths(ino))
+            candidates.update(new.paths(ino))
     shown = _prefixed(prefix)
     gone_or_new: set[str] = set()                      # paths whose whole subtree is already listed
     for n, path in enumerate(sorted(candidates, key=lambda p: p.count("/")), 1):
@@ -159,7 +159,7 @@ def _diff_volume(store: Store, old_roots: dict, new_roots: dict, volume: str, pr
         if n % YIELD_EVERY == 0:
             yield
     for graft in set(old.grafts.values()) & set(new.grafts.values()):
-        for path in _graft_paths(new, graft, new_memo) & _graft_paths(old, graft, old_memo):
+        for path in _graft_paths(new, graft) & _graft_paths(old, graft):
             yield from _diff_volume(store, old_roots, new_roots, graft, shown(path), result)
 
 
@@ -242,9 +242,9 @@ def _add_name(links: dict, grafts: dict, key: bytes, value: bytes) -> None:
         links[entry.ino].append(_parent_name(key))
 
 
-def _graft_paths(side: _Version, volume: str, memo: dict[int, list[str]]) -> set[str]:
+def _graft_paths(side: _Version, volume: str) -> set[str]:
     return {_join(path, _decode(name)) for (parent, name), grafted in side.grafts.items()
-            if grafted == volume for path in side.paths(parent, memo)}
+            if grafted == volume for path in side.paths(parent)}
 
 
 def _volumes(roots: dict) -> dict:

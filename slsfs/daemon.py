@@ -142,7 +142,7 @@ class Daemon:
     # ----- checkpoints ---------------------------------------------------------------
     def _commit_files(self, group: RunningGroup) -> tuple[int, ChunkId]:
         """In the trio thread, the group frozen: the file system of this instant, committed."""
-        commit = self.fs.checkpoint(f"group {group.name} #{group.seq + 1}{group_retention.FILES_LABEL_END}",
+        commit = self.fs.checkpoint(f"group {group.name} #{group.seq + 1}{groups.FILES_LABEL_END}",
                                     durable=False)
         return commit.id, commit.roots[VOLUME_PREFIX + self.fs.volume_name]
 

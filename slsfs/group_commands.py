@@ -322,12 +322,13 @@ def _stored_groups(store: str) -> list[dict]:
     """The groups whose checkpoints the store holds (what `sls restore` can bring back),
     read from the store when no daemon runs: name, newest checkpoint, its time, command."""
     opened = read_only_store(store)
-    records, unreadable = groups.readable(opened, opened.roots())
+    roots = opened.roots()
+    records, unreadable = groups.readable(opened, roots)
     found = []
     for name, record in records.items():
         newest = groups.kept(opened, name)
         found.append({"group": name, "checkpoint": newest[0].commit if newest else None, "time": record.time,
-                      "argv": record.settings.argv, "stopped": groups.stopped(opened, name, opened.roots())})
+                      "argv": record.settings.argv, "stopped": groups.stopped(opened, name, roots)})
     return sorted(found + [{"group": name, "error": why} for name, why in unreadable.items()],
                   key=lambda g: g["group"])
 

@@ -30,9 +30,6 @@ from objectstore.fsck import add_link_check
 
 from . import groups
 
-FILES_LABEL_END = groups.FILES_LABEL_END
-
-
 def files_commits(store: Store, keep: set[int]) -> set[int]:
     """The files commits named by the group records of the commits `keep` (for
     `Store.gc(also_keep=...)`, whose retention cannot see these links)."""
@@ -100,7 +97,7 @@ def check_links(store: Store) -> list[str]:
         except (groups.GroupError, StoreError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"checkpoint {ids[0]}: the record of group {group!r} cannot be read: {exc}")
     helpers = {record.files_commit for record in records.values()} - {
-        c.id for c in log if is_group_checkpoint(c.label)}
+        c.id for c in log if groups.is_group_checkpoint(c.label)}
     newest = newest_group_checkpoints(store)
     for key, record in records.items():
         where = f"checkpoint {carriers[key][0]}: group {record.settings.name!r} #{record.seq}"
@@ -152,12 +149,6 @@ def _clearing(owners: list[int], newest: set[int]) -> str:
                 "checkpointed again and retention drops this one")
     return ("To clear this report, drop it: `sls gc STORE " + " ".join(f"--forget {cid}" for cid in owners)
             + "` (nothing else goes)")
-
-
-def is_group_checkpoint(label: str) -> bool:
-    """Whether a commit's label is that of a group checkpoint's record commit (slsfs.daemon
-    `_take`: "group app #7: periodic"), not of its files commit ("group app #7: files")."""
-    return label.startswith("group ") and not label.endswith(FILES_LABEL_END)
 
 
 add_link_check(check_links)

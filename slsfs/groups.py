@@ -199,6 +199,12 @@ def kept(store: Store, name: str) -> list[Kept]:
     return sorted(found.values(), key=lambda k: k.commit, reverse=True)
 
 
+def is_group_checkpoint(label: str) -> bool:
+    """Whether a commit's label is that of a group checkpoint's record commit (slsfs.daemon
+    `_take`: "group app #7: periodic"), not of its files commit ("group app #7: files")."""
+    return label.startswith("group ") and not label.endswith(FILES_LABEL_END)
+
+
 def holds_files_of(commit: Commit, record: GroupCheckpoint) -> bool:
     """Whether `commit` holds the record's file system: its volume and clone volume roots."""
     volumes = {record.settings.volume: record.fs, **record.clone_volumes}
@@ -268,7 +274,7 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
     except NotFound as exc:
         raise GroupError(f"no checkpoint {at!r}: {exc}. {_listing(store, name, checkpoints)}") from None
     own = next((k for k in checkpoints if k.commit == commit.id), None)
-    if own is not None and commit.label.startswith("group ") and not commit.label.endswith(FILES_LABEL_END):
+    if own is not None and is_group_checkpoint(commit.label):
         return own.record, commit                        # a group checkpoint's own commit (its record's first)
     users = [k for k in checkpoints if k.record.files_commit == commit.id and holds_files_of(commit, k.record)]
     if users:                                            # the files commit of one of its checkpoints: the

@@ -9,7 +9,7 @@ import time
 
 from mount.control import request
 from objectstore import Store
-from slsfs import group_retention, groups
+from slsfs import groups
 
 from group_helpers import wait_for
 
@@ -65,7 +65,7 @@ def test_thinning_a_group_that_writes_no_file_keeps_each_kept_checkpoint_whole(g
     with Store.open(store.path, readonly=True) as opened:
         kept = {c.id for c in opened.log()}
         records = [(c.id, groups.load(opened, "quiet", c.roots).files_commit) for c in opened.log()
-                   if group_retention.is_group_checkpoint(c.label)]
+                   if groups.is_group_checkpoint(c.label)]
     assert records and all(files in kept for _, files in records), records
     oldest = min(cid for cid, _ in records)
     out = store.sls("restore", "quiet", "--store", str(store.path), "--clone", "--at", str(oldest)).stdout
@@ -85,7 +85,7 @@ def test_a_plain_mount_keeps_the_files_commit_a_stopped_groups_record_names(grou
     wait_for(lambda: store.group("app")["checkpoints"] > 3, "a few group checkpoints")
     store.sls("stop", "--store", str(store.path))
     with Store.open(store.path, readonly=True) as opened:
-        older = {c.id for c in opened.log() if group_retention.is_group_checkpoint(c.label)} - {opened.head.id}
+        older = {c.id for c in opened.log() if groups.is_group_checkpoint(c.label)} - {opened.head.id}
     store.sls("mount", str(store.path), str(store.mnt))
     try:
         def older_group_checkpoints_thinned() -> bool:
