@@ -228,8 +228,11 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
 
 # ----- mount -t fuse.slsfs and /etc/fstab ----------------------------------------------
 #: options of `mount -o` that mount(8) or mount.fuse3 may pass and that change nothing here
+#: (default_permissions: slsfs always has the kernel check permissions; xfstests' README.fuse
+#: and many fstab lines for FUSE file systems name it)
 IGNORED_MOUNT_OPTIONS = frozenset({"defaults", "relatime", "auto", "noauto", "nofail", "_netdev",
-                                   "user", "nouser", "users", "owner", "group", "comment"})
+                                   "user", "nouser", "users", "owner", "group", "comment",
+                                   "default_permissions"})
 HELPER_USAGE = ("usage: slsfs STORE MOUNTPOINT [-o volume=NAME,checkpoint_interval=MS,"
                 "allow_other,force,<kernel options>]")
 
