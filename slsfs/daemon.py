@@ -96,6 +96,7 @@ RETRY_AFTER_ERROR_S = 1.0
 QUICK_RETRIES = 3             # periodic checkpoints failing in a row before waiting RETRY_AFTER_ERROR_S
 STOP_WAIT_S = 10.0
 RETENTION_EVERY_S = 5.0
+EXIT_POLL_S = 0.5             # how often a group checkpointed only when asked is looked at: has it ended?
 STOP_WATCHDOG_S = 40.0        # a stop that is still not done by then ends the process at once
 CHECKPOINT_ATTEMPTS = 20
 UNDURABLE_COMMITS_MAX = 4     # commits not yet durable when a periodic checkpoint starts, at most
@@ -133,6 +134,7 @@ class Daemon:
         self.group_commit = GroupCommit(store, fs.barrier)   # ... made durable together, off the lock
         self.nursery: trio.Nursery | None = None
         self.failed = ""
+        self.stopping = False                 # set by stop(): the groups' ends are its doing
         self.mount_fd = -1                    # the mount's root, opened once (group_checkpoint.syncfs)
         self.flusher: ThreadFlusher | None = None   # syncfs of the mount for the tracer thread
         self.roots: set[str] = set()          # root file systems prepared for --root groups (slsfs.rootfs)
@@ -328,10 +330,30 @@ class Daemon:
                 log.warning("checkpoint of group %s failed, will retry: %s", group.name, exc)
                 if failures >= QUICK_RETRIES:     # not a passing race (a full disk?): slow down
                     await trio.sleep(RETRY_AFTER_ERROR_S)
+        await self._ended(group)
+
+    async def _wait_for_exit(self, group: RunningGroup) -> None:
+        """A group checkpointed only when asked (--hz 0): its end noted once it ends."""
+        while group.alive():
+            await trio.sleep(EXIT_POLL_S)
+        await self._ended(group)
+
+    async def _ended(self, group: RunningGroup) -> None:
+        status = None if self.stopping else await _exit_status(group)
         async with self.lock:
             group.tracking.reset()
+            if not self.stopping:
+                self._note_ends([group], "exited", status)
         group.reap()
-        log.info("group %s has exited; last checkpoint %s", group.name, group.last_checkpoint)
+        log.info("group %s has exited (status %s); last checkpoint %s", group.name, status, group.last_checkpoint)
+
+    def _note_ends(self, ended: list[RunningGroup], how: str, status: int | None) -> None:
+        """Under the lock: note in the records of `ended` how they ended, for `sls ps`
+        once no daemon runs (slsfs.groups.mark_ended)."""
+        for group in ended:
+            groups.mark_ended(self.store, group.name, how, status)
+        if ended:
+            self.store.commit(f"group {' '.join(g.name for g in ended)}: {how}", durable=False)
 
     async def run_retention(self) -> None:
         """Thin old checkpoints every RETENTION_EVERY_S by the store's policy, keeping what
@@ -374,8 +396,7 @@ class Daemon:
 
     def _adopt(self, group: RunningGroup) -> None:
         self.groups[group.name] = group
-        if group.settings.hz > 0:
-            self.nursery.start_soon(self.run_checkpoints, group)
+        self.nursery.start_soon(self.run_checkpoints if group.settings.hz > 0 else self._wait_for_exit, group)
 
     # ----- group ops -----------------------------------------------------------------
     async def run_group(self, settings: GroupSettings, env: dict[str, str]) -> dict:
@@ -661,9 +682,12 @@ class Daemon:
         watchdog = threading.Timer(STOP_WATCHDOG_S, _exit_now, args=(self.mountpoint,))
         watchdog.daemon = True
         watchdog.start()
+        self.stopping = True
+        running = [g for g in self.groups.values() if g.alive()]
         self.kill_groups()                     # first: a checkpoint under way ends at once (ProcessGone)
         async with self.lock:
             self.kill_groups()
+            self._note_ends(running, "daemon stopped", None)
             deadline = time.monotonic() + STOP_WAIT_S
             while any(g.alive() for g in self.groups.values()) and time.monotonic() < deadline:
                 await trio.sleep(0.02)         # keep serving FUSE: dying processes flush their files

@@ -293,9 +293,13 @@ def cmd_ps(args) -> int:
         lines.append(f"{'GROUP':<16}{'STATE':<9}{'CHECKPOINT':>11}  {'TAKEN':<21}COMMAND")
     for g in status.get("stored_groups", []):
         taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g["time"])) if g.get("time") else "-"
-        state = "stopped" if g.get("stopped") else "down"
+        ended = g.get("ended") or {}
+        state = "stopped" if g.get("stopped") or ended.get("how") == "daemon stopped" else \
+            "exited" if ended else "down"
         lines.append(f"{g['group']:<16}{state:<9}{g.get('checkpoint') or '-':>11}  {taken:<21}"
                      + (" ".join(g["argv"]) if "argv" in g else f"unreadable: {g['error']}"))
+        if ended.get("how") == "exited" and ended.get("status") is not None:
+            lines.append(f"  {_exit_line(ended['status'])}")
     if status.get("stored_groups"):
         lines.append(f"(bring one back: sls restore GROUP --store {args.store})")
     lines += [f"{'GROUP':<16}{'STATE':<9}{'PIDS':<16}{'RATE/s':>8}{'CKPTS':>8}{'DURABLE':>9}"
@@ -312,10 +316,13 @@ def cmd_ps(args) -> int:
         elif slow := _falls_behind(g):
             lines.append(slow)
         if (ended := g.get("exit_status")) is not None:
-            lines.append(f"  killed by signal {-ended}" if ended < 0 else
-                         f"  exited with status {ended}" + (DAEMONIZED if ended == 0 else ""))
+            lines.append(f"  {_exit_line(ended)}" + (DAEMONIZED if ended == 0 else ""))
     _print(args, status, "\n".join(lines))
     return 0
+
+
+def _exit_line(status: int) -> str:
+    return f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
 
 
 def _stored_groups(store: str) -> list[dict]:
@@ -328,7 +335,8 @@ def _stored_groups(store: str) -> list[dict]:
     for name, record in records.items():
         newest = groups.kept(opened, name)
         found.append({"group": name, "checkpoint": newest[0].commit if newest else None, "time": record.time,
-                      "argv": record.settings.argv, "stopped": groups.stopped(opened, name, roots)})
+                      "argv": record.settings.argv, "stopped": groups.stopped(opened, name, roots),
+                      "ended": groups.ended(opened, name, roots)})
     return sorted(found + [{"group": name, "error": why} for name, why in unreadable.items()],
                   key=lambda g: g["group"])
 

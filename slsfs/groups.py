@@ -14,6 +14,10 @@ checkpointed together. Every group checkpoint writes one small tree named
               record is its last checkpoint, still restorable by name); a restore of
               another group does not bring it back as a partner. Dropped when the group
               is restored.
+    b"ended"  JSON {"time": ..., "how": "exited" | "daemon stopped", "status": ...}: the
+              group was no longer running when its daemon last saw it (its command ended,
+              with that exit status; or the daemon was stopped), which `sls ps` shows when
+              no daemon runs. Informational only; dropped when the group is restored.
 
 Roots are carried from commit to commit, so any commit names the newest group
 checkpoint taken at or before it; restore reads `fs` and `image` from that record
@@ -38,6 +42,7 @@ READABLE_VERSIONS = (1, 2, 3)    # version 1: settings without `init`; 1-2: no `
 ROOT_PREFIX = "grp/"
 _META = b"meta"
 _STOPPED = b"stopped"
+_ENDED = b"ended"
 FILES_LABEL_END = ": files"      # the label of a group checkpoint's files commit ends so (slsfs.daemon)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -125,11 +130,21 @@ def mark_stopped(store: Store, name: str) -> None:
     """Note in group `name`'s newest record that the user stopped it: no restore of
     another group brings it back (it pairs with their files commit only because nothing
     was checkpointed between its stop and theirs)."""
+    _mark(store, name, _STOPPED, {"time": time.time()})
+
+
+def mark_ended(store: Store, name: str, how: str, status: int | None) -> None:
+    """Note in group `name`'s newest record how it ended (`how`: "exited", with its exit
+    status; or "daemon stopped"), for `sls ps` to show when no daemon runs."""
+    _mark(store, name, _ENDED, {"time": time.time(), "how": how, "status": status})
+
+
+def _mark(store: Store, name: str, key: bytes, doc: dict) -> None:
     root = store.roots().get(ROOT_PREFIX + name)
     if root is None:
         return
     tree = store.tree(root)
-    tree.put(_STOPPED, json.dumps({"time": time.time()}).encode())
+    tree.put(key, json.dumps(doc).encode())
     store.set_root(ROOT_PREFIX + name, tree.flush())
 
 
@@ -137,6 +152,14 @@ def stopped(store: Store, name: str, roots: dict[str, ChunkId]) -> bool:
     """Whether group `name`'s record in `roots` was marked by `mark_stopped`."""
     root = roots.get(ROOT_PREFIX + name)
     return root is not None and store.tree(root).get(_STOPPED) is not None
+
+
+def ended(store: Store, name: str, roots: dict[str, ChunkId]) -> dict | None:
+    """How group `name` ended as `mark_ended` noted it in its record in `roots`, else None
+    (it was running when its daemon died, or its record predates the note)."""
+    root = roots.get(ROOT_PREFIX + name)
+    raw = store.tree(root).get(_ENDED) if root is not None else None
+    return json.loads(raw) if raw is not None else None
 
 
 def load(store: Store, name: str, roots: dict[str, ChunkId] | None = None) -> GroupCheckpoint:

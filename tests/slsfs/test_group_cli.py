@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from group_helpers import wait_for
+from mount.control import request
 
 
 def counter_value(store) -> int | None:
@@ -219,6 +220,34 @@ def test_ps_without_a_daemon_lists_the_groups_the_store_can_bring_back(group_sto
     kept_line = next(line for line in shown.splitlines() if line.startswith("kept "))
     assert kept_line.split()[1:3] == ["down", str(newest)], shown
     assert "sls restore GROUP --store" in shown
+
+
+def test_ps_without_a_daemon_says_how_each_group_ended(group_store):
+    """A group whose command exited (with its status), one stopped with its daemon, and
+    one that was running when everything was killed: `sls ps` tells them apart once no
+    daemon runs (exited / stopped / down)."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "quits", "--hz", "0", "--",
+              sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(3)")
+    wait_for(lambda: not store.group("quits")["running"], "the group's command to exit")
+    wait_for(lambda: any(c["label"] == "group quits: exited" for c in request(store.path, "log")["log"]),
+             "the daemon to note the end in the store")
+    store.sls("stop", "--store", str(store.path))
+    shown = store.sls("ps", "--store", str(store.path)).stdout
+    assert _state(shown, "quits") == "exited" and "exited with status 3" in shown, shown
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    store.sls("run", "--store", str(store.path), "--name", "runs", "--hz", "10", "--", *sleeper)
+    store.sls("stop", "--store", str(store.path))
+    assert _state(store.sls("ps", "--store", str(store.path)).stdout, "runs") == "stopped"
+    store.sls("restore", "runs", "--store", str(store.path))
+    store.crash()
+    shown = store.sls("ps", "--store", str(store.path)).stdout
+    assert _state(shown, "runs") == "down", shown
+
+
+def _state(ps_output: str, group: str) -> str:
+    return next(line.split()[1] for line in ps_output.splitlines() if line.startswith(group + " "))
 
 
 def test_diff_of_two_group_checkpoints_by_their_numbers(group_store):
