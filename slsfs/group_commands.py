@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import shlex
 import time
 from pathlib import Path
 
@@ -297,7 +298,7 @@ def cmd_ps(args) -> int:
         state = "stopped" if g.get("stopped") or ended.get("how") == "daemon stopped" else \
             "exited" if ended else "down"
         lines.append(f"{g['group']:<16}{state:<9}{g.get('checkpoint') or '-':>11}  {taken:<21}"
-                     + (" ".join(g["argv"]) if "argv" in g else f"unreadable: {g['error']}"))
+                     + (shlex.join(g["argv"]) if "argv" in g else f"unreadable: {g['error']}"))
         if ended.get("how") == "exited" and ended.get("status") is not None:
             lines.append(f"  {_exit_line(ended['status'])}")
     if status.get("stored_groups"):
@@ -310,7 +311,7 @@ def cmd_ps(args) -> int:
         taken = g["checkpoints"]
         lines.append(f"{g['group']:<16}{'running' if g['running'] else 'exited':<9}"
                      f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{taken:>8}"
-                     f"{durable:>9}{stop:>20}  {' '.join(g['argv'])}")
+                     f"{durable:>9}{stop:>20}  {shlex.join(g['argv'])}")
         if g.get("error"):
             lines.append(f"  ! its checkpoints fail (retried; checkpoint {durable} stays its newest): {g['error']}")
         elif slow := _falls_behind(g):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -227,14 +228,15 @@ def test_ps_without_a_daemon_says_how_each_group_ended(group_store):
     one that was running when everything was killed: `sls ps` tells them apart once no
     daemon runs (exited / stopped / down)."""
     store = group_store
-    store.sls("run", "--store", str(store.path), "--name", "quits", "--hz", "0", "--",
-              sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(3)")
+    quits = [sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(3)", ""]
+    store.sls("run", "--store", str(store.path), "--name", "quits", "--hz", "0", "--", *quits)
     wait_for(lambda: not store.group("quits")["running"], "the group's command to exit")
     wait_for(lambda: any(c["label"] == "group quits: exited" for c in request(store.path, "log")["log"]),
              "the daemon to note the end in the store")
     store.sls("stop", "--store", str(store.path))
     shown = store.sls("ps", "--store", str(store.path)).stdout
     assert _state(shown, "quits") == "exited" and "exited with status 3" in shown, shown
+    assert shlex.join(quits) in shown, "the command as a shell would take it (quoted, '' kept)"
 
     sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
     store.sls("run", "--store", str(store.path), "--name", "runs", "--hz", "10", "--", *sleeper)
