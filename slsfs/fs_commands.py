@@ -201,10 +201,10 @@ def cmd_mount(args) -> int:
     if args.foreground:
         from .mount_daemon import main as daemon_main
         return daemon_main(daemon_args + ["--log-to-stderr"])
-    return _start_daemon(store, mountpoint, daemon_args)
+    return _start_daemon(store, mountpoint, daemon_args, quiet=getattr(args, "quiet", False))
 
 
-def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
+def _start_daemon(store: str, mountpoint: str, daemon_args: list[str], *, quiet: bool) -> int:
     read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
     with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
@@ -218,7 +218,8 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str]) -> int:
     finally:
         os.close(read_end)
     if message == "ok":
-        print(f"mounted {store} at {mountpoint} (daemon pid {proc.pid}, log {log_path})")
+        if not quiet:
+            print(f"mounted {store} at {mountpoint} (daemon pid {proc.pid}, log {log_path})")
         return 0
     if proc.poll() is None and not message:
         proc.terminate()
@@ -240,7 +241,8 @@ HELPER_USAGE = ("usage: slsfs STORE MOUNTPOINT [-o volume=NAME,checkpoint_interv
 def parse_mount_options(text: str) -> argparse.Namespace:
     """The `sls mount` settings that a `mount -o` option string asks for."""
     settings = argparse.Namespace(volume="main", allow_other=False, force=False, foreground=False,
-                                  checkpoint_interval=DEFAULT_INTERVAL_MS, mount_options=[])
+                                  checkpoint_interval=DEFAULT_INTERVAL_MS, mount_options=[],
+                                  quiet=True)    # like mount(8): nothing on stdout when it worked
     for option in filter(None, text.split(",")):
         name, has_value, value = option.partition("=")
         if name == "volume" and value:

@@ -67,6 +67,7 @@ def test_mount_t_fuse_slsfs_serves_the_store_and_umount_keeps_it(store_and_mount
     m = store_and_mountpoint
     result = run("mount", "-t", "fuse.slsfs", str(m.store), str(m.path), "-o", "noexec,checkpoint_interval=20")
     assert result.returncode == 0, result.stderr
+    assert result.stdout == ""      # like mount(8): scripts (xfstests) compare what mount prints
     assert is_mounted(m.path)
     m.pid = m.status()["pid"]
     fstype, options = mount_options(m.path)
