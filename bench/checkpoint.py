@@ -227,8 +227,11 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         result["restore_breakdown_ms"] = {name: round(ms, 2) for name, ms in phases.items()}
         result["restored_runs"] = _runs_on(target, restored.pids[0])
         restored.kill()
+        result["restorer_rss_mib_at_lazy_restore"] = rss_mib()
         started = time.perf_counter()
-        restored, result["restore_ms_lazy"] = timed(lambda: checkpointer.restore(store, "bench", lazy=True))
+        with recording() as phases:
+            restored, result["restore_ms_lazy"] = timed(lambda: checkpointer.restore(store, "bench", lazy=True))
+        result["restore_breakdown_ms_lazy"] = {name: round(ms, 2) for name, ms in phases.items()}
         result["lazy_restored_runs"] = _runs_on(target, restored.pids[0])
         restored.wait_pages_in(timeout=600)
         result["lazy_ms_until_all_pages_in"] = (time.perf_counter() - started) * 1000
@@ -246,6 +249,13 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
             target.kill()
         store.close()
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def rss_mib() -> int:
+    """This process's resident memory: a lazy restore forks its page server from the
+    restorer, and a fork costs more the more memory the forking process holds."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
 
 
 def restore_in_fresh_process(store_dir: Path, lazy: bool) -> float:

@@ -50,6 +50,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -246,6 +247,7 @@ def _fork(body, keep: list[socket.socket], packs: Path | None = None) -> int:
     code = 1
     try:
         os.setsid()
+        _leave_waiting_readers()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         with contextlib.suppress(ValueError):
@@ -257,6 +259,22 @@ def _fork(body, keep: list[socket.socket], packs: Path | None = None) -> int:
         print(f"sls page server: {exc}", file=sys.stderr)
     finally:
         os._exit(code)
+
+
+def _leave_waiting_readers() -> None:
+    """In a forked child: stdout on /dev/null (the server prints nothing there), and stderr
+    too when it is a pipe or a socket. A command whose output is read to its end
+    (`out=$(sls restore IMAGE --lazy --detach)`, a subprocess capturing it) would otherwise
+    wait until every page is in: the child held the command's stdio. A terminal or a file
+    (a daemon's log) keeps the child's error messages."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        with contextlib.suppress(OSError):
+            if stat.S_ISFIFO(os.fstat(2).st_mode) or stat.S_ISSOCK(os.fstat(2).st_mode):
+                os.dup2(devnull, 2)
+    finally:
+        os.close(devnull)
 
 
 class _OnFirstUse:

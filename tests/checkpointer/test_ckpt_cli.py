@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from checkpointer import CheckpointError
+from checkpointer.lazy import check_served
 from ckpt_helpers import assert_unbroken, ns_pid, ok_lines, wait_for
 
 
@@ -80,6 +82,10 @@ def test_restore_lazy_from_the_command_line(procs, cli_store, binaries, tmp_path
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     try:
+        # the command's output (read to its end: both pipes closed) came while its page
+        # server was still serving, which it would not had the server held the pipes
+        with pytest.raises(CheckpointError, match="still coming in"):
+            check_served(doc["pids"][0])
         # each line checks another 64 KiB slice of the heap: 1030 lines cover it all
         wait_for(lambda: out.stat().st_size >= size + 1030 * 20, "the lazily restored counter to cover its heap")
         assert assert_unbroken(out, proc.pid) > size // 20 + 1000
