@@ -49,6 +49,10 @@ log = logging.getLogger("slsfs.mount")
 
 META_NAME = b".sls"
 POSIX_ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")   # not supported
+# renameat2's flag (linux/fs.h) that leaves an overlayfs whiteout, a character device 0/0,
+# at the old name; the kernel checks CAP_MKNOD and refuses it with RENAME_EXCHANGE.
+# pyfuse3 names only RENAME_NOREPLACE and RENAME_EXCHANGE.
+RENAME_WHITEOUT = 4
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
 # Every change of a live tree goes through this mount, so the kernel's cache stays right
 # (the one change it does not make itself, a clone grafted by `sls clone`, invalidates
@@ -325,11 +329,15 @@ class Operations(pyfuse3.Operations):
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if self._is_meta_entry(parent_inode_old, name_old) or self._is_meta_entry(parent_inode_new, name_new):
             raise FUSEError(errno.EROFS)
+        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE | RENAME_WHITEOUT):
+            raise FUSEError(errno.EINVAL)
         volume = self._same_volume(parent_inode_old, parent_inode_new)
-        replaced = volume.rename(split_ino(parent_inode_old)[1], name_old,
-                                 split_ino(parent_inode_new)[1], name_new,
+        old_parent = split_ino(parent_inode_old)[1]
+        replaced = volume.rename(old_parent, name_old, split_ino(parent_inode_new)[1], name_new,
                                  noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
                                  exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+        if flags & RENAME_WHITEOUT:             # no await between: one change for a checkpoint
+            volume.create(old_parent, name_old, stat.S_IFCHR, ctx.uid, ctx.gid, 0, None)
         if replaced is not None and replaced.volume is None:
             self._after_unlink(volume, replaced.ino)
 

@@ -14,7 +14,7 @@ from mount_helpers import sls
 
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
 
 
 def renameat2(old, new, flags: int) -> None:
@@ -176,6 +176,28 @@ def test_rename_replace_noreplace_exchange(mnt):
         os.rename(mnt.path / "d1", b)
     with pytest.raises(IsADirectoryError):
         os.rename(b, mnt.path / "d2")
+
+
+def test_rename_whiteout_leaves_a_character_device_0_0(mnt):
+    """renameat2(RENAME_WHITEOUT), as overlayfs does on its upper layer (xfstests
+    generic/078): the old name becomes a character device 0/0, kept like any other node;
+    before, the flag was ignored and the old name was left empty."""
+    (mnt.path / "d").mkdir()
+    a, b, replaced = mnt.path / "a", mnt.path / "d" / "b", mnt.path / "d" / "old"
+    a.write_bytes(b"moved")
+    replaced.write_bytes(b"replaced")
+    renameat2(a, b, RENAME_WHITEOUT)
+    with pytest.raises(FileExistsError):        # a refused rename leaves no whiteout
+        renameat2(b, replaced, RENAME_WHITEOUT | RENAME_NOREPLACE)
+    assert b.read_bytes() == b"moved"
+    renameat2(b, replaced, RENAME_WHITEOUT)
+    mnt.umount()
+    mnt.mount()
+    for whiteout in (a, b):
+        st = os.lstat(whiteout)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert replaced.read_bytes() == b"moved"
+    assert sorted(os.listdir(mnt.path / "d")) == ["b", "old"]
 
 
 def test_chmod_chown_utimens_update_ctime(mnt):
