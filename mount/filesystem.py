@@ -71,7 +71,7 @@ from .flusher import Flusher
 from .heap import give_back_free_memory_periodically, keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
 from .init_flags import InitRelay
-from .options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS
+from .options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, atime_policy
 from .read_wakeup import interrupting_reads
 from .single_reader import single_reader_session
 from .sync_thread import SYNC_THREAD
@@ -715,14 +715,16 @@ class FileSystem:
         """Mount at `mountpoint` and serve until unmounted (or cancelled: then unmount).
 
         `mount_options` are generic kernel mount options (KERNEL_MOUNT_OPTIONS: ro,
-        noexec, suid, ...). pyfuse3 allows one mount per process. Tunes the process's
+        noexec, suid, ...) and atime options (ATIME_MOUNT_OPTIONS: relatime, strictatime,
+        ...: mount.options.atime_policy, applied by the daemon, not the kernel). pyfuse3 allows one mount per process. Tunes the process's
         malloc for request buffers (mount.heap).
         `task_status.started()` is called once the mount is live."""
-        unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS
+        unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS - ATIME_MOUNT_OPTIONS
         if unknown:
-            raise MountError(f"unsupported mount option(s) {', '.join(sorted(unknown))}; "
-                             f"supported: {', '.join(sorted(KERNEL_MOUNT_OPTIONS))}")
-        options = set(pyfuse3.default_options) | set(mount_options)
+            raise MountError(f"unsupported mount option(s) {', '.join(sorted(unknown))}; supported: "
+                             f"{', '.join(sorted(KERNEL_MOUNT_OPTIONS | ATIME_MOUNT_OPTIONS))}")
+        self.ops.atime_policy = atime_policy(mount_options)
+        options = set(pyfuse3.default_options) | (set(mount_options) & KERNEL_MOUNT_OPTIONS)
         options |= {f"fsname={self.store.path}", "subtype=slsfs"}
         if allow_other:
             options.add("allow_other")

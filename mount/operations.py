@@ -93,6 +93,7 @@ class Operations(pyfuse3.Operations):
         self.held: set[int] = set()         # kernel inos we hold in the open-refcount table
         self.kernel_may_hold_writes = False  # writeback cache: a file was opened for writing
         self.initialized = trio.Event()     # set while answering the kernel's INIT request
+        self.atime_policy = "relatime"      # options.atime_policy of the mount's options
 
     def init(self) -> None:
         # called by pyfuse3 while it answers INIT: tasks waiting for this event run after
@@ -397,13 +398,24 @@ class Operations(pyfuse3.Operations):
         if flags & os.O_TRUNC and writing:      # libfuse asks for atomic O_TRUNC
             view.truncate(local, 0)
             view.drop_privileges(local, uid=ctx.uid, gid=ctx.gid)
+        if flags & os.O_ACCMODE != os.O_WRONLY and view.mark_read(local, self.atime_policy):
+            # the reads may all come from the kernel's page cache (keep_cache) and never
+            # reach read() below: the atime is stamped at the open, and the kernel told
+            # that the attributes it holds are stale (attributes only: no lock is taken)
+            try:
+                pyfuse3.invalidate_inode(inode, attr_only=True)
+            except OSError:                     # ENOENT: the kernel holds no attributes
+                pass
         return self._open_handle(inode, flags, ctx=ctx)
 
     async def read(self, fh, off, size):
         handle = self.handles[fh]
         if handle.content is not None:
             return handle.content[off:off + size]
-        return self.views[handle.view].read(handle.ino, off, size)
+        view = self.views[handle.view]
+        data = view.read(handle.ino, off, size)
+        view.mark_read(handle.ino, self.atime_policy)
+        return data
 
     async def write(self, fh, off, buf):
         handle = self.handles[fh]

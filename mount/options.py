@@ -7,4 +7,19 @@ DEFAULT_INTERVAL_MS = 10
 #: generic mount(8) options that libfuse hands on to the kernel
 KERNEL_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
                                   "atime", "noatime", "sync", "async", "dirsync"})
+#: atime options the daemon applies itself: FUSE inodes are S_NOATIME (the kernel stamps no
+#: atime, and reads served from its page cache never reach the daemon), and libfuse would
+#: hand these to the kernel, which refuses them. "noatime" and "ro" also go to the kernel.
+ATIME_MOUNT_OPTIONS = frozenset({"relatime", "norelatime", "strictatime", "nostrictatime",
+                                 "diratime", "nodiratime", "lazytime", "nolazytime"})
 LOG_NAME = "mount.log"
+
+
+def atime_policy(options) -> str:
+    """How a mount with these options stamps a file's atime when it is read: "noatime"
+    (never: noatime, or ro), "strictatime" (at every read), or "relatime" (the default:
+    once the atime is older than the mtime or ctime, or a day old)."""
+    options = set(options)
+    if options & {"noatime", "ro"}:
+        return "noatime"
+    return "strictatime" if "strictatime" in options else "relatime"

@@ -15,9 +15,9 @@ What is kept in memory (and why):
 Directory entries, xattrs and symlinks go straight into the Tree (which is itself
 in memory until the store flushes it at commit).
 
-Simplifications: one block size for every file (schema.BLOCK_SIZE); atime follows
-"relatime" (updated only when older than mtime/ctime or a day old); inode numbers are
-never reused.
+Simplifications: one block size for every file (schema.BLOCK_SIZE); atime is stamped
+by `mark_read` per the mount's policy (relatime by default), not by `read`; inode
+numbers are never reused.
 """
 from __future__ import annotations
 
@@ -511,10 +511,19 @@ class Volume:
                 data = bytes(data) + bytes(stop - start - len(data))
             parts.append(data)
             pos += stop - start
-        if not self.readonly and (node.atime_ns <= max(node.mtime_ns, node.ctime_ns)
-                                  or time.time_ns() - node.atime_ns > _DAY_NS):
-            self.touch(node, atime=True)
         return b"".join(parts)
+
+    def mark_read(self, ino: int, policy: str) -> bool:
+        """Stamp the atime of a file being read under the mount's atime `policy`
+        (options.atime_policy); whether it changed. Read-only trees never change."""
+        if self.readonly or policy == "noatime":
+            return False
+        node = self.inode(ino)
+        if policy == "relatime" and node.atime_ns > max(node.mtime_ns, node.ctime_ns) \
+                and time.time_ns() - node.atime_ns <= _DAY_NS:
+            return False
+        self.touch(node, atime=True)
+        return True
 
     def write(self, ino: int, offset: int, data: bytes, *, stamp_times: bool = True) -> int:
         """Buffer `data` at `offset`. `stamp_times=False` leaves mtime and ctime alone: the

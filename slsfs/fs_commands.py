@@ -29,7 +29,7 @@ from objectstore import Store, StoreError
 from objectstore.retention import Prune, parse_duration
 
 from mount.control import ControlError, find_mount, request, slsfs_mounts, socket_path
-from mount.options import DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
+from mount.options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
 from . import dying_daemon, group_retention, orphans
 from .cli import CommandError, add_json_flag
@@ -38,6 +38,7 @@ from .daemon_ready import read_line
 MOUNT_TIMEOUT_S = 60.0
 UMOUNT_BUSY_RETRY_S = 2.0      # an unmount refused as busy is tried again for this long
 UMOUNT_TIMEOUT_S = 120.0
+MOUNT_DAEMON_MODULE = "slsfs.mount_daemon"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -182,6 +183,7 @@ def cmd_mount(args) -> int:
     if not (Path(store) / "FORMAT").exists():
         raise CommandError(f"{store} is not a slsfs store; create one with `sls init {args.store}`")
     dying_daemon.release(store)
+    _wait_for_unmounted_daemon(store)
     state = mount_state(mountpoint)
     if state == "free" and not os.path.isdir(mountpoint):
         raise CommandError(f"mount point {mountpoint} is not a directory; create it first")
@@ -204,11 +206,27 @@ def cmd_mount(args) -> int:
     return _start_daemon(store, mountpoint, daemon_args, quiet=getattr(args, "quiet", False))
 
 
+def _wait_for_unmounted_daemon(store: str) -> None:
+    """A mount right after umount(8), which returns once the kernel has let the mount go:
+    the store's mount daemon may still be writing its final checkpoint, holding the store.
+    Wait for it to exit (at most UMOUNT_TIMEOUT_S, as `sls umount` does) rather than fail
+    with "in use"; a daemon whose store is still mounted somewhere is not waited for."""
+    holder = dying_daemon.lock_holder(store)
+    if holder is None or any(os.path.realpath(m.store) == os.path.realpath(store) for m in slsfs_mounts()):
+        return
+    try:
+        command = Path(f"/proc/{holder}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if MOUNT_DAEMON_MODULE.encode() in command:
+        _wait_exit(holder, UMOUNT_TIMEOUT_S)
+
+
 def _start_daemon(store: str, mountpoint: str, daemon_args: list[str], *, quiet: bool) -> int:
     read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
     with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([sys.executable, "-m", "slsfs.mount_daemon", *daemon_args,
+        proc = subprocess.Popen([sys.executable, "-m", MOUNT_DAEMON_MODULE, *daemon_args,
                                  "--ready-fd", str(write_end)],
                                 stdin=devnull, stdout=log_file, stderr=log_file,
                                 pass_fds=(write_end,), start_new_session=True)
@@ -231,7 +249,7 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str], *, quiet:
 #: options of `mount -o` that mount(8) or mount.fuse3 may pass and that change nothing here
 #: (default_permissions: slsfs always has the kernel check permissions; xfstests' README.fuse
 #: and many fstab lines for FUSE file systems name it)
-IGNORED_MOUNT_OPTIONS = frozenset({"defaults", "relatime", "auto", "noauto", "nofail", "_netdev",
+IGNORED_MOUNT_OPTIONS = frozenset({"defaults", "auto", "noauto", "nofail", "_netdev",
                                    "user", "nouser", "users", "owner", "group", "comment",
                                    "default_permissions"})
 HELPER_USAGE = ("usage: slsfs STORE MOUNTPOINT [-o volume=NAME,checkpoint_interval=MS,"
@@ -254,12 +272,12 @@ def parse_mount_options(text: str) -> argparse.Namespace:
                 raise CommandError(f"checkpoint_interval={value}: not a number of milliseconds") from None
         elif option in ("allow_other", "force"):
             setattr(settings, option, True)
-        elif option in KERNEL_MOUNT_OPTIONS:
+        elif option in KERNEL_MOUNT_OPTIONS | ATIME_MOUNT_OPTIONS:
             settings.mount_options.append(option)
         elif option not in IGNORED_MOUNT_OPTIONS and name not in IGNORED_MOUNT_OPTIONS:
             raise CommandError(f"unknown mount option {option!r}; slsfs takes volume=NAME, "
                                "checkpoint_interval=MS, allow_other, force and "
-                               + ", ".join(sorted(KERNEL_MOUNT_OPTIONS)))
+                               + ", ".join(sorted(KERNEL_MOUNT_OPTIONS | ATIME_MOUNT_OPTIONS)))
     return settings
 
 
@@ -280,6 +298,8 @@ def mount_helper(argv: list[str] | None = None) -> int:
             return 2
         else:
             positional.append(arg)
+    if "remount" in options.split(",") and positional:
+        return remount(positional[-1], options)
     if len(positional) != 2:
         print(HELPER_USAGE, file=sys.stderr)
         return 2
@@ -290,6 +310,19 @@ def mount_helper(argv: list[str] | None = None) -> int:
     except (CommandError, StoreError, OSError) as exc:
         print(f"slsfs: {exc}", file=sys.stderr)
         return 1
+
+
+def remount(mountpoint: str, options: str) -> int:
+    """`mount -o remount,ro MNT` (mount(8) runs the helper for it): the kernel's flags of the
+    mount change (ro, rw, nosuid, noexec, ...: FUSE takes them on a remount); what the
+    daemon was started with (volume, atime policy, ...) stays. Run by mount(8) told not to
+    call this helper again (-i)."""
+    flags = [o for o in options.split(",") if o in KERNEL_MOUNT_OPTIONS]
+    result = subprocess.run(["mount", "-i", "-o", ",".join(["remount", *flags]), mountpoint],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"slsfs: remount of {mountpoint} failed: {result.stderr.strip()}", file=sys.stderr)
+    return result.returncode
 
 
 def open_files(mountpoint: str, ignore: int | None = None) -> list[str]:

@@ -8,9 +8,12 @@ may be using it at the same time.
 """
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,84 @@ def test_not_a_store_is_a_one_line_error(store_and_mountpoint, workdir):
     assert result.returncode != 0
     assert "is not a slsfs store" in result.stderr
     assert not is_mounted(m.path)
+
+
+def test_noatime_strictatime_and_ro_decide_what_a_read_stamps(store_and_mountpoint):
+    """The atime options (xfstests generic/003): the daemon applies them, FUSE inodes being
+    S_NOATIME to the kernel (libfuse would pass relatime, strictatime, nodiratime on to the
+    kernel, which refuses them)."""
+    m = store_and_mountpoint
+    path = m.path / "f"
+
+    def mount_with(options: str) -> None:
+        result = run("mount", "-t", "fuse.slsfs", str(m.store), str(m.path), "-o", options)
+        assert result.returncode == 0, result.stderr
+        m.pid = m.status()["pid"]
+
+    def atime_after_read() -> int:
+        time.sleep(0.05)                      # the coarse clock moves on
+        with open(path, "rb") as f:
+            f.read()
+        return os.stat(path).st_atime_ns
+
+    mount_with("noatime,nodiratime")
+    assert "noatime" in mount_options(m.path)[1]
+    path.write_bytes(b"x")
+    created = os.stat(path).st_atime_ns
+    assert atime_after_read() == created
+    unmount(m)
+    mount_with("strictatime,lazytime")
+    first = atime_after_read()
+    assert created < first < atime_after_read()
+    unmount(m)
+    mount_with("ro,strictatime")
+    stamped = os.stat(path).st_atime_ns
+    assert atime_after_read() == stamped
+    unmount(m)
+
+
+def test_mount_right_after_umount_waits_for_the_daemons_last_checkpoint(store_and_mountpoint):
+    """umount(8) returns once the kernel lets the mount go, while the daemon still writes its
+    final checkpoint holding the store: a mount at once (xfstests cycles mounts so) waited
+    for nothing and failed with "in use by another process". The daemon is held stopped in
+    its final checkpoint for a second, so that the mount surely comes while it works."""
+    m = store_and_mountpoint
+    data = os.urandom(32 * 2**20)             # buffered, not yet checkpointed: the last one is long
+    result = run("mount", "-t", "fuse.slsfs", str(m.store), str(m.path), "-o", "checkpoint_interval=600000")
+    assert result.returncode == 0, result.stderr
+    m.pid = m.status()["pid"]
+    (m.path / "big").write_bytes(data)
+    result = run("umount", str(m.path))
+    assert result.returncode == 0, result.stderr
+    os.kill(m.pid, signal.SIGSTOP)
+    try:
+        again = subprocess.Popen(["mount", "-t", "fuse.slsfs", str(m.store), str(m.path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+    finally:
+        os.kill(m.pid, signal.SIGCONT)
+    _, errors = again.communicate(timeout=120)
+    assert again.returncode == 0, errors
+    m.pid = m.status()["pid"]
+    assert (m.path / "big").read_bytes() == data
+    unmount(m)
+
+
+def test_remount_read_only_and_back(store_and_mountpoint):
+    m = store_and_mountpoint
+    result = run("mount", "-t", "fuse.slsfs", str(m.store), str(m.path), "-o", "volume=main")
+    assert result.returncode == 0, result.stderr
+    m.pid = m.status()["pid"]
+    (m.path / "f").write_text("before")
+    result = run("mount", "-o", "remount,ro", str(m.path))
+    assert result.returncode == 0, result.stderr
+    assert "ro" in mount_options(m.path)[1]
+    with pytest.raises(OSError) as exc:
+        (m.path / "g").write_text("refused")
+    assert exc.value.errno == errno.EROFS
+    assert (m.path / "f").read_text() == "before"
+    result = run("mount", "-t", "fuse.slsfs", "-o", "remount,rw", str(m.store), str(m.path))
+    assert result.returncode == 0, result.stderr
+    (m.path / "g").write_text("after")
+    assert m.status()["pid"] == m.pid          # the same daemon served throughout
+    unmount(m)
