@@ -20,6 +20,8 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   a shared machine;
 - restore_ms_lazy: restore(lazy=True) until the process runs (its private anonymous
   memory is then served on first touch and pushed in the background by a page server);
+  restore_breakdown_ms_lazy: its phases; restorer_rss_mib_at_lazy_restore: this process's
+  resident memory then (the page server is a fork of it: ~10 ms of CPU per GB it holds);
   lazy_ms_until_all_pages_in: from the start of that restore until the server is done;
   restore_ms_lazy_fresh_restorer: the same restore made by a new process that has only
   opened the store (as `sls restore --lazy` does): the page server is a fork of the

@@ -43,6 +43,7 @@ from typing import Iterable, Iterator
 from objectstore import DATA, ChunkId, Store
 from objectstore.chunks import chunk_id
 
+from . import heap
 from .errors import CheckpointError
 from .kernel import PAGE_SIZE
 from .metajson import MetaEncoder
@@ -238,6 +239,7 @@ class ImageWriter:
         root = self.tree.flush()
         self._keep_decoded(root, live)
         _keep(_encoders, (str(self.store.path), bytes(root)), self._encoder)
+        heap.after_capture(self.pages * PAGE_SIZE)   # its pages' buffers are free now
         return root
 
     def _keep_decoded(self, root: ChunkId, live: set[int]) -> None:
