@@ -85,7 +85,9 @@ class Restored:
             self.page_server.kill()
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait until every restored process (and so the launcher) has exited."""
+        """Wait until every restored process (and so the launcher) has exited; the
+        launcher's status: that of the PID 1 of the restored namespace (stub.py's reaper),
+        or, when that is a stub, of the last of its children to exit."""
         status = self.launcher.wait(timeout)
         self.wait_pages_in()
         return status

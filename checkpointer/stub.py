@@ -3,12 +3,18 @@
 What: a 2-page ELF executable (one RWX PT_LOAD at STUB_BASE) whose code is
 
     STUB_BASE+0x78  pause_loop: pause(); jmp pause_loop          (syscall at +0x7d)
-    STUB_BASE+0x81  reaper:     wait4(-1, 0, __WALL, 0) until -ECHILD; exit_group(0)
+    STUB_BASE+0x81  reaper:     wait4(-1, &status, __WALL, 0) until -ECHILD; then ends as
+                                its last child did: exit_group(its code), or by its signal
+                                (SIG_DFL, no core file: kill(getpid(), sig)), or, where
+                                that signal cannot kill (PID 1 of a namespace), 128 + sig
 
 and whose second page is zero-filled scratch memory for injected syscalls. Why: a
 restored process is grown out of a fresh stub (nothing to undo: no TLS, rseq, robust
 list), and the same stub, pointed at `reaper`, serves as the launcher and as PID 1 of a
-new PID namespace, reaping orphans and exiting when its last child is gone.
+new PID namespace, reaping orphans and exiting when its last child is gone. The
+launcher's only child is PID 1 of the restored namespace (a group's first process, or a
+reaper stub), so its wait status is that process's, as `unshare --fork` passes on its
+child's for a group started afresh: `sls ps` and `sls restore` report how it ended.
 `spawn()` starts one from a memfd, so no file is written anywhere.
 
 The machine code was assembled once with `as` and is kept as bytes (see the listing).
@@ -28,15 +34,40 @@ _CODE = bytes.fromhex(
     "0f05"            # syscall
     "ebf7"            # jmp pause_loop
     "48c7c7ffffffff"  # reaper: mov rdi, -1
-    "31f6"            # xor esi, esi
+    "be00080100"      # mov esi, STUB_STATUS
     "ba00000040"      # mov edx, __WALL
     "4531d2"          # xor r10d, r10d
     "b83d000000"      # mov eax, 61 (wait4)
     "0f05"            # syscall
     "4883f8f6"        # cmp rax, -ECHILD
-    "75e2"            # jne reaper
-    "b8e7000000"      # mov eax, 231 (exit_group)
+    "75df"            # jne reaper
+    "8b3c2500080100"  # mov edi, [STUB_STATUS]     (the last child's wait status)
+    "89fb"            # mov ebx, edi
+    "83e37f"          # and ebx, 0x7f              (its signal)
+    "750b"            # jnz signaled
+    "c1ef08"          # shr edi, 8
+    "81e7ff000000"    # and edi, 0xff              (its exit code)
+    "eb44"            # jmp leave
+    "89df"            # signaled: mov edi, ebx
+    "be40080100"      # mov esi, STUB_ZEROS        (SIG_DFL)
+    "31d2"            # xor edx, edx
+    "41ba08000000"    # mov r10d, 8
+    "b80d000000"      # mov eax, 13 (rt_sigaction)
+    "0f05"            # syscall
     "31ff"            # xor edi, edi
+    "be04000000"      # mov esi, RLIMIT_CORE
+    "ba40080100"      # mov edx, STUB_ZEROS        (no core file)
+    "4531d2"          # xor r10d, r10d
+    "b82e010000"      # mov eax, 302 (prlimit64)
+    "0f05"            # syscall
+    "b827000000"      # mov eax, 39 (getpid)
+    "0f05"            # syscall
+    "89c7"            # mov edi, eax
+    "89de"            # mov esi, ebx
+    "b83e000000"      # mov eax, 62 (kill: dies of it)
+    "0f05"            # syscall
+    "8dbb80000000"    # lea edi, [rbx + 128]       (a namespace's init cannot: 128 + the signal)
+    "b8e7000000"      # leave: mov eax, 231 (exit_group)
     "0f05"            # syscall
 )
 STUB_ENTRY = STUB_BASE + _CODE_OFFSET
@@ -45,6 +76,8 @@ STUB_REAPER = STUB_ENTRY + 9
 STUB_SCRATCH = STUB_BASE + 0x1000
 STUB_SCRATCH_SIZE = 0x1000
 STUB_SIZE = 0x2000
+STUB_STATUS = STUB_BASE + 0x800     # in the first page, past the code: zero, never injected into
+STUB_ZEROS = STUB_BASE + 0x840      # 32 zero bytes: a struct sigaction of SIG_DFL, an rlimit of 0
 
 
 def elf_image() -> bytes:

@@ -86,8 +86,10 @@ class RunningGroup:
         return True
 
     def exit_status(self) -> int | None:
-        """The exit status of a group started here once it has ended (as its launcher
-        reports it: the code, or 128 + the signal), else None."""
+        """The exit status of a group once it has ended (as its launcher reports it, the
+        status of the group's first process: the code, or minus the signal that killed it;
+        sls-init gives 128 + the signal its command died of), else None. The launcher is
+        `unshare` for a group started here, the restore's stub for a restored one."""
         launcher = getattr(self.handle, "launcher", self.handle)
         return launcher.poll() if isinstance(launcher, subprocess.Popen) and not self.alive() else None
 

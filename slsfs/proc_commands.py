@@ -223,11 +223,11 @@ def cmd_restore(args, name: str) -> int:
     if args.detach:
         return 0
     try:
-        restored.wait()
+        status = restored.wait()
     except KeyboardInterrupt:
         restored.kill()
         raise
-    return 0
+    return 128 - status if status < 0 else status     # how it ended, as a shell reports it
 
 
 def _image_doc(name: str, image) -> dict:

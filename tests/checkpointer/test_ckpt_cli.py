@@ -61,6 +61,28 @@ def test_checkpoint_ps_restore_detached(procs, cli_store, binaries, tmp_path, su
         subreaper([doc["launcher"]])  # an orphan now: this test reaps it
 
 
+@pytest.mark.parametrize("told, status", [("3", 3), ("TERM", 128 + signal.SIGTERM)])
+def test_restore_without_detach_exits_as_the_restored_process_did(procs, cli_store, tmp_path, told, status):
+    """`sls restore` waits for the restored process and ends with its exit status (or 128 +
+    the signal that killed it, as a shell reports it), not always 0."""
+    out = tmp_path / "told.out"
+    proc = procs.python("exits_when_told.py", str(out))
+    wait_for(lambda: out.exists() and out.read_text() == "waiting\n", "the target to wait")
+    assert sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "t").returncode == 0
+    procs.kill(proc)
+    restore = subprocess.Popen([str(Path(sys.executable).parent / "sls"), "restore", "t", "--store", cli_store],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: restore.poll() is not None or "running" in (restore.stdout.readline() or ""),
+                 "the restore to report the process running")
+        Path(f"{out}.tmp").write_text(told)
+        Path(f"{out}.tmp").rename(f"{out}.go")      # whole when it appears
+        assert restore.wait(timeout=60) == status, restore.stderr.read()
+    finally:
+        restore.kill()
+        restore.wait()
+
+
 def test_cli_errors_are_one_clear_line(cli_store):
     done = sls("checkpoint", "999999999", "--store", cli_store)
     assert done.returncode == 1 and done.stderr.startswith("sls: no process 999999999: ")
