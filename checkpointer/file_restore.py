@@ -19,7 +19,8 @@ import struct
 import subprocess
 from typing import Callable
 
-from . import fown, inflight, inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_repair
+from . import (fown, inflight, inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_hold,
+               tcp_repair)
 from .callbatch import run_all
 from .files import (FD_CLOEXEC, F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GETFD, F_GETPIPE_SZ, F_SEAL_SEAL, F_SETFD, F_SETFL,
     F_SETPIPE_SZ, MFD_ALLOW_SEALING, O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR,
@@ -169,6 +170,7 @@ class FileRestorer:
         self.pty_index: dict[int, int] = {}  # a pty pair's index in the image -> its new one
         self.pty_here: dict[int, int] = {}   # ... -> our fd on its master, made before its holder
         self.repairing: list[tuple[socket.socket, dict]] = []  # TCP connections in repair mode, our dups
+        self.resuming: list[tuple[socket.socket, dict]] = []   # ... taken from their holder (tcp_hold.py)
         self.unrepaired: set[tuple[tuple, tuple]] = set()   # (address, peer) of ends restored closed instead
         self.leftovers_cleared = False      # tcp_repair.clear_leftovers done
         self.sealing: list[tuple[int, int]] = []   # (our fd on a new memfd, the seals it gets at `finish`)
@@ -226,9 +228,10 @@ class FileRestorer:
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open
         meanwhile, and remove again the SysV segments that had been removed."""
-        for sock in [sock for sock, _ in self.repairing] + self.reuseport_off:   # a restore that failed
-            sock.close()                                                          # before `finish`
+        for sock in [sock for sock, _ in self.repairing + self.resuming] + self.reuseport_off:  # a restore
+            sock.close()                                                    # that failed before `finish`
         self.repairing.clear()
+        self.resuming.clear()
         self.reuseport_off.clear()
         for child in self.exited_children.values():
             child.wait()
@@ -717,6 +720,10 @@ class FileRestorer:
         running, holds the address pair: a clone) it comes back closed."""
         inj, owner = builder.inj, f"process {builder.meta['pid']}"
         spare = self.new_sockets.pop(record["id"], None)
+        if record["state"] == "established" and (held := self._take_held(builder, record, base)) is not None:
+            if spare is not None:
+                inj.check(kernel.NR["close"], spare, what="close")
+            return held
         if spare is None:
             spare = self._new_socket(builder, record, base)
         if record["state"] == "established":
@@ -747,6 +754,16 @@ class FileRestorer:
             self.warnings.append(warning)
         _set_peek_offset(builder.tid, spare, record)
         return spare
+
+    def _take_held(self, builder, record: dict, base: int) -> int | None:
+        """The very socket of a connection held since its checkpoint killed its process
+        (tcp_hold.py), given to the process at a spare number (its file status flags and
+        options are its own), left in repair mode until `finish`; None if none is held."""
+        sock = tcp_hold.take(record)
+        if sock is None:
+            return None
+        self.resuming.append((sock, record))
+        return self._spare(builder, sockets.push_fd(builder.inj, builder.tid, sock.fileno()), base)
 
     def _refill_datagrams(self, builder, record: dict, base: int) -> None:
         """Datagrams queued to a bound Unix socket, sent again with their fds and
@@ -884,6 +901,10 @@ class FileRestorer:
                 except OSError as exc:
                     raise CheckpointError(f"the connection {netsockets.show(record)} could not be resumed: "
                                           f"{exc}") from None
+        while self.resuming:
+            sock, record = self.resuming.pop()
+            with sock:
+                tcp_repair.resume(sock, record["options"].get("SO_REUSEADDR", 0))
         while self.repairing:
             sock, record = self.repairing.pop()
             if self._abandoned(record):

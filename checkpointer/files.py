@@ -43,7 +43,8 @@ from collections import OrderedDict
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable
 
-from . import fown, inflight, inotify, kernel, locks, mounttypes, netsockets, procfs, ptys, sockets, sysv_shm, tcp_repair
+from . import (fown, inflight, inotify, kernel, locks, mounttypes, netsockets, procfs, ptys, sockets, sysv_shm, tcp_hold,
+               tcp_repair)
 from .errors import ProcessGone, Unsupported
 
 if TYPE_CHECKING:
@@ -461,9 +462,11 @@ class FileCapture:
         return [netsockets.show(record) for sock, record in self.held if tcp_repair.moved(sock, record["tcp"])]
 
     def release_connections(self, killed: bool) -> None:
-        """Let the held connections go: after their processes were killed (`killed`), our
-        dups close them still in repair mode (silently); else they leave repair mode as
-        they were."""
+        """Let the held connections go: after their processes were killed (`killed`), to a
+        holder that keeps them in repair mode until the restore (tcp_hold.py); else they
+        leave repair mode as they were."""
+        if killed:
+            tcp_hold.keep(self.held)
         while self.held:
             sock, record = self.held.pop()
             try:

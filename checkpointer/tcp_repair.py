@@ -12,8 +12,9 @@ is what CRIU does for established connections (its sk-tcp.c), from the kernel's 
 mode (Documentation/networking/tcp-repair, linux/tcp.h).
 
 A connection whose peer is outside the image is captured only by a checkpoint that kills
-its processes (`hold`: left in repair mode, so that the kill closes it silently and the
-peer, which runs on, keeps its end for the restore to resume).
+its processes (`hold`: left in repair mode, so that it never sends a FIN or a reset, and
+kept open after the kill by tcp_hold.py until the restore resumes it; the peer, which
+runs on, keeps its end).
 
 Half-closed connections (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING) are remade
 ESTABLISHED, then shut down again (this end's FIN) and sent a FIN forged in the peer's
@@ -22,8 +23,8 @@ name (the peer's, which it will not send again: tcp_fin.py), as CRIU does.
 Simplifications: TIME_WAIT and the other states are not repaired (a process holds no
 socket in TIME_WAIT); the caller repairs a connection only when its peer is in the same image or is
 held (a peer outside it was told of the close when the original died), and only when both
-ends are established; no network lock (a segment the peer of a held connection sends
-while its process is dead is answered with a reset: CRIU drops them with iptables); urgent data and the congestion state are not kept (the kernel starts a
+ends are established; a held connection's socket is kept until the restore by
+tcp_hold.py, not by a network lock (CRIU drops the peer's segments with iptables); urgent data and the congestion state are not kept (the kernel starts a
 new slow start); bytes one end has sent that the other had received but not yet
 acknowledged are sent again by the kernel after its retransmission timeout (a pause of
 ~200 ms on that connection, and rare); a connection whose ends kept moving bytes while
@@ -111,10 +112,10 @@ def hold(sock: socket.socket, put_blob: BlobWriter) -> dict | str:
     """The repair state of an established connection whose other end is outside the image,
     for a checkpoint that then kills its process (`sls checkpoint --kill`, CRIU's dump), or
     why not (UNSETTLED: its queues kept changing). The socket is left in repair mode when a
-    state is returned: the death of its process then closes it without a FIN or a reset
-    (the kernel's tcp_close of a socket in repair mode), so its peer, which runs on, sees
-    nothing and a restore can resume the connection where it was; `release` it if the
-    process is not killed after all. Its peer is not stopped: the state is read until two
+    state is returned: it sends nothing of its own, and even its close (the kernel's
+    tcp_close of a socket in repair mode) sends no FIN or reset, so its peer, which runs
+    on, sees nothing and a restore can resume the connection where it was (tcp_hold.py
+    keeps it open meanwhile); `release` it if the process is not killed after all. Its peer is not stopped: the state is read until two
     reads in a row agree (bytes landing meanwhile), and `moved` tells whether bytes came in
     after that. Raises OSError (EPERM without CAP_NET_ADMIN), the socket released."""
     reuse = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
@@ -318,13 +319,11 @@ def load_sent(sock: socket.socket, state: dict, read_blob: Callable[[list[str]],
 
 
 def finish(sock: socket.socket, state: dict, reuse_address: int, read_blob: Callable[[list[str]], bytes]) -> None:
-    """Leave repair mode with a window probe (the peer's answer tells this end what it
-    has received) and send the bytes the application had written that the kernel had not
-    sent yet; `reuse_address`: the application's SO_REUSEADDR (repair mode overrode it).
+    """Leave repair mode (`resume`) and send the bytes the application had written that
+    the kernel had not sent yet; `reuse_address`: the application's SO_REUSEADDR.
     Then the FINs, in the order they had come: this end's again by a shutdown (after its
     bytes; a peer that had it acknowledges the copy), the peer's forged (tcp_fin.py)."""
-    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
+    resume(sock, reuse_address)
     if state["unsent"]:
         _put(sock, read_blob(state["send"])[-state["unsent"]:], socket.SO_SNDBUF, SO_SNDBUFFORCE)
     if state.get("peer_fin") and state["peer_fin_first"]:
@@ -333,6 +332,14 @@ def finish(sock: socket.socket, state: dict, reuse_address: int, read_blob: Call
         sock.shutdown(socket.SHUT_WR)
     if state.get("peer_fin") and not state["peer_fin_first"]:
         _peer_fin(sock, state)
+
+
+def resume(sock: socket.socket, reuse_address: int) -> None:
+    """Leave repair mode with a window probe (the peer's answer tells this end what it has
+    received), with the application's SO_REUSEADDR back (repair mode overrode it): for a
+    socket made by `rebuild`, or the very socket held since the checkpoint (tcp_hold.py)."""
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse_address)
 
 
 def _peer_fin(sock: socket.socket, state: dict) -> None:

@@ -53,6 +53,10 @@ def _unacknowledged(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), tcp_repair.SIOCOUTQ, b"\0" * 4))[0]
 
 
+def _state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
 def killed(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
@@ -85,6 +89,36 @@ def test_a_killed_client_is_resumed_on_the_same_connection_and_its_server_sees_n
         assert not [w for w in restored.warnings if "connection" in w], restored.warnings
         for n in range(4, 8):       # the same connection; the counter from the image's memory
             assert exchange(ours, b"line%d" % n) == b"line%d %d" % (n, n)
+
+
+def test_bytes_the_server_sends_while_the_client_is_dead_reach_it_after_the_restore(procs, store):
+    """The killed client's connection is held (tcp_hold.py) until the restore takes it:
+    a line sent meanwhile is acknowledged and kept, not answered with a reset, and the
+    restored client reads it; the holder is gone once the restore took its connection."""
+    with client_of_ours(procs) as (ours, pid):
+        checkpointer.checkpoint([pid], store, "client", tree=True, kill=True)
+        wait_for(lambda: killed(pid), "the client to be killed")
+        ours.sendall(b"line4\n")
+        wait_for(lambda: not _unacknowledged(ours) or _state(ours) == tcp_repair.TCP_CLOSE, "an answer to the line")
+        assert _state(ours) == tcp_repair.TCP_ESTABLISHED, "the line was answered with a reset"
+        restored = checkpointer.restore(store, "client")
+        procs.restored.append(restored)
+        assert exchange(ours, None) == b"line4 4"
+        assert exchange(ours, b"line5") == b"line5 5"
+        wait_for(lambda: not holders(), "the holder to exit")
+
+
+def holders() -> list[int]:
+    """The pids of running tcp_hold.py holders."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.endswith(b"/tcp_hold.py") for part in command):
+            found.append(int(pid))
+    return found
 
 
 def test_bytes_arriving_after_the_state_was_read_leave_the_processes_running(procs, store, monkeypatch):
