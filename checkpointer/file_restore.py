@@ -19,8 +19,8 @@ import struct
 import subprocess
 from typing import Callable
 
-from . import (fown, inflight, inotify, kernel, locks, netsockets, procfs, ptys, removed_dirs, sockets, sysv_shm, tcp_hold,
-               tcp_repair)
+from . import (fown, inflight, inotify, kernel, locks, netsockets, posix_mqueue, procfs, ptys, removed_dirs, sockets,
+               sysv_shm, tcp_hold, tcp_repair)
 from .callbatch import run_all
 from .files import (FD_CLOEXEC, F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GETFD, F_GETPIPE_SZ, F_SEAL_SEAL, F_SETFD, F_SETFL,
     F_SETPIPE_SZ, MFD_ALLOW_SEALING, O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR,
@@ -165,6 +165,7 @@ class FileRestorer:
         self.made_local: dict[tuple[int, int], int] = {}  # (ns pid, file id) -> spare fetched there
         self.fifo_keepers: dict[str, int] = {}  # FIFO path -> our O_RDWR fd, so opens do not block
         self.segments: dict[int, int] = {}  # sysv_shm file id -> its segment, made again
+        self.mqueues: dict[int, str] = {}   # mqueue file id -> the name it was made again under
         self.shm_ready: set[int] = set()    # posix_shm file ids given their checkpoint contents
         self.pty_masters = {f["index"]: f["id"] for f in files if f["kind"] == "pty_master"}
         self.pty_index: dict[int, int] = {}  # a pty pair's index in the image -> its new one
@@ -209,6 +210,14 @@ class FileRestorer:
         finally:
             os.close(fd)
 
+    def _mqueue(self, file_id: int) -> str:
+        """The name the processes open the POSIX message queue of record `file_id` by,
+        made again on first use (in the restored IPC namespace: the restorer's thread is
+        in it meanwhile)."""
+        if file_id not in self.mqueues:
+            self.mqueues[file_id] = posix_mqueue.make(self.files[file_id], self.read_blob)
+        return self.mqueues[file_id]
+
     def sysv_segment(self, file_id: int) -> int:
         """The id of the SysV segment of record `file_id`, made again on first use."""
         if file_id not in self.segments:
@@ -227,7 +236,8 @@ class FileRestorer:
 
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open
-        meanwhile, and remove again the SysV segments that had been removed."""
+        meanwhile, and remove again the SysV segments and the POSIX message queues that had
+        been removed."""
         for sock in [sock for sock, _ in self.repairing + self.resuming] + self.reuseport_off:  # a restore
             sock.close()                                                    # that failed before `finish`
         self.repairing.clear()
@@ -247,6 +257,9 @@ class FileRestorer:
         for file_id, shmid in self.segments.items():
             if self.files[file_id]["removed"]:
                 sysv_shm.remove(shmid)
+        for file_id, name in self.mqueues.items():
+            if self.files[file_id]["unlinked"]:
+                posix_mqueue.unlink(name)
 
     def install(self, builder, fds: list[dict]) -> list[int]:
         """Give a stub-built process exactly its fds; returns the spare fds it holds for others."""
@@ -435,6 +448,8 @@ class FileRestorer:
             if record["queued"]:
                 self.warnings.append(f"process {ns_pid}: {record['queued']} bytes waiting in the pseudo-terminal "
                                      f"{record['index']} were dropped")
+        elif kind == "mqueue_fd":
+            fd = posix_mqueue.open_in(inj, self._mqueue(record["queue"]), record["flags"])
         elif kind == "procfs":
             fd = self._make_procfs(builder, record)
         elif kind not in PATH_KINDS:

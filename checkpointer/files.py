@@ -15,7 +15,8 @@ _one_of_a_pair), `socket` (TCP/UDP/Unix sockets listening, bound, or
 connected to a peer outside the image, which come back closed: netsockets.py; a TCP
 connection with both ends in the image, or held for a checkpoint that kills, keeps its state: tcp_repair.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
-interval), `epoll` (its watches, re-added in the process that registered them once its
+interval), `mqueue` and `mqueue_fd` (a POSIX message queue with its messages, once, and the
+descriptors of it: posix_mqueue.py), `epoll` (its watches, re-added in the process that registered them once its
 fds exist), and `deleted` (a regular file unlinked while open: its bytes go into the
 image, restore makes an O_TMPFILE; one that is mapped too is one record with its mappings,
 so that writes through either show in the other).
@@ -43,8 +44,8 @@ from collections import OrderedDict
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable
 
-from . import (fown, inflight, inotify, kernel, locks, mounttypes, netsockets, procfs, ptys, sockets, sysv_shm, tcp_hold,
-               tcp_repair)
+from . import (fown, inflight, inotify, kernel, locks, mounttypes, netsockets, posix_mqueue, procfs, ptys, sockets,
+               sysv_shm, tcp_hold, tcp_repair)
 from .errors import ProcessGone, Unsupported
 
 if TYPE_CHECKING:
@@ -187,6 +188,9 @@ class FileCapture:
         target = _undeleted(target, st)
         if info.flags & O_PATH and not target.endswith(procfs.DELETED):
             return {"kind": "file", "path": target}  # a place, not an open file: a symlink, a device, a FIFO
+        if stat.S_ISREG(mode) and target.count("/") == 1 and os.major(st.st_dev) == 0 and \
+                kernel.file_system_magic(f"/proc/{pid}/fd/{info.fd}") == MQUEUE_MAGIC:   # a name, not a path
+            return {"kind": "mqueue_fd", "queue": self.mqueue(f"/proc/{pid}/fd/{info.fd}", target, st)}
         if target.startswith("/memfd:") or (target.startswith(POSIX_SHM_DIR) and target.endswith(procfs.DELETED)
                                             and stat.S_ISREG(mode)):  # memory, shared with its mappings
             return {"kind": "memfd_fd", "memfd": self.memfd(st.st_ino, target, f"/proc/{pid}/fd/{info.fd}")}
@@ -194,9 +198,6 @@ class FileCapture:
             return self._deleted(pid, info, st)
         if stat.S_ISREG(mode) and (record := _procfs_file(pid, target, st)) is not None:
             return record
-        if stat.S_ISREG(mode) and target.count("/") == 1 and os.major(st.st_dev) == 0 and \
-                kernel.file_system_magic(f"/proc/{pid}/fd/{info.fd}") == MQUEUE_MAGIC:   # a name, not a path
-            raise Unsupported(f"{what}: a POSIX message queue {target} (mq_open) cannot be checkpointed")
         if stat.S_ISREG(mode):
             return {"kind": "file", "path": target, **self._kept_contents(pid, info, st)}
         if stat.S_ISDIR(mode):
@@ -241,6 +242,16 @@ class FileCapture:
         record = {"kind": "memfd", "id": len(self.files), "inode": inode, "name": name, "target": path,
                   "flags": O_RDWR, "pos": 0, "data": data, **_memfd_seals_and_mode(source)}
         return self._add_shared(("memfd", inode, path), record)
+
+    def mqueue(self, source: str, name: str, st: os.stat_result) -> int:
+        """The file id of a POSIX message queue's record (posix_mqueue.py), recorded once
+        per queue however many descriptors name it, read through `source`."""
+        key = ("mqueue", st.st_dev, st.st_ino)
+        if (known := self._shared_ids.get(key)) is not None:
+            return known
+        record = posix_mqueue.capture(source, name, self.put_blob)
+        record.update(id=len(self.files), target=name, flags=O_RDWR, pos=0)
+        return self._add_shared(key, record)
 
     def posix_shm(self, inode: int, path: str, source: str) -> int:
         """The file id of a POSIX shared memory object (a file in /dev/shm: memory that a

@@ -42,21 +42,6 @@ def test_a_shared_address_space_is_refused_by_name(procs, store, tmp_path, binar
         checkpointer.checkpoint([proc.pid], store, "vm", tree=True)
 
 
-def test_a_posix_message_queue_is_refused_by_name(procs, store, tmp_path):
-    """An mq_open() descriptor looks like a regular file named /NAME: it must be refused at
-    checkpoint time, not reopened at restore as whatever file has that path."""
-    out = tmp_path / "mq.out"
-    name = f"/slsfs-test-{os.getpid()}"
-    proc = procs.python("message_queue.py", str(out), name)
-    try:
-        wait_for(lambda: out.exists() and len(ok_lines(out)) >= 2, "the target to open its queue")
-        with pytest.raises(checkpointer.Unsupported, match=f"POSIX message queue {name}"):
-            checkpointer.checkpoint([proc.pid], store, "mq")
-    finally:
-        proc.terminate()        # it unlinks the queue
-        proc.wait(10)
-
-
 def test_a_shared_fd_table_is_refused_by_name(procs, store, tmp_path, binaries):
     """Processes sharing one fd table (clone with CLONE_FILES; zdtm fdt_shared) would come
     back with two: refused, naming them, rather than restored wrong."""
