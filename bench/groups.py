@@ -21,7 +21,9 @@ measured window, their rate and pages; skipped with a note if redis-server is no
 `--redis-only` skips SQLite, `--sqlite-only` skips Redis. The daemon's CPU is given per checkpoint and per page
 stored (and per page split: its main thread, which stores the pages and serves the mount,
 and its other threads, which freeze, pre-copy and capture), with its share of one CPU and
-the system part (the kernel's copies and syncs), its resident memory at the end of the window,
+the system part (the kernel's copies and syncs), the bytes it appended to the store per page
+(records as stored: what lz4 left of a page, plus the images' metadata; redis_store_bytes_per_page_*),
+its resident memory at the end of the window,
 and the load average is noted beside each rate (the machine is shared); for Redis, the
 daemon's fdatasyncs per checkpoint (under 1 when group commit makes several durable at once)
 and its fixed cost: CPU per checkpoint (all threads and the main one) over IDLE_S with
@@ -141,7 +143,7 @@ def group_run(work: Path, script: Path, hz: float, window: float) -> GroupRun:
     before = daemon_cpu(store)
     with FuseRequests(mnt) as seen:
         rows, seconds = rows_in_window(mnt, window)
-    user_ms, system_ms, _, checkpoints, _, _ = (a - b for a, b in zip(daemon_cpu(store), before))
+    user_ms, system_ms, _, checkpoints, *_ = (a - b for a, b in zip(daemon_cpu(store), before))
     return GroupRun(rows, seconds, seen.per(rows), user_ms + system_ms, checkpoints,
                     request(store, "ps")["groups"][0], store)
 
@@ -235,9 +237,10 @@ def _cpu_ms(stat_path: str) -> tuple[float, float]:
     return int(fields[11]) * tick_ms, int(fields[12]) * tick_ms
 
 
-def daemon_cpu(store: Path) -> tuple[float, float, float, int, int, float]:
+def daemon_cpu(store: Path) -> tuple[float, float, float, int, int, float, int]:
     """(user and system CPU ms the store's daemon has used, the CPU ms of its main thread
-    alone, checkpoints its group has taken, pages they stored, monotonic time): the daemon's
+    alone, checkpoints its group has taken, pages they stored, monotonic time, bytes of
+    records it appended to the store: what compression left of the pages): the daemon's
     CPU competes with the application on a small machine, beyond the stop itself. The main
     thread (trio) serves the mount and stores the pages and commits after each thaw; the
     others are the tracer (the freeze, the pre-copy and the capture), the page copier, the
@@ -247,14 +250,15 @@ def daemon_cpu(store: Path) -> tuple[float, float, float, int, int, float]:
     user_ms, system_ms = _cpu_ms(f"/proc/{daemon}/stat")
     main_ms = sum(_cpu_ms(f"/proc/{daemon}/task/{daemon}/stat"))
     group = ps["groups"][0]
-    return user_ms, system_ms, main_ms, group["checkpoints"], group["pages_total"], time.monotonic()
+    return (user_ms, system_ms, main_ms, group["checkpoints"], group["pages_total"], time.monotonic(),
+            ps.get("store_bytes_appended", 0))
 
 
 def note_daemon_cpu(out: dict, key: str, before: tuple, after: tuple, status: dict) -> None:
     """The daemon's CPU between `before` and `after` (daemon_cpu), per checkpoint and per
     page stored (all of it, and its main thread's part: storing; the rest: capturing), the
     share of one CPU it took, and what the checkpoints were."""
-    user_ms, system_ms, main_ms, checkpoints, pages, seconds = (a - b for a, b in zip(after, before))
+    user_ms, system_ms, main_ms, checkpoints, pages, seconds, stored = (a - b for a, b in zip(after, before))
     cpu_ms = user_ms + system_ms
     out[f"redis_daemon_cpu_ms_per_checkpoint_{key}"] = round(cpu_ms / max(checkpoints, 1), 1)
     out[f"redis_daemon_main_thread_ms_per_checkpoint_{key}"] = round(main_ms / max(checkpoints, 1), 1)
@@ -266,6 +270,7 @@ def note_daemon_cpu(out: dict, key: str, before: tuple, after: tuple, status: di
     out[f"redis_checkpoints_{key}"] = checkpoints           # in the measured window
     out[f"redis_checkpoints_per_s_achieved_{key}"] = round(checkpoints / seconds, 1)
     out[f"redis_pages_per_checkpoint_{key}"] = round(pages / max(checkpoints, 1))
+    out[f"redis_store_bytes_per_page_{key}"] = round(stored / max(pages, 1))   # records and metadata, as stored
     out[f"redis_precopied_pages_last_{key}"] = status["precopied_pages_last"]
 
 
@@ -278,7 +283,7 @@ def note_idle_cost(out: dict, key: str, store: Path) -> None:
     image, the records, the commits; the others: freeze, capture, fsync)."""
     before = daemon_cpu(store)
     time.sleep(IDLE_S)
-    user_ms, system_ms, main_ms, checkpoints, _, seconds = (a - b for a, b in zip(daemon_cpu(store), before))
+    user_ms, system_ms, main_ms, checkpoints, _, seconds, _ = (a - b for a, b in zip(daemon_cpu(store), before))
     out[f"redis_idle_daemon_cpu_ms_per_checkpoint_{key}"] = round((user_ms + system_ms) / max(checkpoints, 1), 2)
     out[f"redis_idle_daemon_main_thread_ms_per_checkpoint_{key}"] = round(main_ms / max(checkpoints, 1), 2)
     out[f"redis_idle_checkpoints_per_s_{key}"] = round(checkpoints / seconds, 1)

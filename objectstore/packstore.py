@@ -161,6 +161,7 @@ class PackStore:
         self._buf = bytearray()
         self._unsynced = False
         self._probe_first = False  # the last chunk lz4 was tried on did not shrink (_append_chunks)
+        self.appended_bytes = 0  # of records appended since opening (stored sizes: what compression left)
         self._dedup_hits: set[bytes] | None = None  # while a collection runs: see watch_dedup
         self._load()
 
@@ -606,20 +607,24 @@ class PackStore:
         max_record = fmt.MAX_RECORD
         buf, version, written = self._buf, self._active_version, self._written
         located = self._active << _PACK_SHIFT | (kind == NODE)    # a location (see _unloc) less offset, length
-        for cid, flags, raw_len, payload in items:
-            offset, stored_len = written + len(buf), len(payload)
-            if raw_len > max_record:           # readers take such a record for a damaged one
-                raise StoreError(f"a chunk of {raw_len} bytes is over the {max_record} bytes a record "
-                                 "may hold; it was not stored")
-            append_record(buf, kind, flags, raw_len, cid, payload, version)
-            records.append(make(record_info, (offset, kind, flags, stored_len, raw_len, cid)))
-            if chunk:
-                index[cid] = located | offset << _OFFSET_SHIFT | stored_len << 1
-            else:
-                self._meta.append((self._active, offset, kind))
-            if len(buf) >= _WRITE_AHEAD:
-                self._write_out()
-                buf, written = self._buf, self._written
+        start = written + len(buf)
+        try:
+            for cid, flags, raw_len, payload in items:
+                offset, stored_len = written + len(buf), len(payload)
+                if raw_len > max_record:           # readers take such a record for a damaged one
+                    raise StoreError(f"a chunk of {raw_len} bytes is over the {max_record} bytes a record "
+                                     "may hold; it was not stored")
+                append_record(buf, kind, flags, raw_len, cid, payload, version)
+                records.append(make(record_info, (offset, kind, flags, stored_len, raw_len, cid)))
+                if chunk:
+                    index[cid] = located | offset << _OFFSET_SHIFT | stored_len << 1
+                else:
+                    self._meta.append((self._active, offset, kind))
+                if len(buf) >= _WRITE_AHEAD:
+                    self._write_out()
+                    buf, written = self._buf, self._written
+        finally:
+            self.appended_bytes += self._written + len(self._buf) - start
 
     def append_meta(self, kind: int, payload: bytes) -> None:
         """Append one of the store's own records (commit, catalog, tag)."""

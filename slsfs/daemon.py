@@ -675,6 +675,7 @@ class Daemon:
                 "mountpoint": self.mountpoint, "volume": self.fs.volume_name,
                 "durable": self.store.durable_id, "startup_ms": self.startup.phases,
                 "group_commit_barriers": self.group_commit.barriers,
+                "store_bytes_appended": self.store.packs.appended_bytes,
                 "groups": [g.status() for g in self.groups.values()]}
 
     async def stop(self) -> None:

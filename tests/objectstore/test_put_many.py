@@ -152,3 +152,20 @@ def test_a_chunk_over_what_a_record_holds_is_refused_and_the_store_goes_on(store
     cid = store.put(b"still works")
     store.commit("after")
     assert store.get(cid) == b"still works"
+
+
+def test_appended_bytes_counts_the_records_as_stored(tmp_path: Path) -> None:
+    """appended_bytes (bench/groups.py's bytes per page) is what the records take in the
+    pack: compressible pages count as lz4 left them, random ones whole, a known page nothing."""
+    packs = PackStore(tmp_path / "packs", SEED)
+    try:
+        before = sum(p.stat().st_size for p in pack_files(tmp_path))
+        text, noise = page("text", 3), page("random", 4)
+        packs.put_many([text, noise, text, page("zero", 0)])
+        packs.put(noise)                                          # known: nothing appended
+        packs.sync()
+        grown = sum(p.stat().st_size for p in pack_files(tmp_path)) - before
+        assert packs.appended_bytes == grown
+        assert 3 * fmt.RECORD_OVERHEAD + 4096 < grown < 3 * fmt.RECORD_OVERHEAD + 2 * 4096   # text and zeros shrank
+    finally:
+        packs.close()
