@@ -28,6 +28,11 @@ and the load average is noted beside each rate (the machine is shared); for Redi
 daemon's fdatasyncs per checkpoint (under 1 when group commit makes several durable at once)
 and its fixed cost: CPU per checkpoint (all threads and the main one) over IDLE_S with
 no client (redis_idle_*).
+For Redis also the CPU per SET of redis-server, of redis-benchmark and of the daemon
+(redis_*_cpu_us_per_set_*) and redis_cpu_overhead_pct_*: their sum against the server's and
+client's without slsfs, what checkpoints cost in CPU (an application that fills the CPUs pays
+it in throughput; the time frozen comes on top). Steadier than SETs per second, whose
+reference swings 2-3x with the machine's load.
 Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only | --sqlite-only]
 """
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -217,16 +223,43 @@ def redis_fill(port: int, mib: int) -> None:
         redis_cli(port, "DEBUG", "POPULATE", str(mib * 1024), "fill", "1000")
 
 
-def redis_rate(port: int, mib: int, requests: int) -> float:
-    """Fill the dataset (once), then SET requests per second by redis-benchmark."""
+def redis_cpu_s(port: int) -> float:
+    """The CPU seconds redis-server has used (its INFO cpu: user + system), read through
+    its port (inside a group it runs in a PID namespace of its own)."""
+    fields = dict(line.split(":", 1) for line in redis_cli(port, "INFO", "cpu").splitlines() if ":" in line)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
+def redis_rate(port: int, mib: int, requests: int) -> tuple[float, float, float]:
+    """Fill the dataset (once), then SET requests per second by redis-benchmark, with the
+    CPU seconds redis-server and redis-benchmark used meanwhile."""
     redis_fill(port, mib)
+    server_before, client_before = redis_cpu_s(port), _children_cpu_s()
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", str(requests), "-c", "50",
                           "-r", "100000", "--csv"], capture_output=True, text=True, timeout=600).stdout
+    client_s = _children_cpu_s() - client_before
+    server_s = redis_cpu_s(port) - server_before
     for line in out.splitlines():
         fields = [f.strip('"') for f in line.split(",")]
         if fields[0] == "SET":
-            return float(fields[1])
+            return float(fields[1]), server_s, client_s
     raise SystemExit(f"bench: no SET figure from redis-benchmark: {out[-300:]}")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def note_cpu_per_set(out: dict, key: str, requests: int, server_s: float, client_s: float,
+                     daemon_ms: float = 0.0) -> None:
+    """CPU per SET of redis-server, of redis-benchmark and of the daemon (us): steadier than
+    SETs per second on a shared machine (the reference swung 53k-167k SETs/s from one hour
+    to the next), and where the cost of checkpoints goes (the server's: write-protect faults
+    and cache misses; the daemon's: capture and storage)."""
+    out[f"redis_server_cpu_us_per_set_{key}"] = round(1e6 * server_s / requests, 2)
+    out[f"redis_client_cpu_us_per_set_{key}"] = round(1e6 * client_s / requests, 2)
+    out[f"redis_daemon_cpu_us_per_set_{key}"] = round(1e3 * daemon_ms / requests, 2)
 
 
 def _cpu_ms(stat_path: str) -> tuple[float, float]:
@@ -302,8 +335,10 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
     port = free_port()
     proc = subprocess.Popen(redis_argv(port), cwd=plain, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        out["redis_sets_per_s_no_slsfs"] = round(redis_rate(port, mib, requests), 1)
+        rate, server_s, client_s = redis_rate(port, mib, requests)
+        out["redis_sets_per_s_no_slsfs"] = round(rate, 1)
         out["redis_load_avg_1min_no_slsfs"] = round(os.getloadavg()[0], 2)
+        note_cpu_per_set(out, "no_slsfs", requests, server_s, client_s)
     finally:
         proc.kill()
         proc.wait()
@@ -315,8 +350,11 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         sls("run", "--store", str(store), "--name", "redis", "--hz", str(hz), "--", *redis_argv(port))
         redis_fill(port, mib)
         before, barriers_before = daemon_cpu(store), request(store, "ps").get("group_commit_barriers", 0)
-        out[f"redis_sets_per_s_{key}"] = round(redis_rate(port, mib, requests), 1)
+        rate, server_s, client_s = redis_rate(port, mib, requests)
+        out[f"redis_sets_per_s_{key}"] = round(rate, 1)
         out[f"redis_load_avg_1min_{key}"] = round(os.getloadavg()[0], 2)
+        user_ms, system_ms = daemon_cpu(store)[:2]
+        note_cpu_per_set(out, key, requests, server_s, client_s, user_ms + system_ms - before[0] - before[1])
         if hz:
             ps = request(store, "ps")
             status = ps["groups"][0]
@@ -332,8 +370,11 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
             crash_and_restore(store, "redis", out, "redis_")
         sls("stop", "--store", str(store))
     base = out["redis_sets_per_s_no_slsfs"]
+    base_cpu = out["redis_server_cpu_us_per_set_no_slsfs"] + out["redis_client_cpu_us_per_set_no_slsfs"]
     for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
         out[f"redis_overhead_pct_{key}"] = round(100 * (1 - out[f"redis_sets_per_s_{key}"] / base), 1)
+        cpu = sum(out[f"redis_{who}_cpu_us_per_set_{key}"] for who in ("server", "client", "daemon"))
+        out[f"redis_cpu_overhead_pct_{key}"] = round(100 * (cpu / base_cpu - 1), 1)
 
 
 def sqlite_bench(work: Path, out: dict, stores: list[Path], script: Path, window: float) -> None:
