@@ -96,6 +96,7 @@ from .freeze import Frozen, FrozenProcess, main_thread_stopped
 from .image import ImageWriter
 from .mounttypes import MountTypes
 from .pageread import copy_pages
+from .sharedscan import SharedScan, pieces
 from .snapshot import Snapshot
 from .stopwatch import phase
 from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr
@@ -107,6 +108,12 @@ UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 UFFD_FEATURE_WP_ASYNC = 1 << 15
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
 SPAN_BREAK_BYTES = 8 << 20     # an untracked mapping this large ends a span of scan_runs
+# From 256 MiB of tracked memory the stop's scan for written pages (0.3-0.45 ms per GiB) is
+# shared with the other CPU (sharedscan.py), in pieces of 256 MiB (~0.1 ms each; pieces of
+# 64 and 128 MiB did worse at 2 GiB: each piece is a hand-over of Python's lock between the
+# two threads). Below, waking the worker costs about what it saves.
+SHARED_SCAN_BYTES = 256 << 20
+SCAN_PIECE_BYTES = 256 << 20
 ALL_ADDRESSES = 1 << 63
 # 4 MiB: copied in the stop in ~2-3 ms. Below, a pre-copy (a read of the maps, a scan of every
 # tracked mapping, the pages written again copied twice) cost the daemon more CPU than it
@@ -192,9 +199,10 @@ class DirtyTracker:
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
         self.shared_armed: set[tuple] = set()  # ... of shared memory (shared_memory.py), likewise
-        self._regions = (ctypes.c_uint64 * (3 * procfs.RANGES_PER_SCAN))()  # PAGEMAP_SCAN's output, reused
+        self._regions = procfs.scan_buffer()  # PAGEMAP_SCAN's output, reused (by this thread)
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
         self.scanned: dict[tuple, procfs.PageRanges] = {}   # VMA signature -> pages written (scan_runs)
+        self._scanning: tuple[SharedScan, list[procfs.Vma]] | None = None   # a scan_runs still going on, its mappings
 
     def precopy(self, buffers: CopyBuffer | None = None) -> int:
         """The process running: copy the pages of each tracked mapping written since the
@@ -238,7 +246,7 @@ class DirtyTracker:
         self.precopied = _by_mapping(runs, [(sig, vma.end) for sig, vma, _ in scanned])
         return sum(procfs.range_pages(ranges) for _, _, ranges in scanned)
 
-    def scan_runs(self, vmas: list[procfs.Vma]) -> None:
+    def scan_runs(self, vmas: list[procfs.Vma], cpus: set[int] | None = None) -> None:
         """Frozen, before `select`: the pages written in every tracked mapping of `vmas`
         (address order), kept by mapping for `select`, with two PAGEMAP_SCANs per span of
         them (`_spans`), not one per mapping (Redis: ~29 scans a stop, 0.2-0.4 ms at load
@@ -247,8 +255,13 @@ class DirtyTracker:
         one by its flags); a tracked mapping found there was unmapped and mapped again at
         the same place (same signature, no longer registered) and is stored whole. Then
         its written pages are taken and re-protected: the kernel passes over the mappings
-        not registered (our own injection page among them) and the holes."""
+        not registered (our own injection page among them) and the holes. That second
+        walk costs ~0.45 ms per GiB tracked whatever was written: from SHARED_SCAN_BYTES
+        on it runs on `cpus` (copier.other_cpus) and on ours once `select` needs it
+        (sharedscan.py), while the capture goes on."""
+        self.cancel_scan()
         self.scanned = {}
+        spans: list[tuple[int, int, list[procfs.Vma]]] = []   # (start, end, tracked mappings still tracked)
         with procfs.pagemap(self.pid) as pagemap:
             for span in self._spans(vmas):
                 tracked = [vma for vma in span if _signature(vma) in self.armed]
@@ -260,8 +273,34 @@ class DirtyTracker:
                     raise CheckpointError(f"PAGEMAP_SCAN of process {self.pid} failed: {exc.strerror}") from None
                 lost = {_signature(vma) for vma in tracked if _meets(vma, untracked)}
                 self.armed -= lost
-                written = self._scan_range(pagemap, start, end, checked=False)
-                self.scanned.update(_split(written, [vma for vma in tracked if _signature(vma) not in lost]))
+                spans.append((start, end, [vma for vma in tracked if _signature(vma) not in lost]))
+            kept = [vma for _, _, tracked in spans for vma in tracked]
+            if cpus and sum(vma.end - vma.start for vma in kept) >= SHARED_SCAN_BYTES:
+                scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, cpus)
+                self._scanning = (scan, kept)
+                return
+            for start, end, tracked in spans:
+                self.scanned.update(_split(self._scan_written(pagemap, start, end), tracked))
+
+    def _scan_written(self, pagemap: int, start: int, end: int, regions: ctypes.Array | None = None
+                      ) -> procfs.PageRanges:
+        """The pages written in the tracked mappings of [start, end), re-protected (the
+        others there passed over), with `regions` as PAGEMAP_SCAN's output (one per thread)."""
+        return self._scan_range(pagemap, start, end, checked=False, regions=regions)
+
+    def _scanned(self) -> dict[tuple, procfs.PageRanges]:
+        """`scanned`, once the scan scan_runs left to go on is done."""
+        if self._scanning is not None:
+            scan, vmas = self._scanning
+            self._scanning = None
+            self.scanned.update(_split(scan.result(), vmas))
+        return self.scanned
+
+    def cancel_scan(self) -> None:
+        """Let a scan that scan_runs left going on end, unasked (after a failed capture)."""
+        if self._scanning is not None:
+            self._scanning[0].cancel()
+            self._scanning = None
 
     def _spans(self, vmas: list[procfs.Vma]) -> list[list[procfs.Vma]]:
         """The mappings of `vmas` from each tracked one to the last tracked one before a
@@ -282,7 +321,7 @@ class DirtyTracker:
     def select(self, vma: procfs.Vma) -> tuple[bool, procfs.PageRanges | None]:
         """(whole, ranges): the pages of this VMA to store now; whole = the VMA is new or changed."""
         sig = _signature(vma)
-        if (written := self.scanned.pop(sig, None)) is not None:
+        if (written := self._scanned().pop(sig, None)) is not None:
             return False, written
         if sig in self.armed:
             try:
@@ -310,11 +349,14 @@ class DirtyTracker:
         be reported written and refused by name by the copy (pageread.deliver)."""
         return self._scan_range(pagemap, vma.start, vma.end)
 
-    def _scan_range(self, pagemap: int, start: int, end: int, checked: bool = True) -> procfs.PageRanges:
+    def _scan_range(self, pagemap: int, start: int, end: int, checked: bool = True,
+                    regions: ctypes.Array | None = None) -> procfs.PageRanges:
         """`_scan` of [start, end): every mapping there must be tracked (else _NotTracked);
-        not `checked`: the mappings there that are not are passed over."""
+        not `checked`: the mappings there that are not are passed over. `regions`: the
+        output buffer (this tracker's own by default: one thread at a time)."""
         try:
-            ranges = procfs.page_ranges(pagemap, start, end, procfs.PAGE_IS_WRITTEN, regions=self._regions,
+            ranges = procfs.page_ranges(pagemap, start, end, procfs.PAGE_IS_WRITTEN,
+                                        regions=self._regions if regions is None else regions,
                                         flags=PM_SCAN_WP_MATCHING | (PM_SCAN_CHECK_WPASYNC if checked else 0))
         except OSError as exc:
             if exc.errno == errno.EPERM:
@@ -357,6 +399,7 @@ class DirtyTracker:
     def arm(self, proc: FrozenProcess, vmas: list[procfs.Vma]) -> None:
         """While still frozen: track every new or changed private writable VMA, and
         writable mapping of followed shared memory, from now on."""
+        self.cancel_scan()      # (every mapping was selected: the scan was asked for and is done)
         if self.uffd is None:
             self.uffd = self._open_uffd(proc)
         for vma in vmas:
@@ -403,6 +446,7 @@ class DirtyTracker:
         return uffd.raw_ioctl(self.uffd, UFFDIO_WRITEPROTECT, probe) == 0 or ctypes.get_errno() != errno.ESRCH
 
     def close(self) -> None:
+        self.cancel_scan()
         if self.uffd is not None:
             os.close(self.uffd)
             self.uffd = None
@@ -513,6 +557,8 @@ class Incremental:
             with phase("alive_check"):
                 frozen.check_alive()
         except BaseException:
+            for tracker in self.trackers.values():
+                tracker.cancel_scan()
             tree.drop(frozen)
             raise
         return Pending(self, tree)
@@ -547,7 +593,7 @@ class Incremental:
                 continue
             for start, end, *_ in tracker.seen - {_signature(v) for v in procfs.maps(pid)}:
                 clear(ns_pids[pid], start, end)
-            tracker.scan_runs(procfs.maps(pid))
+            tracker.scan_runs(procfs.maps(pid), copier.other_cpus(frozen.pinning))
         self._close_prearmed()      # of processes not in this freeze
         self.shared.scan(self.trackers, _signature)
 

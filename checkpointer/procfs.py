@@ -491,13 +491,18 @@ PAGE_IS_WRITTEN, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_GUARD =
 RANGES_PER_SCAN = 512
 
 
+def scan_buffer() -> ctypes.Array:
+    """An output buffer for `page_ranges` (RANGES_PER_SCAN ranges), to reuse: one per thread."""
+    return (ctypes.c_uint64 * (3 * RANGES_PER_SCAN))()
+
+
 def page_ranges(pagemap_fd: int, start: int, end: int, mask: int, *, inverted: int = 0, report: int = 0,
                 flags: int = 0, regions: ctypes.Array | None = None) -> list[tuple[int, int, int]]:
     """[(start, end, categories)] of the pages in [start, end) whose categories, `inverted`
     ones flipped, all have the bits of `mask` (PAGEMAP_SCAN, Linux 6.7, with its `flags`:
     write-protecting what it reports, say); the categories given are those of `mask` and
     `report`. `regions`: a buffer of 3 * RANGES_PER_SCAN u64 to reuse. OSError on failure."""
-    regions = regions if regions is not None else (ctypes.c_uint64 * (3 * RANGES_PER_SCAN))()
+    regions = regions if regions is not None else scan_buffer()
     found: list[tuple[int, int, int]] = []
     while start < end:
         arg = (ctypes.c_uint64 * 12)(96, flags, start, end, 0, ctypes.addressof(regions), RANGES_PER_SCAN, 0,

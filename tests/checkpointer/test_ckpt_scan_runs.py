@@ -5,15 +5,19 @@ keep their own page, a mapping behind a hole is in the same scan, and a mapping 
 and mapped again at the same place (same signature, no longer tracked) among them is
 stored as it is, without losing the pages written in its neighbours.
 Pre-copies (Incremental.precopy) of pages written again are dropped by the scan result
-of their own mapping."""
+of their own mapping.
+Each test runs twice: with the scan in the tracer thread, and shared with the copier's
+worker on the other CPU in pieces of 3 pages (sharedscan.py: pieces cut through mappings
+and through runs of written pages, taken by both threads, joined in address order)."""
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 
 import pytest
 
-from checkpointer import freeze, load_image
+from checkpointer import freeze, incremental, load_image, sharedscan
 from checkpointer.incremental import DirtyTracker, Incremental
 from checkpointer.kernel import PAGE_SIZE
 
@@ -30,6 +34,26 @@ def _words(store, root, pid: int, starts: list[int]) -> dict[tuple[int, int], in
                 if start <= addr + at < start + PAGES * PAGE_SIZE:
                     words[region, (addr + at - start) // PAGE_SIZE] = struct.unpack_from("Q", data, at)[0]
     return words
+
+
+@pytest.fixture(params=["tracer", "shared"], autouse=True)
+def shared(request, monkeypatch) -> list[int]:
+    """Where the scans run ("shared": every one shared in pieces of 3 pages); the number
+    of shared scans made is appended to the list given."""
+    made: list[int] = []
+    if request.param == "shared":
+        if len(os.sched_getaffinity(0)) < 2:
+            pytest.skip("a shared scan needs a second CPU")
+        monkeypatch.setattr(incremental, "SHARED_SCAN_BYTES", 0)
+        monkeypatch.setattr(incremental, "SCAN_PIECE_BYTES", 3 * PAGE_SIZE)
+        original = sharedscan.SharedScan.__init__
+
+        def counted(self, *args, **kwargs):
+            made.append(1)
+            original(self, *args, **kwargs)
+        monkeypatch.setattr(sharedscan.SharedScan, "__init__", counted)
+        made.append(0)
+    return made
 
 
 @pytest.fixture
@@ -62,12 +86,20 @@ def _capture(inc: Incremental, pid: int, store):
         return inc.capture(frozen, store)
 
 
-def _one_scan_covers(scans: list[tuple[int, int]], starts: list[int]) -> bool:
-    """Whether one scan covered regions 0-3 (tracked mappings, a hole before region 3)."""
-    return any(start <= starts[0] and starts[3] + PAGES * PAGE_SIZE <= end for start, end in scans)
+def _one_scan_covers(scans: list[tuple[int, int]], starts: list[int], shared: list[int]) -> bool:
+    """Whether one scan covered regions 0-3 (tracked mappings, a hole before region 3),
+    or (`shared` scans made) pieces scanned one after the other did."""
+    first, end = starts[0], starts[3] + PAGES * PAGE_SIZE
+    if not shared:
+        return any(start <= first and end <= stop for start, stop in scans)
+    at = first
+    for start, stop in sorted(scans):
+        if start <= at < stop:
+            at = stop
+    return sum(shared) > 0 and at >= end and len(scans) > 4
 
 
-def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, monkeypatch):
+def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, monkeypatch, shared):
     proc, starts, send = target
     inc = Incremental()
     try:
@@ -86,11 +118,11 @@ def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, mo
     assert _words(store, full, proc.pid, starts) == FIRST
     assert _words(store, incremental, proc.pid, starts) == FIRST | {
         (0, PAGES - 1): 41, (1, 0): 42, (2, 3): 13, (3, PAGES - 1): 14}
-    assert _one_scan_covers(scans, starts), scans
+    assert _one_scan_covers(scans, starts, shared), scans
 
 
 def test_a_mapping_made_again_inside_a_run_is_stored_whole_and_its_neighbours_keep_their_writes(
-        target, store, monkeypatch):
+        target, store, monkeypatch, shared):
     proc, starts, send = target
     inc = Incremental()
     try:
@@ -110,7 +142,7 @@ def test_a_mapping_made_again_inside_a_run_is_stored_whole_and_its_neighbours_ke
     assert _words(store, second, proc.pid, starts) == FIRST | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23}
     assert _words(store, third, proc.pid, starts) == FIRST | remade | {(0, 2): 21, (2, 1): 22, (3, 5): 23,
                                                                        (0, 4): 31, (1, 6): 32}
-    assert _one_scan_covers(scans, starts), scans     # all tracked again, in their run
+    assert _one_scan_covers(scans, starts, shared), scans     # all tracked again, in their run
 
 
 def test_a_mapping_made_again_and_left_untouched_is_stored_as_zeros_not_as_the_old_one(target, store):
