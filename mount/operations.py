@@ -397,15 +397,12 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.EROFS)
         if flags & os.O_TRUNC and writing:      # libfuse asks for atomic O_TRUNC
             view.truncate(local, 0)
-            view.drop_privileges(local, uid=ctx.uid, gid=ctx.gid)
+            if view.drop_privileges(local, uid=ctx.uid, gid=ctx.gid):
+                forget_attributes(inode)
         if flags & os.O_ACCMODE != os.O_WRONLY and view.mark_read(local, self.atime_policy):
             # the reads may all come from the kernel's page cache (keep_cache) and never
-            # reach read() below: the atime is stamped at the open, and the kernel told
-            # that the attributes it holds are stale (attributes only: no lock is taken)
-            try:
-                pyfuse3.invalidate_inode(inode, attr_only=True)
-            except OSError:                     # ENOENT: the kernel holds no attributes
-                pass
+            # reach read() below: the atime is stamped at the open
+            forget_attributes(inode)
         return self._open_handle(inode, flags, ctx=ctx)
 
     async def read(self, fh, off, size):
@@ -427,7 +424,10 @@ class Operations(pyfuse3.Operations):
         if handle.flags & os.O_APPEND and not self.enable_writeback_cache:
             off = volume.inode(handle.ino).size
         written = volume.write(handle.ino, off, buf, stamp_times=not self.enable_writeback_cache)
-        volume.drop_privileges(handle.ino, uid=handle.uid, gid=handle.gid)
+        if volume.drop_privileges(handle.ino, uid=handle.uid, gid=handle.gid):
+            # the kernel keeps the mode it holds after a write it did not send through
+            # its cache (O_DIRECT): a stat would still show the set-ID bits
+            forget_attributes(kernel_ino(handle.view, handle.ino))
         if volume.buffered_bytes > SEAL_BUFFERED_BYTES:   # bound memory between checkpoints
             try:
                 volume.seal()
@@ -511,6 +511,16 @@ class Operations(pyfuse3.Operations):
 
     async def access(self, inode, mode, ctx):
         return True
+
+
+def forget_attributes(kino: int) -> None:
+    """Tell the kernel that the attributes it holds of inode `kino` are stale, after a
+    change it did not make itself; its next stat asks again. Attributes only: the kernel
+    takes no lock for it, so a request handler may call it."""
+    try:
+        pyfuse3.invalidate_inode(kino, attr_only=True)
+    except OSError:                             # ENOENT: the kernel holds nothing of it
+        pass
 
 
 def _absent(timeout: float) -> EntryAttributes:

@@ -420,13 +420,13 @@ class Volume:
         self._no_xattrs.discard(ino)
         self.touch(node, ctime=True)
 
-    def drop_privileges(self, ino: int, *, uid: int, gid: int) -> None:
+    def drop_privileges(self, ino: int, *, uid: int, gid: int) -> bool:
         """What a write or a truncation by `uid`/`gid` does to a regular file's privileges:
         its file capabilities (security.capability) go, and unless `uid` is 0 (taken for
         CAP_FSETID) its set-user-ID bit, and its set-group-ID bit if the file is group-
         executable or `gid` is not its group. The kernel leaves this to the daemon
         (FUSE_HANDLE_KILLPRIV_V2, mount.init_flags). Costs two tests when there is nothing
-        to drop."""
+        to drop. Whether anything was dropped."""
         node = self.inode(ino)
         mode = node.mode
         changed = ino not in self._no_xattrs and self.tree.delete(schema.xattr_key(ino, CAPABILITY_XATTR))
@@ -437,6 +437,7 @@ class Volume:
             changed = changed or node.mode != mode
         if changed:
             self.touch(node, ctime=True)
+        return changed
 
     def removexattr(self, ino: int, name: bytes) -> None:
         self._writable()

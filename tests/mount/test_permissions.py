@@ -1,6 +1,7 @@
 """Permission checks (the kernel's default_permissions) as an unprivileged uid, with --allow-other."""
 from __future__ import annotations
 
+import ctypes
 import os
 
 import pytest
@@ -62,3 +63,40 @@ def test_unprivileged_user_gets_posix_permissions(shared_mount):
         "chown_own_to_root": "EPERM",
         "own_file_uid": str(NOBODY),
     }
+
+
+DIRECT_WRITE_PROBE = """
+import mmap, os, sys
+page = mmap.mmap(-1, 4096)
+page.write(b"x" * 4096)
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_DIRECT)
+os.pwrite(fd, page, 0)
+os.close(fd)
+print(repr("written"))      # no stat here: the writer's own stat would ask the daemon again
+"""
+
+
+@pytest.mark.parametrize("mode, after", [(0o6644, 0o2644), (0o6754, 0o0754)])
+def test_a_direct_write_drops_set_id_bits_and_stat_shows_it(shared_mount, mode, after):
+    """An unprivileged O_DIRECT write (xfstests generic/355) drops the set-user-ID bit, and
+    the set-group-ID bit of a group-executable file; the daemon dropped them but the kernel
+    kept showing the mode it held before the write."""
+    path = shared_mount.path / "shared" / "setid"
+    path.write_bytes(b"t" * 4096)             # the write changes no size (the kernel would ask again)
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, mode)
+    assert os.stat(path).st_mode & 0o7777 == mode
+    assert probe_as_nobody(DIRECT_WRITE_PROBE, path) == "written"
+    assert mode_by_statx(path) & 0o7777 == after
+    assert os.stat(path).st_mode & 0o7777 == after
+
+
+def mode_by_statx(path) -> int:
+    """st_mode by statx(2) asking for the mode alone, as `stat -c %A` does: the kernel then
+    answers from what it holds unless the mode itself was declared stale (os.stat asks for
+    every field, so a stale size or mtime already makes it ask the daemon)."""
+    AT_FDCWD, STATX_TYPE_MODE = -100, 0x3
+    buf = ctypes.create_string_buffer(256)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.statx(AT_FDCWD, os.fsencode(path), 0, STATX_TYPE_MODE, buf) == 0, ctypes.get_errno()
+    return int.from_bytes(buf.raw[28:30], "little")         # struct statx's stx_mode
