@@ -49,6 +49,15 @@ def read_only_store(path: str) -> Store:
     return _read_only[key]
 
 
+def close_read_only_store(path: str) -> None:
+    """Close what read_only_store opened for `path` (its pack files) once the command reads
+    it no more: `sls restore IMAGE` waits as long as its processes run, and a pack the
+    store's GC deleted meanwhile would keep its disk space while we held it open."""
+    store = _read_only.pop(os.path.realpath(path), None)
+    if store is not None:
+        store.close()
+
+
 _skip_teardown = False
 
 

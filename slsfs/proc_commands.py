@@ -24,7 +24,7 @@ from pathlib import Path
 
 from objectstore import Store
 
-from .cli import CommandError, add_json_flag, read_only_store
+from .cli import CommandError, add_json_flag, close_read_only_store, read_only_store
 
 GROUP_PREFIX = "grp/"
 
@@ -214,8 +214,11 @@ def cmd_restore(args, name: str) -> int:
     pages, which a second open paid again)."""
     import checkpointer
     store = read_only_store(_store_path(args.store))
-    with _command_errors():
-        restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns, lazy=args.lazy)
+    try:
+        with _command_errors():
+            restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns, lazy=args.lazy)
+    finally:
+        close_read_only_store(args.store)       # (a lazy restore's page server reads its own copy)
     doc = {"image": name, "pids": restored.pids, "ns_init": restored.ns_init, "launcher": restored.launcher.pid,
            "warnings": restored.warnings}
     _emit(args, doc, f"restored {name!r}: pid {' '.join(map(str, restored.pids))} running"

@@ -1,6 +1,7 @@
 """`sls checkpoint PID`, `sls ps`, `sls restore NAME` through the real command line."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,6 +82,30 @@ def test_restore_without_detach_exits_as_the_restored_process_did(procs, cli_sto
     finally:
         restore.kill()
         restore.wait()
+
+
+def test_a_restore_waiting_for_its_processes_holds_no_pack_file(procs, cli_store, binaries, tmp_path):
+    """`sls restore IMAGE` without --detach waits as long as its processes run: it holds no
+    pack file of the store meanwhile (one the store's GC deleted would keep its space)."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 3, "3 lines")
+    assert sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "w").returncode == 0
+    procs.kill(proc)
+    size = out.stat().st_size
+    command = subprocess.Popen([str(Path(sys.executable).parent / "sls"), "restore", "w", "--store", cli_store],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: out.stat().st_size >= size + 100, "the restored counter to write on")
+        packs = os.path.realpath(os.path.join(cli_store, "packs")) + "/"
+        held = []
+        for fd in os.listdir(f"/proc/{command.pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                held.append(os.readlink(f"/proc/{command.pid}/fd/{fd}"))
+        assert command.poll() is None and not [path for path in held if path.startswith(packs)], held
+    finally:
+        command.send_signal(signal.SIGINT)      # ^C: the command kills what it restored, then exits
+        command.wait(timeout=60)
 
 
 def test_cli_errors_are_one_clear_line(cli_store):
