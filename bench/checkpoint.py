@@ -50,7 +50,13 @@ up to EAGER_MAX_MIB), restore_ms_fresh_restorer and restore_ms_lazy_fresh_restor
 process; eager up to EAGER_MAX_MIB), every value
 and the median, with the load average before and after (restore figures move with it).
 
-Usage: python bench/checkpoint.py [--quick | --mib MIB... | --restore-only MIB [--repeat N]]   (root; gcc on PATH)
+`--stop-only [--mib MIB...] [--repeat N]` measures the incremental stop alone (default sizes, or
+each --mib): after a full checkpoint, N incremental snapshot checkpoints (default 15) as
+stop_breakdown_ms takes them: their median stop_ms_incremental and phases, with the load
+average before and after (a minute or less per size, where the whole bench takes several).
+
+Usage: python bench/checkpoint.py [--quick | --mib MIB... | --restore-only MIB | --stop-only] [--repeat N]
+(root; gcc on PATH)
 """
 from __future__ import annotations
 
@@ -342,11 +348,33 @@ def restore_only(binary: Path, mib: int, workdir: Path, repeat: int) -> dict:
     return result
 
 
+def stop_only(binary: Path, mib: int, workdir: Path, repeat: int) -> dict:
+    """--stop-only: the incremental stop alone, `repeat` checkpoints after a full one."""
+    target = Target(binary, mib, workdir)
+    store = Store.init(workdir / f"store-{mib}")
+    inc = Incremental()
+    result: dict = {"load_before": os.getloadavg()[0]}
+    try:
+        inc.prearm([target.proc.pid])
+        with freeze([target.proc.pid], tree=True) as frozen:
+            pending = inc.capture_snapshot(frozen, store)
+        pending.complete()
+        phases = breakdown(target.proc.pid, inc, store, rounds=repeat)
+    finally:
+        inc.close()
+        target.kill()
+        store.close()
+    return {**result, "stop_ms_incremental": phases["stop"], "stop_breakdown_ms": phases,
+            "load_after": os.getloadavg()[0]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 MiB and 100 MiB only (under a minute)")
     parser.add_argument("--restore-only", type=int, metavar="MIB", help="restore figures alone, for a MIB target")
-    parser.add_argument("--repeat", type=int, default=5, help="restores of each kind with --restore-only")
+    parser.add_argument("--repeat", type=int, help="restores of each kind with --restore-only (default 5), "
+                        "checkpoints with --stop-only (default 15)")
+    parser.add_argument("--stop-only", action="store_true", help="the incremental stop alone, for each size")
     parser.add_argument("--mib", type=int, action="append", help="measure only targets of this many MiB (repeatable)")
     args = parser.parse_args()
     sizes = args.mib or ([10, 100] if args.quick else [10, 100, 1024, 2048])
@@ -357,7 +385,12 @@ def main() -> int:
         subprocess.run(["gcc", "-O1", "-o", str(binary), str(workdir / "dirtier.c")], check=True)
         if args.restore_only:
             print(json.dumps({"benchmark": "checkpoint restore", "mib": args.restore_only,
-                              **restore_only(binary, args.restore_only, workdir, args.repeat)}, indent=2))
+                              **restore_only(binary, args.restore_only, workdir, args.repeat or 5)}, indent=2))
+            return 0
+        if args.stop_only:
+            print(json.dumps({"benchmark": "checkpoint stop", "dirty_per_checkpoint_bytes": 1 << 20,
+                              "sizes": {f"{mib}MiB": stop_only(binary, mib, workdir, args.repeat or 15)
+                                        for mib in sizes}}, indent=2))
             return 0
         results = {f"{mib}MiB": measure(binary, mib, workdir, rounds=5 if args.quick else 3) for mib in sizes}
     print(json.dumps({"benchmark": "checkpoint", "quick": args.quick, "dirty_per_checkpoint_bytes": 1 << 20,
