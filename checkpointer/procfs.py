@@ -239,6 +239,19 @@ def vm_flags(pid: int, vma: Vma) -> frozenset[str]:
     return known[key]
 
 
+def note_new_vm_flags(pid: int) -> bool:
+    """Before a freeze, the process running: read smaps now if a mapping of `pid` has
+    VmFlags not noted (made or changed since the last read), so that the stop does not
+    (Redis under redis-benchmark: 1 stop in 10 read smaps, 1.7 ms of a 6-7 ms stop at load
+    10); True if it was read. A mapping made between this and the freeze is still read
+    in the stop. Known flags are taken as they were when read, as vm_flags takes them."""
+    known = _VM_FLAGS.get(pid)
+    if known is not None and all((v.start, v.end, v.inode, v.offset) in known for v in maps(pid)):
+        return False
+    note_vm_flags(pid)
+    return True
+
+
 def note_vm_flags(pid: int) -> None:
     """Read the VmFlags of every mapping of `pid` now, while it runs (before the freeze of a
     large process's first capture: the stop then reads smaps only for mappings made or
