@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from typing import Callable
 
 from . import copier, procfs
@@ -40,6 +41,7 @@ class SharedScan:
             self._fd: int | None = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
         except (FileNotFoundError, ProcessLookupError) as exc:
             raise ProcessGone(pid) from exc
+        self._closing = threading.Lock()    # result() and cancel() (Incremental.reset) may race
         self._pieces, self._scan = pieces, scan
         self._left = list(reversed(range(len(pieces))))    # popped from the end: address order
         self._found: list[procfs.PageRanges] = [[] for _ in pieces]
@@ -79,9 +81,10 @@ class SharedScan:
             self._close()
 
     def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._closing:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def pieces(spans: list[tuple[int, int, list[procfs.Vma]]], size: int) -> list[tuple[int, int]]:
