@@ -41,7 +41,7 @@ from pyfuse3 import EntryAttributes, FUSEError
 from objectstore import StoreError
 
 from .history import Graft, VFile, VLink
-from .schema import BLOCK_SIZE, NAME_MAX, Entry
+from .schema import BLOCK_SIZE, FIRST_COOKIE, NAME_MAX, Entry
 from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
 
@@ -53,6 +53,7 @@ POSIX_ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")   # 
 # at the old name; the kernel checks CAP_MKNOD and refuses it with RENAME_EXCHANGE.
 # pyfuse3 names only RENAME_NOREPLACE and RENAME_EXCHANGE.
 RENAME_WHITEOUT = 4
+FUSE_UNKNOWN_INO = 0xFFFFFFFF   # libfuse's inode number for "not known" (readdir of "..")
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
 # Every change of a live tree goes through this mount, so the kernel's cache stays right
 # (the one change it does not make itself, a clone grafted by `sls clone`, invalidates
@@ -480,16 +481,19 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         handle = self.handles[fh]
         view = self.views[handle.view]
+        if not self._dot_entries(token, kernel_ino(handle.view, handle.ino), start_id):
+            return
         if isinstance(view, MetaView):
             children = list(view.node(handle.ino).children())
-            for position in range(start_id, len(children)):
+            for position in range(max(start_id, FIRST_COOKIE) - FIRST_COOKIE, len(children)):
                 name, node = children[position]
                 if isinstance(node, Graft):
                     index = self.views.graft(node)
                     kino = kernel_ino(index, self.views[index].root_ino)
                 else:
                     kino = kernel_ino(META_VIEW, view.ino_for(handle.ino, name, node))
-                if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(kino), position + 1):
+                if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(kino),
+                                             FIRST_COOKIE + position + 1):
                     return
                 self.lookups[kino] = self.lookups.get(kino, 0) + 1
             return
@@ -502,6 +506,21 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, self.attrs(kino), cookie + 1):
                 return
             self.lookups[kino] = self.lookups.get(kino, 0) + 1
+
+    def _dot_entries(self, token, kino: int, start_id: int) -> bool:
+        """"." and ".." first in every listing (offsets 1 and 2: entries' cookies start at
+        schema.FIRST_COOKIE), as ls -a, find and xfstests (generic/401, 471) expect; False
+        if the kernel's buffer is full. The kernel takes no lookup reference for them. The
+        inode number of ".." is not kept (directories do not record their parent): the
+        root's is its own, others' FUSE_UNKNOWN_INO, as libfuse gives when it does not know."""
+        if start_id < 1 and not pyfuse3.readdir_reply(token, b".", self.attrs(kino), 1):
+            return False
+        if start_id < 2:
+            parent = self.attrs(kino)
+            parent.st_ino = kino if kino == pyfuse3.ROOT_INODE else FUSE_UNKNOWN_INO
+            if not pyfuse3.readdir_reply(token, b"..", parent, 2):
+                return False
+        return True
 
     async def releasedir(self, fh):
         self.handles.pop(fh, None)

@@ -6,6 +6,7 @@ import errno
 import mmap
 import os
 import stat
+import subprocess
 import time
 
 import pytest
@@ -177,6 +178,23 @@ def test_rename_replace_noreplace_exchange(mnt):
     with pytest.raises(IsADirectoryError):
         os.rename(b, mnt.path / "d2")
 
+
+def test_readdir_lists_dot_and_dotdot_first(mnt):
+    """ls -a (and getdents, xfstests generic/401 and 471) sees "." and ".." as directories
+    first, in the live tree, a subdirectory and the hidden .sls tree; before, they were
+    missing from every listing."""
+    (mnt.path / "sub").mkdir()
+    (mnt.path / "sub" / "f").write_text("x")
+    many = mnt.path / "many"                  # a listing longer than one readdir reply
+    many.mkdir()
+    for i in range(600):
+        (many / f"entry-{i:04d}-{'n' * 40}").touch()
+    for directory in (mnt.path, mnt.path / "sub", mnt.path / ".sls", many):
+        listing = subprocess.run(["ls", "-1afF", str(directory)], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        assert listing[:2] == ["./", "../"], directory
+        assert listing.count("./") == 1 and listing.count("../") == 1
+        assert sorted(name.rstrip("/@") for name in listing[2:]) == sorted(os.listdir(directory))
 
 def test_rename_whiteout_leaves_a_character_device_0_0(mnt):
     """renameat2(RENAME_WHITEOUT), as overlayfs does on its upper layer (xfstests
