@@ -53,6 +53,7 @@ POSIX_ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")   # 
 # at the old name; the kernel checks CAP_MKNOD and refuses it with RENAME_EXCHANGE.
 # pyfuse3 names only RENAME_NOREPLACE and RENAME_EXCHANGE.
 RENAME_WHITEOUT = 4
+TIME_NS_MIN, TIME_NS_MAX = -(1 << 63), (1 << 63) - 1    # an inode record's times (schema._INODE)
 FUSE_UNKNOWN_INO = 0xFFFFFFFF   # libfuse's inode number for "not known" (readdir of "..")
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
 # Every change of a live tree goes through this mount, so the kernel's cache stays right
@@ -249,12 +250,12 @@ class Operations(pyfuse3.Operations):
                 if node.mode & stat.S_IXGRP:
                     node.mode &= ~stat.S_ISGID
         if fields.update_atime:
-            node.atime_ns = attr.st_atime_ns
+            node.atime_ns = representable_time(attr.st_atime_ns)
         if fields.update_mtime:
-            node.mtime_ns = attr.st_mtime_ns
+            node.mtime_ns = representable_time(attr.st_mtime_ns)
         volume.touch(node, ctime=True)
         if fields.update_ctime:
-            node.ctime_ns = attr.st_ctime_ns
+            node.ctime_ns = representable_time(attr.st_ctime_ns)
         return self.attrs(inode)
 
     async def readlink(self, inode, ctx):
@@ -530,6 +531,14 @@ class Operations(pyfuse3.Operations):
 
     async def access(self, inode, mode, ctx):
         return True
+
+
+def representable_time(ns: int) -> int:
+    """A time set by utimensat clamped to what an inode record holds (signed 64-bit
+    nanoseconds: 1677-09-21 to 2262-04-11), as a kernel file system clamps to its own range
+    (ext4: 1901-2446). Before, `touch -d 2446-05-10` was taken, and the next checkpoint
+    failed to encode the inode and stopped the daemon (xfstests generic/634)."""
+    return max(TIME_NS_MIN, min(TIME_NS_MAX, ns))
 
 
 def forget_attributes(kino: int) -> None:

@@ -179,6 +179,28 @@ def test_rename_replace_noreplace_exchange(mnt):
         os.rename(b, mnt.path / "d2")
 
 
+def test_a_time_beyond_2262_is_clamped_and_the_mount_lives_on(mnt):
+    """utimensat to 2446 (ext4's last second; xfstests generic/634) goes past what an inode
+    record holds (signed 64-bit ns): it is clamped, as a kernel file system clamps to its
+    range. Before, the next checkpoint failed to encode the inode and the daemon stopped."""
+    path = mnt.path / "f"
+    path.write_text("x")
+    latest = (1 << 63) - 1
+    os.utime(path, ns=(15032385535 * 10**9, 15032385535 * 10**9))
+    assert os.stat(path).st_atime_ns == latest     # (the kernel shows its own mtime until it
+    sls("checkpoint", mnt.path)                    # forgets the inode: writeback cache)
+    mnt.umount()
+    mnt.mount()
+    st = os.stat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (latest, latest)
+    os.utime(path, ns=(-(2**31) * 10**9, 0))          # 1901: representable, kept
+    sls("checkpoint", mnt.path)
+    mnt.umount()
+    mnt.mount()
+    st = os.stat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (-(2**31) * 10**9, 0)
+
+
 def test_readdir_lists_dot_and_dotdot_first(mnt):
     """ls -a (and getdents, xfstests generic/401 and 471) sees "." and ".." as directories
     first, in the live tree, a subdirectory and the hidden .sls tree; before, they were
