@@ -77,7 +77,7 @@ class Handle:
 
 
 class Operations(pyfuse3.Operations):
-    supports_dot_lookup = False
+    supports_dot_lookup = True        # export support: open_by_handle_at, NFS (_dot_lookup)
     enable_writeback_cache = False
 
     def __init__(self, store, views: ViewTable, *, make_durable: Callable[[], Awaitable[None]] | None,
@@ -205,6 +205,8 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode, name, ctx):
         if len(name) > NAME_MAX:
             raise FUSEError(errno.ENAMETOOLONG)
+        if name in (b".", b".."):
+            return self._entry(self._dot_lookup(parent_inode, name))
         if self._is_meta_entry(parent_inode, name):
             return self._entry(kernel_ino(META_VIEW, 1))
         view, parent = self._view(parent_inode)
@@ -214,6 +216,24 @@ class Operations(pyfuse3.Operations):
         if entry is None:
             return _ABSENT_FROZEN if view.readonly else _ABSENT_LIVE
         return self._entry(self._entry_ino(view, entry))
+
+    def _dot_lookup(self, kino: int, name: bytes) -> int:
+        """The kernel decoding a file handle (open_by_handle_at, an NFS export) of an inode
+        it no longer holds asks for "." in it: is it still there? Only the main volume's
+        inode numbers outlive a daemon (other views are numbered afresh by each: a handle
+        from before a remount could name another file), and an inode with no name left is
+        gone, as on ext4: ESTALE. ".." (a directory handle's parent) is not kept: ESTALE
+        too, but at the root."""
+        index, local = split_ino(kino)
+        if index != MAIN_VIEW or (name == b".." and kino != pyfuse3.ROOT_INODE):
+            raise FUSEError(errno.ESTALE)
+        try:
+            node = self.views[MAIN_VIEW].inode(local)
+        except FUSEError:
+            raise FUSEError(errno.ESTALE) from None
+        if node.nlink == 0:
+            raise FUSEError(errno.ESTALE)
+        return kino
 
     async def forget(self, inode_list):
         for kino, count in inode_list:
