@@ -94,8 +94,11 @@ def test_a_restore_waiting_for_its_processes_holds_no_pack_file(procs, cli_store
     procs.kill(proc)
     size = out.stat().st_size
     command = subprocess.Popen([str(Path(sys.executable).parent / "sls"), "restore", "w", "--store", cli_store],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
+        # its line says the restore is done and it waits (a ^C before that interrupts the
+        # restore itself: another case)
+        assert "running (waiting until it exits" in command.stdout.readline().decode()
         wait_for(lambda: out.stat().st_size >= size + 100, "the restored counter to write on")
         packs = os.path.realpath(os.path.join(cli_store, "packs")) + "/"
         held = []
@@ -106,6 +109,7 @@ def test_a_restore_waiting_for_its_processes_holds_no_pack_file(procs, cli_store
     finally:
         command.send_signal(signal.SIGINT)      # ^C: the command kills what it restored, then exits
         command.wait(timeout=60)
+        command.stdout.close()
 
 
 def test_cli_errors_are_one_clear_line(cli_store):
