@@ -94,7 +94,7 @@ def test_a_restore_waiting_for_its_processes_holds_no_pack_file(procs, cli_store
     procs.kill(proc)
     size = out.stat().st_size
     command = subprocess.Popen([str(Path(sys.executable).parent / "sls"), "restore", "w", "--store", cli_store],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_interruptible)
     try:
         # its line says the restore is done and it waits (a ^C before that interrupts the
         # restore itself: another case)
@@ -110,6 +110,13 @@ def test_a_restore_waiting_for_its_processes_holds_no_pack_file(procs, cli_store
         command.send_signal(signal.SIGINT)      # ^C: the command kills what it restored, then exits
         command.wait(timeout=60)
         command.stdout.close()
+
+
+def _interruptible() -> None:
+    """A ^C reaches the command even when this suite runs with SIGINT ignored (started with
+    `&` from a script, as a background job: its children inherit the ignoring, and Python
+    then installs no handler of its own)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_cli_errors_are_one_clear_line(cli_store):
