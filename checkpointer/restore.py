@@ -41,7 +41,7 @@ from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = 0x00020000
-MS_REC, MS_PRIVATE, MS_SLAVE = 0x4000, 0x40000, 0x80000
+MS_REC, MS_SLAVE = 0x4000, 0x80000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 # restore's phases (checkpointer.stopwatch) that do not nest: together they are its time
 TOP_RESTORE_PHASES = ("page_server_start", "launcher", "process_tree", "build", "finish", "let_go")
@@ -257,10 +257,12 @@ def _own_proc(init: Injector) -> None:
 
 def _unshare_mounts(inj: Injector) -> None:
     """Give the launcher (and so every process cloned from it) its own mount namespace,
-    with no propagation back to the restorer's."""
+    with no propagation back to the restorer's; unmounts from there still reach it (slave:
+    private would keep every mount the host had at the restore alive in it, a FUSE
+    mount's daemon serving on and its store locked, until the processes end)."""
     inj.check(NR["unshare"], CLONE_NEWNS, what="unshare(CLONE_NEWNS)")
     root = inj.put(b"/\0")
-    inj.check(NR["mount"], 0, root, 0, MS_REC | MS_PRIVATE, 0, what="mount(/, MS_REC|MS_PRIVATE)")
+    inj.check(NR["mount"], 0, root, 0, MS_REC | MS_SLAVE, 0, what="mount(/, MS_REC|MS_SLAVE)")
 
 
 def _pages_to_write(image: ImageSource, meta: dict) -> Iterator[tuple[int, list[bytes]]]:

@@ -6,8 +6,9 @@ PID; its SysV semaphores, message queues and shared memory are in an IPC namespa
 own, so that every checkpoint holds them all (checkpointer.ipc_namespace). The group's
 process is that child of `unshare`, once it has exec'd CMD.
 
-In `--root` mode the command also gets its own mount namespace (`unshare --mount`, private
-propagation) and runs chroot()ed into the mount (slsfs.rootfs). In `--cwd` mode it shares
+In `--root` mode the command also gets its own mount namespace (`unshare --mount`, slave
+propagation: the host's unmounts reach it, its own mounts stay in it) and runs chroot()ed
+into the mount (slsfs.rootfs). In `--cwd` mode it shares
 the host's file system; its TMPDIR (unless set, or the mount point's path is long) is
 `.sls-tmp` in the volume, so that its temporary files are checkpointed with it.
 
@@ -209,8 +210,8 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     command = rootfs.start_argv(root, settings.argv, init) if root else settings.argv
     if init and not root:
         command = [init, "--", *command]
-    private_mounts = ["--mount", "--propagation", "private"] if root else []
-    argv = ["unshare", "--pid", "--ipc", "--fork", "--kill-child", *private_mounts, "--", *command]
+    own_mounts = ["--mount", "--propagation", "slave"] if root else []   # (see restore._unshare_mounts)
+    argv = ["unshare", "--pid", "--ipc", "--fork", "--kill-child", *own_mounts, "--", *command]
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:
