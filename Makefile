@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev gdb redis-server postgresql
+SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config gcc libc6-dev gdb redis-server postgresql strace
 
 .PHONY: setup system venv bytecode install demo test bench clean
 

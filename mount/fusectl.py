@@ -1,10 +1,11 @@
 """The kernel's FUSE control file system (fusectl): for each connection, `waiting`
 (requests queued or handed to a daemon and not answered yet) and `abort`.
 
-Init systems mount it at /sys/fs/fuse/connections. Where nothing did, this module mounts
-an instance of its own on a temporary directory, keeps a descriptor of its root and
-detaches the mount at once: the files stay reachable through the descriptor, and no
-mount is left behind, not even by a daemon that is killed.
+Init systems mount it at /sys/fs/fuse/connections. Where nothing did, this module makes
+an instance of its own that is never attached anywhere (fsopen + fsmount: a descriptor of
+a detached mount), so no mount can be left behind, not even by a daemon killed while it
+makes it. (A mount on a temporary directory detached right after was left mounted when
+a crash test's SIGKILL fell between the two.)
 
 Simplification: without root (no mount) and without a system mount, `waiting` reads 0
 and `abort` does nothing.
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import tempfile
 import threading
 
 SYSTEM_PATH = "/sys/fs/fuse/connections"
-MNT_DETACH = 2
+NR_FSOPEN, NR_FSCONFIG, NR_FSMOUNT = 430, 431, 432      # x86-64
+FSOPEN_CLOEXEC, FSCONFIG_CMD_CREATE, FSMOUNT_CLOEXEC = 1, 6, 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _lock = threading.Lock()
 _root: int | None = None        # descriptor of the fusectl root; -1: not available
@@ -34,16 +35,16 @@ def _root_fd() -> int:
 def _open_root() -> int:
     if os.path.ismount(SYSTEM_PATH):
         return os.open(SYSTEM_PATH, os.O_RDONLY | os.O_DIRECTORY)
-    where = tempfile.mkdtemp(prefix="slsfs-fusectl-")
+    context = _libc.syscall(NR_FSOPEN, b"fusectl", FSOPEN_CLOEXEC)
+    if context < 0:
+        return -1
     try:
-        if _libc.mount(b"fusectl", where.encode(), b"fusectl", 0, None) != 0:
+        if _libc.syscall(NR_FSCONFIG, context, FSCONFIG_CMD_CREATE, None, None, 0) < 0:
             return -1
-        try:
-            return os.open(where, os.O_RDONLY | os.O_DIRECTORY)
-        finally:
-            _libc.umount2(where.encode(), MNT_DETACH)
+        mount = _libc.syscall(NR_FSMOUNT, context, FSMOUNT_CLOEXEC, 0)
+        return mount if mount >= 0 else -1
     finally:
-        os.rmdir(where)
+        os.close(context)
 
 
 def waiting(connection: int) -> int:

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from mount import fusectl
 from mount.filesystem import abort_own_connection, mount_device
 from mount_helpers import wait_for
@@ -46,3 +48,15 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
     wait_for(lambda: not os.path.exists(f"/proc/{mnt.pid}") or
              open(f"/proc/{mnt.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
              "the daemon to end with its connection", 60)
+
+
+def test_fusectl_is_read_through_a_mount_attached_nowhere():
+    """Where no system mount of fusectl exists, reading it mounts nothing: a mount made on
+    a directory and detached right after was left behind when a SIGKILL fell between."""
+    if os.path.ismount(fusectl.SYSTEM_PATH):
+        pytest.skip("this machine mounts fusectl itself")
+    probe = "from mount import fusectl\nprint(fusectl._root_fd() >= 0, fusectl.waiting(1 << 30))"
+    done = subprocess.run(["strace", "-f", "-e", "trace=mount", "-o", "/dev/stderr", sys.executable, "-c", probe],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True", "0"], done.stdout + done.stderr
+    assert "mount(" not in done.stderr, f"fusectl was attached somewhere for a moment: {done.stderr}"
