@@ -716,8 +716,9 @@ class FileSystem:
 
         `mount_options` are generic kernel mount options (KERNEL_MOUNT_OPTIONS: ro,
         noexec, suid, ...) and atime options (ATIME_MOUNT_OPTIONS: relatime, strictatime,
-        ...: mount.options.atime_policy, applied by the daemon, not the kernel). pyfuse3 allows one mount per process. Tunes the process's
-        malloc for request buffers (mount.heap).
+        ...: mount.options.atime_policy, applied by the daemon, not the kernel). pyfuse3
+        allows one mount per process. Tunes the process's malloc for request buffers
+        (mount.heap).
         `task_status.started()` is called once the mount is live."""
         unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS - ATIME_MOUNT_OPTIONS
         if unknown:

@@ -653,9 +653,10 @@ class Daemon:
 
     def _checkpoint_roots(self, spec: str | int) -> tuple[int, dict]:
         """(id, roots) of a checkpoint for `sls diff`: `GROUP#N` is group GROUP's checkpoint
-        N (slsfs.groups.resolve; `#N` when the store has one group), its files as of its freeze (the record's volume roots, not
-        its commit's, which also holds what was written after the thaw); else the store's
-        checkpoint (an id, a name, 'latest~N', a time)."""
+        N (slsfs.groups.resolve; `#N` when the store has one group), its files as of its
+        freeze (the record's volume roots, not its commit's, which also holds what was
+        written after the thaw); else the store's checkpoint (an id, a name, 'latest~N', a
+        time)."""
         group, sep, _ = str(spec).partition("#")
         if not sep:
             return self.fs.checkpoint_roots(spec)
