@@ -545,7 +545,7 @@ class Daemon:
             phases["tracer_trip"] = (time.perf_counter() - started) * 1000 - sum(
                 v for k, v in phases.items() if k in TOP_RESTORE_PHASES)
         if rooted:
-            await rootfs.mount_proc(settings.mountpoint, restored.pids[0])
+            await rootfs.enter_restored(settings.mountpoint, restored.pids)
         return restored
 
     async def _watch_page_server(self, name: str, server: PageServer) -> None:

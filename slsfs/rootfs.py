@@ -2,10 +2,15 @@
 directories read-only, /proc of the group's PID namespace, a small /dev, and /tmp in the
 volume (so it is checkpointed like every other file).
 
-The group has its own mount namespace (a private copy of the daemon's, made when the
-group starts or is restored): what it mounts, its /proc included, stays inside. The
-daemon mounts the host directories and /dev on directories of its own mount point before
-that copy is made, and the group's processes are chroot()ed there. Paths the
+The group has its own mount namespace (a slave copy of the daemon's, made when the group
+starts or is restored): what it mounts, its /proc included, stays inside. The daemon
+mounts the host directories and /dev on directories of its own mount point before that
+copy is made, and the group's processes are chroot()ed there. Every other mount of the
+copy is detached in it (`foreign_mounts`), as a container runtime's pivot_root does, so
+that a group does not keep the host's other mounts alive after the host unmounts them
+(another FUSE mount's daemon serving on, a disk busy): what stays is the mount chain down
+to the root, the root's own mounts, and the chains to the files the group's processes
+hold outside it (their output file, /dev/null, sls-init). Paths the
 checkpointer records (`<mount>/usr/lib/.../libc.so.6`, `<mount>/dev/null`) then name the
 same files at restore, once the daemon has mounted the same things again before the
 processes come back, and a lazy unmount of the FUSE mount takes every one of these
@@ -14,15 +19,17 @@ mounts with it.
 Simplifications: the host-directory and /dev mounts are in the daemon's namespace too
 (visible on the host under the mount point: the checkpointer and the restorer work with
 those paths); a chroot, not a pivot_root (as for any root-owned process, the chroot is
-the confinement); the host directories shadow whatever the volume holds at those names;
-/dev has null, zero, full, random, urandom and tty (no pts), /dev/shm is a link to /tmp;
-what the application mounts itself is not checkpointed (gone after a restore); at
-restore /proc is mounted for the new PID namespace only once the processes run again (a
-few ms without it).
+the confinement; and the paths the checkpointer reads stay the host's); the host
+directories shadow whatever the volume holds at those names; /dev has null, zero, full,
+random, urandom and tty (no pts), /dev/shm is a link to /tmp; what the application mounts
+itself is not checkpointed (gone after a restore); at restore /proc is mounted for the new
+PID namespace only once the processes run again (a few ms without it), and until then the
+host's other mounts are still in its namespace.
 """
 from __future__ import annotations
 
 import os
+import shutil
 
 import trio
 
@@ -57,9 +64,17 @@ if ! mountpoint -q "$root/dev"; then
 """ + "".join(f'    mknod -m 666 "$root/dev/{name}" c {major} {minor}\n' for name, major, minor in DEVICES) \
     + "".join(f'    ln -s {target} "$root/dev/{name}"\n' for name, target in DEV_LINKS) + "fi\n"
 
-# run as PID 1 of the group's new PID and mount namespaces: its /proc, then the command in the root
-_ENTER = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
-_ENTER_INIT = 'mount -t proc proc "$0/proc" && exec "$@"'
+# $1: the mount points to detach, one a line (`foreign_mounts`); unquoted, split at
+# newlines only, never globbed; errors ignored (a mount the host dropped meanwhile)
+_DETACH = 'set -f; IFS="\n"; umount --lazy $1 2>/dev/null; unset IFS; set +f; '
+# run as PID 1 of the group's new PID and mount namespaces ($0: the root): the host's other
+# mounts detached, its /proc, then the command in the root
+_ENTER = _DETACH + 'shift; mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
+_ENTER_INIT = _DETACH + 'shift; mount -t proc proc "$0/proc" && exec "$@"'
+# run in a restored group's mount namespace: the same, done from outside ($0: its /proc)
+_RESTORED = _DETACH + 'mount -t proc proc "$0"'
+# what these scripts run, resolved in the group's namespace: kept reachable in it
+_TOOLS = ("sh", "umount", "mount", "chroot")
 
 
 async def prepare(root: str) -> None:
@@ -68,11 +83,12 @@ async def prepare(root: str) -> None:
 
 
 def start_argv(root: str, argv: list[str], init: str | None = None) -> list[str]:
-    """What `unshare --pid --fork` runs: /proc of the new namespace, then chroot + argv (or
-    `init`, which chroot()s itself and runs argv)."""
+    """What `unshare --pid --fork --mount` runs: the host's other mounts detached, /proc of
+    the new namespace, then chroot + argv (or `init`, which chroot()s itself and runs argv)."""
+    detach = "\n".join(foreign_mounts(root, [os.path.realpath(init)] if init else []))
     if init:
-        return ["sh", "-c", _ENTER_INIT, root, init, "--root", root, "--", *argv]
-    return ["sh", "-c", _ENTER, root, *argv]
+        return ["sh", "-c", _ENTER_INIT, root, detach, init, "--root", root, "--", *argv]
+    return ["sh", "-c", _ENTER, root, detach, *argv]
 
 
 def entered(pid: int, root: str, init: str | None = None) -> bool:
@@ -85,11 +101,81 @@ def entered(pid: int, root: str, init: str | None = None) -> bool:
         return False
 
 
-async def mount_proc(root: str, init_pid: int) -> None:
-    """Mount, at `root`/proc in the mount namespace of host `init_pid`, the /proc of its PID
-    namespace (after a restore, which builds new namespaces)."""
-    await _run(["nsenter", "--target", str(init_pid), "--pid", "--mount", "--", "mount", "-t", "proc", "proc",
-                os.path.join(root, "proc")], f"mounting /proc at {root}/proc")
+async def enter_restored(root: str, pids: list[int]) -> None:
+    """In the mount namespace of the restored group `pids` (PID 1 of its PID namespace
+    first; a restore builds new namespaces): detach the host's mounts it does not use, and
+    mount /proc of its PID namespace at `root`/proc."""
+    detach = "\n".join(foreign_mounts(root, held_paths(pids)))
+    await _run(["nsenter", "--target", str(pids[0]), "--pid", "--mount", "--", "sh", "-c", _RESTORED,
+                os.path.join(root, "proc"), detach], f"mounting /proc at {root}/proc")
+
+
+def held_paths(pids: list[int]) -> list[str]:
+    """The paths of what processes `pids` hold: open files, mapped files, executable, cwd
+    and root, as the host names them (anonymous kinds and vanished processes left out)."""
+    paths = []
+    for pid in pids:
+        links = [f"/proc/{pid}/{name}" for name in ("exe", "cwd", "root")]
+        try:
+            links += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+            with open(f"/proc/{pid}/maps") as f:
+                paths += [fields[5].rstrip("\n") for fields in (line.split(maxsplit=5) for line in f)
+                          if len(fields) == 6]
+        except OSError:
+            continue
+        for link in links:
+            try:
+                paths.append(os.readlink(link))
+            except OSError:
+                pass
+    return sorted({p.removesuffix(" (deleted)") for p in paths if p.startswith("/")})
+
+
+def foreign_mounts(root: str, keep: list[str], mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The mount points to detach, in order, from a copy of this mount namespace so that
+    it keeps only what a group rooted at `root` uses: the mounts at and under `root`, and
+    the chains of mounts down to `root`, to each path of `keep` and to the tools this
+    module runs in it (`keep`: paths as /proc shows them, no symbolic links). A point comes
+    once per mount stacked there; /proc comes last (the tools may read it)."""
+    with open(mountinfo) as f:
+        mounts = {int(fields[0]): (int(fields[1]), _unescape(fields[4]))
+                  for fields in (line.split() for line in f)}
+    children: dict[int, list[int]] = {}
+    for mount_id, (parent, _) in mounts.items():
+        children.setdefault(parent, []).append(mount_id)
+
+    def holding(path: str) -> int | None:
+        """The mount `path` resolves to: the deepest point on its way, topmost when stacked."""
+        on_way = [m for m, (_, point) in mounts.items() if _within(path, point)]
+        if not on_way:
+            return None
+        deepest = max(len(mounts[m][1]) for m in on_way)
+        there = {m for m in on_way if len(mounts[m][1]) == deepest}
+        return next(m for m in there if not any(mounts[other][0] == m for other in there))
+
+    def chain(mount_id: int | None) -> set[int]:
+        found = set()
+        while mount_id in mounts and mount_id not in found:
+            found.add(mount_id)
+            mount_id = mounts[mount_id][0]
+        return found
+
+    kept = chain(holding(root))
+    for mount_id, (_, point) in mounts.items():
+        if _within(point, root):
+            kept |= chain(mount_id)
+    tools = [os.path.realpath(path) for path in filter(None, map(shutil.which, _TOOLS))]
+    for path in keep + tools:       # (paths under `root` not resolved: the daemon serves them)
+        kept |= chain(holding(path))
+
+    def stacked(mount_id: int) -> list[str]:
+        """Its point, and again for each mount stacked right on it (one detach each)."""
+        point = mounts[mount_id][1]
+        return [point] + [p for child in children.get(mount_id, []) if mounts[child][1] == point
+                          for p in stacked(child)]
+    detach = [point for mount_id, (parent, _) in mounts.items() if mount_id not in kept and parent in kept
+              for point in stacked(mount_id)]
+    return sorted((p for p in detach if "\n" not in p), key=lambda p: p == "/proc")
 
 
 async def release(root: str) -> None:
@@ -107,6 +193,11 @@ def mounts_under(root: str) -> list[str]:
             if point.startswith(prefix):
                 found.append(point)
     return found
+
+
+def _within(path: str, directory: str) -> bool:
+    """Whether `path` is `directory` or below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _unescape(field: str) -> str:
