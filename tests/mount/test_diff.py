@@ -162,3 +162,15 @@ def test_a_tree_deeper_than_pythons_recursion_limit(mnt):
     subprocess.run(["rm", "-rf", str(mnt.path / "d")], check=True)
     gone = checkpoint(mnt)
     assert len(store_diff(mnt, after, gone)["removed"]) == 1201
+
+
+def test_names_that_are_not_utf8_come_back_as_their_bytes(mnt):
+    """File names are bytes: --json gives a byte that is not UTF-8 as a surrogate escape,
+    which os.fsencode turns back into the very name (from the store's trees and from a walk)."""
+    names = [b"caf\xe9", b"bad\xffname", "ünïcode".encode()]
+    before = checkpoint(mnt)
+    for name in names:
+        (mnt.path / os.fsdecode(name)).write_bytes(name)
+    after = checkpoint(mnt)
+    for found in (store_diff(mnt, before, after), walk_diff(mnt, before, after)):
+        assert sorted(os.fsencode(name) for name in found["added"]) == sorted(names), found
