@@ -12,8 +12,9 @@ retransmission, delayed by a loaded machine's softirq work; data; a keepalive) f
 socket and is answered with a reset, which ends the connection the restore was to resume
 (traced: tcp_retransmit_skb of the FIN_WAIT1 end 22 ms before the kill, the peer's answer
 handled by ksoftirqd 15 ms after it, tcp_send_reset reason NO_SOCKET). A held socket takes
-such segments as the live one would: in repair mode it sends nothing of its own, but the
-peer's data lands in its receive queue (acknowledged), its ACKs shorten its send queue. So
+such segments as the live one would: the peer's data lands in its receive queue
+(acknowledged), its ACKs shorten its send queue; repair mode does not stop it sending
+either (the zero-window probe timer sends what the peer's window lets through). So
 the restore resumes the socket itself (file_restore.py: pushed into the restored process,
 then out of repair mode with a window probe): what arrived meanwhile is read by the
 application, nothing acknowledged is lost, and a half-closed connection's FIN states are
@@ -25,7 +26,8 @@ holder's uid (or root) connecting gets the socket (SCM_RIGHTS, docs/FORMAT.md "H
 connections") and the holder forgets it; one its peer reset is dropped; the holder exits
 once it holds none. After HOLD_S the rest are reset (out of repair mode, then closed with
 a zero linger): the peer learns that the connection is gone, where a later restore from
-the image alone could not give it the bytes the held socket acknowledged meanwhile.
+the image alone could not give it the bytes the held socket acknowledged meanwhile (nor
+match the sequence numbers of what it sent: such a connection then stalls).
 This file imports only the standard library: the holder starts as a bare script, without
 the package (its import costs ~0.2 s of CPU, seconds under load).
 """
