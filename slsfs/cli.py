@@ -17,10 +17,10 @@ from mount.control import ControlError
 from objectstore import Store, StoreError
 
 #: Modules contributing verbs, in the order they appear in `sls --help`.
-COMMAND_MODULES = [
-    "slsfs.store_commands",
+COMMAND_MODULES = [      # in the order `sls --help` lists their verbs
     "slsfs.fs_commands",
-    "slsfs.group_commands",  # last: extends the checkpoint and restore verbs
+    "slsfs.store_commands",  # send, recv
+    "slsfs.group_commands",  # after both: extends the checkpoint and send verbs
     "slsfs.proc_commands",  # after group_commands: PIDs and process images in checkpoint/restore/ps
 ]
 
