@@ -30,6 +30,8 @@ checkpoints pair with the same files commit (checkpointed with it). Log:
 Checkpoints asked for are retried on the transient errors of freezing a busy tree; a
 stop kills the groups first and ends the process within STOP_WATCHDOG_S whatever hangs.
 Old checkpoints are thinned by the store's retention policy (slsfs.group_retention).
+The daemon's session runs at a raised CPU share (slsfs.daemon_priority): it answers the
+groups' file requests.
 
 The mount is made with allow_other (group processes may run as any user; the kernel
 checks permissions) and the kernel's writeback cache (writes land in the page cache and
@@ -84,7 +86,8 @@ from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError, clone_volume_roots
 from mount.flusher import ThreadFlusher
 
-from . import group_checkpoint, group_init, group_process, group_retention, groups, orphans, procs_view, rootfs
+from . import (daemon_priority, group_checkpoint, group_init, group_process, group_retention, groups, orphans,
+               procs_view, rootfs)
 from .daemon_ready import ready_line
 from .group_commit import GroupCommit
 from .group_process import RunningGroup
@@ -858,6 +861,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
 
     ready = mount_daemon.readiness_reporter(args.ready_fd)
     mount_daemon.setup_logging(os.path.join(args.store, LOG_NAME))
+    daemon_priority.raise_share()
     try:
         store = Store.open(args.store)
         startup.done("store_open")
