@@ -16,7 +16,11 @@ ratio to the plain directory: rollback journal, synchronous=FULL, so three durab
 fsyncs and ~30 FUSE requests a row on slsfs). `--quick` uses smaller sizes
 (finishes in well under 90 s). seq_read is the hot read (page cache, median of 5 after
 two warm-up reads, see seq); first_read is the read right after writing; seq_reread the
-hot read once the file's pages were dropped and read back (see seq: why it differs).
+hot read once the file's pages were dropped and read back (see seq: why it differs);
+`*_cpu_ms_per_gib` the reading thread's CPU time per GiB of those reads (their
+`*_cpu_ratio`: the plain directory's over slsfs's, a rate ratio that the machine's load
+moves far less than the rates'), `*_folio_kib` the mean size of the page-cache folios
+that held the file then (bench/folios.py; null without root).
 `daemon_cpu_ms_per_unique_mib` and `daemon_cpu_us_per_sqlite_row` are the mount daemon's
 CPU time per MiB of the unique-data write and per SQLite row: steadier than the rates
 on a busy machine. `fuse_requests_per_sqlite_row`: the requests the kernel sent the
@@ -42,8 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)          # not bench/: bench/objectstore.py would shadow the package
 from mount.control import request  # noqa: E402  (needs the path above)
 from bench.fuse_requests import FuseRequests  # noqa: E402
+from bench.folios import cached_folio_kib  # noqa: E402
 SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 WARM_PASSES = 2
 HOT_PASSES = 5
 DIFF_REFERENCE_FILES = 10_000
@@ -70,42 +76,52 @@ def mount(store: Path, mnt: Path, daemon_args: list[str]) -> None:
         raise SystemExit(f"mount failed: {answer or 'the daemon exited'}")
 
 
-def read_all(path: Path) -> float:
-    """MB/s of one sequential read of `path` in 1 MiB blocks."""
-    start = time.perf_counter()
+def read_all(path: Path) -> tuple[float, float]:
+    """(MB/s, the reading thread's CPU milliseconds per GiB) of one sequential read of
+    `path` in 1 MiB blocks. A hot read asks the daemon nothing and waits for nothing but
+    the CPU, so its CPU time is what the file system costs; the rate adds the time the
+    reader waited for a CPU, which on this shared 2-CPU machine swings 2x between runs."""
+    start, cpu = time.perf_counter(), time.thread_time()
     with open(path, "rb") as f:
         while f.read(MiB):
             pass
-    return path.stat().st_size / MiB / (time.perf_counter() - start)
+    cpu, seconds = time.thread_time() - cpu, time.perf_counter() - start
+    size = path.stat().st_size
+    return size / MiB / seconds, cpu * 1e3 * GiB / size
 
 
-def seq(path: Path, size: int) -> tuple[float, float, float, float]:
-    """(write, first read after the write, hot read, hot re-read) in MB/s.
+def hot_passes(path: Path, warm_ups: int) -> tuple[float, float]:
+    """Medians of HOT_PASSES reads' (MB/s, CPU ms per GiB) after `warm_ups` reads."""
+    for _ in range(warm_ups):
+        read_all(path)
+    passes = [read_all(path) for _ in range(HOT_PASSES)]
+    return statistics.median(p[0] for p in passes), statistics.median(p[1] for p in passes)
 
-    The hot read is the median of HOT_PASSES reads after WARM_PASSES warm-up reads (the
-    first read after the write counts as one), on both file
-    systems alike. (FUSE drops a file's cached pages when a getattr shows its mtime
-    changed, so on slsfs the read right after a write comes from the daemon, while ext4
-    keeps the pages the write left; a single pass after that compared a page cache
-    filled one pass earlier with one filled two passes earlier, and the pass after a
-    refill is slower on this kernel, on ext4 too: about 0.5-0.7 of later passes.)
 
-    A hot read asks the daemon nothing (traced: one OPEN, GETATTR and RELEASE per pass):
-    its ratio is the kernel's. On this kernel (6.18) FUSE caches files in 4 KiB folios
-    (traced: every folio a write or a read adds is order 0) where ext4 uses large ones
-    (orders 0-9 on the same read): a copy walks 256 folios per MiB instead of a few, and
-    the passes after a refill ramp up over 2-3 passes on both (measured; plausibly each
-    folio's LRU activation at its second use: 65,536 folios per 256 MiB on slsfs),
-    hence two warm-ups and a median. Interleaved runs of 256 MiB: slsfs 0.71 of ext4, a naive
-    pyfuse3 passthrough (keep_cache, writeback cache) 0.69; another run 0.53 for slsfs
-    (the ratio swings with the machine's load; slsfs and the passthrough move together).
+def seq(path: Path, size: int) -> dict[str, float | None]:
+    """Sequential write, the first read after it, the hot read and the hot re-read.
+
+    The hot read (`seq_read_mb_s`, `seq_read_cpu_ms_per_gib`) is the median of HOT_PASSES
+    reads after WARM_PASSES warm-ups (the first read after the write counts as one), on
+    both file systems alike: the passes after a refill ramp up over 2-3 passes on both
+    (measured; plausibly each folio's LRU activation at its second use).
+
+    A hot read asks the daemon nothing (traced: one OPEN, GETATTR, IOCTL and RELEASE per
+    pass, no READ, also right after the write: tests/mount/test_hot_read.py): its cost is
+    the kernel's copy out of the page cache, folio by folio. `seq_read_folio_kib` is the
+    mean size of the folios that hold the file then (bench/folios.py): on Linux 6.18 FUSE
+    caches every file in 4 KiB folios, by its write path and its readahead alike (fs/fuse/
+    file.c fuse_init_file_inode sets no folio order; traced: every folio added is order
+    0), where ext4's write leaves 1 MiB ones: 256 folios to walk per MiB instead of one.
+    perf of 1 GiB hot reads (cpu-clock samples): ext4 1,326, slsfs 1,704, of which
+    _copy_to_iter 1,178 / 1,302, filemap_get_read_batch 4 / 180, filemap_read - / 42,
+    folio_mark_accessed - / 22, and no fuse function at all. In six interleaved rounds of
+    1 GiB at load 6-9 the reader's CPU per GiB gave ratios of 0.58-0.69 (median 0.64)
+    where the rates gave 0.25-1.30: the CPU ratio is the figure to compare runs by.
 
     The hot re-read is the same after the file's cached pages were dropped (fadvise
-    DONTNEED) and read back in: ext4's write path caches a file in large folios (1 MiB:
-    /proc/kpageflags shows 64 compound heads per 64 MiB written), its read path in 4 KiB
-    ones like FUSE's; cached by a read, the two copy at the same cost (perf: the same
-    kernel profile, _copy_to_iter and filemap_get_read_batch), so the hot read's gap is
-    the folio size of pages a write left, which FUSE on this kernel does not make."""
+    DONTNEED) and read back in: ext4's readahead then makes folios of growing orders
+    (0, 2, 4, ...: ~70 KiB on average over 64 MiB), FUSE's still 4 KiB ones."""
     block = os.urandom(MiB)
     start = time.perf_counter()
     with open(path, "wb") as f:
@@ -114,19 +130,24 @@ def seq(path: Path, size: int) -> tuple[float, float, float, float]:
         f.flush()
         os.fsync(f.fileno())
     write = size / MiB / (time.perf_counter() - start)
-    first = read_all(path)
-    for _ in range(WARM_PASSES - 1):
-        read_all(path)
-    hot = statistics.median(read_all(path) for _ in range(HOT_PASSES))
+    first, _ = read_all(path)
+    hot, hot_cpu = hot_passes(path, WARM_PASSES - 1)
+    hot_folio = cached_folio_kib(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
-    for _ in range(WARM_PASSES):
-        read_all(path)
-    reread = statistics.median(read_all(path) for _ in range(HOT_PASSES))
-    return write, first, hot, reread
+    reread, reread_cpu = hot_passes(path, WARM_PASSES)
+    return {"seq_write_mb_s": round(write, 1), "first_read_mb_s": round(first, 1),
+            "seq_read_mb_s": round(hot, 1), "seq_read_cpu_ms_per_gib": round(hot_cpu, 1),
+            "seq_read_folio_kib": _rounded(hot_folio),
+            "seq_reread_mb_s": round(reread, 1), "seq_reread_cpu_ms_per_gib": round(reread_cpu, 1),
+            "seq_reread_folio_kib": _rounded(cached_folio_kib(path))}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def unique_write(path: Path, size: int, daemon: int | None = None) -> tuple[float, float]:
@@ -386,14 +407,12 @@ def main() -> None:
         mount(store, mnt, ["--no-writeback-cache"] if args.no_writeback_cache else [])
         daemon = request(store, "status")["pid"]
         for name, root in (("plain", plain), ("slsfs", mnt)):
-            w, first, r, reread = seq(root / "seq", size)
+            sequential = seq(root / "seq", size)
             rr, rw = random_io(root / "seq", 2000 if args.quick else 10_000)
             os.unlink(root / "seq")
             unique, unique_cpu = unique_write(root / "unique", size, daemon if name == "slsfs" else None)
             os.unlink(root / "unique")
-            result[name] = {"seq_write_mb_s": round(w, 1), "seq_read_mb_s": round(r, 1),
-                            "seq_reread_mb_s": round(reread, 1),
-                            "seq_write_unique_mb_s": round(unique, 1), "first_read_mb_s": round(first, 1),
+            result[name] = {**sequential, "seq_write_unique_mb_s": round(unique, 1),
                             "rand_read_iops": round(rr), "rand_write_iops": round(rw),
                             **metadata(root / "meta", meta_files, daemon if name == "slsfs" else None)}
             if name == "slsfs":
@@ -410,6 +429,8 @@ def main() -> None:
         result["seq_write_ratio"] = round(s["seq_write_mb_s"] / p["seq_write_mb_s"], 3)
         result["seq_read_ratio"] = round(s["seq_read_mb_s"] / p["seq_read_mb_s"], 3)
         result["seq_reread_ratio"] = round(s["seq_reread_mb_s"] / p["seq_reread_mb_s"], 3)
+        for figure in ("seq_read", "seq_reread"):      # as a rate ratio: ext4's CPU over ours
+            result[f"{figure}_cpu_ratio"] = round(p[f"{figure}_cpu_ms_per_gib"] / s[f"{figure}_cpu_ms_per_gib"], 3)
         result["seq_write_unique_ratio"] = round(s["seq_write_unique_mb_s"] / p["seq_write_unique_mb_s"], 3)
         result["sqlite_ratio"] = round(s["sqlite_rows_per_s"] / p["sqlite_rows_per_s"], 3)
         for files in tree_sizes:
