@@ -115,7 +115,18 @@ def _mount_dev(fd: int) -> int:
 # (the kernel's write-back answered by the trio thread, a hand-off to trio), so the stop
 # pays for the longer of the two, not their sum. One at a time: the daemon checkpoints one
 # group at a time.
-_SEALER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsfs-seal")
+def _on_every_cpu() -> None:
+    """The seal thread's start: it may run on every CPU the daemon may use. It is started
+    by the first seal, from the tracer thread inside a stop, while that thread is pinned
+    to one CPU with the frozen tasks (checkpointer.pinning), and a thread inherits its
+    creator's affinity: the seal thread stayed on the tracer's CPU for the daemon's life,
+    where the tracer and the tasks run SCHED_FIFO during every stop, so it got that CPU
+    only between their round trips (traced, SQLite at 100 Hz: every wake-up of the seal
+    thread on the tracer's CPU; it began a median 2.7 ms after the freeze, in stops of 4.9)."""
+    os.sched_setaffinity(0, os.sched_getaffinity(os.getpid()))
+
+
+_SEALER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsfs-seal", initializer=_on_every_cpu)
 
 
 FilesCommit = tuple[int, ChunkId]     # (commit id, volume root): the file system of the frozen instant
