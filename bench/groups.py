@@ -372,9 +372,9 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
     again after each group has stopped: each group's overhead is against the mean of the
     two references around it. A reference measured once, minutes before, made the figures
     follow the machine's load (it swings 2-3x from one minute to the next here): measured
-    in turns, Redis at --hz 0 made as many SETs a second as without slsfs (2026-12-01, load
-    6.2-6.9, 8 pairs of fresh servers: medians 40.4k in a group, 38.9k without), where
-    single bench runs had said 15-41% fewer."""
+    in turns (2026-12-01, load 6.2-7.3, pairs of fresh servers), Redis at --hz 0 made
+    within the noise as many SETs a second as without slsfs (medians 40.4k vs 38.9k over
+    8 pairs, 32.3k vs 34.6k over 10), where single bench runs had said 15-41% fewer."""
     references = [plain_redis(work, mib, requests)]
     for hz, key in zip((0, 10, 100), REDIS_KEYS):
         store = work / f"redis-store-{hz:g}"
