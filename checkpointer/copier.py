@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from typing import Any, Callable
 
@@ -32,6 +33,19 @@ from .pinning import Pinning
 _jobs: "queue.SimpleQueue[Job]" = queue.SimpleQueue()
 _worker: threading.Thread | None = None
 _start_lock = threading.Lock()
+# While a `hurried` job is queued or runs on the worker, Python's switch interval is this
+# short (5 ms by default): the worker needs Python's lock to start a job and between its
+# system calls, and a thread waiting for that lock asks the holder to let it go only after a
+# switch interval; the tracer lets it go for just the few microseconds of each of its own
+# system calls, too short for the worker (woken on the other CPU) to take it then. With 5 ms
+# the worker did not begin a 2 GiB stop's shared scan (sharedscan.py) at all in 3 stops of
+# 4: the tracer scanned every piece itself (load 6-7, 2026-12-01). A copy is not hurried:
+# it overlaps with the injected calls, whose waits let the lock go for longer, and a short
+# interval there cost the 10 MiB bench target's stop more in lock hand-overs than it saved.
+HURRIED_SWITCH_INTERVAL_S = 0.0001
+_hurry_lock = threading.Lock()
+_hurried = 0                    # jobs queued to the worker and not finished
+_switch_interval = sys.getswitchinterval()   # the one to go back to
 
 
 class Job:
@@ -43,6 +57,7 @@ class Job:
         self._done = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
+        self.hurried = False    # counted in _hurried (queued to the worker) until it has run
 
     def claim(self) -> bool:
         """True for the one thread that is to run the job (the worker, or result()'s caller)."""
@@ -56,6 +71,8 @@ class Job:
             self._error = exc
         finally:
             self._done.set()
+            if self.hurried:
+                _unhurry()
 
     def result(self) -> Any:
         if self.claim():        # not begun by the worker: run it here rather than wait for it
@@ -71,16 +88,39 @@ def other_cpus(pinning: Pinning) -> set[int]:
     return set(pinning.own) - {pinning.cpu} if pinning.own is not None else set()
 
 
-def submit(fn: Callable[[], Any], cpus: set[int]) -> Job:
-    """Run `fn` in the worker, on `cpus` (at once, here, if that is empty)."""
+def submit(fn: Callable[[], Any], cpus: set[int], hurried: bool = False) -> Job:
+    """Run `fn` in the worker, on `cpus` (at once, here, if that is empty); `hurried`: with
+    the switch interval short until it has run (HURRIED_SWITCH_INTERVAL_S)."""
     job = Job(fn, cpus)
     if not cpus:
         job.claim()
         job.run()
         return job
     start()
+    if hurried:
+        _hurry()
+        job.hurried = True
     _jobs.put(job)
     return job
+
+
+def _hurry() -> None:
+    """One more job for the worker: the switch interval short until none is left."""
+    global _hurried, _switch_interval
+    with _hurry_lock:
+        if _hurried == 0:
+            _switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(HURRIED_SWITCH_INTERVAL_S)
+        _hurried += 1
+
+
+def _unhurry() -> None:
+    """A job of the worker's has run: the switch interval back once none is left."""
+    global _hurried
+    with _hurry_lock:
+        _hurried -= 1
+        if _hurried == 0:
+            sys.setswitchinterval(_switch_interval)
 
 
 def start() -> None:

@@ -296,6 +296,11 @@ class DirtyTracker:
             self.scanned.update(_split(scan.result(), vmas))
         return self.scanned
 
+    @property
+    def scanning(self) -> bool:
+        """Whether a scan scan_runs left going on (on the other CPU) is still to be asked for."""
+        return self._scanning is not None
+
     def cancel_scan(self) -> None:
         """Let a scan that scan_runs left going on end, unasked (after a failed capture)."""
         if self._scanning is not None:
@@ -617,6 +622,12 @@ class Incremental:
                 precopied.kept.append((ns_pids[pid], runs, ranges or []))
             return ranges
         return select
+
+    def scanning(self, pid: int) -> bool:
+        """Whether the written pages of `pid` are still being scanned for on the other CPU
+        (capture_all reads its fds first, meanwhile)."""
+        tracker = self.trackers.get(pid)
+        return tracker is not None and tracker.scanning
 
     def arm(self, frozen: Frozen) -> None:
         """Still frozen, after the capture: track writes from this instant on."""

@@ -45,7 +45,7 @@ class SharedScan:
         self._pieces, self._scan = pieces, scan
         self._left = list(reversed(range(len(pieces))))    # popped from the end: address order
         self._found: list[procfs.PageRanges] = [[] for _ in pieces]
-        self._job = copier.submit(self._work, cpus)
+        self._job = copier.submit(self._work, cpus, hurried=True)
 
     def _work(self) -> None:
         """Scan pieces until none is left (list.pop is atomic: each piece is taken once)."""

@@ -108,7 +108,7 @@ class TreeCapture:
         self.files = FileCapture(_blob_namer(self.blobs, self.writer), tracking.shared, self.writer.keep_blobs,
                                  tracking.mount_types.type_of)
         self.processes = capture_all(frozen, self._keep_run, self.files, select, keep_injection_page=True,
-                                     selected=self.copy.selected)
+                                     selected=self.copy.selected, scanning=tracking.scanning)
         tracking.mount_types.end_capture()
         with phase("arm_tracking"):
             tracking.arm(frozen)

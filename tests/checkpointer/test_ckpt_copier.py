@@ -5,6 +5,7 @@ worker to get a CPU."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 
@@ -83,3 +84,26 @@ def test_a_job_run_lets_go_of_what_its_function_holds():
     assert job.result() == "copied"
     del pages
     assert gone() is None, "the job's function (and what it holds) outlived its run"
+
+
+def test_a_hurried_job_shortens_the_switch_interval_until_every_one_has_run():
+    """The worker needs Python's lock to begin a job: while a hurried one (a stop's shared
+    scan) waits or runs, a thread holding the lock must let it go within
+    HURRIED_SWITCH_INTERVAL_S, not Python's 5 ms; the interval is given back after the
+    last one, whichever thread ran it; a job not hurried leaves it alone."""
+    cpus = _other_cpus()
+    before = sys.getswitchinterval()
+    plain = copier.submit(lambda: sys.getswitchinterval(), cpus)
+    assert plain.result() == before, "a job not hurried changed the switch interval"
+    began, release = threading.Event(), threading.Event()
+    first = copier.submit(lambda: began.set() or release.wait(30), cpus, hurried=True)
+    second = copier.submit(lambda: "run here", cpus, hurried=True)    # the worker is busy: run by result()
+    try:
+        assert began.wait(30)
+        assert sys.getswitchinterval() == pytest.approx(copier.HURRIED_SWITCH_INTERVAL_S)
+        assert second.result() == "run here"
+        assert sys.getswitchinterval() == pytest.approx(copier.HURRIED_SWITCH_INTERVAL_S), "given back with a job still running"
+    finally:
+        release.set()
+    assert first.result() is True
+    assert sys.getswitchinterval() == before

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from checkpointer import freeze, incremental, load_image, sharedscan
+from checkpointer import files, freeze, incremental, load_image, sharedscan
 from checkpointer.incremental import DirtyTracker, Incremental
 from checkpointer.kernel import PAGE_SIZE
 
@@ -161,3 +161,27 @@ def test_a_mapping_made_again_and_left_untouched_is_stored_as_zeros_not_as_the_o
     words = _words(store, second, proc.pid, starts)
     assert all(words.get((2, page), 0) == 0 for page in range(PAGES)), words
     assert words[0, 1] == 51 and words[3, 2] == 53
+
+
+def test_the_fds_are_read_while_a_shared_scan_goes_on_and_after_the_pages_are_chosen_otherwise(
+        target, store, monkeypatch, shared):
+    """A shared scan (a large process) is asked for its pages only once the fds are read,
+    so that it overlaps with them too; without one the pages are chosen first, so that
+    their copy on the other CPU overlaps with the fds. Either way the fds are in the image."""
+    proc, starts, send = target
+    events: list[str] = []
+    inc = Incremental()
+    try:
+        _capture(inc, proc.pid, store)
+        send(0, 1, 61)
+        select, fd_records = DirtyTracker.select, files.FileCapture.fd_records
+        monkeypatch.setattr(DirtyTracker, "select", lambda self, vma: events.append("pages") or select(self, vma))
+        monkeypatch.setattr(files.FileCapture, "fd_records",
+                            lambda self, pid: events.append("fds") or fd_records(self, pid))
+        second = _capture(inc, proc.pid, store)
+    finally:
+        inc.close()
+    assert events.index("fds") < events.index("pages") if sum(shared) else events.index("pages") < events.index("fds")
+    record = next(p for p in load_image(store, second).processes if p["host_pid"] == proc.pid)
+    assert {fd["fd"] for fd in record["fds"]} >= {0, 1, 2}
+    assert _words(store, second, proc.pid, starts)[0, 1] == 61
