@@ -51,6 +51,7 @@ O_RDONLY, O_RDWR = 0, 2
 PR_SET_NAME, PR_SET_MM, PR_SET_MM_MAP = 15, 35, 14
 PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_SET_PDEATHSIG = 8, 24, 47, 2, 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
 PR_SET_THP_DISABLE = 41
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SS_ONSTACK, SS_DISABLE = 1, 2
@@ -233,6 +234,7 @@ class ProcessBuilder:
             self._seccomp()
         for inj, thread in self.threads:
             self._thread_state(inj, thread)
+        self._dumpable()
         self._scheduling()
         self._sigtrap_action_back()
         self.inj.check(NR["munmap"], self.helper, self.helper_size, what="munmap(helper)")
@@ -629,6 +631,22 @@ class ProcessBuilder:
                     batch.add(NR["prctl"], PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0,
                               what=f"PR_CAP_AMBIENT_RAISE({cap})")
             batch.add(NR["prctl"], PR_SET_KEEPCAPS, 0, 0, 0, 0, what="PR_SET_KEEPCAPS")
+
+    def _dumpable(self) -> None:
+        """The dumpable flag (version 25), once every thread has its credentials: the kernel
+        resets it at each change of them, so a non-root process that had set it (nginx's
+        workers, zdtm's tests) could no longer be read through /proc or ptraced by its owner,
+        and a root one that had cleared it (ssh-agent) could dump its secrets in a core.
+        prctl sets 0 or 1 only: 2 (suid_dumpable's "root only") is left as the kernel made
+        it, with a warning when that differs."""
+        wanted = self.meta.get("dumpable")
+        if wanted is None:
+            return
+        if wanted in (0, 1):
+            self.inj.check(NR["prctl"], PR_SET_DUMPABLE, wanted, 0, 0, 0, what="PR_SET_DUMPABLE")
+        elif self.inj.call(NR["prctl"], PR_GET_DUMPABLE, 0, 0, 0, 0) != wanted:
+            self.warnings.append(f"process {self.meta['pid']}: its dumpable flag {wanted} (fs.suid_dumpable) "
+                                 f"cannot be set again by prctl")
 
     def _scheduling(self) -> None:
         """Policy, real-time priority and nice value (version 4 images), set from here for

@@ -38,7 +38,7 @@ from .stopwatch import phase
 PageSink = Callable[[int, int, bytes], None]  # (pid as the process sees it, address, whole pages)
 PageSelector = Callable[[int, procfs.Vma], "procfs.PageRanges | None"]
 
-PR_GET_TID_ADDRESS, PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER = 40, 2, 37
+PR_GET_TID_ADDRESS, PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER, PR_GET_DUMPABLE = 40, 2, 37, 3
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
@@ -349,13 +349,14 @@ def injecting(pid: int, thread: FrozenThread) -> Iterator[Injector]:
 
 def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool = False) -> dict:
     """State only readable from inside, all threads' calls in one batch (batch.py): brk,
-    whether it is a child subreaper, its membarrier registrations, signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
+    whether it is a child subreaper and dumpable, its membarrier registrations, signal handlers, interval and POSIX timers of the process; tid address and sigaltstack
     of each thread and the signal it gets when its parent dies. Then the thread state
     ptrace reads from outside."""
     nr, main = kernel.NR, proc.pid
     batch = SyscallBatch(proc.pid, int(status["SigIgn"], 16))
     brk = batch.add(main, nr["brk"], 0)
     subreaper = batch.add(main, nr["prctl"], PR_GET_CHILD_SUBREAPER, OUT, out=4)
+    dumpable = batch.add(main, nr["prctl"], PR_GET_DUMPABLE, 0, 0, 0, 0)
     membarrier = batch.add(main, nr["membarrier"], kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
     handled = int(status["SigCgt"], 16) | int(status["SigIgn"], 16)
     actions = {sig: batch.add(main, nr["rt_sigaction"], sig, 0, OUT, 8, out=32)
@@ -373,6 +374,7 @@ def _injected_state(proc: FrozenProcess, status: dict[str, str], keep_page: bool
     return {
         "brk": brk.check("brk(0)"),
         "child_subreaper": struct.unpack("i", subreaper.output("PR_GET_CHILD_SUBREAPER"))[0],
+        "dumpable": dumpable.check("PR_GET_DUMPABLE"),
         "membarrier": max(membarrier.result, 0),   # the registrations (a kernel before 6.3 tells none)
         "sigactions": {str(sig): list(struct.unpack("QQQQ", call.output(f"rt_sigaction({sig})")))
                        for sig, call in actions.items()},
