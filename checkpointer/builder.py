@@ -549,7 +549,10 @@ class ProcessBuilder:
         with removed_dirs.stand_in(cwd) as ghost:
             if ghost is None:
                 self.warnings.append(f"process {self.meta['pid']}: its working directory {cwd} was removed and "
-                                     f"{os.path.dirname(cwd)} is gone too: it works in / now")
+                                     f"no removed directory could be made for it: it works in / now")
+            elif os.path.dirname(ghost) != os.path.dirname(cwd):
+                self.warnings.append(f"process {self.meta['pid']}: its working directory {cwd} was removed and "
+                                     f"cannot be made there again: it works in the removed {ghost} now")
             self.inj.check(NR["chdir"], self.inj.put((ghost or "/").encode() + b"\0"), what=f"chdir({cwd})")
 
     # signals, threads ---------------------------------------------------------
