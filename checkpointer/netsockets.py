@@ -311,7 +311,7 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         if family == socket.AF_UNIX:
             kept = _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd, record.get("unlinked", False))
         else:
-            sock.bind(tuple(record["address"]))
+            _bind_inet(sock, tuple(record["address"]), record["options"].get("IP_FREEBIND", 0))
         if record["state"] == "listen":
             sock.listen(record["backlog"])
     except OSError as e:
@@ -326,6 +326,23 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
         sock.connect(tuple(record["peer"]))
     shut_down(sock, record.get("shutdown", 0))
     return kept
+
+
+def _bind_inet(sock: socket.socket, address: tuple, freebind: int) -> None:
+    """Bind to `address`. One that is not local (any more) is bound with IP_FREEBIND for the
+    time of the bind: the original was bound to it, so it had the flag then, or the address
+    was local, and a program may turn the flag off once bound (zdtm sk-freebind-false)."""
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        if exc.errno != errno.EADDRNOTAVAIL or freebind:
+            raise
+        level, opt, _ = OPTIONS["IP_FREEBIND"]
+        sock.setsockopt(level, opt, 1)
+        try:
+            sock.bind(address)
+        finally:
+            sock.setsockopt(level, opt, 0)
 
 
 def shut_down(sock: socket.socket, mask: int) -> None:

@@ -1,5 +1,7 @@
-"""Socket options (zdtm sk-freebind, sock_opts00, sock_opts02, sock_tcp_opts00): IP_FREEBIND
-on an IPv6 socket (its non-local address could not be bound again), buffer sizes a program
+"""Socket options (zdtm sk-freebind, sk-freebind-false, sock_opts00, sock_opts02, sock_tcp_opts00):
+IP_FREEBIND on an IPv6 socket (its non-local address could not be bound again), a socket
+bound to such an address whose IP_FREEBIND was then turned off (the restore failed: "Cannot
+assign requested address"), buffer sizes a program
 set (SO_BUF_LOCK), TCP_CORK, SO_DONTROUTE, SO_NO_CHECK, SO_PASSSEC, and the options of a connection kept established (read only once
 it is known to be kept) are as they were after a restore."""
 from __future__ import annotations

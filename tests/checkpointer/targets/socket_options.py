@@ -1,5 +1,6 @@
 """Sockets with options that must survive: `socket_options.py OUTFILE`: an IPv6 UDP socket
-with IP_FREEBIND bound to an address this host does not have (2001:db8::...), a TCP
+with IP_FREEBIND bound to an address this host does not have (2001:db8::...) and another
+bound so whose IP_FREEBIND was turned off after the bind (zdtm sk-freebind-false), a TCP
 listener on 127.0.0.1 whose send and receive buffer sizes the program set (SO_BUF_LOCK
 shows them locked), a corked TCP socket (TCP_CORK), and a connection to that listener (both
 ends in the image: kept established) with TCP_NODELAY on one end and keepalive settings on
@@ -18,6 +19,10 @@ free.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
 unix = socket.socket(socket.AF_UNIX)
 unix.setsockopt(socket.SOL_SOCKET, SO_PASSSEC, 1)
 free.bind(("2001:db8::ff00:42:8329", 0))
+was_free = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+was_free.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+was_free.bind(("2001:db8::ff00:42:8329", 0))
+was_free.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 0)
 listener = socket.socket()
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 50000)
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 70000)
@@ -34,6 +39,8 @@ server.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
 checks = {
     "IP_FREEBIND": lambda: free.getsockopt(socket.IPPROTO_IP, IP_FREEBIND),
     "address": lambda: free.getsockname()[:2],
+    "IP_FREEBIND turned off": lambda: was_free.getsockopt(socket.IPPROTO_IP, IP_FREEBIND),
+    "its address": lambda: was_free.getsockname()[:2],
     "SO_SNDBUF": lambda: listener.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
     "SO_RCVBUF": lambda: listener.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
     "SO_BUF_LOCK": lambda: listener.getsockopt(socket.SOL_SOCKET, SO_BUF_LOCK),
