@@ -249,10 +249,16 @@ class Frozen:
                 pass
 
     def check_alive(self) -> None:
-        """Raise ProcessGone if a frozen process was killed (SIGKILL ignores ptrace stops)."""
+        """Raise ProcessGone if a frozen process was killed (SIGKILL ignores ptrace stops).
+        One ptrace request to its main thread tells: the kernel refuses it (ESRCH) once a
+        fatal signal is pending or the thread has left its stop, so a process killed a
+        moment ago is seen before it has run to exit (a read of /proc/PID/stat, four system
+        calls, saw it only once a zombie)."""
         for pid in self.processes:
-            if procfs.stat_fields(pid)[2] in ("Z", "X"):
-                raise ProcessGone(pid)
+            try:
+                kernel.get_sigmask(pid)
+            except ProcessLookupError:
+                raise ProcessGone(pid, "it was killed while frozen") from None
 
     def thaw(self) -> None:
         if self._thawed:

@@ -1,5 +1,5 @@
 """Processes killed while frozen are let go: their parents can reap them (a dead tracee
-stays reported to its tracer until the tracer waits for it)."""
+stays reported to its tracer until the tracer waits for it); a capture sees them gone at once."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from checkpointer import freeze
+from checkpointer.errors import ProcessGone
 
 PARENT = """
 import os, time
@@ -42,3 +45,20 @@ def test_a_child_killed_while_frozen_is_reaped_by_its_parent():
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_process_killed_while_frozen_is_found_gone_before_it_has_run_to_exit():
+    """check_alive, the last step of a capture's stop, must see a SIGKILL that came during
+    the stop at once: the killed process shares the tracer's CPU at the same real-time
+    priority (freeze.py), so it has not run to become a zombie yet."""
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"], start_new_session=True)
+    try:
+        with pytest.raises(ProcessGone):
+            with freeze([target.pid], tree=True) as frozen:
+                frozen.check_alive()            # alive: nothing raised
+                os.kill(target.pid, signal.SIGKILL)
+                frozen.check_alive()
+        target.wait(30)       # (reaped by the thaw already: the tracer is its parent here)
+    finally:
+        target.kill()
+        target.wait()
