@@ -23,6 +23,13 @@ record, so opening a store does not read whole packs::
     index   = "SLSPIDX\\0" u32 version u32 count entry[count] u64 xxh64(all before)
     entry   = id[16] u8 kind u8 flags u64 offset u32 stored_len u32 raw_len
 
+The active pack's prefix index (``.pidx``) names its first records in segments that
+are only appended, each checked on its own, so that it can follow the pack closely
+without being rewritten (version 1 was a whole index, still read)::
+
+    prefix  = "SLSPIDX\\0" u32 version(2) u32 zero segment*
+    segment = u32 count entry[count] u64 xxh64(count and entries)
+
 Simplification: a record whose checksum fails is skipped by `scan`, which then
 looks for the next record magic; the caller decides whether the damage is a torn
 tail (nothing valid follows) or corruption of data that had been durable.
@@ -41,6 +48,8 @@ from .errors import FormatError
 PACK_VERSION = 2                # written in new packs
 PACK_VERSIONS = (1, 2)          # read (and appended to)
 INDEX_VERSION = 1               # indexes did not change with pack version 2
+PREFIX_VERSION = 2              # prefix indexes written (appended segments)
+PREFIX_VERSIONS = (INDEX_VERSION, PREFIX_VERSION)   # read: version 1 is a whole index
 PACK_MAGIC = b"SLSPACK\0"
 INDEX_MAGIC = b"SLSPIDX\0"
 PACK_HEADER = struct.Struct("<8sII")
@@ -51,6 +60,7 @@ CHECKSUM = struct.Struct("<I")
 INDEX_HEADER = struct.Struct("<8sII")
 INDEX_ENTRY = struct.Struct("<16sBBQII")
 INDEX_TRAILER = struct.Struct("<Q")
+SEGMENT_COUNT = struct.Struct("<I")
 RECORD_OVERHEAD = RECORD_HEADER.size + CHECKSUM.size
 MAX_RECORD = 1 << 24
 
@@ -229,6 +239,52 @@ def decode_index(data: bytes, name: str) -> list[RecordInfo]:
     """Parse a pack index; FormatError if it is damaged (the caller rebuilds it)."""
     return [RecordInfo(off, kind, flags, slen, rlen, cid)
             for cid, kind, flags, off, slen, rlen in index_entries(data, name)]
+
+
+def decode_entries(entries: bytes) -> list[RecordInfo]:
+    """The records whose index entries (encode_index_entries) are `entries`."""
+    return [RecordInfo(off, kind, flags, slen, rlen, cid)
+            for cid, kind, flags, off, slen, rlen in INDEX_ENTRY.iter_unpack(entries)]
+
+
+def prefix_header() -> bytes:
+    """The first bytes of a prefix index (segments follow)."""
+    return INDEX_HEADER.pack(INDEX_MAGIC, PREFIX_VERSION, 0)
+
+
+def prefix_segment(entries: bytes) -> bytes:
+    """A prefix index segment naming the records whose index entries are `entries`."""
+    head = SEGMENT_COUNT.pack(len(entries) // INDEX_ENTRY.size)
+    digest = xxhash.xxh64(head)
+    digest.update(entries)
+    return head + entries + INDEX_TRAILER.pack(digest.intdigest())
+
+
+def read_prefix_index(data: bytes, name: str) -> tuple[bytes, bool]:
+    """The index entries a prefix index names (its segments up to the first torn or
+    damaged one: a crash while one was appended), and whether it ends after them, so that
+    segments may be appended to it (False: it must be written anew first). A version 1
+    prefix index is a whole index. FormatError if its header is damaged or of another
+    version (or a version 1 one is damaged)."""
+    if len(data) < INDEX_HEADER.size:
+        raise FormatError(f"{name}: truncated prefix index")
+    magic, version, _zero = INDEX_HEADER.unpack_from(data)
+    if magic != INDEX_MAGIC or version not in PREFIX_VERSIONS:
+        raise FormatError(f"{name}: not a prefix index of version {PREFIX_VERSIONS[0]} to {PREFIX_VERSIONS[-1]}")
+    view = memoryview(data)
+    if version == INDEX_VERSION:
+        index_entries(data, name)                       # (checks it whole)
+        return bytes(view[INDEX_HEADER.size:len(data) - INDEX_TRAILER.size]), False
+    parts, pos, size = [], INDEX_HEADER.size, len(data)
+    while pos + SEGMENT_COUNT.size <= size:
+        (count,) = SEGMENT_COUNT.unpack_from(data, pos)
+        end = pos + SEGMENT_COUNT.size + count * INDEX_ENTRY.size
+        if (end + INDEX_TRAILER.size > size
+                or xxhash.xxh64(view[pos:end]).intdigest() != INDEX_TRAILER.unpack_from(data, end)[0]):
+            break
+        parts.append(view[pos + SEGMENT_COUNT.size:end])
+        pos = end + INDEX_TRAILER.size
+    return b"".join(parts), pos == size
 
 
 def index_entries(data: bytes, name: str) -> Iterator[tuple[bytes, int, int, int, int, int]]:

@@ -26,10 +26,13 @@ Design notes:
   through ctypes costs more than python-lz4 (6.3 vs 5.8 us a page; the state-reusing
   call is not exported). Storing pages uncompressed would cut that CPU but triple the
   bytes written and synced at every checkpoint.
-- The active pack's *prefix index* (`pack-N.pidx`, the same format as a sealed index)
-  names records already made durable; it is rewritten (tmp + rename, no fsync: a lost or
-  torn one only means a longer scan) after a sync once the pack has grown by half
-  since the last one, so that opening scans only the records after it.
+- The active pack's *prefix index* (`pack-N.pidx`: segments of sealed-index entries)
+  names records already made durable; after a sync that leaves prefix_index_step records
+  or more unnamed, a segment naming them is appended (no fsync: a lost or torn one only
+  means a longer scan), so that opening scans only the few records after it. The active
+  pack's records are kept as those index entries too (no object per record: opening a
+  store whose active pack held 500k small records built one each, ~60% of the open),
+  except the newest, not yet encoded (a rollback, GC and a seal encode them).
 - Opening after a crash: sealed packs are read through their index (rebuilt by a
   scan if missing or damaged); the active pack is scanned after its prefix index.
   Damage after the last valid record is a torn tail and is cut; damage followed by
@@ -61,7 +64,7 @@ _WRITE_AHEAD = 1 << 20
 _PROBE = 512  # after a chunk lz4 could not shrink, the next one's first bytes are tried first
 _SPAN_GAP = 64 << 10  # get_many: records at most this far apart are read by one pread
 _SPAN_MAX = 4 << 20  # ... and one pread reads at most this much
-PREFIX_INDEX_MIN_RECORDS = 1024  # no prefix index for an active pack with fewer records
+PREFIX_INDEX_STEP = 1024  # a prefix index segment names at least this many records
 DAMAGED_TAIL = ".damaged-tail-at-"  # pack-N.pack.damaged-tail-at-OFFSET: bytes cut on open
 
 
@@ -75,6 +78,29 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _replace(final: Path, data: bytes, *, durable: bool) -> None:
+    """Write `data` as the file `final` at once: a tmp file renamed over it (fsync'd first,
+    and the directory after, if `durable`)."""
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(final.parent)
+
+
+def _last_record(entries: bytes) -> fmt.RecordInfo | None:
+    """The last record named by index entries `entries`."""
+    return fmt.decode_entries(entries[-fmt.INDEX_ENTRY.size:])[0] if entries else None
 
 
 # A chunk's location in the index, one int: pack | offset (36 bits) | stored_len (25) | kind (1)
@@ -147,7 +173,7 @@ class PackStore:
         self.readonly = readonly
         self.verify_dedup = verify_dedup
         self.pack_limit = pack_limit
-        self.prefix_index_min = PREFIX_INDEX_MIN_RECORDS
+        self.prefix_index_step = PREFIX_INDEX_STEP
         self.damage: list[str] = []  # corruption found on open, for fsck
         self._damaged: dict[bytes, tuple[str, int]] = {}  # chunk id -> (pack, offset) of a bad record
         self._index: dict[bytes, int] = {}
@@ -156,10 +182,9 @@ class PackStore:
         self._active = 0
         self._active_version = fmt.PACK_VERSION    # of the active pack: its records' checksum
         self._versions: dict[int, int] = {}        # pack number -> version, as learnt (_version)
-        self._active_records: list[fmt.RecordInfo] = []
-        self._entries = bytearray()  # index entries of the active pack's first records (_active_index)
-        self._entries_last: fmt.RecordInfo | None = None  # ... the last of which is this one
-        self._prefix_indexed = 0  # records of the active pack its prefix index names
+        self._entries = bytearray()  # index entries of the active pack's first records (index_ahead)
+        self._active_records: list[fmt.RecordInfo] = []  # ... and its records after those
+        self._prefix_indexed = 0  # records of the active pack its prefix index names (0: none to append to)
         self._written = 0  # bytes of the active pack on disk
         self._buf = bytearray()
         self._unsynced = False
@@ -228,28 +253,32 @@ class PackStore:
                 os.fsync(fd)
             self._active, self._active_version = number, fmt.PACK_VERSION
             self._versions[number] = fmt.PACK_VERSION
-            self._active_records = []
             self._written = fmt.PACK_HEADER.size
             return
         with open(path, "rb") as f:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)   # pages read as scanned
         try:
             version = fmt.check_pack_header(data, path.name)[1]
-            known = self._prefix_index(number, data, version)
-            result = fmt.scan(data, known[-1].end if known else fmt.PACK_HEADER.size, version)
+            known, appendable = self._prefix_index(number, data, version)
+            last = _last_record(known)
+            result = fmt.scan(data, last.end if last else fmt.PACK_HEADER.size, version)
             self._note_damage(number, data, result, torn_tail_allowed=True)
             if fmt.whole_record_at(data, result.valid_end):
                 self._keep_damaged_tail(number, data, result.valid_end)
             size = len(data)
         finally:
             data.close()
-        self._add_records(number, known + result.records)
+        self._add_entries(number, fmt.INDEX_ENTRY.iter_unpack(known))
+        self._add_records(number, result.records)
         self._active, self._active_version = number, version    # (appended to in its version)
         self._versions[number] = version
-        self._active_records = known + result.records
-        self._prefix_indexed = len(known)
+        self._entries = bytearray(known)
+        self._active_records = result.records
+        self._prefix_indexed = len(known) // fmt.INDEX_ENTRY.size if appendable else 0
         self._written = result.valid_end
         if not self.readonly:
+            if not appendable:                      # (it may name records cut below: never to be read again)
+                _pack_path(self.directory, number, ".pidx").unlink(missing_ok=True)
             fd = self._fd(number, write=True)
             if size > result.valid_end:
                 os.ftruncate(fd, result.valid_end)  # cut the torn tail
@@ -257,58 +286,55 @@ class PackStore:
                 os.fsync(fd)                        # what the scan found is durable: index it
                 self._write_prefix_index()
 
-    def _prefix_index(self, number: int, data: mmap.mmap, version: int) -> list[fmt.RecordInfo]:
-        """The records named by the active pack's prefix index, if it is intact and its
-        last record is where it says (else none: the whole pack is scanned)."""
+    def _prefix_index(self, number: int, data: mmap.mmap, version: int) -> tuple[bytes, bool]:
+        """The index entries the active pack's prefix index names, if it is intact and its
+        last record is in the pack as it says (else none: the whole pack is scanned), and
+        whether segments may be appended to it (pack.read_prefix_index)."""
         path = _pack_path(self.directory, number, ".pidx")
         try:
-            records = fmt.decode_index(path.read_bytes(), path.name)
+            entries, appendable = fmt.read_prefix_index(path.read_bytes(), path.name)
         except (OSError, StoreError):
-            return []
-        if records and fmt.decode_record(data, records[-1].offset, version) is None:
-            return []
-        return records
+            return b"", False
+        last = _last_record(entries)
+        if last is not None and (fmt.decode_record(data, last.offset, version) or (None,))[0] != last:
+            return b"", False
+        return entries, appendable
 
     def _write_prefix_index(self) -> None:
-        """After a sync: name the records on disk in the prefix index, once the pack grew
-        by half since the last one (so the rewriting costs O(1) per record)."""
-        count = len(self._active_records)
-        if count < self.prefix_index_min or count < self._prefix_indexed * 3 // 2:
+        """After a sync: once prefix_index_step records or more of the active pack are not
+        named by its prefix index, name them in a segment appended to it (the whole index
+        written anew, tmp + rename, if there is none to append to). They must be on disk."""
+        count = self.mark()
+        if count - self._prefix_indexed < self.prefix_index_step:
             return
+        self.index_ahead()
         final = _pack_path(self.directory, self._active, ".pidx")
-        tmp = final.with_suffix(".pidx.tmp")
+        named = self._prefix_indexed * fmt.INDEX_ENTRY.size
         try:
-            tmp.write_bytes(self._active_index())
-            os.replace(tmp, final)
+            if named:
+                with open(os.open(final, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC), "wb") as f:
+                    f.write(fmt.prefix_segment(self._entries[named:]))
+            else:
+                _replace(final, fmt.prefix_header() + fmt.prefix_segment(self._entries), durable=False)
         except OSError:
-            tmp.unlink(missing_ok=True)   # (a full disk, say): opening scans a little more
+            self._prefix_indexed = 0   # (a full disk, say): written anew next time; opening scans a little more
             return
         self._prefix_indexed = count
 
     def _active_index(self) -> bytes:
-        """fmt.encode_index(self._active_records), encoding only the records appended since
-        the last call: the prefix index is rewritten as the pack grows by half, and the
-        sealed index names the same records again (without this, ~4 encodings of each
-        record per pack: 0.5 us each, ~100 ms per 64 MiB pack of pages). The encoded
-        entries are those of the records up to the one they end with (records are only
-        appended, or cut from the end by rollback: if that record is no longer at its place,
-        everything is encoded again)."""
+        """The index of the active pack's records (index_ahead: each is encoded once, not
+        again for every prefix index segment and for the sealed index)."""
         self.index_ahead()
-        records = self._active_records
-        return fmt.index_from_entries(len(records), self._entries)
+        return fmt.index_from_entries(self.mark(), self._entries)
 
     def index_ahead(self) -> None:
         """Encode the index entries of the active pack's records appended since the last
-        encoding (_active_index). GC calls it between its copies, which fill packs fast:
-        encoded all at once when the pack was sealed, a 64 MiB pack of copied chunks cost
-        one step 36 ms (100k entries)."""
-        records = self._active_records
-        done = len(self._entries) // fmt.INDEX_ENTRY.size
-        if done and (done > len(records) or records[done - 1] is not self._entries_last):
-            self._entries, done = bytearray(), 0
-        if done < len(records):
-            self._entries += fmt.encode_index_entries(records[done:])
-            self._entries_last = records[-1]
+        encoding, which then are kept as entries only. GC calls it between its copies, which
+        fill packs fast: encoded all at once when the pack was sealed, a 64 MiB pack of
+        copied chunks cost one step 36 ms (100k entries)."""
+        if self._active_records:
+            self._entries += fmt.encode_index_entries(self._active_records)
+            self._active_records.clear()
 
     def _keep_damaged_tail(self, number: int, data: bytes, start: int) -> None:
         """The pack ends in a record that is all there but fails its checksum: that is
@@ -381,19 +407,12 @@ class PackStore:
         self._fds[number] = fd
         self._active, self._active_version = number, fmt.PACK_VERSION
         self._versions[number] = fmt.PACK_VERSION
-        self._active_records = []
+        self._entries, self._active_records = bytearray(), []
         self._prefix_indexed = 0
         self._written = len(header)
 
     def _write_index(self, number: int, index: bytes) -> None:
-        final = _pack_path(self.directory, number, ".idx")
-        tmp = final.with_suffix(".idx.tmp")
-        with open(tmp, "wb") as f:
-            f.write(index)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(self.directory)
+        _replace(_pack_path(self.directory, number, ".idx"), index, durable=True)
 
     # -- the ChunkStore interface ---------------------------------------------
 
@@ -652,17 +671,23 @@ class PackStore:
             yield kind, plain
 
     def mark(self) -> int:
-        """A position to roll back to if what follows cannot be made durable."""
-        return len(self._active_records)
+        """A position to roll back to if what follows cannot be made durable (the number of
+        records of the active pack)."""
+        return len(self._entries) // fmt.INDEX_ENTRY.size + len(self._active_records)
 
     def rollback(self, mark: int) -> None:
         """Forget records appended after `mark` that are still only in the buffer."""
-        dropped = self._active_records[mark:]
+        encoded = len(self._entries) // fmt.INDEX_ENTRY.size
+        if mark < encoded:           # (index_ahead encoded some of them)
+            self._active_records[:0] = fmt.decode_entries(self._entries[mark * fmt.INDEX_ENTRY.size:])
+            del self._entries[mark * fmt.INDEX_ENTRY.size:]
+            encoded = mark
+        dropped = self._active_records[mark - encoded:]
         if not dropped or dropped[0].offset < self._written:
             if dropped:
                 raise StoreError("cannot roll back records already written to disk")
             return
-        del self._active_records[mark:]
+        del self._active_records[mark - encoded:]
         self._buf = self._buf[: dropped[0].offset - self._written]
         gone = {(self._active, r.offset) for r in dropped}
         for r in dropped:
@@ -784,7 +809,7 @@ class PackStore:
     def seal_active(self) -> None:
         """Write the active pack's index and start a new pack."""
         self.sync()
-        if len(self._active_records) == 0:
+        if self.mark() == 0:
             return
         self._write_index(self._active, self._active_index())
         _pack_path(self.directory, self._active, ".pidx").unlink(missing_ok=True)

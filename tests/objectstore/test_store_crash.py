@@ -11,8 +11,9 @@ kills also land between its copies, its syncs and its pack deletions, with commi
 made during it.
 
 Trials: SLSFS_CRASH_TRIALS (default 200), spread over fresh stores.
-Torn writes: after a clean run the last pack is cut at random offsets; the
-newest commit whose record lies wholly before the cut must survive, complete.
+Torn writes: after a clean run the last pack is cut at random offsets (its prefix index
+then names records that are gone); the newest commit whose record lies wholly before
+the cut must survive, complete.
 A crash while a new pack is being started (empty or short pack file) is tested
 on its own, since random kills hit that window only rarely.
 """
@@ -75,6 +76,7 @@ def expected_content(step: int) -> dict[int, bytes]:
 def open_tuned(path: Path, pack_limit: int = PACK_LIMIT) -> Store:
     store = Store.open(path)
     store.packs.pack_limit = pack_limit
+    store.packs.prefix_index_step = 4      # prefix index segments appended often: kills land in them too
     store.retention = RetentionPolicy(keep_last=KEEP_LAST, minutely=0, hourly=0, daily=0)
     return store
 

@@ -54,7 +54,7 @@ class StoreModel(RuleBasedStateMachine):
 
     def _tune(self):
         self.store.packs.pack_limit = PACK_LIMIT
-        self.store.packs.prefix_index_min = 2       # so that reopening reads prefix indexes too
+        self.store.packs.prefix_index_step = 2       # so that reopening reads prefix indexes too
         self.store.retention = RetentionPolicy(keep_last=KEEP_LAST, minutely=0, hourly=0, daily=0)
 
     def teardown(self):

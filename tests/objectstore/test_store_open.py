@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings, strategies as st
+
 from objectstore import Store
 from objectstore import pack as fmt
+from objectstore.packstore import PackStore
 
-from objectstore_helpers import flip_byte
+from objectstore_helpers import DERANDOMIZE, TempDir, flip_byte
 
 CHUNKS = 1500
 
@@ -25,6 +28,14 @@ def prefix_index(store_dir: Path) -> Path:
     return found
 
 
+def named_by(index: Path, data: bytes | None = None) -> list[fmt.RecordInfo]:
+    """The records a pack's index or prefix index (its bytes `data`, default: as on disk) names."""
+    data = index.read_bytes() if data is None else data
+    if index.suffix == ".pidx":
+        return fmt.decode_entries(fmt.read_prefix_index(data, index.name)[0])
+    return fmt.decode_index(data, index.name)
+
+
 def assert_readable(store_dir: Path, ids: list[bytes], commits: int) -> None:
     with Store.open(store_dir) as store:
         assert [store.get(cid) for cid in ids] == [f"chunk {i} ".encode() * 8 for i in range(len(ids))]
@@ -34,17 +45,17 @@ def assert_readable(store_dir: Path, ids: list[bytes], commits: int) -> None:
 
 def test_the_records_after_the_prefix_index_are_found(store_dir):
     with Store.init(store_dir) as store:
-        store.packs.prefix_index_min = 1000
+        store.packs.prefix_index_step = 1000
         ids = fill(store, CHUNKS)
-        indexed = len(fmt.decode_index(prefix_index(store_dir).read_bytes(), "pidx"))
-        ids += fill(store, 20, start=CHUNKS)          # grows by less than half: not re-indexed
-        assert len(fmt.decode_index(prefix_index(store_dir).read_bytes(), "pidx")) == indexed
+        indexed = len(named_by(prefix_index(store_dir)))
+        ids += fill(store, 20, start=CHUNKS)          # fewer new records than a segment's: not named yet
+        assert len(named_by(prefix_index(store_dir))) == indexed
     assert_readable(store_dir, ids, commits=2)
 
 
 def test_a_damaged_prefix_index_means_a_whole_scan(store_dir):
     with Store.init(store_dir) as store:
-        store.packs.prefix_index_min = 1000
+        store.packs.prefix_index_step = 1000
         ids = fill(store, CHUNKS)
     flip_byte(prefix_index(store_dir), 100)
     assert_readable(store_dir, ids, commits=1)
@@ -52,10 +63,10 @@ def test_a_damaged_prefix_index_means_a_whole_scan(store_dir):
 
 def test_a_prefix_index_naming_records_the_pack_lost_is_ignored(store_dir):
     with Store.init(store_dir) as store:
-        store.packs.prefix_index_min = 1000
+        store.packs.prefix_index_step = 1000
         ids = fill(store, CHUNKS)
     pidx = prefix_index(store_dir)
-    last = fmt.decode_index(pidx.read_bytes(), "pidx")[-1]
+    last = named_by(pidx)[-1]
     pack = pidx.with_suffix(".pack")
     os.truncate(pack, last.offset + 10)              # as if the pack had been cut back
     with Store.open(store_dir) as store:             # opens on what the pack holds
@@ -65,7 +76,7 @@ def test_a_prefix_index_naming_records_the_pack_lost_is_ignored(store_dir):
 
 def test_sealing_a_pack_drops_its_prefix_index(store_dir):
     with Store.init(store_dir) as store:
-        store.packs.prefix_index_min = 1000
+        store.packs.prefix_index_step = 1000
         ids = fill(store, CHUNKS)
         assert prefix_index(store_dir).exists()
         store.packs.seal_active()
@@ -101,42 +112,118 @@ def test_a_catalog_without_its_commits_reads_the_whole_history(store_dir):
 
 
 def _small_packs(store: Store) -> Store:
-    store.packs.prefix_index_min = 100
+    store.packs.prefix_index_step = 100
     store.packs.pack_limit = 20_000
     return store
 
 
-def test_every_index_written_names_exactly_its_packs_records(store_dir, monkeypatch):
+def test_every_index_written_names_exactly_its_packs_records(store_dir):
     """The active pack's index entries are encoded once and reused (PackStore._active_index):
     every prefix and sealed index written is still the index of what its pack holds, through
-    rollbacks, a reopen and new packs."""
+    rollbacks (also of records already encoded, as GC's index_ahead does), a reopen and new
+    packs."""
     written: list[tuple[Path, bytes]] = []
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if str(dst).endswith((".pidx", ".idx")):
-            written.append((Path(dst), Path(src).read_bytes()))
-        real_replace(src, dst)
-    monkeypatch.setattr(os, "replace", replace)
     store = _small_packs(Store.init(store_dir))
     try:
         for round_ in range(12):
             fill(store, 150, start=round_ * 150)
             mark = store.packs.mark()
             store.put(b"rolled back %d" % round_ * 50)
+            if round_ % 2:
+                store.packs.index_ahead()
             store.packs.rollback(mark)
+            written += [(p, p.read_bytes()) for p in sorted((store_dir / "packs").glob("*idx"))]
             if round_ == 5:
                 store.close()
                 store = _small_packs(Store.open(store_dir))
     finally:
         store.close()
-    monkeypatch.undo()
     with Store.open(store_dir) as store:
         assert store.fsck() == []
     assert {p.suffix for p, _ in written} == {".pidx", ".idx"}
     for path, index in written:
-        records = fmt.decode_index(index, path.name)
+        records = named_by(path, index)
         in_pack = fmt.scan(path.with_suffix(".pack").read_bytes()).records
-        assert records == in_pack[:len(records)]
+        assert records and records == in_pack[:len(records)]
         if path.suffix == ".idx":
             assert records == in_pack
+
+
+SEED = 0x5EED
+
+
+@settings(max_examples=int(os.environ.get("SLSFS_MODEL_EXAMPLES", "150")), deadline=None,
+          derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.lists(st.integers(1, 300), min_size=1, max_size=12), min_size=1, max_size=12),
+       step=st.integers(1, 6), pack_cut=st.floats(0, 1), pidx_cut=st.floats(0, 1) | st.none(),
+       pidx_flip=st.floats(0, 1) | st.none())
+def test_opening_finds_every_record_whatever_was_cut_from_the_pack_or_its_prefix_index(
+        batches, step, pack_cut, pidx_cut, pidx_flip):
+    """The active pack is written in synced batches, so that its prefix index grows by
+    segments; then the pack is cut anywhere (a torn tail), and the prefix index cut or
+    damaged anywhere. Opening (read-only, then to write) finds exactly the chunks whose
+    records the pack still holds whole, cuts the rest, and names them again in a
+    prefix index that the next opening reads."""
+    tmp = TempDir("slsfs-pidx-")
+    try:
+        directory = tmp.path / "packs"
+        packs = PackStore(directory, SEED)
+        packs.prefix_index_step = step
+        written: list[tuple[bytes, bytes]] = []
+        for n, sizes in enumerate(batches):
+            datas = [(b"%d:%d:" % (n, i)) * size for i, size in enumerate(sizes)]
+            written += zip(packs.put_many(datas), datas)
+            packs.sync()
+        packs.close()
+        (pack,) = directory.glob("*.pack")
+        pidx = pack.with_suffix(".pidx")
+        records = fmt.scan(pack.read_bytes()).records
+        cut = fmt.PACK_HEADER.size + int(pack_cut * (pack.stat().st_size - fmt.PACK_HEADER.size))
+        os.truncate(pack, cut)
+        if pidx.exists() and pidx_cut is not None:
+            os.truncate(pidx, int(pidx_cut * pidx.stat().st_size))
+        if pidx.exists() and pidx.stat().st_size and pidx_flip is not None:
+            flip_byte(pidx, int(pidx_flip * (pidx.stat().st_size - 1)))
+        whole = {r.id for r in records if r.end <= cut}
+        expected = {cid: data for cid, data in written if cid in whole}
+        size = max([fmt.PACK_HEADER.size] + [r.end for r in records if r.end <= cut])
+        for n, readonly in enumerate((True, False, False)):
+            opened = PackStore(directory, SEED, readonly=readonly)
+            try:
+                assert set(opened.ids()) == set(expected)
+                assert opened.get_many(list(expected)) == list(expected.values())
+                if readonly:                           # (it cuts no torn tail)
+                    continue
+                assert pack.stat().st_size == size
+                assert opened.verify_all() == []
+                opened.prefix_index_step = step        # a chunk more, named with the others
+                data = b"after opening %d" % n
+                expected[opened.put(data)] = data
+                opened.sync()
+                size = os.path.getsize(pack)
+            finally:
+                opened.close()
+            in_pack = fmt.scan(pack.read_bytes()).records
+            named = named_by(pidx) if pidx.exists() else []
+            assert named == in_pack[:len(named)] and len(in_pack) - len(named) < step
+    finally:
+        tmp.remove()
+
+
+def test_a_stale_prefix_index_whose_last_offset_holds_another_record_is_ignored(store_dir):
+    """A prefix index left from before a torn tail was cut (its removal lost with the
+    directory's unsynced change) while new records were written where the cut ones were:
+    its last entry's offset holds a valid record again, but not the one it names."""
+    with Store.init(store_dir) as store:
+        store.packs.prefix_index_step = 1000
+        ids = fill(store, CHUNKS)
+    pidx = prefix_index(store_dir)
+    stale = pidx.read_bytes()
+    last = named_by(pidx)[-1]                                # (the commit)
+    os.truncate(pidx.with_suffix(".pack"), last.offset)     # the last record named, cut
+    with Store.open(store_dir) as store:
+        ids += fill(store, 20, start=CHUNKS)                 # written from that offset on
+    pidx.write_bytes(stale)
+    with Store.open(store_dir, readonly=True) as store:
+        assert store.packs.damage == [] and store.head.label == f"filled {CHUNKS}..{CHUNKS + 20}"
+    assert_readable(store_dir, ids, commits=1)
