@@ -289,8 +289,14 @@ def read_prefix_index(data: bytes, name: str) -> tuple[bytes, bool]:
 
 def index_entries(data: bytes, name: str) -> Iterator[tuple[bytes, int, int, int, int, int]]:
     """A pack index's entries as (id, kind, flags, offset, stored_len, raw_len), checked
-    whole first (FormatError if damaged). Opening a store reads every sealed pack's index
-    this way, without a RecordInfo per record (~4 per 16 KiB of pages stored)."""
+    whole first (FormatError if damaged)."""
+    return INDEX_ENTRY.iter_unpack(index_body(data, name))
+
+
+def index_body(data: bytes, name: str) -> memoryview:
+    """The entries of a pack index (encode_index_entries' bytes), checked whole first
+    (FormatError if damaged). Opening a store reads every sealed pack's index this way,
+    without a RecordInfo per record (~4 per 16 KiB of pages stored)."""
     if len(data) < INDEX_HEADER.size + INDEX_TRAILER.size:
         raise FormatError(f"{name}: truncated pack index")
     magic, version, count = INDEX_HEADER.unpack_from(data)
@@ -302,7 +308,7 @@ def index_entries(data: bytes, name: str) -> Iterator[tuple[bytes, int, int, int
     (stored,) = INDEX_TRAILER.unpack_from(data, body_len)
     if xxhash.xxh64(memoryview(data)[:body_len]).intdigest() != stored:
         raise FormatError(f"{name}: pack index checksum mismatch")
-    return INDEX_ENTRY.iter_unpack(memoryview(data)[INDEX_HEADER.size:body_len])
+    return memoryview(data)[INDEX_HEADER.size:body_len]
 
 
 def iter_payloads(buf: bytes, records: list[RecordInfo]) -> Iterator[tuple[RecordInfo, bytes]]:

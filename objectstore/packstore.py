@@ -11,7 +11,10 @@ Design notes:
   beside it (tmp + fsync + rename) and the next pack is started.
 - The whole index lives in RAM: a dict from chunk id to one packed int (pack number,
   offset, stored length, kind). Simplification: RAM grows with the number of chunks
-  (about 150 bytes each).
+  (about 150 bytes each). It is built from the packs' index entries when a chunk is
+  first looked up or stored, not when the store is opened (the store's own records
+  are found at once): a command that reads only the history (the roots: is this an
+  image or a group?) does not pay ~0.55 us per chunk of the store.
 - `get_many` reads many chunks in pack order, one pread per span of nearby records;
   `put_many` stores many (a checkpoint's pages) with one hashing pass, one dedup pass
   and one append loop, writing exactly the records `put` would, one at a time.
@@ -109,6 +112,8 @@ _OFFSET_SHIFT, _OFFSET_MASK = 26, (1 << 36) - 1
 _PACK_SHIFT = 62
 _PREFIXES = (_KIND_PREFIX[DATA], _KIND_PREFIX[NODE])  # by a location's kind bit
 _DECODE_HEADER = struct.Struct("<HxBII16s")  # pack.RECORD_HEADER without its kind (the index has it)
+_KIND_AT = 16  # where an index entry (pack.INDEX_ENTRY) holds the record's kind
+_STORE_RECORD_KIND = re.compile(b"[^" + re.escape(bytes([DATA, NODE])) + b"]")  # any kind but a chunk's
 
 
 def _unloc(loc: int) -> tuple[int, int, int, int]:
@@ -176,7 +181,8 @@ class PackStore:
         self.prefix_index_step = PREFIX_INDEX_STEP
         self.damage: list[str] = []  # corruption found on open, for fsck
         self._damaged: dict[bytes, tuple[str, int]] = {}  # chunk id -> (pack, offset) of a bad record
-        self._index: dict[bytes, int] = {}
+        self._chunks: dict[bytes, int] = {}   # the index (_index), once built
+        self._unindexed: list[tuple[int, bytes]] = []   # (pack, index entries) not in it yet
         self._meta: list[tuple[int, int, int]] = []  # (pack, offset, kind) in pack order
         self._fds: dict[int, int] = {}
         self._active = 0
@@ -231,16 +237,17 @@ class PackStore:
     def _load_sealed(self, number: int) -> None:
         idx_path = _pack_path(self.directory, number, ".idx")
         try:
-            self._add_entries(number, fmt.index_entries(idx_path.read_bytes(), idx_path.name))
+            self._add_entries(number, fmt.index_body(idx_path.read_bytes(), idx_path.name))
             return
         except (OSError, StoreError):
             pass
         data, _number, version = self._read_whole(number)
         result = fmt.scan(data, version=version)
         self._note_damage(number, data, result, torn_tail_allowed=False)
+        entries = fmt.encode_index_entries(result.records)
         if not self.readonly:
-            self._write_index(number, fmt.encode_index(result.records))
-        self._add_records(number, result.records)
+            self._write_index(number, fmt.index_from_entries(len(result.records), entries))
+        self._add_entries(number, entries)
 
     def _load_active(self, number: int) -> None:
         path = _pack_path(self.directory, number)
@@ -268,8 +275,8 @@ class PackStore:
             size = len(data)
         finally:
             data.close()
-        self._add_entries(number, fmt.INDEX_ENTRY.iter_unpack(known))
-        self._add_records(number, result.records)
+        self._add_entries(number, known)
+        self._add_entries(number, fmt.encode_index_entries(result.records))
         self._active, self._active_version = number, version    # (appended to in its version)
         self._versions[number] = version
         self._entries = bytearray(known)
@@ -365,22 +372,36 @@ class PackStore:
             if cid is not None:
                 self._damaged[cid] = (name, start)
 
-    def _add_records(self, number: int, records: Iterable[fmt.RecordInfo]) -> None:
-        self._add_entries(number, ((r.id, r.kind, r.flags, r.offset, r.stored_len, r.raw_len)
-                                   for r in records))
+    def _add_entries(self, number: int, entries: bytes) -> None:
+        """Index pack `number`'s records, given as index entries: its store records at once,
+        its chunks when the index is first used (_index)."""
+        kinds = bytes(entries[_KIND_AT::fmt.INDEX_ENTRY.size])
+        for found in _STORE_RECORD_KIND.finditer(kinds):
+            _cid, kind, _flags, offset, _slen, _rlen = fmt.INDEX_ENTRY.unpack_from(entries, found.start() * fmt.INDEX_ENTRY.size)
+            self._meta.append((number, offset, kind))
+        if entries:
+            self._unindexed.append((number, entries))
 
-    def _add_entries(self, number: int, entries: Iterable[tuple[bytes, int, int, int, int, int]]) -> None:
-        """Index pack `number`'s records, given as index entries (pack.index_entries). The
-        location is the one _unloc takes apart, made in place: this loop runs once per chunk
-        of the store at every opening (a call per chunk was ~40% of it)."""
-        index, meta, base = self._index, self._meta, number << _PACK_SHIFT
-        for cid, kind, _, offset, stored_len, _ in entries:
-            if kind == DATA:
-                index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1
-            elif kind == NODE:
-                index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1 | 1
-            else:
-                meta.append((number, offset, kind))
+    @property
+    def _index(self) -> dict[bytes, int]:
+        """Chunk id -> location (see _unloc), built on first use (module notes)."""
+        if self._unindexed:
+            self._index_chunks()
+        return self._chunks
+
+    def _index_chunks(self) -> None:
+        """Add the chunks of the entries not yet indexed, in pack order (a chunk in two packs,
+        copied by GC before a crash, is found in the later one). The location is the one _unloc
+        takes apart, made in place: this loop runs once per chunk of the store (a call per chunk
+        was ~40% of it)."""
+        index, unindexed, self._unindexed = self._chunks, self._unindexed, []
+        for number, entries in unindexed:
+            base = number << _PACK_SHIFT
+            for cid, kind, _, offset, stored_len, _ in fmt.INDEX_ENTRY.iter_unpack(entries):
+                if kind == DATA:
+                    index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1
+                elif kind == NODE:
+                    index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1 | 1
 
     # -- files ----------------------------------------------------------------
 

@@ -227,3 +227,19 @@ def test_a_stale_prefix_index_whose_last_offset_holds_another_record_is_ignored(
     with Store.open(store_dir, readonly=True) as store:
         assert store.packs.damage == [] and store.head.label == f"filled {CHUNKS}..{CHUNKS + 20}"
     assert_readable(store_dir, ids, commits=1)
+
+
+def test_a_store_is_opened_without_indexing_its_chunks_until_one_is_used(store_dir):
+    """Opening reads the history at once but indexes the chunks (~0.55 us each) only when
+    one is looked up or stored: `sls restore` only asks the roots (an image or a group?)."""
+    with Store.init(store_dir) as store:
+        ids = fill(store, CHUNKS)
+        store.packs.seal_active()
+        ids += fill(store, 20, start=CHUNKS)
+    for readonly in (True, False):
+        with Store.open(store_dir, readonly=readonly) as store:
+            assert [c.label for c in store.log()] == [f"filled {CHUNKS}..{CHUNKS + 20}", f"filled 0..{CHUNKS}"]
+            assert store.packs._chunks == {}
+            assert store.get(ids[-1]) == f"chunk {CHUNKS + 19} ".encode() * 8
+            assert len(store.packs._chunks) == len(ids)
+    assert_readable(store_dir, ids, commits=2)
