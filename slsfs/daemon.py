@@ -88,7 +88,7 @@ from mount.flusher import ThreadFlusher
 
 from . import (daemon_priority, group_checkpoint, group_init, group_process, group_retention, groups, orphans,
                procs_view, rootfs)
-from .daemon_ready import ready_line
+from .daemon_ready import REFUSED, ready_line
 from .group_commit import GroupCommit
 from .group_process import RunningGroup
 from .groups import LOG_NAME, GroupCheckpoint, GroupError, GroupSettings
@@ -753,7 +753,10 @@ class Daemon:
                 self.startup.done("restore")
             await nursery.start(self.serve_control)
             self.startup.done("control_socket")
-            ready(ready_line(self.status()))
+            status = self.status()
+            if restore:
+                status["restored"] = restore[0][0].settings.name     # the group asked for
+            ready(ready_line(status))
             self._syncfs_helper()
 
 
@@ -816,7 +819,10 @@ def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[Group
     clone made since stays in the store, no longer grafted. Returned with it: the checkpoints of
     the other groups that pair with the same files commit (its partners, checkpointed
     with it, unless `sls stop GROUP` ended them since), which come back with it: the
-    volume's files are theirs too."""
+    volume's files are theirs too. `name` may be a checkpoint instead (`sls restore
+    CHECKPOINT`: groups.group_at_checkpoint); a GroupError if it names nothing."""
+    if at is None and (named := groups.group_at_checkpoint(store, name)):
+        name, at = named
     record, commit = groups.resolve(store, name, at)
     roots = store.roots() if at is None else commit.roots
     records, unreadable = groups.readable(store, roots)
@@ -873,7 +879,12 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
         restore = []
         volume, mountpoint = args.volume, args.mountpoint
         if args.restore:
-            restore = prepare_restore(store, args.restore, args.at)
+            try:
+                restore = prepare_restore(store, args.restore, args.at)
+            except GroupError as exc:           # nothing was started: the command's own error
+                ready(f"{REFUSED}{exc}")
+                log.error("%s", exc)
+                return 1
             volume = restore[0][0].settings.volume
             mountpoint = mountpoint or restore[0][0].settings.mount_root()
         elif args.like:

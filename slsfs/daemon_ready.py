@@ -3,7 +3,10 @@
 "ok" alone said only that the daemon serves; the command that started it then asked
 for `ps` over the control socket to print the group (one more round trip, ~50 ms of
 `sls restore`). The line now carries that reply: `ok {"v": CONTROL_VERSION, ...ps}`
-(docs/FORMAT.md, "Daemon readiness line"). A failure is `error: <reason>`.
+(docs/FORMAT.md, "Daemon readiness line"). A failure is `error: <reason>`, or
+`refused: <reason>` when what it was asked to restore is not in the store (found by the
+daemon, which opens the store, before it starts anything: the command says the reason
+as its own error).
 Kept apart from slsfs.daemon so that the CLI reads it without importing the daemon.
 """
 from __future__ import annotations
@@ -14,6 +17,9 @@ import select
 import time
 
 from mount.control import CONTROL_VERSION
+
+
+REFUSED = "refused: "
 
 
 def ready_line(status: dict) -> str:

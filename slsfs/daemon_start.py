@@ -28,7 +28,7 @@ import time
 import traceback
 
 from .cli import CommandError, skip_teardown_at_exit
-from .daemon_ready import parse_ready_line, read_line
+from .daemon_ready import REFUSED, parse_ready_line, read_line
 from .groups import LOG_NAME
 
 DAEMON_START_TIMEOUT_S = 120.0
@@ -122,6 +122,8 @@ class DaemonStart:
         serving, status = parse_ready_line(message)
         if not serving:
             self._end(wait=bool(message))
+            if message.startswith(REFUSED):
+                raise CommandError(message.removeprefix(REFUSED))
             reason = message.removeprefix("error: ") or "no answer"
             raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
         return status

@@ -320,6 +320,32 @@ AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sl
            "durable")
 
 
+def group_at_checkpoint(store: Store, spec: str) -> tuple[str, str] | None:
+    """(group, checkpoint) when `spec` is no group of `store` but a checkpoint (`NAME#N`,
+    an id, a name given by `sls checkpoint --name`, 'latest~N', an ISO time) of a group:
+    the group whose checkpoint made that commit (its own or its files commit), else the
+    group checkpointed last at that commit (its partners come back with it). What
+    `sls restore SPEC` restores."""
+    roots = store.roots()
+    if ROOT_PREFIX + spec in roots:
+        return None
+    numbered = re.fullmatch(r"(.+)#\d+", spec)
+    if numbered and ROOT_PREFIX + numbered.group(1) in roots:
+        return numbered.group(1), spec
+    try:
+        commit = store.resolve(spec)
+    except (NotFound, ValueError):
+        return None
+    maker = label_group(commit.label)
+    if maker is not None and ROOT_PREFIX + maker in roots:
+        return maker, str(commit.id)
+    records = readable(store, commit.roots)[0].values()
+    if not records:
+        return None
+    newest = max(records, key=lambda r: r.files_commit)
+    return newest.settings.name, str(commit.id)
+
+
 def _listing(store: Store, name: str, checkpoints: list[Kept], shown: int = 8) -> str:
     """What the user can give instead: the group's newest checkpoints and its named ones."""
     if not checkpoints:

@@ -49,3 +49,25 @@ def test_a_run_beside_a_daemon_leaves_only_that_daemon(group_store):
                              "mount", "restore", "control_socket"], startup
     assert all(ms >= 0 for ms in startup.values()), startup
     wait_for(lambda: _store_processes(store) == {restored["daemon"]}, "only the new daemon to be left")
+
+
+def test_a_restore_after_a_crash_leaves_the_checks_to_its_daemon(group_store):
+    """With no daemon running, `sls restore` leaves what to restore to the daemon it starts
+    (which opens the store anyway), also from a checkpoint's name (`sls restore
+    CHECKPOINT`); a name it does not find is the command's own error, nothing left behind."""
+    store = group_store
+    loop = ["--", sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"]
+    store.sls("run", "--store", str(store.path), "--name", "one", "--hz", "0", *loop)
+    store.sls("checkpoint", "one", "--store", str(store.path), "--name", "marked")
+    store.crash()
+    out = store.sls("restore", "marked", "--store", str(store.path)).stdout
+    assert "group one: restored from checkpoint" in out, out
+    assert store.group("one")["running"]
+    store.crash()
+    refused = store.sls("restore", "nosuch", "--store", str(store.path), check=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("sls: no persistence group 'nosuch'"), refused
+    assert "did not start" not in refused.stderr, refused.stderr
+    assert _store_processes(store) == set()
+    assert "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
+    assert "group one: restored" in store.sls("restore", "one", "--store", str(store.path)).stdout
+    store.sls("stop", "--store", str(store.path))
