@@ -222,17 +222,23 @@ class Operations(pyfuse3.Operations):
         it no longer holds asks for "." in it: is it still there? Only the main volume's
         inode numbers outlive a daemon (other views are numbered afresh by each: a handle
         from before a remount could name another file), and an inode with no name left is
-        gone, as on ext4: ESTALE. ".." (a directory handle's parent) is not kept: ESTALE
-        too, but at the root."""
+        gone, as on ext4: ESTALE. To connect a forgotten directory to the tree it then asks
+        for ".." in it, level by level (xfstests generic/467, 477, 777)."""
         index, local = split_ino(kino)
-        if index != MAIN_VIEW or (name == b".." and kino != pyfuse3.ROOT_INODE):
+        if index != MAIN_VIEW:
             raise FUSEError(errno.ESTALE)
+        volume = self.views[MAIN_VIEW]
         try:
-            node = self.views[MAIN_VIEW].inode(local)
+            node = volume.inode(local)
         except FUSEError:
             raise FUSEError(errno.ESTALE) from None
         if node.nlink == 0:
             raise FUSEError(errno.ESTALE)
+        if name == b"..":
+            parent = volume.parent_of(local) if stat.S_ISDIR(node.mode) else None
+            if parent is None:
+                raise FUSEError(errno.ESTALE)
+            return kernel_ino(MAIN_VIEW, parent)
         return kino
 
     async def forget(self, inode_list):

@@ -187,17 +187,22 @@ class Volume:
         self.mark(node)
         return node
 
+    def _named_inodes(self) -> Iterator[tuple[int, int, bytes]]:
+        """(inode, parent directory, name) of every directory entry of this volume but
+        grafted clones' roots. Walks the whole tree: only for rare paths."""
+        for key, raw in self.tree.items(b"D", b"E"):
+            entry = Entry.decode(raw)
+            if entry.volume is None:
+                yield entry.ino, int.from_bytes(key[1:9], "big"), schema.split_entry_key(key)[1]
+
     def path_of(self, ino: int) -> str:
         """One path of `ino` from the volume root, for error messages ("?" if it has no
         name left). Walks every directory entry: only for the rare error path."""
         if ino == self.root_ino:
             return "/"
         names: dict[int, tuple[int, bytes]] = {}
-        for key, raw in self.tree.items(b"D", b"E"):         # every directory entry
-            entry = Entry.decode(raw)
-            if entry.volume is None:                          # not a grafted clone's root
-                parent = int.from_bytes(key[1:9], "big")
-                names.setdefault(entry.ino, (parent, schema.split_entry_key(key)[1]))
+        for child, parent, name in self._named_inodes():
+            names.setdefault(child, (parent, name))
         parts: list[str] = []
         while ino != self.root_ino and ino in names and len(parts) < 4096:
             ino, name = names[ino]
@@ -205,6 +210,15 @@ class Volume:
         if ino != self.root_ino:
             return "?"
         return "/" + "/".join(reversed(parts))
+
+    def parent_of(self, directory: int) -> int | None:
+        """The directory holding `directory`'s one name (None: it has none). Directories do
+        not record their parent, so this walks every entry: only for the kernel reconnecting
+        a directory it had forgotten (a file handle's decoding: open_by_handle_at, an NFS
+        export), which asks for ".." once per forgotten level."""
+        if directory == self.root_ino:
+            return directory
+        return next((parent for child, parent, _ in self._named_inodes() if child == directory), None)
 
     # ----- directories ----------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> Entry | None:

@@ -427,3 +427,22 @@ def test_umask_and_setgid_directory(mnt):
     (g / "subdir").mkdir()
     assert os.stat(g / "child").st_gid == 4321
     assert os.stat(g / "subdir").st_mode & stat.S_ISGID
+
+
+def test_a_directory_handle_opens_the_directory_after_a_remount(mnt):
+    """A directory the kernel no longer holds is reconnected to the tree through ".." (the
+    kernel asks the daemon for ".." in it, then for its name in the parent's listing) before
+    open_by_handle_at returns it (xfstests generic/467, 477, and 777 for connectable file
+    handles, whose parent is a directory); before, ".." gave ESTALE but at the root."""
+    (mnt.path / "a" / "b").mkdir(parents=True)
+    (mnt.path / "a" / "b" / "f").write_bytes(b"in b")
+    handle = file_handle(mnt.path / "a" / "b")
+    (mnt.path / "a").rename(mnt.path / "a2")
+    mnt.umount()
+    mnt.mount()
+    fd = open_by_handle(mnt.path, handle)
+    try:
+        assert os.listdir(fd) == ["f"]
+        assert os.readlink(f"/proc/self/fd/{fd}") == str(mnt.path / "a2" / "b")
+    finally:
+        os.close(fd)
