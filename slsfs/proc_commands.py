@@ -84,12 +84,13 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
     _add_store(p)
     add_json_flag(p)
     p.add_argument("--detach", action="store_true",
-                   help="return once the processes run (default: wait until they exit)")
+                   help="a process image: return once the processes run (default: wait until they "
+                        "exit; a group's restore always returns once it runs, its daemon keeps it)")
     p.add_argument("--no-pidns", action="store_true",
-                   help="restore in this PID namespace (the original PIDs must be free)")
+                   help="a process image: restore in this PID namespace (the original PIDs must be free)")
     p.add_argument("--lazy", action="store_true",
-                   help="run at once; memory comes in on first touch and in the background "
-                        "(a page server exits once all is in)")
+                   help="a process image: run at once; memory comes in on first touch and in the "
+                        "background (a page server exits once all is in)")
     other, name = p.get_default("func"), _positional(p)
 
     def dispatch(args) -> int:
