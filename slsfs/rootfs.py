@@ -137,9 +137,7 @@ def foreign_mounts(root: str, keep: list[str], mountinfo: str = "/proc/self/moun
     the chains of mounts down to `root`, to each path of `keep` and to the tools this
     module runs in it (`keep`: paths as /proc shows them, no symbolic links). A point comes
     once per mount stacked there; /proc comes last (the tools may read it)."""
-    with open(mountinfo) as f:
-        mounts = {int(fields[0]): (int(fields[1]), _unescape(fields[4]))
-                  for fields in (line.split() for line in f)}
+    mounts = _mountinfo(mountinfo)
     children: dict[int, list[int]] = {}
     for mount_id, (parent, _) in mounts.items():
         children.setdefault(parent, []).append(mount_id)
@@ -185,14 +183,14 @@ async def release(root: str) -> None:
 
 
 def mounts_under(root: str) -> list[str]:
-    prefix = root.rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = _unescape(line.split()[4])
-            if point.startswith(prefix):
-                found.append(point)
-    return found
+    """The mount points below `root` (not `root` itself) in this mount namespace."""
+    return [point for _, point in _mountinfo().values() if _within(point, root) and point != root.rstrip("/")]
+
+
+def _mountinfo(path: str = "/proc/self/mountinfo") -> dict[int, tuple[int, str]]:
+    """Mount id -> (parent mount id, mount point) of a mountinfo file."""
+    with open(path) as f:
+        return {int(fields[0]): (int(fields[1]), _unescape(fields[4])) for fields in (line.split() for line in f)}
 
 
 def _within(path: str, directory: str) -> bool:
