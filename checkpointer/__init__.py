@@ -92,7 +92,8 @@ def _capture(frozen: Frozen, writer: ImageWriter, files: FileCapture) -> ChunkId
 
 
 def checkpoint(pids: list[int], store: Store, name: str, *, tree: bool = False, label: str | None = None,
-               leave_stopped: bool = False, durable: bool = True, kill: bool = False) -> Commit:
+               leave_stopped: bool = False, durable: bool = True, kill: bool = False,
+               hold_s: float | None = None) -> Commit:
     """Freeze (with `tree`: the pids and all their descendants), capture, thaw; name the
     image "img/<name>" and commit it.
 
@@ -101,7 +102,9 @@ def checkpoint(pids: list[int], store: Store, name: str, *, tree: bool = False, 
     the image are then in the image too, and die silently (tcp_repair.hold), so that a
     restore resumes them while the peers wait. If one of them received bytes after its
     state was read, the processes are left running and CheckpointError says so (the image
-    is written all the same: restoring it would not resume that connection)."""
+    is written all the same: restoring it would not resume that connection). The
+    connections wait `hold_s` seconds (None: an hour) for the restore; then their peers
+    are reset."""
     root_name = image_root_name(name)
     label = label or f"checkpoint {name}: pid {' '.join(map(str, pids))}"
     if not kill:
@@ -123,7 +126,7 @@ def checkpoint(pids: list[int], store: Store, name: str, *, tree: bool = False, 
             _kill(frozen)
             killed = True
         finally:
-            files.release_connections(killed)
+            files.release_connections(killed, hold_s)
     return commit
 
 

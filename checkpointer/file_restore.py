@@ -751,6 +751,12 @@ class FileRestorer:
                 self.warnings.append(f"{owner}: the connection {netsockets.show(record)} could not be made again "
                                      f"as it was ({exc}): it is restored closed")
                 spare = self._new_socket(builder, record, base)
+            else:
+                if not self._peer_in_image(record):     # its checkpoint killed it, and no holder has it
+                    self.warnings.append(f"{owner}: the TCP connection {netsockets.show(record)} is made again from "
+                                         "the image: no holder has it any more (its --hold time passed, or the "
+                                         "holder or the machine stopped); if its peer reset it or sent bytes since "
+                                         "the checkpoint, it will not carry on")
         with sockets.borrow(builder.tid, spare) as sock:
             if record["state"] not in ("established", "connecting"):
                 shares = netsockets.sharing(record) in self.shared_addresses
@@ -936,6 +942,12 @@ class FileRestorer:
                 raise CheckpointError(f"the connection {netsockets.show(record)} could not be resumed: {exc}") from None
             finally:
                 sock.close()
+
+    def _peer_in_image(self, record: dict) -> bool:
+        """Whether the other end of connection `record` is a socket of the image."""
+        ends = connection_ends(record)[::-1]
+        return any(f["kind"] == "socket" and f.get("peer") and f["family"] in ("inet", "inet6")
+                   and connection_ends(f) == ends for f in self.files.values())
 
     def _abandoned(self, record: dict) -> bool:
         """Whether the other end of repaired connection `record` could not be made again."""

@@ -472,12 +472,12 @@ class FileCapture:
         """The held connections (shown) that received bytes since their state was read."""
         return [netsockets.show(record) for sock, record in self.held if tcp_repair.moved(sock, record["tcp"])]
 
-    def release_connections(self, killed: bool) -> None:
+    def release_connections(self, killed: bool, hold_s: float | None = None) -> None:
         """Let the held connections go: after their processes were killed (`killed`), to a
-        holder that keeps them in repair mode until the restore (tcp_hold.py); else they
-        leave repair mode as they were."""
+        holder that keeps them in repair mode until the restore, for at most `hold_s`
+        seconds (None: tcp_hold.HOLD_S); else they leave repair mode as they were."""
         if killed:
-            tcp_hold.keep(self.held)
+            tcp_hold.keep(self.held, hold_s)
         while self.held:
             sock, record = self.held.pop()
             try:

@@ -4,7 +4,7 @@ stand-in for CRIU's network lock.
 What: `keep(held)` hands the sockets that `checkpoint(..., kill=True)` held in repair mode
 (tcp_repair.hold: our dups, their processes killed) to a holder process, this file run as
 a script, which keeps them open, still in repair mode, until a restore `take`s them, for
-at most HOLD_S; `take(record)` is the restore's side: the very socket of a connection
+at most `hold_s` (HOLD_S by default: `sls checkpoint --kill --hold SECONDS`); `take(record)` is the restore's side: the very socket of a connection
 record, or None when no holder has it (the holder ended, or another host restores).
 Why: a killed process's socket, closed in repair mode, is gone at once; a segment its
 peer had sent before the kill and that arrives after it (an ACK of the last probe or
@@ -24,7 +24,7 @@ protocol version, the address pair and the sequence numbers at the checkpoint, s
 restore of another image of the same address pair does not take it; a client of the
 holder's uid (or root) connecting gets the socket (SCM_RIGHTS, docs/FORMAT.md "Held TCP
 connections") and the holder forgets it; one its peer reset is dropped; the holder exits
-once it holds none. After HOLD_S the rest are reset (out of repair mode, then closed with
+once it holds none. After `hold_s` the rest are reset (out of repair mode, then closed with
 a zero linger): the peer learns that the connection is gone, where a later restore from
 the image alone could not give it the bytes the held socket acknowledged meanwhile (nor
 match the sequence numbers of what it sent: such a connection then stalls).
@@ -44,7 +44,7 @@ import sys
 import time
 
 PROTOCOL = 1
-HOLD_S = 3600.0         # how long a holder waits for the restore
+HOLD_S = 3600.0         # how long a holder waits for the restore, by default
 POLL_S = 1.0            # how often it looks for connections the peer reset
 START_TIMEOUT_S = 60.0  # for the holder to bind its names (a loaded machine)
 TAKE_TIMEOUT_S = 10.0
@@ -59,16 +59,19 @@ def name(record: dict) -> bytes:
     return f"\0slsfs-held-tcp-{PROTOCOL}/{hashlib.sha256(key.encode()).hexdigest()[:32]}".encode()
 
 
-def keep(held: list[tuple[socket.socket, dict]]) -> bool:
+def keep(held: list[tuple[socket.socket, dict]], hold_s: float | None = None) -> bool:
     """Give the held connections' sockets (our dups, in repair mode) to a new holder
-    process; the caller then closes its dups. False if the holder could not start (the
-    connections then end at the caller's close, silently, as without a holder)."""
+    process, which resets the ones not taken within `hold_s` seconds (None: HOLD_S); the
+    caller then closes its dups. False if the holder could not start (the connections
+    then end at the caller's close, silently, as without a holder)."""
     if not held:
         return True
     spec = [[sock.fileno(), name(record).hex()] for sock, record in held]
+    hold_for = repr(HOLD_S if hold_s is None else float(hold_s))
     try:
-        starter = subprocess.run([sys.executable, "-I", "-S", __file__, json.dumps(spec)], pass_fds=[s for s, _ in spec],
-                                 stdin=subprocess.DEVNULL, capture_output=True, timeout=START_TIMEOUT_S)
+        starter = subprocess.run([sys.executable, "-I", "-S", __file__, json.dumps(spec), hold_for],
+                                 pass_fds=[s for s, _ in spec], stdin=subprocess.DEVNULL, capture_output=True,
+                                 timeout=START_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return starter.stdout == b"holding\n"
@@ -123,7 +126,7 @@ def _state(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
 
 
-def _main(spec: list[list]) -> None:
+def _main(spec: list[list], hold_s: float) -> None:
     """Bind every name, then go on in a detached child (reparented, in a session of its
     own) and tell the starter "holding" once all are bound."""
     held = {}
@@ -139,8 +142,8 @@ def _main(spec: list[list]) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    _serve(held, time.monotonic() + HOLD_S)
+    _serve(held, time.monotonic() + hold_s)
 
 
 if __name__ == "__main__":
-    _main(json.loads(sys.argv[1]))
+    _main(json.loads(sys.argv[1]), float(sys.argv[2]))

@@ -1,7 +1,7 @@
 """The process verbs of `sls`: checkpoint a running process tree into a store, restore
 it, and list the images (checkpointer/).
 
-    sls checkpoint PID --store STORE [--name N] [--leave-stopped | --kill] [--json]
+    sls checkpoint PID --store STORE [--name N] [--leave-stopped | --kill [--hold SECONDS]] [--json]
     sls restore NAME --store STORE [--detach] [--no-pidns] [--lazy] [--json]
     sls ps --store STORE [--json]          (persistence groups, then process images)
 
@@ -57,12 +57,18 @@ def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kill", action="store_true",
                    help="with a PID: kill the processes once the image is durable; their TCP connections to "
                         "peers outside it are kept in it and end silently, so a restore resumes them")
+    p.add_argument("--hold", type=float, metavar="SECONDS",
+                   help="with --kill: how long those connections wait for the restore (default: an hour); then "
+                        "their peers are told that the connection is gone (a reset)")
     other, target = p.get_default("func"), _positional(p)
 
     def dispatch(args) -> int:
         value = str(getattr(args, target))
         if args.leave_stopped and args.kill:
             raise CommandError("--leave-stopped and --kill exclude each other: choose one")
+        if args.hold is not None and (not args.kill or args.hold <= 0):
+            raise CommandError("--hold SECONDS (more than 0) applies to --kill: how long the killed processes' "
+                               "TCP connections wait for the restore")
         if args.store and value.isdigit():
             return cmd_checkpoint(args, int(value))
         for flag in ("leave_stopped", "kill"):
@@ -188,7 +194,7 @@ def cmd_checkpoint(args, pid: int) -> int:
         with _command_errors():
             started = time.perf_counter()
             commit = checkpointer.checkpoint([pid], store, name, tree=True, leave_stopped=args.leave_stopped,
-                                             kill=args.kill)
+                                             kill=args.kill, hold_s=args.hold)
             elapsed = (time.perf_counter() - started) * 1000
         image = checkpointer.load_image(store, name)
         doc = _image_doc(name, image)

@@ -127,6 +127,9 @@ def test_cli_errors_are_one_clear_line(cli_store):
     assert done.returncode == 1 and done.stderr.startswith("sls: ")
     done = sls("checkpoint", "1", "--store", str(cli_store) + "-missing")
     assert done.returncode == 1 and "is not a slsfs store" in done.stderr
+    for hold in (["--hold", "5"], ["--kill", "--hold", "0"]):
+        done = sls("checkpoint", "1", "--store", cli_store, *hold)
+        assert done.returncode == 1 and done.stderr.startswith("sls: --hold SECONDS (more than 0) applies to --kill")
 
 
 def test_restore_lazy_from_the_command_line(procs, cli_store, binaries, tmp_path, subreaper):

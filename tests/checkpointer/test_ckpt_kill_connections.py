@@ -125,7 +125,8 @@ def stranger_takes(record: dict) -> str:
 
 
 def held(record: dict) -> bool:
-    """Whether a holder (tcp_hold.py) offers the socket of connection `record`."""
+    """Whether a holder (tcp_hold.py) offers the socket of connection `record` (if it
+    does, this probe takes it, and closes it)."""
     with socket.socket(socket.AF_UNIX) as probe:
         try:
             probe.connect(tcp_hold.name(record))
@@ -215,3 +216,22 @@ def test_a_client_whose_server_had_closed_its_side_reads_the_end_again_after_a_r
         Path(f"{out}.go").touch()
         assert exchange(ours, None) == b"bye 3 eof"
         assert ours.recv(1) == b""      # and the client's own end, as it exits
+
+
+def test_a_connection_no_restore_took_within_its_hold_time_is_reset_and_a_later_restore_says_so(procs, store):
+    """`hold_s` (`sls checkpoint --kill --hold SECONDS`): a killed client's connection
+    that no restore took in time is reset, so the server learns that it is gone instead of
+    waiting for ever; a restore after that makes it from the image, warns, and the
+    restored client finds it reset (and ends, as it does on a reset) instead of waiting."""
+    with client_of_ours(procs) as (ours, pid):
+        checkpointer.checkpoint([pid], store, "client", tree=True, kill=True, hold_s=1)
+        wait_for(lambda: killed(pid), "the client to be killed")
+        [record] = [f for f in checkpointer.load_image(store, "client").meta["files"]
+                    if f["kind"] == "socket" and f["peer"]]
+        with pytest.raises(ConnectionResetError):
+            ours.recv(1)
+        assert not held(record)
+        restored = checkpointer.restore(store, "client")
+        procs.restored.append(restored)
+        assert [w for w in restored.warnings if "no holder has it any more" in w], restored.warnings
+        assert restored.wait(timeout=30) != 0
