@@ -16,9 +16,18 @@ rotated away under `tail -f`, a temporary file): the watch names that open file'
 (`resolve_unlinked`, once every fd is recorded) and is added again through the restored fd
 (/proc/self/fd/N), so it watches the file the program still writes.
 
-Simplifications: events queued at checkpoint time are not kept (a warning at restore
-says how many bytes were lost); a watched inode without a path that no process of the
-image holds open (deleted, or only mapped) cannot be checkpointed.
+Events queued at checkpoint time cannot be kept: the kernel has no way to look at an
+instance's queue without taking the events from the program (no peek; fdinfo lists the
+watches, FIONREAD the byte count), and nothing from user space puts an event of its
+choosing into a queue. CRIU drops them with a warning. We tell the restored program, as
+the kernel tells a program whose queue overflowed: the instance comes back holding one
+IN_Q_OVERFLOW event ("events were lost; look again"), which programs that use inotify
+handle (systemd, inotify-tools, Go's fsnotify, Rust's notify: a rescan). Dropped
+silently, a program blocked in read() for the events it was owed waited for ever. The
+restore's warning says how many bytes were lost.
+
+Simplification: a watched inode without a path that no process of the image holds open
+(deleted, or only mapped) cannot be checkpointed.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ import ctypes
 import os
 import re
 import struct
+import tempfile
 import termios
 from fcntl import ioctl
 from typing import Callable
@@ -36,6 +46,9 @@ from .errors import CheckpointError, Unsupported
 _NR_INOTIFY_INIT1, _NR_INOTIFY_ADD_WATCH, _NR_INOTIFY_RM_WATCH = 294, 254, 255
 _NR_OPEN_BY_HANDLE_AT, _NR_IOCTL, _NR_READ = 304, 16, 0
 O_PATH, O_NONBLOCK, O_DIRECTORY = 0o10000000, 0o4000, 0o200000
+IN_ACCESS, IN_MODIFY = 0x1, 0x2
+INOTIFY_IOC_SETNEXTWD = 0x40044900      # _IOW('I', 0, __s32)
+_EVENT_SIZE = 16                        # struct inotify_event without a name, as IN_Q_OVERFLOW is
 _WATCH = re.compile(r"inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) "
                     r"ignored_mask:[0-9a-f]+(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) "
                     r"f_handle:([0-9a-f]+))?")
@@ -111,9 +124,13 @@ def _queued_bytes(pid: int, fd: int) -> int:
     """Bytes of events waiting in the instance (FIONREAD on our own dup of the fd)."""
     dup = kernel.borrow_fd(pid, fd)
     try:
-        return struct.unpack("i", ioctl(dup, termios.FIONREAD, b"\0" * 4))[0]
+        return _fionread(dup)
     finally:
         os.close(dup)
+
+
+def _fionread(fd: int) -> int:
+    return struct.unpack("i", ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
 
 
 def make(inj, record: dict, remap, warnings: list[str], ns_pid: int, held: Callable[[int], int]) -> int:
@@ -135,9 +152,43 @@ def make(inj, record: dict, remap, warnings: list[str], ns_pid: int, held: Calla
     if skipped:
         _drain(inj, fd)
     if record["queued"]:
-        warnings.append(f"process {ns_pid}: {record['queued']} bytes of inotify events queued at "
-                        "checkpoint time were not kept")
+        _leave_overflow_event(inj.tid, fd)
+        warnings.append(f"process {ns_pid}: {record['queued']} bytes of inotify events queued at checkpoint time "
+                        "could not be kept (the kernel cannot show a queue without emptying it); its instance "
+                        "holds IN_Q_OVERFLOW instead, the kernel's word for lost events")
     return fd
+
+
+def _leave_overflow_event(tid: int, fd: int) -> None:
+    """Leave one IN_Q_OVERFLOW event in the instance `fd` of task `tid` (see the module's
+    docstring). The kernel queues it only on a full queue: a stand-in watch of a temporary
+    file of ours fills the queue (IN_MODIFY and IN_ACCESS in turn: equal neighbours would
+    merge) until one more event adds nothing; the stand-in's removal finds the queue full,
+    so its IN_IGNORED is dropped; then every event ahead of the overflow is read away. The
+    instance keeps its usual queue length (fixed when it was made)."""
+    instance = kernel.borrow_fd(tid, fd)
+    try:
+        with tempfile.TemporaryFile() as standin:
+            path = ctypes.create_string_buffer(f"/proc/self/fd/{standin.fileno()}".encode())
+            wd = kernel.syscall(_NR_INOTIFY_ADD_WATCH, instance, ctypes.addressof(path), IN_ACCESS | IN_MODIFY)
+            with open("/proc/sys/fs/inotify/max_queued_events") as f:
+                pairs = int(f.read()) // 2 + 1
+            queued, before = _fionread(instance), -1
+            while queued != before:
+                for _ in range(pairs):
+                    os.pwrite(standin.fileno(), b"\0", 0)
+                    os.pread(standin.fileno(), 1, 0)
+                pairs, queued, before = 1, _fionread(instance), queued
+            kernel.syscall(_NR_INOTIFY_RM_WATCH, instance, wd)
+        try:   # the program's next watch gets the number it would have had
+            ioctl(instance, INOTIFY_IOC_SETNEXTWD, wd)
+        except OSError:
+            pass   # a kernel without CONFIG_CHECKPOINT_RESTORE: that number is skipped
+        left = _fionread(instance) - _EVENT_SIZE
+        while left > 0:
+            left -= len(os.read(instance, min(left, 1 << 16)))
+    finally:
+        os.close(instance)
 
 
 def _drain(inj, fd: int) -> None:

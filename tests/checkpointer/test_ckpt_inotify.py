@@ -72,3 +72,19 @@ def test_a_watch_of_a_file_unlinked_while_open_goes_on_reporting(procs, store, t
     assert [watch[1] is None for watch in watcher["watches"]] == [False, True]
     procs.kill(proc)
     reads_after_a_restore(procs, store, "unlinked", out)
+
+
+def test_events_lost_at_the_checkpoint_are_reported_as_an_overflow(procs, store, tmp_path):
+    """Events waiting in the queue at the checkpoint cannot be kept (no way to read a queue
+    without emptying it): the restored instance reports IN_Q_OVERFLOW, the kernel's word
+    for lost events, then the new events; the program's next watch number is unchanged.
+    Dropped silently, a program blocked reading for them waited for ever (zdtm
+    inotify_system)."""
+    out = tmp_path / "queued.out"
+    proc = procs.python("inotify_queued.py", str(out))
+    wait_for(lambda: out.exists() and ok_lines(out)[:1] == ["ready"], "the target to queue an event")
+    checkpointer.checkpoint([proc.pid], store, "queued")
+    [watcher] = [f for f in load_image(store, "queued").files if f["kind"] == "inotify"]
+    assert watcher["queued"] == 16 + 16, "one IN_CREATE with a 16-byte name was waiting"
+    procs.kill(proc)
+    reads_after_a_restore(procs, store, "queued", out)
