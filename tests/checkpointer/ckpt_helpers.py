@@ -2,24 +2,10 @@
 its own conftest.py, so tests import these from here rather than from `conftest`)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import pytest
-
 import checkpointer
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0):
-    """Poll until predicate() is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
+from polling import wait_for  # noqa: F401  (re-exported: the tests import it from here)
 
 
 def ok_lines(path: Path) -> list[str]:

@@ -9,8 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import polling
 
 SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
 MOUNT_DEADLINE_S = 60.0
@@ -33,13 +34,8 @@ def is_mounted(path: Path) -> bool:
 
 
 def wait_for(predicate, what: str, timeout: float = MOUNT_DEADLINE_S):
-    """Poll `predicate` until it returns something true, and return that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    """polling.wait_for, with a mount's deadline by default."""
+    return polling.wait_for(predicate, what, timeout)
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mount.control import request
+from polling import wait_for
 
 TARGETS = Path(__file__).parent / "targets"
 SLS_TIMEOUT_S = 180
@@ -28,18 +29,6 @@ def group_binaries(tmp_path_factory) -> Path:
     for source in TARGETS.glob("*.c"):
         subprocess.run(["gcc", "-O1", "-g", "-Wall", "-o", str(out / source.stem), str(source)], check=True)
     return out
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0):
-    """Poll until predicate() is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def read_counter(path) -> int | None:
