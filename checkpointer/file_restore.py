@@ -26,6 +26,7 @@ from .files import (FD_CLOEXEC, F_ADD_SEALS, F_DUPFD_CLOEXEC, F_GETFD, F_GETPIPE
     F_SETPIPE_SZ, MFD_ALLOW_SEALING, O_ACCMODE, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR,
     O_TMPFILE, O_WRONLY, SPARSE_READ_PIECE, connection_ends)
 from .errors import CheckpointError
+from .inject import Injector
 
 
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW, O_DIRECT = 0o100, 0o200, 0o400, 0o1000, 0o400000, 0o40000
@@ -183,6 +184,9 @@ class FileRestorer:
         self.reuseport_off: list[socket.socket] = []  # our dups of sockets bound sharing: SO_REUSEPORT off at finish
         self.exited_children: dict[int | str, subprocess.Popen] = {}   # see _exited
         self.thread_pidfds: set[int] = set()   # file ids of pidfds of threads, opened once they exist
+        # a stopped stand-in with that PID (in the image's namespace) for a process not in the
+        # image, or None (restore.py sets it once the processes exist: sessions.StandIns)
+        self.stand_in: Callable[[int], Injector | None] = lambda pid: None
 
     def posix_shm(self, file_id: int) -> None:
         """Give a POSIX shared memory object its owner, mode and contents at the checkpoint
@@ -955,29 +959,24 @@ class FileRestorer:
 
     def _make_unix_pair(self, builder, record: dict, base: int) -> list[int]:
         """A new socketpair: this end, its peer's records on the other, each refilled. Made
-        under this end's peer credentials (SO_PEERCRED: the creds of the socketpair's maker,
-        or of the process that connected; the process being built is still root): its
-        effective uid and gid set to them around the socketpair (both ends of a new pair get
-        the same: a connected pair whose ends had different ones gets this end's)."""
-        inj, ns_pid = builder.inj, builder.meta["pid"]
-        sock_type = SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC
-        uid, gid = record.get("peer_creds", (0, 0))
-        if gid:
-            inj.check(kernel.NR["setresgid"], -1, gid, -1, what="setresgid (a socketpair's credentials)")
-        if uid:
-            inj.check(kernel.NR["setresuid"], -1, uid, -1, what="setresuid (a socketpair's credentials)")
-        try:
-            inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, sock_type, 0, inj.scratch, what="socketpair")
-        finally:
-            if uid:
-                inj.check(kernel.NR["setresuid"], -1, 0, -1, what="setresuid (back to root)")
-            if gid:
-                inj.check(kernel.NR["setresgid"], -1, 0, -1, what="setresgid (back to root)")
-        ends = [self._spare(builder, fd, base) for fd in struct.unpack("ii", inj.read(inj.scratch, 8))]
+        under this end's peer credentials (SO_PEERCRED: the pid and creds of the socketpair's
+        maker, or of the process that connected). A maker that is not in the image (it has
+        exited, as a child that made the pair for its parent has) is stood in for by a
+        short-lived process with its PID, which makes the pair; SO_PEERCRED then names that
+        PID, which no process has, as it did. Otherwise the process being built makes it
+        (a maker of the image that is another process: the pair names the builder)."""
+        ns_pid = builder.meta["pid"]
+        maker = record.get("maker", ns_pid)     # version 26
+        stand_in = self.stand_in(maker) if maker != ns_pid else None
+        made = _socketpair_as(stand_in or builder.inj, SOCKET_TYPES[record["type"]] | SOCK_CLOEXEC,
+                              *record.get("peer_creds", (0, 0)))
+        if stand_in is not None:
+            made = [_moved(stand_in.tid, fd, builder) for fd in made]
+        ends = [self._spare(builder, fd, base) for fd in made]
         peers = [f for f in self.files.values() if f["kind"] == "unix_pair" and f["ino"] == record["peer"]]
         for end, this in [(ends[0], record)] + [(ends[1], p) for p in peers]:
             self.made[this["id"]] = (ns_pid, end)
-            inj.check(_NR_FCNTL, end, F_SETFL, this["flags"], what="F_SETFL on a socket")
+            builder.inj.check(_NR_FCNTL, end, F_SETFL, this["flags"], what="F_SETFL on a socket")
             if this.get("passcred"):
                 with sockets.borrow(builder.tid, end) as sock:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -1052,6 +1051,32 @@ class FileRestorer:
             return sockets.push_fd(builder.inj, builder.tid, ours)
         finally:
             os.close(ours)
+
+
+def _socketpair_as(inj, sock_type: int, uid: int, gid: int) -> tuple[int, int]:
+    """A Unix socketpair made in the (root) process `inj` drives with its effective uid and
+    gid set to `uid` and `gid` around the call (SO_PEERCRED names them): its two fds."""
+    if gid:
+        inj.check(kernel.NR["setresgid"], -1, gid, -1, what="setresgid (a socketpair's credentials)")
+    if uid:
+        inj.check(kernel.NR["setresuid"], -1, uid, -1, what="setresuid (a socketpair's credentials)")
+    try:
+        inj.check(_NR_SOCKETPAIR, socket.AF_UNIX, sock_type, 0, inj.scratch, what="socketpair")
+    finally:
+        if uid:
+            inj.check(kernel.NR["setresuid"], -1, 0, -1, what="setresuid (back to root)")
+        if gid:
+            inj.check(kernel.NR["setresgid"], -1, 0, -1, what="setresgid (back to root)")
+    return struct.unpack("ii", inj.read(inj.scratch, 8))
+
+
+def _moved(tid: int, fd: int, builder) -> int:
+    """fd `fd` of task `tid`, given to the process being built: its number there."""
+    ours = kernel.borrow_fd(tid, fd)
+    try:
+        return sockets.push_fd(builder.inj, builder.tid, ours)
+    finally:
+        os.close(ours)
 
 
 def _set_peek_offset(tid: int, fd: int, record: dict) -> None:

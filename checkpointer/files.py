@@ -319,9 +319,11 @@ class FileCapture:
             record["unread"] = info["max_backlog"]  # version 12: bytes sent to a peer not accepted yet
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
             record["passcred"] = 1      # version 10
-        _, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        maker, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if (uid, gid) != (0, 0):
             record["peer_creds"] = [uid, gid]   # version 23: SO_PEERCRED's, when not the restorer's (root)
+        if (maker := _numbered_by(holder, maker)) is not None:
+            record["maker"] = maker             # version 26
         return record
 
     def _queued(self, sock: socket.socket, info: dict, what: str, holder: int) -> dict:
@@ -831,6 +833,22 @@ def _procfs_file(holder: int, target: str, st: os.stat_result) -> dict | None:
         return None
     # `host`: checked once every process is captured (FileCapture.check_peers)
     return {"kind": "procfs", "pid": int(theirs[-1]), "rest": match[2], "path": target, "host": number}
+
+
+def _numbered_by(holder: int, pid: int) -> int | None:
+    """Process `pid` (as our PID namespace numbers it) as the namespace of process `holder`
+    numbers it; None when that is not known: 0 (a process outside our namespace), or one
+    that has exited in a namespace other than ours (only the kernel knows its number there)."""
+    if not pid:
+        return None
+    depth = len(procfs.frozen_status(holder)["NSpid"].split())
+    if depth == 1:
+        return pid
+    try:
+        numbers = procfs.status(pid)["NSpid"].split()
+    except (ProcessGone, KeyError):
+        return None
+    return int(numbers[depth - 1]) if len(numbers) >= depth else None
 
 
 def _file_system(pid: int, device: int, known: dict[int, dict[int, str]]) -> str:

@@ -49,7 +49,7 @@ from .kernel import PAGE_SIZE
 from .metajson import MetaEncoder
 
 FORMAT = "slsfs-process-image"
-VERSION = 25
+VERSION = 26
 READABLE_VERSIONS = tuple(range(1, VERSION + 1))   # what each version added: docs/FORMAT.md
 ROOT_PREFIX = "img/"
 _META = b"meta"

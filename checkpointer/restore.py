@@ -182,6 +182,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                                   {**stubs, **{meta["pid"]: inj for _, inj, meta in zombies}})
             stand_ins.dismiss()
             _make_zombies(zombies)
+            files.stand_in = lambda pid: stand_ins.for_exited(top, pid)
         with phase("build"):
             for meta in live:
                 builder = early.pop(meta["pid"], None) or ProcessBuilder(stubs[meta["pid"]], meta, remapper,
@@ -195,6 +196,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                         server.arm(builder.inj, builder.tid, meta["pid"], ranges, namespace_init=restored.ns_init)
                 else:
                     builder.build(_pages_to_write(image, meta), files, copy_ranges=lazy_ranges(meta))
+            stand_ins.dismiss()
         with phase("finish"):
             for builder in builders:
                 builder.finish()

@@ -9,7 +9,9 @@ whose PID becomes the id. So restore makes a short-lived stand-in with that PID
 clones the member with CLONE_PARENT (the member inherits the session, its parent stays
 the right one); for a group, a child of a member that calls setpgid(0, 0) so that the
 others can join. Stand-ins exit once every process is in place and their parents reap
-them, as CRIU's restore does with its helpers. A process in a session whose leader is in
+them, as CRIU's restore does with its helpers. The same stand-in makes what an exited
+process made for one of the image (`for_exited`: a socketpair, whose SO_PEERCRED names
+its maker), until the files are made. A process in a session whose leader is in
 the image but whose parent is not in it (an orphan re-parented to a subreaper or the
 namespace's init, as zdtm's session00 makes) is cloned with CLONE_PARENT by a child of
 its parent that is in that session (the leader itself, typically): siblings are made
@@ -28,7 +30,7 @@ import signal
 import time
 from typing import Callable
 
-from . import kernel, stub
+from . import kernel, procfs, stub
 from .builder import CLONE_PARENT, clone
 from .errors import CheckpointError
 from .inject import Injector
@@ -47,6 +49,7 @@ class StandIns:
         self.session_of: dict[int, int | None] = {}     # host tid of a task made here -> its session id
         self.sessions: dict[int, tuple[Injector, Injector]] = {}   # sid -> (stand-in's parent, stand-in)
         self.made: list[tuple[Injector, Injector, int]] = []       # (parent, stand-in, its PID there)
+        self.exited: dict[int, Injector | None] = {}    # PID -> stand-in for an exited process (for_exited)
 
     def creator(self, parent: Injector, meta: dict) -> tuple[Injector, int]:
         """The task that clones `meta`'s process and the clone flags: `parent`, or the
@@ -58,7 +61,7 @@ class StandIns:
         if sid in self.pids:
             return self._sibling_in(parent, sid, meta)
         if sid not in self.sessions:
-            helper = self._stand_in(parent, sid, meta)
+            helper = self._stand_in(parent, sid, f"process {meta['pid']}: its session or group {sid}")
             if helper is None:
                 return parent, 0
             helper.check(NR["setsid"], what=f"setsid (standing in for the exited leader of session {sid})")
@@ -101,10 +104,21 @@ class StandIns:
                 continue
             inj = stubs[meta["pid"]]
             if inj.call(NR["setpgid"], 0, pgid) < 0 and pgid not in self.pids:
-                if (helper := self._stand_in(inj, pgid, meta)) is not None:
+                if (helper := self._stand_in(inj, pgid, f"process {meta['pid']}: its session or group {pgid}")) \
+                        is not None:
                     helper.check(NR["setpgid"], 0, 0, what=f"setpgid (standing in for the exited leader of group {pgid})")
             if inj.call(NR["setpgid"], 0, pgid) < 0:
                 self.warnings.append(f"process {meta['pid']}: its process group {pgid} could not be recreated")
+
+    def for_exited(self, parent: Injector, pid: int) -> Injector | None:
+        """A stopped child of `parent` with PID `pid`, standing in for a process that is not
+        in the image (it had exited) to make what it made; the same one for each call until
+        `dismiss`. None for a PID of the image, or one taken here (with a warning)."""
+        if pid in self.pids:
+            return None
+        if pid not in self.exited:
+            self.exited[pid] = self._stand_in(parent, pid, f"the exited process {pid}, maker of a socketpair,")
+        return self.exited[pid]
 
     def dismiss(self) -> None:
         """Let every stand-in exit and have its parent reap it."""
@@ -120,19 +134,26 @@ class StandIns:
                 time.sleep(0.001)
             parent.take_pending(signal.SIGCHLD)
         self.made.clear()
+        self.exited.clear()
 
-    def _stand_in(self, parent: Injector, pid: int, meta: dict) -> Injector | None:
-        """A stopped child of `parent` with PID `pid`, or None (with a warning) if that PID
-        is taken here."""
+    def _stand_in(self, parent: Injector, pid: int, what: str) -> Injector | None:
+        """A stopped child of `parent` with PID `pid`, or None (with a warning that `what`
+        could not be recreated) if that PID is taken here."""
         try:
             helper = self.make_injector(clone(parent, [pid]))
         except CheckpointError as exc:
-            self.warnings.append(f"process {meta['pid']}: its session or group {pid} could not be recreated "
-                                 f"({exc})")
+            self.warnings.append(f"{what} could not be recreated ({exc})")
             return None
         self.injectors.append(helper)
-        self.made.append((parent, helper, pid))
+        self.made.append((parent, helper, _numbered_by_parent(helper.tid, parent.tid)))
         return helper
+
+
+def _numbered_by_parent(tid: int, parent: int) -> int:
+    """Task `tid` as the PID namespace of its parent, task `parent`, numbers it (the parent
+    may be outside the namespace its children are made in: the launcher)."""
+    depth = len(procfs.status(parent)["NSpid"].split())
+    return int(procfs.status(tid)["NSpid"].split()[depth - 1])
 
 
 def _parent_of(tid: int) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import checkpointer
 from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, reads_after_a_restore, wait_for
+from ckpt_helpers import ok_lines, reads_after_a_restore, restored_goes_on, wait_for
 
 O_NONBLOCK = 0o4000
 
@@ -237,3 +237,19 @@ def test_a_socketpair_made_by_a_process_that_is_not_root_names_it_as_its_maker_a
     procs.restored.append(restored)
     wait_for(lambda: len(lines()) > count + 5 or "BAD" in out.read_text(), "the restored target to check its pair")
     assert not [line for line in lines() if line.startswith("BAD")], lines()[-2:]
+
+
+def test_a_socketpair_whose_maker_has_exited_names_it_again(procs, store, tmp_path):
+    """SO_PEERCRED of a socketpair made by a child that has exited since (it handed both
+    ends to its parent) names that child's PID, which no process has now: it did so after
+    the restore too, not the PID of the process holding the pair (zdtm sock_peercred). A
+    stand-in with that PID makes the pair at restore and exits."""
+    out = tmp_path / "maker.out"
+    proc = procs.python("peer_creds.py", str(out), "child")
+    wait_for(lambda: out.exists() and len(ok_lines(out)) > 5, "the target to check its socketpair")
+    checkpointer.checkpoint([proc.pid], store, "maker")
+    makers = [f.get("maker") for f in load_image(store, "maker").meta["files"] if f["kind"] == "unix_pair"]
+    assert len(set(makers)) == 1 and makers[0] not in (None, proc.pid)
+    procs.kill(proc)
+    restored = restored_goes_on(procs, store, "maker", out)
+    assert not restored.warnings
