@@ -1,7 +1,7 @@
 """The slsfs daemon: one per store, it serves the mount and checkpoints persistence groups.
 
-`python -m slsfs.daemon STORE --mountpoint M [--volume V] [--restore GROUP [--at SPEC]]
-[--like GROUP]` (started by `sls run` / `sls restore`). In one process it:
+`python -m slsfs.daemon STORE --mountpoint M [--volume V] [--restore GROUP [--at SPEC]
+[--or-new-at M]] [--like GROUP]` (started by `sls run` / `sls restore`). In one process it:
 - serves volume V of the store at M over FUSE (mount.filesystem.FileSystem, trio loop);
 - runs each group's processes and checkpoints them at their rate, so that ONE commit
   names both the group's process image and the file system of the same instant
@@ -10,7 +10,7 @@
   every file-system op of the mount daemon (status, checkpoint, snapshot, log, ...).
 
 Group ops: run {settings, env}, persist {pid, name, hz}, group_checkpoint {group, name?},
-barrier {group}, resolve_group {group, at?}, clone_group {group, at?, count}, ps,
+barrier {group}, resolve_group {group, at?, checkpoint_names?}, clone_group {group, at?, count}, ps,
 stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
 (`<mount>/<group>.clone<N>/`, paths remapped at restore); each is a group of its own (its
 `directory` in its settings), checkpointed like the others.
@@ -632,8 +632,13 @@ class Daemon:
             if op == "clone_group":
                 return {"ok": True, "clones": await self.clone_group(req["group"], req.get("at"), req["count"])}
             if op == "resolve_group":
-                record, commit = groups.resolve(self.store, req["group"], req.get("at"))
-                return {"ok": True, "group": record.settings.name, "checkpoint": commit.id if commit else None}
+                at = req.get("at")
+                if req.get("checkpoint_names"):      # `group` may be a checkpoint of one (sls restore CKPT)
+                    record, commit, at = groups.resolve_named(self.store, req["group"], at)
+                else:
+                    record, commit = groups.resolve(self.store, req["group"], at)
+                return {"ok": True, "group": record.settings.name, "at": at,
+                        "checkpoint": commit.id if commit else None}
             if op == "gc":
                 return {"ok": True, **await self._collect(mount_daemon.prune_request(req))}
             if op == "ps":
@@ -821,9 +826,8 @@ def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[Group
     with it, unless `sls stop GROUP` ended them since), which come back with it: the
     volume's files are theirs too. `name` may be a checkpoint instead (`sls restore
     CHECKPOINT`: groups.group_at_checkpoint); a GroupError if it names nothing."""
-    if at is None and (named := groups.group_at_checkpoint(store, name)):
-        name, at = named
-    record, commit = groups.resolve(store, name, at)
+    record, commit, at = groups.resolve_named(store, name, at)
+    name = record.settings.name
     roots = store.roots() if at is None else commit.roots
     records, unreadable = groups.readable(store, roots)
     for other, why in unreadable.items():
@@ -860,6 +864,9 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
     parser.add_argument("--volume", default="main")
     parser.add_argument("--restore", metavar="GROUP")
     parser.add_argument("--at", metavar="CHECKPOINT")
+    parser.add_argument("--or-new-at", metavar="MOUNTPOINT",
+                        help="with --restore GROUP: if the store holds no checkpoint of GROUP, serve "
+                             "--volume at MOUNTPOINT instead (sls run --resume)")
     parser.add_argument("--like", metavar="GROUP", help="mount where GROUP's newest checkpoint says")
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args(argv)
@@ -878,18 +885,20 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
     try:
         restore = []
         volume, mountpoint = args.volume, args.mountpoint
-        if args.restore:
-            try:
+        try:                                    # a GroupError here: nothing started, the command's error
+            if args.or_new_at and groups.ROOT_PREFIX + args.restore not in store.roots():
+                mountpoint = args.or_new_at     # (sls run --resume of a group with no checkpoint yet)
+            elif args.restore:
                 restore = prepare_restore(store, args.restore, args.at)
-            except GroupError as exc:           # nothing was started: the command's own error
-                ready(f"{REFUSED}{exc}")
-                log.error("%s", exc)
-                return 1
-            volume = restore[0][0].settings.volume
-            mountpoint = mountpoint or restore[0][0].settings.mount_root()
-        elif args.like:
-            settings = groups.load(store, args.like).settings
-            volume, mountpoint = settings.volume, mountpoint or settings.mount_root()
+                volume = restore[0][0].settings.volume
+                mountpoint = mountpoint or restore[0][0].settings.mount_root()
+            elif args.like:
+                settings = groups.load(store, args.like).settings
+                volume, mountpoint = settings.volume, mountpoint or settings.mount_root()
+        except GroupError as exc:
+            ready(f"{REFUSED}{exc}")
+            log.error("%s", exc)
+            return 1
         if not mountpoint:
             raise GroupError("no mount point given")
         startup.done("prepare_restore" if args.restore else "settings")

@@ -16,6 +16,7 @@ import select
 import shlex
 import time
 from pathlib import Path
+from typing import Callable
 
 from objectstore import Store
 
@@ -25,7 +26,7 @@ from . import dying_daemon, groups
 from .cli import CommandError, add_json_flag, read_only_store
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, DaemonStart, start_daemon, take
 from .fs_commands import mount_state, unmount
-from .groups import LOG_NAME
+from .groups import LOG_NAME, GroupError
 
 
 
@@ -181,10 +182,12 @@ def daemon_status(store: str) -> dict | None:
         raise CommandError(str(exc)) from None
 
 
-def take_over_plain_mount(store: str) -> tuple[str, str] | None:
+def take_over_plain_mount(store: str, check: Callable[[], None] | None = None) -> tuple[str, str] | None:
     """If `sls mount` serves the store (a mount daemon runs no groups), unmount it, so that
     a slsfs daemon can serve the same volume at the same place; returns that (mount point,
-    volume). Refuses, with the list, while files are open there."""
+    volume). Refuses, with the list, while files are open there. `check` runs first, once
+    such a mount is found: it raises what the daemon would refuse (an unknown group), so
+    that a typo costs the user no mount (validate, then act)."""
     dying_daemon.release(store)
     try:
         request(store, "ps", timeout=30)
@@ -192,6 +195,8 @@ def take_over_plain_mount(store: str) -> tuple[str, str] | None:
     except ControlError as exc:
         if "unknown request" not in str(exc):
             return None                       # no daemon at all, or one daemon_status reports
+    if check is not None:
+        check()
     volume = ask(store, "status")["volume"]
     mountpoint = next((m.mountpoint for m in slsfs_mounts()
                        if os.path.realpath(m.store) == os.path.realpath(store)), None)
@@ -231,20 +236,25 @@ def cmd_run(args) -> int:
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
     plain_mountpoint, plain_volume = take_over_plain_mount(store) or (None, None)
     status = daemon_status(store)
-    if args.resume and _has_checkpoint(store, name, status):
-        if status is not None and any(g["group"] == name and g["running"] for g in status["groups"]):
+    chosen = args.mountpoint or plain_mountpoint          # (else the group's own, or STORE.mnt)
+    volume = args.volume or plain_volume or "main"
+    if args.resume and status is not None and _has_checkpoint(store, name):
+        if any(g["group"] == name and g["running"] for g in status["groups"]):
             raise CommandError(f"group {name} is already running (pids "
                                f"{' '.join(str(p) for g in status['groups'] if g['group'] == name for p in g['pids'])})")
-        group = _restore_in_new_daemon(store, name, None, args.mountpoint or plain_mountpoint, status,
-                                       force=False)
+        group = _restore_in_new_daemon(store, name, None, chosen, status, force=False)
         _print(args, group, _restored_line(group))
         return 0
-    volume = args.volume or plain_volume or "main"
-    mountpoint = status["mountpoint"] if status else os.path.abspath(args.mountpoint or plain_mountpoint
-                                                                     or store + ".mnt")
-    if status is None:
-        start_daemon(store, "--mountpoint", mountpoint, "--volume", volume)
-    settings = {"name": name, "volume": volume, "mountpoint": mountpoint, "hz": args.hz,
+    if status is None:           # --resume: the daemon restores the group if the store has it (opened once)
+        mountpoint = os.path.abspath(chosen or store + ".mnt")
+        where = (["--restore", name, "--or-new-at", mountpoint, *(["--mountpoint", mountpoint] if chosen else [])]
+                 if args.resume else ["--mountpoint", mountpoint])
+        status = start_daemon(store, *where, "--volume", volume) or daemon_status(store) or {}
+        if "restored" in status:
+            group = _restored_group(store, status, name)
+            _print(args, group, _restored_line(group))
+            return 0
+    settings = {"name": name, "volume": volume, "mountpoint": status["mountpoint"], "hz": args.hz,
                 "argv": cmd, "mode": args.mode, "output": os.path.join(store, f"group-{name}.out"),
                 "init": args.init}
     reply = ask(store, "run", settings=settings, env=dict(os.environ))
@@ -254,11 +264,8 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _has_checkpoint(store: str, name: str, status: dict | None) -> bool:
-    """Whether the store holds a checkpoint of group `name` (asking its daemon if one runs)."""
-    if status is None:
-        with Store.open(store, readonly=True) as opened:
-            return groups.ROOT_PREFIX + name in opened.roots()
+def _has_checkpoint(store: str, name: str) -> bool:
+    """Whether the store holds a checkpoint of group `name`, asking its daemon."""
     try:
         ask(store, "resolve_group", group=name, at=None)
     except CommandError as exc:
@@ -376,35 +383,43 @@ def cmd_group_restore(args) -> int:
     if args.clone:
         _name_the_group(store, args)
         return cmd_group_clone(args)
-    plain = take_over_plain_mount(store)
+    plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
     daemon = take()                      # (forked when the command started: imports meanwhile)
-    status = daemon_status(store)
-    if status is not None:               # (else the daemon started resolves it: the store is opened once)
-        _name_the_group(store, args)
     group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
-                                   status, force=args.force, daemon=daemon)
+                                   daemon_status(store), force=args.force, daemon=daemon)
     _print(args, group, _restored_line(group))
     return 0
 
 
 def _name_the_group(store: str, args) -> None:
-    """`sls restore CHECKPOINT`: the group checkpointed there, and that checkpoint."""
+    """`sls restore CHECKPOINT --clone`: the group checkpointed there, and that checkpoint."""
     if args.at is None and (named := groups.group_at_checkpoint(read_only_store(store), args.group)):
         args.group, args.at = named
+
+
+def _check_restorable(store: str, name: str, at: str | None) -> None:
+    """Refuse here, as the daemon would, a group or checkpoint the store does not hold:
+    for a command about to unmount `sls mount`'s mount, which a refusal must leave serving
+    (the store opened read-only in the command: the mount daemon holds it)."""
+    try:
+        groups.resolve_named(read_only_store(store), name, at)
+    except GroupError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: str | None,
                            status: dict | None, *, force: bool, daemon: DaemonStart | None = None) -> dict:
     """Stop the store's daemon (if `status` says one runs), start one restoring group
-    `name` from its checkpoint `at` (default: newest durable; with no daemon running,
-    `name` may also be a checkpoint: groups.group_at_checkpoint); the group's `ps` entry,
-    with `partners`: those of the groups checkpointed with it, which came back with it.
-    Other running groups share the volume whose files the restore resets, so they are
-    stopped too: only with `force`. With no daemon running, the store is not opened here
-    but only by the daemon started, which refuses a group or checkpoint it does not find
-    before it mounts anything (an open reads every pack index: ~0.3 s for a 1 GiB group)."""
+    `name` (or the group checkpointed at `name`: groups.resolve_named) from its checkpoint
+    `at` (default: newest durable); the group's `ps` entry, with its partners (see
+    _restored_group). Other running groups share the volume whose files the restore
+    resets, so they are stopped too: only with `force`. The store is not opened here: a
+    running daemon resolves `name` before it is stopped, and with none running the daemon
+    started (which opens the store anyway) refuses a group or checkpoint it does not find
+    before it mounts anything."""
     if status is not None:
-        ask(store, "resolve_group", group=name, at=at)    # refuse before stopping anything
+        named = ask(store, "resolve_group", group=name, at=at, checkpoint_names=True)   # refuse before stopping
+        name, at = named["group"], named.get("at", at)
         others = [g["group"] for g in status["groups"] if g["running"] and g["group"] != name]
         if others and not force:
             raise CommandError(f"other groups run in {store}: {', '.join(others)}; restoring {name} puts "
@@ -416,11 +431,17 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
                                                    *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint
                                                      else []))
               or daemon_status(store) or {"groups": []})
-    name = status.get("restored", name)                   # (what it found `name` names)
+    return _restored_group(store, status, name)
+
+
+def _restored_group(store: str, status: dict, name: str) -> dict:
+    """The `ps` entry of the group that a daemon started with `--restore name` restored
+    (its ready line's "restored": what it found `name` names), with `partners`: those of
+    the groups checkpointed with it (sharing the volume), which came back with it."""
+    name = status.get("restored", name)
     group = next((g for g in status["groups"] if g["group"] == name), None)
     if group is None:
         raise CommandError(f"the daemon started but group {name} is not running (see {store}/{LOG_NAME})")
-    # the groups checkpointed with it (sharing the volume) came back with it
     return {**group, "partners": [g for g in status["groups"] if g["group"] != name]}
 
 
@@ -434,7 +455,7 @@ def cmd_group_clone(args) -> int:
     store = _store_path(args.store)
     if not 1 <= args.count <= 1000:
         raise CommandError(f"--count {args.count}: give 1 to 1000 copies")
-    plain = take_over_plain_mount(store)
+    plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
     if daemon_status(store) is None:
         start_daemon(store, "--like", args.group, *(["--mountpoint", plain[0]] if plain else []))
     reply = ask(store, "clone_group", timeout=600, group=args.group, at=args.at, count=args.count)

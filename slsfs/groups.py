@@ -346,6 +346,15 @@ def group_at_checkpoint(store: Store, spec: str) -> tuple[str, str] | None:
     return newest.settings.name, str(commit.id)
 
 
+def resolve_named(store: Store, spec: str, at: str | None) -> tuple[GroupCheckpoint, Commit | None, str | None]:
+    """`resolve` for what `sls restore SPEC [--at AT]` names: a group, or (without `at`) a
+    checkpoint of one (group_at_checkpoint); also the `at` that came to (AT, or that
+    checkpoint). A GroupError if it names nothing."""
+    if at is None and (named := group_at_checkpoint(store, spec)):
+        spec, at = named
+    return (*resolve(store, spec, at), at)
+
+
 def _listing(store: Store, name: str, checkpoints: list[Kept], shown: int = 8) -> str:
     """What the user can give instead: the group's newest checkpoints and its named ones."""
     if not checkpoints:

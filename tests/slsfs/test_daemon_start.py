@@ -4,6 +4,7 @@ when the command returns, and the one it uses serves."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,4 +71,55 @@ def test_a_restore_after_a_crash_leaves_the_checks_to_its_daemon(group_store):
     assert _store_processes(store) == set()
     assert "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
     assert "group one: restored" in store.sls("restore", "one", "--store", str(store.path)).stdout
+    store.sls("stop", "--store", str(store.path))
+
+
+PROBED_SLS = """
+import os, sys
+from objectstore import store
+from slsfs import groups
+command, log = os.getpid(), os.environ["SLS_PROBE_LOG"]
+
+def probe(what, original):
+    def probed(*args, **kwargs):
+        if os.getpid() == command:          # (not in the daemon it forks)
+            with open(log, "a") as f:
+                f.write(what + "\\n")
+        return original(*args, **kwargs)
+    return probed
+
+store.Store.__init__ = probe("open", store.Store.__init__)
+groups.resolve = probe("resolve", groups.resolve)
+groups.group_at_checkpoint = probe("resolve", groups.group_at_checkpoint)
+from slsfs.cli import main
+sys.argv[0] = "sls"
+sys.exit(main())
+"""
+
+
+def test_a_resume_and_a_roll_back_leave_the_store_to_the_daemon(group_store, tmp_path):
+    """`sls run --resume` with no daemon running opens no store in the command (the daemon
+    it starts restores the group if the store has it, else serves the volume for a fresh
+    start), and `sls restore CHECKPOINT` with the group's daemon running resolves the name
+    through that daemon: the store is opened and read by a daemon only."""
+    store, probes = group_store, tmp_path / "probes"
+
+    def probed_sls(*args: str) -> tuple[str, list[str]]:
+        probes.unlink(missing_ok=True)
+        result = subprocess.run([sys.executable, "-c", PROBED_SLS, *args], capture_output=True, text=True,
+                                env={**os.environ, "SLS_PROBE_LOG": str(probes)}, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout, probes.read_text().split() if probes.exists() else []
+
+    line = ("run", "--resume", "--store", str(store.path), "--name", "one", "--hz", "0", "--",
+            sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)")
+    out, probed = probed_sls(*line)
+    assert "group one: pid" in out and probed == [], (out, probed)       # no checkpoint yet: started
+    store.sls("checkpoint", "one", "--store", str(store.path), "--name", "marked")
+    store.crash()
+    out, probed = probed_sls(*line)
+    assert "group one: restored from checkpoint" in out and probed == [], (out, probed)
+    out, probed = probed_sls("restore", "marked", "--store", str(store.path))   # a roll back
+    assert "group one: restored from checkpoint" in out and "resolve" not in probed, (out, probed)
+    assert store.group("one")["running"]
     store.sls("stop", "--store", str(store.path))

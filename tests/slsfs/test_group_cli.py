@@ -103,7 +103,8 @@ def test_run_resume_starts_then_resumes(group_store, group_binaries):
 
 def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries):
     """The issue's crash recovery: `sls mount` (to look at the files), then `sls restore
-    GROUP` hands that mount over to the slsfs daemon, once nothing is open in it."""
+    GROUP` hands that mount over to the slsfs daemon, once nothing is open in it. A group
+    or checkpoint the store does not hold is refused first: a typo keeps the mount."""
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
               str(group_binaries / "atomic_counter"), "counter")
@@ -113,6 +114,11 @@ def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries
 
     store.sls("mount", "--force", str(store.path), str(store.mnt))
     assert counter_value(store) >= floor, "the plain mount shows the checkpoint's files"
+    for typo in (("apq",), ("app", "--at", "nosuch"), ("apq", "--clone")):   # refused before the take-over
+        refused = store.sls("restore", *typo, "--store", str(store.path), check=False)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert ("groups: app" in refused.stderr or "#1 (checkpoint" in refused.stderr), refused.stderr
+        assert counter_value(store) >= floor, f"sls restore {' '.join(typo)} unmounted the plain mount"
     onlooker = subprocess.Popen(["sleep", "60"], cwd=store.mnt)
     try:
         busy = store.sls("restore", "app", "--store", str(store.path), check=False)
