@@ -52,7 +52,6 @@ import json
 import logging
 import os
 import stat
-import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -71,6 +70,7 @@ from .flusher import Flusher
 from .heap import give_back_free_memory_periodically, keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
 from .init_flags import InitRelay
+from .kernel_cache import forget_entry
 from .options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, atime_policy
 from .read_wakeup import interrupting_reads
 from .single_reader import single_reader_session
@@ -102,7 +102,6 @@ _DONE = object()                          # collect: the steps are over
 REQUESTS_FIRST_POLL_S = 0.0005            # collect: how often it looks whether requests still wait
 READAHEAD_KIB = 1024
 CLONE_VOLUME_SEPARATOR = "."              # a clone's volume: `<volume of its mount>.<leaf>`
-FORGET_WAIT_S = 0.5
 _libc = ctypes.CDLL(None, use_errno=True)
 MNT_DETACH = 2                            # umount2 flag (linux/fs.h)
 
@@ -190,27 +189,6 @@ def raise_readahead(mountpoint: str, kib: int = READAHEAD_KIB) -> None:
                 f.write(str(kib))
     except (OSError, ValueError) as exc:
         log.info("read-ahead of %s left as it is: %s", mountpoint, exc)
-
-
-def forget_entry(parent_kino: int, name: bytes) -> None:
-    """Make the kernel forget what it knows of entry `name` in directory `parent_kino`
-    (e.g. that it is absent) and the directory's attributes (its times and link count),
-    after a change it did not see.
-
-    The kernel's invalidation waits while it has a request on that directory pending,
-    and only the serving thread can answer that request: so it runs in a helper thread,
-    waited for at most FORGET_WAIT_S. It takes microseconds when nothing is pending;
-    otherwise it completes once the serving thread has answered."""
-    def forget() -> None:
-        for invalidate in (lambda: pyfuse3.invalidate_entry(parent_kino, name),
-                           lambda: pyfuse3.invalidate_inode(parent_kino, attr_only=True)):
-            try:
-                invalidate()
-            except OSError:             # ENOENT: the kernel knew nothing of it
-                pass
-    helper = threading.Thread(target=forget, name="slsfs-forget-entry", daemon=True)
-    helper.start()
-    helper.join(FORGET_WAIT_S)
 
 
 class MountError(Exception):

@@ -41,6 +41,7 @@ from pyfuse3 import EntryAttributes, FUSEError
 from objectstore import StoreError
 
 from .history import Graft, VFile, VLink
+from .kernel_cache import drop_cached_pages, forget_attributes
 from .schema import BLOCK_SIZE, FIRST_COOKIE, NAME_MAX, Entry
 from .views import MAIN_VIEW, META_VIEW, MetaView, ViewTable, kernel_ino, split_ino
 from .volume import Volume
@@ -58,7 +59,7 @@ FUSE_UNKNOWN_INO = 0xFFFFFFFF   # libfuse's inode number for "not known" (readdi
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
 # Every change of a live tree goes through this mount, so the kernel's cache stays right
 # (the one change it does not make itself, a clone grafted by `sls clone`, invalidates
-# what it changed: filesystem.forget_entry); a long timeout lets a stat or a path walk
+# what it changed: kernel_cache.forget_entry); a long timeout lets a stat or a path walk
 # of an unchanged file be answered by the kernel alone (an application started again
 # minutes later walks the same paths). Bounded only to limit what a missed case costs.
 LIVE_TIMEOUT = 600.0
@@ -75,6 +76,11 @@ class Handle:
     uid: int = 0                     # who opened it: what its writes drop (Volume.drop_privileges)
     gid: int = 0
 
+    @property
+    def direct(self) -> bool:
+        """Opened with O_DIRECT: its reads and writes bypass the kernel's page cache."""
+        return bool(self.flags & os.O_DIRECT)
+
 
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True        # export support: open_by_handle_at, NFS (_dot_lookup)
@@ -90,6 +96,8 @@ class Operations(pyfuse3.Operations):
         self.has_space = has_space
         self.lookups: dict[int, int] = {}
         self.opens: dict[int, int] = {}
+        self.direct_opens: dict[int, int] = {}     # of `opens`, those with O_DIRECT
+        self.direct_written: set[int] = set()   # since their last buffered open (write)
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self.held: set[int] = set()         # kernel inos we hold in the open-refcount table
@@ -248,6 +256,7 @@ class Operations(pyfuse3.Operations):
                 self.lookups[kino] = left
             else:
                 self.lookups.pop(kino, None)
+                self.direct_written.discard(kino)   # its pages went with the kernel's inode
                 self._reclaim(kino)
 
     async def getattr(self, inode, ctx):
@@ -399,12 +408,17 @@ class Operations(pyfuse3.Operations):
     def _open_handle(self, kino: int, flags: int, content: bytes | None = None, ctx=None) -> pyfuse3.FileInfo:
         fh = self._next_fh
         self._next_fh += 1
-        self.handles[fh] = Handle(*split_ino(kino), flags, content,
-                                  *((ctx.uid, ctx.gid) if ctx is not None else ()))
-        self.opens[kino] = self.opens.get(kino, 0) + 1
+        handle = self.handles[fh] = Handle(*split_ino(kino), flags, content,
+                                           *((ctx.uid, ctx.gid) if ctx is not None else ()))
+        _count(self.opens, kino, 1)
+        if handle.direct:
+            _count(self.direct_opens, kino, 1)
         if self.enable_writeback_cache and _writing(flags):
             self.kernel_may_hold_writes = True
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        keep_cache = handle.direct or kino not in self.direct_written
+        if not handle.direct:
+            self.direct_written.discard(kino)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 
     def open_for_writing(self) -> bool:
         """Whether any file handle (a shared mapping included) can still write. Callable
@@ -452,6 +466,8 @@ class Operations(pyfuse3.Operations):
         if handle.flags & os.O_APPEND and not self.enable_writeback_cache:
             off = volume.inode(handle.ino).size
         written = volume.write(handle.ino, off, buf, stamp_times=not self.enable_writeback_cache)
+        if handle.direct:
+            self._after_direct_write(kernel_ino(handle.view, handle.ino))
         if volume.drop_privileges(handle.ino, uid=handle.uid, gid=handle.gid):
             # the kernel keeps the mode it holds after a write it did not send through
             # its cache (O_DIRECT): a stat would still show the set-ID bits
@@ -463,6 +479,22 @@ class Operations(pyfuse3.Operations):
                 log.warning("sealing buffered writes failed, will retry: %s", exc)
         return written
 
+    def _after_direct_write(self, kino: int) -> None:
+        """Pages of `kino` that buffered opens cached may hold what a direct write just
+        replaced. The kernel drops them itself before such a write, and after it unless it
+        was submitted asynchronously (Linux AIO: it replies to io_submit before the write
+        is done); a buffered read of the range while it is in flight caches the old data
+        (xfstests generic/451). So: the next buffered open drops them (no keep_cache), and
+        while buffered handles are open the kernel is told to drop them now, before the
+        write's reply. Files only ever opened with O_DIRECT cost nothing.
+
+        The daemon sees no difference between a direct WRITE and one the writeback cache
+        sends with a direct handle of the file: a buffered write mixed with direct ones
+        while a buffered handle is open costs the bounded wait of drop_cached_pages."""
+        self.direct_written.add(kino)
+        if self.opens.get(kino, 0) > self.direct_opens.get(kino, 0):
+            drop_cached_pages(kino)
+
     async def flush(self, fh):
         # Nothing to do at close: with the writeback cache the kernel has sent the file's
         # pages and times before FLUSH; without it, writes are never held back in the
@@ -472,11 +504,9 @@ class Operations(pyfuse3.Operations):
     async def release(self, fh):
         handle = self.handles.pop(fh)
         kino = kernel_ino(handle.view, handle.ino)
-        left = self.opens.get(kino, 0) - 1
-        if left > 0:
-            self.opens[kino] = left
-        else:
-            self.opens.pop(kino, None)
+        if handle.direct:
+            _count(self.direct_opens, kino, -1)
+        if not _count(self.opens, kino, -1):
             self._reclaim(kino)
 
     async def fsync(self, fh, datasync):
@@ -567,16 +597,6 @@ def representable_time(ns: int) -> int:
     return max(TIME_NS_MIN, min(TIME_NS_MAX, ns))
 
 
-def forget_attributes(kino: int) -> None:
-    """Tell the kernel that the attributes it holds of inode `kino` are stale, after a
-    change it did not make itself; its next stat asks again. Attributes only: the kernel
-    takes no lock for it, so a request handler may call it."""
-    try:
-        pyfuse3.invalidate_inode(kino, attr_only=True)
-    except OSError:                             # ENOENT: the kernel holds nothing of it
-        pass
-
-
 def _absent(timeout: float) -> EntryAttributes:
     """A negative entry the kernel keeps for `timeout` (no LOOKUP for the next open or
     stat of a missing name: programs probe many, e.g. Python's imports). Safe because
@@ -591,6 +611,16 @@ def _absent(timeout: float) -> EntryAttributes:
 
 _ABSENT_LIVE = _absent(LIVE_TIMEOUT)
 _ABSENT_FROZEN = _absent(FROZEN_TIMEOUT)
+
+
+def _count(counts: dict[int, int], key: int, change: int) -> int:
+    """Add `change` to `counts[key]`; the new count (a key at zero is removed)."""
+    left = counts.get(key, 0) + change
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+    return max(left, 0)
 
 
 def _writing(flags: int) -> bool:
