@@ -311,6 +311,7 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
             zombies.append((parent, inj, meta))
             if meta.get("sid") == meta["pid"]:         # version 9: its session and group
                 inj.check(NR["setsid"], what="setsid (a zombie)")
+                stand_ins.note_setsid(inj, meta)        # until it exits, it clones its session's orphans
             elif meta.get("pgid") == meta["pid"]:
                 inj.check(NR["setpgid"], 0, 0, what="setpgid (a zombie)")
             return

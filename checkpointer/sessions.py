@@ -15,7 +15,8 @@ its maker), until the files are made. A process in a session whose leader is in
 the image but whose parent is not in it (an orphan re-parented to a subreaper or the
 namespace's init, as zdtm's session00 makes) is cloned with CLONE_PARENT by a child of
 its parent that is in that session (the leader itself, typically): siblings are made
-session leaders first (`leaders_first`).
+session leaders first (`leaders_first`). A leader that is a zombie of the image (exited,
+not reaped yet) does the same: its stub lives until every process is made.
 
 Simplifications: one session stand-in per session, so members whose parent is outside
 the session must share one parent (others keep their parent's session, with a warning;

@@ -201,16 +201,21 @@ def test_zombies_keep_their_process_groups(procs, store, binaries, tmp_path):
     goes_on_after_a_restore(procs, store, proc, out, "zombies", "the target's zombies", tree=True)
 
 
+@pytest.mark.parametrize("leader", ["alive", "zombie"])
 def test_an_orphan_keeps_its_session_under_the_subreaper_it_was_left_to(procs, store, binaries, tmp_path,
-                                                                         subreaper):
+                                                                         subreaper, leader):
     """A process whose parent exited, re-parented to a subreaper outside its session (zdtm
     session00 under a namespace's init), comes back as that subreaper's child in its own
-    session and group (the target checks getppid, getsid and getpgid)."""
+    session and group (the target checks getppid, getsid and getpgid); so does one whose
+    session leader has exited too, a zombie its parent has not reaped (zdtm session03: it
+    came back in its parent's session, with a warning)."""
     out = tmp_path / "orphan.out"
-    proc = procs.start([str(binaries / "orphan_in_session"), str(out)])
+    proc = procs.start([str(binaries / "orphan_in_session"), str(out)] + (["zombie"] if leader == "zombie" else []))
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the orphan's lines")
     members = children_of(proc.pid)
     assert len(members) == 2       # the session leader and the orphan
+    if leader == "zombie":
+        wait_for(lambda: "Z" in [state_of(pid) for pid in members], "the session leader to exit")
     checkpointer.checkpoint([proc.pid], store, "orphan", tree=True)
     for pid in members:            # first: the orphan would see its parent die
         os.kill(pid, signal.SIGKILL)
@@ -219,3 +224,4 @@ def test_an_orphan_keeps_its_session_under_the_subreaper_it_was_left_to(procs, s
     restored = restored_goes_on(procs, store, "orphan", out)
     root = restored.pids[0]
     assert sorted(ns_pid(p) for p in children_of(root)) == sorted(members)
+    assert not restored.warnings

@@ -1,9 +1,11 @@
-/* An orphan in a session whose leader lives on: usage `orphan_in_session OUTFILE`.
+/* An orphan in a session whose leader lives on: usage `orphan_in_session OUTFILE [zombie]`.
  * The root is a child subreaper. Its child L makes a session (setsid), forks A, which forks
  * B and exits: B is re-parented to the root (the nearest subreaper), and stays in L's
  * session and process group, which its new parent is not in (zdtm session00's DETACH case,
- * as under a namespace's init). Forever, B checks its parent, session and group, appends a
- * line "<n> <pid> ok" to OUTFILE and sleeps 5 ms; a mismatch writes a BAD line and exits 1. */
+ * as under a namespace's init). With `zombie`, L then exits too, never reaped: B's session
+ * and group are led by a zombie (zdtm session03). Forever, B checks its parent, session and
+ * group, appends a line "<n> <pid> ok" to OUTFILE and sleeps 5 ms; a mismatch writes a BAD
+ * line and exits 1. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,7 +17,7 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 2)
+    if (argc < 2)
         return 2;
     int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
     pid_t root = getpid();
@@ -42,6 +44,8 @@ int main(int argc, char **argv)
             }
         }
         wait(NULL);
+        if (argc > 2)
+            _exit(0);               /* L: a zombie, the root never waits */
         for (;;)
             pause();
     }
