@@ -179,7 +179,6 @@ class Collection:
                 moved = 0
                 for at in range(0, len(chunks), 64):
                     moved += packs.move_chunks(number, chunks[at:at + 64], keep)
-                    packs.index_ahead()      # (not all at the seal of the pack they fill)
                     if clock() - mark > self.slice_s:
                         self._lap(mark)
                         yield None

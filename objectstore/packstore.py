@@ -20,7 +20,7 @@ Design notes:
   and one append loop, writing exactly the records `put` would, one at a time.
 - Chunks are lz4-compressed when that saves a sixteenth or more; after one that does
   not, the next is probed on its first 512 bytes before lz4 runs on all of it (runs of
-  incompressible pages cost a small lz4 call each; see _append_chunks). Measured on a
+  incompressible pages cost a small lz4 call each; see _append_records). Measured on a
   Redis checkpoint's pages (2026-11, this 2-core VM; they compress to 32%): lz4 costs
   7-9 us a page, most of put_many's ~13; its acceleration saves little on such pages (it
   only skips faster where nothing matches; 2026-12-01, 20,000 pages of a 10 Hz group,
@@ -34,8 +34,9 @@ Design notes:
   or more unnamed, a segment naming them is appended (no fsync: a lost or torn one only
   means a longer scan), so that opening scans only the few records after it. The active
   pack's records are kept as those index entries too (no object per record: opening a
-  store whose active pack held 500k small records built one each, ~60% of the open),
-  except the newest, not yet encoded (a rollback, GC and a seal encode them).
+  store whose active pack held 500k small records built one each, ~60% of the open):
+  an appended record's entry is encoded as it is appended, and the records a scan found
+  after the prefix index are encoded at the first append (index_ahead).
 - Opening after a crash: sealed packs are read through their index (rebuilt by a
   scan if missing or damaged); the active pack is scanned after its prefix index.
   Damage after the last valid record is a torn tail and is cut; damage followed by
@@ -189,12 +190,12 @@ class PackStore:
         self._active_version = fmt.PACK_VERSION    # of the active pack: its records' checksum
         self._versions: dict[int, int] = {}        # pack number -> version, as learnt (_version)
         self._entries = bytearray()  # index entries of the active pack's first records (index_ahead)
-        self._active_records: list[fmt.RecordInfo] = []  # ... and its records after those
+        self._active_records: list[fmt.RecordInfo] = []  # ... and those a scan found after those
         self._prefix_indexed = 0  # records of the active pack its prefix index names (0: none to append to)
         self._written = 0  # bytes of the active pack on disk
         self._buf = bytearray()
         self._unsynced = False
-        self._probe_first = False  # the last chunk lz4 was tried on did not shrink (_append_chunks)
+        self._probe_first = False  # the last chunk lz4 was tried on did not shrink (_append_records)
         self.appended_bytes = 0  # of records appended since opening (stored sizes: what compression left)
         self._dedup_hits: set[bytes] | None = None  # while a collection runs: see watch_dedup
         self._load()
@@ -335,10 +336,10 @@ class PackStore:
         return fmt.index_from_entries(self.mark(), self._entries)
 
     def index_ahead(self) -> None:
-        """Encode the index entries of the active pack's records appended since the last
-        encoding, which then are kept as entries only. GC calls it between its copies, which
-        fill packs fast: encoded all at once when the pack was sealed, a 64 MiB pack of
-        copied chunks cost one step 36 ms (100k entries)."""
+        """Encode the index entries of the active pack's records not encoded yet (those a
+        scan found when the store was opened, or a rollback decoded), which then are kept
+        as entries only. (Appended records are encoded as they are appended: encoded all at
+        once when the pack was sealed, a 64 MiB pack of GC's copies cost one step 36 ms.)"""
         if self._active_records:
             self._entries += fmt.encode_index_entries(self._active_records)
             self._active_records.clear()
@@ -452,7 +453,7 @@ class PackStore:
         """[put(d, kind) for d in datas] with the same ids and the same records, for a
         fraction of the Python per chunk (the checkpoint's pages): every id is hashed
         first, the new chunks (each distinct one once, in order) are found in one pass
-        over the index and appended by one loop (_append_chunks)."""
+        over the index and appended by one loop (_append_records)."""
         if len(datas) == 1:     # (a run of one page: put's shorter path)
             return [self.put(datas[0], kind)]
         seed = self.seed
@@ -473,7 +474,7 @@ class PackStore:
         if self._dedup_hits is not None:     # the others were in the index already
             self._dedup_hits.update(cid for cid in ids if cid not in new)
         if new:
-            self._append_chunks(kind, new.items(), compress=True)
+            self._append_records(kind, [(cid, 0, len(data), data) for cid, data in new.items()], compress=True)
         return ids
 
     def get(self, cid: bytes) -> bytes:
@@ -599,17 +600,20 @@ class PackStore:
     # -- records ----------------------------------------------------------------
 
     def _append(self, kind: int, cid: bytes, data: bytes, *, compress: bool) -> None:
-        self._append_chunks(kind, ((cid, data),), compress=compress)
+        self._append_records(kind, ((cid, 0, len(data), data),), compress=compress)
 
-    def _append_chunks(self, kind: int, items: Iterable[tuple[bytes, bytes]], *, compress: bool) -> None:
-        """Append one record per (id, content), lz4-compressed (_compressed) when asked
-        and when that pays."""
-        self._append_records(kind, self._compressed(items) if compress
-                             else ((cid, 0, len(data), data) for cid, data in items))
+    def _append_records(self, kind: int, items: Iterable[tuple[bytes, int, int, bytes]], *,
+                        compress: bool = False) -> None:
+        """Append one record per (id, flags, raw_len, payload) to the buffer and index it
+        (its index entry encoded at once, and its location in the chunk index); the buffer
+        is written out whenever it passes _WRITE_AHEAD (between records, as one at a time).
+        `compress`: the payloads are contents (flags 0), stored as their lz4 block when that
+        saves a sixteenth or more (_pays).
 
-    def _compressed(self, items: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, int, int, bytes]]:
-        """(id, flags, raw_len, payload) of each (id, content): the lz4 block of the
-        content when it saves a sixteenth or more (_pays), else the content.
+        The hot loop of every put, one loop for all of a record's work with the names
+        bound locally: a checkpoint's pages went through a generator (the compression), a
+        call (the record) and a RecordInfo (encoded later), ~1 us a page more of the group
+        daemon's ~16 (real Redis pages, this machine).
 
         Cheap rejection of incompressible chunks: after a chunk that lz4 did not shrink
         enough, the next chunk's first _PROBE bytes are compressed first, and if they do
@@ -619,46 +623,32 @@ class PackStore:
         pay nothing. The state carries from call to call, so put_many and puts one at a
         time make the same choices (the cost: a chunk whose start is incompressible but
         whose rest is not, right after an incompressible one, is stored uncompressed)."""
-        lz4_compress, probe = lz4.block.compress, self._probe_first
-        try:
-            for cid, data in items:
-                raw_len = len(data)
-                if raw_len >= 64:
-                    if probe and raw_len > _PROBE and not _pays(lz4_compress(data[:_PROBE], store_size=False),
-                                                                _PROBE):
-                        packed = data           # the probe says lz4 would not pay: not tried
-                    else:
-                        packed = lz4_compress(data, store_size=False)
-                    probe = not _pays(packed, raw_len)
-                    if not probe:
-                        yield cid, fmt.FLAG_LZ4, raw_len, packed
-                        continue
-                yield cid, 0, raw_len, data
-        finally:
-            self._probe_first = probe
-
-    def _append_records(self, kind: int, items: Iterable[tuple[bytes, int, int, bytes]]) -> None:
-        """Append one record per (id, flags, raw_len, payload) to the buffer and index it;
-        the buffer is written out whenever it passes _WRITE_AHEAD (between records, as
-        one at a time). The hot loop of every put (names bound locally)."""
         if self.readonly:
             raise StoreError("the store is open read-only")
         self._unsynced = True
+        self.index_ahead()                  # (the records a scan found come first)
         chunk = kind in (DATA, NODE)
-        records, index, append_record, record_info = self._active_records, self._index, fmt.append_record, fmt.RecordInfo
-        make = tuple.__new__      # RecordInfo(...) runs the NamedTuple's Python __new__: 0.65 us, this 0.16
+        entries, index, append_record, entry = self._entries, self._index, fmt.append_record, fmt.INDEX_ENTRY.pack
+        lz4_compress, probe, flag_lz4 = lz4.block.compress, self._probe_first, fmt.FLAG_LZ4
         max_record = fmt.MAX_RECORD
         buf, version, written = self._buf, self._active_version, self._written
         located = self._active << _PACK_SHIFT | (kind == NODE)    # a location (see _unloc) less offset, length
         start = written + len(buf)
         try:
             for cid, flags, raw_len, payload in items:
-                offset, stored_len = written + len(buf), len(payload)
                 if raw_len > max_record:           # readers take such a record for a damaged one
                     raise StoreError(f"a chunk of {raw_len} bytes is over the {max_record} bytes a record "
                                      "may hold; it was not stored")
+                if compress and raw_len >= 64:
+                    if not (probe and raw_len > _PROBE
+                            and not _pays(lz4_compress(payload[:_PROBE], store_size=False), _PROBE)):
+                        packed = lz4_compress(payload, store_size=False)    # (else the probe says no)
+                        probe = not _pays(packed, raw_len)
+                        if not probe:
+                            flags, payload = flag_lz4, packed
+                offset, stored_len = written + len(buf), len(payload)
                 append_record(buf, kind, flags, raw_len, cid, payload, version)
-                records.append(make(record_info, (offset, kind, flags, stored_len, raw_len, cid)))
+                entries += entry(cid, kind, flags, offset, stored_len, raw_len)
                 if chunk:
                     index[cid] = located | offset << _OFFSET_SHIFT | stored_len << 1
                 else:
@@ -667,6 +657,7 @@ class PackStore:
                     self._write_out()
                     buf, written = self._buf, self._written
         finally:
+            self._probe_first = probe
             self.appended_bytes += self._written + len(self._buf) - start
 
     def append_meta(self, kind: int, payload: bytes) -> None:

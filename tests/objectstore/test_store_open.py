@@ -120,7 +120,7 @@ def _small_packs(store: Store) -> Store:
 def test_every_index_written_names_exactly_its_packs_records(store_dir):
     """The active pack's index entries are encoded once and reused (PackStore._active_index):
     every prefix and sealed index written is still the index of what its pack holds, through
-    rollbacks (also of records already encoded, as GC's index_ahead does), a reopen and new
+    rollbacks (of records encoded as they were appended), a reopen and new
     packs."""
     written: list[tuple[Path, bytes]] = []
     store = _small_packs(Store.init(store_dir))
