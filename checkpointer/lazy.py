@@ -145,6 +145,7 @@ class PageServer:
         self.served: list[int] = []  # host pids handed to the server
         self._unconfirmed = 0  # handed over, the server's "ok" not read yet
         self._frozen = True  # our heap's objects are out of the collector's reach (see start)
+        self.exit_code: int | None = None  # once reaped (as subprocess gives it); not 0: it failed
 
     @classmethod
     def start(cls, image, *, quiescent: bool = False) -> "PageServer":
@@ -170,7 +171,8 @@ class PageServer:
         # stay frozen (never collected) until the server has exited (reap).
         gc.freeze()
         try:
-            pid = _fork(lambda: _serve(theirs, _OnFirstUse(opener)), keep=[theirs], packs=packs)
+            pid = _fork(lambda: _serve(theirs, _OnFirstUse(opener)), keep=[theirs], packs=packs,
+                        log=Path(path) / PAGE_SERVER_LOG)
         except BaseException:
             gc.unfreeze()
             raise
@@ -224,10 +226,12 @@ class PageServer:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                done, _ = os.waitpid(self.pid, os.WNOHANG if deadline is not None else 0)
+                done, status = os.waitpid(self.pid, os.WNOHANG if deadline is not None else 0)
             except ChildProcessError:
-                done = True
+                done, status = True, None
             if done:
+                if status is not None:
+                    self.exit_code = os.waitstatus_to_exitcode(status)
                 if self._frozen:  # nothing shares our heap any more
                     self._frozen = False
                     gc.unfreeze()
@@ -237,17 +241,18 @@ class PageServer:
             time.sleep(0.01)
 
 
-def _fork(body, keep: list[socket.socket], packs: Path | None = None) -> int:
+def _fork(body, keep: list[socket.socket], packs: Path | None = None, log: Path | None = None) -> int:
     """Fork a child that runs `body()` with only `keep` (and stdio, and the pack files
     under `packs`) open, in a session of its own (not killed with the restorer's process
-    group), then exits."""
+    group), then exits; an error it meets is told on its stderr, `log` if that was a pipe
+    (see _leave_waiting_readers)."""
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
         os.setsid()
-        _leave_waiting_readers()
+        _leave_waiting_readers(log)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         with contextlib.suppress(ValueError):
@@ -256,23 +261,35 @@ def _fork(body, keep: list[socket.socket], packs: Path | None = None) -> int:
         body()
         code = 0
     except BaseException as exc:  # noqa: BLE001 - report anything, then exit
-        print(f"sls page server: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} sls page server (pid {os.getpid()}): {exc}",
+                  file=sys.stderr, flush=True)
     finally:
         os._exit(code)
 
 
-def _leave_waiting_readers() -> None:
+PAGE_SERVER_LOG = "page-server.log"   # in the store's directory: a lazy restore's errors, when
+# the restoring command's stderr was a pipe (a daemon's is its log file: they go there)
+
+
+def _leave_waiting_readers(log: Path | None) -> None:
     """In a forked child: stdout on /dev/null (the server prints nothing there), and stderr
-    too when it is a pipe or a socket. A command whose output is read to its end
-    (`out=$(sls restore IMAGE --lazy --detach)`, a subprocess capturing it) would otherwise
-    wait until every page is in: the child held the command's stdio. A terminal or a file
-    (a daemon's log) keeps the child's error messages."""
+    on `log` (appended to; /dev/null if it cannot be opened) when it is a pipe or a socket.
+    A command whose output is read to its end (`out=$(sls restore IMAGE --lazy --detach)`, a
+    subprocess capturing it) would otherwise wait until every page is in: the child held
+    the command's stdio. A terminal or a file (a daemon's log) keeps the child's messages,
+    and so does `log`: a server that fails while serving (a corrupt chunk) kills the
+    processes it serves, and the user must be able to read why."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):          # (a log that cannot be opened: /dev/null)
             if stat.S_ISFIFO(os.fstat(2).st_mode) or stat.S_ISSOCK(os.fstat(2).st_mode):
                 os.dup2(devnull, 2)
+                if log is not None:                 # owner only: it may name the image's files
+                    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    os.dup2(fd, 2)
+                    os.close(fd)
     finally:
         os.close(devnull)
 

@@ -562,7 +562,12 @@ class Daemon:
         while not server.reap(0):
             await trio.sleep(0.01)
         self.pages_coming.pop(name).set()
-        log.info("group %s: every page of its lazy restore is in", name)
+        if server.exit_code:                     # (its own message is above: our stderr is this log)
+            log.error("group %s: the page server of its lazy restore failed (exit status %s): the "
+                      "processes it served were killed; `sls restore %s` again (with a corrupt chunk, "
+                      "`sls fsck` names it, and --at an older checkpoint avoids it)", name, server.exit_code, name)
+        else:
+            log.info("group %s: every page of its lazy restore is in", name)
 
     async def _prepare_root(self, root: str) -> None:
         if root not in self.roots:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -167,3 +168,42 @@ def test_checkpoint_refuses_at_once_a_pid_no_checkpoint_could_take(cli_store, pr
         assert done.returncode != 0 and reason in done.stderr, (pid, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert json.loads(sls("ps", "--store", cli_store, "--json").stdout)["images"] == []
+
+
+RANDOM_HEAP = """
+import random, sys, time
+heap = bytearray(random.Random(7).randbytes(16 << 20))   # random: stored as it is (lz4 cannot shrink it)
+open(sys.argv[1], "w").close()
+time.sleep(600)
+"""
+
+
+def test_a_lazy_restores_page_server_tells_its_error_in_the_stores_log(procs, cli_store, tmp_path, subreaper):
+    """`sls restore IMAGE --lazy --detach` with its stderr a pipe (read to its end): the
+    page server, still serving after the command returned, meets a corrupt chunk; why it
+    failed is in STORE/page-server.log (it was sent to /dev/null with the pipe), and the
+    processes it served are killed, never run on missing memory."""
+    ready = tmp_path / "ready"
+    proc = procs.start([sys.executable, "-c", RANDOM_HEAP, str(ready)])
+    wait_for(ready.exists, "the target's heap")
+    assert sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "heap").returncode == 0
+    procs.kill(proc)
+    marker = random.Random(7).randbytes(16 << 20)[12 << 20:(12 << 20) + 64]    # a page near the heap's end
+    [(pack, offset)] = [(pack, at) for pack in Path(cli_store, "packs").glob("*.pack")
+                        if (at := pack.read_bytes().find(marker)) >= 0]
+    with open(pack, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes([marker[0] ^ 0xFF]))
+    done = sls("restore", "heap", "--store", cli_store, "--detach", "--lazy", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    try:
+        log = Path(cli_store) / "page-server.log"
+        wait_for(lambda: log.exists() and "sls page server" in log.read_text(), "the page server's error in its log")
+        assert "corrupt" in log.read_text() or "checksum" in log.read_text(), log.read_text()
+        wait_for(lambda: not Path(f"/proc/{doc['pids'][0]}/maps").exists() or
+                 Path(f"/proc/{doc['pids'][0]}/maps").read_text() == "", "the served process to be killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(doc["ns_init"], signal.SIGKILL)
+        subreaper([doc["launcher"]])

@@ -75,5 +75,8 @@ def test_a_group_whose_page_server_dies_is_killed_and_restores_again(group_store
     os.kill(server, signal.SIGKILL)
     wait_for(lambda: not store.group("lazy")["running"], "the page guard to kill the group")
     _assert_unbroken(store)      # it never ran on zeros
+    daemon_log = store.path / "daemon.log"     # says so, not that its pages were all in
+    wait_for(lambda: "the page server of its lazy restore failed" in daemon_log.read_text(), "the failure logged")
+    assert ALL_IN not in daemon_log.read_text()
     _restore_and_run_on(store)   # the checkpoint is intact
     store.sls("stop", "--store", str(store.path))
