@@ -105,22 +105,26 @@ class Frozen:
         # the tracer (real-time) and the stopped tasks share one CPU until the thaw
         self.pinning = Pinning(realtime=True)
 
-    def _stop_threads(self, pid: int, tids: list[int]) -> None:
+    def _stop_threads(self, pid: int, tids: list[int], outside_vfork: set[int]) -> None:
         """Seize and interrupt every thread, then wait for each to stop: the threads stop
         in parallel rather than one round trip after the other. Every thread seized is
-        waited for, even when seizing a later one fails."""
+        waited for, even when seizing a later one fails. `outside_vfork`: threads just
+        seen in another state than D, which a vfork() parent waits in (see `_seize`)."""
         seized: list[int] = []
         try:
             for tid in tids:
-                if self._seize(pid, tid):
+                if self._seize(pid, tid, tid not in outside_vfork):
                     seized.append(tid)
         finally:
             for tid in seized:
                 self._wait_stopped(pid, tid)
 
-    def _seize(self, pid: int, tid: int) -> bool:
-        """PTRACE_SEIZE + PTRACE_INTERRUPT; False if the thread exited before that."""
-        if _in_vfork(tid) and not _vfork_ends(tid):
+    def _seize(self, pid: int, tid: int, may_be_in_vfork: bool = True) -> bool:
+        """PTRACE_SEIZE + PTRACE_INTERRUPT; False if the thread exited before that. A thread
+        inside vfork() is refused first, unless `may_be_in_vfork` is False (its state was
+        just read, and was not D: its wchan is not read again; one that entered vfork()
+        since is found by `_next_status`, as one entering it after the wchan read is)."""
+        if may_be_in_vfork and _in_vfork(tid) and not _vfork_ends(tid):
             raise CheckpointError(f"process {pid} is inside vfork(), waiting for its child to exec or exit "
                                   "(it could not stop until then); try again")
         thread = FrozenThread(tid, Regs(), 0)
@@ -170,20 +174,25 @@ class Frozen:
         job-control stop, which only ends for all threads at once)."""
         if pid in self.processes:
             return self.processes[pid]
-        if not os.path.exists(f"/proc/{pid}"):
-            raise ProcessGone(pid, "no such process")
-        if procfs.stat_fields(pid)[2] == "Z":
+        try:
+            state = procfs.stat_fields(pid)[2]
+        except ProcessGone:
+            raise ProcessGone(pid, "no such process") from None
+        if state == "Z":
             _refuse_exited_leader(pid)
             raise CheckpointError(f"process {pid} is a zombie (it has exited); nothing to checkpoint")
         proc = self.processes[pid] = FrozenProcess(pid, {})
         seen: set[int] = set()
         while True:
-            current = {pid} if main_only and not proc.stopped else set(procfs.tids(pid))
+            every = not main_only or proc.stopped
+            current = set(procfs.tids(pid)) if every else {pid}
             new = current - seen
             if not new:
                 break
-            self._stop_threads(pid, sorted(new))
+            self._stop_threads(pid, sorted(new), outside_vfork=set() if seen or state == "D" else {pid})
             seen |= current
+            if every and procfs.thread_count(pid) == len(proc.threads):
+                break   # as many threads as we hold stopped (those cannot make more): no new one
         if pid not in proc.threads:
             raise ProcessGone(pid)
         if proc.stopped:
@@ -216,7 +225,7 @@ class Frozen:
         """Freeze pid and all its descendants (zombies are only recorded), until no new one appears."""
         self.add(pid)
         while True:
-            found = [c for p in list(self.processes) for c in procfs.children(p)
+            found = [c for p, proc in list(self.processes.items()) for c in procfs.children(p, proc.threads)
                      if c not in self.processes and c not in self.zombies]
             if not found:
                 return
