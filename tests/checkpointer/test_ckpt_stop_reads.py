@@ -1,11 +1,13 @@
 """What the stop no longer reads, because it cannot have changed: each shortcut with the
 case that would catch it stale. A process's thread count (one stat of /proc/PID/task) stands
-for a second listing of its threads."""
+for a second listing of its threads; a seccomp mode of 0 in the main thread's status
+(read while frozen) for asking the kernel for its filters."""
 from __future__ import annotations
 
 import os
 
-from checkpointer import freeze, procfs
+from checkpointer import freeze, load_image, procfs
+from checkpointer.incremental import Incremental
 from ckpt_helpers import ok_lines, wait_for
 
 
@@ -37,3 +39,41 @@ def test_a_thread_made_while_its_process_is_being_frozen_is_frozen_too(procs, bi
     made = len(ok_lines(out))
     wait_for(lambda: len(ok_lines(out)) > made, "the target to make threads after the thaws")
 
+
+def test_a_seccomp_filter_installed_between_two_checkpoints_is_in_the_second(procs, store, tmp_path):
+    """The first checkpoint sees no filter (the status's Seccomp: 0, the kernel not asked);
+    the process then installs one: the next checkpoint reads the status anew and records it."""
+    out = tmp_path / "filter.out"
+    go = tmp_path / "go"
+    script = f"""
+import ctypes, os, pathlib, struct, sys, time
+out = open({str(out)!r}, "w")
+print("ok waiting", file=out, flush=True)
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.01)
+libc = ctypes.CDLL(None, use_errno=True)
+allow = struct.pack("HBBI", 0x06, 0, 0, 0x7fff0000)          # BPF_RET | BPF_K: SECCOMP_RET_ALLOW
+prog = ctypes.create_string_buffer(allow)
+fprog = struct.pack("HxxxxxxQ", 1, ctypes.addressof(prog))
+buf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                       # PR_SET_NO_NEW_PRIVS
+assert libc.syscall(317, 1, 0, buf) == 0, ctypes.get_errno()  # seccomp(SECCOMP_SET_MODE_FILTER)
+print("ok filtered", file=out, flush=True)
+while True:
+    time.sleep(0.01)
+"""
+    proc = procs.start([os.sys.executable, "-c", script])
+    wait_for(lambda: out.exists() and ok_lines(out), "the target to start")
+    inc = Incremental()
+    try:
+        filters = []
+        for round_ in range(2):
+            with freeze([proc.pid]) as frozen:
+                root = inc.capture(frozen, store)
+            filters.append(load_image(store, root).processes[0]["seccomp"]["filters"])
+            if round_ == 0:
+                go.touch()
+                wait_for(lambda: len(ok_lines(out)) >= 2, "the target to install its filter")
+    finally:
+        inc.close()
+    assert filters[0] == [] and len(filters[1]) == 1, filters
