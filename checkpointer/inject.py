@@ -23,7 +23,7 @@ import os
 import signal
 import struct
 
-from . import kernel
+from . import kernel, procfs
 from .errors import CheckpointError, ProcessGone
 from .kernel import Regs
 
@@ -41,16 +41,16 @@ class Injector:
         self.scratch = scratch
         self.scratch_size = scratch_size
         self.children: list[int] = []
-        self._base = kernel.get_regs(tid)
+        self._base: Regs | None = None   # the registers calls start from: read at the first call
         try:
-            self._mem = os.open(f"/proc/{tid}/mem", os.O_RDWR)
+            self._mem, self._owns_mem = procfs.open_memory(tid, write=True)
         except FileNotFoundError as exc:
             raise ProcessGone(tid) from exc
 
     def close(self) -> None:
-        if self._mem >= 0:
+        if self._mem >= 0 and self._owns_mem:
             os.close(self._mem)
-            self._mem = -1
+        self._mem = -1
 
     # memory -----------------------------------------------------------------
     def read(self, addr: int, size: int) -> bytes:
@@ -77,6 +77,8 @@ class Injector:
     # syscalls ---------------------------------------------------------------
     def call(self, nr: int, *args: int) -> int:
         """Run one syscall in the task; returns the raw result (negative = -errno)."""
+        if self._base is None:    # (a batch run from a mapping makes no call: no read)
+            self._base = kernel.get_regs(self.tid)
         regs = self._base.copy()
         regs.rip, regs.rax, regs.orig_rax = self.syscall_addr, nr, 0xFFFFFFFFFFFFFFFF
         for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):

@@ -77,13 +77,30 @@ def read_file(path: str, dir_fd: int | None = None) -> bytes:
 
 
 def read_memory(pid: int, address: int, size: int) -> bytes:
-    """Up to `size` bytes of a process's memory at `address` (/proc/PID/mem: open, pread,
-    close; a buffered open() adds an fstat and a seek to those)."""
-    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    """Up to `size` bytes of a process's memory at `address` (/proc/PID/mem: a pread, with
+    an open and a close outside a freeze window; a buffered open() adds an fstat and a
+    seek to those)."""
+    fd, ours = open_memory(pid)
     try:
         return os.pread(fd, size, address)
     finally:
-        os.close(fd)
+        if ours:
+            os.close(fd)
+
+
+def open_memory(pid: int, write: bool = False) -> tuple[int, bool]:
+    """An fd of /proc/PID/mem (of task `pid`) and whether the caller is to close it. Inside
+    a freeze window, one read-write fd per task, kept until the window ends: a stop reads
+    and writes a process's memory three times or more (the vdso's syscall check, the
+    injection page's cookie, each injector), and each open and close costs more than the
+    pread itself. A frozen task cannot exec, so the fd stays that of its memory. Outside
+    one, a new fd (`write`: read-write). OSError as os.open raises it."""
+    cache = window_cache()
+    if cache is None:
+        return os.open(f"/proc/{pid}/mem", (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC), True
+    if ("mem", pid) not in cache:
+        cache[("mem", pid)] = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+    return cache[("mem", pid)], False
 
 
 def _read(pid: int, name: str, mode: str = "r") -> str | bytes:
@@ -99,14 +116,15 @@ _local = threading.local()
 
 @contextmanager
 def window() -> Iterator[None]:
-    """Read what frozen processes cannot change once, until the block ends (this thread)."""
+    """Read what frozen processes cannot change once, until the block ends (this thread);
+    the fds kept meanwhile (`pagemap`, `open_memory`) are closed then."""
     outer = getattr(_local, "cache", None)
     _local.cache = {}
     try:
         yield
     finally:
         for key, value in _local.cache.items():
-            if key[0] == "pagemap":
+            if key[0] in ("pagemap", "mem"):
                 os.close(value)
         _local.cache = outer
 

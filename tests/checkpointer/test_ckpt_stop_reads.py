@@ -77,3 +77,33 @@ while True:
     finally:
         inc.close()
     assert filters[0] == [] and len(filters[1]) == 1, filters
+
+
+def _memory_fds(pid: int) -> list[str]:
+    """Our fds open on the memory of process `pid`."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == f"/proc/{pid}/mem":
+                found.append(fd)
+        except OSError:
+            continue
+    return found
+
+
+def test_the_memory_fd_a_stop_keeps_open_is_closed_with_its_window(procs, store, binaries, tmp_path):
+    """Inside a freeze window one /proc/PID/mem fd serves every read and injection of a
+    task (procfs.open_memory); the window's end closes it: none is left after a checkpoint,
+    and none is open between two."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out), "8"])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 5, "the counter to run")
+    inc = Incremental()
+    try:
+        for _ in range(2):
+            with freeze([proc.pid]) as frozen:
+                inc.capture(frozen, store)
+                assert len(_memory_fds(proc.pid)) == 1      # one, for the vdso check and the injections
+            assert _memory_fds(proc.pid) == []
+    finally:
+        inc.close()
