@@ -139,10 +139,6 @@ def _ioctl(fd: int, request: int, buf: ctypes.Array, what: str) -> int:
         raise
 
 
-def _signature(vma: procfs.Vma) -> tuple:
-    return (vma.start, vma.end, vma.perms, vma.offset, vma.path)
-
-
 def _trackable(vma: procfs.Vma) -> bool:
     return not vma.shared and "w" in vma.perms and vma_kind(vma) in ("anon", "file")
 
@@ -186,7 +182,7 @@ def _split(ranges: procfs.PageRanges, vmas: list[procfs.Vma]) -> dict[tuple, pro
         part = ranges[first:bisect.bisect_left(starts, vma.end)]
         if part and (part[0][0] < vma.start or part[-1][1] > vma.end):
             part = [(max(start, vma.start), min(end, vma.end)) for start, end in part]
-        result[_signature(vma)] = part
+        result[vma.signature] = part
     return result
 
 
@@ -203,6 +199,7 @@ class DirtyTracker:
         self.precopied: dict[tuple, list[tuple[int, bytes]]] = {}   # VMA signature -> runs copied before the freeze
         self.scanned: dict[tuple, procfs.PageRanges] = {}   # VMA signature -> pages written (scan_runs)
         self._scanning: tuple[SharedScan, list[procfs.Vma]] | None = None   # a scan_runs still going on, its mappings
+        self._probe = (ctypes.c_uint64 * 3)(_PROBE_ADDRESS, kernel.PAGE_SIZE, 0)   # same_memory's, made once
 
     def precopy(self, buffers: CopyBuffer | None = None) -> int:
         """The process running: copy the pages of each tracked mapping written since the
@@ -226,7 +223,7 @@ class DirtyTracker:
         scanned: list[tuple[tuple, procfs.Vma, procfs.PageRanges]] = []
         with procfs.pagemap(self.pid) as pagemap:
             for vma in vmas:
-                sig = _signature(vma)
+                sig = vma.signature
                 if sig not in self.armed:
                     continue
                 try:
@@ -264,16 +261,16 @@ class DirtyTracker:
         spans: list[tuple[int, int, list[procfs.Vma]]] = []   # (start, end, tracked mappings still tracked)
         with procfs.pagemap(self.pid) as pagemap:
             for span in self._spans(vmas):
-                tracked = [vma for vma in span if _signature(vma) in self.armed]
+                tracked = [vma for vma in span if vma.signature in self.armed]
                 start, end = tracked[0].start, tracked[-1].end
                 try:
                     untracked = procfs.page_ranges(pagemap, start, end, procfs.PAGE_IS_WPALLOWED,
                                                    inverted=procfs.PAGE_IS_WPALLOWED, regions=self._regions)
                 except OSError as exc:
                     raise CheckpointError(f"PAGEMAP_SCAN of process {self.pid} failed: {exc.strerror}") from None
-                lost = {_signature(vma) for vma in tracked if _meets(vma, untracked)}
+                lost = {vma.signature for vma in tracked if _meets(vma, untracked)}
                 self.armed -= lost
-                spans.append((start, end, [vma for vma in tracked if _signature(vma) not in lost]))
+                spans.append((start, end, [vma for vma in tracked if vma.signature not in lost]))
             kept = [vma for _, _, tracked in spans for vma in tracked]
             if cpus and sum(vma.end - vma.start for vma in kept) >= SHARED_SCAN_BYTES:
                 scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, cpus)
@@ -314,7 +311,7 @@ class DirtyTracker:
         where memory is not tracked walks its page tables: ~1.3 ms per GiB)."""
         spans: list[list[procfs.Vma]] = [[]]
         for vma in vmas:
-            sig = _signature(vma)
+            sig = vma.signature
             if sig in self.armed:
                 spans[-1].append(vma)
             elif sig in self.shared_armed or vma.end - vma.start >= SPAN_BREAK_BYTES:
@@ -325,7 +322,7 @@ class DirtyTracker:
 
     def select(self, vma: procfs.Vma) -> tuple[bool, procfs.PageRanges | None]:
         """(whole, ranges): the pages of this VMA to store now; whole = the VMA is new or changed."""
-        sig = _signature(vma)
+        sig = vma.signature
         if (written := self._scanned().pop(sig, None)) is not None:
             return False, written
         if sig in self.armed:
@@ -372,7 +369,7 @@ class DirtyTracker:
     def written_shared(self, vma: procfs.Vma) -> list[int] | None:
         """The pages of a shared memory mapping written since the last scan (re-protected);
         None if it is not write-protected (new, changed, or not writable)."""
-        sig = _signature(vma)
+        sig = vma.signature
         if sig in self.shared_armed:
             try:
                 return [page for start, end in self._written(vma) for page in range(start, end, kernel.PAGE_SIZE)]
@@ -398,7 +395,7 @@ class DirtyTracker:
                     self._protect(vma)
                 except CheckpointError:
                     continue
-                self.armed.add(_signature(vma))
+                self.armed.add(vma.signature)
         return self._copy_ahead(vmas, lambda _, vma: procfs.dirty_ranges(self.pid, vma))
 
     def arm(self, proc: FrozenProcess, vmas: list[procfs.Vma]) -> None:
@@ -408,14 +405,14 @@ class DirtyTracker:
         if self.uffd is None:
             self.uffd = self._open_uffd(proc)
         for vma in vmas:
-            sig = _signature(vma)
+            sig = vma.signature
             if _trackable(vma) and sig not in self.armed:
                 self._protect(vma)
                 self.armed.add(sig)
             elif "w" in vma.perms and shared_memory.followed(vma) and sig not in self.shared_armed:
                 self._protect(vma)
                 self.shared_armed.add(sig)
-        current = {_signature(v) for v in vmas}
+        current = {v.signature for v in vmas}
         self.armed &= current
         self.shared_armed &= current
         self.seen = current
@@ -447,8 +444,7 @@ class DirtyTracker:
         does, that page is merely stored once more."""
         if self.uffd is None:
             return True
-        probe = (ctypes.c_uint64 * 3)(_PROBE_ADDRESS, kernel.PAGE_SIZE, 0)
-        return uffd.raw_ioctl(self.uffd, UFFDIO_WRITEPROTECT, probe) == 0 or ctypes.get_errno() != errno.ESRCH
+        return uffd.raw_ioctl(self.uffd, UFFDIO_WRITEPROTECT, self._probe) == 0 or ctypes.get_errno() != errno.ESRCH
 
     def close(self) -> None:
         self.cancel_scan()
@@ -603,16 +599,16 @@ class Incremental:
                 self.trackers[pid] = tracker or DirtyTracker(pid)
                 clear(ns_pids[pid], 0, ALL_ADDRESSES)
                 continue
-            for start, end, *_ in tracker.seen - {_signature(v) for v in procfs.maps(pid)}:
+            for start, end, *_ in tracker.seen - {v.signature for v in procfs.maps(pid)}:
                 clear(ns_pids[pid], start, end)
             tracker.scan_runs(procfs.maps(pid), copier.other_cpus(frozen.pinning))
         self._close_prearmed()      # of processes not in this freeze
-        self.shared.scan(self.trackers, _signature)
+        self.shared.scan(self.trackers)
 
         def select(pid: int, vma: procfs.Vma) -> procfs.PageRanges | None:
             tracker = self.trackers[pid]
             whole, ranges = tracker.select(vma)
-            runs = tracker.precopied.pop(_signature(vma), ())
+            runs = tracker.precopied.pop(vma.signature, ())
             if whole:
                 clear(ns_pids[pid], vma.start, vma.end)
             elif runs:

@@ -120,8 +120,10 @@ def served_ranges(meta: dict) -> list[tuple[int, int]]:
 
 
 def check_served(pid: int) -> None:
-    """Raise CheckpointError if `pid` is a lazily restored process whose pages are not all in."""
-    mark = MARK_DIR / str(pid)
+    """Raise CheckpointError if `pid` is a lazily restored process whose pages are not all in.
+    (Every process, every stop: its mark's path is a plain string, not a Path, whose
+    joining cost more than the open.)"""
+    mark = f"{MARK_DIR}/{pid}"
     try:
         fd = os.open(mark, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

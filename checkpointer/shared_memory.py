@@ -85,7 +85,7 @@ class SharedMemoryTracking:
         self._outside: set[int] = set()   # processes forked from captured ones, not captured
         self.pieces_read = 0        # by the last window: read again, or in a whole read
 
-    def scan(self, trackers: dict[int, "DirtyTracker"], signature: Callable[[procfs.Vma], tuple]) -> None:
+    def scan(self, trackers: dict[int, "DirtyTracker"]) -> None:
         """At the start of a freeze window: what each followed object's mappings wrote."""
         if self._window is not None:    # the last window failed after its scan
             self._last.clear()
@@ -95,8 +95,7 @@ class SharedMemoryTracking:
                 if not followed(vma):
                     continue
                 seen = self._window.setdefault((vma.inode, vma.path), _Seen())
-                sig = signature(vma)
-                seen.mappings.add((pid, sig))
+                seen.mappings.add((pid, vma.signature))
                 pages = tracker.written_shared(vma)
                 if pages is None:
                     seen.unprotected |= "w" in vma.perms
