@@ -60,8 +60,8 @@ import trio
 from mount.filesystem import DRAIN_TIMEOUT_S, kernel_requests_waiting
 from objectstore import ChunkId, Store
 
-from checkpointer import CheckpointError, ProcessGone, freeze
-from checkpointer.freeze import Frozen, exiting
+from checkpointer import CheckpointError, freeze
+from checkpointer.freeze import Frozen
 from checkpointer.image import ImageWriter, StoredImage
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.incremental import Incremental
@@ -259,7 +259,7 @@ def take(members: list[Member], seal: Seal) -> list[Captured]:
                         _blaming(index, capture.in_stop, group)
                     with phase("alive_checks"):
                         for index, group in enumerate(frozen):
-                            _blaming(index, _check_alive, group)
+                            _blaming(index, group.check_alive)
                 except BaseException:
                     wait([sealing])      # never thaw with the seal still in flight
                     raise
@@ -296,16 +296,6 @@ def _blaming(index: int, step: Callable[..., Any], *args: Any) -> Any:
         if index == 0:
             raise
         raise PartnerFailed(index, exc) from exc
-
-
-def _check_alive(frozen: Frozen) -> None:
-    """Raise ProcessGone if a frozen process has exited or is on its way out (a SIGKILL
-    reached it: a ptrace stop does not hold one off): what was read from a dying process
-    (its fds, say) is not the process's state. One read of its stat and status files
-    (freeze.exiting), the last thing of the stop."""
-    for pid in frozen.processes:
-        if exiting(pid):
-            raise ProcessGone(pid, "it was killed while being captured")
 
 
 class _GroupCapture:
