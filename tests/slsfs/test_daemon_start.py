@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from group_helpers import wait_for
+from slsfs.daemon_priority import AUTOGROUP_NICE
 
 
 def _store_processes(store) -> set[int]:
@@ -123,3 +124,30 @@ def test_a_resume_and_a_roll_back_leave_the_store_to_the_daemon(group_store, tmp
     assert "group one: restored from checkpoint" in out and "resolve" not in probed, (out, probed)
     assert store.group("one")["running"]
     store.sls("stop", "--store", str(store.path))
+
+
+FORK_AND_WAIT = """
+import sys
+from slsfs import daemon_start
+early = daemon_start.DaemonStart()       # forked now: it imports the daemon, then waits for its store
+print(early.pid, flush=True)
+sys.stdin.read()                         # until the test has looked
+daemon_start.end_unstarted()             # killed and reaped, as by a command that did not start it
+"""
+
+
+def test_the_daemon_to_be_imports_at_the_daemons_raised_share():
+    """The fork that `sls restore` and `sls run` make first (slsfs.daemon_start) raises its
+    session's share (slsfs.daemon_priority) before it imports the daemon, not once started:
+    on a busy machine its ~150 ms of imports waited 0.5-1.5 s for a CPU at one session's
+    share, the longest wait of a restore after a crash."""
+    command = subprocess.Popen([sys.executable, "-c", FORK_AND_WAIT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        fork = int(command.stdout.readline())
+        wait_for(lambda: Path(f"/proc/{fork}/autogroup").read_text().split()[-1] == str(AUTOGROUP_NICE),
+                 "the fork's session to get the daemon's share", timeout=10)
+        assert os.getsid(fork) == fork
+    finally:
+        command.communicate("", timeout=60)
+    assert command.returncode == 0
