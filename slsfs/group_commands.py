@@ -417,6 +417,8 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
     running daemon resolves `name` before it is stopped, and with none running the daemon
     started (which opens the store anyway) refuses a group or checkpoint it does not find
     before it mounts anything."""
+    if mountpoint:
+        _refuse_another_stores_mount(store, mountpoint)
     if status is not None:
         named = ask(store, "resolve_group", group=name, at=at, checkpoint_names=True)   # refuse before stopping
         name, at = named["group"], named.get("at", at)
@@ -432,6 +434,18 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
                                                      else []))
               or daemon_status(store) or {"groups": []})
     return _restored_group(store, status, name)
+
+
+def _refuse_another_stores_mount(store: str, mountpoint: str) -> None:
+    """Refuse a mount point where another store is mounted before anything is done: the
+    daemon refuses it too, but only after its restore reset the volume, and a running
+    daemon (with its groups) would have been stopped already."""
+    target = os.path.realpath(mountpoint)
+    other = next((m.store for m in slsfs_mounts() if m.mountpoint == target
+                  and os.path.realpath(m.store) != os.path.realpath(store)), None)
+    if other is not None:
+        raise CommandError(f"{mountpoint} is a mount of another store ({other}); unmount it, or give "
+                           "another mount point (--mountpoint DIR)")
 
 
 def _restored_group(store: str, status: dict, name: str) -> dict:

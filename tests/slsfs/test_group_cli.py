@@ -55,6 +55,16 @@ def test_run_ps_checkpoint_barrier_rollback(group_store, group_binaries):
     err = store.sls("restore", "nosuch", "--store", str(store.path), check=False)
     assert err.returncode == 1 and "no persistence group 'nosuch'" in err.stderr
     assert store.group("app")["running"], "a refused restore must leave the running group alone"
+    other, other_mnt = store.path.with_name("other"), store.path.with_name("other.mnt")
+    store.sls("init", str(other))
+    other_mnt.mkdir()
+    store.sls("mount", str(other), str(other_mnt))
+    try:                                       # a mount point where another store is mounted
+        err = store.sls("restore", "app", "--store", str(store.path), "--mountpoint", str(other_mnt), check=False)
+    finally:
+        store.sls("umount", str(other_mnt))
+    assert err.returncode == 1 and "is a mount of another store" in err.stderr, err.stderr
+    assert store.group("app")["running"], "a restore refused for its mount point stopped the running group"
     store.sls("stop", "--store", str(store.path))
     assert "no daemon" in store.sls("ps", "--store", str(store.path)).stdout
 
