@@ -223,7 +223,9 @@ class Operations(pyfuse3.Operations):
         entry = view.lookup(parent, name)
         if entry is None:
             return _ABSENT_FROZEN if view.readonly else _ABSENT_LIVE
-        return self._entry(self._entry_ino(view, entry))
+        attrs = self._entry(self._entry_ino(view, entry))
+        _note_if_directory(view, entry, parent, attrs)
+        return attrs
 
     def _dot_lookup(self, kino: int, name: bytes) -> int:
         """The kernel decoding a file handle (open_by_handle_at, an NFS export) of an inode
@@ -560,24 +562,40 @@ class Operations(pyfuse3.Operations):
                 kino = kernel_ino(index, self.views[index].root_ino)
             else:
                 kino = kernel_ino(handle.view, entry.ino)
-            if not pyfuse3.readdir_reply(token, name, self.attrs(kino), cookie + 1):
+            attrs = self.attrs(kino)
+            if not pyfuse3.readdir_reply(token, name, attrs, cookie + 1):
                 return
+            _note_if_directory(view, entry, handle.ino, attrs)
             self.lookups[kino] = self.lookups.get(kino, 0) + 1
 
     def _dot_entries(self, token, kino: int, start_id: int) -> bool:
         """"." and ".." first in every listing (offsets 1 and 2: entries' cookies start at
         schema.FIRST_COOKIE), as ls -a, find and xfstests (generic/401, 471) expect; False
         if the kernel's buffer is full. The kernel takes no lookup reference for them. The
-        inode number of ".." is not kept (directories do not record their parent): the
-        root's is its own, others' FUSE_UNKNOWN_INO, as libfuse gives when it does not know."""
+        inode number of ".." is the parent's when known without a walk (Volume.known_parent:
+        the kernel reaches a directory through a lookup or a listing of its parent, which
+        note it), else FUSE_UNKNOWN_INO, as libfuse gives when it does not know (the root of
+        a clone or of a `.sls` tree, whose parent is in another view)."""
         if start_id < 1 and not pyfuse3.readdir_reply(token, b".", self.attrs(kino), 1):
             return False
         if start_id < 2:
             parent = self.attrs(kino)
-            parent.st_ino = kino if kino == pyfuse3.ROOT_INODE else FUSE_UNKNOWN_INO
+            parent.st_ino = self._known_parent(kino)
             if not pyfuse3.readdir_reply(token, b"..", parent, 2):
                 return False
         return True
+
+    def _known_parent(self, kino: int) -> int:
+        """The kernel inode of the directory holding directory `kino`, or FUSE_UNKNOWN_INO."""
+        if kino == pyfuse3.ROOT_INODE:
+            return kino
+        index, local = split_ino(kino)
+        view = self.views[index]
+        if isinstance(view, Volume) and local != view.root_ino:
+            parent = view.known_parent(local)
+            if parent is not None:
+                return kernel_ino(index, parent)
+        return FUSE_UNKNOWN_INO
 
     async def releasedir(self, fh):
         self.handles.pop(fh, None)
@@ -611,6 +629,12 @@ def _absent(timeout: float) -> EntryAttributes:
 
 _ABSENT_LIVE = _absent(LIVE_TIMEOUT)
 _ABSENT_FROZEN = _absent(FROZEN_TIMEOUT)
+
+
+def _note_if_directory(view: Volume, entry: Entry, parent: int, attrs: EntryAttributes) -> None:
+    """Tell `view` that `parent` holds `entry` if it is one of its directories (Volume.parent_of)."""
+    if entry.volume is None and stat.S_ISDIR(attrs.st_mode):
+        view.note_parent(entry.ino, parent)
 
 
 def _count(counts: dict[int, int], key: int, change: int) -> int:

@@ -122,6 +122,8 @@ class Volume:
         self._allocated: dict[int, int] = {}       # ino -> allocated_bytes, while nothing is buffered
         self._no_xattrs: set[int] = set()          # inodes known to have no xattr (see getxattr)
         self._unsealed_orphans: set[int] = set()   # orphan keys that seal() writes (see _note_links)
+        self._parents: dict[int, int] = {}         # directory -> the directory holding it (parent_of)
+        self._parents_walked = False               # _parents has every directory that held entries
         self.buffered_bytes = 0
         self.changed = False          # anything not yet sealed into the Tree / committed
 
@@ -212,13 +214,45 @@ class Volume:
         return "/" + "/".join(reversed(parts))
 
     def parent_of(self, directory: int) -> int | None:
-        """The directory holding `directory`'s one name (None: it has none). Directories do
-        not record their parent, so this walks every entry: only for the kernel reconnecting
-        a directory it had forgotten (a file handle's decoding: open_by_handle_at, an NFS
-        export), which asks for ".." once per forgotten level."""
+        """The directory holding `directory`'s one name (None: it has none), for the kernel
+        reconnecting a directory it had forgotten (a file handle's decoding: open_by_handle_at,
+        an NFS export), which asks for ".." once per forgotten level. Directories do not
+        record their parent: it is known from what this daemon saw (note_parent: lookups and
+        listings; mkdir and rename), else learnt by one walk of every directory entry, which
+        also learns the parents of all directories that hold entries, so the levels above
+        cost nothing (a directory 20 levels down in a tree of 100,000 entries, after a
+        remount: 20 walks took 3.6-14 s)."""
         if directory == self.root_ino:
             return directory
-        return next((parent for child, parent, _ in self._named_inodes() if child == directory), None)
+        if directory not in self._parents:
+            self._learn_parents(directory)
+        return self._parents.get(directory)
+
+    def known_parent(self, directory: int) -> int | None:
+        """The parent of `directory` if known without a walk (readdir's ".."), else None."""
+        return directory if directory == self.root_ino else self._parents.get(directory)
+
+    def note_parent(self, directory: int, parent: int) -> None:
+        """Directory `parent` holds directory `directory` (a lookup or a listing saw it)."""
+        self._parents[directory] = parent
+
+    def _learn_parents(self, directory: int) -> None:
+        """One walk of every entry: the parent of `directory` and, on the first walk, of every
+        directory that holds entries (those are directories: keeping every file's parent
+        would cost memory per file). A directory emptied since keeps its place; one still
+        empty at the walk (a leaf) costs a walk of its own when asked for."""
+        children: dict[int, int] = {}
+        holders: set[int] = set()
+        for child, parent, _ in self._named_inodes():
+            holders.add(parent)
+            if child == directory or not self._parents_walked:
+                children.setdefault(child, parent)
+        if directory in children:
+            self._parents[directory] = children[directory]
+        if not self._parents_walked:
+            self._parents_walked = True
+            for child in holders & children.keys():
+                self._parents.setdefault(child, children[child])
 
     # ----- directories ----------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> Entry | None:
@@ -278,6 +312,8 @@ class Volume:
             self.tree.put(schema.symlink_key(node.ino), target)
             node.size = len(target)
         self._add_entry(parent, name, Entry(node.ino), stat.S_ISDIR(mode))
+        if stat.S_ISDIR(mode):
+            self._parents[node.ino] = parent_ino
         return node
 
     def graft(self, parent_ino: int, name: bytes, volume: str, root_ino: int) -> None:
@@ -330,6 +366,7 @@ class Volume:
             if not self.is_empty_dir(entry.ino):
                 raise _err(errno.ENOTEMPTY)
             node.nlink = 0
+            self._parents.pop(entry.ino, None)
         else:
             node.nlink -= 1
         self._note_links(node)
@@ -361,9 +398,10 @@ class Volume:
                 delta = 1 if src_is_dir else -1
                 dst_dir.nlink += delta
                 src_dir.nlink -= delta
-            for entry in (src, dst):
+            for entry, parent in ((src, new_parent), (dst, old_parent)):
                 if entry.volume is None:
                     self.touch(self.inode(entry.ino), ctime=True)
+                    self._moved(entry, parent)
             self.touch(src_dir, mtime=True, ctime=True)
             self.touch(dst_dir, mtime=True, ctime=True)
             return None
@@ -384,7 +422,13 @@ class Volume:
         self._add_entry(dst_dir, new_name, src, src_is_dir)
         if src.volume is None:
             self.touch(self.inode(src.ino), ctime=True)
+            self._moved(src, new_parent)
         return dst
+
+    def _moved(self, entry: Entry, parent: int) -> None:
+        """Entry `entry` (of this volume) is now in directory `parent`."""
+        if stat.S_ISDIR(self.inode(entry.ino).mode):
+            self._parents[entry.ino] = parent
 
     # ----- symlinks and xattrs --------------------------------------------------------
     def readlink(self, ino: int) -> bytes:

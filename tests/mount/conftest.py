@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from mount_helpers import Mount, sls
+from mount.filesystem import ensure_volume
+from objectstore import Store
 
 
 @pytest.fixture
@@ -36,6 +38,17 @@ def small_disk(workdir):
         yield root
     finally:
         subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A new store holding an empty volume "main" (for tests of the inode layer without FUSE)."""
+    store = Store.init(tmp_path / "store")
+    ensure_volume(store, "main")
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture

@@ -12,20 +12,9 @@ from pyfuse3 import FUSEError
 from objectstore import Store
 
 from mount import schema
-from mount.filesystem import ensure_volume
 from mount.volume import Volume
 
 FILE = stat.S_IFREG | 0o644
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store.init(tmp_path / "store")
-    ensure_volume(store, "main")
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def reopened(store, tmp_path) -> tuple[Store, Volume]:
