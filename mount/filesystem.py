@@ -36,8 +36,8 @@ changes for durability, and how it is bounded:
   dirty page in, as they did for shared mmaps before; but a daemon SIGKILLed while its
   own thread sits in such a syncfs can no longer exit (see mount.flusher): an embedding
   daemon that turns the cache on must syncfs from another process: `sync_kernel_cache`
-  does it through the helper process from the trio thread, mount.flusher.ThreadFlusher
-  from any other thread (slsfs's tracer, with the group frozen).
+  does it through the helper process from the trio thread (slsfs's group stop too: its
+  seal runs in a task of the trio thread while the tracer captures the frozen group).
 - ENOSPC and EIO from the daemon surface at fsync or close, not at write().
 - a daemon that stops serving (cancels `serve`) must first `await fs.flush_kernel_writes()`
   or the kernel's dirty pages of still-open files are lost with the connection; the
@@ -331,24 +331,49 @@ class FileSystem:
         cache's and shared mmaps'), then let this daemon answer the requests the kernel
         still has queued for it (at most DRAIN_TIMEOUT_S): what `drain_kernel_cache`
         does, but the syncfs runs in the helper process (mount.flusher), so no thread of
-        this daemon ever sleeps in it and a SIGKILLed daemon can always exit. (A thread
-        that must not wait for the trio thread, as slsfs's tracer inside a group's stop,
-        uses its own helper: mount.flusher.ThreadFlusher, then waits for the drain.)
+        this daemon ever sleeps in it and a SIGKILLed daemon can always exit (slsfs's
+        group stop seals the file system with it, in a task of the trio thread).
 
         Call it from the trio thread that serves (another thread:
         `trio.from_thread.run(fs.sync_kernel_cache, trio_token=token)`). Without the
         writeback cache the helper is started by the first call. Raises MountError when
         not serving, OSError when the helper's syncfs failed."""
-        async with self._flusher_start:
-            if self._serving and self._flusher is None:
-                flusher = await Flusher.start(self._mountpoint)
-                if self._serving:
-                    self._flusher = flusher
-                else:                             # serve() ended meanwhile
-                    await flusher.close()
+        if self._flusher is None:                 # (inside a group's stop: no scheduler pass for the lock)
+            async with self._flusher_start:
+                if self._serving and self._flusher is None:
+                    flusher = await Flusher.start(self._mountpoint)
+                    if self._serving:
+                        self._flusher = flusher
+                    else:                         # serve() ended meanwhile
+                        await flusher.close()
         if not self._serving:
             raise MountError("the file system is not being served: nothing to sync")
         await self._sync_through_helper(DRAIN_TIMEOUT_S)
+
+    async def flush_through(self, held_fd: int) -> None:
+        """From here on the syncfs helper syncfs()es the mount through `held_fd`, a
+        descriptor of its root that the caller keeps open while this serves (a group
+        daemon: it holds one for its life anyway), instead of opening the mount for each
+        syncfs: that open and close were an OPENDIR and a RELEASEDIR to answer inside every
+        group stop. Returns once the new helper has started (the one before serves until
+        then); a no-op when it runs already or when not serving."""
+        if self._flusher is not None and self._flusher.held_fd == held_fd:
+            return                                # (each group checkpoint asks: no scheduler pass)
+        async with self._flusher_start:
+            if not self._serving or (self._flusher is not None and self._flusher.held_fd == held_fd):
+                return
+            flusher = await Flusher.start(self._mountpoint, held_fd)
+            try:
+                await flusher.ready()
+            except BaseException:
+                await flusher.close()
+                raise
+            if not self._serving:                 # serve() ended meanwhile
+                await flusher.close()
+                return
+            old, self._flusher = self._flusher, flusher
+            if old is not None:
+                await old.close()
 
     async def _sync_through_helper(self, drain_s: float) -> None:
         """syncfs in the helper, then answer queued requests for at most `drain_s`."""

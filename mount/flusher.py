@@ -21,17 +21,15 @@ and a RELEASEDIR request to the daemon inside every group checkpoint's stop (the
 RELEASEDIR, sent by the kernel after close() returns, also kept the drain after the
 syncfs waiting for it), where the syncfs of a mount with nothing dirty takes microseconds.
 
-Two clients speak it: `Flusher` from the daemon's trio thread, and `ThreadFlusher`
-from any other thread, which blocks on the pipe (e.g. a group daemon's tracer, which
-syncs the mount while the group is frozen: a thread asleep on a pipe dies with the
-daemon, one asleep in syncfs does not).
+The daemon asks it from its trio thread (`Flusher`), which keeps answering the
+write-back requests the syncfs waits for: a group daemon's stop seals the file system
+there too (slsfs.group_checkpoint.Seal).
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import threading
 
 if __name__ != "__main__":   # the helper (this file run as a script) needs no trio: importing it
     import trio              # cost ~150 ms of CPU per helper, and a group daemon starts two of them
@@ -102,31 +100,47 @@ class Flusher:
 
     EXIT_WAIT_S = 1.0
 
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(self, process: trio.Process, held_fd: int | None = None) -> None:
         self.process = process
+        self.held_fd = held_fd
         self._lock = trio.Lock()
         self._greeted = False
 
     @classmethod
-    async def start(cls, mountpoint: str) -> "Flusher":
-        process = await trio.lowlevel.open_process(_command(mountpoint), stdin=subprocess.PIPE,
-                                                   stdout=subprocess.PIPE)
-        return cls(process)
+    async def start(cls, mountpoint: str, held_fd: int | None = None) -> "Flusher":
+        """The helper of the mount at `mountpoint`; `held_fd`: a descriptor of the mount's
+        root that the caller keeps open while the helper runs, which the helper then
+        syncfs()es instead of opening the mount for each request."""
+        process = await trio.lowlevel.open_process(_command(mountpoint, held_fd), stdin=subprocess.PIPE,
+                                                   stdout=subprocess.PIPE,
+                                                   pass_fds=() if held_fd is None else (held_fd,))
+        return cls(process, held_fd)
+
+    async def ready(self) -> None:
+        """Wait until the helper has started (its banner read; once): a syncfs that must be
+        quick (inside a group's stop) must not wait for an interpreter's start (100-200 ms)."""
+        async with self._lock:
+            await self._greet()
+
+    async def _greet(self) -> None:
+        if not self._greeted:
+            _check_banner(await self._line())
+            self._greeted = True
 
     async def syncfs(self) -> None:
         """syncfs the mount in the helper; the trio thread keeps answering meanwhile."""
         async with self._lock:
-            if not self._greeted:
-                _check_banner(await self._line())
-                self._greeted = True
+            await self._greet()
             await self.process.stdin.send_all(b"s")
             answer = await self._line()
         _check_answer(answer)
 
     async def _line(self) -> bytes:
+        """The helper's next line: it writes one per request (the banner before the first),
+        never more before the next request, so a read cannot take in more than the line."""
         line = b""
         while not line.endswith(b"\n"):
-            chunk = await self.process.stdout.receive_some(1)
+            chunk = await self.process.stdout.receive_some(64)
             if not chunk:
                 raise OSError(f"the syncfs helper (pid {self.process.pid}) exited "
                               f"with status {self.process.returncode}")
@@ -134,64 +148,16 @@ class Flusher:
         return line
 
     async def close(self) -> None:
-        """End the helper: end of input, then a kill if it does not go at once (it may
-        sleep in a syncfs until the kernel ends the connection: then it is not waited for)."""
+        """End the helper once a syncfs in flight has its answer: end of input, then a kill
+        if it does not go within EXIT_WAIT_S (it may sleep in a syncfs until the kernel ends
+        the connection: then it is not waited for)."""
         with trio.move_on_after(self.EXIT_WAIT_S) as scope:
             scope.shield = True
-            await self.process.stdin.aclose()
+            async with self._lock:
+                await self.process.stdin.aclose()
             await self.process.wait()
         if self.process.returncode is None:
             self.process.kill()
-
-
-class ThreadFlusher:
-    """The helper asked from a thread that is not trio's: `syncfs()` blocks that thread
-    (on a pipe) until the helper's syncfs returned. One thread at a time. `held_fd`: a
-    descriptor of the mount (its root) that the caller keeps open until `close()`; the
-    helper then syncfs()es its copy instead of opening the mount for each request."""
-
-    def __init__(self, mountpoint: str, held_fd: int | None = None) -> None:
-        self.process = subprocess.Popen(_command(mountpoint, held_fd), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, pass_fds=() if held_fd is None else (held_fd,))
-        self.greeted = False
-        self._greeting = threading.Lock()
-
-    def ready(self) -> None:
-        """Wait until the helper has started (its banner read; once). Call it before the
-        first syncfs where that one must be quick: a group checkpoint syncs inside its
-        freeze, and an interpreter's start (100-200 ms) had made the first stop that long."""
-        with self._greeting:
-            if not self.greeted:
-                _check_banner(self._line())
-                self.greeted = True
-
-    def syncfs(self) -> None:
-        self.ready()
-        try:
-            self.process.stdin.write(b"s")
-            self.process.stdin.flush()
-        except (BrokenPipeError, ValueError):    # it exited (or we closed it)
-            pass                                 # _line says how
-        _check_answer(self._line())
-
-    def _line(self) -> bytes:
-        line = self.process.stdout.readline()
-        if not line.endswith(b"\n"):
-            raise OSError(f"the syncfs helper (pid {self.process.pid}) exited "
-                          f"with status {self.process.poll()}")
-        return line
-
-    def close(self) -> None:
-        """End the helper like Flusher.close (a kill if it does not go within EXIT_WAIT_S)."""
-        try:
-            self.process.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            self.process.wait(Flusher.EXIT_WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.process.stdout.close()
 
 
 if __name__ == "__main__":

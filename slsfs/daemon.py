@@ -36,10 +36,11 @@ groups' file requests.
 The mount is made with allow_other (group processes may run as any user; the kernel
 checks permissions) and the kernel's writeback cache (writes land in the page cache and
 reach the daemon in batches: mount.filesystem). A group checkpoint brings the group's
-dirty pages in while the group is frozen, through a syncfs helper process
-(mount.flusher.ThreadFlusher: the tracer thread waits on its pipe, never in syncfs
-itself, so a SIGKILLed daemon can always exit); a stop flushes what the dying
-processes left in the cache before unmounting.
+dirty pages in while the group is frozen, through the mount's syncfs helper process
+(mount.flusher, asked from the trio thread, which answers the write-back meanwhile: no
+thread of the daemon sleeps in syncfs itself, so a SIGKILLed daemon can always exit; the
+helper syncfs()es the daemon's own descriptor of the mount root); a stop flushes what
+the dying processes left in the cache before unmounting.
 
 A group whose image holds at least LAZY_MIN_BYTES of pages is restored lazily
 (checkpointer.lazy): it runs at once while a page server (a fork of this daemon, made
@@ -84,7 +85,6 @@ from mount.control_server import control_listener, exchange
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError, clone_volume_roots
-from mount.flusher import ThreadFlusher
 
 from . import (daemon_priority, group_checkpoint, group_init, group_process, group_retention, groups, orphans,
                procs_view, rootfs)
@@ -138,8 +138,7 @@ class Daemon:
         self.nursery: trio.Nursery | None = None
         self.failed = ""
         self.stopping = False                 # set by stop(): the groups' ends are its doing
-        self.mount_fd = -1                    # the mount's root, opened once (group_checkpoint.syncfs)
-        self.flusher: ThreadFlusher | None = None   # syncfs of the mount for the tracer thread
+        self.mount_fd = -1                    # the mount's root, opened once (its syncfs helper's: flush_through)
         self.roots: set[str] = set()          # root file systems prepared for --root groups (slsfs.rootfs)
         self.pages_coming: dict[str, trio.Event] = {}   # lazily restored groups: set once all pages are in
         fs.history.extensions["procs"] = procs_view.provider(store)
@@ -152,7 +151,7 @@ class Daemon:
         return commit.id, commit.roots[VOLUME_PREFIX + self.fs.volume_name]
 
     def _files_unchanged(self) -> tuple[int, ChunkId] | None:
-        """In the seal thread after the syncfs, or in the tracer thread when no syncfs is
+        """In the trio thread after the syncfs, or in the tracer thread when no syncfs is
         needed (group_checkpoint.Seal.start), the group frozen: the commit that holds
         the file system (the one its last files commit made, `FileSystem.committed`) and its
         volume root when nothing changed since, so that the group checkpoint names it
@@ -185,8 +184,7 @@ class Daemon:
         while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group, alone)]
                          if g.name in self.pages_coming]:
             await coming[0].wait()               # an image must not miss pages that are not in yet
-        if not self._syncfs_helper().greeted:    # its first syncfs must not wait for it to start
-            await trio.to_thread.run_sync(self.flusher.ready)
+        await self.fs.flush_through(self.mount_fd)   # (started by main: a stop's syncfs must not wait for it)
         if not wait:                             # a disk slower than the checkpoints holds them back
             await self.group_commit.within(UNDURABLE_COMMITS_MAX)
         async with self.lock:
@@ -242,21 +240,15 @@ class Daemon:
         except (StoreError, OSError):
             pass
 
-    def _syncfs_helper(self) -> ThreadFlusher:
-        """The syncfs helper of the tracer thread, started on first use: a restore starts
-        it once the group runs (its interpreter's start competed with the restore)."""
-        if self.flusher is None:
-            self.flusher = ThreadFlusher(self.mountpoint, self.mount_fd if self.mount_fd >= 0 else None)
-        return self.flusher
-
     async def _take(self, group: RunningGroup, members: list[RunningGroup], label: str,
                     ) -> tuple[int, list[group_checkpoint.Captured], list[ChunkId]]:
         """The checkpoint of `members` (`group` first) written and committed (not yet
         durable: `_settle`); on any error each member's tracking is reset (its next image is
         full: it cannot miss a write)."""
         try:
-            seal = group_checkpoint.Seal(self.mount_fd, self.tracer.in_trio, lambda: self._commit_files(group),
-                                         self.flusher.syncfs, self.fs.syncfs_needed, self._files_unchanged)
+            seal = group_checkpoint.Seal(lambda: self._commit_files(group), self.fs.sync_kernel_cache,
+                                         trio.lowlevel.current_trio_token(), self.nursery, threading.get_native_id(),
+                                         self.fs.syncfs_needed, self._files_unchanged)
             captures = await self.tracer.run(group_checkpoint.take, [
                 group_checkpoint.Member(member.pids, ImageWriter(self.store, member.tracking.parent),
                                         member.tracking) for member in members], seal)
@@ -767,7 +759,10 @@ class Daemon:
             if restore:
                 status["restored"] = restore[0][0].settings.name     # the group asked for
             ready(ready_line(status))
-            self._syncfs_helper()
+            try:        # after the restore: its interpreter's start would compete with it
+                await self.fs.flush_through(self.mount_fd)
+            except OSError as exc:                   # (each checkpoint tries again, and fails with it)
+                log.warning("the mount's syncfs helper did not start: %s", exc)
 
 
 def _exit_now(mountpoint: str) -> None:
@@ -932,8 +927,6 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
             daemon.kill_groups()
             detach_if_mounted(daemon.mountpoint)     # whatever ended us: no mount outlives us
             daemon.tracer.close()
-            if daemon.flusher is not None:
-                daemon.flusher.close()
         store.close()
 
 

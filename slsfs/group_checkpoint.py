@@ -12,8 +12,8 @@ every group of a volume at once (they share its files; usually there is one):
   4. capture the processes: metadata, and memory pages and blobs (pipe contents)
      copied into this process; the parts of the previous image that are gone are noted
      (dropped by write(): the image belongs to the trio thread);
-  5. thaw, once 2-3 (run by a second thread, `Seal`, while this one does 4; here, at once,
-     when there is nothing to write back nor to commit) are done.
+  5. thaw, once 2-3 (run by a task of the trio thread, `Seal`, while this one does 4;
+     here, at once, when there is nothing to write back nor to commit) are done.
 Then `Captured.write()` (trio thread, application running) turns the copied pages into
 an image, names it with the files commit's volume root in the `grp/<name>` record, and
 commits; the caller makes both commits durable with one fsync. A crash before that
@@ -47,17 +47,15 @@ to the trio thread).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import trio
 
-from mount.filesystem import DRAIN_TIMEOUT_S, kernel_requests_waiting
 from objectstore import ChunkId, Store
 
 from checkpointer import CheckpointError, freeze
@@ -70,63 +68,8 @@ from checkpointer import stopwatch
 from checkpointer.stopwatch import phase, recording
 
 InTrio = Callable[..., Any]
-_libc = ctypes.CDLL(None, use_errno=True)
 YIELD_S = 0.001            # Captured.write lets trio serve FUSE at least this often ...
 BATCH_BYTES = 256 << 10    # ... checking after each batch of pages it stores (~0.4-1 ms of work)
-
-
-def syncfs(mount_fd: int, through: Callable[[], None] | None = None) -> None:
-    """syncfs(2) through ctypes, which lets go of the GIL: the trio thread must answer
-    the write-back requests meanwhile. `mount_fd` is opened once per daemon: every FUSE
-    request a daemon thread makes to its own mount is a hazard (if the daemon is
-    SIGKILLed while such a request is in flight, that thread can never finish, and the
-    half-dead daemon holds the FUSE connection, and the application, forever).
-    `through`: a function that syncfs()es the mount in another process instead
-    (mount.flusher.ThreadFlusher.syncfs), which a mount with the kernel's writeback
-    cache needs: there, a thread of ours asleep in syncfs keeps a SIGKILLed daemon alive."""
-    if through is not None:
-        through()
-    elif _libc.syncfs(mount_fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
-    # syncfs may return once the writes are queued: wait until the daemon took them in
-    dev = _mount_dev(mount_fd)
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while kernel_requests_waiting(dev) and time.monotonic() < deadline:
-        time.sleep(0.0005)
-
-
-def _mount_dev(fd: int) -> int:
-    """The device number of the mount `fd` is on, read from /proc (fstat would be a
-    request to our own mount)."""
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        mnt_id = next(line.split()[1] for line in f if line.startswith("mnt_id:"))
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[0] == mnt_id:
-                major, minor = fields[2].split(":")
-                return os.makedev(int(major), int(minor))
-    return 0
-
-
-# The seal of a group checkpoint (syncfs, then the files commit) runs in this thread while
-# the tracer thread captures the processes: both wait mostly on other threads and processes
-# (the kernel's write-back answered by the trio thread, a hand-off to trio), so the stop
-# pays for the longer of the two, not their sum. One at a time: the daemon checkpoints one
-# group at a time.
-def _on_every_cpu() -> None:
-    """The seal thread's start: it may run on every CPU the daemon may use. It is started
-    by the first seal, from the tracer thread inside a stop, while that thread is pinned
-    to one CPU with the frozen tasks (checkpointer.pinning), and a thread inherits its
-    creator's affinity: the seal thread stayed on the tracer's CPU for the daemon's life,
-    where the tracer and the tasks run SCHED_FIFO during every stop, so it got that CPU
-    only between their round trips (traced, SQLite at 100 Hz: every wake-up of the seal
-    thread on the tracer's CPU; it began a median 2.7 ms after the freeze, in stops of 4.9)."""
-    os.sched_setaffinity(0, os.sched_getaffinity(os.getpid()))
-
-
-_SEALER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsfs-seal", initializer=_on_every_cpu)
 
 
 FilesCommit = tuple[int, ChunkId]     # (commit id, volume root): the file system of the frozen instant
@@ -134,52 +77,106 @@ FilesCommit = tuple[int, ChunkId]     # (commit id, volume root): the file syste
 
 @dataclass(frozen=True)
 class Seal:
-    """Steps 2 and 3 of a group checkpoint (the group frozen), as the daemon does them:
-    syncfs `mount_fd` (through `sync_through`, see syncfs), then commit the files
-    (`commit_files()`, in the trio thread through `in_trio`: (commit id, volume root)).
-    The syncfs is left out when `syncfs_needed()` says the kernel holds nothing to write
+    """Steps 2 and 3 of a group checkpoint (the group frozen), as the daemon does them: in a
+    task of the trio thread (started in `nursery` through `trio_token`), `sync()` (syncfs of
+    the mount through the helper process, then the drain of what the kernel queued: the
+    same thread answers those write-back requests meanwhile), then `commit_files()`:
+    (commit id, volume root). The tracer thread captures the processes meanwhile. Run
+    there and not in a thread of its own that hands the commit to trio, the seal saves a
+    thread's wake-up, that hand-off and the way back (~0.9 of ~1.95 ms of a SQLite stop,
+    traced at 100 Hz); other processes' FUSE requests are answered between its steps.
+    The sync is left out when `syncfs_needed()` says the kernel holds nothing to write
     back (mount.FileSystem.syncfs_needed: no file of the mount open for writing, none
     opened since the last syncfs); no request of a frozen task can be in flight either
     (a task stops only once the daemon answered it). The files commit is an existing one
-    when `files_unchanged()` (asked after the syncfs) names one that holds the file
-    system as it is: no trip to the trio thread then (a group that writes no file).
-    None for either: always do it."""
+    when `files_unchanged()` (asked after the sync) names one that holds the file system
+    as it is. None for either: always do it (`sync` None: nothing to sync)."""
 
-    mount_fd: int
-    in_trio: InTrio
     commit_files: Callable[[], FilesCommit]
-    sync_through: Callable[[], None] | None = None
+    sync: Callable[[], Awaitable[None]] | None = None
+    trio_token: trio.lowlevel.TrioToken | None = None
+    nursery: trio.Nursery | None = None
+    trio_tid: int = 0                    # the trio thread's task id (_away_from_the_tracer)
     syncfs_needed: Callable[[], bool] | None = None
     files_unchanged: Callable[[], FilesCommit | None] | None = None
 
     def start(self) -> Future:
-        """Begin the seal (the group frozen); the future of `__call__`'s answer. When the
-        kernel holds no write to bring in and the files are unchanged (a group that writes
-        no file: Redis without persistence), the answer is found here, at once: handed to
-        the seal thread, the stop waited for that thread to get a CPU and Python's lock on
-        a busy machine (seal_wait up to 12 ms of a 10 Hz Redis stop at load 6, for 0.05 ms
-        of work)."""
+        """Begin the seal (the group frozen; from the tracer thread); the future of its
+        answer: (files commit, the time each step took, recorded by the tracer thread as the
+        phases "seal_start" (until the trio thread began it), "syncfs" and "files_commit",
+        which overlap the capture's: the stop waits for what is left of them as "seal_wait").
+        When the kernel holds no write to bring in and the files are unchanged (a group
+        that writes no file: Redis without persistence), the answer is found here, at once,
+        without a trip to the trio thread (on a busy machine the stop waited for another
+        thread to get a CPU and Python's lock: up to 12 ms of a 10 Hz Redis stop at load 6,
+        for 0.05 ms of work)."""
         started = time.perf_counter()
-        if self.syncfs_needed is not None and not self.syncfs_needed():
-            if self.files_unchanged is not None and (unchanged := self.files_unchanged()):
-                done: Future = Future()
-                done.set_result((unchanged, {"syncfs": 0.0, "files_commit": (time.perf_counter() - started) * 1000}))
-                return done
-            return _SEALER.submit(self, synced=True)
-        return _SEALER.submit(self)
+        synced = self.syncfs_needed is not None and not self.syncfs_needed()   # (asked once: it resets a mark)
+        if synced and self.files_unchanged is not None and (unchanged := self.files_unchanged()):
+            done: Future = Future()
+            done.set_result((unchanged, {"syncfs": 0.0, "files_commit": (time.perf_counter() - started) * 1000}))
+            return done
+        sealed: Future = Future()
+        self._away_from_the_tracer(sealed)
+        try:
+            self.trio_token.run_sync_soon(self._begin, sealed, synced, started)
+        except trio.RunFinishedError:
+            sealed.set_exception(CheckpointError("the daemon stopped serving during the checkpoint"))
+        return sealed
 
-    def __call__(self, synced: bool = False) -> tuple[FilesCommit, dict[str, float]]:
-        """The files commit, with the time each step took (recorded by the tracer thread
-        as the phases "syncfs" and "files_commit", which overlap the capture's: the stop
-        waits for what is left of them as "seal_wait"). `synced`: the syncfs is known to
-        be needless already."""
-        started = time.perf_counter()
-        if not synced and (self.syncfs_needed is None or self.syncfs_needed()):
-            syncfs(self.mount_fd, self.sync_through)
-        synced_at = time.perf_counter()
-        committed = (self.files_unchanged and self.files_unchanged()) or self.in_trio(self.commit_files)
-        return committed, {"syncfs": (synced_at - started) * 1000,
-                           "files_commit": (time.perf_counter() - synced_at) * 1000}
+    def _away_from_the_tracer(self, sealed: Future) -> None:
+        """Keep the trio thread off the CPU the tracer is pinned to (its affinity is that one
+        CPU inside a stop: checkpointer.pinning) until `sealed` is done. That CPU is busy
+        with the tracer and the frozen tasks, run SCHED_FIFO, and the trio thread, which
+        last ran there (it handed the checkpoint to the tracer), was woken there too: it
+        began the seal a median 2.0-2.7 ms after the tracer asked (traced, SQLite at 100 Hz,
+        load 8-10), and 1.1-1.3 ms when it may not run there (the seal then delayed the
+        thaw in 43-52% of the stops instead of 91-100%)."""
+        tracer_cpus = os.sched_getaffinity(0)
+        if not self.trio_tid or len(tracer_cpus) != 1:
+            return
+        try:
+            everywhere = os.sched_getaffinity(self.trio_tid)
+            if not everywhere - tracer_cpus:
+                return
+            os.sched_setaffinity(self.trio_tid, everywhere - tracer_cpus)
+        except OSError:                      # (a CPU its cpuset forbids: left where it is)
+            return
+        sealed.add_done_callback(lambda _: _set_affinity(self.trio_tid, everywhere))
+
+    def _begin(self, sealed: Future, synced: bool, asked: float) -> None:
+        """In the trio thread (a run_sync_soon callback: it must not raise)."""
+        try:
+            self.nursery.start_soon(self._seal, sealed, synced, asked)
+        except RuntimeError:                 # the nursery is closed: the daemon is stopping
+            sealed.set_exception(CheckpointError("the daemon stopped serving during the checkpoint"))
+
+    async def _seal(self, sealed: Future, synced: bool, asked: float) -> None:
+        """The seal's task: its outcome goes to `sealed`, never out of the task (the
+        tracer thread waits for it before the thaw, whatever happens); `asked`: when
+        start() was called."""
+        with trio.CancelScope(shield=True):  # a half-done freeze must finish (and thaw)
+            try:
+                started = time.perf_counter()
+                if not synced and self.sync is not None:
+                    await self.sync()
+                synced_at = time.perf_counter()
+                committed = (self.files_unchanged and self.files_unchanged()) or self.commit_files()
+            except BaseException as exc:
+                sealed.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                sealed.set_result((committed, {"seal_start": (started - asked) * 1000,
+                                               "syncfs": (synced_at - started) * 1000,
+                                               "files_commit": (time.perf_counter() - synced_at) * 1000}))
+
+
+def _set_affinity(tid: int, cpus: set[int]) -> None:
+    try:
+        os.sched_setaffinity(tid, cpus)
+    except OSError:                          # (cpuset changed meanwhile: nothing to give back)
+        pass
 
 
 # One group's write tracking between its checkpoints (tracer thread for everything but
@@ -239,11 +236,11 @@ def take(members: list[Member], seal: Seal) -> list[Captured]:
     """Steps 1-5 above for every group of `members` at one instant (the groups of a volume
     share its files: all are frozen before the seal, so each image pairs with the same
     files commit; one group in the common case), into their writers. `seal` (steps 2-3)
-    runs in a second thread during the capture; its files commit is the only trip to the
-    trio thread inside the stop (each costs a thread hand-off: a millisecond or more on a
-    busy machine). The pages written since the previous checkpoint are copied first, the
-    processes running (`tracking.precopy()`): the stop copies only those written again
-    since. On any error the caller resets every member's `tracking`."""
+    runs in the trio thread during the capture: the only trip there inside the stop (each
+    costs a thread hand-off: a millisecond or more on a busy machine). The pages written
+    since the previous checkpoint are copied first, the processes running
+    (`tracking.precopy()`): the stop copies only those written again since. On any error
+    the caller resets every member's `tracking`."""
     captures = [_GroupCapture(member) for member in members]
     with recording() as phases:
         for capture in captures:
