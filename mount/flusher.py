@@ -12,11 +12,18 @@ always die, the kernel then ends the connection, and the helper's syncfs returns
 
 Protocol (version PROTOCOL, docs/FORMAT.md), over the helper's stdin/stdout: the helper
 first writes the line "slsfs-flusher 1"; then the daemon writes one byte per request;
-the helper opens the mount point, syncfs()es it, closes it (a descriptor kept open would
-make a plain umount fail with EBUSY) and answers one line: "0" or the errno of the
-failure. It exits at the end of its input. A daemon that holds its mount's root open
-for its whole life anyway (a group daemon) hands that descriptor to the helper
-(`--fd N`), which then syncfs()es it without the open and close: those were an OPENDIR
+the helper opens the mount's root, syncfs()es it, closes it and answers one line: "0" or
+the errno of the failure. It opens the root through a private clone of the mount
+(open_tree(2) OPEN_TREE_CLONE: another mount of the same superblock, attached nowhere):
+umount(2) refuses a mount that an open file refers to (EBUSY), and a plain `sls mount` is
+flushed every FLUSH_EVERY_S while a file was open for writing, so a umount(8) landing
+in the helper's open-syncfs-close failed (seen once at load 7-8); it does not count the
+clone's, and the superblock then lives until the helper closes it, a moment later, when
+the kernel ends the daemon's session as after any umount. Where cloning a mount is not
+allowed (no CAP_SYS_ADMIN) the mount point itself is opened. It exits at the end of its
+input. A daemon that holds its mount's root open for its whole life anyway (a group
+daemon) hands that descriptor to the helper (`--fd N`), which then syncfs()es it
+without the open and close: those were an OPENDIR
 and a RELEASEDIR request to the daemon inside every group checkpoint's stop (the
 RELEASEDIR, sent by the kernel after close() returns, also kept the drain after the
 syncfs waiting for it), where the syncfs of a mount with nothing dirty takes microseconds.
@@ -51,7 +58,7 @@ def serve(mountpoint: str, held_fd: int | None = None) -> None:
         out.flush()
         while sys.stdin.buffer.read(1):
             try:
-                fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY) if held_fd is None else held_fd
+                fd = _open_root(libc, mountpoint) if held_fd is None else held_fd
             except OSError as exc:
                 err = exc.errno
             else:
@@ -62,6 +69,24 @@ def serve(mountpoint: str, held_fd: int | None = None) -> None:
             out.flush()
     except BrokenPipeError:     # the daemon died (SIGKILL): nobody is left to answer
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # (no flush error at exit)
+
+
+SYS_OPEN_TREE = 428          # (the same number on every architecture)
+OPEN_TREE_CLONE = 1
+AT_FDCWD = -100
+
+
+def _open_root(libc, mountpoint: str) -> int:
+    """A descriptor of the root of the mount at `mountpoint`, opened through a private clone
+    of that mount (see the module docstring: a umount is not refused while it is open), or
+    through the mount point where the clone is not allowed."""
+    tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, os.fsencode(mountpoint), OPEN_TREE_CLONE | os.O_CLOEXEC)
+    if tree < 0:
+        return os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=tree)   # (syncfs refuses the O_PATH tree)
+    finally:
+        os.close(tree)
 
 
 def is_helper_of(pid: int | str, daemon: int) -> bool:
