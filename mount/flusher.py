@@ -34,6 +34,8 @@ there too (slsfs.group_checkpoint.Seal).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
 import sys
@@ -50,7 +52,6 @@ def serve(mountpoint: str, held_fd: int | None = None) -> None:
     """The helper's loop (run as `python flusher.py MOUNTPOINT [--fd N]`): syncfs the
     mount through `held_fd` (a descriptor of it inherited from the daemon) if given, else
     through a descriptor opened and closed for each request."""
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     out = sys.stdout.buffer
     try:
@@ -76,12 +77,15 @@ OPEN_TREE_CLONE = 1
 AT_FDCWD = -100
 
 
-def _open_root(libc, mountpoint: str) -> int:
+def _open_root(libc: ctypes.CDLL, mountpoint: str) -> int:
     """A descriptor of the root of the mount at `mountpoint`, opened through a private clone
     of that mount (see the module docstring: a umount is not refused while it is open), or
     through the mount point where the clone is not allowed."""
     tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, os.fsencode(mountpoint), OPEN_TREE_CLONE | os.O_CLOEXEC)
     if tree < 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EPERM, errno.ENOSYS):
+            raise OSError(err, os.strerror(err))
         return os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
     try:
         return os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=tree)   # (syncfs refuses the O_PATH tree)
