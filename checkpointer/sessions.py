@@ -118,7 +118,8 @@ class StandIns:
         if pid in self.pids:
             return None
         if pid not in self.exited:
-            self.exited[pid] = self._stand_in(parent, pid, f"the exited process {pid}, maker of a socketpair,")
+            self.exited[pid] = self._stand_in(parent, pid, f"process {pid} (not in the image), which made a "
+                                              "socketpair (SO_PEERCRED names it),")
         return self.exited[pid]
 
     def dismiss(self) -> None:
