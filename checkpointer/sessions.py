@@ -20,8 +20,15 @@ not reaped yet) does the same: its stub lives until every process is made.
 
 Simplifications: one session stand-in per session, so members whose parent is outside
 the session must share one parent (others keep their parent's session, with a warning;
-so does an orphan whose parent has no child in the orphan's session);
-a group whose leader is a zombie of the image is not recreated (a warning); the PIDs of
+so does an orphan whose parent has no child in the orphan's session). A process joins a
+session only by being forked inside it, and the stand-in's place gives its session to
+the children of one parent (CLONE_PARENT); members left to other parents got there by
+re-parenting (a subreaper when their parent exited: zdtm session02), which a restore would
+have to replay: stand-ins below every such parent at once, processes born in a session
+they later left, subreaper flags set while each stand-in exits, in an order that depends
+on every other session's placement. CRIU does not either (its helpers serve members
+re-parented to the root only; otherwise "Can't find a session leader"). Also: a group
+whose leader is a zombie of the image is not recreated (a warning); the PIDs of
 stand-ins must be free, which they are in a new PID namespace.
 """
 from __future__ import annotations
