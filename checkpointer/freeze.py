@@ -40,6 +40,7 @@ while being frozen raises ProcessGone after thawing the others.
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import struct
@@ -555,7 +556,7 @@ def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False,
     """
     frozen = Frozen()
     frozen.leave_stopped = leave_stopped
-    with procfs.window():
+    with procfs.window(), _collector_paused():
         try:
             with phase("freeze"):
                 for pid in pids:
@@ -566,6 +567,22 @@ def freeze(pids: list[int], *, tree: bool = False, leave_stopped: bool = False,
             yield frozen
         finally:
             frozen.thaw()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off until the block ends (and the processes are
+    thawed), if it was on: a collection the stop's allocations would trigger runs after
+    the thaw instead (bench/checkpoint.py --stop-only, 10 MiB: one young collection in 20
+    stops, 0.19 ms of that stop; a daemon's old generations hold far more objects).
+    Process-wide: the daemon's other threads collect after the thaw too."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextmanager

@@ -3,6 +3,7 @@ CPU affinity back), the stop is broken down into named phases, and pages copied 
 the stop are stored after the thaw."""
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -73,3 +74,28 @@ def test_stop_phases_are_timed_and_pages_copied_in_the_stop_are_stored_after_it(
     # the counter checks a new 64 KiB slice of its heap per line: 130 lines check it all
     wait_for(lambda: len(ok_lines(out)) >= size + 130, "the restored counter to check its heap")
     assert assert_unbroken(out, proc.pid) >= size + 130
+
+
+def test_no_garbage_collection_runs_inside_a_stop(procs, binaries, tmp_path):
+    """The cyclic collector is off while processes are frozen (a collection the stop's
+    allocations trigger runs after the thaw), back on after, and a freeze inside another
+    one leaves it off until the outer one ends."""
+    outs = [tmp_path / "counter1.out", tmp_path / "counter2.out"]
+    first, second = [procs.start([str(binaries / "counter"), str(out), "8"]) for out in outs]
+    wait_for(lambda: all(out.exists() and len(ok_lines(out)) >= 5 for out in outs), "the counters to run")
+    assert gc.isenabled()
+    collections: list[int] = []
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"]) if phase == "start" else None)
+    try:
+        with freeze([first.pid]):
+            assert not gc.isenabled()
+            gc.collect()            # (an explicit collection still runs: only the automatic ones wait)
+            collections.clear()
+            garbage = [[i] for i in range(50000)]       # far past the young generation's threshold
+            assert collections == [] and garbage
+            with freeze([second.pid]):
+                pass
+            assert not gc.isenabled()
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.pop()
