@@ -138,7 +138,10 @@ class Frozen:
             return False  # the thread exited before we got it
         except PermissionError as exc:
             _unboost(thread)
-            if _tracer(tid) != threading.get_native_id():
+            tracer = _tracer(tid)
+            if tracer == 0 and exiting(tid):
+                return False    # exiting (the kernel refuses to trace a task past exit): as if gone
+            if tracer != threading.get_native_id():
                 raise CheckpointError(f"cannot ptrace task {tid} of process {pid}: {exc.strerror} "
                                       "(is it already traced by a debugger?)") from exc
             # made with CLONE_PTRACE by a task we had seized: the kernel attached it to us, and
