@@ -231,6 +231,8 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     while time.monotonic() < deadline:
         kids = _children(launcher.pid)
         if kids and started(kids[0]):
+            if root:
+                await rootfs.detach_late_mounts(root, launcher.pid, kids[:1])
             return RunningGroup(settings, [kids[0]], launcher)
         if launcher.poll() is not None:
             raise GroupError(exited_at_once(settings, launcher.returncode))

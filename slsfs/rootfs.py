@@ -91,6 +91,18 @@ def start_argv(root: str, argv: list[str], init: str | None = None) -> list[str]
     return ["sh", "-c", _ENTER, root, detach, *argv]
 
 
+async def detach_late_mounts(root: str, launcher: int, pids: list[int]) -> None:
+    """Detach from a just-started group's mount namespace the host mounts that appeared
+    after `start_argv` listed the host's and before the namespace copied them (kept alive
+    there, as foreign_mounts says), as seen by its `launcher` (in the namespace, not
+    chroot()ed); `pids`: the group's processes, whose files stay reachable. Nothing runs
+    in the usual case, where there are none."""
+    detach = foreign_mounts(root, held_paths(pids), f"/proc/{launcher}/mountinfo")
+    if detach:
+        await _run(["nsenter", "--target", str(launcher), "--mount", "--", "sh", "-c", _DETACH, "sh",
+                    "\n".join(detach)], "detaching host mounts from the group's mount namespace")
+
+
 def entered(pid: int, root: str, init: str | None = None) -> bool:
     """True once `pid` is chroot()ed into `root` and has exec'd the group's command (or, when
     given, the `init` that chroot()s itself)."""

@@ -107,3 +107,30 @@ def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store, host_m
     store.sls("stop", "--store", str(store.path))
     left = mounts_at_or_under(store.mnt)
     assert not left, f"still mounted: {left}\n" + (store.path / "daemon.log").read_text()[-3000:]
+
+
+def test_host_mounts_that_came_after_the_start_listed_them_are_detached(tmp_path, host_mount):
+    """A host mount made while a --root group starts (after the daemon listed the host's
+    mounts, before the namespace copied them) would stay alive in the group: the start's
+    second look, from inside the namespace, detaches it, and keeps the chains to what the
+    group's processes hold (here, the sleeping process's cwd)."""
+    import trio
+    from slsfs import rootfs
+    root, cwd = tmp_path / "root", tmp_path / "cwd"
+    root.mkdir()
+    cwd.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "slsfs-test-cwd", str(cwd)], check=True)
+    launcher = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--fork", "sleep", "60"], cwd=cwd)
+    try:
+        child = wait_for(lambda: next(iter(Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text()
+                                           .split()), None), "unshare's child")
+        wait_for(lambda: os.readlink(f"/proc/{child}/exe").endswith("/sleep"), "the child to run sleep")
+        points = lambda: {line.split()[4] for line in open(f"/proc/{launcher.pid}/mountinfo")}   # noqa: E731
+        assert str(host_mount) in points()
+        trio.run(rootfs.detach_late_mounts, str(root), launcher.pid, [int(child)])
+        assert str(host_mount) not in points()
+        assert str(cwd) in points() and "/" in points()
+    finally:
+        launcher.kill()
+        launcher.wait()
+        subprocess.run(["umount", "-l", str(cwd)], check=False)
