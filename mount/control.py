@@ -90,6 +90,8 @@ def request(store: str | os.PathLike, op: str, timeout: float = 120.0, **args) -
             data += chunk
     except socket.timeout:
         raise ControlError(f"the mount daemon of {store} did not answer {op!r} in {timeout:.0f} s") from None
+    except (ConnectionResetError, BrokenPipeError):     # it was exiting (killed, say): its socket went
+        data = b""
     finally:
         sock.close()
     if not data:

@@ -445,6 +445,7 @@ def cmd_checkpoint(args) -> int:
 def _store_or_daemon(target: str, op: str, **fields):
     """(reply from the daemon, None) when `target` is mounted, else (None, Store path)."""
     if (Path(target) / "FORMAT").exists():
+        dying_daemon.release(target)    # a daemon killed a moment ago: its socket would accept, then reset
         try:
             return request(target, op, timeout=3600, **fields), None
         except ControlError as exc:

@@ -54,3 +54,24 @@ def test_a_silent_client_holds_up_no_other_request(mnt):
         (mnt.path / "f").write_text("x")
         done = sls("checkpoint", mnt.path, "--name", "beside-silent-clients", check=False)
         assert done.returncode == 0, done.stderr
+
+
+def test_a_daemon_whose_socket_resets_the_request_is_told_as_one_that_closed_it(tmp_path):
+    """A daemon SIGKILLed a moment ago may still accept on its socket (its threads still
+    exiting) and then reset the connection: the caller gets the daemon's own ControlError,
+    not a bare 'Connection reset by peer'."""
+    import threading
+    from mount.control import ControlError, request
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(socket_path(tmp_path)))
+        listener.listen(1)
+
+        def reset_the_first_connection():
+            conn, _ = listener.accept()
+            conn.recv(1)                # leaves the rest unread: the close resets the connection
+            conn.close()
+        dying = threading.Thread(target=reset_the_first_connection)
+        dying.start()
+        with pytest.raises(ControlError, match="closed the connection"):
+            request(tmp_path, "status", timeout=30)
+        dying.join()
