@@ -398,13 +398,15 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
     cmd = ["fusermount3", "-u"] + (["-z"] if force else []) + [mountpoint]
     deadline = time.monotonic() + UMOUNT_BUSY_RETRY_S
     while (result := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
-        # busy though no file was open a moment ago: the daemon's syncfs helper opens the
-        # mount point for each syncfs (mount.flusher); a user's file keeps it busy longer
+        # busy though no file was open a moment ago: a path lookup passing through pins the
+        # mount for a moment (mount.flusher's helper, say); a user's file keeps it busy longer
         if "busy" not in result.stderr or time.monotonic() > deadline:
             busy = open_files(mountpoint, ignore=pid)
             listing = f" (open there: {'; '.join(busy[:20])})" if busy else ""
             raise CommandError(f"could not unmount {mountpoint}: {result.stderr.strip()}{listing}")
         time.sleep(0.05)
+    if others := [m.mountpoint for m in slsfs_mounts() if info.device and m.device == info.device]:
+        return f"unmounted {mountpoint} (its daemon goes on serving {', '.join(others)})"   # a bind mount
     if pid is not None and not _wait_exit(pid, UMOUNT_TIMEOUT_S):
         raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
                            f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mount_helpers import sls, wait_for
+from mount_helpers import is_mounted, sls, wait_for
 
 WRITER = r"""
 import os, sys
@@ -138,3 +138,21 @@ def test_corrupt_chunk_gives_eio_on_that_file_only(mnt):
     (mnt.path / "new").write_bytes(b"still writable")
     assert (mnt.path / "new").read_bytes() == b"still writable"
     assert "file /damaged (inode" in (mnt.store / "mount.log").read_text()   # logged with its path
+
+
+def test_umount_of_a_bind_mount_leaves_the_daemon_serving_the_other(mnt, tmp_path):
+    """`sls umount` of one of two mounts of the same daemon (a bind mount, as xfstests and
+    containers make) unmounts that one at once and says the daemon goes on: it waited 120 s
+    for the daemon to exit and failed with 'still writing its final checkpoint'."""
+    (mnt.path / "kept").write_text("still here")
+    other = tmp_path / "bound"
+    other.mkdir()
+    subprocess.run(["mount", "--bind", str(mnt.path), str(other)], check=True)
+    try:
+        result = sls("umount", other, check=False)
+        assert result.returncode == 0 and "goes on serving" in result.stdout, result
+        assert not is_mounted(other)
+        assert (mnt.path / "kept").read_text() == "still here"
+    finally:
+        subprocess.run(["umount", "-l", str(other)], check=False, capture_output=True)
+    mnt.umount()
