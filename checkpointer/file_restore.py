@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import re
 import socket
@@ -964,9 +965,14 @@ class FileRestorer:
 
     def _peer_in_image(self, record: dict) -> bool:
         """Whether the other end of connection `record` is a socket of the image."""
-        ends = connection_ends(record)[::-1]
-        return any(f["kind"] == "socket" and f.get("peer") and f["family"] in ("inet", "inet6")
-                   and connection_ends(f) == ends for f in self.files.values())
+        return connection_ends(record)[::-1] in self._connections_in_image
+
+    @functools.cached_property
+    def _connections_in_image(self) -> set[tuple[tuple, tuple]]:
+        """(address, peer) of every inet connection of the image (made once: a server's
+        hundreds of connections are each looked up here)."""
+        return {connection_ends(f) for f in self.files.values()
+                if f["kind"] == "socket" and f.get("peer") and f["family"] in ("inet", "inet6")}
 
     def _abandoned(self, record: dict) -> bool:
         """Whether the other end of repaired connection `record` could not be made again."""

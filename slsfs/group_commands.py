@@ -249,7 +249,7 @@ def cmd_run(args) -> int:
         mountpoint = os.path.abspath(chosen or store + ".mnt")
         where = (["--restore", name, "--or-new-at", mountpoint, *(["--mountpoint", mountpoint] if chosen else [])]
                  if args.resume else ["--mountpoint", mountpoint])
-        status = start_daemon(store, *where, "--volume", volume) or daemon_status(store) or {}
+        status = start_daemon(store, *where, "--volume", volume) or daemon_status(store) or {"mountpoint": mountpoint}
         if "restored" in status:
             group = _restored_group(store, status, name)
             _print(args, group, _restored_line(group))
