@@ -40,6 +40,14 @@ def read_counter(path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def autogroup_nice(pid: int) -> int | None:
+    """The nice value of the scheduler autogroup `pid` is in ("/autogroup-N nice K"); None
+    for the kernel's default autogroup (the file is empty there), which a process is in
+    until it or an ancestor calls setsid: PID 1's children, as a CI runner may be."""
+    fields = Path(f"/proc/{pid}/autogroup").read_text().split()
+    return int(fields[-1]) if fields else None
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)

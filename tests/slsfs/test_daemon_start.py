@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from group_helpers import wait_for
+from group_helpers import autogroup_nice, wait_for
 from slsfs.daemon_priority import AUTOGROUP_NICE
 
 
@@ -145,7 +145,7 @@ def test_the_daemon_to_be_imports_at_the_daemons_raised_share():
                                text=True)
     try:
         fork = int(command.stdout.readline())
-        wait_for(lambda: Path(f"/proc/{fork}/autogroup").read_text().split()[-1] == str(AUTOGROUP_NICE),
+        wait_for(lambda: autogroup_nice(fork) == AUTOGROUP_NICE,
                  "the fork's session to get the daemon's share", timeout=10)
         assert os.getsid(fork) == fork
     finally:

@@ -3,24 +3,18 @@ groups it runs, fresh or restored after a crash, keep their own."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from group_helpers import wait_for
+from group_helpers import autogroup_nice, wait_for
 from slsfs.daemon_priority import AUTOGROUP_NICE
-
-
-def _autogroup_nice(pid: int) -> int:
-    """The nice value of the scheduler autogroup `pid` is in ("/autogroup-N nice K")."""
-    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
 
 
 def _check(store) -> None:
     status = store.ps()
     daemon, pids = status["daemon"], status["groups"][0]["pids"]
-    assert _autogroup_nice(daemon) == AUTOGROUP_NICE
+    assert autogroup_nice(daemon) == AUTOGROUP_NICE
     for pid in pids:
         assert os.getsid(pid) != os.getsid(daemon), "a group process shares the daemon's session"
-        assert _autogroup_nice(pid) == 0
+        assert autogroup_nice(pid) == 0
         assert os.getpriority(os.PRIO_PROCESS, pid) == 0
 
 
