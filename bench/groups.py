@@ -179,7 +179,7 @@ def crash_and_restore(store: Path, group: str, out: dict, prefix: str) -> None:
     (wall) and the daemon's own restore. The medians, every value (with the load average
     of the minute before each), and the run of the median wall's breakdown: the restore's
     phases and the daemon's start up to its answer (startup_ms: imports, store_open,
-    detach_stale, mount, restore, ...)."""
+    detach_stale, reset_volume, mount, restore, ...)."""
     runs = []
     for _ in range(RESTORES):
         ps = request(store, "ps")

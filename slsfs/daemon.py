@@ -66,13 +66,13 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
 import trio
 
-from objectstore import ChunkId, NotFound, Store, StoreError
+from objectstore import ChunkId, Commit, NotFound, Store, StoreError
 
 from checkpointer import CheckpointError
 from checkpointer.image import ImageWriter, StoredImage
@@ -818,14 +818,21 @@ def detach_if_mounted(mountpoint: str) -> None:
     log.info("detached %s left mounted after serving%s", mountpoint, f" ({failed})" if failed else "")
 
 
-def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[GroupCheckpoint, int | None]]:
-    """Reset the group's volume (and the clones grafted into it) to its checkpoint's file
-    system and name that checkpoint as the group's newest (before the mount starts); a
-    clone made since stays in the store, no longer grafted. Returned with it: the checkpoints of
-    the other groups that pair with the same files commit (its partners, checkpointed
-    with it, unless `sls stop GROUP` ended them since), which come back with it: the
-    volume's files are theirs too. `name` may be a checkpoint instead (`sls restore
-    CHECKPOINT`: groups.group_at_checkpoint); a GroupError if it names nothing."""
+@dataclass
+class RestorePlan:
+    """What `sls restore NAME` brings back (plan_restore), before anything is changed."""
+    record: GroupCheckpoint              # the group's checkpoint record
+    commit: Commit | None                # the checkpoint it comes from (None: the group's newest)
+    partners: list[GroupCheckpoint]      # the other groups checkpointed with it, which come back too
+
+
+def plan_restore(store: Store, name: str, at: str | None) -> RestorePlan:
+    """The group checkpoint `name` names (a group, or a checkpoint of one: `sls restore
+    CHECKPOINT`, groups.group_at_checkpoint) at `at` (default: its newest durable), with
+    its partners: the other groups that pair with the same files commit (checkpointed with
+    it, unless `sls stop GROUP` ended them since), which come back with it since the
+    volume's files are theirs too. A GroupError if it names nothing. Changes nothing: the
+    mount point is checked (detach_stale) before reset_volume acts on the plan."""
     record, commit, at = groups.resolve_named(store, name, at)
     name = record.settings.name
     roots = store.roots() if at is None else commit.roots
@@ -835,15 +842,24 @@ def prepare_restore(store: Store, name: str, at: str | None) -> list[tuple[Group
     partners = [other for other in records.values() if other.settings.name != name
                 and other.files_commit == record.files_commit and other.settings.volume == record.settings.volume
                 and not groups.stopped(store, other.settings.name, roots)]
+    return RestorePlan(record, commit, partners)
+
+
+def reset_volume(store: Store, plan: RestorePlan) -> list[tuple[GroupCheckpoint, int | None]]:
+    """Reset the plan's volume (and the clones grafted into it) to its checkpoint's file
+    system and name that checkpoint as its groups' newest (before the mount starts); a
+    clone made since stays in the store, no longer grafted. The groups to restore, each
+    with the checkpoint's id."""
+    record, commit = plan.record, plan.commit
     for volume, root in {record.settings.volume: record.fs, **record.clone_volumes}.items():
         if volume in store.volumes():
             store.drop_volume(volume)
         store.create_volume(volume, root)
-    for restored in (record, *partners):
+    for restored in (record, *plan.partners):
         groups.save(store, restored)     # its newest again (unmarked if it had been stopped)
-    names = " ".join(r.settings.name for r in (record, *partners))
+    names = " ".join(r.settings.name for r in (record, *plan.partners))
     store.commit(f"restore group {names} from checkpoint {commit.id if commit else '?'}", durable=True)
-    return [(r, commit.id if commit else None) for r in (record, *partners)]
+    return [(r, commit.id if commit else None) for r in (record, *plan.partners)]
 
 
 async def _exit_status(group: RunningGroup, wait_s: float = 1.0) -> int | None:
@@ -883,27 +899,30 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
         return 1
     daemon = None
     try:
-        restore = []
+        plan, restore = None, []
         volume, mountpoint = args.volume, args.mountpoint
-        try:                                    # a GroupError here: nothing started, the command's error
+        try:                                    # a GroupError here: nothing changed, the command's error
             if args.or_new_at and groups.ROOT_PREFIX + args.restore not in store.roots():
                 mountpoint = args.or_new_at     # (sls run --resume of a group with no checkpoint yet)
             elif args.restore:
-                restore = prepare_restore(store, args.restore, args.at)
-                volume = restore[0][0].settings.volume
-                mountpoint = mountpoint or restore[0][0].settings.mount_root()
+                plan = plan_restore(store, args.restore, args.at)
+                volume = plan.record.settings.volume
+                mountpoint = mountpoint or plan.record.settings.mount_root()
             elif args.like:
                 settings = groups.load(store, args.like).settings
                 volume, mountpoint = settings.volume, mountpoint or settings.mount_root()
+            if not mountpoint:
+                raise GroupError("no mount point given")
+            startup.done("plan_restore" if args.restore else "settings")
+            detach_stale(mountpoint, args.store)     # (refuses another store's mount: before the reset)
+            startup.done("detach_stale")
         except GroupError as exc:
             ready(f"{REFUSED}{exc}")
             log.error("%s", exc)
             return 1
-        if not mountpoint:
-            raise GroupError("no mount point given")
-        startup.done("prepare_restore" if args.restore else "settings")
-        detach_stale(mountpoint, args.store)
-        startup.done("detach_stale")
+        if plan is not None:
+            restore = reset_volume(store, plan)
+            startup.done("reset_volume")
         os.makedirs(mountpoint, exist_ok=True)
         fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True, fsync_commits=False,
                         also_keep=lambda keep: group_retention.needed(store, keep))

@@ -47,8 +47,8 @@ def test_a_run_beside_a_daemon_leaves_only_that_daemon(group_store):
     assert restored["daemon"] != daemon
     assert all(g["running"] for g in restored["groups"])
     startup = restored["startup_ms"]     # where its start went (bench/groups.py reports it)
-    assert list(startup) == ["imports", "command_wait", "store_open", "prepare_restore", "detach_stale",
-                             "mount", "restore", "control_socket"], startup
+    assert list(startup) == ["imports", "command_wait", "store_open", "plan_restore", "detach_stale",
+                             "reset_volume", "mount", "restore", "control_socket"], startup
     assert all(ms >= 0 for ms in startup.values()), startup
     wait_for(lambda: _store_processes(store) == {restored["daemon"]}, "only the new daemon to be left")
 
@@ -151,3 +151,31 @@ def test_the_daemon_to_be_imports_at_the_daemons_raised_share():
     finally:
         command.communicate("", timeout=60)
     assert command.returncode == 0
+
+
+def test_a_daemon_refusing_its_mount_point_leaves_the_volume_as_it_was(group_store):
+    """A daemon started directly (`python -m slsfs.daemon STORE --restore GROUP`, as a
+    supervisor may) at another store's mount point refuses it before it resets the
+    volume to the group's checkpoint: files written since that checkpoint stay."""
+    store = group_store
+    sleeper = ["--", sys.executable, "-c", "import time; time.sleep(3600)"]
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", *sleeper)
+    store.checkpoint("app")
+    (store.mnt / "written-after").write_text("kept")
+    store.sls("stop", "--store", str(store.path))
+    other, other_mnt = store.path.with_name("other"), store.path.with_name("other.mnt")
+    store.sls("init", str(other))
+    other_mnt.mkdir()
+    store.sls("mount", str(other), str(other_mnt))
+    try:
+        daemon = subprocess.run([sys.executable, "-m", "slsfs.daemon", str(store.path), "--restore", "app",
+                                 "--mountpoint", str(other_mnt)], capture_output=True, text=True, timeout=120)
+    finally:
+        store.sls("umount", str(other_mnt))
+    assert daemon.returncode == 1, daemon
+    assert "is a mount of another store" in (store.path / "daemon.log").read_text()
+    store.sls("mount", str(store.path), str(store.mnt))
+    try:
+        assert (store.mnt / "written-after").read_text() == "kept", "the refused restore reset the volume"
+    finally:
+        store.sls("umount", str(store.mnt))
