@@ -14,6 +14,11 @@ with the tracer's reading of the process's files, signals and threads. Real-time
 worker does not wait behind whatever else runs on that CPU (the machine is shared); when it
 still has not begun (other real-time tasks there, at load 15 the wait for the copy of a
 1 MiB stop was 1-1.8 ms), the tracer copies the pages itself rather than wait for it.
+The worker is moved to a job's CPUs by `submit`, before it is woken: the tracer pins itself
+to whichever CPU it runs on, which changes from one stop to the next, and a worker left
+there by its previous job was woken behind the real-time tracer, which it cannot preempt
+(a 2 GiB stop's shared scan: the worker began no piece in 4 stops of 12, at load 1, each
+the first after the tracer's CPU had changed).
 
 Simplifications: one worker for the whole process (two tracer threads' jobs queue up);
 a job must not touch ptrace (its tracees belong to the tracer thread) nor anything the
@@ -33,6 +38,7 @@ from .pinning import Pinning
 _jobs: "queue.SimpleQueue[Job]" = queue.SimpleQueue()
 _worker: threading.Thread | None = None
 _start_lock = threading.Lock()
+_placed: set[int] = set()      # the CPUs the worker was last moved to (_place)
 # While a `hurried` job is queued or runs on the worker, Python's switch interval is this
 # short (5 ms by default): the worker needs Python's lock to start a job and between its
 # system calls, and a thread waiting for that lock asks the holder to let it go only after a
@@ -97,11 +103,26 @@ def submit(fn: Callable[[], Any], cpus: set[int], hurried: bool = False) -> Job:
         job.run()
         return job
     start()
+    _place(cpus)
     if hurried:
         _hurry()
         job.hurried = True
     _jobs.put(job)
     return job
+
+
+def _place(cpus: set[int]) -> None:
+    """Move the worker to `cpus` unless it is there already (from the submitter: before
+    the worker is woken; from the worker: a job queued by another tracer thread)."""
+    global _placed
+    with _start_lock:
+        if cpus == _placed or _worker is None:
+            return
+        try:
+            os.sched_setaffinity(_worker.native_id, cpus)
+        except OSError:
+            return
+        _placed = set(cpus)
 
 
 def _hurry() -> None:
@@ -126,11 +147,12 @@ def _unhurry() -> None:
 def start() -> None:
     """Have the worker running. Called before a freeze (Incremental.precopy): a thread start
     waits for the new thread to be scheduled, on a busy machine milliseconds of a stop."""
-    global _worker
+    global _worker, _placed
     with _start_lock:
         if _worker is None or not _worker.is_alive():
             _worker = threading.Thread(target=_work, name="sls-page-copier", daemon=True)
             _worker.start()
+            _placed = set()
 
 
 def _work() -> None:
@@ -138,15 +160,9 @@ def _work() -> None:
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
     except OSError:
         pass
-    cpus: set[int] = set()
     while True:
         job = _jobs.get()
         if not job.claim():
             continue            # its submitter ran it already
-        if job.cpus != cpus:
-            try:
-                os.sched_setaffinity(0, job.cpus)
-                cpus = job.cpus
-            except OSError:
-                pass
+        _place(job.cpus)
         job.run()

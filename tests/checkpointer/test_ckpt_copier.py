@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import weakref
 
 import pytest
 
 from checkpointer import copier
+from checkpointer.pinning import Pinning
 
 
 def _other_cpus() -> set[int]:
@@ -107,3 +109,28 @@ def test_a_hurried_job_shortens_the_switch_interval_until_every_one_has_run():
         release.set()
     assert first.result() is True
     assert sys.getswitchinterval() == before
+
+
+def test_the_worker_begins_a_job_while_its_submitter_holds_the_cpu_the_worker_last_ran_on():
+    """A stop's tracer pins itself, real-time, to whichever CPU it runs on, and that changes
+    from one stop to the next: the worker, left on that CPU by its previous job, must be
+    woken on the other one. Woken behind the tracer, it began nothing until the tracer
+    waited (a 2 GiB stop's shared scan: the tracer scanned every piece itself in 4 stops
+    of 12, each the first after its CPU had changed)."""
+    _other_cpus()
+    pinning = Pinning(realtime=True)
+    ran: list[int] = []
+    done = threading.Event()
+    try:
+        began = threading.Event()
+        copier.submit(began.set, {pinning.cpu})
+        assert began.wait(30)               # we wait: the worker ran on our CPU
+        job = copier.submit(lambda: ran.append(threading.get_ident()) or done.set(),
+                            copier.other_cpus(pinning), hurried=True)
+        deadline = time.monotonic() + 0.5
+        while not done.is_set() and time.monotonic() < deadline:
+            os.stat("/")                    # lets Python's lock go, never our CPU
+        job.result()
+    finally:
+        pinning.close()
+    assert ran and ran != [threading.get_ident()], "the worker did not begin the job: the submitter ran it"
