@@ -404,15 +404,17 @@ class DirtyTracker:
         self.cancel_scan()      # (every mapping was selected: the scan was asked for and is done)
         if self.uffd is None:
             self.uffd = self._open_uffd(proc)
+        current = {v.signature for v in vmas}
         for vma in vmas:
             sig = vma.signature
-            if _trackable(vma) and sig not in self.armed:
+            if sig in self.armed or sig in self.shared_armed:
+                continue        # (most of them: only a new or changed mapping is looked at)
+            if _trackable(vma):
                 self._protect(vma)
                 self.armed.add(sig)
-            elif "w" in vma.perms and shared_memory.followed(vma) and sig not in self.shared_armed:
+            elif "w" in vma.perms and shared_memory.followed(vma):
                 self._protect(vma)
                 self.shared_armed.add(sig)
-        current = {v.signature for v in vmas}
         self.armed &= current
         self.shared_armed &= current
         self.seen = current
