@@ -570,12 +570,25 @@ def page_ranges(pagemap_fd: int, start: int, end: int, mask: int, *, inverted: i
     return found
 
 
+# Parsed /proc/PID/limits, by its text: processes keep their limits, and the parsing cost
+# a stop more than the read (a few distinct texts per machine: a few hundred are kept).
+_PARSED_LIMITS: dict[str, dict[int, tuple[int, int]]] = {}
+PARSED_LIMITS_REMEMBERED = 256
+
+
 def rlimits(pid: int) -> dict[int, tuple[int, int]]:
     """(soft, hard) of each resource limit, by RLIMIT_ number, from /proc/PID/limits (the
-    kernel lists them in that order). Unlike prlimit(2), reading them needs no
-    CAP_SYS_RESOURCE when the process belongs to another user."""
+    kernel lists them in that order); not to be changed (shared by processes with the same
+    limits). Unlike prlimit(2), reading them needs no CAP_SYS_RESOURCE when the process
+    belongs to another user."""
+    text = _read(pid, "limits")
+    if (known := _PARSED_LIMITS.get(text)) is not None:
+        return known
     limits = {}
-    for number, line in enumerate(_read(pid, "limits").splitlines()[1:]):
+    for number, line in enumerate(text.splitlines()[1:]):
         soft, hard = line[26:47].strip(), line[47:68].strip()
         limits[number] = tuple(resource.RLIM_INFINITY if v == "unlimited" else int(v) for v in (soft, hard))
+    if len(_PARSED_LIMITS) >= PARSED_LIMITS_REMEMBERED:
+        _PARSED_LIMITS.clear()
+    _PARSED_LIMITS[text] = limits
     return limits

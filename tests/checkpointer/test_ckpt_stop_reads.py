@@ -1,7 +1,8 @@
 """What the stop no longer reads, because it cannot have changed: each shortcut with the
 case that would catch it stale. A process's thread count (one stat of /proc/PID/task) stands
 for a second listing of its threads; a seccomp mode of 0 in the main thread's status
-(read while frozen) for asking the kernel for its filters."""
+(read while frozen) for asking the kernel for its filters; the text of /proc/PID/limits for
+parsing it again."""
 from __future__ import annotations
 
 import os
@@ -90,6 +91,39 @@ def _memory_fds(pid: int) -> list[str]:
             continue
     return found
 
+
+def test_a_limit_changed_between_two_checkpoints_is_in_the_second(procs, store, tmp_path):
+    """The stop parses /proc/PID/limits once per text it reads: the process lowers a limit
+    after the first checkpoint, and the second records the new value."""
+    out = tmp_path / "limits.out"
+    go = tmp_path / "go"
+    script = f"""
+import os, resource, time
+out = open({str(out)!r}, "w")
+print("ok waiting", file=out, flush=True)
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.01)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+print("ok lowered", file=out, flush=True)
+while True:
+    time.sleep(0.01)
+"""
+    proc = procs.start([os.sys.executable, "-c", script])
+    wait_for(lambda: out.exists() and ok_lines(out), "the target to start")
+    inc = Incremental()
+    try:
+        limits = []
+        for round_ in range(2):
+            with freeze([proc.pid]) as frozen:
+                root = inc.capture(frozen, store)
+            limits.append(load_image(store, root).processes[0]["rlimits"]["RLIMIT_NOFILE"])
+            if round_ == 0:
+                go.touch()
+                wait_for(lambda: len(ok_lines(out)) >= 2, "the target to lower its limit")
+    finally:
+        inc.close()
+    assert limits[1] == [limits[0][0] - 1, limits[0][1]], limits
 
 def test_the_memory_fd_a_stop_keeps_open_is_closed_with_its_window(procs, store, binaries, tmp_path):
     """Inside a freeze window one /proc/PID/mem fd serves every read and injection of a
