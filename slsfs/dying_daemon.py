@@ -20,7 +20,6 @@ import os
 import time
 from pathlib import Path
 
-from mount import fusectl
 from mount.control import slsfs_mounts
 
 SIGKILL_BIT = 1 << 8
@@ -32,6 +31,7 @@ def release(store: str) -> bool:
     holder = lock_holder(store)
     if holder is None or not dying(holder):
         return False
+    from mount import fusectl      # (here: its ctypes cost every `sls restore` and `sls ps` ~2-20 ms)
     for mount in slsfs_mounts():
         if os.path.realpath(mount.store) == os.path.realpath(store) and mount.device:
             fusectl.abort(int(mount.device.split(":")[1]))

@@ -41,13 +41,20 @@ UMOUNT_TIMEOUT_S = 120.0
 MOUNT_DAEMON_MODULE = "slsfs.mount_daemon"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("init", help="create a new store with an empty file system")
+def build(verb: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of `verb` (one of ours: slsfs.cli.VERBS) to its parser."""
+    {"init": _init_args, "mount": _mount_args, "umount": _umount_args, "checkpoint": _checkpoint_args,
+     "log": _log_args, "snapshot": _snapshot_args, "clone": _clone_args, "diff": _diff_args,
+     "gc": _gc_args, "fsck": _fsck_args, "stat": _stat_args}[verb](p)
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("store")
     p.add_argument("--volume", default="main", help="name of the first volume (default: main)")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("mount", help="mount a store's volume (in the background by default)")
+
+def _mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("store")
     p.add_argument("mountpoint")
     p.add_argument("--volume", default="main")
@@ -58,40 +65,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace a stale mount left by a dead daemon")
     p.set_defaults(func=cmd_mount)
 
-    p = sub.add_parser("umount", help="unmount (refuses while files are open, listing them)")
+
+def _umount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("mountpoint")
     p.add_argument("--force", action="store_true", help="detach even with open files (lazy unmount)")
     p.set_defaults(func=cmd_umount)
 
-    p = sub.add_parser("checkpoint", help="take a durable checkpoint of a mount now")
+
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("mountpoint")
     p.add_argument("--name", help="name (tag) it; named checkpoints are kept forever")
     add_json_flag(p)
     p.set_defaults(func=cmd_checkpoint)
 
-    p = sub.add_parser("log", help="list checkpoints, newest first")
+
+def _log_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="a mount point or a store directory")
     p.add_argument("-n", "--limit", type=int, default=50, help="show at most N (0: all)")
     add_json_flag(p)
     p.set_defaults(func=cmd_log)
 
-    p = sub.add_parser("snapshot", help="snapshot a directory of a mount (O(1))")
+
+def _snapshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("directory")
     p.add_argument("--name")
     add_json_flag(p)
     p.set_defaults(func=cmd_snapshot)
 
-    p = sub.add_parser("clone", help="writable O(1) copy of a directory, snapshot or checkpoint fs/")
+
+def _clone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src")
     p.add_argument("dest")
     add_json_flag(p)
     p.set_defaults(func=cmd_clone)
 
-    p = sub.add_parser("diff", help="paths added, removed and changed between two checkpoints or directories",
-                       description="Compare two checkpoints of a mount (an id, a name, latest, latest~N, "
-                                   "an ISO-8601 time; in a group's mount also GROUP#N, or #N with one "
-                                   "group: its files at that checkpoint's freeze), from the store's trees, "
-                                   "reading only what changed; or two directories (walked).")
+
+def _diff_args(p: argparse.ArgumentParser) -> None:
+    p.description = ("Compare two checkpoints of a mount (an id, a name, latest, latest~N, "
+                     "an ISO-8601 time; in a group's mount also GROUP#N, or #N with one "
+                     "group: its files at that checkpoint's freeze), from the store's trees, "
+                     "reading only what changed; or two directories (walked).")
     p.add_argument("a", help="the older checkpoint, or a directory")
     p.add_argument("b", help="the newer checkpoint, or a directory")
     p.add_argument("--mount", help="the mount whose checkpoints A and B are (default: the one the "
@@ -99,15 +112,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_diff)
 
-    for verb, helptext, func in (("gc", "thin old checkpoints and free unreachable space", cmd_gc),
-                                 ("fsck", "verify every chunk and tree of a store", cmd_fsck),
-                                 ("stat", "space used, dedup and compression, checkpoints", cmd_stat)):
-        p = sub.add_parser(verb, help=helptext)
-        p.add_argument("target", help="a store directory or a mount point")
-        add_json_flag(p)
-        p.set_defaults(func=func)
-        if verb == "gc":
-            _prune_flags(p)
+
+def _store_target_args(p: argparse.ArgumentParser) -> None:
+    """gc, fsck, stat: a store or a mount point of one."""
+    p.add_argument("target", help="a store directory or a mount point")
+    add_json_flag(p)
+
+
+def _gc_args(p: argparse.ArgumentParser) -> None:
+    _store_target_args(p)
+    p.set_defaults(func=cmd_gc)
+    _prune_flags(p)
+
+
+def _fsck_args(p: argparse.ArgumentParser) -> None:
+    _store_target_args(p)
+    p.set_defaults(func=cmd_fsck)
+
+
+def _stat_args(p: argparse.ArgumentParser) -> None:
+    _store_target_args(p)
+    p.set_defaults(func=cmd_stat)
 
 
 def _prune_flags(p: argparse.ArgumentParser) -> None:

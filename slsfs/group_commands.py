@@ -25,13 +25,17 @@ from mount.control import ControlError, request, slsfs_mounts
 from . import dying_daemon, groups
 from .cli import CommandError, add_json_flag, read_only_store
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, DaemonStart, start_daemon, take
-from .fs_commands import mount_state, unmount
 from .groups import LOG_NAME, GroupError
 
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a command in a new persistence group (files + memory checkpointed)")
+def build(verb: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of `verb` (one of ours, or one we extend: slsfs.cli.VERBS) to its parser."""
+    {"run": _run_args, "persist": _persist_args, "ps": _ps_args, "barrier": _barrier_args, "stop": _stop_args,
+     "checkpoint": _extend_checkpoint, "restore": _restore_args, "send": _extend_send}[verb](p)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--volume", help="the volume to mount (default: the one `sls mount` serves, or main)")
     p.add_argument("--name", help="group name (default: the command's name)")
@@ -55,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_run, mode="cwd")
 
-    p = sub.add_parser("persist", help="add a running process tree to a new persistence group")
+
+def _persist_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("pid", type=int)
     p.add_argument("--store", required=True, help="a store whose daemon runs (start one with `sls run`)")
     p.add_argument("--name", help="group name (default: pid-PID)")
@@ -63,31 +68,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_persist)
 
-    p = sub.add_parser("ps", help="persistence groups, their processes and checkpoints")
+
+def _ps_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True)
     add_json_flag(p)
     p.set_defaults(func=cmd_ps)
 
-    p = sub.add_parser("barrier", help="wait until a group's last checkpoint is durable (fails, with the reason, "
-                                         "while its checkpoints fail)")
+
+def _barrier_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("group")
     p.add_argument("--store", required=True)
     add_json_flag(p)
     p.set_defaults(func=cmd_barrier)
 
-    p = sub.add_parser("stop", help="kill one group (its checkpoints stay), or every group of a store "
-                                    "and its daemon")
+
+def _stop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("group", nargs="?", help="only this group (e.g. a clone); default: all, and the daemon")
     p.add_argument("--store", required=True)
     p.set_defaults(func=cmd_stop)
 
-    _extend_checkpoint(sub)
-    _extend_restore(sub)
-    _extend_send(sub)
 
-
-def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.choices["checkpoint"]
+def _extend_checkpoint(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="the argument is a persistence group of this store")
     add_json_flag(p)
     fs_func = p.get_default("func")
@@ -97,15 +98,10 @@ def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=dispatch)
 
 
-def _extend_restore(sub: argparse._SubParsersAction) -> None:
-    p = sub.choices.get("restore")
-    other = p.get_default("func") if p is not None else None
-    if p is None:
-        p = sub.add_parser("restore", help="bring a persistence group back from a checkpoint")
-        p.add_argument("group")
+def _restore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("group")
     p.add_argument("--store", help="the argument is a persistence group of this store")
-    if not any("--at" in a.option_strings for a in p._actions):
-        p.add_argument("--at", metavar="CHECKPOINT", help=groups.AT_HELP)
+    p.add_argument("--at", metavar="CHECKPOINT", help=groups.AT_HELP)
     p.add_argument("--clone", action="store_true",
                    help="start independent copies on O(1) clones of the checkpoint's files instead "
                         "(copies of a server share its listening ports)")
@@ -115,21 +111,16 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
                    help="also when other groups run in the store (they are stopped: the volume's files "
                         "go back to the checkpoint)")
     add_json_flag(p)
-    positional = next(a.dest for a in p._actions if not a.option_strings)
 
     def dispatch(args) -> int:
-        if args.store:
-            args.group = getattr(args, positional)
-            return cmd_group_restore(args)
-        if other is None:
+        if not args.store:
             raise CommandError("say which store holds the group: sls restore GROUP --store STORE")
-        return other(args)
+        return cmd_group_restore(args)
     p.set_defaults(func=dispatch)
 
 
-def _extend_send(sub: argparse._SubParsersAction) -> None:
+def _extend_send(p: argparse.ArgumentParser) -> None:
     """`sls send GROUP --store S`: send the newest durable checkpoint naming the group."""
-    p = sub.choices["send"]
     send_func = p.get_default("func")
 
     def dispatch(args) -> int:
@@ -203,6 +194,7 @@ def take_over_plain_mount(store: str, check: Callable[[], None] | None = None) -
     if mountpoint is None:
         raise CommandError(f"the `sls mount` daemon of {store} answers but its mount point is not in "
                            "/proc/self/mountinfo; stop it and try again")
+    from .fs_commands import unmount      # (here: the file-system verbs' imports cost every restore ~25 ms)
     unmount(mountpoint, busy_hint="and the slsfs daemon must take this `sls mount` over to run groups: "
                                   f"close these first (or `sls umount --force {mountpoint}`)")
     return mountpoint, volume
@@ -480,6 +472,7 @@ def cmd_group_clone(args) -> int:
 
 
 def cmd_stop(args) -> int:
+    from .fs_commands import mount_state, unmount
     store = _store_path(args.store)
     status = daemon_status(store)
     if status is None:

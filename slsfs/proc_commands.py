@@ -24,34 +24,22 @@ from pathlib import Path
 
 from objectstore import Store
 
-from .cli import CommandError, add_json_flag, close_read_only_store, read_only_store
+from .cli import CommandError, close_read_only_store, read_only_store
 
 GROUP_PREFIX = "grp/"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    _extend_checkpoint(sub)
-    _extend_restore(sub)
-    _extend_ps(sub)
-
-
-def _add_store(p: argparse.ArgumentParser) -> None:
-    if not any("--store" in a.option_strings for a in p._actions):
-        p.add_argument("--store", help="the store that holds the image")
+def build(verb: str, p: argparse.ArgumentParser) -> None:
+    """Extend `verb` (checkpoint, restore or ps: slsfs.cli.VERBS builds them before us) with
+    what process images need."""
+    {"checkpoint": _extend_checkpoint, "restore": _extend_restore, "ps": _extend_ps}[verb](p)
 
 
 def _positional(p: argparse.ArgumentParser) -> str:
     return next(a.dest for a in p._actions if not a.option_strings)
 
 
-def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.choices.get("checkpoint") or sub.add_parser("checkpoint", help="checkpoint a process tree")
-    if p.get_default("func") is None:
-        p.add_argument("target")
-    _add_store(p)
-    add_json_flag(p)
-    if not any("--name" in a.option_strings for a in p._actions):
-        p.add_argument("--name", help="the image's name")
+def _extend_checkpoint(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leave-stopped", action="store_true",
                    help="with a PID: leave the processes stopped (SIGSTOP) after the checkpoint")
     p.add_argument("--kill", action="store_true",
@@ -74,8 +62,6 @@ def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
         for flag in ("leave_stopped", "kill"):
             if getattr(args, flag):
                 raise CommandError(f"--{flag.replace('_', '-')} applies to a PID: sls checkpoint PID --store STORE")
-        if other is None:
-            raise CommandError("say which store gets the image: sls checkpoint PID --store STORE")
         if not args.store and not value.isdigit() and not Path(value).exists():
             raise CommandError(f"{value} is not a path: for the persistence group {value}, name its store "
                                f"(sls checkpoint {value} --store STORE)")
@@ -83,12 +69,7 @@ def _extend_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=dispatch)
 
 
-def _extend_restore(sub: argparse._SubParsersAction) -> None:
-    p = sub.choices.get("restore") or sub.add_parser("restore", help="restore a process image")
-    if p.get_default("func") is None:
-        p.add_argument("name")
-    _add_store(p)
-    add_json_flag(p)
+def _extend_restore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detach", action="store_true",
                    help="a process image: return once the processes run (default: wait until they "
                         "exit; a group's restore always returns once it runs, its daemon keeps it)")
@@ -103,8 +84,6 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
         value = getattr(args, name)
         if args.store and _is_image(args.store, value):
             return cmd_restore(args, value)
-        if other is None:
-            raise CommandError(f"no process image named {value!r}: see `sls ps --store STORE`")
         try:
             return other(args)
         except CommandError as exc:
@@ -116,12 +95,7 @@ def _extend_restore(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=dispatch)
 
 
-def _extend_ps(sub: argparse._SubParsersAction) -> None:
-    p = sub.choices.get("ps")
-    if p is None:
-        p = sub.add_parser("ps", help="process images of a store")
-        p.add_argument("--store", required=True)
-    add_json_flag(p)
+def _extend_ps(p: argparse.ArgumentParser) -> None:
     other = p.get_default("func")
 
     def dispatch(args) -> int:
@@ -249,9 +223,8 @@ def _image_doc(name: str, image) -> dict:
 
 def cmd_ps(args, other) -> int:
     groups_out = io.StringIO()
-    if other is not None:
-        with contextlib.redirect_stdout(groups_out):
-            other(args)
+    with contextlib.redirect_stdout(groups_out):
+        other(args)
     from checkpointer import images, load_image
     store = read_only_store(_store_path(args.store))    # the one the groups' part opened, if it did
     docs = [_image_doc(name, load_image(store, root)) for name, root in sorted(images(store).items())]

@@ -15,20 +15,20 @@ from objectstore.stream import read_header, recv, send
 from .cli import CommandError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("send", help="write a checkpoint as a stream (full or incremental)")
-    p.add_argument("checkpoint", help="checkpoint id, tag, 'latest' or ISO time")
-    p.add_argument("--store", required=True, help="the store holding the checkpoint")
-    p.add_argument("--from", dest="base", help="send only what this earlier checkpoint lacks")
-    p.add_argument("-o", "--output", help="write to this file instead of standard output (made readable "
-                                          "by its owner only: a stream holds the processes' memory)")
-    p.set_defaults(func=cmd_send)
-
-    p = sub.add_parser("recv", help="apply a stream from `sls send` to a store (created if missing)")
-    p.add_argument("store")
-    p.add_argument("-i", "--input", help="read from this file instead of standard input")
-    p.add_argument("--force", action="store_true", help="replace volumes that differ from the stream's base")
-    p.set_defaults(func=cmd_recv)
+def build(verb: str, p: argparse.ArgumentParser) -> None:
+    """Add the arguments of `verb` (send or recv: slsfs.cli.VERBS) to its parser."""
+    if verb == "send":
+        p.add_argument("checkpoint", help="checkpoint id, tag, 'latest' or ISO time")
+        p.add_argument("--store", required=True, help="the store holding the checkpoint")
+        p.add_argument("--from", dest="base", help="send only what this earlier checkpoint lacks")
+        p.add_argument("-o", "--output", help="write to this file instead of standard output (made readable "
+                                              "by its owner only: a stream holds the processes' memory)")
+        p.set_defaults(func=cmd_send)
+    else:
+        p.add_argument("store")
+        p.add_argument("-i", "--input", help="read from this file instead of standard input")
+        p.add_argument("--force", action="store_true", help="replace volumes that differ from the stream's base")
+        p.set_defaults(func=cmd_recv)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
