@@ -466,8 +466,10 @@ class Daemon:
         """Start `count` copies of a group checkpoint, each on its own O(1) clone of the
         checkpoint's file system (of the group's directory in it), grafted at
         `<mount>/<name>.clone<N>/`. Each copy is a group of its own, checkpointed at the
-        rate of its origin (the first time at once, all together)."""
-        record, commit = groups.resolve(self.store, name, at)
+        rate of its origin (the first time at once, all together). `name` may be a
+        checkpoint of a group instead (`sls restore CHECKPOINT --clone`: groups.resolve_named)."""
+        record, commit, at = groups.resolve_named(self.store, name, at)
+        name = record.settings.name
         origin = groups.files_commit_of(self.store, record)
         image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
         source = "/".join(filter(None, (f".sls/checkpoints/{origin.id}/fs", record.settings.directory)))
@@ -908,8 +910,8 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
                 plan = plan_restore(store, args.restore, args.at)
                 volume = plan.record.settings.volume
                 mountpoint = mountpoint or plan.record.settings.mount_root()
-            elif args.like:
-                settings = groups.load(store, args.like).settings
+            elif args.like:                     # (a group, or a checkpoint of one: sls restore CKPT --clone)
+                settings = groups.resolve_named(store, args.like, None)[0].settings
                 volume, mountpoint = settings.volume, mountpoint or settings.mount_root()
             if not mountpoint:
                 raise GroupError("no mount point given")

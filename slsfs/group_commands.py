@@ -373,7 +373,6 @@ def cmd_group_checkpoint(args) -> int:
 def cmd_group_restore(args) -> int:
     store = _store_path(args.store)
     if args.clone:
-        _name_the_group(store, args)
         return cmd_group_clone(args)
     plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
     daemon = take()                      # (forked when the command started: imports meanwhile)
@@ -381,12 +380,6 @@ def cmd_group_restore(args) -> int:
                                    daemon_status(store), force=args.force, daemon=daemon)
     _print(args, group, _restored_line(group))
     return 0
-
-
-def _name_the_group(store: str, args) -> None:
-    """`sls restore CHECKPOINT --clone`: the group checkpointed there, and that checkpoint."""
-    if args.at is None and (named := groups.group_at_checkpoint(read_only_store(store), args.group)):
-        args.group, args.at = named
 
 
 def _check_restorable(store: str, name: str, at: str | None) -> None:

@@ -6,9 +6,12 @@ it, and list the images (checkpointer/).
     sls ps --store STORE [--json]          (persistence groups, then process images)
 
 `checkpoint` and `restore` are shared with the file-system and group verbs: this module
-is registered after them and wraps their dispatchers. `checkpoint` is ours when its
-argument is a number (a PID) and --store is given; `restore` is ours when the store
-holds a process image of that name (and no persistence group of that name).
+builds after them (slsfs.cli.VERBS) and wraps their dispatchers. `checkpoint` is ours
+when its argument is a number (a PID) and --store is given; `restore` is ours when the store
+holds a process image of that name and no persistence group of that name: the group
+verbs try first and refuse such a name having changed nothing (a daemon they start
+resolves it in the store it opens anyway), so that a group's restore after a crash does
+not open the store in the command too.
 Simplifications: the whole tree under PID is captured; file contents are not part of
 an image (only a slsfs mount checkpoints them), which the output says.
 """
@@ -82,13 +85,13 @@ def _extend_restore(p: argparse.ArgumentParser) -> None:
 
     def dispatch(args) -> int:
         value = getattr(args, name)
-        if args.store and _is_image(args.store, value):
-            return cmd_restore(args, value)
         try:
-            return other(args)
+            return other(args)     # refuses, having changed nothing, a name that is no group's
         except CommandError as exc:
             if not (args.store and str(exc).startswith("no persistence group")):
                 raise
+            if _is_image(args.store, value):
+                return cmd_restore(args, value)
             names = ", ".join(_image_names(args.store)) or "none"
             raise CommandError(f"{exc}; nor a process image of that name (images: {names}; "
                                f"`sls ps --store {args.store}` lists both)") from None

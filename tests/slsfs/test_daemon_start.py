@@ -101,8 +101,10 @@ sys.exit(main())
 def test_a_resume_and_a_roll_back_leave_the_store_to_the_daemon(group_store, tmp_path):
     """`sls run --resume` with no daemon running opens no store in the command (the daemon
     it starts restores the group if the store has it, else serves the volume for a fresh
-    start), and `sls restore CHECKPOINT` with the group's daemon running resolves the name
-    through that daemon: the store is opened and read by a daemon only."""
+    start), `sls restore CHECKPOINT [--clone]` with the group's daemon running resolves the
+    name through that daemon, and with none running leaves it to the daemon it starts, as
+    `sls restore GROUP` leaves it whether GROUP is a group or a process image: the store is
+    opened and read by a daemon only."""
     store, probes = group_store, tmp_path / "probes"
 
     def probed_sls(*args: str) -> tuple[str, list[str]]:
@@ -123,6 +125,14 @@ def test_a_resume_and_a_roll_back_leave_the_store_to_the_daemon(group_store, tmp
     out, probed = probed_sls("restore", "marked", "--store", str(store.path))   # a roll back
     assert "group one: restored from checkpoint" in out and "resolve" not in probed, (out, probed)
     assert store.group("one")["running"]
+    out, probed = probed_sls("restore", "marked", "--store", str(store.path), "--clone")
+    assert "one.clone1: pid" in out and probed == [], (out, probed)
+    store.crash()
+    out, probed = probed_sls("restore", "one", "--store", str(store.path))   # a group, not an image
+    assert "group one: restored from checkpoint" in out and probed == [], (out, probed)
+    store.crash()
+    out, probed = probed_sls("restore", "marked", "--store", str(store.path), "--clone")   # no daemon runs
+    assert "one.clone" in out and probed == [], (out, probed)
     store.sls("stop", "--store", str(store.path))
 
 
