@@ -41,25 +41,18 @@ def test_a_thread_made_while_its_process_is_being_frozen_is_frozen_too(procs, bi
     wait_for(lambda: len(ok_lines(out)) > made, "the target to make threads after the thaws")
 
 
-def test_a_seccomp_filter_installed_between_two_checkpoints_is_in_the_second(procs, store, tmp_path):
-    """The first checkpoint sees no filter (the status's Seccomp: 0, the kernel not asked);
-    the process then installs one: the next checkpoint reads the status anew and records it."""
-    out = tmp_path / "filter.out"
-    go = tmp_path / "go"
+def _before_and_after(procs, store, tmp_path, change: str, read) -> list:
+    """`read(process record)` of two checkpoints of a Python process that runs the code
+    `change` between them."""
+    out, go = tmp_path / "change.out", tmp_path / "go"
     script = f"""
-import ctypes, os, pathlib, struct, sys, time
+import os, time
 out = open({str(out)!r}, "w")
 print("ok waiting", file=out, flush=True)
 while not os.path.exists({str(go)!r}):
     time.sleep(0.01)
-libc = ctypes.CDLL(None, use_errno=True)
-allow = struct.pack("HBBI", 0x06, 0, 0, 0x7fff0000)          # BPF_RET | BPF_K: SECCOMP_RET_ALLOW
-prog = ctypes.create_string_buffer(allow)
-fprog = struct.pack("HxxxxxxQ", 1, ctypes.addressof(prog))
-buf = ctypes.create_string_buffer(fprog)
-assert libc.prctl(38, 1, 0, 0, 0) == 0                       # PR_SET_NO_NEW_PRIVS
-assert libc.syscall(317, 1, 0, buf) == 0, ctypes.get_errno()  # seccomp(SECCOMP_SET_MODE_FILTER)
-print("ok filtered", file=out, flush=True)
+{change}
+print("ok changed", file=out, flush=True)
 while True:
     time.sleep(0.01)
 """
@@ -67,17 +60,46 @@ while True:
     wait_for(lambda: out.exists() and ok_lines(out), "the target to start")
     inc = Incremental()
     try:
-        filters = []
+        found = []
         for round_ in range(2):
             with freeze([proc.pid]) as frozen:
                 root = inc.capture(frozen, store)
-            filters.append(load_image(store, root).processes[0]["seccomp"]["filters"])
+            found.append(read(load_image(store, root).processes[0]))
             if round_ == 0:
                 go.touch()
-                wait_for(lambda: len(ok_lines(out)) >= 2, "the target to install its filter")
+                wait_for(lambda: len(ok_lines(out)) >= 2, "the target to make its change")
     finally:
         inc.close()
+    return found
+
+
+def test_a_seccomp_filter_installed_between_two_checkpoints_is_in_the_second(procs, store, tmp_path):
+    """The first checkpoint sees no filter (the status's Seccomp: 0, the kernel not asked);
+    the process then installs one: the next checkpoint reads the status anew and records it."""
+    install = """
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+allow = struct.pack("HBBI", 0x06, 0, 0, 0x7fff0000)          # BPF_RET | BPF_K: SECCOMP_RET_ALLOW
+prog = ctypes.create_string_buffer(allow)
+fprog = struct.pack("HxxxxxxQ", 1, ctypes.addressof(prog))
+buf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                       # PR_SET_NO_NEW_PRIVS
+assert libc.syscall(317, 1, 0, buf) == 0, ctypes.get_errno()  # seccomp(SECCOMP_SET_MODE_FILTER)
+"""
+    filters = _before_and_after(procs, store, tmp_path, install, lambda record: record["seccomp"]["filters"])
     assert filters[0] == [] and len(filters[1]) == 1, filters
+
+
+def test_a_limit_changed_between_two_checkpoints_is_in_the_second(procs, store, tmp_path):
+    """The stop parses /proc/PID/limits once per text it reads: the process lowers a limit
+    after the first checkpoint, and the second records the new value."""
+    lower = """
+import resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+"""
+    limits = _before_and_after(procs, store, tmp_path, lower, lambda record: record["rlimits"]["RLIMIT_NOFILE"])
+    assert limits[1] == [limits[0][0] - 1, limits[0][1]], limits
 
 
 def _memory_fds(pid: int) -> list[str]:
@@ -91,39 +113,6 @@ def _memory_fds(pid: int) -> list[str]:
             continue
     return found
 
-
-def test_a_limit_changed_between_two_checkpoints_is_in_the_second(procs, store, tmp_path):
-    """The stop parses /proc/PID/limits once per text it reads: the process lowers a limit
-    after the first checkpoint, and the second records the new value."""
-    out = tmp_path / "limits.out"
-    go = tmp_path / "go"
-    script = f"""
-import os, resource, time
-out = open({str(out)!r}, "w")
-print("ok waiting", file=out, flush=True)
-while not os.path.exists({str(go)!r}):
-    time.sleep(0.01)
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
-print("ok lowered", file=out, flush=True)
-while True:
-    time.sleep(0.01)
-"""
-    proc = procs.start([os.sys.executable, "-c", script])
-    wait_for(lambda: out.exists() and ok_lines(out), "the target to start")
-    inc = Incremental()
-    try:
-        limits = []
-        for round_ in range(2):
-            with freeze([proc.pid]) as frozen:
-                root = inc.capture(frozen, store)
-            limits.append(load_image(store, root).processes[0]["rlimits"]["RLIMIT_NOFILE"])
-            if round_ == 0:
-                go.touch()
-                wait_for(lambda: len(ok_lines(out)) >= 2, "the target to lower its limit")
-    finally:
-        inc.close()
-    assert limits[1] == [limits[0][0] - 1, limits[0][1]], limits
 
 def test_the_memory_fd_a_stop_keeps_open_is_closed_with_its_window(procs, store, binaries, tmp_path):
     """Inside a freeze window one /proc/PID/mem fd serves every read and injection of a
