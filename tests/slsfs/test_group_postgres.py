@@ -142,8 +142,13 @@ def test_postgres_is_restored_without_crash_recovery(pg_store):
     rows = wait_for(lambda: sql(port, "select count(*), count(distinct id) from t"), "the restored server",
                     timeout=120)
     assert rows[0] in ("1000|1000", "1001|1001"), rows
-    assert sql(port, "insert into t(v) values ('after the restore'); select count(*) from t") == \
-        [str(int(rows[0].split("|")[0]) + 1)]
+    # A periodic checkpoint can catch the backend of the insert after the named checkpoint inside
+    # its commit (waiting on its WAL fsync): restored, that backend finishes the commit, so its row
+    # may become visible after the first count (seen at load 10-18).
+    rows = sql(port, "insert into t(v) values ('after the restore'); select count(*), count(distinct id), "
+                     "count(*) filter (where v = 'after the checkpoint') from t")
+    total, distinct, carried = map(int, rows[0].split("|"))
+    assert total == distinct == 1001 + carried and carried <= 1, rows
     after = log.read_text()[len(before):]
     assert "recovery" not in after and "interrupted" not in after, f"the server recovered:\n{after}"
     memory = shared_memory_of(store.group("pg")["pids"][0])
