@@ -174,13 +174,16 @@ class Daemon:
         except (RuntimeError, NotFound):   # the volume table changed size while read: ask the trio thread
             return None
 
-    async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False, wait: bool = True) -> int:
+    async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False, wait: bool = True,
+                         unless_taken_since: int | None = None) -> int | None:
         """One group checkpoint (slsfs.group_checkpoint); its commit id, durable on return
         unless `wait` is False (a periodic one: its durability is awaited in the background,
         `_settle`, so the next checkpoint's freeze need not wait for this one's fdatasync).
         The other groups checkpointed on this volume are checkpointed with it, at the same
         instant (`_partners`; not when `alone`): after a crash all of them come back with
-        the files of that instant."""
+        the files of that instant. None, and no checkpoint, if `unless_taken_since` is
+        given and the group's checkpoint count (seq) is past it once this one may begin: a
+        partner's checkpoint, under way as this one was asked for, took the group too."""
         while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group, alone)]
                          if g.name in self.pages_coming]:
             await coming[0].wait()               # an image must not miss pages that are not in yet
@@ -188,6 +191,8 @@ class Daemon:
         if not wait:                             # a disk slower than the checkpoints holds them back
             await self.group_commit.within(UNDURABLE_COMMITS_MAX)
         async with self.lock:
+            if unless_taken_since is not None and group.seq != unless_taken_since:
+                return None
             members = [group] + [g for g in self._partners(group, alone) if g.name not in self.pages_coming]
             while True:
                 started = time.perf_counter()
@@ -204,7 +209,6 @@ class Daemon:
                 member.tracking.parent = image       # the next image builds on it, durable or not yet
                 member.seq += 1
                 member.newest_checkpoint = commit
-                member.taken_by_partner = member is not group
                 taken.append((member, captured.stop_ms, captured.writer.pages, captured.stop_phases_ms,
                               member.tracking.last_precopied))
         if wait:
@@ -306,17 +310,22 @@ class Daemon:
                              f"({group.last_checkpoint}) is older than its state: {exc}") from exc
 
     async def run_checkpoints(self, group: RunningGroup) -> None:
+        """Checkpoint `group` at its rate, but for a turn that finds it checkpointed since its
+        last turn (with a partner, or as asked: its seq moved), also while waiting to begin:
+        partners at --hz 100 took one checkpoint each per turn, ~130 of both a second."""
         period = 1.0 / group.settings.hz
         next_at = time.monotonic() + period
         failures = 0
+        seen = group.seq
         while group.alive():
             await trio.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + period, time.monotonic())
-            if group.taken_by_partner:           # checkpointed with a partner since its last turn
-                group.taken_by_partner = False
+            if group.seq != seen:
+                seen = group.seq
                 continue
             try:               # after a failure, alone: the others' checkpoints go on without it
-                await self.checkpoint(group, "periodic", alone=bool(group.error), wait=False)
+                await self.checkpoint(group, "periodic", alone=bool(group.error), wait=False,
+                                      unless_taken_since=seen)
                 group.error, failures = "", 0
             except (CheckpointError, StoreError, OSError) as exc:   # ProcessGone: maybe only a child
                 if not group.alive():
@@ -325,6 +334,7 @@ class Daemon:
                 log.warning("checkpoint of group %s failed, will retry: %s", group.name, exc)
                 if failures >= QUICK_RETRIES:     # not a passing race (a full disk?): slow down
                     await trio.sleep(RETRY_AFTER_ERROR_S)
+            seen = group.seq
         await self._ended(group)
 
     async def _wait_for_exit(self, group: RunningGroup) -> None:

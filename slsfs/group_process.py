@@ -44,7 +44,7 @@ class RunningGroup:
     settings: GroupSettings
     pids: list[int]                           # host PIDs of the group's processes
     handle: object                            # subprocess.Popen (fresh) or checkpointer Restored
-    seq: int = 0
+    seq: int = 0                              # its checkpoints: the newest one's number (#N, sls log)
     last_checkpoint: int | None = None        # commit id of the newest durable group checkpoint
     newest_checkpoint: int | None = None      # ... of the newest one, durable or not yet (slsfs.group_commit)
     restored_from: int | None = None
@@ -60,7 +60,6 @@ class RunningGroup:
     pages_total: int = 0                      # ... and all of this daemon's checkpoints of the group
     precopied_last: int = 0                   # of which copied before its freeze (incremental.precopy)
     stop_phases_last: dict[str, float] = field(default_factory=dict)   # ms per phase of the last stop
-    taken_by_partner: bool = False            # checkpointed with another group since its own last turn
     left_out_until: float = 0.0               # (monotonic) its capture failed in another group's checkpoint
 
     @property
