@@ -33,6 +33,7 @@ class MountInfo:
     mountpoint: str
     store: str
     device: str = ""         # "major:minor"; the minor names the FUSE connection (mount.fusectl)
+    super_options: tuple[str, ...] = ()    # the superblock's (allow_other, user_id=0, ...)
 
 
 def _unescape(field: str) -> str:
@@ -44,10 +45,11 @@ def slsfs_mounts() -> list[MountInfo]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
-            fstype, source = right.split()[:2]
+            fstype, source, *super_options = right.split()
             if fstype == FS_TYPE:
                 fields = left.split()
-                found.append(MountInfo(_unescape(fields[4]), _unescape(source), fields[2]))
+                found.append(MountInfo(_unescape(fields[4]), _unescape(source), fields[2],
+                                       tuple(",".join(super_options).split(","))))
     return found
 
 

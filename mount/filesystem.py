@@ -783,6 +783,7 @@ class FileSystem:
     def status(self) -> dict:
         head = self.store.head
         return {"volume": self.volume_name, "pid": os.getpid(), "store": str(self.store.path),
+                "checkpoint_interval_ms": round(self.interval * 1000, 6) if self.interval else 0,   # 0: never
                 "checkpoints_taken": self.checkpoints_taken, "kernel_flushes": self.kernel_flushes,
                 "head": head.id if head else None,
                 "durable": self.store.durable_id, "dirty": self.dirty,

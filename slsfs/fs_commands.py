@@ -28,7 +28,7 @@ from pathlib import Path
 from objectstore import Store, StoreError
 from objectstore.retention import Prune, parse_duration
 
-from mount.control import ControlError, find_mount, request, slsfs_mounts, socket_path
+from mount.control import ControlError, MountInfo, find_mount, request, slsfs_mounts, socket_path
 from mount.options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
 
 from . import dying_daemon, group_retention, orphans
@@ -39,6 +39,8 @@ MOUNT_TIMEOUT_S = 60.0
 UMOUNT_BUSY_RETRY_S = 2.0      # an unmount refused as busy is tried again for this long
 UMOUNT_TIMEOUT_S = 120.0
 MOUNT_DAEMON_MODULE = "slsfs.mount_daemon"
+#: mount(8) flags of one mount, not of its superblock: a second mount of a live store takes its own
+PER_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "atime", "noatime"})
 
 
 def build(verb: str, p: argparse.ArgumentParser) -> None:
@@ -60,7 +62,7 @@ def _mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--volume", default="main")
     p.add_argument("--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--allow-other", action="store_true", help="let other users use the mount")
-    p.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL_MS, metavar="MS",
+    p.add_argument("--checkpoint-interval", type=float, metavar="MS",
                    help=f"checkpoint every MS milliseconds when changed (default {DEFAULT_INTERVAL_MS}; 0: never)")
     p.add_argument("--force", action="store_true", help="replace a stale mount left by a dead daemon")
     p.set_defaults(func=cmd_mount)
@@ -219,8 +221,10 @@ def cmd_mount(args) -> int:
             raise CommandError(f"{mountpoint} is a stale mount left by a mount daemon that died; "
                                f"run `sls mount --force ...` (or `sls umount {mountpoint}`) to replace it")
         _detach(mountpoint)
-    daemon_args = [store, mountpoint, "--volume", args.volume,
-                   "--checkpoint-interval", str(args.checkpoint_interval)]
+    if (live := _live_mount_of(store)) is not None:
+        return _bind_to_live_mount(store, live, mountpoint, args)
+    interval = DEFAULT_INTERVAL_MS if args.checkpoint_interval is None else args.checkpoint_interval
+    daemon_args = [store, mountpoint, "--volume", args.volume, "--checkpoint-interval", str(interval)]
     if args.allow_other:
         daemon_args.append("--allow-other")
     for option in getattr(args, "mount_options", ()):
@@ -229,6 +233,59 @@ def cmd_mount(args) -> int:
         from .mount_daemon import main as daemon_main
         return daemon_main(daemon_args + ["--log-to-stderr"])
     return _start_daemon(store, mountpoint, daemon_args, quiet=getattr(args, "quiet", False))
+
+
+def _live_mount_of(store: str) -> MountInfo | None:
+    """A mount of `store` whose daemon answers, if there is one."""
+    real = os.path.realpath(store)
+    return next((m for m in slsfs_mounts()
+                 if os.path.realpath(m.store) == real and mount_state(m.mountpoint) == "live"), None)
+
+
+def _bind_to_live_mount(store: str, live: MountInfo, mountpoint: str, args) -> int:
+    """A second mount of a store that a live daemon serves: a bind mount of its mount at
+    `mountpoint`, served by the same daemon (one superblock, as a kernel file system mounted
+    twice from one device; xfstests generic/732 moves files between the two). `sls umount`
+    of either leaves the other. What belongs to the daemon (volume, checkpoint interval,
+    allow_other) must be what it already has: a clear refusal otherwise. The per-mount
+    flags asked for (ro, nosuid, ...) are the new mount's own."""
+    try:
+        status = request(live.store, "status")
+    except ControlError as exc:
+        raise CommandError(str(exc)) from None
+    served_by = f"{store} is mounted at {live.mountpoint} (daemon pid {status['pid']})"
+    if status["volume"] != args.volume:
+        raise CommandError(f"{served_by} with volume {status['volume']!r}, and its daemon serves that one "
+                           f"volume: mount volume {status['volume']!r}, or `sls umount {live.mountpoint}` "
+                           f"first to mount volume {args.volume!r}")
+    interval = status.get("checkpoint_interval_ms")
+    if None not in (args.checkpoint_interval, interval) and round(args.checkpoint_interval, 6) != interval:
+        every = f"checkpoints every {interval:g} ms" if interval else "takes no periodic checkpoints"
+        raise CommandError(f"{served_by}, and its daemon {every}: a second mount shares that daemon; "
+                           f"leave out the checkpoint interval, or `sls umount {live.mountpoint}` first")
+    if args.allow_other and "allow_other" not in live.super_options:
+        raise CommandError(f"{served_by} without --allow-other, and a second mount shares its daemon: "
+                           f"`sls umount {live.mountpoint}`, then mount with --allow-other")
+    if args.foreground:
+        raise CommandError(f"{served_by} already; without --foreground a second mount shares that daemon")
+    _run_mount(["--bind", live.mountpoint, mountpoint], f"could not bind {live.mountpoint} to {mountpoint}")
+    if flags := [o for o in getattr(args, "mount_options", ()) if o in PER_MOUNT_OPTIONS]:
+        try:
+            _run_mount(["-o", ",".join(["remount", "bind", *flags]), mountpoint],
+                       f"could not set {','.join(flags)} on {mountpoint}")
+        except CommandError:
+            _detach(mountpoint)
+            raise
+    if not getattr(args, "quiet", False):
+        print(f"mounted {store} at {mountpoint}: a second mount of its live mount at {live.mountpoint} "
+              f"(daemon pid {status['pid']} serves both; `sls umount` either)")
+    return 0
+
+
+def _run_mount(options: list[str], failure: str) -> None:
+    result = subprocess.run(["mount", *options], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CommandError(f"{failure}: {result.stderr.strip()}")
 
 
 def _wait_for_unmounted_daemon(store: str) -> None:
@@ -284,7 +341,7 @@ HELPER_USAGE = ("usage: slsfs STORE MOUNTPOINT [-o volume=NAME,checkpoint_interv
 def parse_mount_options(text: str) -> argparse.Namespace:
     """The `sls mount` settings that a `mount -o` option string asks for."""
     settings = argparse.Namespace(volume="main", allow_other=False, force=False, foreground=False,
-                                  checkpoint_interval=DEFAULT_INTERVAL_MS, mount_options=[],
+                                  checkpoint_interval=None, mount_options=[],
                                   quiet=True)    # like mount(8): nothing on stdout when it worked
     for option in filter(None, text.split(",")):
         name, has_value, value = option.partition("=")
@@ -406,7 +463,10 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
         pid = request(info.store, "status")["pid"]
     except ControlError:
         pid = None
-    groups = _running_groups(info.store)
+    # one of several mounts of its daemon (`sls mount` of a mounted store, mount --bind): only it goes
+    others = [m.mountpoint for m in slsfs_mounts() if info.device and m.device == info.device
+              and m.mountpoint != info.mountpoint]
+    groups = None if others else _running_groups(info.store)
     if groups and not force:
         raise CommandError(f"persistence groups run in {mountpoint} ({', '.join(groups)}): `sls stop --store "
                            f"{info.store}` stops them and unmounts it, their last durable checkpoints kept "
@@ -430,8 +490,8 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
             listing = f" (open there: {'; '.join(busy[:20])})" if busy else ""
             raise CommandError(f"could not unmount {mountpoint}: {result.stderr.strip()}{listing}")
         time.sleep(0.05)
-    if others := [m.mountpoint for m in slsfs_mounts() if info.device and m.device == info.device]:
-        return f"unmounted {mountpoint} (its daemon goes on serving {', '.join(others)})"   # a bind mount
+    if others:
+        return f"unmounted {mountpoint} (its daemon goes on serving {', '.join(others)})"
     if pid is not None and not _wait_exit(pid, UMOUNT_TIMEOUT_S):
         raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
                            f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
