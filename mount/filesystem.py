@@ -164,9 +164,8 @@ def abort_own_connection(mountpoint: str, device: str | None) -> bool:
     The mount is then detached here (umount2 MNT_DETACH): libfuse's unmount leaves a
     mount whose connection was aborted as it is, attached and answering ENOTCONN.
     True if it was ours (aborted and detached)."""
-    if device is None or mount_device(mountpoint) != device:
+    if device is None or not fusectl.abort_mounted(mountpoint, device):
         return False
-    fusectl.abort(int(device.split(":")[1]))
     if _libc.umount2(os.fsencode(mountpoint), MNT_DETACH) != 0:
         err = ctypes.get_errno()
         log.warning("could not detach %s after aborting its connection: %s", mountpoint, os.strerror(err))

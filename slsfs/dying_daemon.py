@@ -34,7 +34,7 @@ def release(store: str) -> bool:
     from mount import fusectl      # (here: its ctypes cost every `sls restore` and `sls ps` ~2-20 ms)
     for mount in slsfs_mounts():
         if os.path.realpath(mount.store) == os.path.realpath(store) and mount.device:
-            fusectl.abort(int(mount.device.split(":")[1]))
+            fusectl.abort_mounted(mount.mountpoint, mount.device)
     deadline = time.monotonic() + GONE_WAIT_S
     while lock_holder(store) == holder and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -18,29 +18,22 @@ not found (its namespace's init usually is, and takes it along).
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
-import struct
 import time
+
+from mount import fusectl
 
 log = logging.getLogger("slsfs.daemon")
 GONE_WAIT_S = 10.0
-NR_STATX, AT_FDCWD, AT_STATX_DONT_SYNC = 332, -100, 0x4000
-STATX_SIZE, STATX_DEV_OFFSET = 256, 136      # struct statx; stx_dev_major, stx_dev_minor
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _device_of(pid: int, link: str) -> str | None:
     """The "major:minor" of the file system of /proc/PID/<link>, from the kernel's cached
-    attributes (statx AT_STATX_DONT_SYNC): a plain stat asks the dead mount's daemon once
-    its cached attributes expire, fails with ENOTCONN, and the orphan went unnoticed."""
-    buffer = ctypes.create_string_buffer(STATX_SIZE)
-    if _libc.syscall(NR_STATX, AT_FDCWD, f"/proc/{pid}/{link}".encode(), AT_STATX_DONT_SYNC, 0, buffer) != 0:
-        return None
-    major, minor = struct.unpack_from("II", buffer.raw, STATX_DEV_OFFSET)
-    return f"{major}:{minor}"
+    attributes (fusectl.device_of): a plain stat asks the dead mount's daemon once its
+    cached attributes expire, fails with ENOTCONN, and the orphan went unnoticed."""
+    return fusectl.device_of(f"/proc/{pid}/{link}")
 
 
 def orphans(devices: set[str]) -> list[int]:

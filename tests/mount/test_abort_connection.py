@@ -15,7 +15,7 @@ import pytest
 
 from mount import fusectl
 from mount.filesystem import abort_own_connection, mount_device
-from mount_helpers import wait_for
+from mount_helpers import pid_alive, wait_for
 
 STAT_NEW_NAME = """
 import os, sys
@@ -38,7 +38,8 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
         wait_for(lambda: fusectl.waiting(connection) > 0, "the request to be queued")
         elsewhere = str(mnt.path.parent)
         assert not abort_own_connection(elsewhere, device)   # not mounted there: the number may be another mount's
-        assert fusectl.waiting(connection) > 0 and waiting.poll() is None, "another mount's connection was aborted"
+        assert waiting.poll() is None, f"the stat on the stopped daemon ended: {waiting.communicate()[0]!r}"
+        assert fusectl.waiting(connection) > 0, "the request on the stopped daemon ended"
         assert abort_own_connection(str(mnt.path), device)
         out, _ = waiting.communicate(timeout=30)
         assert int(out) in (errno.ECONNABORTED, errno.ENOTCONN)
@@ -48,6 +49,28 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
     wait_for(lambda: not os.path.exists(f"/proc/{mnt.pid}") or
              open(f"/proc/{mnt.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
              "the daemon to end with its connection", 60)
+
+
+def test_a_mount_unmounted_between_the_check_and_the_abort_keeps_its_number(mnt, monkeypatch):
+    """The mount is held from the check that the connection number is its to the abort: an
+    unmount landing between the two ended its superblock and freed the number, which the
+    kernel gives to the next new mount of any file system, and the abort then ended that
+    mount (seen as another test's new mount answering ENOTCONN under load). Held, the
+    superblock (its bdi, named by the number) is still there when the abort comes."""
+    device = mount_device(str(mnt.path))
+    abort_by_number = fusectl.abort
+    still_held = []
+
+    def unmount_first(connection: int) -> None:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt.path)], check=True)
+        still_held.append(os.path.exists(f"/sys/class/bdi/{device}"))
+        abort_by_number(connection)
+
+    assert os.path.exists(f"/sys/class/bdi/{device}")
+    monkeypatch.setattr(fusectl, "abort", unmount_first)
+    assert abort_own_connection(str(mnt.path), device)
+    assert still_held == [True], "the number was free between the check and the abort"
+    wait_for(lambda: not pid_alive(mnt.pid), "the aborted daemon to end")
 
 
 def test_fusectl_is_read_through_a_mount_attached_nowhere():

@@ -34,14 +34,14 @@ def test_sqlite_commits_acknowledged_before_a_daemon_sigkill_survive(new_mount):
     with closing(sqlite3.connect(path)) as db:
         db.execute("CREATE TABLE t (who INTEGER, n INTEGER, payload TEXT, PRIMARY KEY (who, n))")
     writers = [subprocess.Popen([sys.executable, "-c", INSERTER, str(path), str(who)],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for who in range(WRITERS)]
     acked: dict[int, int] = {}
     try:
         for who, writer in enumerate(writers):      # reads block until each has committed enough
             while acked.get(who, 0) < ACKED_EACH:
                 line = writer.stdout.readline()
-                assert line, f"writer {who} stopped early"
+                assert line, f"writer {who} stopped early (exit status {writer.wait()}): {writer.stderr.read()}"
                 acked[who] = int(line)
         mnt.kill()                                  # both still inserting
     finally:
