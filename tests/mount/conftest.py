@@ -19,8 +19,10 @@ from objectstore import Store
 
 
 @pytest.fixture
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="slsfs-test-"))
+def workdir(short_tmp):
+    """A directory of short paths that other users may enter, under the session's short_tmp
+    (which the suite's leftover-mount safety net covers)."""
+    path = Path(tempfile.mkdtemp(dir=short_tmp))
     os.chmod(path, 0o755)
     try:
         yield path
