@@ -8,14 +8,22 @@ and printed as one line on stderr with a non-zero exit status.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from mount.control import ControlError
-from objectstore import Store, StoreError
+if TYPE_CHECKING:
+    import argparse
+
+    from objectstore import Store
+
+# Imported where used, not here: objectstore, mount.control and argparse (~40 ms idle,
+# 0.1-0.3 s at load 10 at a command's share of the CPUs). `sls restore` and `sls run`
+# fork their daemon to be first thing (slsfs.daemon_start), and that fork, at the
+# daemon's raised share, imports them on the way to serving faster than we would before
+# it: what is imported before the fork is on the restore's path at the command's share.
 
 FS, STORE, GROUP, PROC = "slsfs.fs_commands", "slsfs.store_commands", "slsfs.group_commands", "slsfs.proc_commands"
 #: Every verb, in the order `sls --help` lists them: its one-line help, and the modules
@@ -64,6 +72,7 @@ def read_only_store(path: str) -> Store:
     index (~0.35 s for 100 MB of packs), and `sls restore` looks at the store twice before
     its daemon starts (an image or a group? which checkpoint?). Left open until the command
     exits: the checks it serves all come before any change."""
+    from objectstore import Store
     key = os.path.realpath(path)
     if key not in _read_only:
         _read_only[key] = Store.open(key, readonly=True)
@@ -97,6 +106,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     them), but only `verb`'s own arguments built (all verbs' when None), so that a command
     imports only the modules that build and run its verb: all four cost `sls restore`
     ~50 ms of imports, on the path of a restore after a crash."""
+    import argparse
     parser = argparse.ArgumentParser(prog="sls", description="slsfs: a single level store for Linux")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -142,7 +152,7 @@ def _run(argv: list[str] | None) -> int:
     args = build_parser(words[0] if words[:1] and words[0] in VERBS else "").parse_args(argv)
     try:
         return args.func(args) or 0
-    except (CommandError, ControlError, StoreError) as exc:   # ControlError: no mount there, no daemon
+    except _user_errors() as exc:
         print(f"sls: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:                # `sls log | head`: the reader has what it wanted
@@ -155,6 +165,14 @@ def _run(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("sls: interrupted", file=sys.stderr)
         return 130
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors told as one line: ours, the store's, and the control socket's (no mount
+    there, no daemon). (Evaluated only once an exception is raised: see the imports.)"""
+    from mount.control import ControlError
+    from objectstore import StoreError
+    return CommandError, ControlError, StoreError
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ puts services), the cgroup's cpu.weight decides: not changed here.
 """
 from __future__ import annotations
 
-import logging
 import os
 
-log = logging.getLogger("slsfs.daemon")
 AUTOGROUP_NICE = -10      # weight 9548 against 1024 for a session at nice 0
 AUTOGROUP = "/proc/self/autogroup"
 
@@ -41,7 +39,8 @@ def raise_share() -> bool:
         with open(AUTOGROUP, "w") as f:
             f.write(str(AUTOGROUP_NICE))
     except OSError as exc:
-        log.info("the daemon's session keeps its CPU share (nice %d of %s: %s)", AUTOGROUP_NICE, AUTOGROUP,
+        import logging                   # (here: the fork raises its share before its imports)
+        logging.getLogger("slsfs.daemon").info("the daemon's session keeps its CPU share (nice %d of %s: %s)", AUTOGROUP_NICE, AUTOGROUP,
                  exc.strerror)
         return False
     return True

@@ -16,7 +16,6 @@ import os
 import select
 import time
 
-from mount.control import CONTROL_VERSION
 
 
 REFUSED = "refused: "
@@ -24,12 +23,14 @@ REFUSED = "refused: "
 
 def ready_line(status: dict) -> str:
     """The line for a daemon that serves, with its `ps` reply `status` (no "ok" key)."""
+    from mount.control import CONTROL_VERSION    # (not before the daemon's fork: slsfs.cli's imports)
     return "ok " + json.dumps({"v": CONTROL_VERSION, **status})
 
 
 def parse_ready_line(line: str) -> tuple[bool, dict | None]:
     """(whether the daemon serves, its `ps` reply or None when the line carries none of
     this protocol version): the inverse of ready_line; a bare "ok" is accepted."""
+    from mount.control import CONTROL_VERSION
     word, _, payload = line.partition(" ")
     if word != "ok":
         return False, None

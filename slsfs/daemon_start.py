@@ -25,16 +25,13 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
-import traceback
 
 from . import daemon_priority
 from .cli import CommandError, skip_teardown_at_exit
 from .daemon_ready import REFUSED, parse_ready_line, read_line
-from .groups import LOG_NAME
 
 DAEMON_START_TIMEOUT_S = 120.0
 DAEMON_STOP_TIMEOUT_S = 60.0
@@ -64,7 +61,8 @@ class DaemonStart:
         if pid:
             skip_teardown_at_exit()
             return pid
-        try:                                   # the child: never returns
+        import traceback                       # the child (here: see slsfs.cli's imports); never returns
+        try:
             os.setsid()
             daemon_priority.raise_share()      # now: its imports wait for a CPU as its work would
             os.chdir("/")                      # not holding the directory we ran in (a mount to take over)
@@ -86,6 +84,7 @@ class DaemonStart:
             if not request:                    # the command ended without starting us
                 os._exit(0)
             store, args = json.loads(request)
+            from .groups import LOG_NAME
             log_fd = os.open(os.path.join(store, LOG_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
@@ -106,9 +105,11 @@ class DaemonStart:
     def start(self, store: str, *args: str) -> dict | None:
         """Run the daemon of `store` with `args`; its `ps` reply once it serves (None from a
         daemon whose line carries none); CommandError if it did not start."""
+        from .groups import LOG_NAME     # (here: it imports objectstore, see slsfs.cli's imports)
         _unstarted.remove(self)
         log_path = os.path.join(store, LOG_NAME)
         if self.pid is None:
+            import subprocess
             with open(log_path, "ab") as log_file:
                 self.pid = subprocess.Popen(
                     [sys.executable, "-m", "slsfs.daemon", store, *args, "--ready-fd", str(self._ready_write)],
