@@ -88,10 +88,10 @@ from mount.filesystem import FileSystem, MountError, clone_volume_roots
 
 from . import (daemon_priority, group_checkpoint, group_init, group_process, group_retention, groups, orphans,
                procs_view, rootfs)
-from .daemon_ready import REFUSED, ready_line
+from .daemon_ready import LOG_NAME, REFUSED, ready_line
 from .group_commit import GroupCommit
 from .group_process import RunningGroup
-from .groups import LOG_NAME, GroupCheckpoint, GroupError, GroupSettings
+from .groups import GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
 
 log = logging.getLogger("slsfs.daemon")

@@ -7,7 +7,8 @@ for `ps` over the control socket to print the group (one more round trip, ~50 ms
 `refused: <reason>` when what it was asked to restore is not in the store (found by the
 daemon, which opens the store, before it starts anything: the command says the reason
 as its own error).
-Kept apart from slsfs.daemon so that the CLI reads it without importing the daemon.
+Kept apart from slsfs.daemon so that the CLI reads it without importing the daemon;
+with it, where the daemon tells the rest (LOG_NAME), which the CLI names in its errors.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 
 
 
+LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
 REFUSED = "refused: "
 
 

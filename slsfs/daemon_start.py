@@ -31,7 +31,7 @@ import time
 
 from . import daemon_priority
 from .cli import CommandError, skip_teardown_at_exit
-from .daemon_ready import REFUSED, parse_ready_line, read_line
+from .daemon_ready import LOG_NAME, REFUSED, parse_ready_line, read_line
 
 DAEMON_START_TIMEOUT_S = 120.0
 DAEMON_STOP_TIMEOUT_S = 60.0
@@ -84,7 +84,6 @@ class DaemonStart:
             if not request:                    # the command ended without starting us
                 os._exit(0)
             store, args = json.loads(request)
-            from .groups import LOG_NAME
             log_fd = os.open(os.path.join(store, LOG_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
@@ -105,7 +104,6 @@ class DaemonStart:
     def start(self, store: str, *args: str) -> dict | None:
         """Run the daemon of `store` with `args`; its `ps` reply once it serves (None from a
         daemon whose line carries none); CommandError if it did not start."""
-        from .groups import LOG_NAME     # (here: it imports objectstore, see slsfs.cli's imports)
         _unstarted.remove(self)
         log_path = os.path.join(store, LOG_NAME)
         if self.pid is None:

@@ -4,7 +4,10 @@
 They talk to the store's slsfs daemon (slsfs.daemon) over its control socket, starting
 it when needed. `sls checkpoint` belongs to the file-system verbs (a mount point);
 with `--store STORE` its argument is a group instead: this module adds that option to
-the existing parser and dispatches (and registers `restore` if nobody else has).
+the existing parser and dispatches; `restore` is built here first (slsfs.cli.VERBS).
+objectstore and slsfs.groups (which imports it) are imported by the verbs that read the
+store: `sls restore` after a crash leaves the store to its daemon, whose fork imports
+them at its raised share (see slsfs.cli's imports).
 """
 from __future__ import annotations
 
@@ -18,15 +21,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from objectstore import Store
-
 from mount.control import ControlError, request, slsfs_mounts
 
-from . import dying_daemon, groups
+from . import dying_daemon
 from .cli import CommandError, add_json_flag, read_only_store
+from .daemon_ready import LOG_NAME
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, DaemonStart, start_daemon, take
-from .groups import LOG_NAME, GroupError
 
+AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
+           "(a group checkpoint's own, or its files commit's), a name given by `sls checkpoint --name`, "
+           "'latest', 'latest~N' or an ISO-8601 time (the newest at or before it); default: the newest "
+           "durable")
 
 
 def build(verb: str, p: argparse.ArgumentParser) -> None:
@@ -101,7 +106,7 @@ def _extend_checkpoint(p: argparse.ArgumentParser) -> None:
 def _restore_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("group")
     p.add_argument("--store", help="the argument is a persistence group of this store")
-    p.add_argument("--at", metavar="CHECKPOINT", help=groups.AT_HELP)
+    p.add_argument("--at", metavar="CHECKPOINT", help=AT_HELP)
     p.add_argument("--clone", action="store_true",
                    help="start independent copies on O(1) clones of the checkpoint's files instead "
                         "(copies of a server share its listening ports)")
@@ -124,6 +129,8 @@ def _extend_send(p: argparse.ArgumentParser) -> None:
     send_func = p.get_default("func")
 
     def dispatch(args) -> int:
+        from objectstore import Store
+        from . import groups
         with Store.open(args.store, readonly=True) as store:
             head = store.head
             is_group = (head is not None and args.checkpoint not in store.tags()
@@ -328,6 +335,7 @@ def _exit_line(status: int) -> str:
 def _stored_groups(store: str) -> list[dict]:
     """The groups whose checkpoints the store holds (what `sls restore` can bring back),
     read from the store when no daemon runs: name, newest checkpoint, its time, command."""
+    from . import groups
     opened = read_only_store(store)
     roots = opened.roots()
     records, unreadable = groups.readable(opened, roots)
@@ -386,9 +394,10 @@ def _check_restorable(store: str, name: str, at: str | None) -> None:
     """Refuse here, as the daemon would, a group or checkpoint the store does not hold:
     for a command about to unmount `sls mount`'s mount, which a refusal must leave serving
     (the store opened read-only in the command: the mount daemon holds it)."""
+    from . import groups
     try:
         groups.resolve_named(read_only_store(store), name, at)
-    except GroupError as exc:
+    except groups.GroupError as exc:
         raise CommandError(str(exc)) from None
 
 

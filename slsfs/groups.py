@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from objectstore import ChunkId, Commit, NotFound, Store, StoreError
 from objectstore.store import VOLUME_PREFIX
 
-LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
 
 FORMAT = "slsfs-group"
 VERSION = 3
@@ -264,7 +263,7 @@ def label_group(label: str) -> str | None:
 
 def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, Commit | None]:
     """The group checkpoint to restore and the commit it is taken from: the newest
-    durable one, or the one `at` names (see `AT_HELP`):
+    durable one, or the one `at` names (see slsfs.group_commands.AT_HELP):
 
     - `NAME#N` or `#N`: group checkpoint number N (`sls log` labels it "group NAME #N: ...");
     - a commit id or a name (tag) of a commit: if that commit is the files commit of one
@@ -312,12 +311,6 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
     except GroupError:
         raise GroupError(f"group {name!r} had no checkpoint yet at checkpoint {commit.id}. "
                          f"{_listing(store, name, checkpoints)}") from None
-
-
-AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
-           "(a group checkpoint's own, or its files commit's), a name given by `sls checkpoint --name`, "
-           "'latest', 'latest~N' or an ISO-8601 time (the newest at or before it); default: the newest "
-           "durable")
 
 
 def group_at_checkpoint(store: Store, spec: str) -> tuple[str, str] | None:

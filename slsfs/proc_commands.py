@@ -25,8 +25,6 @@ import os
 import time
 from pathlib import Path
 
-from objectstore import Store
-
 from .cli import CommandError, close_read_only_store, read_only_store
 
 GROUP_PREFIX = "grp/"
@@ -167,6 +165,7 @@ def cmd_checkpoint(args, pid: int) -> int:
     _checkable(pid)
     name = args.name or f"pid{pid}-{time.strftime('%Y%m%dT%H%M%S')}"
     import checkpointer
+    from objectstore import Store
     with Store.open(store_path) as store:
         with _command_errors():
             started = time.perf_counter()
