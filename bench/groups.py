@@ -24,7 +24,7 @@ measured window, their rate and pages; skipped with a note if redis-server is no
 stored (and per page split: its main thread, which stores the pages and serves the mount,
 and its other threads, which freeze, pre-copy and capture), with its share of one CPU and
 the system part (the kernel's copies and syncs), the bytes it appended to the store per page
-(records as stored: what lz4 left of a page, plus the images' metadata; redis_store_bytes_per_page_*),
+(records as stored: pages whole, compressed later by gc if kept, plus the images' metadata; redis_store_bytes_per_page_*),
 its resident memory at the end of the window,
 and the load average is noted beside each rate (the machine is shared); for Redis, the
 daemon's fdatasyncs per checkpoint (under 1 when group commit makes several durable at once)

@@ -166,7 +166,7 @@ class ImageWriter:
             else:
                 view = memoryview(data)
                 pages += [view[offset:offset + PAGE_SIZE] for offset in range(0, len(data), PAGE_SIZE)]
-        ids = self.store.put_many(pages) if pages else []
+        ids = self.store.put_many(pages, compress_later=True) if pages else []   # lz4 by the GC, if they last
         self.pages += len(ids)
         done = 0
         for pid, addr, data in runs:

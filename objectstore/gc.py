@@ -17,7 +17,9 @@ runs them all at once (`sls gc` on an unmounted store, tests). Snapshot-at-begin
    what those roots reach does not change under the marker.
 3. Sum each pack's live and dead bytes, a batch at a time, and choose the packs to
    compact: sealed before the watermark, with live bytes under `COMPACT_BELOW` of their
-   size, or holding only store records.
+   size, or holding only store records, or holding pages stored as they were, not
+   compressed yet (PackStore.pending_compression: a checkpoint's pages, compressed as
+   they are copied: only those that survived pay for lz4).
 4. One pack at a time: copy the chunks that were marked or found by a dedup hit into the
    active pack (a slice at a time), drop the others; once per collection append a fresh
    catalog (it supersedes the store records of the packs about to go); then the step
@@ -165,8 +167,9 @@ class Collection:
                 yield None
                 mark = clock()
             del ids
+            pending = packs.pending_compression()
             victims = sorted(n for n in set(total) | packs.meta_packs() if n < watermark and (
-                n not in total or alive.get(n, 0) < COMPACT_BELOW * total[n]))   # (not in total: records only)
+                n not in total or n in pending or alive.get(n, 0) < COMPACT_BELOW * total[n]))   # (not in total: records only)
             self._say(f"compacting {len(victims)} packs")
             freed = 0
             renewed = False
@@ -327,4 +330,5 @@ def usage(store) -> dict:
         "unique_bytes": unique_plain,
         "dedup_ratio": round(logical / unique_plain, 3) if unique_plain else 1.0,
         "compression_ratio": round(unique_plain / stored, 3) if stored else 1.0,
+        "pending_compression_bytes": sum(store.packs.pending_compression().values()),
     }

@@ -8,14 +8,16 @@ docs/FORMAT.md ("Packs"); in short::
     record  = u16 magic(0x5AA5) u8 kind u8 flags u32 stored_len u32 raw_len
               id[16] payload[stored_len] u32 checksum(everything before it)
 
-The checksum is the low 32 bits of xxh3-64 in version 2 packs (written now) and xxh32
+The checksum is the low 32 bits of xxh3-64 in version 2 and 3 packs (3 written now) and xxh32
 in version 1 packs (still read, and appended to if a store's active pack is one):
 xxh32 took 18.5 us per 128 KiB record, xxh3 2.4. Every function that checks or makes
 a record takes the pack's `version`.
 
 `kind` is DATA or NODE for chunks (objectstore.chunks) and COMMIT, CATALOG or TAG
 for the store's own small records (their id field is zero). Flag bit 0 means the
-payload is lz4 block-compressed and `raw_len` is its size once decompressed.
+payload is lz4 block-compressed and `raw_len` is its size once decompressed; bit 1
+(version 3 packs) that the payload was stored as it is without trying lz4 (a
+checkpoint's pages: compressed when the garbage collector moves them, if they survive).
 
 A sealed pack has an index file beside it (same name, ``.idx``) listing every
 record, so opening a store does not read whole packs::
@@ -45,9 +47,10 @@ import xxhash
 from .chunks import DATA, NODE
 from .errors import FormatError
 
-PACK_VERSION = 2                # written in new packs
-PACK_VERSIONS = (1, 2)          # read (and appended to)
-INDEX_VERSION = 1               # indexes did not change with pack version 2
+PACK_VERSION = 3                # written in new packs
+PACK_VERSIONS = (1, 2, 3)       # read (and appended to)
+DEFERRING_VERSION = 3           # the first whose records may be FLAG_DEFERRED
+INDEX_VERSION = 1               # indexes did not change with pack versions 2 and 3
 PREFIX_VERSION = 2              # prefix indexes written (appended segments)
 PREFIX_VERSIONS = (INDEX_VERSION, PREFIX_VERSION)   # read: version 1 is a whole index
 PACK_MAGIC = b"SLSPACK\0"
@@ -69,14 +72,16 @@ def _xxh3_low32(data) -> int:
     return xxhash.xxh3_64_intdigest(data) & 0xFFFFFFFF
 
 
-RECORD_CHECKSUM = {1: xxhash.xxh32_intdigest, 2: _xxh3_low32}   # by pack version
-_RECORD_HASH = {1: xxhash.xxh32_intdigest, 2: xxhash.xxh3_64_intdigest}   # ... whose low 32 bits it is
+RECORD_CHECKSUM = {1: xxhash.xxh32_intdigest, 2: _xxh3_low32, 3: _xxh3_low32}   # by pack version
+_RECORD_HASH = {1: xxhash.xxh32_intdigest, 2: xxhash.xxh3_64_intdigest,
+                3: xxhash.xxh3_64_intdigest}   # ... whose low 32 bits it is
 _PACK_RECORD_HEADER, _PACK_CHECKSUM = RECORD_HEADER.pack, CHECKSUM.pack
 
 COMMIT = 2
 CATALOG = 3
 TAG = 4
 FLAG_LZ4 = 1
+FLAG_DEFERRED = 2      # stored as it is, lz4 not tried yet (version 3 packs on)
 NO_ID = bytes(16)
 
 

@@ -27,8 +27,16 @@ Design notes:
   interleaved: 1-12 at most 0.7 us a page for 0-30% more bytes, 16 1.5 us for 50% more,
   and in the group daemon at 16 no change in CPU per page, 3 bench runs each), and liblz4
   through ctypes costs more than python-lz4 (6.3 vs 5.8 us a page; the state-reusing
-  call is not exported). Storing pages uncompressed would cut that CPU but triple the
-  bytes written and synced at every checkpoint.
+  call is not exported). So a checkpoint's pages may be stored as they are
+  (`put_many(..., compress_later=True)`, in version 3 packs: FLAG_DEFERRED) and
+  compressed when the garbage collector copies them out of their sealed pack, which it
+  does for every pack holding such records (`pending_compression`): at 100 checkpoints a
+  second most pages are superseded by then, and lz4 runs only on those that survive.
+  The cost: those pages take their full size on disk (~3x a Redis page's lz4) until the
+  collection after their pack was sealed (a server collects once the packs have doubled,
+  such pages counted at a third: Store.gc_due). Measured (2026-12-01, Redis under
+  redis-benchmark at 100 Hz for 30 s): 8,611 of 44,861 such pages were live when
+  collected, so lz4 ran on 19% of them.
 - The active pack's *prefix index* (`pack-N.pidx`: segments of sealed-index entries)
   names records already made durable; after a sync that leaves prefix_index_step records
   or more unnamed, a segment naming them is appended (no fsync: a lost or torn one only
@@ -66,6 +74,7 @@ PACK_NAME = re.compile(r"^pack-(\d{8})\.pack$")
 # sealing, with 1 MiB 0.3-0.5 and 1.0-1.6 (256 MiB of random data, interleaved, load ~4).
 _WRITE_AHEAD = 1 << 20
 _PROBE = 512  # after a chunk lz4 could not shrink, the next one's first bytes are tried first
+_MIN_COMPRESS = 64  # smaller chunks are stored as they are (lz4 would not pay)
 _SPAN_GAP = 64 << 10  # get_many: records at most this far apart are read by one pread
 _SPAN_MAX = 4 << 20  # ... and one pread reads at most this much
 PREFIX_INDEX_STEP = 1024  # a prefix index segment names at least this many records
@@ -114,6 +123,7 @@ _PACK_SHIFT = 62
 _PREFIXES = (_KIND_PREFIX[DATA], _KIND_PREFIX[NODE])  # by a location's kind bit
 _DECODE_HEADER = struct.Struct("<HxBII16s")  # pack.RECORD_HEADER without its kind (the index has it)
 _KIND_AT = 16  # where an index entry (pack.INDEX_ENTRY) holds the record's kind
+_FLAGS_AT = 17  # ... and its flags
 _STORE_RECORD_KIND = re.compile(b"[^" + re.escape(bytes([DATA, NODE])) + b"]")  # any kind but a chunk's
 
 
@@ -198,6 +208,7 @@ class PackStore:
         self._probe_first = False  # the last chunk lz4 was tried on did not shrink (_append_records)
         self.appended_bytes = 0  # of records appended since opening (stored sizes: what compression left)
         self._dedup_hits: set[bytes] | None = None  # while a collection runs: see watch_dedup
+        self._deferred: dict[int, int] = {}  # pack -> stored bytes of its FLAG_DEFERRED records (once indexed)
         self._load()
 
     # -- opening ------------------------------------------------------------
@@ -397,12 +408,28 @@ class PackStore:
         was ~40% of it)."""
         index, unindexed, self._unindexed = self._chunks, self._unindexed, []
         for number, entries in unindexed:
+            self._note_deferred(number, entries)
             base = number << _PACK_SHIFT
             for cid, kind, _, offset, stored_len, _ in fmt.INDEX_ENTRY.iter_unpack(entries):
                 if kind == DATA:
                     index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1
                 elif kind == NODE:
                     index[cid] = base | offset << _OFFSET_SHIFT | stored_len << 1 | 1
+
+    def _note_deferred(self, number: int, entries: bytes) -> None:
+        """Add the FLAG_DEFERRED records among index entries of pack `number` to its
+        pending bytes (a pack written before version 3 costs one look at its flags)."""
+        if not bytes(entries[_FLAGS_AT::fmt.INDEX_ENTRY.size]).translate(None, b"\x00\x01"):
+            return
+        pending = sum(stored_len for _cid, _kind, flags, _offset, stored_len, _raw in fmt.INDEX_ENTRY.iter_unpack(entries)
+                      if flags & fmt.FLAG_DEFERRED)
+        self._deferred[number] = self._deferred.get(number, 0) + pending
+
+    def pending_compression(self) -> dict[int, int]:
+        """Pack number -> stored bytes of its records kept as they are until the garbage
+        collector moves them (FLAG_DEFERRED), for every pack holding any."""
+        self._index                     # (counted as the packs' entries are indexed)
+        return {number: size for number, size in self._deferred.items() if size}
 
     # -- files ----------------------------------------------------------------
 
@@ -449,12 +476,18 @@ class PackStore:
         self._append(kind, cid, data, compress=True)
         return cid
 
-    def put_many(self, datas: Sequence[bytes], kind: int = DATA) -> list[ChunkId]:
+    def put_many(self, datas: Sequence[bytes], kind: int = DATA, *,
+                 compress_later: bool = False) -> list[ChunkId]:
         """[put(d, kind) for d in datas] with the same ids and the same records, for a
         fraction of the Python per chunk (the checkpoint's pages): every id is hashed
         first, the new chunks (each distinct one once, in order) are found in one pass
-        over the index and appended by one loop (_append_records)."""
-        if len(datas) == 1:     # (a run of one page: put's shorter path)
+        over the index and appended by one loop (_append_records).
+
+        `compress_later`: the new chunks are stored as they are, marked FLAG_DEFERRED
+        (lz4 runs if and when the garbage collector moves them: module notes), when the
+        active pack's version has that flag; else as put stores them."""
+        defer = compress_later and self._active_version >= fmt.DEFERRING_VERSION
+        if len(datas) == 1 and not defer:     # (a run of one page: put's shorter path)
             return [self.put(datas[0], kind)]
         seed = self.seed
         ids = [chunk_id(kind, data, seed) for data in datas]
@@ -473,7 +506,10 @@ class PackStore:
             new = {cid: data for cid, data in zip(ids, datas) if cid not in index}
         if self._dedup_hits is not None:     # the others were in the index already
             self._dedup_hits.update(cid for cid in ids if cid not in new)
-        if new:
+        if defer:
+            self._append_records(kind, [(cid, fmt.FLAG_DEFERRED if len(data) >= _MIN_COMPRESS else 0, len(data), data)
+                                        for cid, data in new.items()])
+        elif new:
             self._append_records(kind, [(cid, 0, len(data), data) for cid, data in new.items()], compress=True)
         return ids
 
@@ -629,7 +665,8 @@ class PackStore:
         self.index_ahead()                  # (the records a scan found come first)
         chunk = kind in (DATA, NODE)
         entries, index, append_record, entry = self._entries, self._index, fmt.append_record, fmt.INDEX_ENTRY.pack
-        lz4_compress, probe, flag_lz4 = lz4.block.compress, self._probe_first, fmt.FLAG_LZ4
+        lz4_compress, probe, flag_lz4, flag_deferred = lz4.block.compress, self._probe_first, fmt.FLAG_LZ4, fmt.FLAG_DEFERRED
+        deferred = 0
         max_record = fmt.MAX_RECORD
         buf, version, written = self._buf, self._active_version, self._written
         located = self._active << _PACK_SHIFT | (kind == NODE)    # a location (see _unloc) less offset, length
@@ -639,7 +676,7 @@ class PackStore:
                 if raw_len > max_record:           # readers take such a record for a damaged one
                     raise StoreError(f"a chunk of {raw_len} bytes is over the {max_record} bytes a record "
                                      "may hold; it was not stored")
-                if compress and raw_len >= 64:
+                if compress and raw_len >= _MIN_COMPRESS:
                     if not (probe and raw_len > _PROBE
                             and not _pays(lz4_compress(payload[:_PROBE], store_size=False), _PROBE)):
                         packed = lz4_compress(payload, store_size=False)    # (else the probe says no)
@@ -647,6 +684,8 @@ class PackStore:
                         if not probe:
                             flags, payload = flag_lz4, packed
                 offset, stored_len = written + len(buf), len(payload)
+                if flags & flag_deferred:
+                    deferred += stored_len
                 append_record(buf, kind, flags, raw_len, cid, payload, version)
                 entries += entry(cid, kind, flags, offset, stored_len, raw_len)
                 if chunk:
@@ -659,6 +698,8 @@ class PackStore:
         finally:
             self._probe_first = probe
             self.appended_bytes += self._written + len(self._buf) - start
+            if deferred:
+                self._deferred[self._active] = self._deferred.get(self._active, 0) + deferred
 
     def append_meta(self, kind: int, payload: bytes) -> None:
         """Append one of the store's own records (commit, catalog, tag)."""
@@ -701,6 +742,9 @@ class PackStore:
             return
         del self._active_records[mark - encoded:]
         self._buf = self._buf[: dropped[0].offset - self._written]
+        dropped_deferred = sum(r.stored_len for r in dropped if r.flags & fmt.FLAG_DEFERRED)
+        if dropped_deferred:
+            self._deferred[self._active] -= dropped_deferred
         gone = {(self._active, r.offset) for r in dropped}
         for r in dropped:
             if r.kind in (DATA, NODE):
@@ -892,10 +936,11 @@ class PackStore:
 
     def move_chunks(self, number: int, cids: Iterable[bytes], keep: Callable[[bytes], bool]) -> int:
         """Of the chunks `cids` of sealed pack `number`: copy those `keep` wants into the
-        active pack, as stored (no lz4 again, the checksum verified on the read), and drop
-        the others from the index; ids no longer in that pack are skipped. Returns the
-        stored bytes copied. Their pack may only be deleted once the copies are durable."""
-        index, moved = self._index, 0
+        active pack, as stored (no lz4 again, the checksum verified on the read) or, if
+        stored as they were until now (FLAG_DEFERRED), compressed as put would; drop the
+        others from the index; ids no longer in that pack are skipped. Returns the bytes
+        appended. Their pack may only be deleted once the copies are durable."""
+        index, before = self._index, self.appended_bytes
         for cid in cids:
             loc = index.get(cid)
             if loc is None or loc >> _PACK_SHIFT != number:
@@ -903,11 +948,13 @@ class PackStore:
             _number, offset, stored_len, kind = _unloc(loc)
             if keep(cid):
                 info, payload = self._read_record(number, offset, stored_len)
-                self._append_records(kind, ((cid, info.flags, info.raw_len, payload),))
-                moved += stored_len
+                if info.flags & fmt.FLAG_DEFERRED:
+                    self._append_records(kind, ((cid, 0, info.raw_len, payload),), compress=True)
+                else:
+                    self._append_records(kind, ((cid, info.flags, info.raw_len, payload),))
             else:
                 del index[cid]
-        return moved
+        return self.appended_bytes - before
 
     def retire_pack(self, number: int) -> list[Path]:
         """Forget sealed pack `number` and its store records, and close it: call it once
@@ -918,6 +965,7 @@ class PackStore:
         if number == self._active:
             raise StoreError(f"pack {number} is the active pack; it cannot be deleted")
         self._meta = [m for m in self._meta if m[0] != number]
+        self._deferred.pop(number, None)
         fd = self._fds.pop(number, None)
         if fd is not None:
             os.close(fd)

@@ -1,10 +1,10 @@
-"""Pack format version 2 (xxh3 record checksums) and the version 1 packs written before it.
+"""Pack format versions 2 and 3 (xxh3 record checksums) and the version 1 packs written before them.
 
 tests/objectstore/data/store-pack-v1 was written by slsfs before version 2 (main at
 dd3bf80): six commits of three chunks each (incompressible, compressible, mixed), the
 first three in sealed pack 1 (with its index), the rest in active pack 2. A store like
 it must open, read, pass fsck, take new chunks and commits (appended to its active
-version 1 pack in that pack's format), and rebuild a lost index; new packs are version 2.
+version 1 pack in that pack's format), and rebuild a lost index; new packs are of the current version (3).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_a_store_of_version_1_packs_opens_reads_and_checks_clean(tmp_path):
         assert store.fsck() == []
 
 
-def test_new_records_go_into_the_old_active_pack_in_its_version_and_new_packs_are_version_2(tmp_path):
+def test_new_records_go_into_the_old_active_pack_in_its_version_and_new_packs_are_the_current_one(tmp_path):
     path = _copy(tmp_path)
     packs = path / "packs"
     rng = random.Random(2)
@@ -72,7 +72,7 @@ def test_new_records_go_into_the_old_active_pack_in_its_version_and_new_packs_ar
             store.put(data)
         store.commit("in a new pack")
     new_pack = packs / "pack-00000003.pack"
-    assert _pack_version(new_pack) == fmt.PACK_VERSION == 2
+    assert _pack_version(new_pack) == fmt.PACK_VERSION == 3
     assert len(_records(new_pack)) == 3                           # two chunks and the commit
     assert fmt.scan(new_pack.read_bytes(), version=1).records == []   # not xxh32 any more
     (packs / "pack-00000001.idx").unlink()                         # rebuilt from a version 1 scan
@@ -118,7 +118,7 @@ def _moves_everything(store: Store, numbers: set[int]) -> bool:
     return sum(remove_files(store.packs.retire_pack(number)) for number in numbers) > 0
 
 
-def test_compaction_moves_version_1_records_as_stored_into_a_version_2_pack(tmp_path):
+def test_compaction_moves_version_1_records_as_stored_into_a_current_version_pack(tmp_path):
     """The garbage collector copies a kept chunk's record as it was stored (compressed
     or not, no lz4 again), checksummed in the active pack's version: every chunk reads
     back the same, before and after a reopen, and fsck is clean."""
@@ -134,7 +134,7 @@ def test_compaction_moves_version_1_records_as_stored_into_a_version_2_pack(tmp_
         assert [c.label for c in store.log()][:2] == ["c5", "c4"]
     assert sorted(p.name for p in packs.glob("*.pack")) == ["pack-00000003.pack"]
     moved = packs / "pack-00000003.pack"
-    assert _pack_version(moved) == 2 and fmt.scan(moved.read_bytes(), version=1).records == []
+    assert _pack_version(moved) == 3 and fmt.scan(moved.read_bytes(), version=1).records == []
     assert _stored_chunks([moved]) == old
     with Store.open(path) as store:
         assert [store.get(store.id_of(data)) for data in contents] == contents

@@ -1,7 +1,9 @@
 """`sls gc` on the store of a running group goes through its daemon: old checkpoints are
 thinned and their space given back while the group runs on, and every group record that
 stays still finds its files commit (its `.sls/checkpoints/<id>/fs`, which clones start
-from), through the daemon and on an unmounted store."""
+from), through the daemon and on an unmounted store. The checkpoints' pages, stored as
+they are (pending compression), are compressed by the collections that keep them, and
+the oldest kept checkpoint restores from them."""
 from __future__ import annotations
 
 import json
@@ -27,6 +29,8 @@ def test_gc_while_a_group_runs(group_store, group_binaries):
     store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "50", "--",
               str(group_binaries / "atomic_counter"), "counter")
     wait_for(lambda: store.group("app")["checkpoints"] > 120, "more checkpoints than retention keeps")
+    stat = json.loads(store.sls("stat", str(store.path), "--json").stdout)
+    assert stat["pending_compression_bytes"] > 0     # the pages are stored as they are; gc compresses them
     result = json.loads(store.sls("gc", str(store.path), "--json").stdout)
     # each checkpoint made two commits: over 240, of which the policy keeps the newest 100
     # (plus the files commits their records name)
