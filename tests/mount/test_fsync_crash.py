@@ -16,12 +16,25 @@ import sqlite3, sys
 db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 db.execute("PRAGMA synchronous = EXTRA")   # FULL leaves the journal's unlink (the commit point) unsynced
 who = int(sys.argv[2])
+
+
+def retried(sql, *args):
+    # SQLite's lock is not fair: under load the other writer, re-taking it right after each
+    # commit, kept this one out past the busy timeout ("database is locked"): wait on
+    while True:
+        try:
+            return db.execute(sql, *args)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+
+
 n = 0
 while True:
     n += 1
-    db.execute("BEGIN IMMEDIATE")
+    retried("BEGIN IMMEDIATE")
     db.execute("INSERT INTO t VALUES (?, ?, ?)", (who, n, "x" * (100 + n % 700)))
-    db.execute("COMMIT")             # durable when this returns
+    retried("COMMIT")                # durable when this returns
     print(n, flush=True)
 """
 WRITERS = 2
