@@ -251,7 +251,7 @@ class Daemon:
         full: it cannot miss a write)."""
         try:
             seal = group_checkpoint.Seal(lambda: self._commit_files(group), self.fs.sync_kernel_cache,
-                                         trio.lowlevel.current_trio_token(), self.nursery, threading.get_native_id(),
+                                         trio.lowlevel.current_trio_token(), self.nursery,
                                          self.fs.syncfs_needed, self._files_unchanged)
             captures = await self.tracer.run(group_checkpoint.take, [
                 group_checkpoint.Member(member.pids, ImageWriter(self.store, member.tracking.parent),

@@ -47,7 +47,6 @@ to the trio thread).
 """
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import Future, wait
 from contextlib import ExitStack
@@ -96,7 +95,6 @@ class Seal:
     sync: Callable[[], Awaitable[None]] | None = None
     trio_token: trio.lowlevel.TrioToken | None = None
     nursery: trio.Nursery | None = None
-    trio_tid: int = 0                    # the trio thread's task id (_away_from_the_tracer)
     syncfs_needed: Callable[[], bool] | None = None
     files_unchanged: Callable[[], FilesCommit | None] | None = None
 
@@ -117,32 +115,11 @@ class Seal:
             done.set_result((unchanged, {"syncfs": 0.0, "files_commit": (time.perf_counter() - started) * 1000}))
             return done
         sealed: Future = Future()
-        self._away_from_the_tracer(sealed)
         try:
             self.trio_token.run_sync_soon(self._begin, sealed, synced, started)
         except trio.RunFinishedError:
             sealed.set_exception(CheckpointError("the daemon stopped serving during the checkpoint"))
         return sealed
-
-    def _away_from_the_tracer(self, sealed: Future) -> None:
-        """Keep the trio thread off the CPU the tracer is pinned to (its affinity is that one
-        CPU inside a stop: checkpointer.pinning) until `sealed` is done. That CPU is busy
-        with the tracer and the frozen tasks, run SCHED_FIFO, and the trio thread, which
-        last ran there (it handed the checkpoint to the tracer), was woken there too: it
-        began the seal a median 2.0-2.7 ms after the tracer asked (traced, SQLite at 100 Hz,
-        load 8-10), and 1.1-1.3 ms when it may not run there (the seal then delayed the
-        thaw in 43-52% of the stops instead of 91-100%)."""
-        tracer_cpus = os.sched_getaffinity(0)
-        if not self.trio_tid or len(tracer_cpus) != 1:
-            return
-        try:
-            everywhere = os.sched_getaffinity(self.trio_tid)
-            if not everywhere - tracer_cpus:
-                return
-            os.sched_setaffinity(self.trio_tid, everywhere - tracer_cpus)
-        except OSError:                      # (a CPU its cpuset forbids: left where it is)
-            return
-        sealed.add_done_callback(lambda _: _set_affinity(self.trio_tid, everywhere))
 
     def _begin(self, sealed: Future, synced: bool, asked: float) -> None:
         """In the trio thread (a run_sync_soon callback: it must not raise)."""
@@ -170,13 +147,6 @@ class Seal:
                 sealed.set_result((committed, {"seal_start": (started - asked) * 1000,
                                                "syncfs": (synced_at - started) * 1000,
                                                "files_commit": (time.perf_counter() - synced_at) * 1000}))
-
-
-def _set_affinity(tid: int, cpus: set[int]) -> None:
-    try:
-        os.sched_setaffinity(tid, cpus)
-    except OSError:                          # (cpuset changed meanwhile: nothing to give back)
-        pass
 
 
 # One group's write tracking between its checkpoints (tracer thread for everything but
