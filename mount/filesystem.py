@@ -71,7 +71,7 @@ from .heap import give_back_free_memory_periodically, keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
 from .init_flags import InitRelay
 from .kernel_cache import forget_entry
-from .options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, atime_policy
+from .options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, atime_policy, last_wins
 from .read_wakeup import interrupting_reads
 from .single_reader import single_reader_session
 from .sync_thread import SYNC_THREAD
@@ -722,6 +722,7 @@ class FileSystem:
         allows one mount per process. Tunes the process's malloc for request buffers
         (mount.heap).
         `task_status.started()` is called once the mount is live."""
+        mount_options = last_wins(mount_options)          # (libfuse gets them as a set: no order)
         unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS - ATIME_MOUNT_OPTIONS
         if unknown:
             raise MountError(f"unsupported mount option(s) {', '.join(sorted(unknown))}; supported: "

@@ -13,13 +13,30 @@ KERNEL_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", 
 ATIME_MOUNT_OPTIONS = frozenset({"relatime", "norelatime", "strictatime", "nostrictatime",
                                  "diratime", "nodiratime", "lazytime", "nolazytime"})
 LOG_NAME = "mount.log"
+#: options that undo each other: of two given, the later one holds (mount(8): `-o suid,nosuid`
+#: is nosuid). noatime, relatime and strictatime are one choice of how atime is kept.
+_OPPOSITES = (("ro", "rw"), ("suid", "nosuid"), ("dev", "nodev"), ("exec", "noexec"), ("sync", "async"),
+              ("atime", "noatime"), ("relatime", "norelatime"), ("strictatime", "nostrictatime"),
+              ("diratime", "nodiratime"), ("lazytime", "nolazytime"),
+              ("noatime", "relatime"), ("noatime", "strictatime"), ("relatime", "strictatime"))
+_UNDOES = {option: {b if option == a else a for a, b in _OPPOSITES if option in (a, b)}
+           for option in {o for pair in _OPPOSITES for o in pair}}
+
+
+def last_wins(options) -> list[str]:
+    """`options` in their order, less each one that a later option undoes or repeats."""
+    kept: list[str] = []
+    for option in options:
+        undone = _UNDOES.get(option, set()) | {option}
+        kept = [o for o in kept if o not in undone] + [option]
+    return kept
 
 
 def atime_policy(options) -> str:
     """How a mount with these options stamps a file's atime when it is read: "noatime"
     (never: noatime, or ro), "strictatime" (at every read), or "relatime" (the default:
     once the atime is older than the mtime or ctime, or a day old)."""
-    options = set(options)
+    options = set(last_wins(options))
     if options & {"noatime", "ro"}:
         return "noatime"
     return "strictatime" if "strictatime" in options else "relatime"

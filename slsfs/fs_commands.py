@@ -29,7 +29,7 @@ from objectstore import Store, StoreError
 from objectstore.retention import Prune, parse_duration
 
 from mount.control import ControlError, MountInfo, find_mount, request, slsfs_mounts, socket_path
-from mount.options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME
+from mount.options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME, last_wins
 
 from . import dying_daemon, group_retention, orphans
 from .cli import CommandError, add_json_flag
@@ -269,7 +269,7 @@ def _bind_to_live_mount(store: str, live: MountInfo, mountpoint: str, args) -> i
     if args.foreground:
         raise CommandError(f"{served_by} already; without --foreground a second mount shares that daemon")
     _run_mount(["--bind", live.mountpoint, mountpoint], f"could not bind {live.mountpoint} to {mountpoint}")
-    if flags := [o for o in getattr(args, "mount_options", ()) if o in PER_MOUNT_OPTIONS]:
+    if flags := [o for o in last_wins(getattr(args, "mount_options", ())) if o in PER_MOUNT_OPTIONS]:
         try:
             _run_mount(["-o", ",".join(["remount", "bind", *flags]), mountpoint],
                        f"could not set {','.join(flags)} on {mountpoint}")
