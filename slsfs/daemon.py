@@ -928,9 +928,9 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
             startup.done("plan_restore" if args.restore else "settings")
             detach_stale(mountpoint, args.store)     # (refuses another store's mount: before the reset)
             startup.done("detach_stale")
-        except GroupError as exc:
+        except GroupError as exc:               # (the command says it; `sls restore IMAGE` asks here first)
             ready(f"{REFUSED}{exc}")
-            log.error("%s", exc)
+            log.info("refused to start, nothing changed: %s", exc)
             return 1
         if plan is not None:
             restore = reset_volume(store, plan)
