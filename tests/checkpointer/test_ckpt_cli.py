@@ -52,10 +52,10 @@ def test_checkpoint_ps_restore_detached(procs, cli_store, binaries, tmp_path, su
     size = out.stat().st_size
     done = sls("restore", "c1", "--store", cli_store, "--detach", "--json")
     assert done.returncode == 0, done.stderr
-    log = Path(cli_store) / "daemon.log"    # (a daemon was asked first for a group c1: refused, no error)
-    assert " ERROR " not in (log.read_text() if log.exists() else ""), log.read_text()
     doc = json.loads(done.stdout)
     try:
+        log = Path(cli_store) / "daemon.log"    # (a daemon was asked first for a group c1: refused, no error)
+        assert " ERROR " not in (log.read_text() if log.exists() else ""), log.read_text()
         [pid] = doc["pids"]
         assert ns_pid(pid) == proc.pid
         wait_for(lambda: out.stat().st_size >= size + 400, "the restored counter to write on")
