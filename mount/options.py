@@ -7,6 +7,9 @@ DEFAULT_INTERVAL_MS = 10
 #: generic mount(8) options that libfuse hands on to the kernel
 KERNEL_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
                                   "atime", "noatime", "sync", "async", "dirsync"})
+#: of those, the flags of one mount rather than of its superblock: a second (bind) mount of a
+#: live store takes its own
+PER_MOUNT_OPTIONS = KERNEL_MOUNT_OPTIONS - {"sync", "async", "dirsync"}
 #: atime options the daemon applies itself: FUSE inodes are S_NOATIME (the kernel stamps no
 #: atime, and reads served from its page cache never reach the daemon), and libfuse would
 #: hand these to the kernel, which refuses them. "noatime" and "ro" also go to the kernel.

@@ -428,7 +428,8 @@ class PackStore:
     def pending_compression(self) -> dict[int, int]:
         """Pack number -> stored bytes of its records kept as they are until the garbage
         collector moves them (FLAG_DEFERRED), for every pack holding any."""
-        self._index                     # (counted as the packs' entries are indexed)
+        if self._unindexed:             # counted as the packs' entries are indexed
+            self._index_chunks()
         return {number: size for number, size in self._deferred.items() if size}
 
     # -- files ----------------------------------------------------------------

@@ -316,12 +316,11 @@ class Daemon:
         period = 1.0 / group.settings.hz
         next_at = time.monotonic() + period
         failures = 0
-        seen = group.seq
         while group.alive():
+            seen = group.seq
             await trio.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + period, time.monotonic())
             if group.seq != seen:
-                seen = group.seq
                 continue
             try:               # after a failure, alone: the others' checkpoints go on without it
                 await self.checkpoint(group, "periodic", alone=bool(group.error), wait=False,
@@ -334,7 +333,6 @@ class Daemon:
                 log.warning("checkpoint of group %s failed, will retry: %s", group.name, exc)
                 if failures >= QUICK_RETRIES:     # not a passing race (a full disk?): slow down
                     await trio.sleep(RETRY_AFTER_ERROR_S)
-            seen = group.seq
         await self._ended(group)
 
     async def _wait_for_exit(self, group: RunningGroup) -> None:

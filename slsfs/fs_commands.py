@@ -29,7 +29,8 @@ from objectstore import Store, StoreError
 from objectstore.retention import Prune, parse_duration
 
 from mount.control import ControlError, MountInfo, find_mount, request, slsfs_mounts, socket_path
-from mount.options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME, last_wins
+from mount.options import (ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME,
+                           PER_MOUNT_OPTIONS, last_wins)
 
 from . import dying_daemon, group_retention, orphans
 from .cli import CommandError, add_json_flag
@@ -39,8 +40,6 @@ MOUNT_TIMEOUT_S = 60.0
 UMOUNT_BUSY_RETRY_S = 2.0      # an unmount refused as busy is tried again for this long
 UMOUNT_TIMEOUT_S = 120.0
 MOUNT_DAEMON_MODULE = "slsfs.mount_daemon"
-#: mount(8) flags of one mount, not of its superblock: a second mount of a live store takes its own
-PER_MOUNT_OPTIONS = frozenset({"ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "atime", "noatime"})
 
 
 def build(verb: str, p: argparse.ArgumentParser) -> None:

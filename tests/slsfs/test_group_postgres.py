@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(BIN is None or shutil.which("setpriv") is None,
 
 
 @pytest.fixture
-def pg_store():
+def pg_store(short_tmp):
     """A group store in a directory user postgres may traverse (pytest's are root-only)."""
-    top = Path(tempfile.mkdtemp(prefix="slsfs-pg-"))
+    top = Path(tempfile.mkdtemp(prefix="pg-", dir=short_tmp))
     os.chmod(top, 0o711)
     store = GroupStore(top)
     before = postgres_shared_memory()

@@ -29,10 +29,10 @@ done
 
 
 @pytest.fixture
-def short_store():
-    """A group store at a short path (/tmp/sls-XXXXXXXX/store): a long mount point keeps
+def short_store(short_tmp):
+    """A group store at a short path (short_tmp/XXXXXXXX/store): a long mount point keeps
     the host's /tmp as TMPDIR (Unix socket paths made under it would be too long)."""
-    root = Path(tempfile.mkdtemp(prefix="sls-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(dir=short_tmp))
     store = GroupStore(root)
     try:
         yield store
