@@ -17,6 +17,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -35,10 +36,12 @@ from mount.options import (ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUN
 from . import dying_daemon, group_retention, orphans
 from .cli import CommandError, add_json_flag
 from .daemon_ready import read_line
+from .mount_namespaces import copies_elsewhere
 
 MOUNT_TIMEOUT_S = 60.0
 UMOUNT_BUSY_RETRY_S = 2.0      # an unmount refused as busy is tried again for this long
 UMOUNT_TIMEOUT_S = 120.0
+ELSEWHERE_CHECK_S = 1.0        # how often an unmount waiting for its daemon looks for copies elsewhere
 MOUNT_DAEMON_MODULE = "slsfs.mount_daemon"
 
 
@@ -69,7 +72,8 @@ def _mount_args(p: argparse.ArgumentParser) -> None:
 
 def _umount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("mountpoint")
-    p.add_argument("--force", action="store_true", help="detach even with open files (lazy unmount)")
+    p.add_argument("--force", action="store_true", help="detach even with open files (lazy unmount) or copies of the mount in other mount "
+                        "namespaces (its daemon then stops; those copies fail)")
     p.set_defaults(func=cmd_umount)
 
 
@@ -479,6 +483,12 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
         stop_daemon(info.store, pid)
         return f"unmounted {mountpoint}" + (f" (stopped groups {', '.join(groups)}: their last durable "
                                             "checkpoints stay)" if groups else "")
+    elsewhere = copies_elsewhere(info.device) if info.device and not others else []
+    if elsewhere and not force:
+        raise CommandError(f"{mountpoint} is also mounted in other mount namespaces, where its daemon would go on "
+                           f"serving it after this unmount: {'; '.join(elsewhere[:20])}. Unmount it there "
+                           "(`nsenter -t PID -m umount PATH`) or end those processes, or `sls umount --force` "
+                           "to stop its daemon anyway (it writes its final checkpoint; the mounts there then fail)")
     cmd = ["fusermount3", "-u"] + (["-z"] if force else []) + [mountpoint]
     deadline = time.monotonic() + UMOUNT_BUSY_RETRY_S
     while (result := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
@@ -491,10 +501,34 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
         time.sleep(0.05)
     if others:
         return f"unmounted {mountpoint} (its daemon goes on serving {', '.join(others)})"
-    if pid is not None and not _wait_exit(pid, UMOUNT_TIMEOUT_S):
-        raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
-                           f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
+    if pid is not None:
+        _wait_for_final_checkpoint(mountpoint, info, pid, force)
     return f"unmounted {mountpoint}"
+
+
+def _wait_for_final_checkpoint(mountpoint: str, info: MountInfo, pid: int, force: bool) -> None:
+    """Wait for the daemon `pid` of the mount just unmounted to write its final checkpoint
+    and exit. Its file system ends when its last mount goes: a copy of it in another mount
+    namespace (made since the check before the unmount) keeps it serving, so say that
+    rather than wait, or with `force` stop the daemon, as SIGTERM does."""
+    deadline = time.monotonic() + UMOUNT_TIMEOUT_S
+    look_at = time.monotonic()
+    while not _exited(pid):
+        now = time.monotonic()
+        if now > deadline:
+            raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
+                               f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
+        if now > look_at and info.device and (elsewhere := copies_elsewhere(info.device)):
+            if not force:
+                raise CommandError(f"unmounted {mountpoint} here, but it is still mounted in other mount "
+                                   f"namespaces, where daemon pid {pid} serves it: {'; '.join(elsewhere[:20])}; "
+                                   "unmount it there or end those processes, or `sls umount --force` the "
+                                   "same path to stop the daemon anyway")
+            os.kill(pid, signal.SIGTERM)
+            look_at = deadline
+        elif now > look_at:
+            look_at = now + ELSEWHERE_CHECK_S
+        time.sleep(0.05)
 
 
 def _running_groups(store: str) -> list[str] | None:
@@ -510,14 +544,17 @@ def _running_groups(store: str) -> list[str] | None:
 def _wait_exit(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":
+        if _exited(pid):
             return True
         time.sleep(0.05)
     return False
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 # ----- history, snapshots, clones ------------------------------------------------------

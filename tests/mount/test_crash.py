@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mount_helpers import is_mounted, sls, wait_for
+from mount_helpers import is_mounted, pid_alive, sls, wait_for
 
 WRITER = r"""
 import os, sys
@@ -96,6 +96,44 @@ def test_umount_refuses_while_files_are_open(mnt):
         holder.kill()
         holder.wait()
     wait_for(lambda: sls("umount", mnt.path, check=False).returncode == 0, "umount to succeed", 30)
+
+
+@pytest.fixture
+def namespace_copy(mnt):
+    """A process in a mount namespace of its own (`unshare --mount`, private propagation, as
+    a container or a PrivateTmp service has) made while `mnt` is mounted: it holds a copy of
+    the mount, which an unmount outside does not reach. Killed at the end."""
+    holder = subprocess.Popen(["unshare", "--mount", "--", sys.executable, "-c",
+                               "import time; print('ok', flush=True); time.sleep(300)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_umount_of_a_mount_copied_into_another_namespace_refuses_at_once(mnt, namespace_copy):
+    """Before: the unmount returned from fusermount3, then waited UMOUNT_TIMEOUT_S for a daemon
+    that served on (the copy keeps the file system alive) and blamed its final checkpoint."""
+    (mnt.path / "kept").write_text("written before the unmount")
+    result = sls("umount", mnt.path, check=False)
+    assert result.returncode == 1
+    assert "other mount namespaces" in result.stderr and f"pid {namespace_copy.pid}" in result.stderr, result.stderr
+    assert is_mounted(mnt.path)                        # refused: nothing changed here
+    assert (mnt.path / "kept").read_text() == "written before the unmount"
+
+
+def test_umount_force_stops_a_daemon_whose_mount_another_namespace_holds(mnt, namespace_copy):
+    (mnt.path / "kept").write_text("written before the unmount")
+    sls("umount", "--force", mnt.path)     # before: waited UMOUNT_TIMEOUT_S for a daemon serving on, then failed
+    assert not is_mounted(mnt.path)
+    assert not pid_alive(mnt.pid)          # its final checkpoint written, it exited
+    with mnt.open_store() as store:
+        assert store.holders("main") == {}
+    mnt.mount()
+    assert (mnt.path / "kept").read_text() == "written before the unmount"
 
 
 def test_periodic_checkpoints_without_fsync(new_mount):
