@@ -66,6 +66,7 @@ from objectstore.gc import SLICE_S, Collection
 from objectstore.retention import Prune, retained
 
 from . import fusectl, schema
+from .control import slsfs_mounts
 from .flusher import Flusher
 from .heap import give_back_free_memory_periodically, keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
@@ -161,14 +162,21 @@ def abort_own_connection(mountpoint: str, device: str | None) -> bool:
     300 ms while other slsfs mounts were being unmounted). A session the kernel ended
     (an unmount) needs none: the kernel aborted the connection itself.
 
-    The mount is then detached here (umount2 MNT_DETACH): libfuse's unmount leaves a
-    mount whose connection was aborted as it is, attached and answering ENOTCONN.
-    True if it was ours (aborted and detached)."""
-    if device is None or not fusectl.abort_mounted(mountpoint, device):
+    The mount is then detached here (umount2 MNT_DETACH), and so is every other mount of
+    the file system in this mount namespace (a second mount: mount --bind, `sls mount` of
+    a live store), each checked to be ours first: libfuse's unmount leaves a mount whose
+    connection was aborted as it is, attached and answering ENOTCONN, and knows nothing of
+    the others. Found through another of its mounts when the user has unmounted the one at
+    `mountpoint`. True if the connection was ours (aborted and detached)."""
+    if device is None:
         return False
-    if _libc.umount2(os.fsencode(mountpoint), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        log.warning("could not detach %s after aborting its connection: %s", mountpoint, os.strerror(err))
+    mountpoints = [mountpoint, *(m.mountpoint for m in slsfs_mounts() if m.device == device)]
+    if not any(fusectl.abort_mounted(path, device) for path in mountpoints):
+        return False
+    for path in dict.fromkeys(mountpoints):
+        if fusectl.device_of(path) == device and _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            log.warning("could not detach %s after aborting its connection: %s", path, os.strerror(err))
     return True
 
 
@@ -251,6 +259,7 @@ class FileSystem:
         self._flusher: Flusher | None = None    # the syncfs helper, while serving
         self._flusher_start = trio.Lock()       # sync_kernel_cache starts it without the cache
         self._mountpoint = ""                   # while serving
+        self._device: str | None = None          # the mount's "major:minor" while serving
         self._connection = 0                    # the FUSE connection's number (fusectl)
         self._free, self._free_checked = 0, float("-inf")   # has_space's last statvfs
         self.init_relay = InitRelay()           # replaced at each serve()
@@ -340,7 +349,7 @@ class FileSystem:
         if self._flusher is None:                 # (inside a group's stop: no scheduler pass for the lock)
             async with self._flusher_start:
                 if self._serving and self._flusher is None:
-                    flusher = await Flusher.start(self._mountpoint)
+                    flusher = await Flusher.start(self._mountpoint, device=self._device)
                     if self._serving:
                         self._flusher = flusher
                     else:                         # serve() ended meanwhile
@@ -740,10 +749,11 @@ class FileSystem:
         unmount = True
         self._serving = True
         self._mountpoint = mountpoint
+        self._device = device
         self._connection = int(device.split(":")[1]) if device else 0
         try:
             if self.ops.enable_writeback_cache:
-                self._flusher = await Flusher.start(mountpoint)
+                self._flusher = await Flusher.start(mountpoint, device=device)
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery
                 if self.interval is not None:

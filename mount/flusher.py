@@ -37,8 +37,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import subprocess
 import sys
+from typing import Iterator
 
 if __name__ != "__main__":   # the helper (this file run as a script) needs no trio: importing it
     import trio              # cost ~150 ms of CPU per helper, and a group daemon starts two of them
@@ -48,10 +50,12 @@ PROTOCOL = 1
 BANNER = b"slsfs-flusher %d\n" % PROTOCOL
 
 
-def serve(mountpoint: str, held_fd: int | None = None) -> None:
-    """The helper's loop (run as `python flusher.py MOUNTPOINT [--fd N]`): syncfs the
-    mount through `held_fd` (a descriptor of it inherited from the daemon) if given, else
-    through a descriptor opened and closed for each request."""
+def serve(mountpoint: str, held_fd: int | None = None, device: str | None = None) -> None:
+    """The helper's loop (run as `python flusher.py MOUNTPOINT [--fd N | --device MAJ:MIN]`):
+    syncfs the mount through `held_fd` (a descriptor of it inherited from the daemon) if
+    given, else through a descriptor opened and closed for each request: of the mount at
+    `mountpoint` or, once that is gone, of another mount of file system `device` (a second
+    mount the user kept: mount --bind, `sls mount` of a live store)."""
     libc = ctypes.CDLL(None, use_errno=True)
     out = sys.stdout.buffer
     try:
@@ -59,12 +63,12 @@ def serve(mountpoint: str, held_fd: int | None = None) -> None:
         out.flush()
         while sys.stdin.buffer.read(1):
             try:
-                fd = _open_root(libc, mountpoint) if held_fd is None else held_fd
+                fd = held_fd if held_fd is not None else _open_mounted_root(libc, mountpoint, device)
             except OSError as exc:
                 err = exc.errno
-            else:
-                err = 0 if libc.syncfs(fd) == 0 else ctypes.get_errno()
-                if fd != held_fd:
+            else:               # (not mounted anywhere any more: the unmount flushed it)
+                err = 0 if fd is None or libc.syncfs(fd) == 0 else ctypes.get_errno()
+                if fd not in (held_fd, None):
                     os.close(fd)
             out.write(b"%d\n" % err)
             out.flush()
@@ -77,11 +81,49 @@ OPEN_TREE_CLONE = 1
 AT_FDCWD = -100
 
 
-def _open_root(libc: ctypes.CDLL, mountpoint: str) -> int:
+def _open_mounted_root(libc: ctypes.CDLL, mountpoint: str, device: str | None) -> int | None:
+    """A descriptor of the root of file system `device` (any if None) through its mount at
+    `mountpoint`, else through another of its mounts in mountinfo; None if it has none.
+    Not the path alone: once the user has unmounted it there (keeping a second mount), the
+    directory under it is another file system, whose syncfs would leave ours unflushed.
+    Raises the error of the last mount that failed to open."""
+    failure = None
+    for path in _mount_points(mountpoint, device):
+        try:
+            fd = _open_root(libc, path)
+        except OSError as exc:
+            failure = exc
+            continue
+        if device is None or _device_of(fd) == device:
+            return fd
+        os.close(fd)
+    if failure is not None:
+        raise failure
+    return None
+
+
+def _mount_points(mountpoint: str, device: str | None) -> Iterator[bytes]:
+    """`mountpoint`, then (read only if asked for) the mount points of file system `device`
+    ("major:minor") in this mount namespace."""
+    yield os.fsencode(mountpoint)
+    if device is not None:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().splitlines()
+        for fields in map(bytes.split, lines):
+            if fields[2] == device.encode():
+                yield re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
+
+
+def _device_of(fd: int) -> str:
+    st_dev = os.fstat(fd).st_dev
+    return f"{os.major(st_dev)}:{os.minor(st_dev)}"
+
+
+def _open_root(libc: ctypes.CDLL, mountpoint: bytes) -> int:
     """A descriptor of the root of the mount at `mountpoint`, opened through a private clone
     of that mount (see the module docstring: a umount is not refused while it is open), or
     through the mount point where the clone is not allowed."""
-    tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, os.fsencode(mountpoint), OPEN_TREE_CLONE | os.O_CLOEXEC)
+    tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, mountpoint, OPEN_TREE_CLONE | os.O_CLOEXEC)
     if tree < 0:
         err = ctypes.get_errno()
         if err not in (errno.EPERM, errno.ENOSYS):
@@ -119,9 +161,9 @@ def _check_answer(answer: bytes) -> None:
         raise OSError(err, f"syncfs of the mount: {os.strerror(err)}")
 
 
-def _command(mountpoint: str, held_fd: int | None = None) -> list[str]:
-    held = [] if held_fd is None else ["--fd", str(held_fd)]
-    return [sys.executable, "-I", os.path.abspath(__file__), str(mountpoint), *held]
+def _command(mountpoint: str, held_fd: int | None = None, device: str | None = None) -> list[str]:
+    which = ["--fd", str(held_fd)] if held_fd is not None else ["--device", device] if device else []
+    return [sys.executable, "-I", os.path.abspath(__file__), str(mountpoint), *which]
 
 
 class Flusher:
@@ -136,11 +178,13 @@ class Flusher:
         self._greeted = False
 
     @classmethod
-    async def start(cls, mountpoint: str, held_fd: int | None = None) -> "Flusher":
-        """The helper of the mount at `mountpoint`; `held_fd`: a descriptor of the mount's
-        root that the caller keeps open while the helper runs, which the helper then
-        syncfs()es instead of opening the mount for each request."""
-        process = await trio.lowlevel.open_process(_command(mountpoint, held_fd), stdin=subprocess.PIPE,
+    async def start(cls, mountpoint: str, held_fd: int | None = None, device: str | None = None) -> "Flusher":
+        """The helper of the mount at `mountpoint` (of file system `device`, "major:minor":
+        the helper then follows it to another of its mounts once that one is gone);
+        `held_fd`: a descriptor of the mount's root that the caller keeps open while the
+        helper runs, which the helper then syncfs()es instead of opening the mount for each
+        request."""
+        process = await trio.lowlevel.open_process(_command(mountpoint, held_fd, device), stdin=subprocess.PIPE,
                                                    stdout=subprocess.PIPE,
                                                    pass_fds=() if held_fd is None else (held_fd,))
         return cls(process, held_fd)
@@ -190,4 +234,5 @@ class Flusher:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[3]) if sys.argv[2:3] == ["--fd"] else None)
+    serve(sys.argv[1], int(sys.argv[3]) if sys.argv[2:3] == ["--fd"] else None,
+          sys.argv[3] if sys.argv[2:3] == ["--device"] else None)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mount_helpers import is_mounted, pid_alive, sls
+from mount_helpers import is_mounted, pid_alive, sls, wait_for
 
 
 @pytest.fixture
@@ -81,3 +82,41 @@ def test_a_second_mount_asking_for_another_daemon_is_refused(mnt, second, extra,
     assert not is_mounted(second)
     (mnt.path / "still").write_text("served")
     mnt.umount()
+
+
+def test_a_second_mount_left_alone_has_the_kernels_cached_writes_in_each_checkpoint(mnt, second):
+    """Once the first mount is gone, the daemon's syncfs helper follows the file system to the
+    second one. Before, it syncfs()ed the directory left at the first mount point (another
+    file system), so what the kernel caches (a file written and still open) missed every
+    periodic checkpoint until the kernel's own writeback, ~30 s later."""
+    sls("mount", mnt.store, second)
+    sls("umount", mnt.path)
+
+    def newest_checkpoint_holds(text: str) -> bool:
+        try:
+            return (second / ".sls" / "latest" / "fs" / "open").read_text() == text
+        except FileNotFoundError:
+            return False
+
+    with open(second / "open", "w") as f:
+        f.write("cached by the kernel")
+        f.flush()
+        wait_for(lambda: newest_checkpoint_holds("cached by the kernel"),
+                 "a periodic checkpoint holding the kernel's cached write", timeout=20)
+
+
+@pytest.mark.parametrize("first_unmounted", [False, True])
+def test_a_daemon_ended_by_a_signal_detaches_every_mount_it_served(mnt, second, first_unmounted):
+    """SIGTERM ends the daemon as `sls umount` would: before, its second mount stayed
+    attached, answering ENOTCONN (and, with the first unmounted, libfuse failed to unmount
+    the first mount point)."""
+    sls("mount", mnt.store, second)
+    if first_unmounted:
+        sls("umount", mnt.path)
+    (second / "kept").write_text("written before the signal")
+    os.kill(mnt.pid, signal.SIGTERM)
+    wait_for(lambda: not pid_alive(mnt.pid), "the daemon to end")
+    assert not is_mounted(second) and not is_mounted(mnt.path)
+    assert "failed to unmount" not in (Path(mnt.store) / "mount.log").read_text()
+    mnt.mount()
+    assert (mnt.path / "kept").read_text() == "written before the signal"
