@@ -59,20 +59,53 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+import types
+from typing import TYPE_CHECKING
 
 from objectstore import ChunkId, Commit, NotFound, Store
 
 from . import procfs
 
-from .capture import capture_all
-from .files import FileCapture
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .freeze import Frozen, freeze
 from .image import ImageWriter, StoredImage, image_root_name, images
-from .incremental import Incremental
 from .restore import Restored
 from .restore import restore as restore_source
+
+if TYPE_CHECKING:
+    from .files import FileCapture
+    from .incremental import Incremental
+
+# The capture side (capture.py, files.py's capture, incremental.py and what they import)
+# is imported where first used, not here: a restore needs none of it, and a group
+# daemon restoring after a crash imports this package on its way to running the
+# application (see slsfs.daemon). `Incremental` and `FileCapture` are still names of
+# the package (__getattr__).
+_LAZY = {"Incremental": "incremental", "FileCapture": "files", "capture_all": "capture"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """This package, whose function `capture` has the name of its submodule capture.py.
+    Imported after the function is defined (lazily), the submodule would replace it as
+    the package's attribute (the import system sets it); the function keeps the name,
+    as it did when the submodule was imported first, here."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "capture" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["freeze", "capture", "checkpoint", "restore", "load_image", "images", "Frozen", "Restored",
            "Incremental",
@@ -81,11 +114,13 @@ __all__ = ["freeze", "capture", "checkpoint", "restore", "load_image", "images",
 
 def capture(frozen: Frozen, store: Store) -> ChunkId:
     """Capture every frozen process into one new image; returns its root (not committed)."""
+    from .files import FileCapture
     writer = ImageWriter(store)
     return _capture(frozen, writer, FileCapture(writer.add_blob))
 
 
 def _capture(frozen: Frozen, writer: ImageWriter, files: FileCapture) -> ChunkId:
+    from .capture import capture_all
     processes = capture_all(frozen, writer.add_pages, files)
     frozen.check_alive()
     return writer.finish(processes, files.files)
@@ -112,6 +147,7 @@ def checkpoint(pids: list[int], store: Store, name: str, *, tree: bool = False, 
             root = capture(frozen, store)
         store.set_root(root_name, root)
         return store.commit(label, durable=durable)
+    from .files import FileCapture
     with freeze(pids, tree=tree) as frozen:
         writer = ImageWriter(store)
         files = FileCapture(writer.add_blob, hold_connections=True)

@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import importlib
 import logging
 import os
 import signal
@@ -75,7 +76,7 @@ import trio
 from objectstore import ChunkId, Commit, NotFound, Store, StoreError
 
 from checkpointer import CheckpointError
-from checkpointer.image import ImageWriter, StoredImage
+from checkpointer.image import StoredImage
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.lazy import PageServer
 from checkpointer.restore import TOP_RESTORE_PHASES, Restored, restore as restore_image
@@ -86,11 +87,11 @@ from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError, clone_volume_roots
 
-from . import (daemon_priority, group_checkpoint, group_init, group_process, group_retention, groups, orphans,
-               procs_view, rootfs)
+from . import daemon_priority, group_init, group_process, groups, orphans, rootfs
 from .daemon_ready import LOG_NAME, REFUSED, ready_line
 from .group_commit import GroupCommit
 from .group_process import RunningGroup
+from .loaded_image import LoadedImage
 from .groups import GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
 
@@ -141,7 +142,8 @@ class Daemon:
         self.mount_fd = -1                    # the mount's root, opened once (its syncfs helper's: flush_through)
         self.roots: set[str] = set()          # root file systems prepared for --root groups (slsfs.rootfs)
         self.pages_coming: dict[str, trio.Event] = {}   # lazily restored groups: set once all pages are in
-        fs.history.extensions["procs"] = procs_view.provider(store)
+        fs.history.extensions["procs"] = _procs_view(store)
+        self.checkpoints_imported = trio.Event()   # set by import_checkpoints (once the daemon serves)
 
     # ----- checkpoints ---------------------------------------------------------------
     def _commit_files(self, group: RunningGroup) -> tuple[int, ChunkId]:
@@ -184,6 +186,8 @@ class Daemon:
         the files of that instant. None, and no checkpoint, if `unless_taken_since` is
         given and the group's checkpoint count (seq) is past it once this one may begin: a
         partner's checkpoint, under way as this one was asked for, took the group too."""
+        await self.checkpoints_imported.wait()
+        from . import group_checkpoint
         while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group, alone)]
                          if g.name in self.pages_coming]:
             await coming[0].wait()               # an image must not miss pages that are not in yet
@@ -245,10 +249,12 @@ class Daemon:
             pass
 
     async def _take(self, group: RunningGroup, members: list[RunningGroup], label: str,
-                    ) -> tuple[int, list[group_checkpoint.Captured], list[ChunkId]]:
+                    ) -> tuple[int, list, list[ChunkId]]:
         """The checkpoint of `members` (`group` first) written and committed (not yet
         durable: `_settle`); on any error each member's tracking is reset (its next image is
         full: it cannot miss a write)."""
+        from checkpointer.image import ImageWriter
+        from . import group_checkpoint
         try:
             seal = group_checkpoint.Seal(lambda: self._commit_files(group), self.fs.sync_kernel_cache,
                                          trio.lowlevel.current_trio_token(), self.nursery,
@@ -343,6 +349,7 @@ class Daemon:
 
     async def _ended(self, group: RunningGroup) -> None:
         status = None if self.stopping else await _exit_status(group)
+        await self.checkpoints_imported.wait()      # (its tracking is made by the capture side)
         async with self.lock:
             group.tracking.reset()
             if not self.stopping:
@@ -449,7 +456,7 @@ class Daemon:
             await self._prepare_root(settings.mountpoint)
         marks.append(time.perf_counter())
         stored = StoredImage(self.store, record.image)
-        image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio, stored)
+        image = LoadedImage(self.store, record.image, self.tracer.in_trio, stored)
         lazy = stored.holds_pages(LAZY_MIN_BYTES // PAGE_SIZE)
         marks.append(time.perf_counter())
         # forked here, in the thread that owns the store: the server reads the fork's copy
@@ -479,7 +486,7 @@ class Daemon:
         record, commit, at = groups.resolve_named(self.store, name, at)
         name = record.settings.name
         origin = groups.files_commit_of(self.store, record)
-        image = group_checkpoint.LoadedImage(self.store, record.image, self.tracer.in_trio)
+        image = LoadedImage(self.store, record.image, self.tracer.in_trio)
         source = "/".join(filter(None, (f".sls/checkpoints/{origin.id}/fs", record.settings.directory)))
         started: list[RunningGroup] = []
         try:
@@ -523,7 +530,7 @@ class Daemon:
                  if o and o != n}
         return settings, remap
 
-    async def _restore_processes(self, image: group_checkpoint.LoadedImage, settings: GroupSettings,
+    async def _restore_processes(self, image: LoadedImage, settings: GroupSettings,
                                  remap: dict[str, str], share_listening_ports: bool = False,
                                  page_server: PageServer | None = None,
                                  phases: dict[str, float] | None = None) -> Restored:
@@ -720,6 +727,18 @@ class Daemon:
         for group in self.groups.values():
             group.kill()
 
+    async def import_checkpoints(self) -> None:
+        """Import what checkpoints need and a restore does not (CHECKPOINT_MODULES), in a
+        worker thread once the daemon serves; then let checkpoints begin. Not before:
+        after a crash that was on the restore's path (~9% of the daemon's imports); not
+        at a first checkpoint in the trio thread: the application's file requests would
+        wait for it. Every import of these by the trio thread waits for this one (two
+        threads importing one chain of modules at once can find each other's half-made
+        modules)."""
+        await trio.to_thread.run_sync(_import_all, CHECKPOINT_MODULES)
+        self.startup.done("checkpoint_imports")
+        self.checkpoints_imported.set()
+
     # ----- control socket ------------------------------------------------------------
     async def _serve_one(self, stream: trio.SocketStream) -> None:
         request, reply = await exchange(stream, self.handle, LOG_NAME)
@@ -769,10 +788,39 @@ class Daemon:
             if restore:
                 status["restored"] = restore[0][0].settings.name     # the group asked for
             ready(ready_line(status))
+            nursery.start_soon(self.import_checkpoints)
             try:        # after the restore: its interpreter's start would compete with it
                 await self.fs.flush_through(self.mount_fd)
             except OSError as exc:                   # (each checkpoint tries again, and fails with it)
                 log.warning("the mount's syncfs helper did not start: %s", exc)
+
+
+#: The modules of checkpoints (the capture side, retention, the processes' history
+#: view), imported once the daemon serves (Daemon.import_checkpoints).
+CHECKPOINT_MODULES = ("slsfs.group_checkpoint", "slsfs.group_retention", "slsfs.procs_view")
+
+
+def _import_all(names: tuple[str, ...]) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
+def _procs_view(store: Store):
+    """The `procs` extension of the mount's history tree (slsfs.procs_view), imported at
+    its first use."""
+    def procs(commit):
+        from . import procs_view
+        return procs_view.provider(store)(commit)
+    return procs
+
+
+def _also_keep(store: Store):
+    """The FileSystem's `also_keep`: what group records need (slsfs.group_retention),
+    imported at its first use (retention, GC)."""
+    def needed(keep: set[int]) -> set[int]:
+        from . import group_retention
+        return group_retention.needed(store, keep)
+    return needed
 
 
 def _exit_now(mountpoint: str) -> None:
@@ -935,7 +983,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
             startup.done("reset_volume")
         os.makedirs(mountpoint, exist_ok=True)
         fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True, fsync_commits=False,
-                        also_keep=lambda keep: group_retention.needed(store, keep))
+                        also_keep=_also_keep(store))
         daemon = Daemon(store, fs, os.path.abspath(mountpoint), startup)
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)

@@ -24,12 +24,15 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from . import group_init, rootfs
-from .group_checkpoint import PageTracking
 from .groups import GroupError, GroupSettings
+
+if TYPE_CHECKING:
+    from .group_checkpoint import PageTracking
 
 START_TIMEOUT_S = 30.0
 GROUP_TMPDIR = ".sls-tmp"       # in the volume: TMPDIR of a --cwd group
@@ -55,7 +58,7 @@ class RunningGroup:
     restore_phases_ms: dict[str, float] | None = None   # where restore_ms went (checkpointer.stopwatch)
     started: float = field(default_factory=time.time)
     checkpoint_times: list[float] = field(default_factory=list)
-    tracking: PageTracking = field(default_factory=PageTracking)   # incremental capture
+    _tracking: PageTracking | None = field(default=None, repr=False)   # incremental capture: `tracking`
     pages_last: int = 0                       # pages the last checkpoint copied
     pages_total: int = 0                      # ... and all of this daemon's checkpoints of the group
     precopied_last: int = 0                   # of which copied before its freeze (incremental.precopy)
@@ -65,6 +68,16 @@ class RunningGroup:
     @property
     def name(self) -> str:
         return self.settings.name
+
+    @property
+    def tracking(self) -> PageTracking:
+        """The group's write tracking between checkpoints (incremental capture), made at
+        its first use: a checkpoint's (slsfs.group_checkpoint, whose capture side a
+        restoring daemon imports only once the restored processes run)."""
+        if self._tracking is None:
+            from .group_checkpoint import PageTracking
+            self._tracking = PageTracking()
+        return self._tracking
 
     def alive(self) -> bool:
         """Whether every root process of the group is there and not a zombie (asked before
