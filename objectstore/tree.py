@@ -29,7 +29,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from itertools import chain
 from operator import itemgetter
-from typing import Iterator, NamedTuple, Sequence
+from typing import Generator, Iterator, NamedTuple, Sequence, TypeVar
 
 from .chunks import NODE, ChunkId, ChunkStore
 from .errors import CorruptChunk
@@ -387,20 +387,29 @@ class Tree:
 
     def flush(self) -> ChunkId | None:
         """Write every changed node; return the root id (None for an empty tree)."""
-        if self._root is None:
-            return None
+        return run_steps(self.flushing())
+
+    def flushing(self) -> Generator[None, None, ChunkId | None]:
+        """flush(), a step per node written: yields after each (a caller that serves
+        requests answers them between two: a process image's tree writes tens of nodes
+        at a checkpoint). The tree must not change until the end; its return value is
+        flush()'s."""
         if isinstance(self._root, _Node):
-            self._root = self._flush_node(self._root)
+            self._root = yield from self._flush_node(self._root)
         return self._root
 
-    def _flush_node(self, node: _Node) -> ChunkId:
+    def _flush_node(self, node: _Node) -> Generator[None, None, ChunkId]:
         if node.cid is not None:
             return node.cid
         if not node.leaf:
-            node.vals = [self._flush_node(c) if isinstance(c, _Node) else c for c in node.vals]
+            vals = node.vals
+            for i, child in enumerate(vals):
+                if isinstance(child, _Node):
+                    vals[i] = yield from self._flush_node(child)
         data = encode_node(node)
         node.cid = self._store.put(data, NODE)
         self._cache.add(node, len(data))
+        yield
         return node.cid
 
     @property
@@ -508,6 +517,18 @@ class Tree:
             bounds = [low] + node.keys[1:] + [high]
             for i, child in enumerate(node.vals):
                 self._check(child, bounds[i], bounds[i + 1], problems)
+
+
+Done = TypeVar("Done")
+
+
+def run_steps(steps: Generator[None, None, Done]) -> Done:
+    """Run a generator of steps (Tree.flushing) to its end, at once; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
 
 
 def _node_id(ref: "_Node | ChunkId") -> ChunkId | None:

@@ -14,8 +14,9 @@ every group of a volume at once (they share its files; usually there is one):
      (dropped by write(): the image belongs to the trio thread);
   5. thaw, once 2-3 (run by a task of the trio thread, `Seal`, while this one does 4;
      here, at once, when there is nothing to write back nor to commit) are done.
-Then `Captured.write()` (trio thread, application running) turns the copied pages into
-an image, names it with the files commit's volume root in the `grp/<name>` record, and
+Then `Captured.write()` (trio thread, application running, in short steps with the
+mount's requests answered between them: `in_turns`) turns the copied pages into an
+image, names it with the files commit's volume root in the `grp/<name>` record, and
 commits; the caller makes both commits durable with one fsync. A crash before that
 leaves the previous durable group checkpoint intact (the record is only in the second
 commit, so a torn tail never pairs new files with an old image).
@@ -49,9 +50,9 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, wait
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Generator, TypeVar
 
 import trio
 
@@ -66,8 +67,9 @@ from checkpointer.treecapture import TreeCapture
 from checkpointer import stopwatch
 from checkpointer.stopwatch import phase, recording
 
-YIELD_S = 0.001            # Captured.write lets trio serve FUSE at least this often ...
-BATCH_BYTES = 256 << 10    # ... checking after each batch of pages it stores (~0.4-1 ms of work)
+Done = TypeVar("Done")
+YIELD_S = 0.001            # Captured.write lets trio serve FUSE at least this often (in_turns) ...
+BATCH_BYTES = 256 << 10    # ... its steps: a batch of pages stored (~0.4-1 ms of work), a page block, a tree node
 
 
 FilesCommit = tuple[int, ChunkId]     # (commit id, volume root): the file system of the frozen instant
@@ -168,26 +170,49 @@ class Captured:
     stop_phases_ms: dict[str, float]        # where the stop went (checkpointer.stopwatch)
 
     async def write(self) -> ChunkId:
-        """The image root. Its pages are stored BATCH_BYTES at a time (one put_many each), and
-        trio gets its turn (FUSE requests, the control socket) whenever YIELD_S have passed
-        since the last: a fixed 1 MiB between turns was 1-2 ms on a quiet machine and 3-5 ms
-        under load, during which the application's file requests waited."""
+        """The image root, stored in the trio thread a step at a time (`in_turns`): the
+        blobs and the parts of the parent to drop, each batch of BATCH_BYTES of pages (one
+        put_many), then each step of ImageWriter.finishing (a page block, the metadata, a
+        tree node)."""
+        return await in_turns(self._writing())
+
+    def _writing(self) -> Generator[None, None, ChunkId]:
         self.tree.store_metadata()          # before the pages: a mapping stored whole is cleared first
+        yield
         batch: list[tuple[int, int, bytes]] = []
         batch_bytes = 0
-        turn = time.perf_counter()
         for run in self.pages:
             batch.append(run)
             batch_bytes += len(run[2])
             if batch_bytes >= BATCH_BYTES:
                 self.writer.add_runs(batch)
                 batch, batch_bytes = [], 0
-                if time.perf_counter() - turn >= YIELD_S:
-                    await trio.sleep(0)
-                    turn = time.perf_counter()
+                yield
         self.writer.add_runs(batch)
         self.pages.clear()
-        return self.writer.finish(self.processes, self.files)
+        return (yield from self.writer.finishing(self.processes, self.files))
+
+
+async def in_turns(steps: Generator[None, None, Done]) -> Done:
+    """Run `steps` (a generator of short steps) to its end in the trio thread; what it
+    returns. Trio gets its turn (FUSE requests, the control socket) whenever YIELD_S have
+    passed since the last: the application's file requests wait for a step, not for the
+    whole (an image's write was 2.5-3.9 ms at each SQLite checkpoint at load 10, of which
+    its finish, 1.5-2.4 ms, in one piece); a fixed 1 MiB of pages between turns was 1-2 ms
+    on a quiet machine and 3-5 ms under load. Not a worker thread: the store (its pack
+    index, the active pack, the node cache) serves the mount's requests in this thread
+    without locks, and the write is Python work that holds Python's lock all along: this
+    thread, woken by a request, would wait for that lock up to a switch interval (5 ms)."""
+    turn = time.perf_counter()
+    with closing(steps):
+        while True:
+            try:
+                next(steps)
+            except StopIteration as end:
+                return end.value
+            if time.perf_counter() - turn >= YIELD_S:
+                await trio.sleep(0)
+                turn = time.perf_counter()
 
 
 @dataclass

@@ -245,6 +245,29 @@ def test_flush_writes_only_changed_path(store, monkeypatch):
     assert len(store.packs) - before == depth + 1  # one new node per level
 
 
+def test_flushing_writes_a_node_per_step_and_ends_with_the_root_flush_gives(store, monkeypatch):
+    """Tree.flushing (a process image's flush, between requests): after each step one more
+    node is in the store, and the tree it ends with reads back as flush()'s would."""
+    monkeypatch.setattr(tree_module, "LEAF_BYTES", 200)
+    monkeypatch.setattr(tree_module, "INTERNAL_FANOUT", 8)
+    entries = {n.to_bytes(4, "big"): b"v%d" % n for n in range(2000)}
+    t = store.tree()
+    for key, value in entries.items():
+        t.put(key, value)
+    steps = t.flushing()
+    written = [len(store.packs)]
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            root = end.value
+            break
+        written.append(len(store.packs))
+    assert written == list(range(written[0], written[0] + len(written)))
+    assert len(written) > 50
+    assert root == t.flush() and dict(store.tree(root).items()) == entries
+
+
 def test_node_cache_is_bounded_by_bytes_and_reads_evicted_nodes_back(store):
     """A tree of large values (a process image's metadata is KiB to tens of KiB, written
     anew by every checkpoint) keeps the cache within its byte budget; nodes it dropped are
