@@ -12,15 +12,17 @@ import atexit
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False             # (typing.TYPE_CHECKING without importing typing: see below)
 if TYPE_CHECKING:
     import argparse
 
     from objectstore import Store
 
 # Imported where used, not here: objectstore, mount.control and argparse (~40 ms idle,
-# 0.1-0.3 s at load 10 at a command's share of the CPUs). `sls restore` and `sls run`
+# 0.1-0.3 s at load 10 at a command's share of the CPUs); nor typing, json or threading,
+# by this module or by those the fork needs (slsfs.daemon_start, daemon_ready,
+# daemon_priority): the command's start up to the fork took 0.28 s at load 11. `sls restore` and `sls run`
 # fork their daemon to be first thing (slsfs.daemon_start), and that fork, at the
 # daemon's raised share, imports them on the way to serving faster than we would before
 # it: what is imported before the fork is on the restore's path at the command's share.

@@ -12,7 +12,6 @@ with it, where the daemon tells the rest (LOG_NAME), which the CLI names in its 
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import time
@@ -25,13 +24,15 @@ REFUSED = "refused: "
 
 def ready_line(status: dict) -> str:
     """The line for a daemon that serves, with its `ps` reply `status` (no "ok" key)."""
-    from mount.control import CONTROL_VERSION    # (not before the daemon's fork: slsfs.cli's imports)
+    import json                                  # (not before the daemon's fork: slsfs.cli's imports)
+    from mount.control import CONTROL_VERSION
     return "ok " + json.dumps({"v": CONTROL_VERSION, **status})
 
 
 def parse_ready_line(line: str) -> tuple[bool, dict | None]:
     """(whether the daemon serves, its `ps` reply or None when the line carries none of
     this protocol version): the inverse of ready_line; a bare "ok" is accepted."""
+    import json
     from mount.control import CONTROL_VERSION
     word, _, payload = line.partition(" ")
     if word != "ok":

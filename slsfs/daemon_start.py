@@ -21,12 +21,10 @@ instead: a fork copies only the calling thread.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
 import sys
-import threading
 import time
 
 from . import daemon_priority
@@ -44,7 +42,7 @@ class DaemonStart:
     def __init__(self) -> None:
         self._ready, ready_write = os.pipe()
         self._args_read, self._args = os.pipe()
-        self.pid = self._fork(ready_write) if threading.active_count() == 1 else None
+        self.pid = self._fork(ready_write) if _one_thread() else None
         self.taken = False
         os.close(self._args_read)
         if self.pid is not None:
@@ -79,6 +77,7 @@ class DaemonStart:
             except BaseException:              # told in the log once it is known
                 failure = traceback.format_exc()
             imported = time.perf_counter()
+            import json
             with os.fdopen(self._args_read, "rb") as pipe:
                 request = pipe.read()
             if not request:                    # the command ended without starting us
@@ -115,6 +114,7 @@ class DaemonStart:
                     start_new_session=True).pid
             os.close(self._ready_write)
         else:
+            import json
             try:
                 os.write(self._args, json.dumps([store, list(args)]).encode())
             except BrokenPipeError:            # it failed already (its log says why): no answer below
@@ -154,6 +154,12 @@ class DaemonStart:
             os.waitpid(self.pid, 0)
         finally:
             os.close(pidfd)
+
+
+def _one_thread() -> bool:
+    """Whether this process runs one thread (as the kernel counts them: threading is not
+    imported before the fork, see slsfs.cli's imports)."""
+    return len(os.listdir("/proc/self/task")) == 1
 
 
 def prefork() -> None:
