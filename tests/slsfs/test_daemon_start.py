@@ -208,6 +208,33 @@ def test_a_restore_forks_its_daemon_before_it_imports_what_the_fork_can(tmp_path
                 "mount.control"} & imported, sorted(imported)
 
 
+def test_a_restoring_daemon_goes_on_once_its_command_has_exited():
+    """What a restoring daemon does once it answered (imports, its syncfs helper's start)
+    waits until the command that waits for that answer has exited (until_exited): at the
+    daemon's raised share it held the CPUs that the command's last steps needed."""
+    import trio
+    from slsfs.daemon import until_exited
+    command = subprocess.Popen(["sleep", "600"])
+    try:
+        async def wait_then_end() -> bool:
+            async with trio.open_nursery() as nursery:
+                done = trio.Event()
+
+                async def waiter() -> None:
+                    await until_exited(command.pid, 600)
+                    done.set()
+                nursery.start_soon(waiter)
+                await trio.sleep(0.2)
+                waited = not done.is_set()
+                command.kill()
+                await done.wait()
+            return waited
+        assert trio.run(wait_then_end), "it went on while the command ran"
+    finally:
+        command.kill()
+        command.wait()
+
+
 FORK_AND_WAIT = """
 import sys
 from slsfs import daemon_start
