@@ -192,6 +192,7 @@ class DirtyTracker:
     def __init__(self, pid: int):
         self.pid = pid
         self.uffd: int | None = None
+        self.pagemap: int | None = None   # /proc/PID/pagemap, opened with the userfaultfd (_open_uffd)
         self.seen: set[tuple] = set()     # VMA signatures as of the last checkpoint
         self.armed: set[tuple] = set()    # ... of those registered and write-protected
         self.shared_armed: set[tuple] = set()  # ... of shared memory (shared_memory.py), likewise
@@ -221,18 +222,17 @@ class DirtyTracker:
         every scanned mapping when the copy fails (one of them went away under it), as
         their written pages were re-protected by the scan."""
         scanned: list[tuple[tuple, procfs.Vma, procfs.PageRanges]] = []
-        with procfs.pagemap(self.pid) as pagemap:
-            for vma in vmas:
-                sig = vma.signature
-                if sig not in self.armed:
-                    continue
-                try:
-                    ranges = scan(pagemap, vma)
-                except (CheckpointError, OSError):
-                    self.armed.discard(sig)
-                    continue
-                if ranges:
-                    scanned.append((sig, vma, ranges))
+        for vma in vmas:
+            sig = vma.signature
+            if sig not in self.armed:
+                continue
+            try:
+                ranges = scan(self.pagemap, vma)
+            except (CheckpointError, OSError):
+                self.armed.discard(sig)
+                continue
+            if ranges:
+                scanned.append((sig, vma, ranges))
         runs: list[tuple[int, bytes]] = []
         try:
             copy_pages(self.pid, [span for _, _, ranges in scanned for span in ranges],
@@ -259,25 +259,24 @@ class DirtyTracker:
         self.cancel_scan()
         self.scanned = {}
         spans: list[tuple[int, int, list[procfs.Vma]]] = []   # (start, end, tracked mappings still tracked)
-        with procfs.pagemap(self.pid) as pagemap:
-            for span in self._spans(vmas):
-                tracked = [vma for vma in span if vma.signature in self.armed]
-                start, end = tracked[0].start, tracked[-1].end
-                try:
-                    untracked = procfs.page_ranges(pagemap, start, end, procfs.PAGE_IS_WPALLOWED,
-                                                   inverted=procfs.PAGE_IS_WPALLOWED, regions=self._regions)
-                except OSError as exc:
-                    raise CheckpointError(f"PAGEMAP_SCAN of process {self.pid} failed: {exc.strerror}") from None
-                lost = {vma.signature for vma in tracked if _meets(vma, untracked)}
-                self.armed -= lost
-                spans.append((start, end, [vma for vma in tracked if vma.signature not in lost]))
-            kept = [vma for _, _, tracked in spans for vma in tracked]
-            if cpus and sum(vma.end - vma.start for vma in kept) >= SHARED_SCAN_BYTES:
-                scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, cpus)
-                self._scanning = (scan, kept)
-                return
-            for start, end, tracked in spans:
-                self.scanned.update(_split(self._scan_written(pagemap, start, end), tracked))
+        for span in self._spans(vmas):
+            tracked = [vma for vma in span if vma.signature in self.armed]
+            start, end = tracked[0].start, tracked[-1].end
+            try:
+                untracked = procfs.page_ranges(self.pagemap, start, end, procfs.PAGE_IS_WPALLOWED,
+                                               inverted=procfs.PAGE_IS_WPALLOWED, regions=self._regions)
+            except OSError as exc:
+                raise CheckpointError(f"PAGEMAP_SCAN of process {self.pid} failed: {exc.strerror}") from None
+            lost = {vma.signature for vma in tracked if _meets(vma, untracked)}
+            self.armed -= lost
+            spans.append((start, end, [vma for vma in tracked if vma.signature not in lost]))
+        kept = [vma for _, _, tracked in spans for vma in tracked]
+        if cpus and sum(vma.end - vma.start for vma in kept) >= SHARED_SCAN_BYTES:
+            scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, cpus)
+            self._scanning = (scan, kept)
+            return
+        for start, end, tracked in spans:
+            self.scanned.update(_split(self._scan_written(self.pagemap, start, end), tracked))
 
     def _scan_written(self, pagemap: int, start: int, end: int, regions: ctypes.Array | None = None
                       ) -> procfs.PageRanges:
@@ -338,8 +337,7 @@ class DirtyTracker:
 
     def _written(self, vma: procfs.Vma) -> procfs.PageRanges:
         """Pages written since the last scan (re-protected by the same call)."""
-        with procfs.pagemap(self.pid) as pagemap:
-            return self._scan(pagemap, vma)
+        return self._scan(self.pagemap, vma)
 
     def _scan(self, pagemap: int, vma: procfs.Vma) -> procfs.PageRanges:
         """`_written` through an open /proc/PID/pagemap descriptor. Written pages alone are
@@ -380,7 +378,7 @@ class DirtyTracker:
     def prearm(self, frozen_main: FrozenProcess) -> None:
         """Before the first capture's freeze: take a userfaultfd from the process (its main
         thread stopped, `frozen_main`); `protect_and_copy()` follows, after that thaw."""
-        self.uffd = self._open_uffd(frozen_main)
+        self._open_uffd(frozen_main)
 
     def protect_and_copy(self, vmas: list[procfs.Vma]) -> int:
         """The process running: register and write-protect each private writable VMA of
@@ -403,7 +401,7 @@ class DirtyTracker:
         writable mapping of followed shared memory, from now on."""
         self.cancel_scan()      # (every mapping was selected: the scan was asked for and is done)
         if self.uffd is None:
-            self.uffd = self._open_uffd(proc)
+            self._open_uffd(proc)
         current = {v.signature for v in vmas}
         for vma in vmas:
             sig = vma.signature
@@ -427,17 +425,24 @@ class DirtyTracker:
         wp = (ctypes.c_uint64 * 3)(vma.start, size, UFFDIO_WRITEPROTECT_MODE_WP)
         _ioctl(self.uffd, UFFDIO_WRITEPROTECT, wp, f"UFFDIO_WRITEPROTECT of {vma.start:#x}")
 
-    def _open_uffd(self, proc: FrozenProcess) -> int:
+    def _open_uffd(self, proc: FrozenProcess) -> None:
+        """Take the tracking userfaultfd from the process (`uffd`) and open its pagemap
+        (`pagemap`), both of the memory it has now. The pagemap descriptor is kept with the
+        userfaultfd rather than opened at every scan (an open and a close of /proc/PID/
+        pagemap in every stop and every pre-copy): it names the memory the process had at
+        its open, as the userfaultfd does, and a tracker whose process has exec()ed since
+        is replaced (same_memory) before it scans."""
         with injecting(proc.pid, proc.main) as inj:
             # user-mode only: the target may run as any user (a non-root postgres, say)
             fd = uffd.take_from(inj, proc.pid, "write tracking", user_mode_only=True)
         api = (ctypes.c_uint64 * 3)(UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0)
         try:
             _ioctl(fd, UFFDIO_API, api, "UFFDIO_API (WP_ASYNC)")
-        except CheckpointError:
+            self.pagemap = os.open(f"/proc/{proc.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        except (CheckpointError, OSError):
             os.close(fd)
             raise
-        return fd
+        self.uffd = fd
 
     def same_memory(self) -> bool:
         """False once the process has exec()ed: the userfaultfd belongs to the memory it had
@@ -450,9 +455,10 @@ class DirtyTracker:
 
     def close(self) -> None:
         self.cancel_scan()
-        if self.uffd is not None:
-            os.close(self.uffd)
-            self.uffd = None
+        for fd in (self.uffd, self.pagemap):
+            if fd is not None:
+                os.close(fd)
+        self.uffd = self.pagemap = None
 
 
 class Incremental:
