@@ -72,7 +72,10 @@ class Pinning:
         """Give task `tid` its own CPU affinity back."""
         saved = self.saved.pop(tid, None)
         if saved is not None:
-            _set(tid, saved[0])
+            try:        # (not _set: the affinity it has now is not needed, a system call fewer per task)
+                os.sched_setaffinity(tid, saved[0])
+            except OSError:  # gone, or a CPU its cpuset forbids
+                pass
             watchdog.release(saved[1])
 
     def release_tasks(self) -> None:
