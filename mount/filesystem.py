@@ -145,7 +145,7 @@ def mount_device(mountpoint: str) -> str | None:
     return device
 
 
-def abort_own_connection(mountpoint: str, device: str | None) -> bool:
+def abort_own_connection(mountpoint: str, device: str | None, store: str) -> bool:
     """End every request still open on the FUSE connection of our mount at `mountpoint`
     (device `device`, "major:minor"), for a daemon on its way out while still mounted: a
     request it read but never answered keeps the thread that made it waiting
@@ -154,7 +154,7 @@ def abort_own_connection(mountpoint: str, device: str | None) -> bool:
     connection never ends: the daemon could not exit (seen once: a group daemon stuck in
     exit with its tracer in a getattr of its own mount).
 
-    Only while our mount is attached at `mountpoint`: connections are named by the mount's
+    Only while a mount of ours is attached (below): connections are named by the mount's
     minor device number, which the kernel gives to the next mount once ours is gone, and
     aborting by number after unmounting could end another file system's new mount (seen:
     a test's new mount at the same mount point got ENOTCONN right after the old daemon's
@@ -162,18 +162,20 @@ def abort_own_connection(mountpoint: str, device: str | None) -> bool:
     300 ms while other slsfs mounts were being unmounted). A session the kernel ended
     (an unmount) needs none: the kernel aborted the connection itself.
 
-    The mount is then detached here (umount2 MNT_DETACH), and so is every other mount of
-    the file system in this mount namespace (a second mount: mount --bind, `sls mount` of
-    a live store), each checked to be ours first: libfuse's unmount leaves a mount whose
-    connection was aborted as it is, attached and answering ENOTCONN, and knows nothing of
-    the others. Found through another of its mounts when the user has unmounted the one at
-    `mountpoint`. True if the connection was ours (aborted and detached)."""
+    The mount is then detached here (umount2 MNT_DETACH): libfuse's unmount leaves a
+    mount whose connection was aborted as it is, attached and answering ENOTCONN; and so
+    is every other mount of the file system in this mount namespace (a second mount:
+    mount --bind, `sls mount` of a live store), which libfuse knows nothing of. Such a
+    mount is ours if its device is `device` and its source our `store` (whose lock only
+    we hold: a number freed and reused is another store's mount); the connection is
+    aborted through one of them when the user has unmounted the one at `mountpoint`.
+    True if the connection was ours (aborted and detached)."""
     if device is None:
         return False
-    mountpoints = [mountpoint, *(m.mountpoint for m in slsfs_mounts() if m.device == device)]
-    if not any(fusectl.abort_mounted(path, device) for path in mountpoints):
+    ours = [mountpoint, *(m.mountpoint for m in slsfs_mounts() if m.device == device and m.store == store)]
+    if not any(fusectl.abort_mounted(path, device) for path in ours):
         return False
-    for path in dict.fromkeys(mountpoints):
+    for path in dict.fromkeys(ours):
         if fusectl.device_of(path) == device and _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
             err = ctypes.get_errno()
             log.warning("could not detach %s after aborting its connection: %s", path, os.strerror(err))
@@ -773,7 +775,7 @@ class FileSystem:
             if self._flusher is not None:
                 flusher, self._flusher = self._flusher, None
                 await flusher.close()
-            if unmount and abort_own_connection(mountpoint, device):
+            if unmount and abort_own_connection(mountpoint, device, str(self.store.path)):
                 unmount = False                 # (detached already)
             pyfuse3.close(unmount=unmount)
 

@@ -483,12 +483,6 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
         stop_daemon(info.store, pid)
         return f"unmounted {mountpoint}" + (f" (stopped groups {', '.join(groups)}: their last durable "
                                             "checkpoints stay)" if groups else "")
-    elsewhere = copies_elsewhere(info.device) if info.device and not others else []
-    if elsewhere and not force:
-        raise CommandError(f"{mountpoint} is also mounted in other mount namespaces, where its daemon would go on "
-                           f"serving it after this unmount: {'; '.join(elsewhere[:20])}. Unmount it there "
-                           "(`nsenter -t PID -m umount PATH`) or end those processes, or `sls umount --force` "
-                           "to stop its daemon anyway (it writes its final checkpoint; the mounts there then fail)")
     cmd = ["fusermount3", "-u"] + (["-z"] if force else []) + [mountpoint]
     deadline = time.monotonic() + UMOUNT_BUSY_RETRY_S
     while (result := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
@@ -508,26 +502,31 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
 
 def _wait_for_final_checkpoint(mountpoint: str, info: MountInfo, pid: int, force: bool) -> None:
     """Wait for the daemon `pid` of the mount just unmounted to write its final checkpoint
-    and exit. Its file system ends when its last mount goes: a copy of it in another mount
-    namespace (made since the check before the unmount) keeps it serving, so say that
-    rather than wait, or with `force` stop the daemon, as SIGTERM does."""
+    and exit. Its file system ends only when its last mount goes: a copy of it in another
+    mount namespace (slsfs.mount_namespaces) keeps the daemon serving. Say so at once and
+    wait for the copies to go (a restore or a short-lived `unshare --mount` ends soon), or
+    with `force` stop the daemon, as SIGTERM does."""
     deadline = time.monotonic() + UMOUNT_TIMEOUT_S
-    look_at = time.monotonic()
+    look_at, elsewhere = time.monotonic(), []
     while not _exited(pid):
         now = time.monotonic()
         if now > deadline:
-            raise CommandError(f"unmounted, but daemon pid {pid} is still writing its final checkpoint "
-                               f"after {UMOUNT_TIMEOUT_S:.0f} s (see {info.store}/{LOG_NAME})")
-        if now > look_at and info.device and (elsewhere := copies_elsewhere(info.device)):
-            if not force:
-                raise CommandError(f"unmounted {mountpoint} here, but it is still mounted in other mount "
-                                   f"namespaces, where daemon pid {pid} serves it: {'; '.join(elsewhere[:20])}; "
-                                   "unmount it there or end those processes, or `sls umount --force` the "
-                                   "same path to stop the daemon anyway")
-            os.kill(pid, signal.SIGTERM)
-            look_at = deadline
-        elif now > look_at:
+            held = (f": it is still mounted in other mount namespaces: {'; '.join(elsewhere[:20])}; unmount "
+                    "it there or end those processes, or `sls umount --force` the same path to stop the daemon "
+                    "anyway" if elsewhere else f" (see {info.store}/{LOG_NAME})")
+            raise CommandError(f"unmounted {mountpoint}, but daemon pid {pid} still runs after "
+                               f"{UMOUNT_TIMEOUT_S:.0f} s{held}")
+        if now > look_at and info.device:
             look_at = now + ELSEWHERE_CHECK_S
+            if (found := copies_elsewhere(info.device)) and force:
+                os.kill(pid, signal.SIGTERM)
+                look_at = deadline
+            elif found and not elsewhere:
+                print(f"sls: {mountpoint} is still mounted in other mount namespaces, where daemon pid {pid} "
+                      f"serves it: {'; '.join(found[:20])}; waiting for them to let it go (at most "
+                      f"{UMOUNT_TIMEOUT_S:.0f} s; `sls umount --force` the same path stops the daemon anyway)",
+                      file=sys.stderr, flush=True)
+            elsewhere = found
         time.sleep(0.05)
 
 

@@ -6,7 +6,8 @@ a peer or a slave of ours (shared propagation, as systemd sets up `/`; this mach
 mounts are private), an unmount made here does not reach it. A FUSE file system ends only
 when its last mount goes, so `fusermount3 -u` of a slsfs mount with such a copy returns
 at once while the daemon goes on serving the copy, and its final checkpoint waits for
-whoever holds it. `sls umount` looks here first, to say so rather than wait.
+whoever holds it. `sls umount` looks here to say so while it waits (and with --force
+stops the daemon rather than wait).
 
 Simplification: only namespaces that some readable process is in are seen (all of them
 for root); one process per namespace is named.

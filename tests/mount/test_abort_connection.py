@@ -36,11 +36,11 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
                                    stdout=subprocess.PIPE, text=True)
         connection = int(device.split(":")[1])
         wait_for(lambda: fusectl.waiting(connection) > 0, "the request to be queued")
-        elsewhere = str(mnt.path.parent)
-        assert not abort_own_connection(elsewhere, device)   # not mounted there: the number may be another mount's
+        elsewhere = str(mnt.path.parent)     # not mounted there, and the number's mount is another store's:
+        assert not abort_own_connection(elsewhere, device, "/another/store")    # (the number may be reused)
         assert waiting.poll() is None, f"the stat on the stopped daemon ended: {waiting.communicate()[0]!r}"
         assert fusectl.waiting(connection) > 0, "the request on the stopped daemon ended"
-        assert abort_own_connection(str(mnt.path), device)
+        assert abort_own_connection(str(mnt.path), device, str(mnt.store))
         out, _ = waiting.communicate(timeout=30)
         assert int(out) in (errno.ECONNABORTED, errno.ENOTCONN)
         assert mount_device(str(mnt.path)) != device, "the aborted mount was left attached"
@@ -68,7 +68,7 @@ def test_a_mount_unmounted_between_the_check_and_the_abort_keeps_its_number(mnt,
 
     assert os.path.exists(f"/sys/class/bdi/{device}")
     monkeypatch.setattr(fusectl, "abort", unmount_first)
-    assert abort_own_connection(str(mnt.path), device)
+    assert abort_own_connection(str(mnt.path), device, str(mnt.store))
     assert still_held == [True], "the number was free between the check and the abort"
     wait_for(lambda: not pid_alive(mnt.pid), "the aborted daemon to end")
 
