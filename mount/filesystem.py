@@ -62,7 +62,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from objectstore import Commit, StoreError, StoreFull
-from objectstore.gc import SLICE_S, Collection
+from objectstore.gc import SLICE_S, Collection, Removal
 from objectstore.retention import Prune, retained
 
 from . import fusectl, schema
@@ -484,8 +484,8 @@ class FileSystem:
                       start_lock: trio.Lock | None = None,
                       before_delete: Callable[[], Awaitable[None]] | None = None) -> dict:
         """A garbage collection (objectstore.gc.Collection) run in the trio thread in short
-        steps, requests and checkpoints going on between them; its syncs run in a worker
-        thread. Figures for the user. One at a time: a second call waits for the first.
+        steps, requests and checkpoints going on between them; its compaction's reads and
+        lz4, and its syncs, run in a worker thread. Figures for the user. One at a time: a second call waits for the first.
 
         Kept: what `also_keep` names (default: `kept_beyond_policy`). With an explicit
         `prune`, the current state is committed first, so that what was deleted since the
@@ -505,8 +505,8 @@ class FileSystem:
                 while step is not _DONE:
                     if step is None:
                         await self._requests_first()
-                    else:                          # a pack's kept chunks made durable, then it goes
-                        if before_delete is not None:
+                    else:            # a compaction's reads and lz4, or a pack's removal (after its sync)
+                        if before_delete is not None and isinstance(step, Removal):
                             await before_delete()
                         await trio.to_thread.run_sync(step.run)
                     step = next(steps, _DONE)

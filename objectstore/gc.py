@@ -20,8 +20,11 @@ runs them all at once (`sls gc` on an unmounted store, tests). Snapshot-at-begin
    size, or holding only store records, or holding pages stored as they were, not
    compressed yet (PackStore.pending_compression: a checkpoint's pages, compressed as
    they are copied: only those that survived pay for lz4).
-4. One pack at a time: copy the chunks that were marked or found by a dedup hit into the
-   active pack (a slice at a time), drop the others; once per collection append a fresh
+4. One pack at a time: copy the chunks that were marked into the active pack: the step
+   yields ChunkCopies for its driver to run (in a worker thread if it likes: the
+   records' reads, checks and lz4, ~2 MiB at a time), then appends what it prepared
+   (PackStore.place_copies); those found by a dedup hit since are copied too, the
+   others dropped (a slice at a time); once per collection append a fresh
    catalog (it supersedes the store records of the packs about to go); then the step
    yields a `Removal` for its driver to run (in a worker thread if it likes): a sync
    that makes all that durable, and only then the deletion of the pack's files. Chunks
@@ -38,13 +41,14 @@ from typing import Callable, Iterable, Iterator
 
 from .chunks import NODE
 from .errors import NotFound, StoreError
-from .packstore import PendingSync, remove_files
+from .packstore import ChunkCopies, PendingSync, remove_files
 from .retention import Prune, kept_by_rules, retained
 from .tree import node_links
 
 COMPACT_BELOW = 0.5
 SLICE_S = 0.004        # a collection's work between two of its yields
 TALLY_BATCH = 8192     # chunks summed per step (~0.3 us each)
+COPY_BATCH = 2 << 20   # stored bytes of live chunks a compaction reads (and compresses) per worker job
 
 
 def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None) -> set[bytes]:
@@ -132,10 +136,12 @@ class Collection:
         if self.progress:
             self.progress(message)
 
-    def steps(self) -> Iterator[Removal | None]:
-        """The collection, yielding between short steps: None (go on when you like), or a
-        Removal, whose run() must have returned before the next step (it waits for a sync
-        and deletes a pack's files: blocking work, for a worker thread). The first step is
+    def steps(self) -> Iterator[Removal | ChunkCopies | None]:
+        """The collection, yielding between short steps: None (go on when you like), or
+        blocking work for a worker thread whose run() must have returned before the next
+        step: ChunkCopies (a compaction's reads and lz4) or a Removal (it waits for a sync
+        and deletes a pack's files: a driver that must not delete packs at some moment
+        holds the Removal back). The first step is
         the start: run it when no checkpoint is half written (chunks put before the last
         commit and not yet named by any tree would be lost)."""
         started = time.monotonic()
@@ -180,7 +186,12 @@ class Collection:
             for number in victims:
                 chunks = members.pop(number, [])
                 moved = 0
-                for at in range(0, len(chunks), 64):
+                for copies in packs.copy_batches(number, (c for c in chunks if c in live), COPY_BATCH):
+                    self._lap(mark)
+                    yield copies
+                    mark = clock()
+                    moved += packs.place_copies(copies)
+                for at in range(0, len(chunks), 64):    # the rest: dead ones dropped, dedup hits copied
                     moved += packs.move_chunks(number, chunks[at:at + 64], keep)
                     if clock() - mark > self.slice_s:
                         self._lap(mark)

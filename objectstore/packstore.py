@@ -57,6 +57,7 @@ import mmap
 import os
 import re
 import struct
+from itertools import groupby
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -137,6 +138,27 @@ def _pays(packed: bytes, raw_len: int) -> bool:
     return len(packed) < raw_len - raw_len // 16
 
 
+def _compressed(payload: bytes, raw_len: int, probe: bool) -> tuple[int, bytes, bool]:
+    """A chunk's content as put stores it: (flags, payload, probe), its lz4 block
+    (FLAG_LZ4) when that pays, else the content itself (flags 0). `probe`: the last chunk
+    tried did not shrink, so this one's first _PROBE bytes are tried first; the probe
+    returned is the next chunk's (PackStore._append_records says why)."""
+    if raw_len < _MIN_COMPRESS:
+        return 0, payload, probe
+    if probe and raw_len > _PROBE and not _pays(lz4.block.compress(payload[:_PROBE], store_size=False), _PROBE):
+        return 0, payload, True
+    packed = lz4.block.compress(payload, store_size=False)
+    if _pays(packed, raw_len):
+        return fmt.FLAG_LZ4, packed, False
+    return 0, payload, True
+
+
+def _damaged(name: str, offset: int) -> CorruptChunk:
+    return CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
+                        "is damaged (run `sls fsck` to list every damaged record)",
+                        pack=name, offset=offset)
+
+
 def _collision(cid: bytes) -> StoreError:
     return StoreError(f"hash collision on chunk {cid.hex()}: refusing to dedup "
                       "different content (report this)")
@@ -177,6 +199,46 @@ class PendingSync:
             raise _io_error(exc, "syncing the store's pack file") from None
         finally:
             os.close(self.fd)
+
+
+class ChunkCopies:
+    """Chunks of one sealed pack that a collection keeps, on their way to the active pack
+    (PackStore.copy_batches): `run()` reads their records (one pread per span of nearby
+    ones), checks them, and compresses those stored as they were (FLAG_DEFERRED); it
+    touches no PackStore state, so it may run in a worker thread (pread and lz4 let go
+    of the GIL) while the owner's thread serves requests; PackStore.place_copies then
+    appends the results in the owner's thread."""
+
+    def __init__(self, name: str, fd: int, version: int, wanted: list[tuple[int, bytes]]) -> None:
+        self.name, self.fd, self.version = name, fd, version
+        self.wanted = wanted      # (location, id), in pack order
+        self.records: list[tuple[int, bytes, int, int, bytes]] = []   # (location, id, flags, raw_len, payload)
+
+    def run(self) -> None:
+        """Fill `records` (CorruptChunk if a record fails its checks, as move_chunks)."""
+        probe, at, count = False, 0, len(self.wanted)
+        while at < count:
+            first = self.wanted[at][0] >> _OFFSET_SHIFT & _OFFSET_MASK
+            end, span_end = at, first
+            while end < count:
+                loc = self.wanted[end][0]
+                offset = loc >> _OFFSET_SHIFT & _OFFSET_MASK
+                record_end = offset + fmt.RECORD_OVERHEAD + (loc >> 1 & _LEN_MASK)
+                if end > at and (offset - span_end > _SPAN_GAP or record_end - first > _SPAN_MAX):
+                    break
+                span_end, end = max(span_end, record_end), end + 1
+            buf = os.pread(self.fd, span_end - first, first)
+            for loc, cid in self.wanted[at:end]:
+                offset = loc >> _OFFSET_SHIFT & _OFFSET_MASK
+                parsed = fmt.decode_record(buf, offset - first, self.version)
+                if parsed is None or parsed[0].id != cid or parsed[0].stored_len != loc >> 1 & _LEN_MASK:
+                    raise _damaged(self.name, offset)
+                info, payload = parsed
+                flags = info.flags
+                if flags & fmt.FLAG_DEFERRED:
+                    flags, payload, probe = _compressed(payload, info.raw_len, probe)
+                self.records.append((loc, cid, flags, info.raw_len, payload))
+            at = end
 
 
 class PackStore:
@@ -666,7 +728,7 @@ class PackStore:
         self.index_ahead()                  # (the records a scan found come first)
         chunk = kind in (DATA, NODE)
         entries, index, append_record, entry = self._entries, self._index, fmt.append_record, fmt.INDEX_ENTRY.pack
-        lz4_compress, probe, flag_lz4, flag_deferred = lz4.block.compress, self._probe_first, fmt.FLAG_LZ4, fmt.FLAG_DEFERRED
+        compressed, probe, flag_deferred = _compressed, self._probe_first, fmt.FLAG_DEFERRED
         deferred = 0
         max_record = fmt.MAX_RECORD
         buf, version, written = self._buf, self._active_version, self._written
@@ -677,13 +739,8 @@ class PackStore:
                 if raw_len > max_record:           # readers take such a record for a damaged one
                     raise StoreError(f"a chunk of {raw_len} bytes is over the {max_record} bytes a record "
                                      "may hold; it was not stored")
-                if compress and raw_len >= _MIN_COMPRESS:
-                    if not (probe and raw_len > _PROBE
-                            and not _pays(lz4_compress(payload[:_PROBE], store_size=False), _PROBE)):
-                        packed = lz4_compress(payload, store_size=False)    # (else the probe says no)
-                        probe = not _pays(packed, raw_len)
-                        if not probe:
-                            flags, payload = flag_lz4, packed
+                if compress:
+                    flags, payload, probe = compressed(payload, raw_len, probe)
                 offset, stored_len = written + len(buf), len(payload)
                 if flags & flag_deferred:
                     deferred += stored_len
@@ -774,10 +831,7 @@ class PackStore:
                     data = b""
                 if len(data) == raw_len:
                     return data
-        name = _pack_path(self.directory, number).name
-        raise CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
-                           "is damaged (run `sls fsck` to list every damaged record)",
-                           pack=name, offset=offset)
+        raise _damaged(_pack_path(self.directory, number).name, offset)
 
     def _read_record(self, number: int, offset: int, stored_len: int | None) -> tuple[fmt.RecordInfo, bytes]:
         version = self._version(number)
@@ -795,10 +849,7 @@ class PackStore:
             start = 0
         parsed = fmt.decode_record(buf, start, version)
         if parsed is None:
-            name = _pack_path(self.directory, number).name
-            raise CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
-                               "is damaged (run `sls fsck` to list every damaged record)",
-                               pack=name, offset=offset)
+            raise _damaged(_pack_path(self.directory, number).name, offset)
         return parsed
 
     def _plain(self, info: fmt.RecordInfo, payload: bytes, number: int) -> bytes:
@@ -955,6 +1006,36 @@ class PackStore:
                     self._append_records(kind, ((cid, info.flags, info.raw_len, payload),))
             else:
                 del index[cid]
+        return self.appended_bytes - before
+
+    def copy_batches(self, number: int, cids: Iterable[bytes], batch_bytes: int) -> list[ChunkCopies]:
+        """The chunks `cids` still in sealed pack `number`, in pack order, as ChunkCopies of
+        about `batch_bytes` stored bytes each (what one holds in memory at a time)."""
+        index, wanted = self._index, []
+        for cid in cids:
+            loc = index.get(cid)
+            if loc is not None and loc >> _PACK_SHIFT == number:
+                wanted.append((loc, cid))
+        wanted.sort()
+        name, fd, version = _pack_path(self.directory, number).name, self._fd(number), self._version(number)
+        batches, start, size = [], 0, 0
+        for at, (loc, _cid) in enumerate(wanted):
+            size += loc >> 1 & _LEN_MASK
+            if size >= batch_bytes or at == len(wanted) - 1:
+                batches.append(ChunkCopies(name, fd, version, wanted[start:at + 1]))
+                start, size = at + 1, 0
+        return batches
+
+    def place_copies(self, copies: ChunkCopies) -> int:
+        """Append the records `copies.run()` prepared to the active pack (each chunk still
+        where it was read from: its pack is not retired before this), which moves the
+        chunks there. Returns the bytes appended."""
+        index, before = self._index, self.appended_bytes
+        for node, records in groupby(copies.records, key=lambda record: record[0] & 1):
+            self._append_records(NODE if node else DATA, ((cid, flags, raw_len, payload)
+                                                          for loc, cid, flags, raw_len, payload in records
+                                                          if index.get(cid) == loc))
+        copies.records = []
         return self.appended_bytes - before
 
     def retire_pack(self, number: int) -> list[Path]:

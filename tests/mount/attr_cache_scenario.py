@@ -17,6 +17,7 @@ import trio
 from objectstore import Store
 
 from mount import FileSystem
+from scenario_end import finish_scenario, unmount_scenario
 
 # argv: mount point. Says "ready <phase>" and waits for a line before each phase, so the
 # daemon can read its counter between phases; prints its observations as JSON at the end.
@@ -101,15 +102,9 @@ def main(workdir: Path) -> None:
             results["client_status"] = client.returncode
             results["kill_priv_v2"] = fs.init_relay.granted
             await fs.flush_kernel_writes()
-            await trio.to_thread.run_sync(
-                lambda: subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True))
+            await unmount_scenario(mountpoint)
 
-    try:
-        trio.run(run)
-        fs.close()
-    finally:
-        store.close()
-    print(json.dumps(results))
+    finish_scenario(fs, store, run, results)
 
 
 def _count(ops, name: str, counts: dict) -> None:

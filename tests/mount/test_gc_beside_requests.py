@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 from mount.control import request
+from mount_helpers import run_scenario
 
 BULK_CHUNKS = 150_000
 REFS_PER_ENTRY = 250
+SCENARIO_HELD = Path(__file__).with_name("gc_held_scenario.py")
 
 
 def add_bulk(store_path) -> None:
@@ -68,3 +71,15 @@ def test_lookups_are_answered_while_a_collection_runs(mnt):
     mnt.umount()
     with mnt.open_store() as store:
         assert store.fsck() == []
+
+
+def test_a_lookup_is_answered_while_a_compaction_is_held_in_the_middle(workdir):
+    """The compaction's reads and lz4 run in a worker thread: held there (gc_held_scenario.py
+    holds lz4 of a page being compacted), the daemon's trio thread goes on answering the
+    mount's requests. (When they ran in the trio thread, a request waited for each 4 ms
+    slice of them, and for the whole hold here.)"""
+    results = run_scenario(SCENARIO_HELD, workdir)
+    assert results["held"] and results["pages_intact"]
+    assert results["collected"]["packs_compacted"] >= 1
+    assert results["answer"] is not None, "the lookup was not answered while the compaction was held"
+    assert "No such file" in results["answer"]

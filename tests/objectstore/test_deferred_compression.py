@@ -97,16 +97,18 @@ def test_pending_bytes_are_found_again_when_the_store_is_opened(store_dir):
 _CRASHING_COLLECTION = textwrap.dedent("""
     import os, signal, sys
     from objectstore import RetentionPolicy, Store
-    from objectstore.gc import Collection
+    from objectstore.gc import Collection, Removal
     store = Store.open(sys.argv[1])
     store.retention = RetentionPolicy(keep_last=1, minutely=0, hourly=0, daily=0)
-    for removal in Collection(store, slice_s=float("inf")).steps():
-        if removal is not None and removal.files:      # the first pack's kept pages copied, compressed
+    for step in Collection(store, slice_s=float("inf")).steps():
+        if isinstance(step, Removal) and step.files:    # the first pack's kept pages copied, compressed
             if sys.argv[2] == "after-sync":
-                removal.sync.wait()
+                step.sync.wait()
             else:
                 store.packs._write_out()                 # on disk, not durable
             os.kill(os.getpid(), signal.SIGKILL)
+        elif step is not None:                           # its reads and lz4 (a server's worker thread)
+            step.run()
 """)
 
 
