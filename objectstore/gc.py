@@ -150,8 +150,8 @@ class Collection:
         store, packs = self.store, self.store.packs
         before_commits = len(store.log())
         forgotten_names = self._forget(before_commits)
-        if self.prune is not None:
-            packs.seal_active()     # a small disk's dead data may all sit in the active pack
+        if self.prune is not None or store.pending_over_budget():
+            packs.seal_active()     # a small disk's dead data, or pages to compress, may all sit in the active pack
         watermark = packs.active
         roots = store.live_roots()
         dedup_hits = packs.watch_dedup()
@@ -215,7 +215,7 @@ class Collection:
                 packs.end_sync(removal.sync)
         finally:
             packs.end_watch()
-        store.note_collected()
+        store.note_collected(sum(alive.values()))
         self._lap(mark)
         self.result = {"commits_before": before_commits, "commits_after": len(store.log()),
                        "live_chunks": len(live), "unreachable_chunks": dead_chunks,
@@ -341,5 +341,5 @@ def usage(store) -> dict:
         "unique_bytes": unique_plain,
         "dedup_ratio": round(logical / unique_plain, 3) if unique_plain else 1.0,
         "compression_ratio": round(unique_plain / stored, 3) if stored else 1.0,
-        "pending_compression_bytes": sum(store.packs.pending_compression().values()),
+        "pending_compression_bytes": store.packs.pending_bytes(),
     }

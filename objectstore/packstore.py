@@ -34,7 +34,9 @@ Design notes:
   second most pages are superseded by then, and lz4 runs only on those that survive.
   The cost: those pages take their full size on disk (~3x a Redis page's lz4) until the
   collection after their pack was sealed (a server collects once the packs have doubled,
-  such pages counted at a third: Store.gc_due). Measured (2026-12-01, Redis under
+  such pages counted at a third: Store.gc_due), within a budget (pending_budget):
+  PENDING_CAP or the live bytes, and a quarter of the room they and the free space make;
+  past it they are compressed at once, and a collection is due. Measured (2026-12-01, Redis under
   redis-benchmark at 100 Hz for 30 s): 8,611 of 44,861 such pages were live when
   collected, so lz4 ran on 19% of them.
 - The active pack's *prefix index* (`pack-N.pidx`: segments of sealed-index entries)
@@ -78,6 +80,8 @@ _PROBE = 512  # after a chunk lz4 could not shrink, the next one's first bytes a
 _MIN_COMPRESS = 64  # smaller chunks are stored as they are (lz4 would not pay)
 _SPAN_GAP = 64 << 10  # get_many: records at most this far apart are read by one pread
 _SPAN_MAX = 4 << 20  # ... and one pread reads at most this much
+PENDING_CAP = 1 << 30  # pages stored as they are: at most this many bytes, or the live bytes if more (note_live)
+PENDING_ROOM_SHARE = 4  # pages stored as they are take at most this share of the room they and the free space make
 PREFIX_INDEX_STEP = 1024  # a prefix index segment names at least this many records
 DAMAGED_TAIL = ".damaged-tail-at-"  # pack-N.pack.damaged-tail-at-OFFSET: bytes cut on open
 
@@ -271,6 +275,8 @@ class PackStore:
         self.appended_bytes = 0  # of records appended since opening (stored sizes: what compression left)
         self._dedup_hits: set[bytes] | None = None  # while a collection runs: see watch_dedup
         self._deferred: dict[int, int] = {}  # pack -> stored bytes of its FLAG_DEFERRED records (once indexed)
+        self.pending_cap = PENDING_CAP   # pending_budget: at most this many pending bytes
+        self.over_budget = False  # the last pages put_many was to keep as they are were compressed: no budget left
         self._load()
 
     # -- opening ------------------------------------------------------------
@@ -494,6 +500,24 @@ class PackStore:
             self._index_chunks()
         return {number: size for number, size in self._deferred.items() if size}
 
+    def pending_bytes(self) -> int:
+        """Stored bytes of every record not compressed yet (FLAG_DEFERRED)."""
+        return sum(self.pending_compression().values())
+
+    def note_live(self, live_bytes: int) -> None:
+        """A collection found `live_bytes` stored bytes live: pages may be kept as they are
+        up to those bytes, or PENDING_CAP if that is more (pending_budget)."""
+        self.pending_cap = max(PENDING_CAP, live_bytes)
+
+    def pending_budget(self) -> int:
+        """How many bytes of pages put_many may keep stored as they are: `pending_cap`, and
+        at most a PENDING_ROOM_SHARE-th of the room those pending bytes and the disk's free
+        space make together (statvfs, less the bytes buffered for the disk), so that a
+        nearly full disk is given compressed pages, not ENOSPC."""
+        info = os.statvfs(self.directory)
+        room = self.pending_bytes() + info.f_bavail * info.f_frsize - len(self._buf)
+        return min(self.pending_cap, max(0, room) // PENDING_ROOM_SHARE)
+
     # -- files ----------------------------------------------------------------
 
     def _fd(self, number: int, write: bool = False) -> int:
@@ -548,7 +572,8 @@ class PackStore:
 
         `compress_later`: the new chunks are stored as they are, marked FLAG_DEFERRED
         (lz4 runs if and when the garbage collector moves them: module notes), when the
-        active pack's version has that flag; else as put stores them."""
+        active pack's version has that flag and the pending bytes stay within their budget
+        with them (pending_budget); else as put stores them."""
         defer = compress_later and self._active_version >= fmt.DEFERRING_VERSION
         if len(datas) == 1 and not defer:     # (a run of one page: put's shorter path)
             return [self.put(datas[0], kind)]
@@ -569,6 +594,9 @@ class PackStore:
             new = {cid: data for cid, data in zip(ids, datas) if cid not in index}
         if self._dedup_hits is not None:     # the others were in the index already
             self._dedup_hits.update(cid for cid in ids if cid not in new)
+        if defer and new:
+            defer = self.pending_bytes() + sum(map(len, new.values())) <= self.pending_budget()
+            self.over_budget = not defer
         if defer:
             self._append_records(kind, [(cid, fmt.FLAG_DEFERRED if len(data) >= _MIN_COMPRESS else 0, len(data), data)
                                         for cid, data in new.items()])

@@ -577,18 +577,29 @@ class Store:
         from .gc import collect
         return collect(self, progress=progress, also_keep=also_keep, prune=prune)
 
-    def note_collected(self) -> None:
-        """A collection has ended: gc_due measures growth from here."""
+    def note_collected(self, live_bytes: int) -> None:
+        """A collection has ended, having found `live_bytes` stored bytes live: gc_due
+        measures growth from here, and the budget of pages kept as they are follows the
+        live bytes (PackStore.note_live)."""
         self._gc_baseline = self._gc_size()
+        self.packs.note_live(live_bytes)
 
     def gc_due(self) -> bool:
         """Whether a long-running writer should collect now: the packs have doubled since
         the last collection (or since open) and grown by at least GC_MIN_GROWTH, so
-        collections cost little compared with what they give back."""
+        collections cost little compared with what they give back; or the pages kept as
+        they are have used their budget (pending_over_budget)."""
         size = self._gc_size()
         if self._gc_baseline is None:
             self._gc_baseline = size
-        return size >= max(2 * self._gc_baseline, self._gc_baseline + GC_MIN_GROWTH)
+        return (size >= max(2 * self._gc_baseline, self._gc_baseline + GC_MIN_GROWTH)
+                or self.pending_over_budget())
+
+    def pending_over_budget(self) -> bool:
+        """Whether the pages kept as they are have used their budget: the last pages put
+        were compressed at once for want of it (PackStore.over_budget), until a collection
+        compresses the others (gc_due; it compacts the active pack too: Collection.steps)."""
+        return self.packs.over_budget
 
     def _gc_size(self) -> int:
         """The packs' size as gc_due weighs it: a checkpoint's pages stored as they are until
@@ -598,7 +609,7 @@ class Store:
         (counted whole, a Redis group at 100 Hz collected 2.5x as often: 5-6 collections
         in 40 s instead of 2, and its daemon's CPU per checkpoint rose, 12.9 -> 14.6 ms),
         the disk between two holding up to ~3x as much."""
-        pending = sum(self.packs.pending_compression().values())
+        pending = self.packs.pending_bytes()
         return self.packs.disk_bytes() - pending + pending // PENDING_WEIGHT
 
     def fsck(self, progress=None) -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 
 from objectstore import RetentionPolicy, Store
 from objectstore import pack as fmt
+from objectstore import packstore
 from objectstore import store as store_module
 from objectstore.gc import collect
 
@@ -33,6 +34,23 @@ def text_page(n: int) -> bytes:
 
 def random_page(n: int) -> bytes:
     return random.Random(n).randbytes(4096)
+
+
+def heap_page(n: int) -> bytes:
+    """A 4 KiB page that lz4 shrinks to ~28%."""
+    return (random.Random(n).randbytes(1024) + b"key:%08d value:" % n * 300)[:4096]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs (a nearly full disk); unmounted at the end."""
+    root = tmp_path / "small"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)], check=True)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
 
 
 def chunk_records(store_path: Path) -> dict[bytes, fmt.RecordInfo]:
@@ -164,3 +182,37 @@ def test_pages_not_compressed_yet_count_as_a_third_for_when_a_collection_is_due(
         checkpoint(store, [text_page(n) for n in range(1000, 1250)], "1.8 MiB as they are", b"b")
         store.packs.sync()
         assert store.gc_due()
+
+
+def test_on_a_nearly_full_disk_pages_are_compressed_at_once_not_refused(small_disk):
+    """10 MiB of pages (~2.8 MiB compressed) on an 8 MiB disk: stored as they are they
+    would not fit. Past a quarter of the room (the pending pages plus the free space),
+    put_many compresses them at once, and a collection is due, which compresses those
+    kept as they were."""
+    rounds = [[heap_page(r * 64 + n) for n in range(64)] for r in range(40)]
+    with Store.init(small_disk / "store") as store:
+        store.packs.pack_limit = 1 << 20           # (a compaction needs a pack's live bytes free)
+        ids = [checkpoint(store, pages, f"round {r}", b"key %d" % r) for r, pages in enumerate(rounds)]
+        store.packs.sync()
+        pending = store.packs.pending_bytes()
+        assert 0 < pending <= 2 << 20
+        assert store.gc_due()
+        collect(store)
+        assert store.packs.pending_bytes() == 0
+        assert store.fsck() == []
+    with Store.open(small_disk / "store") as store:
+        assert [store.get_many(i) for i in ids] == rounds
+
+
+def test_pages_are_kept_as_they_are_up_to_their_cap_then_compressed_at_once(store_dir, monkeypatch):
+    """On a roomy disk the budget is PENDING_CAP (or the live bytes a collection found, if
+    more); past it pages are compressed at once and a collection is due."""
+    monkeypatch.setattr(packstore, "PENDING_CAP", 400 << 10)
+    with Store.init(store_dir) as store:
+        checkpoint(store, [heap_page(n) for n in range(60)], "240 KiB", b"a")
+        assert store.packs.pending_bytes() == 60 * 4096 and not store.gc_due()
+        checkpoint(store, [heap_page(n) for n in range(100, 164)], "256 KiB more", b"b")
+        assert store.packs.pending_bytes() == 60 * 4096 and store.gc_due()       # compressed at once
+        store.note_collected(live_bytes=1 << 20)                                  # a collection's figure
+        checkpoint(store, [heap_page(n) for n in range(200, 264)], "256 KiB more", b"c")
+        assert store.packs.pending_bytes() == 124 * 4096 and not store.gc_due()
