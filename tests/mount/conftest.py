@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from mount_helpers import Mount, sls
 from mount.filesystem import ensure_volume
 from objectstore import Store
+from tmpfs import tmpfs
 
 
 @pytest.fixture
@@ -33,13 +33,8 @@ def workdir(short_tmp):
 @pytest.fixture
 def small_disk(workdir):
     """A 48 MiB tmpfs to put a store on (full-disk tests); unmounted at the end."""
-    root = workdir / "small"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(root)], check=True)
-    try:
+    with tmpfs(workdir / "small", "48m") as root:
         yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from objectstore import pack as fmt
 from objectstore import packstore
 from objectstore import store as store_module
 from objectstore.gc import collect
+from tmpfs import tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 OLD_STORE = Path(__file__).parent / "data" / "store-pack-v1"
@@ -43,14 +44,9 @@ def heap_page(n: int) -> bytes:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """An 8 MiB tmpfs (a nearly full disk); unmounted at the end."""
-    root = tmp_path / "small"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)], check=True)
-    try:
+    """An 8 MiB tmpfs (a nearly full disk)."""
+    with tmpfs(tmp_path / "small", "8m") as root:
         yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
 
 
 def chunk_records(store_path: Path) -> dict[bytes, fmt.RecordInfo]:

@@ -8,19 +8,15 @@ import subprocess
 import pytest
 
 from group_helpers import GroupStore, wait_for
+from tmpfs import tmpfs
 
 COUNTING_SHELL = "i=0; while :; do i=$((i+1)); sleep 0.05; done"
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "40m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=False)
 
 
 def test_checkpoints_fail_while_full_and_resume_after(small_disk):
