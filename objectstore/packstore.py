@@ -34,7 +34,7 @@ Design notes:
   second most pages are superseded by then, and lz4 runs only on those that survive.
   The cost: those pages take their full size on disk (~3x a Redis page's lz4) until the
   collection after their pack was sealed (a server collects once the packs have doubled,
-  such pages counted at a third: Store.gc_due), within a budget (pending_budget):
+  such pages counted at a third: Store.gc_due), within a budget (pending_budget_allows):
   PENDING_CAP or the live bytes, and a quarter of the room they and the free space make;
   past it they are compressed at once, and a collection is due. Measured (2026-12-01, Redis under
   redis-benchmark at 100 Hz for 30 s): 8,611 of 44,861 such pages were live when
@@ -137,6 +137,23 @@ def _unloc(loc: int) -> tuple[int, int, int, int]:
             NODE if loc & 1 else DATA)
 
 
+def _span(locs: Sequence[int], start: int) -> tuple[int, int, int]:
+    """(first, span_end, end): the records at `locs[start:end]` (locations sorted: pack
+    order) that one pread reads, from byte `first` to `span_end`: of one pack, each at
+    most _SPAN_GAP past the one before, at most _SPAN_MAX in all."""
+    number, first, stored_len, _ = _unloc(locs[start])
+    overhead, count = fmt.RECORD_OVERHEAD, len(locs)
+    span_end, end = first + overhead + stored_len, start + 1
+    while end < count:
+        other, offset, stored_len, _ = _unloc(locs[end])
+        record_end = offset + overhead + stored_len
+        if other != number or offset - span_end > _SPAN_GAP or record_end - first > _SPAN_MAX:
+            break
+        span_end = max(span_end, record_end)
+        end += 1
+    return first, span_end, end
+
+
 def _pays(packed: bytes, raw_len: int) -> bool:
     """Whether lz4 output of this size is worth storing for raw_len bytes of input."""
     return len(packed) < raw_len - raw_len // 16
@@ -220,17 +237,10 @@ class ChunkCopies:
 
     def run(self) -> None:
         """Fill `records` (CorruptChunk if a record fails its checks, as move_chunks)."""
-        probe, at, count = False, 0, len(self.wanted)
-        while at < count:
-            first = self.wanted[at][0] >> _OFFSET_SHIFT & _OFFSET_MASK
-            end, span_end = at, first
-            while end < count:
-                loc = self.wanted[end][0]
-                offset = loc >> _OFFSET_SHIFT & _OFFSET_MASK
-                record_end = offset + fmt.RECORD_OVERHEAD + (loc >> 1 & _LEN_MASK)
-                if end > at and (offset - span_end > _SPAN_GAP or record_end - first > _SPAN_MAX):
-                    break
-                span_end, end = max(span_end, record_end), end + 1
+        locs = [loc for loc, _cid in self.wanted]
+        probe, at = False, 0
+        while at < len(locs):
+            first, span_end, end = _span(locs, at)
             buf = os.pread(self.fd, span_end - first, first)
             for loc, cid in self.wanted[at:end]:
                 offset = loc >> _OFFSET_SHIFT & _OFFSET_MASK
@@ -275,7 +285,7 @@ class PackStore:
         self.appended_bytes = 0  # of records appended since opening (stored sizes: what compression left)
         self._dedup_hits: set[bytes] | None = None  # while a collection runs: see watch_dedup
         self._deferred: dict[int, int] = {}  # pack -> stored bytes of its FLAG_DEFERRED records (once indexed)
-        self.pending_cap = PENDING_CAP   # pending_budget: at most this many pending bytes
+        self.pending_cap = PENDING_CAP   # pending_budget_allows: at most this many pending bytes
         self.over_budget = False  # the last pages put_many was to keep as they are were compressed: no budget left
         self._load()
 
@@ -502,21 +512,24 @@ class PackStore:
 
     def pending_bytes(self) -> int:
         """Stored bytes of every record not compressed yet (FLAG_DEFERRED)."""
-        return sum(self.pending_compression().values())
+        if self._unindexed:
+            self._index_chunks()
+        return sum(self._deferred.values())
 
     def note_live(self, live_bytes: int) -> None:
         """A collection found `live_bytes` stored bytes live: pages may be kept as they are
-        up to those bytes, or PENDING_CAP if that is more (pending_budget)."""
+        up to those bytes, or PENDING_CAP if that is more (pending_budget_allows)."""
         self.pending_cap = max(PENDING_CAP, live_bytes)
 
-    def pending_budget(self) -> int:
-        """How many bytes of pages put_many may keep stored as they are: `pending_cap`, and
-        at most a PENDING_ROOM_SHARE-th of the room those pending bytes and the disk's free
-        space make together (statvfs, less the bytes buffered for the disk), so that a
-        nearly full disk is given compressed pages, not ENOSPC."""
-        info = os.statvfs(self.directory)
-        room = self.pending_bytes() + info.f_bavail * info.f_frsize - len(self._buf)
-        return min(self.pending_cap, max(0, room) // PENDING_ROOM_SHARE)
+    def pending_budget_allows(self, adding: int) -> bool:
+        """Whether put_many may keep `adding` more bytes of pages stored as they are: the
+        pending bytes then stay within `pending_cap`, and within a PENDING_ROOM_SHARE-th
+        of the room they and the disk's free space make together (statvfs, less the bytes
+        buffered for the disk), so that a nearly full disk is given compressed pages, not
+        ENOSPC."""
+        pending, info = self.pending_bytes(), os.statvfs(self.directory)
+        room = pending + info.f_bavail * info.f_frsize - len(self._buf)
+        return pending + adding <= min(self.pending_cap, max(0, room) // PENDING_ROOM_SHARE)
 
     # -- files ----------------------------------------------------------------
 
@@ -573,7 +586,7 @@ class PackStore:
         `compress_later`: the new chunks are stored as they are, marked FLAG_DEFERRED
         (lz4 runs if and when the garbage collector moves them: module notes), when the
         active pack's version has that flag and the pending bytes stay within their budget
-        with them (pending_budget); else as put stores them."""
+        with them (pending_budget_allows); else as put stores them."""
         defer = compress_later and self._active_version >= fmt.DEFERRING_VERSION
         if len(datas) == 1 and not defer:     # (a run of one page: put's shorter path)
             return [self.put(datas[0], kind)]
@@ -595,7 +608,7 @@ class PackStore:
         if self._dedup_hits is not None:     # the others were in the index already
             self._dedup_hits.update(cid for cid in ids if cid not in new)
         if defer and new:
-            defer = self.pending_bytes() + sum(map(len, new.values())) <= self.pending_budget()
+            defer = self.pending_budget_allows(sum(map(len, new.values())))
             self.over_budget = not defer
         if defer:
             self._append_records(kind, [(cid, fmt.FLAG_DEFERRED if len(data) >= _MIN_COMPRESS else 0, len(data), data)
@@ -635,23 +648,17 @@ class PackStore:
         if None in locs:
             self.get(cids[locs.index(None)])  # raises: not in the index
         order = sorted(range(len(locs)), key=locs.__getitem__)  # pack order
+        ordered = [locs[i] for i in order]
         out: list[bytes | None] = [None] * len(cids)
-        start, overhead, count = 0, fmt.RECORD_OVERHEAD, len(order)
+        start, count = 0, len(order)
+        last_number, last_offset, last_len, _ = _unloc(ordered[-1]) if order else (0, 0, 0, 0)
         while start < count:
-            number, first, stored_len, _ = _unloc(locs[order[start]])
-            last_number, last_offset, last_len, _ = _unloc(locs[order[-1]])
-            span_end = last_offset + overhead + last_len
+            number, first, _, _ = _unloc(ordered[start])
+            span_end = last_offset + fmt.RECORD_OVERHEAD + last_len
             if last_number == number and span_end - first <= min(_SPAN_MAX, _SPAN_GAP * (count - start)):
                 end = count  # the rest at once: one span, no gap to check
             else:
-                span_end, end = first + overhead + stored_len, start + 1
-                while end < count:
-                    other, offset, stored_len, _ = _unloc(locs[order[end]])
-                    record_end = offset + overhead + stored_len
-                    if other != number or offset - span_end > _SPAN_GAP or record_end - first > _SPAN_MAX:
-                        break
-                    span_end = max(span_end, record_end)
-                    end += 1
+                first, span_end, end = _span(ordered, start)
             self._read_span(number, first, span_end, order[start:end], locs, cids, out)
             start = end
         return out  # type: ignore[return-value]  (every slot is filled)
