@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from checkpointer import files, freeze, incremental, load_image, sharedscan
+from checkpointer import files, freeze, incremental, load_image, procfs, sharedscan
 from checkpointer.incremental import DirtyTracker, Incremental
 from checkpointer.kernel import PAGE_SIZE
 
@@ -121,18 +121,25 @@ def test_writes_in_a_run_of_mappings_land_in_their_own_mapping(target, store, mo
     assert _one_scan_covers(scans, starts, shared), scans
 
 
+@pytest.mark.parametrize("planned", [False, True])
 def test_a_mapping_made_again_inside_a_run_is_stored_whole_and_its_neighbours_keep_their_writes(
-        target, store, monkeypatch, shared):
+        target, store, monkeypatch, shared, planned):
+    """`planned`: a pre-copy before the remapping plans the stop's scan over the mappings
+    as armed (DirtyTracker.plan_scan: a shared scan then begins first thing in the stop)."""
     proc, starts, send = target
     inc = Incremental()
     try:
         _capture(inc, proc.pid, store)
         send(0, 2, 21)                 # before the remade mapping in the run: scanned first
+        if planned:
+            inc.precopy(min_pages=0)
         send(2, 1, 22)
         send("remap", 1, 500)          # same place, same signature, not tracked any more
         send(3, 5, 23)
         second = _capture(inc, proc.pid, store)
         send(0, 4, 31)                 # all four tracked again
+        if planned:
+            inc.precopy(min_pages=0)
         send(1, 6, 32)
         scans = _scans(monkeypatch)
         third = _capture(inc, proc.pid, store)
@@ -167,21 +174,33 @@ def test_the_fds_are_read_while_a_shared_scan_goes_on_and_after_the_pages_are_ch
         target, store, monkeypatch, shared):
     """A shared scan (a large process) is asked for its pages only once the fds are read,
     so that it overlaps with them too; without one the pages are chosen first, so that
-    their copy on the other CPU overlaps with the fds. Either way the fds are in the image."""
+    their copy on the other CPU overlaps with the fds. Either way the fds are in the image.
+    After a pre-copy, the shared scan begins first thing in the stop, over the mappings armed
+    at the last checkpoint (DirtyTracker.plan_scan, start_scan), before the memory map is read."""
     proc, starts, send = target
     events: list[str] = []
     inc = Incremental()
     try:
         _capture(inc, proc.pid, store)
         send(0, 1, 61)
+        inc.precopy(min_pages=0)
+        send(0, 2, 62)
         select, fd_records = DirtyTracker.select, files.FileCapture.fd_records
+        read_maps, init = procfs._read_maps, sharedscan.SharedScan.__init__
         monkeypatch.setattr(DirtyTracker, "select", lambda self, vma: events.append("pages") or select(self, vma))
         monkeypatch.setattr(files.FileCapture, "fd_records",
                             lambda self, pid: events.append("fds") or fd_records(self, pid))
+        monkeypatch.setattr(procfs, "_read_maps", lambda pid: events.append("maps") or read_maps(pid))
+        monkeypatch.setattr(sharedscan.SharedScan, "__init__",
+                            lambda self, *args: events.append("scan") or init(self, *args))
         second = _capture(inc, proc.pid, store)
     finally:
         inc.close()
-    assert events.index("fds") < events.index("pages") if sum(shared) else events.index("pages") < events.index("fds")
+    if sum(shared):
+        assert events[:2] == ["scan", "maps"] and events.index("fds") < events.index("pages"), events
+    else:
+        assert "scan" not in events and events.index("pages") < events.index("fds"), events
     record = next(p for p in load_image(store, second).processes if p["host_pid"] == proc.pid)
     assert {fd["fd"] for fd in record["fds"]} >= {0, 1, 2}
-    assert _words(store, second, proc.pid, starts)[0, 1] == 61
+    words = _words(store, second, proc.pid, starts)
+    assert (words[0, 1], words[0, 2]) == (61, 62)
