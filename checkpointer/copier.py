@@ -60,7 +60,10 @@ class Job:
     def __init__(self, fn: Callable[[], Any], cpus: set[int]):
         self.fn, self.cpus = fn, cpus
         self._claimed = threading.Lock()     # held by whichever thread runs it
-        self._done = threading.Event()
+        # held until it has run: a bare lock, not a threading.Event, whose Python-level set()
+        # the worker ran holding Python's lock after its copy, while the tracer waited for it
+        self._running = threading.Lock()
+        self._running.acquire()
         self._value: Any = None
         self._error: BaseException | None = None
         self.hurried = False    # counted in _hurried (queued to the worker) until it has run
@@ -76,14 +79,15 @@ class Job:
         except BaseException as exc:      # handed to the submitter by result()
             self._error = exc
         finally:
-            self._done.set()
             if self.hurried:
                 _unhurry()
+            self._running.release()
 
     def result(self) -> Any:
         if self.claim():        # not begun by the worker: run it here rather than wait for it
             self.run()
-        self._done.wait()
+        with self._running:     # (released at once: result() may be asked again)
+            pass
         if self._error is not None:
             raise self._error
         return self._value

@@ -134,3 +134,27 @@ def test_the_worker_begins_a_job_while_its_submitter_holds_the_cpu_the_worker_la
     finally:
         pinning.close()
     assert ran and ran != [threading.get_ident()], "the worker did not begin the job: the submitter ran it"
+
+
+def test_the_worker_runs_no_python_function_between_its_job_and_its_next_wait():
+    """Once a job's function has returned, the worker tells the job done and waits for the
+    next one without running a Python function (a bare lock, not threading.Event's set()):
+    every step of Python it runs then holds Python's lock while the tracer, inside the stop,
+    waits for it after each of its own system calls."""
+    cpus = _other_cpus()
+    calls: list[str] = []
+
+    def record(frame, event, arg) -> None:
+        if event == "call":
+            calls.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+
+    def in_worker(fn) -> None:
+        ran = threading.Lock()      # (a bare lock: its release is no Python function either)
+        ran.acquire()
+        job = copier.submit(lambda: (fn(), ran.release()), cpus)
+        assert ran.acquire(timeout=30), "the worker did not run the job"
+        job.result()
+    in_worker(lambda: sys.setprofile(record))     # (the worker thread's own profile function)
+    time.sleep(0.2)                 # the worker back in its wait for the next job
+    in_worker(lambda: sys.setprofile(None))
+    assert calls and not [call for call in calls if "threading" in call], calls
