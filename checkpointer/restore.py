@@ -25,9 +25,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
-from . import inherited, ipc_namespace, kernel, lazy, stub
+from . import inherited, ipc_namespace, kernel, lazy, stub, unused_mounts
 from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .file_restore import FileRestorer
@@ -104,7 +104,8 @@ def _stub_injector(tid: int) -> Injector:
 
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
             leave_stopped: bool = False, lazy: bool = False, new_mount_namespace: bool = False,
-            share_listening_ports: bool = False, page_server: PageServer | None = None) -> Restored:
+            share_listening_ports: bool = False, page_server: PageServer | None = None,
+            keep_mounts_of: Iterable[str] = ()) -> Restored:
     """Restore every process of the image; returns once they run (or are stopped, if asked).
 
     `share_listening_ports`: listening (and bound datagram) inet sockets are made with
@@ -112,6 +113,9 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
 
     `new_mount_namespace`: the processes get a private copy of the restorer's mount
     namespace (as `unshare --mount` makes one: nothing mounted in it shows outside).
+    Whenever the restore makes a mount namespace (this, or a new PID namespace's /proc),
+    the FUSE mounts the processes do not use are detached from it (unused_mounts.py);
+    `keep_mounts_of`: paths whose mounts stay all the same (the directory of a group).
 
     `lazy` (image from load_image only): private anonymous memory is not written but served
     on first touch, and pushed in the background, by a page server (lazy.py).
@@ -153,8 +157,10 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
             top = _stub_injector(launcher.pid)
             helpers = [top]
+            in_new_mounts: Injector | None = None   # a task in the mount namespace made here
             if new_mount_namespace:
                 _unshare_mounts(top)
+                in_new_mounts = top
             ipc.make(top, image.read_blob, restored.warnings)
             if new_pid_namespace:
                 top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
@@ -164,6 +170,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     helpers.append(top)
                     if not new_mount_namespace:
                         _own_proc(top)
+                        in_new_mounts = top
             injectors += helpers
             stand_ins = StandIns(image.processes, injectors, restored.warnings, _stub_injector)
             def memory_first(inj: Injector, meta: dict, cloned_by: Injector | None) -> None:
@@ -200,6 +207,9 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         with phase("finish"):
             for builder in builders:
                 builder.finish()
+            if in_new_mounts:
+                with phase("detach_unused_mounts"):
+                    unused_mounts.detach_unused_fuse(in_new_mounts, restored.pids, keep_mounts_of)
             for helper in helpers:
                 _become_reaper(helper.tid)
             if server:
@@ -250,7 +260,8 @@ def _own_proc(init: Injector) -> None:
     with a /proc of the new PID namespace: a restored process reading /proc/<its PID> (a
     PID it kept: the host's /proc has another process there, or none) finds itself, as
     psutil, a JVM or `ps -p $$` expect. (The image's processes came from the host's PID
-    namespace; a group that was a namespace of its own keeps the mounts it is given.)"""
+    namespace; a group that was a namespace of its own keeps the mounts it is given.) The
+    FUSE mounts they do not use are detached from it once they are built (unused_mounts)."""
     init.check(NR["unshare"], CLONE_NEWNS, what="unshare(CLONE_NEWNS)")
     init.check(NR["mount"], 0, init.put(b"/\0"), 0, MS_REC | MS_SLAVE, 0, what="mount(/, MS_REC|MS_SLAVE)")
     proc, target = init.put(b"proc\0"), init.put(b"/proc\0", 16)

@@ -97,12 +97,13 @@ def exit_when_let_go(tid: int, code: int) -> None:
 
 
 def spawn() -> subprocess.Popen:
-    """Start a stub (looping in pause()) in its own session, stdio on /dev/null."""
+    """Start a stub (looping in pause()) in its own session, stdio on /dev/null, in / (it and
+    the stubs cloned from it hold no directory of ours: a mount we run in stays free to go)."""
     fd = os.memfd_create("slsfs-restore-stub", 0)
     try:
         os.write(fd, elf_image())
         return subprocess.Popen([f"/proc/self/fd/{fd}"], pass_fds=(fd,), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, cwd="/")
     finally:
         os.close(fd)

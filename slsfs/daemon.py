@@ -538,7 +538,9 @@ class Daemon:
                                  page_server: PageServer | None = None,
                                  phases: dict[str, float] | None = None) -> Restored:
         """Restore the processes of `image` in a new PID namespace; a `--root` group also in
-        its own mount namespace, with its /proc mounted there. Clones share their listening
+        its own mount namespace, with its /proc mounted there (a mount namespace the restore
+        makes keeps none of the FUSE mounts the group does not use, its own mount being one it
+        uses: checkpointer.unused_mounts). Clones share their listening
         ports (SO_REUSEPORT: the kernel spreads connections among the copies). With a
         `page_server`, it fills their private memory while they run (checkpointer.lazy).
         `phases` gets where the time went (checkpointer.stopwatch names, milliseconds)."""
@@ -551,7 +553,7 @@ class Daemon:
                 try:
                     return restore_image(image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap,
                                          share_listening_ports=share_listening_ports,
-                                         page_server=page_server)
+                                         page_server=page_server, keep_mounts_of=[settings.mountpoint])
                 finally:
                     (phases if phases is not None else {}).update(times)
         started = time.perf_counter()
@@ -560,7 +562,7 @@ class Daemon:
             phases["tracer_trip"] = (time.perf_counter() - started) * 1000 - sum(
                 v for k, v in phases.items() if k in TOP_RESTORE_PHASES)
         if rooted:
-            await rootfs.enter_restored(settings.mountpoint, restored.pids)
+            await rootfs.enter_restored(settings.mountpoint, restored.pids, restored.launcher.pid)
         return restored
 
     async def _watch_page_server(self, name: str, server: PageServer) -> None:

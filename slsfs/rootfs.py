@@ -33,6 +33,8 @@ import shutil
 
 import trio
 
+from checkpointer.mount_table import MountTable, held_paths, within
+
 from .groups import GroupError
 
 HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
@@ -113,34 +115,15 @@ def entered(pid: int, root: str, init: str | None = None) -> bool:
         return False
 
 
-async def enter_restored(root: str, pids: list[int]) -> None:
+async def enter_restored(root: str, pids: list[int], launcher: int) -> None:
     """In the mount namespace of the restored group `pids` (PID 1 of its PID namespace
-    first; a restore builds new namespaces): detach the host's mounts it does not use, and
-    mount /proc of its PID namespace at `root`/proc."""
-    detach = "\n".join(foreign_mounts(root, held_paths(pids)))
+    first; a restore builds new namespaces): detach the host's mounts it does not use, as
+    that namespace has them (read through its `launcher`, there and not chroot()ed: a host
+    mount gone since the namespace was made is still in it), and mount /proc of its PID
+    namespace at `root`/proc."""
+    detach = "\n".join(foreign_mounts(root, held_paths(pids), f"/proc/{launcher}/mountinfo"))
     await _run(["nsenter", "--target", str(pids[0]), "--pid", "--mount", "--", "sh", "-c", _RESTORED,
                 os.path.join(root, "proc"), detach], f"mounting /proc at {root}/proc")
-
-
-def held_paths(pids: list[int]) -> list[str]:
-    """The paths of what processes `pids` hold: open files, mapped files, executable, cwd
-    and root, as the host names them (anonymous kinds and vanished processes left out)."""
-    paths = []
-    for pid in pids:
-        links = [f"/proc/{pid}/{name}" for name in ("exe", "cwd", "root")]
-        try:
-            links += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
-            with open(f"/proc/{pid}/maps") as f:
-                paths += [fields[5].rstrip("\n") for fields in (line.split(maxsplit=5) for line in f)
-                          if len(fields) == 6]
-        except OSError:
-            continue
-        for link in links:
-            try:
-                paths.append(os.readlink(link))
-            except OSError:
-                pass
-    return sorted({p.removesuffix(" (deleted)") for p in paths if p.startswith("/")})
 
 
 def foreign_mounts(root: str, keep: list[str], mountinfo: str = "/proc/self/mountinfo") -> list[str]:
@@ -149,42 +132,14 @@ def foreign_mounts(root: str, keep: list[str], mountinfo: str = "/proc/self/moun
     the chains of mounts down to `root`, to each path of `keep` and to the tools this
     module runs in it (`keep`: paths as /proc shows them, no symbolic links). A point comes
     once per mount stacked there; /proc comes last (the tools may read it)."""
-    mounts = _mountinfo(mountinfo)
-    children: dict[int, list[int]] = {}
-    for mount_id, (parent, _) in mounts.items():
-        children.setdefault(parent, []).append(mount_id)
-
-    def holding(path: str) -> int | None:
-        """The mount `path` resolves to: the deepest point on its way, topmost when stacked."""
-        on_way = [m for m, (_, point) in mounts.items() if _within(path, point)]
-        if not on_way:
-            return None
-        deepest = max(len(mounts[m][1]) for m in on_way)
-        there = {m for m in on_way if len(mounts[m][1]) == deepest}
-        return next(m for m in there if not any(mounts[other][0] == m for other in there))
-
-    def chain(mount_id: int | None) -> set[int]:
-        found = set()
-        while mount_id in mounts and mount_id not in found:
-            found.add(mount_id)
-            mount_id = mounts[mount_id][0]
-        return found
-
-    kept = chain(holding(root))
-    for mount_id, (_, point) in mounts.items():
-        if _within(point, root):
-            kept |= chain(mount_id)
+    table = MountTable(mountinfo)
+    kept = table.chain(table.holding(root))
+    for mount_id, mount in table.mounts.items():
+        if within(mount.point, root):
+            kept |= table.chain(mount_id)
     tools = [os.path.realpath(path) for path in filter(None, map(shutil.which, _TOOLS))]
-    for path in keep + tools:       # (paths under `root` not resolved: the daemon serves them)
-        kept |= chain(holding(path))
-
-    def stacked(mount_id: int) -> list[str]:
-        """Its point, and again for each mount stacked right on it (one detach each)."""
-        point = mounts[mount_id][1]
-        return [point] + [p for child in children.get(mount_id, []) if mounts[child][1] == point
-                          for p in stacked(child)]
-    detach = [point for mount_id, (parent, _) in mounts.items() if mount_id not in kept and parent in kept
-              for point in stacked(mount_id)]
+    kept |= table.kept_for(keep + tools)     # (paths under `root` not resolved: the daemon serves them)
+    detach = table.detach_points(m for m, mount in table.mounts.items() if m not in kept and mount.parent in kept)
     return sorted((p for p in detach if "\n" not in p), key=lambda p: p == "/proc")
 
 
@@ -196,23 +151,8 @@ async def release(root: str) -> None:
 
 def mounts_under(root: str) -> list[str]:
     """The mount points below `root` (not `root` itself) in this mount namespace."""
-    return [point for _, point in _mountinfo().values() if _within(point, root) and point != root.rstrip("/")]
-
-
-def _mountinfo(path: str = "/proc/self/mountinfo") -> dict[int, tuple[int, str]]:
-    """Mount id -> (parent mount id, mount point) of a mountinfo file."""
-    with open(path) as f:
-        return {int(fields[0]): (int(fields[1]), _unescape(fields[4])) for fields in (line.split() for line in f)}
-
-
-def _within(path: str, directory: str) -> bool:
-    """Whether `path` is `directory` or below it."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
+    return [mount.point for mount in MountTable().mounts.values()
+            if within(mount.point, root) and mount.point != root.rstrip("/")]
 
 
 async def _run(argv: list[str], what: str) -> None:

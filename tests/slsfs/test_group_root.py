@@ -7,7 +7,9 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -120,17 +122,44 @@ def test_host_mounts_that_came_after_the_start_listed_them_are_detached(tmp_path
     root.mkdir()
     cwd.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "slsfs-test-cwd", str(cwd)], check=True)
-    launcher = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--fork", "sleep", "60"], cwd=cwd)
+    try:
+        with unshared(cwd) as (launcher, child, points):
+            assert str(host_mount) in points()
+            trio.run(rootfs.detach_late_mounts, str(root), launcher, [child])
+            assert str(host_mount) not in points()
+            assert str(cwd) in points() and "/" in points()
+    finally:
+        subprocess.run(["umount", "-l", str(cwd)], check=False)
+
+
+@contextmanager
+def unshared(cwd, *flags: str) -> Iterator[tuple[int, int, Callable[[], set[str]]]]:
+    """`unshare --mount --fork [flags] sleep 60` in `cwd`, both killed at the end: its pid, its
+    child's (sleep), and a function giving the mount points of its mount namespace."""
+    launcher = subprocess.Popen(["unshare", "--mount", "--propagation", "private", *flags, "--fork", "--kill-child",
+                                 "sleep", "60"], cwd=cwd)
     try:
         child = wait_for(lambda: next(iter(Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text()
                                            .split()), None), "unshare's child")
         wait_for(lambda: os.readlink(f"/proc/{child}/exe").endswith("/sleep"), "the child to run sleep")
-        points = lambda: {line.split()[4] for line in open(f"/proc/{launcher.pid}/mountinfo")}   # noqa: E731
-        assert str(host_mount) in points()
-        trio.run(rootfs.detach_late_mounts, str(root), launcher.pid, [int(child)])
-        assert str(host_mount) not in points()
-        assert str(cwd) in points() and "/" in points()
+        yield launcher.pid, int(child), lambda: {line.split()[4] for line in open(f"/proc/{launcher.pid}/mountinfo")}
     finally:
         launcher.kill()
         launcher.wait()
-        subprocess.run(["umount", "-l", str(cwd)], check=False)
+
+
+def test_a_restored_groups_namespace_loses_a_host_mount_the_host_dropped_after_its_copy(tmp_path, host_mount):
+    """enter_restored detaches the host mounts a restored --root group does not use as its
+    own namespace has them: a host mount unmounted after the restore copied it is in that
+    namespace only (before: the host's mount table was read, which no longer had it, and
+    the copy stayed alive for the group's life)."""
+    import trio
+    from slsfs import rootfs
+    root = tmp_path / "root"
+    (root / "proc").mkdir(parents=True)
+    with unshared("/", "--pid") as (launcher, child, points):
+        subprocess.run(["umount", str(host_mount)], check=True)      # on the host only
+        assert str(host_mount) in points()
+        trio.run(rootfs.enter_restored, str(root), [child], launcher)
+        assert str(host_mount) not in points()
+        assert str(root / "proc") in points() and "/" in points()
