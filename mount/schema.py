@@ -20,6 +20,10 @@ same cookie in one directory could make a resumed listing skip one of them
 Data blocks never hold bytes past the file size; a missing block is a hole (zeros).
 Every block's chunk id is passed as `refs` to Tree.put so the store's GC keeps it.
 FORMAT_VERSION is checked when a volume is opened. Documented in docs/FORMAT.md.
+
+Format 2 added the parent to the inode record (a directory's one parent: the kernel asks
+for it to reconnect a directory it forgot). Format 1 volumes are still read; their
+records become format 2 as they are written, and the superblock with the first of them.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from dataclasses import dataclass
 
 import xxhash
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)  # read; a volume of format 2 may still hold inode records of format 1
 BLOCK_SIZE = 128 * 1024
 ROOT_INO = 1
 FIRST_COOKIE = 3          # 0 = start of listing; 1 and 2 are kept for "." and ".."
@@ -37,7 +42,9 @@ NAME_MAX = 255
 
 SUPER_KEY = b"S"
 _U64 = struct.Struct(">Q")
-_INODE = struct.Struct("<BIIIIQQqqqI")   # version mode nlink uid gid rdev size atime mtime ctime generation
+_INODE = struct.Struct("<BIIIIQQqqqIQ")  # version mode nlink uid gid rdev size atime mtime ctime generation parent
+_INODE_V1 = struct.Struct("<BIIIIQQqqqI")  # format 1: no parent
+NO_PARENT = 0             # an inode record's parent when not recorded (no inode is 0)
 _ENTRY = struct.Struct("<Qc")            # child ino, kind (b"i" inode, b"v" grafted volume root)
 
 ENTRY_INODE = b"i"
@@ -143,17 +150,20 @@ class Inode:
     mtime_ns: int = 0
     ctime_ns: int = 0
     generation: int = 0
+    parent: int = NO_PARENT     # a directory's: the directory holding it (NO_PARENT: not recorded)
 
     def encode(self) -> bytes:
         return _INODE.pack(FORMAT_VERSION, self.mode, self.nlink, self.uid, self.gid, self.rdev,
-                           self.size, self.atime_ns, self.mtime_ns, self.ctime_ns, self.generation)
+                           self.size, self.atime_ns, self.mtime_ns, self.ctime_ns, self.generation,
+                           self.parent)
 
     @classmethod
     def decode(cls, ino: int, raw: bytes) -> "Inode":
-        if not raw or raw[0] != FORMAT_VERSION:
+        layout = {2: _INODE, 1: _INODE_V1}.get(raw[0]) if raw else None
+        if layout is None:
             raise FormatError(f"inode {ino}: record version {raw[:1].hex() or 'missing'}, "
-                              f"this slsfs reads version {FORMAT_VERSION}")
-        _, *fields = _INODE.unpack(raw)
+                              f"this slsfs reads versions {', '.join(map(str, FORMAT_VERSIONS))}")
+        _, *fields = layout.unpack(raw)
         return cls(ino, *fields)
 
 
@@ -161,6 +171,7 @@ class Inode:
 class Superblock:
     root_ino: int = ROOT_INO
     next_ino: int = ROOT_INO + 1
+    format: int = FORMAT_VERSION    # as read; encode() writes FORMAT_VERSION
 
     def encode(self) -> bytes:
         return json.dumps({"format": FORMAT_VERSION, "root_ino": self.root_ino,
@@ -172,7 +183,7 @@ class Superblock:
             doc = json.loads(raw)
         except ValueError as exc:
             raise FormatError(f"volume superblock is not JSON ({exc})") from None
-        if doc.get("format") != FORMAT_VERSION:
-            raise FormatError(f"volume format {doc.get('format')!r}; this slsfs reads format "
-                              f"{FORMAT_VERSION}: upgrade slsfs to mount this store")
-        return cls(doc["root_ino"], doc["next_ino"])
+        if doc.get("format") not in FORMAT_VERSIONS:
+            raise FormatError(f"volume format {doc.get('format')!r}; this slsfs reads formats "
+                              f"{', '.join(map(str, FORMAT_VERSIONS))}: upgrade slsfs to mount this store")
+        return cls(doc["root_ino"], doc["next_ino"], doc["format"])

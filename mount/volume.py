@@ -122,8 +122,7 @@ class Volume:
         self._allocated: dict[int, int] = {}       # ino -> allocated_bytes, while nothing is buffered
         self._no_xattrs: set[int] = set()          # inodes known to have no xattr (see getxattr)
         self._unsealed_orphans: set[int] = set()   # orphan keys that seal() writes (see _note_links)
-        self._parents: dict[int, int] = {}         # directory -> the directory holding it (parent_of)
-        self._parents_walked = False               # _parents has every directory that held entries
+        self._walked_parents: dict[int, int] | None = None  # format 1 directories: _walk_parents
         self.buffered_bytes = 0
         self.changed = False          # anything not yet sealed into the Tree / committed
 
@@ -133,7 +132,7 @@ class Volume:
         """Write an empty file system (superblock + root directory) into an empty tree."""
         now = now_ns()
         root = Inode(schema.ROOT_INO, stat.S_IFDIR | mode, 2, uid, gid,
-                     atime_ns=now, mtime_ns=now, ctime_ns=now)
+                     atime_ns=now, mtime_ns=now, ctime_ns=now, parent=schema.ROOT_INO)
         tree.put(schema.SUPER_KEY, Superblock().encode())
         tree.put(schema.inode_key(schema.ROOT_INO), root.encode())
 
@@ -216,43 +215,55 @@ class Volume:
     def parent_of(self, directory: int) -> int | None:
         """The directory holding `directory`'s one name (None: it has none), for the kernel
         reconnecting a directory it had forgotten (a file handle's decoding: open_by_handle_at,
-        an NFS export), which asks for ".." once per forgotten level. Directories do not
-        record their parent: it is known from what this daemon saw (note_parent: lookups and
-        listings; mkdir and rename), else learnt by one walk of every directory entry, which
-        also learns the parents of all directories that hold entries, so the levels above
-        cost nothing (a directory 20 levels down in a tree of 100,000 entries, after a
-        remount: 20 walks took 3.6-14 s)."""
+        an NFS export), which asks for ".." once per forgotten level. A directory's inode
+        record holds its parent (format 2); one of format 1 that nobody named since this
+        daemon started (a lookup, a listing: note_parent) costs one walk of every entry."""
         if directory == self.root_ino:
             return directory
-        if directory not in self._parents:
-            self._learn_parents(directory)
-        return self._parents.get(directory)
+        node = self.inode(directory)
+        if node.nlink == 0:
+            return None
+        if node.parent == schema.NO_PARENT:
+            node.parent = self._walked_parent(directory)
+        return node.parent or None
 
     def known_parent(self, directory: int) -> int | None:
         """The parent of `directory` if known without a walk (readdir's ".."), else None."""
-        return directory if directory == self.root_ino else self._parents.get(directory)
+        if directory == self.root_ino:
+            return directory
+        return self.inode(directory).parent or None
 
     def note_parent(self, directory: int, parent: int) -> None:
-        """Directory `parent` holds directory `directory` (a lookup or a listing saw it)."""
-        self._parents[directory] = parent
+        """Directory `parent` holds directory `directory` (a lookup or a listing saw it): what
+        a record of format 1 lacks, written with it if it is written again."""
+        self.inode(directory).parent = parent
 
-    def _learn_parents(self, directory: int) -> None:
-        """One walk of every entry: the parent of `directory` and, on the first walk, of every
-        directory that holds entries (those are directories: keeping every file's parent
-        would cost memory per file). A directory emptied since keeps its place; one still
-        empty at the walk (a leaf) costs a walk of its own when asked for."""
-        children: dict[int, int] = {}
+    def _walked_parent(self, directory: int) -> int:
+        """The parent of a directory whose record does not hold it (format 1), from one walk
+        of every entry that learns those of all directories holding entries (keeping every
+        file's would cost memory per file), so that the levels above cost nothing. A
+        directory empty at the walk (a leaf) costs a walk of its own (20 levels down in
+        100,000 entries after a remount: one walk took 1.45 s)."""
+        if self._walked_parents is None or directory not in self._walked_parents:
+            self._walk_parents(directory)
+        return self._walked_parents.get(directory, schema.NO_PARENT)
+
+    def _walk_parents(self, directory: int) -> None:
+        first = self._walked_parents is None
+        found: dict[int, int] = {}
         holders: set[int] = set()
+        walked = 0
         for child, parent, _ in self._named_inodes():
+            walked += 1
             holders.add(parent)
-            if child == directory or not self._parents_walked:
-                children.setdefault(child, parent)
-        if directory in children:
-            self._parents[directory] = children[directory]
-        if not self._parents_walked:
-            self._parents_walked = True
-            for child in holders & children.keys():
-                self._parents.setdefault(child, children[child])
+            if first or child == directory:
+                found.setdefault(child, parent)
+        log.info("volume %s: directory %d has no parent in its record (format 1): walked %d "
+                 "entries for it", self.name, directory, walked)
+        if first:
+            self._walked_parents = {child: found[child] for child in holders & found.keys()}
+        if directory in found:
+            self._walked_parents[directory] = found[directory]
 
     # ----- directories ----------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> Entry | None:
@@ -311,9 +322,9 @@ class Volume:
         if target is not None:
             self.tree.put(schema.symlink_key(node.ino), target)
             node.size = len(target)
-        self._add_entry(parent, name, Entry(node.ino), stat.S_ISDIR(mode))
         if stat.S_ISDIR(mode):
-            self._parents[node.ino] = parent_ino
+            node.parent = parent_ino
+        self._add_entry(parent, name, Entry(node.ino), stat.S_ISDIR(mode))
         return node
 
     def graft(self, parent_ino: int, name: bytes, volume: str, root_ino: int) -> None:
@@ -366,7 +377,6 @@ class Volume:
             if not self.is_empty_dir(entry.ino):
                 raise _err(errno.ENOTEMPTY)
             node.nlink = 0
-            self._parents.pop(entry.ino, None)
         else:
             node.nlink -= 1
         self._note_links(node)
@@ -426,9 +436,11 @@ class Volume:
         return dst
 
     def _moved(self, entry: Entry, parent: int) -> None:
-        """Entry `entry` (of this volume) is now in directory `parent`."""
-        if stat.S_ISDIR(self.inode(entry.ino).mode):
-            self._parents[entry.ino] = parent
+        """Entry `entry` (of this volume) is now in directory `parent` (its record is dirty:
+        its ctime changed)."""
+        node = self.inode(entry.ino)
+        if stat.S_ISDIR(node.mode):
+            node.parent = parent
 
     # ----- symlinks and xattrs --------------------------------------------------------
     def readlink(self, ino: int) -> bytes:
@@ -728,6 +740,8 @@ class Volume:
             if node is not None and node.size <= BLOCK_SIZE and sealed == [0]:
                 self._allocated[ino] = 0 if _is_zero(data) else node.size
         self.buffered_bytes = 0
+        if self._dirty_inodes and self.sb.format != schema.FORMAT_VERSION:
+            self._sb_dirty = True     # a volume of format 1 gets records of format 2: says so
         for ino in sorted(self._dirty_inodes):
             node = self._inodes.get(ino)
             if node is not None:
@@ -738,4 +752,5 @@ class Volume:
         self._unsealed_orphans.clear()
         if self._sb_dirty:
             self.tree.put(schema.SUPER_KEY, self.sb.encode())
+            self.sb.format = schema.FORMAT_VERSION
             self._sb_dirty = False

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from file_handles import file_handle, open_by_handle
 from mount_helpers import sls
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -199,28 +200,6 @@ def test_a_time_beyond_2262_is_clamped_and_the_mount_lives_on(mnt):
     mnt.mount()
     st = os.stat(path)
     assert (st.st_atime_ns, st.st_mtime_ns) == (-(2**31) * 10**9, 0)
-
-
-def file_handle(path) -> ctypes.Array:
-    """name_to_handle_at(2): struct file_handle with room for 128 bytes of handle."""
-    handle = ctypes.create_string_buffer(8 + 128)
-    handle[0:4] = (128).to_bytes(4, "little")
-    mount_id = ctypes.c_int()
-    if libc.name_to_handle_at(AT_FDCWD, os.fsencode(path), handle, ctypes.byref(mount_id), 0) != 0:
-        raise OSError(ctypes.get_errno(), "name_to_handle_at")
-    return handle
-
-
-def open_by_handle(mountpoint, handle) -> int:
-    mount_fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fd = libc.open_by_handle_at(mount_fd, handle, os.O_RDONLY)
-        if fd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-        return fd
-    finally:
-        os.close(mount_fd)
 
 
 def test_a_file_handle_opens_the_file_after_a_remount(mnt):

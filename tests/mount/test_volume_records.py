@@ -145,3 +145,17 @@ def test_purge_leaves_no_stored_block(store, tmp_path, steps):
     finally:
         if "reopen" in steps:
             store.close()
+
+
+def test_a_volume_or_record_of_a_newer_format_is_refused_saying_so(store):
+    """A store written by a newer slsfs is refused with what to do, not misread."""
+    tree = store.volume("main")
+    good = tree.get(schema.SUPER_KEY)
+    tree.put(schema.SUPER_KEY, good.replace(b'"format": 2', b'"format": 3'))
+    with pytest.raises(schema.FormatError, match=r"volume format 3; this slsfs reads formats 1, 2: upgrade slsfs"):
+        Volume(store, tree, "main")
+    tree.put(schema.SUPER_KEY, good)
+    root = tree.get(schema.inode_key(schema.ROOT_INO))
+    tree.put(schema.inode_key(schema.ROOT_INO), b"\x03" + root[1:])
+    with pytest.raises(schema.FormatError, match="record version 03, this slsfs reads versions 1, 2"):
+        Volume(store, tree, "main").inode(schema.ROOT_INO)
