@@ -2,7 +2,8 @@
 page table as add_pages one run at a time, on a fresh image and on a parent image; finish
 drops the pages of processes that are gone and keeps the others' blocks as they were; a
 writer on the image a previous writer made takes over the blocks it decoded and builds the
-same page table as one that decodes them again."""
+same page table as one that decodes them again; blocks whose pages were written again as
+they were are not written again."""
 from __future__ import annotations
 
 import random
@@ -10,6 +11,7 @@ import random
 from checkpointer import image
 from checkpointer.image import BLOCK, ImageWriter
 from checkpointer.kernel import PAGE_SIZE
+from objectstore.chunks import NODE
 
 PAGE_TABLE = (b"pages/", b"pages0")
 
@@ -100,3 +102,35 @@ def test_a_writer_that_never_finished_leaves_no_half_patched_block_to_the_next(s
     image._decoded.clear()
     cold = _image(store, parent, later, [{"pid": 3}], batched=True)[0]
     assert _page_table(store, warm) == _page_table(store, cold)
+
+
+def _nodes_written(store, monkeypatch, writer: ImageWriter, processes: list[dict]) -> tuple[bytes, int]:
+    """writer.finish(processes, []) and the tree nodes it stored."""
+    written = []
+    put = store.put
+    monkeypatch.setattr(store, "put", lambda data, *kind: written.append(kind) or put(data, *kind))
+    root = writer.finish(processes, [])
+    monkeypatch.setattr(store, "put", put)
+    return root, sum(kind == (NODE,) for kind in written)
+
+
+def test_pages_written_again_as_they_were_leave_their_blocks_unwritten(store, monkeypatch):
+    """A checkpoint whose written pages hold what they held (a process writes the same
+    bytes again; a write-tracked page counts as written) puts none of their blocks into
+    the tree: it writes the nodes an image with no page written writes, and its page
+    table is its parent's."""
+    rng = random.Random(11)
+    base = 0x7f0000000000
+    runs = [(3, base + n * 3 * BLOCK + PAGE_SIZE, rng.randbytes(3 * PAGE_SIZE)) for n in range(40)]
+    parent, _ = _image(store, None, runs, [{"pid": 3}], batched=True)
+    quiet, quiet_nodes = _nodes_written(store, monkeypatch, ImageWriter(store, parent), [{"pid": 3}])
+    again = ImageWriter(store, parent)
+    again.add_runs(runs[::2])
+    again.clear(3, base, base + PAGE_SIZE)                  # a cleared span that held no page
+    root, nodes = _nodes_written(store, monkeypatch, again, [{"pid": 3}])
+    assert _page_table(store, root) == _page_table(store, parent)
+    assert nodes == quiet_nodes
+    changed = ImageWriter(store, parent)                    # (and a page that did change is written)
+    changed.add_runs([(3, runs[-1][1], rng.randbytes(PAGE_SIZE))])     # (a leaf apart from the metadata's)
+    assert _nodes_written(store, monkeypatch, changed, [{"pid": 3}])[1] > quiet_nodes
+
