@@ -3,7 +3,7 @@ page table as add_pages one run at a time, on a fresh image and on a parent imag
 drops the pages of processes that are gone and keeps the others' blocks as they were; a
 writer on the image a previous writer made takes over the blocks it decoded and builds the
 same page table as one that decodes them again; blocks whose pages were written again as
-they were are not written again."""
+they were are not written again. A block's refs name each of its chunks once."""
 from __future__ import annotations
 
 import random
@@ -134,3 +134,10 @@ def test_pages_written_again_as_they_were_leave_their_blocks_unwritten(store, mo
     changed.add_runs([(3, runs[-1][1], rng.randbytes(PAGE_SIZE))])     # (a leaf apart from the metadata's)
     assert _nodes_written(store, monkeypatch, changed, [{"pid": 3}])[1] > quiet_nodes
 
+
+def test_a_block_names_each_of_its_chunks_once_in_its_refs():
+    zero, other = bytes(16), b"\x01" * 16
+    pages = {9: zero, 0: zero, 5: other, 63: zero}
+    value, refs = image._encode_block(pages)
+    assert image._decode_block(value) == dict(sorted(pages.items()))
+    assert sorted(refs) == [zero, other]
