@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .group_checkpoint import PageTracking
 
 START_TIMEOUT_S = 30.0
+RATE_KEPT_S = 10.0              # checkpoint times kept for `rate()` (which looks at the last 5 s at most)
 GROUP_TMPDIR = ".sls-tmp"       # in the volume: TMPDIR of a --cwd group
 # A Unix socket's path has at most 107 bytes, and programs make theirs in TMPDIR up to ~45
 # bytes deeper (Python's multiprocessing: TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX; ssh-agent):
@@ -57,7 +59,7 @@ class RunningGroup:
     restore_ms: float | None = None
     restore_phases_ms: dict[str, float] | None = None   # where restore_ms went (checkpointer.stopwatch)
     started: float = field(default_factory=time.time)
-    checkpoint_times: list[float] = field(default_factory=list)
+    checkpoint_times: deque[float] = field(default_factory=deque)   # (time.monotonic) of the last RATE_KEPT_S
     _tracking: PageTracking | None = field(default=None, repr=False)   # incremental capture: `tracking`
     pages_last: int = 0                       # pages the last checkpoint copied
     pages_total: int = 0                      # ... and all of this daemon's checkpoints of the group
@@ -144,8 +146,10 @@ class RunningGroup:
         self.stop_ms.append(stop_ms)
         self.durable_ms.append(durable_ms)
         del self.stop_ms[:-1000], self.durable_ms[:-1000]
-        self.checkpoint_times.append(now)
-        self.checkpoint_times = [t for t in self.checkpoint_times if now - t <= 10.0]
+        times = self.checkpoint_times
+        times.append(now)
+        while now - times[0] > RATE_KEPT_S:   # (not a new list of all of them: 1,000 at 100 Hz, each checkpoint)
+            times.popleft()
 
     def status(self) -> dict:
         stops, durables = sorted(self.stop_ms), sorted(self.durable_ms)

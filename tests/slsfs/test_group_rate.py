@@ -14,7 +14,7 @@ from slsfs.groups import GroupSettings
 def _group(times_ago: list[float]) -> RunningGroup:
     group = RunningGroup(GroupSettings(name="app", volume="main", mountpoint="/mnt", hz=10.0, argv=["app"]), [], None)
     now = time.monotonic()
-    group.checkpoint_times = [now - ago for ago in times_ago]
+    group.checkpoint_times.extend(now - ago for ago in times_ago)
     return group
 
 
@@ -60,3 +60,13 @@ def test_groups_checkpointed_together_are_checkpointed_at_their_rate_not_more(gr
         taken = after[name] - before[name]
         assert 0 < taken <= hz * window + 2, f"group {name}: {taken} checkpoints in {window:.2f} s at --hz {hz}"
     store.sls("stop", "--store", str(store.path))
+
+
+def test_note_checkpoint_keeps_the_times_of_the_last_10_seconds_for_the_rate():
+    group = _group([])
+    for ago in (12.0, 10.5, 9.0, 4.0, 1.0):
+        group.checkpoint_times.append(time.monotonic() - ago)
+    group.note_checkpoint(stop_ms=1.0, durable_ms=2.0, pages=3, stop_phases={}, precopied=0)
+    ages = [time.monotonic() - t for t in group.checkpoint_times]
+    assert len(ages) == 4 and 8.9 < ages[0] < 10.0 and ages[-1] < 1.0
+    assert 0.45 <= group.rate() <= 0.55 and group.pages_total == 3     # 3 in the last 4 s
