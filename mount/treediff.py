@@ -146,7 +146,7 @@ def _diff_volume(store: Store, old_roots: dict, new_roots: dict, volume: str, pr
         elif kind in (b"I", b"B", b"X", b"L"):
             ino = int.from_bytes(key[1:9], "big")
             if kind == b"I" and before is not None and after is not None and \
-                    _without_atime(ino, before.value) == _without_atime(ino, after.value):
+                    _as_compared(ino, before.value) == _as_compared(ino, after.value):
                 continue
             touched.add(ino)
             candidates.update(old.paths(ino))
@@ -251,9 +251,12 @@ def _volumes(roots: dict) -> dict:
     return {name: root for name, root in roots.items() if name.startswith(VOLUME_PREFIX)}
 
 
-def _without_atime(ino: int, raw: bytes) -> schema.Inode:
+def _as_compared(ino: int, raw: bytes) -> schema.Inode:
+    """An inode record without what is no change: its atime (a read), and its parent (a
+    record of format 1 written again gains it; a move shows in the entries and the ctime)."""
     inode = schema.Inode.decode(ino, raw)
     inode.atime_ns = 0
+    inode.parent = schema.NO_PARENT
     return inode
 
 

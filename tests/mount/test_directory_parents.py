@@ -8,12 +8,13 @@ import ctypes
 import json
 import os
 import stat
-import struct
 
 from objectstore import Store
 
 from file_handles import file_handle, open_by_handle
+from format_1 import as_format_1
 from mount import schema
+from mount.treediff import TreeDiff, diff_steps
 from mount.volume import Volume
 
 DIR = stat.S_IFDIR | 0o755
@@ -33,23 +34,6 @@ def counting_walks(volume: Volume) -> list[int]:
         return walk()
     volume._named_inodes = counted
     return walks
-
-
-V1_INODE = struct.Struct("<BIIIIQQqqqI")    # format 1's inode record (docs/FORMAT.md): no parent
-
-
-def as_format_1(store: Store, name: str = "main") -> None:
-    """Rewrite volume `name` as slsfs wrote it before format 2 (inode records without a
-    parent, superblock format 1) and commit: an old store."""
-    tree = store.volume(name)
-    for key, raw in list(tree.items(b"I", b"J")):
-        node = schema.Inode.decode(int.from_bytes(key[1:], "big"), raw)
-        tree.put(key, V1_INODE.pack(1, node.mode, node.nlink, node.uid, node.gid, node.rdev,
-                                    node.size, node.atime_ns, node.mtime_ns, node.ctime_ns,
-                                    node.generation))
-    sb = json.loads(tree.get(schema.SUPER_KEY))
-    tree.put(schema.SUPER_KEY, json.dumps({**sb, "format": 1}, sort_keys=True).encode())
-    store.commit("as format 1")
 
 
 def record_version(store: Store, ino: int, name: str = "main") -> int:
@@ -142,6 +126,24 @@ def test_a_format_1_volume_gets_format_2_records_as_they_are_written(store, tmp_
     assert again.parent_of(untouched) == a
     assert walks[0] == 1
     store.close()
+
+
+def test_a_record_written_again_only_to_gain_its_parent_is_no_change_to_sls_diff(store):
+    volume = Volume(store, store.volume("main"), "main")
+    d = volume.create(volume.root_ino, b"d", DIR, 0, 0).ino
+    volume.create(d, b"f", FILE, 0, 0)
+    volume.seal()
+    as_format_1(store)
+    before = store.roots()
+    old = Volume(store, store.volume("main"), "main")
+    old.note_parent(d, old.root_ino)
+    old.mark(old.inode(d))
+    old.seal()
+    assert record_version(store, d) == 2
+    result = TreeDiff()
+    for _ in diff_steps(store, before, store.roots(), "main", result):
+        pass
+    assert result.to_json() == {"added": [], "removed": [], "changed": []}
 
 
 def test_parents_follow_renames_and_removals(store, tmp_path):
