@@ -1,7 +1,7 @@
 """A mount namespace's table of mounts, and the mounts that paths go through.
 
 What: `MountTable(mountinfo)` reads a /proc/PID/mountinfo (mount id, parent, point, file
-system type); `kept_for(paths)` is every mount some path resolves through (the mount it
+system type, whether it receives another namespace's mount events); `kept_for(paths)` is every mount some path resolves through (the mount it
 ends on and that mount's ancestors: detaching any of them makes the path unreachable);
 `detach_points(tops)` the umount2 calls that take whole subtrees away, stacked mounts
 included. `held_paths(pids)` is what processes hold by path (fds, mappings, exe, cwd,
@@ -28,6 +28,7 @@ class Mount:
     parent: int      # the parent's mount id (itself or absent for a namespace's root)
     point: str       # where it is mounted, as the reader of the mountinfo sees it
     fstype: str      # "ext4", "fuse.slsfs", "proc", ...
+    slave: bool = False   # receives the mounts and unmounts of a peer group (optional field master:N)
 
 
 class MountTable:
@@ -35,8 +36,7 @@ class MountTable:
 
     def __init__(self, mountinfo: str = "/proc/self/mountinfo") -> None:
         with open(mountinfo) as f:
-            self.mounts = {int(fields[0]): Mount(int(fields[1]), _unescape(fields[4]), fields[fields.index("-") + 1])
-                           for fields in (line.split() for line in f)}
+            self.mounts = {int(fields[0]): _mount(fields) for fields in (line.split() for line in f)}
         self._children: dict[int, list[int]] = {}
         for mount_id, mount in self.mounts.items():
             self._children.setdefault(mount.parent, []).append(mount_id)
@@ -71,6 +71,14 @@ class MountTable:
             return [point] + [p for child in self._children.get(mount_id, []) if self.mounts[child].point == point
                               for p in stacked(child)]
         return [point for top in tops for point in stacked(top)]
+
+
+def _mount(fields: list[str]) -> Mount:
+    """One mountinfo line's fields: id, parent, major:minor, root, point, options, optional
+    fields (shared:N, master:N, ...), "-", type, source, super options."""
+    separator = fields.index("-")
+    return Mount(int(fields[1]), _unescape(fields[4]), fields[separator + 1],
+                 any(tag.startswith("master:") for tag in fields[6:separator]))
 
 
 def held_paths(pids: Iterable[int]) -> list[str]:

@@ -3,7 +3,8 @@
 What: `detach_unused_fuse(inj, pids, keep)`, run once the restored processes are built and
 before they run, detaches (umount2 MNT_DETACH, injected into `inj`, a task of the
 namespace, so nothing outside it changes) each FUSE mount (types fuse, fuseblk, fuse.*)
-that no path the processes hold goes through (fds, mappings, exe, cwd, root:
+that the host's unmount would not reach (not a slave of a shared mount) and that no path
+the processes hold goes through (fds, mappings, exe, cwd, root:
 mount_table.held_paths), nor one of `keep` (the directory a group lives in, which it may
 open anything in), together with whatever is mounted below it.
 Why: the namespace (restore._own_proc's, made for a /proc of the new PID namespace, or a
@@ -13,12 +14,17 @@ copy, and a FUSE file system lives while any mount of it does: another store's d
 would serve on and its `sls umount` wait (slsfs.mount_namespaces names such copies) for
 as long as the restored processes run.
 
+A mount that was shared on the host (systemd makes `/` and what is mounted below it
+shared) is a slave in the copy (MS_SLAVE): the host's unmount reaches it, so it stays,
+and the processes keep every such file system, as the host sees it.
+
 Simplifications: FUSE mounts only (a copy of a disk or tmpfs mount keeps its file system
 alive too, but unmounting it on the host does not wait for that; and the processes may
 well open system paths they held nothing of at the checkpoint). A restored process that
 later opens a path in a FUSE mount it held nothing of finds the directory below it, as
 after an unmount on the host (mounts made on the host after the restore never showed in
-its namespace either); one that held something there keeps the whole mount.
+its namespace either), if that mount was private; one that held something there keeps
+the whole mount.
 """
 from __future__ import annotations
 
@@ -31,9 +37,9 @@ NR_UMOUNT2, MNT_DETACH = 166, 2
 
 
 def unused_fuse(table: MountTable, keep: Iterable[str]) -> list[int]:
-    """The FUSE mounts of `table` that no path of `keep` goes through, none below another
-    (its detach takes those along)."""
-    fuse = {m for m, mount in table.mounts.items() if _is_fuse(mount.fstype)}
+    """The FUSE mounts of `table` that no unmount elsewhere reaches and no path of `keep`
+    goes through, none below another (its detach takes those along)."""
+    fuse = {m for m, mount in table.mounts.items() if _is_fuse(mount.fstype) and not mount.slave}
     if not fuse:
         return []
     points = {table.mounts[m].point for m in fuse}
