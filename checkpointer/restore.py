@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
 
-from . import inherited, ipc_namespace, kernel, lazy, stub, unused_mounts
+from . import inherited, ipc_namespace, kernel, lazy, stub, tracees, unused_mounts
 from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .file_restore import FileRestorer
@@ -74,13 +74,17 @@ class Restored:
     page_server: PageServer | None = None  # lazy restore: serves pages until they are all in
 
     def kill(self) -> None:
-        """SIGKILL the whole restored tree (PID 1 of a namespace takes all of it along)."""
-        for pid in ([self.ns_init] if self.ns_init else []) + self.pids + [self.launcher.pid]:
+        """SIGKILL the whole restored tree (PID 1 of a namespace takes all of it along),
+        every task below the launcher too (stubs of a restore that failed), and release
+        those still traced here (tracees.py: else each stays a zombie while we live)."""
+        tasks = tracees.tasks_below(self.launcher.pid)
+        for pid in ([self.ns_init] if self.ns_init else []) + self.pids + tasks + [self.launcher.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.launcher.wait()
+        tracees.release(tasks)
         if self.page_server:
             self.page_server.kill()
 
