@@ -116,10 +116,10 @@ def _serve(held: dict[socket.socket, socket.socket], deadline: float) -> None:
             held.pop(listener).close()
             listener.close()
     for listener, sock in held.items():
+        listener.close()        # offered no more first: whoever sees the reset finds no holder
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, REPAIR_OFF_NO_WINDOW_PROBE)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()            # a reset to the peer
-        listener.close()
 
 
 def _state(sock: socket.socket) -> int:
