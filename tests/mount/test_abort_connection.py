@@ -27,6 +27,12 @@ except OSError as exc:
 """
 
 
+def waiting_for_the_daemon(pid: int) -> bool:
+    """Whether process `pid` sleeps in a FUSE request (fs/fuse/dev.c request_wait_answer)."""
+    with open(f"/proc/{pid}/wchan") as f:
+        return f.read() == "request_wait_answer"
+
+
 def test_a_request_nobody_answers_ends_once_aborted(mnt):
     device = mount_device(str(mnt.path))
     assert device is not None and device.startswith("0:")
@@ -35,7 +41,10 @@ def test_a_request_nobody_answers_ends_once_aborted(mnt):
         waiting = subprocess.Popen([sys.executable, "-c", STAT_NEW_NAME, str(mnt.path / "nobody-answers")],
                                    stdout=subprocess.PIPE, text=True)
         connection = int(device.split(":")[1])
-        wait_for(lambda: fusectl.waiting(connection) > 0, "the request to be queued")
+        # the stat itself waits (another process's request, a df's statfs say, may be the one
+        # queued first: aborted with it still starting, the stat went to the directory below)
+        wait_for(lambda: waiting_for_the_daemon(waiting.pid), "the stat to wait for the daemon")
+        assert fusectl.waiting(connection) > 0
         elsewhere = str(mnt.path.parent)     # not mounted there, and the number's mount is another store's:
         assert not abort_own_connection(elsewhere, device, "/another/store")    # (the number may be reused)
         assert waiting.poll() is None, f"the stat on the stopped daemon ended: {waiting.communicate()[0]!r}"
