@@ -84,7 +84,7 @@ class GroupStore:
             log = (self.path / "daemon.log")
             tail = log.read_text()[-3000:] if log.exists() else ""
             pytest.fail(f"sls {' '.join(args)} failed ({result.returncode}): {result.stderr}\n"
-                        f"daemon.log tail:\n{tail}")
+                        f"its output:\n{result.stdout[-3000:]}\ndaemon.log tail:\n{tail}")
         return result
 
     def ps(self) -> dict:
