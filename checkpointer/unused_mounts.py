@@ -52,7 +52,10 @@ def detach_unused_fuse(inj: Injector, pids: list[int], keep: Iterable[str] = ())
     """Detach from the mount namespace of `inj` the FUSE mounts that the processes `pids`
     and the paths `keep` do not use (see the module); the points detached."""
     table = MountTable(f"/proc/{inj.tid}/mountinfo")
-    points = table.detach_points(unused_fuse(table, [*held_paths(pids), *keep]))
+    keep = list(keep)
+    if not unused_fuse(table, keep):    # (the usual group restore: no other store is mounted)
+        return []                       # what the processes hold could only keep more
+    points = table.detach_points(unused_fuse(table, [*keep, *held_paths(pids)]))
     for point in points:      # (a failure: the mount went meanwhile, with its parent)
         inj.call(NR_UMOUNT2, inj.put(point.encode(errors="surrogateescape") + b"\0"), MNT_DETACH)
     return points

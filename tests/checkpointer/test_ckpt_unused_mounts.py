@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+from checkpointer import unused_mounts
 from checkpointer.mount_table import MountTable
 from checkpointer.unused_mounts import unused_fuse
 from polling import wait_for
@@ -27,6 +29,20 @@ def test_only_private_fuse_mounts_nobody_uses_are_let_go(tmp_path):
     table = MountTable(str(tmp_path / "mountinfo"))
     assert [m for m, mount in table.mounts.items() if mount.slave] == [22]
     assert sorted(unused_fuse(table, ["/srv/used/file", "/"])) == [21, 23]
+
+
+def test_what_the_processes_hold_is_not_read_when_no_fuse_mount_is_left_to_judge(tmp_path, monkeypatch):
+    """The usual group restore: the group's own mount is the only private FUSE mount, and
+    its directory is kept anyway; reading every process's fds and maps would change nothing."""
+    (tmp_path / "mountinfo").write_text("".join(line + "\n" for line in MOUNTINFO.splitlines()
+                                                if " /srv/private " not in line and "/srv/shared/" not in line))
+    monkeypatch.setattr(unused_mounts, "MountTable", lambda _path: MountTable(str(tmp_path / "mountinfo")))
+
+    def no_reads(pids):
+        raise AssertionError(f"the fds and maps of {pids} were read")
+    monkeypatch.setattr(unused_mounts, "held_paths", no_reads)
+    namespace = SimpleNamespace(tid=os.getpid())     # (no call into it is made)
+    assert unused_mounts.detach_unused_fuse(namespace, [os.getpid()], keep=["/srv/used"]) == []
 
 
 def test_a_shared_mounts_copy_in_a_slave_namespace_is_read_as_a_slave(tmp_path):
