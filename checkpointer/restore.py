@@ -116,10 +116,11 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     SO_REUSEPORT, so that several copies of one image serve the same port side by side.
 
     `new_mount_namespace`: the processes get a private copy of the restorer's mount
-    namespace (as `unshare --mount` makes one: nothing mounted in it shows outside).
-    Whenever the restore makes a mount namespace (this, or a new PID namespace's /proc),
-    the FUSE mounts the processes do not use are detached from it (unused_mounts.py);
-    `keep_mounts_of`: paths whose mounts stay all the same (the directory of a group).
+    namespace (as `unshare --mount` makes one: nothing mounted in it shows outside), which
+    the caller trims (slsfs.rootfs does for a --root group). Without it, the mount
+    namespace a new PID namespace's /proc needs (_own_proc) loses the FUSE mounts the
+    processes do not use (unused_mounts.py); `keep_mounts_of`: paths whose mounts stay all
+    the same (the directory of a group).
 
     `lazy` (image from load_image only): private anonymous memory is not written but served
     on first touch, and pushed in the background, by a page server (lazy.py).
@@ -161,10 +162,9 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
             top = _stub_injector(launcher.pid)
             helpers = [top]
-            in_new_mounts: Injector | None = None   # a task in the mount namespace made here
+            in_own_proc: Injector | None = None     # a task of the namespace _own_proc made
             if new_mount_namespace:
                 _unshare_mounts(top)
-                in_new_mounts = top
             ipc.make(top, image.read_blob, restored.warnings)
             if new_pid_namespace:
                 top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
@@ -174,7 +174,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     helpers.append(top)
                     if not new_mount_namespace:
                         _own_proc(top)
-                        in_new_mounts = top
+                        in_own_proc = top
             injectors += helpers
             stand_ins = StandIns(image.processes, injectors, restored.warnings, _stub_injector)
             def memory_first(inj: Injector, meta: dict, cloned_by: Injector | None) -> None:
@@ -211,9 +211,9 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         with phase("finish"):
             for builder in builders:
                 builder.finish()
-            if in_new_mounts:
+            if in_own_proc:
                 with phase("detach_unused_mounts"):
-                    unused_mounts.detach_unused_fuse(in_new_mounts, restored.pids, keep_mounts_of)
+                    unused_mounts.detach_unused_fuse(in_own_proc, restored.pids, keep_mounts_of)
             for helper in helpers:
                 _become_reaper(helper.tid)
             if server:

@@ -7,8 +7,8 @@ that the host's unmount would not reach (not a slave of a shared mount) and that
 the processes hold goes through (fds, mappings, exe, cwd, root:
 mount_table.held_paths), nor one of `keep` (the directory a group lives in, which it may
 open anything in), together with whatever is mounted below it.
-Why: the namespace (restore._own_proc's, made for a /proc of the new PID namespace, or a
---root group's) is a copy of every mount the restorer had. Where mounts are private (no
+Why: the namespace (restore._own_proc's, made for a /proc of the new PID namespace; a
+--root group's own is trimmed further by slsfs.rootfs) is a copy of every mount the restorer had. Where mounts are private (no
 propagation: this machine, many containers), an unmount on the host does not reach the
 copy, and a FUSE file system lives while any mount of it does: another store's daemon
 would serve on and its `sls umount` wait (slsfs.mount_namespaces names such copies) for

@@ -538,9 +538,10 @@ class Daemon:
                                  page_server: PageServer | None = None,
                                  phases: dict[str, float] | None = None) -> Restored:
         """Restore the processes of `image` in a new PID namespace; a `--root` group also in
-        its own mount namespace, with its /proc mounted there (a mount namespace the restore
-        makes keeps none of the FUSE mounts the group does not use, its own mount being one it
-        uses: checkpointer.unused_mounts). Clones share their listening
+        its own mount namespace, with its /proc mounted there and the host's mounts it does not
+        use detached (rootfs.enter_restored); a group without --root gets a mount namespace only
+        for the /proc of its PID namespace, and it keeps none of the FUSE mounts the group does
+        not use (its own mount is one it uses: checkpointer.unused_mounts). Clones share their listening
         ports (SO_REUSEPORT: the kernel spreads connections among the copies). With a
         `page_server`, it fills their private memory while they run (checkpointer.lazy).
         `phases` gets where the time went (checkpointer.stopwatch names, milliseconds)."""
