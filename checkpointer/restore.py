@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
 
 from . import inherited, ipc_namespace, kernel, lazy, stub, tracees, unused_mounts
-from .builder import ProcessBuilder, Remapper, clone, wait_event_stop
+from .builder import PR_SET_NAME, ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .file_restore import FileRestorer
 from .freeze import ALL_SIGNALS
@@ -106,6 +106,20 @@ def _stub_injector(tid: int) -> Injector:
     return Injector(tid, stub.STUB_SYSCALL, stub.STUB_SCRATCH, stub.STUB_SCRATCH_SIZE)
 
 
+#: The names (comm) of the stubs that stay stubs while the restored processes run: the
+#: launcher and a stub PID 1 of the restored namespace. Started from a memfd, a stub is
+#: named after its fd's number ("14"), which told a user reading `ps` or `sls umount`'s
+#: list of holders nothing. Their children (stubs becoming processes) take the name
+#: until they get their own (ProcessBuilder).
+LAUNCHER_NAME, NAMESPACE_INIT_NAME = b"sls-launcher", b"sls-ns-init"
+
+
+def _named_stub_injector(tid: int, name: bytes) -> Injector:
+    inj = _stub_injector(tid)
+    inj.check(NR["prctl"], PR_SET_NAME, inj.put(name + b"\0"), 0, 0, 0, what="PR_SET_NAME")
+    return inj
+
+
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
             leave_stopped: bool = False, lazy: bool = False, new_mount_namespace: bool = False,
             share_listening_ports: bool = False, page_server: PageServer | None = None,
@@ -160,7 +174,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             kernel.ptrace(kernel.PTRACE_INTERRUPT, launcher.pid, 0, 0)
             wait_event_stop(launcher.pid)
             kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
-            top = _stub_injector(launcher.pid)
+            top = _named_stub_injector(launcher.pid, LAUNCHER_NAME)
             helpers = [top]
             in_own_proc: Injector | None = None     # a task of the namespace _own_proc made
             if new_mount_namespace:
@@ -170,7 +184,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                 top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
                 if not (len(roots) == 1 and roots[0]["pid"] == 1):
                     restored.ns_init = clone(top, [1])
-                    top = _stub_injector(restored.ns_init)
+                    top = _named_stub_injector(restored.ns_init, NAMESPACE_INIT_NAME)
                     helpers.append(top)
                     if not new_mount_namespace:
                         _own_proc(top)

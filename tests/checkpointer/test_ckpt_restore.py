@@ -100,6 +100,23 @@ def test_same_image_restored_twice_in_separate_namespaces(procs, store, binaries
     assert first.pids != second.pids
 
 
+def test_the_stubs_that_stay_say_what_they_are(procs, store, binaries, tmp_path):
+    """`ps` names the launcher and the restored namespace's stub PID 1 (they stay for the
+    restored processes' lifetime), and the restored process by its own name."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    run_until(out, 10)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    assert restored.ns_init is not None        # (the counter is not PID 1 of its namespace)
+
+    def comm(pid: int) -> str:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    assert [comm(restored.launcher.pid), comm(restored.ns_init), comm(restored.pids[0])] == [
+        "sls-launcher", "sls-ns-init", "counter"]
+    wait_past(out, size)
+
+
 def test_restore_without_namespace_gets_the_pid_back(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
     proc = procs.start([str(binaries / "counter"), str(out)])
