@@ -101,7 +101,9 @@ class Regs(ctypes.Structure):
         return cls(**{name: values[name] & 0xFFFFFFFFFFFFFFFF for name in REG_NAMES})
 
     def copy(self) -> "Regs":
-        return Regs.from_dict(self.to_dict())
+        """An independent copy (of the structure's bytes: a copy by names took ~18 us in a
+        stop, twice or more per stop)."""
+        return Regs.from_buffer_copy(self)
 
 
 class _IoVec(ctypes.Structure):
@@ -118,7 +120,10 @@ def _check(result: int, what: str) -> int:
 
 def ptrace(request: int, tid: int, addr: int = 0, data: int | ctypes.c_void_p = 0) -> int:
     ctypes.set_errno(0)
-    return _check(_libc.ptrace(request, tid, addr, data), f"ptrace({request:#x}, {tid})")
+    result = _libc.ptrace(request, tid, addr, data)
+    if result == -1:    # (the message is made only then: ~20 requests a stop)
+        return _check(result, f"ptrace({request:#x}, {tid})")
+    return result
 
 
 def syscall(number: int, *args: int) -> int:
