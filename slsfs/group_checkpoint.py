@@ -12,8 +12,10 @@ every group of a volume at once (they share its files; usually there is one):
   4. capture the processes: metadata, and memory pages and blobs (pipe contents)
      copied into this process; the parts of the previous image that are gone are noted
      (dropped by write(): the image belongs to the trio thread);
-  5. thaw, once 2-3 (run by a task of the trio thread, `Seal`, while this one does 4;
-     here, at once, when there is nothing to write back nor to commit) are done.
+  5. thaw, once 2 is done (run by a task of the trio thread, `Seal`, while this one does
+     4; here, at once, when there is nothing to write back nor to commit): the commit of
+     3 mostly runs after the thaw, with the trio thread answering nothing in between, so
+     it still holds the files of the frozen instant (`Sealing`).
 Then `Captured.write()` (trio thread, application running, in short steps with the
 mount's requests answered between them: `in_turns`) turns the copied pages into an
 image, names it with the files commit's volume root in the `grp/<name>` record, and
@@ -48,6 +50,7 @@ to the trio thread).
 """
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, wait
 from contextlib import ExitStack, closing
@@ -75,13 +78,60 @@ BATCH_BYTES = 256 << 10    # ... its steps: a batch of pages stored (~0.4-1 ms o
 FilesCommit = tuple[int, ChunkId]     # (commit id, volume root): the file system of the frozen instant
 
 
+THAW_WAIT_S = 1.0    # the longest the trio thread holds its files commit back for the thaw (Sealing)
+
+
+class Sealing:
+    """One seal under way (`Seal.start`), as the tracer thread sees it: `drained` (its
+    stop phases so far) once the daemon holds every write the frozen processes made (the
+    syncfs and its drain are done), `committed` ((files commit, its phases)) once the
+    files are committed. The tracer thaws at `drained`, not at `committed`: with the
+    kernel's writes all in, the trio thread commits in the same step, answering no request
+    in between (no await), so the commit holds the files of the frozen instant even when
+    the processes already run again: whatever they ask of the mount after the thaw waits
+    for the commit. The commit (~0.3 ms of Python at each SQLite stop) then costs the
+    stop nothing when the tracer's capture is done first (`capture_done`, the usual case):
+    the trio thread waits without Python's lock until the tracer says `thawed` (or
+    THAW_WAIT_S), else the thaw would wait for the commit's Python, Python's lock going
+    from one thread to the other only at system calls. While the tracer still captures it
+    may need the mount (files it reads), so the trio thread then commits at once."""
+
+    def __init__(self) -> None:
+        self.drained: Future = Future()
+        self.committed: Future = Future()
+        self._capture_done = threading.Event()
+        self._thawed = threading.Event()
+
+    def capture_done(self) -> None:
+        """The tracer needs the mount no more in this stop (from the tracer thread)."""
+        self._capture_done.set()
+
+    def thawed(self) -> None:
+        """Every frozen task is let go, or the stop failed (from the tracer thread; always)."""
+        self._thawed.set()
+
+    def hold_for_the_thaw(self) -> bool:
+        """In the trio thread, once drained: wait for the thaw if the capture is done;
+        whether it waited."""
+        if not self._capture_done.is_set():
+            return False
+        self._thawed.wait(THAW_WAIT_S)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        for future in (self.drained, self.committed):
+            if not future.done():
+                future.set_exception(exc)
+
+
 @dataclass(frozen=True)
 class Seal:
     """Steps 2 and 3 of a group checkpoint (the group frozen), as the daemon does them: in a
     task of the trio thread (started in `nursery` through `trio_token`), `sync()` (syncfs of
     the mount through the helper process, then the drain of what the kernel queued: the
     same thread answers those write-back requests meanwhile), then `commit_files()`:
-    (commit id, volume root). The tracer thread captures the processes meanwhile. Run
+    (commit id, volume root), after the thaw when it can (`Sealing`). The tracer thread
+    captures the processes meanwhile. Run
     there and not in a thread of its own that hands the commit to trio, the seal saves a
     thread's wake-up, that hand-off and the way back (~0.9 of ~1.95 ms of a SQLite stop,
     traced at 100 Hz); other processes' FUSE requests are answered between its steps.
@@ -99,55 +149,61 @@ class Seal:
     syncfs_needed: Callable[[], bool] | None = None
     files_unchanged: Callable[[], FilesCommit | None] | None = None
 
-    def start(self) -> Future:
-        """Begin the seal (the group frozen; from the tracer thread); the future of its
-        answer: (files commit, the time each step took, recorded by the tracer thread as the
-        phases "seal_start" (until the trio thread began it), "syncfs" and "files_commit",
-        which overlap the capture's: the stop waits for what is left of them as "seal_wait").
+    def start(self, sealing: Sealing | None = None) -> Sealing:
+        """Begin the seal (the group frozen; from the tracer thread) into `sealing` (a new
+        one if None), which it returns. Its steps' times are
+        recorded by the tracer thread as the phases "seal_start" (until the trio thread
+        began it), "syncfs" and "files_commit" ("after_thaw_files_commit" when the commit
+        waited for the thaw), which overlap the capture's: the stop waits for what is left
+        of them up to the drain as "seal_wait".
         When the kernel holds no write to bring in and the files are unchanged (a group
         that writes no file: Redis without persistence), the answer is found here, at once,
         without a trip to the trio thread (on a busy machine the stop waited for another
         thread to get a CPU and Python's lock: up to 12 ms of a 10 Hz Redis stop at load 6,
         for 0.05 ms of work)."""
         started = time.perf_counter()
+        sealing = sealing or Sealing()
         synced = self.syncfs_needed is not None and not self.syncfs_needed()   # (asked once: it resets a mark)
         if synced and self.files_unchanged is not None and (unchanged := self.files_unchanged()):
-            done: Future = Future()
-            done.set_result((unchanged, {"syncfs": 0.0, "files_commit": (time.perf_counter() - started) * 1000}))
-            return done
-        sealed: Future = Future()
+            sealing.drained.set_result({"syncfs": 0.0})
+            sealing.committed.set_result((unchanged, {"files_commit": (time.perf_counter() - started) * 1000}))
+            return sealing
         try:
-            self.trio_token.run_sync_soon(self._begin, sealed, synced, started)
+            self.trio_token.run_sync_soon(self._begin, sealing, synced, started)
         except trio.RunFinishedError:
-            sealed.set_exception(CheckpointError("the daemon stopped serving during the checkpoint"))
-        return sealed
+            sealing.fail(CheckpointError("the daemon stopped serving during the checkpoint"))
+        return sealing
 
-    def _begin(self, sealed: Future, synced: bool, asked: float) -> None:
+    def _begin(self, sealing: Sealing, synced: bool, asked: float) -> None:
         """In the trio thread (a run_sync_soon callback: it must not raise)."""
         try:
-            self.nursery.start_soon(self._seal, sealed, synced, asked)
+            self.nursery.start_soon(self._seal, sealing, synced, asked)
         except RuntimeError:                 # the nursery is closed: the daemon is stopping
-            sealed.set_exception(CheckpointError("the daemon stopped serving during the checkpoint"))
+            sealing.fail(CheckpointError("the daemon stopped serving during the checkpoint"))
 
-    async def _seal(self, sealed: Future, synced: bool, asked: float) -> None:
-        """The seal's task: its outcome goes to `sealed`, never out of the task (the
+    async def _seal(self, sealing: Sealing, synced: bool, asked: float) -> None:
+        """The seal's task: its outcome goes to `sealing`, never out of the task (the
         tracer thread waits for it before the thaw, whatever happens); `asked`: when
-        start() was called."""
+        start() was called. No await after the sync: no other request may be answered
+        between the drain and the commit (`Sealing`)."""
         with trio.CancelScope(shield=True):  # a half-done freeze must finish (and thaw)
             try:
                 started = time.perf_counter()
                 if not synced and self.sync is not None:
                     await self.sync()
                 synced_at = time.perf_counter()
+                sealing.drained.set_result({"seal_start": (started - asked) * 1000,
+                                            "syncfs": (synced_at - started) * 1000})
+                waited = sealing.hold_for_the_thaw()
+                committing = time.perf_counter()
                 committed = (self.files_unchanged and self.files_unchanged()) or self.commit_files()
             except BaseException as exc:
-                sealed.set_exception(exc)
+                sealing.fail(exc)
                 if not isinstance(exc, Exception):
                     raise
             else:
-                sealed.set_result((committed, {"seal_start": (started - asked) * 1000,
-                                               "syncfs": (synced_at - started) * 1000,
-                                               "files_commit": (time.perf_counter() - synced_at) * 1000}))
+                name = "after_thaw_files_commit" if waited else "files_commit"
+                sealing.committed.set_result((committed, {name: (time.perf_counter() - committing) * 1000}))
 
 
 # One group's write tracking between its checkpoints (tracer thread for everything but
@@ -240,11 +296,13 @@ def take(members: list[Member], seal: Seal) -> list[Captured]:
         for capture in captures:
             capture.before_freeze()
         started = time.perf_counter()
+        sealing = Sealing()
         try:
             with ExitStack() as frozen_groups:
+                frozen_groups.callback(sealing.thawed)      # (run last: once every group is let go)
                 frozen = [_blaming(index, frozen_groups.enter_context, freeze(member.pids, tree=True))
                           for index, member in enumerate(members)]
-                sealing = seal.start()
+                seal.start(sealing)
                 try:
                     for index, (capture, group) in enumerate(zip(captures, frozen)):
                         _blaming(index, capture.in_stop, group)
@@ -252,16 +310,18 @@ def take(members: list[Member], seal: Seal) -> list[Captured]:
                         for index, group in enumerate(frozen):
                             _blaming(index, group.check_alive)
                 except BaseException:
-                    wait([sealing])      # never thaw with the seal still in flight
+                    wait([sealing.drained])      # never thaw before the kernel's writes are in
                     raise
+                sealing.capture_done()
                 with phase("seal_wait"):
-                    (files_commit, fs_root), seal_phases = sealing.result()
-                for name, ms in seal_phases.items():
-                    stopwatch.add(name, ms)
+                    drained_phases = sealing.drained.result()
+            (files_commit, fs_root), commit_phases = sealing.committed.result()
         except BaseException:
             for capture in captures:
                 capture.drop()
             raise
+        for name, ms in {**drained_phases, **commit_phases}.items():
+            stopwatch.add(name, ms)
         thawed = max((group.thawed_at for group in frozen if group.thawed_at), default=time.perf_counter())
         stopped_ms = (thawed - started) * 1000
         for capture, group in zip(captures, frozen):

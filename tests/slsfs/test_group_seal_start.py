@@ -22,7 +22,8 @@ import trio
 
 from checkpointer import CheckpointError
 from group_helpers import wait_for
-from slsfs.group_checkpoint import Seal
+from slsfs import group_checkpoint
+from slsfs.group_checkpoint import Seal, Sealing
 
 
 def _never() -> None:
@@ -68,9 +69,10 @@ def test_a_seal_with_nothing_to_write_back_or_commit_is_answered_in_the_calling_
         asked.append(("files_unchanged", threading.get_ident()))
         return 7, b"root"
 
-    future = Seal(_never, syncfs_needed=syncfs_needed, files_unchanged=files_unchanged).start()
-    assert future.done(), "the seal was handed to another thread"
-    committed, times = future.result()
+    sealing = Seal(_never, syncfs_needed=syncfs_needed, files_unchanged=files_unchanged).start()
+    assert sealing.drained.done() and sealing.committed.done(), "the seal was handed to another thread"
+    committed, _ = sealing.committed.result()
+    times = sealing.drained.result()
     assert committed == (7, b"root")
     assert times["syncfs"] == 0.0
     me = threading.get_ident()
@@ -92,7 +94,7 @@ def test_a_seal_that_must_commit_runs_in_the_trio_thread_and_asks_about_the_sync
     with trio_thread() as loop:
         seal = Seal(commit_files, trio_token=loop.token, nursery=loop.nursery,
                     syncfs_needed=syncfs_needed, files_unchanged=lambda: None)
-        committed, _ = seal.start().result(timeout=30)
+        committed, _ = seal.start().committed.result(timeout=30)
     assert committed == (8, b"new root")
     assert asked == ["syncfs_needed"], "the syncfs question (which resets the mount's mark) was asked twice"
     assert committed_in == [loop.ident], "the files were not committed in the trio thread"
@@ -108,10 +110,46 @@ def test_a_seal_that_must_write_back_syncs_in_the_trio_thread_before_it_commits(
     with trio_thread() as loop:
         seal = Seal(lambda: steps.append(("commit", threading.get_ident())) or (9, b"synced root"), sync,
                     loop.token, loop.nursery, syncfs_needed=lambda: True, files_unchanged=lambda: None)
-        committed, times = seal.start().result(timeout=30)
+        sealing = seal.start()
+        committed, _ = sealing.committed.result(timeout=30)
+        times = sealing.drained.result()
     assert committed == (9, b"synced root")
     assert steps == [("syncfs", loop.ident), ("commit", loop.ident)]
     assert times["syncfs"] >= 10
+
+
+def test_a_seal_whose_capture_is_done_commits_the_files_once_the_tracer_has_thawed():
+    """The tracer thaws once the kernel's writes are in (`drained`); the trio thread, which
+    answers no request in between, commits after the thaw when the capture is done, so the
+    thaw does not wait for the commit's Python."""
+    steps: list[str] = []
+    with trio_thread() as loop:
+        seal = Seal(lambda: steps.append("commit") or (11, b"root"), trio_token=loop.token, nursery=loop.nursery,
+                    syncfs_needed=lambda: True, files_unchanged=lambda: None)
+        sealing = Sealing()
+        sealing.capture_done()
+        seal.start(sealing)
+        sealing.drained.result(timeout=30)
+        steps.append("thaw")
+        sealing.thawed()
+        committed, times = sealing.committed.result(timeout=30)
+    assert committed == (11, b"root")
+    assert steps == ["thaw", "commit"], "the files were committed before the thaw"
+    assert list(times) == ["after_thaw_files_commit"]
+
+
+def test_a_seal_whose_capture_still_runs_commits_without_waiting_for_the_thaw(monkeypatch):
+    """The tracer may still need the mount (files it reads) until its capture is done: the
+    trio thread must not wait for a thaw then."""
+    monkeypatch.setattr(group_checkpoint, "THAW_WAIT_S", 600.0)
+    with trio_thread() as loop:
+        seal = Seal(lambda: (12, b"root"), trio_token=loop.token, nursery=loop.nursery,
+                    syncfs_needed=lambda: True, files_unchanged=lambda: None)
+        sealing = seal.start()
+        committed, times = sealing.committed.result(timeout=30)
+        sealing.thawed()
+    assert committed == (12, b"root")
+    assert list(times) == ["files_commit"]
 
 
 def test_a_seal_whose_sync_fails_hands_its_error_to_the_stop_and_leaves_the_loop_running():
@@ -121,16 +159,16 @@ def test_a_seal_whose_sync_fails_hands_its_error_to_the_stop_and_leaves_the_loop
     with trio_thread() as loop:
         failing = Seal(_never, sync, loop.token, loop.nursery)
         with pytest.raises(OSError, match="Input/output error"):
-            failing.start().result(timeout=30)
+            failing.start().drained.result(timeout=30)
         after = Seal(lambda: (10, b"root"), trio_token=loop.token, nursery=loop.nursery)
-        assert after.start().result(timeout=30)[0] == (10, b"root"), "the trio loop ended with the failure"
+        assert after.start().committed.result(timeout=30)[0] == (10, b"root"), "the trio loop ended with the failure"
 
 
 def test_a_seal_started_once_the_daemon_stopped_serving_is_a_checkpoint_error():
     with trio_thread() as loop:
         pass
     with pytest.raises(CheckpointError, match="stopped serving"):
-        Seal(_never, trio_token=loop.token, nursery=loop.nursery).start().result(timeout=30)
+        Seal(_never, trio_token=loop.token, nursery=loop.nursery).start().drained.result(timeout=30)
 
 
 TRACEFS = Path("/sys/kernel/tracing")
