@@ -38,3 +38,41 @@ def test_an_epoll_watch_of_a_socket_moved_to_another_fd_names_the_fd_holding_it(
     watches = sorted((w[0], w[1] & 0x7, *w[3:]) for w in epoll["watches"])
     # socket A: added as `added`, held by `moved` now; socket B under `added` since; C as added
     assert watches == sorted([(added, 1, moved), (added, 4), (other, 1)]), watches
+
+
+# An epoll watching socket A as fd `added`; once `go` exists, fd `added` is dup'ed to 700 and
+# closed: the watch's fdinfo line reads the same, but fd `added` no longer holds socket A.
+EPOLL_SOCKET_MOVES = r"""
+import os, select, socket, sys, time
+ep = select.epoll()
+a = socket.socketpair()
+added = a[0].fileno()
+ep.register(added, select.EPOLLIN)
+open(sys.argv[1], "w").write(f"{ep.fileno()} {added}")
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+os.dup2(added, 700)
+a[0].detach(); os.close(added)
+open(sys.argv[3], "w").write("moved")
+time.sleep(3600)
+"""
+
+
+def test_an_epoll_watch_read_again_the_same_names_the_fd_holding_its_socket_now(procs, tmp_path):
+    """The watches of an epoll's fdinfo lines seen before are remembered by the lines' text
+    (files._watch_lines): a socket moved to another fd since leaves its line as it was, and
+    the next capture must still find the fd that holds it now."""
+    out, go, moved = tmp_path / "fds", tmp_path / "go", tmp_path / "moved"
+    proc = procs.start([sys.executable, "-c", EPOLL_SOCKET_MOVES, str(out), str(go), str(moved)])
+    epfd, added = map(int, wait_for(lambda: out.exists() and out.read_text(), "the target").split())
+
+    def watches() -> list[tuple]:
+        with freeze([proc.pid]):
+            files = FileCapture(lambda data: [])
+            records = files.fd_records(proc.pid)
+        epoll = files.files[next(r["file"] for r in records if r["fd"] == epfd)]
+        return [(w[0], w[1] & 0x7, *w[3:]) for w in epoll["watches"]]
+    assert watches() == [(added, 1)]
+    go.touch()
+    wait_for(lambda: moved.exists(), "the socket to move")
+    assert watches() == [(added, 1, 700)]
