@@ -35,6 +35,11 @@ For Redis also the CPU per SET of redis-server, of redis-benchmark and of the da
 client's without slsfs, what checkpoints cost in CPU (an application that fills the CPUs pays
 it in throughput; the time frozen comes on top). Steadier than SETs per second, whose
 reference swings 2-3x with the machine's load.
+Where Redis's main thread's time went while measured (redis_main_thread_running_share_*,
+_waiting_for_cpu_share_*: runnable, not run; redis_frozen_share_*: the stops, as median x
+count; the rest idle between requests) and its minor page faults per SET
+(redis_minor_faults_per_set_*: about one a page written after each checkpoint, write-protection):
+the parts of the overhead, each measured.
 Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only | --sqlite-only]
 """
 from __future__ import annotations
@@ -241,20 +246,68 @@ def redis_cpu_s(port: int) -> float:
     return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
 
 
-def redis_rate(port: int, mib: int, requests: int) -> tuple[float, float, float]:
+@dataclass
+class RedisRun:
+    """One redis-benchmark run against a server: its SETs a second, the CPU seconds the
+    server and redis-benchmark used, and the server's main thread meanwhile (RedisThread)."""
+    rate: float
+    server_s: float
+    client_s: float
+    thread: "RedisThread"
+
+
+@dataclass
+class RedisThread:
+    """What Redis's main thread (which serves every SET) did over a span: seconds running,
+    seconds runnable but waiting for a CPU (schedstat), and minor page faults (with
+    checkpoints, about one a page written since the last: write-protection)."""
+    seconds: float
+    running_s: float
+    waiting_s: float
+    minor_faults: int
+
+    @staticmethod
+    def read(pid: int) -> "RedisThread":
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            running_ns, waiting_ns = map(int, f.read().split()[:2])
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            minor_faults = int(f.read().rsplit(")", 1)[1].split()[7])
+        return RedisThread(time.monotonic(), running_ns / 1e9, waiting_ns / 1e9, minor_faults)
+
+    def __sub__(self, before: "RedisThread") -> "RedisThread":
+        return RedisThread(self.seconds - before.seconds, self.running_s - before.running_s,
+                           self.waiting_s - before.waiting_s, self.minor_faults - before.minor_faults)
+
+
+def redis_rate(port: int, mib: int, requests: int, pid: int) -> RedisRun:
     """Fill the dataset (once), then SET requests per second by redis-benchmark, with the
-    CPU seconds redis-server and redis-benchmark used meanwhile."""
+    CPU seconds redis-server (process `pid`) and redis-benchmark used meanwhile, and what
+    the server's main thread did."""
     redis_fill(port, mib)
-    server_before, client_before = redis_cpu_s(port), _children_cpu_s()
+    server_before, client_before, thread_before = redis_cpu_s(port), _children_cpu_s(), RedisThread.read(pid)
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", str(requests), "-c", "50",
                           "-r", "100000", "--csv"], capture_output=True, text=True, timeout=600).stdout
+    thread = RedisThread.read(pid) - thread_before
     client_s = _children_cpu_s() - client_before
     server_s = redis_cpu_s(port) - server_before
     for line in out.splitlines():
         fields = [f.strip('"') for f in line.split(",")]
         if fields[0] == "SET":
-            return float(fields[1]), server_s, client_s
+            return RedisRun(float(fields[1]), server_s, client_s, thread)
     raise SystemExit(f"bench: no SET figure from redis-benchmark: {out[-300:]}")
+
+
+def note_redis_thread(out: dict, key: str, thread: RedisThread, requests: int, frozen_ms: float = 0.0) -> None:
+    """Where Redis's main thread's time went while redis-benchmark ran: its shares of the
+    span running, waiting for a CPU (the daemon's CPU competes there, beside other load),
+    and frozen (`frozen_ms`: the checkpoints' stops, median times count), the rest idle
+    between requests; and its minor page faults per SET (the write-protect faults after each
+    checkpoint: ~1-2 us each)."""
+    span = max(thread.seconds, 1e-9)
+    out[f"redis_main_thread_running_share_{key}"] = round(thread.running_s / span, 3)
+    out[f"redis_main_thread_waiting_for_cpu_share_{key}"] = round(thread.waiting_s / span, 3)
+    out[f"redis_frozen_share_{key}"] = round(frozen_ms / 1000 / span, 3)
+    out[f"redis_minor_faults_per_set_{key}"] = round(thread.minor_faults / requests, 2)
 
 
 def _children_cpu_s() -> float:
@@ -348,6 +401,7 @@ class PlainRedis:
     server_s: float
     client_s: float
     load: float
+    thread: RedisThread
 
 
 def plain_redis(work: Path, mib: int, requests: int) -> PlainRedis:
@@ -357,8 +411,8 @@ def plain_redis(work: Path, mib: int, requests: int) -> PlainRedis:
     port = free_port()
     proc = start_plain(redis_argv(port), plain)
     try:
-        rate, server_s, client_s = redis_rate(port, mib, requests)
-        return PlainRedis(rate, server_s, client_s, os.getloadavg()[0])
+        run = redis_rate(port, mib, requests, proc.pid)
+        return PlainRedis(run.rate, run.server_s, run.client_s, os.getloadavg()[0], run.thread)
     finally:
         proc.kill()
         proc.wait()
@@ -383,23 +437,27 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         sls("init", str(store))
         sls("run", "--store", str(store), "--name", "redis", "--hz", str(hz), "--", *redis_argv(port))
         redis_fill(port, mib)
-        before, barriers_before = daemon_cpu(store), request(store, "ps").get("group_commit_barriers", 0)
-        rate, server_s, client_s = redis_rate(port, mib, requests)
-        out[f"redis_sets_per_s_{key}"] = round(rate, 1)
+        ps = request(store, "ps")
+        before, barriers_before = daemon_cpu(store), ps.get("group_commit_barriers", 0)
+        run = redis_rate(port, mib, requests, ps["groups"][0]["pids"][0])
+        out[f"redis_sets_per_s_{key}"] = round(run.rate, 1)
         out[f"redis_load_avg_1min_{key}"] = round(os.getloadavg()[0], 2)
         user_ms, system_ms = daemon_cpu(store)[:2]
-        note_cpu_per_set(out, key, requests, server_s, client_s, user_ms + system_ms - before[0] - before[1])
+        note_cpu_per_set(out, key, requests, run.server_s, run.client_s, user_ms + system_ms - before[0] - before[1])
+        frozen_ms = 0.0
         if hz:
             ps = request(store, "ps")
             status = ps["groups"][0]
             note_checkpoints(out, "redis_", key, status, "pages_last")
             after = daemon_cpu(store)
+            frozen_ms = (status["stop_ms_median"] or 0) * (after[3] - before[3])
             note_daemon_cpu(out, key, before, after, status)
             out[f"redis_fdatasyncs_per_checkpoint_{key}"] = round(   # < 1: group commit (slsfs.group_commit)
                 (ps.get("group_commit_barriers", 0) - barriers_before) / max(after[3] - before[3], 1), 2)
             note_idle_cost(out, key, store)
             for name, mb in daemon_memory_mb(store).items():
                 out[f"redis_daemon_{name}_mb_{key}"] = mb
+        note_redis_thread(out, key, run.thread, requests, frozen_ms)
         if hz == 10:
             crash_and_restore(store, "redis", out, "redis_")
         sls("stop", "--store", str(store))
@@ -418,6 +476,9 @@ def note_redis_references(out: dict, references: list[PlainRedis], requests: int
     out["redis_load_avg_1min_no_slsfs"] = [round(ref.load, 2) for ref in references]
     note_cpu_per_set(out, "no_slsfs", requests * len(references), sum(ref.server_s for ref in references),
                      sum(ref.client_s for ref in references))
+    note_redis_thread(out, "no_slsfs", RedisThread(*(sum(getattr(ref.thread, name) for ref in references) for name in
+                                                     ("seconds", "running_s", "waiting_s", "minor_faults"))),
+                      requests * len(references))
     for key, before, after in zip(REDIS_KEYS, references, references[1:]):
         base = (before.rate + after.rate) / 2
         base_cpu_s = (before.server_s + before.client_s + after.server_s + after.client_s) / 2
