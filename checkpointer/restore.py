@@ -44,7 +44,8 @@ CLONE_NEWNS = 0x00020000
 MS_REC, MS_SLAVE = 0x4000, 0x80000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 # restore's phases (checkpointer.stopwatch) that do not nest: together they are its time
-TOP_RESTORE_PHASES = ("page_server_start", "launcher", "process_tree", "build", "finish", "let_go")
+TOP_RESTORE_PHASES = ("page_server_start", "launcher", "process_tree", "build", "finish", "let_go",
+                      "after_let_go_unpin")
 TRACE_OPTIONS = (kernel.PTRACE_O_TRACESYSGOOD | kernel.PTRACE_O_TRACEFORK | kernel.PTRACE_O_TRACEVFORK
                  | kernel.PTRACE_O_TRACECLONE | kernel.PTRACE_O_EXITKILL | kernel.SUSPEND_SECCOMP)
 
@@ -72,6 +73,10 @@ class Restored:
     ns_init: int | None  # host PID of PID 1 of the new namespace, when it is a stub
     warnings: list[str] = field(default_factory=list)
     page_server: PageServer | None = None  # lazy restore: serves pages until they are all in
+    # time.perf_counter() when the last task was let go: the end of the restore as its
+    # processes see it (the restorer gets its own CPU affinity and policy back after it,
+    # and may then wait for the CPU a restored process took: several ms of a busy one's)
+    running_at: float | None = None
 
     def kill(self) -> None:
         """SIGKILL the whole restored tree (PID 1 of a namespace takes all of it along),
@@ -250,9 +255,11 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             pinning.realtime()       # no task let go preempts us before the last one is let go
             for tid in tids:
                 kernel.detach(tid)
+                restored.running_at = time.perf_counter()   # the task may run (preempting us) at once
+        with phase("after_let_go_unpin"):   # our own CPU back: the processes already run
             pinning.close()
-            if server:
-                server.started()
+        if server:
+            server.started()
     except BaseException:
         restored.kill()
         raise

@@ -6,11 +6,15 @@ import os
 import shutil
 import signal
 import socket
+import time
 
 import pytest
 
 import checkpointer
 from checkpointer import images, load_image
+from checkpointer.procfs import status
+from checkpointer.restore import TOP_RESTORE_PHASES
+from checkpointer.stopwatch import recording
 from ckpt_helpers import assert_unbroken, ns_pid, ok_lines, wait_for
 
 LINE = 20  # bytes per counter line
@@ -114,6 +118,29 @@ def test_the_stubs_that_stay_say_what_they_are(procs, store, binaries, tmp_path)
             return fh.read().strip()
     assert [comm(restored.launcher.pid), comm(restored.ns_init), comm(restored.pids[0])] == [
         "sls-launcher", "sls-ns-init", "counter"]
+    wait_past(out, size)
+
+
+def test_the_restore_says_when_its_processes_were_let_go(procs, store, binaries, tmp_path):
+    """Restored.running_at is the instant the last task was let go (the end of the restore
+    as its processes see it, as Frozen.thawed_at is the stop's): inside the restore() call,
+    every restored task untraced by then; the restorer's own CPU back comes after it, in a
+    phase of its own (after_let_go_unpin), not in let_go."""
+    out = tmp_path / "counter.out"
+    proc = procs.start([str(binaries / "counter"), str(out)])
+    run_until(out, 10)
+    checkpointer.checkpoint([proc.pid], store, "img")
+    procs.kill(proc)
+    size = out.stat().st_size
+    called = time.perf_counter()
+    with recording() as phases:
+        restored = checkpointer.restore(store, "img")
+    returned = time.perf_counter()
+    procs.restored.append(restored)
+    assert restored.running_at is not None and called < restored.running_at <= returned
+    for pid in [restored.launcher.pid, restored.ns_init] + restored.pids:
+        assert status(pid)["TracerPid"] == "0", f"task {pid} still traced after the restore"
+    assert {"let_go", "after_let_go_unpin"} <= set(phases) and set(TOP_RESTORE_PHASES) <= set(phases)
     wait_past(out, size)
 
 
