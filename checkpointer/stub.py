@@ -13,8 +13,8 @@ restored process is grown out of a fresh stub (nothing to undo: no TLS, rseq, ro
 list), and the same stub, pointed at `reaper`, serves as the launcher and as PID 1 of a
 new PID namespace, reaping orphans and exiting when its last child is gone. The
 launcher's only child is PID 1 of the restored namespace (a group's first process, or a
-reaper stub), so its wait status is that process's, as `unshare --fork` passes on its
-child's for a group started afresh: `sls ps` and `sls restore` report how it ended.
+reaper stub), so its wait status is that process's, as the launcher of a group started
+afresh passes on its child's: `sls ps` and `sls restore` report how it ended.
 `spawn()` starts one from a memfd, so no file is written anywhere.
 
 The machine code was assembled once with `as` and is kept as bytes (see the listing).

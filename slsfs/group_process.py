@@ -1,10 +1,16 @@
 """The processes of one running persistence group: started fresh, or restored.
 
-A fresh group is started as `unshare --pid --ipc --fork -- CMD`: CMD becomes PID 1 of a
-new PID namespace, so a restore (which builds a new namespace too) gives it back the same
-PID; its SysV semaphores, message queues and shared memory are in an IPC namespace of its
-own, so that every checkpoint holds them all (checkpointer.ipc_namespace). The group's
-process is that child of `unshare`, once it has exec'd CMD.
+A fresh group is started as `unshare --pid --ipc -- timeout --foreground 0 CMD`: unshare
+makes the namespaces and runs coreutils' timeout (0: no time limit), whose child CMD
+becomes PID 1 of the new PID namespace, so a restore (which builds a new namespace too)
+gives it back the same PID; its SysV semaphores, message queues and shared memory are in
+an IPC namespace of its own, so that every checkpoint holds them all
+(checkpointer.ipc_namespace). The group's process is that child, once it has exec'd CMD.
+The launcher, timeout, waits for it and ends as it did, by the same signal too (`sls ps`:
+"killed by signal 9"), as the restore's launcher does (checkpointer/stub.py). Not
+`unshare --fork`: util-linux 2.38's turns a SIGKILL of its child (the OOM killer's, a
+crash test's) into status 1 and writes "sigprocmask unblock failed" into the group's
+output.
 
 In `--root` mode the command also gets its own mount namespace (`unshare --mount`, slave
 propagation: the host's unmounts reach it, its own mounts stay in it) and runs chroot()ed
@@ -104,7 +110,7 @@ class RunningGroup:
         """The exit status of a group once it has ended (as its launcher reports it, the
         status of the group's first process: the code, or minus the signal that killed it;
         sls-init gives 128 + the signal its command died of), else None. The launcher is
-        `unshare` for a group started here, the restore's stub for a restored one."""
+        `timeout` for a group started here, the restore's stub for a restored one."""
         launcher = getattr(self.handle, "launcher", self.handle)
         return launcher.poll() if isinstance(launcher, subprocess.Popen) and not self.alive() else None
 
@@ -115,10 +121,9 @@ class RunningGroup:
             launcher.poll()
 
     def kill(self) -> None:
-        """SIGKILL every process of the group (and its PID namespace). No waiting here: a
-        dying process may need the daemon's FUSE loop to close its files (see `reap`). The
-        launcher goes first: util-linux's unshare, seeing its child SIGKILLed, writes a
-        spurious "sigprocmask unblock failed" into the group's output."""
+        """SIGKILL every process of the group (and its PID namespace), its launcher first
+        (the group ends as killed, not as the launcher saw its PID 1 end). No waiting here:
+        a dying process may need the daemon's FUSE loop to close its files (see `reap`)."""
         launcher = getattr(self.handle, "launcher", self.handle)
         if isinstance(launcher, subprocess.Popen):
             try:
@@ -192,6 +197,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
 def _exe(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/exe")
@@ -227,7 +239,7 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     if init and not root:
         command = [init, "--", *command]
     own_mounts = ["--mount", "--propagation", "slave"] if root else []   # (see restore._unshare_mounts)
-    argv = ["unshare", "--pid", "--ipc", "--fork", "--kill-child", *own_mounts, "--", *command]
+    argv = ["unshare", "--pid", "--ipc", *own_mounts, "--", "timeout", "--foreground", "0", *command]
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:
@@ -235,13 +247,15 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
                                     stdout=out, stderr=out, start_new_session=True)
     # not in the trio thread: the child's chdir into the mount needs that thread to answer
     launcher = await trio.to_thread.run_sync(spawn)
-    own_exe = _exe(launcher.pid)
 
     def started(pid: int) -> bool:
-        """Whether `pid` runs the command (or its init), in its root."""
+        """Whether `pid`, the launcher's child, runs the command (or its init), in its root:
+        it has exec'd, so its command line is no longer the launcher's."""
         if root:
             return rootfs.entered(pid, root, init)
-        return _exe(pid) == init if init else _exe(pid) not in (None, own_exe)
+        if init:
+            return _exe(pid) == init
+        return _cmdline(pid) not in (None, _cmdline(launcher.pid))
 
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -85,7 +85,8 @@ async def prepare(root: str) -> None:
 
 
 def start_argv(root: str, argv: list[str], init: str | None = None) -> list[str]:
-    """What `unshare --pid --fork --mount` runs: the host's other mounts detached, /proc of
+    """What a --root group's launcher runs as PID 1 of its new PID and mount namespaces
+    (slsfs.group_process): the host's other mounts detached, /proc of
     the new namespace, then chroot + argv (or `init`, which chroot()s itself and runs argv)."""
     detach = "\n".join(foreign_mounts(root, [os.path.realpath(init)] if init else []))
     if init:

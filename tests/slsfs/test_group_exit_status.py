@@ -1,6 +1,7 @@
-"""A restored group ends with its first process's exit status, as a group started afresh
-does (`sls ps`: "exited with status N" / "killed by signal N"), not always 0: the restore's
-launcher (checkpointer/stub.py's reaper) passes on how the namespace's PID 1 ended."""
+"""A group ends with its first process's exit status (`sls ps`: "exited with status N" /
+"killed by signal N"), started afresh (its launcher, coreutils' timeout, passes on how
+the namespace's PID 1 ended) or restored (the restore's launcher, checkpointer/stub.py's
+reaper, does), and nothing but what the group wrote is in its output."""
 from __future__ import annotations
 
 import os
@@ -42,3 +43,16 @@ def test_a_restored_group_killed_by_a_signal_says_so(group_store):
     os.kill(restored_waiter(store, "k"), signal.SIGKILL)
     assert ended(store, "k")["exit_status"] == -signal.SIGKILL
     assert "killed by signal 9" in store.sls("ps", "--store", str(store.path)).stdout
+
+
+def test_a_group_whose_process_is_killed_says_so(group_store):
+    """SIGKILL from outside (the OOM killer, a crash): the group says so, and its output
+    holds no complaint of its launcher (util-linux 2.38's `unshare --fork` said
+    "sigprocmask unblock failed" and exited 1)."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "f", "--hz", "2", "--", "/bin/sh", "-c",
+              "echo started; " + WAITER)
+    os.kill(store.group("f")["pids"][0], signal.SIGKILL)
+    assert ended(store, "f")["exit_status"] == -signal.SIGKILL
+    assert "killed by signal 9" in store.sls("ps", "--store", str(store.path)).stdout
+    assert (store.path / "group-f.out").read_text() == "started\n"
