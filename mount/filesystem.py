@@ -92,6 +92,7 @@ BARRIER_EVERY_S = 1.0                     # periodic checkpoints become durable 
 
 DRAIN_TIMEOUT_S = 2.0
 FLUSH_DRAIN_S = 0.02
+SyncRequest = tuple[Flusher, int]         # a syncfs asked for from another thread: the helper asked, the number
 FLUSH_EVERY_S = 0.1                       # writeback cache: syncfs this often while writers are open
 FSYNC_BLOCK_S = 0.002                     # an application's fsync: how long the loop waits for the disk itself
 # One pyfuse3 task reads and answers requests. Every handler runs to completion without
@@ -336,18 +337,23 @@ class FileSystem:
         except OSError as exc:
             log.warning("syncfs before a checkpoint failed: %s", exc)
 
-    async def sync_kernel_cache(self) -> None:
+    async def sync_kernel_cache(self, requested: SyncRequest | None = None) -> None:
         """Bring in every dirty page the kernel holds for this mount (the writeback
         cache's and shared mmaps'), then let this daemon answer the requests the kernel
         still has queued for it (at most DRAIN_TIMEOUT_S): what `drain_kernel_cache`
         does, but the syncfs runs in the helper process (mount.flusher), so no thread of
         this daemon ever sleeps in it and a SIGKILLed daemon can always exit (slsfs's
         group stop seals the file system with it, in a task of the trio thread).
+        `requested`: the syncfs was asked for already (`request_kernel_sync`): its answer
+        is awaited instead of asking again.
 
         Call it from the trio thread that serves (another thread:
         `trio.from_thread.run(fs.sync_kernel_cache, trio_token=token)`). Without the
         writeback cache the helper is started by the first call. Raises MountError when
         not serving, OSError when the helper's syncfs failed."""
+        if requested is not None:
+            await self._sync_through_helper(DRAIN_TIMEOUT_S, requested)
+            return
         if self._flusher is None:                 # (inside a group's stop: no scheduler pass for the lock)
             async with self._flusher_start:
                 if self._serving and self._flusher is None:
@@ -385,13 +391,45 @@ class FileSystem:
             if old is not None:
                 await old.close()
 
-    async def _sync_through_helper(self, drain_s: float) -> None:
-        """syncfs in the helper, then answer queued requests for at most `drain_s`."""
+    def request_kernel_sync(self) -> SyncRequest | None:
+        """Ask the syncfs helper for a syncfs now, from any thread, without waiting for it:
+        the request (the helper asked and its number: the helper may be replaced meanwhile,
+        `flush_through`) for `sync_kernel_cache` or `kernel_sync_done`; None when it
+        cannot be asked so (no helper yet, not serving: `sync_kernel_cache` then asks).
+        slsfs's group stop asks at the freeze, from its tracer thread: the syncfs runs in
+        the helper, on another CPU, while the processes are captured. The caller has
+        settled the writeback cache's mark already (`syncfs_needed`)."""
+        flusher = self._flusher
+        if flusher is None or not self._serving:
+            return None
+        try:
+            return flusher, flusher.request()
+        except OSError:
+            return None
+
+    def kernel_sync_done(self, requested: SyncRequest) -> bool:
+        """In the trio thread: whether the syncfs asked for as `requested` is answered and
+        the kernel has no request of this mount left unanswered (what `sync_kernel_cache`
+        waits for), found without waiting; True once only. Raises OSError when that
+        syncfs failed."""
+        flusher, number = requested
+        if not flusher.answered(number) or fusectl.waiting(self._connection):
+            return False
+        try:
+            flusher.take(number)
+        except OSError:
+            self.ops.kernel_may_hold_writes = self.ops.enable_writeback_cache
+            raise
+        return True
+
+    async def _sync_through_helper(self, drain_s: float, requested: SyncRequest | None = None) -> None:
+        """syncfs in the helper (the answer to `requested` if it was asked for already),
+        then answer queued requests for at most `drain_s`."""
         writeback = self.ops.enable_writeback_cache
-        if writeback:      # a file opened for writing from here on sets it again
+        if writeback and requested is None:      # a file opened for writing from here on sets it again
             self.ops.kernel_may_hold_writes = self.ops.open_for_writing()
         try:
-            await self._flusher.syncfs()
+            await (self._flusher.syncfs() if requested is None else requested[0].answer(requested[1]))
         except OSError:
             self.ops.kernel_may_hold_writes = writeback
             raise

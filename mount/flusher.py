@@ -28,9 +28,13 @@ and a RELEASEDIR request to the daemon inside every group checkpoint's stop (the
 RELEASEDIR, sent by the kernel after close() returns, also kept the drain after the
 syncfs waiting for it), where the syncfs of a mount with nothing dirty takes microseconds.
 
-The daemon asks it from its trio thread (`Flusher`), which keeps answering the
+The daemon reads the answers in its trio thread (`Flusher`), which keeps answering the
 write-back requests the syncfs waits for: a group daemon's stop seals the file system
-there too (slsfs.group_checkpoint.Seal).
+there too (slsfs.group_checkpoint.Seal). A request may be written from another thread
+(`Flusher.request`: the group stop's tracer, at the freeze, so that the syncfs runs on
+another CPU while the processes are captured); requests are numbered in the order they
+are written and the helper answers them in that order, so each requester takes the
+answer to its own request, never one to a syncfs that began before it asked.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from typing import Iterator
 
 if __name__ != "__main__":   # the helper (this file run as a script) needs no trio: importing it
@@ -167,15 +172,22 @@ def _command(mountpoint: str, held_fd: int | None = None, device: str | None = N
 
 
 class Flusher:
-    """The daemon's side: one helper process per mount, asked from the trio thread."""
+    """The daemon's side: one helper process per mount. Requests are written by `request`
+    (any thread); their answers are read in the trio thread (`answer`, `answered`)."""
 
     EXIT_WAIT_S = 1.0
 
     def __init__(self, process: trio.Process, held_fd: int | None = None) -> None:
         self.process = process
         self.held_fd = held_fd
-        self._lock = trio.Lock()
+        self._lock = trio.Lock()           # one reader of the helper's output at a time
         self._greeted = False
+        self._writing = threading.Lock()   # a request written and numbered at once (any thread)
+        self._closed = False               # (under _writing: no request once the input is closed)
+        self._sent = 0                     # requests written
+        self._read = 0                     # answers read
+        self._answers: dict[int, bytes] = {}   # answers read that their requester has not taken
+        self._pending = b""                # the helper's output read but not yet split into lines
 
     @classmethod
     async def start(cls, mountpoint: str, held_fd: int | None = None, device: str | None = None) -> "Flusher":
@@ -200,24 +212,74 @@ class Flusher:
             _check_banner(await self._line())
             self._greeted = True
 
+    def request(self) -> int:
+        """Ask the helper for a syncfs, from any thread, without waiting for it; the
+        request's number, for `answer`. Raises OSError once the helper's input is closed."""
+        with self._writing:
+            if self._closed:
+                raise OSError(errno.EPIPE, "the syncfs helper is closed")
+            try:
+                os.write(self.process.stdin.fileno(), b"s")     # (one byte: a pipe write is atomic)
+            except BrokenPipeError:
+                raise OSError(errno.EPIPE, f"the syncfs helper (pid {self.process.pid}) exited") from None
+            self._sent += 1
+            return self._sent
+
     async def syncfs(self) -> None:
         """syncfs the mount in the helper; the trio thread keeps answering meanwhile."""
+        await self.answer(self.request())
+
+    async def answer(self, number: int) -> None:
+        """Wait for the answer to request `number` (trio thread); raises its error."""
         async with self._lock:
             await self._greet()
-            await self.process.stdin.send_all(b"s")
-            answer = await self._line()
-        _check_answer(answer)
+            while number not in self._answers:
+                self._note_answer(await self._line())
+        self.take(number)
+
+    def answered(self, number: int) -> bool:
+        """Whether request `number` is answered, found without waiting (trio thread): what
+        the helper wrote so far is read; False while another task reads the output."""
+        if self._lock.locked() or not self._greeted:
+            return False
+        while number not in self._answers:
+            line = self._buffered_line()
+            if line is None:
+                try:
+                    chunk = os.read(self.process.stdout.fileno(), 4096)   # (non-blocking: trio's stream)
+                except BlockingIOError:
+                    return False
+                if not chunk:
+                    return False           # (the helper exited: answer() says so)
+                self._pending += chunk
+            else:
+                self._note_answer(line)
+        return True
+
+    def take(self, number: int) -> None:
+        """Take the answer to request `number`, once `answered`; raises its error."""
+        _check_answer(self._answers.pop(number))
+
+    def _note_answer(self, line: bytes) -> None:
+        """`line` answers the oldest request not yet answered."""
+        self._read += 1
+        self._answers[self._read] = line
+
+    def _buffered_line(self) -> bytes | None:
+        """The next whole line of what was read of the helper's output, if there is one."""
+        if b"\n" not in self._pending:
+            return None
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line + b"\n"
 
     async def _line(self) -> bytes:
-        """The helper's next line: it writes one per request (the banner before the first),
-        never more before the next request, so a read cannot take in more than the line."""
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = await self.process.stdout.receive_some(64)
+        """The helper's next line (the banner, then one answer per request, in order)."""
+        while (line := self._buffered_line()) is None:
+            chunk = await self.process.stdout.receive_some(4096)
             if not chunk:
                 raise OSError(f"the syncfs helper (pid {self.process.pid}) exited "
                               f"with status {self.process.returncode}")
-            line += chunk
+            self._pending += chunk
         return line
 
     async def close(self) -> None:
@@ -227,6 +289,8 @@ class Flusher:
         with trio.move_on_after(self.EXIT_WAIT_S) as scope:
             scope.shield = True
             async with self._lock:
+                with self._writing:
+                    self._closed = True
                 await self.process.stdin.aclose()
             await self.process.wait()
         if self.process.returncode is None:

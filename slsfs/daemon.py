@@ -261,7 +261,8 @@ class Daemon:
         try:
             seal = group_checkpoint.Seal(lambda: self._commit_files(group), self.fs.sync_kernel_cache,
                                          trio.lowlevel.current_trio_token(), self.nursery,
-                                         self.fs.syncfs_needed, self._files_unchanged)
+                                         self.fs.syncfs_needed, self._files_unchanged,
+                                         self.fs.request_kernel_sync, self.fs.kernel_sync_done)
             captures = await self.tracer.run(group_checkpoint.take, [
                 group_checkpoint.Member(member.pids, ImageWriter(self.store, member.tracking.parent),
                                         member.tracking) for member in members], seal)

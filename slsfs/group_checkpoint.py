@@ -126,15 +126,22 @@ class Sealing:
 
 @dataclass(frozen=True)
 class Seal:
-    """Steps 2 and 3 of a group checkpoint (the group frozen), as the daemon does them: in a
-    task of the trio thread (started in `nursery` through `trio_token`), `sync()` (syncfs of
-    the mount through the helper process, then the drain of what the kernel queued: the
-    same thread answers those write-back requests meanwhile), then `commit_files()`:
-    (commit id, volume root), after the thaw when it can (`Sealing`). The tracer thread
-    captures the processes meanwhile. Run
+    """Steps 2 and 3 of a group checkpoint (the group frozen), as the daemon does them: in
+    the trio thread (reached through `trio_token`; a task of `nursery` when it must wait),
+    `sync()` (syncfs of the mount through the helper process, then the drain of what the
+    kernel queued: the same thread answers those write-back requests meanwhile), then
+    `commit_files()`: (commit id, volume root), after the thaw when it can (`Sealing`).
+    The tracer thread captures the processes meanwhile. Run
     there and not in a thread of its own that hands the commit to trio, the seal saves a
     thread's wake-up, that hand-off and the way back (~0.9 of ~1.95 ms of a SQLite stop,
     traced at 100 Hz); other processes' FUSE requests are answered between its steps.
+    The syncfs is asked for by the tracer thread at the freeze (`request_sync()`: the
+    request, or None when it cannot be asked so), so the helper runs it on another CPU
+    during the capture: the trio thread gets its turn only once the real-time tracer
+    blocks (it is woken on the tracer's CPU), and then mostly finds the syncfs answered
+    and nothing left to drain (`synced_now(request)`), and commits at once, without a task
+    (its start and the syncfs's round trip were ~0.4 ms of a SQLite stop at 100 Hz);
+    else `sync(request)` waits for the rest.
     The sync is left out when `syncfs_needed()` says the kernel holds nothing to write
     back (mount.FileSystem.syncfs_needed: no file of the mount open for writing, none
     opened since the last syncfs); no request of a frozen task can be in flight either
@@ -143,19 +150,21 @@ class Seal:
     as it is. None for either: always do it (`sync` None: nothing to sync)."""
 
     commit_files: Callable[[], FilesCommit]
-    sync: Callable[[], Awaitable[None]] | None = None
+    sync: Callable[[Any], Awaitable[None]] | None = None
     trio_token: trio.lowlevel.TrioToken | None = None
     nursery: trio.Nursery | None = None
     syncfs_needed: Callable[[], bool] | None = None
     files_unchanged: Callable[[], FilesCommit | None] | None = None
+    request_sync: Callable[[], Any] | None = None      # (its request: None, or what sync and synced_now take)
+    synced_now: Callable[[Any], bool] | None = None
 
     def start(self, sealing: Sealing | None = None) -> Sealing:
         """Begin the seal (the group frozen; from the tracer thread) into `sealing` (a new
         one if None), which it returns. Its steps' times are
         recorded by the tracer thread as the phases "seal_start" (until the trio thread
-        began it), "syncfs" and "files_commit" ("after_thaw_files_commit" when the commit
-        waited for the thaw), which overlap the capture's: the stop waits for what is left
-        of them up to the drain as "seal_wait".
+        began it), "syncfs" (what was left of it then) and "files_commit"
+        ("after_thaw_files_commit" when the commit waited for the thaw), which overlap the
+        capture's: the stop waits for what is left of them up to the drain as "seal_wait".
         When the kernel holds no write to bring in and the files are unchanged (a group
         that writes no file: Redis without persistence), the answer is found here, at once,
         without a trip to the trio thread (on a busy machine the stop waited for another
@@ -168,42 +177,60 @@ class Seal:
             sealing.drained.set_result({"syncfs": 0.0})
             sealing.committed.set_result((unchanged, {"files_commit": (time.perf_counter() - started) * 1000}))
             return sealing
+        requested = None if synced or self.request_sync is None else self.request_sync()
         try:
-            self.trio_token.run_sync_soon(self._begin, sealing, synced, started)
+            self.trio_token.run_sync_soon(self._begin, sealing, synced, requested, started)
         except trio.RunFinishedError:
             sealing.fail(CheckpointError("the daemon stopped serving during the checkpoint"))
         return sealing
 
-    def _begin(self, sealing: Sealing, synced: bool, asked: float) -> None:
-        """In the trio thread (a run_sync_soon callback: it must not raise)."""
+    def _begin(self, sealing: Sealing, synced: bool, requested: Any, asked: float) -> None:
+        """In the trio thread (a run_sync_soon callback: it must not raise): the seal at
+        once when the syncfs asked for is done, else in a task that waits for it."""
+        started = time.perf_counter()
         try:
-            self.nursery.start_soon(self._seal, sealing, synced, asked)
+            if synced or (requested is not None and self.synced_now is not None and self.synced_now(requested)):
+                self._commit(sealing, {"seal_start": (started - asked) * 1000,
+                                       "syncfs": (time.perf_counter() - started) * 1000})
+                return
+            self.nursery.start_soon(self._seal, sealing, requested, asked)
         except RuntimeError:                 # the nursery is closed: the daemon is stopping
             sealing.fail(CheckpointError("the daemon stopped serving during the checkpoint"))
+        except Exception as exc:             # (the syncfs failed)
+            sealing.fail(exc)
 
-    async def _seal(self, sealing: Sealing, synced: bool, asked: float) -> None:
-        """The seal's task: its outcome goes to `sealing`, never out of the task (the
-        tracer thread waits for it before the thaw, whatever happens); `asked`: when
-        start() was called. No await after the sync: no other request may be answered
-        between the drain and the commit (`Sealing`)."""
+    async def _seal(self, sealing: Sealing, requested: Any, asked: float) -> None:
+        """The seal's task, when the sync is still under way: its outcome goes to
+        `sealing`, never out of the task (the tracer thread waits for it before the thaw,
+        whatever happens); `asked`: when start() was called."""
         with trio.CancelScope(shield=True):  # a half-done freeze must finish (and thaw)
             try:
                 started = time.perf_counter()
-                if not synced and self.sync is not None:
-                    await self.sync()
-                synced_at = time.perf_counter()
-                sealing.drained.set_result({"seal_start": (started - asked) * 1000,
-                                            "syncfs": (synced_at - started) * 1000})
-                waited = sealing.hold_for_the_thaw()
-                committing = time.perf_counter()
-                committed = (self.files_unchanged and self.files_unchanged()) or self.commit_files()
+                if self.sync is not None:
+                    await self.sync(requested)
             except BaseException as exc:
                 sealing.fail(exc)
                 if not isinstance(exc, Exception):
                     raise
             else:
-                name = "after_thaw_files_commit" if waited else "files_commit"
-                sealing.committed.set_result((committed, {name: (time.perf_counter() - committing) * 1000}))
+                self._commit(sealing, {"seal_start": (started - asked) * 1000,
+                                       "syncfs": (time.perf_counter() - started) * 1000})
+
+    def _commit(self, sealing: Sealing, times: dict[str, float]) -> None:
+        """Once synced, in the trio thread and in one step (no other request may be answered
+        between the drain and the commit: `Sealing`): drained, then the files committed."""
+        try:
+            sealing.drained.set_result(times)
+            waited = sealing.hold_for_the_thaw()
+            committing = time.perf_counter()
+            committed = (self.files_unchanged and self.files_unchanged()) or self.commit_files()
+        except BaseException as exc:
+            sealing.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            name = "after_thaw_files_commit" if waited else "files_commit"
+            sealing.committed.set_result((committed, {name: (time.perf_counter() - committing) * 1000}))
 
 
 # One group's write tracking between its checkpoints (tracer thread for everything but

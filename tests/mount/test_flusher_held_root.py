@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,46 @@ def test_a_write_held_in_the_kernel_reaches_the_daemon_at_syncfs(new_mount, held
         writer.kill()
         writer.wait(timeout=60)
     assert flusher.process.returncode is not None
+
+
+def test_a_syncfs_asked_for_from_another_thread_is_answered_to_its_own_requester(new_mount):
+    """A group stop's tracer asks for the syncfs at the freeze (Flusher.request, from its
+    own thread) and the trio thread takes the answer later (answered/take, or answer). The
+    answers are numbered as the requests were written: a syncfs asked for after a write
+    returns only once its own syncfs, begun after the write, has run, not with the answer
+    to an earlier request still waiting to be taken (that syncfs began before the write)."""
+    mnt = new_mount("--checkpoint-interval", "0")      # no periodic flushes
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt.path / "held")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    async def syncs() -> None:
+        flusher = await Flusher.start(str(mnt.path))
+        try:
+            await flusher.ready()
+            assert writer.stdout.readline() == "opened\n"
+            sls("checkpoint", mnt.path)                # the create is committed: clean
+            numbers: list[int] = []
+            asker = threading.Thread(target=lambda: numbers.append(flusher.request()))
+            asker.start()
+            asker.join()
+            with trio.fail_after(30):
+                while not flusher.answered(numbers[0]):
+                    await trio.sleep(0.01)
+            writer.stdin.write("held in the page cache\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline() == "written\n"
+            assert not mnt.status()["dirty"], "the write reached the daemon without a sync"
+            await flusher.syncfs()                     # the earlier answer is not taken yet
+            assert mnt.status()["dirty"], "syncfs returned with the answer to an earlier request"
+            flusher.take(numbers[0])
+        finally:
+            await flusher.close()
+
+    try:
+        trio.run(syncs)
+    finally:
+        writer.kill()
+        writer.wait(timeout=60)
 
 
 def test_a_held_descriptor_spares_the_daemon_an_opendir_per_syncfs(new_mount):

@@ -103,7 +103,7 @@ def test_a_seal_that_must_commit_runs_in_the_trio_thread_and_asks_about_the_sync
 def test_a_seal_that_must_write_back_syncs_in_the_trio_thread_before_it_commits():
     steps: list[tuple[str, int]] = []
 
-    async def sync() -> None:
+    async def sync(requested: int | None) -> None:
         steps.append(("syncfs", threading.get_ident()))
         await trio.sleep(0.01)             # the trio thread answers the write-back meanwhile
 
@@ -152,8 +152,40 @@ def test_a_seal_whose_capture_still_runs_commits_without_waiting_for_the_thaw(mo
     assert list(times) == ["files_commit"]
 
 
+def test_a_seal_whose_syncfs_asked_at_the_freeze_is_done_commits_without_waiting_for_it():
+    """The tracer asks for the syncfs at the freeze (`request_sync`); when the trio thread
+    gets its turn and finds it answered with nothing left to drain (`synced_now`), it
+    commits at once: the seal's own sync is not run."""
+    asked: list[str] = []
+
+    async def sync(requested: int | None) -> None:
+        raise AssertionError("the seal waited for a syncfs that was done")
+
+    with trio_thread() as loop:
+        seal = Seal(lambda: (13, b"root"), sync, loop.token, loop.nursery, syncfs_needed=lambda: True,
+                    files_unchanged=lambda: None, request_sync=lambda: asked.append("request") or 7,
+                    synced_now=lambda number: asked.append(f"done {number}") or True)
+        committed, _ = seal.start().committed.result(timeout=30)
+    assert committed == (13, b"root")
+    assert asked == ["request", "done 7"]
+
+
+def test_a_seal_whose_syncfs_asked_at_the_freeze_is_not_done_waits_for_that_one():
+    waited: list[int | None] = []
+
+    async def sync(requested: int | None) -> None:
+        waited.append(requested)
+
+    with trio_thread() as loop:
+        seal = Seal(lambda: (14, b"root"), sync, loop.token, loop.nursery, syncfs_needed=lambda: True,
+                    files_unchanged=lambda: None, request_sync=lambda: 8, synced_now=lambda number: False)
+        committed, _ = seal.start().committed.result(timeout=30)
+    assert committed == (14, b"root")
+    assert waited == [8], "the seal asked for another syncfs instead of waiting for the one asked at the freeze"
+
+
 def test_a_seal_whose_sync_fails_hands_its_error_to_the_stop_and_leaves_the_loop_running():
-    async def sync() -> None:
+    async def sync(requested: int | None) -> None:
         raise OSError(5, "syncfs of the mount: Input/output error")
 
     with trio_thread() as loop:
