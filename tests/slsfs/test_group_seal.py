@@ -112,5 +112,5 @@ def test_the_files_commit_after_the_thaw_holds_no_request_the_thawed_processes_m
         assert count - 1 <= at <= count, (f"files commit {commit['id']} holds at.{at} with count {count}: "
                                           "a rename made after the thaw")
         checked += 1
-    assert checked >= 100, f"only {checked} files commits to check"
+    assert checked >= 40, f"only {checked} files commits to check"   # (retention keeps the newest 100 commits)
     store.sls("stop", "--store", str(store.path))
