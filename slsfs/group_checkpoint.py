@@ -119,6 +119,7 @@ class Sealing:
         return True
 
     def fail(self, exc: BaseException) -> None:
+        """`exc` is the outcome of whatever is not done yet (the tracer raises it)."""
         for future in (self.drained, self.committed):
             if not future.done():
                 future.set_exception(exc)
