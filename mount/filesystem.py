@@ -65,7 +65,7 @@ from objectstore import Commit, StoreError, StoreFull
 from objectstore.gc import SLICE_S, Collection, Removal
 from objectstore.retention import Prune, retained
 
-from . import fusectl, schema
+from . import device_number, fusectl, schema
 from .control import slsfs_mounts
 from .flusher import Flusher
 from .heap import give_back_free_memory_periodically, keep_freed_buffers
@@ -762,7 +762,8 @@ class FileSystem:
 
     # ----- serving ------------------------------------------------------------------
     async def serve(self, mountpoint: str, *, allow_other: bool = False,
-                    task_status=trio.TASK_STATUS_IGNORED, mount_options: Iterable[str] = ()) -> None:
+                    task_status=trio.TASK_STATUS_IGNORED, mount_options: Iterable[str] = (),
+                    device_minor: int | None = None) -> None:
         """Mount at `mountpoint` and serve until unmounted (or cancelled: then unmount).
 
         `mount_options` are generic kernel mount options (KERNEL_MOUNT_OPTIONS: ro,
@@ -770,6 +771,8 @@ class FileSystem:
         ...: mount.options.atime_policy, applied by the daemon, not the kernel). pyfuse3
         allows one mount per process. Tunes the process's malloc for request buffers
         (mount.heap).
+        `device_minor`: the mount is made on device 0:`device_minor` if it is free (the
+        number of the stale mount a restore replaces: mount.device_number).
         `task_status.started()` is called once the mount is live."""
         mount_options = last_wins(mount_options)          # (libfuse gets them as a set: no order)
         unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS - ATIME_MOUNT_OPTIONS
@@ -784,7 +787,8 @@ class FileSystem:
         self.ops.initialized = trio.Event()
         self.init_relay = InitRelay()           # asks for FUSE_HANDLE_KILLPRIV_V2 (mount.init_flags)
         keep_freed_buffers()
-        pyfuse3.init(self.ops, mountpoint, options)
+        with device_number.taking(device_minor):
+            pyfuse3.init(self.ops, mountpoint, options)
         device = mount_device(mountpoint)
         unmount = True
         self._serving = True

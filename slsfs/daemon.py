@@ -131,9 +131,10 @@ class Startup:
 
 class Daemon:
     def __init__(self, store: Store, fs: FileSystem, mountpoint: str, startup: Startup | None = None,
-                 command: int | None = None) -> None:
+                 command: int | None = None, device_minor: int | None = None) -> None:
         self.store, self.fs, self.mountpoint = store, fs, mountpoint
         self.command = command                # the pid of the command that started us and waits for us
+        self.device_minor = device_minor      # the device number to mount on again (detach_stale)
         self.startup = startup or Startup()
         self.tracer = Tracer()
         self.groups: dict[str, RunningGroup] = {}
@@ -781,7 +782,8 @@ class Daemon:
             async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 # allow_other: a group's processes may run as other users (postgres, a web
                 # server's workers); the kernel still checks every access (default_permissions)
-                await self.fs.serve(self.mountpoint, allow_other=True, task_status=task_status)
+                await self.fs.serve(self.mountpoint, allow_other=True, task_status=task_status,
+                                    device_minor=self.device_minor)
                 nursery.cancel_scope.cancel()
             await nursery.start(serve_then_stop)
             self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
@@ -876,15 +878,20 @@ def _detach(mountpoint: str) -> str:
     return (result.stderr.strip() or "failed") if result.returncode else ""
 
 
-def detach_stale(mountpoint: str, store_path: str) -> None:
+def detach_stale(mountpoint: str, store_path: str) -> int | None:
     """Detach every mount of this store at `mountpoint` left by a killed daemon. We hold the
     store's writer lock, so no live daemon serves them. (A stat does not tell: the kernel
-    answers it from cached attributes for a while after the daemon died.)"""
+    answers it from cached attributes for a while after the daemon died.) The device minor
+    of the one on top (the mount its processes used: ours is made on it again if it is
+    free, mount.device_number), None if there was none."""
     target, store = os.path.realpath(mountpoint), os.path.realpath(store_path)
+    top = None
     for _ in range(50):
         here = [m for m in slsfs_mounts() if m.mountpoint == target]
         if not here:
-            return
+            return top
+        if top is None and here[-1].device:
+            top = int(here[-1].device.split(":")[1])
         if any(os.path.realpath(m.store) != store for m in here):
             raise GroupError(f"{mountpoint} is a mount of another store ({here[0].store}); "
                              "unmount it, or give another mount point (--mountpoint DIR)")
@@ -1005,7 +1012,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
             if not mountpoint:
                 raise GroupError("no mount point given")
             startup.done("plan_restore" if args.restore else "settings")
-            detach_stale(mountpoint, args.store)     # (refuses another store's mount: before the reset)
+            stale_minor = detach_stale(mountpoint, args.store)   # (refuses another store's mount: before the reset)
             startup.done("detach_stale")
         except GroupError as exc:               # (the command says it; `sls restore IMAGE` asks here first)
             ready(f"{REFUSED}{exc}")
@@ -1017,7 +1024,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
         os.makedirs(mountpoint, exist_ok=True)
         fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True, fsync_commits=False,
                         also_keep=_also_keep(store))
-        daemon = Daemon(store, fs, os.path.abspath(mountpoint), startup, command)
+        daemon = Daemon(store, fs, os.path.abspath(mountpoint), startup, command, device_minor=stale_minor)
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)
         daemon.kill_groups()

@@ -1,0 +1,47 @@
+"""A group restored after a crash finds the files it uses on the device number they had:
+its mount is made again on the stale mount's number (mount.device_number), though lower
+numbers fell free meanwhile, which a new mount takes first. Programs compare (st_dev,
+st_ino) of what they opened before (tar: "Directory renamed before its status could be
+extracted")."""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from group_helpers import wait_for
+from tmpfs import tmpfs
+
+# Makes a directory, notes its (st_dev, st_ino), and once `go` appears says whether they are the same
+STAT_KEEPER = """
+import os, time
+os.mkdir("d")
+before = os.stat("d")
+open("ready", "w").close()
+while not os.path.exists("go"):
+    time.sleep(0.02)
+after = os.stat("d")
+with open("verdict.tmp", "w") as f:
+    f.write("same" if (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino) else
+            f"changed from {os.major(before.st_dev)}:{os.minor(before.st_dev)} inode {before.st_ino} "
+            f"to {os.major(after.st_dev)}:{os.minor(after.st_dev)} inode {after.st_ino}")
+os.rename("verdict.tmp", "verdict")
+time.sleep(1000)
+"""
+
+
+def test_a_restored_group_sees_its_files_on_the_device_number_they_had(group_store, tmp_path):
+    store = group_store
+    with contextlib.ExitStack() as lower_numbers:       # taken before the group's mount, freed before its restore
+        for n in range(3):
+            lower_numbers.enter_context(tmpfs(tmp_path / f"hole{n}", "1m"))
+        store.sls("run", "--store", str(store.path), "--name", "k", "--hz", "2", "--",
+                  sys.executable, "-c", STAT_KEEPER)
+        wait_for(lambda: (store.mnt / "ready").exists(), "the directory to be made")
+        store.checkpoint("k")
+    store.crash()
+    store.sls("restore", "k", "--store", str(store.path))
+    (store.mnt / "go").touch()
+    verdict = wait_for(lambda: (store.mnt / "verdict").exists() and (store.mnt / "verdict").read_text(),
+                       "the restored process's verdict")
+    assert verdict == "same"
+    store.sls("stop", "--store", str(store.path))
