@@ -1110,6 +1110,12 @@ class PackStore:
                 problems.append(f"{name} offset 0: the header names another pack number (damaged header)")
             result = fmt.scan(data, version=version)
             for start, end in result.damaged:
+                if number == self._active and start >= result.valid_end:
+                    # past the active pack's last whole record: a torn append (a process killed
+                    # inside a write: the kernel stops at a page), which a writable open cuts,
+                    # or a last record complete but failing its checksum, which the open
+                    # reported already (self.damage); a read-only fsck after a crash sees it
+                    continue
                 problems.append(f"{name} offset {start}: {end - start} damaged bytes")
             intact = {r.offset for r in result.records}
             for cid, loc in self._index.items():

@@ -265,6 +265,9 @@ def test_torn_tail_of_last_pack(tmp_path, reaper):
         shutil.copytree(clean, torn)
         os.truncate(pack_files(torn)[-1], cut)
         survivors_here = [rec for end, rec in commit_ends if end <= cut]
+        with Store.open(torn, readonly=True) as store:   # `sls fsck` right after the crash
+            assert store.fsck() == []
+        assert os.path.getsize(pack_files(torn)[-1]) == cut   # (read-only: nothing cut)
         with Store.open(torn) as store:
             assert store.fsck() == []
             head = store.head
@@ -305,3 +308,23 @@ def test_crash_while_starting_a_pack(store_dir, length):
     with Store.open(store_dir) as store:
         assert store.head.label == "after" and store.fsck() == []
         assert store.get(store.volume("v").get_entry(b"k2").refs[0]) == b"more"
+
+
+def test_a_read_only_fsck_reports_a_damaged_last_record_but_not_a_torn_one(tmp_path):
+    """`sls fsck` opens the store read-only: the active pack's torn tail is not cut then.
+    A torn last record (shorter than it says) is a crash's ordinary leftover, not damage;
+    a last record all there that fails its checksum is damage, and said once."""
+    path = tmp_path / "store"
+    with Store.init(path) as store:
+        store.put(b"x" * 5000)
+        store.commit("one")
+    last = pack_files(path)[-1]
+    records = fmt.scan(last.read_bytes()).records
+    whole = last.read_bytes()
+    last.write_bytes(whole[:records[-1].end - 7])           # torn inside its last record
+    with Store.open(path, readonly=True) as store:
+        assert store.fsck() == []
+    last.write_bytes(whole[:records[-1].end - 3] + bytes(b ^ 0xFF for b in whole[records[-1].end - 3:]))
+    with Store.open(path, readonly=True) as store:
+        problems = store.fsck()
+    assert len(problems) == 1 and "complete but failed its checksum" in problems[0], problems
