@@ -62,17 +62,15 @@ def taking(minor: int | None) -> Iterator[None]:
         yield
         return
     held: list[int] = []
+    got = 0                      # the number the last superblock made got
     try:
         try:
-            while len(held) < MAX_TAKEN:
-                fd = _superblock()
-                held.append(fd)
-                got = os.minor(os.fstat(fd).st_dev)
-                if got >= minor:
-                    break
+            while got < minor and len(held) < MAX_TAKEN:
+                held.append(_superblock())
+                got = os.minor(os.fstat(held[-1]).st_dev)
         except OSError as exc:
             log.info("cannot hold device numbers to mount on 0:%d again: %s", minor, exc)
-        if held and os.minor(os.fstat(held[-1]).st_dev) == minor:
+        if got == minor:
             os.close(held.pop())     # the lowest free number now: the mount's
         else:
             log.info("device 0:%d is not free: the mount gets another number (restored processes "
