@@ -2,7 +2,7 @@
 it, and list the images (checkpointer/).
 
     sls checkpoint PID --store STORE [--name N] [--leave-stopped | --kill [--hold SECONDS]] [--json]
-    sls restore NAME --store STORE [--detach] [--no-pidns] [--lazy] [--json]
+    sls restore NAME --store STORE [--detach] [--no-pidns] [--lazy | --eager] [--json]
     sls ps --store STORE [--json]          (persistence groups, then process images)
 
 `checkpoint` and `restore` are shared with the file-system and group verbs: this module
@@ -76,9 +76,13 @@ def _extend_restore(p: argparse.ArgumentParser) -> None:
                         "exit; a group's restore always returns once it runs, its daemon keeps it)")
     p.add_argument("--no-pidns", action="store_true",
                    help="a process image: restore in this PID namespace (the original PIDs must be free)")
-    p.add_argument("--lazy", action="store_true",
-                   help="a process image: run at once; memory comes in on first touch and in the "
-                        "background (a page server exits once all is in)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--lazy", action="store_const", const=True, dest="lazy",
+                     help="a process image: run at once; memory comes in on first touch and in the "
+                          "background (a page server exits once all is in). Default: lazy for an image "
+                          "of many pages (8 MiB or more), eager for a smaller one; the output says which")
+    how.add_argument("--eager", action="store_const", const=False, dest="lazy",
+                     help="a process image: write all its memory before it runs")
     other, name = p.get_default("func"), _positional(p)
 
     def dispatch(args) -> int:
@@ -199,12 +203,15 @@ def cmd_restore(args, name: str) -> int:
     store = read_only_store(_store_path(args.store))
     try:
         with _command_errors():
-            restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns, lazy=args.lazy)
+            restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns,
+                                            lazy=args.lazy)
     finally:
         close_read_only_store(args.store)       # (a lazy restore's page server reads its own copy)
+    lazy = restored.page_server is not None
     doc = {"image": name, "pids": restored.pids, "ns_init": restored.ns_init, "launcher": restored.launcher.pid,
-           "warnings": restored.warnings}
+           "lazy": lazy, "warnings": restored.warnings}
     _emit(args, doc, f"restored {name!r}: pid {' '.join(map(str, restored.pids))} running"
+                     + (", its memory coming in lazily" if lazy else "")
                      + ("" if args.detach else " (waiting until it exits; Ctrl-C kills it)"))
     if args.detach:
         return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpointer import CheckpointError
+from checkpointer import LAZY_FROM_BYTES, CheckpointError
 from checkpointer.lazy import check_served
 from ckpt_helpers import assert_unbroken, ns_pid, ok_lines, wait_for
 
@@ -54,6 +54,7 @@ def test_checkpoint_ps_restore_detached(procs, cli_store, binaries, tmp_path, su
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     try:
+        assert doc["lazy"] is False     # a small image (below LAZY_FROM_BYTES): eager by default
         log = Path(cli_store) / "daemon.log"    # (a daemon was asked first for a group c1: refused, no error)
         assert " ERROR " not in (log.read_text() if log.exists() else ""), log.read_text()
         [pid] = doc["pids"]
@@ -122,6 +123,12 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def test_restore_help_names_the_size_from_which_it_is_lazy():
+    assert f"({LAZY_FROM_BYTES >> 20} MiB or more)" in " ".join(sls("restore", "--help").stdout.split())
+    done = sls("restore", "x", "--store", "/nowhere", "--lazy", "--eager")
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
+
 def test_cli_errors_are_one_clear_line(cli_store):
     done = sls("checkpoint", "999999999", "--store", cli_store)
     assert done.returncode == 1 and done.stderr.startswith("sls: no process 999999999: ")
@@ -135,21 +142,28 @@ def test_cli_errors_are_one_clear_line(cli_store):
         assert done.returncode == 1 and done.stderr.startswith("sls: --hold SECONDS (more than 0) applies to --kill")
 
 
-def test_restore_lazy_from_the_command_line(procs, cli_store, binaries, tmp_path, subreaper):
+@pytest.mark.parametrize("how, lazy", [("--lazy", True), (None, True), ("--eager", False)])
+def test_restore_lazy_from_the_command_line(procs, cli_store, binaries, tmp_path, subreaper, how, lazy):
+    """A 64 MiB image is restored lazily when asked (--lazy) and by default (it holds more
+    than LAZY_FROM_BYTES of pages), eagerly with --eager; each runs on from where it was."""
     out = tmp_path / "heap.out"
     proc = procs.start([str(binaries / "counter"), str(out), "64"])    # checks 64 MiB of heap
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 5, "5 lines")
     assert sls("checkpoint", str(proc.pid), "--store", cli_store, "--name", "big").returncode == 0
     procs.kill(proc)
     size = out.stat().st_size
-    done = sls("restore", "big", "--store", cli_store, "--detach", "--lazy", "--json")
+    done = sls("restore", "big", "--store", cli_store, "--detach", *([how] if how else []), "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     try:
-        # the command's output (read to its end: both pipes closed) came while its page
-        # server was still serving, which it would not had the server held the pipes
-        with pytest.raises(CheckpointError, match="still coming in"):
-            check_served(doc["pids"][0])
+        assert doc["lazy"] is lazy
+        if lazy:
+            # the command's output (read to its end: both pipes closed) came while its page
+            # server was still serving, which it would not had the server held the pipes
+            with pytest.raises(CheckpointError, match="still coming in"):
+                check_served(doc["pids"][0])
+        else:
+            check_served(doc["pids"][0])    # all its memory written before it ran
         # each line checks another 64 KiB slice of the heap: 1030 lines cover it all
         wait_for(lambda: out.stat().st_size >= size + 1030 * 20, "the lazily restored counter to cover its heap")
         assert assert_unbroken(out, proc.pid) > size // 20 + 1000
