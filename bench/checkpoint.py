@@ -7,7 +7,8 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   (pages copied after the thaw); stop_ms_full_copy: the same with the pages copied and
   stored inside the stop;
 - stop_ms_incremental (fork snapshot) and stop_ms_incremental_copy (pages stored inside
-  the stop), medians over several checkpoints ~100 ms apart;
+  the stop), medians over INCREMENTAL_ROUNDS checkpoints ~100 ms apart
+  (stop_ms_incremental_each: every one of those stops, in order);
 - checkpoint_ms_to_durable: from freeze to a durable commit, incremental, median;
 - image_bytes_full / image_bytes_incremental: growth of the store directory;
 - restore_ms: restore() of the newest image until the process runs again (the last
@@ -106,6 +107,11 @@ int main(int argc, char **argv) {
 }
 """
 WINDOW_SECONDS = 1.0
+# Incremental checkpoints per size (each a snapshot stop, a durable commit and a stop that
+# copies): a median of 3 or 5 stops moved with one slow stop (one in five or so is 20-50%
+# over the rest, often the first after the full checkpoint; 2026-12-02: --quick 1.58, 1.72,
+# 2.33 ms at 10 MiB in three runs within a minute, load ~1).
+INCREMENTAL_ROUNDS = 9
 RESTORE_IN_FRESH_PROCESS = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -220,6 +226,7 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         store.set_root("img/bench", root)
         store.commit("bench last", durable=True)
         result["stop_ms_incremental"] = statistics.median(stops)
+        result["stop_ms_incremental_each"] = [round(stop, 2) for stop in stops]
         result["stop_ms_incremental_copy"] = statistics.median(copy_stops)
         result["checkpoint_ms_to_durable"] = statistics.median(durable)
         result["image_bytes_incremental"] = int(statistics.median(sizes))
@@ -405,7 +412,7 @@ def main() -> int:
                               "sizes": {f"{mib}MiB": stop_only(binary, mib, workdir, args.repeat or 15)
                                         for mib in sizes}}, indent=2))
             return 0
-        results = {f"{mib}MiB": measure(binary, mib, workdir, rounds=5 if args.quick else 3) for mib in sizes}
+        results = {f"{mib}MiB": measure(binary, mib, workdir, rounds=INCREMENTAL_ROUNDS) for mib in sizes}
     print(json.dumps({"benchmark": "checkpoint", "quick": args.quick, "dirty_per_checkpoint_bytes": 1 << 20,
                       "load_average": os.getloadavg()[0], "sizes": results}, indent=2))
     return 0
