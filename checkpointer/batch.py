@@ -73,10 +73,15 @@ class SyscallBatch:
         self.pid = pid
         self.ignores_sigtrap = bool(ignored_signals & SIGTRAP_BIT)
         self.calls: dict[int, list[Call]] = {}
+        self._layout: tuple[int, int] | None = None     # _place's, once the calls are all added
+        # the blobs as last written (run again, from a page kept in the process, at every
+        # checkpoint: capture._state_calls): (base address, code, [(tid, start, end) offsets])
+        self._code: tuple[int, bytes, list[tuple[int, int, int]]] | None = None
 
     def add(self, tid: int, nr: int, *args, out: int = 0) -> Call:
         call = Call(tid, nr, args, out)
         self.calls.setdefault(tid, []).append(call)
+        self._layout = self._code = None
         return call
 
     def run(self, threads: dict[int, FrozenThread], keep_page: bool = False) -> None:
@@ -106,7 +111,9 @@ class SyscallBatch:
         kernel.set_sigmask(main.tid, ALL_SIGNALS)
         inj = Injector(main.tid, syscall_insn_of(self.pid), *stack_scratch(main.regs), held=main.caught)
         try:
-            code_bytes, data_end = self._place()
+            if self._layout is None:
+                self._layout = self._place()
+            data_end = self._layout[1]
             size = (data_end + kernel.PAGE_SIZE - 1) & ~(kernel.PAGE_SIZE - 1)
             base = injection_page.take(self.pid, inj, data_end) if keep_page else None
             kept = base is not None
@@ -115,19 +122,27 @@ class SyscallBatch:
             if base is None:
                 return None
             try:
-                code, entries = bytearray(), []
-                for tid, calls in self.calls.items():
-                    start = base + len(code)
-                    code += b"".join(_code(call, base) for call in calls) + INT3
-                    entries.append((threads[tid], start, base + len(code)))
-                inj.write(base, bytes(code) + bytes(data_end - len(code)))   # results and outputs zeroed
-                _run_blobs(entries)
+                code, offsets = self._blobs(base)
+                inj.write(base, code + bytes(data_end - len(code)))   # results and outputs zeroed
+                _run_blobs([(threads[tid], base + start, base + end) for tid, start, end in offsets])
                 return inj.read(base, data_end)
             finally:
                 if not kept:
                     inj.check(kernel.NR["munmap"], base, size, what="munmap (injection page)")
         finally:
             inj.close()
+
+    def _blobs(self, base: int) -> tuple[bytes, list[tuple[int, int, int]]]:
+        """Every thread's blob, for a mapping at `base`, one after the other: (their code,
+        [(tid, offset of its blob, offset of its end)]); kept for the next run from there."""
+        if self._code is None or self._code[0] != base:
+            code, offsets = bytearray(), []
+            for tid, calls in self.calls.items():
+                start = len(code)
+                code += b"".join(_code(call, base) for call in calls) + INT3
+                offsets.append((tid, start, len(code)))
+            self._code = (base, bytes(code), offsets)
+        return self._code[1], self._code[2]
 
     def _place(self) -> tuple[int, int]:
         """Offsets in the mapping: every thread's code first, then 8-byte results, then

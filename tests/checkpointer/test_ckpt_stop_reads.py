@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from checkpointer import freeze, load_image, procfs
 from checkpointer.incremental import Incremental
 from ckpt_helpers import ok_lines, wait_for
@@ -41,12 +43,13 @@ def test_a_thread_made_while_its_process_is_being_frozen_is_frozen_too(procs, bi
     wait_for(lambda: len(ok_lines(out)) > made, "the target to make threads after the thaws")
 
 
-def _before_and_after(procs, store, tmp_path, change: str, read) -> list:
+def _before_and_after(procs, store, tmp_path, change: str, read, setup: str = "") -> list:
     """`read(process record)` of two checkpoints of a Python process that runs the code
-    `change` between them."""
+    `change` between them (and `setup` before the first)."""
     out, go = tmp_path / "change.out", tmp_path / "go"
     script = f"""
 import os, time
+{setup}
 out = open({str(out)!r}, "w")
 print("ok waiting", file=out, flush=True)
 while not os.path.exists({str(go)!r}):
@@ -100,6 +103,37 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
 """
     limits = _before_and_after(procs, store, tmp_path, lower, lambda record: record["rlimits"]["RLIMIT_NOFILE"])
     assert limits[1] == [limits[0][0] - 1, limits[0][1]], limits
+
+
+NEW_HANDLER = """
+import signal
+signal.signal(signal.SIGUSR2, lambda *_: None)
+"""
+NEW_TIMER = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+timer = ctypes.c_int()
+assert libc.timer_create(1, None, ctypes.byref(timer)) == 0, ctypes.get_errno()     # CLOCK_MONOTONIC
+assert libc.timer_settime(timer, 0, (ctypes.c_long * 4)(0, 0, 3600, 0), None) == 0  # in an hour
+"""
+NEW_THREAD = """
+import threading
+threading.Thread(target=lambda: threading.Event().wait(), daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("change", [NEW_HANDLER, NEW_TIMER, NEW_THREAD], ids=["handler", "timer", "thread"])
+def test_a_handler_timer_or_thread_made_between_two_checkpoints_is_in_the_second(procs, store, tmp_path, change):
+    """The batch of injected calls that reads a process's state from inside is made once
+    per shape of the process (capture._state_calls: its caught and ignored signals, POSIX
+    timers and threads): a new handler, timer or thread changes the shape, and the second
+    checkpoint records it."""
+    shapes = _before_and_after(procs, store, tmp_path, change, lambda record: (
+        "12" in record["sigactions"], [t["remaining"][0] > 3000 for t in record["posix_timers"]],
+        len(record["threads"])), setup=NEW_THREAD)    # (glibc's handlers for threads set up before)
+    assert shapes[0] == (False, [], 2), shapes
+    assert shapes[1] == {NEW_HANDLER: (True, [], 2), NEW_TIMER: (False, [True], 2),
+                         NEW_THREAD: (False, [], 3)}[change], shapes
 
 
 def _memory_fds(pid: int) -> list[str]:
