@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     (slsfs.daemon_start)."""
     from . import daemon_start            # (it imports this module)
     if argv is None and sys.argv[1:2] in (["restore"], ["run"]):
-        daemon_start.prefork()
+        daemon_start.prefork(sys.argv[2:])
     try:
         code = _run(argv)
     finally:

@@ -11,7 +11,7 @@
 
 Group ops: run {settings, env}, persist {pid, name, hz}, group_checkpoint {group, name?},
 barrier {group}, resolve_group {group, at?, checkpoint_names?}, clone_group {group, at?, count}, ps,
-stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
+restore {group, at?}, stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
 (`<mount>/<group>.clone<N>/`, paths remapped at restore); each is a group of its own (its
 `directory` in its settings), checkpointed like the others.
 
@@ -24,8 +24,10 @@ checkpointed at the fastest rate any asks for).
 With --restore, before mounting, the volume is reset to the file system recorded in
 the group checkpoint (the newest, or the one current at --at), then the processes are
 restored from its image once the mount is live, and those of the other groups whose
-checkpoints pair with the same files commit (checkpointed with it). Log:
-`<store>/daemon.log`.
+checkpoints pair with the same files commit (checkpointed with it). `sls restore` with
+the daemon running (a roll back, or the group alone crashed) is done by the daemon in
+place (restore_in_place: the same steps, the mount ended and made again, no new
+daemon's ~250 ms start). Log: `<store>/daemon.log`.
 
 Checkpoints asked for are retried on the transient errors of freezing a busy tree; a
 stop kills the groups first and ends the process within STOP_WATCHDOG_S whatever hangs.
@@ -85,7 +87,7 @@ from mount.control import CONTROL_VERSION, slsfs_mounts
 from mount.control_server import control_listener, exchange
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
-from mount.filesystem import FileSystem, MountError, clone_volume_roots
+from mount.filesystem import FileSystem, MountError, clone_volume_roots, mount_device
 
 from . import daemon_priority, group_init, group_process, groups, orphans, rootfs
 from .daemon_ready import LOG_NAME, REFUSED, ready_line
@@ -146,8 +148,9 @@ class Daemon:
         self.mount_fd = -1                    # the mount's root, opened once (its syncfs helper's: flush_through)
         self.roots: set[str] = set()          # root file systems prepared for --root groups (slsfs.rootfs)
         self.pages_coming: dict[str, trio.Event] = {}   # lazily restored groups: set once all pages are in
-        fs.history.extensions["procs"] = _procs_view(store)
         self.checkpoints_imported = trio.Event()   # set by import_checkpoints (once the daemon serves)
+        self._serving: trio.CancelScope | None = None   # the mount's serving (_serve), ended by a remount
+        self._served = trio.Event()               # set once that serving has ended
 
     # ----- checkpoints ---------------------------------------------------------------
     def _commit_files(self, group: RunningGroup) -> tuple[int, ChunkId]:
@@ -189,17 +192,20 @@ class Daemon:
         instant (`_partners`; not when `alone`): after a crash all of them come back with
         the files of that instant. None, and no checkpoint, if `unless_taken_since` is
         given and the group's checkpoint count (seq) is past it once this one may begin: a
-        partner's checkpoint, under way as this one was asked for, took the group too."""
+        partner's checkpoint, under way as this one was asked for, took the group too; or if
+        the group was ended by a restore in place (`replaced`)."""
         await self.checkpoints_imported.wait()
         from . import group_checkpoint
         while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group, alone)]
                          if g.name in self.pages_coming]:
             await coming[0].wait()               # an image must not miss pages that are not in yet
+        if group.replaced:                       # (its mount is gone, or going: restore_in_place)
+            return None
         await self.fs.flush_through(self.mount_fd)   # (started by main: a stop's syncfs must not wait for it)
         if not wait:                             # a disk slower than the checkpoints holds them back
             await self.group_commit.within(UNDURABLE_COMMITS_MAX)
         async with self.lock:
-            if unless_taken_since is not None and group.seq != unless_taken_since:
+            if group.replaced or (unless_taken_since is not None and group.seq != unless_taken_since):
                 return None
             members = [group] + [g for g in self._partners(group, alone) if g.name not in self.pages_coming]
             while True:
@@ -353,11 +359,12 @@ class Daemon:
         await self._ended(group)
 
     async def _ended(self, group: RunningGroup) -> None:
-        status = None if self.stopping else await _exit_status(group)
+        noted_already = self.stopping or group.replaced      # (by stop, or by a restore in place)
+        status = None if noted_already else await _exit_status(group)
         await self.checkpoints_imported.wait()      # (its tracking is made by the capture side)
         async with self.lock:
             group.tracking.reset()
-            if not self.stopping:
+            if not noted_already:
                 self._note_ends([group], "exited", status)
         group.reap()
         log.info("group %s has exited (status %s); last checkpoint %s", group.name, status, group.last_checkpoint)
@@ -481,6 +488,61 @@ class Daemon:
         self._adopt(group)
         log.info("restored group %s (pids %s) from checkpoint %s", group.name, group.pids, commit_id)
         return group
+
+    async def restore_in_place(self, name: str, at: str | None) -> dict:
+        """`sls restore GROUP|CHECKPOINT` answered by this running daemon (a roll back, or
+        a restore after the group alone crashed): what a new daemon started with --restore
+        does (main), without that start (imports, store opening: ~250 ms). Every group is
+        killed (the command asked the user first: --force), the mount is ended, the volume
+        reset to the checkpoint's file system (reset_volume), mounted again at the same
+        place (on the same device number when the old mount is gone: mount.device_number),
+        and the groups restored from their images. {"in_place": False}, and nothing done,
+        when the checkpoint's volume or mount point is not ours: the command then stops us
+        and starts a daemon there. A failure after the mount has ended stops the daemon
+        (`failed`: _serve_one ends it once the reply is out)."""
+        plan = plan_restore(self.store, name, at)
+        settings = plan.record.settings
+        if settings.volume != self.fs.volume_name or settings.mount_root() != self.mountpoint:
+            return {"in_place": False}
+        phases = Startup()                     # (where its time goes: logged)
+        running = [g for g in self.groups.values() if g.alive()]
+        for group in self.groups.values():
+            group.replaced = True
+        self.kill_groups()
+        async with self.lock:
+            await self._end_groups(running)
+            await self._page_servers_done()
+            phases.done("end_groups")
+            device = mount_device(self.mountpoint)
+            try:
+                os.close(self.mount_fd)
+                self.mount_fd = -1
+                self._serving.cancel()
+                await self._served.wait()
+                phases.done("unmount")
+                self.fs.close()
+                phases.done("close")
+                restore = reset_volume(self.store, plan)
+                phases.done("reset_volume")
+                self.fs = group_filesystem(self.store, settings.volume)
+                self.groups.clear()
+                phases.done("open_volume")
+                self.device_minor = int(device.split(":")[1]) if device else None
+                await self.nursery.start(self._serve)
+                self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+                phases.done("mount")
+                for record, commit_id in restore:
+                    await self.restore_group(record, commit_id)
+                phases.done("restore")
+            except (CheckpointError, GroupError, MountError, StoreError, OSError) as exc:
+                self.failed = f"restore in place failed: {exc}"
+                log.error("%s", self.failed)
+                raise GroupError(f"{self.failed}; the daemon has stopped (see {LOG_NAME}): "
+                                 f"`sls restore {name}` again starts a new one") from None
+        log.info("restored group %s in place in %.1f ms (%s)", name, sum(phases.phases.values()),
+                 ", ".join(f"{k} {v:.1f}" for k, v in phases.phases.items()))
+        self.nursery.start_soon(self._hand_root_to_syncfs_helper)
+        return {**self.status(), "restored": settings.name, "in_place": True}
 
     async def clone_group(self, name: str, at: str | None, count: int) -> list[dict]:
         """Start `count` copies of a group checkpoint, each on its own O(1) clone of the
@@ -651,6 +713,8 @@ class Daemon:
                 return {"ok": True, "group": group.name, "checkpoint": group.last_checkpoint, "durable": durable}
             if op == "persist":
                 return {"ok": True, **await self.persist(int(req["pid"]), req["name"], float(req["hz"]))}
+            if op == "restore":
+                return {"ok": True, **await self.restore_in_place(req["group"], req.get("at"))}
             if op == "clone_group":
                 return {"ok": True, "clones": await self.clone_group(req["group"], req.get("at"), req["count"])}
             if op == "resolve_group":
@@ -718,18 +782,26 @@ class Daemon:
         running = [g for g in self.groups.values() if g.alive()]
         self.kill_groups()                     # first: a checkpoint under way ends at once (ProcessGone)
         async with self.lock:
-            self.kill_groups()
-            self._note_ends(running, "daemon stopped", None)
-            deadline = time.monotonic() + STOP_WAIT_S
-            while any(g.alive() for g in self.groups.values()) and time.monotonic() < deadline:
-                await trio.sleep(0.02)         # keep serving FUSE: dying processes flush their files
-            with trio.move_on_after(STOP_WAIT_S):
-                await self.fs.flush_kernel_writes()   # what is left in the writeback cache
-            for group in self.groups.values():
-                group.reap()
-            for root in self.roots:            # before the FUSE unmount, which they would block
-                await rootfs.release(root)
+            await self._end_groups(running)
         self.nursery.cancel_scope.cancel()
+
+    async def _end_groups(self, running: list[RunningGroup]) -> None:
+        """Under the lock: kill every group (their last durable checkpoints stay; the records
+        of `running`, those that ran, say "daemon stopped"), serving their files until they
+        are gone, then bring in what they left in the kernel's writeback cache and release
+        their roots."""
+        self.kill_groups()
+        self._note_ends(running, "daemon stopped", None)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for pid in [pid for g in self.groups.values() for pid in g.pids]:
+            await until_exited(pid, max(0.0, deadline - time.monotonic()))   # (serving FUSE: the dying close files)
+        with trio.move_on_after(STOP_WAIT_S):
+            await self.fs.flush_kernel_writes()   # what is left in the writeback cache
+        for group in self.groups.values():
+            group.reap()
+        for root in self.roots:            # before the FUSE unmount, which they would block
+            await rootfs.release(root)
+        self.roots.clear()
 
     def kill_groups(self) -> None:
         for group in self.groups.values():
@@ -760,7 +832,9 @@ class Daemon:
     # ----- control socket ------------------------------------------------------------
     async def _serve_one(self, stream: trio.SocketStream) -> None:
         request, reply = await exchange(stream, self.handle, LOG_NAME)
-        if reply.get("ok") and request is not None and request.get("op") == "shutdown":
+        if self.failed:                      # (a restore in place that failed half-way)
+            self.nursery.start_soon(self.stop)
+        elif reply.get("ok") and request is not None and request.get("op") == "shutdown":
             self.nursery.start_soon(self.stop)
 
     async def serve_control(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -778,14 +852,7 @@ class Daemon:
     async def main(self, restore: list[tuple[GroupCheckpoint, int | None]], ready) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-
-            async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
-                # allow_other: a group's processes may run as other users (postgres, a web
-                # server's workers); the kernel still checks every access (default_permissions)
-                await self.fs.serve(self.mountpoint, allow_other=True, task_status=task_status,
-                                    device_minor=self.device_minor)
-                nursery.cancel_scope.cancel()
-            await nursery.start(serve_then_stop)
+            await nursery.start(self._serve)
             self.mount_fd = await trio.to_thread.run_sync(os.open, self.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
             self.startup.done("mount")
             nursery.start_soon(self._stop_on_signals)
@@ -810,10 +877,31 @@ class Daemon:
             if restore:
                 await self._until_the_command_ends()
             nursery.start_soon(self.import_checkpoints)
-            try:        # after the restore: its interpreter's start would compete with it
-                await self.fs.flush_through(self.mount_fd)
-            except OSError as exc:                   # (each checkpoint tries again, and fails with it)
-                log.warning("the mount's syncfs helper did not start: %s", exc)
+            await self._hand_root_to_syncfs_helper()   # after the restore: its start would compete with it
+
+    async def _serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the mount until it is unmounted (then the daemon ends) or a restore in
+        place ends this serving (`_serving` cancelled) to mount the volume again."""
+        self._served = trio.Event()
+        try:
+            with trio.CancelScope() as serving:
+                self._serving = serving
+                # allow_other: a group's processes may run as other users (postgres, a web
+                # server's workers); the kernel still checks every access (default_permissions)
+                await self.fs.serve(self.mountpoint, allow_other=True, task_status=task_status,
+                                    device_minor=self.device_minor)
+        finally:
+            self._served.set()
+        if not serving.cancelled_caught:
+            self.nursery.cancel_scope.cancel()
+
+    async def _hand_root_to_syncfs_helper(self) -> None:
+        """From now on the mount's syncfs helper syncfs()es our descriptor of its root
+        (FileSystem.flush_through); its interpreter starts here."""
+        try:
+            await self.fs.flush_through(self.mount_fd)
+        except OSError as exc:                   # (each checkpoint tries again, and fails with it)
+            log.warning("the mount's syncfs helper did not start: %s", exc)
 
 
 #: The modules of checkpoints (the capture side, retention, the processes' history
@@ -824,6 +912,15 @@ CHECKPOINT_MODULES = ("slsfs.group_checkpoint", "slsfs.group_retention", "slsfs.
 def _import_all(names: tuple[str, ...]) -> None:
     for name in names:
         importlib.import_module(name)
+
+
+def group_filesystem(store: Store, volume: str) -> FileSystem:
+    """Volume `volume` of `store` as a group daemon serves it (see the module's
+    simplifications), with the processes of each checkpoint in its history view."""
+    fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True, fsync_commits=False,
+                    also_keep=_also_keep(store))
+    fs.history.extensions["procs"] = _procs_view(store)
+    return fs
 
 
 def _procs_view(store: Store):
@@ -1022,13 +1119,12 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
             restore = reset_volume(store, plan)
             startup.done("reset_volume")
         os.makedirs(mountpoint, exist_ok=True)
-        fs = FileSystem(store, volume, checkpoint_interval_ms=None, writeback_cache=True, fsync_commits=False,
-                        also_keep=_also_keep(store))
-        daemon = Daemon(store, fs, os.path.abspath(mountpoint), startup, command, device_minor=stale_minor)
+        daemon = Daemon(store, group_filesystem(store, volume), os.path.abspath(mountpoint), startup, command,
+                        device_minor=stale_minor)
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)
         daemon.kill_groups()
-        fs.close()
+        daemon.fs.close()
         log.info("stopped; last checkpoint %s", store.head.id if store.head else None)
         return 1 if daemon.failed else 0
     except (GroupError, MountError, StoreError, OSError, RuntimeError) as exc:

@@ -31,6 +31,7 @@ from . import daemon_priority
 from .cli import CommandError, skip_teardown_at_exit
 from .daemon_ready import LOG_NAME, REFUSED, parse_ready_line, read_line
 
+CONTROL_SOCKET_NAME = "control.sock"     # mount.control.SOCKET_NAME, not imported before the fork
 DAEMON_START_TIMEOUT_S = 120.0
 DAEMON_STOP_TIMEOUT_S = 60.0
 _unstarted: list["DaemonStart"] = []     # forks not yet handed to a command, or not yet started
@@ -162,9 +163,46 @@ def _one_thread() -> bool:
     return len(os.listdir("/proc/self/task")) == 1
 
 
-def prefork() -> None:
-    """Fork the daemon to be now, for a command that may start one (see the module)."""
-    DaemonStart()
+def prefork(argv: list[str]) -> None:
+    """Fork the daemon to be now, for a command that may start one (see the module),
+    unless a group daemon serves the store named in `argv` (--store) already: it runs the
+    command's group or restores it in place (slsfs.daemon's restore_in_place), and the
+    fork's imports would take the other CPU from it."""
+    store = _store_argument(argv)
+    if store is None or not _group_daemon_serves(store):
+        DaemonStart()
+
+
+def _store_argument(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--":                        # (`sls run ... -- CMD ARGS`: the command's own)
+            break
+        if arg == "--store" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--store="):
+            return arg.removeprefix("--store=")
+    return None
+
+
+def _group_daemon_serves(store: str) -> bool:
+    """Whether a group daemon answers on `store`'s control socket (`sls mount`'s daemon,
+    which a command takes over with a new daemon, does not know `ps`). Asked with the
+    socket module's C part first: after a crash the socket is stale and refuses at once,
+    and the fork must come before the command's imports (mount.control's among them)."""
+    import _socket
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        probe.connect(os.path.join(store, CONTROL_SOCKET_NAME))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    from mount.control import ControlError, request
+    try:
+        request(store, "ps", timeout=10)
+        return True
+    except ControlError:
+        return False
 
 
 def take() -> DaemonStart:

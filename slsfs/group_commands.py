@@ -19,14 +19,14 @@ import select
 import shlex
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon
 from .cli import CommandError, add_json_flag, read_only_store
 from .daemon_ready import LOG_NAME
-from .daemon_start import DAEMON_STOP_TIMEOUT_S, DaemonStart, start_daemon, take
+from .daemon_start import DAEMON_STOP_TIMEOUT_S, end_unstarted, start_daemon, take
 
 AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
            "(a group checkpoint's own, or its files commit's), a name given by `sls checkpoint --name`, "
@@ -241,7 +241,7 @@ def cmd_run(args) -> int:
         if any(g["group"] == name and g["running"] for g in status["groups"]):
             raise CommandError(f"group {name} is already running (pids "
                                f"{' '.join(str(p) for g in status['groups'] if g['group'] == name for p in g['pids'])})")
-        group = _restore_in_new_daemon(store, name, None, chosen, status, force=False)
+        group = _restore_group(store, name, None, chosen, status, force=False)
         _print(args, group, _restored_line(group))
         return 0
     if status is None:           # --resume: the daemon restores the group if the store has it (opened once)
@@ -383,9 +383,8 @@ def cmd_group_restore(args) -> int:
     if args.clone:
         return cmd_group_clone(args)
     plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
-    daemon = take()                      # (forked when the command started: imports meanwhile)
-    group = _restore_in_new_daemon(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
-                                   daemon_status(store), force=args.force, daemon=daemon)
+    group = _restore_group(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
+                           daemon_status(store), force=args.force)
     _print(args, group, _restored_line(group))
     return 0
 
@@ -401,16 +400,18 @@ def _check_restorable(store: str, name: str, at: str | None) -> None:
         raise CommandError(str(exc)) from None
 
 
-def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: str | None,
-                           status: dict | None, *, force: bool, daemon: DaemonStart | None = None) -> dict:
-    """Stop the store's daemon (if `status` says one runs), start one restoring group
-    `name` (or the group checkpointed at `name`: groups.resolve_named) from its checkpoint
-    `at` (default: newest durable); the group's `ps` entry, with its partners (see
-    _restored_group). Other running groups share the volume whose files the restore
-    resets, so they are stopped too: only with `force`. The store is not opened here: a
-    running daemon resolves `name` before it is stopped, and with none running the daemon
-    started (which opens the store anyway) refuses a group or checkpoint it does not find
-    before it mounts anything."""
+def _restore_group(store: str, name: str, at: str | None, mountpoint: str | None,
+                   status: dict | None, *, force: bool) -> dict:
+    """Restore group `name` (or the group checkpointed at `name`: groups.resolve_named)
+    from its checkpoint `at` (default: newest durable); the group's `ps` entry, with its
+    partners (see _restored_group). When `status` says a daemon runs, it restores in place
+    if the checkpoint is of the volume and mount point it serves (Daemon.restore_in_place:
+    no new daemon's start); else it is stopped and a new one started, restoring. Other
+    running groups share the volume whose files the restore resets, so they are stopped
+    too: only with `force`. The store is not opened here: a running daemon resolves
+    `name` before anything is stopped, and with none running the daemon started (which
+    opens the store anyway) refuses a group or checkpoint it does not find before it
+    mounts anything."""
     if mountpoint:
         _refuse_another_stores_mount(store, mountpoint)
     if status is not None:
@@ -422,10 +423,19 @@ def _restore_in_new_daemon(store: str, name: str, at: str | None, mountpoint: st
                                "the volume's files back to its checkpoint, so they would be stopped too. "
                                f"Stop them first (sls stop GROUP --store {store}) or pass --force "
                                "(their last durable checkpoints stay)")
+        if not mountpoint or os.path.abspath(mountpoint) == status["mountpoint"]:
+            end_unstarted()                    # (a daemon to be, importing on the other CPU)
+            try:
+                restored = request(store, "restore", group=name, at=at)
+            except ControlError as exc:
+                if "unknown request" not in str(exc):     # (else a daemon older than the op)
+                    raise CommandError(str(exc)) from None
+                restored = {}
+            if restored.get("in_place"):
+                return _restored_group(store, restored, name)
         stop_daemon(store, status["daemon"])
-    status = ((daemon or take()).start(store, "--restore", name, *(["--at", at] if at else []),
-                                                   *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint
-                                                     else []))
+    status = (take().start(store, "--restore", name, *(["--at", at] if at else []),
+                           *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
               or daemon_status(store) or {"groups": []})
     return _restored_group(store, status, name)
 

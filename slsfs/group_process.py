@@ -72,6 +72,7 @@ class RunningGroup:
     precopied_last: int = 0                   # of which copied before its freeze (incremental.precopy)
     stop_phases_last: dict[str, float] = field(default_factory=dict)   # ms per phase of the last stop
     left_out_until: float = 0.0               # (monotonic) its capture failed in another group's checkpoint
+    replaced: bool = False                    # ended by a restore in place (its end noted by that restore)
 
     @property
     def name(self) -> str:

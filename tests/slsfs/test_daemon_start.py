@@ -208,6 +208,26 @@ def test_a_restore_forks_its_daemon_before_it_imports_what_the_fork_can(tmp_path
                 "mount.control"} & imported, sorted(imported)
 
 
+def test_a_restore_that_the_running_daemon_does_forks_no_daemon(group_store, tmp_path):
+    """With a group daemon serving the store, `sls restore` is done by it (in place): the
+    command forks no daemon to be, whose imports would take the other CPU from the
+    restore; the control socket's name it probes is mount.control's."""
+    from mount.control import SOCKET_NAME
+    from slsfs.daemon_start import CONTROL_SOCKET_NAME
+    assert CONTROL_SOCKET_NAME == SOCKET_NAME
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "g", "--hz", "0", "--",
+              sys.executable, "-c", "import time; time.sleep(600)")
+    store.checkpoint("g")
+    probe = tmp_path / "imported"
+    restored = subprocess.run([sys.executable, "-c", IMPORTED_AT_FORK, "restore", "g", "--store", str(store.path)],
+                              capture_output=True, text=True, env={**os.environ, "SLS_PROBE_LOG": str(probe)},
+                              timeout=60)
+    assert restored.returncode == 0 and "group g: restored" in restored.stdout, restored
+    assert not probe.exists(), "the command forked a daemon to be"
+    store.sls("stop", "--store", str(store.path))
+
+
 def test_a_restoring_daemon_goes_on_once_its_command_has_exited():
     """What a restoring daemon does once it answered (imports, its syncfs helper's start)
     waits until the command that waits for that answer has exited (until_exited): at the
