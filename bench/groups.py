@@ -11,7 +11,9 @@ without checkpoints), the load average beside each rate, freeze-to-durable time
 (median) and restore after a crash (SIGKILL of app and daemon), RESTORES times: the
 daemon's restore time (and its phases: restore_daemon_phases_ms, see `sls ps --json`'s
 restore_phases_ms), the wall time of `sls restore` (which starts a daemon and mounts)
-and where the daemon's start went (restore_daemon_startup_ms: `ps`'s startup_ms).
+and where the daemon's start went (restore_daemon_startup_ms: `ps`'s startup_ms); and the
+same after a crash of the application alone (restore_app_crash_*: the running daemon
+restores it in place, its mount made again).
 
 Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mib MiB
 (DEBUG POPULATE), measured with redis-benchmark (SET, 50 clients) the same ways, the
@@ -179,18 +181,23 @@ def note_checkpoints(out: dict, prefix: str, key: str, status: dict, extra: str)
         out[f"{prefix}{name}_{key}"] = status[field]
 
 
-def crash_and_restore(store: Path, group: str, out: dict, prefix: str) -> None:
+def crash_and_restore(store: Path, group: str, out: dict, prefix: str, daemon_too: bool = True) -> None:
     """RESTORES times: SIGKILL the group's process and the daemon, then time `sls restore`
     (wall) and the daemon's own restore. The medians, every value (with the load average
     of the minute before each), and the run of the median wall's breakdown: the restore's
     phases and the daemon's start up to its answer (startup_ms: imports, store_open,
-    detach_stale, reset_volume, mount, restore, ...)."""
+    detach_stale, reset_volume, mount, restore, ...). Not `daemon_too`: the application
+    alone is killed, and the running daemon restores it in place (keys restore_app_crash_*)."""
     runs = []
+    kind = "" if daemon_too else "app_crash_"
     for _ in range(RESTORES):
         ps = request(store, "ps")
         os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
-        os.kill(ps["daemon"], signal.SIGKILL)
+        if daemon_too:
+            os.kill(ps["daemon"], signal.SIGKILL)
         time.sleep(0.2)
+        while not daemon_too and request(store, "ps")["groups"][0]["running"]:
+            time.sleep(0.05)
         load = os.getloadavg()[0]
         started = time.perf_counter()
         sls("restore", group, "--store", str(store))
@@ -200,13 +207,14 @@ def crash_and_restore(store: Path, group: str, out: dict, prefix: str) -> None:
         time.sleep(1.0)                  # a few checkpoints of the restored group before the next crash
     runs.sort(key=lambda run: run[0])
     wall, _, _, median = runs[len(runs) // 2]
-    out[f"{prefix}restore_cli_wall_ms"] = wall
-    out[f"{prefix}restore_daemon_ms"] = sorted(run[1] for run in runs)[len(runs) // 2]
-    out[f"{prefix}restore_cli_wall_ms_all"] = [run[0] for run in runs]
-    out[f"{prefix}restore_daemon_ms_all"] = [run[1] for run in runs]
-    out[f"{prefix}restore_load_avg_1min"] = [round(run[2], 2) for run in runs]
-    out[f"{prefix}restore_daemon_phases_ms"] = median["groups"][0]["restore_phases_ms"]
-    out[f"{prefix}restore_daemon_startup_ms"] = median.get("startup_ms")
+    out[f"{prefix}restore_{kind}cli_wall_ms"] = wall
+    out[f"{prefix}restore_{kind}daemon_ms"] = sorted(run[1] for run in runs)[len(runs) // 2]
+    out[f"{prefix}restore_{kind}cli_wall_ms_all"] = [run[0] for run in runs]
+    out[f"{prefix}restore_{kind}daemon_ms_all"] = [run[1] for run in runs]
+    out[f"{prefix}restore_{kind}load_avg_1min"] = [round(run[2], 2) for run in runs]
+    out[f"{prefix}restore_{kind}daemon_phases_ms"] = median["groups"][0]["restore_phases_ms"]
+    if daemon_too:
+        out[f"{prefix}restore_daemon_startup_ms"] = median.get("startup_ms")
 
 
 RESTORES = 3
@@ -460,6 +468,7 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         note_redis_thread(out, key, run.thread, requests, frozen_ms)
         if hz == 10:
             crash_and_restore(store, "redis", out, "redis_")
+            crash_and_restore(store, "redis", out, "redis_", daemon_too=False)
         sls("stop", "--store", str(store))
         references.append(plain_redis(work, mib, requests))    # (no daemon running: none competes)
     note_redis_references(out, references, requests)
@@ -519,6 +528,7 @@ def sqlite_bench(work: Path, out: dict, stores: list[Path], script: Path, window
             out[f"daemon_cpu_share_of_one_cpu_{key}"] = round(run.daemon_cpu_ms / 1000 / run.seconds, 3)
         if hz == 10:
             crash_and_restore(run.store, "bench", out, "")
+            crash_and_restore(run.store, "bench", out, "", daemon_too=False)
         sls("stop", "--store", str(run.store))
     base = out["rows_per_s_no_slsfs"]
     for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
