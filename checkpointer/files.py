@@ -543,21 +543,12 @@ class FileCapture:
         one packet, whose lengths are kept (`packets`) so that the restore writes them as
         packets again."""
         source = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
-        read_end, write_end = os.pipe2(os.O_NONBLOCK)
         try:
             size = fcntl.fcntl(source, F_GETPIPE_SZ)
-            fcntl.fcntl(write_end, F_SETPIPE_SZ, size)
-            try:
-                copied = kernel.syscall(_NR_TEE, source, write_end, size, SPLICE_F_NONBLOCK)
-            except BlockingIOError:
-                copied = 0  # empty pipe
-            pieces, left = [], copied
-            while left:
-                pieces.append(os.read(read_end, left))
-                left -= len(pieces[-1])
+            # (most pipes hold nothing at most stops: no copy to make, 5 system calls fewer)
+            pieces = _teed(source, size) if kernel.bytes_waiting(source) else []
         finally:
-            for f in (source, read_end, write_end):
-                os.close(f)
+            os.close(source)
         record = {"size": size, "data": self.put_blob(b"".join(pieces))}
         if len(pieces) > 1:
             record["packets"] = [len(piece) for piece in pieces]
@@ -784,6 +775,26 @@ def _connected_to(peer: int) -> dict:
     info = sockets.unix_info(peer)
     name = info and info["name"]
     return {"ino": peer, "address": name.hex() if name else None}
+
+
+def _teed(source: int, size: int) -> list[bytes]:
+    """The bytes buffered in pipe `source` (whose buffer is `size` bytes), copied with tee(2)
+    into a pipe of our own and read from there, a read per packet of a packet-mode pipe."""
+    read_end, write_end = os.pipe2(os.O_NONBLOCK)
+    try:
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, size)
+        try:
+            copied = kernel.syscall(_NR_TEE, source, write_end, size, SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            copied = 0  # emptied meanwhile (not while frozen)
+        pieces, left = [], copied
+        while left:
+            pieces.append(os.read(read_end, left))
+            left -= len(pieces[-1])
+        return pieces
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:

@@ -124,13 +124,9 @@ def _queued_bytes(pid: int, fd: int) -> int:
     """Bytes of events waiting in the instance (FIONREAD on our own dup of the fd)."""
     dup = kernel.borrow_fd(pid, fd)
     try:
-        return _fionread(dup)
+        return kernel.bytes_waiting(dup)
     finally:
         os.close(dup)
-
-
-def _fionread(fd: int) -> int:
-    return struct.unpack("i", ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
 
 
 def make(inj, record: dict, remap, warnings: list[str], ns_pid: int, held: Callable[[int], int]) -> int:
@@ -173,18 +169,18 @@ def _leave_overflow_event(tid: int, fd: int) -> None:
             wd = kernel.syscall(_NR_INOTIFY_ADD_WATCH, instance, ctypes.addressof(path), IN_ACCESS | IN_MODIFY)
             with open("/proc/sys/fs/inotify/max_queued_events") as f:
                 pairs = int(f.read()) // 2 + 1
-            queued, before = _fionread(instance), -1
+            queued, before = kernel.bytes_waiting(instance), -1
             while queued != before:
                 for _ in range(pairs):
                     os.pwrite(standin.fileno(), b"\0", 0)
                     os.pread(standin.fileno(), 1, 0)
-                pairs, queued, before = 1, _fionread(instance), queued
+                pairs, queued, before = 1, kernel.bytes_waiting(instance), queued
             kernel.syscall(_NR_INOTIFY_RM_WATCH, instance, wd)
         try:   # the program's next watch gets the number it would have had
             ioctl(instance, INOTIFY_IOC_SETNEXTWD, wd)
         except OSError:
             pass   # a kernel without CONFIG_CHECKPOINT_RESTORE: that number is skipped
-        left = _fionread(instance) - _EVENT_SIZE
+        left = kernel.bytes_waiting(instance) - _EVENT_SIZE
         while left > 0:
             left -= len(os.read(instance, min(left, 1 << 16)))
     finally:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import struct
+import termios
 
 # glibc by its soname: ctypes.util.find_library runs `/sbin/ldconfig -p` in a subprocess
 # (3-5 ms, more under load) at every import, i.e. in each `sls` command and daemon start
@@ -139,6 +141,12 @@ def borrow_fd(pid: int, fd: int) -> int:
         return syscall(NR["pidfd_getfd"], pidfd, fd, 0)
     finally:
         os.close(pidfd)
+
+
+def bytes_waiting(fd: int) -> int:
+    """Bytes a read of `fd` would find waiting (FIONREAD: a pipe's, a socket's, an inotify
+    instance's queue)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
 
 
 def get_regs(tid: int) -> Regs:
