@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,7 +79,10 @@ def host_mount(tmp_path):
     subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store, host_mount):
+@pytest.mark.parametrize("crashed", ["everything", "the group alone"])
+def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store, host_mount, crashed):
+    """`the group alone`: its daemon runs on and restores it in place (its mount made again,
+    the root's mounts released and prepared again)."""
     store = group_store
     store.sls("run", "--root", "--store", str(store.path), "--name", "r", "--hz", "5", "--",
               "/bin/sh", "-c", SCRIPT)
@@ -93,9 +97,15 @@ def test_root_group_lives_in_its_volume_and_survives_a_crash(group_store, host_m
 
     floor = state(store)[0]
     store.checkpoint("r")                                    # holds a count >= floor
-    store.crash()
+    daemon = store.ps()["daemon"]
+    if crashed == "everything":
+        store.crash()
+    else:
+        os.kill(store.group("r")["pids"][0], signal.SIGKILL)
+        wait_for(lambda: not store.group("r")["running"], "the group to end")
     at_crash = state(store)
     store.sls("restore", "r", "--store", str(store.path))
+    assert (store.ps()["daemon"] == daemon) == (crashed != "everything")
     first = wait_for(lambda: (s := state(store)) and s != at_crash and s, "the restored shell to write")
     assert first[0] >= floor, f"the restored group started over at {first[0]} (checkpointed >= {floor})"
     assert first[1:] == ("1", "sh"), f"after the restore: {first}"
