@@ -500,11 +500,12 @@ class FileSystem:
         retention thins them. A `<id>/` directory merely looked up does not count: listing
         `.sls/checkpoints/` looks every one up (READDIRPLUS), and would keep them all.
         Also the two checkpoints a running `diff` reads."""
-        held = [split_ino(kino) for kino in (*self.ops.lookups, *self.ops.opens)]
+        open_inodes = [split_ino(kino) for kino in self.ops.opens]
         opened = [(handle.view, handle.ino) for handle in self.ops.handles.values()]
-        browsed = self.views.commits_of({view for view, _ in held + opened})
+        browsed = self.views.commits_of({*self.ops.held_per_view, *(view for view, _ in open_inodes + opened)})
         meta = self.views[META_VIEW]
-        browsed.update(meta.checkpoint_of(local, depth=3) for view, local in held if view == META_VIEW)
+        held_meta = {*self.ops.held_meta, *(local for view, local in open_inodes if view == META_VIEW)}
+        browsed.update(meta.checkpoint_of(local, depth=3) for local in held_meta)
         browsed.update(meta.checkpoint_of(local) for view, local in opened if view == META_VIEW)
         browsed.discard(None)
         return browsed | set(self._compared)
@@ -586,7 +587,13 @@ class FileSystem:
 
     def apply_retention(self) -> int:
         """Thin old checkpoints by the store's policy (named ones stay, and what
-        `kept_beyond_policy` adds); how many were forgotten."""
+        `kept_beyond_policy` adds); how many were forgotten.
+
+        The record of what was forgotten is not synced here: the next barrier (at most
+        BARRIER_EVERY_S later while checkpoints are taken, else the unmount's) makes it
+        durable, and a crash before that only brings the forgotten commits back, to be
+        thinned again (a GC syncs its own record before it deletes anything). Its fsync
+        in the checkpoint loop took 1-30 ms every RETENTION_EVERY_S: missed checkpoints."""
         log_ = self.store.log()
         if len(log_) <= self.store.retention.keep_last:
             return 0
@@ -595,7 +602,7 @@ class FileSystem:
         keep |= self.kept_beyond_policy(keep) & {c.id for c in log_}
         if len(keep) >= len(log_):
             return 0
-        self.store.forget(keep)
+        self.store.forget(keep, sync=False)
         return len(log_) - len(self.store.log())
 
     def maybe_collect(self) -> None:
@@ -648,7 +655,7 @@ class FileSystem:
                 except StoreError as exc:
                     log.warning("making checkpoints durable failed, will retry: %s", exc)
             if time.monotonic() - self._last_retention > RETENTION_EVERY_S:
-                self._last_retention = self._last_barrier = time.monotonic()
+                self._last_retention = time.monotonic()
                 try:
                     self.apply_retention()
                 except StoreError as exc:
