@@ -2,8 +2,9 @@
 
 SQLite (a fixed insert loop, one transaction per row, in Python) measured as rows
 committed per second over a window:
-  - with no slsfs (a plain directory),
-  - inside a slsfs group without periodic checkpoints (--hz 0),
+  - with no slsfs (a plain directory), and with no slsfs and no fsyncs (synchronous=OFF),
+  - inside a slsfs group without periodic checkpoints (--hz 0), in turns with both (each
+    runs alone while the others are stopped, in TURNS rounds: the same minutes of disk),
   - with checkpoints at 10 and 100 per second (overhead_pct_10hz / _100hz);
 plus the application's stop time per checkpoint (median, p99; the phases of the last
 stop), the daemon's CPU per row and per checkpoint (beyond serving the rows at the rate
@@ -71,6 +72,8 @@ LOOP = '''\
 import sqlite3, sys
 db = sqlite3.connect("bench.db", isolation_level=None)
 db.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY, payload TEXT)")
+if sys.argv[1:] == ["nosync"]:
+    db.execute("PRAGMA synchronous=OFF")
 n = 0
 while True:
     n += 1
@@ -114,12 +117,6 @@ def rows_in_window(directory: Path, window: float) -> tuple[int, float]:
     return progress(directory) - start_n, time.monotonic() - start_t
 
 
-def rate(directory: Path, window: float) -> float:
-    wait_for_start(directory)
-    rows, seconds = rows_in_window(directory, window)
-    return rows / seconds
-
-
 def start_plain(argv: list[str], cwd: Path) -> subprocess.Popen:
     """The application without slsfs, in a session of its own as a group's processes are
     (slsfs.group_process starts them with setsid), so that the kernel's scheduler autogroups
@@ -130,22 +127,41 @@ def start_plain(argv: list[str], cwd: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def plain_rate(work: Path, script: Path, window: float) -> float:
-    plain = work / "plain"
-    plain.mkdir()
-    proc = start_plain([sys.executable, str(script)], plain)
+TURNS = 6                         # rounds in which the loops with and without slsfs take turns
+
+
+def in_turns(directories: dict[str, tuple[Path, list[int]]], window: float,
+             turns: int = TURNS) -> dict[str, tuple[int, float]]:
+    """(rows, seconds) of each SQLite loop in `directories` (name: (its directory, the
+    pids that run it)) over `window` seconds each, taken in `turns` rounds in which each
+    runs alone for its share while the others are stopped (SIGSTOP): the reference and the
+    loop in a mount then see the same minutes of a shared machine, whose disk (three
+    fsyncs a row) moved the plain loop's rate from 524 to 1,964 rows/s between two runs a
+    minute apart (load 3.4). The last loop is left running, the others stopped (their caller
+    ends them)."""
+    counts = {name: (0, 0.0) for name in directories}
+    last = next(reversed(directories))
     try:
-        return rate(plain, window)
+        for _ in range(turns):
+            for name, (directory, pids) in directories.items():
+                for other, (_, other_pids) in directories.items():
+                    for pid in other_pids:
+                        os.kill(pid, signal.SIGSTOP if other != name else signal.SIGCONT)
+                rows, seconds = rows_in_window(directory, window / turns)
+                counts[name] = (counts[name][0] + rows, counts[name][1] + seconds)
     finally:
-        proc.kill()
-        proc.wait()
+        for name, (_, pids) in directories.items():
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT if name == last else signal.SIGSTOP)
+    return counts
 
 
 @dataclass
 class GroupRun:
     """The SQLite loop in a group over the measured window: rows committed, seconds, FUSE
     requests per row by kind (None when not measured), the daemon's CPU ms and the
-    checkpoints taken meanwhile, the group's `ps` entry at the end, and its store."""
+    checkpoints taken meanwhile, the group's `ps` entry at the end, and its store; with
+    reference loops to take turns with, their rows per second (`reference_rates`)."""
     rows: int
     seconds: float
     requests: dict[str, float] | None
@@ -153,23 +169,34 @@ class GroupRun:
     checkpoints: int
     status: dict
     store: Path
+    reference_rates: dict[str, float] | None = None
 
 
-def group_run(work: Path, script: Path, hz: float, window: float) -> GroupRun:
+def group_run(work: Path, script: Path, hz: float, window: float,
+              references: dict[str, tuple[Path, int]] | None = None) -> GroupRun:
     """The SQLite loop in a new group checkpointed `hz` times a second. The requests are
     all the mount's (the loop's, the daemon's kernel flushes, the checkpoints' syncfs)
-    over the rows' window."""
+    over the rows' window. With `references` (name: the directory and pid of a loop
+    without slsfs, stopped), they take turns (in_turns: only for a group without
+    checkpoints, whose processes may be stopped by a signal between them)."""
     store = work / f"store-{hz:g}"
     sls("init", str(store))
     sls("run", "--store", str(store), "--name", "bench", "--hz", str(hz), "--", sys.executable, str(script))
     mnt = Path(f"{store}.mnt")
     wait_for_start(mnt)
     before = daemon_cpu(store)
+    rates = None
     with FuseRequests(mnt) as seen:
-        rows, seconds = rows_in_window(mnt, window)
+        if references is None:
+            rows, seconds = rows_in_window(mnt, window)
+        else:
+            loops = {name: (directory, [pid]) for name, (directory, pid) in references.items()}
+            counts = in_turns({**loops, "group": (mnt, request(store, "ps")["groups"][0]["pids"])}, window)
+            rows, seconds = counts.pop("group")
+            rates = {name: n / elapsed for name, (n, elapsed) in counts.items()}
     user_ms, system_ms, _, checkpoints, *_ = (a - b for a, b in zip(daemon_cpu(store), before))
     return GroupRun(rows, seconds, seen.per(rows), user_ms + system_ms, checkpoints,
-                    request(store, "ps")["groups"][0], store)
+                    request(store, "ps")["groups"][0], store, rates)
 
 
 def note_checkpoints(out: dict, prefix: str, key: str, status: dict, extra: str) -> None:
@@ -507,13 +534,39 @@ def note_redis_references(out: dict, references: list[PlainRedis], requests: int
 
 def sqlite_bench(work: Path, out: dict, stores: list[Path], script: Path, window: float) -> None:
     """The SQLite loop's rows per second with no slsfs, in a group without checkpoints and
-    at 10 and 100 Hz, its checkpoints' figures, and restores after a crash at 10 Hz."""
-    out["rows_per_s_no_slsfs"] = round(plain_rate(work, script, window), 1)
-    out["load_avg_1min_no_slsfs"] = round(os.getloadavg()[0], 2)
+    at 10 and 100 Hz, its checkpoints' figures, and restores after a crash at 10 Hz. The
+    rate without slsfs is measured in turns with the group without checkpoints (in_turns),
+    and is the reference of all three overheads; beside it, in the same turns, the loop
+    without slsfs and without its fsyncs (PRAGMA synchronous=OFF: rows_per_s_no_slsfs_no_fsync,
+    overhead_pct_in_mount_against_no_fsync): a group's mount answers no fsync (a restore
+    goes back to the last checkpoint), so against the plain loop it trades the disk's three
+    fsyncs a row for its FUSE requests, and that figure follows the disk's speed."""
+    loops = {}
+    try:
+        for name, args in (("plain", []), ("no_fsync", ["nosync"])):
+            (work / name).mkdir()
+            loops[name] = start_plain([sys.executable, str(script), *args], work / name)
+        for name, loop in loops.items():
+            wait_for_start(work / name)
+            os.kill(loop.pid, signal.SIGSTOP)
+        groups_against(work, out, stores, script, window, {name: (work / name, loop.pid) for name, loop in loops.items()})
+    finally:
+        for loop in loops.values():
+            loop.kill()
+            loop.wait()
+
+
+def groups_against(work: Path, out: dict, stores: list[Path], script: Path, window: float,
+                   references: dict[str, tuple[Path, int]]) -> None:
+    """sqlite_bench's groups, the first (no checkpoints) in turns with `references`."""
     cpu_us_per_row = 0.0                  # the daemon's, serving the rows without checkpoints
     for hz, key in ((0, "in_mount_no_checkpoints"), (10, "10hz"), (100, "100hz")):
-        run = group_run(work, script, hz, window)
+        run = group_run(work, script, hz, window, None if hz else references)
         stores.append(run.store)
+        if run.reference_rates is not None:
+            out["rows_per_s_no_slsfs"] = round(run.reference_rates["plain"], 1)
+            out["rows_per_s_no_slsfs_no_fsync"] = round(run.reference_rates["no_fsync"], 1)
+            out["load_avg_1min_no_slsfs"] = round(os.getloadavg()[0], 2)
         out[f"rows_per_s_{key}"] = round(run.rows / run.seconds, 1)
         out[f"load_avg_1min_{key}"] = round(os.getloadavg()[0], 2)
         out[f"fuse_requests_per_row_{key}"] = run.requests
@@ -533,6 +586,9 @@ def sqlite_bench(work: Path, out: dict, stores: list[Path], script: Path, window
     base = out["rows_per_s_no_slsfs"]
     for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
         out[f"overhead_pct_{key}"] = round(100 * (1 - out[f"rows_per_s_{key}"] / base), 1) if base else None
+    base = out["rows_per_s_no_slsfs_no_fsync"]
+    out["overhead_pct_in_mount_against_no_fsync"] = (
+        round(100 * (1 - out["rows_per_s_in_mount_no_checkpoints"] / base), 1) if base else None)
 
 
 def main() -> int:
