@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from functools import partial
-from typing import Callable
+from typing import Awaitable, Callable
 
 import trio
 
@@ -92,9 +92,15 @@ def prune_request(req: dict) -> Prune | None:
         raise StoreError(f"bad prune request: {exc}") from None
 
 
-async def respond(fs: FileSystem, req: dict) -> dict:
+async def respond(fs: FileSystem, req: dict, ending_ops: EndingOps | None = None) -> dict:
     """The reply to one control request; a committing one first takes in the writes the
-    kernel still caches, and `gc` runs beside the mount's requests."""
+    kernel still caches, and `gc` runs beside the mount's requests. `ending_ops`: see
+    serve_control."""
+    if ending_ops and req.get("op") in ending_ops and req.get("v") == CONTROL_VERSION:
+        try:
+            return {"ok": True, **ending_ops[req["op"]](fs, req)}
+        except MountError as exc:
+            return {"ok": False, "error": str(exc)}
     if req.get("op") in COMMITTING_OPS:
         await fs.flush_kernel_writes()
     if req.get("op") == "gc" and req.get("v") == CONTROL_VERSION:
@@ -104,27 +110,48 @@ async def respond(fs: FileSystem, req: dict) -> dict:
     return answer(fs, req)
 
 
-async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED) -> None:
+#: Ops a layer above answers (op -> a function of the file system and the request giving
+#: the reply's fields, or raising MountError to refuse), after which the daemon unmounts
+#: and `main` returns: slsfs.mount_daemon's hand_over.
+EndingOps = dict[str, Callable[[FileSystem, dict], dict]]
+
+
+async def serve_control(fs: FileSystem, task_status=trio.TASK_STATUS_IGNORED, ending_ops: EndingOps | None = None,
+                        end: Callable[[], Awaitable[None]] | None = None) -> None:
     """Answer the store's control socket until cancelled, each connection in a task of its
-    own (a client that connects and says nothing holds up no other)."""
+    own (a client that connects and says nothing holds up no other); once one of
+    `ending_ops` is answered, `end()`."""
+    ending_ops = ending_ops or {}
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        request, reply = await exchange(stream, partial(respond, fs, ending_ops=ending_ops), LOG_NAME)
+        if reply.get("ok") and request is not None and request.get("op") in ending_ops and end is not None:
+            await end()
     async with control_listener(fs.store.path, backlog=16) as listener, trio.open_nursery() as nursery:
         task_status.started()
         while True:
-            nursery.start_soon(exchange, await listener.accept(), partial(respond, fs), LOG_NAME)
+            nursery.start_soon(serve_one, await listener.accept())
+
+
+async def _unmount(fs: FileSystem, cancel_scope: trio.CancelScope) -> None:
+    """Take in the kernel's dirty pages (while serving), then end serving: unmount."""
+    with trio.move_on_after(STOP_FLUSH_S):
+        await fs.flush_kernel_writes()
+    cancel_scope.cancel()
 
 
 async def _stop_on_signals(fs: FileSystem, cancel_scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal %d: unmounting", signum)
-            with trio.move_on_after(STOP_FLUSH_S):   # the kernel's dirty pages, while we serve
-                await fs.flush_kernel_writes()
-            cancel_scope.cancel()
+            await _unmount(fs, cancel_scope)
 
 
-async def _run(fs: FileSystem, args, ready) -> None:
+async def _run(fs: FileSystem, args, ready, ending_ops: EndingOps | None,
+               on_serving: Callable[[FileSystem], None] | None) -> None:
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_control, fs)
+        await nursery.start(partial(serve_control, fs, ending_ops=ending_ops,
+                                    end=partial(_unmount, fs, nursery.cancel_scope)))
         nursery.start_soon(_stop_on_signals, fs, nursery.cancel_scope)
 
         async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -133,6 +160,8 @@ async def _run(fs: FileSystem, args, ready) -> None:
             nursery.cancel_scope.cancel()         # the kernel ended the session (umount)
         await nursery.start(serve_then_stop)
         ready("ok")
+        if on_serving is not None:
+            on_serving(fs)
 
 
 
@@ -170,12 +199,15 @@ def setup_logging(path: str | None) -> None:
     """Log INFO and above to the file `path` (None: standard error)."""
     handler = logging.StreamHandler() if path is None else logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)   # (again: a hand-over)
 
 def main(argv: list[str] | None = None,
-         also_keep: Callable[[Store, set[int]], set[int]] | None = None) -> int:
+         also_keep: Callable[[Store, set[int]], set[int]] | None = None,
+         ending_ops: EndingOps | None = None, on_serving: Callable[[FileSystem], None] | None = None) -> int:
     """The mount daemon. `also_keep(store, kept ids)`: the commits a layer above needs
-    kept beside those (FileSystem's `also_keep`; slsfs.mount_daemon passes its own)."""
+    kept beside those (FileSystem's `also_keep`; slsfs.mount_daemon passes its own).
+    `ending_ops`: see serve_control; the store is closed when main returns. `on_serving`
+    is called (in the trio thread) once the mount is live."""
     parser = argparse.ArgumentParser(prog="python -m mount.daemon")
     parser.add_argument("store")
     parser.add_argument("mountpoint")
@@ -206,7 +238,7 @@ def main(argv: list[str] | None = None,
         log.info("mounting volume %s of %s at %s (pid %d)", args.volume, args.store,
                  args.mountpoint, os.getpid())
         try:
-            trio.run(_run, fs, args, ready)
+            trio.run(_run, fs, args, ready, ending_ops, on_serving)
         except (RuntimeError, MountError) as exc:   # pyfuse3.init failures, bad options
             ready(f"error: {exc}")
             log.error("mount failed: %s", exc)

@@ -45,11 +45,11 @@ import re
 import subprocess
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
-if __name__ != "__main__":   # the helper (this file run as a script) needs no trio: importing it
-    import trio              # cost ~150 ms of CPU per helper, and a group daemon starts two of them
-                             # while it restores the group
+# trio is imported by the daemon's side only (Flusher's methods): the helper (this file run
+# as a script) needs none, nor does a command's check for files open in a mount
+# (is_helper_of): importing it cost each ~150 ms of CPU (`sls restore` after `sls mount`).
 
 PROTOCOL = 1
 BANNER = b"slsfs-flusher %d\n" % PROTOCOL
@@ -177,7 +177,9 @@ class Flusher:
 
     EXIT_WAIT_S = 1.0
 
-    def __init__(self, process: trio.Process, held_fd: int | None = None) -> None:
+    def __init__(self, process, held_fd: int | None = None) -> None:
+        """`process`: the helper (a trio.Process)."""
+        import trio
         self.process = process
         self.held_fd = held_fd
         self._lock = trio.Lock()           # one reader of the helper's output at a time
@@ -196,6 +198,7 @@ class Flusher:
         `held_fd`: a descriptor of the mount's root that the caller keeps open while the
         helper runs, which the helper then syncfs()es instead of opening the mount for each
         request."""
+        import trio
         process = await trio.lowlevel.open_process(_command(mountpoint, held_fd, device), stdin=subprocess.PIPE,
                                                    stdout=subprocess.PIPE,
                                                    pass_fds=() if held_fd is None else (held_fd,))
@@ -286,6 +289,7 @@ class Flusher:
         """End the helper once a syncfs in flight has its answer: end of input, then a kill
         if it does not go within EXIT_WAIT_S (it may sleep in a syncfs until the kernel ends
         the connection: then it is not waited for)."""
+        import trio
         with trio.move_on_after(self.EXIT_WAIT_S) as scope:
             scope.shield = True
             async with self._lock:

@@ -151,6 +151,7 @@ class Daemon:
         self.checkpoints_imported = trio.Event()   # set by import_checkpoints (once the daemon serves)
         self._serving: trio.CancelScope | None = None   # the mount's serving (_serve), ended by a remount
         self._served = trio.Event()               # set once that serving has ended
+        self.restored = ""                        # the group a restore (at the start, or in place) asked for
 
     # ----- checkpoints ---------------------------------------------------------------
     def _commit_files(self, group: RunningGroup) -> tuple[int, ChunkId]:
@@ -542,7 +543,8 @@ class Daemon:
         log.info("restored group %s in place in %.1f ms (%s)", name, sum(phases.phases.values()),
                  ", ".join(f"{k} {v:.1f}" for k, v in phases.phases.items()))
         self.nursery.start_soon(self._hand_root_to_syncfs_helper)
-        return {**self.status(), "restored": settings.name, "in_place": True}
+        self.restored = settings.name
+        return {**self.status(), "in_place": True}
 
     async def clone_group(self, name: str, at: str | None, count: int) -> list[dict]:
         """Start `count` copies of a group checkpoint, each on its own O(1) clone of the
@@ -771,7 +773,8 @@ class Daemon:
                 "durable": self.store.durable_id, "startup_ms": self.startup.phases,
                 "group_commit_barriers": self.group_commit.barriers,
                 "store_bytes_appended": self.store.packs.appended_bytes,
-                "groups": [g.status() for g in self.groups.values()]}
+                "groups": [g.status() for g in self.groups.values()],
+                **({"restored": self.restored} if self.restored else {})}
 
     async def stop(self) -> None:
         """Kill the groups (their last durable checkpoint stays), then unmount and exit."""
@@ -870,10 +873,9 @@ class Daemon:
                 self.startup.done("restore")
             await nursery.start(self.serve_control)
             self.startup.done("control_socket")
-            status = self.status()
             if restore:
-                status["restored"] = restore[0][0].settings.name     # the group asked for
-            ready(ready_line(status))
+                self.restored = restore[0][0].settings.name     # the group asked for
+            ready(ready_line(self.status()))
             if restore:
                 await self._until_the_command_ends()
             nursery.start_soon(self.import_checkpoints)
@@ -1079,11 +1081,13 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
                              "--volume at MOUNTPOINT instead (sls run --resume)")
     parser.add_argument("--like", metavar="GROUP", help="mount where GROUP's newest checkpoint says")
     parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--command-pid", type=int, help="the command waiting for us (default: with --ready-fd, "
+                                                         "our parent): see Daemon._until_the_command_ends")
     args = parser.parse_args(argv)
     mount_daemon.pace_collector()
 
     ready = mount_daemon.readiness_reporter(args.ready_fd)
-    command = os.getppid() if args.ready_fd is not None else None    # (waiting for our line)
+    command = args.command_pid or (os.getppid() if args.ready_fd is not None else None)   # (waiting for us)
     mount_daemon.setup_logging(os.path.join(args.store, LOG_NAME))
     daemon_priority.raise_share()
     try:

@@ -165,11 +165,12 @@ def _one_thread() -> bool:
 
 def prefork(argv: list[str]) -> None:
     """Fork the daemon to be now, for a command that may start one (see the module),
-    unless a group daemon serves the store named in `argv` (--store) already: it runs the
-    command's group or restores it in place (slsfs.daemon's restore_in_place), and the
-    fork's imports would take the other CPU from it."""
+    unless a daemon answers on the control socket of the store named in `argv` (--store):
+    a group daemon runs the command's group or restores it in place (slsfs.daemon's
+    restore_in_place), `sls mount`'s daemon becomes the group daemon itself
+    (slsfs.mount_daemon), and the fork's imports would take the other CPU from them."""
     store = _store_argument(argv)
-    if store is None or not _group_daemon_serves(store):
+    if store is None or not _daemon_answers(store):
         DaemonStart()
 
 
@@ -184,25 +185,19 @@ def _store_argument(argv: list[str]) -> str | None:
     return None
 
 
-def _group_daemon_serves(store: str) -> bool:
-    """Whether a group daemon answers on `store`'s control socket (`sls mount`'s daemon,
-    which a command takes over with a new daemon, does not know `ps`). Asked with the
-    socket module's C part first: after a crash the socket is stale and refuses at once,
-    and the fork must come before the command's imports (mount.control's among them)."""
+def _daemon_answers(store: str) -> bool:
+    """Whether a daemon listens on `store`'s control socket, asked with the socket
+    module's C part: after a crash the socket is stale and refuses at once, and the fork
+    must come before the command's imports (mount.control's among them)."""
     import _socket
     probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         probe.connect(os.path.join(store, CONTROL_SOCKET_NAME))
+        return True
     except OSError:
         return False
     finally:
         probe.close()
-    from mount.control import ControlError, request
-    try:
-        request(store, "ps", timeout=10)
-        return True
-    except ControlError:
-        return False
 
 
 def take() -> DaemonStart:

@@ -37,6 +37,7 @@ from . import dying_daemon, group_retention, orphans
 from .cli import CommandError, add_json_flag
 from .daemon_ready import read_line
 from .mount_namespaces import copies_elsewhere
+from .mount_users import open_files, refuse_while_busy
 
 MOUNT_TIMEOUT_S = 60.0
 UMOUNT_BUSY_RETRY_S = 2.0      # an unmount refused as busy is tried again for this long
@@ -410,33 +411,6 @@ def remount(mountpoint: str, options: str) -> int:
     return result.returncode
 
 
-def open_files(mountpoint: str, ignore: int | None = None) -> list[str]:
-    """'path (pid N comm)' for every fd, cwd or root of a process inside `mountpoint`,
-    but process `ignore` (its daemon, which holds the mount's root) and its syncfs helpers
-    (which hold a copy of it: mount.flusher)."""
-    from mount.flusher import is_helper_of    # (here: the module imports trio, ~100 ms a command)
-    root = os.path.realpath(mountpoint)
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if pid == str(ignore) or (ignore is not None and is_helper_of(pid, ignore)):
-            continue
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            links = [f"/proc/{pid}/cwd", f"/proc/{pid}/root"]
-            links += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:
-            continue
-        for link in links:
-            try:
-                target = os.readlink(link)
-            except OSError:
-                continue
-            target = target.removesuffix(" (deleted)")
-            if target == root or target.startswith(root.rstrip("/") + "/"):
-                found.append(f"{target} (pid {pid} {comm})")
-    return sorted(set(found))
-
-
 def cmd_umount(args) -> int:
     print(unmount(os.path.abspath(args.mountpoint), force=args.force))
     return 0
@@ -474,10 +448,8 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
         raise CommandError(f"persistence groups run in {mountpoint} ({', '.join(groups)}): `sls stop --store "
                            f"{info.store}` stops them and unmounts it, their last durable checkpoints kept "
                            "(`sls umount --force` does the same)")
-    busy = open_files(mountpoint, ignore=pid)
-    if busy and not force:
-        listing = "; ".join(busy[:20]) + (f"; ... {len(busy) - 20} more" if len(busy) > 20 else "")
-        raise CommandError(f"{mountpoint} is busy, {busy_hint}: {listing}")
+    if not force:
+        refuse_while_busy(mountpoint, pid, busy_hint)
     if groups is not None and pid is not None:    # a group daemon: it unmounts as it stops
         from .group_commands import stop_daemon       # (group_commands imports this module)
         stop_daemon(info.store, pid)

@@ -26,7 +26,7 @@ from mount.control import ControlError, request, slsfs_mounts
 from . import dying_daemon
 from .cli import CommandError, add_json_flag, read_only_store
 from .daemon_ready import LOG_NAME
-from .daemon_start import DAEMON_STOP_TIMEOUT_S, end_unstarted, start_daemon, take
+from .daemon_start import DAEMON_START_TIMEOUT_S, DAEMON_STOP_TIMEOUT_S, end_unstarted, take
 
 AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
            "(a group checkpoint's own, or its files commit's), a name given by `sls checkpoint --name`, "
@@ -180,12 +180,65 @@ def daemon_status(store: str) -> dict | None:
         raise CommandError(str(exc)) from None
 
 
-def take_over_plain_mount(store: str, check: Callable[[], None] | None = None) -> tuple[str, str] | None:
-    """If `sls mount` serves the store (a mount daemon runs no groups), unmount it, so that
-    a slsfs daemon can serve the same volume at the same place; returns that (mount point,
-    volume). Refuses, with the list, while files are open there. `check` runs first, once
-    such a mount is found: it raises what the daemon would refuse (an unknown group), so
-    that a typo costs the user no mount (validate, then act)."""
+class HandOver:
+    """`sls mount`'s daemon of a store (`pid`, serving `mountpoint` alone) to become the
+    store's group daemon in place (slsfs.mount_daemon): `start` as DaemonStart.start."""
+
+    def __init__(self, pid: int, mountpoint: str) -> None:
+        self.pid, self.mountpoint = pid, mountpoint
+
+    def start(self, store: str, *args: str) -> dict | None:
+        """Ask the daemon to hand over to a group daemon run with `args`, then wait until
+        that one serves; its `ps` reply. A daemon in the foreground (`sls mount
+        --foreground`) does not: it is unmounted and a new daemon started, as before."""
+        end_unstarted()                      # (a daemon to be, importing on the other CPU)
+        try:
+            request(store, "hand_over", args=[*args, "--command-pid", str(os.getpid())])
+        except ControlError as exc:
+            if "unknown request" not in str(exc):
+                raise CommandError(str(exc)) from None
+            from .fs_commands import unmount
+            unmount(self.mountpoint, busy_hint=_TAKE_OVER_BUSY_HINT.format(mountpoint=self.mountpoint))
+            return take().start(store, *args)
+        return _until_group_daemon_serves(store, self.pid)
+
+
+_TAKE_OVER_BUSY_HINT = ("and the slsfs daemon must take this `sls mount` over to run groups: close these "
+                        "first (or `sls umount --force {mountpoint}`)")
+
+
+def _until_group_daemon_serves(store: str, pid: int) -> dict:
+    """The `ps` reply of the group daemon that process `pid` becomes (slsfs.mount_daemon's
+    hand-over: it unmounts, then mounts and restores as a group daemon, then listens);
+    CommandError if the process ends first."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                return request(store, "ps", timeout=DAEMON_START_TIMEOUT_S)
+            except ControlError as exc:      # still the mount daemon, or between the two
+                if not any(s in str(exc) for s in ("unknown request", "no mount daemon", "closed the connection")):
+                    raise CommandError(str(exc)) from None
+            if select.select([pidfd], [], [], HAND_OVER_POLL_S)[0]:
+                raise CommandError(f"the slsfs daemon did not start (see {store}/{LOG_NAME})")
+    finally:
+        os.close(pidfd)
+    raise CommandError(f"the slsfs daemon did not answer in {DAEMON_START_TIMEOUT_S:.0f} s (see {store}/{LOG_NAME})")
+
+
+HAND_OVER_POLL_S = 0.003
+
+
+def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
+                          ) -> tuple[str, str, HandOver | None] | None:
+    """If `sls mount` serves the store (a mount daemon runs no groups), take that mount over
+    so that a slsfs daemon serves the same volume at the same place; returns that (mount
+    point, volume, and the daemon's HandOver: it becomes the group daemon when started,
+    having checked the group the command names first; None when it serves other mounts
+    too: then it has been unmounted here, after `check`, which raises what the daemon would
+    refuse (an unknown group), so that a typo costs the user no mount: validate, then act).
+    Refuses, with the list, while files are open there."""
     dying_daemon.release(store)
     try:
         request(store, "ps", timeout=30)
@@ -193,18 +246,22 @@ def take_over_plain_mount(store: str, check: Callable[[], None] | None = None) -
     except ControlError as exc:
         if "unknown request" not in str(exc):
             return None                       # no daemon at all, or one daemon_status reports
-    if check is not None:
-        check()
-    volume = ask(store, "status")["volume"]
-    mountpoint = next((m.mountpoint for m in slsfs_mounts()
-                       if os.path.realpath(m.store) == os.path.realpath(store)), None)
+    status = ask(store, "status")
+    mounts = [m for m in slsfs_mounts() if os.path.realpath(m.store) == os.path.realpath(store)]
+    mountpoint = mounts[0].mountpoint if mounts else None
     if mountpoint is None:
         raise CommandError(f"the `sls mount` daemon of {store} answers but its mount point is not in "
                            "/proc/self/mountinfo; stop it and try again")
-    from .fs_commands import unmount      # (here: the file-system verbs' imports cost every restore ~25 ms)
-    unmount(mountpoint, busy_hint="and the slsfs daemon must take this `sls mount` over to run groups: "
-                                  f"close these first (or `sls umount --force {mountpoint}`)")
-    return mountpoint, volume
+    busy_hint = _TAKE_OVER_BUSY_HINT.format(mountpoint=mountpoint)
+    if len(mounts) == 1:                      # it hands over as it unmounts: refuse while busy, as umount does
+        from .mount_users import refuse_while_busy
+        refuse_while_busy(mountpoint, status["pid"], busy_hint)
+        return mountpoint, status["volume"], HandOver(status["pid"], mountpoint)
+    if check is not None:
+        check()
+    from .fs_commands import unmount      # (here: the file-system verbs' imports cost ~25-40 ms)
+    unmount(mountpoint, busy_hint=busy_hint)
+    return mountpoint, status["volume"], None
 
 
 def stop_daemon(store: str, pid: int) -> None:
@@ -233,8 +290,8 @@ def cmd_run(args) -> int:
     if not 0 <= args.hz <= 1000:
         raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
-    plain_mountpoint, plain_volume = take_over_plain_mount(store) or (None, None)
-    status = daemon_status(store)
+    plain_mountpoint, plain_volume, starter = take_over_plain_mount(store) or (None, None, None)
+    status = None if plain_mountpoint else daemon_status(store)
     chosen = args.mountpoint or plain_mountpoint          # (else the group's own, or STORE.mnt)
     volume = args.volume or plain_volume or "main"
     if args.resume and status is not None and _has_checkpoint(store, name):
@@ -248,7 +305,8 @@ def cmd_run(args) -> int:
         mountpoint = os.path.abspath(chosen or store + ".mnt")
         where = (["--restore", name, "--or-new-at", mountpoint, *(["--mountpoint", mountpoint] if chosen else [])]
                  if args.resume else ["--mountpoint", mountpoint])
-        status = start_daemon(store, *where, "--volume", volume) or daemon_status(store) or {"mountpoint": mountpoint}
+        status = ((starter or take()).start(store, *where, "--volume", volume) or daemon_status(store)
+                  or {"mountpoint": mountpoint})
         if "restored" in status:
             group = _restored_group(store, status, name)
             _print(args, group, _restored_line(group))
@@ -384,7 +442,7 @@ def cmd_group_restore(args) -> int:
         return cmd_group_clone(args)
     plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
     group = _restore_group(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
-                           daemon_status(store), force=args.force)
+                           None if plain else daemon_status(store), force=args.force, starter=plain and plain[2])
     _print(args, group, _restored_line(group))
     return 0
 
@@ -401,7 +459,7 @@ def _check_restorable(store: str, name: str, at: str | None) -> None:
 
 
 def _restore_group(store: str, name: str, at: str | None, mountpoint: str | None,
-                   status: dict | None, *, force: bool) -> dict:
+                   status: dict | None, *, force: bool, starter: HandOver | None = None) -> dict:
     """Restore group `name` (or the group checkpointed at `name`: groups.resolve_named)
     from its checkpoint `at` (default: newest durable); the group's `ps` entry, with its
     partners (see _restored_group). When `status` says a daemon runs, it restores in place
@@ -434,8 +492,8 @@ def _restore_group(store: str, name: str, at: str | None, mountpoint: str | None
             if restored.get("in_place"):
                 return _restored_group(store, restored, name)
         stop_daemon(store, status["daemon"])
-    status = (take().start(store, "--restore", name, *(["--at", at] if at else []),
-                           *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
+    status = ((starter or take()).start(store, "--restore", name, *(["--at", at] if at else []),
+                                        *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
               or daemon_status(store) or {"groups": []})
     return _restored_group(store, status, name)
 
@@ -474,8 +532,9 @@ def cmd_group_clone(args) -> int:
     if not 1 <= args.count <= 1000:
         raise CommandError(f"--count {args.count}: give 1 to 1000 copies")
     plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
-    if daemon_status(store) is None:
-        start_daemon(store, "--like", args.group, *(["--mountpoint", plain[0]] if plain else []))
+    if plain or daemon_status(store) is None:
+        ((plain and plain[2]) or take()).start(store, "--like", args.group,
+                                               *(["--mountpoint", plain[0]] if plain else []))
     reply = ask(store, "clone_group", timeout=600, group=args.group, at=args.at, count=args.count)
     lines = [f"{c['group']}: pid {' '.join(map(str, c['pids']))} in {c['directory']} (first checkpoint "
              f"{c['checkpoint']})" for c in reply["clones"]]

@@ -113,8 +113,9 @@ def test_run_resume_starts_then_resumes(group_store, group_binaries):
 
 def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries):
     """The issue's crash recovery: `sls mount` (to look at the files), then `sls restore
-    GROUP` hands that mount over to the slsfs daemon, once nothing is open in it. A group
-    or checkpoint the store does not hold is refused first: a typo keeps the mount."""
+    GROUP` hands that mount over to the slsfs daemon, once nothing is open in it: the mount
+    daemon becomes the group daemon (same process: no new daemon's start). A group or
+    checkpoint the store does not hold is refused first: a typo keeps the mount."""
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
               str(group_binaries / "atomic_counter"), "counter")
@@ -138,8 +139,10 @@ def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries
         onlooker.wait()
     assert counter_value(store) >= floor, "a refused take-over leaves the plain mount serving"
 
+    mount_daemon = request(store.path, "status")["pid"]
     out = store.sls("restore", "app", "--store", str(store.path)).stdout
     assert "restored from checkpoint" in out and str(store.mnt) in out, out
+    assert store.ps()["daemon"] == mount_daemon, "the mount daemon did not become the group daemon"
     resumed = wait_for(lambda: counter_value(store), "the restored counter")
     assert resumed >= floor
     wait_for(lambda: (counter_value(store) or 0) > resumed + 20, "the restored target to count on")

@@ -1,0 +1,50 @@
+"""Who uses a mount: the open files, working directories and roots of the processes
+inside it, for the commands that must not pull a mount from under them (`sls umount`,
+and `sls restore` / `sls run` taking `sls mount`'s mount over). A module of its own: the
+take-over is on the path of a restore after a crash, and the file-system verbs
+(slsfs.fs_commands) import the store's modules (~25-40 ms)."""
+from __future__ import annotations
+
+import os
+
+from mount.flusher import is_helper_of
+
+from .cli import CommandError
+
+LISTED = 20                     # files named in a refusal, at most
+
+
+def open_files(mountpoint: str, ignore: int | None = None) -> list[str]:
+    """'path (pid N comm)' for every fd, cwd or root of a process inside `mountpoint`,
+    but process `ignore` (its daemon, which holds the mount's root) and its syncfs helpers
+    (which hold a copy of it: mount.flusher)."""
+    root = os.path.realpath(mountpoint)
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if pid == str(ignore) or (ignore is not None and is_helper_of(pid, ignore)):
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            links = [f"/proc/{pid}/cwd", f"/proc/{pid}/root"]
+            links += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            target = target.removesuffix(" (deleted)")
+            if target == root or target.startswith(root.rstrip("/") + "/"):
+                found.append(f"{target} (pid {pid} {comm})")
+    return sorted(set(found))
+
+
+def refuse_while_busy(mountpoint: str, ignore: int | None, hint: str) -> None:
+    """A CommandError naming what is open in `mountpoint` (see open_files), if anything
+    is: "MOUNTPOINT is busy, HINT: ..."."""
+    busy = open_files(mountpoint, ignore)
+    if busy:
+        listing = "; ".join(busy[:LISTED]) + (f"; ... {len(busy) - LISTED} more" if len(busy) > LISTED else "")
+        raise CommandError(f"{mountpoint} is busy, {hint}: {listing}")
