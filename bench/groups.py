@@ -14,7 +14,9 @@ daemon's restore time (and its phases: restore_daemon_phases_ms, see `sls ps --j
 restore_phases_ms), the wall time of `sls restore` (which starts a daemon and mounts)
 and where the daemon's start went (restore_daemon_startup_ms: `ps`'s startup_ms); and the
 same after a crash of the application alone (restore_app_crash_*: the running daemon
-restores it in place, its mount made again).
+restores it in place, its mount made again) and, after a crash of both, with `sls mount`
+first, as the issue's recovery goes (restore_after_mount_*: the mount's daemon becomes the
+group's).
 
 Redis (Debian's redis-server, loopback, no RDB/AOF) with a dataset of --redis-mib MiB
 (DEBUG POPULATE), measured with redis-benchmark (SET, 50 clients) the same ways, the
@@ -208,15 +210,18 @@ def note_checkpoints(out: dict, prefix: str, key: str, status: dict, extra: str)
         out[f"{prefix}{name}_{key}"] = status[field]
 
 
-def crash_and_restore(store: Path, group: str, out: dict, prefix: str, daemon_too: bool = True) -> None:
+def crash_and_restore(store: Path, group: str, out: dict, prefix: str, daemon_too: bool = True,
+                      mount_first: bool = False) -> None:
     """RESTORES times: SIGKILL the group's process and the daemon, then time `sls restore`
     (wall) and the daemon's own restore. The medians, every value (with the load average
     of the minute before each), and the run of the median wall's breakdown: the restore's
     phases and the daemon's start up to its answer (startup_ms: imports, store_open,
     detach_stale, reset_volume, mount, restore, ...). Not `daemon_too`: the application
-    alone is killed, and the running daemon restores it in place (keys restore_app_crash_*)."""
+    alone is killed, and the running daemon restores it in place (keys restore_app_crash_*).
+    `mount_first`: the issue's recovery, `sls mount` after the crash, then the timed `sls
+    restore`, whose daemon is the mount's (keys restore_after_mount_*)."""
     runs = []
-    kind = "" if daemon_too else "app_crash_"
+    kind = "after_mount_" if mount_first else "" if daemon_too else "app_crash_"
     for _ in range(RESTORES):
         ps = request(store, "ps")
         os.kill(ps["groups"][0]["pids"][0], signal.SIGKILL)
@@ -225,6 +230,9 @@ def crash_and_restore(store: Path, group: str, out: dict, prefix: str, daemon_to
         time.sleep(0.2)
         while not daemon_too and request(store, "ps")["groups"][0]["running"]:
             time.sleep(0.05)
+        if mount_first:
+            sls("mount", "--force", str(store), ps["mountpoint"])
+            time.sleep(0.5)              # (its pre-import of the group daemon's modules)
         load = os.getloadavg()[0]
         started = time.perf_counter()
         sls("restore", group, "--store", str(store))
@@ -241,7 +249,7 @@ def crash_and_restore(store: Path, group: str, out: dict, prefix: str, daemon_to
     out[f"{prefix}restore_{kind}load_avg_1min"] = [round(run[2], 2) for run in runs]
     out[f"{prefix}restore_{kind}daemon_phases_ms"] = median["groups"][0]["restore_phases_ms"]
     if daemon_too:
-        out[f"{prefix}restore_daemon_startup_ms"] = median.get("startup_ms")
+        out[f"{prefix}restore_{kind}daemon_startup_ms"] = median.get("startup_ms")
 
 
 RESTORES = 3
@@ -496,6 +504,7 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
         if hz == 10:
             crash_and_restore(store, "redis", out, "redis_")
             crash_and_restore(store, "redis", out, "redis_", daemon_too=False)
+            crash_and_restore(store, "redis", out, "redis_", mount_first=True)
         sls("stop", "--store", str(store))
         references.append(plain_redis(work, mib, requests))    # (no daemon running: none competes)
     note_redis_references(out, references, requests)
@@ -582,6 +591,7 @@ def groups_against(work: Path, out: dict, stores: list[Path], script: Path, wind
         if hz == 10:
             crash_and_restore(run.store, "bench", out, "")
             crash_and_restore(run.store, "bench", out, "", daemon_too=False)
+            crash_and_restore(run.store, "bench", out, "", mount_first=True)
         sls("stop", "--store", str(run.store))
     base = out["rows_per_s_no_slsfs"]
     for key in ("in_mount_no_checkpoints", "10hz", "100hz"):
