@@ -104,15 +104,18 @@ def skip_teardown_at_exit() -> None:
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
-    """The parser of `sls`: every verb in it (for `sls --help` and for errors, which list
-    them), but only `verb`'s own arguments built (all verbs' when None), so that a command
-    imports only the modules that build and run its verb: all four cost `sls restore`
-    ~50 ms of imports, on the path of a restore after a crash."""
+    """The parser of `sls` for `verb` alone, so that a command builds and imports only
+    what runs its verb (all four modules cost `sls restore` ~50 ms of imports, and the
+    other verbs' parsers ~10 ms, on the path of a restore after a crash); every verb,
+    with its arguments, when `verb` is None; every verb but no verb's arguments when it
+    is "" (not a verb: `sls --help`, and errors, which list them)."""
     import argparse
     parser = argparse.ArgumentParser(prog="sls", description="slsfs: a single level store for Linux")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (helptext, modules) in VERBS.items():
+        if verb and name != verb:
+            continue
         verb_parser = sub.add_parser(name, help=helptext)
         if verb in (None, name):
             for module in modules:

@@ -166,10 +166,12 @@ def ask(store: str, op: str, timeout: float = 120.0, **fields) -> dict:
         raise CommandError(str(exc)) from None
 
 
-def daemon_status(store: str) -> dict | None:
+def daemon_status(store: str, release: bool = True) -> dict | None:
     """The daemon's `ps` reply, or None when no daemon serves the store (one that was
-    killed but could not finish dying is let go first: slsfs.dying_daemon)."""
-    dying_daemon.release(store)
+    killed but could not finish dying is let go first: slsfs.dying_daemon; not when
+    `release` is False: take_over_plain_mount did, a moment ago)."""
+    if release:
+        dying_daemon.release(store)
     try:
         return request(store, "ps", timeout=30)
     except ControlError as exc:
@@ -291,7 +293,7 @@ def cmd_run(args) -> int:
         raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
     plain_mountpoint, plain_volume, starter = take_over_plain_mount(store) or (None, None, None)
-    status = None if plain_mountpoint else daemon_status(store)
+    status = None if plain_mountpoint else daemon_status(store, release=False)
     chosen = args.mountpoint or plain_mountpoint          # (else the group's own, or STORE.mnt)
     volume = args.volume or plain_volume or "main"
     if args.resume and status is not None and _has_checkpoint(store, name):
@@ -442,7 +444,8 @@ def cmd_group_restore(args) -> int:
         return cmd_group_clone(args)
     plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
     group = _restore_group(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
-                           None if plain else daemon_status(store), force=args.force, starter=plain and plain[2])
+                           None if plain else daemon_status(store, release=False), force=args.force,
+                           starter=plain and plain[2])
     _print(args, group, _restored_line(group))
     return 0
 
