@@ -87,7 +87,7 @@ from typing import Callable, Iterable
 
 from objectstore import ChunkId, Store
 
-from . import copier, injection_page, kernel, lazy, procfs, shared_memory, uffd, watchdog
+from . import copier, injection_page, kernel, lazy, nativeworker, procfs, shared_memory, uffd, watchdog
 from .capture import PageSelector, injecting, saved_ranges, vma_kind
 from .copybuffer import CopyBuffer
 from .treecapture import Precopied, TreeCapture
@@ -537,6 +537,7 @@ class Incremental:
         planned (DirtyTracker.plan_scan: begun as soon as the stop begins)."""
         self.buffers.prepare()
         copier.start()
+        nativeworker.start()
         watchdog.start()        # (its first start takes ~6 ms: not in the first stop)
         with phase("before_freeze_vm_flags"):
             for pid in self.trackers:

@@ -5,7 +5,8 @@ of up to IOV_MAX runs (READ_BATCH_BYTES) into its own buffer, its arguments buil
 once; `read_all(pid, reads)` makes those calls and nothing else; `read_rest(pid, reads,
 sink)` reads, through /proc/PID/mem, the runs of a read that did not get its whole size;
 `runs(reads)` gives the runs of the others (memoryviews of their buffers). `copy_pages`
-does all of it in a row.
+does all of it in a row. `start_reads(pid, reads, cpus)` has read_all's calls made on
+another CPU: by the native worker (nativeworker.py), which holds no Python lock at all.
 Why: the pages a stop copies are read on the other CPU (copier.py, snapshot.PageCopy)
 while the tracer captures the rest. A worker that also built the calls' arguments and cut
 the buffer into runs held Python's lock for that work, and the tracer waited for the lock
@@ -13,7 +14,8 @@ after its own system calls: 1.2-1.9 ms of a Redis stop (16 MiB, 50 clients, ~600
 copied per stop) were spent idle in the tracer (its wall time in the freeze less its CPU
 time, load 6-9; 0.3 ms with the copy done by the tracer itself; one wait of 2.6 ms under
 strace). Now the worker runs `read_all` alone (a few Python steps around calls that let
-go of the lock), `plan` is array and map steps, and the runs are cut after the thaw.
+go of the lock), `plan` is array and map steps, and the runs are cut after the thaw; the
+native worker does away with even those steps (the Python worker is the fallback).
 
 Simplifications: a buffer taken for a read that fails is not given back (the fallback
 reads into fresh bytes).
@@ -29,13 +31,14 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from . import kernel, procfs
+from . import copier, kernel, nativeworker, procfs
 from .copybuffer import CopyBuffer
 from .errors import CheckpointError, ProcessGone
 
 MAX_RUN = 256 * kernel.PAGE_SIZE
 IOV_MAX = 1024                   # iovecs per process_vm_readv
 READ_BATCH_BYTES = 8 << 20       # memory read by one process_vm_readv at most
+NR_PROCESS_VM_READV = 310
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.process_vm_readv.restype = ctypes.c_ssize_t
 _libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
@@ -78,6 +81,29 @@ def read_all(pid: int, reads: list[Read]) -> None:
     """Make every read of `pid`'s memory (each call lets go of Python's lock)."""
     for read in reads:
         read.done = _libc.process_vm_readv(pid, read.local, 1, read.remote.buffer_info()[0], len(read.starts), 0)
+
+
+class Reading:
+    """Reads made by the native worker (nativeworker.py): `result()` waits for them."""
+
+    def __init__(self, batch: nativeworker.Batch, reads: list[Read]) -> None:
+        self.batch, self.reads = batch, reads
+
+    def result(self) -> None:
+        for read, done in zip(self.reads, self.batch.results()):
+            read.done = done        # bytes read, or -errno
+
+
+def start_reads(pid: int, reads: list[Read], cpus: set[int]) -> "Reading | copier.Job":
+    """`read_all(pid, reads)` begun on `cpus`: by the native worker, which needs no Python
+    lock (nativeworker.py), or else by the copier's Python worker (copier.py); the returned
+    job's `result()` waits until they are made."""
+    calls = [(NR_PROCESS_VM_READV, (pid, ctypes.addressof(read.local), 1, read.remote.buffer_info()[0],
+                                    len(read.starts), 0)) for read in reads]
+    batch = nativeworker.submit(calls, cpus, keep=reads)
+    if batch is None:
+        return copier.submit(lambda: read_all(pid, reads), cpus)
+    return Reading(batch, reads)
 
 
 def read_rest(pid: int, reads: list[Read], sink: Callable[[int, bytes], None]) -> None:

@@ -4,7 +4,7 @@ What: `PageCopy` collects, inside a freeze window, the pages the capture chose f
 process (`selector()` wraps the capture's page selector). Those it copies inside the stop
 (few pages next to its resident memory: see `_fork_is_cheaper`) are copied as soon as the
 capture has chosen them (`selected()`), on the other CPU while the capture reads the
-process's files, signals and threads (copier.py), into memory prepared before the freeze
+process's files, signals and threads (pageread.start_reads), into memory prepared before the freeze
 (copybuffer.py); `in_stop(frozen)` waits for those copies, and for the others makes a fork
 snapshot: an injected clone3 of the process's main
 thread with exit signal 0 and CLONE_FILES, which the kernel gives a copy-on-write copy
@@ -100,7 +100,7 @@ class PageCopy:
         self._fork = fork
         self._buffers = buffers
         self._cpus = cpus or set()
-        self._copies: dict[int, tuple[list[pageread.Read], copier.Job]] = {}   # started by selected(), by host pid
+        self._copies: dict[int, tuple[list[pageread.Read], pageread.Reading | copier.Job]] = {}   # by host pid
         self.snapshots: list[Snapshot] = []
         self._made: list[tuple[int, list[pageread.Read]]] = []   # (ns pid, reads made in the stop)
 
@@ -115,12 +115,12 @@ class PageCopy:
     def selected(self, pid: int) -> None:
         """Every page of `pid` is chosen (capture_all's `selected`): if they are to be copied
         inside the stop rather than from a fork snapshot, start that copy now on another CPU
-        (copier.py), while the capture goes on; `in_stop` waits for it."""
+        (pageread.start_reads), while the capture goes on; `in_stop` waits for it."""
         chosen = self._chosen[pid]
         if not self._cpus or not chosen.by_vma or (self._fork and _fork_is_cheaper(pid, chosen)):
             return
         reads = pageread.plan(chosen.ranges, self._buffers)    # here: the worker only reads (pageread.py)
-        self._copies[pid] = (reads, copier.submit(lambda: pageread.read_all(pid, reads), self._cpus))
+        self._copies[pid] = (reads, pageread.start_reads(pid, reads, self._cpus))
 
     def in_stop(self, frozen: Frozen, sink: RunSink) -> None:
         """Still frozen: copy each process's pages into `sink` now (or take the copy
