@@ -299,3 +299,21 @@ def test_diff_of_two_group_checkpoints_by_their_numbers(group_store):
                              cwd=store.mnt, capture_output=True, text=True)
     assert unknown.returncode == 1 and "app#999" in unknown.stderr, unknown.stderr
     store.sls("stop", "--store", str(store.path))
+
+
+def test_sls_run_takes_the_mount_of_sls_mount_over_in_the_same_process(group_store):
+    """`sls mount`, then `sls run`: the mount's daemon becomes the group daemon (the group
+    runs in that mount point, on the same volume), and a group name the store holds no
+    checkpoint of is no refusal (`--resume` of a new group starts it)."""
+    store = group_store
+    store.mnt.mkdir()
+    store.sls("mount", str(store.path), str(store.mnt))
+    (store.mnt / "before").write_text("written through sls mount")
+    mount_daemon = request(store.path, "status")["pid"]
+    out = store.sls("run", "--resume", "--store", str(store.path), "--name", "fresh", "--hz", "0", "--",
+                    sys.executable, "-c", "import time; open('ran', 'w').close(); time.sleep(600)").stdout
+    assert f"running in {store.mnt}" in out, out
+    assert store.ps()["daemon"] == mount_daemon, "the mount daemon did not become the group daemon"
+    wait_for(lambda: (store.mnt / "ran").exists(), "the group to run in the mount")
+    assert (store.mnt / "before").read_text() == "written through sls mount"
+    store.sls("stop", "--store", str(store.path))
