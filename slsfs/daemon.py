@@ -360,6 +360,7 @@ class Daemon:
         await self._ended(group)
 
     async def _ended(self, group: RunningGroup) -> None:
+        group.note_ended()
         noted_already = self.stopping or group.replaced      # (by stop, or by a restore in place)
         status = None if noted_already else await _exit_status(group)
         await self.checkpoints_imported.wait()      # (its tracking is made by the capture side)

@@ -383,7 +383,8 @@ def cmd_ps(args) -> int:
         elif slow := _falls_behind(g):
             lines.append(slow)
         if (ended := g.get("exit_status")) is not None:
-            lines.append(f"  {_exit_line(ended)}" + (DAEMONIZED if ended == 0 else ""))
+            daemonized = ended == 0 and (g.get("ran_s") is None or g["ran_s"] < DAEMONIZED_WITHIN_S)
+            lines.append(f"  {_exit_line(ended)}" + (DAEMONIZED if daemonized else ""))
     _print(args, status, "\n".join(lines))
     return 0
 
@@ -423,6 +424,8 @@ def _falls_behind(group: dict) -> str:
 DAEMONIZED = ("; if it forked into the background and returned, that took its group with it (the"
               " group ends with its first process): start it with `sls run --init`, or run it in the"
               " foreground (e.g. redis-server --daemonize no, nginx -g 'daemon off;')")
+DAEMONIZED_WITHIN_S = 5.0     # a group whose command exited 0 sooner is told DAEMONIZED (a daemon's
+# start returns within it; a program that did its work and finished later is not told it daemonized)
 
 
 def cmd_barrier(args) -> int:

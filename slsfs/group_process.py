@@ -73,6 +73,7 @@ class RunningGroup:
     stop_phases_last: dict[str, float] = field(default_factory=dict)   # ms per phase of the last stop
     left_out_until: float = 0.0               # (monotonic) its capture failed in another group's checkpoint
     replaced: bool = False                    # ended by a restore in place (its end noted by that restore)
+    ended_at: float | None = None             # (time.time) when the daemon found it ended
 
     @property
     def name(self) -> str:
@@ -137,6 +138,11 @@ class RunningGroup:
             except ProcessLookupError:
                 pass
 
+    def note_ended(self) -> None:
+        """Note when the group was found ended (once: `ran_s` in status)."""
+        if self.ended_at is None:
+            self.ended_at = time.time()
+
     def rate(self, window_s: float = 5.0) -> float:
         """Checkpoints a second over the last `window_s` (or since the first of them, for a
         group younger than that: a group 2 s old was shown at 40% of its rate)."""
@@ -159,8 +165,11 @@ class RunningGroup:
 
     def status(self) -> dict:
         stops, durables = sorted(self.stop_ms), sorted(self.durable_ms)
+        running = self.alive()
+        if not running:
+            self.note_ended()
         return {
-            "group": self.name, "running": self.alive(), "pids": self.pids, "argv": self.settings.argv,
+            "group": self.name, "running": running, "pids": self.pids, "argv": self.settings.argv,
             "volume": self.settings.volume, "mountpoint": self.settings.mountpoint, "hz": self.settings.hz,
             "checkpoints": self.seq, "rate_hz": round(self.rate(), 1), "last_durable": self.last_checkpoint,
             "restored_from": self.restored_from, "error": self.error,
@@ -171,6 +180,7 @@ class RunningGroup:
             "restore_ms": self.restore_ms, "restore_phases_ms": self.restore_phases_ms,
             "pages_last": self.pages_last, "pages_total": self.pages_total, "precopied_pages_last": self.precopied_last,
             "stop_phases_ms_last": self.stop_phases_last, "exit_status": self.exit_status(),
+            "ran_s": None if self.ended_at is None else round(self.ended_at - self.started, 2),
         }
 
 

@@ -133,3 +133,15 @@ def test_a_program_that_daemonizes_is_told_to_run_in_the_foreground(group_store)
     human = store.sls("ps", "--store", str(store.path)).stdout
     assert "exited with status 0" in human and "sls run --init" in human, human
     store.sls("stop", "--store", str(store.path))
+
+
+def test_a_program_that_ran_a_while_and_exited_is_not_told_it_daemonized(group_store):
+    from slsfs.group_commands import DAEMONIZED_WITHIN_S
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "job", "--", "sleep", str(DAEMONIZED_WITHIN_S + 0.5))
+    group = wait_for(lambda: (g := store.group("job")) and not g["running"] and g["exit_status"] is not None and g,
+                     "the group to end and its exit status", timeout=60)
+    assert group["exit_status"] == 0 and group["ran_s"] >= DAEMONIZED_WITHIN_S
+    human = store.sls("ps", "--store", str(store.path)).stdout
+    assert "exited with status 0" in human and "sls run --init" not in human, human
+    store.sls("stop", "--store", str(store.path))
