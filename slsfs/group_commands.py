@@ -186,19 +186,22 @@ class HandOver:
     """`sls mount`'s daemon of a store (`pid`, serving `mountpoint` alone) to become the
     store's group daemon in place (slsfs.mount_daemon): `start` as DaemonStart.start."""
 
-    def __init__(self, pid: int, mountpoint: str) -> None:
-        self.pid, self.mountpoint = pid, mountpoint
+    def __init__(self, pid: int, mountpoint: str, check: Callable[[], None] | None) -> None:
+        self.pid, self.mountpoint, self.check = pid, mountpoint, check
 
     def start(self, store: str, *args: str) -> dict | None:
         """Ask the daemon to hand over to a group daemon run with `args`, then wait until
         that one serves; its `ps` reply. A daemon in the foreground (`sls mount
-        --foreground`) does not: it is unmounted and a new daemon started, as before."""
+        --foreground`) does not: it is unmounted (after `check`: see take_over_plain_mount)
+        and a new daemon started, as before."""
         end_unstarted()                      # (a daemon to be, importing on the other CPU)
         try:
             request(store, "hand_over", args=[*args, "--command-pid", str(os.getpid())])
         except ControlError as exc:
             if "unknown request" not in str(exc):
                 raise CommandError(str(exc)) from None
+            if self.check is not None:
+                self.check()
             from .fs_commands import unmount
             unmount(self.mountpoint, busy_hint=_TAKE_OVER_BUSY_HINT.format(mountpoint=self.mountpoint))
             return take().start(store, *args)
@@ -258,7 +261,7 @@ def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
     if len(mounts) == 1:                      # it hands over as it unmounts: refuse while busy, as umount does
         from .mount_users import refuse_while_busy
         refuse_while_busy(mountpoint, status["pid"], busy_hint)
-        return mountpoint, status["volume"], HandOver(status["pid"], mountpoint)
+        return mountpoint, status["volume"], HandOver(status["pid"], mountpoint, check)
     if check is not None:
         check()
     from .fs_commands import unmount      # (here: the file-system verbs' imports cost ~25-40 ms)

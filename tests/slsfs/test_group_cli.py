@@ -317,3 +317,33 @@ def test_sls_run_takes_the_mount_of_sls_mount_over_in_the_same_process(group_sto
     wait_for(lambda: (store.mnt / "ran").exists(), "the group to run in the mount")
     assert (store.mnt / "before").read_text() == "written through sls mount"
     store.sls("stop", "--store", str(store.path))
+
+
+def test_a_mount_in_the_foreground_is_taken_over_by_a_new_daemon(group_store, group_binaries):
+    """`sls mount --foreground` runs in the user's terminal: its daemon does not become the
+    group daemon (it answers no hand_over); `sls restore` unmounts it, once a typo has been
+    refused with the mount kept, and starts a daemon."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
+              str(group_binaries / "atomic_counter"), "counter")
+    floor = wait_for(lambda: (counter_value(store) or 0) > 50 and counter_value(store), "the target to count")
+    store.checkpoint("app")
+    store.crash()
+    foreground = subprocess.Popen([sys.executable, "-m", "slsfs.cli", "mount", "--force", "--foreground",
+                                   str(store.path), str(store.mnt)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (counter_value(store) or 0) >= floor, "the foreground mount to serve")
+        refused = store.sls("restore", "apq", "--store", str(store.path), check=False)
+        assert refused.returncode == 1 and "groups: app" in refused.stderr, refused.stderr
+        assert (counter_value(store) or 0) >= floor, "a refused restore unmounted the foreground mount"
+        out = store.sls("restore", "app", "--store", str(store.path)).stdout
+        assert "restored from checkpoint" in out, out
+        assert foreground.wait(timeout=60) == 0
+        assert store.ps()["daemon"] != foreground.pid
+        wait_for(lambda: (counter_value(store) or 0) > floor + 20, "the restored target to count on")
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+            foreground.wait()
+    store.sls("stop", "--store", str(store.path))
