@@ -305,9 +305,10 @@ class Store:
 
     # -- trees and roots ----------------------------------------------------------
 
-    def tree(self, root: bytes | None = None) -> Tree:
-        """A COW tree starting from `root` (None: empty)."""
-        t = Tree(self, root, self.cache)
+    def tree(self, root: bytes | None = None, *, leaf_bytes: int | None = None) -> Tree:
+        """A COW tree starting from `root` (None: empty), its leaves split past `leaf_bytes`
+        (default: the tree's, objectstore.tree.LEAF_BYTES)."""
+        t = Tree(self, root, self.cache, leaf_bytes=leaf_bytes)
         self._trees.add(t)
         return t
 

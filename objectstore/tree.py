@@ -224,8 +224,12 @@ class Tree:
     """A COW ordered map bytes -> (value, refs), persisted as NODE chunks."""
 
     def __init__(self, store: ChunkStore, root: bytes | None = None,
-                 cache: NodeCache | None = None):
+                 cache: NodeCache | None = None, *, leaf_bytes: int | None = None):
+        """`leaf_bytes`: a leaf this writer makes or changes is split once its entries pass
+        that many bytes (default LEAF_BYTES; readers take leaves of any size: docs/FORMAT.md,
+        "Tree nodes")."""
         self._store = store
+        self.leaf_bytes = leaf_bytes or LEAF_BYTES
         self._cache = cache if cache is not None else NodeCache(4096)
         self._root: _Node | ChunkId | None = ChunkId(root) if root is not None else None
 
@@ -319,7 +323,7 @@ class Tree:
                 node.vals.insert(i, entry)
                 node.enc.insert(i, _leaf_enc(key, entry))
                 node.size += _entry_size(key, entry)
-            if node.size > LEAF_BYTES and len(node.keys) > 1:
+            if node.size > self.leaf_bytes and len(node.keys) > 1:
                 return self._split(node)
             return None
         i = max(bisect_right(node.keys, key) - 1, 0)

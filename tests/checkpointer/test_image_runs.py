@@ -121,7 +121,8 @@ def test_pages_written_again_as_they_were_leave_their_blocks_unwritten(store, mo
     table is its parent's."""
     rng = random.Random(11)
     base = 0x7f0000000000
-    runs = [(3, base + n * 3 * BLOCK + PAGE_SIZE, rng.randbytes(3 * PAGE_SIZE)) for n in range(40)]
+    # (blocks enough for several leaves: the last one's is not the metadata's, image.IMAGE_LEAF_BYTES)
+    runs = [(3, base + n * 3 * BLOCK + PAGE_SIZE, rng.randbytes(3 * PAGE_SIZE)) for n in range(200)]
     parent, _ = _image(store, None, runs, [{"pid": 3}], batched=True)
     quiet, quiet_nodes = _nodes_written(store, monkeypatch, ImageWriter(store, parent), [{"pid": 3}])
     again = ImageWriter(store, parent)
