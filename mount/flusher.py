@@ -288,14 +288,19 @@ class Flusher:
     async def close(self) -> None:
         """End the helper once a syncfs in flight has its answer: end of input, then a kill
         if it does not go within EXIT_WAIT_S (it may sleep in a syncfs until the kernel ends
-        the connection: then it is not waited for)."""
+        the connection: then it is not waited for). A helper with every request answered
+        is killed at once: it has nothing left to do, and its interpreter's orderly exit
+        took 5-9 ms of every unmount (a restore in place waits for it)."""
         import trio
         with trio.move_on_after(self.EXIT_WAIT_S) as scope:
             scope.shield = True
             async with self._lock:
                 with self._writing:
                     self._closed = True
+                    idle = self._read == self._sent
                 await self.process.stdin.aclose()
+            if idle:
+                self.process.kill()
             await self.process.wait()
         if self.process.returncode is None:
             self.process.kill()
