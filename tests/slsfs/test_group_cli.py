@@ -111,17 +111,24 @@ def test_run_resume_starts_then_resumes(group_store, group_binaries):
     store.sls("stop", "--store", str(store.path))
 
 
+def _counter_checkpointed_then_crashed(store, group_binaries) -> int:
+    """Group `app` (the atomic counter, checkpointed when asked) counted past 50 and was
+    checkpointed, then everything was SIGKILLed; a count its checkpoint holds at least."""
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
+              str(group_binaries / "atomic_counter"), "counter")
+    floor = wait_for(lambda: (counter_value(store) or 0) > 50 and counter_value(store), "the target to count")
+    store.checkpoint("app")
+    store.crash()
+    return floor
+
+
 def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries):
     """The issue's crash recovery: `sls mount` (to look at the files), then `sls restore
     GROUP` hands that mount over to the slsfs daemon, once nothing is open in it: the mount
     daemon becomes the group daemon (same process: no new daemon's start). A group or
     checkpoint the store does not hold is refused first: a typo keeps the mount."""
     store = group_store
-    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
-              str(group_binaries / "atomic_counter"), "counter")
-    floor = wait_for(lambda: (counter_value(store) or 0) > 50 and counter_value(store), "the target to count")
-    store.checkpoint("app")
-    store.crash()
+    floor = _counter_checkpointed_then_crashed(store, group_binaries)
 
     store.sls("mount", "--force", str(store.path), str(store.mnt))
     assert counter_value(store) >= floor, "the plain mount shows the checkpoint's files"
@@ -324,11 +331,7 @@ def test_a_mount_in_the_foreground_is_taken_over_by_a_new_daemon(group_store, gr
     group daemon (it answers no hand_over); `sls restore` unmounts it, once a typo has been
     refused with the mount kept, and starts a daemon."""
     store = group_store
-    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
-              str(group_binaries / "atomic_counter"), "counter")
-    floor = wait_for(lambda: (counter_value(store) or 0) > 50 and counter_value(store), "the target to count")
-    store.checkpoint("app")
-    store.crash()
+    floor = _counter_checkpointed_then_crashed(store, group_binaries)
     foreground = subprocess.Popen([sys.executable, "-m", "slsfs.cli", "mount", "--force", "--foreground",
                                    str(store.path), str(store.mnt)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
