@@ -207,12 +207,6 @@ def take() -> DaemonStart:
     return early
 
 
-def start_daemon(store: str, *args: str) -> dict | None:
-    """Start the daemon (`python -m slsfs.daemon STORE ARGS`) and wait until it serves (or
-    failed); its `ps` reply as it said it serves (None from a daemon whose line carries none)."""
-    return take().start(store, *args)
-
-
 def end_unstarted() -> None:
     """Kill (and reap) the forks this command did not start: it ends without them."""
     while _unstarted:
