@@ -79,10 +79,7 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
         result = [capture_process(proc, sink, files, ns_ppid(pid), select, keep_injection_page, selected,
                                   scanning(pid))
                   for pid, proc in frozen.processes.items()]
-        result += [{"pid": ns_pids[pid], "ppid": ns_ppid(pid), "zombie": True, "exit_status": status,
-                    "pgid": procfs.ns_id(procfs.frozen_status(pid)["NSpgid"]),      # version 9
-                    "sid": procfs.ns_id(procfs.frozen_status(pid)["NSsid"])}
-                   for pid, status in frozen.zombies.items()]
+        result += [_zombie(pid, ns_pids[pid], ns_ppid(pid), status) for pid, status in frozen.zombies.items()]
         files.check_peers()
         if namespace is None:
             sysv_msg.refuse_used(frozen.processes)
@@ -90,6 +87,14 @@ def capture_all(frozen: Frozen, sink: PageSink, files: FileCapture,
             with phase("ipc_namespace"):
                 result[0]["ipc"] = ipc_namespace.capture(files)      # version 20
     return result
+
+
+def _zombie(pid: int, ns_pid: int, ppid: int, exit_status: int) -> dict:
+    """The record of zombie `pid` (host PID), `ns_pid` as its namespace sees it."""
+    status = procfs.frozen_status(pid)
+    return {"pid": ns_pid, "ppid": ppid, "zombie": True, "exit_status": exit_status,
+            "pgid": procfs.ns_id(status["NSpgid"]), "sid": procfs.ns_id(status["NSsid"]),   # version 9
+            "comm": status["Name"]}                                                          # version 27
 
 
 def capture_process(proc: FrozenProcess, sink: PageSink, files: FileCapture, ppid: int,

@@ -53,7 +53,7 @@ from .kernel import PAGE_SIZE
 from .metajson import MetaEncoder
 
 FORMAT = "slsfs-process-image"
-VERSION = 26
+VERSION = 27
 READABLE_VERSIONS = tuple(range(1, VERSION + 1))   # what each version added: docs/FORMAT.md
 ROOT_PREFIX = "img/"
 _META = b"meta"

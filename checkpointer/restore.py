@@ -120,7 +120,11 @@ LAUNCHER_NAME, NAMESPACE_INIT_NAME = b"sls-launcher", b"sls-ns-init"
 
 
 def _named_stub_injector(tid: int, name: bytes) -> Injector:
-    inj = _stub_injector(tid)
+    return _name(_stub_injector(tid), name)
+
+
+def _name(inj: Injector, name: bytes) -> Injector:
+    """Name the stub of `inj` `name` (at most 15 bytes: the kernel's comm)."""
     inj.check(NR["prctl"], PR_SET_NAME, inj.put(name + b"\0"), 0, 0, 0, what="PR_SET_NAME")
     return inj
 
@@ -345,6 +349,8 @@ def _create_tree(top: Injector, roots: list[dict], processes: list[dict], restor
         stand_ins.note(inj, creator)
         if meta.get("zombie"):
             zombies.append((parent, inj, meta))
+            if "comm" in meta:                          # version 27
+                _name(inj, meta["comm"].encode()[:15])
             if meta.get("sid") == meta["pid"]:         # version 9: its session and group
                 inj.check(NR["setsid"], what="setsid (a zombie)")
                 stand_ins.note_setsid(inj, meta)        # until it exits, it clones its session's orphans

@@ -40,6 +40,7 @@ def test_tree_with_zombie_groups_and_full_pipe(procs, store, binaries, tmp_path,
     wait_for(lambda: out.exists() and len(ok_lines(out)) >= 20, "20 lines")
     checkpointer.checkpoint([proc.pid], store, "tree", tree=True)
     _check_image(store, "tree")
+    assert _comm(zombie) == "tree-zombie"
     os.kill(reader, signal.SIGKILL)
     procs.kill(proc)
     subreaper([reader, zombie])
@@ -54,6 +55,12 @@ def test_tree_with_zombie_groups_and_full_pipe(procs, store, binaries, tmp_path,
     assert new_reader in kids and len(kids) == 2
     [new_zombie] = [k for k in kids if k != new_reader]
     assert state_of(new_zombie) == "Z" and ns_pid(new_zombie) == zombie
+    assert _comm(new_zombie) == "tree-zombie"      # `ps` shows the zombie's own name
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().rstrip("\n")
 
 
 def test_whole_pid_namespace_restored_with_pid_1(procs, store, binaries, tmp_path):

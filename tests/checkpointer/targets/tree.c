@@ -1,6 +1,6 @@
 /* A self-checking process tree joined by a pipe: usage `tree OUTFILE`.
- * The parent (a session leader) forks a child that exits with status 7 and is never
- * reaped (a zombie), and a reader child in its own process group. The parent writes
+ * The parent (a session leader) forks a child that names itself "tree-zombie" and exits
+ * with status 7, never reaped (a zombie: `ps` shows that name), and a reader child in its own process group. The parent writes
  * 0, 1, 2, ... as 4-byte numbers into the pipe as fast as it can, so the pipe is
  * always full (data in flight, the parent asleep in write). The reader checks the
  * numbers, its parent, group and session, and appends "<n> <pid> ok" every 5 ms.
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,7 +31,10 @@ int main(int argc, char **argv) {
     setsid(); /* fails harmlessly when already a session leader */
     pid_t parent = getpid();
     pid_t zombie = fork();
-    if (zombie == 0) _exit(7);
+    if (zombie == 0) {
+        prctl(PR_SET_NAME, "tree-zombie");
+        _exit(7);
+    }
     siginfo_t first;
     if (waitid(P_PID, zombie, &first, WEXITED | WNOWAIT) != 0) bad("zombie never exited");
     int p[2];
