@@ -273,6 +273,11 @@ class FileSystem:
 
     # ----- state ---------------------------------------------------------------------
     @property
+    def device_minor(self) -> int:
+        """The minor number of the mount's device (st_dev 0:N) while serving; else 0."""
+        return self._connection
+
+    @property
     def dirty(self) -> bool:
         return any(v.changed for v in self.views.live_volumes())
 

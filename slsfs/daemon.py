@@ -281,7 +281,8 @@ class Daemon:
                 images.append(await captured.write())
                 pids = [p["pid"] for p in captured.processes if not p.get("zombie")]
                 groups.save(self.store, GroupCheckpoint(member.settings, member.seq + 1, time.time(), images[-1],
-                                                        captured.fs_root, pids, captured.files_commit, clones))
+                                                        captured.fs_root, pids, captured.files_commit, clones,
+                                                        self.fs.device_minor))
             names = " ".join(f"{member.name} #{member.seq + 1}" for member in members)
             commit = self.store.commit(f"group {names}: {label}", durable=False).id
         except BaseException:
@@ -1125,7 +1126,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
             startup.done("reset_volume")
         os.makedirs(mountpoint, exist_ok=True)
         daemon = Daemon(store, group_filesystem(store, volume), os.path.abspath(mountpoint), startup, command,
-                        device_minor=stale_minor)
+                        device_minor=stale_minor or (plan and plan.record.device))
         log.info("daemon %d: serving %s volume %s at %s", os.getpid(), args.store, volume, mountpoint)
         trio.run(daemon.main, restore, ready)
         daemon.kill_groups()

@@ -36,8 +36,9 @@ from objectstore.store import VOLUME_PREFIX
 
 
 FORMAT = "slsfs-group"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)    # version 1: settings without `init`; 1-2: no `directory`, `clone_volumes`
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # version 1: settings without `init`; 1-2: no `directory`, `clone_volumes`;
+#                                   1-3: no `device`
 ROOT_PREFIX = "grp/"
 _META = b"meta"
 _STOPPED = b"stopped"
@@ -96,12 +97,14 @@ class GroupCheckpoint:
     files_commit: int = 0                  # the commit made in the frozen window (its volume root = fs)
     clone_volumes: dict[str, ChunkId] = field(default_factory=dict)   # volumes grafted in `fs`, their
     # roots in files_commit (version 3): a restore puts them back with the volume
+    device: int = 0                        # the mount's device minor (st_dev 0:device; version 4; 0: unknown)
 
     def encode(self) -> bytes:
         doc = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings), "seq": self.seq,
                "time": self.time, "image": self.image.hex(), "fs": self.fs.hex(), "pids": self.pids,
                "files_commit": self.files_commit,
-               "clone_volumes": {name: root.hex() for name, root in sorted(self.clone_volumes.items())}}
+               "clone_volumes": {name: root.hex() for name, root in sorted(self.clone_volumes.items())},
+               "device": self.device}
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
@@ -115,7 +118,8 @@ class GroupCheckpoint:
         return cls(GroupSettings(**doc["settings"]), doc["seq"], doc["time"],
                    ChunkId(bytes.fromhex(doc["image"])), ChunkId(bytes.fromhex(doc["fs"])),
                    doc["pids"], doc["files_commit"],
-                   {name: ChunkId(bytes.fromhex(root)) for name, root in doc.get("clone_volumes", {}).items()})
+                   {name: ChunkId(bytes.fromhex(root)) for name, root in doc.get("clone_volumes", {}).items()},
+                   doc.get("device", 0))
 
 
 def save(store: Store, record: GroupCheckpoint) -> None:

@@ -1,5 +1,6 @@
 """A group restored after a crash finds the files it uses on the device number they had:
-its mount is made again on the stale mount's number (mount.device_number), though lower
+its mount is made again on that number (mount.device_number), the stale mount's or the
+one its checkpoint record names (after a reboot, or `sls mount` first), though lower
 numbers fell free meanwhile, which a new mount takes first. Programs compare (st_dev,
 st_ino) of what they opened before (tar: "Directory renamed before its status could be
 extracted")."""
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
+
+import pytest
 
 from group_helpers import wait_for
 from tmpfs import tmpfs
@@ -30,7 +34,8 @@ time.sleep(1000)
 """
 
 
-def test_a_restored_group_sees_its_files_on_the_device_number_they_had(group_store, tmp_path):
+@pytest.mark.parametrize("back_by", ["restore", "reboot then restore", "sls mount then restore"])
+def test_a_restored_group_sees_its_files_on_the_device_number_they_had(group_store, tmp_path, back_by):
     store = group_store
     with contextlib.ExitStack() as lower_numbers:       # taken before the group's mount, freed before its restore
         for n in range(3):
@@ -39,12 +44,19 @@ def test_a_restored_group_sees_its_files_on_the_device_number_they_had(group_sto
                   sys.executable, "-c", STAT_KEEPER)
         wait_for(lambda: (store.mnt / "ready").exists(), "the directory to be made")
         store.checkpoint("k")
+    device = os.stat(store.mnt).st_dev
     store.crash()
+    if back_by != "restore":         # a reboot leaves no stale mount (nor does `sls mount --force`)
+        subprocess.run(["umount", "-l", str(store.mnt)], check=True)
+        wait_for(lambda: not _device_anywhere(device), "the stale mount's device number to be free")
     # the lazily unmounted holes live on in the mount namespaces of processes that copied
     # them (the killed group's, until the kernel has torn it down): freed during the restore,
     # a lower number would go to its mount (seen under load), which is not what this tests
     holes = [str(tmp_path / f"hole{n}") for n in range(3)]
     wait_for(lambda: not _mounted_anywhere(holes), "the holes' file systems to be gone")
+    if back_by == "sls mount then restore":
+        store.sls("mount", str(store.path), str(store.mnt))
+        assert os.stat(store.mnt).st_dev != device      # (the lowest number free: a hole's)
     store.sls("restore", "k", "--store", str(store.path))
     (store.mnt / "go").touch()
     verdict = wait_for(lambda: (store.mnt / "verdict").exists() and (store.mnt / "verdict").read_text(),
@@ -59,6 +71,19 @@ def _mounted_anywhere(paths: list[str]) -> bool:
         try:
             with open(f"/proc/{pid}/mountinfo") as f:
                 if any(line.split()[4] in paths for line in f):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _device_anywhere(device: int) -> bool:
+    """Whether any process's mount namespace still has a mount of `device` (st_dev)."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/mountinfo") as f:
+                if any(line.split()[2] == wanted for line in f):
                     return True
         except OSError:
             continue
