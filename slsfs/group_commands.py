@@ -19,14 +19,14 @@ import select
 import shlex
 import time
 from pathlib import Path
-from collections.abc import Callable
 
 from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon
 from .cli import CommandError, add_json_flag, read_only_store
 from .daemon_ready import LOG_NAME
-from .daemon_start import DAEMON_START_TIMEOUT_S, DAEMON_STOP_TIMEOUT_S, end_unstarted, take
+from .daemon_start import DAEMON_STOP_TIMEOUT_S, end_unstarted, take
+from .take_over import HandOver, take_over_plain_mount
 
 AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
            "(a group checkpoint's own, or its files commit's), a name given by `sls checkpoint --name`, "
@@ -180,93 +180,6 @@ def daemon_status(store: str, release: bool = True) -> dict | None:
         if "unknown request" in str(exc):
             raise CommandError(_plain_mount_message(store)) from None
         raise CommandError(str(exc)) from None
-
-
-class HandOver:
-    """`sls mount`'s daemon of a store (`pid`, serving `mountpoint` alone) to become the
-    store's group daemon in place (slsfs.mount_daemon): `start` as DaemonStart.start."""
-
-    def __init__(self, pid: int, mountpoint: str, check: Callable[[], None] | None) -> None:
-        self.pid, self.mountpoint, self.check = pid, mountpoint, check
-
-    def start(self, store: str, *args: str) -> dict | None:
-        """Ask the daemon to hand over to a group daemon run with `args`, then wait until
-        that one serves; its `ps` reply. A daemon in the foreground (`sls mount
-        --foreground`) does not: it is unmounted (after `check`: see take_over_plain_mount)
-        and a new daemon started, as before."""
-        end_unstarted()                      # (a daemon to be, importing on the other CPU)
-        try:
-            request(store, "hand_over", args=[*args, "--command-pid", str(os.getpid())])
-        except ControlError as exc:
-            if "unknown request" not in str(exc):
-                raise CommandError(str(exc)) from None
-            if self.check is not None:
-                self.check()
-            from .fs_commands import unmount
-            unmount(self.mountpoint, busy_hint=_TAKE_OVER_BUSY_HINT.format(mountpoint=self.mountpoint))
-            return take().start(store, *args)
-        return _until_group_daemon_serves(store, self.pid)
-
-
-_TAKE_OVER_BUSY_HINT = ("and the slsfs daemon must take this `sls mount` over to run groups: close these "
-                        "first (or `sls umount --force {mountpoint}`)")
-
-
-def _until_group_daemon_serves(store: str, pid: int) -> dict:
-    """The `ps` reply of the group daemon that process `pid` becomes (slsfs.mount_daemon's
-    hand-over: it unmounts, then mounts and restores as a group daemon, then listens);
-    CommandError if the process ends first."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                return request(store, "ps", timeout=DAEMON_START_TIMEOUT_S)
-            except ControlError as exc:      # still the mount daemon, or between the two
-                if not any(s in str(exc) for s in ("unknown request", "no mount daemon", "closed the connection")):
-                    raise CommandError(str(exc)) from None
-            if select.select([pidfd], [], [], HAND_OVER_POLL_S)[0]:
-                raise CommandError(f"the slsfs daemon did not start (see {store}/{LOG_NAME})")
-    finally:
-        os.close(pidfd)
-    raise CommandError(f"the slsfs daemon did not answer in {DAEMON_START_TIMEOUT_S:.0f} s (see {store}/{LOG_NAME})")
-
-
-HAND_OVER_POLL_S = 0.003
-
-
-def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
-                          ) -> tuple[str, str, HandOver | None] | None:
-    """If `sls mount` serves the store (a mount daemon runs no groups), take that mount over
-    so that a slsfs daemon serves the same volume at the same place; returns that (mount
-    point, volume, and the daemon's HandOver: it becomes the group daemon when started,
-    having checked the group the command names first; None when it serves other mounts
-    too: then it has been unmounted here, after `check`, which raises what the daemon would
-    refuse (an unknown group), so that a typo costs the user no mount: validate, then act).
-    Refuses, with the list, while files are open there."""
-    dying_daemon.release(store)
-    try:
-        request(store, "ps", timeout=30)
-        return None
-    except ControlError as exc:
-        if "unknown request" not in str(exc):
-            return None                       # no daemon at all, or one daemon_status reports
-    status = ask(store, "status")
-    mounts = [m for m in slsfs_mounts() if os.path.realpath(m.store) == os.path.realpath(store)]
-    mountpoint = mounts[0].mountpoint if mounts else None
-    if mountpoint is None:
-        raise CommandError(f"the `sls mount` daemon of {store} answers but its mount point is not in "
-                           "/proc/self/mountinfo; stop it and try again")
-    busy_hint = _TAKE_OVER_BUSY_HINT.format(mountpoint=mountpoint)
-    if len(mounts) == 1:                      # it hands over as it unmounts: refuse while busy, as umount does
-        from .mount_users import refuse_while_busy
-        refuse_while_busy(mountpoint, status["pid"], busy_hint)
-        return mountpoint, status["volume"], HandOver(status["pid"], mountpoint, check)
-    if check is not None:
-        check()
-    from .fs_commands import unmount      # (here: the file-system verbs' imports cost ~25-40 ms)
-    unmount(mountpoint, busy_hint=busy_hint)
-    return mountpoint, status["volume"], None
 
 
 def stop_daemon(store: str, pid: int) -> None:
