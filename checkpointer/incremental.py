@@ -107,6 +107,7 @@ UFFDIO_WRITEPROTECT_MODE_WP = 1 << 0
 UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 UFFD_FEATURE_WP_ASYNC = 1 << 15
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
+_WRITTEN_SCAN = (procfs.PAGE_IS_WRITTEN, PM_SCAN_WP_MATCHING)   # DirtyTracker._scan_written's (mask, flags)
 SPAN_BREAK_BYTES = 8 << 20     # an untracked mapping this large ends a span of scan_runs
 # From 256 MiB of tracked memory the stop's scan for written pages (0.3-0.45 ms per GiB) is
 # shared with the other CPU (sharedscan.py), in pieces of 256 MiB (~0.1 ms each; pieces of
@@ -277,7 +278,7 @@ class DirtyTracker:
             self._scanning, self._early = (self._early, kept), None
             return
         if cpus and sum(vma.end - vma.start for vma in kept) >= SHARED_SCAN_BYTES:
-            scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, cpus)
+            scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, cpus, _WRITTEN_SCAN)
             self._scanning = (scan, kept)
             return
         for start, end, tracked in spans:
@@ -332,7 +333,7 @@ class DirtyTracker:
         on two CPUs) begins ~0.25 ms earlier, under the status and maps reads."""
         planned, self._planned = self._planned, None
         if planned and cpus and self._early is None and self.same_memory():
-            self._early = SharedScan(self.pid, planned, self._scan_written, cpus)
+            self._early = SharedScan(self.pid, planned, self._scan_written, cpus, _WRITTEN_SCAN)
 
     def _tracked_spans(self, vmas: list[procfs.Vma]) -> list[tuple[int, int, list[procfs.Vma]]]:
         """(start, end, the tracked mappings there) of each span of `vmas` (`_spans`)."""

@@ -561,13 +561,28 @@ def page_ranges(pagemap_fd: int, start: int, end: int, mask: int, *, inverted: i
     regions = regions if regions is not None else scan_buffer()
     found: list[tuple[int, int, int]] = []
     while start < end:
-        arg = (ctypes.c_uint64 * 12)(96, flags, start, end, 0, ctypes.addressof(regions), RANGES_PER_SCAN, 0,
-                                     inverted, mask, 0, mask | report)
-        count = fcntl.ioctl(pagemap_fd, PAGEMAP_SCAN, arg)
-        flat = regions[:3 * count]          # (no Python step per range: hundreds in a Redis stop)
-        found += zip(flat[0::3], flat[1::3], flat[2::3])
-        start = arg[4]       # walk_end
+        arg = scan_arg(start, end, mask, inverted=inverted, report=report, flags=flags, regions=regions)
+        found += scan_found(regions, fcntl.ioctl(pagemap_fd, PAGEMAP_SCAN, arg))
+        start = arg[SCAN_WALK_END]
     return found
+
+
+SCAN_WALK_END = 4       # the u64 of struct pm_scan_arg where the kernel says where its walk ended
+
+
+def scan_arg(start: int, end: int, mask: int, *, inverted: int = 0, report: int = 0, flags: int = 0,
+             regions: ctypes.Array) -> ctypes.Array:
+    """PAGEMAP_SCAN's struct pm_scan_arg (see page_ranges) for [start, end), its output
+    into `regions` (scan_buffer); the kernel sets [SCAN_WALK_END] to where it stopped
+    (`end`, or short of it when `regions` filled up)."""
+    return (ctypes.c_uint64 * 12)(96, flags, start, end, 0, ctypes.addressof(regions), RANGES_PER_SCAN, 0,
+                                  inverted, mask, 0, mask | report)
+
+
+def scan_found(regions: ctypes.Array, count: int) -> list[tuple[int, int, int]]:
+    """The `count` (start, end, categories) a PAGEMAP_SCAN wrote into `regions`."""
+    flat = regions[:3 * count]          # (no Python step per range: hundreds in a Redis stop)
+    return list(zip(flat[0::3], flat[1::3], flat[2::3]))
 
 
 # Parsed /proc/PID/limits, by its text: processes keep their limits, and the parsing cost

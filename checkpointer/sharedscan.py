@@ -1,6 +1,6 @@
 """The stop's scan of a large process's written pages, shared with the other CPU.
 
-What: `SharedScan(pid, pieces, scan, cpus)`, made inside a freeze window, has the copier's
+What: `SharedScan(pid, pieces, scan, cpus, native)`, made inside a freeze window, has the copier's
 worker (copier.py, on `cpus`) call `scan(pagemap fd, start, end, regions)` on the address
 pieces in order, each piece taken by whichever of the two threads is free; `result()`,
 called by the tracer when it needs the pages, scans the pieces the worker has not taken
@@ -15,6 +15,15 @@ process wrote. The walk cannot be left out of the stop, as a page written after 
 pre-copy's scan may be any page, but it can run on the other CPU while the tracer reads
 the process's status and maps, and on both CPUs once the tracer needs it.
 
+Given the scan's PAGEMAP_SCAN mask and flags (`native`), the pieces are scanned by the
+native worker (nativeworker.py: one ioctl per piece, each claimed by the worker or by the
+tracer's `result()`, neither holding Python's lock); otherwise (and when that worker is
+busy or cannot be had) by the copier's Python worker (copier.py), which needs Python's lock
+to begin each piece and to end it, while the tracer waits for that lock after each of its
+own system calls: a 2 GiB stop (8 pieces) waited 0.74 ms for its scan (load 1.4). Through
+the native worker that stop took 2.65 ms instead of 2.88 (medians of 3 x 40 stops in
+turns in one process, lower in 103 of 120 pairs, load 1.8-3).
+
 Simplifications: `scan` must be safe to call from two threads at once on disjoint pieces
 (PAGEMAP_SCAN is: each walk takes the memory map's lock for reading and each page
 table's own lock); each thread brings its own output buffer.
@@ -26,26 +35,32 @@ import os
 import threading
 from typing import Callable
 
-from . import copier, procfs
+from . import copier, nativeworker, procfs
 from .errors import CheckpointError, ProcessGone
 
+NR_IOCTL = 16
 Scan = Callable[[int, int, int, ctypes.Array], procfs.PageRanges]   # (pagemap fd, start, end, regions)
 
 
 class SharedScan:
     """The written pages of `pieces` ((start, end), address order) of process `pid`, found
-    by `scan` on the worker and the tracer (see the module docstring)."""
+    by `scan` on the worker and the tracer (see the module docstring); `native`: (mask,
+    flags), `scan` as PAGEMAP_SCAN's own, for the native worker."""
 
-    def __init__(self, pid: int, pieces: list[tuple[int, int]], scan: Scan, cpus: set[int]) -> None:
+    def __init__(self, pid: int, pieces: list[tuple[int, int]], scan: Scan, cpus: set[int],
+                 native: tuple[int, int] | None = None) -> None:
         try:
             self._fd: int | None = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
         except (FileNotFoundError, ProcessLookupError) as exc:
             raise ProcessGone(pid) from exc
+        self._pid = pid
         self._closing = threading.Lock()    # result() and cancel() (Incremental.reset) may race
         self._pieces, self._scan = pieces, scan
         self._left = list(reversed(range(len(pieces))))    # popped from the end: address order
         self._found: list[procfs.PageRanges] = [[] for _ in pieces]
-        self._job = copier.submit(self._work, cpus, hurried=True)
+        self._native: _NativePieces | None = _NativePieces.submit(self._fd, pieces, native, cpus) if native else None
+        if self._native is None:
+            self._job = copier.submit(self._work, cpus, hurried=True)
 
     def _work(self) -> None:
         """Scan pieces until none is left (list.pop is atomic: each piece is taken once)."""
@@ -61,30 +76,77 @@ class SharedScan:
     def result(self) -> procfs.PageRanges:
         """Every piece's written pages, address order (an error of either thread raised)."""
         try:
-            self._work()
+            if self._native is not None:
+                self._found = self._native.result(self._pid, self._scan)
+            else:
+                self._work()
         finally:
             self._left.clear()          # (after an error here: the worker takes no more)
             try:
-                self._job.result()
+                self._wait()
             finally:
                 self._close()
         return [span for found in self._found for span in found]
 
     def cancel(self) -> None:
-        """Stop after the pieces being scanned (an error: nothing is asked of the scan any more)."""
+        """Stop after the pieces being scanned (the native worker's: once all are made, those
+        not begun by this thread); an error: nothing is asked of the scan any more."""
         self._left.clear()
         try:
-            self._job.result()
+            self._wait()
         except (CheckpointError, OSError):   # the capture that asked failed already: its error is told
             pass
         finally:
             self._close()
+
+    def _wait(self) -> None:
+        """Until neither thread scans any more (the native worker's pieces: all made)."""
+        if self._native is not None:
+            self._native.wait()
+        else:
+            self._job.result()
 
     def _close(self) -> None:
         with self._closing:
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+class _NativePieces:
+    """One PAGEMAP_SCAN per piece, handed to the native worker, each with its own output."""
+
+    def __init__(self, batch: nativeworker.Batch, fd: int, pieces: list[tuple[int, int]],
+                 args: list[ctypes.Array], outputs: list[ctypes.Array]) -> None:
+        self._batch, self._fd, self._pieces, self._args, self._outputs = batch, fd, pieces, args, outputs
+
+    @classmethod
+    def submit(cls, fd: int, pieces: list[tuple[int, int]], native: tuple[int, int],
+               cpus: set[int]) -> "_NativePieces | None":
+        """The scans of `pieces` begun on `cpus`; None if the native worker cannot take them."""
+        mask, flags = native
+        outputs = [procfs.scan_buffer() for _ in pieces]
+        args = [procfs.scan_arg(start, end, mask, flags=flags, regions=out) for (start, end), out in zip(pieces, outputs)]
+        batch = nativeworker.submit([(NR_IOCTL, (fd, procfs.PAGEMAP_SCAN, ctypes.addressof(arg))) for arg in args],
+                                    cpus, keep=(args, outputs))
+        return cls(batch, fd, pieces, args, outputs) if batch is not None else None
+
+    def wait(self) -> list[int]:
+        """Each piece's ioctl result, once all are made (those not begun: here)."""
+        return self._batch.results()
+
+    def result(self, pid: int, scan: Scan) -> list[procfs.PageRanges]:
+        """Each piece's pages; a piece whose output filled up is scanned on from where its
+        walk ended by `scan` (pagemap fd, start, end, regions), here."""
+        found = []
+        for (start, end), arg, out, count in zip(self._pieces, self._args, self._outputs, self.wait()):
+            if count < 0:
+                raise CheckpointError(f"PAGEMAP_SCAN of process {pid} failed: {os.strerror(-count)}")
+            ranges = [(first, last) for first, last, _ in procfs.scan_found(out, count)]
+            if (walk_end := arg[procfs.SCAN_WALK_END]) < end:
+                ranges += scan(self._fd, walk_end, end, out)
+            found.append(ranges)
+        return found
 
 
 def pieces(spans: list[tuple[int, int, list[procfs.Vma]]], size: int) -> list[tuple[int, int]]:

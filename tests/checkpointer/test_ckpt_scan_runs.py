@@ -6,9 +6,11 @@ and mapped again at the same place (same signature, no longer tracked) among the
 stored as it is, without losing the pages written in its neighbours.
 Pre-copies (Incremental.precopy) of pages written again are dropped by the scan result
 of their own mapping.
-Each test runs twice: with the scan in the tracer thread, and shared with the copier's
-worker on the other CPU in pieces of 3 pages (sharedscan.py: pieces cut through mappings
-and through runs of written pages, taken by both threads, joined in address order)."""
+Each test runs three times: with the scan in the tracer thread, and shared with a worker on
+the other CPU in pieces (sharedscan.py: pieces cut through mappings and through runs of
+written pages, taken by both threads, joined in address order): the copier's Python worker
+in pieces of 3 pages, or the native worker (its PAGEMAP_SCANs with room for one range each,
+so that every piece holding more is scanned on from where its walk ended)."""
 from __future__ import annotations
 
 import os
@@ -36,24 +38,42 @@ def _words(store, root, pid: int, starts: list[int]) -> dict[tuple[int, int], in
     return words
 
 
-@pytest.fixture(params=["tracer", "shared"], autouse=True)
+@pytest.fixture(params=["tracer", "shared", "native"], autouse=True)
 def shared(request, monkeypatch) -> list[int]:
-    """Where the scans run ("shared": every one shared in pieces of 3 pages); the number
+    """Where the scans run ("shared", "native": every one shared in pieces); the number
     of shared scans made is appended to the list given."""
     made: list[int] = []
-    if request.param == "shared":
+    if request.param != "tracer":
         if len(os.sched_getaffinity(0)) < 2:
             pytest.skip("a shared scan needs a second CPU")
         monkeypatch.setattr(incremental, "SHARED_SCAN_BYTES", 0)
-        monkeypatch.setattr(incremental, "SCAN_PIECE_BYTES", 3 * PAGE_SIZE)
-        original = sharedscan.SharedScan.__init__
+        if request.param == "shared":
+            monkeypatch.setattr(incremental, "SCAN_PIECE_BYTES", 3 * PAGE_SIZE)
+            monkeypatch.setattr(sharedscan._NativePieces, "submit", staticmethod(lambda *args: None))
+            original = sharedscan.SharedScan.__init__
 
-        def counted(self, *args, **kwargs):
-            made.append(1)
-            original(self, *args, **kwargs)
-        monkeypatch.setattr(sharedscan.SharedScan, "__init__", counted)
+            def counted(self, *args, **kwargs):
+                made.append(1)
+                original(self, *args, **kwargs)
+            monkeypatch.setattr(sharedscan.SharedScan, "__init__", counted)
+        else:
+            monkeypatch.setattr(incremental, "SCAN_PIECE_BYTES", 32 * PAGE_SIZE)   # under CAPACITY pieces
+            monkeypatch.setattr(procfs, "RANGES_PER_SCAN", 1)
+            _on_native_pieces(monkeypatch, lambda pieces: made.append(1))
         made.append(0)
     return made
+
+
+def _on_native_pieces(monkeypatch, seen) -> None:
+    """`seen(pieces)` for each shared scan the native worker takes from now on."""
+    submit = sharedscan._NativePieces.submit
+
+    def watched(fd, pieces, native, cpus):
+        taken = submit(fd, pieces, native, cpus)
+        if taken is not None:
+            seen(pieces)
+        return taken
+    monkeypatch.setattr(sharedscan._NativePieces, "submit", staticmethod(watched))
 
 
 @pytest.fixture
@@ -70,8 +90,9 @@ def target(procs):
 
 
 def _scans(monkeypatch) -> list[tuple[int, int]]:
-    """The (start, end) of every written-page scan made from now on."""
+    """The (start, end) of every written-page scan made from now on (the native worker's pieces too)."""
     scans: list[tuple[int, int]] = []
+    _on_native_pieces(monkeypatch, scans.extend)
     scan_range = DirtyTracker._scan_range
 
     def counted(self, pagemap, start, end, **kwargs):

@@ -2,10 +2,14 @@
 pieces cover every tracked byte of the spans, each piece is scanned once by whichever
 thread takes it, the result holds every piece's pages in address order whoever scanned
 them, and an error is raised (not a partial result) with the pagemap descriptor closed
-once neither thread uses it. The scans of real processes through it are in
+once neither thread uses it. Given the scan's PAGEMAP_SCAN mask and flags, the native
+worker's scans give what the tracer's own would, a piece with more ranges than one
+PAGEMAP_SCAN holds included. The scans of real processes through it are in
 test_ckpt_scan_runs.py (its "shared" runs)."""
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import threading
 import time
@@ -13,6 +17,7 @@ import time
 import pytest
 
 from checkpointer import procfs
+from checkpointer.errors import CheckpointError
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.sharedscan import SharedScan, pieces
 
@@ -88,4 +93,41 @@ def test_an_error_in_any_piece_is_raised_and_the_descriptor_closed_after_both_th
     assert _pagemap_fds() == before
     shared = SharedScan(os.getpid(), [(n * MIB, (n + 1) * MIB) for n in range(1, 30)], scan, cpus)
     shared.cancel()               # a failed capture: nothing asked of it, its error not raised
+    assert _pagemap_fds() == before
+
+
+def _present(fd: int, start: int, end: int, regions=None) -> procfs.PageRanges:
+    return [(first, last) for first, last, _ in procfs.page_ranges(fd, start, end, procfs.PAGE_IS_PRESENT,
+                                                                   regions=regions)]
+
+
+def test_the_native_workers_scans_give_what_the_tracers_own_scan_gives():
+    cpus = _other_cpus()
+    memory = mmap.mmap(-1, 8 * MIB)
+    try:
+        for at in range(0, 8 * MIB, 2 * PAGE_SIZE):     # every other page: 1,024 ranges
+            memory[at] = 1
+        base = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+        with open(f"/proc/{os.getpid()}/pagemap", "rb", buffering=0) as pagemap:
+            expected = _present(pagemap.fileno(), base, base + 8 * MIB)
+        assert len(expected) == 1024
+        parts = [(base, base + 5 * MIB), (base + 5 * MIB, base + 6 * MIB), (base + 6 * MIB, base + 8 * MIB)]
+        for _ in range(20):     # (each piece scanned by whichever thread claims it)
+            shared = SharedScan(os.getpid(), parts, _present, cpus, native=(procfs.PAGE_IS_PRESENT, 0))
+            assert shared._native is not None, "the native worker did not take the scan"
+            assert shared.result() == expected      # the first piece: 640 ranges, more than one scan holds
+    finally:
+        memory.close()
+    assert _pagemap_fds() == 0
+
+
+def test_a_native_scans_error_is_raised_and_the_descriptor_closed():
+    cpus = _other_cpus()
+    before = _pagemap_fds()
+    parts = [(MIB, 2 * MIB), (2 * MIB + 1, 3 * MIB), (3 * MIB, 4 * MIB)]    # the second: not page-aligned
+    shared = SharedScan(os.getpid(), parts, _present, cpus, native=(procfs.PAGE_IS_PRESENT, 0))
+    with pytest.raises(CheckpointError, match="PAGEMAP_SCAN of process .* failed: Invalid argument"):
+        shared.result()
+    assert _pagemap_fds() == before
+    SharedScan(os.getpid(), parts, _present, cpus, native=(procfs.PAGE_IS_PRESENT, 0)).cancel()
     assert _pagemap_fds() == before
