@@ -4,9 +4,11 @@ What: an image is one COW tree (see docs/FORMAT.md, "Process images"):
 
     b"meta"                               JSON {"format", "version", "created", "processes": [...]}
     b"pages/" + pid(8, BE) + block(8, BE) the pages of one 256 KiB-aligned block: a 64-bit
-                                          bitmap (LE, bit i = page block + i*4096 saved)
-                                          then the 16-byte chunk id of each saved page
-                                          (refs = those chunks)
+                                          bitmap (LE, bit i = page block + i*4096 saved),
+                                          then, only if a chunk repeats in the block, a u8
+                                          per saved page: its chunk's place in the refs
+                                          (refs = the block's chunks, each once, in address
+                                          order: without the u8s, one per saved page)
     b"blobrefs/" + n(8, BE)               empty; refs = blob chunks beyond the first 255
                                           (the meta record's refs hold the first 255)
     b"metapieces/" + n(8, BE)             metadata over META_PIECE bytes, in pieces; "meta"
@@ -41,11 +43,11 @@ import bisect
 import json
 import struct
 import time
-from typing import Generator, Iterable, Iterator
+from typing import Generator, Iterable, Iterator, Sequence
 
 from objectstore import DATA, ChunkId, Store
 from objectstore.chunks import chunk_id
-from objectstore.tree import LARGE_NODE, run_steps
+from objectstore.tree import LARGE_NODE, Entry, run_steps
 
 from . import heap
 from .errors import CheckpointError
@@ -53,7 +55,7 @@ from .kernel import PAGE_SIZE
 from .metajson import MetaEncoder
 
 FORMAT = "slsfs-process-image"
-VERSION = 27
+VERSION = 28
 READABLE_VERSIONS = tuple(range(1, VERSION + 1))   # what each version added: docs/FORMAT.md
 ROOT_PREFIX = "img/"
 _META = b"meta"
@@ -66,9 +68,9 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 PAGES_PER_BLOCK = 64  # entries of at most 1 KiB, well inside a tree leaf (and its 255-refs limit)
 BLOCK = PAGES_PER_BLOCK * PAGE_SIZE
 MAX_REFS = 255
-# The leaves of an image's tree split past this (a tree's default: 4 KiB). A block's entry is
-# ~2 KiB (its ids twice: value and refs), so a 4 KiB leaf held one, and a checkpoint of a
-# process that writes all over its memory (Redis: ~2,000 pages of a 100 MiB dataset, in most
+# The leaves of an image's tree split past this (a tree's default: 4 KiB). A block's entry was
+# ~2 KiB until version 28 (its ids twice: value and refs; ~1 KiB since), so a 4 KiB leaf held
+# one, and a checkpoint of a process that writes all over its memory (Redis: ~2,000 pages of a 100 MiB dataset, in most
 # of its 400 blocks) wrote a node per block. A 25,600-page image, 2,000 random pages a
 # checkpoint, both sizes in turns in one process (load 3.2-3.3, medians of 14): finish()
 # 26.1 -> 20.1, 23.4 -> 17.7, 23.5 -> 18.2 ms. Sparse writers pay in bytes: 20 pages a
@@ -96,11 +98,29 @@ def _block_key(pid: int, block: int) -> bytes:
     return _PAGES + struct.pack(">QQ", pid, block)
 
 
-def _decode_block(value: bytes) -> dict[int, bytes]:
+def block_ids(value: bytes, refs: Sequence[bytes]) -> list[bytes]:
+    """The chunk id of each saved page of a stored page block, in address order, whatever
+    the version that wrote the block (an incremental image keeps its parent's unchanged
+    blocks as they were written): the encoding is told by the value's length (FORMAT.md,
+    "Process images"). CheckpointError if it is none of them."""
+    count = bin(struct.unpack_from("<Q", value)[0]).count("1")
+    if len(value) == 8 and len(refs) == count:              # version 28: a chunk a page
+        return list(refs)
+    if len(value) == 8 + count and count:                   # version 28: a chunk repeats
+        try:
+            return list(map(refs.__getitem__, value[8:]))
+        except IndexError:
+            pass
+    elif len(value) == 8 + _CID * count:                    # versions 1-27: the ids in the value
+        return [value[o:o + _CID] for o in range(8, 8 + _CID * count, _CID)]
+    raise CheckpointError(f"a page block of {count} pages is malformed ({len(value)} bytes, {len(refs)} refs): "
+                          "the store is damaged; run `sls fsck`")
+
+
+def _decode_block(value: bytes, refs: Sequence[bytes]) -> dict[int, bytes]:
     """page index in the block -> chunk id (plain bytes: Tree.put takes them as they are)."""
     bitmap = struct.unpack_from("<Q", value)[0]
-    indices = [i for i in range(PAGES_PER_BLOCK) if bitmap >> i & 1]
-    return dict(zip(indices, (value[o:o + _CID] for o in range(8, 8 + _CID * len(indices), _CID))))
+    return dict(zip([i for i in range(PAGES_PER_BLOCK) if bitmap >> i & 1], block_ids(value, refs)))
 
 
 _FULL = (struct.pack("<Q", (1 << PAGES_PER_BLOCK) - 1), range(PAGES_PER_BLOCK))   # every page saved
@@ -108,15 +128,22 @@ _BITS = tuple(1 << i for i in range(PAGES_PER_BLOCK))
 
 
 def _encode_block(pages: dict[int, bytes]) -> tuple[bytes, list[bytes]]:
-    """The value of a page block and its refs: each chunk once, in address order (not
-    sorted: the order of refs means nothing, and sorting 16-byte ids was a third of this)."""
+    """The value of a page block and its refs (version 28): the refs name each chunk once,
+    in address order; the value is the bitmap, followed by a chunk's place in the refs
+    for each page only when a chunk repeats (zero pages). Each id is stored once: until
+    version 27 the value held them all again, a block's entry was twice as long, and
+    every changed block of a checkpoint was written, hashed and cached twice over."""
     if len(pages) == PAGES_PER_BLOCK:       # the usual block of a busy heap: no sort, no bitmap sum
         head, order = _FULL
     else:
         order = sorted(pages)
         head = struct.pack("<Q", sum(map(_BITS.__getitem__, order)))
     ids = list(map(pages.__getitem__, order))
-    return head + b"".join(ids), list(dict.fromkeys(ids))
+    refs = list(dict.fromkeys(ids))
+    if len(refs) == len(ids):
+        return head, refs
+    place = {cid: n for n, cid in enumerate(refs)}
+    return head + bytes(map(place.__getitem__, ids)), refs
 
 
 def _blob_pieces(data: bytes) -> list[bytes]:
@@ -162,7 +189,7 @@ class ImageWriter:
             found = self._decoded.get(pid, {}).get(block)
             if found is None:
                 entry = self.tree.get_entry(_block_key(pid, block))
-                found = _decode_block(entry.value) if entry else {}
+                found = _decode_block(*entry) if entry else {}
             self._stored[(pid, block)] = dict(found)
             self._blocks[(pid, block)] = found
         return found
@@ -355,11 +382,11 @@ class StoredImage:
         outside, zero = sorted(outside), self._zero_id
         addrs: list[int] = []
         cids: list[bytes] = []
-        for key, value in self._blocks_between(pid, outside):
+        for key, entry in self._blocks_between(pid, outside):
             block = struct.unpack(">Q", key[-8:])[0]
-            bitmap = struct.unpack_from("<Q", value)[0]
+            bitmap = struct.unpack_from("<Q", entry.value)[0]
             block_addrs = [block + i * PAGE_SIZE for i in range(PAGES_PER_BLOCK) if bitmap >> i & 1]
-            block_cids = [value[o:o + _CID] for o in range(8, 8 + _CID * len(block_addrs), _CID)]
+            block_cids = block_ids(*entry)
             skip = [(start, end) for start, end in outside if start < block + BLOCK and block < end]
             if skip:
                 if any(start <= block and block + BLOCK <= end for start, end in skip):
@@ -409,18 +436,18 @@ class StoredImage:
             cache[cid] = found[cid]
         return [cache.get(cid) or found[cid] for cid in cids]
 
-    def _blocks_between(self, pid: int, outside: list[tuple[int, int]]) -> Iterator[tuple[bytes, bytes]]:
+    def _blocks_between(self, pid: int, outside: list[tuple[int, int]]) -> Iterator[tuple[bytes, Entry]]:
         """The page blocks of pid that hold pages outside the sorted ranges (the blocks at
         their edges included), without walking the tree inside them."""
         low, last = 0, b""
         for start, end in outside + [(1 << 64, 1 << 64)]:
             if low < start:
-                for key, value in self.tree.items(max(_block_key(pid, low - low % BLOCK), last),
-                                                  _block_key(pid, start) if start < 1 << 64
-                                                  else _block_key(pid + 1, 0)):
+                for key, entry in self.tree.entries(max(_block_key(pid, low - low % BLOCK), last),
+                                                    _block_key(pid, start) if start < 1 << 64
+                                                    else _block_key(pid + 1, 0)):
                     if key != last:  # a block at the edge of two ranges comes once
                         last = key
-                        yield key, value
+                        yield key, entry
             low = max(low, end)
 
     def page_count(self) -> int:

@@ -58,10 +58,11 @@ import time
 from pathlib import Path
 
 from objectstore import Store
+from objectstore.tree import Entry
 
 from . import pageguard
 from .errors import CheckpointError
-from .image import StoredImage
+from .image import StoredImage, block_ids
 from .inject import Injector
 from .kernel import PAGE_SIZE
 from .uffd import UFFD_API, UFFDIO_API, UFFDIO_REGISTER, iowr, raw_ioctl, take_from
@@ -308,11 +309,11 @@ class _OnFirstUse:
             self._image = self._opener()
         return self._image
 
-    def get(self, key: bytes) -> bytes | None:
-        return self._opened().tree.get(key)
+    def get_entry(self, key: bytes) -> Entry | None:
+        return self._opened().tree.get_entry(key)
 
-    def items(self, start: bytes, end: bytes):
-        return self._opened().tree.items(start, end)
+    def entries(self, start: bytes, end: bytes):
+        return self._opened().tree.entries(start, end)
 
     def read_pages(self, cids: list[bytes]) -> list[bytes]:
         return self._opened().read_pages(cids)
@@ -385,15 +386,16 @@ class _Space:
 
     def _blocks_in_ranges(self):
         for start, end in self.ranges:
-            for key, value in self.tree.items(self._key(start - start % BLOCK), self._key(end)):
-                yield struct.unpack(">Q", key[-8:])[0], value
+            for key, stored in self.tree.entries(self._key(start - start % BLOCK), self._key(end)):
+                yield struct.unpack(">Q", key[-8:])[0], stored
 
-    def _load(self, block: int, value: bytes | None = None) -> list:
+    def _load(self, block: int, stored: Entry | None = None) -> list:
+        """[pages still to send (bitmap), pages saved (bitmap), their chunk ids] of a block."""
         entry = self.blocks.get(block)
         if entry is None:
-            if value is None:
-                value = self.tree.get(self._key(block)) or b"\0" * 8
-            bitmap = struct.unpack_from("<Q", value)[0]
+            if stored is None:
+                stored = self.tree.get_entry(self._key(block)) or Entry(b"\0" * 8, ())
+            bitmap = struct.unpack_from("<Q", stored.value)[0]
             wanted = 0
             for start, end in self.ranges:
                 if start < block + BLOCK and block < end:
@@ -401,7 +403,7 @@ class _Space:
             for start, end in self.dropped:
                 if start < block + BLOCK and block < end:
                     wanted &= ~_mask(block, start, end)
-            entry = self.blocks[block] = [bitmap & wanted, bitmap, value]
+            entry = self.blocks[block] = [bitmap & wanted, bitmap, block_ids(*stored)]
         return entry
 
     def fork(self, uffd: int) -> "_Space":
@@ -424,7 +426,7 @@ class _Space:
             return None
         entry[0] &= ~(1 << index)
         rank = bin(entry[1] & ((1 << index) - 1)).count("1")
-        return entry[2][8 + 16 * rank:24 + 16 * rank]
+        return entry[2][rank]
 
     def put_back(self, addr: int, cid: bytes) -> None:
         self.moved[addr] = cid
@@ -468,7 +470,7 @@ class _Space:
             self._load(*found)
         block = self._current
         entry = self.blocks[block]  # as take() would page by page: bits still to send are a subset
-        bits, value = entry[0], entry[2]  # of the image's, so a row of them has consecutive ids
+        bits, ids = entry[0], entry[2]  # of the image's, so a row of them has consecutive ids
         first = (bits & -bits).bit_length() - 1
         row = bits >> first
         length = ((row ^ (row + 1)) >> 1).bit_length()  # the set bits in a row from `first` on
@@ -478,8 +480,7 @@ class _Space:
         length = min(length, (end - start) // PAGE_SIZE)
         entry[0] &= ~(((1 << length) - 1) << first)
         rank = bin(entry[1] & ((1 << first) - 1)).count("1")  # saved pages of the block before `first`
-        return [(block + (first + i) * PAGE_SIZE, value[8 + 16 * (rank + i):24 + 16 * (rank + i)])
-                for i in range(length)]
+        return [(block + (first + i) * PAGE_SIZE, ids[rank + i]) for i in range(length)]
 
 
 class _Server:

@@ -140,5 +140,5 @@ def test_a_block_names_each_of_its_chunks_once_in_its_refs():
     zero, other = bytes(16), b"\x01" * 16
     pages = {9: zero, 0: zero, 5: other, 63: zero}
     value, refs = image._encode_block(pages)
-    assert image._decode_block(value) == dict(sorted(pages.items()))
+    assert image._decode_block(value, refs) == dict(sorted(pages.items()))
     assert sorted(refs) == [zero, other]
