@@ -76,8 +76,30 @@ def seal_without_mount() -> Iterator[group_checkpoint.Seal]:
     """A group checkpoint's seal for a process outside any mount: nothing to write back and
     a made-up files commit, so the seal is answered in the calling thread at once (as the
     daemon's is for a group that writes no file)."""
-    made_up = (0, ChunkId(bytes(16)))
-    yield group_checkpoint.Seal(lambda: made_up, syncfs_needed=lambda: False, files_unchanged=lambda: made_up)
+    yield group_checkpoint.Seal(NoMount())
+
+
+class NoMount:
+    """No mount (group_checkpoint.SealedFiles): nothing to write back, the files a made-up
+    commit that holds them already; nothing else is ever asked."""
+
+    def syncfs_needed(self) -> bool:
+        return False
+
+    def files_unchanged(self) -> tuple[int, ChunkId]:
+        return 0, ChunkId(bytes(16))
+
+    def request_sync(self) -> None:
+        raise AssertionError("no mount to sync")
+
+    def synced_now(self, request) -> bool:
+        raise AssertionError("no mount to sync")
+
+    async def sync(self, request) -> None:
+        raise AssertionError("no mount to sync")
+
+    def commit_files(self) -> tuple[int, ChunkId]:
+        raise AssertionError("no files to commit")
 
 
 def checkpoints(pid: int, store: Store, count: int, hz: float) -> tuple[list[float], list[dict], list[int]]:

@@ -75,7 +75,7 @@ from typing import NoReturn
 
 import trio
 
-from objectstore import ChunkId, Commit, NotFound, Store, StoreError
+from objectstore import ChunkId, Commit, Store, StoreError
 
 from checkpointer import CheckpointError
 from checkpointer.image import StoredImage
@@ -94,6 +94,7 @@ from .daemon_ready import LOG_NAME, REFUSED, ready_line
 from .group_commit import GroupCommit
 from .group_process import RunningGroup
 from .loaded_image import LoadedImage
+from .sealed_mount import SealedMount
 from .groups import GroupCheckpoint, GroupError, GroupSettings
 from .tracer import Tracer
 
@@ -154,36 +155,6 @@ class Daemon:
         self.restored = ""                        # the group a restore (at the start, or in place) asked for
 
     # ----- checkpoints ---------------------------------------------------------------
-    def _commit_files(self, group: RunningGroup) -> tuple[int, ChunkId]:
-        """In the trio thread, the group frozen: the file system of this instant, committed."""
-        commit = self.fs.checkpoint(f"group {group.name} #{group.seq + 1}{groups.FILES_LABEL_END}",
-                                    durable=False)
-        return commit.id, commit.roots[VOLUME_PREFIX + self.fs.volume_name]
-
-    def _files_unchanged(self) -> tuple[int, ChunkId] | None:
-        """In the trio thread after the syncfs, or in the tracer thread when no syncfs is
-        needed (group_checkpoint.Seal.start), the group frozen: the commit that holds
-        the file system (the one its last files commit made, `FileSystem.committed`) and its
-        volume root when nothing changed since, so that the group checkpoint names it
-        instead of committing the same tree again (that needs the trio thread: 0.4-11 ms of
-        a Redis stop); else None. Not the newest commit: that is mostly the previous group
-        checkpoint's own, which retention would then keep as a files commit only, without
-        the files commit its record names (a checkpoint in `sls log` that `restore --clone
-        --at` refused). Read without the trio thread's help: a change it is making
-        meanwhile (another process's write) makes the answer None, or leaves the frozen
-        group's files as they are in either commit."""
-        try:
-            if self.fs.dirty:
-                return None
-            committed = self.fs.committed      # (set before the file system is marked clean)
-            if committed is None:
-                return None
-            self.store.commit_by_id(committed.id)          # not thinned since
-            root = committed.roots.get(VOLUME_PREFIX + self.fs.volume_name)
-            return None if root is None or self.fs.dirty else (committed.id, root)
-        except (RuntimeError, NotFound):   # the volume table changed size while read: ask the trio thread
-            return None
-
     async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False, wait: bool = True,
                          unless_taken_since: int | None = None) -> int | None:
         """One group checkpoint (slsfs.group_checkpoint); its commit id, durable on return
@@ -267,10 +238,8 @@ class Daemon:
         from checkpointer.image import ImageWriter
         from . import group_checkpoint
         try:
-            seal = group_checkpoint.Seal(lambda: self._commit_files(group), self.fs.sync_kernel_cache,
-                                         trio.lowlevel.current_trio_token(), self.nursery,
-                                         self.fs.syncfs_needed, self._files_unchanged,
-                                         self.fs.request_kernel_sync, self.fs.kernel_sync_done)
+            seal = group_checkpoint.Seal(SealedMount(self.fs, self.store, f"group {group.name} #{group.seq + 1}"),
+                                         trio.lowlevel.current_trio_token(), self.nursery)
             captures = await self.tracer.run(group_checkpoint.take, [
                 group_checkpoint.Member(member.pids, ImageWriter(self.store, member.tracking.parent),
                                         member.tracking) for member in members], seal)

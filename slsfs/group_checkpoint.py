@@ -55,7 +55,7 @@ import time
 from concurrent.futures import Future, wait
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Generator, TypeVar
+from typing import Any, Callable, Generator, Protocol, TypeVar
 
 import trio
 
@@ -125,39 +125,61 @@ class Sealing:
                 future.set_exception(exc)
 
 
+class SealedFiles(Protocol):
+    """The file system of a group's mount as its seal sees it (slsfs.sealed_mount's
+    SealedMount; tests and bench/redis_stop.py have their own). The tracer thread asks
+    the first three at the freeze; the others are called in the trio thread."""
+
+    def syncfs_needed(self) -> bool:
+        """Whether the kernel may hold writes of the mount to write back (asked once a
+        seal: the question resets the mount's mark)."""
+
+    def files_unchanged(self) -> FilesCommit | None:
+        """A commit that already holds the file system as it is, if one does."""
+
+    def request_sync(self) -> Any:
+        """Ask for a syncfs of the mount now, without waiting: what `synced_now` and `sync`
+        take (None: it could not be asked so)."""
+
+    def synced_now(self, request: Any) -> bool:
+        """Whether that syncfs is answered with nothing left to drain (True once only)."""
+
+    async def sync(self, request: Any) -> None:
+        """Finish that syncfs (None: make one), then drain what the kernel queued."""
+
+    def commit_files(self) -> FilesCommit:
+        """The file system of this instant, committed (not yet durable)."""
+
+
 @dataclass(frozen=True)
 class Seal:
     """Steps 2 and 3 of a group checkpoint (the group frozen), as the daemon does them: in
     the trio thread (reached through `trio_token`; a task of `nursery` when it must wait),
-    `sync()` (syncfs of the mount through the helper process, then the drain of what the
-    kernel queued: the same thread answers those write-back requests meanwhile), then
-    `commit_files()`: (commit id, volume root), after the thaw when it can (`Sealing`).
+    `files.sync()` (syncfs of the mount through the helper process, then the drain of what
+    the kernel queued: the same thread answers those write-back requests meanwhile), then
+    `files.commit_files()`: (commit id, volume root), after the thaw when it can (`Sealing`).
     The tracer thread captures the processes meanwhile. Run
     there and not in a thread of its own that hands the commit to trio, the seal saves a
     thread's wake-up, that hand-off and the way back (~0.9 of ~1.95 ms of a SQLite stop,
     traced at 100 Hz); other processes' FUSE requests are answered between its steps.
-    The syncfs is asked for by the tracer thread at the freeze (`request_sync()`: the
-    request, or None when it cannot be asked so), so the helper runs it on another CPU
+    The syncfs is asked for by the tracer thread at the freeze (`files.request_sync()`),
+    so the helper runs it on another CPU
     during the capture: the trio thread gets its turn only once the real-time tracer
     blocks (it is woken on the tracer's CPU), and then mostly finds the syncfs answered
-    and nothing left to drain (`synced_now(request)`), and commits at once, without a task
-    (its start and the syncfs's round trip were ~0.4 ms of a SQLite stop at 100 Hz);
-    else `sync(request)` waits for the rest.
-    The sync is left out when `syncfs_needed()` says the kernel holds nothing to write
-    back (mount.FileSystem.syncfs_needed: no file of the mount open for writing, none
-    opened since the last syncfs); no request of a frozen task can be in flight either
-    (a task stops only once the daemon answered it). The files commit is an existing one
-    when `files_unchanged()` (asked after the sync) names one that holds the file system
-    as it is. None for either: always do it (`sync` None: nothing to sync)."""
+    and nothing left to drain (`files.synced_now(request)`), and commits at once, without a
+    task (its start and the syncfs's round trip were ~0.4 ms of a SQLite stop at 100 Hz);
+    else `files.sync(request)` waits for the rest.
+    The sync is left out when `files.syncfs_needed()` says the kernel holds nothing to
+    write back (mount.FileSystem.syncfs_needed: no file of the mount open for writing,
+    none opened since the last syncfs); no request of a frozen task can be in flight
+    either (a task stops only once the daemon answered it). The files commit is an
+    existing one when `files.files_unchanged()` (asked after the sync) names one that
+    holds the file system as it is. Without `trio_token` only such a seal, with nothing
+    to sync nor to commit, can be made (a process outside any mount: bench/redis_stop.py)."""
 
-    commit_files: Callable[[], FilesCommit]
-    sync: Callable[[Any], Awaitable[None]] | None = None
+    files: SealedFiles
     trio_token: trio.lowlevel.TrioToken | None = None
     nursery: trio.Nursery | None = None
-    syncfs_needed: Callable[[], bool] | None = None
-    files_unchanged: Callable[[], FilesCommit | None] | None = None
-    request_sync: Callable[[], Any] | None = None      # (its request: None, or what sync and synced_now take)
-    synced_now: Callable[[Any], bool] | None = None
 
     def start(self, sealing: Sealing | None = None) -> Sealing:
         """Begin the seal (the group frozen; from the tracer thread) into `sealing` (a new
@@ -173,12 +195,12 @@ class Seal:
         for 0.05 ms of work)."""
         started = time.perf_counter()
         sealing = sealing or Sealing()
-        synced = self.syncfs_needed is not None and not self.syncfs_needed()   # (asked once: it resets a mark)
-        if synced and self.files_unchanged is not None and (unchanged := self.files_unchanged()):
+        synced = not self.files.syncfs_needed()   # (asked once: it resets a mark)
+        if synced and (unchanged := self.files.files_unchanged()):
             sealing.drained.set_result({"syncfs": 0.0})
             sealing.committed.set_result((unchanged, {"files_commit": (time.perf_counter() - started) * 1000}))
             return sealing
-        requested = None if synced or self.request_sync is None else self.request_sync()
+        requested = None if synced else self.files.request_sync()
         try:
             self.trio_token.run_sync_soon(self._begin, sealing, synced, requested, started)
         except trio.RunFinishedError:
@@ -190,7 +212,7 @@ class Seal:
         once when the syncfs asked for is done, else in a task that waits for it."""
         started = time.perf_counter()
         try:
-            if synced or (requested is not None and self.synced_now is not None and self.synced_now(requested)):
+            if synced or (requested is not None and self.files.synced_now(requested)):
                 self._commit(sealing, {"seal_start": (started - asked) * 1000,
                                        "syncfs": (time.perf_counter() - started) * 1000})
                 return
@@ -207,8 +229,7 @@ class Seal:
         with trio.CancelScope(shield=True):  # a half-done freeze must finish (and thaw)
             try:
                 started = time.perf_counter()
-                if self.sync is not None:
-                    await self.sync(requested)
+                await self.files.sync(requested)
             except BaseException as exc:
                 sealing.fail(exc)
                 if not isinstance(exc, Exception):
@@ -224,7 +245,7 @@ class Seal:
             sealing.drained.set_result(times)
             waited = sealing.hold_for_the_thaw()
             committing = time.perf_counter()
-            committed = (self.files_unchanged and self.files_unchanged()) or self.commit_files()
+            committed = self.files.files_unchanged() or self.files.commit_files()
         except BaseException as exc:
             sealing.fail(exc)
             if not isinstance(exc, Exception):

@@ -14,8 +14,9 @@ import os
 import queue
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
 import trio
@@ -28,6 +29,42 @@ from slsfs.group_checkpoint import Seal, Sealing
 
 def _never() -> None:
     raise AssertionError("the trio thread was asked for a files commit")
+
+
+async def _no_sync(request: Any) -> None:
+    """A mount whose kernel cache holds nothing: its sync has nothing to wait for."""
+
+
+@dataclass
+class Files:
+    """A mount's file system as a seal sees it (group_checkpoint.SealedFiles), made of the
+    steps a test gives: by default a syncfs is needed, nothing was committed before, no
+    syncfs can be asked at the freeze, and no files commit may be made."""
+
+    commit: Callable[[], Any] = _never
+    syncing: Callable[[Any], Awaitable[None]] = _no_sync
+    needed: Callable[[], bool] = lambda: True
+    unchanged: Callable[[], Any] = lambda: None
+    request: Callable[[], Any] = lambda: None
+    done_now: Callable[[Any], bool] = lambda request: False
+
+    def syncfs_needed(self) -> bool:
+        return self.needed()
+
+    def files_unchanged(self):
+        return self.unchanged()
+
+    def request_sync(self):
+        return self.request()
+
+    def synced_now(self, request) -> bool:
+        return self.done_now(request)
+
+    async def sync(self, request) -> None:
+        await self.syncing(request)
+
+    def commit_files(self):
+        return self.commit()
 
 
 class TrioThread:
@@ -69,7 +106,7 @@ def test_a_seal_with_nothing_to_write_back_or_commit_is_answered_in_the_calling_
         asked.append(("files_unchanged", threading.get_ident()))
         return 7, b"root"
 
-    sealing = Seal(_never, syncfs_needed=syncfs_needed, files_unchanged=files_unchanged).start()
+    sealing = Seal(Files(needed=syncfs_needed, unchanged=files_unchanged)).start()
     assert sealing.drained.done() and sealing.committed.done(), "the seal was handed to another thread"
     committed, _ = sealing.committed.result()
     times = sealing.drained.result()
@@ -92,8 +129,7 @@ def test_a_seal_that_must_commit_runs_in_the_trio_thread_and_asks_about_the_sync
         return 8, b"new root"
 
     with trio_thread() as loop:
-        seal = Seal(commit_files, trio_token=loop.token, nursery=loop.nursery,
-                    syncfs_needed=syncfs_needed, files_unchanged=lambda: None)
+        seal = Seal(Files(commit_files, needed=syncfs_needed), loop.token, loop.nursery)
         committed, _ = seal.start().committed.result(timeout=30)
     assert committed == (8, b"new root")
     assert asked == ["syncfs_needed"], "the syncfs question (which resets the mount's mark) was asked twice"
@@ -108,8 +144,8 @@ def test_a_seal_that_must_write_back_syncs_in_the_trio_thread_before_it_commits(
         await trio.sleep(0.01)             # the trio thread answers the write-back meanwhile
 
     with trio_thread() as loop:
-        seal = Seal(lambda: steps.append(("commit", threading.get_ident())) or (9, b"synced root"), sync,
-                    loop.token, loop.nursery, syncfs_needed=lambda: True, files_unchanged=lambda: None)
+        seal = Seal(Files(lambda: steps.append(("commit", threading.get_ident())) or (9, b"synced root"), sync),
+                    loop.token, loop.nursery)
         sealing = seal.start()
         committed, _ = sealing.committed.result(timeout=30)
         times = sealing.drained.result()
@@ -124,8 +160,7 @@ def test_a_seal_whose_capture_is_done_commits_the_files_once_the_tracer_has_thaw
     thaw does not wait for the commit's Python."""
     steps: list[str] = []
     with trio_thread() as loop:
-        seal = Seal(lambda: steps.append("commit") or (11, b"root"), trio_token=loop.token, nursery=loop.nursery,
-                    syncfs_needed=lambda: True, files_unchanged=lambda: None)
+        seal = Seal(Files(lambda: steps.append("commit") or (11, b"root")), loop.token, loop.nursery)
         sealing = Sealing()
         sealing.capture_done()
         seal.start(sealing)
@@ -143,8 +178,7 @@ def test_a_seal_whose_capture_still_runs_commits_without_waiting_for_the_thaw(mo
     trio thread must not wait for a thaw then."""
     monkeypatch.setattr(group_checkpoint, "THAW_WAIT_S", 600.0)
     with trio_thread() as loop:
-        seal = Seal(lambda: (12, b"root"), trio_token=loop.token, nursery=loop.nursery,
-                    syncfs_needed=lambda: True, files_unchanged=lambda: None)
+        seal = Seal(Files(lambda: (12, b"root")), loop.token, loop.nursery)
         sealing = seal.start()
         committed, times = sealing.committed.result(timeout=30)
         sealing.thawed()
@@ -162,9 +196,8 @@ def test_a_seal_whose_syncfs_asked_at_the_freeze_is_done_commits_without_waiting
         raise AssertionError("the seal waited for a syncfs that was done")
 
     with trio_thread() as loop:
-        seal = Seal(lambda: (13, b"root"), sync, loop.token, loop.nursery, syncfs_needed=lambda: True,
-                    files_unchanged=lambda: None, request_sync=lambda: asked.append("request") or 7,
-                    synced_now=lambda number: asked.append(f"done {number}") or True)
+        seal = Seal(Files(lambda: (13, b"root"), sync, request=lambda: asked.append("request") or 7,
+                          done_now=lambda number: asked.append(f"done {number}") or True), loop.token, loop.nursery)
         committed, _ = seal.start().committed.result(timeout=30)
     assert committed == (13, b"root")
     assert asked == ["request", "done 7"]
@@ -177,8 +210,7 @@ def test_a_seal_whose_syncfs_asked_at_the_freeze_is_not_done_waits_for_that_one(
         waited.append(requested)
 
     with trio_thread() as loop:
-        seal = Seal(lambda: (14, b"root"), sync, loop.token, loop.nursery, syncfs_needed=lambda: True,
-                    files_unchanged=lambda: None, request_sync=lambda: 8, synced_now=lambda number: False)
+        seal = Seal(Files(lambda: (14, b"root"), sync, request=lambda: 8), loop.token, loop.nursery)
         committed, _ = seal.start().committed.result(timeout=30)
     assert committed == (14, b"root")
     assert waited == [8], "the seal asked for another syncfs instead of waiting for the one asked at the freeze"
@@ -189,10 +221,10 @@ def test_a_seal_whose_sync_fails_hands_its_error_to_the_stop_and_leaves_the_loop
         raise OSError(5, "syncfs of the mount: Input/output error")
 
     with trio_thread() as loop:
-        failing = Seal(_never, sync, loop.token, loop.nursery)
+        failing = Seal(Files(syncing=sync), loop.token, loop.nursery)
         with pytest.raises(OSError, match="Input/output error"):
             failing.start().drained.result(timeout=30)
-        after = Seal(lambda: (10, b"root"), trio_token=loop.token, nursery=loop.nursery)
+        after = Seal(Files(lambda: (10, b"root")), loop.token, loop.nursery)
         assert after.start().committed.result(timeout=30)[0] == (10, b"root"), "the trio loop ended with the failure"
 
 
@@ -200,7 +232,7 @@ def test_a_seal_started_once_the_daemon_stopped_serving_is_a_checkpoint_error():
     with trio_thread() as loop:
         pass
     with pytest.raises(CheckpointError, match="stopped serving"):
-        Seal(_never, trio_token=loop.token, nursery=loop.nursery).start().drained.result(timeout=30)
+        Seal(Files(), loop.token, loop.nursery).start().drained.result(timeout=30)
 
 
 TRACEFS = Path("/sys/kernel/tracing")
