@@ -11,7 +11,7 @@
 
 Group ops: run {settings, env}, persist {pid, name, hz}, group_checkpoint {group, name?},
 barrier {group}, resolve_group {group, at?, checkpoint_names?}, clone_group {group, at?, count}, ps,
-restore {group, at?}, stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
+restore {group, at?, force?, mountpoint?}, stop_group {group}, shutdown. Clones run on O(1) clones of the checkpoint's volume grafted into the mount
 (`<mount>/<group>.clone<N>/`, paths remapped at restore); each is a group of its own (its
 `directory` in its settings), checkpointed like the others.
 
@@ -461,7 +461,8 @@ class Daemon:
         log.info("restored group %s (pids %s) from checkpoint %s", group.name, group.pids, commit_id)
         return group
 
-    async def restore_in_place(self, name: str, at: str | None) -> dict:
+    async def restore_in_place(self, name: str, at: str | None, force: bool | None = None,
+                               mountpoint: str | None = None) -> dict:
         """`sls restore GROUP|CHECKPOINT` answered by this running daemon (a roll back, or
         a restore after the group alone crashed): what a new daemon started with --restore
         does (main), without that start (imports, store opening: ~250 ms). Every group is
@@ -469,13 +470,20 @@ class Daemon:
         reset to the checkpoint's file system (reset_volume), mounted again at the same
         place (on the same device number when the old mount is gone: mount.device_number),
         and the groups restored from their images. {"in_place": False}, and nothing done,
-        when the checkpoint's volume or mount point is not ours: the command then stops us
-        and starts a daemon there. A failure after the mount has ended stops the daemon
+        when the checkpoint's volume or mount point (`mountpoint`, if the command gives one)
+        is not ours: the command then stops us and starts a daemon there. Unless `force` is
+        None (a command that asked `ps` and checked itself), other groups running refuse the
+        restore, whatever the answer, when `force` is False (`others_running`): the
+        command's one request. A failure after the mount has ended stops the daemon
         (`failed`: _serve_one ends it once the reply is out)."""
         plan = plan_restore(self.store, name, at)
         settings = plan.record.settings
-        if settings.volume != self.fs.volume_name or settings.mount_root() != self.mountpoint:
-            return {"in_place": False}
+        if force is False:
+            groups.others_running(str(self.store.path), settings.name,
+                                  [g.name for g in self.groups.values() if g.alive() and g.name != settings.name])
+        if (settings.volume != self.fs.volume_name or settings.mount_root() != self.mountpoint
+                or (mountpoint is not None and mountpoint != self.mountpoint)):
+            return {"in_place": False, "daemon": os.getpid()}
         phases = Startup()                     # (where its time goes: logged)
         running = [g for g in self.groups.values() if g.alive()]
         for group in self.groups.values():
@@ -687,7 +695,8 @@ class Daemon:
             if op == "persist":
                 return {"ok": True, **await self.persist(int(req["pid"]), req["name"], float(req["hz"]))}
             if op == "restore":
-                return {"ok": True, **await self.restore_in_place(req["group"], req.get("at"))}
+                return {"ok": True, **await self.restore_in_place(req["group"], req.get("at"), req.get("force"),
+                                                                  req.get("mountpoint"))}
             if op == "clone_group":
                 return {"ok": True, "clones": await self.clone_group(req["group"], req.get("at"), req["count"])}
             if op == "resolve_group":

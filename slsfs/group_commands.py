@@ -216,7 +216,10 @@ def cmd_run(args) -> int:
         if any(g["group"] == name and g["running"] for g in status["groups"]):
             raise CommandError(f"group {name} is already running (pids "
                                f"{' '.join(str(p) for g in status['groups'] if g['group'] == name for p in g['pids'])})")
-        group = _restore_group(store, name, None, chosen, status, force=False)
+        if chosen:
+            _refuse_another_stores_mount(store, chosen)
+        group = (_restore_in_place(store, name, None, chosen, force=False)
+                 or _start_restoring(store, name, None, chosen, None))     # (its daemon stopped meanwhile)
         _print(args, group, _restored_line(group))
         return 0
     if status is None:           # --resume: the daemon restores the group if the store has it (opened once)
@@ -361,10 +364,17 @@ def cmd_group_restore(args) -> int:
     store = _store_path(args.store)
     if args.clone:
         return cmd_group_clone(args)
-    plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
-    group = _restore_group(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
-                           None if plain else daemon_status(store, release=False), force=args.force,
-                           starter=plain and plain[2])
+    if args.mountpoint:
+        _refuse_another_stores_mount(store, args.mountpoint)
+    dying_daemon.release(store)
+    group = _restore_in_place(store, args.group, args.at, args.mountpoint, force=args.force)
+    if group is None:                # no group daemon: `sls mount`'s, or none
+        plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
+        if plain is None and (status := daemon_status(store, release=False)) is not None:
+            raise CommandError(f"the slsfs daemon {status['daemon']} of {store} is older than this sls (it does "
+                               f"not restore in place): stop it (sls stop --store {store}), then restore again")
+        group = _start_restoring(store, args.group, args.at, args.mountpoint or (plain and plain[0]),
+                                 plain and plain[2])
     _print(args, group, _restored_line(group))
     return 0
 
@@ -380,40 +390,36 @@ def _check_restorable(store: str, name: str, at: str | None) -> None:
         raise CommandError(str(exc)) from None
 
 
-def _restore_group(store: str, name: str, at: str | None, mountpoint: str | None,
-                   status: dict | None, *, force: bool, starter: HandOver | None = None) -> dict:
+def _restore_in_place(store: str, name: str, at: str | None, mountpoint: str | None, *,
+                      force: bool) -> dict | None:
     """Restore group `name` (or the group checkpointed at `name`: groups.resolve_named)
-    from its checkpoint `at` (default: newest durable); the group's `ps` entry, with its
-    partners (see _restored_group). When `status` says a daemon runs, it restores in place
-    if the checkpoint is of the volume and mount point it serves (Daemon.restore_in_place:
-    no new daemon's start); else it is stopped and a new one started, restoring. Other
-    running groups share the volume whose files the restore resets, so they are stopped
-    too: only with `force`. The store is not opened here: a running daemon resolves
-    `name` before anything is stopped, and with none running the daemon started (which
-    opens the store anyway) refuses a group or checkpoint it does not find before it
-    mounts anything."""
-    if mountpoint:
-        _refuse_another_stores_mount(store, mountpoint)
-    if status is not None:
-        named = ask(store, "resolve_group", group=name, at=at, checkpoint_names=True)   # refuse before stopping
-        name, at = named["group"], named.get("at", at)
-        others = [g["group"] for g in status["groups"] if g["running"] and g["group"] != name]
-        if others and not force:
-            raise CommandError(f"other groups run in {store}: {', '.join(others)}; restoring {name} puts "
-                               "the volume's files back to its checkpoint, so they would be stopped too. "
-                               f"Stop them first (sls stop GROUP --store {store}) or pass --force "
-                               "(their last durable checkpoints stay)")
-        if not mountpoint or os.path.abspath(mountpoint) == status["mountpoint"]:
-            end_unstarted()                    # (a daemon to be, importing on the other CPU)
-            try:
-                restored = request(store, "restore", group=name, at=at)
-            except ControlError as exc:
-                if "unknown request" not in str(exc):     # (else a daemon older than the op)
-                    raise CommandError(str(exc)) from None
-                restored = {}
-            if restored.get("in_place"):
-                return _restored_group(store, restored, name)
-        stop_daemon(store, status["daemon"])
+    from its checkpoint `at` (default: its newest durable) by the store's running group
+    daemon, in one request: it refuses a name it does not find, and other groups running
+    unless `force` (the restore puts the volume's files back: they would be stopped too),
+    before anything is stopped; it restores in place if the checkpoint is of the volume
+    and mount point (`mountpoint`, if given) it serves (Daemon.restore_in_place: no new
+    daemon's start), else it is stopped here and a new one started, restoring. The
+    group's `ps` entry, with its partners (see _restored_group); None if no group daemon
+    answers (none runs, or `sls mount`'s)."""
+    end_unstarted()                    # (a daemon to be, importing on the other CPU)
+    try:
+        reply = request(store, "restore", group=name, at=at, force=force,
+                        mountpoint=os.path.abspath(mountpoint) if mountpoint else None)
+    except ControlError as exc:
+        if any(s in str(exc) for s in ("no mount daemon is running", "unknown request")):
+            return None
+        raise CommandError(str(exc)) from None
+    if reply["in_place"]:
+        return _restored_group(store, reply, name)
+    stop_daemon(store, reply["daemon"])
+    return _start_restoring(store, name, at, mountpoint, None)
+
+
+def _start_restoring(store: str, name: str, at: str | None, mountpoint: str | None,
+                     starter: HandOver | None) -> dict:
+    """Start the store's daemon (`starter`, or a new process), restoring group `name` (the
+    daemon started refuses a group or checkpoint it does not find before it mounts
+    anything); the group's `ps` entry, with its partners."""
     status = ((starter or take()).start(store, "--restore", name, *(["--at", at] if at else []),
                                         *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
               or daemon_status(store) or {"groups": []})

@@ -122,6 +122,17 @@ class GroupCheckpoint:
                    doc.get("device", 0))
 
 
+def others_running(store: str, name: str, others: list[str]) -> None:
+    """Refuse to restore group `name` of `store` while the groups `others` run (the
+    restore puts the volume's files back, so they would be stopped too): a GroupError
+    saying what to do."""
+    if others:
+        raise GroupError(f"other groups run in {store}: {', '.join(others)}; restoring {name} puts "
+                         "the volume's files back to its checkpoint, so they would be stopped too. "
+                         f"Stop them first (sls stop GROUP --store {store}) or pass --force "
+                         "(their last durable checkpoints stay)")
+
+
 def save(store: Store, record: GroupCheckpoint) -> None:
     """Name `record` as the group's newest checkpoint in the working roots."""
     tree = store.tree()
