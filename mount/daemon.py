@@ -203,11 +203,15 @@ def setup_logging(path: str | None) -> None:
 
 def main(argv: list[str] | None = None,
          also_keep: Callable[[Store, set[int]], set[int]] | None = None,
-         ending_ops: EndingOps | None = None, on_serving: Callable[[FileSystem], None] | None = None) -> int:
+         ending_ops: EndingOps | None = None, on_serving: Callable[[FileSystem], None] | None = None,
+         after_unmount: Callable[[Store], int | None] | None = None) -> int:
     """The mount daemon. `also_keep(store, kept ids)`: the commits a layer above needs
     kept beside those (FileSystem's `also_keep`; slsfs.mount_daemon passes its own).
-    `ending_ops`: see serve_control; the store is closed when main returns. `on_serving`
-    is called (in the trio thread) once the mount is live."""
+    `ending_ops`: see serve_control. `on_serving` is called (in the trio thread) once the
+    mount is live. The store is closed when main returns, unless `after_unmount(store)`,
+    called once the mount ended cleanly, takes it (it then closes it): what it returns,
+    if not None, is main's (slsfs.mount_daemon's hand-over keeps the store, and its lock,
+    for the group daemon it becomes)."""
     parser = argparse.ArgumentParser(prog="python -m mount.daemon")
     parser.add_argument("store")
     parser.add_argument("mountpoint")
@@ -245,13 +249,17 @@ def main(argv: list[str] | None = None,
             return 1
         fs.close()
         log.info("unmounted; final checkpoint %s", store.head.id if store.head else None)
+        if after_unmount is not None and (code := after_unmount(store)) is not None:
+            store = None                       # (theirs, closed by them)
+            return code
         return 0
     except Exception as exc:
         ready(f"error: {exc}")
         log.exception("daemon failed")
         return 1
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 if __name__ == "__main__":

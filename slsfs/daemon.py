@@ -1047,8 +1047,9 @@ async def _exit_status(group: RunningGroup, wait_s: float = 1.0) -> int | None:
     return status
 
 
-def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
-    """The daemon's life; `startup`: its start so far (a fork that imported us first)."""
+def main(argv: list[str] | None = None, startup: Startup | None = None, store: Store | None = None) -> int:
+    """The daemon's life; `startup`: its start so far (a fork that imported us first);
+    `store`: the store, opened already (slsfs.mount_daemon's hand-over; closed here)."""
     startup = startup or Startup()
     parser = argparse.ArgumentParser(prog="python -m slsfs.daemon")
     parser.add_argument("store")
@@ -1071,7 +1072,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
     mount_daemon.setup_logging(os.path.join(args.store, LOG_NAME))
     daemon_priority.raise_share()
     try:
-        store = Store.open(args.store)
+        store = store or Store.open(args.store)
         startup.done("store_open")
     except (StoreError, OSError) as exc:
         ready(f"error: {exc}")
@@ -1127,10 +1128,11 @@ def main(argv: list[str] | None = None, startup: Startup | None = None) -> int:
         store.close()
 
 
-def run(argv: list[str] | None = None, startup: Startup | None = None) -> NoReturn:
-    """main(argv), then end the process at once: a thread still blocked in a request to
-    our own (now unserved) mount must not keep it, and so the FUSE connection, alive."""
-    code = main(argv, startup)
+def run(argv: list[str] | None = None, startup: Startup | None = None, store: Store | None = None) -> NoReturn:
+    """main(argv, startup, store), then end the process at once: a thread still blocked in
+    a request to our own (now unserved) mount must not keep it, and so the FUSE
+    connection, alive."""
+    code = main(argv, startup, store)
     logging.shutdown()
     os._exit(code)
 

@@ -8,8 +8,9 @@ makes every `sls fsck` this daemon answers check those links.
 
 It can become the store's group daemon (slsfs.daemon) in place, asked by `sls restore`
 or `sls run` (control op `hand_over {args}`, args: the group daemon's options): it
-unmounts (its final checkpoint written, the store closed), then runs the group daemon
-in the same process, which mounts the volume again. Why: trio, pyfuse3 and the store's
+unmounts (its final checkpoint written), then runs the group daemon in the same process
+on the store it holds open (and locked: no other process can take it in between), which
+mounts the volume again. Why: trio, pyfuse3 and the store's
 modules are imported already, ~200 ms of a new daemon's start: the issue's recovery
 after a crash, `sls mount` then `sls restore GROUP`, waited for them. Not in the
 foreground (`sls mount --foreground`: the user's terminal runs that daemon).
@@ -40,16 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         _check_named_group(fs.store, daemon_args)
         asked.append([args[0], *daemon_args])
         return {}
+    def become_group_daemon(store: Store) -> int | None:
+        if not asked:
+            return None
+        started = time.perf_counter()
+        os.chdir("/")                      # (not holding the directory `sls mount` ran in)
+        from . import daemon as group_daemon
+        group_daemon.run(asked[0], group_daemon.Startup({"imports": round((time.perf_counter() - started) * 1000, 2)}),
+                         store=store)
     foreground = "--log-to-stderr" in args
-    code = daemon.main(argv, also_keep=group_retention.needed,
+    return daemon.main(argv, also_keep=group_retention.needed,
                        ending_ops=None if foreground else {"hand_over": hand_over},
-                       on_serving=None if foreground else _import_group_daemon_if_groups)
-    if code != 0 or not asked:
-        return code
-    started = time.perf_counter()
-    os.chdir("/")                          # (not holding the directory `sls mount` ran in)
-    from . import daemon as group_daemon
-    group_daemon.run(asked[0], group_daemon.Startup({"imports": round((time.perf_counter() - started) * 1000, 2)}))
+                       on_serving=None if foreground else _import_group_daemon_if_groups,
+                       after_unmount=become_group_daemon)
 
 
 def _import_group_daemon_if_groups(fs: FileSystem) -> None:
