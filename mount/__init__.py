@@ -49,7 +49,7 @@ atomic with respect to FUSE requests). Never call syncfs on the mount from that 
 files of the mount from the daemon's own process while holding the GIL (an mmap of a
 file in the mount, accessed from Python, deadlocks on its page fault): do file I/O on
 the mount from child processes, or from worker threads with plain read/write calls. fsync from
-applications calls `fs.make_durable()`, which seals and commits durably on its own
+applications calls `fs.make_durable(volume, ino)`, which seals and commits durably on its own
 (the kernel sends the file's cached pages first); with `FileSystem(..., fsync_commits=False)`
 it commits nothing, for a daemon whose restores never go past its own checkpoints.
 `FileSystem(..., writeback_cache=False)`

@@ -12,8 +12,9 @@ Simplification: an fsync seals and commits in the event loop, then waits for one
 of the store (mount.sync_thread: in the loop itself while the disk answers within
 FSYNC_BLOCK_S, else in a worker thread, the loop waiting for it directly that long).
 FUSE requests wait meanwhile (one reader task), so the fsyncs of several processes are
-made durable one after another; one that finds nothing written since the last durable
-commit costs no commit and no disk fsync (its data rode on the earlier one).
+made durable one after another; one whose file has nothing changed since the durable
+commit that last took it in costs no commit and no disk fsync (its data rode on the
+earlier one: mount.durable_points), whatever other files changed meanwhile.
 
 The kernel's writeback cache (`writeback_cache=True`: on in the standalone daemon and in
 slsfs's group daemon, off by default for other embedding daemons): writes land in
@@ -292,8 +293,11 @@ class FileSystem:
         holds everything sealed so far: while nothing changes, `committed` names it (set
         first: another thread that finds the file system clean finds that commit there)."""
         self.committed = commit
+        holder = commit or self.store.head
         for volume in self.views.live_volumes():
             volume.changed = False
+            if holder is not None:
+                volume.durable_points.committed(holder.id, self.store.durable_id)
         self.checkpoints_taken += 1
 
     def syncfs_needed(self) -> bool:
@@ -442,16 +446,23 @@ class FileSystem:
         while fusectl.waiting(self._connection) and trio.current_time() < deadline:
             await trio.sleep(0.0005)
 
-    async def make_durable(self) -> None:
-        """fsync semantics: everything written so far is on disk when this returns.
+    async def make_durable(self, volume: Volume | None = None, ino: int | None = None) -> None:
+        """fsync semantics: everything written so far is on disk when this returns; with
+        `volume` and `ino` (an application's fsync of that inode): everything written to
+        that file (for a directory: its entries) so far.
 
-        Neither path awaits anything it does not have to: nothing new since the last
-        durable commit returns at once (SQLite's fsync of its directory, fsyncs of
-        several files in a row), and the lock is taken without a scheduler pass when
+        Neither path awaits anything it does not have to: a file whose every change is
+        in a durable commit already returns at once, whatever else changed since
+        (mount.durable_points: another writer's fsync, or a periodic checkpoint made
+        durable since, took it in), and so does anything when nothing at all is new
+        since the last durable commit (SQLite's fsync of its directory, fsyncs of
+        several files in a row); the lock is taken without a scheduler pass when
         no other make_durable holds it (`async with` a trio.Lock always makes one, with
         an epoll_wait: ~45 us more per fsync than acquire_nowait, measured in a loop
         with three sleeping tasks; SQLite makes four fsyncs per transaction)."""
         head = self.store.head
+        if head is not None and volume is not None and volume.durable(ino, self.store.durable_id):
+            return
         if not self.dirty and head is not None and self.store.durable_id >= head.id:
             return
         try:
@@ -479,7 +490,10 @@ class FileSystem:
         FSYNC_BLOCK_S). The newest durable id."""
         pending = self.store.begin_barrier()
         await SYNC_THREAD.run(pending.wait, block_s)
-        return self.store.end_barrier(pending)
+        durable = self.store.end_barrier(pending)
+        for volume in self.views.live_volumes():
+            volume.durable_points.forget_through(durable)
+        return durable
 
     def has_space(self, nbytes: int) -> bool:
         """Whether `nbytes` more can be buffered and still leave SPACE_RESERVE free once

@@ -86,7 +86,7 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True        # export support: open_by_handle_at, NFS (_dot_lookup)
     enable_writeback_cache = False
 
-    def __init__(self, store, views: ViewTable, *, make_durable: Callable[[], Awaitable[None]] | None,
+    def __init__(self, store, views: ViewTable, *, make_durable: Callable[[Volume, int], Awaitable[None]] | None,
                  has_space: Callable[[int], bool], writeback_cache: bool = False) -> None:
         super().__init__()
         self.enable_writeback_cache = writeback_cache     # read by pyfuse3 at INIT
@@ -545,8 +545,10 @@ class Operations(pyfuse3.Operations):
         alike: 4 requests less per SQLite transaction, 20.5 -> 16.5)."""
         if self.make_durable is None:
             raise FUSEError(errno.ENOSYS)
-        if not self.views[self.handles[fh].view].readonly:
-            await self.make_durable()
+        handle = self.handles[fh]
+        view = self.views[handle.view]
+        if not view.readonly:
+            await self.make_durable(view, handle.ino)
 
     # ----- directories ----------------------------------------------------------------
     async def opendir(self, inode, ctx):

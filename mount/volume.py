@@ -33,6 +33,7 @@ from pyfuse3 import FUSEError
 from objectstore import StoreError
 
 from . import schema
+from .durable_points import DurablePoints
 from .schema import BLOCK_SIZE, Entry, Inode, Superblock
 
 log = logging.getLogger("slsfs.mount")
@@ -125,6 +126,7 @@ class Volume:
         self._walked_parents: dict[int, int] | None = None  # format 1 directories: _walk_parents
         self.buffered_bytes = 0
         self.changed = False          # anything not yet sealed into the Tree / committed
+        self.durable_points = DurablePoints()      # which commit holds each inode's last change
 
     # ----- creation -------------------------------------------------------------------
     @staticmethod
@@ -171,6 +173,13 @@ class Volume:
         self._writable()
         self._dirty_inodes.add(node.ino)
         self.changed = True
+
+    def durable(self, ino: int, durable_id: int) -> bool:
+        """Whether every change of inode `ino` (for a directory: of its entries too) is in
+        a commit up to `durable_id`: nothing of it waits to be sealed or committed
+        (mount.durable_points)."""
+        return (ino not in self._dirty_inodes and ino not in self._buffers
+                and self.durable_points.durable(ino, durable_id))
 
     def _writable(self) -> None:
         if self.readonly:
@@ -740,6 +749,7 @@ class Volume:
             if node is not None and node.size <= BLOCK_SIZE and sealed == [0]:
                 self._allocated[ino] = 0 if _is_zero(data) else node.size
         self.buffered_bytes = 0
+        self.durable_points.sealed(self._dirty_inodes)
         if self._dirty_inodes and self.sb.format != schema.FORMAT_VERSION:
             self._sb_dirty = True     # a volume of format 1 gets records of format 2: says so
         for ino in sorted(self._dirty_inodes):
