@@ -202,7 +202,7 @@ class DirtyTracker:
         self.scanned: dict[tuple, procfs.PageRanges] = {}   # VMA signature -> pages written (scan_runs)
         self._scanning: tuple[SharedScan, list[procfs.Vma]] | None = None   # a scan_runs still going on, its mappings
         self._armed_vmas: list[procfs.Vma] = []     # the memory map as the last arm() saw it
-        self._planned: list[tuple[int, int]] | None = None   # pieces for the next stop's early scan (plan_scan)
+        self._planned: SharedScan | None = None     # the next stop's early scan, made ready (plan_scan)
         self._early: SharedScan | None = None       # that scan, begun with the stop (start_scan)
         self._probe = (ctypes.c_uint64 * 3)(_PROBE_ADDRESS, kernel.PAGE_SIZE, 0)   # same_memory's, made once
 
@@ -278,7 +278,7 @@ class DirtyTracker:
             self._scanning, self._early = (self._early, kept), None
             return
         if cpus and sum(vma.end - vma.start for vma in kept) >= SHARED_SCAN_BYTES:
-            scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, cpus, _WRITTEN_SCAN)
+            scan = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written, _WRITTEN_SCAN).start(cpus)
             self._scanning = (scan, kept)
             return
         for start, end, tracked in spans:
@@ -304,23 +304,36 @@ class DirtyTracker:
         return self._scanning is not None
 
     def cancel_scan(self, early: bool = True) -> None:
-        """Let a scan that scan_runs left going on (and, `early`, one start_scan began) end,
-        unasked (after a failed capture)."""
+        """Let a scan that scan_runs left going on (and, `early`, one start_scan began, or
+        plan_scan made ready) end, unasked (after a failed capture)."""
         if self._scanning is not None:
             self._scanning[0].cancel()
             self._scanning = None
-        if early and self._early is not None:
-            self._early.cancel()
-            self._early = None
+        if early:
+            for scan in (self._early, self._planned):
+                if scan is not None:
+                    scan.cancel()
+            self._early = self._planned = None
 
     def plan_scan(self) -> None:
         """Before a freeze (Incremental.precopy): the pieces the next stop's scan for
         written pages will cover, if that scan is to be shared with the other CPU
         (SHARED_SCAN_BYTES tracked): those of the mappings armed now, by their extents when
-        last armed (a mapping armed keeps its extent: another one is not armed any more)."""
+        last armed (a mapping armed keeps its extent: another one is not armed any more),
+        made ready to start (SharedScan: its pagemap descriptor and calls). That descriptor is
+        of the memory the process has now: start_scan starts the scan only if the process
+        still has it (same_memory: no exec() since), or else lets it go. None is made if
+        the pagemap cannot be opened (the process gone: the freeze sees it)."""
+        if self._planned is not None:
+            self._planned.cancel()
+            self._planned = None
         spans = self._tracked_spans(self._armed_vmas)
-        tracked = sum(vma.end - vma.start for _, _, span in spans for vma in span)
-        self._planned = pieces(spans, SCAN_PIECE_BYTES) if tracked >= SHARED_SCAN_BYTES else None
+        if sum(vma.end - vma.start for _, _, span in spans for vma in span) >= SHARED_SCAN_BYTES:
+            try:
+                self._planned = SharedScan(self.pid, pieces(spans, SCAN_PIECE_BYTES), self._scan_written,
+                                           _WRITTEN_SCAN)
+            except (ProcessGone, OSError):
+                pass
 
     def start_scan(self, cpus: set[int]) -> None:
         """Frozen, first thing in the stop: begin the scan for written pages on `cpus` over
@@ -332,8 +345,12 @@ class DirtyTracker:
         mappings between tracked ones. The scan of a 2 GiB process (0.5-0.7 ms of the stop
         on two CPUs) begins ~0.25 ms earlier, under the status and maps reads."""
         planned, self._planned = self._planned, None
-        if planned and cpus and self._early is None and self.same_memory():
-            self._early = SharedScan(self.pid, planned, self._scan_written, cpus, _WRITTEN_SCAN)
+        if planned is None:
+            return
+        if cpus and self._early is None and self.same_memory():
+            self._early = planned.start(cpus)
+        else:
+            planned.cancel()
 
     def _tracked_spans(self, vmas: list[procfs.Vma]) -> list[tuple[int, int, list[procfs.Vma]]]:
         """(start, end, the tracked mappings there) of each span of `vmas` (`_spans`)."""
@@ -439,8 +456,8 @@ class DirtyTracker:
     def arm(self, proc: FrozenProcess, vmas: list[procfs.Vma]) -> None:
         """While still frozen: track every new or changed private writable VMA, and
         writable mapping of followed shared memory, from now on."""
-        self.cancel_scan()      # (every mapping was selected: the scan was asked for and is done)
-        if self.uffd is None:
+        self.cancel_scan()      # (every mapping was selected: the scan was asked for and is done;
+        if self.uffd is None:   # a plan of the mappings armed before is stale: let go)
             self._open_uffd(proc)
         current = {v.signature for v in vmas}
         for vma in vmas:
@@ -456,7 +473,7 @@ class DirtyTracker:
         self.armed &= current
         self.shared_armed &= current
         self.seen = current
-        self._armed_vmas, self._planned = vmas, None     # (a plan of the mappings armed before is stale)
+        self._armed_vmas = vmas
         self.precopied, self.scanned = {}, {}
 
     def _protect(self, vma: procfs.Vma) -> None:

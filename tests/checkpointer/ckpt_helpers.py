@@ -2,6 +2,7 @@
 its own conftest.py, so tests import these from here rather than from `conftest`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import checkpointer
@@ -91,3 +92,14 @@ def children_of(pid: int) -> list[int]:
 
 def state_of(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def pagemap_fds() -> int:
+    """How many /proc/PID/pagemap descriptors this process holds open."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}").endswith("/pagemap")
+        except OSError:
+            continue
+    return count

@@ -22,6 +22,7 @@ import pytest
 from checkpointer import files, freeze, incremental, load_image, procfs, sharedscan
 from checkpointer.incremental import DirtyTracker, Incremental
 from checkpointer.kernel import PAGE_SIZE
+from ckpt_helpers import pagemap_fds
 
 PAGES = 8     # per region (targets/mapping_runs.py)
 FIRST = {(region, page): region * 1000 + page for region in range(4) for page in range(PAGES)}   # as started
@@ -49,13 +50,13 @@ def shared(request, monkeypatch) -> list[int]:
         monkeypatch.setattr(incremental, "SHARED_SCAN_BYTES", 0)
         if request.param == "shared":
             monkeypatch.setattr(incremental, "SCAN_PIECE_BYTES", 3 * PAGE_SIZE)
-            monkeypatch.setattr(sharedscan._NativePieces, "submit", staticmethod(lambda *args: None))
-            original = sharedscan.SharedScan.__init__
+            monkeypatch.setattr(sharedscan._NativePieces, "submit", lambda self, cpus: False)
+            original = sharedscan.SharedScan.start
 
-            def counted(self, *args, **kwargs):
+            def counted(self, cpus):
                 made.append(1)
-                original(self, *args, **kwargs)
-            monkeypatch.setattr(sharedscan.SharedScan, "__init__", counted)
+                return original(self, cpus)
+            monkeypatch.setattr(sharedscan.SharedScan, "start", counted)
         else:
             monkeypatch.setattr(incremental, "SCAN_PIECE_BYTES", 32 * PAGE_SIZE)   # under CAPACITY pieces
             monkeypatch.setattr(procfs, "RANGES_PER_SCAN", 1)
@@ -68,12 +69,12 @@ def _on_native_pieces(monkeypatch, seen) -> None:
     """`seen(pieces)` for each shared scan the native worker takes from now on."""
     submit = sharedscan._NativePieces.submit
 
-    def watched(fd, pieces, native, cpus):
-        taken = submit(fd, pieces, native, cpus)
-        if taken is not None:
-            seen(pieces)
+    def watched(self, cpus):
+        taken = submit(self, cpus)
+        if taken:
+            seen(self._pieces)
         return taken
-    monkeypatch.setattr(sharedscan._NativePieces, "submit", staticmethod(watched))
+    monkeypatch.setattr(sharedscan._NativePieces, "submit", watched)
 
 
 @pytest.fixture
@@ -207,13 +208,13 @@ def test_the_fds_are_read_while_a_shared_scan_goes_on_and_after_the_pages_are_ch
         inc.precopy(min_pages=0)
         send(0, 2, 62)
         select, fd_records = DirtyTracker.select, files.FileCapture.fd_records
-        read_maps, init = procfs._read_maps, sharedscan.SharedScan.__init__
+        read_maps, start = procfs._read_maps, sharedscan.SharedScan.start
         monkeypatch.setattr(DirtyTracker, "select", lambda self, vma: events.append("pages") or select(self, vma))
         monkeypatch.setattr(files.FileCapture, "fd_records",
                             lambda self, pid: events.append("fds") or fd_records(self, pid))
         monkeypatch.setattr(procfs, "_read_maps", lambda pid: events.append("maps") or read_maps(pid))
-        monkeypatch.setattr(sharedscan.SharedScan, "__init__",
-                            lambda self, *args: events.append("scan") or init(self, *args))
+        monkeypatch.setattr(sharedscan.SharedScan, "start",
+                            lambda self, cpus: events.append("scan") or start(self, cpus))
         second = _capture(inc, proc.pid, store)
     finally:
         inc.close()
@@ -225,3 +226,23 @@ def test_the_fds_are_read_while_a_shared_scan_goes_on_and_after_the_pages_are_ch
     assert {fd["fd"] for fd in record["fds"]} >= {0, 1, 2}
     words = _words(store, second, proc.pid, starts)
     assert (words[0, 1], words[0, 2]) == (61, 62)
+
+
+def test_a_scan_planned_before_a_freeze_and_never_started_is_let_go(target, store, shared):
+    """A pre-copy makes the next stop's shared scan ready (its own pagemap descriptor): a
+    second pre-copy before that stop, and the end of the checkpoints, let it go."""
+    proc, starts, send = target
+    before = pagemap_fds()
+    inc = Incremental()
+    try:
+        _capture(inc, proc.pid, store)
+        for value in (71, 72, 73):
+            send(0, 3, value)
+            inc.precopy(min_pages=0)
+        assert pagemap_fds() == before + 1 + bool(shared)    # the tracker's own, one plan (shared scans)
+        second = _capture(inc, proc.pid, store)
+        inc.precopy(min_pages=0)
+    finally:
+        inc.close()
+    assert pagemap_fds() == before
+    assert _words(store, second, proc.pid, starts)[0, 3] == 73

@@ -20,6 +20,7 @@ from checkpointer import procfs
 from checkpointer.errors import CheckpointError
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.sharedscan import SharedScan, pieces
+from ckpt_helpers import pagemap_fds
 
 MIB = 1 << 20
 
@@ -33,16 +34,6 @@ def _other_cpus() -> set[int]:
     if len(cpus) < 2:
         pytest.skip("needs two CPUs")
     return cpus - {min(cpus)}
-
-
-def _pagemap_fds() -> int:
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{name}").endswith("/pagemap")
-        except OSError:
-            continue
-    return count
 
 
 def test_pieces_cut_large_mappings_and_cover_every_span():
@@ -69,31 +60,31 @@ def test_every_piece_is_in_the_result_in_address_order_whoever_scanned_it():
         time.sleep(0.002)
         return [(start, start + PAGE_SIZE), (end - PAGE_SIZE, end)]
     parts = [(n * MIB, (n + 1) * MIB) for n in range(1, 41)]
-    shared = SharedScan(os.getpid(), parts, scan, cpus)
+    shared = SharedScan(os.getpid(), parts, scan).start(cpus)
     time.sleep(0.02)               # the worker takes the first pieces meanwhile
     ranges = shared.result()
     assert ranges == [span for start, end in parts for span in ((start, start + PAGE_SIZE), (end - PAGE_SIZE, end))]
     assert sorted(scanned_by) == [start for start, _ in parts], "a piece scanned twice or not at all"
     assert len(set(scanned_by.values())) == 2, scanned_by     # both threads took pieces
-    assert _pagemap_fds() == 0
+    assert pagemap_fds() == 0
 
 
 def test_an_error_in_any_piece_is_raised_and_the_descriptor_closed_after_both_threads_stop():
     cpus = _other_cpus()
-    before = _pagemap_fds()
+    before = pagemap_fds()
 
     def scan(fd: int, start: int, end: int, regions) -> procfs.PageRanges:
         time.sleep(0.002)
         if start == 7 * MIB:
             raise OSError(14, "Bad address")
         return [(start, end)]
-    shared = SharedScan(os.getpid(), [(n * MIB, (n + 1) * MIB) for n in range(1, 30)], scan, cpus)
+    shared = SharedScan(os.getpid(), [(n * MIB, (n + 1) * MIB) for n in range(1, 30)], scan).start(cpus)
     with pytest.raises(OSError):
         shared.result()
-    assert _pagemap_fds() == before
-    shared = SharedScan(os.getpid(), [(n * MIB, (n + 1) * MIB) for n in range(1, 30)], scan, cpus)
+    assert pagemap_fds() == before
+    shared = SharedScan(os.getpid(), [(n * MIB, (n + 1) * MIB) for n in range(1, 30)], scan).start(cpus)
     shared.cancel()               # a failed capture: nothing asked of it, its error not raised
-    assert _pagemap_fds() == before
+    assert pagemap_fds() == before
 
 
 def _present(fd: int, start: int, end: int, regions=None) -> procfs.PageRanges:
@@ -113,21 +104,21 @@ def test_the_native_workers_scans_give_what_the_tracers_own_scan_gives():
         assert len(expected) == 1024
         parts = [(base, base + 5 * MIB), (base + 5 * MIB, base + 6 * MIB), (base + 6 * MIB, base + 8 * MIB)]
         for _ in range(20):     # (each piece scanned by whichever thread claims it)
-            shared = SharedScan(os.getpid(), parts, _present, cpus, native=(procfs.PAGE_IS_PRESENT, 0))
+            shared = SharedScan(os.getpid(), parts, _present, native=(procfs.PAGE_IS_PRESENT, 0)).start(cpus)
             assert shared._native is not None, "the native worker did not take the scan"
             assert shared.result() == expected      # the first piece: 640 ranges, more than one scan holds
     finally:
         memory.close()
-    assert _pagemap_fds() == 0
+    assert pagemap_fds() == 0
 
 
 def test_a_native_scans_error_is_raised_and_the_descriptor_closed():
     cpus = _other_cpus()
-    before = _pagemap_fds()
+    before = pagemap_fds()
     parts = [(MIB, 2 * MIB), (2 * MIB + 1, 3 * MIB), (3 * MIB, 4 * MIB)]    # the second: not page-aligned
-    shared = SharedScan(os.getpid(), parts, _present, cpus, native=(procfs.PAGE_IS_PRESENT, 0))
+    shared = SharedScan(os.getpid(), parts, _present, native=(procfs.PAGE_IS_PRESENT, 0)).start(cpus)
     with pytest.raises(CheckpointError, match="PAGEMAP_SCAN of process .* failed: Invalid argument"):
         shared.result()
-    assert _pagemap_fds() == before
-    SharedScan(os.getpid(), parts, _present, cpus, native=(procfs.PAGE_IS_PRESENT, 0)).cancel()
-    assert _pagemap_fds() == before
+    assert pagemap_fds() == before
+    SharedScan(os.getpid(), parts, _present, native=(procfs.PAGE_IS_PRESENT, 0)).start(cpus).cancel()
+    assert pagemap_fds() == before
