@@ -21,6 +21,9 @@ hot read once the file's pages were dropped and read back (see seq: why it diffe
 `*_cpu_ratio`: the plain directory's over slsfs's, a rate ratio that the machine's load
 moves far less than the rates'), `*_folio_kib` the mean size of the page-cache folios
 that held the file then (bench/folios.py; null without root).
+`fsync_writers_files_per_s`: files that FSYNC_WRITERS processes at once write, close and
+fsync (`fsync_writers_ratio` to the plain directory), with the mount's commits per file
+(`fsync_writers_commits_per_file`: below 1 when fsyncs ride on each other's commits).
 `daemon_cpu_ms_per_unique_mib` and `daemon_cpu_us_per_sqlite_row` are the mount daemon's
 CPU time per MiB of the unique-data write and per SQLite row: steadier than the rates
 on a busy machine. `fuse_requests_per_sqlite_row`: the requests the kernel sent the
@@ -224,6 +227,55 @@ def sqlite_requests(directory: Path, rows: int) -> dict[str, float] | None:
     return seen.per(rows)
 
 
+FSYNC_WRITERS = 4
+FSYNC_WRITER = r"""
+import os, sys, time
+directory, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
+data, n = os.urandom(4096), 0
+while time.monotonic() < end:
+    path = os.path.join(directory, f"f{n % 200}")
+    with open(path, "wb") as f:
+        f.write(data)
+    fd = os.open(path, os.O_WRONLY)     # written and closed, then fsynced: another
+    os.fsync(fd)                        # writer's fsync may have made it durable already
+    os.close(fd)
+    n += 1
+print(n)
+"""
+
+
+def fsync_writers(directories: dict[str, Path], seconds: float, rounds: int = 4,
+                  stores: dict[str, Path] | None = None) -> dict[str, tuple[float, float | None]]:
+    """Files per second that FSYNC_WRITERS processes at once write (4 KiB), close and
+    fsync, each in its own directory of each of `directories`, in `rounds` windows that
+    alternate between them (as sqlite_rows), and per file the commits of the mount
+    whose store is in `stores` (mount.durable_points: an fsync of a file that another
+    writer's fsync made durable commits nothing; None without a store)."""
+    files = dict.fromkeys(directories, 0)
+    spent = dict.fromkeys(directories, 0.0)
+    commits = dict.fromkeys(directories, 0)
+    stores = stores or {}
+    for name, directory in directories.items():
+        for k in range(FSYNC_WRITERS):
+            (directory / "fsync_writers" / str(k)).mkdir(parents=True)
+    for _ in range(rounds):
+        for name, directory in directories.items():
+            store = stores.get(name)
+            before = request(store, "status")["checkpoints_taken"] if store else 0
+            start = time.perf_counter()
+            writers = [subprocess.Popen([sys.executable, "-c", FSYNC_WRITER, str(directory / "fsync_writers" / str(k)),
+                                         str(seconds / rounds)], stdout=subprocess.PIPE, text=True)
+                       for k in range(FSYNC_WRITERS)]
+            files[name] += sum(int(w.communicate()[0]) for w in writers)
+            spent[name] += time.perf_counter() - start
+            if store:
+                commits[name] += request(store, "status")["checkpoints_taken"] - before
+    for directory in directories.values():
+        shutil.rmtree(directory / "fsync_writers")
+    return {name: (files[name] / spent[name], commits[name] / files[name] if name in stores else None)
+            for name in directories}
+
+
 def random_io(path: Path, ops: int) -> tuple[float, float]:
     size = path.stat().st_size
     offsets = [random.randrange(0, size // 4096) * 4096 for _ in range(ops)]
@@ -424,6 +476,10 @@ def main() -> None:
             result[name]["sqlite_rows_per_s"] = round(rate)
         result["slsfs"]["daemon_cpu_us_per_sqlite_row"] = round(rates["slsfs"][1])
         result["slsfs"]["fuse_requests_per_sqlite_row"] = sqlite_requests(mnt, 100 if args.quick else 500)
+        writers = fsync_writers({"plain": plain, "slsfs": mnt}, 4.0 if args.quick else 12.0, stores={"slsfs": store})
+        for name, (rate, _commits) in writers.items():
+            result[name]["fsync_writers_files_per_s"] = round(rate)
+        result["slsfs"]["fsync_writers_commits_per_file"] = round(writers["slsfs"][1], 3)
         s, p = result["slsfs"], result["plain"]
         result.update({k: s[k] for k in s})
         result["seq_write_ratio"] = round(s["seq_write_mb_s"] / p["seq_write_mb_s"], 3)
@@ -433,6 +489,7 @@ def main() -> None:
             result[f"{figure}_cpu_ratio"] = round(p[f"{figure}_cpu_ms_per_gib"] / s[f"{figure}_cpu_ms_per_gib"], 3)
         result["seq_write_unique_ratio"] = round(s["seq_write_unique_mb_s"] / p["seq_write_unique_mb_s"], 3)
         result["sqlite_ratio"] = round(s["sqlite_rows_per_s"] / p["sqlite_rows_per_s"], 3)
+        result["fsync_writers_ratio"] = round(s["fsync_writers_files_per_s"] / p["fsync_writers_files_per_s"], 3)
         for files in tree_sizes:
             result.update(tree_ops(mnt, store, files))
         result["checkpoints_per_s_under_load"] = round(checkpoints_under_load(mnt, store, 3.0), 1)
