@@ -166,13 +166,14 @@ class Collection:
             alive: dict[int, int] = {}
             members: dict[int, list[bytes]] = {}
             dead_chunks = 0
-            ids = packs.id_list()
+            ids, locs = packs.locations()
             for at in range(0, len(ids), TALLY_BATCH):
-                dead_chunks += packs.tally(ids[at:at + TALLY_BATCH], live, total, alive, members)
+                dead_chunks += packs.tally(ids[at:at + TALLY_BATCH], locs[at:at + TALLY_BATCH],
+                                           live, total, alive, members)
                 self._lap(mark)
                 yield None
                 mark = clock()
-            del ids
+            del ids, locs
             pending = packs.pending_compression()
             victims = sorted(n for n in set(total) | packs.meta_packs() if n < watermark and (
                 n not in total or n in pending or alive.get(n, 0) < COMPACT_BELOW * total[n]))   # (not in total: records only)

@@ -989,36 +989,46 @@ class PackStore:
     def end_watch(self) -> None:
         self._dedup_hits = None
 
-    def id_list(self) -> list[bytes]:
-        """The ids of every chunk, as a list (a collection goes through it in slices)."""
-        return list(self._index)
+    def locations(self) -> tuple[list[bytes], list[int]]:
+        """The ids of every chunk and their locations, as two lists in the same order (a
+        collection goes through them in slices, to `tally`): taken in one go, they are a
+        snapshot, and tally need not look each id up again."""
+        return list(self._index), list(self._index.values())
 
     def meta_packs(self) -> set[int]:
         """The packs holding store records (commits, catalogs, tags)."""
         return {m[0] for m in self._meta}
 
-    def tally(self, cids: Iterable[bytes], live: set[bytes], total: dict[int, int],
+    @staticmethod
+    def tally(cids: Iterable[bytes], locs: Iterable[int], live: set[bytes], total: dict[int, int],
               alive: dict[int, int], members: dict[int, list[bytes]]) -> int:
-        """Add the chunks `cids` to the per-pack sums GC chooses the packs to compact by:
-        stored bytes of each pack's chunks (`total`), of those in `live` (`alive`), each
-        pack's chunk ids (`members`). Returns how many of them are not in `live`. One pass
-        taking locations apart in place (chunk_locations' call per chunk was most of such a
-        pass: 0.2-0.3 s for 280k chunks); ids no longer stored are skipped."""
-        get, dead = self._index.get, 0
-        for cid in cids:
-            loc = get(cid)
-            if loc is None:
-                continue
-            number, stored_len = loc >> _PACK_SHIFT, loc >> 1 & _LEN_MASK
-            total[number] = total.get(number, 0) + stored_len
-            found = members.get(number)
-            if found is None:
-                found = members[number] = []
+        """Add the chunks `cids` at `locs` (a slice of `locations()`) to the per-pack sums GC
+        chooses the packs to compact by: stored bytes of each pack's chunks (`total`), of
+        those in `live` (`alive`), each pack's chunk ids (`members`). Returns how many of
+        them are not in `live`. One pass taking locations apart in place (chunk_locations'
+        call per chunk was most of such a pass: 0.2-0.3 s for 280k chunks), with no look-up
+        in the index (a random access into a dict of every chunk, as `cid in live` is into
+        the live set: most of the pass's time went into those two). Locations taken before
+        steps that only added chunks (the checkpoints between a collection's steps) are
+        still right: a chunk moves or leaves the index only by the collection itself, or by
+        a rollback of the active pack's buffer (never a pack compacted, whose members
+        are looked up again as they are copied: PackStore.copy_batches, move_chunks)."""
+        dead, number, found, size, kept = 0, None, [], 0, 0
+        for cid, loc in zip(cids, locs):
+            if loc >> _PACK_SHIFT != number:    # (the index is in append order: runs of one pack)
+                if number is not None:
+                    total[number], alive[number] = total.get(number, 0) + size, alive.get(number, 0) + kept
+                number, size, kept = loc >> _PACK_SHIFT, 0, 0
+                found = members.setdefault(number, [])
+            stored_len = loc >> 1 & _LEN_MASK
+            size += stored_len
             found.append(cid)
             if cid in live:
-                alive[number] = alive.get(number, 0) + stored_len
+                kept += stored_len
             else:
                 dead += 1
+        if number is not None:
+            total[number], alive[number] = total.get(number, 0) + size, alive.get(number, 0) + kept
         return dead
 
     def move_chunks(self, number: int, cids: Iterable[bytes], keep: Callable[[bytes], bool]) -> int:

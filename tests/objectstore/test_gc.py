@@ -238,3 +238,37 @@ def test_gc_keeps_what_also_keep_names(store):
     left = {c.id for c in store.log()}
     assert left == {ids[0], ids[-2], ids[-1]}
     assert store.tree(store.commit_by_id(ids[0]).roots["vol/v"]).get(b"k") == b"value 0"
+
+
+def test_tally_in_slices_gives_each_packs_sums_and_members(store):
+    """PackStore.tally over slices of locations() (a collection's steps, chunks put between
+    them) gives per pack what the chunks' own locations add up to: stored bytes, live
+    stored bytes and member ids, and counts the chunks not live."""
+    rng = random.Random(3)
+    ids = []
+    for _ in range(6):                                # packs of runs of chunks, some put twice
+        ids += store.packs.put_many([rng.randbytes(rng.randrange(1, 3000)) for _ in range(50)] + [b"same"])
+        ids += [store.put(rng.randbytes(500)) for _ in range(7)]
+        store.packs.seal_active()
+    live = set(rng.sample(ids, 120))
+    expected_total: dict[int, int] = {}
+    expected_alive: dict[int, int] = {}
+    expected_members: dict[int, set[bytes]] = {}
+    for cid, number, stored_len, _kind in store.packs.chunk_locations():
+        expected_total[number] = expected_total.get(number, 0) + stored_len
+        expected_alive[number] = expected_alive.get(number, 0) + stored_len * (cid in live)
+        expected_members.setdefault(number, set()).add(cid)
+    assert len(expected_total) > 5
+    chunks, locs = store.packs.locations()
+    total: dict[int, int] = {}
+    alive: dict[int, int] = {}
+    members: dict[int, list[bytes]] = {}
+    dead = 0
+    for at in range(0, len(chunks), 37):
+        dead += store.packs.tally(chunks[at:at + 37], locs[at:at + 37], live, total, alive, members)
+        store.put(rng.randbytes(700))                 # a checkpoint between two steps
+    assert dead == len(set(ids)) - len(live)
+    assert total == expected_total
+    assert {n: a for n, a in alive.items() if a} == {n: a for n, a in expected_alive.items() if a}
+    assert {n: set(m) for n, m in members.items()} == expected_members
+    assert sum(map(len, members.values())) == len(chunks)

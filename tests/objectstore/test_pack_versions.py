@@ -110,7 +110,7 @@ def _moves_everything(store: Store, numbers: set[int]) -> bool:
     """Packs `numbers` compacted as a collection does it, keeping every chunk: copied,
     a fresh catalog, synced, deleted. Whether their files held anything."""
     members: dict[int, list[bytes]] = {}
-    store.packs.tally(store.packs.id_list(), set(), {}, {}, members)
+    store.packs.tally(*store.packs.locations(), set(), {}, {}, members)
     for number in numbers:
         store.packs.move_chunks(number, members.get(number, []), lambda cid: True)
     store.renew_catalog()
