@@ -128,10 +128,7 @@ class DaemonStart:
         serving, status = parse_ready_line(message)
         if not serving:
             self._end(wait=bool(message))
-            if message.startswith(REFUSED):
-                raise CommandError(message.removeprefix(REFUSED))
-            reason = message.removeprefix("error: ") or "no answer"
-            raise CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
+            raise refusal(message, log_path)
         return status
 
     def cancel(self) -> None:
@@ -155,6 +152,15 @@ class DaemonStart:
             os.waitpid(self.pid, 0)
         finally:
             os.close(pidfd)
+
+
+def refusal(message: str, log_path: str) -> CommandError:
+    """The command's error for a daemon whose ready line `message` is not "ok" (the
+    daemon logs to `log_path`)."""
+    if message.startswith(REFUSED):
+        return CommandError(message.removeprefix(REFUSED))
+    reason = message.removeprefix("error: ") or "no answer"
+    return CommandError(f"the slsfs daemon did not start: {reason} (see {log_path})")
 
 
 def _one_thread() -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 import sys
 import threading
 import time
@@ -39,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     def hand_over(fs: FileSystem, request: dict) -> dict:
         daemon_args = [str(arg) for arg in request["args"]]
         _check_named_group(fs.store, daemon_args)
+        if request.get("ready") is not None:
+            daemon_args += ["--ready-fd", str(_open_ready_pipe(str(request["ready"])))]
         asked.append([args[0], *daemon_args])
-        return {}
+        return {"ready": request.get("ready") is not None}
     def become_group_daemon(store: Store) -> int | None:
         if not asked:
             return None
@@ -64,6 +67,21 @@ def _import_group_daemon_if_groups(fs: FileSystem) -> None:
     if groups.group_names(fs.store.roots()):
         threading.Thread(target=importlib.import_module, args=(f"{__package__}.daemon",),
                          name="import-group-daemon").start()
+
+
+def _open_ready_pipe(path: str) -> int:
+    """The command's pipe at `path` (/proc/PID/fd/N), opened for the group daemon's ready
+    line; MountError (nothing changed) if it is not a pipe or cannot be opened: the
+    daemon writes nothing but to a pipe."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise MountError(f"cannot open the command's ready pipe {path}: {exc.strerror}") from None
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MountError(f"{path} is not a pipe: no ready line written there")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _check_named_group(store: Store, daemon_args: list[str]) -> None:

@@ -8,8 +8,11 @@ the mount daemon to become the group daemon in the same process (control op `han
 docs/FORMAT.md), then waits until that one serves. A daemon serving several mounts, or one
 in the foreground, is unmounted instead and a new daemon started, as before the hand-over.
 
-Simplification: the wait is a poll of the control socket every HAND_OVER_POLL_S (the
-group daemon answers `ps` once it serves), ended early if the process exits.
+The group daemon says when it serves (or why it failed) with its ready line, as a new one
+does (slsfs.daemon_ready): the mount daemon opens the command's pipe through /proc
+(`hand_over`'s `ready`) and gives it to the group daemon as its --ready-fd. A mount daemon
+older than that answers without `ready`; the command then polls the control socket every
+HAND_OVER_POLL_S until the group daemon answers `ps`.
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon
 from .cli import CommandError
-from .daemon_ready import LOG_NAME
-from .daemon_start import DAEMON_START_TIMEOUT_S, end_unstarted, take
+from .daemon_ready import LOG_NAME, parse_ready_line, read_line
+from .daemon_start import DAEMON_START_TIMEOUT_S, end_unstarted, refusal, take
 
 
 class HandOver:
@@ -39,17 +42,42 @@ class HandOver:
         --foreground`) does not: it is unmounted (after `check`: see take_over_plain_mount)
         and a new daemon started, as before."""
         end_unstarted()                      # (a daemon to be, importing on the other CPU)
+        ready_read, ready_write = os.pipe()
         try:
-            request(store, "hand_over", args=[*args, "--command-pid", str(os.getpid())])
-        except ControlError as exc:
-            if "unknown request" not in str(exc):
-                raise CommandError(str(exc)) from None
-            if self.check is not None:
-                self.check()
-            from .fs_commands import unmount
-            unmount(self.mountpoint, busy_hint=_TAKE_OVER_BUSY_HINT.format(mountpoint=self.mountpoint))
-            return take().start(store, *args)
-        return _until_group_daemon_serves(store, self.pid)
+            try:
+                reply = request(store, "hand_over", args=[*args, "--command-pid", str(os.getpid())],
+                                ready=f"/proc/{os.getpid()}/fd/{ready_write}")
+            except ControlError as exc:
+                if "unknown request" not in str(exc):
+                    raise CommandError(str(exc)) from None
+                if self.check is not None:
+                    self.check()
+                from .fs_commands import unmount
+                unmount(self.mountpoint, busy_hint=_TAKE_OVER_BUSY_HINT.format(mountpoint=self.mountpoint))
+                return take().start(store, *args)
+            finally:
+                os.close(ready_write)            # (the daemon holds its own copy now)
+            if not reply.get("ready"):           # a mount daemon older than the ready line
+                return _until_group_daemon_serves(store, self.pid)
+            message = _ready_line_of(self.pid, ready_read)
+        finally:
+            os.close(ready_read)
+        serving, status = parse_ready_line(message)
+        if not serving:
+            raise refusal(message, os.path.join(store, LOG_NAME))
+        return status
+
+
+def _ready_line_of(pid: int, ready: int) -> str:
+    """The ready line the group daemon that process `pid` becomes writes to `ready`, or
+    "" if the process ends first (a process it forked may hold the pipe's other end
+    still, so the end of the pipe does not tell)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        readable = select.select([ready, pidfd], [], [], DAEMON_START_TIMEOUT_S)[0]
+    finally:
+        os.close(pidfd)
+    return read_line(ready, DAEMON_START_TIMEOUT_S if ready in readable else 0)
 
 
 _TAKE_OVER_BUSY_HINT = ("and the slsfs daemon must take this `sls mount` over to run groups: close these "
