@@ -111,7 +111,12 @@ UNDURABLE_COMMITS_MAX = 4     # commits not yet durable when a periodic checkpoi
 # (a checkpoint makes one or two: its files commit, its record's): slsfs.group_commit
 LAZY_MIN_BYTES = 8 << 20      # a restore of more pages than this runs the processes first (lazy):
 # measured after a crash (Python groups, daemon's restore): 8.6 MiB of pages eager 68 ms, lazy 48;
-# 14.8 MiB 83 vs 62; 5.7 MiB 38 vs 42 (lazy's fixed cost: the page server's fork and its arming)
+# 14.8 MiB 83 vs 62; 5.7 MiB 38 vs 42 (lazy's fixed cost: the page server's fork and its arming).
+# Again 2026-12-02 (C groups of N MiB, the application alone SIGKILLed, the daemon's restore_ms,
+# eager and lazy daemons in turns, medians of 6-8, load 3.1-6.8): 4 MiB eager 32.6 / lazy 52.4 ms,
+# 47.1 / 50.7; 6 MiB 53.0 / 67.1; 8 MiB 28.9 / 35.8, 48.7 / 31.3, 77.2 / 57.8, 43.6 / 59.2 (lazy
+# lower in 15 of 28 pairs: the crossing); 12 MiB 62.6 / 45.0, 60.6 / 65.9; 16 MiB 55.4 / 38.8,
+# 53.9 / 43.1; 64 MiB 130.9 / 37.5: kept at 8 MiB
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
