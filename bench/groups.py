@@ -14,7 +14,8 @@ daemon's restore time (and its phases: restore_daemon_phases_ms, see `sls ps --j
 restore_phases_ms), the wall time of `sls restore` (which starts a daemon and mounts)
 and where the daemon's start went (restore_daemon_startup_ms: `ps`'s startup_ms); and the
 same after a crash of the application alone (restore_app_crash_*: the running daemon
-restores it in place, its mount made again) and, after a crash of both, with `sls mount`
+restores it in place, its mount made again; restore_app_crash_in_place_ms: the daemon's
+whole restore, `ps`'s in_place_restore_ms, of which daemon_ms is the processes' part) and, after a crash of both, with `sls mount`
 first, as the issue's recovery goes (restore_after_mount_*: the mount's daemon becomes the
 group's).
 
@@ -248,8 +249,11 @@ def crash_and_restore(store: Path, group: str, out: dict, prefix: str, daemon_to
     out[f"{prefix}restore_{kind}daemon_ms_all"] = [run[1] for run in runs]
     out[f"{prefix}restore_{kind}load_avg_1min"] = [round(run[2], 2) for run in runs]
     out[f"{prefix}restore_{kind}daemon_phases_ms"] = median["groups"][0]["restore_phases_ms"]
-    if daemon_too:
+    if daemon_too or mount_first:        # (a daemon's start: a new one, or the mount's becoming it)
         out[f"{prefix}restore_{kind}daemon_startup_ms"] = median.get("startup_ms")
+    else:                                # the daemon's whole restore in place: its phases, restore_ms among them
+        out[f"{prefix}restore_{kind}in_place_ms"] = round(sum(median["in_place_restore_ms"].values()), 1)
+        out[f"{prefix}restore_{kind}in_place_phases_ms"] = median["in_place_restore_ms"]
 
 
 RESTORES = 3

@@ -158,6 +158,7 @@ class Daemon:
         self._serving: trio.CancelScope | None = None   # the mount's serving (_serve), ended by a remount
         self._served = trio.Event()               # set once that serving has ended
         self.restored = ""                        # the group a restore (at the start, or in place) asked for
+        self.in_place_restore_ms: dict[str, float] = {}   # the phases of the last restore_in_place
 
     # ----- checkpoints ---------------------------------------------------------------
     async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False, wait: bool = True,
@@ -526,6 +527,7 @@ class Daemon:
                                  f"`sls restore {name}` again starts a new one") from None
         log.info("restored group %s in place in %.1f ms (%s)", name, sum(phases.phases.values()),
                  ", ".join(f"{k} {v:.1f}" for k, v in phases.phases.items()))
+        self.in_place_restore_ms = phases.phases
         self.nursery.start_soon(self._hand_root_to_syncfs_helper)
         self.restored = settings.name
         return {**self.status(), "in_place": True}
@@ -759,7 +761,8 @@ class Daemon:
                 "group_commit_barriers": self.group_commit.barriers,
                 "store_bytes_appended": self.store.packs.appended_bytes,
                 "groups": [g.status() for g in self.groups.values()],
-                **({"restored": self.restored} if self.restored else {})}
+                **({"restored": self.restored} if self.restored else {}),
+                **({"in_place_restore_ms": self.in_place_restore_ms} if self.in_place_restore_ms else {})}
 
     async def stop(self) -> None:
         """Kill the groups (their last durable checkpoint stays), then unmount and exit."""

@@ -27,6 +27,7 @@ def test_a_roll_back_and_a_restore_after_the_group_crashed_are_done_by_the_runni
     out = store.sls("restore", "app", "--store", str(store.path), "--at", "early").stdout
     assert "group app: restored from checkpoint" in out, out
     assert store.ps()["daemon"] == daemon, "the roll back started a new daemon"
+    assert {"unmount", "mount", "restore"} <= set(store.ps()["in_place_restore_ms"])    # (where its time went)
     rolled = wait_for(lambda: counter_value(store), "the rolled-back counter")
     assert rolled < early + 300, f"the roll back kept the newer files: {rolled} vs {early}"
     assert not (store.mnt / "written-after-early").exists()
