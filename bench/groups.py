@@ -14,7 +14,9 @@ daemon's restore time (and its phases: restore_daemon_phases_ms, see `sls ps --j
 restore_phases_ms), the wall time of `sls restore` (which starts a daemon and mounts)
 and where the daemon's start went (restore_daemon_startup_ms: `ps`'s startup_ms); and the
 same after a crash of the application alone (restore_app_crash_*: the running daemon
-restores it in place, its mount made again; restore_app_crash_in_place_ms: the daemon's
+restores it in place, its mount made again; *to_running_ms: from the command's start to
+its processes let go, running again, where cli_wall_ms also has the command's exit with
+the application already running beside it; restore_app_crash_in_place_ms: the daemon's
 whole restore, `ps`'s in_place_restore_ms, of which daemon_ms is the processes' part) and, after a crash of both, with `sls mount`
 first, as the issue's recovery goes (restore_after_mount_*: the mount's daemon becomes the
 group's).
@@ -235,16 +237,19 @@ def crash_and_restore(store: Path, group: str, out: dict, prefix: str, daemon_to
             sls("mount", "--force", str(store), ps["mountpoint"])
             time.sleep(0.5)              # (its pre-import of the group daemon's modules)
         load = os.getloadavg()[0]
-        started = time.perf_counter()
+        started, started_unix = time.perf_counter(), time.time()
         sls("restore", group, "--store", str(store))
         wall = round((time.perf_counter() - started) * 1000, 1)
         restored = request(store, "ps")
+        restored["to_running_ms"] = round((restored["groups"][0]["started"] - started_unix) * 1000, 1)
         runs.append((wall, restored["groups"][0]["restore_ms"], load, restored))
         time.sleep(1.0)                  # a few checkpoints of the restored group before the next crash
     runs.sort(key=lambda run: run[0])
     wall, _, _, median = runs[len(runs) // 2]
     out[f"{prefix}restore_{kind}cli_wall_ms"] = wall
     out[f"{prefix}restore_{kind}daemon_ms"] = sorted(run[1] for run in runs)[len(runs) // 2]
+    out[f"{prefix}restore_{kind}to_running_ms"] = sorted(run[3]["to_running_ms"] for run in runs)[len(runs) // 2]
+    out[f"{prefix}restore_{kind}to_running_ms_all"] = [run[3]["to_running_ms"] for run in runs]
     out[f"{prefix}restore_{kind}cli_wall_ms_all"] = [run[0] for run in runs]
     out[f"{prefix}restore_{kind}daemon_ms_all"] = [run[1] for run in runs]
     out[f"{prefix}restore_{kind}load_avg_1min"] = [round(run[2], 2) for run in runs]

@@ -64,7 +64,7 @@ class RunningGroup:
     durable_ms: list[float] = field(default_factory=list)     # freeze to durable, per checkpoint
     restore_ms: float | None = None
     restore_phases_ms: dict[str, float] | None = None   # where restore_ms went (checkpointer.stopwatch)
-    started: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.time)   # (unix time) started, or restored: its processes let go
     checkpoint_times: deque[float] = field(default_factory=deque)   # (time.monotonic) of the last RATE_KEPT_S
     _tracking: PageTracking | None = field(default=None, repr=False)   # incremental capture: `tracking`
     pages_last: int = 0                       # pages the last checkpoint copied
@@ -181,6 +181,7 @@ class RunningGroup:
             "pages_last": self.pages_last, "pages_total": self.pages_total, "precopied_pages_last": self.precopied_last,
             "stop_phases_ms_last": self.stop_phases_last, "exit_status": self.exit_status(),
             "ran_s": None if self.ended_at is None else round(self.ended_at - self.started, 2),
+            "started": round(self.started, 4),
         }
 
 
