@@ -851,13 +851,14 @@ class FileSystem:
         await self.ops.initialized.wait()      # INIT sets the read-ahead: change it after
         raise_readahead(mountpoint)
 
-    def close(self) -> None:
-        """After serving: final durable checkpoint, free what only this mount held."""
+    def close(self, durable: bool = True) -> None:
+        """After serving: final checkpoint, durable unless `durable` is False (the caller
+        commits durably right after: one fsync for both), free what only this mount held."""
         self.ops.opens.clear()
         self.release_own_holds()
         if self.dirty:
-            self.checkpoint("unmount", durable=True)
-        else:
+            self.checkpoint("unmount", durable=durable)
+        elif durable:
             self.store.barrier()
 
     def status(self) -> dict:

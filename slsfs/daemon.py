@@ -506,7 +506,7 @@ class Daemon:
                 self._serving.cancel()
                 await self._served.wait()
                 phases.done("unmount")
-                self.fs.close()
+                self.fs.close(durable=False)       # (reset_volume's durable commit covers it)
                 phases.done("close")
                 restore = reset_volume(self.store, plan)
                 phases.done("reset_volume")
