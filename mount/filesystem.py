@@ -75,7 +75,7 @@ from .init_flags import InitRelay
 from .kernel_cache import forget_entry
 from .options import ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, atime_policy, last_wins
 from .read_wakeup import interrupting_reads
-from .single_reader import single_reader_session
+from .single_reader import announce_turn, single_reader_session
 from .sync_thread import SYNC_THREAD
 from .treediff import TreeDiff, diff_steps
 from .operations import HOLDER, META_NAME, Operations
@@ -659,6 +659,7 @@ class FileSystem:
             now = trio.current_time()
             if due < now - self.interval:
                 due = now
+            announce_turn(due)
             await trio.sleep_until(due)
             if self.dirty:
                 try:

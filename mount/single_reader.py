@@ -16,8 +16,10 @@ which
   arrives within POLL_MS (a client that keeps a file system busy sends its next request
   microseconds after the answer), and only when none comes waits through trio. So that
   the other tasks (checkpoints, the control socket, worker-thread results) still run
-  while requests keep coming, the scheduler gets a pass at least every SCHEDULER_EVERY_S.
-  The poll blocks the event loop for at most POLL_MS, only right after a request.
+  while requests keep coming, the scheduler gets a pass at least every SCHEDULER_EVERY_S,
+  and at once when a periodic turn announced with `announce_turn` (the mount's
+  checkpoints) is due; the poll waits no longer than until that turn. The poll blocks
+  the event loop for at most POLL_MS, only right after a request.
 
 pyfuse3 creates its lock at the first wait of a session, so the view must be in place
 before `pyfuse3.main` starts and for as long as it runs.
@@ -48,6 +50,17 @@ from .init_flags import InitRelay
 
 POLL_MS = 1                    # how long the fast path waits for the next request
 SCHEDULER_EVERY_S = 0.002      # while requests keep coming, one scheduler pass this often
+_next_turn = math.inf          # time.monotonic() of the earliest due turn announced (announce_turn)
+
+
+def announce_turn(deadline: float) -> None:
+    """A task about to sleep until `deadline` (trio's clock) for periodic work that must
+    not wait behind requests (the mount's checkpoints) tells the reader: from then on it
+    gives the scheduler a pass before taking the next request, and its poll for the next
+    request waits no longer than that. Without it, a checkpoint came up to
+    SCHEDULER_EVERY_S + POLL_MS late while requests kept coming."""
+    global _next_turn
+    _next_turn = min(_next_turn, time.monotonic() + deadline - trio.current_time())
 
 
 class _NoLock:
@@ -81,8 +94,13 @@ class _RequestWait:
                 self._poll.unregister(self._fd)
             self._poll.register(fd, select.POLLIN)
             self._fd = fd
-        if time.monotonic() - self._last_pass < SCHEDULER_EVERY_S and self._poll.poll(POLL_MS):
+        global _next_turn
+        now = time.monotonic()
+        if now - self._last_pass < SCHEDULER_EVERY_S and now < _next_turn and \
+                self._poll.poll(int(min(POLL_MS, (_next_turn - now) * 1000))):
             return                          # readable (or hung up: the read says which)
+        if now >= _next_turn:               # its task runs in this pass
+            _next_turn = math.inf
         await trio.lowlevel.wait_readable(fd)
         self._last_pass = time.monotonic()
 

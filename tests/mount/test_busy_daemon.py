@@ -98,3 +98,39 @@ def test_a_wait_that_never_blocks_still_lets_other_tasks_run():
     other_ran, waits = trio.run(main)
     assert other_ran
     assert waits < 2_000_000, "the cancellation never reached the waiting task"
+
+
+def test_the_single_reader_gives_a_due_turn_its_pass_before_the_next_request(monkeypatch):
+    """A checkpoint announced as due (single_reader.announce_turn) runs before the next
+    request is taken, not up to SCHEDULER_EVERY_S + POLL_MS later: the wait that follows
+    a request goes through trio's scheduler then (here seen as the cancellation it lets
+    in), and otherwise, inside the window, it does not."""
+    import trio
+
+    from mount import single_reader
+
+    monkeypatch.setattr(single_reader, "SCHEDULER_EVERY_S", 3600.0)   # the window never closes
+    monkeypatch.setattr(single_reader, "_next_turn", float("inf"))
+
+    async def passes(wait, fd: int) -> bool:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await wait.wait_readable(fd)
+        return scope.cancelled_caught
+
+    async def main() -> tuple[bool, bool, bool]:
+        r, w = os.pipe()
+        os.write(w, b"always readable")
+        try:
+            wait = single_reader._RequestWait()
+            await wait.wait_readable(r)                  # the first wait: a pass
+            without_turn = await passes(wait, r)
+            single_reader.announce_turn(trio.current_time() - 0.001)
+            due = await passes(wait, r)
+            after = await passes(wait, r)                # the turn was given: fast again
+        finally:
+            os.close(r)
+            os.close(w)
+        return without_turn, due, after
+
+    assert trio.run(main) == (False, True, False)
