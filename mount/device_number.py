@@ -13,22 +13,27 @@ remember (st_dev, st_ino) of the files they use: tar, finishing a directory it
 extracted before the crash, found it "renamed before its status could be extracted";
 rsync -x, find -xdev, du and SQLite's table of open files compare them too.
 
-Simplifications: best effort. If `minor` is still held (the stale mount's superblock
-not yet freed, or another file system took it since) or another process takes a number
-between our letting go and the mount, the mount gets another number, as it would
-without this, and we say so in the log. At most MAX_TAKEN numbers are held meanwhile.
+Simplifications: best effort. If `minor` is still held after FREE_WAIT_S (the stale
+mount's superblock, which the mount namespaces of its dying processes keep a moment after
+it was detached, not yet freed; or another file system took it since) or another process
+takes a number between our letting go and the mount, the mount gets another number, as
+it would without this, and we say so in the log. At most MAX_TAKEN numbers are held
+meanwhile.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 log = logging.getLogger(__name__)
 
 MAX_TAKEN = 64                  # free numbers below `minor` held at most while mounting
+FREE_WAIT_S = 0.2               # how long a held `minor` is waited for (a stale superblock going away)
+FREE_POLL_S = 0.01
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432     # x86-64
 _FSOPEN_CLOEXEC = _FSMOUNT_CLOEXEC = 1
 _FSCONFIG_CMD_CREATE = 6
@@ -63,11 +68,19 @@ def taking(minor: int | None) -> Iterator[None]:
         return
     held: list[int] = []
     got = 0                      # the number the last superblock made got
+    deadline = time.monotonic() + FREE_WAIT_S
     try:
         try:
-            while got < minor and len(held) < MAX_TAKEN:
-                held.append(_superblock())
-                got = os.minor(os.fstat(held[-1]).st_dev)
+            while True:
+                while got < minor and len(held) < MAX_TAKEN:
+                    held.append(_superblock())
+                    got = os.minor(os.fstat(held[-1]).st_dev)
+                if got <= minor or time.monotonic() > deadline:
+                    break
+                for fd in held:               # `minor` still held: the stale mount's superblock, kept a
+                    os.close(fd)              # moment by the mount namespaces of its dying processes?
+                held, got = [], 0
+                time.sleep(FREE_POLL_S)
         except OSError as exc:
             log.info("cannot hold device numbers to mount on 0:%d again: %s", minor, exc)
         if got == minor:

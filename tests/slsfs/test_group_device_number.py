@@ -10,6 +10,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from typing import Iterator
 
 import pytest
@@ -72,14 +73,23 @@ def test_a_restored_group_sees_its_files_on_the_device_number_they_had(group_sto
 @contextlib.contextmanager
 def _holding(minor: int) -> Iterator[None]:
     """Anonymous device 0:`minor` (and the free numbers below it) held by superblocks
-    attached nowhere (mount.device_number's), so that a mount made meanwhile gets another;
-    skips the test if another file system holds that number already."""
+    attached nowhere (mount.device_number's), so that a mount made meanwhile gets another.
+    The stale mount's superblock may outlive its last mount a moment (its dying processes'
+    references): tried again until then; the test skips if another file system keeps it."""
     held: list[int] = []
+    deadline = time.monotonic() + 30
     try:
-        while not held or os.minor(os.fstat(held[-1]).st_dev) < minor:
-            held.append(_superblock())
-        if os.minor(os.fstat(held[-1]).st_dev) != minor:
-            pytest.skip(f"device 0:{minor} was taken by another file system meanwhile")
+        while True:
+            while not held or os.minor(os.fstat(held[-1]).st_dev) < minor:
+                held.append(_superblock())
+            if os.minor(os.fstat(held[-1]).st_dev) == minor:
+                break
+            for fd in held:
+                os.close(fd)
+            held.clear()
+            if time.monotonic() > deadline:
+                pytest.skip(f"device 0:{minor} is held by another file system")
+            time.sleep(0.05)
         yield
     finally:
         for fd in held:
