@@ -60,30 +60,43 @@ def _superblock() -> int:
         os.close(fs_fd)
 
 
+def hold_through(minor: int, wait_s: float = FREE_WAIT_S) -> list[int]:
+    """Superblocks attached nowhere holding the free anonymous device numbers up to
+    `minor`, the last one `minor` itself if it fell free within `wait_s` (tried again
+    meanwhile: see FREE_WAIT_S); their fds, to close. At most MAX_TAKEN; OSError if no
+    superblock can be made."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        held: list[int] = []
+        got = 0                      # the number the last superblock made got
+        try:
+            while got < minor and len(held) < MAX_TAKEN:
+                held.append(_superblock())
+                got = os.minor(os.fstat(held[-1]).st_dev)
+        except OSError:
+            for fd in held:
+                os.close(fd)
+            raise
+        if got <= minor or time.monotonic() > deadline:
+            return held
+        for fd in held:               # `minor` still held: the stale mount's superblock, kept a
+            os.close(fd)              # moment by the mount namespaces of its dying processes?
+        time.sleep(FREE_POLL_S)
+
+
 @contextmanager
 def taking(minor: int | None) -> Iterator[None]:
     """Around a mount that should get anonymous device 0:`minor` (None: no wish)."""
     if not minor:
         yield
         return
-    held: list[int] = []
-    got = 0                      # the number the last superblock made got
-    deadline = time.monotonic() + FREE_WAIT_S
     try:
-        try:
-            while True:
-                while got < minor and len(held) < MAX_TAKEN:
-                    held.append(_superblock())
-                    got = os.minor(os.fstat(held[-1]).st_dev)
-                if got <= minor or time.monotonic() > deadline:
-                    break
-                for fd in held:               # `minor` still held: the stale mount's superblock, kept a
-                    os.close(fd)              # moment by the mount namespaces of its dying processes?
-                held, got = [], 0
-                time.sleep(FREE_POLL_S)
-        except OSError as exc:
-            log.info("cannot hold device numbers to mount on 0:%d again: %s", minor, exc)
-        if got == minor:
+        held = hold_through(minor)
+    except OSError as exc:
+        log.info("cannot hold device numbers to mount on 0:%d again: %s", minor, exc)
+        held = []
+    try:
+        if held and os.minor(os.fstat(held[-1]).st_dev) == minor:
             os.close(held.pop())     # the lowest free number now: the mount's
         else:
             log.info("device 0:%d is not free: the mount gets another number (restored processes "

@@ -10,12 +10,11 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from typing import Iterator
 
 import pytest
 
-from mount.device_number import _superblock
+from mount.device_number import hold_through
 
 from group_helpers import wait_for
 from tmpfs import tmpfs
@@ -72,24 +71,13 @@ def test_a_restored_group_sees_its_files_on_the_device_number_they_had(group_sto
 
 @contextlib.contextmanager
 def _holding(minor: int) -> Iterator[None]:
-    """Anonymous device 0:`minor` (and the free numbers below it) held by superblocks
-    attached nowhere (mount.device_number's), so that a mount made meanwhile gets another.
-    The stale mount's superblock may outlive its last mount a moment (its dying processes'
-    references): tried again until then; the test skips if another file system keeps it."""
-    held: list[int] = []
-    deadline = time.monotonic() + 30
+    """Anonymous device 0:`minor` (and the free numbers below it) held, so that a mount made
+    meanwhile gets another (mount.device_number; the stale mount's superblock may keep it a
+    moment); the test skips if another file system keeps it."""
+    held = hold_through(minor, wait_s=30)
     try:
-        while True:
-            while not held or os.minor(os.fstat(held[-1]).st_dev) < minor:
-                held.append(_superblock())
-            if os.minor(os.fstat(held[-1]).st_dev) == minor:
-                break
-            for fd in held:
-                os.close(fd)
-            held.clear()
-            if time.monotonic() > deadline:
-                pytest.skip(f"device 0:{minor} is held by another file system")
-            time.sleep(0.05)
+        if os.minor(os.fstat(held[-1]).st_dev) != minor:
+            pytest.skip(f"device 0:{minor} is held by another file system")
         yield
     finally:
         for fd in held:
