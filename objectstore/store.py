@@ -3,7 +3,7 @@
 A store directory holds (docs/FORMAT.md, "Store directory")::
 
     FORMAT        JSON: format name, version, secret seed, uuid (written once, at init)
-    lock          flock'd exclusively by the one writer
+    lock          flock'd exclusively by the one writer, which writes its "PID FD" there
     packs/        pack files and their indexes (objectstore.pack)
 
 Everything else (commits, tags, the catalog of retained commits) is a record in
@@ -213,6 +213,8 @@ class Store:
             os.close(fd)
             raise StoreLocked(f"{self.path} is in use by another process (a mount or daemon); "
                               "stop it first, or open the store read-only") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {fd}\n".encode(), 0)
         self._lock_fd = fd
 
     def _load_history(self) -> None:

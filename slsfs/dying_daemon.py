@@ -42,17 +42,38 @@ def release(store: str) -> bool:
 
 
 def lock_holder(store: str) -> int | None:
-    """The PID holding the store's writer lock (flock on STORE/lock), from /proc/locks."""
+    """The PID holding the store's writer lock (flock on STORE/lock). The lock file names
+    its holder (docs/FORMAT.md, "lock"): that PID if its /proc/PID/fdinfo shows the lock
+    held; None if that process is gone (a fork of it may hold the lock on: /proc/locks
+    would name the gone PID too); else, as when the file names none (a store last locked
+    by an older slsfs) or for a dying process whose first thread has exited (its fdinfo is
+    gone, its other threads still hold the files), the PID that /proc/locks shows. Not
+    /proc/locks every time: reading it waits for an RCU grace period (5-15 ms), on the path
+    of every `sls restore` and `sls ps`."""
     try:
-        st = os.stat(os.path.join(store, "lock"))
+        with open(os.path.join(store, "lock"), "rb") as f:
+            named, st = f.read(64).split(), os.fstat(f.fileno())
     except OSError:
         return None
     wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    if len(named) == 2 and all(field.isdigit() for field in named):
+        pid, fd = map(int, named)
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                if any(_holds(line.split()[1:], wanted) for line in info if line.startswith("lock:")):
+                    return pid
+        except OSError:
+            pass
+        if not os.path.exists(f"/proc/{pid}"):
+            return None
     with open("/proc/locks") as f:
-        for fields in (line.split() for line in f):
-            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:
-                return int(fields[4])
-    return None
+        return next((int(fields[4]) for fields in (line.split() for line in f) if _holds(fields, wanted)), None)
+
+
+def _holds(fields: list[str], wanted: str) -> bool:
+    """Whether a lock line's fields (as /proc/locks gives them, from the number on) are an
+    exclusive flock of the file `wanted` (major:minor:inode, in hex as the kernel prints)."""
+    return len(fields) > 5 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == wanted
 
 
 def dying(pid: int) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from mount.control import ControlError, request, slsfs_mounts
 
 from . import dying_daemon
-from .cli import CommandError, add_json_flag, read_only_store
+from .cli import CommandError, add_json_flag, read_only_store, skip_teardown_at_exit
 from .daemon_ready import LOG_NAME
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, end_unstarted, take
 from .take_over import HandOver, take_over_plain_mount
@@ -361,6 +361,7 @@ def cmd_group_checkpoint(args) -> int:
 
 
 def cmd_group_restore(args) -> int:
+    skip_teardown_at_exit()
     store = _store_path(args.store)
     if args.clone:
         return cmd_group_clone(args)
