@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import trio
@@ -30,7 +31,7 @@ REQUEST_WAIT_S = 60.0        # a client that sends no whole request by then gets
 @asynccontextmanager
 async def control_listener(store: str | os.PathLike, backlog: int) -> AsyncIterator[trio.SocketListener]:
     """The store's control socket, listening, readable and writable by its owner only."""
-    path = socket_path(store)
+    path = Path(socket_path(store))
     path.unlink(missing_ok=True)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     await sock.bind(str(path))

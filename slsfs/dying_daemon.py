@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from mount.control import slsfs_mounts
 
@@ -79,8 +78,8 @@ def _holds(fields: list[str], wanted: str) -> bool:
 def dying(pid: int) -> bool:
     """Whether `pid` has a SIGKILL pending or is a zombie whose other threads still exit."""
     try:
-        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if ":\t" in line)
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
     except OSError:
         return False
     pending = int(status.get("ShdPnd", "0"), 16) | int(status.get("SigPnd", "0"), 16)

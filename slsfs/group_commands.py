@@ -18,7 +18,6 @@ import re
 import select
 import shlex
 import time
-from pathlib import Path
 
 from mount.control import ControlError, request, slsfs_mounts
 
@@ -147,7 +146,7 @@ def _print(args, doc: dict, human: str) -> None:
 
 def _store_path(store: str) -> str:
     path = os.path.abspath(store)
-    if not (Path(path) / "FORMAT").exists():
+    if not os.path.exists(os.path.join(path, "FORMAT")):
         raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
     return path
 

@@ -23,7 +23,6 @@ import io
 import json
 import os
 import time
-from pathlib import Path
 
 from .cli import CommandError, close_read_only_store, read_only_store
 
@@ -63,7 +62,7 @@ def _extend_checkpoint(p: argparse.ArgumentParser) -> None:
         for flag in ("leave_stopped", "kill"):
             if getattr(args, flag):
                 raise CommandError(f"--{flag.replace('_', '-')} applies to a PID: sls checkpoint PID --store STORE")
-        if not args.store and not value.isdigit() and not Path(value).exists():
+        if not args.store and not value.isdigit() and not os.path.exists(value):
             raise CommandError(f"{value} is not a path: for the persistence group {value}, name its store "
                                f"(sls checkpoint {value} --store STORE)")
         return other(args)
@@ -109,7 +108,7 @@ def _extend_ps(p: argparse.ArgumentParser) -> None:
 
 
 def _store_path(store: str) -> str:
-    if not (Path(store) / "FORMAT").exists():
+    if not os.path.exists(os.path.join(store, "FORMAT")):
         raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
     return store
 
@@ -147,7 +146,8 @@ def _checkable(pid: int) -> None:
     thread, or this command or one of its ancestors (the freeze of a tree takes its
     descendants: this command would freeze itself, and a shell it froze could never run on)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         raise CommandError(f"no process {pid}: check the PID (`ps -p {pid}`)") from None
     comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
@@ -158,7 +158,8 @@ def _checkable(pid: int) -> None:
     while ancestor != pid:
         if ancestor <= 1:
             return
-        ancestor = int(Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{ancestor}/stat") as f:
+            ancestor = int(f.read().rsplit(")", 1)[1].split()[1])
     raise CommandError(f"process {pid} ({comm}) is this command or one of its ancestors (a shell "
                        "running it?): its checkpoint would freeze this command too; run sls from "
                        "outside that process tree")

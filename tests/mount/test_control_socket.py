@@ -7,6 +7,7 @@ mount daemon and the group daemon).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
 
@@ -39,7 +40,7 @@ def test_a_malformed_request_gets_a_clear_error_and_the_daemon_keeps_serving(mnt
 
 
 def test_the_control_socket_is_its_owners_only(mnt):
-    mode = socket_path(mnt.store).stat().st_mode
+    mode = os.stat(socket_path(mnt.store)).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
 
 
