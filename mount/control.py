@@ -13,6 +13,7 @@ gc, fsck (log, stats, diff, gc and fsck run in the daemon: it holds the store's 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -65,6 +66,28 @@ def find_mount(path: str) -> tuple[MountInfo, str]:
         raise ControlError(f"{path} is not inside a slsfs mount (see `sls mount`)")
     rel = os.path.relpath(absolute, best.mountpoint)
     return best, "" if rel == "." else rel
+
+
+def canonical_mountpoint(mountpoint: str) -> str:
+    """`mountpoint` as mountinfo lists it, resolving only its parent: resolving the mount
+    point itself, or any other mount, would ask that mount's daemon, and a hung daemon
+    elsewhere must not hang us."""
+    return os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(mountpoint))),
+                        os.path.basename(os.path.abspath(mountpoint)))
+
+
+def mount_state(mountpoint: str) -> str:
+    """'free', 'live' or 'stale' (a mount whose daemon died)."""
+    real = canonical_mountpoint(mountpoint)
+    if not any(m.mountpoint == real for m in slsfs_mounts()):
+        return "free"
+    try:
+        os.statvfs(mountpoint)                 # always asks the daemon (stat may be cached)
+        return "live"
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
+            return "stale"
+        raise
 
 
 def socket_path(store: str | os.PathLike) -> str:

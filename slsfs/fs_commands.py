@@ -14,7 +14,6 @@ must be on root's PATH (`make install` links it into /usr/local/sbin).
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import signal
@@ -29,7 +28,8 @@ from pathlib import Path
 from objectstore import Store, StoreError
 from objectstore.retention import Prune, parse_duration
 
-from mount.control import ControlError, MountInfo, find_mount, request, slsfs_mounts, socket_path
+from mount.control import (ControlError, MountInfo, canonical_mountpoint, find_mount, mount_state, request,
+                           slsfs_mounts, socket_path)
 from mount.options import (ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME,
                            PER_MOUNT_OPTIONS, last_wins)
 
@@ -179,28 +179,6 @@ def cmd_init(args) -> int:
     print(f"created store {args.store} with volume {args.volume!r}; mount it with "
           f"`sls mount {args.store} MNT`")
     return 0
-
-
-def _canonical(mountpoint: str) -> str:
-    """`mountpoint` as mountinfo lists it, resolving only its parent: resolving the mount
-    point itself, or any other mount, would ask that mount's daemon, and a hung daemon
-    elsewhere must not hang us."""
-    return os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(mountpoint))),
-                        os.path.basename(os.path.abspath(mountpoint)))
-
-
-def mount_state(mountpoint: str) -> str:
-    """'free', 'live' or 'stale' (a mount whose daemon died)."""
-    real = _canonical(mountpoint)
-    if not any(m.mountpoint == real for m in slsfs_mounts()):
-        return "free"
-    try:
-        os.statvfs(mountpoint)                 # always asks the daemon (stat may be cached)
-        return "live"
-    except OSError as exc:
-        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
-            return "stale"
-        raise
 
 
 def _detach(mountpoint: str) -> None:
@@ -421,7 +399,7 @@ def unmount(mountpoint: str, *, force: bool = False, busy_hint: str = "close the
     the list, while files are open there unless `force`); returns what was done. The mount
     of a group daemon is unmounted by stopping the daemon, refused while its groups run
     unless `force` (which stops them, as `sls stop` does)."""
-    real = _canonical(mountpoint)
+    real = canonical_mountpoint(mountpoint)
     for mount in slsfs_mounts():
         if mount.mountpoint == real:
             dying_daemon.release(mount.store)

@@ -19,7 +19,7 @@ import select
 import shlex
 import time
 
-from mount.control import ControlError, request, slsfs_mounts
+from mount.control import ControlError, mount_state, request, slsfs_mounts
 
 from . import dying_daemon
 from .cli import CommandError, add_json_flag, read_only_store, skip_teardown_at_exit
@@ -471,7 +471,7 @@ def cmd_group_clone(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from .fs_commands import mount_state, unmount
+    from .fs_commands import unmount
     store = _store_path(args.store)
     status = daemon_status(store)
     if status is None:

@@ -21,7 +21,7 @@ import select
 import time
 from collections.abc import Callable
 
-from mount.control import ControlError, request, slsfs_mounts
+from mount.control import ControlError, mount_state, request, slsfs_mounts
 
 from . import dying_daemon
 from .cli import CommandError
@@ -113,7 +113,7 @@ def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
     so that a slsfs daemon serves the same volume at the same place; returns that (mount
     point, volume, and the daemon's HandOver: it becomes the group daemon when started,
     having checked the group the command names first; None when it serves other mounts
-    too: then it has been unmounted here, after `check`, which raises what the daemon would
+    too (a stale mount of the store, left by a group daemon that crashed, is none of its): then it has been unmounted here, after `check`, which raises what the daemon would
     refuse (an unknown group), so that a typo costs the user no mount: validate, then act).
     Refuses, with the list, while files are open there."""
     dying_daemon.release(store)
@@ -127,7 +127,8 @@ def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
         status = request(store, "status", timeout=30)
     except ControlError as exc:
         raise CommandError(str(exc)) from None
-    mounts = [m for m in slsfs_mounts() if os.path.realpath(m.store) == os.path.realpath(store)]
+    mounts = [m for m in slsfs_mounts() if os.path.realpath(m.store) == os.path.realpath(store)
+              and mount_state(m.mountpoint) == "live"]       # not a stale one a crashed daemon left
     mountpoint = mounts[0].mountpoint if mounts else None
     if mountpoint is None:
         raise CommandError(f"the `sls mount` daemon of {store} answers but its mount point is not in "

@@ -11,9 +11,9 @@ from group_helpers import wait_for
 from mount.control import request
 
 
-def counter_value(store) -> int | None:
+def counter_value(store, mountpoint=None) -> int | None:
     try:
-        text = (store.mnt / "counter").read_text().strip()
+        text = ((mountpoint or store.mnt) / "counter").read_text().strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -155,6 +155,29 @@ def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries
     wait_for(lambda: (counter_value(store) or 0) > resumed + 20, "the restored target to count on")
     assert store.group("app")["running"]
     store.sls("stop", "--store", str(store.path))
+
+
+def test_sls_mount_elsewhere_then_restore_takes_that_mount_over(group_store, group_binaries, tmp_path):
+    """After a crash the group's own mount is left stale; `sls mount` of the store at
+    another directory, then `sls restore GROUP`: that mount is the one taken over (the
+    stale one is no mount of the mount daemon's, though of the same store), and the group
+    runs on there."""
+    store = group_store
+    floor = _counter_checkpointed_then_crashed(store, group_binaries)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        store.sls("mount", str(store.path), str(elsewhere))
+        mount_daemon = request(store.path, "status")["pid"]
+        out = store.sls("restore", "app", "--store", str(store.path)).stdout
+        assert f"running in {elsewhere}" in out, out
+        assert store.ps()["daemon"] == mount_daemon, "the mount daemon did not become the group daemon"
+        resumed = wait_for(lambda: counter_value(store, elsewhere), "the restored counter")
+        assert resumed >= floor
+        wait_for(lambda: (counter_value(store, elsewhere) or 0) > resumed + 20, "the restored target to count on")
+        store.sls("stop", "--store", str(store.path))
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(elsewhere)], capture_output=True)
 
 
 UNCHECKPOINTABLE_LATER = """
