@@ -147,6 +147,7 @@ class Daemon:
         self.tracer = Tracer()
         self.groups: dict[str, RunningGroup] = {}
         self.lock = trio.Lock()               # one checkpoint at a time (up to its commit record)
+        self.restoring = trio.Lock()          # one restore in place at a time
         self.group_commit = GroupCommit(store, fs.barrier)   # ... made durable together, off the lock
         self.nursery: trio.Nursery | None = None
         self.failed = ""
@@ -469,6 +470,20 @@ class Daemon:
 
     async def restore_in_place(self, name: str, at: str | None, force: bool | None = None,
                                mountpoint: str | None = None) -> dict:
+        """_restore_in_place, one at a time: restores asked at once (a second `sls restore`
+        while the first runs) are done one after the other, each planned from the store as
+        the one before left it and ending the group that one restored. (Overlapping, the
+        second ended the mount under the first's group, uncounted, whose checkpoint then
+        met the mount's descriptor closed: the daemon died.) After one that failed (the
+        daemon stops: `failed`) the next is refused."""
+        async with self.restoring:
+            if self.failed:
+                raise GroupError(f"{self.failed}; the daemon is stopping: `sls restore {name}` again "
+                                 f"starts a new one")
+            return await self._restore_in_place(name, at, force, mountpoint)
+
+    async def _restore_in_place(self, name: str, at: str | None, force: bool | None,
+                                mountpoint: str | None) -> dict:
         """`sls restore GROUP|CHECKPOINT` answered by this running daemon (a roll back, or
         a restore after the group alone crashed): what a new daemon started with --restore
         does (main), without that start (imports, store opening: ~250 ms). Every group is

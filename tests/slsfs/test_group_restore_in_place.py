@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 from group_helpers import wait_for
+from mount.control import request
 from test_group_cli import counter_value
 
 
@@ -62,4 +64,34 @@ def test_a_restore_at_another_mount_point_starts_a_daemon_there(group_store, gro
     assert f"running in {elsewhere}" in out, out
     assert store.ps()["daemon"] != daemon
     wait_for(lambda: (elsewhere / "counter").exists(), "the counter at the new mount point")
+    store.sls("stop", "--store", str(store.path))
+
+
+def test_restores_asked_at_once_are_done_one_after_the_other(group_store, group_binaries):
+    """Several `restore` requests at once (a user's second `sls restore` while the first one
+    runs, a script's retries): each is done whole before the next begins. Before, the next
+    one killed the groups of the moment (none: the first had ended them) while the first
+    restored, then ended the mount under the group the first had restored, whose periodic
+    checkpoint then found the mount's descriptor closed (-1): the daemon died of it."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "100", "--",
+              str(group_binaries / "atomic_counter"), "counter")
+    wait_for(lambda: (counter_value(store) or 0) > 5, "the target to count")
+    daemon = store.ps()["daemon"]
+    for _ in range(4):
+        replies: list[dict] = []
+        asking = [threading.Thread(target=lambda: replies.append(request(store.path, "restore", group="app")))
+                  for _ in range(3)]
+        for thread in asking:
+            thread.start()
+        for thread in asking:
+            thread.join()
+        assert [r["in_place"] for r in replies] == [True] * 3, replies
+        assert store.ps()["daemon"] == daemon, "the daemon died of restores asked at once"
+        pids = store.group("app")["pids"]
+        counting = wait_for(lambda: counter_value(store), "the restored counter")
+        wait_for(lambda: (counter_value(store) or 0) > counting + 20, "the restored target to count on")
+        assert store.group("app")["pids"] == pids
+    status = store.ps()
+    assert status["daemon"] == daemon and [g["group"] for g in status["groups"]] == ["app"], status
     store.sls("stop", "--store", str(store.path))
