@@ -1007,6 +1007,24 @@ def detach_stale(mountpoint: str, store_path: str) -> int | None:
                      f"run `fusermount3 -u -z {mountpoint}`")
 
 
+def detach_stale_holding(minor: int, store_path: str) -> None:
+    """Detach the stale mounts of this store on device 0:`minor`, wherever they are: a group
+    restored at another mount point than its checkpoint's (`sls mount DIR`, then `sls
+    restore`, takes DIR over) wants its checkpoint's device number back, which its stale
+    mount at the old place holds for as long as it stays attached (mount.device_number
+    waited for it in vain). We hold the store's writer lock: no live daemon serves them.
+    A mount with another on top of it stays (detaching its mount point would detach that)."""
+    store, mounts = os.path.realpath(store_path), slsfs_mounts()
+    for mount in mounts:
+        on_top = [m for m in mounts if m.mountpoint == mount.mountpoint][-1] is mount
+        if mount.device == f"0:{minor}" and os.path.realpath(mount.store) == store and on_top:
+            orphans.stop_orphans({mount.device})
+            log.info("detaching the stale mount at %s: it holds device 0:%d, the group's", mount.mountpoint, minor)
+            failed = _detach(mount.mountpoint)
+            if failed:
+                log.warning("cannot detach %s: %s", mount.mountpoint, failed)
+
+
 def detach_if_mounted(mountpoint: str) -> None:
     """After serving: make sure nothing is left mounted (pyfuse3 sometimes leaves the mount
     behind when restored processes used it; seen after `sls restore` + `sls stop`)."""
@@ -1118,6 +1136,8 @@ def main(argv: list[str] | None = None, startup: Startup | None = None, store: S
                 raise GroupError("no mount point given")
             startup.done("plan_restore" if args.restore else "settings")
             stale_minor = detach_stale(mountpoint, args.store)   # (refuses another store's mount: before the reset)
+            if not stale_minor and plan is not None and plan.record.device:
+                detach_stale_holding(plan.record.device, args.store)
             startup.done("detach_stale")
         except GroupError as exc:               # (the command says it; `sls restore IMAGE` asks here first)
             ready(f"{REFUSED}{exc}")
