@@ -48,7 +48,11 @@ _waiting_for_cpu_share_*: runnable, not run; redis_frozen_share_*: the stops, as
 count; the rest idle between requests) and its minor page faults per SET
 (redis_minor_faults_per_set_*: about one a page written after each checkpoint, write-protection):
 the parts of the overhead, each measured.
-Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-only | --sqlite-only]
+With --redis-gc-s S, Redis is also held at 10 Hz under redis-benchmark for S seconds
+(60 or more: a collection comes every ~25 s for 100 MiB) and its SETs a second are compared
+while the daemon's garbage collections run and between them (redis_gc_*, redis_sets_per_s_during_gc
+and _between_gc): the windows above are too short to hold one.
+Usage: python bench/groups.py [--quick] [--dir DIR] [--redis-mib N] [--redis-gc-s S] [--redis-only | --sqlite-only]
 """
 from __future__ import annotations
 
@@ -59,6 +63,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -519,6 +524,90 @@ def redis_bench(work: Path, out: dict, stores: list[Path], mib: int, requests: i
     note_redis_references(out, references, requests)
 
 
+GC_SAMPLE_S = 0.2
+
+
+@dataclass
+class GcSample:
+    """What a GC window's sampler saw at one instant: Redis's commands done (INFO stats),
+    the daemon's collections (`ps`'s gc: one under way, how many ended, the last one's
+    figures) and its CPU ms."""
+    at: float
+    commands: int
+    collecting: bool
+    collections: int
+    last: dict | None
+    daemon_cpu_ms: float
+
+    @staticmethod
+    def read(store: Path, port: int) -> "GcSample":
+        stats = dict(line.split(":", 1) for line in redis_cli(port, "INFO", "stats").splitlines() if ":" in line)
+        ps = request(store, "ps")
+        gc = ps["gc"]
+        return GcSample(time.monotonic(), int(stats["total_commands_processed"]), gc["running_since"] is not None,
+                        gc["collections"], gc["last"], sum(_cpu_ms(f"/proc/{ps['daemon']}/stat")))
+
+
+def redis_gc_bench(work: Path, out: dict, stores: list[Path], mib: int, seconds: float) -> None:
+    """Redis in a group at 10 Hz under redis-benchmark for `seconds`, sampled every
+    GC_SAMPLE_S: its SETs a second while the daemon's garbage collections run against
+    between them (medians of the samples: one counts as during a collection when the same
+    one was under way at both its ends, as between when none was; redis_gc_overhead_pct),
+    the share of the time they ran, each one's seconds and live chunks, and the daemon's
+    share of one CPU during and between. The 10 Hz window of redis_bench is too short to
+    hold one: a collection comes once the store has doubled (for 100 MiB at 10 Hz, one of
+    ~12 s every ~25 s, 2026-12-02), so its overhead leaves them out."""
+    store = work / "redis-store-gc"
+    stores.append(store)
+    port = free_port()
+    sls("init", str(store))
+    sls("run", "--store", str(store), "--name", "redis", "--hz", "10", "--", *redis_argv(port))
+    redis_fill(port, mib)
+    client = subprocess.Popen(["redis-benchmark", "-p", str(port), "-t", "set", "-n", str(10 ** 10), "-c", "50",
+                               "-r", "100000", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples: list[GcSample] = []
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append(GcSample.read(store, port))
+            time.sleep(GC_SAMPLE_S)
+        out["redis_load_avg_1min_gc"] = round(os.getloadavg()[0], 2)
+    finally:
+        client.kill()
+        client.wait()
+    sls("stop", "--store", str(store))
+    note_gc_window(out, samples)
+
+
+def note_gc_window(out: dict, samples: list[GcSample]) -> None:
+    """redis_gc_bench's figures from its samples (see there)."""
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    spans = {True: 0.0, False: 0.0}
+    cpu_ms = {True: 0.0, False: 0.0}
+    ended: list[dict] = []
+    for before, after in zip(samples, samples[1:]):
+        if after.collections != before.collections and after.last:
+            ended.append(after.last)
+        if before.collecting != after.collecting or before.collections != after.collections:
+            continue             # a collection began or ended inside: neither
+        span = after.at - before.at
+        rates[after.collecting].append((after.commands - before.commands) / span)
+        spans[after.collecting] += span
+        cpu_ms[after.collecting] += after.daemon_cpu_ms - before.daemon_cpu_ms
+    during, between = (statistics.median(rates[k]) if rates[k] else None for k in (True, False))
+    out["redis_gc_window_s"] = round(samples[-1].at - samples[0].at, 1) if samples else 0
+    out["redis_gc_collections"] = samples[-1].collections - samples[0].collections if samples else 0
+    out["redis_gc_share_of_time"] = round(spans[True] / max(spans[True] + spans[False], 1e-9), 3)
+    out["redis_sets_per_s_during_gc"] = round(during) if during is not None else None
+    out["redis_sets_per_s_between_gc"] = round(between) if between is not None else None
+    out["redis_gc_overhead_pct"] = round(100 * (1 - during / between), 1) if during and between else None
+    for key, collecting in (("during", True), ("between", False)):
+        out[f"redis_daemon_cpu_share_of_one_cpu_{key}_gc"] = (
+            round(cpu_ms[collecting] / 1000 / spans[collecting], 3) if spans[collecting] else None)
+    for figure in ("seconds", "busy_seconds", "live_chunks"):      # of each collection that ended in the window
+        out[f"redis_gc_{figure}"] = [collection[figure] for collection in ended]
+
+
 def note_redis_references(out: dict, references: list[PlainRedis], requests: int) -> None:
     """The references' figures (each one's rate and load; the median rate and the mean CPU
     per SET as the no_slsfs keys) and each group's overheads against the two references
@@ -615,6 +704,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", help="work directory (default: a new temporary one)")
     parser.add_argument("--redis-mib", type=int, help="Redis dataset size (default 100, 16 with --quick)")
+    parser.add_argument("--redis-gc-s", type=float, default=0.0,
+                        help="also hold Redis at 10 Hz this long to measure it during GC (redis_gc_*; default: not)")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--redis-only", action="store_true", help="measure Redis only (not SQLite)")
     only.add_argument("--sqlite-only", action="store_true", help="measure SQLite only (not Redis)")
@@ -636,6 +727,8 @@ def main() -> int:
             pass
         elif shutil.which("redis-server") and shutil.which("redis-benchmark"):
             redis_bench(work, out, stores, mib, requests)
+            if args.redis_gc_s > 0:
+                redis_gc_bench(work, out, stores, mib, args.redis_gc_s)
         else:
             out["redis"] = "not measured: redis-server is not installed (make setup installs it)"
     finally:

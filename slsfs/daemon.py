@@ -160,6 +160,8 @@ class Daemon:
         self._served = trio.Event()               # set once that serving has ended
         self.restored = ""                        # the group a restore (at the start, or in place) asked for
         self.in_place_restore_ms: dict[str, float] = {}   # the phases of the last restore_in_place
+        self.gc = {"collections": 0, "running_since": None, "last": None}   # `ps`'s: see _collect
+        self._collecting = 0                      # collections under way (an explicit one may wait for another)
 
     # ----- checkpoints ---------------------------------------------------------------
     async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False, wait: bool = True,
@@ -388,8 +390,21 @@ class Daemon:
         it starts between two checkpoints (under the lock), and deletes no pack while a lazy
         restore's page server runs (it reads the packs through its fork's copy of the
         index). An explicit retention.Prune commits the files first (FileSystem.collect
-        says why)."""
-        return await self.fs.collect(prune, start_lock=self.lock, before_delete=self._page_servers_done)
+        says why). `ps` shows them (gc: the collections ended, since when one is under way,
+        the last one's figures), so that a benchmark can tell how an application fares
+        while one runs."""
+        if not self._collecting:
+            self.gc["running_since"] = time.time()
+        self._collecting += 1
+        try:
+            collected = await self.fs.collect(prune, start_lock=self.lock, before_delete=self._page_servers_done)
+        finally:
+            self._collecting -= 1
+            if not self._collecting:
+                self.gc["running_since"] = None
+        self.gc["collections"] += 1
+        self.gc["last"] = collected
+        return collected
 
     async def _page_servers_done(self) -> None:
         while self.pages_coming:
@@ -775,6 +790,7 @@ class Daemon:
                 "durable": self.store.durable_id, "startup_ms": self.startup.phases,
                 "group_commit_barriers": self.group_commit.barriers,
                 "store_bytes_appended": self.store.packs.appended_bytes,
+                "gc": self.gc,
                 "groups": [g.status() for g in self.groups.values()],
                 **({"restored": self.restored} if self.restored else {}),
                 **({"in_place_restore_ms": self.in_place_restore_ms} if self.in_place_restore_ms else {})}

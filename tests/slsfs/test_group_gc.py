@@ -3,7 +3,7 @@ thinned and their space given back while the group runs on, and every group reco
 stays still finds its files commit (its `.sls/checkpoints/<id>/fs`, which clones start
 from), through the daemon and on an unmounted store. The checkpoints' pages, stored as
 they are (pending compression), are compressed by the collections that keep them, and
-the oldest kept checkpoint restores from them."""
+the oldest kept checkpoint restores from them. `ps` tells the collections apart."""
 from __future__ import annotations
 
 import json
@@ -35,6 +35,9 @@ def test_gc_while_a_group_runs(group_store, group_binaries):
     # each checkpoint made two commits: over 240, of which the policy keeps the newest 100
     # (plus the files commits their records name)
     assert result["commits_after"] < 130 and result["bytes_freed"] >= 0
+    gc = store.ps()["gc"]        # what `ps` says of the daemon's collections (bench/groups.py's GC window)
+    assert gc["collections"] >= 1 and gc["running_since"] is None
+    assert gc["last"]["live_chunks"] > 0 and gc["last"]["seconds"] >= 0
     before = counter(store)
     wait_for(lambda: counter(store) > before + 20, "the group to count on after the collection")
     newest = store.group("app")["last_durable"]
