@@ -746,8 +746,9 @@ class Daemon:
                         "checkpoint": commit.id if commit else None}
             if op == "gc":
                 return {"ok": True, **await self._collect(mount_daemon.prune_request(req))}
-            if op == "ps":
-                return {"ok": True, **self.status()}
+            if op == "ps":                   # `stored`: also the groups the store holds that do not run
+                stored = {"stored_groups": groups.stored(self.store, self.groups)} if req.get("stored") else {}
+                return {"ok": True, **self.status(), **stored}
             if op == "diff":
                 return await mount_daemon.diff(self.fs, req, self._checkpoint_roots)
             if op == "stop_group":

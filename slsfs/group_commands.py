@@ -269,11 +269,23 @@ def _rate(hz: float) -> str:
 
 def cmd_ps(args) -> int:
     store = _store_path(args.store)
-    status = daemon_status(store)
-    if status is None:
-        status = {"daemon": None, "groups": [], "stored_groups": _stored_groups(store)}
-    lines = [f"daemon {status['daemon']}  mount {status.get('mountpoint')}  durable checkpoint "
-             f"{status.get('durable')}" if status["daemon"] else "no daemon runs for this store"]
+    dying_daemon.release(store)
+    try:
+        status = request(store, "ps", timeout=30, stored=True)
+        lines = [f"daemon {status['daemon']}  mount {status.get('mountpoint')}  durable checkpoint "
+                 f"{status.get('durable')}"]
+    except ControlError as exc:
+        if "no mount daemon is running" in str(exc):
+            status, lines = {"daemon": None}, ["no daemon runs for this store"]
+        elif "unknown request" in str(exc):         # `sls mount`'s: the groups are in the store
+            mount_daemon = ask(store, "status")["pid"]
+            status = {"daemon": None, "mount_daemon": mount_daemon}
+            lines = [f"mounted by `sls mount` (daemon {mount_daemon}), which runs no groups: "
+                     f"`sls restore GROUP` takes its mount over"]
+        else:
+            raise CommandError(str(exc)) from None
+        from . import groups
+        status.update(groups=[], stored_groups=groups.stored(read_only_store(store)))
     if status.get("stored_groups"):
         lines.append(f"{'GROUP':<16}{'STATE':<9}{'CHECKPOINT':>11}  {'TAKEN':<21}COMMAND")
     for g in status.get("stored_groups", []):
@@ -309,23 +321,6 @@ def cmd_ps(args) -> int:
 
 def _exit_line(status: int) -> str:
     return f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
-
-
-def _stored_groups(store: str) -> list[dict]:
-    """The groups whose checkpoints the store holds (what `sls restore` can bring back),
-    read from the store when no daemon runs: name, newest checkpoint, its time, command."""
-    from . import groups
-    opened = read_only_store(store)
-    roots = opened.roots()
-    records, unreadable = groups.readable(opened, roots)
-    found = []
-    for name, record in records.items():
-        newest = groups.kept(opened, name)
-        found.append({"group": name, "checkpoint": newest[0].commit if newest else None, "time": record.time,
-                      "argv": record.settings.argv, "stopped": groups.stopped(opened, name, roots),
-                      "ended": groups.ended(opened, name, roots)})
-    return sorted(found + [{"group": name, "error": why} for name, why in unreadable.items()],
-                  key=lambda g: g["group"])
 
 
 def _falls_behind(group: dict) -> str:

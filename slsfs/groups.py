@@ -29,6 +29,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from objectstore import ChunkId, Commit, NotFound, Store, StoreError
@@ -200,6 +201,24 @@ def readable(store: Store, roots: dict[str, ChunkId]) -> tuple[dict[str, GroupCh
         except (GroupError, StoreError, ValueError, KeyError, TypeError) as exc:
             unreadable[name] = str(exc)
     return records, unreadable
+
+
+def stored(store: Store, leave_out: Iterable[str] = ()) -> list[dict]:
+    """What `sls ps` lists of the groups the store holds (what `sls restore` can bring
+    back), but those named in `leave_out` (running): name, newest checkpoint, its time, the
+    command, whether the user stopped it and how it ended; or why its record is unreadable."""
+    roots = store.roots()
+    records, unreadable = readable(store, roots)
+    found = []
+    for name, record in records.items():
+        if name in leave_out:
+            continue
+        newest = kept(store, name)
+        found.append({"group": name, "checkpoint": newest[0].commit if newest else None, "time": record.time,
+                      "argv": record.settings.argv, "stopped": stopped(store, name, roots),
+                      "ended": ended(store, name, roots)})
+    return sorted(found + [{"group": name, "error": why} for name, why in unreadable.items() if name not in leave_out],
+                  key=lambda g: g["group"])
 
 
 def group_names(roots: dict[str, ChunkId]) -> list[str]:

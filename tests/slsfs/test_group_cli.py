@@ -297,6 +297,32 @@ def test_ps_without_a_daemon_says_how_each_group_ended(group_store):
     assert _state(shown, "runs") == "down", shown
 
 
+def test_ps_lists_the_groups_that_do_not_run_beside_those_that_do(group_store):
+    """With a group daemon running, `sls ps` lists the groups it runs and, as it does with
+    no daemon, the others the store holds (here one the user stopped); under `sls mount`
+    after a crash (no group runs) it lists them all, and says how to bring one back."""
+    store = group_store
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    for name in ("ended", "runs"):
+        store.sls("run", "--store", str(store.path), "--name", name, "--hz", "0", "--", *sleeper)
+    store.sls("stop", "ended", "--store", str(store.path))
+    listed = json.loads(store.sls("ps", "--store", str(store.path), "--json").stdout)
+    assert [g["group"] for g in listed["groups"]] == ["runs"]
+    assert [g["group"] for g in listed["stored_groups"]] == ["ended"] and listed["stored_groups"][0]["stopped"]
+    shown = store.sls("ps", "--store", str(store.path)).stdout
+    assert _state(shown, "ended") == "stopped" and _state(shown, "runs") == "running", shown
+
+    newest = store.checkpoint("runs")
+    store.crash()
+    store.sls("mount", "--force", str(store.path), str(store.mnt))
+    shown = store.sls("ps", "--store", str(store.path)).stdout
+    assert "mounted by `sls mount`" in shown and "sls restore GROUP" in shown, shown
+    assert _state(shown, "ended") == "stopped", shown
+    runs_line = next(line for line in shown.splitlines() if line.startswith("runs "))
+    assert runs_line.split()[1:3] == ["down", str(newest)], shown
+    store.sls("umount", str(store.mnt))
+
+
 def _state(ps_output: str, group: str) -> str:
     return next(line.split()[1] for line in ps_output.splitlines() if line.startswith(group + " "))
 
