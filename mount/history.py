@@ -1,9 +1,11 @@
-"""The read-only `.sls/` tree: checkpoints, snapshots, `latest` and `at/<time>`.
+"""The read-only `.sls/` tree: checkpoints, snapshots, names, `latest` and `at/<time>`.
 
     .sls/checkpoints/<id>/fs/         the volume as of checkpoint <id>
     .sls/checkpoints/<id>/info.json   id, parent, time, label, roots
     .sls/checkpoints/<id>/<ext>/      one per registered extension (issue 5 adds "procs")
     .sls/snapshots/<name>/            a snapshot taken with `sls snapshot`
+    .sls/names/<name>                 symlink to checkpoints/<id> of a named checkpoint
+                                      (`sls checkpoint --name`, as ZFS's .zfs/snapshot/<name>)
     .sls/latest                       symlink to checkpoints/<newest id>
     .sls/at/<ISO-8601 time>           symlink to the newest checkpoint at or before that time
 
@@ -122,6 +124,8 @@ class HistoryTree:
             "checkpoints": _CheckpointsDir(self),
             "snapshots": VDir(self._snapshots),
             "at": _AtDir(self),
+            "names": VDir(lambda: {name: VLink(f"../checkpoints/{commit_id}")
+                                   for name, commit_id in self.store.tags().items()}),
         }
         log = self.store.log()
         if log:

@@ -44,7 +44,7 @@ def checkpoint(mnt, *args: str) -> int:
 def test_sls_is_hidden_but_reachable_and_read_only(mnt):
     (mnt.path / "f").write_text("x")
     assert ".sls" not in os.listdir(mnt.path)
-    assert sorted(os.listdir(mnt.path / ".sls")) == ["at", "checkpoints", "latest", "snapshots"]
+    assert sorted(os.listdir(mnt.path / ".sls")) == ["at", "checkpoints", "latest", "names", "snapshots"]
     for action in (lambda: (mnt.path / ".sls" / "new").write_text("x"),
                    lambda: os.mkdir(mnt.path / ".sls" / "checkpoints" / "x"),
                    lambda: os.rmdir(mnt.path / ".sls"),
@@ -73,6 +73,9 @@ def test_checkpoint_trees_match_the_live_tree_of_their_time(mnt):
     when = datetime.fromtimestamp(math.ceil(info["time"] * 1e6) / 1e6, timezone.utc).isoformat()
     assert os.readlink(mnt.path / ".sls" / "at" / when) == f"../checkpoints/{c1}"
     assert tree_of(mnt.path / ".sls" / "at" / when / "fs") == first
+    assert os.listdir(mnt.path / ".sls" / "names") == ["before"]
+    assert os.readlink(mnt.path / ".sls" / "names" / "before") == f"../checkpoints/{c1}"
+    assert tree_of(mnt.path / ".sls" / "names" / "before" / "fs") == first
     with pytest.raises(OSError) as e:
         (mnt.path / ".sls" / "checkpoints" / str(c1) / "fs" / "extra").write_text("no")
     assert e.value.errno == errno.EROFS
