@@ -66,6 +66,15 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def store_path(store: str) -> str:
+    """`store` as an absolute path, once checked to be a store (a CommandError that says
+    how to make one otherwise)."""
+    path = os.path.abspath(store)
+    if not os.path.exists(os.path.join(path, "FORMAT")):
+        raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
+    return path
+
+
 _read_only: dict[str, Store] = {}
 
 

@@ -34,7 +34,7 @@ from mount.options import (ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUN
                            PER_MOUNT_OPTIONS, last_wins)
 
 from . import dying_daemon, group_retention, orphans
-from .cli import CommandError, add_json_flag
+from .cli import CommandError, add_json_flag, store_path
 from .daemon_ready import read_line
 from .mount_namespaces import copies_elsewhere
 from .mount_users import open_files, refuse_while_busy
@@ -113,8 +113,11 @@ def _diff_args(p: argparse.ArgumentParser) -> None:
                      "reading only what changed; or two directories (walked).")
     p.add_argument("a", help="the older checkpoint, or a directory")
     p.add_argument("b", help="the newer checkpoint, or a directory")
-    p.add_argument("--mount", help="the mount whose checkpoints A and B are (default: the one the "
-                                   "current directory is in, when A and B are not directories)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--mount", help="the mount whose checkpoints A and B are (default: the one the "
+                                       "current directory is in, when A and B are not directories)")
+    where.add_argument("--store", help="the store whose checkpoints A and B are, asked of its running "
+                                       "daemon (a group's, or sls mount's), as the group verbs name it")
     add_json_flag(p)
     p.set_defaults(func=cmd_diff)
 
@@ -188,9 +191,7 @@ def _detach(mountpoint: str) -> None:
 
 
 def cmd_mount(args) -> int:
-    store, mountpoint = os.path.abspath(args.store), os.path.abspath(args.mountpoint)
-    if not (Path(store) / "FORMAT").exists():
-        raise CommandError(f"{store} is not a slsfs store; create one with `sls init {args.store}`")
+    store, mountpoint = store_path(args.store), os.path.abspath(args.mountpoint)
     dying_daemon.release(store)
     _wait_for_unmounted_daemon(store)
     state = mount_state(mountpoint)
@@ -600,14 +601,18 @@ def _walk(root: str) -> dict[str, tuple]:
 
 def cmd_diff(args) -> int:
     mount = args.mount
-    if mount is None and not (os.path.isdir(args.a) and os.path.isdir(args.b)):
+    if args.store is None and mount is None and not (os.path.isdir(args.a) and os.path.isdir(args.b)):
         mount = _mount_of_cwd()
         if mount is None:
             missing = args.a if not os.path.isdir(args.a) else args.b
             raise CommandError(f"{missing} is not a directory; to compare checkpoints, name their mount "
-                               f"(sls diff --mount MNT {args.a} {args.b}) or run it inside the mount")
-    if mount is not None:
-        doc, _ = _control(mount, "diff", a=args.a, b=args.b)
+                               f"or store (sls diff --mount MNT {args.a} {args.b}) or run it inside the mount")
+    if args.store is not None or mount is not None:
+        try:
+            doc = request(store_path(args.store), "diff", a=args.a, b=args.b) if args.store is not None \
+                else _control(mount, "diff", a=args.a, b=args.b)[0]
+        except ControlError as exc:
+            raise CommandError(str(exc)) from None
         doc = {key: doc[key] for key in ("a", "b", "added", "removed", "changed")}
     else:
         left, right = _walk(args.a), _walk(args.b)

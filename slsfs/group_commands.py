@@ -22,7 +22,7 @@ import time
 from mount.control import ControlError, mount_state, request, slsfs_mounts
 
 from . import dying_daemon
-from .cli import CommandError, add_json_flag, read_only_store, skip_teardown_at_exit
+from .cli import CommandError, add_json_flag, read_only_store, skip_teardown_at_exit, store_path
 from .daemon_ready import LOG_NAME
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, end_unstarted, take
 from .take_over import HandOver, take_over_plain_mount
@@ -144,13 +144,6 @@ def _print(args, doc: dict, human: str) -> None:
     print(json.dumps(doc, indent=2, default=str) if args.json else human)
 
 
-def _store_path(store: str) -> str:
-    path = os.path.abspath(store)
-    if not os.path.exists(os.path.join(path, "FORMAT")):
-        raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
-    return path
-
-
 def _plain_mount_message(store: str) -> str:
     return (f"{store} is mounted by `sls mount`, which runs no persistence groups "
             "(`sls run` and `sls restore` take that mount over)")
@@ -200,7 +193,7 @@ def stop_daemon(store: str, pid: int) -> None:
 
 # ----- verbs ---------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    store = _store_path(args.store)
+    store = store_path(args.store)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise CommandError("give the command to run after --, e.g. sls run --store S -- python3 app.py")
@@ -253,7 +246,7 @@ def _has_checkpoint(store: str, name: str) -> bool:
 
 
 def cmd_persist(args) -> int:
-    store = _store_path(args.store)
+    store = store_path(args.store)
     if daemon_status(store) is None:
         raise CommandError(f"no slsfs daemon runs for {store}; start one with `sls run --store {store} ...` "
                            "(the process's files are only checkpointed if they live in its mount)")
@@ -268,7 +261,7 @@ def _rate(hz: float) -> str:
 
 
 def cmd_ps(args) -> int:
-    store = _store_path(args.store)
+    store = store_path(args.store)
     dying_daemon.release(store)
     try:
         status = request(store, "ps", timeout=30, stored=True)
@@ -342,13 +335,13 @@ DAEMONIZED_WITHIN_S = 5.0     # a group whose command exited 0 sooner is told DA
 
 
 def cmd_barrier(args) -> int:
-    reply = ask(_store_path(args.store), "barrier", group=args.group)
+    reply = ask(store_path(args.store), "barrier", group=args.group)
     _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']} is durable")
     return 0
 
 
 def cmd_group_checkpoint(args) -> int:
-    reply = ask(_store_path(args.store), "group_checkpoint", group=args.mountpoint, name=args.name)
+    reply = ask(store_path(args.store), "group_checkpoint", group=args.mountpoint, name=args.name)
     named = f" named {args.name!r}" if args.name else ""
     _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']}{named} (durable)")
     return 0
@@ -356,7 +349,7 @@ def cmd_group_checkpoint(args) -> int:
 
 def cmd_group_restore(args) -> int:
     skip_teardown_at_exit()
-    store = _store_path(args.store)
+    store = store_path(args.store)
     if args.clone:
         return cmd_group_clone(args)
     if args.mountpoint:
@@ -451,7 +444,7 @@ def _restored_line(group: dict) -> str:
 
 
 def cmd_group_clone(args) -> int:
-    store = _store_path(args.store)
+    store = store_path(args.store)
     if not 1 <= args.count <= 1000:
         raise CommandError(f"--count {args.count}: give 1 to 1000 copies")
     plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
@@ -467,7 +460,7 @@ def cmd_group_clone(args) -> int:
 
 def cmd_stop(args) -> int:
     from .fs_commands import unmount
-    store = _store_path(args.store)
+    store = store_path(args.store)
     status = daemon_status(store)
     if status is None:
         if args.group:

@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from .cli import CommandError, close_read_only_store, read_only_store
+from .cli import CommandError, close_read_only_store, read_only_store, store_path
 
 GROUP_PREFIX = "grp/"
 
@@ -107,19 +107,13 @@ def _extend_ps(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=dispatch)
 
 
-def _store_path(store: str) -> str:
-    if not os.path.exists(os.path.join(store, "FORMAT")):
-        raise CommandError(f"{store} is not a slsfs store; create one with `sls init {store}`")
-    return store
-
-
 def _image_names(store: str) -> list[str]:
-    return sorted(root[len("img/"):] for root in read_only_store(_store_path(store)).roots()
+    return sorted(root[len("img/"):] for root in read_only_store(store_path(store)).roots()
                   if root.startswith("img/"))
 
 
 def _is_image(store: str, name: str) -> bool:
-    roots = read_only_store(_store_path(store)).roots()
+    roots = read_only_store(store_path(store)).roots()
     return f"img/{name}" in roots and f"{GROUP_PREFIX}{name}" not in roots
 
 
@@ -166,12 +160,12 @@ def _checkable(pid: int) -> None:
 
 
 def cmd_checkpoint(args, pid: int) -> int:
-    store_path = _store_path(args.store)
+    path = store_path(args.store)
     _checkable(pid)
     name = args.name or f"pid{pid}-{time.strftime('%Y%m%dT%H%M%S')}"
     import checkpointer
     from objectstore import Store
-    with Store.open(store_path) as store:
+    with Store.open(path) as store:
         with _command_errors():
             started = time.perf_counter()
             commit = checkpointer.checkpoint([pid], store, name, tree=True, leave_stopped=args.leave_stopped,
@@ -201,7 +195,7 @@ def cmd_restore(args, name: str) -> int:
     (read_only_store: an open reads every pack index, ~1 s for a 2 GiB image's 530,000
     pages, which a second open paid again)."""
     import checkpointer
-    store = read_only_store(_store_path(args.store))
+    store = read_only_store(store_path(args.store))
     try:
         with _command_errors():
             restored = checkpointer.restore(store, name, new_pid_namespace=not args.no_pidns,
@@ -236,7 +230,7 @@ def cmd_ps(args, other) -> int:
     with contextlib.redirect_stdout(groups_out):
         other(args)
     from checkpointer import images, load_image
-    store = read_only_store(_store_path(args.store))    # the one the groups' part opened, if it did
+    store = read_only_store(store_path(args.store))    # the one the groups' part opened, if it did
     docs = [_image_doc(name, load_image(store, root)) for name, root in sorted(images(store).items())]
     if args.json:
         doc = json.loads(groups_out.getvalue()) if groups_out.getvalue().strip() else {}

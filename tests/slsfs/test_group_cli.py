@@ -354,7 +354,12 @@ def test_diff_of_two_group_checkpoints_by_their_numbers(group_store):
     unknown = subprocess.run([sys.executable, "-m", "slsfs.cli", "diff", "app#999", f"app#{second}"],
                              cwd=store.mnt, capture_output=True, text=True)
     assert unknown.returncode == 1 and "app#999" in unknown.stderr, unknown.stderr
+    by_store = json.loads(store.sls("diff", f"app#{first}", f"app#{second}", "--store", str(store.path),
+                                    "--json").stdout)           # from anywhere, as the group verbs
+    assert by_store == found
     store.sls("stop", "--store", str(store.path))
+    stopped = store.sls("diff", f"app#{first}", f"app#{second}", "--store", str(store.path), check=False)
+    assert stopped.returncode == 1 and "no mount daemon is running" in stopped.stderr, stopped.stderr
 
 
 def test_sls_run_takes_the_mount_of_sls_mount_over_in_the_same_process(group_store):
