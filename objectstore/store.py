@@ -47,6 +47,7 @@ SNAPSHOT_PREFIX = "snap/"
 OPENREFS = "openrefs"
 GC_MIN_GROWTH = 256 << 20      # gc_due: bytes the packs must grow by since the last collection
 PENDING_WEIGHT = 3             # gc_due: pages not compressed yet count as a third of their size
+LOCK_RECORD_BYTES = 32         # the lock file's "PID FD" record, space-padded, newline-ended
 
 
 class PendingBarrier:
@@ -213,8 +214,10 @@ class Store:
             os.close(fd)
             raise StoreLocked(f"{self.path} is in use by another process (a mount or daemon); "
                               "stop it first, or open the store read-only") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {fd}\n".encode(), 0)
+        try:                     # the holder's record, in place (fixed width: no truncation)
+            os.pwrite(fd, f"{os.getpid()} {fd}".ljust(LOCK_RECORD_BYTES - 1).encode() + b"\n", 0)
+        except OSError:          # a full disk must not keep the store shut: no record, then
+            os.ftruncate(fd, 0)  # (readers ask /proc/locks; docs/FORMAT.md, "lock")
         self._lock_fd = fd
 
     def _load_history(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from objectstore import RetentionPolicy, Store, StoreFull
+from objectstore import RetentionPolicy, Store, StoreFull, StoreLocked
 from objectstore.gc import collect
 from objectstore.retention import retained
 
@@ -272,3 +272,24 @@ def test_tally_in_slices_gives_each_packs_sums_and_members(store):
     assert {n: a for n, a in alive.items() if a} == {n: a for n, a in expected_alive.items() if a}
     assert {n: set(m) for n, m in members.items()} == expected_members
     assert sum(map(len, members.values())) == len(chunks)
+
+
+def test_a_store_opens_on_a_full_disk_though_its_lock_record_cannot_be_written(small_disk):
+    """The writer's "PID FD" record in STORE/lock is informational: on a disk with no
+    room for it (its lock file empty, as an older slsfs left it) the store opens all the
+    same, and its lock file stays empty (readers then ask /proc/locks)."""
+    path = small_disk / "store"
+    Store.init(path).close()
+    os.truncate(path / "lock", 0)
+    ballast = os.open(small_disk / "ballast", os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError, match="No space"):
+            while True:
+                os.write(ballast, b"\0" * 4096)
+    finally:
+        os.close(ballast)
+    with Store.open(path) as store:
+        assert (path / "lock").read_bytes() == b""
+        assert store.path == path
+        with pytest.raises(StoreLocked):              # it is the store's one writer all the same
+            Store.open(path)
