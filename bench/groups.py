@@ -595,7 +595,12 @@ def note_gc_window(out: dict, samples: list[GcSample]) -> None:
         spans[after.collecting] += span
         cpu_ms[after.collecting] += after.daemon_cpu_ms - before.daemon_cpu_ms
     during, between = (statistics.median(rates[k]) if rates[k] else None for k in (True, False))
-    out["redis_gc_window_s"] = round(samples[-1].at - samples[0].at, 1) if samples else 0
+    window = samples[-1].at - samples[0].at if samples else 0
+    out["redis_gc_window_s"] = round(window, 1)
+    if window:
+        out["redis_sets_per_s_gc_window"] = round((samples[-1].commands - samples[0].commands) / window)
+        out["redis_daemon_cpu_share_of_one_cpu_gc_window"] = round(
+            (samples[-1].daemon_cpu_ms - samples[0].daemon_cpu_ms) / 1000 / window, 3)
     out["redis_gc_collections"] = samples[-1].collections - samples[0].collections if samples else 0
     out["redis_gc_share_of_time"] = round(spans[True] / max(spans[True] + spans[False], 1e-9), 3)
     out["redis_sets_per_s_during_gc"] = round(during) if during is not None else None

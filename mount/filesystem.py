@@ -540,7 +540,8 @@ class FileSystem:
     async def collect(self, prune: Prune | None = None, *,
                       also_keep: Callable[[set[int]], set[int]] | None = None,
                       start_lock: trio.Lock | None = None,
-                      before_delete: Callable[[], Awaitable[None]] | None = None) -> dict:
+                      before_delete: Callable[[], Awaitable[None]] | None = None,
+                      spare_young: bool = False) -> dict:
         """A garbage collection (objectstore.gc.Collection) run in the trio thread in short
         steps, requests and checkpoints going on between them; its compaction's reads and
         lz4, and its syncs, run in a worker thread. Figures for the user. One at a time: a second call waits for the first.
@@ -549,9 +550,10 @@ class FileSystem:
         `prune`, the current state is committed first, so that what was deleted since the
         last checkpoint is not held by the newest one, which always stays. `start_lock` is held for the start (a checkpoint taker's
         lock: the start must not fall inside a checkpoint); `before_delete` is awaited
-        before each pack is deleted (once its kept chunks are durable elsewhere)."""
+        before each pack is deleted (once its kept chunks are durable elsewhere);
+        `spare_young`: see objectstore.gc.Collection._spared."""
         async with self._collecting:
-            collection = Collection(self.store, prune=prune,
+            collection = Collection(self.store, prune=prune, spare_young=spare_young,
                                     also_keep=also_keep or self.kept_beyond_policy)
             with contextlib.closing(collection.steps()) as steps:
                 async with start_lock or contextlib.nullcontext():

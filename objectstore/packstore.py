@@ -295,6 +295,7 @@ class PackStore:
         self._deferred: dict[int, int] = {}  # pack -> stored bytes of its FLAG_DEFERRED records (once indexed)
         self.pending_cap = PENDING_CAP   # pending_budget_allows: at most this many pending bytes
         self.over_budget = False  # the last pages put_many was to keep as they are were compressed: no budget left
+        self.spared: set[int] = set()   # packs of pending pages the last collection left as they were (gc.Collection)
         self._load()
 
     # -- opening ------------------------------------------------------------
@@ -531,13 +532,17 @@ class PackStore:
 
     def pending_budget_allows(self, adding: int) -> bool:
         """Whether put_many may keep `adding` more bytes of pages stored as they are: the
-        pending bytes then stay within `pending_cap`, and within a PENDING_ROOM_SHARE-th
-        of the room they and the disk's free space make together (statvfs, less the bytes
-        buffered for the disk), so that a nearly full disk is given compressed pages, not
-        ENOSPC."""
-        pending, info = self.pending_bytes(), os.statvfs(self.directory)
-        room = pending + info.f_bavail * info.f_frsize - len(self._buf)
-        return pending + adding <= min(self.pending_cap, max(0, room) // PENDING_ROOM_SHARE)
+        pending bytes then stay within their budget (pending_budget)."""
+        return self.pending_bytes() + adding <= self.pending_budget()
+
+    def pending_budget(self) -> int:
+        """The bytes of pages stored as they are that may be pending in all: `pending_cap`,
+        and at most a PENDING_ROOM_SHARE-th of the room they and the disk's free space make
+        together (statvfs, less the bytes buffered for the disk), so that a nearly full disk
+        is given compressed pages, not ENOSPC."""
+        info = os.statvfs(self.directory)
+        room = self.pending_bytes() + info.f_bavail * info.f_frsize - len(self._buf)
+        return min(self.pending_cap, max(0, room) // PENDING_ROOM_SHARE)
 
     # -- files ----------------------------------------------------------------
 

@@ -376,7 +376,7 @@ class Daemon:
                 log.info("retention: forgot %d old checkpoints", forgotten)
             if self.store.gc_due():
                 try:
-                    collected = await self._collect()
+                    collected = await self._collect(spare_young=True)
                 except (StoreError, GroupError) as exc:
                     log.warning("gc failed, will retry: %s", exc)
                     continue
@@ -384,20 +384,23 @@ class Daemon:
                          collected["bytes_freed"], collected["seconds"], collected["busy_seconds"],
                          collected["live_chunks"])
 
-    async def _collect(self, prune=None) -> dict:
+    async def _collect(self, prune=None, *, spare_young: bool = False) -> dict:
         """A collection that checkpoints and FUSE requests go on beside (FileSystem.collect),
         keeping what group records need and what is browsed (FileSystem.kept_beyond_policy);
         it starts between two checkpoints (under the lock), and deletes no pack while a lazy
         restore's page server runs (it reads the packs through its fork's copy of the
         index). An explicit retention.Prune commits the files first (FileSystem.collect
-        says why). `ps` shows them (gc: the collections ended, since when one is under way,
+        says why). `spare_young`: its own collections leave the youngest packs of pages
+        stored as they are for the next one (objectstore.gc.Collection._spared), not an
+        `sls gc`, which is asked for the space. `ps` shows them (gc: the collections ended, since when one is under way,
         the last one's figures), so that a benchmark can tell how an application fares
         while one runs."""
         if not self._collecting:
             self.gc["running_since"] = time.time()
         self._collecting += 1
         try:
-            collected = await self.fs.collect(prune, start_lock=self.lock, before_delete=self._page_servers_done)
+            collected = await self.fs.collect(prune, start_lock=self.lock, before_delete=self._page_servers_done,
+                                              spare_young=spare_young)
         finally:
             self._collecting -= 1
             if not self._collecting:
