@@ -24,7 +24,7 @@ from mount.control import ControlError, mount_state, request, slsfs_mounts
 from . import dying_daemon
 from .cli import CommandError, add_json_flag, read_only_store, skip_teardown_at_exit, store_path
 from .daemon_ready import LOG_NAME
-from .daemon_start import DAEMON_STOP_TIMEOUT_S, end_unstarted, take
+from .daemon_start import DAEMON_STOP_TIMEOUT_S, take
 from .take_over import HandOver, take_over_plain_mount
 
 AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
@@ -389,8 +389,7 @@ def _restore_in_place(store: str, name: str, at: str | None, mountpoint: str | N
     daemon's start), else it is stopped here and a new one started, restoring. The
     group's `ps` entry, with its partners (see _restored_group); None if no group daemon
     answers (none runs, or `sls mount`'s)."""
-    end_unstarted()                    # (a daemon to be, importing on the other CPU)
-    try:
+    try:                               # (a daemon to be was forked only if none answered: kept)
         reply = request(store, "restore", group=name, at=at, force=force,
                         mountpoint=os.path.abspath(mountpoint) if mountpoint else None)
     except ControlError as exc:

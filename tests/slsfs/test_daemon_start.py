@@ -228,6 +228,41 @@ def test_a_restore_that_the_running_daemon_does_forks_no_daemon(group_store, tmp
     store.sls("stop", "--store", str(store.path))
 
 
+FORKS_COUNTED = """
+import os, sys
+fork, command = os.fork, os.getpid()
+
+def counted_fork():
+    if os.getpid() == command:
+        with open(os.environ["SLS_PROBE_LOG"], "a") as f:
+            f.write("fork\\n")
+    return fork()
+
+os.fork = counted_fork
+from slsfs.cli import main
+sys.argv[0] = "sls"
+sys.exit(main())
+"""
+
+
+def test_a_restore_after_a_crash_starts_the_daemon_it_forked_first(group_store, tmp_path):
+    """After a crash (no daemon answers) `sls restore` forks its daemon to be first thing
+    and starts that one: its imports overlap the command's own work. A second fork would
+    import all again (~170 ms at load 4), after the command's work."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "g", "--hz", "0", "--",
+              sys.executable, "-c", "import time; time.sleep(600)")
+    store.checkpoint("g")
+    store.crash()
+    probe = tmp_path / "forks"
+    restored = subprocess.run([sys.executable, "-c", FORKS_COUNTED, "restore", "g", "--store", str(store.path)],
+                              capture_output=True, text=True, env={**os.environ, "SLS_PROBE_LOG": str(probe)},
+                              timeout=60)
+    assert restored.returncode == 0 and "group g: restored" in restored.stdout, restored
+    assert probe.read_text().count("fork") == 1, "the command forked a second daemon to be"
+    store.sls("stop", "--store", str(store.path))
+
+
 def test_a_restoring_daemon_goes_on_once_its_command_has_exited():
     """What a restoring daemon does once it answered (imports, its syncfs helper's start)
     waits until the command that waits for that answer has exited (until_exited): at the
