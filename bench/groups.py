@@ -6,6 +6,10 @@ committed per second over a window:
   - inside a slsfs group without periodic checkpoints (--hz 0), in turns with both (each
     runs alone while the others are stopped, in TURNS rounds: the same minutes of disk),
   - with checkpoints at 10 and 100 per second (overhead_pct_10hz / _100hz);
+  - and what 10 checkpoints a second cost the group without periodic checkpoints against
+    itself in the same minutes, in turns with and without them (checkpoint_cost_10hz_*,
+    bench/checkpoint_cost.py: the overhead, the ms lost per checkpoint and where they went):
+    the overheads above follow the reference's disk, which swung 5x between runs;
 plus the application's stop time per checkpoint (median, p99; the phases of the last
 stop), the daemon's CPU per row and per checkpoint (beyond serving the rows at the rate
 without checkpoints), the load average beside each rate, freeze-to-durable time
@@ -75,6 +79,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)              # bench/objectstore.py must not shadow the objectstore package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))    # for bench.fuse_requests
 
+from bench.checkpoint_cost import checkpoint_cost  # noqa: E402
 from bench.fuse_requests import FuseRequests  # noqa: E402
 from mount.control import request  # noqa: E402
 
@@ -685,6 +690,9 @@ def groups_against(work: Path, out: dict, stores: list[Path], script: Path, wind
         out[f"daemon_cpu_us_per_row_{key}"] = round(1000 * run.daemon_cpu_ms / max(run.rows, 1))
         if not hz:
             cpu_us_per_row = 1000 * run.daemon_cpu_ms / max(run.rows, 1)
+            mnt = Path(f"{run.store}.mnt")
+            for name, value in checkpoint_cost(run.store, "bench", lambda: progress(mnt), window).items():
+                out[f"checkpoint_cost_10hz_{name}"] = value
         else:
             note_checkpoints(out, "", key, run.status, "rate_hz")
             # the daemon's CPU beyond serving the rows (at the rate without checkpoints)
