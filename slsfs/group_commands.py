@@ -298,8 +298,10 @@ def cmd_ps(args) -> int:
         stop = f"{g['stop_ms_median']}/{g['stop_ms_p99']}" if g["stop_ms_median"] is not None else "-"
         durable = "-" if g["last_durable"] is None else g["last_durable"]
         taken = g["checkpoints"]
+        others = len(set(g.get("processes", ())) - set(g["pids"]))      # (a daemon older than the field: none)
+        pids = " ".join(map(str, g["pids"])) + (f" +{others}" if others else "")
         lines.append(f"{g['group']:<16}{'running' if g['running'] else 'exited':<9}"
-                     f"{' '.join(map(str, g['pids'])):<16}{g['rate_hz']:>8}{taken:>8}"
+                     f"{pids:<16}{g['rate_hz']:>8}{taken:>8}"
                      f"{durable:>9}{stop:>20}  {shlex.join(g['argv'])}")
         if g.get("error"):
             lines.append(f"  ! its checkpoints fail (retried; checkpoint {durable} stays its newest): {g['error']}")

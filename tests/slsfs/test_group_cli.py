@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from group_helpers import wait_for
 from mount.control import request
@@ -321,6 +322,22 @@ def test_ps_lists_the_groups_that_do_not_run_beside_those_that_do(group_store):
     runs_line = next(line for line in shown.splitlines() if line.startswith("runs "))
     assert runs_line.split()[1:3] == ["down", str(newest)], shown
     store.sls("umount", str(store.mnt))
+
+
+def test_ps_counts_every_process_of_a_group(group_store):
+    """A group is its command's whole process tree: `sls ps` lists the processes of a
+    pipeline, not only the shell it started (`processes`; "PID +N" in the table)."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "pipe", "--hz", "0", "--",
+              "/bin/sh", "-c", "sleep 600 | sleep 601")
+    entry = wait_for(lambda: len(store.group("pipe")["processes"]) >= 3 and store.group("pipe"), "the pipeline")
+    assert entry["pids"][0] in entry["processes"]
+    commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in entry["processes"]}
+    assert {b"sleep\x00600\x00", b"sleep\x00601\x00"} <= commands, commands
+    shown = store.sls("ps", "--store", str(store.path)).stdout
+    line = next(line for line in shown.splitlines() if line.startswith("pipe "))
+    assert f"{entry['pids'][0]} +{len(entry['processes']) - 1}" in line, shown
+    store.sls("stop", "--store", str(store.path))
 
 
 def _state(ps_output: str, group: str) -> str:
