@@ -38,6 +38,19 @@ def _schedstat_ms(pid: int) -> tuple[float, float]:
     return int(run_ns) / 1e6, int(wait_ns) / 1e6
 
 
+def cpu_ms(stat_path: str) -> tuple[float, float]:
+    """(user, system) CPU ms in a /proc stat file (of a process or one of its threads)."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) * tick_ms, int(fields[12]) * tick_ms
+
+
+def _daemon_cpu_ms(daemon: int) -> tuple[float, float]:
+    """(CPU ms of all of `daemon`'s threads, of its main thread: the one serving the mount)."""
+    return sum(cpu_ms(f"/proc/{daemon}/stat")), sum(cpu_ms(f"/proc/{daemon}/task/{daemon}/stat"))
+
+
 def _checkpoints(store: Path) -> int:
     return request(store, "ps")["groups"][0]["checkpoints"]
 
@@ -51,23 +64,29 @@ def _checkpointing(store: Path, group: str, hz: float, stop: threading.Event) ->
         stop.wait(next_at - time.monotonic())
 
 
-def _turn(store: Path, group: str, pid: int, rows_done, seconds: float, hz: float | None) -> dict[str, float]:
+def _turn(store: Path, group: str, pids: tuple[int, int], rows_done, seconds: float,
+          hz: float | None) -> dict[str, float]:
     """One turn of `seconds`, checkpointed `hz` times a second (None: not at all): rows,
-    seconds, checkpoints taken, the application's ms running and waiting for a CPU."""
+    seconds, checkpoints taken, the application's ms running and waiting for a CPU, the
+    daemon's CPU ms (`pids`: the application's, the daemon's)."""
+    pid, daemon = pids
     stop = threading.Event()
     asking = None if hz is None else threading.Thread(target=_checkpointing, args=(store, group, hz, stop))
     if asking is not None:
         asking.start()
     try:
         rows0, t0, ck0, (run0, wait0) = rows_done(), time.monotonic(), _checkpoints(store), _schedstat_ms(pid)
+        cpu0, main0 = _daemon_cpu_ms(daemon)
         time.sleep(seconds)
         rows1, t1, ck1, (run1, wait1) = rows_done(), time.monotonic(), _checkpoints(store), _schedstat_ms(pid)
+        cpu1, main1 = _daemon_cpu_ms(daemon)
     finally:
         stop.set()
         if asking is not None:
             asking.join()
     return {"rows": rows1 - rows0, "seconds": t1 - t0, "checkpoints": ck1 - ck0,
-            "run_ms": run1 - run0, "cpu_wait_ms": wait1 - wait0}
+            "run_ms": run1 - run0, "cpu_wait_ms": wait1 - wait0,
+            "daemon_cpu_ms": cpu1 - cpu0, "daemon_main_thread_ms": main1 - main0}
 
 
 def checkpoint_cost(store: Path, group: str, rows_done, window: float, hz: float = 10.0) -> dict:
@@ -77,12 +96,12 @@ def checkpoint_cost(store: Path, group: str, rows_done, window: float, hz: float
     it lost per checkpoint with its shares (see the module docstring); keys without a
     prefix (the caller adds one)."""
     ps = request(store, "ps")
-    pid = ps["groups"][0]["pids"][0]
+    pids = ps["groups"][0]["pids"][0], ps["daemon"]
     request(store, "group_checkpoint", group=group)       # the first image (whole) before the turns
     kinds: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     for round_ in range(TURNS):
         for kind in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
-            kinds[kind].append(_turn(store, group, pid, rows_done, window / TURNS, hz if kind == "on" else None))
+            kinds[kind].append(_turn(store, group, pids, rows_done, window / TURNS, hz if kind == "on" else None))
     total = {kind: {key: sum(turn[key] for turn in turns) for key in turns[0]} for kind, turns in kinds.items()}
     off, on = total["off"], total["on"]
     rate_off, rate_on = off["rows"] / off["seconds"], on["rows"] / on["seconds"]
@@ -108,5 +127,8 @@ def checkpoint_cost(store: Path, group: str, rows_done, window: float, hz: float
         "overhead_pct": round(100 * (1 - rate_on / rate_off), 1),
         "lost_ms_per_checkpoint": round((1 - rate_on / rate_off) * on["seconds"] * 1000 / checkpoints, 2),
         "lost_ms_per_checkpoint_shares": {name: round(ms, 2) for name, ms in shares.items()},
+        # the daemon's CPU beyond serving the rows at the rate without checkpoints
+        **{f"{name}_ms_per_checkpoint": round((on[f"{name}_ms"] - off[f"{name}_ms"] / max(off["rows"], 1) * on["rows"]) / checkpoints, 2)
+           for name in ("daemon_cpu", "daemon_main_thread")},
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }

@@ -79,7 +79,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)              # bench/objectstore.py must not shadow the objectstore package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))    # for bench.fuse_requests
 
-from bench.checkpoint_cost import checkpoint_cost  # noqa: E402
+from bench.checkpoint_cost import checkpoint_cost, cpu_ms  # noqa: E402
 from bench.fuse_requests import FuseRequests  # noqa: E402
 from mount.control import request  # noqa: E402
 
@@ -388,14 +388,6 @@ def note_cpu_per_set(out: dict, key: str, requests: int, server_s: float, client
     out[f"redis_daemon_cpu_us_per_set_{key}"] = round(1e3 * daemon_ms / requests, 2)
 
 
-def _cpu_ms(stat_path: str) -> tuple[float, float]:
-    """(user, system) CPU ms in a /proc stat file (of a process or one of its threads)."""
-    with open(stat_path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) * tick_ms, int(fields[12]) * tick_ms
-
-
 def daemon_cpu(store: Path) -> tuple[float, float, float, int, int, float, int]:
     """(user and system CPU ms the store's daemon has used, the CPU ms of its main thread
     alone, checkpoints its group has taken, pages they stored, monotonic time, bytes of
@@ -406,8 +398,8 @@ def daemon_cpu(store: Path) -> tuple[float, float, float, int, int, float, int]:
     seal and the fsync threads."""
     ps = request(store, "ps")
     daemon = ps["daemon"]
-    user_ms, system_ms = _cpu_ms(f"/proc/{daemon}/stat")
-    main_ms = sum(_cpu_ms(f"/proc/{daemon}/task/{daemon}/stat"))
+    user_ms, system_ms = cpu_ms(f"/proc/{daemon}/stat")
+    main_ms = sum(cpu_ms(f"/proc/{daemon}/task/{daemon}/stat"))
     group = ps["groups"][0]
     return (user_ms, system_ms, main_ms, group["checkpoints"], group["pages_total"], time.monotonic(),
             ps.get("store_bytes_appended", 0))
@@ -550,7 +542,7 @@ class GcSample:
         ps = request(store, "ps")
         gc = ps["gc"]
         return GcSample(time.monotonic(), int(stats["total_commands_processed"]), gc["running_since"] is not None,
-                        gc["collections"], gc["last"], sum(_cpu_ms(f"/proc/{ps['daemon']}/stat")))
+                        gc["collections"], gc["last"], sum(cpu_ms(f"/proc/{ps['daemon']}/stat")))
 
 
 def redis_gc_bench(work: Path, out: dict, stores: list[Path], mib: int, seconds: float) -> None:
