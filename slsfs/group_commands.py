@@ -158,10 +158,11 @@ def ask(store: str, op: str, timeout: float = 120.0, **fields) -> dict:
         raise CommandError(str(exc)) from None
 
 
-def daemon_status(store: str, release: bool = True) -> dict | None:
+def daemon_status(store: str, release: bool = True, plain_mount: str | None = None) -> dict | None:
     """The daemon's `ps` reply, or None when no daemon serves the store (one that was
     killed but could not finish dying is let go first: slsfs.dying_daemon; not when
-    `release` is False: take_over_plain_mount did, a moment ago)."""
+    `release` is False: take_over_plain_mount did, a moment ago). A CommandError when
+    `sls mount`'s daemon serves it (`plain_mount`: what to say then)."""
     if release:
         dying_daemon.release(store)
     try:
@@ -170,7 +171,7 @@ def daemon_status(store: str, release: bool = True) -> dict | None:
         if "no mount daemon is running" in str(exc):
             return None
         if "unknown request" in str(exc):
-            raise CommandError(_plain_mount_message(store)) from None
+            raise CommandError(plain_mount or _plain_mount_message(store)) from None
         raise CommandError(str(exc)) from None
 
 
@@ -247,7 +248,11 @@ def _has_checkpoint(store: str, name: str) -> bool:
 
 def cmd_persist(args) -> int:
     store = store_path(args.store)
-    if daemon_status(store) is None:
+    status = daemon_status(store, plain_mount=(
+        f"{store} is mounted by `sls mount`, whose daemon runs no persistence groups and cannot take a "
+        f"process in: start the program in a group instead (`sls run --store {store} ... -- CMD`; its "
+        "mount takes the place of this one once nothing is open there)"))
+    if status is None:
         raise CommandError(f"no slsfs daemon runs for {store}; start one with `sls run --store {store} ...` "
                            "(the process's files are only checkpointed if they live in its mount)")
     reply = ask(store, "persist", pid=args.pid, name=args.name or f"pid-{args.pid}", hz=args.hz)

@@ -34,3 +34,26 @@ def test_persist_running_process_then_restore(group_store, group_binaries):
         if outsider.poll() is None:
             os.kill(outsider.pid, 9)
             outsider.wait()
+
+
+def test_persist_under_a_plain_mount_says_to_run_the_program_in_a_group(group_store, group_binaries):
+    """`sls mount`'s daemon runs no groups and cannot adopt a process (its mount cannot be
+    handed over while the process uses it): `sls persist` says what to do instead, and
+    the mount and the process go on as they were."""
+    store = group_store
+    store.mnt.mkdir()
+    store.sls("mount", str(store.path), str(store.mnt))
+    outsider = subprocess.Popen([str(group_binaries / "atomic_counter"), "counter"], cwd=store.mnt,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        counted = wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > 20 and read_counter(store.mnt / "counter"),
+                           "the process to count")
+        refused = store.sls("persist", str(outsider.pid), "--store", str(store.path), check=False)
+        assert refused.returncode == 1 and "cannot take a process in" in refused.stderr, refused.stderr
+        assert "sls run --store" in refused.stderr, refused.stderr
+        wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > counted + 20, "the process to count on")
+    finally:
+        os.kill(outsider.pid, 9)
+        outsider.wait()
+    store.sls("umount", str(store.mnt))
