@@ -593,7 +593,7 @@ class Incremental:
             return 0
         armed = 0
         available = procfs.memory_available()
-        for pid in _with_descendants(pids):
+        for pid in procfs.with_descendants(pids):
             try:
                 lazy.check_served(pid)    # memory still coming in from a page server: the capture refuses it
                 vmas = [vma for vma in procfs.maps(pid) if _trackable(vma)] if pid not in self.prearmed else []
@@ -742,22 +742,6 @@ class Incremental:
         called from any thread."""
         self.close(release_pages=False)
         self.parent = None
-
-
-def _with_descendants(pids: Iterable[int]) -> list[int]:
-    """`pids` and every process descended from them (those gone meanwhile left out)."""
-    found: list[int] = []
-    todo = list(pids)
-    while todo:
-        pid = todo.pop()
-        if pid in found:
-            continue
-        try:
-            todo += procfs.children(pid)
-        except ProcessGone:
-            continue
-        found.append(pid)
-    return found
 
 
 class Pending:

@@ -429,6 +429,23 @@ def children(pid: int, threads: Iterable[int] | None = None) -> list[int]:
     return sorted(set(found))
 
 
+def with_descendants(pids: Iterable[int]) -> list[int]:
+    """`pids` and every process descended from them now, zombies too (those gone meanwhile
+    left out)."""
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        try:
+            todo += children(pid)
+        except ProcessGone:
+            continue
+        found.append(pid)
+    return found
+
+
 @dataclass
 class FdInfo:
     fd: int

@@ -164,13 +164,14 @@ class RunningGroup:
             times.popleft()
 
     def status(self) -> dict:
+        from checkpointer.procfs import with_descendants     # (imported by a restore already)
         stops, durables = sorted(self.stop_ms), sorted(self.durable_ms)
         running = self.alive()
         if not running:
             self.note_ended()
         return {
             "group": self.name, "running": running, "pids": self.pids, "argv": self.settings.argv,
-            "processes": _tree(self.pids) if running else [],
+            "processes": sorted(with_descendants(self.pids)) if running else [],
             "volume": self.settings.volume, "mountpoint": self.settings.mountpoint, "hz": self.settings.hz,
             "checkpoints": self.seq, "rate_hz": round(self.rate(), 1), "last_durable": self.last_checkpoint,
             "restored_from": self.restored_from, "error": self.error,
@@ -201,24 +202,6 @@ def _temporary_directory(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     os.chmod(path, 0o1777)
     return path
-
-
-def _tree(roots: list[int]) -> list[int]:
-    """The processes of the trees under `roots` now, them included (zombies too): host PIDs."""
-    from checkpointer.errors import ProcessGone     # (the daemon has it: a restore imports it)
-    from checkpointer.procfs import children
-    found: set[int] = set()
-    todo = list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid in found:
-            continue
-        try:
-            todo += children(pid)
-        except ProcessGone:
-            continue
-        found.add(pid)
-    return sorted(found)
 
 
 def _children(pid: int) -> list[int]:
