@@ -4,7 +4,8 @@ as a byte stream that another store can apply, like `zfs send | zfs recv`.
 Stream format (docs/FORMAT.md, "Send streams")::
 
     stream  = "SLSSTRM\\0" u32 version u32 header_len header record* end
-    header  = JSON: {"store": uuid, "seed": hex, "commit": {...}, "base": {...} | null}
+    header  = JSON: {"store": uuid, "seed": hex, "commit": {...}, "base": {...} | null,
+                     "names": [the commit's names in the sending store]}
     record  = a pack record (objectstore.pack) of kind DATA or NODE, children first
     end     = a pack record of kind END whose payload is JSON {"chunks": n, "digest": hex}
 
@@ -17,6 +18,9 @@ is refused with StreamError and leaves the receiving store's history unchanged.
 The stream carries the sending store's dedup seed. A store created by `recv`
 adopts it, so later incremental streams apply by id; a store with another seed
 accepts full streams by re-keying every chunk, and refuses incremental ones.
+The checkpoint's names travel with it (as a ZFS snapshot's do): the receiver names its
+copy alike (unless it uses the name already), which keeps the copy through retention
+and lets either store send the other an incremental stream `--from` that name.
 Because the seed travels, a stream is as confidential as the data it holds.
 """
 from __future__ import annotations
@@ -31,11 +35,12 @@ from . import pack as fmt
 from .chunks import DATA, NODE, ChunkId, chunk_id
 from .errors import StoreError
 from .gc import reachable
-from .store import Commit, Store
+from .store import Commit, Store, check_tag_name
 from .tree import _Node, decode_node, encode_node
 
 STREAM_MAGIC = b"SLSSTRM\0"
-STREAM_VERSION = 1
+STREAM_VERSION = 2       # 2: the header's "names"
+READ_VERSIONS = (1, 2)
 RECORD_VERSION = 1      # a stream's records are pack records of pack version 1 (xxh32 checksum)
 END = 5
 _HEAD = struct.Struct("<8sII")
@@ -70,7 +75,8 @@ def send(store: Store, commit: Commit, out: BinaryIO, base: Commit | None = None
     skip = reachable(store, base.roots.values()) if base is not None else set()
     header = json.dumps({"store": store.uuid, "seed": f"{store.seed:016x}",
                          "commit": commit.to_json(),
-                         "base": base.to_json() if base is not None else None}).encode()
+                         "base": base.to_json() if base is not None else None,
+                         "names": sorted(n for n, c in store.tags().items() if c == commit.id)}).encode()
     out.write(_HEAD.pack(STREAM_MAGIC, STREAM_VERSION, len(header)) + header)
     digest = xxhash.xxh64()
     count = sent = 0
@@ -117,14 +123,17 @@ def read_header(inp: BinaryIO) -> dict:
     magic, version, length = _HEAD.unpack(reader.exactly(_HEAD.size, "the stream header"))
     if magic != STREAM_MAGIC:
         raise StreamError("not a slsfs send stream (bad magic)")
-    if version != STREAM_VERSION:
-        raise StreamError(f"send stream version {version}; this slsfs reads {STREAM_VERSION}")
+    if version not in READ_VERSIONS:
+        raise StreamError(f"send stream version {version}; this slsfs reads versions "
+                          f"{READ_VERSIONS[0]} to {READ_VERSIONS[-1]}: receive it with the sender's slsfs")
     if length > MAX_HEADER:
         raise StreamError("stream header too large: corrupt or hostile stream")
     try:
         header = json.loads(reader.exactly(length, "the stream header"))
         int(header["seed"], 16)
         header["commit"]["roots"]
+        if not all(isinstance(n, str) for n in header.setdefault("names", [])):
+            raise TypeError
     except (ValueError, KeyError, TypeError):
         raise StreamError("stream header is damaged") from None
     return header
@@ -180,7 +189,27 @@ def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool
             raise StreamError(f"stream does not contain root {name!r}: incomplete stream")
         roots[name] = local
     _install_roots(store, roots, base, force)
-    return store.commit(sent.label or f"received checkpoint {sent.id}")
+    got = store.commit(sent.label or f"received checkpoint {sent.id}")
+    _name_like_the_sender(store, got, header["names"])
+    return got
+
+
+def _name_like_the_sender(store: Store, got: Commit, names: list[str]) -> None:
+    """Give the received commit the names it had in the sending store, except those this
+    store uses already (its own checkpoints keep them) or cannot hold."""
+    taken = store.tags()
+    for name in names:
+        if name in taken or not _valid_name(name):
+            continue
+        store.tag(name, got.id)
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_tag_name(name)
+    except StoreError:
+        return False
+    return True
 
 
 def _apply(store: Store, kind: int, payload: bytes, sid: bytes, idmap: dict, same_seed: bool) -> bytes:

@@ -87,7 +87,13 @@ def cmd_recv(args: argparse.Namespace) -> int:
             raise
         if set_aside is not None:
             shutil.rmtree(set_aside, ignore_errors=True)
-    print(f"received as checkpoint {commit.id} in {os.fspath(path)}", file=sys.stderr)
+        names = sorted(n for n, c in store.tags().items() if c == commit.id)
+    named = f" named {', '.join(names)}" if names else ""
+    print(f"received as checkpoint {commit.id}{named} in {os.fspath(path)}", file=sys.stderr)
+    left = sorted(set(header["names"]) - set(names))
+    if left:
+        print(f"not named {', '.join(left)} here: this store uses those names already "
+              "(or cannot hold them); `sls log` lists its names", file=sys.stderr)
     return 0
 
 

@@ -126,3 +126,27 @@ def test_cli_send_recv_roundtrip(sender, tmp_path):
     bad = subprocess.run(sls + ["recv", str(tmp_path / "z"), "-i", str(full)], capture_output=True, text=True)
     assert bad.returncode == 1 and "truncated" in bad.stderr
     assert not (tmp_path / "z").exists()  # a failed receive into a new store leaves nothing
+
+
+def test_names_travel_so_the_stream_can_come_back_incrementally(sender, tmp_path):
+    """A checkpoint's names go with it (as a ZFS snapshot's name does): the receiver keeps
+    it (named checkpoints outlive retention) and both stores can send `--from` that name."""
+    moved = sender.commit("moved")
+    sender.tag("moved", moved.id)
+    sender.tag("also", moved.id)
+    inp = io.BytesIO(stream_of(sender, moved))
+    header = read_header(inp)
+    with Store.init(tmp_path / "b", seed=int(header["seed"], 16)) as receiver:
+        got = recv(receiver, inp, header)
+        assert receiver.tags() == {"moved": got.id, "also": got.id}
+        fill(receiver, "main", 5, start=700)
+        back = stream_of(receiver, receiver.commit("ran there"), base=receiver.resolve("moved"))
+    got_back = recv(sender, io.BytesIO(back))
+    assert got_back.label == "ran there"
+    assert volume_content(sender, "main")[(704).to_bytes(8, "big")][0] == b"v704"
+    with Store.init(tmp_path / "c") as other:
+        other.create_volume("mine")
+        taken = other.commit().id
+        other.tag("also", taken)                 # a name the receiver uses already stays its own
+        got = recv(other, io.BytesIO(stream_of(sender, moved)))
+        assert other.tags() == {"also": taken, "moved": got.id}
