@@ -318,7 +318,7 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
         raise GroupError(f"{spec!r} is ambiguous: both a checkpoint name (checkpoint {store.tags()[spec]}) and "
                          f"group {name!r}'s checkpoint number; give the checkpoint id instead")
     if number:
-        matches = [k for k in checkpoints if k.record.seq == int(number.group(1))]
+        matches = _one_per_freeze(k for k in checkpoints if k.record.seq == int(number.group(1)))
         if len(matches) != 1:
             why = ("was thinned or never taken" if not matches else
                    f"is ambiguous: {len(matches)} checkpoints carry that number (a restore went back "
@@ -345,6 +345,16 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
     except GroupError:
         raise GroupError(f"group {name!r} had no checkpoint yet at checkpoint {commit.id}. "
                          f"{_listing(store, name, checkpoints)}") from None
+
+
+def _one_per_freeze(checkpoints: Iterable[Kept]) -> list[Kept]:
+    """`checkpoints` (newest first) less the later records of one freeze: a note written
+    into the record after it (`sls stop`'s "daemon stopped", an exit) keeps its number
+    and files commit, and is the same checkpoint, not a second one carrying the number."""
+    oldest: dict[int, Kept] = {}
+    for k in checkpoints:
+        oldest[k.record.files_commit] = k
+    return sorted(oldest.values(), key=lambda k: k.commit, reverse=True)
 
 
 def group_at_checkpoint(store: Store, spec: str) -> tuple[str, str] | None:
@@ -379,7 +389,20 @@ def resolve_named(store: Store, spec: str, at: str | None) -> tuple[GroupCheckpo
     checkpoint). A GroupError if it names nothing."""
     if at is None and (named := group_at_checkpoint(store, spec)):
         spec, at = named
+    elif at is None and ROOT_PREFIX + spec not in store.roots():
+        known = ", ".join(group_names(store.roots())) or "none"
+        raise GroupError(f"no persistence group {spec!r} in this store (groups: {known}), nor a checkpoint "
+                         f"of one ({_not_a_group_checkpoint(store, spec)})")
     return (*resolve(store, spec, at), at)
+
+
+def _not_a_group_checkpoint(store: Store, spec: str) -> str:
+    """Why `spec` names no group's checkpoint (group_at_checkpoint found none)."""
+    try:
+        commit = store.resolve(spec)
+    except (NotFound, ValueError) as exc:
+        return str(exc)
+    return f"checkpoint {commit.id} holds none"
 
 
 def _listing(store: Store, name: str, checkpoints: list[Kept], shown: int = 8) -> str:

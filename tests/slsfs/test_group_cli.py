@@ -421,3 +421,23 @@ def test_a_mount_in_the_foreground_is_taken_over_by_a_new_daemon(group_store, gr
             foreground.kill()
             foreground.wait()
     store.sls("stop", "--store", str(store.path))
+
+
+def test_restore_by_number_after_stop_and_of_a_checkpoint_that_is_gone(group_store):
+    """`sls stop` notes the end in the group's record under the last checkpoint's number:
+    `--at NAME#N` still names that one checkpoint (it was refused as ambiguous, "a restore
+    went back before it"). `sls restore ID` of a checkpoint that is not (or no longer) in
+    the store says so, not only that no group has that name."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
+              sys.executable, "-c", "import time; time.sleep(3600)")
+    store.checkpoint("app")
+    store.sls("stop", "--store", str(store.path))
+    log = store.sls("log", str(store.path)).stdout
+    assert "group app: daemon stopped" in log, log
+    last = max(int(word[1:-1]) for word in log.split() if word.startswith("#") and word.endswith(":"))
+    restored = store.sls("restore", "app", "--store", str(store.path), "--at", f"app#{last}")
+    assert "restored from checkpoint" in restored.stdout
+    store.sls("stop", "--store", str(store.path))
+    gone = store.sls("restore", "99999", "--store", str(store.path), check=False)
+    assert gone.returncode == 1 and "checkpoint 99999 does not exist" in gone.stderr, gone.stderr
