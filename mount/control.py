@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 from collections import namedtuple
 
@@ -36,19 +37,47 @@ class MountInfo(namedtuple("MountInfo", "mountpoint store device super_options",
     __slots__ = ()
 
 
-def _unescape(field: str) -> str:
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+def unescape_mountinfo(field: str) -> str:
+    """A path as /proc/self/mountinfo writes it (read with surrogateescape): space, tab,
+    newline and backslash are octal escapes, other bytes (UTF-8 letters) are as they are."""
+    if "\\" not in field:
+        return field
+    raw = field.encode(errors="surrogateescape").decode("unicode_escape").encode("latin-1")
+    return raw.decode(errors="surrogateescape")
+
+
+FSNAME_MARK = "slsfs:"
+_FSNAME_PLAIN = frozenset(range(0x20, 0x7f)) - set(b",\\")
+
+
+def store_fsname(store: str) -> str:
+    """The mount's source (the `fsname=` option) naming `store`: the path itself, or, for a
+    path libfuse cannot carry (its options are comma-separated ASCII, backslash escapes
+    removed), FSNAME_MARK and the path's bytes with the others as %XX."""
+    raw = os.fsencode(store)
+    if all(b in _FSNAME_PLAIN for b in raw):
+        return store
+    return FSNAME_MARK + "".join(chr(b) if b in _FSNAME_PLAIN and b != 0x25 else f"%{b:02X}" for b in raw)
+
+
+def store_of_fsname(source: str) -> str:
+    """The store a mount's source names (store_fsname's inverse)."""
+    if not source.startswith(FSNAME_MARK):
+        return source
+    raw = source[len(FSNAME_MARK):].encode(errors="surrogateescape")
+    return os.fsdecode(re.sub(rb"%([0-9A-F]{2})", lambda m: bytes([int(m[1], 16)]), raw))
 
 
 def slsfs_mounts() -> list[MountInfo]:
     found = []
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fstype, source, *super_options = right.split()
             if fstype == FS_TYPE:
                 fields = left.split()
-                found.append(MountInfo(_unescape(fields[4]), _unescape(source), fields[2],
+                found.append(MountInfo(unescape_mountinfo(fields[4]), store_of_fsname(unescape_mountinfo(source)),
+                                       fields[2],
                                        tuple(",".join(super_options).split(","))))
     return found
 

@@ -67,7 +67,7 @@ from objectstore.gc import SLICE_S, Collection, Removal
 from objectstore.retention import Prune, retained
 
 from . import device_number, fusectl, schema
-from .control import slsfs_mounts
+from .control import slsfs_mounts, store_fsname, unescape_mountinfo
 from .flusher import Flusher
 from .heap import give_back_free_memory_periodically, keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
@@ -139,10 +139,10 @@ def mount_device(mountpoint: str) -> str | None:
     parent = os.path.realpath(os.path.dirname(os.path.abspath(mountpoint)))
     target = os.path.join(parent, os.path.basename(os.path.abspath(mountpoint)))
     device = None
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
-            if fields[4] == target:
+            if unescape_mountinfo(fields[4]) == target:
                 device = fields[2]             # the newest mount there is the last one
     return device
 
@@ -810,7 +810,7 @@ class FileSystem:
                              f"{', '.join(sorted(KERNEL_MOUNT_OPTIONS | ATIME_MOUNT_OPTIONS))}")
         self.ops.atime_policy = atime_policy(mount_options)
         options = set(pyfuse3.default_options) | (set(mount_options) & KERNEL_MOUNT_OPTIONS)
-        options |= {f"fsname={self.store.path}", "subtype=slsfs"}
+        options |= {f"fsname={store_fsname(os.fspath(self.store.path))}", "subtype=slsfs"}
         if allow_other:
             options.add("allow_other")
         self.ops.initialized = trio.Event()
