@@ -25,6 +25,7 @@ from . import dying_daemon
 from .cli import CommandError, add_json_flag, read_only_store, skip_teardown_at_exit, store_path
 from .daemon_ready import LOG_NAME
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, take
+from .group_names import bad_name_reason
 from .take_over import HandOver, take_over_plain_mount
 
 AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
@@ -201,6 +202,8 @@ def cmd_run(args) -> int:
     if not 0 <= args.hz <= 1000:
         raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
+    if (why := bad_name_reason(name)) is not None:      # before a daemon starts for it
+        raise CommandError(why if args.name else f"{why} (made from the command's name: give one with --name)")
     plain_mountpoint, plain_volume, starter = take_over_plain_mount(store) or (None, None, None)
     status = None if plain_mountpoint else daemon_status(store, release=False)
     chosen = args.mountpoint or plain_mountpoint          # (else the group's own, or STORE.mnt)

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from objectstore import ChunkId, Commit, NotFound, Store, StoreError
 from objectstore.store import VOLUME_PREFIX
 
+from .group_names import bad_name_reason
+
 
 FORMAT = "slsfs-group"
 VERSION = 4
@@ -45,7 +47,6 @@ _META = b"meta"
 _STOPPED = b"stopped"
 _ENDED = b"ended"
 FILES_LABEL_END = ": files"      # the label of a group checkpoint's files commit ends so (slsfs.daemon)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class GroupError(Exception):
@@ -53,9 +54,10 @@ class GroupError(Exception):
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise GroupError(f"bad group name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
+    """`name`, if it can name a group (slsfs.group_names), else a GroupError saying why."""
+    why = bad_name_reason(name)
+    if why is not None:
+        raise GroupError(why)
     return name
 
 

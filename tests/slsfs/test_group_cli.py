@@ -441,3 +441,19 @@ def test_restore_by_number_after_stop_and_of_a_checkpoint_that_is_gone(group_sto
     store.sls("stop", "--store", str(store.path))
     gone = store.sls("restore", "99999", "--store", str(store.path), check=False)
     assert gone.returncode == 1 and "checkpoint 99999 does not exist" in gone.stderr, gone.stderr
+
+
+def test_run_with_a_bad_group_name_starts_nothing(group_store, tmp_path):
+    """A name a group cannot have (given, or made from the command's name) is refused
+    before a daemon starts: nothing is mounted, no daemon is left serving the store."""
+    store = group_store
+    tool = tmp_path / "_tool"
+    tool.write_text("#!/bin/sh\nsleep 3600\n")
+    tool.chmod(0o755)
+    for name_args in (["--name", "a/b"], ["--name", "x\n"], ["--name", "y" * 300], []):
+        refused = store.sls("run", "--store", str(store.path), *name_args, "--hz", "0", "--", str(tool),
+                            check=False)
+        assert refused.returncode == 1 and "bad group name" in refused.stderr, (name_args, refused.stderr)
+        assert not os.path.ismount(store.mnt), name_args
+        assert "no daemon runs" in store.sls("ps", "--store", str(store.path)).stdout
+    assert "--name" in refused.stderr           # made from the command's name: says how to give one
