@@ -9,7 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
-from objectstore import Store
+from objectstore import Store, StoreLocked
 from objectstore.stream import read_header, recv, send
 
 from .cli import CommandError
@@ -69,7 +69,7 @@ def cmd_recv(args: argparse.Namespace) -> int:
         path = Path(args.store)
         set_aside = None
         if (path / "FORMAT").exists():
-            store = stack.enter_context(Store.open(path))
+            store = stack.enter_context(_open_to_receive(path))
             if store.seed != seed and _holds_only_its_creation(store):
                 store.close()
                 set_aside = _set_aside(path)
@@ -95,6 +95,18 @@ def cmd_recv(args: argparse.Namespace) -> int:
         print(f"not named {', '.join(left)} here: this store uses those names already "
               "(or cannot hold them); `sls log` lists its names", file=sys.stderr)
     return 0
+
+
+def _open_to_receive(path: Path) -> Store:
+    """The existing store at `path` opened for writing, or a CommandError saying what to
+    stop when a daemon (or another command) holds it."""
+    try:
+        return Store.open(path)
+    except StoreLocked:
+        raise CommandError(f"{path} is in use (a daemon serves it, or another sls command writes to it): "
+                           f"stop it first (`sls stop --store {path}` for a group's daemon, its groups' "
+                           "last durable checkpoints kept; `sls umount MNT` for `sls mount`), or receive "
+                           "into another store") from None
 
 
 def _holds_only_its_creation(store: Store) -> bool:

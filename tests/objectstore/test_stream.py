@@ -150,3 +150,18 @@ def test_names_travel_so_the_stream_can_come_back_incrementally(sender, tmp_path
         other.tag("also", taken)                 # a name the receiver uses already stays its own
         got = recv(other, io.BytesIO(stream_of(sender, moved)))
         assert other.tags() == {"also": taken, "moved": got.id}
+
+
+def test_cli_recv_into_a_store_in_use_says_what_to_stop(sender, tmp_path):
+    """A daemon (or any writer) holds the receiving store: `sls recv` says to stop it or to
+    receive elsewhere, not to "open the store read-only", which a receive cannot."""
+    full = tmp_path / "full.stream"
+    with full.open("wb") as out:
+        send(sender, sender.commit("one"), out)
+    with Store.init(tmp_path / "busy") as holder:
+        got = subprocess.run([sys.executable, "-m", "slsfs.cli", "recv", str(tmp_path / "busy"), "-i", str(full)],
+                             capture_output=True, text=True, timeout=60)
+        assert got.returncode == 1 and f"sls stop --store {tmp_path / 'busy'}" in got.stderr, got.stderr
+        assert "read-only" not in got.stderr
+    with Store.open(tmp_path / "busy", readonly=True) as after:
+        assert [c.label for c in after.log()] == []
