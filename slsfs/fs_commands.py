@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import stat
@@ -180,7 +181,7 @@ def cmd_init(args) -> int:
         from mount.filesystem import ensure_volume     # loads FUSE: only when needed
         ensure_volume(store, args.volume)
     print(f"created store {args.store} with volume {args.volume!r}; mount it with "
-          f"`sls mount {args.store} MNT`")
+          f"`sls mount {shlex.quote(args.store)} MNT`")
     return 0
 
 

@@ -4,6 +4,7 @@ takes its options as comma-separated ASCII: `sls` must still find the mount's st
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -16,7 +17,8 @@ from mount_helpers import sls
 def test_mount_checkpoint_and_umount_with_odd_paths(workdir, store_name, mnt_name):
     store, mnt = workdir / store_name, workdir / mnt_name
     mnt.mkdir()
-    sls("init", store)
+    created = sls("init", store)
+    assert f"sls mount {shlex.quote(str(store))} MNT" in created.stdout    # to copy into a shell
     try:
         sls("mount", store, mnt)
         (mnt / "f").write_text("kept")
