@@ -38,18 +38,20 @@ answer to its own request, never one to a syncfs that began before it asked.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
-# trio is imported by the daemon's side only (Flusher's methods): the helper (this file run
-# as a script) needs none, nor does a command's check for files open in a mount
-# (is_helper_of): importing it cost each ~150 ms of CPU (`sls restore` after `sls mount`).
+TYPE_CHECKING = False             # (typing.TYPE_CHECKING without importing typing)
+if TYPE_CHECKING:
+    import ctypes
+
+# trio, subprocess and threading are imported by the daemon's side only (Flusher's
+# methods), ctypes by the helper's (this file run as a script): a command's check for
+# files open in a mount (is_helper_of) needs none of them (trio cost each ~150 ms of CPU,
+# subprocess and ctypes ~7 ms: `sls restore` after `sls mount`).
 
 PROTOCOL = 1
 BANNER = b"slsfs-flusher %d\n" % PROTOCOL
@@ -61,6 +63,7 @@ def serve(mountpoint: str, held_fd: int | None = None, device: str | None = None
     given, else through a descriptor opened and closed for each request: of the mount at
     `mountpoint` or, once that is gone, of another mount of file system `device` (a second
     mount the user kept: mount --bind, `sls mount` of a live store)."""
+    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     out = sys.stdout.buffer
     try:
@@ -128,6 +131,7 @@ def _open_root(libc: ctypes.CDLL, mountpoint: bytes) -> int:
     """A descriptor of the root of the mount at `mountpoint`, opened through a private clone
     of that mount (see the module docstring: a umount is not refused while it is open), or
     through the mount point where the clone is not allowed."""
+    import ctypes
     tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, mountpoint, OPEN_TREE_CLONE | os.O_CLOEXEC)
     if tree < 0:
         err = ctypes.get_errno()
@@ -184,6 +188,7 @@ class Flusher:
         self.held_fd = held_fd
         self._lock = trio.Lock()           # one reader of the helper's output at a time
         self._greeted = False
+        import threading
         self._writing = threading.Lock()   # a request written and numbered at once (any thread)
         self._closed = False               # (under _writing: no request once the input is closed)
         self._sent = 0                     # requests written
@@ -198,6 +203,8 @@ class Flusher:
         `held_fd`: a descriptor of the mount's root that the caller keeps open while the
         helper runs, which the helper then syncfs()es instead of opening the mount for each
         request."""
+        import subprocess
+
         import trio
         process = await trio.lowlevel.open_process(_command(mountpoint, held_fd, device), stdin=subprocess.PIPE,
                                                    stdout=subprocess.PIPE,
