@@ -456,10 +456,17 @@ def cmd_group_clone(args) -> int:
     store = store_path(args.store)
     if not 1 <= args.count <= 1000:
         raise CommandError(f"--count {args.count}: give 1 to 1000 copies")
+    if args.mountpoint:
+        _refuse_another_stores_mount(store, args.mountpoint)
     plain = take_over_plain_mount(store, check=lambda: _check_restorable(store, args.group, args.at))
-    if plain or daemon_status(store) is None:
+    status = None if plain else daemon_status(store)
+    if status is None:
+        mountpoint = args.mountpoint or (plain and plain[0])      # (as cmd_group_restore's)
         ((plain and plain[2]) or take()).start(store, "--like", args.group,
-                                               *(["--mountpoint", plain[0]] if plain else []))
+                                               *(["--mountpoint", os.path.abspath(mountpoint)] if mountpoint else []))
+    elif args.mountpoint and os.path.abspath(args.mountpoint) != status["mountpoint"]:
+        raise CommandError(f"the daemon of {store} serves it at {status['mountpoint']}, where the clones start: "
+                           f"leave out --mountpoint, or stop the daemon first (sls stop --store {store})")
     reply = ask(store, "clone_group", timeout=600, group=args.group, at=args.at, count=args.count)
     lines = [f"{c['group']}: pid {' '.join(map(str, c['pids']))} in {c['directory']} (first checkpoint "
              f"{c['checkpoint']})" for c in reply["clones"]]

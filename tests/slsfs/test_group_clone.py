@@ -4,7 +4,9 @@ a server share its listening port."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sys
 
 from group_helpers import read_counter, wait_for
 
@@ -142,3 +144,26 @@ def test_clones_are_checkpointed_and_come_back_with_their_origin(group_store, gr
     _counts_on(store, store.mnt / "base.clone1.clone1", "the clone's clone")
     assert not (store.mnt / "base.clone1.clone1" / "base.clone1").exists(), "it copied the mount, not the clone"
     store.sls("stop", "--store", str(store.path))
+
+
+def test_clones_started_with_no_daemon_go_to_the_mount_point_asked_for(group_store, tmp_path):
+    """`sls restore G --clone --mountpoint DIR` with no daemon running (after `sls recv`, the
+    group's own mount point may be another store's) mounts at DIR, as a plain restore
+    does; it used to mount where the group had run."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "base", "--hz", "0", "--",
+              sys.executable, "-c", "import time; time.sleep(3600)")
+    store.sls("stop", "--store", str(store.path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = store.sls("restore", "base", "--store", str(store.path), "--clone", "--mountpoint", str(elsewhere),
+                    "--json").stdout
+    assert json.loads(out)["clones"][0]["directory"] == str(elsewhere / "base.clone1")
+    assert os.path.ismount(elsewhere) and not os.path.ismount(store.mnt)
+    other = tmp_path / "other"
+    other.mkdir()
+    refused = store.sls("restore", "base", "--store", str(store.path), "--clone", "--mountpoint", str(other),
+                        check=False)
+    assert refused.returncode == 1 and f"serves it at {elsewhere}" in refused.stderr, refused.stderr
+    store.sls("stop", "--store", str(store.path))
+    assert not os.path.ismount(elsewhere)
