@@ -1048,9 +1048,8 @@ def detach_stale_holding(minor: int, store_path: str) -> None:
 def detach_if_mounted(mountpoint: str) -> None:
     """After serving: make sure nothing is left mounted (pyfuse3 sometimes leaves the mount
     behind when restored processes used it; seen after `sls restore` + `sls stop`)."""
-    with open("/proc/self/mounts") as f:
-        if not any(line.split()[1] == mountpoint for line in f):
-            return
+    if not any(m.mountpoint == mountpoint for m in slsfs_mounts()):   # (escapes decoded: a space is \040)
+        return
     failed = _detach(mountpoint)
     log.info("detached %s left mounted after serving%s", mountpoint, f" ({failed})" if failed else "")
 
