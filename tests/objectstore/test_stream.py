@@ -158,7 +158,7 @@ def test_cli_recv_into_a_store_in_use_says_what_to_stop(sender, tmp_path):
     full = tmp_path / "full.stream"
     with full.open("wb") as out:
         send(sender, sender.commit("one"), out)
-    with Store.init(tmp_path / "busy") as holder:
+    with Store.init(tmp_path / "busy"):
         got = subprocess.run([sys.executable, "-m", "slsfs.cli", "recv", str(tmp_path / "busy"), "-i", str(full)],
                              capture_output=True, text=True, timeout=60)
         assert got.returncode == 1 and f"sls stop --store {tmp_path / 'busy'}" in got.stderr, got.stderr
