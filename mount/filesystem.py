@@ -67,7 +67,7 @@ from objectstore.gc import SLICE_S, Collection, Removal
 from objectstore.retention import Prune, retained
 
 from . import device_number, fusectl, schema
-from .control import slsfs_mounts, store_fsname, unescape_mountinfo
+from .control import canonical_mountpoint, slsfs_mounts, store_fsname, unescape_mountinfo
 from .flusher import Flusher
 from .heap import give_back_free_memory_periodically, keep_freed_buffers
 from .history import SNAPSHOT_PREFIX, VOLUME_PREFIX, HistoryTree
@@ -136,8 +136,7 @@ def kernel_requests_waiting(mount_dev: int) -> int:
 def mount_device(mountpoint: str) -> str | None:
     """"major:minor" of the newest mount at `mountpoint`, from mountinfo: a stat of the
     mount point from the serving thread would wait for an answer only it can give."""
-    parent = os.path.realpath(os.path.dirname(os.path.abspath(mountpoint)))
-    target = os.path.join(parent, os.path.basename(os.path.abspath(mountpoint)))
+    target = canonical_mountpoint(mountpoint)
     device = None
     with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         for line in f:

@@ -145,6 +145,10 @@ def _print(args, doc: dict, human: str) -> None:
     print(json.dumps(doc, indent=2, default=str) if args.json else human)
 
 
+class PlainMountServes(CommandError):
+    """`sls mount`'s daemon serves the store: it runs no persistence groups."""
+
+
 def _plain_mount_message(store: str) -> str:
     return (f"{store} is mounted by `sls mount`, which runs no persistence groups "
             "(`sls run` and `sls restore` take that mount over)")
@@ -159,20 +163,20 @@ def ask(store: str, op: str, timeout: float = 120.0, **fields) -> dict:
         raise CommandError(str(exc)) from None
 
 
-def daemon_status(store: str, release: bool = True, plain_mount: str | None = None) -> dict | None:
-    """The daemon's `ps` reply, or None when no daemon serves the store (one that was
-    killed but could not finish dying is let go first: slsfs.dying_daemon; not when
-    `release` is False: take_over_plain_mount did, a moment ago). A CommandError when
-    `sls mount`'s daemon serves it (`plain_mount`: what to say then)."""
+def daemon_status(store: str, release: bool = True, **fields) -> dict | None:
+    """The daemon's `ps` reply (asked with `fields`), or None when no daemon serves the
+    store (one that was killed but could not finish dying is let go first:
+    slsfs.dying_daemon; not when `release` is False: take_over_plain_mount did, a moment
+    ago). PlainMountServes when `sls mount`'s daemon serves it."""
     if release:
         dying_daemon.release(store)
     try:
-        return request(store, "ps", timeout=30)
+        return request(store, "ps", timeout=30, **fields)
     except ControlError as exc:
         if "no mount daemon is running" in str(exc):
             return None
         if "unknown request" in str(exc):
-            raise CommandError(plain_mount or _plain_mount_message(store)) from None
+            raise PlainMountServes(_plain_mount_message(store)) from None
         raise CommandError(str(exc)) from None
 
 
@@ -251,10 +255,13 @@ def _has_checkpoint(store: str, name: str) -> bool:
 
 def cmd_persist(args) -> int:
     store = store_path(args.store)
-    status = daemon_status(store, plain_mount=(
-        f"{store} is mounted by `sls mount`, whose daemon runs no persistence groups and cannot take a "
-        f"process in: start the program in a group instead (`sls run --store {store} ... -- CMD`; its "
-        "mount takes the place of this one once nothing is open there)"))
+    try:
+        status = daemon_status(store)
+    except PlainMountServes:
+        raise CommandError(f"{store} is mounted by `sls mount`, whose daemon runs no persistence groups and "
+                           "cannot take a process in: start the program in a group instead (`sls run --store "
+                           f"{store} ... -- CMD`; its mount takes the place of this one once nothing is open "
+                           "there)") from None
     if status is None:
         raise CommandError(f"no slsfs daemon runs for {store}; start one with `sls run --store {store} ...` "
                            "(the process's files are only checkpointed if they live in its mount)")
@@ -270,21 +277,18 @@ def _rate(hz: float) -> str:
 
 def cmd_ps(args) -> int:
     store = store_path(args.store)
-    dying_daemon.release(store)
     try:
-        status = request(store, "ps", timeout=30, stored=True)
+        status = daemon_status(store, stored=True)
+    except PlainMountServes:                    # the groups are in the store
+        mount_daemon = ask(store, "status")["pid"]
+        status = {"daemon": None, "mount_daemon": mount_daemon}
+        lines = [f"mounted by `sls mount` (daemon {mount_daemon}), which runs no groups: "
+                 f"`sls restore GROUP` takes its mount over"]
+    else:
         lines = [f"daemon {status['daemon']}  mount {status.get('mountpoint')}  durable checkpoint "
-                 f"{status.get('durable')}"]
-    except ControlError as exc:
-        if "no mount daemon is running" in str(exc):
-            status, lines = {"daemon": None}, ["no daemon runs for this store"]
-        elif "unknown request" in str(exc):         # `sls mount`'s: the groups are in the store
-            mount_daemon = ask(store, "status")["pid"]
-            status = {"daemon": None, "mount_daemon": mount_daemon}
-            lines = [f"mounted by `sls mount` (daemon {mount_daemon}), which runs no groups: "
-                     f"`sls restore GROUP` takes its mount over"]
-        else:
-            raise CommandError(str(exc)) from None
+                 f"{status.get('durable')}" if status else "no daemon runs for this store"]
+        status = status or {"daemon": None}
+    if not status["daemon"]:
         from . import groups
         status.update(groups=[], stored_groups=groups.stored(read_only_store(store)))
     if status.get("stored_groups"):
