@@ -1012,6 +1012,10 @@ class FileRestorer:
             if this.get("shutdown"):
                 with sockets.borrow(builder.tid, end) as sock:
                     netsockets.shut_down(sock, this["shutdown"])
+        if record.get("outside"):       # version 29: its other end, a spare, is closed with the spares
+            self.warnings.append(f"process {ns_pid}: its Unix connection socket:[{record['ino']}] to a process "
+                                 "outside the image is restored ended by that process (what it had sent is "
+                                 "read first)")
         return ends
 
     def _ours(self, builder, file_ids: list[int], base: int) -> list[int]:

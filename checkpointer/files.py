@@ -8,11 +8,12 @@ Kinds: regular `file`, `dir`, `device` (/dev/null & co), `pty_master` (a pseudo-
 made again with its settings, ptys.py), `tty` (a slave of an image's pty is reopened on
 the new pair; any other terminal is reattached to /dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
 tee(2), without consuming them; a FIFO is reopened by path at restore and refilled), `unix_pair` (an end of a connected Unix socket with the
-bytes queued to it, sockets.py, and the files in flight in them: inflight.py; a Unix
+bytes queued to it, sockets.py, and the files in flight in them: inflight.py; one whose
+peer is outside the image comes back ended by it once those are read; a Unix
 connection that a listener of the image has not accepted yet is a `socket` that connects
 again, and so is a datagram socket connected to a server: FileCapture._reconnect_pending,
 _one_of_a_pair), `socket` (TCP/UDP/Unix sockets listening, bound, or
-connected to a peer outside the image, which come back closed: netsockets.py; a TCP
+connected (TCP) to a peer outside the image, which come back closed: netsockets.py; a TCP
 connection with both ends in the image, or held for a checkpoint that kills, keeps its state: tcp_repair.py), `memfd` (its contents, shared by the fds and
 mappings that name it) and `memfd_fd`, `eventfd`, `signalfd`, `timerfd` (remaining time and
 interval), `mqueue` and `mqueue_fd` (a POSIX message queue with its messages, once, and the
@@ -388,8 +389,9 @@ class FileCapture:
             self._depth -= 1
 
     def check_peers(self) -> None:
-        """A socket pair end whose peer is outside the image comes back as a closed
-        connection; a TCP connection whose two ends are in the image keeps its state; a
+        """A socket pair end whose peer is outside the image comes back as a connection
+        that peer has ended, after what it had sent (queued to this end: a daemon's reply to
+        a request the image's process made, say) is read; a TCP connection whose two ends are in the image keeps its state; a
         /proc file of a process outside the image is reopened by its path; an inotify watch
         of an unlinked file names the record of the fd that holds it."""
         for f in self.files:
@@ -406,10 +408,7 @@ class FileCapture:
         inos = {f["ino"] for f in self.files if f["kind"] == "unix_pair"}
         for f in self.files:
             if f["kind"] == "unix_pair" and f["peer"] and f["peer"] not in inos:
-                for key in ("data", "rights", "creds", "senders", "passcred", "peek_offset"):
-                    f.pop(key, None)
-                f.update(kind="socket", family="unix", protocol=0, options={}, address=None, peer=None,
-                         backlog=0, dropped=0, state="closed")
+                f["outside"] = 1        # version 29 (before: a closed `socket`, its queue dropped)
         self._repair_tcp_pairs()
         sockets.close_passed(self._in_flight)   # every file in flight is described by now
 

@@ -24,9 +24,10 @@ first); where that pair is in use (the original still runs) it stands unbound, c
 to a throw-away listener.
 
 Simplifications: a TCP connection whose peer is outside the image (unless the checkpoint
-kills its processes: tcp_repair.hold), or that is not established, or without CAP_NET_ADMIN, and a Unix one whose peer is outside the image,
-comes back closed (reads give ECONNRESET for TCP, EOF for Unix, then EOF; writes give
-EPIPE), with a warning (a Unix datagram socket comes back unconnected);
+kills its processes: tcp_repair.hold), or that is not established, or without CAP_NET_ADMIN,
+comes back closed (reads give ECONNRESET, then EOF; writes give EPIPE), with a warning (a
+Unix stream connection whose peer is outside the image is a `unix_pair` that comes back
+ended by its peer: files.py);
 connections waiting in a listen queue (not yet accepted) are dropped, and so are
 datagrams queued on a UDP socket (both counted in the warning); a stale Unix socket
 file at a listening path is replaced (the new one gets the old file's mode and owner); a

@@ -1,7 +1,8 @@
 """Sockets other than socket pairs: a server listening on TCP (IPv4 and IPv6), UDP and a
 named Unix socket, with a client connected, is checkpointed, killed and restored; new
 clients are served on the same addresses with the server's in-memory state intact, and
-the connections to the old clients (TCP and Unix) come back closed with a warning."""
+the connections to the old clients (TCP and Unix) come back closed with a warning; a Unix
+connection to a peer outside the image keeps what that peer had sent."""
 from __future__ import annotations
 
 import os
@@ -53,10 +54,11 @@ def test_server_listening_on_tcp_udp_and_unix_is_served_again_after_restore(proc
     sockets = [f for f in load_image(store, "server").files if f["kind"] == "socket"]
     by_state = sorted((f["family"], f["type"], f["state"]) for f in sockets)
     assert by_state == sorted([("inet", "dgram", "bound"), ("inet", "stream", "closed"), ("inet", "stream", "listen"),
-                               ("unix", "stream", "closed"), ("unix", "stream", "listen")]
+                               ("unix", "stream", "listen")]
                               + [("inet6", "stream", "listen")] * bool(tcp6))
     [listen4] = [f for f in sockets if f["family"] == "inet" and f["state"] == "listen"]
     assert listen4["backlog"] == 7 and listen4["options"]["SO_REUSEADDR"] == 1 and listen4["flags"] & O_NONBLOCK
+    assert [f["outside"] for f in load_image(store, "server").files if f["kind"] == "unix_pair"] == [1]
     for listen6 in [f for f in sockets if f["family"] == "inet6"]:
         assert listen6["options"]["IPV6_V6ONLY"] == 1 and listen6["address"][1] == tcp6
 
@@ -253,3 +255,27 @@ def test_a_socketpair_whose_maker_has_exited_names_it_again(procs, store, tmp_pa
     procs.kill(proc)
     restored = restored_goes_on(procs, store, "maker", out)
     assert not restored.warnings
+
+
+def test_a_reply_queued_from_a_server_outside_the_image_is_read_after_a_restore(procs, store, tmp_path):
+    """What a server outside the image had sent a process (a daemon's answer it had not
+    read yet) is still there to read after a restore, then the connection reads as ended."""
+    out, path = tmp_path / "client.out", str(tmp_path / "server.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(30)
+        proc = procs.python("outside_peer_client.py", str(out), path)
+        connection, _ = server.accept()
+        with connection:
+            connection.settimeout(30)
+            assert connection.recv(100) == b"request\n"
+            connection.sendall(b"reply 42: done\n")
+            wait_for(lambda: "ready" in ok_lines(out), "the client to wait")
+            checkpointer.checkpoint([proc.pid], store, "client", tree=True)
+            procs.kill(proc)
+    [end] = [f for f in load_image(store, "client").files if f["kind"] == "unix_pair"]
+    assert end["outside"]
+    restored = reads_after_a_restore(procs, store, "client", out)
+    assert "got reply 42: done" in ok_lines(out)
+    assert any("outside the image is restored ended" in w for w in restored.warnings), restored.warnings
