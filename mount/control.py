@@ -7,7 +7,8 @@ path inside a mount leads to its store. The daemon listens on the unix socket
 
 Protocol (version CONTROL_VERSION, in docs/FORMAT.md): one request per connection,
 one JSON object per line each way. Request `{"v": 1, "op": NAME, ...args}`; reply
-`{"ok": true, ...result}` or `{"ok": false, "error": "message for the user"}`.
+`{"ok": true, ...result}` or `{"ok": false, "error": "message for the user"}`, maybe
+after `{"interim": {...}}` lines (a group checkpoint asked with `interim`: see `request`).
 Ops: status, checkpoint {name?}, snapshot {path, name?}, clone {src, dest}, log, stats, diff {a, b},
 gc, fsck (log, stats, diff, gc and fsck run in the daemon: it holds the store's writer lock).
 """
@@ -125,32 +126,45 @@ def socket_path(store: str | os.PathLike) -> str:
 
 
 def request(store: str | os.PathLike, op: str, timeout: float = 120.0, **args) -> dict:
-    """Send one request to the daemon serving `store`; return its reply (ok only)."""
+    """Send one request to the daemon serving `store`; return its reply (ok only).
+
+    A daemon may send `interim` lines before its reply (asked for with `interim` true: a
+    group checkpoint's says which checkpoint it is about to take). If the connection then
+    ends with no reply on a socket that is not the one we connected (this process was
+    restored from a checkpoint taken while it waited: the restore made its sockets anew),
+    the request was done in the instance that asked it: the reply is `ok` with
+    `restored` true and the last interim line's fields."""
     path = socket_path(store)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    interim = reply = None
     try:
         try:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(f"no mount daemon is running for store {store} "
                                f"(nothing listens on {path}); mount it with `sls mount`") from None
+        connected = os.fstat(sock.fileno()).st_ino
         sock.sendall(json.dumps({"v": CONTROL_VERSION, "op": op, **args}).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        while reply is None and (chunk := sock.recv(65536)):
+            *lines, data = (data + chunk).split(b"\n")
+            for message in map(json.loads, lines):
+                if "interim" in message:
+                    interim = message["interim"]
+                else:
+                    reply = message
+        restored = os.fstat(sock.fileno()).st_ino != connected
     except socket.timeout:
         raise ControlError(f"the mount daemon of {store} did not answer {op!r} in {timeout:.0f} s") from None
     except (ConnectionResetError, BrokenPipeError):     # it was exiting (killed, say): its socket went
-        data = b""
+        restored = False
     finally:
         sock.close()
-    if not data:
+    if reply is None and interim is not None and restored:
+        return {"ok": True, "restored": True, **interim}
+    if reply is None:
         raise ControlError(f"the mount daemon of {store} closed the connection (see its log)")
-    reply = json.loads(data)
     if not reply.get("ok"):
         raise ControlError(reply.get("error", "the daemon refused the request"))
     return reply

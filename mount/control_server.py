@@ -3,8 +3,8 @@
 Both daemons answer `<store>/control.sock` the same way: the mount daemon
 (mount.daemon) and the group daemon (slsfs.daemon), each with its own ops. This module
 holds what they share: the listening socket (owner-only, removed when the daemon stops)
-and one exchange of the protocol (a JSON line in, a JSON line out; see mount.control and
-docs/FORMAT.md). Each connection is served on its own (a silent client holds up no
+and one exchange of the protocol (a JSON line in, a JSON line out, maybe after `interim`
+lines: see mount.control and docs/FORMAT.md). Each connection is served on its own (a silent client holds up no
 other; one that sends no whole line within REQUEST_WAIT_S is answered). A request that
 is not JSON, or lacks a field its op needs, gets a "bad request" reply; any other
 exception is a bug: logged, answered as an internal error naming the daemon's log, and
@@ -67,8 +67,14 @@ async def exchange(stream: trio.SocketStream, respond: Callable[[dict], Awaitabl
         except Exception as exc:            # a bug: report it, keep serving
             log.exception("control request failed")
             reply = {"ok": False, "error": f"internal error: {exc!r} (see {log_name})"}
-        try:
-            await stream.send_all(json.dumps(reply).encode() + b"\n")
-        except trio.BrokenResourceError:
-            pass
+        await send_line(stream, reply)
     return (request if isinstance(request, dict) else None), reply
+
+
+async def send_line(stream: trio.SocketStream, message: dict) -> None:
+    """One JSON line to the client: the reply, or an `interim` line before it (see
+    mount.control.request); a client that has gone is no error."""
+    try:
+        await stream.send_all(json.dumps(message).encode() + b"\n")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass

@@ -70,8 +70,9 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Awaitable, Callable, NoReturn
 
 import trio
 
@@ -84,7 +85,7 @@ from checkpointer.lazy import PageServer
 from checkpointer.restore import TOP_RESTORE_PHASES, Restored, restore as restore_image
 from checkpointer.stopwatch import recording
 from mount.control import CONTROL_VERSION, slsfs_mounts
-from mount.control_server import control_listener, exchange
+from mount.control_server import control_listener, exchange, send_line
 from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError, clone_volume_roots, mount_device
@@ -119,6 +120,7 @@ LAZY_MIN_BYTES = 8 << 20      # a restore of more pages than this runs the proce
 # 53.9 / 43.1; 64 MiB 130.9 / 37.5: kept at 8 MiB
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
+Announce = Callable[[int], Awaitable[None]]    # told a group's checkpoint number before its freeze
 
 
 class Startup:
@@ -165,7 +167,7 @@ class Daemon:
 
     # ----- checkpoints ---------------------------------------------------------------
     async def checkpoint(self, group: RunningGroup, label: str, alone: bool = False, wait: bool = True,
-                         unless_taken_since: int | None = None) -> int | None:
+                         unless_taken_since: int | None = None, announce: Announce | None = None) -> int | None:
         """One group checkpoint (slsfs.group_checkpoint); its commit id, durable on return
         unless `wait` is False (a periodic one: its durability is awaited in the background,
         `_settle`, so the next checkpoint's freeze need not wait for this one's fdatasync).
@@ -174,7 +176,9 @@ class Daemon:
         the files of that instant. None, and no checkpoint, if `unless_taken_since` is
         given and the group's checkpoint count (seq) is past it once this one may begin: a
         partner's checkpoint, under way as this one was asked for, took the group too; or if
-        the group was ended by a restore in place (`replaced`)."""
+        the group was ended by a restore in place (`replaced`). `announce` is told the
+        group's checkpoint number before the freeze (a client of it waiting inside the
+        group reads it after a restore from this checkpoint: mount.control.request)."""
         await self.checkpoints_imported.wait()
         from . import group_checkpoint
         while coming := [self.pages_coming[g.name] for g in [group, *self._partners(group, alone)]
@@ -189,6 +193,8 @@ class Daemon:
             if group.replaced or (unless_taken_since is not None and group.seq != unless_taken_since):
                 return None
             members = [group] + [g for g in self._partners(group, alone) if g.name not in self.pages_coming]
+            if announce is not None:
+                await announce(group.seq + 1)
             while True:
                 started = time.perf_counter()
                 try:
@@ -280,7 +286,7 @@ class Daemon:
             other for other in self.groups.values()
             if other is not group and not other.error and other.left_out_until <= now and other.alive()]
 
-    async def checkpoint_retrying(self, group: RunningGroup, label: str) -> int:
+    async def checkpoint_retrying(self, group: RunningGroup, label: str, announce: Announce | None = None) -> int:
         """A checkpoint asked for (a group's first, `sls checkpoint`), retried a few times: a
         freeze can meet a child that is exiting at that moment (PTRACE_SEIZE of an exiting
         task answers EPERM, e.g. a shell pipeline's short-lived commands; its /proc entries
@@ -288,7 +294,7 @@ class Daemon:
         checkpoints just try again at their next turn.)"""
         for attempt in range(CHECKPOINT_ATTEMPTS):
             try:
-                return await self.checkpoint(group, label)
+                return await self.checkpoint(group, label, announce=announce)
             except (CheckpointError, OSError) as exc:     # ProcessGone too: a child may have exited
                 if attempt + 1 == CHECKPOINT_ATTEMPTS or not group.alive():
                     raise
@@ -708,7 +714,8 @@ class Daemon:
             raise GroupError(f"no group {name!r} runs in this daemon (running: "
                              f"{', '.join(sorted(self.groups)) or 'none'}); see `sls ps`") from None
 
-    async def handle(self, req: dict) -> dict:
+    async def handle(self, req: dict, interim: Callable[[dict], Awaitable[None]] | None = None) -> dict:
+        """The reply to control request `req`; `interim` sends a line before it."""
         op = req.get("op")
         if req.get("v") != CONTROL_VERSION:
             return mount_daemon.answer(self.fs, req)      # it explains the version mismatch
@@ -717,7 +724,11 @@ class Daemon:
                 return {"ok": True, **await self.run_group(GroupSettings(**req["settings"]), req["env"])}
             if op == "group_checkpoint":
                 group = self._group(req["group"])
-                commit = await self.checkpoint_retrying(group, req.get("name") or "manual")
+
+                async def announce(number: int) -> None:
+                    await interim({"interim": {"group": group.name, "number": number, "name": req.get("name")}})
+                commit = await self.checkpoint_retrying(group, req.get("name") or "manual",
+                                                        announce if req.get("interim") and interim else None)
                 if req.get("name"):
                     self.store.tag(req["name"], commit)
                 return {"ok": True, "group": group.name, "checkpoint": commit, "name": req.get("name")}
@@ -857,7 +868,7 @@ class Daemon:
 
     # ----- control socket ------------------------------------------------------------
     async def _serve_one(self, stream: trio.SocketStream) -> None:
-        request, reply = await exchange(stream, self.handle, LOG_NAME)
+        request, reply = await exchange(stream, partial(self.handle, interim=partial(send_line, stream)), LOG_NAME)
         if self.failed:                      # (a restore in place that failed half-way)
             self.nursery.start_soon(self.stop)
         elif reply.get("ok") and request is not None and request.get("op") == "shutdown":

@@ -355,9 +355,13 @@ def cmd_barrier(args) -> int:
 
 
 def cmd_group_checkpoint(args) -> int:
-    reply = ask(store_path(args.store), "group_checkpoint", group=args.mountpoint, name=args.name)
+    reply = ask(store_path(args.store), "group_checkpoint", group=args.mountpoint, name=args.name, interim=True)
     named = f" named {args.name!r}" if args.name else ""
-    _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']}{named} (durable)")
+    if reply.get("restored"):       # run inside the group, and restored from the checkpoint it asked for
+        _print(args, reply, f"group {reply['group']}: checkpoint #{reply['number']}{named} (durable; this "
+                            "process was restored from it)")
+    else:
+        _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']}{named} (durable)")
     return 0
 
 
