@@ -357,9 +357,9 @@ def cmd_barrier(args) -> int:
 def cmd_group_checkpoint(args) -> int:
     reply = ask(store_path(args.store), "group_checkpoint", group=args.mountpoint, name=args.name, interim=True)
     named = f" named {args.name!r}" if args.name else ""
-    if reply.get("restored"):       # run inside the group, and restored from the checkpoint it asked for
+    if reply.get("restored"):       # run inside the group, restored from the checkpoint it asked for (or
         _print(args, reply, f"group {reply['group']}: checkpoint #{reply['number']}{named} (durable; this "
-                            "process was restored from it)")
+                            "process was restored since)")        # from one after it, before the reply)
     else:
         _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']}{named} (durable)")
     return 0
