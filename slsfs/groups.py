@@ -352,11 +352,16 @@ def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, C
 def _one_per_freeze(checkpoints: Iterable[Kept]) -> list[Kept]:
     """`checkpoints` (newest first) less the later records of one freeze: a note written
     into the record after it (`sls stop`'s "daemon stopped", an exit) keeps its number
-    and files commit, and is the same checkpoint, not a second one carrying the number."""
-    oldest: dict[int, Kept] = {}
+    and files commit, and is the same checkpoint, not a second one carrying the number.
+    Each one kept carries the commits of the records left out too (their names)."""
+    carriers: dict[tuple[int, int], list[int]] = {}
+    oldest: dict[tuple[int, int], Kept] = {}
     for k in checkpoints:
-        oldest[k.record.files_commit] = k
-    return sorted(oldest.values(), key=lambda k: k.commit, reverse=True)
+        freeze = (k.record.seq, k.record.files_commit)      # (files_commit 0: a record older than it)
+        carriers.setdefault(freeze, []).extend(k.carriers)
+        oldest[freeze] = k
+    return sorted((Kept(k.record, sorted(carriers[freeze])) for freeze, k in oldest.items()),
+                  key=lambda k: k.commit, reverse=True)
 
 
 def group_at_checkpoint(store: Store, spec: str) -> tuple[str, str] | None:
@@ -411,6 +416,7 @@ def _listing(store: Store, name: str, checkpoints: list[Kept], shown: int = 8) -
     """What the user can give instead: the group's newest checkpoints and its named ones."""
     if not checkpoints:
         return f"Group {name!r} has no checkpoint in this store."
+    checkpoints = _one_per_freeze(checkpoints)
     tags: dict[int, list[str]] = {}
     for tag, cid in store.tags().items():
         tags.setdefault(cid, []).append(tag)

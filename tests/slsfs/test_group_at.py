@@ -139,3 +139,19 @@ def test_a_received_records_files_commit_id_is_the_senders_not_a_local_commit(tm
         with pytest.raises(GroupError, match=f"had no checkpoint yet at checkpoint {record.files_commit}"):
             groups.resolve(receiver, "app", str(record.files_commit))
         assert groups.resolve(receiver, "app", str(received.id))[0].seq == 3
+
+
+def test_the_listing_of_an_error_shows_a_checkpoint_once_when_a_stop_noted_it(store):
+    """`sls stop` writes a note into the group's newest record (a second commit carrying
+    the same number and files commit): the list of checkpoints an error gives shows that
+    checkpoint once, by the commit that took it, with the names of both commits."""
+    made = {seq: group_checkpoint(store, seq) for seq in range(1, 4)}
+    groups.mark_stopped(store, "app")
+    noted = store.commit("group app: stopped").id
+    store.tag("last", noted)
+    with pytest.raises(GroupError) as caught:
+        groups.resolve(store, "app", "cold")
+    message = str(caught.value)
+    assert message.count("#3 ") == 1, message
+    assert f"#3 (checkpoint {made[3][1]}, name 'last')" in message, message
+    assert "has 3 checkpoints" in message, message
