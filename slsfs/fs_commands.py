@@ -87,9 +87,8 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
 
 
 def _log_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", help="a mount point or a store directory")
+    _store_target_args(p)
     p.add_argument("-n", "--limit", type=int, default=50, help="show at most N (0: all)")
-    add_json_flag(p)
     p.set_defaults(func=cmd_log)
 
 
@@ -124,9 +123,19 @@ def _diff_args(p: argparse.ArgumentParser) -> None:
 
 
 def _store_target_args(p: argparse.ArgumentParser) -> None:
-    """gc, fsck, stat: a store or a mount point of one."""
-    p.add_argument("target", help="a store directory or a mount point")
+    """log, gc, fsck, stat: a store or a mount point of one, given as the argument or, as
+    the group verbs name a store, with --store (`sls log --store S` was refused)."""
+    p.add_argument("target", nargs="?", help="a store directory or a mount point")
+    p.add_argument("--store", help="the store (the same as giving it as the argument)")
     add_json_flag(p)
+
+
+def _target(args) -> str:
+    """The store or mount point a log, gc, fsck or stat command names (_store_target_args)."""
+    if (args.target is None) == (args.store is None):
+        raise CommandError(f"name one store or mount point: sls {args.command} STORE (or --store STORE, "
+                           f"or a mount point)")
+    return args.target if args.store is None else store_path(args.store)
 
 
 def _gc_args(p: argparse.ArgumentParser) -> None:
@@ -545,7 +554,7 @@ def _daemon_listens(store: str) -> bool:
 
 
 def cmd_log(args) -> int:
-    reply, store_path = _store_or_daemon(args.target, "log")
+    reply, store_path = _store_or_daemon(_target(args), "log")
     if reply is None:
         with Store.open(store_path, readonly=True) as store:
             commits, tags = [c.to_json() for c in store.log()], store.tags()
@@ -644,7 +653,7 @@ def _maintain(args, op: str, prune: Prune | None = None) -> dict:
     try:
         if prune is not None:
             _progress("pruning history, then collecting")
-        reply, store_path = _store_or_daemon(args.target, op, **fields)
+        reply, store_path = _store_or_daemon(_target(args), op, **fields)
         if reply is not None:
             return reply
         readonly = op != "gc"

@@ -18,9 +18,12 @@ from .cli import CommandError
 def build(verb: str, p: argparse.ArgumentParser) -> None:
     """Add the arguments of `verb` (send or recv: slsfs.cli.VERBS) to its parser."""
     if verb == "send":
-        p.add_argument("checkpoint", help="checkpoint id, tag, 'latest' or ISO time")
+        p.add_argument("checkpoint", help="a checkpoint: its id, its name (sls checkpoint --name), 'latest', "
+                                          "'latest~N' or an ISO-8601 time; or a group (its newest)")
         p.add_argument("--store", required=True, help="the store holding the checkpoint")
-        p.add_argument("--from", dest="base", help="send only what this earlier checkpoint lacks")
+        p.add_argument("--from", dest="base", metavar="CHECKPOINT",
+                       help="send only what this earlier checkpoint (id, name, ...) lacks: an incremental "
+                            "stream, for a store that received it")
         p.add_argument("-o", "--output", help="write to this file instead of standard output (made readable "
                                               "by its owner only: a stream holds the processes' memory)")
         p.set_defaults(func=cmd_send)

@@ -52,3 +52,28 @@ def test_a_command_imports_only_its_verbs_modules(tmp_path, args, unneeded):
     assert listed.returncode == 2 and all(f"'{verb}'" in listed.stderr for verb in SLS_VERBS), listed.stderr
     helped = subprocess.run([sys.executable, "-m", "slsfs.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert all(f"    {verb} " in helped.stdout or f"    {verb}\n" in helped.stdout for verb in SLS_VERBS), helped.stdout
+
+
+def _sls(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slsfs.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("verb", ["log", "stat", "fsck", "gc"])
+def test_the_store_verbs_take_the_store_as_the_group_verbs_do(tmp_path, verb):
+    """`sls log --store S` (as `sls ps --store S`, `sls restore G --store S`) works as
+    `sls log S`; naming none, or both, is a one-line error saying how."""
+    store = str(tmp_path / "store")
+    assert _sls("init", store).returncode == 0
+    positional, option = _sls(verb, store, "--json"), _sls(verb, "--store", store, "--json")
+    assert positional.returncode == option.returncode == 0, (positional, option)
+    if verb != "gc":                     # (a collection's figures include its own duration)
+        assert positional.stdout == option.stdout
+    for args in ([], [store, "--store", store]):
+        refused = _sls(verb, *args)
+        assert refused.returncode == 1 and refused.stderr.startswith("sls: ") and "--store" in refused.stderr, refused
+
+
+def test_send_help_speaks_of_checkpoint_names_as_the_other_verbs_do():
+    """The README and `sls checkpoint --name` say "name"; `sls send --help` said "tag"."""
+    helped = _sls("send", "--help")
+    assert helped.returncode == 0 and "tag" not in helped.stdout and "name" in helped.stdout, helped.stdout
