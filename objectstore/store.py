@@ -423,14 +423,16 @@ class Store:
 
     # -- commits -------------------------------------------------------------------
 
-    def commit(self, label: str = "", *, durable: bool = True) -> Commit:
-        """Record the working state as a new checkpoint.
+    def commit(self, label: str = "", *, durable: bool = True, taken: float | None = None) -> Commit:
+        """Record the working state as a new checkpoint, dated now or at `taken` (a unix
+        time: a received checkpoint keeps the time it was taken in the sending store).
 
         durable=True returns once the commit and everything it names are on disk;
         durable=False returns at once, and `barrier()` waits for durability."""
         self._flush_working()
         head = self.head
-        c = Commit(self._next_id, head.id if head else None, time.time(), label, dict(self._roots))
+        c = Commit(self._next_id, head.id if head else None, time.time() if taken is None else taken, label,
+                   dict(self._roots))
         mark = self.packs.mark()
         rec = c.to_json()
         self.packs.append_meta(fmt.COMMIT, _record("commit", **rec))

@@ -18,6 +18,8 @@ is refused with StreamError and leaves the receiving store's history unchanged.
 The stream carries the sending store's dedup seed. A store created by `recv`
 adopts it, so later incremental streams apply by id; a store with another seed
 accepts full streams by re-keying every chunk, and refuses incremental ones.
+The checkpoint's time travels with it, as a ZFS snapshot's creation time and a restic
+snapshot's time do: the received copy is dated when it was taken, not when it arrived.
 The checkpoint's names travel with it (as a ZFS snapshot's do): the receiver names its
 copy alike (unless it uses the name already), which keeps the copy through retention
 and lets either store send the other an incremental stream `--from` that name.
@@ -189,7 +191,7 @@ def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool
             raise StreamError(f"stream does not contain root {name!r}: incomplete stream")
         roots[name] = local
     _install_roots(store, roots, base, force)
-    got = store.commit(sent.label or f"received checkpoint {sent.id}")
+    got = store.commit(sent.label or f"received checkpoint {sent.id}", taken=sent.time)
     _name_like_the_sender(store, got, header["names"])
     return got
 

@@ -165,3 +165,20 @@ def test_cli_recv_into_a_store_in_use_says_what_to_stop(sender, tmp_path):
         assert "read-only" not in got.stderr
     with Store.open(tmp_path / "busy", readonly=True) as after:
         assert [c.label for c in after.log()] == []
+
+
+def test_a_received_checkpoint_keeps_the_time_it_was_taken(sender, tmp_path):
+    """As a ZFS snapshot's creation time and a restic snapshot's time travel with it: a
+    received checkpoint is dated when it was taken, not when it arrived (`sls log`,
+    `.sls/at/<time>/`, `--at TIME` and retention by age read that time)."""
+    from datetime import datetime
+    taken = sender.commit("one")
+    stream = stream_of(sender, taken)
+    with Store.init(tmp_path / "b", seed=sender.seed) as receiver:
+        receiver.commit("an older local checkpoint")
+        got = recv(receiver, io.BytesIO(stream))
+        assert got.time == taken.time
+        when = datetime.fromtimestamp(taken.time).isoformat()
+        assert receiver.resolve(when).id == got.id
+    with Store.open(tmp_path / "b", readonly=True) as reopened:
+        assert reopened.commit_by_id(got.id).time == taken.time
