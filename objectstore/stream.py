@@ -149,8 +149,17 @@ def _commit(rec: dict) -> Commit:
         raise StreamError("stream header names a malformed checkpoint") from None
 
 
-def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool = False) -> Commit:
-    """Apply a stream to `store` and commit it; return the new local commit."""
+#: recv's `as_base(store, name, mine, base)`: whether the receiving store's root `name`
+#: (`mine`), another tree than the stream's base's (`base`), holds nothing more than it
+#: (a layer above may note things in a root that change no checkpoint of it).
+AsBase = Callable[[Store, str, ChunkId, ChunkId], bool]
+
+
+def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool = False,
+         as_base: AsBase | None = None) -> Commit:
+    """Apply a stream to `store` and commit it; return the new local commit. An
+    incremental stream replaces the receiving store's roots only where they are the
+    base's (or `as_base` says they hold nothing more), unless `force`."""
     header = header or read_header(inp)
     sent = _commit(header["commit"])
     base = _commit(header["base"]) if header.get("base") else None
@@ -190,7 +199,7 @@ def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool
         if local is None or not store.has(local):
             raise StreamError(f"stream does not contain root {name!r}: incomplete stream")
         roots[name] = local
-    _install_roots(store, roots, base, force)
+    _install_roots(store, roots, base, force, as_base)
     got = store.commit(sent.label or f"received checkpoint {sent.id}", taken=sent.time)
     _name_like_the_sender(store, got, header["names"])
     return got
@@ -237,14 +246,20 @@ def _apply(store: Store, kind: int, payload: bytes, sid: bytes, idmap: dict, sam
     return store.put(encode_node(_Node(node.leaf, node.keys, vals)), NODE)
 
 
-def _install_roots(store: Store, roots: dict[str, ChunkId], base: Commit | None, force: bool) -> None:
+def _install_roots(store: Store, roots: dict[str, ChunkId], base: Commit | None, force: bool,
+                   as_base: AsBase | None) -> None:
     current = store.roots()
     for name, root in roots.items():
         mine = current.get(name)
         expected = base.roots.get(name) if base is not None else None
-        if mine is not None and mine != root and mine != expected and not force:
-            raise StreamError(f"{name!r} exists in the receiving store and differs from the stream's "
-                              "base: receive into a new store, or pass --force to replace it")
+        if (mine is not None and mine != root and mine != expected and not force
+                and not (expected is not None and as_base is not None and as_base(store, name, mine, expected))):
+            raise StreamError(f"{name!r} in the receiving store has changed since the stream's base "
+                              f"(checkpoint {base.id} of the sender): receiving would put the stream's in "
+                              "its place. Pass --force to do so (what the store holds now stays in its "
+                              "history: sls log), or receive into a new store" if base is not None else
+                              f"{name!r} exists in the receiving store and differs from the stream's: "
+                              "receive into a new store, or pass --force to replace it")
     for name, root in roots.items():
         if name.startswith("vol/"):
             vol = name[4:]

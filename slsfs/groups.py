@@ -165,6 +165,17 @@ def _mark(store: Store, name: str, key: bytes, doc: dict) -> None:
     store.set_root(ROOT_PREFIX + name, tree.flush())
 
 
+def as_base(store: Store, root_name: str, mine: ChunkId, base: ChunkId) -> bool:
+    """Whether `mine`, a group's record in a store receiving an incremental stream, is the
+    stream's base record (`base`) but for the notes written into it since (`sls stop`'s
+    "stopped", how it ended): the group has taken no checkpoint here since the base, so
+    the stream replaces nothing (objectstore.stream.recv's `as_base`). A round trip
+    A -> B -> A needed `sls recv --force` once A's group had been stopped after the send."""
+    if not root_name.startswith(ROOT_PREFIX):
+        return False
+    return store.tree(mine).get(_META) == store.tree(base).get(_META) is not None
+
+
 def stopped(store: Store, name: str, roots: dict[str, ChunkId]) -> bool:
     """Whether group `name`'s record in `roots` was marked by `mark_stopped`."""
     root = roots.get(ROOT_PREFIX + name)

@@ -12,6 +12,7 @@ from pathlib import Path
 from objectstore import Store, StoreLocked
 from objectstore.stream import read_header, recv, send
 
+from . import groups
 from .cli import CommandError
 
 
@@ -80,7 +81,7 @@ def cmd_recv(args: argparse.Namespace) -> int:
         if created:
             store = stack.enter_context(Store.init(path, seed=seed))
         try:
-            commit = recv(store, inp, header, force=args.force)
+            commit = recv(store, inp, header, force=args.force, as_base=groups.as_base)
         except BaseException:
             if created:
                 store.close()
