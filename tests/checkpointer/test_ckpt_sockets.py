@@ -279,3 +279,34 @@ def test_a_reply_queued_from_a_server_outside_the_image_is_read_after_a_restore(
     restored = reads_after_a_restore(procs, store, "client", out)
     assert "got reply 42: done" in ok_lines(out)
     assert any("outside the image is restored ended" in w for w in restored.warnings), restored.warnings
+
+
+def test_a_tcp_listeners_queue_is_read_as_inet_diag_reports_it():
+    """A TCP listener's backlog and the connections waiting to be accepted, read with one
+    TCP_INFO (netsockets.listen_queue), are what inet_diag reports for it (the question
+    the capture asked before): each connection made and not accepted counts, and an
+    accepted one no longer does."""
+    from checkpointer import netsockets
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.bind((host, 0))
+        except OSError:
+            continue        # (no IPv6 here)
+        clients = []
+        try:
+            listener.listen(7)
+            ino = os.fstat(listener.fileno()).st_ino
+            for waiting in (0, 3):
+                while len(clients) < waiting:
+                    clients.append(socket.create_connection(listener.getsockname()[:2], timeout=30))
+                wait_for(lambda: netsockets.inet_listen_queue(family, socket.IPPROTO_TCP, ino) == (7, waiting),
+                         "inet_diag to count the connections")
+                assert netsockets.listen_queue(listener, ino) == (7, waiting)
+            listener.accept()[0].close()
+            assert netsockets.listen_queue(listener, ino) == (7, 2) \
+                == netsockets.inet_listen_queue(family, socket.IPPROTO_TCP, ino)
+        finally:
+            for client in clients:
+                client.close()
+            listener.close()
