@@ -1,7 +1,8 @@
 """The VmFlags of a mapping made between two checkpoints (smaps: a read that walks every
 page table of the process, 1-2 ms for a Redis) are read before the freeze, by
 Incremental.precopy, not in the stop; the image records them all the same. A mapping made
-after that read, just before the freeze, is still read in the stop."""
+after that read, just before the freeze, is still read in the stop, and so is one that
+precopy passes over because the process's size did not move (procfs.note_new_vm_flags)."""
 from __future__ import annotations
 
 import subprocess
@@ -20,8 +21,8 @@ def target(procs):
     proc = procs.python("advise_on_demand.py", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "ready\n"
 
-    def map_advised(pages: int, advice: int) -> int:
-        proc.stdin.write(f"map {pages} {advice}\n")
+    def map_advised(pages: int, advice: int, replacing: int | None = None) -> int:
+        proc.stdin.write(f"map {pages} {advice}\n" if replacing is None else f"replace {pages} {advice} {replacing:x}\n")
         proc.stdin.flush()
         return int(proc.stdout.readline(), 16)
     return proc, map_advised
@@ -84,3 +85,33 @@ def test_a_mapping_made_after_the_precopy_gets_its_flags_in_the_stop(target, sto
         inc.close()
     assert in_stop == 1
     assert _flags_at(store, root, proc.pid, wiped) == ["wipeonfork"]
+
+
+def test_a_mapping_replaced_by_one_of_its_size_gets_its_flags_in_the_stop(target, store, smaps_reads, monkeypatch):
+    """With the process's size and data as they were, precopy reads neither its maps nor
+    its smaps; a mapping made meanwhile in place of another of its size (another address,
+    other advice) is found by the stop, which records its flags."""
+    proc, map_advised = target
+    maps_reads: list[int] = []
+    read_maps = procfs._read_maps
+    monkeypatch.setattr(procfs, "_read_maps", lambda pid: maps_reads.append(pid) or read_maps(pid))
+    inc = Incremental()
+    try:
+        dontdump = map_advised(16, MADV_DONTDUMP)
+        _capture(inc, proc.pid, store)
+        inc.precopy()
+        root, _ = _capture(inc, proc.pid, store)
+        assert _flags_at(store, root, proc.pid, dontdump) == ["dontdump"]
+        smaps_reads.clear()
+        maps_reads.clear()
+        inc.precopy()
+        assert maps_reads == [] and smaps_reads == [], "precopy looked at a process whose size did not move"
+        wiped = map_advised(16, MADV_WIPEONFORK, replacing=dontdump)
+        inc.precopy()
+        assert smaps_reads == [], "the replacement moved the process's size"
+        root, in_stop = _capture(inc, proc.pid, store, smaps_reads)
+    finally:
+        inc.close()
+    assert in_stop == 1
+    assert wiped != dontdump and _flags_at(store, root, proc.pid, wiped) == ["wipeonfork"]
+    assert not [v for v in load_image(store, root).processes[0]["vmas"] if v["start"] == dontdump]
