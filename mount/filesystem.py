@@ -261,6 +261,7 @@ class FileSystem:
         self._serving = False                 # between pyfuse3.init and pyfuse3.close
         self._flusher: Flusher | None = None    # the syncfs helper, while serving
         self._flusher_start = trio.Lock()       # sync_kernel_cache starts it without the cache
+        self._helper_on_demand = False          # serve(syncfs_helper=False): started when first needed
         self._mountpoint = ""                   # while serving
         self._device: str | None = None          # the mount's "major:minor" while serving
         self._connection = 0                    # the FUSE connection's number (fusectl)
@@ -336,9 +337,12 @@ class FileSystem:
         """Bring in what the kernel's writeback cache holds, if a file was open for writing
         since the last flush (`drain_kernel_cache` of this mount); a no-op otherwise or
         when not serving. Before each periodic checkpoint, and before serving stops."""
-        if not (self._flusher and self.ops.kernel_may_hold_writes):
+        if not (self.ops.kernel_may_hold_writes and (self._flusher or self._helper_on_demand)):
             return
         try:
+            await self._start_helper()
+            if self._flusher is None:             # (serving ended meanwhile)
+                return
             # other processes' requests keep the count up on a busy mount: a short wait
             await self._sync_through_helper(FLUSH_DRAIN_S)
             self.kernel_flushes += 1
@@ -362,6 +366,14 @@ class FileSystem:
         if requested is not None:
             await self._sync_through_helper(DRAIN_TIMEOUT_S, requested)
             return
+        await self._start_helper()
+        if not self._serving:
+            raise MountError("the file system is not being served: nothing to sync")
+        await self._sync_through_helper(DRAIN_TIMEOUT_S)
+
+    async def _start_helper(self) -> None:
+        """Start the syncfs helper (opening the mount for each syncfs) if none runs and
+        this serves."""
         if self._flusher is None:                 # (inside a group's stop: no scheduler pass for the lock)
             async with self._flusher_start:
                 if self._serving and self._flusher is None:
@@ -370,9 +382,6 @@ class FileSystem:
                         self._flusher = flusher
                     else:                         # serve() ended meanwhile
                         await flusher.close()
-        if not self._serving:
-            raise MountError("the file system is not being served: nothing to sync")
-        await self._sync_through_helper(DRAIN_TIMEOUT_S)
 
     async def flush_through(self, held_fd: int) -> None:
         """From here on the syncfs helper syncfs()es the mount through `held_fd`, a
@@ -791,7 +800,7 @@ class FileSystem:
     # ----- serving ------------------------------------------------------------------
     async def serve(self, mountpoint: str, *, allow_other: bool = False,
                     task_status=trio.TASK_STATUS_IGNORED, mount_options: Iterable[str] = (),
-                    device_minor: int | None = None) -> None:
+                    device_minor: int | None = None, syncfs_helper: bool = True) -> None:
         """Mount at `mountpoint` and serve until unmounted (or cancelled: then unmount).
 
         `mount_options` are generic kernel mount options (KERNEL_MOUNT_OPTIONS: ro,
@@ -801,6 +810,11 @@ class FileSystem:
         (mount.heap).
         `device_minor`: the mount is made on device 0:`device_minor` if it is free (the
         number of the stale mount a restore replaces: mount.device_number).
+        `syncfs_helper` False: with the writeback cache, the syncfs helper (an interpreter's
+        start: ~20-30 ms of CPU, more under load) is not started with the mount but by the
+        first flush or sync, or by `flush_through` (a group daemon, which holds the mount's
+        root and starts the helper on it after a restore: one start, not two, and not
+        while the restore runs).
         `task_status.started()` is called once the mount is live."""
         mount_options = last_wins(mount_options)          # (libfuse gets them as a set: no order)
         unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS - ATIME_MOUNT_OPTIONS
@@ -824,8 +838,9 @@ class FileSystem:
         self._device = device
         self._connection = int(device.split(":")[1]) if device else 0
         try:
-            if self.ops.enable_writeback_cache:
+            if self.ops.enable_writeback_cache and syncfs_helper:
                 self._flusher = await Flusher.start(mountpoint, device=device)
+            self._helper_on_demand = self.ops.enable_writeback_cache and not syncfs_helper
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery
                 if self.interval is not None:
@@ -841,6 +856,7 @@ class FileSystem:
                 nursery.cancel_scope.cancel()
         finally:
             self._serving = False
+            self._helper_on_demand = False
             self._tasks = None
             if self._flusher is not None:
                 flusher, self._flusher = self._flusher, None

@@ -925,7 +925,7 @@ class Daemon:
                 # allow_other: a group's processes may run as other users (postgres, a web
                 # server's workers); the kernel still checks every access (default_permissions)
                 await self.fs.serve(self.mountpoint, allow_other=True, task_status=task_status,
-                                    device_minor=self.device_minor)
+                                    device_minor=self.device_minor, syncfs_helper=False)
         finally:
             self._served.set()
         if not serving.cancelled_caught:

@@ -7,8 +7,10 @@ from the thread that serves it, nor exit while one of its own threads waits on i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -52,10 +54,24 @@ sys.stdin.readline()
 """
 
 
-def main(workdir: Path, writeback: bool, helper: bool, fsync_commits: bool) -> None:
+def syncfs_helpers() -> int:
+    """How many syncfs helpers (mount.flusher) this process has started and not ended."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        count += int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"flusher.py" in cmdline
+    return count
+
+
+def main(workdir: Path, writeback: bool, helper: bool, fsync_commits: bool, helper_on_demand: bool) -> None:
     """With `writeback`, the kernel's writeback cache is on; with `helper`, the kernel is
     drained through the syncfs helper, asked from a worker thread as a group daemon's
-    tracer would; `fsync_commits` is FileSystem's (a group daemon's is False)."""
+    tracer would; `fsync_commits` is FileSystem's (a group daemon's is False);
+    `helper_on_demand`: serve(syncfs_helper=False), as a group daemon serves."""
     store = Store.init(workdir / "store")
     mountpoint = workdir / "mnt"
     fs = FileSystem(store, "main", checkpoint_interval_ms=None, writeback_cache=writeback,
@@ -84,7 +100,8 @@ def main(workdir: Path, writeback: bool, helper: bool, fsync_commits: bool) -> N
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(fs.serve, str(mountpoint))
+            await nursery.start(partial(fs.serve, str(mountpoint), syncfs_helper=not helper_on_demand))
+            results["helpers_at_mount"] = syncfs_helpers()
             head = store.head.id
             fsyncer = subprocess.Popen([sys.executable, "-c", FSYNCER, str(mountpoint / "fsynced")],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -100,6 +117,7 @@ def main(workdir: Path, writeback: bool, helper: bool, fsync_commits: bool) -> N
                     lambda: trio.from_thread.run(fs.sync_kernel_cache, trio_token=token))
             else:
                 await fs.drain_kernel_cache(str(mountpoint))
+            results["helpers_after_sync"] = syncfs_helpers()
             fs.seal()
             image = store.tree()
             image.put(b"pid", b"1234")
@@ -120,4 +138,4 @@ def main(workdir: Path, writeback: bool, helper: bool, fsync_commits: bool) -> N
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), "--writeback" in sys.argv[2:], "--helper" in sys.argv[2:],
-         "--no-fsync-commits" not in sys.argv[2:])
+         "--no-fsync-commits" not in sys.argv[2:], "--helper-on-demand" in sys.argv[2:])

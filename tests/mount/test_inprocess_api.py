@@ -11,9 +11,10 @@ SCENARIO = Path(__file__).with_name("embedded_scenario.py")
 
 
 @pytest.mark.parametrize("options", [[], ["--helper"], ["--writeback", "--helper"],
-                                     ["--writeback", "--helper", "--no-fsync-commits"]],
+                                     ["--writeback", "--helper", "--no-fsync-commits"],
+                                     ["--writeback", "--helper", "--no-fsync-commits", "--helper-on-demand"]],
                          ids=["drain_kernel_cache", "sync_kernel_cache", "writeback_sync_kernel_cache",
-                              "group_daemon_fsync"])
+                              "group_daemon_fsync", "syncfs_helper_on_demand"])
 def test_embedded_file_system_commits_exactly_the_sealed_state(workdir, options):
     results = run_scenario(SCENARIO, workdir, *options)
     assert results["old"] == "from mmap!!"
@@ -26,3 +27,8 @@ def test_embedded_file_system_commits_exactly_the_sealed_state(workdir, options)
     assert results["procs"].startswith("procs of ")
     assert results["dirty_after_commit"] is False
     assert "procs/demo" in results["roots"]
+    # the writeback cache's syncfs helper starts with the mount, unless asked to start when
+    # first needed (a group daemon's restore then has the CPU to itself); either way one runs
+    # once the kernel's writes are synced
+    assert results["helpers_at_mount"] == ("--writeback" in options and "--helper-on-demand" not in options)
+    assert results["helpers_after_sync"] == ("--helper" in options)
