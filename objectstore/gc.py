@@ -153,7 +153,7 @@ class Collection:
         store, packs = self.store, self.store.packs
         before_commits = len(store.log())
         forgotten_names = self._forget(before_commits)
-        if self.prune is not None or store.pending_over_budget():
+        if self.prune is not None or store.pending_over_budget() or store.short_of_space():
             packs.seal_active()     # a small disk's dead data, or pages to compress, may all sit in the active pack
         watermark = packs.active
         roots = store.live_roots()

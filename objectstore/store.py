@@ -47,6 +47,7 @@ SNAPSHOT_PREFIX = "snap/"
 OPENREFS = "openrefs"
 GC_MIN_GROWTH = 256 << 20      # gc_due: bytes the packs must grow by since the last collection
 PENDING_WEIGHT = 3             # gc_due: pages not compressed yet count as a third of their size
+LOW_SPACE_MIN_GROWTH = 8 << 20  # gc_due on a disk short of space: the least growth worth a collection
 LOCK_RECORD_BYTES = 32         # the lock file's "PID FD" record, space-padded, newline-ended
 
 
@@ -157,6 +158,7 @@ class Store:
         self._volumes: dict[str, Tree] = {}
         self._openrefs: Tree | None = None
         self._gc_baseline: int | None = None     # pack bytes after the last collection (gc_due)
+        self._gc_disk_baseline: int | None = None    # ... on disk, as they are (gc_due's space rule)
 
     # -- opening and creating ---------------------------------------------------
 
@@ -590,18 +592,38 @@ class Store:
         measures growth from here, and the budget of pages kept as they are follows the
         live bytes (PackStore.note_live)."""
         self._gc_baseline = self._gc_size()
+        self._gc_disk_baseline = self.packs.disk_bytes()
         self.packs.note_live(live_bytes)
 
     def gc_due(self) -> bool:
         """Whether a long-running writer should collect now: the packs have doubled since
         the last collection (or since open) and grown by at least GC_MIN_GROWTH, so
         collections cost little compared with what they give back; or the pages kept as
-        they are have used their budget (pending_over_budget)."""
+        they are have used their budget (pending_over_budget); or the disk is running
+        short (`short_of_space`)."""
         size = self._gc_size()
         if self._gc_baseline is None:
             self._gc_baseline = size
         return (size >= max(2 * self._gc_baseline, self._gc_baseline + GC_MIN_GROWTH)
-                or self.pending_over_budget())
+                or self.pending_over_budget() or self.short_of_space())
+
+    def short_of_space(self) -> bool:
+        """Whether the packs have grown since the last collection by a quarter of the space
+        still free on the store's disk (and by LOW_SPACE_MIN_GROWTH at least). Without it a
+        store whose disk has less free space than the doubling rule waits for (its live
+        bytes, GC_MIN_GROWTH at least) filled the disk with what retention had forgotten:
+        checkpoints and writes then failed with ENOSPC though most of the packs were
+        garbage. The collections come closer together as the disk fills; with plenty of
+        space this never comes before the doubling rule. Such a collection compacts the
+        active pack too (objectstore.gc: it may hold all the garbage of a small disk)."""
+        disk = self.packs.disk_bytes()
+        if self._gc_disk_baseline is None:
+            self._gc_disk_baseline = disk
+        grown = disk - self._gc_disk_baseline
+        if grown < LOW_SPACE_MIN_GROWTH:
+            return False
+        free = os.statvfs(self.path)
+        return grown >= free.f_bavail * free.f_frsize // 4
 
     def pending_over_budget(self) -> bool:
         """Whether the pages kept as they are have used their budget: the last pages put

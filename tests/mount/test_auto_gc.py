@@ -1,6 +1,6 @@
 """A long-running mount gives space back on its own: once the packs have doubled since
-the last collection, a collection is due (FileSystem.maybe_collect starts one:
-FileSystem.collect, run here by itself)."""
+the last collection, or grown by a quarter of the disk's free space, a collection is due
+(FileSystem.maybe_collect starts one: FileSystem.collect, run here by itself)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,7 @@ import trio
 from objectstore import RetentionPolicy, Store
 
 from mount.filesystem import FileSystem
+from tmpfs import tmpfs
 
 FILE = stat.S_IFREG | 0o644
 
@@ -42,3 +43,33 @@ def test_a_collection_is_due_once_the_packs_have_doubled_and_gives_space_back(tm
         assert store.fsck() == []
     finally:
         store.close()
+
+
+def test_a_store_on_a_disk_short_of_space_collects_before_the_garbage_fills_it(tmp_path):
+    """On a disk with less free space than the packs must grow by before a collection is
+    due by the doubling rule (GC_MIN_GROWTH), collections come once the packs have grown
+    by a quarter of what is free: a file rewritten over and over, four times the disk's
+    size in all, with history thinned as it goes, never meets a full disk."""
+    with tmpfs(tmp_path / "disk", "48m") as disk:
+        store = Store.init(disk / "store")
+        try:
+            store.retention = RetentionPolicy(keep_last=2, minutely=0, hourly=0, daily=0)
+            fs = FileSystem(store, "main", checkpoint_interval_ms=None)
+            volume = fs.main
+            ino = volume.create(volume.root_ino, b"churn", FILE, 0, 0).ino
+            fs.checkpoint("created")
+            collections = 0
+            for n in range(192):                      # 192 MiB through a 48 MiB disk
+                last = os.urandom(1 << 20)
+                volume.write(ino, 0, last)
+                fs.checkpoint(f"rewrite {n}")
+                fs.apply_retention()
+                if store.gc_due():                    # what the daemons ask every few seconds
+                    trio.run(fs.barrier)
+                    trio.run(fs.collect)
+                    collections += 1
+            assert collections >= 4
+            assert volume.read(ino, 0, len(last)) == last
+            assert store.fsck() == []
+        finally:
+            store.close()
