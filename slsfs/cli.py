@@ -153,10 +153,10 @@ def _help_formatter(prog: str) -> argparse.HelpFormatter:
 def main(argv: list[str] | None = None) -> int:
     """Run the command in `argv` (default: the process's own arguments); its exit status.
     As the process's own command (`argv` None), it may end the process itself: see
-    skip_teardown_at_exit. `sls restore` and `sls run` fork their daemon to be first
+    skip_teardown_at_exit. `sls restore`, `sls run` and `sls persist` fork their daemon to be first
     (slsfs.daemon_start)."""
     from . import daemon_start            # (it imports this module)
-    if argv is None and sys.argv[1:2] in (["restore"], ["run"]):
+    if argv is None and sys.argv[1:2] in (["restore"], ["run"], ["persist"]):
         daemon_start.prefork(sys.argv[2:])
     try:
         code = _run(argv)

@@ -67,9 +67,14 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def _persist_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("pid", type=int)
-    p.add_argument("--store", required=True, help="a store whose daemon runs (start one with `sls run`)")
+    p.add_argument("--store", required=True,
+                   help="the store (its daemon adopts the process; with none running, one is started)")
     p.add_argument("--name", help="group name (default: pid-PID)")
     p.add_argument("--hz", type=float, default=10.0, help="checkpoints per second (default 10)")
+    p.add_argument("--volume", default="main",
+                   help="the volume a daemon started for it mounts (default main; `sls mount`'s keeps its own)")
+    p.add_argument("--mountpoint", help="where a daemon started for it mounts the volume (default: STORE.mnt); "
+                                        "the process's files are checkpointed only if they live there")
     add_json_flag(p)
     p.set_defaults(func=cmd_persist)
 
@@ -253,19 +258,30 @@ def _has_checkpoint(store: str, name: str) -> bool:
     return True
 
 
+PERSIST_BUSY_HINT = ("and a process is taken into a group by a slsfs daemon, which must take this `sls mount` "
+                     "over, and cannot while files are open there (a program working in the mount is "
+                     "checkpointed with its files when started in a group: `sls run --store STORE -- CMD`)")
+
+
 def cmd_persist(args) -> int:
+    """Adopt process `args.pid` (and its descendants) as a new group of the store's daemon;
+    with no daemon, one is started for it (its mount at --mountpoint, default STORE.mnt),
+    as `sls run` starts one, and `sls mount`'s daemon is taken over the same way (refused,
+    with the list, while files are open in its mount: the process's own among them)."""
     store = store_path(args.store)
-    try:
-        status = daemon_status(store)
-    except PlainMountServes:
-        raise CommandError(f"{store} is mounted by `sls mount`, whose daemon runs no persistence groups and "
-                           "cannot take a process in: start the program in a group instead (`sls run --store "
-                           f"{store} ... -- CMD`; its mount takes the place of this one once nothing is open "
-                           "there)") from None
-    if status is None:
-        raise CommandError(f"no slsfs daemon runs for {store}; start one with `sls run --store {store} ...` "
-                           "(the process's files are only checkpointed if they live in its mount)")
-    reply = ask(store, "persist", pid=args.pid, name=args.name or f"pid-{args.pid}", hz=args.hz)
+    name = args.name or f"pid-{args.pid}"
+    if (why := bad_name_reason(name)) is not None:      # before a daemon starts for it
+        raise CommandError(why)
+    if not 0 <= args.hz <= 1000:
+        raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
+    if not os.path.exists(f"/proc/{args.pid}"):
+        raise CommandError(f"no process {args.pid}")
+    hint = PERSIST_BUSY_HINT.replace("STORE", shlex.quote(store))
+    plain_mountpoint, plain_volume, starter = take_over_plain_mount(store, busy_hint=hint) or (None, None, None)
+    if plain_mountpoint is not None or daemon_status(store, release=False) is None:
+        mountpoint = os.path.abspath(plain_mountpoint or args.mountpoint or store + ".mnt")
+        (starter or take()).start(store, "--mountpoint", mountpoint, "--volume", plain_volume or args.volume)
+    reply = ask(store, "persist", pid=args.pid, name=name, hz=args.hz)
     _print(args, reply, f"group {reply['group']}: pid {args.pid} is {_rate(args.hz)} "
                         f"(first checkpoint {reply['checkpoint']})")
     return 0

@@ -107,7 +107,7 @@ def _until_group_daemon_serves(store: str, pid: int) -> dict:
 HAND_OVER_POLL_S = 0.003
 
 
-def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
+def take_over_plain_mount(store: str, check: Callable[[], None] | None = None, busy_hint: str | None = None,
                           ) -> tuple[str, str, HandOver | None] | None:
     """If `sls mount` serves the store (a mount daemon runs no groups), take that mount over
     so that a slsfs daemon serves the same volume at the same place; returns that (mount
@@ -115,7 +115,8 @@ def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
     having checked the group the command names first; None when it serves other mounts
     too (a stale mount of the store, left by a group daemon that crashed, is none of its): then it has been unmounted here, after `check`, which raises what the daemon would
     refuse (an unknown group), so that a typo costs the user no mount: validate, then act).
-    Refuses, with the list, while files are open there."""
+    Refuses, with the list, while files are open there (saying `busy_hint`, or that they
+    must be closed first)."""
     dying_daemon.release(store)
     try:
         request(store, "ps", timeout=30)
@@ -133,7 +134,7 @@ def take_over_plain_mount(store: str, check: Callable[[], None] | None = None,
     if mountpoint is None:
         raise CommandError(f"the `sls mount` daemon of {store} answers but its mount point is not in "
                            "/proc/self/mountinfo; stop it and try again")
-    busy_hint = _TAKE_OVER_BUSY_HINT.format(mountpoint=mountpoint)
+    busy_hint = busy_hint or _TAKE_OVER_BUSY_HINT.format(mountpoint=mountpoint)
     if len(mounts) == 1:                      # it hands over as it unmounts: refuse while busy, as umount does
         from .mount_users import refuse_while_busy
         refuse_while_busy(mountpoint, status["pid"], busy_hint)

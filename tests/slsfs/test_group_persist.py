@@ -1,9 +1,11 @@
-"""`sls persist PID`: a process started outside slsfs joins a group; after a crash it is
-restored (in a new PID namespace, with its PID) and counts on."""
+"""`sls persist PID`: a process started outside slsfs joins a group (of the daemon that
+runs, or of one started for it); after a crash it is restored (in a new PID namespace,
+with its PID) and counts on."""
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 from group_helpers import read_counter, wait_for
 
@@ -36,24 +38,87 @@ def test_persist_running_process_then_restore(group_store, group_binaries):
             outsider.wait()
 
 
-def test_persist_under_a_plain_mount_says_to_run_the_program_in_a_group(group_store, group_binaries):
-    """`sls mount`'s daemon runs no groups and cannot adopt a process (its mount cannot be
-    handed over while the process uses it): `sls persist` says what to do instead, and
-    the mount and the process go on as they were."""
+def test_persist_with_no_daemon_starts_one_for_the_process(group_store, tmp_path):
+    """`sls persist PID` on a store no daemon serves starts one (as `sls run` does), whose
+    group holds the process: checkpointed, and after a crash restored with its PID, its
+    memory from the checkpoint. Its files live outside the mount: not part of it."""
+    store = group_store
+    progress = tmp_path / "progress"
+    outsider = subprocess.Popen([sys.executable, "-c", COUNTER, str(progress)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: count_in(progress) > 20, "the process to count")
+        store.sls("persist", str(outsider.pid), "--store", str(store.path), "--name", "adopted", "--hz", "5")
+        assert store.group("adopted")["running"] and store.ps()["mountpoint"] == str(store.mnt)
+        at_checkpoint = count_in(progress)
+        store.checkpoint("adopted")
+        wait_for(lambda: count_in(progress) > at_checkpoint + 50, "the process to count past the checkpoint")
+        store.crash()
+        outsider.wait(timeout=60)
+        crashed_at = count_in(progress)
+        store.sls("restore", "adopted", "--store", str(store.path))
+        wait_for(lambda: count_in(progress) != crashed_at, "the restored process to count")
+        assert count_in(progress) < crashed_at, "restored, the process counts on from its checkpoint's memory"
+        restored_pid = store.group("adopted")["pids"][0]
+        ns_pid = [l for l in open(f"/proc/{restored_pid}/status") if l.startswith("NSpid:")][0].split()[-1]
+        assert int(ns_pid) == outsider.pid
+        store.sls("stop", "--store", str(store.path))
+    finally:
+        if outsider.poll() is None:
+            os.kill(outsider.pid, 9)
+            outsider.wait()
+
+
+def test_persist_under_a_plain_mount_takes_it_over_unless_the_process_uses_it(group_store, group_binaries,
+                                                                            tmp_path):
+    """`sls mount`'s daemon runs no groups: `sls persist` takes its mount over (the slsfs
+    daemon then serves the same volume at the same place), as `sls run` does. While the
+    process works in that mount it cannot be: refused, naming it and saying to run the
+    program in a group instead, and the mount and the process go on as they were."""
     store = group_store
     store.mnt.mkdir()
     store.sls("mount", str(store.path), str(store.mnt))
-    outsider = subprocess.Popen([str(group_binaries / "atomic_counter"), "counter"], cwd=store.mnt,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    inside = subprocess.Popen([str(group_binaries / "atomic_counter"), "counter"], cwd=store.mnt,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    outside = subprocess.Popen([sys.executable, "-c", COUNTER, str(tmp_path / "progress")], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         counted = wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > 20 and read_counter(store.mnt / "counter"),
                            "the process to count")
-        refused = store.sls("persist", str(outsider.pid), "--store", str(store.path), check=False)
-        assert refused.returncode == 1 and "cannot take a process in" in refused.stderr, refused.stderr
-        assert "sls run --store" in refused.stderr, refused.stderr
+        refused = store.sls("persist", str(inside.pid), "--store", str(store.path), check=False)
+        assert refused.returncode == 1 and "is busy" in refused.stderr, refused.stderr
+        assert f"{inside.pid}" in refused.stderr and "sls run --store" in refused.stderr, refused.stderr
         wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > counted + 20, "the process to count on")
+        os.kill(inside.pid, 9)
+        inside.wait()
+        wait_for(lambda: count_in(tmp_path / "progress") > 0, "the other process to count")
+        store.sls("persist", str(outside.pid), "--store", str(store.path), "--name", "outside")
+        assert store.group("outside")["running"] and store.ps()["mountpoint"] == str(store.mnt)
+        assert (store.mnt / "counter").exists(), "the group daemon serves the volume `sls mount` served"
     finally:
-        os.kill(outsider.pid, 9)
-        outsider.wait()
-    store.sls("umount", str(store.mnt))
+        for proc in (inside, outside):
+            if proc.poll() is None:
+                os.kill(proc.pid, 9)
+                proc.wait()
+    store.sls("stop", "--store", str(store.path))
+
+
+def count_in(path) -> int:
+    try:
+        return int(path.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+# counts in memory, writing each number over the last in the file argv[1] (outside any mount)
+COUNTER = """
+import os, sys, time
+n = 0
+while True:
+    n += 1
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(n))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(0.005)
+"""
