@@ -246,3 +246,22 @@ def test_a_scan_planned_before_a_freeze_and_never_started_is_let_go(target, stor
         inc.close()
     assert pagemap_fds() == before
     assert _words(store, second, proc.pid, starts)[0, 3] == 73
+
+
+def test_a_scan_is_planned_from_as_many_tracked_bytes_as_sharing_takes(target, store, monkeypatch):
+    """A pre-copy plans the next stop's shared scan when the tracked mappings hold
+    SHARED_SCAN_BYTES or more, not when they hold a page less (plan_scan settles most
+    processes by the armed mappings' extents before it looks at the map)."""
+    proc, _, _ = target
+    inc = Incremental()
+    try:
+        _capture(inc, proc.pid, store)
+        tracker = inc.trackers[proc.pid]
+        tracked = sum(vma.end - vma.start for vma in tracker._armed_vmas if vma.signature in tracker.armed)
+        assert tracked > 0
+        for threshold, planned in ((tracked + PAGE_SIZE, False), (tracked, True)):
+            monkeypatch.setattr(incremental, "SHARED_SCAN_BYTES", threshold)
+            tracker.plan_scan()
+            assert (tracker._planned is not None) is planned, threshold
+    finally:
+        inc.close()
