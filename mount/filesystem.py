@@ -624,10 +624,10 @@ class FileSystem:
         thinned again (a GC syncs its own record before it deletes anything). Its fsync
         in the checkpoint loop took 1-30 ms every RETENTION_EVERY_S: missed checkpoints."""
         log_ = self.store.log()
-        if len(log_) <= self.store.retention.keep_last:
+        policy = self.store.retention_now
+        if len(log_) <= policy.keep_last:
             return 0
-        keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(),
-                        self.store.retention, time.time())
+        keep = retained(((c.id, c.time) for c in log_), self.store.tags().values(), policy, time.time())
         keep |= self.kept_beyond_policy(keep) & {c.id for c in log_}
         if len(keep) >= len(log_):
             return 0

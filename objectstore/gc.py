@@ -153,7 +153,7 @@ class Collection:
         store, packs = self.store, self.store.packs
         before_commits = len(store.log())
         forgotten_names = self._forget(before_commits)
-        if self.prune is not None or store.pending_over_budget() or store.short_of_space():
+        if self.prune is not None or store.pending_over_budget() or store.space_pressure or store.short_of_space():
             packs.seal_active()     # a small disk's dead data, or pages to compress, may all sit in the active pack
         watermark = packs.active
         roots = store.live_roots()
@@ -266,7 +266,8 @@ class Collection:
         store, now = self.store, self.now if self.now is not None else time.time()
         names: list[str] = []
         if self.prune is None:
-            keep = retained(((c.id, c.time) for c in store.log()), store.tags().values(), store.retention, now)
+            keep = retained(((c.id, c.time) for c in store.log()), store.tags().values(), store.retention_now,
+                            now)
             if self.also_keep is not None:
                 keep |= self.also_keep(keep)
         else:
@@ -325,7 +326,7 @@ def prune_keep(store, prune: Prune, now: float,
     if prune.has_rules:
         keep = kept_by_rules(((c.id, c.time) for c in log), prune, now)
     else:
-        keep = retained(((c.id, c.time) for c in log), (), store.retention, now)
+        keep = retained(((c.id, c.time) for c in log), (), store.retention_now, now)
     keep = (keep - drop) | still_named | ({head} if head is not None else set())
     needed = also_keep(keep) if also_keep is not None else set()
     if needed & drop:
@@ -367,6 +368,7 @@ def usage(store) -> dict:
     stored = sum(stored_data.values())
     return {
         "checkpoints": len(store.log()),
+        "space_pressure": store.space_pressure,      # retention.squeezed's level (0: the store's policy)
         "tags": len(store.tags()),
         "volumes": len(store.volumes()),
         "chunks": len(store.packs),

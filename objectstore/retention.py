@@ -4,7 +4,8 @@ Like restic's `forget --keep-last --keep-hourly --keep-daily`: every checkpoint
 among the newest `keep_last` is kept; older ones are kept one per minute for
 `minutely` minutes, one per hour for `hourly` hours and one per day for `daily`
 days (the newest in each period); tagged (named) checkpoints are kept forever,
-and so is the newest checkpoint whatever its age.
+and so is the newest checkpoint whatever its age. A store whose disk stays short of
+space after a collection thins harder (`squeezed`), never its named checkpoints.
 """
 from __future__ import annotations
 
@@ -19,6 +20,22 @@ class RetentionPolicy:
     minutely: int = 60
     hourly: int = 48
     daily: int = 30
+
+
+PRESSURE_LEVELS = 9      # squeezed: 1-2 drop the tiers, each one past those halves keep_last
+
+
+def squeezed(policy: RetentionPolicy, level: int) -> RetentionPolicy:
+    """The policy by which a store short of space thins its history (Store.space_pressure,
+    raised a level by each collection that leaves the disk short): level 1 drops the
+    daily and hourly tiers, 2 the minutely, each level past that halves the newest N
+    (1 at least). Named checkpoints stay at every level: the application's own state
+    comes before its unnamed history (a writing server whose minutely checkpoints each
+    hold most of its memory filled the disk within hours, and its writes then failed)."""
+    if level <= 0:
+        return policy
+    return RetentionPolicy(keep_last=max(1, policy.keep_last >> max(0, level - 2)),
+                           minutely=policy.minutely if level < 2 else 0, hourly=0, daily=0)
 
 
 def retained(commits: Iterable[tuple[int, float]], tagged: Iterable[int],

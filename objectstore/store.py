@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -36,9 +37,10 @@ from . import pack as fmt
 from .chunks import DATA, NODE, ChunkId, chunk_id
 from .errors import FormatError, NotFound, StoreError, StoreLocked
 from .packstore import PackStore, PendingSync, fsync_dir
-from .retention import RetentionPolicy
+from .retention import PRESSURE_LEVELS, RetentionPolicy, squeezed
 from .tree import NodeCache, Tree
 
+log = logging.getLogger("slsfs.store")
 STORE_FORMAT = "slsfs-store"
 STORE_VERSION = 1
 RECORD_VERSION = 1
@@ -47,7 +49,10 @@ SNAPSHOT_PREFIX = "snap/"
 OPENREFS = "openrefs"
 GC_MIN_GROWTH = 256 << 20      # gc_due: bytes the packs must grow by since the last collection
 PENDING_WEIGHT = 3             # gc_due: pages not compressed yet count as a third of their size
-LOW_SPACE_MIN_GROWTH = 8 << 20  # gc_due on a disk short of space: the least growth worth a collection
+LOW_SPACE_MIN_GROWTH = 1 << 20  # gc_due on a disk short of space: the least growth worth a collection
+# A disk is short of space, after a collection, with less free than a twentieth of its size
+# (16 MiB at least, 1 GiB at most): history is then thinned harder (retention.squeezed)
+LOW_SPACE_SHARE, LOW_SPACE_MIN, LOW_SPACE_MAX = 20, 16 << 20, 1 << 30
 LOCK_RECORD_BYTES = 32         # the lock file's "PID FD" record, space-padded, newline-ended
 
 
@@ -145,6 +150,8 @@ class Store:
                                verify_dedup=meta.get("verify_dedup", False))
         self.cache = NodeCache()
         self.retention = RetentionPolicy(**meta.get("retention", {}))
+        self.space_pressure = 0                  # retention_now's level: see _judge_space
+        self._pressure_raised = False            # ... and not applied by a collection yet (gc_due)
         self._recent: set[bytes] = set()
         self._trees: weakref.WeakSet[Tree] = weakref.WeakSet()
         self._commits: dict[int, Commit] = {}  # always in increasing id order: the last is the head
@@ -594,18 +601,42 @@ class Store:
         self._gc_baseline = self._gc_size()
         self._gc_disk_baseline = self.packs.disk_bytes()
         self.packs.note_live(live_bytes)
+        self._judge_space()
+
+    @property
+    def retention_now(self) -> RetentionPolicy:
+        """The policy retention and collections apply now: the store's, squeezed while its
+        disk is short of space (`space_pressure`)."""
+        return squeezed(self.retention, self.space_pressure)
+
+    def _judge_space(self) -> None:
+        """After a collection: a disk still short of space (LOW_SPACE_*) raises the pressure
+        a level, and the next collection, which thins history harder, is due at once; one with
+        twice that free lowers it a level (what was forgotten is gone; the tiers apply
+        again to what comes)."""
+        disk = os.statvfs(self.path)
+        free, size = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+        low = min(max(size // LOW_SPACE_SHARE, LOW_SPACE_MIN), LOW_SPACE_MAX)
+        self._pressure_raised = free < low and self.space_pressure < PRESSURE_LEVELS
+        if self._pressure_raised:
+            self.space_pressure += 1
+            log.warning("the disk of store %s is short of space (%d MiB free after a collection): unnamed "
+                        "history is thinned harder from now on (%s); named checkpoints stay", self.path,
+                        free >> 20, self.retention_now)
+        elif free >= 2 * low and self.space_pressure:
+            self.space_pressure -= 1
 
     def gc_due(self) -> bool:
         """Whether a long-running writer should collect now: the packs have doubled since
         the last collection (or since open) and grown by at least GC_MIN_GROWTH, so
         collections cost little compared with what they give back; or the pages kept as
         they are have used their budget (pending_over_budget); or the disk is running
-        short (`short_of_space`)."""
+        short (`short_of_space`), or stayed short after the last one (`_judge_space`)."""
         size = self._gc_size()
         if self._gc_baseline is None:
             self._gc_baseline = size
         return (size >= max(2 * self._gc_baseline, self._gc_baseline + GC_MIN_GROWTH)
-                or self.pending_over_budget() or self.short_of_space())
+                or self.pending_over_budget() or self._pressure_raised or self.short_of_space())
 
     def short_of_space(self) -> bool:
         """Whether the packs have grown since the last collection by a quarter of the space

@@ -712,6 +712,9 @@ def cmd_stat(args) -> int:
              f"{human_bytes(result.get('stored_data_bytes', 0))} stored; "
              f"dedup x{result.get('dedup_ratio')}, compression x{result.get('compression_ratio')}; "
              f"{checkpoints} checkpoint{'s' * (checkpoints != 1)}, {volumes} volume{'s' * (volumes != 1)}")
+    if result.get("space_pressure"):
+        human += (f"; the disk is short of space: unnamed history is thinned harder (level "
+                  f"{result['space_pressure']}: objectstore.retention.squeezed)")
     if result.get("pending_compression_bytes"):
         human += (f"; {human_bytes(result['pending_compression_bytes'])} of checkpointed pages not "
                   "compressed yet (gc compresses those it keeps)")

@@ -11,6 +11,7 @@ import trio
 from objectstore import RetentionPolicy, Store
 
 from mount.filesystem import FileSystem
+from mount.volume import Volume
 from tmpfs import tmpfs
 
 FILE = stat.S_IFREG | 0o644
@@ -70,6 +71,38 @@ def test_a_store_on_a_disk_short_of_space_collects_before_the_garbage_fills_it(t
                     collections += 1
             assert collections >= 4
             assert volume.read(ino, 0, len(last)) == last
+            assert store.fsck() == []
+        finally:
+            store.close()
+
+
+def test_history_that_cannot_fit_the_disk_is_thinned_harder_but_named_checkpoints_stay(tmp_path):
+    """A store whose retention keeps more history than its disk holds (the newest 100
+    checkpoints of a file rewritten whole, on a disk of 48) thins it harder after each
+    collection that leaves the disk short of space, rather than fail the writes: a
+    checkpoint named early stays, with its data."""
+    with tmpfs(tmp_path / "disk", "48m") as disk:
+        store = Store.init(disk / "store")
+        try:
+            store.retention = RetentionPolicy(keep_last=100)
+            fs = FileSystem(store, "main", checkpoint_interval_ms=None)
+            volume = fs.main
+            ino = volume.create(volume.root_ino, b"churn", FILE, 0, 0).ino
+            first = os.urandom(1 << 20)
+            volume.write(ino, 0, first)
+            store.tag("first", fs.checkpoint("named").id)
+            for n in range(192):
+                last = os.urandom(1 << 20)
+                volume.write(ino, 0, last)
+                fs.checkpoint(f"rewrite {n}")
+                fs.apply_retention()
+                if store.gc_due():
+                    trio.run(fs.barrier)
+                    trio.run(fs.collect)
+            assert store.space_pressure > 0 and len(store.log()) < 50
+            assert volume.read(ino, 0, len(last)) == last
+            named = store.commit_by_id(store.tags()["first"]).roots["vol/main"]
+            assert Volume(store, store.tree(named), "main", readonly=True).read(ino, 0, len(first)) == first
             assert store.fsck() == []
         finally:
             store.close()
