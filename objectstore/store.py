@@ -518,10 +518,12 @@ class Store:
             raise NotFound(f"no checkpoint, tag or time matches {spec!r}") from None
         # ISO-8601 text has microsecond precision: compare in whole microseconds, so a
         # time printed from a checkpoint's own timestamp finds that checkpoint
+        # the newest by time, then by id: a received checkpoint keeps the time it was taken,
+        # older than local ones made before it arrived
         older = [c for c in self._commits.values() if math.floor(c.time * 1e6) <= when_us]
         if not older:
             raise NotFound(f"no checkpoint at or before {spec}")
-        return max(older, key=lambda c: c.id)
+        return max(older, key=lambda c: (math.floor(c.time * 1e6), c.id))
 
     def tag(self, name: str, commit_id: int | None = None) -> int:
         """Name a commit (default: the newest); named commits are kept forever."""
