@@ -26,6 +26,7 @@ from .cli import CommandError, add_json_flag, read_only_store, skip_teardown_at_
 from .daemon_ready import LOG_NAME
 from .daemon_start import DAEMON_STOP_TIMEOUT_S, take
 from .group_names import bad_name_reason
+from .proc_commands import refuse_uncheckpointable
 from .take_over import HandOver, take_over_plain_mount
 
 AT_HELP = ("which checkpoint: GROUP#N or '#N' (group checkpoint number N, as `sls log` labels it), a checkpoint id "
@@ -274,8 +275,7 @@ def cmd_persist(args) -> int:
         raise CommandError(why)
     if not 0 <= args.hz <= 1000:
         raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
-    if not os.path.exists(f"/proc/{args.pid}"):
-        raise CommandError(f"no process {args.pid}")
+    refuse_uncheckpointable(args.pid)
     hint = PERSIST_BUSY_HINT.replace("STORE", shlex.quote(store))
     plain_mountpoint, plain_volume, starter = take_over_plain_mount(store, busy_hint=hint) or (None, None, None)
     if plain_mountpoint is not None or daemon_status(store, release=False) is None:

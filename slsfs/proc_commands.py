@@ -135,7 +135,7 @@ def _emit(args, doc: dict, human: str) -> None:
 PF_KTHREAD = 0x00200000   # /proc/PID/stat's flags: a kernel thread
 
 
-def _checkable(pid: int) -> None:
+def refuse_uncheckpointable(pid: int) -> None:
     """Refuse at once, saying why, a PID that no checkpoint could take: none such, a kernel
     thread, or this command or one of its ancestors (the freeze of a tree takes its
     descendants: this command would freeze itself, and a shell it froze could never run on)."""
@@ -161,7 +161,7 @@ def _checkable(pid: int) -> None:
 
 def cmd_checkpoint(args, pid: int) -> int:
     path = store_path(args.store)
-    _checkable(pid)
+    refuse_uncheckpointable(pid)
     name = args.name or f"pid{pid}-{time.strftime('%Y%m%dT%H%M%S')}"
     import checkpointer
     from objectstore import Store

@@ -122,3 +122,18 @@ while True:
     os.rename(sys.argv[1] + ".tmp", sys.argv[1])
     time.sleep(0.005)
 """
+
+
+def test_persist_refuses_the_commands_own_tree_and_starts_nothing(group_store):
+    """Adopting the shell that runs `sls persist` (or any ancestor) would freeze the command
+    at its first checkpoint: refused at once, as `sls checkpoint PID` refuses it, and no
+    daemon is left serving; so is a PID that names no process."""
+    store = group_store
+    shell = subprocess.run(["/bin/sh", "-c", f"{sys.executable} -m slsfs.cli persist $$ --store {store.path}"],
+                           capture_output=True, text=True, timeout=120)
+    assert shell.returncode == 1 and "one of its ancestors" in shell.stderr, shell.stderr
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    missing = store.sls("persist", str(gone.pid), "--store", str(store.path), check=False)
+    assert missing.returncode == 1 and f"no process {gone.pid}" in missing.stderr, missing.stderr
+    assert not (store.path / "control.sock").exists(), "no daemon was started for a refused persist"
