@@ -82,6 +82,7 @@ from checkpointer import CheckpointError
 from checkpointer.image import StoredImage
 from checkpointer.kernel import PAGE_SIZE
 from checkpointer.lazy import PageServer
+from checkpointer.procfs import with_descendants
 from checkpointer.restore import TOP_RESTORE_PHASES, Restored, restore as restore_image
 from checkpointer.stopwatch import recording
 from mount.control import CONTROL_VERSION, slsfs_mounts
@@ -456,6 +457,14 @@ class Daemon:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
         except OSError:
             raise GroupError(f"no process {pid}") from None
+        tree = with_descendants([pid])
+        if os.getpid() in tree:
+            raise GroupError(f"process {pid} is this slsfs daemon or one of its ancestors: its group's "
+                             "checkpoints would freeze the daemon that takes them")
+        for other in self.groups.values():
+            if other.alive() and set(tree) & set(with_descendants(other.pids)):
+                raise GroupError(f"process {pid} (or one of its descendants) is in group {other.name!r} "
+                                 "already: a process belongs to one group")
         settings = GroupSettings(name, self.fs.volume_name, self.mountpoint, hz, argv, mode="persist")
         group = RunningGroup(settings, [pid], None)
         commit = await self.checkpoint_retrying(group, "persist")

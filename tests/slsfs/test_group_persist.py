@@ -19,8 +19,14 @@ def test_persist_running_process_then_restore(group_store, group_binaries):
                                 start_new_session=True)
     try:
         wait_for(lambda: (read_counter(store.mnt / "counter") or 0) > 20, "the outside process to count")
+        for taken, why in ((store.group("anchor")["pids"][0], "is in group 'anchor' already"),
+                           (store.ps()["daemon"], "is this slsfs daemon")):
+            refused = store.sls("persist", str(taken), "--store", str(store.path), check=False)
+            assert refused.returncode == 1 and why in refused.stderr, refused.stderr
         store.sls("persist", str(outsider.pid), "--store", str(store.path), "--name", "adopted", "--hz", "5")
         assert store.group("adopted")["running"]
+        again = store.sls("persist", str(outsider.pid), "--store", str(store.path), "--name", "twice", check=False)
+        assert again.returncode == 1 and "is in group 'adopted' already" in again.stderr, again.stderr
         store.checkpoint("adopted")
         store.crash()
         outsider.wait(timeout=60)
