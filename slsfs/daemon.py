@@ -529,7 +529,14 @@ class Daemon:
         None (a command that asked `ps` and checked itself), other groups running refuse the
         restore, whatever the answer, when `force` is False (`others_running`): the
         command's one request. A failure after the mount has ended stops the daemon
-        (`failed`: _serve_one ends it once the reply is out)."""
+        (`failed`: _serve_one ends it once the reply is out). With `force` False, a group
+        named without `at` that runs already here is left as it is ("already_running": the
+        restore after a crash brought it back with a partner, say a clone with another;
+        a roll back names its checkpoint, a move its mount point)."""
+        running = self.groups.get(name)
+        if (force is False and at is None and running is not None and running.alive()
+                and mountpoint in (None, self.mountpoint)):
+            return {**self.status(), "in_place": True, "restored": name, "already_running": True}
         plan = plan_restore(self.store, name, at)
         settings = plan.record.settings
         if force is False:

@@ -430,6 +430,8 @@ def _restore_in_place(store: str, name: str, at: str | None, mountpoint: str | N
         if any(s in str(exc) for s in ("no mount daemon is running", "unknown request")):
             return None
         raise CommandError(str(exc)) from None
+    if reply.get("already_running"):
+        return {**_restored_group(store, reply, name), "already_running": True, "partners": []}
     if reply["in_place"]:
         return _restored_group(store, reply, name)
     stop_daemon(store, reply["daemon"])
@@ -471,6 +473,11 @@ def _restored_group(store: str, status: dict, name: str) -> dict:
 
 
 def _restored_line(group: dict) -> str:
+    if group.get("already_running"):
+        origin = f", restored from checkpoint {group['restored_from']}" if group.get("restored_from") else ""
+        return (f"group {group['group']}: already running (pid {' '.join(map(str, group['pids']))} in "
+                f"{group['mountpoint']}{origin}): nothing done; to roll it back give the checkpoint "
+                "(--at CHECKPOINT; --at latest: its newest)")
     return "\n".join(f"group {g['group']}: restored from checkpoint {g['restored_from']}, "
                      f"pid {' '.join(map(str, g['pids']))} running in {g['mountpoint']}"
                      for g in (group, *group.get("partners", ())))

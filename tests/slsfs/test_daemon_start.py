@@ -220,7 +220,8 @@ def test_a_restore_that_the_running_daemon_does_forks_no_daemon(group_store, tmp
               sys.executable, "-c", "import time; time.sleep(600)")
     store.checkpoint("g")
     probe = tmp_path / "imported"
-    restored = subprocess.run([sys.executable, "-c", IMPORTED_AT_FORK, "restore", "g", "--store", str(store.path)],
+    restored = subprocess.run([sys.executable, "-c", IMPORTED_AT_FORK, "restore", "g", "--store", str(store.path),
+                               "--at", "latest"],
                               capture_output=True, text=True, env={**os.environ, "SLS_PROBE_LOG": str(probe)},
                               timeout=60)
     assert restored.returncode == 0 and "group g: restored" in restored.stdout, restored

@@ -32,17 +32,17 @@ def test_clones_run_independently_from_one_checkpoint(group_store, group_binarie
     assert a is not None and b is not None
     assert store.group("base")["running"]
 
-    # one clone stopped on its own; a restore of the original would reset the clones'
+    # one clone stopped on its own; a roll back of the original would reset the clones'
     # files and stop them: refused until asked for with --force
     assert "stopped group base.clone1" in store.sls("stop", "base.clone1", "--store", str(store.path)).stdout
     running = {g["group"] for g in store.ps()["groups"]}
     assert running == {"base", "base.clone2"}, running
-    refused = store.sls("restore", "base", "--store", str(store.path), check=False)
+    refused = store.sls("restore", "base", "--store", str(store.path), "--at", "latest", check=False)
     assert refused.returncode == 1 and "base.clone2" in refused.stderr and "--force" in refused.stderr
     assert store.group("base.clone2")["running"], "a refused restore leaves every group running"
     # the running clone was checkpointed with the original, so it comes back with it; the
     # one stopped before does not (its last record may be of the same instant: stopped)
-    store.sls("restore", "base", "--store", str(store.path), "--force")
+    store.sls("restore", "base", "--store", str(store.path), "--at", "latest", "--force")
     assert {g["group"] for g in store.ps()["groups"]} == {"base", "base.clone2"}
     store.sls("stop", "--store", str(store.path))
 
@@ -108,7 +108,8 @@ def test_clones_are_checkpointed_and_come_back_with_their_origin(group_store, gr
     """A clone is a group like any other: checkpointed with the others at one instant, so a
     crash brings it back with its origin, its memory and the files of its own directory
     (another volume, grafted into the mount) from that instant; a roll back puts its
-    directory back too. A clone of a clone copies the clone's directory, not the mount's."""
+    directory back too; `sls restore CLONE` then says it runs already. A clone of a clone
+    copies the clone's directory, not the mount's."""
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "base", "--hz", "20", "--",
               str(group_binaries / "atomic_counter"), "counter")
@@ -128,6 +129,12 @@ def test_clones_are_checkpointed_and_come_back_with_their_origin(group_store, gr
     assert "group base: restored" in out and "group base.clone1: restored" in out, out
     counted = {d: _counts_on(store, d, str(d)) for d in (store.mnt, copy)}
     assert all(counted[d] > before[d] for d in before), (before, counted)
+    # restoring the clone too (each group after a crash, as a user would): it is back
+    # already, and nothing is stopped (it was refused as a roll back of the others)
+    pids = {g["group"]: g["pids"] for g in store.ps()["groups"]}
+    again = store.sls("restore", "base.clone1", "--store", str(store.path)).stdout
+    assert "group base.clone1: already running" in again and "nothing done" in again, again
+    assert {g["group"]: g["pids"] for g in store.ps()["groups"]} == pids
 
     # roll back to `mid`: the clone's file goes back with its memory (its volume is reset
     # with the mount's), so the target finds them equal
