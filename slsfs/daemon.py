@@ -524,8 +524,8 @@ class Daemon:
         reset to the checkpoint's file system (reset_volume), mounted again at the same
         place (on the same device number when the old mount is gone: mount.device_number),
         and the groups restored from their images. {"in_place": False}, and nothing done,
-        when the checkpoint's volume or mount point (`mountpoint`, if the command gives one)
-        is not ours: the command then stops us and starts a daemon there. Unless `force` is
+        when the checkpoint's volume or mount point (`mountpoint`, if the command gives one;
+        a group received from another store may come back at any mount of ours) is not ours: the command then stops us and starts a daemon there. Unless `force` is
         None (a command that asked `ps` and checked itself), other groups running refuse the
         restore, whatever the answer, when `force` is False (`others_running`): the
         command's one request. A failure after the mount has ended stops the daemon
@@ -542,7 +542,8 @@ class Daemon:
         if force is False:
             groups.others_running(str(self.store.path), settings.name,
                                   [g.name for g in self.groups.values() if g.alive() and g.name != settings.name])
-        if (settings.volume != self.fs.volume_name or settings.mount_root() != self.mountpoint
+        if (settings.volume != self.fs.volume_name
+                or (groups.ran_from(settings, self.store.path) and settings.mount_root() != self.mountpoint)
                 or (mountpoint is not None and mountpoint != self.mountpoint)):
             return {"in_place": False, "daemon": os.getpid()}
         phases = Startup()                     # (where its time goes: logged)
@@ -1174,10 +1175,10 @@ def main(argv: list[str] | None = None, startup: Startup | None = None, store: S
             elif args.restore:
                 plan = plan_restore(store, args.restore, args.at)
                 volume = plan.record.settings.volume
-                mountpoint = mountpoint or plan.record.settings.mount_root()
+                mountpoint = mountpoint or groups.default_mount_root(plan.record.settings, args.store)
             elif args.like:                     # (a group, or a checkpoint of one: sls restore CKPT --clone)
                 settings = groups.resolve_named(store, args.like, None)[0].settings
-                volume, mountpoint = settings.volume, mountpoint or settings.mount_root()
+                volume, mountpoint = settings.volume, mountpoint or groups.default_mount_root(settings, args.store)
             if not mountpoint:
                 raise GroupError("no mount point given")
             startup.done("plan_restore" if args.restore else "settings")

@@ -117,7 +117,8 @@ def _restore_args(p: argparse.ArgumentParser) -> None:
                    help="start independent copies on O(1) clones of the checkpoint's files instead "
                         "(copies of a server share its listening ports)")
     p.add_argument("--count", type=int, default=1, help="with --clone: how many copies (default 1)")
-    p.add_argument("--mountpoint", help="mount here instead of where the group ran (e.g. after `sls recv`)")
+    p.add_argument("--mountpoint", help="mount here instead of where the group ran (for a group received with "
+                                             "`sls recv`: instead of STORE.mnt)")
     p.add_argument("--force", action="store_true",
                    help="also when other groups run in the store (they are stopped: the volume's files "
                         "go back to the checkpoint)")

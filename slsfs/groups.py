@@ -125,6 +125,23 @@ class GroupCheckpoint:
                    doc.get("device", 0))
 
 
+def ran_from(settings: GroupSettings, store_path: str | os.PathLike) -> bool:
+    """Whether the group whose settings these are ran from the store at `store_path` (its
+    daemon keeps the group's output file there), not from the store that sent it (`sls
+    recv`): where it ran then is the sender's mount point, which a restore here does not
+    take by default (`sls run` mounts at STORE.mnt: default_mount_root). A group adopted by
+    `sls persist` has no output file: taken as ours."""
+    return not settings.output or (os.path.realpath(os.path.dirname(settings.output))
+                                   == os.path.realpath(store_path))
+
+
+def default_mount_root(settings: GroupSettings, store_path: str | os.PathLike) -> str:
+    """Where a restore of the group from the store at `store_path` mounts its volume when
+    the command gives no mount point: where it ran, if it ran from this store (ran_from),
+    else the store's own default, STORE.mnt (after `sls recv`, not the sender's)."""
+    return settings.mount_root() if ran_from(settings, store_path) else os.path.abspath(store_path) + ".mnt"
+
+
 def others_running(store: str, name: str, others: list[str]) -> None:
     """Refuse to restore group `name` of `store` while the groups `others` run (the
     restore puts the volume's files back, so they would be stopped too): a GroupError

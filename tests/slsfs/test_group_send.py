@@ -67,3 +67,30 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
     else:
         assert not bad_store.exists()
     assert not list(tmp_path.glob(".*replaced-by-recv"))
+
+
+def test_a_received_group_is_restored_at_the_receiving_stores_mount_point(group_store, group_binaries, tmp_path):
+    """After `sls recv`, a plain `sls restore GROUP --store B` mounts at B's own mount point
+    (B.mnt, as `sls run` and `sls restore --clone` pick), not at the sender's path, which it
+    took once the sender had stopped (and the sender's own restore then found it taken)."""
+    src = group_store
+    src.sls("run", "--store", str(src.path), "--name", "mover", "--hz", "5", "--",
+            str(group_binaries / "atomic_counter"), "counter")
+    wait_for(lambda: (read_counter(src.mnt / "counter") or 0) > 5, "the target to count")
+    src.sls("stop", "--store", str(src.path))
+    stream = tmp_path / "mover.stream"
+    src.sls("send", "mover", "--store", str(src.path), "-o", str(stream))
+    dst = GroupStore.__new__(GroupStore)
+    dst.path, dst.mnt = tmp_path / "other", tmp_path / "other.mnt"
+    try:
+        dst.sls("recv", str(dst.path), "-i", str(stream))
+        out = dst.sls("restore", "mover", "--store", str(dst.path)).stdout
+        assert f"running in {dst.mnt}\n" in out + "\n", out
+        assert dst.group("mover")["mountpoint"] == str(dst.mnt)
+        wait_for(lambda: read_counter(dst.mnt / "counter"), "the moved counter")
+        assert not src.mnt.is_mount()
+        out = src.sls("restore", "mover", "--store", str(src.path)).stdout   # the sender's stays its own
+        assert f"running in {src.mnt}\n" in out + "\n", out
+        dst.sls("stop", "--store", str(dst.path))
+    finally:
+        dst.cleanup()
