@@ -67,6 +67,9 @@ def _private_output(path: str):
 
 def cmd_recv(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
+        if not args.input and sys.stdin.isatty():       # (as sls send refuses to write to one)
+            raise CommandError("no stream on standard input, which is a terminal: pipe one in "
+                               f"(sls send ... | sls recv {args.store}) or give a file (-i FILE)")
         inp = stack.enter_context(open(args.input, "rb")) if args.input else sys.stdin.buffer
         header = read_header(inp)
         seed = int(header["seed"], 16)

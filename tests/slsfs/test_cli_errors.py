@@ -77,3 +77,19 @@ def test_send_help_speaks_of_checkpoint_names_as_the_other_verbs_do():
     """The README and `sls checkpoint --name` say "name"; `sls send --help` said "tag"."""
     helped = _sls("send", "--help")
     assert helped.returncode == 0 and "tag" not in helped.stdout and "name" in helped.stdout, helped.stdout
+
+
+def test_recv_from_a_terminal_says_to_pipe_a_stream_in(tmp_path):
+    """`sls recv STORE` typed without a stream waited for one on the terminal (sls send
+    refuses to write a stream to a terminal): it says what to give instead."""
+    import os
+    import pty
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "slsfs.cli", "recv", str(tmp_path / "store")],
+                                stdin=terminal, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 1 and "-i FILE" in result.stderr and "sls send" in result.stderr, result
+    assert not (tmp_path / "store").exists()
