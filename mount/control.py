@@ -125,6 +125,31 @@ def socket_path(store: str | os.PathLike) -> str:
     return os.path.join(store, SOCKET_NAME)
 
 
+MAX_UNIX_PATH = 107       # bytes of an AF_UNIX address (sun_path: 108, the last a NUL)
+
+
+def unix_address(path: str) -> tuple[str, int | None]:
+    """An AF_UNIX address to bind or connect for the socket file `path`, and the descriptor
+    to close once that is done (None: nothing to close): `path` itself, or, when it is
+    longer than an address holds (a store deep in a tree: "AF_UNIX path too long", and
+    neither `sls mount` nor `sls run` could serve it), the same file reached through
+    /proc/self/fd/N/ of its directory, opened here."""
+    if len(os.fsencode(path)) <= MAX_UNIX_PATH:
+        return path, None
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
+def connect_unix(sock: socket.socket, path: str) -> None:
+    """sock.connect(path), for a path of any length (unix_address)."""
+    address, fd = unix_address(path)
+    try:
+        sock.connect(address)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def request(store: str | os.PathLike, op: str, timeout: float = 120.0, **args) -> dict:
     """Send one request to the daemon serving `store`; return its reply (ok only).
 
@@ -140,7 +165,7 @@ def request(store: str | os.PathLike, op: str, timeout: float = 120.0, **args) -
     interim = reply = None
     try:
         try:
-            sock.connect(path)
+            connect_unix(sock, path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(f"no mount daemon is running for store {store} "
                                f"(nothing listens on {path}); mount it with `sls mount`") from None

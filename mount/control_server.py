@@ -21,7 +21,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import trio
 
-from .control import socket_path
+from .control import socket_path, unix_address
 
 log = logging.getLogger("slsfs.control")
 MAX_REQUEST_CHUNK = 65536
@@ -34,7 +34,12 @@ async def control_listener(store: str | os.PathLike, backlog: int) -> AsyncItera
     path = Path(socket_path(store))
     path.unlink(missing_ok=True)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    await sock.bind(str(path))
+    address, fd = unix_address(str(path))
+    try:
+        await sock.bind(address)
+    finally:
+        if fd is not None:
+            os.close(fd)
     os.chmod(path, 0o600)
     sock.listen(backlog)
     try:

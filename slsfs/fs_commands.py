@@ -29,8 +29,8 @@ from pathlib import Path
 from objectstore import Store, StoreError
 from objectstore.retention import Prune, parse_duration
 
-from mount.control import (ControlError, MountInfo, canonical_mountpoint, find_mount, mount_state, request,
-                           slsfs_mounts, socket_path)
+from mount.control import (ControlError, MountInfo, canonical_mountpoint, connect_unix, find_mount, mount_state,
+                           request, slsfs_mounts, socket_path)
 from mount.options import (ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME,
                            PER_MOUNT_OPTIONS, last_wins)
 
@@ -547,7 +547,7 @@ def _daemon_listens(store: str) -> bool:
     """Whether a daemon accepts connections on `store`'s control socket (not a stale one)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
-            sock.connect(str(socket_path(store)))
+            connect_unix(sock, socket_path(store))
         except OSError:
             return False
     return True

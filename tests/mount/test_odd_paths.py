@@ -1,6 +1,7 @@
 """A store and a mount point whose paths hold what a user's may: spaces, non-ASCII
 letters, a comma, a backslash. The kernel lists them escaped in mountinfo, and libfuse
-takes its options as comma-separated ASCII: `sls` must still find the mount's store."""
+takes its options as comma-separated ASCII: `sls` must still find the mount's store. A
+store deeper than an AF_UNIX address holds (107 bytes) still gets its control socket."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,9 @@ from mount.control import find_mount, slsfs_mounts
 from mount_helpers import sls
 
 
-@pytest.mark.parametrize("store_name, mnt_name", [("my store, ü", "mnt"), ("store", "mnt é\\x")])
+@pytest.mark.parametrize("store_name, mnt_name", [("my store, ü", "mnt"), ("store", "mnt é\\x"),
+                                                  ("/".join(["deep" * 10] * 3) + "/store", "mnt")],
+                         ids=["comma and letter", "space and backslash", "longer than a unix socket address"])
 def test_mount_checkpoint_and_umount_with_odd_paths(workdir, store_name, mnt_name):
     store, mnt = workdir / store_name, workdir / mnt_name
     mnt.mkdir()
