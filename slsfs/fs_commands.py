@@ -206,7 +206,8 @@ def cmd_mount(args) -> int:
     _wait_for_unmounted_daemon(store)
     state = mount_state(mountpoint)
     if state == "free" and not os.path.isdir(mountpoint):
-        raise CommandError(f"mount point {mountpoint} is not a directory; create it first")
+        raise CommandError(f"mount point {mountpoint} is not a directory: give a directory" if os.path.exists(mountpoint)
+                           else f"mount point {mountpoint} does not exist; create it first (mkdir)")
     if state == "live":
         raise CommandError(f"{mountpoint} is already mounted; `sls umount {mountpoint}` first")
     if state == "stale":

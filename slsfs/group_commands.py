@@ -215,6 +215,8 @@ def cmd_run(args) -> int:
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
     if (why := bad_name_reason(name)) is not None:      # before a daemon starts for it
         raise CommandError(why if args.name else f"{why} (made from the command's name: give one with --name)")
+    if args.mountpoint:
+        _refuse_another_stores_mount(store, args.mountpoint)
     plain_mountpoint, plain_volume, starter = take_over_plain_mount(store) or (None, None, None)
     status = None if plain_mountpoint else daemon_status(store, release=False)
     chosen = args.mountpoint or plain_mountpoint          # (else the group's own, or STORE.mnt)
@@ -451,9 +453,13 @@ def _start_restoring(store: str, name: str, at: str | None, mountpoint: str | No
 
 
 def _refuse_another_stores_mount(store: str, mountpoint: str) -> None:
-    """Refuse a mount point where another store is mounted before anything is done: the
-    daemon refuses it too, but only after its restore reset the volume, and a running
-    daemon (with its groups) would have been stopped already."""
+    """Refuse a mount point where another store is mounted, or that is a file, before
+    anything is done: the daemon refuses it too, but only after its restore reset the
+    volume, and a running daemon (with its groups) would have been stopped already (a file:
+    the daemon failed to start, "[Errno 17] File exists")."""
+    if os.path.exists(mountpoint) and not os.path.isdir(mountpoint):
+        raise CommandError(f"mount point {mountpoint} exists and is not a directory: give a directory "
+                           "(--mountpoint DIR; one that does not exist yet is made)")
     target = os.path.realpath(mountpoint)
     other = next((m.store for m in slsfs_mounts() if m.mountpoint == target
                   and os.path.realpath(m.store) != os.path.realpath(store)), None)

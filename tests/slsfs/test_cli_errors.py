@@ -93,3 +93,15 @@ def test_recv_from_a_terminal_says_to_pipe_a_stream_in(tmp_path):
         os.close(controller)
     assert result.returncode == 1 and "-i FILE" in result.stderr and "sls send" in result.stderr, result
     assert not (tmp_path / "store").exists()
+
+
+def test_a_file_given_as_mount_point_is_refused_before_anything_starts(tmp_path):
+    """`sls run --mountpoint FILE` started a daemon that failed ("[Errno 17] File exists");
+    `sls mount STORE FILE` said to create a directory that was there as a file."""
+    store, afile = str(tmp_path / "store"), tmp_path / "afile"
+    afile.write_text("")
+    assert _sls("init", store).returncode == 0
+    for args in (["run", "--store", store, "--mountpoint", str(afile), "--", "true"], ["mount", store, str(afile)]):
+        refused = _sls(*args)
+        assert refused.returncode == 1 and "is not a directory: give a directory" in refused.stderr, refused
+    assert "no daemon runs" in _sls("ps", "--store", store).stdout
