@@ -96,7 +96,10 @@ def cmd_recv(args: argparse.Namespace) -> int:
             shutil.rmtree(set_aside, ignore_errors=True)
         names = sorted(n for n, c in store.tags().items() if c == commit.id)
     named = f" named {', '.join(names)}" if names else ""
-    print(f"received as checkpoint {commit.id}{named} in {os.fspath(path)}", file=sys.stderr)
+    held = groups.group_names(commit.roots)
+    print(f"received as checkpoint {commit.id}{named} in {os.fspath(path)}"
+          + (f"; its groups: {', '.join(held)} (bring one back: sls restore GROUP --store {os.fspath(path)})"
+             if held else ""), file=sys.stderr)
     left = sorted(set(header["names"]) - set(names))
     if left:
         print(f"not named {', '.join(left)} here: this store uses those names already "

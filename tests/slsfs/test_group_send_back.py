@@ -41,7 +41,9 @@ def _round_trip(tmp_path, checkpoint_again_on_a: bool) -> subprocess.CompletedPr
         if checkpoint_again_on_a:
             group_checkpoint(a, 2)
         _stop(a)
-    assert _sls("recv", str(b_path), "-i", str(tmp_path / "there")).returncode == 0
+    there = _sls("recv", str(b_path), "-i", str(tmp_path / "there"))
+    assert there.returncode == 0 and f"its groups: app (bring one back: sls restore GROUP --store {b_path})" \
+        in there.stderr, there
     with Store.open(b_path) as b:
         base = b.head.id
         record = groups.load(b, "app")                   # restored there: unnoted, checkpointing on
