@@ -515,7 +515,7 @@ class Store:
         try:
             when_us = round(datetime.fromisoformat(spec).timestamp() * 1e6)
         except ValueError:
-            raise NotFound(f"no checkpoint, tag or time matches {spec!r}") from None
+            raise NotFound(f"no checkpoint id, name or time matches {spec!r}") from None
         # ISO-8601 text has microsecond precision: compare in whole microseconds, so a
         # time printed from a checkpoint's own timestamp finds that checkpoint
         # the newest by time, then by id: a received checkpoint keeps the time it was taken,
@@ -540,7 +540,7 @@ class Store:
 
     def untag(self, name: str) -> None:
         if name not in self._tags:
-            raise NotFound(f"no tag {name!r}")
+            raise NotFound(f"no checkpoint named {name!r}")
         self.packs.append_meta(fmt.TAG, _record("tag", name=name, commit=None))
         self.packs.sync()
         del self._tags[name]

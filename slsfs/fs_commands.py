@@ -81,7 +81,7 @@ def _umount_args(p: argparse.ArgumentParser) -> None:
 
 def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("mountpoint")
-    p.add_argument("--name", help="name (tag) it; named checkpoints are kept forever")
+    p.add_argument("--name", help="name it; named checkpoints are kept forever")
     add_json_flag(p)
     p.set_defaults(func=cmd_checkpoint)
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from objectstore import Store
+from objectstore import Store, StoreError
 from objectstore.stream import StreamError, read_header, recv, send
 
 
@@ -182,3 +182,11 @@ def test_a_received_checkpoint_keeps_the_time_it_was_taken(sender, tmp_path):
         assert receiver.resolve(when).id == got.id
     with Store.open(tmp_path / "b", readonly=True) as reopened:
         assert reopened.commit_by_id(got.id).time == taken.time
+
+
+def test_an_unknown_checkpoint_is_told_in_the_words_the_commands_use(sender):
+    """`sls send X --from Y` of a name that is not there: "no checkpoint id, name or time"
+    (the commands say "name", as `sls checkpoint --name`; it said "tag")."""
+    sender.commit("one")
+    with pytest.raises(StoreError, match="no checkpoint id, name or time matches 'nope'"):
+        sender.resolve("nope")

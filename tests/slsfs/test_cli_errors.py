@@ -77,6 +77,7 @@ def test_send_help_speaks_of_checkpoint_names_as_the_other_verbs_do():
     """The README and `sls checkpoint --name` say "name"; `sls send --help` said "tag"."""
     helped = _sls("send", "--help")
     assert helped.returncode == 0 and "tag" not in helped.stdout and "name" in helped.stdout, helped.stdout
+    assert "tag" not in _sls("checkpoint", "--help").stdout
 
 
 def test_recv_from_a_terminal_says_to_pipe_a_stream_in(tmp_path):
