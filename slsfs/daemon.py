@@ -525,8 +525,9 @@ class Daemon:
         place (on the same device number when the old mount is gone: mount.device_number),
         and the groups restored from their images. {"in_place": False}, and nothing done,
         when the checkpoint's volume or mount point (`mountpoint`, if the command gives one;
-        a group received from another store may come back at any mount of ours) is not ours: the command then stops us and starts a daemon there. Unless `force` is
-        None (a command that asked `ps` and checked itself), other groups running refuse the
+        a group received from another store may come back at any mount of ours) is not
+        ours: the command then stops us and starts a daemon there. Unless `force` is None (a
+        command that asked `ps` and checked itself), other groups running refuse the
         restore, whatever the answer, when `force` is False (`others_running`): the
         command's one request. A failure after the mount has ended stops the daemon
         (`failed`: _serve_one ends it once the reply is out). With `force` False, a group
