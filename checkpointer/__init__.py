@@ -46,7 +46,8 @@ no image is written; Unsupported names state that cannot be captured).
 
 Simplifications today: fds may be regular files, directories, /dev/null & co,
 pseudo-terminals whose master is in the image (a new pair with the same settings; the
-session leader's controlling terminal), other ttys (reattached to /dev/null), pipes, FIFOs
+session leader's controlling terminal), consoles and serial ttys (opened again by path),
+other ttys (reattached to /dev/null), pipes, FIFOs
 and Unix socket pairs (with their data), memfds and deleted files (also mapped), eventfd,
 signalfd, timerfd, epoll and files unlinked while open, with their flock/POSIX/OFD locks;
 TCP/UDP/Unix sockets that listen or are bound (recreated on the same address), and

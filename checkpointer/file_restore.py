@@ -71,6 +71,19 @@ def _has_own_proc(tid: int) -> bool:
         return False
 
 
+def _system_terminal(path: str) -> bool:
+    """Whether `path` is a console, virtual or serial terminal (/dev/console, /dev/ttyN,
+    /dev/ttySN): a device that outlives the processes, unlike a pty, whose number another
+    session may hold by the restore. Such a terminal is opened again by its path, as CRIU
+    does; a pty not in the image becomes /dev/null."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    device = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return stat.S_ISCHR(st.st_mode) and (device[0] == 4 or device == (5, 1))
+
+
 def _processes_mapping(path: str) -> list[int]:
     """The processes that map the file at `path` (by device and inode, from their maps)."""
     st = os.stat(path)
@@ -484,6 +497,8 @@ class FileRestorer:
                 path, flags = pty, flags | O_NOCTTY     # the session's terminal: controlling_terminal
             elif kind == "tty" and record["path"] == "/dev/tty" and self._terminal_is_restored(builder):
                 pass          # "the controlling terminal", which is a pty of the image again
+            elif kind == "tty" and _system_terminal(path):
+                flags |= O_NOCTTY        # the same console or serial line again, by its path
             elif kind == "tty":
                 self.warnings.append(f"process {ns_pid}: the terminal {record['path']} is now /dev/null")
                 path = "/dev/null"
@@ -506,6 +521,10 @@ class FileRestorer:
                     # its processes run; the PIDs of a restore in cwd mode are new)
                     self.warnings.append(f"process {ns_pid}: {path} could not be opened again (a file of a "
                                          "process in /proc): it is /dev/null now")
+                    fd = builder.open("/dev/null", flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC), "/dev/null")
+                elif kind == "tty":
+                    self.warnings.append(f"process {ns_pid}: the terminal {path} could not be opened again: "
+                                         "it is /dev/null now")
                     fd = builder.open("/dev/null", flags & (O_ACCMODE | O_NONBLOCK | O_CLOEXEC), "/dev/null")
                 else:
                     raise

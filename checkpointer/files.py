@@ -6,7 +6,8 @@ image-wide *file* (one per open file description: fds that share an offset, acro
 dup() and fork(), are found with kcmp(KCMP_FILE) and share one file record).
 Kinds: regular `file`, `dir`, `device` (/dev/null & co), `pty_master` (a pseudo-terminal
 made again with its settings, ptys.py), `tty` (a slave of an image's pty is reopened on
-the new pair; any other terminal is reattached to /dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
+the new pair; a console or serial tty, /dev/console, /dev/ttyN, is opened again by its path; any other
+terminal is reattached to /dev/null at restore, with a warning), `pipe` ends and `fifo`s (named pipes: the buffered bytes are copied with
 tee(2), without consuming them; a FIFO is reopened by path at restore and refilled), `unix_pair` (an end of a connected Unix socket with the
 bytes queued to it, sockets.py, and the files in flight in them: inflight.py; one whose
 peer is outside the image comes back ended by it once those are read; a Unix

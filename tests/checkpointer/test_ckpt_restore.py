@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import time
 
 import pytest
@@ -239,6 +240,25 @@ def test_terminal_is_reattached_to_dev_null_with_a_warning(procs, store, binarie
         os.close(master)
     assert any("terminal /dev/pts/" in w and "/dev/null" in w for w in restored.warnings), restored.warnings
     assert os.readlink(f"/proc/{restored.pids[0]}/fd/0") == "/dev/null"
+    wait_past(out, size)
+    assert assert_unbroken(out, proc.pid) > size // LINE
+
+
+def test_a_console_is_opened_again_by_its_path(procs, store, binaries, tmp_path):
+    """zdtm's static/console: a process holding a console device (5, 1), as a daemon logging
+    to /dev/console does, has that device again after a restore (it had /dev/null)."""
+    out, console = tmp_path / "counter.out", tmp_path / "console"
+    os.mknod(console, stat.S_IFCHR | 0o600, os.makedev(5, 1))
+    fd = os.open(console, os.O_RDONLY | os.O_NOCTTY)
+    try:
+        proc = procs.start([str(binaries / "counter"), str(out)], stdin=fd)
+    finally:
+        os.close(fd)
+    run_until(out, 5)
+    restored, size = checkpoint_kill_restore(procs, store, proc, out)
+    assert not restored.warnings, restored.warnings
+    held = os.stat(f"/proc/{restored.pids[0]}/fd/0")
+    assert (os.major(held.st_rdev), os.minor(held.st_rdev)) == (5, 1)
     wait_past(out, size)
     assert assert_unbroken(out, proc.pid) > size // LINE
 
