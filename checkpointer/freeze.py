@@ -63,6 +63,7 @@ NR_EPOLL_WAIT, NR_EPOLL_PWAIT, NR_EPOLL_PWAIT2 = 232, 281, 441
 PF_EXITING = 0x4  # task flag (field 9 of /proc/PID/stat): the task is exiting
 SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 JOB_CONTROL_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+RSEQ_CS_OFFSET = 8  # struct rseq: u32 cpu_id_start, u32 cpu_id, u64 rseq_cs (its section's descriptor)
 
 
 @dataclass
@@ -171,6 +172,7 @@ class Frozen:
         thread.regs = kernel.get_regs(tid)
         thread.sigmask = kernel.get_sigmask(tid)
         _restart_endless_wait(thread)
+        _abort_rseq_section(pid, thread)
         self.pinning.pin(tid)
 
     def add(self, pid: int, main_only: bool = False) -> FrozenProcess:
@@ -470,6 +472,29 @@ def _restart_endless_wait(thread: FrozenThread) -> None:
     regs = regs.copy()
     regs.rax = -kernel.ERESTARTNOHAND & 0xFFFFFFFFFFFFFFFF
     thread.regs, thread.restarted = regs, True
+
+
+def _abort_rseq_section(pid: int, thread: FrozenThread) -> None:
+    """If the thread stopped inside a restartable sequence's critical section (rseq(2)),
+    make its registers those the kernel gives it when it aborts the section: its IP at the
+    section's abort handler. The kernel would do that at the thread's return to user space
+    after the stop, but our injected calls return to user space elsewhere first, and there
+    the kernel only clears the area's rseq_cs: the thread then ran the section to its end,
+    its commit unguarded (zdtm's transition/rseq01), as a restore from the image did."""
+    pointer = kernel.get_rseq(thread.tid)["pointer"]
+    if not pointer:
+        return
+    [cs] = struct.unpack("Q", procfs.read_memory(pid, pointer + RSEQ_CS_OFFSET, 8))
+    if not cs:
+        return
+    try:     # struct rseq_cs: u32 version, u32 flags, u64 start_ip, post_commit_offset, abort_ip
+        _version, _flags, start, length, abort = struct.unpack("IIQQQ", procfs.read_memory(pid, cs, 32))
+    except (OSError, struct.error):
+        return   # not a descriptor: the kernel kills the thread at its return, as it will here
+    if start <= thread.regs.rip < start + length:
+        regs = thread.regs.copy()
+        regs.rip = abort
+        thread.regs, thread.touched = regs, True
 
 
 def _waits_for_ever(regs: Regs) -> bool:
