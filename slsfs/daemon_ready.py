@@ -19,6 +19,10 @@ import time
 
 
 LOG_NAME = "daemon.log"          # the group daemon's log, in the store directory
+# How a command runs a daemon's module (`python -P -m MODULE`): -m alone puts the working
+# directory first on sys.path, so a user's own `mount/` package or `json.py` there would be
+# imported by the daemon in place of slsfs's or the standard library's (it failed to start).
+DAEMON_MODULE_FLAGS = ("-P", "-m")
 REFUSED = "refused: "
 
 

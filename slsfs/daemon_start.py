@@ -29,7 +29,7 @@ import time
 
 from . import daemon_priority
 from .cli import CommandError, skip_teardown_at_exit
-from .daemon_ready import LOG_NAME, REFUSED, parse_ready_line, read_line
+from .daemon_ready import DAEMON_MODULE_FLAGS, LOG_NAME, REFUSED, parse_ready_line, read_line
 
 CONTROL_SOCKET_NAME = "control.sock"     # mount.control.SOCKET_NAME, not imported before the fork
 DAEMON_START_TIMEOUT_S = 120.0
@@ -110,7 +110,7 @@ class DaemonStart:
             import subprocess
             with open(log_path, "ab") as log_file:
                 self.pid = subprocess.Popen(
-                    [sys.executable, "-m", "slsfs.daemon", store, *args, "--ready-fd", str(self._ready_write)],
+                    [sys.executable, *DAEMON_MODULE_FLAGS, "slsfs.daemon", store, *args, "--ready-fd", str(self._ready_write)],
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, pass_fds=(self._ready_write,),
                     start_new_session=True).pid
             os.close(self._ready_write)

@@ -36,7 +36,7 @@ from mount.options import (ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUN
 
 from . import dying_daemon, group_retention, orphans
 from .cli import CommandError, add_json_flag, store_path
-from .daemon_ready import read_line
+from .daemon_ready import DAEMON_MODULE_FLAGS, read_line
 from .mount_namespaces import copies_elsewhere
 from .mount_users import open_files, refuse_while_busy
 
@@ -302,7 +302,7 @@ def _start_daemon(store: str, mountpoint: str, daemon_args: list[str], *, quiet:
     read_end, write_end = os.pipe()
     log_path = os.path.join(store, LOG_NAME)
     with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([sys.executable, "-m", MOUNT_DAEMON_MODULE, *daemon_args,
+        proc = subprocess.Popen([sys.executable, *DAEMON_MODULE_FLAGS, MOUNT_DAEMON_MODULE, *daemon_args,
                                  "--ready-fd", str(write_end)],
                                 stdin=devnull, stdout=log_file, stderr=log_file,
                                 pass_fds=(write_end,), start_new_session=True)
