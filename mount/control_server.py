@@ -4,8 +4,9 @@ Both daemons answer `<store>/control.sock` the same way: the mount daemon
 (mount.daemon) and the group daemon (slsfs.daemon), each with its own ops. This module
 holds what they share: the listening socket (owner-only, removed when the daemon stops)
 and one exchange of the protocol (a JSON line in, a JSON line out, maybe after `interim`
-lines: see mount.control and docs/FORMAT.md). Each connection is served on its own (a silent client holds up no
-other; one that sends no whole line within REQUEST_WAIT_S is answered). A request that
+lines: see mount.control and docs/FORMAT.md). Each connection is served on its own (a
+silent client holds up no other; one that sends no whole line within REQUEST_WAIT_S is
+answered). A request that
 is not JSON, or lacks a field its op needs, gets a "bad request" reply; any other
 exception is a bug: logged, answered as an internal error naming the daemon's log, and
 the daemon keeps serving.

@@ -517,9 +517,9 @@ class Store:
         except ValueError:
             raise NotFound(f"no checkpoint id, name or time matches {spec!r}") from None
         # ISO-8601 text has microsecond precision: compare in whole microseconds, so a
-        # time printed from a checkpoint's own timestamp finds that checkpoint
-        # the newest by time, then by id: a received checkpoint keeps the time it was taken,
-        # older than local ones made before it arrived
+        # time printed from a checkpoint's own timestamp finds that checkpoint; the newest
+        # by time, then by id (a received checkpoint keeps the time it was taken: older
+        # than local ones made before it arrived)
         older = [c for c in self._commits.values() if math.floor(c.time * 1e6) <= when_us]
         if not older:
             raise NotFound(f"no checkpoint at or before {spec}")
@@ -600,8 +600,8 @@ class Store:
         """A collection has ended, having found `live_bytes` stored bytes live: gc_due
         measures growth from here, and the budget of pages kept as they are follows the
         live bytes (PackStore.note_live)."""
-        self._gc_baseline = self._gc_size()
-        self._gc_disk_baseline = self.packs.disk_bytes()
+        disk = self.packs.disk_bytes()
+        self._gc_baseline, self._gc_disk_baseline = self._gc_size(disk), disk
         self.packs.note_live(live_bytes)
         self._judge_space()
 
@@ -634,13 +634,14 @@ class Store:
         collections cost little compared with what they give back; or the pages kept as
         they are have used their budget (pending_over_budget); or the disk is running
         short (`short_of_space`), or stayed short after the last one (`_judge_space`)."""
-        size = self._gc_size()
+        disk = self.packs.disk_bytes()            # (a stat of every pack: once)
+        size = self._gc_size(disk)
         if self._gc_baseline is None:
             self._gc_baseline = size
         return (size >= max(2 * self._gc_baseline, self._gc_baseline + GC_MIN_GROWTH)
-                or self.pending_over_budget() or self._pressure_raised or self.short_of_space())
+                or self.pending_over_budget() or self._pressure_raised or self.short_of_space(disk))
 
-    def short_of_space(self) -> bool:
+    def short_of_space(self, disk: int | None = None) -> bool:
         """Whether the packs have grown since the last collection by a quarter of the space
         still free on the store's disk (and by LOW_SPACE_MIN_GROWTH at least). Without it a
         store whose disk has less free space than the doubling rule waits for (its live
@@ -648,8 +649,9 @@ class Store:
         checkpoints and writes then failed with ENOSPC though most of the packs were
         garbage. The collections come closer together as the disk fills; with plenty of
         space this never comes before the doubling rule. Such a collection compacts the
-        active pack too (objectstore.gc: it may hold all the garbage of a small disk)."""
-        disk = self.packs.disk_bytes()
+        active pack too (objectstore.gc: it may hold all the garbage of a small disk).
+        `disk`: the packs' bytes on disk, if the caller has them."""
+        disk = self.packs.disk_bytes() if disk is None else disk
         if self._gc_disk_baseline is None:
             self._gc_disk_baseline = disk
         grown = disk - self._gc_disk_baseline
@@ -664,16 +666,16 @@ class Store:
         compresses the others (gc_due; it compacts the active pack too: Collection.steps)."""
         return self.packs.over_budget
 
-    def _gc_size(self) -> int:
+    def _gc_size(self, disk: int) -> int:
         """The packs' size as gc_due weighs it: a checkpoint's pages stored as they are until
         a collection compresses them (PackStore.pending_compression) count as a third,
         about what lz4 leaves of a server's heap page (a Redis page: ~32%), so that
         collections come after as many checkpoints as when pages were compressed at once
         (counted whole, a Redis group at 100 Hz collected 2.5x as often: 5-6 collections
         in 40 s instead of 2, and its daemon's CPU per checkpoint rose, 12.9 -> 14.6 ms),
-        the disk between two holding up to ~3x as much."""
+        the disk between two holding up to ~3x as much. `disk`: the packs' bytes on disk."""
         pending = self.packs.pending_bytes()
-        return self.packs.disk_bytes() - pending + pending // PENDING_WEIGHT
+        return disk - pending + pending // PENDING_WEIGHT
 
     def fsck(self, progress=None) -> list[str]:
         from .fsck import check

@@ -210,8 +210,7 @@ def cmd_run(args) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise CommandError("give the command to run after --, e.g. sls run --store S -- python3 app.py")
-    if not 0 <= args.hz <= 1000:
-        raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
+    _check_rate(args.hz)
     name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(cmd[0]))[:64]
     if (why := bad_name_reason(name)) is not None:      # before a daemon starts for it
         raise CommandError(why if args.name else f"{why} (made from the command's name: give one with --name)")
@@ -276,8 +275,7 @@ def cmd_persist(args) -> int:
     name = args.name or f"pid-{args.pid}"
     if (why := bad_name_reason(name)) is not None:      # before a daemon starts for it
         raise CommandError(why)
-    if not 0 <= args.hz <= 1000:
-        raise CommandError(f"--hz {args.hz}: give a rate from 0 to 1000 checkpoints per second")
+    _check_rate(args.hz)
     refuse_uncheckpointable(args.pid)
     hint = PERSIST_BUSY_HINT.replace("STORE", shlex.quote(store))
     plain_mountpoint, plain_volume, starter = take_over_plain_mount(store, busy_hint=hint) or (None, None, None)
@@ -288,6 +286,11 @@ def cmd_persist(args) -> int:
     _print(args, reply, f"group {reply['group']}: pid {args.pid} is {_rate(args.hz)} "
                         f"(first checkpoint {reply['checkpoint']})")
     return 0
+
+
+def _check_rate(hz: float) -> None:
+    if not 0 <= hz <= 1000:
+        raise CommandError(f"--hz {hz}: give a rate from 0 to 1000 checkpoints per second")
 
 
 def _rate(hz: float) -> str:
@@ -376,9 +379,9 @@ def cmd_barrier(args) -> int:
 def cmd_group_checkpoint(args) -> int:
     reply = ask(store_path(args.store), "group_checkpoint", group=args.mountpoint, name=args.name, interim=True)
     named = f" named {args.name!r}" if args.name else ""
-    if reply.get("restored"):       # run inside the group, restored from the checkpoint it asked for (or
+    if reply.get("restored"):       # run inside the group, restored from that checkpoint (or a later one)
         _print(args, reply, f"group {reply['group']}: checkpoint #{reply['number']}{named} (durable; this "
-                            "process was restored since)")        # from one after it, before the reply)
+                            "process was restored since)")
     else:
         _print(args, reply, f"group {reply['group']}: checkpoint {reply['checkpoint']}{named} (durable)")
     return 0
