@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
 
-from . import inherited, ipc_namespace, kernel, lazy, stub, tracees, unused_mounts
+from . import inherited, ipc_namespace, kernel, lazy, removed_dirs, stub, tracees, unused_mounts
 from .builder import PR_SET_NAME, ProcessBuilder, Remapper, clone, wait_event_stop
 from .errors import CheckpointError
 from .file_restore import FileRestorer
@@ -35,13 +35,14 @@ from .freeze import ALL_SIGNALS
 from .inject import Injector
 from .kernel import NR, PAGE_SIZE
 from .lazy import PageServer, lazy_ranges, served_ranges
+from .mount_table import within
 from .pinning import Pinning
 from .sessions import StandIns, leaders_first, stop_signal
 from .stopwatch import phase
 
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = 0x00020000
-MS_REC, MS_SLAVE = 0x4000, 0x80000
+MS_BIND, MS_REC, MS_SLAVE = 0x1000, 0x4000, 0x80000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 # restore's phases (checkpointer.stopwatch) that do not nest: together they are its time
 TOP_RESTORE_PHASES = ("page_server_start", "launcher", "process_tree", "build", "finish", "let_go",
@@ -132,7 +133,7 @@ def _name(inj: Injector, name: bytes) -> Injector:
 def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[str, str] | None = None,
             leave_stopped: bool = False, lazy: bool = False, new_mount_namespace: bool = False,
             share_listening_ports: bool = False, page_server: PageServer | None = None,
-            keep_mounts_of: Iterable[str] = ()) -> Restored:
+            keep_mounts_of: Iterable[str] = (), present_at: tuple[str, str] | None = None) -> Restored:
     """Restore every process of the image; returns once they run (or are stopped, if asked).
 
     `share_listening_ports`: listening (and bound datagram) inet sockets are made with
@@ -144,6 +145,13 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     namespace a new PID namespace's /proc needs (_own_proc) loses the FUSE mounts the
     processes do not use (unused_mounts.py); `keep_mounts_of`: paths whose mounts stay all
     the same (the directory of a group).
+
+    `present_at` = (DIRECTORY, PATH): the processes see DIRECTORY (a path of the restorer's,
+    which `remap` leads their files to) at PATH too, in a mount namespace of their own
+    (made for them if need be), once they are built: a clone of a group, restored in a
+    copy of its origin's directory, then reaches its copy through the absolute paths its
+    memory holds (its origin's), not its origin's files; its working directory is set
+    again, at PATH, so that getcwd() gives its origin's path too.
 
     `lazy` (image from load_image only): private anonymous memory is not written but served
     on first touch, and pushed in the background, by a page server (lazy.py).
@@ -186,8 +194,11 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             top = _named_stub_injector(launcher.pid, LAUNCHER_NAME)
             helpers = [top]
             in_own_proc: Injector | None = None     # a task of the namespace _own_proc made
-            if new_mount_namespace:
+            own_proc = new_pid_namespace and not new_mount_namespace and not (len(roots) == 1
+                                                                              and roots[0]["pid"] == 1)
+            if new_mount_namespace or (present_at and not own_proc):
                 _unshare_mounts(top)
+                in_own_proc = None if new_mount_namespace else top
             ipc.make(top, image.read_blob, restored.warnings)
             if new_pid_namespace:
                 top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
@@ -195,7 +206,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     restored.ns_init = clone(top, [1])
                     top = _named_stub_injector(restored.ns_init, NAMESPACE_INIT_NAME)
                     helpers.append(top)
-                    if not new_mount_namespace:
+                    if own_proc:
                         _own_proc(top)
                         in_own_proc = top
             injectors += helpers
@@ -232,11 +243,15 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     builder.build(_pages_to_write(image, meta), files, copy_ranges=lazy_ranges(meta))
             stand_ins.dismiss()
         with phase("finish"):
+            if present_at:
+                with phase("present_at"):
+                    _present_at(in_own_proc, builders, *present_at)
             for builder in builders:
                 builder.finish()
             if in_own_proc:
                 with phase("detach_unused_mounts"):
-                    unused_mounts.detach_unused_fuse(in_own_proc, restored.pids, keep_mounts_of)
+                    unused_mounts.detach_unused_fuse(in_own_proc, restored.pids,
+                                                     [*keep_mounts_of, *present_at[1:]] if present_at else keep_mounts_of)
             for helper in helpers:
                 _become_reaper(helper.tid)
             if server:
@@ -295,6 +310,23 @@ def _own_proc(init: Injector) -> None:
     init.check(NR["mount"], 0, init.put(b"/\0"), 0, MS_REC | MS_SLAVE, 0, what="mount(/, MS_REC|MS_SLAVE)")
     proc, target = init.put(b"proc\0"), init.put(b"/proc\0", 16)
     init.check(NR["mount"], proc, target, proc, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0, what="mount(proc, /proc)")
+
+
+def _present_at(inj: Injector, builders: list[ProcessBuilder], directory: str, path: str) -> None:
+    """Bind `directory` at `path` in the mount namespace of `inj`, the processes' (see
+    restore's `present_at`), and move each process whose working directory `remap` led into
+    `directory` to the same place under `path`, unless it has a root of its own or lost that
+    directory (removed_dirs). What they hold open stays as opened: the same files, under
+    `directory`'s name."""
+    source = os.fsencode(directory) + b"\0"
+    inj.check(NR["mount"], inj.put(source), inj.put(os.fsencode(path) + b"\0", len(source)), 0, MS_BIND, 0,
+              what=f"mount({directory}, {path}, MS_BIND)")
+    seen = Remapper({directory: path})
+    for builder in builders:
+        cwd = builder.remap(builder.meta["cwd"])
+        if builder.meta["root"] == "/" and within(cwd, directory) and not removed_dirs.is_removed(cwd):
+            builder.inj.check(NR["chdir"], builder.inj.put(os.fsencode(seen(cwd)) + b"\0"),
+                              what=f"chdir({seen(cwd)})")
 
 
 def _unshare_mounts(inj: Injector) -> None:

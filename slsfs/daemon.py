@@ -617,9 +617,13 @@ class Daemon:
         except (CheckpointError, GroupError, OSError) as exc:
             for group in started:              # all or nothing: none of this request's copies runs
                 await self._stop_group(group)
-            raise GroupError(f"clone {len(started) + 1} of {count} could not start: {exc} (the copies "
-                             f"started before it were stopped; their directories stay under "
-                             f"{self.mountpoint})") from None
+            if len(started) < count:
+                raise GroupError(f"clone {len(started) + 1} of {count} could not start: {exc} (the copies "
+                                 f"started before it were stopped; their directories stay under "
+                                 f"{self.mountpoint})") from None
+            raise GroupError(f"the first checkpoint of the {count} clone(s) failed: {exc} (a clone that exited "
+                             f"says why in its output: {', '.join(g.settings.output for g in started)}); they were "
+                             f"stopped, their directories stay under {self.mountpoint}") from None
         for group in started:
             self._adopt(group)
         return [{"group": g.name, "pids": g.pids, "directory": g.settings.mountpoint,
@@ -633,13 +637,19 @@ class Daemon:
         paths its image holds (its old directory and output file: e.g. after `sls recv`
         into a store mounted elsewhere, or for a clone)."""
         name = name or old.name
+        seen_at = old.seen_at
+        if directory is not None and old.mode != "root":      # a clone: it sees its copy where its origin ran
+            seen_at = old.seen_at or old.mountpoint
         directory = old.directory if directory is None else directory
-        settings = replace(old, name=name, directory=directory,
+        settings = replace(old, name=name, directory=directory, seen_at=seen_at,
                            output=os.path.join(self.store.path, f"group-{name}.out"))
         settings.mountpoint = settings.in_mount(self.mountpoint)
         open(settings.output, "ab").close()
-        remap = {o: n for o, n in ((old.mountpoint, settings.mountpoint), (old.output, settings.output))
-                 if o and o != n}
+        # the image names the group's files by its directory, or by where it saw that (the
+        # longer prefix first: the directory of a clone lies below where it sees it)
+        pairs = ((old.seen_at, settings.mountpoint), (old.mountpoint, settings.mountpoint),
+                 (old.output, settings.output))
+        remap = {o: n for o, n in pairs if o and (o != n or old.seen_at)}
         return settings, remap
 
     async def _restore_processes(self, image: LoadedImage, settings: GroupSettings,
@@ -655,6 +665,7 @@ class Daemon:
         `page_server`, it fills their private memory while they run (checkpointer.lazy).
         `phases` gets where the time went (checkpointer.stopwatch names, milliseconds)."""
         rooted = settings.mode == "root"
+        present_at = await trio.to_thread.run_sync(_presented, settings)   # (a path of our mount: not here)
         if settings.init:       # its binary may be gone (a new machine, a cleaned /var/lib)
             await trio.to_thread.run_sync(group_init.ensure_built)
 
@@ -663,7 +674,8 @@ class Daemon:
                 try:
                     return restore_image(image, new_pid_namespace=True, new_mount_namespace=rooted, remap=remap,
                                          share_listening_ports=share_listening_ports,
-                                         page_server=page_server, keep_mounts_of=[settings.mountpoint])
+                                         page_server=page_server, keep_mounts_of=[settings.mountpoint],
+                                         present_at=present_at)
                 finally:
                     (phases if phases is not None else {}).update(times)
         started = time.perf_counter()
@@ -1006,6 +1018,20 @@ async def until_exited(pid: int, limit_s: float) -> None:
             await trio.lowlevel.wait_readable(pidfd)
     finally:
         os.close(pidfd)
+
+
+def _presented(settings: GroupSettings) -> tuple[str, str] | None:
+    """(its directory, where its processes see it) for a group that sees its directory
+    elsewhere (a clone: settings.seen_at), if that path is a directory here; else None, with
+    a warning in the log: its processes then reach nothing at their origin's paths (a group
+    received from a store mounted elsewhere)."""
+    if not settings.seen_at or settings.seen_at == settings.mountpoint:
+        return None
+    if not os.path.isdir(settings.seen_at):
+        log.warning("group %s: %s, where its processes saw their directory, is no directory here: they "
+                    "see it only at %s", settings.name, settings.seen_at, settings.mountpoint)
+        return None
+    return settings.mountpoint, settings.seen_at
 
 
 def _exit_now(mountpoint: str) -> None:

@@ -39,9 +39,9 @@ from .group_names import bad_name_reason
 
 
 FORMAT = "slsfs-group"
-VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)  # version 1: settings without `init`; 1-2: no `directory`, `clone_volumes`;
-#                                   1-3: no `device`
+VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # version 1: settings without `init`; 1-2: no `directory`, `clone_volumes`;
+#                                      1-3: no `device`; 1-4: no `seen_at`
 ROOT_PREFIX = "grp/"
 _META = b"meta"
 _STOPPED = b"stopped"
@@ -75,6 +75,8 @@ class GroupSettings:
     init: bool = False                   # PID 1 is sls-init, the command its child (version 2)
     directory: str = ""                  # where it runs, relative to the mount ("" = the mount's root;
     # a clone: its grafted directory); `mountpoint` is that directory (version 3)
+    seen_at: str = ""                    # a clone (not of a --root group): where its processes see
+    # `mountpoint`, the path its origin ran at ("": at `mountpoint` itself; version 5)
 
     def mount_root(self) -> str:
         """The mount point of the volume the group runs in (`mountpoint` less `directory`)."""
