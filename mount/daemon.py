@@ -59,7 +59,11 @@ def answer(fs: FileSystem, req: dict) -> dict:
         if op == "fsck":
             fs.checkpoint("fsck", durable=True)
             return {"ok": True, "problems": fs.store.fsck()}
-    except (MountError, StoreError) as exc:
+        if op == "retention":                # the next thinning (every few seconds) applies a change
+            if req.get("set"):
+                fs.store.set_retention(req["set"])
+            return {"ok": True, **fs.store.retention_status()}
+    except (MountError, StoreError, ValueError, TypeError) as exc:
         return {"ok": False, "error": str(exc)}
     return {"ok": False, "error": f"unknown request {op!r}"}
 

@@ -10,7 +10,7 @@ space after a collection thins harder (`squeezed`), never its named checkpoints.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterable
 
 
@@ -20,6 +20,21 @@ class RetentionPolicy:
     minutely: int = 60
     hourly: int = 48
     daily: int = 30
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"retention {name.replace('_', '-')} must be a whole number >= 0, not {value!r}")
+        if self.keep_last < 1:
+            raise ValueError("retention keep-last must be at least 1 (the newest checkpoint always stays)")
+
+    def changed(self, changes: dict) -> "RetentionPolicy":
+        """This policy with the fields `changes` names set (ValueError for unknown names)."""
+        unknown = set(changes) - set(asdict(self))
+        if unknown:
+            raise ValueError(f"no retention setting {', '.join(sorted(unknown))} (settings: "
+                             f"{', '.join(asdict(self))})")
+        return replace(self, **changes)
 
 
 PRESSURE_LEVELS = 9      # squeezed: 1-2 drop the tiers, each one past those halves keep_last

@@ -28,7 +28,7 @@ import re
 import time
 import uuid as uuidlib
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -129,6 +129,18 @@ def _parse_record(payload: bytes) -> dict:
     return rec
 
 
+def _write_format(path: Path, meta: dict) -> None:
+    """Write the store's FORMAT file (docs/FORMAT.md) atomically and durably."""
+    tmp = path / "FORMAT.tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path / "FORMAT")
+    fsync_dir(path)
+
+
 def _commit_from(rec: dict) -> Commit:
     return Commit(rec["id"], rec["parent"], rec["time"], rec["label"],
                   {k: ChunkId(bytes.fromhex(v)) for k, v in rec["roots"].items()})
@@ -149,7 +161,11 @@ class Store:
         self.packs = PackStore(self.path / "packs", self.seed, readonly=readonly,
                                verify_dedup=meta.get("verify_dedup", False))
         self.cache = NodeCache()
-        self.retention = RetentionPolicy(**meta.get("retention", {}))
+        try:
+            self.retention = RetentionPolicy(**meta.get("retention", {}))
+        except (TypeError, ValueError) as exc:
+            raise FormatError(f"{self.path}/FORMAT: its retention policy is not valid ({exc}); correct its "
+                              f"`retention` there") from None
         self.space_pressure = 0                  # retention_now's level: see _judge_space
         self._pressure_raised = False            # ... and not applied by a collection yet (gc_due)
         self._recent: set[bytes] = set()
@@ -183,14 +199,7 @@ class Store:
                 "seed": f"{seed if seed is not None else int.from_bytes(os.urandom(8), 'little'):016x}",
                 "uuid": str(uuidlib.uuid4()), "verify_dedup": verify_dedup,
                 "created": time.time()}
-        tmp = path / "FORMAT.tmp"
-        with open(tmp, "w") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path / "FORMAT")
-        fsync_dir(path)
+        _write_format(path, meta)
         return cls(path, readonly=False, _create=meta)
 
     @classmethod
@@ -604,6 +613,22 @@ class Store:
         self._gc_baseline, self._gc_disk_baseline = self._gc_size(disk), disk
         self.packs.note_live(live_bytes)
         self._judge_space()
+
+    def set_retention(self, changes: dict) -> None:
+        """Change the store's retention policy (fields of RetentionPolicy: `changes`),
+        durably: the FORMAT file's `retention`. ValueError for a setting that is unknown
+        or out of range, with nothing changed."""
+        if self.readonly:
+            raise StoreError("the store is open read-only: its retention policy cannot change")
+        policy = self.retention.changed(changes)
+        _write_format(self.path, {**self._read_format(), "retention": asdict(policy)})
+        self.retention = policy
+
+    def retention_status(self) -> dict:
+        """The policy (`policy`), the one applied now (`applied`: squeezed while the disk
+        is short of space) and the space-pressure level, as `sls retention` shows them."""
+        return {"policy": asdict(self.retention), "applied": asdict(self.retention_now),
+                "space_pressure": self.space_pressure}
 
     @property
     def retention_now(self) -> RetentionPolicy:

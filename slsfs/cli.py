@@ -44,6 +44,7 @@ VERBS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gc": ("thin old checkpoints and free unreachable space", (FS,)),
     "fsck": ("verify every chunk and tree of a store", (FS,)),
     "stat": ("space used, dedup and compression, checkpoints", (FS,)),
+    "retention": ("show or change which old checkpoints a store keeps", (FS,)),
     "send": ("write a checkpoint as a stream (full or incremental)", (STORE, GROUP)),
     "recv": ("apply a stream from `sls send` to a store (created if missing)", (STORE,)),
     "run": ("run a command in a new persistence group (files + memory checkpointed)", (GROUP,)),

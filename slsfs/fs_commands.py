@@ -23,11 +23,12 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
 from objectstore import Store, StoreError
-from objectstore.retention import Prune, parse_duration
+from objectstore.retention import Prune, RetentionPolicy, parse_duration
 
 from mount.control import (ControlError, MountInfo, canonical_mountpoint, connect_unix, find_mount, mount_state,
                            request, slsfs_mounts, socket_path)
@@ -51,7 +52,7 @@ def build(verb: str, p: argparse.ArgumentParser) -> None:
     """Add the arguments of `verb` (one of ours: slsfs.cli.VERBS) to its parser."""
     {"init": _init_args, "mount": _mount_args, "umount": _umount_args, "checkpoint": _checkpoint_args,
      "log": _log_args, "snapshot": _snapshot_args, "clone": _clone_args, "diff": _diff_args,
-     "gc": _gc_args, "fsck": _fsck_args, "stat": _stat_args}[verb](p)
+     "gc": _gc_args, "fsck": _fsck_args, "stat": _stat_args, "retention": _retention_args}[verb](p)
 
 
 def _init_args(p: argparse.ArgumentParser) -> None:
@@ -142,6 +143,17 @@ def _gc_args(p: argparse.ArgumentParser) -> None:
     _store_target_args(p)
     p.set_defaults(func=cmd_gc)
     _prune_flags(p)
+
+
+def _retention_args(p: argparse.ArgumentParser) -> None:
+    _store_target_args(p)
+    p.set_defaults(func=cmd_retention)
+    default = RetentionPolicy()
+    for field, help_text in (("keep_last", f"keep the newest N checkpoints (default {default.keep_last})"),
+                             ("minutely", f"then one a minute for N minutes (default {default.minutely})"),
+                             ("hourly", f"then one an hour for N hours (default {default.hourly})"),
+                             ("daily", f"then one a day for N days (default {default.daily})")):
+        p.add_argument(f"--{field.replace('_', '-')}", dest=field, type=int, metavar="N", help=help_text)
 
 
 def _fsck_args(p: argparse.ArgumentParser) -> None:
@@ -702,6 +714,35 @@ def cmd_fsck(args) -> int:
     _print(args, {"problems": problems, "clean": not problems},
            "\n".join(problems) if problems else "clean: no problems found")
     return 1 if problems else 0
+
+
+def cmd_retention(args) -> int:
+    """Show the store's retention policy, or change the settings given (named checkpoints
+    always stay; the newest too)."""
+    changes = {field: getattr(args, field) for field in asdict(RetentionPolicy())
+               if getattr(args, field) is not None}
+    fields = {"set": changes} if changes else {}
+    reply, store_path = _store_or_daemon(_target(args), "retention", **fields)
+    if reply is None:
+        with Store.open(store_path, readonly=not changes) as store:
+            try:
+                if changes:
+                    store.set_retention(changes)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            reply = store.retention_status()
+    reply.pop("ok", None)
+    policy, applied = reply["policy"], reply["applied"]
+    tiers = [f"one a {unit} for {policy[field]} {unit}s" for field, unit in
+             (("minutely", "minute"), ("hourly", "hour"), ("daily", "day")) if policy[field]]
+    human = (f"keeps the newest {policy['keep_last']} checkpoints{', then ' if tiers else ''}{', '.join(tiers)}; "
+             f"named checkpoints always")
+    if applied != policy:
+        human += (f"\nthe disk is short of space (level {reply['space_pressure']}): applied now is keep-last "
+                  f"{applied['keep_last']}, minutely {applied['minutely']}, hourly {applied['hourly']}, "
+                  f"daily {applied['daily']}")
+    _print(args, reply, human)
+    return 0
 
 
 def cmd_stat(args) -> int:
