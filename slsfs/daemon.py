@@ -637,13 +637,13 @@ class Daemon:
         paths its image holds (its old directory and output file: e.g. after `sls recv`
         into a store mounted elsewhere, or for a clone)."""
         name = name or old.name
-        seen_at = old.seen_at
-        if directory is not None and old.mode != "root":      # a clone: it sees its copy where its origin ran
-            seen_at = old.seen_at or old.mountpoint
         directory = old.directory if directory is None else directory
-        settings = replace(old, name=name, directory=directory, seen_at=seen_at,
+        settings = replace(old, name=name, directory=directory,
                            output=os.path.join(self.store.path, f"group-{name}.out"))
         settings.mountpoint = settings.in_mount(self.mountpoint)
+        if old.mode != "root" and settings.mountpoint != (old.seen_at or old.mountpoint):
+            # a clone, or a group restored at another mount: it sees its directory where it ran
+            settings.seen_at = old.seen_at or old.mountpoint
         open(settings.output, "ab").close()
         # the image names the group's files by its directory, or by where it saw that (the
         # longer prefix first: the directory of a clone lies below where it sees it)
@@ -1022,9 +1022,9 @@ async def until_exited(pid: int, limit_s: float) -> None:
 
 def _presented(settings: GroupSettings) -> tuple[str, str] | None:
     """(its directory, where its processes see it) for a group that sees its directory
-    elsewhere (a clone: settings.seen_at), if that path is a directory here; else None, with
-    a warning in the log: its processes then reach nothing at their origin's paths (a group
-    received from a store mounted elsewhere)."""
+    elsewhere (settings.seen_at: a clone; a group restored at another mount point), if that
+    path is a directory here; else None, with a warning in the log: its processes then reach
+    nothing through the paths they kept (a group received from another machine)."""
     if not settings.seen_at or settings.seen_at == settings.mountpoint:
         return None
     if not os.path.isdir(settings.seen_at):

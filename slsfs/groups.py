@@ -75,8 +75,8 @@ class GroupSettings:
     init: bool = False                   # PID 1 is sls-init, the command its child (version 2)
     directory: str = ""                  # where it runs, relative to the mount ("" = the mount's root;
     # a clone: its grafted directory); `mountpoint` is that directory (version 3)
-    seen_at: str = ""                    # a clone (not of a --root group): where its processes see
-    # `mountpoint`, the path its origin ran at ("": at `mountpoint` itself; version 5)
+    seen_at: str = ""                    # where its processes see `mountpoint`, when elsewhere (not
+    # --root): the path a clone's origin ran at; where a group restored at another mount ran (version 5)
 
     def mount_root(self) -> str:
         """The mount point of the volume the group runs in (`mountpoint` less `directory`)."""

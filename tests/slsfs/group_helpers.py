@@ -151,3 +151,26 @@ def group_store(tmp_path):
         yield s
     finally:
         s.cleanup()
+
+
+def log_lines(path: Path) -> list[tuple[int, str]]:
+    """path_logger.py's whole lines: (number, working directory)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [(int(n), cwd) for n, cwd in (line.split(" ", 1) for line in text.splitlines(keepends=True)
+                                         if line.endswith("\n"))]
+
+
+def each_logs_on_its_own(directories: list[Path], seen_at: Path) -> None:
+    """Wait until path_logger.py's log grows in each of `directories`, then check that
+    each holds one program's lines only (numbered 1, 2, ... with no gap or repeat) and that
+    the program saw itself in `seen_at`."""
+    grown = {d: len(log_lines(d / "log")) for d in directories}
+    wait_for(lambda: all(len(log_lines(d / "log")) > grown[d] + 20 for d in grown),
+             f"the log to grow in each of {directories}")
+    for directory in directories:
+        lines = log_lines(directory / "log")
+        assert [n for n, _ in lines] == list(range(1, len(lines) + 1)), f"{directory}/log mixes two logs"
+        assert {cwd.strip() for _, cwd in lines} == {str(seen_at)}, f"{directory}/log: the working directory"

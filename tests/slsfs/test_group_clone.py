@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from group_helpers import TARGETS, read_counter, wait_for
+from group_helpers import TARGETS, each_logs_on_its_own, log_lines, read_counter, wait_for
 
 
 def test_clones_run_independently_from_one_checkpoint(group_store, group_binaries):
@@ -176,16 +176,6 @@ def test_clones_started_with_no_daemon_go_to_the_mount_point_asked_for(group_sto
     assert not os.path.ismount(elsewhere)
 
 
-def _log_lines(path) -> list[tuple[int, str]]:
-    """path_logger.py's whole lines: (number, working directory)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return [(int(n), cwd) for n, cwd in (line.split(" ", 1) for line in text.splitlines(keepends=True)
-                                         if line.endswith("\n"))]
-
-
 def test_a_clone_finds_its_own_files_at_the_paths_its_origin_used(group_store):
     """A clone's processes see the clone's directory at the path where their origin ran, so
     a program that keeps absolute paths (SQLite's journal, Redis's dump file, a log) reaches
@@ -194,22 +184,13 @@ def test_a_clone_finds_its_own_files_at_the_paths_its_origin_used(group_store):
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "logger", "--hz", "20", "--",
               sys.executable, str(TARGETS / "path_logger.py"), "log")
-    wait_for(lambda: len(_log_lines(store.mnt / "log")) > 20, "the target to log")
+    wait_for(lambda: len(log_lines(store.mnt / "log")) > 20, "the target to log")
     store.sls("restore", "logger", "--store", str(store.path), "--clone")
     copy = store.mnt / "logger.clone1"
 
-    def each_logs_on_its_own() -> None:
-        grown = {d: len(_log_lines(d / "log")) for d in (store.mnt, copy)}
-        wait_for(lambda: all(len(_log_lines(d / "log")) > grown[d] + 20 for d in grown),
-                 "the origin and the clone to log on, each in its own directory")
-        for directory in grown:
-            lines = _log_lines(directory / "log")
-            assert [n for n, _ in lines] == list(range(1, len(lines) + 1)), f"{directory}/log mixes two logs"
-            assert {cwd.strip() for _, cwd in lines} == {str(store.mnt)}, f"{directory}/log: the working directory"
-
-    each_logs_on_its_own()
+    each_logs_on_its_own([store.mnt, copy], seen_at=store.mnt)
     store.crash()
     store.sls("restore", "logger", "--store", str(store.path))
     assert {g["group"] for g in store.ps()["groups"]} == {"logger", "logger.clone1"}
-    each_logs_on_its_own()
+    each_logs_on_its_own([store.mnt, copy], seen_at=store.mnt)
     store.sls("stop", "--store", str(store.path))

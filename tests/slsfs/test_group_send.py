@@ -3,10 +3,11 @@ a corrupted stream is refused and leaves no store behind (or the receiving store
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
-from group_helpers import GroupStore, read_counter, wait_for
+from group_helpers import TARGETS, GroupStore, each_logs_on_its_own, log_lines, read_counter, wait_for
 
 
 @pytest.mark.parametrize("receiver", ["made by recv", "made by sls init"])
@@ -91,6 +92,27 @@ def test_a_received_group_is_restored_at_the_receiving_stores_mount_point(group_
         assert not src.mnt.is_mount()
         out = src.sls("restore", "mover", "--store", str(src.path)).stdout   # the sender's stays its own
         assert f"running in {src.mnt}\n" in out + "\n", out
+        dst.sls("stop", "--store", str(dst.path))
+    finally:
+        dst.cleanup()
+
+
+def test_a_group_received_beside_its_running_sender_keeps_to_its_own_files(group_store, tmp_path):
+    """A group restored from another store of this machine, its sender running on, sees its
+    new directory where it ran: the absolute paths it kept reach the receiving store's
+    files, never the sender's live ones. (It appended to the sender's log.)"""
+    src = group_store
+    src.sls("run", "--store", str(src.path), "--name", "logger", "--hz", "10", "--",
+            sys.executable, str(TARGETS / "path_logger.py"), "log")
+    wait_for(lambda: len(log_lines(src.mnt / "log")) > 20, "the target to log")
+    stream = tmp_path / "logger.stream"
+    src.sls("send", "logger", "--store", str(src.path), "-o", str(stream))
+    dst = GroupStore.__new__(GroupStore)
+    dst.path, dst.mnt = tmp_path / "other", tmp_path / "other.mnt"
+    try:
+        dst.sls("recv", str(dst.path), "-i", str(stream))
+        dst.sls("restore", "logger", "--store", str(dst.path))
+        each_logs_on_its_own([src.mnt, dst.mnt], seen_at=src.mnt)
         dst.sls("stop", "--store", str(dst.path))
     finally:
         dst.cleanup()
