@@ -77,6 +77,13 @@ class GroupStore:
         self.mnt = tmp / "store.mnt"
         self.sls("init", str(self.path))
 
+    @classmethod
+    def to_receive(cls, path: Path, mnt: Path) -> "GroupStore":
+        """One for a store at `path` not made yet (`sls recv` makes it), mounted at `mnt`."""
+        store = cls.__new__(cls)
+        store.path, store.mnt = path, mnt
+        return store
+
     def sls(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "slsfs.cli", *args], capture_output=True, text=True,
                                 timeout=SLS_TIMEOUT_S)

@@ -35,8 +35,7 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
 
     other = tmp_path / "other"
     other.mkdir()
-    dst = GroupStore.__new__(GroupStore)
-    dst.path, dst.mnt = other / "store", other / "store.mnt"
+    dst = GroupStore.to_receive(other / "store", other / "store.mnt")
     if receiver == "made by sls init":
         dst.sls("init", str(dst.path))
     try:
@@ -81,8 +80,7 @@ def test_a_received_group_is_restored_at_the_receiving_stores_mount_point(group_
     src.sls("stop", "--store", str(src.path))
     stream = tmp_path / "mover.stream"
     src.sls("send", "mover", "--store", str(src.path), "-o", str(stream))
-    dst = GroupStore.__new__(GroupStore)
-    dst.path, dst.mnt = tmp_path / "other", tmp_path / "other.mnt"
+    dst = GroupStore.to_receive(tmp_path / "other", tmp_path / "other.mnt")
     try:
         dst.sls("recv", str(dst.path), "-i", str(stream))
         out = dst.sls("restore", "mover", "--store", str(dst.path)).stdout
@@ -107,8 +105,7 @@ def test_a_group_received_beside_its_running_sender_keeps_to_its_own_files(group
     wait_for(lambda: len(log_lines(src.mnt / "log")) > 20, "the target to log")
     stream = tmp_path / "logger.stream"
     src.sls("send", "logger", "--store", str(src.path), "-o", str(stream))
-    dst = GroupStore.__new__(GroupStore)
-    dst.path, dst.mnt = tmp_path / "other", tmp_path / "other.mnt"
+    dst = GroupStore.to_receive(tmp_path / "other", tmp_path / "other.mnt")
     try:
         dst.sls("recv", str(dst.path), "-i", str(stream))
         dst.sls("restore", "logger", "--store", str(dst.path))
