@@ -36,6 +36,7 @@ from .inject import Injector
 from .kernel import NR, PAGE_SIZE
 from .lazy import PageServer, lazy_ranges, served_ranges
 from .mount_table import within
+from .unused_mounts import MNT_DETACH, NR_UMOUNT2
 from .pinning import Pinning
 from .sessions import StandIns, leaders_first, stop_signal
 from .stopwatch import phase
@@ -317,9 +318,14 @@ def _present_at(inj: Injector, builders: list[ProcessBuilder], directory: str, p
     restore's `present_at`), and move each process whose working directory `remap` led into
     `directory` to the same place under `path`, unless it has a root of its own or lost that
     directory (removed_dirs). What they hold open stays as opened: the same files, under
-    `directory`'s name."""
-    source = os.fsencode(directory) + b"\0"
-    inj.check(NR["mount"], inj.put(source), inj.put(os.fsencode(path) + b"\0", len(source)), 0, MS_BIND, 0,
+    `directory`'s name. What another file system mounted at `path` (the live mount of the
+    store a group was received from) is detached there first: the processes use nothing of
+    it, and their copy of it would keep it alive after its own unmount."""
+    source, target = os.fsencode(directory) + b"\0", os.fsencode(path) + b"\0"
+    ours, there = os.stat(directory).st_dev, f"/proc/{inj.tid}/root{path}"    # (`path` in their namespace)
+    while _device(there) != ours and inj.call(NR_UMOUNT2, inj.put(target), MNT_DETACH) == 0:
+        pass
+    inj.check(NR["mount"], inj.put(source), inj.put(target, len(source)), 0, MS_BIND, 0,
               what=f"mount({directory}, {path}, MS_BIND)")
     seen = Remapper({directory: path})
     for builder in builders:
@@ -327,6 +333,14 @@ def _present_at(inj: Injector, builders: list[ProcessBuilder], directory: str, p
         if builder.meta["root"] == "/" and within(cwd, directory) and not removed_dirs.is_removed(cwd):
             builder.inj.check(NR["chdir"], builder.inj.put(os.fsencode(seen(cwd)) + b"\0"),
                               what=f"chdir({seen(cwd)})")
+
+
+def _device(path: str) -> int | None:
+    """st_dev of `path`; None if it cannot be reached (a FUSE mount whose daemon is gone)."""
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return None
 
 
 def _unshare_mounts(inj: Injector) -> None:

@@ -98,7 +98,8 @@ def test_a_received_group_is_restored_at_the_receiving_stores_mount_point(group_
 def test_a_group_received_beside_its_running_sender_keeps_to_its_own_files(group_store, tmp_path):
     """A group restored from another store of this machine, its sender running on, sees its
     new directory where it ran: the absolute paths it kept reach the receiving store's
-    files, never the sender's live ones. (It appended to the sender's log.)"""
+    files, never the sender's live ones (it appended to the sender's log), and its mount
+    namespace keeps nothing of the sender's mount."""
     src = group_store
     src.sls("run", "--store", str(src.path), "--name", "logger", "--hz", "10", "--",
             sys.executable, str(TARGETS / "path_logger.py"), "log")
@@ -110,6 +111,10 @@ def test_a_group_received_beside_its_running_sender_keeps_to_its_own_files(group
         dst.sls("recv", str(dst.path), "-i", str(stream))
         dst.sls("restore", "logger", "--store", str(dst.path))
         each_logs_on_its_own([src.mnt, dst.mnt], seen_at=src.mnt)
+        # nor does it hold the sender's mount (whose daemon an unmount would then wait for)
+        with open(f"/proc/{dst.group('logger')['pids'][0]}/mountinfo") as f:
+            held = [line for line in f if f" {src.path} " in line]
+        assert not held, held
         dst.sls("stop", "--store", str(dst.path))
     finally:
         dst.cleanup()
