@@ -36,7 +36,6 @@ from .inject import Injector
 from .kernel import NR, PAGE_SIZE
 from .lazy import PageServer, lazy_ranges, served_ranges
 from .mount_table import within
-from .unused_mounts import MNT_DETACH, NR_UMOUNT2
 from .pinning import Pinning
 from .sessions import StandIns, leaders_first, stop_signal
 from .stopwatch import phase
@@ -150,9 +149,9 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
     `present_at` = (DIRECTORY, PATH): the processes see DIRECTORY (a path of the restorer's,
     which `remap` leads their files to) at PATH too, in a mount namespace of their own
     (made for them if need be), once they are built: a clone of a group, restored in a
-    copy of its origin's directory, then reaches its copy through the absolute paths its
-    memory holds (its origin's), not its origin's files; its working directory is set
-    again, at PATH, so that getcwd() gives its origin's path too.
+    copy of its origin's directory (or a group restored at another mount point), then
+    reaches its own files through the absolute paths its memory holds, not its origin's;
+    its working directory is set again, at PATH, so that getcwd() gives the path it had.
 
     `lazy` (image from load_image only): private anonymous memory is not written but served
     on first touch, and pushed in the background, by a page server (lazy.py).
@@ -252,7 +251,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             if in_own_proc:
                 with phase("detach_unused_mounts"):
                     unused_mounts.detach_unused_fuse(in_own_proc, restored.pids,
-                                                     [*keep_mounts_of, *present_at[1:]] if present_at else keep_mounts_of)
+                                                     [*keep_mounts_of, present_at[1]] if present_at else keep_mounts_of)
             for helper in helpers:
                 _become_reaper(helper.tid)
             if server:
@@ -318,12 +317,13 @@ def _present_at(inj: Injector, builders: list[ProcessBuilder], directory: str, p
     restore's `present_at`), and move each process whose working directory `remap` led into
     `directory` to the same place under `path`, unless it has a root of its own or lost that
     directory (removed_dirs). What they hold open stays as opened: the same files, under
-    `directory`'s name. What another file system mounted at `path` (the live mount of the
-    store a group was received from) is detached there first: the processes use nothing of
-    it, and their copy of it would keep it alive after its own unmount."""
+    `directory`'s name. Whatever another file system has mounted at `path` (the live mount
+    of the store a group was received from) is detached there first: the processes use
+    nothing of it, and their copy of it would keep it alive after its own unmount."""
     source, target = os.fsencode(directory) + b"\0", os.fsencode(path) + b"\0"
     ours, there = os.stat(directory).st_dev, f"/proc/{inj.tid}/root{path}"    # (`path` in their namespace)
-    while _device(there) != ours and inj.call(NR_UMOUNT2, inj.put(target), MNT_DETACH) == 0:
+    while _device(there) != ours and inj.call(unused_mounts.NR_UMOUNT2, inj.put(target),
+                                              unused_mounts.MNT_DETACH) == 0:
         pass
     inj.check(NR["mount"], inj.put(source), inj.put(target, len(source)), 0, MS_BIND, 0,
               what=f"mount({directory}, {path}, MS_BIND)")
