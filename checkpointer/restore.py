@@ -193,12 +193,12 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             kernel.set_sigmask(launcher.pid, ALL_SIGNALS)
             top = _named_stub_injector(launcher.pid, LAUNCHER_NAME)
             helpers = [top]
-            in_own_proc: Injector | None = None     # a task of the namespace _own_proc made
+            in_own_ns: Injector | None = None       # a task of the processes' own mount namespace
             own_proc = new_pid_namespace and not new_mount_namespace and not (len(roots) == 1
                                                                               and roots[0]["pid"] == 1)
             if new_mount_namespace or (present_at and not own_proc):
                 _unshare_mounts(top)
-                in_own_proc = None if new_mount_namespace else top
+                in_own_ns = top
             ipc.make(top, image.read_blob, restored.warnings)
             if new_pid_namespace:
                 top.check(NR["unshare"], CLONE_NEWPID, what="unshare(CLONE_NEWPID)")
@@ -208,7 +208,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
                     helpers.append(top)
                     if own_proc:
                         _own_proc(top)
-                        in_own_proc = top
+                        in_own_ns = top
             injectors += helpers
             stand_ins = StandIns(image.processes, injectors, restored.warnings, _stub_injector)
             def memory_first(inj: Injector, meta: dict, cloned_by: Injector | None) -> None:
@@ -245,12 +245,12 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
         with phase("finish"):
             if present_at:
                 with phase("present_at"):
-                    _present_at(in_own_proc, builders, *present_at)
+                    _present_at(in_own_ns, builders, *present_at)
             for builder in builders:
                 builder.finish()
-            if in_own_proc:
+            if in_own_ns and not new_mount_namespace:      # (that one, the caller trims)
                 with phase("detach_unused_mounts"):
-                    unused_mounts.detach_unused_fuse(in_own_proc, restored.pids,
+                    unused_mounts.detach_unused_fuse(in_own_ns, restored.pids,
                                                      [*keep_mounts_of, present_at[1]] if present_at else keep_mounts_of)
             for helper in helpers:
                 _become_reaper(helper.tid)

@@ -19,6 +19,8 @@ from mount.control import request
 from polling import wait_for
 
 TARGETS = Path(__file__).parent / "targets"
+# path_logger.py: appends to a log it names by absolute path (each_logs_on_its_own checks)
+PATH_LOGGER = Path(__file__).parents[1] / "checkpointer" / "targets" / "path_logger.py"
 SLS_TIMEOUT_S = 180
 
 

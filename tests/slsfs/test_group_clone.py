@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from group_helpers import TARGETS, each_logs_on_its_own, log_lines, read_counter, wait_for
+from group_helpers import PATH_LOGGER, each_logs_on_its_own, log_lines, read_counter, wait_for
 
 
 def test_clones_run_independently_from_one_checkpoint(group_store, group_binaries):
@@ -183,7 +183,7 @@ def test_a_clone_finds_its_own_files_at_the_paths_its_origin_used(group_store):
     it was in; after a crash too. (A clone appended to its origin's log.)"""
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "logger", "--hz", "20", "--",
-              sys.executable, str(TARGETS / "path_logger.py"), "log")
+              sys.executable, str(PATH_LOGGER), "log")
     wait_for(lambda: len(log_lines(store.mnt / "log")) > 20, "the target to log")
     store.sls("restore", "logger", "--store", str(store.path), "--clone")
     copy = store.mnt / "logger.clone1"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from group_helpers import TARGETS, GroupStore, each_logs_on_its_own, log_lines, read_counter, wait_for
+from group_helpers import PATH_LOGGER, GroupStore, each_logs_on_its_own, log_lines, read_counter, wait_for
 
 
 @pytest.mark.parametrize("receiver", ["made by recv", "made by sls init"])
@@ -102,7 +102,7 @@ def test_a_group_received_beside_its_running_sender_keeps_to_its_own_files(group
     namespace keeps nothing of the sender's mount."""
     src = group_store
     src.sls("run", "--store", str(src.path), "--name", "logger", "--hz", "10", "--",
-            sys.executable, str(TARGETS / "path_logger.py"), "log")
+            sys.executable, str(PATH_LOGGER), "log")
     wait_for(lambda: len(log_lines(src.mnt / "log")) > 20, "the target to log")
     stream = tmp_path / "logger.stream"
     src.sls("send", "logger", "--store", str(src.path), "-o", str(stream))
