@@ -182,10 +182,10 @@ def _compressed(payload: bytes, raw_len: int, probe: bool) -> tuple[int, bytes, 
     return 0, payload, True
 
 
-def _damaged(name: str, offset: int) -> CorruptChunk:
-    return CorruptChunk(f"{name} offset {offset}: record failed its checksum; the chunk "
-                        "is damaged (run `sls fsck` to list every damaged record)",
-                        pack=name, offset=offset)
+def _damaged(pack: Path, offset: int) -> CorruptChunk:
+    return CorruptChunk(f"{pack.name} offset {offset}: record failed its checksum; the chunk is damaged "
+                        f"(`sls fsck {pack.parent.parent}` lists every damaged record)",
+                        pack=pack.name, offset=offset)
 
 
 def _collision(cid: bytes) -> StoreError:
@@ -238,8 +238,8 @@ class ChunkCopies:
     of the GIL) while the owner's thread serves requests; PackStore.place_copies then
     appends the results in the owner's thread."""
 
-    def __init__(self, name: str, fd: int, version: int, wanted: list[tuple[int, bytes]]) -> None:
-        self.name, self.fd, self.version = name, fd, version
+    def __init__(self, pack: Path, fd: int, version: int, wanted: list[tuple[int, bytes]]) -> None:
+        self.pack, self.fd, self.version = pack, fd, version
         self.wanted = wanted      # (location, id), in pack order
         self.records: list[tuple[int, bytes, int, int, bytes]] = []   # (location, id, flags, raw_len, payload)
 
@@ -254,7 +254,7 @@ class ChunkCopies:
                 offset = loc >> _OFFSET_SHIFT & _OFFSET_MASK
                 parsed = fmt.decode_record(buf, offset - first, self.version)
                 if parsed is None or parsed[0].id != cid or parsed[0].stored_len != loc >> 1 & _LEN_MASK:
-                    raise _damaged(self.name, offset)
+                    raise _damaged(self.pack, offset)
                 info, payload = parsed
                 flags = info.flags
                 if flags & fmt.FLAG_DEFERRED:
@@ -636,7 +636,7 @@ class PackStore:
             damaged = self._damaged.get(cid)
             if damaged is not None:
                 raise CorruptChunk(f"{damaged[0]} offset {damaged[1]}: chunk {bytes(cid).hex()} is "
-                                   "damaged (its record failed its checksum); run `sls fsck`",
+                                   f"damaged (its record failed its checksum); run `sls fsck {self.directory.parent}`",
                                    pack=damaged[0], offset=damaged[1])
             raise NotFound(f"chunk {bytes(cid).hex()} is not in the store")
         number, offset, stored_len, kind = _unloc(loc)
@@ -644,7 +644,8 @@ class PackStore:
         if chunk_id(kind, data, self.seed) != cid:
             name = _pack_path(self.directory, number).name
             raise CorruptChunk(f"{name} offset {offset}: the record there does not hold chunk "
-                               f"{bytes(cid).hex()} (content does not match the id); run `sls fsck`",
+                               f"{bytes(cid).hex()} (content does not match the id); run "
+                               f"`sls fsck {self.directory.parent}`",
                                pack=name, offset=offset)
         return data
 
@@ -879,7 +880,7 @@ class PackStore:
                     data = b""
                 if len(data) == raw_len:
                     return data
-        raise _damaged(_pack_path(self.directory, number).name, offset)
+        raise _damaged(_pack_path(self.directory, number), offset)
 
     def _read_record(self, number: int, offset: int, stored_len: int | None) -> tuple[fmt.RecordInfo, bytes]:
         version = self._version(number)
@@ -897,7 +898,7 @@ class PackStore:
             start = 0
         parsed = fmt.decode_record(buf, start, version)
         if parsed is None:
-            raise _damaged(_pack_path(self.directory, number).name, offset)
+            raise _damaged(_pack_path(self.directory, number), offset)
         return parsed
 
     def _plain(self, info: fmt.RecordInfo, payload: bytes, number: int) -> bytes:
@@ -1075,12 +1076,12 @@ class PackStore:
             if loc is not None and loc >> _PACK_SHIFT == number:
                 wanted.append((loc, cid))
         wanted.sort()
-        name, fd, version = _pack_path(self.directory, number).name, self._fd(number), self._version(number)
+        pack, fd, version = _pack_path(self.directory, number), self._fd(number), self._version(number)
         batches, start, size = [], 0, 0
         for at, (loc, _cid) in enumerate(wanted):
             size += loc >> 1 & _LEN_MASK
             if size >= batch_bytes or at == len(wanted) - 1:
-                batches.append(ChunkCopies(name, fd, version, wanted[start:at + 1]))
+                batches.append(ChunkCopies(pack, fd, version, wanted[start:at + 1]))
                 start, size = at + 1, 0
         return batches
 

@@ -119,11 +119,11 @@ def _record(kind: str, **fields) -> bytes:
     return json.dumps({"v": RECORD_VERSION, "type": kind, **fields}, separators=(",", ":")).encode()
 
 
-def _parse_record(payload: bytes) -> dict:
+def _parse_record(payload: bytes, store: Path) -> dict:
     try:
         rec = json.loads(payload)
     except ValueError:
-        raise FormatError("a store record is not valid JSON: the store is damaged; run `sls fsck`") from None
+        raise FormatError(f"a store record is not valid JSON: the store is damaged; run `sls fsck {store}`") from None
     if rec.get("v") != RECORD_VERSION:
         raise FormatError(f"store record version {rec.get('v')}; this slsfs reads {RECORD_VERSION}")
     return rec
@@ -245,14 +245,14 @@ class Store:
         or from before catalogs held their commits)."""
         records = self.packs.meta_records(from_last=fmt.CATALOG)
         first = next(records, None)
-        if first is not None and first[0] == fmt.CATALOG and "commits" in _parse_record(first[1]):
+        if first is not None and first[0] == fmt.CATALOG and "commits" in _parse_record(first[1], self.path):
             records = itertools.chain([first], records)
         else:
             records = self.packs.meta_records()
         upto, live, tags = 0, None, {}
         commits: dict[int, Commit] = {}
         for kind, payload in records:
-            rec = _parse_record(payload)
+            rec = _parse_record(payload, self.path)
             if kind == fmt.COMMIT:
                 commits[rec["id"]] = _commit_from(rec)
             elif kind == fmt.CATALOG:

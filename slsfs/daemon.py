@@ -701,7 +701,8 @@ class Daemon:
         if server.exit_code:                     # (its own message is above: our stderr is this log)
             log.error("group %s: the page server of its lazy restore failed (exit status %s): the "
                       "processes it served were killed; `sls restore %s` again (with a corrupt chunk, "
-                      "`sls fsck` names it, and --at an older checkpoint avoids it)", name, server.exit_code, name)
+                      "`sls fsck %s` names it, and --at an older checkpoint avoids it)", name, server.exit_code, name,
+                      self.store.path)
         else:
             log.info("group %s: every page of its lazy restore is in", name)
 

@@ -218,7 +218,8 @@ def load(store: Store, name: str, roots: dict[str, ChunkId] | None = None) -> Gr
         raise GroupError(f"no persistence group {name!r} in this checkpoint of the store (groups: {known})")
     raw = store.tree(root).get(_META)
     if raw is None:
-        raise GroupError(f"the record of group {name!r} has no metadata (damaged store? run `sls fsck`)")
+        raise GroupError(f"the record of group {name!r} has no metadata (damaged store? run "
+                         f"`sls fsck {store.path}`)")
     return GroupCheckpoint.decode(raw)
 
 

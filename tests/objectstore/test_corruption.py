@@ -81,6 +81,7 @@ def test_flipped_chunk_record(store_dir, which, where, sealed):
                 store.get(ids[which])
             assert err.value.pack == pack.name and err.value.offset == rec.offset
             assert f"{pack.name} offset {rec.offset}" in str(err.value)
+            assert f"sls fsck {store_dir}`" in str(err.value)       # the command to run, whole
         else:  # the id in the damaged header is itself wrong: the chunk is simply gone
             with pytest.raises((CorruptChunk, NotFound)):
                 store.get(ids[which])
