@@ -25,8 +25,6 @@ class RetentionPolicy:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"retention {name.replace('_', '-')} must be a whole number >= 0, not {value!r}")
-        if self.keep_last < 1:
-            raise ValueError("retention keep-last must be at least 1 (the newest checkpoint always stays)")
 
     def changed(self, changes: dict) -> "RetentionPolicy":
         """This policy with the fields `changes` names set (ValueError for unknown names)."""

@@ -735,8 +735,9 @@ def cmd_retention(args) -> int:
     policy, applied = reply["policy"], reply["applied"]
     tiers = [f"one a {unit} for {policy[field]} {unit}s" for field, unit in
              (("minutely", "minute"), ("hourly", "hour"), ("daily", "day")) if policy[field]]
-    human = (f"keeps the newest {policy['keep_last']} checkpoints{', then ' if tiers else ''}{', '.join(tiers)}; "
-             f"named checkpoints always")
+    newest = max(policy["keep_last"], 1)              # (the newest stays whatever keep-last says)
+    human = (f"keeps the newest {newest} checkpoint{'s' * (newest != 1)}{', then ' if tiers else ''}"
+             f"{', '.join(tiers)}; named checkpoints always")
     if applied != policy:
         human += (f"\nthe disk is short of space (level {reply['space_pressure']}): applied now is keep-last "
                   f"{applied['keep_last']}, minutely {applied['minutely']}, hourly {applied['hourly']}, "

@@ -22,7 +22,7 @@ def test_a_changed_policy_is_kept_across_a_reopen(tmp_path):
                                             "space_pressure": 0}
 
 
-@pytest.mark.parametrize("changes, says", [({"keep_last": 0}, "at least 1"), ({"hourly": -1}, "hourly"),
+@pytest.mark.parametrize("changes, says", [({"keep_last": -1}, "keep-last"), ({"hourly": -1}, "hourly"),
                                            ({"daily": "10"}, "whole number"), ({"weekly": 4}, "no retention setting weekly")])
 def test_a_bad_setting_is_refused_and_changes_nothing(tmp_path, changes, says):
     with Store.init(tmp_path / "s") as store:
