@@ -173,6 +173,7 @@ class RunningGroup:
             "group": self.name, "running": running, "pids": self.pids, "argv": self.settings.argv,
             "processes": sorted(with_descendants(self.pids)) if running else [],
             "volume": self.settings.volume, "mountpoint": self.settings.mountpoint, "hz": self.settings.hz,
+            "seen_at": self.settings.seen_at or self.settings.mountpoint,    # where its processes see it
             "checkpoints": self.seq, "rate_hz": round(self.rate(), 1), "last_durable": self.last_checkpoint,
             "restored_from": self.restored_from, "error": self.error,
             "stop_ms_median": round(_median(stops), 3) if stops else None,

@@ -187,6 +187,8 @@ def test_a_clone_finds_its_own_files_at_the_paths_its_origin_used(group_store):
     wait_for(lambda: len(log_lines(store.mnt / "log")) > 20, "the target to log")
     store.sls("restore", "logger", "--store", str(store.path), "--clone")
     copy = store.mnt / "logger.clone1"
+    clone = store.group("logger.clone1")
+    assert (clone["mountpoint"], clone["seen_at"]) == (str(copy), str(store.mnt))     # (sls ps --json)
 
     each_logs_on_its_own([store.mnt, copy], seen_at=store.mnt)
     store.crash()
