@@ -254,14 +254,19 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     if init and not root:
         command = [init, "--", *command]
     own_mounts = ["--mount", "--propagation", "slave"] if root else []   # (see restore._unshare_mounts)
-    argv = ["unshare", "--pid", "--ipc", *own_mounts, "--", "timeout", "--foreground", "0", *command]
+    # unshare enters the mount (--wd), not Popen's child: Popen forks with vfork, and
+    # CPython 3.11.2 (Debian 12's) keeps the GIL until the child execs, so a child that
+    # touched the mount before its exec (cwd=) waited for this daemon's trio thread, which
+    # waited for the GIL: a second `sls run` hung whenever the mount's root had changed since
+    # it was last looked at (its chdir then asks the daemon for the root's attributes).
+    argv = ["unshare", "--pid", "--ipc", *own_mounts, f"--wd={settings.mountpoint}", "--",
+            "timeout", "--foreground", "0", *command]
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:
-            return subprocess.Popen(argv, cwd=settings.mountpoint, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=out, start_new_session=True)
-    # not in the trio thread: the child's chdir into the mount needs that thread to answer
-    launcher = await trio.to_thread.run_sync(spawn)
+            return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+    launcher = await trio.to_thread.run_sync(spawn)   # (in a thread: the trio thread serves the mount meanwhile)
 
     def started(pid: int) -> bool:
         """Whether `pid`, the launcher's child, runs the command (or its init), in its root:
