@@ -1181,6 +1181,7 @@ def main(argv: list[str] | None = None, startup: Startup | None = None, store: S
     parser.add_argument("--command-pid", type=int, help="the command waiting for us (default: with --ready-fd, "
                                                          "our parent): see Daemon._until_the_command_ends")
     args = parser.parse_args(argv)
+    os.environ["PATH"] = group_process.SYSTEM_PATH    # (its own programs: see there)
     mount_daemon.pace_collector()
 
     ready = mount_daemon.readiness_reporter(args.ready_fd)

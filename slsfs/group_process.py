@@ -25,6 +25,7 @@ keep running; the group's process is sls-init.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -239,6 +240,13 @@ def exited_at_once(settings: GroupSettings, status: int | None) -> str:
     return (f"{settings.argv[0]} exited at once with status {status if status is not None else '?'} "
             f"(see {settings.output}){said}")
 
+# Where the daemon finds its own programs (unshare here; umount, fusermount3, gcc), not along
+# the PATH of the command that started it or of a group's command: Popen looks a program up
+# in its vfork child, which CPython 3.11.2 (Debian 12's) does not let the daemon serve until
+# the child execs, so a directory of the daemon's own mount on that PATH (an application's
+# bin/) hung the daemon. A group's command keeps its PATH (unshare and timeout look it up).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     """Start CMD in a new PID namespace with the mount as its working directory, or (mode
@@ -264,8 +272,8 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:
-            return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True)
+            return subprocess.Popen(argv, executable=shutil.which("unshare", path=SYSTEM_PATH) or "unshare", env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     launcher = await trio.to_thread.run_sync(spawn)   # (in a thread: the trio thread serves the mount meanwhile)
 
     def started(pid: int) -> bool:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from group_helpers import wait_for
+from group_helpers import read_counter, wait_for
 from mount.control import request
 
 
@@ -457,3 +457,27 @@ def test_run_with_a_bad_group_name_starts_nothing(group_store, tmp_path):
         assert not os.path.ismount(store.mnt), name_args
         assert "no daemon runs" in store.sls("ps", "--store", str(store.path)).stdout
     assert "--name" in refused.stderr           # made from the command's name: says how to give one
+
+
+def test_a_group_started_with_a_path_into_the_mount_finds_its_programs_there(group_store, group_binaries):
+    """A second group started while the first writes in the mount, from a shell whose PATH
+    has a directory of that mount first (an application's bin/): it starts, and its command
+    is found there. The daemon's own programs are not looked up along that PATH: with
+    Debian's python3 (3.11.2) a Popen child that touched the mount before its exec (a
+    lookup, or a chdir into it) waited for the daemon, which could not answer until that
+    exec: the daemon hung and this `sls run` failed after minutes."""
+    store = group_store
+    store.sls("run", "--store", str(store.path), "--name", "first", "--hz", "50", "--",
+              str(group_binaries / "atomic_counter"), "counter-first")
+    wait_for(lambda: (read_counter(store.mnt / "counter-first") or 0) > 5, "the first group to count")
+    bin_dir = store.mnt / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "count-second"
+    program.write_text(f"#!/bin/sh\nexec {shlex.quote(str(group_binaries / 'atomic_counter'))} counter-second\n")
+    program.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    started = subprocess.run([sys.executable, "-m", "slsfs.cli", "run", "--store", str(store.path), "--name", "second",
+                              "--", "count-second"], env=env, capture_output=True, text=True, timeout=90)
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: (read_counter(store.mnt / "counter-second") or 0) > 5, "the second group to count")
+    assert {g["group"] for g in store.ps()["groups"] if g["running"]} == {"first", "second"}
