@@ -3,10 +3,11 @@
 # The interpreter the venv is made from: the distribution's /usr/bin/python3 when there is
 # one. Debian builds it with profile-guided optimisation and LTO, libpython linked in; a
 # pyenv build with neither and a shared libpython (this machine's `python3` on PATH) ran
-# all of slsfs's Python slower (2026-12-03, load < 1.5): 100 MiB Redis under
-# redis-benchmark, stop median 5.2-6.0 -> 4.2-4.9 ms (bench/redis_stop.py, 3 interleaved
-# pairs); bench/groups.py --quick: the group daemon's imports before a restore after a crash
-# 156-179 -> 121-123 ms, its CPU per Redis SET 10.1 -> 8.5 us at 10 Hz, 36.7 -> 29.7 at 100.
+# slsfs's Python slower (2026-12-03, load < 1.5): 100 MiB Redis under redis-benchmark, the
+# capture's stop median 5.2-6.0 -> 4.2-4.9 ms (bench/redis_stop.py, 3 interleaved pairs); the
+# group daemon's imports before a restore after a crash 156-227 -> 121-181 ms (bench/groups.py,
+# 3 and 4 runs). Through the whole daemon (groups.py --redis-only, 100 MiB, 1 vs 2 runs) the stop
+# (5.5 vs 5.6-5.7 ms) and its CPU per SET (14.7 vs 13.7-16.0 us) moved less than their noise.
 # Expanded when used, after `system` installed python3-venv (and so python3).
 # `make PYTHON=...` chooses another; an existing .venv is kept (`make clean` first).
 PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
