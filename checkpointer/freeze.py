@@ -484,7 +484,10 @@ def _abort_rseq_section(pid: int, thread: FrozenThread) -> None:
     pointer = kernel.get_rseq(thread.tid)["pointer"]
     if not pointer:
         return
-    [cs] = struct.unpack("Q", procfs.read_memory(pid, pointer + RSEQ_CS_OFFSET, 8))
+    try:     # (a process exiting has no memory left: the read is empty; the freeze finds it gone)
+        [cs] = struct.unpack("Q", procfs.read_memory(pid, pointer + RSEQ_CS_OFFSET, 8))
+    except (OSError, struct.error):
+        return
     if not cs:
         return
     try:     # struct rseq_cs: u32 version, u32 flags, u64 start_ip, post_commit_offset, abort_ip

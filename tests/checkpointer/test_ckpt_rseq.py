@@ -21,3 +21,19 @@ def test_a_thread_stopped_inside_an_rseq_section_aborts_it(procs, store, binarie
     procs.restored.append(restored)
     run_until(out, done + 10)
     assert assert_unbroken(out, proc.pid) >= done + 10
+
+
+def test_a_thread_whose_rseq_area_reads_empty_is_frozen_as_it_is(procs, binaries, tmp_path, monkeypatch):
+    """A process already exiting when it is frozen has no memory left: reading its rseq area
+    gives no bytes. The freeze leaves such a thread's registers as they are (the capture
+    then finds the process gone) instead of failing with struct.error, which ended a group
+    daemon whose group was being restored while a 100 Hz checkpoint froze it."""
+    out = tmp_path / "rseq.out"
+    proc = procs.start([str(binaries / "rseq_section"), str(out)])
+    run_until(out, 5)
+    monkeypatch.setattr(checkpointer.procfs, "read_memory", lambda pid, address, size: b"")
+    with checkpointer.freeze([proc.pid]) as frozen:
+        assert proc.pid in frozen.processes
+    monkeypatch.undo()
+    run_until(out, len(ok_lines(out)) + 3)      # and it goes on once let go
+    assert assert_unbroken(out, proc.pid) >= 8
