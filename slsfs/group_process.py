@@ -240,11 +240,13 @@ def exited_at_once(settings: GroupSettings, status: int | None) -> str:
     return (f"{settings.argv[0]} exited at once with status {status if status is not None else '?'} "
             f"(see {settings.output}){said}")
 
-# Where the daemon finds its own programs (unshare here; umount, fusermount3, gcc), not along
-# the PATH of the command that started it or of a group's command: Popen looks a program up
-# in its vfork child, which CPython 3.11.2 (Debian 12's) does not let the daemon serve until
-# the child execs, so a directory of the daemon's own mount on that PATH (an application's
-# bin/) hung the daemon. A group's command keeps its PATH (unshare and timeout look it up).
+# A Popen child of the daemon must not touch the daemon's own mount before its exec: Popen
+# forks with vfork, and CPython 3.11.2 (Debian 12's) keeps the GIL until the child execs,
+# so the trio thread that would answer the child's request waits for it: the daemon hangs.
+# Hence the launcher's chdir into the mount is unshare's (--wd), after the exec, and the
+# daemon's programs (unshare; umount, fusermount3, gcc: the daemon's own PATH) are found
+# here, not along a PATH that may hold a directory of the mount (an application's bin/).
+# A group's command keeps its PATH (unshare and timeout look it up after their exec).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -262,18 +264,16 @@ async def start(settings: GroupSettings, env: dict[str, str]) -> RunningGroup:
     if init and not root:
         command = [init, "--", *command]
     own_mounts = ["--mount", "--propagation", "slave"] if root else []   # (see restore._unshare_mounts)
-    # unshare enters the mount (--wd), not Popen's child: Popen forks with vfork, and
-    # CPython 3.11.2 (Debian 12's) keeps the GIL until the child execs, so a child that
-    # touched the mount before its exec (cwd=) waited for this daemon's trio thread, which
-    # waited for the GIL: a second `sls run` hung whenever the mount's root had changed since
-    # it was last looked at (its chdir then asks the daemon for the root's attributes).
-    argv = ["unshare", "--pid", "--ipc", *own_mounts, f"--wd={settings.mountpoint}", "--",
+    unshare = shutil.which("unshare", path=SYSTEM_PATH)     # (see SYSTEM_PATH: not Popen's child)
+    if unshare is None:
+        raise GroupError(f"unshare (util-linux) is not installed in {SYSTEM_PATH}: install util-linux")
+    argv = [unshare, "--pid", "--ipc", *own_mounts, f"--wd={settings.mountpoint}", "--",
             "timeout", "--foreground", "0", *command]
 
     def spawn() -> subprocess.Popen:
         with open(settings.output, "ab") as out:
-            return subprocess.Popen(argv, executable=shutil.which("unshare", path=SYSTEM_PATH) or "unshare", env=env,
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+            return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
     launcher = await trio.to_thread.run_sync(spawn)   # (in a thread: the trio thread serves the mount meanwhile)
 
     def started(pid: int) -> bool:
