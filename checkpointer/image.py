@@ -211,7 +211,8 @@ class ImageWriter:
             else:
                 view = memoryview(data)
                 pages += [view[offset:offset + PAGE_SIZE] for offset in range(0, len(data), PAGE_SIZE)]
-        ids = self.store.put_many(pages, compress_later=True) if pages else []   # lz4 by the GC, if they last
+        # lz4 by the GC, if they last; read again only by a restore (or the GC)
+        ids = self.store.put_many(pages, compress_later=True, rarely_read=True) if pages else []
         self.pages += len(ids)
         done = 0
         for pid, addr, data in runs:

@@ -39,6 +39,25 @@ Design notes:
   past it they are compressed at once, and a collection is due. Measured (2026-12-01, Redis under
   redis-benchmark at 100 Hz for 30 s): 8,611 of 44,861 such pages were live when
   collected, so lz4 ran on 19% of them.
+- Records put as *rarely read* (put_many(..., rarely_read=True): a checkpoint's memory
+  pages, most superseded before anything reads them, the rest read by a restore or the
+  GC) leave the page cache once a sync made them durable (POSIX_FADV_DONTNEED over the
+  whole pages they fill; PendingSync.wait). Kept, they would grow the page cache by all
+  a group stores (~70 MB/s for a 100 MiB Redis at 10 Hz) and crowd out the applications'
+  files; and in a VM whose balloon reports free pages to its host (virtio_balloon's free
+  page reporting, as on this machine) every page the cache grows into is one the host
+  faults in at its first write: ~12 us per 4 KiB here (a buffered write of new data ran at
+  330 MB/s, the same write into just-freed pages at 3.6 GB/s), 44% of the group daemon's
+  samples under perf. Let go of, the same few pages are reused. Measured (2026-12-03,
+  bench/groups.py --redis-only, 100 MiB Redis, 2 runs before, 3 after, in turns): daemon
+  CPU per checkpoint at 10 Hz 77.6/62.2 -> 51.3/52.4/51.4 ms (its system part 44/42 ->
+  29/27/29%), at 100 Hz 45.5/53.5 -> 28.7/32.3/32.7 ms, and 21.5/18.0 -> 34.2/30.6/29.8
+  checkpoints a second reached of the 100 asked for; freeze-to-durable at 10 Hz
+  90/85 -> 72/72/71 ms; the restores moved less than their noise. Other records stay
+  cached: a mount reads its tree nodes and file data back (a lookup, a partial write of a
+  chunk), and letting go of every durable record cost SQLite in a mount half its rows a
+  second or more (bench/fs.py --quick: 259 -> 77-120) and a diff of two checkpoints 12 ->
+  57 ms. A partial page is never let go of: the next append into it would read it back.
 - The active pack's *prefix index* (`pack-N.pidx`: segments of sealed-index entries)
   names records already made durable; after a sync that leaves prefix_index_step records
   or more unnamed, a segment naming them is appended (no fsync: a lost or torn one only
@@ -216,14 +235,18 @@ def remove_files(paths: Sequence[Path]) -> int:
 
 
 class PendingSync:
-    """The fsync half of a sync (PackStore.begin_sync): `wait()` may run in any thread."""
+    """The fsync half of a sync (PackStore.begin_sync): `wait()` may run in any thread.
+    Once they are durable, the pages of records put as rarely read leave the page cache."""
 
-    def __init__(self, fd: int, position: tuple[int, int]):
+    def __init__(self, fd: int, position: tuple[int, int], release: list[tuple[int, int]]):
         self.fd, self.position = fd, position    # a descriptor of its own: the pack may be sealed meanwhile
+        self.release = release    # (offset, length) in whole pages
 
     def wait(self) -> None:
         try:
             os.fdatasync(self.fd)     # the data and the size that reaches it; not the mtime
+            for offset, length in self.release:
+                os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
         except OSError as exc:
             raise _io_error(exc, "syncing the store's pack file") from None
         finally:
@@ -288,6 +311,7 @@ class PackStore:
         self._prefix_indexed = 0  # records of the active pack its prefix index names (0: none to append to)
         self._written = 0  # bytes of the active pack on disk
         self._buf = bytearray()
+        self._rarely_read: list[list[int]] = []  # [start, end) of the active pack's records put as rarely read, until a sync
         self._unsynced = False
         self._probe_first = False  # the last chunk lz4 was tried on did not shrink (_append_records)
         self.appended_bytes = 0  # of records appended since opening (stored sizes: what compression left)
@@ -572,6 +596,7 @@ class PackStore:
         self._entries, self._active_records = bytearray(), []
         self._prefix_indexed = 0
         self._written = len(header)
+        self._rarely_read = []
 
     def _write_index(self, number: int, index: bytes) -> None:
         _replace(_pack_path(self.directory, number, ".idx"), index, durable=True)
@@ -590,7 +615,7 @@ class PackStore:
         return cid
 
     def put_many(self, datas: Sequence[bytes], kind: int = DATA, *,
-                 compress_later: bool = False) -> list[ChunkId]:
+                 compress_later: bool = False, rarely_read: bool = False) -> list[ChunkId]:
         """[put(d, kind) for d in datas] with the same ids and the same records, for a
         fraction of the Python per chunk (the checkpoint's pages): every id is hashed
         first, the new chunks (each distinct one once, in order) are found in one pass
@@ -599,7 +624,9 @@ class PackStore:
         `compress_later`: the new chunks are stored as they are, marked FLAG_DEFERRED
         (lz4 runs if and when the garbage collector moves them: module notes), when the
         active pack's version has that flag and the pending bytes stay within their budget
-        with them (pending_budget_allows); else as put stores them."""
+        with them (pending_budget_allows); else as put stores them.
+        `rarely_read`: their records leave the page cache once a sync made them durable
+        (module notes)."""
         defer = compress_later and self._active_version >= fmt.DEFERRING_VERSION
         if len(datas) == 1 and not defer:     # (a run of one page: put's shorter path)
             return [self.put(datas[0], kind)]
@@ -623,12 +650,33 @@ class PackStore:
         if defer and new:
             defer = self.pending_budget_allows(sum(map(len, new.values())))
             self.over_budget = not defer
+        start = self._position()[1]
         if defer:
             self._append_records(kind, [(cid, fmt.FLAG_DEFERRED if len(data) >= _MIN_COMPRESS else 0, len(data), data)
                                         for cid, data in new.items()])
         elif new:
             self._append_records(kind, [(cid, 0, len(data), data) for cid, data in new.items()], compress=True)
+        if rarely_read and new:
+            self._note_rarely_read(start, self._position()[1])
         return ids
+
+    def _note_rarely_read(self, start: int, end: int) -> None:
+        if self._rarely_read and self._rarely_read[-1][1] == start:
+            self._rarely_read[-1][1] = end
+        else:
+            self._rarely_read.append([start, end])
+
+    def _whole_pages_rarely_read(self) -> list[tuple[int, int]]:
+        """The pages that records put as rarely read fill whole, as (offset, length); the
+        partial pages at their edges hold other records too, and a partial last page of
+        the pack would be read back from the disk before the next append into it."""
+        pages = []
+        for start, end in self._rarely_read:
+            first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, min(end, self._written) & -mmap.PAGESIZE
+            if last > first:
+                pages.append((first, last - first))
+        self._rarely_read = []
+        return pages
 
     def get(self, cid: bytes) -> bytes:
         loc = self._index.get(cid)
@@ -849,6 +897,8 @@ class PackStore:
             return
         del self._active_records[mark - encoded:]
         self._buf = self._buf[: dropped[0].offset - self._written]
+        self._rarely_read = [[start, min(end, dropped[0].offset)] for start, end in self._rarely_read
+                             if start < dropped[0].offset]
         dropped_deferred = sum(r.stored_len for r in dropped if r.flags & fmt.FLAG_DEFERRED)
         if dropped_deferred:
             self._deferred[self._active] -= dropped_deferred
@@ -948,7 +998,8 @@ class PackStore:
         if not self._unsynced:
             return None
         self._write_out()
-        return PendingSync(os.dup(self._fd(self._active, write=True)), self._position())
+        return PendingSync(os.dup(self._fd(self._active, write=True)), self._position(),
+                           self._whole_pages_rarely_read())
 
     def end_sync(self, pending: "PendingSync") -> None:
         if self._position() == pending.position:   # nothing appended since begin_sync

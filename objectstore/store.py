@@ -293,11 +293,11 @@ class Store:
         return cid
 
     def put_many(self, datas: Sequence[bytes], kind: int = DATA, *,
-                 compress_later: bool = False) -> list[ChunkId]:
+                 compress_later: bool = False, rarely_read: bool = False) -> list[ChunkId]:
         """[put(d, kind) for d in datas]: the same ids and the same records on disk, at a
         fraction of the cost per chunk (a checkpoint's pages: PackStore.put_many, which
-        says what `compress_later` does)."""
-        ids = self.packs.put_many(datas, kind, compress_later=compress_later)
+        says what `compress_later` and `rarely_read` do)."""
+        ids = self.packs.put_many(datas, kind, compress_later=compress_later, rarely_read=rarely_read)
         self._recent.update(ids)
         return ids
 
