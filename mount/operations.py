@@ -49,7 +49,6 @@ from .volume import Volume
 log = logging.getLogger("slsfs.mount")
 
 META_NAME = b".sls"
-POSIX_ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")   # not supported
 # renameat2's flag (linux/fs.h) that leaves an overlayfs whiteout, a character device 0/0,
 # at the old name; the kernel checks CAP_MKNOD and refuses it with RENAME_EXCHANGE.
 # pyfuse3 names only RENAME_NOREPLACE and RENAME_EXCHANGE.
@@ -406,10 +405,6 @@ class Operations(pyfuse3.Operations):
 
     # ----- extended attributes --------------------------------------------------------
     async def setxattr(self, inode, name, value, ctx):
-        if name in POSIX_ACL_NAMES:
-            # stored as a plain xattr, an ACL would neither change the mode nor be
-            # enforced; refusing it makes cp -a, tar and rsync fall back to chmod
-            raise FUSEError(errno.EOPNOTSUPP)
         volume, local = self._volume(inode, writable=True)
         volume.setxattr(local, name, value)
 

@@ -40,6 +40,11 @@ log = logging.getLogger("slsfs.mount")
 _DAY_NS = 86400 * 10**9
 _BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 CAPABILITY_XATTR = b"security.capability"
+# The xattr namespaces kept as stored values. The others are refused (EOPNOTSUPP) as a
+# kernel file system does: `system.*` names are the kernel's (POSIX ACLs: stored as
+# plain values they would neither change the mode nor be enforced, and refusing them
+# makes cp -a, tar and rsync fall back to chmod), any other prefix is no namespace.
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
 
 
 def _err(code: int) -> FUSEError:
@@ -490,6 +495,8 @@ class Volume:
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
         self._writable()
+        if not name.startswith(XATTR_NAMESPACES):
+            raise _err(errno.EOPNOTSUPP)
         if len(name) > 255:
             raise _err(errno.ERANGE)
         if len(value) > 65536:

@@ -312,6 +312,17 @@ def test_xattrs(mnt):
     assert e.value.errno == errno.ENODATA
 
 
+@pytest.mark.parametrize("name", ["nonamespace", "gnu.other", "system.sls_private"])
+def test_xattr_outside_the_known_namespaces_is_refused_as_on_ext4(mnt, name):
+    path = mnt.path / "f"
+    path.write_text("x")
+    os.setxattr(path, "trusted.kept", b"1")
+    with pytest.raises(OSError) as e:
+        os.setxattr(path, name, b"v")
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert os.listxattr(path) == ["trusted.kept"]
+
+
 def test_fifo_and_statfs(mnt):
     fifo = mnt.path / "fifo"
     os.mkfifo(fifo)
