@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Callable
 
 from .chunks import NODE
-from .errors import StoreError
-from .gc import reachable
-from .tree import Tree, decode_node
+from .gc import marking
+from .tree import Tree
 
 LinkCheck = Callable[[object], list[str]]      # (store) -> problems, one line each
 _LINK_CHECKS: list[LinkCheck] = []
@@ -29,29 +28,30 @@ def add_link_check(link_check: LinkCheck) -> None:
 
 
 def check(store, *, progress: Callable[[int], None] | None = None) -> list[str]:
+    """Every record of every pack, then every chunk and tree node each checkpoint reaches,
+    then the names: problems, one line each. The checkpoints' trees share most of their
+    chunks (copy on write), so each chunk is checked once, by the first (newest)
+    checkpoint that reaches it, and a damaged chunk is reported under that checkpoint
+    only (`sls fsck` of a mount's store, 134 checkpoints of a 150 MiB tree, 85 MiB on disk:
+    10.8 -> 0.58 s, when every checkpoint's tree was walked whole)."""
     problems = store.packs.verify_all(progress)
-    checked: set[bytes] = set()
+    roots: set[bytes] = set()
+    seen: set[bytes] = set()           # chunks reached from the roots checked so far
+    ranges: set = set()                # the subtrees whose order Tree.check checked
     for commit in store.log():
         for name, root in sorted(commit.roots.items()):
-            if root in checked:
+            if root in roots:
                 continue
-            checked.add(root)
+            roots.add(root)
             where = f"checkpoint {commit.id} root {name!r}"
             if not store.has(root):
                 problems.append(f"{where}: root chunk {root.hex()} is missing")
                 continue
             found: list[str] = []
-            for cid in reachable(store, [root], problems=found):
-                if not store.has(cid):
-                    found.append(f"chunk {bytes(cid).hex()} is missing")
-                elif store.kind(cid) == NODE and cid not in checked:
-                    checked.add(cid)
-                    try:
-                        decode_node(store.get(cid), cid)
-                    except StoreError as exc:
-                        found.append(str(exc))
+            for _ in marking(store, [root], seen, found, slice_s=float("inf")):
+                pass
             if store.kind(root) == NODE:
-                found.extend(Tree(store, root).check())
+                found.extend(Tree(store, root).check(ranges))     # decodes each node it reaches
             problems.extend(f"{where}: {p}" for p in dict.fromkeys(found))
     problems.extend(f"name {name!r} names checkpoint {cid}, which is gone (its record was lost or damaged): "
                     f"`--at {name}` fails; the next `sls gc` drops the name (give another checkpoint the name "

@@ -520,14 +520,23 @@ class Tree:
                 key, _, entry = stack.pop()
                 yield key, entry
 
-    def check(self) -> list[str]:
-        """Tree invariants (ordering, separators, node decoding) as problem strings."""
+    def check(self, checked: set | None = None) -> list[str]:
+        """Tree invariants (ordering, separators, node decoding) as problem strings.
+        `checked`: the (node id, low, high) of the subtrees checked already, by this call
+        or an earlier one given the same set, which skips them: the trees of a store's
+        checkpoints share most of their nodes, and a subtree's problems within the same
+        bounds are the same wherever it hangs."""
         problems: list[str] = []
         if self._root is not None:
-            self._check(self._root, b"", None, problems)
+            self._check(self._root, b"", None, problems, set() if checked is None else checked)
         return problems
 
-    def _check(self, ref, low: bytes, high: bytes | None, problems: list[str]) -> None:
+    def _check(self, ref, low: bytes, high: bytes | None, problems: list[str], checked: set) -> None:
+        cid = _node_id(ref)
+        if cid is not None:
+            if (cid, low, high) in checked:
+                return
+            checked.add((cid, low, high))
         try:
             node = self._load(ref)
         except Exception as exc:  # a missing or corrupt node: report and go on
@@ -542,7 +551,7 @@ class Tree:
         if not node.leaf:
             bounds = [low] + node.keys[1:] + [high]
             for i, child in enumerate(node.vals):
-                self._check(child, bounds[i], bounds[i + 1], problems)
+                self._check(child, bounds[i], bounds[i + 1], problems, checked)
 
 
 Done = TypeVar("Done")
