@@ -69,7 +69,8 @@ def _mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-other", action="store_true", help="let other users use the mount")
     p.add_argument("--checkpoint-interval", type=float, metavar="MS",
                    help=f"checkpoint every MS milliseconds when changed (default {DEFAULT_INTERVAL_MS}; 0: never)")
-    p.add_argument("--force", action="store_true", help="replace a stale mount left by a dead daemon")
+    p.add_argument("--force", action="store_true",
+                   help="replace a stale mount of another store left by a dead daemon (this store's is replaced anyway)")
     p.set_defaults(func=cmd_mount)
 
 
@@ -222,10 +223,11 @@ def cmd_mount(args) -> int:
                            else f"mount point {mountpoint} does not exist; create it first (mkdir)")
     if state == "live":
         raise CommandError(f"{mountpoint} is already mounted; `sls umount {mountpoint}` first")
-    if state == "stale":
-        if not args.force:
-            raise CommandError(f"{mountpoint} is a stale mount left by a mount daemon that died; "
-                               f"run `sls mount --force ...` (or `sls umount {mountpoint}`) to replace it")
+    if state == "stale":         # its daemon died: this store's is replaced, as after a crash
+        other = _store_mounted_at(mountpoint)
+        if not args.force and other != os.path.realpath(store):
+            raise CommandError(f"{mountpoint} is a stale mount of another store ({other}) left by a mount daemon "
+                               f"that died; run `sls mount --force ...` (or `sls umount {mountpoint}`) to replace it")
         _detach(mountpoint)
     if (live := _live_mount_of(store)) is not None:
         return _bind_to_live_mount(store, live, mountpoint, args)
@@ -239,6 +241,12 @@ def cmd_mount(args) -> int:
         from .mount_daemon import main as daemon_main
         return daemon_main(daemon_args + ["--log-to-stderr"])
     return _start_daemon(store, mountpoint, daemon_args, quiet=getattr(args, "quiet", False))
+
+
+def _store_mounted_at(mountpoint: str) -> str | None:
+    """The real path of the store of the slsfs mount at `mountpoint`, if one is there."""
+    real = canonical_mountpoint(mountpoint)
+    return next((os.path.realpath(m.store) for m in slsfs_mounts() if m.mountpoint == real), None)
 
 
 def _live_mount_of(store: str) -> MountInfo | None:

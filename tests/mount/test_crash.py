@@ -46,14 +46,29 @@ def test_sigkill_mid_writes_keeps_every_fsynced_byte(new_mount, workdir):
     finally:
         writer.kill()
         writer.wait()
-    result = sls("mount", mnt.store, mnt.path, check=False)
-    assert result.returncode == 1 and "stale" in result.stderr
-    mnt.mount("--force")
+    mnt.mount()                                        # replaces its own stale mount
     for n in acknowledged:
         assert (mnt.path / "dir" / f"file-{n:05d}").read_bytes() == contents[n]
     mnt.umount()
     fsck = json.loads(sls("fsck", mnt.store, "--json").stdout)
     assert fsck["clean"], fsck["problems"]
+
+
+def test_a_stale_mount_of_another_store_is_replaced_only_with_force(new_mount):
+    first, second = new_mount(), new_mount()
+    second.umount()
+    first.kill()
+    refused = sls("mount", second.store, first.path, check=False)
+    assert refused.returncode == 1
+    assert "stale mount of another store" in refused.stderr and str(first.store) in refused.stderr
+    assert "--force" in refused.stderr
+    with pytest.raises(OSError) as stale:
+        os.statvfs(first.path)                         # left as it was
+    assert stale.value.errno == errno.ENOTCONN
+    second.path = first.path
+    second.mount("--force")
+    assert os.statvfs(first.path).f_namemax == 255
+    second.umount()
 
 
 def test_unlinked_open_file_survives_a_crash_held_by_the_store(mnt):

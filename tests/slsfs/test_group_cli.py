@@ -131,7 +131,7 @@ def test_sls_mount_then_restore_takes_the_mount_over(group_store, group_binaries
     store = group_store
     floor = _counter_checkpointed_then_crashed(store, group_binaries)
 
-    store.sls("mount", "--force", str(store.path), str(store.mnt))
+    store.sls("mount", str(store.path), str(store.mnt))     # the crashed daemon's stale mount: replaced
     assert counter_value(store) >= floor, "the plain mount shows the checkpoint's files"
     for typo in (("apq",), ("app", "--at", "nosuch"), ("apq", "--clone")):   # refused before the take-over
         refused = store.sls("restore", *typo, "--store", str(store.path), check=False)
