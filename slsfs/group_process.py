@@ -227,6 +227,9 @@ def _exe(pid: int) -> str | None:
         return None
 
 
+_NOT_RUN_PREFIX = "timeout: failed to run command"   # what timeout(1) writes when its exec fails
+
+
 def exited_at_once(settings: GroupSettings, status: int | None) -> str:
     """Why a group's command is gone as it starts: its exit status and the last line it
     wrote (a server refusing its configuration, say)."""
@@ -236,6 +239,10 @@ def exited_at_once(settings: GroupSettings, status: int | None) -> str:
             last = out.read().decode(errors="replace").strip().splitlines()[-1:]
     except OSError:
         last = []
+    not_run = _NOT_RUN_PREFIX in last[0] if last and status in (126, 127) else False
+    if not_run:      # timeout(1) (start's argv) could not exec it: say why, in its words
+        return (f"could not run {settings.argv[0]}: {last[0].rsplit(': ', 1)[-1].strip()} (exit status {status}; "
+                "give a path, or a command on the group's PATH)")
     said = f"; its last words: {last[0].strip()[:300]!r}" if last else ""
     return (f"{settings.argv[0]} exited at once with status {status if status is not None else '?'} "
             f"(see {settings.output}){said}")

@@ -459,6 +459,19 @@ def test_run_with_a_bad_group_name_starts_nothing(group_store, tmp_path):
     assert "--name" in refused.stderr           # made from the command's name: says how to give one
 
 
+def test_run_of_a_command_that_cannot_be_run_says_why_in_one_line(group_store, tmp_path):
+    store = group_store
+    not_executable = tmp_path / "data"
+    not_executable.write_text("not a program\n")
+    for command, why, status in (("/nonexistent/cmd", "No such file or directory", 127),
+                                 ("no-such-command-anywhere", "No such file or directory", 127),
+                                 (str(not_executable), "Permission denied", 126)):
+        refused = store.sls("run", "--store", str(store.path), "--hz", "0", "--", command, check=False)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert f"could not run {command}: {why} (exit status {status};" in refused.stderr, refused.stderr
+    store.sls("stop", "--store", str(store.path))
+
+
 def test_a_group_started_with_a_path_into_the_mount_finds_its_programs_there(group_store, group_binaries):
     """A second group started while the first writes in the mount, from a shell whose PATH
     has a directory of that mount first (an application's bin/): it starts, and its command
