@@ -151,6 +151,14 @@ async def _stop_on_signals(fs: FileSystem, cancel_scope: trio.CancelScope) -> No
             await _unmount(fs, cancel_scope)
 
 
+def sole_exception(exc: BaseException) -> BaseException:
+    """`exc`, or the one exception an exception group holds (trio's nurseries wrap what
+    their tasks raise: a failed mount is one RuntimeError inside two groups)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 async def _run(fs: FileSystem, args, ready, ending_ops: EndingOps | None,
                on_serving: Callable[[FileSystem], None] | None) -> None:
     async with trio.open_nursery() as nursery:
@@ -247,9 +255,12 @@ def main(argv: list[str] | None = None,
                  args.mountpoint, os.getpid())
         try:
             trio.run(_run, fs, args, ready, ending_ops, on_serving)
-        except (RuntimeError, MountError) as exc:   # pyfuse3.init failures, bad options
-            ready(f"error: {exc}")
-            log.error("mount failed: %s", exc)
+        except Exception as exc:
+            failure = sole_exception(exc)
+            if not isinstance(failure, (RuntimeError, MountError)):   # pyfuse3.init failures, bad options
+                raise
+            ready(f"error: {failure}")
+            log.error("mount failed: %s", failure)
             return 1
         fs.close()
         log.info("unmounted; final checkpoint %s", store.head.id if store.head else None)
@@ -258,7 +269,7 @@ def main(argv: list[str] | None = None,
             return code
         return 0
     except Exception as exc:
-        ready(f"error: {exc}")
+        ready(f"error: {sole_exception(exc)}")
         log.exception("daemon failed")
         return 1
     finally:

@@ -205,6 +205,23 @@ class MountError(Exception):
     """A request on a mounted file system that cannot be done (message for the user)."""
 
 
+FUSE_DEVICE = "/dev/fuse"
+
+
+def check_fuse_device() -> None:
+    """MountError, saying what to do, when this process cannot open /dev/fuse: libfuse
+    then fails with "fuse_session_mount failed" alone (its reason goes to stderr), and it
+    tries fusermount3 only after opening the device itself."""
+    if os.access(FUSE_DEVICE, os.R_OK | os.W_OK):
+        return
+    if not os.path.exists(FUSE_DEVICE):
+        raise MountError(f"there is no {FUSE_DEVICE}: load the fuse kernel module (`modprobe fuse`), or give "
+                         "this container the device")
+    mode = stat.S_IMODE(os.stat(FUSE_DEVICE).st_mode)
+    raise MountError(f"{FUSE_DEVICE} is not readable and writable by uid {os.getuid()} (mode {mode:04o}): a user's "
+                     f"FUSE mount needs it 0666, as udev makes it (`chmod 0666 {FUSE_DEVICE}` as root), or mount as root")
+
+
 def clone_volume_roots(volume: str, roots: dict[str, bytes]) -> dict[str, bytes]:
     """The volumes that `FileSystem.clone` made in `volume`'s mount (clones of clones too:
     all are named `<volume>.<leaf>`), with their roots in `roots` (a commit's): a reset of
@@ -821,6 +838,7 @@ class FileSystem:
         if unknown:
             raise MountError(f"unsupported mount option(s) {', '.join(sorted(unknown))}; supported: "
                              f"{', '.join(sorted(KERNEL_MOUNT_OPTIONS | ATIME_MOUNT_OPTIONS))}")
+        check_fuse_device()
         self.ops.atime_policy = atime_policy(mount_options)
         options = set(pyfuse3.default_options) | (set(mount_options) & KERNEL_MOUNT_OPTIONS)
         options |= {f"fsname={store_fsname(os.fspath(self.store.path))}", "subtype=slsfs"}

@@ -1231,13 +1231,14 @@ def main(argv: list[str] | None = None, startup: Startup | None = None, store: S
         daemon.fs.close()
         log.info("stopped; last checkpoint %s", store.head.id if store.head else None)
         return 1 if daemon.failed else 0
-    except (GroupError, MountError, StoreError, OSError, RuntimeError) as exc:
-        ready(f"error: {exc}")
-        log.error("%s", exc)
-        return 1
     except Exception as exc:
-        ready(f"error: {exc!r}")
-        log.exception("daemon failed")
+        failure = mount_daemon.sole_exception(exc)           # (trio's nurseries wrap it in groups)
+        if isinstance(failure, (GroupError, MountError, StoreError, OSError, RuntimeError)):
+            ready(f"error: {failure}")
+            log.error("%s", failure)
+        else:
+            ready(f"error: {failure!r}")
+            log.exception("daemon failed")
         return 1
     finally:
         if daemon is not None:
