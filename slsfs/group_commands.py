@@ -204,6 +204,14 @@ def stop_daemon(store: str, pid: int) -> None:
             os.close(pidfd)
 
 
+def _stop_if_idle(store: str) -> None:
+    """Stop the daemon this command started for a group that failed to start, unless a
+    group runs in it meanwhile: a failed `sls run` leaves no daemon or mount behind."""
+    status = daemon_status(store)
+    if status is not None and not any(g["running"] for g in status["groups"]):
+        stop_daemon(store, status["daemon"])
+
+
 # ----- verbs ---------------------------------------------------------------------------
 def cmd_run(args) -> int:
     store = store_path(args.store)
@@ -230,6 +238,7 @@ def cmd_run(args) -> int:
                  or _start_restoring(store, name, None, chosen, None))     # (its daemon stopped meanwhile)
         _print(args, group, _restored_line(group))
         return 0
+    started_daemon = status is None and starter is None     # (not a plain mount's daemon taken over)
     if status is None:           # --resume: the daemon restores the group if the store has it (opened once)
         mountpoint = os.path.abspath(chosen or store + ".mnt")
         where = (["--restore", name, "--or-new-at", mountpoint, *(["--mountpoint", mountpoint] if chosen else [])]
@@ -243,7 +252,12 @@ def cmd_run(args) -> int:
     settings = {"name": name, "volume": volume, "mountpoint": status["mountpoint"], "hz": args.hz,
                 "argv": cmd, "mode": args.mode, "output": os.path.join(store, f"group-{name}.out"),
                 "init": args.init}
-    reply = ask(store, "run", settings=settings, env=dict(os.environ))
+    try:
+        reply = ask(store, "run", settings=settings, env=dict(os.environ))
+    except CommandError:
+        if started_daemon:
+            _stop_if_idle(store)
+        raise
     _print(args, reply, f"group {reply['group']}: pid {' '.join(map(str, reply['pids']))} running in "
                         f"{reply['mountpoint']}, {_rate(args.hz)} (first checkpoint "
                         f"{reply['checkpoint']}); output in {reply['output']}")

@@ -469,6 +469,13 @@ def test_run_of_a_command_that_cannot_be_run_says_why_in_one_line(group_store, t
         refused = store.sls("run", "--store", str(store.path), "--hz", "0", "--", command, check=False)
         assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
         assert f"could not run {command}: {why} (exit status {status};" in refused.stderr, refused.stderr
+        assert "no daemon runs" in store.sls("ps", "--store", str(store.path)).stdout   # nothing left behind
+        assert not os.path.ismount(store.mnt)
+    store.sls("run", "--store", str(store.path), "--name", "sleeper", "--hz", "0", "--", "sleep", "300")
+    refused = store.sls("run", "--store", str(store.path), "--hz", "0", "--", "/nonexistent/cmd", check=False)
+    assert refused.returncode == 1 and "could not run" in refused.stderr
+    shown = store.sls("ps", "--store", str(store.path)).stdout      # the daemon it found runs on
+    assert "sleeper" in shown and "running" in shown, shown
     store.sls("stop", "--store", str(store.path))
 
 
