@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import xxhash
 
@@ -47,6 +47,13 @@ RECORD_VERSION = 1      # a stream's records are pack records of pack version 1 
 END = 5
 _HEAD = struct.Struct("<8sII")
 MAX_HEADER = 16 << 20
+# Chunks read together by send (Store.get_many: in pack order, neighbours in one pread),
+# then written in the stream's order: a group's image is thousands of 4 KiB pages, and one
+# pread each, in tree order, read a store the page cache had dropped at ~100 MB/s. A 32 MiB
+# group and a 64 MiB tree (37 MB sent), cold: 0.53-0.55 -> 0.32-0.34 s; `send | recv`, warm:
+# 0.39-0.43 -> 0.34-0.41 s. Larger batches keep the receiver waiting: 256 made the pipe
+# 0.46-0.49 s.
+SEND_BATCH = 32
 
 
 class StreamError(StoreError):
@@ -71,6 +78,17 @@ def _post_order(store: Store, roots: Iterable[bytes], skip: set[bytes]) -> Itera
             stack.extend((c, False) for c in links if c not in emitted and c not in skip)
 
 
+def _batches(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def send(store: Store, commit: Commit, out: BinaryIO, base: Commit | None = None,
          progress: Callable[[int], None] | None = None) -> dict:
     """Write `commit` as a stream to `out`; with `base`, only chunks it lacks."""
@@ -82,15 +100,15 @@ def send(store: Store, commit: Commit, out: BinaryIO, base: Commit | None = None
     out.write(_HEAD.pack(STREAM_MAGIC, STREAM_VERSION, len(header)) + header)
     digest = xxhash.xxh64()
     count = sent = 0
-    for cid in _post_order(store, sorted(set(commit.roots.values())), skip):
-        kind = store.kind(cid)
-        record = fmt.encode_record(kind, 0, 0, cid, store.get(cid), RECORD_VERSION)
-        digest.update(cid)
-        out.write(record)
-        count += 1
-        sent += len(record)
-        if progress:
-            progress(sent)
+    for batch in _batches(_post_order(store, sorted(set(commit.roots.values())), skip), SEND_BATCH):
+        for cid, data in zip(batch, store.get_many(batch)):
+            record = fmt.encode_record(store.kind(cid), 0, 0, cid, data, RECORD_VERSION)
+            digest.update(cid)
+            out.write(record)
+            count += 1
+            sent += len(record)
+            if progress:
+                progress(sent)
     end = json.dumps({"chunks": count, "digest": digest.hexdigest()}).encode()
     out.write(fmt.encode_record(END, 0, 0, fmt.NO_ID, end, RECORD_VERSION))
     out.flush()
