@@ -27,7 +27,7 @@ def add_link_check(link_check: LinkCheck) -> None:
         _LINK_CHECKS.append(link_check)
 
 
-def check(store, *, progress: Callable[[int], None] | None = None) -> list[str]:
+def check(store, *, progress: Callable[[str], None] | None = None) -> list[str]:
     """Every record of every pack, then every chunk and tree node each checkpoint reaches,
     then the names: problems, one line each. The checkpoints' trees share most of their
     chunks (copy on write), so each chunk is checked once, by the first (newest)
@@ -38,7 +38,10 @@ def check(store, *, progress: Callable[[int], None] | None = None) -> list[str]:
     roots: set[bytes] = set()
     seen: set[bytes] = set()           # chunks reached from the roots checked so far
     ranges: set = set()                # the subtrees whose order Tree.check checked
-    for commit in store.log():
+    commits = list(store.log())
+    for number, commit in enumerate(commits, 1):
+        if progress and (number % max(len(commits) // 100, 1) == 0 or number == len(commits)):
+            progress(f"checking the checkpoints' trees: {number} of {len(commits)}")
         for name, root in sorted(commit.roots.items()):
             if root in roots:
                 continue

@@ -159,6 +159,14 @@ _FLAGS_AT = 17  # ... and its flags
 _STORE_RECORD_KIND = re.compile(b"[^" + re.escape(bytes([DATA, NODE])) + b"]")  # any kind but a chunk's
 
 
+def _size_or_0(path: Path) -> int:
+    """The size of a file that another process may have removed (a collection's) meanwhile."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _unloc(loc: int) -> tuple[int, int, int, int]:
     return (loc >> _PACK_SHIFT, loc >> _OFFSET_SHIFT & _OFFSET_MASK, loc >> 1 & _LEN_MASK,
             NODE if loc & 1 else DATA)
@@ -1167,14 +1175,21 @@ class PackStore:
         for cid in cids:
             self._index.pop(cid, None)
 
-    def verify_all(self, progress: Callable[[int], None] | None = None) -> list[str]:
-        """Re-read every pack and check every record's checksum and id."""
+    def verify_all(self, progress: Callable[[str], None] | None = None) -> list[str]:
+        """Re-read every pack and check every record's checksum and id; `progress` is told
+        how far, in a line for a person, after each pack."""
         problems = list(self.damage)
         problems.extend(f"{kept.name}: bytes of a damaged record cut from the end of a pack; "
                         "inspect it, then delete it" for kept in sorted(self.directory.glob(f"*{DAMAGED_TAIL}*"))
                         if not any(kept.name in p for p in problems))
         self._write_out()
-        for number in self.pack_numbers():
+        numbers = self.pack_numbers()
+        indexed: dict[int, list[tuple[bytes, int]]] = {number: [] for number in numbers}
+        for cid, loc in self._index.items():           # (once: not a pass over the index per pack)
+            where, offset = _unloc(loc)[:2]
+            indexed.setdefault(where, []).append((cid, offset))
+        total, done = max(sum(_size_or_0(_pack_path(self.directory, n)) for n in numbers), 1), 0
+        for number in numbers:
             name = _pack_path(self.directory, number).name
             try:
                 data, written_number, version = self._read_whole(number)
@@ -1193,11 +1208,8 @@ class PackStore:
                     continue
                 problems.append(f"{name} offset {start}: {end - start} damaged bytes")
             intact = {r.offset for r in result.records}
-            for cid, loc in self._index.items():
-                where, offset = _unloc(loc)[:2]
-                if where == number and offset not in intact:
-                    problems.append(f"{name} offset {offset}: chunk {cid.hex()} is indexed there "
-                                    "but its record is missing or damaged")
+            problems.extend(f"{name} offset {offset}: chunk {cid.hex()} is indexed there but its record is "
+                            "missing or damaged" for cid, offset in indexed[number] if offset not in intact)
             problems.extend(f"{name} offset {offset}: store record (kind {kind}) is missing or damaged"
                             for where, offset, kind in self._meta if where == number and offset not in intact)
             for info, payload in fmt.iter_payloads(data, result.records):
@@ -1211,8 +1223,10 @@ class PackStore:
                 if chunk_id(info.kind, plain, self.seed) != info.id:
                     problems.append(f"{name} offset {info.offset}: content does not match "
                                     f"its id {info.id.hex()}")
+            done += len(data)
             if progress:
-                progress(len(data))
+                progress(f"checking packs: {done / 2**20:.1f} of {total / 2**20:.1f} MiB "
+                         f"({min(100, done * 100 // total)}%)")
         return problems
 
     def disk_bytes(self) -> int:

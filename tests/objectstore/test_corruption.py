@@ -262,3 +262,14 @@ def test_not_a_store(tmp_path):
     (tmp_path / "x").write_text("")
     with pytest.raises(StoreError, match="not an empty directory"):
         Store.init(tmp_path)
+
+
+def test_fsck_tells_how_far_it_is_in_words(store_dir):
+    build(store_dir, seal=True)
+    told: list[str] = []
+    with Store.open(store_dir, readonly=True) as store:
+        assert store.fsck(progress=told.append) == []
+        commits = len(list(store.log()))
+    packs = [line for line in told if line.startswith("checking packs: ")]
+    assert len(packs) == len(pack_files(store_dir)) and packs[-1].endswith("(100%)"), told
+    assert told[-1] == f"checking the checkpoints' trees: {commits} of {commits}", told
