@@ -174,10 +174,11 @@ AsBase = Callable[[Store, str, ChunkId, ChunkId], bool]
 
 
 def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool = False,
-         as_base: AsBase | None = None) -> Commit:
+         as_base: AsBase | None = None, progress: Callable[[int], None] | None = None) -> Commit:
     """Apply a stream to `store` and commit it; return the new local commit. An
     incremental stream replaces the receiving store's roots only where they are the
-    base's (or `as_base` says they hold nothing more), unless `force`."""
+    base's (or `as_base` says they hold nothing more), unless `force`. `progress` is
+    told the bytes of records received so far, after each."""
     header = header or read_header(inp)
     sent = _commit(header["commit"])
     base = _commit(header["base"]) if header.get("base") else None
@@ -193,7 +194,7 @@ def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool
     idmap: dict[bytes, bytes] = {}
     digest = xxhash.xxh64()
     reader = _Reader(inp)
-    count = 0
+    count = received = 0
     while True:
         info, payload = reader.record()
         if info.kind == END:
@@ -204,6 +205,9 @@ def recv(store: Store, inp: BinaryIO, header: dict | None = None, *, force: bool
             raise StreamError(f"stream chunk {info.id.hex()} does not match its content: corrupt stream")
         idmap[info.id] = _apply(store, info.kind, payload, info.id, idmap, same_seed)
         digest.update(info.id)
+        received += fmt.RECORD_OVERHEAD + len(payload)
+        if progress:
+            progress(received)
         count += 1
     try:
         end = json.loads(payload)

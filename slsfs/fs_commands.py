@@ -35,7 +35,7 @@ from mount.control import (ControlError, MountInfo, canonical_mountpoint, connec
 from mount.options import (ATIME_MOUNT_OPTIONS, DEFAULT_INTERVAL_MS, KERNEL_MOUNT_OPTIONS, LOG_NAME,
                            PER_MOUNT_OPTIONS, last_wins)
 
-from . import dying_daemon, group_retention, orphans
+from . import dying_daemon, group_retention, orphans, progress
 from .cli import CommandError, add_json_flag, store_path
 from .daemon_ready import DAEMON_MODULE_FLAGS, read_line
 from .mount_namespaces import copies_elsewhere
@@ -664,31 +664,25 @@ def _mount_of_cwd() -> str | None:
 
 
 # ----- maintenance ---------------------------------------------------------------------
-def _progress(message) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{message}".ljust(60), end="", file=sys.stderr, flush=True)
-
-
 def _maintain(args, op: str, prune: Prune | None = None) -> dict:
     fields = {"prune": prune.to_json()} if prune is not None else {}
     try:
         if prune is not None:
-            _progress("pruning history, then collecting")
+            progress.line("pruning history, then collecting")
         reply, store_path = _store_or_daemon(_target(args), op, **fields)
         if reply is not None:
             return reply
         readonly = op != "gc"
         with Store.open(store_path, readonly=readonly) as store:
             if op == "gc":      # kept group records keep the files commits they name
-                result = store.gc(progress=_progress, prune=prune,
+                result = store.gc(progress=progress.line, prune=prune,
                                   also_keep=lambda keep: group_retention.needed(store, keep))
             elif op == "fsck":
-                result = {"problems": store.fsck(progress=_progress)}
+                result = {"problems": store.fsck(progress=progress.line)}
             else:
                 result = store.stats()
     finally:
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        progress.done()
     return result
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from objectstore import Store, StoreLocked
 from objectstore.stream import read_header, recv, send
 
-from . import groups
+from . import groups, progress
 from .cli import CommandError
 
 
@@ -49,7 +49,10 @@ def cmd_send(args: argparse.Namespace) -> int:
                     raise CommandError("refusing to write a binary stream to a terminal: "
                                        "redirect it (sls send ... > FILE) or use -o FILE")
                 out = sys.stdout.buffer
-            figures = send(store, commit, out, base=base)
+            try:
+                figures = send(store, commit, out, base=base, progress=progress.bytes_counter("sending"))
+            finally:
+                progress.done()
     kind = f"incremental from {base.id}" if base else "full"
     print(f"sent checkpoint {commit.id} ({kind}): {figures['chunks']} chunks, "
           f"{figures['bytes']} bytes", file=sys.stderr)
@@ -84,14 +87,17 @@ def cmd_recv(args: argparse.Namespace) -> int:
         if created:
             store = stack.enter_context(Store.init(path, seed=seed))
         try:
-            commit = recv(store, inp, header, force=args.force, as_base=groups.as_base)
+            commit = recv(store, inp, header, force=args.force, as_base=groups.as_base,
+                          progress=progress.bytes_counter("receiving"))
         except BaseException:
+            progress.done()
             if created:
                 store.close()
                 shutil.rmtree(path, ignore_errors=True)
                 if set_aside is not None:
                     set_aside.rename(path)
             raise
+        progress.done()
         if set_aside is not None:
             shutil.rmtree(set_aside, ignore_errors=True)
         names = sorted(n for n, c in store.tags().items() if c == commit.id)
