@@ -87,7 +87,6 @@ from checkpointer.restore import TOP_RESTORE_PHASES, Restored, restore as restor
 from checkpointer.stopwatch import recording
 from mount.control import CONTROL_VERSION, slsfs_mounts
 from mount.control_server import control_listener, exchange, send_line
-from mount.history import VOLUME_PREFIX
 from mount import daemon as mount_daemon
 from mount.filesystem import FileSystem, MountError, clone_volume_roots, mount_device
 
@@ -811,23 +810,8 @@ class Daemon:
         return mount_daemon.answer(self.fs, req)
 
     def _checkpoint_roots(self, spec: str | int) -> tuple[int, dict]:
-        """(id, roots) of a checkpoint for `sls diff`: `GROUP#N` is group GROUP's checkpoint
-        N (slsfs.groups.resolve; `#N` when the store has one group), its files as of its
-        freeze (the record's volume roots, not its commit's, which also holds what was
-        written after the thaw); else the store's checkpoint (an id, a name, 'latest~N', a
-        time)."""
-        group, sep, _ = str(spec).partition("#")
-        if not sep:
-            return self.fs.checkpoint_roots(spec)
-        if not group:                            # '#N': the store's one group, if it has one
-            known = groups.group_names(self.store.roots())
-            if len(known) != 1:
-                raise GroupError(f"say which group's checkpoint {spec!r} is: GROUP{spec} "
-                                 f"(groups: {', '.join(known) or 'none'})")
-            group = known[0]
-        record, commit = groups.resolve(self.store, group, str(spec))
-        volumes = {record.settings.volume: record.fs, **record.clone_volumes}
-        return commit.id, {VOLUME_PREFIX + volume: root for volume, root in volumes.items()}
+        """(id, roots) of a checkpoint for `sls diff` (slsfs.groups.diff_roots)."""
+        return groups.diff_roots(self.store, spec)
 
     def status(self) -> dict:
         """The `ps` reply (without "ok"): this daemon, its mount and every group's status."""

@@ -118,8 +118,8 @@ def _diff_args(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--mount", help="the mount whose checkpoints A and B are (default: the one the "
                                        "current directory is in, when A and B are not directories)")
-    where.add_argument("--store", help="the store whose checkpoints A and B are, asked of its running "
-                                       "daemon (a group's, or sls mount's), as the group verbs name it")
+    where.add_argument("--store", help="the store whose checkpoints A and B are (asked of its daemon if "
+                                       "one runs: a group's, or sls mount's), as the group verbs name it")
     add_json_flag(p)
     p.set_defaults(func=cmd_diff)
 
@@ -638,12 +638,15 @@ def cmd_diff(args) -> int:
             missing = args.a if not os.path.isdir(args.a) else args.b
             raise CommandError(f"{missing} is not a directory; to compare checkpoints, name their mount "
                                f"or store (sls diff --mount MNT {args.a} {args.b}) or run it inside the mount")
-    if args.store is not None or mount is not None:
+    if args.store is not None:
+        doc, offline = _store_or_daemon(store_path(args.store), "diff", a=args.a, b=args.b)
+        doc = doc or _diff_offline(offline, args.a, args.b)
+    elif mount is not None:
         try:
-            doc = request(store_path(args.store), "diff", a=args.a, b=args.b) if args.store is not None \
-                else _control(mount, "diff", a=args.a, b=args.b)[0]
+            doc = _control(mount, "diff", a=args.a, b=args.b)[0]
         except ControlError as exc:
             raise CommandError(str(exc)) from None
+    if args.store is not None or mount is not None:
         doc = {key: doc[key] for key in ("a", "b", "added", "removed", "changed")}
     else:
         left, right = _walk(args.a), _walk(args.b)
@@ -653,6 +656,33 @@ def cmd_diff(args) -> int:
                       + [f"M {p}" for p in doc["changed"]])
     _print(args, doc, human or "no differences")
     return 0
+
+
+def _diff_offline(store_dir: str, a: str, b: str) -> dict:
+    """What a daemon answers to `diff`, read from a store no daemon serves."""
+    from mount.treediff import TreeDiff, diff_steps
+    from .groups import GroupError, diff_roots
+    with Store.open(store_dir, readonly=True) as store:
+        try:
+            (old_id, old_roots), (new_id, new_roots) = diff_roots(store, a), diff_roots(store, b)
+        except GroupError as exc:
+            raise CommandError(str(exc)) from None
+        result = TreeDiff()
+        for _ in diff_steps(store, old_roots, new_roots, _volume_to_diff(store_dir, old_roots, new_roots), result):
+            pass
+    return {"a": old_id, "b": new_id, **result.to_json()}
+
+
+def _volume_to_diff(store_dir: str, *roots: dict) -> str:
+    """The volume a diff without a mount compares: `main` (sls mount's default), or the
+    store's only volume; clones (`<volume>.<leaf>`) are compared within theirs."""
+    from objectstore.store import VOLUME_PREFIX
+    names = {n[len(VOLUME_PREFIX):] for each in roots for n in each if n.startswith(VOLUME_PREFIX)}
+    tops = sorted(n for n in names if not any(n.startswith(other + ".") for other in names if other != n))
+    if "main" in tops or len(tops) == 1:
+        return "main" if "main" in tops else tops[0]
+    raise CommandError(f"{store_dir} has volumes {', '.join(tops) or 'none'}: compare a volume's checkpoints in "
+                       f"its mount (sls mount {store_dir} MNT --volume V, then sls diff --mount MNT A B)")
 
 
 def _mount_of_cwd() -> str | None:

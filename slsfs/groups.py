@@ -328,6 +328,26 @@ def label_group(label: str) -> str | None:
     return found.group(1) if found else None
 
 
+def diff_roots(store: Store, spec: str | int) -> tuple[int, dict]:
+    """(id, roots) of a checkpoint for `sls diff`: `GROUP#N` is group GROUP's checkpoint
+    N (`resolve`; `#N` when the store has one group), its files as of its freeze (the
+    record's volume roots, not its commit's, which also holds what was written after the
+    thaw); else the store's checkpoint (an id, a name, 'latest~N', a time)."""
+    group, sep, _ = str(spec).partition("#")
+    if not sep:
+        commit = store.resolve(spec)
+        return commit.id, commit.roots
+    if not group:                            # '#N': the store's one group, if it has one
+        known = group_names(store.roots())
+        if len(known) != 1:
+            raise GroupError(f"say which group's checkpoint {spec!r} is: GROUP{spec} "
+                             f"(groups: {', '.join(known) or 'none'})")
+        group = known[0]
+    record, commit = resolve(store, group, str(spec))
+    volumes = {record.settings.volume: record.fs, **record.clone_volumes}
+    return commit.id, {VOLUME_PREFIX + volume: root for volume, root in volumes.items()}
+
+
 def resolve(store: Store, name: str, at: str | None) -> tuple[GroupCheckpoint, Commit | None]:
     """The group checkpoint to restore and the commit it is taken from: the newest
     durable one, or the one `at` names (see slsfs.group_commands.AT_HELP):

@@ -174,3 +174,22 @@ def test_names_that_are_not_utf8_come_back_as_their_bytes(mnt):
     after = checkpoint(mnt)
     for found in (store_diff(mnt, before, after), walk_diff(mnt, before, after)):
         assert sorted(os.fsencode(name) for name in found["added"]) == sorted(names), found
+
+
+def test_a_store_no_daemon_serves_is_diffed_from_its_trees_as_its_daemon_does(mnt):
+    (mnt.path / "proj").mkdir()
+    (mnt.path / "proj" / "f").write_text("1")
+    (mnt.path / "gone").write_text("x")
+    sls("clone", mnt.path / "proj", mnt.path / "copy")      # a clone's volume: compared inside, as mounted
+    before = checkpoint(mnt)
+    (mnt.path / "copy" / "f").write_text("2")
+    (mnt.path / "gone").unlink()
+    (mnt.path / "new").write_text("y")
+    after = checkpoint(mnt)
+    served = json.loads(sls("diff", "--store", mnt.store, f"t{checkpoint.made - 1}", str(after), "--json").stdout)
+    mnt.umount()
+    offline = json.loads(sls("diff", "--store", mnt.store, f"t{checkpoint.made - 1}", str(after), "--json").stdout)
+    assert offline == served and offline["a"] == before
+    assert (offline["added"], offline["removed"], offline["changed"]) == (["new"], ["gone"], ["copy/f"]), offline
+    wrong = sls("diff", "--store", mnt.store, "nosuch", str(after), check=False)
+    assert wrong.returncode == 1 and "nosuch" in wrong.stderr and wrong.stderr.count("\n") == 1, wrong.stderr

@@ -346,7 +346,8 @@ def _state(ps_output: str, group: str) -> str:
 
 def test_diff_of_two_group_checkpoints_by_their_numbers(group_store):
     """`sls diff app#1 app#2` inside a group's mount compares the files of the two
-    checkpoints' instants; an unknown number names the group's checkpoints."""
+    checkpoints' instants; an unknown number names the group's checkpoints. With
+    --store, from anywhere, asked of the daemon or, with none, read from the store."""
     store = group_store
     store.sls("run", "--store", str(store.path), "--name", "app", "--hz", "0", "--",
               sys.executable, "-c", "import time; time.sleep(3600)")
@@ -375,8 +376,11 @@ def test_diff_of_two_group_checkpoints_by_their_numbers(group_store):
                                     "--json").stdout)           # from anywhere, as the group verbs
     assert by_store == found
     store.sls("stop", "--store", str(store.path))
-    stopped = store.sls("diff", f"app#{first}", f"app#{second}", "--store", str(store.path), check=False)
-    assert stopped.returncode == 1 and "no mount daemon is running" in stopped.stderr, stopped.stderr
+    offline = json.loads(store.sls("diff", f"app#{first}", f"app#{second}", "--store", str(store.path),
+                                   "--json").stdout)            # no daemon: read from the store
+    assert offline == found
+    unknown = store.sls("diff", "app#999", f"app#{second}", "--store", str(store.path), check=False)
+    assert unknown.returncode == 1 and "app#999" in unknown.stderr, unknown.stderr
 
 
 def test_sls_run_takes_the_mount_of_sls_mount_over_in_the_same_process(group_store):
