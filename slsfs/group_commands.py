@@ -206,10 +206,14 @@ def stop_daemon(store: str, pid: int) -> None:
 
 def _stop_if_idle(store: str) -> None:
     """Stop the daemon this command started for a group that failed to start, unless a
-    group runs in it meanwhile: a failed `sls run` leaves no daemon or mount behind."""
-    status = daemon_status(store)
-    if status is not None and not any(g["running"] for g in status["groups"]):
-        stop_daemon(store, status["daemon"])
+    group runs in it meanwhile: a failed `sls run` leaves no daemon or mount behind. (If
+    that fails too, the command's own error is the one to tell.)"""
+    try:
+        status = daemon_status(store)
+        if status is not None and not any(g["running"] for g in status["groups"]):
+            stop_daemon(store, status["daemon"])
+    except CommandError:
+        pass
 
 
 # ----- verbs ---------------------------------------------------------------------------

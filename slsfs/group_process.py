@@ -239,8 +239,7 @@ def exited_at_once(settings: GroupSettings, status: int | None) -> str:
             last = out.read().decode(errors="replace").strip().splitlines()[-1:]
     except OSError:
         last = []
-    not_run = _NOT_RUN_PREFIX in last[0] if last and status in (126, 127) else False
-    if not_run:      # timeout(1) (start's argv) could not exec it: say why, in its words
+    if last and status in (126, 127) and _NOT_RUN_PREFIX in last[0]:   # timeout(1) could not exec it
         return (f"could not run {settings.argv[0]}: {last[0].rsplit(': ', 1)[-1].strip()} (exit status {status}; "
                 "give a path, or a command on the group's PATH)")
     said = f"; its last words: {last[0].strip()[:300]!r}" if last else ""
