@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -13,7 +14,7 @@ from objectstore import Store, StoreLocked
 from objectstore.stream import read_header, recv, send
 
 from . import groups, progress
-from .cli import CommandError
+from .cli import CommandError, add_json_flag
 
 
 def build(verb: str, p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def build(verb: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("store")
         p.add_argument("-i", "--input", help="read from this file instead of standard input")
         p.add_argument("--force", action="store_true", help="replace volumes that differ from the stream's base")
+        add_json_flag(p)
         p.set_defaults(func=cmd_recv)
 
 
@@ -103,10 +105,14 @@ def cmd_recv(args: argparse.Namespace) -> int:
         names = sorted(n for n, c in store.tags().items() if c == commit.id)
     named = f" named {', '.join(names)}" if names else ""
     held = groups.group_names(commit.roots)
+    left = sorted(set(header["names"]) - set(names))
+    if args.json:       # (on stdout, which a stream never uses here)
+        print(json.dumps({"store": os.fspath(path), "checkpoint": commit.id, "names": names, "groups": held,
+                          "names_not_kept": left, "incremental": header.get("base") is not None}, indent=2))
+        return 0
     print(f"received as checkpoint {commit.id}{named} in {os.fspath(path)}"
           + (f"; its groups: {', '.join(held)} (bring one back: sls restore GROUP --store {os.fspath(path)})"
              if held else ""), file=sys.stderr)
-    left = sorted(set(header["names"]) - set(names))
     if left:
         print(f"not named {', '.join(left)} here: this store uses those names already "
               "(or cannot hold them); `sls log` lists its names", file=sys.stderr)

@@ -2,6 +2,7 @@
 a corrupted stream is refused and leaves no store behind (or the receiving store as it was)."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -40,7 +41,10 @@ def test_send_recv_restore_and_corrupt_stream(group_store, group_binaries, tmp_p
         dst.sls("init", str(dst.path))
     try:
         dst.sls("recv", str(dst.path), "-i", str(stream))
-        dst.sls("recv", str(dst.path), "-i", str(increment))
+        received = json.loads(dst.sls("recv", str(dst.path), "-i", str(increment), "--json").stdout)
+        assert received["groups"] == ["mover"] and received["incremental"], received
+        assert received["checkpoint"] == max(int(line.split()[0]) for line in
+                                             dst.sls("log", str(dst.path)).stdout.splitlines())
         dst.sls("restore", "mover", "--store", str(dst.path), "--mountpoint", str(dst.mnt))
         start = wait_for(lambda: read_counter(dst.mnt / "counter"), "the moved counter")
         assert start >= floor, f"the moved group resumed at {start}, before the incremental's {floor}"
