@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .chunks import NODE
-from .gc import marking
+from .gc import reachable
 from .tree import Tree
 
 LinkCheck = Callable[[object], list[str]]      # (store) -> problems, one line each
@@ -51,8 +51,7 @@ def check(store, *, progress: Callable[[str], None] | None = None) -> list[str]:
                 problems.append(f"{where}: root chunk {root.hex()} is missing")
                 continue
             found: list[str] = []
-            for _ in marking(store, [root], seen, found, slice_s=float("inf")):
-                pass
+            reachable(store, [root], problems=found, seen=seen)
             if store.kind(root) == NODE:
                 found.extend(Tree(store, root).check(ranges))     # decodes each node it reaches
             problems.extend(f"{where}: {p}" for p in dict.fromkeys(found))

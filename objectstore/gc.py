@@ -53,9 +53,11 @@ TALLY_BATCH = 8192     # chunks summed per step (~0.3 us each)
 COPY_BATCH = 2 << 20   # stored bytes of live chunks a compaction reads (and compresses) per worker job
 
 
-def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None) -> set[bytes]:
-    """Every chunk reachable from `roots` (node children and entry refs, recursively)."""
-    seen: set[bytes] = set()
+def reachable(store, roots: Iterable[bytes], problems: list[str] | None = None,
+              seen: set[bytes] | None = None) -> set[bytes]:
+    """Every chunk reachable from `roots` (node children and entry refs, recursively),
+    added to `seen` (given: what an earlier walk reached, not walked again) and returned."""
+    seen = set() if seen is None else seen
     for _ in marking(store, roots, seen, problems, slice_s=float("inf")):
         pass
     return seen

@@ -78,6 +78,7 @@ import mmap
 import os
 import re
 import struct
+from collections import defaultdict
 from itertools import groupby
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -1184,10 +1185,10 @@ class PackStore:
                         if not any(kept.name in p for p in problems))
         self._write_out()
         numbers = self.pack_numbers()
-        indexed: dict[int, list[tuple[bytes, int]]] = {number: [] for number in numbers}
+        indexed: defaultdict[int, list[tuple[bytes, int]]] = defaultdict(list)
         for cid, loc in self._index.items():           # (once: not a pass over the index per pack)
             where, offset = _unloc(loc)[:2]
-            indexed.setdefault(where, []).append((cid, offset))
+            indexed[where].append((cid, offset))
         total, done = max(sum(_size_or_0(_pack_path(self.directory, n)) for n in numbers), 1), 0
         for number in numbers:
             name = _pack_path(self.directory, number).name

@@ -27,6 +27,7 @@ Because the seed travels, a stream is as confidential as the data it holds.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from typing import BinaryIO, Callable, Iterable, Iterator
@@ -79,13 +80,8 @@ def _post_order(store: Store, roots: Iterable[bytes], skip: set[bytes]) -> Itera
 
 
 def _batches(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
+    rest = iter(items)
+    while batch := list(itertools.islice(rest, size)):
         yield batch
 
 

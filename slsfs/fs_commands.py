@@ -646,12 +646,11 @@ def cmd_diff(args) -> int:
             doc = _control(mount, "diff", a=args.a, b=args.b)[0]
         except ControlError as exc:
             raise CommandError(str(exc)) from None
-    if args.store is not None or mount is not None:
-        doc = {key: doc[key] for key in ("a", "b", "added", "removed", "changed")}
     else:
         left, right = _walk(args.a), _walk(args.b)
         doc = {"added": sorted(set(right) - set(left)), "removed": sorted(set(left) - set(right)),
                "changed": sorted(p for p in set(left) & set(right) if left[p] != right[p])}
+    doc = {key: doc[key] for key in ("a", "b", "added", "removed", "changed") if key in doc}
     human = "\n".join([f"+ {p}" for p in doc["added"]] + [f"- {p}" for p in doc["removed"]]
                       + [f"M {p}" for p in doc["changed"]])
     _print(args, doc, human or "no differences")
@@ -679,8 +678,10 @@ def _volume_to_diff(store_dir: str, *roots: dict) -> str:
     from objectstore.store import VOLUME_PREFIX
     names = {n[len(VOLUME_PREFIX):] for each in roots for n in each if n.startswith(VOLUME_PREFIX)}
     tops = sorted(n for n in names if not any(n.startswith(other + ".") for other in names if other != n))
-    if "main" in tops or len(tops) == 1:
-        return "main" if "main" in tops else tops[0]
+    if "main" in tops:
+        return "main"
+    if len(tops) == 1:
+        return tops[0]
     raise CommandError(f"{store_dir} has volumes {', '.join(tops) or 'none'}: compare a volume's checkpoints in "
                        f"its mount (sls mount {store_dir} MNT --volume V, then sls diff --mount MNT A B)")
 

@@ -51,10 +51,8 @@ def cmd_send(args: argparse.Namespace) -> int:
                     raise CommandError("refusing to write a binary stream to a terminal: "
                                        "redirect it (sls send ... > FILE) or use -o FILE")
                 out = sys.stdout.buffer
-            try:
-                figures = send(store, commit, out, base=base, progress=progress.bytes_counter("sending"))
-            finally:
-                progress.done()
+            stack.callback(progress.done)
+            figures = send(store, commit, out, base=base, progress=progress.bytes_counter("sending"))
     kind = f"incremental from {base.id}" if base else "full"
     print(f"sent checkpoint {commit.id} ({kind}): {figures['chunks']} chunks, "
           f"{figures['bytes']} bytes", file=sys.stderr)
@@ -88,18 +86,17 @@ def cmd_recv(args: argparse.Namespace) -> int:
         created = not (path / "FORMAT").exists()
         if created:
             store = stack.enter_context(Store.init(path, seed=seed))
+        stack.callback(progress.done)            # (first out: before the store closes and any last words)
         try:
             commit = recv(store, inp, header, force=args.force, as_base=groups.as_base,
                           progress=progress.bytes_counter("receiving"))
         except BaseException:
-            progress.done()
             if created:
                 store.close()
                 shutil.rmtree(path, ignore_errors=True)
                 if set_aside is not None:
                     set_aside.rename(path)
             raise
-        progress.done()
         if set_aside is not None:
             shutil.rmtree(set_aside, ignore_errors=True)
         names = sorted(n for n, c in store.tags().items() if c == commit.id)
