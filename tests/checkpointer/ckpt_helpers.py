@@ -8,6 +8,11 @@ from pathlib import Path
 import checkpointer
 from polling import wait_for  # noqa: F401  (re-exported: the tests import it from here)
 
+# The arguments after OUTFILE of a counter (targets/counter.c) with a 64 MiB heap that
+# checks 1 MiB of it per line: any HEAP_CHECK_LINES lines in a row have checked it all.
+BIG_HEAP = ("64", "1024")
+HEAP_CHECK_LINES = 70
+
 
 def ok_lines(path: Path) -> list[str]:
     """Complete lines of a target's output file."""

@@ -7,7 +7,7 @@ import gc
 import checkpointer
 from checkpointer import freeze, load_image
 from checkpointer.incremental import Incremental
-from ckpt_helpers import assert_unbroken, children_of, ns_pid, ok_lines, wait_for
+from ckpt_helpers import BIG_HEAP, HEAP_CHECK_LINES, assert_unbroken, children_of, ns_pid, ok_lines, wait_for
 
 
 def _lines(path, n):
@@ -41,16 +41,15 @@ def _kill_and_restore(procs, store, proc, root, out, new_bytes: int):
 
 def test_incremental_images_store_little_and_restore_whole(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
-    proc = procs.start([str(binaries / "counter"), str(out), "64"])
+    proc = procs.start([str(binaries / "counter"), str(out), *BIG_HEAP])
     _lines(out, 5)
     stored, roots = _checkpoints(store, proc.pid, 3, out)
     print("pages stored per checkpoint", stored)
     assert stored[0] >= 64 * 256 and max(stored[1:]) < 200, stored
     assert load_image(store, roots[-1]).page_count() >= 64 * 256  # a complete image
-    restored, size = _kill_and_restore(procs, store, proc, roots[-1], out, new_bytes=1030 * 20)
+    restored, size = _kill_and_restore(procs, store, proc, roots[-1], out, new_bytes=HEAP_CHECK_LINES * 20)
     assert ns_pid(restored.pids[0]) == proc.pid
-    # the counter checks a new 64 KiB slice of its heap per line: 1030 lines check it all
-    assert assert_unbroken(out, proc.pid) > 1030
+    assert assert_unbroken(out, proc.pid) > HEAP_CHECK_LINES
 
 
 def test_checkpoints_leave_no_reference_cycles_behind(procs, store, binaries, tmp_path):

@@ -13,7 +13,7 @@ import checkpointer
 from checkpointer import CheckpointError, load_image
 from checkpointer import kernel
 from checkpointer.lazy import MARK_DIR
-from ckpt_helpers import assert_unbroken, ok_lines, wait_for
+from ckpt_helpers import BIG_HEAP, HEAP_CHECK_LINES, assert_unbroken, ok_lines, wait_for
 
 
 WALL = 0x40000000
@@ -29,10 +29,10 @@ def _checkpoint_and_kill(procs, store, proc, out: Path) -> int:
     return len(ok_lines(out))
 
 
-def _counter_restored_lazily(procs, store, binaries, out: Path, heap_mib: int):
-    """A counter with a heap of `heap_mib` MiB, checkpointed, killed and restored lazily:
+def _counter_restored_lazily(procs, store, binaries, out: Path, *heap: str):
+    """A counter with `heap` (its HEAP_MIB and SLICE_KIB), checkpointed, killed and restored lazily:
     (the counter's first process, the restored tree, its lines before the kill)."""
-    proc = procs.start([str(binaries / "counter"), str(out), str(heap_mib)])
+    proc = procs.start([str(binaries / "counter"), str(out), *heap])
     _started(out)
     lines = _checkpoint_and_kill(procs, store, proc, out)
     restored = checkpointer.restore(store, "img", lazy=True)
@@ -42,15 +42,14 @@ def _counter_restored_lazily(procs, store, binaries, out: Path, heap_mib: int):
 
 def test_lazy_restore_serves_a_large_heap_and_the_server_exits_when_all_is_in(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
-    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, 64)
+    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, *BIG_HEAP)
     server = restored.page_server
     assert server is not None and os.path.exists(f"/proc/{server.pid}")
-    # the counter checks a new 64 KiB slice of its 64 MiB heap per line: 1030 lines check it all
-    wait_for(lambda: len(ok_lines(out)) >= lines + 1030, "the lazily restored counter to check its heap",
+    wait_for(lambda: len(ok_lines(out)) >= lines + HEAP_CHECK_LINES, "the lazily restored counter to check its heap",
              timeout=120)
     assert restored.wait_pages_in(timeout=120), "the page server did not finish"
     assert not (MARK_DIR / str(restored.pids[0])).exists()
-    assert assert_unbroken(out, proc.pid) >= lines + 1030
+    assert assert_unbroken(out, proc.pid) >= lines + HEAP_CHECK_LINES
     # all in: it is an ordinary process again, checkpointed and restored as usual
     checkpointer.checkpoint(restored.pids, store, "again")
     again = load_image(store, "again")
@@ -61,13 +60,13 @@ def test_lazy_restore_serves_a_large_heap_and_the_server_exits_when_all_is_in(pr
     size = len(ok_lines(out))
     second = checkpointer.restore(store, "again")
     procs.restored.append(second)
-    wait_for(lambda: len(ok_lines(out)) >= size + 1030, "the second restore to check its heap", timeout=120)
-    assert assert_unbroken(out, proc.pid) >= size + 1030
+    wait_for(lambda: len(ok_lines(out)) >= size + HEAP_CHECK_LINES, "the second restore to check its heap", timeout=120)
+    assert assert_unbroken(out, proc.pid) >= size + HEAP_CHECK_LINES
 
 
 def test_a_process_still_served_is_not_checkpointed(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
-    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, 256)
+    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, "256")
     server = restored.page_server.pid
     os.kill(server, signal.SIGSTOP)  # 256 MiB take far longer to push than this takes
     try:
@@ -142,7 +141,7 @@ def _signals_until_death(pid: int) -> tuple[list[int], int]:
 
 def test_processes_whose_page_server_dies_are_killed_never_run_on_zeros(procs, store, binaries, tmp_path):
     out = tmp_path / "counter.out"
-    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, 256)
+    proc, restored, lines = _counter_restored_lazily(procs, store, binaries, out, "256")
     pid = restored.pids[0]
     kernel.ptrace(kernel.PTRACE_SEIZE, pid, 0, 0)
     # 256 MiB take seconds to push. Zeros instead of its pages would crash it (its TLS and

@@ -12,7 +12,7 @@ import time
 import checkpointer
 from checkpointer import freeze
 from checkpointer.incremental import Incremental
-from ckpt_helpers import assert_unbroken, ok_lines, wait_for
+from ckpt_helpers import BIG_HEAP, HEAP_CHECK_LINES, assert_unbroken, ok_lines, wait_for
 
 
 def _lines(path, n: int) -> None:
@@ -69,12 +69,11 @@ def test_precopied_pages_not_written_again_are_stored(procs, store, binaries, tm
     """The counter writes a slice at a time: most pre-copied pages are not written again
     before the freeze, which comes at once; their pre-copies are what the image holds."""
     out = tmp_path / "counter.out"
-    proc = procs.start([str(binaries / "counter"), str(out), "64"])
+    proc = procs.start([str(binaries / "counter"), str(out), *BIG_HEAP])
     _lines(out, 5)
     root, precopied, _ = _precopied_checkpoints(store, proc.pid, out, 3, lambda: None)
     assert all(precopied), precopied
-    # the counter checks a new 64 KiB slice of its heap per line: 1030 lines check it all
-    _restore_and_check(procs, store, proc, root, out, lines=1030)
+    _restore_and_check(procs, store, proc, root, out, lines=HEAP_CHECK_LINES)
 
 
 def test_mappings_changed_after_the_precopy_are_stored_whole(procs, store, binaries, tmp_path):

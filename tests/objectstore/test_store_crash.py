@@ -10,7 +10,8 @@ runs a collection is under way most of the time, a step of it between two writes
 kills also land between its copies, its syncs and its pack deletions, with commits
 made during it.
 
-Trials: SLSFS_CRASH_TRIALS (default 200), spread over fresh stores.
+Trials: SLSFS_CRASH_TRIALS (default 200) in all, half with collections run at once and half
+with collections in steps, spread over fresh stores.
 Torn writes: after a clean run the last pack is cut at random offsets (its prefix index
 then names records that are gone); the newest commit whose record lies wholly before
 the cut must survive, complete.
@@ -210,13 +211,14 @@ def test_sigkill_at_random_moments(tmp_path, reaper, interleave):
     rng = random.Random(os.environ.get("SLSFS_CRASH_SEED", "slsfs"))
     trials_done = 0
     store_no = 0
-    while trials_done < TRIALS:
+    trials = TRIALS // 2
+    while trials_done < trials:
         store_no += 1
         path = tmp_path / f"store{store_no}"
         Store.init(path).close()
         acked: dict[int, int] = {}
         steps_seen = 0
-        for _ in range(min(TRIALS_PER_STORE, TRIALS - trials_done)):
+        for _ in range(min(TRIALS_PER_STORE, trials - trials_done)):
             pid, r = run_child(path, interleave=interleave)
             reaper.append(pid)
             try:

@@ -1,6 +1,6 @@
-/* A self-checking counter: usage `counter OUTFILE [HEAP_MIB]`.
- * Fills a heap with a known pattern, then forever: checks one 64 KiB slice of the
- * heap and its own pid, appends a fixed-width line "<n> <pid> ok" to OUTFILE,
+/* A self-checking counter: usage `counter OUTFILE [HEAP_MIB [SLICE_KIB]]`.
+ * Fills a heap with a known pattern, then forever: checks one slice of the heap (64 KiB
+ * unless SLICE_KIB says otherwise; the next one each line) and its own pid, appends a fixed-width line "<n> <pid> ok" to OUTFILE,
  * sleeps 5 ms in nanosleep. On any mismatch it writes a BAD line and exits 1.
  * After a restore, the file must hold one unbroken sequence of n. */
 #define _GNU_SOURCE
@@ -20,7 +20,8 @@ int main(int argc, char **argv) {
     if (fd < 0 || !heap) return 2;
     for (size_t i = 0; i < size; i++) heap[i] = pattern(i);
     pid_t pid = getpid();
-    size_t slice = 65536 < size ? 65536 : size;
+    size_t slice = (size_t)(argc > 3 ? atol(argv[3]) : 64) << 10;
+    if (slice > size) slice = size;
     for (unsigned long n = 1;; n++) {
         size_t base = (n * slice) % (size - slice + 1);
         char line[64];
