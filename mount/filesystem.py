@@ -66,7 +66,7 @@ from objectstore import Commit, StoreError, StoreFull
 from objectstore.gc import SLICE_S, Collection, Removal
 from objectstore.retention import Prune, retained
 
-from . import device_number, fusectl, schema
+from . import device_number, extra_requests, fusectl, schema
 from .control import canonical_mountpoint, slsfs_mounts, store_fsname, unescape_mountinfo
 from .flusher import Flusher
 from .heap import give_back_free_memory_periodically, keep_freed_buffers
@@ -269,7 +269,8 @@ class FileSystem:
         self.views = ViewTable(store, self.main, MetaView(self.history.root))
         self.ops = Operations(store, self.views,
                               make_durable=self.make_durable if fsync_commits else None,
-                              has_space=self.has_space, writeback_cache=writeback_cache)
+                              has_space=self.has_space, writeback_cache=writeback_cache,
+                              sync_kernel=self.write_back_kernel_cache)
         self.checkpoints_taken = 0
         self.committed: Commit | None = None    # the commit holding the file system, if known (mark_committed)
         self.kernel_flushes = 0                 # syncfs done by flush_kernel_writes
@@ -366,6 +367,15 @@ class FileSystem:
         except OSError as exc:
             log.warning("syncfs before a checkpoint failed: %s", exc)
 
+    async def write_back_kernel_cache(self) -> None:
+        """`sync_kernel_cache` for the handler of a request the kernel holds open meanwhile
+        (lseek): its drain leaves that one request waiting. (syncfs returns once the
+        kernel has sent the pages, not once they are answered: hence the drain.)"""
+        await self._start_helper()
+        if not self._serving:
+            raise MountError("the file system is not being served: nothing to sync")
+        await self._sync_through_helper(DRAIN_TIMEOUT_S, leave=1)
+
     async def sync_kernel_cache(self, requested: SyncRequest | None = None) -> None:
         """Bring in every dirty page the kernel holds for this mount (the writeback
         cache's and shared mmaps'), then let this daemon answer the requests the kernel
@@ -456,9 +466,10 @@ class FileSystem:
             raise
         return True
 
-    async def _sync_through_helper(self, drain_s: float, requested: SyncRequest | None = None) -> None:
+    async def _sync_through_helper(self, drain_s: float, requested: SyncRequest | None = None, *,
+                                   leave: int = 0) -> None:
         """syncfs in the helper (the answer to `requested` if it was asked for already),
-        then answer queued requests for at most `drain_s`."""
+        then answer queued requests for at most `drain_s`, until `leave` are left."""
         writeback = self.ops.enable_writeback_cache
         if writeback and requested is None:      # a file opened for writing from here on sets it again
             self.ops.kernel_may_hold_writes = self.ops.open_for_writing()
@@ -468,7 +479,7 @@ class FileSystem:
             self.ops.kernel_may_hold_writes = writeback
             raise
         deadline = trio.current_time() + drain_s
-        while fusectl.waiting(self._connection) and trio.current_time() < deadline:
+        while fusectl.waiting(self._connection) > leave and trio.current_time() < deadline:
             await trio.sleep(0.0005)
 
     async def make_durable(self, volume: Volume | None = None, ino: int | None = None) -> None:
@@ -849,6 +860,7 @@ class FileSystem:
         keep_freed_buffers()
         with device_number.taking(device_minor):
             pyfuse3.init(self.ops, mountpoint, options)
+        extra_requests.install(fallocate=self.ops.fallocate, lseek=self.ops.lseek)
         device = mount_device(mountpoint)
         unmount = True
         self._serving = True

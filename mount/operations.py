@@ -53,6 +53,7 @@ META_NAME = b".sls"
 # at the old name; the kernel checks CAP_MKNOD and refuses it with RENAME_EXCHANGE.
 # pyfuse3 names only RENAME_NOREPLACE and RENAME_EXCHANGE.
 RENAME_WHITEOUT = 4
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 1, 2, 0x10   # linux/falloc.h
 TIME_NS_MIN, TIME_NS_MAX = -(1 << 63), (1 << 63) - 1    # an inode record's times (schema._INODE)
 FUSE_UNKNOWN_INO = 0xFFFFFFFF   # libfuse's inode number for "not known" (readdir of "..")
 HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
@@ -86,13 +87,15 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(self, store, views: ViewTable, *, make_durable: Callable[[Volume, int], Awaitable[None]] | None,
-                 has_space: Callable[[int], bool], writeback_cache: bool = False) -> None:
+                 has_space: Callable[[int], bool], writeback_cache: bool = False,
+                 sync_kernel: Callable[[], Awaitable[None]] | None = None) -> None:
         super().__init__()
         self.enable_writeback_cache = writeback_cache     # read by pyfuse3 at INIT
         self.store = store
         self.views = views
         self.make_durable = make_durable
         self.has_space = has_space
+        self.sync_kernel = sync_kernel       # brings in every dirty page the kernel holds (lseek)
         self.lookups: dict[int, int] = {}
         # of `lookups`, kept as they change (retention asks for them every few seconds,
         # and walking every inode the kernel holds took 0.1-0.4 s with 100,000 of them):
@@ -316,6 +319,55 @@ class Operations(pyfuse3.Operations):
         if fields.update_ctime:
             node.ctime_ns = representable_time(attr.st_ctime_ns)
         return self.attrs(inode)
+
+    def fallocate(self, inode: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) (passed by mount.extra_requests: pyfuse3 does not). The kernel lets
+        through only KEEP_SIZE, PUNCH_HOLE (always with KEEP_SIZE) and ZERO_RANGE, and has
+        written back its cached pages of the range first. A copy-on-write store reserves
+        nothing ahead (as btrfs and ZFS): allocating makes the file that long (unless
+        KEEP_SIZE), holes read as zeros, and is refused (ENOSPC) when the disk has not the
+        room for the bytes past the end; punching and zeroing drop the range's blocks."""
+        volume, local = self._volume(inode, writable=True)
+        node = volume.inode(local)
+        if not stat.S_ISREG(node.mode):
+            raise FUSEError(errno.ENODEV)
+        end = offset + length
+        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+            volume.zero_range(local, offset, length, stamp_times=not self.enable_writeback_cache)
+        elif not self.has_space(max(0, end - max(offset, node.size))):
+            raise FUSEError(errno.ENOSPC)
+        if not mode & FALLOC_FL_KEEP_SIZE and end > node.size:
+            volume.truncate(local, end)
+
+    def lseek(self, inode: int, offset: int, whence: int) -> int | Awaitable[int]:
+        """lseek(2)'s SEEK_DATA and SEEK_HOLE (passed by mount.extra_requests; the kernel
+        answers the other whences itself): the offset found, ENXIO past the end or when no
+        data follows. Files of `.sls/` are data from start to end. The kernel sends it
+        without writing back the pages its writeback cache holds: while a handle that can
+        write the file is open (a shared mapping holds one; at the last close the kernel
+        writes them back), the answer waits for them to come in (`sync_kernel`), so that
+        no data is called a hole and no size is too small."""
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise FUSEError(errno.EINVAL)
+        if self.enable_writeback_cache and self.sync_kernel is not None and any(
+                _writing(h.flags) and kernel_ino(h.view, h.ino) == inode for h in self.handles.values()):
+            return self._lseek_after_sync(inode, offset, whence)
+        return self._seek(inode, offset, whence)
+
+    async def _lseek_after_sync(self, inode: int, offset: int, whence: int) -> int:
+        await self.sync_kernel()
+        return self._seek(inode, offset, whence)
+
+    def _seek(self, inode: int, offset: int, whence: int) -> int:
+        view, local = self._view(inode)
+        if isinstance(view, MetaView):        # `.sls/` files: data from start to end
+            size = self.attrs(inode).st_size
+            found = None if offset >= size else offset if whence == os.SEEK_DATA else size
+        else:
+            found = view.seek(local, offset, hole=whence == os.SEEK_HOLE)
+        if found is None:
+            raise FUSEError(errno.ENXIO)
+        return found
 
     async def readlink(self, inode, ctx):
         view, local = self._view(inode)

@@ -22,11 +22,12 @@ numbers are never reused.
 from __future__ import annotations
 
 import errno
+import heapq
 import logging
 import stat
 import time
 from collections import OrderedDict
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from pyfuse3 import FUSEError
 
@@ -664,28 +665,82 @@ class Volume:
         node.size = size
         self.touch(node, mtime=True, ctime=True)
 
-    def _drop_blocks(self, ino: int, first: int) -> None:
+    def zero_range(self, ino: int, offset: int, length: int, *, stamp_times: bool = True) -> None:
+        """Make `length` bytes at `offset` read as zeros, up to the file's size, which stays
+        (fallocate's PUNCH_HOLE and ZERO_RANGE): the blocks wholly inside become holes (a
+        file's last block counts whole from where it starts), the rest is written with
+        zeros (which seal() makes a hole when a whole block is). `stamp_times` as write's."""
+        self._writable()
+        node = self.inode(ino)
+        end = min(offset + length, node.size)
+        whole_from = -(-offset // BLOCK_SIZE)
+        whole_to = -(-end // BLOCK_SIZE) if end == node.size else end // BLOCK_SIZE
+        if whole_from >= whole_to:
+            pieces = [(offset, end)] if offset < end else []
+        else:
+            pieces = [(offset, whole_from * BLOCK_SIZE), (whole_to * BLOCK_SIZE, end)]
+            self._drop_blocks(ino, whole_from, whole_to)
+        for start, stop in pieces:
+            for at in range(start, stop, BLOCK_SIZE):
+                self.write(ino, at, bytes(min(BLOCK_SIZE, stop - at)), stamp_times=False)
+        self.touch(node, mtime=stamp_times, ctime=stamp_times)
+
+    def seek(self, ino: int, offset: int, *, hole: bool) -> int | None:
+        """lseek's SEEK_HOLE (`hole`) or SEEK_DATA from `offset`: where the next hole (the
+        end of the file at the latest) or the next data begins, None if none does before the
+        end. Data is counted a block at a time: a block stored or buffered (even of zeros,
+        until seal() makes it a hole) is data, the others are holes."""
+        size = self.inode(ino).size
+        if offset >= size:
+            return None
+        block = offset // BLOCK_SIZE
+        for data in self._data_blocks(ino, block):
+            if hole and data != block:
+                break                    # `block` is a hole
+            if not hole:
+                return max(offset, data * BLOCK_SIZE)
+            block += 1
+        else:
+            if not hole:
+                return None
+        return min(max(offset, block * BLOCK_SIZE), size)
+
+    def _data_blocks(self, ino: int, first: int) -> Iterator[int]:
+        """The numbers of the blocks of `ino` holding data from block `first` on, in order."""
+        buffered = sorted(b for b in self._buffers.get(ino, ()) if b >= first)
+        stored = (schema.split_block_key(key) for key in self._stored_block_keys(ino, first, lazy=True))
+        last = -1
+        for block in heapq.merge(buffered, stored):
+            if block != last:
+                yield block
+                last = block
+
+    def _drop_blocks(self, ino: int, first: int, end: int | None = None) -> None:
+        """Drop the blocks of `ino` from block `first` on (up to `end`, not included)."""
         buffers = self._buffers.get(ino, {})
-        for block in [b for b in buffers if b >= first]:
+        for block in [b for b in buffers if b >= first and (end is None or b < end)]:
             del buffers[block]
-        for key in self._stored_block_keys(ino, first):
+        for key in self._stored_block_keys(ino, first, end):
             self.tree.delete(key)
         self._stored_counts.pop(ino, None)
         self._allocated.pop(ino, None)
         self.changed = True
 
-    def _stored_block_keys(self, ino: int, first: int) -> list[bytes]:
-        """The keys of the stored blocks of `ino` from block `first` on (maybe absent ones
-        too). Every stored block lies below the size of the cached inode record (write
-        extends the size, truncate drops the blocks past it, seal cuts at it): a file of
-        at most one block has only block 0 to look at, and a delete of one key costs
-        half of a range walk of the Tree (the purge of each small unlinked file)."""
+    def _stored_block_keys(self, ino: int, first: int, end: int | None = None, *,
+                           lazy: bool = False) -> Iterable[bytes]:
+        """The keys of the stored blocks of `ino` from block `first` on, up to `end` (not
+        included), as a list (or, `lazy`, as found, and only stored ones). Every stored
+        block lies below the size of the cached inode record (write extends the size,
+        truncate drops the blocks past it, seal cuts at it): a file of at most one block
+        has only block 0 to look at (maybe absent), and a delete of one key costs half of
+        a range walk of the Tree (the purge of each small unlinked file)."""
         node = self._inodes.get(ino)
-        if node is not None and node.size <= BLOCK_SIZE:
-            return [schema.block_key(ino, 0)] if first == 0 else []
+        if node is not None and node.size <= BLOCK_SIZE and not lazy:
+            return [schema.block_key(ino, 0)] if first == 0 and end != 0 else []
         start = schema.block_key(ino, first)
-        end = schema.prefix_end(schema.block_prefix(ino))
-        return [key for key, _ in self.tree.items(start, end)]
+        stop = schema.prefix_end(schema.block_prefix(ino)) if end is None else schema.block_key(ino, end)
+        keys = (key for key, _ in self.tree.items(start, stop))
+        return keys if lazy else list(keys)
 
     def purge(self, ino: int) -> None:
         """Delete an inode that has no links and no users left: record, data, xattrs."""
