@@ -1,13 +1,16 @@
-"""The FUSE requests pyfuse3 3.5 does not pass to a file system: FALLOCATE and LSEEK.
+"""The FUSE requests pyfuse3 3.5 does not pass to a file system: FALLOCATE, LSEEK and
+COPY_FILE_RANGE.
 
 pyfuse3 hands libfuse a table of request handlers (libfuse's struct fuse_lowlevel_ops)
-with no `fallocate` and no `lseek`: libfuse answers those requests ENOSYS, and the
-kernel then answers every fallocate(2) of the mount EOPNOTSUPP (posix_fallocate falls
-back to writing a byte per block; `fallocate`, punching holes, databases and VM images
-fail) and serves lseek's SEEK_DATA/SEEK_HOLE as if the file had no hole (`cp`, `tar`
-and `rsync` then read a sparse file's holes as data).
+with none of these: libfuse answers them ENOSYS, and the kernel then answers every
+fallocate(2) of the mount EOPNOTSUPP (posix_fallocate falls back to writing a byte per
+block; `fallocate`, punching holes, databases and VM images fail), serves lseek's
+SEEK_DATA/SEEK_HOLE as if the file had no hole (`cp`, `tar` and `rsync` then read a
+sparse file's holes as data), and copies copy_file_range(2)'s data through reads and
+writes (`cp` of a large file: all of it read and written again, where blocks could be
+shared).
 
-`install(fallocate=..., lseek=...)`, right after `pyfuse3.init` (which fills its table and
+`install(fallocate=..., lseek=..., copy_file_range=...)`, right after `pyfuse3.init` (which fills its table and
 has libfuse copy it into the new session), puts C callbacks for them in the session's
 copy: found as the bytes of pyfuse3's table (located by its symbol in the extension's
 symbol table) within the session's memory. libfuse calls them on the thread that serves
@@ -18,8 +21,8 @@ handler does); one that must wait returns a coroutine, which a system task of tr
 runs to the answer. A handler raises `pyfuse3.FUSEError` to answer an error; anything else
 it raises is logged and answered EIO, never left unanswered (the caller would wait forever).
 
-Simplifications: x86-64 layout of libfuse 3's table (struct fuse_file_info is not read:
-both handlers work on the inode). With a pyfuse3 whose extension has no symbol table, a
+Simplifications: x86-64 layout of libfuse 3's table and struct fuse_file_info (of which
+only copy_file_range's destination handle is read). With a pyfuse3 whose extension has no symbol table, a
 libfuse whose session does not hold the table as it was given, or a table that already
 has these handlers, nothing is installed and the mount works as before (`install` says
 so).
@@ -44,7 +47,8 @@ OPS_SYMBOL = b"__pyx_v_7pyfuse3_fuse_ops"     # pyfuse3's `cdef fuse_lowlevel_op
 SESSION_SYMBOL = b"__pyx_v_7pyfuse3_session"   # ... and its `cdef fuse_session* session`
 ANCHOR_SYMBOL = b"PyInit_pyfuse3"              # an exported symbol: gives the load address
 # struct fuse_lowlevel_ops (libfuse 3, fuse_lowlevel.h): entries by index, 8 bytes each
-_INIT, _LOOKUP, _FALLOCATE, _LSEEK = 0, 2, 40, 43   # (one ioctl entry: two declarations under #if)
+_INIT, _LOOKUP, _FALLOCATE, _COPY_FILE_RANGE, _LSEEK = 0, 2, 40, 42, 43   # (one ioctl: two declarations under #if)
+_FILE_INFO_FH = 16                              # struct fuse_file_info: u64 fh
 _ENTRIES = 44                                   # libfuse 3.14's table; later ones add at the end
 _SESSION_HEAD = 256                             # the session's fields before its copy of the table, at most
 _SHT_SYMTAB = 2
@@ -55,9 +59,13 @@ FALLOCATE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ct
                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 LSEEK_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64,
                                   ctypes.c_int, ctypes.c_void_p)
+COPY_FILE_RANGE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p,
+                                            ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t,
+                                            ctypes.c_int)
+_ENTRY_NAMES = {_FALLOCATE: "fallocate", _COPY_FILE_RANGE: "copy_file_range", _LSEEK: "lseek"}
 
-_handlers: dict[str, Callable] = {}    # the serving mount's: "fallocate", "lseek"
-_callbacks: list = []      # the C callbacks libfuse holds: they live as long as the process
+_handlers: dict[str, Callable] = {}    # the serving mount's, by _ENTRY_NAMES
+_callbacks: dict = {}      # the C callbacks libfuse holds, by name: they live as long as the process
 
 
 def elf_symbols(path: str, names: list[bytes]) -> dict[bytes, tuple[int, int]]:
@@ -97,10 +105,10 @@ def _session_table() -> ctypes.Array | None:
         library = ctypes.CDLL(path)       # (already loaded: the same handle and addresses)
         anchor = ctypes.cast(getattr(library, ANCHOR_SYMBOL.decode()), ctypes.c_void_p).value
     except (OSError, ValueError, struct.error, AttributeError) as exc:
-        log.info("pyfuse3's request table not found (%s): no fallocate or lseek", exc)
+        log.info("pyfuse3's request table not found (%s): no fallocate, lseek or copy_file_range", exc)
         return None
     if len(symbols) < 3 or symbols[OPS_SYMBOL][1] < _ENTRIES * 8:
-        log.info("pyfuse3 has no symbol table to find its request table in: no fallocate or lseek")
+        log.info("pyfuse3 has no symbol table to find its request table in: no fallocate, lseek or copy_file_range")
         return None
     base = anchor - symbols[ANCHOR_SYMBOL][0]
     given = ctypes.string_at(base + symbols[OPS_SYMBOL][0], symbols[OPS_SYMBOL][1])
@@ -109,33 +117,39 @@ def _session_table() -> ctypes.Array | None:
         return None                      # no session (yet), or an empty table
     at = ctypes.string_at(session, _SESSION_HEAD + len(given)).find(given)
     if at < 0 or at % 8:
-        log.info("libfuse's session does not hold pyfuse3's request table: no fallocate or lseek")
+        log.info("libfuse's session does not hold pyfuse3's request table: no fallocate, lseek or copy_file_range")
         return None
     return (ctypes.c_void_p * (len(given) // 8)).from_address(session + at)
 
 
 def install(*, fallocate: Callable[[int, int, int, int], None],
-            lseek: Callable[[int, int, int], int]) -> bool:
-    """Have libfuse pass FALLOCATE to `fallocate(inode, mode, offset, length)` and LSEEK
-    to `lseek(inode, offset, whence)` (the offset found) in the session `pyfuse3.init`
-    just made (pyfuse3 serves one mount per process). Whether the requests reach them."""
+            lseek: Callable[[int, int, int], int],
+            copy_file_range: Callable[[int, int, int, int, int, int], int]) -> bool:
+    """Have libfuse pass, in the session `pyfuse3.init` just made (pyfuse3 serves one mount
+    per process), FALLOCATE to `fallocate(inode, mode, offset, length)`, LSEEK to
+    `lseek(inode, offset, whence)` (the offset found) and COPY_FILE_RANGE to
+    `copy_file_range(inode_in, offset_in, inode_out, offset_out, length, fh_out)` (the
+    count copied). Whether the requests reach them."""
     table = _session_table()
-    if table is None or table[_FALLOCATE] or table[_LSEEK]:
+    if table is None or any(table[index] for index in _ENTRY_NAMES):
         return False
-    _handlers.update(fallocate=fallocate, lseek=lseek)
+    _handlers.update(fallocate=fallocate, lseek=lseek, copy_file_range=copy_file_range)
     if not _callbacks:
-        _callbacks.extend(_make_callbacks())
-    table[_FALLOCATE], table[_LSEEK] = (ctypes.cast(c, ctypes.c_void_p).value for c in _callbacks)
+        _callbacks.update(_make_callbacks())
+    for index, name in _ENTRY_NAMES.items():
+        table[index] = ctypes.cast(_callbacks[name], ctypes.c_void_p).value
     return True
 
 
-def _make_callbacks() -> tuple:
-    """The C callbacks of FALLOCATE and LSEEK: each calls its handler in `_handlers`."""
+def _make_callbacks() -> dict:
+    """The C callbacks, by _ENTRY_NAMES: each calls its handler in `_handlers`."""
     library = ctypes.CDLL(pyfuse3.__file__)     # libfuse's functions, through pyfuse3's own link
     reply_err = library.fuse_reply_err
     reply_err.argtypes, reply_err.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
     reply_lseek = library.fuse_reply_lseek
     reply_lseek.argtypes, reply_lseek.restype = [ctypes.c_void_p, ctypes.c_int64], ctypes.c_int
+    reply_write = library.fuse_reply_write
+    reply_write.argtypes, reply_write.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_int
 
     def answer(request: int, what: str, args: tuple, reply: Callable[[int, int | None], int]) -> None:
         with replying(request, what, args, reply) as result:
@@ -172,4 +186,9 @@ def _make_callbacks() -> tuple:
     def on_lseek(request, inode, offset, whence, _file_info):
         answer(request, "lseek", (inode, offset, whence), reply_lseek)
 
-    return on_fallocate, on_lseek
+    @COPY_FILE_RANGE_CALLBACK
+    def on_copy_file_range(request, inode_in, offset_in, _file_in, inode_out, offset_out, file_out, length, _flags):
+        fh_out = ctypes.c_uint64.from_address(file_out + _FILE_INFO_FH).value if file_out else 0
+        answer(request, "copy_file_range", (inode_in, offset_in, inode_out, offset_out, length, fh_out), reply_write)
+
+    return {"fallocate": on_fallocate, "lseek": on_lseek, "copy_file_range": on_copy_file_range}

@@ -860,7 +860,8 @@ class FileSystem:
         keep_freed_buffers()
         with device_number.taking(device_minor):
             pyfuse3.init(self.ops, mountpoint, options)
-        extra_requests.install(fallocate=self.ops.fallocate, lseek=self.ops.lseek)
+        extra_requests.install(fallocate=self.ops.fallocate, lseek=self.ops.lseek,
+                               copy_file_range=self.ops.copy_file_range)
         device = mount_device(mountpoint)
         unmount = True
         self._serving = True

@@ -65,6 +65,7 @@ HOLDER = "slsfs-mount"          # holder name in the store's open-refcount table
 LIVE_TIMEOUT = 600.0
 FROZEN_TIMEOUT = 60.0           # checkpoint and snapshot trees never change
 SEAL_BUFFERED_BYTES = 256 * 1024 * 1024
+COPY_WRITTEN_MAX = 16 * 1024 * 1024     # a copy_file_range request's bytes read and written (not shared)
 
 
 @dataclass
@@ -338,6 +339,26 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.ENOSPC)
         if not mode & FALLOC_FL_KEEP_SIZE and end > node.size:
             volume.truncate(local, end)
+
+    def copy_file_range(self, inode_in: int, offset_in: int, inode_out: int, offset_out: int,
+                        length: int, fh_out: int) -> int:
+        """copy_file_range(2) (passed by mount.extra_requests; the kernel has written back
+        its cached pages of both ranges): whole blocks are shared (Volume.copy_range), not
+        copied, between any two volumes of the store; the count copied, at most
+        COPY_WRITTEN_MAX bytes read and written per request. EXDEV for `.sls/` files: the
+        kernel then copies through reads and writes."""
+        source, source_local = self._view(inode_in)
+        if isinstance(source, MetaView):
+            raise FUSEError(errno.EXDEV)
+        volume, local = self._volume(inode_out, writable=True)
+        if not self.has_space(min(length, COPY_WRITTEN_MAX)):
+            raise FUSEError(errno.ENOSPC)
+        copied = volume.copy_range(source, source_local, offset_in, local, offset_out, length,
+                                   max_written=COPY_WRITTEN_MAX, stamp_times=not self.enable_writeback_cache)
+        handle = self.handles.get(fh_out)
+        if handle is not None:
+            volume.drop_privileges(local, uid=handle.uid, gid=handle.gid)
+        return copied
 
     def lseek(self, inode: int, offset: int, whence: int) -> int | Awaitable[int]:
         """lseek(2)'s SEEK_DATA and SEEK_HOLE (passed by mount.extra_requests; the kernel

@@ -685,6 +685,41 @@ class Volume:
                 self.write(ino, at, bytes(min(BLOCK_SIZE, stop - at)), stamp_times=False)
         self.touch(node, mtime=stamp_times, ctime=stamp_times)
 
+    def copy_range(self, source: Volume, source_ino: int, source_offset: int, ino: int, offset: int,
+                   length: int, *, max_written: int, stamp_times: bool = True) -> int:
+        """copy_file_range(2): copy `length` bytes of file `source_ino` of `source` (this
+        volume or another of the store) from `source_offset` to file `ino` at `offset`, up
+        to the source's end; the count copied, which stops short once `max_written` bytes
+        were read and written (the caller asks again for the rest). A block that lies
+        whole in both ranges at the same place, stored (not buffered) in the source, is
+        shared, as a reflink: the destination's tree names the source's chunk, nothing is
+        read or written. `stamp_times` as write's."""
+        self._writable()
+        length = max(0, min(length, source.inode(source_ino).size - source_offset))
+        done = written = 0
+        while done < length and written < max_written:
+            at, to = source_offset + done, offset + done
+            n = min(BLOCK_SIZE - to % BLOCK_SIZE, length - done)       # to the end of a destination block
+            cid = source._shareable(source_ino, at // BLOCK_SIZE) if at % BLOCK_SIZE == to % BLOCK_SIZE == 0 \
+                and n == BLOCK_SIZE else None
+            if cid is None:
+                self.write(ino, to, source.read(source_ino, at, n), stamp_times=False)
+                written += n
+            else:
+                self._drop_blocks(ino, to // BLOCK_SIZE, to // BLOCK_SIZE + 1)
+                self.tree.put(schema.block_key(ino, to // BLOCK_SIZE), cid, refs=[cid])
+            done += n
+        node = self.inode(ino)
+        node.size = max(node.size, offset + done)
+        self.touch(node, mtime=stamp_times, ctime=stamp_times)
+        return done
+
+    def _shareable(self, ino: int, block: int) -> bytes | None:
+        """The chunk id of a stored block of `ino` that no buffered write has changed since."""
+        if block in self._buffers.get(ino, ()):
+            return None
+        return self.tree.get(schema.block_key(ino, block))
+
     def seek(self, ino: int, offset: int, *, hole: bool) -> int | None:
         """lseek's SEEK_HOLE (`hole`) or SEEK_DATA from `offset`: where the next hole (the
         end of the file at the latest) or the next data begins, None if none does before the
