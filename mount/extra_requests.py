@@ -17,8 +17,8 @@ symbol table) within the session's memory. libfuse calls them on the thread that
 the session (the trio thread, inside pyfuse3's request loop); each calls its Python
 handler at once and replies before returning, so a handler must be synchronous and quick
 (it runs between two steps of the loop's tasks, as the synchronous part of any pyfuse3
-handler does); one that must wait returns a coroutine, which a system task of trio then
-runs to the answer. A handler raises `pyfuse3.FUSEError` to answer an error; anything else
+handler does); one that must wait returns a coroutine, which a task of the mount's
+nursery then runs to the answer. A handler raises `pyfuse3.FUSEError` to answer an error; anything else
 it raises is logged and answered EIO, never left unanswered (the caller would wait forever).
 
 Simplifications: x86-64 layout of libfuse 3's table and struct fuse_file_info (of which
@@ -124,16 +124,19 @@ def _session_table() -> ctypes.Array | None:
 
 def install(*, fallocate: Callable[[int, int, int, int], None],
             lseek: Callable[[int, int, int], int],
-            copy_file_range: Callable[[int, int, int, int, int, int], int]) -> bool:
+            copy_file_range: Callable[[int, int, int, int, int, int], int],
+            spawn: Callable[..., None]) -> bool:
     """Have libfuse pass, in the session `pyfuse3.init` just made (pyfuse3 serves one mount
     per process), FALLOCATE to `fallocate(inode, mode, offset, length)`, LSEEK to
     `lseek(inode, offset, whence)` (the offset found) and COPY_FILE_RANGE to
     `copy_file_range(inode_in, offset_in, inode_out, offset_out, length, fh_out)` (the
-    count copied). Whether the requests reach them."""
+    count copied). A handler's coroutine is run by `spawn(async_fn, *args)` (a nursery's
+    start_soon: one that serving cancels before its session ends, so that no answer is
+    written to a session that is gone). Whether the requests reach them."""
     table = _session_table()
     if table is None or any(table[index] for index in _ENTRY_NAMES):
         return False
-    _handlers.update(fallocate=fallocate, lseek=lseek, copy_file_range=copy_file_range)
+    _handlers.update(fallocate=fallocate, lseek=lseek, copy_file_range=copy_file_range, spawn=spawn)
     if not _callbacks:
         _callbacks.update(_make_callbacks())
     for index, name in _ENTRY_NAMES.items():
@@ -155,7 +158,12 @@ def _make_callbacks() -> dict:
         with replying(request, what, args, reply) as result:
             result.append(_handlers[what](*args))
             if isinstance(result[0], types.CoroutineType):
-                trio.lowlevel.spawn_system_task(answer_later, request, what, args, reply, result.pop())
+                coroutine = result.pop()
+                try:
+                    _handlers["spawn"](answer_later, request, what, args, reply, coroutine)
+                except BaseException:
+                    coroutine.close()             # (never to run: not left unawaited)
+                    raise
 
     async def answer_later(request: int, what: str, args: tuple, reply: Callable[[int, int | None], int],
                            awaitable: Coroutine) -> None:
@@ -171,6 +179,9 @@ def _make_callbacks() -> dict:
             yield result
         except pyfuse3.FUSEError as exc:
             reply_err(request, exc.errno)
+        except trio.Cancelled:            # serving ends: answered before the session goes
+            reply_err(request, errno.EIO)
+            raise
         except BaseException:             # never unanswered: the caller would wait forever
             log.exception("%s%s failed", what, args)
             reply_err(request, errno.EIO)

@@ -419,21 +419,29 @@ class FileSystem:
         then); a no-op when it runs already or when not serving."""
         if self._flusher is not None and self._flusher.held_fd == held_fd:
             return                                # (each group checkpoint asks: no scheduler pass)
-        async with self._flusher_start:
-            if not self._serving or (self._flusher is not None and self._flusher.held_fd == held_fd):
-                return
-            flusher = await Flusher.start(self._mountpoint, held_fd)
-            try:
-                await flusher.ready()
-            except BaseException:
-                await flusher.close()
-                raise
-            if not self._serving:                 # serve() ended meanwhile
-                await flusher.close()
-                return
-            old, self._flusher = self._flusher, flusher
-            if old is not None:
-                await old.close()
+        # The helper gets a copy made now: the caller may close `held_fd` while this waits
+        # (a group daemon's restore in place does, ending this mount), and a closed or
+        # reused number must not reach the helper's start.
+        own = os.dup(held_fd)
+        try:
+            async with self._flusher_start:
+                if not self._serving or (self._flusher is not None and self._flusher.held_fd == held_fd):
+                    return
+                flusher = await Flusher.start(self._mountpoint, own)
+                flusher.held_fd = held_fd         # (what the caller knows it by)
+                try:
+                    await flusher.ready()
+                except BaseException:
+                    await flusher.close()
+                    raise
+                if not self._serving:             # serve() ended meanwhile
+                    await flusher.close()
+                    return
+                old, self._flusher = self._flusher, flusher
+                if old is not None:
+                    await old.close()
+        finally:
+            os.close(own)                         # (the helper holds its own)
 
     def request_kernel_sync(self) -> SyncRequest | None:
         """Ask the syncfs helper for a syncfs now, from any thread, without waiting for it:
@@ -861,7 +869,7 @@ class FileSystem:
         with device_number.taking(device_minor):
             pyfuse3.init(self.ops, mountpoint, options)
         extra_requests.install(fallocate=self.ops.fallocate, lseek=self.ops.lseek,
-                               copy_file_range=self.ops.copy_file_range)
+                               copy_file_range=self.ops.copy_file_range, spawn=self._spawn)
         device = mount_device(mountpoint)
         unmount = True
         self._serving = True
@@ -895,6 +903,12 @@ class FileSystem:
             if unmount and abort_own_connection(mountpoint, device, str(self.store.path)):
                 unmount = False                 # (detached already)
             pyfuse3.close(unmount=unmount)
+
+    def _spawn(self, async_fn, *args) -> None:
+        """Run a request handler's coroutine in the serving nursery (mount.extra_requests)."""
+        if self._tasks is None:
+            raise pyfuse3.FUSEError(errno.EIO)        # (not serving: no request comes then)
+        self._tasks.start_soon(async_fn, *args)
 
     async def _raise_readahead_after_init(self, mountpoint: str) -> None:
         await self.ops.initialized.wait()      # INIT sets the read-ahead: change it after
