@@ -5,6 +5,8 @@
 Measures sequential write/read in 1 MiB blocks (with ratios to the plain directory; the
 write repeats one random block, which the store keeps once: `seq_write_unique_mb_s` and
 its ratio write blocks that all differ, so the store writes and syncs every byte too),
+a durable copy of that file with copy_file_range(2), as `cp` makes it (`copy_mb_s`,
+`copy_ratio`: slsfs shares whole blocks, ext4 copies the bytes),
 4 KiB random read/write IOPS, a small-file metadata test (create+write 4 KiB+close,
 stat, unlink per second; first stats once more with the bench and the daemon on one
 CPU, `stats_one_cpu_per_s`, see first_stats_on_one_cpu), snapshot_ms and clone_ms of
@@ -276,6 +278,24 @@ def fsync_writers(directories: dict[str, Path], seconds: float, rounds: int = 4,
             for name in directories}
 
 
+def copy_file(source: Path, copy: Path) -> float:
+    """MB/s of a durable copy of `source` made with copy_file_range(2), as `cp` makes it (the
+    copy fsynced); the copy is checked, then removed. On slsfs whole blocks are shared (a
+    reflink), on ext4 the kernel copies the bytes."""
+    started = time.perf_counter()
+    with open(source, "rb") as src, open(copy, "wb") as dst:
+        size, done = os.fstat(src.fileno()).st_size, 0
+        while done < size:
+            done += os.copy_file_range(src.fileno(), dst.fileno(), size - done)
+        os.fsync(dst.fileno())
+    seconds = time.perf_counter() - started
+    with open(source, "rb") as a, open(copy, "rb") as b:
+        while (block := a.read(MiB)) or b.read(1):
+            assert block == b.read(len(block)), f"{copy} differs from {source}"
+    os.unlink(copy)
+    return size / MiB / seconds
+
+
 def random_io(path: Path, ops: int) -> tuple[float, float]:
     size = path.stat().st_size
     offsets = [random.randrange(0, size // 4096) * 4096 for _ in range(ops)]
@@ -463,8 +483,9 @@ def main() -> None:
             rr, rw = random_io(root / "seq", 2000 if args.quick else 10_000)
             os.unlink(root / "seq")
             unique, unique_cpu = unique_write(root / "unique", size, daemon if name == "slsfs" else None)
+            copied = copy_file(root / "unique", root / "unique.copy")
             os.unlink(root / "unique")
-            result[name] = {**sequential, "seq_write_unique_mb_s": round(unique, 1),
+            result[name] = {**sequential, "seq_write_unique_mb_s": round(unique, 1), "copy_mb_s": round(copied, 1),
                             "rand_read_iops": round(rr), "rand_write_iops": round(rw),
                             **metadata(root / "meta", meta_files, daemon if name == "slsfs" else None)}
             if name == "slsfs":
@@ -488,6 +509,7 @@ def main() -> None:
         for figure in ("seq_read", "seq_reread"):      # as a rate ratio: ext4's CPU over ours
             result[f"{figure}_cpu_ratio"] = round(p[f"{figure}_cpu_ms_per_gib"] / s[f"{figure}_cpu_ms_per_gib"], 3)
         result["seq_write_unique_ratio"] = round(s["seq_write_unique_mb_s"] / p["seq_write_unique_mb_s"], 3)
+        result["copy_ratio"] = round(s["copy_mb_s"] / p["copy_mb_s"], 3)
         result["sqlite_ratio"] = round(s["sqlite_rows_per_s"] / p["sqlite_rows_per_s"], 3)
         result["fsync_writers_ratio"] = round(s["fsync_writers_files_per_s"] / p["fsync_writers_files_per_s"], 3)
         for files in tree_sizes:
