@@ -10,33 +10,33 @@ sparse file's holes as data), and copies copy_file_range(2)'s data through reads
 writes (`cp` of a large file: all of it read and written again, where blocks could be
 shared).
 
-`install(fallocate=..., lseek=..., copy_file_range=...)`, right after `pyfuse3.init` (which fills its table and
-has libfuse copy it into the new session), puts C callbacks for them in the session's
-copy: found as the bytes of pyfuse3's table (located by its symbol in the extension's
-symbol table) within the session's memory. libfuse calls them on the thread that serves
-the session (the trio thread, inside pyfuse3's request loop); each calls its Python
-handler at once and replies before returning, so a handler must be synchronous and quick
-(it runs between two steps of the loop's tasks, as the synchronous part of any pyfuse3
-handler does); one that must wait returns a coroutine, which a task of the mount's
-nursery then runs to the answer. A handler raises `pyfuse3.FUSEError` to answer an error; anything else
-it raises is logged and answered EIO, never left unanswered (the caller would wait forever).
+`install(...)`, right after `pyfuse3.init` (which fills its table and has libfuse copy it
+into the new session), puts C callbacks for them in the session's copy: found as the
+bytes of pyfuse3's table (located by its symbol in the extension's symbol table) within
+the session's memory. libfuse calls them on the thread that serves the session (the trio
+thread, inside pyfuse3's request loop); each calls its Python handler at once and replies
+before returning, so a handler must be synchronous and quick (it runs between two steps
+of the loop's tasks, as the synchronous part of any pyfuse3 handler does); one that must
+wait returns a coroutine, which a task of the mount's nursery then runs to the answer. A
+handler raises `pyfuse3.FUSEError` to answer an error; anything else it raises is logged
+and answered EIO, never left unanswered (the caller would wait forever).
 
 Simplifications: x86-64 layout of libfuse 3's table and struct fuse_file_info (of which
-only copy_file_range's destination handle is read). With a pyfuse3 whose extension has no symbol table, a
-libfuse whose session does not hold the table as it was given, or a table that already
-has these handlers, nothing is installed and the mount works as before (`install` says
-so).
+only copy_file_range's destination handle is read). With a pyfuse3 whose extension has no
+symbol table, a libfuse whose session does not hold the table as it was given, or a table
+that already has these handlers, nothing is installed and the mount works as before
+(`install` says so).
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
-import types
 import logging
 import mmap
 import struct
-from typing import Callable, Coroutine, Iterator
+import sys
+import types
+from typing import Callable, Coroutine
 
 import pyfuse3
 import trio
@@ -155,39 +155,35 @@ def _make_callbacks() -> dict:
     reply_write.argtypes, reply_write.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_int
 
     def answer(request: int, what: str, args: tuple, reply: Callable[[int, int | None], int]) -> None:
-        with replying(request, what, args, reply) as result:
-            result.append(_handlers[what](*args))
-            if isinstance(result[0], types.CoroutineType):
-                coroutine = result.pop()
-                try:
-                    _handlers["spawn"](answer_later, request, what, args, reply, coroutine)
-                except BaseException:
-                    coroutine.close()             # (never to run: not left unawaited)
-                    raise
+        try:
+            result = _handlers[what](*args)
+        except BaseException:
+            answer_failure(request, what, args)
+            return
+        if isinstance(result, types.CoroutineType):
+            _handlers["spawn"](answer_later, request, what, args, reply, result)
+        else:
+            reply(request, result)
 
     async def answer_later(request: int, what: str, args: tuple, reply: Callable[[int, int | None], int],
-                           awaitable: Coroutine) -> None:
-        with replying(request, what, args, reply) as result:
-            result.append(await awaitable)
-
-    @contextlib.contextmanager
-    def replying(request: int, what: str, args: tuple, reply: Callable[[int, int | None], int]) -> Iterator[list]:
-        """Reply to `request` with what the block appended to the list, unless it appended
-        nothing; with the error it raised (EIO, logged, for anything but a FUSEError)."""
-        result: list = []
+                           coroutine: Coroutine) -> None:
         try:
-            yield result
-        except pyfuse3.FUSEError as exc:
-            reply_err(request, exc.errno)
-        except trio.Cancelled:            # serving ends: answered before the session goes
-            reply_err(request, errno.EIO)
-            raise
-        except BaseException:             # never unanswered: the caller would wait forever
+            result = await coroutine
+        except BaseException:
+            answer_failure(request, what, args)
+            return
+        reply(request, result)
+
+    def answer_failure(request: int, what: str, args: tuple) -> None:
+        """In an except block: answer the error being handled, EIO (logged) for anything but
+        a FUSEError, never nothing (the caller would wait forever); trio.Cancelled (serving
+        ends: answered before the session goes) is raised on."""
+        exc = sys.exc_info()[1]
+        reply_err(request, exc.errno if isinstance(exc, pyfuse3.FUSEError) else errno.EIO)
+        if isinstance(exc, trio.Cancelled):
+            raise exc
+        if not isinstance(exc, pyfuse3.FUSEError):
             log.exception("%s%s failed", what, args)
-            reply_err(request, errno.EIO)
-        else:
-            if result:
-                reply(request, result[0])
 
     @FALLOCATE_CALLBACK
     def on_fallocate(request, inode, mode, offset, length, _file_info):

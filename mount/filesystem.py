@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import logging
 import os
@@ -270,7 +271,7 @@ class FileSystem:
         self.ops = Operations(store, self.views,
                               make_durable=self.make_durable if fsync_commits else None,
                               has_space=self.has_space, writeback_cache=writeback_cache,
-                              sync_kernel=self.write_back_kernel_cache)
+                              sync_kernel=functools.partial(self.sync_kernel_cache, leave=1))
         self.checkpoints_taken = 0
         self.committed: Commit | None = None    # the commit holding the file system, if known (mark_committed)
         self.kernel_flushes = 0                 # syncfs done by flush_kernel_writes
@@ -367,16 +368,7 @@ class FileSystem:
         except OSError as exc:
             log.warning("syncfs before a checkpoint failed: %s", exc)
 
-    async def write_back_kernel_cache(self) -> None:
-        """`sync_kernel_cache` for the handler of a request the kernel holds open meanwhile
-        (lseek): its drain leaves that one request waiting. (syncfs returns once the
-        kernel has sent the pages, not once they are answered: hence the drain.)"""
-        await self._start_helper()
-        if not self._serving:
-            raise MountError("the file system is not being served: nothing to sync")
-        await self._sync_through_helper(DRAIN_TIMEOUT_S, leave=1)
-
-    async def sync_kernel_cache(self, requested: SyncRequest | None = None) -> None:
+    async def sync_kernel_cache(self, requested: SyncRequest | None = None, *, leave: int = 0) -> None:
         """Bring in every dirty page the kernel holds for this mount (the writeback
         cache's and shared mmaps'), then let this daemon answer the requests the kernel
         still has queued for it (at most DRAIN_TIMEOUT_S): what `drain_kernel_cache`
@@ -384,7 +376,9 @@ class FileSystem:
         this daemon ever sleeps in it and a SIGKILLed daemon can always exit (slsfs's
         group stop seals the file system with it, in a task of the trio thread).
         `requested`: the syncfs was asked for already (`request_kernel_sync`): its answer
-        is awaited instead of asking again.
+        is awaited instead of asking again. `leave`: requests the drain leaves waiting (a
+        request handler's own, lseek's: syncfs returns once the kernel has sent the pages,
+        not once they are answered, so it is the drain that brings them in).
 
         Call it from the trio thread that serves (another thread:
         `trio.from_thread.run(fs.sync_kernel_cache, trio_token=token)`). Without the
@@ -396,7 +390,7 @@ class FileSystem:
         await self._start_helper()
         if not self._serving:
             raise MountError("the file system is not being served: nothing to sync")
-        await self._sync_through_helper(DRAIN_TIMEOUT_S)
+        await self._sync_through_helper(DRAIN_TIMEOUT_S, leave=leave)
 
     async def _start_helper(self) -> None:
         """Start the syncfs helper (opening the mount for each syncfs) if none runs and
@@ -905,9 +899,8 @@ class FileSystem:
             pyfuse3.close(unmount=unmount)
 
     def _spawn(self, async_fn, *args) -> None:
-        """Run a request handler's coroutine in the serving nursery (mount.extra_requests)."""
-        if self._tasks is None:
-            raise pyfuse3.FUSEError(errno.EIO)        # (not serving: no request comes then)
+        """Run a request handler's coroutine in the serving nursery (mount.extra_requests:
+        requests come only while pyfuse3.main runs, inside it)."""
         self._tasks.start_soon(async_fn, *args)
 
     async def _raise_readahead_after_init(self, mountpoint: str) -> None:

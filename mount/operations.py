@@ -329,9 +329,7 @@ class Operations(pyfuse3.Operations):
         KEEP_SIZE), holes read as zeros, and is refused (ENOSPC) when the disk has not the
         room for the bytes past the end; punching and zeroing drop the range's blocks."""
         volume, local = self._volume(inode, writable=True)
-        node = volume.inode(local)
-        if not stat.S_ISREG(node.mode):
-            raise FUSEError(errno.ENODEV)
+        node = volume.inode(local)              # (a regular file: the kernel refuses the others)
         end = offset + length
         if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
             volume.zero_range(local, offset, length, stamp_times=not self.enable_writeback_cache)

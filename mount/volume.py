@@ -27,7 +27,7 @@ import logging
 import stat
 import time
 from collections import OrderedDict
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from pyfuse3 import FUSEError
 
@@ -676,13 +676,13 @@ class Volume:
         whole_from = -(-offset // BLOCK_SIZE)
         whole_to = -(-end // BLOCK_SIZE) if end == node.size else end // BLOCK_SIZE
         if whole_from >= whole_to:
-            pieces = [(offset, end)] if offset < end else []
+            pieces = [(offset, end)]
         else:
             pieces = [(offset, whole_from * BLOCK_SIZE), (whole_to * BLOCK_SIZE, end)]
             self._drop_blocks(ino, whole_from, whole_to)
-        for start, stop in pieces:
-            for at in range(start, stop, BLOCK_SIZE):
-                self.write(ino, at, bytes(min(BLOCK_SIZE, stop - at)), stamp_times=False)
+        for start, stop in pieces:            # (each under two blocks)
+            if start < stop:
+                self.write(ino, start, bytes(stop - start), stamp_times=False)
         self.touch(node, mtime=stamp_times, ctime=stamp_times)
 
     def copy_range(self, source: Volume, source_ino: int, source_offset: int, ino: int, offset: int,
@@ -743,7 +743,8 @@ class Volume:
     def _data_blocks(self, ino: int, first: int) -> Iterator[int]:
         """The numbers of the blocks of `ino` holding data from block `first` on, in order."""
         buffered = sorted(b for b in self._buffers.get(ino, ()) if b >= first)
-        stored = (schema.split_block_key(key) for key in self._stored_block_keys(ino, first, lazy=True))
+        stored = (schema.split_block_key(key) for key, _ in
+                  self.tree.items(schema.block_key(ino, first), schema.prefix_end(schema.block_prefix(ino))))
         last = -1
         for block in heapq.merge(buffered, stored):
             if block != last:
@@ -761,21 +762,19 @@ class Volume:
         self._allocated.pop(ino, None)
         self.changed = True
 
-    def _stored_block_keys(self, ino: int, first: int, end: int | None = None, *,
-                           lazy: bool = False) -> Iterable[bytes]:
+    def _stored_block_keys(self, ino: int, first: int, end: int | None = None) -> list[bytes]:
         """The keys of the stored blocks of `ino` from block `first` on, up to `end` (not
-        included), as a list (or, `lazy`, as found, and only stored ones). Every stored
-        block lies below the size of the cached inode record (write extends the size,
-        truncate drops the blocks past it, seal cuts at it): a file of at most one block
-        has only block 0 to look at (maybe absent), and a delete of one key costs half of
-        a range walk of the Tree (the purge of each small unlinked file)."""
+        included; maybe absent ones too). Every stored block lies below the size of the
+        cached inode record (write extends the size, truncate drops the blocks past it,
+        seal cuts at it): a file of at most one block has only block 0 to look at, and a
+        delete of one key costs half of a range walk of the Tree (the purge of each small
+        unlinked file)."""
         node = self._inodes.get(ino)
-        if node is not None and node.size <= BLOCK_SIZE and not lazy:
+        if node is not None and node.size <= BLOCK_SIZE:
             return [schema.block_key(ino, 0)] if first == 0 and end != 0 else []
         start = schema.block_key(ino, first)
         stop = schema.prefix_end(schema.block_prefix(ino)) if end is None else schema.block_key(ino, end)
-        keys = (key for key, _ in self.tree.items(start, stop))
-        return keys if lazy else list(keys)
+        return [key for key, _ in self.tree.items(start, stop)]
 
     def purge(self, ino: int) -> None:
         """Delete an inode that has no links and no users left: record, data, xattrs."""
