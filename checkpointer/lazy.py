@@ -318,6 +318,10 @@ class _OnFirstUse:
     def read_pages(self, cids: list[bytes]) -> list[bytes]:
         return self._opened().read_pages(cids)
 
+    def index_some(self) -> bool:
+        """More of the store's chunk index (Store.index_some); whether more is left."""
+        return self._opened().store.index_some()
+
 
 def _serve(sock: socket.socket, image: _OnFirstUse) -> None:
     """The server's body: its guard forked first (before any process is acknowledged),
@@ -483,8 +487,14 @@ class _Space:
         return [(block + (first + i) * PAGE_SIZE, ids[rank + i]) for i in range(length)]
 
 
+FAULT_GRACE_MS = 1  # after answering a fault, how long the server waits for the next before pushing
+
+
 class _Server:
-    """The page server's loop (in the forked child)."""
+    """The page server's loop (in the forked child). Faults come first: a process that
+    faulted will likely fault again within microseconds (a pass over its memory), so
+    after answering one the server waits FAULT_GRACE_MS for the next before it pushes a
+    run or indexes a pack (each some ms), which would otherwise stand before every fault."""
 
     def __init__(self, sock: socket.socket, guard: socket.socket, image: _OnFirstUse):
         self.sock, self.guard, self.image = sock, guard, image
@@ -495,13 +505,16 @@ class _Server:
         self.open = True
 
     def run(self) -> None:
+        faulting = False  # the last round answered a fault: the next one likely follows at once
         while self.open or not all(s.finished for s in self.spaces) or self.retry:
             waiting = [s.uffd for s in self.spaces] + ([self.sock.fileno()] if self.open else [])
             busy = not all(s.finished for s in self.spaces)
             poller = select.poll()  # not select(): a fork-heavy process can mean many uffds
             for fd in waiting:
                 poller.register(fd, select.POLLIN)
-            ready = [fd for fd, _ in poller.poll(0 if busy or self.retry else 1000)]
+            ready = [fd for fd, _ in poller.poll(1000 if not (busy or self.retry) else
+                                                 FAULT_GRACE_MS if faulting else 0)]
+            faulting = any(s.uffd in ready for s in self.spaces)
             if self.open and self.sock.fileno() in ready:
                 self._receive()
             for space in [s for s in self.spaces if s.uffd in ready]:
@@ -644,7 +657,12 @@ class _Server:
             self._serve(space, page)
 
     def _push(self) -> None:
-        """Send one run of pages nobody asked for yet."""
+        """Send one run of pages nobody asked for yet; or, before the first, build more of
+        the store's index (the push reads most of its chunks: 2 GiB of pages, 740 ms of
+        index building in one go, is ~10 ms a step, and faults are answered in between; a
+        fault's few pages are found without it)."""
+        if self.image.index_some():
+            return
         space = next(s for s in self.spaces if not s.finished)
         run = space.next_run()
         if not run:

@@ -25,6 +25,9 @@ record, so opening a store does not read whole packs::
     index   = "SLSPIDX\\0" u32 version u32 count entry[count] u64 xxh64(all before)
     entry   = id[16] u8 kind u8 flags u64 offset u32 stored_len u32 raw_len
 
+Version 2 (written) holds the entries sorted by their bytes (id first), so that a chunk
+is found in it by a binary search; version 1 (still read) held them in pack order.
+
 The active pack's prefix index (``.pidx``) names its first records in segments that
 are only appended, each checked on its own, so that it can follow the pack closely
 without being rewritten (version 1 was a whole index, still read)::
@@ -38,6 +41,7 @@ tail (nothing valid follows) or corruption of data that had been durable.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
@@ -50,9 +54,11 @@ from .errors import FormatError
 PACK_VERSION = 3                # written in new packs
 PACK_VERSIONS = (1, 2, 3)       # read (and appended to)
 DEFERRING_VERSION = 3           # the first whose records may be FLAG_DEFERRED
-INDEX_VERSION = 1               # indexes did not change with pack versions 2 and 3
+INDEX_VERSION = 2               # written: entries sorted by id (version 1: in pack order)
+INDEX_VERSIONS = (1, 2)         # read
 PREFIX_VERSION = 2              # prefix indexes written (appended segments)
-PREFIX_VERSIONS = (INDEX_VERSION, PREFIX_VERSION)   # read: version 1 is a whole index
+PREFIX_WHOLE_VERSION = 1        # a prefix index of version 1 is a whole version 1 index
+PREFIX_VERSIONS = (PREFIX_WHOLE_VERSION, PREFIX_VERSION)   # read
 PACK_MAGIC = b"SLSPACK\0"
 INDEX_MAGIC = b"SLSPIDX\0"
 PACK_HEADER = struct.Struct("<8sII")
@@ -83,6 +89,7 @@ TAG = 4
 FLAG_LZ4 = 1
 FLAG_DEFERRED = 2      # stored as it is, lz4 not tried yet (version 3 packs on)
 NO_ID = bytes(16)
+_ID_LEN = len(NO_ID)    # an index entry's first bytes
 
 
 class RecordInfo(NamedTuple):
@@ -235,9 +242,29 @@ def encode_index_entries(records: Iterable[RecordInfo]) -> bytes:
 
 
 def index_from_entries(count: int, entries: bytes) -> bytes:
-    """The index of `count` records whose entries (encode_index_entries) are `entries`."""
-    body = INDEX_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, count) + entries
+    """The index of `count` records whose entries (encode_index_entries) are `entries`,
+    in pack order: the index holds them sorted by id (version 2), so that a reader finds
+    a chunk in it without reading every entry (find_entry)."""
+    size = INDEX_ENTRY.size
+    ordered = b"".join(sorted(entries[at:at + size] for at in range(0, len(entries), size)))
+    body = INDEX_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, count) + ordered
     return body + INDEX_TRAILER.pack(xxhash.xxh64(body).intdigest())
+
+
+def find_entry(entries: bytes, cid: bytes, sorted_by_id: bool, start: int = 0) -> int | None:
+    """Where in `entries` (index entries: sorted by id, or in pack order), from byte
+    `start` on (an entry's), an entry names `cid`, or None: a binary search of sorted ones
+    (a few microseconds in a 64 MiB pack's 16,000), a search of the bytes otherwise (an
+    entry's id is where an entry starts)."""
+    size = INDEX_ENTRY.size
+    if sorted_by_id:
+        at = bisect.bisect_left(range(len(entries) // size), cid, lo=start // size,
+                                key=lambda i: entries[i * size:i * size + _ID_LEN]) * size
+        return at if entries[at:at + _ID_LEN] == cid else None
+    at = entries.find(cid, start)
+    while at >= 0 and at % size:        # the id's bytes inside another field or across two
+        at = entries.find(cid, at + 1)
+    return at if at >= 0 else None
 
 
 def decode_index(data: bytes, name: str) -> list[RecordInfo]:
@@ -277,7 +304,7 @@ def read_prefix_index(data: bytes, name: str) -> tuple[bytes, bool]:
     if magic != INDEX_MAGIC or version not in PREFIX_VERSIONS:
         raise FormatError(f"{name}: not a prefix index of version {PREFIX_VERSIONS[0]} to {PREFIX_VERSIONS[-1]}")
     view = memoryview(data)
-    if version == INDEX_VERSION:
+    if version == PREFIX_WHOLE_VERSION:
         index_entries(data, name)                       # (checks it whole)
         return bytes(view[INDEX_HEADER.size:len(data) - INDEX_TRAILER.size]), False
     parts, pos, size = [], INDEX_HEADER.size, len(data)
@@ -295,25 +322,26 @@ def read_prefix_index(data: bytes, name: str) -> tuple[bytes, bool]:
 def index_entries(data: bytes, name: str) -> Iterator[tuple[bytes, int, int, int, int, int]]:
     """A pack index's entries as (id, kind, flags, offset, stored_len, raw_len), checked
     whole first (FormatError if damaged)."""
-    return INDEX_ENTRY.iter_unpack(index_body(data, name))
+    return INDEX_ENTRY.iter_unpack(index_body(data, name)[0])
 
 
-def index_body(data: bytes, name: str) -> memoryview:
+def index_body(data: bytes, name: str) -> tuple[memoryview, bool]:
     """The entries of a pack index (encode_index_entries' bytes), checked whole first
-    (FormatError if damaged). Opening a store reads every sealed pack's index this way,
-    without a RecordInfo per record (~4 per 16 KiB of pages stored)."""
+    (FormatError if damaged), and whether they are sorted by id (version 2) rather than
+    in pack order. Opening a store reads every sealed pack's index this way, without a
+    RecordInfo per record (~4 per 16 KiB of pages stored)."""
     if len(data) < INDEX_HEADER.size + INDEX_TRAILER.size:
         raise FormatError(f"{name}: truncated pack index")
     magic, version, count = INDEX_HEADER.unpack_from(data)
-    if magic != INDEX_MAGIC or version != INDEX_VERSION:
-        raise FormatError(f"{name}: not a version {INDEX_VERSION} pack index")
+    if magic != INDEX_MAGIC or version not in INDEX_VERSIONS:
+        raise FormatError(f"{name}: not a pack index of version {INDEX_VERSIONS[0]} to {INDEX_VERSIONS[-1]}")
     body_len = INDEX_HEADER.size + count * INDEX_ENTRY.size
     if len(data) != body_len + INDEX_TRAILER.size:
         raise FormatError(f"{name}: pack index has the wrong length")
     (stored,) = INDEX_TRAILER.unpack_from(data, body_len)
     if xxhash.xxh64(memoryview(data)[:body_len]).intdigest() != stored:
         raise FormatError(f"{name}: pack index checksum mismatch")
-    return memoryview(data)[INDEX_HEADER.size:body_len]
+    return memoryview(data)[INDEX_HEADER.size:body_len], version >= 2
 
 
 def iter_payloads(buf: bytes, records: list[RecordInfo]) -> Iterator[tuple[RecordInfo, bytes]]:

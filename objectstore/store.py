@@ -313,6 +313,12 @@ class Store:
         as [get(c) for c in cids] but reads neighbouring records together (restore's pages)."""
         return self.packs.get_many(cids)
 
+    def index_some(self) -> bool:
+        """Add some more chunks to the index (PackStore.index_some: ~10 ms); whether more
+        are left. A reader about to read most chunks, one batch at a time, calls it between
+        its other work rather than building the whole index at its first large batch."""
+        return self.packs.index_some()
+
     def has(self, cid: bytes) -> bool:
         return self.packs.has(cid)
 
