@@ -882,6 +882,7 @@ class FileSystem:
                         nursery.start_soon(self.run_kernel_flushes)
                 nursery.start_soon(self._raise_readahead_after_init, mountpoint)
                 nursery.start_soon(give_back_free_memory_periodically)
+                nursery.start_soon(self._build_store_index)
                 task_status.started()
                 with interrupting_reads(), single_reader_session(self.init_relay):   # SESSION_TASKS == 1
                     await pyfuse3.main(max_tasks=SESSION_TASKS)
@@ -897,6 +898,15 @@ class FileSystem:
             if unmount and abort_own_connection(mountpoint, device, str(self.store.path)):
                 unmount = False                 # (detached already)
             pyfuse3.close(unmount=unmount)
+
+    async def _build_store_index(self) -> None:
+        """Build the store's chunk index a step at a time (~10 ms each), serving between
+        them: opening the store, mounting, a restore's look-ups and the few chunks it
+        stores do without it (objectstore.packstore's notes), and the first checkpoint
+        storing many pages, or a restore reading them, would otherwise build what is
+        left in one go (65,000 chunks of a 16 MiB Redis group's store: 40-70 ms)."""
+        while self.store.index_some():
+            await trio.sleep(0)
 
     def _spawn(self, async_fn, *args) -> None:
         """Run a request handler's coroutine in the serving nursery (mount.extra_requests:

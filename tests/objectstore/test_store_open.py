@@ -4,6 +4,7 @@ falls back to reading everything and loses nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -270,25 +271,40 @@ def _packs_of_every_kind(store_dir: Path) -> list[bytes]:
 
 @settings(max_examples=25, deadline=None, derandomize=DERANDOMIZE,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.one_of(st.just("index"), st.integers(0, 1499)), max_size=60))
-def test_chunks_are_found_while_the_index_is_built_a_step_at_a_time(tmp_path, steps):
+@given(steps=st.lists(st.one_of(st.just("index"), st.integers(0, 1499), st.binary(min_size=1, max_size=40)),
+                      max_size=60))
+def test_chunks_are_found_and_stored_while_the_index_is_built_a_step_at_a_time(tmp_path, steps):
     """Between index_some steps (a lazy restore's page server builds the index so), every
     chunk is found: in the sealed packs (sorted indexes, and a version 1 one in pack
-    order), in the active pack (its entries in pack order) and in the part already
-    indexed; an absent one is not."""
-    store_dir = tmp_path / "store"
-    if not store_dir.exists():
-        (tmp_path / "ids").write_bytes(b"".join(_packs_of_every_kind(store_dir)))
+    order), in the active pack (its entries in pack order), in the part already indexed,
+    and among those put meanwhile (a put of a stored chunk appends nothing); an absent
+    one is not. Model: step i (an int) reads fill()'s i-th content, bytes are put."""
+    template, store_dir = tmp_path / "template", tmp_path / "store"
+    if not template.exists():
+        (tmp_path / "ids").write_bytes(b"".join(_packs_of_every_kind(template)))
     raw = (tmp_path / "ids").read_bytes()
-    ids = [raw[at:at + 16] for at in range(0, len(raw), 16)]
-    with Store.open(store_dir, readonly=True) as store:
+    contents = {raw[at:at + 16]: f"chunk {at // 16} ".encode() * 8 for at in range(0, len(raw), 16)}
+    ids = list(contents)
+    shutil.rmtree(store_dir, ignore_errors=True)
+    shutil.copytree(template, store_dir)
+    with Store.open(store_dir) as store:
         store.packs.index_step = 70
         for step in steps:
             if step == "index":
                 store.index_some()
+            elif isinstance(step, int):
+                assert store.get(ids[step]) == contents[ids[step]] and store.has(ids[step])
             else:
-                assert store.get(ids[step]) == f"chunk {step} ".encode() * 8
+                data = contents[ids[len(step) * 37]] if len(step) % 3 == 0 else step   # (some stored already)
+                size = store.packs.mark()
+                cid = store.put(data)
+                assert store.packs.mark() == size + (data not in contents.values())
+                contents[cid] = data
+        store.commit("puts")
         with pytest.raises(NotFound):
             store.get(bytes(16))
-        assert [store.get(cid) for cid in ids] == [f"chunk {i} ".encode() * 8 for i in range(len(ids))]
+        assert not store.has(bytes(16))
+        assert {cid: store.get(cid) for cid in contents} == contents
+        assert len(store.get_many(list(contents))) == len(contents)      # (the whole index)
+        assert {cid: store.get(cid) for cid in contents} == contents
         assert store.fsck() == []
