@@ -901,10 +901,10 @@ class FileSystem:
 
     async def _build_store_index(self) -> None:
         """Build the store's chunk index a step at a time (~10 ms each), serving between
-        them: opening the store, mounting, a restore's look-ups and the few chunks it
-        stores do without it (objectstore.packstore's notes), and the first checkpoint
-        storing many pages, or a restore reading them, would otherwise build what is
-        left in one go (65,000 chunks of a 16 MiB Redis group's store: 40-70 ms)."""
+        them: reading a few chunks does without it (objectstore.packstore's notes), and
+        whatever needs it whole (a write, a checkpoint, a group's restore) would otherwise
+        build it in one go when it comes (65,000 chunks of a 16 MiB Redis group's store:
+        40-70 ms; `sls mount` then `sls restore GROUP` waited for it)."""
         while self.store.index_some():
             await trio.sleep(0)
 

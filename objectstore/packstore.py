@@ -13,15 +13,17 @@ Design notes:
   offset, stored length, kind). Simplification: RAM grows with the number of chunks
   (about 150 bytes each). It is built from the packs' index entries when it is first
   needed whole (many chunks stored or read at once), not when the store is opened (the
-  store's own records are found at once): building it costs ~1.4 us per chunk of the store (a 2 GiB
-  process image: 524,000 pages, 740 ms). Until then a chunk is looked up in the packs'
+  store's own records are found at once): building it costs ~1.4 us per chunk of the
+  store (a 2 GiB process image: 524,000 pages, 740 ms). Until then a chunk is looked up in the packs'
   entries themselves, newest pack first (_locate: a binary search of a sealed pack's
   sorted index, a search of the bytes of the active pack's), so a command that reads
   only the history or a few chunks (an image's tree: a lazy restore runs its process
-  before it reads its pages) or puts a few (a daemon's restore names the checkpoint's
-  tree as the volume's again: 41-70 ms of index for a 16 MiB Redis group's store) does
-  not pay for it, and one that will want every chunk builds it a step at a time
-  (index_some) between its other work.
+  before it reads its pages) does not pay for it, and one that will want every chunk
+  builds it a step at a time (index_some) between its other work (a mount, while it
+  serves). A put builds it whole: its dedup must know every chunk. (A put that looked
+  its chunk up instead was measured slower in a group daemon's restore after a crash,
+  the build moved from before the restore into it: 348-456 vs 305-372 ms to running, 2
+  runs each; likely its lazy page server, forked before, then built one of its own.)
 - `get_many` reads many chunks in pack order, one pread per span of nearby records;
   `put_many` stores many (a checkpoint's pages) with one hashing pass, one dedup pass
   and one append loop, writing exactly the records `put` would, one at a time.
@@ -574,8 +576,8 @@ class PackStore:
     def _locate(self, cid: bytes) -> int | None:
         """The location of chunk `cid` (see _unloc), or None if the store lacks it, without
         building the rest of the index: the packs not indexed yet are searched first,
-        newest first (they are newer than those indexed; a chunk appended meanwhile is
-        in none of them: _append_records)."""
+        newest first (they are newer than those indexed, and nothing is appended before
+        the index is whole)."""
         for part in reversed(self._unindexed):
             at = fmt.find_entry(part.entries, cid, part.sorted_by_id, part.start)
             if at is not None:
@@ -660,7 +662,7 @@ class PackStore:
 
     def put(self, data: bytes, kind: int = DATA) -> ChunkId:
         cid = chunk_id(kind, data, self.seed)
-        if self._locate(cid) is not None:
+        if cid in self._index:
             if self.verify_dedup and self.get(cid) != data:
                 raise _collision(cid)
             if self._dedup_hits is not None:
@@ -821,7 +823,7 @@ class PackStore:
         """Whether the store holds `cid`. While a collection runs, a yes counts as a dedup
         hit (watch_dedup): a caller asks in order to reference the chunk without putting it
         (a clone's or a received stream's root)."""
-        if self._locate(cid) is not None:
+        if cid in self._index:
             if self._dedup_hits is not None:
                 self._dedup_hits.add(cid)
             return True
@@ -858,8 +860,6 @@ class PackStore:
         """Append one record per (id, flags, raw_len, payload) to the buffer and index it
         (its index entry encoded at once, and its location in the chunk index); the buffer
         is written out whenever it passes _WRITE_AHEAD (between records, as one at a time).
-        A chunk appended before the index is whole is one no pack holds (put looks first;
-        put_many and the collector build the index), so _locate finds it where it goes.
         `compress`: the payloads are contents (flags 0), stored as their lz4 block when that
         saves a sixteenth or more (_pays).
 
@@ -881,7 +881,7 @@ class PackStore:
         self._unsynced = True
         self.index_ahead()                  # (the records a scan found come first)
         chunk = kind in (DATA, NODE)
-        entries, index, append_record, entry = self._entries, self._chunks, fmt.append_record, fmt.INDEX_ENTRY.pack
+        entries, index, append_record, entry = self._entries, self._index, fmt.append_record, fmt.INDEX_ENTRY.pack
         compressed, probe, flag_deferred = _compressed, self._probe_first, fmt.FLAG_DEFERRED
         deferred = 0
         max_record = fmt.MAX_RECORD
