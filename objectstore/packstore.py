@@ -12,18 +12,19 @@ Design notes:
 - The whole index lives in RAM: a dict from chunk id to one packed int (pack number,
   offset, stored length, kind). Simplification: RAM grows with the number of chunks
   (about 150 bytes each). It is built from the packs' index entries when it is first
-  needed whole (many chunks stored or read at once), not when the store is opened (the
-  store's own records are found at once): building it costs ~1.4 us per chunk of the
-  store (a 2 GiB process image: 524,000 pages, 740 ms). Until then a chunk is looked up in the packs'
-  entries themselves, newest pack first (_locate: a binary search of a sealed pack's
-  sorted index, a search of the bytes of the active pack's), so a command that reads
-  only the history or a few chunks (an image's tree: a lazy restore runs its process
-  before it reads its pages) does not pay for it, and one that will want every chunk
-  builds it a step at a time (index_some) between its other work (a mount, while it
-  serves). A put builds it whole: its dedup must know every chunk. (A put that looked
-  its chunk up instead was measured slower in a group daemon's restore after a crash,
-  the build moved from before the restore into it: 348-456 vs 305-372 ms to running, 2
-  runs each; likely its lazy page server, forked before, then built one of its own.)
+  needed whole (a chunk stored; more chunks read than look-ups pay for:
+  _looked_up_cheaper), not when the store is opened (the store's own records are found
+  at once): building it costs ~1.4 us per chunk of the store (a 2 GiB process image:
+  524,000 pages, 740 ms). Until then a chunk is looked up in the packs' entries
+  themselves, newest pack first (_locate: a binary search of a sealed pack's sorted
+  index, a search of the bytes of the active pack's), so a command that reads only the
+  history or a few chunks (an image's tree: a lazy restore runs its process before it
+  reads its pages) does not pay for it, and one that will want every chunk builds it a
+  step at a time (index_some) between its other work (a mount, while it serves). A put
+  builds it whole: its dedup must know every chunk. (A put that looked its chunk up
+  instead was measured slower in a group daemon's restore after a crash, the build
+  moved from before the restore into it: 348-456 vs 305-372 ms to running, 2 runs
+  each; likely its lazy page server, forked before, then built one of its own.)
 - `get_many` reads many chunks in pack order, one pread per span of nearby records;
   `put_many` stores many (a checkpoint's pages) with one hashing pass, one dedup pass
   and one append loop, writing exactly the records `put` would, one at a time.
@@ -167,7 +168,11 @@ _PREFIXES = (_KIND_PREFIX[DATA], _KIND_PREFIX[NODE])  # by a location's kind bit
 _DECODE_HEADER = struct.Struct("<HxBII16s")  # pack.RECORD_HEADER without its kind (the index has it)
 _KIND_AT = 16  # where an index entry (pack.INDEX_ENTRY) holds the record's kind
 _FLAGS_AT = 17  # ... and its flags
-_LOCATE_MAX = 16  # get_many of more chunks builds the index first (see _locate)
+# What finding chunks costs before the index is built (this VM, 2026-12-04), to choose
+# between looking each one up (_locate) and building the index first (_looked_up_cheaper):
+_BUILD_US = 1.4                 # per chunk indexed
+_SORTED_LOOKUP_US = 6.0         # per binary search of a sorted pack index
+_SCAN_US_PER_ENTRY = 0.009      # per entry of a search of the bytes of entries in pack order (a miss)
 INDEX_STEP = 8192  # chunks index_some adds at a time (~10 ms)
 _STORE_RECORD_KIND = re.compile(b"[^" + re.escape(bytes([DATA, NODE])) + b"]")  # any kind but a chunk's
 
@@ -329,6 +334,7 @@ class PackStore:
         self.pack_limit = pack_limit
         self.prefix_index_step = PREFIX_INDEX_STEP
         self.index_step = INDEX_STEP
+        self._lookups_us = 0.0   # what get_many's look-ups before the index was built cost (estimated)
         self.damage: list[str] = []  # corruption found on open, for fsck
         self._damaged: dict[bytes, tuple[str, int]] = {}  # chunk id -> (pack, offset) of a bad record
         self._chunks: dict[bytes, int] = {}   # the index (_index), once built
@@ -573,6 +579,21 @@ class PackStore:
             self._unindexed.pop(0)
         return bool(self._unindexed)
 
+    def _looked_up_cheaper(self, count: int) -> bool:
+        """Whether `count` more chunks are to be found by _locate rather than by building
+        the rest of the index first: while all the look-ups made so far would not have
+        paid for the building (a lazy restore reads the few pages it restores at once, its
+        stack and small mappings, from a store of many; an eager one reads them all, and
+        builds the index once its look-ups cost as much: at most twice the least cost)."""
+        if not self._unindexed:
+            return False
+        size = fmt.INDEX_ENTRY.size
+        lookup = sum(_SORTED_LOOKUP_US if part.sorted_by_id else _SCAN_US_PER_ENTRY * len(part.entries) / size
+                     for part in self._unindexed)
+        build = _BUILD_US * sum(len(part.entries) - part.start for part in self._unindexed) / size
+        self._lookups_us += count * lookup
+        return self._lookups_us < build
+
     def _locate(self, cid: bytes) -> int | None:
         """The location of chunk `cid` (see _unloc), or None if the store lacks it, without
         building the rest of the index: the packs not indexed yet are searched first,
@@ -763,7 +784,7 @@ class PackStore:
         than once is decoded once. A record that fails any check is read again by get(),
         which raises the precise error (NotFound, CorruptChunk) naming the pack and
         offset."""
-        locs = list(map(self._locate if len(cids) <= _LOCATE_MAX else self._index.get, cids))
+        locs = list(map(self._locate if self._looked_up_cheaper(len(cids)) else self._index.get, cids))
         if None in locs:
             self.get(cids[locs.index(None)])  # raises: not in the index
         order = sorted(range(len(locs)), key=locs.__getitem__)  # pack order

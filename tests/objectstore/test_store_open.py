@@ -271,14 +271,16 @@ def _packs_of_every_kind(store_dir: Path) -> list[bytes]:
 
 @settings(max_examples=25, deadline=None, derandomize=DERANDOMIZE,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.one_of(st.just("index"), st.integers(0, 1499), st.binary(min_size=1, max_size=40)),
-                      max_size=60))
+@given(steps=st.lists(st.one_of(st.just("index"), st.integers(0, 1499), st.binary(min_size=1, max_size=40),
+                                st.lists(st.integers(0, 1499), min_size=2, max_size=40)), max_size=60))
 def test_chunks_are_found_and_stored_while_the_index_is_built_a_step_at_a_time(tmp_path, steps):
     """Between index_some steps (a lazy restore's page server builds the index so), every
     chunk is found: in the sealed packs (sorted indexes, and a version 1 one in pack
     order), in the active pack (its entries in pack order), in the part already indexed,
-    and among those put meanwhile (a put of a stored chunk appends nothing); an absent
-    one is not. Model: step i (an int) reads fill()'s i-th content, bytes are put."""
+    and among those put meanwhile (a put builds it first, and of a stored chunk appends
+    nothing); an absent one is not; get_many finds them by look-ups until those would
+    have paid for the index, then builds it. Model: step i (an int) reads fill()'s i-th
+    content, a list of them reads those at once, bytes are put."""
     template, store_dir = tmp_path / "template", tmp_path / "store"
     if not template.exists():
         (tmp_path / "ids").write_bytes(b"".join(_packs_of_every_kind(template)))
@@ -293,7 +295,9 @@ def test_chunks_are_found_and_stored_while_the_index_is_built_a_step_at_a_time(t
             if step == "index":
                 store.index_some()
             elif isinstance(step, int):
-                assert store.get(ids[step]) == contents[ids[step]] and store.has(ids[step])
+                assert store.get(ids[step]) == contents[ids[step]]
+            elif isinstance(step, list):
+                assert store.get_many([ids[i] for i in step]) == [contents[ids[i]] for i in step]
             else:
                 data = contents[ids[len(step) * 37]] if len(step) % 3 == 0 else step   # (some stored already)
                 size = store.packs.mark()
