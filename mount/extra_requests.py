@@ -122,12 +122,12 @@ def _session_table() -> ctypes.Array | None:
     return (ctypes.c_void_p * (len(given) // 8)).from_address(session + at)
 
 
-def install(*, fallocate: Callable[[int, int, int, int], None],
+def install(*, fallocate: Callable[[int, int, int, int, int], None],
             lseek: Callable[[int, int, int], int],
             copy_file_range: Callable[[int, int, int, int, int, int], int],
             spawn: Callable[..., None]) -> bool:
     """Have libfuse pass, in the session `pyfuse3.init` just made (pyfuse3 serves one mount
-    per process), FALLOCATE to `fallocate(inode, mode, offset, length)`, LSEEK to
+    per process), FALLOCATE to `fallocate(inode, mode, offset, length, fh)`, LSEEK to
     `lseek(inode, offset, whence)` (the offset found) and COPY_FILE_RANGE to
     `copy_file_range(inode_in, offset_in, inode_out, offset_out, length, fh_out)` (the
     count copied). A handler's coroutine is run by `spawn(async_fn, *args)` (a nursery's
@@ -186,8 +186,9 @@ def _make_callbacks() -> dict:
             log.exception("%s%s failed", what, args)
 
     @FALLOCATE_CALLBACK
-    def on_fallocate(request, inode, mode, offset, length, _file_info):
-        answer(request, "fallocate", (inode, mode, offset, length), lambda req, _: reply_err(req, 0))
+    def on_fallocate(request, inode, mode, offset, length, file_info):
+        fh = ctypes.c_uint64.from_address(file_info + _FILE_INFO_FH).value if file_info else 0
+        answer(request, "fallocate", (inode, mode, offset, length, fh), lambda req, _: reply_err(req, 0))
 
     @LSEEK_CALLBACK
     def on_lseek(request, inode, offset, whence, _file_info):

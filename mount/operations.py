@@ -321,13 +321,15 @@ class Operations(pyfuse3.Operations):
             node.ctime_ns = representable_time(attr.st_ctime_ns)
         return self.attrs(inode)
 
-    def fallocate(self, inode: int, mode: int, offset: int, length: int) -> None:
+    def fallocate(self, inode: int, mode: int, offset: int, length: int, fh: int) -> None:
         """fallocate(2) (passed by mount.extra_requests: pyfuse3 does not). The kernel lets
         through only KEEP_SIZE, PUNCH_HOLE (always with KEEP_SIZE) and ZERO_RANGE, and has
         written back its cached pages of the range first. A copy-on-write store reserves
         nothing ahead (as btrfs and ZFS): allocating makes the file that long (unless
         KEEP_SIZE), holes read as zeros, and is refused (ENOSPC) when the disk has not the
-        room for the bytes past the end; punching and zeroing drop the range's blocks."""
+        room for the bytes past the end; punching and zeroing drop the range's blocks.
+        Like a write, it drops the file's set-ID bits and capabilities (as the kernel's
+        file_modified does for local file systems), by the opener of handle `fh`."""
         volume, local = self._volume(inode, writable=True)
         node = volume.inode(local)              # (a regular file: the kernel refuses the others)
         end = offset + length
@@ -337,6 +339,7 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.ENOSPC)
         if not mode & FALLOC_FL_KEEP_SIZE and end > node.size:
             volume.truncate(local, end)
+        self._drop_privileges(volume, local, fh)
 
     def copy_file_range(self, inode_in: int, offset_in: int, inode_out: int, offset_out: int,
                         length: int, fh_out: int) -> int:
@@ -353,10 +356,16 @@ class Operations(pyfuse3.Operations):
             raise FUSEError(errno.ENOSPC)
         copied = volume.copy_range(source, source_local, offset_in, local, offset_out, length,
                                    max_written=COPY_WRITTEN_MAX, stamp_times=not self.enable_writeback_cache)
-        handle = self.handles.get(fh_out)
-        if handle is not None:
-            volume.drop_privileges(local, uid=handle.uid, gid=handle.gid)
+        self._drop_privileges(volume, local, fh_out)
         return copied
+
+    def _drop_privileges(self, volume: Volume, local: int, fh: int) -> None:
+        """What a change of a file's data through handle `fh` drops (Volume.drop_privileges),
+        as its opener made it; the kernel is told to forget the mode it holds, as after a
+        direct write (after FALLOCATE it asks again anyway: the test passes without)."""
+        handle = self.handles.get(fh)
+        if handle is not None and volume.drop_privileges(local, uid=handle.uid, gid=handle.gid):
+            forget_attributes(kernel_ino(handle.view, handle.ino))
 
     def lseek(self, inode: int, offset: int, whence: int) -> int | Awaitable[int]:
         """lseek(2)'s SEEK_DATA and SEEK_HOLE (passed by mount.extra_requests; the kernel

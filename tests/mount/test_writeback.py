@@ -230,7 +230,7 @@ def test_unprivileged_writer_of_a_write_only_file(new_mount):
 
 
 SET_ID_PROBE = r"""
-import os, sys
+import ctypes, os, sys
 root = sys.argv[1]
 with open(os.path.join(root, "written"), "ab") as f:
     f.write(b"w")
@@ -238,19 +238,26 @@ with open(os.path.join(root, "setgid"), "ab") as f:
     f.write(b"w")
 os.truncate(os.path.join(root, "truncated"), 10)
 os.close(os.open(os.path.join(root, "opened_trunc"), os.O_WRONLY | os.O_TRUNC))
+with open(os.path.join(root, "allocated"), "r+b") as f:
+    os.posix_fallocate(f.fileno(), 0, 4096)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+with open(os.path.join(root, "punched"), "r+b") as f:
+    assert libc.fallocate(f.fileno(), 3, 0, 50) == 0, ctypes.get_errno()   # PUNCH_HOLE | KEEP_SIZE
 print("{}")
 """
 
 
 def test_set_id_bits_after_writes_and_truncations(new_mount):
     """The daemon drops set-user-ID and set-group-ID bits itself (the kernel leaves it
-    to the daemon: FUSE_HANDLE_KILLPRIV_V2, mount.init_flags): a write, truncate or
-    O_TRUNC open by an unprivileged user drops them, root's write keeps them (as root
-    holds CAP_FSETID), and what is dropped stays dropped after a remount."""
+    to the daemon: FUSE_HANDLE_KILLPRIV_V2, mount.init_flags): a write, truncate,
+    O_TRUNC open or fallocate (as ext4's) by an unprivileged user drops them, root's write
+    keeps them (as root holds CAP_FSETID), and what is dropped stays dropped after a
+    remount."""
     mnt = new_mount("--allow-other")
     os.chmod(mnt.path, 0o755)
     modes = {"written": 0o4777, "setgid": 0o2777, "truncated": 0o6777, "opened_trunc": 0o4777,
-             "by_root": 0o4755}
+             "allocated": 0o4777, "punched": 0o6777, "by_root": 0o4755}
     for name, mode in modes.items():
         (mnt.path / name).write_bytes(b"B" * 100)
         os.chmod(mnt.path / name, mode)
@@ -258,8 +265,9 @@ def test_set_id_bits_after_writes_and_truncations(new_mount):
         f.write(b"r")
     probe_as_nobody(SET_ID_PROBE, mnt.path)
     expected = {"written": 0o777, "setgid": 0o777, "truncated": 0o777, "opened_trunc": 0o777,
-                "by_root": 0o4755}
-    sizes = {"written": 101, "setgid": 101, "truncated": 10, "opened_trunc": 0, "by_root": 101}
+                "allocated": 0o777, "punched": 0o777, "by_root": 0o4755}
+    sizes = {"written": 101, "setgid": 101, "truncated": 10, "opened_trunc": 0, "allocated": 4096,
+             "punched": 100, "by_root": 101}
 
     def seen() -> tuple[dict, dict]:
         stats = {name: os.stat(mnt.path / name) for name in modes}
