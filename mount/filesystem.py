@@ -830,7 +830,8 @@ class FileSystem:
     # ----- serving ------------------------------------------------------------------
     async def serve(self, mountpoint: str, *, allow_other: bool = False,
                     task_status=trio.TASK_STATUS_IGNORED, mount_options: Iterable[str] = (),
-                    device_minor: int | None = None, syncfs_helper: bool = True) -> None:
+                    device_minor: int | None = None, syncfs_helper: bool = True,
+                    build_index: bool = True) -> None:
         """Mount at `mountpoint` and serve until unmounted (or cancelled: then unmount).
 
         `mount_options` are generic kernel mount options (KERNEL_MOUNT_OPTIONS: ro,
@@ -845,6 +846,8 @@ class FileSystem:
         first flush or sync, or by `flush_through` (a group daemon, which holds the mount's
         root and starts the helper on it after a restore: one start, not two, and not
         while the restore runs).
+        `build_index` False: the store's chunk index is not built in the background from
+        the start (build_store_index: a group daemon's restore runs first).
         `task_status.started()` is called once the mount is live."""
         mount_options = last_wins(mount_options)          # (libfuse gets them as a set: no order)
         unknown = set(mount_options) - KERNEL_MOUNT_OPTIONS - ATIME_MOUNT_OPTIONS
@@ -882,7 +885,8 @@ class FileSystem:
                         nursery.start_soon(self.run_kernel_flushes)
                 nursery.start_soon(self._raise_readahead_after_init, mountpoint)
                 nursery.start_soon(give_back_free_memory_periodically)
-                nursery.start_soon(self._build_store_index)
+                if build_index:
+                    nursery.start_soon(self.build_store_index)
                 task_status.started()
                 with interrupting_reads(), single_reader_session(self.init_relay):   # SESSION_TASKS == 1
                     await pyfuse3.main(max_tasks=SESSION_TASKS)
@@ -899,12 +903,12 @@ class FileSystem:
                 unmount = False                 # (detached already)
             pyfuse3.close(unmount=unmount)
 
-    async def _build_store_index(self) -> None:
+    async def build_store_index(self) -> None:
         """Build the store's chunk index a step at a time (~10 ms each), serving between
-        them: reading a few chunks does without it (objectstore.packstore's notes), and
-        whatever needs it whole (a write, a checkpoint, a group's restore) would otherwise
-        build it in one go when it comes (65,000 chunks of a 16 MiB Redis group's store:
-        40-70 ms; `sls mount` then `sls restore GROUP` waited for it)."""
+        them: a few chunks are read and put without it (objectstore.packstore's notes),
+        and what needs it whole (a checkpoint's pages, a collection, an eager restore)
+        would otherwise build it in one go when it comes (65,000 chunks of a 16 MiB Redis
+        group's store: 40-70 ms; `sls mount` then `sls restore GROUP` waited for it)."""
         while self.store.index_some():
             await trio.sleep(0)
 

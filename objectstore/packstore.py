@@ -12,7 +12,7 @@ Design notes:
 - The whole index lives in RAM: a dict from chunk id to one packed int (pack number,
   offset, stored length, kind). Simplification: RAM grows with the number of chunks
   (about 150 bytes each). It is built from the packs' index entries when it is first
-  needed whole (a chunk stored; more chunks read than look-ups pay for:
+  needed whole (many chunks stored at once; more read than look-ups pay for:
   _looked_up_cheaper), not when the store is opened (the store's own records are found
   at once): building it costs ~1.4 us per chunk of the store (a 2 GiB process image:
   524,000 pages, 740 ms). Until then a chunk is looked up in the packs' entries
@@ -20,11 +20,11 @@ Design notes:
   index, a search of the bytes of the active pack's), so a command that reads only the
   history or a few chunks (an image's tree: a lazy restore runs its process before it
   reads its pages) does not pay for it, and one that will want every chunk builds it a
-  step at a time (index_some) between its other work (a mount, while it serves). A put
-  builds it whole: its dedup must know every chunk. (A put that looked its chunk up
-  instead was measured slower in a group daemon's restore after a crash, the build
-  moved from before the restore into it: 348-456 vs 305-372 ms to running, 2 runs
-  each; likely its lazy page server, forked before, then built one of its own.)
+  step at a time (index_some) between its other work (a mount, while it serves; a
+  group daemon once its restore is done). A put looks its chunk up the same way (a
+  daemon's restore names a checkpoint's tree again: a group of 1 GiB ran again 272-347
+  ms after `sls restore`, 426-624 when that built the index of its 260,000 chunks
+  first); put_many and the collector build it whole.
 - `get_many` reads many chunks in pack order, one pread per span of nearby records;
   `put_many` stores many (a checkpoint's pages) with one hashing pass, one dedup pass
   and one append loop, writing exactly the records `put` would, one at a time.
@@ -597,8 +597,8 @@ class PackStore:
     def _locate(self, cid: bytes) -> int | None:
         """The location of chunk `cid` (see _unloc), or None if the store lacks it, without
         building the rest of the index: the packs not indexed yet are searched first,
-        newest first (they are newer than those indexed, and nothing is appended before
-        the index is whole)."""
+        newest first (they are newer than those indexed; a chunk appended meanwhile is
+        in none of them: _append_records)."""
         for part in reversed(self._unindexed):
             at = fmt.find_entry(part.entries, cid, part.sorted_by_id, part.start)
             if at is not None:
@@ -683,7 +683,7 @@ class PackStore:
 
     def put(self, data: bytes, kind: int = DATA) -> ChunkId:
         cid = chunk_id(kind, data, self.seed)
-        if cid in self._index:
+        if self._locate(cid) is not None:
             if self.verify_dedup and self.get(cid) != data:
                 raise _collision(cid)
             if self._dedup_hits is not None:
@@ -844,7 +844,7 @@ class PackStore:
         """Whether the store holds `cid`. While a collection runs, a yes counts as a dedup
         hit (watch_dedup): a caller asks in order to reference the chunk without putting it
         (a clone's or a received stream's root)."""
-        if cid in self._index:
+        if self._locate(cid) is not None:
             if self._dedup_hits is not None:
                 self._dedup_hits.add(cid)
             return True
@@ -881,6 +881,8 @@ class PackStore:
         """Append one record per (id, flags, raw_len, payload) to the buffer and index it
         (its index entry encoded at once, and its location in the chunk index); the buffer
         is written out whenever it passes _WRITE_AHEAD (between records, as one at a time).
+        A chunk appended before the index is whole is one no pack holds (put looks first;
+        put_many and the collector build the index), so _locate finds it where it goes.
         `compress`: the payloads are contents (flags 0), stored as their lz4 block when that
         saves a sixteenth or more (_pays).
 
@@ -902,7 +904,7 @@ class PackStore:
         self._unsynced = True
         self.index_ahead()                  # (the records a scan found come first)
         chunk = kind in (DATA, NODE)
-        entries, index, append_record, entry = self._entries, self._index, fmt.append_record, fmt.INDEX_ENTRY.pack
+        entries, index, append_record, entry = self._entries, self._chunks, fmt.append_record, fmt.INDEX_ENTRY.pack
         compressed, probe, flag_deferred = _compressed, self._probe_first, fmt.FLAG_DEFERRED
         deferred = 0
         max_record = fmt.MAX_RECORD

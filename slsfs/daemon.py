@@ -920,6 +920,7 @@ class Daemon:
                     nursery.cancel_scope.cancel()
                     return
                 self.startup.done("restore")
+            nursery.start_soon(self.fs.build_store_index)   # (a restore needs little of it: after it)
             await nursery.start(self.serve_control)
             self.startup.done("control_socket")
             if restore:
@@ -940,7 +941,7 @@ class Daemon:
                 # allow_other: a group's processes may run as other users (postgres, a web
                 # server's workers); the kernel still checks every access (default_permissions)
                 await self.fs.serve(self.mountpoint, allow_other=True, task_status=task_status,
-                                    device_minor=self.device_minor, syncfs_helper=False)
+                                    device_minor=self.device_minor, syncfs_helper=False, build_index=False)
         finally:
             self._served.set()
         if not serving.cancelled_caught:
