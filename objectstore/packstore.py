@@ -598,7 +598,10 @@ class PackStore:
         """The location of chunk `cid` (see _unloc), or None if the store lacks it, without
         building the rest of the index: the packs not indexed yet are searched first,
         newest first (they are newer than those indexed; a chunk appended meanwhile is
-        in none of them: _append_records)."""
+        in none of them: _append_records). Once the index is whole (a daemon's every
+        read), one dict look-up."""
+        if not self._unindexed:
+            return self._chunks.get(cid)
         for part in reversed(self._unindexed):
             at = fmt.find_entry(part.entries, cid, part.sorted_by_id, part.start)
             if at is not None:
