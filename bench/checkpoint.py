@@ -32,7 +32,10 @@ For a C target with 10 MiB, 100 MiB, 1 GiB and 2 GiB of touched heap (--quick: 1
   restorer, and a fork costs ~40 ms per GiB the forking process holds, so this bench's
   own figure grows with what it captured before;
 - restore_ms_fresh_restorer: restore() (eager) made by such a new process (up to
-  EAGER_MAX_MIB), as `sls restore` of a process image does;
+  EAGER_MAX_MIB), as a daemon's restore of a group under 8 MiB is after a crash;
+- restore_ms_sls_restore: the restore `sls restore` of a process image makes (such a new
+  process; lazy from checkpointer.LAZY_FROM_BYTES of pages, eager below), the figure to
+  hold against the issue's restore targets;
 - throughput_*: the target's passes over its window per second, alone and while it
   is checkpointed 10 times a second (incremental, fork snapshot, non-durable commits).
 - stop_breakdown_ms_full: the phases of the full checkpoint's stop (stop_ms_full), and
@@ -51,8 +54,8 @@ what was written since the previous one: its stop copies only what was written a
 
 `--restore-only MIB [--repeat N]` measures restore alone, N times each (default 5), from
 one full checkpoint of a MIB target: restore_ms / restore_cpu_ms (eager, in this process;
-up to EAGER_MAX_MIB), restore_ms_fresh_restorer and restore_ms_lazy_fresh_restorer (each from a new
-process; eager up to EAGER_MAX_MIB), every value
+up to EAGER_MAX_MIB), restore_ms_fresh_restorer, restore_ms_lazy_fresh_restorer and
+restore_ms_sls_restore (each from a new process; eager up to EAGER_MAX_MIB), every value
 and the median, with the load average before and after (restore figures move with it).
 
 `--stop-only [--mib MIB...] [--repeat N]` measures the incremental stop alone (default sizes, or
@@ -119,7 +122,7 @@ from objectstore import Store
 import checkpointer
 with Store.open(sys.argv[2], readonly=True) as store:
     started = time.perf_counter()
-    restored = checkpointer.restore(store, "bench", lazy=sys.argv[3] == "lazy")
+    restored = checkpointer.restore(store, "bench", lazy={"lazy": True, "eager": False, "default": None}[sys.argv[3]])
     ms = (restored.running_at - started) * 1000     # until it runs (restore_timed)
     restored.kill()
 print(json.dumps(ms))
@@ -265,6 +268,7 @@ def measure(binary: Path, mib: int, workdir: Path, rounds: int) -> dict:
         result["lazy_ms_until_all_pages_in"] = (time.perf_counter() - started) * 1000
         restored.kill()
         result["restore_ms_lazy_fresh_restorer"] = restore_in_fresh_process(store_dir, lazy=True)
+        result["restore_ms_sls_restore"] = restore_in_fresh_process(store_dir, lazy=None)
         if mib <= EAGER_MAX_MIB:
             result["restore_ms_fresh_restorer"] = restore_in_fresh_process(store_dir, lazy=False)
         image = checkpointer.load_image(store, "bench")
@@ -286,15 +290,17 @@ def rss_mib() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
 
 
-def restore_in_fresh_process(store_dir: Path, lazy: bool) -> float:
+def restore_in_fresh_process(store_dir: Path, lazy: bool | None) -> float:
     """restore() of the image, in ms, made by a new process that has only opened the store
     (as `sls restore` does): the page server of a lazy restore is a fork of the restorer,
     whose cost grows with what the restorer holds; an eager one is the first restore of
-    that process (nothing of the image's tree cached yet), as `sls restore` of a process
-    image and a daemon's restore after a crash are."""
+    that process (nothing of the image's tree cached yet), as a daemon's restore of a
+    small group after a crash is. `lazy` None: as `sls restore` of a process image
+    chooses (lazy from checkpointer.LAZY_FROM_BYTES of pages)."""
+    how = {True: "lazy", False: "eager", None: "default"}[lazy]
     return json.loads(subprocess.run(
         [sys.executable, "-c", RESTORE_IN_FRESH_PROCESS, str(Path(__file__).resolve().parent.parent),
-         str(store_dir), "lazy" if lazy else "eager"], check=True, capture_output=True, text=True).stdout)
+         str(store_dir), how], check=True, capture_output=True, text=True).stdout)
 
 
 def _runs_on(target: Target, pid: int) -> bool:
@@ -353,6 +359,7 @@ def restore_only(binary: Path, mib: int, workdir: Path, repeat: int) -> dict:
                 raise SystemExit("bench: the restored target does not run")
             restored.kill()
         lazy = [restore_in_fresh_process(store_dir, lazy=True) for _ in range(repeat)]
+        default = [restore_in_fresh_process(store_dir, lazy=None) for _ in range(repeat)]
         fresh = [restore_in_fresh_process(store_dir, lazy=False) for _ in range(repeat if mib <= EAGER_MAX_MIB
                                                                                 else 0)]
     finally:
@@ -360,7 +367,7 @@ def restore_only(binary: Path, mib: int, workdir: Path, repeat: int) -> dict:
             target.kill()
         store.close()
     for name, values in (("restore_ms", walls), ("restore_cpu_ms", cpus), ("restore_ms_fresh_restorer", fresh),
-                         ("restore_ms_lazy_fresh_restorer", lazy)):
+                         ("restore_ms_lazy_fresh_restorer", lazy), ("restore_ms_sls_restore", default)):
         if values:
             result[name] = [round(v, 2) for v in values]
             result[f"{name}_median"] = round(statistics.median(values), 2)
