@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from checkpointer import pageread
 from checkpointer.copybuffer import CopyBuffer
@@ -108,3 +109,26 @@ def test_reads_planned_here_and_made_elsewhere_keep_their_pages_until_cut(holder
     assert rest == []
     got = {start: bytes(data) for start, data in pageread.runs(reads)}
     assert got == _numbered(base, range(0, 64, 2))
+
+
+@given(st.lists(st.tuples(st.sampled_from([0, 0, 1, 3, 300]),
+                          st.sampled_from([1, 2, 255, 256, 257, 512, 600]) | st.integers(1, 2000)), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_runs_join_touching_ranges_and_cut_long_ones(shape):
+    """The runs a copy reads: the ranges' pages, touching ranges joined, then cut into
+    pieces of MAX_RUN (the last one shorter), in address order."""
+    ranges, at = [], 1 << 30
+    for gap, length in shape:          # (pages between this range and the last, its pages)
+        at += gap * PAGE_SIZE
+        ranges.append((at, at + length * PAGE_SIZE))
+        at += length * PAGE_SIZE
+    joined: list[list[int]] = []
+    for start, end in ranges:
+        if joined and joined[-1][1] == start:
+            joined[-1][1] = end
+        else:
+            joined.append([start, end])
+    expected = [(at, min(pageread.MAX_RUN, end - at)) for start, end in joined
+                for at in range(start, end, pageread.MAX_RUN)]
+    starts, lengths = pageread._runs(ranges)
+    assert list(zip(starts, lengths)) == expected
