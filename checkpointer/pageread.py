@@ -164,7 +164,7 @@ def _runs(ranges: procfs.PageRanges) -> tuple[array.array, array.array]:
     adjacent ranges joined. Scans give disjoint ranges, joined already within a mapping:
     ranges touch only across mappings, and few are longer than MAX_RUN, so both are found
     by C-level passes and only those few take a Python step (a Redis stop under load: 360-800
-    ranges, mostly some touching: a Python step per range then took 160-340 us, this 85-185)."""
+    ranges, most stops with some touching: a Python step per range then took 160-340 us, this 85-185)."""
     if not ranges:
         return array.array("Q"), array.array("Q")
     starts, ends = (array.array("Q", bounds) for bounds in zip(*ranges))
