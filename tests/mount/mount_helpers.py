@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -14,6 +15,9 @@ from pathlib import Path
 import polling
 
 SLS_MAIN = "import sys; from slsfs.cli import main; sys.exit(main())"
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 1, 2, 0x10
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 MOUNT_DEADLINE_S = 60.0
 
 
@@ -25,6 +29,13 @@ def sls(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
         raise AssertionError(f"sls {' '.join(map(str, args))} failed ({result.returncode}):\n"
                              f"{result.stdout}\n{result.stderr}")
     return result
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2), any mode (os.posix_fallocate makes mode 0 only); OSError on failure."""
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def is_mounted(path: Path) -> bool:

@@ -24,7 +24,7 @@ import stat
 from hypothesis import HealthCheck, Phase, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from mount_helpers import sls
+from mount_helpers import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate, sls
 
 NAMES = st.sampled_from(["a", "b", "d/a", "d/b", "d/e/a", "e"])
 DIRS = st.sampled_from(["d", "d/e", "e", "f"])
@@ -34,6 +34,9 @@ SAME_ERRNO = {errno.ENOTEMPTY: errno.EEXIST}
 EXPLORE = os.environ.get("SLSFS_FS_MODEL_EXAMPLES")     # N: N random examples, not the fixed 12
 EXAMPLES = int(EXPLORE or 12)
 _example = itertools.count()
+FALLOCATE_MODES = st.sampled_from([0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                   FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE])
+LENGTHS = st.sampled_from([1, 4095, 4096, 9000, 70000])
 
 
 def outcome(call, *args):
@@ -76,6 +79,30 @@ def _append(path: str, data: bytes) -> int:
         return os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def _fallocate(path: str, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) of a file by path (made if missing): any mode, e.g. a hole punched or a
+    range zeroed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fallocate(fd, mode, offset, length)
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src: str, dst: str, offset: int, length: int) -> int:
+    """copy_file_range(2) of `length` bytes of `src` from its start to `offset` of `dst`
+    (made if missing)."""
+    source = os.open(src, os.O_RDONLY)
+    try:
+        target = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            return os.copy_file_range(source, target, length, 0, offset)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
 
 
 def _map_write(path: str, offset: int, data: bytes) -> None:
@@ -126,6 +153,16 @@ class FileSystemModel(RuleBasedStateMachine):
     @rule(path=NAMES, offset=OFFSETS, data=DATA)
     def map_write(self, path, offset, data):
         self.both(_map_write, path, offset, data)
+
+    @rule(path=NAMES, mode=FALLOCATE_MODES, offset=OFFSETS, length=LENGTHS)
+    def fallocate(self, path, mode, offset, length):
+        self.both(_fallocate, path, mode, offset, length)
+
+    @rule(src=NAMES, data=DATA, dst=NAMES, offset=OFFSETS, length=LENGTHS)
+    def copy_range(self, src, data, dst, offset, length):
+        """A file written (at its start) then copied from into another, or into itself."""
+        self.both(_write, src, 0, data)
+        self.both(_copy_range, src, dst, offset, length, paths=2)
 
     @rule(path=DIRS)
     def mkdir(self, path):
