@@ -543,7 +543,7 @@ class PackStore:
         for at in _STORE_RECORD_KIND.finditer(kinds):
             _cid, kind, _flags, offset, _slen, _rlen = fmt.INDEX_ENTRY.unpack_from(entries, at.start() * fmt.INDEX_ENTRY.size)
             found.append((number, offset, kind))
-        self._meta += sorted(found)
+        self._meta += sorted(found)     # in pack order (a version 2 index lists them by id)
         if entries:
             self._unindexed.append(_Unindexed(number, bytes(entries), sorted_by_id))
 
@@ -607,7 +607,7 @@ class PackStore:
             if at is not None:
                 _cid, kind, _flags, offset, stored_len, _raw = fmt.INDEX_ENTRY.unpack_from(part.entries, at)
                 if kind in (DATA, NODE):
-                    return part.number << _PACK_SHIFT | offset << _OFFSET_SHIFT | stored_len << 1 | (1 if kind == NODE else 0)
+                    return part.number << _PACK_SHIFT | offset << _OFFSET_SHIFT | stored_len << 1 | (kind == NODE)
         return self._chunks.get(cid)
 
     def _note_deferred(self, number: int, entries: bytes) -> None:

@@ -277,8 +277,8 @@ def test_chunks_are_found_and_stored_while_the_index_is_built_a_step_at_a_time(t
     """Between index_some steps (a lazy restore's page server builds the index so), every
     chunk is found: in the sealed packs (sorted indexes, and a version 1 one in pack
     order), in the active pack (its entries in pack order), in the part already indexed,
-    and among those put meanwhile (a put builds it first, and of a stored chunk appends
-    nothing); an absent one is not; get_many finds them by look-ups until those would
+    and among those put meanwhile (a put looks its chunk up first, and of a stored chunk
+    appends nothing); an absent one is not; get_many finds them by look-ups until those would
     have paid for the index, then builds it. Model: step i (an int) reads fill()'s i-th
     content, a list of them reads those at once, bytes are put."""
     template, store_dir = tmp_path / "template", tmp_path / "store"
