@@ -161,7 +161,8 @@ def release(sock: socket.socket, reuse_address: int) -> None:
 
 
 class _Moved(Exception):
-    """A queue changed while it was read."""
+    """The kernel moved bytes while a socket was read (a queue changed, or the window
+    names bytes received after the receive queue was read)."""
 
 
 def _read_consistent(pair: tuple[socket.socket, socket.socket], deadline: float) -> tuple[dict, dict] | str:
@@ -219,10 +220,13 @@ def _read(sock: socket.socket) -> dict:
     if peer_fin:
         state["peer_fin"] = True
         state["peer_fin_first"] = info[0] != TCP_CLOSING    # CLOSING: both at once, ours first here
+    window = _window(sock, peer_fin)
+    if _after(window[4], state["recv_seq"]) or _after(window[0], (state["recv_seq"] + window[3]) & 0xFFFFFFFF):
+        raise _Moved    # a segment landed after the receive queue was read (the restore refuses such a window)
     state.update(options=info[5], snd_wscale=info[6] & 0xF, rcv_wscale=info[6] >> 4,
                  mss=sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
                  timestamp=sock.getsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP) & 0xFFFFFFFF,
-                 window=_window(sock, peer_fin),
+                 window=window,
                  sndbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                  rcvbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     return state
@@ -235,6 +239,11 @@ def _window(sock: socket.socket, peer_fin: bool) -> list[int]:
     if peer_fin:
         window[4], window[3] = (window[4] - 1) & 0xFFFFFFFF, window[3] + 1
     return window
+
+
+def _after(seq: int, other: int) -> bool:
+    """Whether sequence number `seq` comes after `other` (modulo 2**32, as the kernel's after())."""
+    return 0 < (seq - other) & 0xFFFFFFFF < 1 << 31
 
 
 def _queue(sock: socket.socket, length_request: int, fin_in_seq: bool = False, fin_in_length: bool = False
