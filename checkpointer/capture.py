@@ -447,7 +447,7 @@ def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Ca
         "xstate": kernel.get_xstate(tid).hex(),
         "sigmask": thread.sigmask,
         "pending": pending,
-        "rseq": kernel.get_rseq(tid),
+        "rseq": thread.rseq,
         "robust_list": [head, length],
         "tid_address": struct.unpack("Q", tid_address.output("PR_GET_TID_ADDRESS"))[0],
         "sigaltstack": list(struct.unpack("QiiQ", altstack.output("sigaltstack"))),

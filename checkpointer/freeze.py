@@ -77,6 +77,7 @@ class FrozenThread:
     policy: int | None = None  # its scheduling policy while the freeze runs it SCHED_FIFO (_boost); None: not raised
     guarded: int | None = None  # its watchdog slot while raised (watchdog.py)
     stopped: bool = False  # in its interrupt stop (a seized thread is not until _wait_stopped)
+    rseq: dict[str, int] = field(default_factory=dict)  # its rseq registration (kernel.get_rseq), read once stopped
 
 
 @dataclass
@@ -481,7 +482,8 @@ def _abort_rseq_section(pid: int, thread: FrozenThread) -> None:
     after the stop, but our injected calls return to user space elsewhere first, and there
     the kernel only clears the area's rseq_cs: the thread then ran the section to its end,
     its commit unguarded (zdtm's transition/rseq01), as a restore from the image did."""
-    pointer = kernel.get_rseq(thread.tid)["pointer"]
+    thread.rseq = kernel.get_rseq(thread.tid)     # also the image's (capture reads it here)
+    pointer = thread.rseq["pointer"]
     if not pointer:
         return
     try:     # (a process exiting has no memory left: the read is empty; the freeze finds it gone)

@@ -270,7 +270,8 @@ class FileSystem:
         self.views = ViewTable(store, self.main, MetaView(self.history.root))
         self.ops = Operations(store, self.views,
                               make_durable=self.make_durable if fsync_commits else None,
-                              has_space=self.has_space, writeback_cache=writeback_cache,
+                              has_space=self.has_space, held_back=self.held_back,
+                              writeback_cache=writeback_cache,
                               sync_kernel=functools.partial(self.sync_kernel_cache, leave=1))
         self.checkpoints_taken = 0
         self.committed: Commit | None = None    # the commit holding the file system, if known (mark_committed)
@@ -533,13 +534,18 @@ class FileSystem:
             volume.durable_points.forget_through(durable)
         return durable
 
+    def held_back(self) -> int:
+        """The bytes of the disk's free space that writes cannot have: SPACE_RESERVE and
+        what the buffers will take once stored. statfs leaves them out, so that what `df`
+        shows as available can be written (and fallocated) whole."""
+        return sum(v.buffered_bytes for v in self.views.live_volumes()) + SPACE_RESERVE
+
     def has_space(self, nbytes: int) -> bool:
         """Whether `nbytes` more can be buffered and still leave SPACE_RESERVE free once
         every buffer is stored. The disk's free space is asked again when the last
         answer is older than FREE_SPACE_RECHECK_S or within FREE_SPACE_MARGIN of the
         need: a statvfs per WRITE request was ~10% of the daemon's work for a small one."""
-        buffered = sum(v.buffered_bytes for v in self.views.live_volumes())
-        need = nbytes + buffered + SPACE_RESERVE
+        need = nbytes + self.held_back()
         now = time.monotonic()
         if now - self._free_checked > FREE_SPACE_RECHECK_S or self._free < need + FREE_SPACE_MARGIN:
             disk = os.statvfs(self.store.path)

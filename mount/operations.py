@@ -88,7 +88,8 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(self, store, views: ViewTable, *, make_durable: Callable[[Volume, int], Awaitable[None]] | None,
-                 has_space: Callable[[int], bool], writeback_cache: bool = False,
+                 has_space: Callable[[int], bool], held_back: Callable[[], int],
+                 writeback_cache: bool = False,
                  sync_kernel: Callable[[], Awaitable[None]] | None = None) -> None:
         super().__init__()
         self.enable_writeback_cache = writeback_cache     # read by pyfuse3 at INIT
@@ -96,6 +97,7 @@ class Operations(pyfuse3.Operations):
         self.views = views
         self.make_durable = make_durable
         self.has_space = has_space
+        self.held_back = held_back           # bytes of the disk's free space writes cannot have (statfs)
         self.sync_kernel = sync_kernel       # brings in every dirty page the kernel holds (lseek)
         self.lookups: dict[int, int] = {}
         # of `lookups`, kept as they change (retention asks for them every few seconds,
@@ -369,14 +371,17 @@ class Operations(pyfuse3.Operations):
 
     def lseek(self, inode: int, offset: int, whence: int) -> int | Awaitable[int]:
         """lseek(2)'s SEEK_DATA and SEEK_HOLE (passed by mount.extra_requests; the kernel
-        answers the other whences itself): the offset found, ENXIO past the end or when no
-        data follows. Files of `.sls/` are data from start to end. The kernel sends it
+        answers the other whences itself): the offset found, ENXIO past the end, before the
+        start (a negative offset, as the kernel's own file systems answer) or when no data
+        follows. Files of `.sls/` are data from start to end. The kernel sends it
         without writing back the pages its writeback cache holds: while a handle that can
         write the file is open (a shared mapping holds one; at the last close the kernel
         writes them back), the answer waits for them to come in (`sync_kernel`), so that
         no data is called a hole and no size is too small."""
         if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
             raise FUSEError(errno.EINVAL)
+        if offset < 0:
+            raise FUSEError(errno.ENXIO)
         if self.enable_writeback_cache and self.sync_kernel is not None and any(
                 _writing(h.flags) and kernel_ino(h.view, h.ino) == inode for h in self.handles.values()):
             return self._lseek_after_sync(inode, offset, whence)
@@ -407,11 +412,15 @@ class Operations(pyfuse3.Operations):
         return view.readlink(local)
 
     async def statfs(self, ctx):
+        """The store's disk, less the space writes cannot have (`held_back`): what `df`
+        shows as available can be written or fallocated whole."""
         disk = os.statvfs(self.store.path)
         s = pyfuse3.StatvfsData()
         s.f_bsize = disk.f_bsize
         s.f_frsize = disk.f_frsize
-        s.f_blocks, s.f_bfree, s.f_bavail = disk.f_blocks, disk.f_bfree, disk.f_bavail
+        held_back = -(-self.held_back() // disk.f_frsize)
+        s.f_blocks = disk.f_blocks
+        s.f_bfree, s.f_bavail = max(0, disk.f_bfree - held_back), max(0, disk.f_bavail - held_back)
         main = self.views[MAIN_VIEW]
         s.f_files = max(main.sb.next_ino, 1) + 1_000_000
         s.f_ffree = s.f_favail = 1_000_000

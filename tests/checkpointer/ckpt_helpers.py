@@ -89,10 +89,14 @@ def ns_pid(host_pid: int) -> int:
 
 
 def children_of(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
+    """The children of every thread of `pid` (none if it is gone)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return children
 
 
 def state_of(pid: int) -> str:

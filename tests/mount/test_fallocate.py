@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from mount_helpers import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate
+from mount_helpers import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate, sls
 
 BLOCK = 128 * 1024                    # the mount's block (mount.schema.BLOCK_SIZE)
 
@@ -51,10 +51,17 @@ def check_seek_describes(fd: int, data: bytes) -> None:
             except OSError:
                 after = size
             assert not data[hole:after].strip(b"\0"), (hole, after)
-    for whence in (os.SEEK_DATA, os.SEEK_HOLE):
-        with pytest.raises(OSError) as exc:
-            os.lseek(fd, size, whence)
-        assert exc.value.errno == errno.ENXIO
+    assert_nothing_found(fd, size, -1, -(1 << 63))
+
+
+def assert_nothing_found(fd: int, *offsets: int) -> None:
+    """SEEK_DATA and SEEK_HOLE from each offset fail with ENXIO (past the end, or negative:
+    not EIO, nor an offset)."""
+    for offset in offsets:
+        for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            with pytest.raises(OSError) as exc:
+                os.lseek(fd, offset, whence)
+            assert exc.value.errno == errno.ENXIO, (offset, whence)
 
 
 def test_every_mode_does_what_it_does_on_the_local_disk(mnt, workdir):
@@ -129,6 +136,19 @@ def test_seek_finds_the_data_of_a_large_sparse_file_without_its_holes(mnt):
         os.close(fd)
 
 
+def test_seek_from_a_negative_offset_finds_nothing_in_live_and_history_files(mnt):
+    path = mnt.path / "short"
+    path.write_bytes(b"data")
+    sls("checkpoint", mnt.path)
+    for name in (path, mnt.path / ".sls" / "latest" / "fs" / "short"):
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            assert os.lseek(fd, 0, os.SEEK_DATA) == 0
+            assert_nothing_found(fd, -1, -4096, -(1 << 63))
+        finally:
+            os.close(fd)
+
+
 def test_allocating_more_than_the_disk_holds_is_refused_and_changes_nothing(new_mount, small_disk):
     mnt = new_mount(root=small_disk / "m")
     path = mnt.path / "reserved"
@@ -145,6 +165,24 @@ def test_allocating_more_than_the_disk_holds_is_refused_and_changes_nothing(new_
     finally:
         os.close(fd)
     assert contents(path) == bytes(1 << 20)
+
+
+def test_what_df_shows_available_can_be_allocated_and_no_more(new_mount, small_disk):
+    """statfs leaves out the space the mount keeps free (as ext4 leaves out root's): a
+    program that sizes its preallocation by f_bavail (xfstests generic/103) gets it."""
+    mnt = new_mount(root=small_disk / "m")
+    fs = os.statvfs(mnt.path)
+    available = fs.f_bavail * fs.f_frsize
+    assert 0 < available < os.statvfs(small_disk).f_bavail * fs.f_frsize
+    fd = os.open(mnt.path / "most", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError) as exc:
+            fallocate(fd, 0, 0, available + (1 << 20))
+        assert exc.value.errno == errno.ENOSPC
+        fallocate(fd, 0, 0, available - (512 << 10))
+        assert os.fstat(fd).st_size == available - (512 << 10)
+    finally:
+        os.close(fd)
 
 
 def test_seek_sees_what_the_kernel_cache_still_holds_of_a_file_open_for_writing(mnt):
