@@ -3,9 +3,10 @@ as a byte stream that another store can apply, like `zfs send | zfs recv`.
 
 Stream format (docs/FORMAT.md, "Send streams")::
 
-    stream  = "SLSSTRM\\0" u32 version u32 header_len header record* end
+    stream  = "SLSSTRM\\0" u32 version u32 header_len header u64 header_digest record* end
     header  = JSON: {"store": uuid, "seed": hex, "commit": {...}, "base": {...} | null,
                      "names": [the commit's names in the sending store]}
+    header_digest = xxh64 of the header's bytes (version 3)
     record  = a pack record (objectstore.pack) of kind DATA or NODE, children first
     end     = a pack record of kind END whose payload is JSON {"chunks": n, "digest": hex}
 
@@ -13,7 +14,9 @@ Records come in post-order (every chunk after the chunks it references), so the
 receiver checks, as it goes, that each node only references chunks it already has,
 and that each chunk's content matches its id. Nothing is committed unless the whole
 stream, END record included, arrived intact: a truncated, corrupt or hostile stream
-is refused with StreamError and leaves the receiving store's history unchanged.
+is refused with StreamError and leaves the receiving store's history unchanged. The
+header has a digest of its own: the records' checks do not cover its time, label and
+names, which a flipped bit would otherwise change unseen.
 
 The stream carries the sending store's dedup seed. A store created by `recv`
 adopts it, so later incremental streams apply by id; a store with another seed
@@ -42,11 +45,13 @@ from .store import Commit, Store, check_tag_name
 from .tree import _Node, decode_node, encode_node
 
 STREAM_MAGIC = b"SLSSTRM\0"
-STREAM_VERSION = 2       # 2: the header's "names"
-READ_VERSIONS = (1, 2)
+STREAM_VERSION = 3       # 2: the header's "names"; 3: the header's digest
+READ_VERSIONS = (1, 2, 3)
+DIGESTED_HEADER_VERSION = 3
 RECORD_VERSION = 1      # a stream's records are pack records of pack version 1 (xxh32 checksum)
 END = 5
 _HEAD = struct.Struct("<8sII")
+_HEADER_DIGEST = struct.Struct("<Q")
 MAX_HEADER = 16 << 20
 # Chunks read together by send (Store.get_many: in pack order, neighbours in one pread),
 # then written in the stream's order: a group's image is thousands of 4 KiB pages, and one
@@ -93,7 +98,8 @@ def send(store: Store, commit: Commit, out: BinaryIO, base: Commit | None = None
                          "commit": commit.to_json(),
                          "base": base.to_json() if base is not None else None,
                          "names": sorted(n for n, c in store.tags().items() if c == commit.id)}).encode()
-    out.write(_HEAD.pack(STREAM_MAGIC, STREAM_VERSION, len(header)) + header)
+    out.write(_HEAD.pack(STREAM_MAGIC, STREAM_VERSION, len(header)) + header
+              + _HEADER_DIGEST.pack(xxhash.xxh64_intdigest(header)))
     digest = xxhash.xxh64()
     count = sent = 0
     for batch in _batches(_post_order(store, sorted(set(commit.roots.values())), skip), SEND_BATCH):
@@ -144,8 +150,14 @@ def read_header(inp: BinaryIO) -> dict:
                           f"{READ_VERSIONS[0]} to {READ_VERSIONS[-1]}: receive it with the sender's slsfs")
     if length > MAX_HEADER:
         raise StreamError("stream header too large: corrupt or hostile stream")
+    raw = reader.exactly(length, "the stream header")
+    if version >= DIGESTED_HEADER_VERSION:
+        [digest] = _HEADER_DIGEST.unpack(reader.exactly(_HEADER_DIGEST.size, "the stream header's digest"))
+        if digest != xxhash.xxh64_intdigest(raw):
+            raise StreamError("stream header is damaged (its digest does not match): the stream is "
+                              "corrupt; send it again")
     try:
-        header = json.loads(reader.exactly(length, "the stream header"))
+        header = json.loads(raw)
         int(header["seed"], 16)
         header["commit"]["roots"]
         if not all(isinstance(n, str) for n in header.setdefault("names", [])):

@@ -79,7 +79,13 @@ def test_incremental_without_base_is_refused(sender, tmp_path):
         assert receiver.log() == []
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "drop_record"])
+def header_end(data: bytes) -> int:
+    """Where a version 3 stream's first record starts (after the header and its digest)."""
+    return 16 + int.from_bytes(data[12:16], "little") + 8
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "drop_record", "header_time", "header_label",
+                                    "header_digest"])
 def test_bad_streams_are_refused_and_change_nothing(sender, tmp_path, damage):
     data = bytearray(stream_of(sender, sender.commit("x")))
     if damage == "truncate":
@@ -88,15 +94,29 @@ def test_bad_streams_are_refused_and_change_nothing(sender, tmp_path, damage):
         data[len(data) // 2] ^= 0x10
     elif damage == "garbage":
         data = bytearray(os.urandom(4096))
+    elif damage.startswith("header_"):   # still JSON, still naming the same chunks
+        field = {"header_time": b'"time": 1', "header_label": b'"label": "', "header_digest": None}[damage]
+        at = header_end(data) - 1 if field is None else data.index(field) + len(field)   # (a digit, a letter)
+        data[at] ^= 0x01
     else:  # remove the first chunk record: later nodes then reference a chunk never sent
-        header_end = 16 + int.from_bytes(data[12:16], "little")
-        first_len = 32 + int.from_bytes(data[header_end + 4:header_end + 8], "little")
-        del data[header_end:header_end + first_len]
+        start = header_end(data)
+        first_len = 32 + int.from_bytes(data[start + 4:start + 8], "little")
+        del data[start:start + first_len]
     with Store.init(tmp_path / "e") as receiver:
         with pytest.raises(StreamError):
             recv(receiver, io.BytesIO(bytes(data)))
         assert receiver.log() == []
         assert receiver.volumes() == []
+
+
+def test_a_version_2_stream_without_a_header_digest_is_still_received(sender, tmp_path):
+    data = stream_of(sender, sender.commit("older"))
+    length = int.from_bytes(data[12:16], "little")
+    older = data[:8] + (2).to_bytes(4, "little") + data[12:16 + length] + data[16 + length + 8:]
+    with Store.init(tmp_path / "f") as receiver:
+        got = recv(receiver, io.BytesIO(older))
+        assert got.label == "older"
+        assert volume_content(receiver, "main") == volume_content(sender, "main")
 
 
 def test_cli_send_recv_roundtrip(sender, tmp_path):
