@@ -346,21 +346,23 @@ class Daemon:
 
     async def _ended(self, group: RunningGroup) -> None:
         group.note_ended()
+        if (coming := self.pages_coming.get(group.name)) is not None:
+            await coming.wait()       # its page server's end: it may say why the group ended
         noted_already = self.stopping or group.replaced      # (by stop, or by a restore in place)
         status = None if noted_already else await _exit_status(group)
         await self.checkpoints_imported.wait()      # (its tracking is made by the capture side)
         async with self.lock:
             group.tracking.reset()
             if not noted_already:
-                self._note_ends([group], "exited", status)
+                self._note_ends([group], "exited", status, group.ended_because)
         group.reap()
         log.info("group %s has exited (status %s); last checkpoint %s", group.name, status, group.last_checkpoint)
 
-    def _note_ends(self, ended: list[RunningGroup], how: str, status: int | None) -> None:
+    def _note_ends(self, ended: list[RunningGroup], how: str, status: int | None, why: str = "") -> None:
         """Under the lock: note in the records of `ended` how they ended, for `sls ps`
         once no daemon runs (slsfs.groups.mark_ended)."""
         for group in ended:
-            groups.mark_ended(self.store, group.name, how, status)
+            groups.mark_ended(self.store, group.name, how, status, why)
         if ended:
             self.store.commit(f"group {' '.join(g.name for g in ended)}: {how}", durable=False)
 
@@ -696,13 +698,16 @@ class Daemon:
             os.close(pidfd)
         while not server.reap(0):
             await trio.sleep(0.01)
-        self.pages_coming.pop(name).set()
         if server.exit_code:                     # (its own message is above: our stderr is this log)
-            log.error("group %s: the page server of its lazy restore failed (exit status %s): the "
-                      "processes it served were killed; `sls restore %s` again (with a corrupt chunk, "
-                      "`sls fsck %s` names it, and --at an older checkpoint avoids it)", name, server.exit_code, name,
-                      self.store.path)
-        else:
+            why = (f"its lazy restore could not serve its pages (the page server failed, exit status "
+                   f"{server.exit_code}; the daemon's log says why) and its processes were killed: "
+                   f"`sls restore {name}` again; a damaged chunk? `sls fsck {self.store.path}` names it, "
+                   f"and --at an older checkpoint avoids it")
+            if (group := self.groups.get(name)) is not None:
+                group.ended_because = why
+            log.error("group %s: %s", name, why)
+        self.pages_coming.pop(name).set()
+        if not server.exit_code:
             log.info("group %s: every page of its lazy restore is in", name)
 
     async def _prepare_root(self, root: str) -> None:

@@ -341,7 +341,7 @@ def cmd_ps(args) -> int:
         lines.append(f"{g['group']:<16}{state:<9}{g.get('checkpoint') or '-':>11}  {taken:<21}"
                      + (shlex.join(g["argv"]) if "argv" in g else f"unreadable: {g['error']}"))
         if ended.get("how") == "exited" and ended.get("status") is not None:
-            lines.append(f"  {_exit_line(ended['status'])}")
+            lines.append(f"  {_exit_line(ended['status'], ended.get('why', ''))}")
     if status.get("stored_groups"):
         lines.append(f"(bring one back: sls restore GROUP --store {args.store})")
     lines += [f"{'GROUP':<16}{'STATE':<9}{'PIDS':<16}{'RATE/s':>8}{'CKPTS':>8}{'DURABLE':>9}"
@@ -361,13 +361,13 @@ def cmd_ps(args) -> int:
             lines.append(slow)
         if (ended := g.get("exit_status")) is not None:
             daemonized = ended == 0 and (g.get("ran_s") is None or g["ran_s"] < DAEMONIZED_WITHIN_S)
-            lines.append(f"  {_exit_line(ended)}" + (DAEMONIZED if daemonized else ""))
+            lines.append(f"  {_exit_line(ended, g.get('ended_because', ''))}" + (DAEMONIZED if daemonized else ""))
     _print(args, status, "\n".join(lines))
     return 0
 
 
-def _exit_line(status: int) -> str:
-    return f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
+def _exit_line(status: int, why: str = "") -> str:
+    return (f"killed by signal {-status}" if status < 0 else f"exited with status {status}") + (f": {why}" if why else "")
 
 
 def _falls_behind(group: dict) -> str:

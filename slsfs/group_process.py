@@ -75,6 +75,7 @@ class RunningGroup:
     left_out_until: float = 0.0               # (monotonic) its capture failed in another group's checkpoint
     replaced: bool = False                    # ended by a restore in place (its end noted by that restore)
     ended_at: float | None = None             # (time.time) when the daemon found it ended
+    ended_because: str = ""                   # why, when the daemon knows (its lazy restore failed)
 
     @property
     def name(self) -> str:
@@ -176,7 +177,7 @@ class RunningGroup:
             "volume": self.settings.volume, "mountpoint": self.settings.mountpoint, "hz": self.settings.hz,
             "seen_at": self.settings.seen_at or self.settings.mountpoint,    # where its processes see it
             "checkpoints": self.seq, "rate_hz": round(self.rate(), 1), "last_durable": self.last_checkpoint,
-            "restored_from": self.restored_from, "error": self.error,
+            "restored_from": self.restored_from, "error": self.error, "ended_because": self.ended_because,
             "stop_ms_median": round(_median(stops), 3) if stops else None,
             "stop_ms_p99": round(stops[min(len(stops) - 1, int(len(stops) * 0.99))], 3) if stops else None,
             "stop_ms_last": round(self.stop_ms[-1], 3) if self.stop_ms else None,

@@ -14,10 +14,12 @@ checkpointed together. Every group checkpoint writes one small tree named
               record is its last checkpoint, still restorable by name); a restore of
               another group does not bring it back as a partner. Dropped when the group
               is restored.
-    b"ended"  JSON {"time": ..., "how": "exited" | "daemon stopped", "status": ...}: the
-              group was no longer running when its daemon last saw it (its command ended,
-              with that exit status; or the daemon was stopped), which `sls ps` shows when
-              no daemon runs. Informational only; dropped when the group is restored.
+    b"ended"  JSON {"time": ..., "how": "exited" | "daemon stopped", "status": ...,
+              "why": ... (optional)}: the group was no longer running when its daemon last
+              saw it (its command ended, with that exit status, and why when the daemon
+              knows it, such as a lazy restore that could not read a page; or the daemon
+              was stopped), which `sls ps` shows when no daemon runs. Informational only;
+              dropped when the group is restored.
 
 Roots are carried from commit to commit, so any commit names the newest group
 checkpoint taken at or before it; restore reads `fs` and `image` from that record
@@ -169,10 +171,11 @@ def mark_stopped(store: Store, name: str) -> None:
     _mark(store, name, _STOPPED, {"time": time.time()})
 
 
-def mark_ended(store: Store, name: str, how: str, status: int | None) -> None:
+def mark_ended(store: Store, name: str, how: str, status: int | None, why: str = "") -> None:
     """Note in group `name`'s newest record how it ended (`how`: "exited", with its exit
-    status; or "daemon stopped"), for `sls ps` to show when no daemon runs."""
-    _mark(store, name, _ENDED, {"time": time.time(), "how": how, "status": status})
+    status and, if known, `why`; or "daemon stopped"), for `sls ps` to show when no daemon
+    runs."""
+    _mark(store, name, _ENDED, {"time": time.time(), "how": how, "status": status, **({"why": why} if why else {})})
 
 
 def _mark(store: Store, name: str, key: bytes, doc: dict) -> None:

@@ -75,8 +75,12 @@ def test_a_group_whose_page_server_dies_is_killed_and_restores_again(group_store
     os.kill(server, signal.SIGKILL)
     wait_for(lambda: not store.group("lazy")["running"], "the page guard to kill the group")
     _assert_unbroken(store)      # it never ran on zeros
-    daemon_log = store.path / "daemon.log"     # says so, not that its pages were all in
-    wait_for(lambda: "the page server of its lazy restore failed" in daemon_log.read_text(), "the failure logged")
-    assert ALL_IN not in daemon_log.read_text()
+    why = "its lazy restore could not serve its pages"    # `sls ps` says so, and so does the log
+    wait_for(lambda: why in store.group("lazy")["ended_because"], "ps to tell why the group ended")
+    daemon_log = store.path / "daemon.log"     # (not that its pages were all in)
+    assert why in daemon_log.read_text() and ALL_IN not in daemon_log.read_text()
+    wait_for(lambda: "group lazy has exited" in daemon_log.read_text(), "its end noted in its record")
+    store.sls("stop", "--store", str(store.path))
+    assert why in store.sls("ps", "--store", str(store.path)).stdout   # from its record: no daemon runs
     _restore_and_run_on(store)   # the checkpoint is intact
     store.sls("stop", "--store", str(store.path))
