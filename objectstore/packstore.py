@@ -102,6 +102,7 @@ from .chunks import _KIND_PREFIX, DATA, NODE, ChunkId, chunk_id
 from .errors import CorruptChunk, NotFound, StoreError, StoreFull
 
 PACK_NAME = re.compile(r"^pack-(\d{8})\.pack$")
+INDEX_NAME = re.compile(r"^pack-(\d{8})\.p?idx$")   # a sealed pack's index, the active one's prefix index
 # Write the buffer out once it holds this much. Small enough to stay in the CPU's caches
 # between the records' copy into it and the write: with 8 MiB, a mount daemon storing a
 # sequential write of new data spent 1.6-2.7 ms per MiB in the write() alone and 2.4-3.7
@@ -359,7 +360,11 @@ class PackStore:
         self.pending_cap = PENDING_CAP   # pending_budget_allows: at most this many pending bytes
         self.over_budget = False  # the last pages put_many was to keep as they are were compressed: no budget left
         self.spared: set[int] = set()   # packs of pending pages the last collection left as they were (gc.Collection)
-        self._load()
+        try:
+            self._load()
+        except BaseException:          # (damage that refuses the store): no pack left open
+            self._close_files()
+            raise
 
     # -- opening ------------------------------------------------------------
 
@@ -368,8 +373,9 @@ class PackStore:
         if not self.readonly:
             for stale in self.directory.glob("*.tmp"):
                 stale.unlink()
-        numbers = sorted(int(m.group(1)) for p in self.directory.iterdir()
-                         if (m := PACK_NAME.match(p.name)))
+        names = [p.name for p in self.directory.iterdir()]
+        numbers = sorted(int(m.group(1)) for name in names if (m := PACK_NAME.match(name)))
+        self._refuse_lost_packs(names, numbers)
         for number in numbers[:-1]:
             self._load_sealed(number)
             if not self.readonly:
@@ -378,6 +384,20 @@ class PackStore:
             self._load_active(numbers[-1])
         elif not self.readonly:
             self._start_pack(1)
+
+    def _refuse_lost_packs(self, names: list[str], numbers: list[int]) -> None:
+        """StoreError if an index is there without its pack: the pack was deleted or lost
+        (slsfs removes a pack's index files before the pack), and opening without it would
+        serve the store as it was before that pack's records, its newest checkpoints gone
+        without a word (found: the active pack deleted read as an empty store)."""
+        for name in sorted(names):
+            if (m := INDEX_NAME.match(name)) and int(m.group(1)) not in numbers:
+                pack = _pack_path(self.directory, int(m.group(1)))
+                raise StoreError(
+                    f"{pack} is missing, but its index {name} is there: the pack file was deleted "
+                    "or lost, with the checkpoints, files and process images it held. Put it back "
+                    f"from a backup; to open the store without it (what it held is gone; `sls fsck` "
+                    f"then names what still refers to it), remove {self.directory / name}")
 
     def _read_whole(self, number: int) -> tuple[bytes, int, int]:
         """A pack's bytes, and the number and version its header says (FormatError if bad)."""
@@ -446,8 +466,10 @@ class PackStore:
         self._prefix_indexed = len(known) // fmt.INDEX_ENTRY.size if appendable else 0
         self._written = result.valid_end
         if not self.readonly:
-            if not appendable:                      # (it may name records cut below: never to be read again)
-                _pack_path(self.directory, number, ".pidx").unlink(missing_ok=True)
+            prefix = _pack_path(self.directory, number, ".pidx")
+            if not appendable and prefix.exists():  # (it may name records cut below: never to be read again)
+                prefix.unlink()
+                fsync_dir(self.directory)           # before a record is written where the cut ones were
             fd = self._fd(number, write=True)
             if size > result.valid_end:
                 os.ftruncate(fd, result.valid_end)  # cut the torn tail
@@ -465,6 +487,13 @@ class PackStore:
         except (OSError, StoreError):
             return b"", False
         last = _last_record(entries)
+        if last is not None and last.end > len(data):
+            # it names records made durable before it was written: the pack lost them
+            raise StoreError(
+                f"{_pack_path(self.directory, number)} is {len(data)} bytes, but its prefix index "
+                f"{path.name} names records up to byte {last.end}: the pack lost records that had been "
+                "made durable (truncated outside slsfs?). Put it back from a backup; to open the store "
+                f"with the pack as it is (its newest checkpoints lost), remove {path}")
         if last is not None and (fmt.decode_record(data, last.offset, version) or (None,))[0] != last:
             return b"", False
         return entries, appendable
@@ -1312,6 +1341,9 @@ class PackStore:
             if not self.readonly:
                 self.sync()
         finally:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            self._close_files()
+
+    def _close_files(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

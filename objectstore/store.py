@@ -158,8 +158,20 @@ class Store:
         self.seed: int = int(meta["seed"], 16)
         if not readonly:
             self._lock()
-        self.packs = PackStore(self.path / "packs", self.seed, readonly=readonly,
-                               verify_dedup=meta.get("verify_dedup", False))
+        try:
+            self.packs = PackStore(self.path / "packs", self.seed, readonly=readonly,
+                                   verify_dedup=meta.get("verify_dedup", False))
+        except BaseException:        # (a damaged or lost pack): the lock is not kept
+            self._unlock()
+            raise
+        try:
+            self._load(meta)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, meta: dict) -> None:
+        """The rest of opening: the retention policy of `meta` (FORMAT) and the history."""
         self.cache = NodeCache()
         try:
             self.retention = RetentionPolicy(**meta.get("retention", {}))
@@ -274,9 +286,12 @@ class Store:
         try:
             self.packs.close()
         finally:
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> "Store":
         return self

@@ -205,6 +205,53 @@ def test_truncated_sealed_pack(store_dir):
     assert_reads_right_or_raise(store_dir, ids)
 
 
+def build_prefix_indexed(path: Path) -> list[int]:
+    """A store whose active pack has a prefix index naming its records, and a commit after
+    the last one it names; the commit ids, oldest first."""
+    with Store.init(path) as store:
+        store.packs.prefix_index_step = 2
+        vol = store.create_volume("v")
+        commits = []
+        for n in range(4):
+            vol.put(n.to_bytes(8, "big"), b"f", [store.put(f"file {n} ".encode() * 50)])
+            commits.append(store.commit(f"c{n + 1}").id)
+        return commits
+
+
+def test_an_active_pack_cut_short_of_its_prefix_index_is_refused_not_rolled_back(store_dir):
+    """Records the prefix index names were durable before it named them: a pack without
+    them lost them (no crash does that), and opening it as it is would serve an older
+    store without a word. The error says so, and how to open it anyway."""
+    commits = build_prefix_indexed(store_dir)
+    pack = pack_files(store_dir)[-1]
+    first_commit = next(r for r in records(pack) if r.kind == fmt.COMMIT)
+    os.truncate(pack, first_commit.end)
+    for readonly in (True, False):        # (`sls fsck` opens it read-only)
+        with pytest.raises(StoreError, match=f"{pack.name} is {first_commit.end} bytes, but its prefix index"):
+            Store.open(store_dir, readonly=readonly)
+    assert os.path.getsize(pack) == first_commit.end and pack.with_suffix(".pidx").exists()   # nothing cut
+    pack.with_suffix(".pidx").unlink()     # as the error says: the pack taken as it is
+    with Store.open(store_dir) as store:
+        assert store.head.id == commits[0] and store.fsck() == []
+
+
+@pytest.mark.parametrize("which", ["active", "sealed"])
+def test_a_pack_lost_beside_its_index_is_refused_not_skipped(store_dir, which):
+    build_prefix_indexed(store_dir)
+    if which == "sealed":
+        with Store.open(store_dir) as store:
+            store.packs.seal_active()
+    pack = pack_files(store_dir)[0]
+    index = pack.with_suffix(".pidx" if which == "active" else ".idx")
+    assert index.exists()
+    pack.unlink()
+    with pytest.raises(StoreError, match=f"{pack.name} is missing, but its index {index.name} is there"):
+        Store.open(store_dir, readonly=True)
+    index.unlink()                          # as the error says: the store without it
+    with Store.open(store_dir) as store:
+        assert store.head is None or store.fsck() != []
+
+
 def test_forged_record_with_valid_checksum(store_dir):
     """A record whose checksum matches but whose content is not what its id names."""
     ids = build(store_dir, seal=True)

@@ -266,6 +266,7 @@ def test_torn_tail_of_last_pack(tmp_path, reaper):
         torn = tmp_path / f"torn{n}"
         shutil.copytree(clean, torn)
         os.truncate(pack_files(torn)[-1], cut)
+        prefix_index_as_of(pack_files(torn)[-1], cut)
         survivors_here = [rec for end, rec in commit_ends if end <= cut]
         with Store.open(torn, readonly=True) as store:   # `sls fsck` right after the crash
             assert store.fsck() == []
@@ -284,6 +285,26 @@ def test_torn_tail_of_last_pack(tmp_path, reaper):
         with Store.open(torn) as store:
             assert store.head.label == "after-repair" and store.fsck() == []
         shutil.rmtree(torn)
+
+
+def prefix_index_as_of(pack: Path, size: int) -> None:
+    """Cut the pack's prefix index back to the segments it had when the pack was `size`
+    bytes long: those naming records that end within it (a segment is appended only once
+    the records it names are durable, so a crash that tore the pack there left no later one)."""
+    prefix = pack.with_suffix(".pidx")
+    if not prefix.exists():
+        return
+    data = prefix.read_bytes()
+    keep = pos = fmt.INDEX_HEADER.size
+    while pos < len(data):
+        (count,) = fmt.SEGMENT_COUNT.unpack_from(data, pos)
+        entries = data[pos + fmt.SEGMENT_COUNT.size:pos + fmt.SEGMENT_COUNT.size + count * fmt.INDEX_ENTRY.size]
+        pos += fmt.SEGMENT_COUNT.size + len(entries) + fmt.INDEX_TRAILER.size
+        if any(offset + fmt.RECORD_OVERHEAD + stored > size
+               for _, _, _, offset, stored, _ in fmt.INDEX_ENTRY.iter_unpack(entries)):
+            break
+        keep = pos
+    prefix.write_bytes(data[:keep])
 
 
 def record_commit_id(whole: bytes, rec: fmt.RecordInfo) -> int:
