@@ -240,7 +240,7 @@ class FileCapture:
         if device in SIMPLE_DEVICES:   # by number: a --root group's /dev/null is a node of its own /dev
             return {"kind": "device", "path": target}
         if device and (device[0] in TTY_MAJORS or device[0] in ptys.PTS_MAJORS):
-            return {"kind": "tty", "path": target}
+            return {"kind": "tty", "path": ptys.host_slave_path(st) or target}
         kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a symbolic link" if stat.S_ISLNK(mode)
                 else "a socket file" if stat.S_ISSOCK(mode) else "a device")
         raise Unsupported(f"{what}: {'an unlinked ' + kind[2:] if target.endswith(procfs.DELETED) else kind} "

@@ -257,6 +257,20 @@ def _slave_of(master: int, access: int = os.O_RDONLY) -> int:
     return fcntl.ioctl(master, TIOCGPTPEER, access | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
+def host_slave_path(st: os.stat_result) -> str | None:
+    """/dev/pts/N for a pty slave (`st`: its stat) of the host's devpts, however the holder
+    reaches it (a --root group's /dev/pts is a bind of the host's: the daemon reads
+    <mount>/dev/pts/N); None for any other device, or a slave of another devpts instance."""
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    try:
+        host = os.stat(PTS_PREFIX).st_dev
+    except OSError:
+        return None
+    if major not in PTS_MAJORS or st.st_dev != host:
+        return None
+    return f"{PTS_PREFIX}{(major - PTS_MAJORS.start) * 256 + minor}"
+
+
 def slave_index(path: str) -> int | None:
     """N for /dev/pts/N, else None."""
     rest = path[len(PTS_PREFIX):] if path.startswith(PTS_PREFIX) else ""

@@ -21,7 +21,9 @@ Simplifications: the host-directory and /dev mounts are in the daemon's namespac
 those paths); a chroot, not a pivot_root (as for any root-owned process, the chroot is
 the confinement; and the paths the checkpointer reads stay the host's); the host
 directories shadow whatever the volume holds at those names; /dev has null, zero, full,
-random, urandom and tty (no pts), /dev/shm is a link to /tmp; what the application mounts
+random, urandom, tty and ptmx, with the host's /dev/pts (bound: a pty opened in the group
+is one of the host's, as the checkpointer restores them; not a private devpts instance), and
+/dev/shm is a link to /tmp; what the application mounts
 itself is not checkpointed (gone after a restore); at restore /proc is mounted for the new
 PID namespace only once the processes run again (a few ms without it), and until then the
 host's other mounts are still in its namespace.
@@ -39,7 +41,7 @@ from .groups import GroupError
 
 HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
-           ("tty", 5, 0))
+           ("tty", 5, 0), ("ptmx", 5, 2))     # (ptmx: the devpts at ./pts gives the pairs)
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
              ("stderr", "/proc/self/fd/2"), ("shm", "/tmp"))
 
@@ -64,7 +66,12 @@ chmod 1777 "$root/tmp"
 if ! mountpoint -q "$root/dev"; then
     mount -t tmpfs -o mode=755,nosuid,size=1m slsfs-dev "$root/dev"
 """ + "".join(f'    mknod -m 666 "$root/dev/{name}" c {major} {minor}\n' for name, major, minor in DEVICES) \
-    + "".join(f'    ln -s {target} "$root/dev/{name}"\n' for name, target in DEV_LINKS) + "fi\n"
+    + "".join(f'    ln -s {target} "$root/dev/{name}"\n' for name, target in DEV_LINKS) + "fi\n" + r"""
+if mountpoint -q /dev/pts && ! mountpoint -q "$root/dev/pts"; then
+    mkdir -p "$root/dev/pts"
+    mount --bind /dev/pts "$root/dev/pts"
+fi
+"""
 
 # $1: the mount points to detach, one a line (`foreign_mounts`); unquoted, split at
 # newlines only, never globbed; errors ignored (a mount the host dropped meanwhile)

@@ -173,3 +173,42 @@ def test_a_restored_groups_namespace_loses_a_host_mount_the_host_dropped_after_i
         trio.run(rootfs.enter_restored, str(root), [child], launcher)
         assert str(host_mount) not in points()
         assert str(root / "proc") in points() and "/" in points()
+
+
+# opens a pty pair in the group's /dev and keeps talking through it (raw: no echo), its
+# count and the slave's name in /pty.count
+PTY_TALKER = """
+import os, time, tty
+master, slave = os.openpty()
+tty.setraw(slave)
+n = 0
+while True:
+    os.write(master, b"%d\\n" % n)
+    assert os.read(slave, 64) == b"%d\\n" % n
+    n += 1
+    with open("/pty.tmp", "w") as f:
+        f.write("%d %s" % (n, os.ttyname(slave)))
+    os.rename("/pty.tmp", "/pty.count")
+    time.sleep(0.02)
+"""
+
+
+def test_a_root_group_opens_ptys_and_talks_through_them_after_a_crash(group_store):
+    """/dev/ptmx and /dev/pts as a container runtime gives them: a terminal multiplexer,
+    `script` or an expect-style driver in a --root group opens pty pairs (it failed: 'out of
+    pty devices'), and the pair works on after a restore."""
+    store = group_store
+    count = lambda: int((store.mnt / "pty.count").read_text().split()[0]) if (store.mnt / "pty.count").exists() else 0
+    store.sls("run", "--root", "--store", str(store.path), "--name", "pty", "--hz", "5", "--",
+              "/usr/bin/python3", "-c", PTY_TALKER)
+    wait_for(lambda: count() > 10, "the group to talk through its pty")
+    assert (store.mnt / "pty.count").read_text().split()[1].startswith("/dev/pts/")
+    store.checkpoint("pty")
+    at_checkpoint = count()
+    store.crash()
+    store.sls("restore", "pty", "--store", str(store.path))
+    wait_for(lambda: count() > at_checkpoint + 10, "the restored group to talk through its pty")
+    assert store.group("pty")["running"]
+    store.sls("stop", "--store", str(store.path))
+    left = mounts_at_or_under(store.mnt)
+    assert not left, f"still mounted: {left}"
