@@ -800,7 +800,7 @@ class FileRestorer:
             if record["state"] not in ("established", "connecting"):
                 shares = netsockets.sharing(record) in self.shared_addresses
                 kept = netsockets.rebuild(sock, record, self.remap, share_port=self.share_ports or shares,
-                                          cwd=builder.meta["cwd"])
+                                          cwd=builder.meta["cwd"], root=builder.meta["root"])
                 if kept is not None:
                     self.unlinked_names[record["id"]] = kept
                 if shares and not self.share_ports and not record["options"].get("SO_REUSEPORT"):
@@ -898,12 +898,13 @@ class FileRestorer:
     def _unix_address(self, builder, name: bytes, remap) -> bytes | str:
         """Where the restorer connects to reach the Unix socket named `name` (as bound): an
         abstract name as is, a path through `remap`, a relative path from the process's
-        working directory at the checkpoint (the process has not got it back yet)."""
+        working directory at the checkpoint (the process has not got it back yet), a path in
+        the process's root if it has one of its own (a --root group's names are its)."""
         if name[:1] == b"\0":
             return name
-        if name[:1] != b"/":
-            return os.path.join(self.remap(builder.meta["cwd"]), os.fsdecode(name))
-        return remap(os.fsdecode(name))
+        root = builder.meta["root"]
+        return netsockets.rooted_path(self.remap(root) if root != "/" else None, self.remap(builder.meta["cwd"]),
+                                      os.fsdecode(name), remap)
 
     def _new_socket(self, builder, record: dict, base: int) -> int:
         return self._spare(builder, builder.inj.check(_NR_SOCKET, *_socket_args(record), what="socket"), base)
@@ -913,7 +914,7 @@ class FileRestorer:
         our dup of it waits in `repairing` for `finish`."""
         sock = sockets.borrow(builder.tid, fd)
         try:
-            netsockets.rebuild(sock, record, self.remap, cwd=builder.meta["cwd"])   # the options
+            netsockets.rebuild(sock, record, self.remap, cwd=builder.meta["cwd"], root=builder.meta["root"])   # the options
             tcp_repair.rebuild(sock, record["tcp"], tuple(record["address"]), tuple(record["peer"]), self.read_blob)
         except BaseException:
             sock.close()

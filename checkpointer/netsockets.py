@@ -305,9 +305,11 @@ def _show(address, family: str) -> str:
     return f"[{address[0]}]:{address[1]}" if family == "inet6" else f"{address[0]}:{address[1]}"
 
 
-def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = False, cwd: str = "/") -> int | None:
+def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = False, cwd: str = "/",
+            root: str = "/") -> int | None:
     """Give a fresh socket (same family/type) the record's options, address and state.
-    `cwd`: the process's working directory at the checkpoint (a relative Unix path's base).
+    `cwd`: the process's working directory at the checkpoint (a relative Unix path's base);
+    `root`: its root directory (an absolute Unix path is its, as chroot() made it).
     Returns, for a Unix socket whose file was gone at the checkpoint (`unlinked`), an
     O_PATH descriptor of the file it is bound to again, taken before that file is removed
     (the caller closes it): the only way left to reach it, for the image's sockets that had
@@ -340,7 +342,8 @@ def rebuild(sock: socket.socket, record: dict, remap, *, share_port: bool = Fals
     kept = None
     try:
         if family == socket.AF_UNIX:
-            kept = _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd, record.get("unlinked", False))
+            kept = _bind_unix(sock, bytes.fromhex(record["address"]), remap, cwd, root,
+                              record.get("unlinked", False))
         else:
             _bind_inet(sock, tuple(record["address"]), record["options"].get("IP_FREEBIND", 0))
         if record["state"] == "listen":
@@ -388,9 +391,11 @@ def shut_down(sock: socket.socket, mask: int) -> None:
                 raise
 
 
-def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool = False) -> int | None:
+def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, root: str, unlinked: bool = False) -> int | None:
     """Bind to an abstract name, or to a path where the dead original's socket file (if
-    any) is replaced by one with the same mode and owner. `unlinked`: the socket file was
+    any) is replaced by one with the same mode and owner. A process in a root of its own (a
+    --root group) is bound to its name as it gave it, resolved in that root (the name its
+    getsockname() shows, and the next checkpoint records). `unlinked`: the socket file was
     gone at the checkpoint: bound to the same name (which getsockname shows), with the
     directories missing on its way made, and a file now at that name (another socket bound
     to it since) moved aside, for the time of the bind; then the file unlinked, after an
@@ -399,15 +404,16 @@ def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool
         sock.bind(name)
         return None
     relative, directory = name[:1] != b"/", remap(cwd)
-    path = os.path.join(directory, os.fsdecode(name)) if relative else remap(os.fsdecode(name))
+    rooted = remap(root) if root != "/" else None
+    path = rooted_path(rooted, directory, os.fsdecode(name), remap)
     if unlinked:
         made = _make_directories(os.path.dirname(path))
         aside = f"{path}.slsfs-aside-{os.urandom(4).hex()}" if os.path.lexists(path) else None
         if aside:
             os.rename(path, aside)
         try:
-            if relative:
-                _bind_from(directory, sock, name)
+            if relative or rooted:
+                _bind_from(directory, sock, name, rooted)
             else:
                 sock.bind(path)
             kept = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -426,8 +432,8 @@ def _bind_unix(sock: socket.socket, name: bytes, remap, cwd: str, unlinked: bool
         os.unlink(path)                 # the dead original's socket file
     else:
         old = None                      # (anything else there: bind fails on it, saying so)
-    if relative:
-        _bind_from(directory, sock, name)
+    if relative or rooted:
+        _bind_from(directory, sock, name, rooted)
     else:
         sock.bind(path)
     if old is not None:
@@ -447,15 +453,26 @@ def _make_directories(directory: str) -> list[str]:
     return list(reversed(missing))
 
 
-def _bind_from(directory: str, sock: socket.socket, name: bytes) -> None:
-    """bind(name) resolved from `directory`: in a thread with a working directory of its
-    own (unshare(CLONE_FS)), so the restorer's is left alone."""
+def rooted_path(root: str | None, directory: str, name: str, remap) -> str:
+    """Where the Unix socket path `name` of a process is, as the restorer reaches it: from
+    its working `directory` if relative, in its `root` (None: the restorer's own, and the
+    name through `remap`) if absolute."""
+    if not name.startswith("/"):
+        return os.path.join(directory, name)
+    return os.path.join(root, name.lstrip("/")) if root else remap(name)
+
+
+def _bind_from(directory: str, sock: socket.socket, name: bytes, root: str | None = None) -> None:
+    """bind(name) resolved from `directory`, in `root` if given: in a thread with a working
+    and a root directory of its own (unshare(CLONE_FS)), so the restorer's are left alone."""
     failure: list[OSError] = []
 
     def bind() -> None:
         try:
             kernel.syscall(kernel.NR["unshare"], CLONE_FS)
             os.chdir(directory)
+            if root:
+                os.chroot(root)
             sock.bind(name)
         except OSError as e:
             failure.append(e)

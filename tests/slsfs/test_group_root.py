@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,3 +213,44 @@ def test_a_root_group_opens_ptys_and_talks_through_them_after_a_crash(group_stor
     store.sls("stop", "--store", str(store.path))
     left = mounts_at_or_under(store.mnt)
     assert not left, f"still mounted: {left}"
+
+
+# a Unix socket server at an absolute path of its root: answers each client its count
+ECHO_SERVER = """
+import os, socket
+server = socket.socket(socket.AF_UNIX)
+server.bind("/tmp/echo.sock")
+server.listen()
+n = 0
+while True:
+    client, _ = server.accept()
+    n += 1
+    client.sendall(b"%d %s" % (n, server.getsockname().encode()))
+    client.close()
+"""
+
+
+def ask(path: Path) -> tuple[int, str]:
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(path))
+        count, name = client.recv(4096).decode().split()
+    return int(count), name
+
+
+def test_a_root_groups_unix_server_is_bound_in_its_root_again_after_each_restore(group_store):
+    """A socket bound to /tmp/echo.sock in the group is <mount>/tmp/echo.sock on the host:
+    the restore binds it there again (it bound the host's /tmp/echo.sock, and failed: 'No such
+    file or directory' for tmux's /tmp/tmux-0/default), under the name the server gave it,
+    so that the next checkpoint records that name and a second restore works too."""
+    store = group_store
+    path = store.mnt / "tmp" / "echo.sock"
+    store.sls("run", "--root", "--store", str(store.path), "--name", "echo", "--hz", "0", "--",
+              "/usr/bin/python3", "-c", ECHO_SERVER)
+    wait_for(lambda: path.exists(), "the server to listen")
+    assert ask(path) == (1, "/tmp/echo.sock")
+    for answered in (1, 2):
+        store.checkpoint("echo")
+        store.crash()
+        store.sls("restore", "echo", "--store", str(store.path))
+        assert ask(path) == (answered + 1, "/tmp/echo.sock")
+    store.sls("stop", "--store", str(store.path))
