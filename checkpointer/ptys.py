@@ -262,13 +262,18 @@ def host_slave_path(st: os.stat_result) -> str | None:
     reaches it (a --root group's /dev/pts is a bind of the host's: the daemon reads
     <mount>/dev/pts/N); None for any other device, or a slave of another devpts instance."""
     major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    if major not in PTS_MAJORS:
+        return None
     try:
         host = os.stat(PTS_PREFIX).st_dev
     except OSError:
         return None
-    if major not in PTS_MAJORS or st.st_dev != host:
-        return None
-    return f"{PTS_PREFIX}{(major - PTS_MAJORS.start) * 256 + minor}"
+    return f"{PTS_PREFIX}{_pts_index(major, minor)}" if st.st_dev == host else None
+
+
+def _pts_index(major: int, minor: int) -> int:
+    """N of /dev/pts/N, the slave whose device number is (`major`, `minor`)."""
+    return (major - PTS_MAJORS.start) * 256 + minor
 
 
 def slave_index(path: str) -> int | None:
@@ -330,7 +335,7 @@ def controlling(stat_fields: list[str]) -> tuple[int | None, int]:
     major, minor = (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
     if major not in PTS_MAJORS:
         return None, tpgid
-    return (major - PTS_MAJORS.start) * 256 + minor, tpgid
+    return _pts_index(major, minor), tpgid
 
 
 def take_control(inj, index: int, foreground: int | None, what: str) -> None:
