@@ -312,6 +312,25 @@ def test_xattrs(mnt):
     assert e.value.errno == errno.ENODATA
 
 
+def test_xattr_create_and_replace_flags_on_a_file_with_many_xattrs(mnt):
+    """XATTR_CREATE refuses a name that exists, XATTR_REPLACE one that does not (pyfuse3
+    checks them with a getxattr: a miss among thousands of names must stay cheap)."""
+    path = mnt.path / "f"
+    path.write_text("x")
+    names = [f"user.var_{i}" for i in range(600)]
+    for name in names:
+        os.setxattr(path, name, b"orig", os.XATTR_CREATE)
+    with pytest.raises(OSError) as exists:
+        os.setxattr(path, names[7], b"again", os.XATTR_CREATE)
+    assert exists.value.errno == errno.EEXIST
+    with pytest.raises(OSError) as missing:
+        os.setxattr(path, "user.absent", b"v", os.XATTR_REPLACE)
+    assert missing.value.errno == errno.ENODATA
+    os.setxattr(path, names[7], b"new", os.XATTR_REPLACE)
+    assert os.getxattr(path, names[7]) == b"new"
+    assert sorted(os.listxattr(path)) == sorted(names)
+
+
 @pytest.mark.parametrize("name", ["nonamespace", "gnu.other", "system.sls_private"])
 def test_xattr_outside_the_known_namespaces_is_refused_as_on_ext4(mnt, name):
     path = mnt.path / "f"
