@@ -47,6 +47,11 @@ _NR_INOTIFY_INIT1, _NR_INOTIFY_ADD_WATCH, _NR_INOTIFY_RM_WATCH = 294, 254, 255
 _NR_OPEN_BY_HANDLE_AT, _NR_IOCTL, _NR_READ = 304, 16, 0
 O_PATH, O_NONBLOCK, O_DIRECTORY = 0o10000000, 0o4000, 0o200000
 IN_ACCESS, IN_MODIFY = 0x1, 0x2
+# Added to a watch's mask at restore. IN_DONT_FOLLOW: the path names the watched inode
+# itself (a symlink watched as such stays so). IN_MASK_ADD (a no-op for a new watch): makes
+# the kernel take a mask without events (a watch added with flags only, IN_ONLYDIR say,
+# which fdinfo shows as mask 0 and inotify_add_watch refuses alone: EINVAL).
+IN_DONT_FOLLOW, IN_MASK_ADD = 0x02000000, 0x20000000
 INOTIFY_IOC_SETNEXTWD = 0x40044900      # _IOW('I', 0, __s32)
 _EVENT_SIZE = 16                        # struct inotify_event without a name, as IN_Q_OVERFLOW is
 _WATCH = re.compile(r"inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) "
@@ -135,7 +140,10 @@ def make(inj, record: dict, remap, warnings: list[str], ns_pid: int, held: Calla
     fd = inj.check(_NR_INOTIFY_INIT1, record["flags"] & O_NONBLOCK, what="inotify_init1")
     skipped = False
     for wd, path, mask, *unlinked in record["watches"]:
-        path = remap(path) if path is not None else f"/proc/self/fd/{held(unlinked[0])}"
+        if path is not None:
+            path, mask = remap(path), mask | IN_DONT_FOLLOW | IN_MASK_ADD
+        else:
+            path, mask = f"/proc/self/fd/{held(unlinked[0])}", mask | IN_MASK_ADD
         where = inj.put(path.encode() + b"\0")
         what = f"inotify_add_watch({path})"
         got = inj.check(_NR_INOTIFY_ADD_WATCH, fd, where, mask, what=what)

@@ -2,7 +2,10 @@
 included), and the restored process keeps receiving events."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+from pathlib import Path
 
 import checkpointer
 from checkpointer import load_image
@@ -88,3 +91,66 @@ def test_events_lost_at_the_checkpoint_are_reported_as_an_overflow(procs, store,
     assert watcher["queued"] == 16 + 16, "one IN_CREATE with a 16-byte name was waiting"
     procs.kill(proc)
     reads_after_a_restore(procs, store, "queued", out)
+
+
+FLAGGED = r"""
+#include <stdio.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[3], "w");
+    int fd = inotify_init1(0);
+    int link = inotify_add_watch(fd, argv[1], IN_ATTRIB | IN_DONT_FOLLOW);  /* the symlink itself */
+    int quiet = inotify_add_watch(fd, argv[2], IN_ONLYDIR);                  /* flags only: mask 0 */
+    fprintf(out, "ready link=%d quiet=%d\n", link, quiet);
+    fflush(out);
+    char buf[4096] __attribute__((aligned(8)));
+    for (;;) {
+        ssize_t len = read(fd, buf, sizeof buf);
+        for (char *p = buf; len > 0 && p < buf + len; ) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            fprintf(out, "wd=%d mask=%x\n", e->wd, e->mask);
+            p += sizeof *e + e->len;
+        }
+        fflush(out);
+    }
+}
+"""
+
+
+def _inotify_watches(pid: int) -> list[tuple[str, str, str]]:
+    """(wd, inode number, mask) of each inotify watch of `pid`, as /proc shows them."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        found += re.findall(r"inotify wd:(\w+) ino:(\w+) sdev:\w+ mask:(\w+)", Path(f"/proc/{pid}/fdinfo/{fd}").read_text())
+    return sorted(found)
+
+
+def test_a_symlink_watched_as_such_and_a_watch_without_events_come_back(procs, store, tmp_path):
+    """A watch added with IN_DONT_FOLLOW on a symlink watches the link, not its target, and
+    does so after a restore; a watch added with flags only (mask 0: stress-ng's inotify
+    stressor has them) made the restore fail with EINVAL."""
+    source, program = tmp_path / "flagged.c", tmp_path / "flagged"
+    source.write_text(FLAGGED)
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
+    target, link, quiet, out = tmp_path / "target", tmp_path / "link", tmp_path / "quiet", tmp_path / "events"
+    target.write_text("x")
+    link.symlink_to(target)
+    quiet.mkdir()
+    proc = procs.start([str(program), str(link), str(quiet), str(out)])
+    lines = lambda: out.read_text().splitlines() if out.exists() else []
+    wait_for(lambda: "ready link=1 quiet=2" in lines(), "the watcher to start")
+    before = _inotify_watches(proc.pid)
+    assert before == [("1", f"{link.lstat().st_ino:x}", "4"), ("2", f"{quiet.stat().st_ino:x}", "0")]
+
+    checkpointer.checkpoint([proc.pid], store, "flagged")
+    procs.kill(proc)
+    restored = checkpointer.restore(store, "flagged")
+    procs.restored.append(restored)
+    [pid] = restored.pids
+    assert _inotify_watches(pid) == before
+
+    os.utime(target)                                 # the target's attributes: not watched
+    os.utime(link, follow_symlinks=False)            # the link's: watched
+    wait_for(lambda: "wd=1 mask=4" in lines(), "the restored watcher to see the link's change")
+    assert lines().count("wd=1 mask=4") == 1, lines()
