@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 from . import aio, ipc_namespace, kernel, lazy, posix_timers, procfs, ptys, seccomp, sysv_msg
 from .batch import OUT, Call, SyscallBatch
 from .errors import ProcessGone, Unsupported
-from .files import POSIX_SHM_DIR, FileCapture
+from .files import IO_URING, IO_URING_REFUSAL, POSIX_SHM_DIR, FileCapture
 from .freeze import ALL_SIGNALS, Frozen, FrozenProcess, FrozenThread, due_stop, stack_scratch, syscall_insn_of
 from .inject import Injector
 from .pageread import copy_pages
@@ -307,6 +307,8 @@ def _new_vma_meta(pid: int, vma: procfs.Vma, files: FileCapture) -> dict:
     if kind == "aio":   # version 13: made again from its record, nothing of it in the pages
         return {"start": vma.start, "end": vma.end, "prot": vma.perms[:3], "shared": True, "offset": 0,
                 "path": vma.path, "kind": kind, "growsdown": False, "aio": aio.ring_record(pid, vma)}
+    if vma.path == IO_URING:     # (its fd may be closed: the rings stay mapped)
+        raise Unsupported(f"process {pid}: {IO_URING_REFUSAL}")
     if kind == "file" and not vma.path.startswith("/"):
         raise Unsupported(f"process {pid}: its mapping {vma.start:#x}-{vma.end:#x} is of {vma.path}, which "
                           "cannot be mapped again at restore (only files, memfds and anonymous or shared "

@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 SIMPLE_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}   # null, zero, full, random, urandom
 MQUEUE_MAGIC = 0x19800202                  # statfs f_type of the POSIX message queue file system
 TTY_MAJORS = (4, 5)                     # /dev/tty*, /dev/console (pty slaves: ptys.PTS_MAJORS)
+IO_URING = "anon_inode:[io_uring]"      # an io_uring instance, as its fd and its rings' mappings name it
+IO_URING_REFUSAL = ("an io_uring instance (asynchronous I/O through rings shared with the kernel) cannot be "
+                    "checkpointed; turn it off in the program (MariaDB/MySQL: innodb_use_native_aio=0; libuv, "
+                    "Node.js: UV_USE_IO_URING=0)")
 POSIX_SHM_DIR = "/dev/shm/"     # shm_open() objects: memory, not storage (a reboot empties it)
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_NONBLOCK = 0o3, 0o0, 0o1, 0o2, 0o4000
 O_CLOEXEC, O_TMPFILE, O_PATH = 0o2000000, 0o20200000, 0o10000000
@@ -205,10 +209,8 @@ class FileCapture:
             if named > 0:
                 return {"kind": "pidfd", "pid": named}
             return {"kind": "pidfd", "pid": named, "exited": os.stat(f"/proc/{pid}/fd/{info.fd}").st_ino}
-        if target == "anon_inode:[io_uring]":
-            raise Unsupported(f"{what}: an io_uring instance (asynchronous I/O through rings shared with the "
-                              "kernel) cannot be checkpointed; turn it off in the program (MariaDB/MySQL: "
-                              "innodb_use_native_aio=0; libuv, Node.js: UV_USE_IO_URING=0)")
+        if target == IO_URING:
+            raise Unsupported(f"{what}: {IO_URING_REFUSAL}")
         if not target.startswith("/"):
             raise Unsupported(f"{what}: fanotify and other special files are not supported yet")
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")

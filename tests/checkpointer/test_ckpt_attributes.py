@@ -44,23 +44,30 @@ def test_attributes_survive_checkpoint_kill_restore(procs, store, binaries, tmp_
 
 
 IO_URING_TARGET = """
-import ctypes, sys, time
+import ctypes, mmap, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
-if libc.syscall(425, 4, ctypes.create_string_buffer(120)) < 0:  # io_uring_setup
+ring = libc.syscall(425, 4, ctypes.create_string_buffer(120))  # io_uring_setup
+if ring < 0:
     sys.exit(3)
+if sys.argv[2] == "mapping-only":     # its submission ring mapped (as liburing does), the fd closed
+    rings = mmap.mmap(ring, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+    os.close(ring)
 open(sys.argv[1], "w").write("ready")
 time.sleep(600)
 """
 
 
-def test_io_uring_is_refused_by_name(procs, store, tmp_path):
+@pytest.mark.parametrize("held_by", ["fd", "mapping-only"])
+def test_io_uring_is_refused_by_name(procs, store, tmp_path, held_by):
     """A process with an io_uring (MariaDB 10.6+ by default) cannot be checkpointed: the
-    error names it and says how to turn it off (it used to say "special files"). Native
-    AIO (io_setup) is kept: test_ckpt_aio.py."""
+    error names it and says how to turn it off (it used to say "special files"), whether
+    the process holds its fd or only its rings' mapping (it said "a mapping of
+    anon_inode:[io_uring]"). Native AIO (io_setup) is kept: test_ckpt_aio.py."""
     out = tmp_path / "io_uring.out"
-    proc = procs.start([sys.executable, "-c", IO_URING_TARGET, str(out)])
+    proc = procs.start([sys.executable, "-c", IO_URING_TARGET, str(out), held_by])
     wait_for(lambda: out.exists() and out.read_text() == "ready", "the target's io_uring setup")
-    with pytest.raises(Unsupported, match=rf"fd \d+ of process {proc.pid} .*io_uring instance.*innodb_use_native_aio=0"):
+    held = rf"fd \d+ of process {proc.pid} \(anon_inode:\[io_uring\]\)" if held_by == "fd" else rf"process {proc.pid}"
+    with pytest.raises(Unsupported, match=rf"{held}: an io_uring instance.*innodb_use_native_aio=0"):
         checkpointer.checkpoint([proc.pid], store, "io_uring", tree=True)
     assert proc.poll() is None, "the refused checkpoint must leave the process running"
 
