@@ -8,7 +8,8 @@ the rest of `build` goes on; `finish` waits for them), fds installed (files.py),
 name, umask, personality, PR_SET_MM_MAP (brk, arg/env, auxv, exe), signal handlers,
 interval timers, rlimits; then threads (clone3 with set_tid), POSIX timers, per-thread robust list,
 tid address, rseq, altstack, pending signals and credentials, and at last xstate,
-registers (syscall-restart fix-up) and signal masks; seccomp filters go in last. Why: a stub has nothing to undo
+registers (syscall-restart fix-up) and signal masks; seccomp filters go in last, and syscall user
+dispatch when the restore lets the threads go (`syscall_dispatch`). Why: a stub has nothing to undo
 (no libc state), so everything the process had is recreated exactly once.
 
 Simplifications: files must exist at the paths in the image (or pass a `remap`); a
@@ -634,6 +635,13 @@ class ProcessBuilder:
                     batch.add(NR["prctl"], PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0,
                               what=f"PR_CAP_AMBIENT_RAISE({cap})")
             batch.add(NR["prctl"], PR_SET_KEEPCAPS, 0, 0, 0, 0, what="PR_SET_KEEPCAPS")
+
+    def syscall_dispatch(self) -> None:
+        """Each thread's syscall user dispatch (version 30), once nothing is injected into it
+        any more: on, a selector saying BLOCK would send the injected calls to the program."""
+        for inj, thread in self.threads:
+            if "syscall_dispatch" in thread:
+                kernel.set_syscall_dispatch(inj.tid, thread["syscall_dispatch"])
 
     def _dumpable(self) -> None:
         """The dumpable flag (version 25), once every thread has its credentials: the kernel

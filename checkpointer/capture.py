@@ -443,6 +443,7 @@ def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Ca
     tid = thread.tid
     head, length = kernel.get_robust_list(tid)
     pending = [i.hex() for i in thread.caught + kernel.peek_siginfos(tid, shared=False)]
+    dispatch = {"syscall_dispatch": thread.dispatch} if thread.dispatch else {}    # version 30
     return {
         "tid": procfs.ns_tid(pid, tid),
         "regs": thread.regs.to_dict(),
@@ -454,4 +455,5 @@ def _thread_meta(pid: int, thread: FrozenThread, tid_address: Call, altstack: Ca
         "tid_address": struct.unpack("Q", tid_address.output("PR_GET_TID_ADDRESS"))[0],
         "sigaltstack": list(struct.unpack("QiiQ", altstack.output("sigaltstack"))),
         "pdeath_signal": struct.unpack("i", pdeath.output("PR_GET_PDEATHSIG"))[0],
+        **dispatch,
     }

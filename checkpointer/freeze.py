@@ -78,6 +78,10 @@ class FrozenThread:
     guarded: int | None = None  # its watchdog slot while raised (watchdog.py)
     stopped: bool = False  # in its interrupt stop (a seized thread is not until _wait_stopped)
     rseq: dict[str, int] = field(default_factory=dict)  # its rseq registration (kernel.get_rseq), read once stopped
+    # its syscall user dispatch when on (kernel.get_syscall_dispatch; None: off), off while
+    # it is stopped: a selector saying BLOCK would send our injected calls to the program as
+    # SIGSYS; on again at the thaw. The image's too.
+    dispatch: list[int] | None = None
 
 
 @dataclass
@@ -172,6 +176,10 @@ class Frozen:
         thread.stopped = True
         thread.regs = kernel.get_regs(tid)
         thread.sigmask = kernel.get_sigmask(tid)
+        dispatch = kernel.get_syscall_dispatch(tid)
+        if dispatch[0]:
+            kernel.set_syscall_dispatch(tid, [0, 0, 0, 0])
+            thread.dispatch = dispatch
         _restart_endless_wait(thread)
         _abort_rseq_section(pid, thread)
         self.pinning.pin(tid)
@@ -412,6 +420,8 @@ def _ready_to_thaw(pid: int, thread: FrozenThread) -> bool:
             _requeue(pid, thread)
         kernel.set_regs(tid, restart_fixup(thread.regs, same_task=True))
         kernel.set_sigmask(tid, thread.sigmask)
+    if thread.dispatch:                      # after the last injected call
+        kernel.set_syscall_dispatch(tid, thread.dispatch)
     return _last_job_control(thread.caught[held:]) == signal.SIGSTOP
 
 

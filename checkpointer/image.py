@@ -55,7 +55,7 @@ from .kernel import PAGE_SIZE
 from .metajson import MetaEncoder
 
 FORMAT = "slsfs-process-image"
-VERSION = 29
+VERSION = 30
 READABLE_VERSIONS = tuple(range(1, VERSION + 1))   # what each version added: docs/FORMAT.md
 ROOT_PREFIX = "img/"
 _META = b"meta"

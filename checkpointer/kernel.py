@@ -42,6 +42,8 @@ PTRACE_PEEKSIGINFO = 0x4209
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG = 0x4210
+PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG = 0x4211
 
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_O_TRACEFORK = 0x2
@@ -208,6 +210,23 @@ def get_rseq(tid: int) -> dict[str, int]:
     ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, 24, ctypes.addressof(buf))
     pointer, size, signature, flags = struct.unpack_from("QIII", buf.raw)
     return {"pointer": pointer, "size": size, "signature": signature, "flags": flags}
+
+
+_SUD_CONFIG = struct.Struct("4Q")   # struct ptrace_sud_config: mode, selector, offset, len
+
+
+def get_syscall_dispatch(tid: int) -> list[int]:
+    """The syscall user dispatch of stopped thread `tid` (PR_SET_SYSCALL_USER_DISPATCH):
+    [mode, selector address, offset, len]; mode 0: off."""
+    buf = ctypes.create_string_buffer(_SUD_CONFIG.size)
+    ptrace(PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, tid, _SUD_CONFIG.size, ctypes.addressof(buf))
+    return list(_SUD_CONFIG.unpack(buf.raw))
+
+
+def set_syscall_dispatch(tid: int, config: list[int]) -> None:
+    """Set it (`get_syscall_dispatch`'s list; [0, 0, 0, 0] turns it off)."""
+    buf = ctypes.create_string_buffer(_SUD_CONFIG.pack(*config), _SUD_CONFIG.size)
+    ptrace(PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG, tid, _SUD_CONFIG.size, ctypes.addressof(buf))
 
 
 def get_event_msg(tid: int) -> int:

@@ -271,6 +271,7 @@ def restore(image: ImageSource, *, new_pid_namespace: bool = True, remap: dict[s
             pinning.release_tasks()  # their own affinities back while they are stopped
             for builder in builders:
                 builder.deadline_scheduling()
+                builder.syscall_dispatch()
             pinning.realtime()       # no task let go preempts us before the last one is let go
             for tid in tids:
                 kernel.detach(tid)

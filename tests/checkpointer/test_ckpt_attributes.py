@@ -11,7 +11,7 @@ import pytest
 
 import checkpointer
 from checkpointer import CheckpointError, Unsupported
-from ckpt_helpers import children_of, wait_for
+from ckpt_helpers import children_of, ok_lines, restored_goes_on, wait_for
 
 
 def checks(out, pid: int, rounds: int) -> list[str]:
@@ -164,3 +164,21 @@ def test_a_held_proc_file_of_a_process_since_gone_does_not_fail_the_checkpoint(p
     the checkpoint succeeds, and the file comes back as /dev/null with a warning."""
     restored = _held_restored(procs, store, tmp_path, GONE_HOLDER)
     assert any("could not be opened again" in w for w in restored.warnings), restored.warnings
+
+
+def test_syscall_user_dispatch_is_off_for_the_stop_and_kept(procs, store, binaries, tmp_path):
+    """A thread with syscall user dispatch on (Wine) whose selector says BLOCK when frozen:
+    the checkpointer's injected calls were dispatched to it as SIGSYS ("stopped
+    unexpectedly (signal 31)": stress-ng's prctl stressor), and a restore lost the dispatch
+    (the program's next caught call ran in the kernel). Dispatch is off while the process
+    is stopped, on again at the thaw, and in the image for a restore."""
+    out = tmp_path / "dispatch.out"
+    proc = procs.start([str(binaries / "syscall_dispatch"), str(out)])
+    wait_for(lambda: out.exists() and len(ok_lines(out)) >= 10, "the target to dispatch its calls")
+    for n in range(3):
+        checkpointer.checkpoint([proc.pid], store, f"dispatch{n}")
+    lines = len(ok_lines(out))
+    wait_for(lambda: len(ok_lines(out)) > lines + 5 or proc.poll() is not None, "the checkpointed target to go on")
+    assert proc.poll() is None and not [line for line in ok_lines(out) if "BAD" in line], ok_lines(out)[-3:]
+    procs.kill(proc)
+    restored_goes_on(procs, store, "dispatch2", out)
