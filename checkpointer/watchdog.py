@@ -7,7 +7,13 @@ has them back. The watchdog, a child of the tracer process started at the first 
 (or by `start()`, before a stop), sleeps in poll() on a pidfd of the tracer; when the
 tracer dies with entries left (SIGKILLed inside a stop), it sets each of those tasks'
 policy and affinity back, then exits. It also exits, doing nothing, when the tracer ends
-cleanly (the table is empty then).
+cleanly (the table is empty then). "Dies" is also its main thread's exit, which a SIGKILL
+brings at once (looked at each DYING_CHECK_S: a pidfd tells only once every thread has
+exited), while a thread of the tracer busy in the kernel may take long to follow, or never. Seen: the tracer thread, SCHED_FIFO, spinning in
+d_invalidate (opening /proc of a task that was dying) for a dentry that a stopped task
+pinned to its CPU was to free; the stopped tasks never ran again, nor the tracer exited,
+and that CPU was lost. So the watchdog also puts the tracer's threads left at a real-time
+policy back to SCHED_OTHER.
 Why: a tracer killed inside a stop leaves the application's threads SCHED_FIFO and pinned
 to one CPU for ever (ptrace lets them run on; scheduling is not ptrace state): a
 CPU-bound thread then takes up to 95% of that CPU (RT throttling) until it is killed.
@@ -119,8 +125,11 @@ def release(slot: int | None) -> None:
         _table.release(slot)
 
 
+DYING_CHECK_S = 1.0
+
+
 def _wait_for_death(tracer: int) -> None:
-    """Return once process `tracer`, our parent, has exited."""
+    """Return once process `tracer`, our parent, has exited, or its main thread has."""
     try:
         pidfd = os.pidfd_open(tracer)
     except ProcessLookupError:
@@ -129,8 +138,30 @@ def _wait_for_death(tracer: int) -> None:
         return
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
-    while not poller.poll():
-        pass
+    while not poller.poll(DYING_CHECK_S * 1000):
+        try:
+            with open(f"/proc/{tracer}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    return
+        except OSError:
+            return
+
+
+def _demote_threads_left(tracer: int) -> None:
+    """Put the threads the dying `tracer` has left at a real-time policy back to
+    SCHED_OTHER (see the module's docstring)."""
+    if os.getppid() != tracer:      # it has exited whole (its pid may be another's now)
+        return
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{tracer}/task")]
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            if os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            continue
 
 
 def _give_back(table: mmap.mmap) -> None:
@@ -156,6 +187,7 @@ def _main(fd: int, tracer: int) -> None:
     table = mmap.mmap(fd, TABLE_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
     os.close(fd)
     _wait_for_death(tracer)
+    _demote_threads_left(tracer)
     _give_back(table)
 
 
