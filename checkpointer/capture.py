@@ -213,7 +213,7 @@ _CAPABILITY_SETS = (("effective", "CapEff"), ("permitted", "CapPrm"), ("inherita
 
 def _scheduling(main: FrozenThread, stat_fields: list[str]) -> list[int]:
     """[policy (with SCHED_RESET_ON_FORK, which /proc does not show), real-time priority,
-    nice] of the main thread: its own, not the SCHED_FIFO the freeze may run it with;
+    nice] of the main thread: its own, not the real-time policy the freeze may run it with;
     SCHED_DEADLINE's flags, runtime, deadline and period follow (version 16)."""
     if main.policy is not None:      # raised by the freeze (freeze._boost): not real-time of its own
         return [main.policy, 0, int(stat_fields[18])]

@@ -33,7 +33,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-from .pinning import Pinning
+from .pinning import Pinning, raise_to_realtime
 
 _jobs: "queue.SimpleQueue[Job]" = queue.SimpleQueue()
 _worker: threading.Thread | None = None
@@ -161,7 +161,7 @@ def start() -> None:
 
 def _work() -> None:
     try:   # lowest real-time priority, as the tracer in a stop (pinning.py); not kept by a fork
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+        raise_to_realtime(0)
     except OSError:
         pass
     while True:

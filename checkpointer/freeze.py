@@ -10,7 +10,7 @@ persistence-group daemon needs that window to syncfs and seal the file system.
 
 While frozen, the stopped tasks and the calling thread are pinned to one CPU (pinning.py:
 ptrace round trips cost a third of what they cost across CPUs) and the tracer runs
-SCHED_FIFO (no other process takes its CPU between round trips); so do the tasks, from
+real-time (pinning.raise_to_realtime: no other process takes its CPU between round trips); so do the tasks, from
 just before each is interrupted (`_boost`: a task waiting for a CPU stops, and runs an
 injected call, only once it gets one: up to 28 ms on a busy machine); the thaw gives every
 task its CPU affinity and scheduling policy back, and the tracer its own. The image
@@ -54,7 +54,7 @@ from . import kernel, procfs, stopwatch, watchdog
 from .errors import CheckpointError, ProcessGone, Unsupported
 from .inject import SYSCALL_INSN, Injector, restart_fixup
 from .kernel import Regs
-from .pinning import Pinning
+from .pinning import Pinning, raise_to_realtime
 from .stopwatch import phase
 
 ALL_SIGNALS = 0xFFFFFFFFFFFFFFFF
@@ -74,7 +74,7 @@ class FrozenThread:
     caught: list[bytes] = field(default_factory=list)  # siginfos taken from the queue by the stop
     touched: bool = False  # registers/mask changed by injection: set back on thaw
     restarted: bool = False  # a wait the stop ended is restarted (_restart_endless_wait)
-    policy: int | None = None  # its scheduling policy while the freeze runs it SCHED_FIFO (_boost); None: not raised
+    policy: int | None = None  # its scheduling policy while the freeze runs it real-time (_boost); None: not raised
     guarded: int | None = None  # its watchdog slot while raised (watchdog.py)
     stopped: bool = False  # in its interrupt stop (a seized thread is not until _wait_stopped)
     rseq: dict[str, int] = field(default_factory=dict)  # its rseq registration (kernel.get_rseq), read once stopped
@@ -347,7 +347,7 @@ def _boost(thread: FrozenThread) -> None:
     if thread.guarded is None:
         return
     try:
-        os.sched_setscheduler(thread.tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+        raise_to_realtime(thread.tid)
     except PermissionError:
         _unguard(thread)
         return

@@ -28,6 +28,8 @@ import os
 import signal
 import threading
 
+from .pinning import raise_to_realtime
+
 _SOURCE = """
 # control: 0 generation (u32)  4 stop (u32)  8 done (u32)  12 count (u32)  16 entries (u64)  24 tid (u32)
 # entry (72 bytes): 0 nr  8..48 six arguments  56 result  64 claim (u64)
@@ -142,7 +144,7 @@ class _Worker:
         while self.control.tid == 0:            # its gettid, at once
             os.sched_yield()
         try:
-            os.sched_setscheduler(self.control.tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+            raise_to_realtime(self.control.tid)
         except OSError:
             pass
 

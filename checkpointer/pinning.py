@@ -8,8 +8,8 @@ Why: every ptrace round trip (an injected syscall is four) wakes the tracee and 
 the tracer. Across two CPUs of a VM each wake-up is an inter-processor interrupt:
 measured here, an injected syscall costs ~270 us across CPUs and ~80 us on one CPU.
 The stop of a checkpoint and the build of a restore are mostly such round trips.
-With `realtime=True` (the freeze uses it) the calling thread also runs SCHED_FIFO (lowest
-real-time priority, reset on fork) until `close()`: on a busy machine each round trip
+With `realtime=True` (the freeze uses it) the calling thread also runs real-time
+(`raise_to_realtime`) until `close()`: on a busy machine each round trip
 otherwise risks a whole time slice of some other process on our CPU before the tracer
 runs again (seen: a 5-thread Redis stop lost ~2.5 ms to it under load 4); a thawed task
 cannot preempt the tracer either while it lets the next one go.
@@ -84,7 +84,7 @@ class Pinning:
             self.release(tid)
 
     def realtime(self) -> None:
-        """From now until close(): the calling thread runs SCHED_FIFO, as with
+        """From now until close(): the calling thread runs real-time, as with
         `realtime=True` (restore raises it only to let its tasks go: a task let go on our
         CPU would otherwise take it, for a time slice, before we let the next one go)."""
         if self.policy is None:
@@ -110,12 +110,23 @@ def _set(tid: int, cpus: set[int]) -> set[int] | None:
     return before
 
 
+def raise_to_realtime(tid: int) -> None:
+    """Run task `tid` (0: the calling thread) as every real-time raise of the checkpointer
+    does (the tracer, its page copier and native worker, the frozen tasks): the lowest
+    real-time priority, not kept by a fork, round-robin. Not FIFO: all of them share a CPU at
+    one priority, and a FIFO task busy in the kernel waiting for another of them never lets it
+    run. Seen: the tracer spinning in d_invalidate (opening /proc of a dying task) for a
+    dentry that a stopped task pinned to its CPU was to free, for ever; a round-robin task
+    gives way at the end of its 100 ms slice. OSError if not allowed."""
+    os.sched_setscheduler(tid, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+
+
 def _realtime() -> tuple[int, int] | None:
-    """Run the calling thread SCHED_FIFO (lowest real-time priority); returns its policy
-    and priority before, or None if that is not allowed."""
+    """Raise the calling thread (`raise_to_realtime`); returns its policy and priority
+    before, or None if that is not allowed."""
     try:
         before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+        raise_to_realtime(0)
     except OSError:
         return None
     return before

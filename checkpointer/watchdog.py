@@ -1,6 +1,6 @@
 """Give tasks their own scheduling back if the tracer dies while it holds them.
 
-What: before the tracer raises a task to SCHED_FIFO (freeze._boost) or pins it to one CPU
+What: before the tracer raises a task to real-time (freeze._boost) or pins it to one CPU
 (pinning.py), `guard(tid, ...)` writes the task's own policy, priority and CPU affinity
 into a table shared with a watchdog process; `release(slot)` drops the entry once the task
 has them back. The watchdog, a child of the tracer process started at the first `guard`
@@ -9,12 +9,12 @@ tracer dies with entries left (SIGKILLed inside a stop), it sets each of those t
 policy and affinity back, then exits. It also exits, doing nothing, when the tracer ends
 cleanly (the table is empty then). "Dies" is also its main thread's exit, which a SIGKILL
 brings at once (looked at each DYING_CHECK_S: a pidfd tells only once every thread has
-exited), while a thread of the tracer busy in the kernel may take long to follow, or never. Seen: the tracer thread, SCHED_FIFO, spinning in
-d_invalidate (opening /proc of a task that was dying) for a dentry that a stopped task
-pinned to its CPU was to free; the stopped tasks never ran again, nor the tracer exited,
-and that CPU was lost. So the watchdog also puts the tracer's threads left at a real-time
-policy back to SCHED_OTHER.
-Why: a tracer killed inside a stop leaves the application's threads SCHED_FIFO and pinned
+exited), while a thread of the tracer busy in the kernel may take long to follow. Seen:
+the tracer thread, real-time, spinning in d_invalidate (opening /proc of a dying task) for
+a dentry that a stopped task pinned to its CPU was to free (pinning.raise_to_realtime).
+So the watchdog also puts the tracer's threads left at a real-time policy back to
+SCHED_OTHER, and the tasks it guards then run on their own CPUs.
+Why: a tracer killed inside a stop leaves the application's threads real-time and pinned
 to one CPU for ever (ptrace lets them run on; scheduling is not ptrace state): a
 CPU-bound thread then takes up to 95% of that CPU (RT throttling) until it is killed.
 

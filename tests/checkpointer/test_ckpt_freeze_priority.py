@@ -1,4 +1,4 @@
-"""While frozen, the tasks run SCHED_FIFO (freeze._boost: a task waiting for a CPU on a
+"""While frozen, the tasks run real-time (SCHED_RR: freeze._boost: a task waiting for a CPU on a
 busy machine would otherwise delay its own stop and every injected call), yet what a user
 sees of their scheduling is unchanged: after the thaw each thread has its own policy and
 nice value back, the image records the policy the process had (not the freeze's), and a
@@ -28,7 +28,7 @@ def test_threads_get_their_own_scheduling_back_and_the_image_keeps_it(procs, sto
     before = {tid: (os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)) for tid in tids}
     with freeze([proc.pid]):
         assert {tid: os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK for tid in tids} == \
-            {tid: os.SCHED_FIFO for tid in tids}
+            {tid: os.SCHED_RR for tid in tids}
     assert {tid: (os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)) for tid in tids} == before
 
     checkpointer.checkpoint([proc.pid], store, "sched")

@@ -37,7 +37,7 @@ def test_freeze_pins_tasks_to_our_cpu_and_the_thaw_gives_their_affinity_back(pro
         cpu = frozen.pinning.cpu
         assert os.sched_getaffinity(0) == {cpu}
         assert {tid: os.sched_getaffinity(tid) for tid in tids} == {tid: {cpu} for tid in tids}
-        assert os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO  # the tracer, while frozen
+        assert os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_RR  # the tracer, while frozen
     assert os.sched_getaffinity(0) == mine
     assert os.sched_getscheduler(0) == policy
     assert {tid: os.sched_getaffinity(tid) for tid in tids} == {tid: theirs for tid in tids}

@@ -1,5 +1,5 @@
 """A checkpointer SIGKILLed inside a stop leaves the application's scheduling as it was:
-inside the stop its threads run SCHED_FIFO and pinned to one CPU (freeze._boost,
+inside the stop its threads run real-time (SCHED_RR) and pinned to one CPU (freeze._boost,
 pinning.py); the tracer's watchdog (watchdog.py) gives each thread its own policy, nice
 value and CPU affinity back once the tracer is dead. Without it a CPU-bound thread would
 keep up to 95% of one CPU for ever."""
@@ -64,11 +64,11 @@ def test_a_tracer_killed_inside_a_stop_leaves_the_threads_their_own_scheduling(p
     try:
         word, tracing = tracer.stdout.readline().split()
         assert word == "frozen", "the tracer did not freeze the target"
-        assert os.sched_getscheduler(int(tracing)) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
+        assert os.sched_getscheduler(int(tracing)) & ~os.SCHED_RESET_ON_FORK == os.SCHED_RR
         inside = _scheduling(before)
         # the situation under test: every thread raised and pinned by the stop
         assert {tid: policy & ~os.SCHED_RESET_ON_FORK for tid, (policy, _, _) in inside.items()} == \
-            {tid: os.SCHED_FIFO for tid in before}
+            {tid: os.SCHED_RR for tid in before}
         assert all(len(cpus) == 1 for _, _, cpus in inside.values()) and len({min(c) for *_, c in inside.values()}) == 1
         if watchdog == "left-behind":
             wait_for(lambda: _scheduling(before) == before, "the threads' own scheduling to come back", timeout=10)
