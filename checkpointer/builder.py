@@ -150,7 +150,6 @@ class ProcessBuilder:
             self.stub_kept = False
         with phase("files_and_process_state"):
             self.files = files
-            self._room_for_fds()
             self.spares += files.install(self, self.meta["fds"])
             files.controlling_terminal(self)
             self._mm_map()
@@ -164,6 +163,7 @@ class ProcessBuilder:
         whose children are then cloned from it, once `wait_pages` returns: `keep_stub`,
         the stub's code stays mapped until `build`, for the stubs cloned from it)."""
         self.memory_built, self.stub_kept = True, keep_stub
+        self._room_for_fds()
         with phase("mappings"):
             self.inj.check(NR["close_range"], 0, 0xFFFFFFFF, 0, what="close_range")
             current = self._move_to_helper_page()
@@ -702,13 +702,15 @@ class ProcessBuilder:
 
     def _room_for_fds(self) -> None:
         """Let the process hold its fds and the spare numbers above them that they pass
-        through (from spare_base on): it has our RLIMIT_NOFILE until _limits sets its own,
-        and a program that raised its limit and used it (a server with thousands of
-        connections started by a restorer with the usual soft limit of 1024) needs numbers
-        past ours (EINVAL, EMFILE). Beyond our hard limit only with CAP_SYS_RESOURCE (an fd
-        at the very top of a hard limit equal to ours cannot come back without it:
-        stress-ng --sockpair)."""
-        need = self.spare_base + 4 * len(self.meta["fds"]) + 64
+        through (from spare_base on), and one per memfd its mappings need (held until
+        `_finish`: stress-ng --mlock has 10,000): it has our RLIMIT_NOFILE until _limits
+        sets its own, and a program that raised its limit and used it (a server with
+        thousands of connections started by a restorer with the usual soft limit of 1024)
+        needs numbers past ours (EINVAL, EMFILE). Beyond our hard limit only with
+        CAP_SYS_RESOURCE (an fd at the very top of a hard limit equal to ours cannot come
+        back without it: stress-ng --sockpair)."""
+        memfds = {vma["memfd"] for vma in self.meta["vmas"] if "memfd" in vma}
+        need = self.spare_base + 4 * len(self.meta["fds"]) + len(memfds) + 64
         soft, hard = resource.prlimit(self.tid, resource.RLIMIT_NOFILE)
         if soft < need:
             try:

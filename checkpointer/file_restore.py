@@ -108,6 +108,18 @@ def _nearest_directory(directory: str) -> str:
     return directory
 
 
+def _seals(record: dict) -> int:
+    """A memfd's seals at the checkpoint (F_SEAL_SEAL, alone, for shared memory and for
+    one made without MFD_ALLOW_SEALING; version 5)."""
+    return record.get("seals", F_SEAL_SEAL)
+
+
+def _memfd_flags(record: dict) -> int:
+    """memfd_create's flags for the memfd of `record`: without MFD_ALLOW_SEALING the kernel
+    seals it with F_SEAL_SEAL at once, which is all most have."""
+    return 0 if _seals(record) == F_SEAL_SEAL else MFD_ALLOW_SEALING
+
+
 def _write_sparse(path: str, blob: list[str], read_pieces: Callable[[list[str]], list[bytes]]) -> None:
     """Write a blob into an empty file, piece by piece (READ_PIECES read together), leaving
     runs of zeros as holes (no memory for shared memory that was never touched); a piece
@@ -244,13 +256,20 @@ class FileRestorer:
         return self.segments[file_id]
 
     def _mode_and_seals(self, tid: int, fd: int, record: dict) -> None:
-        """A new memfd gets its file mode now and its seals (F_SEAL_SEAL for one made
-        without MFD_ALLOW_SEALING, as shared memory is) in `finish`, once its mappings
-        exist (F_SEAL_WRITE and F_SEAL_FUTURE_WRITE would refuse a writable one)."""
+        """A new memfd gets its file mode now and its seals in `finish`, once its mappings
+        exist (F_SEAL_WRITE and F_SEAL_FUTURE_WRITE would refuse a writable one); until
+        then we hold it, so only one that needs more than `_memfd_flags` gave it is held (a
+        process with 10,000 shared mappings, stress-ng --mlock, took 10,000 of our fds)."""
+        seals = _seals(record)
+        if "mode" not in record and seals in (0, F_SEAL_SEAL):
+            return
         ours = os.open(f"/proc/{tid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)   # not open for writing: an
         if "mode" in record:        # version 5, as "seals"                 # exe must not be (PR_SET_MM_MAP)
             os.chmod(f"/proc/self/fd/{ours}", record["mode"])
-        self.sealing.append((ours, record.get("seals", F_SEAL_SEAL)))
+        if seals in (0, F_SEAL_SEAL):
+            os.close(ours)
+        else:
+            self.sealing.append((ours, seals))
 
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open
@@ -465,7 +484,7 @@ class FileRestorer:
         elif kind == "deleted":
             fd = self._make_deleted(builder, record)
         elif kind == "memfd":
-            fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), MFD_ALLOW_SEALING,
+            fd = inj.check(_NR_MEMFD_CREATE, inj.put(record["name"].encode()[:200] + b"\0"), _memfd_flags(record),
                            what="memfd_create")
             _write_sparse(f"/proc/{builder.tid}/fd/{fd}", record["data"], self.read_pieces)
             self._mode_and_seals(builder.tid, fd, record)

@@ -5,12 +5,13 @@ find their shared and private memory from the same instant."""
 from __future__ import annotations
 
 import os
+import resource
 
 import checkpointer
 from checkpointer import freeze, load_image
 from checkpointer.incremental import Incremental
 from checkpointer.shared_memory import PIECE
-from ckpt_helpers import children_of, ok_lines, wait_for
+from ckpt_helpers import children_of, goes_on_after_a_restore, ok_lines, wait_for
 
 SIZE = 64 << 20   # shared_writers.py's mapping
 
@@ -85,3 +86,17 @@ def test_a_fork_snapshot_does_not_make_the_next_checkpoint_read_shared_memory_wh
     whole = (16 << 20) // PIECE
     assert reads[0] == whole, reads
     assert max(reads[2:]) < whole // 4, f"checkpoints after a fork snapshot read the shared memory whole: {reads}"
+
+
+def test_thousands_of_shared_pieces_restore_under_a_low_fd_limit(procs, store, tmp_path):
+    """1,500 separate pieces of shared anonymous memory come back (a memfd each) by a
+    restorer whose soft RLIMIT_NOFILE is 1,024: it held one fd of its own per new memfd
+    until the end of the restore (stress-ng --mlock: EMFILE in the daemon)."""
+    out = tmp_path / "pieces.out"
+    proc = procs.python("many_shared.py", str(out), "1500")
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, limit[1]))
+    try:
+        goes_on_after_a_restore(procs, store, proc, out, "pieces", "the target to fill its pieces")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
