@@ -164,16 +164,25 @@ class FileCapture:
         return record
 
     def _file_of(self, pid: int, info: procfs.FdInfo) -> int:
+        """The id of the open file description `info` is an fd of: an earlier one's, found
+        among those of its target by a binary search in kcmp's order (a scan of them all
+        made 8,000 fds on /dev/ptmx, stress-ng --pty, a 30 s stop: 32 million kcmp calls),
+        or a new record's."""
         holders = self._holders.setdefault(info.target, [])
-        for other_pid, other_fd, file_id in holders:
-            if _same_file(pid, info.fd, other_pid, other_fd):
+        low, high = 0, len(holders)
+        while low < high:
+            middle = (low + high) // 2
+            other_pid, other_fd, file_id = holders[middle]
+            order = _file_order(pid, info.fd, other_pid, other_fd)
+            if order == 0:
                 return file_id
+            low, high = (low, middle) if order < 0 else (middle + 1, high)
         record = self._describe(pid, info)
         record.update(id=len(self.files), target=info.target, flags=info.flags & ~O_CLOEXEC, pos=info.pos)
         if info.flags & fown.O_ASYNC:     # version 8: who gets its signals
             record.update(fown.describe(pid, info.fd))
         self.files.append(record)
-        holders.append((pid, info.fd, record["id"]))
+        holders.insert(low, (pid, info.fd, record["id"]))
         return record["id"]
 
     def _describe(self, pid: int, info: procfs.FdInfo) -> dict:
@@ -799,8 +808,11 @@ def _teed(source: int, size: int) -> list[bytes]:
         os.close(write_end)
 
 
-def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
-    return kernel.syscall(_NR_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
+def _file_order(pid1: int, fd1: int, pid2: int, fd2: int) -> int:
+    """0 if the two fds are of one open file description, else -1 or 1: an order of
+    descriptions that holds while they exist (kcmp(2) KCMP_FILE compares the kernel's
+    pointers, obfuscated but in order: 1 for less, 2 for greater)."""
+    return (0, -1, 1)[kernel.syscall(_NR_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2)]
 
 
 _sockfs: list[int] = []

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import resource
 import socket
+import subprocess
+import sys
 
 import checkpointer
+from checkpointer import load_image
 
-from ckpt_helpers import ok_lines, restored_goes_on, wait_for
+from ckpt_helpers import children_of, ok_lines, restored_goes_on, wait_for
 
 PAIRS = 300   # 600 watched fds and 900 fds in all: several batches of each kind
 
@@ -55,3 +58,32 @@ def test_an_fd_above_the_restorers_file_limit_comes_back(procs, store, tmp_path)
         restored_goes_on(procs, store, "high", out)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+SHARERS = """
+import os, random, sys, time
+random.seed(7)
+opened = [os.open("/dev/null", os.O_RDONLY) for _ in range(300)]   # 300 descriptions, one target
+dups = {os.dup(fd): fd for fd in random.sample(opened, 100)}        # 100 more fds on some of them
+print(" ".join(f"{a}:{b}" for a, b in dups.items()), flush=True)
+if os.fork() == 0:          # the child holds them all too: the same descriptions
+    time.sleep(600)
+time.sleep(600)
+"""
+
+
+def test_fds_on_one_target_are_told_apart_and_shared_ones_found(procs, store, tmp_path):
+    """Hundreds of fds on one target (/dev/null here, /dev/ptmx for a terminal server):
+    each open file description is recorded once, whichever fds and processes hold it
+    (found by a binary search in kcmp's order, no longer a scan of every earlier one)."""
+    proc = procs.start([sys.executable, "-c", SHARERS], stdout=subprocess.PIPE, text=True)
+    dups = dict(tuple(map(int, pair.split(":"))) for pair in proc.stdout.readline().split())
+    wait_for(lambda: len(children_of(proc.pid)) == 1, "the child")
+    checkpointer.checkpoint([proc.pid], store, "sharers", tree=True)
+    image = load_image(store, "sharers")
+    parent, child = image.processes                 # parents first
+    file_of = {record["fd"]: record["file"] for record in parent["fds"]}
+    nulls = [fd for fd, file_id in file_of.items() if fd > 2 and image.files[file_id].get("path") == "/dev/null"]
+    assert len({file_of[fd] for fd in nulls}) == 300
+    assert all(file_of[dup] == file_of[original] for dup, original in dups.items())
+    assert {record["fd"]: record["file"] for record in child["fds"]} == file_of
