@@ -221,7 +221,9 @@ class FileCapture:
         if target == IO_URING:
             raise Unsupported(f"{what}: {IO_URING_REFUSAL}")
         if not target.startswith("/"):
-            raise Unsupported(f"{what}: fanotify and other special files are not supported yet")
+            kind = target.removeprefix("anon_inode:").strip("[]")
+            raise Unsupported(f"{what}: a {kind} cannot be checkpointed (not supported yet); the checkpointer "
+                              "keeps files, pipes, sockets, eventfds, timerfds, signalfds, epoll, inotify and pidfds")
         st = os.stat(f"/proc/{pid}/fd/{info.fd}")
         mode = st.st_mode
         target = _undeleted(target, st)

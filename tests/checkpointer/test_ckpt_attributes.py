@@ -182,3 +182,26 @@ def test_syscall_user_dispatch_is_off_for_the_stop_and_kept(procs, store, binari
     assert proc.poll() is None and not [line for line in ok_lines(out) if "BAD" in line], ok_lines(out)[-3:]
     procs.kill(proc)
     restored_goes_on(procs, store, "dispatch2", out)
+
+
+SPECIAL_FD_TARGET = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+nr, args = {"userfaultfd": (323, (0o2000000,)), "fanotify": (300, (0, 0))}[sys.argv[2]]
+if libc.syscall(nr, *args) < 0:
+    sys.exit(3)
+open(sys.argv[1], "w").write("ready")
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["userfaultfd", "fanotify"])
+def test_a_file_of_a_kind_not_kept_is_refused_by_its_name(procs, store, tmp_path, kind):
+    """The refusal names the kind of file (it said "fanotify and other special files" for a
+    userfaultfd) and leaves the process running."""
+    out = tmp_path / "special.out"
+    proc = procs.start([sys.executable, "-c", SPECIAL_FD_TARGET, str(out), kind])
+    wait_for(lambda: out.exists() and out.read_text() == "ready", f"the target's {kind}")
+    with pytest.raises(Unsupported, match=rf"fd \d+ of process {proc.pid} .*: a {kind} cannot be checkpointed"):
+        checkpointer.checkpoint([proc.pid], store, kind)
+    assert proc.poll() is None
