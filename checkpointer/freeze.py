@@ -10,9 +10,10 @@ persistence-group daemon needs that window to syncfs and seal the file system.
 
 While frozen, the stopped tasks and the calling thread are pinned to one CPU (pinning.py:
 ptrace round trips cost a third of what they cost across CPUs) and the tracer runs
-real-time (pinning.raise_to_realtime: no other process takes its CPU between round trips); so do the tasks, from
-just before each is interrupted (`_boost`: a task waiting for a CPU stops, and runs an
-injected call, only once it gets one: up to 28 ms on a busy machine); the thaw gives every
+real-time (pinning.raise_to_realtime: no other process takes its CPU between round
+trips); so do the tasks, from just before each is interrupted (`_boost`: a task waiting
+for a CPU stops, and runs an injected call, only once it gets one: up to 28 ms on a busy
+machine); the thaw gives every
 task its CPU affinity and scheduling policy back, and the tracer its own. The image
 records each process's own policy (FrozenThread.policy), not the freeze's. `Frozen.thawed_at` is when
 the last task was let go (the end of the stop as the processes see it; the tracer's own
@@ -178,7 +179,7 @@ class Frozen:
         thread.sigmask = kernel.get_sigmask(tid)
         dispatch = kernel.get_syscall_dispatch(tid)
         if dispatch[0]:
-            kernel.set_syscall_dispatch(tid, [0, 0, 0, 0])
+            kernel.set_syscall_dispatch(tid, kernel.SYSCALL_DISPATCH_OFF)
             thread.dispatch = dispatch
         _restart_endless_wait(thread)
         _abort_rseq_section(pid, thread)

@@ -213,18 +213,29 @@ def get_rseq(tid: int) -> dict[str, int]:
 
 
 _SUD_CONFIG = struct.Struct("4Q")   # struct ptrace_sud_config: mode, selector, offset, len
+SYSCALL_DISPATCH_OFF = (0, 0, 0, 0)
+_sud_request_known = [True]     # False once the kernel refused the request (before Linux 6.4)
 
 
 def get_syscall_dispatch(tid: int) -> list[int]:
     """The syscall user dispatch of stopped thread `tid` (PR_SET_SYSCALL_USER_DISPATCH):
-    [mode, selector address, offset, len]; mode 0: off."""
+    [mode, selector address, offset, len]; mode 0: off (so on a kernel without the
+    request, where the ptrace request is unknown: EIO)."""
+    if not _sud_request_known[0]:
+        return list(SYSCALL_DISPATCH_OFF)
     buf = ctypes.create_string_buffer(_SUD_CONFIG.size)
-    ptrace(PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, tid, _SUD_CONFIG.size, ctypes.addressof(buf))
+    try:
+        ptrace(PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, tid, _SUD_CONFIG.size, ctypes.addressof(buf))
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        _sud_request_known[0] = False
+        return list(SYSCALL_DISPATCH_OFF)
     return list(_SUD_CONFIG.unpack(buf.raw))
 
 
-def set_syscall_dispatch(tid: int, config: list[int]) -> None:
-    """Set it (`get_syscall_dispatch`'s list; [0, 0, 0, 0] turns it off)."""
+def set_syscall_dispatch(tid: int, config: list[int] | tuple[int, ...]) -> None:
+    """Set it (`get_syscall_dispatch`'s list; SYSCALL_DISPATCH_OFF turns it off)."""
     buf = ctypes.create_string_buffer(_SUD_CONFIG.pack(*config), _SUD_CONFIG.size)
     ptrace(PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG, tid, _SUD_CONFIG.size, ctypes.addressof(buf))
 

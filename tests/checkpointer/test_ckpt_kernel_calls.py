@@ -32,3 +32,22 @@ def test_a_failed_ptrace_request_raises_naming_the_request_and_task():
         kernel.ptrace(kernel.PTRACE_GETSIGMASK, os.getpid(), 8, 0)     # not our tracee: ESRCH
     assert raised.value.errno == errno.ESRCH
     assert f"ptrace({kernel.PTRACE_GETSIGMASK:#x}, {os.getpid()})" in str(raised.value)
+
+
+def test_a_kernel_without_the_syscall_dispatch_request_reads_as_dispatch_off(monkeypatch):
+    """Before Linux 6.4 ptrace does not know PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG (EIO):
+    every freeze reads each thread's dispatch, so that must read as off, not fail the stop;
+    it is asked once. Any other error (the thread gone) still raises."""
+    asked = []
+
+    def old_kernel(request, tid, *args):
+        asked.append(request)
+        raise OSError(errno.EIO if tid == 1 else errno.ESRCH, "ptrace")
+
+    monkeypatch.setattr(kernel, "ptrace", old_kernel)
+    monkeypatch.setattr(kernel, "_sud_request_known", [True])
+    with pytest.raises(ProcessLookupError):
+        kernel.get_syscall_dispatch(2)
+    assert kernel.get_syscall_dispatch(1) == [0, 0, 0, 0]
+    assert kernel.get_syscall_dispatch(2) == [0, 0, 0, 0]
+    assert asked == [kernel.PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG] * 2
