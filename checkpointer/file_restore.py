@@ -261,15 +261,16 @@ class FileRestorer:
         then we hold it, so only one that needs more than `_memfd_flags` gave it is held (a
         process with 10,000 shared mappings, stress-ng --mlock, took 10,000 of our fds)."""
         seals = _seals(record)
-        if "mode" not in record and seals in (0, F_SEAL_SEAL):
+        to_seal = seals not in (0, F_SEAL_SEAL)
+        if "mode" not in record and not to_seal:
             return
         ours = os.open(f"/proc/{tid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)   # not open for writing: an
         if "mode" in record:        # version 5, as "seals"                 # exe must not be (PR_SET_MM_MAP)
             os.chmod(f"/proc/self/fd/{ours}", record["mode"])
-        if seals in (0, F_SEAL_SEAL):
-            os.close(ours)
-        else:
+        if to_seal:
             self.sealing.append((ours, seals))
+        else:
+            os.close(ours)
 
     def close(self) -> None:
         """Once every process has its fds and mappings: let go of the FIFOs held open

@@ -140,10 +140,8 @@ def make(inj, record: dict, remap, warnings: list[str], ns_pid: int, held: Calla
     fd = inj.check(_NR_INOTIFY_INIT1, record["flags"] & O_NONBLOCK, what="inotify_init1")
     skipped = False
     for wd, path, mask, *unlinked in record["watches"]:
-        if path is not None:
-            path, mask = remap(path), mask | IN_DONT_FOLLOW | IN_MASK_ADD
-        else:
-            path, mask = f"/proc/self/fd/{held(unlinked[0])}", mask | IN_MASK_ADD
+        mask |= IN_MASK_ADD if path is None else IN_MASK_ADD | IN_DONT_FOLLOW
+        path = remap(path) if path is not None else f"/proc/self/fd/{held(unlinked[0])}"
         where = inj.put(path.encode() + b"\0")
         what = f"inotify_add_watch({path})"
         got = inj.check(_NR_INOTIFY_ADD_WATCH, fd, where, mask, what=what)
